@@ -1,0 +1,106 @@
+/*
+ * config/config.h: postern.conf parsed into an immutable struct config.
+ * Knows nothing of sockets or SMTP; other modules read the values.
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config_listen {
+	char		*addr;		/* owned; numeric "127.0.0.1" or "::1" */
+	int		 port;
+	int		 line;		/* config line, for messages */
+};
+
+struct config_limits {
+	uint64_t	msg_max;		/* "limit message-size 35M"; default 35 MiB */
+	unsigned	rcpt_max;		/* "limit recipients 100" */
+	size_t		line_max;		/* "limit line-length 1000"; 512..65536 */
+	unsigned	err_max;		/* "limit errors 10" */
+	uint64_t	idle_ms;		/* "limit idle-timeout 5m" (command wait) */
+	uint64_t	data_idle_ms;		/* "limit data-timeout 10m" (DATA block wait) */
+	uint64_t	session_ms;		/* "limit session-timeout 30m" */
+	unsigned	conn_max;		/* "limit connections 1000" */
+	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 20" */
+	uint64_t	shutdown_ms;		/* "limit shutdown-grace 30s": SIGTERM wait for DATA */
+};
+
+enum config_table_kind { CONFIG_TABLE_INLINE, CONFIG_TABLE_FILE };
+struct config_table {
+	char			*name;		/* owned */
+	enum config_table_kind	 kind;
+	char			**items;	/* inline: owned keys, NULL-terminated */
+	char			*path;		/* file: owned path */
+	int			 line;
+};
+
+enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD };
+struct config_action {
+	char			*name;		/* owned */
+	enum config_action_kind	 kind;
+	char			*path;		/* maildir: owned template with %{..} */
+	int			 line;
+};
+
+enum config_cond_kind {
+	CONFIG_COND_ANY,
+	CONFIG_COND_TO_DOMAIN,		/* arg: domain (lower-cased) */
+	CONFIG_COND_TO_ADDR,		/* arg: address (domain lower-cased) */
+	CONFIG_COND_TO_TABLE,		/* table: recipient in table */
+	CONFIG_COND_FROM_DOMAIN,
+	CONFIG_COND_FROM_ADDR,
+	CONFIG_COND_FROM_TABLE,
+};
+struct config_cond {
+	enum config_cond_kind	 kind;
+	char			*arg;		/* owned, or NULL */
+	const struct config_table *table;	/* borrowed from config->tables */
+};
+/* "match COND [COND...] action NAME": all conditions must hold. */
+struct config_rule {
+	struct config_cond	*conds;		/* owned array */
+	size_t			 nconds;
+	const struct config_action *action;	/* borrowed from config->actions */
+	int			 line;
+};
+
+struct config {
+	char			*path;		/* owned: the file read */
+	char			*hostname;	/* "hostname"; default gethostname() */
+	char			*spool;		/* "spool PATH"; default "var/spool" */
+	char			*greeting;	/* "greeting TEXT"; NULL: default */
+	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
+	char			*log_facility;	/* default "mail" */
+	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
+	char			*translog_dir;	/* "transaction-log DIR"; NULL: off */
+	struct config_limits	 limits;
+	struct config_listen	*listens;	/* owned array */
+	size_t			 nlistens;
+	struct config_table	*tables;	/* owned array */
+	size_t			 ntables;
+	struct config_action	*actions;	/* owned array */
+	size_t			 nactions;
+	struct config_rule	*rules;		/* owned array, in file order */
+	size_t			 nrules;
+};
+
+/*
+ * Parse the file at path.  On success returns the config and *errs_out is
+ * NULL.  On failure returns NULL and *errs_out holds every error found, one
+ * "FILE:LINE: message\n" line each (owned by the caller: free()).
+ */
+struct config *config_load(const char *path, char **errs_out);
+/* The same, from a string (name is used in messages). */
+struct config *config_parse(const char *name, const char *text,
+	    char **errs_out);
+void	config_free(struct config **cp);
+
+const struct config_action *config_action_find(const struct config *c,
+	    const char *name);
+const struct config_table *config_table_find(const struct config *c,
+	    const char *name);
+
+#endif

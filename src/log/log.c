@@ -1,0 +1,141 @@
+/*
+ * log/log.c: the event log.  Each event is formatted into one buffer and
+ * written with one write(2) (or one syslog(3) call), so lines from several
+ * threads never interleave.
+ */
+#include "log/log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static bool		log_to_syslog;
+static enum log_level	log_min = LOG_LVL_INFO;
+
+static const char *const log_names[] = { "error", "warn", "info", "debug" };
+
+static int
+log_facility_code(const char *name)
+{
+	static const struct { const char *name; int code; } f[] = {
+		{ "mail", LOG_MAIL }, { "daemon", LOG_DAEMON },
+		{ "user", LOG_USER }, { "local0", LOG_LOCAL0 },
+		{ "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },
+		{ "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
+		{ "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 },
+		{ "local7", LOG_LOCAL7 },
+	};
+	for (size_t i = 0; name != NULL && i < sizeof(f) / sizeof(f[0]); i++)
+		if (strcasecmp(name, f[i].name) == 0)
+			return f[i].code;
+	return LOG_MAIL;
+}
+
+void
+log_init(bool use_syslog, const char *facility, enum log_level min)
+{
+	if (log_to_syslog)
+		closelog();
+	log_to_syslog = use_syslog;
+	log_min = min;
+	if (use_syslog)
+		openlog("postern", LOG_PID | LOG_NDELAY,
+		    log_facility_code(facility));
+}
+
+void
+log_set_level(enum log_level min)
+{
+	log_min = min;
+}
+
+bool
+log_enabled(enum log_level lvl)
+{
+	return lvl <= log_min;
+}
+
+static void
+log_emit(enum log_level lvl, const char *line, size_t len)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+	if (log_to_syslog) {
+		syslog(prio[lvl], "%.*s", (int)len, line);
+		return;
+	}
+	/* One write per line keeps lines whole across threads. */
+	ssize_t n = write(STDERR_FILENO, line, len);
+	(void)n;
+}
+
+static void
+log_vline(enum log_level lvl, const char *event, const char *sid,
+    const char *qid, const char *fmt, va_list ap)
+{
+	char line[2048];
+	size_t o = 0;
+	int n;
+
+	if (!log_to_syslog) {
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		o = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		n = snprintf(line + o, sizeof(line) - o, ".%06ldZ ",
+		    ts.tv_nsec / 1000);
+		o += n > 0 ? (size_t)n : 0;
+	}
+	n = snprintf(line + o, sizeof(line) - o, "%s", log_names[lvl]);
+	o += n > 0 ? (size_t)n : 0;
+	if (event != NULL && o < sizeof(line)) {
+		n = snprintf(line + o, sizeof(line) - o, " %s", event);
+		o += n > 0 ? (size_t)n : 0;
+	}
+	if (sid != NULL && o < sizeof(line)) {
+		n = snprintf(line + o, sizeof(line) - o, " sid=%s", sid);
+		o += n > 0 ? (size_t)n : 0;
+	}
+	if (qid != NULL && o < sizeof(line)) {
+		n = snprintf(line + o, sizeof(line) - o, " qid=%s", qid);
+		o += n > 0 ? (size_t)n : 0;
+	}
+	if (fmt != NULL && fmt[0] != '\0' && o + 1 < sizeof(line)) {
+		line[o++] = ' ';
+		n = vsnprintf(line + o, sizeof(line) - o, fmt, ap);
+		o += n > 0 ? (size_t)n : 0;
+	}
+	if (o > sizeof(line) - 2)
+		o = sizeof(line) - 2;	/* truncated: keep the newline */
+	line[o++] = '\n';
+	log_emit(lvl, line, o);
+}
+
+void
+log_event(enum log_level lvl, const char *event, const char *sid,
+    const char *qid, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	log_vline(lvl, event, sid, qid, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	log_vline(lvl, NULL, NULL, NULL, fmt, ap);
+	va_end(ap);
+}

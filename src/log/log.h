@@ -1,0 +1,29 @@
+/*
+ * log/log.h: one structured event per line ("key=value"), to stderr or
+ * syslog; thread-safe (each line is one write).  Never log AUTH payloads or
+ * message bodies; pass peer text through log_safe_into() first.
+ */
+#ifndef POSTERN_LOG_H
+#define POSTERN_LOG_H
+
+#include <stdbool.h>
+#include "util/util.h"
+
+enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Send lines to syslog (ident "postern", facility name like "mail") or stderr. */
+void	log_init(bool use_syslog, const char *facility, enum log_level min);
+void	log_set_level(enum log_level min);
+bool	log_enabled(enum log_level lvl);
+
+/*
+ * Log one event: "<level> <event> sid=.. qid=.. <fmt...>".  sid and qid may
+ * be NULL (then left out).
+ */
+void	log_event(enum log_level lvl, const char *event, const char *sid,
+	    const char *qid, const char *fmt, ...) UTIL_PRINTF(5, 6);
+
+/* Plain message lines outside any session (start-up, reload, bugs). */
+void	log_msg(enum log_level lvl, const char *fmt, ...) UTIL_PRINTF(2, 3);
+
+#endif

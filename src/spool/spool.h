@@ -1,0 +1,85 @@
+/*
+ * spool/spool.h: the durable message store.  A message is a content file
+ * (LF line ends, Received: header first) and an envelope file; it counts as
+ * accepted once spool_msg_commit() has returned 0.  Every function here
+ * blocks on the disk: call them from worker threads, never the event loop.
+ * Knows nothing of routing or SMTP.
+ */
+#ifndef POSTERN_SPOOL_H
+#define POSTERN_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOOL_QID_MAX	24	/* bytes incl. NUL */
+
+struct spool_rcpt {
+	char	*addr;		/* owned: "local@domain" */
+	char	*action;	/* owned: action kind, "maildir" or "discard" */
+	char	*arg;		/* owned: action argument (maildir: folder), or NULL */
+	bool	 done;		/* delivered (durably recorded) */
+};
+
+/* The envelope: a plain value; spool_env_clear() frees what it owns. */
+struct spool_env {
+	char			 qid[SPOOL_QID_MAX];
+	char			*sid;		/* owned: session id, or NULL */
+	int64_t			 received;	/* epoch seconds */
+	char			*sender;	/* owned: "" for <> */
+	char			*client_ip;	/* owned, or NULL */
+	char			*helo;		/* owned, or NULL (peer text: any bytes but CR/LF) */
+	bool			 smtputf8;
+	bool			 body_8bit;
+	uint64_t		 size;		/* content octets */
+	struct spool_rcpt	*rcpts;		/* owned array */
+	size_t			 nrcpts;
+};
+void	spool_env_add_rcpt(struct spool_env *e, const char *addr,
+	    const char *action, const char *arg);
+void	spool_env_clear(struct spool_env *e);
+
+struct spool;
+struct spool_msg;
+
+/* Open (and create) the spool folder.  NULL with *err_out on failure. */
+struct spool *spool_open(const char *dir, const char **err_out);
+void	spool_close(struct spool **sp);
+const char *spool_dir(const struct spool *sp);
+
+/* A new queue id, unique across threads and restarts: [0-9A-Za-z], < SPOOL_QID_MAX. */
+void	spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX]);
+
+/* A message being received; nothing touches the disk until the first write. */
+struct spool_msg *spool_msg_new(struct spool *sp, const char *qid);
+/* Append content bytes (creates the content file first).  0 or -1 + *err_out. */
+int	spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
+	    const char **err_out);
+/*
+ * Make the message durable: fsync the content, write and fsync the envelope
+ * (env->qid must match), fsync the folder.  0 once accepted, or -1 with
+ * *err_out (the message is then not accepted).
+ */
+int	spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
+	    const char **err_out);
+/* Close; a message not committed has its files removed. */
+void	spool_msg_free(struct spool_msg **mp);
+
+/* Path of a committed message's content (malloc'd). */
+char	*spool_content_path(const struct spool *sp, const char *qid);
+/* Read a committed envelope, with each recipient's done flag.  0 or -1. */
+int	spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
+	    const char **err_out);
+/* Durably record that recipient idx is delivered.  0 or -1. */
+int	spool_mark_done(struct spool *sp, const char *qid, size_t idx,
+	    const char **err_out);
+/* Remove a message whose recipients are all done.  0 or -1. */
+int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
+/*
+ * List committed messages (malloc'd array of malloc'd qids), oldest first.
+ * Content left without an envelope (never acknowledged) is removed.
+ */
+int	spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
+	    const char **err_out);
+
+#endif

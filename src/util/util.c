@@ -1,0 +1,368 @@
+/*
+ * util/util.c: allocation, bounded strings, size and duration parsing, time,
+ * the growable buffer and small file-system helpers.  Knows nothing of
+ * postern's modules.
+ */
+#include "util/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("postern: fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+void
+util_assert_fail(const char *what, const char *file, int line)
+{
+	fprintf(stderr, "postern: assertion failed: %s at %s:%d\n", what, file,
+	    line);
+	abort();
+}
+
+static void *
+util_oom(size_t n)
+{
+	fprintf(stderr, "postern: out of memory allocating %zu bytes\n", n);
+	abort();
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n == 0 ? 1 : n);
+
+	return p != NULL ? p : util_oom(n);
+}
+
+void *
+xcalloc(size_t nmemb, size_t size)
+{
+	void *p = calloc(nmemb == 0 ? 1 : nmemb, size == 0 ? 1 : size);
+
+	return p != NULL ? p : util_oom(nmemb * size);
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n == 0 ? 1 : n);
+
+	return q != NULL ? q : util_oom(n);
+}
+
+void *
+xreallocarray(void *p, size_t nmemb, size_t size)
+{
+	if (size != 0 && nmemb > SIZE_MAX / size)
+		util_oom(SIZE_MAX);
+	return xrealloc(p, nmemb * size);
+}
+
+char *
+xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+	char *p = xmalloc(len + 1);
+
+	memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+
+	va_start(ap, fmt);
+	if (vasprintf(&p, fmt, ap) == -1)
+		util_oom(0);
+	va_end(ap);
+	return p;
+}
+
+int
+util_strlcpy(char *dst, const char *src, size_t dstsz)
+{
+	size_t len = strlen(src);
+
+	if (dstsz == 0)
+		return -1;
+	if (len >= dstsz) {
+		memcpy(dst, src, dstsz - 1);
+		dst[dstsz - 1] = '\0';
+		return -1;
+	}
+	memcpy(dst, src, len + 1);
+	return 0;
+}
+
+int
+util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(dst, dstsz, fmt, ap);
+	va_end(ap);
+	return (n < 0 || (size_t)n >= dstsz) ? -1 : 0;
+}
+
+bool
+util_strcaseeq(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
+
+char *
+util_strlower(char *s)
+{
+	for (char *p = s; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return s;
+}
+
+/* Split "123xyz" into 123 and "xyz"; -1 when there is no number or it wraps. */
+static int
+util_parse_num(const char *s, uint64_t *n_out, const char **unit_out)
+{
+	uint64_t n = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (n > (UINT64_MAX - d) / 10)
+			return -1;
+		n = n * 10 + d;
+	}
+	*n_out = n;
+	*unit_out = p;
+	return 0;
+}
+
+static int
+util_scale(uint64_t n, uint64_t mul, uint64_t *out)
+{
+	if (mul != 0 && n > UINT64_MAX / mul)
+		return -1;
+	*out = n * mul;
+	return 0;
+}
+
+int
+util_parse_size(const char *s, uint64_t *out)
+{
+	static const struct { const char *unit; uint64_t mul; } units[] = {
+		{ "", 1 }, { "b", 1 }, { "k", 1024 }, { "kb", 1024 },
+		{ "m", 1024 * 1024 }, { "mb", 1024 * 1024 },
+		{ "g", 1024ULL * 1024 * 1024 }, { "gb", 1024ULL * 1024 * 1024 },
+	};
+	uint64_t n;
+	const char *unit;
+
+	if (util_parse_num(s, &n, &unit) == -1)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcasecmp(unit, units[i].unit) == 0)
+			return util_scale(n, units[i].mul, out);
+	return -1;
+}
+
+int
+util_parse_duration_ms(const char *s, uint64_t *out)
+{
+	static const struct { const char *unit; uint64_t mul; } units[] = {
+		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
+		{ "min", 60000 }, { "h", 3600000 }, { "d", 86400000 },
+	};
+	uint64_t n;
+	const char *unit;
+
+	if (util_parse_num(s, &n, &unit) == -1)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(unit, units[i].unit) == 0)
+			return util_scale(n, units[i].mul, out);
+	return -1;
+}
+
+uint64_t
+util_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t
+util_wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void
+util_rfc5322_date(char *buf, size_t bufsz, int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	localtime_r(&tt, &tm);
+	if (strftime(buf, bufsz, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0 &&
+	    bufsz > 0)
+		buf[0] = '\0';
+}
+
+char *
+log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	ASSERT(bufsz >= 8);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		size_t need = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+		    ? 1 : 4;
+		if (o + need + 4 > bufsz) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (need == 1) {
+			buf[o++] = (char)c;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+void
+util_buf_add(struct util_buf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len || b->data == NULL) {
+		size_t cap = b->cap ? b->cap : 64;
+		while (cap - b->len < n + 1)
+			cap *= 2;
+		b->data = xrealloc(b->data, cap);
+		b->cap = cap;
+	}
+	if (n > 0)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+void
+util_buf_addstr(struct util_buf *b, const char *s)
+{
+	util_buf_add(b, s, strlen(s));
+}
+
+void
+util_buf_printf(struct util_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (n == -1)
+		util_oom(0);
+	util_buf_add(b, p, (size_t)n);
+	free(p);
+}
+
+char *
+util_buf_cstr(struct util_buf *b)
+{
+	util_buf_add(b, "", 0);	/* ensures data and room for the NUL */
+	b->data[b->len] = '\0';
+	return b->data;
+}
+
+void
+util_buf_reset(struct util_buf *b)
+{
+	b->len = 0;
+}
+
+void
+util_buf_clear(struct util_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+int
+util_fsync_dir(const char *dirpath)
+{
+	int fd = open(dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+
+	if (fd == -1)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+int
+util_mkdirs(const char *path, unsigned mode)
+{
+	char *p = xstrdup(path);
+	int rc = 0;
+
+	for (char *s = p + 1; ; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, (mode_t)mode) == -1 && errno != EEXIST) {
+			rc = -1;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	free(p);
+	return rc;
+}

@@ -1,0 +1,86 @@
+/*
+ * util/util.h: allocation that never fails, bounded string helpers, time and
+ * small containers.  Includes nothing from postern.
+ */
+#ifndef POSTERN_UTIL_H
+#define POSTERN_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define UTIL_PRINTF(a, b)	__attribute__((format(printf, a, b)))
+#define UTIL_NORETURN		__attribute__((noreturn))
+
+/* Print "postern: fatal: MSG" to stderr and exit(1).  Start-up and config only. */
+void	fatal(const char *fmt, ...) UTIL_PRINTF(1, 2) UTIL_NORETURN;
+
+/* Checks our own contracts, never input; stays on in release builds. */
+#define ASSERT(x)	do { if (!(x)) util_assert_fail(#x, __FILE__, __LINE__); } while (0)
+void	util_assert_fail(const char *what, const char *file, int line)
+	    UTIL_NORETURN;
+
+/* Allocators that abort on exhaustion: callers never test for NULL. */
+void	*xmalloc(size_t n);
+void	*xcalloc(size_t nmemb, size_t size);
+void	*xrealloc(void *p, size_t n);
+void	*xreallocarray(void *p, size_t nmemb, size_t size);
+char	*xstrdup(const char *s);
+char	*xstrndup(const char *s, size_t n);
+/* A new string from a printf format; never NULL. */
+char	*xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
+
+/*
+ * Copy src into dst (size dstsz, NUL-terminated).  Returns 0, or -1 when src
+ * did not fit (dst then holds a truncated copy).
+ */
+int	util_strlcpy(char *dst, const char *src, size_t dstsz);
+/* snprintf that returns 0, or -1 on truncation or error. */
+int	util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
+	    UTIL_PRINTF(3, 4);
+
+bool	util_strcaseeq(const char *a, const char *b);
+/* Lower-case ASCII letters of s in place; returns s. */
+char	*util_strlower(char *s);
+
+/* Parse "10", "10k", "35M", "1G" (powers of 1024).  0 or -1. */
+int	util_parse_size(const char *s, uint64_t *out);
+/* Parse "500ms", "30s", "5m", "2h", "1d"; a bare number means seconds. */
+int	util_parse_duration_ms(const char *s, uint64_t *out);
+
+/* Milliseconds of the monotonic clock. */
+uint64_t util_now_ms(void);
+/* Microseconds since the epoch (wall clock). */
+uint64_t util_wall_us(void);
+/* RFC 5322 date of t (local zone), e.g. "Mon, 23 Nov 2026 11:49:02 +0000". */
+void	util_rfc5322_date(char *buf, size_t bufsz, int64_t t);
+
+/*
+ * Escape peer text for a log line: printable ASCII is kept except '"' and
+ * '\\', the rest becomes \xNN; at most max_in input bytes, then "...".
+ * Returns buf.
+ */
+char	*log_safe_into(char *buf, size_t bufsz, const char *s, size_t len);
+
+/* Growable byte buffer. */
+struct util_buf {
+	char	*data;		/* owned; NULL while empty */
+	size_t	 len;
+	size_t	 cap;
+};
+void	util_buf_add(struct util_buf *b, const void *p, size_t n);
+void	util_buf_addstr(struct util_buf *b, const char *s);
+void	util_buf_printf(struct util_buf *b, const char *fmt, ...)
+	    UTIL_PRINTF(2, 3);
+/* NUL-terminate without counting the NUL; returns b->data. */
+char	*util_buf_cstr(struct util_buf *b);
+void	util_buf_reset(struct util_buf *b);	/* len = 0, keeps memory */
+void	util_buf_clear(struct util_buf *b);	/* frees memory */
+
+/* fsync the directory that holds path (or the directory path itself). */
+int	util_fsync_dir(const char *dirpath);
+/* mkdir -p with mode; 0 or -1 (errno set). */
+int	util_mkdirs(const char *path, unsigned mode);
+
+#endif

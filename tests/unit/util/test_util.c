@@ -1,0 +1,87 @@
+/* Unit tests of util/: size and duration parsing, bounded copies, buffers. */
+#include "util/util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+static void
+test_parse_size(void **state)
+{
+	static const struct { const char *in; int rc; uint64_t want; } cases[] = {
+		{ "0", 0, 0 }, { "1000", 0, 1000 }, { "10k", 0, 10240 },
+		{ "35M", 0, 35ULL << 20 }, { "1G", 0, 1ULL << 30 },
+		{ "", -1, 0 }, { "k", -1, 0 }, { "10x", -1, 0 },
+		{ "99999999999999999999", -1, 0 }, { "18014398509481984G", -1, 0 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t got = 0;
+		int rc = util_parse_size(cases[i].in, &got);
+		if (rc != cases[i].rc || (rc == 0 && got != cases[i].want))
+			fail_msg("case \"%s\": got rc=%d %ju, want rc=%d %ju",
+			    cases[i].in, rc, (uintmax_t)got, cases[i].rc,
+			    (uintmax_t)cases[i].want);
+	}
+}
+
+static void
+test_parse_duration(void **state)
+{
+	static const struct { const char *in; int rc; uint64_t want; } cases[] = {
+		{ "30", 0, 30000 }, { "500ms", 0, 500 }, { "5m", 0, 300000 },
+		{ "2h", 0, 7200000 }, { "1d", 0, 86400000 }, { "5x", -1, 0 },
+		{ "-1", -1, 0 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t got = 0;
+		int rc = util_parse_duration_ms(cases[i].in, &got);
+		if (rc != cases[i].rc || (rc == 0 && got != cases[i].want))
+			fail_msg("case \"%s\": got rc=%d %ju", cases[i].in, rc,
+			    (uintmax_t)got);
+	}
+}
+
+static void
+test_strlcpy_and_safe(void **state)
+{
+	char small[4], buf[64];
+
+	(void)state;
+	assert_int_equal(util_strlcpy(small, "abc", sizeof(small)), 0);
+	assert_int_equal(util_strlcpy(small, "abcd", sizeof(small)), -1);
+	assert_string_equal(small, "abc");
+	assert_int_equal(util_snprintf(small, sizeof(small), "%d", 12345), -1);
+	assert_string_equal(log_safe_into(buf, sizeof(buf), "a\r\n\"b", 5),
+	    "a\\x0d\\x0a\\x22b");
+}
+
+static void
+test_buf(void **state)
+{
+	struct util_buf b = { 0 };
+
+	(void)state;
+	for (int i = 0; i < 1000; i++)
+		util_buf_printf(&b, "%d,", i % 10);
+	assert_int_equal(b.len, 2000);
+	assert_memory_equal(util_buf_cstr(&b), "0,1,2,", 6);
+	util_buf_clear(&b);
+	assert_null(b.data);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_duration),
+		cmocka_unit_test(test_strlcpy_and_safe),
+		cmocka_unit_test(test_buf),
+	};
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
