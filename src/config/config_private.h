@@ -1,0 +1,44 @@
+/*
+ * config/config_private.h: the line lexer shared by the parser and its
+ * tests.  Not for other modules.
+ */
+#ifndef POSTERN_CONFIG_PRIVATE_H
+#define POSTERN_CONFIG_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum cfg_tok_kind {
+	CFG_TOK_WORD,		/* bare word, or word and "quoted" parts glued */
+	CFG_TOK_LBRACE,
+	CFG_TOK_RBRACE,
+	CFG_TOK_COMMA,
+};
+
+struct cfg_tok {
+	enum cfg_tok_kind	 kind;
+	char			*text;		/* owned; NULL for punctuation */
+	bool			 quoted;	/* some part was in double quotes */
+};
+
+/* One line of the file, split into tokens. */
+struct cfg_line {
+	int			 lineno;
+	struct cfg_tok		*toks;		/* owned array */
+	size_t			 ntoks;
+	char			*lexerr;	/* owned; NULL when the line lexed */
+};
+
+/*
+ * Split one line (len bytes, no newline) into tokens.  '#' outside quotes
+ * starts a comment; "..." takes \" and \\ escapes.  On a lexical error
+ * ln->lexerr says why and the tokens are dropped.
+ */
+void	cfg_lex_line(const char *s, size_t len, int lineno,
+	    struct cfg_line *ln);
+void	cfg_line_clear(struct cfg_line *ln);
+
+/* Copy of s (len bytes) escaped for an error message, at most ~64 bytes. */
+char	*cfg_quote(const char *s);
+
+#endif

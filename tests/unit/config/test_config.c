@@ -1,0 +1,358 @@
+/*
+ * Unit tests of config/: the lexer, golden error files (data/X.conf gives
+ * exactly data/X.err), parsed values, defaults and the range of each limit.
+ * Set POSTERN_GOLDEN_UPDATE=1 to rewrite the .err files (then review them).
+ */
+#include "config/config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config/config_private.h"
+#include "log/log.h"
+#include "util/util.h"
+
+static char *
+read_all(const char *path)
+{
+	struct util_buf b = { 0 };
+	char chunk[4096];
+	size_t n;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		fail_msg("cannot open %s", path);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		util_buf_add(&b, chunk, n);
+	fclose(f);
+	util_buf_add(&b, "", 1);
+	return b.data;
+}
+
+static void
+test_lexer(void **state)
+{
+	static const struct { const char *name, *in, *want; } cases[] = {
+		{ "words", "hostname  mail.example\t", "[hostname] [mail.example]" },
+		{ "comment", "a b # c d", "[a] [b]" },
+		{ "hash in quotes", "greeting \"a # b\"", "[greeting] q[a # b]" },
+		{ "escapes", "x \"a\\\"b\\\\c\"", "[x] q[a\"b\\c]" },
+		{ "glued", "table t file:\"x y\"", "[table] [t] q[file:x y]" },
+		{ "list", "t {a,b ,c}", "[t] { [a] , [b] , [c] }" },
+		{ "empty quoted", "x \"\"", "[x] q[]" },
+		{ "crlf", "a b\r", "[a] [b]" },
+		{ "only comment", "   # nothing", "" },
+		{ "unterminated", "greeting \"abc", "!unterminated quoted string" },
+		{ "trailing backslash", "x \"abc\\", "!unterminated quoted string" },
+		{ "bad escape", "x \"a\\tb\"", "!bad escape \"\\t\" in quoted string (only \\\" and \\\\ are allowed)" },
+		{ "control", "x a\001b", "!control character 0x01 outside quotes" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cfg_line ln;
+		struct util_buf b = { 0 };
+		cfg_lex_line(cases[i].in, strlen(cases[i].in), 7, &ln);
+		if (ln.lexerr != NULL)
+			util_buf_printf(&b, "!%s", ln.lexerr);
+		for (size_t k = 0; k < ln.ntoks; k++) {
+			const struct cfg_tok *t = &ln.toks[k];
+			if (k > 0)
+				util_buf_addstr(&b, " ");
+			if (t->kind == CFG_TOK_WORD)
+				util_buf_printf(&b, "%s[%s]", t->quoted ? "q" :
+				    "", t->text);
+			else
+				util_buf_addstr(&b, t->kind == CFG_TOK_LBRACE ?
+				    "{" : t->kind == CFG_TOK_RBRACE ? "}" : ",");
+		}
+		util_buf_add(&b, "", 1);
+		if (strcmp(b.data, cases[i].want) != 0 || ln.lineno != 7)
+			fail_msg("case \"%s\": got '%s', want '%s'",
+			    cases[i].name, b.data, cases[i].want);
+		util_buf_clear(&b);
+		cfg_line_clear(&ln);
+	}
+}
+
+static void
+test_golden(void **state)
+{
+	static const char *const names[] = { "syntax", "limits", "limits2", "listen",
+	    "defs", "match", "empty", "dups", "good" };
+	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
+	int failed = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char conf[128], errf[128];
+		char *errs = NULL;
+		snprintf(conf, sizeof(conf), "data/%s.conf", names[i]);
+		snprintf(errf, sizeof(errf), "data/%s.err", names[i]);
+		struct config *c = config_load(conf, &errs);
+		const char *got = errs != NULL ? errs : "";
+		if (update) {
+			FILE *f = fopen(errf, "w");
+			assert_non_null(f);
+			fputs(got, f);
+			fclose(f);
+		}
+		char *want = read_all(errf);
+		if (strcmp(got, want) != 0) {
+			print_error("case \"%s\": got\n%s--- want\n%s---\n",
+			    names[i], got, want);
+			failed++;
+		}
+		/* A config comes back exactly when there is no error. */
+		if ((c == NULL) != (want[0] != '\0')) {
+			print_error("case \"%s\": config %s\n", names[i],
+			    c == NULL ? "NULL" : "returned despite errors");
+			failed++;
+		}
+		free(want);
+		free(errs);
+		config_free(&c);
+		assert_null(c);
+	}
+	if (failed > 0)
+		fail_msg("%d golden case(s) differ", failed);
+}
+
+static void
+test_good_values(void **state)
+{
+	char *errs = NULL;
+	struct config *c = config_load("data/good.conf", &errs);
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("good.conf: %s", errs);
+	assert_string_equal(c->path, "data/good.conf");
+	assert_string_equal(c->hostname, "Mail.Example.ORG");
+	assert_string_equal(c->spool, "var/my spool");
+	assert_string_equal(c->greeting, "postern at your service");
+	assert_true(c->log_syslog);
+	assert_string_equal(c->log_facility, "local3");
+	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
+	assert_string_equal(c->translog_dir, "var/translog");
+
+	assert_int_equal(c->nlistens, 3);
+	assert_string_equal(c->listens[0].addr, "127.0.0.1");
+	assert_int_equal(c->listens[0].port, 2525);
+	assert_int_equal(c->listens[0].line, 5);
+	assert_string_equal(c->listens[1].addr, "::1");
+	assert_string_equal(c->listens[2].addr, "0.0.0.0");
+	assert_int_equal(c->listens[2].port, 25);
+
+	assert_int_equal(c->limits.msg_max, 10 << 20);
+	assert_int_equal(c->limits.rcpt_max, 5);
+	assert_int_equal(c->limits.line_max, 512);
+	assert_int_equal(c->limits.err_max, 1000);
+	assert_int_equal(c->limits.idle_ms, 1000);
+	assert_int_equal(c->limits.data_idle_ms, 3600000);
+	assert_int_equal(c->limits.session_ms, 86400000);
+	assert_int_equal(c->limits.conn_max, 1);
+	assert_int_equal(c->limits.conn_per_ip_max, 1000000);
+	assert_int_equal(c->limits.shutdown_ms, 0);
+
+	assert_int_equal(c->ntables, 2);
+	const struct config_table *users = config_table_find(c, "users");
+	assert_non_null(users);
+	assert_int_equal(users->kind, CONFIG_TABLE_INLINE);
+	assert_string_equal(users->items[0], "alice@example.org");
+	assert_string_equal(users->items[1], "Bob@Example.ORG");
+	assert_string_equal(users->items[2], "@catch.example");
+	assert_null(users->items[3]);
+	const struct config_table *al = config_table_find(c, "aliases");
+	assert_non_null(al);
+	assert_int_equal(al->kind, CONFIG_TABLE_FILE);
+	assert_string_equal(al->path, "aliases file.txt");
+	assert_null(config_table_find(c, "nosuch"));
+
+	assert_int_equal(c->nactions, 3);
+	const struct config_action *local = config_action_find(c, "local");
+	assert_non_null(local);
+	assert_int_equal(local->kind, CONFIG_ACTION_MAILDIR);
+	assert_string_equal(local->path,
+	    "var/mail/%{rcpt.domain}/%{rcpt.user}/Maildir");
+	const struct config_action *drop = config_action_find(c, "drop");
+	assert_int_equal(drop->kind, CONFIG_ACTION_DISCARD);
+	assert_null(drop->path);
+
+	assert_int_equal(c->nrules, 5);
+	const struct config_rule *r = c->rules;
+	assert_int_equal(r[0].nconds, 1);
+	assert_int_equal(r[0].conds[0].kind, CONFIG_COND_TO_ADDR);
+	assert_string_equal(r[0].conds[0].arg, "Alice@example.org");
+	assert_ptr_equal(r[0].action, local);
+	assert_int_equal(r[0].line, 26);
+	assert_int_equal(r[1].nconds, 2);
+	assert_int_equal(r[1].conds[0].kind, CONFIG_COND_TO_ADDR);
+	assert_string_equal(r[1].conds[0].arg, "alice@example.org");
+	assert_int_equal(r[1].conds[1].kind, CONFIG_COND_FROM_DOMAIN);
+	assert_string_equal(r[1].conds[1].arg, "sender.example");
+	assert_int_equal(r[2].conds[0].kind, CONFIG_COND_TO_TABLE);
+	assert_ptr_equal(r[2].conds[0].table, users);
+	assert_int_equal(r[2].conds[1].kind, CONFIG_COND_FROM_TABLE);
+	assert_ptr_equal(r[2].conds[1].table, al);
+	assert_ptr_equal(r[2].action, config_action_find(c, "box"));
+	assert_int_equal(r[3].conds[0].kind, CONFIG_COND_FROM_ADDR);
+	assert_int_equal(r[3].conds[1].kind, CONFIG_COND_TO_DOMAIN);
+	assert_string_equal(r[3].conds[1].arg, "example.net");
+	assert_int_equal(r[4].conds[0].kind, CONFIG_COND_ANY);
+	assert_null(r[4].conds[0].arg);
+	config_free(&c);
+}
+
+static void
+test_defaults(void **state)
+{
+	char *errs = NULL;
+	struct config *c = config_parse("mini", "listen 127.0.0.1:25\n"
+	    "action a discard\nmatch any action a", &errs);
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("mini: %s", errs);
+	assert_non_null(c->hostname);
+	assert_true(c->hostname[0] != '\0');
+	assert_string_equal(c->spool, "var/spool");
+	assert_null(c->greeting);
+	assert_false(c->log_syslog);
+	assert_string_equal(c->log_facility, "mail");
+	assert_int_equal(c->log_level, LOG_LVL_INFO);
+	assert_null(c->translog_dir);
+	assert_int_equal(c->limits.msg_max, 35 << 20);
+	assert_int_equal(c->limits.rcpt_max, 100);
+	assert_int_equal(c->limits.line_max, 1000);
+	assert_int_equal(c->limits.err_max, 10);
+	assert_int_equal(c->limits.idle_ms, 300000);
+	assert_int_equal(c->limits.data_idle_ms, 600000);
+	assert_int_equal(c->limits.session_ms, 1800000);
+	assert_int_equal(c->limits.conn_max, 1000);
+	assert_int_equal(c->limits.conn_per_ip_max, 50);
+	assert_int_equal(c->limits.shutdown_ms, 30000);
+	config_free(&c);
+	config_free(&c);	/* a second free is harmless */
+}
+
+/* Each limit at its bounds: min and max accepted, one beyond refused. */
+static void
+test_limit_bounds(void **state)
+{
+	static const struct { const char *name, *val; bool ok; } cases[] = {
+		{ "message-size", "1k", true }, { "message-size", "2G", true },
+		{ "message-size", "1023", false },
+		{ "message-size", "2147483649", false },
+		{ "recipients", "1", true }, { "recipients", "100000", true },
+		{ "recipients", "0", false }, { "recipients", "100001", false },
+		{ "recipients", "1k", false },
+		{ "line-length", "512", true }, { "line-length", "65536", true },
+		{ "line-length", "511", false },
+		{ "line-length", "65537", false },
+		{ "errors", "1", true }, { "errors", "1000", true },
+		{ "errors", "0", false }, { "errors", "1001", false },
+		{ "idle-timeout", "1s", true }, { "idle-timeout", "1h", true },
+		{ "idle-timeout", "999ms", false },
+		{ "idle-timeout", "3600001ms", false },
+		{ "data-timeout", "1s", true }, { "data-timeout", "60m", true },
+		{ "data-timeout", "61m", false },
+		{ "session-timeout", "24h", true },
+		{ "session-timeout", "1d", true },
+		{ "session-timeout", "86401s", false },
+		{ "connections", "1000000", true },
+		{ "connections", "1000001", false },
+		{ "connections-per-ip", "1", true },
+		{ "connections-per-ip", "0", false },
+		{ "shutdown-grace", "0", true }, { "shutdown-grace", "1h", true },
+		{ "shutdown-grace", "3601s", false },
+		{ "shutdown-grace", "-1", false },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
+		    "match any action a\nlimit %s %s\n", cases[i].name,
+		    cases[i].val);
+		char *errs = NULL;
+		struct config *c = config_parse("t", text, &errs);
+		if ((c != NULL) != cases[i].ok)
+			fail_msg("case \"limit %s %s\": got %s, want %s",
+			    cases[i].name, cases[i].val, c ? "ok" : errs,
+			    cases[i].ok ? "ok" : "an error");
+		if (c == NULL && strncmp(errs, "t:4: limit ", 11) != 0)
+			fail_msg("case \"limit %s %s\": got '%s'",
+			    cases[i].name, cases[i].val, errs);
+		free(errs);
+		free(text);
+		config_free(&c);
+	}
+}
+
+static void
+test_default_file(void **state)
+{
+	char *errs = NULL;
+	struct config *c = config_load("../../../etc/postern.conf", &errs);
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("etc/postern.conf: %s", errs);
+	assert_string_equal(c->hostname, "localhost");
+	assert_string_equal(c->spool, "var/spool");
+	assert_int_equal(c->nlistens, 1);
+	assert_string_equal(c->listens[0].addr, "127.0.0.1");
+	assert_int_equal(c->listens[0].port, 2525);
+	assert_false(c->log_syslog);
+	assert_int_equal(c->nrules, 1);
+	assert_int_equal(c->rules[0].conds[0].kind, CONFIG_COND_TO_DOMAIN);
+	assert_string_equal(c->rules[0].conds[0].arg, "localhost");
+	assert_string_equal(c->rules[0].action->path,
+	    "var/mail/%{rcpt.user}/Maildir");
+	/* The limits written out there are the defaults. */
+	char *derrs = NULL;
+	struct config *d = config_parse("d", "listen 127.0.0.1:25\n"
+	    "action a discard\nmatch any action a\n", &derrs);
+	assert_non_null(d);
+	assert_memory_equal(&c->limits, &d->limits, sizeof(c->limits));
+	config_free(&d);
+	config_free(&c);
+}
+
+static void
+test_load_errors(void **state)
+{
+	char *errs = NULL;
+
+	(void)state;
+	assert_null(config_load("data/no-such-file.conf", &errs));
+	assert_string_equal(errs, "data/no-such-file.conf:0: cannot open: "
+	    "No such file or directory\n");
+	free(errs);
+	/* config_parse with no text at all: both missing pieces reported. */
+	assert_null(config_parse("empty", "", &errs));
+	assert_string_equal(errs, "empty:1: no listen statement (add one, "
+	    "like \"listen 127.0.0.1:2525\")\nempty:1: no match rule, so no "
+	    "mail can be accepted (add one, like \"match to domain "
+	    "example.org action NAME\")\n");
+	free(errs);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lexer),
+		cmocka_unit_test(test_golden),
+		cmocka_unit_test(test_good_values),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_limit_bounds),
+		cmocka_unit_test(test_default_file),
+		cmocka_unit_test(test_load_errors),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
