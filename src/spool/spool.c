@@ -1,0 +1,764 @@
+/*
+ * spool/spool.c: the durable message store on disk: receiving, committing,
+ * loading, done-records, removal and crash recovery.  Knows nothing of
+ * routing or SMTP.
+ *
+ * Layout under the spool folder (all 0700, files 0600):
+ *	tmp/<qid>	content being received (not accepted)
+ *	msg/<qid>	committed content
+ *	env/<qid>	committed envelope: its existence means "accepted"
+ *	env/<qid>.tmp	envelope being written (never accepted)
+ *	done/<qid>	done-records, "done N\n" appended per delivered rcpt
+ *
+ * Commit order and what a crash (kill -9 or power loss) at each point
+ * leaves behind:
+ *	1. write tmp/<qid>, fsync it	crash: tmp/ leftover, not accepted;
+ *					spool_list removes it
+ *	2. rename tmp/<qid> -> msg/<qid>	crash: content without envelope,
+ *					not accepted; spool_list removes it
+ *	3. write env/<qid>.tmp, fsync	crash: as 2, plus a .tmp removed by
+ *					spool_list
+ *	4. rename to env/<qid>		crash: the renames may reach the disk
+ *					in any order until 5, so we may find
+ *					an envelope without content; it was
+ *					never acknowledged (5 did not finish),
+ *					and spool_list removes it
+ *	5. fsync msg/, then env/	both names are durable: accepted;
+ *					only now does commit return 0
+ * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
+ * leaves content or done-records without an envelope (removed by
+ * spool_list), never an envelope with missing recipients' records.
+ *
+ * While a message is open, its content file is flock()ed (the lock follows
+ * the inode through the rename and dies with the process), so spool_list
+ * in this or another process never removes a message still being received
+ * or committed.
+ *
+ * Error strings (*err_out) live in a thread-local buffer, valid until the
+ * next spool call on the same thread.
+ */
+#include "spool/spool.h"
+#include "spool/spool_private.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log/log.h"
+
+enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_N };
+static const char *const spool_sub_names[SUB_N] = { "tmp", "msg", "env",
+    "done" };
+
+struct spool {
+	char	*dir;			/* owned */
+	int	 fd[SUB_N];		/* directory fds, read-only after open */
+};
+
+enum spool_state { MSG_EMPTY, MSG_TMP, MSG_MOVED, MSG_COMMITTED };
+
+struct spool_msg {
+	struct spool		*sp;		/* borrowed */
+	char			 qid[SPOOL_QID_MAX];
+	int			 fd;		/* content, -1 before first write */
+	enum spool_state	 state;
+};
+
+static __thread char spool_errbuf[512];
+
+static const char *
+spool_err(const char *call, enum spool_sub sub, const char *qid,
+    const char *suffix, int err)
+{
+	snprintf(spool_errbuf, sizeof(spool_errbuf), "%s(%s/%s%s): %s", call,
+	    spool_sub_names[sub], qid, suffix, strerror(err));
+	return spool_errbuf;
+}
+
+struct spool *
+spool_open(const char *dir, const char **err_out)
+{
+	struct spool *sp = xcalloc(1, sizeof(*sp));
+
+	sp->dir = xstrdup(dir);
+	for (int i = 0; i < SUB_N; i++)
+		sp->fd[i] = -1;
+	if (util_mkdirs(dir, 0700) == -1) {
+		snprintf(spool_errbuf, sizeof(spool_errbuf), "mkdir(%s): %s",
+		    dir, strerror(errno));
+		goto fail;
+	}
+	for (int i = 0; i < SUB_N; i++) {
+		char *p = xasprintf("%s/%s", dir, spool_sub_names[i]);
+		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+			snprintf(spool_errbuf, sizeof(spool_errbuf),
+			    "mkdir(%s): %s", p, strerror(errno));
+			free(p);
+			goto fail;
+		}
+		sp->fd[i] = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		if (sp->fd[i] == -1) {
+			snprintf(spool_errbuf, sizeof(spool_errbuf),
+			    "open(%s): %s", p, strerror(errno));
+			free(p);
+			goto fail;
+		}
+		free(p);
+	}
+	/* The folders we may just have made must survive a crash too. */
+	if (util_fsync_dir(dir) == -1) {
+		snprintf(spool_errbuf, sizeof(spool_errbuf), "fsync(%s): %s",
+		    dir, strerror(errno));
+		goto fail;
+	}
+	return sp;
+fail:
+	*err_out = spool_errbuf;
+	spool_close(&sp);
+	return NULL;
+}
+
+void
+spool_close(struct spool **spp)
+{
+	struct spool *sp = *spp;
+
+	if (sp == NULL)
+		return;
+	for (int i = 0; i < SUB_N; i++)
+		if (sp->fd[i] != -1)
+			close(sp->fd[i]);
+	free(sp->dir);
+	free(sp);
+	*spp = NULL;
+}
+
+const char *
+spool_dir(const struct spool *sp)
+{
+	return sp->dir;
+}
+
+static void
+spool_b62(char **p, uint64_t v, int width)
+{
+	static const char digits[] =
+	    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+	for (int i = width - 1; i >= 0; i--) {
+		(*p)[i] = digits[v % 62];
+		v /= 62;
+	}
+	*p += width;
+}
+
+/*
+ * 6 digits of seconds (good until year 3700), 4 of microseconds, 3 of a
+ * per-process counter, 4 random: 17 characters.  Fixed width, and the
+ * digits sort in ASCII order, so qids sort by time.  The random part makes
+ * two processes started in the same microsecond (or a clock stepped back)
+ * collide only with probability 1/62^4 per pair; O_EXCL catches the rest.
+ */
+void
+spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX])
+{
+	static atomic_uint counter;
+	uint64_t us = util_wall_us();
+	uint32_t rnd = 0;
+	char *p = qid_out;
+
+	(void)sp;
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (uint32_t)(us ^ (uint64_t)getpid() << 16);
+	spool_b62(&p, us / 1000000, 6);
+	spool_b62(&p, us % 1000000, 4);
+	spool_b62(&p, atomic_fetch_add(&counter, 1), 3);
+	spool_b62(&p, rnd, 4);
+	*p = '\0';
+}
+
+struct spool_msg *
+spool_msg_new(struct spool *sp, const char *qid)
+{
+	struct spool_msg *m;
+
+	ASSERT(spool_qid_is_valid(qid));
+	m = xcalloc(1, sizeof(*m));
+	m->sp = sp;
+	m->fd = -1;
+	m->state = MSG_EMPTY;
+	util_strlcpy(m->qid, qid, sizeof(m->qid));
+	return m;
+}
+
+static int
+spool_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Create tmp/<qid> and lock it; 0 or -1 with *err_out. */
+static int
+spool_msg_create(struct spool_msg *m, const char **err_out)
+{
+	struct stat st;
+
+	for (int tries = 0; tries < 2; tries++) {
+		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_WRONLY | O_CREAT |
+		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (m->fd == -1) {
+			*err_out = spool_err("open", SUB_TMP, m->qid, "", errno);
+			return -1;
+		}
+		m->state = MSG_TMP;
+		if (flock(m->fd, LOCK_EX) == -1 || fstat(m->fd, &st) == -1) {
+			*err_out = spool_err("flock", SUB_TMP, m->qid, "",
+			    errno);
+			return -1;
+		}
+		/* A concurrent spool_list may have taken it before our lock. */
+		if (st.st_nlink > 0)
+			return 0;
+		close(m->fd);
+		m->fd = -1;
+		m->state = MSG_EMPTY;
+	}
+	*err_out = spool_err("open", SUB_TMP, m->qid, "", EAGAIN);
+	return -1;
+}
+
+int
+spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
+    const char **err_out)
+{
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+		return -1;
+	if (spool_write_all(m->fd, buf, len) == -1) {
+		*err_out = spool_err("write", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* Steps 3 and 4: env/<qid>.tmp written, fsynced, renamed. */
+static int
+spool_env_write(struct spool *sp, const struct spool_env *env,
+    const char **err_out)
+{
+	struct util_buf b = { 0 };
+	char tmpname[SPOOL_QID_MAX + 8];
+	int fd, rc = -1;
+
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", env->qid);
+	spool_env_format(env, &b);
+	fd = openat(sp->fd[SUB_ENV], tmpname, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		*err_out = spool_err("open", SUB_ENV, env->qid, ".tmp", errno);
+		goto out;
+	}
+	if (spool_write_all(fd, b.data, b.len) == -1) {
+		*err_out = spool_err("write", SUB_ENV, env->qid, ".tmp", errno);
+		goto out;
+	}
+	if (fdatasync(fd) == -1) {
+		*err_out = spool_err("fdatasync", SUB_ENV, env->qid, ".tmp",
+		    errno);
+		goto out;
+	}
+	if (renameat(sp->fd[SUB_ENV], tmpname, sp->fd[SUB_ENV], env->qid)
+	    == -1) {
+		*err_out = spool_err("rename", SUB_ENV, env->qid, ".tmp", errno);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd != -1)
+		close(fd);
+	if (rc == -1)
+		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+	util_buf_clear(&b);
+	return rc;
+}
+
+int
+spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
+    const char **err_out)
+{
+	struct spool *sp = m->sp;
+
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	ASSERT(strcmp(env->qid, m->qid) == 0);
+	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+		return -1;
+	/* 1. */
+	if (fdatasync(m->fd) == -1) {
+		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	/* 2. */
+	if (renameat(sp->fd[SUB_TMP], m->qid, sp->fd[SUB_MSG], m->qid) == -1) {
+		*err_out = spool_err("rename", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	m->state = MSG_MOVED;
+	/* 3, 4. */
+	if (spool_env_write(sp, env, err_out) == -1)
+		return -1;
+	/* 5. */
+	if (fsync(sp->fd[SUB_MSG]) == -1) {
+		*err_out = spool_err("fsync", SUB_MSG, "", "", errno);
+		goto fail;
+	}
+	if (fsync(sp->fd[SUB_ENV]) == -1) {
+		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
+		goto fail;
+	}
+	m->state = MSG_COMMITTED;
+	return 0;
+fail:
+	/* Not acknowledged: withdraw the envelope first, as spool_remove. */
+	unlinkat(sp->fd[SUB_ENV], m->qid, 0);
+	return -1;
+}
+
+void
+spool_msg_free(struct spool_msg **mp)
+{
+	struct spool_msg *m = *mp;
+
+	if (m == NULL)
+		return;
+	/* Unlink before close: the lock keeps spool_list away meanwhile. */
+	if (m->state == MSG_TMP)
+		unlinkat(m->sp->fd[SUB_TMP], m->qid, 0);
+	else if (m->state == MSG_MOVED)
+		unlinkat(m->sp->fd[SUB_MSG], m->qid, 0);
+	if (m->fd != -1)
+		close(m->fd);
+	free(m);
+	*mp = NULL;
+}
+
+char *
+spool_content_path(const struct spool *sp, const char *qid)
+{
+	return xasprintf("%s/msg/%s", sp->dir, qid);
+}
+
+/*
+ * Read a whole small file sub/<name> into a malloc'd buffer.  0, or -1
+ * with errno set (EFBIG when over SPOOL_ENV_MAX).
+ */
+static int
+spool_slurp(struct spool *sp, enum spool_sub sub, const char *name,
+    char **buf_out, size_t *len_out)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, saved;
+
+	fd = openat(sp->fd[sub], name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)SPOOL_ENV_MAX) {
+		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+		goto fail;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	for (;;) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto fail;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > (size_t)st.st_size) {	/* grew under us */
+			errno = EFBIG;
+			goto fail;
+		}
+	}
+	close(fd);
+	*buf_out = buf;
+	*len_out = len;
+	return 0;
+fail:
+	saved = errno;
+	free(buf);
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+int
+spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
+    const char **err_out)
+{
+	const char *why;
+	char *buf;
+	size_t len;
+
+	memset(out, 0, sizeof(*out));
+	if (!spool_qid_is_valid(qid)) {
+		*err_out = "invalid queue id";
+		return -1;
+	}
+	if (spool_slurp(sp, SUB_ENV, qid, &buf, &len) == -1) {
+		*err_out = spool_err("read", SUB_ENV, qid, "", errno);
+		return -1;
+	}
+	if (spool_env_parse(buf, len, out, &why) == -1) {
+		free(buf);
+		snprintf(spool_errbuf, sizeof(spool_errbuf), "env/%s: %s", qid,
+		    why);
+		*err_out = spool_errbuf;
+		return -1;
+	}
+	free(buf);
+	if (strcmp(out->qid, qid) != 0) {
+		snprintf(spool_errbuf, sizeof(spool_errbuf),
+		    "env/%s: qid does not match the file name", qid);
+		goto fail;
+	}
+	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		spool_err("read", SUB_DONE, qid, "", errno);
+		goto fail;
+	}
+	if (spool_done_parse(buf, len, out, &why) == -1) {
+		free(buf);
+		snprintf(spool_errbuf, sizeof(spool_errbuf), "done/%s: %s", qid,
+		    why);
+		goto fail;
+	}
+	free(buf);
+	return 0;
+fail:
+	spool_env_clear(out);
+	*err_out = spool_errbuf;
+	return -1;
+}
+
+/*
+ * If the done file ends in a torn record (a crash during an append that
+ * never returned), cut it off so the next record starts on its own line.
+ */
+static int
+spool_done_trim(int fd, off_t size)
+{
+	char c;
+	char *buf;
+	off_t keep = 0;
+
+	if (size == 0)
+		return 0;
+	if (pread(fd, &c, 1, size - 1) != 1)
+		return -1;
+	if (c == '\n')
+		return 0;
+	if (size > (off_t)SPOOL_ENV_MAX) {
+		errno = EFBIG;
+		return -1;
+	}
+	buf = xmalloc((size_t)size);
+	if (pread(fd, buf, (size_t)size, 0) != (ssize_t)size) {
+		free(buf);
+		errno = EIO;
+		return -1;
+	}
+	for (off_t i = size; i > 0; i--)
+		if (buf[i - 1] == '\n') {
+			keep = i;
+			break;
+		}
+	free(buf);
+	return ftruncate(fd, keep);
+}
+
+int
+spool_mark_done(struct spool *sp, const char *qid, size_t idx,
+    const char **err_out)
+{
+	struct stat st;
+	char rec[32];
+	int fd;
+
+	if (!spool_qid_is_valid(qid)) {
+		*err_out = "invalid queue id";
+		return -1;
+	}
+	fd = openat(sp->fd[SUB_DONE], qid, O_RDWR | O_CREAT | O_APPEND |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		*err_out = spool_err("open", SUB_DONE, qid, "", errno);
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || spool_done_trim(fd, st.st_size) == -1) {
+		*err_out = spool_err("fstat", SUB_DONE, qid, "", errno);
+		goto fail;
+	}
+	snprintf(rec, sizeof(rec), "done %zu\n", idx);
+	if (spool_write_all(fd, rec, strlen(rec)) == -1) {
+		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
+		goto fail;
+	}
+	if (fdatasync(fd) == -1) {
+		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
+		goto fail;
+	}
+	/* A file we just created needs its name made durable too. */
+	if (st.st_size == 0 && fsync(sp->fd[SUB_DONE]) == -1) {
+		*err_out = spool_err("fsync", SUB_DONE, "", "", errno);
+		goto fail;
+	}
+	close(fd);
+	return 0;
+fail:
+	close(fd);
+	return -1;
+}
+
+int
+spool_remove(struct spool *sp, const char *qid, const char **err_out)
+{
+	if (!spool_qid_is_valid(qid)) {
+		*err_out = "invalid queue id";
+		return -1;
+	}
+	if (unlinkat(sp->fd[SUB_ENV], qid, 0) == -1 && errno != ENOENT) {
+		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
+		return -1;
+	}
+	if (fsync(sp->fd[SUB_ENV]) == -1) {
+		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
+		return -1;
+	}
+	if (unlinkat(sp->fd[SUB_MSG], qid, 0) == -1 && errno != ENOENT) {
+		*err_out = spool_err("unlink", SUB_MSG, qid, "", errno);
+		return -1;
+	}
+	if (unlinkat(sp->fd[SUB_DONE], qid, 0) == -1 && errno != ENOENT) {
+		*err_out = spool_err("unlink", SUB_DONE, qid, "", errno);
+		return -1;
+	}
+	return 0;
+}
+
+static bool
+spool_exists(struct spool *sp, enum spool_sub sub, const char *name)
+{
+	struct stat st;
+
+	return fstatat(sp->fd[sub], name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/*
+ * Remove sub/<name> if nobody holds its lock (a message being received or
+ * committed right now, in any process) and, for msg/ and done/, if it still
+ * has no envelope once we hold the lock.
+ */
+static void
+spool_reap(struct spool *sp, enum spool_sub sub, const char *name)
+{
+	int fd;
+
+	fd = openat(sp->fd[sub], name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+	    O_NONBLOCK);
+	if (fd == -1) {
+		if (errno == ELOOP)	/* a symlink: nothing of ours */
+			unlinkat(sp->fd[sub], name, 0);
+		return;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+	    (sub == SUB_TMP || !spool_exists(sp, SUB_ENV, name))) {
+		log_msg(LOG_LVL_INFO, "spool: removing unaccepted %s/%s",
+		    spool_sub_names[sub], name);
+		unlinkat(sp->fd[sub], name, 0);
+	}
+	close(fd);
+}
+
+/*
+ * env/<qid>.tmp is not locked itself; its message is busy while someone
+ * holds the lock of msg/<qid> (steps 3 and 4 of a commit in progress).
+ */
+static void
+spool_reap_env_tmp(struct spool *sp, const char *name, size_t qidlen)
+{
+	char qid[SPOOL_QID_MAX];
+	int fd;
+
+	if (qidlen >= sizeof(qid))
+		goto reap;
+	memcpy(qid, name, qidlen);
+	qid[qidlen] = '\0';
+	fd = openat(sp->fd[SUB_MSG], qid, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+	    O_NONBLOCK);
+	if (fd != -1) {
+		bool busy = flock(fd, LOCK_EX | LOCK_NB) == -1;
+		close(fd);
+		if (busy)
+			return;
+	}
+reap:
+	log_msg(LOG_LVL_INFO, "spool: removing unaccepted env/%s", name);
+	unlinkat(sp->fd[SUB_ENV], name, 0);
+}
+
+/* Remove what no envelope accounts for in sub/ (tmp/, msg/ or done/). */
+static int
+spool_sweep(struct spool *sp, enum spool_sub sub, const char **err_out)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(sp->fd[sub], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1 || (d = fdopendir(fd)) == NULL) {
+		*err_out = spool_err("opendir", sub, "", "", errno);
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (sub == SUB_TMP || !spool_exists(sp, SUB_ENV, de->d_name))
+			spool_reap(sp, sub, de->d_name);
+	}
+	closedir(d);
+	return 0;
+}
+
+struct spool_entry {
+	char		*qid;
+	struct timespec	 mtime;
+};
+
+static int
+spool_entry_cmp(const void *a, const void *b)
+{
+	const struct spool_entry *x = a, *y = b;
+
+	if (x->mtime.tv_sec != y->mtime.tv_sec)
+		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+	return strcmp(x->qid, y->qid);
+}
+
+/* Collect committed envelopes; drop .tmp leftovers and content-less ones. */
+static int
+spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
+    const char **err_out)
+{
+	struct spool_entry *ents = NULL;
+	struct dirent *de;
+	struct stat st;
+	size_t n = 0;
+	DIR *d;
+	int fd;
+
+	fd = openat(sp->fd[SUB_ENV], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1 || (d = fdopendir(fd)) == NULL) {
+		*err_out = spool_err("opendir", SUB_ENV, "", "", errno);
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		const char *name = de->d_name;
+		size_t len = strlen(name);
+
+		if (name[0] == '.')
+			continue;
+		if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+			spool_reap_env_tmp(sp, name, len - 4);
+			continue;
+		}
+		if (!spool_qid_is_valid(name) ||
+		    fstatat(sp->fd[SUB_ENV], name, &st, AT_SYMLINK_NOFOLLOW)
+		    == -1 || !S_ISREG(st.st_mode)) {
+			log_msg(LOG_LVL_WARN, "spool: ignoring env/%s", name);
+			continue;
+		}
+		/*
+		 * Content renames precede envelope renames, so an envelope
+		 * without content is a commit cut short by a crash (step 4):
+		 * never acknowledged.
+		 */
+		if (!spool_exists(sp, SUB_MSG, name)) {
+			log_msg(LOG_LVL_INFO, "spool: removing unaccepted "
+			    "env/%s (no content)", name);
+			unlinkat(sp->fd[SUB_ENV], name, 0);
+			unlinkat(sp->fd[SUB_DONE], name, 0);
+			continue;
+		}
+		ents = xreallocarray(ents, n + 1, sizeof(*ents));
+		ents[n].qid = xstrdup(name);
+		ents[n++].mtime = st.st_mtim;
+	}
+	closedir(d);
+	*ents_out = ents;
+	*n_out = n;
+	return 0;
+}
+
+int
+spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
+    const char **err_out)
+{
+	struct spool_entry *ents;
+	size_t n;
+	char **qids;
+
+	*qids_out = NULL;
+	*n_out = 0;
+	if (spool_sweep(sp, SUB_TMP, err_out) == -1 ||
+	    spool_scan_env(sp, &ents, &n, err_out) == -1)
+		return -1;
+	if (spool_sweep(sp, SUB_MSG, err_out) == -1 ||
+	    spool_sweep(sp, SUB_DONE, err_out) == -1) {
+		for (size_t i = 0; i < n; i++)
+			free(ents[i].qid);
+		free(ents);
+		return -1;
+	}
+	if (n > 1)
+		qsort(ents, n, sizeof(*ents), spool_entry_cmp);
+	qids = xcalloc(n + 1, sizeof(*qids));
+	for (size_t i = 0; i < n; i++)
+		qids[i] = ents[i].qid;
+	free(ents);
+	*qids_out = qids;
+	*n_out = n;
+	return 0;
+}

@@ -1,0 +1,40 @@
+/*
+ * spool/spool_private.h: shared between the files of spool/ and its unit
+ * tests and fuzz target; nobody else includes it.
+ */
+#ifndef POSTERN_SPOOL_PRIVATE_H
+#define POSTERN_SPOOL_PRIVATE_H
+
+#include "spool/spool.h"
+#include "util/util.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Longest envelope file we agree to read (a guard against a huge file). */
+#define SPOOL_ENV_MAX	(16u << 20)
+
+/* True if s is a well-formed queue id: 1..SPOOL_QID_MAX-1 of [0-9A-Za-z]. */
+bool	spool_qid_is_valid(const char *s);
+
+/*
+ * Append the text form of env (format "v 1", see envelope.c) to b.
+ */
+void	spool_env_format(const struct spool_env *env, struct util_buf *b);
+
+/*
+ * Parse an envelope file held in buf[0..len) into out (which the caller has
+ * zeroed; cleared again on failure).  0, or -1 with a static description in
+ * *why_out.  Never trusts buf: any byte sequence is safe to pass.
+ */
+int	spool_env_parse(const char *buf, size_t len, struct spool_env *out,
+	    const char **why_out);
+
+/*
+ * Apply a done-record file (lines "done N") to env.  A torn last line (no
+ * LF: a crash mid-append) is ignored.  0, or -1 with *why_out.
+ */
+int	spool_done_parse(const char *buf, size_t len, struct spool_env *env,
+	    const char **why_out);
+
+#endif

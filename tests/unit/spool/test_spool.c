@@ -1,0 +1,657 @@
+/*
+ * Unit tests of spool/: the envelope format (round trip, strict parser at
+ * every truncation point), commit and load on real files in a mkdtemp
+ * folder, done-records, and crash recovery by spool_list.
+ */
+#include "spool/spool.h"
+#include "spool/spool_private.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+static char *
+mkdir_tmp(void)
+{
+	char tmpl[] = "/tmp/test_spool.XXXXXX";
+
+	assert_non_null(mkdtemp(tmpl));
+	return xstrdup(tmpl);
+}
+
+static void
+rm_rf(const char *path)
+{
+	char *cmd = xasprintf("rm -rf '%s'", path);
+
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+}
+
+static bool
+exists(const char *dir, const char *sub, const char *name)
+{
+	char *p = xasprintf("%s/%s/%s", dir, sub, name);
+	struct stat st;
+	bool rc = lstat(p, &st) == 0;
+
+	free(p);
+	return rc;
+}
+
+static size_t
+count_entries(const char *dir, const char *sub)
+{
+	char *p = xasprintf("%s/%s", dir, sub);
+	DIR *d = opendir(p);
+	struct dirent *de;
+	size_t n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	free(p);
+	return n;
+}
+
+static void
+put_file(const char *dir, const char *sub, const char *name, const char *s)
+{
+	char *p = xasprintf("%s/%s/%s", dir, sub, name);
+	FILE *f = fopen(p, "w");
+
+	assert_non_null(f);
+	fputs(s, f);
+	assert_int_equal(fclose(f), 0);
+	free(p);
+}
+
+static char *
+read_path(const char *path, size_t *len_out)
+{
+	FILE *f = fopen(path, "rb");
+	struct util_buf b = { 0 };
+	char buf[4096];
+	size_t n;
+
+	assert_non_null(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		util_buf_add(&b, buf, n);
+	fclose(f);
+	*len_out = b.len;
+	util_buf_cstr(&b);
+	return b.data;
+}
+
+/* An envelope full of hostile peer text. */
+static void
+hostile_env(struct spool_env *e, const char *qid)
+{
+	memset(e, 0, sizeof(*e));
+	util_strlcpy(e->qid, qid, sizeof(e->qid));
+	e->sid = xstrdup("s1");
+	e->received = 1700000000;
+	e->sender = xstrdup("we ird%20\"x\"@ex\xc3\xa9.org");
+	e->client_ip = xstrdup("192.0.2.1");
+	e->helo = xstrdup("evil\nrcpt x@y maildir /etc\n%00 \x01\x7f\xff -");
+	e->smtputf8 = true;
+	e->body_8bit = false;
+	e->size = 12345;
+	spool_env_add_rcpt(e, "a@example.org", "maildir", "/var/mail/a dir");
+	spool_env_add_rcpt(e, "-", "discard", NULL);
+	spool_env_add_rcpt(e, "b\r\n@x", "maildir", "-");
+	spool_env_add_rcpt(e, "c@x", "maildir", "");
+}
+
+static void
+assert_str_or_null(const char *label, const char *got, const char *want)
+{
+	if ((got == NULL) != (want == NULL) ||
+	    (got != NULL && strcmp(got, want) != 0))
+		fail_msg("field %s: got \"%s\", want \"%s\"", label,
+		    got != NULL ? got : "(null)", want != NULL ? want : "(null)");
+}
+
+static void
+assert_env_equal(const struct spool_env *got, const struct spool_env *want)
+{
+	assert_string_equal(got->qid, want->qid);
+	assert_str_or_null("sid", got->sid, want->sid);
+	assert_true(got->received == want->received);
+	assert_str_or_null("sender", got->sender, want->sender);
+	assert_str_or_null("client_ip", got->client_ip, want->client_ip);
+	assert_str_or_null("helo", got->helo, want->helo);
+	assert_int_equal(got->smtputf8, want->smtputf8);
+	assert_int_equal(got->body_8bit, want->body_8bit);
+	assert_true(got->size == want->size);
+	assert_int_equal(got->nrcpts, want->nrcpts);
+	for (size_t i = 0; i < got->nrcpts; i++) {
+		assert_str_or_null("addr", got->rcpts[i].addr,
+		    want->rcpts[i].addr);
+		assert_str_or_null("action", got->rcpts[i].action,
+		    want->rcpts[i].action);
+		assert_str_or_null("arg", got->rcpts[i].arg, want->rcpts[i].arg);
+	}
+}
+
+static void
+test_env_format_round_trip(void **state)
+{
+	struct spool_env e, got = { 0 };
+	struct util_buf b = { 0 };
+	const char *why = NULL;
+	size_t lines = 0;
+
+	(void)state;
+	hostile_env(&e, "Q1");
+	spool_env_format(&e, &b);
+	/* Hostile text never adds a line: 11 fixed records + 4 rcpts + end. */
+	for (size_t i = 0; i < b.len; i++) {
+		unsigned char c = (unsigned char)b.data[i];
+		if (c == '\n')
+			lines++;
+		else if (c < 0x20 || c > 0x7e)
+			fail_msg("raw byte 0x%02x in envelope", c);
+	}
+	assert_int_equal(lines, 15);
+	if (spool_env_parse(b.data, b.len, &got, &why) == -1)
+		fail_msg("parse: %s", why);
+	assert_env_equal(&got, &e);
+	spool_env_clear(&got);
+
+	/* Every truncation of a valid file is an error, never a crash. */
+	for (size_t cut = 0; cut < b.len; cut++) {
+		memset(&got, 0, sizeof(got));
+		if (spool_env_parse(b.data, cut, &got, &why) != -1)
+			fail_msg("cut %zu of %zu: parsed", cut, b.len);
+	}
+	util_buf_clear(&b);
+	spool_env_clear(&e);
+}
+
+static void
+test_env_parse_strict(void **state)
+{
+#define HEAD "v 1\nqid Q1\nsid -\nreceived 5\nsender %\nclient_ip -\n" \
+	"helo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
+	static const struct { const char *name, *in; int rc; } cases[] = {
+		{ "minimal", HEAD "end\n", 0 },
+		{ "one rcpt", HEAD "rcpt a@b discard -\nend\n", 0 },
+		{ "no version", "qid Q1\nend\n", -1 },
+		{ "version 2", "v 2\nend\n", -1 },
+		{ "missing end", HEAD, -1 },
+		{ "data after end", HEAD "end\nx\n", -1 },
+		{ "no final LF", HEAD "end", -1 },
+		{ "CRLF", "v 1\r\n", -1 },
+		{ "unknown key", HEAD "color red\nend\n", -1 },
+		{ "repeated key", HEAD "size 4\nend\n", -1 },
+		{ "missing key", "v 1\nqid Q1\nend\n", -1 },
+		{ "double space", HEAD "rcpt a@b  discard -\nend\n", -1 },
+		{ "rcpt 2 fields", HEAD "rcpt a@b discard\nend\n", -1 },
+		{ "rcpt 4 fields", HEAD "rcpt a@b discard - x\nend\n", -1 },
+		{ "rcpt null addr", HEAD "rcpt - discard -\nend\n", -1 },
+		{ "rcpt empty action", HEAD "rcpt a % -\nend\n", -1 },
+		{ "bad escape", HEAD "rcpt a%4 discard -\nend\n", -1 },
+		{ "bad hex", HEAD "rcpt a%zz discard -\nend\n", -1 },
+		{ "escaped NUL", HEAD "rcpt a%00 discard -\nend\n", -1 },
+		{ "raw high byte", HEAD "rcpt a\xff discard -\nend\n", -1 },
+		{ "raw tab", HEAD "rcpt a\tb discard -\nend\n", -1 },
+		{ "bad number", "v 1\nqid Q1\nsid -\nreceived -5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
+		    "end\n", -1 },
+		{ "bool 2", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 2\nbody_8bit 0\nsize 3\n"
+		    "end\n", -1 },
+		{ "size overflow", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\n"
+		    "size 99999999999999999999\nend\n", -1 },
+		{ "bad qid", "v 1\nqid Q/1\nsid -\nreceived 5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
+		    "end\n", -1 },
+		{ "null sender", "v 1\nqid Q1\nsid -\nreceived 5\nsender -\n"
+		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
+		    "end\n", -1 },
+		{ "empty line", HEAD "\nend\n", -1 },
+	};
+#undef HEAD
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct spool_env e = { 0 };
+		const char *why = "(none)";
+		int rc = spool_env_parse(cases[i].in, strlen(cases[i].in), &e,
+		    &why);
+		if (rc != cases[i].rc)
+			fail_msg("case \"%s\": got %d (%s), want %d",
+			    cases[i].name, rc, why, cases[i].rc);
+		spool_env_clear(&e);
+	}
+	/* A NUL byte inside is refused, too. */
+	struct spool_env e = { 0 };
+	const char *why;
+	assert_int_equal(spool_env_parse("v 1\n\0", 5, &e, &why), -1);
+}
+
+static void
+test_done_parse(void **state)
+{
+	static const struct { const char *name, *in; int rc; unsigned want; }
+	    cases[] = {
+		{ "empty", "", 0, 0 },
+		{ "one", "done 1\n", 0, 2 },
+		{ "two", "done 0\ndone 2\n", 0, 5 },
+		{ "torn last", "done 0\ndone 2", 0, 1 },
+		{ "repeat", "done 0\ndone 0\n", 0, 1 },
+		{ "out of range", "done 3\n", -1, 0 },
+		{ "garbage", "dome 0\n", -1, 0 },
+		{ "no number", "done \n", -1, 0 },
+		{ "sign", "done -1\n", -1, 0 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct spool_env e = { 0 };
+		const char *why = "(none)";
+		unsigned got = 0;
+
+		for (int r = 0; r < 3; r++)
+			spool_env_add_rcpt(&e, "a@b", "discard", NULL);
+		int rc = spool_done_parse(cases[i].in, strlen(cases[i].in), &e,
+		    &why);
+		for (int r = 0; r < 3; r++)
+			got |= e.rcpts[r].done ? 1u << r : 0;
+		if (rc != cases[i].rc || (rc == 0 && got != cases[i].want))
+			fail_msg("case \"%s\": got rc=%d mask=%u (%s), want "
+			    "rc=%d mask=%u", cases[i].name, rc, got, why,
+			    cases[i].rc, cases[i].want);
+		spool_env_clear(&e);
+	}
+}
+
+struct qid_run {
+	struct spool	*sp;
+	char		 (*out)[SPOOL_QID_MAX];
+	size_t		 n;
+};
+
+static void *
+qid_thread(void *arg)
+{
+	struct qid_run *r = arg;
+
+	for (size_t i = 0; i < r->n; i++)
+		spool_new_qid(r->sp, r->out[i]);
+	return NULL;
+}
+
+static int
+qid_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void
+test_qid_unique(void **state)
+{
+	enum { NT = 4, PER = 5000 };
+	static char qids[NT * PER][SPOOL_QID_MAX];
+	struct qid_run runs[NT];
+	pthread_t th[NT];
+
+	(void)state;
+	for (int t = 0; t < NT; t++) {
+		runs[t] = (struct qid_run){ NULL, qids + t * PER, PER };
+		assert_int_equal(pthread_create(&th[t], NULL, qid_thread,
+		    &runs[t]), 0);
+	}
+	for (int t = 0; t < NT; t++)
+		pthread_join(th[t], NULL);
+	for (size_t i = 0; i < NT * PER; i++)
+		if (!spool_qid_is_valid(qids[i]))
+			fail_msg("qid \"%s\" is not valid", qids[i]);
+	qsort(qids, NT * PER, SPOOL_QID_MAX, qid_cmp);
+	for (size_t i = 1; i < NT * PER; i++)
+		if (strcmp(qids[i - 1], qids[i]) == 0)
+			fail_msg("qid \"%s\" twice", qids[i]);
+}
+
+/* Write content in pieces, commit env; returns the content. */
+static void
+commit_msg(struct spool *sp, const struct spool_env *env, const char *content)
+{
+	struct spool_msg *m = spool_msg_new(sp, env->qid);
+	const char *err = NULL;
+	size_t len = strlen(content);
+
+	for (size_t off = 0; off < len; off += 7)
+		if (spool_msg_write(m, content + off, len - off < 7 ?
+		    len - off : 7, &err) == -1)
+			fail_msg("write: %s", err);
+	if (spool_msg_commit(m, env, &err) == -1)
+		fail_msg("commit: %s", err);
+	spool_msg_free(&m);
+	assert_null(m);
+}
+
+static void
+simple_env(struct spool_env *e, const char *qid, size_t nrcpts)
+{
+	memset(e, 0, sizeof(*e));
+	util_strlcpy(e->qid, qid, sizeof(e->qid));
+	e->sender = xstrdup("s@example.org");
+	e->received = 1700000000;
+	for (size_t i = 0; i < nrcpts; i++)
+		spool_env_add_rcpt(e, "r@example.org", "discard", NULL);
+}
+
+static void
+test_commit_load_round_trip(void **state)
+{
+	static const char content[] =
+	    "Received: from x\nSubject: hi\n\nbody\n\x00\xff\n.\n";
+	char *dir = mkdir_tmp(), *path, *got_content, qid[SPOOL_QID_MAX];
+	struct spool_env e, got;
+	const char *err = NULL;
+	struct spool *sp;
+	size_t len;
+
+	(void)state;
+	sp = spool_open(dir, &err);
+	if (sp == NULL)
+		fail_msg("spool_open: %s", err);
+	assert_string_equal(spool_dir(sp), dir);
+	spool_new_qid(sp, qid);
+	hostile_env(&e, qid);
+	struct spool_msg *m = spool_msg_new(sp, qid);
+	assert_int_equal(spool_msg_write(m, content, sizeof(content) - 1,
+	    &err), 0);
+	assert_true(exists(dir, "tmp", qid));
+	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
+	spool_msg_free(&m);
+	assert_false(exists(dir, "tmp", qid));
+	assert_true(exists(dir, "msg", qid));
+	assert_true(exists(dir, "env", qid));
+
+	if (spool_env_load(sp, qid, &got, &err) == -1)
+		fail_msg("load: %s", err);
+	assert_env_equal(&got, &e);
+	for (size_t i = 0; i < got.nrcpts; i++)
+		assert_false(got.rcpts[i].done);
+	spool_env_clear(&got);
+
+	path = spool_content_path(sp, qid);
+	got_content = read_path(path, &len);
+	assert_int_equal(len, sizeof(content) - 1);
+	assert_memory_equal(got_content, content, len);
+	free(got_content);
+	free(path);
+
+	/* A message without content bytes is still committed (empty file). */
+	spool_env_clear(&e);
+	simple_env(&e, "Empty1", 1);
+	m = spool_msg_new(sp, "Empty1");
+	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
+	spool_msg_free(&m);
+	assert_true(exists(dir, "msg", "Empty1"));
+
+	spool_env_clear(&e);
+	spool_close(&sp);
+	assert_null(sp);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void
+test_uncommitted_removed(void **state)
+{
+	char *dir = mkdir_tmp();
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err), *sp2;
+	struct spool_msg *m;
+	char **qids;
+	size_t n;
+
+	(void)state;
+	assert_non_null(sp);
+	/* Freed without commit: gone. */
+	m = spool_msg_new(sp, "A1");
+	assert_int_equal(spool_msg_write(m, "abc", 3, &err), 0);
+	assert_true(exists(dir, "tmp", "A1"));
+	spool_msg_free(&m);
+	assert_false(exists(dir, "tmp", "A1"));
+	assert_int_equal(count_entries(dir, "msg"), 0);
+
+	/* Being received right now (locked): spool_list leaves it alone... */
+	m = spool_msg_new(sp, "B1");
+	assert_int_equal(spool_msg_write(m, "abc", 3, &err), 0);
+	sp2 = spool_open(dir, &err);
+	assert_non_null(sp2);
+	assert_int_equal(spool_list(sp2, &qids, &n, &err), 0);
+	assert_int_equal(n, 0);
+	free(qids);
+	assert_true(exists(dir, "tmp", "B1"));
+	/* ...and commit still works after the sweep. */
+	struct spool_env e;
+	simple_env(&e, "B1", 1);
+	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
+	spool_msg_free(&m);
+	spool_env_clear(&e);
+
+	/* A leftover of a dead process (no lock): spool_list removes it. */
+	put_file(dir, "tmp", "C1", "partial");
+	assert_int_equal(spool_list(sp2, &qids, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(qids[0], "B1");
+	free(qids[0]);
+	free(qids);
+	assert_false(exists(dir, "tmp", "C1"));
+
+	spool_close(&sp2);
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void
+test_crash_recovery(void **state)
+{
+	char *dir = mkdir_tmp(), *p;
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err);
+	struct spool_env e;
+	struct timespec ts[2];
+	char **qids;
+	size_t n;
+
+	(void)state;
+	assert_non_null(sp);
+	/* Two committed messages, the second one older. */
+	simple_env(&e, "New1", 1);
+	commit_msg(sp, &e, "new\n");
+	spool_env_clear(&e);
+	simple_env(&e, "Old1", 2);
+	commit_msg(sp, &e, "old\n");
+	spool_env_clear(&e);
+	p = xasprintf("%s/env/Old1", dir);
+	ts[0].tv_sec = ts[1].tv_sec = 1000000;
+	ts[0].tv_nsec = ts[1].tv_nsec = 0;
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+	free(p);
+
+	/* What a kill -9 at each commit step leaves behind. */
+	put_file(dir, "tmp", "Step1", "being received");
+	put_file(dir, "msg", "Step2", "content, no envelope");
+	put_file(dir, "msg", "Step3", "content, envelope being written");
+	put_file(dir, "env", "Step3.tmp", "v 1\n");
+	put_file(dir, "env", "Step4", "v 1\n");	/* content rename lost */
+	put_file(dir, "done", "Step4", "done 0\n");
+	put_file(dir, "done", "Gone1", "done 0\n");	/* removal cut short */
+	spool_close(&sp);
+
+	sp = spool_open(dir, &err);	/* the restart */
+	assert_non_null(sp);
+	assert_int_equal(spool_list(sp, &qids, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(qids[0], "Old1");
+	assert_string_equal(qids[1], "New1");
+	assert_null(qids[2]);
+	for (size_t i = 0; i < n; i++)
+		free(qids[i]);
+	free(qids);
+	static const char *const gone[][2] = {
+		{ "tmp", "Step1" }, { "msg", "Step2" }, { "msg", "Step3" },
+		{ "env", "Step3.tmp" }, { "env", "Step4" }, { "done", "Step4" },
+		{ "done", "Gone1" },
+	};
+	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
+		if (exists(dir, gone[i][0], gone[i][1]))
+			fail_msg("case \"%s/%s\": still there, want removed",
+			    gone[i][0], gone[i][1]);
+	assert_true(exists(dir, "msg", "Old1"));
+	assert_true(exists(dir, "msg", "New1"));
+
+	/* Removal takes everything; a second removal is harmless. */
+	assert_int_equal(spool_mark_done(sp, "Old1", 0, &err), 0);
+	assert_int_equal(spool_remove(sp, "Old1", &err), 0);
+	assert_int_equal(spool_remove(sp, "Old1", &err), 0);
+	assert_false(exists(dir, "env", "Old1"));
+	assert_false(exists(dir, "msg", "Old1"));
+	assert_false(exists(dir, "done", "Old1"));
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void
+test_mark_done_persists(void **state)
+{
+	char *dir = mkdir_tmp();
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err);
+	struct spool_env e, got;
+
+	(void)state;
+	assert_non_null(sp);
+	simple_env(&e, "D1", 3);
+	commit_msg(sp, &e, "x\n");
+	spool_env_clear(&e);
+	assert_int_equal(spool_mark_done(sp, "D1", 2, &err), 0);
+	spool_close(&sp);
+
+	sp = spool_open(dir, &err);
+	assert_non_null(sp);
+	assert_int_equal(spool_env_load(sp, "D1", &got, &err), 0);
+	assert_false(got.rcpts[0].done);
+	assert_false(got.rcpts[1].done);
+	assert_true(got.rcpts[2].done);
+	spool_env_clear(&got);
+
+	/* A torn record (crash mid-append) is dropped, not glued onto. */
+	char *p = xasprintf("%s/done/D1", dir);
+	FILE *f = fopen(p, "a");
+	assert_non_null(f);
+	fputs("done 1", f);
+	fclose(f);
+	assert_int_equal(spool_env_load(sp, "D1", &got, &err), 0);
+	assert_false(got.rcpts[1].done);
+	spool_env_clear(&got);
+	assert_int_equal(spool_mark_done(sp, "D1", 0, &err), 0);
+	assert_int_equal(spool_env_load(sp, "D1", &got, &err), 0);
+	assert_true(got.rcpts[0].done);
+	assert_false(got.rcpts[1].done);
+	assert_true(got.rcpts[2].done);
+	spool_env_clear(&got);
+	size_t len;
+	char *s = read_path(p, &len);
+	assert_string_equal(s, "done 2\ndone 0\n");
+	free(s);
+	free(p);
+
+	/* A done-record for a recipient that does not exist: an error. */
+	assert_int_equal(spool_mark_done(sp, "D1", 7, &err), 0);
+	assert_int_equal(spool_env_load(sp, "D1", &got, &err), -1);
+	assert_non_null(strstr(err, "done/D1"));
+
+	/* Malformed or missing envelopes: errors, no crash. */
+	put_file(dir, "env", "Bad1", "v 1\nqid Bad1\nhelo \x01\nend\n");
+	assert_int_equal(spool_env_load(sp, "Bad1", &got, &err), -1);
+	assert_int_equal(spool_env_load(sp, "Nope", &got, &err), -1);
+	assert_string_equal(err, "read(env/Nope): No such file or directory");
+	assert_int_equal(spool_env_load(sp, "../x", &got, &err), -1);
+	assert_int_equal(spool_mark_done(sp, "a/b", 0, &err), -1);
+	assert_int_equal(spool_remove(sp, "", &err), -1);
+
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void
+test_write_error_reported(void **state)
+{
+	char *dir = mkdir_tmp(), big[4096];
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err);
+	struct rlimit old, lim = { 1024, 1024 };
+	struct spool_msg *m;
+	int rc = 0;
+
+	(void)state;
+	assert_non_null(sp);
+	memset(big, 'x', sizeof(big));
+	/* RLIMIT_FSIZE stands in for a full disk: the write fails (EFBIG). */
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim.rlim_max = old.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	m = spool_msg_new(sp, "F1");
+	for (int i = 0; i < 4 && rc == 0; i++)
+		rc = spool_msg_write(m, big, sizeof(big), &err);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	assert_int_equal(rc, -1);
+	assert_string_equal(err, "write(tmp/F1): File too large");
+	spool_msg_free(&m);
+	assert_false(exists(dir, "tmp", "F1"));
+	spool_close(&sp);
+
+	/* A spool folder that cannot be made. */
+	char *bad = xasprintf("%s/file", dir);
+	put_file(dir, "", "file", "x");
+	assert_null(spool_open(bad, &err));
+	assert_non_null(strstr(err, "Not a directory"));
+	free(bad);
+	rm_rf(dir);
+	free(dir);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_env_format_round_trip),
+		cmocka_unit_test(test_env_parse_strict),
+		cmocka_unit_test(test_done_parse),
+		cmocka_unit_test(test_qid_unique),
+		cmocka_unit_test(test_commit_load_round_trip),
+		cmocka_unit_test(test_uncommitted_removed),
+		cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_mark_done_persists),
+		cmocka_unit_test(test_write_error_reported),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
