@@ -1,8 +1,145 @@
-/* cli/main.c: placeholder until the cli lands. */
+/*
+ * cli/main.c: the postern command: run, check, version.  Owns the process
+ * start-up; protocol details live below.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "net/net.h"
 #include "util/util.h"
-int	main(void);
-int
-main(void)
+
+#define POSTERN_VERSION	"0.1.0"
+#define DEFAULT_CONFIG	"etc/postern.conf"
+
+static const char usage_main[] =
+    "usage: postern COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run -c FILE      run the server in the foreground, logging to stderr\n"
+    "  check -c FILE    check a configuration file; prints each error as\n"
+    "                   FILE:LINE: message and exits 1, or exits 0 silently\n"
+    "  version          print the version\n"
+    "\n"
+    "'postern COMMAND --help' describes one command.\n";
+
+static const char usage_run[] =
+    "usage: postern run [-c FILE]\n"
+    "\n"
+    "Run the server in the foreground with FILE (default " DEFAULT_CONFIG ").\n"
+    "Logs go to stderr unless the configuration says 'log syslog'.\n"
+    "Signals: SIGTERM/SIGINT stop accepting, let messages in DATA finish\n"
+    "(up to 'limit shutdown-grace'), answer 421 to the rest and exit 0;\n"
+    "SIGHUP reloads the configuration (a bad one is logged and ignored).\n";
+
+static const char usage_check[] =
+    "usage: postern check [-c FILE]\n"
+    "\n"
+    "Check FILE (default " DEFAULT_CONFIG "): print every error as\n"
+    "FILE:LINE: message and exit 1, or print nothing and exit 0.\n";
+
+static const char usage_version[] =
+    "usage: postern version\n\nPrint the version and exit.\n";
+
+/* Parse "-c FILE" and "--help"; returns the config path or exits. */
+static const char *
+cli_config_arg(int argc, char **argv, const char *usage)
 {
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = DEFAULT_CONFIG;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			fputs(usage, stderr);
+			exit(2);
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "postern: unexpected argument '%s'\n%s",
+		    argv[optind], usage);
+		exit(2);
+	}
+	return path;
+}
+
+static int
+cli_check(int argc, char **argv)
+{
+	const char *path = cli_config_arg(argc, argv, usage_check);
+	char *errs = NULL;
+	struct config *cfg = config_load(path, &errs);
+
+	if (cfg == NULL) {
+		fputs(errs, stdout);
+		free(errs);
+		return 1;
+	}
+	config_free(&cfg);
 	return 0;
+}
+
+static int
+cli_run(int argc, char **argv)
+{
+	const char *path = cli_config_arg(argc, argv, usage_run);
+	char *errs = NULL;
+	struct config *cfg = config_load(path, &errs);
+	struct net_server *srv;
+	int rc;
+
+	if (cfg == NULL) {
+		fputs(errs, stderr);
+		free(errs);
+		fatal("%s: configuration has errors", path);
+	}
+	srv = net_server_new(path, cfg);
+	rc = net_server_run(srv);
+	net_server_free(&srv);
+	return rc;
+}
+
+int	main(int, char **);
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "run") == 0)
+		return cli_run(argc - 1, argv + 1);
+	if (strcmp(cmd, "check") == 0)
+		return cli_check(argc - 1, argv + 1);
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		if (argc > 2 && strcmp(argv[2], "--help") == 0) {
+			fputs(usage_version, stdout);
+			return 0;
+		}
+		printf("postern %s\n", POSTERN_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "help") == 0) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	fprintf(stderr, "postern: unknown command '%s'\n%s", cmd, usage_main);
+	return 2;
 }

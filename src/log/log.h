@@ -26,4 +26,18 @@ void	log_event(enum log_level lvl, const char *event, const char *sid,
 /* Plain message lines outside any session (start-up, reload, bugs). */
 void	log_msg(enum log_level lvl, const char *fmt, ...) UTIL_PRINTF(2, 3);
 
+
+/*
+ * Per-session transaction log for research use: one file per session named
+ * "YYYYMMDDTHHMMSS-<ip>-<sid>.log" in dir, one line per command ('>') and
+ * reply ('<') with a microsecond UTC timestamp.  NULL (and a warning) when
+ * the file cannot be created.
+ */
+struct log_translog;
+struct log_translog *log_translog_open(const char *dir, const char *ip,
+	    const char *sid);
+void	log_translog_line(struct log_translog *t, char dir, const char *line,
+	    size_t len);
+void	log_translog_close(struct log_translog **tp);
+
 #endif

@@ -84,3 +84,14 @@ int	util_fsync_dir(const char *dirpath);
 int	util_mkdirs(const char *path, unsigned mode);
 
 #endif
+
+/*
+ * A fixed pool of worker threads running submitted functions in FIFO order
+ * (used for disk work that must not run on an event loop).  fn runs on a
+ * worker; it reports back to its loop itself (e.g. with event_active()).
+ */
+struct util_pool;
+struct util_pool *util_pool_new(unsigned nthreads);
+void	util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg);
+/* Run what was submitted, then join the workers and free. */
+void	util_pool_free(struct util_pool **pp);

@@ -1,0 +1,624 @@
+/*
+ * conn/conn.c: one client connection.  Moves bytes between the socket
+ * (a libevent bufferevent) and the SMTP dialogue, answers every stage at
+ * the single decision point conn_decide_cb(), and owns the timers and the
+ * close.  Knows nothing of how actions deliver.
+ */
+#include "conn/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "conn/conn_private.h"
+#include "log/log.h"
+#include "route/route.h"
+#include "smtp/smtp.h"
+#include "spool/spool.h"
+
+#define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
+#define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
+#define CONN_SID_MAX	24
+
+struct conn {
+	struct conn_ctx		*ctx;		/* borrowed: the server's */
+	struct conn_rt		*rt;		/* ref: the config this session started with */
+	struct bufferevent	*bev;		/* owned */
+	struct smtp_session	*smtp;		/* owned */
+	struct smtp_params	 params;
+	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
+	struct event		*deadline_ev;	/* owned: whole-session limit */
+	struct log_translog	*translog;	/* owned, or NULL */
+	char			 sid[CONN_SID_MAX];
+	char			 ip[INET6_ADDRSTRLEN];
+	int			 port;
+	bool			 ipv6;
+	bool			 in_data;	/* timeouts currently set for DATA */
+	bool			 closing;	/* flush the last reply, then free */
+	bool			 peer_gone;
+	char			 last_verb[16];	/* for reject log lines */
+	unsigned		 nmsgs;
+	uint64_t		 start_ms;
+	struct conn		*next, *prev;	/* in ctx->conns */
+};
+
+static void	conn_process_input(struct conn *c);
+static void	conn_check_close(struct conn *c);
+
+static const struct config *
+conn_cfg(const struct conn *c)
+{
+	return c->rt->cfg;
+}
+
+/* ----- the config in force ----- */
+
+struct conn_rt *
+conn_rt_new(struct config *cfg, const char **err_out)
+{
+	struct router *r = route_new(cfg, err_out);
+	struct conn_rt *rt;
+
+	if (r == NULL) {
+		config_free(&cfg);
+		return NULL;
+	}
+	rt = xcalloc(1, sizeof(*rt));
+	atomic_init(&rt->refs, 1);
+	rt->cfg = cfg;
+	rt->router = r;
+	return rt;
+}
+
+struct conn_rt *
+conn_rt_ref(struct conn_rt *rt)
+{
+	atomic_fetch_add(&rt->refs, 1);
+	return rt;
+}
+
+void
+conn_rt_unref(struct conn_rt **rtp)
+{
+	struct conn_rt *rt = *rtp;
+
+	if (rt == NULL)
+		return;
+	*rtp = NULL;
+	if (atomic_fetch_sub(&rt->refs, 1) != 1)
+		return;
+	route_free(&rt->router);
+	config_free(&rt->cfg);
+	free(rt);
+}
+
+/* ----- transaction plumbing ----- */
+
+static void
+conn_tx_committed_cb(void *arg, int rc, const char *err)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+
+	if (rc == 0) {
+		c->nmsgs++;
+		r.code = 250;
+		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: queued as %s",
+		    conn_tx_env(c->tx)->qid);
+		log_translog_line(c->translog, '>', "[message committed]", 19);
+		smtp_session_resume(c->smtp, SMTP_OK, &r);
+	} else {
+		(void)err;	/* logged by tx.c with the qid */
+		r.code = 451;
+		util_strlcpy(r.text, "4.3.0 Local error in processing, try again later",
+		    sizeof(r.text));
+		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	}
+	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static void
+conn_tx_drained_cb(void *arg)
+{
+	struct conn *c = arg;
+
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static const struct conn_tx_ops conn_tx_ops = {
+	.committed_cb = conn_tx_committed_cb,
+	.drained_cb = conn_tx_drained_cb,
+};
+
+/* ----- the stages ----- */
+
+static void
+conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+    UTIL_PRINTF(3, 4);
+
+static void
+conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->code = code;
+	va_start(ap, fmt);
+	if (vsnprintf(r->text, sizeof(r->text), fmt, ap) < 0)
+		r->text[0] = '\0';
+	va_end(ap);
+}
+
+static enum smtp_verdict
+conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
+{
+	char safe[600];
+	enum route_miss miss;
+	const struct config_action *a;
+	char *arg = NULL;
+	const char *err;
+
+	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	a = route_find(c->rt->router, smtp_session_sender(c->smtp), rcpt,
+	    &miss);
+	if (a == NULL) {
+		if (miss == ROUTE_UNKNOWN_USER)
+			conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
+			    "rejected: User unknown", safe);
+		else
+			conn_set_reply(r, 550, "5.7.1 <%s>: Relay access "
+			    "denied", safe);
+		return SMTP_REJECT;
+	}
+	if (a->kind == CONFIG_ACTION_MAILDIR &&
+	    route_expand(a->path, rcpt, &arg, &err) == -1) {
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> action=%s why=\"%s\"", safe, a->name, err);
+		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary routing error",
+		    safe);
+		return SMTP_REJECT;
+	}
+	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt,
+	    a->kind == CONFIG_ACTION_MAILDIR ? "maildir" : "discard", arg);
+	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
+	    safe, a->name);
+	free(arg);
+	return SMTP_OK;
+}
+
+static enum smtp_verdict
+conn_stage_mail(struct conn *c, const struct smtp_event *ev)
+{
+	char safe[600];
+	struct spool_env *env;
+
+	conn_tx_release(&c->tx);
+	c->tx = conn_tx_new(c->ctx, &conn_tx_ops, c);
+	env = conn_tx_env(c->tx);
+	env->sid = xstrdup(c->sid);
+	env->sender = xstrdup(ev->arg);
+	env->client_ip = xstrdup(c->ip);
+	env->helo = smtp_session_helo(c->smtp) != NULL ?
+	    xstrdup(smtp_session_helo(c->smtp)) : NULL;
+	env->smtputf8 = ev->smtputf8;
+	env->body_8bit = ev->body == SMTP_BODY_8BITMIME;
+	log_event(LOG_LVL_INFO, "mail", c->sid, NULL, "from=<%s> size=%ju",
+	    log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
+	    (uintmax_t)ev->size);
+	return SMTP_OK;
+}
+
+static enum smtp_verdict
+conn_stage_data(struct conn *c)
+{
+	char qid[SPOOL_QID_MAX];
+	struct util_buf hdr = { 0 };
+	struct spool_env *env = conn_tx_env(c->tx);
+	bool tls = c->params.tls_active;
+	struct conn_received r = {
+		.helo = smtp_session_helo(c->smtp),
+		.ip = c->ip,
+		.ipv6 = c->ipv6,
+		.hostname = conn_cfg(c)->hostname,
+		.qid = qid,
+		.when = time(NULL),
+	};
+
+	/* RFC 3848 protocol names; RFC 6531 3.7.3 for UTF8. */
+	if (!smtp_session_is_esmtp(c->smtp))
+		r.protocol = tls ? "SMTPS" : "SMTP";
+	else if (env->smtputf8)
+		r.protocol = tls ? "UTF8SMTPS" : "UTF8SMTP";
+	else
+		r.protocol = tls ? "ESMTPS" : "ESMTP";
+	if (env->nrcpts == 1)
+		r.single_rcpt = env->rcpts[0].addr;
+	spool_new_qid(c->ctx->spool, qid);
+	env->received = r.when;
+	conn_tx_begin(c->tx, qid);
+	conn_received_build(&hdr, &r);
+	conn_tx_write(c->tx, hdr.data, hdr.len);
+	util_buf_clear(&hdr);
+	return SMTP_OK;
+}
+
+/* The single decision point of every stage (handler chains plug in here). */
+static enum smtp_verdict
+conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
+{
+	struct conn *c = arg;
+	char safe[300];
+
+	switch (ev->stage) {
+	case SMTP_STAGE_CONNECT:
+		if (c->ctx->shutting_down) {
+			conn_set_reply(r, 421, "4.3.2 %s Service shutting down",
+			    conn_cfg(c)->hostname);
+			return SMTP_CLOSE;
+		}
+		return SMTP_OK;
+	case SMTP_STAGE_HELO:
+		log_event(LOG_LVL_INFO, "helo", c->sid, NULL, "name=\"%s\" "
+		    "esmtp=%s", log_safe_into(safe, sizeof(safe), ev->arg,
+		    strlen(ev->arg)), ev->esmtp ? "yes" : "no");
+		return SMTP_OK;
+	case SMTP_STAGE_MAIL:
+		return conn_stage_mail(c, ev);
+	case SMTP_STAGE_RCPT:
+		return conn_stage_rcpt(c, ev->arg, r);
+	case SMTP_STAGE_DATA:
+		return conn_stage_data(c);
+	case SMTP_STAGE_EOM:
+		conn_tx_commit(c->tx);
+		return SMTP_PENDING;
+	case SMTP_STAGE_STARTTLS:
+		conn_set_reply(r, 454, "4.7.0 TLS not available");
+		return SMTP_REJECT;
+	default:
+		return SMTP_OK;
+	}
+}
+
+static int
+conn_body_cb(void *arg, const char *buf, size_t len)
+{
+	struct conn *c = arg;
+
+	return conn_tx_write(c->tx, buf, len);
+}
+
+static void
+conn_reset_cb(void *arg)
+{
+	struct conn *c = arg;
+
+	conn_tx_release(&c->tx);
+}
+
+/* Log every refusal, whoever made it (smtp/ or a stage above). */
+static void
+conn_log_reply(struct conn *c, const char *buf, size_t len)
+{
+	char why[400];
+	const char *sp, *end = memchr(buf, '\r', len);
+	size_t n = end != NULL ? (size_t)(end - buf) : len;
+
+	if (n < 4 || (buf[0] != '4' && buf[0] != '5'))
+		return;
+	sp = buf + 4;
+	const char *esc_end = memchr(sp, ' ', n - 4);
+	size_t esc_len = esc_end != NULL ? (size_t)(esc_end - sp) : 0;
+	bool has_esc = esc_len >= 5 && esc_len < 12 && sp[1] == '.';
+	const char *text = has_esc ? esc_end + 1 : sp;
+	log_event(LOG_LVL_INFO, "reject", c->sid,
+	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
+	    conn_tx_env(c->tx)->qid : NULL,
+	    "stage=%s code=%.3s esc=%.*s why=\"%s\"",
+	    c->last_verb[0] != '\0' ? c->last_verb : "connect", buf,
+	    has_esc ? (int)esc_len : 1, has_esc ? sp : "-",
+	    log_safe_into(why, sizeof(why), text, n - (size_t)(text - buf)));
+}
+
+static void
+conn_send_cb(void *arg, const char *buf, size_t len)
+{
+	struct conn *c = arg;
+
+	conn_log_reply(c, buf, len);
+	if (!c->peer_gone)
+		bufferevent_write(c->bev, buf, len);
+}
+
+static void
+conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
+{
+	struct conn *c = arg;
+
+	if (from_peer) {
+		size_t n = 0;
+		while (n < len && n < sizeof(c->last_verb) - 1 &&
+		    line[n] != ' ' && line[n] != '\r' && line[n] != '\n') {
+			char ch = line[n];
+			c->last_verb[n++] = (ch >= 'a' && ch <= 'z') ?
+			    (char)(ch - 32) : ch;
+		}
+		c->last_verb[n] = '\0';
+		if (log_enabled(LOG_LVL_DEBUG)) {
+			char safe[300];
+			log_event(LOG_LVL_DEBUG, "command", c->sid, NULL,
+			    "line=\"%s\"", log_safe_into(safe, sizeof(safe),
+			    line, len));
+		}
+	}
+	log_translog_line(c->translog, from_peer ? '>' : '<', line, len);
+}
+
+static const struct smtp_hooks conn_smtp_hooks = {
+	.send_cb = conn_send_cb,
+	.decide_cb = conn_decide_cb,
+	.body_cb = conn_body_cb,
+	.reset_cb = conn_reset_cb,
+	.trace_cb = conn_trace_cb,
+};
+
+/* ----- socket events ----- */
+
+static void
+conn_set_timeouts(struct conn *c)
+{
+	const struct config_limits *lim = &conn_cfg(c)->limits;
+	uint64_t ms = c->in_data ? lim->data_idle_ms : lim->idle_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+static void
+conn_free(struct conn *c)
+{
+	struct conn_ctx *ctx = c->ctx;
+
+	log_event(LOG_LVL_INFO, "disconnect", c->sid, NULL,
+	    "ip=%s messages=%u duration_ms=%ju", c->ip, c->nmsgs,
+	    (uintmax_t)(util_now_ms() - c->start_ms));
+	conn_tx_release(&c->tx);
+	smtp_session_free(&c->smtp);
+	bufferevent_free(c->bev);
+	event_free(c->deadline_ev);
+	log_translog_close(&c->translog);
+	conn_rt_unref(&c->rt);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		ctx->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	ctx->nconns--;
+	if (ctx->closed_cb != NULL)
+		ctx->closed_cb(ctx->closed_arg, c->ip);
+	free(c);
+}
+
+/* Free once the session is over and its last reply is on the wire. */
+static void
+conn_check_close(struct conn *c)
+{
+	if (!c->closing && !smtp_session_is_closing(c->smtp))
+		return;
+	if (!c->closing) {
+		c->closing = true;
+		bufferevent_disable(c->bev, EV_READ);
+	}
+	if (c->peer_gone ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_free(c);
+}
+
+static void
+conn_process_input(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	while (evbuffer_get_length(in) > 0 && !c->closing &&
+	    !smtp_session_is_closing(c->smtp) &&
+	    !smtp_session_is_waiting(c->smtp) &&
+	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
+	    evbuffer_get_length(out) < CONN_OUT_HIGH) {
+		size_t n = evbuffer_get_contiguous_space(in);
+		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+		size_t used = smtp_session_feed(c->smtp, p, n);
+		evbuffer_drain(in, used);
+		if (used < n)
+			break;
+	}
+	if (smtp_session_in_data(c->smtp) != c->in_data) {
+		c->in_data = !c->in_data;
+		conn_set_timeouts(c);
+	}
+	if (!c->closing && !smtp_session_is_closing(c->smtp))
+		bufferevent_enable(c->bev, EV_READ);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (!c->closing)
+		conn_process_input(c);	/* output drained below its mark */
+	conn_check_close(c);
+}
+
+static void
+conn_timeout(struct conn *c, const char *why)
+{
+	char text[128];
+
+	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=%s", why);
+	if (smtp_session_is_closing(c->smtp)) {
+		c->peer_gone = true;	/* it does not even read: give up */
+		conn_check_close(c);
+		return;
+	}
+	util_snprintf(text, sizeof(text), "4.4.2 %s Error: %s",
+	    conn_cfg(c)->hostname, why);
+	smtp_session_close_with(c->smtp, 421, text);
+	conn_check_close(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_TIMEOUT) {
+		conn_timeout(c, (what & BEV_EVENT_WRITING) ?
+		    "write timeout" : "timeout exceeded");
+		return;
+	}
+	/* EOF or error: nobody is left to answer. */
+	c->peer_gone = true;
+	if (smtp_session_in_data(c->smtp))
+		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
+		    "why=\"connection closed in DATA\"");
+	conn_free(c);
+}
+
+static void
+conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_timeout(arg, "session time limit exceeded");
+}
+
+static void
+conn_make_sid(char *sid, size_t sidsz)
+{
+	static atomic_uint_fast64_t counter;
+	static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	uint64_t n = ((uint64_t)time(NULL) << 20) ^
+	    atomic_fetch_add(&counter, 1);
+	char tmp[16];
+	size_t i = 0;
+
+	do {
+		tmp[i++] = digits[n % 36];
+		n /= 36;
+	} while (n != 0 && i < sizeof(tmp));
+	for (size_t j = 0; j < i && j + 1 < sidsz; j++)
+		sid[j] = tmp[i - 1 - j];
+	sid[i < sidsz ? i : sidsz - 1] = '\0';
+}
+
+void
+conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+	const struct config *cfg;
+
+	(void)salen;
+	c->ctx = ctx;
+	c->rt = conn_rt_ref(ctx->rt);
+	cfg = conn_cfg(c);
+	c->start_ms = util_now_ms();
+	conn_make_sid(c->sid, sizeof(c->sid));
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, c->ip, sizeof(c->ip));
+		c->port = ntohs(s6->sin6_port);
+		c->ipv6 = true;
+	} else {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, c->ip, sizeof(c->ip));
+		c->port = ntohs(s4->sin_port);
+	}
+	ctx->nconns++;
+	c->next = ctx->conns;
+	if (c->next != NULL)
+		c->next->prev = c;
+	ctx->conns = c;
+	log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s port=%d",
+	    c->ip, c->port);
+	if (cfg->translog_dir != NULL)
+		c->translog = log_translog_open(cfg->translog_dir, c->ip,
+		    c->sid);
+
+	c->params.lim.line_max = cfg->limits.line_max;
+	c->params.lim.msg_max = cfg->limits.msg_max;
+	c->params.lim.rcpt_max = cfg->limits.rcpt_max;
+	c->params.lim.err_max = cfg->limits.err_max;
+	c->params.hostname = cfg->hostname;
+	c->params.greeting = cfg->greeting;
+	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
+
+	c->bev = bufferevent_socket_new(ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
+	    c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	conn_set_timeouts(c);
+	c->deadline_ev = evtimer_new(ctx->base, conn_deadline_cb, c);
+	struct timeval tv = {
+		(time_t)(cfg->limits.session_ms / 1000),
+		(suseconds_t)(cfg->limits.session_ms % 1000) * 1000 };
+	evtimer_add(c->deadline_ev, &tv);
+
+	smtp_session_start(c->smtp);
+	conn_process_input(c);
+	conn_check_close(c);	/* a refusal at connect closes at once */
+}
+
+void
+conn_shutdown_all(struct conn_ctx *ctx)
+{
+	struct conn *c, *next;
+
+	for (c = ctx->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->closing || smtp_session_is_closing(c->smtp) ||
+		    smtp_session_in_data(c->smtp) ||
+		    smtp_session_is_waiting(c->smtp))
+			continue;	/* in DATA: the commit closes it */
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+		conn_check_close(c);
+	}
+}
+
+void
+conn_kill_all(struct conn_ctx *ctx)
+{
+	while (ctx->conns != NULL) {
+		ctx->conns->peer_gone = true;
+		conn_free(ctx->conns);
+	}
+}

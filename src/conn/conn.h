@@ -1,0 +1,64 @@
+/*
+ * conn/conn.h: one client connection's life.  Feeds bytes from the socket
+ * through smtp/, answers each stage (routing today, handler chains later),
+ * streams DATA to spool/ through the worker pool, and hands committed
+ * messages to queue/.  Knows nothing of how actions deliver.
+ */
+#ifndef POSTERN_CONN_H
+#define POSTERN_CONN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct config;
+struct router;
+struct event_base;
+struct util_pool;
+struct spool;
+struct queue;
+struct conn;
+
+/* A loaded configuration and what is built from it; shared, refcounted. */
+struct conn_rt {
+	atomic_int	 refs;
+	struct config	*cfg;		/* owned */
+	struct router	*router;	/* owned */
+};
+/* Take ownership of cfg and build its router; NULL with *err_out. */
+struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
+struct conn_rt *conn_rt_ref(struct conn_rt *rt);
+void	conn_rt_unref(struct conn_rt **rtp);
+
+/* What every connection of a server shares (borrowed by connections). */
+struct conn_ctx {
+	struct event_base	*base;
+	struct util_pool	*pool;		/* disk work */
+	struct spool		*spool;
+	struct queue		*queue;
+	struct conn_rt		*rt;		/* current config; new sessions take a ref */
+	bool			 shutting_down;	/* finished sessions get 421 and close */
+	unsigned		 nconns;	/* live connections (loop thread only) */
+	unsigned		 ntx;		/* transactions still alive, with or
+						   without their connection */
+	/* Called once when a connection is gone, with its peer address. */
+	void			(*closed_cb)(void *arg, const char *ip);
+	void			*closed_arg;
+	struct conn		*conns;		/* live connections (loop thread only) */
+};
+
+/*
+ * Start a session on an accepted socket (owned from now on).  The
+ * connection lives in ctx->conns until it closes; closed_cb then tells.
+ */
+void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
+	    socklen_t salen);
+/*
+ * Shutdown: every session outside DATA gets "421 4.3.2" and is closed; one
+ * in DATA may finish its message first (then it is closed).
+ */
+void	conn_shutdown_all(struct conn_ctx *ctx);
+/* Close every connection at once (the shutdown grace ran out). */
+void	conn_kill_all(struct conn_ctx *ctx);
+
+#endif

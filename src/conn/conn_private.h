@@ -1,0 +1,55 @@
+/*
+ * conn/conn_private.h: what the files of conn/ share.
+ */
+#ifndef POSTERN_CONN_PRIVATE_H
+#define POSTERN_CONN_PRIVATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn/conn.h"
+#include "spool/spool.h"
+#include "util/util.h"
+
+struct conn_tx;
+
+/* Header parts of a Received: line (RFC 5321 4.4); borrowed strings. */
+struct conn_received {
+	const char	*helo;		/* peer text, or NULL */
+	const char	*ip;
+	bool		 ipv6;
+	const char	*hostname;
+	const char	*protocol;	/* "ESMTP", "ESMTPS", "SMTP", "UTF8SMTPS", ... */
+	const char	*qid;
+	const char	*single_rcpt;	/* NULL unless exactly one recipient */
+	int64_t		 when;		/* epoch seconds */
+};
+/* Append the header, folded, LF line ends, to b. */
+void	conn_received_build(struct util_buf *b, const struct conn_received *r);
+
+/*
+ * A transaction's content on its way to the spool (conn/tx.c).  It lives
+ * on after its connection when a disk job is still running, so a client
+ * that vanishes mid-commit never leaves a worker pointing at freed memory.
+ */
+struct conn_tx_ops {
+	/* Commit finished (rc 0: accepted; -1: err holds why). */
+	void	(*committed_cb)(void *arg, int rc, const char *err);
+	/* A write finished and the backlog shrank: input may resume. */
+	void	(*drained_cb)(void *arg);
+};
+struct conn_tx *conn_tx_new(struct conn_ctx *ctx, const struct conn_tx_ops *ops,
+	    void *arg);
+struct spool_env *conn_tx_env(struct conn_tx *tx);
+/* Allocate the qid and start the content with a prefix (Received:). */
+void	conn_tx_begin(struct conn_tx *tx, const char *qid);
+/* Append content; 0, or -1 once a disk write has failed. */
+int	conn_tx_write(struct conn_tx *tx, const char *buf, size_t len);
+/* True while too much content waits for the disk: stop reading. */
+bool	conn_tx_backlogged(const struct conn_tx *tx);
+/* Flush and commit; committed_cb reports, later, on the loop. */
+void	conn_tx_commit(struct conn_tx *tx);
+/* The connection lets go: uncommitted content is removed off the loop. */
+void	conn_tx_release(struct conn_tx **txp);
+
+#endif

@@ -1,0 +1,237 @@
+/*
+ * conn/tx.c: one transaction's content on its way to the spool.  Content is
+ * gathered in memory and written by the worker pool in large pieces, so the
+ * event loop never touches the disk; at most one job per transaction runs
+ * at a time, which keeps the writes in order.  Knows nothing of SMTP.
+ */
+#include "conn/conn_private.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+#include "queue/queue.h"
+#include "spool/spool.h"
+#include "util/util.h"
+
+#define TX_FLUSH_AT	(64 * 1024)	/* hand content to a worker from here */
+#define TX_BACKLOG_MAX	(1024 * 1024)	/* stop reading the client from here */
+
+enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_ABORT };
+
+struct conn_tx {
+	struct conn_ctx		*ctx;		/* borrowed: outlives every tx */
+	const struct conn_tx_ops *ops;
+	void			*arg;		/* the connection; NULL once released */
+	struct spool_env	 env;
+	struct spool_msg	*msg;		/* owned; NULL before conn_tx_begin() */
+	struct util_buf		 pending;	/* content not handed to a worker yet */
+	struct util_buf		 inflight;	/* content a worker is writing */
+	struct event		*done_ev;	/* owned: a job's completion, on the loop */
+	enum tx_job		 job;		/* the running job */
+	int			 job_rc;	/* set by the worker */
+	bool			 commit_wanted;
+	bool			 committed;
+	bool			 failed;	/* a write failed: never commit */
+	char			 err[256];	/* why the last job failed */
+};
+
+static void	conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg);
+
+struct conn_tx *
+conn_tx_new(struct conn_ctx *ctx, const struct conn_tx_ops *ops, void *arg)
+{
+	struct conn_tx *tx = xcalloc(1, sizeof(*tx));
+
+	tx->ctx = ctx;
+	tx->ops = ops;
+	tx->arg = arg;
+	tx->done_ev = event_new(ctx->base, -1, 0, conn_tx_job_done_cb, tx);
+	ctx->ntx++;
+	return tx;
+}
+
+struct spool_env *
+conn_tx_env(struct conn_tx *tx)
+{
+	return &tx->env;
+}
+
+void
+conn_tx_begin(struct conn_tx *tx, const char *qid)
+{
+	ASSERT(tx->msg == NULL);
+	util_strlcpy(tx->env.qid, qid, sizeof(tx->env.qid));
+	tx->msg = spool_msg_new(tx->ctx->spool, qid);
+}
+
+/* Runs on a worker: the only code that touches msg and inflight meanwhile. */
+static void
+conn_tx_job_run(void *arg)
+{
+	struct conn_tx *tx = arg;
+	const char *err = NULL;
+	int rc = 0;
+
+	switch (tx->job) {
+	case TXJ_WRITE:
+		rc = spool_msg_write(tx->msg, tx->inflight.data,
+		    tx->inflight.len, &err);
+		break;
+	case TXJ_COMMIT:
+		if (tx->inflight.len > 0)
+			rc = spool_msg_write(tx->msg, tx->inflight.data,
+			    tx->inflight.len, &err);
+		if (rc == 0)
+			rc = spool_msg_commit(tx->msg, &tx->env, &err);
+		break;
+	case TXJ_ABORT:
+		spool_msg_free(&tx->msg);
+		break;
+	case TXJ_NONE:
+		ASSERT(!"job without a kind");
+	}
+	tx->job_rc = rc;
+	if (rc == -1)
+		util_strlcpy(tx->err, err != NULL ? err : "spool error",
+		    sizeof(tx->err));
+	event_active(tx->done_ev, EV_TIMEOUT, 1);
+}
+
+static void
+conn_tx_start(struct conn_tx *tx, enum tx_job kind)
+{
+	struct util_buf swap;
+
+	ASSERT(tx->job == TXJ_NONE);
+	swap = tx->inflight;		/* empty: reuse its memory next time */
+	tx->inflight = tx->pending;
+	tx->pending = swap;
+	util_buf_reset(&tx->pending);
+	tx->job = kind;
+	util_pool_submit(tx->ctx->pool, conn_tx_job_run, tx);
+}
+
+static void
+conn_tx_free(struct conn_tx *tx)
+{
+	spool_msg_free(&tx->msg);	/* committed or never written: no disk work */
+	spool_env_clear(&tx->env);
+	util_buf_clear(&tx->pending);
+	util_buf_clear(&tx->inflight);
+	event_free(tx->done_ev);
+	tx->ctx->ntx--;
+	free(tx);
+}
+
+/* Released and idle: remove uncommitted content off the loop, then free. */
+static void
+conn_tx_dispose(struct conn_tx *tx)
+{
+	if (tx->msg != NULL && !tx->committed)
+		conn_tx_start(tx, TXJ_ABORT);
+	else
+		conn_tx_free(tx);
+}
+
+/* The commit is over (rc 0: the message is accepted). */
+static void
+conn_tx_committed(struct conn_tx *tx, int rc)
+{
+	tx->committed = rc == 0;
+	if (tx->committed) {
+		log_event(LOG_LVL_INFO, "accepted", tx->env.sid, tx->env.qid,
+		    "size=%ju rcpts=%zu from=<%s>", (uintmax_t)tx->env.size,
+		    tx->env.nrcpts, tx->env.sender);
+		queue_submit(tx->ctx->queue, tx->env.qid);
+	}
+	if (tx->arg == NULL)
+		conn_tx_dispose(tx);
+	else	/* last: the connection may release and free tx */
+		tx->ops->committed_cb(tx->arg, rc, tx->err);
+}
+
+static void
+conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_tx *tx = arg;
+	enum tx_job kind = tx->job;
+
+	(void)fd;
+	(void)what;
+	tx->job = TXJ_NONE;
+	util_buf_reset(&tx->inflight);
+	if (kind == TXJ_ABORT) {
+		conn_tx_free(tx);
+		return;
+	}
+	if (tx->job_rc == -1 && !tx->failed) {
+		tx->failed = true;
+		log_event(LOG_LVL_ERROR, "spool-error", tx->env.sid,
+		    tx->env.qid, "why=\"%s\"", tx->err);
+	}
+	if (kind == TXJ_COMMIT || (tx->commit_wanted && tx->failed)) {
+		conn_tx_committed(tx, tx->failed ? -1 : 0);
+		return;
+	}
+	if (tx->arg == NULL) {
+		conn_tx_dispose(tx);
+		return;
+	}
+	if (tx->commit_wanted)
+		conn_tx_start(tx, TXJ_COMMIT);
+	else if (tx->pending.len >= TX_FLUSH_AT && !tx->failed)
+		conn_tx_start(tx, TXJ_WRITE);
+	tx->ops->drained_cb(tx->arg);
+}
+
+int
+conn_tx_write(struct conn_tx *tx, const char *buf, size_t len)
+{
+	ASSERT(tx->msg != NULL);
+	if (tx->failed)
+		return -1;
+	util_buf_add(&tx->pending, buf, len);
+	tx->env.size += len;
+	if (tx->job == TXJ_NONE && tx->pending.len >= TX_FLUSH_AT)
+		conn_tx_start(tx, TXJ_WRITE);
+	return 0;
+}
+
+bool
+conn_tx_backlogged(const struct conn_tx *tx)
+{
+	return tx->pending.len >= TX_BACKLOG_MAX;
+}
+
+void
+conn_tx_commit(struct conn_tx *tx)
+{
+	ASSERT(tx->msg != NULL && !tx->commit_wanted);
+	tx->commit_wanted = true;
+	if (tx->job != TXJ_NONE)
+		return;		/* the running write starts the commit */
+	if (tx->failed) {
+		/* Report on the loop, never from inside the caller. */
+		tx->job = TXJ_COMMIT;
+		tx->job_rc = -1;
+		event_active(tx->done_ev, EV_TIMEOUT, 1);
+		return;
+	}
+	conn_tx_start(tx, TXJ_COMMIT);
+}
+
+void
+conn_tx_release(struct conn_tx **txp)
+{
+	struct conn_tx *tx = *txp;
+
+	if (tx == NULL)
+		return;
+	*txp = NULL;
+	tx->arg = NULL;
+	if (tx->job == TXJ_NONE)
+		conn_tx_dispose(tx);
+	/* else: the job's completion disposes of it */
+}

@@ -1,0 +1,22 @@
+/*
+ * net/net.h: the server process: listeners, connection limits, the event
+ * loop, signals (SIGTERM drain, SIGHUP reload).  Knows nothing of SMTP
+ * grammar.
+ */
+#ifndef POSTERN_NET_H
+#define POSTERN_NET_H
+
+struct config;
+struct net_server;
+
+/*
+ * Build a server from a loaded config (ownership passes): open the spool,
+ * start the delivery queue and bind every listener.  Exits through fatal()
+ * when any of that fails (start-up only).
+ */
+struct net_server *net_server_new(const char *config_path, struct config *cfg);
+/* Run until SIGTERM/SIGINT has drained the sessions; returns the exit code. */
+int	net_server_run(struct net_server *srv);
+void	net_server_free(struct net_server **srvp);
+
+#endif
