@@ -1,0 +1,308 @@
+/*
+ * deliver/maildir.c: one copy of a spooled message into a Maildir
+ * (https://cr.yp.to/proto/maildir.html): write tmp/<name>, fsync, rename to
+ * new/<name>, fsync new/.  The name is derived from the message, not from
+ * the clock, so a retry after a crash finds an earlier copy and writes
+ * nothing: exactly once per recipient.  Knows nothing of the queue.
+ *
+ * Symlinks: the folder path itself is admin configuration, so its parent
+ * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
+ * with O_NOFOLLOW and files are created with O_EXCL, so a symlink planted
+ * inside a Maildir cannot redirect our writes.
+ *
+ * Error strings (*err_out) live in a thread-local buffer, valid until the
+ * next deliver call on the same thread.
+ */
+#include "deliver/deliver.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+static __thread char deliver_errbuf[1024];
+
+enum { MD_TMP, MD_NEW, MD_CUR, MD_N };
+static const char *const md_sub[MD_N] = { "tmp", "new", "cur" };
+
+struct md_ctx {
+	const char	*folder;
+	int		 dirfd;		/* the folder */
+	int		 fd[MD_N];	/* tmp/ new/ cur/ */
+	char		 name[512];
+};
+
+/*
+ * Which errors are permanent.  Retrying cannot help while the folder's path
+ * has a non-directory in it (ENOTDIR), a symlink where we refuse to follow
+ * one (ELOOP), or a name too long to exist: an operator has to act, and the
+ * sender should learn of it (bounce).  Everything else is temporary: disk
+ * full, quota (EDQUOT: the user may clean up), I/O errors, and permissions
+ * (EACCES/EPERM: Postfix also defers these, they are usually a chmod away).
+ */
+static enum deliver_result
+md_classify(int err)
+{
+	switch (err) {
+	case ENOTDIR:
+	case ELOOP:
+	case ENAMETOOLONG:
+		return DELIVER_PERMFAIL;
+	default:
+		return DELIVER_TEMPFAIL;
+	}
+}
+
+static enum deliver_result
+md_fail(const char **err_out, int err, const char *call, const char *folder,
+    const char *sub, const char *name)
+{
+	snprintf(deliver_errbuf, sizeof(deliver_errbuf), "%s(%s%s%s%s%s): %s",
+	    call, folder, sub != NULL ? "/" : "", sub != NULL ? sub : "",
+	    name != NULL ? "/" : "", name != NULL ? name : "", strerror(err));
+	*err_out = deliver_errbuf;
+	return md_classify(err);
+}
+
+/* "<received>.<qid>_<idx>.<host>", with '/' and ':' in host escaped. */
+static int
+md_name(struct md_ctx *c, const struct deliver_msg *m)
+{
+	const char *h = m->hostname != NULL && *m->hostname != '\0' ?
+	    m->hostname : "localhost";
+	struct util_buf b = { 0 };
+	int rc;
+
+	util_buf_printf(&b, "%" PRId64 ".%s_%zu.", m->received, m->qid,
+	    m->rcpt_idx);
+	for (; *h != '\0'; h++) {
+		/* Maildir spec: '/' as \057 and ':' as \072. */
+		if (*h == '/')
+			util_buf_addstr(&b, "\\057");
+		else if (*h == ':')
+			util_buf_addstr(&b, "\\072");
+		else
+			util_buf_add(&b, h, 1);
+	}
+	rc = util_strlcpy(c->name, util_buf_cstr(&b), sizeof(c->name));
+	util_buf_clear(&b);
+	return rc;
+}
+
+/* Create (if needed) and open folder and its three subfolders. */
+static enum deliver_result
+md_open(struct md_ctx *c, const char **err_out)
+{
+	if (util_mkdirs(c->folder, 0700) == -1)
+		return md_fail(err_out, errno, "mkdir", c->folder, NULL, NULL);
+	c->dirfd = open(c->folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (c->dirfd == -1)
+		return md_fail(err_out, errno, "open", c->folder, NULL, NULL);
+	for (int i = 0; i < MD_N; i++) {
+		if (mkdirat(c->dirfd, md_sub[i], 0700) == -1 && errno != EEXIST)
+			return md_fail(err_out, errno, "mkdir", c->folder,
+			    md_sub[i], NULL);
+		c->fd[i] = openat(c->dirfd, md_sub[i], O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (c->fd[i] == -1)
+			return md_fail(err_out, errno, "open", c->folder,
+			    md_sub[i], NULL);
+	}
+	return DELIVER_OK;
+}
+
+/*
+ * Is our name already in new/, or in cur/ as "<name>" or "<name>:<info>"
+ * (a reader moved it)?  0 no, 1 yes, -1 error (errno).
+ *
+ * XXX: scanning cur/ costs O(mailbox) on every delivery; the queue could
+ * pass a hint that this recipient may have been tried before.
+ */
+static int
+md_already(struct md_ctx *c)
+{
+	size_t nl = strlen(c->name);
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	int fd, found = 0;
+
+	if (fstatat(c->fd[MD_NEW], c->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	if (errno != ENOENT)
+		return -1;
+	fd = openat(c->fd[MD_CUR], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	while (!found && (de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, c->name, nl) == 0 &&
+		    (de->d_name[nl] == '\0' || de->d_name[nl] == ':'))
+			found = 1;
+	closedir(d);
+	return found;
+}
+
+static int
+md_write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Copy in to out from their current offsets; never the whole in memory. */
+static int
+md_copy(int in, int out)
+{
+	char buf[65536];
+	ssize_t n;
+
+	for (;;) {
+		n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+		    errno == EOPNOTSUPP || errno == EBADF)
+			break;		/* fall back to read/write */
+		return -1;
+	}
+	for (;;) {
+		n = read(in, buf, sizeof(buf));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0)
+			return 0;
+		if (md_write_all(out, buf, (size_t)n) == -1)
+			return -1;
+	}
+}
+
+/* Write tmp/<name>: Return-Path, then the content; fsync it. */
+static enum deliver_result
+md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
+{
+	enum deliver_result r = DELIVER_OK;
+	char *hdr;
+	int in, out;
+
+	in = open(m->content_path, O_RDONLY | O_CLOEXEC);
+	if (in == -1) {
+		/* Our own spool file: never the recipient's fault. */
+		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);
+		return DELIVER_TEMPFAIL;
+	}
+	/* A leftover from a crash before the rename; never delivered. */
+	if (unlinkat(c->fd[MD_TMP], c->name, 0) == -1 && errno != ENOENT) {
+		r = md_fail(err_out, errno, "unlink", c->folder, "tmp",
+		    c->name);
+		close(in);
+		return r;
+	}
+	out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT | O_EXCL |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out == -1) {
+		r = md_fail(err_out, errno, "open", c->folder, "tmp", c->name);
+		close(in);
+		return r;
+	}
+	hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
+	    m->return_path : "");
+	if (md_write_all(out, hdr, strlen(hdr)) == -1 || md_copy(in, out) == -1)
+		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
+	else if (fsync(out) == -1)
+		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
+	free(hdr);
+	close(in);
+	if (close(out) == -1 && r == DELIVER_OK)
+		r = md_fail(err_out, errno, "close", c->folder, "tmp", c->name);
+	if (r != DELIVER_OK) {
+		/* A full disk or EIO is never the message's fault. */
+		if (r == DELIVER_PERMFAIL)
+			r = DELIVER_TEMPFAIL;
+		unlinkat(c->fd[MD_TMP], c->name, 0);
+	}
+	return r;
+}
+
+enum deliver_result
+deliver_maildir(const char *folder, const struct deliver_msg *m,
+    const char **err_out)
+{
+	struct md_ctx c = { .folder = folder, .dirfd = -1,
+	    .fd = { -1, -1, -1 } };
+	enum deliver_result r;
+	int seen;
+
+	if (folder == NULL || *folder == '\0') {
+		*err_out = "maildir: no folder";
+		return DELIVER_PERMFAIL;
+	}
+	if (md_name(&c, m) == -1) {
+		*err_out = "maildir: unique name too long";
+		return DELIVER_PERMFAIL;
+	}
+	if ((r = md_open(&c, err_out)) != DELIVER_OK)
+		goto out;
+	if ((seen = md_already(&c)) == -1) {
+		r = md_fail(err_out, errno, "stat", folder, "new", c.name);
+		goto out;
+	}
+	if (seen == 1) {
+		/*
+		 * Delivered before a crash (exactly once).  If the earlier
+		 * attempt failed in fsync(new/), make its name durable now.
+		 */
+		if (fsync(c.fd[MD_NEW]) == -1) {
+			md_fail(err_out, errno, "fsync", folder, "new", NULL);
+			r = DELIVER_TEMPFAIL;
+		}
+		goto out;
+	}
+	if ((r = md_write(&c, m, err_out)) != DELIVER_OK)
+		goto out;
+	if (renameat(c.fd[MD_TMP], c.name, c.fd[MD_NEW], c.name) == -1) {
+		r = md_fail(err_out, errno, "rename", folder, "tmp", c.name);
+		unlinkat(c.fd[MD_TMP], c.name, 0);
+		goto out;
+	}
+	if (fsync(c.fd[MD_NEW]) == -1) {
+		/*
+		 * The name may not be durable yet; a retry finds it in new/
+		 * if it is, or writes it again if it was lost.
+		 */
+		r = md_fail(err_out, errno, "fsync", folder, "new", NULL);
+		r = DELIVER_TEMPFAIL;
+	}
+out:
+	for (int i = 0; i < MD_N; i++)
+		if (c.fd[i] != -1)
+			close(c.fd[i]);
+	if (c.dirfd != -1)
+		close(c.dirfd);
+	return r;
+}

@@ -1,0 +1,308 @@
+/*
+ * Unit tests of deliver/maildir.c on real folders in a mkdtemp dir:
+ * layout, byte-exact content, exactly-once on retry (new/ and cur/), and
+ * hostile folders (symlinks, files in the path).
+ */
+#include "deliver/deliver.h"
+#include "util/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+static char *tdir;		/* this test's mkdtemp folder */
+static char *content_path;	/* tdir/content */
+static struct util_buf content;	/* what content_path holds */
+
+static void
+put_file(const char *path, const void *p, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(p, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static char *
+read_path(const char *path, size_t *len_out)
+{
+	FILE *f = fopen(path, "rb");
+	struct util_buf b = { 0 };
+	char buf[65536];
+	size_t n;
+
+	assert_non_null(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		util_buf_add(&b, buf, n);
+	fclose(f);
+	*len_out = b.len;
+	util_buf_cstr(&b);
+	return b.data;
+}
+
+/* Names in folder/sub, joined by ' ' in readdir order (tests use <= 1). */
+static size_t
+list_dir(const char *folder, const char *sub, char *name_out, size_t sz)
+{
+	char *p = xasprintf("%s/%s", folder, sub);
+	DIR *d = opendir(p);
+	struct dirent *de;
+	size_t n = 0;
+
+	assert_non_null(d);
+	if (name_out != NULL)
+		name_out[0] = '\0';
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n++ == 0 && name_out != NULL)
+			util_strlcpy(name_out, de->d_name, sz);
+	}
+	closedir(d);
+	free(p);
+	return n;
+}
+
+static int
+setup(void **state)
+{
+	char tmpl[] = "/tmp/test_deliver.XXXXXX";
+
+	(void)state;
+	assert_non_null(mkdtemp(tmpl));
+	tdir = xstrdup(tmpl);
+	content_path = xasprintf("%s/content", tdir);
+	util_buf_reset(&content);
+	util_buf_addstr(&content, "Received: from x\nSubject: t\n\n");
+	/* Large enough to need several copy rounds, with every byte value. */
+	for (size_t i = 0; i < 300000; i++) {
+		char c = (char)(i * 7 % 256);
+		util_buf_add(&content, &c, 1);
+	}
+	put_file(content_path, content.data, content.len);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char *cmd = xasprintf("rm -rf '%s'", tdir);
+
+	(void)state;
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+	free(content_path);
+	free(tdir);
+	util_buf_clear(&content);
+	return 0;
+}
+
+static struct deliver_msg
+msg(const char *qid, size_t idx)
+{
+	return (struct deliver_msg){ .content_path = content_path,
+	    .return_path = "bob@example.org", .qid = qid, .rcpt_idx = idx,
+	    .received = 1700000000, .hostname = "mx/1:a.example" };
+}
+
+static void
+assert_delivered(const char *folder, const char *want_rp)
+{
+	char name[512], *p, *got, *want;
+	size_t len;
+
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "cur", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "new", name, sizeof(name)), 1);
+	p = xasprintf("%s/new/%s", folder, name);
+	got = read_path(p, &len);
+	want = xasprintf("Return-Path: <%s>\n", want_rp);
+	size_t hl = strlen(want);
+	if (len != hl + content.len || memcmp(got, want, hl) != 0 ||
+	    memcmp(got + hl, content.data, content.len) != 0)
+		fail_msg("%s: content differs (len %zu, want %zu)", p, len,
+		    hl + content.len);
+	free(want);
+	free(got);
+	free(p);
+}
+
+static void
+test_maildir_creates_and_writes(void **state)
+{
+	char *folder = xasprintf("%s/a/b/Maildir", tdir), name[512];
+	struct deliver_msg m = msg("Q1", 0);
+	const char *err = NULL;
+	struct stat st;
+
+	(void)state;
+	if (deliver_maildir(folder, &m, &err) != DELIVER_OK)
+		fail_msg("deliver: %s", err);
+	assert_delivered(folder, "bob@example.org");
+	char *p = xasprintf("%s/cur", folder);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	free(p);
+	/* The name: time.unique.host, '/' and ':' escaped per the spec. */
+	list_dir(folder, "new", name, sizeof(name));
+	assert_string_equal(name, "1700000000.Q1_0.mx\\0571\\072a.example");
+
+	/* The null sender, another recipient: a second file. */
+	char *f2 = xasprintf("%s/other", tdir);
+	m = msg("Q1", 1);
+	m.return_path = "";
+	assert_int_equal(deliver_maildir(f2, &m, &err), DELIVER_OK);
+	assert_delivered(f2, "");
+	free(f2);
+	free(folder);
+}
+
+static void
+test_maildir_exactly_once(void **state)
+{
+	char *folder = xasprintf("%s/Maildir", tdir), name[512];
+	struct deliver_msg m = msg("Q2", 3);
+	const char *err = NULL;
+
+	(void)state;
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	/* A retry (crash before the done-record): nothing new. */
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	assert_delivered(folder, "bob@example.org");
+
+	/* The reader moved it to cur/ with flags: still nothing new. */
+	list_dir(folder, "new", name, sizeof(name));
+	char *from = xasprintf("%s/new/%s", folder, name);
+	char *to = xasprintf("%s/cur/%s:2,S", folder, name);
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "cur", NULL, 0), 1);
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+
+	/* Moved to cur/ without info: same. */
+	char *to2 = xasprintf("%s/cur/%s", folder, name);
+	assert_int_equal(rename(to, to2), 0);
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 0);
+
+	/* A name that merely starts like ours is someone else's. */
+	char *other = xasprintf("%s/cur/%s0:2,", folder, name);
+	assert_int_equal(rename(to2, other), 0);
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 1);
+
+	/* A tmp/ leftover of a crash mid-write is replaced, not kept. */
+	m = msg("Q3", 0);
+	char *tmpf = xasprintf("%s/tmp/1700000000.Q3_0.mx\\0571\\072a.example",
+	    folder);
+	put_file(tmpf, "junk", 4);
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 2);
+	free(tmpf);
+	free(other);
+	free(to2);
+	free(to);
+	free(from);
+	free(folder);
+}
+
+static void
+test_maildir_hostile_folders(void **state)
+{
+	static const struct {
+		const char *name;
+		const char *setup;	/* shell, run in tdir */
+		const char *folder;	/* relative to tdir */
+		enum deliver_result want;
+		const char *want_err;	/* substring */
+	} cases[] = {
+		{ "folder is a file", "echo x > f", "f",
+		    DELIVER_PERMFAIL, "Not a directory" },
+		{ "file in the path", "echo x > f", "f/Maildir",
+		    DELIVER_PERMFAIL, "Not a directory" },
+		{ "folder is a symlink", "mkdir real && ln -s real link",
+		    "link", DELIVER_PERMFAIL, "link): Not a directory" },
+		{ "new/ is a symlink", "mkdir -p md/tmp md/cur elsewhere && "
+		    "ln -s ../elsewhere md/new", "md", DELIVER_PERMFAIL,
+		    "md/new" },
+		{ "tmp/ is a file", "mkdir -p md && echo x > md/tmp", "md",
+		    DELIVER_PERMFAIL, "md/tmp" },
+		{ "dangling symlink", "ln -s /nonexistent/x dl", "dl",
+		    DELIVER_PERMFAIL, "dl" },
+		{ "empty folder", "true", "", DELIVER_PERMFAIL, "no folder" },
+		{ "cannot create", "true", "/proc/postern-test/Maildir",
+		    DELIVER_TEMPFAIL, "mkdir(/proc/postern-test/Maildir)" },
+	};
+	struct deliver_msg m = msg("Q4", 0);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *cmd = xasprintf("cd '%s' && rm -rf f real link md "
+		    "elsewhere dl && %s", tdir, cases[i].setup);
+		assert_int_equal(system(cmd), 0);
+		free(cmd);
+		char *folder = cases[i].folder[0] == '/' ?
+		    xstrdup(cases[i].folder) : cases[i].folder[0] == '\0' ?
+		    xstrdup("") : xasprintf("%s/%s", tdir, cases[i].folder);
+		const char *err = "(none)";
+		enum deliver_result r = deliver_maildir(folder, &m, &err);
+		if (r != cases[i].want || strstr(err, cases[i].want_err) == NULL)
+			fail_msg("case \"%s\": got %d \"%s\", want %d \"%s\"",
+			    cases[i].name, r, err, cases[i].want,
+			    cases[i].want_err);
+		free(folder);
+		/* Nothing was written through a planted symlink. */
+		cmd = xasprintf("cd '%s' && find real elsewhere -mindepth 1 "
+		    "2>/dev/null | grep -q .", tdir);
+		if (system(cmd) == 0)
+			fail_msg("case \"%s\": wrote through a symlink",
+			    cases[i].name);
+		free(cmd);
+	}
+}
+
+static void
+test_maildir_missing_content(void **state)
+{
+	char *folder = xasprintf("%s/Maildir", tdir);
+	struct deliver_msg m = msg("Q5", 0);
+	const char *err = NULL;
+
+	(void)state;
+	m.content_path = "/nonexistent/content";
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_TEMPFAIL);
+	assert_non_null(strstr(err, "/nonexistent/content"));
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 0);
+	free(folder);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_maildir_creates_and_writes,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_maildir_exactly_once,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_maildir_hostile_folders,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_maildir_missing_content,
+		    setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
