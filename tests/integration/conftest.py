@@ -1,0 +1,503 @@
+"""
+Black-box harness for the postern binary (STYLE.md section 10).
+
+Each test gets a server on a free loopback port, in its own temporary
+directory, with a config built from TEMPLATE.  Tests talk to it through raw
+sockets (Client) or smtplib and look at the Maildirs it writes.  Every wait
+has a deadline; nothing sleeps for a fixed time.
+
+    POSTERN_BIN   path of the binary (default <repo>/build/postern, or
+                  <repo>/build/src/cli/postern)
+
+Run with Debian's python:  /usr/bin/python3 -m pytest tests/integration
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _default_bin():
+    for rel in (("build", "postern"), ("build", "src", "cli", "postern")):
+        p = os.path.join(REPO, *rel)
+        if os.access(p, os.X_OK):
+            return p
+    return os.path.join(REPO, "build", "postern")
+
+
+POSTERN_BIN = os.environ.get("POSTERN_BIN") or _default_bin()
+
+HOST = "127.0.0.1"
+REPLY_TIMEOUT = 5.0	# seconds for one reply
+START_TIMEOUT = 10.0	# seconds until the port listens
+STOP_TIMEOUT = 15.0	# seconds for a clean exit after SIGTERM
+
+# The default config.  {tmp} and {port} are filled in (plain str.replace, so
+# the %{rcpt.user} template of the action is left alone).  EXTRA lines go
+# after "listen"; RULES replace the two match lines.
+TEMPLATE_HEAD = """\
+hostname test.example
+spool {tmp}/spool
+listen 127.0.0.1:{port}
+"""
+TEMPLATE_ACTIONS = """\
+action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"
+"""
+DEFAULT_RULES = (
+    "match to domain example.org action local",
+    "match to domain localhost action local",
+)
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+    "runtime error:")
+
+
+def wait_for(cond, timeout=5.0, interval=0.02, what=None):
+    """Poll cond() until it returns a true value (returned) or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s"
+                % (timeout, what or getattr(cond, "__name__", "condition")))
+        time.sleep(interval)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_listening(port):
+    """True when some socket listens on 127.0.0.1:port (no connection made)."""
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                local, state = parts[1], parts[3]
+                addr, p = local.split(":")
+                if int(p, 16) == port and state == "0A" and \
+                        addr in ("0100007F", "00000000"):
+                    return True
+        return False
+    except OSError:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+
+def binary():
+    if not os.access(POSTERN_BIN, os.X_OK):
+        pytest.fail("postern binary not found at %s (build it or set POSTERN_BIN)"
+            % POSTERN_BIN)
+    return POSTERN_BIN
+
+
+def run_cli(*args, cwd=None, timeout=10.0):
+    """Run `postern ARGS...`; returns CompletedProcess with text output."""
+    return subprocess.run([binary()] + list(args), cwd=cwd, timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        errors="replace")
+
+
+# ----- the SMTP client -------------------------------------------------------
+
+class Closed(AssertionError):
+    """The server closed the connection while a reply was expected."""
+
+
+class Reply:
+    def __init__(self, lines):
+        self.lines = lines			# text after "NNN-" / "NNN "
+        self.code = int(lines[0][:3])
+        self.texts = [l[4:] for l in lines]
+        self.text = self.texts[-1]
+        m = re.match(r"^([245]\.\d{1,3}\.\d{1,3})\b", self.text)
+        self.esc = m.group(1) if m else None
+
+    def __repr__(self):
+        return "Reply(%r)" % ("\\r\\n".join(self.lines),)
+
+
+class Client:
+    """A raw-socket SMTP client that keeps a transcript for failure messages."""
+
+    def __init__(self, port, timeout=REPLY_TIMEOUT):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.buf = b""
+        self.eof = False
+        self.log = []
+
+    # -- transcript
+    def _note(self, direction, data):
+        s = data if isinstance(data, str) else data.decode("latin-1")
+        if len(s) > 300:
+            s = s[:150] + "...(%d octets)..." % len(s) + s[-60:]
+        self.log.append("%s %s" % (direction, s.rstrip("\r\n")))
+
+    def transcript(self):
+        return "\n".join(self.log[-40:])
+
+    # -- writing
+    def send(self, line):
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogateescape")
+        self.send_raw(line + b"\r\n")
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self._note(">", data)
+        self.sock.sendall(data)
+
+    # -- reading
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+        self.buf += chunk
+
+    def _readline(self, deadline):
+        while b"\r\n" not in self.buf:
+            if self.eof:
+                return None
+            self._fill(deadline)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def read_reply(self, timeout=REPLY_TIMEOUT):
+        """One whole (multi-line) reply; raises Closed at EOF, timeout after
+        the deadline."""
+        deadline = time.monotonic() + timeout
+        lines = []
+        while True:
+            try:
+                line = self._readline(deadline)
+            except socket.timeout:
+                raise AssertionError("no reply within %.1fs; transcript:\n%s"
+                    % (timeout, self.transcript()))
+            if line is None:
+                raise Closed("connection closed %s; transcript:\n%s" % (
+                    "mid-reply" if lines else "while a reply was expected",
+                    self.transcript()))
+            self._note("<", line)
+            m = re.match(r"^(\d{3})([- ])", line)
+            assert m, "malformed reply line %r; transcript:\n%s" % (
+                line, self.transcript())
+            assert not lines or line[:3] == lines[0][:3], \
+                "reply code changed inside a multi-line reply; transcript:\n%s" \
+                % self.transcript()
+            lines.append(line)
+            if m.group(2) == " ":
+                return Reply(lines)
+
+    def expect(self, code, esc=None, timeout=REPLY_TIMEOUT):
+        r = self.read_reply(timeout)
+        ok = r.code == code and (esc is None or r.esc == esc)
+        assert ok, "got %d %s, want %d %s; transcript:\n%s" % (
+            r.code, r.esc, code, esc or "", self.transcript())
+        return r
+
+    def expect_closed(self, timeout=REPLY_TIMEOUT):
+        """The server closes the connection with nothing more to say."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not self.eof:
+                self._fill(deadline)
+        except socket.timeout:
+            raise AssertionError("connection still open after %.1fs; "
+                "transcript:\n%s" % (timeout, self.transcript()))
+        except OSError:
+            self.eof = True
+        assert self.buf == b"", "unexpected bytes before close: %r; " \
+            "transcript:\n%s" % (self.buf[:200], self.transcript())
+
+    def assert_silent(self):
+        """Nothing unread has arrived (a cheap check, no waiting)."""
+        self.sock.setblocking(False)
+        try:
+            chunk = self.sock.recv(65536)
+        except (BlockingIOError, socket.timeout):
+            chunk = None
+        finally:
+            self.sock.setblocking(True)
+        assert not self.buf and not chunk, "unexpected extra data %r; " \
+            "transcript:\n%s" % ((self.buf + (chunk or b""))[:300],
+            self.transcript())
+
+    # -- conveniences
+    def hello(self, name="client.example"):
+        self.expect(220)
+        self.send("EHLO " + name)
+        return self.expect(250)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----- the server ------------------------------------------------------------
+
+class Server:
+    def __init__(self, tmp, config_text):
+        self.dir = str(tmp)
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "postern.conf")
+        self.log_path = os.path.join(self.dir, "postern.stderr")
+        self.proc = None
+        self.clients = []
+        self.problems = []
+        self.write_config(config_text)
+
+    def fill(self, text):
+        return text.replace("{tmp}", self.dir).replace("{port}", str(self.port))
+
+    def write_config(self, text):
+        tmpname = self.conf + ".new"
+        with open(tmpname, "w") as f:
+            f.write(self.fill(text))
+        os.replace(tmpname, self.conf)
+
+    # -- process control
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None
+        logf = open(self.log_path, "ab")
+        logf.write(b"=== start ===\n")
+        logf.flush()
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self.proc = subprocess.Popen([binary(), "run", "-c", self.conf],
+            cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            env=env)
+        logf.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_listening(self.port):
+            if self.proc.poll() is not None:
+                pytest.fail("postern exited with %d at start-up; stderr:\n%s"
+                    % (self.proc.returncode, self.log()[-3000:]))
+            if time.monotonic() >= deadline:
+                pytest.fail("postern did not listen on %d within %.0fs; "
+                    "stderr:\n%s" % (self.port, START_TIMEOUT, self.log()[-3000:]))
+            time.sleep(0.02)
+        return self
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("postern did not exit within %.0fs" % timeout)
+
+    def sigterm(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def sighup(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        """SIGTERM and a clean exit (status 0) are required."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.sigterm()
+        rc = self.wait_exit()
+        assert rc == 0, "postern exited with %d after SIGTERM; stderr:\n%s" % (
+            rc, self.log()[-3000:])
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(STOP_TIMEOUT)
+
+    def restart(self):
+        self.stop()
+        for c in self.clients:
+            c.close()
+        return self.start()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def sanitizer_report(self):
+        text = self.log()
+        for mark in SANITIZER_MARKS:
+            i = text.find(mark)
+            if i >= 0:
+                return text[max(0, i - 200):i + 3000]
+        return None
+
+    # -- clients
+    def session(self):
+        c = Client(self.port)
+        self.clients.append(c)
+        return c
+
+    # -- files
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def maildir(self, user, sub="new"):
+        d = self.path("mail", user, "Maildir", sub)
+        try:
+            names = sorted(os.listdir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [os.path.join(d, n) for n in names if not n.startswith(".")]
+
+    def spool_files(self, sub=None):
+        """Regular files under the spool (or under spool/SUB)."""
+        top = self.path("spool", sub) if sub else self.path("spool")
+        out = []
+        for root, _dirs, files in os.walk(top):
+            out += [os.path.join(root, f) for f in files]
+        return sorted(out)
+
+    def teardown(self):
+        try:
+            if self.alive():
+                self.sigterm()
+                try:
+                    rc = self.proc.wait(STOP_TIMEOUT)
+                    if rc != 0:
+                        self.problems.append("postern exited with %d after "
+                            "SIGTERM at teardown" % rc)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                    self.problems.append("postern did not exit within %.0fs "
+                        "of SIGTERM at teardown" % STOP_TIMEOUT)
+        finally:
+            for c in self.clients:
+                c.close()
+        rep = self.sanitizer_report()
+        if rep:
+            self.problems.append("sanitizer report in stderr:\n" + rep)
+        return self.problems
+
+
+def make_config(extra=(), rules=None, actions=None):
+    lines = TEMPLATE_HEAD + "".join(l + "\n" for l in extra)
+    lines += actions if actions is not None else TEMPLATE_ACTIONS
+    lines += "".join(l + "\n" for l in (DEFAULT_RULES if rules is None else rules))
+    return lines
+
+
+@pytest.fixture
+def make_postern(tmp_path):
+    """Factory: make_postern(extra=[...], rules=[...], config=TEXT, start=True)."""
+    servers = []
+
+    def make(extra=(), rules=None, config=None, start=True, actions=None):
+        d = tmp_path / ("srv%d" % len(servers)) if servers else tmp_path
+        d.mkdir(exist_ok=True)
+        text = config if config is not None else make_config(extra, rules, actions)
+        srv = Server(d, text)
+        servers.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    yield make
+    problems = []
+    for s in servers:
+        problems += s.teardown()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def postern(make_postern):
+    return make_postern()
+
+
+# ----- helpers for Maildir files ---------------------------------------------
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def split_delivered(data):
+    """A delivered file -> (return_path_line, received_unfolded, rest).
+
+    The file is "Return-Path: <..>\\n" then the Received: header (maybe
+    folded) added by postern, then the message as sent (LF line ends)."""
+    lines = data.split(b"\n")
+    assert lines[0].startswith(b"Return-Path:"), \
+        "first line is not Return-Path: %r" % lines[0][:200]
+    assert lines[1].startswith(b"Received:"), \
+        "second line is not Received: %r" % lines[1][:200]
+    i = 2
+    while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+        i += 1
+    received = b" ".join(l.strip() for l in lines[1:i])
+    rest = b"\n".join(lines[i:])
+    return lines[0].decode("latin-1"), received.decode("latin-1"), rest
+
+
+def headers_of(body):
+    """Header name (lower) -> list of values of a message body (bytes, LF)."""
+    out = {}
+    head = body.split(b"\n\n", 1)[0]
+    for line in head.split(b"\n"):
+        if b":" in line and line[:1] not in (b" ", b"\t"):
+            k, v = line.split(b":", 1)
+            out.setdefault(k.strip().lower().decode("latin-1"), []).append(
+                v.strip().decode("latin-1"))
+    return out
+
+
+def send_message(c, sender, rcpts, body, mail_params=""):
+    """MAIL/RCPT/DATA with one reply each; body: str or bytes with CRLF lines,
+    already dot-stuffed, without the final ".".  Returns the 250 reply."""
+    c.send("MAIL FROM:<%s>%s" % (sender, mail_params)); c.expect(250, "2.1.0")
+    for r in rcpts:
+        c.send("RCPT TO:<%s>" % r); c.expect(250, "2.1.5")
+    c.send("DATA"); c.expect(354)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    c.send_raw(body + b".\r\n")
+    return c.expect(250, "2.0.0")
+
+
+def queue_id(reply):
+    m = re.search(r"queued as (\S+)", reply.text)
+    assert m, "no queue id in %r" % reply.text
+    return m.group(1)

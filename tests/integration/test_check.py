@@ -1,0 +1,106 @@
+"""`postern check`, `postern version` and --help."""
+
+import re
+
+import pytest
+
+from conftest import make_config, run_cli
+
+GOOD = make_config(extra=["limit message-size 10M", "limit idle-timeout 30s",
+    "table friends { a@example.net, b@example.net }"])
+
+# (label, config text, lines that must be reported)
+BROKEN = [
+    ("unknown statement", "hostname h\nfrobnicate on\n", [2]),
+    ("bad port", "hostname h\nlisten 127.0.0.1:notaport\n", [2]),
+    ("port out of range", "listen 127.0.0.1:70000\n", [1]),
+    ("bad size", "limit message-size lots\n", [1]),
+    ("bad count", "limit recipients -3\n", [1]),
+    ("bad duration", "\n\nlimit idle-timeout soon\n", [3]),
+    ("unknown limit", "limit frobs 3\n", [1]),
+    ("unterminated quote", 'action local maildir "/tmp/x\n', [1]),
+    ("unknown action kind", "action local teleport\n", [1]),
+    ("match names no action", 'action local discard\nmatch any action nosuch\n', [2]),
+    ("match without action", "action local discard\nmatch to domain x.test\n", [2]),
+    ("unknown table", "action local discard\nmatch to <nosuch> action local\n", [2]),
+    ("unknown condition", "action local discard\nmatch sideways action local\n", [2]),
+]
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def error_lines(out, path):
+    """Line numbers of the "PATH:LINE: message" lines in out."""
+    nums = []
+    for line in out.splitlines():
+        m = re.match(r"^%s:(\d+): \S" % re.escape(path), line)
+        if m:
+            nums.append(int(m.group(1)))
+    return nums
+
+
+def test_check_good_config_is_silent(tmp_path):
+    path = write(tmp_path, "good.conf", GOOD.replace("{tmp}", str(tmp_path))
+        .replace("{port}", "2525"))
+    r = run_cli("check", "-c", path, cwd=str(tmp_path))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r
+
+
+@pytest.mark.parametrize("label,text,want", BROKEN, ids=[b[0] for b in BROKEN])
+def test_check_reports_the_error_line(tmp_path, label, text, want):
+    path = write(tmp_path, "bad.conf", text)
+    r = run_cli("check", "-c", path, cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, "case %r: exit %d, want 1; output:\n%s" % (
+        label, r.returncode, out)
+    got = error_lines(out, path)
+    assert set(want) <= set(got), "case %r: error lines %s, want %s; output:\n%s" % (
+        label, got, want, out)
+
+
+def test_check_reports_every_error_in_one_run(tmp_path):
+    text = ("hostname test.example\n"			# 1
+            "listen 127.0.0.1:notaport\n"		# 2
+            "limit recipients many\n"			# 3
+            'action local maildir "/tmp/x"\n'		# 4
+            "match to domain example.org action nosuch\n"	# 5
+            "frobnicate\n"				# 6
+            "limit idle-timeout 5m\n")			# 7 (fine)
+    path = write(tmp_path, "many.conf", text)
+    r = run_cli("check", "-c", path, cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    got = error_lines(out, path)
+    assert set(got) >= {2, 3, 5, 6}, "error lines %s; output:\n%s" % (got, out)
+    assert 7 not in got and 1 not in got and 4 not in got, out
+    for line in out.splitlines():
+        if line.strip():
+            assert line.startswith(path + ":"), "not FILE:LINE: %r" % line
+
+
+def test_check_missing_file_fails(tmp_path):
+    path = str(tmp_path / "nosuch.conf")
+    r = run_cli("check", "-c", path, cwd=str(tmp_path))
+    assert r.returncode != 0, r
+    assert "nosuch.conf" in r.stdout + r.stderr, r
+
+
+def test_version():
+    r = run_cli("version")
+    assert (r.returncode, r.stdout) == (0, "postern 0.1.0\n"), r
+
+
+@pytest.mark.parametrize("cmd", ["run", "check", "version"])
+def test_help_exits_0_with_usage(cmd):
+    r = run_cli(cmd, "--help")
+    assert r.returncode == 0, r
+    assert "usage" in r.stdout.lower(), r
+
+
+def test_unknown_command_fails():
+    r = run_cli("frobnicate")
+    assert r.returncode != 0, r

@@ -1,0 +1,105 @@
+"""SIGHUP reloads the config (or keeps the old one); SIGTERM stops cleanly."""
+
+import socket
+
+from conftest import Closed, make_config, send_message, wait_for
+
+RULES_WITH_OTHER = [
+    "match to domain example.org action local",
+    "match to domain localhost action local",
+    "match to domain other.test action local",
+]
+
+
+def rcpt_code(srv, rcpt):
+    """A fresh session's answer to RCPT TO:<rcpt>."""
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<%s>" % rcpt)
+        return c.read_reply().code
+
+
+def test_sighup_with_good_config_applies_it_and_keeps_sessions(postern):
+    assert rcpt_code(postern, "x@other.test") == 550
+    with postern.session() as old:
+        old.hello()
+        old.send("MAIL FROM:<a@example.net>"); old.expect(250, "2.1.0")
+        postern.write_config(make_config(rules=RULES_WITH_OTHER))
+        postern.sighup()
+        wait_for(lambda: rcpt_code(postern, "x@other.test") == 250, 10,
+            what="other.test to be accepted after SIGHUP")
+        # The session opened before the reload is still served.
+        old.send("RCPT TO:<bob@example.org>"); old.expect(250, "2.1.5")
+        old.send("DATA"); old.expect(354)
+        old.send_raw(b"Subject: across reload\r\n\r\nx\r\n.\r\n")
+        old.expect(250, "2.0.0")
+        old.send("QUIT"); old.expect(221, "2.0.0")
+    with postern.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["x@other.test"], "Subject: new\r\n\r\ny\r\n")
+    wait_for(lambda: postern.maildir("bob") and postern.maildir("x"),
+        what="deliveries to bob and x")
+    assert postern.alive()
+
+
+def test_sighup_with_bad_config_keeps_the_old_one(postern):
+    with postern.session() as old:
+        old.hello()
+        postern.write_config(make_config(rules=RULES_WITH_OTHER) +
+            "frobnicate everything\nlimit recipients lots\n")
+        postern.sighup()
+        wait_for(lambda: postern.conf + ":" in postern.log(), 10,
+            what="the config error (%s:LINE: ...) in the log" % postern.conf)
+        assert postern.alive()
+        old.send("NOOP"); old.expect(250, "2.0.0")
+    assert rcpt_code(postern, "bob@example.org") == 250
+    assert rcpt_code(postern, "x@other.test") == 550, "bad config half-applied"
+
+
+def test_sigterm_idle_session_gets_421_and_exit_0(postern):
+    with postern.session() as c:
+        c.hello()
+        postern.sigterm()
+        c.expect(421, "4.3.2")
+        c.expect_closed()
+    rc = postern.wait_exit()
+    assert rc == 0, "exit status %d; stderr:\n%s" % (rc, postern.log()[-2000:])
+
+
+def test_sigterm_lets_a_session_in_data_finish(postern):
+    with postern.session() as busy, postern.session() as idle:
+        busy.hello()
+        idle.hello()
+        busy.send("MAIL FROM:<a@example.net>"); busy.expect(250, "2.1.0")
+        busy.send("RCPT TO:<bob@example.org>"); busy.expect(250, "2.1.5")
+        busy.send("DATA"); busy.expect(354)
+        busy.send_raw(b"Subject: grace\r\nMessage-Id: <grace@example.net>\r\n\r\n"
+            b"first half\r\n")
+        postern.sigterm()
+        # The idle session is told first: shutdown has begun.
+        idle.expect(421, "4.3.2")
+        idle.expect_closed()
+        # No new connections once shutdown has begun.
+        try:
+            with socket.create_connection(("127.0.0.1", postern.port), 2) as s:
+                s.settimeout(2)
+                data = s.recv(512)
+                assert not data.startswith(b"220"), \
+                    "new session greeted during shutdown: %r" % data
+        except (ConnectionRefusedError, ConnectionResetError, socket.timeout):
+            pass
+        busy.send_raw(b"second half\r\n.\r\n")
+        busy.expect(250, "2.0.0")
+        try:
+            busy.send("QUIT")
+            r = busy.read_reply()
+            assert r.code in (221, 421), r
+        except (Closed, BrokenPipeError, ConnectionResetError):
+            pass
+    rc = postern.wait_exit()
+    assert rc == 0, "exit status %d; stderr:\n%s" % (rc, postern.log()[-2000:])
+    if not postern.maildir("bob"):
+        postern.start()		# it may sit in the queue: the next run delivers
+    files = wait_for(lambda: postern.maildir("bob"), 10, what="delivery to bob")
+    assert len(files) == 1, files
