@@ -1,6 +1,8 @@
 /*
  * deliver/deliver.h: one file per action kind; each delivery blocks (worker
- * threads only).  Knows nothing of the listener side.
+ * threads only).  An *err_out string lives in a thread-local buffer (or is
+ * static): valid until the next deliver call on the same thread.  Knows
+ * nothing of the listener side.
  */
 #ifndef POSTERN_DELIVER_H
 #define POSTERN_DELIVER_H

@@ -428,10 +428,13 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	memset(out, 0, sizeof(*out));
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
+		errno = EINVAL;
 		return -1;
 	}
 	if (spool_slurp(sp, SUB_ENV, qid, &buf, &len) == -1) {
-		*err_out = spool_err("read", SUB_ENV, qid, "", errno);
+		int saved = errno;
+		*err_out = spool_err("read", SUB_ENV, qid, "", saved);
+		errno = saved;	/* ENOENT: no such message (any more) */
 		return -1;
 	}
 	if (spool_env_parse(buf, len, out, &why) == -1) {
@@ -439,6 +442,7 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 		snprintf(spool_errbuf, sizeof(spool_errbuf), "env/%s: %s", qid,
 		    why);
 		*err_out = spool_errbuf;
+		errno = EINVAL;
 		return -1;
 	}
 	free(buf);
@@ -464,6 +468,7 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 fail:
 	spool_env_clear(out);
 	*err_out = spool_errbuf;
+	errno = EINVAL;
 	return -1;
 }
 

@@ -3,6 +3,9 @@
  * (LF line ends, Received: header first) and an envelope file; it counts as
  * accepted once spool_msg_commit() has returned 0.  Every function here
  * blocks on the disk: call them from worker threads, never the event loop.
+ * Thread-safe across different messages.  An *err_out string (like
+ * "write(tmp/<qid>): No space left on device") lives in a thread-local
+ * buffer: valid until the next spool call on the same thread.
  * Knows nothing of routing or SMTP.
  */
 #ifndef POSTERN_SPOOL_H
@@ -67,7 +70,10 @@ void	spool_msg_free(struct spool_msg **mp);
 
 /* Path of a committed message's content (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
-/* Read a committed envelope, with each recipient's done flag.  0 or -1. */
+/*
+ * Read a committed envelope, with each recipient's done flag.  0, or -1
+ * with *err_out and errno (ENOENT: no such message, EINVAL: malformed).
+ */
 int	spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	    const char **err_out);
 /* Durably record that recipient idx is delivered.  0 or -1. */
