@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -279,6 +282,57 @@ test_queue_permanent_failures(void **state)
 	free(file);
 }
 
+/*
+ * kill -9 while the queue delivers: after the restart every recipient of
+ * every message has exactly one copy, and the spool is empty.
+ */
+static void
+test_queue_sigkill_mid_delivery(void **state)
+{
+	enum { NMSG = 40 };
+	char *a = xasprintf("%s/a", tdir), *b = xasprintf("%s/b", tdir);
+	const char *const rcpts[] = { "maildir", a, "maildir", b, NULL };
+	char qid[SPOOL_QID_MAX];
+	const char *err = NULL;
+	struct queue *q;
+	pid_t pid;
+
+	(void)state;
+	for (int i = 0; i < NMSG; i++)
+		commit(qid, rcpts);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		q = queue_new(sp, "mx.test", 4);
+		queue_recover(q);
+		queue_drain(q);
+		_exit(0);
+	}
+	/* Kill it once some, not all, deliveries happened. */
+	uint64_t deadline = util_now_ms() + 10000;
+	while (count_sub(a, "new") + count_sub(b, "new") < NMSG / 2 &&
+	    util_now_ms() < deadline) {
+		struct timespec ts = { 0, 200000 };
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+
+	spool_close(&sp);
+	sp = spool_open(spooldir, &err);	/* the restart */
+	assert_non_null(sp);
+	q = queue_new(sp, "mx.test", 4);
+	queue_recover(q);
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(count_sub(a, "new"), NMSG);
+	assert_int_equal(count_sub(b, "new"), NMSG);
+	assert_int_equal(count_sub(a, "tmp"), 0);
+	assert_spool_empty();
+	free(a);
+	free(b);
+}
+
 int
 main(void)
 {
@@ -293,6 +347,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_permanent_failures,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_queue_sigkill_mid_delivery, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

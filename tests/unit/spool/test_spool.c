@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -638,6 +639,103 @@ test_write_error_reported(void **state)
 	free(dir);
 }
 
+/*
+ * kill -9 during a stream of commits: every message whose commit returned
+ * (reported through the pipe) is listed after the restart, complete.
+ */
+static void
+test_sigkill_during_commits(void **state)
+{
+	char *dir = mkdir_tmp();
+	const char *err = NULL;
+	struct util_buf acked = { 0 };
+	int pfd[2];
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		struct spool *csp = spool_open(dir, &err);
+		close(pfd[0]);
+		if (csp == NULL)
+			_exit(1);
+		for (;;) {
+			struct spool_env e;
+			char qid[SPOOL_QID_MAX], line[SPOOL_QID_MAX + 1];
+
+			spool_new_qid(csp, qid);
+			simple_env(&e, qid, 2);
+			e.size = 4000;
+			struct spool_msg *m = spool_msg_new(csp, qid);
+			char body[100];
+			memset(body, 'x', sizeof(body));
+			body[99] = '\n';
+			for (int i = 0; i < 40; i++)
+				spool_msg_write(m, body, sizeof(body), &err);
+			if (spool_msg_commit(m, &e, &err) == 0) {
+				snprintf(line, sizeof(line), "%s\n", qid);
+				write(pfd[1], line, strlen(line));
+			}
+			spool_msg_free(&m);
+			spool_env_clear(&e);
+		}
+	}
+	close(pfd[1]);
+	/* Let it commit a few dozen, then kill it at an arbitrary point. */
+	char buf[4096];
+	size_t lines = 0;
+	while (lines < 40) {
+		ssize_t n = read(pfd[0], buf, sizeof(buf));
+		assert_true(n > 0);
+		util_buf_add(&acked, buf, (size_t)n);
+		for (ssize_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	ssize_t n;
+	while ((n = read(pfd[0], buf, sizeof(buf))) > 0)
+		util_buf_add(&acked, buf, (size_t)n);
+	close(pfd[0]);
+
+	struct spool *sp = spool_open(dir, &err);
+	char **qids;
+	size_t nq;
+	assert_non_null(sp);
+	assert_int_equal(spool_list(sp, &qids, &nq, &err), 0);
+	assert_int_equal(count_entries(dir, "tmp"), 0);
+	char *save = NULL, *text = util_buf_cstr(&acked);
+	for (char *q = strtok_r(text, "\n", &save); q != NULL;
+	    q = strtok_r(NULL, "\n", &save)) {
+		bool found = false;
+		for (size_t i = 0; i < nq && !found; i++)
+			found = strcmp(qids[i], q) == 0;
+		if (!found)
+			fail_msg("acknowledged %s lost after kill -9", q);
+	}
+	/* Whatever is listed is whole. */
+	for (size_t i = 0; i < nq; i++) {
+		struct spool_env e;
+		struct stat st;
+		char *p = spool_content_path(sp, qids[i]);
+		if (spool_env_load(sp, qids[i], &e, &err) == -1)
+			fail_msg("listed %s: %s", qids[i], err);
+		assert_int_equal(stat(p, &st), 0);
+		assert_int_equal(st.st_size, 4000);
+		spool_env_clear(&e);
+		free(p);
+		free(qids[i]);
+	}
+	free(qids);
+	assert_int_equal(count_entries(dir, "msg"), nq);
+	util_buf_clear(&acked);
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -651,6 +749,7 @@ main(void)
 		cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_mark_done_persists),
 		cmocka_unit_test(test_write_error_reported),
+		cmocka_unit_test(test_sigkill_during_commits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
