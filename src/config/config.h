@@ -24,7 +24,7 @@ struct config_limits {
 	uint64_t	data_idle_ms;		/* "limit data-timeout 10m" (DATA block wait) */
 	uint64_t	session_ms;		/* "limit session-timeout 30m" */
 	unsigned	conn_max;		/* "limit connections 1000" */
-	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 20" */
+	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 50" */
 	uint64_t	shutdown_ms;		/* "limit shutdown-grace 30s": SIGTERM wait for DATA */
 };
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "config/config_private.h"
@@ -333,6 +334,19 @@ test_load_errors(void **state)
 	assert_string_equal(errs, "data/no-such-file.conf:0: cannot open: "
 	    "No such file or directory\n");
 	free(errs);
+	/* A NUL byte in a file is reported with its line. */
+	char path[] = "/tmp/postern-config-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd != -1);
+	assert_int_equal(write(fd, "listen 127.0.0.1:25\nhost\0name x\n", 32),
+	    32);
+	close(fd);
+	assert_null(config_load(path, &errs));
+	char *want = xasprintf("%s:2: NUL byte in the file\n", path);
+	assert_string_equal(errs, want);
+	free(want);
+	free(errs);
+	unlink(path);
 	/* config_parse with no text at all: both missing pieces reported. */
 	assert_null(config_parse("empty", "", &errs));
 	assert_string_equal(errs, "empty:1: no listen statement (add one, "
