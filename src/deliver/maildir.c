@@ -232,6 +232,13 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	}
 	hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
 	    m->return_path : "");
+	/*
+	 * smtp/ never accepts such a sender, but the envelope is a file: a
+	 * control byte here must not start a header of its own.
+	 */
+	for (char *p = hdr + 14; p[1] != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	if (md_write_all(out, hdr, strlen(hdr)) == -1 || md_copy(in, out) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
 	else if (fsync(out) == -1)

@@ -102,19 +102,20 @@ queue_log_rcpt(enum log_level lvl, const char *event,
     const struct spool_env *env, size_t i, const char *why)
 {
 	const struct spool_rcpt *r = &env->rcpts[i];
-	char addr[256], to[256], whybuf[512];
+	char addr[256], to[256], action[64], whybuf[512];
 
 	log_safe_into(addr, sizeof(addr), r->addr, strlen(r->addr));
+	log_safe_into(action, sizeof(action), r->action, strlen(r->action));
 	log_safe_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
 	    r->arg != NULL ? strlen(r->arg) : 1);
 	if (why == NULL) {
 		log_event(lvl, event, env->sid, env->qid,
-		    "rcpt=<%s> action=%s to=%s", addr, r->action, to);
+		    "rcpt=<%s> action=%s to=%s", addr, action, to);
 		return;
 	}
 	log_safe_into(whybuf, sizeof(whybuf), why, strlen(why));
 	log_event(lvl, event, env->sid, env->qid,
-	    "rcpt=<%s> action=%s to=%s why=%s", addr, r->action, to, whybuf);
+	    "rcpt=<%s> action=%s to=%s why=%s", addr, action, to, whybuf);
 }
 
 /* One pass over a message's pending recipients (no lock held). */

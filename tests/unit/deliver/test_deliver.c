@@ -165,6 +165,14 @@ test_maildir_creates_and_writes(void **state)
 	assert_int_equal(deliver_maildir(f2, &m, &err), DELIVER_OK);
 	assert_delivered(f2, "");
 	free(f2);
+
+	/* A control byte in the sender cannot add a header line. */
+	f2 = xasprintf("%s/third", tdir);
+	m = msg("Q1", 2);
+	m.return_path = "a@b>\nX-Evil: 1\r\x7f";
+	assert_int_equal(deliver_maildir(f2, &m, &err), DELIVER_OK);
+	assert_delivered(f2, "a@b>?X-Evil: 1??");
+	free(f2);
 	free(folder);
 }
 
