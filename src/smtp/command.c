@@ -1,0 +1,757 @@
+/*
+ * smtp/command.c: the commands: a table of what is allowed when, each
+ * command's checks, its stage for decide_cb, and what happens on the
+ * verdict (the smtp_done_* functions, shared with smtp_session_resume()).
+ * Also the ends of DATA and BDAT content.  Knows no sockets.
+ */
+#include "smtp/smtp.h"
+#include "smtp/smtp_private.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* What a command needs before it may run. */
+enum smtp_need {
+	SMTP_NEED_NONE,
+	SMTP_NEED_NO_TX,	/* HELO done, no transaction (MAIL) */
+	SMTP_NEED_MAIL,		/* a transaction (RCPT) */
+	SMTP_NEED_RCPT,		/* a transaction with a recipient (DATA) */
+};
+
+/* What a command takes after the verb. */
+enum smtp_args {
+	SMTP_ARGS_ANY,
+	SMTP_ARGS_NONE,
+	SMTP_ARGS_NEED,
+};
+
+struct smtp_cmd_def {
+	enum smtp_verb	 verb;
+	void		(*fn)(struct smtp_session *, const struct smtp_cmd *);
+	enum smtp_need	 need;
+	enum smtp_args	 args;
+	const char	*usage;		/* 501 text */
+};
+
+static void	smtp_cmd_helo(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_mail(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_rcpt(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_data(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_bdat(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_rset(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_noop(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_quit(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_vrfy(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_expn(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_help(struct smtp_session *, const struct smtp_cmd *);
+static void	smtp_cmd_starttls(struct smtp_session *,
+		    const struct smtp_cmd *);
+static void	smtp_cmd_auth(struct smtp_session *, const struct smtp_cmd *);
+
+static const struct smtp_cmd_def smtp_cmds[] = {
+	{ SMTP_VERB_HELO, smtp_cmd_helo, SMTP_NEED_NONE, SMTP_ARGS_NEED,
+	    "5.5.4 Syntax: HELO hostname" },
+	{ SMTP_VERB_EHLO, smtp_cmd_helo, SMTP_NEED_NONE, SMTP_ARGS_NEED,
+	    "5.5.4 Syntax: EHLO hostname" },
+	{ SMTP_VERB_MAIL, smtp_cmd_mail, SMTP_NEED_NO_TX, SMTP_ARGS_NEED,
+	    "5.5.4 Syntax: MAIL FROM:<address> [parameters]" },
+	{ SMTP_VERB_RCPT, smtp_cmd_rcpt, SMTP_NEED_MAIL, SMTP_ARGS_NEED,
+	    "5.5.4 Syntax: RCPT TO:<address>" },
+	{ SMTP_VERB_DATA, smtp_cmd_data, SMTP_NEED_RCPT, SMTP_ARGS_NONE,
+	    "5.5.4 Syntax: DATA" },
+	/* BDAT checks itself: a refused chunk must still be read. */
+	{ SMTP_VERB_BDAT, smtp_cmd_bdat, SMTP_NEED_NONE, SMTP_ARGS_ANY,
+	    "5.5.4 Syntax: BDAT size [LAST]" },
+	{ SMTP_VERB_RSET, smtp_cmd_rset, SMTP_NEED_NONE, SMTP_ARGS_NONE,
+	    "5.5.4 Syntax: RSET" },
+	{ SMTP_VERB_NOOP, smtp_cmd_noop, SMTP_NEED_NONE, SMTP_ARGS_ANY, "" },
+	{ SMTP_VERB_QUIT, smtp_cmd_quit, SMTP_NEED_NONE, SMTP_ARGS_NONE,
+	    "5.5.4 Syntax: QUIT" },
+	{ SMTP_VERB_VRFY, smtp_cmd_vrfy, SMTP_NEED_NONE, SMTP_ARGS_NEED,
+	    "5.5.4 Syntax: VRFY address" },
+	{ SMTP_VERB_EXPN, smtp_cmd_expn, SMTP_NEED_NONE, SMTP_ARGS_ANY, "" },
+	{ SMTP_VERB_HELP, smtp_cmd_help, SMTP_NEED_NONE, SMTP_ARGS_ANY, "" },
+	/* STARTTLS checks itself: RFC 3207 4 orders its refusals. */
+	{ SMTP_VERB_STARTTLS, smtp_cmd_starttls, SMTP_NEED_NONE,
+	    SMTP_ARGS_ANY, "5.5.4 Syntax: STARTTLS" },
+	{ SMTP_VERB_AUTH, smtp_cmd_auth, SMTP_NEED_NONE, SMTP_ARGS_ANY, "" },
+};
+
+static bool
+smtp_in_tx(const struct smtp_session *s)
+{
+	return s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT;
+}
+
+/* The state check of the table; replies itself (503) and returns false. */
+static bool
+smtp_cmd_allowed(struct smtp_session *s, const struct smtp_cmd_def *d)
+{
+	const char *why = NULL;
+
+	switch (d->need) {
+	case SMTP_NEED_NONE:
+		break;
+	case SMTP_NEED_NO_TX:
+		if (s->state < SMTP_ST_READY)
+			why = "5.5.1 Send HELO/EHLO first";
+		else if (smtp_in_tx(s))
+			why = "5.5.1 Nested MAIL command";
+		break;
+	case SMTP_NEED_MAIL:
+		if (!smtp_in_tx(s))
+			why = "5.5.1 Need MAIL before RCPT";
+		break;
+	case SMTP_NEED_RCPT:
+		if (!smtp_in_tx(s))
+			why = "5.5.1 Need MAIL before DATA";
+		else if (s->state == SMTP_ST_MAIL)
+			why = "5.5.1 No valid recipients";
+		break;
+	}
+	if (why == NULL)
+		return true;
+	/* RFC 5321 4.3.2: sequence errors are 503 */
+	smtp_error(s, 503, why);
+	return false;
+}
+
+void
+smtp_command(struct smtp_session *s, const char *line, size_t len)
+{
+	const struct smtp_cmd_def *d = NULL;
+	struct smtp_cmd c;
+
+	if (smtp_cmd_parse(line, len, &c) == -1 ||
+	    c.verb == SMTP_VERB_UNKNOWN) {
+		smtp_error(s, 500, "5.5.2 Command unrecognized");
+		return;
+	}
+	/* RFC 5321 3.1: after a refused connection only QUIT is useful. */
+	if (s->state == SMTP_ST_REFUSED && c.verb != SMTP_VERB_QUIT) {
+		smtp_error(s, 503, "5.5.1 No SMTP service here");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
+		if (smtp_cmds[i].verb == c.verb)
+			d = &smtp_cmds[i];
+	ASSERT(d != NULL);
+	if (!smtp_cmd_allowed(s, d))
+		return;
+	if ((d->args == SMTP_ARGS_NONE && c.arg_len > 0) ||
+	    (d->args == SMTP_ARGS_NEED && c.arg_len == 0)) {
+		smtp_error(s, 501, d->usage);
+		return;
+	}
+	d->fn(s, &c);
+}
+
+/* ----- HELO / EHLO ----- */
+
+static void
+smtp_cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_HELO };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+
+	for (size_t i = 0; i < c->arg_len; i++) {
+		unsigned char ch = (unsigned char)c->arg[i];
+
+		if (ch < 0x20 || ch == 0x7f) {
+			smtp_error(s, 501, "5.5.4 Bad HELO/EHLO argument");
+			return;
+		}
+	}
+	smtp_staged_clear(s);
+	s->st_str = xstrndup(c->arg, c->arg_len);
+	s->st_esmtp = c->verb == SMTP_VERB_EHLO;
+	ev.arg = s->st_str;
+	ev.esmtp = s->st_esmtp;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_HELO, v, &r);
+}
+
+/* RFC 1869 4.3: the EHLO reply; the keywords in a fixed order. */
+static void
+smtp_reply_ehlo(struct smtp_session *s)
+{
+	char text[SMTP_REPLY_TEXT_MAX * 2];
+	struct util_buf b = { 0 };
+
+	util_buf_printf(&b, "%s Hello %.255s\nPIPELINING\nSIZE %" PRIu64
+	    "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING",
+	    s->p.hostname, s->helo, s->p.lim.msg_max);
+	if (s->p.starttls && !s->tls_active)
+		util_buf_addstr(&b, "\nSTARTTLS");
+	util_strlcpy(text, util_buf_cstr(&b), sizeof(text));
+	util_buf_clear(&b);
+	smtp_reply(s, 250, text);
+}
+
+static void
+smtp_done_helo(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		smtp_reply_refusal(s, v, r, 550, "5.7.1 HELO/EHLO refused");
+		smtp_staged_clear(s);
+		return;
+	}
+	free(s->helo);
+	s->helo = s->st_str;
+	s->st_str = NULL;
+	s->esmtp = s->st_esmtp;
+	/* RFC 5321 4.1.4: a new EHLO/HELO is also a RSET. */
+	smtp_tx_reset(s);
+	smtp_set_state(s, SMTP_ST_READY);
+	/* RFC 2034 3: no enhanced code on the EHLO/HELO reply. */
+	if (s->esmtp)
+		smtp_reply_ehlo(s);
+	else
+		smtp_replyf(s, 250, "%s Hello %.255s", s->p.hostname, s->helo);
+}
+
+/* ----- MAIL / RCPT ----- */
+
+/* "FROM:" or "TO:" (any case) and one optional space (RFC 5321 4.1.1.2). */
+static const char *
+smtp_skip_prefix(const struct smtp_cmd *c, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	if (c->arg_len < n || strncasecmp(c->arg, prefix, n) != 0)
+		return NULL;
+	if (c->arg_len > n && c->arg[n] == ' ')
+		n++;
+	return c->arg + n;
+}
+
+static void
+smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	const char *lim = c->arg + c->arg_len, *p, *end, *err;
+	struct smtp_event ev = { .stage = SMTP_STAGE_MAIL };
+	struct smtp_mail_params mp;
+	struct smtp_addr a;
+	struct smtp_reply r;
+	enum smtp_verdict v;
+	int code;
+
+	if ((p = smtp_skip_prefix(c, "FROM:")) == NULL) {
+		smtp_error(s, 501, "5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	if (smtp_addr_parse(p, (size_t)(lim - p), true, &a, &end, &err) ==
+	    -1) {
+		if (!smtp_count_error(s))
+			smtp_replyf(s, 501, "5.1.7 Bad sender address syntax "
+			    "(%s)", err);
+		return;
+	}
+	if (end < lim && *end != ' ') {
+		smtp_error(s, 501, "5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	if (smtp_mail_params_parse(end, lim, s->esmtp, s->p.lim.msg_max, &mp,
+	    &code, &err) == -1) {
+		if (code == 552)
+			smtp_reply(s, code, err);
+		else
+			smtp_error(s, code, err);
+		return;
+	}
+	/* RFC 6531 3.5: UTF-8 addresses only with SMTPUTF8 */
+	if (!mp.smtputf8 && smtp_has_8bit(a.addr, strlen(a.addr))) {
+		smtp_reply(s, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
+		return;
+	}
+	smtp_staged_clear(s);
+	s->st_str = xstrdup(a.addr);
+	s->st_mail = mp;
+	ev.arg = s->st_str;
+	ev.size = mp.size;
+	ev.body = mp.body;
+	ev.smtputf8 = mp.smtputf8;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_MAIL, v, &r);
+}
+
+static void
+smtp_done_mail(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		smtp_reply_refusal(s, v, r, 550, "5.7.1 Sender rejected");
+		smtp_staged_clear(s);
+		return;
+	}
+	free(s->sender);
+	s->sender = s->st_str;
+	s->st_str = NULL;
+	s->mail = s->st_mail;
+	smtp_set_state(s, SMTP_ST_MAIL);
+	smtp_reply_ok(s, r, 250, "2.1.0 Ok");
+}
+
+static void
+smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	const char *lim = c->arg + c->arg_len, *p, *end, *err;
+	struct smtp_event ev = { .stage = SMTP_STAGE_RCPT };
+	struct smtp_param prm;
+	struct smtp_addr a;
+	struct smtp_reply r;
+	enum smtp_verdict v;
+	int rc;
+
+	if (s->bdat_tx) {
+		smtp_error(s, 503, "5.5.1 RCPT after BDAT");
+		return;
+	}
+	if ((p = smtp_skip_prefix(c, "TO:")) == NULL) {
+		smtp_error(s, 501, "5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if ((size_t)(lim - p) >= 12 && strncasecmp(p, "<postmaster>", 12) ==
+	    0) {
+		/* RFC 5321 4.1.1.3: "<Postmaster>" needs no domain */
+		util_strlcpy(a.addr, "postmaster", sizeof(a.addr));
+		end = p + 12;
+	} else if (smtp_addr_parse(p, (size_t)(lim - p), false, &a, &end,
+	    &err) == -1) {
+		if (!smtp_count_error(s))
+			smtp_replyf(s, 501, "5.1.3 Bad recipient address "
+			    "syntax (%s)", err);
+		return;
+	}
+	if (end < lim && *end != ' ') {
+		smtp_error(s, 501, "5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if ((rc = smtp_param_next(&end, lim, &prm)) != 0) {
+		if (rc == -1)
+			smtp_error(s, 501, "5.5.4 Bad RCPT parameter syntax");
+		else
+			smtp_error(s, 555, "5.5.4 Unsupported RCPT parameter");
+		return;
+	}
+	if (!s->mail.smtputf8 && smtp_has_8bit(a.addr, strlen(a.addr))) {
+		smtp_reply(s, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
+		return;
+	}
+	for (unsigned i = 0; i < s->rcpt_count; i++) {
+		if (strcasecmp(s->rcpts[i], a.addr) == 0) {
+			/* Already accepted: say so again, keep one copy. */
+			smtp_reply(s, 250, "2.1.5 Ok");
+			return;
+		}
+	}
+	if (s->rcpt_count >= s->p.lim.rcpt_max) {
+		/* RFC 5321 4.5.3.1.10 */
+		smtp_reply(s, 452, "4.5.3 Too many recipients");
+		return;
+	}
+	smtp_staged_clear(s);
+	s->st_str = xstrdup(a.addr);
+	ev.arg = s->st_str;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_RCPT, v, &r);
+}
+
+static void
+smtp_done_rcpt(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		smtp_reply_refusal(s, v, r, 550, "5.7.1 Recipient rejected");
+		smtp_staged_clear(s);
+		return;
+	}
+	if (s->rcpt_count == s->rcpt_cap) {
+		s->rcpt_cap = s->rcpt_cap == 0 ? 4 : s->rcpt_cap * 2;
+		s->rcpts = xreallocarray(s->rcpts, s->rcpt_cap,
+		    sizeof(*s->rcpts));
+	}
+	s->rcpts[s->rcpt_count++] = s->st_str;
+	s->st_str = NULL;
+	smtp_set_state(s, SMTP_ST_RCPT);
+	smtp_reply_ok(s, r, 250, "2.1.5 Ok");
+}
+
+/* ----- DATA, BDAT and the end of a message ----- */
+
+static int
+smtp_body_sink(void *ctx, const char *buf, size_t len)
+{
+	struct smtp_session *s = ctx;
+
+	if (s->closing)
+		return -1;
+	if (s->hooks.body_cb != NULL && s->hooks.body_cb(s->ctx, buf, len) < 0)
+		return -1;
+	return s->closing ? -1 : 0;
+}
+
+static void
+smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_DATA, .arg = "" };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+
+	(void)c;
+	/* RFC 3030 2: DATA and BDAT do not mix in one transaction */
+	if (s->bdat_tx) {
+		smtp_error(s, 503, "5.5.1 DATA after BDAT");
+		return;
+	}
+	s->st_bdat = false;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
+}
+
+/* Start reading a BDAT chunk of n octets (drain: drop them). */
+static void	smtp_chunk_done(struct smtp_session *s);
+
+static void
+smtp_chunk_start(struct smtp_session *s, uint64_t n, bool last, bool drain)
+{
+	s->chunk_left = s->chunk_size = n;
+	s->chunk_last = last;
+	s->chunk_drain = drain;
+	s->chunk_ret = s->state;
+	if (!drain && !s->bdat_tx) {
+		smtp_dec_init(&s->dec, false, s->p.lim.line_max,
+		    s->p.lim.msg_max, smtp_body_sink, s);
+		s->bdat_tx = true;
+	}
+	if (n == 0)
+		smtp_chunk_done(s);
+	else
+		smtp_set_state(s, SMTP_ST_BDAT);
+}
+
+static void
+smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		smtp_reply_refusal(s, v, r, 554, "5.7.1 Transaction refused");
+		smtp_tx_reset(s);
+		/* RFC 3030 2: the refused chunk is still read, and dropped */
+		if (s->st_bdat && !s->closing)
+			smtp_chunk_start(s, s->st_chunk, s->st_last, true);
+		return;
+	}
+	if (s->st_bdat) {
+		smtp_chunk_start(s, s->st_chunk, s->st_last, false);
+		return;
+	}
+	smtp_dec_init(&s->dec, true, s->p.lim.line_max, s->p.lim.msg_max,
+	    smtp_body_sink, s);
+	smtp_set_state(s, SMTP_ST_DATA);
+	/* RFC 5321 4.3.2; RFC 2034 gives 3xx no enhanced code */
+	if (r->code == 354)
+		smtp_reply(s, 354, r->text);
+	else
+		smtp_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
+}
+
+static void
+smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_DATA, .arg = "" };
+	const char *why = NULL;
+	struct smtp_reply r;
+	enum smtp_verdict v;
+	uint64_t n;
+	bool last;
+
+	if (smtp_bdat_parse(c->arg, c->arg_len, &n, &last) == -1) {
+		smtp_error(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
+		return;
+	}
+	if (s->state < SMTP_ST_READY)
+		why = "5.5.1 Send EHLO first";
+	else if (!s->esmtp)
+		why = "5.5.1 BDAT needs EHLO";
+	else if (!smtp_in_tx(s))
+		why = "5.5.1 Need MAIL before BDAT";
+	else if (s->state == SMTP_ST_MAIL)
+		why = "5.5.1 No valid recipients";
+	if (why != NULL) {
+		/*
+		 * RFC 3030 2: the chunk follows anyway; read and drop it so
+		 * that its octets are not taken for commands.  The reply can
+		 * go now: it still comes before the next command's.
+		 */
+		if (!smtp_count_error(s)) {
+			smtp_reply(s, 503, why);
+			smtp_chunk_start(s, n, last, true);
+		}
+		return;
+	}
+	if (s->bdat_tx) {
+		smtp_chunk_start(s, n, last, false);
+		return;
+	}
+	s->st_bdat = true;
+	s->st_chunk = n;
+	s->st_last = last;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
+}
+
+static void
+smtp_eom(struct smtp_session *s)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_EOM, .arg = "" };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+	const char *text;
+	int code;
+
+	/* Latch, drain, reply once (STYLE 6). */
+	if (s->dec.err != SMTP_DEC_OK) {
+		code = smtp_dec_err_reply(s->dec.err, &text);
+		smtp_reply(s, code, text);
+		smtp_tx_reset(s);
+		return;
+	}
+	ev.size = s->dec.size;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_EOM, v, &r);
+}
+
+static void
+smtp_done_eom(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v == SMTP_OK)
+		smtp_reply_ok(s, r, 250, "2.0.0 Ok");
+	else
+		smtp_reply_refusal(s, v, r, 550, "5.7.1 Message refused");
+	smtp_tx_reset(s);
+}
+
+size_t
+smtp_data_feed(struct smtp_session *s, const char *buf, size_t len)
+{
+	bool end;
+	size_t n;
+
+	n = smtp_dec_feed(&s->dec, buf, len, &end);
+	if (end && !s->closing) {
+		smtp_set_state(s, SMTP_ST_RCPT);
+		smtp_eom(s);
+	}
+	return n;
+}
+
+static void
+smtp_chunk_done(struct smtp_session *s)
+{
+	const char *text;
+	int code;
+
+	smtp_set_state(s, s->chunk_ret);
+	if (s->chunk_drain) {
+		s->chunk_drain = false;
+		return;
+	}
+	if (s->chunk_last) {
+		smtp_dec_finish(&s->dec);
+		smtp_eom(s);
+		return;
+	}
+	if (s->dec.err != SMTP_DEC_OK) {
+		/* Drop the transaction; later BDATs get 503. */
+		code = smtp_dec_err_reply(s->dec.err, &text);
+		smtp_reply(s, code, text);
+		smtp_tx_reset(s);
+		return;
+	}
+	smtp_replyf(s, 250, "2.0.0 %" PRIu64 " octets received",
+	    s->chunk_size);
+}
+
+size_t
+smtp_bdat_feed(struct smtp_session *s, const char *buf, size_t len)
+{
+	size_t n = len;
+	bool end;
+
+	if ((uint64_t)n > s->chunk_left)
+		n = (size_t)s->chunk_left;
+	if (!s->chunk_drain)
+		(void)smtp_dec_feed(&s->dec, buf, n, &end);
+	s->chunk_left -= n;
+	if (s->chunk_left == 0 && !s->closing)
+		smtp_chunk_done(s);
+	return n;
+}
+
+/* ----- the others ----- */
+
+static void
+smtp_cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	smtp_tx_reset(s);
+	smtp_reply(s, 250, "2.0.0 Ok");
+}
+
+static void
+smtp_cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	smtp_reply(s, 250, "2.0.0 Ok");
+}
+
+static void
+smtp_cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_QUIT, .arg = "" };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+
+	(void)c;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_QUIT, v, &r);
+}
+
+static void
+smtp_done_quit(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	/* RFC 5321 4.1.1.10: QUIT always ends the session. */
+	if (v == SMTP_OK)
+		smtp_reply_ok(s, r, 221, "2.0.0 Bye");
+	else
+		smtp_reply_refusal(s, v, r, 221, "2.0.0 Bye");
+	smtp_mark_closing(s);
+}
+
+static void
+smtp_cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	/* RFC 5321 3.5.3 */
+	smtp_reply(s, 252, "2.5.0 Cannot VRFY user, but will accept message "
+	    "and attempt delivery");
+}
+
+static void
+smtp_cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	smtp_reply(s, 502, "5.5.1 EXPN not available");
+}
+
+static void
+smtp_cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	smtp_reply(s, 214, "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT "
+	    "RSET NOOP QUIT VRFY HELP STARTTLS; see RFC 5321");
+}
+
+static void
+smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	smtp_reply(s, 502, "5.5.1 AUTH not available");
+}
+
+static void
+smtp_cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_STARTTLS, .arg = "" };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+
+	if (s->tls_active)
+		smtp_error(s, 503, "5.5.1 TLS already active");
+	else if (!s->p.starttls)
+		smtp_error(s, 502, "5.5.1 STARTTLS not available");
+	else if (c->arg_len > 0)
+		smtp_error(s, 501, "5.5.4 Syntax: STARTTLS");
+	else if (smtp_in_tx(s))
+		smtp_error(s, 503, "5.5.1 MAIL transaction in progress");
+	else if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_STARTTLS, v, &r);
+}
+
+static void
+smtp_done_starttls(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		/* RFC 3207 4 */
+		smtp_reply_refusal(s, v, r, 454,
+		    "4.7.0 TLS not available due to temporary reason");
+		return;
+	}
+	/*
+	 * RFC 3207 4.2: nothing after this line is read; the caller drops
+	 * what it holds and calls smtp_session_tls_started().
+	 */
+	smtp_set_state(s, SMTP_ST_TLS);
+	smtp_reply(s, 220, "2.0.0 Ready to start TLS");
+}
+
+static void
+smtp_done_connect(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r)
+{
+	if (v != SMTP_OK) {
+		smtp_reply_refusal(s, v, r, 554, "5.3.2 No SMTP service here");
+		if (!s->closing)
+			smtp_set_state(s, SMTP_ST_REFUSED);
+		return;
+	}
+	smtp_set_state(s, SMTP_ST_GREETED);
+	/* RFC 2034 3: no enhanced code in the greeting */
+	if (r->code == 220 && r->text[0] != '\0')
+		smtp_reply(s, 220, r->text);
+	else
+		smtp_replyf(s, 220, "%s %s", s->p.hostname,
+		    s->p.greeting != NULL ? s->p.greeting : "ESMTP postern");
+}
+
+void
+smtp_stage_done(struct smtp_session *s, enum smtp_stage stage,
+    enum smtp_verdict v, struct smtp_reply *r)
+{
+	switch (stage) {
+	case SMTP_STAGE_CONNECT:
+		smtp_done_connect(s, v, r);
+		break;
+	case SMTP_STAGE_HELO:
+		smtp_done_helo(s, v, r);
+		break;
+	case SMTP_STAGE_STARTTLS:
+		smtp_done_starttls(s, v, r);
+		break;
+	case SMTP_STAGE_MAIL:
+		smtp_done_mail(s, v, r);
+		break;
+	case SMTP_STAGE_RCPT:
+		smtp_done_rcpt(s, v, r);
+		break;
+	case SMTP_STAGE_DATA:
+		smtp_done_data(s, v, r);
+		break;
+	case SMTP_STAGE_EOM:
+		smtp_done_eom(s, v, r);
+		break;
+	case SMTP_STAGE_QUIT:
+		smtp_done_quit(s, v, r);
+		break;
+	default:
+		ASSERT(!"stage without a command");
+	}
+}

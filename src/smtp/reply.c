@@ -1,0 +1,177 @@
+/*
+ * smtp/reply.c: formatting replies (RFC 5321 4.2, multi-line with "code-")
+ * and checking the replies that decide_cb hands back: they are outside
+ * input too (STYLE 6), so codes are range-checked and text is made safe.
+ */
+#include "smtp/smtp_private.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Send one reply line: "code" sep text CRLF, text cut to fit 512 octets. */
+static void
+smtp_reply_line(struct smtp_session *s, int code, char sep, const char *text,
+    size_t len)
+{
+	char line[SMTP_REPLY_LINE_MAX + 1];
+	size_t n, i;
+
+	if (len > SMTP_REPLY_LINE_MAX - 6)
+		len = SMTP_REPLY_LINE_MAX - 6;
+	if (code < 100 || code > 599)
+		code = 451;
+	line[0] = (char)('0' + code / 100);
+	line[1] = (char)('0' + code / 10 % 10);
+	line[2] = (char)('0' + code % 10);
+	line[3] = sep;
+	n = 4;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		line[n++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+	}
+	if (n == 4 && sep == ' ')
+		n = 3;	/* "250" alone, not "250 " */
+	line[n++] = '\r';
+	line[n++] = '\n';
+	if (s->hooks.trace_cb != NULL)
+		s->hooks.trace_cb(s->ctx, false, line, n - 2);
+	if (s->hooks.send_cb != NULL)
+		s->hooks.send_cb(s->ctx, line, n);
+}
+
+void
+smtp_reply(struct smtp_session *s, int code, const char *text)
+{
+	const char *p = text, *nl;
+
+	for (;;) {
+		nl = strchr(p, '\n');
+		if (nl == NULL || nl[1] == '\0') {
+			smtp_reply_line(s, code, ' ', p,
+			    nl != NULL ? (size_t)(nl - p) : strlen(p));
+			return;
+		}
+		smtp_reply_line(s, code, '-', p, (size_t)(nl - p));
+		p = nl + 1;
+	}
+}
+
+void
+smtp_replyf(struct smtp_session *s, int code, const char *fmt, ...)
+{
+	char text[SMTP_REPLY_TEXT_MAX * 2];
+	va_list ap;
+
+	va_start(ap, fmt);
+	/* A cut reply is still a reply; lines are cut at 512 anyway. */
+	if (vsnprintf(text, sizeof(text), fmt, ap) < 0)
+		text[0] = '\0';
+	va_end(ap);
+	smtp_reply(s, code, text);
+}
+
+bool
+smtp_count_error(struct smtp_session *s)
+{
+	if (s->errors < UINT32_MAX)
+		s->errors++;
+	if (s->errors <= s->p.lim.err_max)
+		return false;
+	smtp_replyf(s, 421, "4.7.0 %s Too many errors", s->p.hostname);
+	smtp_mark_closing(s);
+	return true;
+}
+
+void
+smtp_error(struct smtp_session *s, int code, const char *text)
+{
+	if (!smtp_count_error(s))
+		smtp_reply(s, code, text);
+}
+
+/* "d.d{1,3}.d{1,3} " at the start of text, class digit cls (RFC 3463 2). */
+static bool
+smtp_has_esc(const char *t, char cls)
+{
+	size_t i = 0, k;
+
+	if (t[0] != cls || t[1] != '.')
+		return false;
+	for (i = 2, k = 0; t[i] >= '0' && t[i] <= '9' && k < 3; i++, k++)
+		;
+	if (k == 0 || t[i] != '.')
+		return false;
+	for (i++, k = 0; t[i] >= '0' && t[i] <= '9' && k < 3; i++, k++)
+		;
+	return k > 0 && (t[i] == ' ' || t[i] == '\0' || t[i] == '\n');
+}
+
+/*
+ * Send a reply from decide_cb.  Every line of a 2xx/4xx/5xx reply gets an
+ * enhanced status code (RFC 2034 3); "X.0.0" when the hook gave none.
+ */
+static void
+smtp_reply_custom(struct smtp_session *s, const struct smtp_reply *r)
+{
+	char text[SMTP_REPLY_TEXT_MAX + 1], out[SMTP_REPLY_TEXT_MAX * 3];
+	char cls = (char)('0' + r->code / 100);
+	size_t n = 0, len;
+	const char *p, *nl;
+	bool need = cls == '2' || cls == '4' || cls == '5';
+
+	len = strnlen(r->text, sizeof(r->text) - 1);
+	memcpy(text, r->text, len);
+	text[len] = '\0';
+	for (p = text;; p = nl + 1) {
+		nl = strchr(p, '\n');
+		len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (need && !smtp_has_esc(p, cls) && n + 6 < sizeof(out)) {
+			memcpy(out + n, "X.0.0 ", 6);
+			out[n] = cls;
+			n += 6;
+		}
+		if (len > sizeof(out) - n - 2)
+			len = sizeof(out) - n - 2;
+		memcpy(out + n, p, len);
+		n += len;
+		if (nl == NULL || nl[1] == '\0')
+			break;
+		out[n++] = '\n';
+	}
+	out[n] = '\0';
+	smtp_reply(s, r->code, out);
+}
+
+void
+smtp_reply_ok(struct smtp_session *s, const struct smtp_reply *r,
+    int def_code, const char *def_text)
+{
+	if (r != NULL && r->code >= 200 && r->code <= 299)
+		smtp_reply_custom(s, r);
+	else
+		smtp_reply(s, def_code, def_text);
+}
+
+void
+smtp_reply_refusal(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *r, int def_code, const char *def_text)
+{
+	bool valid = r != NULL && r->code >= 400 && r->code <= 599;
+
+	if (v == SMTP_CLOSE) {
+		if (valid)
+			smtp_reply_custom(s, r);
+		else
+			smtp_replyf(s, 421, "4.3.0 %s Service not available, "
+			    "closing channel", s->p.hostname);
+		smtp_mark_closing(s);
+		return;
+	}
+	if (valid)
+		smtp_reply_custom(s, r);
+	else if (r == NULL || r->code == 0)
+		smtp_reply(s, def_code, def_text);
+	else
+		smtp_reply(s, 451, "4.3.0 Temporary local problem");
+}

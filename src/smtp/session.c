@@ -1,0 +1,368 @@
+/*
+ * smtp/session.c: the life of a session: creation, the line reader (the
+ * border: CRLF, line_max, NUL), feeding bytes to the right reader for the
+ * state, PENDING decisions and resume, and the facts others may read.
+ * Commands themselves live in command.c.  No sockets, no disk, no clock.
+ */
+#include "smtp/smtp.h"
+#include "smtp/smtp_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct smtp_session *
+smtp_session_new(const struct smtp_params *p, const struct smtp_hooks *hooks,
+    void *ctx)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+
+	s->p = *p;
+	if (s->p.hostname == NULL)
+		s->p.hostname = "localhost";
+	if (s->p.lim.line_max == 0)
+		s->p.lim.line_max = SMTP_DEF_LINE_MAX;
+	if (s->p.lim.line_max < SMTP_MIN_LINE_MAX)
+		s->p.lim.line_max = SMTP_MIN_LINE_MAX;
+	if (s->p.lim.rcpt_max == 0)
+		s->p.lim.rcpt_max = SMTP_DEF_RCPT_MAX;
+	if (s->p.lim.err_max == 0)
+		s->p.lim.err_max = SMTP_DEF_ERR_MAX;
+	s->hooks = *hooks;
+	s->ctx = ctx;
+	s->tls_active = p->tls_active;
+	s->state = SMTP_ST_INIT;
+	return s;
+}
+
+static void
+smtp_line_free(struct smtp_session *s)
+{
+	free(s->line);
+	s->line = NULL;
+	s->line_len = 0;
+}
+
+static void
+smtp_tx_clear(struct smtp_session *s)
+{
+	free(s->sender);
+	s->sender = NULL;
+	for (unsigned i = 0; i < s->rcpt_count; i++)
+		free(s->rcpts[i]);
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->rcpt_count = s->rcpt_cap = 0;
+	memset(&s->mail, 0, sizeof(s->mail));
+	s->bdat_tx = false;
+}
+
+void
+smtp_session_free(struct smtp_session **sp)
+{
+	struct smtp_session *s;
+
+	if (sp == NULL || (s = *sp) == NULL)
+		return;
+	smtp_line_free(s);
+	smtp_tx_clear(s);
+	smtp_staged_clear(s);
+	free(s->helo);
+	free(s);
+	*sp = NULL;
+}
+
+void
+smtp_set_state(struct smtp_session *s, enum smtp_state st)
+{
+	s->state = st;
+}
+
+void
+smtp_mark_closing(struct smtp_session *s)
+{
+	s->closing = true;
+	s->waiting = false;
+	smtp_line_free(s);
+}
+
+void
+smtp_tx_reset(struct smtp_session *s)
+{
+	smtp_tx_clear(s);
+	if (s->state >= SMTP_ST_MAIL && s->state <= SMTP_ST_BDAT)
+		smtp_set_state(s, SMTP_ST_READY);
+	if (s->hooks.reset_cb != NULL)
+		s->hooks.reset_cb(s->ctx);
+}
+
+void
+smtp_staged_clear(struct smtp_session *s)
+{
+	free(s->st_str);
+	s->st_str = NULL;
+}
+
+bool
+smtp_decide(struct smtp_session *s, const struct smtp_event *ev,
+    enum smtp_verdict *v, struct smtp_reply *r)
+{
+	r->code = 0;
+	r->text[0] = '\0';
+	*v = SMTP_OK;
+	if (s->hooks.decide_cb != NULL)
+		*v = s->hooks.decide_cb(s->ctx, ev, r);
+	r->text[sizeof(r->text) - 1] = '\0';
+	if (s->closing)
+		return false;	/* a hook called smtp_session_close_with() */
+	switch (*v) {
+	case SMTP_OK:
+	case SMTP_REJECT:
+	case SMTP_CLOSE:
+		return true;
+	case SMTP_PENDING:
+		s->waiting = true;
+		s->wait_stage = ev->stage;
+		return false;
+	}
+	/* Not a verdict: a local problem, not the peer's. */
+	*v = SMTP_REJECT;
+	r->code = 451;
+	util_strlcpy(r->text, "4.3.0 Temporary local problem", sizeof(r->text));
+	return true;
+}
+
+void
+smtp_session_start(struct smtp_session *s)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_CONNECT, .arg = "" };
+	struct smtp_reply r;
+	enum smtp_verdict v;
+
+	if (s->state != SMTP_ST_INIT || s->closing)
+		return;
+	if (smtp_decide(s, &ev, &v, &r))
+		smtp_stage_done(s, SMTP_STAGE_CONNECT, v, &r);
+}
+
+/*
+ * resume() only finishes the decision: it sends the reply and changes the
+ * state.  It never reads input, so it cannot recurse into the hooks more
+ * than one stage deep; the caller feeds the bytes it kept afterwards.
+ */
+void
+smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
+    const struct smtp_reply *reply)
+{
+	struct smtp_reply r;
+
+	if (!s->waiting || s->closing)
+		return;
+	s->waiting = false;
+	r.code = 0;
+	r.text[0] = '\0';
+	if (reply != NULL) {
+		r.code = reply->code;
+		memcpy(r.text, reply->text, sizeof(r.text));
+		r.text[sizeof(r.text) - 1] = '\0';
+	}
+	if (v != SMTP_OK && v != SMTP_REJECT && v != SMTP_CLOSE) {
+		v = SMTP_REJECT;
+		r.code = 451;
+		util_strlcpy(r.text, "4.3.0 Temporary local problem",
+		    sizeof(r.text));
+	}
+	smtp_stage_done(s, s->wait_stage, v, &r);
+}
+
+/* One whole line, LF included (len >= 1). */
+static void
+smtp_line(struct smtp_session *s, const char *line, size_t len)
+{
+	size_t n = len - 1;
+	bool crlf = n > 0 && line[n - 1] == '\r';
+
+	if (crlf)
+		n--;
+	if (s->hooks.trace_cb != NULL)
+		s->hooks.trace_cb(s->ctx, true, line, n);
+	/* STYLE 6: the line reader is the border. */
+	if (memchr(line, '\0', n) != NULL)
+		smtp_error(s, 500, "5.5.2 NUL character in command refused");
+	else if (!crlf)
+		smtp_error(s, 500, "5.5.2 Bare LF in command refused; "
+		    "lines must end in CRLF");
+	else if (memchr(line, '\r', n) != NULL)
+		smtp_error(s, 500, "5.5.2 Bare CR in command refused");
+	else
+		smtp_command(s, line, n);
+}
+
+/*
+ * Read at most one command line.  A line wholly inside buf is used in
+ * place; only a line cut by the end of buf is copied, into a buffer of
+ * line_max bytes that exists only while it holds something.
+ */
+static size_t
+smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
+{
+	size_t room, n, used;
+	const char *lf;
+
+	if (s->line_drain) {
+		lf = memchr(buf, '\n', len);
+		if (lf == NULL)
+			return len;
+		s->line_drain = false;
+		/* RFC 5321 4.5.3.1.4 and 4.2.2 */
+		smtp_error(s, 500, "5.5.2 Line too long");
+		return (size_t)(lf - buf) + 1;
+	}
+	room = s->p.lim.line_max - s->line_len;
+	n = len < room ? len : room;
+	lf = memchr(buf, '\n', n);
+	if (lf == NULL) {
+		if (n == room) {
+			/* line_max octets and no LF yet: over the limit. */
+			smtp_line_free(s);
+			s->line_drain = true;
+			return n;
+		}
+		if (s->line == NULL)
+			s->line = xmalloc(s->p.lim.line_max);
+		memcpy(s->line + s->line_len, buf, n);
+		s->line_len += n;
+		return n;
+	}
+	used = (size_t)(lf - buf) + 1;
+	if (s->line_len == 0) {
+		smtp_line(s, buf, used);
+		return used;
+	}
+	memcpy(s->line + s->line_len, buf, used);
+	s->line_len += used;
+	{
+		/* smtp_line() may free s->line (closing): keep our copy. */
+		char *line = s->line;
+		size_t line_len = s->line_len;
+
+		s->line = NULL;
+		s->line_len = 0;
+		smtp_line(s, line, line_len);
+		free(line);
+	}
+	return used;
+}
+
+static bool
+smtp_can_read(const struct smtp_session *s)
+{
+	return !s->closing && !s->waiting && s->state != SMTP_ST_INIT &&
+	    s->state != SMTP_ST_TLS;
+}
+
+size_t
+smtp_session_feed(struct smtp_session *s, const char *buf, size_t len)
+{
+	size_t off = 0, n;
+
+	while (off < len && smtp_can_read(s)) {
+		switch (s->state) {
+		case SMTP_ST_DATA:
+			n = smtp_data_feed(s, buf + off, len - off);
+			break;
+		case SMTP_ST_BDAT:
+			n = smtp_bdat_feed(s, buf + off, len - off);
+			break;
+		default:
+			n = smtp_line_feed(s, buf + off, len - off);
+			break;
+		}
+		ASSERT(n > 0 && n <= len - off);
+		off += n;
+	}
+	return off;
+}
+
+bool
+smtp_session_is_waiting(const struct smtp_session *s)
+{
+	return s->waiting;
+}
+
+bool
+smtp_session_is_closing(const struct smtp_session *s)
+{
+	return s->closing;
+}
+
+bool
+smtp_session_in_data(const struct smtp_session *s)
+{
+	return s->state == SMTP_ST_DATA || s->bdat_tx ||
+	    (s->state == SMTP_ST_BDAT && !s->chunk_drain);
+}
+
+void
+smtp_session_close_with(struct smtp_session *s, int code, const char *text)
+{
+	if (s->closing)
+		return;
+	smtp_reply(s, code, text != NULL ? text : "");
+	smtp_mark_closing(s);
+}
+
+void
+smtp_session_tls_started(struct smtp_session *s)
+{
+	s->tls_active = true;
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	s->line_drain = false;
+	smtp_line_free(s);
+	smtp_tx_reset(s);
+	if (s->state != SMTP_ST_INIT && s->state != SMTP_ST_REFUSED)
+		smtp_set_state(s, SMTP_ST_GREETED);
+}
+
+const char *
+smtp_session_helo(const struct smtp_session *s)
+{
+	return s->helo;
+}
+
+bool
+smtp_session_is_esmtp(const struct smtp_session *s)
+{
+	return s->esmtp;
+}
+
+const char *
+smtp_session_sender(const struct smtp_session *s)
+{
+	return s->sender;
+}
+
+unsigned
+smtp_session_rcpt_count(const struct smtp_session *s)
+{
+	return s->rcpt_count;
+}
+
+const char *
+smtp_session_rcpt(const struct smtp_session *s, unsigned i)
+{
+	return i < s->rcpt_count ? s->rcpts[i] : NULL;
+}
+
+bool
+smtp_session_smtputf8(const struct smtp_session *s)
+{
+	return s->sender != NULL && s->mail.smtputf8;
+}
+
+enum smtp_body
+smtp_session_body_type(const struct smtp_session *s)
+{
+	return s->sender != NULL ? s->mail.body : SMTP_BODY_UNSPEC;
+}
