@@ -74,6 +74,10 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 
 static void
 log_vline(enum log_level lvl, const char *event, const char *sid,
+    const char *qid, const char *fmt, va_list ap) UTIL_PRINTF(5, 0);
+
+static void
+log_vline(enum log_level lvl, const char *event, const char *sid,
     const char *qid, const char *fmt, va_list ap)
 {
 	char line[2048];

@@ -275,7 +275,7 @@ log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
 void
 util_buf_add(struct util_buf *b, const void *p, size_t n)
 {
-	if (n > b->cap - b->len || b->data == NULL) {
+	if (b->data == NULL || n >= b->cap - b->len) {	/* room for a NUL too */
 		size_t cap = b->cap ? b->cap : 64;
 		while (cap - b->len < n + 1)
 			cap *= 2;
