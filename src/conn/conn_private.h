@@ -16,6 +16,7 @@ struct conn_tx;
 /* Header parts of a Received: line (RFC 5321 4.4); borrowed strings. */
 struct conn_received {
 	const char	*helo;		/* peer text, or NULL */
+	const char	*rdns;		/* forward-confirmed name, or NULL */
 	const char	*ip;
 	bool		 ipv6;
 	const char	*hostname;

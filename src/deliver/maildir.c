@@ -40,19 +40,16 @@ struct md_ctx {
 };
 
 /*
- * Which errors are permanent.  Retrying cannot help while the folder's path
- * has a non-directory in it (ENOTDIR), a symlink where we refuse to follow
- * one (ELOOP), or a name too long to exist: an operator has to act, and the
- * sender should learn of it (bounce).  Everything else is temporary: disk
- * full, quota (EDQUOT: the user may clean up), I/O errors, and permissions
- * (EACCES/EPERM: Postfix also defers these, they are usually a chmod away).
+ * Which errors are permanent.  Only a name too long to ever exist is: a
+ * folder path with a file (ENOTDIR) or a refused symlink (ELOOP) in it is an
+ * operator's mistake that a fix repairs, like a full disk, a quota
+ * (EDQUOT) or permissions (EACCES/EPERM, which Postfix defers too), so the
+ * message waits in the queue for it instead of being refused.
  */
 static enum deliver_result
 md_classify(int err)
 {
 	switch (err) {
-	case ENOTDIR:
-	case ELOOP:
 	case ENAMETOOLONG:
 		return DELIVER_PERMFAIL;
 	default:
