@@ -276,6 +276,7 @@ class Server:
         self.conf = os.path.join(self.dir, "postern.conf")
         self.log_path = os.path.join(self.dir, "postern.stderr")
         self.proc = None
+        self.killed = False
         self.clients = []
         self.problems = []
         self.write_config(config_text)
@@ -292,6 +293,7 @@ class Server:
     # -- process control
     def start(self):
         assert self.proc is None or self.proc.poll() is not None
+        self.killed = False
         logf = open(self.log_path, "ab")
         logf.write(b"=== start ===\n")
         logf.flush()
@@ -326,9 +328,20 @@ class Server:
     def sighup(self):
         self.proc.send_signal(signal.SIGHUP)
 
+    def died_badly(self):
+        """The process is gone on its own, with a nonzero status (a crash)."""
+        if self.proc is None or self.killed or self.proc.poll() is None:
+            return None
+        return self.proc.returncode or None
+
     def stop(self):
         """SIGTERM and a clean exit (status 0) are required."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            rc = self.died_badly()
+            assert rc is None, "postern had exited with %d; stderr:\n%s" % (
+                rc, self.log()[-3000:])
             return
         self.sigterm()
         rc = self.wait_exit()
@@ -336,6 +349,7 @@ class Server:
             rc, self.log()[-3000:])
 
     def kill9(self):
+        self.killed = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(STOP_TIMEOUT)
 
@@ -391,6 +405,9 @@ class Server:
 
     def teardown(self):
         try:
+            rc = self.died_badly()
+            if rc is not None:
+                self.problems.append("postern exited on its own with %d" % rc)
             if self.alive():
                 self.sigterm()
                 try:

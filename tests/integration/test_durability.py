@@ -66,12 +66,14 @@ def test_acknowledged_messages_survive_kill9(postern):
 
 
 def test_acknowledged_but_undeliverable_is_delivered_once_after_kill9(postern):
-    # bob's mail directory is a regular file: delivery fails (temporarily),
-    # yet the message is acknowledged, since the spool holds it.
+    # bob's mail directory is a dangling symlink: creating the Maildir fails
+    # with ENOENT, a temporary failure even for root (chmod would not stop
+    # root; a regular file there gives ENOTDIR, which deliver/ calls
+    # permanent).  The message is acknowledged all the same: the spool
+    # holds it until delivery works.
     os.makedirs(postern.path("mail"), exist_ok=True)
     blocker = postern.path("mail", "bob")
-    with open(blocker, "w") as f:
-        f.write("not a directory\n")
+    os.symlink(postern.path("nowhere", "bob"), blocker)
     mids = ["<deferred-%d@example.net>" % i for i in range(3)]
     with postern.session() as c:
         c.hello()

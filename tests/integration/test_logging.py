@@ -121,3 +121,20 @@ def test_transaction_log(make_postern):
         assert want in joined, "%r missing from the transaction log:\n%s" % (
             want, text)
     assert marker not in text, "message body copied into the transaction log"
+
+
+def test_sids_are_unique_across_a_restart(postern):
+    # A supervisor may restart postern within the same second; log lines of
+    # the two runs must still not share a session id.
+    def one_session():
+        with postern.session() as c:
+            c.hello()
+            c.send("QUIT"); c.expect(221)
+    one_session()
+    postern.restart()
+    one_session()
+    wait_for(lambda: len([1 for e, _, _ in events(postern.log())
+        if e == "disconnect"]) == 2, what="two disconnect lines")
+    sids = [kv.get("sid") for e, kv, _ in events(postern.log()) if e == "connect"]
+    assert len(sids) == 2 and sids[0] != sids[1], \
+        "session ids %s repeat across a restart" % sids
