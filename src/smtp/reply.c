@@ -115,7 +115,8 @@ static void
 smtp_reply_custom(struct smtp_session *s, const struct smtp_reply *r)
 {
 	char text[SMTP_REPLY_TEXT_MAX + 1], out[SMTP_REPLY_TEXT_MAX * 3];
-	char cls = (char)('0' + r->code / 100);
+	char cls = (char)('0' + r->code / 100), esc[16] = "X.0.0 ";
+	size_t esc_len = 6;
 	size_t n = 0, len;
 	const char *p, *nl;
 	bool need = cls == '2' || cls == '4' || cls == '5';
@@ -126,10 +127,16 @@ smtp_reply_custom(struct smtp_session *s, const struct smtp_reply *r)
 	for (p = text;; p = nl + 1) {
 		nl = strchr(p, '\n');
 		len = nl != NULL ? (size_t)(nl - p) : strlen(p);
-		if (need && !smtp_has_esc(p, cls) && n + 6 < sizeof(out)) {
-			memcpy(out + n, "X.0.0 ", 6);
+		if (need && smtp_has_esc(p, cls) && p == text) {
+			/* Later lines without one repeat the first line's. */
+			esc_len = strcspn(p, " \n");
+			memcpy(esc, p, esc_len);
+			esc[esc_len++] = ' ';
+		} else if (need && !smtp_has_esc(p, cls) &&
+		    n + esc_len < sizeof(out)) {
+			memcpy(out + n, esc, esc_len);
 			out[n] = cls;
-			n += 6;
+			n += esc_len;
 		}
 		if (len > sizeof(out) - n - 2)
 			len = sizeof(out) - n - 2;
