@@ -108,3 +108,17 @@ def test_data_after_bdat_is_503(postern):
         start(c)
         bdat(c, b"Subject: mixed\r\n\r\n"); c.expect(250, "2.0.0")
         c.send("DATA"); c.expect(503, "5.5.1")
+
+
+def test_bdat_over_message_size_is_552(make_postern):
+    srv = make_postern(extra=["limit message-size 10000"])
+    with srv.session() as c:
+        c.hello()
+        start(c)
+        bdat(c, b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 60)
+        c.expect(250, "2.0.0")
+        bdat(c, (b"z" * 98 + b"\r\n") * 60, last=True)
+        c.expect(552, "5.3.4")
+        c.send("NOOP"); c.expect(250, "2.0.0")
+        c.send("RCPT TO:<bob@example.org>"); c.expect(503, "5.5.1")
+    assert srv.maildir("bob") == []

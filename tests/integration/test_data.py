@@ -153,3 +153,48 @@ def test_nul_in_command_is_500(postern):
         c.send_raw(b"MAIL FROM:<a\x00@example.net>\r\n"); c.expect(500, "5.5.2")
         c.send("NOOP"); c.expect(250, "2.0.0")
         c.send("RCPT TO:<bob@example.org>"); c.expect(503, "5.5.1")
+
+
+def test_configured_line_length_at_max_and_max_plus_one(make_postern):
+    srv = make_postern(extra=["limit line-length 512"])
+    with srv.session() as c:
+        c.hello()
+        c.send("NOOP " + "x" * 505); c.expect(250, "2.0.0")	# 512 with CRLF
+        c.send("NOOP " + "x" * 506); c.expect(500, "5.5.2")	# 513
+        r = deliver_one(c, [b"Subject: 512", b"", b"y" * 510])
+        assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r, c.transcript())
+        r = deliver_one(c, [b"Subject: 513", b"", b"y" * 511])
+        assert (r.code, r.esc) == (554, "5.6.0"), "got %r\n%s" % (r, c.transcript())
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    assert len(files) == 1
+
+
+def test_slow_client_one_byte_at_a_time(postern):
+    with postern.session() as c:
+        c.hello()
+        for cmd in (b"MAIL FROM:<a@example.net>\r\n", b"RCPT TO:<bob@example.org>\r\n",
+                b"DATA\r\n"):
+            for i in range(len(cmd)):
+                c.send_raw(cmd[i:i + 1])
+            c.read_reply()
+        body = b"Subject: slow\r\n\r\n.dot\r\nend\r\n.\r\n"
+        for i in range(len(body)):
+            c.send_raw(body[i:i + 1])
+        c.expect(250, "2.0.0")
+    files = wait_for(lambda: postern.maildir("bob"), what="delivery to bob")
+    assert split_delivered(read_bytes(files[0]))[2] == b"Subject: slow\n\ndot\nend\n"
+
+
+def test_disconnect_mid_data_delivers_nothing(postern):
+    with postern.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: cut\r\n\r\nhalf a message\r\n")
+    wait_for(lambda: "disconnect" in postern.log(), what="the disconnect line")
+    with postern.session() as c:
+        c.hello()
+        c.send("NOOP"); c.expect(250, "2.0.0")
+    assert postern.maildir("bob") == []
+    wait_for(lambda: not postern.spool_files("tmp"), what="spool/tmp to be emptied")

@@ -64,3 +64,18 @@ def test_connections_limit(make_postern):
     a.hello(); b.hello()
     connect_refused_421(srv)
     b.send("NOOP"); b.expect(250, "2.0.0")
+
+
+def test_data_timeout_is_421_and_nothing_delivered(make_postern):
+    srv = make_postern(extra=["limit data-timeout 1s"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: stalled\r\n\r\nand then nothing")
+        t0 = time.monotonic()
+        c.expect(421, "4.4.2", timeout=6)
+        assert time.monotonic() - t0 >= 0.8
+        c.expect_closed()
+    assert srv.maildir("bob") == []
