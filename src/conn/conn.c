@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -519,16 +520,27 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_timeout(arg, "session time limit exceeded");
 }
 
+/*
+ * Session ids: a random 64-bit start drawn once per process, then a
+ * counter, so ids never repeat across restarts or between loops.
+ */
 static void
 conn_make_sid(char *sid, size_t sidsz)
 {
-	static atomic_uint_fast64_t counter;
+	static atomic_uint_fast64_t next;
 	static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-	uint64_t n = ((uint64_t)time(NULL) << 20) ^
-	    atomic_fetch_add(&counter, 1);
+	uint64_t n;
 	char tmp[16];
 	size_t i = 0;
 
+	if (atomic_load(&next) == 0) {
+		uint64_t seed = 0;
+		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+			seed = util_wall_us();
+		uint_fast64_t zero = 0;
+		atomic_compare_exchange_strong(&next, &zero, seed | 1);
+	}
+	n = atomic_fetch_add(&next, 1);
 	do {
 		tmp[i++] = digits[n % 36];
 		n /= 36;
