@@ -457,6 +457,58 @@ test_versions_and_info(void **state)
 	tls_client_free(&c);
 }
 
+/* A second connection resumes the session, keeping its SNI name. */
+static void
+test_resumption(void **state)
+{
+	static const struct {
+		const char *label;
+		int	 version;
+	} cases[] = {
+		{ "TLS 1.2", TLS1_2_VERSION },
+		{ "TLS 1.3", TLS1_3_VERSION },
+	};
+	struct tls_server *t = server_new(NULL, NULL, NULL);
+	struct tls_client *c = client_new(true, tpath(0, "ca.pem"));
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SSL_SESSION *sess = NULL;
+
+		for (int round = 0; round < 2; round++) {
+			SSL	*cli = tls_client_ssl_new(c, "mail.example.org");
+			SSL	*srv = tls_server_ssl_new(t);
+			struct tls_info si;
+			char	 cn[128];
+
+			SSL_set_max_proto_version(cli, cases[i].version);
+			if (sess != NULL)
+				SSL_set_session(cli, sess);
+			if (pump(cli, srv) == -1)
+				fail_msg("case \"%s\" round %d: handshake "
+				    "failed", cases[i].label, round);
+			tls_session_info(srv, &si);
+			peer_cn(cli, cn, sizeof(cn));
+			if (SSL_session_reused(srv) != round ||
+			    strcmp(si.sni, "mail.example.org") != 0 ||
+			    strcmp(cn, "mail.example.org") != 0)
+				fail_msg("case \"%s\" round %d: got reused=%d "
+				    "sni=\"%s\" cert=\"%s\"", cases[i].label,
+				    round, SSL_session_reused(srv), si.sni, cn);
+			if (sess == NULL)
+				sess = SSL_get1_session(cli);
+			/* An unclean close makes a session unresumable. */
+			SSL_shutdown(cli);
+			SSL_shutdown(srv);
+			SSL_free(cli);
+			SSL_free(srv);
+		}
+		SSL_SESSION_free(sess);
+	}
+	tls_client_free(&c);
+	tls_server_free(&t);
+}
+
 /* Freeing the server while a handshake is under way must be safe (reload). */
 static void
 test_free_during_handshake(void **state)
@@ -672,6 +724,7 @@ main(void)
 		cmocka_unit_test(test_sni_selection),
 		cmocka_unit_test(test_client_verify),
 		cmocka_unit_test(test_versions_and_info),
+		cmocka_unit_test(test_resumption),
 		cmocka_unit_test(test_free_during_handshake),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_selfsigned),
