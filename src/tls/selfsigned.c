@@ -41,7 +41,7 @@ tls_ss_add_ext(X509 *x, int nid, const char *value)
 	return rc;
 }
 
-/* A random positive serial of 159 bits (RFC 5280 4.1.2.2: at most 20 octets). */
+/* A random serial of 159 bits (RFC 5280 4.1.2.2: positive, <= 20 octets). */
 static int
 tls_ss_serial(X509 *x)
 {
@@ -79,7 +79,8 @@ tls_ss_cert(const char *hostname, EVP_PKEY *key)
 	    (const unsigned char *)hostname, -1, -1, 0) == 1 &&
 	    X509_set_issuer_name(x, name) == 1 &&
 	    X509_set_pubkey(x, key) == 1 &&
-	    tls_ss_add_ext(x, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+	    tls_ss_add_ext(x, NID_basic_constraints,
+	    "critical,CA:FALSE") == 0 &&
 	    tls_ss_add_ext(x, NID_key_usage,
 	    "critical,digitalSignature") == 0 &&
 	    tls_ss_add_ext(x, NID_ext_key_usage, "serverAuth") == 0 &&

@@ -412,8 +412,8 @@ tls_server_new(const struct tls_server_opts *o, const char **err_out)
 			if (!tls_name_is_ok((const unsigned char *)cs->name,
 			    strlen(cs->name))) {
 				X509_free(leaf);
-				*err_out = tls_err("cert %s: bad name \"%.64s\"",
-				    cs->cert_path, cs->name);
+				*err_out = tls_err("cert %s: bad name "
+				    "\"%.64s\"", cs->cert_path, cs->name);
 				goto fail;
 			}
 			tls_server_add_name(t, (const unsigned char *)cs->name,
@@ -431,7 +431,7 @@ tls_server_new(const struct tls_server_opts *o, const char **err_out)
 	return t;
 fail:
 	if (t->nctxs > 0)
-		SSL_CTX_free(t->ctxs[0]);	/* no ex_data yet: just the ctx */
+		SSL_CTX_free(t->ctxs[0]);	/* no ex_data yet */
 	tls_server_destroy(t);
 	return NULL;
 }

@@ -34,7 +34,7 @@ struct tls_server_opts {
 	size_t		 ncerts;		/* at least 1 */
 	const char	*min_version;	/* "TLSv1.2" (NULL: default) or
 					   "TLSv1.3" */
-	const char	*ciphers;	/* TLS 1.2 cipher list; NULL: OpenSSL's */
+	const char	*ciphers;	/* TLS 1.2 list; NULL: OpenSSL's */
 	const char	*ciphersuites;	/* TLS 1.3 suites; NULL: OpenSSL's */
 };
 
@@ -94,7 +94,7 @@ struct tls_client_opts {
 	 * name given to tls_client_ssl_new().
 	 */
 	bool		 no_verify;
-	const char	*ca_file;	/* PEM trust anchors; NULL: system store */
+	const char	*ca_file;	/* PEM anchors; NULL: system store */
 	const char	*min_version;	/* as for tls_server_opts */
 };
 

@@ -303,7 +303,8 @@ test_sni_selection(void **state)
 		{ "no SNI", NULL, "default.example.com" },
 		{ "default by name", "default.example.com",
 		    "default.example.com" },
-		{ "CN without SAN", "cnonly.example.com", "cnonly.example.com" },
+		{ "CN without SAN", "cnonly.example.com",
+		    "cnonly.example.com" },
 		{ "name override", "override.example", "other.example.com" },
 		{ "overridden SAN unused", "other.example.com",
 		    "default.example.com" },
@@ -436,9 +437,9 @@ test_versions_and_info(void **state)
 			    si.cipher[0] == '\0' ||
 			    (cases[i].want_cipher != NULL &&
 			    strcmp(si.cipher, cases[i].want_cipher) != 0))
-				fail_msg("case \"%s\": got %s %s %d sni=\"%s\", "
-				    "want %s %s sni=\"%s\"", cases[i].label,
-				    si.protocol, si.cipher, si.bits, si.sni,
+				fail_msg("case \"%s\": got %s %s %d "
+				    "sni=\"%s\", want %s %s sni=\"%s\"",
+				    cases[i].label, si.protocol, si.cipher, si.bits, si.sni,
 				    cases[i].want_proto,
 				    cases[i].want_cipher ? cases[i].want_cipher
 				    : "*", want_sni);
@@ -476,7 +477,8 @@ test_resumption(void **state)
 		SSL_SESSION *sess = NULL;
 
 		for (int round = 0; round < 2; round++) {
-			SSL	*cli = tls_client_ssl_new(c, "mail.example.org");
+			SSL	*cli = tls_client_ssl_new(c,
+			    "mail.example.org");
 			SSL	*srv = tls_server_ssl_new(t);
 			struct tls_info si;
 			char	 cn[128];
