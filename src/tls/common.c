@@ -13,6 +13,9 @@
 
 static __thread char tls_errbuf[1024];
 
+static const char *tls_verr(const char *fmt, va_list ap, bool with_ssl)
+	    __attribute__((format(printf, 1, 0)));
+
 static const char *
 tls_verr(const char *fmt, va_list ap, bool with_ssl)
 {
