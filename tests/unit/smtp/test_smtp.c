@@ -669,6 +669,8 @@ test_bdat_split(void **state)
 		    "\ncd", 0, BPRE_CODES " 250 250", "ab\ncd" },
 		{ "dots are content", BPRE "BDAT 5 LAST\r\n.\r\n..",
 		    0, BPRE_CODES " 250", ".\n.." },
+		{ "only an empty last", BPRE "BDAT 0 LAST\r\nNOOP\r\n", 0,
+		    BPRE_CODES " 250 250", "" },
 		{ "empty last", BPRE "BDAT 4\r\nab\r\nBDAT 0 LAST\r\n", 0,
 		    BPRE_CODES " 250 250", "ab\n" },
 		{ "bare LF", BPRE "BDAT 3 LAST\r\na\nbNOOP\r\n", 0,
@@ -1079,6 +1081,11 @@ test_pipelining(void **state)
 	assert_int_equal(rounds, 7);	/* EHLO MAIL RCPT RCPT DATA EOM QUIT */
 	assert_string_equal(rec_codes(&r), "220 250 250 250 250 354 250 221");
 	assert_string_equal(rec_body_str(&r), "body\n");
+	/* the trace has the DATA command, not the body lines */
+	assert_non_null(strstr(util_buf_cstr(&r.trace), ">DATA\n<354 "));
+	assert_null(strstr(util_buf_cstr(&r.trace), "body"));
+	assert_non_null(strstr(util_buf_cstr(&r.trace), "<354 End data with "
+	    "<CR><LF>.<CR><LF>\n<250 2.0.0 Ok\n>QUIT\n"));
 	/* a resume with nothing pending is ignored */
 	smtp_session_resume(s, SMTP_OK, NULL);
 	assert_string_equal(rec_codes(&r), "220 250 250 250 250 354 250 221");
