@@ -18,7 +18,7 @@ smtp_dec_init(struct smtp_dec *d, bool dot, size_t line_max,
 	memset(d, 0, sizeof(*d));
 	d->dot = dot;
 	d->pos = SMTP_DEC_BOL;
-	/* The start of DATA counts as the start of a line (RFC 5321 4.1.1.4). */
+	/* The start of DATA is the start of a line (RFC 5321 4.1.1.4). */
 	d->clean_bol = true;
 	d->line_max = line_max;
 	d->msg_max = msg_max;

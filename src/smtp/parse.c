@@ -184,8 +184,8 @@ smtp_ipv6_ok(const char *p, size_t n)
 	} else if (n == 0 || p[0] == ':')
 		return false;
 	for (;;) {
-		for (j = i; j < n && j - i < 5 && smtp_is_hex((unsigned char)p[j]);
-		    j++)
+		for (j = i; j < n && j - i < 5 &&
+		    smtp_is_hex((unsigned char)p[j]); j++)
 			;
 		if (j < n && p[j] == '.') {
 			if (!smtp_ipv4_ok(p + i, n - i))
@@ -534,7 +534,11 @@ smtp_parse_u64(const char *p, size_t n, uint64_t *out)
 	return 0;
 }
 
-#define SMTP_SYNTAX(t)	do { *code_out = 501; *text_out = (t); return -1; } while (0)
+#define SMTP_SYNTAX(t)	do {						\
+	*code_out = 501;							\
+	*text_out = (t);							\
+	return -1;								\
+} while (0)
 
 int
 smtp_mail_params_parse(const char *p, const char *lim, bool esmtp,
@@ -556,7 +560,8 @@ smtp_mail_params_parse(const char *p, const char *lim, bool esmtp,
 		if (smtp_key_is(&prm, "SIZE")) {
 			/* RFC 1870 5 */
 			if (seen_size || prm.val == NULL ||
-			    smtp_parse_u64(prm.val, prm.val_len, &out->size) == -1)
+			    smtp_parse_u64(prm.val, prm.val_len,
+			    &out->size) == -1)
 				SMTP_SYNTAX("5.5.4 Bad SIZE parameter");
 			seen_size = true;
 		} else if (smtp_key_is(&prm, "BODY")) {
@@ -586,7 +591,8 @@ smtp_mail_params_parse(const char *p, const char *lim, bool esmtp,
 	/* RFC 1870 6.1: a declared size over the limit is refused now */
 	if (msg_max != 0 && out->size > msg_max) {
 		*code_out = 552;
-		*text_out = "5.3.4 Message size exceeds fixed maximum message size";
+		*text_out = "5.3.4 Message size exceeds fixed maximum "
+		    "message size";
 		return -1;
 	}
 	return 0;

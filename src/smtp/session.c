@@ -112,8 +112,9 @@ smtp_decide(struct smtp_session *s, const struct smtp_event *ev,
 	if (s->hooks.decide_cb != NULL)
 		*v = s->hooks.decide_cb(s->ctx, ev, r);
 	r->text[sizeof(r->text) - 1] = '\0';
+	/* A hook may have called smtp_session_close_with(). */
 	if (s->closing)
-		return false;	/* a hook called smtp_session_close_with() */
+		return false;
 	switch (*v) {
 	case SMTP_OK:
 	case SMTP_REJECT:
