@@ -27,6 +27,7 @@ struct cfg_parser {
 	/* Line of the first statement of each kind, 0 when not seen yet. */
 	int			 seen_hostname, seen_spool, seen_greeting;
 	int			 seen_log_dest, seen_log_level, seen_translog;
+	int			 seen_user, seen_group, seen_workers;
 	int			 seen_limit[16];
 };
 
@@ -185,6 +186,47 @@ cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	cfg_st_path(p, ln, &p->seen_translog, &p->c->translog_dir,
 	    "transaction-log DIR");
+}
+
+/* "user NAME" / "group NAME": whom to run as after binding (as root). */
+static void
+cfg_st_account(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	bool is_user = strcmp(ln->toks[0].text, "user") == 0;
+	char **dst = is_user ? &p->c->user : &p->c->group;
+
+	if (!cfg_nargs(p, ln, 1, 1, is_user ? "user NAME" : "group NAME"))
+		return;
+	if (!cfg_once(p, ln, is_user ? &p->seen_user : &p->seen_group,
+	    ln->toks[0].text))
+		return;
+	if (!cfg_is_name(ln->toks[1].text)) {
+		cfg_err(p, ln->lineno, "%s: %s is not a valid name",
+		    ln->toks[0].text, cfg_q(ln->toks[1].text));
+		return;
+	}
+	free(*dst);
+	*dst = xstrdup(ln->toks[1].text);
+}
+
+/* "workers N": event loops, one per core by default. */
+static void
+cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	uint64_t n;
+
+	if (!cfg_nargs(p, ln, 1, 1, "workers N"))
+		return;
+	if (!cfg_once(p, ln, &p->seen_workers, "workers"))
+		return;
+	if (util_parse_size(ln->toks[1].text, &n) == -1 ||
+	    strspn(ln->toks[1].text, "0123456789") != strlen(ln->toks[1].text)
+	    || n < 1 || n > 256) {
+		cfg_err(p, ln->lineno, "workers: %s is not a number in 1..256",
+		    cfg_q(ln->toks[1].text));
+		return;
+	}
+	p->c->workers = (unsigned)n;
 }
 
 static void
@@ -875,6 +917,9 @@ static const struct cfg_statement {
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
 	{ "match",		cfg_st_match },
+	{ "user",		cfg_st_account },
+	{ "group",		cfg_st_account },
+	{ "workers",		cfg_st_workers },
 	{ NULL,			NULL },
 };
 
@@ -914,6 +959,8 @@ cfg_defaults(struct config *c)
 	c->spool = xstrdup("var/spool");
 	c->log_facility = xstrdup("mail");
 	c->log_level = LOG_LVL_INFO;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	for (size_t i = 0; i < CFG_NLIMITS; i++)
 		cfg_limit_set(&c->limits, &cfg_limits[i], cfg_limits[i].def);
 }
@@ -1041,6 +1088,8 @@ config_free(struct config **cp)
 	free(c->greeting);
 	free(c->log_facility);
 	free(c->translog_dir);
+	free(c->user);
+	free(c->group);
 	for (size_t i = 0; i < c->nlistens; i++)
 		free(c->listens[i].addr);
 	free(c->listens);

@@ -1,9 +1,11 @@
 /*
- * net/server.c: listeners, connection limits per server and per client
- * address, signals, and the drain on shutdown.  One event loop for now;
- * every session lives on it for its whole life.
+ * net/server.c: the server process.  The main thread binds the listeners,
+ * drops privileges and then only waits for signals; "workers" event loops,
+ * each on its own thread with its own SO_REUSEPORT socket per listener,
+ * run the sessions (a session lives on one loop for its whole life).
+ * Connection limits are counted across loops under one mutex.
  */
-#include "net/net.h"
+#include "net/net_private.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,10 +13,12 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,11 +27,11 @@
 #include "log/log.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
-#include "util/util.h"
 
-#define NET_IP_BUCKETS		1024
+#define NET_IP_BUCKETS		4096
 #define NET_DISK_THREADS	16	/* fsyncs in flight at once */
 #define NET_QUEUE_THREADS	8
+#define NET_BACKLOG		4096
 
 struct net_ipcount {
 	char			 ip[INET6_ADDRSTRLEN];
@@ -35,32 +39,57 @@ struct net_ipcount {
 	struct net_ipcount	*next;
 };
 
-struct net_listener {
+/* One listen address: a socket per loop, bound by the main thread. */
+struct net_listen {
 	char			*addr;		/* owned */
 	int			 port;
-	struct evconnlistener	*lev;		/* owned */
+	int			*fds;		/* one per loop; each loop owns its own */
+};
+
+/* A loop's own listener on one of those sockets. */
+struct net_lev {
+	int			 fd;
+	struct evconnlistener	*lev;		/* owned; closes fd */
+};
+
+struct net_loop {
+	struct net_server	*srv;		/* borrowed: our owner */
+	unsigned		 idx;
+	pthread_t		 thread;
+	struct event_base	*base;		/* owned */
+	struct conn_ctx		 ctx;
+	struct net_lev		*levs;		/* owned array */
+	size_t			 nlevs;
+	struct event		*wake_ev;	/* owned: the main thread has news */
+	struct event		*drain_ev;	/* owned: polls for the end of a stop */
+	uint64_t		 drain_deadline_ms;
+	bool			 killed;
+	/* Mailbox from the main thread, guarded by srv->mu. */
+	struct conn_rt		*new_rt;	/* ref, or NULL */
+	int			*new_fds;	/* owned: the listener set to have */
+	size_t			 new_nfds;
+	bool			 new_listeners;
+	bool			 stop;
 };
 
 struct net_server {
 	char			*config_path;	/* owned */
-	struct event_base	*base;		/* owned */
-	struct conn_ctx		 ctx;
-	struct net_listener	*listeners;	/* owned array */
-	size_t			 nlisteners;
-	struct net_ipcount	*ips[NET_IP_BUCKETS];
+	struct event_base	*base;		/* owned: main thread, signals */
+	struct conn_rt		*rt;		/* ref: the config in force */
+	struct net_listen	*listens;	/* owned array */
+	size_t			 nlistens;
+	struct net_loop		*loops;		/* owned array */
+	unsigned		 nloops;
+	struct util_pool	*pool;		/* owned: disk work */
+	struct spool		*spool;		/* owned */
+	struct queue		*queue;		/* owned */
 	struct event		*sig_term, *sig_int, *sig_hup;
-	struct event		*drain_ev;	/* shutdown: polls for the end */
-	uint64_t		 drain_deadline_ms;
-	bool			 killed;	/* grace ran out */
+	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
+	unsigned		 nconns;	/* across loops */
+	struct net_ipcount	*ips[NET_IP_BUCKETS];
 };
 
-static const struct config *
-net_cfg(const struct net_server *srv)
-{
-	return srv->ctx.rt->cfg;
-}
-
-/* ----- per-address counts ----- */
+/* ----- per-address counts (srv->mu held) ----- */
 
 static struct net_ipcount **
 net_ip_slot(struct net_server *srv, const char *ip)
@@ -75,50 +104,61 @@ net_ip_slot(struct net_server *srv, const char *ip)
 	return pp;
 }
 
-static unsigned
-net_ip_count(struct net_server *srv, const char *ip)
+/*
+ * Count a new connection from ip unless a limit says no; NULL when it is
+ * admitted, else the refusal text.
+ */
+static const char *
+net_admit(struct net_server *srv, const struct config_limits *lim,
+    const char *ip)
 {
+	const char *why = NULL;
+
+	pthread_mutex_lock(&srv->mu);
 	struct net_ipcount **pp = net_ip_slot(srv, ip);
-
-	return *pp != NULL ? (*pp)->n : 0;
-}
-
-static void
-net_ip_add(struct net_server *srv, const char *ip)
-{
-	struct net_ipcount **pp = net_ip_slot(srv, ip);
-
-	if (*pp == NULL) {
-		*pp = xcalloc(1, sizeof(**pp));
-		util_strlcpy((*pp)->ip, ip, sizeof((*pp)->ip));
+	if (srv->nconns >= lim->conn_max)
+		why = "Too many connections, try again later";
+	else if (*pp != NULL && (*pp)->n >= lim->conn_per_ip_max)
+		why = "Too many connections from your address, try again later";
+	else {
+		if (*pp == NULL) {
+			*pp = xcalloc(1, sizeof(**pp));
+			util_strlcpy((*pp)->ip, ip, sizeof((*pp)->ip));
+		}
+		(*pp)->n++;
+		srv->nconns++;
 	}
-	(*pp)->n++;
+	pthread_mutex_unlock(&srv->mu);
+	return why;
 }
 
 static void
 net_conn_closed_cb(void *arg, const char *ip)
 {
 	struct net_server *srv = arg;
-	struct net_ipcount **pp = net_ip_slot(srv, ip), *e = *pp;
 
-	ASSERT(e != NULL && e->n > 0);
+	pthread_mutex_lock(&srv->mu);
+	struct net_ipcount **pp = net_ip_slot(srv, ip), *e = *pp;
+	ASSERT(e != NULL && e->n > 0 && srv->nconns > 0);
+	srv->nconns--;
 	if (--e->n == 0) {
 		*pp = e->next;
 		free(e);
 	}
+	pthread_mutex_unlock(&srv->mu);
 }
 
-/* ----- accepting ----- */
+/* ----- accepting (on a loop) ----- */
 
 static void
-net_refuse(struct net_server *srv, int fd, const char *ip, const char *why)
+net_refuse(const struct config *cfg, int fd, const char *ip, const char *why)
 {
 	char line[512];
 
 	log_event(LOG_LVL_WARN, "reject", NULL, NULL,
 	    "stage=connect ip=%s code=421 esc=4.7.0 why=\"%s\"", ip, why);
 	if (util_snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n",
-	    net_cfg(srv)->hostname, why) == 0) {
+	    cfg->hostname, why) == 0) {
 		/* A fresh socket's buffer takes one line; never wait for it. */
 		ssize_t n = send(fd, line, strlen(line), MSG_DONTWAIT |
 		    MSG_NOSIGNAL);
@@ -131,9 +171,10 @@ static void
 net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct net_server *srv = arg;
-	const struct config_limits *lim = &net_cfg(srv)->limits;
+	struct net_loop *loop = arg;
+	const struct config *cfg = loop->ctx.rt->cfg;
 	char ip[INET6_ADDRSTRLEN] = "?";
+	const char *why;
 
 	(void)lev;
 	if (sa->sa_family == AF_INET6)
@@ -142,18 +183,11 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	else
 		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr,
 		    ip, sizeof(ip));
-	if (srv->ctx.nconns >= lim->conn_max) {
-		net_refuse(srv, fd, ip, "Too many connections, try again later");
+	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
+		net_refuse(cfg, fd, ip, why);
 		return;
 	}
-	if (net_ip_count(srv, ip) >= lim->conn_per_ip_max) {
-		net_refuse(srv, fd, ip,
-		    "Too many connections from your address, try again later");
-		return;
-	}
-	evutil_make_socket_nonblocking(fd);
-	net_ip_add(srv, ip);
-	conn_new(&srv->ctx, fd, sa, (socklen_t)salen);
+	conn_new(&loop->ctx, fd, sa, (socklen_t)salen);
 }
 
 static void
@@ -165,101 +199,275 @@ net_accept_error_cb(struct evconnlistener *lev, void *arg)
 	log_msg(LOG_LVL_WARN, "accept: %s", strerror(errno));
 }
 
+/* Make the loop's listeners exactly fds: keep, close or open. */
+static void
+net_loop_sync_levs(struct net_loop *loop, const int *fds, size_t nfds)
+{
+	struct net_lev *next = xcalloc(nfds + 1, sizeof(*next));
+
+	for (size_t i = 0; i < nfds; i++) {
+		next[i].fd = fds[i];
+		for (size_t j = 0; j < loop->nlevs; j++)
+			if (loop->levs[j].lev != NULL &&
+			    loop->levs[j].fd == fds[i]) {
+				next[i].lev = loop->levs[j].lev;
+				loop->levs[j].lev = NULL;
+			}
+		if (next[i].lev == NULL) {
+			next[i].lev = evconnlistener_new(loop->base,
+			    net_accept_cb, loop, LEV_OPT_CLOSE_ON_FREE, -1,
+			    fds[i]);
+			if (next[i].lev == NULL)
+				fatal("evconnlistener_new failed");
+			evconnlistener_set_error_cb(next[i].lev,
+			    net_accept_error_cb);
+		}
+	}
+	for (size_t j = 0; j < loop->nlevs; j++)
+		if (loop->levs[j].lev != NULL)
+			evconnlistener_free(loop->levs[j].lev);
+	free(loop->levs);
+	loop->levs = next;
+	loop->nlevs = nfds;
+}
+
+/* ----- a loop's life ----- */
+
+static void
+net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_loop *loop = arg;
+	struct timeval tick = { 0, 20000 };
+
+	(void)fd;
+	(void)what;
+	if (!loop->killed && loop->ctx.conns != NULL &&
+	    util_now_ms() >= loop->drain_deadline_ms) {
+		log_msg(LOG_LVL_WARN, "shutdown: grace over, closing %u "
+		    "sessions", loop->ctx.nconns);
+		conn_kill_all(&loop->ctx);
+		loop->killed = true;
+	}
+	/* Transactions outlive their sessions until their disk job ends. */
+	if (loop->ctx.conns == NULL && loop->ctx.ntx == 0) {
+		event_base_loopbreak(loop->base);
+		return;
+	}
+	evtimer_add(loop->drain_ev, &tick);
+}
+
+static void
+net_loop_stop(struct net_loop *loop)
+{
+	if (loop->ctx.shutting_down)
+		return;
+	loop->ctx.shutting_down = true;
+	net_loop_sync_levs(loop, NULL, 0);
+	conn_shutdown_all(&loop->ctx);
+	loop->drain_deadline_ms = util_now_ms() +
+	    loop->ctx.rt->cfg->limits.shutdown_ms;
+	net_loop_drain_cb(-1, 0, loop);
+}
+
+/* The main thread left news in the mailbox. */
+static void
+net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_loop *loop = arg;
+	struct net_server *srv = loop->srv;
+	struct conn_rt *rt;
+	int *fds;
+	size_t nfds;
+	bool relisten, stop;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&srv->mu);
+	rt = loop->new_rt;
+	loop->new_rt = NULL;
+	fds = loop->new_fds;
+	nfds = loop->new_nfds;
+	relisten = loop->new_listeners;
+	loop->new_fds = NULL;
+	loop->new_listeners = false;
+	stop = loop->stop;
+	pthread_mutex_unlock(&srv->mu);
+
+	if (rt != NULL) {
+		conn_rt_unref(&loop->ctx.rt);
+		loop->ctx.rt = rt;	/* new sessions take this one */
+	}
+	if (relisten && !loop->ctx.shutting_down)
+		net_loop_sync_levs(loop, fds, nfds);
+	free(fds);
+	if (stop)
+		net_loop_stop(loop);
+}
+
+static void *
+net_loop_main(void *arg)
+{
+	struct net_loop *loop = arg;
+
+	if (event_base_dispatch(loop->base) == -1)
+		log_msg(LOG_LVL_ERROR, "loop %u: event_base_dispatch failed",
+		    loop->idx);
+	return NULL;
+}
+
+/* The listener set of loop idx, from srv->listens (srv->mu held). */
+static void
+net_post_listeners(struct net_server *srv, struct net_loop *loop)
+{
+	free(loop->new_fds);
+	loop->new_fds = xcalloc(srv->nlistens + 1, sizeof(int));
+	for (size_t i = 0; i < srv->nlistens; i++)
+		loop->new_fds[i] = srv->listens[i].fds[loop->idx];
+	loop->new_nfds = srv->nlistens;
+	loop->new_listeners = true;
+}
+
+static void
+net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
+{
+	loop->srv = srv;
+	loop->idx = idx;
+	loop->base = event_base_new();
+	if (loop->base == NULL)
+		fatal("event_base_new failed");
+	loop->ctx.base = loop->base;
+	loop->ctx.pool = srv->pool;
+	loop->ctx.spool = srv->spool;
+	loop->ctx.queue = srv->queue;
+	loop->ctx.rt = conn_rt_ref(srv->rt);
+	loop->ctx.closed_cb = net_conn_closed_cb;
+	loop->ctx.closed_arg = srv;
+	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
+	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
+	net_post_listeners(srv, loop);
+	event_active(loop->wake_ev, EV_TIMEOUT, 1);	/* first listen */
+}
+
+/* ----- binding (main thread) ----- */
+
 static int
-net_listen_open(struct net_server *srv, struct net_listener *l,
-    const char **err_out)
+net_bind_one(const char *addr, int port, const char **err_out)
 {
 	static char err[256];
 	struct sockaddr_storage ss = { 0 };
 	socklen_t sslen;
 	int fd, on = 1;
 
-	if (strchr(l->addr, ':') != NULL) {
+	if (strchr(addr, ':') != NULL) {
 		struct sockaddr_in6 *s6 = (void *)&ss;
 		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)l->port);
-		inet_pton(AF_INET6, l->addr, &s6->sin6_addr);
+		s6->sin6_port = htons((uint16_t)port);
+		inet_pton(AF_INET6, addr, &s6->sin6_addr);
 		sslen = sizeof(*s6);
 	} else {
 		struct sockaddr_in *s4 = (void *)&ss;
 		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)l->port);
-		inet_pton(AF_INET, l->addr, &s4->sin_addr);
+		s4->sin_port = htons((uint16_t)port);
+		inet_pton(AF_INET, addr, &s4->sin_addr);
 		sslen = sizeof(*s4);
 	}
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	/* One socket per loop; the kernel spreads connections over them. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1)
+		goto fail;
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 ||
-	    listen(fd, 1024) == -1)
+	    listen(fd, NET_BACKLOG) == -1)
 		goto fail;
-	l->lev = evconnlistener_new(srv->base, net_accept_cb, srv,
-	    LEV_OPT_CLOSE_ON_FREE, -1, fd);
-	if (l->lev == NULL)
-		goto fail;
-	evconnlistener_set_error_cb(l->lev, net_accept_error_cb);
-	log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
-	    ss.ss_family == AF_INET6 ? "[" : "", l->addr,
-	    ss.ss_family == AF_INET6 ? "]" : "", l->port);
-	return 0;
+	return fd;
 fail:
-	util_snprintf(err, sizeof(err), "listen %s port %d: %s", l->addr,
-	    l->port, strerror(errno));
+	util_snprintf(err, sizeof(err), "listen %s port %d: %s", addr, port,
+	    strerror(errno));
 	if (fd != -1)
 		close(fd);
 	*err_out = err;
 	return -1;
 }
 
-static void
-net_listener_close(struct net_listener *l)
-{
-	if (l->lev != NULL)
-		evconnlistener_free(l->lev);
-	l->lev = NULL;
-	free(l->addr);
-	l->addr = NULL;
-}
-
 /*
- * Make the open listeners match cfg: keep those still wanted, close the
- * rest, open the new ones.  Returns -1 when a new one cannot be opened
- * (those that could stay open).
+ * Make srv->listens match cfg: kept addresses keep their sockets, new ones
+ * get nloops fresh sockets.  Sockets of dropped addresses are closed by
+ * their loops when they take the new set.  -1 when a new one cannot be
+ * bound (the others are kept).
  */
 static int
-net_listeners_sync(struct net_server *srv, const struct config *cfg,
+net_listens_sync(struct net_server *srv, const struct config *cfg,
     const char **err_out)
 {
-	struct net_listener *next = xcalloc(cfg->nlistens + 1, sizeof(*next));
+	struct net_listen *next = xcalloc(cfg->nlistens + 1, sizeof(*next));
+	size_t n = 0;
 	int rc = 0;
 
 	for (size_t i = 0; i < cfg->nlistens; i++) {
-		next[i].addr = xstrdup(cfg->listens[i].addr);
-		next[i].port = cfg->listens[i].port;
-		for (size_t j = 0; j < srv->nlisteners; j++) {
-			struct net_listener *o = &srv->listeners[j];
-			if (o->lev != NULL && o->port == next[i].port &&
-			    strcmp(o->addr, next[i].addr) == 0) {
-				next[i].lev = o->lev;	/* moves over */
-				o->lev = NULL;
+		struct net_listen *l = &next[n];
+		l->addr = xstrdup(cfg->listens[i].addr);
+		l->port = cfg->listens[i].port;
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			struct net_listen *o = &srv->listens[j];
+			if (o->fds != NULL && o->port == l->port &&
+			    strcmp(o->addr, l->addr) == 0) {
+				l->fds = o->fds;	/* moves over */
+				o->fds = NULL;
 			}
 		}
-		if (next[i].lev == NULL && net_listen_open(srv, &next[i],
-		    err_out) == -1)
-			rc = -1;
+		if (l->fds == NULL) {
+			l->fds = xcalloc(srv->nloops, sizeof(int));
+			for (unsigned k = 0; k < srv->nloops; k++)
+				if ((l->fds[k] = net_bind_one(l->addr, l->port,
+				    err_out)) == -1) {
+					while (k-- > 0)
+						close(l->fds[k]);
+					free(l->fds);
+					free(l->addr);
+					rc = -1;
+					goto next;
+				}
+			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
+			    strchr(l->addr, ':') ? "[" : "", l->addr,
+			    strchr(l->addr, ':') ? "]" : "", l->port);
+		}
+		n++;
+next:		;
 	}
-	for (size_t j = 0; j < srv->nlisteners; j++)
-		net_listener_close(&srv->listeners[j]);
-	free(srv->listeners);
-	srv->listeners = next;
-	srv->nlisteners = cfg->nlistens;
+	for (size_t j = 0; j < srv->nlistens; j++) {
+		free(srv->listens[j].addr);
+		free(srv->listens[j].fds);	/* the loops close them */
+	}
+	free(srv->listens);
+	srv->listens = next;
+	srv->nlistens = n;
 	return rc;
 }
 
-/* ----- signals ----- */
+/* ----- signals (main thread) ----- */
+
+static void
+net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
+    bool stop)
+{
+	pthread_mutex_lock(&srv->mu);
+	for (unsigned i = 0; i < srv->nloops; i++) {
+		struct net_loop *loop = &srv->loops[i];
+		if (rt != NULL) {
+			conn_rt_unref(&loop->new_rt);
+			loop->new_rt = conn_rt_ref(rt);
+		}
+		if (listeners)
+			net_post_listeners(srv, loop);
+		loop->stop |= stop;
+		event_active(loop->wake_ev, EV_TIMEOUT, 1);
+	}
+	pthread_mutex_unlock(&srv->mu);
+}
 
 static void
 net_reload(struct net_server *srv)
@@ -271,8 +479,9 @@ net_reload(struct net_server *srv)
 
 	if (cfg == NULL) {
 		/* One log line per error, then keep what runs. */
-		for (char *line = strtok(errs, "\n"); line != NULL;
-		    line = strtok(NULL, "\n"))
+		char *save = NULL;
+		for (char *line = strtok_r(errs, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save))
 			log_msg(LOG_LVL_ERROR, "reload: %s", line);
 		log_msg(LOG_LVL_ERROR, "reload failed: keeping the running "
 		    "configuration");
@@ -284,40 +493,19 @@ net_reload(struct net_server *srv)
 		    "configuration", err);
 		return;
 	}
-	if (strcmp(rt->cfg->spool, net_cfg(srv)->spool) != 0)
-		log_msg(LOG_LVL_WARN, "reload: the spool folder changes only "
+	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
+	    rt->cfg->workers != srv->rt->cfg->workers)
+		log_msg(LOG_LVL_WARN, "reload: spool and workers change only "
 		    "at restart");
-	if (net_listeners_sync(srv, rt->cfg, &err) == -1)
+	if (net_listens_sync(srv, rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s", err);
 	log_init(rt->cfg->log_syslog, rt->cfg->log_facility,
 	    (enum log_level)rt->cfg->log_level);
-	conn_rt_unref(&srv->ctx.rt);
-	srv->ctx.rt = rt;
+	net_post(srv, rt, true, false);
+	conn_rt_unref(&srv->rt);
+	srv->rt = rt;
 	log_msg(LOG_LVL_INFO, "reload: configuration %s loaded",
 	    srv->config_path);
-}
-
-static void
-net_drain_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct net_server *srv = arg;
-	struct timeval tick = { 0, 20000 };
-
-	(void)fd;
-	(void)what;
-	if (!srv->killed && srv->ctx.conns != NULL &&
-	    util_now_ms() >= srv->drain_deadline_ms) {
-		log_msg(LOG_LVL_WARN, "shutdown: grace over, closing %u "
-		    "sessions", srv->ctx.nconns);
-		conn_kill_all(&srv->ctx);
-		srv->killed = true;
-	}
-	/* Transactions outlive their sessions until their disk job ends. */
-	if (srv->ctx.conns == NULL && srv->ctx.ntx == 0) {
-		event_base_loopbreak(srv->base);
-		return;
-	}
-	evtimer_add(srv->drain_ev, &tick);
 }
 
 static void
@@ -330,68 +518,88 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 		net_reload(srv);
 		return;
 	}
-	if (srv->ctx.shutting_down)
-		return;
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
-	    (int)sig, srv->ctx.nconns);
-	srv->ctx.shutting_down = true;
-	for (size_t i = 0; i < srv->nlisteners; i++)
-		net_listener_close(&srv->listeners[i]);
-	conn_shutdown_all(&srv->ctx);
-	srv->drain_deadline_ms = util_now_ms() +
-	    net_cfg(srv)->limits.shutdown_ms;
-	srv->drain_ev = evtimer_new(srv->base, net_drain_cb, srv);
-	net_drain_cb(-1, 0, srv);
+	    (int)sig, srv->nconns);
+	net_post(srv, NULL, false, true);
+	event_base_loopbreak(srv->base);	/* then join the loops */
 }
 
 /* ----- life ----- */
+
+/* Room for many idle connections: raise the soft descriptor limit. */
+static void
+net_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_msg(LOG_LVL_WARN, "setrlimit(NOFILE): %s",
+			    strerror(errno));
+	}
+}
 
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
 {
 	struct net_server *srv = xcalloc(1, sizeof(*srv));
 	const char *err = NULL;
-	struct spool *spool;
 
 	log_init(cfg->log_syslog, cfg->log_facility,
 	    (enum log_level)cfg->log_level);
 	if (evthread_use_pthreads() == -1)
 		fatal("libevent: no thread support");
+	pthread_mutex_init(&srv->mu, NULL);
+	net_raise_nofile();
+	signal(SIGPIPE, SIG_IGN);
 	srv->config_path = xstrdup(config_path);
+	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
+		fatal("%s", err);
+	cfg = srv->rt->cfg;
+	srv->nloops = cfg->workers;
+	if (net_listens_sync(srv, cfg, &err) == -1)
+		fatal("%s", err);
+	/* Bound and read: from here on, no root (STYLE.md 8). */
+	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)
+		fatal("%s", err);
+	if (geteuid() == 0)
+		log_msg(LOG_LVL_WARN, "running as root: add a 'user' "
+		    "statement to drop privileges");
+	if ((srv->spool = spool_open(cfg->spool, &err)) == NULL)
+		fatal("spool %s: %s", cfg->spool, err);
+	srv->pool = util_pool_new(NET_DISK_THREADS);
+	srv->queue = queue_new(srv->spool, cfg->hostname, NET_QUEUE_THREADS);
 	srv->base = event_base_new();
 	if (srv->base == NULL)
 		fatal("event_base_new failed");
-	srv->ctx.base = srv->base;
-	if ((srv->ctx.rt = conn_rt_new(cfg, &err)) == NULL)
-		fatal("%s", err);
-	if ((spool = spool_open(net_cfg(srv)->spool, &err)) == NULL)
-		fatal("spool %s: %s", net_cfg(srv)->spool, err);
-	srv->ctx.spool = spool;
-	srv->ctx.pool = util_pool_new(NET_DISK_THREADS);
-	srv->ctx.queue = queue_new(spool, net_cfg(srv)->hostname,
-	    NET_QUEUE_THREADS);
-	srv->ctx.closed_cb = net_conn_closed_cb;
-	srv->ctx.closed_arg = srv;
-	if (net_listeners_sync(srv, net_cfg(srv), &err) == -1)
-		fatal("%s", err);
-	signal(SIGPIPE, SIG_IGN);
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, net_signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, net_signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, net_signal_cb, srv);
 	event_add(srv->sig_term, NULL);
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
-	queue_recover(srv->ctx.queue);
+	srv->loops = xcalloc(srv->nloops, sizeof(*srv->loops));
+	for (unsigned i = 0; i < srv->nloops; i++)
+		net_loop_init(srv, &srv->loops[i], i);
+	queue_recover(srv->queue);
 	return srv;
 }
 
 int
 net_server_run(struct net_server *srv)
 {
-	log_msg(LOG_LVL_INFO, "postern started: hostname=%s spool=%s",
-	    net_cfg(srv)->hostname, net_cfg(srv)->spool);
+	for (unsigned i = 0; i < srv->nloops; i++)
+		if (pthread_create(&srv->loops[i].thread, NULL, net_loop_main,
+		    &srv->loops[i]) != 0)
+			fatal("pthread_create: cannot start loop %u", i);
+	log_msg(LOG_LVL_INFO, "postern started: hostname=%s spool=%s "
+	    "workers=%u", srv->rt->cfg->hostname, srv->rt->cfg->spool,
+	    srv->nloops);
 	if (event_base_dispatch(srv->base) == -1)
 		return 1;
+	for (unsigned i = 0; i < srv->nloops; i++)
+		pthread_join(srv->loops[i].thread, NULL);
 	log_msg(LOG_LVL_INFO, "postern stopped");
 	return 0;
 }
@@ -403,26 +611,42 @@ net_server_free(struct net_server **srvp)
 
 	if (srv == NULL)
 		return;
-	conn_kill_all(&srv->ctx);
-	util_pool_free(&srv->ctx.pool);		/* every disk job has ended */
-	queue_free(&srv->ctx.queue);		/* the rest waits in the spool */
-	spool_close(&srv->ctx.spool);
-	for (size_t i = 0; i < srv->nlisteners; i++)
-		net_listener_close(&srv->listeners[i]);
-	free(srv->listeners);
+	for (unsigned i = 0; i < srv->nloops; i++) {
+		struct net_loop *loop = &srv->loops[i];
+		conn_kill_all(&loop->ctx);
+		net_loop_sync_levs(loop, NULL, 0);
+	}
+	util_pool_free(&srv->pool);		/* every disk job has ended */
+	queue_free(&srv->queue);		/* the rest waits in the spool */
+	spool_close(&srv->spool);
+	for (unsigned i = 0; i < srv->nloops; i++) {
+		struct net_loop *loop = &srv->loops[i];
+		conn_rt_unref(&loop->ctx.rt);
+		conn_rt_unref(&loop->new_rt);
+		free(loop->new_fds);
+		free(loop->levs);
+		event_free(loop->wake_ev);
+		event_free(loop->drain_ev);
+		event_base_free(loop->base);
+	}
+	free(srv->loops);
+	for (size_t i = 0; i < srv->nlistens; i++) {
+		free(srv->listens[i].addr);
+		free(srv->listens[i].fds);
+	}
+	free(srv->listens);
 	for (size_t i = 0; i < NET_IP_BUCKETS; i++)
 		while (srv->ips[i] != NULL) {
 			struct net_ipcount *e = srv->ips[i];
 			srv->ips[i] = e->next;
 			free(e);
 		}
-	if (srv->drain_ev != NULL)
-		event_free(srv->drain_ev);
 	event_free(srv->sig_term);
 	event_free(srv->sig_int);
 	event_free(srv->sig_hup);
-	conn_rt_unref(&srv->ctx.rt);
+	conn_rt_unref(&srv->rt);
 	event_base_free(srv->base);
+	pthread_mutex_destroy(&srv->mu);
 	free(srv->config_path);
 	free(srv);
 	*srvp = NULL;

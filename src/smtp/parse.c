@@ -512,6 +512,15 @@ smtp_val_is(const struct smtp_param *prm, const char *name)
 	    strncasecmp(prm->val, name, prm->val_len) == 0;
 }
 
+static bool
+smtp_all_digits(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+	return n > 0;
+}
+
 /* Decimal without sign, at most 20 digits and no wrap.  0 or -1. */
 static int
 smtp_parse_u64(const char *p, size_t n, uint64_t *out)
@@ -560,9 +569,13 @@ smtp_mail_params_parse(const char *p, const char *lim, bool esmtp,
 		if (smtp_key_is(&prm, "SIZE")) {
 			/* RFC 1870 5 */
 			if (seen_size || prm.val == NULL ||
-			    smtp_parse_u64(prm.val, prm.val_len,
-			    &out->size) == -1)
+			    prm.val_len > 20 || !smtp_all_digits(prm.val,
+			    prm.val_len))
 				SMTP_SYNTAX("5.5.4 Bad SIZE parameter");
+			/* Up to 20 digits are valid; past 2^64 is "too big". */
+			if (smtp_parse_u64(prm.val, prm.val_len,
+			    &out->size) == -1)
+				out->size = UINT64_MAX;
 			seen_size = true;
 		} else if (smtp_key_is(&prm, "BODY")) {
 			/* RFC 6152 2 */

@@ -175,7 +175,7 @@ smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 	smtp_stage_done(s, s->wait_stage, v, &r);
 }
 
-/* One whole line, LF included (len >= 1). */
+/* One whole line, CRLF included (len >= 2). */
 static void
 smtp_line(struct smtp_session *s, const char *line, size_t len)
 {
@@ -189,13 +189,39 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 	/* STYLE 6: the line reader is the border. */
 	if (memchr(line, '\0', n) != NULL)
 		smtp_error(s, 500, "5.5.2 NUL character in command refused");
-	else if (!crlf)
+	else if (!crlf || s->line_bare_lf)
 		smtp_error(s, 500, "5.5.2 Bare LF in command refused; "
 		    "lines must end in CRLF");
 	else if (memchr(line, '\r', n) != NULL)
 		smtp_error(s, 500, "5.5.2 Bare CR in command refused");
 	else
 		smtp_command(s, line, n);
+}
+
+/*
+ * Read at most one command line.  A line wholly inside buf is used in
+ * place; only a line cut by the end of buf is copied, into a buffer of
+ * line_max bytes that exists only while it holds something.
+ */
+/*
+ * The first LF in buf[0..n) that ends a line: one right after a CR (in buf,
+ * or as the last byte kept from before when prev_cr).  A bare LF on the
+ * way is not an end; it only marks the line bad, so bytes after it can
+ * never pass for a command of their own (RFC 5321 2.3.8, smuggling).
+ */
+static const char *
+smtp_find_crlf(struct smtp_session *s, const char *buf, size_t n,
+    bool prev_cr)
+{
+	const char *p = buf, *lf;
+
+	while ((lf = memchr(p, '\n', n - (size_t)(p - buf))) != NULL) {
+		if (lf > buf ? lf[-1] == '\r' : prev_cr)
+			return lf;
+		s->line_bare_lf = true;
+		p = lf + 1;
+	}
+	return NULL;
 }
 
 /*
@@ -210,22 +236,27 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 	const char *lf;
 
 	if (s->line_drain) {
-		lf = memchr(buf, '\n', len);
-		if (lf == NULL)
+		lf = smtp_find_crlf(s, buf, len, s->drain_cr);
+		if (lf == NULL) {
+			s->drain_cr = buf[len - 1] == '\r';
 			return len;
+		}
 		s->line_drain = false;
+		s->line_bare_lf = false;
 		/* RFC 5321 4.5.3.1.4 and 4.2.2 */
 		smtp_error(s, 500, "5.5.2 Line too long");
 		return (size_t)(lf - buf) + 1;
 	}
 	room = s->p.lim.line_max - s->line_len;
 	n = len < room ? len : room;
-	lf = memchr(buf, '\n', n);
+	lf = smtp_find_crlf(s, buf, n,
+	    s->line_len > 0 && s->line[s->line_len - 1] == '\r');
 	if (lf == NULL) {
 		if (n == room) {
-			/* line_max octets and no LF yet: over the limit. */
+			/* line_max octets and no CRLF yet: over the limit. */
 			smtp_line_free(s);
 			s->line_drain = true;
+			s->drain_cr = buf[n - 1] == '\r';
 			return n;
 		}
 		if (s->line == NULL)
@@ -237,6 +268,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 	used = (size_t)(lf - buf) + 1;
 	if (s->line_len == 0) {
 		smtp_line(s, buf, used);
+		s->line_bare_lf = false;
 		return used;
 	}
 	memcpy(s->line + s->line_len, buf, used);
@@ -249,6 +281,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		s->line = NULL;
 		s->line_len = 0;
 		smtp_line(s, line, line_len);
+		s->line_bare_lf = false;
 		free(line);
 	}
 	return used;

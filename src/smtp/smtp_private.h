@@ -135,6 +135,8 @@ struct smtp_session {
 	char			*line;		/* owned; line_max bytes */
 	size_t			 line_len;
 	bool			 line_drain;	/* dropping a too long line */
+	bool			 line_bare_lf;	/* this line held a bare LF */
+	bool			 drain_cr;	/* draining: the last byte was CR */
 
 	/* A PENDING decision and what it needs to finish. */
 	bool			 waiting;

@@ -729,7 +729,13 @@ static void
 test_command_lines(void **state)
 {
 	static const struct dialog_case cases[] = {
-		{ "bare LF", "NOOP\nNOOP\r\n", 0, "220 500 250", NULL },
+		/* A bare LF ends nothing: the line runs to the CRLF. */
+		{ "bare LF", "NOOP\nNOOP\r\n", 0, "220 500", NULL },
+		{ "bare LF hides no command",
+		    "EHLO x\r\nNOOP\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", 0,
+		    "220 250 500 503", NULL },
+		{ "LF right after a kept CR", "NOOP\r\nNOOP\r\n", 0,
+		    "220 250 250", NULL },
 		{ "bare CR", "NO\rOP\r\nNOOP\r\n", 0, "220 500 250", NULL },
 		{ "CR CR LF", "NOOP\r\r\nNOOP\r\n", 0, "220 500 250", NULL },
 		{ "empty line", "\r\nNOOP\r\n", 0, "220 500 250", NULL },
