@@ -9,10 +9,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* "tls cert "C" key "K" [name N]", globally or on a listener. */
+struct config_tls_cert {
+	char		*cert;		/* owned path */
+	char		*key;		/* owned path */
+	char		*name;		/* owned SNI name, or NULL: from the cert */
+	int		 line;
+};
+
 struct config_listen {
 	char		*addr;		/* owned; numeric "127.0.0.1" or "::1" */
 	int		 port;
 	int		 line;		/* config line, for messages */
+	bool		 implicit_tls;	/* "tls": handshake before the greeting */
+	bool		 no_starttls;	/* "no-starttls" */
+	bool		 require_tls;	/* "require-tls": 530 before STARTTLS */
+	bool		 nomail;	/* "nomail": RFC 7504 521 at connect */
+	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
+	size_t		 ncerts;
 };
 
 struct config_limits {
@@ -26,6 +40,11 @@ struct config_limits {
 	unsigned	conn_max;		/* "limit connections 1000" */
 	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 50" */
 	uint64_t	shutdown_ms;		/* "limit shutdown-grace 30s": SIGTERM wait for DATA */
+	unsigned	msgs_per_session_max;	/* "limit messages-per-session 1000" */
+	unsigned	rcpts_per_session_max;	/* "limit recipients-per-session 1000" */
+	uint64_t	greeting_delay_ms;	/* "limit greeting-delay 0s": early-talker wait */
+	unsigned	conn_rate_max;		/* "limit connection-rate N/PERIOD"; 0: off */
+	uint64_t	conn_rate_window_ms;
 };
 
 enum config_table_kind { CONFIG_TABLE_INLINE, CONFIG_TABLE_FILE };
@@ -79,6 +98,12 @@ struct config {
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */
+	struct config_tls_cert	*tls_certs;	/* owned array: "tls cert"; [0] default */
+	size_t			 ntls_certs;
+	char			*tls_selfsigned_dir; /* "tls self-signed DIR" */
+	char			*tls_min_version; /* "tls min-version"; NULL: TLSv1.2 */
+	char			*tls_ciphers;	/* "tls ciphers"; NULL: OpenSSL's */
+	char			*tls_ciphersuites; /* "tls ciphersuites" */
 	struct config_limits	 limits;
 	struct config_listen	*listens;	/* owned array */
 	size_t			 nlistens;
@@ -105,5 +130,7 @@ const struct config_action *config_action_find(const struct config *c,
 	    const char *name);
 const struct config_table *config_table_find(const struct config *c,
 	    const char *name);
+/* True when the config gives TLS certificates (or makes a self-signed one). */
+bool	config_has_tls(const struct config *c);
 
 #endif

@@ -28,6 +28,9 @@ struct cfg_parser {
 	int			 seen_hostname, seen_spool, seen_greeting;
 	int			 seen_log_dest, seen_log_level, seen_translog;
 	int			 seen_user, seen_group, seen_workers;
+	int			 seen_tls_selfsigned, seen_tls_minver;
+	int			 seen_tls_ciphers, seen_tls_suites;
+	int			 seen_conn_rate;
 	int			 seen_limit[16];
 };
 
@@ -308,36 +311,169 @@ badport:
 	return -1;
 }
 
+/*
+ * "cert "C" key "K" [name N]" starting at toks[*ip]; appends to *certs.
+ * Returns false (after an error) when the words do not fit.
+ */
+static bool
+cfg_parse_cert(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
+    struct config_tls_cert **certs, size_t *ncerts, const char *usage)
+{
+	size_t i = *ip;
+	struct config_tls_cert tc = { .line = ln->lineno };
+
+	if (i + 3 >= ln->ntoks + 0 || strcmp(ln->toks[i].text, "cert") != 0 ||
+	    strcmp(ln->toks[i + 2].text, "key") != 0 ||
+	    ln->toks[i + 1].text[0] == '\0' || ln->toks[i + 3].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "usage: %s", usage);
+		return false;
+	}
+	tc.cert = xstrdup(ln->toks[i + 1].text);
+	tc.key = xstrdup(ln->toks[i + 3].text);
+	i += 4;
+	if (i + 1 < ln->ntoks && strcmp(ln->toks[i].text, "name") == 0) {
+		tc.name = util_strlower(xstrdup(ln->toks[i + 1].text));
+		i += 2;
+	}
+	*certs = xreallocarray(*certs, *ncerts + 1, sizeof(**certs));
+	(*certs)[(*ncerts)++] = tc;
+	*ip = i;
+	return true;
+}
+
+static void
+cfg_certs_free(struct config_tls_cert *certs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(certs[i].cert);
+		free(certs[i].key);
+		free(certs[i].name);
+	}
+	free(certs);
+}
+
+#define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
+	"[require-tls] [nomail] [cert \"CERT\" key \"KEY\" [name NAME]]..."
+
 static void
 cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	struct config *c = p->c;
+	struct config_listen l = { .line = ln->lineno };
 	const char *why;
-	char *addr;
-	int port;
 
-	if (!cfg_nargs(p, ln, 1, 1, "listen ADDR:PORT"))
+	if (ln->ntoks < 2) {
+		cfg_err(p, ln->lineno, "usage: %s", CFG_LISTEN_USAGE);
 		return;
-	if (cfg_parse_hostport(ln->toks[1].text, &addr, &port, &why) == -1) {
+	}
+	if (cfg_parse_hostport(ln->toks[1].text, &l.addr, &l.port,
+	    &why) == -1) {
 		cfg_err(p, ln->lineno, "listen: %s %s",
 		    cfg_q(ln->toks[1].text), why);
 		return;
 	}
+	for (size_t i = 2; i < ln->ntoks; ) {
+		const char *w = ln->toks[i].text;
+		if (w != NULL && strcmp(w, "tls") == 0)
+			l.implicit_tls = true;
+		else if (w != NULL && strcmp(w, "no-starttls") == 0)
+			l.no_starttls = true;
+		else if (w != NULL && strcmp(w, "require-tls") == 0)
+			l.require_tls = true;
+		else if (w != NULL && strcmp(w, "nomail") == 0)
+			l.nomail = true;
+		else if (w != NULL && strcmp(w, "cert") == 0) {
+			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
+			    CFG_LISTEN_USAGE))
+				goto fail;
+			continue;
+		} else {
+			cfg_err(p, ln->lineno, "listen: unknown option %s "
+			    "(usage: %s)", cfg_q(w != NULL ? w : ","),
+			    CFG_LISTEN_USAGE);
+			goto fail;
+		}
+		i++;
+	}
+	if (l.require_tls && (l.no_starttls || l.implicit_tls)) {
+		cfg_err(p, ln->lineno, "listen: require-tls needs STARTTLS "
+		    "(not with tls or no-starttls)");
+		goto fail;
+	}
 	for (size_t i = 0; i < c->nlistens; i++)
-		if (strcmp(c->listens[i].addr, addr) == 0 &&
-		    c->listens[i].port == port) {
+		if (strcmp(c->listens[i].addr, l.addr) == 0 &&
+		    c->listens[i].port == l.port) {
 			cfg_err(p, ln->lineno, "duplicate listen %s (first at "
 			    "line %d)", cfg_q(ln->toks[1].text),
 			    c->listens[i].line);
-			free(addr);
-			return;
+			goto fail;
 		}
 	c->listens = xreallocarray(c->listens, c->nlistens + 1,
 	    sizeof(*c->listens));
-	c->listens[c->nlistens].addr = addr;
-	c->listens[c->nlistens].port = port;
-	c->listens[c->nlistens].line = ln->lineno;
-	c->nlistens++;
+	c->listens[c->nlistens++] = l;
+	return;
+fail:
+	free(l.addr);
+	cfg_certs_free(l.certs, l.ncerts);
+}
+
+#define CFG_TLS_USAGE "tls cert \"CERT\" key \"KEY\" [name NAME] | " \
+	"tls self-signed DIR | tls min-version TLSv1.2|TLSv1.3 | " \
+	"tls ciphers \"LIST\" | tls ciphersuites \"LIST\""
+
+static void
+cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+	const char *what = ln->ntoks > 1 ? ln->toks[1].text : NULL;
+	char **dst = NULL;
+	int *seen = NULL;
+
+	if (what == NULL) {
+		cfg_err(p, ln->lineno, "usage: %s", CFG_TLS_USAGE);
+		return;
+	}
+	if (strcmp(what, "cert") == 0) {
+		size_t i = 1;
+		if (cfg_parse_cert(p, ln, &i, &c->tls_certs, &c->ntls_certs,
+		    CFG_TLS_USAGE) && i != ln->ntoks)
+			cfg_err(p, ln->lineno, "tls cert: unexpected %s",
+			    cfg_q(ln->toks[i].text));
+		return;
+	}
+	if (strcmp(what, "self-signed") == 0) {
+		dst = &c->tls_selfsigned_dir;
+		seen = &p->seen_tls_selfsigned;
+	} else if (strcmp(what, "min-version") == 0) {
+		dst = &c->tls_min_version;
+		seen = &p->seen_tls_minver;
+	} else if (strcmp(what, "ciphers") == 0) {
+		dst = &c->tls_ciphers;
+		seen = &p->seen_tls_ciphers;
+	} else if (strcmp(what, "ciphersuites") == 0) {
+		dst = &c->tls_ciphersuites;
+		seen = &p->seen_tls_suites;
+	} else {
+		cfg_err(p, ln->lineno, "tls: unknown setting %s (usage: %s)",
+		    cfg_q(what), CFG_TLS_USAGE);
+		return;
+	}
+	if (ln->ntoks != 3 || ln->toks[2].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "tls %s: needs one value", what);
+		return;
+	}
+	char once[48];
+	(void)util_snprintf(once, sizeof(once), "tls %s", what);
+	if (!cfg_once(p, ln, seen, once))
+		return;
+	if (dst == &c->tls_min_version &&
+	    strcmp(ln->toks[2].text, "TLSv1.2") != 0 &&
+	    strcmp(ln->toks[2].text, "TLSv1.3") != 0) {
+		cfg_err(p, ln->lineno, "tls min-version: %s is not TLSv1.2 or "
+		    "TLSv1.3", cfg_q(ln->toks[2].text));
+		return;
+	}
+	*dst = xstrdup(ln->toks[2].text);
 }
 
 static void
@@ -426,6 +562,13 @@ static const struct cfg_limit {
 	    "1..1000000", L(conn_per_ip_max) },
 	{ "shutdown-grace", CFG_LIM_DURATION, 0, 3600000, 30000, "0..1h",
 	    L(shutdown_ms) },
+	{ "messages-per-session", CFG_LIM_COUNT, 1, 1000000, 1000,
+	    "1..1000000", L(msgs_per_session_max) },
+	{ "recipients-per-session", CFG_LIM_COUNT, 1, 1000000, 1000,
+	    "1..1000000", L(rcpts_per_session_max) },
+	/* Off by default: a pause before the banner delays every client. */
+	{ "greeting-delay", CFG_LIM_DURATION, 0, 60000, 0, "0..60s",
+	    L(greeting_delay_ms) },
 #undef L
 };
 #define CFG_NLIMITS	(sizeof(cfg_limits) / sizeof(cfg_limits[0]))
@@ -452,6 +595,39 @@ cfg_limit_set(struct config_limits *lim, const struct cfg_limit *l,
 	}
 }
 
+/* "limit connection-rate N/PERIOD" (e.g. 20/120s), or "off". */
+static void
+cfg_limit_rate(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *s = ln->toks[2].text, *slash = strchr(s, '/');
+	uint64_t n, ms;
+	char num[24];
+
+	if (!cfg_once(p, ln, &p->seen_conn_rate, "limit connection-rate"))
+		return;
+	if (strcmp(s, "off") == 0) {
+		p->c->limits.conn_rate_max = 0;
+		return;
+	}
+	if (slash == NULL || (size_t)(slash - s) >= sizeof(num) ||
+	    slash == s)
+		goto bad;
+	memcpy(num, s, (size_t)(slash - s));
+	num[slash - s] = '\0';
+	if (num[strspn(num, "0123456789")] != '\0' ||
+	    util_parse_size(num, &n) == -1 || n < 1 || n > 1000000 ||
+	    util_parse_duration_ms(slash + 1, &ms) == -1 || ms < 1000 ||
+	    ms > 86400000)
+		goto bad;
+	p->c->limits.conn_rate_max = (unsigned)n;
+	p->c->limits.conn_rate_window_ms = ms;
+	return;
+bad:
+	cfg_err(p, ln->lineno, "limit connection-rate: bad value %s (N/PERIOD "
+	    "like 20/120s: N in 1..1000000, PERIOD in 1s..1d; or off)",
+	    cfg_q(s));
+}
+
 static void
 cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -462,6 +638,10 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 
 	if (!cfg_nargs(p, ln, 2, 2, "limit NAME VALUE"))
 		return;
+	if (strcmp(ln->toks[1].text, "connection-rate") == 0) {
+		cfg_limit_rate(p, ln);
+		return;
+	}
 	for (i = 0; i < CFG_NLIMITS; i++)
 		if (strcmp(ln->toks[1].text, cfg_limits[i].name) == 0) {
 			l = &cfg_limits[i];
@@ -471,7 +651,9 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 		cfg_err(p, ln->lineno, "limit: unknown limit %s (message-size, "
 		    "recipients, line-length, errors, idle-timeout, "
 		    "data-timeout, session-timeout, connections, "
-		    "connections-per-ip, shutdown-grace)",
+		    "connections-per-ip, connection-rate, shutdown-grace, "
+		    "messages-per-session, recipients-per-session, "
+		    "greeting-delay)",
 		    cfg_q(ln->toks[1].text));
 		return;
 	}
@@ -920,6 +1102,7 @@ static const struct cfg_statement {
 	{ "user",		cfg_st_account },
 	{ "group",		cfg_st_account },
 	{ "workers",		cfg_st_workers },
+	{ "tls",		cfg_st_tls },
 	{ NULL,			NULL },
 };
 
@@ -1018,6 +1201,15 @@ config_parse(const char *name, const char *text, char **errs_out)
 	if (c->nlistens == 0)
 		cfg_err(&p, last, "no listen statement (add one, like "
 		    "\"listen 127.0.0.1:2525\")");
+	for (size_t i = 0; i < c->nlistens; i++) {
+		const struct config_listen *l = &c->listens[i];
+		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
+		    !config_has_tls(c))
+			cfg_err(&p, l->line, "listen: %s needs a certificate "
+			    "(a \"tls cert\" or \"tls self-signed\" statement, "
+			    "or cert/key on the listener)", l->implicit_tls ?
+			    "tls" : "require-tls");
+	}
 	if (c->nrules == 0)
 		cfg_err(&p, last, "no match rule, so no mail can be accepted "
 		    "(add one, like \"match to domain example.org action "
@@ -1090,9 +1282,16 @@ config_free(struct config **cp)
 	free(c->translog_dir);
 	free(c->user);
 	free(c->group);
-	for (size_t i = 0; i < c->nlistens; i++)
+	for (size_t i = 0; i < c->nlistens; i++) {
 		free(c->listens[i].addr);
+		cfg_certs_free(c->listens[i].certs, c->listens[i].ncerts);
+	}
 	free(c->listens);
+	cfg_certs_free(c->tls_certs, c->ntls_certs);
+	free(c->tls_selfsigned_dir);
+	free(c->tls_min_version);
+	free(c->tls_ciphers);
+	free(c->tls_ciphersuites);
 	for (size_t i = 0; i < c->ntables; i++) {
 		free(c->tables[i].name);
 		free(c->tables[i].path);
@@ -1112,6 +1311,12 @@ config_free(struct config **cp)
 	free(c->rules);
 	free(c);
 	*cp = NULL;
+}
+
+bool
+config_has_tls(const struct config *c)
+{
+	return c->ntls_certs > 0 || c->tls_selfsigned_dir != NULL;
 }
 
 const struct config_action *

@@ -84,7 +84,7 @@ test_lexer(void **state)
 static void
 test_golden(void **state)
 {
-	static const char *const names[] = { "syntax", "limits", "limits2", "listen",
+	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
 	    "defs", "match", "empty", "dups", "good" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
