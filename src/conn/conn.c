@@ -10,8 +10,10 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@
 #include "route/route.h"
 #include "smtp/smtp.h"
 #include "spool/spool.h"
+#include "tls/tls.h"
 
 #define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
@@ -34,7 +37,10 @@
 struct conn {
 	struct conn_ctx		*ctx;		/* borrowed: the server's */
 	struct conn_rt		*rt;		/* ref: the config this session started with */
-	struct bufferevent	*bev;		/* owned */
+	const struct config_listen *lcfg;	/* borrowed from rt: our listener */
+	struct tls_server	*tls;		/* borrowed from rt; NULL: no TLS */
+	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
+	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
 	struct smtp_session	*smtp;		/* owned */
 	struct smtp_params	 params;
 	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
@@ -47,60 +53,27 @@ struct conn {
 	bool			 in_data;	/* timeouts currently set for DATA */
 	bool			 closing;	/* flush the last reply, then free */
 	bool			 peer_gone;
+	bool			 started;	/* the greeting was sent (or refused) */
+	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
+	char			 tls_desc[160];	/* for Received:, "" before TLS */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
+	unsigned		 nrcpts;	/* accepted in the whole session */
 	uint64_t		 start_ms;
 	struct conn		*next, *prev;	/* in ctx->conns */
 };
 
 static void	conn_process_input(struct conn *c);
+static void	conn_early_talker(struct conn *c);
+static void	conn_read_cb(struct bufferevent *bev, void *arg);
+static void	conn_write_cb(struct bufferevent *bev, void *arg);
+static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void	conn_check_close(struct conn *c);
 
 static const struct config *
 conn_cfg(const struct conn *c)
 {
 	return c->rt->cfg;
-}
-
-/* ----- the config in force ----- */
-
-struct conn_rt *
-conn_rt_new(struct config *cfg, const char **err_out)
-{
-	struct router *r = route_new(cfg, err_out);
-	struct conn_rt *rt;
-
-	if (r == NULL) {
-		config_free(&cfg);
-		return NULL;
-	}
-	rt = xcalloc(1, sizeof(*rt));
-	atomic_init(&rt->refs, 1);
-	rt->cfg = cfg;
-	rt->router = r;
-	return rt;
-}
-
-struct conn_rt *
-conn_rt_ref(struct conn_rt *rt)
-{
-	atomic_fetch_add(&rt->refs, 1);
-	return rt;
-}
-
-void
-conn_rt_unref(struct conn_rt **rtp)
-{
-	struct conn_rt *rt = *rtp;
-
-	if (rt == NULL)
-		return;
-	*rtp = NULL;
-	if (atomic_fetch_sub(&rt->refs, 1) != 1)
-		return;
-	route_free(&rt->router);
-	config_free(&rt->cfg);
-	free(rt);
 }
 
 /* ----- transaction plumbing ----- */
@@ -174,6 +147,11 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 	const char *err;
 
 	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	if (c->nrcpts >= conn_cfg(c)->limits.rcpts_per_session_max) {
+		conn_set_reply(r, 452, "4.5.3 Too many recipients in this "
+		    "session");
+		return SMTP_REJECT;
+	}
 	a = route_find(c->rt->router, smtp_session_sender(c->smtp), rcpt,
 	    &miss);
 	if (a == NULL) {
@@ -195,6 +173,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 	}
 	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt,
 	    a->kind == CONFIG_ACTION_MAILDIR ? "maildir" : "discard", arg);
+	c->nrcpts++;
 	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
 	    safe, a->name);
 	free(arg);
@@ -202,10 +181,23 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 }
 
 static enum smtp_verdict
-conn_stage_mail(struct conn *c, const struct smtp_event *ev)
+conn_stage_mail(struct conn *c, const struct smtp_event *ev,
+    struct smtp_reply *r)
 {
 	char safe[600];
 	struct spool_env *env;
+
+	/* Checked per command, never per packet (the SlimSMTP bypass). */
+	if (c->lcfg->require_tls && !c->params.tls_active) {
+		conn_set_reply(r, 530, "5.7.0 Must issue a STARTTLS command "
+		    "first");
+		return SMTP_REJECT;
+	}
+	if (c->nmsgs >= conn_cfg(c)->limits.msgs_per_session_max) {
+		conn_set_reply(r, 452, "4.5.3 Too many messages in this "
+		    "session");
+		return SMTP_REJECT;
+	}
 
 	conn_tx_release(&c->tx);
 	c->tx = conn_tx_new(c->ctx, &conn_tx_ops, c);
@@ -248,6 +240,8 @@ conn_stage_data(struct conn *c)
 		r.protocol = tls ? "ESMTPS" : "ESMTP";
 	if (env->nrcpts == 1)
 		r.single_rcpt = env->rcpts[0].addr;
+	if (tls)
+		r.tls = c->tls_desc;
 	spool_new_qid(c->ctx->spool, qid);
 	env->received = r.when;
 	conn_tx_begin(c->tx, qid);
@@ -266,6 +260,12 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 
 	switch (ev->stage) {
 	case SMTP_STAGE_CONNECT:
+		if (c->lcfg->nomail) {
+			/* RFC 7504 3: this host does not accept mail. */
+			conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
+			    conn_cfg(c)->hostname);
+			return SMTP_CLOSE;
+		}
 		if (c->ctx->shutting_down) {
 			conn_set_reply(r, 421, "4.3.2 %s Service shutting down",
 			    conn_cfg(c)->hostname);
@@ -278,7 +278,7 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		    strlen(ev->arg)), ev->esmtp ? "yes" : "no");
 		return SMTP_OK;
 	case SMTP_STAGE_MAIL:
-		return conn_stage_mail(c, ev);
+		return conn_stage_mail(c, ev, r);
 	case SMTP_STAGE_RCPT:
 		return conn_stage_rcpt(c, ev->arg, r);
 	case SMTP_STAGE_DATA:
@@ -287,8 +287,12 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		conn_tx_commit(c->tx);
 		return SMTP_PENDING;
 	case SMTP_STAGE_STARTTLS:
-		conn_set_reply(r, 454, "4.7.0 TLS not available");
-		return SMTP_REJECT;
+		if (c->tls == NULL) {
+			conn_set_reply(r, 454, "4.7.0 TLS not available");
+			return SMTP_REJECT;
+		}
+		c->tls_pending = true;	/* the session stops reading now */
+		return SMTP_OK;
 	default:
 		return SMTP_OK;
 	}
@@ -400,6 +404,8 @@ conn_free(struct conn *c)
 	smtp_session_free(&c->smtp);
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
+	if (c->greet_ev != NULL)
+		event_free(c->greet_ev);
 	log_translog_close(&c->translog);
 	conn_rt_unref(&c->rt);
 	if (c->prev != NULL)
@@ -429,6 +435,67 @@ conn_check_close(struct conn *c)
 		conn_free(c);
 }
 
+/*
+ * STARTTLS was accepted and its 220 queued: whatever the client sent after
+ * it is thrown away unread (RFC 3207 4.2; CVE-2011-0411), and the
+ * handshake runs over the same socket, after the 220.
+ */
+static void
+conn_starttls(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct bufferevent *tbev;
+	SSL *ssl = tls_server_ssl_new(c->tls);
+
+	c->tls_pending = false;
+	if (evbuffer_get_length(in) > 0)
+		log_event(LOG_LVL_WARN, "starttls-injection", c->sid, NULL,
+		    "dropped=%zu", evbuffer_get_length(in));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	tbev = ssl == NULL ? NULL : bufferevent_openssl_filter_new(c->ctx->base,
+	    c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tbev == NULL) {
+		log_event(LOG_LVL_ERROR, "tls-error", c->sid, NULL,
+		    "why=\"cannot start TLS\"");
+		if (ssl != NULL)
+			SSL_free(ssl);
+		smtp_session_close_with(c->smtp, 421, "4.7.0 TLS not "
+		    "available, closing channel");
+		return;
+	}
+	c->bev = tbev;		/* owns the socket bufferevent now */
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	conn_set_timeouts(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* The handshake is over: note what was agreed and go on. */
+static void
+conn_tls_done(struct conn *c)
+{
+	struct tls_info ti;
+	char sni[300];
+
+	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
+	c->params.tls_active = true;
+	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "using %s with cipher "
+	    "%s (%d bits)", ti.protocol, ti.cipher, ti.bits);
+	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
+	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
+	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
+	if (!c->started) {
+		/* Implicit TLS: the greeting comes after the handshake. */
+		c->started = true;
+		smtp_session_start(c->smtp);
+	} else {
+		smtp_session_tls_started(c->smtp);
+	}
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 static void
 conn_process_input(struct conn *c)
 {
@@ -451,6 +518,10 @@ conn_process_input(struct conn *c)
 		c->in_data = !c->in_data;
 		conn_set_timeouts(c);
 	}
+	if (c->tls_pending) {
+		conn_starttls(c);
+		return;
+	}
 	if (!c->closing && !smtp_session_is_closing(c->smtp))
 		bufferevent_enable(c->bev, EV_READ);
 }
@@ -461,6 +532,10 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	(void)bev;
+	if (!c->started) {
+		conn_early_talker(c);
+		return;
+	}
 	conn_process_input(c);
 	conn_check_close(c);
 }
@@ -499,6 +574,10 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		conn_tls_done(c);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		conn_timeout(c, (what & BEV_EVENT_WRITING) ?
 		    "write timeout" : "timeout exceeded");
@@ -506,6 +585,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	/* EOF or error: nobody is left to answer. */
 	c->peer_gone = true;
+	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	if (e != 0) {
+		char buf[256];
+		ERR_error_string_n(e, buf, sizeof(buf));
+		log_event(LOG_LVL_INFO, "tls-error", c->sid, NULL,
+		    "why=\"%s\"", buf);
+	}
 	if (smtp_session_in_data(c->smtp))
 		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
 		    "why=\"connection closed in DATA\"");
@@ -524,6 +610,41 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * Session ids: a random 64-bit start drawn once per process, then a
  * counter, so ids never repeat across restarts or between loops.
  */
+static void
+conn_greet(struct conn *c)
+{
+	c->started = true;
+	smtp_session_start(c->smtp);
+	conn_process_input(c);
+	conn_check_close(c);	/* a refusal at connect closes at once */
+}
+
+static void
+conn_greet_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_greet(arg);
+}
+
+/* Bytes before the greeting: refuse and hang up. */
+static void
+conn_early_talker(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char text[300];
+
+	log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL,
+	    "ip=%s bytes=%zu", c->ip, evbuffer_get_length(in));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	evtimer_del(c->greet_ev);
+	c->started = true;
+	util_snprintf(text, sizeof(text), "5.5.0 %s Protocol error: talked "
+	    "before the greeting", conn_cfg(c)->hostname);
+	smtp_session_close_with(c->smtp, 554, text);
+	conn_check_close(c);
+}
+
 static void
 conn_make_sid(char *sid, size_t sidsz)
 {
@@ -552,7 +673,7 @@ conn_make_sid(char *sid, size_t sidsz)
 
 void
 conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
-    socklen_t salen)
+    socklen_t salen, size_t listen_idx)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	const struct config *cfg;
@@ -561,6 +682,9 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->ctx = ctx;
 	c->rt = conn_rt_ref(ctx->rt);
 	cfg = conn_cfg(c);
+	ASSERT(listen_idx < cfg->nlistens);
+	c->lcfg = &cfg->listens[listen_idx];
+	c->tls = c->rt->tls_listen[listen_idx];
 	c->start_ms = util_now_ms();
 	conn_make_sid(c->sid, sizeof(c->sid));
 	if (sa->sa_family == AF_INET6) {
@@ -590,9 +714,18 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.lim.err_max = cfg->limits.err_max;
 	c->params.hostname = cfg->hostname;
 	c->params.greeting = cfg->greeting;
+	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
+	    !c->lcfg->implicit_tls;
+	c->params.tls_active = false;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
-	c->bev = bufferevent_socket_new(ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
+	if (ssl != NULL)
+		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	else
+		c->bev = bufferevent_socket_new(ctx->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
@@ -604,9 +737,29 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 		(suseconds_t)(cfg->limits.session_ms % 1000) * 1000 };
 	evtimer_add(c->deadline_ev, &tv);
 
-	smtp_session_start(c->smtp);
-	conn_process_input(c);
-	conn_check_close(c);	/* a refusal at connect closes at once */
+	if (c->lcfg->implicit_tls) {
+		/* The greeting waits for the handshake (conn_tls_done). */
+		if (ssl == NULL) {
+			log_event(LOG_LVL_ERROR, "tls-error", c->sid, NULL,
+			    "why=\"no TLS context\"");
+			c->peer_gone = true;
+			conn_free(c);
+			return;
+		}
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	if (cfg->limits.greeting_delay_ms > 0) {
+		/* Listen before speaking: early talkers give themselves away. */
+		uint64_t ms = cfg->limits.greeting_delay_ms;
+		struct timeval gtv = { (time_t)(ms / 1000),
+		    (suseconds_t)(ms % 1000) * 1000 };
+		c->greet_ev = evtimer_new(ctx->base, conn_greet_cb, c);
+		evtimer_add(c->greet_ev, &gtv);
+		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
+	conn_greet(c);
 }
 
 void

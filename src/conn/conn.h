@@ -18,14 +18,22 @@ struct util_pool;
 struct spool;
 struct queue;
 struct conn;
+struct tls_server;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
 	atomic_int	 refs;
 	struct config	*cfg;		/* owned */
 	struct router	*router;	/* owned */
+	struct tls_server *tls;		/* owned: the global certificates, or NULL */
+	struct tls_server **tls_listen;	/* owned array, one per cfg->listens:
+					   the listener's own (owned) or tls */
 };
-/* Take ownership of cfg and build its router; NULL with *err_out. */
+/*
+ * Take ownership of cfg and build what it describes: the router and the
+ * TLS contexts (making the self-signed pair first when asked).  Reads
+ * files: start-up and reload only.  NULL with *err_out.
+ */
 struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
 struct conn_rt *conn_rt_ref(struct conn_rt *rt);
 void	conn_rt_unref(struct conn_rt **rtp);
@@ -48,11 +56,12 @@ struct conn_ctx {
 };
 
 /*
- * Start a session on an accepted socket (owned from now on).  The
- * connection lives in ctx->conns until it closes; closed_cb then tells.
+ * Start a session on an accepted socket (owned from now on), that came in
+ * on ctx->rt->cfg->listens[listen_idx].  The connection lives in
+ * ctx->conns until it closes; closed_cb then tells.
  */
 void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
-	    socklen_t salen);
+	    socklen_t salen, size_t listen_idx);
 /*
  * Shutdown: every session outside DATA gets "421 4.3.2" and is closed; one
  * in DATA may finish its message first (then it is closed).

@@ -22,6 +22,7 @@ struct conn_received {
 	const char	*hostname;
 	const char	*protocol;	/* "ESMTP", "ESMTPS", "SMTP", "UTF8SMTPS", ... */
 	const char	*qid;
+	const char	*tls;		/* "using TLSv1.3 with cipher ...", or NULL */
 	const char	*single_rcpt;	/* NULL unless exactly one recipient */
 	int64_t		 when;		/* epoch seconds */
 };

@@ -31,9 +31,12 @@ conn_received_build(struct util_buf *b, const struct conn_received *r)
 	util_buf_addstr(b, "Received: from ");
 	conn_received_add_helo(b, r->helo != NULL ? r->helo : "");
 	/* TCP-info: the verified client name, or "unknown", and its address. */
-	util_buf_printf(b, " (%s [%s%s])\n\tby %s (postern) with %s id %s",
-	    r->rdns != NULL ? r->rdns : "unknown", r->ipv6 ? "IPv6:" : "",
-	    r->ip, r->hostname, r->protocol, r->qid);
+	util_buf_printf(b, " (%s [%s%s])", r->rdns != NULL ? r->rdns :
+	    "unknown", r->ipv6 ? "IPv6:" : "", r->ip);
+	if (r->tls != NULL && r->tls[0] != '\0')
+		util_buf_printf(b, "\n\t(%s)", r->tls);
+	util_buf_printf(b, "\n\tby %s (postern) with %s id %s", r->hostname,
+	    r->protocol, r->qid);
 	if (r->single_rcpt != NULL)
 		util_buf_printf(b, "\n\tfor <%s>", r->single_rcpt);
 	util_rfc5322_date(date, sizeof(date), r->when);

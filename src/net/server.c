@@ -39,6 +39,18 @@ struct net_ipcount {
 	struct net_ipcount	*next;
 };
 
+/*
+ * Connections from one address in an ageing window (the Mailinator-style
+ * counter of the agent seed): the count of the current window plus the
+ * share of the previous one that still overlaps the last PERIOD.
+ */
+struct net_rate {
+	char			 ip[INET6_ADDRSTRLEN];
+	unsigned		 cur, prev;
+	uint64_t		 start_ms;	/* of the current window */
+	struct net_rate		*next;
+};
+
 /* One listen address: a socket per loop, bound by the main thread. */
 struct net_listen {
 	char			*addr;		/* owned */
@@ -49,7 +61,10 @@ struct net_listen {
 /* A loop's own listener on one of those sockets. */
 struct net_lev {
 	int			 fd;
-	struct evconnlistener	*lev;		/* owned; closes fd */
+	char			 addr[INET6_ADDRSTRLEN];
+	int			 port;
+	struct net_loop		*loop;		/* borrowed: our owner */
+	struct evconnlistener	*lev;		/* owned; closes fd (NULL in a mailbox) */
 };
 
 struct net_loop {
@@ -66,8 +81,8 @@ struct net_loop {
 	bool			 killed;
 	/* Mailbox from the main thread, guarded by srv->mu. */
 	struct conn_rt		*new_rt;	/* ref, or NULL */
-	int			*new_fds;	/* owned: the listener set to have */
-	size_t			 new_nfds;
+	struct net_lev		*new_levs;	/* owned: the listener set to have */
+	size_t			 new_nlevs;
 	bool			 new_listeners;
 	bool			 stop;
 };
@@ -87,21 +102,83 @@ struct net_server {
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */
 	struct net_ipcount	*ips[NET_IP_BUCKETS];
+	struct net_rate		*rates[NET_IP_BUCKETS];
+	uint64_t		 rate_sweep_ms;	/* next sweep of stale rates */
 };
 
 /* ----- per-address counts (srv->mu held) ----- */
 
-static struct net_ipcount **
-net_ip_slot(struct net_server *srv, const char *ip)
+static uint32_t
+net_ip_hash(const char *ip)
 {
 	uint32_t h = 2166136261u;	/* FNV-1a */
 
 	for (const char *p = ip; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 16777619u;
-	struct net_ipcount **pp = &srv->ips[h % NET_IP_BUCKETS];
+	return h % NET_IP_BUCKETS;
+}
+
+static struct net_ipcount **
+net_ip_slot(struct net_server *srv, const char *ip)
+{
+	struct net_ipcount **pp = &srv->ips[net_ip_hash(ip)];
+
 	while (*pp != NULL && strcmp((*pp)->ip, ip) != 0)
 		pp = &(*pp)->next;
 	return pp;
+}
+
+/* Forget addresses quiet for two windows; at most once a window. */
+static void
+net_rate_sweep(struct net_server *srv, uint64_t now, uint64_t window)
+{
+	if (now < srv->rate_sweep_ms)
+		return;
+	srv->rate_sweep_ms = now + window;
+	for (size_t i = 0; i < NET_IP_BUCKETS; i++)
+		for (struct net_rate **pp = &srv->rates[i]; *pp != NULL; ) {
+			struct net_rate *r = *pp;
+			if (now - r->start_ms >= 2 * window) {
+				*pp = r->next;
+				free(r);
+			} else
+				pp = &r->next;
+		}
+}
+
+/* Count one connection from ip; true when it is one too many. */
+static bool
+net_rate_over(struct net_server *srv, const struct config_limits *lim,
+    const char *ip)
+{
+	uint64_t now = util_now_ms(), w = lim->conn_rate_window_ms;
+	struct net_rate **pp, *r;
+
+	if (lim->conn_rate_max == 0)
+		return false;
+	net_rate_sweep(srv, now, w);
+	pp = &srv->rates[net_ip_hash(ip)];
+	while (*pp != NULL && strcmp((*pp)->ip, ip) != 0)
+		pp = &(*pp)->next;
+	if ((r = *pp) == NULL) {
+		r = *pp = xcalloc(1, sizeof(*r));
+		util_strlcpy(r->ip, ip, sizeof(r->ip));
+		r->start_ms = now;
+	}
+	if (now - r->start_ms >= 2 * w) {
+		r->prev = r->cur = 0;
+		r->start_ms = now;
+	} else if (now - r->start_ms >= w) {
+		r->prev = r->cur;
+		r->cur = 0;
+		r->start_ms += w;
+	}
+	uint64_t left = w - (now - r->start_ms);	/* of the previous window */
+	if ((uint64_t)r->cur * w + (uint64_t)r->prev * left >=
+	    (uint64_t)lim->conn_rate_max * w)
+		return true;	/* refused attempts are not counted */
+	r->cur++;
+	return false;
 }
 
 /*
@@ -120,6 +197,8 @@ net_admit(struct net_server *srv, const struct config_limits *lim,
 		why = "Too many connections, try again later";
 	else if (*pp != NULL && (*pp)->n >= lim->conn_per_ip_max)
 		why = "Too many connections from your address, try again later";
+	else if (net_rate_over(srv, lim, ip))
+		why = "Too many connections from your address, slow down";
 	else {
 		if (*pp == NULL) {
 			*pp = xcalloc(1, sizeof(**pp));
@@ -171,12 +250,22 @@ static void
 net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	struct net_loop *loop = arg;
+	struct net_lev *nl = arg;
+	struct net_loop *loop = nl->loop;
 	const struct config *cfg = loop->ctx.rt->cfg;
 	char ip[INET6_ADDRSTRLEN] = "?";
 	const char *why;
+	size_t idx;
 
 	(void)lev;
+	for (idx = 0; idx < cfg->nlistens; idx++)
+		if (cfg->listens[idx].port == nl->port &&
+		    strcmp(cfg->listens[idx].addr, nl->addr) == 0)
+			break;
+	if (idx == cfg->nlistens) {
+		close(fd);	/* a listener on its way out during a reload */
+		return;
+	}
 	if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr,
 		    ip, sizeof(ip));
@@ -187,7 +276,7 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		net_refuse(cfg, fd, ip, why);
 		return;
 	}
-	conn_new(&loop->ctx, fd, sa, (socklen_t)salen);
+	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx);
 }
 
 static void
@@ -199,24 +288,29 @@ net_accept_error_cb(struct evconnlistener *lev, void *arg)
 	log_msg(LOG_LVL_WARN, "accept: %s", strerror(errno));
 }
 
-/* Make the loop's listeners exactly fds: keep, close or open. */
+/*
+ * Make the loop's listeners exactly want[0..n): keep, close or open.  The
+ * array moves into the loop (levs are reached by address from libevent).
+ */
 static void
-net_loop_sync_levs(struct net_loop *loop, const int *fds, size_t nfds)
+net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
 {
-	struct net_lev *next = xcalloc(nfds + 1, sizeof(*next));
+	struct net_lev *next = want != NULL ? want : xcalloc(1, sizeof(*next));
 
-	for (size_t i = 0; i < nfds; i++) {
-		next[i].fd = fds[i];
+	for (size_t i = 0; i < n; i++) {
+		next[i].loop = loop;
 		for (size_t j = 0; j < loop->nlevs; j++)
 			if (loop->levs[j].lev != NULL &&
-			    loop->levs[j].fd == fds[i]) {
+			    loop->levs[j].fd == next[i].fd) {
 				next[i].lev = loop->levs[j].lev;
 				loop->levs[j].lev = NULL;
+				evconnlistener_set_cb(next[i].lev,
+				    net_accept_cb, &next[i]);
 			}
 		if (next[i].lev == NULL) {
 			next[i].lev = evconnlistener_new(loop->base,
-			    net_accept_cb, loop, LEV_OPT_CLOSE_ON_FREE, -1,
-			    fds[i]);
+			    net_accept_cb, &next[i], LEV_OPT_CLOSE_ON_FREE, -1,
+			    next[i].fd);
 			if (next[i].lev == NULL)
 				fatal("evconnlistener_new failed");
 			evconnlistener_set_error_cb(next[i].lev,
@@ -228,7 +322,7 @@ net_loop_sync_levs(struct net_loop *loop, const int *fds, size_t nfds)
 			evconnlistener_free(loop->levs[j].lev);
 	free(loop->levs);
 	loop->levs = next;
-	loop->nlevs = nfds;
+	loop->nlevs = n;
 }
 
 /* ----- a loop's life ----- */
@@ -276,8 +370,8 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	struct net_loop *loop = arg;
 	struct net_server *srv = loop->srv;
 	struct conn_rt *rt;
-	int *fds;
-	size_t nfds;
+	struct net_lev *levs;
+	size_t nlevs;
 	bool relisten, stop;
 
 	(void)fd;
@@ -285,10 +379,10 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&srv->mu);
 	rt = loop->new_rt;
 	loop->new_rt = NULL;
-	fds = loop->new_fds;
-	nfds = loop->new_nfds;
+	levs = loop->new_levs;
+	nlevs = loop->new_nlevs;
 	relisten = loop->new_listeners;
-	loop->new_fds = NULL;
+	loop->new_levs = NULL;
 	loop->new_listeners = false;
 	stop = loop->stop;
 	pthread_mutex_unlock(&srv->mu);
@@ -297,9 +391,11 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 		conn_rt_unref(&loop->ctx.rt);
 		loop->ctx.rt = rt;	/* new sessions take this one */
 	}
-	if (relisten && !loop->ctx.shutting_down)
-		net_loop_sync_levs(loop, fds, nfds);
-	free(fds);
+	if (relisten && !loop->ctx.shutting_down) {
+		net_loop_sync_levs(loop, levs, nlevs);
+		levs = NULL;
+	}
+	free(levs);
 	if (stop)
 		net_loop_stop(loop);
 }
@@ -319,11 +415,15 @@ net_loop_main(void *arg)
 static void
 net_post_listeners(struct net_server *srv, struct net_loop *loop)
 {
-	free(loop->new_fds);
-	loop->new_fds = xcalloc(srv->nlistens + 1, sizeof(int));
-	for (size_t i = 0; i < srv->nlistens; i++)
-		loop->new_fds[i] = srv->listens[i].fds[loop->idx];
-	loop->new_nfds = srv->nlistens;
+	free(loop->new_levs);
+	loop->new_levs = xcalloc(srv->nlistens + 1, sizeof(*loop->new_levs));
+	for (size_t i = 0; i < srv->nlistens; i++) {
+		struct net_lev *nl = &loop->new_levs[i];
+		nl->fd = srv->listens[i].fds[loop->idx];
+		util_strlcpy(nl->addr, srv->listens[i].addr, sizeof(nl->addr));
+		nl->port = srv->listens[i].port;
+	}
+	loop->new_nlevs = srv->nlistens;
 	loop->new_listeners = true;
 }
 
@@ -554,6 +654,16 @@ net_server_new(const char *config_path, struct config *cfg)
 	net_raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	srv->config_path = xstrdup(config_path);
+	/* Signals first: once a port answers, SIGTERM must drain, not kill. */
+	srv->base = event_base_new();
+	if (srv->base == NULL)
+		fatal("event_base_new failed");
+	srv->sig_term = evsignal_new(srv->base, SIGTERM, net_signal_cb, srv);
+	srv->sig_int = evsignal_new(srv->base, SIGINT, net_signal_cb, srv);
+	srv->sig_hup = evsignal_new(srv->base, SIGHUP, net_signal_cb, srv);
+	event_add(srv->sig_term, NULL);
+	event_add(srv->sig_int, NULL);
+	event_add(srv->sig_hup, NULL);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
 	cfg = srv->rt->cfg;
@@ -570,15 +680,6 @@ net_server_new(const char *config_path, struct config *cfg)
 		fatal("spool %s: %s", cfg->spool, err);
 	srv->pool = util_pool_new(NET_DISK_THREADS);
 	srv->queue = queue_new(srv->spool, cfg->hostname, NET_QUEUE_THREADS);
-	srv->base = event_base_new();
-	if (srv->base == NULL)
-		fatal("event_base_new failed");
-	srv->sig_term = evsignal_new(srv->base, SIGTERM, net_signal_cb, srv);
-	srv->sig_int = evsignal_new(srv->base, SIGINT, net_signal_cb, srv);
-	srv->sig_hup = evsignal_new(srv->base, SIGHUP, net_signal_cb, srv);
-	event_add(srv->sig_term, NULL);
-	event_add(srv->sig_int, NULL);
-	event_add(srv->sig_hup, NULL);
 	srv->loops = xcalloc(srv->nloops, sizeof(*srv->loops));
 	for (unsigned i = 0; i < srv->nloops; i++)
 		net_loop_init(srv, &srv->loops[i], i);
@@ -623,7 +724,7 @@ net_server_free(struct net_server **srvp)
 		struct net_loop *loop = &srv->loops[i];
 		conn_rt_unref(&loop->ctx.rt);
 		conn_rt_unref(&loop->new_rt);
-		free(loop->new_fds);
+		free(loop->new_levs);
 		free(loop->levs);
 		event_free(loop->wake_ev);
 		event_free(loop->drain_ev);
@@ -635,12 +736,18 @@ net_server_free(struct net_server **srvp)
 		free(srv->listens[i].fds);
 	}
 	free(srv->listens);
-	for (size_t i = 0; i < NET_IP_BUCKETS; i++)
+	for (size_t i = 0; i < NET_IP_BUCKETS; i++) {
 		while (srv->ips[i] != NULL) {
 			struct net_ipcount *e = srv->ips[i];
 			srv->ips[i] = e->next;
 			free(e);
 		}
+		while (srv->rates[i] != NULL) {
+			struct net_rate *r = srv->rates[i];
+			srv->rates[i] = r->next;
+			free(r);
+		}
+	}
 	event_free(srv->sig_term);
 	event_free(srv->sig_int);
 	event_free(srv->sig_hup);

@@ -1,0 +1,154 @@
+/*
+ * conn/rt.c: a loaded configuration and what is built from it (router, TLS
+ * contexts), shared by the sessions that started under it and freed with
+ * the last of them.  Building reads files: start-up and reload only.
+ */
+#include "conn/conn.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "log/log.h"
+#include "route/route.h"
+#include "tls/tls.h"
+#include "util/util.h"
+
+static struct tls_server *
+conn_rt_tls(const struct config *cfg, const struct config_tls_cert *certs,
+    size_t ncerts, const struct tls_cert_spec *extra, const char **err_out)
+{
+	struct tls_cert_spec *specs = xcalloc(ncerts + 2, sizeof(*specs));
+	struct tls_server_opts o = {
+		.certs = specs,
+		.min_version = cfg->tls_min_version,
+		.ciphers = cfg->tls_ciphers,
+		.ciphersuites = cfg->tls_ciphersuites,
+	};
+	struct tls_server *t;
+
+	for (size_t i = 0; i < ncerts; i++) {
+		specs[o.ncerts].cert_path = certs[i].cert;
+		specs[o.ncerts].key_path = certs[i].key;
+		specs[o.ncerts++].name = certs[i].name;
+	}
+	if (extra != NULL)
+		specs[o.ncerts++] = *extra;
+	t = tls_server_new(&o, err_out);
+	free(specs);
+	return t;
+}
+
+/* "tls self-signed DIR": DIR/cert.pem and DIR/key.pem, made if missing. */
+static int
+conn_rt_selfsigned(const struct config *cfg, char **cert_out, char **key_out,
+    const char **err_out)
+{
+	static _Thread_local char err[512];
+	struct stat st;
+	const char *why;
+
+	*cert_out = xasprintf("%s/cert.pem", cfg->tls_selfsigned_dir);
+	*key_out = xasprintf("%s/key.pem", cfg->tls_selfsigned_dir);
+	if (stat(*cert_out, &st) == 0 && stat(*key_out, &st) == 0)
+		return 0;
+	if (util_mkdirs(cfg->tls_selfsigned_dir, 0700) == -1) {
+		util_snprintf(err, sizeof(err), "mkdir %s: %m",
+		    cfg->tls_selfsigned_dir);
+		*err_out = err;
+		return -1;
+	}
+	if (tls_selfsigned_make(cfg->hostname, *cert_out, *key_out,
+	    &why) == -1) {
+		util_snprintf(err, sizeof(err), "self-signed certificate: %s",
+		    why);
+		*err_out = err;
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO, "tls: made a self-signed certificate for %s in "
+	    "%s", cfg->hostname, cfg->tls_selfsigned_dir);
+	return 0;
+}
+
+static int
+conn_rt_build_tls(struct conn_rt *rt, const char **err_out)
+{
+	const struct config *cfg = rt->cfg;
+	struct tls_cert_spec self = { 0 };
+	char *cert = NULL, *key = NULL;
+	int rc = -1;
+
+	rt->tls_listen = xcalloc(cfg->nlistens + 1, sizeof(*rt->tls_listen));
+	if (cfg->tls_selfsigned_dir != NULL) {
+		if (conn_rt_selfsigned(cfg, &cert, &key, err_out) == -1)
+			goto out;
+		self.cert_path = cert;
+		self.key_path = key;
+	}
+	if (config_has_tls(cfg) && (rt->tls = conn_rt_tls(cfg, cfg->tls_certs,
+	    cfg->ntls_certs, cert != NULL ? &self : NULL, err_out)) == NULL)
+		goto out;
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		const struct config_listen *l = &cfg->listens[i];
+		rt->tls_listen[i] = rt->tls;
+		if (l->ncerts > 0 && (rt->tls_listen[i] = conn_rt_tls(cfg,
+		    l->certs, l->ncerts, NULL, err_out)) == NULL)
+			goto out;
+	}
+	rc = 0;
+out:
+	free(cert);
+	free(key);
+	return rc;
+}
+
+static void
+conn_rt_free(struct conn_rt *rt)
+{
+	for (size_t i = 0; rt->tls_listen != NULL && i < rt->cfg->nlistens;
+	    i++)
+		if (rt->tls_listen[i] != rt->tls)
+			tls_server_free(&rt->tls_listen[i]);
+	free(rt->tls_listen);
+	tls_server_free(&rt->tls);
+	route_free(&rt->router);
+	config_free(&rt->cfg);
+	free(rt);
+}
+
+struct conn_rt *
+conn_rt_new(struct config *cfg, const char **err_out)
+{
+	struct conn_rt *rt = xcalloc(1, sizeof(*rt));
+
+	atomic_init(&rt->refs, 1);
+	rt->cfg = cfg;
+	if ((rt->router = route_new(cfg, err_out)) == NULL ||
+	    conn_rt_build_tls(rt, err_out) == -1) {
+		conn_rt_free(rt);
+		return NULL;
+	}
+	return rt;
+}
+
+struct conn_rt *
+conn_rt_ref(struct conn_rt *rt)
+{
+	atomic_fetch_add(&rt->refs, 1);
+	return rt;
+}
+
+void
+conn_rt_unref(struct conn_rt **rtp)
+{
+	struct conn_rt *rt = *rtp;
+
+	if (rt == NULL)
+		return;
+	*rtp = NULL;
+	if (atomic_fetch_sub(&rt->refs, 1) == 1)
+		conn_rt_free(rt);
+}
