@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -174,7 +175,7 @@ class Client:
         self.sock.settimeout(left)
         try:
             chunk = self.sock.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             chunk = b""
         if not chunk:
             self.eof = True
@@ -240,7 +241,7 @@ class Client:
         self.sock.setblocking(False)
         try:
             chunk = self.sock.recv(65536)
-        except (BlockingIOError, socket.timeout):
+        except (BlockingIOError, socket.timeout, ssl.SSLWantReadError):
             chunk = None
         finally:
             self.sock.setblocking(True)
@@ -253,6 +254,26 @@ class Client:
         self.expect(220)
         self.send("EHLO " + name)
         return self.expect(250)
+
+    def wrap_tls(self, ctx, server_hostname=None, timeout=REPLY_TIMEOUT):
+        """TLS handshake on the connection (after a 220 to STARTTLS, or
+        first thing on an implicit-TLS listener).  Bytes the server sent
+        before the handshake and not yet read are an error: they would be
+        plaintext injected into the TLS session."""
+        assert self.buf == b"", "plaintext left unread before the TLS " \
+            "handshake: %r; transcript:\n%s" % (self.buf[:200], self.transcript())
+        self._note("=", "TLS handshake (sni=%s)" % server_hostname)
+        self.sock.settimeout(timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+        self._note("=", "TLS up: %s %s" % (self.sock.version(),
+            self.sock.cipher()[0]))
+        return self.sock
+
+    def starttls(self, ctx, server_hostname=None):
+        """STARTTLS, its 220 2.0.0, then the handshake."""
+        self.send("STARTTLS")
+        self.expect(220, "2.0.0")
+        return self.wrap_tls(ctx, server_hostname)
 
     def close(self):
         try:
@@ -383,6 +404,17 @@ class Server:
         self.clients.append(c)
         return c
 
+    def tls_session(self, ctx, server_hostname=None):
+        """A client on an implicit-TLS listener: handshake, then the 220
+        is left for the caller to read."""
+        c = self.session()
+        c.wrap_tls(ctx, server_hostname)
+        return c
+
+    def pid_status(self):
+        """/proc/<pid>/status of the server as a dict of str."""
+        return proc_status(self.proc.pid)
+
     # -- files
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -434,6 +466,43 @@ def make_config(extra=(), rules=None, actions=None):
     lines += actions if actions is not None else TEMPLATE_ACTIONS
     lines += "".join(l + "\n" for l in (DEFAULT_RULES if rules is None else rules))
     return lines
+
+
+def listen_config(opts, extra=(), rules=None, actions=None):
+    """make_config() with options on the listen line ("tls", "require-tls",
+    "no-starttls", "nomail", ...)."""
+    text = make_config(extra, rules, actions)
+    line = "listen 127.0.0.1:{port}\n"
+    assert line in text
+    return text.replace(line, "listen 127.0.0.1:{port} %s\n" % opts, 1)
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict: "VmRSS" -> "1234 kB", "Uid" -> "0 0 0 0"."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+LOG_KV = re.compile(r'([A-Za-z][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def log_events(srv, event):
+    """[(kv, line)] of the server's "<ts> <level> EVENT k=v ..." lines for one
+    event ("tls", "early-talker", ...), the way test_logging reads them."""
+    out = []
+    for line in srv.log().splitlines():
+        words = line.split()
+        for i, w in enumerate(words[:4]):
+            if w == event and i + 1 < len(words) and "=" in words[i + 1]:
+                kv = {k: v.strip('"') for k, v in
+                    LOG_KV.findall(" ".join(words[i + 1:]))}
+                out.append((kv, line))
+                break
+    return out
 
 
 @pytest.fixture

@@ -1,0 +1,394 @@
+"""STARTTLS, implicit TLS, SNI, require-tls, min-version, self-signed.
+
+A throw-away CA and three server certificates are made with the openssl CLI
+once per test session: mail.example.org, *.example.net and the default
+default.example.com (listed first in the config, so it is the default)."""
+
+import os
+import re
+import smtplib
+import socket
+import ssl
+import stat
+import subprocess
+
+import pytest
+
+from conftest import (HOST, binary, listen_config, log_events, read_bytes,
+    send_message, split_delivered, wait_for)
+
+BODY = "Subject: tls\r\nMessage-Id: <tls@example.net>\r\n\r\nsecret\r\n"
+
+
+# ----- test PKI ---------------------------------------------------------------
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl"] + list(args), cwd=cwd, timeout=30,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, "openssl %s failed:\n%s" % (" ".join(args), r.stderr)
+
+
+class PKI:
+    LEAVES = {	# file stem -> SAN DNS name
+        "default": "default.example.com",
+        "mail": "mail.example.org",
+        "wild": "*.example.net",
+    }
+
+    def __init__(self, d):
+        self.dir = str(d)
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "3", "-subj", "/CN=postern test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext", "subjectKeyIdentifier=hash", cwd=self.dir)
+        for stem, name in self.LEAVES.items():
+            with open(os.path.join(self.dir, stem + ".ext"), "w") as f:
+                f.write("basicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth\n"
+                    "subjectKeyIdentifier=hash\n"
+                    "authorityKeyIdentifier=keyid\n"
+                    "subjectAltName=DNS:%s\n" % name)
+            openssl("req", "-new", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:P-256", "-nodes", "-keyout", stem + ".key",
+                "-out", stem + ".csr", "-subj", "/CN=" + name, cwd=self.dir)
+            openssl("x509", "-req", "-in", stem + ".csr", "-CA", "ca.pem",
+                "-CAkey", "ca.key", "-CAcreateserial", "-days", "3",
+                "-extfile", stem + ".ext", "-out", stem + ".pem", cwd=self.dir)
+            os.chmod(os.path.join(self.dir, stem + ".key"), 0o600)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def config_lines(self):
+        """The "tls cert" lines: default first, names from the SANs."""
+        return ['tls cert "%s" key "%s"' % (self.path(s + ".pem"),
+            self.path(s + ".key")) for s in ("default", "mail", "wild")]
+
+    def context(self, check_hostname=True):
+        """A client context trusting only the test CA."""
+        ctx = ssl.create_default_context(cafile=self.path("ca.pem"))
+        ctx.check_hostname = check_hostname
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    return PKI(tmp_path_factory.mktemp("pki"))
+
+
+def unverified_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def san_names(cert):
+    """DNS names of a getpeercert() dict."""
+    return [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+
+
+def ehlo_keywords(reply):
+    return [t.split()[0].upper() for t in reply.texts[1:] if t.strip()]
+
+
+@pytest.fixture
+def tls_postern(make_postern, pki):
+    return make_postern(extra=pki.config_lines())
+
+
+def tls_server(make_postern, pki, opts="", extra=()):
+    lines = pki.config_lines() + list(extra)
+    if opts:
+        return make_postern(config=listen_config(opts, extra=lines))
+    return make_postern(extra=lines)
+
+
+# ----- STARTTLS -----------------------------------------------------------------
+
+def test_starttls_verified_chain_and_esmtps_received(tls_postern, pki):
+    srv = tls_postern
+    s = smtplib.SMTP(HOST, srv.port, timeout=10)
+    try:
+        code, _ = s.ehlo("client.example")
+        assert code == 250 and s.has_extn("starttls"), \
+            "STARTTLS not advertised on a listener with certificates: %r" % (
+            s.esmtp_features,)
+        # smtplib verifies the name it connected to; ask for the mail
+        # server's name instead (SNI and check_hostname both use _host).
+        s._host = "mail.example.org"
+        code, msg = s.starttls(context=pki.context())
+        assert code == 220 and msg.startswith(b"2.0.0"), (code, msg)
+        cert = s.sock.getpeercert()
+        assert "mail.example.org" in san_names(cert), cert
+        code, _ = s.ehlo("client.example")
+        assert code == 250
+        assert not s.has_extn("starttls"), \
+            "STARTTLS still advertised inside TLS: %r" % (s.esmtp_features,)
+        refused = s.sendmail("a@example.net", ["bob@example.org"], BODY)
+        assert refused == {}, refused
+        s.quit()
+    finally:
+        s.close()
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    _, rcv, body = split_delivered(read_bytes(files[0]))
+    assert re.search(r"\swith ESMTPS\s", rcv), "no ESMTPS in %r" % rcv
+    assert re.search(r"TLSv1\.[23]", rcv), "no TLS version in %r" % rcv
+    assert re.search(r"cipher=\S+", rcv), "no cipher in %r" % rcv
+    assert b"secret" in body
+    tls = wait_for(lambda: log_events(srv, "tls"), what="a tls log line")
+    kv, line = tls[0]
+    assert re.match(r"^TLSv1\.[23]$", kv.get("proto", "")), line
+    assert kv.get("cipher"), line
+    assert kv.get("sni") == "mail.example.org", line
+
+
+@pytest.mark.parametrize("sni, want", [
+    ("mail.example.org", "mail.example.org"),	# exact name
+    ("a.example.net", "*.example.net"),		# one-label wildcard
+    ("unknown.example.test", "default.example.com"),	# no match: default
+    ("a.b.example.net", "default.example.com"),	# wildcard is one label only
+    (None, "default.example.com"),		# no SNI at all
+])
+def test_sni_picks_the_certificate(tls_postern, pki, sni, want):
+    ctx = pki.context(check_hostname=False)	# chain still verified
+    with tls_postern.session() as c:
+        c.hello()
+        c.starttls(ctx, sni)
+        names = san_names(c.sock.getpeercert())
+        assert names == [want], "sni %r: got certificate for %r, want %r" % (
+            sni, names, want)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+
+
+def test_verified_hostname_against_wildcard(tls_postern, pki):
+    with tls_postern.session() as c:
+        c.hello()
+        c.starttls(pki.context(), "mx1.example.net")	# check_hostname on
+        c.send("EHLO client.example"); c.expect(250)
+
+
+def test_starttls_injection_is_discarded(tls_postern, pki):
+    # CVE-2011-0411: commands pipelined after STARTTLS in the same packet
+    # arrived in plaintext and must never run inside the TLS session.
+    with tls_postern.session() as c:
+        c.hello()
+        c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\n")
+        c.expect(220, "2.0.0")
+        # wrap_tls asserts that no further plaintext reply came before the
+        # handshake (a 250 or 503 for the injected MAIL would show here).
+        c.wrap_tls(pki.context(), "mail.example.org")
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("RCPT TO:<a@example.org>")
+        c.expect(503, "5.5.1")		# no MAIL: the injected one never ran
+        c.send("MAIL FROM:<good@example.net>"); c.expect(250, "2.1.0")
+        c.send("QUIT"); c.expect(221)
+    assert not any("evil@x" in l for l in tls_postern.log().splitlines()
+        if " mail " in l), "the injected MAIL was logged:\n" + tls_postern.log()
+
+
+def test_after_tls_no_starttls_and_ehlo_forgotten(tls_postern, pki):
+    with tls_postern.session() as c:
+        r = c.hello()
+        assert "STARTTLS" in ehlo_keywords(r), r
+        c.starttls(pki.context(), "mail.example.org")
+        # The session forgot the EHLO: MAIL first is a sequence error.
+        c.send("MAIL FROM:<a@example.net>"); c.expect(503, "5.5.1")
+        c.send("EHLO client.example")
+        r = c.expect(250)
+        kw = ehlo_keywords(r)
+        assert "STARTTLS" not in kw, "STARTTLS advertised after TLS: %r" % r
+        assert "PIPELINING" in kw and "SIZE" in kw, r
+        c.send("STARTTLS"); c.expect(503, "5.5.1")
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: tls_postern.maildir("bob"), what="delivery to bob")
+
+
+def test_starttls_with_argument_is_501(tls_postern):
+    # RFC 3207 4: "501 Syntax error (no parameters allowed)".
+    with tls_postern.session() as c:
+        c.expect(220)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("STARTTLS now"); c.expect(501)
+        c.send("NOOP"); c.expect(250)
+
+
+def test_no_starttls_listener_does_not_offer_it(make_postern, pki):
+    srv = tls_server(make_postern, pki, "no-starttls")
+    with srv.session() as c:
+        r = c.hello()
+        assert "STARTTLS" not in ehlo_keywords(r), r
+        c.send("STARTTLS")
+        r = c.read_reply()
+        assert 500 <= r.code < 600, "STARTTLS on a no-starttls listener: " \
+            "%r\n%s" % (r, c.transcript())
+        c.send("NOOP"); c.expect(250)
+
+
+def test_no_certificates_no_starttls(postern):
+    with postern.session() as c:
+        r = c.hello()
+        assert "STARTTLS" not in ehlo_keywords(r), r
+
+
+# ----- implicit TLS ------------------------------------------------------------
+
+def test_implicit_tls_handshake_then_greeting(make_postern, pki):
+    srv = tls_server(make_postern, pki, "tls")
+    ctx = pki.context(check_hostname=False)
+    s = smtplib.SMTP_SSL(HOST, srv.port, context=ctx, timeout=10)
+    try:
+        assert s.sock.version() in ("TLSv1.2", "TLSv1.3"), s.sock.version()
+        code, _ = s.ehlo("client.example")
+        assert code == 250
+        assert not s.has_extn("starttls"), s.esmtp_features
+        assert s.sendmail("a@example.net", ["bob@example.org"], BODY) == {}
+        s.quit()
+    finally:
+        s.close()
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    _, rcv, _ = split_delivered(read_bytes(files[0]))
+    assert re.search(r"\swith ESMTPS\s", rcv), rcv
+    # With SNI, the raw client: the 220 comes inside TLS.
+    with srv.tls_session(pki.context(), "mail.example.org") as c:
+        assert "mail.example.org" in san_names(c.sock.getpeercert())
+        c.expect(220)
+        c.send("EHLO client.example"); c.expect(250)
+
+
+def test_implicit_tls_sends_no_plaintext_greeting(make_postern, pki):
+    srv = tls_server(make_postern, pki, "tls")
+    with srv.session() as c:
+        # A plaintext client: the server waits for a ClientHello, so this
+        # fails the handshake; no plaintext 220 may ever appear.
+        c.send("EHLO client.example")
+        got = b""
+        c.sock.settimeout(5)
+        try:
+            while True:
+                chunk = c.sock.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            raise AssertionError("implicit-TLS listener kept a plaintext "
+                "client open for 5s (got %r)" % got[:200])
+        assert not got.startswith(b"220"), "plaintext greeting %r" % got[:200]
+    # And it still serves real TLS clients.
+    with srv.tls_session(pki.context(check_hostname=False)) as c:
+        c.expect(220)
+
+
+# ----- require-tls, nomail ----------------------------------------------------
+
+def test_require_tls_530_before_starttls(make_postern, pki):
+    srv = tls_server(make_postern, pki, "require-tls")
+    with srv.session() as c:
+        r = c.hello()
+        assert "STARTTLS" in ehlo_keywords(r), r
+        c.send("NOOP"); c.expect(250)
+        c.send("RSET"); c.expect(250)
+        c.send("MAIL FROM:<a@example.net>")
+        r = c.expect(530, "5.7.0")
+        assert "STARTTLS" in r.text, r
+        c.send("RCPT TO:<bob@example.org>"); c.expect(530, "5.7.0")
+        c.send("DATA"); c.expect(530, "5.7.0")
+        c.send("VRFY bob"); c.expect(530, "5.7.0")
+        c.starttls(pki.context(), "mail.example.org")
+        c.send("EHLO client.example"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+
+
+def test_nomail_listener_521_and_close(make_postern, pki):
+    srv = make_postern(config=listen_config("nomail"))
+    with srv.session() as c:
+        r = c.expect(521, "5.3.2")
+        assert "test.example" in r.text, r
+        c.expect_closed()
+
+
+# ----- versions, self-signed -----------------------------------------------------
+
+def test_min_version_tls13_refuses_tls12_client(make_postern, pki):
+    srv = tls_server(make_postern, pki, extra=["tls min-version TLSv1.3"])
+    old = pki.context(check_hostname=False)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with srv.session() as c:
+        c.hello()
+        c.send("STARTTLS"); c.expect(220, "2.0.0")
+        with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+            c.wrap_tls(old, "mail.example.org")
+            # Some stacks only notice on the first read.
+            c.send("EHLO client.example"); c.read_reply()
+    with srv.session() as c:
+        c.hello()
+        c.starttls(pki.context(), "mail.example.org")
+        assert c.sock.version() == "TLSv1.3", c.sock.version()
+        c.send("EHLO client.example"); c.expect(250)
+    # And without the setting, a TLSv1.2 client is welcome.
+    srv2 = tls_server(make_postern, pki)
+    with srv2.session() as c:
+        c.hello()
+        c.starttls(old, "mail.example.org")
+        assert c.sock.version() == "TLSv1.2", c.sock.version()
+        c.send("EHLO client.example"); c.expect(250)
+
+
+def cert_der(path):
+    r = subprocess.run(["openssl", "x509", "-in", path, "-outform", "DER"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_self_signed_is_made_on_first_start(make_postern):
+    # The directory does not exist yet, as var/tls in a fresh checkout.
+    srv = make_postern(extra=["tls self-signed {tmp}/tls"])
+    cert, key = srv.path("tls", "cert.pem"), srv.path("tls", "key.pem")
+    assert os.path.exists(cert) and os.path.exists(key), os.listdir(srv.dir)
+    mode = stat.S_IMODE(os.stat(key).st_mode)
+    assert mode == 0o600, "key.pem mode %o, want 600" % mode
+    text = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-text"],
+        stdout=subprocess.PIPE, text=True, timeout=30).stdout
+    assert "test.example" in text, "cert not for the hostname:\n" + text
+    first = cert_der(cert)
+    with srv.session() as c:
+        c.hello()
+        c.starttls(unverified_context(), "test.example")
+        assert c.sock.getpeercert(binary_form=True) == first
+        c.send("EHLO client.example"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    # A restart keeps the pair it made.
+    srv.restart()
+    assert cert_der(cert) == first, "the self-signed pair was remade"
+    with srv.session() as c:
+        c.hello()
+        c.starttls(unverified_context(), "test.example")
+        assert c.sock.getpeercert(binary_form=True) == first
+
+
+def test_bad_certificate_paths_fail_at_start(make_postern, pki):
+    srv = make_postern(start=False, extra=[
+        'tls cert "{tmp}/missing.pem" key "{tmp}/missing.key"'])
+    srv.proc = subprocess.Popen([binary(), "run", "-c", srv.conf],
+        cwd=srv.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = srv.proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        srv.proc.communicate()
+        raise AssertionError("postern started with a missing certificate")
+    srv.killed = True	# it is meant to have exited
+    assert srv.proc.returncode == 1, (srv.proc.returncode, err)
+    assert "missing.pem" in err, "error does not name the file:\n" + err
