@@ -1,0 +1,232 @@
+"""Abuse limits: per-session counts, errors, timeouts, greeting delay,
+connection rate, slowloris.
+
+Already covered elsewhere, not repeated here: limit recipients N / N+1
+(test_smtp_replies), connections and connections-per-ip N / N+1, idle- and
+data-timeout (test_timeouts), message-size max / max+1 (test_data)."""
+
+import socket
+import time
+
+from conftest import Closed, HOST, log_events, send_message, wait_for
+
+BODY = "Subject: limits\r\n\r\nx\r\n"
+
+
+def refused_at_connect(srv, code, esc, text=None):
+    """A new connection gets CODE ESC at once and is closed."""
+    c = srv.session()
+    try:
+        r = c.expect(code, esc)
+        if text:
+            assert text in r.text, "got %r, want %r in it" % (r, text)
+        c.expect_closed()
+    finally:
+        c.close()
+
+
+def greeted(srv):
+    c = srv.session()
+    c.expect(220)
+    return c
+
+
+# ----- per-message and per-session counts ---------------------------------------
+
+def test_recipients_count_again_in_each_transaction(make_postern):
+    srv = make_postern(extra=["limit recipients 2"])
+    with srv.session() as c:
+        c.hello()
+        for i in range(3):	# the limit is per message, not per session
+            c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+            c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
+            c.send("RCPT TO:<carol@example.org>"); c.expect(250, "2.1.5")
+            c.send("RCPT TO:<dave@example.org>"); c.expect(452, "4.5.3")
+            c.send("RSET"); c.expect(250)
+
+
+def test_recipients_per_session(make_postern):
+    srv = make_postern(extra=["limit recipients-per-session 3"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["u1@example.org", "u2@example.org"],
+            BODY)
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<u3@example.org>"); c.expect(250, "2.1.5")	# 3rd: ok
+        c.send("RCPT TO:<u4@example.org>"); c.expect(452, "4.5.3")	# 4th
+        c.send("RCPT TO:<u5@example.org>"); c.expect(452, "4.5.3")
+        # The session goes on; what was accepted is delivered.
+        c.send("DATA"); c.expect(354)
+        c.send_raw(BODY.encode() + b".\r\n"); c.expect(250, "2.0.0")
+        c.send("NOOP"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: all(srv.maildir(u) for u in ("u1", "u2", "u3")),
+        what="delivery to u1..u3")
+    assert srv.maildir("u4") == [] and srv.maildir("u5") == []
+    # A new session starts counting afresh.
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net",
+            ["v1@example.org", "v2@example.org", "v3@example.org"], BODY)
+
+
+def test_messages_per_session(make_postern):
+    srv = make_postern(extra=["limit messages-per-session 2"])
+    with srv.session() as c:
+        c.hello()
+        for i in range(2):
+            send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("MAIL FROM:<a@example.net>")
+        r = c.expect(452, "4.5.3")
+        assert "messages" in r.text.lower(), r
+        # The session continues (interfaces.md: 452, not 421).
+        c.send("NOOP"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(503, "5.5.1")
+        c.send("MAIL FROM:<a@example.net>"); c.expect(452, "4.5.3")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: len(srv.maildir("bob")) == 2, what="two deliveries")
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+
+
+def test_errors_at_limit_go_on_one_more_is_421(make_postern):
+    # "limit errors 3": three protocol errors are answered and the session
+    # goes on; the fourth ends it with 421 4.7.0 (possibly after its own
+    # 5xx reply) and a close.  This is how Postfix's hard error limit and
+    # most admins read "N errors before 421".
+    srv = make_postern(extra=["limit errors 3"])
+    with srv.session() as c:
+        c.hello()
+        c.send("FROB 1"); c.expect(500, "5.5.2")
+        c.send("MAIL FROM:<bad"); c.expect(501)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(503, "5.5.1")
+        c.send("NOOP"); c.expect(250)		# still served after N errors
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("FROB 4")
+        r = c.read_reply()
+        if r.code != 421:
+            assert r.code >= 500, r
+            r = c.read_reply()
+        assert (r.code, r.esc) == (421, "4.7.0"), \
+            "got %r, want 421 4.7.0; transcript:\n%s" % (r, c.transcript())
+        c.expect_closed()
+
+
+# ----- timeouts ------------------------------------------------------------------
+
+def test_session_timeout_cuts_a_busy_client(make_postern):
+    # NOOPs every 0.3 s keep the idle timer happy; the session deadline
+    # still ends it.
+    srv = make_postern(extra=["limit session-timeout 2s",
+        "limit idle-timeout 10s"])
+    with srv.session() as c:
+        t0 = time.monotonic()
+        c.hello()
+        while True:
+            c.send("NOOP")
+            r = c.read_reply(timeout=6)
+            if r.code != 250:
+                break
+            assert time.monotonic() - t0 < 6, \
+                "still served after 6s with session-timeout 2s"
+            time.sleep(0.3)	# pacing the client, not waiting for a condition
+        took = time.monotonic() - t0
+        assert r.code == 421 and r.esc and r.esc.startswith("4."), \
+            "got %r, want 421 4.x.x; transcript:\n%s" % (r, c.transcript())
+        c.expect_closed()
+        assert 1.7 <= took <= 4.5, "cut off after %.2fs, want about 2s" % took
+
+
+def test_slowloris_is_cut_off(make_postern):
+    # One byte of a command every 0.5 s: each byte may or may not reset the
+    # idle timer, but the session timeout ends it either way, and the
+    # half-line is never executed.
+    srv = make_postern(extra=["limit session-timeout 3s",
+        "limit idle-timeout 2s"])
+    cmd = b"MAIL FROM:<" + b"s" * 200
+    with srv.session() as c:
+        c.hello()
+        t0 = time.monotonic()
+        got = None
+        c.sock.settimeout(0.5)
+        for i in range(len(cmd)):
+            try:
+                c.sock.sendall(cmd[i:i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = c.sock.recv(4096)	# also paces: waits up to 0.5 s
+            except socket.timeout:
+                continue
+            got = chunk
+            break
+        took = time.monotonic() - t0
+        assert got is not None or took < 10, "never cut off"
+        assert got and got.startswith(b"421 4."), \
+            "got %r after %.1fs, want 421 4.x.x" % (got, took)
+        assert took <= 5, "cut off only after %.1fs (session 3s)" % took
+        c.buf = got[got.index(b"\r\n") + 2:]
+        c.expect_closed()
+    assert not any(kv for kv, _ in log_events(srv, "mail")), \
+        "the half command was executed:\n" + srv.log()
+
+
+# ----- greeting delay -----------------------------------------------------------
+
+def test_greeting_delay_patient_client_is_greeted(make_postern):
+    srv = make_postern(extra=["limit greeting-delay 1s"])
+    t0 = time.monotonic()
+    with srv.session() as c:
+        c.expect(220, timeout=5)
+        waited = time.monotonic() - t0
+        assert 0.9 <= waited <= 3, "220 after %.2fs, want about 1s" % waited
+        c.send("EHLO client.example"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    assert log_events(srv, "early-talker") == []
+
+
+def test_greeting_delay_early_talker_554_and_close(make_postern):
+    srv = make_postern(extra=["limit greeting-delay 1s"])
+    with srv.session() as c:
+        c.send("EHLO eager.example")
+        r = c.expect(554, "5.5.0", timeout=5)
+        assert "test.example" in r.text and "greeting" in r.text, r
+        c.expect_closed()
+    ev = wait_for(lambda: log_events(srv, "early-talker"),
+        what="an early-talker log line")
+    assert ev[0][0].get("sid"), ev
+    # A patient client right after is still served.
+    with srv.session() as c:
+        c.expect(220, timeout=5)
+
+
+# ----- connection rate ------------------------------------------------------------
+
+def test_connection_rate_window(make_postern):
+    srv = make_postern(extra=["limit connection-rate 3/2s"])
+    t_first = time.monotonic()
+    for i in range(3):
+        c = greeted(srv)
+        c.send("QUIT"); c.expect(221); c.close()
+    t_last = time.monotonic()
+    refused_at_connect(srv, 421, "4.7.0", "Too many connections")
+    # Wait for the window to age out.  Waiting on the clock is the
+    # condition here; polling with connections would itself count as
+    # attempts, so one attempt is made after the window (plus a margin)
+    # since the refused one has passed.
+    t_refused = time.monotonic()
+    deadline = t_refused + 2.0 + 0.3
+    while time.monotonic() < deadline:
+        time.sleep(deadline - time.monotonic())
+    assert t_last - t_first < 2, "the three connections took %.1fs" % (
+        t_last - t_first)
+    c = srv.session()
+    try:
+        r = c.read_reply()
+    except Closed:
+        raise AssertionError("connection closed after the window aged out")
+    assert r.code == 220, "after the window: %r\n%s\n%s" % (r, c.transcript(),
+        srv.log()[-2000:])
+    c.send("QUIT"); c.expect(221)
+    c.close()
