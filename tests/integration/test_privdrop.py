@@ -1,0 +1,169 @@
+"""Privilege drop: bind (also a port < 1024) as root, then run as `user`.
+
+Only meaningful as root; skipped otherwise.  The server's directory must be
+reachable by nobody, so these tests use their own directory under /tmp
+(pytest's tmp_path sits in a 0700 directory) and clean it up."""
+
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import (HOST, Client, Server, make_config, read_bytes, run_cli,
+    send_message, split_delivered, wait_for)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+    reason="privilege drop needs root (run the suite as root to test it)")
+
+USER, GROUP = "nobody", "nogroup"
+BODY = "Subject: dropped\r\n\r\nas nobody\r\n"
+
+
+def ids():
+    try:
+        uid = pwd.getpwnam(USER).pw_uid
+        gid = grp.getgrnam(GROUP).gr_gid
+    except KeyError as e:
+        pytest.skip("no %s user or %s group here: %s" % (USER, GROUP, e))
+    return uid, gid
+
+
+@pytest.fixture
+def public_dir():
+    d = tempfile.mkdtemp(prefix="postern-privdrop-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def make_dropped(public_dir):
+    """make(extra=[...]) -> a started Server running with user/group."""
+    uid, gid = ids()
+    servers = []
+
+    def make(extra=(), start=True):
+        d = os.path.join(public_dir, "srv%d" % len(servers))
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+        for sub in ("spool", "mail"):
+            os.mkdir(os.path.join(d, sub))
+            os.chown(os.path.join(d, sub), uid, gid)
+        srv = Server(d, make_config(["user " + USER, "group " + GROUP] +
+            list(extra)))
+        os.chmod(srv.conf, 0o644)
+        servers.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    yield make
+    problems = []
+    for s in servers:
+        problems += s.teardown()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def id_fields(status, key):
+    return [int(x) for x in status[key].split()]
+
+
+def test_runs_as_nobody_with_no_groups_and_delivers(make_dropped):
+    uid, gid = ids()
+    srv = make_dropped()
+    # Every thread (the workers too), not only the main one.
+    tasks = os.listdir("/proc/%d/task" % srv.proc.pid)
+    assert tasks, "no tasks"
+    for t in tasks:
+        st = {}
+        with open("/proc/%d/task/%s/status" % (srv.proc.pid, t)) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                st[k] = v.strip()
+        assert id_fields(st, "Uid") == [uid] * 4, \
+            "task %s Uid: %s, want %d x4" % (t, st["Uid"], uid)
+        assert id_fields(st, "Gid") == [gid] * 4, \
+            "task %s Gid: %s, want %d x4" % (t, st["Gid"], gid)
+        assert st.get("Groups", "") == "", \
+            "task %s keeps supplementary groups: %r" % (t, st["Groups"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    st = os.stat(files[0])
+    assert (st.st_uid, st.st_gid) == (uid, gid), \
+        "delivered file owned by %d:%d, want %d:%d" % (st.st_uid, st.st_gid,
+        uid, gid)
+    assert b"as nobody" in split_delivered(read_bytes(files[0]))[2]
+    for f in srv.spool_files():
+        assert os.stat(f).st_uid == uid, "spool file %s not nobody's" % f
+
+
+def free_privileged_port():
+    for port in (465, 587, 24, 999):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return None
+
+
+def test_privileged_port_is_bound_before_the_drop(make_dropped):
+    port = free_privileged_port()
+    if port is None:
+        pytest.skip("no free privileged port on %s (tried 465, 587, 24, 999)"
+            % HOST)
+    srv = make_dropped(extra=["listen %s:%d" % (HOST, port)])
+    wait_for(lambda: srv.pid_status()["Uid"].split()[0] == str(ids()[0]),
+        what="the drop to nobody")
+    c = Client(port)
+    srv.clients.append(c)
+    r = c.hello()
+    assert r.code == 250
+    c.send("QUIT"); c.expect(221)
+
+
+@pytest.mark.parametrize("stmt, name", [
+    ("user no-such-user-pstn", "no-such-user-pstn"),
+    ("group no-such-group-pstn", "no-such-group-pstn"),
+])
+def test_unknown_account_fails_start_up(public_dir, stmt, name):
+    d = os.path.join(public_dir, "bad")
+    os.mkdir(d)
+    conf = os.path.join(d, "postern.conf")
+    port = socket.socket()
+    port.bind((HOST, 0))
+    p = port.getsockname()[1]
+    port.close()
+    extra = [stmt] if stmt.startswith("user") else ["user " + USER, stmt]
+    with open(conf, "w") as f:
+        f.write(make_config(extra).replace("{tmp}", d).replace("{port}",
+            str(p)))
+    try:
+        r = run_cli("run", "-c", conf, cwd=d, timeout=15)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("postern kept running with %r" % stmt)
+    assert r.returncode == 1, "exit %d with %r; stderr:\n%s" % (
+        r.returncode, stmt, r.stderr)
+    assert name in r.stderr, "the error does not name %s:\n%s" % (
+        name, r.stderr)
+    assert len(r.stderr) < 2000 and "AddressSanitizer" not in r.stderr, r.stderr
+
+
+def test_root_without_user_is_warned_about(make_postern):
+    srv = make_postern()
+    log = srv.log()
+    warn = [l for l in log.splitlines() if " warn " in l and "root" in l]
+    assert warn, "no warning about running as root:\n" + log
+    assert srv.pid_status()["Uid"].split()[0] == "0"
