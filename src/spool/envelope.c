@@ -39,10 +39,10 @@ spool_env_add_rcpt(struct spool_env *e, const char *addr, const char *action,
 
 	e->rcpts = xreallocarray(e->rcpts, e->nrcpts + 1, sizeof(*e->rcpts));
 	r = &e->rcpts[e->nrcpts++];
+	memset(r, 0, sizeof(*r));
 	r->addr = xstrdup(addr);
 	r->action = xstrdup(action);
 	r->arg = arg != NULL ? xstrdup(arg) : NULL;
-	r->done = false;
 }
 
 void
@@ -52,6 +52,7 @@ spool_env_clear(struct spool_env *e)
 		free(e->rcpts[i].addr);
 		free(e->rcpts[i].action);
 		free(e->rcpts[i].arg);
+		free(e->rcpts[i].last_err);
 	}
 	free(e->rcpts);
 	free(e->sid);
@@ -405,31 +406,171 @@ fail:
 	return -1;
 }
 
+void
+spool_field_esc(struct util_buf *b, const char *s)
+{
+	spool_esc(b, s);
+}
+
+/* Error texts are kept to this many bytes in the status records. */
+#define SPOOL_WHY_MAX	1000
+
+static void
+spool_esc_why(struct util_buf *b, const char *why)
+{
+	char *w = xstrndup(why != NULL && *why != '\0' ? why : "(unknown)",
+	    SPOOL_WHY_MAX);
+
+	spool_esc(b, w);
+	free(w);
+}
+
+void
+spool_rec_deferred(struct util_buf *b, size_t idx, unsigned attempts,
+    uint64_t next_ms, const char *why)
+{
+	util_buf_printf(b, "defer %zu %u %" PRIu64 " ", idx, attempts,
+	    next_ms);
+	spool_esc_why(b, why);
+	util_buf_addstr(b, "\n");
+}
+
+void
+spool_rec_failed(struct util_buf *b, size_t idx, const char *status,
+    const char *why)
+{
+	util_buf_printf(b, "fail %zu ", idx);
+	spool_esc(b, status != NULL && *status != '\0' ? status : "5.0.0");
+	util_buf_addstr(b, " ");
+	spool_esc_why(b, why);
+	util_buf_addstr(b, "\n");
+}
+
+#define SPOOL_REC_MAXF	5
+
+/* Split a status record at single spaces; -1 on empty fields or too many. */
+static int
+spool_rec_split(const char *line, size_t len, const char *f[SPOOL_REC_MAXF],
+    size_t fl[SPOOL_REC_MAXF], size_t *nf_out)
+{
+	size_t nf = 0, start = 0;
+
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && line[i] != ' ')
+			continue;
+		if (i == start || nf == SPOOL_REC_MAXF)
+			return -1;
+		f[nf] = line + start;
+		fl[nf++] = i - start;
+		start = i + 1;
+	}
+	*nf_out = nf;
+	return 0;
+}
+
+/* The recipient named by field f (an index below env->nrcpts), or NULL. */
+static struct spool_rcpt *
+spool_rec_rcpt(struct spool_env *env, const char *f, size_t fl,
+    const char **why_out)
+{
+	uint64_t idx;
+
+	if (spool_parse_u64(f, fl, &idx) == -1) {
+		*why_out = "bad status record";
+		return NULL;
+	}
+	if (idx >= env->nrcpts) {
+		*why_out = "done record for unknown recipient";
+		return NULL;
+	}
+	return &env->rcpts[idx];
+}
+
+/* One status record; 0 or -1 with *why_out. */
+static int
+spool_status_record(struct spool_env *env, const char **f, const size_t *fl,
+    size_t nf, const char **why_out)
+{
+	struct spool_rcpt *r;
+	uint64_t attempts, next;
+	char *status, *why;
+
+	if (nf == 1 && spool_tok_is(f[0], fl[0], "warned"))
+		env->warned = true;
+	else if (nf == 1 && spool_tok_is(f[0], fl[0], "hold"))
+		env->held = true;
+	else if (nf == 1 && spool_tok_is(f[0], fl[0], "release"))
+		env->held = false;
+	else if (nf == 2 && spool_tok_is(f[0], fl[0], "done")) {
+		if ((r = spool_rec_rcpt(env, f[1], fl[1], why_out)) == NULL)
+			return -1;
+		r->done = true;
+	} else if (nf == 2 && spool_tok_is(f[0], fl[0], "bounced")) {
+		if ((r = spool_rec_rcpt(env, f[1], fl[1], why_out)) == NULL)
+			return -1;
+		r->bounced = true;
+	} else if (nf == 5 && spool_tok_is(f[0], fl[0], "defer")) {
+		if ((r = spool_rec_rcpt(env, f[1], fl[1], why_out)) == NULL)
+			return -1;
+		if (spool_parse_u64(f[2], fl[2], &attempts) == -1 ||
+		    attempts > UINT32_MAX ||
+		    spool_parse_u64(f[3], fl[3], &next) == -1 ||
+		    spool_unesc(f[4], fl[4], &why) == -1 || why == NULL) {
+			*why_out = "bad defer record";
+			return -1;
+		}
+		r->attempts = (unsigned)attempts;
+		r->next_ms = next;
+		free(r->last_err);
+		r->last_err = why;
+	} else if (nf == 4 && spool_tok_is(f[0], fl[0], "fail")) {
+		if ((r = spool_rec_rcpt(env, f[1], fl[1], why_out)) == NULL)
+			return -1;
+		if (spool_unesc(f[2], fl[2], &status) == -1 || status == NULL ||
+		    strlen(status) >= sizeof(r->status)) {
+			free(status);
+			*why_out = "bad fail record";
+			return -1;
+		}
+		if (spool_unesc(f[3], fl[3], &why) == -1 || why == NULL) {
+			free(status);
+			*why_out = "bad fail record";
+			return -1;
+		}
+		util_strlcpy(r->status, status, sizeof(r->status));
+		free(status);
+		free(r->last_err);
+		r->last_err = why;
+		r->done = r->failed = true;
+	} else {
+		*why_out = "bad done record";
+		return -1;
+	}
+	return 0;
+}
+
 int
 spool_done_parse(const char *buf, size_t len, struct spool_env *env,
     const char **why_out)
 {
-	size_t pos = 0;
+	const char *f[SPOOL_REC_MAXF];
+	size_t fl[SPOOL_REC_MAXF], nf, pos = 0;
 
 	while (pos < len) {
 		const char *line = buf + pos;
 		const char *lf = memchr(line, '\n', len - pos);
-		uint64_t idx;
 
 		if (lf == NULL)
 			break;	/* torn append: that record never counted */
 		size_t ll = (size_t)(lf - line);
 		pos += ll + 1;
-		if (ll < 6 || memcmp(line, "done ", 5) != 0 ||
-		    spool_parse_u64(line + 5, ll - 5, &idx) == -1) {
+		if (memchr(line, '\0', ll) != NULL ||
+		    spool_rec_split(line, ll, f, fl, &nf) == -1) {
 			*why_out = "bad done record";
 			return -1;
 		}
-		if (idx >= env->nrcpts) {
-			*why_out = "done record for unknown recipient";
+		if (spool_status_record(env, f, fl, nf, why_out) == -1)
 			return -1;
-		}
-		env->rcpts[idx].done = true;
 	}
 	return 0;
 }

@@ -8,7 +8,9 @@
  *	msg/<qid>	committed content
  *	env/<qid>	committed envelope: its existence means "accepted"
  *	env/<qid>.tmp	envelope being written (never accepted)
- *	done/<qid>	done-records, "done N\n" appended per delivered rcpt
+ *	done/<qid>	status records appended: "done N\n" per delivered
+ *			rcpt, and deferrals, failures, bounces, holds
+ *			(see spool_done_parse in envelope.c)
  *
  * Commit order and what a crash (kill -9 or power loss) at each point
  * leaves behind:
@@ -508,12 +510,12 @@ spool_done_trim(int fd, off_t size)
 	return ftruncate(fd, keep);
 }
 
-int
-spool_mark_done(struct spool *sp, const char *qid, size_t idx,
+/* Append one record to done/<qid> durably.  0, or -1 with *err_out. */
+static int
+spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
     const char **err_out)
 {
 	struct stat st;
-	char rec[32];
 	int fd;
 
 	if (!spool_qid_is_valid(qid)) {
@@ -530,8 +532,8 @@ spool_mark_done(struct spool *sp, const char *qid, size_t idx,
 		*err_out = spool_err("fstat", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
-	snprintf(rec, sizeof(rec), "done %zu\n", idx);
-	if (spool_write_all(fd, rec, strlen(rec)) == -1) {
+	/* One write(2) per record: appends of other threads never mix in. */
+	if (spool_write_all(fd, rec, len) == -1) {
 		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
@@ -549,6 +551,73 @@ spool_mark_done(struct spool *sp, const char *qid, size_t idx,
 fail:
 	close(fd);
 	return -1;
+}
+
+static int
+spool_append_buf(struct spool *sp, const char *qid, struct util_buf *b,
+    const char **err_out)
+{
+	int rc = spool_append(sp, qid, b->data, b->len, err_out);
+
+	util_buf_clear(b);
+	return rc;
+}
+
+int
+spool_mark_done(struct spool *sp, const char *qid, size_t idx,
+    const char **err_out)
+{
+	char rec[32];
+
+	snprintf(rec, sizeof(rec), "done %zu\n", idx);
+	return spool_append(sp, qid, rec, strlen(rec), err_out);
+}
+
+int
+spool_mark_deferred(struct spool *sp, const char *qid, size_t idx,
+    unsigned attempts, uint64_t next_ms, const char *why,
+    const char **err_out)
+{
+	struct util_buf b = { 0 };
+
+	spool_rec_deferred(&b, idx, attempts, next_ms, why);
+	return spool_append_buf(sp, qid, &b, err_out);
+}
+
+int
+spool_mark_failed(struct spool *sp, const char *qid, size_t idx,
+    const char *status, const char *why, const char **err_out)
+{
+	struct util_buf b = { 0 };
+
+	spool_rec_failed(&b, idx, status, why);
+	return spool_append_buf(sp, qid, &b, err_out);
+}
+
+int
+spool_mark_bounced(struct spool *sp, const char *qid, size_t idx,
+    const char **err_out)
+{
+	char rec[32];
+
+	snprintf(rec, sizeof(rec), "bounced %zu\n", idx);
+	return spool_append(sp, qid, rec, strlen(rec), err_out);
+}
+
+int
+spool_mark_flag(struct spool *sp, const char *qid, enum spool_flag f,
+    const char **err_out)
+{
+	const char *rec = f == SPOOL_FLAG_WARNED ? "warned\n" :
+	    f == SPOOL_FLAG_HOLD ? "hold\n" : "release\n";
+
+	return spool_append(sp, qid, rec, strlen(rec), err_out);
+}
+
+bool
+spool_qid_ok(const char *qid)
+{
+	return spool_qid_is_valid(qid);
 }
 
 int

@@ -21,7 +21,14 @@ struct spool_rcpt {
 	char	*addr;		/* owned: "local@domain" */
 	char	*action;	/* owned: action kind, "maildir" or "discard" */
 	char	*arg;		/* owned: action argument (maildir: folder), or NULL */
-	bool	 done;		/* delivered (durably recorded) */
+	bool	 done;		/* no more attempts: delivered, or failed */
+	/* Delivery status, from the status records (see spool_mark_*). */
+	bool	 failed;	/* done, but failed (permanently or expired) */
+	bool	 bounced;	/* the failure was reported (or needs no DSN) */
+	unsigned attempts;	/* attempts that ended in a deferral */
+	uint64_t next_ms;	/* epoch ms of the next attempt; 0: now */
+	char	 status[16];	/* RFC 3463 code of the last failure, or "" */
+	char	*last_err;	/* owned: text of the last failure, or NULL */
 };
 
 /* The envelope: a plain value; spool_env_clear() frees what it owns. */
@@ -35,6 +42,8 @@ struct spool_env {
 	bool			 smtputf8;
 	bool			 body_8bit;
 	uint64_t		 size;		/* content octets */
+	bool			 held;		/* "postern queue hold": not tried */
+	bool			 warned;	/* the delay warning DSN was sent */
 	struct spool_rcpt	*rcpts;		/* owned array */
 	size_t			 nrcpts;
 };
@@ -79,6 +88,32 @@ int	spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 /* Durably record that recipient idx is delivered.  0 or -1. */
 int	spool_mark_done(struct spool *sp, const char *qid, size_t idx,
 	    const char **err_out);
+/*
+ * Status records, appended to the same durable log as the done-records
+ * (each fdatasync'ed before returning 0; a later record overrides an
+ * earlier one):
+ *	deferred: recipient idx failed temporarily for the attempts-th time;
+ *	    next attempt at epoch ms next_ms; why is the error text.
+ *	failed: recipient idx failed for good (status is the RFC 3463 code,
+ *	    e.g. "5.1.1", or "4.4.7" when its lifetime ran out): done too.
+ *	bounced: the failure of idx was reported to the sender (or needs no
+ *	    report), so the message may go once everything is done.
+ * Each returns 0, or -1 with *err_out.  why may hold any bytes but NUL.
+ */
+int	spool_mark_deferred(struct spool *sp, const char *qid, size_t idx,
+	    unsigned attempts, uint64_t next_ms, const char *why,
+	    const char **err_out);
+int	spool_mark_failed(struct spool *sp, const char *qid, size_t idx,
+	    const char *status, const char *why, const char **err_out);
+int	spool_mark_bounced(struct spool *sp, const char *qid, size_t idx,
+	    const char **err_out);
+/* Message flags: the delay warning was sent; held; released. */
+enum spool_flag { SPOOL_FLAG_WARNED, SPOOL_FLAG_HOLD, SPOOL_FLAG_RELEASE };
+int	spool_mark_flag(struct spool *sp, const char *qid, enum spool_flag f,
+	    const char **err_out);
+/* True if qid is a well-formed queue id (any process may check input). */
+bool	spool_qid_ok(const char *qid);
+
 /* Remove a message whose recipients are all done.  0 or -1. */
 int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
 /*

@@ -30,11 +30,20 @@ void	spool_env_format(const struct spool_env *env, struct util_buf *b);
 int	spool_env_parse(const char *buf, size_t len, struct spool_env *out,
 	    const char **why_out);
 
+/* Append the escaped field form of s (NULL: "-") to b; see envelope.c. */
+void	spool_field_esc(struct util_buf *b, const char *s);
+
 /*
- * Apply a done-record file (lines "done N") to env.  A torn last line (no
+ * Apply a status file (lines "done N", "defer N ATTEMPTS NEXT_MS WHY",
+ * "fail N STATUS WHY", "bounced N", "warned", "hold", "release") to env.  A torn last line (no
  * LF: a crash mid-append) is ignored.  0, or -1 with *why_out.
  */
 int	spool_done_parse(const char *buf, size_t len, struct spool_env *env,
 	    const char **why_out);
+/* The record line (with its LF) for a status change; see spool.h. */
+void	spool_rec_deferred(struct util_buf *b, size_t idx, unsigned attempts,
+	    uint64_t next_ms, const char *why);
+void	spool_rec_failed(struct util_buf *b, size_t idx, const char *status,
+	    const char *why);
 
 #endif

@@ -601,6 +601,139 @@ test_mark_done_persists(void **state)
 	free(dir);
 }
 
+/* Status records: parse table; each case on three recipients. */
+static void
+test_status_parse(void **state)
+{
+	static const struct {
+		const char *name, *in;
+		int rc;
+		const char *want;	/* per rcpt: D done, F failed+done,
+					   B bounced, d deferred, - none;
+					   then "h" held, "w" warned */
+	} cases[] = {
+		{ "defer", "defer 1 3 1700000000123 mkdir%3A%20no\n", 0,
+		    "-d-" },
+		{ "defer then done", "defer 0 1 5 x\ndone 0\n", 0, "D--" },
+		{ "fail", "fail 2 5.1.1 550%205.1.1%20unknown\n", 0, "--F" },
+		{ "fail bounced", "fail 0 4.4.7 expired\nbounced 0\n", 0,
+		    "B--" },
+		{ "flags", "hold\nwarned\n", 0, "---hw" },
+		{ "hold release", "hold\nrelease\n", 0, "---" },
+		{ "torn defer", "defer 1 3 17000", 0, "---" },
+		{ "defer short", "defer 1 3 5\n", -1, "" },
+		{ "defer attempts big", "defer 1 99999999999 5 x\n", -1, "" },
+		{ "defer bad escape", "defer 1 1 5 %G0\n", -1, "" },
+		{ "fail no why", "fail 1 5.0.0\n", -1, "" },
+		{ "fail long status", "fail 1 5.0.0.0.0.0.0.0.0.0 x\n", -1,
+		    "" },
+		{ "bounced range", "bounced 3\n", -1, "" },
+		{ "unknown", "held\n", -1, "" },
+		{ "flag with arg", "hold 1\n", -1, "" },
+		{ "double space", "done  1\n", -1, "" },
+		{ "NUL", "done 1\0\n", -1, "" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct spool_env e = { 0 };
+		const char *why = "(none)";
+		char got[8] = { 0 };
+		size_t n = 0, len = strlen(cases[i].in);
+
+		if (strcmp(cases[i].name, "NUL") == 0)
+			len = 8;
+		for (int r = 0; r < 3; r++)
+			spool_env_add_rcpt(&e, "a@b", "discard", NULL);
+		int rc = spool_done_parse(cases[i].in, len, &e, &why);
+		for (int r = 0; r < 3 && rc == 0; r++) {
+			const struct spool_rcpt *x = &e.rcpts[r];
+			got[n++] = x->bounced ? 'B' : x->failed ? 'F' :
+			    x->done ? 'D' : x->attempts > 0 ? 'd' : '-';
+		}
+		if (e.held)
+			got[n++] = 'h';
+		if (e.warned)
+			got[n++] = 'w';
+		if (rc != cases[i].rc || (rc == 0 &&
+		    strcmp(got, cases[i].want) != 0))
+			fail_msg("case \"%s\": got rc=%d \"%s\" (%s), want "
+			    "rc=%d \"%s\"", cases[i].name, rc, got, why,
+			    cases[i].rc, cases[i].want);
+		if (strcmp(cases[i].name, "defer") == 0 &&
+		    (e.rcpts[1].attempts != 3 ||
+		    e.rcpts[1].next_ms != 1700000000123ULL ||
+		    strcmp(e.rcpts[1].last_err, "mkdir: no") != 0))
+			fail_msg("case \"defer\": got attempts=%u next=%ju "
+			    "err=%s", e.rcpts[1].attempts,
+			    (uintmax_t)e.rcpts[1].next_ms, e.rcpts[1].last_err);
+		if (strcmp(cases[i].name, "fail") == 0 &&
+		    (strcmp(e.rcpts[2].status, "5.1.1") != 0 ||
+		    strcmp(e.rcpts[2].last_err, "550 5.1.1 unknown") != 0))
+			fail_msg("case \"fail\": got status=%s err=%s",
+			    e.rcpts[2].status, e.rcpts[2].last_err);
+		spool_env_clear(&e);
+	}
+}
+
+/* Every status written survives a close and reopen (a restart). */
+static void
+test_status_persists(void **state)
+{
+	char *dir = mkdir_tmp();
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err);
+	struct spool_env e, got;
+
+	(void)state;
+	assert_non_null(sp);
+	simple_env(&e, "S1", 4);
+	commit_msg(sp, &e, "x\n");
+	spool_env_clear(&e);
+	assert_int_equal(spool_mark_deferred(sp, "S1", 0, 1, 1000, "first",
+	    &err), 0);
+	assert_int_equal(spool_mark_deferred(sp, "S1", 0, 2, 2000,
+	    "line\r\nInjected: header % and spaces", &err), 0);
+	assert_int_equal(spool_mark_failed(sp, "S1", 1, "5.1.1",
+	    "550 5.1.1 no such user", &err), 0);
+	assert_int_equal(spool_mark_bounced(sp, "S1", 1, &err), 0);
+	assert_int_equal(spool_mark_failed(sp, "S1", 2, "4.4.7", "", &err),
+	    0);
+	assert_int_equal(spool_mark_flag(sp, "S1", SPOOL_FLAG_WARNED, &err),
+	    0);
+	assert_int_equal(spool_mark_flag(sp, "S1", SPOOL_FLAG_HOLD, &err), 0);
+	assert_int_equal(spool_mark_done(sp, "S1", 3, &err), 0);
+	spool_close(&sp);
+
+	sp = spool_open(dir, &err);		/* the restart */
+	assert_non_null(sp);
+	assert_int_equal(spool_env_load(sp, "S1", &got, &err), 0);
+	assert_false(got.rcpts[0].done);
+	assert_int_equal(got.rcpts[0].attempts, 2);
+	assert_int_equal(got.rcpts[0].next_ms, 2000);
+	assert_string_equal(got.rcpts[0].last_err,
+	    "line\r\nInjected: header % and spaces");
+	assert_true(got.rcpts[1].done && got.rcpts[1].failed &&
+	    got.rcpts[1].bounced);
+	assert_string_equal(got.rcpts[1].status, "5.1.1");
+	assert_true(got.rcpts[2].failed && !got.rcpts[2].bounced);
+	assert_string_equal(got.rcpts[2].last_err, "(unknown)");
+	assert_true(got.rcpts[3].done && !got.rcpts[3].failed);
+	assert_true(got.held && got.warned);
+	spool_env_clear(&got);
+	assert_int_equal(spool_mark_flag(sp, "S1", SPOOL_FLAG_RELEASE, &err),
+	    0);
+	assert_int_equal(spool_env_load(sp, "S1", &got, &err), 0);
+	assert_false(got.held);
+	spool_env_clear(&got);
+	assert_true(spool_qid_ok("S1"));
+	assert_false(spool_qid_ok("../S1"));
+	assert_int_equal(spool_mark_flag(sp, "a/b", SPOOL_FLAG_HOLD, &err),
+	    -1);
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
 static void
 test_write_error_reported(void **state)
 {
@@ -743,6 +876,8 @@ main(void)
 		cmocka_unit_test(test_env_format_round_trip),
 		cmocka_unit_test(test_env_parse_strict),
 		cmocka_unit_test(test_done_parse),
+		cmocka_unit_test(test_status_parse),
+		cmocka_unit_test(test_status_persists),
 		cmocka_unit_test(test_qid_unique),
 		cmocka_unit_test(test_commit_load_round_trip),
 		cmocka_unit_test(test_uncommitted_removed),
