@@ -1,0 +1,296 @@
+/*
+ * chain/chain.h: handler chains per SMTP stage ("on rcpt { ... }"), the
+ * session facts and key/value state they share, and the interface every
+ * handler kind (builtins, Lua, milter, program) implements.  A chain never
+ * blocks its event loop: a handler may answer later, and chain_run() then
+ * reports through a callback.  Knows nothing of sockets or the spool.
+ */
+#ifndef POSTERN_CHAIN_H
+#define POSTERN_CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "smtp/smtp.h"
+
+struct config;
+struct event_base;
+struct evdns_base;
+struct store;
+
+/* Stages are smtp/'s: SMTP_STAGE_CONNECT .. SMTP_STAGE_DISCONNECT. */
+#define CHAIN_STAGE_BIT(st)	(1u << (unsigned)(st))
+#define CHAIN_STAGES_ALL	((1u << SMTP_STAGE_COUNT) - 1)
+
+/* "connect", "helo", ... "disconnect"; NULL when out of range. */
+const char *chain_stage_name(enum smtp_stage st);
+/* 0 and *out set, or -1 for an unknown name. */
+int	chain_stage_parse(const char *name, enum smtp_stage *out);
+
+/* ----- verdicts ----- */
+
+enum chain_kind {
+	CHAIN_CONTINUE,		/* next handler */
+	CHAIN_ACCEPT,		/* stop the chain; the stage's default reply */
+	CHAIN_REJECT,		/* code 4xx/5xx, esc, text; the command fails */
+	CHAIN_DELAY,		/* wait delay_ms (a timer), then continue */
+	CHAIN_DISCONNECT,	/* code 421 or 521 (0: 421), then close */
+	CHAIN_DISCARD,		/* accept; the transaction delivers nothing */
+	CHAIN_QUARANTINE,	/* accept; deliver to action `name` instead */
+	CHAIN_TAG,		/* set name=value in a store, then continue */
+	CHAIN_FAIL,		/* handler error: its on-error policy decides */
+};
+
+#define CHAIN_TEXT_MAX	400	/* reply text after expansion, without code */
+#define CHAIN_KEY_MAX	64
+#define CHAIN_VALUE_MAX	256
+
+enum chain_scope { CHAIN_SCOPE_SESSION, CHAIN_SCOPE_TX };
+
+/*
+ * What one handler decided.  Handlers fill it; the framework validates it
+ * (a reply from a script is outside input, STYLE.md 6): a REJECT needs a
+ * 4xx/5xx code, printable text of bounded length, else 451 4.3.0.
+ */
+struct chain_verdict {
+	enum chain_kind	 kind;
+	int		 code;			/* REJECT/DISCONNECT; 0: default */
+	char		 esc[16];		/* "5.7.1"; "": derived from code */
+	char		 text[CHAIN_TEXT_MAX];	/* may hold %{var}; "": default */
+	uint64_t	 delay_ms;		/* DELAY */
+	char		 name[CHAIN_KEY_MAX];	/* QUARANTINE: action; TAG: key */
+	char		 value[CHAIN_VALUE_MAX];	/* TAG */
+	enum chain_scope scope;			/* TAG */
+	bool		 no_deliver;		/* RCPT accept/continue: accept
+						   the recipient, never deliver
+						   (verify soft-invalid) */
+	char		 why[128];		/* FAIL, or a note for the log */
+};
+
+/* Small constructors; text is a template ("%{client.ip}") or NULL. */
+void	chain_verdict_continue(struct chain_verdict *v);
+void	chain_verdict_reject(struct chain_verdict *v, int code,
+	    const char *esc, const char *text);
+void	chain_verdict_fail(struct chain_verdict *v, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/* ----- the result of running one stage's chain ----- */
+
+struct chain_result {
+	enum smtp_verdict verdict;	/* SMTP_OK, SMTP_REJECT or SMTP_CLOSE */
+	struct smtp_reply reply;	/* code 0 with SMTP_OK: default reply */
+	bool		 no_deliver;	/* RCPT: accept but never deliver */
+	bool		 accepted;	/* a handler said ACCEPT (stop checks) */
+};
+
+enum chain_status { CHAIN_DONE, CHAIN_PENDING };
+
+typedef void chain_done_cb(void *arg, const struct chain_result *res);
+
+/* ----- configured chains (immutable, shared by sessions) ----- */
+
+struct chain_set;
+
+/*
+ * Build every "on STAGE { ... }" of cfg: look up each handler and let it
+ * parse its arguments.  Returns NULL with *errs_out ("FILE:LINE: message\n"
+ * lines, caller frees) on any error.  An empty set is fine.  Reads files
+ * (Lua scripts, tables): start-up and reload only.  Refcounted: the set
+ * lives until its last session lets go.
+ */
+struct chain_set *chain_set_new(const struct config *cfg, char **errs_out);
+struct chain_set *chain_set_ref(struct chain_set *set);
+void	chain_set_unref(struct chain_set **setp);
+/* True when the stage has at least one handler. */
+bool	chain_set_has(const struct chain_set *set, enum smtp_stage st);
+
+/*
+ * What one event loop shares among its sessions: the loop, an evdns base,
+ * the state store and lookup caches.  One per worker loop; free it after
+ * its sessions.  err_out: a static message.
+ */
+struct chain_loop_opts {
+	const char	*resolver;	/* "IP[:PORT]"; NULL: /etc/resolv.conf */
+	const char	*store;		/* "sqlite:PATH", "redis:HOST:PORT",
+					   "memory:"; NULL: from the config */
+};
+struct chain_loop *chain_loop_new(struct event_base *base,
+	    const struct config *cfg, const struct chain_loop_opts *opts,
+	    const char **err_out);
+void	chain_loop_free(struct chain_loop **lp);
+struct store *chain_loop_store(struct chain_loop *l);
+
+/* ----- one connection's view ----- */
+
+struct chain_session_info {
+	const char	*sid;		/* for log lines */
+	const char	*ip;		/* numeric client address */
+	int		 port;
+	const char	*local_ip;	/* may be NULL */
+	int		 local_port;
+	const char	*hostname;	/* our name, for %{hostname} */
+};
+
+struct chain_session;
+
+/* A session under set on loop; takes a reference to set. */
+struct chain_session *chain_session_new(struct chain_set *set,
+	    struct chain_loop *loop, const struct chain_session_info *info);
+/*
+ * The connection is gone: runs the disconnect chain (its handlers finish
+ * detached), cancels any other pending handler, and sets *csp to NULL.
+ * No done_cb is called after this.
+ */
+void	chain_session_free(struct chain_session **csp);
+
+/*
+ * Run the chain of ev->stage (helo name, sender, recipient from ev->arg;
+ * sizes from ev->size).  CHAIN_DONE: *res_out holds the answer, done_cb is
+ * not called.  CHAIN_PENDING: done_cb(cb_arg, res) comes later, from the
+ * loop, never from inside this call; answer the smtp session PENDING.  One
+ * run at a time per session.  A stage without handlers is CHAIN_DONE with
+ * SMTP_OK at once.  At EOM it also waits for (and applies) the header
+ * chain started by chain_session_body().
+ */
+enum chain_status chain_run(struct chain_session *cs,
+	    const struct smtp_event *ev, chain_done_cb *done_cb, void *cb_arg,
+	    struct chain_result *res_out);
+
+/* True while a chain_run() answer is outstanding. */
+bool	chain_session_is_running(const struct chain_session *cs);
+
+/* ----- facts the connection reports ----- */
+
+void	chain_session_set_tls(struct chain_session *cs, const char *proto,
+	    const char *cipher, const char *sni);
+void	chain_session_set_auth(struct chain_session *cs, const char *user);
+void	chain_session_set_early_talker(struct chain_session *cs);
+/* The reverse DNS name, once known and forward-confirmed (or not). */
+void	chain_session_set_rdns(struct chain_session *cs, const char *name,
+	    bool confirmed);
+/* A recipient got its 250 (after every check): counts as valid. */
+void	chain_session_rcpt_accepted(struct chain_session *cs,
+	    const char *rcpt);
+/* A line of the dialogue lacked CRLF (kept as a fact for handlers). */
+void	chain_session_set_bare_lf(struct chain_session *cs);
+/* Path of the spooled message, readable at the eom stage. */
+void	chain_session_set_message_file(struct chain_session *cs,
+	    const char *path);
+/*
+ * Message content as smtp/ decodes it (LF line ends).  Collects the header
+ * block and, at its end, starts the header chain; its verdict is applied
+ * at the eom stage.  Cheap once the header block is over.
+ */
+void	chain_session_body(struct chain_session *cs, const char *buf,
+	    size_t len);
+/* The transaction ended (RSET, new MAIL, after EOM): clear its state. */
+void	chain_session_tx_reset(struct chain_session *cs);
+
+/* ----- facts and state, for handlers and the connection ----- */
+
+/*
+ * The value of a fact or state key ("client.ip", "helo", "sender",
+ * "sender.domain", "rcpt", "rcpt.domain", "rcpt.user", "rcpts", "nrcpts",
+ * "size", "tls.proto", "tls.cipher", "tls.sni", "auth.user",
+ * "client.rdns", "client.port", "hostname", "sid", "early-talker",
+ * "session.KEY", "tx.KEY").  Returns NULL when unknown; the pointer is
+ * borrowed until the next change of the session (or points into buf).
+ */
+const char *chain_session_get(struct chain_session *cs, const char *name,
+	    char *buf, size_t bufsz);
+
+const char *chain_kv_get(const struct chain_session *cs,
+	    enum chain_scope scope, const char *key);
+/* Set (value NULL: delete).  Keys and values are bounded and printable. */
+int	chain_kv_set(struct chain_session *cs, enum chain_scope scope,
+	    const char *key, const char *value);
+/* Entry i of a store in insertion order; false past the end. */
+bool	chain_kv_at(const struct chain_session *cs, enum chain_scope scope,
+	    size_t i, const char **key_out, const char **value_out);
+
+/*
+ * Expand %{name} in tmpl (names as for chain_session_get(); unknown ones
+ * expand to ""), peer text made printable.  0, or -1 when truncated.
+ */
+int	chain_expand(struct chain_session *cs, const char *tmpl, char *buf,
+	    size_t bufsz);
+
+enum chain_disposition { CHAIN_DISP_DELIVER, CHAIN_DISP_DISCARD,
+	CHAIN_DISP_QUARANTINE };
+/* What the transaction's handlers decided; *action_out for QUARANTINE. */
+enum chain_disposition chain_session_disposition(
+	    const struct chain_session *cs, const char **action_out);
+
+/* Loop resources for handlers; borrowed for the session's life. */
+struct event_base *chain_session_base(struct chain_session *cs);
+struct evdns_base *chain_session_dns(struct chain_session *cs);
+struct store *chain_session_store(struct chain_session *cs);
+const char *chain_session_sid(const struct chain_session *cs);
+/* The header block collected so far (LF ends); NULL before DATA. */
+const char *chain_session_headers(const struct chain_session *cs,
+	    size_t *len_out);
+const char *chain_session_message_file(const struct chain_session *cs);
+
+/*
+ * Reputation: add delta to the score of the client IP and of the sender's
+ * domain (when known), kept in the store; fire and forget.
+ */
+void	chain_session_reputation(struct chain_session *cs, int delta);
+
+/* ----- the handler interface (builtins, Lua, milter, program) ----- */
+
+struct chain_call;		/* one run of one handler; opaque */
+
+struct chain_handler_args {
+	const char *const	*argv;	/* argv[0] is the handler name; on-error
+					   already taken out */
+	size_t			 argc;
+	enum smtp_stage		 stage;	/* the chain it sits in */
+	const struct config	*cfg;	/* borrowed for the call: tables, actions */
+	const char		*file;	/* config file, for messages */
+	int			 line;
+};
+
+struct chain_handler_ops {
+	const char	*name;		/* the config word */
+	unsigned	 stages;	/* CHAIN_STAGE_BIT() mask where allowed */
+	/*
+	 * Parse the arguments into an instance (immutable afterwards; shared
+	 * by every loop's sessions, so keep per-run data in the call).
+	 * NULL with *err_out (malloc'd message, no "FILE:LINE:") on error.
+	 */
+	void	*(*new_fn)(const struct chain_handler_args *a, char **err_out);
+	void	 (*free_fn)(void *inst);
+	/*
+	 * Run on the session's loop.  Either fill *v and return CHAIN_DONE,
+	 * or return CHAIN_PENDING and later call chain_call_done() exactly
+	 * once, on the same loop (never from inside run_fn).
+	 */
+	enum chain_status (*run_fn)(void *inst, struct chain_call *call,
+		    struct chain_verdict *v);
+	/*
+	 * Optional: the session is going away while run_fn is pending.
+	 * Release what refers to call; chain_call_done() must not follow.
+	 * Without cancel_fn, a late chain_call_done() is simply dropped.
+	 */
+	void	 (*cancel_fn)(void *inst, struct chain_call *call);
+};
+
+/* Handlers beyond the builtins (before chain_set_new; not thread-safe). */
+void	chain_register(const struct chain_handler_ops *ops);
+const struct chain_handler_ops *chain_handler_find(const char *name);
+
+struct chain_session *chain_call_session(struct chain_call *call);
+const struct smtp_event *chain_call_event(const struct chain_call *call);
+enum smtp_stage chain_call_stage(const struct chain_call *call);
+/* A private slot per call for the handler (freed by the handler). */
+void	**chain_call_data(struct chain_call *call);
+/* Finish a PENDING run; v is copied. */
+void	chain_call_done(struct chain_call *call, const struct chain_verdict *v);
+
+/* Parse "on-error" policy words; used by config checks and tests. */
+enum chain_on_error { CHAIN_ONERR_TEMPFAIL, CHAIN_ONERR_ACCEPT,
+	CHAIN_ONERR_REJECT };
+
+#endif
