@@ -86,6 +86,17 @@ struct config_rule {
 	int			 line;
 };
 
+/* Queue (issue 5): "queue ..." statements, parsed in parse_queue.c. */
+struct config_queue {
+	uint64_t	retry_min_ms;		/* "queue retry-min 30s" */
+	uint64_t	retry_max_ms;		/* "queue retry-max 1h" */
+	uint64_t	lifetime_ms;		/* "queue lifetime 5d" */
+	uint64_t	delay_warning_ms;	/* "queue delay-warning 4h"; 0: off */
+	unsigned	concurrency;		/* "queue concurrency 20": deliveries */
+	unsigned	dest_concurrency;	/* "queue destination-concurrency 4" */
+	int		seen[6];		/* parser only: line of each setting */
+};
+
 struct config {
 	char			*path;		/* owned: the file read */
 	char			*hostname;	/* "hostname"; default gethostname() */
@@ -105,6 +116,7 @@ struct config {
 	char			*tls_ciphers;	/* "tls ciphers"; NULL: OpenSSL's */
 	char			*tls_ciphersuites; /* "tls ciphersuites" */
 	struct config_limits	 limits;
+	struct config_queue	 queue;		/* "queue ..." (issue 5) */
 	struct config_listen	*listens;	/* owned array */
 	size_t			 nlistens;
 	struct config_table	*tables;	/* owned array */

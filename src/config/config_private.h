@@ -41,4 +41,17 @@ void	cfg_line_clear(struct cfg_line *ln);
 /* Copy of s (len bytes) escaped for an error message, at most ~64 bytes. */
 char	*cfg_quote(const char *s);
 
+/* Shared by parse.c and the statement files parse_<area>.c. */
+struct cfg_parser;
+struct config;
+void	cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+bool	cfg_nargs(struct cfg_parser *p, const struct cfg_line *ln, size_t min,
+	    size_t max, const char *usage);
+const char *cfg_q(const char *s);
+struct config *cfg_parser_config(struct cfg_parser *p);
+/* parse_queue.c */
+void	cfg_st_queue(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_queue_defaults(struct config *c);
+
 #endif

@@ -43,10 +43,7 @@ cfg_cstr(struct util_buf *b)
 	return b->data;
 }
 
-static void cfg_err(struct cfg_parser *, int, const char *, ...)
-    UTIL_PRINTF(3, 4);
-
-static void
+void
 cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
 {
 	va_list ap;
@@ -61,7 +58,7 @@ cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
 }
 
 /* Quote user text for a message; the result lives until the next call. */
-static const char *
+const char *
 cfg_q(const char *s)
 {
 	static __thread char *last;
@@ -75,7 +72,7 @@ cfg_q(const char *s)
  * Check that a statement has between min and max argument words (max < 0:
  * no limit) and no list punctuation; report otherwise.
  */
-static bool
+bool
 cfg_nargs(struct cfg_parser *p, const struct cfg_line *ln, size_t min,
     size_t max, const char *usage)
 {
@@ -1103,6 +1100,7 @@ static const struct cfg_statement {
 	{ "group",		cfg_st_account },
 	{ "workers",		cfg_st_workers },
 	{ "tls",		cfg_st_tls },
+	{ "queue",		cfg_st_queue },
 	{ NULL,			NULL },
 };
 
@@ -1146,6 +1144,13 @@ cfg_defaults(struct config *c)
 	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	for (size_t i = 0; i < CFG_NLIMITS; i++)
 		cfg_limit_set(&c->limits, &cfg_limits[i], cfg_limits[i].def);
+	cfg_queue_defaults(c);
+}
+
+struct config *
+cfg_parser_config(struct cfg_parser *p)
+{
+	return p->c;
 }
 
 /* Split text into lexed lines; count table and action statements. */
