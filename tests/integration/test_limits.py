@@ -8,6 +8,8 @@ data-timeout (test_timeouts), message-size max / max+1 (test_data)."""
 import socket
 import time
 
+import pytest
+
 from conftest import Closed, HOST, log_events, send_message, wait_for
 
 BODY = "Subject: limits\r\n\r\nx\r\n"
@@ -111,6 +113,31 @@ def test_errors_at_limit_go_on_one_more_is_421(make_postern):
         assert (r.code, r.esc) == (421, "4.7.0"), \
             "got %r, want 421 4.7.0; transcript:\n%s" % (r, c.transcript())
         c.expect_closed()
+
+
+@pytest.mark.parametrize("limit", ["connections", "connections-per-ip"])
+def test_connection_limits_across_event_loops(make_postern, limit):
+    # test_timeouts checks N=2; with several event loops (SO_REUSEPORT)
+    # the count must be shared, so use more connections than loops.
+    n = 10
+    srv = make_postern(extra=["workers 4", "limit %s %d" % (limit, n)])
+    held = [greeted(srv) for _ in range(n)]
+    for _ in range(3):
+        refused_at_connect(srv, 421, "4.7.0")
+    for c in held:
+        c.send("NOOP"); c.expect(250)
+    held[0].send("QUIT"); held[0].expect(221); held[0].expect_closed()
+    held[0].close()
+
+    def one_more():
+        c = srv.session()
+        try:
+            return c.read_reply().code == 220
+        except Closed:
+            return False
+        finally:
+            c.close()
+    wait_for(one_more, 5, interval=0.05, what="a 220 after one session left")
 
 
 # ----- timeouts ------------------------------------------------------------------

@@ -264,6 +264,18 @@ def test_client_vanishing_inside_tls_ends_the_session(tls_postern, pki):
     tls_postern.stop()
 
 
+def test_listener_own_certificate(make_postern, pki):
+    # No global certificates: the listener's own pair is its default.
+    srv = make_postern(config=listen_config('cert "%s" key "%s"' % (
+        pki.path("mail.pem"), pki.path("mail.key"))))
+    with srv.session() as c:
+        r = c.hello()
+        assert "STARTTLS" in ehlo_keywords(r), r
+        c.starttls(pki.context(check_hostname=False), None)
+        assert san_names(c.sock.getpeercert()) == ["mail.example.org"]
+        c.send("EHLO client.example"); c.expect(250)
+
+
 # ----- implicit TLS ------------------------------------------------------------
 
 def test_implicit_tls_handshake_then_greeting(make_postern, pki):
