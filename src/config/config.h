@@ -97,6 +97,21 @@ struct config_queue {
 	int		seen[6];		/* parser only: line of each setting */
 };
 
+/* Handler chains and state store (issue 6), parsed in parse_chain.c. */
+#define CONFIG_STAGE_COUNT	11	/* connect..disconnect, smtp/'s order */
+enum config_on_error { CONFIG_ONERR_TEMPFAIL, CONFIG_ONERR_ACCEPT,
+	CONFIG_ONERR_REJECT };
+struct config_handler {
+	char		**argv;		/* owned, NULL-terminated; [0] the handler */
+	size_t		 argc;		/* without "on-error X" */
+	int		 on_error;	/* enum config_on_error; default tempfail */
+	int		 line;
+};
+struct config_chain {
+	struct config_handler	*handlers;	/* owned array, in file order */
+	size_t			 nhandlers;
+};
+
 struct config {
 	char			*path;		/* owned: the file read */
 	char			*hostname;	/* "hostname"; default gethostname() */
@@ -117,6 +132,10 @@ struct config {
 	char			*tls_ciphersuites; /* "tls ciphersuites" */
 	struct config_limits	 limits;
 	struct config_queue	 queue;		/* "queue ..." (issue 5) */
+	struct config_chain	 chains[CONFIG_STAGE_COUNT]; /* "on STAGE { }" */
+	char			*chain_store;	/* "state sqlite PATH" ->
+						   "sqlite:PATH"; NULL: default */
+	char			*chain_resolver; /* "state resolver IP[:PORT]" */
 	struct config_listen	*listens;	/* owned array */
 	size_t			 nlistens;
 	struct config_table	*tables;	/* owned array */

@@ -13,6 +13,7 @@ enum cfg_tok_kind {
 	CFG_TOK_LBRACE,
 	CFG_TOK_RBRACE,
 	CFG_TOK_COMMA,
+	CFG_TOK_SEMI,		/* ';' between handlers of an "on" block */
 };
 
 struct cfg_tok {
@@ -53,5 +54,12 @@ struct config *cfg_parser_config(struct cfg_parser *p);
 /* parse_queue.c */
 void	cfg_st_queue(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_queue_defaults(struct config *c);
+/* parse_chain.c: "on STAGE { ... }" (may take the lines after), "state" */
+void	cfg_st_on(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_chain_free(struct config *c);
+/* The line after the current statement's, or NULL; cfg_take_line eats it. */
+const struct cfg_line *cfg_peek_line(struct cfg_parser *p);
+void	cfg_take_line(struct cfg_parser *p);
 
 #endif

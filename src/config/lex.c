@@ -20,7 +20,8 @@ cfg_is_blank(char c)
 static bool
 cfg_is_special(char c)
 {
-	return c == '{' || c == '}' || c == ',' || c == '#' || c == '"' ||
+	return c == '{' || c == '}' || c == ',' || c == ';' || c == '#' ||
+	    c == '"' ||
 	    cfg_is_blank(c);
 }
 
@@ -86,10 +87,10 @@ cfg_lex_line(const char *s, size_t len, int lineno, struct cfg_line *ln)
 		}
 		if (c == '#')
 			break;
-		if (c == '{' || c == '}' || c == ',') {
+		if (c == '{' || c == '}' || c == ',' || c == ';') {
 			cfg_add_tok(ln, c == '{' ? CFG_TOK_LBRACE :
-			    c == '}' ? CFG_TOK_RBRACE : CFG_TOK_COMMA, NULL,
-			    false);
+			    c == '}' ? CFG_TOK_RBRACE : c == ';' ?
+			    CFG_TOK_SEMI : CFG_TOK_COMMA, NULL, false);
 			i++;
 			continue;
 		}

@@ -1101,6 +1101,8 @@ static const struct cfg_statement {
 	{ "workers",		cfg_st_workers },
 	{ "tls",		cfg_st_tls },
 	{ "queue",		cfg_st_queue },
+	{ "on",			cfg_st_on },
+	{ "state",		cfg_st_state },
 	{ NULL,			NULL },
 };
 
@@ -1151,6 +1153,19 @@ struct config *
 cfg_parser_config(struct cfg_parser *p)
 {
 	return p->c;
+}
+
+const struct cfg_line *
+cfg_peek_line(struct cfg_parser *p)
+{
+	return p->cur + 1 < p->nlines ? &p->lines[p->cur + 1] : NULL;
+}
+
+void
+cfg_take_line(struct cfg_parser *p)
+{
+	if (p->cur + 1 < p->nlines)
+		p->cur++;
 }
 
 /* Split text into lexed lines; count table and action statements. */
@@ -1314,6 +1329,7 @@ config_free(struct config **cp)
 	for (size_t i = 0; i < c->nrules; i++)
 		cfg_cond_free(c->rules[i].conds, c->rules[i].nconds);
 	free(c->rules);
+	cfg_chain_free(c);
 	free(c);
 	*cp = NULL;
 }
