@@ -1,99 +1,208 @@
 /*
- * queue/queue.c: the delivery scheduler.  Worker threads take due jobs (one
- * per message, never two workers on one qid), deliver each pending
- * recipient through deliver/, record it done in the spool, and remove the
- * message when every recipient is done.  Temporary failures come back
- * later with exponential backoff; the spool keeps the message, so a
- * restart retries it too.  Knows nothing of each action's wire format.
+ * queue/queue.c: the delivery scheduler.  Worker threads take ready jobs
+ * (one per message, never two workers on one qid), deliver each recipient
+ * that is due through deliver/, and record every outcome in the spool
+ * before moving on: done, deferred (attempts, next attempt, error) or
+ * failed.  So a restart resumes the schedule, and nothing that got a 250
+ * or was written is delivered twice.  Temporary failures come back with
+ * exponential backoff and jitter until the lifetime ends; permanent
+ * failures and expiries are reported to the sender in an RFC 3464 bounce,
+ * itself a new message from <> in the spool.  Deliveries are limited in
+ * total (the workers) and per destination, so a slow destination holds at
+ * most dest_concurrency workers.  Knows nothing of each action's wire
+ * format, nor of connections.
  */
-#include "queue/queue.h"
+#include "queue/queue_private.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "config/config.h"
 #include "deliver/deliver.h"
 #include "log/log.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
-#define QUEUE_RETRY_FIRST_MS	(30 * 1000)
-#define QUEUE_RETRY_MAX_MS	(60 * 60 * 1000)
-
-struct queue_job {
-	char			 qid[SPOOL_QID_MAX];
-	uint64_t		 due_ms;	/* monotonic clock */
-	unsigned		 attempts;	/* that ended in a deferral */
-	bool			 running;	/* a worker owns it now */
-	struct queue_job	*next;
-};
-
-struct queue {
-	struct spool		*sp;		/* borrowed */
-	char			*hostname;	/* owned */
-	pthread_mutex_t		 mu;		/* guards everything below */
-	pthread_cond_t		 work_cv;	/* a job may be due */
-	pthread_cond_t		 idle_cv;	/* a job finished */
-	/*
-	 * XXX: a list scanned on submit and pick; fine for thousands of
-	 * queued messages, a heap plus a hash once queues get large.
-	 */
-	struct queue_job	*jobs;		/* owned */
-	unsigned		 nrunning;
-	bool			 stopping;
-	pthread_t		*threads;	/* owned */
-	unsigned		 nthreads;
-};
+#define QUEUE_HEADERS_MAX	(64 * 1024)	/* original headers in a DSN */
 
 enum queue_outcome {
 	QUEUE_FINISHED,		/* every recipient done, spool entry gone */
-	QUEUE_RETRY,		/* some recipient deferred */
+	QUEUE_RETRY,		/* some recipient pending: due at *due_out */
+	QUEUE_HELD,		/* on hold (found so in the spool) */
 	QUEUE_DROP,		/* cannot go on; left in the spool for a restart */
 };
 
-/* The delay before retry number `attempts` (1, 2, ...), with 0..1/8 jitter. */
 static uint64_t
-queue_backoff_ms(unsigned attempts)
+queue_wall_ms(void)
 {
-	uint64_t d = QUEUE_RETRY_FIRST_MS;
+	return util_wall_us() / 1000;
+}
+
+static uint32_t
+queue_random(void)
+{
 	uint32_t rnd = 0;
 
-	for (unsigned i = 1; i < attempts && d < QUEUE_RETRY_MAX_MS; i++)
-		d *= 2;
-	if (d > QUEUE_RETRY_MAX_MS)
-		d = QUEUE_RETRY_MAX_MS;
-	/* Jitter spreads retries of a burst that failed together. */
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
 		rnd = (uint32_t)util_wall_us();
+	return rnd;
+}
+
+uint64_t
+queue_backoff_ms(unsigned attempts, uint64_t min_ms, uint64_t max_ms,
+    uint32_t rnd)
+{
+	uint64_t d = min_ms;
+
+	for (unsigned i = 1; i < attempts && d < max_ms; i++)
+		d *= 2;
+	if (d > max_ms)
+		d = max_ms;
+	/* Jitter spreads the retries of a burst that failed together. */
 	return d + rnd % (d / 8 + 1);
 }
 
-/* Deliver recipient i; the reason for a failure in *why_out. */
-static enum deliver_result
-queue_deliver_one(struct queue *q, const struct spool_env *env, size_t i,
-    const char *content_path, const char **why_out)
+bool
+queue_expired(const struct queue_opts *o, uint64_t now_ms,
+    uint64_t received_ms)
 {
-	const struct spool_rcpt *r = &env->rcpts[i];
+	return now_ms >= received_ms && now_ms - received_ms >= o->lifetime_ms;
+}
+
+uint64_t
+queue_next_attempt_ms(const struct queue_opts *o, unsigned attempts,
+    uint64_t now_ms, uint64_t received_ms, uint32_t rnd)
+{
+	uint64_t next = now_ms + queue_backoff_ms(attempts, o->retry_min_ms,
+	    o->retry_max_ms, rnd);
+	uint64_t end = received_ms + o->lifetime_ms;
+
+	/* One last try when the lifetime ends, not a backoff later. */
+	if (next > end && end > now_ms)
+		next = end;
+	return next;
+}
+
+void
+queue_opts_init(struct queue_opts *o, const struct config *cfg)
+{
+	memset(o, 0, sizeof(*o));
+	o->hostname = cfg != NULL ? cfg->hostname : "localhost";
+	o->concurrency = cfg != NULL ? cfg->queue.concurrency : 20;
+	o->dest_concurrency = cfg != NULL ? cfg->queue.dest_concurrency : 4;
+	o->retry_min_ms = cfg != NULL ? cfg->queue.retry_min_ms : 30 * 1000;
+	o->retry_max_ms = cfg != NULL ? cfg->queue.retry_max_ms :
+	    60 * 60 * 1000;
+	o->lifetime_ms = cfg != NULL ? cfg->queue.lifetime_ms :
+	    5 * 86400000ULL;
+	o->delay_warning_ms = cfg != NULL ? cfg->queue.delay_warning_ms :
+	    4 * 3600000ULL;
+	o->pickup_ms = 60 * 1000;
+}
+
+/* ---- destinations ------------------------------------------------------ */
+
+/* "kind arg": what a destination limit counts (a folder, a relay host). */
+static char *
+queue_dest_name(const struct spool_rcpt *r)
+{
+	return xasprintf("%s %s", r->action, r->arg != NULL ? r->arg : "");
+}
+
+static struct queue_dest *
+queue_dest_find(struct queue *q, const char *name, bool create)
+{
+	struct queue_dest *d;
+
+	for (d = q->dests; d != NULL; d = d->next)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	if (!create)
+		return NULL;
+	d = xcalloc(1, sizeof(*d));
+	d->name = xstrdup(name);
+	d->next = q->dests;
+	q->dests = d;
+	return d;
+}
+
+static bool
+queue_dest_free(struct queue *q, const char *name)
+{
+	struct queue_dest *d = queue_dest_find(q, name, false);
+
+	return d == NULL || d->active < q->o.dest_concurrency;
+}
+
+/* Take a slot of destination name; false when it is at its limit. */
+static bool
+queue_dest_acquire(struct queue *q, const char *name)
+{
+	struct queue_dest *d;
+	bool ok;
+
+	pthread_mutex_lock(&q->mu);
+	d = queue_dest_find(q, name, true);
+	if ((ok = d->active < q->o.dest_concurrency))
+		d->active++;
+	pthread_mutex_unlock(&q->mu);
+	return ok;
+}
+
+static void
+queue_dest_release(struct queue *q, const char *name)
+{
+	struct queue_dest **dp, *d;
+
+	pthread_mutex_lock(&q->mu);
+	for (dp = &q->dests; (d = *dp) != NULL; dp = &d->next)
+		if (strcmp(d->name, name) == 0)
+			break;
+	ASSERT(d != NULL && d->active > 0);
+	if (--d->active == 0) {		/* idle destinations are forgotten */
+		*dp = d->next;
+		free(d->name);
+		free(d);
+	}
+	/* Jobs waiting for this destination may go now. */
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- one delivery ------------------------------------------------------ */
+
+enum deliver_result
+queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
+    const char *content_path, const char *hostname, const char **why_out)
+{
+	const struct spool_rcpt *r = &env->rcpts[idx];
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.qid = env->qid, .rcpt_idx = i, .received = env->received,
-		.hostname = q->hostname,
+		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
+		.hostname = hostname,
 	};
 
-	if (strcmp(r->action, "maildir") == 0)
+	(void)arg;
+	if (strcmp(r->action, "maildir") == 0) {
+		if (r->arg == NULL) {
+			*why_out = "maildir action without a folder";
+			return DELIVER_PERMFAIL;
+		}
 		return deliver_maildir(r->arg, &m, why_out);
+	}
 	if (strcmp(r->action, "discard") == 0)
 		return DELIVER_OK;
 	/*
-	 * XXX: an action this build cannot perform is permanent; issue 5
-	 * adds bounces (DSN), until then the recipient is only logged.
+	 * XXX: relay and mx call deliver/'s SMTP client here once it lands.
+	 * An action this build cannot perform is permanent: it bounces.
 	 */
-	*why_out = "unknown action";
+	*why_out = "5.3.5 unknown action in the queue";
 	return DELIVER_PERMFAIL;
 }
 
@@ -115,17 +224,307 @@ queue_log_rcpt(enum log_level lvl, const char *event,
 	}
 	log_safe_into(whybuf, sizeof(whybuf), why, strlen(why));
 	log_event(lvl, event, env->sid, env->qid,
-	    "rcpt=<%s> action=%s to=%s why=%s", addr, action, to, whybuf);
+	    "rcpt=<%s> action=%s to=%s why=\"%s\"", addr, action, to, whybuf);
 }
 
-/* One pass over a message's pending recipients (no lock held). */
+/*
+ * A temporary failure of recipient i at now: deferred with the next time,
+ * or failed for good when the message has outlived its lifetime.
+ */
+static void
+queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
+    uint64_t now, const char *why)
+{
+	struct spool_rcpt *r = &env->rcpts[i];
+	uint64_t received_ms = (uint64_t)env->received * 1000;
+	const char *err = NULL;
+
+	if (queue_expired(&q->o, now, received_ms)) {
+		char *text = xasprintf("delivery time expired after %u "
+		    "attempt%s; last error: %s", r->attempts + 1,
+		    r->attempts == 0 ? "" : "s", why);
+		queue_log_rcpt(LOG_LVL_WARN, "expired", env, i, why);
+		/* RFC 3463 4.4.7: delivery time expired. */
+		if (spool_mark_failed(q->sp, env->qid, i, "4.4.7", text,
+		    &err) == -1)
+			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+			    "cannot record expiry why=\"%s\"", err);
+		else {
+			r->done = r->failed = true;
+			util_strlcpy(r->status, "4.4.7", sizeof(r->status));
+			free(r->last_err);
+			r->last_err = xstrdup(text);
+		}
+		free(text);
+		return;
+	}
+	r->attempts++;
+	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
+	    received_ms, queue_random());
+	free(r->last_err);
+	r->last_err = xstrdup(why);
+	queue_log_rcpt(LOG_LVL_INFO, "deferred", env, i, why);
+	if (spool_mark_deferred(q->sp, env->qid, i, r->attempts, r->next_ms,
+	    why, &err) == -1)
+		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+		    "cannot record deferral why=\"%s\"", err);
+}
+
+static void
+queue_permfail(struct queue *q, struct spool_env *env, size_t i,
+    const char *why)
+{
+	struct spool_rcpt *r = &env->rcpts[i];
+	const char *err = NULL;
+	char status[16];
+
+	queue_dsn_status(why, false, status);
+	queue_log_rcpt(LOG_LVL_WARN, "failed", env, i, why);
+	if (spool_mark_failed(q->sp, env->qid, i, status, why, &err) == -1) {
+		/* Tried again later: a permanent failure stays one. */
+		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+		    "cannot record failure why=\"%s\"", err);
+		return;
+	}
+	r->done = r->failed = true;
+	util_strlcpy(r->status, status, sizeof(r->status));
+	free(r->last_err);
+	r->last_err = xstrdup(why);
+}
+
+/* Try recipient i once (its destination slot is held). */
+static void
+queue_attempt(struct queue *q, struct spool_env *env, size_t i,
+    const char *content_path)
+{
+	const char *why = "(none)", *err = NULL;
+	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
+	    queue_deliver_default;
+
+	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
+	    &why)) {
+	case DELIVER_OK:
+		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
+		/* Durably done before anything else: never again. */
+		if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
+			/* A retry is safe: deliveries are idempotent. */
+			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+			    "cannot record delivery why=\"%s\"", err);
+		else
+			env->rcpts[i].done = true;
+		break;
+	case DELIVER_TEMPFAIL:
+		queue_tempfail(q, env, i, queue_wall_ms(), why);
+		break;
+	case DELIVER_PERMFAIL:
+		queue_permfail(q, env, i, why);
+		break;
+	}
+}
+
+/* ---- DSNs -------------------------------------------------------------- */
+
+/* The header block of the content (up to the first empty line), malloc'd. */
+static char *
+queue_read_headers(const char *path, size_t *len_out)
+{
+	char *buf = xmalloc(QUEUE_HEADERS_MAX + 1);
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	*len_out = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		free(buf);
+		return NULL;
+	}
+	while (len < QUEUE_HEADERS_MAX &&
+	    (n = read(fd, buf + len, QUEUE_HEADERS_MAX - len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	for (size_t i = 0; i + 1 < len; i++)
+		if (buf[i] == '\n' && buf[i + 1] == '\n') {
+			len = i + 1;
+			break;
+		}
+	*len_out = len;
+	return buf;
+}
+
+/*
+ * Build and commit a DSN about recipients idx[0..n) of env to its sender,
+ * routed like any message.  0 when it is queued or cannot ever be sent (no
+ * route: logged); -1 when a retry may work (a spool error).
+ */
+static int
+queue_send_dsn(struct queue *q, const struct spool_env *env,
+    const size_t *idx, size_t n, bool delayed)
+{
+	struct spool_env b = { 0 };
+	struct util_buf content = { 0 };
+	struct spool_msg *m = NULL;
+	char *action = NULL, *arg = NULL, *path, *hdrs, boundary[64];
+	const char *err = NULL, *kind = delayed ? "delay" : "failure";
+	char sender[256];
+	size_t hlen;
+	int rc = -1;
+
+	log_safe_into(sender, sizeof(sender), env->sender,
+	    strlen(env->sender));
+	/* Never bounce a bounce, nor to nobody. */
+	if (env->sender[0] == '\0')
+		return 0;
+	if (q->o.route == NULL || q->o.route(q->o.route_arg, "", env->sender,
+	    &action, &arg, &err) == -1) {
+		log_event(LOG_LVL_WARN, "dsn-dropped", env->sid, env->qid,
+		    "kind=%s to=<%s> why=\"%s\"", kind, sender,
+		    q->o.route == NULL ? "no router" : err);
+		return 0;
+	}
+	spool_new_qid(q->sp, b.qid);
+	b.sender = xstrdup("");
+	b.received = (int64_t)(util_wall_us() / 1000000);
+	spool_env_add_rcpt(&b, env->sender, action, arg);
+	path = spool_content_path(q->sp, env->qid);
+	hdrs = queue_read_headers(path, &hlen);
+	free(path);
+	(void)util_snprintf(boundary, sizeof(boundary), "=_%s/%s", b.qid,
+	    q->o.hostname);
+	struct queue_dsn d = {
+		.reporting_mta = q->o.hostname, .env = env, .idx = idx,
+		.n = n, .delayed = delayed, .headers = hdrs != NULL ? hdrs : "",
+		.headers_len = hlen, .now = b.received,
+		.retry_until = env->received +
+		    (int64_t)(q->o.lifetime_ms / 1000),
+		.qid = b.qid, .boundary = boundary,
+	};
+	queue_dsn_build(&d, &content);
+	free(hdrs);
+	b.size = content.len;
+	for (size_t i = 0; i < content.len; i++)
+		if ((unsigned char)content.data[i] >= 0x80)
+			b.body_8bit = true;
+	m = spool_msg_new(q->sp, b.qid);
+	if (spool_msg_write(m, content.data, content.len, &err) == -1 ||
+	    spool_msg_commit(m, &b, &err) == -1) {
+		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+		    "cannot queue the %s DSN why=\"%s\"", kind, err);
+		goto out;
+	}
+	log_event(LOG_LVL_INFO, "dsn", env->sid, env->qid,
+	    "kind=%s to=<%s> rcpts=%zu dsn_qid=%s", kind, sender, n, b.qid);
+	queue_submit(q, b.qid);
+	rc = 0;
+out:
+	spool_msg_free(&m);
+	util_buf_clear(&content);
+	spool_env_clear(&b);
+	free(action);
+	free(arg);
+	return rc;
+}
+
+/* Bounce the failures not reported yet; record each as reported. */
+static void
+queue_bounce(struct queue *q, struct spool_env *env)
+{
+	size_t *idx = xcalloc(env->nrcpts + 1, sizeof(*idx)), n = 0;
+	const char *err = NULL;
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].failed && !env->rcpts[i].bounced)
+			idx[n++] = i;
+	if (n > 0 && env->sender[0] == '\0')
+		log_event(LOG_LVL_INFO, "dsn-skipped", env->sid, env->qid,
+		    "why=\"null sender: never bounce a bounce\" rcpts=%zu", n);
+	if (n > 0 && queue_send_dsn(q, env, idx, n, false) == 0)
+		for (size_t k = 0; k < n; k++) {
+			/*
+			 * XXX: a crash between the DSN's commit and these
+			 * records sends the DSN twice; never zero times.
+			 */
+			if (spool_mark_bounced(q->sp, env->qid, idx[k],
+			    &err) == -1)
+				log_event(LOG_LVL_ERROR, "queue", env->sid,
+				    env->qid, "cannot record the bounce "
+				    "why=\"%s\"", err);
+			else
+				env->rcpts[idx[k]].bounced = true;
+		}
+	free(idx);
+}
+
+/* Once past delay_warning, tell the sender which recipients still wait. */
+static void
+queue_warn_delay(struct queue *q, struct spool_env *env, uint64_t now)
+{
+	size_t *idx, n = 0;
+	const char *err = NULL;
+	uint64_t received_ms = (uint64_t)env->received * 1000;
+
+	if (q->o.delay_warning_ms == 0 || env->warned ||
+	    env->sender[0] == '\0' || now < received_ms ||
+	    now - received_ms < q->o.delay_warning_ms ||
+	    now - received_ms >= q->o.lifetime_ms)
+		return;
+	idx = xcalloc(env->nrcpts + 1, sizeof(*idx));
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (!env->rcpts[i].done && env->rcpts[i].attempts > 0)
+			idx[n++] = i;
+	if (n > 0 && queue_send_dsn(q, env, idx, n, true) == 0) {
+		if (spool_mark_flag(q->sp, env->qid, SPOOL_FLAG_WARNED,
+		    &err) == -1)
+			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+			    "cannot record the delay warning why=\"%s\"",
+			    err);
+		env->warned = true;
+	}
+	free(idx);
+}
+
+/* ---- one pass over a message ------------------------------------------- */
+
+static void
+queue_add_blocked(char ***list, size_t *n, const char *dest)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp((*list)[i], dest) == 0)
+			return;
+	*list = xreallocarray(*list, *n + 1, sizeof(**list));
+	(*list)[(*n)++] = xstrdup(dest);
+}
+
+static void
+queue_free_blocked(char ***list, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*list)[i]);
+	free(*list);
+	*list = NULL;
+	*n = 0;
+}
+
+/*
+ * Deliver the due recipients of qid (force: every pending one), record
+ * each outcome, send DSNs, remove the message when all is done.  On
+ * QUEUE_RETRY, *due_out is the next attempt and *blocked_out the
+ * destinations that were at their limit.  No lock held.
+ */
 static enum queue_outcome
-queue_run(struct queue *q, const char *qid)
+queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
+    char ***blocked_out, size_t *nblocked_out)
 {
 	struct spool_env env;
 	const char *err = NULL;
 	char *content_path;
-	bool pending = false;
+	uint64_t now = queue_wall_ms(), due = UINT64_MAX;
+	bool pending = false, unreported = false, *skipped;
 
 	if (spool_env_load(q->sp, qid, &env, &err) == -1) {
 		if (errno == ENOENT) {	/* submitted again after delivery */
@@ -134,50 +533,90 @@ queue_run(struct queue *q, const char *qid)
 			return QUEUE_DROP;
 		}
 		log_event(LOG_LVL_ERROR, "queue", NULL, qid,
-		    "envelope unreadable, left in the spool why=%s", err);
+		    "envelope unreadable, left in the spool why=\"%s\"", err);
 		return QUEUE_DROP;
+	}
+	if (env.held) {
+		spool_env_clear(&env);
+		return QUEUE_HELD;
 	}
 	content_path = spool_content_path(q->sp, qid);
-	for (size_t i = 0; i < env.nrcpts; i++) {
-		const char *why = "(none)";
+	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
+	for (size_t i = 0; i < env.nrcpts && !q->stopping; i++) {
+		struct spool_rcpt *r = &env.rcpts[i];
+		char *dest;
 
-		if (env.rcpts[i].done)
+		if (r->done || (!force && r->next_ms > now))
 			continue;
-		switch (queue_deliver_one(q, &env, i, content_path, &why)) {
-		case DELIVER_OK:
-			queue_log_rcpt(LOG_LVL_INFO, "delivered", &env, i,
-			    NULL);
-			break;
-		case DELIVER_TEMPFAIL:
-			queue_log_rcpt(LOG_LVL_INFO, "deferred", &env, i, why);
-			pending = true;
+		dest = queue_dest_name(r);
+		if (!queue_dest_acquire(q, dest)) {
+			queue_add_blocked(blocked_out, nblocked_out, dest);
+			skipped[i] = true;
+			free(dest);
 			continue;
-		case DELIVER_PERMFAIL:
-			/* XXX: bounce here (issue 5). */
-			queue_log_rcpt(LOG_LVL_ERROR, "failed", &env, i, why);
-			break;
 		}
-		/* Delivered or given up: never again, even after a crash. */
-		if (spool_mark_done(q->sp, qid, i, &err) == -1) {
-			/* A retry is safe: deliveries are idempotent. */
-			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
-			    "cannot record delivery why=%s", err);
-			pending = true;
-		}
+		queue_attempt(q, &env, i, content_path);
+		queue_dest_release(q, dest);
+		free(dest);
 	}
 	free(content_path);
-	if (!pending && spool_remove(q->sp, qid, &err) == -1) {
-		log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
-		    "cannot remove from the spool why=%s", err);
-		spool_env_clear(&env);
-		return QUEUE_DROP;
+	now = queue_wall_ms();
+	/* Blocked recipients wait for their destination, not for a timer. */
+	for (size_t i = 0; i < env.nrcpts; i++) {
+		const struct spool_rcpt *r = &env.rcpts[i];
+		if (!r->done) {
+			pending = true;
+			if (!skipped[i] && r->next_ms < due)
+				due = r->next_ms;
+		} else if (r->failed && !r->bounced)
+			unreported = true;
 	}
+	if (unreported)
+		queue_bounce(q, &env);
+	if (pending)
+		queue_warn_delay(q, &env, now);
+	unreported = false;
+	for (size_t i = 0; i < env.nrcpts; i++)
+		if (env.rcpts[i].failed && !env.rcpts[i].bounced)
+			unreported = true;
+	if (unreported && !pending)	/* the DSN could not be queued */
+		due = now + q->o.retry_min_ms;
+	if (!pending && !unreported) {
+		if (spool_remove(q->sp, qid, &err) == -1) {
+			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
+			    "cannot remove from the spool why=\"%s\"", err);
+			free(skipped);
+			spool_env_clear(&env);
+			return QUEUE_DROP;
+		}
+		free(skipped);
+		spool_env_clear(&env);
+		return QUEUE_FINISHED;
+	}
+	*due_out = due;
+	free(skipped);
 	spool_env_clear(&env);
-	return pending ? QUEUE_RETRY : QUEUE_FINISHED;
+	return QUEUE_RETRY;
+}
+
+/* ---- the job list ------------------------------------------------------ */
+
+/* A job a worker may take now.  Locked. */
+static bool
+queue_job_ready(struct queue *q, const struct queue_job *j, uint64_t now)
+{
+	if (j->running || j->held || j->deleted)
+		return false;
+	if (j->due_ms <= now || j->force)
+		return true;
+	for (size_t i = 0; i < j->nblocked; i++)
+		if (queue_dest_free(q, j->blocked[i]))
+			return true;
+	return false;
 }
 
 /*
- * The due job with the earliest due time, or NULL; *next_due_out is the
+ * The ready job with the earliest due time, or NULL; *next_due_out is the
  * earliest due time of the waiting jobs (UINT64_MAX if none).  Locked.
  */
 static struct queue_job *
@@ -187,15 +626,33 @@ queue_pick(struct queue *q, uint64_t now, uint64_t *next_due_out)
 
 	*next_due_out = UINT64_MAX;
 	for (struct queue_job *j = q->jobs; j != NULL; j = j->next) {
-		if (j->running)
+		if (j->running || j->held || j->deleted)
 			continue;
 		if (j->due_ms < *next_due_out)
 			*next_due_out = j->due_ms;
-		if (j->due_ms <= now && (best == NULL ||
+		if (queue_job_ready(q, j, now) && (best == NULL ||
 		    j->due_ms < best->due_ms))
 			best = j;
 	}
 	return best;
+}
+
+/* The job of qid, made (due now) if new.  Locked. */
+static struct queue_job *
+queue_job_get(struct queue *q, const char *qid, bool *created_out)
+{
+	struct queue_job *j, **tail;
+
+	*created_out = false;
+	for (tail = &q->jobs; (j = *tail) != NULL; tail = &j->next)
+		if (strcmp(j->qid, qid) == 0)
+			return j;
+	j = xcalloc(1, sizeof(*j));
+	util_strlcpy(j->qid, qid, sizeof(j->qid));
+	j->due_ms = queue_wall_ms();
+	*tail = j;	/* appended: submission order among equals */
+	*created_out = true;
+	return j;
 }
 
 static void
@@ -205,6 +662,7 @@ queue_unlink(struct queue *q, struct queue_job *job)
 	    jp = &(*jp)->next)
 		if (*jp == job) {
 			*jp = job->next;
+			queue_free_blocked(&job->blocked, &job->nblocked);
 			free(job);
 			return;
 		}
@@ -215,12 +673,16 @@ static void
 queue_wait_until(struct queue *q, uint64_t due_ms, uint64_t now)
 {
 	struct timespec ts;
-	uint64_t wait_ms = due_ms - now;
+	uint64_t wait_ms;
 
 	if (due_ms == UINT64_MAX) {
 		pthread_cond_wait(&q->work_cv, &q->mu);
 		return;
 	}
+	/* Due times are wall clock; the wait itself is monotonic. */
+	wait_ms = due_ms > now ? due_ms - now : 0;
+	if (wait_ms > 60000)
+		wait_ms = 60000;	/* re-read the clock now and then */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += (time_t)(wait_ms / 1000);
 	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
@@ -231,88 +693,149 @@ queue_wait_until(struct queue *q, uint64_t due_ms, uint64_t now)
 	pthread_cond_timedwait(&q->work_cv, &q->mu, &ts);
 }
 
+/* The run of job is over.  Locked. */
+static void
+queue_job_done(struct queue *q, struct queue_job *job,
+    enum queue_outcome out, uint64_t due, char **blocked, size_t nblocked)
+{
+	const char *err = NULL;
+
+	queue_free_blocked(&job->blocked, &job->nblocked);
+	job->blocked = blocked;
+	job->nblocked = nblocked;
+	if (job->deleted) {
+		/* The operator's delete waited for this run to end. */
+		pthread_mutex_unlock(&q->mu);
+		if (out != QUEUE_FINISHED &&
+		    spool_remove(q->sp, job->qid, &err) == -1)
+			log_event(LOG_LVL_ERROR, "queue", NULL, job->qid,
+			    "cannot delete why=\"%s\"", err);
+		pthread_mutex_lock(&q->mu);
+		queue_unlink(q, job);
+		return;
+	}
+	switch (out) {
+	case QUEUE_RETRY:
+		job->due_ms = due;
+		job->running = false;
+		/* Sleeping workers recompute their deadline. */
+		pthread_cond_broadcast(&q->work_cv);
+		break;
+	case QUEUE_HELD:
+		job->held = true;
+		job->running = false;
+		break;
+	case QUEUE_FINISHED:
+	case QUEUE_DROP:
+		queue_unlink(q, job);
+		break;
+	}
+}
+
 static void *
 queue_worker(void *arg)
 {
 	struct queue *q = arg;
 	struct queue_job *job;
-	uint64_t now, next_due;
+	uint64_t now, next_due, due;
+	char **blocked;
+	size_t nblocked;
+	bool force;
 
 	pthread_mutex_lock(&q->mu);
 	while (!q->stopping) {
-		now = util_now_ms();
+		now = queue_wall_ms();
 		if ((job = queue_pick(q, now, &next_due)) == NULL) {
 			queue_wait_until(q, next_due, now);
 			continue;
 		}
 		job->running = true;
+		force = job->force;
+		job->force = false;
 		q->nrunning++;
 		pthread_mutex_unlock(&q->mu);
 		/* job stays ours: submit skips running jobs, free joins us. */
-		enum queue_outcome out = queue_run(q, job->qid);
+		blocked = NULL;
+		nblocked = 0;
+		due = UINT64_MAX;
+		enum queue_outcome out = queue_run(q, job->qid, force, &due,
+		    &blocked, &nblocked);
 		pthread_mutex_lock(&q->mu);
 		q->nrunning--;
-		if (out == QUEUE_RETRY) {
-			job->attempts++;
-			job->due_ms = util_now_ms() +
-			    queue_backoff_ms(job->attempts);
-			job->running = false;
-			/* Sleeping workers recompute their deadline. */
-			pthread_cond_broadcast(&q->work_cv);
-		} else
-			queue_unlink(q, job);
+		queue_job_done(q, job, out, due, blocked, nblocked);
 		pthread_cond_broadcast(&q->idle_cv);
 	}
 	pthread_mutex_unlock(&q->mu);
 	return NULL;
 }
 
+/* ---- the public face --------------------------------------------------- */
+
 struct queue *
-queue_new(struct spool *sp, const char *hostname, unsigned nthreads)
+queue_new_opts(struct spool *sp, const struct queue_opts *o)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
 	pthread_condattr_t ca;
+	const char *err = NULL;
 
-	if (nthreads == 0)
-		nthreads = 1;
 	q->sp = sp;
-	q->hostname = xstrdup(hostname != NULL ? hostname : "localhost");
+	q->o = *o;
+	q->o.hostname = xstrdup(o->hostname != NULL ? o->hostname :
+	    "localhost");
+	if (q->o.concurrency == 0)
+		q->o.concurrency = 1;
+	if (q->o.dest_concurrency == 0)
+		q->o.dest_concurrency = 1;
+	if (q->o.retry_min_ms == 0)
+		q->o.retry_min_ms = 1000;
+	if (q->o.retry_max_ms < q->o.retry_min_ms)
+		q->o.retry_max_ms = q->o.retry_min_ms;
+	q->ctl_fd = -1;
+	q->ctl_wake[0] = q->ctl_wake[1] = -1;
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&q->work_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&q->idle_cv, NULL);
-	q->threads = xcalloc(nthreads, sizeof(*q->threads));
-	for (unsigned i = 0; i < nthreads; i++) {
+	q->threads = xcalloc(q->o.concurrency, sizeof(*q->threads));
+	for (unsigned i = 0; i < q->o.concurrency; i++) {
 		int rc = pthread_create(&q->threads[i], NULL, queue_worker, q);
 		if (rc != 0)
 			fatal("queue: pthread_create: %s", strerror(rc));
 		q->nthreads++;
 	}
+	if ((q->o.control || q->o.pickup_ms > 0) &&
+	    queue_control_start(q, &err) == -1)
+		log_msg(LOG_LVL_ERROR, "queue: no control socket: %s "
+		    "(postern queue and postern send cannot reach this "
+		    "server)", err);
 	return q;
+}
+
+struct queue *
+queue_new(struct spool *sp, const char *hostname, unsigned nthreads)
+{
+	struct queue_opts o;
+
+	queue_opts_init(&o, NULL);
+	o.hostname = hostname;
+	o.concurrency = nthreads;
+	o.pickup_ms = 0;
+	return queue_new_opts(sp, &o);
 }
 
 void
 queue_submit(struct queue *q, const char *qid)
 {
-	struct queue_job *j, **tail;
+	bool created;
 
 	pthread_mutex_lock(&q->mu);
-	for (tail = &q->jobs; (j = *tail) != NULL; tail = &j->next)
-		if (strcmp(j->qid, qid) == 0)
-			break;
-	if (j == NULL) {
-		j = xcalloc(1, sizeof(*j));
-		util_strlcpy(j->qid, qid, sizeof(j->qid));
-		*tail = j;	/* appended: submission order among equals */
-	}
 	/*
 	 * Already known: a running job will see every pending recipient; a
-	 * deferred one is simply made due now (a "flush").
+	 * waiting one keeps its schedule (a flush is queue_flush).
 	 */
-	if (!j->running)
-		j->due_ms = util_now_ms();
+	(void)queue_job_get(q, qid, &created);
 	pthread_cond_signal(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 }
@@ -345,9 +868,102 @@ queue_drain(struct queue *q)
 
 	pthread_mutex_lock(&q->mu);
 	while (!q->stopping && (q->nrunning > 0 ||
-	    queue_pick(q, util_now_ms(), &next_due) != NULL))
+	    queue_pick(q, queue_wall_ms(), &next_due) != NULL))
 		pthread_cond_wait(&q->idle_cv, &q->mu);
 	pthread_mutex_unlock(&q->mu);
+}
+
+/* Does qid exist in the spool?  -1 with *err_out if not (or unreadable). */
+static int
+queue_check_msg(struct queue *q, const char *qid, const char **err_out)
+{
+	struct spool_env env;
+
+	if (!spool_qid_ok(qid)) {
+		*err_out = "invalid queue id";
+		return -1;
+	}
+	if (spool_env_load(q->sp, qid, &env, err_out) == -1) {
+		if (errno == ENOENT)
+			*err_out = "no such message";
+		return -1;
+	}
+	spool_env_clear(&env);
+	return 0;
+}
+
+int
+queue_flush(struct queue *q, const char *qid, const char **err_out)
+{
+	struct queue_job *j;
+	bool created;
+
+	if (qid != NULL && queue_check_msg(q, qid, err_out) == -1)
+		return -1;
+	pthread_mutex_lock(&q->mu);
+	if (qid != NULL) {
+		j = queue_job_get(q, qid, &created);
+		j->force = true;
+	} else
+		for (j = q->jobs; j != NULL; j = j->next)
+			j->force = true;
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_mutex_unlock(&q->mu);
+	return 0;
+}
+
+int
+queue_hold(struct queue *q, const char *qid, bool hold, const char **err_out)
+{
+	struct queue_job *j;
+	bool created;
+
+	if (queue_check_msg(q, qid, err_out) == -1 ||
+	    spool_mark_flag(q->sp, qid, hold ? SPOOL_FLAG_HOLD :
+	    SPOOL_FLAG_RELEASE, err_out) == -1)
+		return -1;
+	log_event(LOG_LVL_INFO, hold ? "hold" : "release", NULL, qid,
+	    "by=operator");
+	pthread_mutex_lock(&q->mu);
+	j = queue_job_get(q, qid, &created);
+	j->held = hold;
+	if (!hold)
+		j->force = true;	/* released: try it now */
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_mutex_unlock(&q->mu);
+	return 0;
+}
+
+int
+queue_delete(struct queue *q, const char *qid, const char **err_out)
+{
+	struct queue_job *j;
+	bool created;
+
+	if (queue_check_msg(q, qid, err_out) == -1)
+		return -1;
+	log_event(LOG_LVL_INFO, "deleted", NULL, qid, "by=operator");
+	pthread_mutex_lock(&q->mu);
+	j = queue_job_get(q, qid, &created);
+	j->deleted = true;
+	if (j->running) {	/* its worker removes it after the run */
+		pthread_mutex_unlock(&q->mu);
+		return 0;
+	}
+	j->running = true;	/* ours now: no worker takes it */
+	pthread_mutex_unlock(&q->mu);
+	if (spool_remove(q->sp, qid, err_out) == -1) {
+		pthread_mutex_lock(&q->mu);
+		j->running = false;
+		j->deleted = false;
+		pthread_mutex_unlock(&q->mu);
+		return -1;
+	}
+	pthread_mutex_lock(&q->mu);
+	queue_unlink(q, j);
+	pthread_cond_broadcast(&q->idle_cv);
+	pthread_mutex_unlock(&q->mu);
+	return 0;
 }
 
 void
@@ -357,6 +973,7 @@ queue_free(struct queue **qp)
 
 	if (q == NULL)
 		return;
+	queue_control_stop(q);
 	pthread_mutex_lock(&q->mu);
 	q->stopping = true;
 	pthread_cond_broadcast(&q->work_cv);
@@ -364,16 +981,19 @@ queue_free(struct queue **qp)
 	pthread_mutex_unlock(&q->mu);
 	for (unsigned i = 0; i < q->nthreads; i++)
 		pthread_join(q->threads[i], NULL);
-	while (q->jobs != NULL) {
-		struct queue_job *j = q->jobs;
-		q->jobs = j->next;
-		free(j);
+	while (q->jobs != NULL)
+		queue_unlink(q, q->jobs);
+	while (q->dests != NULL) {
+		struct queue_dest *d = q->dests;
+		q->dests = d->next;
+		free(d->name);
+		free(d);
 	}
 	pthread_cond_destroy(&q->work_cv);
 	pthread_cond_destroy(&q->idle_cv);
 	pthread_mutex_destroy(&q->mu);
 	free(q->threads);
-	free(q->hostname);
+	free((char *)q->o.hostname);
 	free(q);
 	*qp = NULL;
 }

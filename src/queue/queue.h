@@ -1,16 +1,69 @@
 /*
  * queue/queue.h: takes committed messages from the spool and delivers each
  * pending recipient through deliver/, on worker threads; retries temporary
- * failures with backoff; removes the spool entry once every recipient is
- * durably done.  Knows nothing of the wire format of each action.
+ * failures with exponential backoff and jitter up to a lifetime, sends a
+ * delay warning and RFC 3464 bounces (as new spooled messages from <>);
+ * limits deliveries in total and per destination; removes the spool entry
+ * once every recipient is durably done.  A unix socket <spool>/control.sock
+ * lets `postern queue` and `postern send` talk to the running queue.
+ * Knows nothing of the wire format of each action, nor of connections.
  */
 #ifndef POSTERN_QUEUE_H
 #define POSTERN_QUEUE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "deliver/deliver.h"
+
+struct config;
 struct spool;
+struct spool_env;
 struct queue;
 
-/* Start nthreads delivery workers over sp (borrowed). */
+/*
+ * Choose the action for rcpt of a message from sender ("" for <>), as the
+ * server's router does.  0 with *action_out (malloc'd action kind as the
+ * spool stores it: "maildir", "discard", ...) and *arg_out (malloc'd, or
+ * NULL); -1 with *err_out (static or thread-local text) when rcpt has no
+ * route.  Called from queue worker threads: must be thread-safe.
+ */
+typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
+	    char **action_out, char **arg_out, const char **err_out);
+
+/*
+ * Deliver recipient idx of env (content at content_path).  The queue calls
+ * the real actions (queue_deliver_default) unless a test substitutes its
+ * own.  *why_out on failure: valid until the next call on the thread.
+ */
+typedef enum deliver_result (*queue_deliver_fn)(void *arg,
+	    const struct spool_env *env, size_t idx, const char *content_path,
+	    const char *hostname, const char **why_out);
+
+struct queue_opts {
+	const char	*hostname;	/* borrowed: Reporting-MTA, Maildir names */
+	unsigned	 concurrency;	/* deliveries at once (worker threads) */
+	unsigned	 dest_concurrency; /* at once per destination (kind+arg) */
+	uint64_t	 retry_min_ms;	/* first retry after this (plus jitter) */
+	uint64_t	 retry_max_ms;	/* backoff doubles up to this */
+	uint64_t	 lifetime_ms;	/* then a temporary failure is final */
+	uint64_t	 delay_warning_ms; /* one "delayed" DSN after; 0: never */
+	queue_route_fn	 route;		/* for DSNs to the sender; NULL: none
+					   can be sent (logged) */
+	void		*route_arg;
+	queue_deliver_fn deliver;	/* NULL: queue_deliver_default */
+	void		*deliver_arg;
+	bool		 control;	/* listen on <spool>/control.sock */
+	uint64_t	 pickup_ms;	/* rescan the spool this often; 0: never */
+};
+
+/* Defaults from cfg's "queue" statements (cfg NULL: built-in defaults). */
+void	queue_opts_init(struct queue_opts *o, const struct config *cfg);
+
+/* Start o->concurrency delivery workers over sp (borrowed). */
+struct queue *queue_new_opts(struct spool *sp, const struct queue_opts *o);
+/* The same with default options, nthreads workers, no control socket. */
 struct queue *queue_new(struct spool *sp, const char *hostname,
 	    unsigned nthreads);
 /* Hand over a committed message; thread-safe, never blocks on the disk. */
@@ -21,5 +74,39 @@ void	queue_recover(struct queue *q);
 void	queue_drain(struct queue *q);
 /* Stop the workers after their current delivery and free. */
 void	queue_free(struct queue **qp);
+
+/*
+ * Operator commands (the control socket calls them).  flush: try qid (NULL:
+ * every message not on hold) now, whatever its schedule.  hold: deliver
+ * nothing of qid until released (persisted in the spool).  delete: remove
+ * qid from the spool without any DSN (after a delivery in progress ends).
+ * 0, or -1 with *err_out ("no such message", ...).  Thread-safe.
+ */
+int	queue_flush(struct queue *q, const char *qid, const char **err_out);
+int	queue_hold(struct queue *q, const char *qid, bool hold,
+	    const char **err_out);
+int	queue_delete(struct queue *q, const char *qid, const char **err_out);
+
+/* The real actions: maildir, discard (relay, mx once deliver/ has them). */
+enum deliver_result queue_deliver_default(void *arg,
+	    const struct spool_env *env, size_t idx, const char *content_path,
+	    const char *hostname, const char **why_out);
+
+/*
+ * A queue_route_fn over a router (arg: struct router *, which must outlive
+ * every call): route_find, then route_expand of a maildir path.
+ */
+int	queue_route_router(void *arg, const char *sender, const char *rcpt,
+	    char **action_out, char **arg_out, const char **err_out);
+
+/*
+ * Client side of the control socket, for the CLI: send one command line
+ * ("flush", "flush QID", "hold QID", "release QID", "delete QID",
+ * "submit QID") to the server whose spool folder is spool_dir.  0 with the
+ * reply line in *reply_out (malloc'd, "ok ..." or "error: ..."); -1 with
+ * errno (ENOENT or ECONNREFUSED: no server is running) and *err_out.
+ */
+int	queue_control_request(const char *spool_dir, const char *cmd,
+	    char **reply_out, const char **err_out);
 
 #endif

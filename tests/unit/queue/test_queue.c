@@ -1,14 +1,21 @@
 /*
  * Unit tests of queue/: end to end over a real spool and real Maildirs in a
  * mkdtemp folder: recovery, exactly once after a simulated crash, duplicate
- * submits, deferral on a temporary failure, permanent failures.
+ * submits, deferral on a temporary failure, permanent failures; the
+ * scheduler's math (backoff, jitter bounds, lifetime), DSNs against golden
+ * files (data/NAME.out), status persisted across a restart, bounces, delay
+ * warnings, per-destination concurrency, hold/release/delete/flush and the
+ * control socket.  UPDATE_GOLDEN=1 rewrites the golden files.
  */
 #include "queue/queue.h"
+#include "queue/queue_private.h"
+#include "config/config.h"
 #include "deliver/deliver.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +34,8 @@
 static char *tdir;
 static char *spooldir;
 static struct spool *sp;
+static int64_t commit_received = 1700000000;	/* epoch s of commit() */
+static const char *commit_sender = "from@example.org";
 
 static int
 setup(void **state)
@@ -107,8 +116,8 @@ commit(char qid_out[SPOOL_QID_MAX], const char *const *rcpts)
 	spool_new_qid(sp, qid_out);
 	util_strlcpy(e.qid, qid_out, sizeof(e.qid));
 	e.sid = xstrdup("S1");
-	e.sender = xstrdup("from@example.org");
-	e.received = 1700000000;
+	e.sender = xstrdup(commit_sender);
+	e.received = commit_received;
 	for (size_t i = 0; rcpts[i] != NULL; i += 2)
 		spool_env_add_rcpt(&e, "to@example.org", rcpts[i],
 		    rcpts[i + 1]);
@@ -238,7 +247,9 @@ test_queue_tempfail_deferred(void **state)
 	uint64_t t0;
 
 	(void)state;
+	commit_received = (int64_t)(util_wall_us() / 1000000);
 	commit(qid, rcpts);
+	commit_received = 1700000000;
 	q = queue_new(sp, "mx.test", 2);
 	queue_submit(q, qid);
 	t0 = util_now_ms();
@@ -252,6 +263,9 @@ test_queue_tempfail_deferred(void **state)
 	assert_int_equal(e.nrcpts, 2);
 	assert_true(e.rcpts[0].done);
 	assert_false(e.rcpts[1].done);
+	/* The deferral itself is on disk: the next run resumes from it. */
+	assert_int_equal(e.rcpts[1].attempts, 1);
+	assert_non_null(strstr(e.rcpts[1].last_err, "No such file"));
 	spool_env_clear(&e);
 }
 
@@ -272,7 +286,7 @@ test_queue_permanent_failures(void **state)
 	queue_recover(q);
 	queue_drain(q);
 	queue_free(&q);
-	/* Given up (XXX: bounced in issue 5), not retried forever. */
+	/* Given up (no router here, so no DSN), not retried forever. */
 	assert_int_equal(count_sub(ok, "new"), 1);
 	assert_spool_empty();
 	free(too_long);
@@ -330,6 +344,761 @@ test_queue_sigkill_mid_delivery(void **state)
 	free(b);
 }
 
+/* ---- scheduler math ---------------------------------------------------- */
+
+static void
+test_backoff_table(void **state)
+{
+	static const struct {
+		const char *name;
+		unsigned attempts;
+		uint64_t min, max;
+		uint32_t rnd;
+		uint64_t want;
+	} cases[] = {
+		{ "first, no jitter", 1, 30000, 3600000, 0, 30000 },
+		{ "second doubles", 2, 30000, 3600000, 0, 60000 },
+		{ "fifth", 5, 30000, 3600000, 0, 480000 },
+		{ "capped", 9, 30000, 3600000, 0, 3600000 },
+		{ "huge attempts capped", 4000000000u, 30000, 3600000, 0,
+		    3600000 },
+		{ "max jitter", 1, 30000, 3600000, 3750, 33750 },
+		{ "jitter wraps", 1, 30000, 3600000, 3751, 30000 },
+		{ "capped max jitter", 20, 30000, 3600000, 450000, 4050000 },
+		{ "min equals max", 3, 1000, 1000, 0, 1000 },
+		{ "tiny", 1, 1, 1, 7, 1 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t got = queue_backoff_ms(cases[i].attempts,
+		    cases[i].min, cases[i].max, cases[i].rnd);
+		if (got != cases[i].want)
+			fail_msg("case \"%s\": got %ju ms, want %ju ms",
+			    cases[i].name, (uintmax_t)got,
+			    (uintmax_t)cases[i].want);
+	}
+}
+
+/* Whatever the random number, the delay stays in [base, base + base/8]. */
+static void
+test_backoff_jitter_bounds(void **state)
+{
+	(void)state;
+	for (unsigned a = 1; a <= 12; a++) {
+		uint64_t base = 30000ULL << (a - 1);
+		if (base > 3600000)
+			base = 3600000;
+		for (uint32_t k = 0; k < 5000; k++) {
+			uint32_t rnd = k * 2654435761u;
+			uint64_t got = queue_backoff_ms(a, 30000, 3600000, rnd);
+			if (got < base || got > base + base / 8)
+				fail_msg("case \"attempt %u rnd %u\": got %ju, "
+				    "want %ju..%ju", a, rnd, (uintmax_t)got,
+				    (uintmax_t)base,
+				    (uintmax_t)(base + base / 8));
+		}
+	}
+}
+
+static void
+test_lifetime(void **state)
+{
+	struct queue_opts o;
+	static const struct {
+		const char *name;
+		uint64_t now, received;
+		bool expired;
+		unsigned attempts;
+		uint64_t want_next;
+	} cases[] = {
+		/* lifetime 100 s, retry 30 s..1 h, no jitter */
+		{ "young", 10000, 0, false, 1, 40000 },
+		{ "clamped to the end", 80000, 0, false, 1, 100000 },
+		{ "at the end", 100000, 0, true, 1, 130000 },
+		{ "past the end", 500000, 0, true, 3, 620000 },
+		{ "clock behind arrival", 0, 50000, false, 1, 30000 },
+	};
+
+	(void)state;
+	queue_opts_init(&o, NULL);
+	o.lifetime_ms = 100000;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool exp = queue_expired(&o, cases[i].now, cases[i].received);
+		uint64_t next = queue_next_attempt_ms(&o, cases[i].attempts,
+		    cases[i].now, cases[i].received, 0);
+		if (exp != cases[i].expired || next != cases[i].want_next)
+			fail_msg("case \"%s\": got expired=%d next=%ju, want "
+			    "expired=%d next=%ju", cases[i].name, exp,
+			    (uintmax_t)next, cases[i].expired,
+			    (uintmax_t)cases[i].want_next);
+	}
+}
+
+static void
+test_config_queue(void **state)
+{
+	char *errs = NULL;
+	struct config *c;
+	struct queue_opts o;
+
+	(void)state;
+	c = config_parse("t.conf", "listen 127.0.0.1:2525\n"
+	    "queue retry-min 2s\nqueue retry-max 10m\nqueue lifetime 3s\n"
+	    "queue delay-warning 0\nqueue concurrency 7\n"
+	    "queue destination-concurrency 2\naction l discard\n"
+	    "match any action l\n", &errs);
+	if (c == NULL)
+		fail_msg("config: %s", errs);
+	queue_opts_init(&o, c);
+	assert_int_equal(o.retry_min_ms, 2000);
+	assert_int_equal(o.retry_max_ms, 600000);
+	assert_int_equal(o.lifetime_ms, 3000);
+	assert_int_equal(o.delay_warning_ms, 0);
+	assert_int_equal(o.concurrency, 7);
+	assert_int_equal(o.dest_concurrency, 2);
+	config_free(&c);
+	c = config_parse("t.conf", "listen 127.0.0.1:2525\n"
+	    "action l discard\nmatch any action l\n", &errs);
+	assert_non_null(c);
+	queue_opts_init(&o, c);
+	assert_int_equal(o.retry_min_ms, 30000);
+	assert_int_equal(o.retry_max_ms, 3600000);
+	assert_int_equal(o.lifetime_ms, 5 * 86400000ULL);
+	assert_int_equal(o.delay_warning_ms, 4 * 3600000ULL);
+	assert_int_equal(o.concurrency, 20);
+	assert_int_equal(o.dest_concurrency, 4);
+	config_free(&c);
+	c = config_parse("t.conf", "listen 127.0.0.1:2525\n"
+	    "queue retry-min 2h\nqueue retry-max 1h\nqueue concurrency 0\n"
+	    "queue speed 9\nqueue lifetime\naction l discard\n"
+	    "match any action l\n", &errs);
+	assert_null(c);
+	assert_string_equal(errs,
+	    "t.conf:3: queue: retry-min (line 2) is above retry-max (line 3)\n"
+	    "t.conf:4: queue concurrency: \"0\" is out of range (1..1000)\n"
+	    "t.conf:5: queue: unknown setting \"speed\" (usage: queue "
+	    "retry-min|retry-max|lifetime|delay-warning DURATION, or queue "
+	    "concurrency|destination-concurrency N)\n"
+	    "t.conf:6: queue: missing argument (usage: queue "
+	    "retry-min|retry-max|lifetime|delay-warning DURATION, or queue "
+	    "concurrency|destination-concurrency N)\n");
+	free(errs);
+}
+
+/* ---- DSNs -------------------------------------------------------------- */
+
+static char *
+slurp(const char *path, size_t *len_out)
+{
+	FILE *f = fopen(path, "rb");
+	struct util_buf b = { 0 };
+	char buf[4096];
+	size_t n;
+
+	if (f == NULL)
+		return NULL;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		util_buf_add(&b, buf, n);
+	fclose(f);
+	*len_out = b.len;
+	return util_buf_cstr(&b);
+}
+
+/* Compare out with data/<name>.out (UPDATE_GOLDEN=1 writes it). */
+static void
+golden(const char *name, const struct util_buf *out)
+{
+	char *path = xasprintf("data/%s.out", name);
+	size_t len = 0;
+	char *want;
+
+	if (getenv("UPDATE_GOLDEN") != NULL) {
+		FILE *f = fopen(path, "wb");
+		assert_non_null(f);
+		fwrite(out->data, 1, out->len, f);
+		fclose(f);
+	}
+	want = slurp(path, &len);
+	if (want == NULL)
+		fail_msg("case \"%s\": %s missing (UPDATE_GOLDEN=1)", name,
+		    path);
+	if (len != out->len || memcmp(want, out->data, len) != 0)
+		fail_msg("case \"%s\": DSN differs from %s; got:\n%.*s", name,
+		    path, (int)out->len, out->data);
+	free(want);
+	free(path);
+}
+
+static void
+dsn_env(struct spool_env *e)
+{
+	memset(e, 0, sizeof(*e));
+	util_strlcpy(e->qid, "1xVTabcdEF012Ghij", sizeof(e->qid));
+	e->sender = xstrdup("alice@example.org");
+	e->received = 1700000000;
+	spool_env_add_rcpt(e, "bob@example.net", "relay", "smtp://mx");
+	spool_env_add_rcpt(e, "carol@example.net", "maildir", "/m/carol");
+	spool_env_add_rcpt(e, "dave@example.net", "maildir", "/m/dave");
+	e->rcpts[0].failed = e->rcpts[0].done = true;
+	util_strlcpy(e->rcpts[0].status, "5.1.1", sizeof(e->rcpts[0].status));
+	e->rcpts[0].last_err = xstrdup("550 5.1.1 <bob@example.net>: no "
+	    "such user\r\nInjected: x");
+	e->rcpts[1].failed = e->rcpts[1].done = true;
+	util_strlcpy(e->rcpts[1].status, "4.4.7", sizeof(e->rcpts[1].status));
+	e->rcpts[1].last_err = xstrdup("delivery time expired after 9 "
+	    "attempts; last error: mkdir(/m/carol): Permission denied");
+	e->rcpts[2].attempts = 3;
+	e->rcpts[2].last_err = xstrdup("451 4.2.0 mailbox busy");
+}
+
+static void
+test_dsn_golden(void **state)
+{
+	static const char hdrs[] = "Received: from client.example (unknown "
+	    "[127.0.0.1])\n\tby mx.test (postern) with ESMTP id "
+	    "1xVTabcdEF012Ghij; Tue, 14 Nov 2023 22:13:20 +0000\n"
+	    "Subject: hello\nMessage-ID: <m1@example.org>\n";
+	struct spool_env e;
+	struct util_buf out = { 0 };
+	size_t failed[] = { 0, 1 }, delayed[] = { 2 };
+
+	(void)state;
+	setenv("TZ", "UTC", 1);		/* dates in the golden files */
+	tzset();
+	dsn_env(&e);
+	struct queue_dsn d = {
+		.reporting_mta = "mx.test", .env = &e, .idx = failed, .n = 2,
+		.headers = hdrs, .headers_len = strlen(hdrs),
+		.now = 1700003600, .retry_until = 1700432000,
+		.qid = "1xVTzzzzZZ999Yyyy", .boundary = "=_1xVTzzzzZZ999Yyyy/mx.test",
+	};
+	queue_dsn_build(&d, &out);
+	golden("bounce", &out);
+	util_buf_reset(&out);
+	d.delayed = true;
+	d.idx = delayed;
+	d.n = 1;
+	queue_dsn_build(&d, &out);
+	golden("delay", &out);
+	util_buf_clear(&out);
+	spool_env_clear(&e);
+}
+
+static void
+test_dsn_status(void **state)
+{
+	static const struct {
+		const char *name, *why;
+		bool temp;
+		const char *want;
+	} cases[] = {
+		{ "smtp reply", "550 5.1.1 no such user", false, "5.1.1" },
+		{ "smtp continuation", "552-5.2.2 over quota", false,
+		    "5.2.2" },
+		{ "bare code", "5.3.5 unknown action", false, "5.3.5" },
+		{ "no code", "mkdir(x): File name too long", false, "5.0.0" },
+		{ "temp no code", "connection refused", true, "4.0.0" },
+		{ "temp smtp", "451 4.3.0 try later", true, "4.3.0" },
+		{ "temp but 5xx", "550 5.1.1 x", true, "4.0.0" },
+		{ "code too long", "550 5.1234.1 x", false, "5.0.0" },
+		{ "code glued", "550 5.1.1x", false, "5.0.0" },
+		{ "class 3", "550 3.1.1 x", false, "5.0.0" },
+		{ "empty", "", false, "5.0.0" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[16];
+		queue_dsn_status(cases[i].why, cases[i].temp, got);
+		if (strcmp(got, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %s, want %s", cases[i].name,
+			    got, cases[i].want);
+	}
+}
+
+/* ---- a queue with a controllable fake action --------------------------- */
+
+struct fake {
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	bool		 release;	/* "block" deliveries may return */
+	unsigned	 calls;
+	unsigned	 blocking, max_blocking;
+};
+static struct fake fk = { PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_COND_INITIALIZER, false, 0, 0, 0 };
+
+/* Actions: ok, temp, perm, block (until fk.release), else the real ones. */
+static enum deliver_result
+fake_deliver(void *arg, const struct spool_env *env, size_t idx,
+    const char *content_path, const char *hostname, const char **why_out)
+{
+	const char *a = env->rcpts[idx].action;
+
+	pthread_mutex_lock(&fk.mu);
+	fk.calls++;
+	pthread_mutex_unlock(&fk.mu);
+	if (strcmp(a, "ok") == 0)
+		return DELIVER_OK;
+	if (strcmp(a, "temp") == 0) {
+		*why_out = "451 4.2.0 mailbox busy";
+		return DELIVER_TEMPFAIL;
+	}
+	if (strcmp(a, "perm") == 0) {
+		*why_out = "550 5.1.1 no such user";
+		return DELIVER_PERMFAIL;
+	}
+	if (strcmp(a, "block") == 0) {
+		pthread_mutex_lock(&fk.mu);
+		if (++fk.blocking > fk.max_blocking)
+			fk.max_blocking = fk.blocking;
+		while (!fk.release)
+			pthread_cond_wait(&fk.cv, &fk.mu);
+		fk.blocking--;
+		pthread_mutex_unlock(&fk.mu);
+		return DELIVER_OK;
+	}
+	return queue_deliver_default(arg, env, idx, content_path, hostname,
+	    why_out);
+}
+
+static void
+fake_reset(void)
+{
+	pthread_mutex_lock(&fk.mu);
+	fk.release = false;
+	fk.calls = fk.blocking = fk.max_blocking = 0;
+	pthread_mutex_unlock(&fk.mu);
+}
+
+static unsigned
+fake_calls(void)
+{
+	pthread_mutex_lock(&fk.mu);
+	unsigned n = fk.calls;
+	pthread_mutex_unlock(&fk.mu);
+	return n;
+}
+
+/* Route every address to the Maildir <tdir>/mail/<local part>. */
+static int
+fake_route(void *arg, const char *sender, const char *rcpt,
+    char **action_out, char **arg_out, const char **err_out)
+{
+	size_t n = strcspn(rcpt, "@");
+
+	(void)arg;
+	(void)sender;
+	if (strncmp(rcpt, "nowhere", n) == 0) {
+		*err_out = "550 5.7.1 Relay access denied";
+		return -1;
+	}
+	*action_out = xstrdup("maildir");
+	*arg_out = xasprintf("%s/mail/%.*s", tdir, (int)n, rcpt);
+	return 0;
+}
+
+static struct queue *
+fake_queue(uint64_t lifetime_ms, uint64_t warn_ms, bool control)
+{
+	struct queue_opts o;
+
+	queue_opts_init(&o, NULL);
+	o.hostname = "mx.test";
+	o.concurrency = 6;
+	o.dest_concurrency = 2;
+	o.retry_min_ms = 1000;
+	o.retry_max_ms = 4000;
+	o.lifetime_ms = lifetime_ms;
+	o.delay_warning_ms = warn_ms;
+	o.route = fake_route;
+	o.deliver = fake_deliver;
+	o.control = control;
+	o.pickup_ms = 0;
+	return queue_new_opts(sp, &o);
+}
+
+static void
+commit_now(char qid_out[SPOOL_QID_MAX], const char *const *rcpts)
+{
+	commit_received = (int64_t)(util_wall_us() / 1000000);
+	commit(qid_out, rcpts);
+	commit_received = 1700000000;
+}
+
+static char *
+mail_dir(const char *user)
+{
+	return xasprintf("%s/mail/%s", tdir, user);
+}
+
+/* Wait up to ms for the Maildir of user to hold want messages. */
+static bool
+wait_mail(const char *user, size_t want, uint64_t ms)
+{
+	char *d = mail_dir(user);
+	uint64_t end = util_now_ms() + ms;
+	bool ok;
+
+	while (!(ok = count_sub(d, "new") == want) && util_now_ms() < end) {
+		struct timespec ts = { 0, 20 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	free(d);
+	return ok;
+}
+
+/* The only message in user's Maildir, as a string. */
+static char *
+read_mail(const char *user)
+{
+	char *d = mail_dir(user), *nd = xasprintf("%s/new", d), *p, *s;
+	DIR *dir = opendir(nd);
+	struct dirent *de;
+	size_t len;
+
+	assert_non_null(dir);
+	while ((de = readdir(dir)) != NULL && de->d_name[0] == '.')
+		;
+	assert_non_null(de);
+	p = xasprintf("%s/%s", nd, de->d_name);
+	closedir(dir);
+	s = slurp(p, &len);
+	free(p);
+	free(nd);
+	free(d);
+	return s;
+}
+
+static void
+test_status_persisted_across_restart(void **state)
+{
+	const char *const rcpts[] = { "ok", NULL, "temp", NULL, NULL };
+	const char *err = NULL;
+	char qid[SPOOL_QID_MAX];
+	struct spool_env e;
+	struct queue *q;
+	uint64_t t0;
+
+	(void)state;
+	fake_reset();
+	commit_now(qid, rcpts);
+	t0 = util_wall_us() / 1000;
+	q = fake_queue(3600000, 0, false);
+	queue_submit(q, qid);
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(fake_calls(), 2);
+	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
+	assert_true(e.rcpts[0].done);
+	assert_false(e.rcpts[1].done);
+	assert_int_equal(e.rcpts[1].attempts, 1);
+	assert_string_equal(e.rcpts[1].last_err, "451 4.2.0 mailbox busy");
+	if (e.rcpts[1].next_ms < t0 + 1000 ||
+	    e.rcpts[1].next_ms > util_wall_us() / 1000 + 1125)
+		fail_msg("next attempt %ju not 1..1.125 s after %ju",
+		    (uintmax_t)e.rcpts[1].next_ms, (uintmax_t)t0);
+	spool_env_clear(&e);
+
+	/* The restart: not due yet, so nothing is tried at once ... */
+	spool_close(&sp);
+	sp = spool_open(spooldir, &err);
+	assert_non_null(sp);
+	q = fake_queue(3600000, 0, false);
+	queue_recover(q);
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 2);
+	/* ... and then at its time, with the backoff doubled. */
+	uint64_t end = util_now_ms() + 5000;
+	while (fake_calls() < 3 && util_now_ms() < end) {
+		struct timespec ts = { 0, 20 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(fake_calls(), 3);
+	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
+	assert_int_equal(e.rcpts[1].attempts, 2);
+	spool_env_clear(&e);
+}
+
+static void
+test_bounce_to_sender(void **state)
+{
+	const char *const rcpts[] = { "ok", NULL, "perm", NULL, "perm", NULL,
+	    NULL };
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+	char *m;
+
+	(void)state;
+	fake_reset();
+	commit_sender = "alice@example.org";
+	commit_now(qid, rcpts);
+	commit_sender = "from@example.org";
+	q = fake_queue(3600000, 0, false);
+	queue_submit(q, qid);
+	assert_true(wait_mail("alice", 1, 5000));
+	queue_drain(q);
+	queue_free(&q);
+	assert_spool_empty();
+	m = read_mail("alice");
+	/* One DSN for both failures, from <>, well formed. */
+	static const char *const want[] = {
+	    "Return-Path: <>\n", "\nFrom: Mail Delivery System "
+	    "<MAILER-DAEMON@mx.test>\n", "\nTo: <alice@example.org>\n",
+	    "Content-Type: multipart/report; report-type=delivery-status;",
+	    "\nContent-Type: message/delivery-status\n",
+	    "\nReporting-MTA: dns; mx.test\n",
+	    "\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 "
+	    "5.1.1 no such user\n",
+	    "\nContent-Type: text/rfc822-headers\n",
+	    "\nSubject: ", "\nAuto-Submitted: auto-replied\n",
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (strstr(m, want[i]) == NULL)
+			fail_msg("case \"%s\": not in the bounce:\n%s", want[i],
+			    m);
+	char *second = strstr(strstr(m, "Final-Recipient"), "\n\n");
+	assert_non_null(second);
+	assert_non_null(strstr(second, "Final-Recipient"));
+	free(m);
+}
+
+static void
+test_no_bounce_for_null_sender(void **state)
+{
+	const char *const rcpts[] = { "perm", NULL, NULL };
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+	char *d = mail_dir("");
+
+	(void)state;
+	fake_reset();
+	commit_sender = "";
+	commit_now(qid, rcpts);
+	commit_sender = "from@example.org";
+	q = fake_queue(3600000, 0, false);
+	queue_submit(q, qid);
+	queue_drain(q);
+	queue_free(&q);
+	assert_spool_empty();
+	assert_int_equal(count_entries(d), 0);
+	free(d);
+}
+
+static void
+test_lifetime_expiry_bounces(void **state)
+{
+	const char *const rcpts[] = { "temp", NULL, NULL };
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+	char *m;
+
+	(void)state;
+	fake_reset();
+	commit_sender = "alice@example.org";
+	commit_now(qid, rcpts);
+	commit_sender = "from@example.org";
+	q = fake_queue(2000, 0, false);
+	queue_submit(q, qid);
+	assert_true(wait_mail("alice", 1, 8000));
+	queue_drain(q);
+	queue_free(&q);
+	assert_spool_empty();
+	m = read_mail("alice");
+	if (strstr(m, "Status: 4.4.7\n") == NULL ||
+	    strstr(m, "Action: failed\n") == NULL ||
+	    strstr(m, "delivery time expired") == NULL)
+		fail_msg("expiry DSN lacks 4.4.7/failed/expired:\n%s", m);
+	free(m);
+}
+
+static void
+test_delay_warning_once(void **state)
+{
+	const char *const rcpts[] = { "temp", NULL, "ok", NULL, NULL };
+	char qid[SPOOL_QID_MAX];
+	const char *err = NULL;
+	struct spool_env e;
+	struct queue *q;
+	char *m;
+
+	(void)state;
+	fake_reset();
+	commit_sender = "alice@example.org";
+	commit_now(qid, rcpts);
+	commit_sender = "from@example.org";
+	q = fake_queue(3600000, 1, false);
+	queue_submit(q, qid);
+	assert_true(wait_mail("alice", 1, 5000));
+	/* Retried (flushed) twice more: still one warning. */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(queue_flush(q, qid, &err), 0);
+		queue_drain(q);
+	}
+	queue_free(&q);
+	assert_true(fake_calls() >= 4);
+	assert_true(wait_mail("alice", 1, 0));
+	m = read_mail("alice");
+	if (strstr(m, "Action: delayed\n") == NULL ||
+	    strstr(m, "Status: 4.2.0\n") == NULL ||
+	    strstr(m, "Will-Retry-Until: ") == NULL ||
+	    strstr(m, "dave") != NULL)
+		fail_msg("delay DSN:\n%s", m);
+	free(m);
+	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
+	assert_true(e.warned);
+	assert_true(e.rcpts[1].done);
+	spool_env_clear(&e);
+}
+
+/*
+ * A destination whose deliveries block holds at most dest_concurrency
+ * workers; another destination is still delivered at once.
+ */
+static void
+test_slow_destination_does_not_starve(void **state)
+{
+	const char *const slow[] = { "block", "slow.example", NULL };
+	char *fast_dir = mail_dir("fast");
+	const char *const fast[] = { "maildir", fast_dir, NULL };
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+	uint64_t t0;
+
+	(void)state;
+	fake_reset();
+	q = fake_queue(3600000, 0, false);
+	for (int i = 0; i < 8; i++) {
+		commit_now(qid, slow);
+		queue_submit(q, qid);
+	}
+	/* Both slots of the slow destination fill up. */
+	uint64_t end = util_now_ms() + 5000;
+	for (;;) {
+		pthread_mutex_lock(&fk.mu);
+		unsigned b = fk.blocking;
+		pthread_mutex_unlock(&fk.mu);
+		if (b == 2 || util_now_ms() > end)
+			break;
+		struct timespec ts = { 0, 5 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	t0 = util_now_ms();
+	for (int i = 0; i < 3; i++) {
+		commit_now(qid, fast);
+		queue_submit(q, qid);
+	}
+	if (!wait_mail("fast", 3, 3000))
+		fail_msg("fast destination starved behind the slow one");
+	if (util_now_ms() - t0 > 2000)
+		fail_msg("fast deliveries took %ju ms",
+		    (uintmax_t)(util_now_ms() - t0));
+	pthread_mutex_lock(&fk.mu);
+	assert_int_equal(fk.blocking, 2);
+	fk.release = true;
+	pthread_cond_broadcast(&fk.cv);
+	pthread_mutex_unlock(&fk.mu);
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(fk.max_blocking, 2);
+	assert_int_equal(fake_calls(), 11);	/* 8 blocked, 3 Maildirs */
+	assert_spool_empty();
+	free(fast_dir);
+}
+
+static void
+test_hold_release_delete(void **state)
+{
+	const char *const rcpts[] = { "ok", NULL, NULL };
+	char held[SPOOL_QID_MAX], gone[SPOOL_QID_MAX];
+	const char *err = NULL;
+	struct spool_env e;
+	struct queue *q;
+
+	(void)state;
+	fake_reset();
+	commit_now(held, rcpts);
+	commit_now(gone, rcpts);
+	/* Held before any delivery: persisted, so a restart keeps it held. */
+	assert_int_equal(spool_mark_flag(sp, held, SPOOL_FLAG_HOLD, &err), 0);
+	q = fake_queue(3600000, 0, false);
+	assert_int_equal(queue_hold(q, gone, true, &err), 0);
+	queue_recover(q);
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 0);
+	assert_int_equal(queue_delete(q, gone, &err), 0);
+	assert_int_equal(spool_env_load(sp, gone, &e, &err), -1);
+	assert_int_equal(queue_delete(q, gone, &err), -1);
+	assert_string_equal(err, "no such message");
+	assert_int_equal(queue_hold(q, "../x", true, &err), -1);
+	/* A flush does not override a hold. */
+	assert_int_equal(queue_flush(q, NULL, &err), 0);
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 0);
+	assert_int_equal(queue_hold(q, held, false, &err), 0);
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(fake_calls(), 1);
+	assert_spool_empty();
+}
+
+static void
+test_control_socket(void **state)
+{
+	const char *const rcpts[] = { "temp", NULL, NULL };
+	char qid[SPOOL_QID_MAX], *reply = NULL, cmd[64];
+	const char *err = NULL;
+	struct spool_env e;
+	struct queue *q;
+
+	(void)state;
+	fake_reset();
+	/* No server: the socket is missing. */
+	assert_int_equal(queue_control_request(spooldir, "flush", &reply,
+	    &err), -1);
+	commit_now(qid, rcpts);
+	q = fake_queue(3600000, 0, true);
+	assert_int_equal(queue_control_request(spooldir, "bogus", &reply,
+	    &err), 0);
+	assert_string_equal(reply, "error: unknown command");
+	free(reply);
+	snprintf(cmd, sizeof(cmd), "submit %s", qid);
+	assert_int_equal(queue_control_request(spooldir, cmd, &reply, &err),
+	    0);
+	assert_string_equal(reply, "ok");
+	free(reply);
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 1);
+	/* Deferred 1 s; a flush tries it now. */
+	assert_int_equal(queue_control_request(spooldir, "flush", &reply,
+	    &err), 0);
+	free(reply);
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 2);
+	snprintf(cmd, sizeof(cmd), "hold %s", qid);
+	assert_int_equal(queue_control_request(spooldir, cmd, &reply, &err),
+	    0);
+	assert_string_equal(reply, "ok");
+	free(reply);
+	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
+	assert_true(e.held);
+	spool_env_clear(&e);
+	assert_int_equal(queue_control_request(spooldir, "hold NoSuchQid",
+	    &reply, &err), 0);
+	assert_string_equal(reply, "error: no such message");
+	free(reply);
+	snprintf(cmd, sizeof(cmd), "delete %s", qid);
+	assert_int_equal(queue_control_request(spooldir, cmd, &reply, &err),
+	    0);
+	free(reply);
+	queue_free(&q);
+	assert_spool_empty();
+	/* Gone with the queue. */
+	assert_int_equal(queue_control_request(spooldir, "flush", &reply,
+	    &err), -1);
+}
+
 int
 main(void)
 {
@@ -346,6 +1115,28 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_queue_sigkill_mid_delivery, setup, teardown),
+		cmocka_unit_test(test_backoff_table),
+		cmocka_unit_test(test_backoff_jitter_bounds),
+		cmocka_unit_test(test_lifetime),
+		cmocka_unit_test(test_config_queue),
+		cmocka_unit_test(test_dsn_golden),
+		cmocka_unit_test(test_dsn_status),
+		cmocka_unit_test_setup_teardown(
+		    test_status_persisted_across_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounce_to_sender, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_no_bounce_for_null_sender,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lifetime_expiry_bounces,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delay_warning_once, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_slow_destination_does_not_starve, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_release_delete, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_control_socket, setup,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,107 @@
+/*
+ * queue/queue_private.h: shared between the files of queue/ and its unit
+ * tests; nobody else includes it.
+ */
+#ifndef POSTERN_QUEUE_PRIVATE_H
+#define POSTERN_QUEUE_PRIVATE_H
+
+#include "queue/queue.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spool/spool.h"
+#include "util/util.h"
+
+struct queue_job {
+	char			 qid[SPOOL_QID_MAX];
+	uint64_t		 due_ms;	/* wall clock, epoch ms */
+	bool			 running;	/* a worker owns it now */
+	bool			 held;		/* operator hold: never picked */
+	bool			 force;		/* flush: try every pending rcpt */
+	bool			 deleted;	/* delete once the run ends */
+	char			**blocked;	/* owned: destinations at their
+						   limit when last tried; the
+						   job is ready when one frees */
+	size_t			 nblocked;
+	struct queue_job	*next;
+};
+
+/* Deliveries in progress per destination ("maildir /path", "relay ..."). */
+struct queue_dest {
+	char			*name;		/* owned */
+	unsigned		 active;
+	struct queue_dest	*next;
+};
+
+struct queue {
+	struct spool		*sp;		/* borrowed */
+	struct queue_opts	 o;		/* hostname owned (copied) */
+	pthread_mutex_t		 mu;		/* guards everything below */
+	pthread_cond_t		 work_cv;	/* a job may be ready */
+	pthread_cond_t		 idle_cv;	/* a job finished */
+	/*
+	 * XXX: lists scanned on submit and pick; fine for thousands of
+	 * queued messages, a heap plus a hash once queues get large.
+	 */
+	struct queue_job	*jobs;		/* owned */
+	struct queue_dest	*dests;		/* owned */
+	unsigned		 nrunning;
+	bool			 stopping;
+	pthread_t		*threads;	/* owned */
+	unsigned		 nthreads;
+	/* The control socket (control.c). */
+	int			 ctl_fd;	/* listening socket, or -1 */
+	int			 ctl_wake[2];	/* pipe: stop the thread */
+	bool			 ctl_running;
+	pthread_t		 ctl_thread;
+};
+
+/*
+ * The delay before retry number attempts (1, 2, ...): retry_min doubled
+ * per attempt up to retry_max, plus jitter of rnd % (delay / 8 + 1), so
+ * the result lies in [delay, delay + delay / 8].  Pure.
+ */
+uint64_t queue_backoff_ms(unsigned attempts, uint64_t min_ms, uint64_t max_ms,
+	    uint32_t rnd);
+
+/*
+ * When a recipient deferred for the attempts-th time at now_ms is tried
+ * next, for a message received at received_ms: now + backoff, but never
+ * past the end of its lifetime (then it is tried once more and expires).
+ */
+uint64_t queue_next_attempt_ms(const struct queue_opts *o, unsigned attempts,
+	    uint64_t now_ms, uint64_t received_ms, uint32_t rnd);
+/* True if a message received at received_ms has outlived o->lifetime_ms. */
+bool	queue_expired(const struct queue_opts *o, uint64_t now_ms,
+	    uint64_t received_ms);
+
+/* A delivery status notification (RFC 3464) to build. */
+struct queue_dsn {
+	const char		*reporting_mta;	/* our host name */
+	const struct spool_env	*env;		/* the original message */
+	const size_t		*idx;		/* recipients reported */
+	size_t			 n;
+	bool			 delayed;	/* a delay warning, not a failure */
+	const char		*headers;	/* original header block (LF) */
+	size_t			 headers_len;
+	int64_t			 now;		/* epoch s: Date, Last-Attempt */
+	int64_t			 retry_until;	/* delayed: epoch s of expiry */
+	const char		*qid;		/* the DSN's own queue id */
+	const char		*boundary;	/* MIME boundary, unique */
+};
+
+/* Append the whole DSN message (LF line ends, Received: first) to out. */
+void	queue_dsn_build(const struct queue_dsn *d, struct util_buf *out);
+/*
+ * The RFC 3463 status of a failure text: the enhanced code of an SMTP
+ * reply in why ("550 5.1.1 ..."), else 5.0.0 (temp: 4.0.0).
+ */
+void	queue_dsn_status(const char *why, bool temp, char out[16]);
+
+/* Start and stop the control socket thread (control.c). */
+int	queue_control_start(struct queue *q, const char **err_out);
+void	queue_control_stop(struct queue *q);
+
+#endif
