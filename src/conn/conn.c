@@ -41,6 +41,7 @@ struct conn {
 	struct tls_server	*tls;		/* borrowed from rt; NULL: no TLS */
 	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
 	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
+	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
 	struct smtp_session	*smtp;		/* owned */
 	struct smtp_params	 params;
 	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
@@ -187,12 +188,6 @@ conn_stage_mail(struct conn *c, const struct smtp_event *ev,
 	char safe[600];
 	struct spool_env *env;
 
-	/* Checked per command, never per packet (the SlimSMTP bypass). */
-	if (c->lcfg->require_tls && !c->params.tls_active) {
-		conn_set_reply(r, 530, "5.7.0 Must issue a STARTTLS command "
-		    "first");
-		return SMTP_REJECT;
-	}
 	if (c->nmsgs >= conn_cfg(c)->limits.msgs_per_session_max) {
 		conn_set_reply(r, 452, "4.5.3 Too many messages in this "
 		    "session");
@@ -244,7 +239,7 @@ conn_stage_data(struct conn *c)
 		r.tls = c->tls_desc;
 	spool_new_qid(c->ctx->spool, qid);
 	env->received = r.when;
-	conn_tx_begin(c->tx, qid);
+	conn_tx_begin(c->tx, qid, conn_cfg(c)->hostname);
 	conn_received_build(&hdr, &r);
 	conn_tx_write(c->tx, hdr.data, hdr.len);
 	util_buf_clear(&hdr);
@@ -406,6 +401,8 @@ conn_free(struct conn *c)
 	event_free(c->deadline_ev);
 	if (c->greet_ev != NULL)
 		event_free(c->greet_ev);
+	if (c->flush_ev != NULL)
+		event_free(c->flush_ev);
 	log_translog_close(&c->translog);
 	conn_rt_unref(&c->rt);
 	if (c->prev != NULL)
@@ -420,6 +417,26 @@ conn_free(struct conn *c)
 	free(c);
 }
 
+static void
+conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_check_close(arg);
+}
+
+/* Bytes not yet handed to the kernel, through a TLS filter if there is one. */
+static size_t
+conn_output_pending(struct conn *c)
+{
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 static void
 conn_check_close(struct conn *c)
@@ -430,9 +447,22 @@ conn_check_close(struct conn *c)
 		c->closing = true;
 		bufferevent_disable(c->bev, EV_READ);
 	}
-	if (c->peer_gone ||
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	if (c->peer_gone || conn_output_pending(c) == 0) {
 		conn_free(c);
+		return;
+	}
+	if (bufferevent_get_underlying(c->bev) != NULL) {
+		/*
+		 * Under TLS our write callback fires when the filter hands its
+		 * bytes down, not when the socket takes them: look again soon
+		 * (the session deadline bounds a peer that never reads).
+		 */
+		struct timeval tv = { 0, 10000 };
+		if (c->flush_ev == NULL)
+			c->flush_ev = evtimer_new(c->ctx->base, conn_flush_cb,
+			    c);
+		evtimer_add(c->flush_ev, &tv);
+	}
 }
 
 /*
@@ -480,8 +510,8 @@ conn_tls_done(struct conn *c)
 
 	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
 	c->params.tls_active = true;
-	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "using %s with cipher "
-	    "%s (%d bits)", ti.protocol, ti.cipher, ti.bits);
+	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
+	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
 	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
 	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
@@ -717,6 +747,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;
+	c->params.require_tls = c->lcfg->require_tls;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;

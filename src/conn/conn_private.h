@@ -22,7 +22,7 @@ struct conn_received {
 	const char	*hostname;
 	const char	*protocol;	/* "ESMTP", "ESMTPS", "SMTP", "UTF8SMTPS", ... */
 	const char	*qid;
-	const char	*tls;		/* "using TLSv1.3 with cipher ...", or NULL */
+	const char	*tls;		/* "version=TLSv1.3 cipher=... bits=N", or NULL */
 	const char	*single_rcpt;	/* NULL unless exactly one recipient */
 	int64_t		 when;		/* epoch seconds */
 };
@@ -43,8 +43,9 @@ struct conn_tx_ops {
 struct conn_tx *conn_tx_new(struct conn_ctx *ctx, const struct conn_tx_ops *ops,
 	    void *arg);
 struct spool_env *conn_tx_env(struct conn_tx *tx);
-/* Allocate the qid and start the content with a prefix (Received:). */
-void	conn_tx_begin(struct conn_tx *tx, const char *qid);
+/* Name the message (qid; hostname for Maildir names) before its content. */
+void	conn_tx_begin(struct conn_tx *tx, const char *qid,
+	    const char *hostname);
 /* Append content; 0, or -1 once a disk write has failed. */
 int	conn_tx_write(struct conn_tx *tx, const char *buf, size_t len);
 /* True while too much content waits for the disk: stop reading. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deliver/deliver.h"
 #include "log/log.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
@@ -18,7 +19,7 @@
 #define TX_FLUSH_AT	(64 * 1024)	/* hand content to a worker from here */
 #define TX_BACKLOG_MAX	(1024 * 1024)	/* stop reading the client from here */
 
-enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_ABORT };
+enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_FAST, TXJ_ABORT };
 
 struct conn_tx {
 	struct conn_ctx		*ctx;		/* borrowed: outlives every tx */
@@ -34,6 +35,9 @@ struct conn_tx {
 	bool			 commit_wanted;
 	bool			 committed;
 	bool			 failed;	/* a write failed: never commit */
+	bool			 spooled;	/* some content went to the spool */
+	bool			 delivered;	/* the fast path delivered it all */
+	char			*hostname;	/* owned: for Maildir names */
 	char			 err[256];	/* why the last job failed */
 };
 
@@ -59,11 +63,83 @@ conn_tx_env(struct conn_tx *tx)
 }
 
 void
-conn_tx_begin(struct conn_tx *tx, const char *qid)
+conn_tx_begin(struct conn_tx *tx, const char *qid, const char *hostname)
 {
 	ASSERT(tx->msg == NULL);
+	tx->hostname = xstrdup(hostname);
 	util_strlcpy(tx->env.qid, qid, sizeof(tx->env.qid));
 	tx->msg = spool_msg_new(tx->ctx->spool, qid);
+}
+
+/*
+ * The commit fast path (DESIGN.md "Performance shape"): every recipient is
+ * a Maildir (or discarded) and the whole message is still in memory, so the delivery is
+ * the commit: one durable write per recipient and no spool at all.  What
+ * cannot be delivered now is spooled and committed as usual, with the
+ * copies already made recorded as done.  Runs on a worker.
+ */
+static int
+conn_tx_fast(struct conn_tx *tx, const char **err_out)
+{
+	struct spool_env *env = &tx->env;
+	struct deliver_msg m = {
+		.content = tx->inflight.data,
+		.content_len = tx->inflight.len,
+		.fresh = true,		/* a new qid: nothing to find */
+		.return_path = env->sender,
+		.qid = env->qid,
+		.received = env->received,
+		.hostname = tx->hostname,
+	};
+	size_t ndone = 0;
+	const char *err;
+	int rc;
+
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		m.rcpt_idx = i;
+		if (strcmp(env->rcpts[i].action, "discard") == 0)
+			;	/* nothing to write */
+		else if (deliver_maildir(env->rcpts[i].arg, &m, &err) !=
+		    DELIVER_OK) {
+			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
+			    "rcpt=<%s> action=maildir why=\"%s\"",
+			    env->rcpts[i].addr, err);
+			continue;
+		}
+		env->rcpts[i].done = true;
+		ndone++;
+		log_event(LOG_LVL_INFO, "delivered", env->sid, env->qid,
+		    "rcpt=<%s> action=%s to=%s", env->rcpts[i].addr,
+		    env->rcpts[i].action, env->rcpts[i].arg != NULL ?
+		    env->rcpts[i].arg : "-");
+	}
+	if (ndone == env->nrcpts) {
+		tx->delivered = true;
+		return 0;
+	}
+	if (spool_msg_write(tx->msg, tx->inflight.data, tx->inflight.len,
+	    err_out) == -1 || spool_msg_commit(tx->msg, env, err_out) == -1)
+		return -1;
+	/* Accepted now; a crash before these marks finds the copies made. */
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].done &&
+		    (rc = spool_mark_done(tx->ctx->spool, env->qid, i,
+		    &err)) == -1)
+			log_event(LOG_LVL_WARN, "spool-error", env->sid,
+			    env->qid, "why=\"%s\"", err);
+	return 0;
+}
+
+static bool
+conn_tx_can_fast(const struct conn_tx *tx)
+{
+	if (tx->spooled || tx->failed || tx->env.nrcpts == 0)
+		return false;
+	for (size_t i = 0; i < tx->env.nrcpts; i++)
+		if (strcmp(tx->env.rcpts[i].action, "maildir") != 0 &&
+		    strcmp(tx->env.rcpts[i].action, "discard") != 0)
+			return false;
+	return true;
 }
 
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
@@ -85,6 +161,9 @@ conn_tx_job_run(void *arg)
 			    tx->inflight.len, &err);
 		if (rc == 0)
 			rc = spool_msg_commit(tx->msg, &tx->env, &err);
+		break;
+	case TXJ_FAST:
+		rc = conn_tx_fast(tx, &err);
 		break;
 	case TXJ_ABORT:
 		spool_msg_free(&tx->msg);
@@ -110,6 +189,8 @@ conn_tx_start(struct conn_tx *tx, enum tx_job kind)
 	tx->pending = swap;
 	util_buf_reset(&tx->pending);
 	tx->job = kind;
+	if (kind == TXJ_WRITE || kind == TXJ_COMMIT)
+		tx->spooled = true;
 	util_pool_submit(tx->ctx->pool, conn_tx_job_run, tx);
 }
 
@@ -120,6 +201,7 @@ conn_tx_free(struct conn_tx *tx)
 	spool_env_clear(&tx->env);
 	util_buf_clear(&tx->pending);
 	util_buf_clear(&tx->inflight);
+	free(tx->hostname);
 	event_free(tx->done_ev);
 	tx->ctx->ntx--;
 	free(tx);
@@ -144,7 +226,8 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 		log_event(LOG_LVL_INFO, "accepted", tx->env.sid, tx->env.qid,
 		    "size=%ju rcpts=%zu from=<%s>", (uintmax_t)tx->env.size,
 		    tx->env.nrcpts, tx->env.sender);
-		queue_submit(tx->ctx->queue, tx->env.qid);
+		if (!tx->delivered)
+			queue_submit(tx->ctx->queue, tx->env.qid);
 	}
 	if (tx->arg == NULL)
 		conn_tx_dispose(tx);
@@ -171,7 +254,8 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 		log_event(LOG_LVL_ERROR, "spool-error", tx->env.sid,
 		    tx->env.qid, "why=\"%s\"", tx->err);
 	}
-	if (kind == TXJ_COMMIT || (tx->commit_wanted && tx->failed)) {
+	if (kind == TXJ_COMMIT || kind == TXJ_FAST ||
+	    (tx->commit_wanted && tx->failed)) {
 		conn_tx_committed(tx, tx->failed ? -1 : 0);
 		return;
 	}
@@ -180,7 +264,7 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (tx->commit_wanted)
-		conn_tx_start(tx, TXJ_COMMIT);
+		conn_tx_start(tx, TXJ_COMMIT);	/* spooled already: no fast path */
 	else if (tx->pending.len >= TX_FLUSH_AT && !tx->failed)
 		conn_tx_start(tx, TXJ_WRITE);
 	tx->ops->drained_cb(tx->arg);
@@ -219,7 +303,7 @@ conn_tx_commit(struct conn_tx *tx)
 		event_active(tx->done_ev, EV_TIMEOUT, 1);
 		return;
 	}
-	conn_tx_start(tx, TXJ_COMMIT);
+	conn_tx_start(tx, conn_tx_can_fast(tx) ? TXJ_FAST : TXJ_COMMIT);
 }
 
 void

@@ -13,6 +13,11 @@
 
 struct deliver_msg {
 	const char	*content_path;	/* spooled content, LF line ends */
+	const char	*content;	/* or the content in memory (then
+					   content_path is unused), borrowed */
+	size_t		 content_len;
+	bool		 fresh;		/* never tried before: skip the
+					   already-delivered check */
 	const char	*return_path;	/* envelope sender, "" for <> */
 	const char	*qid;
 	size_t		 rcpt_idx;
@@ -32,5 +37,192 @@ enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
  */
 enum deliver_result deliver_maildir(const char *folder,
 	    const struct deliver_msg *m, const char **err_out);
+
+/* ==== Outbound SMTP (issue 5, outbound client: smtpc.c mx.c pop.c
+ * remote.c dconn.c) ====
+ *
+ * What the queue calls, for actions of kind CONFIG_ACTION_RELAY, _MX,
+ * _FORWARD and _RELAY_BY_SENDER:
+ *
+ *	at start-up and after each reload, once per such action:
+ *	    struct deliver_remote *dr = deliver_remote_new(cfg, action, &err);
+ *	    (NULL + err: a table could not be opened -> log it, defer mail)
+ *	per message, with the pending recipients routed to that action (any
+ *	domains; the relay sends them in one transaction, MX groups them by
+ *	domain):
+ *	    struct deliver_rcpt_status st[n];
+ *	    deliver_remote_send(dr, &msg, rcpts, n, st, &err);
+ *	then for each i: st[i].result DELIVER_OK -> record done durably;
+ *	DELIVER_TEMPFAIL -> retry later; DELIVER_PERMFAIL -> bounce (RFC 3464:
+ *	Status from st[i].code / st[i].text's enhanced code, Remote-MTA
+ *	st[i].remote when not "", Diagnostic-Code "smtp; " st[i].text).
+ *	    deliver_remote_free(&dr) once no worker uses it.
+ *
+ * deliver_remote_send() blocks (worker threads only, never an event loop);
+ * one deliver_remote may be used by several threads at once.  msg.content
+ * or msg.content_path (LF line ends) is streamed, never loaded whole;
+ * msg.return_path is the envelope sender ("" for <>), msg.hostname our
+ * EHLO name unless the action says "helo NAME".
+ *
+ * A permanent failure is decided by the remote (5xx) or by us: the message
+ * is bigger than the server's SIZE, has 8-bit content and the server lacks
+ * 8BITMIME (RFC 6152 3), or needs SMTPUTF8 (non-ASCII envelope or headers)
+ * and the server lacks it (RFC 6531 3.4): never downgraded or corrupted.
+ */
+struct config;
+struct config_action;
+struct table;
+struct tls_client;
+
+/* Per recipient, filled by every sending function below. */
+struct deliver_rcpt_status {
+	enum deliver_result	 result;
+	int			 code;		/* the deciding SMTP reply
+						   code; 0: no reply (ours) */
+	char			 text[512];	/* that reply ("550 5.1.1 No
+						   such user"), log-escaped;
+						   or our reason when code 0 */
+	char			 remote[300];	/* "host[ip]:port" that said
+						   it, "" when none */
+};
+
+enum deliver_tls {
+	DELIVER_TLS_NONE,		/* plain text */
+	DELIVER_TLS_OPPORTUNISTIC,	/* STARTTLS when offered (MX) */
+	DELIVER_TLS_STARTTLS,		/* STARTTLS required: tempfail without */
+	DELIVER_TLS_IMPLICIT,		/* TLS from the first byte (465) */
+};
+
+/* RFC 5321 4.5.3.2 client timeouts in ms; 0 takes the default shown. */
+struct deliver_timeouts {
+	uint64_t	connect_ms;	/* 30 s (not in the RFC) */
+	uint64_t	greeting_ms;	/* 5 min: initial 220 */
+	uint64_t	command_ms;	/* 5 min: EHLO, STARTTLS, AUTH, MAIL,
+					   RCPT, QUIT replies */
+	uint64_t	data_init_ms;	/* 2 min: the 354 */
+	uint64_t	data_block_ms;	/* 3 min: each write of content */
+	uint64_t	data_term_ms;	/* 10 min: the reply to "." */
+};
+
+/* Header changes made while streaming (NULL: leave alone). */
+struct deliver_rewrite {
+	const char	*return_path;	/* "Return-Path: <A>" first; old ones
+					   dropped */
+	const char	*reply_to;	/* "Reply-To: A" replaces or is added */
+	const char	*from;		/* "From: A" replaces or is added */
+};
+
+/* One SMTP server to talk to. */
+struct deliver_smtp_opts {
+	const char	*host;		/* name or IP literal to connect to */
+	int		 port;
+	const char	*tls_name;	/* SNI + verified name; NULL: host */
+	enum deliver_tls tls;
+	struct tls_client *tls_ctx;	/* borrowed; NULL: one is made per
+					   connection from the two below */
+	bool		 no_verify;	/* skip certificate verification */
+	const char	*ca_file;	/* trust anchors; NULL: system store */
+	const char	*helo;		/* EHLO name; NULL: msg->hostname */
+	const char	*user;		/* AUTH PLAIN/LOGIN (RFC 4954); NULL:
+					   no AUTH */
+	const char	*pass;		/* never logged */
+	const struct deliver_rewrite *rewrite;	/* NULL: none */
+	struct deliver_timeouts timeouts;
+	unsigned	 max_received;	/* >0: more Received: headers than
+					   this is a loop, 554 5.4.6 */
+};
+
+/*
+ * One SMTP transaction with one server for rcpts[0..n-1]: EHLO (HELO when
+ * refused), STARTTLS/AUTH as o says, MAIL with SIZE/BODY/SMTPUTF8 as
+ * offered, RCPTs and DATA pipelined when PIPELINING is offered (RFC 2920),
+ * the content dot-stuffed with CRLF line ends.  st_out[i] gets each
+ * recipient's result; DATA's final reply applies to the accepted ones.
+ * Returns DELIVER_OK when every recipient is done, DELIVER_PERMFAIL when
+ * every one failed permanently, else DELIVER_TEMPFAIL; *err_out then names
+ * the first problem (thread-local, valid until the next deliver call).
+ */
+enum deliver_result deliver_smtp(const struct deliver_smtp_opts *o,
+	    const struct deliver_msg *m, const char *const *rcpts, size_t n,
+	    struct deliver_rcpt_status *st_out, const char **err_out);
+
+/* An MX target: what to connect to, in the order to try. */
+struct deliver_mx_host {
+	char		 name[256];	/* the MX host name (TLS name) */
+	char		 addr[64];	/* IP literal, or "" to resolve name */
+	int		 port;
+	int		 pref;
+};
+
+struct deliver_mx_opts {
+	const char	*resolver;	/* "IP[:PORT]" nameserver; NULL:
+					   /etc/resolv.conf */
+	struct table	*mx_hosts;	/* borrowed, or NULL: a "domain" entry
+					   "PREF HOST:PORT[, PREF HOST:PORT]"
+					   replaces DNS for that domain */
+	uint64_t	 dns_timeout_ms;	/* per query; 0: 10 s */
+	int		 port;		/* SMTP port for DNS answers; 0: 25 */
+};
+
+/*
+ * The hosts to try for domain, RFC 5321 5.1: MX records by preference
+ * (equal ones shuffled), each name's A and AAAA addresses; no MX: the
+ * domain's own addresses (implicit MX).  Lookups are asynchronous (evdns
+ * and a UDP MX query on a private event_base of this thread).  Returns 0
+ * with a malloc'd array (*hosts_out, *n_out >= 1), or -1 with *err_out and
+ * *perm_out true when no host can ever exist (NXDOMAIN, null MX RFC 7505,
+ * no address), false for a temporary DNS failure.
+ */
+int	deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
+	    struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,
+	    const char **err_out);
+
+/*
+ * Direct delivery of rcpts (all in one domain) to the domain's MX hosts in
+ * order, falling back to the next host for recipients that got a 4xx or a
+ * connection failure.  smtp gives HELO name, TLS (opportunistic by
+ * default) and timeouts; its host/port are ignored.  Returns as
+ * deliver_smtp().
+ */
+enum deliver_result deliver_mx(const struct deliver_mx_opts *o,
+	    const struct deliver_smtp_opts *smtp, const char *domain,
+	    const struct deliver_msg *m, const char *const *rcpts, size_t n,
+	    struct deliver_rcpt_status *st_out, const char **err_out);
+
+/* POP-before-SMTP login (pop.c). */
+struct deliver_pop_opts {
+	const char	*host;
+	int		 port;
+	enum deliver_tls tls;		/* NONE, STARTTLS (STLS, RFC 2595) or
+					   IMPLICIT (pop3s) */
+	bool		 no_verify;
+	const char	*ca_file;
+	const char	*user;
+	const char	*pass;		/* never logged */
+	uint64_t	 timeout_ms;	/* per reply; 0: 60 s */
+};
+/* USER/PASS (RFC 1939 7) then QUIT.  0, or -1 with *err_out. */
+int	deliver_pop_login(const struct deliver_pop_opts *o,
+	    const char **err_out);
+
+/* A relay/mx/forward/relay-by-sender action ready to send (remote.c). */
+struct deliver_remote;
+/*
+ * Build the sender for action a of config c (borrowed: must outlive the
+ * result); opens the tables it names.  NULL with *err_out.
+ */
+struct deliver_remote *deliver_remote_new(const struct config *c,
+	    const struct config_action *a, const char **err_out);
+void	deliver_remote_free(struct deliver_remote **drp);
+/*
+ * Send m to rcpts through the action: relay (POP-before-SMTP first when
+ * the account has it, credentials looked up now so table edits apply),
+ * direct MX per recipient domain, forward (to the action's address), or the
+ * account chosen by m->return_path.  Thread-safe.  Returns as
+ * deliver_smtp().
+ */
+enum deliver_result deliver_remote_send(struct deliver_remote *dr,
+	    const struct deliver_msg *m, const char *const *rcpts, size_t n,
+	    struct deliver_rcpt_status *st_out, const char **err_out);
 
 #endif

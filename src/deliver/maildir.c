@@ -205,10 +205,10 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 {
 	enum deliver_result r = DELIVER_OK;
 	char *hdr;
-	int in, out;
+	int in = -1, out;
 
-	in = open(m->content_path, O_RDONLY | O_CLOEXEC);
-	if (in == -1) {
+	if (m->content == NULL &&
+	    (in = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		/* Our own spool file: never the recipient's fault. */
 		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);
 		return DELIVER_TEMPFAIL;
@@ -217,14 +217,16 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	if (unlinkat(c->fd[MD_TMP], c->name, 0) == -1 && errno != ENOENT) {
 		r = md_fail(err_out, errno, "unlink", c->folder, "tmp",
 		    c->name);
-		close(in);
+		if (in != -1)
+			close(in);
 		return r;
 	}
 	out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT | O_EXCL |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out == -1) {
 		r = md_fail(err_out, errno, "open", c->folder, "tmp", c->name);
-		close(in);
+		if (in != -1)
+			close(in);
 		return r;
 	}
 	hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
@@ -236,12 +238,15 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	for (char *p = hdr + 14; p[1] != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
-	if (md_write_all(out, hdr, strlen(hdr)) == -1 || md_copy(in, out) == -1)
+	if (md_write_all(out, hdr, strlen(hdr)) == -1 || (m->content != NULL ?
+	    md_write_all(out, m->content, m->content_len) : md_copy(in,
+	    out)) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
 	else if (fsync(out) == -1)
 		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
 	free(hdr);
-	close(in);
+	if (in != -1)
+		close(in);
 	if (close(out) == -1 && r == DELIVER_OK)
 		r = md_fail(err_out, errno, "close", c->folder, "tmp", c->name);
 	if (r != DELIVER_OK) {
@@ -272,7 +277,9 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 	}
 	if ((r = md_open(&c, err_out)) != DELIVER_OK)
 		goto out;
-	if ((seen = md_already(&c)) == -1) {
+	if (m->fresh)
+		seen = 0;
+	else if ((seen = md_already(&c)) == -1) {
 		r = md_fail(err_out, errno, "stat", folder, "new", c.name);
 		goto out;
 	}

@@ -118,6 +118,14 @@ smtp_cmd_allowed(struct smtp_session *s, const struct smtp_cmd_def *d)
 	return false;
 }
 
+static bool
+smtp_ok_before_tls(enum smtp_verb v)
+{
+	return v == SMTP_VERB_EHLO || v == SMTP_VERB_HELO ||
+	    v == SMTP_VERB_STARTTLS || v == SMTP_VERB_NOOP ||
+	    v == SMTP_VERB_RSET || v == SMTP_VERB_QUIT || v == SMTP_VERB_BDAT;
+}
+
 void
 smtp_command(struct smtp_session *s, const char *line, size_t len)
 {
@@ -132,6 +140,15 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 	/* RFC 5321 3.1: after a refused connection only QUIT is useful. */
 	if (s->state == SMTP_ST_REFUSED && c.verb != SMTP_VERB_QUIT) {
 		smtp_error(s, 503, "5.5.1 No SMTP service here");
+		return;
+	}
+	/*
+	 * RFC 3207 4: a server that requires TLS refuses everything but
+	 * these with 530, command by command.  BDAT is let through: it must
+	 * still read its chunk, and without MAIL it gets 503 anyway.
+	 */
+	if (s->p.require_tls && !s->tls_active && !smtp_ok_before_tls(c.verb)) {
+		smtp_error(s, 530, "5.7.0 Must issue a STARTTLS command first");
 		return;
 	}
 	for (size_t i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)

@@ -27,6 +27,8 @@ struct smtp_params {
 	const char		*greeting;	/* text after "220 hostname "; NULL: "ESMTP postern" */
 	bool			 starttls;	/* advertise STARTTLS (until TLS is on) */
 	bool			 tls_active;	/* session runs over TLS already */
+	bool			 require_tls;	/* before TLS: 530 to all but EHLO,
+						   HELO, STARTTLS, NOOP, RSET, QUIT */
 };
 
 enum smtp_stage {
