@@ -11,6 +11,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -432,3 +433,37 @@ def test_bad_certificate_paths_fail_at_start(make_postern, pki):
     srv.killed = True	# it is meant to have exited
     assert srv.proc.returncode == 1, (srv.proc.returncode, err)
     assert "missing.pem" in err, "error does not name the file:\n" + err
+
+
+# ----- stalled handshakes ----------------------------------------------------------
+
+def wait_closed_raw(sock, within):
+    """Read (and drop) until the peer closes; the time it took."""
+    t0 = time.monotonic()
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        raise AssertionError("still open after %.1fs" % within)
+    return time.monotonic() - t0
+
+
+def test_stalled_handshake_after_starttls_is_timed_out(make_postern, pki):
+    srv = tls_server(make_postern, pki, extra=["limit idle-timeout 1s"])
+    with srv.session() as c:
+        c.hello()
+        c.send("STARTTLS"); c.expect(220, "2.0.0")
+        took = wait_closed_raw(c.sock, 6)	# no ClientHello ever
+        assert took <= 4, "closed after %.1fs with idle-timeout 1s" % took
+
+
+def test_stalled_handshake_on_implicit_tls_is_timed_out(make_postern, pki):
+    srv = tls_server(make_postern, pki, "tls", extra=["limit idle-timeout 1s"])
+    with srv.session() as c:
+        c.send_raw(b"\x16\x03\x01")	# the start of a ClientHello, then nothing
+        took = wait_closed_raw(c.sock, 6)
+        assert took <= 4, "closed after %.1fs with idle-timeout 1s" % took
+
