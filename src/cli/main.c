@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "config/config.h"
 #include "net/net.h"
 #include "util/util.h"
@@ -21,6 +22,8 @@ static const char usage_main[] =
     "  run -c FILE      run the server in the foreground, logging to stderr\n"
     "  check -c FILE    check a configuration file; prints each error as\n"
     "                   FILE:LINE: message and exits 1, or exits 0 silently\n"
+    "  queue COMMAND    list, show, flush, hold, release, delete queued mail\n"
+    "  send [RCPT...]   queue a message read on stdin (also run as sendmail)\n"
     "  version          print the version\n"
     "\n"
     "'postern COMMAND --help' describes one command.\n";
@@ -118,6 +121,10 @@ int	main(int, char **);
 int
 main(int argc, char **argv)
 {
+	const char *base = strrchr(argv[0], '/') != NULL ?
+	    strrchr(argv[0], '/') + 1 : argv[0];
+	if (strcmp(base, "sendmail") == 0)	/* installed as sendmail */
+		return cli_send(argc, argv);
 	if (argc < 2) {
 		fputs(usage_main, stderr);
 		return 2;
@@ -127,6 +134,10 @@ main(int argc, char **argv)
 		return cli_run(argc - 1, argv + 1);
 	if (strcmp(cmd, "check") == 0)
 		return cli_check(argc - 1, argv + 1);
+	if (strcmp(cmd, "queue") == 0)
+		return cli_queue(argc - 1, argv + 1);
+	if (strcmp(cmd, "send") == 0)
+		return cli_send(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		if (argc > 2 && strcmp(argv[2], "--help") == 0) {
 			fputs(usage_version, stdout);

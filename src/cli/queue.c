@@ -1,0 +1,422 @@
+/*
+ * cli/queue.c: `postern queue`: list and show what the spool holds (read
+ * straight from the spool folders), and flush, hold, release and delete
+ * through the running server's control socket (queue/control.c); when no
+ * server runs, hold, release and delete act on the spool directly.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "queue/queue.h"
+#include "spool/spool.h"
+#include "util/util.h"
+
+static const char usage_queue[] =
+    "usage: postern queue [-c FILE] COMMAND [--json] [ID]\n"
+    "\n"
+    "  list [--json]     messages waiting in the spool, with each pending\n"
+    "                    recipient and its last error ('!': on hold)\n"
+    "  show [--json] ID  one message: envelope and every recipient's status\n"
+    "  flush [ID]        try ID (or every message not on hold) now\n"
+    "  hold ID           deliver nothing of ID until released\n"
+    "  release ID        undo hold; ID is tried at once\n"
+    "  delete ID         remove ID from the spool, without any bounce\n"
+    "\n"
+    "The spool is the one FILE names (default $POSTERN_CONFIG or "
+    CLI_DEFAULT_CONFIG ").\nflush, hold, release and delete go through "
+    "the running server\n(<spool>/control.sock).\n";
+
+const char *
+cli_default_config(void)
+{
+	const char *p = getenv("POSTERN_CONFIG");
+
+	return p != NULL && *p != '\0' ? p : CLI_DEFAULT_CONFIG;
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+static void
+json_str(FILE *f, const char *s)
+{
+	if (s == NULL) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);	/* UTF-8 passes; other bytes too */
+	}
+	fputc('"', f);
+}
+
+static const char *
+rcpt_state(const struct spool_rcpt *r)
+{
+	if (r->failed)
+		return "failed";
+	if (r->done)
+		return "delivered";
+	return r->attempts > 0 ? "deferred" : "pending";
+}
+
+static void
+json_msg(FILE *f, const struct spool_env *e)
+{
+	fprintf(f, "{\"queue_id\":");
+	json_str(f, e->qid);
+	fprintf(f, ",\"arrival_time\":%" PRId64 ",\"size\":%" PRIu64
+	    ",\"sender\":", e->received, e->size);
+	json_str(f, e->sender);
+	fprintf(f, ",\"held\":%s,\"delay_warned\":%s,\"client_ip\":",
+	    e->held ? "true" : "false", e->warned ? "true" : "false");
+	json_str(f, e->client_ip);
+	fputs(",\"recipients\":[", f);
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		const struct spool_rcpt *r = &e->rcpts[i];
+		fprintf(f, "%s{\"address\":", i > 0 ? "," : "");
+		json_str(f, r->addr);
+		fputs(",\"action\":", f);
+		json_str(f, r->action);
+		fputs(",\"destination\":", f);
+		json_str(f, r->arg);
+		fprintf(f, ",\"status\":\"%s\",\"attempts\":%u,"
+		    "\"next_attempt\":", rcpt_state(r), r->attempts);
+		if (!r->done && r->next_ms > 0)
+			fprintf(f, "%" PRIu64, r->next_ms / 1000);
+		else
+			fputs("null", f);
+		fputs(",\"last_error\":", f);
+		json_str(f, r->last_err);
+		fputs(",\"dsn_status\":", f);
+		json_str(f, r->status[0] != '\0' ? r->status : NULL);
+		fprintf(f, ",\"bounced\":%s}", r->bounced ? "true" : "false");
+	}
+	fputs("]}", f);
+}
+
+/* ---- human output ------------------------------------------------------ */
+
+static void
+fmt_time(char *buf, size_t size, int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	localtime_r(&tt, &tm);
+	if (strftime(buf, size, "%a %b %e %H:%M:%S", &tm) == 0)
+		util_strlcpy(buf, "?", size);
+}
+
+/* Peer or error text on a terminal: no control bytes. */
+static void
+print_safe(FILE *f, const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
+}
+
+static void
+human_list_entry(const struct spool_env *e)
+{
+	char when[64];
+
+	fmt_time(when, sizeof(when), e->received);
+	printf("%-17s%c %8" PRIu64 " %-20s  ", e->qid, e->held ? '!' : ' ',
+	    e->size, when);
+	print_safe(stdout, e->sender[0] != '\0' ? e->sender :
+	    "MAILER-DAEMON");
+	putchar('\n');
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		const struct spool_rcpt *r = &e->rcpts[i];
+		if (r->done && !(r->failed && !r->bounced))
+			continue;
+		if (r->last_err != NULL) {
+			printf("%8s(", "");
+			print_safe(stdout, r->last_err);
+			printf(")\n");
+		}
+		printf("%50s", "");
+		print_safe(stdout, r->addr);
+		putchar('\n');
+	}
+	putchar('\n');
+}
+
+static void
+human_show(const struct spool_env *e)
+{
+	char when[64];
+
+	fmt_time(when, sizeof(when), e->received);
+	printf("Queue ID:    %s\n", e->qid);
+	printf("State:       %s\n", e->held ? "on hold" : "queued");
+	printf("Sender:      <");
+	print_safe(stdout, e->sender);
+	printf(">\nArrival:     %s\nSize:        %" PRIu64 " octets\n",
+	    when, e->size);
+	if (e->client_ip != NULL) {
+		printf("Client:      ");
+		print_safe(stdout, e->client_ip);
+		if (e->helo != NULL) {
+			printf(" (helo ");
+			print_safe(stdout, e->helo);
+			putchar(')');
+		}
+		putchar('\n');
+	}
+	printf("Recipients:\n");
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		const struct spool_rcpt *r = &e->rcpts[i];
+		printf("  <");
+		print_safe(stdout, r->addr);
+		printf(">  %s ", r->action);
+		print_safe(stdout, r->arg != NULL ? r->arg : "-");
+		printf("\n    %s", rcpt_state(r));
+		if (r->attempts > 0)
+			printf(", %u attempt%s", r->attempts,
+			    r->attempts == 1 ? "" : "s");
+		if (!r->done && r->next_ms > 0) {
+			fmt_time(when, sizeof(when),
+			    (int64_t)(r->next_ms / 1000));
+			printf(", next %s", when);
+		}
+		if (r->failed)
+			printf(", status %s%s", r->status,
+			    r->bounced ? ", reported" : "");
+		putchar('\n');
+		if (r->last_err != NULL) {
+			printf("    ");
+			print_safe(stdout, r->last_err);
+			putchar('\n');
+		}
+	}
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static int
+queue_list(struct spool *sp, bool json)
+{
+	const char *err = NULL;
+	uint64_t kbytes = 0;
+	size_t n, shown = 0;
+	char **qids;
+
+	if (spool_list(sp, &qids, &n, &err) == -1) {
+		fprintf(stderr, "postern queue: %s\n", err);
+		return 1;
+	}
+	if (json)
+		putchar('[');
+	for (size_t i = 0; i < n; i++) {
+		struct spool_env e;
+		if (spool_env_load(sp, qids[i], &e, &err) == -1) {
+			/* Delivered meanwhile: not an error. */
+			if (errno != ENOENT)
+				fprintf(stderr, "postern queue: %s\n", err);
+		} else {
+			if (json) {
+				if (shown > 0)
+					putchar(',');
+				json_msg(stdout, &e);
+			} else {
+				if (shown == 0)
+					printf("-Queue ID-------- --Size-- "
+					    "----Arrival Time----  "
+					    "-Sender/Recipient-------\n");
+				human_list_entry(&e);
+			}
+			kbytes += (e.size + 1023) / 1024;
+			shown++;
+			spool_env_clear(&e);
+		}
+		free(qids[i]);
+	}
+	free(qids);
+	if (json)
+		printf("]\n");
+	else if (shown == 0)
+		printf("Mail queue is empty\n");
+	else
+		printf("-- %" PRIu64 " Kbytes in %zu Request%s.\n", kbytes,
+		    shown, shown == 1 ? "" : "s");
+	return 0;
+}
+
+static int
+queue_show(struct spool *sp, const char *qid, bool json)
+{
+	struct spool_env e;
+	const char *err = NULL;
+
+	if (spool_env_load(sp, qid, &e, &err) == -1) {
+		fprintf(stderr, "postern queue: %s: %s\n", qid,
+		    errno == ENOENT ? "no such message" : err);
+		return 1;
+	}
+	if (json) {
+		json_msg(stdout, &e);
+		putchar('\n');
+	} else
+		human_show(&e);
+	spool_env_clear(&e);
+	return 0;
+}
+
+/* No server: hold, release and delete act on the spool itself. */
+static int
+queue_offline(struct spool *sp, const char *verb, const char *qid)
+{
+	struct spool_env e;
+	const char *err = NULL;
+	int rc;
+
+	if (strcmp(verb, "flush") == 0) {
+		fprintf(stderr, "postern queue: flush: the server is not "
+		    "running; the queue is tried when it starts\n");
+		return 1;
+	}
+	if (spool_env_load(sp, qid, &e, &err) == -1) {
+		fprintf(stderr, "postern queue: %s: %s\n", qid,
+		    errno == ENOENT ? "no such message" : err);
+		return 1;
+	}
+	spool_env_clear(&e);
+	if (strcmp(verb, "delete") == 0)
+		rc = spool_remove(sp, qid, &err);
+	else
+		rc = spool_mark_flag(sp, qid, strcmp(verb, "hold") == 0 ?
+		    SPOOL_FLAG_HOLD : SPOOL_FLAG_RELEASE, &err);
+	if (rc == -1) {
+		fprintf(stderr, "postern queue: %s: %s\n", qid, err);
+		return 1;
+	}
+	printf("%s: %s\n", qid, strcmp(verb, "delete") == 0 ? "deleted" :
+	    strcmp(verb, "hold") == 0 ? "on hold" : "released");
+	return 0;
+}
+
+static int
+queue_command(struct spool *sp, const char *verb, const char *qid)
+{
+	char cmd[128], *reply = NULL;
+	const char *err = NULL;
+
+	if (qid != NULL && !spool_qid_ok(qid)) {
+		fprintf(stderr, "postern queue: %s: not a queue id\n", qid);
+		return 1;
+	}
+	(void)util_snprintf(cmd, sizeof(cmd), "%s%s%s", verb,
+	    qid != NULL ? " " : "", qid != NULL ? qid : "");
+	if (queue_control_request(spool_dir(sp), cmd, &reply, &err) == -1) {
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			return queue_offline(sp, verb, qid);
+		fprintf(stderr, "postern queue: %s\n", err);
+		return 1;
+	}
+	if (strncmp(reply, "ok", 2) != 0) {
+		fprintf(stderr, "postern queue: %s%s%s\n", qid != NULL ? qid :
+		    "", qid != NULL ? ": " : "", strncmp(reply, "error: ", 7)
+		    == 0 ? reply + 7 : reply);
+		free(reply);
+		return 1;
+	}
+	free(reply);
+	if (strcmp(verb, "flush") == 0)
+		printf("%s\n", qid != NULL ? "flushed" :
+		    "queue flushed");
+	else
+		printf("%s: %s\n", qid, strcmp(verb, "delete") == 0 ?
+		    "deleted" : strcmp(verb, "hold") == 0 ? "on hold" :
+		    "released");
+	return 0;
+}
+
+int
+cli_queue(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = cli_default_config(), *verb, *qid;
+	struct config *cfg;
+	struct spool *sp;
+	const char *err = NULL;
+	char *errs = NULL;
+	bool json = false;
+	int ch, rc;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1)
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(usage_queue, stdout);
+			return 0;
+		default:
+			fputs(usage_queue, stderr);
+			return 2;
+		}
+	if (optind >= argc) {
+		fputs(usage_queue, stderr);
+		return 2;
+	}
+	verb = argv[optind];
+	qid = optind + 1 < argc ? argv[optind + 1] : NULL;
+	bool want_id = strcmp(verb, "show") == 0 || strcmp(verb, "hold") == 0 ||
+	    strcmp(verb, "release") == 0 || strcmp(verb, "delete") == 0;
+	bool known = want_id || strcmp(verb, "list") == 0 ||
+	    strcmp(verb, "flush") == 0;
+	if (!known || (want_id && qid == NULL) || argc - optind > 2 ||
+	    (strcmp(verb, "list") == 0 && qid != NULL)) {
+		fprintf(stderr, "postern queue: %s %s\n%s", known ?
+		    "bad arguments for" : "unknown command", verb, usage_queue);
+		return 2;
+	}
+	if ((cfg = config_load(path, &errs)) == NULL) {
+		fputs(errs, stderr);
+		free(errs);
+		fprintf(stderr, "postern queue: %s: configuration has errors\n",
+		    path);
+		return 1;
+	}
+	if ((sp = spool_open(cfg->spool, &err)) == NULL) {
+		fprintf(stderr, "postern queue: spool %s: %s\n", cfg->spool,
+		    err);
+		config_free(&cfg);
+		return 1;
+	}
+	if (strcmp(verb, "list") == 0)
+		rc = queue_list(sp, json);
+	else if (strcmp(verb, "show") == 0)
+		rc = queue_show(sp, qid, json);
+	else
+		rc = queue_command(sp, verb, qid);
+	spool_close(&sp);
+	config_free(&cfg);
+	return rc;
+}

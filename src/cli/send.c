@@ -1,0 +1,536 @@
+/*
+ * cli/send.c: `postern send`, also run as `sendmail`: local submission.
+ * Reads a message on stdin, routes each recipient with the server's own
+ * router (same config), and commits it durably into the spool without any
+ * network connection; then tells the running server (control socket) to
+ * pick it up, or leaves it for the server's pickup scan or next start.
+ * Exit status (sysexits.h): 0 only once durably queued; EX_USAGE,
+ * EX_DATAERR, EX_NOUSER or EX_TEMPFAIL with a message otherwise.
+ */
+#include "cli/cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pwd.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "queue/queue.h"
+#include "route/route.h"
+#include "spool/spool.h"
+#include "util/util.h"
+
+#define EX_USAGE	64
+#define EX_DATAERR	65
+#define EX_NOUSER	67
+#define EX_TEMPFAIL	75
+
+#define SEND_ADDR_MAX	512	/* bytes in one address */
+
+static const char usage_send[] =
+    "usage: postern send [options] [recipient ...]\n"
+    "       sendmail [options] [recipient ...]\n"
+    "\n"
+    "Read a message on stdin and queue it for delivery.\n"
+    "  -t          take recipients from To:, Cc: and Bcc: (Bcc: is removed)\n"
+    "              as well as from the arguments\n"
+    "  -f ADDR     envelope sender (default: your login @ hostname;\n"
+    "              -f '<>' for none); also -r ADDR\n"
+    "  -F NAME     full name for a From: header added when missing\n"
+    "  -i, -oi     accepted: a line with a single '.' never ends the input\n"
+    "  -bm         accepted (deliver mail: the default)\n"
+    "  -C FILE     configuration (default $POSTERN_CONFIG or "
+    CLI_DEFAULT_CONFIG ")\n"
+    "  -o..., -v, -U, -N ARG, -B ARG, -R ARG, -X ARG: accepted, ignored\n"
+    "Exit 0 once the message is durably queued; 64 usage, 65 bad data,\n"
+    "67 unknown recipient, 75 temporary failure (try again).\n";
+
+struct send_opts {
+	const char	*config;
+	const char	*sender;	/* NULL: login@hostname */
+	const char	*fullname;
+	bool		 extract;	/* -t */
+	char		**rcpts;	/* argv recipients, borrowed */
+	size_t		 nrcpts;
+};
+
+struct send_list {
+	char	**v;			/* owned strings */
+	size_t	  n;
+};
+
+static void
+send_list_add(struct send_list *l, const char *s, size_t len)
+{
+	l->v = xreallocarray(l->v, l->n + 1, sizeof(*l->v));
+	l->v[l->n++] = xstrndup(s, len);
+}
+
+static void
+send_list_clear(struct send_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Parse sendmail's flags; returns 0, or an exit status. */
+static int
+send_parse_args(int argc, char **argv, struct send_opts *o)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char **dst = NULL;
+
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (a[0] != '-' || a[1] == '\0')
+			break;
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(usage_send, stdout);
+			return -1;
+		}
+		if (strcmp(a, "-t") == 0)
+			o->extract = true;
+		else if (strcmp(a, "-i") == 0 || strncmp(a, "-o", 2) == 0 ||
+		    strcmp(a, "-bm") == 0 || strcmp(a, "-v") == 0 ||
+		    strcmp(a, "-U") == 0)
+			;	/* -i/-oi: never treat "." as the end anyway */
+		else if (a[1] == 'f' || a[1] == 'r')
+			dst = &o->sender;
+		else if (a[1] == 'F')
+			dst = &o->fullname;
+		else if (a[1] == 'C')
+			dst = &o->config;
+		else if (strchr("NBRX", a[1]) != NULL && a[2] == '\0') {
+			if (++i >= argc)
+				goto missing;
+		} else if (strchr("NBRX", a[1]) != NULL)
+			;	/* -NARG: ignored */
+		else {
+			fprintf(stderr, "postern send: unsupported option "
+			    "%s\n%s", a, usage_send);
+			return EX_USAGE;
+		}
+		if (dst == NULL)
+			continue;
+		if (a[2] != '\0')
+			*dst = a + 2;
+		else if (++i < argc)
+			*dst = argv[i];
+		else
+			goto missing;
+	}
+	o->rcpts = argv + i;
+	o->nrcpts = (size_t)(argc - i);
+	return 0;
+missing:
+	fprintf(stderr, "postern send: %s needs an argument\n%s", argv[argc - 1],
+	    usage_send);
+	return EX_USAGE;
+}
+
+/* Read stdin whole, CRLF -> LF, ending in LF.  -1 past max bytes. */
+static int
+send_read_stdin(struct util_buf *b, uint64_t max)
+{
+	char buf[65536];
+	size_t n;
+	bool cr = false;
+
+	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (cr && buf[i] != '\n')
+				util_buf_add(b, "\r", 1);
+			cr = buf[i] == '\r';
+			if (!cr)
+				util_buf_add(b, &buf[i], 1);
+		}
+		if (b->len > max)
+			return -1;
+	}
+	if (cr)
+		util_buf_add(b, "\r", 1);
+	if (ferror(stdin))
+		return -2;
+	if (b->len > 0 && b->data[b->len - 1] != '\n')
+		util_buf_add(b, "\n", 1);
+	return 0;
+}
+
+/* Length of the header block (through the empty line, or everything). */
+static size_t
+send_header_len(const struct util_buf *b)
+{
+	if (b->len > 0 && b->data[0] == '\n')
+		return 0;
+	for (size_t i = 0; i + 1 < b->len; i++)
+		if (b->data[i] == '\n' && b->data[i + 1] == '\n')
+			return i + 1;
+	return b->len;
+}
+
+/* Does line (at p) start header field name (case-insensitive)? */
+static bool
+send_is_field(const char *p, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && strncasecmp(p, name, n) == 0 && p[n] == ':';
+}
+
+/*
+ * Addresses of an address-list header value (RFC 5322 3.4): commas
+ * outside quotes, comments and angle brackets separate; "<addr>" wins over
+ * the display name; a group "name: a, b;" gives a and b.
+ */
+static void
+send_extract(const char *v, size_t len, struct send_list *out)
+{
+	struct util_buf tok = { 0 }, angle = { 0 };
+	bool quoted = false, in_angle = false, had_angle = false;
+	int depth = 0;
+
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? v[i] : ',';
+		if (quoted) {
+			if (c == '\\' && i + 1 < len)
+				i++;
+			else if (c == '"')
+				quoted = false;
+			continue;
+		}
+		if (depth > 0) {
+			if (c == '\\' && i + 1 < len)
+				i++;
+			else if (c == '(')
+				depth++;
+			else if (c == ')')
+				depth--;
+			continue;
+		}
+		if (in_angle) {
+			if (c == '>')
+				in_angle = false;
+			else
+				util_buf_add(&angle, &c, 1);
+			continue;
+		}
+		if (c == '"')
+			quoted = true;
+		else if (c == '(')
+			depth++;
+		else if (c == '<') {
+			in_angle = had_angle = true;
+			util_buf_reset(&angle);
+		} else if (c == ':')
+			util_buf_reset(&tok);	/* a group's display name */
+		else if (c == ',' || c == ';') {
+			const struct util_buf *src = had_angle ? &angle : &tok;
+			size_t s = 0, e = src->len;
+			while (s < e && isspace((unsigned char)src->data[s]))
+				s++;
+			while (e > s && isspace((unsigned char)src->data[e - 1]))
+				e--;
+			if (e > s)
+				send_list_add(out, src->data + s, e - s);
+			util_buf_reset(&tok);
+			util_buf_reset(&angle);
+			had_angle = false;
+		} else if (!isspace((unsigned char)c) || tok.len > 0)
+			util_buf_add(&tok, &c, 1);
+	}
+	util_buf_clear(&tok);
+	util_buf_clear(&angle);
+}
+
+/*
+ * Walk the header block: collect recipients of To/Cc/Bcc (-t), drop Bcc
+ * fields, note which of From/Date/Message-ID exist.  The kept headers go
+ * to out.
+ */
+static void
+send_headers(const char *h, size_t hlen, bool extract, struct send_list *rc,
+    struct util_buf *out, bool *has_from, bool *has_date, bool *has_mid)
+{
+	size_t pos = 0;
+
+	while (pos < hlen) {
+		size_t end = pos;
+		/* A field with its continuation lines. */
+		do {
+			const char *lf = memchr(h + end, '\n', hlen - end);
+			end = lf != NULL ? (size_t)(lf - h) + 1 : hlen;
+		} while (end < hlen && (h[end] == ' ' || h[end] == '\t'));
+		const char *f = h + pos;
+		size_t flen = end - pos;
+		bool bcc = send_is_field(f, flen, "Bcc");
+
+		if (extract && (bcc || send_is_field(f, flen, "To") ||
+		    send_is_field(f, flen, "Cc"))) {
+			const char *colon = memchr(f, ':', flen);
+			send_extract(colon + 1, flen - (size_t)(colon + 1 - f),
+			    rc);
+		}
+		*has_from |= send_is_field(f, flen, "From");
+		*has_date |= send_is_field(f, flen, "Date");
+		*has_mid |= send_is_field(f, flen, "Message-ID");
+		/* RFC 5322 3.6.3: Bcc is never passed on. */
+		if (!bcc)
+			util_buf_add(out, f, flen);
+		pos = end;
+	}
+}
+
+/* "local@domain": printable, no spaces, one '@' with text on both sides. */
+static bool
+send_addr_ok(const char *a)
+{
+	const char *at = strrchr(a, '@');
+
+	if (at == NULL || at == a || at[1] == '\0' ||
+	    strlen(a) >= SEND_ADDR_MAX)
+		return false;
+	for (const char *p = a; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '<' ||
+		    *p == '>' || *p == ',')
+			return false;
+	return true;
+}
+
+/* A bare local name gets @hostname (sendmail's "unqualified" rule). */
+static char *
+send_qualify(const char *a, const char *hostname)
+{
+	size_t len = strlen(a);
+
+	if (len >= 2 && a[0] == '<' && a[len - 1] == '>') {
+		a++;
+		len -= 2;
+	}
+	if (memchr(a, '@', len) == NULL && len > 0)
+		return xasprintf("%.*s@%s", (int)len, a, hostname);
+	return xstrndup(a, len);
+}
+
+static char *
+send_login(void)
+{
+	struct passwd *pw = getpwuid(getuid());
+
+	return xstrdup(pw != NULL && pw->pw_name != NULL ? pw->pw_name :
+	    "nobody");
+}
+
+/* Build the content: Received:, missing From/Date/Message-ID, the rest. */
+static void
+send_content(struct util_buf *c, const struct util_buf *in, size_t hlen,
+    const struct util_buf *kept, const char *qid, const char *hostname,
+    const char *login, const char *sender, const char *fullname,
+    bool has_from, bool has_date, bool has_mid)
+{
+	char date[64];
+	int64_t now = (int64_t)(util_wall_us() / 1000000);
+
+	util_rfc5322_date(date, sizeof(date), now);
+	util_buf_printf(c, "Received: from local user %s (uid %u)\n\tby %s "
+	    "(postern) with local id %s; %s\n", login, (unsigned)getuid(),
+	    hostname, qid, date);
+	if (!has_from) {
+		util_buf_addstr(c, "From: ");
+		if (fullname != NULL) {
+			util_buf_addstr(c, "\"");
+			for (const char *p = fullname; *p != '\0'; p++)
+				if (*p != '"' && *p != '\\' &&
+				    (unsigned char)*p >= 0x20)
+					util_buf_add(c, p, 1);
+			util_buf_addstr(c, "\" ");
+		}
+		util_buf_printf(c, "<%s>\n", sender[0] != '\0' ? sender :
+		    "MAILER-DAEMON");
+	}
+	if (!has_date)
+		util_buf_printf(c, "Date: %s\n", date);
+	if (!has_mid)
+		util_buf_printf(c, "Message-ID: <%s@%s>\n", qid, hostname);
+	util_buf_add(c, kept->data, kept->len);
+	util_buf_add(c, in->data + hlen, in->len - hlen);
+}
+
+struct send_ctx {
+	struct config		*cfg;
+	struct router		*router;
+	struct spool		*sp;
+	struct spool_env	 env;
+	struct util_buf		 in, kept, content;
+	struct send_list	 rcpts;
+	char			*login;
+};
+
+static void
+send_ctx_clear(struct send_ctx *x)
+{
+	spool_env_clear(&x->env);
+	util_buf_clear(&x->in);
+	util_buf_clear(&x->kept);
+	util_buf_clear(&x->content);
+	send_list_clear(&x->rcpts);
+	route_free(&x->router);
+	spool_close(&x->sp);
+	config_free(&x->cfg);
+	free(x->login);
+}
+
+/* Route every recipient into x->env.  0 or an exit status. */
+static int
+send_route(struct send_ctx *x)
+{
+	for (size_t i = 0; i < x->rcpts.n; i++) {
+		char *a = send_qualify(x->rcpts.v[i], x->cfg->hostname);
+		char *action = NULL, *arg = NULL;
+		const char *err = NULL;
+		bool dup = false;
+
+		if (!send_addr_ok(a)) {
+			fprintf(stderr, "postern send: bad recipient address "
+			    "\"%s\"\n", x->rcpts.v[i]);
+			free(a);
+			return EX_DATAERR;
+		}
+		for (size_t k = 0; k < x->env.nrcpts; k++)
+			dup |= strcasecmp(x->env.rcpts[k].addr, a) == 0;
+		if (dup) {
+			free(a);
+			continue;
+		}
+		if (queue_route_router(x->router, x->env.sender, a, &action,
+		    &arg, &err) == -1) {
+			fprintf(stderr, "postern send: <%s>: %s\n", a, err);
+			free(a);
+			return err[0] == '4' ? EX_TEMPFAIL : EX_NOUSER;
+		}
+		for (const char *p = a; *p != '\0'; p++)
+			if ((unsigned char)*p >= 0x80)
+				x->env.smtputf8 = true;
+		spool_env_add_rcpt(&x->env, a, action, arg);
+		free(a);
+		free(action);
+		free(arg);
+	}
+	if (x->env.nrcpts == 0) {
+		fprintf(stderr, "postern send: no recipients (give them as "
+		    "arguments, or use -t)\n");
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+/* Commit the message durably.  0 or EX_TEMPFAIL. */
+static int
+send_commit(struct send_ctx *x)
+{
+	struct spool_msg *m = spool_msg_new(x->sp, x->env.qid);
+	const char *err = NULL;
+	int rc = 0;
+
+	if (spool_msg_write(m, x->content.data, x->content.len, &err) == -1 ||
+	    spool_msg_commit(m, &x->env, &err) == -1) {
+		fprintf(stderr, "postern send: cannot queue the message: %s\n",
+		    err);
+		rc = EX_TEMPFAIL;
+	}
+	spool_msg_free(&m);
+	return rc;
+}
+
+static int
+send_run(struct send_ctx *x, const struct send_opts *o)
+{
+	const char *err = NULL;
+	char *errs = NULL, *reply = NULL, cmd[64];
+	bool has_from = false, has_date = false, has_mid = false;
+	size_t hlen;
+	int rc;
+
+	if ((x->cfg = config_load(o->config, &errs)) == NULL) {
+		fputs(errs, stderr);
+		free(errs);
+		fprintf(stderr, "postern send: %s: configuration has errors\n",
+		    o->config);
+		return EX_TEMPFAIL;
+	}
+	if ((x->router = route_new(x->cfg, &err)) == NULL) {
+		fprintf(stderr, "postern send: %s\n", err);
+		return EX_TEMPFAIL;
+	}
+	x->login = send_login();
+	if (o->sender != NULL)
+		x->env.sender = strcmp(o->sender, "<>") == 0 ? xstrdup("") :
+		    send_qualify(o->sender, x->cfg->hostname);
+	else
+		x->env.sender = xasprintf("%s@%s", x->login, x->cfg->hostname);
+	if (x->env.sender[0] != '\0' && !send_addr_ok(x->env.sender)) {
+		fprintf(stderr, "postern send: bad sender address \"%s\"\n",
+		    o->sender);
+		return EX_DATAERR;
+	}
+	rc = send_read_stdin(&x->in, x->cfg->limits.msg_max);
+	if (rc != 0) {
+		fprintf(stderr, "postern send: %s\n", rc == -1 ?
+		    "message too big for 'limit message-size'" :
+		    "cannot read the message on stdin");
+		return rc == -1 ? EX_DATAERR : EX_TEMPFAIL;
+	}
+	for (size_t i = 0; i < o->nrcpts; i++)
+		send_extract(o->rcpts[i], strlen(o->rcpts[i]), &x->rcpts);
+	hlen = send_header_len(&x->in);
+	send_headers(x->in.data, hlen, o->extract, &x->rcpts, &x->kept,
+	    &has_from, &has_date, &has_mid);
+	if ((rc = send_route(x)) != 0)
+		return rc;
+	if ((x->sp = spool_open(x->cfg->spool, &err)) == NULL) {
+		fprintf(stderr, "postern send: spool %s: %s\n", x->cfg->spool,
+		    err);
+		return EX_TEMPFAIL;
+	}
+	spool_new_qid(x->sp, x->env.qid);
+	x->env.received = (int64_t)(util_wall_us() / 1000000);
+	send_content(&x->content, &x->in, hlen, &x->kept, x->env.qid,
+	    x->cfg->hostname, x->login, x->env.sender, o->fullname, has_from,
+	    has_date, has_mid);
+	x->env.size = x->content.len;
+	for (size_t i = 0; i < x->content.len; i++)
+		if ((unsigned char)x->content.data[i] >= 0x80)
+			x->env.body_8bit = true;
+	if ((rc = send_commit(x)) != 0)
+		return rc;
+	/* Queued: from here on, exit 0.  Tell the server if it listens. */
+	(void)util_snprintf(cmd, sizeof(cmd), "submit %s", x->env.qid);
+	if (queue_control_request(spool_dir(x->sp), cmd, &reply, &err) == 0)
+		free(reply);
+	return 0;
+}
+
+int
+cli_send(int argc, char **argv)
+{
+	struct send_opts o = { .config = cli_default_config() };
+	struct send_ctx x = { 0 };
+	int rc;
+
+	if ((rc = send_parse_args(argc, argv, &o)) != 0)
+		return rc == -1 ? 0 : rc;
+	rc = send_run(&x, &o);
+	send_ctx_clear(&x);
+	return rc;
+}
