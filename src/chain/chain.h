@@ -114,6 +114,8 @@ struct chain_loop_opts {
 	const char	*resolver;	/* "IP[:PORT]"; NULL: /etc/resolv.conf */
 	const char	*store;		/* "sqlite:PATH", "redis:HOST:PORT",
 					   "memory:"; NULL: from the config */
+	uint64_t	 call_timeout_ms; /* a pending handler fails after;
+					   0: 60 s */
 };
 struct chain_loop *chain_loop_new(struct event_base *base,
 	    const struct config *cfg, const struct chain_loop_opts *opts,
@@ -186,6 +188,21 @@ void	chain_session_body(struct chain_session *cs, const char *buf,
 	    size_t len);
 /* The transaction ended (RSET, new MAIL, after EOM): clear its state. */
 void	chain_session_tx_reset(struct chain_session *cs);
+
+/*
+ * Put the client IP on the ban list for ms (0: an hour), e.g. after failed
+ * AUTH or a relay attempt; "banned" at connect then refuses it.
+ */
+void	chain_session_ban(struct chain_session *cs, uint64_t ms,
+	    const char *why);
+/*
+ * A command with no stage of its own (RSET, NOOP, VRFY, EXPN, HELP, an
+ * unknown verb) arrived.  Returns true when the session must refuse it and
+ * close (the strict dialogue of "trap", or "nomail every-command"):
+ * *res_out then holds the reply (verdict SMTP_CLOSE or SMTP_REJECT).
+ */
+bool	chain_session_check_command(struct chain_session *cs,
+	    const char *verb, struct chain_result *res_out);
 
 /* ----- facts and state, for handlers and the connection ----- */
 

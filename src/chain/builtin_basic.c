@@ -1,0 +1,328 @@
+/*
+ * chain/builtin_basic.c: the verdict handlers (reject, accept, tarpit,
+ * disconnect, discard, quarantine, tag), nomail (RFC 7504), trap (strict
+ * dialogue) and the ban list (ban, banned).
+ */
+#include "chain/chain_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/session.h"
+#include "config/config.h"
+#include "store/store.h"
+#include "util/util.h"
+
+#define STAGES_CMD	(CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_QUIT) & \
+	~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT))
+#define STAGES_TX	(CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) | \
+	CHAIN_STAGE_BIT(SMTP_STAGE_RCPT) | CHAIN_STAGE_BIT(SMTP_STAGE_DATA) | \
+	CHAIN_STAGE_BIT(SMTP_STAGE_HEADER) | CHAIN_STAGE_BIT(SMTP_STAGE_EOM))
+#define BAN_DEFAULT_MS	(3600u * 1000)
+
+/* A verdict fixed at config time. */
+struct basic_fixed {
+	struct chain_verdict	v;
+};
+
+static void *
+basic_fixed_new(const struct chain_verdict *v)
+{
+	struct basic_fixed *f = xmalloc(sizeof(*f));
+
+	f->v = *v;
+	return f;
+}
+
+static enum chain_status
+basic_fixed_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	(void)call;
+	*v = ((struct basic_fixed *)inst)->v;
+	return CHAIN_DONE;
+}
+
+static void *
+basic_reject_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+
+	if (chain_parse_reply(a->argv + 1, a->argc - 1, &v, err_out) == -1)
+		return NULL;
+	return basic_fixed_new(&v);
+}
+
+static void *
+basic_accept_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+
+	if (a->argc != 1) {
+		*err_out = xstrdup("takes no argument");
+		return NULL;
+	}
+	chain_verdict_continue(&v);
+	v.kind = strcmp(a->argv[0], "discard") == 0 ? CHAIN_DISCARD :
+	    CHAIN_ACCEPT;
+	return basic_fixed_new(&v);
+}
+
+static void *
+basic_tarpit_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+	uint64_t ms;
+
+	if (a->argc != 2 || util_parse_duration_ms(a->argv[1], &ms) == -1 ||
+	    ms > 15 * 60 * 1000) {
+		*err_out = xstrdup("usage: tarpit DURATION (at most 15m)");
+		return NULL;
+	}
+	chain_verdict_continue(&v);
+	v.kind = CHAIN_DELAY;
+	v.delay_ms = ms;
+	util_strlcpy(v.why, "tarpit", sizeof(v.why));
+	return basic_fixed_new(&v);
+}
+
+static void *
+basic_disconnect_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+
+	if (a->argc == 1)
+		chain_verdict_reject(&v, 421, NULL, NULL);
+	else if (chain_parse_reply(a->argv + 1, a->argc - 1, &v, err_out) ==
+	    -1)
+		return NULL;
+	else if (v.code != 421 && v.code != 521) {
+		*err_out = xstrdup("disconnect code must be 421 or 521");
+		return NULL;
+	}
+	v.kind = CHAIN_DISCONNECT;
+	return basic_fixed_new(&v);
+}
+
+static void *
+basic_quarantine_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+
+	if (a->argc != 2) {
+		*err_out = xstrdup("usage: quarantine ACTION");
+		return NULL;
+	}
+	if (config_action_find(a->cfg, a->argv[1]) == NULL) {
+		*err_out = xasprintf("no action named \"%s\"", a->argv[1]);
+		return NULL;
+	}
+	chain_verdict_continue(&v);
+	v.kind = CHAIN_QUARANTINE;
+	if (util_strlcpy(v.name, a->argv[1], sizeof(v.name)) == -1) {
+		*err_out = xstrdup("action name too long");
+		return NULL;
+	}
+	return basic_fixed_new(&v);
+}
+
+/* tag KEY=VALUE [session|tx] */
+static void *
+basic_tag_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+	const char *eq = a->argc >= 2 ? strchr(a->argv[1], '=') : NULL;
+
+	chain_verdict_continue(&v);
+	v.kind = CHAIN_TAG;
+	v.scope = a->stage >= SMTP_STAGE_MAIL && a->stage <= SMTP_STAGE_EOM ?
+	    CHAIN_SCOPE_TX : CHAIN_SCOPE_SESSION;
+	if (a->argc == 3 && strcmp(a->argv[2], "session") == 0)
+		v.scope = CHAIN_SCOPE_SESSION;
+	else if (a->argc == 3 && strcmp(a->argv[2], "tx") == 0)
+		v.scope = CHAIN_SCOPE_TX;
+	else if (a->argc != 2)
+		eq = NULL;
+	if (eq == NULL || eq == a->argv[1] || (size_t)(eq - a->argv[1]) >=
+	    sizeof(v.name) || util_strlcpy(v.value, eq + 1,
+	    sizeof(v.value)) == -1) {
+		*err_out = xstrdup("usage: tag KEY=VALUE [session|tx]");
+		return NULL;
+	}
+	memcpy(v.name, a->argv[1], (size_t)(eq - a->argv[1]));
+	v.name[eq - a->argv[1]] = '\0';
+	return basic_fixed_new(&v);
+}
+
+/*
+ * nomail: RFC 7504 3.  At connect, "521 5.3.2" and close; with
+ * "every-command" the greeting goes out and each later command (QUIT
+ * aside) gets 521, as the RFC's second form allows.
+ */
+static void *
+basic_nomail_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct chain_verdict v;
+	bool every = a->argc == 2 && strcmp(a->argv[1], "every-command") == 0;
+
+	if (a->argc > 2 || (a->argc == 2 && !every)) {
+		*err_out = xstrdup("usage: nomail [every-command]");
+		return NULL;
+	}
+	chain_verdict_reject(&v, 521, "5.3.2",
+	    "%{hostname} does not accept mail");
+	v.kind = every && a->stage == SMTP_STAGE_CONNECT ? CHAIN_TAG :
+	    a->stage == SMTP_STAGE_CONNECT ? CHAIN_DISCONNECT : CHAIN_REJECT;
+	if (v.kind == CHAIN_TAG) {
+		v.scope = CHAIN_SCOPE_SESSION;
+		util_strlcpy(v.name, "nomail", sizeof(v.name));
+		util_strlcpy(v.value, "every-command", sizeof(v.value));
+	}
+	return basic_fixed_new(&v);
+}
+
+/* ----- the ban list ----- */
+
+struct basic_ban {
+	uint64_t		ms;
+	struct chain_verdict	v;	/* banned: the refusal */
+};
+
+void
+chain_session_ban(struct chain_session *cs, uint64_t ms, const char *why)
+{
+	char key[STORE_KEY_MAX];
+
+	if (cs->loop->store == NULL || cs->ip[0] == '\0')
+		return;
+	chain_ban_key(cs->ip, key, sizeof(key));
+	store_set(cs->loop->store, key, why != NULL && why[0] != '\0' ? why :
+	    "banned", ms != 0 ? ms : BAN_DEFAULT_MS, NULL, NULL);
+}
+
+/* ban [DURATION]: put the client on the ban list, then continue. */
+static void *
+basic_ban_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct basic_ban *b = xcalloc(1, sizeof(*b));
+
+	b->ms = BAN_DEFAULT_MS;
+	if (a->argc > 2 || (a->argc == 2 &&
+	    util_parse_duration_ms(a->argv[1], &b->ms) == -1)) {
+		free(b);
+		*err_out = xstrdup("usage: ban [DURATION]");
+		return NULL;
+	}
+	return b;
+}
+
+static enum chain_status
+basic_ban_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	struct basic_ban *b = inst;
+	struct chain_session *cs = chain_call_session(call);
+
+	chain_session_ban(cs, b->ms, chain_stage_name(chain_call_stage(call)));
+	chain_verdict_continue(v);
+	return CHAIN_DONE;
+}
+
+/* banned [CODE ESC TEXT]: refuse a client on the ban list. */
+static void *
+basic_banned_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct basic_ban *b = xcalloc(1, sizeof(*b));
+
+	if (a->argc == 1)
+		chain_verdict_reject(&b->v, 554, "5.7.1",
+		    "%{client.ip} is banned for a while");
+	else if (chain_parse_reply(a->argv + 1, a->argc - 1, &b->v,
+	    err_out) == -1) {
+		free(b);
+		return NULL;
+	}
+	if (a->stage == SMTP_STAGE_CONNECT)
+		b->v.kind = CHAIN_DISCONNECT;
+	return b;
+}
+
+static void
+basic_banned_cb(void *arg, int rc, const char *value)
+{
+	struct chain_call *call = arg;
+	struct basic_ban *b = *chain_call_data(call);
+	struct chain_verdict v;
+
+	(void)value;
+	if (rc == 1)
+		v = b->v;
+	else
+		chain_verdict_continue(&v);
+	chain_call_done(call, &v);
+}
+
+static enum chain_status
+basic_banned_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	struct chain_session *cs = chain_call_session(call);
+	char key[STORE_KEY_MAX];
+
+	(void)v;
+	*chain_call_data(call) = inst;
+	chain_ban_key(cs->ip, key, sizeof(key));
+	store_get(cs->loop->store, key, basic_banned_cb, call);
+	return CHAIN_PENDING;
+}
+
+/* ----- trap: the strict dialogue ----- */
+
+/* trap [ban DURATION]: from here on, only HELO -> MAIL -> RCPT -> DATA. */
+static void *
+basic_trap_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct basic_ban *b = xcalloc(1, sizeof(*b));
+
+	b->ms = 0;
+	if (a->argc == 3 && strcmp(a->argv[1], "ban") == 0 &&
+	    util_parse_duration_ms(a->argv[2], &b->ms) == 0 && b->ms > 0)
+		return b;
+	if (a->argc == 1)
+		return b;
+	free(b);
+	*err_out = xstrdup("usage: trap [ban DURATION]");
+	return NULL;
+}
+
+static enum chain_status
+basic_trap_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	struct basic_ban *b = inst;
+
+	chain_session_set_trap(chain_call_session(call), b->ms);
+	chain_verdict_continue(v);
+	return CHAIN_DONE;
+}
+
+const struct chain_handler_ops chain_basic_ops[] = {
+	{ "reject", STAGES_CMD, basic_reject_new, free, basic_fixed_run,
+	    NULL },
+	{ "accept", CHAIN_STAGES_ALL, basic_accept_new, free, basic_fixed_run,
+	    NULL },
+	{ "discard", STAGES_TX, basic_accept_new, free, basic_fixed_run,
+	    NULL },
+	{ "quarantine", STAGES_TX, basic_quarantine_new, free,
+	    basic_fixed_run, NULL },
+	{ "tarpit", STAGES_CMD | CHAIN_STAGE_BIT(SMTP_STAGE_QUIT),
+	    basic_tarpit_new, free, basic_fixed_run, NULL },
+	{ "disconnect", STAGES_CMD, basic_disconnect_new, free,
+	    basic_fixed_run, NULL },
+	{ "tag", CHAIN_STAGES_ALL, basic_tag_new, free, basic_fixed_run,
+	    NULL },
+	{ "nomail", STAGES_CMD, basic_nomail_new, free, basic_fixed_run,
+	    NULL },
+	{ "ban", CHAIN_STAGES_ALL, basic_ban_new, free, basic_ban_run, NULL },
+	{ "banned", STAGES_CMD, basic_banned_new, free, basic_banned_run,
+	    NULL },
+	{ "trap", CHAIN_STAGE_BIT(SMTP_STAGE_CONNECT), basic_trap_new, free,
+	    basic_trap_run, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL },
+};

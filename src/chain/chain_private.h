@@ -1,0 +1,37 @@
+/*
+ * chain/chain_private.h: what the files of chain/ share (the builtin
+ * handler tables, argument helpers).  Not for other modules.
+ */
+#ifndef POSTERN_CHAIN_PRIVATE_H
+#define POSTERN_CHAIN_PRIVATE_H
+
+#include "chain/chain.h"
+
+/* Builtin families, one file each; every table ends with a NULL name. */
+extern const struct chain_handler_ops chain_basic_ops[];	/* builtin_basic.c */
+extern const struct chain_handler_ops chain_limit_ops[];	/* builtin_limit.c */
+extern const struct chain_handler_ops chain_dns_ops[];		/* builtin_dns.c */
+extern const struct chain_handler_ops chain_spf_ops[];		/* builtin_spf.c */
+extern const struct chain_handler_ops chain_grey_ops[];		/* builtin_grey.c */
+extern const struct chain_handler_ops chain_content_ops[];	/* builtin_content.c */
+
+/* Parse "550" / "4.7.1": code in 400..599; esc "C.S.D" whose class is C. */
+bool	chain_code_ok(int code);
+bool	chain_esc_ok(const char *esc, int code);
+/*
+ * Parse a reply spec "CODE [ESC] [TEXT...]" from argv (argc words) into v
+ * as a REJECT; -1 with *err_out (malloc'd).
+ */
+int	chain_parse_reply(const char *const *argv, size_t argc,
+	    struct chain_verdict *v, char **err_out);
+/* Domain of an address ("" for none); points into addr. */
+const char *chain_addr_domain(const char *addr);
+/* "ip" -> the /24 (IPv4) or /64 (IPv6) network as text. */
+void	chain_ip_net(const char *ip, char *buf, size_t bufsz);
+/* Client IP on the ban list (store key), for trap and friends. */
+void	chain_ban_key(const char *ip, char *buf, size_t bufsz);
+
+/* A deferred call of fn(arg) on base (so nothing answers re-entrantly). */
+void	chain_defer(struct event_base *base, void (*fn)(void *), void *arg);
+
+#endif

@@ -1,0 +1,786 @@
+/*
+ * chain/session.c: one connection's chain session: its facts, the session
+ * and transaction key/value stores, reply templates, the header block, and
+ * the order of runs (the header chain before eom, disconnect at the end).
+ */
+#include "chain/chain.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/chain_private.h"
+#include "chain/session.h"
+#include "log/log.h"
+#include "store/store.h"
+#include "util/util.h"
+
+#define CHAIN_HDR_MAX		(256 * 1024)	/* header block kept for handlers */
+#define CHAIN_REP_TTL_MS	(30ull * 24 * 3600 * 1000)
+
+static void
+chain_str_set(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = v != NULL ? xstrdup(v) : NULL;
+}
+
+static void	chain_main_finish_cb(struct chain_run *run);
+static void	chain_hdr_finish_cb(struct chain_run *run);
+
+struct chain_session *
+chain_session_new(struct chain_set *set, struct chain_loop *loop,
+    const struct chain_session_info *info)
+{
+	struct chain_session *cs = xcalloc(1, sizeof(*cs));
+
+	cs->set = chain_set_ref(set);
+	cs->loop = loop;
+	cs->sid = xstrdup(info->sid != NULL ? info->sid : "-");
+	cs->ip = xstrdup(info->ip != NULL ? info->ip : "");
+	cs->port = info->port;
+	cs->local_ip = xstrdup(info->local_ip != NULL ? info->local_ip : "");
+	cs->local_port = info->local_port;
+	cs->hostname = xstrdup(info->hostname != NULL ? info->hostname :
+	    "localhost");
+	cs->run.finish_cb = chain_main_finish_cb;
+	cs->hdr_run.finish_cb = chain_hdr_finish_cb;
+	return cs;
+}
+
+static void
+chain_kv_clear(struct chain_kv *kv)
+{
+	for (size_t i = 0; i < kv->n; i++) {
+		free(kv->keys[i]);
+		free(kv->vals[i]);
+	}
+	kv->n = 0;
+}
+
+static void
+chain_rcpts_clear(struct chain_session *cs)
+{
+	for (size_t i = 0; i < cs->nrcpts; i++)
+		free(cs->rcpts[i]);
+	free(cs->rcpts);
+	cs->rcpts = NULL;
+	cs->nrcpts = 0;
+}
+
+static void
+chain_session_destroy(struct chain_session *cs)
+{
+	chain_run_clear(&cs->run);
+	chain_run_clear(&cs->hdr_run);
+	chain_kv_clear(&cs->kv[0]);
+	chain_kv_clear(&cs->kv[1]);
+	chain_rcpts_clear(cs);
+	free(cs->sid);
+	free(cs->ip);
+	free(cs->local_ip);
+	free(cs->hostname);
+	free(cs->rdns);
+	free(cs->helo);
+	free(cs->tls_proto);
+	free(cs->tls_cipher);
+	free(cs->tls_sni);
+	free(cs->auth_user);
+	free(cs->sender);
+	free(cs->rcpt);
+	free(cs->msg_file);
+	free(cs->disp_action[0]);
+	free(cs->disp_action[1]);
+	util_buf_clear(&cs->hdr);
+	chain_set_unref(&cs->set);
+	free(cs);
+}
+
+void
+chain_session_free(struct chain_session **csp)
+{
+	struct chain_session *cs = *csp;
+
+	if (cs == NULL)
+		return;
+	*csp = NULL;
+	/* No answer reaches the owner from now on. */
+	cs->done_cb = NULL;
+	cs->eom_waiting = false;
+	chain_run_clear(&cs->run);
+	chain_run_clear(&cs->hdr_run);
+	cs->running = false;
+	cs->detached = true;
+	if (cs->nrcpts_session == 0 && cs->sender != NULL)
+		chain_session_reputation(cs, -1);	/* no valid recipient */
+	if (chain_set_has(cs->set, SMTP_STAGE_DISCONNECT)) {
+		struct smtp_event ev = { .stage = SMTP_STAGE_DISCONNECT,
+		    .arg = "" };
+		cs->running = true;
+		chain_run_start(&cs->run, cs, &ev);
+		if (cs->run.active)
+			return;		/* chain_main_finish_cb frees it */
+	}
+	chain_session_destroy(cs);
+}
+
+void
+chain_run_finish(struct chain_run *run)
+{
+	run->active = false;
+	if (run->timer != NULL) {
+		event_free(run->timer);
+		run->timer = NULL;
+	}
+	if (run->pending && run->finish_cb != NULL)
+		run->finish_cb(run);
+}
+
+/* ----- facts the connection reports ----- */
+
+void
+chain_session_set_tls(struct chain_session *cs, const char *proto,
+    const char *cipher, const char *sni)
+{
+	chain_str_set(&cs->tls_proto, proto);
+	chain_str_set(&cs->tls_cipher, cipher);
+	chain_str_set(&cs->tls_sni, sni);
+	/* RFC 3207 4.2: what was learnt before TLS is forgotten. */
+	chain_str_set(&cs->helo, NULL);
+}
+
+void
+chain_session_set_auth(struct chain_session *cs, const char *user)
+{
+	chain_str_set(&cs->auth_user, user);
+}
+
+void
+chain_session_set_early_talker(struct chain_session *cs)
+{
+	cs->early_talker = true;
+}
+
+void
+chain_session_set_rdns(struct chain_session *cs, const char *name,
+    bool confirmed)
+{
+	chain_str_set(&cs->rdns, name);
+	cs->rdns_confirmed = confirmed;
+}
+
+void
+chain_session_rcpt_accepted(struct chain_session *cs, const char *rcpt)
+{
+	cs->rcpts = xreallocarray(cs->rcpts, cs->nrcpts + 1,
+	    sizeof(*cs->rcpts));
+	cs->rcpts[cs->nrcpts++] = xstrdup(rcpt);
+	cs->nrcpts_session++;
+}
+
+void
+chain_session_set_bare_lf(struct chain_session *cs)
+{
+	cs->bare_lf = true;
+}
+
+void
+chain_session_set_message_file(struct chain_session *cs, const char *path)
+{
+	chain_str_set(&cs->msg_file, path);
+}
+
+void
+chain_set_disposition(struct chain_session *cs, bool tx,
+    enum chain_disposition d, const char *action)
+{
+	cs->disp[tx] = d;
+	chain_str_set(&cs->disp_action[tx], d == CHAIN_DISP_QUARANTINE ?
+	    action : NULL);
+}
+
+enum chain_disposition
+chain_session_disposition(const struct chain_session *cs,
+    const char **action_out)
+{
+	int i = cs->disp[1] != CHAIN_DISP_DELIVER ? 1 : 0;
+
+	if (action_out != NULL)
+		*action_out = cs->disp_action[i];
+	return cs->disp[i];
+}
+
+void
+chain_session_tx_reset(struct chain_session *cs)
+{
+	chain_kv_clear(&cs->kv[CHAIN_SCOPE_TX]);
+	chain_rcpts_clear(cs);
+	chain_str_set(&cs->sender, NULL);
+	chain_str_set(&cs->rcpt, NULL);
+	chain_str_set(&cs->msg_file, NULL);
+	chain_set_disposition(cs, true, CHAIN_DISP_DELIVER, NULL);
+	cs->size = 0;
+	util_buf_reset(&cs->hdr);
+	cs->hdr_complete = false;
+	cs->in_tx_data = false;
+	if (cs->hdr_run.active)
+		chain_run_clear(&cs->hdr_run);
+	cs->hdr_state = CHAIN_HDR_NONE;
+}
+
+/* ----- the header block ----- */
+
+static void
+chain_hdr_start(struct chain_session *cs)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_HEADER, .arg = "" };
+
+	cs->hdr_state = CHAIN_HDR_RUNNING;
+	chain_run_start(&cs->hdr_run, cs, &ev);
+	if (!cs->hdr_run.active) {
+		cs->hdr_res = cs->hdr_run.res;
+		cs->hdr_state = CHAIN_HDR_DONE;
+	}
+}
+
+void
+chain_session_body(struct chain_session *cs, const char *buf, size_t len)
+{
+	if (cs->hdr_complete || len == 0)
+		return;
+	size_t old = cs->hdr.len;
+	size_t take = len;
+	if (take > CHAIN_HDR_MAX - old)
+		take = CHAIN_HDR_MAX - old;
+	util_buf_add(&cs->hdr, buf, take);
+	/* The block ends at the first empty line (RFC 5322 2.1). */
+	const char *d = cs->hdr.data;
+	size_t from = old > 0 ? old - 1 : 0;
+	size_t end = 0;
+	if (d[0] == '\n')
+		end = 1;
+	for (size_t i = from; end == 0 && i + 1 < cs->hdr.len; i++)
+		if (d[i] == '\n' && d[i + 1] == '\n')
+			end = i + 1;
+	if (end == 0 && cs->hdr.len < CHAIN_HDR_MAX)
+		return;
+	if (end != 0)
+		cs->hdr.len = end;
+	cs->hdr_complete = true;
+	if (chain_set_has(cs->set, SMTP_STAGE_HEADER))
+		chain_hdr_start(cs);
+}
+
+const char *
+chain_session_headers(const struct chain_session *cs, size_t *len_out)
+{
+	*len_out = cs->hdr.len;
+	return cs->hdr.len > 0 ? cs->hdr.data : NULL;
+}
+
+const char *
+chain_session_message_file(const struct chain_session *cs)
+{
+	return cs->msg_file;
+}
+
+/* ----- runs ----- */
+
+static void
+chain_deliver(struct chain_session *cs, const struct chain_result *res)
+{
+	chain_done_cb *cb = cs->done_cb;
+
+	cs->running = false;
+	cs->done_cb = NULL;
+	if (cb != NULL)
+		cb(cs->done_arg, res);
+}
+
+/* After the run: what every stage's answer implies for the session. */
+static void
+chain_after(struct chain_session *cs, const struct chain_run *run)
+{
+	if (run->ev.stage == SMTP_STAGE_EOM && run->res.verdict == SMTP_OK) {
+		cs->nmsgs++;
+		chain_session_reputation(cs, 1);
+	}
+}
+
+static void
+chain_main_finish_cb(struct chain_run *run)
+{
+	struct chain_session *cs = run->cs;
+
+	if (cs->detached) {		/* the disconnect chain finished */
+		chain_session_destroy(cs);
+		return;
+	}
+	chain_after(cs, run);
+	chain_deliver(cs, &run->res);
+}
+
+/* EOM after the header chain: its refusal wins, else the eom chain runs. */
+static enum chain_status
+chain_eom_go(struct chain_session *cs, const struct smtp_event *ev,
+    struct chain_result *res_out)
+{
+	if (cs->hdr_state == CHAIN_HDR_DONE &&
+	    cs->hdr_res.verdict != SMTP_OK) {
+		*res_out = cs->hdr_res;
+		return CHAIN_DONE;
+	}
+	chain_run_start(&cs->run, cs, ev);
+	if (cs->run.active)
+		return CHAIN_PENDING;
+	chain_after(cs, &cs->run);
+	*res_out = cs->run.res;
+	return CHAIN_DONE;
+}
+
+static void
+chain_hdr_finish_cb(struct chain_run *run)
+{
+	struct chain_session *cs = run->cs;
+	struct chain_result res;
+
+	cs->hdr_res = run->res;
+	cs->hdr_state = CHAIN_HDR_DONE;
+	if (!cs->eom_waiting)
+		return;
+	cs->eom_waiting = false;
+	struct smtp_event ev = { .stage = SMTP_STAGE_EOM, .arg = "",
+	    .size = cs->size };
+	if (chain_eom_go(cs, &ev, &res) == CHAIN_DONE)
+		chain_deliver(cs, &res);
+}
+
+/* Facts carried by the event itself. */
+static void
+chain_take_facts(struct chain_session *cs, const struct smtp_event *ev)
+{
+	switch (ev->stage) {
+	case SMTP_STAGE_HELO:
+		chain_str_set(&cs->helo, ev->arg);
+		cs->esmtp = ev->esmtp;
+		break;
+	case SMTP_STAGE_MAIL:
+		/* A new transaction: its state starts empty. */
+		chain_session_tx_reset(cs);
+		chain_str_set(&cs->sender, ev->arg != NULL ? ev->arg : "");
+		cs->size = ev->size;
+		break;
+	case SMTP_STAGE_RCPT:
+		chain_str_set(&cs->rcpt, ev->arg);
+		break;
+	case SMTP_STAGE_DATA:
+		cs->in_tx_data = true;
+		util_buf_reset(&cs->hdr);
+		cs->hdr_complete = false;
+		cs->hdr_state = CHAIN_HDR_NONE;
+		break;
+	case SMTP_STAGE_EOM:
+		cs->size = ev->size;
+		break;
+	default:
+		break;
+	}
+}
+
+enum chain_status
+chain_run(struct chain_session *cs, const struct smtp_event *ev,
+    chain_done_cb *done_cb, void *cb_arg, struct chain_result *res_out)
+{
+	ASSERT(!cs->running);
+	ASSERT((unsigned)ev->stage < SMTP_STAGE_COUNT);
+	memset(res_out, 0, sizeof(*res_out));
+	res_out->verdict = SMTP_OK;
+	if (chain_session_policy(cs, ev->stage, res_out))
+		return CHAIN_DONE;
+	chain_take_facts(cs, ev);
+	cs->done_cb = done_cb;
+	cs->done_arg = cb_arg;
+	cs->running = true;
+	if (ev->stage == SMTP_STAGE_EOM &&
+	    chain_set_has(cs->set, SMTP_STAGE_HEADER)) {
+		if (cs->hdr_state == CHAIN_HDR_NONE) {
+			/* No empty line before the end: all of it is header. */
+			cs->hdr_complete = true;
+			chain_hdr_start(cs);
+		}
+		if (cs->hdr_state == CHAIN_HDR_RUNNING) {
+			cs->eom_waiting = true;
+			return CHAIN_PENDING;
+		}
+	}
+	enum chain_status st;
+	if (ev->stage == SMTP_STAGE_EOM)
+		st = chain_eom_go(cs, ev, res_out);
+	else {
+		chain_run_start(&cs->run, cs, ev);
+		st = cs->run.active ? CHAIN_PENDING : CHAIN_DONE;
+		if (st == CHAIN_DONE) {
+			chain_after(cs, &cs->run);
+			*res_out = cs->run.res;
+		}
+	}
+	if (st == CHAIN_DONE) {
+		cs->running = false;
+		cs->done_cb = NULL;
+	}
+	return st;
+}
+
+bool
+chain_session_is_running(const struct chain_session *cs)
+{
+	return cs->running;
+}
+
+/* ----- key/value state ----- */
+
+static bool
+chain_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n >= CHAIN_KEY_MAX)
+		return false;
+	return strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789._-") == n;
+}
+
+static bool
+chain_value_ok(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n >= CHAIN_VALUE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+			return false;
+	return true;
+}
+
+const char *
+chain_kv_get(const struct chain_session *cs, enum chain_scope scope,
+    const char *key)
+{
+	const struct chain_kv *kv = &cs->kv[scope == CHAIN_SCOPE_TX];
+
+	for (size_t i = 0; i < kv->n; i++)
+		if (strcmp(kv->keys[i], key) == 0)
+			return kv->vals[i];
+	return NULL;
+}
+
+int
+chain_kv_set(struct chain_session *cs, enum chain_scope scope,
+    const char *key, const char *value)
+{
+	struct chain_kv *kv = &cs->kv[scope == CHAIN_SCOPE_TX];
+
+	if (!chain_key_ok(key) || (value != NULL && !chain_value_ok(value)))
+		return -1;
+	for (size_t i = 0; i < kv->n; i++) {
+		if (strcmp(kv->keys[i], key) != 0)
+			continue;
+		if (value != NULL) {
+			chain_str_set(&kv->vals[i], value);
+			return 0;
+		}
+		free(kv->keys[i]);
+		free(kv->vals[i]);
+		memmove(&kv->keys[i], &kv->keys[i + 1],
+		    (kv->n - i - 1) * sizeof(kv->keys[0]));
+		memmove(&kv->vals[i], &kv->vals[i + 1],
+		    (kv->n - i - 1) * sizeof(kv->vals[0]));
+		kv->n--;
+		return 0;
+	}
+	if (value == NULL)
+		return 0;
+	if (kv->n == CHAIN_KV_MAX)
+		return -1;
+	kv->keys[kv->n] = xstrdup(key);
+	kv->vals[kv->n++] = xstrdup(value);
+	return 0;
+}
+
+bool
+chain_kv_at(const struct chain_session *cs, enum chain_scope scope,
+    size_t i, const char **key_out, const char **value_out)
+{
+	const struct chain_kv *kv = &cs->kv[scope == CHAIN_SCOPE_TX];
+
+	if (i >= kv->n)
+		return false;
+	*key_out = kv->keys[i];
+	*value_out = kv->vals[i];
+	return true;
+}
+
+/* ----- facts by name, templates ----- */
+
+static const char *
+chain_or_null(const char *s)
+{
+	return s;
+}
+
+const char *
+chain_session_get(struct chain_session *cs, const char *name, char *buf,
+    size_t bufsz)
+{
+	const char *rcpt = cs->rcpt != NULL ? cs->rcpt : "";
+
+	if (strncmp(name, "session.", 8) == 0)
+		return chain_kv_get(cs, CHAIN_SCOPE_SESSION, name + 8);
+	if (strncmp(name, "tx.", 3) == 0)
+		return chain_kv_get(cs, CHAIN_SCOPE_TX, name + 3);
+	if (strcmp(name, "client.ip") == 0)
+		return cs->ip;
+	if (strcmp(name, "client.port") == 0) {
+		util_snprintf(buf, bufsz, "%d", cs->port);
+		return buf;
+	}
+	if (strcmp(name, "client.net") == 0) {
+		chain_ip_net(cs->ip, buf, bufsz);
+		return buf;
+	}
+	if (strcmp(name, "client.rdns") == 0)
+		return cs->rdns_confirmed ? cs->rdns : NULL;
+	if (strcmp(name, "client.ptr") == 0)
+		return cs->rdns;
+	if (strcmp(name, "local.ip") == 0)
+		return cs->local_ip;
+	if (strcmp(name, "hostname") == 0)
+		return cs->hostname;
+	if (strcmp(name, "sid") == 0)
+		return cs->sid;
+	if (strcmp(name, "helo") == 0)
+		return chain_or_null(cs->helo);
+	if (strcmp(name, "sender") == 0)
+		return cs->sender;
+	if (strcmp(name, "sender.domain") == 0)
+		return cs->sender != NULL ? chain_addr_domain(cs->sender) :
+		    NULL;
+	if (strcmp(name, "rcpt") == 0)
+		return cs->rcpt;
+	if (strcmp(name, "rcpt.domain") == 0)
+		return cs->rcpt != NULL ? chain_addr_domain(rcpt) : NULL;
+	if (strcmp(name, "rcpt.user") == 0) {
+		if (cs->rcpt == NULL)
+			return NULL;
+		const char *at = strrchr(rcpt, '@');
+		util_snprintf(buf, bufsz, "%.*s", at != NULL ?
+		    (int)(at - rcpt) : (int)strlen(rcpt), rcpt);
+		return buf;
+	}
+	if (strcmp(name, "rcpts") == 0) {
+		buf[0] = '\0';
+		for (size_t i = 0; i < cs->nrcpts; i++) {
+			size_t n = strlen(buf);
+			util_snprintf(buf + n, bufsz - n, "%s%s", i > 0 ?
+			    "," : "", cs->rcpts[i]);
+		}
+		return buf;
+	}
+	if (strcmp(name, "nrcpts") == 0) {
+		util_snprintf(buf, bufsz, "%zu", cs->nrcpts);
+		return buf;
+	}
+	if (strcmp(name, "size") == 0) {
+		util_snprintf(buf, bufsz, "%llu",
+		    (unsigned long long)cs->size);
+		return buf;
+	}
+	if (strcmp(name, "tls.proto") == 0)
+		return cs->tls_proto;
+	if (strcmp(name, "tls.cipher") == 0)
+		return cs->tls_cipher;
+	if (strcmp(name, "tls.sni") == 0)
+		return cs->tls_sni;
+	if (strcmp(name, "auth.user") == 0)
+		return cs->auth_user;
+	if (strcmp(name, "early-talker") == 0)
+		return cs->early_talker ? "yes" : "no";
+	if (strcmp(name, "crlf") == 0)
+		return cs->bare_lf ? "no" : "yes";
+	if (strcmp(name, "esmtp") == 0)
+		return cs->esmtp ? "yes" : "no";
+	return NULL;
+}
+
+int
+chain_expand(struct chain_session *cs, const char *tmpl, char *buf,
+    size_t bufsz)
+{
+	struct util_buf b = { 0 };
+	char scratch[1024], name[CHAIN_KEY_MAX + 16];
+	int r = 0;
+
+	for (const char *p = tmpl; *p != '\0'; p++) {
+		const char *close;
+		if (p[0] == '%' && p[1] == '{' &&
+		    (close = strchr(p + 2, '}')) != NULL &&
+		    (size_t)(close - p - 2) < sizeof(name)) {
+			memcpy(name, p + 2, (size_t)(close - p - 2));
+			name[close - p - 2] = '\0';
+			const char *v = chain_session_get(cs, name, scratch,
+			    sizeof(scratch));
+			/* Peer text goes out printable only (no CR/LF). */
+			for (; v != NULL && *v != '\0'; v++) {
+				char c = (unsigned char)*v < 0x20 ||
+				    (unsigned char)*v > 0x7e ? '?' : *v;
+				util_buf_add(&b, &c, 1);
+			}
+			p = close;
+			continue;
+		}
+		char c = (unsigned char)*p < 0x20 ? ' ' : *p;
+		util_buf_add(&b, &c, 1);
+	}
+	util_buf_add(&b, "", 1);
+	if (util_strlcpy(buf, b.data, bufsz) == -1)
+		r = -1;
+	util_buf_clear(&b);
+	return r;
+}
+
+/* ----- loop resources ----- */
+
+struct event_base *
+chain_session_base(struct chain_session *cs)
+{
+	return cs->loop->base;
+}
+
+struct evdns_base *
+chain_session_dns(struct chain_session *cs)
+{
+	return cs->loop->dns;
+}
+
+struct store *
+chain_session_store(struct chain_session *cs)
+{
+	return cs->loop->store;
+}
+
+const char *
+chain_session_sid(const struct chain_session *cs)
+{
+	return cs->sid;
+}
+
+void
+chain_session_reputation(struct chain_session *cs, int delta)
+{
+	char key[STORE_KEY_MAX];
+
+	if (cs->loop->store == NULL || cs->ip[0] == '\0')
+		return;
+	util_snprintf(key, sizeof(key), "rep:ip:%s", cs->ip);
+	store_incr(cs->loop->store, key, delta, CHAIN_REP_TTL_MS, NULL, NULL);
+	if (cs->sender != NULL && chain_addr_domain(cs->sender)[0] != '\0') {
+		util_snprintf(key, sizeof(key), "rep:domain:%s",
+		    chain_addr_domain(cs->sender));
+		store_incr(cs->loop->store, key, delta, CHAIN_REP_TTL_MS,
+		    NULL, NULL);
+	}
+}
+
+/* ----- session-wide policies: trap and nomail every-command ----- */
+
+void
+chain_session_set_trap(struct chain_session *cs, uint64_t ban_ms)
+{
+	cs->trap = true;
+	cs->trap_ban_ms = ban_ms;
+}
+
+static void
+chain_policy_reply(struct chain_result *res, enum smtp_verdict v, int code,
+    const char *text)
+{
+	memset(res, 0, sizeof(*res));
+	res->verdict = v;
+	res->reply.code = code;
+	util_strlcpy(res->reply.text, text, sizeof(res->reply.text));
+}
+
+/*
+ * The strict dialogue: HELO/EHLO, then MAIL, RCPT..., DATA, and MAIL again
+ * after a message.  Anything else is a trapped client: 550 and close.
+ */
+static bool
+chain_trap_check(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	static const struct { enum smtp_stage st; int from_mask; int to; }
+	    steps[] = {
+		{ SMTP_STAGE_HELO, 1 << 0, 1 },
+		{ SMTP_STAGE_MAIL, 1 << 1 | 1 << 5, 2 },
+		{ SMTP_STAGE_RCPT, 1 << 2 | 1 << 3, 3 },
+		{ SMTP_STAGE_DATA, 1 << 3, 4 },
+		{ SMTP_STAGE_EOM, 1 << 4, 5 },
+	};
+
+	if (!cs->trap || st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
+	    st == SMTP_STAGE_DISCONNECT || st == SMTP_STAGE_HEADER)
+		return false;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (steps[i].st == st &&
+		    (steps[i].from_mask & (1 << cs->trap_step)) != 0) {
+			cs->trap_step = steps[i].to;
+			return false;
+		}
+	log_event(LOG_LVL_INFO, "trap", cs->sid, NULL, "stage=%s step=%d",
+	    chain_stage_name(st) != NULL ? chain_stage_name(st) : "command",
+	    cs->trap_step);
+	if (cs->trap_ban_ms != 0)
+		chain_session_ban(cs, cs->trap_ban_ms, "trap");
+	chain_session_reputation(cs, -5);
+	chain_policy_reply(res, SMTP_CLOSE, 550,
+	    "5.5.1 Command out of sequence, closing connection");
+	return true;
+}
+
+static bool
+chain_nomail_check(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	const char *v = chain_kv_get(cs, CHAIN_SCOPE_SESSION, "nomail");
+	char text[CHAIN_TEXT_MAX];
+
+	if (v == NULL || strcmp(v, "every-command") != 0 ||
+	    st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
+	    st == SMTP_STAGE_DISCONNECT)
+		return false;
+	/* RFC 7504 3: 521 to every command but QUIT. */
+	util_snprintf(text, sizeof(text), "5.3.2 %s does not accept mail",
+	    cs->hostname);
+	chain_policy_reply(res, SMTP_REJECT, 521, text);
+	return true;
+}
+
+bool
+chain_session_check_command(struct chain_session *cs, const char *verb,
+    struct chain_result *res_out)
+{
+	(void)verb;
+	/* SMTP_STAGE_AUTH stands for "a command outside the dialogue". */
+	return chain_nomail_check(cs, SMTP_STAGE_AUTH, res_out) ||
+	    chain_trap_check(cs, SMTP_STAGE_AUTH, res_out);
+}
+
+/* Session-wide refusals that come before any chain. */
+bool
+chain_session_policy(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	return chain_nomail_check(cs, st, res) || chain_trap_check(cs, st, res);
+}

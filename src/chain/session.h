@@ -1,0 +1,102 @@
+/*
+ * chain/session.h: the chain session and run structures shared by chain.c
+ * (running handlers) and session.c (facts, state, stage sequencing).
+ */
+#ifndef POSTERN_CHAIN_SESSION_H
+#define POSTERN_CHAIN_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chain/chain.h"
+#include "util/util.h"
+
+struct event;
+
+struct chain_loop {
+	struct event_base	*base;		/* borrowed */
+	struct evdns_base	*dns;		/* owned */
+	struct store		*store;		/* owned */
+	uint64_t		 call_timeout_ms;
+};
+
+/* One pass over one stage's handlers. */
+struct chain_run {
+	struct chain_session	*cs;		/* borrowed: owner */
+	struct smtp_event	 ev;		/* ev.arg points to arg */
+	char			*arg;		/* owned copy */
+	size_t			 idx;		/* handler running or next */
+	struct chain_call	*call;		/* pending handler, or NULL */
+	struct event		*timer;		/* owned: delay or call timeout */
+	bool			 pending;	/* answered later: finish_cb */
+	bool			 active;
+	struct chain_result	 res;
+	void			(*finish_cb)(struct chain_run *run);
+};
+
+#define CHAIN_KV_MAX	64		/* entries per store */
+
+struct chain_kv {
+	char	*keys[CHAIN_KV_MAX];	/* owned */
+	char	*vals[CHAIN_KV_MAX];	/* owned */
+	size_t	 n;
+};
+
+enum chain_hdr_state { CHAIN_HDR_NONE, CHAIN_HDR_RUNNING, CHAIN_HDR_DONE };
+
+struct chain_session {
+	struct chain_set	*set;		/* ref */
+	struct chain_loop	*loop;		/* borrowed */
+	char			*sid, *ip, *local_ip, *hostname; /* owned */
+	int			 port, local_port;
+	char			*rdns;		/* owned or NULL */
+	bool			 rdns_confirmed;
+	char			*helo;		/* owned or NULL */
+	bool			 esmtp;
+	char			*tls_proto, *tls_cipher, *tls_sni;
+	char			*auth_user;
+	char			*sender;	/* owned; NULL before MAIL */
+	char			*rcpt;		/* owned: the one being checked */
+	char			**rcpts;	/* owned: accepted ones */
+	size_t			 nrcpts;
+	unsigned		 nrcpts_session;
+	unsigned		 nmsgs;
+	uint64_t		 size;
+	bool			 early_talker, bare_lf;
+	char			*msg_file;	/* owned or NULL */
+	struct chain_kv		 kv[2];		/* session, tx */
+	enum chain_disposition	 disp[2];	/* session-wide, tx */
+	char			*disp_action[2]; /* owned: quarantine action */
+	/* the header block */
+	struct util_buf		 hdr;
+	bool			 hdr_complete;
+	bool			 in_tx_data;	/* between DATA and EOM */
+	enum chain_hdr_state	 hdr_state;
+	struct chain_run	 hdr_run;
+	struct chain_result	 hdr_res;
+	/* the caller's run */
+	struct chain_run	 run;
+	bool			 running;
+	bool			 eom_waiting;	/* EOM waits for the header run */
+	chain_done_cb		*done_cb;
+	void			*done_arg;
+	bool			 detached;	/* freed by the owner */
+	bool			 trap;		/* strict dialogue on */
+	int			 trap_step;	/* 0 greeted .. 5 after a message */
+	uint64_t		 trap_ban_ms;	/* 0: no ban on a violation */
+};
+
+/* chain.c */
+void	chain_run_start(struct chain_run *run, struct chain_session *cs,
+	    const struct smtp_event *ev);
+void	chain_run_clear(struct chain_run *run);
+void	chain_call_cancel(struct chain_call *call);
+/* session.c */
+void	chain_run_finish(struct chain_run *run);
+bool	chain_session_policy(struct chain_session *cs, enum smtp_stage st,
+	    struct chain_result *res);
+void	chain_session_set_trap(struct chain_session *cs, uint64_t ban_ms);
+void	chain_set_disposition(struct chain_session *cs, bool tx,
+	    enum chain_disposition d, const char *action);
+
+#endif

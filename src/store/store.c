@@ -1,0 +1,184 @@
+/*
+ * store/store.c: the store front: checks keys, builds requests, hands them
+ * to the engine named by the spec and runs the callbacks on the loop.
+ */
+#include "store/store.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_private.h"
+#include "util/util.h"
+
+struct store *
+store_open(struct event_base *base, const char *spec, const char **err_out)
+{
+	static const struct store_engine *const engines[] = {
+		&store_mem_engine, &store_sqlite_engine, &store_redis_engine,
+	};
+	const char *colon = strchr(spec, ':');
+
+	if (colon == NULL) {
+		*err_out = "state store spec must be ENGINE:ARG";
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+		if (strlen(engines[i]->name) != (size_t)(colon - spec) ||
+		    strncmp(engines[i]->name, spec, (size_t)(colon - spec)) != 0)
+			continue;
+		struct store *st = xcalloc(1, sizeof(*st));
+		st->eng = engines[i];
+		st->base = base;
+		if (st->eng->open_fn(st, colon + 1, err_out) == -1) {
+			free(st);
+			return NULL;
+		}
+		return st;
+	}
+	*err_out = "unknown state store engine (sqlite, redis, memory)";
+	return NULL;
+}
+
+void
+store_close(struct store **stp)
+{
+	struct store *st = *stp;
+
+	if (st == NULL)
+		return;
+	st->closing = true;
+	st->eng->close_fn(st);
+	free(st);
+	*stp = NULL;
+}
+
+const char *
+store_engine(const struct store *st)
+{
+	return st->eng->name;
+}
+
+bool
+store_key_ok(const char *key)
+{
+	size_t n = strlen(key);
+
+	if (n == 0 || n > STORE_KEY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)key[i] <= 0x20 ||
+		    (unsigned char)key[i] > 0x7e)
+			return false;
+	return true;
+}
+
+static bool
+store_val_ok(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n > STORE_VALUE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+			return false;
+	return true;
+}
+
+void
+store_req_done(struct store_req *req)
+{
+	if (req->op == STORE_GET) {
+		if (req->scb != NULL)
+			req->scb(req->arg, req->rc, req->rc == 1 ? req->out :
+			    NULL);
+	} else if (req->icb != NULL)
+		req->icb(req->arg, req->rc, req->rc == -1 ? 0 : req->n);
+	free(req->key);
+	free(req->val);
+	free(req->out);
+	free(req);
+}
+
+static void
+store_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	store_req_done(arg);
+}
+
+void
+store_req_done_later(struct store_req *req)
+{
+	struct timeval zero = { 0, 0 };
+
+	if (event_base_once(req->st->base, -1, EV_TIMEOUT, store_later_cb, req,
+	    &zero) == -1)
+		fatal("event_base_once failed");
+}
+
+static void
+store_submit(struct store *st, enum store_op op, const char *key,
+    const char *val, int64_t delta, uint64_t ttl_ms, store_str_cb *scb,
+    store_int_cb *icb, void *arg)
+{
+	struct store_req *req = xcalloc(1, sizeof(*req));
+
+	req->st = st;
+	req->op = op;
+	req->key = xstrdup(key);
+	req->val = val != NULL ? xstrdup(val) : NULL;
+	req->delta = delta;
+	req->ttl_ms = ttl_ms;
+	req->scb = scb;
+	req->icb = icb;
+	req->arg = arg;
+	if (!store_key_ok(key) || (val != NULL && !store_val_ok(val))) {
+		req->rc = -1;
+		store_req_done_later(req);
+		return;
+	}
+	st->eng->submit_fn(st, req);
+}
+
+void
+store_get(struct store *st, const char *key, store_str_cb *cb, void *arg)
+{
+	store_submit(st, STORE_GET, key, NULL, 0, 0, cb, NULL, arg);
+}
+
+void
+store_set(struct store *st, const char *key, const char *value,
+    uint64_t ttl_ms, store_int_cb *cb, void *arg)
+{
+	store_submit(st, STORE_SET, key, value, 0, ttl_ms, NULL, cb, arg);
+}
+
+void
+store_incr(struct store *st, const char *key, int64_t delta, uint64_t ttl_ms,
+    store_int_cb *cb, void *arg)
+{
+	store_submit(st, STORE_INCR, key, NULL, delta, ttl_ms, NULL, cb, arg);
+}
+
+void
+store_del(struct store *st, const char *key, store_int_cb *cb, void *arg)
+{
+	store_submit(st, STORE_DEL, key, NULL, 0, 0, NULL, cb, arg);
+}
+
+void
+store_sadd(struct store *st, const char *key, const char *member,
+    uint64_t ttl_ms, store_int_cb *cb, void *arg)
+{
+	store_submit(st, STORE_SADD, key, member, 0, ttl_ms, NULL, cb, arg);
+}
+
+void
+store_sismember(struct store *st, const char *key, const char *member,
+    store_int_cb *cb, void *arg)
+{
+	store_submit(st, STORE_SISMEMBER, key, member, 0, 0, NULL, cb, arg);
+}

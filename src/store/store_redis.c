@@ -1,0 +1,211 @@
+/*
+ * store/store_redis.c: "redis:HOST:PORT" engine on hiredis's asynchronous
+ * API and its libevent adapter, so several postern nodes share one view.
+ * The connection is made on first use and made again after it drops;
+ * requests in flight when it drops are answered with rc -1.
+ */
+#include "store/store.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+#include "store/store_private.h"
+#include "util/util.h"
+
+struct store_redis {
+	struct store		*st;		/* borrowed: owner */
+	char			*host;		/* owned */
+	int			 port;
+	redisAsyncContext	*ac;		/* NULL when not connected */
+	bool			 connected;
+};
+
+static int
+store_redis_open(struct store *st, const char *arg, const char **err_out)
+{
+	const char *colon = strrchr(arg, ':');
+	struct store_redis *r;
+	char *end;
+
+	if (colon == NULL || colon == arg) {
+		*err_out = "redis store wants HOST:PORT";
+		return -1;
+	}
+	long port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 1 || port > 65535) {
+		*err_out = "redis store: bad port";
+		return -1;
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->st = st;
+	r->host = xstrndup(arg, (size_t)(colon - arg));
+	if (r->host[0] == '[' && r->host[strlen(r->host) - 1] == ']') {
+		memmove(r->host, r->host + 1, strlen(r->host));
+		r->host[strlen(r->host) - 1] = '\0';
+	}
+	r->port = (int)port;
+	st->priv = r;
+	return 0;
+}
+
+static void
+store_redis_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct store_redis *r = ac->data;
+
+	if (status != REDIS_OK) {
+		log_msg(LOG_LVL_WARN, "state store: redis %s:%d: %s", r->host,
+		    r->port, ac->errstr);
+		r->ac = NULL;	/* hiredis frees it */
+		return;
+	}
+	r->connected = true;
+}
+
+static void
+store_redis_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct store_redis *r = ac->data;
+
+	if (r == NULL)
+		return;
+	if (status != REDIS_OK)
+		log_msg(LOG_LVL_WARN, "state store: redis %s:%d lost: %s",
+		    r->host, r->port, ac->errstr);
+	r->ac = NULL;
+	r->connected = false;
+}
+
+static redisAsyncContext *
+store_redis_ctx(struct store_redis *r)
+{
+	if (r->ac != NULL)
+		return r->ac;
+	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+	if (ac == NULL)
+		return NULL;
+	if (ac->err != 0) {
+		log_msg(LOG_LVL_WARN, "state store: redis %s:%d: %s", r->host,
+		    r->port, ac->errstr);
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	ac->data = r;
+	redisLibeventAttach(ac, r->st->base);
+	redisAsyncSetConnectCallback(ac, store_redis_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, store_redis_disconnect_cb);
+	r->ac = ac;
+	return ac;
+}
+
+/* The answer to the main command of a request. */
+static void
+store_redis_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct store_req *req = priv;
+	redisReply *rep = reply;
+
+	(void)ac;
+	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+		if (rep != NULL)
+			log_msg(LOG_LVL_WARN, "state store: redis: %s",
+			    rep->str);
+		req->rc = -1;
+	} else if (req->op == STORE_GET) {
+		req->rc = rep->type == REDIS_REPLY_STRING;
+		if (req->rc == 1)
+			req->out = xstrndup(rep->str, rep->len);
+	} else if (rep->type == REDIS_REPLY_INTEGER) {
+		req->rc = 0;
+		req->n = rep->integer;
+	} else
+		req->rc = 0;
+	store_req_done(req);
+}
+
+static void
+store_redis_submit(struct store *st, struct store_req *req)
+{
+	struct store_redis *r = st->priv;
+	redisAsyncContext *ac = store_redis_ctx(r);
+	char ttl[32];
+	int rc;
+
+	if (ac == NULL) {
+		req->rc = -1;
+		store_req_done_later(req);
+		return;
+	}
+	snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)req->ttl_ms);
+	switch (req->op) {
+	case STORE_GET:
+		rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+		    "GET %s", req->key);
+		break;
+	case STORE_SET:
+		if (req->ttl_ms != 0)
+			rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+			    "SET %s %s PX %s", req->key, req->val, ttl);
+		else
+			rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+			    "SET %s %s", req->key, req->val);
+		break;
+	case STORE_INCR:
+	case STORE_SADD:
+		if (req->op == STORE_INCR)
+			rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+			    "INCRBY %s %lld", req->key,
+			    (long long)req->delta);
+		else
+			rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+			    "SADD %s %s", req->key, req->val);
+		/* A new key gets the ttl; a live one keeps its own (7.0 NX). */
+		if (rc == REDIS_OK && req->ttl_ms != 0)
+			redisAsyncCommand(ac, NULL, NULL, "PEXPIRE %s %s NX",
+			    req->key, ttl);
+		break;
+	case STORE_DEL:
+		rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+		    "DEL %s", req->key);
+		break;
+	case STORE_SISMEMBER:
+		rc = redisAsyncCommand(ac, store_redis_reply_cb, req,
+		    "SISMEMBER %s %s", req->key, req->val);
+		break;
+	default:
+		rc = REDIS_ERR;
+	}
+	if (rc != REDIS_OK) {
+		req->rc = -1;
+		store_req_done_later(req);
+	}
+}
+
+static void
+store_redis_close(struct store *st)
+{
+	struct store_redis *r = st->priv;
+
+	if (r->ac != NULL) {
+		/* Pending replies are answered (NULL reply: rc -1). */
+		redisAsyncContext *ac = r->ac;
+		r->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	free(r->host);
+	free(r);
+	st->priv = NULL;
+}
+
+const struct store_engine store_redis_engine = {
+	.name = "redis",
+	.open_fn = store_redis_open,
+	.submit_fn = store_redis_submit,
+	.close_fn = store_redis_close,
+};
