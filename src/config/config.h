@@ -56,12 +56,71 @@ struct config_table {
 	int			 line;
 };
 
-enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD };
+/* ---- outbound client (issue 5): relay, mx, forward, accounts;
+ * parsed in parse_relay.c ---- */
+enum config_relay_tls {
+	CONFIG_RELAY_PLAIN,		/* smtp:// */
+	CONFIG_RELAY_STARTTLS,		/* smtp+starttls:// (required) */
+	CONFIG_RELAY_TLS,		/* smtp+tls:// (implicit) */
+};
+/* Where and how to send: a relay action's or an account's options. */
+struct config_relay {
+	char			*url;		/* owned, as written */
+	enum config_relay_tls	 tls;
+	char			*host;		/* owned */
+	int			 port;
+	const struct config_table *auth;	/* borrowed: "auth <T>", entry for
+						   host or "default": "user pass" */
+	bool			 no_verify;	/* "no-verify" */
+	char			*ca_file;	/* "ca FILE"; NULL: system store */
+	char			*helo;		/* "helo NAME"; NULL: hostname */
+	uint64_t		 timeouts_ms[6];	/* "timeout STEP DUR": connect,
+						   greeting, command, data-init,
+						   data-block, data-term; 0: default */
+	/* POP-before-SMTP: "pop URL user U pass-table <T>" */
+	char			*pop_url;	/* owned, or NULL: none */
+	enum config_relay_tls	 pop_tls;	/* pop3://, pop3+stls://, pop3s:// */
+	char			*pop_host;	/* owned */
+	int			 pop_port;
+	char			*pop_user;	/* owned */
+	const struct config_table *pop_pass;	/* borrowed: entry for pop_user
+						   is the password */
+	uint64_t		 pop_interval_ms; /* "pop-interval DUR": re-login
+						    after; default 60 s */
+	uint64_t		 pop_wait_ms;	/* "pop-wait DUR": pause after a
+						   login; default 0 */
+	/* "rewrite return-path|reply-to|from ADDR" */
+	char			*rw_return_path, *rw_reply_to, *rw_from;
+	/* mx/forward: "resolver IP[:PORT]", "mx-hosts <T>" */
+	char			*resolver;	/* owned, or NULL */
+	const struct config_table *mx_hosts;	/* borrowed, or NULL */
+};
+struct config_account {
+	char			*name;		/* owned */
+	struct config_relay	 relay;
+	int			 line;
+};
+/* relay-by-sender: "addr" or "@domain" or "default" -> account. */
+struct config_sender_map {
+	char			*key;		/* owned, domain lower-cased */
+	const struct config_account *account;	/* borrowed */
+};
+/* ---- end outbound client ---- */
+
+enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD,
+	CONFIG_ACTION_RELAY, CONFIG_ACTION_MX, CONFIG_ACTION_FORWARD,
+	CONFIG_ACTION_RELAY_BY_SENDER };
 struct config_action {
 	char			*name;		/* owned */
 	enum config_action_kind	 kind;
 	char			*path;		/* maildir: owned template with %{..} */
 	int			 line;
+	/* ---- outbound client (issue 5) ---- */
+	struct config_relay	*relay;		/* owned: relay, mx, forward */
+	char			*forward_to;	/* owned: forward's address */
+	struct config_sender_map *by_sender;	/* owned array: relay-by-sender */
+	size_t			 nby_sender;
+	/* ---- end outbound client ---- */
 };
 
 enum config_cond_kind {
@@ -142,6 +201,9 @@ struct config {
 	size_t			 ntables;
 	struct config_action	*actions;	/* owned array */
 	size_t			 nactions;
+	struct config_account	**accounts;	/* owned array of owned: "account"
+						   (issue 5, outbound client) */
+	size_t			 naccounts;
 	struct config_rule	*rules;		/* owned array, in file order */
 	size_t			 nrules;
 };

@@ -62,4 +62,10 @@ void	cfg_chain_free(struct config *c);
 const struct cfg_line *cfg_peek_line(struct cfg_parser *p);
 void	cfg_take_line(struct cfg_parser *p);
 
+/* parse_relay.c: outbound actions (relay, mx, forward, relay-by-sender) */
+bool	cfg_relay_is_kind(const char *kind);
+void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_relay_free(struct config *c);
+
 #endif

@@ -864,6 +864,12 @@ cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 	struct config_action a = { 0 };
 	char *why;
 
+	/* relay, mx, forward, relay-by-sender: parse_relay.c (issue 5) */
+	if (ln->ntoks >= 3 && ln->toks[2].kind == CFG_TOK_WORD &&
+	    cfg_relay_is_kind(ln->toks[2].text)) {
+		cfg_st_action_remote(p, ln);
+		return;
+	}
 	if (!cfg_nargs(p, ln, 2, 3, usage))
 		return;
 	const char *name = ln->toks[1].text;
@@ -908,7 +914,8 @@ cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 		a.kind = CONFIG_ACTION_DISCARD;
 	} else {
 		cfg_err(p, ln->lineno, "action %s: unknown kind %s (maildir, "
-		    "discard)", name, cfg_q(kind));
+		    "discard, relay, mx, forward, relay-by-sender)", name,
+		    cfg_q(kind));
 		return;
 	}
 	a.name = xstrdup(name);
@@ -1095,6 +1102,7 @@ static const struct cfg_statement {
 	{ "limit",		cfg_st_limit },
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
+	{ "account",		cfg_st_relay_account },
 	{ "match",		cfg_st_match },
 	{ "user",		cfg_st_account },
 	{ "group",		cfg_st_account },
@@ -1321,6 +1329,7 @@ config_free(struct config **cp)
 		free(c->tables[i].items);
 	}
 	free(c->tables);
+	cfg_relay_free(c);	/* before the actions it looks into */
 	for (size_t i = 0; i < c->nactions; i++) {
 		free(c->actions[i].name);
 		free(c->actions[i].path);

@@ -1,0 +1,57 @@
+/*
+ * deliver/deliver_private.h: the blocking client connection shared by the
+ * SMTP and POP3 clients (dconn.c): connect, TLS, line reads and writes,
+ * each bounded by a deadline.  Not for other modules.
+ */
+#ifndef POSTERN_DELIVER_PRIVATE_H
+#define POSTERN_DELIVER_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+struct tls_client;
+
+struct dconn {
+	int		 fd;		/* -1 when closed */
+	SSL		*ssl;		/* owned; NULL before TLS */
+	char		 rbuf[8192];	/* bytes read, not yet consumed */
+	size_t		 roff, rlen;
+	char		 peer[300];	/* "host[ip]:port" for messages */
+	char		 err[512];	/* why the last call failed */
+	bool		 tls_verified;	/* the handshake verified the peer */
+};
+
+void	dconn_init(struct dconn *c);
+/*
+ * Connect to host:port (a name is resolved with getaddrinfo; each address
+ * is tried in turn within timeout_ms each).  0, or -1 with c->err.
+ */
+int	dconn_connect(struct dconn *c, const char *host, int port,
+	    uint64_t timeout_ms);
+/*
+ * TLS handshake as a client through tc (name: SNI and verified name, or
+ * NULL).  Any buffered plain-text input is dropped first (RFC 3207 4.2).
+ * 0, or -1 with c->err (verification failures name the reason).
+ */
+int	dconn_starttls(struct dconn *c, struct tls_client *tc,
+	    const char *name, uint64_t timeout_ms);
+/* Write all of p; 0, or -1 with c->err. */
+int	dconn_write(struct dconn *c, const void *p, size_t n,
+	    uint64_t timeout_ms);
+/*
+ * Read one line (CRLF or LF stripped, NUL-terminated) into line (size
+ * linesz; a longer line is truncated, its rest skipped).  0, or -1 with
+ * c->err on timeout, EOF or error.
+ */
+int	dconn_readline(struct dconn *c, char *line, size_t linesz,
+	    uint64_t timeout_ms);
+void	dconn_close(struct dconn *c);
+
+/* Thread-local error text for *err_out; returns it. */
+const char *deliver_err(const char *fmt, ...)
+	    __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,966 @@
+/*
+ * deliver/smtpc.c: the outbound SMTP client (RFC 5321) for one server and
+ * one transaction: EHLO/HELO, STARTTLS (RFC 3207), AUTH PLAIN/LOGIN (RFC
+ * 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+ * PIPELINING (RFC 2920), and the content streamed from the spool with CRLF
+ * line ends, dot-stuffing and optional header rewriting.  Blocking: worker
+ * threads only.  Knows nothing of the queue or of DNS.
+ */
+#include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "log/log.h"
+#include "tls/tls.h"
+#include "util/util.h"
+
+/* ---- content source: pieces of lines, never the whole message ---- */
+
+#define SMTPC_LINE_MAX	(64 * 1024)	/* longer lines come in pieces */
+
+struct smtpc_src {
+	const struct deliver_msg *m;
+	int		 fd;		/* content_path, or -1 for memory */
+	size_t		 mem_off;
+	char		 buf[65536];
+	size_t		 off, len;
+	struct util_buf	 line;		/* the current piece */
+	bool		 bol;		/* the piece starts a line */
+	bool		 eol;		/* the piece ends with LF (kept) */
+	bool		 next_bol;
+};
+
+static int
+smtpc_src_open(struct smtpc_src *s, const struct deliver_msg *m,
+    const char **err_out)
+{
+	memset(s, 0, sizeof(*s));
+	s->m = m;
+	s->fd = -1;
+	s->next_bol = true;
+	if (m->content != NULL)
+		return 0;
+	if ((s->fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
+		*err_out = deliver_err("open %s: %s", m->content_path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+smtpc_src_close(struct smtpc_src *s)
+{
+	if (s->fd != -1)
+		close(s->fd);
+	s->fd = -1;
+	util_buf_clear(&s->line);
+}
+
+/* Next piece into s->line: 1 got one, 0 end, -1 read error (*err_out). */
+static int
+smtpc_src_next(struct smtpc_src *s, const char **err_out)
+{
+	util_buf_reset(&s->line);
+	s->bol = s->next_bol;
+	s->eol = false;
+	for (;;) {
+		if (s->off == s->len) {
+			if (s->fd == -1) {
+				size_t n = s->m->content_len - s->mem_off;
+				if (n > sizeof(s->buf))
+					n = sizeof(s->buf);
+				memcpy(s->buf, s->m->content + s->mem_off, n);
+				s->mem_off += n;
+				s->off = 0;
+				s->len = n;
+			} else {
+				ssize_t r = read(s->fd, s->buf,
+				    sizeof(s->buf));
+				if (r == -1 && errno == EINTR)
+					continue;
+				if (r == -1) {
+					*err_out = deliver_err("read %s: %s",
+					    s->m->content_path,
+					    strerror(errno));
+					return -1;
+				}
+				s->off = 0;
+				s->len = (size_t)r;
+			}
+			if (s->len == 0)
+				return s->line.len > 0 ? 1 : 0;
+		}
+		const char *p = s->buf + s->off;
+		size_t avail = s->len - s->off;
+		const char *nl = memchr(p, '\n', avail);
+		size_t take = nl != NULL ? (size_t)(nl - p) + 1 : avail;
+		if (take > SMTPC_LINE_MAX - s->line.len)
+			take = SMTPC_LINE_MAX - s->line.len;
+		util_buf_add(&s->line, p, take);
+		s->off += take;
+		if (s->line.len > 0 && s->line.data[s->line.len - 1] == '\n') {
+			s->eol = true;
+			s->next_bol = true;
+			return 1;
+		}
+		if (s->line.len >= SMTPC_LINE_MAX) {
+			s->next_bol = false;
+			return 1;
+		}
+	}
+}
+
+/* ---- what the content needs ---- */
+
+struct smtpc_scan {
+	uint64_t	 size;		/* octets on the wire, estimated */
+	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
+	unsigned	 received;	/* Received: header fields */
+};
+
+static bool
+smtpc_hdr_is(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
+}
+
+static int
+smtpc_scan(const struct deliver_msg *m, struct smtpc_scan *sc,
+    const char **err_out)
+{
+	struct smtpc_src src;
+	bool in_hdr = true;
+	int r;
+
+	memset(sc, 0, sizeof(*sc));
+	if (smtpc_src_open(&src, m, err_out) == -1)
+		return -1;
+	while ((r = smtpc_src_next(&src, err_out)) == 1) {
+		const char *l = src.line.data;
+		size_t len = src.line.len;
+		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.');
+		for (size_t i = 0; i < len && !sc->eight_bit; i++)
+			if ((unsigned char)l[i] >= 0x80)
+				sc->eight_bit = true;
+		if (!in_hdr || !src.bol)
+			continue;
+		if (len == 1 && l[0] == '\n')
+			in_hdr = false;
+		else if (smtpc_hdr_is(l, len, "Received"))
+			sc->received++;
+	}
+	smtpc_src_close(&src);
+	return r;
+}
+
+/* ---- the session ---- */
+
+struct smtpc {
+	const struct deliver_smtp_opts *o;
+	const struct deliver_msg *m;
+	struct dconn	 c;
+	struct tls_client *tc_own;	/* made for this connection */
+	struct util_buf	 out;		/* commands/content not yet sent */
+	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
+	int		 code;		/* the last reply's code */
+	char		 text[512];	/* the last reply, escaped, one line */
+	bool		 esmtp, pipelining, starttls, eightbitmime, smtputf8;
+	bool		 auth_plain, auth_login, has_size;
+	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
+	struct deliver_rcpt_status *st;
+	size_t		 n;
+	bool		*accepted;	/* per recipient: RCPT got 2xx */
+};
+
+static uint64_t
+smtpc_to(uint64_t v, uint64_t def)
+{
+	return v != 0 ? v : def;
+}
+
+#define TO_CONNECT(s)	smtpc_to((s)->o->timeouts.connect_ms, 30000)
+#define TO_GREET(s)	smtpc_to((s)->o->timeouts.greeting_ms, 300000)
+#define TO_CMD(s)	smtpc_to((s)->o->timeouts.command_ms, 300000)
+#define TO_DINIT(s)	smtpc_to((s)->o->timeouts.data_init_ms, 120000)
+#define TO_DBLOCK(s)	smtpc_to((s)->o->timeouts.data_block_ms, 180000)
+#define TO_DTERM(s)	smtpc_to((s)->o->timeouts.data_term_ms, 600000)
+
+/* Set recipient i's status (text is printf'd). */
+static void smtpc_set(struct smtpc *, size_t, enum deliver_result, int,
+    const char *, ...) UTIL_PRINTF(5, 6);
+
+static void
+smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	s->st[i].result = r;
+	s->st[i].code = code;
+	va_start(ap, fmt);
+	if (vsnprintf(s->st[i].text, sizeof(s->st[i].text), fmt, ap) < 0)
+		s->st[i].text[0] = '\0';
+	va_end(ap);
+	util_strlcpy(s->st[i].remote, code != 0 ? s->c.peer : "",
+	    sizeof(s->st[i].remote));
+}
+
+/* Every recipient not yet decided (accepted ones too) gets this. */
+static void
+smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
+    const char *text)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->st[i].result == DELIVER_TEMPFAIL &&
+		    s->st[i].code == -1)
+			smtpc_set(s, i, r, code, "%s", text);
+}
+
+/* The last reply as a failure for every undecided recipient. */
+static void
+smtpc_fail_reply(struct smtpc *s, const char *stage)
+{
+	char t[600];
+
+	snprintf(t, sizeof(t), "%s (in reply to %s)", s->text, stage);
+	smtpc_fail_rest(s, s->code >= 500 ? DELIVER_PERMFAIL :
+	    DELIVER_TEMPFAIL, s->code, t);
+}
+
+static void
+smtpc_fail_conn(struct smtpc *s)
+{
+	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, s->c.err);
+}
+
+static void smtpc_cmd(struct smtpc *, const char *, ...) UTIL_PRINTF(2, 3);
+
+static void
+smtpc_cmd(struct smtpc *s, const char *fmt, ...)
+{
+	va_list ap;
+	char *l;
+
+	va_start(ap, fmt);
+	if (vasprintf(&l, fmt, ap) == -1)
+		fatal("vasprintf: out of memory");
+	va_end(ap);
+	/* Our own strings never carry CR or LF into the command line. */
+	for (char *p = l; *p != '\0'; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	util_buf_addstr(&s->out, l);
+	util_buf_add(&s->out, "\r\n", 2);
+	free(l);
+}
+
+static int
+smtpc_flush(struct smtpc *s, uint64_t to)
+{
+	int r = 0;
+
+	if (s->out.len > 0)
+		r = dconn_write(&s->c, s->out.data, s->out.len, to);
+	OPENSSL_cleanse(s->out.data, s->out.len);	/* may hold AUTH */
+	util_buf_reset(&s->out);
+	return r;
+}
+
+/*
+ * Read one reply (RFC 5321 4.2: "NNN-" lines then "NNN ").  Returns the
+ * code, or -1 on a connection failure or a malformed reply (c.err).
+ */
+static int
+smtpc_reply(struct smtpc *s, uint64_t to)
+{
+	char line[1024];
+	size_t tl = 0;
+
+	util_buf_reset(&s->lines);
+	s->text[0] = '\0';
+	s->code = -1;
+	for (;;) {
+		if (dconn_readline(&s->c, line, sizeof(line), to) == -1)
+			return -1;
+		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' ||
+		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
+		    line[2] > '9' || (line[3] != '\0' && line[3] != ' ' &&
+		    line[3] != '-')) {
+			char esc[128];
+			snprintf(s->c.err, sizeof(s->c.err), "%s sent a bad "
+			    "reply line: %s", s->c.peer, log_safe_into(esc,
+			    sizeof(esc), line, strlen(line)));
+			return -1;
+		}
+		int code = atoi(line);
+		if (s->code != -1 && code != s->code) {
+			snprintf(s->c.err, sizeof(s->c.err), "%s mixed reply "
+			    "codes in one reply", s->c.peer);
+			return -1;
+		}
+		s->code = code;
+		util_buf_addstr(&s->lines, line);
+		util_buf_add(&s->lines, "\n", 1);
+		/* For DSNs: the lines joined by spaces, escaped. */
+		if (tl + 2 < sizeof(s->text)) {
+			const char *part = tl == 0 ? line : line + 4;
+			if (tl > 0 && line[3] != '\0')
+				s->text[tl++] = ' ';
+			if (tl == 0 || line[3] != '\0')
+				log_safe_into(s->text + tl, sizeof(s->text) -
+				    tl, part, strlen(part));
+			tl = strlen(s->text);
+		}
+		if (line[3] != '-')
+			break;
+	}
+	if (log_enabled(LOG_LVL_DEBUG))
+		log_event(LOG_LVL_DEBUG, "smtpc", NULL, s->m->qid,
+		    "host=%s reply=\"%s\"", s->c.peer, s->text);
+	return s->code;
+}
+
+/* Parse the EHLO keywords from s->lines (RFC 5321 4.1.1.1). */
+static void
+smtpc_caps(struct smtpc *s)
+{
+	char *save = NULL, *l;
+	char *copy = xstrndup(s->lines.data != NULL ? s->lines.data : "",
+	    s->lines.len);
+	bool first = true;
+
+	for (l = strtok_r(copy, "\n", &save); l != NULL;
+	    l = strtok_r(NULL, "\n", &save), first = false) {
+		if (first || strlen(l) < 4)
+			continue;	/* the first line is the greeting */
+		const char *kw = l + 4;
+		if (strcasecmp(kw, "PIPELINING") == 0)
+			s->pipelining = true;
+		else if (strcasecmp(kw, "STARTTLS") == 0)
+			s->starttls = true;
+		else if (strcasecmp(kw, "8BITMIME") == 0)
+			s->eightbitmime = true;
+		else if (strcasecmp(kw, "SMTPUTF8") == 0)
+			s->smtputf8 = true;
+		else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == '\0' ||
+		    kw[4] == ' ')) {
+			s->has_size = true;
+			s->size_max = kw[4] == ' ' ? strtoull(kw + 5, NULL,
+			    10) : 0;
+		} else if (strncasecmp(kw, "AUTH", 4) == 0 && (kw[4] == ' ' ||
+		    kw[4] == '=')) {
+			char *save2 = NULL, *copy2 = xstrdup(kw + 5);
+			for (char *mech = strtok_r(copy2, " ", &save2);
+			    mech != NULL; mech = strtok_r(NULL, " ", &save2)) {
+				if (strcasecmp(mech, "PLAIN") == 0)
+					s->auth_plain = true;
+				else if (strcasecmp(mech, "LOGIN") == 0)
+					s->auth_login = true;
+			}
+			free(copy2);
+		}
+	}
+	free(copy);
+}
+
+/* EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).  0 or -1. */
+static int
+smtpc_ehlo(struct smtpc *s)
+{
+	const char *name = s->o->helo != NULL ? s->o->helo :
+	    s->m->hostname != NULL ? s->m->hostname : "localhost";
+
+	s->esmtp = s->pipelining = s->starttls = s->eightbitmime = false;
+	s->smtputf8 = s->auth_plain = s->auth_login = s->has_size = false;
+	s->size_max = 0;
+	smtpc_cmd(s, "EHLO %s", name);
+	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) == -1)
+		goto conn;
+	if (s->code / 100 == 2) {
+		s->esmtp = true;
+		smtpc_caps(s);
+		return 0;
+	}
+	if (s->code / 100 == 5) {
+		smtpc_cmd(s, "HELO %s", name);
+		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
+		    smtpc_reply(s, TO_CMD(s)) == -1)
+			goto conn;
+		if (s->code / 100 == 2)
+			return 0;
+	}
+	smtpc_fail_reply(s, "EHLO");
+	return -1;
+conn:
+	smtpc_fail_conn(s);
+	return -1;
+}
+
+static int
+smtpc_tls(struct smtpc *s)
+{
+	const char *name = s->o->tls_name != NULL ? s->o->tls_name :
+	    s->o->host;
+	struct tls_client *tc = s->o->tls_ctx;
+
+	if (tc == NULL) {
+		struct tls_client_opts to = { .no_verify = s->o->no_verify,
+		    .ca_file = s->o->ca_file };
+		const char *err;
+		if (s->tc_own == NULL &&
+		    (s->tc_own = tls_client_new(&to, &err)) == NULL) {
+			smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, err);
+			return -1;
+		}
+		tc = s->tc_own;
+	}
+	if (dconn_starttls(&s->c, tc, name, TO_CMD(s)) == -1) {
+		smtpc_fail_conn(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* RFC 3207: STARTTLS when required or offered, then EHLO again. */
+static int
+smtpc_starttls(struct smtpc *s)
+{
+	enum deliver_tls mode = s->o->tls;
+
+	if (mode != DELIVER_TLS_STARTTLS && mode != DELIVER_TLS_OPPORTUNISTIC)
+		return 0;
+	if (!s->starttls) {
+		if (mode == DELIVER_TLS_OPPORTUNISTIC)
+			return 0;
+		smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, "4.7.4 TLS required "
+		    "but the server does not offer STARTTLS");
+		return -1;
+	}
+	smtpc_cmd(s, "STARTTLS");
+	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) ==
+	    -1) {
+		smtpc_fail_conn(s);
+		return -1;
+	}
+	if (s->code != 220) {
+		if (mode == DELIVER_TLS_OPPORTUNISTIC)
+			return 0;
+		smtpc_fail_reply(s, "STARTTLS");
+		/* A refused STARTTLS is no reason to give up on mail. */
+		smtpc_fail_rest(s, DELIVER_TEMPFAIL, s->code, s->text);
+		return -1;
+	}
+	if (smtpc_tls(s) == -1)
+		return -1;
+	return smtpc_ehlo(s);
+}
+
+static char *
+smtpc_b64(const void *p, size_t n)
+{
+	char *out = xmalloc(4 * ((n + 2) / 3) + 1);
+
+	EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+	return out;
+}
+
+/* Send one secret-bearing line; the buffers are wiped (RFC 4954 14). */
+static int
+smtpc_secret(struct smtpc *s, const char *prefix, char *b64)
+{
+	util_buf_addstr(&s->out, prefix);
+	util_buf_addstr(&s->out, b64);
+	util_buf_add(&s->out, "\r\n", 2);
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) ==
+	    -1)
+		return -1;
+	return 0;
+}
+
+/* AUTH PLAIN (RFC 4616) or LOGIN.  0, or -1 with statuses set. */
+static int
+smtpc_auth(struct smtpc *s)
+{
+	const char *u = s->o->user, *p = s->o->pass != NULL ? s->o->pass : "";
+
+	if (u == NULL)
+		return 0;
+	if (s->auth_plain) {
+		size_t ul = strlen(u), pl = strlen(p);
+		char *raw = xmalloc(ul + pl + 2);
+		raw[0] = '\0';
+		memcpy(raw + 1, u, ul);
+		raw[ul + 1] = '\0';
+		memcpy(raw + ul + 2, p, pl);
+		char *b = smtpc_b64(raw, ul + pl + 2);
+		OPENSSL_cleanse(raw, ul + pl + 2);
+		free(raw);
+		if (smtpc_secret(s, "AUTH PLAIN ", b) == -1)
+			goto conn;
+	} else if (s->auth_login) {
+		smtpc_cmd(s, "AUTH LOGIN");
+		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
+		    smtpc_reply(s, TO_CMD(s)) == -1)
+			goto conn;
+		if (s->code == 334 && smtpc_secret(s, "",
+		    smtpc_b64(u, strlen(u))) == -1)
+			goto conn;
+		if (s->code == 334 && smtpc_secret(s, "",
+		    smtpc_b64(p, strlen(p))) == -1)
+			goto conn;
+	} else {
+		smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, "4.7.0 credentials "
+		    "configured but the server offers no AUTH PLAIN or LOGIN");
+		return -1;
+	}
+	if (s->code == 235)
+		return 0;
+	/*
+	 * Wrong credentials are the operator's to fix: defer (as Postfix
+	 * does) rather than bounce everything meanwhile.
+	 */
+	char t[600];
+	snprintf(t, sizeof(t), "%s (in reply to AUTH)", s->text);
+	smtpc_fail_rest(s, DELIVER_TEMPFAIL, s->code, t);
+	return -1;
+conn:
+	smtpc_fail_conn(s);
+	return -1;
+}
+
+static bool
+smtpc_is_ascii(const char *p)
+{
+	for (; *p != '\0'; p++)
+		if ((unsigned char)*p >= 0x80)
+			return false;
+	return true;
+}
+
+/* Buffer the content with CRLF, dot-stuffing and header rewriting. */
+struct smtpc_stream {
+	struct smtpc	*s;
+	bool		 in_hdr, dropping, did_from, did_reply;
+};
+
+static int
+smtpc_put(struct smtpc_stream *w, const void *p, size_t n)
+{
+	util_buf_add(&w->s->out, p, n);
+	if (w->s->out.len >= 32768)
+		return smtpc_flush(w->s, TO_DBLOCK(w->s));
+	return 0;
+}
+
+static int
+smtpc_put_hdr(struct smtpc_stream *w, const char *name, const char *v)
+{
+	char *h = xasprintf("%s: %s\r\n", name, v);
+	int r;
+
+	for (char *p = h; p[2] != '\0'; p++)	/* admin text: no CR/LF */
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	r = smtpc_put(w, h, strlen(h));
+	free(h);
+	return r;
+}
+
+/* At the end of the header section: the rewrites not yet placed. */
+static int
+smtpc_hdr_end(struct smtpc_stream *w, const struct deliver_rewrite *rw)
+{
+	w->in_hdr = false;
+	if (rw == NULL)
+		return 0;
+	if (rw->reply_to != NULL && !w->did_reply &&
+	    smtpc_put_hdr(w, "Reply-To", rw->reply_to) == -1)
+		return -1;
+	if (rw->from != NULL && !w->did_from &&
+	    smtpc_put_hdr(w, "From", rw->from) == -1)
+		return -1;
+	return 0;
+}
+
+/* One header line starting a field: keep, drop or replace it. */
+static int
+smtpc_hdr_line(struct smtpc_stream *w, const struct deliver_rewrite *rw,
+    const char *l, size_t len)
+{
+	w->dropping = false;
+	if (rw == NULL)
+		return 0;
+	if (rw->return_path != NULL && smtpc_hdr_is(l, len, "Return-Path")) {
+		w->dropping = true;
+	} else if (rw->reply_to != NULL && smtpc_hdr_is(l, len, "Reply-To")) {
+		w->dropping = true;
+		if (!w->did_reply) {
+			w->did_reply = true;
+			return smtpc_put_hdr(w, "Reply-To", rw->reply_to);
+		}
+	} else if (rw->from != NULL && smtpc_hdr_is(l, len, "From")) {
+		w->dropping = true;
+		if (!w->did_from) {
+			w->did_from = true;
+			return smtpc_put_hdr(w, "From", rw->from);
+		}
+	}
+	return 0;
+}
+
+static int
+smtpc_stream_piece(struct smtpc_stream *w, const struct smtpc_src *src)
+{
+	const struct deliver_rewrite *rw = w->s->o->rewrite;
+	const char *l = src->line.data;
+	size_t len = src->line.len - (src->eol ? 1 : 0);
+
+	if (w->in_hdr && src->bol) {
+		if (len == 0 && src->eol) {
+			if (smtpc_hdr_end(w, rw) == -1)
+				return -1;
+		} else if (l[0] != ' ' && l[0] != '\t') {
+			if (smtpc_hdr_line(w, rw, l, len) == -1)
+				return -1;
+		}
+	}
+	if (w->in_hdr && w->dropping)
+		return 0;
+	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
+	if (src->bol && len > 0 && l[0] == '.' && smtpc_put(w, ".", 1) == -1)
+		return -1;
+	if (smtpc_put(w, l, len) == -1)
+		return -1;
+	if (src->eol && smtpc_put(w, "\r\n", 2) == -1)
+		return -1;
+	return 0;
+}
+
+/* The content then ".": 0, or -1 (c.err or *err_out on a read error). */
+static int
+smtpc_stream(struct smtpc *s, const char **err_out)
+{
+	struct smtpc_stream w = { .s = s, .in_hdr = true };
+	const struct deliver_rewrite *rw = s->o->rewrite;
+	struct smtpc_src src;
+	bool last_eol = true;
+	int r;
+
+	if (smtpc_src_open(&src, s->m, err_out) == -1)
+		return -1;
+	if (rw != NULL && rw->return_path != NULL) {
+		char *v = xasprintf("<%s>", rw->return_path);
+		r = smtpc_put_hdr(&w, "Return-Path", v);
+		free(v);
+		if (r == -1)
+			goto out;
+	}
+	while ((r = smtpc_src_next(&src, err_out)) == 1) {
+		last_eol = src.eol;
+		if ((r = smtpc_stream_piece(&w, &src)) == -1)
+			goto out;
+	}
+	if (r == -1)
+		goto out;
+	r = -1;
+	if (w.in_hdr && smtpc_hdr_end(&w, rw) == -1)
+		goto out;
+	if (!last_eol && smtpc_put(&w, "\r\n", 2) == -1)
+		goto out;
+	if (smtpc_put(&w, ".\r\n", 3) == -1)
+		goto out;
+	r = smtpc_flush(s, TO_DBLOCK(s));
+out:
+	smtpc_src_close(&src);
+	return r;
+}
+
+/* Can this server take this message at all?  0, or -1 with statuses. */
+static int
+smtpc_check_ext(struct smtpc *s, const struct smtpc_scan *sc,
+    const char *const *rcpts, bool *utf8_out)
+{
+	bool utf8 = !smtpc_is_ascii(s->m->return_path);
+
+	for (size_t i = 0; i < s->n; i++)
+		utf8 = utf8 || !smtpc_is_ascii(rcpts[i]);
+	*utf8_out = utf8;
+	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
+		char t[200];
+		snprintf(t, sizeof(t), "5.4.6 mail forwarding loop: %u "
+		    "Received: header fields (limit %u)", sc->received,
+		    s->o->max_received);
+		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
+		return -1;
+	}
+	if (s->has_size && s->size_max > 0 && sc->size > s->size_max) {
+		char t[600];
+		snprintf(t, sizeof(t), "5.3.4 message size %" PRIu64 " exceeds "
+		    "the limit of %s (SIZE %" PRIu64 ", RFC 1870)", sc->size,
+		    s->c.peer, s->size_max);
+		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
+		return -1;
+	}
+	/* RFC 6531 3.4: no SMTPUTF8, no non-ASCII address: never downgrade. */
+	if (utf8 && !s->smtputf8) {
+		char t[600];
+		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
+		    "(non-ASCII address) and %s does not offer it (RFC 6531)",
+		    s->c.peer);
+		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
+		return -1;
+	}
+	/* RFC 6152 3: 8-bit data only to a server that offers 8BITMIME. */
+	if (sc->eight_bit && !s->eightbitmime && !s->smtputf8) {
+		char t[600];
+		snprintf(t, sizeof(t), "5.6.3 the message has 8-bit content "
+		    "and %s does not offer 8BITMIME (RFC 6152); it is not "
+		    "converted", s->c.peer);
+		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+smtpc_mail_cmd(struct smtpc *s, const struct smtpc_scan *sc, bool utf8)
+{
+	char params[128] = "";
+
+	if (s->has_size)
+		snprintf(params, sizeof(params), " SIZE=%" PRIu64, sc->size);
+	if (sc->eight_bit && s->eightbitmime)
+		strncat(params, " BODY=8BITMIME", sizeof(params) -
+		    strlen(params) - 1);
+	if (utf8)
+		strncat(params, " SMTPUTF8", sizeof(params) - strlen(params) -
+		    1);
+	smtpc_cmd(s, "MAIL FROM:<%s>%s", s->m->return_path != NULL ?
+	    s->m->return_path : "", params);
+}
+
+/* Read the MAIL and RCPT replies; the number of accepted recipients. */
+static int
+smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
+{
+	int naccepted = 0;
+
+	if (smtpc_reply(s, TO_CMD(s)) == -1)
+		return -1;
+	*mail_ok = s->code / 100 == 2;
+	if (!*mail_ok)
+		smtpc_fail_reply(s, "MAIL FROM");
+	for (size_t i = 0; i < s->n; i++) {
+		if (!*mail_ok && !s->pipelining)
+			break;
+		if (smtpc_reply(s, TO_CMD(s)) == -1)
+			return -1;
+		if (!*mail_ok)
+			continue;	/* the MAIL reply decided already */
+		if (s->code / 100 == 2) {
+			s->accepted[i] = true;
+			naccepted++;
+			continue;
+		}
+		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
+		    DELIVER_TEMPFAIL, s->code, "%s (in reply to RCPT TO)",
+		    s->text);
+	}
+	return naccepted;
+}
+
+static int
+smtpc_transaction(struct smtpc *s, const struct smtpc_scan *sc,
+    const char *const *rcpts, const char **err_out)
+{
+	bool utf8, mail_ok = false;
+	int nacc;
+
+	if (smtpc_check_ext(s, sc, rcpts, &utf8) == -1)
+		return -1;
+	smtpc_mail_cmd(s, sc, utf8);
+	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
+	if (!s->pipelining) {
+		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
+		    smtpc_reply(s, TO_CMD(s)) == -1)
+			goto conn;
+		if (s->code / 100 != 2) {
+			smtpc_fail_reply(s, "MAIL FROM");
+			return -1;
+		}
+		mail_ok = true;
+		nacc = 0;
+		for (size_t i = 0; i < s->n; i++) {
+			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
+			if (smtpc_flush(s, TO_CMD(s)) == -1 ||
+			    smtpc_reply(s, TO_CMD(s)) == -1)
+				goto conn;
+			if (s->code / 100 == 2) {
+				s->accepted[i] = true;
+				nacc++;
+			} else
+				smtpc_set(s, i, s->code >= 500 ?
+				    DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
+				    s->code, "%s (in reply to RCPT TO)",
+				    s->text);
+		}
+		if (nacc == 0)
+			return -1;
+		smtpc_cmd(s, "DATA");
+		if (smtpc_flush(s, TO_CMD(s)) == -1)
+			goto conn;
+	} else {
+		for (size_t i = 0; i < s->n; i++)
+			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
+		smtpc_cmd(s, "DATA");
+		if (smtpc_flush(s, TO_CMD(s)) == -1)
+			goto conn;
+		if ((nacc = smtpc_envelope_replies(s, &mail_ok)) == -1)
+			goto conn;
+	}
+	if (smtpc_reply(s, TO_DINIT(s)) == -1)
+		goto conn;
+	if (s->code != 354) {
+		if (mail_ok && nacc > 0)
+			smtpc_fail_reply(s, "DATA");
+		return -1;
+	}
+	if (nacc == 0) {
+		/* RFC 2920 3.1: 354 with no recipient: end it empty. */
+		smtpc_cmd(s, ".");
+		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
+		    smtpc_reply(s, TO_DTERM(s)) == -1)
+			goto conn;
+		return -1;
+	}
+	if (smtpc_stream(s, err_out) == -1) {
+		if (s->c.err[0] == '\0' && *err_out != NULL)
+			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
+		goto conn;
+	}
+	if (smtpc_reply(s, TO_DTERM(s)) == -1)
+		goto conn;
+	for (size_t i = 0; i < s->n; i++) {
+		if (!s->accepted[i])
+			continue;
+		if (s->code / 100 == 2)
+			smtpc_set(s, i, DELIVER_OK, s->code, "%s", s->text);
+		else
+			smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
+			    DELIVER_TEMPFAIL, s->code, "%s (in reply to end "
+			    "of DATA)", s->text);
+	}
+	return 0;
+conn:
+	smtpc_fail_conn(s);
+	return -1;
+}
+
+static void
+smtpc_quit(struct smtpc *s)
+{
+	if (s->c.fd == -1)
+		return;
+	smtpc_cmd(s, "QUIT");
+	if (smtpc_flush(s, 10000) == 0)
+		(void)smtpc_reply(s, 10000);
+}
+
+static enum deliver_result
+smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
+    const char **err_out)
+{
+	size_t ok = 0, perm = 0;
+	const char *first = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (st[i].result == DELIVER_OK)
+			ok++;
+		else {
+			if (st[i].result == DELIVER_PERMFAIL)
+				perm++;
+			if (first == NULL)
+				first = st[i].text;
+		}
+	}
+	if (first != NULL)
+		*err_out = deliver_err("%s", first);
+	if (ok == n)
+		return DELIVER_OK;
+	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
+}
+
+enum deliver_result
+deliver_smtp(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	struct smtpc s = { .o = o, .m = m, .st = st_out, .n = n };
+	struct smtpc_scan sc;
+	const char *err = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		memset(&st_out[i], 0, sizeof(st_out[i]));
+		st_out[i].result = DELIVER_TEMPFAIL;
+		st_out[i].code = -1;	/* undecided */
+		util_strlcpy(st_out[i].text, "not attempted",
+		    sizeof(st_out[i].text));
+	}
+	dconn_init(&s.c);
+	if (n == 0)
+		return DELIVER_OK;
+	s.accepted = xcalloc(n, sizeof(*s.accepted));
+	if (smtpc_scan(m, &sc, &err) == -1) {
+		smtpc_fail_rest(&s, DELIVER_TEMPFAIL, 0, err);
+		goto out;
+	}
+	if (dconn_connect(&s.c, o->host, o->port, TO_CONNECT(&s)) == -1) {
+		smtpc_fail_conn(&s);
+		goto out;
+	}
+	if (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(&s) == -1)
+		goto out;
+	if (smtpc_reply(&s, TO_GREET(&s)) == -1) {
+		smtpc_fail_conn(&s);
+		goto out;
+	}
+	if (s.code != 220) {
+		smtpc_fail_reply(&s, "the greeting");
+		goto quit;
+	}
+	if (smtpc_ehlo(&s) == -1 || smtpc_starttls(&s) == -1 ||
+	    smtpc_auth(&s) == -1)
+		goto quit;
+	(void)smtpc_transaction(&s, &sc, rcpts, &err);
+quit:
+	smtpc_quit(&s);
+out:
+	/* Anything still undecided failed with the connection. */
+	for (size_t i = 0; i < n; i++)
+		if (st_out[i].code == -1)
+			smtpc_set(&s, i, DELIVER_TEMPFAIL, 0, "%s",
+			    s.c.err[0] != '\0' ? s.c.err : "not attempted");
+	dconn_close(&s.c);
+	tls_client_free(&s.tc_own);
+	util_buf_clear(&s.out);
+	util_buf_clear(&s.lines);
+	free(s.accepted);
+	return smtpc_summary(st_out, n, err_out);
+}
