@@ -308,8 +308,10 @@ net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
 				    net_accept_cb, &next[i]);
 			}
 		if (next[i].lev == NULL) {
+			/* backlog 0: bound and listening already (-1 would
+			   listen again with 128). */
 			next[i].lev = evconnlistener_new(loop->base,
-			    net_accept_cb, &next[i], LEV_OPT_CLOSE_ON_FREE, -1,
+			    net_accept_cb, &next[i], LEV_OPT_CLOSE_ON_FREE, 0,
 			    next[i].fd);
 			if (next[i].lev == NULL)
 				fatal("evconnlistener_new failed");
