@@ -1,0 +1,257 @@
+"""The queue on a running server: retries with backoff, lifetime and RFC 3464
+bounces, `postern queue` commands, and local submission (`postern send`,
+`sendmail`).
+
+A temporary Maildir failure is a dangling symlink in place of the user's
+mail folder (ENOENT: temporary even for root); removing it lets delivery
+work.
+"""
+
+import email
+import email.policy
+import json
+import os
+import subprocess
+import time
+
+from conftest import (binary, headers_of, log_events, read_bytes, run_cli,
+    send_message, split_delivered, queue_id, wait_for)
+
+FAST_RETRY = ("queue retry-min 1s", "queue retry-max 2s")
+
+
+def block(srv, user):
+    os.makedirs(srv.path("mail"), exist_ok=True)
+    os.symlink(srv.path("nowhere", user), srv.path("mail", user))
+
+
+def unblock(srv, user):
+    os.unlink(srv.path("mail", user))
+
+
+def queue_cli(srv, *args):
+    return run_cli("queue", "-c", srv.conf, *args)
+
+
+def queue_json(srv):
+    r = queue_cli(srv, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    return {m["queue_id"]: m for m in json.loads(r.stdout)}
+
+
+def rcpt_of(msg, addr):
+    return next(r for r in msg["recipients"] if r["address"] == addr)
+
+
+def submit(srv, sender, rcpts, subject="queued"):
+    with srv.session() as c:
+        c.hello()
+        reply = send_message(c, sender, rcpts,
+            "Subject: %s\r\nMessage-ID: <%s@example.net>\r\n\r\nhello\r\n"
+            % (subject, subject))
+    return queue_id(reply)
+
+
+def stamp(line):
+    """Epoch seconds (float) of a log line's leading timestamp."""
+    ts = line.split()[0].rstrip("Z")
+    whole, _, frac = ts.partition(".")
+    return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + \
+        float("0." + (frac or "0"))
+
+
+def spool_empty(srv):
+    return not [p for p in srv.spool_files()
+        if os.path.basename(p) != "control.sock"]
+
+
+def test_temporary_failure_is_retried_with_backoff_and_listed(make_postern):
+    srv = make_postern(extra=FAST_RETRY)
+    block(srv, "bob")
+    qid = submit(srv, "alice@example.org", ["bob@example.org"])
+
+    def deferred_twice():
+        m = queue_json(srv).get(qid)
+        return m and rcpt_of(m, "bob@example.org")["attempts"] >= 2 and m
+    m = wait_for(deferred_twice, timeout=10, what="two deferrals")
+    bob = rcpt_of(m, "bob@example.org")
+    assert bob["status"] == "deferred"
+    assert "No such file or directory" in bob["last_error"]
+    assert bob["next_attempt"] >= m["arrival_time"]
+    # The human listing names the message, the error and the recipient.
+    r = queue_cli(srv, "list")
+    assert r.returncode == 0, r.stderr
+    assert qid in r.stdout and "No such file or directory" in r.stdout
+    assert "bob@example.org" in r.stdout and "1 Request." in r.stdout
+    # Retries back off: the queue's deferrals are retry-min (1 s) apart,
+    # plus up to 1/8 jitter.
+    times = [stamp(l) for kv, l in log_events(srv, "deferred") if "to" in kv]
+    assert len(times) >= 2 and 1.0 <= times[1] - times[0] < 2.0, times
+    r = queue_cli(srv, "show", qid)
+    assert r.returncode == 0 and "deferred, " in r.stdout, r.stdout
+
+    unblock(srv, "bob")
+    wait_for(lambda: len(srv.maildir("bob")) == 1, timeout=10,
+        what="delivery after the fix")
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert queue_cli(srv, "list").stdout.strip() == "Mail queue is empty"
+    time.sleep(0.5)
+    assert len(srv.maildir("bob")) == 1
+
+
+def test_lifetime_expires_with_a_well_formed_dsn(make_postern):
+    srv = make_postern(extra=FAST_RETRY + ("queue lifetime 3s",))
+    block(srv, "bob")
+    qid = submit(srv, "alice@example.org", ["bob@example.org"], "expiring")
+    wait_for(lambda: srv.maildir("alice"), timeout=15, what="the bounce")
+    ret, received, rest = split_delivered(read_bytes(srv.maildir("alice")[0]))
+    assert ret == "Return-Path: <>"
+    msg = email.message_from_bytes(rest, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    assert msg["To"] == "<alice@example.org>"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    parts = msg.get_payload()
+    assert [p.get_content_type() for p in parts] == ["text/plain",
+        "message/delivery-status", "text/rfc822-headers"]
+    assert "bob@example.org" in parts[0].get_payload()
+    per_msg, per_rcpt = parts[1].get_payload()
+    assert per_msg["Reporting-MTA"] == "dns; test.example"
+    assert per_msg["Arrival-Date"]
+    assert per_msg["X-Postern-Queue-ID"] == qid
+    assert per_rcpt["Final-Recipient"] == "rfc822; bob@example.org"
+    assert per_rcpt["Action"] == "failed"
+    assert per_rcpt["Status"] == "4.4.7"
+    assert "expired" in per_rcpt["Diagnostic-Code"]
+    assert "Subject: expiring" in parts[2].get_payload()
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert [kv["kind"] for kv, _ in log_events(srv, "dsn")] == ["failure"]
+
+
+def test_no_bounce_for_null_sender(make_postern):
+    srv = make_postern(extra=FAST_RETRY + ("queue lifetime 2s",))
+    block(srv, "bob")
+    submit(srv, "", ["bob@example.org"], "bounce-of-a-bounce")
+    wait_for(lambda: log_events(srv, "dsn-skipped"), timeout=10,
+        what="the skipped DSN")
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert not log_events(srv, "dsn")
+    assert not os.path.isdir(srv.path("mail", "MAILER-DAEMON"))
+
+
+def test_hold_release_delete_flush(make_postern):
+    # Retries an hour apart: only the commands make anything happen.
+    srv = make_postern(extra=("queue retry-min 1h",))
+    block(srv, "bob")
+    held = submit(srv, "alice@example.org", ["bob@example.org"], "held")
+    other = submit(srv, "alice@example.org", ["bob@example.org"], "other")
+    gone = submit(srv, "alice@example.org", ["bob@example.org"], "gone")
+    wait_for(lambda: all(rcpt_of(m, "bob@example.org")["attempts"] == 1
+        for m in queue_json(srv).values()) and len(queue_json(srv)) == 3,
+        what="three deferrals")
+
+    r = queue_cli(srv, "hold", held)
+    assert r.returncode == 0 and "on hold" in r.stdout, r.stderr
+    assert queue_json(srv)[held]["held"] is True
+    assert (held + "!") in queue_cli(srv, "list").stdout
+    r = queue_cli(srv, "delete", gone)
+    assert r.returncode == 0, r.stderr
+    assert gone not in queue_json(srv)
+    r = queue_cli(srv, "hold", gone)
+    assert r.returncode == 1 and "no such message" in r.stderr
+
+    unblock(srv, "bob")
+    r = queue_cli(srv, "flush", other)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the flushed one")
+    r = queue_cli(srv, "flush")		# the held one stays
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.5)
+    assert len(srv.maildir("bob")) == 1 and held in queue_json(srv)
+
+    # The hold survives a restart.
+    srv.restart()
+    time.sleep(0.5)
+    assert queue_json(srv)[held]["held"] is True
+    assert len(srv.maildir("bob")) == 1
+    r = queue_cli(srv, "release", held)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(srv.maildir("bob")) == 2, what="the released one")
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    subjects = sorted(headers_of(split_delivered(read_bytes(f))[2])["subject"][0]
+        for f in srv.maildir("bob"))
+    assert subjects == ["held", "other"]
+
+
+def test_queue_commands_usage(postern):
+    r = queue_cli(postern, "show", "NoSuchQid")
+    assert r.returncode == 1 and "no such message" in r.stderr
+    r = queue_cli(postern, "hold", "../etc")
+    assert r.returncode == 1 and "not a queue id" in r.stderr
+    r = queue_cli(postern, "frobnicate")
+    assert r.returncode == 2
+    r = queue_cli(postern, "list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def send_cmd(srv, args, stdin, argv0=None):
+    exe = argv0 or binary()
+    argv = [exe] + ([] if argv0 else ["send"]) + ["-C", srv.conf] + list(args)
+    return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=10)
+
+
+MESSAGE = (b"From: Alice <alice@example.org>\n"
+    b"To: Bob <bob@example.org>\n"
+    b"Cc: \"Carol, C\" <carol@example.org>\n"
+    b"Bcc: dave@example.org,\n eve@example.org\n"
+    b"Subject: local\n"
+    b"\n"
+    b"line one\n.\nline after a lone dot\n")
+
+
+def test_send_t_delivers_with_bcc_removed(postern):
+    r = send_cmd(postern, ["-t", "-f", "alice@example.org"], MESSAGE)
+    assert r.returncode == 0, r.stderr
+    for user in ("bob", "carol", "dave", "eve"):
+        wait_for(lambda: postern.maildir(user), what="delivery to " + user)
+    ret, received, rest = split_delivered(read_bytes(postern.maildir("dave")[0]))
+    assert ret == "Return-Path: <alice@example.org>"
+    assert received.startswith("Received: from local user ")
+    h = headers_of(rest)
+    assert "bcc" not in h and h["subject"] == ["local"]
+    assert h["date"] and h["message-id"]
+    assert rest.endswith(b"line one\n.\nline after a lone dot\n")
+
+
+def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
+    link = str(tmp_path / "sendmail")
+    os.symlink(binary(), link)
+    r = send_cmd(postern, ["-oi", "-F", "Root", "bob@example.org"],
+        b"Subject: via sendmail\n\nhi\n", argv0=link)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: postern.maildir("bob"), what="delivery via sendmail")
+    h = headers_of(split_delivered(read_bytes(postern.maildir("bob")[0]))[2])
+    assert h["subject"] == ["via sendmail"] and h["from"][0].startswith('"Root"')
+
+    r = send_cmd(postern, ["someone@elsewhere.example"], b"x\n", argv0=link)
+    assert r.returncode == 67 and b"elsewhere.example" in r.stderr
+    r = send_cmd(postern, [], b"Subject: nobody\n\nx\n", argv0=link)
+    assert r.returncode == 64
+    r = send_cmd(postern, ["bad address@"], b"x\n", argv0=link)
+    assert r.returncode == 65
+    r = subprocess.run([link, "-C", str(tmp_path / "missing.conf"),
+        "bob@example.org"], input=b"x\n", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=10)
+    assert r.returncode == 75
+    time.sleep(0.3)
+    assert len(postern.maildir("bob")) == 1
+
+
+def test_send_without_server_is_picked_up_at_start(make_postern):
+    srv = make_postern(start=False)
+    r = send_cmd(srv, ["bob@example.org"], b"Subject: early\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    assert srv.maildir("bob") == []
+    srv.start()
+    wait_for(lambda: srv.maildir("bob"), what="recovery of the sent message")
