@@ -57,40 +57,12 @@ struct upstream {
 	char	 out[512];	/* its OUT directory */
 };
 
-/*
- * Start data/smtpd.py with the extra arguments (NULL-terminated) and wait
- * up to 15 s for its READY line.
- */
+/* Run argv with stdout on a pipe; wait up to 15 s for its READY line. */
 static void
-up_start(struct upstream *u, const char *name, ...)
+up_spawn(struct upstream *u, const char *const *argv, const char *name)
 {
-	const char *argv[40];
-	char port[16], poparg[16];
-	int n = 0, pfd[2];
-	va_list ap;
+	int pfd[2];
 
-	u->port = free_port();
-	snprintf(port, sizeof(port), "%d", u->port);
-	snprintf(u->out, sizeof(u->out), "%s/%s", tdir, name);
-	argv[n++] = "/usr/bin/python3";
-	argv[n++] = script;
-	argv[n++] = "--port";
-	argv[n++] = port;
-	argv[n++] = "--out";
-	argv[n++] = u->out;
-	va_start(ap, name);
-	for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
-		if (strcmp(a, "--pop-port") == 0) {
-			u->pop_port = free_port();
-			snprintf(poparg, sizeof(poparg), "%d", u->pop_port);
-			argv[n++] = a;
-			argv[n++] = poparg;
-			continue;
-		}
-		argv[n++] = a;
-	}
-	va_end(ap);
-	argv[n] = NULL;
 	mkdir(u->out, 0700);
 	assert_int_equal(pipe(pfd), 0);
 	u->pid = fork();
@@ -120,6 +92,44 @@ up_start(struct upstream *u, const char *name, ...)
 		buf[got] = '\0';
 	}
 	u->rfd = pfd[0];
+}
+
+/*
+ * Start data/smtpd.py with the extra arguments (NULL-terminated); "--pop-
+ * port" takes no value here (a free port is chosen into u->pop_port).
+ */
+static void
+up_start(struct upstream *u, const char *name, ...)
+{
+	const char *argv[40];
+	char port[16], poparg[16];
+	int n = 0;
+	va_list ap;
+
+	if (u->port == 0)
+		u->port = free_port();
+	snprintf(port, sizeof(port), "%d", u->port);
+	snprintf(u->out, sizeof(u->out), "%s/%s", tdir, name);
+	argv[n++] = "/usr/bin/python3";
+	argv[n++] = script;
+	argv[n++] = "--port";
+	argv[n++] = port;
+	argv[n++] = "--out";
+	argv[n++] = u->out;
+	va_start(ap, name);
+	for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+		if (strcmp(a, "--pop-port") == 0) {
+			u->pop_port = free_port();
+			snprintf(poparg, sizeof(poparg), "%d", u->pop_port);
+			argv[n++] = a;
+			argv[n++] = poparg;
+			continue;
+		}
+		argv[n++] = a;
+	}
+	va_end(ap);
+	argv[n] = NULL;
+	up_spawn(u, argv, name);
 }
 
 static void
@@ -748,6 +758,103 @@ test_mx_hosts(void **state)
 	table_free(&t);
 }
 
+/*
+ * RFC 5321 5.1 through DNS (data/dnsd.py as the resolver): MX order and
+ * fallback, the implicit MX, NXDOMAIN, null MX, a dead resolver.  The two
+ * MX hosts are 127.0.0.2 (answers 421) and 127.0.0.3 on one port.
+ */
+static void
+test_mx_dns(void **state)
+{
+	struct upstream dns = { 0 }, busy = { 0 }, good = { 0 };
+	char zone[1024], dport[16], resolver[64], port[32];
+	const char *err = NULL;
+
+	(void)state;
+	good.port = busy.port = free_port();
+	up_start(&busy, "dns-busy", "--host", "127.0.0.2", "--mode", "busy421",
+	    NULL);
+	up_start(&good, "dns-good", "--host", "127.0.0.3", NULL);
+	snprintf(zone, sizeof(zone), "{"
+	    "\"mx.test\": {\"MX\": [[20, \"mx2.mx.test\"], "
+	    "[10, \"mx1.mx.test\"]]},"
+	    "\"mx1.mx.test\": {\"A\": [\"127.0.0.2\"]},"
+	    "\"mx2.mx.test\": {\"A\": [\"127.0.0.3\"]},"
+	    "\"nomx.test\": {\"A\": [\"127.0.0.3\"]},"
+	    "\"null.test\": {\"MX\": [[0, \".\"]]},"
+	    "\"noaddr.test\": {\"MX\": [[10, \"gone.test\"]]}}");
+	dns.port = free_port();
+	snprintf(dport, sizeof(dport), "%d", dns.port);
+	snprintf(dns.out, sizeof(dns.out), "%s/dns", tdir);
+	char dscript[600];
+	snprintf(dscript, sizeof(dscript), "%s", script);
+	char *slash = strrchr(dscript, '/');
+	snprintf(slash + 1, sizeof(dscript) - (size_t)(slash + 1 - dscript),
+	    "dnsd.py");
+	const char *argv[] = { "/usr/bin/python3", dscript, "--port", dport,
+	    "--zone", zone, NULL };
+	up_spawn(&dns, argv, "dns");
+	snprintf(resolver, sizeof(resolver), "127.0.0.1:%d", dns.port);
+	struct deliver_mx_opts mo = { .resolver = resolver, .port = good.port,
+	    .dns_timeout_ms = 3000 };
+
+	struct deliver_mx_host *h = NULL;
+	size_t nh = 0;
+	bool perm;
+	if (deliver_mx_resolve(&mo, "mx.test", &h, &nh, &perm, &err) == -1)
+		fail_msg("case \"resolve mx.test\": %s", err);
+	assert_int_equal(nh, 2);
+	assert_string_equal(h[0].name, "mx1.mx.test");
+	assert_string_equal(h[0].addr, "127.0.0.2");
+	assert_string_equal(h[1].addr, "127.0.0.3");
+	free(h);
+
+	static const struct {
+		const char	*label, *domain;
+		enum deliver_result want;
+		const char	*text;
+	} cases[] = {
+		{ "MX 10 says 421, MX 20 takes it", "mx.test", DELIVER_OK,
+		    NULL },
+		{ "implicit MX", "nomx.test", DELIVER_OK, NULL },
+		{ "NXDOMAIN", "nx.test", DELIVER_PERMFAIL, "5.1.2" },
+		{ "null MX", "null.test", DELIVER_PERMFAIL, "5.1.10" },
+		{ "MX without address", "noaddr.test", DELIVER_PERMFAIL,
+		    "5.1.2" },
+	};
+	struct deliver_smtp_opts so;
+	smtp_opts(&so, &good);
+	so.tls = DELIVER_TLS_OPPORTUNISTIC;
+	snprintf(port, sizeof(port), "127.0.0.3]:%d", good.port);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_rcpt_status st[1];
+		struct deliver_msg m = mkmsg(msg_text);
+		char rcpt[64];
+		snprintf(rcpt, sizeof(rcpt), "bob@%s", cases[i].domain);
+		const char *rcpts[] = { rcpt };
+		enum deliver_result r = deliver_mx(&mo, &so, cases[i].domain,
+		    &m, rcpts, 1, st, &err);
+		if (r != cases[i].want || (cases[i].text != NULL &&
+		    strstr(st[0].text, cases[i].text) == NULL) ||
+		    (r == DELIVER_OK && strstr(st[0].remote, port) == NULL))
+			fail_msg("case \"%s\": got %d \"%s\" from \"%s\", want "
+			    "%d \"%s\"", cases[i].label, r, st[0].text,
+			    st[0].remote, cases[i].want, cases[i].text !=
+			    NULL ? cases[i].text : "");
+	}
+	up_stop(&dns);
+	/* The resolver gone: temporary. */
+	struct deliver_rcpt_status st[1];
+	struct deliver_msg m = mkmsg(msg_text);
+	const char *rcpts[] = { "bob@mx.test" };
+	mo.dns_timeout_ms = 600;
+	assert_int_equal(deliver_mx(&mo, &so, "mx.test", &m, rcpts, 1, st,
+	    &err), DELIVER_TEMPFAIL);
+	want_status("resolver down", &st[0], DELIVER_TEMPFAIL, 0, "4.4.3");
+	up_stop(&busy);
+	up_stop(&good);
+}
+
 /* Parse text (with the required listen/match lines) or fail. */
 static struct config *
 parse_cfg(const char *text)
@@ -1046,6 +1153,7 @@ main(void)
 		cmocka_unit_test(test_extensions),
 		cmocka_unit_test(test_down_and_loop),
 		cmocka_unit_test(test_mx_hosts),
+		cmocka_unit_test(test_mx_dns),
 		cmocka_unit_test(test_pop_before_smtp),
 		cmocka_unit_test(test_accounts_rewrite),
 		cmocka_unit_test(test_config_errors),
