@@ -142,6 +142,11 @@ dconn_connect(struct dconn *c, const char *host, int port,
 		snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", host, ip,
 		    port);
 		if (dconn_connect_one(c, ai, timeout_ms) == 0) {
+			c->loopback = ai->ai_family == AF_INET6 ?
+			    IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)
+			    (void *)ai->ai_addr)->sin6_addr) :
+			    (ntohl(((struct sockaddr_in *)(void *)
+			    ai->ai_addr)->sin_addr.s_addr) >> 24) == 127;
 			freeaddrinfo(res);
 			return 0;
 		}

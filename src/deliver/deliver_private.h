@@ -22,6 +22,7 @@ struct dconn {
 	char		 peer[300];	/* "host[ip]:port" for messages */
 	char		 err[512];	/* why the last call failed */
 	bool		 tls_verified;	/* the handshake verified the peer */
+	bool		 loopback;	/* connected to 127.0.0.0/8 or ::1 */
 };
 
 void	dconn_init(struct dconn *c);

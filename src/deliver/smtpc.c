@@ -185,6 +185,7 @@ struct smtpc {
 	struct deliver_rcpt_status *st;
 	size_t		 n;
 	bool		*accepted;	/* per recipient: RCPT got 2xx */
+	bool		 tls_failed;	/* the STARTTLS handshake failed */
 };
 
 static uint64_t
@@ -460,13 +461,16 @@ smtpc_starttls(struct smtpc *s)
 	if (s->code != 220) {
 		if (mode == DELIVER_TLS_OPPORTUNISTIC)
 			return 0;
-		smtpc_fail_reply(s, "STARTTLS");
 		/* A refused STARTTLS is no reason to give up on mail. */
-		smtpc_fail_rest(s, DELIVER_TEMPFAIL, s->code, s->text);
+		char t[600];
+		snprintf(t, sizeof(t), "%s (in reply to STARTTLS)", s->text);
+		smtpc_fail_rest(s, DELIVER_TEMPFAIL, s->code, t);
 		return -1;
 	}
-	if (smtpc_tls(s) == -1)
+	if (smtpc_tls(s) == -1) {
+		s->tls_failed = true;
 		return -1;
+	}
 	return smtpc_ehlo(s);
 }
 
@@ -502,6 +506,16 @@ smtpc_auth(struct smtpc *s)
 
 	if (u == NULL)
 		return 0;
+	/*
+	 * RFC 4954 4: no credentials in clear text over the network; the
+	 * admin asks for TLS with smtp+starttls:// or smtp+tls://.
+	 */
+	if (s->c.ssl == NULL && !s->c.loopback) {
+		smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, "4.7.0 refusing to "
+		    "send credentials without TLS (use smtp+starttls:// or "
+		    "smtp+tls://)");
+		return -1;
+	}
 	if (s->auth_plain) {
 		size_t ul = strlen(u), pl = strlen(p);
 		char *raw = xmalloc(ul + pl + 2);
@@ -907,10 +921,10 @@ smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
 	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
 }
 
-enum deliver_result
-deliver_smtp(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
+static enum deliver_result
+smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
     const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
-    const char **err_out)
+    bool *tls_failed, const char **err_out)
 {
 	struct smtpc s = { .o = o, .m = m, .st = st_out, .n = n };
 	struct smtpc_scan sc;
@@ -962,5 +976,26 @@ out:
 	util_buf_clear(&s.out);
 	util_buf_clear(&s.lines);
 	free(s.accepted);
+	*tls_failed = s.tls_failed;
 	return smtpc_summary(st_out, n, err_out);
+}
+
+enum deliver_result
+deliver_smtp(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	bool tls_failed = false;
+	enum deliver_result r;
+
+	r = smtpc_once(o, m, rcpts, n, st_out, &tls_failed, err_out);
+	if (tls_failed && o->tls == DELIVER_TLS_OPPORTUNISTIC) {
+		/* RFC 7435 (opportunistic): a failed handshake falls back to
+		 * clear text on a new connection, as Postfix does. */
+		struct deliver_smtp_opts plain = *o;
+		plain.tls = DELIVER_TLS_NONE;
+		r = smtpc_once(&plain, m, rcpts, n, st_out, &tls_failed,
+		    err_out);
+	}
+	return r;
 }

@@ -418,6 +418,54 @@ test_verify(void **state)
 	up_stop(&u);
 }
 
+/*
+ * Opportunistic STARTTLS (MX): used when offered; a failed handshake falls
+ * back to clear text on a new connection rather than deferring forever.
+ */
+static void
+test_opportunistic(void **state)
+{
+	static const struct {
+		const char	*label;
+		const char	*ca;	/* NULL: the handshake fails to verify */
+		const char	*want_tls;
+	} cases[] = {
+		{ "handshake ok", "CA", "tls yes\n" },
+		{ "handshake fails: clear text", NULL, "tls no\n" },
+	};
+	struct upstream u = { 0 };
+
+	(void)state;
+	up_start(&u, "opportunistic", "--mode", "starttls", "--tls-optional",
+	    "--cert", srv_pem, "--key", srv_key, NULL);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_smtp_opts o;
+		struct deliver_rcpt_status st[1];
+		const char *rcpts[] = { "bob@example.net" };
+		struct deliver_msg m = mkmsg(msg_text);
+		const char *err = NULL;
+		char name[32];
+
+		smtp_opts(&o, &u);
+		o.tls = DELIVER_TLS_OPPORTUNISTIC;
+		o.tls_name = "localhost";
+		o.ca_file = cases[i].ca != NULL ? ca_pem : NULL;
+		enum deliver_result r = deliver_smtp(&o, &m, rcpts, 1, st,
+		    &err);
+		snprintf(name, sizeof(name), "%zu.env", i + 1);
+		char *env = up_file(&u, name, NULL);
+		if (r != DELIVER_OK || env == NULL ||
+		    strstr(env, cases[i].want_tls) == NULL) {
+			up_stop(&u);
+			fail_msg("case \"%s\": got %d (%s), upstream saw "
+			    "\"%s\", want %s", cases[i].label, r, err, env,
+			    cases[i].want_tls);
+		}
+		free(env);
+	}
+	up_stop(&u);
+}
+
 /* Per-recipient 4xx/5xx, with and without PIPELINING. */
 static void
 test_per_rcpt(void **state)
@@ -1147,6 +1195,7 @@ main(void)
 		cmocka_unit_test(test_tls_auth),
 		cmocka_unit_test(test_auth_refused),
 		cmocka_unit_test(test_verify),
+		cmocka_unit_test(test_opportunistic),
 		cmocka_unit_test(test_per_rcpt),
 		cmocka_unit_test(test_dot_stuffing),
 		cmocka_unit_test(test_from_file),

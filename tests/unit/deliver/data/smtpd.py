@@ -24,6 +24,8 @@ ap.add_argument("--mode", default="plain",
                 choices=["plain", "starttls", "tls", "busy421"])
 ap.add_argument("--cert")
 ap.add_argument("--key")
+ap.add_argument("--tls-optional", action="store_true",
+                help="starttls mode: offer STARTTLS but do not require it")
 ap.add_argument("--auth", help="user:pass; then MAIL needs AUTH")
 ap.add_argument("--auth-exclude", action="append", default=[])
 ap.add_argument("--no-8bitmime", action="store_true")
@@ -164,7 +166,7 @@ def main():
                   auth_required=True,
                   auth_exclude_mechanism=args.auth_exclude)
     if args.mode == "starttls":
-        kw.update(tls_context=ctx, require_starttls=True)
+        kw.update(tls_context=ctx, require_starttls=not args.tls_optional)
     if args.mode == "tls":
         ctrl = Controller(Handler(), hostname=args.host, port=args.port,
                           ssl_context=ctx, server_kwargs=kw)
