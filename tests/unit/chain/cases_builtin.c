@@ -1,0 +1,2 @@
+/* tests/unit/chain/cases_builtin.c: included by test_chain.c. */
+#define BUILTIN_TESTS
