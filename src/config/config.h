@@ -131,11 +131,17 @@ enum config_cond_kind {
 	CONFIG_COND_FROM_DOMAIN,
 	CONFIG_COND_FROM_ADDR,
 	CONFIG_COND_FROM_TABLE,
+	CONFIG_COND_FROM_LOCAL,		/* client on a loopback address, or local submission */
+	CONFIG_COND_FROM_AUTH,		/* the client authenticated (SMTP AUTH) */
+	CONFIG_COND_FROM_IP,		/* client address in net/prefix */
 };
 struct config_cond {
 	enum config_cond_kind	 kind;
 	char			*arg;		/* owned, or NULL */
 	const struct config_table *table;	/* borrowed from config->tables */
+	int			 family;	/* FROM_IP: AF_INET or AF_INET6 */
+	unsigned char		 net[16];	/* FROM_IP: network, host bits zero */
+	unsigned		 prefix;	/* FROM_IP: prefix length */
 };
 /* "match COND [COND...] action NAME": all conditions must hold. */
 struct config_rule {

@@ -153,8 +153,9 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 		    "session");
 		return SMTP_REJECT;
 	}
-	a = route_find(c->rt->router, smtp_session_sender(c->smtp), rcpt,
-	    &miss);
+	struct route_client cl = { .ip = c->ip, .auth_user = NULL };
+	a = route_find_client(c->rt->router, &cl, smtp_session_sender(c->smtp),
+	    rcpt, &miss);
 	if (a == NULL) {
 		if (miss == ROUTE_UNKNOWN_USER)
 			conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "

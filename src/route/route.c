@@ -5,6 +5,7 @@
  */
 #include "route/route.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,13 +86,43 @@ route_in_table(struct table *t, const char *addr)
 	return table_lookup(t, key, NULL);
 }
 
+/* Is ip (numeric) inside the condition's network? */
+static bool
+route_ip_in(const struct config_cond *cond, const char *ip)
+{
+	unsigned char a[16];
+	unsigned full = cond->prefix / 8, rest = cond->prefix % 8;
+
+	if (ip == NULL || inet_pton(cond->family, ip, a) != 1)
+		return false;
+	if (memcmp(a, cond->net, full) != 0)
+		return false;
+	return rest == 0 || ((a[full] ^ cond->net[full]) &
+	    (unsigned char)(0xff00u >> rest)) == 0;
+}
+
+/* Loopback: 127.0.0.0/8 and ::1 (and ::ffff:127.x, v4-mapped). */
+static bool
+route_is_loopback(const char *ip)
+{
+	return strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0 ||
+	    strncmp(ip, "::ffff:127.", 11) == 0;
+}
+
 static bool
 route_cond_holds(const struct router *r, const struct config_cond *cond,
-    const char *sender, const char *rcpt)
+    const struct route_client *cl, const char *sender, const char *rcpt)
 {
 	switch (cond->kind) {
 	case CONFIG_COND_ANY:
 		return true;
+	case CONFIG_COND_FROM_LOCAL:
+		return cl == NULL || (cl->ip != NULL &&
+		    route_is_loopback(cl->ip));
+	case CONFIG_COND_FROM_AUTH:
+		return cl != NULL && cl->auth_user != NULL;
+	case CONFIG_COND_FROM_IP:
+		return cl != NULL && route_ip_in(cond, cl->ip);
 	case CONFIG_COND_TO_DOMAIN:
 		return strcasecmp(route_domain(rcpt), cond->arg) == 0;
 	case CONFIG_COND_TO_ADDR:
@@ -149,13 +180,21 @@ const struct config_action *
 route_find(struct router *r, const char *sender, const char *rcpt,
     enum route_miss *miss_out)
 {
+	return route_find_client(r, NULL, sender, rcpt, miss_out);
+}
+
+const struct config_action *
+route_find_client(struct router *r, const struct route_client *cl,
+    const char *sender, const char *rcpt, enum route_miss *miss_out)
+{
 	if (sender == NULL)
 		sender = "";
 	for (size_t i = 0; i < r->c->nrules; i++) {
 		const struct config_rule *rule = &r->c->rules[i];
 		size_t k;
 		for (k = 0; k < rule->nconds; k++)
-			if (!route_cond_holds(r, &rule->conds[k], sender, rcpt))
+			if (!route_cond_holds(r, &rule->conds[k], cl, sender,
+			    rcpt))
 				break;
 		if (k == rule->nconds)
 			return rule->action;

@@ -21,11 +21,22 @@ enum route_miss {
 	ROUTE_RELAY_DENIED,	/* domain is not ours: 550 5.7.1 */
 };
 
+/* Who hands the message over, for the "from local|authenticated|ip" rules. */
+struct route_client {
+	const char	*ip;		/* numeric address, or NULL: local submission */
+	const char	*auth_user;	/* NULL unless the client authenticated */
+};
+
 /*
  * The action for rcpt ("local@domain") of a message from sender ("" for
- * <>).  Returns the action (borrowed from the config) or NULL with
- * *miss_out.  Thread-safe.
+ * <>) handed over by client (NULL: a local submission or a message of our
+ * own, like a bounce, which counts as "from local").  Returns the action
+ * (borrowed from the config) or NULL with *miss_out.  Thread-safe.
  */
+const struct config_action *route_find_client(struct router *r,
+	    const struct route_client *client, const char *sender,
+	    const char *rcpt, enum route_miss *miss_out);
+/* route_find_client() for a local submission (client NULL). */
 const struct config_action *route_find(struct router *r, const char *sender,
 	    const char *rcpt, enum route_miss *miss_out);
 

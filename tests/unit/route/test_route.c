@@ -107,6 +107,79 @@ test_find(void **state)
 	config_free(&c);
 }
 
+/* "from local", "from authenticated", "from ip CIDR": who hands it over. */
+static void
+test_client_conditions(void **state)
+{
+	static const struct {
+		const char	*name;
+		const char	*ip;		/* NULL: local submission */
+		const char	*auth;
+		const char	*want;		/* action, or NULL: relay denied */
+	} cases[] = {
+		{ "loopback v4 relays", "127.0.0.1", NULL, "out" },
+		{ "loopback 127/8", "127.1.2.3", NULL, "out" },
+		{ "loopback v6", "::1", NULL, "out" },
+		{ "local submission", NULL, NULL, "out" },
+		{ "authenticated stranger", "203.0.113.9", "alice", "auth" },
+		{ "trusted /24", "192.0.2.77", NULL, "net" },
+		{ "outside the /24", "192.0.3.1", NULL, NULL },
+		{ "v6 /32 inside", "2001:db8:ffff::1", NULL, "net6" },
+		{ "v6 /32 outside", "2001:db9::1", NULL, NULL },
+		{ "odd prefix /25 in", "198.51.100.127", NULL, "odd" },
+		{ "odd prefix /25 out", "198.51.100.128", NULL, NULL },
+		{ "stranger", "203.0.113.9", NULL, NULL },
+	};
+	char *errs = NULL;
+	const char *err = NULL;
+	enum route_miss miss;
+
+	(void)state;
+	struct config *c = config_parse("client", "listen 127.0.0.1:25\n"
+	    "action out discard\naction auth discard\naction net discard\n"
+	    "action net6 discard\naction odd discard\n"
+	    "match from local action out\n"
+	    "match from authenticated action auth\n"
+	    "match from ip 192.0.2.9/24 action net\n"
+	    "match from ip 2001:db8::/32 action net6\n"
+	    "match from ip 198.51.100.0/25 action odd\n", &errs);
+	if (c == NULL)
+		fail_msg("config: %s", errs);
+	struct router *r = route_new(c, &err);
+	assert_non_null(r);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct route_client cl = { cases[i].ip, cases[i].auth };
+		const struct config_action *a = route_find_client(r,
+		    cases[i].ip == NULL ? NULL : &cl, "s@x.example",
+		    "u@far.example", &miss);
+		const char *got = a != NULL ? a->name : "(relay denied)";
+		const char *want = cases[i].want != NULL ? cases[i].want :
+		    "(relay denied)";
+		if (strcmp(got, want) != 0 || (a == NULL &&
+		    miss != ROUTE_RELAY_DENIED))
+			fail_msg("case \"%s\": got %s, want %s", cases[i].name,
+			    got, want);
+	}
+	route_free(&r);
+	config_free(&c);
+
+	static const char *const bad[] = { "from ip 300.1.1.1",
+	    "from ip 10.0.0.0/33", "from ip ::1/129", "from ip", "from ip x/8",
+	    "from ip 10.0.0.0/" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
+		    "match %s action a\n", bad[i]);
+		errs = NULL;
+		c = config_parse("bad", text, &errs);
+		if (c != NULL || errs == NULL || strstr(errs, "bad:3:") == NULL)
+			fail_msg("case \"%s\": accepted or wrong line: %s",
+			    bad[i], errs != NULL ? errs : "(none)");
+		config_free(&c);
+		free(errs);
+		free(text);
+	}
+}
+
 static void
 test_any_and_errors(void **state)
 {
@@ -223,6 +296,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_find),
 		cmocka_unit_test(test_any_and_errors),
+		cmocka_unit_test(test_client_conditions),
 		cmocka_unit_test(test_expand),
 		cmocka_unit_test(test_expand_every_byte),
 	};
