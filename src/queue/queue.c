@@ -854,10 +854,19 @@ queue_recover(struct queue *q)
 	if (n > 0)
 		log_msg(LOG_LVL_INFO, "queue: recovered %zu message%s", n,
 		    n == 1 ? "" : "s");
+	/*
+	 * A start-up is an implicit flush: every message is tried once now
+	 * (an operator who restarts after fixing something expects that),
+	 * then the persisted attempt counts carry the backoff on.
+	 */
+	pthread_mutex_lock(&q->mu);
 	for (size_t i = 0; i < n; i++) {
-		queue_submit(q, qids[i]);
+		bool created;
+		queue_job_get(q, qids[i], &created)->force = true;
 		free(qids[i]);
 	}
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_mutex_unlock(&q->mu);
 	free(qids);
 }
 

@@ -68,7 +68,10 @@ struct queue *queue_new(struct spool *sp, const char *hostname,
 	    unsigned nthreads);
 /* Hand over a committed message; thread-safe, never blocks on the disk. */
 void	queue_submit(struct queue *q, const char *qid);
-/* Submit every committed message found in the spool (start-up recovery). */
+/*
+ * Submit every committed message found in the spool (start-up recovery),
+ * each tried once now whatever its schedule; held ones stay held.
+ */
 void	queue_recover(struct queue *q);
 /* Wait until nothing is being delivered or due now (tests, shutdown). */
 void	queue_drain(struct queue *q);

@@ -799,25 +799,39 @@ test_status_persisted_across_restart(void **state)
 		    (uintmax_t)e.rcpts[1].next_ms, (uintmax_t)t0);
 	spool_env_clear(&e);
 
-	/* The restart: not due yet, so nothing is tried at once ... */
+	/*
+	 * The restart tries the pending recipient once at start-up (not the
+	 * delivered one), and the backoff carries on from the stored count.
+	 */
 	spool_close(&sp);
 	sp = spool_open(spooldir, &err);
 	assert_non_null(sp);
 	q = fake_queue(3600000, 0, false);
 	queue_recover(q);
 	queue_drain(q);
-	assert_int_equal(fake_calls(), 2);
-	/* ... and then at its time, with the backoff doubled. */
+	assert_int_equal(fake_calls(), 3);
+	t0 = util_wall_us() / 1000;
+	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
+	assert_int_equal(e.rcpts[1].attempts, 2);
+	if (e.rcpts[1].next_ms < t0 + 2000 - 100 ||
+	    e.rcpts[1].next_ms > t0 + 2250)
+		fail_msg("second backoff: next %ju, want 2..2.25 s after %ju",
+		    (uintmax_t)e.rcpts[1].next_ms, (uintmax_t)t0);
+	spool_env_clear(&e);
+	/* Then not again before its time ... */
+	queue_drain(q);
+	assert_int_equal(fake_calls(), 3);
+	/* ... and at its time. */
 	uint64_t end = util_now_ms() + 5000;
-	while (fake_calls() < 3 && util_now_ms() < end) {
+	while (fake_calls() < 4 && util_now_ms() < end) {
 		struct timespec ts = { 0, 20 * 1000000 };
 		nanosleep(&ts, NULL);
 	}
 	queue_drain(q);
 	queue_free(&q);
-	assert_int_equal(fake_calls(), 3);
+	assert_int_equal(fake_calls(), 4);
 	assert_int_equal(spool_env_load(sp, qid, &e, &err), 0);
-	assert_int_equal(e.rcpts[1].attempts, 2);
+	assert_int_equal(e.rcpts[1].attempts, 3);
 	spool_env_clear(&e);
 }
 
