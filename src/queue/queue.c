@@ -199,9 +199,16 @@ queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
 	if (strcmp(r->action, "discard") == 0)
 		return DELIVER_OK;
 	/*
-	 * XXX: relay and mx call deliver/'s SMTP client here once it lands.
-	 * An action this build cannot perform is permanent: it bounces.
+	 * Remote kinds need the server's deliver hook (deliver_remote_send
+	 * per action): without it they wait, never bounce for our omission.
 	 */
+	if (strcmp(r->action, "relay") == 0 || strcmp(r->action, "mx") == 0 ||
+	    strcmp(r->action, "forward") == 0 ||
+	    strcmp(r->action, "relay-by-sender") == 0) {
+		*why_out = "4.3.5 remote delivery is not wired into the queue";
+		return DELIVER_TEMPFAIL;
+	}
+	/* An action this build does not know is permanent: it bounces. */
 	*why_out = "5.3.5 unknown action in the queue";
 	return DELIVER_PERMFAIL;
 }

@@ -11,6 +11,23 @@
 #include "route/route.h"
 #include "util/util.h"
 
+const char *
+queue_remote_kind(int kind)
+{
+	switch (kind) {
+	case CONFIG_ACTION_RELAY:
+		return "relay";
+	case CONFIG_ACTION_MX:
+		return "mx";
+	case CONFIG_ACTION_FORWARD:
+		return "forward";
+	case CONFIG_ACTION_RELAY_BY_SENDER:
+		return "relay-by-sender";
+	default:
+		return NULL;
+	}
+}
+
 int
 queue_route_router(void *arg, const char *sender, const char *rcpt,
     char **action_out, char **arg_out, const char **err_out)
@@ -35,8 +52,18 @@ queue_route_router(void *arg, const char *sender, const char *rcpt,
 	case CONFIG_ACTION_DISCARD:
 		*action_out = xstrdup("discard");
 		return 0;
+	case CONFIG_ACTION_RELAY:
+	case CONFIG_ACTION_MX:
+	case CONFIG_ACTION_FORWARD:
+	case CONFIG_ACTION_RELAY_BY_SENDER:
+		/*
+		 * Remote kinds: the spool names the kind and the action, and
+		 * the server's queue_deliver_fn finds its deliver_remote.
+		 */
+		*action_out = xstrdup(queue_remote_kind(a->kind));
+		*arg_out = xstrdup(a->name);
+		return 0;
 	default:
-		/* XXX: relay and mx once config/ and deliver/ have them. */
 		*err_out = "451 4.3.5 action kind not supported by the queue";
 		return -1;
 	}
