@@ -1,10 +1,364 @@
 /*
- * chain/builtin_dns.c: (being written).
+ * chain/builtin_dns.c: DNS list look-ups with evdns (never blocking the
+ * loop): "dnsbl ZONE" (the client IP, RFC 5782 2.1), "rhsbl ZONE" (the
+ * sender's domain, or the HELO name before MAIL; RFC 5782 2.2) and
+ * "fcrdns" (forward-confirmed reverse DNS).  Answers are cached in the
+ * state store for their TTL.
  */
 #include "chain/chain_private.h"
 
-#include <stddef.h>
+#include <arpa/inet.h>
+#include <event2/dns.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/session.h"
+#include "store/store.h"
+#include "util/util.h"
+
+#define DNS_MATCH_MAX	8
+
+struct dnsl {
+	char			 zone[256];
+	bool			 rhs;
+	bool			 tag_only;	/* "tag": record, never refuse */
+	struct in_addr		 match[DNS_MATCH_MAX];	/* none: any 127/8 */
+	size_t			 nmatch;
+	struct chain_verdict	 v;
+};
+
+static void *
+dnsl_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct dnsl *d = xcalloc(1, sizeof(*d));
+	size_t i = 2;
+
+	d->rhs = strcmp(a->argv[0], "rhsbl") == 0;
+	if (a->argc < 2 || util_strlcpy(d->zone, a->argv[1],
+	    sizeof(d->zone)) == -1 || d->zone[0] == '.' ||
+	    strspn(d->zone, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-") != strlen(d->zone))
+		goto usage;
+	if (i + 1 < a->argc && strcmp(a->argv[i], "match") == 0) {
+		char *list = xstrdup(a->argv[i + 1]), *save = NULL;
+		for (char *t = strtok_r(list, ",", &save); t != NULL;
+		    t = strtok_r(NULL, ",", &save)) {
+			if (d->nmatch == DNS_MATCH_MAX ||
+			    inet_pton(AF_INET, t, &d->match[d->nmatch]) != 1) {
+				free(list);
+				goto usage;
+			}
+			d->nmatch++;
+		}
+		free(list);
+		i += 2;
+	}
+	if (i < a->argc && strcmp(a->argv[i], "tag") == 0) {
+		d->tag_only = true;
+		i++;
+	}
+	if (i < a->argc) {
+		if (d->tag_only || chain_parse_reply(a->argv + i, a->argc - i,
+		    &d->v, err_out) == -1) {
+			free(d);
+			return NULL;
+		}
+	} else
+		chain_verdict_reject(&d->v, 554, "5.7.1", d->rhs ?
+		    "Service unavailable; sender domain listed" :
+		    "Service unavailable; client [%{client.ip}] listed");
+	return d;
+usage:
+	free(d);
+	*err_out = xasprintf("usage: %s ZONE [match A.B.C.D,...] [tag | CODE "
+	    "ESC TEXT]", a->argv[0]);
+	return NULL;
+}
+
+/* The query name for an IP: reversed octets or nibbles, then the zone. */
+static int
+dnsl_ip_name(const char *ip, const char *zone, char *buf, size_t bufsz)
+{
+	unsigned char a[16];
+
+	if (inet_pton(AF_INET, ip, a) == 1)
+		return util_snprintf(buf, bufsz, "%u.%u.%u.%u.%s", a[3], a[2],
+		    a[1], a[0], zone);
+	if (inet_pton(AF_INET6, ip, a) != 1)
+		return -1;
+	size_t o = 0;
+	for (int i = 15; i >= 0 && o + 4 < bufsz; i--) {
+		static const char hex[] = "0123456789abcdef";
+		buf[o++] = hex[a[i] & 15];
+		buf[o++] = '.';
+		buf[o++] = hex[a[i] >> 4];
+		buf[o++] = '.';
+	}
+	buf[o] = '\0';
+	return util_snprintf(buf + o, bufsz - o, "%s", zone);
+}
+
+struct dnsl_job {
+	struct chain_call	*call;
+	const struct dnsl	*d;
+	struct store		*st;
+	char			 name[300];
+	char			 key[STORE_KEY_MAX];
+	struct evdns_base	*dns;	/* borrowed: the loop's */
+};
+
+/* "listed:127.0.0.2" or "clean" -> the verdict. */
+static void
+dnsl_answer(struct dnsl_job *j, const char *result)
+{
+	struct chain_verdict v;
+	struct chain_session *cs = chain_call_session(j->call);
+
+	chain_verdict_continue(&v);
+	if (strncmp(result, "listed:", 7) == 0) {
+		if (cs != NULL) {
+			char k[CHAIN_KEY_MAX];
+			util_snprintf(k, sizeof(k), "%s.%s", j->d->rhs ?
+			    "rhsbl" : "dnsbl", j->d->zone);
+			chain_kv_set(cs, CHAIN_SCOPE_SESSION, k, result + 7);
+		}
+		if (!j->d->tag_only)
+			v = j->d->v;
+		util_snprintf(v.why, sizeof(v.why), "%s listed in %s (%s)",
+		    j->name, j->d->zone, result + 7);
+	}
+	chain_call_done(j->call, &v);
+	free(j);
+}
+
+static void
+dnsl_dns_cb(int result, char type, int count, int ttl, void *addrs,
+    void *arg)
+{
+	struct dnsl_job *j = arg;
+	char out[64] = "clean";
+
+	if (result != DNS_ERR_NONE && result != DNS_ERR_NOTEXIST) {
+		struct chain_verdict v;
+		chain_verdict_fail(&v, "DNS look-up of %s failed: %s", j->name,
+		    evdns_err_to_string(result));
+		chain_call_done(j->call, &v);
+		free(j);
+		return;
+	}
+	if (result == DNS_ERR_NONE && type == DNS_IPv4_A) {
+		const struct in_addr *in = addrs;
+		for (int i = 0; i < count; i++) {
+			bool hit = j->d->nmatch == 0 ?
+			    (ntohl(in[i].s_addr) >> 24) == 127 : false;
+			for (size_t k = 0; k < j->d->nmatch; k++)
+				hit |= in[i].s_addr == j->d->match[k].s_addr;
+			if (hit) {
+				char ip[INET_ADDRSTRLEN];
+				inet_ntop(AF_INET, &in[i], ip, sizeof(ip));
+				util_snprintf(out, sizeof(out), "listed:%s",
+				    ip);
+				break;
+			}
+		}
+	}
+	/* RFC 5782 5: cache for the TTL (a negative answer: 5 minutes). */
+	if (ttl <= 0 || result != DNS_ERR_NONE)
+		ttl = 300;
+	store_set(j->st, j->key, out, (uint64_t)ttl * 1000, NULL, NULL);
+	dnsl_answer(j, out);
+}
+
+static void
+dnsl_cache_cb(void *arg, int rc, const char *value)
+{
+	struct dnsl_job *j = arg;
+
+	if (rc == 1) {
+		dnsl_answer(j, value);
+		return;
+	}
+	if (evdns_base_resolve_ipv4(j->dns, j->name,
+	    DNS_QUERY_NO_SEARCH, dnsl_dns_cb, j) == NULL) {
+		struct chain_verdict v;
+		chain_verdict_fail(&v, "cannot start DNS look-up");
+		chain_call_done(j->call, &v);
+		free(j);
+	}
+}
+
+static enum chain_status
+dnsl_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct dnsl *d = inst;
+	struct chain_session *cs = chain_call_session(call);
+	struct dnsl_job *j;
+	int r;
+
+	chain_verdict_continue(v);
+	j = xcalloc(1, sizeof(*j));
+	if (d->rhs) {
+		const char *dom = cs->sender != NULL ?
+		    chain_addr_domain(cs->sender) : cs->helo;
+		r = dom == NULL || dom[0] == '\0' || dom[0] == '[' ? -1 :
+		    util_snprintf(j->name, sizeof(j->name), "%s.%s", dom,
+		    d->zone);
+	} else
+		r = dnsl_ip_name(cs->ip, d->zone, j->name, sizeof(j->name));
+	if (r == -1) {
+		free(j);
+		return CHAIN_DONE;	/* nothing to look up */
+	}
+	j->call = call;
+	j->d = d;
+	j->dns = cs->loop->dns;
+	j->st = cs->loop->store;
+	util_snprintf(j->key, sizeof(j->key), "dns:%s", j->name);
+	/* The cache first (the session may be gone when it answers). */
+	store_get(j->st, j->key, dnsl_cache_cb, j);
+	return CHAIN_PENDING;
+}
+
+/* ----- fcrdns: PTR, then A/AAAA of the name must give the IP back ----- */
+
+struct fcr_job {
+	struct chain_call	*call;
+	struct evdns_base	*dns;
+	char			 ip[64];
+	char			 name[256];
+	bool			 v6;
+	const struct chain_verdict *fail_v;
+};
+
+struct fcr {
+	bool			 require;
+	struct chain_verdict	 v;
+};
+
+static void *
+fcr_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct fcr *f = xcalloc(1, sizeof(*f));
+
+	if (a->argc >= 2 && strcmp(a->argv[1], "require") == 0) {
+		f->require = true;
+		if (a->argc > 2) {
+			if (chain_parse_reply(a->argv + 2, a->argc - 2, &f->v,
+			    err_out) == -1) {
+				free(f);
+				return NULL;
+			}
+		} else
+			chain_verdict_reject(&f->v, 450, "4.7.25", "Client "
+			    "host rejected: cannot find your hostname, "
+			    "[%{client.ip}]");
+		return f;
+	}
+	if (a->argc != 1) {
+		free(f);
+		*err_out = xstrdup("usage: fcrdns [require [CODE ESC TEXT]]");
+		return NULL;
+	}
+	return f;
+}
+
+static void
+fcr_finish(struct fcr_job *j, const char *name, bool ok)
+{
+	struct chain_session *cs = chain_call_session(j->call);
+	struct chain_verdict v;
+
+	if (cs != NULL) {
+		chain_session_set_rdns(cs, name, ok);
+		chain_kv_set(cs, CHAIN_SCOPE_SESSION, "fcrdns", ok ? "pass" :
+		    "fail");
+	}
+	chain_verdict_continue(&v);
+	if (!ok && j->fail_v != NULL)
+		v = *j->fail_v;
+	chain_call_done(j->call, &v);
+	free(j);
+}
+
+static void
+fcr_fwd_cb(int result, char type, int count, int ttl, void *addrs, void *arg)
+{
+	struct fcr_job *j = arg;
+	bool ok = false;
+	char buf[INET6_ADDRSTRLEN];
+
+	(void)ttl;
+	for (int i = 0; result == DNS_ERR_NONE && i < count && !ok; i++) {
+		if (type == DNS_IPv4_A)
+			inet_ntop(AF_INET, (struct in_addr *)addrs + i, buf,
+			    sizeof(buf));
+		else if (type == DNS_IPv6_AAAA)
+			inet_ntop(AF_INET6, (struct in6_addr *)addrs + i, buf,
+			    sizeof(buf));
+		else
+			break;
+		ok = strcmp(buf, j->ip) == 0;
+	}
+	fcr_finish(j, j->name, ok);
+}
+
+static void
+fcr_ptr_cb(int result, char type, int count, int ttl, void *addrs, void *arg)
+{
+	struct fcr_job *j = arg;
+
+	(void)ttl;
+	if (result != DNS_ERR_NONE || type != DNS_PTR || count < 1) {
+		fcr_finish(j, NULL, false);
+		return;
+	}
+	util_strlcpy(j->name, ((char **)addrs)[0], sizeof(j->name));
+	struct evdns_request *r = j->v6 ?
+	    evdns_base_resolve_ipv6(j->dns, j->name, DNS_QUERY_NO_SEARCH,
+	    fcr_fwd_cb, j) : evdns_base_resolve_ipv4(j->dns, j->name,
+	    DNS_QUERY_NO_SEARCH, fcr_fwd_cb, j);
+	if (r == NULL)
+		fcr_finish(j, j->name, false);
+}
+
+static enum chain_status
+fcr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct fcr *f = inst;
+	struct chain_session *cs = chain_call_session(call);
+	struct fcr_job *j = xcalloc(1, sizeof(*j));
+	struct in_addr in4;
+	struct in6_addr in6;
+	struct evdns_request *r = NULL;
+
+	j->call = call;
+	j->dns = cs->loop->dns;
+	j->fail_v = f->require ? &f->v : NULL;
+	util_strlcpy(j->ip, cs->ip, sizeof(j->ip));
+	if (inet_pton(AF_INET, cs->ip, &in4) == 1)
+		r = evdns_base_resolve_reverse(j->dns, &in4,
+		    DNS_QUERY_NO_SEARCH, fcr_ptr_cb, j);
+	else if (inet_pton(AF_INET6, cs->ip, &in6) == 1) {
+		j->v6 = true;
+		r = evdns_base_resolve_reverse_ipv6(j->dns, &in6,
+		    DNS_QUERY_NO_SEARCH, fcr_ptr_cb, j);
+	}
+	if (r == NULL) {
+		free(j);
+		chain_verdict_fail(v, "cannot start the PTR look-up");
+		return CHAIN_DONE;
+	}
+	return CHAIN_PENDING;
+}
 
 const struct chain_handler_ops chain_dns_ops[] = {
-	{ .name = NULL },
+	{ "dnsbl", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT),
+	    dnsl_new, free, dnsl_run, NULL },
+	{ "rhsbl", CHAIN_STAGE_BIT(SMTP_STAGE_HELO) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) | CHAIN_STAGE_BIT(SMTP_STAGE_RCPT) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_DATA), dnsl_new, free, dnsl_run, NULL },
+	{ "fcrdns", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT),
+	    fcr_new, free, fcr_run, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL },
 };

@@ -1,10 +1,289 @@
 /*
- * chain/builtin_limit.c: (being written).
+ * chain/builtin_limit.c: "ratelimit N/PERIOD per ip|sender|rcpt|subject|helo"
+ * over an ageing window kept in the state store, and "penalty N" (at
+ * disconnect: a session that ended without one valid recipient counts N
+ * more against its IP's "per ip" limits).
  */
 #include "chain/chain_private.h"
 
-#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/session.h"
+#include "store/store.h"
+#include "util/util.h"
+
+enum limit_what { LIMIT_IP, LIMIT_SENDER, LIMIT_RCPT, LIMIT_SUBJECT,
+	LIMIT_HELO };
+static const char *const limit_names[] = { "ip", "sender", "rcpt",
+	"subject", "helo" };
+
+struct limit {
+	unsigned		max;
+	uint64_t		period_ms;
+	enum limit_what		what;
+	struct chain_verdict	v;		/* over the limit */
+};
+
+static void *
+limit_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct limit *l = xcalloc(1, sizeof(*l));
+	const char *slash = a->argc >= 4 ? strchr(a->argv[1], '/') : NULL;
+	char num[32];
+	size_t w;
+
+	if (slash == NULL || strcmp(a->argv[2], "per") != 0 ||
+	    (size_t)(slash - a->argv[1]) >= sizeof(num))
+		goto usage;
+	memcpy(num, a->argv[1], (size_t)(slash - a->argv[1]));
+	num[slash - a->argv[1]] = '\0';
+	char *end;
+	long n = strtol(num, &end, 10);
+	if (*end != '\0' || n < 1 || n > 1000000 ||
+	    util_parse_duration_ms(slash + 1, &l->period_ms) == -1 ||
+	    l->period_ms < 1000 || l->period_ms > 30ull * 86400 * 1000)
+		goto usage;
+	l->max = (unsigned)n;
+	for (w = 0; w < sizeof(limit_names) / sizeof(limit_names[0]); w++)
+		if (strcmp(a->argv[3], limit_names[w]) == 0)
+			break;
+	if (w == sizeof(limit_names) / sizeof(limit_names[0]))
+		goto usage;
+	l->what = (enum limit_what)w;
+	if (l->what == LIMIT_SUBJECT && a->stage != SMTP_STAGE_HEADER &&
+	    a->stage != SMTP_STAGE_EOM) {
+		*err_out = xstrdup("per subject works at the header or eom "
+		    "stage");
+		free(l);
+		return NULL;
+	}
+	if (a->argc > 4) {
+		if (chain_parse_reply(a->argv + 4, a->argc - 4, &l->v,
+		    err_out) == -1) {
+			free(l);
+			return NULL;
+		}
+	} else
+		chain_verdict_reject(&l->v, a->stage == SMTP_STAGE_CONNECT ?
+		    421 : 450, a->stage == SMTP_STAGE_CONNECT ? "4.7.0" :
+		    "4.7.1", "Rate limit exceeded, slow down");
+	if (a->stage == SMTP_STAGE_CONNECT && l->v.code == 421)
+		l->v.kind = CHAIN_DISCONNECT;
+	return l;
+usage:
+	free(l);
+	*err_out = xstrdup("usage: ratelimit N/PERIOD per ip|sender|rcpt|"
+	    "subject|helo [CODE ESC TEXT]");
+	return NULL;
+}
+
+/* The Subject: field body of a header block, unfolded, into buf. */
+static void
+limit_subject(const char *h, size_t len, char *buf, size_t bufsz)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < len; ) {
+		const char *nl = memchr(h + i, '\n', len - i);
+		size_t ll = nl != NULL ? (size_t)(nl - (h + i)) : len - i;
+		if (ll >= 8 && strncasecmp(h + i, "subject:", 8) == 0) {
+			size_t k = i + 8;
+			for (;;) {
+				for (; k < i + ll && o + 1 < bufsz; k++)
+					if (h[k] > 0x20 && h[k] < 0x7f)
+						buf[o++] = h[k];
+				/* RFC 5322 2.2.3: a folded line goes on. */
+				i += ll + 1;
+				if (i >= len || (h[i] != ' ' && h[i] != '\t'))
+					break;
+				nl = memchr(h + i, '\n', len - i);
+				ll = nl != NULL ? (size_t)(nl - (h + i)) :
+				    len - i;
+				k = i;
+			}
+			buf[o] = '\0';
+			return;
+		}
+		i += ll + 1;
+	}
+}
+
+struct limit_job {
+	struct chain_call	*call;
+	const struct limit	*l;
+	struct store		*st;
+	char			 prev_key[STORE_KEY_MAX];
+	char			 pen_key[STORE_KEY_MAX];
+	uint64_t		 frac_ms;	/* into the current window */
+	int64_t			 cur, prev;
+};
+
+static void
+limit_finish(struct limit_job *j, int64_t penalty)
+{
+	struct chain_verdict v;
+	/* Ageing window: the last window counts for what remains of it. */
+	double est = (double)j->cur + (double)penalty + (double)j->prev *
+	    (1.0 - (double)j->frac_ms / (double)j->l->period_ms);
+
+	if (est > (double)j->l->max) {
+		v = j->l->v;
+		util_snprintf(v.why, sizeof(v.why), "ratelimit %u/%llums per "
+		    "%s: %.1f", j->l->max,
+		    (unsigned long long)j->l->period_ms,
+		    limit_names[j->l->what], est);
+	} else
+		chain_verdict_continue(&v);
+	chain_call_done(j->call, &v);
+	free(j);
+}
+
+static void
+limit_pen_cb(void *arg, int rc, const char *value)
+{
+	struct limit_job *j = arg;
+
+	limit_finish(j, rc == 1 ? strtoll(value, NULL, 10) : 0);
+}
+
+static void
+limit_prev_cb(void *arg, int rc, const char *value)
+{
+	struct limit_job *j = arg;
+
+	j->prev = rc == 1 ? strtoll(value, NULL, 10) : 0;
+	if (j->pen_key[0] != '\0') {
+		store_get(j->st, j->pen_key, limit_pen_cb, j);
+		return;
+	}
+	limit_finish(j, 0);
+}
+
+static void
+limit_incr_cb(void *arg, int rc, int64_t n)
+{
+	struct limit_job *j = arg;
+
+	if (rc == -1) {
+		struct chain_verdict v;
+		chain_verdict_fail(&v, "state store unavailable");
+		chain_call_done(j->call, &v);
+		free(j);
+		return;
+	}
+	j->cur = n;
+	store_get(j->st, j->prev_key, limit_prev_cb, j);
+}
+
+static enum chain_status
+limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct limit *l = inst;
+	struct chain_session *cs = chain_call_session(call);
+	char subj[200], buf[300], key[STORE_KEY_MAX];
+	const char *val = NULL;
+	size_t hlen;
+	const char *h;
+
+	switch (l->what) {
+	case LIMIT_IP:
+		val = cs->ip;
+		break;
+	case LIMIT_SENDER:
+		val = cs->sender;
+		break;
+	case LIMIT_RCPT:
+		val = cs->rcpt;
+		break;
+	case LIMIT_HELO:
+		val = cs->helo;
+		break;
+	case LIMIT_SUBJECT:
+		h = chain_session_headers(cs, &hlen);
+		if (h != NULL) {
+			limit_subject(h, hlen, subj, sizeof(subj));
+			val = subj;
+		}
+		break;
+	}
+	if (val == NULL || val[0] == '\0') {
+		chain_verdict_continue(v);
+		return CHAIN_DONE;
+	}
+	/* Keys hold no blanks; long values are cut (a hash would do too). */
+	util_strlcpy(buf, val, sizeof(buf));
+	for (char *p = buf; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
+			*p = '_';
+	uint64_t now = util_wall_us() / 1000;
+	uint64_t bucket = now / l->period_ms;
+	struct limit_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->l = l;
+	j->st = cs->loop->store;
+	j->frac_ms = now % l->period_ms;
+	util_snprintf(key, sizeof(key), "rl:%s:%llu:%s:%llu",
+	    limit_names[l->what], (unsigned long long)l->period_ms, buf,
+	    (unsigned long long)bucket);
+	util_snprintf(j->prev_key, sizeof(j->prev_key), "rl:%s:%llu:%s:%llu",
+	    limit_names[l->what], (unsigned long long)l->period_ms, buf,
+	    (unsigned long long)bucket - 1);
+	if (l->what == LIMIT_IP)
+		util_snprintf(j->pen_key, sizeof(j->pen_key), "penalty:%s",
+		    cs->ip);
+	store_incr(j->st, key, 1, 2 * l->period_ms, limit_incr_cb, j);
+	return CHAIN_PENDING;
+}
+
+/* penalty N [DURATION]: no valid recipient in the session -> N points. */
+struct penalty {
+	int64_t		n;
+	uint64_t	ttl_ms;
+};
+
+static void *
+penalty_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct penalty *p = xcalloc(1, sizeof(*p));
+	char *end = NULL;
+
+	p->ttl_ms = 3600 * 1000;
+	if (a->argc >= 2)
+		p->n = strtoll(a->argv[1], &end, 10);
+	if (a->argc < 2 || a->argc > 3 || *end != '\0' || p->n < 1 ||
+	    p->n > 1000000 || (a->argc == 3 &&
+	    util_parse_duration_ms(a->argv[2], &p->ttl_ms) == -1)) {
+		free(p);
+		*err_out = xstrdup("usage: penalty N [DURATION]");
+		return NULL;
+	}
+	return p;
+}
+
+static enum chain_status
+penalty_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct penalty *p = inst;
+	struct chain_session *cs = chain_call_session(call);
+	char key[STORE_KEY_MAX];
+
+	chain_verdict_continue(v);
+	if (cs->nrcpts_session > 0 || cs->ip[0] == '\0')
+		return CHAIN_DONE;
+	util_snprintf(key, sizeof(key), "penalty:%s", cs->ip);
+	store_incr(cs->loop->store, key, p->n, p->ttl_ms, NULL, NULL);
+	util_strlcpy(v->why, "no valid recipient", sizeof(v->why));
+	return CHAIN_DONE;
+}
 
 const struct chain_handler_ops chain_limit_ops[] = {
-	{ .name = NULL },
+	{ "ratelimit", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_QUIT) &
+	    ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT), limit_new, free,
+	    limit_run, NULL },
+	{ "penalty", CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT), penalty_new, free,
+	    penalty_run, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL },
 };

@@ -464,9 +464,8 @@ chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
 	char text[CHAIN_TEXT_MAX], esc[16];
 
 	if (close) {
-		/* RFC 7504: 521 for "no mail here"; everything else 421. */
-		if (code != 521)
-			code = 421;
+		if (code == 0)
+			code = 421;	/* RFC 5321 3.8 */
 	} else if (code == 0)
 		code = 550;
 	if (!chain_code_ok(code))

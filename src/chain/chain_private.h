@@ -31,6 +31,9 @@ void	chain_ip_net(const char *ip, char *buf, size_t bufsz);
 /* Client IP on the ban list (store key), for trap and friends. */
 void	chain_ban_key(const char *ip, char *buf, size_t bufsz);
 
+/* Tests: SPF answers from "domain v=spf1 ..." records, no DNS (NULL: off). */
+void	chain_spf_set_test_zone(const char *const *records);
+
 /* A deferred call of fn(arg) on base (so nothing answers re-entrantly). */
 void	chain_defer(struct event_base *base, void (*fn)(void *), void *arg);
 

@@ -24,6 +24,7 @@ struct cfg_hbuild {
 	char	**argv;
 	size_t	  argc;
 	int	  line;
+	bool	  glue;		/* after ',': the next word joins the last */
 };
 
 static void
@@ -99,6 +100,15 @@ cfg_hbuild_finish(struct cfg_parser *p, struct config_chain *ch,
 static void
 cfg_hbuild_word(struct cfg_hbuild *h, const char *w, int line)
 {
+	if (h->glue && h->argc > 0) {
+		/* "require From, Date": a list stays one argument. */
+		char *joined = xasprintf("%s%s", h->argv[h->argc - 1], w);
+		free(h->argv[h->argc - 1]);
+		h->argv[h->argc - 1] = joined;
+		h->glue = false;
+		return;
+	}
+	h->glue = false;
 	if (h->argc == 0)
 		h->line = line;
 	h->argv = xreallocarray(h->argv, h->argc + 2, sizeof(*h->argv));
@@ -131,11 +141,22 @@ cfg_on_tokens(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 				return -1;
 			}
 			return 1;
-		case CFG_TOK_LBRACE:
 		case CFG_TOK_COMMA:
-			cfg_err(p, ln->lineno, "on: unexpected '%c' in a "
-			    "handler (usage: %s)", t->kind == CFG_TOK_LBRACE ?
-			    '{' : ',', CFG_ON_USAGE);
+			if (h->argc > 1 && !h->glue) {
+				char *j = xasprintf("%s,",
+				    h->argv[h->argc - 1]);
+				free(h->argv[h->argc - 1]);
+				h->argv[h->argc - 1] = j;
+				h->glue = true;
+				break;
+			}
+			cfg_err(p, ln->lineno, "on: unexpected ',' in a "
+			    "handler (usage: %s)", CFG_ON_USAGE);
+			cfg_hbuild_clear(h);
+			return -1;
+		case CFG_TOK_LBRACE:
+			cfg_err(p, ln->lineno, "on: unexpected '{' in a "
+			    "handler (usage: %s)", CFG_ON_USAGE);
 			cfg_hbuild_clear(h);
 			return -1;
 		}

@@ -43,6 +43,17 @@ h_open(struct h *h, const char *chains)
 	h_open_opts(h, chains, "127.0.0.1:9", 0);
 }
 
+/* A new session from ip (the old one ends, its disconnect chain runs). */
+static void
+h_session(struct h *h, const char *ip)
+{
+	struct chain_session_info info = { .sid = "t2", .ip = ip,
+	    .port = 40001, .hostname = "mx.test" };
+
+	chain_session_free(&h->cs);
+	h->cs = chain_session_new(h->set, h->loop, &info);
+}
+
 static void
 h_close(struct h *h)
 {

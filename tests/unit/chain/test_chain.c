@@ -11,13 +11,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
+#include "chain/chain_private.h"
 #include "config/config.h"
 #include "util/util.h"
 
@@ -143,12 +146,14 @@ static const struct chain_handler_ops probe_ops = {
 };
 
 #include "harness.c"
+#include "dnsd.c"
 #include "cases_framework.c"
 #include "cases_builtin.c"
 
 int
 main(void)
 {
+	evthread_use_pthreads();	/* spf answers from worker threads */
 	chain_register(&probe_ops);
 	const struct CMUnitTest tests[] = {
 		FRAMEWORK_TESTS
