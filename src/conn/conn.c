@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "conn/conn_private.h"
 #include "log/log.h"
+#include "queue/queue.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
 #include "spool/spool.h"
@@ -165,6 +166,14 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 			    "denied", safe);
 		return SMTP_REJECT;
 	}
+	const char *kind = a->kind == CONFIG_ACTION_MAILDIR ? "maildir" :
+	    a->kind == CONFIG_ACTION_DISCARD ? "discard" :
+	    queue_remote_kind(a->kind);
+	if (kind == NULL) {
+		conn_set_reply(r, 451, "4.3.5 <%s>: Action %s cannot deliver "
+		    "here", safe, a->name);
+		return SMTP_REJECT;
+	}
 	if (a->kind == CONFIG_ACTION_MAILDIR &&
 	    route_expand(a->path, rcpt, &arg, &err) == -1) {
 		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
@@ -173,8 +182,10 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 		    safe);
 		return SMTP_REJECT;
 	}
-	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt,
-	    a->kind == CONFIG_ACTION_MAILDIR ? "maildir" : "discard", arg);
+	/* Remote kinds carry the action's name: the queue finds its sender. */
+	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt, kind,
+	    a->kind == CONFIG_ACTION_MAILDIR ? arg :
+	    a->kind == CONFIG_ACTION_DISCARD ? NULL : a->name);
 	c->nrcpts++;
 	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
 	    safe, a->name);

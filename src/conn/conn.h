@@ -19,6 +19,7 @@ struct spool;
 struct queue;
 struct conn;
 struct tls_server;
+struct deliver_remote;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -28,6 +29,8 @@ struct conn_rt {
 	struct tls_server *tls;		/* owned: the global certificates, or NULL */
 	struct tls_server **tls_listen;	/* owned array, one per cfg->listens:
 					   the listener's own (owned) or tls */
+	struct deliver_remote **remotes; /* owned array, one per cfg->actions:
+					   relay/mx/forward senders, or NULL */
 };
 /*
  * Take ownership of cfg and build what it describes: the router and the
@@ -35,6 +38,9 @@ struct conn_rt {
  * files: start-up and reload only.  NULL with *err_out.
  */
 struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
+/* The outbound sender of the relay/mx/forward action named name, or NULL. */
+struct deliver_remote *conn_rt_remote(const struct conn_rt *rt,
+	    const char *name);
 struct conn_rt *conn_rt_ref(struct conn_rt *rt);
 void	conn_rt_unref(struct conn_rt **rtp);
 

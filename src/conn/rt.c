@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "deliver/deliver.h"
 #include "log/log.h"
 #include "route/route.h"
 #include "tls/tls.h"
@@ -105,9 +106,46 @@ out:
 	return rc;
 }
 
+/* A sender for every relay/mx/forward action (tables opened now). */
+static int
+conn_rt_build_remotes(struct conn_rt *rt, const char **err_out)
+{
+	const struct config *cfg = rt->cfg;
+
+	rt->remotes = xcalloc(cfg->nactions + 1, sizeof(*rt->remotes));
+	for (size_t i = 0; i < cfg->nactions; i++) {
+		switch (cfg->actions[i].kind) {
+		case CONFIG_ACTION_RELAY:
+		case CONFIG_ACTION_MX:
+		case CONFIG_ACTION_FORWARD:
+		case CONFIG_ACTION_RELAY_BY_SENDER:
+			rt->remotes[i] = deliver_remote_new(cfg,
+			    &cfg->actions[i], err_out);
+			if (rt->remotes[i] == NULL)
+				return -1;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+struct deliver_remote *
+conn_rt_remote(const struct conn_rt *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->cfg->nactions; i++)
+		if (strcmp(rt->cfg->actions[i].name, name) == 0)
+			return rt->remotes[i];
+	return NULL;
+}
+
 static void
 conn_rt_free(struct conn_rt *rt)
 {
+	for (size_t i = 0; rt->remotes != NULL && i < rt->cfg->nactions; i++)
+		deliver_remote_free(&rt->remotes[i]);
+	free(rt->remotes);
 	for (size_t i = 0; rt->tls_listen != NULL && i < rt->cfg->nlistens;
 	    i++)
 		if (rt->tls_listen[i] != rt->tls)
@@ -127,7 +165,8 @@ conn_rt_new(struct config *cfg, const char **err_out)
 	atomic_init(&rt->refs, 1);
 	rt->cfg = cfg;
 	if ((rt->router = route_new(cfg, err_out)) == NULL ||
-	    conn_rt_build_tls(rt, err_out) == -1) {
+	    conn_rt_build_tls(rt, err_out) == -1 ||
+	    conn_rt_build_remotes(rt, err_out) == -1) {
 		conn_rt_free(rt);
 		return NULL;
 	}

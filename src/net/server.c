@@ -30,7 +30,6 @@
 
 #define NET_IP_BUCKETS		4096
 #define NET_DISK_THREADS	16	/* fsyncs in flight at once */
-#define NET_QUEUE_THREADS	8
 #define NET_BACKLOG		4096
 
 struct net_ipcount {
@@ -604,8 +603,10 @@ net_reload(struct net_server *srv)
 	log_init(rt->cfg->log_syslog, rt->cfg->log_facility,
 	    (enum log_level)rt->cfg->log_level);
 	net_post(srv, rt, true, false);
+	pthread_mutex_lock(&srv->mu);	/* queue threads read srv->rt */
 	conn_rt_unref(&srv->rt);
 	srv->rt = rt;
+	pthread_mutex_unlock(&srv->mu);
 	log_msg(LOG_LVL_INFO, "reload: configuration %s loaded",
 	    srv->config_path);
 }
@@ -627,6 +628,80 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* ----- life ----- */
+
+/* The configuration in force, for a queue thread. */
+static struct conn_rt *
+net_rt_get(struct net_server *srv)
+{
+	struct conn_rt *rt;
+
+	pthread_mutex_lock(&srv->mu);
+	rt = conn_rt_ref(srv->rt);
+	pthread_mutex_unlock(&srv->mu);
+	return rt;
+}
+
+/* The queue routes DSNs with the current configuration's router. */
+static int
+net_queue_route(void *arg, const char *sender, const char *rcpt,
+    char **action_out, char **arg_out, const char **err_out)
+{
+	struct conn_rt *rt = net_rt_get(arg);
+	int rc;
+
+	rc = queue_route_router(rt->router, sender, rcpt, action_out,
+	    arg_out, err_out);
+	conn_rt_unref(&rt);
+	return rc;
+}
+
+/*
+ * The queue's delivery of one recipient: relay/mx/forward through the
+ * current configuration's sender for the action named in the envelope,
+ * everything else as the queue does it.  Runs on a queue thread.
+ */
+static enum deliver_result
+net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
+    const char *content_path, const char *hostname, const char **why_out)
+{
+	static _Thread_local char why[600];
+	const struct spool_rcpt *r = &env->rcpts[idx];
+	struct deliver_rcpt_status st;
+	struct deliver_remote *dr;
+	struct conn_rt *rt;
+	const char *err = NULL, *addr = r->addr;
+
+	if ((strcmp(r->action, "maildir") ==
+	    0 || strcmp(r->action, "discard") == 0))
+		return queue_deliver_default(NULL, env, idx, content_path,
+		    hostname, why_out);
+	rt = net_rt_get(arg);
+	if (r->arg == NULL || (dr = conn_rt_remote(rt, r->arg)) == NULL) {
+		util_snprintf(why, sizeof(why), "4.3.5 action %s is not "
+		    "configured any more", r->arg != NULL ? r->arg : "-");
+		conn_rt_unref(&rt);
+		*why_out = why;
+		return DELIVER_TEMPFAIL;
+	}
+	struct deliver_msg m = {
+		.content_path = content_path,
+		.return_path = env->sender,
+		.qid = env->qid,
+		.rcpt_idx = idx,
+		.received = env->received,
+		.hostname = hostname,
+	};
+	memset(&st, 0, sizeof(st));
+	(void)deliver_remote_send(dr, &m, &addr, 1, &st, &err);
+	conn_rt_unref(&rt);
+	if (st.code != 0)
+		util_snprintf(why, sizeof(why), "%d %s", st.code, st.text);
+	else
+		util_strlcpy(why, st.text[0] != '\0' ? st.text : err != NULL ?
+		    err : "4.4.0 delivery failed", sizeof(why));
+	*why_out = why;
+	return st.result;
+}
 
 /* Room for many idle connections: raise the soft descriptor limit. */
 static void
@@ -681,7 +756,14 @@ net_server_new(const char *config_path, struct config *cfg)
 	if ((srv->spool = spool_open(cfg->spool, &err)) == NULL)
 		fatal("spool %s: %s", cfg->spool, err);
 	srv->pool = util_pool_new(NET_DISK_THREADS);
-	srv->queue = queue_new(srv->spool, cfg->hostname, NET_QUEUE_THREADS);
+	struct queue_opts qo;
+	queue_opts_init(&qo, cfg);
+	qo.route = net_queue_route;
+	qo.route_arg = srv;
+	qo.deliver = net_queue_deliver;
+	qo.deliver_arg = srv;
+	qo.control = true;	/* <spool>/control.sock: postern queue, send */
+	srv->queue = queue_new_opts(srv->spool, &qo);
 	srv->loops = xcalloc(srv->nloops, sizeof(*srv->loops));
 	for (unsigned i = 0; i < srv->nloops; i++)
 		net_loop_init(srv, &srv->loops[i], i);
