@@ -43,6 +43,7 @@ struct conn {
 	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
 	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
 	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
+	struct event		*hs_ev;		/* owned: TLS handshake deadline, or NULL */
 	struct smtp_session	*smtp;		/* owned */
 	struct smtp_params	 params;
 	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
@@ -67,6 +68,7 @@ struct conn {
 
 static void	conn_process_input(struct conn *c);
 static void	conn_early_talker(struct conn *c);
+static void	conn_hs_deadline(struct conn *c);
 static void	conn_read_cb(struct bufferevent *bev, void *arg);
 static void	conn_write_cb(struct bufferevent *bev, void *arg);
 static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -415,6 +417,8 @@ conn_free(struct conn *c)
 		event_free(c->greet_ev);
 	if (c->flush_ev != NULL)
 		event_free(c->flush_ev);
+	if (c->hs_ev != NULL)
+		event_free(c->hs_ev);
 	log_translog_close(&c->translog);
 	conn_rt_unref(&c->rt);
 	if (c->prev != NULL)
@@ -510,7 +514,34 @@ conn_starttls(struct conn *c)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timeouts(c);
+	conn_hs_deadline(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void
+conn_hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	log_event(LOG_LVL_INFO, "tls-error", c->sid, NULL,
+	    "why=\"handshake timed out\"");
+	c->peer_gone = true;	/* no channel to say 421 on */
+	conn_free(c);
+}
+
+/* A handshake gets the idle timeout to finish, whatever the peer sends. */
+static void
+conn_hs_deadline(struct conn *c)
+{
+	uint64_t ms = conn_cfg(c)->limits.idle_ms;
+	struct timeval tv = { (time_t)(ms / 1000),
+	    (suseconds_t)(ms % 1000) * 1000 };
+
+	if (c->hs_ev == NULL)
+		c->hs_ev = evtimer_new(c->ctx->base, conn_hs_timeout_cb, c);
+	evtimer_add(c->hs_ev, &tv);
 }
 
 /* The handshake is over: note what was agreed and go on. */
@@ -520,6 +551,8 @@ conn_tls_done(struct conn *c)
 	struct tls_info ti;
 	char sni[300];
 
+	if (c->hs_ev != NULL)
+		evtimer_del(c->hs_ev);
 	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
 	c->params.tls_active = true;
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
@@ -789,6 +822,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 			conn_free(c);
 			return;
 		}
+		conn_hs_deadline(c);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		return;
 	}
