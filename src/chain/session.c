@@ -716,26 +716,42 @@ chain_policy_reply(struct chain_result *res, enum smtp_verdict v, int code,
  * The strict dialogue: HELO/EHLO, then MAIL, RCPT..., DATA, and MAIL again
  * after a message.  Anything else is a trapped client: 550 and close.
  */
+/* The strict dialogue: from which steps each stage may come, and to. */
+static const struct { enum smtp_stage st; int from_mask; int to; }
+    chain_trap_steps[] = {
+	{ SMTP_STAGE_HELO, 1 << 0, 1 },
+	{ SMTP_STAGE_MAIL, 1 << 1 | 1 << 5, 2 },
+	{ SMTP_STAGE_RCPT, 1 << 2 | 1 << 3, 3 },
+	{ SMTP_STAGE_DATA, 1 << 3, 4 },
+	{ SMTP_STAGE_EOM, 1 << 4, 5 },
+};
+
+/* Would stage st keep to the strict dialogue now?  (No step taken.) */
+static bool
+chain_trap_allows(const struct chain_session *cs, enum smtp_stage st)
+{
+	if (!cs->trap)
+		return true;
+	for (size_t i = 0; i < sizeof(chain_trap_steps) /
+	    sizeof(chain_trap_steps[0]); i++)
+		if (chain_trap_steps[i].st == st &&
+		    (chain_trap_steps[i].from_mask & (1 << cs->trap_step)) != 0)
+			return true;
+	return false;
+}
+
 static bool
 chain_trap_check(struct chain_session *cs, enum smtp_stage st,
     struct chain_result *res)
 {
-	static const struct { enum smtp_stage st; int from_mask; int to; }
-	    steps[] = {
-		{ SMTP_STAGE_HELO, 1 << 0, 1 },
-		{ SMTP_STAGE_MAIL, 1 << 1 | 1 << 5, 2 },
-		{ SMTP_STAGE_RCPT, 1 << 2 | 1 << 3, 3 },
-		{ SMTP_STAGE_DATA, 1 << 3, 4 },
-		{ SMTP_STAGE_EOM, 1 << 4, 5 },
-	};
-
 	if (!cs->trap || st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
 	    st == SMTP_STAGE_DISCONNECT || st == SMTP_STAGE_HEADER)
 		return false;
-	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
-		if (steps[i].st == st &&
-		    (steps[i].from_mask & (1 << cs->trap_step)) != 0) {
-			cs->trap_step = steps[i].to;
+	for (size_t i = 0; i < sizeof(chain_trap_steps) /
+	    sizeof(chain_trap_steps[0]); i++)
+		if (chain_trap_steps[i].st == st &&
+		    (chain_trap_steps[i].from_mask & (1 << cs->trap_step)) != 0) {
+			cs->trap_step = chain_trap_steps[i].to;
 			return false;
 		}
 	log_event(LOG_LVL_INFO, "trap", cs->sid, NULL, "stage=%s step=%d",
@@ -771,7 +787,24 @@ bool
 chain_session_check_command(struct chain_session *cs, const char *verb,
     struct chain_result *res_out)
 {
-	(void)verb;
+	static const struct { const char *verb; enum smtp_stage st; } dlg[] = {
+		{ "HELO", SMTP_STAGE_HELO }, { "EHLO", SMTP_STAGE_HELO },
+		{ "MAIL", SMTP_STAGE_MAIL }, { "RCPT", SMTP_STAGE_RCPT },
+		{ "DATA", SMTP_STAGE_DATA }, { "STARTTLS", SMTP_STAGE_STARTTLS },
+	};
+
+	/* RFC 5321 4.1.1.10: QUIT always works. */
+	if (strcmp(verb, "QUIT") == 0)
+		return false;
+	/*
+	 * A dialogue command meets the every-command refusal before the
+	 * session's own sequence checks; trap judges it at its stage.
+	 */
+	for (size_t i = 0; i < sizeof(dlg) / sizeof(dlg[0]); i++)
+		if (strcmp(verb, dlg[i].verb) == 0)
+			return chain_nomail_check(cs, dlg[i].st, res_out) ||
+			    (!chain_trap_allows(cs, dlg[i].st) &&
+			    chain_trap_check(cs, dlg[i].st, res_out));
 	/* SMTP_STAGE_AUTH stands for "a command outside the dialogue". */
 	return chain_nomail_check(cs, SMTP_STAGE_AUTH, res_out) ||
 	    chain_trap_check(cs, SMTP_STAGE_AUTH, res_out);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "chain/chain.h"
 #include "config/config.h"
 #include "net/net.h"
 #include "util/util.h"
@@ -92,8 +93,17 @@ cli_check(int argc, char **argv)
 		free(errs);
 		return 1;
 	}
+	/* Handler arguments are checked by the handlers themselves. */
+	struct chain_set *set = chain_set_new(cfg, &errs);
+	int rc = 0;
+	if (set == NULL) {
+		fputs(errs != NULL ? errs : "handler chains: error\n", stdout);
+		rc = 1;
+	}
+	free(errs);
+	chain_set_unref(&set);
 	config_free(&cfg);
-	return 0;
+	return rc;
 }
 
 static int

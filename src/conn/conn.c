@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chain/chain.h"
 #include "config/config.h"
 #include "conn/conn_private.h"
 #include "log/log.h"
@@ -59,6 +60,12 @@ struct conn {
 	bool			 started;	/* the greeting was sent (or refused) */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
 	char			 tls_desc[160];	/* for Received:, "" before TLS */
+	struct chain_session	*cs;		/* owned; NULL without chains */
+	bool			 chain_broken;	/* chains configured, loop failed */
+	bool			 eom_flushing;	/* eom chain waits for the file */
+	struct smtp_event	 wait_ev;	/* the stage a chain works on */
+	char			*wait_arg;	/* owned: wait_ev.arg */
+	char			 greeting[256];	/* expanded greeting template */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
@@ -69,6 +76,8 @@ struct conn {
 static void	conn_process_input(struct conn *c);
 static void	conn_early_talker(struct conn *c);
 static void	conn_hs_deadline(struct conn *c);
+/* The eom chain reads the message file: it runs once all of it is written. */
+static enum smtp_verdict conn_eom_chain(struct conn *c, struct smtp_reply *r);
 static void	conn_read_cb(struct bufferevent *bev, void *arg);
 static void	conn_write_cb(struct bufferevent *bev, void *arg);
 static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -114,6 +123,13 @@ conn_tx_drained_cb(void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->eom_flushing && conn_tx_flush(c->tx)) {
+		struct smtp_reply r = { 0 };
+		enum smtp_verdict v;
+		c->eom_flushing = false;
+		if ((v = conn_eom_chain(c, &r)) != SMTP_PENDING)
+			smtp_session_resume(c->smtp, v, &r);
+	}
 	conn_process_input(c);
 	conn_check_close(c);
 }
@@ -142,7 +158,8 @@ conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
 }
 
 static enum smtp_verdict
-conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
+conn_stage_rcpt(struct conn *c, const char *rcpt, bool no_deliver,
+    struct smtp_reply *r)
 {
 	char safe[600];
 	enum route_miss miss;
@@ -155,6 +172,12 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 		conn_set_reply(r, 452, "4.5.3 Too many recipients in this "
 		    "session");
 		return SMTP_REJECT;
+	}
+	if (no_deliver) {
+		/* verify's soft-invalid mode: accepted, never delivered. */
+		log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
+		    "action=none (no delivery)", safe);
+		return SMTP_OK;
 	}
 	struct route_client cl = { .ip = c->ip, .auth_user = NULL };
 	a = route_find_client(c->rt->router, &cl, smtp_session_sender(c->smtp),
@@ -189,6 +212,8 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, struct smtp_reply *r)
 	    a->kind == CONFIG_ACTION_MAILDIR ? arg :
 	    a->kind == CONFIG_ACTION_DISCARD ? NULL : a->name);
 	c->nrcpts++;
+	if (c->cs != NULL)
+		chain_session_rcpt_accepted(c->cs, rcpt);
 	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
 	    safe, a->name);
 	free(arg);
@@ -255,32 +280,108 @@ conn_stage_data(struct conn *c)
 	env->received = r.when;
 	conn_tx_begin(c->tx, qid, conn_cfg(c)->hostname);
 	conn_received_build(&hdr, &r);
+	const char *spf = c->cs != NULL ?
+	    chain_kv_get(c->cs, CHAIN_SCOPE_TX, "spf.received") : NULL;
+	if (spf != NULL)
+		util_buf_printf(&hdr, "Received-SPF: %s\n", spf);
 	conn_tx_write(c->tx, hdr.data, hdr.len);
 	util_buf_clear(&hdr);
 	return SMTP_OK;
 }
 
-/* The single decision point of every stage (handler chains plug in here). */
+/* Our own checks at connect, before any chain runs. */
 static enum smtp_verdict
-conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
+conn_stage_connect(struct conn *c, struct smtp_reply *r)
 {
-	struct conn *c = arg;
+	if (c->lcfg->nomail) {
+		/* RFC 7504 3: this host does not accept mail. */
+		conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
+		    conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	if (c->ctx->shutting_down) {
+		conn_set_reply(r, 421, "4.3.2 %s Service shutting down",
+		    conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	if (c->chain_broken) {
+		conn_set_reply(r, 421, "4.3.0 %s Service temporarily "
+		    "unavailable", conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	return SMTP_OK;
+}
+
+/*
+ * The message is complete and the chains have spoken: apply a discard or
+ * quarantine, then make it durable (the reply comes from the commit).
+ */
+static enum smtp_verdict
+conn_eom_commit(struct conn *c, struct smtp_reply *r)
+{
+	struct spool_env *env = conn_tx_env(c->tx);
+	const char *act = NULL;
+	enum chain_disposition d = c->cs != NULL ?
+	    chain_session_disposition(c->cs, &act) : CHAIN_DISP_DELIVER;
+
+	if (d == CHAIN_DISP_DISCARD || env->nrcpts == 0) {
+		/* Accepted and dropped: soft-invalid recipients or discard. */
+		log_event(LOG_LVL_INFO, "discarded", c->sid, env->qid,
+		    "size=%ju", (uintmax_t)env->size);
+		return SMTP_OK;
+	}
+	if (d == CHAIN_DISP_QUARANTINE) {
+		const struct config_action *a = act != NULL ?
+		    config_action_find(conn_cfg(c), act) : NULL;
+		if (a == NULL || a->kind != CONFIG_ACTION_MAILDIR) {
+			conn_set_reply(r, 451, "4.3.0 Quarantine %s is not a "
+			    "maildir action", act != NULL ? act : "-");
+			return SMTP_REJECT;
+		}
+		for (size_t i = 0; i < env->nrcpts; i++) {
+			char *arg = NULL;
+			const char *err;
+			if (route_expand(a->path, env->rcpts[i].addr, &arg,
+			    &err) == -1) {
+				conn_set_reply(r, 451, "4.3.0 Quarantine: %s",
+				    err);
+				return SMTP_REJECT;
+			}
+			free(env->rcpts[i].action);
+			free(env->rcpts[i].arg);
+			env->rcpts[i].action = xstrdup("maildir");
+			env->rcpts[i].arg = arg;
+		}
+		log_event(LOG_LVL_INFO, "quarantined", c->sid, env->qid,
+		    "action=%s", a->name);
+	}
+	conn_tx_commit(c->tx);
+	return SMTP_PENDING;
+}
+
+static enum smtp_verdict
+conn_stage_eom(struct conn *c, struct smtp_reply *r)
+{
+	if (c->cs == NULL)
+		return conn_eom_commit(c, r);
+	if (!chain_set_has(c->rt->chains, SMTP_STAGE_EOM))
+		return chain_set_has(c->rt->chains, SMTP_STAGE_HEADER) ?
+		    conn_eom_chain(c, r) : conn_eom_commit(c, r);
+	c->eom_flushing = true;
+	if (!conn_tx_flush(c->tx))
+		return SMTP_PENDING;	/* conn_tx_drained_cb goes on */
+	c->eom_flushing = false;
+	return conn_eom_chain(c, r);
+}
+
+/* Our own work for a stage the chains let through. */
+static enum smtp_verdict
+conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
+    struct smtp_reply *r)
+{
 	char safe[300];
 
 	switch (ev->stage) {
-	case SMTP_STAGE_CONNECT:
-		if (c->lcfg->nomail) {
-			/* RFC 7504 3: this host does not accept mail. */
-			conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
-			    conn_cfg(c)->hostname);
-			return SMTP_CLOSE;
-		}
-		if (c->ctx->shutting_down) {
-			conn_set_reply(r, 421, "4.3.2 %s Service shutting down",
-			    conn_cfg(c)->hostname);
-			return SMTP_CLOSE;
-		}
-		return SMTP_OK;
 	case SMTP_STAGE_HELO:
 		log_event(LOG_LVL_INFO, "helo", c->sid, NULL, "name=\"%s\" "
 		    "esmtp=%s", log_safe_into(safe, sizeof(safe), ev->arg,
@@ -289,12 +390,11 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 	case SMTP_STAGE_MAIL:
 		return conn_stage_mail(c, ev, r);
 	case SMTP_STAGE_RCPT:
-		return conn_stage_rcpt(c, ev->arg, r);
+		return conn_stage_rcpt(c, ev->arg, no_deliver, r);
 	case SMTP_STAGE_DATA:
 		return conn_stage_data(c);
 	case SMTP_STAGE_EOM:
-		conn_tx_commit(c->tx);
-		return SMTP_PENDING;
+		return conn_stage_eom(c, r);
 	case SMTP_STAGE_STARTTLS:
 		if (c->tls == NULL) {
 			conn_set_reply(r, 454, "4.7.0 TLS not available");
@@ -307,11 +407,92 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 	}
 }
 
+/* A chain's result, then (when it lets the stage through) our own work. */
+static enum smtp_verdict
+conn_after_chain(struct conn *c, const struct smtp_event *ev,
+    const struct chain_result *res, struct smtp_reply *r)
+{
+	if (res->verdict != SMTP_OK) {
+		*r = res->reply;
+		if (ev->stage == SMTP_STAGE_RCPT)
+			chain_session_ban(c->cs, 0, NULL);	/* counts nothing */
+		return res->verdict;
+	}
+	if (ev->stage == SMTP_STAGE_EOM)
+		return conn_eom_commit(c, r);
+	enum smtp_verdict v = conn_stage(c, ev, res->no_deliver, r);
+	if (v == SMTP_OK && r->code == 0 && res->reply.code != 0)
+		*r = res->reply;	/* a handler's own 2xx text */
+	return v;
+}
+
+/* The event of a stage that waits for its chain (ev->arg is borrowed). */
+static void
+conn_keep_event(struct conn *c, const struct smtp_event *ev)
+{
+	free(c->wait_arg);
+	c->wait_ev = *ev;
+	c->wait_arg = ev->arg != NULL ? xstrdup(ev->arg) : NULL;
+	c->wait_ev.arg = c->wait_arg;
+}
+
+static void
+conn_chain_done_cb(void *arg, const struct chain_result *res)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v = conn_after_chain(c, &c->wait_ev, res, &r);
+
+	if (v != SMTP_PENDING)
+		smtp_session_resume(c->smtp, v, &r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static enum smtp_verdict
+conn_eom_chain(struct conn *c, struct smtp_reply *r)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_EOM,
+	    .size = conn_tx_env(c->tx)->size };
+	struct chain_result res;
+	if (chain_set_has(c->rt->chains, SMTP_STAGE_EOM)) {
+		char *path = conn_tx_path(c->tx);
+		chain_session_set_message_file(c->cs, path);
+		free(path);
+	}
+	conn_keep_event(c, &ev);
+	if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
+		return SMTP_PENDING;
+	return conn_after_chain(c, &ev, &res, r);
+}
+
+/* The single decision point of every stage: our checks, the chain, ours. */
+static enum smtp_verdict
+conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
+{
+	struct conn *c = arg;
+	struct chain_result res;
+	enum smtp_verdict v;
+
+	if (ev->stage == SMTP_STAGE_CONNECT &&
+	    (v = conn_stage_connect(c, r)) != SMTP_OK)
+		return v;
+	/* The eom chain runs after the last write (conn_stage_eom). */
+	if (c->cs == NULL || ev->stage == SMTP_STAGE_EOM)
+		return conn_stage(c, ev, false, r);
+	conn_keep_event(c, ev);
+	if (chain_run(c->cs, ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
+		return SMTP_PENDING;
+	return conn_after_chain(c, ev, &res, r);
+}
+
 static int
 conn_body_cb(void *arg, const char *buf, size_t len)
 {
 	struct conn *c = arg;
 
+	if (c->cs != NULL)
+		chain_session_body(c->cs, buf, len);	/* runs "on header" */
 	return conn_tx_write(c->tx, buf, len);
 }
 
@@ -320,6 +501,8 @@ conn_reset_cb(void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->cs != NULL)
+		chain_session_tx_reset(c->cs);
 	conn_tx_release(&c->tx);
 }
 
@@ -381,12 +564,27 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 	log_translog_line(c->translog, from_peer ? '>' : '<', line, len);
 }
 
+/* Session-wide chain policies (nomail every-command, trap) on any command. */
+static enum smtp_verdict
+conn_command_cb(void *arg, const char *verb, struct smtp_reply *r)
+{
+	struct conn *c = arg;
+	struct chain_result res;
+
+	if (c->cs == NULL || chain_session_is_running(c->cs) ||
+	    !chain_session_check_command(c->cs, verb, &res))
+		return SMTP_OK;
+	*r = res.reply;
+	return res.verdict;
+}
+
 static const struct smtp_hooks conn_smtp_hooks = {
 	.send_cb = conn_send_cb,
 	.decide_cb = conn_decide_cb,
 	.body_cb = conn_body_cb,
 	.reset_cb = conn_reset_cb,
 	.trace_cb = conn_trace_cb,
+	.command_cb = conn_command_cb,
 };
 
 /* ----- socket events ----- */
@@ -410,6 +608,8 @@ conn_free(struct conn *c)
 	    "ip=%s messages=%u duration_ms=%ju", c->ip, c->nmsgs,
 	    (uintmax_t)(util_now_ms() - c->start_ms));
 	conn_tx_release(&c->tx);
+	chain_session_free(&c->cs);	/* runs the disconnect chain */
+	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
@@ -555,6 +755,8 @@ conn_tls_done(struct conn *c)
 		evtimer_del(c->hs_ev);
 	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
 	c->params.tls_active = true;
+	if (c->cs != NULL)
+		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
@@ -685,6 +887,34 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * Session ids: a random 64-bit start drawn once per process, then a
  * counter, so ids never repeat across restarts or between loops.
  */
+/* A chain session when the config has chains; the greeting is a template. */
+static void
+conn_chain_start(struct conn *c, struct conn_ctx *ctx,
+    const struct config *cfg)
+{
+	const char *err = NULL;
+	bool any = false;
+
+	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
+		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
+	if (!any)
+		return;
+	if (ctx->chain_loop == NULL &&
+	    (ctx->chain_loop = chain_loop_new(ctx->base, cfg, NULL,
+	    &err)) == NULL) {
+		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
+		    "why=\"%s\"", err);
+		c->chain_broken = true;
+		return;
+	}
+	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
+	    .port = c->port, .hostname = cfg->hostname };
+	c->cs = chain_session_new(c->rt->chains, ctx->chain_loop, &info);
+	if (cfg->greeting != NULL && chain_expand(c->cs, cfg->greeting,
+	    c->greeting, sizeof(c->greeting)) == 0)
+		c->params.greeting = c->greeting;
+}
+
 static void
 conn_greet(struct conn *c)
 {
@@ -711,6 +941,8 @@ conn_early_talker(struct conn *c)
 
 	log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL,
 	    "ip=%s bytes=%zu", c->ip, evbuffer_get_length(in));
+	if (c->cs != NULL)
+		chain_session_set_early_talker(c->cs);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	evtimer_del(c->greet_ev);
 	c->started = true;
@@ -789,6 +1021,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.lim.err_max = cfg->limits.err_max;
 	c->params.hostname = cfg->hostname;
 	c->params.greeting = cfg->greeting;
+	conn_chain_start(c, ctx, cfg);
 	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;

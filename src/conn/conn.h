@@ -20,6 +20,8 @@ struct queue;
 struct conn;
 struct tls_server;
 struct deliver_remote;
+struct chain_loop;
+struct chain_set;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -31,6 +33,7 @@ struct conn_rt {
 					   the listener's own (owned) or tls */
 	struct deliver_remote **remotes; /* owned array, one per cfg->actions:
 					   relay/mx/forward senders, or NULL */
+	struct chain_set	*chains;	/* ref: the handler chains */
 };
 /*
  * Take ownership of cfg and build what it describes: the router and the
@@ -59,6 +62,8 @@ struct conn_ctx {
 	void			(*closed_cb)(void *arg, const char *ip);
 	void			*closed_arg;
 	struct conn		*conns;		/* live connections (loop thread only) */
+	struct chain_loop	*chain_loop;	/* owned: DNS and state store of this
+						   loop's chains; made on first use */
 };
 
 /*

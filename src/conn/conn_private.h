@@ -50,6 +50,15 @@ void	conn_tx_begin(struct conn_tx *tx, const char *qid,
 int	conn_tx_write(struct conn_tx *tx, const char *buf, size_t len);
 /* True while too much content waits for the disk: stop reading. */
 bool	conn_tx_backlogged(const struct conn_tx *tx);
+/*
+ * Write out everything received so far (for handlers that read the message
+ * file).  Returns true when nothing is left to write; otherwise drained_cb
+ * reports later, once conn_tx_flushed() holds.
+ */
+bool	conn_tx_flush(struct conn_tx *tx);
+bool	conn_tx_flushed(const struct conn_tx *tx);
+/* The content file while receiving (malloc'd), once something was written. */
+char	*conn_tx_path(const struct conn_tx *tx);
 /* Flush and commit; committed_cb reports, later, on the loop. */
 void	conn_tx_commit(struct conn_tx *tx);
 /* The connection lets go: uncommitted content is removed off the loop. */

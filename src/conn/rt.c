@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain/chain.h"
 #include "config/config.h"
 #include "deliver/deliver.h"
 #include "log/log.h"
@@ -140,9 +141,28 @@ conn_rt_remote(const struct conn_rt *rt, const char *name)
 	return NULL;
 }
 
+/* The handler chains; their errors (FILE:LINE each) become one message. */
+static struct chain_set *
+conn_rt_chains(const struct config *cfg, const char **err_out)
+{
+	static _Thread_local char err[1024];
+	char *errs = NULL;
+	struct chain_set *set = chain_set_new(cfg, &errs);
+
+	if (set == NULL) {
+		size_t n = errs != NULL ? strcspn(errs, "\n") : 0;
+		util_snprintf(err, sizeof(err), "%.*s", (int)n,
+		    errs != NULL ? errs : "handler chains");
+		*err_out = err;
+	}
+	free(errs);
+	return set;
+}
+
 static void
 conn_rt_free(struct conn_rt *rt)
 {
+	chain_set_unref(&rt->chains);
 	for (size_t i = 0; rt->remotes != NULL && i < rt->cfg->nactions; i++)
 		deliver_remote_free(&rt->remotes[i]);
 	free(rt->remotes);
@@ -164,7 +184,8 @@ conn_rt_new(struct config *cfg, const char **err_out)
 
 	atomic_init(&rt->refs, 1);
 	rt->cfg = cfg;
-	if ((rt->router = route_new(cfg, err_out)) == NULL ||
+	if ((rt->chains = conn_rt_chains(cfg, err_out)) == NULL ||
+	    (rt->router = route_new(cfg, err_out)) == NULL ||
 	    conn_rt_build_tls(rt, err_out) == -1 ||
 	    conn_rt_build_remotes(rt, err_out) == -1) {
 		conn_rt_free(rt);

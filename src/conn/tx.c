@@ -284,6 +284,26 @@ conn_tx_write(struct conn_tx *tx, const char *buf, size_t len)
 }
 
 bool
+conn_tx_flushed(const struct conn_tx *tx)
+{
+	return tx->job == TXJ_NONE && tx->pending.len == 0;
+}
+
+bool
+conn_tx_flush(struct conn_tx *tx)
+{
+	if (tx->job == TXJ_NONE && tx->pending.len > 0 && !tx->failed)
+		conn_tx_start(tx, TXJ_WRITE);
+	return conn_tx_flushed(tx);
+}
+
+char *
+conn_tx_path(const struct conn_tx *tx)
+{
+	return spool_msg_tmp_path(tx->ctx->spool, tx->env.qid);
+}
+
+bool
 conn_tx_backlogged(const struct conn_tx *tx)
 {
 	return tx->pending.len >= TX_BACKLOG_MAX;

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chain/chain.h"
 #include "config/config.h"
 #include "conn/conn.h"
 #include "log/log.h"
@@ -78,6 +79,7 @@ struct net_loop {
 	struct event		*drain_ev;	/* owned: polls for the end of a stop */
 	uint64_t		 drain_deadline_ms;
 	bool			 killed;
+	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
 	/* Mailbox from the main thread, guarded by srv->mu. */
 	struct conn_rt		*new_rt;	/* ref, or NULL */
 	struct net_lev		*new_levs;	/* owned: the listener set to have */
@@ -343,8 +345,12 @@ net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 		conn_kill_all(&loop->ctx);
 		loop->killed = true;
 	}
-	/* Transactions outlive their sessions until their disk job ends. */
-	if (loop->ctx.conns == NULL && loop->ctx.ntx == 0) {
+	/*
+	 * Transactions outlive their sessions until their disk job ends;
+	 * then two more ticks let the chains' last state-store writes land.
+	 */
+	if (loop->ctx.conns == NULL && loop->ctx.ntx == 0 &&
+	    ++loop->quiet_ticks > 2) {
 		event_base_loopbreak(loop->base);
 		return;
 	}
@@ -806,6 +812,10 @@ net_server_free(struct net_server **srvp)
 	spool_close(&srv->spool);
 	for (unsigned i = 0; i < srv->nloops; i++) {
 		struct net_loop *loop = &srv->loops[i];
+		chain_loop_free(&loop->ctx.chain_loop);
+		/* Completions the store posted while closing: run them. */
+		for (int k = 0; k < 10; k++)
+			event_base_loop(loop->base, EVLOOP_NONBLOCK);
 		conn_rt_unref(&loop->ctx.rt);
 		conn_rt_unref(&loop->new_rt);
 		free(loop->new_levs);

@@ -118,6 +118,23 @@ smtp_cmd_allowed(struct smtp_session *s, const struct smtp_cmd_def *d)
 	return false;
 }
 
+static const char *
+smtp_verb_name(enum smtp_verb v)
+{
+	static const char *const names[] = {
+		[SMTP_VERB_UNKNOWN] = "UNKNOWN", [SMTP_VERB_HELO] = "HELO",
+		[SMTP_VERB_EHLO] = "EHLO", [SMTP_VERB_MAIL] = "MAIL",
+		[SMTP_VERB_RCPT] = "RCPT", [SMTP_VERB_DATA] = "DATA",
+		[SMTP_VERB_BDAT] = "BDAT", [SMTP_VERB_RSET] = "RSET",
+		[SMTP_VERB_NOOP] = "NOOP", [SMTP_VERB_QUIT] = "QUIT",
+		[SMTP_VERB_VRFY] = "VRFY", [SMTP_VERB_EXPN] = "EXPN",
+		[SMTP_VERB_HELP] = "HELP", [SMTP_VERB_STARTTLS] = "STARTTLS",
+		[SMTP_VERB_AUTH] = "AUTH",
+	};
+	return (unsigned)v < sizeof(names) / sizeof(names[0]) &&
+	    names[v] != NULL ? names[v] : "UNKNOWN";
+}
+
 static bool
 smtp_ok_before_tls(enum smtp_verb v)
 {
@@ -136,6 +153,16 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 	    c.verb == SMTP_VERB_UNKNOWN) {
 		smtp_error(s, 500, "5.5.2 Command unrecognized");
 		return;
+	}
+	if (s->hooks.command_cb != NULL && c.verb != SMTP_VERB_BDAT) {
+		/* BDAT must read its chunk: its stages decide instead. */
+		struct smtp_reply r = { 0 };
+		enum smtp_verdict v = s->hooks.command_cb(s->ctx,
+		    smtp_verb_name(c.verb), &r);
+		if (v == SMTP_REJECT || v == SMTP_CLOSE) {
+			smtp_reply_refusal(s, v, &r, 550, "5.7.1 Refused");
+			return;
+		}
 	}
 	/* RFC 5321 3.1: after a refused connection only QUIT is useful. */
 	if (s->state == SMTP_ST_REFUSED && c.verb != SMTP_VERB_QUIT) {

@@ -86,6 +86,14 @@ struct smtp_hooks {
 	int	(*body_cb)(void *ctx, const char *buf, size_t len);
 	/* The transaction is gone (RSET, HELO, refused DATA, after EOM). */
 	void	(*reset_cb)(void *ctx);
+	/*
+	 * Optional: every command line that parsed, before its sequence
+	 * checks (session-wide policies such as "reject every command").
+	 * verb is upper-case.  OK goes on; REJECT/CLOSE send reply_out
+	 * instead of running the command.  Never PENDING.
+	 */
+	enum smtp_verdict (*command_cb)(void *ctx, const char *verb,
+		    struct smtp_reply *reply_out);
 	/* Optional: one line per command and reply for transaction logs. */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);

@@ -365,6 +365,12 @@ spool_msg_free(struct spool_msg **mp)
 }
 
 char *
+spool_msg_tmp_path(const struct spool *sp, const char *qid)
+{
+	return xasprintf("%s/tmp/%s", sp->dir, qid);
+}
+
+char *
 spool_content_path(const struct spool *sp, const char *qid)
 {
 	return xasprintf("%s/msg/%s", sp->dir, qid);

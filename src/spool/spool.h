@@ -77,6 +77,8 @@ int	spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 /* Close; a message not committed has its files removed. */
 void	spool_msg_free(struct spool_msg **mp);
 
+/* Path of a message's content while it is received (malloc'd). */
+char	*spool_msg_tmp_path(const struct spool *sp, const char *qid);
 /* Path of a committed message's content (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
 /*

@@ -1,10 +1,12 @@
 /*
- * store/store_mem.c: "memory:" engine, a plain list in the loop's memory
- * (tests, and single-node setups that need nothing to survive a restart).
- * Answers on the next loop iteration like the real engines.
+ * store/store_mem.c: "memory:" engine, one plain list in the process's
+ * memory shared by every loop's handle under a mutex (tests, and
+ * single-node setups that need nothing to survive a restart).  Answers on
+ * the next loop iteration like the real engines.
  */
 #include "store/store.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,12 @@ struct store_mem_ent {
 struct store_mem {
 	struct store_mem_ent	*ents;
 	size_t			 n;
+	unsigned		 refs;		/* open handles */
 };
+
+/* Counters must agree across loops: one table per process. */
+static pthread_mutex_t	 store_mem_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct store_mem	*store_mem_shared;
 
 static uint64_t
 store_mem_now(void)
@@ -35,7 +42,12 @@ store_mem_open(struct store *st, const char *arg, const char **err_out)
 {
 	(void)arg;
 	(void)err_out;
-	st->priv = xcalloc(1, sizeof(struct store_mem));
+	pthread_mutex_lock(&store_mem_mu);
+	if (store_mem_shared == NULL)
+		store_mem_shared = xcalloc(1, sizeof(*store_mem_shared));
+	store_mem_shared->refs++;
+	st->priv = store_mem_shared;
+	pthread_mutex_unlock(&store_mem_mu);
 	return 0;
 }
 
@@ -91,6 +103,7 @@ store_mem_submit(struct store *st, struct store_req *req)
 	struct store_mem_ent *e;
 	char num[32];
 
+	pthread_mutex_lock(&store_mem_mu);
 	switch (req->op) {
 	case STORE_GET:
 		e = store_mem_find(m, req->key, NULL);
@@ -144,6 +157,7 @@ store_mem_submit(struct store *st, struct store_req *req)
 		req->n = store_mem_find(m, req->key, req->val) != NULL;
 		break;
 	}
+	pthread_mutex_unlock(&store_mem_mu);
 	store_req_done_later(req);
 }
 
@@ -152,10 +166,15 @@ store_mem_close(struct store *st)
 {
 	struct store_mem *m = st->priv;
 
-	while (m->n > 0)
-		store_mem_drop(m, 0);
-	free(m->ents);
-	free(m);
+	pthread_mutex_lock(&store_mem_mu);
+	if (--m->refs == 0) {
+		while (m->n > 0)
+			store_mem_drop(m, 0);
+		free(m->ents);
+		free(m);
+		store_mem_shared = NULL;
+	}
+	pthread_mutex_unlock(&store_mem_mu);
 	st->priv = NULL;
 }
 

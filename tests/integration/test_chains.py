@@ -63,7 +63,6 @@ def test_reject_at_rcpt_with_template(make_postern):
         'on rcpt { reject 550 5.7.1 "no mail for %{rcpt} from %{client.ip} '
         'via %{helo} at %{hostname}" }'))
     with srv.session() as c:
-        c.expect(220)
         c.hello("client.example")
         c.send("MAIL FROM:<a@example.org>"); c.expect(250, "2.1.0")
         c.send("RCPT TO:<bob@localhost>")
@@ -95,15 +94,13 @@ def test_eom_reject_and_header_check(make_postern):
     srv = make_postern(config=chains_config(
         "on header { header require From,Date }"))
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
         c.send("RCPT TO:<bob@localhost>"); c.expect(250)
         c.send("DATA"); c.expect(354)
         c.send_raw(b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
         c.expect(550, "5.6.0")
-    assert not os.path.isdir(srv.maildir("bob")) or \
-        not os.listdir(srv.maildir("bob"))
+    assert not srv.maildir("bob")
 
 
 def test_nomail_at_connect(make_postern):
@@ -128,7 +125,6 @@ def test_disconnect_verdict(make_postern):
     srv = make_postern(config=chains_config(
         "on mail { disconnect 421 4.7.0 go away }"))
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(421, "4.7.0")
         c.expect_closed()
@@ -152,7 +148,6 @@ def test_tarpit_does_not_delay_other_sessions(make_postern):
 def test_trap_strict_dialogue(make_postern):
     srv = make_postern(config=chains_config("on connect { trap }"))
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         send_message(c, "a@example.org", ["bob@localhost"],
             "Subject: t\r\n\r\nhi\r\n")
@@ -167,13 +162,11 @@ def test_greylist_then_pass(make_postern):
     srv = make_postern(config=chains_config(
         "on rcpt { greylist delay 1s lifetime 1h }"))
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
         c.send("RCPT TO:<bob@localhost>"); c.expect(451, "4.7.1")
     time.sleep(1.2)
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         send_message(c, "a@example.org", ["bob@localhost"],
             "Subject: t\r\n\r\nhi\r\n")
@@ -196,7 +189,6 @@ def test_discard_and_quarantine(make_postern):
     srv = make_postern(config=chains_config(
         "on rcpt { quarantine quar }"))
     with srv.session() as c:
-        c.expect(220)
         c.hello()
         send_message(c, "a@example.org", ["bob@localhost"],
             "Subject: q\r\n\r\nhi\r\n")
@@ -205,13 +197,11 @@ def test_discard_and_quarantine(make_postern):
         "new")), what="a quarantined message")
     srv2 = make_postern(config=chains_config("on data { discard }"))
     with srv2.session() as c:
-        c.expect(220)
         c.hello()
         send_message(c, "a@example.org", ["bob@localhost"],
             "Subject: d\r\n\r\nhi\r\n")
     time.sleep(0.3)
-    assert not os.path.isdir(srv2.maildir("bob")) or \
-        not os.listdir(srv2.maildir("bob"))
+    assert not srv2.maildir("bob")
 
 
 class DnsResponder:
@@ -272,14 +262,12 @@ def test_sighup_reloads_chains_keeping_sessions(make_postern):
     srv = make_postern(config=chains_config(
         "on rcpt { reject 550 5.7.1 old-chain }"))
     live = srv.session()
-    live.expect(220)
     live.hello()
     srv.write_config(chains_config("on rcpt { reject 550 5.7.1 new-chain }"))
     srv.sighup()
 
     def new_chain_on():
         with srv.session() as c:
-            c.expect(220)
             c.hello()
             c.send("MAIL FROM:<a@example.org>"); c.expect(250)
             c.send("RCPT TO:<bob@localhost>")
