@@ -97,18 +97,27 @@ md_name(struct md_ctx *c, const struct deliver_msg *m)
 static enum deliver_result
 md_open(struct md_ctx *c, const char **err_out)
 {
-	if (util_mkdirs(c->folder, 0700) == -1)
-		return md_fail(err_out, errno, "mkdir", c->folder, NULL, NULL);
-	c->dirfd = open(c->folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
+	const int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+	/* The Maildir usually exists: open first, create only when missing. */
+	c->dirfd = open(c->folder, dflags);
+	if (c->dirfd == -1 && errno == ENOENT) {
+		if (util_mkdirs(c->folder, 0700) == -1)
+			return md_fail(err_out, errno, "mkdir", c->folder,
+			    NULL, NULL);
+		c->dirfd = open(c->folder, dflags);
+	}
 	if (c->dirfd == -1)
 		return md_fail(err_out, errno, "open", c->folder, NULL, NULL);
 	for (int i = 0; i < MD_N; i++) {
-		if (mkdirat(c->dirfd, md_sub[i], 0700) == -1 && errno != EEXIST)
-			return md_fail(err_out, errno, "mkdir", c->folder,
-			    md_sub[i], NULL);
-		c->fd[i] = openat(c->dirfd, md_sub[i], O_RDONLY | O_DIRECTORY |
-		    O_NOFOLLOW | O_CLOEXEC);
+		c->fd[i] = openat(c->dirfd, md_sub[i], dflags);
+		if (c->fd[i] == -1 && errno == ENOENT) {
+			if (mkdirat(c->dirfd, md_sub[i], 0700) == -1 &&
+			    errno != EEXIST)
+				return md_fail(err_out, errno, "mkdir",
+				    c->folder, md_sub[i], NULL);
+			c->fd[i] = openat(c->dirfd, md_sub[i], dflags);
+		}
 		if (c->fd[i] == -1)
 			return md_fail(err_out, errno, "open", c->folder,
 			    md_sub[i], NULL);
