@@ -30,7 +30,8 @@
 #include "spool/spool.h"
 
 #define NET_IP_BUCKETS		4096
-#define NET_DISK_THREADS	16	/* fsyncs in flight at once */
+#define NET_DISK_THREADS	64	/* fsyncs in flight at once: the journal
+				   commits concurrent ones together */
 #define NET_BACKLOG		4096
 
 struct net_ipcount {
