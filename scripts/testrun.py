@@ -36,10 +36,14 @@ def build(builddir, extra_env=None, options=()):
 
 def run_unit(results):
     unitdir = os.path.join(ROOT, "build", "tests", "unit")
-    for mod in sorted(os.listdir(unitdir)):
-        exe = os.path.join(unitdir, mod, "test_" + mod)
-        if not os.path.exists(exe):
-            continue
+    for mod, exe in sorted(
+            (mod, os.path.join(unitdir, mod, name))
+            for mod in os.listdir(unitdir)
+            if os.path.isdir(os.path.join(unitdir, mod))
+            for name in os.listdir(os.path.join(unitdir, mod))
+            if name.startswith("test_")
+            and os.path.isfile(os.path.join(unitdir, mod, name))
+            and os.access(os.path.join(unitdir, mod, name), os.X_OK)):
         p = subprocess.run([exe], cwd=os.path.join(ROOT, "tests", "unit", mod),
                            capture_output=True, text=True, timeout=600,
                            env=dict(os.environ, **SAN_ENV))
@@ -52,7 +56,8 @@ def run_unit(results):
             failed = 1   # a crash or sanitizer report after the tests
         if failed:
             sys.stdout.write(out)
-        print(f"unit {mod}: {ok} passed, {failed} failed", flush=True)
+        print(f"unit {os.path.basename(exe)}: {ok} passed, {failed} failed",
+              flush=True)
         results["passed"] += ok
         results["failed"] += failed
 
