@@ -256,7 +256,10 @@ conn_stage_data(struct conn *c)
 	struct util_buf hdr = { 0 };
 	struct spool_env *env = conn_tx_env(c->tx);
 	bool tls = c->params.tls_active;
+	char rdns[256];
 	struct conn_received r = {
+		.rdns = c->cs != NULL ? chain_session_get(c->cs, "client.rdns",
+		    rdns, sizeof(rdns)) : NULL,
 		.helo = smtp_session_helo(c->smtp),
 		.ip = c->ip,
 		.ipv6 = c->ipv6,
@@ -312,6 +315,26 @@ conn_stage_connect(struct conn *c, struct smtp_reply *r)
 	return SMTP_OK;
 }
 
+/* Handler state goes with the message: delivery and logs see it. */
+static void
+conn_keep_state(struct conn *c, struct spool_env *env)
+{
+	static const struct { enum chain_scope sc; const char *prefix; }
+	    scopes[] = { { CHAIN_SCOPE_SESSION, "session." },
+	    { CHAIN_SCOPE_TX, "tx." } };
+	const char *k, *v;
+	char key[CHAIN_KEY_MAX + 16];
+
+	if (c->cs == NULL)
+		return;
+	for (size_t s = 0; s < 2; s++)
+		for (size_t i = 0; chain_kv_at(c->cs, scopes[s].sc, i, &k, &v);
+		    i++)
+			if (util_snprintf(key, sizeof(key), "%s%s",
+			    scopes[s].prefix, k) == 0)
+				spool_env_add_state(env, key, v);
+}
+
 /*
  * The message is complete and the chains have spoken: apply a discard or
  * quarantine, then make it durable (the reply comes from the commit).
@@ -355,6 +378,7 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 		log_event(LOG_LVL_INFO, "quarantined", c->sid, env->qid,
 		    "action=%s", a->name);
 	}
+	conn_keep_state(c, env);
 	conn_tx_commit(c->tx);
 	return SMTP_PENDING;
 }

@@ -31,8 +31,10 @@ conn_received_build(struct util_buf *b, const struct conn_received *r)
 	util_buf_addstr(b, "Received: from ");
 	conn_received_add_helo(b, r->helo != NULL ? r->helo : "");
 	/* TCP-info: the verified client name, or "unknown", and its address. */
-	util_buf_printf(b, " (%s [%s%s])", r->rdns != NULL ? r->rdns :
-	    "unknown", r->ipv6 ? "IPv6:" : "", r->ip);
+	/* A DNS name is outside input too: filtered like the HELO name. */
+	util_buf_addstr(b, " (");
+	conn_received_add_helo(b, r->rdns != NULL ? r->rdns : "unknown");
+	util_buf_printf(b, " [%s%s])", r->ipv6 ? "IPv6:" : "", r->ip);
 	if (r->tls != NULL && r->tls[0] != '\0')
 		util_buf_printf(b, "\n\t(%s)", r->tls);
 	util_buf_printf(b, "\n\tby %s (postern) with %s id %s", r->hostname,

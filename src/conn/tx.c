@@ -223,9 +223,17 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 {
 	tx->committed = rc == 0;
 	if (tx->committed) {
+		struct util_buf st = { 0 };
+		char safe[400];
+		for (size_t i = 0; i < tx->env.nstate; i++)
+			util_buf_printf(&st, "%s%s=%s", i > 0 ? " " : "",
+			    tx->env.state[2 * i], tx->env.state[2 * i + 1]);
 		log_event(LOG_LVL_INFO, "accepted", tx->env.sid, tx->env.qid,
-		    "size=%ju rcpts=%zu from=<%s>", (uintmax_t)tx->env.size,
-		    tx->env.nrcpts, tx->env.sender);
+		    "size=%ju rcpts=%zu from=<%s> state=\"%s\"",
+		    (uintmax_t)tx->env.size, tx->env.nrcpts, tx->env.sender,
+		    log_safe_into(safe, sizeof(safe), st.len > 0 ?
+		    st.data : "", st.len));
+		util_buf_clear(&st);
 		if (!tx->delivered)
 			queue_submit(tx->ctx->queue, tx->env.qid);
 	}

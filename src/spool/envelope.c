@@ -46,8 +46,23 @@ spool_env_add_rcpt(struct spool_env *e, const char *addr, const char *action,
 }
 
 void
+spool_env_add_state(struct spool_env *e, const char *key, const char *value)
+{
+	e->state = xreallocarray(e->state, 2 * (e->nstate + 1),
+	    sizeof(*e->state));
+	e->state[2 * e->nstate] = xstrdup(key);
+	e->state[2 * e->nstate + 1] = xstrdup(value);
+	e->nstate++;
+}
+
+void
 spool_env_clear(struct spool_env *e)
 {
+	for (size_t i = 0; i < 2 * e->nstate; i++)
+		free(e->state[i]);
+	free(e->state);
+	e->state = NULL;
+	e->nstate = 0;
 	for (size_t i = 0; i < e->nrcpts; i++) {
 		free(e->rcpts[i].addr);
 		free(e->rcpts[i].action);
@@ -131,6 +146,13 @@ spool_env_format(const struct spool_env *env, struct util_buf *b)
 		spool_esc(b, r->action);
 		util_buf_addstr(b, " ");
 		spool_esc(b, r->arg);
+		util_buf_addstr(b, "\n");
+	}
+	for (size_t i = 0; i < env->nstate; i++) {
+		util_buf_addstr(b, "state ");
+		spool_esc(b, env->state[2 * i]);
+		util_buf_addstr(b, " ");
+		spool_esc(b, env->state[2 * i + 1]);
 		util_buf_addstr(b, "\n");
 	}
 	util_buf_addstr(b, "end\n");
@@ -281,6 +303,19 @@ spool_env_record(struct spool_env *out, const char **f, const size_t *fl,
 		}
 		spool_env_add_rcpt(out, a[0], a[1], a[2]);
 		free(a[0]), free(a[1]), free(a[2]);
+		return 0;
+	}
+	if (spool_tok_is(f[0], fl[0], "state")) {
+		char *sk = NULL, *sv = NULL;
+		if (nf != 3 || spool_unesc(f[1], fl[1], &sk) == -1 ||
+		    spool_unesc(f[2], fl[2], &sv) == -1 || sk == NULL ||
+		    sv == NULL) {
+			free(sk), free(sv);
+			*why_out = "bad state record";
+			return -1;
+		}
+		spool_env_add_state(out, sk, sv);
+		free(sk), free(sv);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)

@@ -46,9 +46,15 @@ struct spool_env {
 	bool			 warned;	/* the delay warning DSN was sent */
 	struct spool_rcpt	*rcpts;		/* owned array */
 	size_t			 nrcpts;
+	char			**state;	/* owned: key, value, key, value...
+						   (handler state, "tx.spam.score") */
+	size_t			 nstate;	/* pairs */
 };
 void	spool_env_add_rcpt(struct spool_env *e, const char *addr,
 	    const char *action, const char *arg);
+/* Keep a handler's key/value with the message (copies both). */
+void	spool_env_add_state(struct spool_env *e, const char *key,
+	    const char *value);
 void	spool_env_clear(struct spool_env *e);
 
 struct spool;

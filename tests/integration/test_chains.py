@@ -278,3 +278,16 @@ def test_sighup_reloads_chains_keeping_sessions(make_postern):
     live.send("RCPT TO:<bob@localhost>")
     assert "old-chain" in live.expect(550).text
     live.close()
+
+
+def test_tag_state_travels_with_the_message(make_postern):
+    """Handler state is written into the envelope and logged at accept."""
+    srv = make_postern(config=chains_config(
+        "on mail { tag spam.score=7.5 }\non connect { tag seen=yes }"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.org", ["bob@localhost"],
+            "Subject: t\r\n\r\nhi\r\n")
+    wait_for(lambda: srv.maildir("bob"), what="the delivery")
+    wait_for(lambda: 'state="session.seen=yes tx.spam.score=7.5"' in srv.log(),
+        what="the accepted line with the state")

@@ -118,6 +118,8 @@ hostile_env(struct spool_env *e, const char *qid)
 	spool_env_add_rcpt(e, "-", "discard", NULL);
 	spool_env_add_rcpt(e, "b\r\n@x", "maildir", "-");
 	spool_env_add_rcpt(e, "c@x", "maildir", "");
+	spool_env_add_state(e, "tx.spam.score", "7.5");
+	spool_env_add_state(e, "session.note", "a b\nstate x y\n%");
 }
 
 static void
@@ -149,6 +151,9 @@ assert_env_equal(const struct spool_env *got, const struct spool_env *want)
 		    want->rcpts[i].action);
 		assert_str_or_null("arg", got->rcpts[i].arg, want->rcpts[i].arg);
 	}
+	assert_int_equal(got->nstate, want->nstate);
+	for (size_t i = 0; i < 2 * got->nstate; i++)
+		assert_str_or_null("state", got->state[i], want->state[i]);
 }
 
 static void
@@ -162,7 +167,10 @@ test_env_format_round_trip(void **state)
 	(void)state;
 	hostile_env(&e, "Q1");
 	spool_env_format(&e, &b);
-	/* Hostile text never adds a line: 11 fixed records + 4 rcpts + end. */
+	/*
+	 * Hostile text never adds a line: 11 fixed records + 4 rcpts + 2
+	 * state records + end.
+	 */
 	for (size_t i = 0; i < b.len; i++) {
 		unsigned char c = (unsigned char)b.data[i];
 		if (c == '\n')
@@ -170,7 +178,7 @@ test_env_format_round_trip(void **state)
 		else if (c < 0x20 || c > 0x7e)
 			fail_msg("raw byte 0x%02x in envelope", c);
 	}
-	assert_int_equal(lines, 15);
+	assert_int_equal(lines, 17);
 	if (spool_env_parse(b.data, b.len, &got, &why) == -1)
 		fail_msg("parse: %s", why);
 	assert_env_equal(&got, &e);
@@ -194,6 +202,9 @@ test_env_parse_strict(void **state)
 	static const struct { const char *name, *in; int rc; } cases[] = {
 		{ "minimal", HEAD "end\n", 0 },
 		{ "one rcpt", HEAD "rcpt a@b discard -\nend\n", 0 },
+		{ "state", HEAD "state tx.k v\nend\n", 0 },
+		{ "state without value", HEAD "state tx.k\nend\n", -1 },
+		{ "state null", HEAD "state tx.k -\nend\n", -1 },
 		{ "no version", "qid Q1\nend\n", -1 },
 		{ "version 2", "v 2\nend\n", -1 },
 		{ "missing end", HEAD, -1 },
