@@ -25,6 +25,8 @@ struct config_listen {
 	bool		 no_starttls;	/* "no-starttls" */
 	bool		 require_tls;	/* "require-tls": 530 before STARTTLS */
 	bool		 nomail;	/* "nomail": RFC 7504 521 at connect */
+	bool		 auth;		/* "auth": offer AUTH (after TLS) */
+	bool		 auth_plaintext; /* "auth-plaintext": also before TLS */
 	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
 	size_t		 ncerts;
 };
@@ -189,6 +191,8 @@ struct config {
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */
+	const struct config_table *auth_table;	/* "auth <TABLE>": user -> crypt(3)
+						   hash; borrowed from tables */
 	struct config_tls_cert	*tls_certs;	/* owned array: "tls cert"; [0] default */
 	size_t			 ntls_certs;
 	char			*tls_selfsigned_dir; /* "tls self-signed DIR" */

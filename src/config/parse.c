@@ -27,7 +27,7 @@ struct cfg_parser {
 	/* Line of the first statement of each kind, 0 when not seen yet. */
 	int			 seen_hostname, seen_spool, seen_greeting;
 	int			 seen_log_dest, seen_log_level, seen_translog;
-	int			 seen_user, seen_group, seen_workers;
+	int			 seen_user, seen_group, seen_workers, seen_auth;
 	int			 seen_tls_selfsigned, seen_tls_minver;
 	int			 seen_tls_ciphers, seen_tls_suites;
 	int			 seen_conn_rate;
@@ -209,6 +209,32 @@ cfg_st_account(struct cfg_parser *p, const struct cfg_line *ln)
 	*dst = xstrdup(ln->toks[1].text);
 }
 
+/* "auth <TABLE>": the users and their crypt(3) password hashes. */
+static void
+cfg_st_auth(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *w;
+	size_t wl;
+
+	if (!cfg_nargs(p, ln, 1, 1, "auth <TABLE>"))
+		return;
+	if (!cfg_once(p, ln, &p->seen_auth, "auth"))
+		return;
+	w = ln->toks[1].text;
+	wl = strlen(w);
+	if (wl < 3 || w[0] != '<' || w[wl - 1] != '>') {
+		cfg_err(p, ln->lineno, "auth: expected a table name in <>, "
+		    "like <users>");
+		return;
+	}
+	char *name = xstrndup(w + 1, wl - 2);
+	p->c->auth_table = config_table_find(p->c, name);
+	if (p->c->auth_table == NULL)
+		cfg_err(p, ln->lineno, "auth: table %s is not defined (define "
+		    "it with \"table\" before use)", cfg_q(name));
+	free(name);
+}
+
 /* "workers N": event loops, one per core by default. */
 static void
 cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
@@ -350,7 +376,8 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 }
 
 #define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
-	"[require-tls] [nomail] [cert \"CERT\" key \"KEY\" [name NAME]]..."
+	"[require-tls] [nomail] [auth|auth-plaintext] " \
+	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
 
 static void
 cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
@@ -379,6 +406,10 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 			l.require_tls = true;
 		else if (w != NULL && strcmp(w, "nomail") == 0)
 			l.nomail = true;
+		else if (w != NULL && strcmp(w, "auth") == 0)
+			l.auth = true;
+		else if (w != NULL && strcmp(w, "auth-plaintext") == 0)
+			l.auth = l.auth_plaintext = true;
 		else if (w != NULL && strcmp(w, "cert") == 0) {
 			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
 			    CFG_LISTEN_USAGE))
@@ -1161,6 +1192,7 @@ static const struct cfg_statement {
 	{ "user",		cfg_st_account },
 	{ "group",		cfg_st_account },
 	{ "workers",		cfg_st_workers },
+	{ "auth",		cfg_st_auth },
 	{ "tls",		cfg_st_tls },
 	{ "queue",		cfg_st_queue },
 	{ "on",			cfg_st_on },
@@ -1285,6 +1317,9 @@ config_parse(const char *name, const char *text, char **errs_out)
 		    "\"listen 127.0.0.1:2525\")");
 	for (size_t i = 0; i < c->nlistens; i++) {
 		const struct config_listen *l = &c->listens[i];
+		if (l->auth && c->auth_table == NULL)
+			cfg_err(&p, l->line, "listen: auth needs an \"auth "
+			    "<TABLE>\" statement naming the users");
 		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
 		    !config_has_tls(c))
 			cfg_err(&p, l->line, "listen: %s needs a certificate "

@@ -66,6 +66,7 @@ struct conn {
 	struct smtp_event	 wait_ev;	/* the stage a chain works on */
 	char			*wait_arg;	/* owned: wait_ev.arg */
 	char			 greeting[256];	/* expanded greeting template */
+	struct conn_auth_job	*auth_job;	/* a credential check under way */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
@@ -179,7 +180,8 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, bool no_deliver,
 		    "action=none (no delivery)", safe);
 		return SMTP_OK;
 	}
-	struct route_client cl = { .ip = c->ip, .auth_user = NULL };
+	struct route_client cl = { .ip = c->ip,
+	    .auth_user = smtp_session_auth_user(c->smtp) };
 	a = route_find_client(c->rt->router, &cl, smtp_session_sender(c->smtp),
 	    rcpt, &miss);
 	if (a == NULL) {
@@ -269,12 +271,15 @@ conn_stage_data(struct conn *c)
 	};
 
 	/* RFC 3848 protocol names; RFC 6531 3.7.3 for UTF8. */
+	bool auth = smtp_session_auth_user(c->smtp) != NULL;
 	if (!smtp_session_is_esmtp(c->smtp))
 		r.protocol = tls ? "SMTPS" : "SMTP";
 	else if (env->smtputf8)
-		r.protocol = tls ? "UTF8SMTPS" : "UTF8SMTP";
+		r.protocol = tls ? (auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
+		    (auth ? "UTF8SMTPA" : "UTF8SMTP");
 	else
-		r.protocol = tls ? "ESMTPS" : "ESMTP";
+		r.protocol = tls ? (auth ? "ESMTPSA" : "ESMTPS") :
+		    (auth ? "ESMTPA" : "ESMTP");
 	if (env->nrcpts == 1)
 		r.single_rcpt = env->rcpts[0].addr;
 	if (tls)
@@ -490,6 +495,45 @@ conn_eom_chain(struct conn *c, struct smtp_reply *r)
 	return conn_after_chain(c, &ev, &res, r);
 }
 
+/* Credentials checked: then the auth chain has its say, if any. */
+static void
+conn_auth_checked_cb(void *arg, bool ok, const char *user)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	struct chain_result res;
+	char safe[300];
+
+	c->auth_job = NULL;
+	log_safe_into(safe, sizeof(safe), user, strlen(user));
+	if (!ok) {
+		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
+		    "ip=%s user=\"%s\"", c->ip, safe);
+		if (c->cs != NULL)
+			chain_session_ban(c->cs, 0, "auth");
+		conn_set_reply(&r, 535, "5.7.8 Authentication credentials "
+		    "invalid");
+		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	} else {
+		log_event(LOG_LVL_INFO, "auth", c->sid, NULL, "user=\"%s\"",
+		    safe);
+		struct smtp_event ev = { .stage = SMTP_STAGE_AUTH, .arg = user };
+		enum smtp_verdict v = SMTP_OK;
+		if (c->cs != NULL) {
+			chain_session_set_auth(c->cs, user);
+			conn_keep_event(c, &ev);
+			if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) ==
+			    CHAIN_PENDING)
+				goto out;
+			v = conn_after_chain(c, &ev, &res, &r);
+		}
+		smtp_session_resume(c->smtp, v, &r);
+	}
+out:
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 /* The single decision point of every stage: our checks, the chain, ours. */
 static enum smtp_verdict
 conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
@@ -501,6 +545,12 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 	if (ev->stage == SMTP_STAGE_CONNECT &&
 	    (v = conn_stage_connect(c, r)) != SMTP_OK)
 		return v;
+	if (ev->stage == SMTP_STAGE_AUTH) {
+		/* The password lives for this call only: check it first. */
+		c->auth_job = conn_auth_start(c->ctx, c->rt, ev->arg,
+		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
+		return SMTP_PENDING;
+	}
 	/* The eom chain runs after the last write (conn_stage_eom). */
 	if (c->cs == NULL || ev->stage == SMTP_STAGE_EOM)
 		return conn_stage(c, ev, false, r);
@@ -632,6 +682,7 @@ conn_free(struct conn *c)
 	    "ip=%s messages=%u duration_ms=%ju", c->ip, c->nmsgs,
 	    (uintmax_t)(util_now_ms() - c->start_ms));
 	conn_tx_release(&c->tx);
+	conn_auth_abandon(&c->auth_job);
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
@@ -1050,6 +1101,8 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;
 	c->params.require_tls = c->lcfg->require_tls;
+	c->params.auth = c->lcfg->auth && cfg->auth_table != NULL;
+	c->params.auth_plaintext = c->lcfg->auth_plaintext;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;

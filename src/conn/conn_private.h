@@ -64,4 +64,14 @@ void	conn_tx_commit(struct conn_tx *tx);
 /* The connection lets go: uncommitted content is removed off the loop. */
 void	conn_tx_release(struct conn_tx **txp);
 
+/* AUTH credential checks off the loop (conn/auth.c). */
+struct conn_auth_job;
+typedef void conn_auth_done_cb(void *arg, bool ok, const char *user);
+/* Check user/pass against rt's auth table; done_cb runs later on the loop. */
+struct conn_auth_job *conn_auth_start(struct conn_ctx *ctx,
+	    struct conn_rt *rt, const char *user, const char *pass,
+	    conn_auth_done_cb *done_cb, void *arg);
+/* The caller goes away: the job ends quietly. */
+void	conn_auth_abandon(struct conn_auth_job **jp);
+
 #endif

@@ -30,6 +30,12 @@ route_table(const struct router *r, const struct config_table *ct)
 	return r->tables[i];
 }
 
+struct table *
+route_table_of(struct router *r, const struct config_table *ct)
+{
+	return route_table(r, ct);
+}
+
 struct router *
 route_new(const struct config *c, const char **err_out)
 {

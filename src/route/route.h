@@ -10,6 +10,8 @@
 
 struct config;
 struct config_action;
+struct config_table;
+struct table;
 struct router;
 
 /* Build a router over c (borrowed: must outlive the router); opens tables. */
@@ -36,6 +38,8 @@ struct route_client {
 const struct config_action *route_find_client(struct router *r,
 	    const struct route_client *client, const char *sender,
 	    const char *rcpt, enum route_miss *miss_out);
+/* The opened table of config table ct (borrowed, lives with the router). */
+struct table *route_table_of(struct router *r, const struct config_table *ct);
 /* route_find_client() for a local submission (client NULL). */
 const struct config_action *route_find(struct router *r, const char *sender,
 	    const char *rcpt, enum route_miss *miss_out);

@@ -48,7 +48,6 @@ static void	smtp_cmd_expn(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_help(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_starttls(struct smtp_session *,
 		    const struct smtp_cmd *);
-static void	smtp_cmd_auth(struct smtp_session *, const struct smtp_cmd *);
 
 static const struct smtp_cmd_def smtp_cmds[] = {
 	{ SMTP_VERB_HELO, smtp_cmd_helo, SMTP_NEED_NONE, SMTP_ARGS_NEED,
@@ -230,6 +229,8 @@ smtp_reply_ehlo(struct smtp_session *s)
 	    s->p.hostname, s->helo, s->p.lim.msg_max);
 	if (s->p.starttls && !s->tls_active)
 		util_buf_addstr(&b, "\nSTARTTLS");
+	if (s->p.auth && (s->tls_active || s->p.auth_plaintext))
+		util_buf_addstr(&b, "\nAUTH PLAIN LOGIN");
 	util_strlcpy(text, util_buf_cstr(&b), sizeof(text));
 	util_buf_clear(&b);
 	smtp_reply(s, 250, text);
@@ -703,12 +704,6 @@ smtp_cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
 	    "RSET NOOP QUIT VRFY HELP STARTTLS; see RFC 5321");
 }
 
-static void
-smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
-{
-	(void)c;
-	smtp_reply(s, 502, "5.5.1 AUTH not available");
-}
 
 static void
 smtp_cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
@@ -794,6 +789,9 @@ smtp_stage_done(struct smtp_session *s, enum smtp_stage stage,
 		break;
 	case SMTP_STAGE_QUIT:
 		smtp_done_quit(s, v, r);
+		break;
+	case SMTP_STAGE_AUTH:
+		smtp_done_auth(s, v, r);
 		break;
 	default:
 		ASSERT(!"stage without a command");

@@ -30,8 +30,10 @@ smtp_reply_line(struct smtp_session *s, int code, char sep, const char *text,
 
 		line[n++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
 	}
-	if (n == 4 && sep == ' ')
-		n = 3;	/* "250" alone, not "250 " */
+	/* "250" alone, not "250 "; but RFC 4954 4 wants "334 " for an
+	   empty challenge. */
+	if (n == 4 && sep == ' ' && code != 334)
+		n = 3;
 	line[n++] = '\r';
 	line[n++] = '\n';
 	if (s->hooks.trace_cb != NULL)

@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct smtp_session *
 smtp_session_new(const struct smtp_params *p, const struct smtp_hooks *hooks,
@@ -67,6 +68,7 @@ smtp_session_free(struct smtp_session **sp)
 	smtp_tx_clear(s);
 	smtp_staged_clear(s);
 	free(s->helo);
+	free(s->auth_user);
 	free(s);
 	*sp = NULL;
 }
@@ -184,7 +186,17 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 
 	if (crlf)
 		n--;
-	if (s->hooks.trace_cb != NULL)
+	/* Never log an AUTH answer: it carries the password. */
+	if (s->hooks.trace_cb != NULL && s->auth_step != SMTP_AUTH_NONE &&
+	    s->auth_step != SMTP_AUTH_DONE)
+		s->hooks.trace_cb(s->ctx, true, "[AUTH response]", 15);
+	else if (s->hooks.trace_cb != NULL && n > 5 &&
+	    strncasecmp(line, "AUTH ", 5) == 0 &&
+	    memchr(line + 5, ' ', n - 5) != NULL)
+		/* An initial response: keep the mechanism only. */
+		s->hooks.trace_cb(s->ctx, true, line, (size_t)((const char *)
+		    memchr(line + 5, ' ', n - 5) - line));
+	else if (s->hooks.trace_cb != NULL)
 		s->hooks.trace_cb(s->ctx, true, line, n);
 	/* STYLE 6: the line reader is the border. */
 	if (memchr(line, '\0', n) != NULL)
@@ -194,6 +206,9 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 		    "lines must end in CRLF");
 	else if (memchr(line, '\r', n) != NULL)
 		smtp_error(s, 500, "5.5.2 Bare CR in command refused");
+	else if (s->auth_step != SMTP_AUTH_NONE &&
+	    s->auth_step != SMTP_AUTH_DONE)
+		smtp_auth_line(s, line, n);	/* a SASL answer, not a command */
 	else
 		smtp_command(s, line, n);
 }
@@ -351,12 +366,21 @@ smtp_session_tls_started(struct smtp_session *s)
 	s->tls_active = true;
 	free(s->helo);
 	s->helo = NULL;
+	free(s->auth_user);	/* RFC 3207 4.2: forget what came before */
+	s->auth_user = NULL;
+	s->auth_step = SMTP_AUTH_NONE;
 	s->esmtp = false;
 	s->line_drain = false;
 	smtp_line_free(s);
 	smtp_tx_reset(s);
 	if (s->state != SMTP_ST_INIT && s->state != SMTP_ST_REFUSED)
 		smtp_set_state(s, SMTP_ST_GREETED);
+}
+
+const char *
+smtp_session_auth_user(const struct smtp_session *s)
+{
+	return s->auth_step == SMTP_AUTH_DONE ? s->auth_user : NULL;
 }
 
 const char *

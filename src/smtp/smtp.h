@@ -29,6 +29,8 @@ struct smtp_params {
 	bool			 tls_active;	/* session runs over TLS already */
 	bool			 require_tls;	/* before TLS: 530 to all but EHLO,
 						   HELO, STARTTLS, NOOP, RSET, QUIT */
+	bool			 auth;		/* offer AUTH PLAIN LOGIN (RFC 4954) */
+	bool			 auth_plaintext; /* ... also before TLS */
 };
 
 enum smtp_stage {
@@ -57,6 +59,8 @@ struct smtp_event {
 	enum smtp_body	 body;		/* MAIL */
 	bool		 smtputf8;	/* MAIL */
 	bool		 esmtp;		/* HELO stage: EHLO (true) or HELO */
+	const char	*secret;	/* AUTH: the password (arg: the user),
+					   wiped after the call: copy it */
 };
 
 enum smtp_verdict {
@@ -142,6 +146,8 @@ const char *smtp_session_sender(const struct smtp_session *s); /* "" for <> */
 unsigned smtp_session_rcpt_count(const struct smtp_session *s);
 const char *smtp_session_rcpt(const struct smtp_session *s, unsigned i);
 bool	smtp_session_smtputf8(const struct smtp_session *s);
+/* The authenticated identity, or NULL. */
+const char *smtp_session_auth_user(const struct smtp_session *s);
 enum smtp_body smtp_session_body_type(const struct smtp_session *s);
 
 /* ----- parsers, exposed for tests and fuzzers ----- */

@@ -120,6 +120,15 @@ bool	smtp_has_8bit(const char *s, size_t len);
 
 /* ----- the session (session.c, command.c, reply.c) ----- */
 
+enum smtp_auth_step {
+	SMTP_AUTH_NONE,
+	SMTP_AUTH_PLAIN,	/* 334 sent; the PLAIN response comes next */
+	SMTP_AUTH_LOGIN_USER,	/* 334 Username: sent */
+	SMTP_AUTH_LOGIN_PASS,	/* 334 Password: sent */
+	SMTP_AUTH_CHECKING,	/* the AUTH stage is deciding */
+	SMTP_AUTH_DONE,		/* authenticated as auth_user */
+};
+
 struct smtp_session {
 	struct smtp_params	 p;		/* copy; strings borrowed */
 	struct smtp_hooks	 hooks;		/* copy */
@@ -130,6 +139,9 @@ struct smtp_session {
 	bool			 esmtp;
 	char			*helo;		/* owned; NULL before HELO */
 	unsigned		 errors;	/* protocol errors so far */
+
+	enum smtp_auth_step	 auth_step;
+	char			*auth_user;	/* owned; the identity once DONE */
 
 	/* Line reader: a partial command line, allocated only while used. */
 	char			*line;		/* owned; line_max bytes */
@@ -166,6 +178,12 @@ struct smtp_session {
 };
 
 void	smtp_set_state(struct smtp_session *s, enum smtp_state st);
+
+/* auth.c */
+void	smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c);
+void	smtp_auth_line(struct smtp_session *s, const char *line, size_t len);
+void	smtp_done_auth(struct smtp_session *s, enum smtp_verdict v,
+	    const struct smtp_reply *r);
 /* Forget the transaction and tell the hooks (reset_cb). */
 void	smtp_tx_reset(struct smtp_session *s);
 void	smtp_mark_closing(struct smtp_session *s);

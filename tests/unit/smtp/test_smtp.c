@@ -890,6 +890,61 @@ test_state_table(void **state)
 
 /* ----- replies, decisions, pipelining ----- */
 
+/* AUTH PLAIN and LOGIN (RFC 4954, 4616) at every split point. */
+static void
+test_auth(void **state)
+{
+	/* "\0a@b\0p" and "z\0a@b\0p" in base64 */
+#define AP "AGFAYgBw"
+	static const struct dialog_case cases[] = {
+		{ "plain initial", "EHLO x\r\nAUTH PLAIN " AP "\r\n", 0,
+		    "220 250 235", NULL },
+		{ "plain twice", "EHLO x\r\nAUTH PLAIN " AP "\r\nAUTH PLAIN "
+		    AP "\r\n", 0, "220 250 235 503", NULL },
+		{ "plain continued", "EHLO x\r\nAUTH PLAIN\r\n" AP "\r\n", 0,
+		    "220 250 334 235", NULL },
+		{ "login", "EHLO x\r\nAUTH LOGIN\r\nYUBi\r\ncA==\r\n", 0,
+		    "220 250 334 334 235", NULL },
+		{ "login initial", "EHLO x\r\nAUTH LOGIN YUBi\r\ncA==\r\n", 0,
+		    "220 250 334 235", NULL },
+		{ "cancel", "EHLO x\r\nAUTH LOGIN\r\n*\r\nNOOP\r\n", 0,
+		    "220 250 334 501 250", NULL },
+		{ "bad base64", "EHLO x\r\nAUTH PLAIN AGF!\r\nNOOP\r\n", 0,
+		    "220 250 501 250", NULL },
+		{ "authzid other", "EHLO x\r\nAUTH PLAIN egBhQGIAcA==\r\n", 0,
+		    "220 250 501", NULL },
+		{ "before EHLO", "AUTH PLAIN " AP "\r\n", 0, "220 503", NULL },
+		{ "unknown mechanism", "EHLO x\r\nAUTH XOAUTH2\r\n", 0,
+		    "220 250 504", NULL },
+		{ "no mechanism", "EHLO x\r\nAUTH\r\n", 0, "220 250 501",
+		    NULL },
+		{ "in a transaction", "EHLO x\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN "
+		    AP "\r\n", 0, "220 250 250 503", NULL },
+	};
+	struct smtp_params p = test_params(), notls = test_params();
+	struct rec r;
+
+	(void)state;
+	p.auth = p.auth_plaintext = true;
+	check_dialogs(cases, sizeof(cases) / sizeof(cases[0]), &p);
+
+	/* Without TLS and without auth-plaintext: 538, nothing advertised. */
+	notls.auth = true;
+	rec_init(&r);
+	run_split(&notls, &r, "EHLO x\r\nAUTH PLAIN " AP "\r\n", 29, 3);
+	assert_string_equal(rec_codes(&r), "220 250 538");
+	assert_null(strstr(util_buf_cstr(&r.out), "AUTH"));
+	rec_clear(&r);
+
+	/* The answer never reaches the transaction log. */
+	rec_init(&r);
+	run_split(&p, &r, "EHLO x\r\nAUTH PLAIN\r\n" AP "\r\n", 30, 9);
+	assert_string_equal(rec_codes(&r), "220 250 334 235");
+	assert_null(strstr(util_buf_cstr(&r.trace), AP));
+	rec_clear(&r);
+#undef AP
+}
+
 static void
 test_ehlo_reply(void **state)
 {
@@ -1281,6 +1336,7 @@ main(void)
 		cmocka_unit_test(test_err_max),
 		cmocka_unit_test(test_state_table),
 		cmocka_unit_test(test_ehlo_reply),
+		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_connect_verdicts),
 		cmocka_unit_test(test_rcpt_rules),
 		cmocka_unit_test(test_pipelining),

@@ -1,0 +1,127 @@
+"""
+SMTP AUTH (RFC 4954) with PLAIN and LOGIN against an "auth <TABLE>" table
+of crypt(3) hashes: offered only after STARTTLS unless the listener says
+auth-plaintext, 235 / 535 / 538 / 504 / 501 replies, the identity used by
+"match from authenticated", ESMTPSA in Received:, and no password in logs.
+"""
+
+import base64
+import crypt
+import ssl
+
+from conftest import make_config, send_message, wait_for, TEMPLATE_ACTIONS
+
+USER, PASSWORD = "alice@example.org", "s3cret pass"
+RELAYED = 'action relayed maildir "{tmp}/mail/relayed/Maildir"\n'
+
+
+def auth_config(listen_opts="auth", tmp=None):
+    """Users in a file table; a foreign domain relays only when authenticated."""
+    return make_config(
+        ["tls self-signed {tmp}/tls", "table users file:{tmp}/users",
+         "auth <users>"],
+        actions=TEMPLATE_ACTIONS + RELAYED,
+        rules=["match to domain example.org action local",
+               "match from authenticated action relayed"]).replace(
+        "listen 127.0.0.1:{port}", "listen 127.0.0.1:{port} " + listen_opts)
+
+
+def start(make_postern, tmp_path, listen_opts="auth"):
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    # The table must exist at start-up; {tmp} is tmp_path for the first server.
+    (tmp_path / "users").write_text("%s %s\nbob@example.org *\n" % (USER, h))
+    return make_postern(config=auth_config(listen_opts))
+
+
+def plain(user, password):
+    return base64.b64encode(b"\0" + user.encode() + b"\0" +
+        password.encode()).decode()
+
+
+def unverified():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_auth_needs_tls_first(make_postern, tmp_path):
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        r = c.hello()
+        assert "AUTH" not in r.text, r.text
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD))
+        c.expect(538, "5.7.11")
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<x@far.example>"); c.expect(550, "5.7.1")
+
+
+def test_auth_plain_after_starttls_relays_and_says_esmtpsa(make_postern,
+        tmp_path):
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        c.hello()
+        c.starttls(unverified())
+        c.send("EHLO client.example")
+        r = c.expect(250)
+        assert "AUTH PLAIN LOGIN" in r.text, r.text
+        c.send("RCPT TO:<x@far.example>"); c.expect(503)
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235, "2.7.0")
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(503, "5.5.1")
+        send_message(c, "a@example.org", ["x@far.example"],
+            "Subject: relayed\r\n\r\nhi\r\n")
+    wait_for(lambda: srv.maildir("relayed"), what="the relayed message")
+    with open(srv.maildir("relayed")[0]) as f:
+        head = f.read(2000)
+    assert "with ESMTPSA" in head, head
+    assert PASSWORD not in srv.log()
+    assert "auth sid=" in srv.log() and 'user="%s"' % USER in srv.log()
+
+
+def test_auth_login_and_wrong_password(make_postern, tmp_path):
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        c.hello()
+        c.starttls(unverified())
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("AUTH LOGIN"); r = c.expect(334)
+        assert base64.b64decode(r.text) == b"Username:"
+        c.send(base64.b64encode(USER.encode()).decode())
+        r = c.expect(334)
+        assert base64.b64decode(r.text) == b"Password:"
+        c.send(base64.b64encode(b"Wr0ngPa55").decode())
+        c.expect(535, "5.7.8")
+        c.send("AUTH PLAIN " + plain("bob@example.org", "anything"))
+        c.expect(535, "5.7.8")		# a "*" hash never matches
+        c.send("AUTH PLAIN " + plain("nobody@example.org", PASSWORD))
+        c.expect(535, "5.7.8")
+        c.send("AUTH PLAIN"); c.expect(334)
+        c.send("*"); c.expect(501, "5.0.0")
+        c.send("AUTH PLAIN !!!notbase64"); c.expect(501, "5.5.2")
+        c.send("AUTH CRAM-MD5"); c.expect(504, "5.5.4")
+        c.send("AUTH LOGIN " + base64.b64encode(USER.encode()).decode())
+        c.expect(334)
+        c.send(base64.b64encode(PASSWORD.encode()).decode())
+        c.expect(235, "2.7.0")
+    assert "auth-failed" in srv.log()
+    assert "Wr0ngPa55" not in srv.log() and PASSWORD not in srv.log()
+
+
+def test_auth_plaintext_listener(make_postern, tmp_path):
+    srv = start(make_postern, tmp_path, "auth-plaintext")
+    with srv.session() as c:
+        r = c.hello()
+        assert "AUTH PLAIN LOGIN" in r.text, r.text
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235)
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<x@far.example>"); c.expect(250)
+
+
+def test_auth_without_table_is_a_config_error(tmp_path):
+    from conftest import run_cli
+    conf = tmp_path / "bad.conf"
+    conf.write_text(make_config().replace("listen 127.0.0.1:{port}",
+        "listen 127.0.0.1:2525 auth").replace("{tmp}", str(tmp_path)))
+    out = run_cli("check", "-c", str(conf))
+    assert out.returncode == 1
+    assert "auth needs an \"auth <TABLE>\"" in out.stdout + out.stderr
