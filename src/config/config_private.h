@@ -68,4 +68,7 @@ void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_relay_free(struct config *c);
 
+/* Names of tables, actions and accounts: 1..64 of [A-Za-z0-9._-]. */
+bool	cfg_is_name(const char *s);
+
 #endif

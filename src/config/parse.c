@@ -114,12 +114,13 @@ cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 	return true;
 }
 
+/* 1..max octets of letters, digits, '-', '.' and '_'. */
 static bool
-cfg_is_hostname(const char *s)
+cfg_is_word(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n > 253)
+	if (n == 0 || n > max)
 		return false;
 	for (; *s != '\0'; s++)
 		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
@@ -129,18 +130,17 @@ cfg_is_hostname(const char *s)
 	return true;
 }
 
-/* Names of tables and actions: letters, digits, '_', '-', '.'. */
 static bool
+cfg_is_hostname(const char *s)
+{
+	return cfg_is_word(s, 253);
+}
+
+/* Names of tables, actions and accounts. */
+bool
 cfg_is_name(const char *s)
 {
-	if (*s == '\0' || strlen(s) > 64)
-		return false;
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		    (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
-		    *s == '_'))
-			return false;
-	return true;
+	return cfg_is_word(s, 64);
 }
 
 static void

@@ -24,19 +24,6 @@ cfg_relay_is_kind(const char *kind)
 	    strcmp(kind, "relay-by-sender") == 0;
 }
 
-static bool
-cfg_relay_name_ok(const char *s)
-{
-	if (*s == '\0' || strlen(s) > 64)
-		return false;
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		    (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
-		    *s == '_'))
-			return false;
-	return true;
-}
-
 static void
 cfg_relay_clear(struct config_relay *r)
 {
@@ -493,7 +480,7 @@ cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln)
 	const char *kind = ln->toks[2].text;
 	int rc;
 
-	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_relay_name_ok(name)) {
+	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_is_name(name)) {
 		cfg_err(p, ln->lineno, "action: bad name %s (letters, digits, "
 		    "'_', '-', '.')", cfg_q(name != NULL ? name : ""));
 		return;
@@ -553,7 +540,7 @@ cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln)
 		return;
 	}
 	const char *name = ln->toks[1].text;
-	if (!cfg_relay_name_ok(name)) {
+	if (!cfg_is_name(name)) {
 		cfg_err(p, ln->lineno, "account: bad name %s", cfg_q(name));
 		return;
 	}
