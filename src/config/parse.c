@@ -386,10 +386,8 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 	struct config_listen l = { .line = ln->lineno };
 	const char *why;
 
-	if (ln->ntoks < 2) {
-		cfg_err(p, ln->lineno, "usage: %s", CFG_LISTEN_USAGE);
-		return;
-	}
+	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_LISTEN_USAGE))
+		return;		/* words only, at least the address */
 	if (cfg_parse_hostport(ln->toks[1].text, &l.addr, &l.port,
 	    &why) == -1) {
 		cfg_err(p, ln->lineno, "listen: %s %s",
@@ -457,10 +455,8 @@ cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
 	char **dst = NULL;
 	int *seen = NULL;
 
-	if (what == NULL) {
-		cfg_err(p, ln->lineno, "usage: %s", CFG_TLS_USAGE);
-		return;
-	}
+	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_TLS_USAGE))
+		return;		/* words only */
 	if (strcmp(what, "cert") == 0) {
 		size_t i = 1;
 		if (cfg_parse_cert(p, ln, &i, &c->tls_certs, &c->ntls_certs,
