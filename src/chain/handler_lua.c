@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "log/log.h"
 #include "util/util.h"
 
@@ -386,11 +387,21 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 	uint64_t n;
 
 	pthread_mutex_init(&li->mu, NULL);
-	li->budget = LUA_BUDGET_DEFAULT;
-	li->mem_cap = LUA_MEMORY_DEFAULT;
-	if (a->argc < 2)
+	/* Defaults: the config's "lua ..." line, else ours. */
+	li->budget = a->cfg->lua_budget != 0 ? (int)a->cfg->lua_budget :
+	    LUA_BUDGET_DEFAULT;
+	li->mem_cap = a->cfg->lua_memory != 0 ? (size_t)a->cfg->lua_memory :
+	    LUA_MEMORY_DEFAULT;
+	li->unsafe = a->cfg->lua_allow_unsafe;
+	if (a->argc < 2 || a->argv[1][0] == '\0')
 		goto usage;
-	li->path = xstrdup(a->argv[1]);
+	/* A relative FILE is relative to the config file's folder. */
+	const char *slash = a->file != NULL ? strrchr(a->file, '/') : NULL;
+	if (a->argv[1][0] != '/' && slash != NULL)
+		li->path = xasprintf("%.*s/%s", (int)(slash - a->file),
+		    a->file, a->argv[1]);
+	else
+		li->path = xstrdup(a->argv[1]);
 	li->chunkname = xasprintf("@%s", li->path);
 	for (size_t i = 2; i < a->argc; i++) {
 		const char *w = a->argv[i];
@@ -407,7 +418,8 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 		    util_parse_size(a->argv[i + 1], &n) == 0 && n >= 1000 &&
 		    n <= 1000000000)
 			li->budget = (int)n, i++;
-		else if (strcmp(w, "memory") == 0 &&
+		else if ((strcmp(w, "memory") == 0 ||
+		    strcmp(w, "lua-memory") == 0) &&
 		    util_parse_size(a->argv[i + 1], &n) == 0 &&
 		    n >= 64 * 1024 && n <= 1024u * 1024 * 1024)
 			li->mem_cap = (size_t)n, i++;
@@ -453,7 +465,8 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 	return li;
 usage:
 	*err_out = xstrdup("usage: lua \"FILE\" [function NAME] [budget N] "
-	    "[memory SIZE] [allow-unsafe]");
+	    "[memory SIZE] [allow-unsafe] (budget 1000..1000000000, memory "
+	    "64k..1G)");
 fail:
 	util_buf_clear(&b);
 	lua_free(li);

@@ -205,6 +205,11 @@ struct config {
 	char			*chain_store;	/* "state sqlite PATH" ->
 						   "sqlite:PATH"; NULL: default */
 	char			*chain_resolver; /* "state resolver IP[:PORT]" */
+	/* Lua handlers (issue 6), parsed in parse_lua.c: "lua budget N
+	   memory SIZE allow-unsafe"; 0 / false: the handler's defaults. */
+	uint64_t		 lua_budget;	/* instructions per call */
+	uint64_t		 lua_memory;	/* bytes per lua_State */
+	bool			 lua_allow_unsafe; /* io, os, require, load */
 	struct config_listen	*listens;	/* owned array */
 	size_t			 nlistens;
 	struct config_table	*tables;	/* owned array */

@@ -57,6 +57,7 @@ void	cfg_queue_defaults(struct config *c);
 /* parse_chain.c: "on STAGE { ... }" (may take the lines after), "state" */
 void	cfg_st_on(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_lua(struct cfg_parser *p, const struct cfg_line *ln); /* parse_lua.c */
 void	cfg_chain_free(struct config *c);
 /* The line after the current statement's, or NULL; cfg_take_line eats it. */
 const struct cfg_line *cfg_peek_line(struct cfg_parser *p);

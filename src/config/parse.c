@@ -1193,6 +1193,7 @@ static const struct cfg_statement {
 	{ "queue",		cfg_st_queue },
 	{ "on",			cfg_st_on },
 	{ "state",		cfg_st_state },
+	{ "lua",		cfg_st_lua },
 	{ NULL,			NULL },
 };
 

@@ -358,6 +358,59 @@ test_lua_sandbox(void **state)
 		fail_msg("%d sandbox case(s) failed", failed);
 }
 
+/* "lua budget N memory SIZE allow-unsafe": defaults for every handler. */
+static void
+test_lua_global_config(void **state)
+{
+	char *path = put_file("glob.lua", "function connect()\n"
+	    "  local x = 0 for i = 1, 100000 do x = x + i end\n"
+	    "  return {\"reject\", 550, \"5.7.1\", type(io) .. x}\nend\n",
+	    0644);
+	struct {
+		const char	*label, *global, *opts, *want;
+	} cases[] = {
+		{ "defaults", "", "", "550 5.7.1 nil5000050000" },
+		{ "global allow-unsafe", "lua allow-unsafe\n", "",
+		    "550 5.7.1 table5000050000" },
+		{ "global budget", "lua budget 2000\n", "", "451 4.3.0" },
+		{ "the handler's budget wins", "lua budget 2000\n",
+		    "budget 10M", "550 5.7.1 nil5000050000" },
+		{ "the handler's memory wins", "lua memory 64k\n",
+		    "memory 16M", "550 5.7.1 nil5000050000" },
+	};
+	int failed = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *chains = xasprintf("%son connect { lua \"%s\" %s }\n",
+		    cases[i].global, path, cases[i].opts);
+		struct h h;
+		h_open(&h, chains);
+		struct chain_result r = h_run(&h, SMTP_STAGE_CONNECT, "",
+		    NULL);
+		if (strncmp(h_show(&r), cases[i].want,
+		    strlen(cases[i].want)) != 0) {
+			print_error("case \"%s\": got %s, want %s\n",
+			    cases[i].label, h_show(&r), cases[i].want);
+			failed++;
+		}
+		h_close(&h);
+		free(chains);
+	}
+	/* A bad "lua" line is a config error. */
+	char *errs = NULL;
+	char *text = xasprintf("%slua budget 5\n", h_prefix);
+	struct config *cfg = config_parse("test.conf", text, &errs);
+	if (cfg != NULL || errs == NULL || strstr(errs, "lua: bad") == NULL)
+		fail_msg("case \"lua budget 5\": got \"%s\"",
+		    errs != NULL ? errs : "(accepted)");
+	free(errs);
+	free(text);
+	free(path);
+	if (failed > 0)
+		fail_msg("%d global config case(s) failed", failed);
+}
+
 /* Config errors: FILE:LINE of the script, a missing function, no file. */
 static void
 test_lua_config_errors(void **state)
@@ -664,6 +717,7 @@ main(void)
 		cmocka_unit_test(test_lua_function_name),
 		cmocka_unit_test(test_lua_sandbox),
 		cmocka_unit_test(test_lua_config_errors),
+		cmocka_unit_test(test_lua_global_config),
 		cmocka_unit_test(test_lua_threads),
 		cmocka_unit_test(test_program),
 		cmocka_unit_test(test_program_off_loop),
