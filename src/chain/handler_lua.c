@@ -416,14 +416,16 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 		else if ((strcmp(w, "budget") == 0 ||
 		    strcmp(w, "lua-budget") == 0) &&
 		    util_parse_size(a->argv[i + 1], &n) == 0 && n >= 1000 &&
-		    n <= 1000000000)
-			li->budget = (int)n, i++;
-		else if ((strcmp(w, "memory") == 0 ||
+		    n <= 1000000000) {
+			li->budget = (int)n;
+			i++;
+		} else if ((strcmp(w, "memory") == 0 ||
 		    strcmp(w, "lua-memory") == 0) &&
 		    util_parse_size(a->argv[i + 1], &n) == 0 &&
-		    n >= 64 * 1024 && n <= 1024u * 1024 * 1024)
-			li->mem_cap = (size_t)n, i++;
-		else
+		    n >= 64 * 1024 && n <= 1024u * 1024 * 1024) {
+			li->mem_cap = (size_t)n;
+			i++;
+		} else
 			goto usage;
 	}
 	FILE *f = fopen(li->path, "re");

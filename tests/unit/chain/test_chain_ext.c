@@ -113,6 +113,8 @@ static const struct lua_vcase lua_vcases[] = {
 	    NULL },
 	{ "{\"delay\", 30}", "ok", false, -1, NULL },
 	{ "\"disconnect\"", "close 421", false, -1, NULL },
+	{ "{\"disconnect\", 521, \"5.3.2\", \"gone\"}", "close 521 5.3.2 gone",
+	    false, -1, NULL },
 	{ "\"discard\"", "ok", true, CHAIN_DISP_DISCARD, NULL },
 	{ "{\"quarantine\", \"quar\"}", "ok", true, CHAIN_DISP_QUARANTINE,
 	    NULL },
