@@ -510,9 +510,7 @@ def test_sigkill_after_the_upstream_said_250(make_postern, upstreams):
     submit(srv, "alice@example.org", ["bob@remote.test"], subject="once")
     wait_for(lambda: up.stalled.is_set() and up.count() == 1, timeout=10,
         what="250 given and QUIT held")
-    # The reply to the dot is on the wire; give postern's worker the
-    # moment it needs to read it and record it (it is waiting for QUIT's
-    # reply, so it has read the 250).
+    # QUIT came in after the 250, so postern has read the 250.
     srv.kill9()
     up.stall_quit = False
     up.released.set()
@@ -831,3 +829,39 @@ def test_postern_send_t_to_a_relay(make_postern, upstreams):
     assert "bcc" not in h and h["subject"] == ["via send"]
     assert h["received"][0].startswith("from local user"), h["received"]
     assert eml.endswith(b"body line\r\n.\r\nafter dot\r\n"), eml[-80:]
+
+
+# ----- a second postern as the upstream ----------------------------------------
+
+def test_relay_to_a_second_postern_with_starttls_and_auth(make_postern,
+        tmp_path):
+    """postern relays to postern: STARTTLS verified against the test CA,
+    AUTH PLAIN against the far side's crypt(3) table, which only takes
+    remote.test mail from authenticated clients."""
+    ca, cert, key = make_ca(tmp_path / "ca")
+    h = subprocess.run(["openssl", "passwd", "-6", "s3cret"], check=True,
+        stdout=subprocess.PIPE, text=True, timeout=10).stdout.strip()
+    write(str(tmp_path / "users"), "relayuser %s\n" % h)
+    down = make_postern(config=make_config(
+        ['tls cert "%s" key "%s"' % (cert, key),
+         "table users file:%s" % (tmp_path / "users"), "auth <users>"],
+        rules=["match from authenticated to domain remote.test "
+            "action local"]).replace("listen 127.0.0.1:{port}",
+        "listen 127.0.0.1:{port} auth"))
+    creds = write(str(tmp_path / "creds"), "default relayuser s3cret\n")
+    srv = relay_server(make_postern,
+        'action out relay "smtp+starttls://127.0.0.1:%d" auth <creds> ca %s'
+        % (down.port, ca), extra=("table creds file:%s" % creds,))
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"],
+        subject="postern to postern")
+    files = wait_for(lambda: down.maildir("bob"), timeout=10,
+        what="delivery at the second postern; log:\n" + srv.log()[-1500:])
+    settle(srv, lambda: len(down.maildir("bob")), 1, "postern to postern")
+    data = read_bytes(files[0])
+    ret, received, rest = split_delivered(data)
+    assert ret == "Return-Path: <alice@example.org>"
+    # The far side's Received: says TLS + AUTH; ours follows it.
+    assert "with ESMTPSA" in received, received
+    assert b"Subject: postern to postern" in rest
+    assert qid.encode() in rest
+    assert "s3cret" not in srv.log() and "s3cret" not in down.log()
