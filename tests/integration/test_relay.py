@@ -865,3 +865,35 @@ def test_relay_to_a_second_postern_with_starttls_and_auth(make_postern,
     assert b"Subject: postern to postern" in rest
     assert qid.encode() in rest
     assert "s3cret" not in srv.log() and "s3cret" not in down.log()
+
+
+# ----- what the next server cannot take unchanged --------------------------------
+
+def test_8bit_and_size_refused_with_a_dsn_not_altered(make_postern, upstreams):
+    """RFC 6152: 8-bit mail to a server without 8BITMIME, and RFC 1870:
+    mail over the server's SIZE, fail permanently (5.6.3, 5.3.4) rather
+    than being changed; nothing reaches those servers."""
+    seven = upstreams("--no-8bitmime")
+    small = upstreams("--size", "2000")
+    srv = make_postern(extra=FAST + (
+        'action seven relay "smtp://127.0.0.1:%d"' % seven.port,
+        'action small relay "smtp://127.0.0.1:%d"' % small.port),
+        rules=(LOCAL_RULE, "match from local to domain seven.test action seven",
+            "match from local to domain small.test action small"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["x@seven.test"],
+            "Subject: 8bit\r\n\r\ncaf\xe9\r\n".encode("latin-1"),
+            " BODY=8BITMIME")
+    _m, parts = bounce_of(srv, "alice")
+    r = parts[1].get_payload()[1]
+    assert (r["Final-Recipient"], r["Status"]) == ("rfc822; x@seven.test",
+        "5.6.3"), str(r)
+    submit(srv, "bob@example.org", ["y@small.test"],
+        body="Subject: big\r\n\r\n" + ("z" * 70 + "\r\n") * 60)
+    _m, parts = bounce_of(srv, "bob")
+    r = parts[1].get_payload()[1]
+    assert (r["Final-Recipient"], r["Status"]) == ("rfc822; y@small.test",
+        "5.3.4"), str(r)
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert not seven.messages() and not small.messages()
