@@ -161,6 +161,7 @@ class Scripted:
                 cmd = line.decode("latin-1").rstrip("\r\n")
                 verb = cmd[:4].upper()
                 if verb in ("EHLO", "HELO"):
+                    self.note("helo:" + cmd[5:])
                     c.sendall(b"250-up.test\r\n250 8BITMIME\r\n")
                 elif verb == "MAIL":
                     mail, rcpts = re.search(r"<(.*?)>", cmd).group(1), []
@@ -418,9 +419,11 @@ def test_upstream_4xx_then_250_is_retried_and_delivered_once(make_postern,
     up = upstreams.scripted(["451 4.3.0 try again later",
         "452 4.3.1 still busy"])
     srv = relay_server(make_postern,
-        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+        'action out relay "smtp://127.0.0.1:%d" helo relay.test' % up.port)
     qid = submit(srv, "alice@example.org", ["bob@remote.test"])
     wait_for(lambda: up.count() == 1, timeout=15, what="delivery after 4xx")
+    assert set(e for e in up.events if e.startswith("helo:")) == \
+        {"helo:relay.test"}, up.events
     settle(srv, up.count, 1, "4xx then 250")
     assert up.events.count("data:451") == 1 and \
         up.events.count("data:452") == 1, up.events
