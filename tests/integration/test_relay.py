@@ -559,9 +559,11 @@ def dns_bounces(make_postern, zone, rcpts):
             "action out mx resolver 127.0.0.1:%d timeout connect 2s" % dport,),
             rules=(LOCAL_RULE, "match from local action out"))
         submit(srv, "alice@example.org", rcpts, subject="dns")
-        wait_for(lambda: spool_empty(srv), timeout=8,
-            what="an empty spool (every DNS failure final); log:\n"
-            + srv.log()[-1500:])
+        try:
+            wait_for(lambda: spool_empty(srv), timeout=8,
+                what="an empty spool (every DNS failure final)")
+        except AssertionError as e:
+            raise AssertionError("%s; log:\n%s" % (e, srv.log()[-1500:]))
         got = {}
         for f in srv.maildir("alice"):
             _r, _rc, rest = split_delivered(read_bytes(f))
