@@ -372,7 +372,7 @@ mx_addr_cb(int result, char type, int count, int ttl, void *addrs,
 				continue;
 			mx_add(r->d->out, r->name, ip, r->port, r->pref);
 		}
-	} else if (result != DNS_ERR_NOTEXIST)
+	} else if (result != DNS_ERR_NOTEXIST && result != DNS_ERR_NODATA)
 		r->d->addr_temp = true;
 	r->d->pending--;
 	free(r);

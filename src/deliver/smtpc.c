@@ -892,9 +892,15 @@ smtpc_quit(struct smtpc *s)
 {
 	if (s->c.fd == -1)
 		return;
+	/*
+	 * RFC 5321 4.1.1.10 asks us to wait for the reply, but the fate of
+	 * the message is settled: the queue must record it now, or a crash
+	 * while a slow server answers QUIT would send it again.  A prompt
+	 * server still gets its reply read.
+	 */
 	smtpc_cmd(s, "QUIT");
-	if (smtpc_flush(s, 10000) == 0)
-		(void)smtpc_reply(s, 10000);
+	if (smtpc_flush(s, 1000) == 0)
+		(void)smtpc_reply(s, 100);
 }
 
 static enum deliver_result

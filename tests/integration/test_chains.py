@@ -291,3 +291,70 @@ def test_tag_state_travels_with_the_message(make_postern):
     wait_for(lambda: srv.maildir("bob"), what="the delivery")
     wait_for(lambda: 'state="session.seen=yes tx.spam.score=7.5"' in srv.log(),
         what="the accepted line with the state")
+
+
+LUA = '''
+function rcpt(facts, state)
+  if facts.rcpt == "spam@localhost" then
+    return {"reject", 550, "5.7.1", "no mail for " .. facts.rcpt}
+  end
+  state.tx.set("rcpt.seen", facts.rcpt)
+end
+function eom(facts, state)
+  local n = 0
+  for _ in facts.lines() do n = n + 1 end
+  state.tx.set("lines", tostring(n))
+  if io ~= nil or os ~= nil then return {"reject", 554, "5.7.0", "unsafe"} end
+end
+function data(facts, state)
+  while true do end
+end
+'''
+
+
+def test_lua_handlers_through_the_server(make_postern, tmp_path):
+    """Lua at rcpt (reject), eom (reads the message file) and a script that
+    loops forever at data (stopped by its budget: 451 4.3.0)."""
+    (tmp_path / "filter.lua").write_text(LUA)
+    srv = make_postern(config=chains_config(
+        'on rcpt { lua "%s" }\non eom { lua "%s" }' % (
+            tmp_path / "filter.lua", tmp_path / "filter.lua")))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<spam@localhost>")
+        assert "no mail for spam@localhost" in c.expect(550, "5.7.1").text
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: lua\r\n\r\none\r\ntwo\r\n.\r\n")
+        c.expect(250)
+    wait_for(lambda: 'tx.lines=' in srv.log() and srv.maildir("bob"),
+        what="the eom state and the delivery")
+    import re
+    n = int(re.search(r"tx\.lines=(\d+)", srv.log()).group(1))
+    with open(srv.maildir("bob")[0], "rb") as f:
+        # The script counted the spooled lines: all but our Return-Path.
+        assert n == f.read().count(b"\n") - 1, n
+    srv2 = make_postern(config=chains_config(
+        'on data { lua "%s" budget 100000 }' % (tmp_path / "filter.lua")))
+    with srv2.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA"); c.expect(451, "4.3.0")
+        c.send("NOOP"); c.expect(250)
+
+
+def test_program_handler_through_the_server(make_postern, tmp_path):
+    prog = tmp_path / "judge.sh"
+    prog.write_text("#!/bin/sh\ncase \"$POSTERN_SENDER\" in\n"
+        "*bad*) echo \"sender $POSTERN_SENDER refused\"; exit 1;;\nesac\n"
+        "exit 0\n")
+    prog.chmod(0o755)
+    srv = make_postern(config=chains_config(
+        'on mail { program "%s" "a;b" }' % prog))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<bad@example.org>")
+        assert "refused" in c.expect(550, "5.7.1").text
+        c.send("MAIL FROM:<good@example.org>"); c.expect(250)
