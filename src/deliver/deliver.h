@@ -18,6 +18,13 @@ struct deliver_msg {
 	size_t		 content_len;
 	bool		 fresh;		/* never tried before: skip the
 					   already-delivered check */
+	/*
+	 * Optional: called on the delivering thread for each recipient an
+	 * upstream accepted (250 to the data), before QUIT, so the caller
+	 * can record it durably before anything else can go wrong.
+	 */
+	void		(*settled_cb)(void *arg, const char *rcpt);
+	void		*settled_arg;
 	const char	*return_path;	/* envelope sender, "" for <> */
 	const char	*qid;
 	size_t		 rcpt_idx;

@@ -969,6 +969,10 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	    smtpc_auth(&s) == -1)
 		goto quit;
 	(void)smtpc_transaction(&s, &sc, rcpts, &err);
+	/* Settled before QUIT: a crash after this never sends it twice. */
+	for (size_t i = 0; m->settled_cb != NULL && i < n; i++)
+		if (st_out[i].result == DELIVER_OK && st_out[i].code != -1)
+			m->settled_cb(m->settled_arg, rcpts[i]);
 quit:
 	smtpc_quit(&s);
 out:

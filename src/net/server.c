@@ -662,6 +662,25 @@ net_queue_route(void *arg, const char *sender, const char *rcpt,
 	return rc;
 }
 
+/* The upstream said 250: record it before QUIT (issue 5: never twice). */
+struct net_settle {
+	struct spool		*sp;
+	const struct spool_env	*env;
+	size_t			 idx;
+};
+
+static void
+net_settled_cb(void *arg, const char *rcpt)
+{
+	struct net_settle *ns = arg;
+	const char *err = NULL;
+
+	(void)rcpt;	/* one recipient per call: it is env->rcpts[idx] */
+	if (spool_mark_done(ns->sp, ns->env->qid, ns->idx, &err) == -1)
+		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
+		    ns->env->qid, "why=\"%s\"", err);
+}
+
 /*
  * The queue's delivery of one recipient: relay/mx/forward through the
  * current configuration's sender for the action named in the envelope,
@@ -690,6 +709,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		*why_out = why;
 		return DELIVER_TEMPFAIL;
 	}
+	struct net_settle ns = { ((struct net_server *)arg)->spool, env, idx };
 	struct deliver_msg m = {
 		.content_path = content_path,
 		.return_path = env->sender,
@@ -697,6 +717,8 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.rcpt_idx = idx,
 		.received = env->received,
 		.hostname = hostname,
+		.settled_cb = net_settled_cb,
+		.settled_arg = &ns,
 	};
 	memset(&st, 0, sizeof(st));
 	(void)deliver_remote_send(dr, &m, &addr, 1, &st, &err);

@@ -498,10 +498,6 @@ def test_sigkill_before_the_upstream_answers_the_dot(make_postern, upstreams):
     assert b"Subject: killed" in up.stored[0][2]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the queue records a "
-    "recipient only when deliver_remote_send() returns, after QUIT (now "
-    "waited for 100 ms at most); a kill -9 in that window sends the message "
-    "again.  Fix: a per-recipient 'settled' callback from smtpc before QUIT")
 def test_sigkill_after_the_upstream_said_250(make_postern, upstreams):
     """The upstream answered 250 to the dot; postern is killed while it
     waits for the reply to QUIT.  The 250 was read: the recipient must not
