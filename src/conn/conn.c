@@ -443,8 +443,6 @@ conn_after_chain(struct conn *c, const struct smtp_event *ev,
 {
 	if (res->verdict != SMTP_OK) {
 		*r = res->reply;
-		if (ev->stage == SMTP_STAGE_RCPT)
-			chain_session_ban(c->cs, 0, NULL);	/* counts nothing */
 		return res->verdict;
 	}
 	if (ev->stage == SMTP_STAGE_EOM)
@@ -509,8 +507,6 @@ conn_auth_checked_cb(void *arg, bool ok, const char *user)
 	if (!ok) {
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
 		    "ip=%s user=\"%s\"", c->ip, safe);
-		if (c->cs != NULL)
-			chain_session_ban(c->cs, 0, "auth");
 		conn_set_reply(&r, 535, "5.7.8 Authentication credentials "
 		    "invalid");
 		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
