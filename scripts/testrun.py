@@ -110,6 +110,33 @@ def run_integration(results):
             results["failed"] += 1
 
 
+def run_layering(results):
+    """STYLE.md 2: no module includes another's _private.h, and smtp/ (the
+    pure dialogue) includes no socket, TLS, event-loop or file headers."""
+    bad = []
+    src = os.path.join(ROOT, "src")
+    for mod in sorted(os.listdir(src)):
+        for name in sorted(os.listdir(os.path.join(src, mod))):
+            if not name.endswith((".c", ".h")):
+                continue
+            path = os.path.join(src, mod, name)
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for n, line in enumerate(f, 1):
+                    m = re.match(r'#include "([a-z]+)/[a-z_]+_private\.h"', line)
+                    if m and m.group(1) != mod:
+                        bad.append("%s:%d: includes %s's private header"
+                                   % (path, n, m.group(1)))
+                    if mod == "smtp" and re.match(
+                            r"#include <(sys/socket|openssl/|event2/|fcntl|"
+                            r"unistd|netinet/|arpa/)", line):
+                        bad.append("%s:%d: smtp/ must stay pure: %s"
+                                   % (path, n, line.strip()))
+    for b in bad:
+        print(b)
+    print("layering: %s" % ("ok" if not bad else "FAILED"), flush=True)
+    results["passed" if not bad else "failed"] += 1
+
+
 def main():
     results = {"passed": 0, "failed": 0}
     if not build("build"):
@@ -117,6 +144,7 @@ def main():
         return 1
     only = sys.argv[1:] or ["unit", "fuzz", "integration"]
     if "unit" in only:
+        run_layering(results)
         run_unit(results)
     if "fuzz" in only:
         run_fuzz(results)
