@@ -18,6 +18,7 @@ struct config;
 struct event_base;
 struct evdns_base;
 struct store;
+struct util_buf;
 
 /* Stages are smtp/'s: SMTP_STAGE_CONNECT .. SMTP_STAGE_DISCONNECT. */
 #define CHAIN_STAGE_BIT(st)	(1u << (unsigned)(st))
@@ -176,9 +177,12 @@ void	chain_session_rcpt_accepted(struct chain_session *cs,
 	    const char *rcpt);
 /* A line of the dialogue lacked CRLF (kept as a fact for handlers). */
 void	chain_session_set_bare_lf(struct chain_session *cs);
-/* Path of the spooled message, readable at the eom stage. */
+/*
+ * Path of the spooled message, readable at the eom stage; the client's
+ * content starts at offset (our trace headers come first).
+ */
 void	chain_session_set_message_file(struct chain_session *cs,
-	    const char *path);
+	    const char *path, uint64_t offset);
 /*
  * Message content as smtp/ decodes it (LF line ends).  Collects the header
  * block and, at its end, starts the header chain; its verdict is applied
@@ -255,7 +259,61 @@ const char *chain_session_message_file(const struct chain_session *cs);
  */
 void	chain_session_reputation(struct chain_session *cs, int delta);
 
+/* ----- message modifications (a milter's, at eom) ----- */
+
+enum chain_mod_kind {
+	CHAIN_MOD_HDR_ADD,	/* append "name: value" to the header block */
+	CHAIN_MOD_HDR_INSERT,	/* insert before header idx (0: the top) */
+	CHAIN_MOD_HDR_CHANGE,	/* occurrence idx (1: the first) of name;
+				   value "" deletes it; none: append */
+	CHAIN_MOD_SENDER,	/* value: the new envelope sender */
+	CHAIN_MOD_RCPT_ADD,	/* value: a recipient to add */
+	CHAIN_MOD_RCPT_DEL,	/* value: a recipient to remove */
+};
+
+struct chain_mod {
+	enum chain_mod_kind	 kind;
+	unsigned		 idx;
+	char			*name;	/* header mods; NULL otherwise */
+	char			*value;	/* header value or bare address */
+};
+
+/*
+ * Record a modification of the transaction (copies name and value; a
+ * header name must be RFC 5322 ftext, a value has no CR and no NUL).
+ * -1 when they are not acceptable.  The connection applies them, in
+ * order, before the message is acknowledged.
+ */
+int	chain_session_add_mod(struct chain_session *cs,
+	    enum chain_mod_kind kind, unsigned idx, const char *name,
+	    const char *value);
+const struct chain_mod *chain_session_mods(const struct chain_session *cs,
+	    size_t *n_out);
+/*
+ * Length of the client's header block (LF ends, no empty line), found at
+ * the message file's offset; -1 when it was longer than chains keep.
+ * Known at the eom stage.
+ */
+int64_t	chain_session_header_len(const struct chain_session *cs);
+/* The header block head (len octets) with the header mods applied. */
+void	chain_headers_edit(const char *head, size_t len,
+	    const struct chain_mod *mods, size_t nmods, struct util_buf *out);
+
 /* ----- the handler interface (builtins, Lua, milter, program) ----- */
+
+/*
+ * Per-session data of a handler kind, kept across stages under a key
+ * (a milter's connection): freed with the session; tx_reset_fn (may be
+ * NULL) hears of the end of every transaction.
+ */
+struct chain_slot_ops {
+	void	(*tx_reset_fn)(void *p);
+	void	(*free_fn)(void *p);
+};
+void	*chain_session_slot(struct chain_session *cs, const char *key);
+/* -1 when the session has no room for another slot. */
+int	chain_session_slot_set(struct chain_session *cs, const char *key,
+	    void *p, const struct chain_slot_ops *ops);
 
 struct chain_call;		/* one run of one handler; opaque */
 

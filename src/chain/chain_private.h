@@ -16,6 +16,7 @@ extern const struct chain_handler_ops chain_grey_ops[];		/* builtin_grey.c */
 extern const struct chain_handler_ops chain_content_ops[];	/* builtin_content.c */
 extern const struct chain_handler_ops chain_lua_ops[];		/* handler_lua.c */
 extern const struct chain_handler_ops chain_program_ops[];	/* handler_program.c */
+extern const struct chain_handler_ops chain_milter_ops[];	/* handler_milter.c */
 
 /* Parse "550" / "4.7.1": code in 400..599; esc "C.S.D" whose class is C. */
 bool	chain_code_ok(int code);

@@ -93,6 +93,11 @@ chain_session_destroy(struct chain_session *cs)
 	free(cs->disp_action[0]);
 	free(cs->disp_action[1]);
 	util_buf_clear(&cs->hdr);
+	chain_mods_clear(cs);
+	for (size_t i = 0; i < cs->nslots; i++) {
+		cs->slots[i].ops->free_fn(cs->slots[i].p);
+		free(cs->slots[i].key);
+	}
 	chain_set_unref(&cs->set);
 	free(cs);
 }
@@ -186,8 +191,10 @@ chain_session_set_bare_lf(struct chain_session *cs)
 }
 
 void
-chain_session_set_message_file(struct chain_session *cs, const char *path)
+chain_session_set_message_file(struct chain_session *cs, const char *path,
+    uint64_t offset)
 {
+	cs->msg_offset = offset;
 	chain_str_set(&cs->msg_file, path);
 }
 
@@ -223,7 +230,12 @@ chain_session_tx_reset(struct chain_session *cs)
 	cs->size = 0;
 	util_buf_reset(&cs->hdr);
 	cs->hdr_complete = false;
+	cs->hdr_ended = false;
 	cs->in_tx_data = false;
+	chain_mods_clear(cs);
+	for (size_t i = 0; i < cs->nslots; i++)
+		if (cs->slots[i].ops->tx_reset_fn != NULL)
+			cs->slots[i].ops->tx_reset_fn(cs->slots[i].p);
 	if (cs->hdr_run.active)
 		chain_run_clear(&cs->hdr_run);
 	cs->hdr_state = CHAIN_HDR_NONE;
@@ -265,8 +277,10 @@ chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 			end = i + 1;
 	if (end == 0 && cs->hdr.len < CHAIN_HDR_MAX)
 		return;
-	if (end != 0)
+	if (end != 0) {
 		cs->hdr.len = end;
+		cs->hdr_ended = true;
+	}
 	cs->hdr_complete = true;
 	if (chain_set_has(cs->set, SMTP_STAGE_HEADER))
 		chain_hdr_start(cs);
@@ -277,6 +291,40 @@ chain_session_headers(const struct chain_session *cs, size_t *len_out)
 {
 	*len_out = cs->hdr.len;
 	return cs->hdr.len > 0 ? cs->hdr.data : NULL;
+}
+
+int64_t
+chain_session_header_len(const struct chain_session *cs)
+{
+	/* A message that starts with the empty line has no header block. */
+	if (cs->hdr_ended)
+		return cs->hdr.len == 1 && cs->hdr.data[0] == '\n' ? 0 :
+		    (int64_t)cs->hdr.len;
+	/* No empty line: all of it is header, if all of it was kept. */
+	return cs->hdr.len + cs->msg_offset == cs->size ?
+	    (int64_t)cs->hdr.len : -1;
+}
+
+void *
+chain_session_slot(struct chain_session *cs, const char *key)
+{
+	for (size_t i = 0; i < cs->nslots; i++)
+		if (strcmp(cs->slots[i].key, key) == 0)
+			return cs->slots[i].p;
+	return NULL;
+}
+
+int
+chain_session_slot_set(struct chain_session *cs, const char *key, void *p,
+    const struct chain_slot_ops *ops)
+{
+	if (cs->nslots == CHAIN_SLOTS_MAX)
+		return -1;
+	cs->slots[cs->nslots].key = xstrdup(key);
+	cs->slots[cs->nslots].p = p;
+	cs->slots[cs->nslots].ops = ops;
+	cs->nslots++;
+	return 0;
 }
 
 const char *

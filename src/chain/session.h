@@ -44,6 +44,14 @@ struct chain_kv {
 
 enum chain_hdr_state { CHAIN_HDR_NONE, CHAIN_HDR_RUNNING, CHAIN_HDR_DONE };
 
+#define CHAIN_SLOTS_MAX	8		/* handler kinds with session data */
+
+struct chain_slot {
+	char				*key;	/* owned */
+	void				*p;
+	const struct chain_slot_ops	*ops;
+};
+
 struct chain_session {
 	struct chain_set	*set;		/* ref */
 	struct chain_loop	*loop;		/* borrowed */
@@ -64,12 +72,18 @@ struct chain_session {
 	uint64_t		 size;
 	bool			 early_talker, bare_lf;
 	char			*msg_file;	/* owned or NULL */
+	uint64_t		 msg_offset;	/* the client's content there */
 	struct chain_kv		 kv[2];		/* session, tx */
 	enum chain_disposition	 disp[2];	/* session-wide, tx */
 	char			*disp_action[2]; /* owned: quarantine action */
 	/* the header block */
 	struct util_buf		 hdr;
 	bool			 hdr_complete;
+	bool			 hdr_ended;	/* an empty line closed it */
+	struct chain_mod	*mods;		/* owned: the transaction's */
+	size_t			 nmods;
+	struct chain_slot	 slots[CHAIN_SLOTS_MAX];
+	size_t			 nslots;
 	bool			 in_tx_data;	/* between DATA and EOM */
 	enum chain_hdr_state	 hdr_state;
 	struct chain_run	 hdr_run;
@@ -91,6 +105,8 @@ void	chain_run_start(struct chain_run *run, struct chain_session *cs,
 	    const struct smtp_event *ev);
 void	chain_run_clear(struct chain_run *run);
 void	chain_call_cancel(struct chain_call *call);
+/* mods.c */
+void	chain_mods_clear(struct chain_session *cs);
 /* session.c */
 void	chain_run_finish(struct chain_run *run);
 bool	chain_session_policy(struct chain_session *cs, enum smtp_stage st,

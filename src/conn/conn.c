@@ -63,6 +63,8 @@ struct conn {
 	struct chain_session	*cs;		/* owned; NULL without chains */
 	bool			 chain_broken;	/* chains configured, loop failed */
 	bool			 eom_flushing;	/* eom chain waits for the file */
+	size_t			 trace_len;	/* our Received: lines, content
+						   first */
 	struct smtp_event	 wait_ev;	/* the stage a chain works on */
 	char			*wait_arg;	/* owned: wait_ev.arg */
 	char			 greeting[256];	/* expanded greeting template */
@@ -293,6 +295,7 @@ conn_stage_data(struct conn *c)
 	if (spf != NULL)
 		util_buf_printf(&hdr, "Received-SPF: %s\n", spf);
 	conn_tx_write(c->tx, hdr.data, hdr.len);
+	c->trace_len = hdr.len;
 	util_buf_clear(&hdr);
 	return SMTP_OK;
 }
@@ -341,8 +344,74 @@ conn_keep_state(struct conn *c, struct spool_env *env)
 }
 
 /*
- * The message is complete and the chains have spoken: apply a discard or
- * quarantine, then make it durable (the reply comes from the commit).
+ * A filter's modifications (a milter's, at eom), in order: the envelope's
+ * now, the header block's by the commit.  -1 with *r when the header
+ * block cannot be edited.
+ */
+static int
+conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
+{
+	size_t n, len;
+	const struct chain_mod *m = chain_session_mods(c->cs, &n);
+	bool hdr = false;
+	char safe[600];
+
+	for (size_t i = 0; i < n; i++) {
+		log_safe_into(safe, sizeof(safe), m[i].value,
+		    strlen(m[i].value));
+		switch (m[i].kind) {
+		case CHAIN_MOD_SENDER:
+			free(env->sender);
+			env->sender = xstrdup(m[i].value);
+			log_event(LOG_LVL_INFO, "modified", c->sid, env->qid,
+			    "from=<%s>", safe);
+			break;
+		case CHAIN_MOD_RCPT_ADD: {
+			struct smtp_reply rr = { 0 };
+			/* Routed as an RCPT from this client would be. */
+			if (conn_stage_rcpt(c, m[i].value, false, &rr) !=
+			    SMTP_OK)
+				log_event(LOG_LVL_WARN, "modify-refused",
+				    c->sid, env->qid, "rcpt=<%s> why=\"%d "
+				    "%s\"", safe, rr.code, rr.text);
+			break;
+		}
+		case CHAIN_MOD_RCPT_DEL:
+			for (size_t j = 0; j < env->nrcpts; j++)
+				if (strcasecmp(env->rcpts[j].addr,
+				    m[i].value) == 0) {
+					spool_env_del_rcpt(env, j);
+					log_event(LOG_LVL_INFO, "modified",
+					    c->sid, env->qid, "removed=<%s>",
+					    safe);
+					break;
+				}
+			break;
+		default:
+			hdr = true;
+		}
+	}
+	if (!hdr)
+		return 0;
+	int64_t hl = chain_session_header_len(c->cs);
+	const char *h = chain_session_headers(c->cs, &len);
+	if (hl < 0) {
+		conn_set_reply(r, 451, "4.3.0 Header block too long to "
+		    "modify");
+		return -1;
+	}
+	struct util_buf head = { 0 };
+	chain_headers_edit(h != NULL ? h : "", (size_t)hl, m, n, &head);
+	log_event(LOG_LVL_INFO, "modified", c->sid, env->qid, "headers=%zu "
+	    "size=%zu", n, head.len);
+	conn_tx_set_head(c->tx, c->trace_len, (size_t)hl, &head);
+	return 0;
+}
+
+/*
+ * The message is complete and the chains have spoken: apply their
+ * modifications, a discard or a quarantine, then make it durable (the
+ * reply comes from the commit).
  */
 static enum smtp_verdict
 conn_eom_commit(struct conn *c, struct smtp_reply *r)
@@ -351,6 +420,10 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 	const char *act = NULL;
 	enum chain_disposition d = c->cs != NULL ?
 	    chain_session_disposition(c->cs, &act) : CHAIN_DISP_DELIVER;
+
+	if (c->cs != NULL && d != CHAIN_DISP_DISCARD &&
+	    conn_apply_mods(c, env, r) == -1)
+		return SMTP_REJECT;
 
 	if (d == CHAIN_DISP_DISCARD || env->nrcpts == 0) {
 		/* Accepted and dropped: soft-invalid recipients or discard. */
@@ -484,7 +557,7 @@ conn_eom_chain(struct conn *c, struct smtp_reply *r)
 	struct chain_result res;
 	if (chain_set_has(c->rt->chains, SMTP_STAGE_EOM)) {
 		char *path = conn_tx_path(c->tx);
-		chain_session_set_message_file(c->cs, path);
+		chain_session_set_message_file(c->cs, path, c->trace_len);
 		free(path);
 	}
 	conn_keep_event(c, &ev);

@@ -61,6 +61,12 @@ bool	conn_tx_flushed(const struct conn_tx *tx);
 char	*conn_tx_path(const struct conn_tx *tx);
 /* Flush and commit; committed_cb reports, later, on the loop. */
 void	conn_tx_commit(struct conn_tx *tx);
+/*
+ * Before conn_tx_commit(): the old_len content bytes at offset become
+ * head (taken over; a filter's header edits), applied by the commit.
+ */
+void	conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
+	    struct util_buf *head);
 /* The connection lets go: uncommitted content is removed off the loop. */
 void	conn_tx_release(struct conn_tx **txp);
 

@@ -38,6 +38,9 @@ struct conn_tx {
 	bool			 spooled;	/* some content went to the spool */
 	bool			 delivered;	/* the fast path delivered it all */
 	char			*hostname;	/* owned: for Maildir names */
+	struct util_buf		 head;		/* replaces head_old bytes */
+	size_t			 head_off, head_old;
+	bool			 head_set;
 	char			 err[256];	/* why the last job failed */
 };
 
@@ -142,6 +145,22 @@ conn_tx_can_fast(const struct conn_tx *tx)
 	return true;
 }
 
+/* The whole message is in memory: put the new head in front of the rest. */
+static void
+conn_tx_edit_inflight(struct conn_tx *tx)
+{
+	struct util_buf *b = &tx->inflight, n = { 0 };
+	size_t end = tx->head_off + tx->head_old;
+
+	ASSERT(end <= b->len);
+	util_buf_add(&n, b->data, tx->head_off);
+	util_buf_add(&n, tx->head.data, tx->head.len);
+	util_buf_add(&n, b->data + end, b->len - end);
+	util_buf_clear(b);
+	*b = n;
+	tx->head_set = false;
+}
+
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
 static void
 conn_tx_job_run(void *arg)
@@ -159,10 +178,15 @@ conn_tx_job_run(void *arg)
 		if (tx->inflight.len > 0)
 			rc = spool_msg_write(tx->msg, tx->inflight.data,
 			    tx->inflight.len, &err);
+		if (rc == 0 && tx->head_set)
+			rc = spool_msg_replace(tx->msg, tx->head_off,
+			    tx->head_old, tx->head.data, tx->head.len, &err);
 		if (rc == 0)
 			rc = spool_msg_commit(tx->msg, &tx->env, &err);
 		break;
 	case TXJ_FAST:
+		if (tx->head_set)
+			conn_tx_edit_inflight(tx);
 		rc = conn_tx_fast(tx, &err);
 		break;
 	case TXJ_ABORT:
@@ -202,6 +226,7 @@ conn_tx_free(struct conn_tx *tx)
 	util_buf_clear(&tx->pending);
 	util_buf_clear(&tx->inflight);
 	free(tx->hostname);
+	util_buf_clear(&tx->head);
 	event_free(tx->done_ev);
 	tx->ctx->ntx--;
 	free(tx);
@@ -332,6 +357,20 @@ conn_tx_commit(struct conn_tx *tx)
 		return;
 	}
 	conn_tx_start(tx, conn_tx_can_fast(tx) ? TXJ_FAST : TXJ_COMMIT);
+}
+
+void
+conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
+    struct util_buf *head)
+{
+	ASSERT(!tx->commit_wanted && offset + old_len <= tx->env.size);
+	tx->head_off = offset;
+	util_buf_clear(&tx->head);
+	tx->head = *head;
+	*head = (struct util_buf){ 0 };
+	tx->head_old = old_len;
+	tx->head_set = true;
+	tx->env.size = tx->env.size - old_len + tx->head.len;
 }
 
 void

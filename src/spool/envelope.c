@@ -46,6 +46,19 @@ spool_env_add_rcpt(struct spool_env *e, const char *addr, const char *action,
 }
 
 void
+spool_env_del_rcpt(struct spool_env *e, size_t idx)
+{
+	struct spool_rcpt *r = &e->rcpts[idx];
+
+	free(r->addr);
+	free(r->action);
+	free(r->arg);
+	free(r->last_err);
+	memmove(r, r + 1, (e->nrcpts - idx - 1) * sizeof(*r));
+	e->nrcpts--;
+}
+
+void
 spool_env_add_state(struct spool_env *e, const char *key, const char *value)
 {
 	e->state = xreallocarray(e->state, 2 * (e->nstate + 1),

@@ -264,6 +264,83 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
 	return 0;
 }
 
+/* Copy len bytes of in from off to the end of out. */
+static int
+spool_copy_range(int in, off_t off, uint64_t len, int out)
+{
+	while (len > 0) {
+		ssize_t n = copy_file_range(in, &off, out, NULL, len, 0);
+		if (n == -1 && (errno == EXDEV || errno == EINVAL ||
+		    errno == ENOSYS || errno == EOPNOTSUPP)) {
+			/* A file system without it: copy by hand. */
+			char buf[64 * 1024];
+			n = pread(in, buf, len < sizeof(buf) ? len : sizeof(buf),
+			    off);
+			if (n > 0 && spool_write_all(out, buf, (size_t)n) == -1)
+				n = -1;
+			if (n > 0)
+				off += n;
+		}
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* the file got shorter */
+			return -1;
+		}
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
+    const void *data, size_t len, const char **err_out)
+{
+	char name[SPOOL_QID_MAX + 8];
+	int in = -1, out = -1, rc = -1;
+	struct stat st;
+
+	ASSERT(m->state == MSG_TMP);
+	snprintf(name, sizeof(name), "%s.new", m->qid);
+	in = openat(m->sp->fd[SUB_TMP], m->qid, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	out = openat(m->sp->fd[SUB_TMP], name, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (in == -1 || out == -1 || flock(out, LOCK_EX) == -1 ||
+	    fstat(in, &st) == -1) {
+		*err_out = spool_err("open", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	if ((uint64_t)st.st_size < offset + old_len) {
+		*err_out = spool_err("replace", SUB_TMP, m->qid, "", EINVAL);
+		goto out;
+	}
+	if (spool_copy_range(in, 0, offset, out) == -1 ||
+	    spool_write_all(out, data, len) == -1 ||
+	    spool_copy_range(in, (off_t)(offset + old_len),
+	    (uint64_t)st.st_size - offset - old_len, out) == -1) {
+		*err_out = spool_err("write", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	/* The new file is locked before it takes the name: no sweep gap. */
+	if (renameat(m->sp->fd[SUB_TMP], name, m->sp->fd[SUB_TMP], m->qid) ==
+	    -1) {
+		*err_out = spool_err("rename", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	close(m->fd);
+	m->fd = out;
+	out = -1;
+	rc = 0;
+out:
+	if (in != -1)
+		close(in);
+	if (out != -1) {
+		unlinkat(m->sp->fd[SUB_TMP], name, 0);
+		close(out);
+	}
+	return rc;
+}
+
 /* Steps 3 and 4: env/<qid>.tmp written, fsynced, renamed. */
 static int
 spool_env_write(struct spool *sp, const struct spool_env *env,

@@ -52,6 +52,8 @@ struct spool_env {
 };
 void	spool_env_add_rcpt(struct spool_env *e, const char *addr,
 	    const char *action, const char *arg);
+/* Remove recipient idx (before the commit: a filter deleted it). */
+void	spool_env_del_rcpt(struct spool_env *e, size_t idx);
 /* Keep a handler's key/value with the message (copies both). */
 void	spool_env_add_state(struct spool_env *e, const char *key,
 	    const char *value);
@@ -72,6 +74,15 @@ void	spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX]);
 struct spool_msg *spool_msg_new(struct spool *sp, const char *qid);
 /* Append content bytes (creates the content file first).  0 or -1 + *err_out. */
 int	spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
+	    const char **err_out);
+/*
+ * Replace the old_len content bytes at offset with data (a filter's
+ * header edits): the content is copied around data into a new file that
+ * takes the old one's place, under the message's lock.  Before the commit
+ * only.  0 or -1 with *err_out.
+ */
+int	spool_msg_replace(struct spool_msg *m, uint64_t offset,
+	    uint64_t old_len, const void *data, size_t len,
 	    const char **err_out);
 /*
  * Make the message durable: fsync the content, write and fsync the envelope

@@ -72,7 +72,7 @@ walk_to(struct h *h, enum smtp_stage st, const char *label)
 		}
 		if (order[i] == SMTP_STAGE_EOM) {
 			char *p = put_file("msg", msg_text, 0644);
-			chain_session_set_message_file(h->cs, p);
+			chain_session_set_message_file(h->cs, p, 0);
 			free(p);
 		}
 		struct smtp_event ev = { .stage = order[i], .arg = args[i],

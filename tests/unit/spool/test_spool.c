@@ -427,6 +427,49 @@ test_commit_load_round_trip(void **state)
 	free(dir);
 }
 
+/* A filter's header edit: the bytes in the middle change, all else stays. */
+static void
+test_replace_before_commit(void **state)
+{
+	static const char content[] =
+	    "Received: x\nSubject: old\n\nbody\n";
+	static const char want[] =
+	    "Received: x\nX-New: 1\nSubject: new\n\nbody\n";
+	char *dir = mkdir_tmp(), *path, *got, qid[SPOOL_QID_MAX];
+	struct spool_env e;
+	const char *err = NULL;
+	struct spool *sp = spool_open(dir, &err);
+	size_t len;
+
+	(void)state;
+	assert_non_null(sp);
+	spool_new_qid(sp, qid);
+	simple_env(&e, qid, 1);
+	struct spool_msg *m = spool_msg_new(sp, qid);
+	assert_int_equal(spool_msg_write(m, content, 12, &err), 0);
+	assert_int_equal(spool_msg_write(m, content + 12,
+	    sizeof(content) - 13, &err), 0);
+	/* "Subject: old\n" at 12 becomes two lines. */
+	if (spool_msg_replace(m, 12, 13, "X-New: 1\nSubject: new\n", 22,
+	    &err) == -1)
+		fail_msg("replace: %s", err);
+	/* Past the end: refused, the message is untouched. */
+	assert_int_equal(spool_msg_replace(m, 30, 99, "x", 1, &err), -1);
+	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
+	spool_msg_free(&m);
+	assert_false(exists(dir, "tmp", qid));
+	path = spool_content_path(sp, qid);
+	got = read_path(path, &len);
+	assert_int_equal(len, sizeof(want) - 1);
+	assert_memory_equal(got, want, len);
+	free(got);
+	free(path);
+	spool_env_clear(&e);
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
 static void
 test_uncommitted_removed(void **state)
 {
@@ -885,6 +928,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_env_format_round_trip),
+		cmocka_unit_test(test_replace_before_commit),
 		cmocka_unit_test(test_env_parse_strict),
 		cmocka_unit_test(test_done_parse),
 		cmocka_unit_test(test_status_parse),

@@ -1,0 +1,1003 @@
+/*
+ * chain/handler_milter.c: 'milter "inet:PORT@HOST" | "unix:PATH"
+ * [timeout DURATION]', a milter client speaking protocol version 6 to the
+ * existing filter ecosystem (opendkim, rspamd, spamass-milter...).
+ *
+ * One connection per session and socket, shared by every chain the
+ * handler sits in.  A run sends the filter whatever the conversation holds
+ * that it has not seen yet, up to the running stage: a milter only in
+ * "on eom" gets connect, helo, mail, rcpt, data, the headers, the body
+ * and end-of-message then; one in "on rcpt" as well answers each RCPT
+ * itself.  The filter's answer becomes the handler's verdict; its message
+ * modifications at end-of-message go to the session (chain_session_add_mod)
+ * and the connection applies them before the 250.  Never blocks the loop:
+ * the socket is a bufferevent, the body is read in bounded pieces and sent
+ * only while the socket keeps up.
+ */
+#include "chain/chain_private.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "chain/milter.h"
+#include "chain/session.h"
+#include "log/log.h"
+#include "util/util.h"
+
+#define MILTER_TIMEOUT_DEFAULT_MS	(30u * 1000)
+#define MILTER_BODY_READ	32767		/* raw bytes: <= 64 KiB as CRLF */
+#define MILTER_OUT_HIGH		(256 * 1024)	/* wait for the socket above */
+
+/* What we let a filter do, and the steps it may skip or not answer. */
+#define MILTER_ACTIONS	(MILTER_A_ADDHDRS | MILTER_A_ADDRCPT | \
+	MILTER_A_DELRCPT | MILTER_A_CHGHDRS | MILTER_A_QUARANTINE | \
+	MILTER_A_CHGFROM | MILTER_A_ADDRCPT_PAR)
+#define MILTER_PROTO	(MILTER_P_NOCONNECT | MILTER_P_NOHELO | \
+	MILTER_P_NOMAIL | MILTER_P_NORCPT | MILTER_P_NOBODY | \
+	MILTER_P_NOHDRS | MILTER_P_NOEOH | MILTER_P_NR_HDR | \
+	MILTER_P_NOUNKNOWN | MILTER_P_NODATA | MILTER_P_SKIP | \
+	MILTER_P_NR_CONN | MILTER_P_NR_HELO | MILTER_P_NR_MAIL | \
+	MILTER_P_NR_RCPT | MILTER_P_NR_DATA | MILTER_P_NR_UNKN | \
+	MILTER_P_NR_EOH | MILTER_P_NR_BODY | MILTER_P_HDR_LEADSPC)
+
+struct milter_inst {
+	char			*spec;		/* as configured: the slot key */
+	struct sockaddr_storage	 addr;
+	socklen_t		 addrlen;
+	uint64_t		 timeout_ms;
+};
+
+enum milter_state {
+	MS_IDLE,		/* not connected yet */
+	MS_CONNECTING,
+	MS_NEGOTIATING,		/* OPTNEG sent */
+	MS_READY,
+	MS_ACCEPTED,		/* the filter accepted the session: quiet */
+	MS_BROKEN,		/* failed: every later run fails at once */
+};
+
+/* One session's conversation with one filter (a session slot). */
+struct milter_conn {
+	struct chain_session	*cs;		/* borrowed: owner */
+	char			*spec;		/* owned copy, for messages */
+	struct bufferevent	*bev;		/* owned */
+	struct event		*timer;		/* owned: reply deadline */
+	enum milter_state	 state;
+	uint32_t		 proto;		/* as negotiated */
+	/* What the filter has seen. */
+	bool			 sent_connect;
+	char			*sent_helo;	/* owned */
+	bool			 tx_open;	/* MAIL sent, message not over */
+	bool			 tx_quiet;	/* accepted or discarded: no more */
+	char			**sent_rcpts;	/* owned */
+	size_t			 nsent_rcpts;
+	bool			 sent_data, sent_hdrs, body_done, sent_eom;
+	size_t			 hdr_off;	/* header bytes sent */
+	int			 body_fd;
+	uint64_t		 body_off;
+	/* The run in progress. */
+	struct chain_call	*call;		/* NULL between runs */
+	uint64_t		 timeout_ms;	/* the running instance's */
+	enum smtp_stage		 target;
+	bool			 cur_rcpt_sent;
+	char			 await;		/* command answered next; 0: none */
+	bool			 write_wait;	/* output full: wait for the drain */
+};
+
+/* ----- instances ----- */
+
+static void
+milter_inst_free(void *inst)
+{
+	struct milter_inst *mi = inst;
+
+	if (mi == NULL)
+		return;
+	free(mi->spec);
+	free(mi);
+}
+
+/* "inet:PORT@HOST", "inet6:PORT@HOST", "unix:PATH" or "local:PATH". */
+static int
+milter_parse_spec(struct milter_inst *mi, const char *spec)
+{
+	const char *colon = strchr(spec, ':');
+	size_t plen = colon != NULL ? (size_t)(colon - spec) : 0;
+
+	memset(&mi->addr, 0, sizeof(mi->addr));
+	if (colon == NULL)
+		return -1;
+	if ((plen == 4 && strncmp(spec, "unix", 4) == 0) ||
+	    (plen == 5 && strncmp(spec, "local", 5) == 0)) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&mi->addr;
+		if (colon[1] != '/' || util_strlcpy(sun->sun_path, colon + 1,
+		    sizeof(sun->sun_path)) == -1)
+			return -1;
+		sun->sun_family = AF_UNIX;
+		mi->addrlen = sizeof(*sun);
+		return 0;
+	}
+	bool v6 = plen == 5 && strncmp(spec, "inet6", 5) == 0;
+	if (!v6 && (plen != 4 || strncmp(spec, "inet", 4) != 0))
+		return -1;
+	const char *at = strchr(colon, '@');
+	char port[8], host[64];
+	if (at == NULL || (size_t)(at - colon - 1) >= sizeof(port) ||
+	    at == colon + 1 || util_strlcpy(host, at + 1, sizeof(host)) == -1)
+		return -1;
+	memcpy(port, colon + 1, (size_t)(at - colon - 1));
+	port[at - colon - 1] = '\0';
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (*end != '\0' || p < 1 || p > 65535)
+		return -1;
+	if (strcmp(host, "localhost") == 0)
+		util_strlcpy(host, v6 ? "::1" : "127.0.0.1", sizeof(host));
+	if (v6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&mi->addr;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)p);
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+			return -1;
+		mi->addrlen = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&mi->addr;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)p);
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			return -1;
+		mi->addrlen = sizeof(*s4);
+	}
+	return 0;
+}
+
+static void *
+milter_inst_new(const struct chain_handler_args *a, char **err_out)
+{
+	struct milter_inst *mi = xcalloc(1, sizeof(*mi));
+
+	mi->timeout_ms = MILTER_TIMEOUT_DEFAULT_MS;
+	if (a->argc == 4 && strcmp(a->argv[2], "timeout") == 0) {
+		if (util_parse_duration_ms(a->argv[3], &mi->timeout_ms) == -1 ||
+		    mi->timeout_ms == 0 || mi->timeout_ms > 3600u * 1000) {
+			*err_out = xasprintf("bad timeout \"%s\"", a->argv[3]);
+			goto fail;
+		}
+	} else if (a->argc != 2) {
+		*err_out = xstrdup("usage: milter \"inet:PORT@HOST\"|"
+		    "\"unix:PATH\" [timeout DURATION]");
+		goto fail;
+	}
+	if (milter_parse_spec(mi, a->argv[1]) == -1) {
+		*err_out = xasprintf("bad milter socket \"%s\" (inet:PORT@IP, "
+		    "inet6:PORT@IP or unix:/PATH)", a->argv[1]);
+		goto fail;
+	}
+	mi->spec = xasprintf("milter:%s", a->argv[1]);
+	return mi;
+fail:
+	milter_inst_free(mi);
+	return NULL;
+}
+
+/* ----- the end of a run ----- */
+
+static void
+milter_finish(struct milter_conn *mc, const struct chain_verdict *v)
+{
+	struct chain_call *call = mc->call;
+
+	mc->call = NULL;
+	mc->await = 0;
+	mc->write_wait = false;
+	evtimer_del(mc->timer);
+	if (call != NULL)
+		chain_call_done(call, v);
+}
+
+/* The conversation is lost: fail this run and every later one. */
+static void
+milter_broken(struct milter_conn *mc, const char *why)
+{
+	struct chain_verdict v;
+
+	log_event(LOG_LVL_WARN, "milter-error", chain_session_sid(mc->cs),
+	    NULL, "milter=\"%s\" why=\"%s\"", mc->spec + 7, why);
+	mc->state = MS_BROKEN;
+	if (mc->bev != NULL) {
+		bufferevent_free(mc->bev);
+		mc->bev = NULL;
+	}
+	chain_verdict_fail(&v, "milter %s: %s", mc->spec + 7, why);
+	milter_finish(mc, &v);
+}
+
+static void
+milter_tx_forget(struct milter_conn *mc)
+{
+	for (size_t i = 0; i < mc->nsent_rcpts; i++)
+		free(mc->sent_rcpts[i]);
+	free(mc->sent_rcpts);
+	mc->sent_rcpts = NULL;
+	mc->nsent_rcpts = 0;
+	mc->tx_open = mc->tx_quiet = false;
+	mc->sent_data = mc->sent_hdrs = mc->body_done = mc->sent_eom = false;
+	mc->hdr_off = 0;
+	mc->body_off = 0;
+	if (mc->body_fd != -1) {
+		close(mc->body_fd);
+		mc->body_fd = -1;
+	}
+}
+
+/* ----- sending ----- */
+
+/* (Re)start the deadline of what we wait for. */
+static void
+milter_arm(struct milter_conn *mc)
+{
+	struct timeval tv = { (time_t)(mc->timeout_ms / 1000),
+	    (suseconds_t)(mc->timeout_ms % 1000) * 1000 };
+
+	evtimer_add(mc->timer, &tv);
+}
+
+static void
+milter_send(struct milter_conn *mc, struct util_buf *b, char await)
+{
+	bufferevent_write(mc->bev, b->data, b->len);
+	util_buf_reset(b);
+	mc->await = await;
+	if (await != 0)
+		milter_arm(mc);
+}
+
+/* A 'D' packet: macros name=value for the command cmd. */
+static void
+milter_put_macros(struct util_buf *b, char cmd, const char *const *kv,
+    size_t n)
+{
+	struct util_buf d = { 0 };
+
+	util_buf_add(&d, &cmd, 1);
+	for (size_t i = 0; i + 1 < n; i += 2)
+		if (kv[i + 1] != NULL) {
+			util_buf_add(&d, kv[i], strlen(kv[i]) + 1);
+			util_buf_add(&d, kv[i + 1], strlen(kv[i + 1]) + 1);
+		}
+	milter_put(b, MILTER_C_MACRO, d.data, d.len);
+	util_buf_clear(&d);
+}
+
+static bool
+milter_rcpt_sent(const struct milter_conn *mc, const char *rcpt)
+{
+	for (size_t i = 0; i < mc->nsent_rcpts; i++)
+		if (strcmp(mc->sent_rcpts[i], rcpt) == 0)
+			return true;
+	return false;
+}
+
+static void
+milter_put_rcpt(struct milter_conn *mc, struct util_buf *b, const char *rcpt)
+{
+	char addr[600];
+
+	mc->sent_rcpts = xreallocarray(mc->sent_rcpts, mc->nsent_rcpts + 1,
+	    sizeof(*mc->sent_rcpts));
+	mc->sent_rcpts[mc->nsent_rcpts++] = xstrdup(rcpt);
+	if (mc->proto & MILTER_P_NORCPT)
+		return;
+	const char *mac[] = { "{rcpt_addr}", rcpt };
+	milter_put_macros(b, MILTER_C_RCPT, mac, 2);
+	util_snprintf(addr, sizeof(addr), "<%s>", rcpt);
+	const char *s = addr;
+	milter_put_strs(b, MILTER_C_RCPT, &s, 1);
+}
+
+/*
+ * The next header field from mc->hdr_off as name and value (the value
+ * without the space after the colon, unless the filter wants it, and
+ * without the last LF).  False when the block is over.
+ */
+static bool
+milter_next_header(struct milter_conn *mc, const char *h, size_t len,
+    struct util_buf *name, struct util_buf *value)
+{
+	while (mc->hdr_off < len) {
+		size_t start = mc->hdr_off, i = start;
+		do {
+			const char *nl = memchr(h + i, '\n', len - i);
+			i = nl != NULL ? (size_t)(nl - h) + 1 : len;
+		} while (i < len && (h[i] == ' ' || h[i] == '\t'));
+		mc->hdr_off = i;
+		const char *colon = memchr(h + start, ':', i - start);
+		if (colon == NULL || colon == h + start)
+			continue;	/* not a field: nothing to say */
+		const char *v = colon + 1;
+		size_t vlen = (size_t)(h + i - v);
+		if (vlen > 0 && v[vlen - 1] == '\n')
+			vlen--;
+		if (!(mc->proto & MILTER_P_HDR_LEADSPC) && vlen > 0 &&
+		    *v == ' ') {
+			v++;
+			vlen--;
+		}
+		util_buf_reset(name);
+		util_buf_reset(value);
+		util_buf_add(name, h + start, (size_t)(colon - (h + start)));
+		util_buf_add(value, v, vlen);
+		util_buf_cstr(name);
+		util_buf_cstr(value);
+		return true;
+	}
+	return false;
+}
+
+/* Where the body starts in the message file; -1 when unknown. */
+static int64_t
+milter_body_start(struct chain_session *cs)
+{
+	int64_t hl = chain_session_header_len(cs);
+
+	if (hl < 0)
+		return -1;
+	return (int64_t)cs->msg_offset + hl + (cs->hdr_ended ? 1 : 0);
+}
+
+/* The next piece of the body as a 'B' packet (LF made CRLF); 0 at the end. */
+static int
+milter_put_body(struct milter_conn *mc, struct util_buf *b, const char **err)
+{
+	char raw[MILTER_BODY_READ], out[2 * MILTER_BODY_READ];
+	ssize_t n;
+	size_t o = 0;
+
+	if (mc->body_fd == -1) {
+		const char *path = chain_session_message_file(mc->cs);
+		int64_t start = milter_body_start(mc->cs);
+		if (path == NULL || start < 0) {
+			*err = path == NULL ? "no message file" :
+			    "header block too long to find the body";
+			return -1;
+		}
+		mc->body_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (mc->body_fd == -1) {
+			*err = "cannot open the message file";
+			return -1;
+		}
+		mc->body_off = (uint64_t)start;
+	}
+	/* A page-cache read of the file just written, as Lua's reads are. */
+	n = pread(mc->body_fd, raw, sizeof(raw), (off_t)mc->body_off);
+	if (n == -1) {
+		*err = "cannot read the message file";
+		return -1;
+	}
+	if (n == 0)
+		return 0;
+	mc->body_off += (uint64_t)n;
+	for (ssize_t i = 0; i < n; i++) {
+		if (raw[i] == '\n')
+			out[o++] = '\r';
+		out[o++] = raw[i];
+	}
+	milter_put(b, MILTER_C_BODY, out, o);
+	return 1;
+}
+
+/*
+ * Send the next command the filter has not seen, up to the target stage.
+ * 1 when something went out, 0 when there is nothing left, -1 on error.
+ */
+static int
+milter_next(struct milter_conn *mc, struct util_buf *b, const char **err)
+{
+	struct chain_session *cs = mc->cs;
+	enum smtp_stage t = mc->target;
+	bool in_tx = t >= SMTP_STAGE_MAIL && t <= SMTP_STAGE_EOM;
+	char buf[600];
+
+	if (!mc->sent_connect) {
+		mc->sent_connect = true;
+		if (mc->proto & MILTER_P_NOCONNECT)
+			return 1;
+		const char *mac[] = { "j", cs->hostname, "{daemon_name}",
+		    "postern", "{client_addr}", cs->ip };
+		milter_put_macros(b, MILTER_C_CONNECT, mac, 6);
+		util_snprintf(buf, sizeof(buf), "[%s]", cs->ip);
+		milter_put_connect(b, cs->rdns != NULL && cs->rdns_confirmed ?
+		    cs->rdns : buf, cs->ip, cs->port);
+		milter_send(mc, b, mc->proto & MILTER_P_NR_CONN ? 0 :
+		    MILTER_C_CONNECT);
+		return 1;
+	}
+	if (t >= SMTP_STAGE_HELO && cs->helo != NULL && (mc->sent_helo ==
+	    NULL || strcmp(mc->sent_helo, cs->helo) != 0)) {
+		free(mc->sent_helo);
+		mc->sent_helo = xstrdup(cs->helo);
+		if (mc->proto & MILTER_P_NOHELO)
+			return 1;
+		const char *mac[] = { "{tls_version}", cs->tls_proto,
+		    "{cipher}", cs->tls_cipher };
+		milter_put_macros(b, MILTER_C_HELO, mac, 4);
+		const char *s = cs->helo;
+		milter_put_strs(b, MILTER_C_HELO, &s, 1);
+		milter_send(mc, b, mc->proto & MILTER_P_NR_HELO ? 0 :
+		    MILTER_C_HELO);
+		return 1;
+	}
+	if (!in_tx || cs->sender == NULL || mc->tx_quiet)
+		return 0;
+	if (!mc->tx_open) {
+		mc->tx_open = true;
+		if (mc->proto & MILTER_P_NOMAIL)
+			return 1;
+		const char *mac[] = { "{mail_addr}", cs->sender,
+		    "{auth_authen}", cs->auth_user };
+		milter_put_macros(b, MILTER_C_MAIL, mac, 4);
+		util_snprintf(buf, sizeof(buf), "<%s>", cs->sender);
+		const char *s = buf;
+		milter_put_strs(b, MILTER_C_MAIL, &s, 1);
+		milter_send(mc, b, mc->proto & MILTER_P_NR_MAIL ? 0 :
+		    MILTER_C_MAIL);
+		return 1;
+	}
+	for (size_t i = 0; t >= SMTP_STAGE_RCPT && i < cs->nrcpts; i++)
+		if (!milter_rcpt_sent(mc, cs->rcpts[i])) {
+			milter_put_rcpt(mc, b, cs->rcpts[i]);
+			milter_send(mc, b, mc->proto & (MILTER_P_NORCPT |
+			    MILTER_P_NR_RCPT) ? 0 : MILTER_C_RCPT);
+			return 1;
+		}
+	if (t == SMTP_STAGE_RCPT) {
+		if (mc->cur_rcpt_sent || cs->rcpt == NULL)
+			return 0;
+		mc->cur_rcpt_sent = true;
+		milter_put_rcpt(mc, b, cs->rcpt);
+		milter_send(mc, b, mc->proto & (MILTER_P_NORCPT |
+		    MILTER_P_NR_RCPT) ? 0 : MILTER_C_RCPT);
+		return 1;
+	}
+	if (t < SMTP_STAGE_DATA)
+		return 0;
+	if (!mc->sent_data) {
+		mc->sent_data = true;
+		if (mc->proto & MILTER_P_NODATA)
+			return 1;
+		milter_put(b, MILTER_C_DATA, NULL, 0);
+		milter_send(mc, b, mc->proto & MILTER_P_NR_DATA ? 0 :
+		    MILTER_C_DATA);
+		return 1;
+	}
+	if (t < SMTP_STAGE_HEADER)
+		return 0;
+	if (!mc->sent_hdrs) {
+		size_t len;
+		const char *h = chain_session_headers(cs, &len);
+		int64_t hl = chain_session_header_len(cs);
+		struct util_buf name = { 0 }, value = { 0 };
+		/* A block cut short by the size limit: its whole lines. */
+		if (hl >= 0)
+			len = (size_t)hl;
+		while (len > 0 && h[len - 1] != '\n')
+			len--;
+		bool more = !(mc->proto & MILTER_P_NOHDRS) && h != NULL &&
+		    milter_next_header(mc, h, len, &name, &value);
+		if (more) {
+			const char *s[] = { name.data, value.data };
+			milter_put_strs(b, MILTER_C_HEADER, s, 2);
+		}
+		util_buf_clear(&name);
+		util_buf_clear(&value);
+		if (more) {
+			milter_send(mc, b, mc->proto & MILTER_P_NR_HDR ? 0 :
+			    MILTER_C_HEADER);
+			return 1;
+		}
+		mc->sent_hdrs = true;
+		if (mc->proto & MILTER_P_NOEOH)
+			return 1;
+		milter_put(b, MILTER_C_EOH, NULL, 0);
+		milter_send(mc, b, mc->proto & MILTER_P_NR_EOH ? 0 :
+		    MILTER_C_EOH);
+		return 1;
+	}
+	if (t < SMTP_STAGE_EOM || mc->sent_eom)
+		return 0;
+	if (!mc->body_done && !(mc->proto & MILTER_P_NOBODY)) {
+		int r = milter_put_body(mc, b, err);
+		if (r == -1)
+			return -1;
+		if (r == 1) {
+			milter_send(mc, b, mc->proto & MILTER_P_NR_BODY ? 0 :
+			    MILTER_C_BODY);
+			return 1;
+		}
+	}
+	mc->body_done = true;
+	mc->sent_eom = true;
+	milter_put(b, MILTER_C_EOB, NULL, 0);
+	milter_send(mc, b, MILTER_C_EOB);
+	return 1;
+}
+
+/*
+ * Send until a reply is due, the socket is full, or nothing is left.
+ * True when the run is over: mc may be gone then (the answer went out).
+ */
+static bool
+milter_advance(struct milter_conn *mc)
+{
+	struct util_buf b = { 0 };
+	const char *err = NULL;
+	int r = 1;
+
+	while (mc->await == 0 && r == 1) {
+		if (evbuffer_get_length(bufferevent_get_output(mc->bev)) >
+		    MILTER_OUT_HIGH) {
+			mc->write_wait = true;
+			milter_arm(mc);
+			break;
+		}
+		r = milter_next(mc, &b, &err);
+	}
+	util_buf_clear(&b);
+	if (r == -1) {
+		milter_broken(mc, err);
+		return true;
+	}
+	if (r == 0) {
+		struct chain_verdict v;
+		chain_verdict_continue(&v);
+		milter_finish(mc, &v);
+		return true;
+	}
+	return false;
+}
+
+/* ----- replies ----- */
+
+/* 'y': "CODE[ -]ESC TEXT", possibly several lines; the first one counts. */
+static int
+milter_replycode(const struct milter_reply *r, struct chain_verdict *v)
+{
+	char line[CHAIN_TEXT_MAX + 32], esc[16] = "";
+	size_t n = strnlen(r->data, r->len);
+	const char *text;
+
+	if (n == r->len)
+		return -1;		/* not a string */
+	util_snprintf(line, sizeof(line), "%.*s", (int)strcspn(r->data,
+	    "\r\n"), r->data);
+	if (strlen(line) < 3 || line[0] < '4' || line[0] > '5' ||
+	    line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
+	    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
+		return -1;
+	text = line[3] != '\0' ? line + 4 : "";
+	size_t el = strcspn(text, " ");
+	if (el > 0 && el < sizeof(esc) && text[0] == line[0] &&
+	    text[1] == '.') {
+		memcpy(esc, text, el);
+		esc[el] = '\0';
+		text += el + (text[el] == ' ');
+	}
+	chain_verdict_reject(v, atoi(line), esc, *text != '\0' ? text :
+	    "Command rejected");
+	return 0;
+}
+
+/* A modification (only as an answer to end-of-message). */
+static int
+milter_mod(struct milter_conn *mc, const struct milter_reply *r)
+{
+	const char *s[3];
+	uint32_t idx = 0;
+	int n;
+
+	switch (r->cmd) {
+	case MILTER_R_ADDHEADER:
+		if (milter_get_strs(r, 0, s, 2) != 2)
+			return -1;
+		return chain_session_add_mod(mc->cs, CHAIN_MOD_HDR_ADD, 0,
+		    s[0], s[1]);
+	case MILTER_R_INSHEADER:
+	case MILTER_R_CHGHEADER:
+		if (milter_get_u32(r, &idx) == -1 ||
+		    milter_get_strs(r, 4, s, 2) != 2)
+			return -1;
+		return chain_session_add_mod(mc->cs, r->cmd ==
+		    MILTER_R_INSHEADER ? CHAIN_MOD_HDR_INSERT :
+		    CHAIN_MOD_HDR_CHANGE, idx, s[0], s[1]);
+	case MILTER_R_CHGFROM:
+	case MILTER_R_ADDRCPT:
+	case MILTER_R_ADDRCPT_PAR:
+	case MILTER_R_DELRCPT:
+		/* ESMTP arguments after the address are not kept. */
+		if ((n = milter_get_strs(r, 0, s, 2)) < 1)
+			return -1;
+		char addr[600];
+		const char *a = s[0];
+		size_t al = strlen(a);
+		if (al >= 2 && a[0] == '<' && a[al - 1] == '>') {
+			a++;
+			al -= 2;
+		}
+		if (util_snprintf(addr, sizeof(addr), "%.*s", (int)al, a) == -1)
+			return -1;
+		return chain_session_add_mod(mc->cs, r->cmd ==
+		    MILTER_R_CHGFROM ? CHAIN_MOD_SENDER : r->cmd ==
+		    MILTER_R_DELRCPT ? CHAIN_MOD_RCPT_DEL :
+		    CHAIN_MOD_RCPT_ADD, 0, NULL, addr);
+	case MILTER_R_QUARANTINE:
+		if (milter_get_strs(r, 0, s, 1) != 1)
+			return -1;
+		chain_kv_set(mc->cs, CHAIN_SCOPE_TX, "milter.quarantine",
+		    s[0]);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/*
+ * One reply: 0 go on reading, 1 the run is over (mc may be gone), -1 with
+ * *err when the filter broke the protocol.
+ */
+static int
+milter_reply(struct milter_conn *mc, const struct milter_reply *r,
+    const char **err)
+{
+	struct chain_verdict v;
+	char was = mc->await;
+
+	if (mc->state == MS_NEGOTIATING) {
+		uint32_t ver, act, proto;
+		if (r->cmd != MILTER_R_OPTNEG ||
+		    milter_get_optneg(r, &ver, &act, &proto) == -1) {
+			*err = "bad option negotiation";
+			return -1;
+		}
+		if (ver < MILTER_VERSION || (act & ~(uint32_t)MILTER_ACTIONS) ||
+		    (proto & ~(uint32_t)MILTER_PROTO)) {
+			*err = ver < MILTER_VERSION ? "filter speaks a protocol "
+			    "older than version 6" : "filter wants actions or "
+			    "steps we do not offer";
+			return -1;
+		}
+		mc->proto = proto;
+		mc->state = MS_READY;
+		mc->await = 0;
+		evtimer_del(mc->timer);
+		return milter_advance(mc) ? 1 : 0;
+	}
+	if (was == 0 || mc->call == NULL) {
+		*err = "reply nobody asked for";
+		return -1;
+	}
+	switch (r->cmd) {
+	case MILTER_R_PROGRESS:
+		milter_arm(mc);
+		return 0;
+	case MILTER_R_CONTINUE:
+		mc->await = 0;
+		evtimer_del(mc->timer);
+		if (was == MILTER_C_EOB)
+			milter_tx_forget(mc);	/* the message is over */
+		return milter_advance(mc) ? 1 : 0;
+	case MILTER_R_SKIP:
+		if (was != MILTER_C_BODY) {
+			*err = "skip outside the body";
+			return -1;
+		}
+		mc->body_done = true;
+		mc->await = 0;
+		evtimer_del(mc->timer);
+		return milter_advance(mc) ? 1 : 0;
+	case MILTER_R_ACCEPT:
+		chain_verdict_continue(&v);
+		if (was == MILTER_C_CONNECT || was == MILTER_C_HELO)
+			mc->state = MS_ACCEPTED;
+		else if (was == MILTER_C_EOB)
+			milter_tx_forget(mc);
+		else
+			mc->tx_quiet = true;
+		break;
+	case MILTER_R_DISCARD:
+		memset(&v, 0, sizeof(v));
+		v.kind = CHAIN_DISCARD;
+		if (was == MILTER_C_EOB)
+			milter_tx_forget(mc);
+		else
+			mc->tx_quiet = true;
+		break;
+	case MILTER_R_REJECT:
+		if (was == MILTER_C_CONNECT)
+			chain_verdict_reject(&v, 554, "5.7.1", "Connection "
+			    "rejected");
+		else
+			chain_verdict_reject(&v, 550, "5.7.1", "Command "
+			    "rejected");
+		break;
+	case MILTER_R_TEMPFAIL:
+		chain_verdict_reject(&v, 451, "4.7.1", "Please try again "
+		    "later");
+		break;
+	case MILTER_R_REPLYCODE:
+		if (milter_replycode(r, &v) == -1) {
+			*err = "bad reply code";
+			return -1;
+		}
+		break;
+	case MILTER_R_CONN_FAIL:
+	case MILTER_R_SHUTDOWN:
+		memset(&v, 0, sizeof(v));
+		v.kind = CHAIN_DISCONNECT;
+		v.code = 421;
+		util_strlcpy(v.esc, "4.7.0", sizeof(v.esc));
+		util_strlcpy(v.text, "Service unavailable, closing "
+		    "transmission channel", sizeof(v.text));
+		if (r->cmd == MILTER_R_SHUTDOWN)
+			mc->state = MS_BROKEN;
+		break;
+	default:
+		if (was != MILTER_C_EOB || milter_mod(mc, r) == -1) {
+			*err = "unexpected or malformed reply";
+			return -1;
+		}
+		return 0;
+	}
+	/* A rejected or tempfailed message is over for the filter too. */
+	if (was == MILTER_C_EOB && mc->tx_open)
+		milter_tx_forget(mc);
+	milter_finish(mc, &v);
+	return 1;
+}
+
+static void
+milter_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct milter_conn *mc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct util_buf pkt = { 0 };
+	int rc = 0;
+
+	/* Once a run is over, mc may be gone: touch nothing after it. */
+	while (rc == 0) {
+		struct milter_reply r;
+		const char *err = NULL;
+		size_t len = evbuffer_get_length(in), used = 0;
+		const char *p = (const char *)evbuffer_pullup(in,
+		    len < 4 ? (ev_ssize_t)len : 4);
+		if (p == NULL || (rc = milter_get(p, len, &r, &used, &err)) ==
+		    0)
+			break;
+		if (rc == 1) {
+			/* A copy, so the handling may free the bufferevent. */
+			util_buf_reset(&pkt);
+			util_buf_add(&pkt, evbuffer_pullup(in,
+			    (ev_ssize_t)used), used);
+			evbuffer_drain(in, used);
+			milter_get(pkt.data, pkt.len, &r, &used, &err);
+			rc = milter_reply(mc, &r, &err);
+		}
+		if (rc == -1)
+			milter_broken(mc, err);
+	}
+	util_buf_clear(&pkt);
+}
+
+static void
+milter_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct milter_conn *mc = arg;
+
+	(void)bev;
+	if (mc->write_wait && mc->call != NULL) {
+		mc->write_wait = false;
+		evtimer_del(mc->timer);
+		(void)milter_advance(mc);
+	}
+}
+
+static void
+milter_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct milter_conn *mc = arg;
+	struct util_buf b = { 0 };
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		mc->state = MS_NEGOTIATING;
+		milter_put_optneg(&b, MILTER_VERSION, MILTER_ACTIONS,
+		    MILTER_PROTO);
+		milter_send(mc, &b, MILTER_C_OPTNEG);
+		util_buf_clear(&b);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		char why[128];
+		int e = EVUTIL_SOCKET_ERROR();
+		util_snprintf(why, sizeof(why), "%s", what & BEV_EVENT_EOF ?
+		    "connection closed by the filter" : mc->state ==
+		    MS_CONNECTING ? strerror(e) : "connection error");
+		milter_broken(mc, why);
+	}
+}
+
+static void
+milter_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct milter_conn *mc = arg;
+
+	(void)fd;
+	(void)what;
+	milter_broken(mc, mc->state == MS_CONNECTING ? "connect timed out" :
+	    "no answer in time");
+}
+
+/* ----- the session slot ----- */
+
+static void
+milter_conn_tx_reset(void *p)
+{
+	struct milter_conn *mc = p;
+	struct util_buf b = { 0 };
+
+	if (mc->call != NULL) {
+		/* The run is being cleared (milter_cancel follows). */
+		mc->state = MS_BROKEN;
+		bufferevent_free(mc->bev);
+		mc->bev = NULL;
+		return;
+	}
+	if (mc->state == MS_READY && mc->tx_open) {
+		milter_put(&b, MILTER_C_ABORT, NULL, 0);	/* no answer */
+		bufferevent_write(mc->bev, b.data, b.len);
+		util_buf_clear(&b);
+	}
+	milter_tx_forget(mc);
+}
+
+static void
+milter_conn_free(void *p)
+{
+	struct milter_conn *mc = p;
+
+	if (mc->bev != NULL) {
+		/* Best effort: a filter likes to hear QUIT; never wait. */
+		if (mc->state == MS_READY || mc->state == MS_ACCEPTED) {
+			static const char quit[] = { 0, 0, 0, 1, MILTER_C_QUIT };
+			evutil_socket_t fd = bufferevent_getfd(mc->bev);
+			if (fd != -1 && evbuffer_get_length(
+			    bufferevent_get_output(mc->bev)) == 0)
+				(void)send(fd, quit, sizeof(quit),
+				    MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
+		bufferevent_free(mc->bev);
+	}
+	milter_tx_forget(mc);
+	event_free(mc->timer);
+	free(mc->sent_helo);
+	free(mc->spec);
+	free(mc);
+}
+
+static const struct chain_slot_ops milter_slot_ops = {
+	.tx_reset_fn = milter_conn_tx_reset,
+	.free_fn = milter_conn_free,
+};
+
+static struct milter_conn *
+milter_conn_get(struct chain_session *cs, const struct milter_inst *mi)
+{
+	struct milter_conn *mc = chain_session_slot(cs, mi->spec);
+
+	if (mc != NULL)
+		return mc;
+	mc = xcalloc(1, sizeof(*mc));
+	mc->cs = cs;
+	mc->spec = xstrdup(mi->spec);
+	mc->body_fd = -1;
+	mc->state = MS_IDLE;
+	mc->timer = evtimer_new(chain_session_base(cs), milter_timer_cb, mc);
+	if (chain_session_slot_set(cs, mi->spec, mc, &milter_slot_ops) == -1) {
+		milter_conn_free(mc);
+		return NULL;
+	}
+	return mc;
+}
+
+/* ----- running ----- */
+
+static enum chain_status
+milter_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct milter_inst *mi = inst;
+	struct chain_session *cs = chain_call_session(call);
+	struct milter_conn *mc = milter_conn_get(cs, mi);
+	enum smtp_stage st = chain_call_stage(call);
+
+	if (mc == NULL) {
+		chain_verdict_fail(v, "too many milters in one session");
+		return CHAIN_DONE;
+	}
+	if (mc->state == MS_BROKEN) {
+		chain_verdict_fail(v, "milter %s: unavailable", mi->spec + 7);
+		return CHAIN_DONE;
+	}
+	if (mc->state == MS_ACCEPTED || mc->call != NULL ||
+	    (mc->tx_quiet && st >= SMTP_STAGE_MAIL && st <= SMTP_STAGE_EOM)) {
+		if (mc->call != NULL)
+			chain_verdict_fail(v, "milter %s: busy", mi->spec + 7);
+		else
+			chain_verdict_continue(v);
+		return CHAIN_DONE;
+	}
+	mc->call = call;
+	*chain_call_data(call) = mc;
+	mc->timeout_ms = mi->timeout_ms;
+	mc->target = st;
+	mc->cur_rcpt_sent = false;
+	if (mc->state != MS_IDLE) {
+		(void)milter_advance(mc);	/* may answer at once (early) */
+		return CHAIN_PENDING;
+	}
+	mc->state = MS_CONNECTING;
+	mc->bev = bufferevent_socket_new(chain_session_base(cs), -1,
+	    BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(mc->bev, milter_read_cb, milter_write_cb,
+	    milter_event_cb, mc);
+	bufferevent_setwatermark(mc->bev, EV_WRITE, 64 * 1024, 0);
+	bufferevent_enable(mc->bev, EV_READ | EV_WRITE);
+	milter_arm(mc);
+	if (bufferevent_socket_connect(mc->bev,
+	    (const struct sockaddr *)&mi->addr, (int)mi->addrlen) == -1)
+		milter_broken(mc, strerror(errno));
+	return CHAIN_PENDING;
+}
+
+static void
+milter_cancel(void *inst, struct chain_call *call)
+{
+	struct milter_conn *mc = *chain_call_data(call);
+
+	(void)inst;
+	if (mc == NULL || mc->call != call)
+		return;
+	mc->call = NULL;
+	/* A reply is on its way: the conversation is out of step now. */
+	if (mc->await != 0 || mc->state == MS_CONNECTING ||
+	    mc->state == MS_NEGOTIATING) {
+		mc->state = MS_BROKEN;
+		if (mc->bev != NULL) {
+			bufferevent_free(mc->bev);
+			mc->bev = NULL;
+		}
+	}
+	mc->await = 0;
+	evtimer_del(mc->timer);
+}
+
+const struct chain_handler_ops chain_milter_ops[] = {
+	{ .name = "milter",
+	  .stages = CHAIN_STAGE_BIT(SMTP_STAGE_CONNECT) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_HELO) | CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_RCPT) | CHAIN_STAGE_BIT(SMTP_STAGE_DATA) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_HEADER) |
+	    CHAIN_STAGE_BIT(SMTP_STAGE_EOM),
+	  .new_fn = milter_inst_new, .free_fn = milter_inst_free,
+	  .run_fn = milter_run, .cancel_fn = milter_cancel },
+	{ .name = NULL },
+};

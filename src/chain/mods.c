@@ -1,0 +1,194 @@
+/*
+ * chain/mods.c: the modifications a handler (a milter, at eom) asks for,
+ * and their effect on the header block.  Header indexes count the fields
+ * of the client's header block as it stands after the earlier edits, as
+ * Sendmail applies a filter's edits one after another.
+ */
+#include "chain/chain_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "chain/session.h"
+#include "util/util.h"
+
+#define CHAIN_MODS_MAX	1000	/* per transaction */
+
+/* RFC 5322 3.6.8: a field name is printable US-ASCII but the colon. */
+static bool
+chain_mod_name_ok(const char *name)
+{
+	if (name == NULL || *name == '\0' || strlen(name) > 200)
+		return false;
+	for (const char *p = name; *p != '\0'; p++)
+		if ((unsigned char)*p < 33 || (unsigned char)*p > 126 ||
+		    *p == ':')
+			return false;
+	return true;
+}
+
+int
+chain_session_add_mod(struct chain_session *cs, enum chain_mod_kind kind,
+    unsigned idx, const char *name, const char *value)
+{
+	bool hdr = kind == CHAIN_MOD_HDR_ADD || kind == CHAIN_MOD_HDR_INSERT ||
+	    kind == CHAIN_MOD_HDR_CHANGE;
+
+	if (cs->nmods == CHAIN_MODS_MAX || (hdr && !chain_mod_name_ok(name)) ||
+	    strchr(value, '\r') != NULL || strlen(value) > 64 * 1024)
+		return -1;
+	if (!hdr && (*value == '\0' || strpbrk(value, " \t\n") != NULL))
+		return -1;
+	cs->mods = xreallocarray(cs->mods, cs->nmods + 1, sizeof(*cs->mods));
+	cs->mods[cs->nmods++] = (struct chain_mod){ .kind = kind, .idx = idx,
+	    .name = hdr ? xstrdup(name) : NULL, .value = xstrdup(value) };
+	return 0;
+}
+
+const struct chain_mod *
+chain_session_mods(const struct chain_session *cs, size_t *n_out)
+{
+	*n_out = cs->nmods;
+	return cs->mods;
+}
+
+void
+chain_mods_clear(struct chain_session *cs)
+{
+	for (size_t i = 0; i < cs->nmods; i++) {
+		free(cs->mods[i].name);
+		free(cs->mods[i].value);
+	}
+	free(cs->mods);
+	cs->mods = NULL;
+	cs->nmods = 0;
+}
+
+/* ----- editing the header block ----- */
+
+struct hfield {
+	const char	*text;		/* the whole field, continuation lines
+					   and the last LF included */
+	size_t		 len;
+	char		*owned;		/* text, when it is new */
+};
+
+struct hfields {
+	struct hfield	*f;
+	size_t		 n;
+};
+
+/* Split head into fields: a line and the lines that continue it. */
+static void
+hfields_split(const char *head, size_t len, struct hfields *hf)
+{
+	for (size_t i = 0; i < len; ) {
+		size_t start = i;
+		do {
+			const char *nl = memchr(head + i, '\n', len - i);
+			i = nl != NULL ? (size_t)(nl - head) + 1 : len;
+		} while (i < len && (head[i] == ' ' || head[i] == '\t'));
+		hf->f = xreallocarray(hf->f, hf->n + 1, sizeof(*hf->f));
+		hf->f[hf->n++] = (struct hfield){ head + start, i - start,
+		    NULL };
+	}
+}
+
+/* The field "name: value\n", a value's line breaks kept as folds. */
+static struct hfield
+hfield_make(const char *name, const char *value)
+{
+	struct util_buf b = { 0 };
+
+	util_buf_printf(&b, "%s:", name);
+	/* libmilter gives the value without the space after the colon. */
+	if (*value != ' ' && *value != '\t' && *value != '\0')
+		util_buf_add(&b, " ", 1);
+	for (const char *p = value; *p != '\0'; p++) {
+		util_buf_add(&b, p, 1);
+		/* A line break must be a fold: never a new field. */
+		if (*p == '\n' && p[1] != ' ' && p[1] != '\t')
+			util_buf_add(&b, "\t", 1);
+	}
+	util_buf_add(&b, "\n", 1);
+	struct hfield f = { .len = b.len };
+	f.owned = util_buf_cstr(&b);
+	f.text = f.owned;
+	return f;
+}
+
+/* Does field f carry this name (case-insensitive, RFC 5322 1.2.2)? */
+static bool
+hfield_is(const struct hfield *f, const char *name)
+{
+	size_t n = strlen(name);
+
+	return f->len > n && f->text[n] == ':' &&
+	    strncasecmp(f->text, name, n) == 0;
+}
+
+static void
+hfields_insert(struct hfields *hf, size_t at, struct hfield f)
+{
+	if (at > hf->n)
+		at = hf->n;
+	hf->f = xreallocarray(hf->f, hf->n + 1, sizeof(*hf->f));
+	memmove(hf->f + at + 1, hf->f + at, (hf->n - at) * sizeof(*hf->f));
+	hf->f[at] = f;
+	hf->n++;
+}
+
+static void
+hfields_change(struct hfields *hf, const struct chain_mod *m)
+{
+	unsigned want = m->idx > 0 ? m->idx : 1, seen = 0;
+
+	for (size_t i = 0; i < hf->n; i++) {
+		if (!hfield_is(&hf->f[i], m->name) || ++seen < want)
+			continue;
+		free(hf->f[i].owned);
+		if (*m->value == '\0') {
+			memmove(hf->f + i, hf->f + i + 1,
+			    (hf->n - i - 1) * sizeof(*hf->f));
+			hf->n--;
+		} else
+			hf->f[i] = hfield_make(m->name, m->value);
+		return;
+	}
+	/* No such occurrence: Sendmail adds the field. */
+	if (*m->value != '\0')
+		hfields_insert(hf, hf->n, hfield_make(m->name, m->value));
+}
+
+void
+chain_headers_edit(const char *head, size_t len, const struct chain_mod *mods,
+    size_t nmods, struct util_buf *out)
+{
+	struct hfields hf = { 0 };
+
+	hfields_split(head, len, &hf);
+	for (size_t i = 0; i < nmods; i++) {
+		const struct chain_mod *m = &mods[i];
+		switch (m->kind) {
+		case CHAIN_MOD_HDR_ADD:
+			hfields_insert(&hf, hf.n, hfield_make(m->name,
+			    m->value));
+			break;
+		case CHAIN_MOD_HDR_INSERT:
+			hfields_insert(&hf, m->idx, hfield_make(m->name,
+			    m->value));
+			break;
+		case CHAIN_MOD_HDR_CHANGE:
+			hfields_change(&hf, m);
+			break;
+		default:
+			break;		/* the envelope's: not ours */
+		}
+	}
+	for (size_t i = 0; i < hf.n; i++) {
+		util_buf_add(out, hf.f[i].text, hf.f[i].len);
+		free(hf.f[i].owned);
+	}
+	free(hf.f);
+}
