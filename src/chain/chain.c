@@ -70,7 +70,7 @@ chain_handler_find(const char *name)
 	static const struct chain_handler_ops *const families[] = {
 		chain_basic_ops, chain_limit_ops, chain_dns_ops,
 		chain_spf_ops, chain_grey_ops, chain_content_ops,
-		chain_lua_ops, chain_program_ops, chain_milter_ops,
+		chain_rep_ops, chain_lua_ops, chain_program_ops, chain_milter_ops,
 	};
 
 	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)

@@ -14,6 +14,7 @@ extern const struct chain_handler_ops chain_dns_ops[];		/* builtin_dns.c */
 extern const struct chain_handler_ops chain_spf_ops[];		/* builtin_spf.c */
 extern const struct chain_handler_ops chain_grey_ops[];		/* builtin_grey.c */
 extern const struct chain_handler_ops chain_content_ops[];	/* builtin_content.c */
+extern const struct chain_handler_ops chain_rep_ops[];		/* builtin_rep.c */
 extern const struct chain_handler_ops chain_lua_ops[];		/* handler_lua.c */
 extern const struct chain_handler_ops chain_program_ops[];	/* handler_program.c */
 extern const struct chain_handler_ops chain_milter_ops[];	/* handler_milter.c */
@@ -33,6 +34,20 @@ const char *chain_addr_domain(const char *addr);
 void	chain_ip_net(const char *ip, char *buf, size_t bufsz);
 /* Client IP on the ban list (store key), for trap and friends. */
 void	chain_ban_key(const char *ip, char *buf, size_t bufsz);
+
+/* Reputation scores (session.c): which of the two. */
+enum chain_rep_what { CHAIN_REP_IP = 1, CHAIN_REP_DOMAIN = 2,
+	CHAIN_REP_BOTH = 3 };
+/*
+ * The store key of one score into buf: "rep:ip:IP", or "rep:domain:DOMAIN"
+ * of the sender (lower case).  False when the session has none: no client
+ * IP, or no sender domain yet (before MAIL, or the null sender).
+ */
+bool	chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
+	    char *buf, size_t bufsz);
+/* Add delta to the scores in which (CHAIN_REP_* bits); fire and forget. */
+void	chain_session_reputation_add(struct chain_session *cs, int delta,
+	    unsigned which);
 
 /* Tests: SPF answers from "domain v=spf1 ..." records, no DNS (NULL: off). */
 void	chain_spf_set_test_zone(const char *const *records);

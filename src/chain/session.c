@@ -724,21 +724,52 @@ chain_session_sid(const struct chain_session *cs)
 	return cs->sid;
 }
 
+bool
+chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
+    char *buf, size_t bufsz)
+{
+	const char *dom;
+
+	if (w == CHAIN_REP_IP) {
+		if (cs->ip[0] == '\0')
+			return false;
+		util_snprintf(buf, bufsz, "rep:ip:%s", cs->ip);
+		return true;
+	}
+	dom = cs->sender != NULL ? chain_addr_domain(cs->sender) : "";
+	if (dom[0] == '\0')
+		return false;
+	/* RFC 5321 2.4: domains are case-insensitive; one score per name. */
+	util_snprintf(buf, bufsz, "rep:domain:%s", dom);
+	util_strlower(buf);
+	/* Keys hold no blanks or 8-bit bytes (an SMTPUTF8 domain). */
+	for (char *p = buf; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
+			*p = '_';
+	return true;
+}
+
+void
+chain_session_reputation_add(struct chain_session *cs, int delta,
+    unsigned which)
+{
+	static const enum chain_rep_what ws[] = { CHAIN_REP_IP,
+	    CHAIN_REP_DOMAIN };
+	char key[STORE_KEY_MAX];
+
+	if (cs->loop->store == NULL || delta == 0)
+		return;
+	for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+		if ((which & ws[i]) != 0 && chain_rep_key(cs, ws[i], key,
+		    sizeof(key)))
+			store_incr(cs->loop->store, key, delta,
+			    CHAIN_REP_TTL_MS, NULL, NULL);
+}
+
 void
 chain_session_reputation(struct chain_session *cs, int delta)
 {
-	char key[STORE_KEY_MAX];
-
-	if (cs->loop->store == NULL || cs->ip[0] == '\0')
-		return;
-	util_snprintf(key, sizeof(key), "rep:ip:%s", cs->ip);
-	store_incr(cs->loop->store, key, delta, CHAIN_REP_TTL_MS, NULL, NULL);
-	if (cs->sender != NULL && chain_addr_domain(cs->sender)[0] != '\0') {
-		util_snprintf(key, sizeof(key), "rep:domain:%s",
-		    chain_addr_domain(cs->sender));
-		store_incr(cs->loop->store, key, delta, CHAIN_REP_TTL_MS,
-		    NULL, NULL);
-	}
+	chain_session_reputation_add(cs, delta, CHAIN_REP_BOTH);
 }
 
 /* ----- session-wide policies: trap and nomail every-command ----- */

@@ -21,6 +21,7 @@ struct bi_case {
 #define LISTED	"554 5.7.1 Service unavailable; client [192.0.2.7] listed"
 #define GREY	"451 4.7.1 Greylisted, try again in 1 seconds"
 #define RATE	"450 4.7.1 Rate limit exceeded, slow down"
+#define REP_LOW	"550 5.7.1 Rejected for poor reputation"
 
 static const struct bi_case bi_cases[] = {
 	{ "dnsbl listed, then from the cache", "on connect { dnsbl bl.test }\n",
@@ -112,6 +113,44 @@ static const struct bi_case bi_cases[] = {
 	{ "spf reject-softfail", "on mail { spf reject-softfail }\n",
 	    { B(NULL, MAIL, "a@soft.example", "550 5.7.23 SPF softfail for "
 	    "soft.example from 192.0.2.7") } },
+	{ "reputation check: missing scores read as 0, domain once known",
+	    "on helo { reputation check }\n"
+	    "on mail { reputation check below 0 }\n",
+	    { BK(NULL, HELO, "h", "ok", "session.rep.ip=0"),
+	    BK(NULL, HELO, "h", "ok", "session.rep.domain=(none)"),
+	    BK(NULL, MAIL, "s@t.org", "ok", "session.rep.domain=0"),
+	    BK(NULL, MAIL, "", "ok", "session.rep.domain=(none)") } },
+	/* No MAIL in the first session: its end costs nothing (session.c). */
+	{ "reputation add -3 ip, then below -2 refuses that IP only",
+	    "on rcpt { reputation add -3 ip }\n"
+	    "on mail { reputation check below -2 }\n",
+	    { B(NULL, RCPT, "a@b.org", "ok"),
+	    BK("192.0.2.7", MAIL, "s@t.org", REP_LOW, "session.rep.ip=-3"),
+	    BK("192.0.2.8", MAIL, "s@u.org", "ok", "session.rep.ip=0"),
+	    BK(NULL, MAIL, "s@u.org", "ok", "session.rep.domain=0") } },
+	{ "reputation add on the domain, case-insensitive; own reply",
+	    "on mail { reputation check below 0 451 4.7.1 "
+	    "\"low %{session.rep.ip}/%{session.rep.domain}\" }\n"
+	    "on rcpt { reputation add -5 domain }\n",
+	    { B(NULL, MAIL, "a@Bad.Example", "ok"),
+	    B(NULL, RCPT, "x@y.org", "ok"),
+	    BK(NULL, MAIL, "a@Bad.Example", "451 4.7.1 low 0/-5",
+	    "session.rep.domain=-5"),
+	    B("192.0.2.8", MAIL, "b@bad.EXAMPLE", "451 4.7.1 low 0/-6"),
+	    B("192.0.2.9", MAIL, "c@good.example", "ok") } },
+	{ "reputation add both (the IP alone before MAIL); N itself passes",
+	    "on helo { reputation add 2 }\n"
+	    "on mail { reputation add -1 both; reputation check below -1 }\n",
+	    { B(NULL, HELO, "h", "ok"),
+	    BK(NULL, MAIL, "s@t.org", "ok", "session.rep.ip=1"),
+	    BK(NULL, MAIL, "s@t.org", REP_LOW, "session.rep.domain=-2") } },
+	{ "reputation check at connect: 421 closes",
+	    "on connect { reputation check below 0 }\n"
+	    "on helo { reputation add -1 }\n",
+	    { B(NULL, CONNECT, "", "ok"), B(NULL, HELO, "h", "ok"),
+	    B("192.0.2.7", CONNECT, "", "close 421 4.7.0 mx.test poor "
+	    "reputation, try again later"),
+	    B("192.0.2.8", CONNECT, "", "ok") } },
 };
 
 static const char *const spf_zone[] = {
@@ -286,8 +325,30 @@ test_header_checks(void **state)
 		fail_msg("%d header case(s) failed", failed);
 }
 
+/* A store that cannot answer: reputation lets the client through. */
+static void
+test_reputation_fail_open(void **state)
+{
+	struct h h;
+
+	(void)state;
+	h_store = "redis:127.0.0.1:1";		/* nothing listens there */
+	h_open(&h, "on mail { reputation check below 1000 }\n");
+	h_store = "memory:";
+	chain_kv_set(h.cs, CHAIN_SCOPE_SESSION, "rep.ip", "5");
+	struct chain_result r = h_run(&h, SMTP_STAGE_MAIL, "s@t.org", NULL);
+	if (strcmp(h_show(&r), "ok") != 0)
+		fail_msg("case \"store down\": got \"%s\", want \"ok\"",
+		    h_show(&r));
+	/* No stale or invented score is left for later handlers. */
+	assert_null(chain_kv_get(h.cs, CHAIN_SCOPE_SESSION, "rep.ip"));
+	assert_null(chain_kv_get(h.cs, CHAIN_SCOPE_SESSION, "rep.domain"));
+	h_close(&h);
+}
+
 #define BUILTIN_TESTS \
 	cmocka_unit_test(test_builtin_cases), \
 	cmocka_unit_test(test_dnsbl_cache), \
 	cmocka_unit_test(test_verify_soft), \
-	cmocka_unit_test(test_header_checks),
+	cmocka_unit_test(test_header_checks), \
+	cmocka_unit_test(test_reputation_fail_open),

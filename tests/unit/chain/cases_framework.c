@@ -354,7 +354,8 @@ test_kv_limits(void **state)
 static void
 test_golden(void **state)
 {
-	static const char *const names[] = { "on_syntax", "on_handlers" };
+	static const char *const names[] = { "on_syntax", "on_handlers",
+	    "on_reputation" };
 	int failed = 0;
 
 	(void)state;

@@ -8,6 +8,9 @@ static const char h_prefix[] =
     "table users { alice@example.org, bob@example.org }\n"
     "state memory\n";
 
+/* The state store of the next h_open (a test may point it elsewhere). */
+static const char *h_store = "memory:";
+
 /* Build everything from chains (config text); abort the test on errors. */
 static void
 h_open_opts(struct h *h, const char *chains, const char *resolver,
@@ -27,7 +30,7 @@ h_open_opts(struct h *h, const char *chains, const char *resolver,
 	if (h->set == NULL)
 		fail_msg("chains: %s", errs);
 	struct chain_loop_opts o = { .resolver = resolver,
-	    .store = "memory:", .call_timeout_ms = call_timeout_ms };
+	    .store = h_store, .call_timeout_ms = call_timeout_ms };
 	h->loop = chain_loop_new(h->base, h->cfg, &o, &err);
 	if (h->loop == NULL)
 		fail_msg("loop: %s", err);
