@@ -533,6 +533,73 @@ def postern(make_postern):
     return make_postern()
 
 
+# ----- state store engines ---------------------------------------------------
+
+REDIS_BIN = "/usr/bin/redis-server"	# scripts/bootstrap installs it
+REDIS_START_TIMEOUT = 10.0
+
+
+def redis_ping(port):
+    """True when a Redis server on 127.0.0.1:port answers PING."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A throw-away redis-server on a free loopback port, nothing saved to
+    disk; yields "127.0.0.1:PORT" and is killed at teardown."""
+    if not os.access(REDIS_BIN, os.X_OK):
+        pytest.fail("%s not found: run scripts/bootstrap (it installs "
+            "redis-server)" % REDIS_BIN)
+    d = tmp_path / "redis"
+    d.mkdir(exist_ok=True)
+    log_path = d / "redis.log"
+    proc = None
+    for _attempt in range(3):	# the free port may be taken meanwhile
+        port = free_port()
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen([REDIS_BIN, "--port", str(port),
+                "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", str(d)], cwd=str(d), stdin=subprocess.DEVNULL,
+                stdout=logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while proc.poll() is None and not redis_ping(port) and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is None and redis_ping(port):
+            break
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc = None
+    if proc is None:
+        pytest.fail("redis-server did not answer PING within %.0fs; log:\n%s"
+            % (REDIS_START_TIMEOUT, log_path.read_text(errors="replace")[-2000:]))
+    try:
+        yield "%s:%d" % (HOST, port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def state_store(request, tmp_path):
+    """The "state ..." line of a config, once per persistent engine: tests
+    that use it run against SQLite and against a real Redis."""
+    if request.param == "sqlite":
+        return "state sqlite %s" % (tmp_path / "state.db")
+    return "state redis %s" % request.getfixturevalue("redis_server")
+
+
 # ----- helpers for Maildir files ---------------------------------------------
 
 def read_bytes(path):
