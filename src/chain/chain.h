@@ -175,6 +175,8 @@ void	chain_session_set_rdns(struct chain_session *cs, const char *name,
 /* A recipient got its 250 (after every check): counts as valid. */
 void	chain_session_rcpt_accepted(struct chain_session *cs,
 	    const char *rcpt);
+/* A message was acknowledged (250 after the commit): reputation +1. */
+void	chain_session_message_accepted(struct chain_session *cs);
 /* A line of the dialogue lacked CRLF (kept as a fact for handlers). */
 void	chain_session_set_bare_lf(struct chain_session *cs);
 /*

@@ -346,14 +346,11 @@ chain_deliver(struct chain_session *cs, const struct chain_result *res)
 		cb(cs->done_arg, res);
 }
 
-/* After the run: what every stage's answer implies for the session. */
-static void
-chain_after(struct chain_session *cs, const struct chain_run *run)
+void
+chain_session_message_accepted(struct chain_session *cs)
 {
-	if (run->ev.stage == SMTP_STAGE_EOM && run->res.verdict == SMTP_OK) {
-		cs->nmsgs++;
-		chain_session_reputation(cs, 1);
-	}
+	cs->nmsgs++;
+	chain_session_reputation(cs, 1);
 }
 
 static void
@@ -365,7 +362,6 @@ chain_main_finish_cb(struct chain_run *run)
 		chain_session_destroy(cs);
 		return;
 	}
-	chain_after(cs, run);
 	chain_deliver(cs, &run->res);
 }
 
@@ -382,7 +378,6 @@ chain_eom_go(struct chain_session *cs, const struct smtp_event *ev,
 	chain_run_start(&cs->run, cs, ev);
 	if (cs->run.active)
 		return CHAIN_PENDING;
-	chain_after(cs, &cs->run);
 	*res_out = cs->run.res;
 	return CHAIN_DONE;
 }
@@ -468,10 +463,8 @@ chain_run(struct chain_session *cs, const struct smtp_event *ev,
 	else {
 		chain_run_start(&cs->run, cs, ev);
 		st = cs->run.active ? CHAIN_PENDING : CHAIN_DONE;
-		if (st == CHAIN_DONE) {
-			chain_after(cs, &cs->run);
+		if (st == CHAIN_DONE)
 			*res_out = cs->run.res;
-		}
 	}
 	if (st == CHAIN_DONE) {
 		cs->running = false;

@@ -102,6 +102,8 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 
 	if (rc == 0) {
 		c->nmsgs++;
+		if (c->cs != NULL)
+			chain_session_message_accepted(c->cs);
 		r.code = 250;
 		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: queued as %s",
 		    conn_tx_env(c->tx)->qid);

@@ -215,11 +215,10 @@ def rep_config(chains, state):
 
 
 def test_reputation_rises_with_accepted_mail(make_postern, state_store):
-    """Each accepted message is +1 for the IP and the sender domain (after
-    the eom chain); a check publishes both as session state, logged with
-    the message.  XXX: without an eom or header chain, conn/ skips the
-    eom stage and nothing is added."""
-    srv = make_postern(config=rep_config("on eom { reputation check }",
+    """Each acknowledged message is +1 for the IP and the sender domain,
+    whatever chains there are; a check publishes both as session state,
+    logged with the message."""
+    srv = make_postern(config=rep_config("on mail { reputation check }",
         state_store))
     for _ in range(2):
         with srv.session() as c:
