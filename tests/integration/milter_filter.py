@@ -31,7 +31,7 @@ MODE chooses what the filter does:
   by-header             at eom the message says what to do in its
                         "X-Milter-Verdict:" header: accept, reject, tempfail,
                         discard, or "reply CODE XCODE TEXT"; none: continue
-  record FILE           CONTINUE everywhere, and --record FILE
+  record [FILE]         CONTINUE everywhere, and --record FILE
 
 --record FILE writes every callback received to FILE (JSON, rewritten after
 each one): a list of connections, each a list of events
@@ -270,7 +270,7 @@ class QuietFilter(Filter):
 
 NARGS = {"continue": 0, "modify": 0, "mods": 1, "reject-rcpt": 1,
     "tempfail-mail": 0, "reject-connect": 0, "verdict": 2, "by-header": 0,
-    "record": 1}
+}
 
 
 def main():
@@ -283,8 +283,10 @@ def main():
     p.add_argument("--noreply", action="store_true")
     OPTS = p.parse_args()
     if OPTS.mode == "record":
-        OPTS.record = OPTS.record or OPTS.args[0]
-    if OPTS.mode == "replycode":
+        if len(OPTS.args) > 1 or not (OPTS.args or OPTS.record):
+            p.error("record FILE (or record --record FILE)")
+        OPTS.record = OPTS.args[0] if OPTS.args else OPTS.record
+    elif OPTS.mode == "replycode":
         if len(OPTS.args) < 4:
             p.error("replycode STAGE CODE XCODE TEXT")
     elif OPTS.mode not in NARGS or len(OPTS.args) != NARGS[OPTS.mode]:
