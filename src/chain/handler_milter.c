@@ -691,11 +691,13 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		milter_arm(mc);
 		return 0;
 	case MILTER_R_CONTINUE:
-		mc->await = 0;
-		evtimer_del(mc->timer);
-		if (was == MILTER_C_EOB)
-			milter_tx_forget(mc);	/* the message is over */
-		return milter_advance(mc) ? 1 : 0;
+		if (was != MILTER_C_EOB) {
+			mc->await = 0;
+			evtimer_del(mc->timer);
+			return milter_advance(mc) ? 1 : 0;
+		}
+		chain_verdict_continue(&v);	/* the message is over */
+		break;
 	case MILTER_R_SKIP:
 		if (was != MILTER_C_BODY) {
 			*err = "skip outside the body";
@@ -709,18 +711,13 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		chain_verdict_continue(&v);
 		if (was == MILTER_C_CONNECT || was == MILTER_C_HELO)
 			mc->state = MS_ACCEPTED;
-		else if (was == MILTER_C_EOB)
-			milter_tx_forget(mc);
 		else
 			mc->tx_quiet = true;
 		break;
 	case MILTER_R_DISCARD:
 		memset(&v, 0, sizeof(v));
 		v.kind = CHAIN_DISCARD;
-		if (was == MILTER_C_EOB)
-			milter_tx_forget(mc);
-		else
-			mc->tx_quiet = true;
+		mc->tx_quiet = true;
 		break;
 	case MILTER_R_REJECT:
 		if (was == MILTER_C_CONNECT)
@@ -758,8 +755,8 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		}
 		return 0;
 	}
-	/* A rejected or tempfailed message is over for the filter too. */
-	if (was == MILTER_C_EOB && mc->tx_open)
+	/* After its end-of-message answer the message is over for the filter. */
+	if (was == MILTER_C_EOB)
 		milter_tx_forget(mc);
 	milter_finish(mc, &v);
 	return 1;
