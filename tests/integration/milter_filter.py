@@ -44,7 +44,7 @@ each one): a list of connections, each a list of events
 @Milter.noreply, so a MTA that offers the SMFIP_NR_* steps gets no replies
 to them.
 
-Exit with SIGTERM (libmilter stops cleanly).
+SIGTERM stops it (libmilter notices within 5 s); the tests use SIGKILL.
 """
 
 import argparse
