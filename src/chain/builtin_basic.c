@@ -184,6 +184,7 @@ basic_nomail_new(const struct chain_handler_args *a, char **err_out)
 
 struct basic_ban {
 	uint64_t		ms;
+	unsigned		on;	/* ban: CHAIN_FAILED_BIT()s to wait for */
 	struct chain_verdict	v;	/* banned: the refusal */
 };
 
@@ -199,20 +200,47 @@ chain_session_ban(struct chain_session *cs, uint64_t ms, const char *why)
 	    "banned", ms != 0 ? ms : BAN_DEFAULT_MS, NULL, NULL);
 }
 
-/* ban [DURATION]: put the client on the ban list, then continue. */
+void
+chain_session_failed(struct chain_session *cs, enum chain_failed what)
+{
+	if (cs->ban_on & CHAIN_FAILED_BIT(what))
+		chain_session_ban(cs, cs->ban_on_ms, what == CHAIN_FAILED_AUTH ?
+		    "auth-failure" : "relay-attempt");
+}
+
+/*
+ * ban [DURATION] [on auth-failure|relay-attempt...]: put the client on the
+ * ban list now, or (with "on") from the next such failure in the session;
+ * then continue.
+ */
 static void *
 basic_ban_new(const struct chain_handler_args *a, char **err_out)
 {
 	struct basic_ban *b = xcalloc(1, sizeof(*b));
+	size_t i = 1;
 
 	b->ms = BAN_DEFAULT_MS;
-	if (a->argc > 2 || (a->argc == 2 &&
-	    util_parse_duration_ms(a->argv[1], &b->ms) == -1)) {
-		free(b);
-		*err_out = xstrdup("usage: ban [DURATION]");
-		return NULL;
+	if (i < a->argc && strcmp(a->argv[i], "on") != 0 &&
+	    util_parse_duration_ms(a->argv[i++], &b->ms) == -1)
+		goto usage;
+	if (i < a->argc && strcmp(a->argv[i++], "on") != 0)
+		goto usage;
+	if (i == a->argc && i > 1 && strcmp(a->argv[i - 1], "on") == 0)
+		goto usage;
+	for (; i < a->argc; i++) {
+		if (strcmp(a->argv[i], "auth-failure") == 0)
+			b->on |= CHAIN_FAILED_BIT(CHAIN_FAILED_AUTH);
+		else if (strcmp(a->argv[i], "relay-attempt") == 0)
+			b->on |= CHAIN_FAILED_BIT(CHAIN_FAILED_RELAY);
+		else
+			goto usage;
 	}
 	return b;
+usage:
+	free(b);
+	*err_out = xstrdup("usage: ban [DURATION] [on auth-failure|"
+	    "relay-attempt...]");
+	return NULL;
 }
 
 static enum chain_status
@@ -221,7 +249,12 @@ basic_ban_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	struct basic_ban *b = inst;
 	struct chain_session *cs = chain_call_session(call);
 
-	chain_session_ban(cs, b->ms, chain_stage_name(chain_call_stage(call)));
+	if (b->on != 0) {
+		cs->ban_on |= b->on;
+		cs->ban_on_ms = b->ms;
+	} else
+		chain_session_ban(cs, b->ms,
+		    chain_stage_name(chain_call_stage(call)));
 	chain_verdict_continue(v);
 	return CHAIN_DONE;
 }

@@ -202,6 +202,13 @@ void	chain_session_tx_reset(struct chain_session *cs);
 void	chain_session_ban(struct chain_session *cs, uint64_t ms,
 	    const char *why);
 /*
+ * A failure the connection saw: a refused AUTH, or a recipient refused as
+ * relaying.  Bans the client when a "ban ... on" handler asked for it.
+ */
+enum chain_failed { CHAIN_FAILED_AUTH, CHAIN_FAILED_RELAY };
+#define CHAIN_FAILED_BIT(f)	(1u << (unsigned)(f))
+void	chain_session_failed(struct chain_session *cs, enum chain_failed what);
+/*
  * A command with no stage of its own (RSET, NOOP, VRFY, EXPN, HELP, an
  * unknown verb) arrived.  Returns true when the session must refuse it and
  * close (the strict dialogue of "trap", or "nomail every-command"):

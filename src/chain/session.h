@@ -98,6 +98,8 @@ struct chain_session {
 	bool			 trap;		/* strict dialogue on */
 	int			 trap_step;	/* 0 greeted .. 5 after a message */
 	uint64_t		 trap_ban_ms;	/* 0: no ban on a violation */
+	unsigned		 ban_on;	/* CHAIN_FAILED_BIT()s that ban */
+	uint64_t		 ban_on_ms;
 };
 
 /* chain.c */

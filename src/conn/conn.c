@@ -162,8 +162,11 @@ conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Who names a recipient: the client (perhaps never to deliver), a filter. */
+enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
+
 static enum smtp_verdict
-conn_stage_rcpt(struct conn *c, const char *rcpt, bool no_deliver,
+conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
     struct smtp_reply *r)
 {
 	char safe[600];
@@ -178,7 +181,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, bool no_deliver,
 		    "session");
 		return SMTP_REJECT;
 	}
-	if (no_deliver) {
+	if (from == RCPT_CLIENT_NO_DELIVER) {
 		/* verify's soft-invalid mode: accepted, never delivered. */
 		log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
 		    "action=none (no delivery)", safe);
@@ -192,9 +195,12 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, bool no_deliver,
 		if (miss == ROUTE_UNKNOWN_USER)
 			conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
 			    "rejected: User unknown", safe);
-		else
+		else {
 			conn_set_reply(r, 550, "5.7.1 <%s>: Relay access "
 			    "denied", safe);
+			if (c->cs != NULL && from != RCPT_FILTER)
+				chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
+		}
 		return SMTP_REJECT;
 	}
 	const char *kind = a->kind == CONFIG_ACTION_MAILDIR ? "maildir" :
@@ -371,7 +377,7 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 		case CHAIN_MOD_RCPT_ADD: {
 			struct smtp_reply rr = { 0 };
 			/* Routed as an RCPT from this client would be. */
-			if (conn_stage_rcpt(c, m[i].value, false, &rr) !=
+			if (conn_stage_rcpt(c, m[i].value, RCPT_FILTER, &rr) !=
 			    SMTP_OK)
 				log_event(LOG_LVL_WARN, "modify-refused",
 				    c->sid, env->qid, "rcpt=<%s> why=\"%d "
@@ -494,7 +500,8 @@ conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
 	case SMTP_STAGE_MAIL:
 		return conn_stage_mail(c, ev, r);
 	case SMTP_STAGE_RCPT:
-		return conn_stage_rcpt(c, ev->arg, no_deliver, r);
+		return conn_stage_rcpt(c, ev->arg, no_deliver ?
+		    RCPT_CLIENT_NO_DELIVER : RCPT_CLIENT, r);
 	case SMTP_STAGE_DATA:
 		return conn_stage_data(c);
 	case SMTP_STAGE_EOM:
@@ -582,6 +589,8 @@ conn_auth_checked_cb(void *arg, bool ok, const char *user)
 	if (!ok) {
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
 		    "ip=%s user=\"%s\"", c->ip, safe);
+		if (c->cs != NULL)
+			chain_session_failed(c->cs, CHAIN_FAILED_AUTH);
 		conn_set_reply(&r, 535, "5.7.8 Authentication credentials "
 		    "invalid");
 		smtp_session_resume(c->smtp, SMTP_REJECT, &r);

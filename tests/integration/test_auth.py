@@ -125,3 +125,25 @@ def test_auth_without_table_is_a_config_error(tmp_path):
     out = run_cli("check", "-c", str(conf))
     assert out.returncode == 1
     assert "auth needs an \"auth <TABLE>\"" in out.stdout + out.stderr
+
+
+def test_failed_auth_bans_when_asked(make_postern, tmp_path):
+    """"ban ... on auth-failure": a wrong password puts the client on the
+    ban list, so its next connection is refused; without it, nothing."""
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("%s %s\n" % (USER, h))
+    srv = make_postern(config=auth_config("auth-plaintext").replace(
+        "auth <users>", "auth <users>\nstate memory\nworkers 1\n"
+        "on connect { banned; ban 10m on auth-failure }"))
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235)
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain(USER, "wrong")); c.expect(535, "5.7.8")
+        c.send("QUIT"); c.expect(221)
+
+    def refused():
+        with srv.session() as c:
+            return c.read_reply().code == 554
+    wait_for(refused, what="the ban after the failed AUTH")

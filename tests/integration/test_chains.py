@@ -181,6 +181,38 @@ def test_trap_ban_then_banned(make_postern, state_store):
         c.expect_closed()
 
 
+def test_ban_on_relay_attempt(make_postern, state_store):
+    """"ban ... on relay-attempt" bans from the first relaying RCPT on; a
+    client that only sends local mail stays welcome."""
+    srv = make_postern(config=chains_config(
+        "on connect { banned; ban 1h on relay-attempt }", state=state_store))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.org", ["bob@localhost"],
+            "Subject: t\r\n\r\nhi\r\n")
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<x@far.example>"); c.expect(550, "5.7.1")
+        c.send("QUIT"); c.expect(221)
+
+    def refused():
+        with srv.session() as c:
+            return c.read_reply().code == 554
+    wait_for(refused, what="the ban to reach the store")
+
+
+def test_ban_usage_errors(tmp_path):
+    for bad in ("ban on", "ban 1h on nothing", "ban soon", "ban 1h off x"):
+        conf = tmp_path / "bad.conf"
+        conf.write_text(chains_config("on connect { %s }" % bad)
+            .replace("{tmp}", str(tmp_path)).replace("{port}", "2"))
+        out = run_cli("check", "-c", str(conf))
+        assert out.returncode == 1 and "usage: ban [DURATION] [on " \
+            "auth-failure|relay-attempt...]" in out.stdout + out.stderr, \
+            (bad, out.stdout + out.stderr)
+
+
 def test_greylist_then_pass(make_postern, state_store):
     srv = make_postern(config=chains_config(
         "on rcpt { greylist delay 1s lifetime 1h }", state=state_store))
