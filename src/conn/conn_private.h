@@ -7,7 +7,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
+#include "config/config.h"
 #include "conn/conn.h"
+#include "smtp/smtp.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
@@ -79,5 +83,73 @@ struct conn_auth_job *conn_auth_start(struct conn_ctx *ctx,
 	    conn_auth_done_cb *done_cb, void *arg);
 /* The caller goes away: the job ends quietly. */
 void	conn_auth_abandon(struct conn_auth_job **jp);
+
+
+/* ----- one connection (conn.c: socket and lifetime; stage.c: stages) ----- */
+
+struct bufferevent;
+struct chain_session;
+struct conn_auth_job;
+struct event;
+struct log_translog;
+struct tls_server;
+
+#define CONN_SID_MAX	24
+
+struct conn {
+	struct conn_ctx		*ctx;		/* borrowed: the server's */
+	struct conn_rt		*rt;		/* ref: the config this session started with */
+	const struct config_listen *lcfg;	/* borrowed from rt: our listener */
+	struct tls_server	*tls;		/* borrowed from rt; NULL: no TLS */
+	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
+	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
+	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
+	struct event		*hs_ev;		/* owned: TLS handshake deadline, or NULL */
+	struct smtp_session	*smtp;		/* owned */
+	struct smtp_params	 params;
+	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
+	struct event		*deadline_ev;	/* owned: whole-session limit */
+	struct log_translog	*translog;	/* owned, or NULL */
+	char			 sid[CONN_SID_MAX];
+	char			 ip[INET6_ADDRSTRLEN];
+	int			 port;
+	bool			 ipv6;
+	bool			 in_data;	/* timeouts currently set for DATA */
+	bool			 closing;	/* flush the last reply, then free */
+	bool			 peer_gone;
+	bool			 started;	/* the greeting was sent (or refused) */
+	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
+	char			 tls_desc[160];	/* for Received:, "" before TLS */
+	struct chain_session	*cs;		/* owned; NULL without chains */
+	bool			 chain_broken;	/* chains configured, loop failed */
+	bool			 eom_flushing;	/* eom chain waits for the file */
+	size_t			 trace_len;	/* our Received: lines, content
+						   first */
+	struct smtp_event	 wait_ev;	/* the stage a chain works on */
+	char			*wait_arg;	/* owned: wait_ev.arg */
+	char			 greeting[256];	/* expanded greeting template */
+	struct conn_auth_job	*auth_job;	/* a credential check under way */
+	char			 last_verb[16];	/* for reject log lines */
+	unsigned		 nmsgs;
+	unsigned		 nrcpts;	/* accepted in the whole session */
+	uint64_t		 start_ms;
+	struct conn		*next, *prev;	/* in ctx->conns */
+};
+
+
+static inline const struct config *
+conn_cfg(const struct conn *c)
+{
+	return c->rt->cfg;
+}
+
+/* conn.c */
+void	conn_process_input(struct conn *c);
+void	conn_check_close(struct conn *c);
+/* stage.c: the smtp hooks */
+enum smtp_verdict conn_decide_cb(void *arg, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+int	conn_body_cb(void *arg, const char *buf, size_t len);
+void	conn_reset_cb(void *arg);
 
 #endif

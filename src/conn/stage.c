@@ -1,0 +1,592 @@
+/*
+ * conn/stage.c: the single decision point of a connection: every SMTP stage
+ * gets our own checks, then its chain, then our work (routing a recipient,
+ * starting the spool file, applying a filter's edits, the commit).
+ */
+#include "conn/conn_private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "chain/chain.h"
+#include "config/config.h"
+#include "log/log.h"
+#include "queue/queue.h"
+#include "route/route.h"
+#include "smtp/smtp.h"
+#include "spool/spool.h"
+
+static enum smtp_verdict conn_eom_chain(struct conn *c, struct smtp_reply *r);
+
+/* ----- transaction plumbing ----- */
+
+static void
+conn_tx_committed_cb(void *arg, int rc, const char *err)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+
+	if (rc == 0) {
+		c->nmsgs++;
+		if (c->cs != NULL)
+			chain_session_message_accepted(c->cs);
+		r.code = 250;
+		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: queued as %s",
+		    conn_tx_env(c->tx)->qid);
+		log_translog_line(c->translog, '>', "[message committed]", 19);
+		smtp_session_resume(c->smtp, SMTP_OK, &r);
+	} else {
+		(void)err;	/* logged by tx.c with the qid */
+		r.code = 451;
+		util_strlcpy(r.text, "4.3.0 Local error in processing, try again later",
+		    sizeof(r.text));
+		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	}
+	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static void
+conn_tx_drained_cb(void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->eom_flushing && conn_tx_flush(c->tx)) {
+		struct smtp_reply r = { 0 };
+		enum smtp_verdict v;
+		c->eom_flushing = false;
+		if ((v = conn_eom_chain(c, &r)) != SMTP_PENDING)
+			smtp_session_resume(c->smtp, v, &r);
+	}
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static const struct conn_tx_ops conn_tx_ops = {
+	.committed_cb = conn_tx_committed_cb,
+	.drained_cb = conn_tx_drained_cb,
+};
+
+/* ----- the stages ----- */
+
+static void
+conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+    UTIL_PRINTF(3, 4);
+
+static void
+conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->code = code;
+	va_start(ap, fmt);
+	if (vsnprintf(r->text, sizeof(r->text), fmt, ap) < 0)
+		r->text[0] = '\0';
+	va_end(ap);
+}
+
+/* Who names a recipient: the client (perhaps never to deliver), a filter. */
+enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
+
+static enum smtp_verdict
+conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
+    struct smtp_reply *r)
+{
+	char safe[600];
+	enum route_miss miss;
+	const struct config_action *a;
+	char *arg = NULL;
+	const char *err;
+
+	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	if (c->nrcpts >= conn_cfg(c)->limits.rcpts_per_session_max) {
+		conn_set_reply(r, 452, "4.5.3 Too many recipients in this "
+		    "session");
+		return SMTP_REJECT;
+	}
+	if (from == RCPT_CLIENT_NO_DELIVER) {
+		/* verify's soft-invalid mode: accepted, never delivered. */
+		log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
+		    "action=none (no delivery)", safe);
+		return SMTP_OK;
+	}
+	struct route_client cl = { .ip = c->ip,
+	    .auth_user = smtp_session_auth_user(c->smtp) };
+	a = route_find_client(c->rt->router, &cl, smtp_session_sender(c->smtp),
+	    rcpt, &miss);
+	if (a == NULL) {
+		if (miss == ROUTE_UNKNOWN_USER)
+			conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
+			    "rejected: User unknown", safe);
+		else {
+			conn_set_reply(r, 550, "5.7.1 <%s>: Relay access "
+			    "denied", safe);
+			if (c->cs != NULL && from != RCPT_FILTER)
+				chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
+		}
+		return SMTP_REJECT;
+	}
+	const char *kind = a->kind == CONFIG_ACTION_MAILDIR ? "maildir" :
+	    a->kind == CONFIG_ACTION_DISCARD ? "discard" :
+	    queue_remote_kind(a->kind);
+	if (kind == NULL) {
+		conn_set_reply(r, 451, "4.3.5 <%s>: Action %s cannot deliver "
+		    "here", safe, a->name);
+		return SMTP_REJECT;
+	}
+	if (a->kind == CONFIG_ACTION_MAILDIR &&
+	    route_expand(a->path, rcpt, &arg, &err) == -1) {
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> action=%s why=\"%s\"", safe, a->name, err);
+		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary routing error",
+		    safe);
+		return SMTP_REJECT;
+	}
+	/* Remote kinds carry the action's name: the queue finds its sender. */
+	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt, kind,
+	    a->kind == CONFIG_ACTION_MAILDIR ? arg :
+	    a->kind == CONFIG_ACTION_DISCARD ? NULL : a->name);
+	c->nrcpts++;
+	if (c->cs != NULL)
+		chain_session_rcpt_accepted(c->cs, rcpt);
+	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
+	    safe, a->name);
+	free(arg);
+	return SMTP_OK;
+}
+
+static enum smtp_verdict
+conn_stage_mail(struct conn *c, const struct smtp_event *ev,
+    struct smtp_reply *r)
+{
+	char safe[600];
+	struct spool_env *env;
+
+	if (c->nmsgs >= conn_cfg(c)->limits.msgs_per_session_max) {
+		conn_set_reply(r, 452, "4.5.3 Too many messages in this "
+		    "session");
+		return SMTP_REJECT;
+	}
+
+	conn_tx_release(&c->tx);
+	c->tx = conn_tx_new(c->ctx, &conn_tx_ops, c);
+	env = conn_tx_env(c->tx);
+	env->sid = xstrdup(c->sid);
+	env->sender = xstrdup(ev->arg);
+	env->client_ip = xstrdup(c->ip);
+	env->helo = smtp_session_helo(c->smtp) != NULL ?
+	    xstrdup(smtp_session_helo(c->smtp)) : NULL;
+	env->smtputf8 = ev->smtputf8;
+	env->body_8bit = ev->body == SMTP_BODY_8BITMIME;
+	log_event(LOG_LVL_INFO, "mail", c->sid, NULL, "from=<%s> size=%ju",
+	    log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
+	    (uintmax_t)ev->size);
+	return SMTP_OK;
+}
+
+static enum smtp_verdict
+conn_stage_data(struct conn *c)
+{
+	char qid[SPOOL_QID_MAX];
+	struct util_buf hdr = { 0 };
+	struct spool_env *env = conn_tx_env(c->tx);
+	bool tls = c->params.tls_active;
+	char rdns[256];
+	struct conn_received r = {
+		.rdns = c->cs != NULL ? chain_session_get(c->cs, "client.rdns",
+		    rdns, sizeof(rdns)) : NULL,
+		.helo = smtp_session_helo(c->smtp),
+		.ip = c->ip,
+		.ipv6 = c->ipv6,
+		.hostname = conn_cfg(c)->hostname,
+		.qid = qid,
+		.when = time(NULL),
+	};
+
+	/* RFC 3848 protocol names; RFC 6531 3.7.3 for UTF8. */
+	bool auth = smtp_session_auth_user(c->smtp) != NULL;
+	if (!smtp_session_is_esmtp(c->smtp))
+		r.protocol = tls ? "SMTPS" : "SMTP";
+	else if (env->smtputf8)
+		r.protocol = tls ? (auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
+		    (auth ? "UTF8SMTPA" : "UTF8SMTP");
+	else
+		r.protocol = tls ? (auth ? "ESMTPSA" : "ESMTPS") :
+		    (auth ? "ESMTPA" : "ESMTP");
+	if (env->nrcpts == 1)
+		r.single_rcpt = env->rcpts[0].addr;
+	if (tls)
+		r.tls = c->tls_desc;
+	spool_new_qid(c->ctx->spool, qid);
+	env->received = r.when;
+	conn_tx_begin(c->tx, qid, conn_cfg(c)->hostname);
+	conn_received_build(&hdr, &r);
+	const char *spf = c->cs != NULL ?
+	    chain_kv_get(c->cs, CHAIN_SCOPE_TX, "spf.received") : NULL;
+	if (spf != NULL)
+		util_buf_printf(&hdr, "Received-SPF: %s\n", spf);
+	conn_tx_write(c->tx, hdr.data, hdr.len);
+	c->trace_len = hdr.len;
+	util_buf_clear(&hdr);
+	return SMTP_OK;
+}
+
+/* Our own checks at connect, before any chain runs. */
+static enum smtp_verdict
+conn_stage_connect(struct conn *c, struct smtp_reply *r)
+{
+	if (c->lcfg->nomail) {
+		/* RFC 7504 3: this host does not accept mail. */
+		conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
+		    conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	if (c->ctx->shutting_down) {
+		conn_set_reply(r, 421, "4.3.2 %s Service shutting down",
+		    conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	if (c->chain_broken) {
+		conn_set_reply(r, 421, "4.3.0 %s Service temporarily "
+		    "unavailable", conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
+	return SMTP_OK;
+}
+
+/* Handler state goes with the message: delivery and logs see it. */
+static void
+conn_keep_state(struct conn *c, struct spool_env *env)
+{
+	static const struct { enum chain_scope sc; const char *prefix; }
+	    scopes[] = { { CHAIN_SCOPE_SESSION, "session." },
+	    { CHAIN_SCOPE_TX, "tx." } };
+	const char *k, *v;
+	char key[CHAIN_KEY_MAX + 16];
+
+	if (c->cs == NULL)
+		return;
+	for (size_t s = 0; s < 2; s++)
+		for (size_t i = 0; chain_kv_at(c->cs, scopes[s].sc, i, &k, &v);
+		    i++)
+			if (util_snprintf(key, sizeof(key), "%s%s",
+			    scopes[s].prefix, k) == 0)
+				spool_env_add_state(env, key, v);
+}
+
+/*
+ * A filter's modifications (a milter's, at eom), in order: the envelope's
+ * now, the header block's by the commit.  -1 with *r when the header
+ * block cannot be edited.
+ */
+static int
+conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
+{
+	size_t n, len;
+	const struct chain_mod *m = chain_session_mods(c->cs, &n);
+	bool hdr = false;
+	char safe[600];
+
+	for (size_t i = 0; i < n; i++) {
+		log_safe_into(safe, sizeof(safe), m[i].value,
+		    strlen(m[i].value));
+		switch (m[i].kind) {
+		case CHAIN_MOD_SENDER:
+			free(env->sender);
+			env->sender = xstrdup(m[i].value);
+			log_event(LOG_LVL_INFO, "modified", c->sid, env->qid,
+			    "from=<%s>", safe);
+			break;
+		case CHAIN_MOD_RCPT_ADD: {
+			struct smtp_reply rr = { 0 };
+			/* Routed as an RCPT from this client would be. */
+			if (conn_stage_rcpt(c, m[i].value, RCPT_FILTER, &rr) !=
+			    SMTP_OK)
+				log_event(LOG_LVL_WARN, "modify-refused",
+				    c->sid, env->qid, "rcpt=<%s> why=\"%d "
+				    "%s\"", safe, rr.code, rr.text);
+			break;
+		}
+		case CHAIN_MOD_RCPT_DEL:
+			for (size_t j = 0; j < env->nrcpts; j++)
+				if (strcasecmp(env->rcpts[j].addr,
+				    m[i].value) == 0) {
+					spool_env_del_rcpt(env, j);
+					log_event(LOG_LVL_INFO, "modified",
+					    c->sid, env->qid, "removed=<%s>",
+					    safe);
+					break;
+				}
+			break;
+		default:
+			hdr = true;
+		}
+	}
+	if (!hdr)
+		return 0;
+	int64_t hl = chain_session_header_len(c->cs);
+	const char *h = chain_session_headers(c->cs, &len);
+	if (hl < 0) {
+		conn_set_reply(r, 451, "4.3.0 Header block too long to "
+		    "modify");
+		return -1;
+	}
+	struct util_buf head = { 0 };
+	chain_headers_edit(h != NULL ? h : "", (size_t)hl, m, n, &head);
+	log_event(LOG_LVL_INFO, "modified", c->sid, env->qid, "headers=%zu "
+	    "size=%zu", n, head.len);
+	conn_tx_set_head(c->tx, c->trace_len, (size_t)hl, &head);
+	return 0;
+}
+
+/*
+ * The message is complete and the chains have spoken: apply their
+ * modifications, a discard or a quarantine, then make it durable (the
+ * reply comes from the commit).
+ */
+static enum smtp_verdict
+conn_eom_commit(struct conn *c, struct smtp_reply *r)
+{
+	struct spool_env *env = conn_tx_env(c->tx);
+	const char *act = NULL;
+	enum chain_disposition d = c->cs != NULL ?
+	    chain_session_disposition(c->cs, &act) : CHAIN_DISP_DELIVER;
+
+	if (c->cs != NULL && d != CHAIN_DISP_DISCARD &&
+	    conn_apply_mods(c, env, r) == -1)
+		return SMTP_REJECT;
+
+	if (d == CHAIN_DISP_DISCARD || env->nrcpts == 0) {
+		/* Accepted and dropped: soft-invalid recipients or discard. */
+		log_event(LOG_LVL_INFO, "discarded", c->sid, env->qid,
+		    "size=%ju", (uintmax_t)env->size);
+		return SMTP_OK;
+	}
+	if (d == CHAIN_DISP_QUARANTINE) {
+		const struct config_action *a = act != NULL ?
+		    config_action_find(conn_cfg(c), act) : NULL;
+		if (a == NULL || a->kind != CONFIG_ACTION_MAILDIR) {
+			conn_set_reply(r, 451, "4.3.0 Quarantine %s is not a "
+			    "maildir action", act != NULL ? act : "-");
+			return SMTP_REJECT;
+		}
+		for (size_t i = 0; i < env->nrcpts; i++) {
+			char *arg = NULL;
+			const char *err;
+			if (route_expand(a->path, env->rcpts[i].addr, &arg,
+			    &err) == -1) {
+				conn_set_reply(r, 451, "4.3.0 Quarantine: %s",
+				    err);
+				return SMTP_REJECT;
+			}
+			free(env->rcpts[i].action);
+			free(env->rcpts[i].arg);
+			env->rcpts[i].action = xstrdup("maildir");
+			env->rcpts[i].arg = arg;
+		}
+		log_event(LOG_LVL_INFO, "quarantined", c->sid, env->qid,
+		    "action=%s", a->name);
+	}
+	conn_keep_state(c, env);
+	conn_tx_commit(c->tx);
+	return SMTP_PENDING;
+}
+
+static enum smtp_verdict
+conn_stage_eom(struct conn *c, struct smtp_reply *r)
+{
+	if (c->cs == NULL)
+		return conn_eom_commit(c, r);
+	if (!chain_set_has(c->rt->chains, SMTP_STAGE_EOM))
+		return chain_set_has(c->rt->chains, SMTP_STAGE_HEADER) ?
+		    conn_eom_chain(c, r) : conn_eom_commit(c, r);
+	c->eom_flushing = true;
+	if (!conn_tx_flush(c->tx))
+		return SMTP_PENDING;	/* conn_tx_drained_cb goes on */
+	c->eom_flushing = false;
+	return conn_eom_chain(c, r);
+}
+
+/* Our own work for a stage the chains let through. */
+static enum smtp_verdict
+conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
+    struct smtp_reply *r)
+{
+	char safe[300];
+
+	switch (ev->stage) {
+	case SMTP_STAGE_HELO:
+		log_event(LOG_LVL_INFO, "helo", c->sid, NULL, "name=\"%s\" "
+		    "esmtp=%s", log_safe_into(safe, sizeof(safe), ev->arg,
+		    strlen(ev->arg)), ev->esmtp ? "yes" : "no");
+		return SMTP_OK;
+	case SMTP_STAGE_MAIL:
+		return conn_stage_mail(c, ev, r);
+	case SMTP_STAGE_RCPT:
+		return conn_stage_rcpt(c, ev->arg, no_deliver ?
+		    RCPT_CLIENT_NO_DELIVER : RCPT_CLIENT, r);
+	case SMTP_STAGE_DATA:
+		return conn_stage_data(c);
+	case SMTP_STAGE_EOM:
+		return conn_stage_eom(c, r);
+	case SMTP_STAGE_STARTTLS:
+		if (c->tls == NULL) {
+			conn_set_reply(r, 454, "4.7.0 TLS not available");
+			return SMTP_REJECT;
+		}
+		c->tls_pending = true;	/* the session stops reading now */
+		return SMTP_OK;
+	default:
+		return SMTP_OK;
+	}
+}
+
+/* A chain's result, then (when it lets the stage through) our own work. */
+static enum smtp_verdict
+conn_after_chain(struct conn *c, const struct smtp_event *ev,
+    const struct chain_result *res, struct smtp_reply *r)
+{
+	if (res->verdict != SMTP_OK) {
+		*r = res->reply;
+		return res->verdict;
+	}
+	if (ev->stage == SMTP_STAGE_EOM)
+		return conn_eom_commit(c, r);
+	enum smtp_verdict v = conn_stage(c, ev, res->no_deliver, r);
+	if (v == SMTP_OK && r->code == 0 && res->reply.code != 0)
+		*r = res->reply;	/* a handler's own 2xx text */
+	return v;
+}
+
+/* The event of a stage that waits for its chain (ev->arg is borrowed). */
+static void
+conn_keep_event(struct conn *c, const struct smtp_event *ev)
+{
+	free(c->wait_arg);
+	c->wait_ev = *ev;
+	c->wait_arg = ev->arg != NULL ? xstrdup(ev->arg) : NULL;
+	c->wait_ev.arg = c->wait_arg;
+}
+
+static void
+conn_chain_done_cb(void *arg, const struct chain_result *res)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v = conn_after_chain(c, &c->wait_ev, res, &r);
+
+	if (v != SMTP_PENDING)
+		smtp_session_resume(c->smtp, v, &r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static enum smtp_verdict
+conn_eom_chain(struct conn *c, struct smtp_reply *r)
+{
+	struct smtp_event ev = { .stage = SMTP_STAGE_EOM,
+	    .size = conn_tx_env(c->tx)->size };
+	struct chain_result res;
+	if (chain_set_has(c->rt->chains, SMTP_STAGE_EOM)) {
+		char *path = conn_tx_path(c->tx);
+		chain_session_set_message_file(c->cs, path, c->trace_len);
+		free(path);
+	}
+	conn_keep_event(c, &ev);
+	if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
+		return SMTP_PENDING;
+	return conn_after_chain(c, &ev, &res, r);
+}
+
+/* Credentials checked: then the auth chain has its say, if any. */
+static void
+conn_auth_checked_cb(void *arg, bool ok, const char *user)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	struct chain_result res;
+	char safe[300];
+
+	c->auth_job = NULL;
+	log_safe_into(safe, sizeof(safe), user, strlen(user));
+	if (!ok) {
+		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
+		    "ip=%s user=\"%s\"", c->ip, safe);
+		if (c->cs != NULL)
+			chain_session_failed(c->cs, CHAIN_FAILED_AUTH);
+		conn_set_reply(&r, 535, "5.7.8 Authentication credentials "
+		    "invalid");
+		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	} else {
+		log_event(LOG_LVL_INFO, "auth", c->sid, NULL, "user=\"%s\"",
+		    safe);
+		struct smtp_event ev = { .stage = SMTP_STAGE_AUTH, .arg = user };
+		enum smtp_verdict v = SMTP_OK;
+		if (c->cs != NULL) {
+			chain_session_set_auth(c->cs, user);
+			conn_keep_event(c, &ev);
+			if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) ==
+			    CHAIN_PENDING)
+				goto out;
+			v = conn_after_chain(c, &ev, &res, &r);
+		}
+		smtp_session_resume(c->smtp, v, &r);
+	}
+out:
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+/* The single decision point of every stage: our checks, the chain, ours. */
+enum smtp_verdict
+conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
+{
+	struct conn *c = arg;
+	struct chain_result res;
+	enum smtp_verdict v;
+
+	if (ev->stage == SMTP_STAGE_CONNECT &&
+	    (v = conn_stage_connect(c, r)) != SMTP_OK)
+		return v;
+	if (ev->stage == SMTP_STAGE_AUTH) {
+		/* The password lives for this call only: check it first. */
+		c->auth_job = conn_auth_start(c->ctx, c->rt, ev->arg,
+		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
+		return SMTP_PENDING;
+	}
+	/* The eom chain runs after the last write (conn_stage_eom). */
+	if (c->cs == NULL || ev->stage == SMTP_STAGE_EOM)
+		return conn_stage(c, ev, false, r);
+	conn_keep_event(c, ev);
+	if (chain_run(c->cs, ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
+		return SMTP_PENDING;
+	return conn_after_chain(c, ev, &res, r);
+}
+
+int
+conn_body_cb(void *arg, const char *buf, size_t len)
+{
+	struct conn *c = arg;
+
+	if (c->cs != NULL)
+		chain_session_body(c->cs, buf, len);	/* runs "on header" */
+	return conn_tx_write(c->tx, buf, len);
+}
+
+void
+conn_reset_cb(void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->cs != NULL)
+		chain_session_tx_reset(c->cs);
+	conn_tx_release(&c->tx);
+}
+
