@@ -581,6 +581,9 @@ milter_replycode(const struct milter_reply *r, struct chain_verdict *v)
 		return -1;		/* not a string */
 	util_snprintf(line, sizeof(line), "%.*s", (int)strcspn(r->data,
 	    "\r\n"), r->data);
+	/* Reply texts are templates: the filter's must stay literal. */
+	for (char *p = strstr(line, "%{"); p != NULL; p = strstr(p, "%{"))
+		p[1] = '(';
 	if (strlen(line) < 3 || line[0] < '4' || line[0] > '5' ||
 	    line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
 	    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
