@@ -28,6 +28,11 @@ bool	chain_esc_ok(const char *esc, int code);
  */
 int	chain_parse_reply(const char *const *argv, size_t argc,
 	    struct chain_verdict *v, char **err_out);
+/*
+ * End of the header field that starts at h[start] (after its last LF,
+ * folded lines included), within a header block of len octets.
+ */
+size_t	chain_header_field_end(const char *h, size_t len, size_t start);
 /* Domain of an address ("" for none); points into addr. */
 const char *chain_addr_domain(const char *addr);
 /* "ip" -> the /24 (IPv4) or /64 (IPv6) network as text. */

@@ -316,11 +316,8 @@ milter_next_header(struct milter_conn *mc, const char *h, size_t len,
     struct util_buf *name, struct util_buf *value)
 {
 	while (mc->hdr_off < len) {
-		size_t start = mc->hdr_off, i = start;
-		do {
-			const char *nl = memchr(h + i, '\n', len - i);
-			i = nl != NULL ? (size_t)(nl - h) + 1 : len;
-		} while (i < len && (h[i] == ' ' || h[i] == '\t'));
+		size_t start = mc->hdr_off;
+		size_t i = chain_header_field_end(h, len, start);
 		mc->hdr_off = i;
 		const char *colon = memchr(h + start, ':', i - start);
 		if (colon == NULL || colon == h + start)

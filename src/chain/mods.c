@@ -79,19 +79,27 @@ struct hfields {
 	size_t		 n;
 };
 
-/* Split head into fields: a line and the lines that continue it. */
+size_t
+chain_header_field_end(const char *h, size_t len, size_t start)
+{
+	size_t i = start;
+
+	/* RFC 5322 2.2.3: a line that starts with WSP continues the field. */
+	do {
+		const char *nl = memchr(h + i, '\n', len - i);
+		i = nl != NULL ? (size_t)(nl - h) + 1 : len;
+	} while (i < len && (h[i] == ' ' || h[i] == '\t'));
+	return i;
+}
+
+/* Split head into fields. */
 static void
 hfields_split(const char *head, size_t len, struct hfields *hf)
 {
-	for (size_t i = 0; i < len; ) {
-		size_t start = i;
-		do {
-			const char *nl = memchr(head + i, '\n', len - i);
-			i = nl != NULL ? (size_t)(nl - head) + 1 : len;
-		} while (i < len && (head[i] == ' ' || head[i] == '\t'));
+	for (size_t i = 0, end; i < len; i = end) {
+		end = chain_header_field_end(head, len, i);
 		hf->f = xreallocarray(hf->f, hf->n + 1, sizeof(*hf->f));
-		hf->f[hf->n++] = (struct hfield){ head + start, i - start,
-		    NULL };
+		hf->f[hf->n++] = (struct hfield){ head + i, end - i, NULL };
 	}
 }
 
