@@ -6,6 +6,7 @@
  */
 #include "chain/chain.h"
 
+#include <arpa/inet.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <stdarg.h>
@@ -209,15 +210,16 @@ chain_ip_net(const char *ip, char *buf, size_t bufsz)
 		util_snprintf(buf, bufsz, "%.*s.0/24", n, ip);
 		return;
 	}
-	/* IPv6: the first four groups as written (good enough for a key). */
-	const char *p = ip;
-	for (int g = 0; g < 4 && p != NULL; g++) {
-		p = strchr(p, ':');
-		if (p != NULL)
-			p++;
+	/* IPv6: the /64, whatever way the address was written. */
+	struct in6_addr a;
+	char text[INET6_ADDRSTRLEN];
+	if (inet_pton(AF_INET6, ip, &a) != 1) {
+		util_snprintf(buf, bufsz, "%s", ip);
+		return;
 	}
-	int n = p != NULL ? (int)(p - ip) : (int)strlen(ip);
-	util_snprintf(buf, bufsz, "%.*s:/64", n, ip);
+	memset(a.s6_addr + 8, 0, 8);
+	inet_ntop(AF_INET6, &a, text, sizeof(text));
+	util_snprintf(buf, bufsz, "%s/64", text);
 }
 
 void

@@ -346,7 +346,29 @@ test_reputation_fail_open(void **state)
 	h_close(&h);
 }
 
+/* The network of a client: greylisting and "per ip" keys group by it. */
+static void
+test_ip_net(void **state)
+{
+	static const struct { const char *ip, *want; } cases[] = {
+		{ "192.0.2.77", "192.0.2.0/24" },
+		{ "2001:db8::1", "2001:db8::/64" },
+		{ "2001:0db8:0000:0000:1234::9", "2001:db8::/64" },
+		{ "2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64" },
+	};
+	char buf[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		chain_ip_net(cases[i].ip, buf, sizeof(buf));
+		if (strcmp(buf, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %s, want %s", cases[i].ip,
+			    buf, cases[i].want);
+	}
+}
+
 #define BUILTIN_TESTS \
+	cmocka_unit_test(test_ip_net), \
 	cmocka_unit_test(test_builtin_cases), \
 	cmocka_unit_test(test_dnsbl_cache), \
 	cmocka_unit_test(test_verify_soft), \
