@@ -223,7 +223,8 @@ bool	chain_session_check_command(struct chain_session *cs,
  * The value of a fact or state key ("client.ip", "helo", "sender",
  * "sender.domain", "rcpt", "rcpt.domain", "rcpt.user", "rcpts", "nrcpts",
  * "size", "tls.proto", "tls.cipher", "tls.sni", "auth.user",
- * "client.rdns", "client.port", "hostname", "sid", "early-talker",
+ * "client.rdns", "client.ptr", "client.port", "client.net", "local.ip",
+ * "local.port", "hostname", "sid", "early-talker", "crlf", "esmtp",
  * "session.KEY", "tx.KEY").  Returns NULL when unknown; the pointer is
  * borrowed until the next change of the session (or points into buf).
  */

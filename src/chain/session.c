@@ -597,6 +597,10 @@ chain_session_get(struct chain_session *cs, const char *name, char *buf,
 		return cs->rdns;
 	if (strcmp(name, "local.ip") == 0)
 		return cs->local_ip;
+	if (strcmp(name, "local.port") == 0) {
+		util_snprintf(buf, bufsz, "%d", cs->local_port);
+		return buf;
+	}
 	if (strcmp(name, "hostname") == 0)
 		return cs->hostname;
 	if (strcmp(name, "sid") == 0)

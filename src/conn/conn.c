@@ -422,9 +422,26 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * counter, so ids never repeat across restarts or between loops.
  */
 /* A chain session when the config has chains; the greeting is a template. */
+/* Numeric text and port of an address; true for IPv6. */
+static bool
+conn_addr_text(const struct sockaddr *sa, char ip[INET6_ADDRSTRLEN],
+    int *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
+		*port = ntohs(s6->sin6_port);
+		return true;
+	}
+	const struct sockaddr_in *s4 = (const void *)sa;
+	inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
+	*port = ntohs(s4->sin_port);
+	return false;
+}
+
 static void
 conn_chain_start(struct conn *c, struct conn_ctx *ctx,
-    const struct config *cfg)
+    const struct config *cfg, int fd)
 {
 	const char *err = NULL;
 	bool any = false;
@@ -441,8 +458,16 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 		c->chain_broken = true;
 		return;
 	}
+	/* Our own address, for the "local.ip" and "local.port" facts. */
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char lip[INET6_ADDRSTRLEN] = "";
+	int lport = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		(void)conn_addr_text((struct sockaddr *)&ss, lip, &lport);
 	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
-	    .port = c->port, .hostname = cfg->hostname };
+	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
+	    .local_port = lport, .hostname = cfg->hostname };
 	c->cs = chain_session_new(c->rt->chains, ctx->chain_loop, &info);
 	if (cfg->greeting != NULL && chain_expand(c->cs, cfg->greeting,
 	    c->greeting, sizeof(c->greeting)) == 0)
@@ -528,16 +553,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->tls = c->rt->tls_listen[listen_idx];
 	c->start_ms = util_now_ms();
 	conn_make_sid(c->sid, sizeof(c->sid));
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, c->ip, sizeof(c->ip));
-		c->port = ntohs(s6->sin6_port);
-		c->ipv6 = true;
-	} else {
-		const struct sockaddr_in *s4 = (const void *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, c->ip, sizeof(c->ip));
-		c->port = ntohs(s4->sin_port);
-	}
+	c->ipv6 = conn_addr_text(sa, c->ip, &c->port);
 	ctx->nconns++;
 	c->next = ctx->conns;
 	if (c->next != NULL)
@@ -555,7 +571,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.lim.err_max = cfg->limits.err_max;
 	c->params.hostname = cfg->hostname;
 	c->params.greeting = cfg->greeting;
-	conn_chain_start(c, ctx, cfg);
+	conn_chain_start(c, ctx, cfg, fd);
 	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;

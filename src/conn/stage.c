@@ -555,6 +555,8 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 	if (ev->stage == SMTP_STAGE_CONNECT &&
 	    (v = conn_stage_connect(c, r)) != SMTP_OK)
 		return v;
+	if (c->cs != NULL && smtp_session_saw_bare_eol(c->smtp))
+		chain_session_set_bare_lf(c->cs);	/* the "crlf" fact */
 	if (ev->stage == SMTP_STAGE_AUTH) {
 		/* The password lives for this call only: check it first. */
 		c->auth_job = conn_auth_start(c->ctx, c->rt, ev->arg,

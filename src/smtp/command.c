@@ -561,6 +561,7 @@ smtp_eom(struct smtp_session *s)
 
 	/* Latch, drain, reply once (STYLE 6). */
 	if (s->dec.err != SMTP_DEC_OK) {
+		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
 		code = smtp_dec_err_reply(s->dec.err, &text);
 		smtp_reply(s, code, text);
 		smtp_tx_reset(s);
@@ -614,6 +615,7 @@ smtp_chunk_done(struct smtp_session *s)
 	}
 	if (s->dec.err != SMTP_DEC_OK) {
 		/* Drop the transaction; later BDATs get 503. */
+		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
 		code = smtp_dec_err_reply(s->dec.err, &text);
 		smtp_reply(s, code, text);
 		smtp_tx_reset(s);

@@ -199,6 +199,8 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 	else if (s->hooks.trace_cb != NULL)
 		s->hooks.trace_cb(s->ctx, true, line, n);
 	/* STYLE 6: the line reader is the border. */
+	if (!crlf || s->line_bare_lf || memchr(line, '\r', n) != NULL)
+		s->saw_bare_eol = true;
 	if (memchr(line, '\0', n) != NULL)
 		smtp_error(s, 500, "5.5.2 NUL character in command refused");
 	else if (!crlf || s->line_bare_lf)
@@ -387,6 +389,12 @@ const char *
 smtp_session_helo(const struct smtp_session *s)
 {
 	return s->helo;
+}
+
+bool
+smtp_session_saw_bare_eol(const struct smtp_session *s)
+{
+	return s->saw_bare_eol;
 }
 
 bool

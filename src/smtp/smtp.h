@@ -142,6 +142,8 @@ void	smtp_session_tls_started(struct smtp_session *s);
 /* Facts, valid until the next feed/resume; NULL or 0 when not known yet. */
 const char *smtp_session_helo(const struct smtp_session *s);
 bool	smtp_session_is_esmtp(const struct smtp_session *s);
+/* Some command or DATA line ended in a bare LF or CR (and was refused). */
+bool	smtp_session_saw_bare_eol(const struct smtp_session *s);
 const char *smtp_session_sender(const struct smtp_session *s); /* "" for <> */
 unsigned smtp_session_rcpt_count(const struct smtp_session *s);
 const char *smtp_session_rcpt(const struct smtp_session *s, unsigned i);

@@ -148,6 +148,7 @@ struct smtp_session {
 	size_t			 line_len;
 	bool			 line_drain;	/* dropping a too long line */
 	bool			 line_bare_lf;	/* this line held a bare LF */
+	bool			 saw_bare_eol;	/* some line lacked its CRLF */
 	bool			 drain_cr;	/* draining: the last byte was CR */
 
 	/* A PENDING decision and what it needs to finish. */

@@ -63,6 +63,24 @@ def chains_wired(make_postern, tmp_path):
         pytest.skip(_wired)
 
 
+def test_facts_local_address_and_crlf(make_postern):
+    """local.ip/local.port name the listener the client reached; crlf says
+    "no" once any line of the session ended in a bare LF."""
+    srv = make_postern(config=chains_config(
+        'on mail { reject 550 5.7.1 "to %{local.ip}:%{local.port} '
+        'crlf=%{crlf}" }'))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>")
+        r = c.expect(550, "5.7.1")
+        assert r.text.endswith("to 127.0.0.1:%d crlf=yes" % srv.port), r
+        c.send_raw(b"NOOP\nNOOP\r\n")   # a bare LF never ends a line
+        c.expect(500, "5.5.2")
+        c.send("MAIL FROM:<a@example.org>")
+        r = c.expect(550, "5.7.1")
+        assert r.text.endswith("crlf=no"), r
+
+
 def test_reject_at_rcpt_with_template(make_postern):
     srv = make_postern(config=chains_config(
         'on rcpt { reject 550 5.7.1 "no mail for %{rcpt} from %{client.ip} '
