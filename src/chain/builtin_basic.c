@@ -49,6 +49,10 @@ basic_reject_new(const struct chain_handler_args *a, char **err_out)
 
 	if (chain_parse_reply(a->argv + 1, a->argc - 1, &v, err_out) == -1)
 		return NULL;
+	/* RFC 5321 3.1: a refused connection hears 554, not 550. */
+	if (a->stage == SMTP_STAGE_CONNECT && (a->argc == 1 ||
+	    strspn(a->argv[1], "0123456789") != strlen(a->argv[1])))
+		v.code = 554;
 	return basic_fixed_new(&v);
 }
 
@@ -112,8 +116,12 @@ basic_quarantine_new(const struct chain_handler_args *a, char **err_out)
 		*err_out = xstrdup("usage: quarantine ACTION");
 		return NULL;
 	}
-	if (config_action_find(a->cfg, a->argv[1]) == NULL) {
-		*err_out = xasprintf("no action named \"%s\"", a->argv[1]);
+	const struct config_action *act = config_action_find(a->cfg,
+	    a->argv[1]);
+	if (act == NULL || act->kind != CONFIG_ACTION_MAILDIR) {
+		*err_out = xasprintf(act == NULL ? "no action named \"%s\"" :
+		    "action \"%s\" is not a maildir (quarantine delivers "
+		    "here, now)", a->argv[1]);
 		return NULL;
 	}
 	chain_verdict_continue(&v);

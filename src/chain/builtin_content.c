@@ -117,6 +117,12 @@ hdr_new(const struct chain_handler_args *a, char **err_out)
 		h->check = HDR_MAX_SIZE;
 		if (util_parse_size(a->argv[2], &h->max) == -1 || h->max == 0)
 			goto usage;
+		if (h->max >= CHAIN_HDR_MAX) {
+			*err_out = xasprintf("header max-size must be under "
+			    "%uk (the header block kept)", CHAIN_HDR_MAX / 1024);
+			free(h);
+			return NULL;
+		}
 		return h;
 	}
 	if (strcmp(a->argv[1], "require") == 0)

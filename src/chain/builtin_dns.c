@@ -40,7 +40,9 @@ dnsl_new(const struct chain_handler_args *a, char **err_out)
 	    strspn(d->zone, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789.-") != strlen(d->zone))
 		goto usage;
-	if (i + 1 < a->argc && strcmp(a->argv[i], "match") == 0) {
+	if (i < a->argc && strcmp(a->argv[i], "match") == 0) {
+		if (i + 1 == a->argc)
+			goto usage;	/* "match" without its list */
 		char *list = xstrdup(a->argv[i + 1]), *save = NULL;
 		for (char *t = strtok_r(list, ",", &save); t != NULL;
 		    t = strtok_r(NULL, ",", &save)) {

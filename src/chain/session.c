@@ -16,7 +16,6 @@
 #include "store/store.h"
 #include "util/util.h"
 
-#define CHAIN_HDR_MAX		(256 * 1024)	/* header block kept for handlers */
 #define CHAIN_REP_TTL_MS	(30ull * 24 * 3600 * 1000)
 
 static void

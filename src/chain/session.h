@@ -45,6 +45,7 @@ struct chain_kv {
 enum chain_hdr_state { CHAIN_HDR_NONE, CHAIN_HDR_RUNNING, CHAIN_HDR_DONE };
 
 #define CHAIN_SLOTS_MAX	8		/* handler kinds with session data */
+#define CHAIN_HDR_MAX	(256 * 1024)	/* header block kept for handlers */
 
 struct chain_slot {
 	char				*key;	/* owned */

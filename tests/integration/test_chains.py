@@ -220,15 +220,35 @@ def test_ban_on_relay_attempt(make_postern, state_store):
     wait_for(refused, what="the ban to reach the store")
 
 
-def test_ban_usage_errors(tmp_path):
-    for bad in ("ban on", "ban 1h on nothing", "ban soon", "ban 1h off x"):
+def test_builtin_config_errors(tmp_path):
+    """Arguments a builtin cannot honour are refused by postern check."""
+    cases = [
+        ("on connect { ban on }", "usage: ban [DURATION] [on auth-failure|"
+            "relay-attempt...]"),
+        ("on connect { ban 1h on nothing }", "usage: ban [DURATION]"),
+        ("on connect { ban soon }", "usage: ban [DURATION]"),
+        ("on connect { dnsbl zen.example match }", "usage: dnsbl ZONE"),
+        ('action relay1 relay "smtp://127.0.0.1:25"\n'
+            "on rcpt { quarantine relay1 }", 'action "relay1" is not a '
+            "maildir"),
+        ("on eom { header max-size 300k }", "header max-size must be under "
+            "256k"),
+    ]
+    for line, want in cases:
         conf = tmp_path / "bad.conf"
-        conf.write_text(chains_config("on connect { %s }" % bad)
+        conf.write_text(chains_config(line)
             .replace("{tmp}", str(tmp_path)).replace("{port}", "2"))
         out = run_cli("check", "-c", str(conf))
-        assert out.returncode == 1 and "usage: ban [DURATION] [on " \
-            "auth-failure|relay-attempt...]" in out.stdout + out.stderr, \
-            (bad, out.stdout + out.stderr)
+        assert out.returncode == 1 and want in out.stdout + out.stderr, \
+            (line, out.stdout + out.stderr)
+
+
+def test_reject_at_connect_defaults_to_554(make_postern):
+    srv = make_postern(config=chains_config(
+        'on connect { reject "not here" }'))
+    with srv.session() as c:
+        r = c.read_reply()
+        assert r.code == 554 and r.text.endswith("not here"), r
 
 
 def test_greylist_then_pass(make_postern, state_store):
