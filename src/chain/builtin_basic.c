@@ -94,12 +94,20 @@ basic_disconnect_new(const struct chain_handler_args *a, char **err_out)
 {
 	struct chain_verdict v;
 
-	if (a->argc == 1)
-		chain_verdict_reject(&v, 421, NULL, NULL);
-	else if (chain_parse_reply(a->argv + 1, a->argc - 1, &v, err_out) ==
-	    -1)
+	/* Without a code, the words (ESC, text) go with 421. */
+	bool coded = a->argc > 1 &&
+	    strspn(a->argv[1], "0123456789") == strlen(a->argv[1]);
+	const char **w = xcalloc(a->argc + 1, sizeof(*w));
+	size_t n = 0;
+	if (!coded)
+		w[n++] = "421";
+	for (size_t i = 1; i < a->argc; i++)
+		w[n++] = a->argv[i];
+	int rc = chain_parse_reply(w, n, &v, err_out);
+	free(w);
+	if (rc == -1)
 		return NULL;
-	else if (v.code != 421 && v.code != 521) {
+	if (v.code != 421 && v.code != 521) {
 		*err_out = xstrdup("disconnect code must be 421 or 521");
 		return NULL;
 	}

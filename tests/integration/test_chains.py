@@ -151,6 +151,15 @@ def test_disconnect_verdict(make_postern):
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(421, "4.7.0")
         c.expect_closed()
+    # Words without a code go with 421.
+    srv = make_postern(config=chains_config(
+        'on mail { disconnect "go away" }\non rcpt { disconnect 4.7.1 bye }'))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>")
+        r = c.expect(421)
+        assert r.text.endswith("go away"), r
+        c.expect_closed()
 
 
 def test_tarpit_does_not_delay_other_sessions(make_postern):
