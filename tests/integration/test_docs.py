@@ -107,6 +107,6 @@ def test_a_broken_example_would_fail(tmp_path):
     """The wrapper does not hide errors: a wrong handler line is reported."""
     conf = tmp_path / "postern.conf"
     conf.write_text(materialize("docs/chains.md",
-        "on mail { disconnect go away }\n", str(tmp_path)))
+        "on mail { disconnect 550 go away }\n", str(tmp_path)))
     r = run_cli("check", "-c", str(conf), cwd=str(tmp_path))
     assert r.returncode == 1 and "disconnect" in r.stdout, r
