@@ -33,6 +33,9 @@ int	chain_parse_reply(const char *const *argv, size_t argc,
  * folded lines included), within a header block of len octets.
  */
 size_t	chain_header_field_end(const char *h, size_t len, size_t start);
+/* A state key (bounded, [A-Za-z0-9._-]) and value (printable) are fine. */
+bool	chain_key_ok(const char *k);
+bool	chain_value_ok(const char *v);
 /* Domain of an address ("" for none); points into addr. */
 const char *chain_addr_domain(const char *addr);
 /* "ip" -> the /24 (IPv4) or /64 (IPv6) network as text. */

@@ -480,7 +480,7 @@ chain_session_is_running(const struct chain_session *cs)
 
 /* ----- key/value state ----- */
 
-static bool
+bool
 chain_key_ok(const char *k)
 {
 	size_t n = strlen(k);
@@ -491,7 +491,7 @@ chain_key_ok(const char *k)
 	    "0123456789._-") == n;
 }
 
-static bool
+bool
 chain_value_ok(const char *v)
 {
 	size_t n = strlen(v);

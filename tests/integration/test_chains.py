@@ -242,6 +242,7 @@ def test_builtin_config_errors(tmp_path):
             "maildir"),
         ("on eom { header max-size 300k }", "header max-size must be under "
             "256k"),
+        ("on mail { tag a/b=1 }", 'tag: bad key or value in "a/b=1"'),
     ]
     for line, want in cases:
         conf = tmp_path / "bad.conf"
