@@ -222,16 +222,13 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);
 		return DELIVER_TEMPFAIL;
 	}
-	/* A leftover from a crash before the rename; never delivered. */
-	if (unlinkat(c->fd[MD_TMP], c->name, 0) == -1 && errno != ENOENT) {
-		r = md_fail(err_out, errno, "unlink", c->folder, "tmp",
-		    c->name);
-		if (in != -1)
-			close(in);
-		return r;
-	}
 	out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT | O_EXCL |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	/* A leftover from a crash before the rename; never delivered. */
+	if (out == -1 && errno == EEXIST &&
+	    unlinkat(c->fd[MD_TMP], c->name, 0) == 0)
+		out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT |
+		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out == -1) {
 		r = md_fail(err_out, errno, "open", c->folder, "tmp", c->name);
 		if (in != -1)
