@@ -674,11 +674,15 @@ static void
 smtp_done_quit(struct smtp_session *s, enum smtp_verdict v,
     const struct smtp_reply *r)
 {
-	/* RFC 5321 4.1.1.10: QUIT always ends the session. */
-	if (v == SMTP_OK)
-		smtp_reply_ok(s, r, 221, "2.0.0 Bye");
-	else
+	/*
+	 * RFC 5321 4.1.1.10: QUIT gets 221 and the end of the session; a
+	 * refusal cannot stand in for it.  Only a closing verdict (421/521,
+	 * which 3.8 allows at any time) is sent instead.
+	 */
+	if (v == SMTP_CLOSE)
 		smtp_reply_refusal(s, v, r, 221, "2.0.0 Bye");
+	else
+		smtp_reply_ok(s, r, 221, "2.0.0 Bye");
 	smtp_mark_closing(s);
 }
 
