@@ -752,6 +752,18 @@ static void
 smtp_done_connect(struct smtp_session *s, enum smtp_verdict v,
     const struct smtp_reply *r)
 {
+	/*
+	 * RFC 5321 3.1 and 4.3.2: a greeting is 220, or 554 (then wait for
+	 * QUIT); a temporary refusal can only be 421 and the close (3.8).
+	 */
+	if (v == SMTP_REJECT && r->code != 0 &&
+	    (r->code < 500 || r->code > 599)) {
+		struct smtp_reply t = *r;
+		t.code = 421;
+		smtp_reply_refusal(s, SMTP_CLOSE, r->code >= 400 &&
+		    r->code < 500 ? &t : NULL, 0, NULL);
+		return;
+	}
 	if (v != SMTP_OK) {
 		smtp_reply_refusal(s, v, r, 554, "5.3.2 No SMTP service here");
 		if (!s->closing)

@@ -510,13 +510,20 @@ def wait_chain_error(srv, stage):
     "reject"])
 def test_failure_refuses(server, shared, stage, on_error, code, esc):
     srv = server("on %s { %s }" % (stage, fail_handler(shared, on_error)))
+    # RFC 5321 3.1, 3.8: a greeting is 220 or 554; a temporary refusal
+    # there is 421 and the close.
+    closes = stage == "connect" and code // 100 == 4
     with srv.session() as c:
         walk_to(c, stage, stage)
         r, _ = timed_reply(c, stage)
-        assert (r.code, r.esc) == (code, esc), \
+        assert (r.code, r.esc) == (421 if closes else code, esc), \
             "failure (on-error %s) at %s: got %r; transcript:\n%s" % (
             on_error or "default", stage, r, c.transcript())
-        after_refusal(c, srv, stage, stage)
+        if closes:
+            c.expect_closed()
+            assert_nothing_accepted(srv)
+        else:
+            after_refusal(c, srv, stage, stage)
     wait_chain_error(srv, stage)
 
 

@@ -1005,9 +1005,11 @@ test_connect_verdicts(void **state)
 		    "554 5.3.2 No SMTP service here\r\n", false, "503 221" },
 		{ "reject custom", SMTP_REJECT, 554, "5.7.1 Go away", 
 		    "554 5.7.1 Go away\r\n", false, "503 221" },
-		{ "reject bad code", SMTP_REJECT, 250, "2.0.0 hmm",
-		    "451 4.3.0 Temporary local problem\r\n", false,
-		    "503 221" },
+		{ "reject bad code: 421 and close", SMTP_REJECT, 250,
+		    "2.0.0 hmm", "421 4.3.0 mx.example.org Service not "
+		    "available, closing channel\r\n", true, "" },
+		{ "reject 4xx: 421 and close (RFC 5321 3.8)", SMTP_REJECT, 451,
+		    "4.7.1 Slow down", "421 4.7.1 Slow down\r\n", true, "" },
 		{ "close default", SMTP_CLOSE, 0, NULL,
 		    "421 4.3.0 mx.example.org Service not available, "
 		    "closing channel\r\n", true, "" },
