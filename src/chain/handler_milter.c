@@ -342,13 +342,23 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 			*err = "bad option negotiation";
 			return -1;
 		}
-		if (ver < MILTER_VERSION || (act & ~(uint32_t)MILTER_ACTIONS) ||
-		    (proto & ~(uint32_t)MILTER_PROTO)) {
+		/*
+		 * Filters such as rspamd ask for every action whatever
+		 * they are offered; only a step we cannot leave out, or an
+		 * action actually taken (a body replacement, say), is an
+		 * error.
+		 */
+		if (ver < MILTER_VERSION || (proto & ~(uint32_t)MILTER_PROTO)) {
 			*err = ver < MILTER_VERSION ? "filter speaks a protocol "
-			    "older than version 6" : "filter wants actions or "
+			    "older than version 6" : "filter wants protocol "
 			    "steps we do not offer";
 			return -1;
 		}
+		if (act & ~(uint32_t)MILTER_ACTIONS)
+			log_event(LOG_LVL_INFO, "milter", chain_session_sid(
+			    mc->cs), NULL, "milter=\"%s\" note=\"asked for "
+			    "actions 0x%x, offered 0x%x\"", mc->spec + 7, act,
+			    MILTER_ACTIONS);
 		mc->proto = proto;
 		mc->state = MS_READY;
 		mc->await = 0;
@@ -423,7 +433,8 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		break;
 	default:
 		if (was != MILTER_C_EOB || milter_mod(mc, r) == -1) {
-			*err = "unexpected or malformed reply";
+			*err = r->cmd == MILTER_R_REPLBODY ? "body replacement "
+			    "is not supported" : "unexpected or malformed reply";
 			return -1;
 		}
 		return 0;

@@ -713,3 +713,84 @@ def test_milter_dying_between_messages(make_postern, make_milter):
     files = delivered(srv, "bob")
     time.sleep(0.3)
     assert len(srv.maildir("bob")) == 1
+
+
+class GreedyFilter:
+    """A raw-socket filter that, like rspamd, asks for every action
+    (CHGBODY and SETSYMLIST included) whatever it is offered; at end of
+    message it adds a header, and with replace_body also sends a body
+    replacement ('b'), which postern does not support."""
+
+    def __init__(self, replace_body):
+        self.replace_body = replace_body
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(4)
+        self.spec = "inet:%d@%s" % (self.sock.getsockname()[1], HOST)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def packet(cmd, data=b""):
+        return len(data + b"x").to_bytes(4, "big") + cmd + data
+
+    def run(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        c.settimeout(10)
+        buf = b""
+        with c:
+            for _ in range(1000):       # bounded: one short conversation
+                while len(buf) < 4 or len(buf) < 4 + int.from_bytes(
+                        buf[:4], "big"):
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                n = int.from_bytes(buf[:4], "big")
+                cmd, data, buf = buf[4:5], buf[5:4 + n], buf[4 + n:]
+                if cmd == b"O":
+                    c.sendall(self.packet(b"O", (6).to_bytes(4, "big") +
+                        (0x1ff).to_bytes(4, "big") + (0).to_bytes(4, "big")))
+                elif cmd == b"E":
+                    out = self.packet(b"h", b"X-Greedy\0yes\0")
+                    if self.replace_body:
+                        out += self.packet(b"b", b"new body\r\n")
+                    c.sendall(out + self.packet(b"c"))
+                elif cmd in (b"C", b"H", b"M", b"R", b"T", b"L", b"N", b"B"):
+                    c.sendall(self.packet(b"c"))
+                elif cmd == b"Q":
+                    return
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(2)
+
+
+@pytest.mark.parametrize("replace_body", [False, True],
+    ids=["asks-for-all", "replaces-body"])
+def test_filter_asking_for_every_action(make_postern, replace_body):
+    """rspamd asks for every action (0xff) even when offered fewer: the
+    negotiation goes on (logged), and only a body replacement actually sent
+    fails the handler (451 4.3.0, nothing delivered)."""
+    f = GreedyFilter(replace_body)
+    try:
+        srv = make_postern(config=milter_config(f.spec, opts="timeout 5s"))
+        with srv.session() as c:
+            c.hello()
+            r = transaction(c, "a@example.net", ["bob@localhost"],
+                [b"Subject: greedy", b"", b"x"])
+        if replace_body:
+            assert (r.code, r.esc) == (451, "4.3.0"), r
+            assert "body replacement is not supported" in srv.log()
+            stays_empty(srv, "bob")
+        else:
+            assert r.code == 250, r
+            got = read_bytes(delivered(srv, "bob")[0])
+            assert b"\nSubject: greedy\nX-Greedy: yes\n\nx\n" in got, got
+            assert 'note="asked for actions 0x1ff, offered 0xfd"' in \
+                srv.log()
+    finally:
+        f.close()
