@@ -69,8 +69,25 @@ conn_send_cb(void *arg, const char *buf, size_t len)
 	struct conn *c = arg;
 
 	conn_log_reply(c, buf, len);
-	if (!c->peer_gone)
-		bufferevent_write(c->bev, buf, len);
+	if (c->peer_gone)
+		return;
+	/*
+	 * Nothing queued before it: try the socket itself, which spares
+	 * the write event's add and delete for the usual short reply.  What
+	 * it does not take is queued as ever, so the order holds.
+	 */
+	if (c->plain_fd && evbuffer_get_length(bufferevent_get_output(c->bev))
+	    == 0) {
+		ssize_t n = send(bufferevent_getfd(c->bev), buf, len,
+		    MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+		}
+		if (len == 0)
+			return;
+	}
+	bufferevent_write(c->bev, buf, len);
 }
 
 static void
@@ -244,6 +261,7 @@ conn_starttls(struct conn *c)
 		return;
 	}
 	c->bev = tbev;		/* owns the socket bufferevent now */
+	c->plain_fd = false;
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -584,9 +602,11 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (ssl != NULL)
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
 		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	else
+	else {
 		c->bev = bufferevent_socket_new(ctx->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE);
+		c->plain_fd = true;
+	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);

@@ -119,6 +119,8 @@ struct conn {
 	bool			 peer_gone;
 	bool			 started;	/* the greeting was sent (or refused) */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
+	bool			 plain_fd;	/* bev is the bare socket: replies
+						   may go straight to it */
 	char			 tls_desc[160];	/* for Received:, "" before TLS */
 	struct chain_session	*cs;		/* owned; NULL without chains */
 	bool			 chain_broken;	/* chains configured, loop failed */
