@@ -79,35 +79,22 @@ usage:
 	return NULL;
 }
 
-/* The Subject: field body of a header block, unfolded, into buf. */
+/* The Subject: field body of a header block, unfolded, blanks out. */
 static void
 limit_subject(const char *h, size_t len, char *buf, size_t bufsz)
 {
 	size_t o = 0;
 
 	buf[0] = '\0';
-	for (size_t i = 0; i < len; ) {
-		const char *nl = memchr(h + i, '\n', len - i);
-		size_t ll = nl != NULL ? (size_t)(nl - (h + i)) : len - i;
-		if (ll >= 8 && strncasecmp(h + i, "subject:", 8) == 0) {
-			size_t k = i + 8;
-			for (;;) {
-				for (; k < i + ll && o + 1 < bufsz; k++)
-					if (h[k] > 0x20 && h[k] < 0x7f)
-						buf[o++] = h[k];
-				/* RFC 5322 2.2.3: a folded line goes on. */
-				i += ll + 1;
-				if (i >= len || (h[i] != ' ' && h[i] != '\t'))
-					break;
-				nl = memchr(h + i, '\n', len - i);
-				ll = nl != NULL ? (size_t)(nl - (h + i)) :
-				    len - i;
-				k = i;
-			}
-			buf[o] = '\0';
-			return;
-		}
-		i += ll + 1;
+	for (size_t i = 0, end; i < len; i = end) {
+		end = chain_header_field_end(h, len, i);
+		if (end - i < 8 || strncasecmp(h + i, "subject:", 8) != 0)
+			continue;
+		for (size_t k = i + 8; k < end && o + 1 < bufsz; k++)
+			if (h[k] > 0x20 && h[k] < 0x7f)
+				buf[o++] = h[k];
+		buf[o] = '\0';
+		return;
 	}
 }
 

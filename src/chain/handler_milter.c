@@ -168,6 +168,17 @@ milter_finish(struct milter_conn *mc, const struct chain_verdict *v)
 		chain_call_done(call, v);
 }
 
+/* The conversation is out of step: drop the socket, fail every later run. */
+static void
+milter_drop(struct milter_conn *mc)
+{
+	mc->state = MS_BROKEN;
+	if (mc->bev != NULL) {
+		bufferevent_free(mc->bev);
+		mc->bev = NULL;
+	}
+}
+
 /* The conversation is lost: fail this run and every later one. */
 static void
 milter_broken(struct milter_conn *mc, const char *why)
@@ -176,11 +187,7 @@ milter_broken(struct milter_conn *mc, const char *why)
 
 	log_event(LOG_LVL_WARN, "milter-error", chain_session_sid(mc->cs),
 	    NULL, "milter=\"%s\" why=\"%s\"", mc->spec + 7, why);
-	mc->state = MS_BROKEN;
-	if (mc->bev != NULL) {
-		bufferevent_free(mc->bev);
-		mc->bev = NULL;
-	}
+	milter_drop(mc);
 	chain_verdict_fail(&v, "milter %s: %s", mc->spec + 7, why);
 	milter_finish(mc, &v);
 }
@@ -537,10 +544,7 @@ milter_conn_tx_reset(void *p)
 	struct util_buf b = { 0 };
 
 	if (mc->call != NULL) {
-		/* The run is being cleared (milter_cancel follows). */
-		mc->state = MS_BROKEN;
-		bufferevent_free(mc->bev);
-		mc->bev = NULL;
+		milter_drop(mc);	/* the run is being cleared */
 		return;
 	}
 	if (mc->state == MS_READY && mc->tx_open) {
@@ -660,13 +664,8 @@ milter_cancel(void *inst, struct chain_call *call)
 	mc->call = NULL;
 	/* A reply is on its way: the conversation is out of step now. */
 	if (mc->await != 0 || mc->state == MS_CONNECTING ||
-	    mc->state == MS_NEGOTIATING) {
-		mc->state = MS_BROKEN;
-		if (mc->bev != NULL) {
-			bufferevent_free(mc->bev);
-			mc->bev = NULL;
-		}
-	}
+	    mc->state == MS_NEGOTIATING)
+		milter_drop(mc);
 	mc->await = 0;
 	evtimer_del(mc->timer);
 }

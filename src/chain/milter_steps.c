@@ -173,6 +173,18 @@ milter_put_body(struct milter_conn *mc, struct util_buf *b, const char **err)
 	return 1;
 }
 
+/* A command without data, unless the filter declined it (skip). */
+static int
+milter_put_bare(struct milter_conn *mc, struct util_buf *b, char cmd,
+    uint32_t skip, uint32_t noreply)
+{
+	if (!(mc->proto & skip)) {
+		milter_put(b, cmd, NULL, 0);
+		milter_send(mc, b, mc->proto & noreply ? 0 : cmd);
+	}
+	return 1;
+}
+
 /*
  * Send the next command the filter has not seen, up to the target stage.
  * 1 when something went out, 0 when there is nothing left, -1 on error.
@@ -250,12 +262,8 @@ milter_next(struct milter_conn *mc, struct util_buf *b, const char **err)
 		return 0;
 	if (!mc->sent_data) {
 		mc->sent_data = true;
-		if (mc->proto & MILTER_P_NODATA)
-			return 1;
-		milter_put(b, MILTER_C_DATA, NULL, 0);
-		milter_send(mc, b, mc->proto & MILTER_P_NR_DATA ? 0 :
-		    MILTER_C_DATA);
-		return 1;
+		return milter_put_bare(mc, b, MILTER_C_DATA, MILTER_P_NODATA,
+		    MILTER_P_NR_DATA);
 	}
 	if (t < SMTP_STAGE_HEADER)
 		return 0;
@@ -283,12 +291,8 @@ milter_next(struct milter_conn *mc, struct util_buf *b, const char **err)
 			return 1;
 		}
 		mc->sent_hdrs = true;
-		if (mc->proto & MILTER_P_NOEOH)
-			return 1;
-		milter_put(b, MILTER_C_EOH, NULL, 0);
-		milter_send(mc, b, mc->proto & MILTER_P_NR_EOH ? 0 :
-		    MILTER_C_EOH);
-		return 1;
+		return milter_put_bare(mc, b, MILTER_C_EOH, MILTER_P_NOEOH,
+		    MILTER_P_NR_EOH);
 	}
 	if (t < SMTP_STAGE_EOM || mc->sent_eom)
 		return 0;

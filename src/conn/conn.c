@@ -440,23 +440,6 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * counter, so ids never repeat across restarts or between loops.
  */
 /* A chain session when the config has chains; the greeting is a template. */
-/* Numeric text and port of an address; true for IPv6. */
-static bool
-conn_addr_text(const struct sockaddr *sa, char ip[INET6_ADDRSTRLEN],
-    int *port)
-{
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
-		*port = ntohs(s6->sin6_port);
-		return true;
-	}
-	const struct sockaddr_in *s4 = (const void *)sa;
-	inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
-	*port = ntohs(s4->sin_port);
-	return false;
-}
-
 static void
 conn_chain_start(struct conn *c, struct conn_ctx *ctx,
     const struct config *cfg, int fd)
@@ -482,7 +465,7 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 	char lip[INET6_ADDRSTRLEN] = "";
 	int lport = 0;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		(void)conn_addr_text((struct sockaddr *)&ss, lip, &lport);
+		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
 	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
 	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
 	    .local_port = lport, .hostname = cfg->hostname };
@@ -571,7 +554,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->tls = c->rt->tls_listen[listen_idx];
 	c->start_ms = util_now_ms();
 	conn_make_sid(c->sid, sizeof(c->sid));
-	c->ipv6 = conn_addr_text(sa, c->ip, &c->port);
+	c->ipv6 = util_sockaddr_text(sa, c->ip, &c->port);
 	ctx->nconns++;
 	c->next = ctx->conns;
 	if (c->next != NULL)

@@ -268,12 +268,7 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		close(fd);	/* a listener on its way out during a reload */
 		return;
 	}
-	if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr,
-		    ip, sizeof(ip));
-	else
-		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr,
-		    ip, sizeof(ip));
+	(void)util_sockaddr_text(sa, ip, NULL);
 	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
 		net_refuse(cfg, fd, ip, why);
 		return;

@@ -5,6 +5,7 @@
  */
 #include "util/util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -329,6 +330,23 @@ util_buf_clear(struct util_buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+}
+
+bool
+util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
+		if (port != NULL)
+			*port = ntohs(s6->sin6_port);
+		return true;
+	}
+	const struct sockaddr_in *s4 = (const void *)sa;
+	inet_ntop(AF_INET, &s4->sin_addr, ip, INET_ADDRSTRLEN);
+	if (port != NULL)
+		*port = ntohs(s4->sin_port);
+	return false;
 }
 
 int

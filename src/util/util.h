@@ -78,6 +78,14 @@ char	*util_buf_cstr(struct util_buf *b);
 void	util_buf_reset(struct util_buf *b);	/* len = 0, keeps memory */
 void	util_buf_clear(struct util_buf *b);	/* frees memory */
 
+/*
+ * An IPv4 or IPv6 socket address as numeric text into ip (at least 46
+ * bytes, INET6_ADDRSTRLEN) and, if port is not NULL, its port.  True for
+ * IPv6.
+ */
+struct sockaddr;
+bool	util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port);
+
 /* fsync the directory that holds path (or the directory path itself). */
 int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */

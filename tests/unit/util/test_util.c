@@ -8,6 +8,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 static void
 test_parse_size(void **state)
 {
@@ -74,6 +77,28 @@ test_buf(void **state)
 	assert_null(b.data);
 }
 
+static void
+test_sockaddr_text(void **state)
+{
+	struct sockaddr_in s4 = { .sin_family = AF_INET,
+	    .sin_port = htons(2525) };
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6,
+	    .sin6_port = htons(25) };
+	char ip[INET6_ADDRSTRLEN];
+	int port = 0;
+
+	(void)state;
+	inet_pton(AF_INET, "192.0.2.7", &s4.sin_addr);
+	inet_pton(AF_INET6, "2001:db8::1", &s6.sin6_addr);
+	assert_false(util_sockaddr_text((struct sockaddr *)&s4, ip, &port));
+	assert_string_equal(ip, "192.0.2.7");
+	assert_int_equal(port, 2525);
+	assert_true(util_sockaddr_text((struct sockaddr *)&s6, ip, &port));
+	assert_string_equal(ip, "2001:db8::1");
+	assert_int_equal(port, 25);
+	assert_true(util_sockaddr_text((struct sockaddr *)&s6, ip, NULL));
+}
+
 int
 main(void)
 {
@@ -82,6 +107,7 @@ main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_sockaddr_text),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
