@@ -1,9 +1,24 @@
 /*
  * deliver/maildir.c: one copy of a spooled message into a Maildir
- * (https://cr.yp.to/proto/maildir.html): write tmp/<name>, fsync, rename to
- * new/<name>, fsync new/.  The name is derived from the message, not from
- * the clock, so a retry after a crash finds an earlier copy and writes
- * nothing: exactly once per recipient.  Knows nothing of the queue.
+ * (https://cr.yp.to/proto/maildir.html).  The name is derived from the
+ * message, not from the clock, so a retry after a crash finds an earlier
+ * copy and writes nothing: exactly once per recipient.  Knows nothing of
+ * the queue.
+ *
+ * Order of writes, one journal commit instead of two: write tmp/<name>,
+ * write its data out and wait for it (sync_file_range), rename into new/,
+ * then fsync the file and new/; DELIVER_OK only after both.  The classic
+ * order (fsync, rename, fsync new/) waits for two commits one after the
+ * other; at concurrency 1 that halves the rate.  The guarantee a reader
+ * relies on still holds: a name in new/ never shows a partial file, before
+ * or after a crash.  The data blocks are on the device before the rename
+ * is issued, and the file's size and block map go into the journal (ext4)
+ * or log (XFS) at that writeback, so no earlier than the rename; a commit
+ * that makes the rename durable flushes the device cache and carries them
+ * too.  A crash before the final fsyncs may leave a complete copy of an
+ * unacknowledged message in new/: the client retries and the user sees
+ * the message twice, never a truncated one.  Where sync_file_range is not
+ * supported the classic order is used.
  *
  * Symlinks: the folder path itself is admin configuration, so its parent
  * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
@@ -37,6 +52,7 @@ struct md_ctx {
 	int		 dirfd;		/* the folder */
 	int		 fd[MD_N];	/* tmp/ new/ cur/ */
 	char		 name[512];
+	int		 out;		/* tmp/<name> while it is written */
 };
 
 /*
@@ -208,7 +224,24 @@ md_copy(int in, int out)
 	}
 }
 
-/* Write tmp/<name>: Return-Path, then the content; fsync it. */
+/*
+ * The file's data on the device, waited for, without a journal commit:
+ * sync_file_range reports a write error as fsync would.  Where it is not
+ * supported, fsync (the classic order).
+ */
+static int
+md_settle(int fd)
+{
+	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+	    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0)
+		return 0;
+	if (errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
+	    errno != ESPIPE)
+		return -1;
+	return fsync(fd);
+}
+
+/* Write tmp/<name>: Return-Path, then the content, settled on the device. */
 static enum deliver_result
 md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 {
@@ -248,13 +281,12 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	    md_write_all(out, m->content, m->content_len) : md_copy(in,
 	    out)) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
-	else if (fsync(out) == -1)
+	else if (md_settle(out) == -1)
 		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
 	free(hdr);
 	if (in != -1)
 		close(in);
-	if (close(out) == -1 && r == DELIVER_OK)
-		r = md_fail(err_out, errno, "close", c->folder, "tmp", c->name);
+	c->out = out;
 	if (r != DELIVER_OK) {
 		/* A full disk or EIO is never the message's fault. */
 		if (r == DELIVER_PERMFAIL)
@@ -269,7 +301,7 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
     const char **err_out)
 {
 	struct md_ctx c = { .folder = folder, .dirfd = -1,
-	    .fd = { -1, -1, -1 } };
+	    .fd = { -1, -1, -1 }, .out = -1 };
 	enum deliver_result r;
 	int seen;
 
@@ -292,9 +324,13 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 	if (seen == 1) {
 		/*
 		 * Delivered before a crash (exactly once).  If the earlier
-		 * attempt failed in fsync(new/), make its name durable now.
+		 * attempt stopped before its fsyncs, make the copy durable
+		 * now (a reader may have moved it to cur/ already).
 		 */
-		if (fsync(c.fd[MD_NEW]) == -1) {
+		c.out = openat(c.fd[MD_NEW], c.name, O_RDONLY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		if ((c.out != -1 && fsync(c.out) == -1) ||
+		    fsync(c.fd[MD_NEW]) == -1) {
 			md_fail(err_out, errno, "fsync", folder, "new", NULL);
 			r = DELIVER_TEMPFAIL;
 		}
@@ -307,15 +343,22 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 		unlinkat(c.fd[MD_TMP], c.name, 0);
 		goto out;
 	}
-	if (fsync(c.fd[MD_NEW]) == -1) {
+	if (fsync(c.out) == -1) {
+		/* Not known to be whole on disk: take it back, retry later. */
+		md_fail(err_out, errno, "fsync", folder, "new", c.name);
+		unlinkat(c.fd[MD_NEW], c.name, 0);
+		r = DELIVER_TEMPFAIL;
+	} else if (fsync(c.fd[MD_NEW]) == -1) {
 		/*
 		 * The name may not be durable yet; a retry finds it in new/
 		 * if it is, or writes it again if it was lost.
 		 */
-		r = md_fail(err_out, errno, "fsync", folder, "new", NULL);
+		md_fail(err_out, errno, "fsync", folder, "new", NULL);
 		r = DELIVER_TEMPFAIL;
 	}
 out:
+	if (c.out != -1 && close(c.out) == -1 && r == DELIVER_OK)
+		r = md_fail(err_out, errno, "close", folder, "new", c.name);
 	for (int i = 0; i < MD_N; i++)
 		if (c.fd[i] != -1)
 			close(c.fd[i]);

@@ -1,7 +1,8 @@
 /*
  * Unit tests of deliver/maildir.c on real folders in a mkdtemp dir:
  * layout, byte-exact content, exactly-once on retry (new/ and cur/), and
- * hostile folders (symlinks, files in the path).
+ * hostile folders (symlinks, files in the path), and a reader watching
+ * new/ never seeing a partial file.
  */
 #include "deliver/deliver.h"
 #include "util/util.h"
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -298,6 +301,69 @@ test_maildir_missing_content(void **state)
 	free(folder);
 }
 
+/*
+ * The reader's guarantee the write order keeps: a name in new/ is always
+ * the whole file.  A child polls new/ while 30 large copies arrive and
+ * fails on any name whose size is short.
+ */
+static void
+test_maildir_reader_never_sees_partial(void **state)
+{
+	char *folder = xasprintf("%s/Maildir", tdir);
+	char *newdir = xasprintf("%s/new", folder);
+	off_t want = (off_t)(strlen("Return-Path: <bob@example.org>\n") +
+	    content.len);
+	struct deliver_msg m = msg("Q6", 0);
+	const char *err = NULL;
+	char qid[16];
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(deliver_maildir(folder, &m, &err), DELIVER_OK);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		/* Bounded: 20 s at most, then the parent has long finished. */
+		time_t end = time(NULL) + 20;
+		size_t whole = 0;
+
+		while (time(NULL) < end && whole < 31) {
+			DIR *d = opendir(newdir);
+			struct dirent *de;
+			struct stat st;
+
+			if (d == NULL)
+				_exit(2);
+			whole = 0;
+			while ((de = readdir(d)) != NULL) {
+				if (de->d_name[0] == '.' || fstatat(dirfd(d),
+				    de->d_name, &st, 0) == -1)
+					continue;
+				if (st.st_size != want)
+					_exit(1);
+				whole++;
+			}
+			closedir(d);
+		}
+		_exit(whole == 31 ? 0 : 3);
+	}
+	for (int i = 1; i <= 30; i++) {
+		snprintf(qid, sizeof(qid), "Q6x%d", i);
+		m = msg(qid, 0);
+		if (deliver_maildir(folder, &m, &err) != DELIVER_OK)
+			fail_msg("deliver %d: %s", i, err);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("reader: %s", WEXITSTATUS(status) == 1 ?
+		    "saw a partial file in new/" : "did not see all 31");
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+	free(newdir);
+	free(folder);
+}
+
 int
 main(void)
 {
@@ -310,6 +376,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maildir_missing_content,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_reader_never_sees_partial, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
