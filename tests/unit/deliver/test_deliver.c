@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -302,6 +304,49 @@ test_maildir_missing_content(void **state)
 }
 
 /*
+ * A file-size limit (a quota's stand-in) cuts the first write short and
+ * fails the next: a temporary failure naming the file, nothing left in
+ * tmp/ or new/.  Both content sources: in memory and the spool file.
+ */
+static void
+test_maildir_short_write(void **state)
+{
+	char *folder = xasprintf("%s/Maildir", tdir);
+	int status;
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		struct rlimit rl = { 100, 100 };
+		struct deliver_msg m = msg("Q7", 0);
+		const char *err = "";
+
+		signal(SIGXFSZ, SIG_IGN);
+		if (setrlimit(RLIMIT_FSIZE, &rl) == -1)
+			_exit(2);
+		if (deliver_maildir(folder, &m, &err) != DELIVER_TEMPFAIL ||
+		    strstr(err, "write(") == NULL ||
+		    strstr(err, "File too large") == NULL)
+			_exit(3);
+		m = msg("Q7", 1);
+		m.content = content.data;
+		m.content_len = content.len;
+		if (deliver_maildir(folder, &m, &err) != DELIVER_TEMPFAIL ||
+		    strstr(err, "File too large") == NULL)
+			_exit(4);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(list_dir(folder, "tmp", NULL, 0), 0);
+	assert_int_equal(list_dir(folder, "new", NULL, 0), 0);
+	free(folder);
+}
+
+/*
  * The reader's guarantee the write order keeps: a name in new/ is always
  * the whole file.  A child polls new/ while 30 large copies arrive and
  * fails on any name whose size is short.
@@ -375,6 +420,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_maildir_hostile_folders,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maildir_missing_content,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_maildir_short_write,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_maildir_reader_never_sees_partial, setup, teardown),
