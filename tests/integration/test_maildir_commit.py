@@ -1,0 +1,125 @@
+"""The Maildir write order follows the file system (deliver/maildir.c).
+
+On ext4 with a journal a copy costs one journal commit: its data is written
+out and waited for (sync_file_range), it is renamed into new/, then the file
+and new/ are fsynced.  On ext4 without a journal nothing orders the rename
+after the file's size, so the classic order is kept: fsync, rename, fsync
+new/.  Both run on real ext4 loop mounts, so these tests need root."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import make_config, read_bytes, send_message, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+    reason="loop mounts need root (run the suite as root to test this)")
+
+BODY = "Subject: commit order %d\r\n\r\nbody %d\r\n"
+TRACED = "fsync,fdatasync,sync_file_range,rename,renameat,renameat2"
+
+
+def sh(*argv):
+    return subprocess.run(list(argv), capture_output=True, text=True,
+        timeout=60, check=True).stdout.strip()
+
+
+@pytest.fixture
+def ext4(tmp_path):
+    """ext4(journal) -> (device name, mount point) of a fresh 64 MiB ext4."""
+    mounts = []
+
+    def make(journal):
+        n = len(mounts)
+        img, mnt = tmp_path / ("fs%d.img" % n), tmp_path / ("mnt%d" % n)
+        mnt.mkdir()
+        sh("truncate", "-s", "64M", str(img))
+        sh("mkfs.ext4", "-q", "-F", *([] if journal else
+            ["-O", "^has_journal"]), str(img))
+        try:
+            dev = sh("losetup", "-f", "--show", str(img))
+        except subprocess.CalledProcessError as e:
+            pytest.skip("no loop device here: %s" % e.stderr.strip())
+        mounts.append((dev, mnt))
+        sh("mount", dev, str(mnt))
+        return os.path.basename(dev), str(mnt)
+
+    yield make
+    for dev, mnt in reversed(mounts):
+        subprocess.run(["umount", str(mnt)], timeout=60)
+        subprocess.run(["losetup", "-d", dev], timeout=60)
+
+
+def server_on(make_postern, mnt):
+    return make_postern(config=make_config(actions=
+        'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt))
+
+
+def send(srv, first, count):
+    with srv.session() as c:
+        c.hello()
+        for i in range(first, first + count):
+            send_message(c, "a@example.net", ["bob@example.org"],
+                BODY % (i, i))
+
+
+def commits(dev):
+    with open("/proc/fs/jbd2/%s-8/info" % dev) as f:
+        return int(f.readline().split()[0])
+
+
+def delivered(mnt):
+    d = os.path.join(mnt, "bob", "Maildir", "new")
+    return sorted(read_bytes(os.path.join(d, n)).split(b"\n\n", 1)[1]
+        for n in os.listdir(d))
+
+
+def test_journaled_ext4_one_commit_per_copy(make_postern, ext4):
+    dev, mnt = ext4(journal=True)
+    srv = server_on(make_postern, mnt)
+    send(srv, 0, 1)			# makes the Maildir's folders
+    before = commits(dev)
+    send(srv, 1, 20)
+    # The classic order needs two commits per copy, one after the other.
+    took = commits(dev) - before
+    assert took <= 26, "%d journal commits for 20 copies" % took
+    assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(21))
+
+
+def traced_order(srv, first):
+    """The traced calls of postern's threads while one message arrives."""
+    out = srv.path("strace.%d" % first)
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=" + TRACED,
+        "-o", out, "-p", str(srv.proc.pid)], stderr=subprocess.PIPE)
+    try:
+        # strace has attached once its output file exists.
+        wait_for(lambda: os.path.exists(out), 10, what="strace to attach")
+        time.sleep(0.2)
+        send(srv, first, 1)
+    finally:
+        st.terminate()
+        st.wait(10)
+    calls = []
+    with open(out) as f:
+        for line in f:
+            name = line.split(None, 1)[1].split("(", 1)[0]
+            if name in TRACED.split(","):
+                calls.append(name)
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_write_order_follows_the_file_system(make_postern, ext4):
+    _, journaled = ext4(journal=True)
+    _, plain = ext4(journal=False)
+    srv = server_on(make_postern, journaled)
+    send(srv, 0, 1)
+    assert traced_order(srv, 1) == ["sync_file_range", "renameat", "fsync",
+        "fsync"]
+    srv.stop()
+    srv = server_on(make_postern, plain)
+    send(srv, 0, 1)
+    assert traced_order(srv, 1) == ["fsync", "renameat", "fsync"]
