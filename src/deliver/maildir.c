@@ -19,7 +19,7 @@
  * unacknowledged message in new/: the client retries and the user sees
  * the message twice, never a truncated one.  That reasoning needs a file
  * system that journals its metadata in order, so the one-commit order is
- * used only on XFS and on ext4 mounted with a journal (md_fs_ordered);
+ * used only on XFS and on ext4 mounted with a journal (util_fs_ordered);
  * everywhere else, and where sync_file_range is not supported, the
  * classic order.
  *
@@ -37,14 +37,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/sysmacros.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -232,89 +228,6 @@ md_copy(int in, int out)
 	}
 }
 
-/*
- * Does ext4 on device dev run with a journal?  Its mount options in
- * /proc/fs/ext4/<name>/options carry a "data=" mode only then; <name> comes
- * from /sys/dev/block/MAJ:MIN/uevent.  Unreadable means no (safe).
- */
-static bool
-md_ext4_journaled(dev_t dev)
-{
-	char path[128], line[256], name[64] = "";
-	bool found = false;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/uevent",
-	    major(dev), minor(dev));
-	if ((f = fopen(path, "re")) == NULL)
-		return false;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "DEVNAME=%63[^\n/]", name) == 1)
-			break;
-	fclose(f);
-	if (name[0] == '\0')
-		return false;
-	snprintf(path, sizeof(path), "/proc/fs/ext4/%s/options", name);
-	if ((f = fopen(path, "re")) == NULL)
-		return false;
-	while (!found && fgets(line, sizeof(line), f) != NULL)
-		found = strncmp(line, "data=", 5) == 0;
-	fclose(f);
-	return found;
-}
-
-/*
- * Does the file system holding dirfd journal its metadata in order (XFS,
- * ext4 with a journal)?  Remembered per device for a minute: a delivery
- * should not read /proc each time, and a device can be remounted.
- */
-static bool
-md_fs_ordered(int dirfd)
-{
-	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-	static struct { dev_t dev; time_t until; bool ordered; } cache[8];
-	static unsigned next;
-	time_t now = time(NULL);
-	struct statfs sf;
-	struct stat st;
-	bool ordered;
-
-	if (fstat(dirfd, &st) == -1 || fstatfs(dirfd, &sf) == -1)
-		return false;
-	pthread_mutex_lock(&mu);
-	for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++)
-		if (cache[i].dev == st.st_dev && cache[i].until > now) {
-			ordered = cache[i].ordered;
-			pthread_mutex_unlock(&mu);
-			return ordered;
-		}
-	pthread_mutex_unlock(&mu);
-	ordered = sf.f_type == 0x58465342 /* XFS */ ||
-	    (sf.f_type == 0xEF53 /* ext2/3/4 */ && md_ext4_journaled(st.st_dev));
-	pthread_mutex_lock(&mu);
-	cache[next] = (typeof(cache[0])){ st.st_dev, now + 60, ordered };
-	next = (next + 1) % (sizeof(cache) / sizeof(cache[0]));
-	pthread_mutex_unlock(&mu);
-	return ordered;
-}
-
-/*
- * The file's data on the device, waited for, without a journal commit:
- * sync_file_range reports a write error as fsync would.  Where it is not
- * supported, fsync (the classic order).
- */
-static int
-md_settle(int fd)
-{
-	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
-	    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0)
-		return 0;
-	if (errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
-	    errno != ESPIPE)
-		return -1;
-	return fsync(fd);
-}
-
 /* Write tmp/<name>: Return-Path, then the content, settled on the device. */
 static enum deliver_result
 md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
@@ -355,7 +268,7 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	    md_write_all(out, m->content, m->content_len) : md_copy(in,
 	    out)) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
-	else if ((c->ordered ? md_settle(out) : fsync(out)) == -1)
+	else if ((c->ordered ? util_settle(out) : fsync(out)) == -1)
 		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
 	free(hdr);
 	if (in != -1)
@@ -410,7 +323,7 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 		}
 		goto out;
 	}
-	c.ordered = md_fs_ordered(c.fd[MD_NEW]);
+	c.ordered = util_fs_ordered(c.fd[MD_NEW]);
 	if ((r = md_write(&c, m, err_out)) != DELIVER_OK)
 		goto out;
 	if (renameat(c.fd[MD_TMP], c.name, c.fd[MD_NEW], c.name) == -1) {

@@ -90,6 +90,14 @@ bool	util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port);
 int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int	util_mkdirs(const char *path, unsigned mode);
+/*
+ * Does the file system holding fd journal its metadata in order (XFS, ext4
+ * with a journal), so that a rename made durable carries everything done
+ * to the files before it?  False when unsure.
+ */
+bool	util_fs_ordered(int fd);
+/* fd's data written out and waited for, no journal commit; 0 or -1. */
+int	util_settle(int fd);
 
 #endif
 

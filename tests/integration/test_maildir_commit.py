@@ -123,3 +123,41 @@ def test_write_order_follows_the_file_system(make_postern, ext4):
     srv = server_on(make_postern, plain)
     send(srv, 0, 1)
     assert traced_order(srv, 1) == ["fsync", "renameat", "fsync"]
+
+
+def first_thread_calls(srv, first, n):
+    """The first n traced calls of the thread that made the first one."""
+    out = srv.path("strace.spool.%d" % first)
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=" + TRACED,
+        "-o", out, "-p", str(srv.proc.pid)], stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(out), 10, what="strace to attach")
+        time.sleep(0.2)
+        send(srv, first, 1)
+    finally:
+        st.terminate()
+        st.wait(10)
+    with open(out) as f:
+        lines = [l.split(None, 1) for l in f if "(" in l]
+    tid = lines[0][0]
+    return [rest.split("(", 1)[0] for t, rest in lines if t == tid][:n]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_spool_commit_order_follows_the_file_system(make_postern, ext4):
+    # A relay to a closed port: every message is spooled, then deferred.
+    relay = 'action out relay "smtp://127.0.0.1:9"\n'
+    for journal, want in (
+            (True, ["sync_file_range", "renameat", "sync_file_range",
+                "renameat", "fdatasync", "fdatasync", "fsync", "fsync"]),
+            (False, ["fdatasync", "renameat", "fdatasync", "renameat",
+                "fsync", "fsync"])):
+        _, mnt = ext4(journal=journal)
+        text = make_config(actions=relay,
+            rules=["match to domain example.org action out"])
+        srv = make_postern(config=text.replace("spool {tmp}/spool",
+            "spool %s/spool" % mnt))
+        send(srv, 0, 1)
+        assert first_thread_calls(srv, 1, len(want)) == want, \
+            "journal=%s" % journal
+        srv.stop()
