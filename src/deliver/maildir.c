@@ -55,7 +55,7 @@ struct md_ctx {
 	int		 dirfd;		/* the folder */
 	int		 fd[MD_N];	/* tmp/ new/ cur/ */
 	char		 name[512];
-	int		 out;		/* tmp/<name> while it is written */
+	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
 };
 

@@ -75,7 +75,8 @@ util_fs_ordered(int dirfd)
 		}
 	pthread_mutex_unlock(&mu);
 	ordered = sf.f_type == 0x58465342 /* XFS */ ||
-	    (sf.f_type == 0xEF53 /* ext2/3/4 */ && util_ext4_journaled(st.st_dev));
+	    (sf.f_type == 0xEF53 /* ext2/3/4 */ &&
+	    util_ext4_journaled(st.st_dev));
 	pthread_mutex_lock(&mu);
 	cache[next] = (typeof(cache[0])){ st.st_dev, now + 60, ordered };
 	next = (next + 1) % (sizeof(cache) / sizeof(cache[0]));
@@ -99,4 +100,3 @@ util_settle(int fd)
 		return -1;
 	return fsync(fd);
 }
-
