@@ -16,7 +16,6 @@
  */
 #include "chain/chain_private.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -106,21 +105,10 @@ milter_parse_spec(struct milter_inst *mi, const char *spec)
 		return -1;
 	if (strcmp(host, "localhost") == 0)
 		util_strlcpy(host, v6 ? "::1" : "127.0.0.1", sizeof(host));
-	if (v6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&mi->addr;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)p);
-		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-			return -1;
-		mi->addrlen = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&mi->addr;
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)p);
-		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-			return -1;
-		mi->addrlen = sizeof(*s4);
-	}
+	/* "inet" is IPv4 and "inet6" IPv6, as in Sendmail's and Postfix's. */
+	if (util_sockaddr_make(host, (int)p, &mi->addr, &mi->addrlen) == -1 ||
+	    (mi->addr.ss_family == AF_INET6) != v6)
+		return -1;
 	return 0;
 }
 

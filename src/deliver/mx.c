@@ -192,18 +192,7 @@ mx_ns_addr(const char *resolver, struct sockaddr_storage *ss,
 		} else
 			util_strlcpy(ip, resolver, sizeof(ip));
 	}
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		*len = sizeof(*s4);
-	} else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*s6);
-	} else
+	if (util_sockaddr_make(ip, port, ss, len) == -1)
 		return -1;
 	return port < 1 || port > 65535 ? -1 : 0;
 }

@@ -7,7 +7,6 @@
  */
 #include "net/net_private.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -457,22 +456,13 @@ static int
 net_bind_one(const char *addr, int port, const char **err_out)
 {
 	static char err[256];
-	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int fd, on = 1;
+	int fd = -1, on = 1;
 
-	if (strchr(addr, ':') != NULL) {
-		struct sockaddr_in6 *s6 = (void *)&ss;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		inet_pton(AF_INET6, addr, &s6->sin6_addr);
-		sslen = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (void *)&ss;
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		inet_pton(AF_INET, addr, &s4->sin_addr);
-		sslen = sizeof(*s4);
+	if (util_sockaddr_make(addr, port, &ss, &sslen) == -1) {
+		errno = EINVAL;		/* config/ checks it first */
+		goto fail;
 	}
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)

@@ -350,6 +350,27 @@ util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port)
 }
 
 int
+util_sockaddr_make(const char *ip, int port, struct sockaddr_storage *ss,
+    unsigned *len)
+{
+	struct sockaddr_in *s4 = (void *)ss;
+	struct sockaddr_in6 *s6 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		*len = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*s6);
+	} else
+		return -1;
+	return 0;
+}
+
+int
 util_fsync_dir(const char *dirpath)
 {
 	int fd = open(dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

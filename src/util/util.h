@@ -85,6 +85,13 @@ void	util_buf_clear(struct util_buf *b);	/* frees memory */
  */
 struct sockaddr;
 bool	util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port);
+/*
+ * The reverse: numeric IPv4 or IPv6 text and a port into ss (a struct
+ * sockaddr_storage) and *len.  0, or -1 when ip is not a numeric address.
+ */
+struct sockaddr_storage;
+int	util_sockaddr_make(const char *ip, int port,
+	    struct sockaddr_storage *ss, unsigned *len);
 
 /* fsync the directory that holds path (or the directory path itself). */
 int	util_fsync_dir(const char *dirpath);

@@ -384,11 +384,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def sanitizer_report(self):
         text = self.log()
@@ -601,6 +597,15 @@ def state_store(request, tmp_path):
 
 
 # ----- helpers for Maildir files ---------------------------------------------
+
+def read_log(path):
+    """A process's log file as text ("" before it exists)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
 
 def read_bytes(path):
     with open(path, "rb") as f:

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import (HOST, make_config, free_port, port_listening, read_bytes,
-    run_cli, split_delivered, wait_for)
+    read_log, run_cli, split_delivered, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILTER = os.path.join(HERE, "milter_filter.py")
@@ -123,11 +123,7 @@ class MilterProc:
             time.sleep(0.02)
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def events(self):
         """The recorded connections: a list of event lists."""
@@ -794,3 +790,24 @@ def test_filter_asking_for_every_action(make_postern, replace_body):
                 srv.log()
     finally:
         f.close()
+
+
+@pytest.mark.parametrize("spec,ok", [
+    ("inet:8891@127.0.0.1", True), ("inet6:8891@::1", True),
+    ("inet:8891@localhost", True), ("inet6:8891@localhost", True),
+    ("inet6:8891@127.0.0.1", False), ("inet:8891@::1", False),
+    ("inet:8891@milter.example", False), ("inet:0@127.0.0.1", False),
+    ("inet:8891", False), ("tcp:8891@127.0.0.1", False)])
+def test_socket_spec_checked(tmp_path, spec, ok):
+    """inet is IPv4 and inet6 IPv6, numeric or localhost; postern check
+    refuses anything else with the forms it takes."""
+    conf = tmp_path / "spec.conf"
+    conf.write_text(milter_config(spec).replace("{tmp}", str(tmp_path))
+        .replace("{port}", "2"))
+    out = run_cli("check", "-c", str(conf))
+    if ok:
+        assert out.returncode == 0, out.stdout + out.stderr
+    else:
+        assert out.returncode != 0
+        assert 'bad milter socket "%s" (inet:PORT@IP, inet6:PORT@IP or ' \
+            "unix:/PATH)" % spec in out.stdout + out.stderr

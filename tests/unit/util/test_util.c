@@ -99,6 +99,32 @@ test_sockaddr_text(void **state)
 	assert_true(util_sockaddr_text((struct sockaddr *)&s6, ip, NULL));
 }
 
+/* util_sockaddr_make is util_sockaddr_text's inverse; names are refused. */
+static void
+test_sockaddr_make(void **state)
+{
+	struct sockaddr_storage ss;
+	char ip[INET6_ADDRSTRLEN];
+	unsigned len = 0;
+	int port = 0;
+
+	(void)state;
+	assert_int_equal(util_sockaddr_make("192.0.2.7", 2525, &ss, &len), 0);
+	assert_int_equal(len, sizeof(struct sockaddr_in));
+	assert_false(util_sockaddr_text((struct sockaddr *)&ss, ip, &port));
+	assert_string_equal(ip, "192.0.2.7");
+	assert_int_equal(port, 2525);
+	assert_int_equal(util_sockaddr_make("2001:db8::1", 25, &ss, &len), 0);
+	assert_int_equal(len, sizeof(struct sockaddr_in6));
+	assert_true(util_sockaddr_text((struct sockaddr *)&ss, ip, &port));
+	assert_string_equal(ip, "2001:db8::1");
+	assert_int_equal(port, 25);
+	assert_int_equal(util_sockaddr_make("localhost", 25, &ss, &len), -1);
+	assert_int_equal(util_sockaddr_make("192.0.2.300", 25, &ss, &len),
+	    -1);
+	assert_int_equal(util_sockaddr_make("", 25, &ss, &len), -1);
+}
+
 int
 main(void)
 {
@@ -108,6 +134,7 @@ main(void)
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
+		cmocka_unit_test(test_sockaddr_make),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
