@@ -28,11 +28,14 @@
  *	5. fsync msg/, then env/	both names are durable: accepted;
  *					only now does commit return 0
  * Where util_fs_ordered() holds (XFS, ext4 with a journal), steps 1 and 3
- * only write the file's data out and wait for it (util_settle), and both
- * files are fdatasynced in 5, before the directories: one journal commit
- * instead of three in a row.  The crash table stays true: a rename that
- * reaches the disk carries the size and blocks of its file, written out
- * before it, and the data is on the device already.
+ * only write the file's data out and wait for it (util_settle), and 5 is
+ * one fsync of the envelope: one journal commit instead of three in a row.
+ * The crash table stays true: a rename that reaches the disk carries the
+ * size and blocks of its file, written out before it, and the data is on
+ * the device already.  The envelope's rename changed its inode (ctime), so
+ * its fsync waits for the commit holding that rename, and such a journal
+ * commits in order: everything before it, the content's rename included,
+ * is durable with it.  The directories need no fsync of their own.
  *
  * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
  * leaves content or done-records without an envelope (removed by
@@ -421,15 +424,15 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	if (spool_env_write(sp, env, &envfd, err_out) == -1)
 		return -1;
 	/* 5. */
-	if (sp->ordered && (fdatasync(m->fd) == -1 || fdatasync(envfd) == -1)) {
-		*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "", errno);
+	if (sp->ordered && fsync(envfd) == -1) {
+		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
 		goto fail;
 	}
-	if (fsync(sp->fd[SUB_MSG]) == -1) {
+	if (!sp->ordered && fsync(sp->fd[SUB_MSG]) == -1) {
 		*err_out = spool_err("fsync", SUB_MSG, "", "", errno);
 		goto fail;
 	}
-	if (fsync(sp->fd[SUB_ENV]) == -1) {
+	if (!sp->ordered && fsync(sp->fd[SUB_ENV]) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
 		goto fail;
 	}

@@ -64,7 +64,7 @@ util_fs_ordered(int dirfd)
 	struct stat st;
 	bool ordered;
 
-	if (fstat(dirfd, &st) == -1 || fstatfs(dirfd, &sf) == -1)
+	if (fstat(dirfd, &st) == -1)
 		return false;
 	pthread_mutex_lock(&mu);
 	for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++)
@@ -74,6 +74,8 @@ util_fs_ordered(int dirfd)
 			return ordered;
 		}
 	pthread_mutex_unlock(&mu);
+	if (fstatfs(dirfd, &sf) == -1)
+		return false;
 	ordered = sf.f_type == 0x58465342 /* XFS */ ||
 	    (sf.f_type == 0xEF53 /* ext2/3/4 */ &&
 	    util_ext4_journaled(st.st_dev));

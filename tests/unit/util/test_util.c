@@ -10,6 +10,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 
 static void
 test_parse_size(void **state)
@@ -125,6 +127,56 @@ test_sockaddr_make(void **state)
 	assert_int_equal(util_sockaddr_make("", 25, &ss, &len), -1);
 }
 
+struct pool_seen {
+	pthread_mutex_t	mu;
+	int		order[8];
+	int		policy[8];
+	unsigned	n;
+};
+
+struct pool_job {
+	struct pool_seen	*seen;
+	int			 id;
+};
+
+static void
+pool_job_run(void *arg)
+{
+	struct pool_job *j = arg;
+	struct pool_seen *s = j->seen;
+
+	pthread_mutex_lock(&s->mu);
+	s->policy[s->n] = sched_getscheduler(0);
+	s->order[s->n++] = j->id;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * One worker runs the jobs in the order submitted, all of them before
+ * util_pool_free returns, and as SCHED_BATCH: waking it must not preempt
+ * the event loop that submitted the job.
+ */
+static void
+test_pool(void **state)
+{
+	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct pool_job jobs[8];
+	struct util_pool *p = util_pool_new(1);
+
+	(void)state;
+	for (int i = 0; i < 8; i++) {
+		jobs[i] = (struct pool_job){ &seen, i };
+		util_pool_submit(p, pool_job_run, &jobs[i]);
+	}
+	util_pool_free(&p);
+	assert_null(p);
+	assert_int_equal(seen.n, 8);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(seen.order[i], i);
+		assert_int_equal(seen.policy[i], SCHED_BATCH);
+	}
+}
+
 int
 main(void)
 {
@@ -135,6 +187,7 @@ main(void)
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
 		cmocka_unit_test(test_sockaddr_make),
+		cmocka_unit_test(test_pool),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
