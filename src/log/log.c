@@ -2,10 +2,19 @@
  * log/log.c: the event log.  Each event is formatted into one buffer and
  * written with one write(2) (or one syslog(3) call), so lines from several
  * threads never interleave.
+ *
+ * An event loop buffers its lines (log_buffer) and writes them together
+ * once per turn of the loop (log_flush), before it waits again: a line is
+ * late by at most one turn, and a loop under load writes several lines per
+ * write(2) instead of one.  On a journaled file system each write(2) also
+ * updates the file's times in the journal; at c=50 (bench/) the lines one
+ * by one cost about a tenth of the server's CPU time.  Errors are written
+ * at once, after the lines before them.
  */
 #include "log/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
@@ -14,6 +23,12 @@
 
 static bool		log_to_syslog;
 static enum log_level	log_min = LOG_LVL_INFO;
+
+enum { LOG_BUF_MAX = 16384 };
+
+/* The calling thread's buffered lines (log_buffer), NULL when unbuffered. */
+static __thread char	*log_tbuf;
+static __thread size_t	 log_tlen;
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
 
@@ -67,9 +82,40 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 		syslog(prio[lvl], "%.*s", (int)len, line);
 		return;
 	}
+	if (log_tbuf != NULL && lvl != LOG_LVL_ERROR) {
+		if (log_tlen + len > LOG_BUF_MAX)
+			log_flush();
+		memcpy(log_tbuf + log_tlen, line, len);
+		log_tlen += len;
+		return;
+	}
+	log_flush();
 	/* One write per line keeps lines whole across threads. */
 	ssize_t n = write(STDERR_FILENO, line, len);
 	(void)n;
+}
+
+void
+log_buffer(bool on)
+{
+	log_flush();
+	if (on && log_tbuf == NULL)
+		log_tbuf = xmalloc(LOG_BUF_MAX);
+	else if (!on) {
+		free(log_tbuf);
+		log_tbuf = NULL;
+	}
+}
+
+void
+log_flush(void)
+{
+	if (log_tlen > 0) {
+		/* Whole lines only: several of them, still one write. */
+		ssize_t n = write(STDERR_FILENO, log_tbuf, log_tlen);
+		(void)n;
+		log_tlen = 0;
+	}
 }
 
 static void
@@ -85,11 +131,21 @@ log_vline(enum log_level lvl, const char *event, const char *sid,
 	int n;
 
 	if (!log_to_syslog) {
+		/* The date and time to the second, formatted once a second. */
+		static __thread time_t sec = -1;
+		static __thread char stamp[32];
+		static __thread size_t slen;
 		struct timespec ts;
 		struct tm tm;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		o = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		if (ts.tv_sec != sec) {
+			gmtime_r(&ts.tv_sec, &tm);
+			slen = strftime(stamp, sizeof(stamp),
+			    "%Y-%m-%dT%H:%M:%S", &tm);
+			sec = ts.tv_sec;
+		}
+		memcpy(line, stamp, slen);
+		o = slen;
 		n = snprintf(line + o, sizeof(line) - o, ".%06ldZ ",
 		    ts.tv_nsec / 1000);
 		o += n > 0 ? (size_t)n : 0;

@@ -26,6 +26,14 @@ void	log_event(enum log_level lvl, const char *event, const char *sid,
 /* Plain message lines outside any session (start-up, reload, bugs). */
 void	log_msg(enum log_level lvl, const char *fmt, ...) UTIL_PRINTF(2, 3);
 
+/*
+ * Buffer the calling thread's lines on stderr until log_flush (an event
+ * loop flushes once per turn); off writes what is buffered.  Errors are
+ * never held back.  A thread that exits must turn it off first.
+ */
+void	log_buffer(bool on);
+void	log_flush(void);
+
 
 /*
  * Per-session transaction log for research use: one file per session named

@@ -406,9 +406,18 @@ static void *
 net_loop_main(void *arg)
 {
 	struct net_loop *loop = arg;
+	int rc;
 
-	if (event_base_dispatch(loop->base) == -1)
-		log_msg(LOG_LVL_ERROR, "loop %u: event_base_dispatch failed",
+	/* One turn at a time: the turn's log lines go out before a wait. */
+	log_buffer(true);
+	do {
+		rc = event_base_loop(loop->base, EVLOOP_ONCE);
+		log_flush();
+	} while (rc == 0 && !event_base_got_break(loop->base) &&
+	    !event_base_got_exit(loop->base));
+	log_buffer(false);
+	if (rc == -1)
+		log_msg(LOG_LVL_ERROR, "loop %u: event_base_loop failed",
 		    loop->idx);
 	return NULL;
 }

@@ -1,0 +1,134 @@
+/* Unit tests of log/: event lines on stderr, buffered per thread. */
+#include "log/log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+static char logpath[] = "/tmp/postern-test-log.XXXXXX";
+static int saved_stderr = -1;
+
+/* stderr goes to a fresh file for each test. */
+static int
+setup(void **state)
+{
+	int fd = mkstemp(logpath);
+
+	(void)state;
+	if (fd == -1)
+		return -1;
+	saved_stderr = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	log_init(false, NULL, LOG_LVL_INFO);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	log_buffer(false);
+	dup2(saved_stderr, STDERR_FILENO);
+	close(saved_stderr);
+	unlink(logpath);
+	strcpy(logpath + strlen(logpath) - 6, "XXXXXX");
+	return 0;
+}
+
+/* What the file holds now: event names in order, one per line. */
+static char *
+logged(void)
+{
+	static char out[65536];
+	char buf[65536];
+	FILE *f = fopen(logpath, "r");
+	size_t o = 0;
+
+	out[0] = '\0';
+	if (f == NULL)
+		return out;
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		/* "<time> <level> <event> ..." */
+		char *ev = strchr(buf, ' ');
+		ev = ev != NULL ? strchr(ev + 1, ' ') : NULL;
+		assert_non_null(ev);
+		assert_non_null(strchr(buf, '\n'));
+		o += (size_t)snprintf(out + o, sizeof(out) - o, "%.*s,",
+		    (int)strcspn(ev + 1, " \n"), ev + 1);
+	}
+	fclose(f);
+	return out;
+}
+
+static void
+test_unbuffered_lines_go_out_at_once(void **state)
+{
+	(void)state;
+	log_event(LOG_LVL_INFO, "one", "s1", NULL, "k=%d", 1);
+	log_event(LOG_LVL_DEBUG, "hidden", "s1", NULL, "k=%d", 2);
+	assert_string_equal(logged(), "one,");
+}
+
+/* Buffered lines wait for log_flush; an error flushes them, then itself. */
+static void
+test_buffered_lines_wait_for_the_flush(void **state)
+{
+	(void)state;
+	log_buffer(true);
+	log_event(LOG_LVL_INFO, "one", "s1", NULL, "k=1");
+	log_event(LOG_LVL_WARN, "two", "s1", "q1", "k=2");
+	assert_string_equal(logged(), "");
+	log_flush();
+	assert_string_equal(logged(), "one,two,");
+	log_event(LOG_LVL_INFO, "three", NULL, NULL, NULL);
+	log_event(LOG_LVL_ERROR, "four", NULL, NULL, NULL);
+	assert_string_equal(logged(), "one,two,three,four,");
+	log_event(LOG_LVL_INFO, "five", NULL, NULL, NULL);
+	log_buffer(false);
+	assert_string_equal(logged(), "one,two,three,four,five,");
+}
+
+/* A full buffer is written before the line that would not fit: whole lines. */
+static void
+test_full_buffer_writes_whole_lines(void **state)
+{
+	char big[1500];
+	char want[4096] = "";
+
+	(void)state;
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	log_buffer(true);
+	for (int i = 0; i < 40; i++) {
+		log_event(LOG_LVL_INFO, "e", NULL, NULL, "n=%d pad=%s", i, big);
+		strcat(want, "e,");
+	}
+	/* 40 lines of about 1.5 KB: more than the buffer, so some are out. */
+	assert_true(strlen(logged()) > 0);
+	assert_true(strlen(logged()) < strlen(want));
+	log_flush();
+	assert_string_equal(logged(), want);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(
+		    test_unbuffered_lines_go_out_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_buffered_lines_wait_for_the_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_full_buffer_writes_whole_lines, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("log", tests, NULL, NULL);
+}
