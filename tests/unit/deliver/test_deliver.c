@@ -287,6 +287,81 @@ test_maildir_hostile_folders(void **state)
 	}
 }
 
+/* The number of files under tdir/sub (find -type f), symlinks not followed. */
+static int
+count_files(const char *sub)
+{
+	char *cmd = xasprintf("find '%s/%s' -type f 2>/dev/null | wc -l",
+	    tdir, sub);
+	FILE *f = popen(cmd, "r");
+	int n = -1;
+
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &n), 1);
+	pclose(f);
+	free(cmd);
+	return n;
+}
+
+/*
+ * A thread keeps its last Maildir open between deliveries; each change
+ * to it between two deliveries is seen: the second copy goes where the
+ * folder path leads now, or nowhere, never into what was moved away.
+ */
+static void
+test_maildir_kept_folder_follows_changes(void **state)
+{
+	static const struct {
+		const char *name;
+		const char *change;	/* shell, in tdir, after one copy */
+		enum deliver_result want;
+		const char *want_err;	/* substring, or NULL */
+		int want_md;		/* files under md/ afterwards */
+	} cases[] = {
+		{ "unchanged", "true", DELIVER_OK, NULL, 2 },
+		{ "folder moved, new one made", "mv md old && mkdir md",
+		    DELIVER_OK, NULL, 1 },
+		{ "folder moved away", "mv md old", DELIVER_OK, NULL, 1 },
+		{ "new/ replaced", "mv md/new old && mkdir md/new",
+		    DELIVER_OK, NULL, 1 },
+		{ "folder now a symlink", "mv md old && ln -s old md",
+		    DELIVER_TEMPFAIL, "md): Not a directory", 0 },
+		{ "new/ now a symlink", "mv md/new old && ln -s ../old md/new",
+		    DELIVER_TEMPFAIL, "md/new", 0 },
+		{ "folder removed", "rm -rf md", DELIVER_OK, NULL, 1 },
+	};
+	char *folder = xasprintf("%s/md", tdir);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_msg a = msg("K1", i), b = msg("K2", i);
+		const char *err = "(none)";
+		char *cmd = xasprintf("cd '%s' && rm -rf md old", tdir);
+
+		assert_int_equal(system(cmd), 0);
+		free(cmd);
+		assert_int_equal(deliver_maildir(folder, &a, &err),
+		    DELIVER_OK);
+		cmd = xasprintf("cd '%s' && %s", tdir, cases[i].change);
+		assert_int_equal(system(cmd), 0);
+		free(cmd);
+		enum deliver_result r = deliver_maildir(folder, &b, &err);
+		if (r != cases[i].want || (cases[i].want_err != NULL &&
+		    strstr(err, cases[i].want_err) == NULL))
+			fail_msg("case \"%s\": got %d \"%s\"", cases[i].name,
+			    r, err);
+		if (count_files("md") != cases[i].want_md)
+			fail_msg("case \"%s\": %d files under md/, want %d",
+			    cases[i].name, count_files("md"),
+			    cases[i].want_md);
+		/* What was moved away holds the first copy only. */
+		if (count_files("old") > 1)
+			fail_msg("case \"%s\": old/ got the second copy",
+			    cases[i].name);
+	}
+	free(folder);
+}
+
 static void
 test_maildir_missing_content(void **state)
 {
@@ -419,6 +494,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maildir_hostile_folders,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_kept_folder_follows_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maildir_missing_content,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_maildir_short_write,
