@@ -8,8 +8,8 @@
  * late by at most one turn, and a loop under load writes several lines per
  * write(2) instead of one.  On a journaled file system each write(2) also
  * updates the file's times in the journal; at c=50 (bench/) the lines one
- * by one cost about a tenth of the server's CPU time.  Errors are written
- * at once, after the lines before them.
+ * by one cost about a tenth of the server's CPU time.  Warnings and errors
+ * are written at once, after the lines before them.
  */
 #include "log/log.h"
 
@@ -82,7 +82,7 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 		syslog(prio[lvl], "%.*s", (int)len, line);
 		return;
 	}
-	if (log_tbuf != NULL && lvl != LOG_LVL_ERROR) {
+	if (log_tbuf != NULL && lvl >= LOG_LVL_INFO) {
 		if (log_tlen + len > LOG_BUF_MAX)
 			log_flush();
 		memcpy(log_tbuf + log_tlen, line, len);

@@ -27,9 +27,10 @@ void	log_event(enum log_level lvl, const char *event, const char *sid,
 void	log_msg(enum log_level lvl, const char *fmt, ...) UTIL_PRINTF(2, 3);
 
 /*
- * Buffer the calling thread's lines on stderr until log_flush (an event
- * loop flushes once per turn); off writes what is buffered.  Errors are
- * never held back.  A thread that exits must turn it off first.
+ * Buffer the calling thread's info and debug lines on stderr until
+ * log_flush (an event loop flushes once per turn, so a line may follow the
+ * reply it tells of by that turn); off writes what is buffered.  Warnings
+ * and errors are never held back.  A thread that exits must turn it off.
  */
 void	log_buffer(bool on);
 void	log_flush(void);

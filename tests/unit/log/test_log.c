@@ -78,23 +78,29 @@ test_unbuffered_lines_go_out_at_once(void **state)
 	assert_string_equal(logged(), "one,");
 }
 
-/* Buffered lines wait for log_flush; an error flushes them, then itself. */
+/*
+ * Buffered lines wait for log_flush; a warning or an error flushes them,
+ * then goes out itself.
+ */
 static void
 test_buffered_lines_wait_for_the_flush(void **state)
 {
 	(void)state;
 	log_buffer(true);
 	log_event(LOG_LVL_INFO, "one", "s1", NULL, "k=1");
-	log_event(LOG_LVL_WARN, "two", "s1", "q1", "k=2");
+	log_event(LOG_LVL_INFO, "two", "s1", "q1", "k=2");
 	assert_string_equal(logged(), "");
 	log_flush();
 	assert_string_equal(logged(), "one,two,");
+	log_event(LOG_LVL_INFO, "w1", NULL, NULL, NULL);
+	log_event(LOG_LVL_WARN, "w2", NULL, NULL, NULL);
+	assert_string_equal(logged(), "one,two,w1,w2,");
 	log_event(LOG_LVL_INFO, "three", NULL, NULL, NULL);
 	log_event(LOG_LVL_ERROR, "four", NULL, NULL, NULL);
-	assert_string_equal(logged(), "one,two,three,four,");
+	assert_string_equal(logged(), "one,two,w1,w2,three,four,");
 	log_event(LOG_LVL_INFO, "five", NULL, NULL, NULL);
 	log_buffer(false);
-	assert_string_equal(logged(), "one,two,three,four,five,");
+	assert_string_equal(logged(), "one,two,w1,w2,three,four,five,");
 }
 
 /* A full buffer is written before the line that would not fit: whole lines. */
