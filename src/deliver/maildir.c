@@ -69,9 +69,7 @@ struct md_ctx {
 	char		 name[512];
 	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
-	bool		 kept;		/* opened by md_take: ids known */
-	dev_t		 dev;
-	ino_t		 ino, new_ino;	/* of the folder and its new/ */
+	struct md_kept	*kept;		/* owned: from md_take, its fds ours */
 };
 
 /*
@@ -182,40 +180,38 @@ md_take(struct md_ctx *c)
 	}
 	c->dirfd = k->dirfd;
 	memcpy(c->fd, k->fd, sizeof(c->fd));
-	c->kept = true;
-	c->dev = k->dev;
-	c->ino = k->ino;
-	c->new_ino = k->new_ino;
-	free(k->folder);
-	free(k);
+	c->kept = k;
 	return true;
 }
 
-/* Keep c's open Maildir for this thread's next delivery; false: not kept. */
+/*
+ * Keep c's open Maildir for this thread's next delivery (true), or let c
+ * close it (false).
+ */
 static bool
-md_keep(struct md_ctx *c)
+md_keep(struct md_ctx *c, bool ok)
 {
-	struct md_kept *k;
+	struct md_kept *k = c->kept;
 	struct stat dst, nst;
 
-	if (!c->kept) {
-		if (fstat(c->dirfd, &dst) == -1 ||
-		    fstat(c->fd[MD_NEW], &nst) == -1)
-			return false;
-		c->dev = dst.st_dev;
-		c->ino = dst.st_ino;
-		c->new_ino = nst.st_ino;
+	c->kept = NULL;
+	if (ok && k == NULL && fstat(c->dirfd, &dst) == 0 &&
+	    fstat(c->fd[MD_NEW], &nst) == 0) {
+		k = xmalloc(sizeof(*k));
+		k->folder = xstrdup(c->folder);
+		k->dirfd = c->dirfd;
+		memcpy(k->fd, c->fd, sizeof(k->fd));
+		k->dev = dst.st_dev;
+		k->ino = dst.st_ino;
+		k->new_ino = nst.st_ino;
+	} else if (!ok && k != NULL) {
+		free(k->folder);	/* its fds are c's to close */
+		free(k);
+		k = NULL;
 	}
-	k = xmalloc(sizeof(*k));
-	k->folder = xstrdup(c->folder);
-	k->dirfd = c->dirfd;
-	memcpy(k->fd, c->fd, sizeof(k->fd));
-	k->dev = c->dev;
-	k->ino = c->ino;
-	k->new_ino = c->new_ino;
-	md_kept_free(pthread_getspecific(md_kept_key));
-	pthread_setspecific(md_kept_key, k);
-	return true;
+	if (k != NULL)
+		pthread_setspecific(md_kept_key, k);	/* md_take emptied it */
+	return k != NULL;
 }
 
 /* Create (if needed) and open folder and its three subfolders. */
@@ -458,7 +454,7 @@ out:
 	if (c.out != -1 && close(c.out) == -1 && r == DELIVER_OK)
 		r = md_fail(err_out, errno, "close", folder, "new", c.name);
 	/* A failure opens everything afresh next time. */
-	if (r == DELIVER_OK && md_keep(&c))
+	if (md_keep(&c, r == DELIVER_OK))
 		return r;
 	for (int i = 0; i < MD_N; i++)
 		if (c.fd[i] != -1)
