@@ -8,6 +8,8 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -310,8 +312,8 @@ test_reload(void **state)
 
 struct hammer {
 	struct table	*t;
-	volatile bool	*stop;
-	unsigned	 found;
+	atomic_bool	*stop;
+	atomic_uint	 found;
 };
 
 static void *
@@ -319,10 +321,10 @@ hammer_cb(void *arg)
 {
 	struct hammer *h = arg;
 
-	while (!*h->stop) {
+	while (!atomic_load(h->stop)) {
 		char *v = NULL;
 		if (table_lookup(h->t, "k", &v)) {
-			h->found++;
+			atomic_fetch_add(&h->found, 1);
 			/* Only whole values: never a torn or freed one. */
 			if (strcmp(v, "a") != 0 && strcmp(v, "bb") != 0)
 				abort();
@@ -340,7 +342,7 @@ test_threads(void **state)
 	struct config_table ct = { .name = "th", .kind = CONFIG_TABLE_FILE,
 	    .path = path };
 	const char *err = NULL;
-	volatile bool stop = false;
+	atomic_bool stop = false;
 	struct hammer h[4];
 	pthread_t tid[4];
 
@@ -350,16 +352,27 @@ test_threads(void **state)
 	assert_non_null(t);
 	table_set_recheck_ms(t, 0);
 	for (int i = 0; i < 4; i++) {
-		h[i] = (struct hammer){ t, &stop, 0 };
+		h[i].t = t;
+		h[i].stop = &stop;
+		atomic_init(&h[i].found, 0);
 		assert_int_equal(pthread_create(&tid[i], NULL, hammer_cb,
 		    &h[i]), 0);
 	}
 	for (int i = 1; i <= 200; i++)
 		write_file(path, i % 2 ? "k bb\nu@example.org\n" : "k a\n", i);
-	stop = true;
+	/*
+	 * On a busy machine a thread may not have run at all yet: let every
+	 * one find the key at least once (bounded) before stopping them.
+	 */
+	uint64_t deadline = util_now_ms() + 10000;
+	for (int i = 0; i < 4; i++)
+		while (atomic_load(&h[i].found) == 0 &&
+		    util_now_ms() < deadline)
+			usleep(1000);
+	atomic_store(&stop, true);
 	for (int i = 0; i < 4; i++) {
 		pthread_join(tid[i], NULL);
-		assert_true(h[i].found > 0);
+		assert_true(atomic_load(&h[i].found) > 0);
 	}
 	table_free(&t);
 	free(path);
