@@ -235,13 +235,13 @@ cfg_st_auth(struct cfg_parser *p, const struct cfg_line *ln)
 	free(name);
 }
 
-/* "workers N": event loops, one per core by default. */
+/* "workers N [pack|spread]": event loops, one per core by default. */
 static void
 cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	uint64_t n;
 
-	if (!cfg_nargs(p, ln, 1, 1, "workers N"))
+	if (!cfg_nargs(p, ln, 1, 2, "workers N [pack|spread]"))
 		return;
 	if (!cfg_once(p, ln, &p->seen_workers, "workers"))
 		return;
@@ -253,6 +253,13 @@ cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
 		return;
 	}
 	p->c->workers = (unsigned)n;
+	if (ln->ntoks == 3) {
+		const char *how = ln->toks[2].text;
+		if (strcmp(how, "spread") != 0 && strcmp(how, "pack") != 0)
+			cfg_err(p, ln->lineno, "workers: %s is not pack or "
+			    "spread", cfg_q(how));
+		p->c->workers_spread = strcmp(how, "spread") == 0;
+	}
 }
 
 static void

@@ -560,8 +560,8 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (c->next != NULL)
 		c->next->prev = c;
 	ctx->conns = c;
-	log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s port=%d",
-	    c->ip, c->port);
+	log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s port=%d "
+	    "loop=%u", c->ip, c->port, ctx->loop_idx);
 	if (cfg->translog_dir != NULL)
 		c->translog = log_translog_open(cfg->translog_dir, c->ip,
 		    c->sid);

@@ -4,10 +4,21 @@
  * each on its own thread with its own SO_REUSEPORT socket per listener,
  * run the sessions (a session lives on one loop for its whole life).
  * Connection limits are counted across loops under one mutex.
+ *
+ * Which loop takes a new connection: by default ("pack") the main thread
+ * samples the CPU time the loops used and steers new connections, with a
+ * classic BPF program on each listen address's SO_REUSEPORT group, to as
+ * few loops as their load allows: loop 0 alone while it is not busy, more
+ * as the open ones get busy, fewer again as they calm down.  A loop with work
+ * queued up seldom sleeps, and every sleep and wake-up of a loop costs a
+ * cross-CPU interrupt (and in a VM a halt exit); spreading a light load over
+ * all loops makes each of them sleep and wake for nearly every event.
+ * "workers N spread" leaves the choice to the kernel's hash instead.
  */
 #include "net/net_private.h"
 
 #include <errno.h>
+#include <linux/filter.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -19,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chain/chain.h"
@@ -32,6 +44,11 @@
 #define NET_DISK_THREADS	64	/* fsyncs in flight at once: the journal
 				   commits concurrent ones together */
 #define NET_BACKLOG		4096
+#define NET_BALANCE_MS		200	/* pack: how often loop load is sampled */
+#define NET_BUSY_OPEN		0.75	/* pack: the open loops are this busy on
+					   average: open more */
+#define NET_BUSY_CLOSE		0.5	/* ... the load would leave one fewer
+					   below this: close one */
 
 struct net_ipcount {
 	char			 ip[INET6_ADDRSTRLEN];
@@ -80,6 +97,8 @@ struct net_loop {
 	uint64_t		 drain_deadline_ms;
 	bool			 killed;
 	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
+	uint64_t		 cpu_ns;	/* pack: its CPU time at the last
+						   sample (main thread) */
 	/* Mailbox from the main thread, guarded by srv->mu. */
 	struct conn_rt		*new_rt;	/* ref, or NULL */
 	struct net_lev		*new_levs;	/* owned: the listener set to have */
@@ -105,6 +124,12 @@ struct net_server {
 	struct net_ipcount	*ips[NET_IP_BUCKETS];
 	struct net_rate		*rates[NET_IP_BUCKETS];
 	uint64_t		 rate_sweep_ms;	/* next sweep of stale rates */
+	bool			 balance_asleep; /* pack: nothing to sample until
+						   the next connection */
+	/* pack, main thread only: */
+	struct event		*balance_ev;	/* owned: the sampling timer */
+	unsigned		 nopen;		/* new connections: loops 0..nopen-1 */
+	uint64_t		 sample_ns;	/* when the loops were last sampled */
 };
 
 /* ----- per-address counts (srv->mu held) ----- */
@@ -207,6 +232,10 @@ net_admit(struct net_server *srv, const struct config_limits *lim,
 		}
 		(*pp)->n++;
 		srv->nconns++;
+		if (srv->balance_asleep) {
+			srv->balance_asleep = false;
+			event_active(srv->balance_ev, EV_TIMEOUT, 1);
+		}
 	}
 	pthread_mutex_unlock(&srv->mu);
 	return why;
@@ -453,6 +482,7 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 	loop->ctx.rt = conn_rt_ref(srv->rt);
 	loop->ctx.closed_cb = net_conn_closed_cb;
 	loop->ctx.closed_arg = srv;
+	loop->ctx.loop_idx = idx;
 	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
 	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
 	net_post_listeners(srv, loop);
@@ -493,6 +523,101 @@ fail:
 		close(fd);
 	*err_out = err;
 	return -1;
+}
+
+/* ----- which loop takes a new connection (main thread) ----- */
+
+/*
+ * Steer new connections on one listen address to loops 0..n-1: a classic
+ * BPF program on its SO_REUSEPORT group returns the index of a socket in
+ * the group, and the sockets joined it in loop order (net_listens_sync).
+ */
+static void
+net_steer_listen(const struct net_listen *l, unsigned n)
+{
+	struct sock_filter one[] = {
+		BPF_STMT(BPF_RET | BPF_K, 0),
+	};
+	struct sock_filter some[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_RANDOM),
+		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n),
+		BPF_STMT(BPF_RET | BPF_A, 0),
+	};
+	struct sock_fprog prog = { 1, one };
+
+	if (n > 1) {
+		prog.len = sizeof(some) / sizeof(some[0]);
+		prog.filter = some;
+	}
+	if (setsockopt(l->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+	    sizeof(prog)) == -1)
+		log_msg(LOG_LVL_WARN, "listen %s port %d: cannot steer new "
+		    "connections (%s): the kernel spreads them", l->addr,
+		    l->port, strerror(errno));
+}
+
+/* Open loops 0..n-1 to new connections on every listen address. */
+static void
+net_steer(struct net_server *srv, unsigned n)
+{
+	for (size_t i = 0; i < srv->nlistens; i++)
+		net_steer_listen(&srv->listens[i], n);
+	if (n != srv->nopen)
+		log_msg(LOG_LVL_DEBUG, "new connections go to %u of %u loops",
+		    n, srv->nloops);
+	srv->nopen = n;
+}
+
+static uint64_t
+net_clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) == -1)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Sample the loops' CPU time since the last tick and open or close one
+ * (more at once when a burst needs them).  Sleeps while no connection is
+ * open and loop 0 alone takes new ones; the next connection wakes it.
+ */
+static void
+net_balance_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	struct timeval tick = { 0, NET_BALANCE_MS * 1000 };
+	uint64_t now = net_clock_ns(CLOCK_MONOTONIC);
+	double wall = (double)(now - srv->sample_ns), busy = 0;
+	unsigned open = srv->nopen;
+	bool asleep;
+
+	(void)fd;
+	(void)what;
+	for (unsigned i = 0; i < srv->nloops; i++) {
+		struct net_loop *loop = &srv->loops[i];
+		clockid_t id;
+		if (pthread_getcpuclockid(loop->thread, &id) != 0)
+			continue;
+		uint64_t cpu = net_clock_ns(id);
+		if (wall > 0 && cpu > loop->cpu_ns)
+			busy += (double)(cpu - loop->cpu_ns) / wall;
+		loop->cpu_ns = cpu;
+	}
+	srv->sample_ns = now;
+	if (busy > NET_BUSY_OPEN * open)
+		open = busy / NET_BUSY_OPEN + 1 < srv->nloops ?
+		    (unsigned)(busy / NET_BUSY_OPEN) + 1 : srv->nloops;
+	else if (open > 1 && busy < NET_BUSY_CLOSE * (open - 1))
+		open--;
+	if (open != srv->nopen)
+		net_steer(srv, open);
+	pthread_mutex_lock(&srv->mu);
+	asleep = srv->balance_asleep = srv->nconns == 0 && open == 1;
+	pthread_mutex_unlock(&srv->mu);
+	if (!asleep)
+		evtimer_add(srv->balance_ev, &tick);
 }
 
 /*
@@ -536,6 +661,8 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
 			    strchr(l->addr, ':') ? "[" : "", l->addr,
 			    strchr(l->addr, ':') ? "]" : "", l->port);
+			if (srv->balance_ev != NULL)
+				net_steer_listen(l, srv->nopen);
 		}
 		n++;
 next:		;
@@ -596,7 +723,8 @@ net_reload(struct net_server *srv)
 		return;
 	}
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
-	    rt->cfg->workers != srv->rt->cfg->workers)
+	    rt->cfg->workers != srv->rt->cfg->workers ||
+	    rt->cfg->workers_spread != srv->rt->cfg->workers_spread)
 		log_msg(LOG_LVL_WARN, "reload: spool and workers change only "
 		    "at restart");
 	if (net_listens_sync(srv, rt->cfg, &err) == -1)
@@ -624,6 +752,13 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, srv->nconns);
+	if (srv->balance_ev != NULL) {
+		/* The loops close the listen sockets: no more steering. */
+		event_del(srv->balance_ev);
+		pthread_mutex_lock(&srv->mu);
+		srv->balance_asleep = false;
+		pthread_mutex_unlock(&srv->mu);
+	}
 	net_post(srv, NULL, false, true);
 	event_base_loopbreak(srv->base);	/* then join the loops */
 }
@@ -768,6 +903,12 @@ net_server_new(const char *config_path, struct config *cfg)
 		fatal("%s", err);
 	cfg = srv->rt->cfg;
 	srv->nloops = cfg->workers;
+	if (srv->nloops > 1 && !cfg->workers_spread) {
+		/* pack: loop 0 alone to begin with */
+		srv->balance_ev = evtimer_new(srv->base, net_balance_cb, srv);
+		srv->nopen = 1;
+		srv->balance_asleep = true;
+	}
 	if (net_listens_sync(srv, cfg, &err) == -1)
 		fatal("%s", err);
 	/* Bound and read: from here on, no root (STYLE.md 8). */
@@ -862,6 +1003,8 @@ net_server_free(struct net_server **srvp)
 	event_free(srv->sig_term);
 	event_free(srv->sig_int);
 	event_free(srv->sig_hup);
+	if (srv->balance_ev != NULL)
+		event_free(srv->balance_ev);
 	conn_rt_unref(&srv->rt);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);

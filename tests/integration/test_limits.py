@@ -120,7 +120,7 @@ def test_connection_limits_across_event_loops(make_postern, limit):
     # test_timeouts checks N=2; with several event loops (SO_REUSEPORT)
     # the count must be shared, so use more connections than loops.
     n = 10
-    srv = make_postern(extra=["workers 4", "limit %s %d" % (limit, n)])
+    srv = make_postern(extra=["workers 4 spread", "limit %s %d" % (limit, n)])
     held = [greeted(srv) for _ in range(n)]
     for _ in range(3):
         refused_at_connect(srv, 421, "4.7.0")

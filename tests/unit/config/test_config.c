@@ -228,6 +228,7 @@ test_defaults(void **state)
 	assert_string_equal(c->log_facility, "mail");
 	assert_int_equal(c->log_level, LOG_LVL_INFO);
 	assert_null(c->translog_dir);
+	assert_false(c->workers_spread);	/* pack */
 	assert_int_equal(c->limits.msg_max, 35 << 20);
 	assert_int_equal(c->limits.rcpt_max, 100);
 	assert_int_equal(c->limits.line_max, 1000);
@@ -288,6 +289,48 @@ test_limit_bounds(void **state)
 		if (c == NULL && strncmp(errs, "t:4: limit ", 11) != 0)
 			fail_msg("case \"limit %s %s\": got '%s'",
 			    cases[i].name, cases[i].val, errs);
+		free(errs);
+		free(text);
+		config_free(&c);
+	}
+}
+
+/* "workers N [pack|spread]": the count and how connections go to loops. */
+static void
+test_workers(void **state)
+{
+	static const struct {
+		const char *line, *err; unsigned n; bool spread;
+	} cases[] = {
+		{ "workers 1", NULL, 1, false },
+		{ "workers 256", NULL, 256, false },
+		{ "workers 4 pack", NULL, 4, false },
+		{ "workers 4 spread", NULL, 4, true },
+		{ "workers 0", "t:4: workers: \"0\" is not a number in 1..256\n",
+		  0, false },
+		{ "workers 257", "t:4: workers: \"257\" is not a number in "
+		  "1..256\n", 0, false },
+		{ "workers 4 even", "t:4: workers: \"even\" is not pack or "
+		  "spread\n", 0, false },
+		{ "workers 4 pack now", "t:4: workers: too many arguments "
+		  "(usage: workers N [pack|spread])\n", 0, false },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
+		    "match any action a\n%s\n", cases[i].line);
+		char *errs = NULL;
+		struct config *c = config_parse("t", text, &errs);
+		if (cases[i].err != NULL) {
+			if (c != NULL || strcmp(errs, cases[i].err) != 0)
+				fail_msg("case \"%s\": got '%s'", cases[i].line,
+				    c != NULL ? "ok" : errs);
+		} else {
+			if (c == NULL)
+				fail_msg("case \"%s\": %s", cases[i].line, errs);
+			assert_int_equal(c->workers, cases[i].n);
+			assert_int_equal(c->workers_spread, cases[i].spread);
+		}
 		free(errs);
 		free(text);
 		config_free(&c);
@@ -365,6 +408,7 @@ main(void)
 		cmocka_unit_test(test_good_values),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),
+		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_default_file),
 		cmocka_unit_test(test_load_errors),
 	};
