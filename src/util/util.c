@@ -16,11 +16,30 @@
 #include <time.h>
 #include <unistd.h>
 
+static void	(*util_fatal_hook)(void);
+
+void
+util_on_fatal(void (*hook)(void))
+{
+	util_fatal_hook = hook;
+}
+
+static void
+util_fatal_hook_run(void)
+{
+	void (*hook)(void) = util_fatal_hook;
+
+	util_fatal_hook = NULL;		/* once, even if it fails in turn */
+	if (hook != NULL)
+		hook();
+}
+
 void
 fatal(const char *fmt, ...)
 {
 	va_list ap;
 
+	util_fatal_hook_run();
 	fputs("postern: fatal: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -32,6 +51,7 @@ fatal(const char *fmt, ...)
 void
 util_assert_fail(const char *what, const char *file, int line)
 {
+	util_fatal_hook_run();
 	fprintf(stderr, "postern: assertion failed: %s at %s:%d\n", what, file,
 	    line);
 	abort();

@@ -16,6 +16,13 @@
 /* Print "postern: fatal: MSG" to stderr and exit(1).  Start-up and config only. */
 void	fatal(const char *fmt, ...) UTIL_PRINTF(1, 2) UTIL_NORETURN;
 
+/*
+ * Run hook (once) before fatal() or a failed ASSERT writes its line: the
+ * log flushes the calling thread's buffered lines there, so they are not
+ * lost and come before it.
+ */
+void	util_on_fatal(void (*hook)(void));
+
 /* Checks our own contracts, never input; stays on in release builds. */
 #define ASSERT(x)	do { if (!(x)) util_assert_fail(#x, __FILE__, __LINE__); } while (0)
 void	util_assert_fail(const char *what, const char *file, int line)

@@ -11,7 +11,10 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "util/util.h"
 
 static char logpath[] = "/tmp/postern-test-log.XXXXXX";
 static int saved_stderr = -1;
@@ -125,6 +128,37 @@ test_full_buffer_writes_whole_lines(void **state)
 	assert_string_equal(logged(), want);
 }
 
+/* fatal() writes the thread's buffered lines before its own. */
+static void
+test_fatal_flushes_the_buffer_first(void **state)
+{
+	char buf[4096];
+	int status = 0;
+	pid_t pid;
+
+	(void)state;
+	log_buffer(true);
+	log_event(LOG_LVL_INFO, "before", "s1", NULL, "k=1");
+	if ((pid = fork()) == 0)
+		fatal("boom %d", 7);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	/* Ours is still buffered here: the child wrote its own copy. */
+	int fd = open(logpath, O_RDONLY);
+	assert_true(fd != -1);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	char *before = strstr(buf, " before sid=s1 k=1\n");
+	char *boom = strstr(buf, "postern: fatal: boom 7\n");
+	if (before == NULL || boom == NULL || before > boom)
+		fail_msg("got:\n%s", buf);
+	log_buffer(false);
+}
+
 int
 main(void)
 {
@@ -135,6 +169,8 @@ main(void)
 		    test_buffered_lines_wait_for_the_flush, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_full_buffer_writes_whole_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_fatal_flushes_the_buffer_first, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
