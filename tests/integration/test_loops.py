@@ -8,12 +8,13 @@ import socket
 import threading
 import time
 
-from conftest import HOST, log_events, wait_for
+from conftest import HOST, free_port, log_events, make_config, \
+    port_listening, wait_for
 
 
-def loop_of(srv, c):
-    """The loop= of session c, found by its client port in the connect line."""
-    port = str(c.sock.getsockname()[1])
+def loop_of(srv, port):
+    """The loop= of the session from client port PORT (its connect line)."""
+    port = str(port)
     found = []
 
     def seen():
@@ -24,17 +25,32 @@ def loop_of(srv, c):
     return int(found[0])
 
 
-def probe(srv):
-    """One greeted session, closed again; the loop that had it."""
-    with srv.session() as c:
-        c.expect(220)
-        c.send("QUIT"); c.expect(221)
-        return loop_of(srv, c)
+def probe(srv, port=None):
+    """One greeted session (on srv's port or PORT), closed again; the loop
+    that had it."""
+    with socket.create_connection((HOST, port or srv.port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220"), "no greeting"
+        s.sendall(b"QUIT\r\n")
+        assert f.readline().startswith(b"221"), "no 221 to QUIT"
+        f.close()
+        return loop_of(srv, s.getsockname()[1])
 
 
 def test_light_load_stays_on_the_first_loop(make_postern):
     srv = make_postern(extra=["workers 4"])
     loops = [probe(srv) for _ in range(30)]
+    assert set(loops) == {0}, loops
+
+
+def test_a_listener_added_by_reload_is_packed_too(make_postern):
+    srv = make_postern(extra=["workers 4"])
+    port = free_port()
+    srv.write_config(make_config(extra=["workers 4",
+        "listen 127.0.0.1:%d" % port]))
+    srv.sighup()
+    wait_for(lambda: port_listening(port), 10, what="the new listener")
+    loops = [probe(srv, port) for _ in range(30)]
     assert set(loops) == {0}, loops
 
 
