@@ -562,9 +562,8 @@ net_steer(struct net_server *srv, unsigned n)
 {
 	for (size_t i = 0; i < srv->nlistens; i++)
 		net_steer_listen(&srv->listens[i], n);
-	if (n != srv->nopen)
-		log_msg(LOG_LVL_DEBUG, "new connections go to %u of %u loops",
-		    n, srv->nloops);
+	log_msg(LOG_LVL_DEBUG, "new connections go to %u of %u loops", n,
+	    srv->nloops);
 	srv->nopen = n;
 }
 
