@@ -191,10 +191,10 @@ struct config {
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */
-	bool			 workers_spread; /* "workers N spread": the kernel spreads
-						   new connections evenly; default
-						   ("pack"): over as few loops as
-						   their load allows */
+	bool			 workers_spread; /* "workers N spread": the
+						   kernel picks loops; default
+						   "pack": as few as the load
+						   needs */
 	const struct config_table *auth_table;	/* "auth <TABLE>": user -> crypt(3)
 						   hash; borrowed from tables */
 	struct config_tls_cert	*tls_certs;	/* owned array: "tls cert"; [0] default */

@@ -54,7 +54,7 @@ struct conn_ctx {
 	struct spool		*spool;
 	struct queue		*queue;
 	struct conn_rt		*rt;		/* current config; new sessions take a ref */
-	unsigned		 loop_idx;	/* which event loop: for the log */
+	unsigned		 loop_idx;	/* its event loop, for the log */
 	bool			 shutting_down;	/* finished sessions get 421 and close */
 	unsigned		 nconns;	/* live connections (loop thread only) */
 	unsigned		 ntx;		/* transactions still alive, with or

@@ -56,7 +56,7 @@ log_init(bool use_syslog, const char *facility, enum log_level min)
 		closelog();
 	log_to_syslog = use_syslog;
 	log_min = min;
-	util_on_fatal(log_flush);	/* the lines before a fatal error first */
+	util_on_fatal(log_flush);	/* buffered lines before a fatal one */
 	if (use_syslog)
 		openlog("postern", LOG_PID | LOG_NDELAY,
 		    log_facility_code(facility));

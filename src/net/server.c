@@ -44,7 +44,7 @@
 #define NET_DISK_THREADS	64	/* fsyncs in flight at once: the journal
 				   commits concurrent ones together */
 #define NET_BACKLOG		4096
-#define NET_BALANCE_MS		200	/* pack: how often loop load is sampled */
+#define NET_BALANCE_MS		200	/* pack: how often loads are sampled */
 #define NET_BUSY_OPEN		0.75	/* pack: the open loops are this busy on
 					   average: open more */
 #define NET_BUSY_CLOSE		0.5	/* ... the load would leave one fewer
@@ -128,8 +128,8 @@ struct net_server {
 						   the next connection */
 	/* pack, main thread only: */
 	struct event		*balance_ev;	/* owned: the sampling timer */
-	unsigned		 nopen;		/* new connections: loops 0..nopen-1 */
-	uint64_t		 sample_ns;	/* when the loops were last sampled */
+	unsigned		 nopen;		/* new ones: loops 0..nopen-1 */
+	uint64_t		 sample_ns;	/* last sampled at */
 };
 
 /* ----- per-address counts (srv->mu held) ----- */
