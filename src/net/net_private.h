@@ -3,7 +3,113 @@
 #define POSTERN_NET_PRIVATE_H
 
 #include "net/net.h"
+
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn/conn.h"
+#include "deliver/deliver.h"
 #include "util/util.h"
+
+struct config;
+struct config_limits;
+struct evconnlistener;
+struct spool_env;
+
+#define NET_IP_BUCKETS		4096
+#define NET_DISK_THREADS	64	/* fsyncs in flight at once: the journal
+				   commits concurrent ones together */
+#define NET_BACKLOG		4096
+#define NET_BALANCE_MS		200	/* pack: how often loads are sampled */
+#define NET_BUSY_OPEN		0.75	/* pack: the open loops are this busy on
+					   average: open more */
+#define NET_BUSY_CLOSE		0.5	/* ... the load would leave one fewer
+					   below this: close one */
+
+struct net_ipcount {
+	char			 ip[INET6_ADDRSTRLEN];
+	unsigned		 n;
+	struct net_ipcount	*next;
+};
+
+/*
+ * Connections from one address in an ageing window (the Mailinator-style
+ * counter of the agent seed): the count of the current window plus the
+ * share of the previous one that still overlaps the last PERIOD.
+ */
+struct net_rate {
+	char			 ip[INET6_ADDRSTRLEN];
+	unsigned		 cur, prev;
+	uint64_t		 start_ms;	/* of the current window */
+	struct net_rate		*next;
+};
+
+/* One listen address: a socket per loop, bound by the main thread. */
+struct net_listen {
+	char			*addr;		/* owned */
+	int			 port;
+	int			*fds;		/* one per loop; each loop owns its own */
+};
+
+/* A loop's own listener on one of those sockets. */
+struct net_lev {
+	int			 fd;
+	char			 addr[INET6_ADDRSTRLEN];
+	int			 port;
+	struct net_loop		*loop;		/* borrowed: our owner */
+	struct evconnlistener	*lev;		/* owned; closes fd (NULL in a mailbox) */
+};
+
+struct net_loop {
+	struct net_server	*srv;		/* borrowed: our owner */
+	unsigned		 idx;
+	pthread_t		 thread;
+	struct event_base	*base;		/* owned */
+	struct conn_ctx		 ctx;
+	struct net_lev		*levs;		/* owned array */
+	size_t			 nlevs;
+	struct event		*wake_ev;	/* owned: the main thread has news */
+	struct event		*drain_ev;	/* owned: polls for the end of a stop */
+	uint64_t		 drain_deadline_ms;
+	bool			 killed;
+	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
+	uint64_t		 cpu_ns;	/* pack: its CPU time at the last
+						   sample (main thread) */
+	/* Mailbox from the main thread, guarded by srv->mu. */
+	struct conn_rt		*new_rt;	/* ref, or NULL */
+	struct net_lev		*new_levs;	/* owned: the listener set to have */
+	size_t			 new_nlevs;
+	bool			 new_listeners;
+	bool			 stop;
+};
+
+struct net_server {
+	char			*config_path;	/* owned */
+	struct event_base	*base;		/* owned: main thread, signals */
+	struct conn_rt		*rt;		/* ref: the config in force */
+	struct net_listen	*listens;	/* owned array */
+	size_t			 nlistens;
+	struct net_loop		*loops;		/* owned array */
+	unsigned		 nloops;
+	struct util_pool	*pool;		/* owned: disk work */
+	struct spool		*spool;		/* owned */
+	struct queue		*queue;		/* owned */
+	struct event		*sig_term, *sig_int, *sig_hup;
+	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
+	unsigned		 nconns;	/* across loops */
+	struct net_ipcount	*ips[NET_IP_BUCKETS];
+	struct net_rate		*rates[NET_IP_BUCKETS];
+	uint64_t		 rate_sweep_ms;	/* next sweep of stale rates */
+	bool			 balance_asleep; /* pack: nothing to sample until
+						   the next connection */
+	/* pack, main thread only: */
+	struct event		*balance_ev;	/* owned: the sampling timer */
+	unsigned		 nopen;		/* new ones: loops 0..nopen-1 */
+	uint64_t		 sample_ns;	/* last sampled at */
+};
 
 /*
  * When running as root and user is set: drop to user (and group, default
@@ -12,5 +118,59 @@
  */
 int	net_drop_privileges(const char *user, const char *group,
 	    const char **err_out);
+
+/* admit.c: connection limits, counted across loops under srv->mu. */
+/*
+ * Count a new connection from ip unless a limit says no; NULL when it is
+ * admitted, else the refusal text.
+ */
+const char *net_admit(struct net_server *srv, const struct config_limits *lim,
+	    const char *ip);
+/* A connection counted by net_admit is gone (conn_ctx.closed_cb). */
+void	net_conn_closed_cb(void *arg, const char *ip);
+/* Forget every count (the server is going away). */
+void	net_admit_clear(struct net_server *srv);
+
+/* listen.c: listen sockets (main thread) and each loop's listeners. */
+/*
+ * Make the loop's listeners exactly want[0..n): keep, close or open.  The
+ * array moves into the loop (levs are reached by address from libevent).
+ */
+void	net_loop_sync_levs(struct net_loop *loop, struct net_lev *want,
+	    size_t n);
+/* The listener set of loop idx, from srv->listens (srv->mu held). */
+void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
+/*
+ * Make srv->listens match cfg: kept addresses keep their sockets, new ones
+ * get nloops fresh sockets.  Sockets of dropped addresses are closed by
+ * their loops when they take the new set.  -1 when a new one cannot be
+ * bound (the others are kept).
+ */
+int	net_listens_sync(struct net_server *srv, const struct config *cfg,
+	    const char **err_out);
+
+/* loop.c: an event loop's life, on its own thread. */
+void	net_loop_init(struct net_server *srv, struct net_loop *loop,
+	    unsigned idx);
+void	*net_loop_main(void *arg);
+/* Free what the loop owns (its sessions and listeners are gone). */
+void	net_loop_clear(struct net_loop *loop);
+
+/* steer.c: which loop takes a new connection (main thread). */
+/*
+ * Steer new connections on one listen address to loops 0..n-1: a classic
+ * BPF program on its SO_REUSEPORT group returns the index of a socket in
+ * the group, and the sockets joined it in loop order (net_listens_sync).
+ */
+void	net_steer_listen(const struct net_listen *l, unsigned n);
+/* The sampling timer of "workers N pack" (srv->balance_ev). */
+void	net_balance_cb(evutil_socket_t fd, short what, void *arg);
+
+/* wiring.c: what the server plugs into the queue (queue threads). */
+int	net_queue_route(void *arg, const char *sender, const char *rcpt,
+	    char **action_out, char **arg_out, const char **err_out);
+enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
+	    size_t idx, const char *content_path, const char *hostname,
+	    const char **why_out);
 
 #endif

@@ -1,0 +1,221 @@
+/*
+ * net/listen.c: the listen sockets and the listeners on them.  The main
+ * thread binds one SO_REUSEPORT socket per loop for each listen address
+ * and keeps them across reloads; each loop runs its own listener on its
+ * own socket and hands accepted connections, once admitted, to conn/.
+ */
+#include "net/net_private.h"
+
+#include <errno.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "log/log.h"
+
+/* ----- accepting (on a loop) ----- */
+
+static void
+net_refuse(const struct config *cfg, int fd, const char *ip, const char *why)
+{
+	char line[512];
+
+	log_event(LOG_LVL_WARN, "reject", NULL, NULL,
+	    "stage=connect ip=%s code=421 esc=4.7.0 why=\"%s\"", ip, why);
+	if (util_snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n",
+	    cfg->hostname, why) == 0) {
+		/* A fresh socket's buffer takes one line; never wait for it. */
+		ssize_t n = send(fd, line, strlen(line), MSG_DONTWAIT |
+		    MSG_NOSIGNAL);
+		(void)n;
+	}
+	close(fd);
+}
+
+static void
+net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct net_lev *nl = arg;
+	struct net_loop *loop = nl->loop;
+	const struct config *cfg = loop->ctx.rt->cfg;
+	char ip[INET6_ADDRSTRLEN] = "?";
+	const char *why;
+	size_t idx;
+
+	(void)lev;
+	for (idx = 0; idx < cfg->nlistens; idx++)
+		if (cfg->listens[idx].port == nl->port &&
+		    strcmp(cfg->listens[idx].addr, nl->addr) == 0)
+			break;
+	if (idx == cfg->nlistens) {
+		close(fd);	/* a listener on its way out during a reload */
+		return;
+	}
+	(void)util_sockaddr_text(sa, ip, NULL);
+	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
+		net_refuse(cfg, fd, ip, why);
+		return;
+	}
+	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx);
+}
+
+static void
+net_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	(void)lev;
+	(void)arg;
+	/* EMFILE and friends: log and go on; libevent retries. */
+	log_msg(LOG_LVL_WARN, "accept: %s", strerror(errno));
+}
+
+/*
+ * Make the loop's listeners exactly want[0..n): keep, close or open.  The
+ * array moves into the loop (levs are reached by address from libevent).
+ */
+void
+net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
+{
+	struct net_lev *next = want != NULL ? want : xcalloc(1, sizeof(*next));
+
+	for (size_t i = 0; i < n; i++) {
+		next[i].loop = loop;
+		for (size_t j = 0; j < loop->nlevs; j++)
+			if (loop->levs[j].lev != NULL &&
+			    loop->levs[j].fd == next[i].fd) {
+				next[i].lev = loop->levs[j].lev;
+				loop->levs[j].lev = NULL;
+				evconnlistener_set_cb(next[i].lev,
+				    net_accept_cb, &next[i]);
+			}
+		if (next[i].lev == NULL) {
+			/* backlog 0: bound and listening already (-1 would
+			   listen again with 128). */
+			next[i].lev = evconnlistener_new(loop->base,
+			    net_accept_cb, &next[i], LEV_OPT_CLOSE_ON_FREE, 0,
+			    next[i].fd);
+			if (next[i].lev == NULL)
+				fatal("evconnlistener_new failed");
+			evconnlistener_set_error_cb(next[i].lev,
+			    net_accept_error_cb);
+		}
+	}
+	for (size_t j = 0; j < loop->nlevs; j++)
+		if (loop->levs[j].lev != NULL)
+			evconnlistener_free(loop->levs[j].lev);
+	free(loop->levs);
+	loop->levs = next;
+	loop->nlevs = n;
+}
+
+/* The listener set of loop idx, from srv->listens (srv->mu held). */
+void
+net_post_listeners(struct net_server *srv, struct net_loop *loop)
+{
+	free(loop->new_levs);
+	loop->new_levs = xcalloc(srv->nlistens + 1, sizeof(*loop->new_levs));
+	for (size_t i = 0; i < srv->nlistens; i++) {
+		struct net_lev *nl = &loop->new_levs[i];
+		nl->fd = srv->listens[i].fds[loop->idx];
+		util_strlcpy(nl->addr, srv->listens[i].addr, sizeof(nl->addr));
+		nl->port = srv->listens[i].port;
+	}
+	loop->new_nlevs = srv->nlistens;
+	loop->new_listeners = true;
+}
+
+/* ----- binding (main thread) ----- */
+
+static int
+net_bind_one(const char *addr, int port, const char **err_out)
+{
+	static char err[256];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd = -1, on = 1;
+
+	if (util_sockaddr_make(addr, port, &ss, &sslen) == -1) {
+		errno = EINVAL;		/* config/ checks it first */
+		goto fail;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	/* One socket per loop; the kernel spreads connections over them. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1)
+		goto fail;
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 ||
+	    listen(fd, NET_BACKLOG) == -1)
+		goto fail;
+	return fd;
+fail:
+	util_snprintf(err, sizeof(err), "listen %s port %d: %s", addr, port,
+	    strerror(errno));
+	if (fd != -1)
+		close(fd);
+	*err_out = err;
+	return -1;
+}
+
+/*
+ * Make srv->listens match cfg: kept addresses keep their sockets, new ones
+ * get nloops fresh sockets.  Sockets of dropped addresses are closed by
+ * their loops when they take the new set.  -1 when a new one cannot be
+ * bound (the others are kept).
+ */
+int
+net_listens_sync(struct net_server *srv, const struct config *cfg,
+    const char **err_out)
+{
+	struct net_listen *next = xcalloc(cfg->nlistens + 1, sizeof(*next));
+	size_t n = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		struct net_listen *l = &next[n];
+		l->addr = xstrdup(cfg->listens[i].addr);
+		l->port = cfg->listens[i].port;
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			struct net_listen *o = &srv->listens[j];
+			if (o->fds != NULL && o->port == l->port &&
+			    strcmp(o->addr, l->addr) == 0) {
+				l->fds = o->fds;	/* moves over */
+				o->fds = NULL;
+			}
+		}
+		if (l->fds == NULL) {
+			l->fds = xcalloc(srv->nloops, sizeof(int));
+			for (unsigned k = 0; k < srv->nloops; k++)
+				if ((l->fds[k] = net_bind_one(l->addr, l->port,
+				    err_out)) == -1) {
+					while (k-- > 0)
+						close(l->fds[k]);
+					free(l->fds);
+					free(l->addr);
+					rc = -1;
+					goto next;
+				}
+			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
+			    strchr(l->addr, ':') ? "[" : "", l->addr,
+			    strchr(l->addr, ':') ? "]" : "", l->port);
+			if (srv->balance_ev != NULL)
+				net_steer_listen(l, srv->nopen);
+		}
+		n++;
+next:		;
+	}
+	for (size_t j = 0; j < srv->nlistens; j++) {
+		free(srv->listens[j].addr);
+		free(srv->listens[j].fds);	/* the loops close them */
+	}
+	free(srv->listens);
+	srv->listens = next;
+	srv->nlistens = n;
+	return rc;
+}

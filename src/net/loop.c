@@ -1,0 +1,151 @@
+/*
+ * net/loop.c: an event loop's life.  "workers" loops, each on its own
+ * thread, run the sessions (a session lives on one loop for its whole
+ * life); the main thread leaves news (a new configuration, a new listener
+ * set, a stop) in a loop's mailbox and wakes it.  A stop closes the
+ * listeners and drains the sessions within the shutdown grace.
+ */
+#include "net/net_private.h"
+
+#include <stdlib.h>
+
+#include "chain/chain.h"
+#include "config/config.h"
+#include "log/log.h"
+
+/* ----- a loop's life ----- */
+
+static void
+net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_loop *loop = arg;
+	struct timeval tick = { 0, 20000 };
+
+	(void)fd;
+	(void)what;
+	if (!loop->killed && loop->ctx.conns != NULL &&
+	    util_now_ms() >= loop->drain_deadline_ms) {
+		log_msg(LOG_LVL_WARN, "shutdown: grace over, closing %u "
+		    "sessions", loop->ctx.nconns);
+		conn_kill_all(&loop->ctx);
+		loop->killed = true;
+	}
+	/*
+	 * Transactions outlive their sessions until their disk job ends;
+	 * then two more ticks let the chains' last state-store writes land.
+	 */
+	if (loop->ctx.conns == NULL && loop->ctx.ntx == 0 &&
+	    ++loop->quiet_ticks > 2) {
+		event_base_loopbreak(loop->base);
+		return;
+	}
+	evtimer_add(loop->drain_ev, &tick);
+}
+
+static void
+net_loop_stop(struct net_loop *loop)
+{
+	if (loop->ctx.shutting_down)
+		return;
+	loop->ctx.shutting_down = true;
+	net_loop_sync_levs(loop, NULL, 0);
+	conn_shutdown_all(&loop->ctx);
+	loop->drain_deadline_ms = util_now_ms() +
+	    loop->ctx.rt->cfg->limits.shutdown_ms;
+	net_loop_drain_cb(-1, 0, loop);
+}
+
+/* The main thread left news in the mailbox. */
+static void
+net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_loop *loop = arg;
+	struct net_server *srv = loop->srv;
+	struct conn_rt *rt;
+	struct net_lev *levs;
+	size_t nlevs;
+	bool relisten, stop;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&srv->mu);
+	rt = loop->new_rt;
+	loop->new_rt = NULL;
+	levs = loop->new_levs;
+	nlevs = loop->new_nlevs;
+	relisten = loop->new_listeners;
+	loop->new_levs = NULL;
+	loop->new_listeners = false;
+	stop = loop->stop;
+	pthread_mutex_unlock(&srv->mu);
+
+	if (rt != NULL) {
+		conn_rt_unref(&loop->ctx.rt);
+		loop->ctx.rt = rt;	/* new sessions take this one */
+	}
+	if (relisten && !loop->ctx.shutting_down) {
+		net_loop_sync_levs(loop, levs, nlevs);
+		levs = NULL;
+	}
+	free(levs);
+	if (stop)
+		net_loop_stop(loop);
+}
+
+void *
+net_loop_main(void *arg)
+{
+	struct net_loop *loop = arg;
+	int rc;
+
+	/* One turn at a time: the turn's log lines go out before a wait. */
+	log_buffer(true);
+	do {
+		rc = event_base_loop(loop->base, EVLOOP_ONCE);
+		log_flush();
+	} while (rc == 0 && !event_base_got_break(loop->base) &&
+	    !event_base_got_exit(loop->base));
+	log_buffer(false);
+	if (rc == -1)
+		log_msg(LOG_LVL_ERROR, "loop %u: event_base_loop failed",
+		    loop->idx);
+	return NULL;
+}
+
+void
+net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
+{
+	loop->srv = srv;
+	loop->idx = idx;
+	loop->base = event_base_new();
+	if (loop->base == NULL)
+		fatal("event_base_new failed");
+	loop->ctx.base = loop->base;
+	loop->ctx.pool = srv->pool;
+	loop->ctx.spool = srv->spool;
+	loop->ctx.queue = srv->queue;
+	loop->ctx.rt = conn_rt_ref(srv->rt);
+	loop->ctx.closed_cb = net_conn_closed_cb;
+	loop->ctx.closed_arg = srv;
+	loop->ctx.loop_idx = idx;
+	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
+	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
+	net_post_listeners(srv, loop);
+	event_active(loop->wake_ev, EV_TIMEOUT, 1);	/* first listen */
+}
+
+void
+net_loop_clear(struct net_loop *loop)
+{
+	chain_loop_free(&loop->ctx.chain_loop);
+	/* Completions the store posted while closing: run them. */
+	for (int k = 0; k < 10; k++)
+		event_base_loop(loop->base, EVLOOP_NONBLOCK);
+	conn_rt_unref(&loop->ctx.rt);
+	conn_rt_unref(&loop->new_rt);
+	free(loop->new_levs);
+	free(loop->levs);
+	event_free(loop->wake_ev);
+	event_free(loop->drain_ev);
+	event_base_free(loop->base);
+}

@@ -1,0 +1,109 @@
+/*
+ * net/wiring.c: what the server plugs into the queue.  The queue routes
+ * DSNs and delivers outbound recipients with the configuration in force
+ * (srv->rt, which a reload replaces); these callbacks run on queue
+ * threads and take their own reference to it.
+ */
+#include "net/net_private.h"
+
+#include <string.h>
+
+#include "log/log.h"
+#include "queue/queue.h"
+#include "spool/spool.h"
+
+/* The configuration in force, for a queue thread. */
+static struct conn_rt *
+net_rt_get(struct net_server *srv)
+{
+	struct conn_rt *rt;
+
+	pthread_mutex_lock(&srv->mu);
+	rt = conn_rt_ref(srv->rt);
+	pthread_mutex_unlock(&srv->mu);
+	return rt;
+}
+
+/* The queue routes DSNs with the current configuration's router. */
+int
+net_queue_route(void *arg, const char *sender, const char *rcpt,
+    char **action_out, char **arg_out, const char **err_out)
+{
+	struct conn_rt *rt = net_rt_get(arg);
+	int rc;
+
+	rc = queue_route_router(rt->router, sender, rcpt, action_out,
+	    arg_out, err_out);
+	conn_rt_unref(&rt);
+	return rc;
+}
+
+/* The upstream said 250: record it before QUIT (issue 5: never twice). */
+struct net_settle {
+	struct spool		*sp;
+	const struct spool_env	*env;
+	size_t			 idx;
+};
+
+static void
+net_settled_cb(void *arg, const char *rcpt)
+{
+	struct net_settle *ns = arg;
+	const char *err = NULL;
+
+	(void)rcpt;	/* one recipient per call: it is env->rcpts[idx] */
+	if (spool_mark_done(ns->sp, ns->env->qid, ns->idx, &err) == -1)
+		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
+		    ns->env->qid, "why=\"%s\"", err);
+}
+
+/*
+ * The queue's delivery of one recipient: relay/mx/forward through the
+ * current configuration's sender for the action named in the envelope,
+ * everything else as the queue does it.  Runs on a queue thread.
+ */
+enum deliver_result
+net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
+    const char *content_path, const char *hostname, const char **why_out)
+{
+	static _Thread_local char why[600];
+	const struct spool_rcpt *r = &env->rcpts[idx];
+	struct deliver_rcpt_status st;
+	struct deliver_remote *dr;
+	struct conn_rt *rt;
+	const char *err = NULL, *addr = r->addr;
+
+	if ((strcmp(r->action, "maildir") ==
+	    0 || strcmp(r->action, "discard") == 0))
+		return queue_deliver_default(NULL, env, idx, content_path,
+		    hostname, why_out);
+	rt = net_rt_get(arg);
+	if (r->arg == NULL || (dr = conn_rt_remote(rt, r->arg)) == NULL) {
+		util_snprintf(why, sizeof(why), "4.3.5 action %s is not "
+		    "configured any more", r->arg != NULL ? r->arg : "-");
+		conn_rt_unref(&rt);
+		*why_out = why;
+		return DELIVER_TEMPFAIL;
+	}
+	struct net_settle ns = { ((struct net_server *)arg)->spool, env, idx };
+	struct deliver_msg m = {
+		.content_path = content_path,
+		.return_path = env->sender,
+		.qid = env->qid,
+		.rcpt_idx = idx,
+		.received = env->received,
+		.hostname = hostname,
+		.settled_cb = net_settled_cb,
+		.settled_arg = &ns,
+	};
+	memset(&st, 0, sizeof(st));
+	(void)deliver_remote_send(dr, &m, &addr, 1, &st, &err);
+	conn_rt_unref(&rt);
+	if (st.code != 0)
+		util_snprintf(why, sizeof(why), "%d %s", st.code, st.text);
+	else
+		util_strlcpy(why, st.text[0] != '\0' ? st.text : err != NULL ?
+		    err : "4.4.0 delivery failed", sizeof(why));
+	*why_out = why;
+	return st.result;
+}
