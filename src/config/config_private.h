@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util/util.h"
+
 enum cfg_tok_kind {
 	CFG_TOK_WORD,		/* bare word, or word and "quoted" parts glued */
 	CFG_TOK_LBRACE,
@@ -43,14 +45,48 @@ void	cfg_line_clear(struct cfg_line *ln);
 char	*cfg_quote(const char *s);
 
 /* Shared by parse.c and the statement files parse_<area>.c. */
-struct cfg_parser;
 struct config;
+struct cfg_parser {
+	const char		*name;		/* borrowed: file name for messages */
+	struct config		*c;
+	struct cfg_line		*lines;		/* owned */
+	size_t			 nlines;
+	size_t			 cur;		/* index into lines */
+	struct util_buf		 errs;
+	/* Line of the first statement of each kind, 0 when not seen yet. */
+	int			 seen_hostname, seen_spool, seen_greeting;
+	int			 seen_log_dest, seen_log_level, seen_translog;
+	int			 seen_user, seen_group, seen_workers, seen_auth;
+	int			 seen_tls_selfsigned, seen_tls_minver;
+	int			 seen_tls_ciphers, seen_tls_suites;
+	int			 seen_conn_rate;
+	int			 seen_limit[16];
+};
+
 void	cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));
 bool	cfg_nargs(struct cfg_parser *p, const struct cfg_line *ln, size_t min,
 	    size_t max, const char *usage);
 const char *cfg_q(const char *s);
 struct config *cfg_parser_config(struct cfg_parser *p);
+/* Report a second statement of a kind that may appear once. */
+bool	cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
+	    const char *what);
+/* Does a later line define a table/action with this name?  Its line or 0. */
+int	cfg_defined_later(const struct cfg_parser *p, const char *kw,
+	    const char *name);
+/* parse_listen.c: "listen", "tls", and what listeners need at the end */
+void	cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_listen_check(struct cfg_parser *p, int last);
+void	cfg_listen_free(struct config *c);
+/* parse_limit.c: "limit NAME VALUE" */
+void	cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_limit_defaults(struct config *c);
+/* parse_route.c: local actions and "match" rules */
+void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_route_free(struct config *c);
 /* parse_queue.c */
 void	cfg_st_queue(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_queue_defaults(struct config *c);

@@ -1,0 +1,274 @@
+/*
+ * config/parse_listen.c: the listeners and TLS: "listen ADDR:PORT
+ * [OPTIONS]", "tls ..." and the checks that tie them to the rest of the
+ * file (auth needs a table, TLS needs a certificate).  Addresses are only
+ * checked for form; net/ binds them.
+ */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_private.h"
+#include "util/util.h"
+
+/* "127.0.0.1:25" or "[::1]:25" into a normalised numeric address and port. */
+static int
+cfg_parse_hostport(const char *s, char **addr_out, int *port_out,
+    const char **why)
+{
+	char host[INET6_ADDRSTRLEN + 2], norm[INET6_ADDRSTRLEN];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *colon, *end;
+	int af = AF_INET;
+
+	*why = "is not ADDR:PORT with a numeric address (like "
+	    "127.0.0.1:2525 or [::1]:2525)";
+	if (s[0] == '[') {
+		if ((end = strchr(s, ']')) == NULL || end[1] != ':')
+			return -1;
+		colon = end + 1;
+		s++;
+		af = AF_INET6;
+	} else {
+		if ((colon = strchr(s, ':')) == NULL)
+			return -1;
+		if (strchr(colon + 1, ':') != NULL) {
+			*why = "has an IPv6 address without brackets (write "
+			    "[::1]:2525)";
+			return -1;
+		}
+		end = colon;
+	}
+	if ((size_t)(end - s) >= sizeof(host))
+		return -1;
+	memcpy(host, s, (size_t)(end - s));
+	host[end - s] = '\0';
+	if (inet_pton(af, host, bin) != 1)
+		return -1;
+	if (inet_ntop(af, bin, norm, sizeof(norm)) == NULL)
+		return -1;
+
+	const char *ps = colon + 1;
+	long port = 0;
+	if (*ps == '\0' || strlen(ps) > 5)
+		goto badport;
+	for (; *ps != '\0'; ps++) {
+		if (*ps < '0' || *ps > '9')
+			goto badport;
+		port = port * 10 + (*ps - '0');
+	}
+	if (port < 1 || port > 65535)
+		goto badport;
+	*addr_out = xstrdup(norm);
+	*port_out = (int)port;
+	return 0;
+badport:
+	*why = "has a bad port (1..65535)";
+	return -1;
+}
+
+/*
+ * "cert "C" key "K" [name N]" starting at toks[*ip]; appends to *certs.
+ * Returns false (after an error) when the words do not fit.
+ */
+static bool
+cfg_parse_cert(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
+    struct config_tls_cert **certs, size_t *ncerts, const char *usage)
+{
+	size_t i = *ip;
+	struct config_tls_cert tc = { .line = ln->lineno };
+
+	if (i + 3 >= ln->ntoks + 0 || strcmp(ln->toks[i].text, "cert") != 0 ||
+	    strcmp(ln->toks[i + 2].text, "key") != 0 ||
+	    ln->toks[i + 1].text[0] == '\0' || ln->toks[i + 3].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "usage: %s", usage);
+		return false;
+	}
+	tc.cert = xstrdup(ln->toks[i + 1].text);
+	tc.key = xstrdup(ln->toks[i + 3].text);
+	i += 4;
+	if (i + 1 < ln->ntoks && strcmp(ln->toks[i].text, "name") == 0) {
+		tc.name = util_strlower(xstrdup(ln->toks[i + 1].text));
+		i += 2;
+	}
+	*certs = xreallocarray(*certs, *ncerts + 1, sizeof(**certs));
+	(*certs)[(*ncerts)++] = tc;
+	*ip = i;
+	return true;
+}
+
+static void
+cfg_certs_free(struct config_tls_cert *certs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(certs[i].cert);
+		free(certs[i].key);
+		free(certs[i].name);
+	}
+	free(certs);
+}
+
+#define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
+	"[require-tls] [nomail] [auth|auth-plaintext] " \
+	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
+
+void
+cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+	struct config_listen l = { .line = ln->lineno };
+	const char *why;
+
+	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_LISTEN_USAGE))
+		return;		/* words only, at least the address */
+	if (cfg_parse_hostport(ln->toks[1].text, &l.addr, &l.port,
+	    &why) == -1) {
+		cfg_err(p, ln->lineno, "listen: %s %s",
+		    cfg_q(ln->toks[1].text), why);
+		return;
+	}
+	for (size_t i = 2; i < ln->ntoks; ) {
+		const char *w = ln->toks[i].text;
+		if (w != NULL && strcmp(w, "tls") == 0)
+			l.implicit_tls = true;
+		else if (w != NULL && strcmp(w, "no-starttls") == 0)
+			l.no_starttls = true;
+		else if (w != NULL && strcmp(w, "require-tls") == 0)
+			l.require_tls = true;
+		else if (w != NULL && strcmp(w, "nomail") == 0)
+			l.nomail = true;
+		else if (w != NULL && strcmp(w, "auth") == 0)
+			l.auth = true;
+		else if (w != NULL && strcmp(w, "auth-plaintext") == 0)
+			l.auth = l.auth_plaintext = true;
+		else if (w != NULL && strcmp(w, "cert") == 0) {
+			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
+			    CFG_LISTEN_USAGE))
+				goto fail;
+			continue;
+		} else {
+			cfg_err(p, ln->lineno, "listen: unknown option %s "
+			    "(usage: %s)", cfg_q(w != NULL ? w : ","),
+			    CFG_LISTEN_USAGE);
+			goto fail;
+		}
+		i++;
+	}
+	if (l.require_tls && (l.no_starttls || l.implicit_tls)) {
+		cfg_err(p, ln->lineno, "listen: require-tls needs STARTTLS "
+		    "(not with tls or no-starttls)");
+		goto fail;
+	}
+	for (size_t i = 0; i < c->nlistens; i++)
+		if (strcmp(c->listens[i].addr, l.addr) == 0 &&
+		    c->listens[i].port == l.port) {
+			cfg_err(p, ln->lineno, "duplicate listen %s (first at "
+			    "line %d)", cfg_q(ln->toks[1].text),
+			    c->listens[i].line);
+			goto fail;
+		}
+	c->listens = xreallocarray(c->listens, c->nlistens + 1,
+	    sizeof(*c->listens));
+	c->listens[c->nlistens++] = l;
+	return;
+fail:
+	free(l.addr);
+	cfg_certs_free(l.certs, l.ncerts);
+}
+
+#define CFG_TLS_USAGE "tls cert \"CERT\" key \"KEY\" [name NAME] | " \
+	"tls self-signed DIR | tls min-version TLSv1.2|TLSv1.3 | " \
+	"tls ciphers \"LIST\" | tls ciphersuites \"LIST\""
+
+void
+cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+	const char *what = ln->ntoks > 1 ? ln->toks[1].text : NULL;
+	char **dst = NULL;
+	int *seen = NULL;
+
+	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_TLS_USAGE))
+		return;		/* words only */
+	if (strcmp(what, "cert") == 0) {
+		size_t i = 1;
+		if (cfg_parse_cert(p, ln, &i, &c->tls_certs, &c->ntls_certs,
+		    CFG_TLS_USAGE) && i != ln->ntoks)
+			cfg_err(p, ln->lineno, "tls cert: unexpected %s",
+			    cfg_q(ln->toks[i].text));
+		return;
+	}
+	if (strcmp(what, "self-signed") == 0) {
+		dst = &c->tls_selfsigned_dir;
+		seen = &p->seen_tls_selfsigned;
+	} else if (strcmp(what, "min-version") == 0) {
+		dst = &c->tls_min_version;
+		seen = &p->seen_tls_minver;
+	} else if (strcmp(what, "ciphers") == 0) {
+		dst = &c->tls_ciphers;
+		seen = &p->seen_tls_ciphers;
+	} else if (strcmp(what, "ciphersuites") == 0) {
+		dst = &c->tls_ciphersuites;
+		seen = &p->seen_tls_suites;
+	} else {
+		cfg_err(p, ln->lineno, "tls: unknown setting %s (usage: %s)",
+		    cfg_q(what), CFG_TLS_USAGE);
+		return;
+	}
+	if (ln->ntoks != 3 || ln->toks[2].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "tls %s: needs one value", what);
+		return;
+	}
+	char once[48];
+	(void)util_snprintf(once, sizeof(once), "tls %s", what);
+	if (!cfg_once(p, ln, seen, once))
+		return;
+	if (dst == &c->tls_min_version &&
+	    strcmp(ln->toks[2].text, "TLSv1.2") != 0 &&
+	    strcmp(ln->toks[2].text, "TLSv1.3") != 0) {
+		cfg_err(p, ln->lineno, "tls min-version: %s is not TLSv1.2 or "
+		    "TLSv1.3", cfg_q(ln->toks[2].text));
+		return;
+	}
+	*dst = xstrdup(ln->toks[2].text);
+}
+
+/* Listeners that need what another statement provides. */
+void
+cfg_listen_check(struct cfg_parser *p, int last)
+{
+	struct config *c = p->c;
+
+	if (c->nlistens == 0)
+		cfg_err(p, last, "no listen statement (add one, like "
+		    "\"listen 127.0.0.1:2525\")");
+	for (size_t i = 0; i < c->nlistens; i++) {
+		const struct config_listen *l = &c->listens[i];
+		if (l->auth && c->auth_table == NULL)
+			cfg_err(p, l->line, "listen: auth needs an \"auth "
+			    "<TABLE>\" statement naming the users");
+		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
+		    !config_has_tls(c))
+			cfg_err(p, l->line, "listen: %s needs a certificate "
+			    "(a \"tls cert\" or \"tls self-signed\" statement, "
+			    "or cert/key on the listener)", l->implicit_tls ?
+			    "tls" : "require-tls");
+	}
+}
+
+void
+cfg_listen_free(struct config *c)
+{
+	for (size_t i = 0; i < c->nlistens; i++) {
+		free(c->listens[i].addr);
+		cfg_certs_free(c->listens[i].certs, c->listens[i].ncerts);
+	}
+	free(c->listens);
+	cfg_certs_free(c->tls_certs, c->ntls_certs);
+	free(c->tls_selfsigned_dir);
+	free(c->tls_min_version);
+	free(c->tls_ciphers);
+	free(c->tls_ciphersuites);
+}

@@ -1,0 +1,362 @@
+/*
+ * config/parse_route.c: where mail goes: the local actions ("action NAME
+ * maildir PATH", "action NAME discard"; the outbound ones are in
+ * parse_relay.c) and the "match COND... action NAME" rules, first match
+ * wins.  route/ applies them.
+ */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_private.h"
+#include "util/util.h"
+
+/*
+ * Check a maildir path template: %{rcpt}, %{rcpt.user}, %{rcpt.domain} and
+ * %% only.  route_expand() applies the same rules.
+ */
+static int
+cfg_check_template(const char *s, char **why_out)
+{
+	static const char *const vars[] = { "rcpt", "rcpt.user",
+	    "rcpt.domain", NULL };
+
+	for (; *s != '\0'; s++) {
+		if (*s != '%')
+			continue;
+		if (s[1] == '%') {
+			s++;
+			continue;
+		}
+		if (s[1] != '{') {
+			*why_out = xstrdup("'%' must start %{...} (write %% "
+			    "for a literal %)");
+			return -1;
+		}
+		const char *end = strchr(s, '}');
+		if (end == NULL) {
+			*why_out = xstrdup("unterminated %{");
+			return -1;
+		}
+		size_t n = (size_t)(end - s - 2);
+		size_t i;
+		for (i = 0; vars[i] != NULL; i++)
+			if (strlen(vars[i]) == n &&
+			    strncmp(s + 2, vars[i], n) == 0)
+				break;
+		if (vars[i] == NULL) {
+			char *v = xstrndup(s, (size_t)(end - s + 1));
+			char *q = cfg_quote(v);
+			*why_out = xasprintf("unknown variable %s (%%{rcpt}, "
+			    "%%{rcpt.user}, %%{rcpt.domain})", q);
+			free(q);
+			free(v);
+			return -1;
+		}
+		s = end;
+	}
+	return 0;
+}
+
+void
+cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *usage = "action NAME maildir \"PATH\" | action NAME "
+	    "discard";
+	struct config *c = p->c;
+	struct config_action a = { 0 };
+	char *why;
+
+	/* relay, mx, forward, relay-by-sender: parse_relay.c (issue 5) */
+	if (ln->ntoks >= 3 && ln->toks[2].kind == CFG_TOK_WORD &&
+	    cfg_relay_is_kind(ln->toks[2].text)) {
+		cfg_st_action_remote(p, ln);
+		return;
+	}
+	if (!cfg_nargs(p, ln, 2, 3, usage))
+		return;
+	const char *name = ln->toks[1].text;
+	if (!cfg_is_name(name)) {
+		cfg_err(p, ln->lineno, "action: bad name %s (letters, digits, "
+		    "'_', '-', '.')", cfg_q(name));
+		return;
+	}
+	const struct config_action *old = config_action_find(c, name);
+	if (old != NULL) {
+		cfg_err(p, ln->lineno, "duplicate action %s (first at line "
+		    "%d)", cfg_q(name), old->line);
+		return;
+	}
+	const char *kind = ln->toks[2].text;
+	if (strcmp(kind, "maildir") == 0) {
+		if (ln->ntoks != 4) {
+			cfg_err(p, ln->lineno, "action %s: maildir needs a "
+			    "path (usage: %s)", name, usage);
+			return;
+		}
+		const char *path = ln->toks[3].text;
+		if (path[0] == '\0') {
+			cfg_err(p, ln->lineno, "action %s: empty maildir path",
+			    name);
+			return;
+		}
+		if (cfg_check_template(path, &why) == -1) {
+			cfg_err(p, ln->lineno, "action %s: maildir path: %s",
+			    name, why);
+			free(why);
+			return;
+		}
+		a.kind = CONFIG_ACTION_MAILDIR;
+		a.path = xstrdup(path);
+	} else if (strcmp(kind, "discard") == 0) {
+		if (ln->ntoks != 3) {
+			cfg_err(p, ln->lineno, "action %s: discard takes no "
+			    "argument", name);
+			return;
+		}
+		a.kind = CONFIG_ACTION_DISCARD;
+	} else {
+		cfg_err(p, ln->lineno, "action %s: unknown kind %s (maildir, "
+		    "discard, relay, mx, forward, relay-by-sender)", name,
+		    cfg_q(kind));
+		return;
+	}
+	a.name = xstrdup(name);
+	a.line = ln->lineno;
+	c->actions[c->nactions++] = a;	/* room counted before parsing */
+}
+
+static void
+cfg_cond_free(struct config_cond *conds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(conds[i].arg);
+	free(conds);
+}
+
+/* "user@Example.ORG" with the domain lower-cased; NULL if not an address. */
+static char *
+cfg_addr(const char *s)
+{
+	const char *at = strrchr(s, '@');
+
+	if (at == NULL || at == s || at[1] == '\0' ||
+	    strpbrk(s, " \t<>") != NULL)
+		return NULL;
+	char *a = xstrdup(s);
+	util_strlower(a + (at - s) + 1);
+	return a;
+}
+
+/* "192.0.2.0/24", "2001:db8::/32" or a bare address; host bits cleared. */
+static int
+cfg_parse_cidr(const char *s, struct config_cond *cond)
+{
+	char addr[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	unsigned max, prefix;
+
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	cond->family = strchr(addr, ':') != NULL ? AF_INET6 : AF_INET;
+	if (inet_pton(cond->family, addr, cond->net) != 1)
+		return -1;
+	max = cond->family == AF_INET ? 32 : 128;
+	prefix = max;
+	if (slash != NULL) {
+		const char *d = slash + 1;
+		if (*d == '\0' || strlen(d) > 3 ||
+		    d[strspn(d, "0123456789")] != '\0')
+			return -1;
+		prefix = (unsigned)atoi(d);
+		if (prefix > max)
+			return -1;
+	}
+	cond->prefix = prefix;
+	for (unsigned b = prefix; b < max; b++)
+		cond->net[b / 8] &= (unsigned char)~(0x80u >> (b % 8));
+	return 0;
+}
+
+/* One "to ..." or "from ..." condition starting at toks[*ip]; -1 on error. */
+static int
+cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
+    struct config_cond *cond)
+{
+	size_t i = *ip;
+	const char *dir = ln->toks[i].text;
+	bool to = strcmp(dir, "to") == 0;
+
+	memset(cond, 0, sizeof(*cond));
+	if (strcmp(dir, "any") == 0) {
+		cond->kind = CONFIG_COND_ANY;
+		*ip = i + 1;
+		return 0;
+	}
+	if (!to && strcmp(dir, "from") != 0) {
+		cfg_err(p, ln->lineno, "match: unknown condition %s (any, "
+		    "to ..., from ..., from local, from authenticated, from "
+		    "ip CIDR)", cfg_q(dir));
+		return -1;
+	}
+	if (i + 1 >= ln->ntoks || ln->toks[i + 1].kind != CFG_TOK_WORD) {
+		cfg_err(p, ln->lineno, "match: %s: expected domain D, "
+		    "\"user@domain\" or <table>", dir);
+		return -1;
+	}
+	const struct cfg_tok *t = &ln->toks[i + 1];
+	if (!to && !t->quoted && (strcmp(t->text, "local") == 0 ||
+	    strcmp(t->text, "authenticated") == 0)) {
+		cond->kind = t->text[0] == 'l' ? CONFIG_COND_FROM_LOCAL :
+		    CONFIG_COND_FROM_AUTH;
+		*ip = i + 2;
+		return 0;
+	}
+	if (!to && !t->quoted && strcmp(t->text, "ip") == 0) {
+		if (i + 2 >= ln->ntoks || cfg_parse_cidr(ln->toks[i + 2].text,
+		    cond) == -1) {
+			cfg_err(p, ln->lineno, "match: from ip: expected an "
+			    "address or network like 192.0.2.0/24 or "
+			    "2001:db8::/32");
+			return -1;
+		}
+		cond->kind = CONFIG_COND_FROM_IP;
+		cond->arg = xstrdup(ln->toks[i + 2].text);
+		*ip = i + 3;
+		return 0;
+	}
+	size_t tl = strlen(t->text);
+	if (!t->quoted && strcmp(t->text, "domain") == 0) {
+		if (i + 2 >= ln->ntoks || ln->toks[i + 2].kind !=
+		    CFG_TOK_WORD || ln->toks[i + 2].text[0] == '\0' ||
+		    (!ln->toks[i + 2].quoted &&
+		    strcmp(ln->toks[i + 2].text, "action") == 0) ||
+		    strchr(ln->toks[i + 2].text, '@') != NULL) {
+			cfg_err(p, ln->lineno, "match: %s domain: expected a "
+			    "domain name", dir);
+			return -1;
+		}
+		cond->kind = to ? CONFIG_COND_TO_DOMAIN :
+		    CONFIG_COND_FROM_DOMAIN;
+		cond->arg = util_strlower(xstrdup(ln->toks[i + 2].text));
+		*ip = i + 3;
+		return 0;
+	}
+	if (!t->quoted && tl >= 2 && t->text[0] == '<' &&
+	    t->text[tl - 1] == '>') {
+		char *name = xstrndup(t->text + 1, tl - 2);
+		cond->table = config_table_find(p->c, name);
+		if (cond->table == NULL) {
+			int later = cfg_defined_later(p, "table", name);
+			if (later != 0)
+				cfg_err(p, ln->lineno, "match: table %s is "
+				    "defined later, at line %d; define it "
+				    "before use", cfg_q(name), later);
+			else
+				cfg_err(p, ln->lineno, "match: table %s is "
+				    "not defined (define it with \"table\" "
+				    "before use)", cfg_q(name));
+			free(name);
+			return -1;
+		}
+		free(name);
+		cond->kind = to ? CONFIG_COND_TO_TABLE :
+		    CONFIG_COND_FROM_TABLE;
+		*ip = i + 2;
+		return 0;
+	}
+	if ((cond->arg = cfg_addr(t->text)) == NULL) {
+		cfg_err(p, ln->lineno, "match: %s %s: expected domain D, "
+		    "\"user@domain\" or <table>", dir, cfg_q(t->text));
+		return -1;
+	}
+	cond->kind = to ? CONFIG_COND_TO_ADDR : CONFIG_COND_FROM_ADDR;
+	*ip = i + 2;
+	return 0;
+}
+
+void
+cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+	struct config_rule r = { 0 };
+	size_t i = 1;
+	bool bad = false;
+
+	for (size_t k = 1; k < ln->ntoks; k++)
+		if (ln->toks[k].kind != CFG_TOK_WORD) {
+			cfg_err(p, ln->lineno, "match: unexpected '%c'",
+			    ln->toks[k].kind == CFG_TOK_LBRACE ? '{' :
+			    ln->toks[k].kind == CFG_TOK_RBRACE ? '}' : ',');
+			return;
+		}
+	while (i < ln->ntoks && !(strcmp(ln->toks[i].text, "action") == 0 &&
+	    !ln->toks[i].quoted)) {
+		struct config_cond cond;
+		if (cfg_parse_cond(p, ln, &i, &cond) == -1) {
+			bad = true;
+			/* Skip to "action" to check the action name too. */
+			while (i < ln->ntoks &&
+			    strcmp(ln->toks[i].text, "action") != 0)
+				i++;
+			break;
+		}
+		r.conds = xreallocarray(r.conds, r.nconds + 1,
+		    sizeof(*r.conds));
+		r.conds[r.nconds++] = cond;
+	}
+	if (i >= ln->ntoks || i + 1 >= ln->ntoks) {
+		cfg_err(p, ln->lineno, "match: missing \"action NAME\" (usage: "
+		    "match COND... action NAME)");
+		goto fail;
+	}
+	if (i + 2 < ln->ntoks) {
+		cfg_err(p, ln->lineno, "match: unexpected %s after the action "
+		    "name", cfg_q(ln->toks[i + 2].text));
+		goto fail;
+	}
+	if (r.nconds == 0 && !bad) {
+		cfg_err(p, ln->lineno, "match: no condition before \"action\" "
+		    "(write \"match any action NAME\" to match everything)");
+		bad = true;
+	}
+	const char *name = ln->toks[i + 1].text;
+	if ((r.action = config_action_find(c, name)) == NULL) {
+		int later = cfg_defined_later(p, "action", name);
+		if (later != 0)
+			cfg_err(p, ln->lineno, "match: action %s is defined "
+			    "later, at line %d; define it before use",
+			    cfg_q(name), later);
+		else
+			cfg_err(p, ln->lineno, "match: action %s is not "
+			    "defined (define it with \"action\" before use)",
+			    cfg_q(name));
+		goto fail;
+	}
+	if (bad)
+		goto fail;
+	r.line = ln->lineno;
+	c->rules = xreallocarray(c->rules, c->nrules + 1, sizeof(*c->rules));
+	c->rules[c->nrules++] = r;
+	return;
+fail:
+	cfg_cond_free(r.conds, r.nconds);
+}
+
+void
+cfg_route_free(struct config *c)
+{
+	for (size_t i = 0; i < c->nactions; i++) {
+		free(c->actions[i].name);
+		free(c->actions[i].path);
+	}
+	free(c->actions);
+	for (size_t i = 0; i < c->nrules; i++)
+		cfg_cond_free(c->rules[i].conds, c->rules[i].nconds);
+	free(c->rules);
+}
