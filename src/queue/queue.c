@@ -1,35 +1,25 @@
 /*
  * queue/queue.c: the delivery scheduler.  Worker threads take ready jobs
  * (one per message, never two workers on one qid), deliver each recipient
- * that is due through deliver/, and record every outcome in the spool
- * before moving on: done, deferred (attempts, next attempt, error) or
- * failed.  So a restart resumes the schedule, and nothing that got a 250
- * or was written is delivered twice.  Temporary failures come back with
- * exponential backoff and jitter until the lifetime ends; permanent
- * failures and expiries are reported to the sender in an RFC 3464 bounce,
- * itself a new message from <> in the spool.  Deliveries are limited in
- * total (the workers) and per destination, so a slow destination holds at
- * most dest_concurrency workers.  Knows nothing of each action's wire
- * format, nor of connections.
+ * that is due (attempt.c records each outcome in the spool before moving
+ * on), and have the failures reported (bounce.c).  So a restart resumes
+ * the schedule, and nothing that got a 250 or was written is delivered
+ * twice.  Deliveries are limited in total (the workers) and per
+ * destination, so a slow destination holds at most dest_concurrency
+ * workers.  Knows nothing of each action's wire format, nor of
+ * connections.
  */
 #include "queue/queue_private.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "config/config.h"
-#include "deliver/deliver.h"
 #include "log/log.h"
 #include "spool/spool.h"
 #include "util/util.h"
-
-#define QUEUE_HEADERS_MAX	(64 * 1024)	/* original headers in a DSN */
 
 enum queue_outcome {
 	QUEUE_FINISHED,		/* every recipient done, spool entry gone */
@@ -38,20 +28,10 @@ enum queue_outcome {
 	QUEUE_DROP,		/* cannot go on; left in the spool for a restart */
 };
 
-static uint64_t
+uint64_t
 queue_wall_ms(void)
 {
 	return util_wall_us() / 1000;
-}
-
-static uint32_t
-queue_random(void)
-{
-	uint32_t rnd = 0;
-
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint32_t)util_wall_us();
-	return rnd;
 }
 
 uint64_t
@@ -173,326 +153,6 @@ queue_dest_release(struct queue *q, const char *name)
 	/* Jobs waiting for this destination may go now. */
 	pthread_cond_broadcast(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
-}
-
-/* ---- one delivery ------------------------------------------------------ */
-
-enum deliver_result
-queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
-    const char *content_path, const char *hostname, const char **why_out)
-{
-	const struct spool_rcpt *r = &env->rcpts[idx];
-	struct deliver_msg m = {
-		.content_path = content_path, .return_path = env->sender,
-		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
-		.hostname = hostname,
-	};
-
-	(void)arg;
-	if (strcmp(r->action, "maildir") == 0) {
-		if (r->arg == NULL) {
-			*why_out = "maildir action without a folder";
-			return DELIVER_PERMFAIL;
-		}
-		return deliver_maildir(r->arg, &m, why_out);
-	}
-	if (strcmp(r->action, "discard") == 0)
-		return DELIVER_OK;
-	/*
-	 * Remote kinds need the server's deliver hook (deliver_remote_send
-	 * per action): without it they wait, never bounce for our omission.
-	 */
-	if (strcmp(r->action, "relay") == 0 || strcmp(r->action, "mx") == 0 ||
-	    strcmp(r->action, "forward") == 0 ||
-	    strcmp(r->action, "relay-by-sender") == 0) {
-		*why_out = "4.3.5 remote delivery is not wired into the queue";
-		return DELIVER_TEMPFAIL;
-	}
-	/* An action this build does not know is permanent: it bounces. */
-	*why_out = "5.3.5 unknown action in the queue";
-	return DELIVER_PERMFAIL;
-}
-
-static void
-queue_log_rcpt(enum log_level lvl, const char *event,
-    const struct spool_env *env, size_t i, const char *why)
-{
-	const struct spool_rcpt *r = &env->rcpts[i];
-	char addr[256], to[256], action[64], whybuf[512];
-
-	log_safe_into(addr, sizeof(addr), r->addr, strlen(r->addr));
-	log_safe_into(action, sizeof(action), r->action, strlen(r->action));
-	log_safe_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
-	    r->arg != NULL ? strlen(r->arg) : 1);
-	if (why == NULL) {
-		log_event(lvl, event, env->sid, env->qid,
-		    "rcpt=<%s> action=%s to=%s", addr, action, to);
-		return;
-	}
-	log_safe_into(whybuf, sizeof(whybuf), why, strlen(why));
-	log_event(lvl, event, env->sid, env->qid,
-	    "rcpt=<%s> action=%s to=%s why=\"%s\"", addr, action, to, whybuf);
-}
-
-/*
- * A temporary failure of recipient i at now: deferred with the next time,
- * or failed for good when the message has outlived its lifetime.
- */
-static void
-queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
-    uint64_t now, const char *why)
-{
-	struct spool_rcpt *r = &env->rcpts[i];
-	uint64_t received_ms = (uint64_t)env->received * 1000;
-	const char *err = NULL;
-
-	if (queue_expired(&q->o, now, received_ms)) {
-		char *text = xasprintf("delivery time expired after %u "
-		    "attempt%s; last error: %s", r->attempts + 1,
-		    r->attempts == 0 ? "" : "s", why);
-		queue_log_rcpt(LOG_LVL_WARN, "expired", env, i, why);
-		/* RFC 3463 4.4.7: delivery time expired. */
-		if (spool_mark_failed(q->sp, env->qid, i, "4.4.7", text,
-		    &err) == -1)
-			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-			    "cannot record expiry why=\"%s\"", err);
-		else {
-			r->done = r->failed = true;
-			util_strlcpy(r->status, "4.4.7", sizeof(r->status));
-			free(r->last_err);
-			r->last_err = xstrdup(text);
-		}
-		free(text);
-		return;
-	}
-	r->attempts++;
-	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
-	    received_ms, queue_random());
-	free(r->last_err);
-	r->last_err = xstrdup(why);
-	queue_log_rcpt(LOG_LVL_INFO, "deferred", env, i, why);
-	if (spool_mark_deferred(q->sp, env->qid, i, r->attempts, r->next_ms,
-	    why, &err) == -1)
-		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-		    "cannot record deferral why=\"%s\"", err);
-}
-
-static void
-queue_permfail(struct queue *q, struct spool_env *env, size_t i,
-    const char *why)
-{
-	struct spool_rcpt *r = &env->rcpts[i];
-	const char *err = NULL;
-	char status[16];
-
-	queue_dsn_status(why, false, status);
-	queue_log_rcpt(LOG_LVL_WARN, "failed", env, i, why);
-	if (spool_mark_failed(q->sp, env->qid, i, status, why, &err) == -1) {
-		/* Tried again later: a permanent failure stays one. */
-		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-		    "cannot record failure why=\"%s\"", err);
-		return;
-	}
-	r->done = r->failed = true;
-	util_strlcpy(r->status, status, sizeof(r->status));
-	free(r->last_err);
-	r->last_err = xstrdup(why);
-}
-
-/* Try recipient i once (its destination slot is held). */
-static void
-queue_attempt(struct queue *q, struct spool_env *env, size_t i,
-    const char *content_path)
-{
-	const char *why = "(none)", *err = NULL;
-	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
-	    queue_deliver_default;
-
-	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
-	    &why)) {
-	case DELIVER_OK:
-		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
-		/* Durably done before anything else: never again. */
-		if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
-			/* A retry is safe: deliveries are idempotent. */
-			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-			    "cannot record delivery why=\"%s\"", err);
-		else
-			env->rcpts[i].done = true;
-		break;
-	case DELIVER_TEMPFAIL:
-		queue_tempfail(q, env, i, queue_wall_ms(), why);
-		break;
-	case DELIVER_PERMFAIL:
-		queue_permfail(q, env, i, why);
-		break;
-	}
-}
-
-/* ---- DSNs -------------------------------------------------------------- */
-
-/* The header block of the content (up to the first empty line), malloc'd. */
-static char *
-queue_read_headers(const char *path, size_t *len_out)
-{
-	char *buf = xmalloc(QUEUE_HEADERS_MAX + 1);
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	*len_out = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		free(buf);
-		return NULL;
-	}
-	while (len < QUEUE_HEADERS_MAX &&
-	    (n = read(fd, buf + len, QUEUE_HEADERS_MAX - len)) != 0) {
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	for (size_t i = 0; i + 1 < len; i++)
-		if (buf[i] == '\n' && buf[i + 1] == '\n') {
-			len = i + 1;
-			break;
-		}
-	*len_out = len;
-	return buf;
-}
-
-/*
- * Build and commit a DSN about recipients idx[0..n) of env to its sender,
- * routed like any message.  0 when it is queued or cannot ever be sent (no
- * route: logged); -1 when a retry may work (a spool error).
- */
-static int
-queue_send_dsn(struct queue *q, const struct spool_env *env,
-    const size_t *idx, size_t n, bool delayed)
-{
-	struct spool_env b = { 0 };
-	struct util_buf content = { 0 };
-	struct spool_msg *m = NULL;
-	char *action = NULL, *arg = NULL, *path, *hdrs, boundary[64];
-	const char *err = NULL, *kind = delayed ? "delay" : "failure";
-	char sender[256];
-	size_t hlen;
-	int rc = -1;
-
-	log_safe_into(sender, sizeof(sender), env->sender,
-	    strlen(env->sender));
-	/* Never bounce a bounce, nor to nobody. */
-	if (env->sender[0] == '\0')
-		return 0;
-	if (q->o.route == NULL || q->o.route(q->o.route_arg, "", env->sender,
-	    &action, &arg, &err) == -1) {
-		log_event(LOG_LVL_WARN, "dsn-dropped", env->sid, env->qid,
-		    "kind=%s to=<%s> why=\"%s\"", kind, sender,
-		    q->o.route == NULL ? "no router" : err);
-		return 0;
-	}
-	spool_new_qid(q->sp, b.qid);
-	b.sender = xstrdup("");
-	b.received = (int64_t)(util_wall_us() / 1000000);
-	spool_env_add_rcpt(&b, env->sender, action, arg);
-	path = spool_content_path(q->sp, env->qid);
-	hdrs = queue_read_headers(path, &hlen);
-	free(path);
-	(void)util_snprintf(boundary, sizeof(boundary), "=_%s/%s", b.qid,
-	    q->o.hostname);
-	struct queue_dsn d = {
-		.reporting_mta = q->o.hostname, .env = env, .idx = idx,
-		.n = n, .delayed = delayed, .headers = hdrs != NULL ? hdrs : "",
-		.headers_len = hlen, .now = b.received,
-		.retry_until = env->received +
-		    (int64_t)(q->o.lifetime_ms / 1000),
-		.qid = b.qid, .boundary = boundary,
-	};
-	queue_dsn_build(&d, &content);
-	free(hdrs);
-	b.size = content.len;
-	for (size_t i = 0; i < content.len; i++)
-		if ((unsigned char)content.data[i] >= 0x80)
-			b.body_8bit = true;
-	m = spool_msg_new(q->sp, b.qid);
-	if (spool_msg_write(m, content.data, content.len, &err) == -1 ||
-	    spool_msg_commit(m, &b, &err) == -1) {
-		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-		    "cannot queue the %s DSN why=\"%s\"", kind, err);
-		goto out;
-	}
-	log_event(LOG_LVL_INFO, "dsn", env->sid, env->qid,
-	    "kind=%s to=<%s> rcpts=%zu dsn_qid=%s", kind, sender, n, b.qid);
-	queue_submit(q, b.qid);
-	rc = 0;
-out:
-	spool_msg_free(&m);
-	util_buf_clear(&content);
-	spool_env_clear(&b);
-	free(action);
-	free(arg);
-	return rc;
-}
-
-/* Bounce the failures not reported yet; record each as reported. */
-static void
-queue_bounce(struct queue *q, struct spool_env *env)
-{
-	size_t *idx = xcalloc(env->nrcpts + 1, sizeof(*idx)), n = 0;
-	const char *err = NULL;
-
-	for (size_t i = 0; i < env->nrcpts; i++)
-		if (env->rcpts[i].failed && !env->rcpts[i].bounced)
-			idx[n++] = i;
-	if (n > 0 && env->sender[0] == '\0')
-		log_event(LOG_LVL_INFO, "dsn-skipped", env->sid, env->qid,
-		    "why=\"null sender: never bounce a bounce\" rcpts=%zu", n);
-	if (n > 0 && queue_send_dsn(q, env, idx, n, false) == 0)
-		for (size_t k = 0; k < n; k++) {
-			/*
-			 * XXX: a crash between the DSN's commit and these
-			 * records sends the DSN twice; never zero times.
-			 */
-			if (spool_mark_bounced(q->sp, env->qid, idx[k],
-			    &err) == -1)
-				log_event(LOG_LVL_ERROR, "queue", env->sid,
-				    env->qid, "cannot record the bounce "
-				    "why=\"%s\"", err);
-			else
-				env->rcpts[idx[k]].bounced = true;
-		}
-	free(idx);
-}
-
-/* Once past delay_warning, tell the sender which recipients still wait. */
-static void
-queue_warn_delay(struct queue *q, struct spool_env *env, uint64_t now)
-{
-	size_t *idx, n = 0;
-	const char *err = NULL;
-	uint64_t received_ms = (uint64_t)env->received * 1000;
-
-	if (q->o.delay_warning_ms == 0 || env->warned ||
-	    env->sender[0] == '\0' || now < received_ms ||
-	    now - received_ms < q->o.delay_warning_ms ||
-	    now - received_ms >= q->o.lifetime_ms)
-		return;
-	idx = xcalloc(env->nrcpts + 1, sizeof(*idx));
-	for (size_t i = 0; i < env->nrcpts; i++)
-		if (!env->rcpts[i].done && env->rcpts[i].attempts > 0)
-			idx[n++] = i;
-	if (n > 0 && queue_send_dsn(q, env, idx, n, true) == 0) {
-		if (spool_mark_flag(q->sp, env->qid, SPOOL_FLAG_WARNED,
-		    &err) == -1)
-			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
-			    "cannot record the delay warning why=\"%s\"",
-			    err);
-		env->warned = true;
-	}
-	free(idx);
 }
 
 /* ---- one pass over a message ------------------------------------------- */

@@ -100,6 +100,21 @@ void	queue_dsn_build(const struct queue_dsn *d, struct util_buf *out);
  */
 void	queue_dsn_status(const char *why, bool temp, char out[16]);
 
+/* Now, in ms since the epoch: due times are wall clock (they persist). */
+uint64_t queue_wall_ms(void);
+
+/*
+ * Try recipient i of env once (its destination slot is held) and record
+ * the outcome in the spool and in env (attempt.c).
+ */
+void	queue_attempt(struct queue *q, struct spool_env *env, size_t i,
+	    const char *content_path);
+
+/* bounce.c: bounce the failures not reported yet; record each as reported. */
+void	queue_bounce(struct queue *q, struct spool_env *env);
+/* Once past delay_warning, tell the sender which recipients still wait. */
+void	queue_warn_delay(struct queue *q, struct spool_env *env, uint64_t now);
+
 /* Start and stop the control socket thread (control.c). */
 int	queue_control_start(struct queue *q, const char **err_out);
 void	queue_control_stop(struct queue *q);

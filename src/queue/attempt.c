@@ -1,0 +1,180 @@
+/*
+ * queue/attempt.c: one delivery attempt of one recipient and its outcome,
+ * recorded in the spool before anything else: done, deferred with the
+ * next attempt (backoff and jitter, up to the lifetime), or failed for
+ * good.  The bounce itself is bounce.c's.
+ */
+#include "queue/queue_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "deliver/deliver.h"
+#include "log/log.h"
+#include "spool/spool.h"
+#include "util/util.h"
+
+static uint32_t
+queue_random(void)
+{
+	uint32_t rnd = 0;
+
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (uint32_t)util_wall_us();
+	return rnd;
+}
+
+/* ---- one delivery ------------------------------------------------------ */
+
+enum deliver_result
+queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
+    const char *content_path, const char *hostname, const char **why_out)
+{
+	const struct spool_rcpt *r = &env->rcpts[idx];
+	struct deliver_msg m = {
+		.content_path = content_path, .return_path = env->sender,
+		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
+		.hostname = hostname,
+	};
+
+	(void)arg;
+	if (strcmp(r->action, "maildir") == 0) {
+		if (r->arg == NULL) {
+			*why_out = "maildir action without a folder";
+			return DELIVER_PERMFAIL;
+		}
+		return deliver_maildir(r->arg, &m, why_out);
+	}
+	if (strcmp(r->action, "discard") == 0)
+		return DELIVER_OK;
+	/*
+	 * Remote kinds need the server's deliver hook (deliver_remote_send
+	 * per action): without it they wait, never bounce for our omission.
+	 */
+	if (strcmp(r->action, "relay") == 0 || strcmp(r->action, "mx") == 0 ||
+	    strcmp(r->action, "forward") == 0 ||
+	    strcmp(r->action, "relay-by-sender") == 0) {
+		*why_out = "4.3.5 remote delivery is not wired into the queue";
+		return DELIVER_TEMPFAIL;
+	}
+	/* An action this build does not know is permanent: it bounces. */
+	*why_out = "5.3.5 unknown action in the queue";
+	return DELIVER_PERMFAIL;
+}
+
+static void
+queue_log_rcpt(enum log_level lvl, const char *event,
+    const struct spool_env *env, size_t i, const char *why)
+{
+	const struct spool_rcpt *r = &env->rcpts[i];
+	char addr[256], to[256], action[64], whybuf[512];
+
+	log_safe_into(addr, sizeof(addr), r->addr, strlen(r->addr));
+	log_safe_into(action, sizeof(action), r->action, strlen(r->action));
+	log_safe_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
+	    r->arg != NULL ? strlen(r->arg) : 1);
+	if (why == NULL) {
+		log_event(lvl, event, env->sid, env->qid,
+		    "rcpt=<%s> action=%s to=%s", addr, action, to);
+		return;
+	}
+	log_safe_into(whybuf, sizeof(whybuf), why, strlen(why));
+	log_event(lvl, event, env->sid, env->qid,
+	    "rcpt=<%s> action=%s to=%s why=\"%s\"", addr, action, to, whybuf);
+}
+
+/*
+ * A temporary failure of recipient i at now: deferred with the next time,
+ * or failed for good when the message has outlived its lifetime.
+ */
+static void
+queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
+    uint64_t now, const char *why)
+{
+	struct spool_rcpt *r = &env->rcpts[i];
+	uint64_t received_ms = (uint64_t)env->received * 1000;
+	const char *err = NULL;
+
+	if (queue_expired(&q->o, now, received_ms)) {
+		char *text = xasprintf("delivery time expired after %u "
+		    "attempt%s; last error: %s", r->attempts + 1,
+		    r->attempts == 0 ? "" : "s", why);
+		queue_log_rcpt(LOG_LVL_WARN, "expired", env, i, why);
+		/* RFC 3463 4.4.7: delivery time expired. */
+		if (spool_mark_failed(q->sp, env->qid, i, "4.4.7", text,
+		    &err) == -1)
+			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+			    "cannot record expiry why=\"%s\"", err);
+		else {
+			r->done = r->failed = true;
+			util_strlcpy(r->status, "4.4.7", sizeof(r->status));
+			free(r->last_err);
+			r->last_err = xstrdup(text);
+		}
+		free(text);
+		return;
+	}
+	r->attempts++;
+	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
+	    received_ms, queue_random());
+	free(r->last_err);
+	r->last_err = xstrdup(why);
+	queue_log_rcpt(LOG_LVL_INFO, "deferred", env, i, why);
+	if (spool_mark_deferred(q->sp, env->qid, i, r->attempts, r->next_ms,
+	    why, &err) == -1)
+		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+		    "cannot record deferral why=\"%s\"", err);
+}
+
+static void
+queue_permfail(struct queue *q, struct spool_env *env, size_t i,
+    const char *why)
+{
+	struct spool_rcpt *r = &env->rcpts[i];
+	const char *err = NULL;
+	char status[16];
+
+	queue_dsn_status(why, false, status);
+	queue_log_rcpt(LOG_LVL_WARN, "failed", env, i, why);
+	if (spool_mark_failed(q->sp, env->qid, i, status, why, &err) == -1) {
+		/* Tried again later: a permanent failure stays one. */
+		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+		    "cannot record failure why=\"%s\"", err);
+		return;
+	}
+	r->done = r->failed = true;
+	util_strlcpy(r->status, status, sizeof(r->status));
+	free(r->last_err);
+	r->last_err = xstrdup(why);
+}
+
+/* Try recipient i once (its destination slot is held). */
+void
+queue_attempt(struct queue *q, struct spool_env *env, size_t i,
+    const char *content_path)
+{
+	const char *why = "(none)", *err = NULL;
+	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
+	    queue_deliver_default;
+
+	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
+	    &why)) {
+	case DELIVER_OK:
+		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
+		/* Durably done before anything else: never again. */
+		if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
+			/* A retry is safe: deliveries are idempotent. */
+			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
+			    "cannot record delivery why=\"%s\"", err);
+		else
+			env->rcpts[i].done = true;
+		break;
+	case DELIVER_TEMPFAIL:
+		queue_tempfail(q, env, i, queue_wall_ms(), why);
+		break;
+	case DELIVER_PERMFAIL:
+		queue_permfail(q, env, i, why);
+		break;
+	}
+}
