@@ -1,7 +1,9 @@
 /*
  * chain/builtin_basic.c: the verdict handlers (reject, accept, tarpit,
  * disconnect, discard, quarantine, tag), nomail (RFC 7504), trap (strict
- * dialogue) and the ban list (ban, banned).
+ * dialogue) and the ban list (ban, banned); and the session-wide refusals
+ * that trap and "nomail every-command" set up, which the session applies
+ * before any chain runs.
  */
 #include "chain/chain_private.h"
 
@@ -10,6 +12,7 @@
 
 #include "chain/session.h"
 #include "config/config.h"
+#include "log/log.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -380,3 +383,128 @@ const struct chain_handler_ops chain_basic_ops[] = {
 	    basic_trap_run, NULL },
 	{ NULL, 0, NULL, NULL, NULL, NULL },
 };
+
+/* ----- session-wide policies: trap and nomail every-command ----- */
+
+void
+chain_session_set_trap(struct chain_session *cs, uint64_t ban_ms)
+{
+	cs->trap = true;
+	cs->trap_ban_ms = ban_ms;
+}
+
+static void
+chain_policy_reply(struct chain_result *res, enum smtp_verdict v, int code,
+    const char *text)
+{
+	memset(res, 0, sizeof(*res));
+	res->verdict = v;
+	res->reply.code = code;
+	util_strlcpy(res->reply.text, text, sizeof(res->reply.text));
+}
+
+/*
+ * The strict dialogue: HELO/EHLO, then MAIL, RCPT..., DATA, and MAIL again
+ * after a message.  Anything else is a trapped client: 550 and close.
+ */
+/* The strict dialogue: from which steps each stage may come, and to. */
+static const struct { enum smtp_stage st; int from_mask; int to; }
+    chain_trap_steps[] = {
+	{ SMTP_STAGE_HELO, 1 << 0, 1 },
+	{ SMTP_STAGE_MAIL, 1 << 1 | 1 << 5, 2 },
+	{ SMTP_STAGE_RCPT, 1 << 2 | 1 << 3, 3 },
+	{ SMTP_STAGE_DATA, 1 << 3, 4 },
+	{ SMTP_STAGE_EOM, 1 << 4, 5 },
+};
+
+/* Would stage st keep to the strict dialogue now?  (No step taken.) */
+static bool
+chain_trap_allows(const struct chain_session *cs, enum smtp_stage st)
+{
+	if (!cs->trap)
+		return true;
+	for (size_t i = 0; i < sizeof(chain_trap_steps) /
+	    sizeof(chain_trap_steps[0]); i++)
+		if (chain_trap_steps[i].st == st &&
+		    (chain_trap_steps[i].from_mask & (1 << cs->trap_step)) != 0)
+			return true;
+	return false;
+}
+
+static bool
+chain_trap_check(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	if (!cs->trap || st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
+	    st == SMTP_STAGE_DISCONNECT || st == SMTP_STAGE_HEADER)
+		return false;
+	for (size_t i = 0; i < sizeof(chain_trap_steps) /
+	    sizeof(chain_trap_steps[0]); i++)
+		if (chain_trap_steps[i].st == st &&
+		    (chain_trap_steps[i].from_mask & (1 << cs->trap_step)) != 0) {
+			cs->trap_step = chain_trap_steps[i].to;
+			return false;
+		}
+	log_event(LOG_LVL_INFO, "trap", cs->sid, NULL, "stage=%s step=%d",
+	    chain_stage_name(st) != NULL ? chain_stage_name(st) : "command",
+	    cs->trap_step);
+	if (cs->trap_ban_ms != 0)
+		chain_session_ban(cs, cs->trap_ban_ms, "trap");
+	chain_session_reputation(cs, -5);
+	chain_policy_reply(res, SMTP_CLOSE, 550,
+	    "5.5.1 Command out of sequence, closing connection");
+	return true;
+}
+
+static bool
+chain_nomail_check(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	const char *v = chain_kv_get(cs, CHAIN_SCOPE_SESSION, "nomail");
+	char text[CHAIN_TEXT_MAX];
+
+	if (v == NULL || strcmp(v, "every-command") != 0 ||
+	    st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
+	    st == SMTP_STAGE_DISCONNECT)
+		return false;
+	/* RFC 7504 3: 521 to every command but QUIT. */
+	util_snprintf(text, sizeof(text), "5.3.2 %s does not accept mail",
+	    cs->hostname);
+	chain_policy_reply(res, SMTP_REJECT, 521, text);
+	return true;
+}
+
+bool
+chain_session_check_command(struct chain_session *cs, const char *verb,
+    struct chain_result *res_out)
+{
+	static const struct { const char *verb; enum smtp_stage st; } dlg[] = {
+		{ "HELO", SMTP_STAGE_HELO }, { "EHLO", SMTP_STAGE_HELO },
+		{ "MAIL", SMTP_STAGE_MAIL }, { "RCPT", SMTP_STAGE_RCPT },
+		{ "DATA", SMTP_STAGE_DATA }, { "STARTTLS", SMTP_STAGE_STARTTLS },
+	};
+
+	/* RFC 5321 4.1.1.10: QUIT always works. */
+	if (strcmp(verb, "QUIT") == 0)
+		return false;
+	/*
+	 * A dialogue command meets the every-command refusal before the
+	 * session's own sequence checks; trap judges it at its stage.
+	 */
+	for (size_t i = 0; i < sizeof(dlg) / sizeof(dlg[0]); i++)
+		if (strcmp(verb, dlg[i].verb) == 0)
+			return chain_nomail_check(cs, dlg[i].st, res_out) ||
+			    (!chain_trap_allows(cs, dlg[i].st) &&
+			    chain_trap_check(cs, dlg[i].st, res_out));
+	/* SMTP_STAGE_AUTH stands for "a command outside the dialogue". */
+	return chain_nomail_check(cs, SMTP_STAGE_AUTH, res_out) ||
+	    chain_trap_check(cs, SMTP_STAGE_AUTH, res_out);
+}
+
+/* Session-wide refusals that come before any chain. */
+bool
+chain_session_policy(struct chain_session *cs, enum smtp_stage st,
+    struct chain_result *res)
+{
+	return chain_nomail_check(cs, st, res) || chain_trap_check(cs, st, res);
+}

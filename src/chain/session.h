@@ -112,10 +112,11 @@ void	chain_call_cancel(struct chain_call *call);
 void	chain_mods_clear(struct chain_session *cs);
 /* session.c */
 void	chain_run_finish(struct chain_run *run);
+void	chain_set_disposition(struct chain_session *cs, bool tx,
+	    enum chain_disposition d, const char *action);
+/* builtin_basic.c: trap and nomail's session-wide refusals */
 bool	chain_session_policy(struct chain_session *cs, enum smtp_stage st,
 	    struct chain_result *res);
 void	chain_session_set_trap(struct chain_session *cs, uint64_t ban_ms);
-void	chain_set_disposition(struct chain_session *cs, bool tx,
-	    enum chain_disposition d, const char *action);
 
 #endif
