@@ -11,6 +11,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The folders under the spool folder (see spool.c). */
+enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_N };
+extern const char *const spool_sub_names[SUB_N];
+
+struct spool {
+	char	*dir;			/* owned */
+	int	 fd[SUB_N];		/* directory fds, read-only after open */
+	bool	 ordered;		/* the one-commit order (see spool.c) */
+};
+
+/*
+ * "call(sub/qidsuffix): strerror(err)" in a thread-local buffer, valid
+ * until the next spool call on the thread.
+ */
+const char *spool_err(const char *call, enum spool_sub sub, const char *qid,
+	    const char *suffix, int err);
+
 /* Longest envelope file we agree to read (a guard against a huge file). */
 #define SPOOL_ENV_MAX	(16u << 20)
 
