@@ -448,8 +448,7 @@ static void	chain_step(struct chain_run *run);
 static void
 chain_run_timer(struct chain_run *run, uint64_t ms, event_callback_fn fn)
 {
-	struct timeval tv = { (time_t)(ms / 1000),
-	    (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(ms);
 
 	if (run->timer != NULL)
 		event_free(run->timer);

@@ -392,12 +392,11 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 		    prog_exit_cb, r);
 		event_add(r->ev_exit, NULL);
 	} else {
-		struct timeval poll = { 0, PROG_POLL_MS * 1000 };
+		struct timeval poll = util_timeval_ms(PROG_POLL_MS);
 		r->ev_exit = event_new(base, -1, EV_PERSIST, prog_exit_cb, r);
 		event_add(r->ev_exit, &poll);
 	}
-	struct timeval tv = { (time_t)(pi->timeout_ms / 1000),
-	    (suseconds_t)(pi->timeout_ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(pi->timeout_ms);
 	r->ev_timer = evtimer_new(base, prog_timeout_cb, r);
 	evtimer_add(r->ev_timer, &tv);
 	*chain_call_data(call) = r;

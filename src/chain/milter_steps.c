@@ -26,8 +26,7 @@
 void
 milter_arm(struct milter_conn *mc)
 {
-	struct timeval tv = { (time_t)(mc->timeout_ms / 1000),
-	    (suseconds_t)(mc->timeout_ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(mc->timeout_ms);
 
 	evtimer_add(mc->timer, &tv);
 }

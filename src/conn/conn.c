@@ -144,7 +144,7 @@ conn_set_timeouts(struct conn *c)
 {
 	const struct config_limits *lim = &conn_cfg(c)->limits;
 	uint64_t ms = c->in_data ? lim->data_idle_ms : lim->idle_ms;
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(ms);
 
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
@@ -288,8 +288,7 @@ static void
 conn_hs_deadline(struct conn *c)
 {
 	uint64_t ms = conn_cfg(c)->limits.idle_ms;
-	struct timeval tv = { (time_t)(ms / 1000),
-	    (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(ms);
 
 	if (c->hs_ev == NULL)
 		c->hs_ev = evtimer_new(c->ctx->base, conn_hs_timeout_cb, c);
@@ -596,9 +595,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timeouts(c);
 	c->deadline_ev = evtimer_new(ctx->base, conn_deadline_cb, c);
-	struct timeval tv = {
-		(time_t)(cfg->limits.session_ms / 1000),
-		(suseconds_t)(cfg->limits.session_ms % 1000) * 1000 };
+	struct timeval tv = util_timeval_ms(cfg->limits.session_ms);
 	evtimer_add(c->deadline_ev, &tv);
 
 	if (c->lcfg->implicit_tls) {
@@ -616,9 +613,8 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	}
 	if (cfg->limits.greeting_delay_ms > 0) {
 		/* Listen before speaking: early talkers give themselves away. */
-		uint64_t ms = cfg->limits.greeting_delay_ms;
-		struct timeval gtv = { (time_t)(ms / 1000),
-		    (suseconds_t)(ms % 1000) * 1000 };
+		struct timeval gtv =
+		    util_timeval_ms(cfg->limits.greeting_delay_ms);
 		c->greet_ev = evtimer_new(ctx->base, conn_greet_cb, c);
 		evtimer_add(c->greet_ev, &gtv);
 		bufferevent_enable(c->bev, EV_READ);

@@ -276,8 +276,7 @@ mx_query(struct mx_dns *d, const char *resolver, const char *domain)
 		do {
 			uint64_t now = util_now_ms();
 			uint64_t t = deadline > now ? deadline - now : 1;
-			struct timeval tv = { (time_t)(t / 1000),
-			    (suseconds_t)(t % 1000) * 1000 };
+			struct timeval tv = util_timeval_ms(t);
 			d->anslen = -2;		/* no callback yet */
 			if (event_base_once(d->base, d->fd, EV_READ |
 			    EV_TIMEOUT, mx_read_cb, d, &tv) == -1)

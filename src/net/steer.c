@@ -81,7 +81,7 @@ void
 net_balance_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct net_server *srv = arg;
-	struct timeval tick = { 0, NET_BALANCE_MS * 1000 };
+	struct timeval tick = util_timeval_ms(NET_BALANCE_MS);
 	uint64_t now = net_clock_ns(CLOCK_MONOTONIC);
 	double wall = (double)(now - srv->sample_ns), busy = 0;
 	unsigned open = srv->nopen;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #define UTIL_PRINTF(a, b)	__attribute__((format(printf, a, b)))
 #define UTIL_NORETURN		__attribute__((noreturn))
@@ -58,6 +59,8 @@ int	util_parse_duration_ms(const char *s, uint64_t *out);
 
 /* Milliseconds of the monotonic clock. */
 uint64_t util_now_ms(void);
+/* ms as a struct timeval, for libevent's timers and timeouts. */
+struct timeval util_timeval_ms(uint64_t ms);
 /* Microseconds since the epoch (wall clock). */
 uint64_t util_wall_us(void);
 /* RFC 5322 date of t (local zone), e.g. "Mon, 23 Nov 2026 11:49:02 +0000". */

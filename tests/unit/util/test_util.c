@@ -52,6 +52,24 @@ test_parse_duration(void **state)
 }
 
 static void
+test_timeval_ms(void **state)
+{
+	static const struct { uint64_t ms; long sec, usec; } cases[] = {
+		{ 0, 0, 0 }, { 1, 0, 1000 }, { 999, 0, 999000 },
+		{ 1000, 1, 0 }, { 1500, 1, 500000 },
+		{ 86400001, 86400, 1000 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct timeval tv = util_timeval_ms(cases[i].ms);
+		if (tv.tv_sec != cases[i].sec || tv.tv_usec != cases[i].usec)
+			fail_msg("case %ju ms: got %ld.%06ld", (uintmax_t)
+			    cases[i].ms, (long)tv.tv_sec, (long)tv.tv_usec);
+	}
+}
+
+static void
 test_strlcpy_and_safe(void **state)
 {
 	char small[4], buf[64];
@@ -183,6 +201,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_duration),
+		cmocka_unit_test(test_timeval_ms),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
