@@ -125,25 +125,13 @@ chain_code_ok(int code)
 	return code >= 400 && code <= 599;
 }
 
-/* RFC 3463 2: class "." subject "." detail, 1-3 digits each. */
+/* RFC 3463 2: esc is an enhanced status code, of the class of code. */
 bool
 chain_esc_ok(const char *esc, int code)
 {
-	const char *s = esc;
-	int part = 0;
+	size_t n = util_esc_len(esc);
 
-	if (s[0] != '0' + code / 100 || s[1] != '.')
-		return false;
-	s += 2;
-	for (part = 0; part < 2; part++) {
-		size_t n = strspn(s, "0123456789");
-		if (n < 1 || n > 3)
-			return false;
-		s += n;
-		if (part == 0 && *s++ != '.')
-			return false;
-	}
-	return *s == '\0';
+	return n > 0 && esc[n] == '\0' && esc[0] == '0' + code / 100;
 }
 
 int

@@ -50,10 +50,9 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	if (n < 4 || (buf[0] != '4' && buf[0] != '5'))
 		return;
 	sp = buf + 4;
-	const char *esc_end = memchr(sp, ' ', n - 4);
-	size_t esc_len = esc_end != NULL ? (size_t)(esc_end - sp) : 0;
-	bool has_esc = esc_len >= 5 && esc_len < 12 && sp[1] == '.';
-	const char *text = has_esc ? esc_end + 1 : sp;
+	size_t esc_len = util_esc_len(sp);
+	bool has_esc = esc_len > 0 && esc_len < n - 4 && sp[esc_len] == ' ';
+	const char *text = has_esc ? sp + esc_len + 1 : sp;
 	log_event(LOG_LVL_INFO, "reject", c->sid,
 	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
 	    conn_tx_env(c->tx)->qid : NULL,

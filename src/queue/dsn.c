@@ -15,27 +15,6 @@
 
 #define DSN_TEXT_MAX	900	/* diagnostic bytes kept (lines < 998) */
 
-/* RFC 3463: class.subject.detail, each 1..3 digits, class 2, 4 or 5. */
-static size_t
-dsn_esc_len(const char *s)
-{
-	size_t i = 0;
-
-	if (s[0] != '2' && s[0] != '4' && s[0] != '5')
-		return 0;
-	i = 1;
-	for (int part = 0; part < 2; part++) {
-		size_t nd = 0;
-		if (s[i++] != '.')
-			return 0;
-		while (isdigit((unsigned char)s[i]) && nd < 3)
-			i++, nd++;
-		if (nd == 0)
-			return 0;
-	}
-	return isdigit((unsigned char)s[i]) ? 0 : i;
-}
-
 /* True if why starts like an SMTP reply: "550 " or "550-". */
 static bool
 dsn_is_smtp_reply(const char *why)
@@ -55,7 +34,7 @@ queue_dsn_status(const char *why, bool temp, char out[16])
 		code = why + 4;
 	else if (why != NULL)
 		code = why;	/* a bare enhanced code: "5.3.5 ..." */
-	if (code != NULL && (n = dsn_esc_len(code)) > 0 && n < 16 &&
+	if (code != NULL && (n = util_esc_len(code)) > 0 && n < 16 &&
 	    (code[n] == ' ' || code[n] == '\0')) {
 		memcpy(out, code, n);
 		out[n] = '\0';

@@ -92,21 +92,14 @@ smtp_error(struct smtp_session *s, int code, const char *text)
 		smtp_reply(s, code, text);
 }
 
-/* "d.d{1,3}.d{1,3} " at the start of text, class digit cls (RFC 3463 2). */
+/* An enhanced status code of class digit cls starts the line t. */
 static bool
 smtp_has_esc(const char *t, char cls)
 {
-	size_t i = 0, k;
+	size_t n = util_esc_len(t);
 
-	if (t[0] != cls || t[1] != '.')
-		return false;
-	for (i = 2, k = 0; t[i] >= '0' && t[i] <= '9' && k < 3; i++, k++)
-		;
-	if (k == 0 || t[i] != '.')
-		return false;
-	for (i++, k = 0; t[i] >= '0' && t[i] <= '9' && k < 3; i++, k++)
-		;
-	return k > 0 && (t[i] == ' ' || t[i] == '\0' || t[i] == '\n');
+	return n > 0 && t[0] == cls &&
+	    (t[n] == ' ' || t[n] == '\0' || t[n] == '\n');
 }
 
 /*

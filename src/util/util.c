@@ -168,6 +168,25 @@ util_strlower(char *s)
 	return s;
 }
 
+size_t
+util_esc_len(const char *s)
+{
+	size_t i = 1;
+
+	if (s[0] != '2' && s[0] != '4' && s[0] != '5')
+		return 0;
+	for (int part = 0; part < 2; part++) {
+		size_t nd = 0;
+		if (s[i++] != '.')
+			return 0;
+		while (s[i] >= '0' && s[i] <= '9' && nd < 3)
+			i++, nd++;
+		if (nd == 0)
+			return 0;
+	}
+	return s[i] >= '0' && s[i] <= '9' ? 0 : i;
+}
+
 /* Split "123xyz" into 123 and "xyz"; -1 when there is no number or it wraps. */
 static int
 util_parse_num(const char *s, uint64_t *n_out, const char **unit_out)

@@ -52,6 +52,14 @@ bool	util_strcaseeq(const char *a, const char *b);
 /* Lower-case ASCII letters of s in place; returns s. */
 char	*util_strlower(char *s);
 
+/*
+ * The length of the RFC 3463 enhanced status code at the start of s: a
+ * class 2, 4 or 5, then twice "." and 1..3 digits, not followed by
+ * another digit ("5.1.1" of "5.1.1 No such user": 5).  0 when s does not
+ * start with one.
+ */
+size_t	util_esc_len(const char *s);
+
 /* Parse "10", "10k", "35M", "1G" (powers of 1024).  0 or -1. */
 int	util_parse_size(const char *s, uint64_t *out);
 /* Parse "500ms", "30s", "5m", "2h", "1d"; a bare number means seconds. */

@@ -70,6 +70,27 @@ test_timeval_ms(void **state)
 }
 
 static void
+test_esc_len(void **state)
+{
+	static const struct { const char *in; size_t want; } cases[] = {
+		{ "5.1.1 No such user", 5 }, { "2.0.0", 5 },
+		{ "4.123.456 x", 9 }, { "5.7.1\nmore", 5 },
+		{ "", 0 }, { "5", 0 }, { "5.", 0 }, { "5.1", 0 }, { "5.1.", 0 },
+		{ "3.1.1 not a class", 0 }, { "X.0.0 text", 0 },
+		{ "5.1234.1 four digits", 0 }, { "5.1.1234", 0 },
+		{ "5..1 empty", 0 }, { "55.1.1", 0 }, { "5.1.1x", 5 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t got = util_esc_len(cases[i].in);
+		if (got != cases[i].want)
+			fail_msg("case \"%s\": got %zu, want %zu",
+			    cases[i].in, got, cases[i].want);
+	}
+}
+
+static void
 test_strlcpy_and_safe(void **state)
 {
 	char small[4], buf[64];
@@ -202,6 +223,7 @@ main(void)
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_timeval_ms),
+		cmocka_unit_test(test_esc_len),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
