@@ -49,7 +49,6 @@ static int
 conn_rt_selfsigned(const struct config *cfg, char **cert_out, char **key_out,
     const char **err_out)
 {
-	static _Thread_local char err[512];
 	struct stat st;
 	const char *why;
 
@@ -58,16 +57,12 @@ conn_rt_selfsigned(const struct config *cfg, char **cert_out, char **key_out,
 	if (stat(*cert_out, &st) == 0 && stat(*key_out, &st) == 0)
 		return 0;
 	if (util_mkdirs(cfg->tls_selfsigned_dir, 0700) == -1) {
-		util_snprintf(err, sizeof(err), "mkdir %s: %m",
-		    cfg->tls_selfsigned_dir);
-		*err_out = err;
+		*err_out = util_err("mkdir %s: %m", cfg->tls_selfsigned_dir);
 		return -1;
 	}
 	if (tls_selfsigned_make(cfg->hostname, *cert_out, *key_out,
 	    &why) == -1) {
-		util_snprintf(err, sizeof(err), "self-signed certificate: %s",
-		    why);
-		*err_out = err;
+		*err_out = util_err("self-signed certificate: %s", why);
 		return -1;
 	}
 	log_msg(LOG_LVL_INFO, "tls: made a self-signed certificate for %s in "
@@ -145,15 +140,13 @@ conn_rt_remote(const struct conn_rt *rt, const char *name)
 static struct chain_set *
 conn_rt_chains(const struct config *cfg, const char **err_out)
 {
-	static _Thread_local char err[1024];
 	char *errs = NULL;
 	struct chain_set *set = chain_set_new(cfg, &errs);
 
 	if (set == NULL) {
 		size_t n = errs != NULL ? strcspn(errs, "\n") : 0;
-		util_snprintf(err, sizeof(err), "%.*s", (int)n,
+		*err_out = util_err("%.*s", (int)n,
 		    errs != NULL ? errs : "handler chains");
-		*err_out = err;
 	}
 	free(errs);
 	return set;

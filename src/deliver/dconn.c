@@ -24,20 +24,6 @@
 #include "tls/tls.h"
 #include "util/util.h"
 
-static __thread char deliver_errbuf[1024];
-
-const char *
-deliver_err(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vsnprintf(deliver_errbuf, sizeof(deliver_errbuf), fmt, ap) < 0)
-		deliver_errbuf[0] = '\0';
-	va_end(ap);
-	return deliver_errbuf;
-}
-
 static void dconn_seterr(struct dconn *, const char *, ...)
     UTIL_PRINTF(2, 3);
 

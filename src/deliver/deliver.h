@@ -1,8 +1,8 @@
 /*
  * deliver/deliver.h: one file per action kind; each delivery blocks (worker
- * threads only).  An *err_out string lives in a thread-local buffer (or is
- * static): valid until the next deliver call on the same thread.  Knows
- * nothing of the listener side.
+ * threads only).  An *err_out string comes from util_err() (or is static):
+ * valid until the thread's next error.  Knows nothing of the listener
+ * side.
  */
 #ifndef POSTERN_DELIVER_H
 #define POSTERN_DELIVER_H
@@ -147,7 +147,7 @@ struct deliver_smtp_opts {
  * recipient's result; DATA's final reply applies to the accepted ones.
  * Returns DELIVER_OK when every recipient is done, DELIVER_PERMFAIL when
  * every one failed permanently, else DELIVER_TEMPFAIL; *err_out then names
- * the first problem (thread-local, valid until the next deliver call).
+ * the first problem (util_err(): valid until the thread's next error).
  */
 enum deliver_result deliver_smtp(const struct deliver_smtp_opts *o,
 	    const struct deliver_msg *m, const char *const *rcpts, size_t n,

@@ -51,8 +51,4 @@ int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);
 void	dconn_close(struct dconn *c);
 
-/* Thread-local error text for *err_out; returns it. */
-const char *deliver_err(const char *fmt, ...)
-	    __attribute__((format(printf, 1, 2)));
-
 #endif

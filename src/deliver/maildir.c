@@ -39,8 +39,8 @@
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
  *
- * Error strings (*err_out) live in a thread-local buffer, valid until the
- * next deliver call on the same thread.
+ * Error strings (*err_out) come from util_err(): valid until the thread's
+ * next error.
  */
 #include "deliver/deliver.h"
 
@@ -56,8 +56,6 @@
 #include <unistd.h>
 
 #include "util/util.h"
-
-static __thread char deliver_errbuf[1024];
 
 enum { MD_TMP, MD_NEW, MD_CUR, MD_N };
 static const char *const md_sub[MD_N] = { "tmp", "new", "cur" };
@@ -94,10 +92,9 @@ static enum deliver_result
 md_fail(const char **err_out, int err, const char *call, const char *folder,
     const char *sub, const char *name)
 {
-	snprintf(deliver_errbuf, sizeof(deliver_errbuf), "%s(%s%s%s%s%s): %s",
-	    call, folder, sub != NULL ? "/" : "", sub != NULL ? sub : "",
+	*err_out = util_err("%s(%s%s%s%s%s): %s", call, folder,
+	    sub != NULL ? "/" : "", sub != NULL ? sub : "",
 	    name != NULL ? "/" : "", name != NULL ? name : "", strerror(err));
-	*err_out = deliver_errbuf;
 	return md_classify(err);
 }
 

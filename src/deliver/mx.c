@@ -131,14 +131,14 @@ mx_parse_hosts(const char *v, int dport, struct mx_list *l,
 	}
 	free(copy);
 	if (l->n == 0) {
-		*err_out = deliver_err("4.3.5 mx-hosts entry %s has no host",
+		*err_out = util_err("4.3.5 mx-hosts entry %s has no host",
 		    v);
 		return -1;
 	}
 	return 0;
 bad:
 	free(copy);
-	*err_out = deliver_err("4.3.5 bad mx-hosts entry: %s", v);
+	*err_out = util_err("4.3.5 bad mx-hosts entry: %s", v);
 	return -1;
 }
 
@@ -423,7 +423,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	if (o->resolver != NULL ? evdns_base_nameserver_ip_add(d.dns,
 	    o->resolver) != 0 : evdns_base_resolv_conf_parse(d.dns,
 	    DNS_OPTION_NAMESERVERS, "/etc/resolv.conf") != 0) {
-		*err_out = deliver_err("4.4.3 no usable nameserver (%s)",
+		*err_out = util_err("4.4.3 no usable nameserver (%s)",
 		    o->resolver != NULL ? o->resolver : "/etc/resolv.conf");
 		goto out;
 	}
@@ -432,21 +432,21 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	evdns_base_set_option(d.dns, "timeout:", tbuf);
 	evdns_base_set_option(d.dns, "attempts:", "3");
 	if (mx_query(&d, o->resolver, domain) == -1) {
-		*err_out = deliver_err("4.4.3 MX lookup for %s timed out or "
+		*err_out = util_err("4.4.3 MX lookup for %s timed out or "
 		    "failed", domain);
 		goto out;
 	}
 	if ((rcode = mx_parse(&d, &mx)) != 0) {
 		*perm_out = rcode == 3;
-		*err_out = rcode == 3 ? deliver_err("5.1.2 domain %s does not "
-		    "exist (NXDOMAIN)", domain) : deliver_err("4.4.3 MX lookup "
+		*err_out = rcode == 3 ? util_err("5.1.2 domain %s does not "
+		    "exist (NXDOMAIN)", domain) : util_err("4.4.3 MX lookup "
 		    "for %s failed (rcode %d)", domain, rcode);
 		goto out;
 	}
 	/* RFC 7505 3: a single MX "." means no mail service. */
 	if (mx.n == 1 && mx.h[0].name[0] == '\0') {
 		*perm_out = true;
-		*err_out = deliver_err("5.1.10 domain %s accepts no mail "
+		*err_out = util_err("5.1.10 domain %s accepts no mail "
 		    "(null MX, RFC 7505)", domain);
 		goto out;
 	}
@@ -456,9 +456,9 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	mx_addresses(&d, &mx, out, port);
 	if (out->n == 0) {
 		*perm_out = !d.addr_temp;
-		*err_out = d.addr_temp ? deliver_err("4.4.3 address lookup "
+		*err_out = d.addr_temp ? util_err("4.4.3 address lookup "
 		    "for the MX hosts of %s failed", domain) :
-		    deliver_err("5.1.2 no address for the mail hosts of %s",
+		    util_err("5.1.2 no address for the mail hosts of %s",
 		    domain);
 		goto out;
 	}
@@ -559,7 +559,7 @@ out:
 	}
 	for (size_t i = 0; i < n; i++)
 		if (st_out[i].result != DELIVER_OK) {
-			*err_out = deliver_err("%s", st_out[i].text);
+			*err_out = util_err("%s", st_out[i].text);
 			break;
 		}
 	return ok == n ? DELIVER_OK : pf == n ? DELIVER_PERMFAIL :

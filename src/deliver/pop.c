@@ -57,13 +57,13 @@ pop_tls(struct dconn *c, const struct deliver_pop_opts *o, uint64_t to,
 	int r;
 
 	if (tc == NULL) {
-		*err_out = deliver_err("POP3 %s: %s", c->peer, err);
+		*err_out = util_err("POP3 %s: %s", c->peer, err);
 		return -1;
 	}
 	r = dconn_starttls(c, tc, o->host, to);
 	tls_client_free(&tc);
 	if (r == -1)
-		*err_out = deliver_err("POP3: %s", c->err);
+		*err_out = util_err("POP3: %s", c->err);
 	return r;
 }
 
@@ -77,7 +77,7 @@ deliver_pop_login(const struct deliver_pop_opts *o, const char **err_out)
 
 	dconn_init(&c);
 	if (dconn_connect(&c, o->host, o->port, to) == -1) {
-		*err_out = deliver_err("POP3: %s", c.err);
+		*err_out = util_err("POP3: %s", c.err);
 		return -1;
 	}
 	if (o->tls == DELIVER_TLS_IMPLICIT && pop_tls(&c, o, to, err_out) ==
@@ -104,9 +104,9 @@ deliver_pop_login(const struct deliver_pop_opts *o, const char **err_out)
 	goto out;
 bad:
 	if (r == -1)
-		*err_out = deliver_err("POP3: %s", c.err);
+		*err_out = util_err("POP3: %s", c.err);
 	else
-		*err_out = deliver_err("POP3 %s refused the login: %s", c.peer,
+		*err_out = util_err("POP3 %s refused the login: %s", c.peer,
 		    log_safe_into(esc, sizeof(esc), line, strlen(line)));
 out:
 	dconn_close(&c);

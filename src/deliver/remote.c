@@ -110,7 +110,7 @@ deliver_remote_new(const struct config *c, const struct config_action *a,
 				goto fail;
 		break;
 	default:
-		*err_out = deliver_err("action %s is not an outbound action",
+		*err_out = util_err("action %s is not an outbound action",
 		    a->name);
 		goto fail;
 	}
@@ -194,7 +194,7 @@ remote_pop(struct remote_relay *r, const char **err_out)
 	if (r->pop_last_ms != 0 && now - r->pop_last_ms < cr->pop_interval_ms)
 		goto out;
 	if (!table_lookup(r->pop_pass, cr->pop_user, &pass)) {
-		*err_out = deliver_err("4.7.0 POP3: no password for %s in "
+		*err_out = util_err("4.7.0 POP3: no password for %s in "
 		    "the pass-table", cr->pop_user);
 		rc = -1;
 		goto out;
@@ -244,7 +244,7 @@ remote_relay_send(struct remote_relay *r, const struct deliver_msg *m,
 		/* Looked up per message, so an edited table applies. */
 		if (!table_lookup(r->auth, r->cr->host, &cred) &&
 		    !table_lookup(r->auth, "default", &cred)) {
-			*err_out = deliver_err("4.7.0 no credentials for %s "
+			*err_out = util_err("4.7.0 no credentials for %s "
 			    "(or \"default\") in the auth table",
 			    r->cr->host);
 			remote_fail_all(st, n, DELIVER_TEMPFAIL, *err_out);
@@ -310,7 +310,7 @@ remote_mx_send(struct remote_relay *r, const struct deliver_msg *m,
 		ok += st[i].result == DELIVER_OK;
 		pf += st[i].result == DELIVER_PERMFAIL;
 		if (st[i].result != DELIVER_OK)
-			*err_out = deliver_err("%s", st[i].text);
+			*err_out = util_err("%s", st[i].text);
 	}
 	free(done);
 	free(grp);
@@ -370,7 +370,7 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 	case CONFIG_ACTION_RELAY_BY_SENDER: {
 		struct remote_relay *r = remote_pick(dr, sender);
 		if (r == NULL) {
-			*err_out = deliver_err("5.7.1 no relay account for "
+			*err_out = util_err("5.7.1 no relay account for "
 			    "sender <%s> and no default", sender);
 			remote_fail_all(st_out, n, DELIVER_PERMFAIL, *err_out);
 			return DELIVER_PERMFAIL;
@@ -378,7 +378,7 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 		return remote_relay_send(r, m, rcpts, n, st_out, err_out);
 	}
 	default:
-		*err_out = deliver_err("4.3.5 action %s cannot send",
+		*err_out = util_err("4.3.5 action %s cannot send",
 		    dr->a->name);
 		remote_fail_all(st_out, n, DELIVER_TEMPFAIL, *err_out);
 		return DELIVER_TEMPFAIL;

@@ -53,7 +53,7 @@ smtpc_src_open(struct smtpc_src *s, const struct deliver_msg *m,
 	if (m->content != NULL)
 		return 0;
 	if ((s->fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
-		*err_out = deliver_err("open %s: %s", m->content_path,
+		*err_out = util_err("open %s: %s", m->content_path,
 		    strerror(errno));
 		return -1;
 	}
@@ -92,7 +92,7 @@ smtpc_src_next(struct smtpc_src *s, const char **err_out)
 				if (r == -1 && errno == EINTR)
 					continue;
 				if (r == -1) {
-					*err_out = deliver_err("read %s: %s",
+					*err_out = util_err("read %s: %s",
 					    s->m->content_path,
 					    strerror(errno));
 					return -1;
@@ -921,7 +921,7 @@ smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
 		}
 	}
 	if (first != NULL)
-		*err_out = deliver_err("%s", first);
+		*err_out = util_err("%s", first);
 	if (ok == n)
 		return DELIVER_OK;
 	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;

@@ -132,7 +132,6 @@ net_post_listeners(struct net_server *srv, struct net_loop *loop)
 static int
 net_bind_one(const char *addr, int port, const char **err_out)
 {
-	static char err[256];
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	int fd = -1, on = 1;
@@ -155,11 +154,10 @@ net_bind_one(const char *addr, int port, const char **err_out)
 		goto fail;
 	return fd;
 fail:
-	util_snprintf(err, sizeof(err), "listen %s port %d: %s", addr, port,
+	*err_out = util_err("listen %s port %d: %s", addr, port,
 	    strerror(errno));
 	if (fd != -1)
 		close(fd);
-	*err_out = err;
 	return -1;
 }
 

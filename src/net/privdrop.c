@@ -19,7 +19,6 @@
 int
 net_drop_privileges(const char *user, const char *group, const char **err_out)
 {
-	static char err[256];
 	struct passwd *pw;
 	struct group *gr;
 	uid_t uid;
@@ -29,40 +28,36 @@ net_drop_privileges(const char *user, const char *group, const char **err_out)
 	if (geteuid() != 0 || user == NULL)
 		return 0;
 	if ((pw = getpwnam(user)) == NULL) {
-		util_snprintf(err, sizeof(err), "user %s: no such user", user);
-		goto fail;
+		*err_out = util_err("user %s: no such user", user);
+		return -1;
 	}
 	uid = pw->pw_uid;
 	gid = pw->pw_gid;	/* the user's primary group by default */
 	if (group != NULL) {
 		if ((gr = getgrnam(group)) == NULL) {
-			util_snprintf(err, sizeof(err), "group %s: no such "
-			    "group", group);
-			goto fail;
+			*err_out = util_err("group %s: no such group", group);
+			return -1;
 		}
 		gid = gr->gr_gid;
 	}
 	if (uid == 0) {
-		util_snprintf(err, sizeof(err), "user %s is root: refusing to "
-		    "run as root", user);
-		goto fail;
+		*err_out = util_err("user %s is root: refusing to run as "
+		    "root", user);
+		return -1;
 	}
 	if (setgroups(0, NULL) == -1 || setresgid(gid, gid, gid) == -1 ||
 	    setresuid(uid, uid, uid) == -1) {
-		util_snprintf(err, sizeof(err), "dropping to %s: %s", user,
+		*err_out = util_err("dropping to %s: %s", user,
 		    strerror(errno));
-		goto fail;
+		return -1;
 	}
 	/* The proof: regaining root must fail now. */
 	if (setuid(0) != -1 || seteuid(0) != -1) {
-		util_snprintf(err, sizeof(err), "dropped to %s but root could "
-		    "be regained", user);
-		goto fail;
+		*err_out = util_err("dropped to %s but root could be "
+		    "regained", user);
+		return -1;
 	}
 	log_msg(LOG_LVL_INFO, "privileges dropped to user=%s uid=%u gid=%u",
 	    user, (unsigned)uid, (unsigned)gid);
 	return 0;
-fail:
-	*err_out = err;
-	return -1;
 }

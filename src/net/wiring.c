@@ -66,7 +66,6 @@ enum deliver_result
 net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
     const char *content_path, const char *hostname, const char **why_out)
 {
-	static _Thread_local char why[600];
 	const struct spool_rcpt *r = &env->rcpts[idx];
 	struct deliver_rcpt_status st;
 	struct deliver_remote *dr;
@@ -79,10 +78,9 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		    hostname, why_out);
 	rt = net_rt_get(arg);
 	if (r->arg == NULL || (dr = conn_rt_remote(rt, r->arg)) == NULL) {
-		util_snprintf(why, sizeof(why), "4.3.5 action %s is not "
-		    "configured any more", r->arg != NULL ? r->arg : "-");
+		*why_out = util_err("4.3.5 action %s is not configured any "
+		    "more", r->arg != NULL ? r->arg : "-");
 		conn_rt_unref(&rt);
-		*why_out = why;
 		return DELIVER_TEMPFAIL;
 	}
 	struct net_settle ns = { ((struct net_server *)arg)->spool, env, idx };
@@ -100,10 +98,9 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 	(void)deliver_remote_send(dr, &m, &addr, 1, &st, &err);
 	conn_rt_unref(&rt);
 	if (st.code != 0)
-		util_snprintf(why, sizeof(why), "%d %s", st.code, st.text);
+		*why_out = util_err("%d %s", st.code, st.text);
 	else
-		util_strlcpy(why, st.text[0] != '\0' ? st.text : err != NULL ?
-		    err : "4.4.0 delivery failed", sizeof(why));
-	*why_out = why;
+		*why_out = util_err("%s", st.text[0] != '\0' ? st.text :
+		    err != NULL ? err : "4.4.0 delivery failed");
 	return st.result;
 }

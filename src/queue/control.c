@@ -31,8 +31,6 @@
 #define CTL_LINE_MAX	256
 #define CTL_TIMEOUT_S	5
 
-static __thread char ctl_errbuf[512];
-
 static int
 ctl_addr(const char *spool_dir, struct sockaddr_un *sun, const char **err_out)
 {
@@ -40,9 +38,8 @@ ctl_addr(const char *spool_dir, struct sockaddr_un *sun, const char **err_out)
 	sun->sun_family = AF_UNIX;
 	if (util_snprintf(sun->sun_path, sizeof(sun->sun_path), "%s/%s",
 	    spool_dir, CTL_NAME) == -1) {
-		snprintf(ctl_errbuf, sizeof(ctl_errbuf), "%s/%s: path too long "
-		    "for a unix socket", spool_dir, CTL_NAME);
-		*err_out = ctl_errbuf;
+		*err_out = util_err("%s/%s: path too long for a unix socket",
+		    spool_dir, CTL_NAME);
 		errno = ENAMETOOLONG;
 		return -1;
 	}
@@ -222,9 +219,7 @@ ctl_listen(struct queue *q, const char **err_out)
 	q->ctl_fd = fd;
 	return 0;
 fail:
-	snprintf(ctl_errbuf, sizeof(ctl_errbuf), "%s: %s", sun.sun_path,
-	    strerror(errno));
-	*err_out = ctl_errbuf;
+	*err_out = util_err("%s: %s", sun.sun_path, strerror(errno));
 	if (fd != -1)
 		close(fd);
 	return -1;
@@ -298,9 +293,7 @@ queue_control_request(const char *spool_dir_path, const char *cmd,
 	return 0;
 fail:
 	saved = errno;
-	snprintf(ctl_errbuf, sizeof(ctl_errbuf), "%s: %s", sun.sun_path,
-	    strerror(saved));
-	*err_out = ctl_errbuf;
+	*err_out = util_err("%s: %s", sun.sun_path, strerror(saved));
 	if (fd != -1)
 		close(fd);
 	errno = saved;

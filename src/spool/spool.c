@@ -46,8 +46,8 @@
  * in this or another process never removes a message still being received
  * or committed.
  *
- * Error strings (*err_out) live in a thread-local buffer, valid until the
- * next spool call on the same thread.
+ * Error strings (*err_out) come from util_err(): valid until the thread's
+ * next error.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -76,15 +76,12 @@ struct spool_msg {
 	enum spool_state	 state;
 };
 
-static __thread char spool_errbuf[512];
-
 const char *
 spool_err(const char *call, enum spool_sub sub, const char *qid,
     const char *suffix, int err)
 {
-	snprintf(spool_errbuf, sizeof(spool_errbuf), "%s(%s/%s%s): %s", call,
-	    spool_sub_names[sub], qid, suffix, strerror(err));
-	return spool_errbuf;
+	return util_err("%s(%s/%s%s): %s", call, spool_sub_names[sub], qid,
+	    suffix, strerror(err));
 }
 
 struct spool *
@@ -96,23 +93,20 @@ spool_open(const char *dir, const char **err_out)
 	for (int i = 0; i < SUB_N; i++)
 		sp->fd[i] = -1;
 	if (util_mkdirs(dir, 0700) == -1) {
-		snprintf(spool_errbuf, sizeof(spool_errbuf), "mkdir(%s): %s",
-		    dir, strerror(errno));
+		*err_out = util_err("mkdir(%s): %s", dir, strerror(errno));
 		goto fail;
 	}
 	for (int i = 0; i < SUB_N; i++) {
 		char *p = xasprintf("%s/%s", dir, spool_sub_names[i]);
 		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			snprintf(spool_errbuf, sizeof(spool_errbuf),
-			    "mkdir(%s): %s", p, strerror(errno));
+			*err_out = util_err("mkdir(%s): %s", p, strerror(errno));
 			free(p);
 			goto fail;
 		}
 		sp->fd[i] = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		    O_CLOEXEC);
 		if (sp->fd[i] == -1) {
-			snprintf(spool_errbuf, sizeof(spool_errbuf),
-			    "open(%s): %s", p, strerror(errno));
+			*err_out = util_err("open(%s): %s", p, strerror(errno));
 			free(p);
 			goto fail;
 		}
@@ -120,14 +114,12 @@ spool_open(const char *dir, const char **err_out)
 	}
 	/* The folders we may just have made must survive a crash too. */
 	if (util_fsync_dir(dir) == -1) {
-		snprintf(spool_errbuf, sizeof(spool_errbuf), "fsync(%s): %s",
-		    dir, strerror(errno));
+		*err_out = util_err("fsync(%s): %s", dir, strerror(errno));
 		goto fail;
 	}
 	sp->ordered = util_fs_ordered(sp->fd[SUB_MSG]);
 	return sp;
 fail:
-	*err_out = spool_errbuf;
 	spool_close(&sp);
 	return NULL;
 }
@@ -538,35 +530,31 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	}
 	if (spool_env_parse(buf, len, out, &why) == -1) {
 		free(buf);
-		snprintf(spool_errbuf, sizeof(spool_errbuf), "env/%s: %s", qid,
-		    why);
-		*err_out = spool_errbuf;
+		*err_out = util_err("env/%s: %s", qid, why);
 		errno = EINVAL;
 		return -1;
 	}
 	free(buf);
 	if (strcmp(out->qid, qid) != 0) {
-		snprintf(spool_errbuf, sizeof(spool_errbuf),
-		    "env/%s: qid does not match the file name", qid);
+		*err_out = util_err("env/%s: qid does not match the file "
+		    "name", qid);
 		goto fail;
 	}
 	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1) {
 		if (errno == ENOENT)
 			return 0;
-		spool_err("read", SUB_DONE, qid, "", errno);
+		*err_out = spool_err("read", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
 	if (spool_done_parse(buf, len, out, &why) == -1) {
 		free(buf);
-		snprintf(spool_errbuf, sizeof(spool_errbuf), "done/%s: %s", qid,
-		    why);
+		*err_out = util_err("done/%s: %s", qid, why);
 		goto fail;
 	}
 	free(buf);
 	return 0;
 fail:
 	spool_env_clear(out);
-	*err_out = spool_errbuf;
 	errno = EINVAL;
 	return -1;
 }

@@ -4,8 +4,8 @@
  * accepted once spool_msg_commit() has returned 0.  Every function here
  * blocks on the disk: call them from worker threads, never the event loop.
  * Thread-safe across different messages.  An *err_out string (like
- * "write(tmp/<qid>): No space left on device") lives in a thread-local
- * buffer: valid until the next spool call on the same thread.
+ * "write(tmp/<qid>): No space left on device") comes from util_err():
+ * valid until the thread's next error.
  * Knows nothing of routing or SMTP.
  */
 #ifndef POSTERN_SPOOL_H

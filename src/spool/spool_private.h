@@ -21,10 +21,7 @@ struct spool {
 	bool	 ordered;		/* the one-commit order (see spool.c) */
 };
 
-/*
- * "call(sub/qidsuffix): strerror(err)" in a thread-local buffer, valid
- * until the next spool call on the thread.
- */
+/* "call(sub/qidsuffix): strerror(err)", from util_err(). */
 const char *spool_err(const char *call, enum spool_sub sub, const char *qid,
 	    const char *suffix, int err);
 

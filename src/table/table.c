@@ -54,8 +54,6 @@ struct table {
 	uint64_t		 recheck_ms;
 };
 
-static __thread char table_errbuf[512];
-
 static uint64_t
 table_hash(const char *s)
 {
@@ -191,10 +189,10 @@ table_parse_line(struct table *t, char *line, unsigned lineno,
 		    "the first is kept", t->name, t->path, lineno);
 }
 
-/* Read t->path into fresh maps; 0, or -1 with table_errbuf set. */
+/* Read t->path into fresh maps; 0, or -1 with *err_out. */
 static int
 table_read(struct table *t, struct table_map *keys,
-    struct table_map *domains, struct table_ident *id)
+    struct table_map *domains, struct table_ident *id, const char **err_out)
 {
 	struct stat st;
 	char *line = NULL;
@@ -222,8 +220,7 @@ table_read(struct table *t, struct table_map *keys,
 	fclose(f);
 	return 0;
 fail:
-	(void)util_snprintf(table_errbuf, sizeof(table_errbuf),
-	    "table %s: %s: %s", t->name, t->path,
+	*err_out = util_err("table %s: %s: %s", t->name, t->path,
 	    errno == EINVAL ? "not a regular file" : strerror(errno));
 	free(line);
 	if (f != NULL)
@@ -240,6 +237,7 @@ table_refresh(struct table *t)
 	struct table_map keys, domains;
 	struct table_ident id;
 	struct stat st;
+	const char *err;
 	uint64_t now;
 
 	if (t->kind != CONFIG_TABLE_FILE)
@@ -261,10 +259,9 @@ table_refresh(struct table *t)
 	if (table_ident_eq(&id, &t->ident) ||
 	    (t->have_bad && table_ident_eq(&id, &t->bad)))
 		return;
-	if (table_read(t, &keys, &domains, &id) == -1) {
+	if (table_read(t, &keys, &domains, &id, &err) == -1) {
 		/* Warn once per version of the file, not once a second. */
-		log_msg(LOG_LVL_WARN, "%s; keeping the old contents",
-		    table_errbuf);
+		log_msg(LOG_LVL_WARN, "%s; keeping the old contents", err);
 		t->bad = id;
 		t->have_bad = true;
 		return;
@@ -296,8 +293,8 @@ table_open(const struct config_table *ct, const char **err_out)
 		break;
 	case CONFIG_TABLE_FILE:
 		t->path = xstrdup(ct->path);
-		if (table_read(t, &t->keys, &t->domains, &t->ident) == -1) {
-			*err_out = table_errbuf;
+		if (table_read(t, &t->keys, &t->domains, &t->ident,
+		    err_out) == -1) {
 			table_free(&t);
 			return NULL;
 		}

@@ -34,7 +34,7 @@ tls_client_new(const struct tls_client_opts *o, const char **err_out)
 	if (tls_parse_version(o->min_version, &minv, err_out) == -1)
 		return NULL;
 	if (o->ca_file != NULL && access(o->ca_file, R_OK) == -1) {
-		*err_out = tls_err("ca_file %s: %s", o->ca_file,
+		*err_out = util_err("ca_file %s: %s", o->ca_file,
 		    strerror(errno));
 		return NULL;
 	}

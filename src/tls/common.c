@@ -11,21 +11,17 @@
 
 #include <openssl/err.h>
 
-static __thread char tls_errbuf[1024];
-
-static const char *tls_verr(const char *fmt, va_list ap, bool with_ssl)
-	    __attribute__((format(printf, 1, 0)));
-
-static const char *
-tls_verr(const char *fmt, va_list ap, bool with_ssl)
+const char *
+tls_err_ssl(const char *fmt, ...)
 {
 	char	reason[256];
 	unsigned long e, last = 0;
-	size_t	n;
+	va_list	ap;
+	const char *msg;
 
-	vsnprintf(tls_errbuf, sizeof(tls_errbuf), fmt, ap);
-	if (!with_ssl)
-		return tls_errbuf;
+	va_start(ap, fmt);
+	msg = util_verr(fmt, ap);
+	va_end(ap);
 	/* The last error queued is the closest to the cause we report. */
 	while ((e = ERR_get_error()) != 0)
 		last = e;
@@ -36,33 +32,7 @@ tls_verr(const char *fmt, va_list ap, bool with_ssl)
 		    sizeof(reason));
 	else
 		ERR_error_string_n(last, reason, sizeof(reason));
-	n = strlen(tls_errbuf);
-	snprintf(tls_errbuf + n, sizeof(tls_errbuf) - n, ": %s", reason);
-	return tls_errbuf;
-}
-
-const char *
-tls_err(const char *fmt, ...)
-{
-	va_list	ap;
-	const char *s;
-
-	va_start(ap, fmt);
-	s = tls_verr(fmt, ap, false);
-	va_end(ap);
-	return s;
-}
-
-const char *
-tls_err_ssl(const char *fmt, ...)
-{
-	va_list	ap;
-	const char *s;
-
-	va_start(ap, fmt);
-	s = tls_verr(fmt, ap, true);
-	va_end(ap);
-	return s;
+	return util_err("%s: %s", msg, reason);
 }
 
 int
@@ -73,7 +43,7 @@ tls_parse_version(const char *s, int *out, const char **err_out)
 	else if (strcmp(s, "TLSv1.3") == 0)
 		*out = TLS1_3_VERSION;
 	else {
-		*err_out = tls_err("bad min_version \"%.64s\" (want TLSv1.2 "
+		*err_out = util_err("bad min_version \"%.64s\" (want TLSv1.2 "
 		    "or TLSv1.3)", s);
 		return -1;
 	}

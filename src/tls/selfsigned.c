@@ -109,16 +109,16 @@ tls_ss_write(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert,
 
 	tmp = xasprintf("%s.tmpXXXXXX", path);
 	if ((fd = mkstemp(tmp)) == -1) {
-		*err_out = tls_err("mkstemp(%s): %s", tmp, strerror(errno));
+		*err_out = util_err("mkstemp(%s): %s", tmp, strerror(errno));
 		free(tmp);
 		return -1;
 	}
 	if (fchmod(fd, mode) == -1) {
-		*err_out = tls_err("fchmod(%s): %s", tmp, strerror(errno));
+		*err_out = util_err("fchmod(%s): %s", tmp, strerror(errno));
 		goto fail;
 	}
 	if ((fp = fdopen(fd, "w")) == NULL) {
-		*err_out = tls_err("fdopen(%s): %s", tmp, strerror(errno));
+		*err_out = util_err("fdopen(%s): %s", tmp, strerror(errno));
 		goto fail;
 	}
 	fd = -1;
@@ -132,17 +132,17 @@ tls_ss_write(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert,
 		goto fail;
 	}
 	if (fflush(fp) == EOF || fsync(fileno(fp)) == -1) {
-		*err_out = tls_err("write(%s): %s", tmp, strerror(errno));
+		*err_out = util_err("write(%s): %s", tmp, strerror(errno));
 		goto fail;
 	}
 	if (fclose(fp) == EOF) {
 		fp = NULL;
-		*err_out = tls_err("close(%s): %s", tmp, strerror(errno));
+		*err_out = util_err("close(%s): %s", tmp, strerror(errno));
 		goto fail;
 	}
 	fp = NULL;
 	if (rename(tmp, path) == -1) {
-		*err_out = tls_err("rename(%s, %s): %s", tmp, path,
+		*err_out = util_err("rename(%s, %s): %s", tmp, path,
 		    strerror(errno));
 		goto fail;
 	}
@@ -166,7 +166,7 @@ tls_ss_fsync_parent(const char *path, const char **err_out)
 	int	 rc = 0;
 
 	if (util_fsync_dir(dir) == -1) {
-		*err_out = tls_err("fsync(%s): %s", dir, strerror(errno));
+		*err_out = util_err("fsync(%s): %s", dir, strerror(errno));
 		rc = -1;
 	}
 	free(copy);
@@ -183,7 +183,7 @@ tls_selfsigned_make(const char *hostname, const char *cert_path,
 
 	if (hostname == NULL || *hostname == '\0' || strlen(hostname) > 253 ||
 	    strpbrk(hostname, " ,:\t\r\n") != NULL) {
-		*err_out = tls_err("bad hostname for a certificate");
+		*err_out = util_err("bad hostname for a certificate");
 		return -1;
 	}
 	ERR_clear_error();

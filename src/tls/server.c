@@ -267,11 +267,11 @@ tls_open(const char *what, const char *path, const char **err_out)
 	BIO	*b;
 
 	if (path == NULL || *path == '\0') {
-		*err_out = tls_err("%s: no file given", what);
+		*err_out = util_err("%s: no file given", what);
 		return NULL;
 	}
 	if ((fp = fopen(path, "r")) == NULL) {
-		*err_out = tls_err("%s %s: %s", what, path, strerror(errno));
+		*err_out = util_err("%s %s: %s", what, path, strerror(errno));
 		return NULL;
 	}
 	if ((b = BIO_new_fp(fp, BIO_CLOSE)) == NULL)
@@ -357,7 +357,7 @@ tls_server_load_pair(SSL_CTX *ctx, const struct tls_cert_spec *cs,
 		goto fail;
 	if (X509_check_private_key(leaf, key) != 1) {
 		ERR_clear_error();
-		*err_out = tls_err("key does not match certificate %s (key %s)",
+		*err_out = util_err("key does not match certificate %s (key %s)",
 		    cs->cert_path, cs->key_path);
 		goto fail;
 	}
@@ -392,7 +392,7 @@ tls_server_new(const struct tls_server_opts *o, const char **err_out)
 
 	pthread_once(&tls_server_once, tls_server_exidx_init);
 	if (o == NULL || o->ncerts == 0 || o->certs == NULL) {
-		*err_out = tls_err("no certificate given");
+		*err_out = util_err("no certificate given");
 		return NULL;
 	}
 	if (tls_parse_version(o->min_version, &minv, err_out) == -1)
@@ -412,7 +412,7 @@ tls_server_new(const struct tls_server_opts *o, const char **err_out)
 			if (!tls_name_is_ok((const unsigned char *)cs->name,
 			    strlen(cs->name))) {
 				X509_free(leaf);
-				*err_out = tls_err("cert %s: bad name "
+				*err_out = util_err("cert %s: bad name "
 				    "\"%.64s\"", cs->cert_path, cs->name);
 				goto fail;
 			}

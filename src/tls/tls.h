@@ -5,8 +5,8 @@
  * OpenSSL: no libevent, no SMTP.  Callers wrap the SSL objects made here
  * (e.g. with bufferevent_openssl_socket_new()).
  *
- * Error text from *err_out lives in a per-thread buffer: it stays valid
- * until the next tls_ call on the same thread.
+ * Error text from *err_out comes from util_err(): it stays valid until the
+ * thread's next error.
  */
 #ifndef POSTERN_TLS_H
 #define POSTERN_TLS_H

@@ -8,11 +8,10 @@
 
 #include "util/util.h"
 
-/* Format the per-thread error text and return it (for *err_out). */
-const char *tls_err(const char *fmt, ...) UTIL_PRINTF(1, 2);
 /*
- * Like tls_err, with ": <reason>" appended from the OpenSSL error queue
- * (which is then emptied), or ": unknown error" when it is empty.
+ * util_err() of the text, with ": <reason>" appended from the OpenSSL
+ * error queue (which is then emptied), or ": unknown error" when it is
+ * empty.
  */
 const char *tls_err_ssl(const char *fmt, ...) UTIL_PRINTF(1, 2);
 

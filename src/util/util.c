@@ -154,6 +154,35 @@ util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
 	return (n < 0 || (size_t)n >= dstsz) ? -1 : 0;
 }
 
+static __thread char util_errbuf[1024];
+
+const char *
+util_verr(const char *fmt, va_list ap)
+{
+	int saved = errno;
+	char *s;
+
+	/* Formatted apart first: an argument may be the buffer itself. */
+	if (vasprintf(&s, fmt, ap) == -1)
+		util_oom(0);
+	(void)util_strlcpy(util_errbuf, s, sizeof(util_errbuf));
+	free(s);
+	errno = saved;
+	return util_errbuf;
+}
+
+const char *
+util_err(const char *fmt, ...)
+{
+	va_list ap;
+	const char *s;
+
+	va_start(ap, fmt);
+	s = util_verr(fmt, ap);
+	va_end(ap);
+	return s;
+}
+
 bool
 util_strcaseeq(const char *a, const char *b)
 {

@@ -48,6 +48,16 @@ int	util_strlcpy(char *dst, const char *src, size_t dstsz);
 int	util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
 	    UTIL_PRINTF(3, 4);
 
+/*
+ * Error text for an err_out: formatted into the calling thread's one error
+ * buffer (1 KiB, longer text is cut) and returned.  It stays valid until
+ * the thread's next util_err(): report or copy it before anything else
+ * may fail.  The arguments may point into the buffer (an error wrapped
+ * around another).  errno is kept.
+ */
+const char *util_err(const char *fmt, ...) UTIL_PRINTF(1, 2);
+const char *util_verr(const char *fmt, va_list ap) UTIL_PRINTF(1, 0);
+
 bool	util_strcaseeq(const char *a, const char *b);
 /* Lower-case ASCII letters of s in place; returns s. */
 char	*util_strlower(char *s);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -88,6 +89,27 @@ test_esc_len(void **state)
 			fail_msg("case \"%s\": got %zu, want %zu",
 			    cases[i].in, got, cases[i].want);
 	}
+}
+
+static void
+test_err(void **state)
+{
+	char big[2000];
+	const char *e;
+
+	(void)state;
+	e = util_err("open(%s): %s", "tmp/1a2b", "No such file");
+	assert_string_equal(e, "open(tmp/1a2b): No such file");
+	/* An error wrapped around the last one, which is the buffer. */
+	assert_string_equal(util_err("spool: %s", e),
+	    "spool: open(tmp/1a2b): No such file");
+	assert_ptr_equal(util_err("x"), e);	/* one buffer per thread */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(strlen(util_err("%s", big)), 1023);	/* cut */
+	errno = ENOENT;
+	(void)util_err("%s", "kept");
+	assert_int_equal(errno, ENOENT);
 }
 
 static void
@@ -224,6 +246,7 @@ main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_timeval_ms),
 		cmocka_unit_test(test_esc_len),
+		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
