@@ -22,34 +22,34 @@
 #include "log/log.h"
 #include "util/util.h"
 
-#define LUA_BUDGET_DEFAULT	1000000
-#define LUA_MEMORY_DEFAULT	(16u * 1024 * 1024)
-#define LUA_SCRIPT_MAX		(1024u * 1024)
-#define LUA_LINE_MAX		(64u * 1024)	/* eom lines iterator */
+#define HLUA_BUDGET_DEFAULT	1000000
+#define HLUA_MEMORY_DEFAULT	(16u * 1024 * 1024)
+#define HLUA_SCRIPT_MAX		(1024u * 1024)
+#define HLUA_LINE_MAX		(64u * 1024)	/* eom lines iterator */
 
 /* The per-state context: the allocator's count and the running call. */
-struct lua_ctx {
+struct hlua_ctx {
 	size_t			 used, cap;
 	int			 budget;
 	bool			 over_budget;
 	struct chain_session	*cs;		/* during a call only */
 	const char		*path;
 	/* what the protected trampolines work on */
-	const struct lua_inst	*li;
+	const struct hlua_inst	*li;
 	const char		*fn;
 	enum smtp_stage		 stage;
 	struct chain_verdict	*v;
 };
 
-struct lua_loop_state {
+struct hlua_loop_state {
 	const void		*base;		/* key: the event_base */
 	lua_State		*L;
-	struct lua_ctx		*ctx;
+	struct hlua_ctx		*ctx;
 };
 
-#define LUA_ENV_KEY	"postern.env"	/* the script's _ENV, in the registry */
+#define HLUA_ENV_KEY	"postern.env"	/* the script's _ENV, in the registry */
 
-struct lua_inst {
+struct hlua_inst {
 	char			*path;
 	char			*chunkname;	/* "@path": messages say path:line */
 	char			*func;		/* NULL: the stage's name */
@@ -59,14 +59,14 @@ struct lua_inst {
 	size_t			 mem_cap;
 	bool			 unsafe;
 	pthread_mutex_t		 mu;		/* guards states */
-	struct lua_loop_state	**states;	/* one per loop; stable */
+	struct hlua_loop_state	**states;	/* one per loop; stable */
 	size_t			 nstates;
 };
 
 static void *
-lua_counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+hlua_counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-	struct lua_ctx *c = ud;
+	struct hlua_ctx *c = ud;
 	size_t old = ptr != NULL ? osize : 0;
 
 	if (nsize == 0) {
@@ -85,14 +85,14 @@ lua_counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 /* Count hook: the call ran out of instructions.  [-0, +0, v] */
 static void
-lua_budget_hook(lua_State *L, lua_Debug *ar)
+hlua_budget_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lua_ctx *c;
+	struct hlua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
 	c->over_budget = true;
 	/* Every further instruction fails too, even under pcall. */
-	lua_sethook(L, lua_budget_hook, LUA_MASKCOUNT, 1);
+	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, 1);
 	lua_getinfo(L, "Sl", ar);
 	luaL_error(L, "%s:%d: instruction budget of %d exceeded",
 	    ar->short_src, ar->currentline, c->budget);
@@ -101,9 +101,9 @@ lua_budget_hook(lua_State *L, lua_Debug *ar)
 /* ----- the postern API and state ----- */
 
 static struct chain_session *
-lua_cs(lua_State *L)
+hlua_cs(lua_State *L)
 {
-	struct lua_ctx *c;
+	struct hlua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
 	if (c->cs == NULL)
@@ -113,12 +113,12 @@ lua_cs(lua_State *L)
 
 /* state.session.get(key) / state.tx.get(key)  [-1, +1, e] */
 static int
-lua_state_get(lua_State *L)
+hlua_state_get(lua_State *L)
 {
 	enum chain_scope sc = (enum chain_scope)lua_tointeger(L,
 	    lua_upvalueindex(1));
 	const char *key = luaL_checkstring(L, 1);
-	const char *v = chain_kv_get(lua_cs(L), sc, key);
+	const char *v = chain_kv_get(hlua_cs(L), sc, key);
 
 	if (v == NULL)
 		lua_pushnil(L);				/* [nil] */
@@ -129,7 +129,7 @@ lua_state_get(lua_State *L)
 
 /* state.X.set(key, value|nil) -> true or false  [-2, +1, e] */
 static int
-lua_state_set(lua_State *L)
+hlua_state_set(lua_State *L)
 {
 	enum chain_scope sc = (enum chain_scope)lua_tointeger(L,
 	    lua_upvalueindex(1));
@@ -137,15 +137,15 @@ lua_state_set(lua_State *L)
 	const char *val = lua_isnoneornil(L, 2) ? NULL :
 	    luaL_tolstring(L, 2, NULL);			/* [key val str] */
 
-	lua_pushboolean(L, chain_kv_set(lua_cs(L), sc, key, val) == 0);
+	lua_pushboolean(L, chain_kv_set(hlua_cs(L), sc, key, val) == 0);
 	return 1;
 }
 
 /* postern.log(msg)  [-1, +0, e] */
 static int
-lua_postern_log(lua_State *L)
+hlua_postern_log(lua_State *L)
 {
-	struct lua_ctx *c;
+	struct hlua_ctx *c;
 	const char *msg = luaL_checkstring(L, 1);
 	char safe[512];
 
@@ -157,7 +157,7 @@ lua_postern_log(lua_State *L)
 
 /* The eom line iterator: a FILE in a userdata.  [-0, +1, e] */
 static int
-lua_lines_next(lua_State *L)
+hlua_lines_next(lua_State *L)
 {
 	FILE **fp = luaL_checkudata(L, lua_upvalueindex(1), "postern.file");
 	luaL_Buffer b;
@@ -167,7 +167,7 @@ lua_lines_next(lua_State *L)
 	if (*fp == NULL)
 		return 0;
 	luaL_buffinit(L, &b);			/* [buf?] */
-	while (n < LUA_LINE_MAX && (ch = getc(*fp)) != EOF && ch != '\n') {
+	while (n < HLUA_LINE_MAX && (ch = getc(*fp)) != EOF && ch != '\n') {
 		luaL_addchar(&b, (char)ch);
 		n++;
 	}
@@ -181,7 +181,7 @@ lua_lines_next(lua_State *L)
 }
 
 static int
-lua_file_gc(lua_State *L)
+hlua_file_gc(lua_State *L)
 {
 	FILE **fp = luaL_checkudata(L, 1, "postern.file");
 
@@ -193,9 +193,9 @@ lua_file_gc(lua_State *L)
 
 /* facts.lines(): an iterator over the message file's lines.  [-0, +1, e] */
 static int
-lua_lines(lua_State *L)
+hlua_lines(lua_State *L)
 {
-	const char *path = chain_session_message_file(lua_cs(L));
+	const char *path = chain_session_message_file(hlua_cs(L));
 	FILE **fp;
 
 	if (path == NULL)
@@ -206,14 +206,14 @@ lua_lines(lua_State *L)
 	*fp = fopen(path, "re");
 	if (*fp == NULL)
 		return luaL_error(L, "cannot open the message");
-	lua_pushcclosure(L, lua_lines_next, 1);		/* [iter] */
+	lua_pushcclosure(L, hlua_lines_next, 1);		/* [iter] */
 	return 1;
 }
 
 /* ----- states ----- */
 
 static void
-lua_loop_state_close(struct lua_loop_state *s)
+hlua_loop_state_close(struct hlua_loop_state *s)
 {
 	if (s->L != NULL)
 		lua_close(s->L);
@@ -223,13 +223,13 @@ lua_loop_state_close(struct lua_loop_state *s)
 }
 
 /* Base functions a script may use; load & co. only with allow-unsafe. */
-static const char *const lua_safe_base[] = {
+static const char *const hlua_safe_base[] = {
 	"assert", "error", "ipairs", "next", "pairs", "pcall", "select",
 	"tonumber", "tostring", "type", "xpcall", "rawequal", "rawget",
 	"rawset", "rawlen", "setmetatable", "getmetatable", "_VERSION",
 	"string", "table", "math", "utf8", NULL,
 };
-static const char *const lua_unsafe_base[] = {
+static const char *const hlua_unsafe_base[] = {
 	"io", "os", "require", "load", "loadfile", "dofile", "package",
 	"debug", "collectgarbage", "print", NULL,
 };
@@ -239,40 +239,40 @@ static const char *const lua_unsafe_base[] = {
  * of memory is an error, not a panic.  [-0, +0, e]
  */
 static int
-lua_open_tramp(lua_State *L)
+hlua_open_tramp(lua_State *L)
 {
-	struct lua_ctx *c;
+	struct hlua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
-	const struct lua_inst *li = c->li;
+	const struct hlua_inst *li = c->li;
 	luaL_openlibs(L);				/* [] */
 	if (luaL_newmetatable(L, "postern.file")) {	/* [mt] */
-		lua_pushcfunction(L, lua_file_gc);	/* [mt gc] */
+		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
 		lua_setfield(L, -2, "__gc");		/* [mt] */
-		lua_pushcfunction(L, lua_file_gc);	/* [mt gc] */
+		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
 		lua_setfield(L, -2, "__close");		/* [mt] */
 	}
 	lua_pop(L, 1);					/* [] */
 
 	/* _ENV: the allow-list, then postern. */
 	lua_newtable(L);				/* [env] */
-	for (const char *const *n = lua_safe_base; *n != NULL; n++) {
+	for (const char *const *n = hlua_safe_base; *n != NULL; n++) {
 		lua_getglobal(L, *n);			/* [env v] */
 		lua_setfield(L, -2, *n);		/* [env] */
 	}
 	if (li->unsafe)
-		for (const char *const *n = lua_unsafe_base; *n != NULL; n++) {
+		for (const char *const *n = hlua_unsafe_base; *n != NULL; n++) {
 			lua_getglobal(L, *n);		/* [env v] */
 			lua_setfield(L, -2, *n);	/* [env] */
 		}
 	lua_newtable(L);				/* [env postern] */
-	lua_pushcfunction(L, lua_postern_log);		/* [env postern f] */
+	lua_pushcfunction(L, hlua_postern_log);		/* [env postern f] */
 	lua_setfield(L, -2, "log");			/* [env postern] */
 	lua_setfield(L, -2, "postern");			/* [env] */
 	lua_pushvalue(L, -1);				/* [env env] */
 	lua_setfield(L, -2, "_G");			/* [env] */
 	lua_pushvalue(L, -1);				/* [env env] */
-	lua_setfield(L, LUA_REGISTRYINDEX, LUA_ENV_KEY); /* [env] */
+	lua_setfield(L, LUA_REGISTRYINDEX, HLUA_ENV_KEY); /* [env] */
 
 	/* Text only: no precompiled chunks. */
 	if (luaL_loadbufferx(L, li->src, li->srclen, li->chunkname, "t") !=
@@ -280,7 +280,7 @@ lua_open_tramp(lua_State *L)
 		return lua_error(L);
 	lua_pushvalue(L, -2);				/* [env chunk env] */
 	lua_setupvalue(L, -2, 1);			/* [env chunk] */
-	lua_sethook(L, lua_budget_hook, LUA_MASKCOUNT, li->budget);
+	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, li->budget);
 	lua_call(L, 0, 0);				/* [env] */
 	lua_sethook(L, NULL, 0, 0);
 	return 0;
@@ -288,10 +288,10 @@ lua_open_tramp(lua_State *L)
 
 /* A new state with the script run in its sandbox; -1 with *err_out. */
 static int
-lua_state_open(const struct lua_inst *li, struct lua_loop_state *s,
+hlua_state_open(const struct hlua_inst *li, struct hlua_loop_state *s,
     char **err_out)
 {
-	struct lua_ctx *c = xcalloc(1, sizeof(*c));
+	struct hlua_ctx *c = xcalloc(1, sizeof(*c));
 	lua_State *L;
 
 	c->cap = li->mem_cap;
@@ -299,12 +299,12 @@ lua_state_open(const struct lua_inst *li, struct lua_loop_state *s,
 	c->path = li->path;
 	c->li = li;
 	s->ctx = c;
-	s->L = L = lua_newstate(lua_counting_alloc, c);
+	s->L = L = lua_newstate(hlua_counting_alloc, c);
 	if (L == NULL) {
 		*err_out = xstrdup("cannot create a Lua state");
 		goto fail;
 	}
-	lua_pushcfunction(L, lua_open_tramp);		/* [f] */
+	lua_pushcfunction(L, hlua_open_tramp);		/* [f] */
 	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
 	lua_sethook(L, NULL, 0, 0);
 	if (rc != LUA_OK) {
@@ -316,15 +316,15 @@ lua_state_open(const struct lua_inst *li, struct lua_loop_state *s,
 	}
 	return 0;
 fail:
-	lua_loop_state_close(s);
+	hlua_loop_state_close(s);
 	return -1;
 }
 
 /* The state of this loop, made on first use.  NULL with *err_out. */
-static struct lua_loop_state *
-lua_state_for(struct lua_inst *li, const void *base, char **err_out)
+static struct hlua_loop_state *
+hlua_state_for(struct hlua_inst *li, const void *base, char **err_out)
 {
-	struct lua_loop_state *s = NULL;
+	struct hlua_loop_state *s = NULL;
 
 	pthread_mutex_lock(&li->mu);
 	for (size_t i = 0; i < li->nstates; i++)
@@ -340,7 +340,7 @@ lua_state_for(struct lua_inst *li, const void *base, char **err_out)
 	}
 	pthread_mutex_unlock(&li->mu);
 	/* Only this loop's thread touches *s from here on. */
-	if (s->L == NULL && lua_state_open(li, s, err_out) == -1)
+	if (s->L == NULL && hlua_state_open(li, s, err_out) == -1)
 		return NULL;
 	return s;
 }
@@ -348,14 +348,14 @@ lua_state_for(struct lua_inst *li, const void *base, char **err_out)
 /* ----- config ----- */
 
 static void
-lua_free(void *inst)
+hlua_free(void *inst)
 {
-	struct lua_inst *li = inst;
+	struct hlua_inst *li = inst;
 
 	if (li == NULL)
 		return;
 	for (size_t i = 0; i < li->nstates; i++) {
-		lua_loop_state_close(li->states[i]);
+		hlua_loop_state_close(li->states[i]);
 		free(li->states[i]);
 	}
 	free(li->states);
@@ -368,7 +368,7 @@ lua_free(void *inst)
 }
 
 static bool
-lua_name_ok(const char *s)
+hlua_name_ok(const char *s)
 {
 	if (s[0] == '\0' || (s[0] >= '0' && s[0] <= '9'))
 		return false;
@@ -380,18 +380,18 @@ lua_name_ok(const char *s)
 }
 
 static void *
-lua_new(const struct chain_handler_args *a, char **err_out)
+hlua_new(const struct chain_handler_args *a, char **err_out)
 {
-	struct lua_inst *li = xcalloc(1, sizeof(*li));
+	struct hlua_inst *li = xcalloc(1, sizeof(*li));
 	struct util_buf b = { 0 };
 	uint64_t n;
 
 	pthread_mutex_init(&li->mu, NULL);
 	/* Defaults: the config's "lua ..." line, else ours. */
 	li->budget = a->cfg->lua_budget != 0 ? (int)a->cfg->lua_budget :
-	    LUA_BUDGET_DEFAULT;
+	    HLUA_BUDGET_DEFAULT;
 	li->mem_cap = a->cfg->lua_memory != 0 ? (size_t)a->cfg->lua_memory :
-	    LUA_MEMORY_DEFAULT;
+	    HLUA_MEMORY_DEFAULT;
 	li->unsafe = a->cfg->lua_allow_unsafe;
 	if (a->argc < 2 || a->argv[1][0] == '\0')
 		goto usage;
@@ -411,7 +411,7 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 		else if (i + 1 >= a->argc)
 			goto usage;
 		else if (strcmp(w, "function") == 0 && li->func == NULL &&
-		    lua_name_ok(a->argv[i + 1]))
+		    hlua_name_ok(a->argv[i + 1]))
 			li->func = xstrdup(a->argv[++i]);
 		else if ((strcmp(w, "budget") == 0 ||
 		    strcmp(w, "lua-budget") == 0) &&
@@ -436,12 +436,12 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 	char chunk[8192];
 	size_t got;
 	while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0 &&
-	    b.len <= LUA_SCRIPT_MAX)
+	    b.len <= HLUA_SCRIPT_MAX)
 		util_buf_add(&b, chunk, got);
 	fclose(f);
-	if (b.len > LUA_SCRIPT_MAX) {
+	if (b.len > HLUA_SCRIPT_MAX) {
 		*err_out = xasprintf("\"%s\" is larger than %u bytes",
-		    li->path, LUA_SCRIPT_MAX);
+		    li->path, HLUA_SCRIPT_MAX);
 		goto fail;
 	}
 	li->srclen = b.len;
@@ -451,15 +451,15 @@ lua_new(const struct chain_handler_args *a, char **err_out)
 	util_buf_clear(&b);
 
 	/* Load and run it once now: syntax errors are config errors. */
-	struct lua_loop_state s = { 0 };
+	struct hlua_loop_state s = { 0 };
 	const char *fn = li->func != NULL ? li->func :
 	    chain_stage_name(a->stage);
-	if (lua_state_open(li, &s, err_out) == -1)
+	if (hlua_state_open(li, &s, err_out) == -1)
 		goto fail;
-	lua_getfield(s.L, LUA_REGISTRYINDEX, LUA_ENV_KEY); /* [env] */
+	lua_getfield(s.L, LUA_REGISTRYINDEX, HLUA_ENV_KEY); /* [env] */
 	lua_getfield(s.L, -1, fn);			/* [env f] */
 	bool ok = lua_isfunction(s.L, -1);
-	lua_loop_state_close(&s);
+	hlua_loop_state_close(&s);
 	if (!ok) {
 		*err_out = xasprintf("%s: no function \"%s\"", li->path, fn);
 		goto fail;
@@ -471,14 +471,14 @@ usage:
 	    "64k..1G)");
 fail:
 	util_buf_clear(&b);
-	lua_free(li);
+	hlua_free(li);
 	return NULL;
 }
 
 /* ----- a call ----- */
 
 static void
-lua_set_fact(lua_State *L, struct chain_session *cs, const char *name,
+hlua_set_fact(lua_State *L, struct chain_session *cs, const char *name,
     const char *field)
 {
 	char buf[4096];
@@ -492,7 +492,7 @@ lua_set_fact(lua_State *L, struct chain_session *cs, const char *name,
 
 /* Push the facts table.  [-0, +1, m] */
 static void
-lua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
+hlua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
 {
 	static const char *const flat[] = {
 		"client.ip", "client.port", "client.net", "client.rdns",
@@ -506,16 +506,16 @@ lua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
 
 	lua_newtable(L);				/* [t] */
 	for (const char *const *n = flat; *n != NULL; n++)
-		lua_set_fact(L, cs, *n, *n);
+		hlua_set_fact(L, cs, *n, *n);
 	lua_newtable(L);				/* [t client] */
-	lua_set_fact(L, cs, "client.ip", "ip");
-	lua_set_fact(L, cs, "client.port", "port");
-	lua_set_fact(L, cs, "client.rdns", "rdns");
+	hlua_set_fact(L, cs, "client.ip", "ip");
+	hlua_set_fact(L, cs, "client.port", "port");
+	hlua_set_fact(L, cs, "client.rdns", "rdns");
 	lua_setfield(L, -2, "client");			/* [t] */
 	lua_newtable(L);				/* [t tls] */
-	lua_set_fact(L, cs, "tls.proto", "proto");
-	lua_set_fact(L, cs, "tls.cipher", "cipher");
-	lua_set_fact(L, cs, "tls.sni", "sni");
+	hlua_set_fact(L, cs, "tls.proto", "proto");
+	hlua_set_fact(L, cs, "tls.cipher", "cipher");
+	hlua_set_fact(L, cs, "tls.sni", "sni");
 	lua_setfield(L, -2, "tls");			/* [t] */
 	lua_pushstring(L, chain_stage_name(st));	/* [t stage] */
 	lua_setfield(L, -2, "stage");			/* [t] */
@@ -527,26 +527,26 @@ lua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
 	if (st == SMTP_STAGE_EOM && chain_session_message_file(cs) != NULL) {
 		lua_pushstring(L, chain_session_message_file(cs));
 		lua_setfield(L, -2, "message");		/* [t] */
-		lua_pushcfunction(L, lua_lines);	/* [t f] */
+		lua_pushcfunction(L, hlua_lines);	/* [t f] */
 		lua_setfield(L, -2, "lines");		/* [t] */
 	}
 }
 
 /* Push { get = f, set = f } for scope.  [-0, +1, m] */
 static void
-lua_push_scope(lua_State *L, enum chain_scope sc)
+hlua_push_scope(lua_State *L, enum chain_scope sc)
 {
 	lua_newtable(L);				/* [t] */
 	lua_pushinteger(L, sc);				/* [t sc] */
-	lua_pushcclosure(L, lua_state_get, 1);		/* [t get] */
+	lua_pushcclosure(L, hlua_state_get, 1);		/* [t get] */
 	lua_setfield(L, -2, "get");			/* [t] */
 	lua_pushinteger(L, sc);				/* [t sc] */
-	lua_pushcclosure(L, lua_state_set, 1);		/* [t set] */
+	lua_pushcclosure(L, hlua_state_set, 1);		/* [t set] */
 	lua_setfield(L, -2, "set");			/* [t] */
 }
 
 static void
-lua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
+hlua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
 {
 	lua_rawgeti(L, -1, i);				/* [r x] */
 	const char *s = lua_tostring(L, -1);
@@ -556,7 +556,7 @@ lua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
 }
 
 static lua_Integer
-lua_int_field(lua_State *L, int i, lua_Integer dflt)
+hlua_int_field(lua_State *L, int i, lua_Integer dflt)
 {
 	int isnum = 0;
 
@@ -568,7 +568,7 @@ lua_int_field(lua_State *L, int i, lua_Integer dflt)
 
 /* The verdict from the value at the top.  [-0, +0, -] */
 static void
-lua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
+hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
     struct chain_verdict *v)
 {
 	char word[32] = "";
@@ -578,7 +578,7 @@ lua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 	if (lua_isnil(L, -1))
 		return;
 	if (tbl)
-		lua_copy_field(L, 1, word, sizeof(word));
+		hlua_copy_field(L, 1, word, sizeof(word));
 	else if (lua_type(L, -1) == LUA_TSTRING)
 		util_strlcpy(word, lua_tostring(L, -1), sizeof(word));
 	else {
@@ -595,16 +595,16 @@ lua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 	else if (strcmp(word, "reject") == 0 || strcmp(word, "disconnect") ==
 	    0) {
 		bool disc = word[0] == 'd';
-		chain_verdict_reject(v, tbl ? (int)lua_int_field(L, 2,
+		chain_verdict_reject(v, tbl ? (int)hlua_int_field(L, 2,
 		    disc ? 421 : 550) : disc ? 421 : 550, NULL, NULL);
 		if (tbl) {
-			lua_copy_field(L, 3, v->esc, sizeof(v->esc));
-			lua_copy_field(L, 4, v->text, sizeof(v->text));
+			hlua_copy_field(L, 3, v->esc, sizeof(v->esc));
+			hlua_copy_field(L, 4, v->text, sizeof(v->text));
 		}
 		if (disc)
 			v->kind = CHAIN_DISCONNECT;
 	} else if (strcmp(word, "delay") == 0 && tbl) {
-		lua_Integer ms = lua_int_field(L, 2, -1);
+		lua_Integer ms = hlua_int_field(L, 2, -1);
 		if (ms < 0)
 			chain_verdict_fail(v, "%s: delay needs ms", path);
 		else {
@@ -614,16 +614,16 @@ lua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 		}
 	} else if (strcmp(word, "quarantine") == 0 && tbl) {
 		v->kind = CHAIN_QUARANTINE;
-		lua_copy_field(L, 2, v->name, sizeof(v->name));
+		hlua_copy_field(L, 2, v->name, sizeof(v->name));
 		if (v->name[0] == '\0')
 			chain_verdict_fail(v, "%s: quarantine needs an action",
 			    path);
 	} else if (strcmp(word, "tag") == 0 && tbl) {
 		char sc[16] = "";
 		v->kind = CHAIN_TAG;
-		lua_copy_field(L, 2, v->name, sizeof(v->name));
-		lua_copy_field(L, 3, v->value, sizeof(v->value));
-		lua_copy_field(L, 4, sc, sizeof(sc));
+		hlua_copy_field(L, 2, v->name, sizeof(v->name));
+		hlua_copy_field(L, 3, v->value, sizeof(v->value));
+		hlua_copy_field(L, 4, sc, sizeof(sc));
 		v->scope = strcmp(sc, "session") == 0 ? CHAIN_SCOPE_SESSION :
 		    strcmp(sc, "tx") == 0 ? CHAIN_SCOPE_TX :
 		    stage >= SMTP_STAGE_MAIL && stage <= SMTP_STAGE_EOM ?
@@ -640,39 +640,39 @@ lua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
  * *c->v; in protected mode.  [-0, +0, e]
  */
 static int
-lua_run_tramp(lua_State *L)
+hlua_run_tramp(lua_State *L)
 {
-	struct lua_ctx *c;
+	struct hlua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
-	lua_getfield(L, LUA_REGISTRYINDEX, LUA_ENV_KEY);	/* [env] */
+	lua_getfield(L, LUA_REGISTRYINDEX, HLUA_ENV_KEY);	/* [env] */
 	lua_getfield(L, -1, c->fn);			/* [env f] */
 	if (!lua_isfunction(L, -1)) {
 		chain_verdict_continue(c->v);
 		return 0;
 	}
-	lua_push_facts(L, c->cs, c->stage);		/* [env f facts] */
+	hlua_push_facts(L, c->cs, c->stage);		/* [env f facts] */
 	lua_newtable(L);				/* [env f facts state] */
-	lua_push_scope(L, CHAIN_SCOPE_SESSION);		/* [.. state s] */
+	hlua_push_scope(L, CHAIN_SCOPE_SESSION);	/* [.. state s] */
 	lua_setfield(L, -2, "session");			/* [.. state] */
-	lua_push_scope(L, CHAIN_SCOPE_TX);		/* [.. state t] */
+	hlua_push_scope(L, CHAIN_SCOPE_TX);		/* [.. state t] */
 	lua_setfield(L, -2, "tx");			/* [.. state] */
-	lua_sethook(L, lua_budget_hook, LUA_MASKCOUNT, c->budget);
+	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, c->budget);
 	lua_call(L, 2, 1);				/* [env r] */
 	lua_sethook(L, NULL, 0, 0);
-	lua_verdict(L, c->path, c->stage, c->v);			/* [env r] */
+	hlua_verdict(L, c->path, c->stage, c->v);	/* [env r] */
 	return 0;
 }
 
 static enum chain_status
-lua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 {
-	struct lua_inst *li = inst;
+	struct hlua_inst *li = inst;
 	struct chain_session *cs = chain_call_session(call);
 	enum smtp_stage st = chain_call_stage(call);
 	const char *fn = li->func != NULL ? li->func : chain_stage_name(st);
 	char *err = NULL;
-	struct lua_loop_state *s = lua_state_for(li, chain_session_base(cs),
+	struct hlua_loop_state *s = hlua_state_for(li, chain_session_base(cs),
 	    &err);
 
 	chain_verdict_continue(v);
@@ -682,14 +682,14 @@ lua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 		goto log;
 	}
 	lua_State *L = s->L;
-	struct lua_ctx *c = s->ctx;
+	struct hlua_ctx *c = s->ctx;
 	c->cs = cs;
 	c->fn = fn;
 	c->stage = st;
 	c->v = v;
 	c->over_budget = false;
 	lua_settop(L, 0);				/* [] */
-	lua_pushcfunction(L, lua_run_tramp);		/* [f] */
+	lua_pushcfunction(L, hlua_run_tramp);		/* [f] */
 	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
 	lua_sethook(L, NULL, 0, 0);
 	if (rc == LUA_ERRMEM)
@@ -706,7 +706,7 @@ lua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 		/* Start clean: drop whatever the script piled up. */
 		if (c->over_budget || rc == LUA_ERRMEM ||
 		    c->used > li->mem_cap / 2)
-			lua_loop_state_close(s);
+			hlua_loop_state_close(s);
 		else
 			lua_gc(L, LUA_GCCOLLECT);
 	}
@@ -716,6 +716,6 @@ log:
 }
 
 const struct chain_handler_ops chain_lua_ops[] = {
-	{ "lua", CHAIN_STAGES_ALL, lua_new, lua_free, lua_run, NULL },
+	{ "lua", CHAIN_STAGES_ALL, hlua_new, hlua_free, hlua_run, NULL },
 	{ NULL, 0, NULL, NULL, NULL, NULL },
 };

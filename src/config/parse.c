@@ -174,7 +174,7 @@ cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 
 /* "user NAME" / "group NAME": whom to run as after binding (as root). */
 static void
-cfg_st_account(struct cfg_parser *p, const struct cfg_line *ln)
+cfg_st_user_group(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	bool is_user = strcmp(ln->toks[0].text, "user") == 0;
 	char **dst = is_user ? &p->c->user : &p->c->group;
@@ -461,8 +461,8 @@ static const struct cfg_statement {
 	{ "action",		cfg_st_action },
 	{ "account",		cfg_st_relay_account },
 	{ "match",		cfg_st_match },
-	{ "user",		cfg_st_account },
-	{ "group",		cfg_st_account },
+	{ "user",		cfg_st_user_group },
+	{ "group",		cfg_st_user_group },
 	{ "workers",		cfg_st_workers },
 	{ "auth",		cfg_st_auth },
 	{ "tls",		cfg_st_tls },
