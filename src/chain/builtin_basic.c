@@ -406,8 +406,8 @@ chain_policy_reply(struct chain_result *res, enum smtp_verdict v, int code,
 /*
  * The strict dialogue: HELO/EHLO, then MAIL, RCPT..., DATA, and MAIL again
  * after a message.  Anything else is a trapped client: 550 and close.
+ * From which steps each stage may come, and to which it leads:
  */
-/* The strict dialogue: from which steps each stage may come, and to. */
 static const struct { enum smtp_stage st; int from_mask; int to; }
     chain_trap_steps[] = {
 	{ SMTP_STAGE_HELO, 1 << 0, 1 },

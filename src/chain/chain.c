@@ -553,7 +553,7 @@ chain_apply(struct chain_run *run, const struct chain_handler *h,
 	case CHAIN_REJECT:
 	case CHAIN_DISCONNECT:
 		if (!chain_make_reply(run, v, v->kind == CHAIN_DISCONNECT)) {
-			/* STYLE.md 6: a bad reply from a handler is 451. */
+			/* Outside input: a bad reply from a handler is 451. */
 			chain_log_verdict(run, h, "bad-reply", v->text);
 			chain_tempfail(run);
 			return 0;

@@ -51,8 +51,8 @@ enum chain_scope { CHAIN_SCOPE_SESSION, CHAIN_SCOPE_TX };
 
 /*
  * What one handler decided.  Handlers fill it; the framework validates it
- * (a reply from a script is outside input, STYLE.md 6): a REJECT needs a
- * 4xx/5xx code, printable text of bounded length, else 451 4.3.0.
+ * (a reply from a script is outside input): a REJECT needs a 4xx/5xx
+ * code, printable text of bounded length, else 451 4.3.0.
  */
 struct chain_verdict {
 	enum chain_kind	 kind;

@@ -1,6 +1,7 @@
 /*
  * chain/session.h: the chain session and run structures shared by chain.c
- * (running handlers) and session.c (facts, state, stage sequencing).
+ * (running handlers), session.c (facts, state, stage sequencing) and the
+ * builtins that need the session itself.
  */
 #ifndef POSTERN_CHAIN_SESSION_H
 #define POSTERN_CHAIN_SESSION_H

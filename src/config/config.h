@@ -58,8 +58,8 @@ struct config_table {
 	int			 line;
 };
 
-/* ---- outbound client (issue 5): relay, mx, forward, accounts;
- * parsed in parse_relay.c ---- */
+/* ---- outbound client: relay, mx, forward, accounts; parsed in
+ * parse_relay.c ---- */
 enum config_relay_tls {
 	CONFIG_RELAY_PLAIN,		/* smtp:// */
 	CONFIG_RELAY_STARTTLS,		/* smtp+starttls:// (required) */
@@ -117,7 +117,7 @@ struct config_action {
 	enum config_action_kind	 kind;
 	char			*path;		/* maildir: owned template with %{..} */
 	int			 line;
-	/* ---- outbound client (issue 5) ---- */
+	/* ---- outbound client ---- */
 	struct config_relay	*relay;		/* owned: relay, mx, forward */
 	char			*forward_to;	/* owned: forward's address */
 	struct config_sender_map *by_sender;	/* owned array: relay-by-sender */
@@ -153,7 +153,7 @@ struct config_rule {
 	int			 line;
 };
 
-/* Queue (issue 5): "queue ..." statements, parsed in parse_queue.c. */
+/* Queue: "queue ..." statements, parsed in parse_queue.c. */
 struct config_queue {
 	uint64_t	retry_min_ms;		/* "queue retry-min 30s" */
 	uint64_t	retry_max_ms;		/* "queue retry-max 1h" */
@@ -164,7 +164,7 @@ struct config_queue {
 	int		seen[6];		/* parser only: line of each setting */
 };
 
-/* Handler chains and state store (issue 6), parsed in parse_chain.c. */
+/* Handler chains and state store, parsed in parse_chain.c. */
 #define CONFIG_STAGE_COUNT	11	/* connect..disconnect, smtp/'s order */
 enum config_on_error { CONFIG_ONERR_TEMPFAIL, CONFIG_ONERR_ACCEPT,
 	CONFIG_ONERR_REJECT };
@@ -204,12 +204,12 @@ struct config {
 	char			*tls_ciphers;	/* "tls ciphers"; NULL: OpenSSL's */
 	char			*tls_ciphersuites; /* "tls ciphersuites" */
 	struct config_limits	 limits;
-	struct config_queue	 queue;		/* "queue ..." (issue 5) */
+	struct config_queue	 queue;		/* "queue ..." */
 	struct config_chain	 chains[CONFIG_STAGE_COUNT]; /* "on STAGE { }" */
 	char			*chain_store;	/* "state sqlite PATH" ->
 						   "sqlite:PATH"; NULL: default */
 	char			*chain_resolver; /* "state resolver IP[:PORT]" */
-	/* Lua handlers (issue 6), parsed in parse_lua.c: "lua budget N
+	/* Lua handlers, parsed in parse_lua.c: "lua budget N
 	   memory SIZE allow-unsafe"; 0 / false: the handler's defaults. */
 	uint64_t		 lua_budget;	/* instructions per call */
 	uint64_t		 lua_memory;	/* bytes per lua_State */
@@ -221,7 +221,7 @@ struct config {
 	struct config_action	*actions;	/* owned array */
 	size_t			 nactions;
 	struct config_account	**accounts;	/* owned array of owned: "account"
-						   (issue 5, outbound client) */
+						   (outbound client) */
 	size_t			 naccounts;
 	struct config_rule	*rules;		/* owned array, in file order */
 	size_t			 nrules;

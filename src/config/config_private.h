@@ -1,6 +1,7 @@
 /*
- * config/config_private.h: the line lexer shared by the parser and its
- * tests.  Not for other modules.
+ * config/config_private.h: the line lexer, and the parser that the
+ * statement files parse_<area>.c share; for them and config/'s tests.
+ * Not for other modules.
  */
 #ifndef POSTERN_CONFIG_PRIVATE_H
 #define POSTERN_CONFIG_PRIVATE_H

@@ -1,6 +1,6 @@
 /*
  * config/parse_lua.c: "lua [budget N] [memory SIZE] [allow-unsafe]", the
- * defaults of every lua handler (issue 6); a handler's own words win.
+ * defaults of every lua handler; a handler's own words win.
  */
 #include "config/config.h"
 

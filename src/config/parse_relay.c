@@ -1,5 +1,5 @@
 /*
- * config/parse_relay.c: the outbound client's statements (issue 5):
+ * config/parse_relay.c: the outbound client's statements:
  * "action NAME relay URL [OPTIONS]", "action NAME mx [OPTIONS]",
  * "action NAME forward ADDR [OPTIONS]", "action NAME relay-by-sender
  * { KEY: ACCOUNT, ... }" and "account NAME relay URL [OPTIONS]".  Only

@@ -69,7 +69,7 @@ cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 	struct config_action a = { 0 };
 	char *why;
 
-	/* relay, mx, forward, relay-by-sender: parse_relay.c (issue 5) */
+	/* relay, mx, forward, relay-by-sender: parse_relay.c */
 	if (ln->ntoks >= 3 && ln->toks[2].kind == CFG_TOK_WORD &&
 	    cfg_relay_is_kind(ln->toks[2].text)) {
 		cfg_st_action_remote(p, ln);

@@ -1,8 +1,9 @@
 /*
  * conn/conn.h: one client connection's life.  Feeds bytes from the socket
- * through smtp/, answers each stage (routing today, handler chains later),
- * streams DATA to spool/ through the worker pool, and hands committed
- * messages to queue/.  Knows nothing of how actions deliver.
+ * through smtp/, answers each stage (its own checks, the handler chains,
+ * routing at RCPT), streams DATA to spool/ through the worker pool, and
+ * hands committed messages to queue/; on the fast path it writes them to
+ * their Maildirs itself.  Knows nothing of the wire formats of actions.
  */
 #ifndef POSTERN_CONN_H
 #define POSTERN_CONN_H

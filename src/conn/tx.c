@@ -75,11 +75,11 @@ conn_tx_begin(struct conn_tx *tx, const char *qid, const char *hostname)
 }
 
 /*
- * The commit fast path (DESIGN.md "Performance shape"): every recipient is
- * a Maildir (or discarded) and the whole message is still in memory, so the delivery is
- * the commit: one durable write per recipient and no spool at all.  What
- * cannot be delivered now is spooled and committed as usual, with the
- * copies already made recorded as done.  Runs on a worker.
+ * The commit fast path (docs/architecture.md): every recipient is a
+ * Maildir (or discarded) and the whole message is still in memory, so the
+ * delivery is the commit: one durable write per recipient and no spool at
+ * all.  What cannot be delivered now is spooled and committed as usual,
+ * with the copies already made recorded as done.  Runs on a worker.
  */
 static int
 conn_tx_fast(struct conn_tx *tx, const char **err_out)

@@ -45,8 +45,8 @@ enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
 enum deliver_result deliver_maildir(const char *folder,
 	    const struct deliver_msg *m, const char **err_out);
 
-/* ==== Outbound SMTP (issue 5, outbound client: smtpc.c mx.c pop.c
- * remote.c dconn.c) ====
+/* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
+ * dconn.c) ====
  *
  * What the queue calls, for actions of kind CONFIG_ACTION_RELAY, _MX,
  * _FORWARD and _RELAY_BY_SENDER:

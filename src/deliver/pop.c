@@ -1,6 +1,6 @@
 /*
- * deliver/pop.c: POP-before-SMTP (the smtpproxy seed's popbeforesmtp): log
- * in to a POP3 server (RFC 1939 USER/PASS, STLS from RFC 2595 or implicit
+ * deliver/pop.c: POP-before-SMTP (smtpproxy's popbeforesmtp): log in to
+ * a POP3 server (RFC 1939 USER/PASS, STLS from RFC 2595 or implicit
  * TLS) so that its SMTP relay accepts us for a while, then QUIT.  Knows
  * nothing of when to do it; remote.c decides.
  */

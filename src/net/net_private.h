@@ -36,9 +36,9 @@ struct net_ipcount {
 };
 
 /*
- * Connections from one address in an ageing window (the Mailinator-style
- * counter of the agent seed): the count of the current window plus the
- * share of the previous one that still overlaps the last PERIOD.
+ * Connections from one address in an ageing window: the count of the
+ * current window plus the share of the previous one that still overlaps
+ * the last PERIOD.
  */
 struct net_rate {
 	char			 ip[INET6_ADDRSTRLEN];

@@ -1,6 +1,6 @@
 /*
  * net/privdrop.c: give up root once the listeners are bound and the keys
- * and config are read, before the first client byte (STYLE.md 8).  Order:
+ * and config are read, before the first client byte.  Order:
  * supplementary groups, then the group, then the user; then prove that
  * root cannot come back.
  */

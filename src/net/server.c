@@ -160,7 +160,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	}
 	if (net_listens_sync(srv, cfg, &err) == -1)
 		fatal("%s", err);
-	/* Bound and read: from here on, no root (STYLE.md 8). */
+	/* Bound and read: no root from here on, before any client byte. */
 	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)
 		fatal("%s", err);
 	if (geteuid() == 0)

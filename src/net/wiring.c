@@ -38,7 +38,7 @@ net_queue_route(void *arg, const char *sender, const char *rcpt,
 	return rc;
 }
 
-/* The upstream said 250: record it before QUIT (issue 5: never twice). */
+/* The upstream said 250: record it before QUIT, so it is never sent twice. */
 struct net_settle {
 	struct spool		*sp;
 	const struct spool_env	*env;

@@ -33,9 +33,10 @@ typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
 	    char **action_out, char **arg_out, const char **err_out);
 
 /*
- * Deliver recipient idx of env (content at content_path).  The queue calls
- * the real actions (queue_deliver_default) unless a test substitutes its
- * own.  *why_out on failure: valid until the next call on the thread.
+ * Deliver recipient idx of env (content at content_path).  The server
+ * passes its own (outbound actions through the configuration in force);
+ * without one the queue calls queue_deliver_default.  *why_out on
+ * failure: valid until the thread's next error.
  */
 typedef enum deliver_result (*queue_deliver_fn)(void *arg,
 	    const struct spool_env *env, size_t idx, const char *content_path,
@@ -90,7 +91,10 @@ int	queue_hold(struct queue *q, const char *qid, bool hold,
 	    const char **err_out);
 int	queue_delete(struct queue *q, const char *qid, const char **err_out);
 
-/* The real actions: maildir, discard (relay, mx once deliver/ has them). */
+/*
+ * The actions the queue delivers by itself: maildir and discard.  The
+ * outbound kinds need the server's deliver function and wait without it.
+ */
 enum deliver_result queue_deliver_default(void *arg,
 	    const struct spool_env *env, size_t idx, const char *content_path,
 	    const char *hostname, const char **why_out);

@@ -559,7 +559,7 @@ smtp_eom(struct smtp_session *s)
 	const char *text;
 	int code;
 
-	/* Latch, drain, reply once (STYLE 6). */
+	/* Latch, drain, reply once: the session stays in step. */
 	if (s->dec.err != SMTP_DEC_OK) {
 		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
 		code = smtp_dec_err_reply(s->dec.err, &text);

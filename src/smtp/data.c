@@ -42,7 +42,7 @@ smtp_dec_emit(struct smtp_dec *d, const char *buf, size_t len)
 		smtp_dec_latch(d, SMTP_DEC_LOCAL);
 }
 
-/* Count n octets of the message; sizes must not wrap (STYLE 6). */
+/* Count n octets of the message; sizes must not wrap. */
 static void
 smtp_dec_count(struct smtp_dec *d, uint64_t n)
 {

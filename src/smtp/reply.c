@@ -1,7 +1,7 @@
 /*
  * smtp/reply.c: formatting replies (RFC 5321 4.2, multi-line with "code-")
  * and checking the replies that decide_cb hands back: they are outside
- * input too (STYLE 6), so codes are range-checked and text is made safe.
+ * input too, so codes are range-checked and text is made safe.
  */
 #include "smtp/smtp_private.h"
 

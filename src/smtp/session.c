@@ -198,7 +198,7 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 		    memchr(line + 5, ' ', n - 5) - line));
 	else if (s->hooks.trace_cb != NULL)
 		s->hooks.trace_cb(s->ctx, true, line, n);
-	/* STYLE 6: the line reader is the border. */
+	/* The line reader is the border: CRLF only. */
 	if (!crlf || s->line_bare_lf || memchr(line, '\r', n) != NULL)
 		s->saw_bare_eol = true;
 	if (memchr(line, '\0', n) != NULL)

@@ -1,7 +1,8 @@
 /*
  * util/pool.c: a fixed set of worker threads over one FIFO of jobs.  Many
  * threads let many fsyncs be in flight at once, which the filesystem
- * commits together (see BENCHMARKING.md).  Knows nothing of event loops.
+ * commits together (docs/architecture.md, Durability).  Knows nothing of
+ * event loops.
  *
  * The workers run as SCHED_BATCH: a job's latency is the disk's or the
  * network's, so waking a worker should not preempt the event loop that

@@ -1,5 +1,5 @@
 """
-Black-box harness for the postern binary (STYLE.md section 10).
+Black-box harness for the postern binary.
 
 Each test gets a server on a free loopback port, in its own temporary
 directory, with a config built from TEMPLATE.  Tests talk to it through raw

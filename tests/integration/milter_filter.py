@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """
 A small real milter (Debian's python3-milter, i.e. libmilter underneath) for
-the integration tests of postern's milter client (issue 6).
+the integration tests of postern's milter client.
 
     milter_filter.py SOCKET MODE [ARG...] [--record FILE] [--noreply]
 

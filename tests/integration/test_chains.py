@@ -1,5 +1,5 @@
 """
-Handler chains through the real server (issue 6): verdicts at each stage,
+Handler chains through the real server: verdicts at each stage,
 templates, tarpits that do not hold up other sessions, the RFC 7504 521
 modes, trap, greylisting, dnsbl against a DNS responder started here,
 ratelimit windows, reputation scores, header checks, discard/quarantine and

@@ -1,5 +1,5 @@
 """
-The milter client (issue 6) against a real milter: milter_filter.py, a
+The milter client against a real milter: milter_filter.py, a
 python3-milter (libmilter) filter started here on a free loopback port or a
 unix socket.  Replies at each stage, the eom modifications byte-exact in the
 delivered Maildir files, the replay of earlier callbacks to a milter that

@@ -1,4 +1,4 @@
-"""Outbound delivery end to end (issue 5): the real server relays, forwards
+"""Outbound delivery end to end: the real server relays, forwards
 and delivers by MX to upstream servers the tests start on 127.0.0.1.
 
 Upstreams: tests/unit/deliver/data/smtpd.py (aiosmtpd: plain, STARTTLS,

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import wait_for
 
-# The ends of data a lenient server might accept (DESIGN.md principle 4).
+# The ends of data a lenient server might accept (SMTP smuggling).
 FAKE_ENDS = {
     "LF.LF": b"\n.\n",
     "LF.CRLF": b"\n.\r\n",

@@ -1,5 +1,5 @@
 """
-Every verdict kind at every stage where it applies (issue 6), through the
+Every verdict kind at every stage where it applies, through the
 real server, judged only by what a client and an admin can see: reply codes,
 enhanced codes and texts on the wire, how long a reply took (tarpit), the
 connection closing, files in the Maildirs, the "accepted" log line's state
