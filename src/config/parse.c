@@ -18,15 +18,6 @@
 #include "log/log.h"
 #include "util/util.h"
 
-/* util_buf_cstr() can write one past cap when len == cap; dodge it. */
-static char *
-cfg_cstr(struct util_buf *b)
-{
-	util_buf_add(b, "", 1);
-	b->len--;
-	return b->data;
-}
-
 void
 cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
 {
@@ -594,7 +585,7 @@ config_parse(const char *name, const char *text, char **errs_out)
 	free(p.lines);
 	cfg_q("");	/* keep the last quote from looking leaked */
 	if (p.errs.len > 0) {
-		*errs_out = xstrdup(cfg_cstr(&p.errs));
+		*errs_out = xstrdup(util_buf_cstr(&p.errs));
 		util_buf_clear(&p.errs);
 		config_free(&c);
 		return NULL;
@@ -626,7 +617,7 @@ config_load(const char *path, char **errs_out)
 		return NULL;
 	}
 	fclose(f);
-	const char *text = cfg_cstr(&b);
+	const char *text = util_buf_cstr(&b);
 	if (memchr(text, '\0', b.len) != NULL) {
 		const char *z = memchr(text, '\0', b.len);
 		int line = 1;

@@ -138,6 +138,14 @@ test_buf(void **state)
 	assert_memory_equal(util_buf_cstr(&b), "0,1,2,", 6);
 	util_buf_clear(&b);
 	assert_null(b.data);
+	/* Every length from empty, the NUL always in room (ASan watches). */
+	for (size_t n = 0; n < 300; n++) {
+		for (size_t i = 0; i < n; i++)
+			util_buf_add(&b, "x", 1);
+		assert_int_equal(strlen(util_buf_cstr(&b)), n);
+		assert_int_equal(b.len, n);
+		util_buf_clear(&b);
+	}
 }
 
 static void
