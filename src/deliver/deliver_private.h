@@ -1,7 +1,8 @@
 /*
- * deliver/deliver_private.h: the blocking client connection shared by the
- * SMTP and POP3 clients (dconn.c): connect, TLS, line reads and writes,
- * each bounded by a deadline.  Not for other modules.
+ * deliver/deliver_private.h: what the files of deliver/ share: the blocking
+ * client connection of the SMTP and POP3 clients (dconn.c: connect, TLS,
+ * line reads and writes, each bounded by a deadline) and the content as
+ * it goes out in DATA (content.c).  Not for other modules.
  */
 #ifndef POSTERN_DELIVER_PRIVATE_H
 #define POSTERN_DELIVER_PRIVATE_H
@@ -50,5 +51,28 @@ int	dconn_write(struct dconn *c, const void *p, size_t n,
 int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);
 void	dconn_close(struct dconn *c);
+
+/* content.c: a message's content as DATA, for the SMTP and LMTP clients. */
+struct deliver_msg;
+struct deliver_rewrite;
+struct deliver_content_scan {
+	uint64_t	 size;		/* octets on the wire, estimated */
+	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
+	unsigned	 received;	/* Received: header fields */
+};
+/* Read m's content once for what the server must offer.  0, or -1. */
+int	deliver_content_scan(const struct deliver_msg *m,
+	    struct deliver_content_scan *sc, const char **err_out);
+/*
+ * m's content as DATA: "Return-Path:" first when rw asks, the other
+ * rewrites of rw (NULL: none), CRLF line ends, dot-stuffing, then
+ * ".\r\n"; the bytes go to put(arg, p, n), which returns 0 or -1.  0,
+ * or -1 when put failed (its own error) or the content could not be read
+ * (*err_out).
+ */
+int	deliver_content_stream(const struct deliver_msg *m,
+	    const struct deliver_rewrite *rw,
+	    int (*put)(void *arg, const void *p, size_t n), void *arg,
+	    const char **err_out);
 
 #endif

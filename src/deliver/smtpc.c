@@ -2,22 +2,20 @@
  * deliver/smtpc.c: the outbound SMTP client (RFC 5321) for one server and
  * one transaction: EHLO/HELO, STARTTLS (RFC 3207), AUTH PLAIN/LOGIN (RFC
  * 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
- * PIPELINING (RFC 2920), and the content streamed from the spool with CRLF
- * line ends, dot-stuffing and optional header rewriting.  Blocking: worker
- * threads only.  Knows nothing of the queue or of DNS.
+ * PIPELINING (RFC 2920), and the content as DATA (content.c: streamed from
+ * the spool with CRLF line ends, dot-stuffing and optional header
+ * rewriting).  Blocking: worker threads only.  Knows nothing of the queue
+ * or of DNS.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -25,148 +23,6 @@
 #include "log/log.h"
 #include "tls/tls.h"
 #include "util/util.h"
-
-/* ---- content source: pieces of lines, never the whole message ---- */
-
-#define SMTPC_LINE_MAX	(64 * 1024)	/* longer lines come in pieces */
-
-struct smtpc_src {
-	const struct deliver_msg *m;
-	int		 fd;		/* content_path, or -1 for memory */
-	size_t		 mem_off;
-	char		 buf[65536];
-	size_t		 off, len;
-	struct util_buf	 line;		/* the current piece */
-	bool		 bol;		/* the piece starts a line */
-	bool		 eol;		/* the piece ends with LF (kept) */
-	bool		 next_bol;
-};
-
-static int
-smtpc_src_open(struct smtpc_src *s, const struct deliver_msg *m,
-    const char **err_out)
-{
-	memset(s, 0, sizeof(*s));
-	s->m = m;
-	s->fd = -1;
-	s->next_bol = true;
-	if (m->content != NULL)
-		return 0;
-	if ((s->fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
-		*err_out = util_err("open %s: %s", m->content_path,
-		    strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-static void
-smtpc_src_close(struct smtpc_src *s)
-{
-	if (s->fd != -1)
-		close(s->fd);
-	s->fd = -1;
-	util_buf_clear(&s->line);
-}
-
-/* Next piece into s->line: 1 got one, 0 end, -1 read error (*err_out). */
-static int
-smtpc_src_next(struct smtpc_src *s, const char **err_out)
-{
-	util_buf_reset(&s->line);
-	s->bol = s->next_bol;
-	s->eol = false;
-	for (;;) {
-		if (s->off == s->len) {
-			if (s->fd == -1) {
-				size_t n = s->m->content_len - s->mem_off;
-				if (n > sizeof(s->buf))
-					n = sizeof(s->buf);
-				memcpy(s->buf, s->m->content + s->mem_off, n);
-				s->mem_off += n;
-				s->off = 0;
-				s->len = n;
-			} else {
-				ssize_t r = read(s->fd, s->buf,
-				    sizeof(s->buf));
-				if (r == -1 && errno == EINTR)
-					continue;
-				if (r == -1) {
-					*err_out = util_err("read %s: %s",
-					    s->m->content_path,
-					    strerror(errno));
-					return -1;
-				}
-				s->off = 0;
-				s->len = (size_t)r;
-			}
-			if (s->len == 0)
-				return s->line.len > 0 ? 1 : 0;
-		}
-		const char *p = s->buf + s->off;
-		size_t avail = s->len - s->off;
-		const char *nl = memchr(p, '\n', avail);
-		size_t take = nl != NULL ? (size_t)(nl - p) + 1 : avail;
-		if (take > SMTPC_LINE_MAX - s->line.len)
-			take = SMTPC_LINE_MAX - s->line.len;
-		util_buf_add(&s->line, p, take);
-		s->off += take;
-		if (s->line.len > 0 && s->line.data[s->line.len - 1] == '\n') {
-			s->eol = true;
-			s->next_bol = true;
-			return 1;
-		}
-		if (s->line.len >= SMTPC_LINE_MAX) {
-			s->next_bol = false;
-			return 1;
-		}
-	}
-}
-
-/* ---- what the content needs ---- */
-
-struct smtpc_scan {
-	uint64_t	 size;		/* octets on the wire, estimated */
-	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
-	unsigned	 received;	/* Received: header fields */
-};
-
-static bool
-smtpc_hdr_is(const char *line, size_t len, const char *name)
-{
-	size_t n = strlen(name);
-
-	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
-}
-
-static int
-smtpc_scan(const struct deliver_msg *m, struct smtpc_scan *sc,
-    const char **err_out)
-{
-	struct smtpc_src src;
-	bool in_hdr = true;
-	int r;
-
-	memset(sc, 0, sizeof(*sc));
-	if (smtpc_src_open(&src, m, err_out) == -1)
-		return -1;
-	while ((r = smtpc_src_next(&src, err_out)) == 1) {
-		const char *l = src.line.data;
-		size_t len = src.line.len;
-		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.');
-		for (size_t i = 0; i < len && !sc->eight_bit; i++)
-			if ((unsigned char)l[i] >= 0x80)
-				sc->eight_bit = true;
-		if (!in_hdr || !src.bol)
-			continue;
-		if (len == 1 && l[0] == '\n')
-			in_hdr = false;
-		else if (smtpc_hdr_is(l, len, "Received"))
-			sc->received++;
-	}
-	smtpc_src_close(&src);
-	return r;
-}
 
 /* ---- the session ---- */
 
@@ -568,102 +424,15 @@ smtpc_is_ascii(const char *p)
 	return true;
 }
 
-/* Buffer the content with CRLF, dot-stuffing and header rewriting. */
-struct smtpc_stream {
-	struct smtpc	*s;
-	bool		 in_hdr, dropping, did_from, did_reply;
-};
-
+/* Buffer the content, flushing in large writes. */
 static int
-smtpc_put(struct smtpc_stream *w, const void *p, size_t n)
+smtpc_put_cb(void *arg, const void *p, size_t n)
 {
-	util_buf_add(&w->s->out, p, n);
-	if (w->s->out.len >= 32768)
-		return smtpc_flush(w->s, TO_DBLOCK(w->s));
-	return 0;
-}
+	struct smtpc *s = arg;
 
-static int
-smtpc_put_hdr(struct smtpc_stream *w, const char *name, const char *v)
-{
-	char *h = xasprintf("%s: %s\r\n", name, v);
-	int r;
-
-	for (char *p = h; p[2] != '\0'; p++)	/* admin text: no CR/LF */
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	r = smtpc_put(w, h, strlen(h));
-	free(h);
-	return r;
-}
-
-/* At the end of the header section: the rewrites not yet placed. */
-static int
-smtpc_hdr_end(struct smtpc_stream *w, const struct deliver_rewrite *rw)
-{
-	w->in_hdr = false;
-	if (rw == NULL)
-		return 0;
-	if (rw->reply_to != NULL && !w->did_reply &&
-	    smtpc_put_hdr(w, "Reply-To", rw->reply_to) == -1)
-		return -1;
-	if (rw->from != NULL && !w->did_from &&
-	    smtpc_put_hdr(w, "From", rw->from) == -1)
-		return -1;
-	return 0;
-}
-
-/* One header line starting a field: keep, drop or replace it. */
-static int
-smtpc_hdr_line(struct smtpc_stream *w, const struct deliver_rewrite *rw,
-    const char *l, size_t len)
-{
-	w->dropping = false;
-	if (rw == NULL)
-		return 0;
-	if (rw->return_path != NULL && smtpc_hdr_is(l, len, "Return-Path")) {
-		w->dropping = true;
-	} else if (rw->reply_to != NULL && smtpc_hdr_is(l, len, "Reply-To")) {
-		w->dropping = true;
-		if (!w->did_reply) {
-			w->did_reply = true;
-			return smtpc_put_hdr(w, "Reply-To", rw->reply_to);
-		}
-	} else if (rw->from != NULL && smtpc_hdr_is(l, len, "From")) {
-		w->dropping = true;
-		if (!w->did_from) {
-			w->did_from = true;
-			return smtpc_put_hdr(w, "From", rw->from);
-		}
-	}
-	return 0;
-}
-
-static int
-smtpc_stream_piece(struct smtpc_stream *w, const struct smtpc_src *src)
-{
-	const struct deliver_rewrite *rw = w->s->o->rewrite;
-	const char *l = src->line.data;
-	size_t len = src->line.len - (src->eol ? 1 : 0);
-
-	if (w->in_hdr && src->bol) {
-		if (len == 0 && src->eol) {
-			if (smtpc_hdr_end(w, rw) == -1)
-				return -1;
-		} else if (l[0] != ' ' && l[0] != '\t') {
-			if (smtpc_hdr_line(w, rw, l, len) == -1)
-				return -1;
-		}
-	}
-	if (w->in_hdr && w->dropping)
-		return 0;
-	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
-	if (src->bol && len > 0 && l[0] == '.' && smtpc_put(w, ".", 1) == -1)
-		return -1;
-	if (smtpc_put(w, l, len) == -1)
-		return -1;
-	if (src->eol && smtpc_put(w, "\r\n", 2) == -1)
-		return -1;
+	util_buf_add(&s->out, p, n);
+	if (s->out.len >= 32768)
+		return smtpc_flush(s, TO_DBLOCK(s));
 	return 0;
 }
 
@@ -671,44 +440,15 @@ smtpc_stream_piece(struct smtpc_stream *w, const struct smtpc_src *src)
 static int
 smtpc_stream(struct smtpc *s, const char **err_out)
 {
-	struct smtpc_stream w = { .s = s, .in_hdr = true };
-	const struct deliver_rewrite *rw = s->o->rewrite;
-	struct smtpc_src src;
-	bool last_eol = true;
-	int r;
-
-	if (smtpc_src_open(&src, s->m, err_out) == -1)
+	if (deliver_content_stream(s->m, s->o->rewrite, smtpc_put_cb, s,
+	    err_out) == -1)
 		return -1;
-	if (rw != NULL && rw->return_path != NULL) {
-		char *v = xasprintf("<%s>", rw->return_path);
-		r = smtpc_put_hdr(&w, "Return-Path", v);
-		free(v);
-		if (r == -1)
-			goto out;
-	}
-	while ((r = smtpc_src_next(&src, err_out)) == 1) {
-		last_eol = src.eol;
-		if ((r = smtpc_stream_piece(&w, &src)) == -1)
-			goto out;
-	}
-	if (r == -1)
-		goto out;
-	r = -1;
-	if (w.in_hdr && smtpc_hdr_end(&w, rw) == -1)
-		goto out;
-	if (!last_eol && smtpc_put(&w, "\r\n", 2) == -1)
-		goto out;
-	if (smtpc_put(&w, ".\r\n", 3) == -1)
-		goto out;
-	r = smtpc_flush(s, TO_DBLOCK(s));
-out:
-	smtpc_src_close(&src);
-	return r;
+	return smtpc_flush(s, TO_DBLOCK(s));
 }
 
 /* Can this server take this message at all?  0, or -1 with statuses. */
 static int
-smtpc_check_ext(struct smtpc *s, const struct smtpc_scan *sc,
+smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, bool *utf8_out)
 {
 	bool utf8 = !smtpc_is_ascii(s->m->return_path);
@@ -754,7 +494,8 @@ smtpc_check_ext(struct smtpc *s, const struct smtpc_scan *sc,
 }
 
 static void
-smtpc_mail_cmd(struct smtpc *s, const struct smtpc_scan *sc, bool utf8)
+smtpc_mail_cmd(struct smtpc *s, const struct deliver_content_scan *sc,
+    bool utf8)
 {
 	char params[128] = "";
 
@@ -801,7 +542,7 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 }
 
 static int
-smtpc_transaction(struct smtpc *s, const struct smtpc_scan *sc,
+smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, const char **err_out)
 {
 	bool utf8, mail_ok = false;
@@ -933,7 +674,7 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
     bool *tls_failed, const char **err_out)
 {
 	struct smtpc s = { .o = o, .m = m, .st = st_out, .n = n };
-	struct smtpc_scan sc;
+	struct deliver_content_scan sc;
 	const char *err = NULL;
 
 	for (size_t i = 0; i < n; i++) {
@@ -947,7 +688,7 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	if (n == 0)
 		return DELIVER_OK;
 	s.accepted = xcalloc(n, sizeof(*s.accepted));
-	if (smtpc_scan(m, &sc, &err) == -1) {
+	if (deliver_content_scan(m, &sc, &err) == -1) {
 		smtpc_fail_rest(&s, DELIVER_TEMPFAIL, 0, err);
 		goto out;
 	}

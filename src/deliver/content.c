@@ -1,0 +1,292 @@
+/*
+ * deliver/content.c: a message's content on its way out in DATA, for every
+ * client that sends one (SMTP, LMTP): read in pieces of lines from the
+ * spool file or from memory, never whole; scanned for what the server must
+ * offer (size, 8-bit, Received: count); streamed with CRLF line ends,
+ * dot-stuffing (RFC 5321 4.5.2) and the action's header rewrites.  Knows
+ * nothing of sockets: the caller's put function takes the bytes.
+ */
+#include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+/* ---- the source: pieces of lines, never the whole message ---- */
+
+#define CONTENT_LINE_MAX	(64 * 1024)	/* longer lines come in pieces */
+
+struct content_src {
+	const struct deliver_msg *m;
+	int		 fd;		/* content_path, or -1 for memory */
+	size_t		 mem_off;
+	char		 buf[65536];
+	size_t		 off, len;
+	struct util_buf	 line;		/* the current piece */
+	bool		 bol;		/* the piece starts a line */
+	bool		 eol;		/* the piece ends with LF (kept) */
+	bool		 next_bol;
+};
+
+static int
+content_src_open(struct content_src *s, const struct deliver_msg *m,
+    const char **err_out)
+{
+	memset(s, 0, sizeof(*s));
+	s->m = m;
+	s->fd = -1;
+	s->next_bol = true;
+	if (m->content != NULL)
+		return 0;
+	if ((s->fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
+		*err_out = util_err("open %s: %s", m->content_path,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+content_src_close(struct content_src *s)
+{
+	if (s->fd != -1)
+		close(s->fd);
+	s->fd = -1;
+	util_buf_clear(&s->line);
+}
+
+/* Next piece into s->line: 1 got one, 0 end, -1 read error (*err_out). */
+static int
+content_src_next(struct content_src *s, const char **err_out)
+{
+	util_buf_reset(&s->line);
+	s->bol = s->next_bol;
+	s->eol = false;
+	for (;;) {
+		if (s->off == s->len) {
+			if (s->fd == -1) {
+				size_t n = s->m->content_len - s->mem_off;
+				if (n > sizeof(s->buf))
+					n = sizeof(s->buf);
+				memcpy(s->buf, s->m->content + s->mem_off, n);
+				s->mem_off += n;
+				s->off = 0;
+				s->len = n;
+			} else {
+				ssize_t r = read(s->fd, s->buf,
+				    sizeof(s->buf));
+				if (r == -1 && errno == EINTR)
+					continue;
+				if (r == -1) {
+					*err_out = util_err("read %s: %s",
+					    s->m->content_path,
+					    strerror(errno));
+					return -1;
+				}
+				s->off = 0;
+				s->len = (size_t)r;
+			}
+			if (s->len == 0)
+				return s->line.len > 0 ? 1 : 0;
+		}
+		const char *p = s->buf + s->off;
+		size_t avail = s->len - s->off;
+		const char *nl = memchr(p, '\n', avail);
+		size_t take = nl != NULL ? (size_t)(nl - p) + 1 : avail;
+		if (take > CONTENT_LINE_MAX - s->line.len)
+			take = CONTENT_LINE_MAX - s->line.len;
+		util_buf_add(&s->line, p, take);
+		s->off += take;
+		if (s->line.len > 0 && s->line.data[s->line.len - 1] == '\n') {
+			s->eol = true;
+			s->next_bol = true;
+			return 1;
+		}
+		if (s->line.len >= CONTENT_LINE_MAX) {
+			s->next_bol = false;
+			return 1;
+		}
+	}
+}
+
+/* ---- what the content needs ---- */
+
+static bool
+content_hdr_is(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
+}
+
+int
+deliver_content_scan(const struct deliver_msg *m,
+    struct deliver_content_scan *sc, const char **err_out)
+{
+	struct content_src src;
+	bool in_hdr = true;
+	int r;
+
+	memset(sc, 0, sizeof(*sc));
+	if (content_src_open(&src, m, err_out) == -1)
+		return -1;
+	while ((r = content_src_next(&src, err_out)) == 1) {
+		const char *l = src.line.data;
+		size_t len = src.line.len;
+		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.');
+		for (size_t i = 0; i < len && !sc->eight_bit; i++)
+			if ((unsigned char)l[i] >= 0x80)
+				sc->eight_bit = true;
+		if (!in_hdr || !src.bol)
+			continue;
+		if (len == 1 && l[0] == '\n')
+			in_hdr = false;
+		else if (content_hdr_is(l, len, "Received"))
+			sc->received++;
+	}
+	content_src_close(&src);
+	return r;
+}
+
+/* The content going out with CRLF, dot-stuffing and header rewriting. */
+struct content_writer {
+	const struct deliver_rewrite *rw;	/* NULL: none */
+	int		(*put)(void *arg, const void *p, size_t n);
+	void		*arg;
+	bool		 in_hdr, dropping, did_from, did_reply;
+};
+
+static int
+content_put(struct content_writer *w, const void *p, size_t n)
+{
+	return w->put(w->arg, p, n);
+}
+
+static int
+content_put_hdr(struct content_writer *w, const char *name, const char *v)
+{
+	char *h = xasprintf("%s: %s\r\n", name, v);
+	int r;
+
+	for (char *p = h; p[2] != '\0'; p++)	/* admin text: no CR/LF */
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	r = content_put(w, h, strlen(h));
+	free(h);
+	return r;
+}
+
+/* At the end of the header section: the rewrites not yet placed. */
+static int
+content_hdr_end(struct content_writer *w, const struct deliver_rewrite *rw)
+{
+	w->in_hdr = false;
+	if (rw == NULL)
+		return 0;
+	if (rw->reply_to != NULL && !w->did_reply &&
+	    content_put_hdr(w, "Reply-To", rw->reply_to) == -1)
+		return -1;
+	if (rw->from != NULL && !w->did_from &&
+	    content_put_hdr(w, "From", rw->from) == -1)
+		return -1;
+	return 0;
+}
+
+/* One header line starting a field: keep, drop or replace it. */
+static int
+content_hdr_line(struct content_writer *w, const struct deliver_rewrite *rw,
+    const char *l, size_t len)
+{
+	w->dropping = false;
+	if (rw == NULL)
+		return 0;
+	if (rw->return_path != NULL && content_hdr_is(l, len, "Return-Path")) {
+		w->dropping = true;
+	} else if (rw->reply_to != NULL && content_hdr_is(l, len, "Reply-To")) {
+		w->dropping = true;
+		if (!w->did_reply) {
+			w->did_reply = true;
+			return content_put_hdr(w, "Reply-To", rw->reply_to);
+		}
+	} else if (rw->from != NULL && content_hdr_is(l, len, "From")) {
+		w->dropping = true;
+		if (!w->did_from) {
+			w->did_from = true;
+			return content_put_hdr(w, "From", rw->from);
+		}
+	}
+	return 0;
+}
+
+static int
+content_piece(struct content_writer *w, const struct content_src *src)
+{
+	const struct deliver_rewrite *rw = w->rw;
+	const char *l = src->line.data;
+	size_t len = src->line.len - (src->eol ? 1 : 0);
+
+	if (w->in_hdr && src->bol) {
+		if (len == 0 && src->eol) {
+			if (content_hdr_end(w, rw) == -1)
+				return -1;
+		} else if (l[0] != ' ' && l[0] != '\t') {
+			if (content_hdr_line(w, rw, l, len) == -1)
+				return -1;
+		}
+	}
+	if (w->in_hdr && w->dropping)
+		return 0;
+	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
+	if (src->bol && len > 0 && l[0] == '.' && content_put(w, ".", 1) == -1)
+		return -1;
+	if (content_put(w, l, len) == -1)
+		return -1;
+	if (src->eol && content_put(w, "\r\n", 2) == -1)
+		return -1;
+	return 0;
+}
+
+int
+deliver_content_stream(const struct deliver_msg *m,
+    const struct deliver_rewrite *rw,
+    int (*put)(void *arg, const void *p, size_t n), void *arg,
+    const char **err_out)
+{
+	struct content_writer w = { .rw = rw, .put = put, .arg = arg,
+	    .in_hdr = true };
+	struct content_src src;
+	bool last_eol = true;
+	int r;
+
+	if (content_src_open(&src, m, err_out) == -1)
+		return -1;
+	if (rw != NULL && rw->return_path != NULL) {
+		char *v = xasprintf("<%s>", rw->return_path);
+		r = content_put_hdr(&w, "Return-Path", v);
+		free(v);
+		if (r == -1)
+			goto out;
+	}
+	while ((r = content_src_next(&src, err_out)) == 1) {
+		last_eol = src.eol;
+		if ((r = content_piece(&w, &src)) == -1)
+			goto out;
+	}
+	if (r == -1)
+		goto out;
+	r = -1;
+	if (w.in_hdr && content_hdr_end(&w, rw) == -1)
+		goto out;
+	if (!last_eol && content_put(&w, "\r\n", 2) == -1)
+		goto out;
+	r = content_put(&w, ".\r\n", 3);
+out:
+	content_src_close(&src);
+	return r;
+}
