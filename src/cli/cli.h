@@ -15,4 +15,14 @@ int	cli_send(int argc, char **argv);
 /* The config path for -c/-C: $POSTERN_CONFIG, else CLI_DEFAULT_CONFIG. */
 const char *cli_default_config(void);
 
+/*
+ * Relative paths in a configuration are relative to the folder of the
+ * file (docs/config.md): make path absolute from the current folder, then
+ * change into its folder, so every command finds the same spool, Maildirs,
+ * tables and scripts wherever it is started.  Returns the absolute path
+ * (malloc'd) to load and reload, or NULL with *err_out (static text,
+ * valid until the next call) when the folder cannot be entered.
+ */
+char	*cli_enter_config_dir(const char *path, const char **err_out);
+
 #endif

@@ -2,10 +2,12 @@
  * cli/main.c: the postern command: run, check, version.  Owns the process
  * start-up; protocol details live below.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "chain/chain.h"
@@ -33,6 +35,7 @@ static const char usage_run[] =
     "usage: postern run [-c FILE]\n"
     "\n"
     "Run the server in the foreground with FILE (default " DEFAULT_CONFIG ").\n"
+    "Relative paths in FILE are relative to the folder of FILE.\n"
     "Logs go to stderr unless the configuration says 'log syslog'.\n"
     "Signals: SIGTERM/SIGINT stop accepting, let messages in DATA finish\n"
     "(up to 'limit shutdown-grace'), answer 421 to the rest and exit 0;\n"
@@ -81,16 +84,53 @@ cli_config_arg(int argc, char **argv, const char *usage)
 	return path;
 }
 
+char *
+cli_enter_config_dir(const char *path, const char **err_out)
+{
+	static char errbuf[1024];
+	char *abs, *dir, *cwd;
+
+	if (path[0] == '/')
+		abs = xstrdup(path);
+	else if ((cwd = getcwd(NULL, 0)) == NULL) {
+		snprintf(errbuf, sizeof(errbuf), "%s: getcwd: %s", path,
+		    strerror(errno));
+		*err_out = errbuf;
+		return NULL;
+	} else {
+		abs = xasprintf("%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd,
+		    path);
+		free(cwd);
+	}
+	dir = xstrndup(abs, (size_t)(strrchr(abs, '/') - abs));
+	if (chdir(dir[0] != '\0' ? dir : "/") == -1) {
+		snprintf(errbuf, sizeof(errbuf), "%s: chdir(%s): %s", path,
+		    dir[0] != '\0' ? dir : "/", strerror(errno));
+		*err_out = errbuf;
+		free(abs);
+		abs = NULL;
+	}
+	free(dir);
+	return abs;
+}
+
 static int
 cli_check(int argc, char **argv)
 {
-	const char *path = cli_config_arg(argc, argv, usage_check);
+	const char *err = NULL;
+	char *path = cli_enter_config_dir(cli_config_arg(argc, argv,
+	    usage_check), &err);
 	char *errs = NULL;
-	struct config *cfg = config_load(path, &errs);
+	struct config *cfg;
 
-	if (cfg == NULL) {
+	if (path == NULL) {
+		printf("%s\n", err);
+		return 1;
+	}
+	if ((cfg = config_load(path, &errs)) == NULL) {
 		fputs(errs, stdout);
 		free(errs);
+		free(path);
 		return 1;
 	}
 	/* Handler arguments are checked by the handlers themselves. */
@@ -103,24 +143,30 @@ cli_check(int argc, char **argv)
 	free(errs);
 	chain_set_unref(&set);
 	config_free(&cfg);
+	free(path);
 	return rc;
 }
 
 static int
 cli_run(int argc, char **argv)
 {
-	const char *path = cli_config_arg(argc, argv, usage_run);
+	const char *err = NULL;
+	char *path = cli_enter_config_dir(cli_config_arg(argc, argv,
+	    usage_run), &err);
 	char *errs = NULL;
-	struct config *cfg = config_load(path, &errs);
+	struct config *cfg;
 	struct net_server *srv;
 	int rc;
 
-	if (cfg == NULL) {
+	if (path == NULL)
+		fatal("%s", err);
+	if ((cfg = config_load(path, &errs)) == NULL) {
 		fputs(errs, stderr);
 		free(errs);
 		fatal("%s: configuration has errors", path);
 	}
 	srv = net_server_new(path, cfg);
+	free(path);
 	rc = net_server_run(srv);
 	net_server_free(&srv);
 	return rc;

@@ -361,7 +361,7 @@ cli_queue(int argc, char **argv)
 	struct config *cfg;
 	struct spool *sp;
 	const char *err = NULL;
-	char *errs = NULL;
+	char *errs = NULL, *abs;
 	bool json = false;
 	int ch, rc;
 
@@ -397,7 +397,13 @@ cli_queue(int argc, char **argv)
 		    "bad arguments for" : "unknown command", verb, usage_queue);
 		return 2;
 	}
-	if ((cfg = config_load(path, &errs)) == NULL) {
+	if ((abs = cli_enter_config_dir(path, &err)) == NULL) {
+		fprintf(stderr, "postern queue: %s\n", err);
+		return 1;
+	}
+	cfg = config_load(abs, &errs);
+	free(abs);
+	if (cfg == NULL) {
 		fputs(errs, stderr);
 		free(errs);
 		fprintf(stderr, "postern queue: %s: configuration has errors\n",

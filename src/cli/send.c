@@ -1,9 +1,9 @@
 /*
  * cli/send.c: `postern send`, also run as `sendmail`: local submission.
  * Reads a message on stdin, routes each recipient with the server's own
- * router (same config), and commits it durably into the spool without any
- * network connection; then tells the running server (control socket) to
- * pick it up, or leaves it for the server's pickup scan or next start.
+ * router (same config), makes sure a server runs on that spool (its control
+ * socket answers), commits the message durably into the spool without any
+ * network connection, then tells the server (control socket) to pick it up.
  * Exit status (sysexits.h): 0 only once durably queued; EX_USAGE,
  * EX_DATAERR, EX_NOUSER or EX_TEMPFAIL with a message otherwise.
  */
@@ -435,6 +435,26 @@ send_route(struct send_ctx *x)
 	return 0;
 }
 
+/*
+ * Only a running server delivers what lands in its spool: ask it on its
+ * control socket before writing anything, or a spool no server reads would
+ * keep an acknowledged message forever.  0 or EX_TEMPFAIL.
+ */
+static int
+send_check_server(const struct send_ctx *x)
+{
+	char *reply = NULL;
+	const char *err = NULL;
+
+	if (queue_control_request(x->cfg->spool, "ping", &reply, &err) == 0) {
+		free(reply);
+		return 0;
+	}
+	fprintf(stderr, "postern send: no postern server is running on the "
+	    "spool %s (%s); the message was not queued\n", x->cfg->spool, err);
+	return EX_TEMPFAIL;
+}
+
 /* Commit the message durably.  0 or EX_TEMPFAIL. */
 static int
 send_commit(struct send_ctx *x)
@@ -457,12 +477,18 @@ static int
 send_run(struct send_ctx *x, const struct send_opts *o)
 {
 	const char *err = NULL;
-	char *errs = NULL, *reply = NULL, cmd[64];
+	char *path, *errs = NULL, *reply = NULL, cmd[64];
 	bool has_from = false, has_date = false, has_mid = false;
 	size_t hlen;
 	int rc;
 
-	if ((x->cfg = config_load(o->config, &errs)) == NULL) {
+	if ((path = cli_enter_config_dir(o->config, &err)) == NULL) {
+		fprintf(stderr, "postern send: %s\n", err);
+		return EX_TEMPFAIL;
+	}
+	x->cfg = config_load(path, &errs);
+	free(path);
+	if (x->cfg == NULL) {
 		fputs(errs, stderr);
 		free(errs);
 		fprintf(stderr, "postern send: %s: configuration has errors\n",
@@ -496,7 +522,7 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	hlen = send_header_len(&x->in);
 	send_headers(x->in.data, hlen, o->extract, &x->rcpts, &x->kept,
 	    &has_from, &has_date, &has_mid);
-	if ((rc = send_route(x)) != 0)
+	if ((rc = send_route(x)) != 0 || (rc = send_check_server(x)) != 0)
 		return rc;
 	if ((x->sp = spool_open(x->cfg->spool, &err)) == NULL) {
 		fprintf(stderr, "postern send: spool %s: %s\n", x->cfg->spool,
@@ -514,10 +540,17 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 			x->env.body_8bit = true;
 	if ((rc = send_commit(x)) != 0)
 		return rc;
-	/* Queued: from here on, exit 0.  Tell the server if it listens. */
+	/*
+	 * Queued in the spool of a server that answered a moment ago: from
+	 * here on, exit 0 (a retry by the caller would send it twice).  If
+	 * the server stopped meanwhile, it finds the message when it starts.
+	 */
 	(void)util_snprintf(cmd, sizeof(cmd), "submit %s", x->env.qid);
-	if (queue_control_request(spool_dir(x->sp), cmd, &reply, &err) == 0)
-		free(reply);
+	if (queue_control_request(spool_dir(x->sp), cmd, &reply, &err) == -1)
+		fprintf(stderr, "postern send: queued as %s, but the server "
+		    "did not take it (%s): it is delivered when the server "
+		    "next starts\n", x->env.qid, err);
+	free(reply);
 	return 0;
 }
 

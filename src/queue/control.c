@@ -3,7 +3,7 @@
  * socket <spool>/control.sock (the spool folder is 0700, so only its owner
  * and root get in).  One command line per connection, one reply line:
  *
- *	flush [QID] | hold QID | release QID | delete QID | submit QID
+ *	flush [QID] | hold QID | release QID | delete QID | submit QID | ping
  *	-> "ok[ TEXT]" or "error: TEXT"
  *
  * The same thread rescans the spool every pickup_ms for messages that
@@ -105,7 +105,9 @@ ctl_command(struct queue *q, char *line, char *reply, size_t size)
 
 	if (arg != NULL)
 		*arg++ = '\0';
-	if (strcmp(verb, "flush") == 0)
+	if (strcmp(verb, "ping") == 0)
+		rc = 0;		/* a server runs on this spool */
+	else if (strcmp(verb, "flush") == 0)
 		rc = queue_flush(q, arg, &err);
 	else if (strcmp(verb, "hold") != 0 && strcmp(verb, "release") != 0 &&
 	    strcmp(verb, "delete") != 0 && strcmp(verb, "submit") != 0)

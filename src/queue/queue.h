@@ -116,7 +116,7 @@ int	queue_route_router(void *arg, const char *sender, const char *rcpt,
 /*
  * Client side of the control socket, for the CLI: send one command line
  * ("flush", "flush QID", "hold QID", "release QID", "delete QID",
- * "submit QID") to the server whose spool folder is spool_dir.  0 with the
+ * "submit QID", "ping") to the server whose spool folder is spool_dir.  0 with the
  * reply line in *reply_out (malloc'd, "ok ..." or "error: ..."); -1 with
  * errno (ENOENT or ECONNREFUSED: no server is running) and *err_out.
  */

@@ -275,10 +275,18 @@ def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
     assert len(postern.maildir("bob")) == 1
 
 
-def test_send_without_server_is_picked_up_at_start(make_postern):
+def test_send_without_server_fails_and_leaves_nothing(make_postern):
+    """No server listens on the spool's control socket: nothing would
+    deliver the message, so send says so with EX_TEMPFAIL (75) and writes
+    nothing; the caller keeps the message and tries again."""
     srv = make_postern(start=False)
     r = send_cmd(srv, ["bob@example.org"], b"Subject: early\n\nx\n")
+    assert r.returncode == 75, (r.returncode, r.stderr)
+    assert b"no postern server" in r.stderr, r.stderr
+    assert not os.path.exists(srv.path("spool")), os.listdir(srv.dir)
+    wired(srv.start())
+    r = send_cmd(srv, ["bob@example.org"], b"Subject: later\n\nx\n")
     assert r.returncode == 0, r.stderr
-    assert srv.maildir("bob") == []
-    srv.start()
-    wait_for(lambda: srv.maildir("bob"), what="recovery of the sent message")
+    wait_for(lambda: srv.maildir("bob"), what="delivery of the sent message")
+    h = headers_of(split_delivered(read_bytes(srv.maildir("bob")[0]))[2])
+    assert h["subject"] == ["later"]
