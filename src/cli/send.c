@@ -140,27 +140,36 @@ missing:
 	return EX_USAGE;
 }
 
-/* Read stdin whole, CRLF -> LF, ending in LF.  -1 past max bytes. */
+/*
+ * Read stdin whole into b with LF line ends, ending in LF: CRLF, and a CR
+ * or an LF alone, each end a line (sendmail's local submission), so no bare
+ * CR reaches the spool.  0; -1 past max bytes; -2 read error; -3 a NUL
+ * byte, on line *line_out: SMTP cannot carry it (RFC 5321 4.5.2).
+ */
 static int
-send_read_stdin(struct util_buf *b, uint64_t max)
+send_read_stdin(struct util_buf *b, uint64_t max, size_t *line_out)
 {
 	char buf[65536];
-	size_t n;
+	size_t n, line = 1;
 	bool cr = false;
 
 	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0) {
 		for (size_t i = 0; i < n; i++) {
-			if (cr && buf[i] != '\n')
-				util_buf_add(b, "\r", 1);
+			if (buf[i] == '\0') {
+				*line_out = line;
+				return -3;
+			}
+			if (cr && buf[i] == '\n') {
+				cr = false;	/* the LF of a CRLF */
+				continue;
+			}
 			cr = buf[i] == '\r';
-			if (!cr)
-				util_buf_add(b, &buf[i], 1);
+			util_buf_add(b, cr ? "\n" : &buf[i], 1);
+			line += cr || buf[i] == '\n';
 		}
 		if (b->len > max)
 			return -1;
 	}
-	if (cr)
-		util_buf_add(b, "\r", 1);
 	if (ferror(stdin))
 		return -2;
 	if (b->len > 0 && b->data[b->len - 1] != '\n')
@@ -479,7 +488,7 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	const char *err = NULL;
 	char *path, *errs = NULL, *reply = NULL, cmd[64];
 	bool has_from = false, has_date = false, has_mid = false;
-	size_t hlen;
+	size_t hlen, line = 0;
 	int rc;
 
 	if ((path = cli_enter_config_dir(o->config, &err)) == NULL) {
@@ -510,7 +519,12 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 		    o->sender);
 		return EX_DATAERR;
 	}
-	rc = send_read_stdin(&x->in, x->cfg->limits.msg_max);
+	rc = send_read_stdin(&x->in, x->cfg->limits.msg_max, &line);
+	if (rc == -3) {
+		fprintf(stderr, "postern send: line %zu of the message holds "
+		    "a NUL byte, which SMTP cannot carry; not queued\n", line);
+		return EX_DATAERR;
+	}
 	if (rc != 0) {
 		fprintf(stderr, "postern send: %s\n", rc == -1 ?
 		    "message too big for 'limit message-size'" :

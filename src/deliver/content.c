@@ -5,6 +5,12 @@
  * offer (size, 8-bit, Received: count); streamed with CRLF line ends,
  * dot-stuffing (RFC 5321 4.5.2) and the action's header rewrites.  Knows
  * nothing of sockets: the caller's put function takes the bytes.
+ *
+ * Whatever the spool holds, only canonical lines go out (RFC 5321 2.3.8,
+ * 4.5.3.1.6), so postern never carries a smuggling payload to a weaker
+ * receiver: a CR alone ends a line like LF, a CRLF is one line end, and a
+ * line over 998 octets is folded with CRLF SP.  A NUL is reported by the
+ * scan; the client must not send such a message.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -21,6 +27,8 @@
 /* ---- the source: pieces of lines, never the whole message ---- */
 
 #define CONTENT_LINE_MAX	(64 * 1024)	/* longer lines come in pieces */
+/* RFC 5321 4.5.3.1.6: octets of a text line before its CRLF. */
+#define CONTENT_WIRE_LINE_MAX	998
 
 struct content_src {
 	const struct deliver_msg *m;
@@ -32,6 +40,8 @@ struct content_src {
 	bool		 bol;		/* the piece starts a line */
 	bool		 eol;		/* the piece ends with LF (kept) */
 	bool		 next_bol;
+	bool		 skip_lf;	/* a CR ended the last piece: an LF
+					   right after it is its line end */
 };
 
 static int
@@ -61,7 +71,21 @@ content_src_close(struct content_src *s)
 	util_buf_clear(&s->line);
 }
 
-/* Next piece into s->line: 1 got one, 0 end, -1 read error (*err_out). */
+/* Octets of p up to and with its first CR or LF, or all of it. */
+static size_t
+content_line_end(const char *p, size_t len)
+{
+	const char *lf = memchr(p, '\n', len);
+	const char *cr = memchr(p, '\r', lf != NULL ? (size_t)(lf - p) : len);
+	const char *end = cr != NULL ? cr : lf;
+
+	return end != NULL ? (size_t)(end - p) + 1 : len;
+}
+
+/*
+ * Next piece into s->line: 1 got one, 0 end, -1 read error (*err_out).  A
+ * piece that ends a line ends with one LF, whatever ended it in the spool.
+ */
 static int
 content_src_next(struct content_src *s, const char **err_out)
 {
@@ -95,14 +119,23 @@ content_src_next(struct content_src *s, const char **err_out)
 			if (s->len == 0)
 				return s->line.len > 0 ? 1 : 0;
 		}
+		if (s->skip_lf && s->buf[s->off] == '\n')
+			s->off++;
+		s->skip_lf = false;
+		if (s->off == s->len)
+			continue;
 		const char *p = s->buf + s->off;
 		size_t avail = s->len - s->off;
-		const char *nl = memchr(p, '\n', avail);
-		size_t take = nl != NULL ? (size_t)(nl - p) + 1 : avail;
+		size_t take = content_line_end(p, avail);
 		if (take > CONTENT_LINE_MAX - s->line.len)
 			take = CONTENT_LINE_MAX - s->line.len;
 		util_buf_add(&s->line, p, take);
 		s->off += take;
+		if (s->line.len > 0 && s->line.data[s->line.len - 1] == '\r') {
+			/* A line end, CRLF or a CR alone: kept as LF. */
+			s->line.data[s->line.len - 1] = '\n';
+			s->skip_lf = true;
+		}
 		if (s->line.len > 0 && s->line.data[s->line.len - 1] == '\n') {
 			s->eol = true;
 			s->next_bol = true;
@@ -139,10 +172,13 @@ deliver_content_scan(const struct deliver_msg *m,
 	while ((r = content_src_next(&src, err_out)) == 1) {
 		const char *l = src.line.data;
 		size_t len = src.line.len;
-		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.');
+		/* With CRs, stuffing dots and folds (at most). */
+		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.') +
+		    len / (CONTENT_WIRE_LINE_MAX - 1) * 3;
 		for (size_t i = 0; i < len && !sc->eight_bit; i++)
 			if ((unsigned char)l[i] >= 0x80)
 				sc->eight_bit = true;
+		sc->nul |= memchr(l, '\0', len) != NULL;
 		if (!in_hdr || !src.bol)
 			continue;
 		if (len == 1 && l[0] == '\n')
@@ -160,12 +196,46 @@ struct content_writer {
 	int		(*put)(void *arg, const void *p, size_t n);
 	void		*arg;
 	bool		 in_hdr, dropping, did_from, did_reply;
+	size_t		 col;		/* octets on the current wire line */
 };
 
 static int
 content_put(struct content_writer *w, const void *p, size_t n)
 {
 	return w->put(w->arg, p, n);
+}
+
+/*
+ * Text of the current line: folded with CRLF SP before it would pass
+ * CONTENT_WIRE_LINE_MAX (as Postfix's smtp_line_length_limit), which keeps
+ * a header a header and never puts a '.' first on a line.
+ */
+static int
+content_put_text(struct content_writer *w, const char *p, size_t n)
+{
+	while (n > 0) {
+		if (w->col == CONTENT_WIRE_LINE_MAX) {
+			if (content_put(w, "\r\n ", 3) == -1)
+				return -1;
+			w->col = 1;
+		}
+		size_t take = CONTENT_WIRE_LINE_MAX - w->col;
+		if (take > n)
+			take = n;
+		if (content_put(w, p, take) == -1)
+			return -1;
+		w->col += take;
+		p += take;
+		n -= take;
+	}
+	return 0;
+}
+
+static int
+content_put_eol(struct content_writer *w)
+{
+	w->col = 0;
+	return content_put(w, "\r\n", 2);
 }
 
 static int
@@ -243,11 +313,12 @@ content_piece(struct content_writer *w, const struct content_src *src)
 	if (w->in_hdr && w->dropping)
 		return 0;
 	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
-	if (src->bol && len > 0 && l[0] == '.' && content_put(w, ".", 1) == -1)
+	if (src->bol && len > 0 && l[0] == '.' &&
+	    content_put_text(w, ".", 1) == -1)
 		return -1;
-	if (content_put(w, l, len) == -1)
+	if (content_put_text(w, l, len) == -1)
 		return -1;
-	if (src->eol && content_put(w, "\r\n", 2) == -1)
+	if (src->eol && content_put_eol(w) == -1)
 		return -1;
 	return 0;
 }
@@ -283,7 +354,7 @@ deliver_content_stream(const struct deliver_msg *m,
 	r = -1;
 	if (w.in_hdr && content_hdr_end(&w, rw) == -1)
 		goto out;
-	if (!last_eol && content_put(&w, "\r\n", 2) == -1)
+	if (!last_eol && content_put_eol(&w) == -1)
 		goto out;
 	r = content_put(&w, ".\r\n", 3);
 out:

@@ -58,6 +58,8 @@ struct deliver_rewrite;
 struct deliver_content_scan {
 	uint64_t	 size;		/* octets on the wire, estimated */
 	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
+	bool		 nul;		/* a NUL: never to be sent (RFC 5321
+					   4.5.2) */
 	unsigned	 received;	/* Received: header fields */
 };
 /* Read m's content once for what the server must offer.  0, or -1. */
@@ -65,7 +67,8 @@ int	deliver_content_scan(const struct deliver_msg *m,
 	    struct deliver_content_scan *sc, const char **err_out);
 /*
  * m's content as DATA: "Return-Path:" first when rw asks, the other
- * rewrites of rw (NULL: none), CRLF line ends, dot-stuffing, then
+ * rewrites of rw (NULL: none), CRLF line ends (a CR alone ends a line
+ * too), lines over 998 octets folded with CRLF SP, dot-stuffing, then
  * ".\r\n"; the bytes go to put(arg, p, n), which returns 0 or -1.  0,
  * or -1 when put failed (its own error) or the content could not be read
  * (*err_out).

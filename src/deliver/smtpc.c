@@ -4,8 +4,9 @@
  * 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
  * PIPELINING (RFC 2920), and the content as DATA (content.c: streamed from
  * the spool with CRLF line ends, dot-stuffing and optional header
- * rewriting).  Blocking: worker threads only.  Knows nothing of the queue
- * or of DNS.
+ * rewriting; only canonical lines, and a message with a NUL fails
+ * permanently before any connection).  Blocking: worker threads only.
+ * Knows nothing of the queue or of DNS.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -690,6 +691,11 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	s.accepted = xcalloc(n, sizeof(*s.accepted));
 	if (deliver_content_scan(m, &sc, &err) == -1) {
 		smtpc_fail_rest(&s, DELIVER_TEMPFAIL, 0, err);
+		goto out;
+	}
+	if (sc.nul) {
+		smtpc_fail_rest(&s, DELIVER_PERMFAIL, 0, "5.6.0 the message "
+		    "holds a NUL byte, which SMTP cannot carry; not sent");
 		goto out;
 	}
 	if (dconn_connect(&s.c, o->host, o->port, TO_CONNECT(&s)) == -1) {

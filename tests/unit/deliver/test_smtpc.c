@@ -521,6 +521,40 @@ test_per_rcpt(void **state)
 	assert_null(up_file(&u, "1.eml", NULL));
 }
 
+/*
+ * Relay content (len octets) to u as its n-th message; the upstream must
+ * have stored want exactly, or (want NULL) nothing: a permanent failure
+ * whose text has "NUL".
+ */
+static void
+relay_exact(struct upstream *u, const char *label, const char *content,
+    size_t len, int n, const char *want)
+{
+	struct deliver_smtp_opts o;
+	struct deliver_rcpt_status st[1];
+	const char *rcpts[] = { "bob@example.net" };
+	struct deliver_msg m = mkmsg(content);
+	const char *err = NULL;
+	char name[32];
+
+	m.content_len = len;
+	smtp_opts(&o, u);
+	enum deliver_result r = deliver_smtp(&o, &m, rcpts, 1, st, &err);
+	snprintf(name, sizeof(name), "%d.eml", n);
+	char *got = up_file(u, name, NULL);
+	if (want == NULL) {
+		want_status(label, &st[0], DELIVER_PERMFAIL, 0, "NUL");
+		assert_null(got);
+		return;
+	}
+	if (r != DELIVER_OK || got == NULL || strcmp(got, want) != 0) {
+		up_stop(u);
+		fail_msg("case \"%s\": result %d (%s); upstream got \"%s\", "
+		    "want \"%s\"", label, r, err, got, want);
+	}
+	free(got);
+}
+
 /* Dot-stuffing: what the upstream unstuffs is the spool content. */
 static void
 test_dot_stuffing(void **state)
@@ -541,31 +575,82 @@ test_dot_stuffing(void **state)
 	(void)state;
 	up_start(&u, "dots", NULL);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct deliver_smtp_opts o;
-		struct deliver_rcpt_status st[1];
-		const char *rcpts[] = { "bob@example.net" };
-		struct deliver_msg m = mkmsg(cases[i].content);
-		const char *err = NULL;
-		char name[32];
-
-		smtp_opts(&o, &u);
-		if (deliver_smtp(&o, &m, rcpts, 1, st, &err) != DELIVER_OK) {
-			up_stop(&u);
-			fail_msg("case \"%s\": not delivered: %s",
-			    cases[i].label, err);
-		}
-		snprintf(name, sizeof(name), "%zu.eml", i + 1);
-		char *got = up_file(&u, name, NULL), *want = crlf(
-		    cases[i].content);
-		if (got == NULL || strcmp(got, want) != 0) {
-			up_stop(&u);
-			fail_msg("case \"%s\": upstream got \"%s\", want "
-			    "\"%s\"", cases[i].label, got, want);
-		}
-		free(got);
+		char *want = crlf(cases[i].content);
+		relay_exact(&u, cases[i].label, cases[i].content,
+		    strlen(cases[i].content), (int)i + 1, want);
 		free(want);
 	}
 	up_stop(&u);
+}
+
+/* n copies of c, then tail: a test line (malloc'd). */
+static char *
+rep(char c, size_t n, const char *tail)
+{
+	size_t tl = strlen(tail);
+	char *s = xmalloc(n + tl + 1);
+
+	memset(s, c, n);
+	memcpy(s + n, tail, tl + 1);
+	return s;
+}
+
+/*
+ * Whatever the spool holds, the upstream gets canonical CRLF lines of at
+ * most 998 octets plus CRLF (RFC 5321 2.3.8, 4.5.3.1.6): a bare CR ends a
+ * line, a CRLF is one line end, a longer line is folded with CRLF SP, and a
+ * NUL is never sent (permanent failure before connecting).
+ */
+static void
+test_canonical_lines(void **state)
+{
+	char *x3000 = rep('x', 3000, "\n"), *dot = rep('y', 1500, "\n");
+	char *hdr = rep('z', 1200, "\n\nbody\n");
+	char *w3000 = xasprintf("Subject: c\r\n\r\n%.998s\r\n %.997s\r\n "
+	    "%.997s\r\n %.8s\r\n", x3000, x3000, x3000, x3000);
+	char *wdot = xasprintf("Subject: c\r\n\r\n.%.996s\r\n %.504s\r\n",
+	    dot, dot);
+	char *whdr = xasprintf("Subject: %.989s\r\n %.211s\r\n\r\nbody\r\n",
+	    hdr, hdr);
+	char *c3000 = xasprintf("Subject: c\n\n%s", x3000);
+	char *cdot = xasprintf("Subject: c\n\n.%s", dot);
+	char *chdr = xasprintf("Subject: %s", hdr);
+	const struct {
+		const char	*label;
+		const char	*content;
+		size_t		 len;		/* 0: strlen */
+		const char	*want;		/* NULL: not sent, 5xx */
+	} cases[] = {
+		{ "bare CR", "Subject: c\n\na\r.\rb\n", 0,
+		  "Subject: c\r\n\r\na\r\n.\r\nb\r\n" },
+		{ "CRLF in the spool", "Subject: c\r\n\r\nx\r\n\r\r\ny", 0,
+		  "Subject: c\r\n\r\nx\r\n\r\n\r\ny\r\n" },
+		{ "CR at the end", "Subject: c\n\nend\r", 0,
+		  "Subject: c\r\n\r\nend\r\n" },
+		{ "3000-octet line", c3000, 0, w3000 },
+		{ "long line with a dot", cdot, 0, wdot },
+		{ "long header", chdr, 0, whdr },
+		{ "NUL", "Subject: n\n\na\0b\n", 16, NULL },
+	};
+	struct upstream u = { 0 };
+	int n = 0;
+
+	(void)state;
+	up_start(&u, "canon", NULL);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		relay_exact(&u, cases[i].label, cases[i].content,
+		    cases[i].len != 0 ? cases[i].len : strlen(cases[i].content),
+		    cases[i].want != NULL ? ++n : n + 1, cases[i].want);
+	up_stop(&u);
+	free(x3000);
+	free(dot);
+	free(hdr);
+	free(w3000);
+	free(wdot);
+	free(whdr);
+	free(c3000);
+	free(cdot);
+	free(chdr);
 }
 
 /* The spool file path (not memory), a big body, exact. */
@@ -1199,6 +1284,7 @@ main(void)
 		cmocka_unit_test(test_per_rcpt),
 		cmocka_unit_test(test_dot_stuffing),
 		cmocka_unit_test(test_from_file),
+		cmocka_unit_test(test_canonical_lines),
 		cmocka_unit_test(test_extensions),
 		cmocka_unit_test(test_down_and_loop),
 		cmocka_unit_test(test_mx_hosts),
