@@ -313,13 +313,18 @@ dconn_readline(struct dconn *c, char *line, size_t linesz,
     uint64_t timeout_ms)
 {
 	uint64_t deadline = util_now_ms() + timeout_ms;
-	size_t len = 0;
+	size_t len = 0, raw = 0;
 
 	ASSERT(linesz > 0);
 	for (;;) {
 		if (c->roff == c->rlen && dconn_fill(c, deadline) == -1)
 			return -1;
 		char ch = c->rbuf[c->roff++];
+		if (++raw > DCONN_LINE_RAW_MAX) {
+			dconn_seterr(c, "%s sent a line longer than %d octets",
+			    c->peer, DCONN_LINE_RAW_MAX);
+			return -1;
+		}
 		if (ch == '\n')
 			break;
 		if (len + 1 < linesz)
@@ -328,7 +333,7 @@ dconn_readline(struct dconn *c, char *line, size_t linesz,
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	line[len] = '\0';
-	return 0;
+	return (int)raw;
 }
 
 void

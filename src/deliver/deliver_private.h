@@ -43,10 +43,14 @@ int	dconn_starttls(struct dconn *c, struct tls_client *tc,
 /* Write all of p; 0, or -1 with c->err. */
 int	dconn_write(struct dconn *c, const void *p, size_t n,
 	    uint64_t timeout_ms);
+/* Octets of one line read, its end included: more is an error. */
+#define DCONN_LINE_RAW_MAX	(64 * 1024)
+
 /*
  * Read one line (CRLF or LF stripped, NUL-terminated) into line (size
- * linesz; a longer line is truncated, its rest skipped).  0, or -1 with
- * c->err on timeout, EOF or error.
+ * linesz; a longer line is truncated, its rest skipped).  Returns the
+ * octets it took from the connection (> 0, line end included), or -1 with
+ * c->err on timeout, EOF, error, or a line over DCONN_LINE_RAW_MAX.
  */
 int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);

@@ -25,6 +25,13 @@
 #include "tls/tls.h"
 #include "util/util.h"
 
+/*
+ * One reply (RFC 5321 4.2.1 sets no count): more lines or octets than this
+ * is a hostile or broken server, a temporary failure.
+ */
+#define SMTPC_REPLY_LINES_MAX	1000
+#define SMTPC_REPLY_BYTES_MAX	(64 * 1024)
+
 /* ---- the session ---- */
 
 struct smtpc {
@@ -43,6 +50,7 @@ struct smtpc {
 	size_t		 n;
 	bool		*accepted;	/* per recipient: RCPT got 2xx */
 	bool		 tls_failed;	/* the STARTTLS handshake failed */
+	bool		 desync;	/* a reply broke the protocol: no QUIT */
 };
 
 static uint64_t
@@ -141,20 +149,33 @@ smtpc_flush(struct smtpc *s, uint64_t to)
 
 /*
  * Read one reply (RFC 5321 4.2: "NNN-" lines then "NNN ").  Returns the
- * code, or -1 on a connection failure or a malformed reply (c.err).
+ * code, or -1 on a connection failure or a malformed or endless reply
+ * (c.err).
  */
 static int
 smtpc_reply(struct smtpc *s, uint64_t to)
 {
 	char line[1024];
-	size_t tl = 0;
+	size_t tl = 0, nlines = 0, nbytes = 0;
+	int n;
 
 	util_buf_reset(&s->lines);
 	s->text[0] = '\0';
 	s->code = -1;
 	for (;;) {
-		if (dconn_readline(&s->c, line, sizeof(line), to) == -1)
+		if ((n = dconn_readline(&s->c, line, sizeof(line), to)) == -1) {
+			s->desync = true;
 			return -1;
+		}
+		nbytes += (size_t)n;
+		if (++nlines > SMTPC_REPLY_LINES_MAX ||
+		    nbytes > SMTPC_REPLY_BYTES_MAX) {
+			snprintf(s->c.err, sizeof(s->c.err), "%s sent a reply "
+			    "longer than %d lines or %d octets", s->c.peer,
+			    SMTPC_REPLY_LINES_MAX, SMTPC_REPLY_BYTES_MAX);
+			s->desync = true;
+			return -1;
+		}
 		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' ||
 		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
 		    line[2] > '9' || (line[3] != '\0' && line[3] != ' ' &&
@@ -163,12 +184,14 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 			snprintf(s->c.err, sizeof(s->c.err), "%s sent a bad "
 			    "reply line: %s", s->c.peer, log_safe_into(esc,
 			    sizeof(esc), line, strlen(line)));
+			s->desync = true;
 			return -1;
 		}
 		int code = atoi(line);
 		if (s->code != -1 && code != s->code) {
 			snprintf(s->c.err, sizeof(s->c.err), "%s mixed reply "
 			    "codes in one reply", s->c.peer);
+			s->desync = true;
 			return -1;
 		}
 		s->code = code;
@@ -632,7 +655,7 @@ conn:
 static void
 smtpc_quit(struct smtpc *s)
 {
-	if (s->c.fd == -1)
+	if (s->c.fd == -1 || s->desync)
 		return;
 	/*
 	 * RFC 5321 4.1.1.10 asks us to wait for the reply, but the fate of

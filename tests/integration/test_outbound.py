@@ -6,7 +6,11 @@ aiosmtpd (tests/unit/deliver/data/smtpd.py) and a second postern, whose
 listener refuses bare CR, NUL and long lines itself.
 """
 
+import socket
 import subprocess
+import threading
+
+import pytest
 
 from conftest import binary, make_config, read_bytes, split_delivered, wait_for
 from test_relay import relay_server, spool_empty, upstreams  # noqa: F401
@@ -76,3 +80,74 @@ def test_relay_to_a_second_postern_takes_what_send_submitted(make_postern):
     assert rest.split(b"\n\n", 1)[1] == BODY_SENT.replace(b"\r\n", b"\n")
     wait_for(lambda: spool_empty(srv), timeout=10, what="an empty spool")
     assert srv.maildir("alice") == [], "a bounce came back"
+
+
+# ----- a hostile upstream ------------------------------------------------------
+
+class Endless:
+    """An upstream that never ends a reply: after a normal greeting (or at
+    once, when at_greeting) it sends "CODE-..." lines, or one line without
+    an end (one_line), until the client hangs up.  Counts what it sent."""
+
+    def __init__(self, at_greeting=False, one_line=False):
+        self.at_greeting = at_greeting
+        self.one_line = one_line
+        self.sent = 0
+        self.closed = threading.Event()
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.port = self.ls.getsockname()[1]
+        self.ls.listen(4)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        try:
+            c, _ = self.ls.accept()
+        except OSError:
+            return
+        with c:
+            try:
+                code = b"220"
+                if not self.at_greeting:
+                    c.sendall(b"220 hostile.test ESMTP\r\n")
+                    c.recv(1000)			# EHLO
+                    code = b"250"
+                chunk = (code + b"-" + b"x" * 60 + b"\r\n") * 100
+                if self.one_line:
+                    c.sendall(code + b" ")
+                    chunk = b"y" * 6200
+                # Bounded, far over any cap (the client must hang up).
+                while self.sent < 256 * 1024 ** 2:
+                    c.sendall(chunk)
+                    self.sent += len(chunk)
+            except OSError:
+                self.closed.set()
+
+    def stop(self):
+        self.ls.close()
+
+
+@pytest.mark.parametrize("at_greeting,one_line", [(True, False),
+    (False, False), (False, True)], ids=["greeting", "ehlo", "one-line"])
+def test_endless_reply_is_a_temporary_failure(make_postern, at_greeting,
+        one_line):
+    """A reply of more than 1,000 lines or 64 KiB: the client hangs up
+    after it, the message stays queued (4xx, retried) and the log says
+    why."""
+    up = Endless(at_greeting, one_line)
+    try:
+        srv = relay_server(make_postern,
+            'action out relay "smtp://127.0.0.1:%d"' % up.port)
+        r = send(srv, b"Subject: endless\n\nhello\n")
+        assert r.returncode == 0, r.stderr
+        assert up.closed.wait(20), "the client kept reading (%d octets)" % (
+            up.sent)
+        assert up.sent < 10 * 1024 * 1024, up.sent
+        line = wait_for(lambda: [l for l in srv.log().splitlines()
+            if " deferred " in l and "rcpt=<bob@remote.test>" in l],
+            timeout=10, what="the deferral in the log")[0]
+        assert ("a line longer than 65536 octets" if one_line else
+            "a reply longer than 1000 lines or 65536 octets") in line, line
+        assert not spool_empty(srv)
+    finally:
+        up.stop()
