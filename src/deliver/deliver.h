@@ -45,6 +45,16 @@ enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
 enum deliver_result deliver_maildir(const char *folder,
 	    const struct deliver_msg *m, const char **err_out);
 
+/*
+ * Start (or count one more user of) the thread that removes files a crash
+ * left in the tmp/ of the Maildirs deliver_maildir writes to: those not
+ * read or written for 36 hours, never one of our deliveries in progress.
+ * Each folder is swept at its first delivery, then hourly while in use.
+ * stop undoes one start; the last one joins the thread.
+ */
+void	deliver_maildir_sweeper_start(void);
+void	deliver_maildir_sweeper_stop(void);
+
 /* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
  * dconn.c) ====
  *

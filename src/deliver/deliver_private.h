@@ -1,8 +1,9 @@
 /*
  * deliver/deliver_private.h: what the files of deliver/ share: the blocking
  * client connection of the SMTP and POP3 clients (dconn.c: connect, TLS,
- * line reads and writes, each bounded by a deadline) and the content as
- * it goes out in DATA (content.c).  Not for other modules.
+ * line reads and writes, each bounded by a deadline), the content as it
+ * goes out in DATA (content.c), and what maildir.c tells the tmp/ sweep
+ * (maildir_sweep.c).  Not for other modules.
  */
 #ifndef POSTERN_DELIVER_PRIVATE_H
 #define POSTERN_DELIVER_PRIVATE_H
@@ -81,5 +82,19 @@ int	deliver_content_stream(const struct deliver_msg *m,
 	    const struct deliver_rewrite *rw,
 	    int (*put)(void *arg, const void *p, size_t n), void *arg,
 	    const char **err_out);
+
+/*
+ * A delivery writing tmp/<name> of a Maildir (maildir_sweep.c): enter it
+ * before the file is created, leave it once the file is in new/ or gone,
+ * so the tmp/ sweep never removes it.  Entering also tells the sweep that
+ * folder is in use.  name and b are borrowed until leave.
+ */
+struct deliver_md_busy {
+	struct deliver_md_busy	*next;
+	const char		*name;
+};
+void	deliver_md_busy_enter(struct deliver_md_busy *b, const char *folder,
+	    const char *name);
+void	deliver_md_busy_leave(struct deliver_md_busy *b);
 
 #endif

@@ -39,10 +39,14 @@
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
  *
+ * What a crash leaves in tmp/ is removed by maildir_sweep.c, which keeps
+ * away from the names our deliveries are writing.
+ *
  * Error strings (*err_out) come from util_err(): valid until the thread's
  * next error.
  */
 #include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -390,6 +394,7 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 {
 	struct md_ctx c = { .folder = folder, .dirfd = -1,
 	    .fd = { -1, -1, -1 }, .out = -1 };
+	struct deliver_md_busy busy;
 	enum deliver_result r;
 	int seen;
 
@@ -425,13 +430,17 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 		goto out;
 	}
 	c.ordered = util_fs_ordered(c.fd[MD_NEW]);
-	if ((r = md_write(&c, m, err_out)) != DELIVER_OK)
-		goto out;
-	if (renameat(c.fd[MD_TMP], c.name, c.fd[MD_NEW], c.name) == -1) {
+	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
+	deliver_md_busy_enter(&busy, folder, c.name);
+	r = md_write(&c, m, err_out);
+	if (r == DELIVER_OK && renameat(c.fd[MD_TMP], c.name, c.fd[MD_NEW],
+	    c.name) == -1) {
 		r = md_fail(err_out, errno, "rename", folder, "tmp", c.name);
 		unlinkat(c.fd[MD_TMP], c.name, 0);
-		goto out;
 	}
+	deliver_md_busy_leave(&busy);
+	if (r != DELIVER_OK)
+		goto out;
 	if (c.ordered) {
 		if (fsync(c.out) == -1) {
 			/* Not known to be whole on disk: take it back. */

@@ -84,6 +84,7 @@ queue_opts_init(struct queue_opts *o, const struct config *cfg)
 	o->delay_warning_ms = cfg != NULL ? cfg->queue.delay_warning_ms :
 	    4 * 3600000ULL;
 	o->pickup_ms = 60 * 1000;
+	o->sweep_maildirs = true;
 }
 
 /* ---- destinations ------------------------------------------------------ */
@@ -472,6 +473,8 @@ queue_new_opts(struct spool *sp, const struct queue_opts *o)
 			fatal("queue: pthread_create: %s", strerror(rc));
 		q->nthreads++;
 	}
+	if (q->o.sweep_maildirs)
+		deliver_maildir_sweeper_start();
 	if ((q->o.control || q->o.pickup_ms > 0) &&
 	    queue_control_start(q, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "queue: no control socket: %s "
@@ -489,6 +492,7 @@ queue_new(struct spool *sp, const char *hostname, unsigned nthreads)
 	o.hostname = hostname;
 	o.concurrency = nthreads;
 	o.pickup_ms = 0;
+	o.sweep_maildirs = false;
 	return queue_new_opts(sp, &o);
 }
 
@@ -657,6 +661,8 @@ queue_free(struct queue **qp)
 	pthread_mutex_unlock(&q->mu);
 	for (unsigned i = 0; i < q->nthreads; i++)
 		pthread_join(q->threads[i], NULL);
+	if (q->o.sweep_maildirs)
+		deliver_maildir_sweeper_stop();
 	while (q->jobs != NULL)
 		queue_unlink(q, q->jobs);
 	while (q->dests != NULL) {

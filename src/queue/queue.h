@@ -57,6 +57,8 @@ struct queue_opts {
 	void		*deliver_arg;
 	bool		 control;	/* listen on <spool>/control.sock */
 	uint64_t	 pickup_ms;	/* rescan the spool this often; 0: never */
+	bool		 sweep_maildirs; /* run deliver_maildir_sweeper while
+					   the queue lives (default on) */
 };
 
 /* Defaults from cfg's "queue" statements (cfg NULL: built-in defaults). */

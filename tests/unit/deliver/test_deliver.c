@@ -1,14 +1,16 @@
 /*
  * Unit tests of deliver/maildir.c on real folders in a mkdtemp dir:
  * layout, byte-exact content, exactly-once on retry (new/ and cur/), and
- * hostile folders (symlinks, files in the path), and a reader watching
- * new/ never seeing a partial file.
+ * hostile folders (symlinks, files in the path), a reader watching new/
+ * never seeing a partial file, and the tmp/ sweep.
  */
 #include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
 #include "util/util.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +486,55 @@ test_maildir_reader_never_sees_partial(void **state)
 	free(folder);
 }
 
+/* A file in folder/sub aged by age_s; its path (malloc'd). */
+static char *
+put_aged(const char *folder, const char *sub, const char *name, long age_s)
+{
+	char *p = xasprintf("%s/%s/%s", folder, sub, name);
+	struct timespec ts[2] = { { .tv_sec = time(NULL) - age_s },
+	    { .tv_sec = time(NULL) - age_s } };
+
+	put_file(p, "x\n", 2);
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+	return p;
+}
+
+/*
+ * The tmp/ sweep removes files untouched for 36 hours once the folder is
+ * in use, but never the name a delivery of ours is writing, however old.
+ */
+static void
+test_maildir_sweep_spares_busy_names(void **state)
+{
+	char *folder = xasprintf("%s/sw", tdir), *cmd;
+	struct deliver_md_busy b;
+
+	(void)state;
+	cmd = xasprintf("mkdir -p '%s/tmp' '%s/new' '%s/cur'", folder, folder,
+	    folder);
+	assert_int_equal(system(cmd), 0);
+	char *stale = put_aged(folder, "tmp", "stale", 37 * 3600);
+	char *busy = put_aged(folder, "tmp", "busy", 37 * 3600);
+	char *young = put_aged(folder, "tmp", "young", 35 * 3600);
+	char *in_new = put_aged(folder, "new", "old", 40 * 3600);
+	deliver_maildir_sweeper_start();
+	deliver_md_busy_enter(&b, folder, "busy");	/* in use: due now */
+	for (int i = 0; i < 1000 && access(stale, F_OK) == 0; i++)
+		usleep(10000);				/* 10 s at most */
+	assert_int_equal(access(stale, F_OK), -1);
+	assert_int_equal(access(busy, F_OK), 0);
+	assert_int_equal(access(young, F_OK), 0);
+	assert_int_equal(access(in_new, F_OK), 0);
+	deliver_md_busy_leave(&b);
+	deliver_maildir_sweeper_stop();
+	free(stale);
+	free(busy);
+	free(young);
+	free(in_new);
+	free(cmd);
+	free(folder);
+}
+
 int
 main(void)
 {
@@ -502,6 +553,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_maildir_reader_never_sees_partial, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_sweep_spares_busy_names, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
