@@ -6,6 +6,7 @@ aiosmtpd (tests/unit/deliver/data/smtpd.py) and a second postern, whose
 listener refuses bare CR, NUL and long lines itself.
 """
 
+import os
 import socket
 import subprocess
 import threading
@@ -23,6 +24,10 @@ BODY_SENT = (b"before\r\n.\r\nafter\r\n" + b"x" * 998 + b"\r\n " +
 
 
 def send(srv, msg, rcpt="bob@remote.test"):
+    """postern send, once the server's queue listens on its control socket
+    (it comes up just after the SMTP listeners)."""
+    wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
+        what="the control socket")
     return subprocess.run([binary(), "send", "-C", srv.conf, "-f",
         "alice@example.org", rcpt], input=msg, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, timeout=20)

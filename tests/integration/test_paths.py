@@ -70,6 +70,8 @@ def test_quick_start_and_send_from_another_folder(make_postern, tmp_path):
 
     elsewhere = tmp_path / "a" / "b"
     elsewhere.mkdir(parents=True)
+    wait_for(lambda: os.path.exists(os.path.join(root, "var", "spool",
+        "control.sock")), what="the control socket")
     r = send_from(str(elsewhere), conf, ["alice@localhost"],
         b"Subject: from elsewhere\n\nsent from another folder\n")
     assert r.returncode == 0, r.stderr
