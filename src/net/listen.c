@@ -162,6 +162,39 @@ fail:
 }
 
 /*
+ * Is addr:port free of listeners?  A socket without SO_REUSEPORT cannot
+ * bind where any process listens (SO_REUSEADDR only passes connections in
+ * TIME_WAIT), while ours would join that process's SO_REUSEPORT group
+ * when it runs as the same user and take a share of its connections.
+ * 0, or -1 with *err_out.
+ */
+static int
+net_probe_free(const char *addr, int port, const char **err_out)
+{
+	static char err[256];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, on = 1, rc = 0;
+
+	if (util_sockaddr_make(addr, port, &ss, &sslen) == -1)
+		return 0;		/* net_bind_one says why */
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 &&
+	    errno == EADDRINUSE) {
+		util_snprintf(err, sizeof(err), "listen %s port %d: in use by "
+		    "another process (another postern?)", addr, port);
+		*err_out = err;
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
+/*
  * Make srv->listens match cfg: kept addresses keep their sockets, new ones
  * get nloops fresh sockets.  Sockets of dropped addresses are closed by
  * their loops when they take the new set.  -1 when a new one cannot be
@@ -186,6 +219,12 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 				l->fds = o->fds;	/* moves over */
 				o->fds = NULL;
 			}
+		}
+		if (l->fds == NULL && net_probe_free(l->addr, l->port,
+		    err_out) == -1) {
+			free(l->addr);
+			rc = -1;
+			goto next;
 		}
 		if (l->fds == NULL) {
 			l->fds = xcalloc(srv->nloops, sizeof(int));

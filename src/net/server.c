@@ -168,6 +168,9 @@ net_server_new(const char *config_path, struct config *cfg)
 		    "statement to drop privileges");
 	if ((srv->spool = spool_open(cfg->spool, &err)) == NULL)
 		fatal("spool %s: %s", cfg->spool, err);
+	/* One server per spool: a second one would deliver the same mail. */
+	if (spool_lock(srv->spool, &err) == -1)
+		fatal("%s", err);
 	srv->pool = util_pool_new(NET_DISK_THREADS);
 	struct queue_opts qo;
 	queue_opts_init(&qo, cfg);

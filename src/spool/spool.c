@@ -90,6 +90,7 @@ spool_open(const char *dir, const char **err_out)
 	struct spool *sp = xcalloc(1, sizeof(*sp));
 
 	sp->dir = xstrdup(dir);
+	sp->lock_fd = -1;
 	for (int i = 0; i < SUB_N; i++)
 		sp->fd[i] = -1;
 	if (util_mkdirs(dir, 0700) == -1) {
@@ -134,9 +135,47 @@ spool_close(struct spool **spp)
 	for (int i = 0; i < SUB_N; i++)
 		if (sp->fd[i] != -1)
 			close(sp->fd[i]);
+	if (sp->lock_fd != -1)
+		close(sp->lock_fd);	/* and the lock with it */
 	free(sp->dir);
 	free(sp);
 	*spp = NULL;
+}
+
+int
+spool_lock(struct spool *sp, const char **err_out)
+{
+	char *p = xasprintf("%s/lock", sp->dir), pid[32] = "";
+	int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	ssize_t n;
+
+	/* Made by root before a privilege drop: a lock all the same. */
+	if (fd == -1 && errno == EACCES)
+		fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1 || flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		int err = errno;
+		if (fd != -1 && err == EWOULDBLOCK) {
+			/* The holder wrote its pid: name it. */
+			n = pread(fd, pid, sizeof(pid) - 1, 0);
+			pid[n > 0 ? n : 0] = '\0';
+			pid[strcspn(pid, "\n")] = '\0';
+			*err_out = util_err("spool %s is in use by another "
+			    "postern (pid %s)", sp->dir, pid[0] != '\0' ? pid :
+			    "unknown");
+		} else
+			*err_out = util_err("%s(%s): %s", fd == -1 ? "open" :
+			    "flock", p, strerror(err));
+		if (fd != -1)
+			close(fd);
+		free(p);
+		return -1;
+	}
+	free(p);
+	snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == 0)
+		(void)!pwrite(fd, pid, strlen(pid), 0);
+	sp->lock_fd = fd;
+	return 0;
 }
 
 const char *

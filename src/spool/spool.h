@@ -65,6 +65,13 @@ struct spool_msg;
 /* Open (and create) the spool folder.  NULL with *err_out on failure. */
 struct spool *spool_open(const char *dir, const char **err_out);
 void	spool_close(struct spool **sp);
+/*
+ * Take the spool for this process (the server): an exclusive flock on
+ * <dir>/lock, which holds our pid, until spool_close.  -1 with *err_out
+ * ("spool DIR is in use by another postern (pid N)") when another process
+ * has it.  postern send and postern queue never take it.
+ */
+int	spool_lock(struct spool *sp, const char **err_out);
 const char *spool_dir(const struct spool *sp);
 
 /* A new queue id, unique across threads and restarts: [0-9A-Za-z], < SPOOL_QID_MAX. */

@@ -19,6 +19,7 @@ struct spool {
 	char	*dir;			/* owned */
 	int	 fd[SUB_N];		/* directory fds, read-only after open */
 	bool	 ordered;		/* the one-commit order (see spool.c) */
+	int	 lock_fd;		/* <dir>/lock while spool_lock holds it */
 };
 
 /* "call(sub/qidsuffix): strerror(err)", from util_err(). */

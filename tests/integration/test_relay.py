@@ -264,7 +264,7 @@ def submit(srv, sender, rcpts, body=None, subject="relayed"):
 
 def spool_empty(srv):
     return not [p for p in srv.spool_files()
-        if os.path.basename(p) != "control.sock"]
+        if os.path.basename(p) not in ("control.sock", "lock")]
 
 
 def queue_cli(srv, *args):

@@ -1,0 +1,68 @@
+"""One postern per spool and per listen address (docs/deploy.md): a second
+`postern run` on the same spool, or on an address another process listens
+on, stops at start with a clear error instead of sharing the spool or
+taking a share of the connections (SO_REUSEPORT); the first keeps serving.
+"""
+
+import subprocess
+
+from conftest import binary, free_port, make_config, send_message, wait_for
+
+
+def run_second(tmp_path, text):
+    """`postern run` with TEXT in its own folder: (exit code, stderr) once
+    it exits; an instance still running after 15 s fails the test."""
+    d = tmp_path / "second"
+    d.mkdir()
+    conf = d / "postern.conf"
+    conf.write_text(text)
+    p = subprocess.Popen([binary(), "run", "-c", str(conf)], cwd=str(d),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        _out, err = p.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _out, err = p.communicate(timeout=15)
+        raise AssertionError("the second postern started and ran:\n" +
+            err.decode(errors="replace")[-2000:])
+    return p.returncode, err.decode(errors="replace")
+
+
+def still_serves(srv, n):
+    """n sessions in a row are all greeted by srv (hostname test.example)
+    and the last one delivers a message."""
+    for i in range(n):
+        with srv.session() as c:
+            r = c.read_reply()
+            assert r.code == 220 and r.texts[0].startswith("test.example"), \
+                "session %d greeted by %r" % (i, r.texts)
+            if i == n - 1:
+                c.send("EHLO client.example"); c.expect(250)
+                send_message(c, "a@example.net", ["bob@example.org"],
+                    "Subject: still here\r\n\r\nx\r\n")
+    wait_for(lambda: srv.maildir("bob"), what="delivery by the first server")
+
+
+def second_config(srv, spool, port):
+    return make_config().replace("hostname test.example",
+        "hostname second.example").replace("{tmp}/spool", spool).replace(
+        "{port}", str(port)).replace("{tmp}", srv.dir + "/second")
+
+
+def test_second_instance_on_the_same_spool_is_refused(postern, tmp_path):
+    rc, err = run_second(tmp_path, second_config(postern,
+        postern.path("spool"), free_port()))
+    assert rc != 0, err
+    assert "spool %s is in use by another postern (pid %d)" % (
+        postern.path("spool"), postern.proc.pid) in err, err
+    still_serves(postern, 5)
+
+
+def test_second_instance_on_the_same_address_is_refused(postern, tmp_path):
+    rc, err = run_second(tmp_path, second_config(postern,
+        str(tmp_path / "second" / "spool"), postern.port))
+    assert rc != 0, err
+    assert "listen 127.0.0.1 port %d: in use by another process" % (
+        postern.port) in err, err
+    still_serves(postern, 30)
