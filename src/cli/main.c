@@ -140,6 +140,10 @@ cli_check(int argc, char **argv)
 		fputs(errs != NULL ? errs : "handler chains: error\n", stdout);
 		rc = 1;
 	}
+	if (net_check_nofile(cfg, &err) == -1) {
+		printf("%s: %s\n", path, err);
+		rc = 1;
+	}
 	free(errs);
 	chain_set_unref(&set);
 	config_free(&cfg);

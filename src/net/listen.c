@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -63,13 +64,81 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx);
 }
 
+/*
+ * Out of descriptors, the clients waiting to be accepted would wait for
+ * nothing: free the spare descriptor, accept and answer each with 421
+ * (at most NET_EMFILE_REFUSE_MAX), then take the spare back.  Returns how
+ * many were answered.
+ */
+static unsigned
+net_refuse_waiting(struct net_loop *loop, int lfd)
+{
+	char line[300];
+	unsigned n = 0;
+	int fd;
+
+	if (loop->spare_fd == -1 || util_snprintf(line, sizeof(line),
+	    "421 4.3.2 %s Too busy, try again later\r\n",
+	    loop->ctx.rt->cfg->hostname) == -1)
+		return 0;
+	close(loop->spare_fd);
+	while (n < NET_EMFILE_REFUSE_MAX &&
+	    (fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+		/* A fresh socket's buffer takes one line; never wait. */
+		ssize_t w = send(fd, line, strlen(line), MSG_DONTWAIT |
+		    MSG_NOSIGNAL);
+		(void)w;
+		close(fd);
+		n++;
+	}
+	loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return n;
+}
+
+/*
+ * accept failed.  Out of descriptors (EMFILE, ENFILE) the socket stays
+ * readable and libevent would call again at once, for ever: stop
+ * accepting on this loop for NET_EMFILE_PAUSE_MS, answer the waiting
+ * clients 421, and say so once per pause.
+ */
 static void
 net_accept_error_cb(struct evconnlistener *lev, void *arg)
 {
+	struct net_lev *nl = arg;
+	struct net_loop *loop = nl->loop;
+	struct timeval tv = { 0, NET_EMFILE_PAUSE_MS * 1000 };
+	int err = EVUTIL_SOCKET_ERROR();
+	unsigned refused;
+
 	(void)lev;
-	(void)arg;
-	/* EMFILE and friends: log and go on; libevent retries. */
-	log_msg(LOG_LVL_WARN, "accept: %s", strerror(errno));
+	if (err != EMFILE && err != ENFILE) {
+		log_msg(LOG_LVL_WARN, "accept: %s", strerror(err));
+		return;
+	}
+	for (size_t i = 0; i < loop->nlevs; i++)
+		if (loop->levs[i].lev != NULL)
+			evconnlistener_disable(loop->levs[i].lev);
+	loop->accept_paused = true;
+	evtimer_add(loop->resume_ev, &tv);
+	refused = net_refuse_waiting(loop, nl->fd);
+	log_msg(LOG_LVL_WARN, "accept: %s: pausing accepts on loop %u for "
+	    "%d ms; %u waiting clients answered 421", strerror(err),
+	    loop->idx, NET_EMFILE_PAUSE_MS, refused);
+}
+
+void
+net_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_loop *loop = arg;
+
+	(void)fd;
+	(void)what;
+	loop->accept_paused = false;
+	if (loop->spare_fd == -1)
+		loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	for (size_t i = 0; i < loop->nlevs; i++)
+		if (loop->levs[i].lev != NULL)
+			evconnlistener_enable(loop->levs[i].lev);
 }
 
 /*
@@ -101,6 +170,8 @@ net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
 				fatal("evconnlistener_new failed");
 			evconnlistener_set_error_cb(next[i].lev,
 			    net_accept_error_cb);
+			if (loop->accept_paused)
+				evconnlistener_disable(next[i].lev);
 		}
 	}
 	for (size_t j = 0; j < loop->nlevs; j++)

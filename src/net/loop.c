@@ -7,7 +7,9 @@
  */
 #include "net/net_private.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "chain/chain.h"
 #include "config/config.h"
@@ -130,6 +132,8 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 	loop->ctx.loop_idx = idx;
 	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
 	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
+	loop->resume_ev = evtimer_new(loop->base, net_accept_resume_cb, loop);
+	loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	net_post_listeners(srv, loop);
 	event_active(loop->wake_ev, EV_TIMEOUT, 1);	/* first listen */
 }
@@ -147,5 +151,8 @@ net_loop_clear(struct net_loop *loop)
 	free(loop->levs);
 	event_free(loop->wake_ev);
 	event_free(loop->drain_ev);
+	event_free(loop->resume_ev);
+	if (loop->spare_fd != -1)
+		close(loop->spare_fd);
 	event_base_free(loop->base);
 }

@@ -15,6 +15,12 @@ struct net_server;
  * when any of that fails (start-up only).
  */
 struct net_server *net_server_new(const char *config_path, struct config *cfg);
+/*
+ * Do cfg's "limit connections" and the descriptors postern keeps for
+ * itself fit in the hard RLIMIT_NOFILE (the soft one is raised to it at
+ * start)?  0, or -1 with *err_out (static text) saying what is needed.
+ */
+int	net_check_nofile(const struct config *cfg, const char **err_out);
 /* Run until SIGTERM/SIGINT has drained the sessions; returns the exit code. */
 int	net_server_run(struct net_server *srv);
 void	net_server_free(struct net_server **srvp);

@@ -28,6 +28,10 @@ struct spool_env;
 					   average: open more */
 #define NET_BUSY_CLOSE		0.5	/* ... the load would leave one fewer
 					   below this: close one */
+#define NET_EMFILE_PAUSE_MS	100	/* out of descriptors: accept again
+					   after this */
+#define NET_EMFILE_REFUSE_MAX	256	/* ... meanwhile 421 to at most this
+					   many waiting clients per pause */
 
 struct net_ipcount {
 	char			 ip[INET6_ADDRSTRLEN];
@@ -73,6 +77,11 @@ struct net_loop {
 	size_t			 nlevs;
 	struct event		*wake_ev;	/* owned: the main thread has news */
 	struct event		*drain_ev;	/* owned: polls for the end of a stop */
+	struct event		*resume_ev;	/* owned: accept again after an
+						   EMFILE pause */
+	bool			 accept_paused;
+	int			 spare_fd;	/* owned: freed to answer 421 when
+						   out of descriptors; -1: none */
 	uint64_t		 drain_deadline_ms;
 	bool			 killed;
 	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
@@ -140,6 +149,8 @@ void	net_loop_sync_levs(struct net_loop *loop, struct net_lev *want,
 	    size_t n);
 /* The listener set of loop idx, from srv->listens (srv->mu held). */
 void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
+/* The loop's EMFILE pause is over (loop->resume_ev). */
+void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 /*
  * Make srv->listens match cfg: kept addresses keep their sockets, new ones
  * get nloops fresh sockets.  Sockets of dropped addresses are closed by
@@ -155,6 +166,10 @@ void	net_loop_init(struct net_server *srv, struct net_loop *loop,
 void	*net_loop_main(void *arg);
 /* Free what the loop owns (its sessions and listeners are gone). */
 void	net_loop_clear(struct net_loop *loop);
+
+/* nofile.c: descriptors. */
+/* Raise the soft RLIMIT_NOFILE to the hard one (start-up). */
+void	net_raise_nofile(void);
 
 /* steer.c: which loop takes a new connection (main thread). */
 /*

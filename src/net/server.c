@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -62,7 +61,8 @@ net_reload(struct net_server *srv)
 		free(errs);
 		return;
 	}
-	if ((rt = conn_rt_new(cfg, &err)) == NULL) {
+	if (net_check_nofile(cfg, &err) == -1 ||
+	    (rt = conn_rt_new(cfg, &err)) == NULL) {
 		log_msg(LOG_LVL_ERROR, "reload failed: %s: keeping the running "
 		    "configuration", err);
 		return;
@@ -110,20 +110,6 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 /* ----- life ----- */
 
-/* Room for many idle connections: raise the soft descriptor limit. */
-static void
-net_raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
-			log_msg(LOG_LVL_WARN, "setrlimit(NOFILE): %s",
-			    strerror(errno));
-	}
-}
-
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
 {
@@ -148,6 +134,8 @@ net_server_new(const char *config_path, struct config *cfg)
 	event_add(srv->sig_term, NULL);
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
+	if (net_check_nofile(cfg, &err) == -1)
+		fatal("%s", err);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
 	cfg = srv->rt->cfg;
