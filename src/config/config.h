@@ -112,6 +112,14 @@ struct config_sender_map {
 enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD,
 	CONFIG_ACTION_RELAY, CONFIG_ACTION_MX, CONFIG_ACTION_FORWARD,
 	CONFIG_ACTION_RELAY_BY_SENDER };
+/*
+ * The keyword of an action kind ("maildir", "relay", ...), as written in
+ * "action NAME KIND" and as the spool keeps it; NULL for no kind.
+ */
+const char *config_action_kind_name(enum config_action_kind kind);
+/* The kind a keyword names; false when it names none. */
+bool	config_action_kind_find(const char *name,
+	    enum config_action_kind *kind_out);
 struct config_action {
 	char			*name;		/* owned */
 	enum config_action_kind	 kind;

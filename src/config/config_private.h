@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "config/config.h"
 #include "util/util.h"
 
 enum cfg_tok_kind {
@@ -84,8 +85,9 @@ void	cfg_listen_free(struct config *c);
 /* parse_limit.c: "limit NAME VALUE" */
 void	cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_limit_defaults(struct config *c);
-/* parse_route.c: local actions and "match" rules */
+/* parse_action.c: "action NAME KIND ...", the table of kinds */
 void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
+/* parse_route.c: "match" rules */
 void	cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_route_free(struct config *c);
 /* parse_queue.c */
@@ -101,8 +103,8 @@ const struct cfg_line *cfg_peek_line(struct cfg_parser *p);
 void	cfg_take_line(struct cfg_parser *p);
 
 /* parse_relay.c: outbound actions (relay, mx, forward, relay-by-sender) */
-bool	cfg_relay_is_kind(const char *kind);
-void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
+	    enum config_action_kind kind);
 void	cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_relay_free(struct config *c);
 

@@ -16,14 +16,6 @@
 static const char *const cfg_relay_steps[6] = { "connect", "greeting",
 	"command", "data-init", "data-block", "data-term" };
 
-bool
-cfg_relay_is_kind(const char *kind)
-{
-	return strcmp(kind, "relay") == 0 || strcmp(kind, "mx") == 0 ||
-	    strcmp(kind, "forward") == 0 ||
-	    strcmp(kind, "relay-by-sender") == 0;
-}
-
 static void
 cfg_relay_clear(struct config_relay *r)
 {
@@ -472,12 +464,12 @@ bad:
 
 /* "action NAME relay|mx|forward|relay-by-sender ..." */
 void
-cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln)
+cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
+    enum config_action_kind kind)
 {
 	struct config *c = cfg_parser_config(p);
-	struct config_action a = { 0 };
+	struct config_action a = { .kind = kind };
 	const char *name = ln->toks[1].text;
-	const char *kind = ln->toks[2].text;
 	int rc;
 
 	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_is_name(name)) {
@@ -491,19 +483,15 @@ cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln)
 		    "%d)", cfg_q(name), old->line);
 		return;
 	}
-	if (strcmp(kind, "relay-by-sender") == 0) {
-		a.kind = CONFIG_ACTION_RELAY_BY_SENDER;
+	if (kind == CONFIG_ACTION_RELAY_BY_SENDER) {
 		rc = cfg_relay_by_sender(p, ln, 3, &a);
 	} else {
 		a.relay = xcalloc(1, sizeof(*a.relay));
-		if (strcmp(kind, "relay") == 0) {
-			a.kind = CONFIG_ACTION_RELAY;
+		if (kind == CONFIG_ACTION_RELAY) {
 			rc = cfg_relay_parse(p, ln, 3, a.relay);
-		} else if (strcmp(kind, "mx") == 0) {
-			a.kind = CONFIG_ACTION_MX;
+		} else if (kind == CONFIG_ACTION_MX) {
 			rc = cfg_relay_opts(p, ln, 3, a.relay, false);
 		} else {
-			a.kind = CONFIG_ACTION_FORWARD;
 			const char *to = ln->ntoks > 3 && ln->toks[3].kind ==
 			    CFG_TOK_WORD ? ln->toks[3].text : "";
 			const char *at = strrchr(to, '@');

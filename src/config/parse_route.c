@@ -1,8 +1,7 @@
 /*
- * config/parse_route.c: where mail goes: the local actions ("action NAME
- * maildir PATH", "action NAME discard"; the outbound ones are in
- * parse_relay.c) and the "match COND... action NAME" rules, first match
- * wins.  route/ applies them.
+ * config/parse_route.c: where mail goes: the "match COND... action NAME"
+ * rules, first match wins, over the actions defined before them
+ * (parse_action.c).  route/ applies them.
  */
 #include "config/config.h"
 
@@ -12,121 +11,6 @@
 
 #include "config/config_private.h"
 #include "util/util.h"
-
-/*
- * Check a maildir path template: %{rcpt}, %{rcpt.user}, %{rcpt.domain} and
- * %% only.  route_expand() applies the same rules.
- */
-static int
-cfg_check_template(const char *s, char **why_out)
-{
-	static const char *const vars[] = { "rcpt", "rcpt.user",
-	    "rcpt.domain", NULL };
-
-	for (; *s != '\0'; s++) {
-		if (*s != '%')
-			continue;
-		if (s[1] == '%') {
-			s++;
-			continue;
-		}
-		if (s[1] != '{') {
-			*why_out = xstrdup("'%' must start %{...} (write %% "
-			    "for a literal %)");
-			return -1;
-		}
-		const char *end = strchr(s, '}');
-		if (end == NULL) {
-			*why_out = xstrdup("unterminated %{");
-			return -1;
-		}
-		size_t n = (size_t)(end - s - 2);
-		size_t i;
-		for (i = 0; vars[i] != NULL; i++)
-			if (strlen(vars[i]) == n &&
-			    strncmp(s + 2, vars[i], n) == 0)
-				break;
-		if (vars[i] == NULL) {
-			char *v = xstrndup(s, (size_t)(end - s + 1));
-			char *q = cfg_quote(v);
-			*why_out = xasprintf("unknown variable %s (%%{rcpt}, "
-			    "%%{rcpt.user}, %%{rcpt.domain})", q);
-			free(q);
-			free(v);
-			return -1;
-		}
-		s = end;
-	}
-	return 0;
-}
-
-void
-cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
-{
-	const char *usage = "action NAME maildir \"PATH\" | action NAME "
-	    "discard";
-	struct config *c = p->c;
-	struct config_action a = { 0 };
-	char *why;
-
-	/* relay, mx, forward, relay-by-sender: parse_relay.c */
-	if (ln->ntoks >= 3 && ln->toks[2].kind == CFG_TOK_WORD &&
-	    cfg_relay_is_kind(ln->toks[2].text)) {
-		cfg_st_action_remote(p, ln);
-		return;
-	}
-	if (!cfg_nargs(p, ln, 2, 3, usage))
-		return;
-	const char *name = ln->toks[1].text;
-	if (!cfg_is_name(name)) {
-		cfg_err(p, ln->lineno, "action: bad name %s (letters, digits, "
-		    "'_', '-', '.')", cfg_q(name));
-		return;
-	}
-	const struct config_action *old = config_action_find(c, name);
-	if (old != NULL) {
-		cfg_err(p, ln->lineno, "duplicate action %s (first at line "
-		    "%d)", cfg_q(name), old->line);
-		return;
-	}
-	const char *kind = ln->toks[2].text;
-	if (strcmp(kind, "maildir") == 0) {
-		if (ln->ntoks != 4) {
-			cfg_err(p, ln->lineno, "action %s: maildir needs a "
-			    "path (usage: %s)", name, usage);
-			return;
-		}
-		const char *path = ln->toks[3].text;
-		if (path[0] == '\0') {
-			cfg_err(p, ln->lineno, "action %s: empty maildir path",
-			    name);
-			return;
-		}
-		if (cfg_check_template(path, &why) == -1) {
-			cfg_err(p, ln->lineno, "action %s: maildir path: %s",
-			    name, why);
-			free(why);
-			return;
-		}
-		a.kind = CONFIG_ACTION_MAILDIR;
-		a.path = xstrdup(path);
-	} else if (strcmp(kind, "discard") == 0) {
-		if (ln->ntoks != 3) {
-			cfg_err(p, ln->lineno, "action %s: discard takes no "
-			    "argument", name);
-			return;
-		}
-		a.kind = CONFIG_ACTION_DISCARD;
-	} else {
-		cfg_err(p, ln->lineno, "action %s: unknown kind %s (maildir, "
-		    "discard, relay, mx, forward, relay-by-sender)", name,
-		    cfg_q(kind));
-		return;
-	}
-	a.name = xstrdup(name);
-	a.line = ln->lineno;
-	c->actions[c->nactions++] = a;	/* room counted before parsing */
-}
 
 static void
 cfg_cond_free(struct config_cond *conds, size_t n)
