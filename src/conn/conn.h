@@ -32,8 +32,9 @@ struct conn_rt {
 	struct tls_server *tls;		/* owned: the global certificates, or NULL */
 	struct tls_server **tls_listen;	/* owned array, one per cfg->listens:
 					   the listener's own (owned) or tls */
-	struct deliver_remote **remotes; /* owned array, one per cfg->actions:
-					   relay/mx/forward senders, or NULL */
+	void		**runtimes;	/* owned array, one per cfg->actions:
+					   the runtime its kind opened
+					   (deliver_kind), or NULL */
 	struct chain_set	*chains;	/* ref: the handler chains */
 };
 /*
@@ -42,9 +43,13 @@ struct conn_rt {
  * files: start-up and reload only.  NULL with *err_out.
  */
 struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
-/* The outbound sender of the relay/mx/forward action named name, or NULL. */
-struct deliver_remote *conn_rt_remote(const struct conn_rt *rt,
-	    const char *name);
+/*
+ * The runtime of the action named name, with its kind in *kind_out; NULL
+ * when there is no such action or its kind has no runtime.
+ */
+struct deliver_kind;
+void	*conn_rt_runtime(const struct conn_rt *rt, const char *name,
+	    const struct deliver_kind **kind_out);
 struct conn_rt *conn_rt_ref(struct conn_rt *rt);
 void	conn_rt_unref(struct conn_rt **rtp);
 

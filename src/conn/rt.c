@@ -102,37 +102,34 @@ out:
 	return rc;
 }
 
-/* A sender for every relay/mx/forward action (tables opened now). */
+/* The runtime of every action whose kind needs one (tables opened now). */
 static int
-conn_rt_build_remotes(struct conn_rt *rt, const char **err_out)
+conn_rt_build_actions(struct conn_rt *rt, const char **err_out)
 {
 	const struct config *cfg = rt->cfg;
 
-	rt->remotes = xcalloc(cfg->nactions + 1, sizeof(*rt->remotes));
+	rt->runtimes = xcalloc(cfg->nactions + 1, sizeof(*rt->runtimes));
 	for (size_t i = 0; i < cfg->nactions; i++) {
-		switch (cfg->actions[i].kind) {
-		case CONFIG_ACTION_RELAY:
-		case CONFIG_ACTION_MX:
-		case CONFIG_ACTION_FORWARD:
-		case CONFIG_ACTION_RELAY_BY_SENDER:
-			rt->remotes[i] = deliver_remote_new(cfg,
-			    &cfg->actions[i], err_out);
-			if (rt->remotes[i] == NULL)
-				return -1;
-			break;
-		default:
-			break;
-		}
+		const struct deliver_kind *k =
+		    deliver_kind_of(cfg->actions[i].kind);
+		if (k == NULL || k->open == NULL)
+			continue;
+		rt->runtimes[i] = k->open(cfg, &cfg->actions[i], err_out);
+		if (rt->runtimes[i] == NULL)
+			return -1;
 	}
 	return 0;
 }
 
-struct deliver_remote *
-conn_rt_remote(const struct conn_rt *rt, const char *name)
+void *
+conn_rt_runtime(const struct conn_rt *rt, const char *name,
+    const struct deliver_kind **kind_out)
 {
 	for (size_t i = 0; i < rt->cfg->nactions; i++)
-		if (strcmp(rt->cfg->actions[i].name, name) == 0)
-			return rt->remotes[i];
+		if (strcmp(rt->cfg->actions[i].name, name) == 0) {
+			*kind_out = deliver_kind_of(rt->cfg->actions[i].kind);
+			return rt->runtimes[i];
+		}
 	return NULL;
 }
 
@@ -156,9 +153,11 @@ static void
 conn_rt_free(struct conn_rt *rt)
 {
 	chain_set_unref(&rt->chains);
-	for (size_t i = 0; rt->remotes != NULL && i < rt->cfg->nactions; i++)
-		deliver_remote_free(&rt->remotes[i]);
-	free(rt->remotes);
+	for (size_t i = 0; rt->runtimes != NULL && i < rt->cfg->nactions; i++)
+		if (rt->runtimes[i] != NULL)
+			deliver_kind_of(rt->cfg->actions[i].kind)->close(
+			    rt->runtimes[i]);
+	free(rt->runtimes);
 	for (size_t i = 0; rt->tls_listen != NULL && i < rt->cfg->nlistens;
 	    i++)
 		if (rt->tls_listen[i] != rt->tls)
@@ -180,7 +179,7 @@ conn_rt_new(struct config *cfg, const char **err_out)
 	if ((rt->chains = conn_rt_chains(cfg, err_out)) == NULL ||
 	    (rt->router = route_new(cfg, err_out)) == NULL ||
 	    conn_rt_build_tls(rt, err_out) == -1 ||
-	    conn_rt_build_remotes(rt, err_out) == -1) {
+	    conn_rt_build_actions(rt, err_out) == -1) {
 		conn_rt_free(rt);
 		return NULL;
 	}

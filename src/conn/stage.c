@@ -14,8 +14,8 @@
 
 #include "chain/chain.h"
 #include "config/config.h"
+#include "deliver/deliver.h"
 #include "log/log.h"
-#include "queue/queue.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
 #include "spool/spool.h"
@@ -133,26 +133,21 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		}
 		return SMTP_REJECT;
 	}
-	const char *kind = a->kind == CONFIG_ACTION_MAILDIR ? "maildir" :
-	    a->kind == CONFIG_ACTION_DISCARD ? "discard" :
-	    queue_remote_kind(a->kind);
-	if (kind == NULL) {
+	const struct deliver_kind *k = deliver_kind_of(a->kind);
+	if (k == NULL) {
 		conn_set_reply(r, 451, "4.3.5 <%s>: Action %s cannot deliver "
 		    "here", safe, a->name);
 		return SMTP_REJECT;
 	}
-	if (a->kind == CONFIG_ACTION_MAILDIR &&
-	    route_expand(a->path, rcpt, &arg, &err) == -1) {
+	if (k->spool_arg(a, rcpt, &arg, &err) == -1) {
 		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
 		    "rcpt=<%s> action=%s why=\"%s\"", safe, a->name, err);
 		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary routing error",
 		    safe);
 		return SMTP_REJECT;
 	}
-	/* Remote kinds carry the action's name: the queue finds its sender. */
-	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt, kind,
-	    a->kind == CONFIG_ACTION_MAILDIR ? arg :
-	    a->kind == CONFIG_ACTION_DISCARD ? NULL : a->name);
+	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt, deliver_kind_name(k),
+	    arg);
 	c->nrcpts++;
 	if (c->cs != NULL)
 		chain_session_rcpt_accepted(c->cs, rcpt);
@@ -377,10 +372,11 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 			    "maildir action", act != NULL ? act : "-");
 			return SMTP_REJECT;
 		}
+		const struct deliver_kind *k = deliver_kind_of(a->kind);
 		for (size_t i = 0; i < env->nrcpts; i++) {
 			char *arg = NULL;
 			const char *err;
-			if (route_expand(a->path, env->rcpts[i].addr, &arg,
+			if (k->spool_arg(a, env->rcpts[i].addr, &arg,
 			    &err) == -1) {
 				conn_set_reply(r, 451, "4.3.0 Quarantine: %s",
 				    err);
@@ -388,7 +384,7 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 			}
 			free(env->rcpts[i].action);
 			free(env->rcpts[i].arg);
-			env->rcpts[i].action = xstrdup("maildir");
+			env->rcpts[i].action = xstrdup(deliver_kind_name(k));
 			env->rcpts[i].arg = arg;
 		}
 		log_event(LOG_LVL_INFO, "quarantined", c->sid, env->qid,

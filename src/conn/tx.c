@@ -99,14 +99,17 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 	int rc;
 
 	for (size_t i = 0; i < env->nrcpts; i++) {
-		m.rcpt_idx = i;
-		if (strcmp(env->rcpts[i].action, "discard") == 0)
-			;	/* nothing to write */
-		else if (deliver_maildir(env->rcpts[i].arg, &m, &err) !=
+		const struct spool_rcpt *r = &env->rcpts[i];
+		const struct deliver_kind *k = deliver_kind_find(r->action);
+		const char *addr = r->addr;
+		struct deliver_rcpt_status st;
+
+		m.rcpt_idx = i;		/* k->fast_path: conn_tx_can_fast */
+		if (k->deliver(NULL, r->arg, &m, &addr, 1, &st, &err) !=
 		    DELIVER_OK) {
 			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
-			    "rcpt=<%s> action=maildir why=\"%s\"",
-			    env->rcpts[i].addr, err);
+			    "rcpt=<%s> action=%s why=\"%s\"", r->addr,
+			    r->action, err);
 			continue;
 		}
 		env->rcpts[i].done = true;
@@ -138,10 +141,12 @@ conn_tx_can_fast(const struct conn_tx *tx)
 {
 	if (tx->spooled || tx->failed || tx->env.nrcpts == 0)
 		return false;
-	for (size_t i = 0; i < tx->env.nrcpts; i++)
-		if (strcmp(tx->env.rcpts[i].action, "maildir") != 0 &&
-		    strcmp(tx->env.rcpts[i].action, "discard") != 0)
+	for (size_t i = 0; i < tx->env.nrcpts; i++) {
+		const struct deliver_kind *k =
+		    deliver_kind_find(tx->env.rcpts[i].action);
+		if (k == NULL || !k->fast_path)
 			return false;
+	}
 	return true;
 }
 

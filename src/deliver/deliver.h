@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
+
 struct deliver_msg {
 	const char	*content_path;	/* spooled content, LF line ends */
 	const char	*content;	/* or the content in memory (then
@@ -58,8 +60,8 @@ void	deliver_maildir_sweeper_stop(void);
 /* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
  * dconn.c) ====
  *
- * What the queue calls, for actions of kind CONFIG_ACTION_RELAY, _MX,
- * _FORWARD and _RELAY_BY_SENDER:
+ * The runtime of the kinds relay, mx, forward and relay-by-sender (kind.c
+ * opens, uses and closes it for the server):
  *
  *	at start-up and after each reload, once per such action:
  *	    struct deliver_remote *dr = deliver_remote_new(cfg, action, &err);
@@ -241,5 +243,57 @@ void	deliver_remote_free(struct deliver_remote **drp);
 enum deliver_result deliver_remote_send(struct deliver_remote *dr,
 	    const struct deliver_msg *m, const char *const *rcpts, size_t n,
 	    struct deliver_rcpt_status *st_out, const char **err_out);
+
+/* ==== Action kinds (kind.c): the one place that knows what each does ====
+ *
+ * One entry per kind of action.  config/ reads each kind's statement
+ * (config/parse_action.c: its keyword and parser); everything else postern
+ * does with a kind goes through its entry: what the spool keeps for a
+ * recipient, whether its delivery can be the commit (the fast path), the
+ * runtime it needs per loaded configuration, and the delivery itself.
+ */
+struct deliver_kind {
+	enum config_action_kind	 kind;
+	/*
+	 * Its delivery can be the commit at the end of DATA: it writes each
+	 * copy durably itself, from the message in memory (maildir, discard).
+	 */
+	bool			 fast_path;
+	/*
+	 * What the spool keeps beside the kind for rcpt of action a: a
+	 * malloc'd *arg_out or NULL.  0, or -1 with *err_out when rcpt cannot
+	 * be routed to a now (a temporary failure).
+	 */
+	int			(*spool_arg)(const struct config_action *a,
+				    const char *rcpt, char **arg_out,
+				    const char **err_out);
+	/*
+	 * Build the runtime of action a of config c (c borrowed: it must
+	 * outlive the runtime) at start-up and after each reload; NULL with
+	 * *err_out.  NULL open: the kind needs none.  close frees it.
+	 */
+	void			*(*open)(const struct config *c,
+				    const struct config_action *a,
+				    const char **err_out);
+	void			(*close)(void *runtime);
+	/*
+	 * Deliver m to rcpts[0..n), recipients of one action with the same
+	 * spool arg (a kind that writes one copy per recipient takes n == 1),
+	 * through runtime (open's result, NULL without one); st_out[i] gets
+	 * each recipient's result.  Returns as deliver_smtp().  Blocks:
+	 * worker threads only.
+	 */
+	enum deliver_result	(*deliver)(void *runtime, const char *arg,
+				    const struct deliver_msg *m,
+				    const char *const *rcpts, size_t n,
+				    struct deliver_rcpt_status *st_out,
+				    const char **err_out);
+};
+/* The entry of kind; NULL when there is none (never for a parsed action). */
+const struct deliver_kind *deliver_kind_of(enum config_action_kind kind);
+/* The entry of an action kind as the spool keeps it, or NULL for none. */
+const struct deliver_kind *deliver_kind_find(const char *name);
+/* Its keyword: "maildir", "relay", ... (as the spool keeps it). */
+const char *deliver_kind_name(const struct deliver_kind *k);
 
 #endif

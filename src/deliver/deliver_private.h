@@ -8,6 +8,8 @@
 #ifndef POSTERN_DELIVER_PRIVATE_H
 #define POSTERN_DELIVER_PRIVATE_H
 
+#include "deliver/deliver.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,9 +59,11 @@ int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);
 void	dconn_close(struct dconn *c);
 
+/* Every one of st[0..n) says r, with text (NULL: none); kind.c. */
+void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
+	    enum deliver_result r, const char *text);
+
 /* content.c: a message's content as DATA, for the SMTP and LMTP clients. */
-struct deliver_msg;
-struct deliver_rewrite;
 struct deliver_content_scan {
 	uint64_t	 size;		/* octets on the wire, estimated */
 	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */

@@ -137,17 +137,6 @@ deliver_remote_free(struct deliver_remote **drp)
 }
 
 static void
-remote_fail_all(struct deliver_rcpt_status *st, size_t n,
-    enum deliver_result r, const char *text)
-{
-	for (size_t i = 0; i < n; i++) {
-		memset(&st[i], 0, sizeof(st[i]));
-		st[i].result = r;
-		util_strlcpy(st[i].text, text, sizeof(st[i].text));
-	}
-}
-
-static void
 remote_smtp_opts(const struct remote_relay *r, const struct deliver_msg *m,
     struct deliver_smtp_opts *so, struct deliver_rewrite *rw)
 {
@@ -236,7 +225,7 @@ remote_relay_send(struct remote_relay *r, const struct deliver_msg *m,
 	enum deliver_result res;
 
 	if (remote_pop(r, err_out) == -1) {
-		remote_fail_all(st, n, DELIVER_TEMPFAIL, *err_out);
+		deliver_status_all(st, n, DELIVER_TEMPFAIL, *err_out);
 		return DELIVER_TEMPFAIL;
 	}
 	remote_smtp_opts(r, m, &so, &rw);
@@ -247,7 +236,7 @@ remote_relay_send(struct remote_relay *r, const struct deliver_msg *m,
 			*err_out = util_err("4.7.0 no credentials for %s "
 			    "(or \"default\") in the auth table",
 			    r->cr->host);
-			remote_fail_all(st, n, DELIVER_TEMPFAIL, *err_out);
+			deliver_status_all(st, n, DELIVER_TEMPFAIL, *err_out);
 			return DELIVER_TEMPFAIL;
 		}
 		char *sp = strpbrk(cred, " \t");
@@ -372,7 +361,7 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 		if (r == NULL) {
 			*err_out = util_err("5.7.1 no relay account for "
 			    "sender <%s> and no default", sender);
-			remote_fail_all(st_out, n, DELIVER_PERMFAIL, *err_out);
+			deliver_status_all(st_out, n, DELIVER_PERMFAIL, *err_out);
 			return DELIVER_PERMFAIL;
 		}
 		return remote_relay_send(r, m, rcpts, n, st_out, err_out);
@@ -380,7 +369,7 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 	default:
 		*err_out = util_err("4.3.5 action %s cannot send",
 		    dr->a->name);
-		remote_fail_all(st_out, n, DELIVER_TEMPFAIL, *err_out);
+		deliver_status_all(st_out, n, DELIVER_TEMPFAIL, *err_out);
 		return DELIVER_TEMPFAIL;
 	}
 }

@@ -58,26 +58,28 @@ net_settled_cb(void *arg, const char *rcpt)
 }
 
 /*
- * The queue's delivery of one recipient: relay/mx/forward through the
- * current configuration's sender for the action named in the envelope,
- * everything else as the queue does it.  Runs on a queue thread.
+ * The queue's delivery of one recipient: an action whose kind has a
+ * runtime (relay, mx, forward, relay-by-sender) through the runtime of
+ * the configuration in force, found by the action's name that the spool
+ * keeps; any other kind as the queue does it.  Runs on a queue thread.
  */
 enum deliver_result
 net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
     const char *content_path, const char *hostname, const char **why_out)
 {
 	const struct spool_rcpt *r = &env->rcpts[idx];
+	const struct deliver_kind *k = deliver_kind_find(r->action);
 	struct deliver_rcpt_status st;
-	struct deliver_remote *dr;
 	struct conn_rt *rt;
+	void *run;
 	const char *err = NULL, *addr = r->addr;
 
-	if ((strcmp(r->action, "maildir") ==
-	    0 || strcmp(r->action, "discard") == 0))
+	if (k != NULL && k->open == NULL)
 		return queue_deliver_default(NULL, env, idx, content_path,
 		    hostname, why_out);
 	rt = net_rt_get(arg);
-	if (r->arg == NULL || (dr = conn_rt_remote(rt, r->arg)) == NULL) {
+	if (r->arg == NULL || (run = conn_rt_runtime(rt, r->arg, &k)) ==
+	    NULL) {
 		*why_out = util_err("4.3.5 action %s is not configured any "
 		    "more", r->arg != NULL ? r->arg : "-");
 		conn_rt_unref(&rt);
@@ -95,7 +97,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.settled_arg = &ns,
 	};
 	memset(&st, 0, sizeof(st));
-	(void)deliver_remote_send(dr, &m, &addr, 1, &st, &err);
+	(void)k->deliver(run, r->arg, &m, &addr, 1, &st, &err);
 	conn_rt_unref(&rt);
 	if (st.code != 0)
 		*why_out = util_err("%d %s", st.code, st.text);

@@ -32,35 +32,31 @@ queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
     const char *content_path, const char *hostname, const char **why_out)
 {
 	const struct spool_rcpt *r = &env->rcpts[idx];
+	const struct deliver_kind *k = deliver_kind_find(r->action);
+	const char *addr = r->addr;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
 		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
 		.hostname = hostname,
 	};
+	struct deliver_rcpt_status st;
 
 	(void)arg;
-	if (strcmp(r->action, "maildir") == 0) {
-		if (r->arg == NULL) {
-			*why_out = "maildir action without a folder";
-			return DELIVER_PERMFAIL;
-		}
-		return deliver_maildir(r->arg, &m, why_out);
+	/* An action this build does not know is permanent: it bounces. */
+	if (k == NULL) {
+		*why_out = "5.3.5 unknown action in the queue";
+		return DELIVER_PERMFAIL;
 	}
-	if (strcmp(r->action, "discard") == 0)
-		return DELIVER_OK;
 	/*
-	 * Remote kinds need the server's deliver hook (deliver_remote_send
-	 * per action): without it they wait, never bounce for our omission.
+	 * Kinds with a runtime need the server's deliver function (the
+	 * configuration in force): without it they wait, never bounce for
+	 * our omission.
 	 */
-	if (strcmp(r->action, "relay") == 0 || strcmp(r->action, "mx") == 0 ||
-	    strcmp(r->action, "forward") == 0 ||
-	    strcmp(r->action, "relay-by-sender") == 0) {
+	if (k->open != NULL) {
 		*why_out = "4.3.5 remote delivery is not wired into the queue";
 		return DELIVER_TEMPFAIL;
 	}
-	/* An action this build does not know is permanent: it bounces. */
-	*why_out = "5.3.5 unknown action in the queue";
-	return DELIVER_PERMFAIL;
+	return k->deliver(NULL, r->arg, &m, &addr, 1, &st, why_out);
 }
 
 static void

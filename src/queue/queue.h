@@ -102,13 +102,6 @@ enum deliver_result queue_deliver_default(void *arg,
 	    const char *hostname, const char **why_out);
 
 /*
- * The spool's action string for a remote config_action_kind ("relay",
- * "mx", "forward", "relay-by-sender"; the argument stored with it is the
- * action's name), or NULL for a local kind.
- */
-const char *queue_remote_kind(int kind);
-
-/*
  * A queue_route_fn over a router (arg: struct router *, which must outlive
  * every call): route_find, then route_expand of a maildir path.
  */

@@ -8,25 +8,9 @@
 #include <stdlib.h>
 
 #include "config/config.h"
+#include "deliver/deliver.h"
 #include "route/route.h"
 #include "util/util.h"
-
-const char *
-queue_remote_kind(int kind)
-{
-	switch (kind) {
-	case CONFIG_ACTION_RELAY:
-		return "relay";
-	case CONFIG_ACTION_MX:
-		return "mx";
-	case CONFIG_ACTION_FORWARD:
-		return "forward";
-	case CONFIG_ACTION_RELAY_BY_SENDER:
-		return "relay-by-sender";
-	default:
-		return NULL;
-	}
-}
 
 int
 queue_route_router(void *arg, const char *sender, const char *rcpt,
@@ -34,6 +18,7 @@ queue_route_router(void *arg, const char *sender, const char *rcpt,
 {
 	struct router *r = arg;
 	const struct config_action *a;
+	const struct deliver_kind *k;
 	enum route_miss miss;
 
 	*action_out = *arg_out = NULL;
@@ -43,28 +28,17 @@ queue_route_router(void *arg, const char *sender, const char *rcpt,
 		    "550 5.7.1 Relay access denied";
 		return -1;
 	}
-	switch (a->kind) {
-	case CONFIG_ACTION_MAILDIR:
-		if (route_expand(a->path, rcpt, arg_out, err_out) == -1)
-			return -1;
-		*action_out = xstrdup("maildir");
-		return 0;
-	case CONFIG_ACTION_DISCARD:
-		*action_out = xstrdup("discard");
-		return 0;
-	case CONFIG_ACTION_RELAY:
-	case CONFIG_ACTION_MX:
-	case CONFIG_ACTION_FORWARD:
-	case CONFIG_ACTION_RELAY_BY_SENDER:
-		/*
-		 * Remote kinds: the spool names the kind and the action, and
-		 * the server's queue_deliver_fn finds its deliver_remote.
-		 */
-		*action_out = xstrdup(queue_remote_kind(a->kind));
-		*arg_out = xstrdup(a->name);
-		return 0;
-	default:
+	if ((k = deliver_kind_of(a->kind)) == NULL) {
 		*err_out = "451 4.3.5 action kind not supported by the queue";
 		return -1;
 	}
+	/*
+	 * The spool names the kind and keeps its arg: a maildir's folder for
+	 * rcpt, the name of an action with a runtime (the server's
+	 * queue_deliver_fn finds it).
+	 */
+	if (k->spool_arg(a, rcpt, arg_out, err_out) == -1)
+		return -1;
+	*action_out = xstrdup(deliver_kind_name(k));
+	return 0;
 }

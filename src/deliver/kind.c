@@ -1,0 +1,161 @@
+/*
+ * deliver/kind.c: the table of action kinds and what each does (see
+ * struct deliver_kind).  A new kind is a file with its delivery and one
+ * line here (and its statement in config/parse_action.c).  Knows nothing
+ * of who calls: conn/ at RCPT and on the fast path, queue/ and net/ later.
+ */
+#include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "route/route.h"
+#include "util/util.h"
+
+/* ---- what the spool keeps beside the kind ---- */
+
+/* maildir: the folder, the action's path expanded for the recipient. */
+static int
+kind_folder_arg(const struct config_action *a, const char *rcpt,
+    char **arg_out, const char **err_out)
+{
+	return route_expand(a->path, rcpt, arg_out, err_out);
+}
+
+static int
+kind_no_arg(const struct config_action *a, const char *rcpt, char **arg_out,
+    const char **err_out)
+{
+	(void)a;
+	(void)rcpt;
+	(void)err_out;
+	*arg_out = NULL;
+	return 0;
+}
+
+/* Kinds with a runtime: the action's name, to find it when delivering. */
+static int
+kind_name_arg(const struct config_action *a, const char *rcpt,
+    char **arg_out, const char **err_out)
+{
+	(void)rcpt;
+	(void)err_out;
+	*arg_out = xstrdup(a->name);
+	return 0;
+}
+
+/* ---- deliveries ---- */
+
+void
+deliver_status_all(struct deliver_rcpt_status *st, size_t n,
+    enum deliver_result r, const char *text)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(&st[i], 0, sizeof(st[i]));
+		st[i].result = r;
+		if (text != NULL)
+			util_strlcpy(st[i].text, text, sizeof(st[i].text));
+	}
+}
+
+static enum deliver_result
+kind_maildir(void *runtime, const char *folder, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	enum deliver_result r;
+
+	(void)runtime;
+	(void)rcpts;
+	ASSERT(n == 1);		/* one copy per recipient: m->rcpt_idx */
+	if (folder == NULL) {
+		*err_out = "maildir action without a folder";
+		r = DELIVER_PERMFAIL;
+	} else
+		r = deliver_maildir(folder, m, err_out);
+	deliver_status_all(st_out, n, r, r == DELIVER_OK ? NULL : *err_out);
+	return r;
+}
+
+static enum deliver_result
+kind_discard(void *runtime, const char *arg, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	(void)runtime;
+	(void)arg;
+	(void)m;
+	(void)rcpts;
+	(void)err_out;
+	deliver_status_all(st_out, n, DELIVER_OK, NULL);
+	return DELIVER_OK;
+}
+
+/* relay, mx, forward, relay-by-sender: a deliver_remote (remote.c). */
+static void *
+kind_remote_open(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	return deliver_remote_new(c, a, err_out);
+}
+
+static void
+kind_remote_close(void *runtime)
+{
+	struct deliver_remote *dr = runtime;
+
+	deliver_remote_free(&dr);
+}
+
+static enum deliver_result
+kind_remote(void *runtime, const char *arg, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	(void)arg;
+	return deliver_remote_send(runtime, m, rcpts, n, st_out, err_out);
+}
+
+/* ---- the table ---- */
+
+#define KIND_REMOTE	false, kind_name_arg, kind_remote_open, \
+	kind_remote_close, kind_remote
+
+static const struct deliver_kind deliver_kinds[] = {
+	{ CONFIG_ACTION_MAILDIR, true, kind_folder_arg, NULL, NULL,
+	    kind_maildir },
+	{ CONFIG_ACTION_DISCARD, true, kind_no_arg, NULL, NULL,
+	    kind_discard },
+	{ CONFIG_ACTION_RELAY, KIND_REMOTE },
+	{ CONFIG_ACTION_MX, KIND_REMOTE },
+	{ CONFIG_ACTION_FORWARD, KIND_REMOTE },
+	{ CONFIG_ACTION_RELAY_BY_SENDER, KIND_REMOTE },
+};
+#define DELIVER_NKINDS	(sizeof(deliver_kinds) / sizeof(deliver_kinds[0]))
+
+const struct deliver_kind *
+deliver_kind_of(enum config_action_kind kind)
+{
+	for (size_t i = 0; i < DELIVER_NKINDS; i++)
+		if (deliver_kinds[i].kind == kind)
+			return &deliver_kinds[i];
+	return NULL;
+}
+
+const struct deliver_kind *
+deliver_kind_find(const char *name)
+{
+	enum config_action_kind kind;
+
+	if (name == NULL || !config_action_kind_find(name, &kind))
+		return NULL;
+	return deliver_kind_of(kind);
+}
+
+const char *
+deliver_kind_name(const struct deliver_kind *k)
+{
+	return config_action_kind_name(k->kind);
+}
