@@ -38,9 +38,10 @@ struct conn_rt {
 	struct chain_set	*chains;	/* ref: the handler chains */
 };
 /*
- * Take ownership of cfg and build what it describes: the router and the
- * TLS contexts (making the self-signed pair first when asked).  Reads
- * files: start-up and reload only.  NULL with *err_out.
+ * Take ownership of cfg and build what it describes: the handler chains,
+ * the router, the TLS contexts (making the self-signed pair first when
+ * asked) and the runtimes of its actions.  Reads files: start-up and
+ * reload only.  NULL with *err_out.
  */
 struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
 /*
