@@ -106,7 +106,7 @@ net_accept_error_cb(struct evconnlistener *lev, void *arg)
 {
 	struct net_lev *nl = arg;
 	struct net_loop *loop = nl->loop;
-	struct timeval tv = { 0, NET_EMFILE_PAUSE_MS * 1000 };
+	struct timeval tv = util_timeval_ms(NET_EMFILE_PAUSE_MS);
 	int err = EVUTIL_SOCKET_ERROR();
 	unsigned refused;
 
@@ -242,7 +242,6 @@ fail:
 static int
 net_probe_free(const char *addr, int port, const char **err_out)
 {
-	static char err[256];
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	int fd, on = 1, rc = 0;
@@ -256,9 +255,8 @@ net_probe_free(const char *addr, int port, const char **err_out)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 &&
 	    errno == EADDRINUSE) {
-		util_snprintf(err, sizeof(err), "listen %s port %d: in use by "
-		    "another process (another postern?)", addr, port);
-		*err_out = err;
+		*err_out = util_err("listen %s port %d: in use by another "
+		    "process (another postern?)", addr, port);
 		rc = -1;
 	}
 	close(fd);

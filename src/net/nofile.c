@@ -56,7 +56,6 @@ net_milters(const struct config *cfg)
 int
 net_check_nofile(const struct config *cfg, const char **err_out)
 {
-	static char err[512];
 	struct rlimit rl;
 	uint64_t per_conn = 1 + net_milters(cfg), reserve, need;
 
@@ -68,13 +67,12 @@ net_check_nofile(const struct config *cfg, const char **err_out)
 	need = cfg->limits.conn_max * per_conn + reserve;
 	if (need <= rl.rlim_max)
 		return 0;
-	snprintf(err, sizeof(err), "limit connections %u needs %" PRIu64
+	*err_out = util_err("limit connections %u needs %" PRIu64
 	    " descriptors (%" PRIu64 " for the connections%s, %" PRIu64
 	    " postern keeps for itself), but the descriptor limit is %" PRIu64
 	    ": raise it (ulimit -n, systemd LimitNOFILE=) or lower limit "
 	    "connections", cfg->limits.conn_max, need, need - reserve,
 	    per_conn > 1 ? " and their milters" : "", reserve,
 	    (uint64_t)rl.rlim_max);
-	*err_out = err;
 	return -1;
 }
