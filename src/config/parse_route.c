@@ -63,11 +63,10 @@ cfg_check_template(const char *s, char **why_out)
 void
 cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 {
-	const char *usage = "action NAME maildir \"PATH\" | action NAME "
-	    "discard";
+	const char *usage = "action NAME maildir \"PATH\"|<TABLE> [as "
+	    "USER|<TABLE>] | action NAME discard";
 	struct config *c = p->c;
 	struct config_action a = { 0 };
-	char *why;
 
 	/* relay, mx, forward, relay-by-sender: parse_relay.c */
 	if (ln->ntoks >= 3 && ln->toks[2].kind == CFG_TOK_WORD &&
@@ -75,7 +74,7 @@ cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 		cfg_st_action_remote(p, ln);
 		return;
 	}
-	if (!cfg_nargs(p, ln, 2, 3, usage))
+	if (!cfg_nargs(p, ln, 2, 5, usage))
 		return;
 	const char *name = ln->toks[1].text;
 	if (!cfg_is_name(name)) {
@@ -91,25 +90,9 @@ cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 	const char *kind = ln->toks[2].text;
 	if (strcmp(kind, "maildir") == 0) {
-		if (ln->ntoks != 4) {
-			cfg_err(p, ln->lineno, "action %s: maildir needs a "
-			    "path (usage: %s)", name, usage);
+		if (cfg_action_maildir(p, ln, &a, cfg_check_template) == -1)
 			return;
-		}
-		const char *path = ln->toks[3].text;
-		if (path[0] == '\0') {
-			cfg_err(p, ln->lineno, "action %s: empty maildir path",
-			    name);
-			return;
-		}
-		if (cfg_check_template(path, &why) == -1) {
-			cfg_err(p, ln->lineno, "action %s: maildir path: %s",
-			    name, why);
-			free(why);
-			return;
-		}
 		a.kind = CONFIG_ACTION_MAILDIR;
-		a.path = xstrdup(path);
 	} else if (strcmp(kind, "discard") == 0) {
 		if (ln->ntoks != 3) {
 			cfg_err(p, ln->lineno, "action %s: discard takes no "
@@ -241,9 +224,21 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 			    "domain name", dir);
 			return -1;
 		}
+		const char *d = ln->toks[i + 2].text;
+		size_t dl = strlen(d);
+		if (!ln->toks[i + 2].quoted && dl >= 3 && d[0] == '<' &&
+		    d[dl - 1] == '>') {
+			if ((cond->table = cfg_table_ref(p, ln, d,
+			    "match")) == NULL)
+				return -1;
+			cond->kind = to ? CONFIG_COND_TO_DOMAIN_TABLE :
+			    CONFIG_COND_FROM_DOMAIN_TABLE;
+			*ip = i + 3;
+			return 0;
+		}
 		cond->kind = to ? CONFIG_COND_TO_DOMAIN :
 		    CONFIG_COND_FROM_DOMAIN;
-		cond->arg = util_strlower(xstrdup(ln->toks[i + 2].text));
+		cond->arg = util_strlower(xstrdup(d));
 		*ip = i + 3;
 		return 0;
 	}

@@ -16,6 +16,8 @@ struct deliver_msg {
 	const char	*content;	/* or the content in memory (then
 					   content_path is unused), borrowed */
 	size_t		 content_len;
+	int		 content_fd;	/* > 0: or read the content from this
+					   descriptor, from its start */
 	bool		 fresh;		/* never tried before: skip the
 					   already-delivered check */
 	/*

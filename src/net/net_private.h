@@ -106,6 +106,8 @@ struct net_server {
 	struct util_pool	*pool;		/* owned: disk work */
 	struct spool		*spool;		/* owned */
 	struct queue		*queue;		/* owned */
+	struct priv		*priv;		/* owned: the privileged helper,
+						   or NULL */
 	struct event		*sig_term, *sig_int, *sig_hup;
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */
