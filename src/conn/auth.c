@@ -126,8 +126,9 @@ conn_auth_crypt_done_cb(evutil_socket_t fd, short what, void *arg)
 	conn_auth_unref(j);
 }
 
-/* A table's answer: a hash to check, or the next backend. */
-static void
+/* A table's answer: true when a hash is being checked; else the next
+ * backend is due (j->idx moved on). */
+static bool
 conn_auth_table_answer(struct conn_auth_job *j, int rc,
     const struct table_values *vals)
 {
@@ -137,12 +138,12 @@ conn_auth_table_answer(struct conn_auth_job *j, int rc,
 		j->crypt_ok = false;
 		j->refs++;
 		util_pool_submit(j->ctx->pool, conn_auth_crypt, j);
-		return;
+		return true;
 	}
 	if (rc == TABLE_ERROR)
 		j->unavailable = true;
 	j->idx++;
-	conn_auth_next(j);
+	return false;
 }
 
 static void
@@ -151,8 +152,8 @@ conn_auth_table_cb(void *arg, int rc, const struct table_values *vals)
 	struct conn_auth_job *j = arg;
 
 	j->treq = NULL;
-	if (j->arg != NULL)
-		conn_auth_table_answer(j, rc, vals);
+	if (j->arg != NULL && !conn_auth_table_answer(j, rc, vals))
+		conn_auth_next(j);
 	conn_auth_unref(j);
 }
 
@@ -199,11 +200,10 @@ conn_auth_next(struct conn_auth_job *j)
 			j->refs++;
 			return;
 		}
-		size_t before = j->idx;
-		conn_auth_table_answer(j, rc, &tv);
+		bool crypting = conn_auth_table_answer(j, rc, &tv);
 		table_values_clear(&tv);
-		if (j->idx == before)
-			return;		/* crypt under way */
+		if (crypting)
+			return;
 	}
 	conn_auth_finish(j, j->unavailable ? -1 : 0);
 }
