@@ -2,8 +2,8 @@
 Users and mailboxes from real backends: a throw-away PostgreSQL cluster
 (Debian's postgresql, initdb in a temporary folder, run as the postgres
 user on a loopback port), system users made with useradd/chpasswd and a
-PAM service file.  The shipped example (etc/slimsmtp-pgsql.conf and
-etc/slimsmtp-schema.sql) is what the seed-schema test runs.
+PAM service file.  The shipped example (examples/slimsmtp/postern.conf and
+examples/slimsmtp/schema.sql) is what the seed-schema test runs.
 """
 
 import base64
@@ -95,7 +95,7 @@ def sysuser():
 
 
 def seed_config(pg):
-    with open(os.path.join(REPO, "etc", "slimsmtp-pgsql.conf")) as f:
+    with open(os.path.join(REPO, "examples", "slimsmtp", "postern.conf")) as f:
         text = f.read()
     # The example's own lines, pointed at the test's cluster and folders.
     text = text.replace("host=/run/postgresql dbname=mail user=postern",
@@ -112,7 +112,7 @@ def new_files(home):
 
 
 def test_seed_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
-    with open(os.path.join(REPO, "etc", "slimsmtp-schema.sql")) as f:
+    with open(os.path.join(REPO, "examples", "slimsmtp", "schema.sql")) as f:
         pg.sql(f.read())
     anton = sysuser("pstnanton", "antonpw")
     pg.sql("UPDATE smtp SET mailbox='pstnanton' WHERE mailbox='anton'")
