@@ -636,6 +636,13 @@ conn_shutdown_all(struct conn_ctx *ctx)
 
 	for (c = ctx->conns; c != NULL; c = next) {
 		next = c->next;
+		if (c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL)) {
+			/* In a TLS handshake: no channel to say 421 on, and
+			 * closing would stop the reads it needs to end. */
+			c->peer_gone = true;
+			conn_free(c);
+			continue;
+		}
 		if (c->closing || smtp_session_is_closing(c->smtp) ||
 		    smtp_session_in_data(c->smtp) ||
 		    smtp_session_is_waiting(c->smtp))
