@@ -58,13 +58,36 @@ pg_result(PGconn *pg, uint64_t deadline_ms, PGresult **res_out,
 	return 0;
 }
 
-/* Run a sent command to its end; 0 with the last good result in *out. */
+/*
+ * The data exceptions a key can cause by its form alone: bytes not in the
+ * database's encoding, text where the query casts $1 to a number or a date,
+ * out of range, too long.  No row can hold such a key.  Other errors (a
+ * division by zero in the query...) stay errors.
+ */
+static bool
+pg_is_bad_value(const char *state)
+{
+	static const char *const codes[] = { "22021", "22P05", "22P02",
+	    "22003", "22007", "22008", "22001", NULL };
+
+	for (size_t i = 0; state != NULL && codes[i] != NULL; i++)
+		if (strcmp(state, codes[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Run a sent command to its end; 0 with the last good result in *out.  -1
+ * with *err_out, or -2 when the server refused the parameter's value
+ * (pg_is_bad_value); the connection is good for more in both.
+ */
 static int
 pg_finish(struct table *t, PGconn *pg, uint64_t deadline_ms,
     ExecStatusType want, PGresult **out, const char **err_out)
 {
 	PGresult *res, *keep = NULL;
-	const char *err = NULL;
+	const char *err = NULL, *state;
+	bool bad_value = false;
 
 	for (;;) {
 		if (pg_result(pg, deadline_ms, &res, &err) == -1) {
@@ -74,16 +97,19 @@ pg_finish(struct table *t, PGconn *pg, uint64_t deadline_ms,
 		}
 		if (res == NULL)
 			break;
-		if (PQresultStatus(res) != want && err == NULL)
+		if (PQresultStatus(res) != want && err == NULL) {
+			state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+			bad_value = pg_is_bad_value(state);
 			err = util_err("pgsql %s: %s", t->name,
 			    PQresultErrorMessage(res));
+		}
 		PQclear(keep);
 		keep = res;
 	}
 	if (err != NULL) {
 		*err_out = err;
 		PQclear(keep);
-		return -1;
+		return bad_value ? -2 : -1;
 	}
 	*out = keep;
 	return 0;
@@ -121,7 +147,7 @@ pg_connect(struct table *t, const char **err_out)
 	}
 	if (PQsetnonblocking(pg, 1) == -1 ||
 	    !PQsendPrepare(pg, PG_STMT, t->query, 1, NULL) ||
-	    pg_finish(t, pg, deadline, PGRES_COMMAND_OK, &res, err_out) == -1) {
+	    pg_finish(t, pg, deadline, PGRES_COMMAND_OK, &res, err_out) < 0) {
 		if (res == NULL && PQstatus(pg) != CONNECTION_OK)
 			*err_out = util_err("pgsql %s: %s", t->name,
 			    PQerrorMessage(pg));
@@ -180,8 +206,12 @@ pg_get(struct table *t, void *conn, const char *key,
 			*err_out = util_err("pgsql %s: cannot send", t->name);
 			return -1;
 		}
-	if (pg_finish(t, pg, deadline, PGRES_TUPLES_OK, &res, err_out) == -1)
+	switch (pg_finish(t, pg, deadline, PGRES_TUPLES_OK, &res, err_out)) {
+	case -2:
+		return 0;	/* no row can hold a value it refuses */
+	case -1:
 		return -1;
+	}
 	if (res == NULL) {
 		*err_out = util_err("pgsql %s: no result", t->name);
 		return -1;
