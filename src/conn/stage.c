@@ -145,7 +145,8 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		char to[600];
 		/* Remote kinds carry the action's name: the queue finds its
 		 * sender. */
-		spool_env_add_rcpt(conn_tx_env(c->tx), t->rcpt, t->kind, t->arg);
+		(void)queue_env_add_target(conn_tx_env(c->tx), t->rcpt, t->kind,
+		    t->arg);
 		log_safe_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
 		if (strcmp(to, safe) == 0)
 			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,

@@ -29,13 +29,12 @@ net_rt_get(struct net_server *srv)
 /* The queue routes DSNs with the current configuration's router. */
 int
 net_queue_route(void *arg, const char *sender, const char *rcpt,
-    char **action_out, char **arg_out, const char **err_out)
+    struct spool_env *env, const char **err_out)
 {
 	struct conn_rt *rt = net_rt_get(arg);
 	int rc;
 
-	rc = queue_route_router(rt->router, sender, rcpt, action_out,
-	    arg_out, err_out);
+	rc = queue_route_router(rt->router, sender, rcpt, env, err_out);
 	conn_rt_unref(&rt);
 	return rc;
 }

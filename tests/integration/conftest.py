@@ -114,9 +114,11 @@ def binary():
     return POSTERN_BIN
 
 
-def run_cli(*args, cwd=None, timeout=10.0):
-    """Run `postern ARGS...`; returns CompletedProcess with text output."""
+def run_cli(*args, cwd=None, timeout=10.0, input=None):
+    """Run `postern ARGS...` (input: text on its stdin); returns
+    CompletedProcess with text output."""
     return subprocess.run([binary()] + list(args), cwd=cwd, timeout=timeout,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         errors="replace")
 

@@ -10,7 +10,7 @@ is resolved step by step on the event loop.
 import os
 import sqlite3
 
-from conftest import send_message, wait_for
+from conftest import run_cli, send_message, wait_for
 
 
 def alias_db(path, rows):
@@ -123,3 +123,49 @@ def test_maildir_path_from_a_table(make_postern, tmp_path):
         what="both boxes")
     with open(tmp_path / "boxes" / "anton" / "new" / files("anton")[0]) as f:
         assert "in a box" in f.read()
+
+
+def test_bounces_and_local_submissions_go_through_the_aliases(make_postern,
+        tmp_path):
+    alias_db(tmp_path / "aliases.db", [
+        ("team@example.org", "alice@example.org"),
+        ("team@example.org", "carol@example.org")])
+    srv = make_postern(extra=alias_table() + ["queue retry-min 1s",
+        "queue retry-max 2s", "queue lifetime 2s"],
+        rules=["match to domain example.org action local"])
+    # bob's folder is a dangling symlink: his copy fails until it expires.
+    os.makedirs(srv.path("mail"))
+    os.symlink(srv.path("nowhere"), srv.path("mail", "bob"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "team@example.org", ["bob@example.org"],
+            "Subject: to bob\r\n\r\nundeliverable\r\n")
+    # The bounce to team@ reaches its members.
+    wait_for(lambda: srv.maildir("alice") and srv.maildir("carol"),
+        timeout=20, what="the bounce at alice and carol")
+    with open(srv.maildir("alice")[0]) as f:
+        assert "Return-Path: <>" in f.read()
+    # postern send: the alias, and a member named again, one copy each.
+    r = run_cli("send", "-C", srv.conf, "-f", "x@example.org",
+        "team@example.org", "alice@example.org", input="Subject: sent\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not [p for p in srv.spool_files("env")],
+        timeout=10, what="an empty queue")
+    assert len(srv.maildir("alice")) == len(srv.maildir("carol")) == 2
+    assert srv.maildir("team") == []
+
+
+def test_one_maildir_named_by_two_recipients_gets_one_copy(make_postern):
+    srv = make_postern(actions='action shared maildir "{tmp}/shared"\n'
+        'action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n',
+        rules=['match to "info@example.org" action shared',
+               'match to "sales@example.org" action shared',
+               "match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["info@example.org",
+            "sales@example.org", "bob@example.org", "BOB@example.org"],
+            "Subject: twice\r\n\r\none copy\r\n")
+    # Maildirs only: the copies were made before the 250.
+    shared = os.listdir(srv.path("shared", "new"))
+    assert len(shared) == 1 and len(srv.maildir("bob")) == 1

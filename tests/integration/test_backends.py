@@ -49,10 +49,10 @@ def test_seed_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
         # A foreign domain: relaying denied.
         c.send("MAIL FROM:<a@far.example>"); c.expect(250)
         c.send("RCPT TO:<x@elsewhere.example>"); c.expect(550, "5.7.1")
-    # One copy for the PAM address, one per @SOCIAL address.
-    files = wait_for(lambda: len(new_files(anton.pw_dir)) >= 3 and
+    # One copy for the PAM address, one for the message to both @SOCIAL
+    # addresses (one Maildir named twice gets it once).
+    files = wait_for(lambda: len(new_files(anton.pw_dir)) >= 2 and
         new_files(anton.pw_dir), timeout=15, what="anton's deliveries")
-    assert len(files) == 3, files
     md = os.path.join(anton.pw_dir, "Maildir")
     for sub in ("", "new", "tmp", "cur"):
         st = os.stat(os.path.join(md, sub))
@@ -67,6 +67,8 @@ def test_seed_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
     wait_for(lambda: os.listdir(srv.path("unsorted", "new")) if
         os.path.isdir(srv.path("unsorted", "new")) else None,
         what="the catch-all copy")
+    wait_for(lambda: not srv.spool_files("env"), what="an empty queue")
+    assert len(new_files(anton.pw_dir)) == 2
 
 
 def test_unknown_user_refused_without_catchall(make_postern, pg):
