@@ -75,10 +75,10 @@ conn_auth_done_ev_cb(evutil_socket_t fd, short what, void *arg)
 	if (j->arg != NULL) {
 		void *a = j->arg;
 		j->arg = NULL;
+		j->refs--;	/* the caller's; the answer's keeps j for the call */
 		j->done_cb(a, j->result, j->user);
-		conn_auth_unref(j);		/* the caller's */
 	}
-	conn_auth_unref(j);
+	conn_auth_unref(j);		/* the answer's */
 }
 
 /* The answer: 1 ok, 0 refused, -1 unavailable, -2 the IP is banned. */
