@@ -210,8 +210,8 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	    smtp_session_sender(c->smtp), rcpt, conn_rcpt_done_cb, c, &res,
 	    &c->route_q) == 1) {
 		if (from == RCPT_FILTER) {
-			/* XXX: filters' recipients are added at eom, where
-			 * nothing may wait: a backend table cannot route them. */
+			/* A filter adds its recipients at the end of data,
+			 * where nothing may wait for a backend table. */
 			route_resolve_cancel(&c->route_q);
 			conn_set_reply(r, 451, "4.3.0 <%s>: lookup would wait",
 			    safe);

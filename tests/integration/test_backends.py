@@ -3,7 +3,7 @@ Users and mailboxes from real backends: a throw-away PostgreSQL cluster
 (Debian's postgresql, initdb in a temporary folder, run as the postgres
 user on a loopback port), system users made with useradd/chpasswd and a
 PAM service file.  The shipped example (examples/slimsmtp/postern.conf and
-examples/slimsmtp/schema.sql) is what the seed-schema test runs.
+examples/slimsmtp/schema.sql) is what the first test runs.
 """
 
 import os
@@ -12,7 +12,7 @@ import subprocess
 from conftest import (REPO, make_config, plain, send_message, wait_for,
     TEMPLATE_HEAD)
 
-def seed_config(pg):
+def example_config(pg):
     with open(os.path.join(REPO, "examples", "slimsmtp", "postern.conf")) as f:
         text = f.read()
     # The example's own lines, pointed at the test's cluster and folders.
@@ -29,12 +29,12 @@ def new_files(home):
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-def test_seed_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
+def test_example_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
     with open(os.path.join(REPO, "examples", "slimsmtp", "schema.sql")) as f:
         pg.sql(f.read())
     anton = sysuser("pstnanton", "antonpw")
     pg.sql("UPDATE smtp SET mailbox='pstnanton' WHERE mailbox='anton'")
-    srv = make_postern(config=seed_config(pg))
+    srv = make_postern(config=example_config(pg))
     with srv.session() as c:
         c.hello()
         # PAM row: into the user's home, as the user.
