@@ -25,7 +25,7 @@ def node_config(pg, redis):
         "state redis %s" % redis,
         "on connect { banned; ban 1h on relay-attempt }",
         "on header { ratelimit 3/1h per subject }",
-        "on rcpt { greylist delay 2s lifetime 1h }",
+        "on rcpt { greylist delay 3s lifetime 1h }",
     ], rules=["match to domain <domains> to <boxes> action local"])
 
 
@@ -50,7 +50,7 @@ def test_two_nodes_share_tables_and_state(make_postern, pg, redis_server):
     t0 = time.monotonic()
     assert rcpt_code(a, "bob@example.org") == 451
     assert rcpt_code(b, "bob@example.org") == 451	# within the delay
-    wait_for(lambda: time.monotonic() - t0 > 2.5, timeout=5,
+    wait_for(lambda: time.monotonic() - t0 > 3.5, timeout=6,
         what="the greylist delay")
     assert rcpt_code(b, "bob@example.org") == 250
     # (The client's network is whitelisted now, on both.)
