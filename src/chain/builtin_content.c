@@ -63,25 +63,83 @@ verify_new(const struct chain_handler_args *a, char **err_out)
 	return v;
 }
 
-static enum chain_status
-verify_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+/* The verdict for a recipient the table has (rc 1) or not (0). */
+static void
+verify_verdict(const struct verify *vf, int rc, struct chain_verdict *v)
 {
-	struct verify *vf = inst;
-	struct chain_session *cs = chain_call_session(call);
-
 	chain_verdict_continue(v);
-	if (cs->rcpt == NULL || table_lookup(vf->t, cs->rcpt, NULL))
-		return CHAIN_DONE;
+	if (rc == TABLE_FOUND)
+		return;
+	if (rc == TABLE_ERROR) {
+		chain_verdict_fail(v, "verify table unavailable");
+		return;
+	}
 	if (vf->soft) {
 		/* Research mode: the client sees 250, nothing is delivered. */
 		v->no_deliver = true;
 		v->kind = CHAIN_ACCEPT;
 		util_strlcpy(v->why, "unknown recipient (soft-invalid)",
 		    sizeof(v->why));
-		return CHAIN_DONE;
+		return;
 	}
 	chain_verdict_reject(v, 550, "5.1.1", "<%{rcpt}>: Recipient address "
 	    "rejected: User unknown");
+}
+
+struct verify_job {
+	struct chain_call	*call;
+	const struct verify	*vf;
+	struct table_req	*req;
+};
+
+static void
+verify_done_cb(void *arg, int rc, const struct table_values *vals)
+{
+	struct verify_job *j = arg;
+	struct chain_verdict v;
+
+	(void)vals;
+	*chain_call_data(j->call) = NULL;
+	verify_verdict(j->vf, rc, &v);
+	chain_call_done(j->call, &v);
+	free(j);
+}
+
+static void
+verify_cancel(void *inst, struct chain_call *call)
+{
+	struct verify_job *j = *chain_call_data(call);
+
+	(void)inst;
+	if (j == NULL)
+		return;
+	table_lookup_cancel(&j->req);
+	*chain_call_data(call) = NULL;
+	free(j);
+}
+
+static enum chain_status
+verify_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	struct verify *vf = inst;
+	struct chain_session *cs = chain_call_session(call);
+	struct verify_job *j;
+	int rc;
+
+	chain_verdict_continue(v);
+	if (cs->rcpt == NULL)
+		return CHAIN_DONE;
+	j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->vf = vf;
+	rc = table_lookup_start(vf->t, chain_loop_tables(cs->loop), cs->rcpt,
+	    verify_done_cb, j, NULL, &j->req);
+	if (rc == TABLE_PENDING) {
+		*chain_call_data(call) = j;
+		return CHAIN_PENDING;
+	}
+	free(j);
+	verify_verdict(vf, rc, v);
 	return CHAIN_DONE;
 }
 
@@ -279,7 +337,7 @@ size_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 
 const struct chain_handler_ops chain_content_ops[] = {
 	{ "verify", CHAIN_STAGE_BIT(SMTP_STAGE_RCPT), verify_new, verify_free,
-	    verify_run, NULL },
+	    verify_run, verify_cancel },
 	{ "header", CHAIN_STAGE_BIT(SMTP_STAGE_HEADER) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_EOM), hdr_new, hdr_free, hdr_run,
 	    NULL },

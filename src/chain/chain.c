@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "store/store.h"
+#include "table/table.h"
 #include "util/util.h"
 
 _Static_assert(CONFIG_STAGE_COUNT == SMTP_STAGE_COUNT,
@@ -216,6 +217,12 @@ chain_ban_key(const char *ip, char *buf, size_t bufsz)
 	util_snprintf(buf, bufsz, "ban:%s", ip);
 }
 
+void
+chain_ban_key_of(const char *ip, char *buf, size_t bufsz)
+{
+	chain_ban_key(ip, buf, bufsz);
+}
+
 struct chain_deferred {
 	void	(*fn)(void *);
 	void	*arg;
@@ -392,6 +399,7 @@ chain_loop_new(struct event_base *base, const struct config *cfg,
 	free(owned);
 	if (l->store == NULL)
 		goto fail;
+	l->tables = table_loop_new(base);
 	return l;
 fail:
 	chain_loop_free(&l);
@@ -405,6 +413,7 @@ chain_loop_free(struct chain_loop **lp)
 
 	if (l == NULL)
 		return;
+	table_loop_free(&l->tables);
 	store_close(&l->store);
 	if (l->dns != NULL)
 		evdns_base_free(l->dns, 1);
@@ -416,6 +425,12 @@ struct store *
 chain_loop_store(struct chain_loop *l)
 {
 	return l->store;
+}
+
+struct table_loop *
+chain_loop_tables(struct chain_loop *l)
+{
+	return l->tables;
 }
 
 /* ----- running ----- */

@@ -18,6 +18,7 @@ struct config;
 struct event_base;
 struct evdns_base;
 struct store;
+struct table_loop;
 struct util_buf;
 
 /* Stages are smtp/'s: SMTP_STAGE_CONNECT .. SMTP_STAGE_DISCONNECT. */
@@ -123,6 +124,8 @@ struct chain_loop *chain_loop_new(struct event_base *base,
 	    const char **err_out);
 void	chain_loop_free(struct chain_loop **lp);
 struct store *chain_loop_store(struct chain_loop *l);
+/* Where this loop hears table answers (table_lookup_start). */
+struct table_loop *chain_loop_tables(struct chain_loop *l);
 
 /* ----- one connection's view ----- */
 
@@ -201,6 +204,8 @@ void	chain_session_tx_reset(struct chain_session *cs);
  */
 void	chain_session_ban(struct chain_session *cs, uint64_t ms,
 	    const char *why);
+/* The state store key of ip's place on the ban list. */
+void	chain_ban_key_of(const char *ip, char *buf, size_t bufsz);
 /*
  * A failure the connection saw: a refused AUTH, or a recipient refused as
  * relaying.  Bans the client when a "ban ... on" handler asked for it.

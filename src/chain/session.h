@@ -18,6 +18,7 @@ struct chain_loop {
 	struct event_base	*base;		/* borrowed */
 	struct evdns_base	*dns;		/* owned */
 	struct store		*store;		/* owned */
+	struct table_loop	*tables;	/* owned: table answers */
 	uint64_t		 call_timeout_ms;
 };
 

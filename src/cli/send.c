@@ -406,9 +406,7 @@ send_route(struct send_ctx *x)
 {
 	for (size_t i = 0; i < x->rcpts.n; i++) {
 		char *a = send_qualify(x->rcpts.v[i], x->cfg->hostname);
-		char *action = NULL, *arg = NULL;
 		const char *err = NULL;
-		bool dup = false;
 
 		if (!send_addr_ok(a)) {
 			fprintf(stderr, "postern send: bad recipient address "
@@ -416,14 +414,9 @@ send_route(struct send_ctx *x)
 			free(a);
 			return EX_DATAERR;
 		}
-		for (size_t k = 0; k < x->env.nrcpts; k++)
-			dup |= strcasecmp(x->env.rcpts[k].addr, a) == 0;
-		if (dup) {
-			free(a);
-			continue;
-		}
-		if (queue_route_router(x->router, x->env.sender, a, &action,
-		    &arg, &err) == -1) {
+		/* The same address twice, or two into one Maildir: one copy. */
+		if (queue_route_router(x->router, x->env.sender, a, &x->env,
+		    &err) == -1) {
 			fprintf(stderr, "postern send: <%s>: %s\n", a, err);
 			free(a);
 			return err[0] == '4' ? EX_TEMPFAIL : EX_NOUSER;
@@ -431,10 +424,7 @@ send_route(struct send_ctx *x)
 		for (const char *p = a; *p != '\0'; p++)
 			if ((unsigned char)*p >= 0x80)
 				x->env.smtputf8 = true;
-		spool_env_add_rcpt(&x->env, a, action, arg);
 		free(a);
-		free(action);
-		free(arg);
 	}
 	if (x->env.nrcpts == 0) {
 		fprintf(stderr, "postern send: no recipients (give them as "

@@ -17,6 +17,21 @@ struct config_tls_cert {
 	int		 line;
 };
 
+/* "auth pam [SERVICE]" or "auth <TABLE>" (crypt(3) hashes). */
+struct config_auth {
+	const struct config_table *table;	/* borrowed; NULL: PAM */
+	char			*pam_service;	/* owned: PAM; default "postern" */
+	int			 line;
+};
+
+/* "auth-guard N/PERIOD [ban DUR] [tarpit DUR]" or "auth-guard off". */
+struct config_guard {
+	unsigned	 max;		/* failures per IP or user; 0: off */
+	uint64_t	 period_ms;	/* counting window */
+	uint64_t	 ban_ms;	/* the IP's time on the ban list */
+	uint64_t	 tarpit_ms;	/* wait before each 535 */
+};
+
 struct config_listen {
 	char		*addr;		/* owned; numeric "127.0.0.1" or "::1" */
 	int		 port;
@@ -27,6 +42,8 @@ struct config_listen {
 	bool		 nomail;	/* "nomail": RFC 7504 521 at connect */
 	bool		 auth;		/* "auth": offer AUTH (after TLS) */
 	bool		 auth_plaintext; /* "auth-plaintext": also before TLS */
+	bool		 sender_auth;	/* "sender-auth": a hosted sender needs
+					   AUTH here */
 	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
 	size_t		 ncerts;
 };
@@ -49,12 +66,23 @@ struct config_limits {
 	uint64_t	conn_rate_window_ms;
 };
 
-enum config_table_kind { CONFIG_TABLE_INLINE, CONFIG_TABLE_FILE };
+enum config_table_kind { CONFIG_TABLE_INLINE, CONFIG_TABLE_FILE,
+	CONFIG_TABLE_PASSWD, CONFIG_TABLE_SQLITE, CONFIG_TABLE_PGSQL,
+	CONFIG_TABLE_REDIS };
+/* "table NAME KIND:ARG [OPTIONS]"; parsed in parse_table.c. */
 struct config_table {
 	char			*name;		/* owned */
 	enum config_table_kind	 kind;
 	char			**items;	/* inline: owned keys, NULL-terminated */
-	char			*path;		/* file: owned path */
+	char			*path;		/* owned: file and sqlite: the path;
+						   pgsql: conninfo; redis: HOST:PORT */
+	char			*query;		/* owned: sqlite, pgsql: "... $1 ..." */
+	char			*prefix;	/* owned: redis key prefix, or NULL */
+	bool			 redis_set;	/* redis "set": SMEMBERS, not GET */
+	unsigned		 pool;		/* "pool N": connections; default 4 */
+	uint64_t		 timeout_ms;	/* "timeout DUR": per lookup; 5 s */
+	uint64_t		 cache_ms;	/* "cache DUR|off": found keys */
+	uint64_t		 neg_cache_ms;	/* "negative-cache DUR|off" */
 	int			 line;
 };
 
@@ -123,7 +151,13 @@ bool	config_action_kind_find(const char *name,
 struct config_action {
 	char			*name;		/* owned */
 	enum config_action_kind	 kind;
-	char			*path;		/* maildir: owned template with %{..} */
+	char			*path;		/* maildir: owned template with %{..},
+						   or NULL with path_table */
+	const struct config_table *path_table;	/* maildir <TABLE>: the path is
+						   the recipient's value */
+	char			*owner;		/* maildir "as USER": owned */
+	const struct config_table *owner_table;	/* maildir "as <TABLE>" (passwd):
+						   the recipient's user */
 	int			 line;
 	/* ---- outbound client ---- */
 	struct config_relay	*relay;		/* owned: relay, mx, forward */
@@ -144,6 +178,8 @@ enum config_cond_kind {
 	CONFIG_COND_FROM_LOCAL,		/* client on a loopback address, or local submission */
 	CONFIG_COND_FROM_AUTH,		/* the client authenticated (SMTP AUTH) */
 	CONFIG_COND_FROM_IP,		/* client address in net/prefix */
+	CONFIG_COND_TO_DOMAIN_TABLE,	/* table: recipient's domain in table */
+	CONFIG_COND_FROM_DOMAIN_TABLE,	/* table: sender's domain in table */
 };
 struct config_cond {
 	enum config_cond_kind	 kind;
@@ -203,8 +239,22 @@ struct config {
 						   kernel picks loops; default
 						   "pack": as few as the load
 						   needs */
-	const struct config_table *auth_table;	/* "auth <TABLE>": user -> crypt(3)
-						   hash; borrowed from tables */
+	struct config_auth	*auths;		/* owned array: "auth pam|<TABLE>",
+						   tried in order */
+	size_t			 nauths;
+	struct config_guard	 auth_guard;	/* "auth-guard ..." */
+	const struct config_table **aliases;	/* owned array of borrowed:
+						   "alias <T>..." */
+	size_t			 naliases;
+	unsigned		 alias_depth;	/* "alias ... depth N"; default 8 */
+	unsigned		 alias_targets;	/* "alias ... targets N"; 100 */
+	const struct config_table *sender_login; /* "sender-login <T>", or NULL */
+	char			**sender_auth;	/* owned: "sender-auth" domains
+						   (lower case), NULL-terminated */
+	const struct config_table **sender_auth_tables; /* owned array of
+						   borrowed, NULL-terminated */
+	char			**maildir_roots; /* owned: "maildir-root", NULL-
+						   terminated, or NULL */
 	struct config_tls_cert	*tls_certs;	/* owned array: "tls cert"; [0] default */
 	size_t			 ntls_certs;
 	char			*tls_selfsigned_dir; /* "tls self-signed DIR" */
@@ -250,6 +300,9 @@ const struct config_action *config_action_find(const struct config *c,
 	    const char *name);
 const struct config_table *config_table_find(const struct config *c,
 	    const char *name);
+/* True when the config delivers or authenticates through the privileged
+ * helper ("auth pam", a maildir action with "as"). */
+bool	config_needs_priv(const struct config *c);
 /* True when the config gives TLS certificates (or makes a self-signed one). */
 bool	config_has_tls(const struct config *c);
 

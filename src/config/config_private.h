@@ -108,6 +108,28 @@ void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
 void	cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_relay_free(struct config *c);
 
+/* parse.c: "{ a, b, c }" from toks[i]; NULL-terminated owned keys or NULL */
+char	**cfg_parse_list(struct cfg_parser *p, const struct cfg_line *ln,
+	    size_t i, const char *what);
+
+/* parse_table.c: tables, users and mailboxes */
+struct config_table;
+struct config_action;
+void	cfg_st_table(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_auth(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_auth_guard(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_alias(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_sender_login(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_sender_auth(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_maildir_root(struct cfg_parser *p, const struct cfg_line *ln);
+const struct config_table *cfg_table_ref(struct cfg_parser *p,
+	    const struct cfg_line *ln, const char *word, const char *what);
+int	cfg_action_maildir(struct cfg_parser *p, const struct cfg_line *ln,
+	    struct config_action *a, int (*check_fn)(const char *, char **));
+void	cfg_table_clear(struct config_table *t);
+void	cfg_accounts_defaults(struct config *c);
+void	cfg_accounts_free(struct config *c);
+
 /* Names of tables, actions and accounts: 1..64 of [A-Za-z0-9._-]. */
 bool	cfg_is_name(const char *s);
 

@@ -184,32 +184,6 @@ cfg_st_user_group(struct cfg_parser *p, const struct cfg_line *ln)
 	*dst = xstrdup(ln->toks[1].text);
 }
 
-/* "auth <TABLE>": the users and their crypt(3) password hashes. */
-static void
-cfg_st_auth(struct cfg_parser *p, const struct cfg_line *ln)
-{
-	const char *w;
-	size_t wl;
-
-	if (!cfg_nargs(p, ln, 1, 1, "auth <TABLE>"))
-		return;
-	if (!cfg_once(p, ln, &p->seen_auth, "auth"))
-		return;
-	w = ln->toks[1].text;
-	wl = strlen(w);
-	if (wl < 3 || w[0] != '<' || w[wl - 1] != '>') {
-		cfg_err(p, ln->lineno, "auth: expected a table name in <>, "
-		    "like <users>");
-		return;
-	}
-	char *name = xstrndup(w + 1, wl - 2);
-	p->c->auth_table = config_table_find(p->c, name);
-	if (p->c->auth_table == NULL)
-		cfg_err(p, ln->lineno, "auth: table %s is not defined (define "
-		    "it with \"table\" before use)", cfg_q(name));
-	free(name);
-}
-
 /* "workers N [pack|spread]": event loops, one per core by default. */
 static void
 cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
@@ -333,7 +307,7 @@ cfg_defined_later(const struct cfg_parser *p, const char *kw,
 }
 
 /* Parse "{ a, b, c }" from toks[i]; NULL-terminated owned keys or NULL. */
-static char **
+char **
 cfg_parse_list(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
     const char *what)
 {
@@ -385,58 +359,6 @@ fail:
 	return NULL;
 }
 
-static void
-cfg_st_table(struct cfg_parser *p, const struct cfg_line *ln)
-{
-	const char *usage = "table NAME { key, ... } | table NAME file:PATH";
-	struct config *c = p->c;
-	struct config_table t = { 0 };
-
-	if (ln->ntoks < 3) {
-		cfg_err(p, ln->lineno, "table: missing argument (usage: %s)",
-		    usage);
-		return;
-	}
-	const char *name = ln->toks[1].text;
-	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_is_name(name)) {
-		cfg_err(p, ln->lineno, "table: bad name (letters, digits, "
-		    "'_', '-', '.'; usage: %s)", usage);
-		return;
-	}
-	char *what = xasprintf("table %s", name);
-	const struct config_table *old = config_table_find(c, name);
-	if (old != NULL) {
-		cfg_err(p, ln->lineno, "duplicate table %s (first at line %d)",
-		    cfg_q(name), old->line);
-		goto out;
-	}
-	if (ln->toks[2].kind == CFG_TOK_LBRACE) {
-		if ((t.items = cfg_parse_list(p, ln, 2, what)) == NULL)
-			goto out;
-		t.kind = CONFIG_TABLE_INLINE;
-	} else if (ln->toks[2].kind == CFG_TOK_WORD &&
-	    strncmp(ln->toks[2].text, "file:", 5) == 0) {
-		if (!cfg_nargs(p, ln, 2, 2, usage))
-			goto out;
-		if (ln->toks[2].text[5] == '\0') {
-			cfg_err(p, ln->lineno, "%s: empty file path", what);
-			goto out;
-		}
-		t.kind = CONFIG_TABLE_FILE;
-		t.path = xstrdup(ln->toks[2].text + 5);
-	} else {
-		cfg_err(p, ln->lineno, "%s: expected \"{ key, ... }\" or "
-		    "file:PATH", what);
-		goto out;
-	}
-	t.name = xstrdup(name);
-	t.line = ln->lineno;
-	c->tables[c->ntables++] = t;	/* room counted before parsing */
-out:
-	free(what);
-}
-
-
 static const struct cfg_statement {
 	const char	*keyword;
 	void		(*fn)(struct cfg_parser *, const struct cfg_line *);
@@ -456,6 +378,11 @@ static const struct cfg_statement {
 	{ "group",		cfg_st_user_group },
 	{ "workers",		cfg_st_workers },
 	{ "auth",		cfg_st_auth },
+	{ "auth-guard",		cfg_st_auth_guard },
+	{ "alias",		cfg_st_alias },
+	{ "sender-login",	cfg_st_sender_login },
+	{ "sender-auth",	cfg_st_sender_auth },
+	{ "maildir-root",	cfg_st_maildir_root },
 	{ "tls",		cfg_st_tls },
 	{ "queue",		cfg_st_queue },
 	{ "on",			cfg_st_on },
@@ -504,6 +431,7 @@ cfg_defaults(struct config *c)
 	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	cfg_limit_defaults(c);
 	cfg_queue_defaults(c);
+	cfg_accounts_defaults(c);
 }
 
 struct config *
@@ -649,14 +577,9 @@ config_free(struct config **cp)
 	free(c->user);
 	free(c->group);
 	cfg_listen_free(c);
-	for (size_t i = 0; i < c->ntables; i++) {
-		free(c->tables[i].name);
-		free(c->tables[i].path);
-		for (char **it = c->tables[i].items; it != NULL && *it != NULL;
-		    it++)
-			free(*it);
-		free(c->tables[i].items);
-	}
+	cfg_accounts_free(c);
+	for (size_t i = 0; i < c->ntables; i++)
+		cfg_table_clear(&c->tables[i]);
 	free(c->tables);
 	cfg_relay_free(c);	/* before the actions it looks into */
 	cfg_route_free(c);

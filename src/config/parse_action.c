@@ -13,8 +13,8 @@
 #include "config/config_private.h"
 #include "util/util.h"
 
-#define CFG_ACTION_LOCAL_USAGE "action NAME maildir \"PATH\" | action NAME " \
-	"discard"
+#define CFG_ACTION_LOCAL_USAGE "action NAME maildir \"PATH\"|<TABLE> [as " \
+	"USER|<TABLE>] | action NAME discard"
 
 static void	cfg_action_local(struct cfg_parser *p,
 		    const struct cfg_line *ln, enum config_action_kind kind);
@@ -113,7 +113,7 @@ cfg_check_template(const char *s, char **why_out)
 }
 
 /*
- * "action NAME" and at most one more word, NAME new and well-formed: how
+ * "action NAME" and at most three more words, NAME new and well-formed: how
  * a local kind's statement starts (and one of an unknown kind).  False
  * after an error.
  */
@@ -123,7 +123,7 @@ cfg_action_head(struct cfg_parser *p, const struct cfg_line *ln)
 	const char *name;
 	const struct config_action *old;
 
-	if (!cfg_nargs(p, ln, 2, 3, CFG_ACTION_LOCAL_USAGE))
+	if (!cfg_nargs(p, ln, 2, 5, CFG_ACTION_LOCAL_USAGE))
 		return false;
 	name = ln->toks[1].text;
 	if (!cfg_is_name(name)) {
@@ -139,36 +139,19 @@ cfg_action_head(struct cfg_parser *p, const struct cfg_line *ln)
 	return true;
 }
 
-/* "action NAME maildir PATH" and "action NAME discard". */
+/* "action NAME maildir PATH|<TABLE> [as OWNER]" and "action NAME discard". */
 static void
 cfg_action_local(struct cfg_parser *p, const struct cfg_line *ln,
     enum config_action_kind kind)
 {
 	struct config_action a = { .kind = kind };
 	const char *name = ln->toks[1].text;
-	char *why;
 
 	if (!cfg_action_head(p, ln))
 		return;
 	if (kind == CONFIG_ACTION_MAILDIR) {
-		if (ln->ntoks != 4) {
-			cfg_err(p, ln->lineno, "action %s: maildir needs a "
-			    "path (usage: %s)", name, CFG_ACTION_LOCAL_USAGE);
+		if (cfg_action_maildir(p, ln, &a, cfg_check_template) == -1)
 			return;
-		}
-		const char *path = ln->toks[3].text;
-		if (path[0] == '\0') {
-			cfg_err(p, ln->lineno, "action %s: empty maildir path",
-			    name);
-			return;
-		}
-		if (cfg_check_template(path, &why) == -1) {
-			cfg_err(p, ln->lineno, "action %s: maildir path: %s",
-			    name, why);
-			free(why);
-			return;
-		}
-		a.path = xstrdup(path);
 	} else if (ln->ntoks != 3) {
 		cfg_err(p, ln->lineno, "action %s: discard takes no argument",
 		    name);

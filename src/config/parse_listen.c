@@ -111,7 +111,7 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 }
 
 #define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
-	"[require-tls] [nomail] [auth|auth-plaintext] " \
+	"[require-tls] [nomail] [auth|auth-plaintext] [sender-auth] " \
 	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
 
 void
@@ -143,6 +143,8 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 			l.auth = true;
 		else if (w != NULL && strcmp(w, "auth-plaintext") == 0)
 			l.auth = l.auth_plaintext = true;
+		else if (w != NULL && strcmp(w, "sender-auth") == 0)
+			l.sender_auth = true;
 		else if (w != NULL && strcmp(w, "cert") == 0) {
 			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
 			    CFG_LISTEN_USAGE))
@@ -246,9 +248,9 @@ cfg_listen_check(struct cfg_parser *p, int last)
 		    "\"listen 127.0.0.1:2525\")");
 	for (size_t i = 0; i < c->nlistens; i++) {
 		const struct config_listen *l = &c->listens[i];
-		if (l->auth && c->auth_table == NULL)
+		if (l->auth && c->nauths == 0)
 			cfg_err(p, l->line, "listen: auth needs an \"auth "
-			    "<TABLE>\" statement naming the users");
+			    "<TABLE>\" or \"auth pam\" statement");
 		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
 		    !config_has_tls(c))
 			cfg_err(p, l->line, "listen: %s needs a certificate "

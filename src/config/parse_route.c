@@ -125,9 +125,21 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 			    "domain name", dir);
 			return -1;
 		}
+		const char *d = ln->toks[i + 2].text;
+		size_t dl = strlen(d);
+		if (!ln->toks[i + 2].quoted && dl >= 3 && d[0] == '<' &&
+		    d[dl - 1] == '>') {
+			if ((cond->table = cfg_table_ref(p, ln, d,
+			    "match")) == NULL)
+				return -1;
+			cond->kind = to ? CONFIG_COND_TO_DOMAIN_TABLE :
+			    CONFIG_COND_FROM_DOMAIN_TABLE;
+			*ip = i + 3;
+			return 0;
+		}
 		cond->kind = to ? CONFIG_COND_TO_DOMAIN :
 		    CONFIG_COND_FROM_DOMAIN;
-		cond->arg = util_strlower(xstrdup(ln->toks[i + 2].text));
+		cond->arg = util_strlower(xstrdup(d));
 		*ip = i + 3;
 		return 0;
 	}

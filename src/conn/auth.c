@@ -1,8 +1,12 @@
 /*
- * conn/auth.c: checking SMTP AUTH credentials against the "auth <TABLE>"
- * table of crypt(3) hashes.  crypt is slow on purpose, so the check runs
- * on the worker pool and answers on the loop; a connection that goes away
- * meanwhile only lets go of the job.
+ * conn/auth.c: checking SMTP AUTH credentials against the "auth" backends
+ * in their order: a table of crypt(3) hashes (any kind; the lookup never
+ * blocks the loop, and crypt, slow on purpose, runs on the worker pool) or
+ * PAM through the privileged helper.  The first that accepts wins; when
+ * none does and one of them could not answer, the result is "unavailable"
+ * (454), never a refusal.  The guard ("auth-guard") refuses a client on
+ * the ban list first, and counts failures per IP and per user in the
+ * state store, banning the IP once either is over the limit.
  */
 #include "conn/conn_private.h"
 
@@ -12,77 +16,317 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/chain.h"
 #include "config/config.h"
+#include "log/log.h"
+#include "priv/priv.h"
 #include "route/route.h"
+#include "store/store.h"
 #include "table/table.h"
 
 struct conn_auth_job {
 	conn_auth_done_cb	*done_cb;
 	void			*arg;		/* NULL once the caller let go */
-	struct conn_rt		*rt;		/* ref: its table */
-	struct event		*ev;		/* owned: completion on the loop */
+	int			 refs;		/* the caller + each async step */
+	struct conn_ctx		*ctx;		/* borrowed */
+	struct conn_rt		*rt;		/* ref: tables, backends */
+	char			*ip;		/* owned */
 	char			*user;		/* owned */
 	char			*pass;		/* owned; wiped */
-	bool			 ok;
+	size_t			 idx;		/* backend being tried */
+	bool			 unavailable;	/* one could not answer */
+	struct table_req	*treq;		/* a table lookup under way */
+	struct priv_req		*preq;		/* a PAM check under way */
+	struct event		*ev;		/* owned: crypt done */
+	struct event		*done_ev;	/* owned: the answer, later */
+	int			 result;
+	char			*hash;		/* owned: for the worker */
+	bool			 crypt_ok;
 };
 
-/* On a worker: look the user up and compare hashes in constant time. */
-static void
-conn_auth_run(void *arg)
-{
-	struct conn_auth_job *j = arg;
-	struct crypt_data *cd = xcalloc(1, sizeof(*cd));
-	struct table *t = route_table_of(j->rt->router, j->rt->cfg->auth_table);
-	char *hash = NULL;
-	const char *got;
+static void	conn_auth_next(struct conn_auth_job *j);
 
-	if (table_lookup(t, j->user, &hash) && hash[0] != '\0' &&
-	    (got = crypt_r(j->pass, hash, cd)) != NULL && got[0] != '*' &&
-	    strlen(got) == strlen(hash))
-		j->ok = CRYPTO_memcmp(got, hash, strlen(hash)) == 0;
+static void
+conn_auth_unref(struct conn_auth_job *j)
+{
+	if (--j->refs > 0)
+		return;
+	table_lookup_cancel(&j->treq);
+	priv_cancel(&j->preq);
+	event_free(j->ev);
+	event_free(j->done_ev);
+	conn_rt_unref(&j->rt);
 	OPENSSL_cleanse(j->pass, strlen(j->pass));
-	OPENSSL_cleanse(cd, sizeof(*cd));
-	free(cd);
-	free(hash);
-	event_active(j->ev, EV_TIMEOUT, 1);
+	free(j->pass);
+	free(j->user);
+	free(j->ip);
+	free(j->hash);
+	free(j);
 }
 
+/* On the loop, never inside conn_auth_start(): the answer. */
 static void
-conn_auth_done(evutil_socket_t fd, short what, void *arg)
+conn_auth_done_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn_auth_job *j = arg;
 
 	(void)fd;
 	(void)what;
-	if (j->arg != NULL)
-		j->done_cb(j->arg, j->ok, j->user);
-	event_free(j->ev);
-	conn_rt_unref(&j->rt);
-	free(j->user);
-	free(j->pass);
-	free(j);
+	if (j->arg != NULL) {
+		void *a = j->arg;
+		j->arg = NULL;
+		j->refs--;	/* the caller's; the answer's keeps j for the call */
+		j->done_cb(a, j->result, j->user);
+	}
+	conn_auth_unref(j);		/* the answer's */
+}
+
+/* The answer: 1 ok, 0 refused, -1 unavailable, -2 the IP is banned. */
+static void
+conn_auth_finish(struct conn_auth_job *j, int rc)
+{
+	j->result = rc;
+	j->refs++;
+	event_active(j->done_ev, EV_TIMEOUT, 1);
+}
+
+/* On a worker: compare hashes in constant time. */
+static void
+conn_auth_crypt(void *arg)
+{
+	struct conn_auth_job *j = arg;
+	struct crypt_data *cd = xcalloc(1, sizeof(*cd));
+	const char *got;
+
+	if ((got = crypt_r(j->pass, j->hash, cd)) != NULL && got[0] != '*' &&
+	    strlen(got) == strlen(j->hash))
+		j->crypt_ok = CRYPTO_memcmp(got, j->hash, strlen(j->hash)) == 0;
+	OPENSSL_cleanse(cd, sizeof(*cd));
+	free(cd);
+	event_active(j->ev, EV_TIMEOUT, 1);
+}
+
+static void
+conn_auth_crypt_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_auth_job *j = arg;
+
+	(void)fd;
+	(void)what;
+	if (j->arg == NULL) {
+		conn_auth_unref(j);
+		return;
+	}
+	if (j->crypt_ok)
+		conn_auth_finish(j, 1);
+	else {
+		j->idx++;
+		conn_auth_next(j);
+	}
+	conn_auth_unref(j);
+}
+
+/* A table's answer: true when a hash is being checked; else the next
+ * backend is due (j->idx moved on). */
+static bool
+conn_auth_table_answer(struct conn_auth_job *j, int rc,
+    const struct table_values *vals)
+{
+	if (rc == TABLE_FOUND && vals->n > 0 && vals->v[0][0] != '\0') {
+		free(j->hash);
+		j->hash = xstrdup(vals->v[0]);
+		j->crypt_ok = false;
+		j->refs++;
+		util_pool_submit(j->ctx->pool, conn_auth_crypt, j);
+		return true;
+	}
+	if (rc == TABLE_ERROR)
+		j->unavailable = true;
+	j->idx++;
+	return false;
+}
+
+static void
+conn_auth_table_cb(void *arg, int rc, const struct table_values *vals)
+{
+	struct conn_auth_job *j = arg;
+
+	j->treq = NULL;
+	if (j->arg != NULL && !conn_auth_table_answer(j, rc, vals))
+		conn_auth_next(j);
+	conn_auth_unref(j);
+}
+
+static void
+conn_auth_pam_cb(void *arg, int rc)
+{
+	struct conn_auth_job *j = arg;
+
+	j->preq = NULL;
+	if (j->arg == NULL)
+		;
+	else if (rc == 1)
+		conn_auth_finish(j, 1);
+	else {
+		if (rc == -1)
+			j->unavailable = true;
+		j->idx++;
+		conn_auth_next(j);
+	}
+	conn_auth_unref(j);
+}
+
+/* Try backend j->idx, or give the answer when none is left. */
+static void
+conn_auth_next(struct conn_auth_job *j)
+{
+	const struct config *cfg = j->rt->cfg;
+	struct table_values tv = { 0 };
+
+	while (j->idx < cfg->nauths) {
+		const struct config_auth *a = &cfg->auths[j->idx];
+		if (a->table == NULL) {
+			j->refs++;
+			j->preq = priv_auth_start(j->ctx->priv, j->ctx->base,
+			    a->pam_service, j->user, j->pass, conn_auth_pam_cb,
+			    j);
+			return;
+		}
+		struct table *t = route_table_of(j->rt->router, a->table);
+		int rc = table_lookup_start(t, chain_loop_tables(
+		    j->ctx->chain_loop), j->user, conn_auth_table_cb, j, &tv,
+		    &j->treq);
+		if (rc == TABLE_PENDING) {
+			j->refs++;
+			return;
+		}
+		bool crypting = conn_auth_table_answer(j, rc, &tv);
+		table_values_clear(&tv);
+		if (crypting)
+			return;
+	}
+	conn_auth_finish(j, j->unavailable ? -1 : 0);
+}
+
+static void
+conn_auth_banned_cb(void *arg, int rc, const char *value)
+{
+	struct conn_auth_job *j = arg;
+
+	(void)value;
+	if (j->arg == NULL) {
+		conn_auth_unref(j);
+		return;
+	}
+	if (rc == 1)
+		conn_auth_finish(j, -2);
+	else
+		conn_auth_next(j);	/* a store error locks nobody out */
+	conn_auth_unref(j);
 }
 
 struct conn_auth_job *
-conn_auth_start(struct conn_ctx *ctx, struct conn_rt *rt, const char *user,
-    const char *pass, conn_auth_done_cb *done_cb, void *arg)
+conn_auth_start(struct conn_ctx *ctx, struct conn_rt *rt, const char *ip,
+    const char *user, const char *pass, conn_auth_done_cb *done_cb,
+    void *arg)
 {
 	struct conn_auth_job *j = xcalloc(1, sizeof(*j));
+	char key[STORE_KEY_MAX];
 
 	j->done_cb = done_cb;
 	j->arg = arg;
+	j->refs = 2;		/* the caller's, and this first step's */
+	j->ctx = ctx;
 	j->rt = conn_rt_ref(rt);
-	j->ev = event_new(ctx->base, -1, 0, conn_auth_done, j);
+	j->ev = event_new(ctx->base, -1, 0, conn_auth_crypt_done_cb, j);
+	j->done_ev = event_new(ctx->base, -1, 0, conn_auth_done_ev_cb, j);
+	j->ip = xstrdup(ip);
 	j->user = xstrdup(user);
 	j->pass = xstrdup(pass);
-	util_pool_submit(ctx->pool, conn_auth_run, j);
+	if (rt->cfg->auth_guard.max > 0 && ctx->chain_loop != NULL) {
+		chain_ban_key_of(ip, key, sizeof(key));
+		store_get(chain_loop_store(ctx->chain_loop), key,
+		    conn_auth_banned_cb, j);
+		return j;
+	}
+	conn_auth_next(j);
+	conn_auth_unref(j);
 	return j;
 }
 
 void
 conn_auth_abandon(struct conn_auth_job **jp)
 {
-	if (*jp != NULL)
-		(*jp)->arg = NULL;	/* the completion frees it */
+	struct conn_auth_job *j = *jp;
+
 	*jp = NULL;
+	if (j == NULL)
+		return;
+	j->arg = NULL;
+	/* Their callbacks will not come: drop the references they held. */
+	if (j->treq != NULL) {
+		table_lookup_cancel(&j->treq);
+		j->refs--;
+	}
+	if (j->preq != NULL) {
+		priv_cancel(&j->preq);
+		j->refs--;
+	}
+	conn_auth_unref(j);		/* the caller's */
+}
+
+/* ----- the guard: failures counted in the store ----- */
+
+struct conn_guard_step {
+	struct store		*st;		/* borrowed: the loop's */
+	char			 ban_key[STORE_KEY_MAX];
+	uint64_t		 ban_ms;
+	unsigned		 max;
+	char			 what[300];	/* for the log */
+};
+
+static void
+conn_guard_count_cb(void *arg, int rc, int64_t n)
+{
+	struct conn_guard_step *g = arg;
+
+	if (rc == 0 && n > (int64_t)g->max) {
+		store_set(g->st, g->ban_key, "auth-guard", g->ban_ms, NULL,
+		    NULL);
+		if (n == (int64_t)g->max + 1)
+			log_msg(LOG_LVL_WARN, "auth-guard %s over %u failures: "
+			    "%s banned for %llus", g->what, g->max,
+			    g->ban_key + 4, (unsigned long long)g->ban_ms /
+			    1000);
+	}
+	free(g);
+}
+
+void
+conn_auth_failed(struct conn_ctx *ctx, const struct config *cfg,
+    const char *ip, const char *user)
+{
+	const struct config_guard *gd = &cfg->auth_guard;
+	char key[STORE_KEY_MAX], u[200];
+
+	if (gd->max == 0 || ctx->chain_loop == NULL)
+		return;
+	/* Keys hold no blanks or controls; long names are cut. */
+	util_strlcpy(u, user, sizeof(u));
+	for (char *p = u; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
+			*p = '_';
+	for (int i = 0; i < 2; i++) {
+		struct conn_guard_step *g = xcalloc(1, sizeof(*g));
+		g->st = chain_loop_store(ctx->chain_loop);
+		g->max = gd->max;
+		g->ban_ms = gd->ban_ms;
+		chain_ban_key_of(ip, g->ban_key, sizeof(g->ban_key));
+		util_snprintf(g->what, sizeof(g->what), i == 0 ? "ip=%s" :
+		    "user=\"%s\"", i == 0 ? ip : u);
+		util_snprintf(key, sizeof(key), "authfail:%s:%s", i == 0 ?
+		    "ip" : "user", i == 0 ? ip : u);
+		store_incr(g->st, key, 1, gd->period_ms, conn_guard_count_cb,
+		    g);
+	}
 }

@@ -26,6 +26,7 @@
 #include "config/config.h"
 #include "conn/conn_private.h"
 #include "log/log.h"
+#include "route/route.h"
 #include "smtp/smtp.h"
 #include "tls/tls.h"
 
@@ -158,6 +159,9 @@ conn_free(struct conn *c)
 	    (uintmax_t)(util_now_ms() - c->start_ms));
 	conn_tx_release(&c->tx);
 	conn_auth_abandon(&c->auth_job);
+	route_resolve_cancel(&c->route_q);
+	if (c->tarpit_ev != NULL)
+		event_free(c->tarpit_ev);
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
@@ -447,7 +451,8 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 
 	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
 		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
-	if (!any)
+	/* AUTH (its guard counts in the store) and tables need it too. */
+	if (!any && cfg->nauths == 0 && !conn_rt_has_remote(c->rt))
 		return;
 	if (ctx->chain_loop == NULL &&
 	    (ctx->chain_loop = chain_loop_new(ctx->base, cfg, NULL,
@@ -457,6 +462,8 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 		c->chain_broken = true;
 		return;
 	}
+	if (!any)
+		return;
 	/* Our own address, for the "local.ip" and "local.port" facts. */
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -575,7 +582,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;
 	c->params.require_tls = c->lcfg->require_tls;
-	c->params.auth = c->lcfg->auth && cfg->auth_table != NULL;
+	c->params.auth = c->lcfg->auth && cfg->nauths > 0;
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
@@ -629,6 +636,13 @@ conn_shutdown_all(struct conn_ctx *ctx)
 
 	for (c = ctx->conns; c != NULL; c = next) {
 		next = c->next;
+		if (c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL)) {
+			/* In a TLS handshake: no channel to say 421 on, and
+			 * closing would stop the reads it needs to end. */
+			c->peer_gone = true;
+			conn_free(c);
+			continue;
+		}
 		if (c->closing || smtp_session_is_closing(c->smtp) ||
 		    smtp_session_in_data(c->smtp) ||
 		    smtp_session_is_waiting(c->smtp))

@@ -23,6 +23,7 @@ struct tls_server;
 struct deliver_remote;
 struct chain_loop;
 struct chain_set;
+struct priv;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -51,6 +52,8 @@ struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
 struct deliver_kind;
 void	*conn_rt_runtime(const struct conn_rt *rt, const char *name,
 	    const struct deliver_kind **kind_out);
+/* True when some table of rt's config waits on a backend. */
+bool	conn_rt_has_remote(const struct conn_rt *rt);
 struct conn_rt *conn_rt_ref(struct conn_rt *rt);
 void	conn_rt_unref(struct conn_rt **rtp);
 
@@ -70,8 +73,11 @@ struct conn_ctx {
 	void			(*closed_cb)(void *arg, const char *ip);
 	void			*closed_arg;
 	struct conn		*conns;		/* live connections (loop thread only) */
-	struct chain_loop	*chain_loop;	/* owned: DNS and state store of this
-						   loop's chains; made on first use */
+	struct chain_loop	*chain_loop;	/* owned: DNS, state store and table
+						   answers of this loop; made on
+						   first use */
+	struct priv		*priv;		/* borrowed: the privileged helper,
+						   or NULL */
 };
 
 /*

@@ -76,11 +76,19 @@ void	conn_tx_release(struct conn_tx **txp);
 
 /* AUTH credential checks off the loop (conn/auth.c). */
 struct conn_auth_job;
-typedef void conn_auth_done_cb(void *arg, bool ok, const char *user);
-/* Check user/pass against rt's auth table; done_cb runs later on the loop. */
+/* rc: 1 valid, 0 refused, -1 a backend unavailable, -2 the IP is banned. */
+typedef void conn_auth_done_cb(void *arg, int rc, const char *user);
+/*
+ * Check user/pass against rt's "auth" backends in order (after the
+ * guard's ban check for ip); done_cb runs later on the loop, never from
+ * inside this call.
+ */
 struct conn_auth_job *conn_auth_start(struct conn_ctx *ctx,
-	    struct conn_rt *rt, const char *user, const char *pass,
-	    conn_auth_done_cb *done_cb, void *arg);
+	    struct conn_rt *rt, const char *ip, const char *user,
+	    const char *pass, conn_auth_done_cb *done_cb, void *arg);
+/* A refused AUTH: count it for the guard (may ban ip); fire and forget. */
+void	conn_auth_failed(struct conn_ctx *ctx, const struct config *cfg,
+	    const char *ip, const char *user);
 /* The caller goes away: the job ends quietly. */
 void	conn_auth_abandon(struct conn_auth_job **jp);
 
@@ -131,6 +139,8 @@ struct conn {
 	char			*wait_arg;	/* owned: wait_ev.arg */
 	char			 greeting[256];	/* expanded greeting template */
 	struct conn_auth_job	*auth_job;	/* a credential check under way */
+	struct event		*tarpit_ev;	/* owned: a refused AUTH waits */
+	struct route_query	*route_q;	/* owned: RCPT or MAIL lookups */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */

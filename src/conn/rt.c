@@ -16,6 +16,7 @@
 #include "deliver/deliver.h"
 #include "log/log.h"
 #include "route/route.h"
+#include "table/table.h"
 #include "tls/tls.h"
 #include "util/util.h"
 
@@ -184,6 +185,16 @@ conn_rt_new(struct config *cfg, const char **err_out)
 		return NULL;
 	}
 	return rt;
+}
+
+bool
+conn_rt_has_remote(const struct conn_rt *rt)
+{
+	for (size_t i = 0; i < rt->cfg->ntables; i++)
+		if (table_is_remote(route_table_of(rt->router,
+		    &rt->cfg->tables[i])))
+			return true;
+	return false;
 }
 
 struct conn_rt *

@@ -12,11 +12,14 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "chain/chain.h"
 #include "config/config.h"
-#include "deliver/deliver.h"
+#include "queue/queue.h"
 #include "log/log.h"
 #include "route/route.h"
+#include "table/table.h"
 #include "smtp/smtp.h"
 #include "spool/spool.h"
 
@@ -95,15 +98,99 @@ conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
 /* Who names a recipient: the client (perhaps never to deliver), a filter. */
 enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
 
+/* The routing answer for rcpt: its targets into the envelope, or a reply. */
+static enum smtp_verdict
+conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
+    const struct route_result *res, struct smtp_reply *r)
+{
+	char safe[600], why[300];
+
+	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	if (res->status != ROUTE_OK)
+		log_safe_into(why, sizeof(why), res->why, strlen(res->why));
+	switch (res->status) {
+	case ROUTE_OK:
+		break;
+	case ROUTE_NO_USER:
+		conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
+		    "rejected: User unknown", safe);
+		return SMTP_REJECT;
+	case ROUTE_NO_RELAY:
+	case ROUTE_SENDER_AUTH:
+	case ROUTE_SENDER_NOT_OWNED:
+		conn_set_reply(r, 550, "5.7.1 <%s>: Relay access denied", safe);
+		if (c->cs != NULL && from != RCPT_FILTER)
+			chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
+		return SMTP_REJECT;
+	case ROUTE_TEMPFAIL:
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> why=\"%s\"", safe, why);
+		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary lookup failure, "
+		    "try again later", safe);
+		return SMTP_REJECT;
+	case ROUTE_LOOP:
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> why=\"%s\"", safe, why);
+		/* RFC 3463 X.4.6: a routing loop; the admin can fix it. */
+		conn_set_reply(r, 451, "4.4.6 <%s>: Alias loop or nesting too "
+		    "deep", safe);
+		return SMTP_REJECT;
+	case ROUTE_TOO_MANY:
+		conn_set_reply(r, 452, "4.5.3 <%s>: Too many alias targets",
+		    safe);
+		return SMTP_REJECT;
+	}
+	for (size_t i = 0; i < res->n; i++) {
+		const struct route_target *t = &res->targets[i];
+		char to[600];
+		/* Remote kinds carry the action's name: the queue finds its
+		 * sender. */
+		(void)queue_env_add_target(conn_tx_env(c->tx), t->rcpt, t->kind,
+		    t->arg);
+		log_safe_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
+		if (strcmp(to, safe) == 0)
+			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,
+			    "to=<%s> action=%s", safe, t->action->name);
+		else
+			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,
+			    "to=<%s> alias=<%s> action=%s", safe, to,
+			    t->action->name);
+	}
+	c->nrcpts++;
+	if (c->cs != NULL)
+		chain_session_rcpt_accepted(c->cs, rcpt);
+	return SMTP_OK;
+}
+
+static void
+conn_rcpt_done_cb(void *arg, struct route_result *res)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v;
+
+	c->route_q = NULL;
+	v = conn_rcpt_result(c, c->wait_arg != NULL ? c->wait_arg : "",
+	    RCPT_CLIENT, res, &r);
+	smtp_session_resume(c->smtp, v, &r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static struct table_loop *
+conn_tables(const struct conn *c)
+{
+	return c->ctx->chain_loop != NULL ?
+	    chain_loop_tables(c->ctx->chain_loop) : NULL;
+}
+
 static enum smtp_verdict
 conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
     struct smtp_reply *r)
 {
 	char safe[600];
-	enum route_miss miss;
-	const struct config_action *a;
-	char *arg = NULL;
-	const char *err;
+	struct route_result res;
+	enum smtp_verdict v;
 
 	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (c->nrcpts >= conn_cfg(c)->limits.rcpts_per_session_max) {
@@ -119,56 +206,33 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	}
 	struct route_client cl = { .ip = c->ip,
 	    .auth_user = smtp_session_auth_user(c->smtp) };
-	a = route_find_client(c->rt->router, &cl, smtp_session_sender(c->smtp),
-	    rcpt, &miss);
-	if (a == NULL) {
-		if (miss == ROUTE_UNKNOWN_USER)
-			conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
-			    "rejected: User unknown", safe);
-		else {
-			conn_set_reply(r, 550, "5.7.1 <%s>: Relay access "
-			    "denied", safe);
-			if (c->cs != NULL && from != RCPT_FILTER)
-				chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
+	if (route_resolve_start(c->rt->router, conn_tables(c), &cl,
+	    smtp_session_sender(c->smtp), rcpt, conn_rcpt_done_cb, c, &res,
+	    &c->route_q) == 1) {
+		if (from == RCPT_FILTER) {
+			/* A filter adds its recipients at the end of data,
+			 * where nothing may wait for a backend table. */
+			route_resolve_cancel(&c->route_q);
+			conn_set_reply(r, 451, "4.3.0 <%s>: lookup would wait",
+			    safe);
+			return SMTP_REJECT;
 		}
-		return SMTP_REJECT;
+		char *keep = xstrdup(rcpt);	/* rcpt may be wait_arg */
+		free(c->wait_arg);
+		c->wait_arg = keep;
+		return SMTP_PENDING;
 	}
-	const struct deliver_kind *k = deliver_kind_of(a->kind);
-	if (k == NULL) {
-		conn_set_reply(r, 451, "4.3.5 <%s>: Action %s cannot deliver "
-		    "here", safe, a->name);
-		return SMTP_REJECT;
-	}
-	if (k->spool_arg(a, rcpt, &arg, &err) == -1) {
-		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
-		    "rcpt=<%s> action=%s why=\"%s\"", safe, a->name, err);
-		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary routing error",
-		    safe);
-		return SMTP_REJECT;
-	}
-	spool_env_add_rcpt(conn_tx_env(c->tx), rcpt, deliver_kind_name(k),
-	    arg);
-	c->nrcpts++;
-	if (c->cs != NULL)
-		chain_session_rcpt_accepted(c->cs, rcpt);
-	log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> action=%s",
-	    safe, a->name);
-	free(arg);
-	return SMTP_OK;
+	v = conn_rcpt_result(c, rcpt, from, &res, r);
+	route_result_clear(&res);
+	return v;
 }
 
+/* The sender is fine: start the transaction. */
 static enum smtp_verdict
-conn_stage_mail(struct conn *c, const struct smtp_event *ev,
-    struct smtp_reply *r)
+conn_mail_begin(struct conn *c, const struct smtp_event *ev)
 {
 	char safe[600];
 	struct spool_env *env;
-
-	if (c->nmsgs >= conn_cfg(c)->limits.msgs_per_session_max) {
-		conn_set_reply(r, 452, "4.5.3 Too many messages in this "
-		    "session");
-		return SMTP_REJECT;
-	}
 
 	conn_tx_release(&c->tx);
 	c->tx = conn_tx_new(c->ctx, &conn_tx_ops, c);
@@ -184,6 +248,80 @@ conn_stage_mail(struct conn *c, const struct smtp_event *ev,
 	    log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
 	    (uintmax_t)ev->size);
 	return SMTP_OK;
+}
+
+/* The sender check's answer (route_sender_start). */
+static enum smtp_verdict
+conn_mail_checked(struct conn *c, const struct smtp_event *ev,
+    const struct route_result *res, struct smtp_reply *r)
+{
+	char safe[600];
+
+	log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg));
+	switch (res->status) {
+	case ROUTE_OK:
+		return conn_mail_begin(c, ev);
+	case ROUTE_TEMPFAIL:
+		conn_set_reply(r, 451, "4.3.0 Temporary lookup failure, try "
+		    "again later");
+		break;
+	case ROUTE_SENDER_NOT_OWNED:
+		conn_set_reply(r, 553, "5.7.1 <%s>: Sender address not owned "
+		    "by the authenticated user", safe);
+		break;
+	default:
+		conn_set_reply(r, 553, "5.7.1 <%s>: Sender address needs "
+		    "authentication", safe);
+		break;
+	}
+	log_event(LOG_LVL_INFO, "reject", c->sid, NULL, "stage=mail code=%d "
+	    "from=<%s> why=\"%s\"", r->code, safe, res->why);
+	return SMTP_REJECT;
+}
+
+static void
+conn_mail_done_cb(void *arg, struct route_result *res)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v;
+
+	c->route_q = NULL;
+	v = conn_mail_checked(c, &c->wait_ev, res, &r);
+	smtp_session_resume(c->smtp, v, &r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
+static void	conn_keep_event(struct conn *c, const struct smtp_event *ev);
+
+static enum smtp_verdict
+conn_stage_mail(struct conn *c, const struct smtp_event *ev,
+    struct smtp_reply *r)
+{
+	const struct config *cfg = conn_cfg(c);
+	struct route_result res;
+	enum smtp_verdict v;
+
+	if (c->nmsgs >= cfg->limits.msgs_per_session_max) {
+		conn_set_reply(r, 452, "4.5.3 Too many messages in this "
+		    "session");
+		return SMTP_REJECT;
+	}
+	if (!c->lcfg->sender_auth && cfg->sender_auth == NULL &&
+	    cfg->sender_login == NULL)
+		return conn_mail_begin(c, ev);
+	struct route_client cl = { .ip = c->ip,
+	    .auth_user = smtp_session_auth_user(c->smtp) };
+	if (route_sender_start(c->rt->router, conn_tables(c), &cl,
+	    c->lcfg->sender_auth, ev->arg, conn_mail_done_cb, c, &res,
+	    &c->route_q) == 1) {
+		conn_keep_event(c, ev);
+		return SMTP_PENDING;
+	}
+	v = conn_mail_checked(c, ev, &res, r);
+	route_result_clear(&res);
+	return v;
 }
 
 static enum smtp_verdict
@@ -367,16 +505,17 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 	if (d == CHAIN_DISP_QUARANTINE) {
 		const struct config_action *a = act != NULL ?
 		    config_action_find(conn_cfg(c), act) : NULL;
-		if (a == NULL || a->kind != CONFIG_ACTION_MAILDIR) {
+		if (a == NULL || a->kind != CONFIG_ACTION_MAILDIR ||
+		    a->path == NULL) {
 			conn_set_reply(r, 451, "4.3.0 Quarantine %s is not a "
-			    "maildir action", act != NULL ? act : "-");
+			    "maildir action with a path", act != NULL ? act :
+			    "-");
 			return SMTP_REJECT;
 		}
-		const struct deliver_kind *k = deliver_kind_of(a->kind);
 		for (size_t i = 0; i < env->nrcpts; i++) {
 			char *arg = NULL;
 			const char *err;
-			if (k->spool_arg(a, env->rcpts[i].addr, &arg,
+			if (route_expand(a->path, env->rcpts[i].addr, &arg,
 			    &err) == -1) {
 				conn_set_reply(r, 451, "4.3.0 Quarantine: %s",
 				    err);
@@ -384,7 +523,8 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 			}
 			free(env->rcpts[i].action);
 			free(env->rcpts[i].arg);
-			env->rcpts[i].action = xstrdup(deliver_kind_name(k));
+			env->rcpts[i].action = xstrdup(
+			    config_action_kind_name(a->kind));
 			env->rcpts[i].arg = arg;
 		}
 		log_event(LOG_LVL_INFO, "quarantined", c->sid, env->qid,
@@ -501,25 +641,58 @@ conn_eom_chain(struct conn *c, struct smtp_reply *r)
 	return conn_after_chain(c, &ev, &res, r);
 }
 
+/* A refused AUTH's 535, after the tarpit. */
+static void
+conn_auth_tarpit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct smtp_reply r = { 0 };
+
+	(void)fd;
+	(void)what;
+	conn_set_reply(&r, 535, "5.7.8 Authentication credentials invalid");
+	smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 /* Credentials checked: then the auth chain has its say, if any. */
 static void
-conn_auth_checked_cb(void *arg, bool ok, const char *user)
+conn_auth_checked_cb(void *arg, int rc, const char *user)
 {
 	struct conn *c = arg;
 	struct smtp_reply r = { 0 };
 	struct chain_result res;
 	char safe[300];
+	uint64_t tarpit_ms = conn_cfg(c)->auth_guard.tarpit_ms;
 
 	c->auth_job = NULL;
 	log_safe_into(safe, sizeof(safe), user, strlen(user));
-	if (!ok) {
+	if (rc == -1 || rc == -2) {
+		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
+		    "ip=%s user=\"%s\" why=\"%s\"", c->ip, safe, rc == -1 ?
+		    "backend unavailable" : "client on the ban list");
+		conn_set_reply(&r, 454, rc == -1 ? "4.7.0 Temporary "
+		    "authentication failure, try again later" : "4.7.0 Too "
+		    "many authentication failures, try again later");
+		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+	} else if (rc == 0) {
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
 		    "ip=%s user=\"%s\"", c->ip, safe);
 		if (c->cs != NULL)
 			chain_session_failed(c->cs, CHAIN_FAILED_AUTH);
-		conn_set_reply(&r, 535, "5.7.8 Authentication credentials "
-		    "invalid");
-		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
+		conn_auth_failed(c->ctx, conn_cfg(c), c->ip, user);
+		if (tarpit_ms > 0) {
+			struct timeval tv = { (time_t)(tarpit_ms / 1000),
+			    (suseconds_t)(tarpit_ms % 1000) * 1000 };
+			if (c->tarpit_ev == NULL)
+				c->tarpit_ev = evtimer_new(c->ctx->base,
+				    conn_auth_tarpit_cb, c);
+			evtimer_add(c->tarpit_ev, &tv);
+			return;
+		}
+		conn_auth_tarpit_cb(-1, 0, c);
+		return;
 	} else {
 		log_event(LOG_LVL_INFO, "auth", c->sid, NULL, "user=\"%s\"",
 		    safe);
@@ -555,7 +728,7 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		chain_session_set_bare_lf(c->cs);	/* the "crlf" fact */
 	if (ev->stage == SMTP_STAGE_AUTH) {
 		/* The password lives for this call only: check it first. */
-		c->auth_job = conn_auth_start(c->ctx, c->rt, ev->arg,
+		c->auth_job = conn_auth_start(c->ctx, c->rt, c->ip, ev->arg,
 		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
 		return SMTP_PENDING;
 	}

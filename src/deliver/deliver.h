@@ -18,6 +18,8 @@ struct deliver_msg {
 	const char	*content;	/* or the content in memory (then
 					   content_path is unused), borrowed */
 	size_t		 content_len;
+	int		 content_fd;	/* > 0: or read the content from this
+					   descriptor, from its start */
 	bool		 fresh;		/* never tried before: skip the
 					   already-delivered check */
 	/*
@@ -248,9 +250,10 @@ enum deliver_result deliver_remote_send(struct deliver_remote *dr,
  *
  * One entry per kind of action.  config/ reads each kind's statement
  * (config/parse_action.c: its keyword and parser); everything else postern
- * does with a kind goes through its entry: what the spool keeps for a
- * recipient, whether its delivery can be the commit (the fast path), the
- * runtime it needs per loaded configuration, and the delivery itself.
+ * does with a kind goes through its entry: whether its delivery can be
+ * the commit (the fast path), the runtime it needs per loaded
+ * configuration, and the delivery itself.  What the spool keeps for a
+ * recipient (its arg) is route/'s answer.
  */
 struct deliver_kind {
 	enum config_action_kind	 kind;
@@ -259,14 +262,6 @@ struct deliver_kind {
 	 * copy durably itself, from the message in memory (maildir, discard).
 	 */
 	bool			 fast_path;
-	/*
-	 * What the spool keeps beside the kind for rcpt of action a: a
-	 * malloc'd *arg_out or NULL.  0, or -1 with *err_out when rcpt cannot
-	 * be routed to a now (a temporary failure).
-	 */
-	int			(*spool_arg)(const struct config_action *a,
-				    const char *rcpt, char **arg_out,
-				    const char **err_out);
 	/*
 	 * Build the runtime of action a of config c (c borrowed: it must
 	 * outlive the runtime) at start-up and after each reload; NULL with

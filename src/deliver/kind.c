@@ -11,40 +11,7 @@
 #include <string.h>
 
 #include "config/config.h"
-#include "route/route.h"
 #include "util/util.h"
-
-/* ---- what the spool keeps beside the kind ---- */
-
-/* maildir: the folder, the action's path expanded for the recipient. */
-static int
-kind_folder_arg(const struct config_action *a, const char *rcpt,
-    char **arg_out, const char **err_out)
-{
-	return route_expand(a->path, rcpt, arg_out, err_out);
-}
-
-static int
-kind_no_arg(const struct config_action *a, const char *rcpt, char **arg_out,
-    const char **err_out)
-{
-	(void)a;
-	(void)rcpt;
-	(void)err_out;
-	*arg_out = NULL;
-	return 0;
-}
-
-/* Kinds with a runtime: the action's name, to find it when delivering. */
-static int
-kind_name_arg(const struct config_action *a, const char *rcpt,
-    char **arg_out, const char **err_out)
-{
-	(void)rcpt;
-	(void)err_out;
-	*arg_out = xstrdup(a->name);
-	return 0;
-}
 
 /* ---- deliveries ---- */
 
@@ -120,14 +87,11 @@ kind_remote(void *runtime, const char *arg, const struct deliver_msg *m,
 
 /* ---- the table ---- */
 
-#define KIND_REMOTE	false, kind_name_arg, kind_remote_open, \
-	kind_remote_close, kind_remote
+#define KIND_REMOTE	false, kind_remote_open, kind_remote_close, kind_remote
 
 static const struct deliver_kind deliver_kinds[] = {
-	{ CONFIG_ACTION_MAILDIR, true, kind_folder_arg, NULL, NULL,
-	    kind_maildir },
-	{ CONFIG_ACTION_DISCARD, true, kind_no_arg, NULL, NULL,
-	    kind_discard },
+	{ CONFIG_ACTION_MAILDIR, true, NULL, NULL, kind_maildir },
+	{ CONFIG_ACTION_DISCARD, true, NULL, NULL, kind_discard },
 	{ CONFIG_ACTION_RELAY, KIND_REMOTE },
 	{ CONFIG_ACTION_MX, KIND_REMOTE },
 	{ CONFIG_ACTION_FORWARD, KIND_REMOTE },

@@ -341,7 +341,16 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	char *hdr;
 	int in = -1, out;
 
-	if (m->content == NULL &&
+	if (m->content == NULL && m->content_fd > 0) {
+		/* Reopening would check the file's owner: read what we got. */
+		if ((in = dup(m->content_fd)) == -1 ||
+		    lseek(in, 0, SEEK_SET) == -1) {
+			md_fail(err_out, errno, "dup", "message", NULL, NULL);
+			if (in != -1)
+				close(in);
+			return DELIVER_TEMPFAIL;
+		}
+	} else if (m->content == NULL &&
 	    (in = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		/* Our own spool file: never the recipient's fault. */
 		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);

@@ -106,6 +106,8 @@ struct net_server {
 	struct util_pool	*pool;		/* owned: disk work */
 	struct spool		*spool;		/* owned */
 	struct queue		*queue;		/* owned */
+	struct priv		*priv;		/* owned: the privileged helper,
+						   or NULL */
 	struct event		*sig_term, *sig_int, *sig_hup;
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */
@@ -183,7 +185,7 @@ void	net_balance_cb(evutil_socket_t fd, short what, void *arg);
 
 /* wiring.c: what the server plugs into the queue (queue threads). */
 int	net_queue_route(void *arg, const char *sender, const char *rcpt,
-	    char **action_out, char **arg_out, const char **err_out);
+	    struct spool_env *env, const char **err_out);
 enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
 	    size_t idx, const char *content_path, const char *hostname,
 	    const char **why_out);

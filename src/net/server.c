@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
+#include "priv/priv.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 
@@ -136,6 +137,10 @@ net_server_new(const char *config_path, struct config *cfg)
 	event_add(srv->sig_hup, NULL);
 	if (net_check_nofile(cfg, &err) == -1)
 		fatal("%s", err);
+	/* The privileged helper: forked as root, before any thread. */
+	if (config_needs_priv(cfg) && (srv->priv = priv_start(cfg,
+	    &err)) == NULL)
+		fatal("%s", err);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
 	cfg = srv->rt->cfg;
@@ -207,6 +212,7 @@ net_server_free(struct net_server **srvp)
 	}
 	util_pool_free(&srv->pool);		/* every disk job has ended */
 	queue_free(&srv->queue);		/* the rest waits in the spool */
+	priv_free(&srv->priv);			/* while the loops' bases live */
 	spool_close(&srv->spool);
 	for (unsigned i = 0; i < srv->nloops; i++)
 		net_loop_clear(&srv->loops[i]);

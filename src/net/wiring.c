@@ -6,9 +6,11 @@
  */
 #include "net/net_private.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "log/log.h"
+#include "priv/priv.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 
@@ -27,13 +29,12 @@ net_rt_get(struct net_server *srv)
 /* The queue routes DSNs with the current configuration's router. */
 int
 net_queue_route(void *arg, const char *sender, const char *rcpt,
-    char **action_out, char **arg_out, const char **err_out)
+    struct spool_env *env, const char **err_out)
 {
 	struct conn_rt *rt = net_rt_get(arg);
 	int rc;
 
-	rc = queue_route_router(rt->router, sender, rcpt, action_out,
-	    arg_out, err_out);
+	rc = queue_route_router(rt->router, sender, rcpt, env, err_out);
 	conn_rt_unref(&rt);
 	return rc;
 }
@@ -57,6 +58,31 @@ net_settled_cb(void *arg, const char *rcpt)
 		    ns->env->qid, "why=\"%s\"", err);
 }
 
+/* maildir-owner: "USER:FOLDER", written by the helper as USER. */
+static enum deliver_result
+net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
+    size_t idx, const char *content_path, const char *hostname,
+    const char **why_out)
+{
+	const struct spool_rcpt *r = &env->rcpts[idx];
+	const char *colon = r->arg != NULL ? strchr(r->arg, ':') : NULL;
+	struct deliver_msg m = {
+		.content_path = content_path, .return_path = env->sender,
+		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
+		.hostname = hostname,
+	};
+
+	if (colon == NULL || colon == r->arg) {
+		*why_out = "5.3.5 maildir-owner without USER:FOLDER";
+		return DELIVER_PERMFAIL;
+	}
+	char *owner = xstrndup(r->arg, (size_t)(colon - r->arg));
+	enum deliver_result res = priv_deliver(srv->priv, owner, colon + 1,
+	    &m, why_out);
+	free(owner);
+	return res;
+}
+
 /*
  * The queue's delivery of one recipient: an action whose kind has a
  * runtime (relay, mx, forward, relay-by-sender) through the runtime of
@@ -76,6 +102,9 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 
 	if (k != NULL && k->open == NULL)
 		return queue_deliver_default(NULL, env, idx, content_path,
+		    hostname, why_out);
+	if (strcmp(r->action, "maildir-owner") == 0)
+		return net_queue_deliver_owner(arg, env, idx, content_path,
 		    hostname, why_out);
 	rt = net_rt_get(arg);
 	if (r->arg == NULL || (run = conn_rt_runtime(rt, r->arg, &k)) ==

@@ -66,7 +66,7 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	struct spool_env b = { 0 };
 	struct util_buf content = { 0 };
 	struct spool_msg *m = NULL;
-	char *action = NULL, *arg = NULL, *path, *hdrs, boundary[64];
+	char *path, *hdrs, boundary[64];
 	const char *err = NULL, *kind = delayed ? "delay" : "failure";
 	char sender[256];
 	size_t hlen;
@@ -78,16 +78,18 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	if (env->sender[0] == '\0')
 		return 0;
 	if (q->o.route == NULL || q->o.route(q->o.route_arg, "", env->sender,
-	    &action, &arg, &err) == -1) {
-		log_event(LOG_LVL_WARN, "dsn-dropped", env->sid, env->qid,
-		    "kind=%s to=<%s> why=\"%s\"", kind, sender,
-		    q->o.route == NULL ? "no router" : err);
-		return 0;
+	    &b, &err) == -1) {
+		spool_env_clear(&b);
+		/* A table that did not answer: the DSN waits, it is not lost. */
+		bool later = q->o.route != NULL && err[0] == '4';
+		log_event(LOG_LVL_WARN, later ? "dsn-deferred" : "dsn-dropped",
+		    env->sid, env->qid, "kind=%s to=<%s> why=\"%s\"", kind,
+		    sender, q->o.route == NULL ? "no router" : err);
+		return later ? -1 : 0;
 	}
 	spool_new_qid(q->sp, b.qid);
 	b.sender = xstrdup("");
 	b.received = (int64_t)(util_wall_us() / 1000000);
-	spool_env_add_rcpt(&b, env->sender, action, arg);
 	path = spool_content_path(q->sp, env->qid);
 	hdrs = queue_read_headers(path, &hlen);
 	free(path);
@@ -122,8 +124,6 @@ out:
 	spool_msg_free(&m);
 	util_buf_clear(&content);
 	spool_env_clear(&b);
-	free(action);
-	free(arg);
 	return rc;
 }
 

@@ -23,14 +23,15 @@ struct spool_env;
 struct queue;
 
 /*
- * Choose the action for rcpt of a message from sender ("" for <>), as the
- * server's router does.  0 with *action_out (malloc'd action kind as the
- * spool stores it: "maildir", "discard", ...) and *arg_out (malloc'd, or
- * NULL); -1 with *err_out (static or thread-local text) when rcpt has no
- * route.  Called from queue worker threads: must be thread-safe.
+ * Route rcpt of a message from sender ("" for <>) as the server's router
+ * does, aliases included: 0 after adding to env each place it goes to
+ * (queue_env_add_target: the address after aliases, the action kind as the
+ * spool stores it, its argument); -1 with *err_out ("CODE X.Y.Z text",
+ * static) when it has none, a 4xx code meaning it may have one later.
+ * Called from queue worker threads: must be thread-safe.
  */
 typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
-	    char **action_out, char **arg_out, const char **err_out);
+	    struct spool_env *env, const char **err_out);
 
 /*
  * Deliver recipient idx of env (content at content_path).  The server
@@ -103,10 +104,20 @@ enum deliver_result queue_deliver_default(void *arg,
 
 /*
  * A queue_route_fn over a router (arg: struct router *, which must outlive
- * every call): route_find, then route_expand of a maildir path.
+ * every call): route_resolve() as a local submission.  Blocks on backend
+ * tables: worker threads and the command line only.
  */
 int	queue_route_router(void *arg, const char *sender, const char *rcpt,
-	    char **action_out, char **arg_out, const char **err_out);
+	    struct spool_env *env, const char **err_out);
+
+/*
+ * Add recipient addr (action kind, arg) to env unless the message already
+ * goes there: a Maildir (kind "maildir" or "maildir-owner") is the same
+ * place for any address, the other kinds are the same address.  False
+ * when it was there, so the Maildir gets one copy.
+ */
+bool	queue_env_add_target(struct spool_env *env, const char *addr,
+	    const char *kind, const char *arg);
 
 /*
  * Client side of the control socket, for the CLI: send one command line

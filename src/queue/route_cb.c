@@ -1,44 +1,79 @@
 /*
  * queue/route_cb.c: the queue's routing callback over a router, so the
  * server and `postern send` route DSNs and local submissions exactly as
- * SMTP recipients are routed.  Knows nothing of connections.
+ * SMTP recipients are routed (aliases, the rules, the action's lookups),
+ * and the one rule for which recipients of a message are the same place.
+ * Knows nothing of connections.
  */
 #include "queue/queue.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "config/config.h"
-#include "deliver/deliver.h"
 #include "route/route.h"
+#include "spool/spool.h"
 #include "util/util.h"
+
+static bool
+queue_str_eq(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+bool
+queue_env_add_target(struct spool_env *env, const char *addr,
+    const char *kind, const char *arg)
+{
+	/* A Maildir is one place whoever it is for; the rest are per address. */
+	bool by_folder = strcmp(kind, "maildir") == 0 ||
+	    strcmp(kind, "maildir-owner") == 0;
+
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct spool_rcpt *r = &env->rcpts[i];
+		if (strcmp(r->action, kind) == 0 && queue_str_eq(r->arg, arg) &&
+		    (by_folder || strcasecmp(r->addr, addr) == 0))
+			return false;
+	}
+	spool_env_add_rcpt(env, addr, kind, arg);
+	return true;
+}
+
+/* The reply for a recipient route_resolve() found no place for. */
+static const char *
+queue_route_why(enum route_status st)
+{
+	switch (st) {
+	case ROUTE_NO_USER:
+		return "550 5.1.1 Recipient address rejected: User unknown";
+	case ROUTE_NO_RELAY:
+		return "550 5.7.1 Relay access denied";
+	case ROUTE_LOOP:
+		return "451 4.4.6 Alias loop or nesting too deep";
+	case ROUTE_TOO_MANY:
+		return "452 4.5.3 Too many alias targets";
+	default:
+		return "451 4.3.0 Temporary lookup failure, try again later";
+	}
+}
 
 int
 queue_route_router(void *arg, const char *sender, const char *rcpt,
-    char **action_out, char **arg_out, const char **err_out)
+    struct spool_env *env, const char **err_out)
 {
 	struct router *r = arg;
-	const struct config_action *a;
-	const struct deliver_kind *k;
-	enum route_miss miss;
+	struct route_result res;
 
-	*action_out = *arg_out = NULL;
-	if ((a = route_find(r, sender, rcpt, &miss)) == NULL) {
-		*err_out = miss == ROUTE_UNKNOWN_USER ?
-		    "550 5.1.1 Recipient address rejected: User unknown" :
-		    "550 5.7.1 Relay access denied";
+	route_resolve(r, NULL, sender, rcpt, &res);
+	if (res.status != ROUTE_OK) {
+		*err_out = queue_route_why(res.status);
+		route_result_clear(&res);
 		return -1;
 	}
-	if ((k = deliver_kind_of(a->kind)) == NULL) {
-		*err_out = "451 4.3.5 action kind not supported by the queue";
-		return -1;
-	}
-	/*
-	 * The spool names the kind and keeps its arg: a maildir's folder for
-	 * rcpt, the name of an action with a runtime (the server's
-	 * queue_deliver_fn finds it).
-	 */
-	if (k->spool_arg(a, rcpt, arg_out, err_out) == -1)
-		return -1;
-	*action_out = xstrdup(deliver_kind_name(k));
+	for (size_t i = 0; i < res.n; i++)
+		(void)queue_env_add_target(env, res.targets[i].rcpt,
+		    res.targets[i].kind, res.targets[i].arg);
+	route_result_clear(&res);
 	return 0;
 }

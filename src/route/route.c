@@ -1,9 +1,12 @@
 /*
  * route/route.c: per recipient, walk the "match" rules in file order and
  * return the first rule's action whose every condition holds; also expand
- * maildir path templates safely.  Knows nothing of how actions deliver.
+ * maildir path templates safely.  Table lookups go through a
+ * route_eval (route_private.h).  Knows nothing of how actions deliver.
  */
 #include "route/route.h"
+
+#include "route/route_private.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -16,24 +19,13 @@
 #include "table/table.h"
 #include "util/util.h"
 
-struct router {
-	const struct config	*c;		/* borrowed */
-	struct table		**tables;	/* owned; parallel to c->tables */
-};
-
-static struct table *
-route_table(const struct router *r, const struct config_table *ct)
+struct table *
+route_table_of(struct router *r, const struct config_table *ct)
 {
 	size_t i = (size_t)(ct - r->c->tables);
 
 	ASSERT(i < r->c->ntables);
 	return r->tables[i];
-}
-
-struct table *
-route_table_of(struct router *r, const struct config_table *ct)
-{
-	return route_table(r, ct);
 }
 
 struct router *
@@ -66,8 +58,7 @@ route_free(struct router **rp)
 	*rp = NULL;
 }
 
-/* The domain of "local@domain" (after the last '@'), or "" without one. */
-static const char *
+const char *
 route_domain(const char *addr)
 {
 	const char *at = strrchr(addr, '@');
@@ -75,21 +66,95 @@ route_domain(const char *addr)
 	return at != NULL ? at + 1 : "";
 }
 
-/* addr in the table, as "local@domain" or through the "@domain" catch-all. */
-static bool
-route_in_table(struct table *t, const char *addr)
+/* ----- remembered lookups ----- */
+
+int
+route_eval_get(struct route_eval *e, const struct config_table *ct,
+    const char *key, const struct table_values **vals_out)
 {
+	size_t ti = (size_t)(ct - e->r->c->tables);
+	struct route_memo *m;
+
+	for (size_t i = 0; i < e->nmemo; i++)
+		if (e->memo[i].table == ti && strcasecmp(e->memo[i].key,
+		    key) == 0) {
+			*vals_out = &e->memo[i].vals;
+			return e->memo[i].rc;
+		}
+	struct table *t = route_table_of(e->r, ct);
+	if (!e->sync && table_is_remote(t)) {
+		e->need = true;
+		e->need_table = ti;
+		free(e->need_key);
+		e->need_key = xstrdup(key);
+		return TABLE_PENDING;
+	}
+	e->memo = xreallocarray(e->memo, e->nmemo + 1, sizeof(*e->memo));
+	m = &e->memo[e->nmemo++];
+	memset(m, 0, sizeof(*m));
+	m->table = ti;
+	m->key = xstrdup(key);
+	m->rc = table_get(t, key, &m->vals);
+	*vals_out = &m->vals;
+	return m->rc;
+}
+
+void
+route_eval_clear(struct route_eval *e)
+{
+	for (size_t i = 0; i < e->nmemo; i++) {
+		free(e->memo[i].key);
+		table_values_clear(&e->memo[i].vals);
+	}
+	free(e->memo);
+	free(e->need_key);
+	e->memo = NULL;
+	e->nmemo = 0;
+	e->need_key = NULL;
+	e->need = false;
+}
+
+/* ----- the rules ----- */
+
+/* 1 holds, 0 not, -1 a table failed, 2 a lookup is pending. */
+static int
+route_rc(int rc)
+{
+	return rc == TABLE_FOUND ? 1 : rc == TABLE_MISSING ? 0 :
+	    rc == TABLE_PENDING ? 2 : -1;
+}
+
+/* addr in the table, as "local@domain" or through the "@domain" catch-all. */
+static int
+route_in_table(struct route_eval *e, const struct config_table *ct,
+    const char *addr)
+{
+	const struct table_values *v;
 	const char *dom = route_domain(addr);
 	char key[512];
+	int rc;
 
 	if (addr[0] == '\0')
-		return false;
-	if (table_lookup(t, addr, NULL))
-		return true;
+		return 0;
+	if ((rc = route_rc(route_eval_get(e, ct, addr, &v))) != 0)
+		return rc;
 	if (dom[0] == '\0' ||
 	    util_snprintf(key, sizeof(key), "@%s", dom) == -1)
-		return false;
-	return table_lookup(t, key, NULL);
+		return 0;
+	return route_rc(route_eval_get(e, ct, key, &v));
+}
+
+/* The domain of addr is a key of the table. */
+static int
+route_domain_in_table(struct route_eval *e, const struct config_table *ct,
+    const char *addr)
+{
+	const struct table_values *v;
+	const char *dom = route_domain(addr);
+
+	if (dom[0] == '\0')
+		return 0;
+	return route_rc(route_eval_get(e, ct, dom, &v));
 }
 
 /* Is ip (numeric) inside the condition's network? */
@@ -115,13 +180,14 @@ route_is_loopback(const char *ip)
 	    strncmp(ip, "::ffff:127.", 11) == 0;
 }
 
-static bool
-route_cond_holds(const struct router *r, const struct config_cond *cond,
+/* 1 holds, 0 not, -1 a table failed, 2 a lookup is pending. */
+static int
+route_cond_holds(struct route_eval *e, const struct config_cond *cond,
     const struct route_client *cl, const char *sender, const char *rcpt)
 {
 	switch (cond->kind) {
 	case CONFIG_COND_ANY:
-		return true;
+		return 1;
 	case CONFIG_COND_FROM_LOCAL:
 		return cl == NULL || (cl->ip != NULL &&
 		    route_is_loopback(cl->ip));
@@ -136,7 +202,9 @@ route_cond_holds(const struct router *r, const struct config_cond *cond,
 		 * most MTAs we compare them case-insensitively. */
 		return strcasecmp(rcpt, cond->arg) == 0;
 	case CONFIG_COND_TO_TABLE:
-		return route_in_table(route_table(r, cond->table), rcpt);
+		return route_in_table(e, cond->table, rcpt);
+	case CONFIG_COND_TO_DOMAIN_TABLE:
+		return route_domain_in_table(e, cond->table, rcpt);
 	case CONFIG_COND_FROM_DOMAIN:
 		/* The null sender <> has no domain, so never matches. */
 		return sender[0] != '\0' &&
@@ -144,17 +212,23 @@ route_cond_holds(const struct router *r, const struct config_cond *cond,
 	case CONFIG_COND_FROM_ADDR:
 		return sender[0] != '\0' && strcasecmp(sender, cond->arg) == 0;
 	case CONFIG_COND_FROM_TABLE:
-		return route_in_table(route_table(r, cond->table), sender);
+		return route_in_table(e, cond->table, sender);
+	case CONFIG_COND_FROM_DOMAIN_TABLE:
+		return route_domain_in_table(e, cond->table, sender);
 	}
-	return false;
+	return 0;
 }
 
-/* Is domain ours: named by some "to" condition of some rule? */
-static bool
-route_domain_is_ours(const struct router *r, const char *domain)
+/* Is domain ours: named by some "to" condition of some rule?  As above. */
+int
+route_domain_is_ours(struct route_eval *e, const char *domain)
 {
+	const struct router *r = e->r;
+	char addr[300];
+	int rc;
+
 	if (domain[0] == '\0')
-		return false;
+		return 0;
 	for (size_t i = 0; i < r->c->nrules; i++) {
 		const struct config_rule *rule = &r->c->rules[i];
 		for (size_t k = 0; k < rule->nconds; k++) {
@@ -162,24 +236,66 @@ route_domain_is_ours(const struct router *r, const char *domain)
 			switch (cond->kind) {
 			case CONFIG_COND_TO_DOMAIN:
 				if (strcasecmp(domain, cond->arg) == 0)
-					return true;
+					return 1;
 				break;
 			case CONFIG_COND_TO_ADDR:
 				if (strcasecmp(domain,
 				    route_domain(cond->arg)) == 0)
-					return true;
+					return 1;
 				break;
 			case CONFIG_COND_TO_TABLE:
-				if (table_has_domain(route_table(r,
+				if (table_has_domain(route_table_of(e->r,
 				    cond->table), domain))
-					return true;
+					return 1;
+				break;
+			case CONFIG_COND_TO_DOMAIN_TABLE:
+				if (util_snprintf(addr, sizeof(addr), "@%s",
+				    domain) == -1)
+					break;
+				if ((rc = route_domain_in_table(e, cond->table,
+				    addr)) != 0)
+					return rc;
 				break;
 			default:
 				break;
 			}
 		}
 	}
-	return false;
+	return 0;
+}
+
+const struct config_action *
+route_rules(struct route_eval *e, const struct route_client *cl,
+    const char *sender, const char *rcpt, enum route_status *status_out,
+    bool *pending_out)
+{
+	int rc = 1;
+
+	*pending_out = false;
+	if (sender == NULL)
+		sender = "";
+	for (size_t i = 0; i < e->r->c->nrules; i++) {
+		const struct config_rule *rule = &e->r->c->rules[i];
+		size_t k;
+		for (k = 0; k < rule->nconds; k++)
+			if ((rc = route_cond_holds(e, &rule->conds[k], cl,
+			    sender, rcpt)) != 1)
+				break;
+		if (rc == 2 || rc == -1)
+			goto stop;
+		if (k == rule->nconds)
+			return rule->action;
+	}
+	/* RFC 5321 3.6.2: we relay for nobody, so a foreign domain is refused. */
+	rc = route_domain_is_ours(e, route_domain(rcpt));
+	if (rc == 1 || rc == 0) {
+		*status_out = rc == 1 ? ROUTE_NO_USER : ROUTE_NO_RELAY;
+		return NULL;
+	}
+stop:
+	*pending_out = rc == 2;
+	*status_out = ROUTE_TEMPFAIL;
+	return NULL;
 }
 
 const struct config_action *
@@ -193,22 +309,16 @@ const struct config_action *
 route_find_client(struct router *r, const struct route_client *cl,
     const char *sender, const char *rcpt, enum route_miss *miss_out)
 {
-	if (sender == NULL)
-		sender = "";
-	for (size_t i = 0; i < r->c->nrules; i++) {
-		const struct config_rule *rule = &r->c->rules[i];
-		size_t k;
-		for (k = 0; k < rule->nconds; k++)
-			if (!route_cond_holds(r, &rule->conds[k], cl, sender,
-			    rcpt))
-				break;
-		if (k == rule->nconds)
-			return rule->action;
-	}
-	/* RFC 5321 3.6.2: we relay for nobody, so a foreign domain is refused. */
-	*miss_out = route_domain_is_ours(r, route_domain(rcpt)) ?
-	    ROUTE_UNKNOWN_USER : ROUTE_RELAY_DENIED;
-	return NULL;
+	struct route_eval e = { .r = r, .sync = true };
+	enum route_status st = ROUTE_NO_RELAY;
+	bool pending;
+	const struct config_action *a = route_rules(&e, cl, sender, rcpt, &st,
+	    &pending);
+
+	route_eval_clear(&e);
+	*miss_out = st == ROUTE_NO_USER ? ROUTE_UNKNOWN_USER :
+	    ROUTE_RELAY_DENIED;
+	return a;
 }
 
 /*

@@ -1,279 +1,84 @@
 /*
- * table/table.c: lookup tables.  An inline table is a set of keys from the
- * config; a "file:" table is a key/value file, re-read when it changes.
- * Keys are kept lower-cased in an open-addressing hash; all look-ups take
- * the table's mutex.  Knows nothing of who asks.
+ * table/table.c: the table front: picks the engine of a kind, keeps the
+ * connection pool and the cache, and runs blocking lookups (a worker
+ * thread's, or one of the table's own threads for an event loop).  An
+ * outage is logged once, when it starts, and once when it ends; after a
+ * failed connect, lookups fail at once for a second instead of each
+ * waiting for its own timeout.  Knows nothing of who asks.
  */
 #include "table/table.h"
 
-#include <errno.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
 
 #include "config/config.h"
 #include "log/log.h"
 #include "table/table_private.h"
 #include "util/util.h"
 
-struct table_ent {
-	char	*key;		/* owned, lower-cased; NULL: empty slot */
-	char	*value;		/* owned; "" when none */
-};
+#define TABLE_RETRY_MS	1000	/* after a failed connect */
+#define TABLE_KEY_MAX	1024
 
-/* Open addressing, linear probing, at most half full. */
-struct table_map {
-	struct table_ent	*ents;	/* owned array of cap slots */
-	size_t			 cap;	/* a power of two, or 0 */
-	size_t			 n;
-};
+/* ----- values ----- */
 
-/* What identifies the file we read: a change in any means re-read it. */
-struct table_ident {
-	dev_t		dev;
-	ino_t		ino;
-	off_t		size;
-	struct timespec	mtime, ctime;
-};
-
-struct table {
-	char			*name;		/* owned */
-	enum config_table_kind	 kind;
-	char			*path;		/* owned; file tables */
-	pthread_mutex_t		 mu;		/* guards everything below */
-	struct table_map	 keys;
-	struct table_map	 domains;	/* domains of "x@dom" keys */
-	struct table_ident	 ident;		/* of the contents we hold */
-	struct table_ident	 bad;		/* last version we failed on */
-	bool			 have_bad;
-	bool			 stat_failed;	/* warned that stat failed */
-	uint64_t		 checked_ms;	/* monotonic, last stat */
-	uint64_t		 recheck_ms;
-};
-
-static uint64_t
-table_hash(const char *s)
+void
+table_values_add(struct table_values *tv, const char *s, size_t len)
 {
-	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+	tv->v = xreallocarray(tv->v, tv->n + 1, sizeof(*tv->v));
+	tv->v[tv->n++] = xstrndup(s, len);
+}
 
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 'A' && c <= 'Z')
-			c = (unsigned char)(c - 'A' + 'a');
-		h = (h ^ c) * 1099511628211ULL;
+void
+table_values_clear(struct table_values *tv)
+{
+	for (size_t i = 0; i < tv->n; i++)
+		free(tv->v[i]);
+	free(tv->v);
+	tv->v = NULL;
+	tv->n = 0;
+}
+
+void
+table_values_split(const struct table_values *in, struct table_values *out)
+{
+	for (size_t i = 0; i < in->n; i++)
+		for (const char *s = in->v[i]; *s != '\0';) {
+			size_t len = strcspn(s, ",");
+			const char *b = s, *e = s + len;
+			while (b < e && (*b == ' ' || *b == '\t'))
+				b++;
+			while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if (e > b)
+				table_values_add(out, b, (size_t)(e - b));
+			s += len;
+			if (*s == ',')
+				s++;
+		}
+}
+
+/* ----- open, free ----- */
+
+static const struct table_engine *
+table_engine_of(enum config_table_kind kind)
+{
+	switch (kind) {
+	case CONFIG_TABLE_INLINE:
+		return &table_inline_engine;
+	case CONFIG_TABLE_FILE:
+		return &table_file_engine;
+	case CONFIG_TABLE_PASSWD:
+		return &table_passwd_engine;
+	case CONFIG_TABLE_SQLITE:
+		return &table_sqlite_engine;
+	case CONFIG_TABLE_PGSQL:
+		return &table_pgsql_engine;
+	case CONFIG_TABLE_REDIS:
+		return &table_redis_engine;
 	}
-	return h;
-}
-
-/* The slot holding key, or the empty slot where it would go. */
-static struct table_ent *
-table_map_slot(const struct table_map *m, const char *key)
-{
-	size_t i = (size_t)table_hash(key) & (m->cap - 1);
-
-	while (m->ents[i].key != NULL && strcasecmp(m->ents[i].key, key) != 0)
-		i = (i + 1) & (m->cap - 1);
-	return &m->ents[i];
-}
-
-static const struct table_ent *
-table_map_get(const struct table_map *m, const char *key)
-{
-	if (m->cap == 0)
-		return NULL;
-	const struct table_ent *e = table_map_slot(m, key);
-	return e->key != NULL ? e : NULL;
-}
-
-static void
-table_map_grow(struct table_map *m)
-{
-	struct table_map old = *m;
-
-	m->cap = old.cap == 0 ? 16 : old.cap * 2;
-	m->ents = xcalloc(m->cap, sizeof(*m->ents));
-	for (size_t i = 0; i < old.cap; i++)
-		if (old.ents[i].key != NULL)
-			*table_map_slot(m, old.ents[i].key) = old.ents[i];
-	free(old.ents);
-}
-
-/* Add key (copied, lower-cased) and value; false if key was there: kept. */
-static bool
-table_map_put(struct table_map *m, const char *key, const char *value)
-{
-	if (m->n + 1 > m->cap / 2)
-		table_map_grow(m);
-	struct table_ent *e = table_map_slot(m, key);
-	if (e->key != NULL)
-		return false;
-	e->key = util_strlower(xstrdup(key));
-	e->value = xstrdup(value);
-	m->n++;
-	return true;
-}
-
-static void
-table_map_clear(struct table_map *m)
-{
-	for (size_t i = 0; i < m->cap; i++) {
-		free(m->ents[i].key);
-		free(m->ents[i].value);
-	}
-	free(m->ents);
-	memset(m, 0, sizeof(*m));
-}
-
-/* Add a key and, for "user@dom" and "@dom", its domain. */
-static bool
-table_add(struct table_map *keys, struct table_map *domains, const char *key,
-    const char *value)
-{
-	const char *at = strrchr(key, '@');
-
-	if (!table_map_put(keys, key, value))
-		return false;
-	if (at != NULL && at[1] != '\0')
-		(void)table_map_put(domains, at + 1, "");
-	return true;
-}
-
-static void
-table_ident_of(const struct stat *st, struct table_ident *id)
-{
-	memset(id, 0, sizeof(*id));
-	id->dev = st->st_dev;
-	id->ino = st->st_ino;
-	id->size = st->st_size;
-	id->mtime = st->st_mtim;
-	id->ctime = st->st_ctim;
-}
-
-static bool
-table_ident_eq(const struct table_ident *a, const struct table_ident *b)
-{
-	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	    a->mtime.tv_sec == b->mtime.tv_sec &&
-	    a->mtime.tv_nsec == b->mtime.tv_nsec &&
-	    a->ctime.tv_sec == b->ctime.tv_sec &&
-	    a->ctime.tv_nsec == b->ctime.tv_nsec;
-}
-
-/*
- * Parse one line of a table file into keys: "key value", "key: value",
- * "key"; blank lines and lines starting with '#' are skipped.
- */
-static void
-table_parse_line(struct table *t, char *line, unsigned lineno,
-    struct table_map *keys, struct table_map *domains)
-{
-	size_t len = strlen(line);
-	char *key, *value, *end;
-
-	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
-	    line[len - 1] == ' ' || line[len - 1] == '\t'))
-		line[--len] = '\0';
-	key = line + strspn(line, " \t");
-	if (*key == '\0' || *key == '#')
-		return;
-	end = key + strcspn(key, " \t");
-	value = end + strspn(end, " \t");
-	*end = '\0';
-	if (end > key + 1 && end[-1] == ':')
-		end[-1] = '\0';		/* "key: value" */
-	if (!table_add(keys, domains, key, value))
-		log_msg(LOG_LVL_WARN, "table=%s file=%s line=%u: duplicate key, "
-		    "the first is kept", t->name, t->path, lineno);
-}
-
-/* Read t->path into fresh maps; 0, or -1 with *err_out. */
-static int
-table_read(struct table *t, struct table_map *keys,
-    struct table_map *domains, struct table_ident *id, const char **err_out)
-{
-	struct stat st;
-	char *line = NULL;
-	size_t cap = 0;
-	unsigned lineno = 0;
-	FILE *f;
-
-	memset(keys, 0, sizeof(*keys));
-	memset(domains, 0, sizeof(*domains));
-	if ((f = fopen(t->path, "r")) == NULL)
-		goto fail;
-	if (fstat(fileno(f), &st) == -1)
-		goto fail;
-	if (!S_ISREG(st.st_mode)) {
-		errno = EINVAL;
-		goto fail;
-	}
-	table_ident_of(&st, id);
-	errno = 0;
-	while (getline(&line, &cap, f) != -1)
-		table_parse_line(t, line, ++lineno, keys, domains);
-	if (ferror(f))
-		goto fail;
-	free(line);
-	fclose(f);
-	return 0;
-fail:
-	*err_out = util_err("table %s: %s: %s", t->name, t->path,
-	    errno == EINVAL ? "not a regular file" : strerror(errno));
-	free(line);
-	if (f != NULL)
-		fclose(f);
-	table_map_clear(keys);
-	table_map_clear(domains);
-	return -1;
-}
-
-/* With t->mu held: re-read a file table if it changed (at most 1/s). */
-static void
-table_refresh(struct table *t)
-{
-	struct table_map keys, domains;
-	struct table_ident id;
-	struct stat st;
-	const char *err;
-	uint64_t now;
-
-	if (t->kind != CONFIG_TABLE_FILE)
-		return;
-	now = util_now_ms();
-	if (now - t->checked_ms < t->recheck_ms)
-		return;
-	t->checked_ms = now;
-	if (stat(t->path, &st) == -1) {
-		if (!t->stat_failed)
-			log_msg(LOG_LVL_WARN, "table=%s stat(%s): %s; keeping "
-			    "the old contents", t->name, t->path,
-			    strerror(errno));
-		t->stat_failed = true;
-		return;
-	}
-	t->stat_failed = false;
-	table_ident_of(&st, &id);
-	if (table_ident_eq(&id, &t->ident) ||
-	    (t->have_bad && table_ident_eq(&id, &t->bad)))
-		return;
-	if (table_read(t, &keys, &domains, &id, &err) == -1) {
-		/* Warn once per version of the file, not once a second. */
-		log_msg(LOG_LVL_WARN, "%s; keeping the old contents", err);
-		t->bad = id;
-		t->have_bad = true;
-		return;
-	}
-	table_map_clear(&t->keys);
-	table_map_clear(&t->domains);
-	t->keys = keys;
-	t->domains = domains;
-	t->ident = id;
-	t->have_bad = false;
-	log_msg(LOG_LVL_INFO, "table=%s file=%s reloaded keys=%zu", t->name,
-	    t->path, keys.n);
+	return NULL;
 }
 
 struct table *
@@ -281,26 +86,32 @@ table_open(const struct config_table *ct, const char **err_out)
 {
 	struct table *t = xcalloc(1, sizeof(*t));
 
+	t->eng = table_engine_of(ct->kind);
+	ASSERT(t->eng != NULL);
 	t->name = xstrdup(ct->name);
 	t->kind = ct->kind;
-	t->recheck_ms = 1000;
-	if (pthread_mutex_init(&t->mu, NULL) != 0)
+	t->path = ct->path != NULL ? xstrdup(ct->path) : NULL;
+	t->query = ct->query != NULL ? xstrdup(ct->query) : NULL;
+	t->prefix = ct->prefix != NULL ? xstrdup(ct->prefix) : NULL;
+	t->redis_set = ct->redis_set;
+	t->items = ct->items;
+	t->pool = ct->pool > 0 ? ct->pool : 4;
+	t->timeout_ms = ct->timeout_ms > 0 ? ct->timeout_ms : 5000;
+	t->cache_ms = ct->cache_ms;
+	t->neg_cache_ms = ct->neg_cache_ms;
+	t->jobs_tail = &t->jobs;
+	if (pthread_mutex_init(&t->mu, NULL) != 0 ||
+	    pthread_cond_init(&t->cv, NULL) != 0)
 		fatal("pthread_mutex_init failed");
-	switch (ct->kind) {
-	case CONFIG_TABLE_INLINE:
-		for (char **it = ct->items; it != NULL && *it != NULL; it++)
-			(void)table_add(&t->keys, &t->domains, *it, "");
-		break;
-	case CONFIG_TABLE_FILE:
-		t->path = xstrdup(ct->path);
-		if (table_read(t, &t->keys, &t->domains, &t->ident,
-		    err_out) == -1) {
-			table_free(&t);
-			return NULL;
-		}
-		t->checked_ms = util_now_ms();
-		break;
+	if (!t->eng->memory && (t->cache_ms > 0 || t->neg_cache_ms > 0))
+		t->cache = table_cache_new();
+	t->idle = xcalloc(t->pool, sizeof(*t->idle));
+	if (t->eng->open_fn(t, err_out) == -1) {
+		/* err_out is thread-local: freeing does not touch it. */
+		table_free(&t);
+		return NULL;
 	}
+	t->items = NULL;
 	return t;
 }
 
@@ -311,45 +122,239 @@ table_free(struct table **tp)
 
 	if (t == NULL)
 		return;
-	table_map_clear(&t->keys);
-	table_map_clear(&t->domains);
+	pthread_mutex_lock(&t->mu);
+	t->stopping = true;
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	for (unsigned i = 0; i < t->nthreads; i++)
+		pthread_join(t->threads[i], NULL);
+	free(t->threads);
+	/* Still queued: nobody will run them. */
+	while (t->jobs != NULL) {
+		struct table_req *req = t->jobs;
+		t->jobs = table_req_next(req);
+		table_req_finish(req, TABLE_ERROR);
+	}
+	for (unsigned i = 0; i < t->nidle; i++)
+		t->eng->disconnect_fn(t, t->idle[i]);
+	free(t->idle);
+	if (t->priv != NULL || t->eng->memory)
+		t->eng->close_fn(t);
+	table_cache_free(&t->cache);
+	pthread_cond_destroy(&t->cv);
 	pthread_mutex_destroy(&t->mu);
 	free(t->name);
 	free(t->path);
+	free(t->query);
+	free(t->prefix);
 	free(t);
 	*tp = NULL;
+}
+
+const char *
+table_name(const struct table *t)
+{
+	return t->name;
+}
+
+bool
+table_is_remote(const struct table *t)
+{
+	return !t->eng->memory;
+}
+
+/* ----- blocking lookups ----- */
+
+/* Outage bookkeeping (t->mu held): log the start and the end once. */
+static void
+table_note(struct table *t, bool ok, const char *why)
+{
+	if (ok && t->down) {
+		t->down = false;
+		log_msg(LOG_LVL_INFO, "table=%s backend=%s answers again",
+		    t->name, t->eng->name);
+	} else if (!ok && !t->down) {
+		t->down = true;
+		log_msg(LOG_LVL_WARN, "table=%s backend=%s unavailable: %s; "
+		    "its lookups fail temporarily until it answers", t->name,
+		    t->eng->name, why);
+	}
+}
+
+/* A connection from the pool (made if there is room); NULL on error. */
+static void *
+table_conn_take(struct table *t, const char **err_out)
+{
+	uint64_t deadline = util_now_ms() + t->timeout_ms;
+	void *conn;
+
+	pthread_mutex_lock(&t->mu);
+	while (t->nidle == 0 && t->nconns >= t->pool) {
+		struct timespec ts;
+		uint64_t now = util_now_ms();
+		if (now >= deadline || t->stopping) {
+			pthread_mutex_unlock(&t->mu);
+			*err_out = util_err("all %u connections busy for %llu "
+			    "ms", t->pool, (unsigned long long)t->timeout_ms);
+			return NULL;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 0;
+		ts.tv_nsec += 20 * 1000000L;	/* re-check the deadline */
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	}
+	if (t->nidle > 0) {
+		conn = t->idle[--t->nidle];
+		pthread_mutex_unlock(&t->mu);
+		return conn;
+	}
+	if (t->retry_ms != 0 && util_now_ms() < t->retry_ms) {
+		pthread_mutex_unlock(&t->mu);
+		*err_out = "backend down (a connect failed just now)";
+		return NULL;
+	}
+	t->nconns++;
+	pthread_mutex_unlock(&t->mu);
+	if ((conn = t->eng->connect_fn(t, err_out)) == NULL) {
+		pthread_mutex_lock(&t->mu);
+		t->nconns--;
+		t->retry_ms = util_now_ms() + TABLE_RETRY_MS;
+		pthread_cond_signal(&t->cv);
+		pthread_mutex_unlock(&t->mu);
+	}
+	return conn;
+}
+
+/* Give conn back, or drop it (broken). */
+static void
+table_conn_give(struct table *t, void *conn, bool broken)
+{
+	if (broken)
+		t->eng->disconnect_fn(t, conn);
+	pthread_mutex_lock(&t->mu);
+	if (broken)
+		t->nconns--;
+	else {
+		t->idle[t->nidle++] = conn;
+		t->retry_ms = 0;
+	}
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* The key as every engine sees it: lower case, bounded, printable. */
+static int
+table_key(const char *key, char *buf, size_t bufsz)
+{
+	size_t n = strlen(key);
+
+	if (n == 0 || n >= bufsz)
+		return -1;
+	for (size_t i = 0; i <= n; i++) {
+		char c = key[i];
+		buf[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+	}
+	return 0;
+}
+
+int
+table_get(struct table *t, const char *key, struct table_values *out)
+{
+	struct table_values tv = { 0 };
+	char k[TABLE_KEY_MAX];
+	const char *err = NULL;
+	void *conn = NULL;
+	int rc;
+
+	if (table_key(key, k, sizeof(k)) == -1)
+		return TABLE_MISSING;
+	if (t->eng->memory) {
+		rc = t->eng->get_fn(t, NULL, k, &tv, &err);
+		goto done;
+	}
+	if (t->cache != NULL && (rc = table_cache_get(t->cache, k, &tv,
+	    util_now_ms())) != -1)
+		goto done;
+	if ((conn = table_conn_take(t, &err)) == NULL)
+		rc = TABLE_ERROR;
+	else {
+		rc = t->eng->get_fn(t, conn, k, &tv, &err);
+		table_conn_give(t, conn, rc == -1);
+	}
+	pthread_mutex_lock(&t->mu);
+	table_note(t, rc != -1, err != NULL ? err : "error");
+	pthread_mutex_unlock(&t->mu);
+	if (rc == -1) {
+		table_values_clear(&tv);
+		return TABLE_ERROR;
+	}
+	uint64_t ttl = rc == 1 ? t->cache_ms : t->neg_cache_ms;
+	if (t->cache != NULL && ttl > 0)
+		table_cache_put(t->cache, k, rc, &tv, util_now_ms() + ttl);
+done:
+	if (rc == 1 && out != NULL)
+		for (size_t i = 0; i < tv.n; i++)
+			table_values_add(out, tv.v[i], strlen(tv.v[i]));
+	table_values_clear(&tv);
+	return rc == 1 ? TABLE_FOUND : rc == 0 ? TABLE_MISSING : TABLE_ERROR;
 }
 
 bool
 table_lookup(struct table *t, const char *key, char **value_out)
 {
-	const struct table_ent *e;
+	struct table_values tv = { 0 };
+	int rc = table_get(t, key, &tv);
 
-	pthread_mutex_lock(&t->mu);
-	table_refresh(t);
-	e = table_map_get(&t->keys, key);
-	if (e != NULL && value_out != NULL)
-		*value_out = xstrdup(e->value);
-	pthread_mutex_unlock(&t->mu);
-	return e != NULL;
+	if (rc == TABLE_FOUND && value_out != NULL)
+		*value_out = xstrdup(tv.n > 0 ? tv.v[0] : "");
+	table_values_clear(&tv);
+	return rc == TABLE_FOUND;
 }
 
 bool
 table_has_domain(struct table *t, const char *domain)
 {
-	bool found;
+	char d[TABLE_KEY_MAX];
 
-	pthread_mutex_lock(&t->mu);
-	table_refresh(t);
-	found = domain[0] != '\0' && table_map_get(&t->domains, domain) != NULL;
-	pthread_mutex_unlock(&t->mu);
-	return found;
+	if (t->eng->has_domain_fn == NULL || table_key(domain, d,
+	    sizeof(d)) == -1)
+		return false;
+	return t->eng->has_domain_fn(t, d);
 }
 
+/* ----- for the asynchronous side ----- */
+
+/* Answer now when it needs no backend: memory, cache, known outage. */
+int
+table_try_now(struct table *t, const char *key, struct table_values *out)
+{
+	char k[TABLE_KEY_MAX];
+	int rc;
+
+	if (t->eng->memory)
+		return table_get(t, key, out);
+	if (table_key(key, k, sizeof(k)) == -1)
+		return TABLE_MISSING;
+	if (t->cache != NULL && (rc = table_cache_get(t->cache, k, out,
+	    util_now_ms())) != -1)
+		return rc;
+	pthread_mutex_lock(&t->mu);
+	rc = t->retry_ms != 0 && t->nidle == 0 && util_now_ms() <
+	    t->retry_ms ? TABLE_ERROR : TABLE_PENDING;
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
+/* A timeout seen by an asker counts as an outage too. */
 void
-table_set_recheck_ms(struct table *t, uint64_t ms)
+table_note_timeout(struct table *t)
 {
 	pthread_mutex_lock(&t->mu);
-	t->recheck_ms = ms;
+	table_note(t, false, util_err("no answer within %llu ms",
+	    (unsigned long long)t->timeout_ms));
 	pthread_mutex_unlock(&t->mu);
 }

@@ -12,12 +12,16 @@ has a deadline; nothing sleeps for a fixed time.
 Run with Debian's python:  /usr/bin/python3 -m pytest tests/integration
 """
 
+import base64
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -110,9 +114,11 @@ def binary():
     return POSTERN_BIN
 
 
-def run_cli(*args, cwd=None, timeout=10.0):
-    """Run `postern ARGS...`; returns CompletedProcess with text output."""
+def run_cli(*args, cwd=None, timeout=10.0, input=None):
+    """Run `postern ARGS...` (input: text on its stdin); returns
+    CompletedProcess with text output."""
     return subprocess.run([binary()] + list(args), cwd=cwd, timeout=timeout,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         errors="replace")
 
@@ -139,8 +145,10 @@ class Reply:
 class Client:
     """A raw-socket SMTP client that keeps a transcript for failure messages."""
 
-    def __init__(self, port, timeout=REPLY_TIMEOUT):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=REPLY_TIMEOUT, source=None):
+        """source: connect from this loopback address (127.0.0.0/8)."""
+        self.sock = socket.create_connection((HOST, port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.buf = b""
         self.eof = False
         self.log = []
@@ -659,3 +667,97 @@ def queue_id(reply):
     m = re.search(r"queued as (\S+)", reply.text)
     assert m, "no queue id in %r" % reply.text
     return m.group(1)
+
+
+# ----- account backends: PostgreSQL, system users, PAM ------------------------
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PAM_DIR = "/etc/pam.d"
+
+
+def run(*cmd, **kw):
+    return subprocess.run(list(cmd), check=True, capture_output=True,
+        text=True, timeout=60, **kw)
+
+
+class Pg:
+    def __init__(self, d, port):
+        self.dir, self.port = d, port
+
+    def ctl(self, what):
+        run("runuser", "-u", "postgres", "--", PG_BIN + "/pg_ctl", "-D",
+            self.dir + "/data", "-w", "-t", "30", "-l", self.dir + "/log",
+            "-o", "-k %s -p %d -c listen_addresses=127.0.0.1" % (self.dir,
+            self.port), what)
+
+    def sql(self, text):
+        return run("runuser", "-u", "postgres", "--", "psql", "-h",
+            "127.0.0.1", "-p", str(self.port), "-U", "postern", "-d", "mail", "-v",
+            "ON_ERROR_STOP=1", "-qAt", "-c", text).stdout
+
+    def conninfo(self):
+        return "host=127.0.0.1 port=%d dbname=mail user=postern " \
+            "password=pw" % self.port
+
+
+@pytest.fixture
+def pg():
+    if not os.access(PG_BIN + "/initdb", os.X_OK):
+        pytest.fail("PostgreSQL 15 not installed (scripts/bootstrap "
+            "installs postgresql)")
+    d = tempfile.mkdtemp(prefix="postern-pg-")
+    shutil.chown(d, "postgres", "postgres")
+    port = free_port()
+    run("runuser", "-u", "postgres", "--", PG_BIN + "/initdb", "-D",
+        d + "/data", "-A", "trust", "-U", "postgres")
+    p = Pg(d, port)
+    p.ctl("start")
+    for stmt in ("CREATE USER postern PASSWORD 'pw'",
+            "CREATE DATABASE mail OWNER postern"):
+        run("runuser", "-u", "postgres", "--", "psql", "-h", "127.0.0.1",
+            "-p", str(port), "-qc", stmt)
+    try:
+        yield p
+    finally:
+        try:
+            p.ctl("stop")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sysuser():
+    """A system user with a home and a password, removed afterwards."""
+    made = []
+
+    def make(name, password):
+        home = tempfile.mkdtemp(prefix="postern-home-")
+        os.rmdir(home)
+        run("useradd", "-m", "-d", home, "-s", "/bin/false", name)
+        run("chpasswd", input="%s:%s\n" % (name, password))
+        made.append(name)
+        return pwd.getpwnam(name)
+
+    yield make
+    for name in made:
+        home = pwd.getpwnam(name).pw_dir
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def pam_service():
+    name = "postern-test-%d" % os.getpid()
+    path = os.path.join(PAM_DIR, name)
+    with open(os.path.join(REPO, "etc", "pam.d-postern")) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text)
+    yield name
+    os.unlink(path)
+
+
+def plain(user, password):
+    return base64.b64encode(b"\0" + user.encode() + b"\0" +
+        password.encode()).decode()

@@ -9,7 +9,8 @@ import base64
 import crypt
 import ssl
 
-from conftest import make_config, send_message, wait_for, TEMPLATE_ACTIONS
+from conftest import (make_config, plain, send_message, wait_for,
+    TEMPLATE_ACTIONS)
 
 USER, PASSWORD = "alice@example.org", "s3cret pass"
 RELAYED = 'action relayed maildir "{tmp}/mail/relayed/Maildir"\n'
@@ -31,11 +32,6 @@ def start(make_postern, tmp_path, listen_opts="auth"):
     # The table must exist at start-up; {tmp} is tmp_path for the first server.
     (tmp_path / "users").write_text("%s %s\nbob@example.org *\n" % (USER, h))
     return make_postern(config=auth_config(listen_opts))
-
-
-def plain(user, password):
-    return base64.b64encode(b"\0" + user.encode() + b"\0" +
-        password.encode()).decode()
 
 
 def unverified():

@@ -467,3 +467,19 @@ def test_stalled_handshake_on_implicit_tls_is_timed_out(make_postern, pki):
         took = wait_closed_raw(c.sock, 6)
         assert took <= 4, "closed after %.1fs with idle-timeout 1s" % took
 
+
+
+def test_a_stop_during_a_starttls_handshake_does_not_wait(make_postern):
+    """A session between STARTTLS and the end of its handshake has no
+    channel to say 421 on: a stop drops it at once instead of waiting for
+    the handshake's deadline or the shutdown grace."""
+    srv = make_postern(extra=["tls self-signed {tmp}/tls",
+        "limit shutdown-grace 1h"])
+    c = srv.session()
+    c.hello()
+    c.send("STARTTLS"); c.expect(220)
+    # No ClientHello follows: the server waits in its handshake.
+    t0 = time.monotonic()
+    srv.sigterm()
+    assert srv.wait_exit(timeout=10) == 0
+    assert time.monotonic() - t0 < 5

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -624,6 +625,7 @@ struct fake {
 	unsigned	 calls;
 	unsigned	 blocking, max_blocking;
 };
+static atomic_bool route_down;	/* fake_route: the tables do not answer */
 static struct fake fk = { PTHREAD_MUTEX_INITIALIZER,
     PTHREAD_COND_INITIALIZER, false, 0, 0, 0 };
 
@@ -668,6 +670,7 @@ fake_reset(void)
 	fk.release = false;
 	fk.calls = fk.blocking = fk.max_blocking = 0;
 	pthread_mutex_unlock(&fk.mu);
+	atomic_store(&route_down, false);
 }
 
 static unsigned
@@ -682,18 +685,23 @@ fake_calls(void)
 /* Route every address to the Maildir <tdir>/mail/<local part>. */
 static int
 fake_route(void *arg, const char *sender, const char *rcpt,
-    char **action_out, char **arg_out, const char **err_out)
+    struct spool_env *env, const char **err_out)
 {
 	size_t n = strcspn(rcpt, "@");
 
 	(void)arg;
 	(void)sender;
+	if (atomic_load(&route_down)) {
+		*err_out = "451 4.3.0 Temporary lookup failure";
+		return -1;
+	}
 	if (strncmp(rcpt, "nowhere", n) == 0) {
 		*err_out = "550 5.7.1 Relay access denied";
 		return -1;
 	}
-	*action_out = xstrdup("maildir");
-	*arg_out = xasprintf("%s/mail/%.*s", tdir, (int)n, rcpt);
+	char *folder = xasprintf("%s/mail/%.*s", tdir, (int)n, rcpt);
+	(void)queue_env_add_target(env, rcpt, "maildir", folder);
+	free(folder);
 	return 0;
 }
 
@@ -876,6 +884,33 @@ test_bounce_to_sender(void **state)
 	assert_non_null(second);
 	assert_non_null(strstr(second, "Final-Recipient"));
 	free(m);
+}
+
+/* A DSN whose route a table cannot give now waits, it is not dropped. */
+static void
+test_bounce_waits_for_the_router(void **state)
+{
+	const char *const rcpts[] = { "perm", NULL, NULL };
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+
+	(void)state;
+	fake_reset();
+	commit_sender = "alice@example.org";
+	commit_now(qid, rcpts);
+	commit_sender = "from@example.org";
+	atomic_store(&route_down, true);
+	q = fake_queue(3600000, 0, false);
+	queue_submit(q, qid);
+	/* The failure is recorded; its DSN waits, the message stays. */
+	assert_true(wait_mail("alice", 1, 1500) == false);
+	assert_int_equal(fake_calls(), 1);
+	assert_int_equal(count_sub(spooldir, "env"), 1);
+	atomic_store(&route_down, false);
+	assert_true(wait_mail("alice", 1, 8000));
+	queue_drain(q);
+	queue_free(&q);
+	assert_spool_empty();
 }
 
 static void
@@ -1139,6 +1174,8 @@ main(void)
 		    test_status_persisted_across_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bounce_to_sender, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_bounce_waits_for_the_router,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_bounce_for_null_sender,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lifetime_expiry_bounces,

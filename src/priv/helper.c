@@ -1,0 +1,447 @@
+/*
+ * priv/helper.c: the privileged side.  The keeper only forks the helper,
+ * hands its socket to postern and forks it again when it dies.  The helper
+ * reads bounded requests and runs each in a child: PAM as root, or a
+ * delivery after dropping to the mailbox's owner.  A child that crashes or
+ * overruns PRIV_TIMEOUT_MS is killed and its request answered -1.  Both
+ * processes close every other descriptor and die with their parent.
+ */
+#include "priv/priv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <security/pam_appl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "deliver/deliver.h"
+#include "log/log.h"
+#include "priv/priv_private.h"
+#include "util/util.h"
+
+struct priv_child {
+	pid_t		pid;		/* 0: free slot */
+	uint32_t	id;
+	uint64_t	deadline_ms;
+};
+
+static struct priv_child priv_children[PRIV_CHILDREN_MAX];
+
+/* Keep fds 0-2 and keep; close the rest. */
+static void
+priv_close_fds(int keep1, int keep2)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int dfd = d != NULL ? dirfd(d) : -1;
+
+	if (d == NULL) {
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != keep1 && fd != keep2)
+				close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		int fd = atoi(de->d_name);
+		if (fd > 2 && fd != dfd && fd != keep1 && fd != keep2)
+			close(fd);
+	}
+	closedir(d);
+}
+
+/* Die with the parent; no core dumps of passwords. */
+static void
+priv_harden(void)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_DUMPABLE, 0);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	if (chdir("/") == -1)
+		_exit(1);
+	clearenv();
+}
+
+/* One answer datagram: header and optional text. */
+static void
+priv_answer(int sock, uint32_t id, int32_t rc, const char *text)
+{
+	char buf[1024];
+	struct priv_hdr h = { .id = id, .rc = rc, .nstr = text != NULL };
+	size_t n = sizeof(h);
+
+	memcpy(buf, &h, sizeof(h));
+	if (text != NULL) {
+		size_t tl = strnlen(text, sizeof(buf) - n - 1);
+		memcpy(buf + n, text, tl);
+		buf[n + tl] = '\0';
+		n += tl + 1;
+	}
+	(void)send(sock, buf, n, MSG_NOSIGNAL);
+}
+
+/* ----- PAM ----- */
+
+struct priv_pam_data {
+	const char	*user;
+	const char	*pass;
+};
+
+static int
+priv_pam_conv(int n, const struct pam_message **msg,
+    struct pam_response **resp, void *appdata)
+{
+	struct priv_pam_data *d = appdata;
+	struct pam_response *r;
+
+	if (n <= 0 || n > 32 || (r = calloc((size_t)n, sizeof(*r))) == NULL)
+		return PAM_CONV_ERR;
+	for (int i = 0; i < n; i++) {
+		switch (msg[i]->msg_style) {
+		case PAM_PROMPT_ECHO_OFF:
+			r[i].resp = strdup(d->pass);
+			break;
+		case PAM_PROMPT_ECHO_ON:
+			r[i].resp = strdup(d->user);
+			break;
+		default:
+			break;		/* informational text: ignored */
+		}
+	}
+	*resp = r;
+	return PAM_SUCCESS;
+}
+
+/* In a child: 1 valid, 0 refused, -1 PAM itself failed. */
+static int
+priv_pam(const char *service, const char *user, const char *pass)
+{
+	struct priv_pam_data d = { user, pass };
+	struct pam_conv conv = { priv_pam_conv, &d };
+	pam_handle_t *h = NULL;
+	int rc;
+
+	if (pam_start(service, user, &conv, &h) != PAM_SUCCESS)
+		return -1;
+	rc = pam_authenticate(h, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK);
+	if (rc == PAM_SUCCESS)
+		rc = pam_acct_mgmt(h, PAM_SILENT);
+	pam_end(h, rc);
+	switch (rc) {
+	case PAM_SUCCESS:
+		return 1;
+	case PAM_AUTHINFO_UNAVAIL:
+	case PAM_SYSTEM_ERR:
+	case PAM_BUF_ERR:
+	case PAM_ABORT:
+	case PAM_SERVICE_ERR:
+	case PAM_CONV_ERR:
+		return -1;
+	default:
+		return 0;	/* wrong password, unknown user, expired ... */
+	}
+}
+
+/* ----- delivery as the owner ----- */
+
+/* Is path inside root ("/var/mail" holds "/var/mail/x", not "/var/mailx")? */
+static bool
+priv_under(const char *path, const char *root)
+{
+	size_t n = strlen(root);
+
+	while (n > 1 && root[n - 1] == '/')
+		n--;
+	return strncmp(path, root, n) == 0 && (path[n] == '/' ||
+	    path[n] == '\0');
+}
+
+/*
+ * As the owner now: the folder must stay inside a root, and nothing from
+ * that root down may be a symlink (nor ".."), so a user cannot point its
+ * Maildir at someone else's files.  0, or -1 with *why.
+ */
+static int
+priv_check_path(const char *folder, const char *root, const char **why)
+{
+	char path[PATH_MAX];
+	size_t n = strlen(root);
+	struct stat st;
+
+	if (strstr(folder, "/../") != NULL || strstr(folder, "/./") != NULL ||
+	    (strlen(folder) >= 3 && strcmp(folder + strlen(folder) - 3,
+	    "/..") == 0)) {
+		*why = "path has . or .. in it";
+		return -1;
+	}
+	while (n > 1 && root[n - 1] == '/')
+		n--;
+	for (size_t i = n + 1; i <= strlen(folder); i++) {
+		if (folder[i] != '/' && folder[i] != '\0')
+			continue;
+		if (i >= sizeof(path)) {
+			*why = "path too long";
+			return -1;
+		}
+		memcpy(path, folder, i);
+		path[i] = '\0';
+		if (lstat(path, &st) == -1) {
+			if (errno == ENOENT)
+				return 0;	/* made by the delivery */
+			*why = strerror(errno);
+			return -1;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			*why = "a symlink in the path";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* In a child: become owner, check the path, deliver. */
+static int
+priv_deliver_child(char **s, int fd, char **roots, const char **why)
+{
+	struct passwd *pw = getpwnam(s[0]);
+	const char *root = NULL;
+	char folder[PATH_MAX];
+
+	if (pw == NULL || pw->pw_uid == 0) {
+		*why = "no such user (or root)";
+		return DELIVER_TEMPFAIL;
+	}
+	if (s[1][0] == '~') {
+		if (util_snprintf(folder, sizeof(folder), "%s%s", pw->pw_dir,
+		    s[1] + 1) == -1) {
+			*why = "path too long";
+			return DELIVER_PERMFAIL;
+		}
+	} else if (util_strlcpy(folder, s[1], sizeof(folder)) == -1) {
+		*why = "path too long";
+		return DELIVER_PERMFAIL;
+	}
+	if (folder[0] != '/') {
+		*why = "not an absolute path";
+		return DELIVER_TEMPFAIL;
+	}
+	if (priv_under(folder, pw->pw_dir) && strcmp(pw->pw_dir, "/") != 0)
+		root = pw->pw_dir;
+	for (char **r = roots; root == NULL && r != NULL && *r != NULL; r++)
+		if (priv_under(folder, *r))
+			root = *r;
+	if (root == NULL) {
+		*why = "the folder is outside the owner's home and every "
+		    "maildir-root";
+		return DELIVER_TEMPFAIL;
+	}
+	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1 ||
+	    setuid(0) != -1) {
+		*why = "cannot become the owner";
+		return DELIVER_TEMPFAIL;
+	}
+	umask(077);
+	if (priv_check_path(folder, root, why) == -1)
+		return DELIVER_TEMPFAIL;
+	struct deliver_msg m = {
+		.content_fd = fd, .return_path = s[2], .qid = s[3],
+		.hostname = s[4], .rcpt_idx = (size_t)strtoul(s[5], NULL, 10),
+		.received = strtoll(s[6], NULL, 10), .fresh = s[7][0] == '1',
+	};
+	return deliver_maildir(folder, &m, why);
+}
+
+/* ----- the helper's loop ----- */
+
+/* Split the strings after the header; NULL-terminated pointers into buf. */
+static int
+priv_strings(char *buf, size_t len, uint32_t want, char **out)
+{
+	size_t off = sizeof(struct priv_hdr);
+
+	for (uint32_t i = 0; i < want; i++) {
+		char *end = off < len ? memchr(buf + off, '\0', len - off) :
+		    NULL;
+		if (end == NULL)
+			return -1;
+		out[i] = buf + off;
+		off = (size_t)(end - buf) + 1;
+	}
+	out[want] = NULL;
+	return off == len ? 0 : -1;
+}
+
+/* One request in a child; the parent tracks it. */
+static void
+priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
+    char **roots)
+{
+	size_t slot;
+	pid_t pid;
+
+	for (slot = 0; slot < PRIV_CHILDREN_MAX; slot++)
+		if (priv_children[slot].pid == 0)
+			break;
+	if (slot == PRIV_CHILDREN_MAX) {
+		priv_answer(sock, h->id, -1, "helper busy");
+		return;
+	}
+	if ((pid = fork()) == -1) {
+		priv_answer(sock, h->id, -1, "fork failed");
+		return;
+	}
+	if (pid == 0) {
+		const char *why = NULL;
+		int rc;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (h->type == PRIV_AUTH) {
+			rc = priv_pam(s[0], s[1], s[2]);
+			explicit_bzero(s[2], strlen(s[2]));
+		} else
+			rc = priv_deliver_child(s, fd, roots, &why);
+		priv_answer(sock, h->id, rc, why);
+		_exit(0);
+	}
+	priv_children[slot].pid = pid;
+	priv_children[slot].id = h->id;
+	priv_children[slot].deadline_ms = util_now_ms() + PRIV_TIMEOUT_MS;
+}
+
+/* Read one request (and its descriptor); -1 when postern is gone. */
+static int
+priv_read_one(int sock, char **roots)
+{
+	char buf[PRIV_MSG_MAX + 1], cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	char *s[10];
+	struct priv_hdr h;
+	int fd = -1;
+	ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+
+	if (n == 0 || (n == -1 && errno != EINTR && errno != EAGAIN))
+		return -1;
+	if (n == -1)
+		return 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL;
+	    c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+	memset(&h, 0, sizeof(h));
+	if ((size_t)n >= sizeof(h))
+		memcpy(&h, buf, sizeof(h));
+	if ((size_t)n < sizeof(h) || (size_t)n > PRIV_MSG_MAX ||
+	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0)
+		goto bad;
+	if (!((h.type == PRIV_AUTH && h.nstr == 3) ||
+	    (h.type == PRIV_DELIVER && h.nstr == 8 && fd != -1)) ||
+	    priv_strings(buf, (size_t)n, h.nstr, s) == -1)
+		goto bad;
+	priv_spawn(sock, &h, s, fd, roots);
+	explicit_bzero(buf, sizeof(buf));
+	if (fd != -1)
+		close(fd);
+	return 0;
+bad:
+	explicit_bzero(buf, sizeof(buf));
+	if (fd != -1)
+		close(fd);
+	if ((size_t)n >= sizeof(h))
+		priv_answer(sock, h.id, -1, "malformed request");
+	return 0;
+}
+
+/* Children that ended or overran: answer for those that could not. */
+static void
+priv_reap(int sock)
+{
+	uint64_t now = util_now_ms();
+	int status;
+
+	for (size_t i = 0; i < PRIV_CHILDREN_MAX; i++) {
+		struct priv_child *c = &priv_children[i];
+		if (c->pid == 0)
+			continue;
+		pid_t r = waitpid(c->pid, &status, WNOHANG);
+		if (r == 0 && now < c->deadline_ms)
+			continue;
+		if (r == 0) {
+			kill(c->pid, SIGKILL);
+			waitpid(c->pid, &status, 0);
+			priv_answer(sock, c->id, -1, "helper timed out");
+		} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			priv_answer(sock, c->id, -1, "helper died");
+		c->pid = 0;
+	}
+}
+
+static void __attribute__((noreturn))
+priv_helper_main(int sock, char **roots)
+{
+	struct pollfd pfd = { .fd = sock, .events = POLLIN };
+
+	for (;;) {
+		int n = poll(&pfd, 1, 50);
+		if (n > 0 && priv_read_one(sock, roots) == -1)
+			_exit(0);
+		priv_reap(sock);
+	}
+}
+
+void
+priv_keeper_main(int ctl, char **roots)
+{
+	priv_harden();
+	priv_close_fds(ctl, -1);
+	for (;;) {
+		int sp[2];
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+		    sp) == -1)
+			_exit(1);
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(sp[0]);
+			close(ctl);
+			priv_harden();
+			priv_helper_main(sp[1], roots);
+		}
+		close(sp[1]);
+		if (pid == -1) {
+			close(sp[0]);
+			sleep(1);
+			continue;
+		}
+		char c = 'h', cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = { &c, 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+		    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &sp[0], sizeof(int));
+		if (sendmsg(ctl, &mh, MSG_NOSIGNAL) == -1)
+			_exit(0);	/* postern is gone */
+		close(sp[0]);
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		usleep(100 * 1000);	/* no busy loop if it dies at once */
+	}
+}

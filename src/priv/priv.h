@@ -1,0 +1,53 @@
+/*
+ * priv/priv.h: the small privileged helper.  Forked as root before the
+ * privilege drop, it answers two questions over a socketpair, each in a
+ * child process of its own: "is this user/password valid for PAM service
+ * S" and "write this message into this Maildir as its owner" (fork,
+ * initgroups/setgid/setuid to the owner, write, fsync, report).  A keeper
+ * process restarts the helper if it dies; a request it was working on
+ * fails temporarily, never the server.  Knows nothing of SMTP or chains.
+ */
+#ifndef POSTERN_PRIV_H
+#define POSTERN_PRIV_H
+
+#include "deliver/deliver.h"
+
+struct config;
+struct event_base;
+struct priv;
+struct priv_req;
+
+/*
+ * Fork the keeper and the helper now: call as root, before any thread
+ * starts.  The Maildir roots (cfg's "maildir-root" folders; an owner's
+ * home is always allowed) are fixed from here on.  NULL with *err_out.
+ */
+struct priv *priv_start(const struct config *cfg, const char **err_out);
+/* Stop the reader thread; the helpers end with the process. */
+void	priv_free(struct priv **pp);
+
+/* rc 1 valid, 0 refused (wrong password, unknown user), -1 unavailable. */
+typedef void priv_auth_cb(void *arg, int rc);
+/*
+ * Check user/pass with PAM service on the helper.  cb(arg, rc) comes later
+ * on base's loop, never from inside the call.  The password is wiped from
+ * our memory before this returns.
+ */
+struct priv_req *priv_auth_start(struct priv *p, struct event_base *base,
+	    const char *service, const char *user, const char *pass,
+	    priv_auth_cb *cb, void *arg);
+/* The asker goes away: cb will not be called.  Sets *reqp to NULL. */
+void	priv_cancel(struct priv_req **reqp);
+
+/*
+ * Deliver m (content at m->content_path) into folder ("~" at its start is
+ * the owner's home) as the system user owner.  Blocks: worker threads
+ * only.  Returns as deliver_maildir(); DELIVER_TEMPFAIL when the helper is
+ * unavailable, refuses the path (outside the roots, a symlink in it) or
+ * the owner.
+ */
+enum deliver_result priv_deliver(struct priv *p, const char *owner,
+	    const char *folder, const struct deliver_msg *m,
+	    const char **err_out);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * priv/priv_private.h: the wire between postern (client.c) and the helper
+ * (helper.c).  One SOCK_SEQPACKET datagram per request and per answer: a
+ * header, then NUL-terminated strings; a delivery carries the message's
+ * file descriptor (SCM_RIGHTS).  Requests are at most PRIV_MSG_MAX bytes.
+ */
+#ifndef POSTERN_PRIV_PRIVATE_H
+#define POSTERN_PRIV_PRIVATE_H
+
+#include <stdint.h>
+
+#define PRIV_MSG_MAX		8192
+#define PRIV_TIMEOUT_MS		15000	/* one request, in the helper */
+#define PRIV_CHILDREN_MAX	32	/* requests at once */
+
+enum priv_type { PRIV_AUTH = 1, PRIV_DELIVER = 2 };
+
+struct priv_hdr {
+	uint32_t	id;
+	uint32_t	type;		/* enum priv_type; answers: 0 */
+	int32_t		rc;		/* answers: the result */
+	uint32_t	nstr;		/* strings after the header */
+};
+
+/* AUTH strings: service, user, password.  Answer rc: 1, 0, -1. */
+/* DELIVER strings: owner, folder, return path, qid, hostname, rcpt index,
+ * received (epoch s), fresh ("1"/"0").  Answer rc: enum deliver_result or
+ * -1; one string: the error text. */
+
+/* helper.c: the keeper's loop (never returns). */
+void	priv_keeper_main(int ctl, char **roots) __attribute__((noreturn));
+
+#endif

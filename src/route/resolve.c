@@ -1,0 +1,527 @@
+/*
+ * route/resolve.c: one recipient all the way to its targets: alias tables
+ * first (recursively, as Postfix's virtual aliases: an address that maps
+ * to itself is final, a cycle or more than the depth limit is a loop, the
+ * same target reached twice is delivered once), then the rules for each
+ * address, then the action's own lookups (the maildir path from a table,
+ * the owner in a passwd table).  The evaluation remembers every answer;
+ * on an event loop it stops at the first lookup a backend must answer and
+ * runs again from the start when it is in, so nothing ever blocks.
+ */
+#include "route/route.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config.h"
+#include "log/log.h"
+#include "route/route_private.h"
+#include "table/table.h"
+#include "util/util.h"
+
+#define ROUTE_ADDR_MAX	512
+
+struct route_query {
+	struct route_eval	 e;
+	struct table_loop	*tl;		/* borrowed */
+	struct table_req	*req;		/* the lookup under way */
+	route_done_cb		*cb;
+	void			*arg;
+	struct route_client	 cl;		/* strings owned */
+	char			*sender, *rcpt;	/* owned */
+	bool			 sender_mode;	/* route_sender_start() */
+	bool			 protect;
+};
+
+void
+route_result_clear(struct route_result *res)
+{
+	for (size_t i = 0; i < res->n; i++) {
+		free(res->targets[i].rcpt);
+		free(res->targets[i].arg);
+	}
+	free(res->targets);
+	memset(res, 0, sizeof(*res));
+}
+
+/* An evaluation step: 0 done, 2 pending, -1 stopped with res->status. */
+enum { STEP_DONE = 0, STEP_PENDING = 2, STEP_STOP = -1 };
+
+static int route_stop(struct route_result *res, enum route_status st,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+route_stop(struct route_result *res, enum route_status st, const char *fmt,
+    ...)
+{
+	va_list ap;
+
+	res->status = st;
+	va_start(ap, fmt);
+	if (vsnprintf(res->why, sizeof(res->why), fmt, ap) < 0)
+		res->why[0] = '\0';
+	va_end(ap);
+	return STEP_STOP;
+}
+
+/* The alias values of addr: exact key, then "@domain"; rc as tables. */
+static int
+route_alias_get(struct route_eval *e, const char *addr,
+    const struct table_values **vals_out)
+{
+	const struct config *c = e->r->c;
+	const char *dom = route_domain(addr);
+	char key[ROUTE_ADDR_MAX + 2];
+	int rc;
+
+	for (size_t i = 0; i < c->naliases; i++) {
+		rc = route_eval_get(e, c->aliases[i], addr, vals_out);
+		if (rc != TABLE_MISSING)
+			return rc;
+		if (dom[0] == '\0' || util_snprintf(key, sizeof(key), "@%s",
+		    dom) == -1)
+			continue;
+		rc = route_eval_get(e, c->aliases[i], key, vals_out);
+		if (rc != TABLE_MISSING)
+			return rc;
+	}
+	return TABLE_MISSING;
+}
+
+static bool
+route_have(const struct table_values *list, const char *addr)
+{
+	for (size_t i = 0; i < list->n; i++)
+		if (strcasecmp(list->v[i], addr) == 0)
+			return true;
+	return false;
+}
+
+/* Expand addr into final addresses (appended to out); path: ancestors. */
+static int
+route_expand_alias(struct route_eval *e, const char *addr,
+    struct table_values *path, struct table_values *out,
+    struct route_result *res)
+{
+	const struct config *c = e->r->c;
+	const struct table_values *vals;
+	struct table_values list = { 0 };
+	int rc;
+
+	if (path->n > c->alias_depth)
+		return route_stop(res, ROUTE_LOOP, "alias nesting deeper than "
+		    "the limit at <%s>", addr);
+	rc = route_alias_get(e, addr, &vals);
+	if (rc == TABLE_PENDING)
+		return STEP_PENDING;
+	if (rc == TABLE_ERROR)
+		return route_stop(res, ROUTE_TEMPFAIL, "alias table "
+		    "unavailable for <%s>", addr);
+	if (rc == TABLE_MISSING) {
+		if (!route_have(out, addr))
+			table_values_add(out, addr, strlen(addr));
+		goto count;
+	}
+	table_values_split(vals, &list);
+	table_values_add(path, addr, strlen(addr));
+	rc = STEP_DONE;
+	for (size_t i = 0; i < list.n && rc == STEP_DONE; i++) {
+		const char *v = list.v[i];
+		if (strlen(v) > ROUTE_ADDR_MAX)
+			continue;
+		if (strcasecmp(v, addr) == 0) {		/* itself: final */
+			if (!route_have(out, v))
+				table_values_add(out, v, strlen(v));
+		} else if (route_have(path, v))
+			rc = route_stop(res, ROUTE_LOOP, "alias loop through "
+			    "<%s>", v);
+		else
+			rc = route_expand_alias(e, v, path, out, res);
+	}
+	free(path->v[--path->n]);
+	table_values_clear(&list);
+	if (rc != STEP_DONE)
+		return rc;
+count:
+	if (out->n > c->alias_targets)
+		return route_stop(res, ROUTE_TOO_MANY, "more alias targets "
+		    "than the limit for <%s>", addr);
+	return STEP_DONE;
+}
+
+/* The user a passwd owner table is asked for: the local part, lower. */
+static char *
+route_owner_key(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	return util_strlower(xstrndup(addr, at != NULL ? (size_t)(at - addr) :
+	    strlen(addr)));
+}
+
+/* The spool entry of a maildir action for addr; see route_target. */
+static int
+route_maildir(struct route_eval *e, const struct config_action *a,
+    const char *addr, struct route_target *t, struct route_result *res)
+{
+	const struct table_values *vals;
+	char *owner = NULL, *folder = NULL;
+	const char *err;
+	int rc;
+
+	if (a->path_table != NULL) {
+		rc = route_eval_get(e, a->path_table, addr, &vals);
+		if (rc == TABLE_MISSING) {
+			char key[ROUTE_ADDR_MAX + 2];
+			if (util_snprintf(key, sizeof(key), "@%s",
+			    route_domain(addr)) == 0 && route_domain(addr)[0])
+				rc = route_eval_get(e, a->path_table, key,
+				    &vals);
+		}
+		if (rc == TABLE_PENDING)
+			return STEP_PENDING;
+		if (rc == TABLE_ERROR)
+			return route_stop(res, ROUTE_TEMPFAIL, "maildir table "
+			    "unavailable for <%s>", addr);
+		if (rc == TABLE_MISSING || vals->n == 0 || vals->v[0][0] == '\0')
+			return route_stop(res, ROUTE_NO_USER, "no maildir for "
+			    "<%s>", addr);
+		folder = xstrdup(vals->v[0]);
+	} else if (route_expand(a->path, addr, &folder, &err) == -1)
+		return route_stop(res, ROUTE_TEMPFAIL, "maildir template: %s",
+		    err);
+	if (a->owner_table != NULL) {
+		owner = route_owner_key(addr);
+		rc = route_eval_get(e, a->owner_table, owner, &vals);
+		if (rc != TABLE_FOUND) {
+			free(owner);
+			free(folder);
+			if (rc == TABLE_PENDING)
+				return STEP_PENDING;
+			return route_stop(res, rc == TABLE_ERROR ?
+			    ROUTE_TEMPFAIL : ROUTE_NO_USER, "no system user "
+			    "for <%s>", addr);
+		}
+	} else if (a->owner != NULL)
+		owner = xstrdup(a->owner);
+	if (owner != NULL) {
+		t->kind = "maildir-owner";
+		t->arg = xasprintf("%s:%s", owner, folder);
+		free(owner);
+		free(folder);
+	} else {
+		t->kind = "maildir";
+		t->arg = folder;
+	}
+	return STEP_DONE;
+}
+
+/* Route one final address into a target. */
+static int
+route_one(struct route_eval *e, const struct route_client *cl,
+    const char *sender, const char *addr, struct route_result *res)
+{
+	enum route_status st;
+	bool pending;
+	const struct config_action *a = route_rules(e, cl, sender, addr, &st,
+	    &pending);
+	struct route_target t = { .action = a };
+	int rc;
+
+	if (a == NULL) {
+		if (pending)
+			return STEP_PENDING;
+		return route_stop(res, st, "%s <%s>", st == ROUTE_TEMPFAIL ?
+		    "a table did not answer for" : "no rule for", addr);
+	}
+	if (a->kind == CONFIG_ACTION_MAILDIR) {
+		if ((rc = route_maildir(e, a, addr, &t, res)) != STEP_DONE)
+			return rc;
+	} else {
+		t.kind = config_action_kind_name(a->kind);
+		if (a->kind != CONFIG_ACTION_DISCARD)
+			t.arg = xstrdup(a->name);
+	}
+	for (size_t i = 0; i < res->n; i++)	/* the same place: once */
+		if (res->targets[i].action == a && strcmp(res->targets[i].kind,
+		    t.kind) == 0 && (t.arg == NULL ? res->targets[i].arg ==
+		    NULL : res->targets[i].arg != NULL &&
+		    strcmp(res->targets[i].arg, t.arg) == 0) &&
+		    (t.arg != NULL || strcasecmp(res->targets[i].rcpt,
+		    addr) == 0)) {
+			free(t.arg);
+			return STEP_DONE;
+		}
+	t.rcpt = xstrdup(addr);
+	res->targets = xreallocarray(res->targets, res->n + 1,
+	    sizeof(*res->targets));
+	res->targets[res->n++] = t;
+	return STEP_DONE;
+}
+
+/* The whole evaluation from the start; STEP_PENDING when e->need. */
+static int
+route_run(struct route_eval *e, const struct route_client *cl,
+    const char *sender, const char *rcpt, struct route_result *res)
+{
+	struct table_values path = { 0 }, finals = { 0 };
+	int rc;
+
+	route_result_clear(res);
+	if (strlen(rcpt) > ROUTE_ADDR_MAX) {
+		route_stop(res, ROUTE_NO_USER, "address too long");
+		return STEP_DONE;
+	}
+	rc = route_expand_alias(e, rcpt, &path, &finals, res);
+	for (size_t i = 0; rc == STEP_DONE && i < finals.n; i++)
+		rc = route_one(e, cl, sender, finals.v[i], res);
+	table_values_clear(&path);
+	table_values_clear(&finals);
+	if (rc == STEP_PENDING)
+		return STEP_PENDING;
+	if (rc == STEP_STOP) {
+		for (size_t i = 0; i < res->n; i++) {
+			free(res->targets[i].rcpt);
+			free(res->targets[i].arg);
+		}
+		free(res->targets);
+		res->targets = NULL;
+		res->n = 0;
+	} else
+		res->status = ROUTE_OK;
+	return STEP_DONE;
+}
+
+void
+route_resolve(struct router *r, const struct route_client *cl,
+    const char *sender, const char *rcpt, struct route_result *out)
+{
+	struct route_eval e = { .r = r, .sync = true };
+
+	memset(out, 0, sizeof(*out));
+	(void)route_run(&e, cl, sender != NULL ? sender : "", rcpt, out);
+	route_eval_clear(&e);
+}
+
+/* ----- on an event loop ----- */
+
+static void	route_lookup_done_cb(void *arg, int rc,
+		    const struct table_values *vals);
+
+/* Remember an answer for the pending lookup. */
+static void
+route_memo_add(struct route_eval *e, int rc, const struct table_values *v)
+{
+	struct route_memo *m;
+
+	e->memo = xreallocarray(e->memo, e->nmemo + 1, sizeof(*e->memo));
+	m = &e->memo[e->nmemo++];
+	memset(m, 0, sizeof(*m));
+	m->table = e->need_table;
+	m->key = e->need_key;
+	e->need_key = NULL;
+	e->need = false;
+	m->rc = rc;
+	for (size_t i = 0; v != NULL && rc == TABLE_FOUND && i < v->n; i++)
+		table_values_add(&m->vals, v->v[i], strlen(v->v[i]));
+}
+
+/* Map a condition answer (1, 0, -1, 2) to a step. */
+static int
+route_sender_step(int rc, struct route_result *res)
+{
+	if (rc == 2)
+		return STEP_PENDING;
+	if (rc == -1)
+		return route_stop(res, ROUTE_TEMPFAIL, "a sender table did not "
+		    "answer");
+	return rc;
+}
+
+/* Does the sender's domain need AUTH?  1 yes, 0 no, or a step. */
+static int
+route_sender_protected(struct route_eval *e, const char *dom, bool protect,
+    struct route_result *res)
+{
+	const struct config *c = e->r->c;
+	const struct table_values *v;
+	int rc;
+
+	for (char **d = c->sender_auth; d != NULL && *d != NULL; d++)
+		if (strcasecmp(*d, dom) == 0)
+			return 1;
+	for (size_t i = 0; c->sender_auth_tables != NULL &&
+	    c->sender_auth_tables[i] != NULL; i++) {
+		rc = route_eval_get(e, c->sender_auth_tables[i], dom, &v);
+		if (rc == TABLE_PENDING)
+			return STEP_PENDING;
+		if (rc == TABLE_ERROR)
+			return route_stop(res, ROUTE_TEMPFAIL, "sender-auth "
+			    "table unavailable");
+		if (rc == TABLE_FOUND)
+			return 1;
+	}
+	if (!protect)
+		return 0;
+	rc = route_domain_is_ours(e, dom);
+	return rc == 1 || rc == 0 ? rc : route_sender_step(rc, res);
+}
+
+/* The sender check; see route_sender_start(). */
+static int
+route_run_sender(struct route_eval *e, const struct route_client *cl,
+    bool protect, const char *sender, struct route_result *res)
+{
+	const struct config *c = e->r->c;
+	const char *dom = route_domain(sender);
+	const struct table_values *v;
+	struct table_values list = { 0 };
+	char at[ROUTE_ADDR_MAX + 2];
+	int rc;
+
+	route_result_clear(res);
+	if (sender[0] == '\0' || dom[0] == '\0')
+		return STEP_DONE;	/* <> and bare names: nothing to own */
+	if (cl == NULL || cl->auth_user == NULL) {
+		rc = route_sender_protected(e, dom, protect, res);
+		if (rc == 1)
+			route_stop(res, ROUTE_SENDER_AUTH, "sender domain %s "
+			    "needs authentication", dom);
+		return rc == STEP_PENDING ? rc : STEP_DONE;
+	}
+	if (c->sender_login == NULL)
+		return STEP_DONE;
+	rc = route_eval_get(e, c->sender_login, cl->auth_user, &v);
+	if (rc == TABLE_PENDING)
+		return STEP_PENDING;
+	if (rc == TABLE_ERROR) {
+		route_stop(res, ROUTE_TEMPFAIL, "sender-login table "
+		    "unavailable");
+		return STEP_DONE;
+	}
+	if (rc == TABLE_FOUND)
+		table_values_split(v, &list);
+	(void)util_snprintf(at, sizeof(at), "@%s", dom);
+	bool owned = route_have(&list, sender) || route_have(&list, at);
+	table_values_clear(&list);
+	if (!owned)
+		route_stop(res, ROUTE_SENDER_NOT_OWNED, "<%s> is not owned by "
+		    "%s", sender, cl->auth_user);
+	return STEP_DONE;
+}
+
+/* Run until done or a lookup really has to wait: 0 done, 1 pending. */
+static int
+route_drive(struct route_query *q, struct route_result *res)
+{
+	for (;;) {
+		if ((q->sender_mode ? route_run_sender(&q->e, &q->cl,
+		    q->protect, q->sender, res) : route_run(&q->e, &q->cl,
+		    q->sender, q->rcpt, res)) == STEP_DONE)
+			return 0;
+		struct table_values v = { 0 };
+		struct table *t = q->e.r->tables[q->e.need_table];
+		int rc = table_lookup_start(t, q->tl, q->e.need_key,
+		    route_lookup_done_cb, q, &v, &q->req);
+		if (rc == TABLE_PENDING) {
+			table_values_clear(&v);
+			return 1;
+		}
+		route_memo_add(&q->e, rc, &v);
+		table_values_clear(&v);
+	}
+}
+
+static void
+route_query_free(struct route_query *q)
+{
+	table_lookup_cancel(&q->req);
+	route_eval_clear(&q->e);
+	free((char *)q->cl.ip);
+	free((char *)q->cl.auth_user);
+	free(q->sender);
+	free(q->rcpt);
+	free(q);
+}
+
+static void
+route_lookup_done_cb(void *arg, int rc, const struct table_values *vals)
+{
+	struct route_query *q = arg;
+	struct route_result res = { 0 };
+
+	q->req = NULL;
+	route_memo_add(&q->e, rc, vals);
+	if (route_drive(q, &res) == 1)
+		return;
+	q->cb(q->arg, &res);
+	route_result_clear(&res);
+	route_query_free(q);
+}
+
+static int	route_start(struct route_query *q, struct router *r,
+		    struct table_loop *tl, const struct route_client *cl,
+		    const char *sender, const char *rcpt, route_done_cb *cb,
+		    void *arg, struct route_result *out,
+		    struct route_query **q_out);
+
+int
+route_resolve_start(struct router *r, struct table_loop *tl,
+    const struct route_client *cl, const char *sender, const char *rcpt,
+    route_done_cb *cb, void *arg, struct route_result *out,
+    struct route_query **q_out)
+{
+	return route_start(xcalloc(1, sizeof(struct route_query)), r, tl, cl,
+	    sender, rcpt, cb, arg, out, q_out);
+}
+
+int
+route_sender_start(struct router *r, struct table_loop *tl,
+    const struct route_client *cl, bool protect, const char *sender,
+    route_done_cb *cb, void *arg, struct route_result *out,
+    struct route_query **q_out)
+{
+	struct route_query *q = xcalloc(1, sizeof(*q));
+
+	q->sender_mode = true;
+	q->protect = protect;
+	return route_start(q, r, tl, cl, sender, "", cb, arg, out, q_out);
+}
+
+static int
+route_start(struct route_query *q, struct router *r, struct table_loop *tl,
+    const struct route_client *cl, const char *sender, const char *rcpt,
+    route_done_cb *cb, void *arg, struct route_result *out,
+    struct route_query **q_out)
+{
+	*q_out = NULL;
+	memset(out, 0, sizeof(*out));
+	q->e.r = r;
+	q->tl = tl;
+	q->cb = cb;
+	q->arg = arg;
+	if (cl != NULL) {
+		q->cl.ip = cl->ip != NULL ? xstrdup(cl->ip) : NULL;
+		q->cl.auth_user = cl->auth_user != NULL ?
+		    xstrdup(cl->auth_user) : NULL;
+	}
+	q->sender = xstrdup(sender != NULL ? sender : "");
+	q->rcpt = xstrdup(rcpt);
+	if (route_drive(q, out) == 0) {
+		route_query_free(q);
+		return 0;
+	}
+	*q_out = q;
+	return 1;
+}
+
+void
+route_resolve_cancel(struct route_query **qp)
+{
+	if (*qp != NULL)
+		route_query_free(*qp);
+	*qp = NULL;
+}

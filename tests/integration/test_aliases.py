@@ -1,0 +1,171 @@
+"""
+Aliases and mailbox maps from tables: fan-out (several rows) with each
+final address delivered once, nesting, a per-domain catch-all, the loop
+guard and the depth limit (451 4.4.6), the fan-out limit (452 4.5.3), and
+a maildir action whose path comes from a table.  The alias tables are
+SQLite, so every lookup goes to the table's own threads and the recipient
+is resolved step by step on the event loop.
+"""
+
+import os
+import sqlite3
+
+from conftest import run_cli, send_message, wait_for
+
+
+def alias_db(path, rows):
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE aliases (address text, target text)")
+    db.executemany("INSERT INTO aliases VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+
+
+def alias_table(name="aliases", limits=""):
+    return ['table %s sqlite:{tmp}/%s.db query "SELECT target FROM aliases '
+            'WHERE address = $1"' % (name, name),
+            "alias <%s>%s" % (name, limits)]
+
+
+def count(srv, user):
+    return len(srv.maildir(user))
+
+
+def test_fan_out_nesting_catch_all_one_copy_each(make_postern, tmp_path):
+    alias_db(tmp_path / "aliases.db", [
+        ("team@example.org", "a@example.org"),
+        ("team@example.org", "b@example.org"),
+        ("team@example.org", "c@example.org"),
+        ("all@example.org", "team@example.org"),
+        ("all@example.org", "a@example.org"),
+        ("@example.net", "catch@example.org"),
+        ("keep@example.org", "keep@example.org"),
+        ("keep@example.org", "b@example.org"),
+    ])
+    srv = make_postern(extra=alias_table(),
+        rules=["match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["all@example.org"],
+            "Subject: all\r\n\r\nto all\r\n")
+        send_message(c, "x@far.example", ["who@example.net",
+            "keep@example.org"], "Subject: more\r\n\r\ncaught\r\n")
+    wait_for(lambda: count(srv, "catch") == 1 and count(srv, "keep") == 1,
+        what="the catch-all and the self-alias")
+    wait_for(lambda: count(srv, "c") == 1, what="team's copies")
+    # a is named twice (all -> team -> a, all -> a): one copy.
+    assert [count(srv, u) for u in ("a", "b", "c")] == [1, 2, 1]
+    assert count(srv, "all") == count(srv, "team") == 0
+    assert "alias=<a@example.org>" in srv.log()
+
+
+def test_loop_and_depth_limit_are_451_4_4_6(make_postern, tmp_path):
+    rows = [("ping@example.org", "pong@example.org"),
+            ("pong@example.org", "ping@example.org")]
+    rows += [("d%d@example.org" % i, "d%d@example.org" % (i + 1))
+             for i in range(6)]
+    alias_db(tmp_path / "aliases.db", rows)
+    srv = make_postern(extra=alias_table(limits=" depth 3"),
+        rules=["match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<x@far.example>"); c.expect(250)
+        c.send("RCPT TO:<ping@example.org>"); c.expect(451, "4.4.6")
+        c.send("RCPT TO:<d0@example.org>"); c.expect(451, "4.4.6")
+        # Three steps (d3 -> d4 -> d5 -> d6) are within the limit.
+        c.send("RCPT TO:<d3@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: deep\r\n\r\nend\r\n.\r\n"); c.expect(250)
+    wait_for(lambda: count(srv, "d6") == 1, what="d6's copy")
+    log = srv.log()
+    assert "alias loop through <ping@example.org>" in log, log[-2000:]
+    assert "alias nesting deeper than the limit" in log
+
+
+def test_too_many_targets_is_452_4_5_3(make_postern, tmp_path):
+    alias_db(tmp_path / "aliases.db",
+        [("big@example.org", "u%d@example.org" % i) for i in range(4)] +
+        [("ok@example.org", "u%d@example.org" % i) for i in range(3)])
+    srv = make_postern(extra=alias_table(limits=" targets 3"),
+        rules=["match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<x@far.example>"); c.expect(250)
+        c.send("RCPT TO:<big@example.org>"); c.expect(452, "4.5.3")
+        c.send("RCPT TO:<ok@example.org>"); c.expect(250)
+
+
+def test_maildir_path_from_a_table(make_postern, tmp_path):
+    db = sqlite3.connect(str(tmp_path / "boxes.db"))
+    db.execute("CREATE TABLE boxes (address text, path text)")
+    db.executemany("INSERT INTO boxes VALUES (?, ?)", [
+        ("anton@example.org", str(tmp_path / "boxes" / "anton")),
+        ("@example.net", str(tmp_path / "boxes" / "net-catchall"))])
+    db.commit()
+    db.close()
+    srv = make_postern(
+        extra=['table boxes sqlite:{tmp}/boxes.db query "SELECT path FROM '
+               'boxes WHERE address = $1"',
+               "action boxed maildir <boxes>"],
+        rules=["match to domain example.org action boxed",
+               "match to domain example.net action boxed"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["Anton@example.org",
+            "someone@example.net"], "Subject: boxed\r\n\r\nin a box\r\n")
+        c.send("MAIL FROM:<x@far.example>"); c.expect(250)
+        c.send("RCPT TO:<nobody@example.org>"); c.expect(550, "5.1.1")
+
+    def files(sub):
+        d = tmp_path / "boxes" / sub / "new"
+        return os.listdir(d) if d.is_dir() else []
+    wait_for(lambda: files("anton") and files("net-catchall"),
+        what="both boxes")
+    with open(tmp_path / "boxes" / "anton" / "new" / files("anton")[0]) as f:
+        assert "in a box" in f.read()
+
+
+def test_bounces_and_local_submissions_go_through_the_aliases(make_postern,
+        tmp_path):
+    alias_db(tmp_path / "aliases.db", [
+        ("team@example.org", "alice@example.org"),
+        ("team@example.org", "carol@example.org")])
+    srv = make_postern(extra=alias_table() + ["queue retry-min 1s",
+        "queue retry-max 2s", "queue lifetime 2s"],
+        rules=["match to domain example.org action local"])
+    # bob's folder is a dangling symlink: his copy fails until it expires.
+    os.makedirs(srv.path("mail"))
+    os.symlink(srv.path("nowhere"), srv.path("mail", "bob"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "team@example.org", ["bob@example.org"],
+            "Subject: to bob\r\n\r\nundeliverable\r\n")
+    # The bounce to team@ reaches its members.
+    wait_for(lambda: srv.maildir("alice") and srv.maildir("carol"),
+        timeout=20, what="the bounce at alice and carol")
+    with open(srv.maildir("alice")[0]) as f:
+        assert "Return-Path: <>" in f.read()
+    # postern send: the alias, and a member named again, one copy each.
+    r = run_cli("send", "-C", srv.conf, "-f", "x@example.org",
+        "team@example.org", "alice@example.org", input="Subject: sent\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not [p for p in srv.spool_files("env")],
+        timeout=10, what="an empty queue")
+    assert len(srv.maildir("alice")) == len(srv.maildir("carol")) == 2
+    assert srv.maildir("team") == []
+
+
+def test_one_maildir_named_by_two_recipients_gets_one_copy(make_postern):
+    srv = make_postern(actions='action shared maildir "{tmp}/shared"\n'
+        'action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n',
+        rules=['match to "info@example.org" action shared',
+               'match to "sales@example.org" action shared',
+               "match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["info@example.org",
+            "sales@example.org", "bob@example.org", "BOB@example.org"],
+            "Subject: twice\r\n\r\none copy\r\n")
+    # Maildirs only: the copies were made before the 250.
+    shared = os.listdir(srv.path("shared", "new"))
+    assert len(shared) == 1 and len(srv.maildir("bob")) == 1

@@ -1,0 +1,168 @@
+"""
+Users and mailboxes from real backends: a throw-away PostgreSQL cluster
+(Debian's postgresql, initdb in a temporary folder, run as the postgres
+user on a loopback port), system users made with useradd/chpasswd and a
+PAM service file.  The shipped example (examples/slimsmtp/postern.conf and
+examples/slimsmtp/schema.sql) is what the first test runs.
+"""
+
+import os
+import subprocess
+
+from conftest import (REPO, make_config, plain, send_message, wait_for,
+    TEMPLATE_HEAD)
+
+def example_config(pg):
+    with open(os.path.join(REPO, "examples", "slimsmtp", "postern.conf")) as f:
+        text = f.read()
+    # The example's own lines, pointed at the test's cluster and folders.
+    text = text.replace("host=/run/postgresql dbname=mail user=postern",
+        pg.conninfo())
+    text = text.replace("/var/mail/unsorted", "{tmp}/unsorted")
+    keep = [l for l in text.splitlines() if not l.startswith(("hostname",
+        "spool", "listen", "user ", "group "))]
+    return TEMPLATE_HEAD + "\n".join(keep) + "\n"
+
+
+def new_files(home):
+    d = os.path.join(home, "Maildir", "new")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_example_schema_pam_alias_shared_catchall(make_postern, pg, sysuser):
+    with open(os.path.join(REPO, "examples", "slimsmtp", "schema.sql")) as f:
+        pg.sql(f.read())
+    anton = sysuser("pstnanton", "antonpw")
+    pg.sql("UPDATE smtp SET mailbox='pstnanton' WHERE mailbox='anton'")
+    srv = make_postern(config=example_config(pg))
+    with srv.session() as c:
+        c.hello()
+        # PAM row: into the user's home, as the user.
+        send_message(c, "a@far.example", ["pstnanton@example.com"],
+            "Subject: home\r\n\r\nto anton\r\n")
+        # @SOCIAL rows: facebook@ and twitter@ fan out to the members.
+        send_message(c, "a@far.example", ["facebook@example.com",
+            "twitter@example.com"], "Subject: social\r\n\r\nshared\r\n")
+        # No row: the default catch-all.
+        send_message(c, "a@far.example", ["nobody@example.com"],
+            "Subject: stray\r\n\r\nunsorted\r\n")
+        # A foreign domain: relaying denied.
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        c.send("RCPT TO:<x@elsewhere.example>"); c.expect(550, "5.7.1")
+    # One copy for the PAM address, one for the message to both @SOCIAL
+    # addresses (one Maildir named twice gets it once).
+    files = wait_for(lambda: len(new_files(anton.pw_dir)) >= 2 and
+        new_files(anton.pw_dir), timeout=15, what="anton's deliveries")
+    md = os.path.join(anton.pw_dir, "Maildir")
+    for sub in ("", "new", "tmp", "cur"):
+        st = os.stat(os.path.join(md, sub))
+        assert (st.st_uid, st.st_gid) == (anton.pw_uid, anton.pw_gid), sub
+        assert st.st_mode & 0o777 == 0o700, (sub, oct(st.st_mode))
+    for f in files:
+        st = os.stat(os.path.join(md, "new", f))
+        assert st.st_uid == anton.pw_uid and st.st_mode & 0o777 == 0o600
+    bodies = b"".join(open(os.path.join(md, "new", f), "rb").read()
+        for f in files)
+    assert b"to anton" in bodies and b"shared" in bodies
+    wait_for(lambda: os.listdir(srv.path("unsorted", "new")) if
+        os.path.isdir(srv.path("unsorted", "new")) else None,
+        what="the catch-all copy")
+    wait_for(lambda: not srv.spool_files("env"), what="an empty queue")
+    assert len(new_files(anton.pw_dir)) == 2
+
+
+def test_unknown_user_refused_without_catchall(make_postern, pg):
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY, path text)")
+    pg.sql("INSERT INTO boxes VALUES ('bob@example.org', '%s')" %
+        "/tmp/never-used")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT path FROM boxes WHERE '
+        'address = $1"' % pg.conninfo()],
+        rules=["match to <boxes> action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("RCPT TO:<carol@example.org>"); c.expect(550)
+        # SQL in the address is only a key: nothing runs, nobody matches.
+        c.send("RCPT TO:<\"x' OR '1'='1\"@example.org>"); c.expect(550)
+    assert pg.sql("SELECT count(*) FROM boxes") == "1\n"
+
+
+def test_pgsql_down_is_451_then_accepted(make_postern, pg):
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    pg.sql("INSERT INTO boxes SELECT 'bob' || i || '@example.org' FROM "
+        "generate_series(0, 99) i")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT address FROM boxes WHERE '
+        'address = $1" timeout 2s cache off negative-cache off'
+        % pg.conninfo()],
+        rules=["match to <boxes> action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        # (The same recipient twice is not asked again: one each.)
+        c.send("RCPT TO:<bob0@example.org>"); c.expect(250)
+        pg.ctl("stop")
+        c.send("RCPT TO:<bob1@example.org>"); c.expect(451, "4.3.0")
+        c.send("RCPT TO:<bob2@example.org>"); c.expect(451, "4.3.0")
+        pg.ctl("start")
+        n = iter(range(3, 100))
+
+        def accepted():
+            c.send("RCPT TO:<bob%d@example.org>" % next(n))
+            return c.read_reply(timeout=10).code == 250
+        wait_for(accepted, timeout=20, interval=0.5, what="PostgreSQL back")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: kept\r\n\r\nnothing lost\r\n.\r\n")
+        c.expect(250)
+    wait_for(lambda: srv.maildir("bob0"), what="bob0's message")
+    log = srv.log()
+    assert log.count("backend=pgsql unavailable") == 1, log[-3000:]
+    assert "backend=pgsql answers again" in log
+
+
+def helper_children(srv):
+    """Pids of the processes under the server's keeper and helper."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="],
+        capture_output=True, text=True).stdout.split("\n")
+    kids = {}
+    for line in out:
+        if line.strip():
+            pid, ppid = map(int, line.split())
+            kids.setdefault(ppid, []).append(pid)
+    keeper = kids.get(srv.proc.pid, [])
+    helpers = [h for k in keeper for h in kids.get(k, [])]
+    return keeper, helpers, [c for h in helpers for c in kids.get(h, [])]
+
+
+def test_pam_auth(make_postern, sysuser, pam_service):
+    sysuser("pstnpam", "Right pw 1")
+    srv = make_postern(config=make_config(["auth pam %s" % pam_service,
+        "auth-guard 50/1h tarpit 0"]).replace("listen 127.0.0.1:{port}",
+        "listen 127.0.0.1:{port} auth-plaintext"))
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("pstnpam", "wrong")); c.expect(535)
+        c.send("AUTH PLAIN " + plain("nosuchuser", "x")); c.expect(535)
+        c.send("AUTH PLAIN " + plain("pstnpam", "Right pw 1"))
+        c.expect(235, "2.7.0")
+    # The check's process killed mid-request (pam_unix waits before it
+    # says no): 454, and the next one works.
+    keeper, helpers, _ = helper_children(srv)
+    assert len(keeper) == 1 and len(helpers) == 1, (keeper, helpers)
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("pstnpam", "wrong again"))
+        kids = wait_for(lambda: helper_children(srv)[2], what="a check")
+        os.kill(kids[0], 9)
+        c.expect(454, "4.7.0")
+        # The helper itself killed: 454 meanwhile, then a new one.
+        os.kill(helpers[0], 9)
+        wait_for(lambda: helper_children(srv)[1] not in ([], helpers),
+            what="a new helper")
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("pstnpam", "Right pw 1"))
+        c.expect(235)
+    assert "privileged helper restarted" in srv.log()
