@@ -9,7 +9,16 @@ has a deadline; nothing sleeps for a fixed time.
     POSTERN_BIN   path of the binary (default <repo>/build/postern, or
                   <repo>/build/src/cli/postern)
 
+    POSTERN_LONG  set to 1 to run the long variants too (tests marked
+                  @pytest.mark.long: hundreds of crash trials and the like);
+                  without it they are deselected, not skipped
+
 Run with Debian's python:  /usr/bin/python3 -m pytest tests/integration
+
+A test skips itself only when the machine lacks something it needs (root, a
+loop device, device-mapper in the kernel): machine_lacks(WHAT) or the
+needs(COND, WHAT) mark.  scripts/testrun.py counts those and fails the run
+on any other skip: a feature that does not answer as expected must fail.
 """
 
 import base64
@@ -62,6 +71,34 @@ DEFAULT_RULES = (
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
     "runtime error:")
+
+
+ENV_SKIP = "machine lacks: "	# scripts/testrun.py accepts these skips only
+
+
+def machine_lacks(what):
+    """Skip the running test because this machine lacks WHAT (say which
+    kernel feature, device or privilege, and how it showed)."""
+    pytest.skip(ENV_SKIP + what)
+
+
+def needs(ok, what):
+    """A mark: skip unless ok, because the machine lacks WHAT."""
+    return pytest.mark.skipif(not ok, reason=ENV_SKIP + what)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: a long variant, run by hand "
+        "with POSTERN_LONG=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("POSTERN_LONG") == "1":
+        return
+    long = [i for i in items if i.get_closest_marker("long") is not None]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [i for i in items if i.get_closest_marker("long") is None]
 
 
 def wait_for(cond, timeout=5.0, interval=0.02, what=None):
@@ -465,6 +502,14 @@ class Server:
         return self.problems
 
 
+def spool_empty(srv):
+    """True when the spool holds no message at all (nothing received,
+    queued or being delivered): whatever was accepted has been delivered,
+    and nothing refused was kept."""
+    return not [p for p in srv.spool_files()
+        if os.path.basename(p) not in ("control.sock", "lock")]
+
+
 def make_config(extra=(), rules=None, actions=None):
     lines = TEMPLATE_HEAD + "".join(l + "\n" for l in extra)
     lines += actions if actions is not None else TEMPLATE_ACTIONS
@@ -481,10 +526,12 @@ def listen_config(opts, extra=(), rules=None, actions=None):
     return text.replace(line, "listen 127.0.0.1:{port} %s\n" % opts, 1)
 
 
-def proc_status(pid):
-    """/proc/PID/status as a dict: "VmRSS" -> "1234 kB", "Uid" -> "0 0 0 0"."""
+def proc_status(pid, task=None):
+    """/proc/PID/status (or /proc/PID/task/TASK/status) as a dict:
+    "VmRSS" -> "1234 kB", "Uid" -> "0 0 0 0"."""
     out = {}
-    with open("/proc/%d/status" % pid) as f:
+    with open("/proc/%d/%sstatus" % (pid, "task/%s/" % task if task else "")) \
+            as f:
         for line in f:
             k, _, v = line.partition(":")
             out[k] = v.strip()

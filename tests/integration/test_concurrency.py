@@ -7,7 +7,7 @@ import select
 import socket
 import time
 
-from conftest import HOST, send_message, wait_for
+from conftest import HOST, machine_lacks, send_message, wait_for
 
 BODY = "Subject: fast\r\n\r\nquick\r\n"
 MANY = 2000
@@ -77,7 +77,9 @@ def test_stalled_clients_do_not_delay_others(make_postern):
         times = [fast_message(srv) for _ in range(5)]
         print("fast client times with %d stalled: %s" % (len(stalled),
             ", ".join("%.3fs" % t for t in times)))
-        assert max(times) < 2.0, "a fast client took %.2fs while %d " \
+        # Stalled clients would hold a blocked server for their whole
+        # timeouts (minutes); a busy machine may take a few seconds.
+        assert max(times) < 10.0, "a fast client took %.2fs while %d " \
             "clients stalled" % (max(times), len(stalled))
         wait_for(lambda: len(srv.maildir("bob")) == 5, what="five deliveries")
         assert srv.maildir("stalled") == []
@@ -89,8 +91,8 @@ def test_stalled_clients_do_not_delay_others(make_postern):
 def test_2000_idle_connections_greeted_and_quit(make_postern):
     nofile = raise_nofile(MANY * 2 + 256)	# the server inherits this too
     if nofile < MANY + 128:
-        import pytest
-        pytest.skip("RLIMIT_NOFILE is only %d" % nofile)
+        machine_lacks("room for %d descriptors (RLIMIT_NOFILE hard limit "
+            "%d)" % (MANY + 128, nofile))
     srv = make_postern(extra=["limit connections 5000",
         "limit connections-per-ip 5000"])
     # Baseline: one session served, so lazy start-up costs are paid.

@@ -17,10 +17,11 @@ import time
 
 import pytest
 
-from conftest import make_config, read_bytes, send_message, wait_for
+from conftest import (machine_lacks, make_config, needs, proc_status,
+    read_bytes, send_message, wait_for)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-    reason="loop mounts need root (run the suite as root to test this)")
+pytestmark = needs(os.geteuid() == 0,
+    "root, which loop mounts need (run the suite as root to test this)")
 
 BODY = "Subject: commit order %d\r\n\r\nbody %d\r\n"
 TRACED = "fsync,fdatasync,sync_file_range,rename,renameat,renameat2"
@@ -50,7 +51,7 @@ def ext4(tmp_path):
         try:
             dev = sh("losetup", "-f", "--show", str(img))
         except subprocess.CalledProcessError as e:
-            pytest.skip("no loop device here: %s" % e.stderr.strip())
+            machine_lacks("a loop device: %s" % e.stderr.strip())
         mounts.append((dev, mnt))
         sh("mount", *(["-o", opts] if opts else []), dev, str(mnt))
         return os.path.basename(dev), str(mnt)
@@ -99,15 +100,27 @@ def test_journaled_ext4_one_commit_per_copy(ext4, make_postern):
     assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(21))
 
 
+def traced_by(pid, tracer):
+    """True when every thread of pid has tracer as its TracerPid."""
+    tasks = os.listdir("/proc/%d/task" % pid)
+    for t in tasks:
+        try:
+            if proc_status(pid, t).get("TracerPid") != str(tracer):
+                return False
+        except FileNotFoundError:
+            pass	# a thread that has just ended
+    return bool(tasks)
+
+
 def traced(srv, first):
     """[(thread, call)] of postern's traced calls while one message arrives."""
     out = srv.path("strace.%d" % first)
     st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=" + TRACED,
         "-o", out, "-p", str(srv.proc.pid)], stderr=subprocess.PIPE)
     try:
-        # strace has attached once its output file exists.
-        wait_for(lambda: os.path.exists(out), 10, what="strace to attach")
-        time.sleep(0.2)
+        # strace has attached once it traces every thread of postern.
+        wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
+            what="strace to attach to every thread")
         send(srv, first, 1)
     finally:
         st.terminate()
@@ -129,7 +142,6 @@ def committing_thread_calls(srv, first, n):
     return [call for t, call in calls if t == tid][:n]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
 def test_write_order_follows_the_file_system(ext4, make_postern):
     _, journaled = ext4(journal=True)
     _, plain = ext4(journal=False)
@@ -142,7 +154,6 @@ def test_write_order_follows_the_file_system(ext4, make_postern):
     assert traced_order(srv, 1) == ["fsync", "renameat", "fsync"]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
 def test_spool_commit_order_follows_the_file_system(ext4, make_postern):
     # A relay to a closed port: every message is spooled, then deferred.
     relay = 'action out relay "smtp://127.0.0.1:9"\n'

@@ -4,9 +4,6 @@ python3-milter (libmilter) filter started here on a free loopback port or a
 unix socket.  Replies at each stage, the eom modifications byte-exact in the
 delivered Maildir files, the replay of earlier callbacks to a milter that
 sits only in a later chain, and a milter that is down or never answers.
-
-Skipped, with the reason, while `postern check` does not know the "milter"
-handler.
 """
 
 import hashlib
@@ -21,7 +18,7 @@ import time
 import pytest
 
 from conftest import (HOST, make_config, free_port, port_listening, read_bytes,
-    read_log, run_cli, split_delivered, wait_for)
+    read_log, run_cli, split_delivered, spool_empty, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILTER = os.path.join(HERE, "milter_filter.py")
@@ -30,39 +27,6 @@ PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) \
 MILTER_START_TIMEOUT = 10.0
 
 STAGES = ("connect", "helo", "mail", "rcpt", "data", "header", "eom")
-
-
-# ----- the skip --------------------------------------------------------------
-
-_wired = None
-
-
-@pytest.fixture(autouse=True)
-def milter_wired(tmp_path):
-    """Skip unless `postern check` takes a milter handler."""
-    global _wired
-    if _wired is None:
-        try:
-            subprocess.run([PYTHON, "-c", "import Milter"], check=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except (OSError, subprocess.CalledProcessError):
-            _wired = "python3-milter is not installed (%s cannot import " \
-                "Milter)" % PYTHON
-        else:
-            conf = tmp_path / "milter-probe.conf"
-            conf.write_text(make_config(['on eom { milter '
-                '"inet:1@127.0.0.1" }']).replace("{tmp}", str(tmp_path))
-                .replace("{port}", "2"))
-            out = run_cli("check", "-c", str(conf))
-            text = (out.stdout + out.stderr).strip().replace(str(conf),
-                "probe.conf")
-            if out.returncode != 0:
-                _wired = "postern check refuses the milter handler " \
-                    "(the milter client has not landed): %s" % text
-            else:
-                _wired = True
-    if _wired is not True:
-        pytest.skip(_wired)
 
 
 # ----- the milter process ----------------------------------------------------
@@ -261,12 +225,12 @@ def delivered(srv, user, n=1, timeout=10.0):
     return files
 
 
-def stays_empty(srv, user, settle=0.5):
-    end = time.monotonic() + settle
-    while time.monotonic() < end:
-        assert srv.maildir(user) == [], "%s got a copy: %r" % (user,
-            [read_bytes(f)[:400] for f in srv.maildir(user)])
-        time.sleep(0.05)
+def stays_empty(srv, user):
+    """user got no copy, and none is on its way: called after the replies,
+    once the spool is empty nothing accepted is left to deliver."""
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert srv.maildir(user) == [], "%s got a copy: %r" % (user,
+        [read_bytes(f)[:400] for f in srv.maildir(user)])
 
 
 # ----- modifications, byte-exact ---------------------------------------------
@@ -524,7 +488,7 @@ def test_eom_replies_by_header(make_postern, make_milter):
                     verdict, r, line)
             c.send("NOOP"); c.expect(250)
     files = delivered(srv, "bob", 2)
-    time.sleep(0.3)
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
     subjects = sorted(read_bytes(f).split(b"Subject: ", 1)[1].split(b"\n")[0]
         for f in srv.maildir("bob"))
     assert subjects == [b"case accept", b"case plain"], \
@@ -684,7 +648,7 @@ def test_silent_milter_times_out(make_postern, silent_listener):
         took = time.monotonic() - t0
         assert r.code == 451, "got %r, want 451 after the 1s timeout\n%s" % (
             r, c.transcript())
-        assert 0.8 <= took <= 5.0, "the 451 came after %.2fs; want about " \
+        assert 0.8 <= took <= 12.0, "the 451 came after %.2fs; want about " \
             "the 1s timeout" % took
         c.send("NOOP"); c.expect(250)
     assert silent_listener.conns, "postern never connected to the listener"
@@ -707,7 +671,7 @@ def test_milter_dying_between_messages(make_postern, make_milter):
             "once the milter is gone\n%s" % (r, c.transcript())
         c.send("NOOP"); c.expect(250)
     files = delivered(srv, "bob")
-    time.sleep(0.3)
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
     assert len(srv.maildir("bob")) == 1
 
 

@@ -14,11 +14,11 @@ import tempfile
 
 import pytest
 
-from conftest import (HOST, Client, Server, make_config, read_bytes, run_cli,
-    send_message, split_delivered, wait_for)
+from conftest import (HOST, Client, Server, machine_lacks, make_config, needs,
+    read_bytes, run_cli, send_message, split_delivered, wait_for)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-    reason="privilege drop needs root (run the suite as root to test it)")
+pytestmark = needs(os.geteuid() == 0,
+    "root, which the privilege drop needs (run the suite as root)")
 
 USER, GROUP = "nobody", "nogroup"
 BODY = "Subject: dropped\r\n\r\nas nobody\r\n"
@@ -29,7 +29,7 @@ def ids():
         uid = pwd.getpwnam(USER).pw_uid
         gid = grp.getgrnam(GROUP).gr_gid
     except KeyError as e:
-        pytest.skip("no %s user or %s group here: %s" % (USER, GROUP, e))
+        machine_lacks("a %s user and %s group: %s" % (USER, GROUP, e))
     return uid, gid
 
 
@@ -122,8 +122,8 @@ def free_privileged_port():
 def test_privileged_port_is_bound_before_the_drop(make_dropped):
     port = free_privileged_port()
     if port is None:
-        pytest.skip("no free privileged port on %s (tried 465, 587, 24, 999)"
-            % HOST)
+        machine_lacks("a free privileged port on %s (tried 465, 587, 24, "
+            "999)" % HOST)
     srv = make_dropped(extra=["listen %s:%d" % (HOST, port)])
     wait_for(lambda: srv.pid_status()["Uid"].split()[0] == str(ids()[0]),
         what="the drop to nobody")
