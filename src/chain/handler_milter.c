@@ -234,88 +234,31 @@ milter_advance(struct milter_conn *mc)
 
 /* ----- replies ----- */
 
-/* 'y': "CODE[ -]ESC TEXT", possibly several lines; the first one counts. */
-static int
-milter_replycode(const struct milter_reply *r, struct chain_verdict *v)
-{
-	char line[CHAIN_TEXT_MAX + 32], esc[16] = "";
-	size_t n = strnlen(r->data, r->len);
-	const char *text;
-
-	if (n == r->len)
-		return -1;		/* not a string */
-	util_snprintf(line, sizeof(line), "%.*s", (int)strcspn(r->data,
-	    "\r\n"), r->data);
-	/* Reply texts are templates: the filter's must stay literal. */
-	for (char *p = strstr(line, "%{"); p != NULL; p = strstr(p, "%{"))
-		p[1] = '(';
-	if (strlen(line) < 3 || line[0] < '4' || line[0] > '5' ||
-	    line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
-	    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
-		return -1;
-	text = line[3] != '\0' ? line + 4 : "";
-	size_t el = strcspn(text, " ");
-	if (el > 0 && el < sizeof(esc) && text[0] == line[0] &&
-	    text[1] == '.') {
-		memcpy(esc, text, el);
-		esc[el] = '\0';
-		text += el + (text[el] == ' ');
-	}
-	chain_verdict_reject(v, atoi(line), esc, *text != '\0' ? text :
-	    "Command rejected");
-	return 0;
-}
-
 /* A modification (only as an answer to end-of-message). */
 static int
 milter_mod(struct milter_conn *mc, const struct milter_reply *r)
 {
-	const char *s[3];
-	uint32_t idx = 0;
-	int n;
+	struct milter_mod m;
 
-	switch (r->cmd) {
+	if (milter_get_mod(r, &m) == -1)
+		return -1;
+	switch (m.cmd) {
 	case MILTER_R_ADDHEADER:
-		if (milter_get_strs(r, 0, s, 2) != 2)
-			return -1;
-		return chain_session_add_mod(mc->cs, CHAIN_MOD_HDR_ADD, 0,
-		    s[0], s[1]);
 	case MILTER_R_INSHEADER:
 	case MILTER_R_CHGHEADER:
-		if (milter_get_u32(r, &idx) == -1 ||
-		    milter_get_strs(r, 4, s, 2) != 2)
-			return -1;
-		return chain_session_add_mod(mc->cs, r->cmd ==
+		return chain_session_add_mod(mc->cs, m.cmd ==
+		    MILTER_R_ADDHEADER ? CHAIN_MOD_HDR_ADD : m.cmd ==
 		    MILTER_R_INSHEADER ? CHAIN_MOD_HDR_INSERT :
-		    CHAIN_MOD_HDR_CHANGE, idx, s[0], s[1]);
-	case MILTER_R_CHGFROM:
-	case MILTER_R_ADDRCPT:
-	case MILTER_R_ADDRCPT_PAR:
-	case MILTER_R_DELRCPT:
-		/* ESMTP arguments after the address are not kept. */
-		if ((n = milter_get_strs(r, 0, s, 2)) < 1)
-			return -1;
-		char addr[600];
-		const char *a = s[0];
-		size_t al = strlen(a);
-		if (al >= 2 && a[0] == '<' && a[al - 1] == '>') {
-			a++;
-			al -= 2;
-		}
-		if (util_snprintf(addr, sizeof(addr), "%.*s", (int)al, a) == -1)
-			return -1;
-		return chain_session_add_mod(mc->cs, r->cmd ==
-		    MILTER_R_CHGFROM ? CHAIN_MOD_SENDER : r->cmd ==
-		    MILTER_R_DELRCPT ? CHAIN_MOD_RCPT_DEL :
-		    CHAIN_MOD_RCPT_ADD, 0, NULL, addr);
+		    CHAIN_MOD_HDR_CHANGE, m.idx, m.name, m.value);
 	case MILTER_R_QUARANTINE:
-		if (milter_get_strs(r, 0, s, 1) != 1)
-			return -1;
 		chain_kv_set(mc->cs, CHAIN_SCOPE_TX, "milter.quarantine",
-		    s[0]);
+		    m.value);
 		return 0;
 	default:
-		return -1;
+		return chain_session_add_mod(mc->cs, m.cmd ==
+		    MILTER_R_CHGFROM ? CHAIN_MOD_SENDER : m.cmd ==
+		    MILTER_R_DELRCPT ? CHAIN_MOD_RCPT_DEL :
+		    CHAIN_MOD_RCPT_ADD, 0, NULL, m.value);
 	}
 }
 
@@ -409,12 +352,16 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		chain_verdict_reject(&v, 451, "4.7.1", "Please try again "
 		    "later");
 		break;
-	case MILTER_R_REPLYCODE:
-		if (milter_replycode(r, &v) == -1) {
+	case MILTER_R_REPLYCODE: {
+		struct milter_replycode rc;
+		if (milter_get_replycode(r, &rc) == -1) {
 			*err = "bad reply code";
 			return -1;
 		}
+		chain_verdict_reject(&v, rc.code, rc.esc, rc.text[0] != '\0' ?
+		    rc.text : "Command rejected");
 		break;
+	}
 	case MILTER_R_CONN_FAIL:
 	case MILTER_R_SHUTDOWN:
 		memset(&v, 0, sizeof(v));
@@ -454,8 +401,9 @@ milter_read_cb(struct bufferevent *bev, void *arg)
 		struct milter_reply r;
 		const char *err = NULL;
 		size_t len = evbuffer_get_length(in), used = 0;
+		/* milter_get reads the length and the command byte. */
 		const char *p = (const char *)evbuffer_pullup(in,
-		    len < 4 ? (ev_ssize_t)len : 4);
+		    len < 5 ? (ev_ssize_t)len : 5);
 		if (p == NULL || (rc = milter_get(p, len, &r, &used, &err)) ==
 		    0)
 			break;

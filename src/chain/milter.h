@@ -129,4 +129,37 @@ int	milter_get_strs(const struct milter_reply *r, size_t skip,
 /* The 32-bit number at the start of r's data (INSHEADER, CHGHEADER). */
 int	milter_get_u32(const struct milter_reply *r, uint32_t *out);
 
+#define MILTER_LINE_MAX		432	/* of a 'y' reply, kept (cut after) */
+
+/* A 'y' (REPLYCODE) reply's first line, taken apart. */
+struct milter_replycode {
+	int	 code;				/* 400..599 */
+	char	 esc[16];			/* "4.7.1"; "" when none */
+	char	 text[MILTER_LINE_MAX];		/* "" when none */
+};
+/*
+ * Parse a 'y' reply: "CODE[ -]ESC TEXT", possibly several lines, of which
+ * the first counts.  A "%{" in the text becomes "%(": reply texts are
+ * templates, and the filter's must stay literal.  0, or -1 when it is not
+ * a 4xx/5xx reply line.
+ */
+int	milter_get_replycode(const struct milter_reply *r,
+	    struct milter_replycode *out);
+
+/* A message modification, as a filter asks for it at end-of-message. */
+struct milter_mod {
+	char		 cmd;		/* MILTER_R_ADDHEADER ... QUARANTINE */
+	uint32_t	 idx;		/* INSHEADER, CHGHEADER */
+	const char	*name;		/* header name; NULL for the others */
+	const char	*value;		/* header value, address, or reason */
+	char		 addr[600];	/* the address without its <> */
+};
+/*
+ * Parse a modification reply (add/insert/change header, change sender,
+ * add/delete recipient, quarantine).  The strings point into r's data or
+ * into out->addr.  ESMTP arguments after an address are not kept.  0, or
+ * -1 when r is not a well-formed modification.
+ */
+int	milter_get_mod(const struct milter_reply *r, struct milter_mod *out);
+
 #endif

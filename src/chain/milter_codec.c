@@ -4,6 +4,7 @@
 #include "chain/milter.h"
 
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void
@@ -123,5 +124,94 @@ milter_get_u32(const struct milter_reply *r, uint32_t *out)
 		return -1;
 	memcpy(out, r->data, sizeof(*out));
 	*out = ntohl(*out);
+	return 0;
+}
+
+int
+milter_get_replycode(const struct milter_reply *r,
+    struct milter_replycode *out)
+{
+	char line[MILTER_LINE_MAX];
+	size_t n = strnlen(r->data, r->len), el;
+	const char *text;
+
+	memset(out, 0, sizeof(*out));
+	if (n == r->len)
+		return -1;		/* not a string */
+	util_snprintf(line, sizeof(line), "%.*s", (int)strcspn(r->data,
+	    "\r\n"), r->data);
+	for (char *p = strstr(line, "%{"); p != NULL; p = strstr(p, "%{"))
+		p[1] = '(';
+	if (strlen(line) < 3 || line[0] < '4' || line[0] > '5' ||
+	    line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
+	    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
+		return -1;
+	out->code = atoi(line);
+	text = line[3] != '\0' ? line + 4 : "";
+	el = strcspn(text, " ");
+	if (el > 0 && el < sizeof(out->esc) && text[0] == line[0] &&
+	    text[1] == '.') {
+		memcpy(out->esc, text, el);
+		out->esc[el] = '\0';
+		text += el + (text[el] == ' ');
+	}
+	util_strlcpy(out->text, text, sizeof(out->text));
+	return 0;
+}
+
+/* An address argument: s[0] without its <> into out->addr. */
+static int
+milter_get_addr(const struct milter_reply *r, struct milter_mod *out)
+{
+	const char *s[2];
+	size_t al;
+
+	if (milter_get_strs(r, 0, s, 2) < 1)
+		return -1;
+	al = strlen(s[0]);
+	if (al >= 2 && s[0][0] == '<' && s[0][al - 1] == '>') {
+		s[0]++;
+		al -= 2;
+	}
+	if (util_snprintf(out->addr, sizeof(out->addr), "%.*s", (int)al,
+	    s[0]) == -1)
+		return -1;
+	out->value = out->addr;
+	return 0;
+}
+
+int
+milter_get_mod(const struct milter_reply *r, struct milter_mod *out)
+{
+	const char *s[2];
+
+	memset(out, 0, sizeof(*out));
+	out->cmd = r->cmd;
+	switch (r->cmd) {
+	case MILTER_R_ADDHEADER:
+		if (milter_get_strs(r, 0, s, 2) != 2)
+			return -1;
+		break;
+	case MILTER_R_INSHEADER:
+	case MILTER_R_CHGHEADER:
+		if (milter_get_u32(r, &out->idx) == -1 ||
+		    milter_get_strs(r, 4, s, 2) != 2)
+			return -1;
+		break;
+	case MILTER_R_CHGFROM:
+	case MILTER_R_ADDRCPT:
+	case MILTER_R_ADDRCPT_PAR:
+	case MILTER_R_DELRCPT:
+		return milter_get_addr(r, out);
+	case MILTER_R_QUARANTINE:
+		if (milter_get_strs(r, 0, s, 1) != 1)
+			return -1;
+		out->value = s[0];
+		return 0;
+	default:
+		return -1;
+	}
+	out->name = s[0];
+	out->value = s[1];
 	return 0;
 }

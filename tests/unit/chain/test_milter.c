@@ -119,6 +119,86 @@ test_get_malformed(void **state)
 	assert_int_equal(milter_get_strs(&shortr, 5, s, 2), -1);
 }
 
+static void
+test_get_replycode(void **state)
+{
+	static const struct {
+		const char	*name, *data;
+		size_t		 len;
+		int		 code;		/* -1: refused */
+		const char	*esc, *text;
+	} cases[] = {
+		{ "code esc text", "554 5.7.9 no thanks", 20, 554, "5.7.9",
+		    "no thanks" },
+		{ "first line counts", "451-4.2.2 one\r\n451 4.2.2 two", 29,
+		    451, "4.2.2", "one" },
+		{ "code alone", "550", 4, 550, "", "" },
+		{ "esc of another class kept as text", "550 4.1.1 x", 12, 550,
+		    "", "4.1.1 x" },
+		{ "template made literal", "550 5.7.1 %{client.ip}", 23, 550,
+		    "5.7.1", "%(client.ip}" },
+		{ "2xx refused", "250 ok", 7, -1, NULL, NULL },
+		{ "no NUL", "550 x", 5, -1, NULL, NULL },
+		{ "short", "55", 3, -1, NULL, NULL },
+		{ "no separator", "5501", 5, -1, NULL, NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct milter_reply r = { 'y', cases[i].data, cases[i].len };
+		struct milter_replycode rc;
+		int got = milter_get_replycode(&r, &rc);
+		if (cases[i].code == -1 ? got != -1 : got != 0 ||
+		    rc.code != cases[i].code || strcmp(rc.esc,
+		    cases[i].esc) != 0 || strcmp(rc.text, cases[i].text) != 0)
+			fail_msg("case \"%s\": got %d (%d \"%s\" \"%s\")",
+			    cases[i].name, got, rc.code, rc.esc, rc.text);
+	}
+}
+
+static void
+test_get_mod(void **state)
+{
+	static const struct {
+		const char	*name;
+		char		 cmd;
+		const char	*data;
+		size_t		 len;
+		int		 rc;
+		uint32_t	 idx;
+		const char	*hname, *value;
+	} cases[] = {
+		{ "add header", 'h', "X-A\0v\0", 6, 0, 0, "X-A", "v" },
+		{ "change header", 'm', "\0\0\0\3X-A\0\0", 9, 0, 3, "X-A",
+		    "" },
+		{ "insert header, no index", 'i', "\0\0", 2, -1, 0, NULL,
+		    NULL },
+		{ "add rcpt in <>", '+', "<a@b>\0", 6, 0, 0, NULL, "a@b" },
+		{ "add rcpt with args", '2', "<a@b>\0NOTIFY=NEVER\0", 19, 0,
+		    0, NULL, "a@b" },
+		{ "chgfrom bare", 'e', "c@d\0", 4, 0, 0, NULL, "c@d" },
+		{ "delrcpt unterminated", '-', "<a@b>", 5, -1, 0, NULL, NULL },
+		{ "quarantine", 'q', "why\0", 4, 0, 0, NULL, "why" },
+		{ "not a modification", 'c', "", 0, -1, 0, NULL, NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct milter_reply r = { cases[i].cmd, cases[i].data,
+		    cases[i].len };
+		struct milter_mod m;
+		int got = milter_get_mod(&r, &m);
+		bool ok = got == cases[i].rc;
+		if (ok && got == 0)
+			ok = m.idx == cases[i].idx && (cases[i].hname == NULL ?
+			    m.name == NULL : m.name != NULL &&
+			    strcmp(m.name, cases[i].hname) == 0) &&
+			    strcmp(m.value, cases[i].value) == 0;
+		if (!ok)
+			fail_msg("case \"%s\": got %d", cases[i].name, got);
+	}
+}
+
 /* ----- header edits ----- */
 
 #define HEAD	"Subject: one\nX-Remove: a\n b\nFrom: x@y\nsubject: two\n"
@@ -188,6 +268,8 @@ main(void)
 		cmocka_unit_test(test_put_packets),
 		cmocka_unit_test(test_get_every_split),
 		cmocka_unit_test(test_get_malformed),
+		cmocka_unit_test(test_get_replycode),
+		cmocka_unit_test(test_get_mod),
 		cmocka_unit_test(test_headers_edit),
 	};
 
