@@ -16,6 +16,8 @@
 
 #include <openssl/ssl.h>
 
+#include "util/util.h"
+
 struct tls_client;
 
 struct dconn {
@@ -100,5 +102,46 @@ struct deliver_md_busy {
 void	deliver_md_busy_enter(struct deliver_md_busy *b, const char *folder,
 	    const char *name);
 void	deliver_md_busy_leave(struct deliver_md_busy *b);
+
+/* ---- the outbound client's reading of replies (reply.c: pure) ---- */
+
+/*
+ * One reply (RFC 5321 4.2.1 sets no count): more lines or octets than this
+ * is a hostile or broken server, a temporary failure.
+ */
+#define SMTPC_REPLY_LINES_MAX	1000
+#define SMTPC_REPLY_BYTES_MAX	(64 * 1024)
+
+/* One reply of an SMTP server, read line by line (RFC 5321 4.2). */
+struct smtpc_reply {
+	int		 code;		/* -1 until its first line */
+	struct util_buf	 lines;		/* owned: each line, '\n' after each */
+	char		 text[512];	/* the lines joined by spaces, escaped
+					   (for DSNs and logs), cut to fit */
+	size_t		 nlines, nbytes;	/* so far */
+};
+
+/* Empty r for the next reply (its buffer is kept). */
+void	smtpc_reply_reset(struct smtpc_reply *r);
+/*
+ * Take the next line of a reply (its CRLF stripped; raw: the octets it
+ * took on the wire): 1 when it was the last one ("NNN "), 0 when more
+ * follow ("NNN-"), -1 with *why_out (a static text) when the line is no
+ * reply line, changes the code, or the reply grows over
+ * SMTPC_REPLY_LINES_MAX lines or SMTPC_REPLY_BYTES_MAX octets.
+ */
+int	smtpc_reply_line(struct smtpc_reply *r, const char *line, size_t raw,
+	    const char **why_out);
+
+/* What an EHLO reply announces (RFC 5321 4.1.1.1). */
+struct smtpc_caps {
+	bool		 pipelining, starttls, eightbitmime, smtputf8;
+	bool		 auth_plain, auth_login, has_size;
+	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
+};
+
+/* The extensions of an EHLO reply's lines (the first is the greeting). */
+void	smtpc_caps_parse(const char *lines, size_t len,
+	    struct smtpc_caps *out);
 
 #endif

@@ -25,13 +25,6 @@
 #include "tls/tls.h"
 #include "util/util.h"
 
-/*
- * One reply (RFC 5321 4.2.1 sets no count): more lines or octets than this
- * is a hostile or broken server, a temporary failure.
- */
-#define SMTPC_REPLY_LINES_MAX	1000
-#define SMTPC_REPLY_BYTES_MAX	(64 * 1024)
-
 /* ---- the session ---- */
 
 struct smtpc {
@@ -155,60 +148,26 @@ smtpc_flush(struct smtpc *s, uint64_t to)
 static int
 smtpc_reply(struct smtpc *s, uint64_t to)
 {
-	char line[1024];
-	size_t tl = 0, nlines = 0, nbytes = 0;
-	int n;
+	struct smtpc_reply r = { .lines = s->lines };
+	char line[1024], esc[128];
+	const char *why = NULL;
+	int n, rc;
 
-	util_buf_reset(&s->lines);
-	s->text[0] = '\0';
-	s->code = -1;
-	for (;;) {
-		if ((n = dconn_readline(&s->c, line, sizeof(line), to)) == -1) {
-			s->desync = true;
-			return -1;
-		}
-		nbytes += (size_t)n;
-		if (++nlines > SMTPC_REPLY_LINES_MAX ||
-		    nbytes > SMTPC_REPLY_BYTES_MAX) {
-			snprintf(s->c.err, sizeof(s->c.err), "%s sent a reply "
-			    "longer than %d lines or %d octets", s->c.peer,
-			    SMTPC_REPLY_LINES_MAX, SMTPC_REPLY_BYTES_MAX);
-			s->desync = true;
-			return -1;
-		}
-		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' ||
-		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
-		    line[2] > '9' || (line[3] != '\0' && line[3] != ' ' &&
-		    line[3] != '-')) {
-			char esc[128];
-			snprintf(s->c.err, sizeof(s->c.err), "%s sent a bad "
-			    "reply line: %s", s->c.peer, log_safe_into(esc,
-			    sizeof(esc), line, strlen(line)));
-			s->desync = true;
-			return -1;
-		}
-		int code = atoi(line);
-		if (s->code != -1 && code != s->code) {
-			snprintf(s->c.err, sizeof(s->c.err), "%s mixed reply "
-			    "codes in one reply", s->c.peer);
-			s->desync = true;
-			return -1;
-		}
-		s->code = code;
-		util_buf_addstr(&s->lines, line);
-		util_buf_add(&s->lines, "\n", 1);
-		/* For DSNs: the lines joined by spaces, escaped. */
-		if (tl + 2 < sizeof(s->text)) {
-			const char *part = tl == 0 ? line : line + 4;
-			if (tl > 0 && line[3] != '\0')
-				s->text[tl++] = ' ';
-			if (tl == 0 || line[3] != '\0')
-				log_safe_into(s->text + tl, sizeof(s->text) -
-				    tl, part, strlen(part));
-			tl = strlen(s->text);
-		}
-		if (line[3] != '-')
-			break;
+	smtpc_reply_reset(&r);
+	do {
+		n = dconn_readline(&s->c, line, sizeof(line), to);
+		rc = n == -1 ? -2 : smtpc_reply_line(&r, line, (size_t)n, &why);
+	} while (rc == 0);
+	s->lines = r.lines;		/* the buffer stays ours */
+	s->code = rc == 1 ? r.code : -1;
+	memcpy(s->text, r.text, sizeof(s->text));
+	if (rc == -1)
+		snprintf(s->c.err, sizeof(s->c.err), "%s sent %s: %s",
+		    s->c.peer, why, log_safe_into(esc, sizeof(esc), line,
+		    strlen(line)));
+	if (rc != 1) {
+		s->desync = true;
+		return -1;
 	}
 	if (log_enabled(LOG_LVL_DEBUG))
 		log_event(LOG_LVL_DEBUG, "smtpc", NULL, s->m->qid,
@@ -216,47 +175,21 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 	return s->code;
 }
 
-/* Parse the EHLO keywords from s->lines (RFC 5321 4.1.1.1). */
+/* Parse the EHLO keywords of the last reply (RFC 5321 4.1.1.1). */
 static void
 smtpc_caps(struct smtpc *s)
 {
-	char *save = NULL, *l;
-	char *copy = xstrndup(s->lines.data != NULL ? s->lines.data : "",
-	    s->lines.len);
-	bool first = true;
+	struct smtpc_caps c;
 
-	for (l = strtok_r(copy, "\n", &save); l != NULL;
-	    l = strtok_r(NULL, "\n", &save), first = false) {
-		if (first || strlen(l) < 4)
-			continue;	/* the first line is the greeting */
-		const char *kw = l + 4;
-		if (strcasecmp(kw, "PIPELINING") == 0)
-			s->pipelining = true;
-		else if (strcasecmp(kw, "STARTTLS") == 0)
-			s->starttls = true;
-		else if (strcasecmp(kw, "8BITMIME") == 0)
-			s->eightbitmime = true;
-		else if (strcasecmp(kw, "SMTPUTF8") == 0)
-			s->smtputf8 = true;
-		else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == '\0' ||
-		    kw[4] == ' ')) {
-			s->has_size = true;
-			s->size_max = kw[4] == ' ' ? strtoull(kw + 5, NULL,
-			    10) : 0;
-		} else if (strncasecmp(kw, "AUTH", 4) == 0 && (kw[4] == ' ' ||
-		    kw[4] == '=')) {
-			char *save2 = NULL, *copy2 = xstrdup(kw + 5);
-			for (char *mech = strtok_r(copy2, " ", &save2);
-			    mech != NULL; mech = strtok_r(NULL, " ", &save2)) {
-				if (strcasecmp(mech, "PLAIN") == 0)
-					s->auth_plain = true;
-				else if (strcasecmp(mech, "LOGIN") == 0)
-					s->auth_login = true;
-			}
-			free(copy2);
-		}
-	}
-	free(copy);
+	smtpc_caps_parse(s->lines.data, s->lines.len, &c);
+	s->pipelining = c.pipelining;
+	s->starttls = c.starttls;
+	s->eightbitmime = c.eightbitmime;
+	s->smtputf8 = c.smtputf8;
+	s->auth_plain = c.auth_plain;
+	s->auth_login = c.auth_login;
+	s->has_size = c.has_size;
+	s->size_max = c.size_max;
 }
 
 /* EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).  0 or -1. */

@@ -424,6 +424,18 @@ def test_upstream_4xx_then_250_is_retried_and_delivered_once(make_postern,
     assert qid
 
 
+def test_upstream_reply_longer_than_the_kept_text(make_postern, upstreams):
+    """A reply whose lines fill the text kept for logs and DSNs up to a few
+    octets: the rest is cut, the message delivered, the server stays up."""
+    up = upstreams.scripted(["250-%s\r\n250 2.0.0 \x01 ok" % ("a" * 502)])
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    wait_for(lambda: up.count() == 1 and spool_empty(srv), timeout=15,
+        what="the delivery")
+    assert srv.alive(), srv.log()[-2000:]
+
+
 def test_upstream_5xx_bounces_a_well_formed_dsn(make_postern, upstreams):
     up = upstreams("--rcpt-code", "bad@remote.test=550")
     srv = relay_server(make_postern,
