@@ -144,4 +144,25 @@ struct smtpc_caps {
 void	smtpc_caps_parse(const char *lines, size_t len,
 	    struct smtpc_caps *out);
 
+/* ---- where mail for a domain goes (mx.c) ---- */
+
+struct deliver_mx_host;
+
+/*
+ * The MX records of a DNS answer msg[0..len) (RFC 1035 4.1), by
+ * preference: *hosts_out (malloc'd, the caller frees it; name and pref
+ * set).  Returns the answer's RCODE (0: *n_out records), or -1 when it is
+ * malformed (*hosts_out may still hold what was read before).
+ */
+int	deliver_mx_answer(const unsigned char *msg, size_t len,
+	    struct deliver_mx_host **hosts_out, size_t *n_out);
+/*
+ * An "mx-hosts" table value ("10 127.0.0.1:2601, 20 [::1]:2602, mx.example")
+ * as hosts by preference (malloc'd into *hosts_out; the port defaults to
+ * dport).  0, or -1 with *err_out.
+ */
+int	deliver_mx_hosts(const char *v, int dport,
+	    struct deliver_mx_host **hosts_out, size_t *n_out,
+	    const char **err_out);
+
 #endif

@@ -97,9 +97,14 @@ mx_parse_hosts(const char *v, int dport, struct mx_list *l,
 		while (*e == ' ' || *e == '\t')
 			e++;
 		int pref = 0;
-		if (isdigit((unsigned char)*e) && strchr(e, ' ') != NULL) {
-			pref = atoi(e);
-			e = strchr(e, ' ');
+		char *num_end;
+		long num = isdigit((unsigned char)*e) ? strtol(e, &num_end, 10) :
+		    -1;
+		if (num != -1 && *num_end == ' ') {
+			if (num > 65535)	/* RFC 1035 3.3.9: 16 bits */
+				goto bad;
+			pref = (int)num;
+			e = num_end;
 			while (*e == ' ')
 				e++;
 		}
@@ -122,9 +127,13 @@ mx_parse_hosts(const char *v, int dport, struct mx_list *l,
 			snprintf(host, sizeof(host), "%.*s", colon != NULL ?
 			    (int)(colon - e) : (int)strlen(e), e);
 		}
-		if (colon != NULL && ((port = atoi(colon + 1)) < 1 ||
-		    port > 65535))
-			goto bad;
+		if (colon != NULL) {
+			long p = isdigit((unsigned char)colon[1]) ?
+			    strtol(colon + 1, &num_end, 10) : -1;
+			if (p < 1 || p > 65535 || *num_end != '\0')
+				goto bad;
+			port = (int)p;
+		}
 		if (host[0] == '\0')
 			goto bad;
 		mx_add(l, host, mx_is_ip(host) ? host : "", port, pref);
@@ -292,19 +301,21 @@ mx_query(struct mx_dns *d, const char *resolver, const char *domain)
 }
 
 /*
- * Parse the answer into (pref, name) pairs.  Returns the RCODE (0 with
- * *n_out records), or -1 for a malformed answer.
+ * Parse the answer msg[0..len) into (pref, name) pairs.  Returns the RCODE
+ * (0 with the records in mx), or -1 for a malformed answer.
  */
 static int
-mx_parse(const struct mx_dns *d, struct mx_list *mx)
+mx_parse(const unsigned char *msg, size_t len, struct mx_list *mx)
 {
-	const unsigned char *msg = d->ans, *eom = d->ans + d->anslen;
-	const unsigned char *p = msg + 12;
+	const unsigned char *eom = msg + len, *p = msg + 12;
 	char name[NS_MAXDNAME];
-	int rcode = msg[3] & 0x0f;
-	int qd = (msg[4] << 8) | msg[5], an = (msg[6] << 8) | msg[7];
-	int n;
+	int rcode, qd, an, n;
 
+	if (len < 12)
+		return -1;
+	rcode = msg[3] & 0x0f;
+	qd = (msg[4] << 8) | msg[5];
+	an = (msg[6] << 8) | msg[7];
 	if (rcode != 0)
 		return rcode;
 	for (int i = 0; i < qd; i++) {
@@ -436,7 +447,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 		    "failed", domain);
 		goto out;
 	}
-	if ((rcode = mx_parse(&d, &mx)) != 0) {
+	if ((rcode = mx_parse(d.ans, (size_t)d.anslen, &mx)) != 0) {
 		*perm_out = rcode == 3;
 		*err_out = rcode == 3 ? util_err("5.1.2 domain %s does not "
 		    "exist (NXDOMAIN)", domain) : util_err("4.4.3 MX lookup "
@@ -474,6 +485,34 @@ out:
 }
 
 int
+deliver_mx_answer(const unsigned char *msg, size_t len,
+    struct deliver_mx_host **hosts_out, size_t *n_out)
+{
+	struct mx_list l = { 0 };
+	int rcode = mx_parse(msg, len, &l);
+
+	mx_sort(&l);
+	free(l.order);
+	*hosts_out = l.h;
+	*n_out = l.n;
+	return rcode;
+}
+
+int
+deliver_mx_hosts(const char *v, int dport, struct deliver_mx_host **hosts_out,
+    size_t *n_out, const char **err_out)
+{
+	struct mx_list l = { 0 };
+	int rc = mx_parse_hosts(v, dport, &l, err_out);
+
+	mx_sort(&l);
+	free(l.order);
+	*hosts_out = l.h;
+	*n_out = l.n;
+	return rc;
+}
+
+int
 deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
     struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,
     const char **err_out)
@@ -484,11 +523,9 @@ deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
 
 	*perm_out = false;
 	if (o->mx_hosts != NULL && table_lookup(o->mx_hosts, domain, &v)) {
-		rc = mx_parse_hosts(v, o->port != 0 ? o->port : 25, &l,
-		    err_out);
+		rc = deliver_mx_hosts(v, o->port != 0 ? o->port : 25, &l.h,
+		    &l.n, err_out);
 		free(v);
-		if (rc == 0)
-			mx_sort(&l);
 	} else
 		rc = mx_dns_resolve(o, domain, &l, perm_out, err_out);
 	free(l.order);

@@ -1,11 +1,14 @@
 /*
- * Unit tests of deliver/reply.c: reply lines gathered into replies, the
- * refusals of what is no reply, and the extensions of an EHLO reply.
+ * Unit tests of what the outbound side parses without a socket: reply
+ * lines gathered into replies and the extensions of an EHLO reply
+ * (deliver/reply.c), "mx-hosts" values and DNS MX answers (deliver/mx.c).
  */
+#include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
 #include "util/util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <setjmp.h>
@@ -98,12 +101,85 @@ test_caps(void **state)
 	assert_false(c.pipelining);
 }
 
+static void
+test_mx_hosts_values(void **state)
+{
+	static const struct {
+		const char	*name, *value;
+		int		 rc;
+		const char	*want;	/* "pref name port;..." */
+	} cases[] = {
+		{ "sorted", "20 b.test:2602, 10 127.0.0.1, [::1]:26", 0,
+		    "0 ::1 26;10 127.0.0.1 25;20 b.test 2602;" },
+		{ "bare IPv6", "::1", 0, "0 ::1 25;" },
+		{ "an address, not a preference", "127.0.0.1 ", 0,
+		    "0 127.0.0.1 25;" },
+		{ "preference over 16 bits", "99999999999 a.test", -1, NULL },
+		{ "preference 65536", "65536 a.test", -1, NULL },
+		{ "port that wraps to 25", "a.test:4294967321", -1, NULL },
+		{ "port with junk", "a.test:25x", -1, NULL },
+		{ "port 0", "a.test:0", -1, NULL },
+		{ "no host", "10 , ", -1, NULL },
+		{ "unclosed bracket", "[::1:25", -1, NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_mx_host *h = NULL;
+		const char *err = NULL;
+		char got[256] = "";
+		size_t n = 0, o = 0;
+		int rc = deliver_mx_hosts(cases[i].value, 25, &h, &n, &err);
+		for (size_t k = 0; rc == 0 && k < n; k++)
+			o += (size_t)snprintf(got + o, sizeof(got) - o,
+			    "%d %s %d;", h[k].pref, h[k].name, h[k].port);
+		if (rc != cases[i].rc || (rc == -1 && err == NULL) ||
+		    (rc == 0 && strcmp(got, cases[i].want) != 0))
+			fail_msg("case \"%s\": got %d \"%s\"", cases[i].name,
+			    rc, got);
+		free(h);
+	}
+}
+
+static void
+test_mx_answer(void **state)
+{
+	/* example.org MX 10 mx.example.org, MX 5 (compressed) example.org */
+	static const unsigned char ans[] = {
+	    0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0,
+	    7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'o', 'r', 'g', 0, 0, 15,
+	    0, 1,
+	    0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 7, 0, 10, 2, 'm', 'x',
+	    0xc0, 12,
+	    0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 4, 0, 5, 0xc0, 12 };
+	struct deliver_mx_host *h = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(deliver_mx_answer(ans, sizeof(ans), &h, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(h[0].pref, 5);
+	assert_string_equal(h[0].name, "example.org");
+	assert_string_equal(h[1].name, "mx.example.org");
+	free(h);
+	/* Cut anywhere: malformed, or a header with no records. */
+	for (size_t cut = 0; cut < sizeof(ans); cut++) {
+		h = NULL;
+		int rc = deliver_mx_answer(ans, cut, &h, &n);
+		if (rc != -1)
+			fail_msg("case \"cut at %zu\": got %d", cut, rc);
+		free(h);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reply_lines),
 		cmocka_unit_test(test_caps),
+		cmocka_unit_test(test_mx_hosts_values),
+		cmocka_unit_test(test_mx_answer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
