@@ -135,6 +135,16 @@ chain_esc_ok(const char *esc, int code)
 	return n > 0 && esc[n] == '\0' && esc[0] == '0' + code / 100;
 }
 
+/* RFC 5321 4.2: reply text is printable US-ASCII (and spaces). */
+static bool
+chain_text_ok(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
 int
 chain_parse_reply(const char *const *argv, size_t argc,
     struct chain_verdict *v, char **err_out)
@@ -172,10 +182,7 @@ chain_parse_reply(const char *const *argv, size_t argc,
 	util_buf_add(&b, "", 1);
 	int r = util_strlcpy(v->text, b.data, sizeof(v->text));
 	util_buf_clear(&b);
-	for (const char *p = v->text; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-			r = -1;
-	if (r == -1) {
+	if (r == -1 || !chain_text_ok(v->text)) {
 		*err_out = xstrdup("reply text too long or not printable");
 		return -1;
 	}
@@ -473,7 +480,8 @@ chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
 			code = 421;	/* RFC 5321 3.8 */
 	} else if (code == 0)
 		code = 550;
-	if (!chain_code_ok(code))
+	/* A script's or filter's text is outside input (STYLE.md 6). */
+	if (!chain_code_ok(code) || !chain_text_ok(v->text))
 		return false;
 	if (v->esc[0] != '\0') {
 		if (!chain_esc_ok(v->esc, code))

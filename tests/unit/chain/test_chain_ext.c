@@ -120,6 +120,10 @@ static const struct lua_vcase lua_vcases[] = {
 	    NULL },
 	{ "{\"tag\", \"k\", \"v1\", \"session\"}", "ok", false, -1,
 	    "session.k=v1" },
+	{ "{\"reject\", 550, \"5.7.1\", \"caf\\195\\169\"}", "451 4.3.0",
+	    false, -1, NULL },
+	{ "{\"reject\", 550, \"5.7.1\", \"a\\r\\n250 ok\"}", "451 4.3.0",
+	    false, -1, NULL },
 	{ "42", "451 4.3.0", false, -1, NULL },
 	{ "\"bogus\"", "451 4.3.0", false, -1, NULL },
 };
