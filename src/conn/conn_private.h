@@ -52,6 +52,14 @@ void	conn_tx_begin(struct conn_tx *tx, const char *qid,
 	    const char *hostname);
 /* Append content; 0, or -1 once a disk write has failed. */
 int	conn_tx_write(struct conn_tx *tx, const char *buf, size_t len);
+/* True once a disk write has failed: the message cannot be accepted. */
+bool	conn_tx_failed(const struct conn_tx *tx);
+/*
+ * The reply for a failed transaction: 452 4.3.1 when the disk or quota
+ * was full (RFC 3463: mail system full; the client tries again later),
+ * else 451 4.3.0.
+ */
+void	conn_tx_refusal(const struct conn_tx *tx, struct smtp_reply *r);
 /* True while too much content waits for the disk: stop reading. */
 bool	conn_tx_backlogged(const struct conn_tx *tx);
 /*

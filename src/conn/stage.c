@@ -44,9 +44,7 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 		smtp_session_resume(c->smtp, SMTP_OK, &r);
 	} else {
 		(void)err;	/* logged by tx.c with the qid */
-		r.code = 451;
-		util_strlcpy(r.text, "4.3.0 Local error in processing, try again later",
-		    sizeof(r.text));
+		conn_tx_refusal(c->tx, &r);
 		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
 	}
 	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
@@ -63,9 +61,13 @@ conn_tx_drained_cb(void *arg)
 
 	if (c->eom_flushing && conn_tx_flush(c->tx)) {
 		struct smtp_reply r = { 0 };
-		enum smtp_verdict v;
+		enum smtp_verdict v = SMTP_REJECT;
 		c->eom_flushing = false;
-		if ((v = conn_eom_chain(c, &r)) != SMTP_PENDING)
+		if (conn_tx_failed(c->tx))
+			conn_tx_refusal(c->tx, &r);
+		else
+			v = conn_eom_chain(c, &r);
+		if (v != SMTP_PENDING)
 			smtp_session_resume(c->smtp, v, &r);
 	}
 	conn_process_input(c);
@@ -538,6 +540,11 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 static enum smtp_verdict
 conn_stage_eom(struct conn *c, struct smtp_reply *r)
 {
+	/* A write failed mid-message: no chain sees it, nothing commits. */
+	if (conn_tx_failed(c->tx)) {
+		conn_tx_refusal(c->tx, r);
+		return SMTP_REJECT;
+	}
 	if (c->cs == NULL)
 		return conn_eom_commit(c, r);
 	if (!chain_set_has(c->rt->chains, SMTP_STAGE_EOM))
@@ -748,7 +755,9 @@ conn_body_cb(void *arg, const char *buf, size_t len)
 
 	if (c->cs != NULL)
 		chain_session_body(c->cs, buf, len);	/* runs "on header" */
-	return conn_tx_write(c->tx, buf, len);
+	/* After a failed write the rest is dropped; the end says why. */
+	(void)conn_tx_write(c->tx, buf, len);
+	return 0;
 }
 
 void

@@ -35,6 +35,7 @@ struct conn_tx {
 	bool			 commit_wanted;
 	bool			 committed;
 	bool			 failed;	/* a write failed: never commit */
+	bool			 full;		/* ...because the disk was full */
 	bool			 spooled;	/* some content went to the spool */
 	bool			 delivered;	/* the fast path delivered it all */
 	char			*hostname;	/* owned: for Maildir names */
@@ -201,9 +202,11 @@ conn_tx_job_run(void *arg)
 		ASSERT(!"job without a kind");
 	}
 	tx->job_rc = rc;
-	if (rc == -1)
+	if (rc == -1) {
 		util_strlcpy(tx->err, err != NULL ? err : "spool error",
 		    sizeof(tx->err));
+		tx->full = spool_err_is_full();
+	}
 	event_active(tx->done_ev, EV_TIMEOUT, 1);
 }
 
@@ -319,6 +322,26 @@ conn_tx_write(struct conn_tx *tx, const char *buf, size_t len)
 	if (tx->job == TXJ_NONE && tx->pending.len >= TX_FLUSH_AT)
 		conn_tx_start(tx, TXJ_WRITE);
 	return 0;
+}
+
+bool
+conn_tx_failed(const struct conn_tx *tx)
+{
+	return tx->failed;
+}
+
+void
+conn_tx_refusal(const struct conn_tx *tx, struct smtp_reply *r)
+{
+	if (tx->full) {
+		r->code = 452;
+		util_strlcpy(r->text, "4.3.1 Insufficient system storage, try "
+		    "again later", sizeof(r->text));
+	} else {
+		r->code = 451;
+		util_strlcpy(r->text, "4.3.0 Local error in processing, try "
+		    "again later", sizeof(r->text));
+	}
 }
 
 bool

@@ -76,12 +76,21 @@ struct spool_msg {
 	enum spool_state	 state;
 };
 
+static __thread int spool_errnum;	/* behind the last spool_err() */
+
 const char *
 spool_err(const char *call, enum spool_sub sub, const char *qid,
     const char *suffix, int err)
 {
+	spool_errnum = err;
 	return util_err("%s(%s/%s%s): %s", call, spool_sub_names[sub], qid,
 	    suffix, strerror(err));
+}
+
+bool
+spool_err_is_full(void)
+{
+	return spool_errnum == ENOSPC || spool_errnum == EDQUOT;
 }
 
 struct spool *

@@ -137,6 +137,11 @@ int	spool_mark_bounced(struct spool *sp, const char *qid, size_t idx,
 enum spool_flag { SPOOL_FLAG_WARNED, SPOOL_FLAG_HOLD, SPOOL_FLAG_RELEASE };
 int	spool_mark_flag(struct spool *sp, const char *qid, enum spool_flag f,
 	    const char **err_out);
+/*
+ * True when this thread's last *err_out came from a full disk (ENOSPC) or
+ * quota (EDQUOT): the mail system is full for now (RFC 3463 4.3.1).
+ */
+bool	spool_err_is_full(void);
 /* True if qid is a well-formed queue id (any process may check input). */
 bool	spool_qid_ok(const char *qid);
 

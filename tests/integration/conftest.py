@@ -538,6 +538,19 @@ def proc_status(pid, task=None):
     return out
 
 
+def traced_by(pid, tracer):
+    """True when every thread of process pid is traced by tracer (ptrace:
+    strace has attached to all of them)."""
+    tasks = os.listdir("/proc/%d/task" % pid)
+    for t in tasks:
+        try:
+            if proc_status(pid, t).get("TracerPid") != str(tracer):
+                return False
+        except FileNotFoundError:
+            pass	# a thread that has just ended
+    return bool(tasks)
+
+
 LOG_KV = re.compile(r'([A-Za-z][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
 

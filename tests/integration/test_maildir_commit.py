@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (machine_lacks, make_config, needs, proc_status,
-    read_bytes, send_message, wait_for)
+from conftest import (machine_lacks, make_config, needs, read_bytes,
+    send_message, traced_by, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which loop mounts need (run the suite as root to test this)")
@@ -98,18 +98,6 @@ def test_journaled_ext4_one_commit_per_copy(ext4, make_postern):
     took = commits(dev) - before
     assert took <= 26, "%d journal commits for 20 copies" % took
     assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(21))
-
-
-def traced_by(pid, tracer):
-    """True when every thread of pid has tracer as its TracerPid."""
-    tasks = os.listdir("/proc/%d/task" % pid)
-    for t in tasks:
-        try:
-            if proc_status(pid, t).get("TracerPid") != str(tracer):
-                return False
-        except FileNotFoundError:
-            pass	# a thread that has just ended
-    return bool(tasks)
 
 
 def traced(srv, first):

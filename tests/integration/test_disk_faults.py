@@ -1,0 +1,320 @@
+"""
+Disk faults on purpose: a spool and Maildirs on a small tmpfs that fills up
+in the middle of a message, a Maildir full while the spool is not, a full
+transcript folder, and fsync failing with EIO (a device-mapper error target
+where the kernel has device-mapper, and strace's fault injection, which
+makes the calls themselves fail, everywhere).  What must hold: never a 250
+for a message that is not durable, nothing partial left behind, the
+session and the server go on, and mail flows again once the fault is gone.
+"""
+
+import errno
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import (log_events, machine_lacks, make_config, needs,
+    read_bytes, send_message, spool_empty, traced_by, wait_for)
+
+pytestmark = needs(os.geteuid() == 0,
+    "root, which mounting file systems needs (run the suite as root)")
+
+FULL = (452, "4.3.1")
+
+
+def sh(*argv):
+    return subprocess.run(list(argv), capture_output=True, text=True,
+        timeout=60, check=True).stdout.strip()
+
+
+def umount(mnt):
+    if subprocess.run(["umount", str(mnt)], capture_output=True,
+            timeout=60).returncode:
+        subprocess.run(["umount", "-l", str(mnt)], timeout=60)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size) -> the path of a fresh tmpfs of that size ("2m").
+    Tests list this fixture before make_postern: servers stop first."""
+    mounts = []
+
+    def make(size):
+        mnt = tmp_path / ("fs%d" % len(mounts))
+        mnt.mkdir()
+        sh("mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs",
+            str(mnt))
+        mounts.append(mnt)
+        return str(mnt)
+
+    yield make
+    for mnt in reversed(mounts):
+        umount(mnt)
+
+
+def fill(path):
+    """Write a file at path until the file system has no byte left;
+    returns path."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+                    break
+    return path
+
+
+def on(fs, extra=()):
+    """A config with the spool and the Maildirs on fs."""
+    return make_config(extra=extra, actions='action local maildir '
+        '"%s/mail/%%{rcpt.user}/Maildir"\n' % fs).replace(
+        "spool {tmp}/spool", "spool %s/spool" % fs)
+
+
+def lines(n):
+    """n octets or more of message: a header, then 1000-octet lines."""
+    return b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (n // 1000 + 1)
+
+
+def attempt(c, body, rcpt="bob@example.org", bdat=False):
+    """One transaction; the reply to the end of the message."""
+    c.send("MAIL FROM:<alice@example.org>"); c.expect(250)
+    c.send("RCPT TO:<%s>" % rcpt); c.expect(250)
+    if bdat:
+        c.send_raw(b"BDAT %d LAST\r\n" % len(body) + body)
+    else:
+        c.send("DATA"); c.expect(354)
+        c.send_raw(body + b".\r\n")
+    return c.read_reply(timeout=30)
+
+
+def files_under(d):
+    out = []
+    for root, _dirs, names in os.walk(d):
+        out += [os.path.join(root, n) for n in names]
+    return sorted(out)
+
+
+def nothing_partial(srv, fs, user, want):
+    """The spool holds nothing, user's Maildir tmp/ nothing, new/ want
+    files: what was refused left no trace."""
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    md = os.path.join(fs, "mail", user, "Maildir")
+    assert files_under(os.path.join(md, "tmp")) == []
+    got = files_under(os.path.join(md, "new"))
+    assert len(got) == want, got
+    return got
+
+
+def test_full_disk_mid_message_is_452_and_leaves_nothing(tmpfs,
+        make_postern):
+    fs = tmpfs("2m")
+    srv = make_postern(config=on(fs))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: before\r\n\r\nfits\r\n")
+        # Bigger than the file system: the spool fills up mid-DATA, and
+        # the rest of the message is read and dropped.
+        for bdat in (False, True):
+            r = attempt(c, lines(3 << 20), bdat=bdat)
+            assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
+            c.send("NOOP"); c.expect(250)
+        nothing_partial(srv, fs, "bob", 1)
+        # Full to the last block: a small message (the Maildir fast path,
+        # then the spool) finds no room either.
+        filler = fill(os.path.join(fs, "filler"))
+        r = attempt(c, b"Subject: small\r\n\r\n" + b"y" * 70 + b"\r\n" * 40)
+        assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
+        nothing_partial(srv, fs, "bob", 1)
+        # Room again: mail flows in the same session.
+        os.unlink(filler)
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: after\r\n\r\nfits again\r\n")
+    got = nothing_partial(srv, fs, "bob", 2)
+    assert sorted(read_bytes(f).split(b"Subject: ")[1].split(b"\r\n")[0]
+        .split(b"\n")[0] for f in got) == [b"after", b"before"]
+    assert any("No space left on device" in kv.get("why", "")
+        for kv, _ in log_events(srv, "spool-error")), srv.log()[-2000:]
+    assert srv.alive()
+
+
+def test_full_maildir_defers_and_delivers_when_room_returns(tmpfs,
+        make_postern):
+    """Only the Maildir's file system is full: the spool takes the message
+    (250), the queue retries, and delivers once there is room."""
+    fs = tmpfs("1m")
+    srv = make_postern(config=make_config(extra=["queue retry-min 1s",
+        "queue retry-max 1s"], actions='action local maildir '
+        '"%s/mail/%%{rcpt.user}/Maildir"\n' % fs))
+    os.makedirs(os.path.join(fs, "mail", "bob", "Maildir"))
+    filler = fill(os.path.join(fs, "filler"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: waits\r\n\r\n" + "z" * 70 + "\r\n" * 100)
+    wait_for(lambda: len(log_events(srv, "deferred")) >= 2, timeout=15,
+        what="two deferred attempts")
+    assert files_under(os.path.join(fs, "mail", "bob", "Maildir")) == [], \
+        "a partial copy was left"
+    os.unlink(filler)
+    wait_for(lambda: spool_empty(srv), timeout=15, what="the delivery")
+    got = files_under(os.path.join(fs, "mail", "bob", "Maildir"))
+    assert len(got) == 1 and "/new/" in got[0], got
+    assert b"Subject: waits" in read_bytes(got[0])
+
+
+def test_full_transcript_folder_costs_transcripts_not_sessions(tmpfs,
+        make_postern):
+    fs = tmpfs("256k")
+    srv = make_postern(extra=["transaction-log %s/trans" % fs])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: one\r\n\r\nlogged\r\n")
+    wait_for(lambda: files_under(os.path.join(fs, "trans")),
+        what="a transcript")
+    fill(os.path.join(fs, "filler"))
+    for i in range(3):
+        with srv.session() as c:
+            c.hello()
+            for k in range(20):	# more than a stdio buffer of lines
+                c.send("NOOP " + "n" * 200); c.expect(250)
+            send_message(c, "alice@example.org", ["bob@example.org"],
+                "Subject: full %d\r\n\r\n%s\r\n" % (i, "w" * 200))
+            c.send("QUIT"); c.expect(221)
+    wait_for(lambda: len(srv.maildir("bob")) == 4, what="four deliveries")
+    assert srv.alive()
+
+
+# ----- fsync fails ------------------------------------------------------------
+
+def eio_refused_then_recovered(srv, fault_on, fault_off):
+    """With the fault on, a message gets a 4xx (never 250) and the session
+    goes on; with it off again the next one is delivered."""
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: before\r\n\r\nok\r\n")
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the first copy")
+    fault_on()
+    with srv.session() as c:
+        c.hello()
+        for body in (b"Subject: eio small\r\n\r\nx\r\n", lines(200000)):
+            r = attempt(c, body)
+            assert r.code == 451 and r.esc == "4.3.0", "%r\n%s" % (r,
+                c.transcript())
+            c.send("NOOP"); c.expect(250)
+    fault_off()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: after\r\n\r\nok\r\n")
+    wait_for(lambda: len(srv.maildir("bob")) == 2, what="the copy after")
+    assert srv.alive()
+    subjects = sorted(read_bytes(f).split(b"Subject: ")[1].split(b"\n")[0]
+        for f in srv.maildir("bob"))
+    assert subjects == [b"after", b"before"], subjects
+
+
+def test_fsync_eio_injected_is_never_250(make_postern, tmp_path):
+    """strace makes every fsync, fdatasync and sync_file_range of the server
+    fail with EIO (the call does not run; the process sees an I/O error)."""
+    assert shutil.which("strace"), "strace: scripts/bootstrap installs it"
+    srv = make_postern()
+    st = []
+
+    def on():
+        p = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null",
+            "-e", "trace=fsync,fdatasync,sync_file_range",
+            "-e", "inject=fsync,fdatasync,sync_file_range:error=EIO",
+            "-p", str(srv.proc.pid)], stderr=subprocess.PIPE)
+        st.append(p)
+        wait_for(lambda: traced_by(srv.proc.pid, p.pid), 10,
+            what="strace to attach to every thread")
+
+    def off():
+        st[0].terminate()
+        st[0].wait(10)
+        wait_for(lambda: traced_by(srv.proc.pid, 0), 10,
+            what="strace to let go")
+
+    try:
+        eio_refused_then_recovered(srv, on, off)
+    finally:
+        for p in st:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert any("Input/output error" in kv.get("why", "")
+        for kv, _ in log_events(srv, "spool-error")), srv.log()[-2000:]
+
+
+def dm_error_target():
+    """Skip unless the kernel has device-mapper with its error target."""
+    r = subprocess.run(["dmsetup", "targets"], capture_output=True,
+        text=True, timeout=30)
+    if r.returncode != 0:
+        machine_lacks("device-mapper in the kernel (dmsetup targets: %s)"
+            % (r.stderr.strip().splitlines() or ["?"])[0])
+    if not any(l.split()[:1] == ["error"] for l in r.stdout.splitlines()):
+        machine_lacks("the device-mapper error target (dmsetup targets: %s)"
+            % " ".join(l.split()[0] for l in r.stdout.splitlines() if l))
+
+
+@pytest.fixture
+def dm_disk(tmp_path):
+    """An ext4 on a device-mapper device over a loop device; yields
+    (mount point, fail(), heal()): fail() swaps the table for the error
+    target, so every write and fsync that reaches the device gets EIO."""
+    dm_error_target()
+    img, mnt = tmp_path / "dm.img", tmp_path / "dm"
+    name = "postern-test-%d" % os.getpid()
+    mnt.mkdir()
+    sh("truncate", "-s", "64M", str(img))
+    try:
+        loop = sh("losetup", "-f", "--show", str(img))
+    except subprocess.CalledProcessError as e:
+        machine_lacks("a loop device: %s" % e.stderr.strip())
+    sectors = sh("blockdev", "--getsz", loop)
+    linear = "0 %s linear %s 0" % (sectors, loop)
+    sh("dmsetup", "create", name, "--table", linear)
+    dev = "/dev/mapper/" + name
+    try:
+        sh("mkfs.ext4", "-q", "-F", dev)
+        sh("mount", "-o", "errors=continue", dev, str(mnt))
+
+        def swap(table):
+            sh("dmsetup", "suspend", "--noflush", name)
+            sh("dmsetup", "load", name, "--table", table)
+            sh("dmsetup", "resume", name)
+        yield (str(mnt), lambda: swap("0 %s error" % sectors),
+            lambda: swap(linear))
+    finally:
+        umount(mnt)
+        subprocess.run(["dmsetup", "remove", "--force", name], timeout=60)
+        subprocess.run(["losetup", "-d", loop], timeout=60)
+
+
+def test_fsync_eio_from_a_failing_disk_is_never_250(dm_disk, make_postern):
+    """The block device itself fails (device-mapper error target): fsync
+    returns EIO, the message gets a 4xx, the session and the server go on.
+    (ext4 itself may stay unusable until a remount: no more mail there.)"""
+    mnt, fail, heal = dm_disk
+    srv = make_postern(config=on(mnt))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: before\r\n\r\nok\r\n")
+    fail()
+    with srv.session() as c:
+        c.hello()
+        r = attempt(c, b"Subject: eio\r\n\r\nx\r\n")
+        assert r.code // 100 == 4, "%r\n%s" % (r, c.transcript())
+        c.send("NOOP"); c.expect(250)
+    heal()
+    assert srv.alive()
