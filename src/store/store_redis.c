@@ -2,10 +2,13 @@
  * store/store_redis.c: "redis:HOST:PORT" engine on hiredis's asynchronous
  * API and its libevent adapter, so several postern nodes share one view.
  * The connection is made on first use and made again after it drops;
- * requests in flight when it drops are answered with rc -1.
+ * requests in flight when it drops are answered with rc -1.  A server that
+ * keeps the connection but answers nothing (hung, stopped, swapping) for
+ * STORE_REDIS_TIMEOUT_MS has it dropped, so its requests fail then too.
  */
 #include "store/store.h"
 
+#include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -17,12 +20,19 @@
 #include "store/store_private.h"
 #include "util/util.h"
 
+#define STORE_REDIS_TIMEOUT_MS	5000	/* no answer at all: drop it */
+
+static void	store_redis_timeout_cb(evutil_socket_t fd, short what,
+		    void *arg);
+
 struct store_redis {
 	struct store		*st;		/* borrowed: owner */
 	char			*host;		/* owned */
 	int			 port;
 	redisAsyncContext	*ac;		/* NULL when not connected */
 	bool			 connected;
+	unsigned		 waiting;	/* requests sent, not answered */
+	struct event		*timer;		/* owned: no answer in time */
 };
 
 static int
@@ -49,6 +59,7 @@ store_redis_open(struct store *st, const char *arg, const char **err_out)
 		r->host[strlen(r->host) - 1] = '\0';
 	}
 	r->port = (int)port;
+	r->timer = evtimer_new(st->base, store_redis_timeout_cb, r);
 	st->priv = r;
 	return 0;
 }
@@ -103,14 +114,52 @@ store_redis_ctx(struct store_redis *r)
 	return ac;
 }
 
+/* (Re)start the wait for the next answer; stop it when none is due. */
+static void
+store_redis_arm(struct store_redis *r)
+{
+	struct timeval tv = { STORE_REDIS_TIMEOUT_MS / 1000,
+	    (STORE_REDIS_TIMEOUT_MS % 1000) * 1000 };
+
+	if (r->waiting > 0)
+		evtimer_add(r->timer, &tv);
+	else
+		evtimer_del(r->timer);
+}
+
+/* Nothing answered in time: the requests fail (rc -1) as the link drops. */
+static void
+store_redis_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_redis *r = arg;
+	redisAsyncContext *ac = r->ac;
+
+	(void)fd;
+	(void)what;
+	if (ac == NULL || r->waiting == 0)
+		return;
+	log_msg(LOG_LVL_WARN, "state store: redis %s:%d: no answer in %u ms, "
+	    "dropping the connection", r->host, r->port,
+	    STORE_REDIS_TIMEOUT_MS);
+	r->ac = NULL;
+	r->connected = false;
+	ac->data = NULL;	/* no disconnect callback into r */
+	redisAsyncFree(ac);	/* answers what is pending, with NULL */
+}
+
 /* The answer to the main command of a request. */
 static void
 store_redis_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct store_req *req = priv;
 	redisReply *rep = reply;
+	struct store_redis *r = req->st->priv;
 
 	(void)ac;
+	if (r != NULL && r->waiting > 0) {
+		r->waiting--;
+		store_redis_arm(r);	/* an answer came: wait anew */
+	}
 	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
 		if (rep != NULL)
 			log_msg(LOG_LVL_WARN, "state store: redis: %s",
@@ -183,7 +232,10 @@ store_redis_submit(struct store *st, struct store_req *req)
 	if (rc != REDIS_OK) {
 		req->rc = -1;
 		store_req_done_later(req);
+		return;
 	}
+	if (r->waiting++ == 0)
+		store_redis_arm(r);
 }
 
 static void
@@ -196,8 +248,10 @@ store_redis_close(struct store *st)
 		redisAsyncContext *ac = r->ac;
 		r->ac = NULL;
 		ac->data = NULL;
+		st->priv = NULL;	/* the answers find no engine */
 		redisAsyncFree(ac);
 	}
+	event_free(r->timer);
 	free(r->host);
 	free(r);
 	st->priv = NULL;

@@ -613,46 +613,87 @@ def redis_ping(port):
         return False
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    """A throw-away redis-server on a free loopback port, nothing saved to
-    disk; yields "127.0.0.1:PORT" and is killed at teardown."""
-    if not os.access(REDIS_BIN, os.X_OK):
-        pytest.fail("%s not found: run scripts/bootstrap (it installs "
-            "redis-server)" % REDIS_BIN)
-    d = tmp_path / "redis"
-    d.mkdir(exist_ok=True)
-    log_path = d / "redis.log"
-    proc = None
-    for _attempt in range(3):	# the free port may be taken meanwhile
-        port = free_port()
-        with open(log_path, "ab") as logf:
-            proc = subprocess.Popen([REDIS_BIN, "--port", str(port),
+class RedisProc:
+    """A throw-away redis-server on a loopback port (a free one, or the
+    one it had: restart() comes back where clients look), nothing saved."""
+
+    def __init__(self, d):
+        if not os.access(REDIS_BIN, os.X_OK):
+            pytest.fail("%s not found: run scripts/bootstrap (it installs "
+                "redis-server)" % REDIS_BIN)
+        self.dir = d
+        self.log_path = d / "redis.log"
+        self.proc = None
+        self.port = None
+        for _attempt in range(3):	# the free port may be taken meanwhile
+            if self.start(free_port()):
+                return
+        pytest.fail("redis-server did not answer PING within %.0fs; log:\n%s"
+            % (REDIS_START_TIMEOUT, self.log_path.read_text(
+            errors="replace")[-2000:]))
+
+    @property
+    def spec(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def start(self, port):
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen([REDIS_BIN, "--port", str(port),
                 "--bind", HOST, "--save", "", "--appendonly", "no",
-                "--dir", str(d)], cwd=str(d), stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=subprocess.STDOUT)
+                "--dir", str(self.dir)], cwd=str(self.dir),
+                stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=subprocess.STDOUT)
         deadline = time.monotonic() + REDIS_START_TIMEOUT
-        while proc.poll() is None and not redis_ping(port) and \
+        while self.proc.poll() is None and not redis_ping(port) and \
                 time.monotonic() < deadline:
             time.sleep(0.02)
-        if proc.poll() is None and redis_ping(port):
-            break
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc = None
-    if proc is None:
-        pytest.fail("redis-server did not answer PING within %.0fs; log:\n%s"
-            % (REDIS_START_TIMEOUT, log_path.read_text(errors="replace")[-2000:]))
+        if self.proc.poll() is None and redis_ping(port):
+            self.port = port
+            return True
+        self.kill()
+        return False
+
+    def restart(self):
+        """Start again on the same port, after kill()."""
+        assert self.proc is None
+        if not self.start(self.port):
+            pytest.fail("redis-server did not come back on %d; log:\n%s"
+                % (self.port, self.log_path.read_text(errors="replace")
+                [-2000:]))
+
+    def kill(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def pause(self):
+        """SIGSTOP: connections stay open, nothing is answered."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_proc(tmp_path):
+    """A RedisProc, killed at teardown."""
+    d = tmp_path / "redis"
+    d.mkdir(exist_ok=True)
+    r = RedisProc(d)
     try:
-        yield "%s:%d" % (HOST, port)
+        yield r
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        r.kill()
+
+
+@pytest.fixture
+def redis_server(redis_proc):
+    """A throw-away redis-server on a free loopback port, nothing saved to
+    disk; yields "127.0.0.1:PORT" and is killed at teardown."""
+    return redis_proc.spec
 
 
 @pytest.fixture(params=["sqlite", "redis"])

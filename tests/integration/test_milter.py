@@ -9,6 +9,7 @@ sits only in a later chain, and a milter that is down or never answers.
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def unix_listening(path):
 
 class MilterProc:
     def __init__(self, tmp, mode, args, unix=False, record=False,
-            noreply=False):
+            noreply=False, port=None):
         self.dir = str(tmp)
         n = len(os.listdir(self.dir))
         self.log_path = os.path.join(self.dir, "milter%d.stderr" % n)
@@ -61,7 +62,7 @@ class MilterProc:
             self.spec = "unix:" + self.path
             self.port = None
         else:
-            self.port = free_port()
+            self.port = port or free_port()	# port: where one was before
             self.spec = "inet:%d@%s" % (self.port, HOST)
         argv = [PYTHON, FILTER, self.spec, mode] + [str(a) for a in args]
         if record:
@@ -98,8 +99,16 @@ class MilterProc:
         # SIGKILL: libmilter notices SIGTERM only at its next 5 s poll,
         # and the filter has nothing to save.
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)	# if paused
             self.proc.kill()
         self.proc.wait()
+
+    def pause(self):
+        """SIGSTOP: the filter keeps its sockets and answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
 
     kill9 = stop
 
@@ -107,7 +116,8 @@ class MilterProc:
 @pytest.fixture
 def make_milter(tmp_path):
     """Factory: make_milter(mode, *args, unix=False, record=False,
-    noreply=False) starts milter_filter.py and waits until it listens."""
+    noreply=False, port=None) starts milter_filter.py and waits until it
+    listens."""
     d = tmp_path / "milter"
     d.mkdir()
     procs = []
