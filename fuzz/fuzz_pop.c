@@ -110,7 +110,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (err == NULL)
 			abort();
 		for (const char *p = err; *p != '\0'; p++)
-			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			if ((unsigned char)*p < 0x20 ||
+			    (unsigned char)*p > 0x7e)
 				abort();
 	}
 	return 0;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/lua_pattern.h"
 #include "config/config.h"
 #include "log/log.h"
 #include "util/util.h"
@@ -26,6 +27,7 @@
 #define HLUA_MEMORY_DEFAULT	(16u * 1024 * 1024)
 #define HLUA_SCRIPT_MAX		(1024u * 1024)
 #define HLUA_LINE_MAX		(64u * 1024)	/* eom lines iterator */
+#define HLUA_PATTERN_STEPS	10	/* per instruction of the budget */
 
 /* The per-state context: the allocator's count and the running call. */
 struct hlua_ctx {
@@ -246,6 +248,7 @@ hlua_open_tramp(lua_State *L)
 	lua_getallocf(L, (void **)&c);
 	const struct hlua_inst *li = c->li;
 	luaL_openlibs(L);				/* [] */
+	chain_lua_bound_patterns(L, (uint64_t)li->budget * HLUA_PATTERN_STEPS);
 	if (luaL_newmetatable(L, "postern.file")) {	/* [mt] */
 		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
 		lua_setfield(L, -2, "__gc");		/* [mt] */

@@ -31,7 +31,7 @@ struct store_redis {
 	int			 port;
 	redisAsyncContext	*ac;		/* NULL when not connected */
 	bool			 connected;
-	unsigned		 waiting;	/* requests sent, not answered */
+	unsigned		 waiting;	/* sent, not answered yet */
 	struct event		*timer;		/* owned: no answer in time */
 };
 

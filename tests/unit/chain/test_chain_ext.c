@@ -298,6 +298,18 @@ static const struct lua_scase lua_scases[] = {
 	{ "a small budget",
 	    "function connect() local x = 0 for i = 1, 100000 do x = x + i "
 	    "end end", "budget 1000", "451 4.3.0" },
+	{ "patterns work as Lua's, as functions and methods",
+	    "function connect() local s = \"k=v; a=b\" local n = 0 "
+	    "for k, v in s:gmatch(\"(%w+)=(%w+)\") do n = n + 1 end "
+	    "return {\"reject\", 550, \"5.7.1\", string.find(s, \"a=\", 1, "
+	    "true) .. s:match(\"^(%w+)\") .. s:gsub(\"%s\", \"_\") .. n} end",
+	    "", "550 5.7.1 6kk=v;_a=b2" },
+	{ "a backtracking pattern is refused, not run for hours",
+	    "function connect() return string.find(string.rep(\"a\", 3000), "
+	    "\".-.-.-.-.-.-.-.-b\") end", "", "451 4.3.0" },
+	{ "so is a method call on a long subject",
+	    "function connect() local s = string.rep(\"a\", 100000) "
+	    "return s:gsub(\"a-a-b\", \"\") end", "", "451 4.3.0" },
 	{ "allocating without end hits the memory cap",
 	    "function connect() local t = {} local i = 0 while true do "
 	    "i = i + 1 t[i] = string.rep(\"x\", 4096) .. i end end",
