@@ -13,7 +13,7 @@ device, no device-mapper in the kernel): its reason then starts with
 "machine lacks: WHAT" before cmocka's skip()).  Any other skip is a test
 hiding a broken feature: it counts as a failure.
 
-    POSTERN_FUZZ_SECONDS  seconds per fuzz target (default 5); the long run
+    POSTERN_FUZZ_SECONDS  seconds per fuzz target (default 3); the long run
                           is POSTERN_FUZZ_SECONDS=600 ./scripts/test fuzz
     POSTERN_LONG=1        also run the long variants (pytest mark "long")
 """
@@ -25,7 +25,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUZZ_SECONDS = int(os.environ.get("POSTERN_FUZZ_SECONDS", "5"))
+FUZZ_SECONDS = int(os.environ.get("POSTERN_FUZZ_SECONDS", "3"))
 ENV_SKIP = "machine lacks: "	# the one reason a test may skip for
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
