@@ -118,6 +118,13 @@ def test_full_disk_mid_message_is_452_and_leaves_nothing(tmpfs,
         c.hello()
         send_message(c, "alice@example.org", ["bob@example.org"],
             "Subject: before\r\n\r\nfits\r\n")
+        # Full to the last block: a small message (the Maildir fast path,
+        # then the spool) finds no room.
+        filler = fill(os.path.join(fs, "filler"))
+        r = attempt(c, b"Subject: small\r\n\r\n" + b"y" * 70 + b"\r\n" * 40)
+        assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
+        nothing_partial(srv, fs, "bob", 1)
+        os.unlink(filler)
         # Bigger than the file system: the spool fills up mid-DATA, and
         # the rest of the message is read and dropped.
         for bdat in (False, True):
@@ -125,14 +132,7 @@ def test_full_disk_mid_message_is_452_and_leaves_nothing(tmpfs,
             assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
             c.send("NOOP"); c.expect(250)
         nothing_partial(srv, fs, "bob", 1)
-        # Full to the last block: a small message (the Maildir fast path,
-        # then the spool) finds no room either.
-        filler = fill(os.path.join(fs, "filler"))
-        r = attempt(c, b"Subject: small\r\n\r\n" + b"y" * 70 + b"\r\n" * 40)
-        assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
-        nothing_partial(srv, fs, "bob", 1)
         # Room again: mail flows in the same session.
-        os.unlink(filler)
         send_message(c, "alice@example.org", ["bob@example.org"],
             "Subject: after\r\n\r\nfits again\r\n")
     got = nothing_partial(srv, fs, "bob", 2)
