@@ -1,0 +1,83 @@
+#!/usr/bin/python3
+"""A small HTTP(S) server for the http/ unit tests.
+
+Usage: server.py RECORD [CERT KEY].  Prints its port on the first line of
+stdout, then serves until killed.  Every request is appended to RECORD as
+one JSON line (method, path, headers, body in base64).  The path says what
+to answer: /status/N[?retry-after=V] answers N, /slow/MS waits MS ms first,
+/big/N sends N bytes, /echo sends the body back; anything else is 200 ok.
+"""
+import base64
+import json
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+LOCK = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def answer(self, code, body, extra=()):
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def handle_any(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n) if n else b""
+        rec = {"method": self.command, "path": self.path,
+               "headers": {k.lower(): v for k, v in self.headers.items()},
+               "body": base64.b64encode(body).decode()}
+        with LOCK, open(sys.argv[1], "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        url = urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        q = parse_qs(url.query)
+        if parts[0] == "status":
+            extra = [("Retry-After", q["retry-after"][0])] \
+                if "retry-after" in q else []
+            self.answer(int(parts[1]), b"status " + parts[1].encode(), extra)
+        elif parts[0] == "slow":
+            time.sleep(int(parts[1]) / 1000)
+            self.answer(200, b"late")
+        elif parts[0] == "big":
+            self.answer(200, b"x" * int(parts[1]))
+        elif parts[0] == "echo":
+            self.answer(200, body)
+        else:
+            self.answer(200, b"ok")
+
+    do_POST = do_PUT = do_GET = handle_any
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128    # many clients at once
+
+    def handle_error(self, request, client_address):
+        pass                    # a client that gave up early is no news
+
+
+def main():
+    srv = Server(("127.0.0.1", 0), Handler)
+    if len(sys.argv) > 3:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    print(srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+main()
