@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -140,6 +141,27 @@ dconn_connect(struct dconn *c, const char *host, int port,
 	}
 	freeaddrinfo(res);
 	return -1;
+}
+
+int
+dconn_connect_unix(struct dconn *c, const char *path, uint64_t timeout_ms)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct addrinfo ai = { .ai_family = AF_UNIX,
+	    .ai_socktype = SOCK_STREAM, .ai_addr = (struct sockaddr *)&sun,
+	    .ai_addrlen = sizeof(sun) };
+
+	snprintf(c->peer, sizeof(c->peer), "unix:%s", path);
+	if (util_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) == -1) {
+		dconn_seterr(c, "connect %s: path too long", c->peer);
+		return -1;
+	}
+	if (dconn_connect_one(c, &ai, timeout_ms) == -1) {
+		dconn_seterr(c, "connect %s: %s", c->peer, strerror(errno));
+		return -1;
+	}
+	c->loopback = true;	/* this machine */
+	return 0;
 }
 
 /*

@@ -151,11 +151,16 @@ struct deliver_smtp_opts {
 	struct deliver_timeouts timeouts;
 	unsigned	 max_received;	/* >0: more Received: headers than
 					   this is a loop, 554 5.4.6 */
+	const char	*unix_path;	/* connect to this unix socket instead
+					   of host:port */
+	bool		 lmtp;		/* RFC 2033: LHLO, and one reply per
+					   accepted recipient after DATA */
 };
 
 /*
- * One SMTP transaction with one server for rcpts[0..n-1]: EHLO (HELO when
- * refused), STARTTLS/AUTH as o says, MAIL with SIZE/BODY/SMTPUTF8 as
+ * One SMTP transaction with one server for rcpts[0..n-1] (or LMTP when
+ * o->lmtp: LHLO, and each accepted recipient's own reply to the end of
+ * DATA): EHLO (HELO when refused), STARTTLS/AUTH as o says, MAIL with SIZE/BODY/SMTPUTF8 as
  * offered, RCPTs and DATA pipelined when PIPELINING is offered (RFC 2920),
  * the content dot-stuffed with CRLF line ends.  st_out[i] gets each
  * recipient's result; DATA's final reply applies to the accepted ones.

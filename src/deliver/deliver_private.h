@@ -38,6 +38,9 @@ void	dconn_init(struct dconn *c);
  */
 int	dconn_connect(struct dconn *c, const char *host, int port,
 	    uint64_t timeout_ms);
+/* Connect to the unix socket at path.  0, or -1 with c->err. */
+int	dconn_connect_unix(struct dconn *c, const char *path,
+	    uint64_t timeout_ms);
 /*
  * TLS handshake as a client through tc (name: SNI and verified name, or
  * NULL).  Any buffered plain-text input is dropped first (RFC 3207 4.2).

@@ -1,12 +1,13 @@
 /*
  * deliver/smtpc.c: the outbound SMTP client (RFC 5321) for one server and
- * one transaction: EHLO/HELO, STARTTLS (RFC 3207), AUTH PLAIN/LOGIN (RFC
- * 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
- * PIPELINING (RFC 2920), and the content as DATA (content.c: streamed from
- * the spool with CRLF line ends, dot-stuffing and optional header
- * rewriting; only canonical lines, and a message with a NUL fails
- * permanently before any connection).  Blocking: worker threads only.
- * Knows nothing of the queue or of DNS.
+ * one transaction, or LMTP (RFC 2033: LHLO, a reply per recipient after
+ * the content) over TCP or a unix socket: EHLO/HELO, STARTTLS (RFC 3207),
+ * AUTH PLAIN/LOGIN (RFC 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152),
+ * SMTPUTF8 (RFC 6531), PIPELINING (RFC 2920), and the content as DATA
+ * (content.c: streamed from the spool with CRLF line ends, dot-stuffing
+ * and optional header rewriting; only canonical lines, and a message with
+ * a NUL fails permanently before any connection).  Blocking: worker
+ * threads only.  Knows nothing of the queue or of DNS.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -202,7 +203,7 @@ smtpc_ehlo(struct smtpc *s)
 	s->esmtp = s->pipelining = s->starttls = s->eightbitmime = false;
 	s->smtputf8 = s->auth_plain = s->auth_login = s->has_size = false;
 	s->size_max = 0;
-	smtpc_cmd(s, "EHLO %s", name);
+	smtpc_cmd(s, "%s %s", s->o->lmtp ? "LHLO" : "EHLO", name);
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) == -1)
 		goto conn;
 	if (s->code / 100 == 2) {
@@ -210,7 +211,8 @@ smtpc_ehlo(struct smtpc *s)
 		smtpc_caps(s);
 		return 0;
 	}
-	if (s->code / 100 == 5) {
+	/* RFC 2033 4.1: an LMTP server has no HELO to fall back on. */
+	if (s->code / 100 == 5 && !s->o->lmtp) {
 		smtpc_cmd(s, "HELO %s", name);
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
@@ -218,7 +220,7 @@ smtpc_ehlo(struct smtpc *s)
 		if (s->code / 100 == 2)
 			return 0;
 	}
-	smtpc_fail_reply(s, "EHLO");
+	smtpc_fail_reply(s, s->o->lmtp ? "LHLO" : "EHLO");
 	return -1;
 conn:
 	smtpc_fail_conn(s);
@@ -498,6 +500,36 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 	return naccepted;
 }
 
+/* The last reply as recipient i's outcome of the whole transaction. */
+static void
+smtpc_set_final(struct smtpc *s, size_t i)
+{
+	if (s->code / 100 == 2)
+		smtpc_set(s, i, DELIVER_OK, s->code, "%s", s->text);
+	else
+		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
+		    DELIVER_TEMPFAIL, s->code, "%s (in reply to end of DATA)",
+		    s->text);
+}
+
+/*
+ * RFC 2033 4.2: after the content, one reply per accepted recipient, in
+ * the order of the RCPTs.  0, or -1 when the connection failed (the ones
+ * not yet answered stay undecided).
+ */
+static int
+smtpc_lmtp_replies(struct smtpc *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (!s->accepted[i])
+			continue;
+		if (smtpc_reply(s, TO_DTERM(s)) == -1)
+			return -1;
+		smtpc_set_final(s, i);
+	}
+	return 0;
+}
+
 static int
 smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, const char **err_out)
@@ -567,18 +599,16 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
 		goto conn;
 	}
+	if (s->o->lmtp) {
+		if (smtpc_lmtp_replies(s) == -1)
+			goto conn;
+		return 0;
+	}
 	if (smtpc_reply(s, TO_DTERM(s)) == -1)
 		goto conn;
-	for (size_t i = 0; i < s->n; i++) {
-		if (!s->accepted[i])
-			continue;
-		if (s->code / 100 == 2)
-			smtpc_set(s, i, DELIVER_OK, s->code, "%s", s->text);
-		else
-			smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-			    DELIVER_TEMPFAIL, s->code, "%s (in reply to end "
-			    "of DATA)", s->text);
-	}
+	for (size_t i = 0; i < s->n; i++)
+		if (s->accepted[i])
+			smtpc_set_final(s, i);
 	return 0;
 conn:
 	smtpc_fail_conn(s);
@@ -654,7 +684,9 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 		    "holds a NUL byte, which SMTP cannot carry; not sent");
 		goto out;
 	}
-	if (dconn_connect(&s.c, o->host, o->port, TO_CONNECT(&s)) == -1) {
+	if ((o->unix_path != NULL ? dconn_connect_unix(&s.c, o->unix_path,
+	    TO_CONNECT(&s)) : dconn_connect(&s.c, o->host, o->port,
+	    TO_CONNECT(&s))) == -1) {
 		smtpc_fail_conn(&s);
 		goto out;
 	}
