@@ -59,6 +59,33 @@ enum deliver_result deliver_maildir(const char *folder,
 void	deliver_maildir_sweeper_start(void);
 void	deliver_maildir_sweeper_stop(void);
 
+/* ==== Programs (pipe.c, over prog.c) ==== */
+
+struct deliver_rcpt_status;
+
+struct deliver_pipe_opts {
+	char *const	*argv;		/* argv[0] an absolute path; each may
+					   hold %{rcpt} %{rcpt.user}
+					   %{rcpt.domain} %{sender} %{qid} */
+	const char	*user;		/* run as (postern runs as root);
+					   NULL: as postern runs */
+	uint64_t	 timeout_ms;	/* 0: 10 min; then SIGKILL, retried */
+};
+
+/* 0 when tpl's variables are all known, else -1 with *err_out. */
+int	deliver_pipe_check_arg(const char *tpl, const char **err_out);
+/*
+ * Run the program for rcpt with "Return-Path: <sender>" and "Delivered-To:
+ * rcpt" then m's content on stdin, in a clean environment (PATH, SENDER,
+ * RECIPIENT, LOCAL, DOMAIN, POSTERN_QID).  Exit 0 delivers; 75
+ * (EX_TEMPFAIL), a signal, a timeout or a failure to start is temporary;
+ * any other status is permanent, with the first stderr line in st->text
+ * after an RFC 3463 code from sysexits(3).  Blocks: worker threads only.
+ */
+enum deliver_result deliver_pipe(const struct deliver_pipe_opts *o,
+	    const struct deliver_msg *m, const char *rcpt,
+	    struct deliver_rcpt_status *st, const char **err_out);
+
 /* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
  * dconn.c) ====
  *

@@ -168,4 +168,38 @@ int	deliver_mx_hosts(const char *v, int dport,
 	    struct deliver_mx_host **hosts_out, size_t *n_out,
 	    const char **err_out);
 
+/* prog.c: a program run for a delivery, blocking a worker thread. */
+struct deliver_prog {
+	char *const	*argv;		/* argv[0]: an absolute path */
+	char *const	*envp;		/* the whole environment */
+	const char	*user;		/* run as this user (we must be root,
+					   or be it already); NULL: as we are */
+	uint64_t	 timeout_ms;	/* for all of it; then SIGKILL */
+	size_t		 out_max;	/* stdout bytes kept (the rest read
+					   and dropped); 0: none kept */
+	/* stdin: head, then body (memory) or the file body_path. */
+	const char	*head;
+	size_t		 head_len;
+	const char	*body;
+	size_t		 body_len;
+	const char	*body_path;
+};
+struct deliver_prog_result {
+	int		 exit_code;	/* -1: killed (signal or timeout) */
+	int		 signal;	/* the signal that ended it, or 0 */
+	bool		 timed_out;
+	struct util_buf	 out;		/* stdout, NUL-terminated */
+	bool		 out_cut;	/* stdout passed out_max */
+	char		 err_line[256];	/* its first non-empty stderr line,
+					   log-escaped */
+};
+/*
+ * Run p and wait for it (worker threads only).  0 with *res filled (free
+ * with deliver_prog_result_clear()), or -1 with *err_out when it could
+ * not be started (unknown user, no root, fork).
+ */
+int	deliver_prog_run(const struct deliver_prog *p,
+	    struct deliver_prog_result *res, const char **err_out);
+void	deliver_prog_result_clear(struct deliver_prog_result *res);
+
 #endif
