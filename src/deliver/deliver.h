@@ -12,6 +12,18 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "http/http.h"
+#include "mime/mime.h"
+
+/* What is known of where a message came from (payloads show it). */
+struct deliver_origin {
+	const char	*client_ip;	/* NULL: unknown (local submission) */
+	const char	*helo;
+	const char	*tls;		/* "TLSv1.3"; NULL: in clear */
+	const char	*auth_user;	/* NULL: not authenticated */
+	const char *const *rcpts;	/* all the message's recipients */
+	size_t		 nrcpts;
+};
 
 struct deliver_msg {
 	const char	*content_path;	/* spooled content, LF line ends */
@@ -34,6 +46,7 @@ struct deliver_msg {
 	size_t		 rcpt_idx;
 	int64_t		 received;	/* epoch seconds */
 	const char	*hostname;	/* for Maildir unique names */
+	const struct deliver_origin *origin;	/* borrowed, or NULL */
 };
 
 enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
@@ -86,6 +99,64 @@ enum deliver_result deliver_pipe(const struct deliver_pipe_opts *o,
 	    const struct deliver_msg *m, const char *rcpt,
 	    struct deliver_rcpt_status *st, const char **err_out);
 
+/* ==== Webhooks (webhook.c, payload.c) ==== */
+
+enum deliver_webhook_format {
+	DELIVER_WEBHOOK_JSON,		/* the parsed message as JSON */
+	DELIVER_WEBHOOK_RAW,		/* message/rfc822, CRLF line ends */
+	DELIVER_WEBHOOK_TEMPLATE,	/* a template over the JSON */
+};
+
+struct deliver_webhook_opts {
+	const char	*url;
+	const char	*method;	/* "POST" or "PUT"; NULL: POST */
+	enum deliver_webhook_format format;
+	const struct mime_tpl *tpl;	/* borrowed: TEMPLATE */
+	const char *const *headers;	/* "Name: value", NULL-terminated */
+	const char	*bearer;	/* or user and pass: basic */
+	const char	*user, *pass;
+	const void	*secret;	/* HMAC-SHA256 key; NULL: unsigned */
+	size_t		 secret_len;
+	const char	*ca_file;
+	bool		 no_verify;
+	uint64_t	 timeout_ms;	/* 0: 30 s */
+	size_t		 response_max;	/* 0: 64 KiB */
+	struct mime_limits limits;	/* JSON: text and attachments kept */
+};
+
+/* A request ready for the HTTP client, and what it owns. */
+struct deliver_webhook_req {
+	struct http_request req;
+	char		**hdrs;		/* owned, NULL-terminated */
+	size_t		 nhdrs;
+	struct util_buf	 body;		/* owned: JSON or a CRLF copy */
+};
+
+/*
+ * Build the request for rcpt: the body (JSON, template or raw), its
+ * length and signature ("X-Postern-Signature: t=TS,v1=HEX", HMAC-SHA256
+ * of "TS." and the body), "Idempotency-Key: QID/RCPT" (the same on every
+ * attempt), X-Postern-Queue-Id, -Envelope-From and -Envelope-To.  The
+ * request borrows o and m.  0, or -1 with *err_out (the content could
+ * not be read).  Worker threads only: it reads the content.
+ */
+int	deliver_webhook_req_new(const struct deliver_webhook_opts *o,
+	    const struct deliver_msg *m, const char *rcpt,
+	    struct deliver_webhook_req *w, const char **err_out);
+void	deliver_webhook_req_clear(struct deliver_webhook_req *w);
+/*
+ * The answer as an outcome in *st: 2xx delivered; no answer, 408, 429
+ * or 5xx temporary (retry_after_ms from Retry-After); anything else
+ * permanent, with the status and the first line of the answer.
+ */
+enum deliver_result deliver_webhook_outcome(const struct http_result *res,
+	    struct deliver_rcpt_status *st);
+/* Both, and the request through hc between them.  Blocks. */
+enum deliver_result deliver_webhook(struct http_client *hc,
+	    const struct deliver_webhook_opts *o, const struct deliver_msg *m,
+	    const char *rcpt, struct deliver_rcpt_status *st,
+	    const char **err_out);
+
 /* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
  * dconn.c) ====
  *
@@ -132,6 +203,9 @@ struct deliver_rcpt_status {
 						   or our reason when code 0 */
 	char			 remote[300];	/* "host[ip]:port" that said
 						   it, "" when none */
+	uint64_t		 retry_after_ms; /* on a temporary failure:
+						   not again before this
+						   (Retry-After); 0: no hint */
 };
 
 enum deliver_tls {

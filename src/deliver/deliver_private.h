@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <openssl/ssl.h>
 
 #include "util/util.h"
@@ -167,6 +168,22 @@ int	deliver_mx_answer(const unsigned char *msg, size_t len,
 int	deliver_mx_hosts(const char *v, int dport,
 	    struct deliver_mx_host **hosts_out, size_t *n_out,
 	    const char **err_out);
+
+/* payload.c: the JSON document of webhooks and agents. */
+struct mime_limits;
+struct mime_msg;
+/* The first members of that document's paths, for templates. */
+extern const char *const deliver_doc_roots[];
+/* m's content parsed (mime_parse_file/mem); NULL with *err_out. */
+struct mime_msg *deliver_doc_parse(const struct deliver_msg *m,
+	    const struct mime_limits *lim, const char **err_out);
+/*
+ * The document (new reference): mime_msg_json(mm) and qid, envelope
+ * {sender, recipients, rcpt}, client {ip, helo, tls, auth}, received_at
+ * (ISO 8601, UTC), agent (the answering mailbox, or null).
+ */
+json_t	*deliver_doc_new(const struct deliver_msg *m, const char *rcpt,
+	    const struct mime_msg *mm, const char *agent);
 
 /* prog.c: a program run for a delivery, blocking a worker thread. */
 struct deliver_prog {

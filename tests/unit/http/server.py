@@ -9,6 +9,7 @@ to answer: /status/N[?retry-after=V] answers N, /slow/MS waits MS ms first,
 """
 import base64
 import json
+import os
 import ssl
 import sys
 import threading
@@ -70,7 +71,16 @@ class Server(ThreadingHTTPServer):
         pass                    # a client that gave up early is no news
 
 
+def orphan_watch(parent):
+    """A test that crashed leaves no server behind."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
+
+
 def main():
+    threading.Thread(target=orphan_watch, args=(os.getppid(),),
+                     daemon=True).start()
     srv = Server(("127.0.0.1", 0), Handler)
     if len(sys.argv) > 3:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

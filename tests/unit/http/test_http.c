@@ -11,11 +11,9 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,133 +27,10 @@
 #include <cmocka.h>
 
 #include "http/http_private.h"
+#include "srv.h"
 #include "util/util.h"
 
-extern char **environ;
-
-struct srv {
-	pid_t		 pid;
-	int		 port;
-	char		 record[64];
-	char		 base[64];	/* "http://127.0.0.1:PORT" */
-};
-
 static struct http_client *client;
-static pid_t	 srv_pids[4];	/* running servers, killed after each test */
-
-static void
-srv_start(struct srv *s, bool tls)
-{
-	char *argv[] = { "/usr/bin/python3", "server.py", s->record, "cert.pem",
-	    "key.pem", NULL };
-	posix_spawn_file_actions_t fa;
-	int p[2];
-	char line[32] = "";
-	ssize_t n;
-
-	snprintf(s->record, sizeof(s->record), "/tmp/http-rec-%d-%ld",
-	    (int)getpid(), (long)util_now_ms());
-	if (!tls)
-		argv[3] = NULL;
-	assert_int_equal(pipe(p), 0);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addclose(&fa, p[0]);
-	assert_int_equal(posix_spawn(&s->pid, argv[0], &fa, NULL, argv,
-	    environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	for (size_t i = 0; i < 4; i++)
-		if (srv_pids[i] == 0) {
-			srv_pids[i] = s->pid;
-			break;
-		}
-	close(p[1]);
-	/* The port, once bound: the whole line. */
-	for (size_t len = 0; strchr(line, '\n') == NULL &&
-	    len < sizeof(line) - 1; len += (size_t)n) {
-		n = read(p[0], line + len, sizeof(line) - 1 - len);
-		assert_true(n > 0);
-	}
-	close(p[0]);
-	s->port = atoi(line);
-	assert_true(s->port > 0);
-	snprintf(s->base, sizeof(s->base), "%s://127.0.0.1:%d",
-	    tls ? "https" : "http", s->port);
-}
-
-static void
-srv_kill(pid_t pid)
-{
-	kill(pid, SIGTERM);
-	waitpid(pid, NULL, 0);
-	for (size_t i = 0; i < 4; i++)
-		if (srv_pids[i] == pid)
-			srv_pids[i] = 0;
-}
-
-static void
-srv_stop(struct srv *s)
-{
-	srv_kill(s->pid);
-	unlink(s->record);
-}
-
-/* After each test, even a failed one: no server is left behind. */
-static int
-srv_cleanup(void **state)
-{
-	(void)state;
-	for (size_t i = 0; i < 4; i++)
-		if (srv_pids[i] != 0)
-			srv_kill(srv_pids[i]);
-	return 0;
-}
-
-/* The requests the server recorded, as a JSON array. */
-static json_t *
-srv_records(const struct srv *s)
-{
-	json_t *all = json_array();
-	FILE *f = fopen(s->record, "r");
-	char line[65536];
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-		json_array_append_new(all, json_loads(line, 0, NULL));
-	if (f != NULL)
-		fclose(f);
-	return all;
-}
-
-static const char *
-rec_str(const json_t *rec, const char *key)
-{
-	return json_string_value(json_object_get(rec, key));
-}
-
-static const char *
-rec_header(const json_t *rec, const char *name)
-{
-	return json_string_value(json_object_get(json_object_get(rec,
-	    "headers"), name));
-}
-
-/* The recorded body, decoded (malloc'd, NUL-terminated). */
-static char *
-rec_body(const json_t *rec)
-{
-	const char *b64 = rec_str(rec, "body");
-	size_t n = strlen(b64);
-	char *out = xmalloc(n + 1);
-	int len = EVP_DecodeBlock((unsigned char *)out,
-	    (const unsigned char *)b64, (int)n);
-
-	while (n > 0 && b64[n - 1] == '=') {	/* padding decodes to 0s */
-		n--;
-		len--;
-	}
-	out[len > 0 ? len : 0] = '\0';
-	return out;
-}
 
 static void
 test_post_memory(void **state)
@@ -171,7 +46,7 @@ test_post_memory(void **state)
 	char *url, *got;
 
 	(void)state;
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	url = xasprintf("%s/hook?x=1", s.base);
 	r.url = url;
 	http_perform(client, &r, &res);
@@ -193,7 +68,7 @@ test_post_memory(void **state)
 	assert_string_equal(rec_header(rec, "authorization"), "Bearer t0ken");
 	assert_string_equal(rec_header(rec, "user-agent"), "postern");
 	assert_null(rec_header(rec, "expect"));
-	got = rec_body(rec);
+	got = rec_body(rec, NULL);
 	assert_string_equal(got, body);
 	free(got);
 	json_decref(recs);
@@ -222,7 +97,7 @@ test_put_file_crlf(void **state)
 	assert_int_equal(http_body_scan(&r.body, NULL, 0, 0, &r.body_len,
 	    NULL, &err), 0);
 	assert_int_equal(r.body_len, 9);
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	r.url = s.base;
 	http_perform(client, &r, &res);
 	assert_int_equal(res.status, 200);
@@ -234,7 +109,7 @@ test_put_file_crlf(void **state)
 	/* "ann:s3cret" */
 	assert_string_equal(rec_header(rec, "authorization"),
 	    "Basic YW5uOnMzY3JldA==");
-	got = rec_body(rec);
+	got = rec_body(rec, NULL);
 	assert_string_equal(got, "a\r\nb\r\n\r\nc");
 	free(got);
 	json_decref(recs);
@@ -265,7 +140,7 @@ test_statuses(void **state)
 	struct srv s;
 
 	(void)state;
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct http_request r = { 0 };
 		struct http_result res;
@@ -323,7 +198,7 @@ test_failures(void **state)
 	assert_true(http_result_retryable(&res));
 	http_result_clear(&res);
 
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	snprintf(slow, sizeof(slow), "%s/slow/3000", s.base);
 	t0 = util_now_ms();
 	http_perform(client, &(struct http_request){ .url = slow,
@@ -384,7 +259,7 @@ test_tls(void **state)
 	    "ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out "
 	    "cert.pem -days 2 -subj /CN=localhost -addext "
 	    "subjectAltName=IP:127.0.0.1 2>/dev/null"), 0);
-	srv_start(&s, true);
+	srv_start(&s, "server.py", "cert.pem", "key.pem");
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct http_result res;
 
@@ -446,7 +321,7 @@ test_many_at_once(void **state)
 	json_t *recs;
 
 	(void)state;
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	snprintf(url, sizeof(url), "%s/slow/200", s.base);
 	for (int i = 0; i < 30; i++)
 		http_submit(client, &(struct http_request){ .url = url,
@@ -474,7 +349,7 @@ test_shutdown_in_flight(void **state)
 
 	(void)state;
 	assert_non_null(own);
-	srv_start(&s, false);
+	srv_start(&s, "server.py", NULL, NULL);
 	snprintf(url, sizeof(url), "%s/slow/5000", s.base);
 	http_submit(own, &(struct http_request){ .url = url }, count_cb, &c);
 	/* Wait until the server has the request. */
