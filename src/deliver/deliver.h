@@ -25,6 +25,22 @@ struct deliver_origin {
 	size_t		 nrcpts;
 };
 
+/*
+ * How a delivery puts a new message in the queue (an agent's reply, a
+ * pass-through copy); the queue sets it when it delivers.  The content
+ * (LF line ends) is head[0..head_len) then, when src is not NULL, src's
+ * content from byte src_off on.  0 once the message is safely queued, or
+ * -1 with *err_out.
+ */
+struct deliver_msg;
+struct deliver_inject {
+	int	(*fn)(void *arg, const char *sender, const char *rcpt,
+		    const char *head, size_t head_len,
+		    const struct deliver_msg *src, uint64_t src_off,
+		    const char **err_out);
+	void	*arg;
+};
+
 struct deliver_msg {
 	const char	*content_path;	/* spooled content, LF line ends */
 	const char	*content;	/* or the content in memory (then
@@ -47,6 +63,7 @@ struct deliver_msg {
 	int64_t		 received;	/* epoch seconds */
 	const char	*hostname;	/* for Maildir unique names */
 	const struct deliver_origin *origin;	/* borrowed, or NULL */
+	const struct deliver_inject *inject;	/* borrowed, or NULL: none */
 };
 
 enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
@@ -156,6 +173,63 @@ enum deliver_result deliver_webhook(struct http_client *hc,
 	    const struct deliver_webhook_opts *o, const struct deliver_msg *m,
 	    const char *rcpt, struct deliver_rcpt_status *st,
 	    const char **err_out);
+
+/* ==== Agents: mailboxes that answer (agent.c, memo.c) ==== */
+
+enum deliver_agent_kind {
+	DELIVER_AGENT_TEXT,		/* a canned text, with %{...} */
+	DELIVER_AGENT_COMMAND,		/* a program: JSON in, reply out */
+	DELIVER_AGENT_WEBHOOK,		/* a web service's answer */
+};
+
+struct deliver_agent_opts {
+	enum deliver_agent_kind kind;
+	const struct mime_tpl *text;	/* TEXT: borrowed, MIME_TPL_TEXT */
+	char *const	*argv;		/* COMMAND: argv[0] absolute */
+	const char	*user;		/* COMMAND: run as; NULL: as we are */
+	uint64_t	 timeout_ms;	/* COMMAND: 0: 60 s, then killed */
+	size_t		 out_max;	/* COMMAND: stdout bound; 0: 1 MiB */
+	struct deliver_webhook_opts webhook;	/* WEBHOOK: format JSON or
+						   TEMPLATE */
+	const char	*from_name;	/* the reply's From: display name */
+	uint64_t	 period_ms;	/* one reply per sender per period;
+					   0: a day */
+	unsigned	 received_max;	/* loop guard; 0: 25 */
+	struct mime_limits limits;	/* the message as the agent sees it */
+};
+
+struct deliver_agent;
+/*
+ * An agent (o and what it points to borrowed: they must outlive it) with
+ * its reply memory in the state store store_spec ("sqlite:PATH",
+ * "redis:HOST:PORT", "memory:"; NULL: memory).  NULL with *err_out.
+ */
+struct deliver_agent *deliver_agent_new(const struct deliver_agent_opts *o,
+	    const char *store_spec, const char **err_out);
+void	deliver_agent_free(struct deliver_agent **ap);
+/*
+ * Answer m, sent to the agent's mailbox rcpt: nothing when RFC 3834 says
+ * so or when the sender had a reply within the period; else the agent
+ * runs and its reply (From: rcpt, To: the sender, Re: subject,
+ * In-Reply-To, References, Auto-Submitted: auto-replied) goes into the
+ * queue from <> through m->inject.  DELIVER_OK when the message is dealt
+ * with (answered, rightly not answered, or the agent failed for good:
+ * logged); DELIVER_TEMPFAIL when the agent timed out, crashed, asked for
+ * later, or the store or queue failed.  Blocks: worker threads only.
+ */
+enum deliver_result deliver_agent_run(struct deliver_agent *a,
+	    const struct deliver_msg *m, const char *rcpt,
+	    struct deliver_rcpt_status *st, const char **err_out);
+
+/*
+ * Pass m, sent to the mailbox rcpt, on to target: the same content with
+ * "Subject: [mailbox@] ..." (once; added when there is none) and a
+ * Received: field, into the queue from the same sender through
+ * m->inject.  Blocks: worker threads only.
+ */
+enum deliver_result deliver_passthrough(const char *target,
+	    const struct deliver_msg *m, const char *rcpt,
+	    struct deliver_rcpt_status *st, const char **err_out);
 
 /* ==== Outbound SMTP (the outbound client: smtpc.c mx.c pop.c remote.c
  * dconn.c) ====

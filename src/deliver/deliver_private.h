@@ -185,6 +185,24 @@ struct mime_msg *deliver_doc_parse(const struct deliver_msg *m,
 json_t	*deliver_doc_new(const struct deliver_msg *m, const char *rcpt,
 	    const struct mime_msg *mm, const char *agent);
 
+/* memo.c: the agents' reply memory in the state store. */
+struct deliver_memo;
+/* A store of spec on a private loop.  NULL with *err_out. */
+struct deliver_memo *deliver_memo_open(const char *spec,
+	    const char **err_out);
+void	deliver_memo_close(struct deliver_memo **mp);
+/*
+ * May agent answer sender now?  take false: 1 yes, 0 answered within the
+ * period.  take true: record an answer for period_ms and return 1 when it
+ * is the first in the period (another node may have been quicker: 0).
+ * -1 when the store fails or does not answer within 5 s.
+ */
+int	deliver_memo_check(struct deliver_memo *mm, const char *agent,
+	    const char *sender, bool take, uint64_t period_ms);
+/* Undo a take (the reply could not be queued). */
+void	deliver_memo_forget(struct deliver_memo *mm, const char *agent,
+	    const char *sender);
+
 /* prog.c: a program run for a delivery, blocking a worker thread. */
 struct deliver_prog {
 	char *const	*argv;		/* argv[0]: an absolute path */

@@ -178,3 +178,9 @@ mime_to_utf8(const char *in, size_t len, const char *charset, bool cut,
 	util_buf_cstr(out);
 	return used;
 }
+
+void
+mime_text_utf8(const char *in, size_t len, struct util_buf *out)
+{
+	(void)mime_to_utf8(in, len, NULL, false, out);
+}

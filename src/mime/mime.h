@@ -119,6 +119,12 @@ const char *mime_msg_header(const struct mime_msg *m, const char *name);
  */
 json_t	*mime_msg_json(const struct mime_msg *m);
 
+/*
+ * in[0..len) as valid UTF-8 appended to out (NUL-terminated): kept when it
+ * is UTF-8, read as windows-1252 when it is not (the usual 8-bit text).
+ */
+void	mime_text_utf8(const char *in, size_t len, struct util_buf *out);
+
 /* ---- templates (template.c) ---- */
 
 /*

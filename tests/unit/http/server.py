@@ -5,7 +5,9 @@ Usage: server.py RECORD [CERT KEY].  Prints its port on the first line of
 stdout, then serves until killed.  Every request is appended to RECORD as
 one JSON line (method, path, headers, body in base64).  The path says what
 to answer: /status/N[?retry-after=V] answers N, /slow/MS waits MS ms first,
-/big/N sends N bytes, /echo sends the body back; anything else is 200 ok.
+/big/N sends N bytes, /echo sends the body back, /reply/json, /reply/text
+and /reply/mime answer as a reply agent's web service would, /reply/empty
+says nothing (204); anything else is 200 ok.
 """
 import base64
 import json
@@ -26,9 +28,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
-    def answer(self, code, body, extra=()):
+    def answer(self, code, body, extra=(), ctype="text/plain"):
         self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in extra:
             self.send_header(k, v)
@@ -57,8 +59,28 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200, b"x" * int(parts[1]))
         elif parts[0] == "echo":
             self.answer(200, body)
+        elif parts[0] == "reply":
+            self.reply(parts[1], body)
         else:
             self.answer(200, b"ok")
+
+    def reply(self, kind, body):
+        msg = json.loads(body)
+        if kind == "json":
+            out = {"text": "Sunny in NYC, dear " + msg["from"],
+                   "html": "<p>Sunny in <b>NYC</b></p>",
+                   "subject": "Weather for " + msg["envelope"]["rcpt"]}
+            self.answer(200, json.dumps(out).encode(),
+                        ctype="application/json")
+        elif kind == "text":
+            self.answer(200, ("Sunny, " + msg["subject"]).encode(),
+                        ctype="text/plain; charset=utf-8")
+        elif kind == "mime":
+            self.answer(200, b"Subject: From MIME\r\nContent-Type: "
+                        b"text/plain\r\n\r\nA MIME body\r\n",
+                        ctype="message/rfc822")
+        else:
+            self.answer(204, b"")
 
     do_POST = do_PUT = do_GET = handle_any
 

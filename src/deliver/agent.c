@@ -1,0 +1,389 @@
+/*
+ * deliver/agent.c: the reply action: a mailbox that answers.  For each
+ * message: the RFC 3834 rules, then the reply memory (one reply per
+ * sender per agent per period), then the agent itself (a canned text, a
+ * command, or a web service) makes the reply, which is built as a proper
+ * message and put in the queue from <> to the sender.  An agent that
+ * fails for good costs a log line, never a bounce; one that hangs or
+ * crashes is retried.  Knows nothing of the queue but its inject hook.
+ */
+#include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/http.h"
+#include "log/log.h"
+#include "mime/mime.h"
+#include "util/util.h"
+
+#define AGENT_PERIOD_DEFAULT_MS	(24ull * 3600 * 1000)
+#define AGENT_TIMEOUT_DEFAULT_MS	(60u * 1000)
+#define AGENT_OUT_MAX_DEFAULT	(1024u * 1024)
+
+struct deliver_agent {
+	struct deliver_agent_opts o;	/* strings borrowed from the config */
+	struct deliver_memo	*memo;	/* owned */
+	struct http_client	*hc;	/* owned: webhook agents */
+};
+
+/* What an agent made: a reply, or the reason there is none. */
+struct agent_out {
+	struct util_buf	 text, html, subject, mime;
+	bool		 has_text, has_html, has_subject, has_mime;
+	enum deliver_result fail;	/* not OK: the agent failed so */
+	char		 why[300];	/* ... for this reason */
+};
+
+struct deliver_agent *
+deliver_agent_new(const struct deliver_agent_opts *o, const char *store_spec,
+    const char **err_out)
+{
+	struct deliver_agent *a = xcalloc(1, sizeof(*a));
+
+	a->o = *o;
+	if ((a->memo = deliver_memo_open(store_spec != NULL ? store_spec :
+	    "memory:", err_out)) == NULL)
+		goto fail;
+	if (o->kind == DELIVER_AGENT_WEBHOOK &&
+	    (a->hc = http_client_new(err_out)) == NULL)
+		goto fail;
+	return a;
+fail:
+	deliver_agent_free(&a);
+	return NULL;
+}
+
+void
+deliver_agent_free(struct deliver_agent **ap)
+{
+	struct deliver_agent *a = *ap;
+
+	if (a == NULL)
+		return;
+	*ap = NULL;
+	http_client_free(&a->hc);
+	deliver_memo_close(&a->memo);
+	free(a);
+}
+
+static void
+agent_out_clear(struct agent_out *out)
+{
+	util_buf_clear(&out->text);
+	util_buf_clear(&out->html);
+	util_buf_clear(&out->subject);
+	util_buf_clear(&out->mime);
+}
+
+static void agent_fail(struct agent_out *, enum deliver_result,
+    const char *, ...) UTIL_PRINTF(3, 4);
+
+static void
+agent_fail(struct agent_out *out, enum deliver_result r, const char *fmt,
+    ...)
+{
+	va_list ap;
+
+	out->fail = r;
+	va_start(ap, fmt);
+	if (vsnprintf(out->why, sizeof(out->why), fmt, ap) < 0)
+		out->why[0] = '\0';
+	va_end(ap);
+}
+
+/* Program output or a web answer as the reply body. */
+static void
+agent_take_text(struct agent_out *out, const char *s, size_t len, bool html)
+{
+	if (len == 0)
+		return;			/* nothing to say: no reply */
+	if (mime_looks_like_message(s, len)) {
+		util_buf_add(&out->mime, s, len);
+		util_buf_cstr(&out->mime);
+		out->has_mime = true;
+	} else if (html) {
+		mime_text_utf8(s, len, &out->html);
+		out->has_html = true;
+	} else {
+		mime_text_utf8(s, len, &out->text);
+		out->has_text = true;
+	}
+}
+
+/* ---- the kinds ---- */
+
+static void
+agent_text(const struct deliver_agent *a, const json_t *doc,
+    struct agent_out *out)
+{
+	struct util_buf b = { 0 };
+
+	mime_tpl_expand(a->o.text, doc, &b);
+	agent_take_text(out, b.data, b.len, false);
+	util_buf_clear(&b);
+}
+
+static char **
+agent_env(const struct deliver_msg *m, const char *agent)
+{
+	char **env = xcalloc(6, sizeof(*env));
+
+	env[0] = xstrdup("PATH=/usr/bin:/bin");
+	env[1] = xasprintf("SENDER=%s", m->return_path != NULL ?
+	    m->return_path : "");
+	env[2] = xasprintf("RECIPIENT=%s", agent);
+	env[3] = xasprintf("POSTERN_QID=%s", m->qid != NULL ? m->qid : "");
+	env[4] = xasprintf("POSTERN_AGENT=%s", agent);
+	return env;
+}
+
+static void
+agent_command(const struct deliver_agent *a, const struct deliver_msg *m,
+    const char *agent, const json_t *doc, struct agent_out *out)
+{
+	char *in = json_dumps(doc, JSON_COMPACT);
+	char **env = agent_env(m, agent);
+	struct deliver_prog p = { .argv = a->o.argv, .envp = env,
+	    .user = a->o.user, .timeout_ms = a->o.timeout_ms != 0 ?
+	    a->o.timeout_ms : AGENT_TIMEOUT_DEFAULT_MS,
+	    .out_max = a->o.out_max != 0 ? a->o.out_max :
+	    AGENT_OUT_MAX_DEFAULT, .body = in, .body_len = strlen(in) };
+	struct deliver_prog_result res;
+	const char *err = NULL;
+
+	if (deliver_prog_run(&p, &res, &err) == -1) {
+		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
+	} else if (res.timed_out || res.exit_code == -1 ||
+	    res.exit_code == 75) {
+		/* Hung, crashed or asked for it: later. */
+		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s %s%s", a->o.argv[0],
+		    res.timed_out ? "timed out" : res.exit_code == 75 ?
+		    "asked to try later" : "was killed", res.err_line[0] !=
+		    '\0' ? ": " : "");
+		util_strlcpy(out->why + strlen(out->why), res.err_line,
+		    sizeof(out->why) - strlen(out->why));
+	} else if (res.exit_code != 0) {
+		agent_fail(out, DELIVER_PERMFAIL, "%s exited with status %d%s%s",
+		    a->o.argv[0], res.exit_code, res.err_line[0] != '\0' ?
+		    ": " : "", res.err_line);
+	} else if (res.out_cut) {
+		agent_fail(out, DELIVER_PERMFAIL, "%s wrote more than %zu "
+		    "bytes", a->o.argv[0], p.out_max);
+	} else {
+		agent_take_text(out, res.out.data, res.out.len, false);
+	}
+	deliver_prog_result_clear(&res);
+	for (size_t i = 0; env[i] != NULL; i++)
+		free(env[i]);
+	free(env);
+	free(in);
+}
+
+/* A JSON answer: {"text": ..., "html": ..., "subject": ...}. */
+static void
+agent_json_answer(const struct http_result *res, struct agent_out *out)
+{
+	json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
+	static const char *const keys[] = { "text", "html", "subject" };
+	struct util_buf *bufs[] = { &out->text, &out->html, &out->subject };
+	bool *has[] = { &out->has_text, &out->has_html, &out->has_subject };
+
+	if (!json_is_object(j)) {
+		agent_fail(out, DELIVER_PERMFAIL, "the answer is not a JSON "
+		    "object");
+		json_decref(j);
+		return;
+	}
+	for (size_t i = 0; i < 3; i++) {
+		json_t *v = json_object_get(j, keys[i]);
+
+		if (!json_is_string(v))
+			continue;
+		util_buf_add(bufs[i], json_string_value(v),
+		    json_string_length(v));
+		util_buf_cstr(bufs[i]);
+		*has[i] = json_string_length(v) > 0;
+	}
+	json_decref(j);
+}
+
+static void
+agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
+    const char *agent, struct agent_out *out)
+{
+	struct deliver_webhook_req w;
+	struct deliver_rcpt_status st;
+	struct http_result res;
+	const char *err = NULL;
+	const char *ct;
+
+	if (deliver_webhook_req_new(&a->o.webhook, m, agent, &w, &err) ==
+	    -1) {
+		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
+		return;
+	}
+	http_perform(a->hc, &w.req, &res);
+	deliver_webhook_req_clear(&w);
+	ct = res.content_type != NULL ? res.content_type : "";
+	if (deliver_webhook_outcome(&res, &st) != DELIVER_OK)
+		agent_fail(out, st.result, "%s", st.text);
+	else if (res.err == HTTP_ERR_TOO_BIG)
+		agent_fail(out, DELIVER_PERMFAIL, "4.3.0 %s", res.text);
+	else if (strncmp(ct, "application/json", 16) == 0)
+		agent_json_answer(&res, out);
+	else if (strncmp(ct, "message/rfc822", 14) == 0 && res.body_len > 0) {
+		util_buf_add(&out->mime, res.body, res.body_len);
+		util_buf_cstr(&out->mime);
+		out->has_mime = true;
+	} else
+		agent_take_text(out, res.body, res.body_len,
+		    strncmp(ct, "text/html", 9) == 0);
+	http_result_clear(&res);
+}
+
+/* ---- one message ---- */
+
+static void
+agent_log(enum log_level lvl, const struct deliver_msg *m, const char *agent,
+    const char *what, const char *why)
+{
+	char a[300], s[300], w[400];
+
+	log_event(lvl, "agent", NULL, m->qid, "agent=<%s> sender=<%s> %s "
+	    "why=\"%s\"", log_safe_into(a, sizeof(a), agent, strlen(agent)),
+	    log_safe_into(s, sizeof(s), m->return_path != NULL ?
+	    m->return_path : "", m->return_path != NULL ?
+	    strlen(m->return_path) : 0), what, log_safe_into(w, sizeof(w),
+	    why, strlen(why)));
+}
+
+/* Build the reply of out to mm and put it in the queue.  0 or -1. */
+static int
+agent_send(const struct deliver_agent *a, const struct deliver_msg *m,
+    const char *agent, const struct mime_msg *mm, struct agent_out *out,
+    const char **err_out)
+{
+	struct mime_reply r = { .from = agent, .from_name = a->o.from_name,
+	    .to = m->return_path, .orig = mm, .subject = out->has_subject ?
+	    out->subject.data : NULL, .text = out->has_text ? out->text.data :
+	    NULL, .html = out->has_html ? out->html.data : NULL,
+	    .mime = out->has_mime ? out->mime.data : NULL,
+	    .mime_len = out->mime.len, .hostname = m->hostname,
+	    .date = (int64_t)(util_wall_us() / 1000000) };
+	struct util_buf msg = { 0 };
+	int rc = -1;
+
+	if (m->inject == NULL) {
+		*err_out = "no queue to put the reply in";
+		return -1;
+	}
+	if (mime_reply_build(&r, &msg, err_out) == 0)
+		rc = m->inject->fn(m->inject->arg, "", m->return_path, msg.data,
+		    msg.len, NULL, 0, err_out);
+	util_buf_clear(&msg);
+	return rc;
+}
+
+static void
+agent_make(const struct deliver_agent *a, const struct deliver_msg *m,
+    const char *agent, const struct mime_msg *mm, struct agent_out *out)
+{
+	json_t *doc = deliver_doc_new(m, agent, mm, agent);
+
+	switch (a->o.kind) {
+	case DELIVER_AGENT_TEXT:
+		agent_text(a, doc, out);
+		break;
+	case DELIVER_AGENT_COMMAND:
+		agent_command(a, m, agent, doc, out);
+		break;
+	case DELIVER_AGENT_WEBHOOK:
+		agent_webhook(a, m, agent, out);
+		break;
+	}
+	json_decref(doc);
+}
+
+/* The agent runs; its reply goes.  The outcome in st. */
+static void
+agent_answer(struct deliver_agent *a, const struct deliver_msg *m,
+    const char *agent, const struct mime_msg *mm,
+    struct deliver_rcpt_status *st)
+{
+	struct agent_out out = { .fail = DELIVER_OK };
+	const char *err = NULL;
+	int rc;
+
+	agent_make(a, m, agent, mm, &out);
+	if (out.fail == DELIVER_TEMPFAIL) {
+		st->result = DELIVER_TEMPFAIL;
+		util_strlcpy(st->text, out.why, sizeof(st->text));
+	} else if (out.fail == DELIVER_PERMFAIL) {
+		/* Logged, never bounced: the sender did nothing wrong. */
+		agent_log(LOG_LVL_WARN, m, agent, "failed", out.why);
+		snprintf(st->text, sizeof(st->text), "2.0.0 agent failed, "
+		    "no reply: %s", out.why);
+	} else if (!out.has_text && !out.has_html && !out.has_mime) {
+		agent_log(LOG_LVL_INFO, m, agent, "silent", "nothing to say");
+		util_strlcpy(st->text, "2.0.0 no reply", sizeof(st->text));
+	} else if ((rc = deliver_memo_check(a->memo, agent, m->return_path,
+	    true, a->o.period_ms != 0 ? a->o.period_ms :
+	    AGENT_PERIOD_DEFAULT_MS)) != 1) {
+		st->result = rc == 0 ? DELIVER_OK : DELIVER_TEMPFAIL;
+		util_strlcpy(st->text, rc == 0 ? "2.0.0 answered already in "
+		    "this period" : "4.3.0 state store unavailable",
+		    sizeof(st->text));
+	} else if (agent_send(a, m, agent, mm, &out, &err) == -1) {
+		deliver_memo_forget(a->memo, agent, m->return_path);
+		st->result = DELIVER_TEMPFAIL;
+		snprintf(st->text, sizeof(st->text), "4.3.0 reply not queued: "
+		    "%s", err);
+	} else {
+		agent_log(LOG_LVL_INFO, m, agent, "answered", "reply queued");
+		util_strlcpy(st->text, "2.0.0 answered", sizeof(st->text));
+	}
+	agent_out_clear(&out);
+}
+
+enum deliver_result
+deliver_agent_run(struct deliver_agent *a, const struct deliver_msg *m,
+    const char *rcpt, struct deliver_rcpt_status *st, const char **err_out)
+{
+	struct mime_ar_input in = { .sender = m->return_path, .agent = rcpt,
+	    .received_max = a->o.received_max };
+	const char *why = NULL;
+	struct mime_msg *mm;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	st->result = DELIVER_OK;
+	if ((mm = deliver_doc_parse(m, &a->o.limits, &why)) == NULL) {
+		st->result = DELIVER_TEMPFAIL;
+		snprintf(st->text, sizeof(st->text), "4.3.0 %s", why);
+		*err_out = util_err("%s", st->text);
+		return st->result;
+	}
+	in.msg = mm;
+	if (!mime_autoreply_allowed(&in, &why)) {
+		/* RFC 3834: no answer; the message is dealt with. */
+		agent_log(LOG_LVL_INFO, m, rcpt, "not-answered", why);
+		snprintf(st->text, sizeof(st->text), "2.0.0 not answered: %s",
+		    why);
+	} else if ((rc = deliver_memo_check(a->memo, rcpt, m->return_path,
+	    false, 0)) != 1) {
+		st->result = rc == 0 ? DELIVER_OK : DELIVER_TEMPFAIL;
+		util_strlcpy(st->text, rc == 0 ? "2.0.0 answered already in "
+		    "this period" : "4.3.0 state store unavailable",
+		    sizeof(st->text));
+	} else {
+		agent_answer(a, m, rcpt, mm, st);
+	}
+	mime_msg_free(&mm);
+	if (st->result != DELIVER_OK)
+		*err_out = util_err("%s", st->text);
+	return st->result;
+}
