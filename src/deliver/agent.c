@@ -261,7 +261,7 @@ agent_log(enum log_level lvl, const struct deliver_msg *m, const char *agent,
 	    why, strlen(why)));
 }
 
-/* Build the reply of out to mm and put it in the queue.  0 or -1. */
+/* Build the reply of out to mm and queue it: as the inject hook returns. */
 static int
 agent_send(const struct deliver_agent *a, const struct deliver_msg *m,
     const char *agent, const struct mime_msg *mm, struct agent_out *out,
@@ -337,11 +337,17 @@ agent_answer(struct deliver_agent *a, const struct deliver_msg *m,
 		util_strlcpy(st->text, rc == 0 ? "2.0.0 answered already in "
 		    "this period" : "4.3.0 state store unavailable",
 		    sizeof(st->text));
-	} else if (agent_send(a, m, agent, mm, &out, &err) == -1) {
+	} else if ((rc = agent_send(a, m, agent, mm, &out, &err)) != 0) {
 		deliver_memo_forget(a->memo, agent, m->return_path);
-		st->result = DELIVER_TEMPFAIL;
-		snprintf(st->text, sizeof(st->text), "4.3.0 reply not queued: "
-		    "%s", err);
+		if (rc == -2) {		/* nowhere to send it, ever */
+			agent_log(LOG_LVL_WARN, m, agent, "dropped", err);
+			snprintf(st->text, sizeof(st->text), "2.0.0 reply "
+			    "dropped: %s", err);
+		} else {
+			st->result = DELIVER_TEMPFAIL;
+			snprintf(st->text, sizeof(st->text), "4.3.0 reply not "
+			    "queued: %s", err);
+		}
 	} else {
 		agent_log(LOG_LVL_INFO, m, agent, "answered", "reply queued");
 		util_strlcpy(st->text, "2.0.0 answered", sizeof(st->text));

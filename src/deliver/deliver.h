@@ -29,8 +29,9 @@ struct deliver_origin {
  * How a delivery puts a new message in the queue (an agent's reply, a
  * pass-through copy); the queue sets it when it delivers.  The content
  * (LF line ends) is head[0..head_len) then, when src is not NULL, src's
- * content from byte src_off on.  0 once the message is safely queued, or
- * -1 with *err_out.
+ * content from byte src_off on; the queue puts its own Received: field
+ * first.  0 once the message is safely queued; -1 with *err_out when it
+ * could not be (a retry may work); -2 when rcpt has no route at all.
  */
 struct deliver_msg;
 struct deliver_inject {

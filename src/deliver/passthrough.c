@@ -3,8 +3,7 @@
  * sent on to one target, its Subject prefixed "[mailbox@] " so the target
  * sees where it came in, everything else as it was (the body is copied
  * from the spool as it is, never parsed).  The copy goes into the queue
- * with the same sender and a Received: field of its own, and is routed
- * like any message.  Knows nothing of the queue but its inject hook.
+ * with the same sender and is routed like any message.  Knows nothing of the queue but its inject hook.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -15,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -130,7 +128,7 @@ deliver_passthrough(const char *target, const struct deliver_msg *m,
 {
 	struct util_buf hdr = { 0 }, head = { 0 };
 	const char *at = strrchr(rcpt, '@');
-	char date[64], *prefix;
+	char *prefix;
 	const char *err = NULL;
 
 	memset(st, 0, sizeof(*st));
@@ -147,18 +145,25 @@ deliver_passthrough(const char *target, const struct deliver_msg *m,
 	/* The mailbox as configured: local parts compare without case. */
 	prefix = util_strlower(xasprintf("[%.*s@]", (int)(at != NULL ?
 	    at - rcpt : (ptrdiff_t)strlen(rcpt)), rcpt));
-	util_rfc5322_date(date, sizeof(date), (int64_t)time(NULL));
-	/* A hop of its own: loops stay countable. */
-	util_buf_printf(&head, "Received: by %s (postern) for <%s>;\n\t%s\n",
-	    m->hostname != NULL ? m->hostname : "localhost", target, date);
 	pass_rewrite(&hdr, prefix, &head);
 	free(prefix);
-	if (m->inject->fn(m->inject->arg, m->return_path != NULL ?
+	/* The queue adds a Received: field: loops stay countable. */
+	switch (m->inject->fn(m->inject->arg, m->return_path != NULL ?
 	    m->return_path : "", target, head.data, head.len, m, hdr.len,
-	    &err) == 0) {
+	    &err)) {
+	case 0:
 		st->result = DELIVER_OK;
 		snprintf(st->text, sizeof(st->text), "2.0.0 passed on to <%s>",
 		    target);
+		break;
+	case -2:
+		st->result = DELIVER_PERMFAIL;
+		snprintf(st->text, sizeof(st->text), "5.1.1 pass-through "
+		    "target <%s> has no route: %s", target, err);
+		err = st->text;
+		break;
+	default:
+		break;
 	}
 out:
 	if (st->result != DELIVER_OK) {

@@ -83,6 +83,20 @@ void	queue_drain(struct queue *q);
 void	queue_free(struct queue **qp);
 
 /*
+ * A new message from sender ("" for <>) to rcpt, routed now (o->route),
+ * committed to the spool and queued: "Received: by HOST (postern) id QID"
+ * first, then head[0..head_len), then src's content from byte src_off on
+ * (src NULL: none).  0 once committed; -1 with *err_out when the spool
+ * failed (a retry may work); -2 when rcpt has no route.  Thread-safe;
+ * blocks on the disk.
+ */
+int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
+	    const char *head, size_t head_len, const struct deliver_msg *src,
+	    uint64_t src_off, const char **err_out);
+/* The hook deliveries use to call queue_inject() on q. */
+void	queue_injector(struct queue *q, struct deliver_inject *out);
+
+/*
  * Operator commands (the control socket calls them).  flush: try qid (NULL:
  * every message not on hold) now, whatever its schedule.  hold: deliver
  * nothing of qid until released (persisted in the spool).  delete: remove

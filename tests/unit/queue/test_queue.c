@@ -1148,6 +1148,44 @@ test_control_socket(void **state)
 	    &err), -1);
 }
 
+/* A delivery's new message: routed, committed, delivered like any. */
+static void
+test_inject(void **state)
+{
+	static const char head[] = "From: agent@example.org\nSubject: Re: x"
+	    "\n\n";
+	static const char orig[] = "Subject: x\n\nthe body\n";
+	struct deliver_msg src = { .content = orig,
+	    .content_len = sizeof(orig) - 1 };
+	struct deliver_inject hook;
+	const char *err = NULL;
+	struct queue *q;
+	char *got;
+
+	(void)state;
+	fake_reset();
+	q = fake_queue(3600000, 0, false);
+	queue_injector(q, &hook);
+	assert_int_equal(hook.fn(hook.arg, "", "ann@example.net", head,
+	    sizeof(head) - 1, &src, 12, &err), 0);
+	assert_true(wait_mail("ann", 1, 10000));
+	got = read_mail("ann");
+	/* Return-Path (the Maildir's), our Received:, head, src's tail. */
+	assert_int_equal(strncmp(got, "Return-Path: <>\nReceived: by mx.test "
+	    "(postern) id ", 42), 0);
+	assert_non_null(strstr(got, "\tfor <ann@example.net>; "));
+	assert_non_null(strstr(got, "\nFrom: agent@example.org\nSubject: Re: "
+	    "x\n\nthe body\n"));
+	free(got);
+	/* No route: never, and nothing left in the spool. */
+	assert_int_equal(queue_inject(q, "", "nowhere@example.net", head,
+	    sizeof(head) - 1, NULL, 0, &err), -2);
+	assert_string_equal(err, "550 5.7.1 Relay access denied");
+	queue_drain(q);
+	queue_free(&q);
+	assert_int_equal(count_sub(spooldir, "env"), 0);
+}
+
 int
 main(void)
 {
@@ -1186,6 +1224,7 @@ main(void)
 		    test_slow_destination_does_not_starve, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_release_delete, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_inject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_control_socket, setup,
 		    teardown),
 	};
