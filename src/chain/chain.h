@@ -8,6 +8,7 @@
 #ifndef POSTERN_CHAIN_H
 #define POSTERN_CHAIN_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -382,5 +383,25 @@ void	chain_call_done(struct chain_call *call, const struct chain_verdict *v);
 /* Parse "on-error" policy words; used by config checks and tests. */
 enum chain_on_error { CHAIN_ONERR_TEMPFAIL, CHAIN_ONERR_ACCEPT,
 	CHAIN_ONERR_REJECT };
+
+/*
+ * A Lua function in the handlers' sandbox (allow-list, the config's "lua
+ * budget/memory/allow-unsafe" or 10M instructions and 32 MiB), called
+ * with a JSON document as a table (lua_box.c; reply agents).  The script
+ * at path is loaded now: NULL with *err_out (malloc'd) when it cannot be
+ * read, does not load or has no function func.
+ */
+struct chain_lua_box;
+struct chain_lua_box *chain_lua_box_new(const struct config *cfg,
+	    const char *path, const char *func, char **err_out);
+void	chain_lua_box_free(struct chain_lua_box **bp);
+/*
+ * Call func(arg): 0 with its value as JSON (*result_out, new reference:
+ * strings, numbers, booleans, tables as objects or arrays, nil as null),
+ * or -1 with *err_out (malloc'd, "script:line: message").  Thread-safe:
+ * one call at a time per box.
+ */
+int	chain_lua_box_call(struct chain_lua_box *b, const json_t *arg,
+	    json_t **result_out, char **err_out);
 
 #endif

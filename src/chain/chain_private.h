@@ -57,6 +57,36 @@ bool	chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
 void	chain_session_reputation_add(struct chain_session *cs, int delta,
 	    unsigned which);
 
+/* lua_sandbox.c: what every Lua script runs in (handlers, agents). */
+struct lua_State;
+struct lua_Debug;
+#define CHAIN_LUA_ENV_KEY	"postern.env"	/* _ENV, in the registry */
+#define CHAIN_LUA_SCRIPT_MAX	(1024u * 1024)
+#define CHAIN_LUA_PATTERN_STEPS	10	/* pattern steps per instruction of
+					   a call's budget (lua_pattern.h) */
+/* A state's context: its allocator's ud (a user's struct may start so). */
+struct chain_lua_ctx {
+	size_t		 used, cap;	/* bytes allocated; the cap */
+	int		 budget;	/* instructions per call */
+	bool		 over_budget;	/* the last call ran out */
+	const char	*path;		/* the script, for messages */
+};
+/* lua_newstate's allocator over a struct chain_lua_ctx. */
+void	*chain_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* The count hook that ends a call out of budget (an error). */
+void	chain_lua_budget_hook(struct lua_State *L, struct lua_Debug *ar);
+/* Push a new _ENV (the allow-list, postern.log) and keep it in the
+ * registry under CHAIN_LUA_ENV_KEY.  [-0, +1, m] */
+void	chain_lua_env_push(struct lua_State *L, bool unsafe);
+/* With _ENV on top: load src as text and run it in it.  [-0, +0, e] */
+void	chain_lua_run_chunk(struct lua_State *L, const char *src, size_t len,
+	    const char *chunkname, int budget);
+/* Read a script (at most CHAIN_LUA_SCRIPT_MAX).  0, or -1 + *err_out. */
+int	chain_lua_read(const char *path, char **src_out, size_t *len_out,
+	    char **err_out);
+/* A Lua identifier, for "function NAME". */
+bool	chain_lua_name_ok(const char *s);
+
 /* Tests: SPF answers from "domain v=spf1 ..." records, no DNS (NULL: off). */
 void	chain_spf_set_test_zone(const char *const *records);
 

@@ -25,17 +25,12 @@
 
 #define HLUA_BUDGET_DEFAULT	1000000
 #define HLUA_MEMORY_DEFAULT	(16u * 1024 * 1024)
-#define HLUA_SCRIPT_MAX		(1024u * 1024)
 #define HLUA_LINE_MAX		(64u * 1024)	/* eom lines iterator */
-#define HLUA_PATTERN_STEPS	10	/* per instruction of the budget */
 
-/* The per-state context: the allocator's count and the running call. */
+/* The per-state context: the sandbox's, and the running call. */
 struct hlua_ctx {
-	size_t			 used, cap;
-	int			 budget;
-	bool			 over_budget;
+	struct chain_lua_ctx	 box;		/* first: the allocator's ud */
 	struct chain_session	*cs;		/* during a call only */
-	const char		*path;
 	/* what the protected trampolines work on */
 	const struct hlua_inst	*li;
 	const char		*fn;
@@ -48,8 +43,6 @@ struct hlua_loop_state {
 	lua_State		*L;
 	struct hlua_ctx		*ctx;
 };
-
-#define HLUA_ENV_KEY	"postern.env"	/* the script's _ENV, in the registry */
 
 struct hlua_inst {
 	char			*path;
@@ -64,41 +57,6 @@ struct hlua_inst {
 	struct hlua_loop_state	**states;	/* one per loop; stable */
 	size_t			 nstates;
 };
-
-static void *
-hlua_counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	struct hlua_ctx *c = ud;
-	size_t old = ptr != NULL ? osize : 0;
-
-	if (nsize == 0) {
-		free(ptr);
-		c->used -= old;
-		return NULL;
-	}
-	if (nsize > old && c->used - old + nsize > c->cap)
-		return NULL;		/* Lua raises a memory error */
-	void *p = realloc(ptr, nsize);
-	if (p == NULL)
-		return NULL;
-	c->used = c->used - old + nsize;
-	return p;
-}
-
-/* Count hook: the call ran out of instructions.  [-0, +0, v] */
-static void
-hlua_budget_hook(lua_State *L, lua_Debug *ar)
-{
-	struct hlua_ctx *c;
-
-	lua_getallocf(L, (void **)&c);
-	c->over_budget = true;
-	/* Every further instruction fails too, even under pcall. */
-	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, 1);
-	lua_getinfo(L, "Sl", ar);
-	luaL_error(L, "%s:%d: instruction budget of %d exceeded",
-	    ar->short_src, ar->currentline, c->budget);
-}
 
 /* ----- the postern API and state ----- */
 
@@ -141,20 +99,6 @@ hlua_state_set(lua_State *L)
 
 	lua_pushboolean(L, chain_kv_set(hlua_cs(L), sc, key, val) == 0);
 	return 1;
-}
-
-/* postern.log(msg)  [-1, +0, e] */
-static int
-hlua_postern_log(lua_State *L)
-{
-	struct hlua_ctx *c;
-	const char *msg = luaL_checkstring(L, 1);
-	char safe[512];
-
-	lua_getallocf(L, (void **)&c);
-	log_safe_into(safe, sizeof(safe), msg, strlen(msg));
-	log_msg(LOG_LVL_INFO, "lua %s: %s", c->path, safe);
-	return 0;
 }
 
 /* The eom line iterator: a FILE in a userdata.  [-0, +1, e] */
@@ -224,18 +168,6 @@ hlua_loop_state_close(struct hlua_loop_state *s)
 	s->ctx = NULL;
 }
 
-/* Base functions a script may use; load & co. only with allow-unsafe. */
-static const char *const hlua_safe_base[] = {
-	"assert", "error", "ipairs", "next", "pairs", "pcall", "select",
-	"tonumber", "tostring", "type", "xpcall", "rawequal", "rawget",
-	"rawset", "rawlen", "setmetatable", "getmetatable", "_VERSION",
-	"string", "table", "math", "utf8", NULL,
-};
-static const char *const hlua_unsafe_base[] = {
-	"io", "os", "require", "load", "loadfile", "dofile", "package",
-	"debug", "collectgarbage", "print", NULL,
-};
-
 /*
  * Build _ENV and run the script in it; in protected mode, so running out
  * of memory is an error, not a panic.  [-0, +0, e]
@@ -248,7 +180,8 @@ hlua_open_tramp(lua_State *L)
 	lua_getallocf(L, (void **)&c);
 	const struct hlua_inst *li = c->li;
 	luaL_openlibs(L);				/* [] */
-	chain_lua_bound_patterns(L, (uint64_t)li->budget * HLUA_PATTERN_STEPS);
+	chain_lua_bound_patterns(L, (uint64_t)li->budget *
+	    CHAIN_LUA_PATTERN_STEPS);
 	if (luaL_newmetatable(L, "postern.file")) {	/* [mt] */
 		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
 		lua_setfield(L, -2, "__gc");		/* [mt] */
@@ -256,36 +189,9 @@ hlua_open_tramp(lua_State *L)
 		lua_setfield(L, -2, "__close");		/* [mt] */
 	}
 	lua_pop(L, 1);					/* [] */
-
-	/* _ENV: the allow-list, then postern. */
-	lua_newtable(L);				/* [env] */
-	for (const char *const *n = hlua_safe_base; *n != NULL; n++) {
-		lua_getglobal(L, *n);			/* [env v] */
-		lua_setfield(L, -2, *n);		/* [env] */
-	}
-	if (li->unsafe)
-		for (const char *const *n = hlua_unsafe_base; *n != NULL; n++) {
-			lua_getglobal(L, *n);		/* [env v] */
-			lua_setfield(L, -2, *n);	/* [env] */
-		}
-	lua_newtable(L);				/* [env postern] */
-	lua_pushcfunction(L, hlua_postern_log);		/* [env postern f] */
-	lua_setfield(L, -2, "log");			/* [env postern] */
-	lua_setfield(L, -2, "postern");			/* [env] */
-	lua_pushvalue(L, -1);				/* [env env] */
-	lua_setfield(L, -2, "_G");			/* [env] */
-	lua_pushvalue(L, -1);				/* [env env] */
-	lua_setfield(L, LUA_REGISTRYINDEX, HLUA_ENV_KEY); /* [env] */
-
-	/* Text only: no precompiled chunks. */
-	if (luaL_loadbufferx(L, li->src, li->srclen, li->chunkname, "t") !=
-	    LUA_OK)					/* [env err] */
-		return lua_error(L);
-	lua_pushvalue(L, -2);				/* [env chunk env] */
-	lua_setupvalue(L, -2, 1);			/* [env chunk] */
-	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, li->budget);
-	lua_call(L, 0, 0);				/* [env] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_env_push(L, li->unsafe);		/* [env] */
+	chain_lua_run_chunk(L, li->src, li->srclen, li->chunkname,
+	    li->budget);				/* [env] */
 	return 0;
 }
 
@@ -297,12 +203,12 @@ hlua_state_open(const struct hlua_inst *li, struct hlua_loop_state *s,
 	struct hlua_ctx *c = xcalloc(1, sizeof(*c));
 	lua_State *L;
 
-	c->cap = li->mem_cap;
-	c->budget = li->budget;
-	c->path = li->path;
+	c->box.cap = li->mem_cap;
+	c->box.budget = li->budget;
+	c->box.path = li->path;
 	c->li = li;
 	s->ctx = c;
-	s->L = L = lua_newstate(hlua_counting_alloc, c);
+	s->L = L = lua_newstate(chain_lua_alloc, c);
 	if (L == NULL) {
 		*err_out = xstrdup("cannot create a Lua state");
 		goto fail;
@@ -370,18 +276,6 @@ hlua_free(void *inst)
 	free(li);
 }
 
-static bool
-hlua_name_ok(const char *s)
-{
-	if (s[0] == '\0' || (s[0] >= '0' && s[0] <= '9'))
-		return false;
-	for (; *s != '\0'; s++)
-		if (!(*s == '_' || (*s >= 'a' && *s <= 'z') ||
-		    (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
-			return false;
-	return true;
-}
-
 static void *
 hlua_new(const struct chain_handler_args *a, char **err_out)
 {
@@ -414,7 +308,7 @@ hlua_new(const struct chain_handler_args *a, char **err_out)
 		else if (i + 1 >= a->argc)
 			goto usage;
 		else if (strcmp(w, "function") == 0 && li->func == NULL &&
-		    hlua_name_ok(a->argv[i + 1]))
+		    chain_lua_name_ok(a->argv[i + 1]))
 			li->func = xstrdup(a->argv[++i]);
 		else if ((strcmp(w, "budget") == 0 ||
 		    strcmp(w, "lua-budget") == 0) &&
@@ -431,27 +325,8 @@ hlua_new(const struct chain_handler_args *a, char **err_out)
 		} else
 			goto usage;
 	}
-	FILE *f = fopen(li->path, "re");
-	if (f == NULL) {
-		*err_out = xasprintf("cannot read \"%s\"", li->path);
+	if (chain_lua_read(li->path, &li->src, &li->srclen, err_out) == -1)
 		goto fail;
-	}
-	char chunk[8192];
-	size_t got;
-	while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0 &&
-	    b.len <= HLUA_SCRIPT_MAX)
-		util_buf_add(&b, chunk, got);
-	fclose(f);
-	if (b.len > HLUA_SCRIPT_MAX) {
-		*err_out = xasprintf("\"%s\" is larger than %u bytes",
-		    li->path, HLUA_SCRIPT_MAX);
-		goto fail;
-	}
-	li->srclen = b.len;
-	li->src = xmalloc(b.len + 1);
-	memcpy(li->src, b.len > 0 ? util_buf_cstr(&b) : "", b.len);
-	li->src[b.len] = '\0';
-	util_buf_clear(&b);
 
 	/* Load and run it once now: syntax errors are config errors. */
 	struct hlua_loop_state s = { 0 };
@@ -459,7 +334,7 @@ hlua_new(const struct chain_handler_args *a, char **err_out)
 	    chain_stage_name(a->stage);
 	if (hlua_state_open(li, &s, err_out) == -1)
 		goto fail;
-	lua_getfield(s.L, LUA_REGISTRYINDEX, HLUA_ENV_KEY); /* [env] */
+	lua_getfield(s.L, LUA_REGISTRYINDEX, CHAIN_LUA_ENV_KEY); /* [env] */
 	lua_getfield(s.L, -1, fn);			/* [env f] */
 	bool ok = lua_isfunction(s.L, -1);
 	hlua_loop_state_close(&s);
@@ -648,7 +523,7 @@ hlua_run_tramp(lua_State *L)
 	struct hlua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
-	lua_getfield(L, LUA_REGISTRYINDEX, HLUA_ENV_KEY);	/* [env] */
+	lua_getfield(L, LUA_REGISTRYINDEX, CHAIN_LUA_ENV_KEY);	/* [env] */
 	lua_getfield(L, -1, c->fn);			/* [env f] */
 	if (!lua_isfunction(L, -1)) {
 		chain_verdict_continue(c->v);
@@ -660,10 +535,10 @@ hlua_run_tramp(lua_State *L)
 	lua_setfield(L, -2, "session");			/* [.. state] */
 	hlua_push_scope(L, CHAIN_SCOPE_TX);		/* [.. state t] */
 	lua_setfield(L, -2, "tx");			/* [.. state] */
-	lua_sethook(L, hlua_budget_hook, LUA_MASKCOUNT, c->budget);
+	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, c->box.budget);
 	lua_call(L, 2, 1);				/* [env r] */
 	lua_sethook(L, NULL, 0, 0);
-	hlua_verdict(L, c->path, c->stage, c->v);	/* [env r] */
+	hlua_verdict(L, c->box.path, c->stage, c->v);	/* [env r] */
 	return 0;
 }
 
@@ -690,7 +565,7 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	c->fn = fn;
 	c->stage = st;
 	c->v = v;
-	c->over_budget = false;
+	c->box.over_budget = false;
 	lua_settop(L, 0);				/* [] */
 	lua_pushcfunction(L, hlua_run_tramp);		/* [f] */
 	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
@@ -707,8 +582,8 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	lua_settop(L, 0);				/* [] */
 	if (rc != LUA_OK) {
 		/* Start clean: drop whatever the script piled up. */
-		if (c->over_budget || rc == LUA_ERRMEM ||
-		    c->used > li->mem_cap / 2)
+		if (c->box.over_budget || rc == LUA_ERRMEM ||
+		    c->box.used > li->mem_cap / 2)
 			hlua_loop_state_close(s);
 		else
 			lua_gc(L, LUA_GCCOLLECT);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/chain.h"
 #include "http/http.h"
 #include "log/log.h"
 #include "mime/mime.h"
@@ -183,19 +184,27 @@ agent_command(const struct deliver_agent *a, const struct deliver_msg *m,
 	free(in);
 }
 
-/* A JSON answer: {"text": ..., "html": ..., "subject": ...}. */
+/*
+ * An answer as a value: a string is the text (or a whole MIME message),
+ * an object gives {"text", "html", "subject"}, null or false no reply.
+ */
 static void
-agent_json_answer(const struct http_result *res, struct agent_out *out)
+agent_value(const json_t *j, struct agent_out *out)
 {
-	json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
 	static const char *const keys[] = { "text", "html", "subject" };
 	struct util_buf *bufs[] = { &out->text, &out->html, &out->subject };
 	bool *has[] = { &out->has_text, &out->has_html, &out->has_subject };
 
+	if (json_is_null(j) || json_is_false(j))
+		return;
+	if (json_is_string(j)) {
+		agent_take_text(out, json_string_value(j),
+		    json_string_length(j), false);
+		return;
+	}
 	if (!json_is_object(j)) {
-		agent_fail(out, DELIVER_PERMFAIL, "the answer is not a JSON "
-		    "object");
-		json_decref(j);
+		agent_fail(out, DELIVER_PERMFAIL, "the answer is neither text "
+		    "nor an object");
 		return;
 	}
 	for (size_t i = 0; i < 3; i++) {
@@ -208,7 +217,22 @@ agent_json_answer(const struct http_result *res, struct agent_out *out)
 		util_buf_cstr(bufs[i]);
 		*has[i] = json_string_length(v) > 0;
 	}
-	json_decref(j);
+}
+
+static void
+agent_lua(const struct deliver_agent *a, const json_t *doc,
+    struct agent_out *out)
+{
+	json_t *res = NULL;
+	char *err = NULL;
+
+	if (chain_lua_box_call(a->o.lua, doc, &res, &err) == -1) {
+		agent_fail(out, DELIVER_PERMFAIL, "%s", err);
+		free(err);
+		return;
+	}
+	agent_value(res, out);
+	json_decref(res);
 }
 
 static void
@@ -233,8 +257,16 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 		agent_fail(out, st.result, "%s", st.text);
 	else if (res.err == HTTP_ERR_TOO_BIG)
 		agent_fail(out, DELIVER_PERMFAIL, "4.3.0 %s", res.text);
-	else if (strncmp(ct, "application/json", 16) == 0)
-		agent_json_answer(&res, out);
+	else if (strncmp(ct, "application/json", 16) == 0) {
+		json_t *j = json_loadb(res.body, res.body_len, 0, NULL);
+
+		if (j == NULL)
+			agent_fail(out, DELIVER_PERMFAIL, "the answer is not "
+			    "JSON");
+		else
+			agent_value(j, out);
+		json_decref(j);
+	}
 	else if (strncmp(ct, "message/rfc822", 14) == 0 && res.body_len > 0) {
 		util_buf_add(&out->mime, res.body, res.body_len);
 		util_buf_cstr(&out->mime);
@@ -303,6 +335,9 @@ agent_make(const struct deliver_agent *a, const struct deliver_msg *m,
 		break;
 	case DELIVER_AGENT_WEBHOOK:
 		agent_webhook(a, m, agent, out);
+		break;
+	case DELIVER_AGENT_LUA:
+		agent_lua(a, doc, out);
 		break;
 	}
 	json_decref(doc);

@@ -181,6 +181,7 @@ enum deliver_agent_kind {
 	DELIVER_AGENT_TEXT,		/* a canned text, with %{...} */
 	DELIVER_AGENT_COMMAND,		/* a program: JSON in, reply out */
 	DELIVER_AGENT_WEBHOOK,		/* a web service's answer */
+	DELIVER_AGENT_LUA,		/* a Lua function's answer */
 };
 
 struct deliver_agent_opts {
@@ -192,6 +193,7 @@ struct deliver_agent_opts {
 	size_t		 out_max;	/* COMMAND: stdout bound; 0: 1 MiB */
 	struct deliver_webhook_opts webhook;	/* WEBHOOK: format JSON or
 						   TEMPLATE */
+	struct chain_lua_box *lua;	/* LUA: borrowed */
 	const char	*from_name;	/* the reply's From: display name */
 	uint64_t	 period_ms;	/* one reply per sender per period;
 					   0: a day */
@@ -199,6 +201,7 @@ struct deliver_agent_opts {
 	struct mime_limits limits;	/* the message as the agent sees it */
 };
 
+struct chain_lua_box;
 struct deliver_agent;
 /*
  * An agent (o and what it points to borrowed: they must outlive it) with

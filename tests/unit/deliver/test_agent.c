@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "../http/srv.h"
+#include "chain/chain.h"
 #include "util/util.h"
 
 #define AGENT	"nyc-weather@example.org"
@@ -404,6 +405,78 @@ test_webhook_agent(void **state)
 }
 
 static void
+test_lua(void **state)
+{
+	static const struct {
+		const char	*label, *body, *text;	/* st.text prefix */
+		size_t		 queued;
+	} cases[] = {
+		{ "a table", "function reply(msg)\n"
+		  "  return { subject = 'Forecast for ' .. msg.agent,\n"
+		  "    text = 'Rain, ' .. msg.addresses.from[1].name .. '.',\n"
+		  "    html = '<p>Rain</p>' }\nend\n", "2.0.0 answered", 1 },
+		{ "a string", "function reply(msg) return 'Rain about ' .. "
+		  "msg.subject end\n", "2.0.0 answered", 1 },
+		{ "nothing", "function reply(msg) return nil end\n",
+		  "2.0.0 no reply", 0 },
+		{ "an error", "function reply(msg) error('no data') end\n",
+		  "2.0.0 agent failed, no reply: ", 0 },
+		{ "a loop", "function reply(msg) while true do end end\n",
+		  "2.0.0 agent failed, no reply: ", 0 },
+		{ "no io", "function reply(msg) return io.open('/etc/passwd')"
+		  " end\n", "2.0.0 agent failed, no reply: ", 0 },
+	};
+	char *path = xasprintf("%s/agent.lua", tdir);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_rcpt_status st;
+		char *err = NULL, *sender = xasprintf("l%zu@example.net", i);
+		struct chain_lua_box *box;
+		FILE *f = fopen(path, "w");
+
+		fputs(cases[i].body, f);
+		fclose(f);
+		box = chain_lua_box_new(NULL, path, "reply", &err);
+		if (box == NULL)
+			fail_msg("case \"%s\": %s", cases[i].label, err);
+		struct deliver_agent_opts o = { .kind = DELIVER_AGENT_LUA,
+		    .lua = box };
+		struct deliver_agent *a = agent_new(&o);
+
+		q_clear();
+		if (run(a, "l", sender, "", &st) != DELIVER_OK ||
+		    strncmp(st.text, cases[i].text, strlen(cases[i].text)) !=
+		    0 || nq != cases[i].queued)
+			fail_msg("case \"%s\": got \"%s\", %zu queued",
+			    cases[i].label, st.text, nq);
+		if (i == 0) {
+			struct mime_msg *r = reply_of(0, sender);
+
+			assert_string_equal(r->subject, "Forecast for " AGENT);
+			assert_string_equal(r->text.s, "Rain, Ann Lee.");
+			assert_string_equal(r->html.s, "<p>Rain</p>");
+			mime_msg_free(&r);
+		}
+		deliver_agent_free(&a);
+		chain_lua_box_free(&box);
+		free(sender);
+	}
+	/* Errors in the script are config errors. */
+	{
+		char *err = NULL;
+		FILE *f = fopen(path, "w");
+
+		fputs("function other() end\n", f);
+		fclose(f);
+		assert_null(chain_lua_box_new(NULL, path, "reply", &err));
+		assert_non_null(strstr(err, "no function \"reply\""));
+		free(err);
+	}
+	free(path);
+}
+
+static void
 test_passthrough(void **state)
 {
 	static const struct {
@@ -479,6 +552,7 @@ main(void)
 		cmocka_unit_test_teardown(test_command, q_cleanup),
 		cmocka_unit_test_teardown(test_queue_refuses, q_cleanup),
 		cmocka_unit_test_teardown(test_webhook_agent, q_cleanup),
+		cmocka_unit_test_teardown(test_lua, q_cleanup),
 		cmocka_unit_test_teardown(test_passthrough, q_cleanup),
 	};
 
