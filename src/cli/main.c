@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "chain/chain.h"
 #include "config/config.h"
+#include "deliver/deliver.h"
 #include "net/net.h"
 #include "util/util.h"
 
@@ -138,6 +139,13 @@ cli_check(int argc, char **argv)
 	int rc = 0;
 	if (set == NULL) {
 		fputs(errs != NULL ? errs : "handler chains: error\n", stdout);
+		rc = 1;
+	}
+	free(errs);
+	errs = NULL;
+	/* Templates, scripts and programs the actions name. */
+	if (deliver_kinds_check(cfg, &errs) == -1) {
+		fputs(errs, stdout);
 		rc = 1;
 	}
 	if (net_check_nofile(cfg, &err) == -1) {

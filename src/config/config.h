@@ -137,9 +137,69 @@ struct config_sender_map {
 };
 /* ---- end outbound client ---- */
 
+/* ---- webhooks, agents, programs, LMTP: parsed in parse_agent.c ---- */
+enum config_hook_format { CONFIG_HOOK_JSON, CONFIG_HOOK_RAW,
+	CONFIG_HOOK_TEMPLATE };
+/* "webhook URL [OPTIONS]", and the web service of "reply webhook". */
+struct config_hook {
+	char			*url;		/* owned: http:// or https:// */
+	char			*method;	/* owned: "POST" or "PUT" */
+	enum config_hook_format	 format;
+	char			*template_path;	/* owned: "format template FILE" */
+	char			**headers;	/* owned, NULL-terminated:
+						   "header "Name: value"" */
+	size_t			 nheaders;
+	const struct config_table *auth;	/* borrowed: "auth <T>": the entry
+						   for the URL's host, else
+						   "default": "bearer TOKEN" or
+						   "basic USER PASSWORD" */
+	const struct config_table *secret;	/* borrowed: "secret <T>": the
+						   entry for the action's name,
+						   else "default", signs */
+	char			*ca_file;	/* owned, or NULL */
+	bool			 no_verify;
+	uint64_t		 timeout_ms;	/* "timeout DUR"; 0: 30 s */
+	uint64_t		 response_max;	/* "response-max SIZE"; 0: 64k */
+	uint64_t		 text_max;	/* "text-max SIZE"; 0: 1M */
+	uint64_t		 attach_max;	/* "attachments SIZE"; 0: none */
+	bool			 sync;		/* "sync [DUR]": answer DATA */
+	uint64_t		 sync_ms;	/* its bound; default 30 s */
+};
+enum config_reply_kind { CONFIG_REPLY_TEXT, CONFIG_REPLY_COMMAND,
+	CONFIG_REPLY_LUA, CONFIG_REPLY_WEBHOOK };
+/* "reply text|command|lua|webhook ... [OPTIONS]" */
+struct config_reply {
+	enum config_reply_kind	 kind;
+	char			*path;		/* owned: text's or lua's FILE */
+	char			*function;	/* owned: lua "function NAME" */
+	char			**argv;		/* owned: command's, NULL-term. */
+	struct config_hook	*hook;		/* owned: webhook's */
+	char			*user;		/* owned: command "user U" */
+	uint64_t		 timeout_ms;	/* command "timeout DUR" */
+	char			*from_name;	/* owned: "from-name TEXT" */
+	uint64_t		 period_ms;	/* "period DUR"; default 1d */
+};
+/* "pipe PROGRAM ARGS... [user U] [timeout DUR]" */
+struct config_pipe {
+	char			**argv;		/* owned, NULL-terminated */
+	char			*user;		/* owned, or NULL */
+	uint64_t		 timeout_ms;	/* 0: 10 min */
+};
+/* "lmtp unix:/PATH | HOST:PORT [timeout STEP DUR]..." */
+struct config_lmtp {
+	char			*spec;		/* owned, as written */
+	char			*unix_path;	/* owned, or NULL: host and port */
+	char			*host;		/* owned */
+	int			 port;
+	uint64_t		 timeouts_ms[6];	/* as config_relay's */
+};
+/* ---- end webhooks, agents, programs, LMTP ---- */
+
 enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD,
 	CONFIG_ACTION_RELAY, CONFIG_ACTION_MX, CONFIG_ACTION_FORWARD,
-	CONFIG_ACTION_RELAY_BY_SENDER };
+	CONFIG_ACTION_RELAY_BY_SENDER, CONFIG_ACTION_WEBHOOK,
+	CONFIG_ACTION_REPLY, CONFIG_ACTION_PASS_THROUGH, CONFIG_ACTION_PIPE,
+	CONFIG_ACTION_LMTP };
 /*
  * The keyword of an action kind ("maildir", "relay", ...), as written in
  * "action NAME KIND" and as the spool keeps it; NULL for no kind.
@@ -165,6 +225,11 @@ struct config_action {
 	struct config_sender_map *by_sender;	/* owned array: relay-by-sender */
 	size_t			 nby_sender;
 	/* ---- end outbound client ---- */
+	struct config_hook	*hook;		/* owned: webhook */
+	struct config_reply	*reply;		/* owned: reply */
+	char			*pass_to;	/* owned: pass-through's target */
+	struct config_pipe	*pipe;		/* owned: pipe */
+	struct config_lmtp	*lmtp;		/* owned: lmtp */
 };
 
 enum config_cond_kind {

@@ -130,6 +130,11 @@ void	cfg_table_clear(struct config_table *t);
 void	cfg_accounts_defaults(struct config *c);
 void	cfg_accounts_free(struct config *c);
 
+/* parse_agent.c: webhook, reply, pass-through, pipe, lmtp */
+void	cfg_st_action_agent(struct cfg_parser *p, const struct cfg_line *ln,
+	    enum config_action_kind kind);
+void	cfg_agent_free(struct config *c);
+
 /* Names of tables, actions and accounts: 1..64 of [A-Za-z0-9._-]. */
 bool	cfg_is_name(const char *s);
 

@@ -582,6 +582,7 @@ config_free(struct config **cp)
 		cfg_table_clear(&c->tables[i]);
 	free(c->tables);
 	cfg_relay_free(c);	/* before the actions it looks into */
+	cfg_agent_free(c);
 	cfg_route_free(c);
 	cfg_chain_free(c);
 	free(c);

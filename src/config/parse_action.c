@@ -2,7 +2,8 @@
  * config/parse_action.c: "action NAME KIND ...": the one table of action
  * kinds, each with its keyword (as written, and as the spool keeps it) and
  * the parser of its statement; here the local kinds (maildir, discard),
- * in parse_relay.c the outbound ones.  What each kind does is
+ * in parse_relay.c the outbound ones, in parse_agent.c webhook, reply,
+ * pass-through, pipe and lmtp.  What each kind does is
  * deliver/kind.c's.
  */
 #include "config/config.h"
@@ -33,6 +34,12 @@ static const struct cfg_action_kind {
 	{ "forward",		CONFIG_ACTION_FORWARD,	cfg_st_action_remote },
 	{ "relay-by-sender",	CONFIG_ACTION_RELAY_BY_SENDER,
 	    cfg_st_action_remote },
+	{ "webhook",		CONFIG_ACTION_WEBHOOK,	cfg_st_action_agent },
+	{ "reply",		CONFIG_ACTION_REPLY,	cfg_st_action_agent },
+	{ "pass-through",	CONFIG_ACTION_PASS_THROUGH,
+	    cfg_st_action_agent },
+	{ "pipe",		CONFIG_ACTION_PIPE,	cfg_st_action_agent },
+	{ "lmtp",		CONFIG_ACTION_LMTP,	cfg_st_action_agent },
 };
 #define CFG_NKINDS	(sizeof(cfg_action_kinds) / sizeof(cfg_action_kinds[0]))
 

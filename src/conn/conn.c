@@ -311,6 +311,7 @@ conn_tls_done(struct conn *c)
 	c->params.tls_active = true;
 	if (c->cs != NULL)
 		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
+	util_strlcpy(c->tls_proto, ti.protocol, sizeof(c->tls_proto));
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "

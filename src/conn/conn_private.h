@@ -138,6 +138,8 @@ struct conn {
 	bool			 plain_fd;	/* bev is the bare socket: replies
 						   may go straight to it */
 	char			 tls_desc[160];	/* for Received:, "" before TLS */
+	char			 tls_proto[32];	/* "TLSv1.3" for the envelope; ""
+						   before TLS */
 	struct chain_session	*cs;		/* owned; NULL without chains */
 	bool			 chain_broken;	/* chains configured, loop failed */
 	bool			 eom_flushing;	/* eom chain waits for the file */

@@ -244,6 +244,10 @@ conn_mail_begin(struct conn *c, const struct smtp_event *ev)
 	env->client_ip = xstrdup(c->ip);
 	env->helo = smtp_session_helo(c->smtp) != NULL ?
 	    xstrdup(smtp_session_helo(c->smtp)) : NULL;
+	/* What webhooks and agents tell of the client. */
+	env->tls = c->tls_proto[0] != '\0' ? xstrdup(c->tls_proto) : NULL;
+	env->auth_user = smtp_session_auth_user(c->smtp) != NULL ?
+	    xstrdup(smtp_session_auth_user(c->smtp)) : NULL;
 	env->smtputf8 = ev->smtputf8;
 	env->body_8bit = ev->body == SMTP_BODY_8BITMIME;
 	log_event(LOG_LVL_INFO, "mail", c->sid, NULL, "from=<%s> size=%ju",

@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chain/chain.h"
+#include "config/config.h"
 #include "http/http.h"
 #include "log/log.h"
 #include "mime/mime.h"
@@ -28,7 +30,6 @@
 struct deliver_agent {
 	struct deliver_agent_opts o;	/* strings borrowed from the config */
 	struct deliver_memo	*memo;	/* owned */
-	struct http_client	*hc;	/* owned: webhook agents */
 };
 
 /* What an agent made: a reply, or the reason there is none. */
@@ -49,9 +50,6 @@ deliver_agent_new(const struct deliver_agent_opts *o, const char *store_spec,
 	if ((a->memo = deliver_memo_open(store_spec != NULL ? store_spec :
 	    "memory:", err_out)) == NULL)
 		goto fail;
-	if (o->kind == DELIVER_AGENT_WEBHOOK &&
-	    (a->hc = http_client_new(err_out)) == NULL)
-		goto fail;
 	return a;
 fail:
 	deliver_agent_free(&a);
@@ -66,7 +64,6 @@ deliver_agent_free(struct deliver_agent **ap)
 	if (a == NULL)
 		return;
 	*ap = NULL;
-	http_client_free(&a->hc);
 	deliver_memo_close(&a->memo);
 	free(a);
 }
@@ -239,19 +236,22 @@ static void
 agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
     const char *agent, struct agent_out *out)
 {
+	struct deliver_hook_call call;
 	struct deliver_webhook_req w;
 	struct deliver_rcpt_status st;
 	struct http_result res;
 	const char *err = NULL;
 	const char *ct;
 
-	if (deliver_webhook_req_new(&a->o.webhook, m, agent, &w, &err) ==
-	    -1) {
+	deliver_hook_call_init(a->o.hook, &call);
+	if (deliver_webhook_req_new(&call.o, m, agent, &w, &err) == -1) {
 		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
+		deliver_hook_call_clear(&call);
 		return;
 	}
-	http_perform(a->hc, &w.req, &res);
+	http_perform(deliver_hook_client(a->o.hook), &w.req, &res);
 	deliver_webhook_req_clear(&w);
+	deliver_hook_call_clear(&call);
 	ct = res.content_type != NULL ? res.content_type : "";
 	if (deliver_webhook_outcome(&res, &st) != DELIVER_OK)
 		agent_fail(out, st.result, "%s", st.text);
@@ -427,4 +427,128 @@ deliver_agent_run(struct deliver_agent *a, const struct deliver_msg *m,
 	if (st->result != DELIVER_OK)
 		*err_out = util_err("%s", st->text);
 	return st->result;
+}
+
+/* ---- the reply kind ---- */
+
+/* What a reply action's runtime owns besides the agent. */
+struct agent_kind {
+	struct deliver_agent	*agent;
+	struct deliver_agent_opts o;
+	struct mime_tpl		*text;
+	struct chain_lua_box	*lua;
+	struct deliver_hook	*hook;
+};
+
+static int
+agent_kind_make(const struct config *c, const struct config_action *a,
+    struct agent_kind *k, const char **err_out)
+{
+	const struct config_reply *r = a->reply;
+	char *why = NULL;
+
+	switch (r->kind) {
+	case CONFIG_REPLY_TEXT:
+		k->o.kind = DELIVER_AGENT_TEXT;
+		return (k->o.text = k->text = deliver_tpl_file(r->path,
+		    MIME_TPL_TEXT, "reply text", err_out)) == NULL ? -1 : 0;
+	case CONFIG_REPLY_COMMAND:
+		k->o.kind = DELIVER_AGENT_COMMAND;
+		k->o.argv = r->argv;
+		k->o.user = r->user;
+		k->o.timeout_ms = r->timeout_ms;
+		if (access(r->argv[0], X_OK) == -1) {
+			*err_out = util_err("reply command %s: %m",
+			    r->argv[0]);
+			return -1;
+		}
+		return 0;
+	case CONFIG_REPLY_LUA:
+		k->o.kind = DELIVER_AGENT_LUA;
+		if ((k->o.lua = k->lua = chain_lua_box_new(c, r->path,
+		    r->function, &why)) == NULL) {
+			*err_out = util_err("reply lua: %s", why);
+			free(why);
+			return -1;
+		}
+		return 0;
+	default:
+		k->o.kind = DELIVER_AGENT_WEBHOOK;
+		return (k->o.hook = k->hook = deliver_hook_new(r->hook,
+		    a->name, true, err_out)) == NULL ? -1 : 0;
+	}
+}
+
+int
+deliver_agent_check(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	struct agent_kind k = { 0 };
+	int rc;
+
+	if (a->reply->kind == CONFIG_REPLY_WEBHOOK) {
+		/* Only the template and tables: no client thread for this. */
+		if ((k.hook = deliver_hook_new(a->reply->hook, a->name, false,
+		    err_out)) == NULL)
+			return -1;
+		deliver_hook_free(&k.hook);
+		return 0;
+	}
+	rc = agent_kind_make(c, a, &k, err_out);
+	mime_tpl_free(&k.text);
+	chain_lua_box_free(&k.lua);
+	return rc;
+}
+
+void *
+deliver_agent_open(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	struct agent_kind *k = xcalloc(1, sizeof(*k));
+	char *spec = NULL;
+
+	k->o.from_name = a->reply->from_name;
+	k->o.period_ms = a->reply->period_ms;
+	if (agent_kind_make(c, a, k, err_out) == 0) {
+		/* The state store the handlers use: its default too. */
+		if (c->chain_store == NULL)
+			spec = xasprintf("sqlite:%s/state.db", c->spool);
+		k->agent = deliver_agent_new(&k->o, c->chain_store != NULL ?
+		    c->chain_store : spec, err_out);
+	}
+	free(spec);
+	if (k->agent == NULL) {
+		deliver_agent_close(k);
+		return NULL;
+	}
+	return k;
+}
+
+void
+deliver_agent_close(void *runtime)
+{
+	struct agent_kind *k = runtime;
+
+	if (k == NULL)
+		return;
+	deliver_agent_free(&k->agent);
+	mime_tpl_free(&k->text);
+	chain_lua_box_free(&k->lua);
+	deliver_hook_free(&k->hook);
+	free(k);
+}
+
+enum deliver_result
+deliver_agent_kind(void *runtime, const char *arg, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	struct agent_kind *k = runtime;
+	const char *err = NULL;
+
+	(void)arg;
+	for (size_t i = 0; i < n; i++)
+		(void)deliver_agent_run(k->agent, m, rcpts[i], &st_out[i],
+		    &err);
+	return deliver_status_summary(st_out, n, err_out);
 }

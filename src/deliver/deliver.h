@@ -191,8 +191,9 @@ struct deliver_agent_opts {
 	const char	*user;		/* COMMAND: run as; NULL: as we are */
 	uint64_t	 timeout_ms;	/* COMMAND: 0: 60 s, then killed */
 	size_t		 out_max;	/* COMMAND: stdout bound; 0: 1 MiB */
-	struct deliver_webhook_opts webhook;	/* WEBHOOK: format JSON or
-						   TEMPLATE */
+	struct deliver_hook *hook;	/* WEBHOOK: borrowed (hook.c), with
+					   its client; format JSON or
+					   TEMPLATE */
 	struct chain_lua_box *lua;	/* LUA: borrowed */
 	const char	*from_name;	/* the reply's From: display name */
 	uint64_t	 period_ms;	/* one reply per sender per period;
@@ -202,6 +203,7 @@ struct deliver_agent_opts {
 };
 
 struct chain_lua_box;
+struct deliver_hook;
 struct deliver_agent;
 /*
  * An agent (o and what it points to borrowed: they must outlive it) with
@@ -467,6 +469,14 @@ struct deliver_kind {
 				    const char *const *rcpts, size_t n,
 				    struct deliver_rcpt_status *st_out,
 				    const char **err_out);
+	/*
+	 * Optional: what open would find wrong (files that do not load,
+	 * programs that do not run), without starting anything; for
+	 * "postern check".  0, or -1 with *err_out.
+	 */
+	int			(*check)(const struct config *c,
+				    const struct config_action *a,
+				    const char **err_out);
 };
 /* The entry of kind; NULL when there is none (never for a parsed action). */
 const struct deliver_kind *deliver_kind_of(enum config_action_kind kind);
@@ -474,5 +484,10 @@ const struct deliver_kind *deliver_kind_of(enum config_action_kind kind);
 const struct deliver_kind *deliver_kind_find(const char *name);
 /* Its keyword: "maildir", "relay", ... (as the spool keeps it). */
 const char *deliver_kind_name(const struct deliver_kind *k);
+/*
+ * Run every action's check (postern check): 0, or -1 with *errs_out
+ * (malloc'd, "FILE:LINE: action NAME: why" lines).
+ */
+int	deliver_kinds_check(const struct config *c, char **errs_out);
 
 #endif

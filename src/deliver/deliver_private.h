@@ -69,6 +69,40 @@ void	dconn_close(struct dconn *c);
 void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
 	    enum deliver_result r, const char *text);
 
+/* All done, all refused for good, or else temporary; *err_out the first
+ * failure's text (util_err). */
+enum deliver_result deliver_status_summary(
+	    const struct deliver_rcpt_status *st, size_t n,
+	    const char **err_out);
+
+/*
+ * The kinds' entries for kind.c (one file each): the runtime made from
+ * the action, and the delivery of rcpts[0..n), one at a time.
+ */
+struct config;
+struct config_action;
+#define DELIVER_KIND_DECL(k)						\
+	void	*deliver_##k##_open(const struct config *c,		\
+		    const struct config_action *a, const char **err_out); \
+	void	 deliver_##k##_close(void *runtime);			\
+	enum deliver_result deliver_##k##_kind(void *runtime,		\
+		    const char *arg, const struct deliver_msg *m,	\
+		    const char *const *rcpts, size_t n,			\
+		    struct deliver_rcpt_status *st_out,			\
+		    const char **err_out);
+DELIVER_KIND_DECL(webhook)	/* webhook.c */
+DELIVER_KIND_DECL(agent)	/* agent.c: "reply" */
+DELIVER_KIND_DECL(passthrough)	/* passthrough.c: "pass-through" */
+DELIVER_KIND_DECL(pipe)		/* pipe.c */
+DELIVER_KIND_DECL(lmtp)		/* lmtp.c */
+/* The checks of the kinds that have files or programs to look at. */
+int	deliver_webhook_check(const struct config *c,
+	    const struct config_action *a, const char **err_out);
+int	deliver_agent_check(const struct config *c,
+	    const struct config_action *a, const char **err_out);
+int	deliver_pipe_check(const struct config *c,
+	    const struct config_action *a, const char **err_out);
+
 /* content.c: a message's content as DATA, for the SMTP and LMTP clients. */
 struct deliver_content_scan {
 	uint64_t	 size;		/* octets on the wire, estimated */
@@ -184,6 +218,34 @@ struct mime_msg *deliver_doc_parse(const struct deliver_msg *m,
  */
 json_t	*deliver_doc_new(const struct deliver_msg *m, const char *rcpt,
 	    const struct mime_msg *mm, const char *agent);
+
+/*
+ * The template in the file at path (at most 256 KiB), its paths checked
+ * against the document's; NULL with *err_out ("WHAT PATH: why").
+ */
+struct mime_tpl *deliver_tpl_file(const char *path, enum mime_tpl_mode mode,
+	    const char *what, const char **err_out);
+
+/* hook.c: a configured web service at run time. */
+struct config_hook;
+struct deliver_hook;
+/*
+ * Its template compiled and tables opened; with client, its own HTTP
+ * client thread.  name: the action's (the secret's key).  NULL with
+ * *err_out.
+ */
+struct deliver_hook *deliver_hook_new(const struct config_hook *h,
+	    const char *name, bool client, const char **err_out);
+void	deliver_hook_free(struct deliver_hook **kp);
+struct http_client *deliver_hook_client(const struct deliver_hook *k);
+/* The options of one request, with credentials read now. */
+struct deliver_hook_call {
+	struct deliver_webhook_opts o;
+	char		*bearer, *user, *pass, *secret;	/* owned, wiped */
+};
+void	deliver_hook_call_init(const struct deliver_hook *k,
+	    struct deliver_hook_call *c);
+void	deliver_hook_call_clear(struct deliver_hook_call *c);
 
 /* memo.c: the agents' reply memory in the state store. */
 struct deliver_memo;

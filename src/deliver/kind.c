@@ -27,6 +27,26 @@ deliver_status_all(struct deliver_rcpt_status *st, size_t n,
 	}
 }
 
+enum deliver_result
+deliver_status_summary(const struct deliver_rcpt_status *st, size_t n,
+    const char **err_out)
+{
+	size_t ok = 0, perm = 0;
+	const char *first = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		ok += st[i].result == DELIVER_OK;
+		perm += st[i].result == DELIVER_PERMFAIL;
+		if (st[i].result != DELIVER_OK && first == NULL)
+			first = st[i].text;
+	}
+	if (first != NULL)
+		*err_out = util_err("%s", first);
+	if (ok == n)
+		return DELIVER_OK;
+	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
+}
+
 static enum deliver_result
 kind_maildir(void *runtime, const char *folder, const struct deliver_msg *m,
     const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
@@ -87,15 +107,28 @@ kind_remote(void *runtime, const char *arg, const struct deliver_msg *m,
 
 /* ---- the table ---- */
 
-#define KIND_REMOTE	false, kind_remote_open, kind_remote_close, kind_remote
+#define KIND_REMOTE	false, kind_remote_open, kind_remote_close, \
+	kind_remote, NULL
 
 static const struct deliver_kind deliver_kinds[] = {
-	{ CONFIG_ACTION_MAILDIR, true, NULL, NULL, kind_maildir },
-	{ CONFIG_ACTION_DISCARD, true, NULL, NULL, kind_discard },
+	{ CONFIG_ACTION_MAILDIR, true, NULL, NULL, kind_maildir, NULL },
+	{ CONFIG_ACTION_DISCARD, true, NULL, NULL, kind_discard, NULL },
 	{ CONFIG_ACTION_RELAY, KIND_REMOTE },
 	{ CONFIG_ACTION_MX, KIND_REMOTE },
 	{ CONFIG_ACTION_FORWARD, KIND_REMOTE },
 	{ CONFIG_ACTION_RELAY_BY_SENDER, KIND_REMOTE },
+	{ CONFIG_ACTION_WEBHOOK, false, deliver_webhook_open,
+	    deliver_webhook_close, deliver_webhook_kind,
+	    deliver_webhook_check },
+	{ CONFIG_ACTION_REPLY, false, deliver_agent_open,
+	    deliver_agent_close, deliver_agent_kind, deliver_agent_check },
+	{ CONFIG_ACTION_PASS_THROUGH, false,
+	    deliver_passthrough_open, deliver_passthrough_close,
+	    deliver_passthrough_kind, NULL },
+	{ CONFIG_ACTION_PIPE, false, deliver_pipe_open,
+	    deliver_pipe_close, deliver_pipe_kind, deliver_pipe_check },
+	{ CONFIG_ACTION_LMTP, false, deliver_lmtp_open,
+	    deliver_lmtp_close, deliver_lmtp_kind, NULL },
 };
 #define DELIVER_NKINDS	(sizeof(deliver_kinds) / sizeof(deliver_kinds[0]))
 
@@ -122,4 +155,22 @@ const char *
 deliver_kind_name(const struct deliver_kind *k)
 {
 	return config_action_kind_name(k->kind);
+}
+
+int
+deliver_kinds_check(const struct config *c, char **errs_out)
+{
+	struct util_buf b = { 0 };
+
+	for (size_t i = 0; i < c->nactions; i++) {
+		const struct config_action *a = &c->actions[i];
+		const struct deliver_kind *k = deliver_kind_of(a->kind);
+		const char *err = NULL;
+
+		if (k != NULL && k->check != NULL && k->check(c, a, &err) == -1)
+			util_buf_printf(&b, "%s:%d: action %s: %s\n", c->path,
+			    a->line, a->name, err);
+	}
+	*errs_out = b.data;
+	return b.len > 0 ? -1 : 0;
 }

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "util/util.h"
 
 #define PASS_HEADER_MAX	(1024u * 1024)	/* a header block longer is odd */
@@ -175,4 +176,35 @@ out:
 	util_buf_clear(&hdr);
 	util_buf_clear(&head);
 	return st->result;
+}
+
+/* ---- the pass-through kind: its runtime is its target ---- */
+
+void *
+deliver_passthrough_open(const struct config *c,
+    const struct config_action *a, const char **err_out)
+{
+	(void)c;
+	(void)err_out;
+	return xstrdup(a->pass_to);
+}
+
+void
+deliver_passthrough_close(void *runtime)
+{
+	free(runtime);
+}
+
+enum deliver_result
+deliver_passthrough_kind(void *runtime, const char *arg,
+    const struct deliver_msg *m, const char *const *rcpts, size_t n,
+    struct deliver_rcpt_status *st_out, const char **err_out)
+{
+	const char *err = NULL;
+
+	(void)arg;
+	for (size_t i = 0; i < n; i++)
+		(void)deliver_passthrough(runtime, m, rcpts[i], &st_out[i],
+		    &err);
+	return deliver_status_summary(st_out, n, err_out);
 }

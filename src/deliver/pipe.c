@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "config/config.h"
 #include "util/util.h"
 
 #define PIPE_TIMEOUT_DEFAULT_MS	(10u * 60 * 1000)
@@ -244,4 +246,55 @@ out:
 	if (r != DELIVER_OK)
 		*err_out = util_err("%s", st->text);
 	return r;
+}
+
+/* ---- the pipe kind ---- */
+
+int
+deliver_pipe_check(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	(void)c;
+	for (char **v = a->pipe->argv; *v != NULL; v++)
+		if (deliver_pipe_check_arg(*v, err_out) == -1)
+			return -1;
+	if (access(a->pipe->argv[0], X_OK) == -1) {
+		*err_out = util_err("%s: %m", a->pipe->argv[0]);
+		return -1;
+	}
+	return 0;
+}
+
+void *
+deliver_pipe_open(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	struct deliver_pipe_opts *o;
+
+	if (deliver_pipe_check(c, a, err_out) == -1)
+		return NULL;
+	o = xcalloc(1, sizeof(*o));
+	o->argv = a->pipe->argv;
+	o->user = a->pipe->user;
+	o->timeout_ms = a->pipe->timeout_ms;
+	return o;
+}
+
+void
+deliver_pipe_close(void *runtime)
+{
+	free(runtime);
+}
+
+enum deliver_result
+deliver_pipe_kind(void *runtime, const char *arg, const struct deliver_msg *m,
+    const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
+    const char **err_out)
+{
+	const char *err = NULL;
+
+	(void)arg;
+	for (size_t i = 0; i < n; i++)
+		(void)deliver_pipe(runtime, m, rcpts[i], &st_out[i], &err);
+	return deliver_status_summary(st_out, n, err_out);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config.h"
 #include "http/http.h"
 #include "mime/mime.h"
 #include "util/util.h"
@@ -212,7 +213,7 @@ deliver_webhook_outcome(const struct http_result *res,
 	memset(st, 0, sizeof(*st));
 	st->retry_after_ms = res->retry_after_s > 0 ?
 	    (uint64_t)res->retry_after_s * 1000 : 0;
-	st->code = (int)res->status;
+	/* The HTTP status goes in the text: code is for SMTP replies. */
 	webhook_answer_line(res, line, sizeof(line));
 	if (res->status >= 200 && res->status < 300) {
 		snprintf(st->text, sizeof(st->text), "2.0.0 HTTP %ld",
@@ -257,4 +258,55 @@ deliver_webhook(struct http_client *hc, const struct deliver_webhook_opts *o,
 	if (r != DELIVER_OK)
 		*err_out = util_err("%s", st->text);
 	return r;
+}
+
+/* ---- the webhook kind ---- */
+
+void *
+deliver_webhook_open(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	(void)c;
+	return deliver_hook_new(a->hook, a->name, true, err_out);
+}
+
+int
+deliver_webhook_check(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	struct deliver_hook *k;
+
+	(void)c;
+	if ((k = deliver_hook_new(a->hook, a->name, false, err_out)) == NULL)
+		return -1;
+	deliver_hook_free(&k);
+	return 0;
+}
+
+void
+deliver_webhook_close(void *runtime)
+{
+	struct deliver_hook *k = runtime;
+
+	deliver_hook_free(&k);
+}
+
+enum deliver_result
+deliver_webhook_kind(void *runtime, const char *arg,
+    const struct deliver_msg *m, const char *const *rcpts, size_t n,
+    struct deliver_rcpt_status *st_out, const char **err_out)
+{
+	struct deliver_hook *k = runtime;
+
+	(void)arg;
+	for (size_t i = 0; i < n; i++) {
+		struct deliver_hook_call call;
+		const char *err = NULL;
+
+		deliver_hook_call_init(k, &call);
+		(void)deliver_webhook(deliver_hook_client(k), &call.o, m,
+		    rcpts[i], &st_out[i], &err);
+		deliver_hook_call_clear(&call);
+	}
+	return deliver_status_summary(st_out, n, err_out);
 }

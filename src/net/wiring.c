@@ -83,38 +83,64 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 	return res;
 }
 
+/* What the envelope says of the client and the other recipients. */
+static void
+net_origin(const struct spool_env *env, struct deliver_origin *o,
+    const char **rcpts)
+{
+	memset(o, 0, sizeof(*o));
+	o->client_ip = env->client_ip;
+	o->helo = env->helo;
+	o->tls = env->tls;
+	o->auth_user = env->auth_user;
+	for (size_t i = 0; i < env->nrcpts; i++)
+		rcpts[i] = env->rcpts[i].addr;
+	o->rcpts = rcpts;
+	o->nrcpts = env->nrcpts;
+}
+
 /*
- * The queue's delivery of one recipient: an action whose kind has a
- * runtime (relay, mx, forward, relay-by-sender) through the runtime of
- * the configuration in force, found by the action's name that the spool
- * keeps; any other kind as the queue does it.  Runs on a queue thread.
+ * The queue's delivery of one recipient through its kind: with the runtime
+ * of the configuration in force (found by the action's name that the
+ * spool keeps) when the kind has one.  Deliveries may put new messages in
+ * the queue (agents' replies, pass-through copies) and see the client's
+ * facts.  Runs on a queue thread.
  */
 enum deliver_result
 net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
     const char *content_path, const char *hostname, const char **why_out)
 {
+	struct net_server *srv = arg;
 	const struct spool_rcpt *r = &env->rcpts[idx];
 	const struct deliver_kind *k = deliver_kind_find(r->action);
 	struct deliver_rcpt_status st;
-	struct conn_rt *rt;
-	void *run;
+	struct deliver_inject inject;
+	struct deliver_origin origin;
+	struct conn_rt *rt = NULL;
+	void *run = NULL;
 	const char *err = NULL, *addr = r->addr;
+	const char **rcpts;
 
-	if (k != NULL && k->open == NULL)
+	if (strcmp(r->action, "maildir-owner") == 0)
+		return net_queue_deliver_owner(srv, env, idx, content_path,
+		    hostname, why_out);
+	if (k == NULL)
 		return queue_deliver_default(NULL, env, idx, content_path,
 		    hostname, why_out);
-	if (strcmp(r->action, "maildir-owner") == 0)
-		return net_queue_deliver_owner(arg, env, idx, content_path,
-		    hostname, why_out);
-	rt = net_rt_get(arg);
-	if (r->arg == NULL || (run = conn_rt_runtime(rt, r->arg, &k)) ==
-	    NULL) {
-		*why_out = util_err("4.3.5 action %s is not configured any "
-		    "more", r->arg != NULL ? r->arg : "-");
-		conn_rt_unref(&rt);
-		return DELIVER_TEMPFAIL;
+	if (k->open != NULL) {
+		rt = net_rt_get(srv);
+		if (r->arg == NULL || (run = conn_rt_runtime(rt, r->arg,
+		    &k)) == NULL) {
+			*why_out = util_err("4.3.5 action %s is not configured "
+			    "any more", r->arg != NULL ? r->arg : "-");
+			conn_rt_unref(&rt);
+			return DELIVER_TEMPFAIL;
+		}
 	}
-	struct net_settle ns = { ((struct net_server *)arg)->spool, env, idx };
+	struct net_settle ns = { srv->spool, env, idx };
+	rcpts = xcalloc(env->nrcpts + 1, sizeof(*rcpts));
+	net_origin(env, &origin, rcpts);
+	queue_injector(srv->queue, &inject);
 	struct deliver_msg m = {
 		.content_path = content_path,
 		.return_path = env->sender,
@@ -124,10 +150,15 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.hostname = hostname,
 		.settled_cb = net_settled_cb,
 		.settled_arg = &ns,
+		.origin = &origin,
+		.inject = &inject,
 	};
 	memset(&st, 0, sizeof(st));
 	(void)k->deliver(run, r->arg, &m, &addr, 1, &st, &err);
 	conn_rt_unref(&rt);
+	free(rcpts);
+	if (st.result == DELIVER_TEMPFAIL && st.retry_after_ms > 0)
+		queue_retry_after(st.retry_after_ms);
 	if (st.code != 0)
 		*why_out = util_err("%d %s", st.code, st.text);
 	else

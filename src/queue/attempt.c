@@ -25,6 +25,15 @@ queue_random(void)
 	return rnd;
 }
 
+/* The next attempt's earliest time, as the delivery just asked for it. */
+static __thread uint64_t queue_hint_ms;
+
+void
+queue_retry_after(uint64_t ms)
+{
+	queue_hint_ms = ms;
+}
+
 /* ---- one delivery ------------------------------------------------------ */
 
 enum deliver_result
@@ -114,6 +123,11 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 	r->attempts++;
 	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
 	    received_ms, queue_random());
+	/* Later when the far side said so (Retry-After), within the life. */
+	if (queue_hint_ms > 0 && now + queue_hint_ms > r->next_ms)
+		r->next_ms = received_ms + q->o.lifetime_ms < now +
+		    queue_hint_ms ? received_ms + q->o.lifetime_ms :
+		    now + queue_hint_ms;
 	free(r->last_err);
 	r->last_err = xstrdup(why);
 	queue_log_rcpt(LOG_LVL_INFO, "deferred", env, i, why);
@@ -154,6 +168,7 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
 	    queue_deliver_default;
 
+	queue_hint_ms = 0;
 	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
 	    &why)) {
 	case DELIVER_OK:

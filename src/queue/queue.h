@@ -83,16 +83,22 @@ void	queue_drain(struct queue *q);
 void	queue_free(struct queue **qp);
 
 /*
- * A new message from sender ("" for <>) to rcpt, routed now (o->route),
- * committed to the spool and queued: "Received: by HOST (postern) id QID"
+ * A new message from sender ("" for <>) to rcpt, routed now (o->route, as
+ * SMTP recipients are), committed to the spool and queued: "Received: by HOST (postern) id QID"
  * first, then head[0..head_len), then src's content from byte src_off on
  * (src NULL: none).  0 once committed; -1 with *err_out when the spool
- * failed (a retry may work); -2 when rcpt has no route.  Thread-safe;
+ * or a table failed (a retry may work); -2 when rcpt has no route.  Thread-safe;
  * blocks on the disk.
  */
 int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
 	    const char *head, size_t head_len, const struct deliver_msg *src,
 	    uint64_t src_off, const char **err_out);
+/*
+ * Called by a queue_deliver_fn on its thread before it returns a
+ * temporary failure: not again before ms from now (an HTTP Retry-After),
+ * if that is later than the backoff's time (and within the lifetime).
+ */
+void	queue_retry_after(uint64_t ms);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 

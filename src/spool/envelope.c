@@ -87,6 +87,8 @@ spool_env_clear(struct spool_env *e)
 	free(e->sender);
 	free(e->client_ip);
 	free(e->helo);
+	free(e->tls);
+	free(e->auth_user);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -149,6 +151,14 @@ spool_env_format(const struct spool_env *env, struct util_buf *b)
 	spool_esc(b, env->client_ip);
 	util_buf_addstr(b, "\nhelo ");
 	spool_esc(b, env->helo);
+	if (env->tls != NULL) {
+		util_buf_addstr(b, "\ntls ");
+		spool_esc(b, env->tls);
+	}
+	if (env->auth_user != NULL) {
+		util_buf_addstr(b, "\nauth ");
+		spool_esc(b, env->auth_user);
+	}
 	util_buf_printf(b, "\nsmtputf8 %d\nbody_8bit %d\nsize %" PRIu64 "\n",
 	    env->smtputf8 ? 1 : 0, env->body_8bit ? 1 : 0, env->size);
 	for (size_t i = 0; i < env->nrcpts; i++) {
@@ -316,6 +326,22 @@ spool_env_record(struct spool_env *out, const char **f, const size_t *fl,
 		}
 		spool_env_add_rcpt(out, a[0], a[1], a[2]);
 		free(a[0]), free(a[1]), free(a[2]);
+		return 0;
+	}
+	/* Optional, once each: the client's TLS and authentication. */
+	if (spool_tok_is(f[0], fl[0], "tls") ||
+	    spool_tok_is(f[0], fl[0], "auth")) {
+		char **dst = f[0][0] == 't' ? &out->tls : &out->auth_user;
+		char *text = NULL;
+
+		if (nf != 2 || *dst != NULL || spool_unesc(f[1], fl[1],
+		    &text) == -1 || text == NULL) {
+			free(text);
+			*why_out = f[0][0] == 't' ? "bad tls record" :
+			    "bad auth record";
+			return -1;
+		}
+		*dst = text;
 		return 0;
 	}
 	if (spool_tok_is(f[0], fl[0], "state")) {

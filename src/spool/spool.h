@@ -39,6 +39,10 @@ struct spool_env {
 	char			*sender;	/* owned: "" for <> */
 	char			*client_ip;	/* owned, or NULL */
 	char			*helo;		/* owned, or NULL (peer text: any bytes but CR/LF) */
+	char			*tls;		/* owned: the TLS version the client
+						   used ("TLSv1.3"), or NULL */
+	char			*auth_user;	/* owned: who authenticated, or
+						   NULL */
 	bool			 smtputf8;
 	bool			 body_8bit;
 	uint64_t		 size;		/* content octets */

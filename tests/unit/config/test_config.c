@@ -85,7 +85,7 @@ static void
 test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
-	    "defs", "match", "empty", "dups", "good" };
+	    "defs", "match", "empty", "dups", "good", "agents" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -400,12 +400,89 @@ test_load_errors(void **state)
 	free(errs);
 }
 
+/* The values of the webhook, reply, pass-through, pipe and lmtp lines. */
+static void
+test_agent_values(void **state)
+{
+	static const char text[] =
+	    "listen 127.0.0.1:2525\n"
+	    "table keys file:keys.txt\n"
+	    "action hook webhook \"https://api.example/v1\" method PUT format "
+	    "template \"t.json\" header \"X-App: p\" secret <keys> timeout "
+	    "10s attachments 2M sync 20s\n"
+	    "action plain webhook http://127.0.0.1:1/x sync\n"
+	    "action weather reply command \"/usr/bin/forecast\" NYC \"timeout\" "
+	    "period 12h from-name \"NYC Weather\" user nobody\n"
+	    "action scripted reply lua \"a.lua\"\n"
+	    "action asked reply webhook http://127.0.0.1:9/a format json "
+	    "period 1h\n"
+	    "action desk pass-through help@desk.example\n"
+	    "action lda pipe /usr/bin/lda -d \"%{rcpt.user}\" user vmail "
+	    "timeout 2m\n"
+	    "action dove lmtp \"unix:/run/dovecot/lmtp\" timeout data-term 1m\n"
+	    "action dove2 lmtp \"[::1]:24\"\n"
+	    "match any action hook\n";
+	char *errs = NULL;
+	struct config *c = config_parse("t", text, &errs);
+	const struct config_action *a;
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("%s", errs);
+	a = config_action_find(c, "hook");
+	assert_int_equal(a->kind, CONFIG_ACTION_WEBHOOK);
+	assert_string_equal(a->hook->method, "PUT");
+	assert_int_equal(a->hook->format, CONFIG_HOOK_TEMPLATE);
+	assert_string_equal(a->hook->template_path, "t.json");
+	assert_string_equal(a->hook->headers[0], "X-App: p");
+	assert_null(a->hook->headers[1]);
+	assert_non_null(a->hook->secret);
+	assert_int_equal(a->hook->timeout_ms, 10000);
+	assert_int_equal(a->hook->attach_max, 2u << 20);
+	assert_true(a->hook->sync);
+	assert_int_equal(a->hook->sync_ms, 20000);
+	a = config_action_find(c, "plain");
+	assert_string_equal(a->hook->method, "POST");
+	assert_int_equal(a->hook->format, CONFIG_HOOK_JSON);
+	assert_int_equal(a->hook->sync_ms, 30000);
+	a = config_action_find(c, "weather");
+	assert_int_equal(a->reply->kind, CONFIG_REPLY_COMMAND);
+	/* A quoted word is an argument, not an option. */
+	assert_string_equal(a->reply->argv[0], "/usr/bin/forecast");
+	assert_string_equal(a->reply->argv[1], "NYC");
+	assert_string_equal(a->reply->argv[2], "timeout");
+	assert_null(a->reply->argv[3]);
+	assert_int_equal(a->reply->period_ms, 12 * 3600000);
+	assert_string_equal(a->reply->from_name, "NYC Weather");
+	assert_string_equal(a->reply->user, "nobody");
+	a = config_action_find(c, "scripted");
+	assert_string_equal(a->reply->function, "reply");
+	a = config_action_find(c, "asked");
+	assert_int_equal(a->reply->kind, CONFIG_REPLY_WEBHOOK);
+	assert_string_equal(a->reply->hook->url, "http://127.0.0.1:9/a");
+	assert_int_equal(a->reply->period_ms, 3600000);
+	assert_string_equal(config_action_find(c, "desk")->pass_to,
+	    "help@desk.example");
+	a = config_action_find(c, "lda");
+	assert_string_equal(a->pipe->argv[2], "%{rcpt.user}");
+	assert_string_equal(a->pipe->user, "vmail");
+	assert_int_equal(a->pipe->timeout_ms, 120000);
+	a = config_action_find(c, "dove");
+	assert_string_equal(a->lmtp->unix_path, "/run/dovecot/lmtp");
+	assert_int_equal(a->lmtp->timeouts_ms[5], 60000);
+	a = config_action_find(c, "dove2");
+	assert_string_equal(a->lmtp->host, "::1");
+	assert_int_equal(a->lmtp->port, 24);
+	config_free(&c);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lexer),
 		cmocka_unit_test(test_golden),
+		cmocka_unit_test(test_agent_values),
 		cmocka_unit_test(test_good_values),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),

@@ -6,6 +6,7 @@
  * fail, hang or ask for later, and web services (server.py).
  */
 #include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "../http/srv.h"
 #include "chain/chain.h"
+#include "config/config.h"
 #include "util/util.h"
 
 #define AGENT	"nyc-weather@example.org"
@@ -377,8 +379,12 @@ test_webhook_agent(void **state)
 	srv_start(&s, "../http/server.py", NULL, NULL);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *url = xasprintf("%s%s", s.base, cases[i].path);
+		struct config_hook h = { .url = url, .method = "POST" };
+		const char *err = NULL;
+		struct deliver_hook *hook = deliver_hook_new(&h, "weather",
+		    true, &err);
 		struct deliver_agent_opts o = { .kind = DELIVER_AGENT_WEBHOOK,
-		    .webhook = { .url = url } };
+		    .hook = hook };
 		struct deliver_agent *a = agent_new(&o);
 		struct deliver_rcpt_status st;
 		char *sender = xasprintf("w%zu@example.net", i);
@@ -398,6 +404,7 @@ test_webhook_agent(void **state)
 			mime_msg_free(&r);
 		}
 		deliver_agent_free(&a);
+		deliver_hook_free(&hook);
 		free(sender);
 		free(url);
 	}

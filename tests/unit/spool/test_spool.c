@@ -111,6 +111,8 @@ hostile_env(struct spool_env *e, const char *qid)
 	e->sender = xstrdup("we ird%20\"x\"@ex\xc3\xa9.org");
 	e->client_ip = xstrdup("192.0.2.1");
 	e->helo = xstrdup("evil\nrcpt x@y maildir /etc\n%00 \x01\x7f\xff -");
+	e->tls = xstrdup("TLSv1.3");
+	e->auth_user = xstrdup("app user\nauth root");
 	e->smtputf8 = true;
 	e->body_8bit = false;
 	e->size = 12345;
@@ -140,6 +142,8 @@ assert_env_equal(const struct spool_env *got, const struct spool_env *want)
 	assert_str_or_null("sender", got->sender, want->sender);
 	assert_str_or_null("client_ip", got->client_ip, want->client_ip);
 	assert_str_or_null("helo", got->helo, want->helo);
+	assert_str_or_null("tls", got->tls, want->tls);
+	assert_str_or_null("auth", got->auth_user, want->auth_user);
 	assert_int_equal(got->smtputf8, want->smtputf8);
 	assert_int_equal(got->body_8bit, want->body_8bit);
 	assert_true(got->size == want->size);
@@ -168,8 +172,8 @@ test_env_format_round_trip(void **state)
 	hostile_env(&e, "Q1");
 	spool_env_format(&e, &b);
 	/*
-	 * Hostile text never adds a line: 11 fixed records + 4 rcpts + 2
-	 * state records + end.
+	 * Hostile text never adds a line: 11 fixed records, tls and auth,
+	 * 4 rcpts, 2 state records and end.
 	 */
 	for (size_t i = 0; i < b.len; i++) {
 		unsigned char c = (unsigned char)b.data[i];
@@ -178,7 +182,7 @@ test_env_format_round_trip(void **state)
 		else if (c < 0x20 || c > 0x7e)
 			fail_msg("raw byte 0x%02x in envelope", c);
 	}
-	assert_int_equal(lines, 17);
+	assert_int_equal(lines, 19);
 	if (spool_env_parse(b.data, b.len, &got, &why) == -1)
 		fail_msg("parse: %s", why);
 	assert_env_equal(&got, &e);
@@ -240,6 +244,10 @@ test_env_parse_strict(void **state)
 		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
 		    "end\n", -1 },
 		{ "empty line", HEAD "\nend\n", -1 },
+		{ "tls and auth", HEAD "tls TLSv1.2\nauth ann\nend\n", 0 },
+		{ "tls twice", HEAD "tls TLSv1.2\ntls TLSv1.3\nend\n", -1 },
+		{ "auth null", HEAD "auth -\nend\n", -1 },
+		{ "auth 2 fields", HEAD "auth a b\nend\n", -1 },
 	};
 #undef HEAD
 	(void)state;
