@@ -16,6 +16,7 @@
 #include "util/util.h"
 
 struct conn_tx;
+struct deliver_rcpt_status;
 
 /* Header parts of a Received: line (RFC 5321 4.4); borrowed strings. */
 struct conn_received {
@@ -43,6 +44,8 @@ struct conn_tx_ops {
 	void	(*committed_cb)(void *arg, int rc, const char *err);
 	/* A write finished and the backlog shrank: input may resume. */
 	void	(*drained_cb)(void *arg);
+	/* Sync mode: the web service's outcome (nothing was committed). */
+	void	(*synced_cb)(void *arg, const struct deliver_rcpt_status *st);
 };
 struct conn_tx *conn_tx_new(struct conn_ctx *ctx, const struct conn_tx_ops *ops,
 	    void *arg);
@@ -73,6 +76,14 @@ bool	conn_tx_flushed(const struct conn_tx *tx);
 char	*conn_tx_path(const struct conn_tx *tx);
 /* Flush and commit; committed_cb reports, later, on the loop. */
 void	conn_tx_commit(struct conn_tx *tx);
+/*
+ * Instead of conn_tx_commit(), for a transaction whose one recipient goes
+ * to a webhook in sync mode: the content (edited as a commit would) goes
+ * to the web service through runtime (the action's, borrowed) within
+ * timeout_ms; synced_cb reports its outcome, later, on the loop.  Nothing
+ * is committed.
+ */
+void	conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms);
 /*
  * Before conn_tx_commit(): the old_len content bytes at offset become
  * head (taken over; a filter's header edits), applied by the commit.

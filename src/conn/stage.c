@@ -54,6 +54,45 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 	conn_check_close(c);
 }
 
+/*
+ * Sync mode: the web service's answer is DATA's reply: 2xx 250, a final
+ * refusal 550, anything else (5xx, 408, 429, no answer in time) 451.
+ * Nothing was queued either way.
+ */
+static void
+conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
+{
+	struct conn *c = arg;
+	struct spool_env *env = conn_tx_env(c->tx);
+	struct smtp_reply r = { 0 };
+	char safe[300];
+
+	log_event(st->result == DELIVER_OK ? LOG_LVL_INFO : LOG_LVL_WARN,
+	    "sync-webhook", c->sid, env->qid, "rcpt=<%s> result=%s why=\"%s\"",
+	    log_safe_into(safe, sizeof(safe), env->rcpts[0].addr,
+	    strlen(env->rcpts[0].addr)), st->result == DELIVER_OK ?
+	    "delivered" : st->result == DELIVER_PERMFAIL ? "refused" :
+	    "deferred", st->text);
+	if (st->result == DELIVER_OK) {
+		c->nmsgs++;
+		if (c->cs != NULL)
+			chain_session_message_accepted(c->cs);
+		r.code = 250;
+		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: delivered as "
+		    "%s", env->qid);
+	} else {
+		r.code = st->result == DELIVER_PERMFAIL ? 550 : 451;
+		util_strlcpy(r.text, st->text, sizeof(r.text));
+	}
+	smtp_session_resume(c->smtp, st->result == DELIVER_OK ? SMTP_OK :
+	    SMTP_REJECT, &r);
+	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 static void
 conn_tx_drained_cb(void *arg)
 {
@@ -77,6 +116,7 @@ conn_tx_drained_cb(void *arg)
 static const struct conn_tx_ops conn_tx_ops = {
 	.committed_cb = conn_tx_committed_cb,
 	.drained_cb = conn_tx_drained_cb,
+	.synced_cb = conn_tx_synced_cb,
 };
 
 /* ----- the stages ----- */
@@ -99,6 +139,47 @@ conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
 
 /* Who names a recipient: the client (perhaps never to deliver), a filter. */
 enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
+
+/*
+ * The action of a transaction in sync mode (its one recipient goes to a
+ * webhook with "sync"), or NULL.
+ */
+static const struct config_action *
+conn_sync_action(struct conn *c)
+{
+	struct spool_env *env = conn_tx_env(c->tx);
+	const struct config_action *a;
+
+	if (env->nrcpts != 1 || strcmp(env->rcpts[0].action,
+	    config_action_kind_name(CONFIG_ACTION_WEBHOOK)) != 0 ||
+	    env->rcpts[0].arg == NULL)
+		return NULL;
+	a = config_action_find(conn_cfg(c), env->rcpts[0].arg);
+	return a != NULL && a->hook != NULL && a->hook->sync ? a : NULL;
+}
+
+/*
+ * A sync webhook answers for one recipient alone: a second recipient,
+ * either way round (or an alias that reaches it and more), waits for a
+ * transaction of its own (RFC 5321 4.5.3.1.10: the client sends it again
+ * later).  0, or -1 with *r.
+ */
+static int
+conn_sync_rcpt(struct conn *c, const struct route_result *res,
+    const char *safe, struct smtp_reply *r)
+{
+	bool sync = false;
+
+	for (size_t i = 0; i < res->n; i++)
+		sync |= res->targets[i].action->kind == CONFIG_ACTION_WEBHOOK &&
+		    res->targets[i].action->hook->sync;
+	if (conn_tx_env(c->tx)->nrcpts == 0 ? !sync || res->n == 1 :
+	    !sync && conn_sync_action(c) == NULL)
+		return 0;
+	conn_set_reply(r, 452, "4.5.3 <%s>: Send this recipient in a new "
+	    "transaction (the other one is answered at once)", safe);
+	return -1;
+}
 
 /* The routing answer for rcpt: its targets into the envelope, or a reply. */
 static enum smtp_verdict
@@ -142,6 +223,8 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		    safe);
 		return SMTP_REJECT;
 	}
+	if (conn_sync_rcpt(c, res, safe, r) == -1)
+		return SMTP_REJECT;
 	for (size_t i = 0; i < res->n; i++) {
 		const struct route_target *t = &res->targets[i];
 		char to[600];
@@ -537,7 +620,14 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 		    "action=%s", a->name);
 	}
 	conn_keep_state(c, env);
-	conn_tx_commit(c->tx);
+	if (conn_sync_action(c) != NULL) {
+		const struct config_action *a = conn_sync_action(c);
+		const struct deliver_kind *k;
+
+		conn_tx_sync(c->tx, conn_rt_runtime(c->rt, a->name, &k),
+		    a->hook->sync_ms);
+	} else
+		conn_tx_commit(c->tx);
 	return SMTP_PENDING;
 }
 

@@ -19,7 +19,8 @@
 #define TX_FLUSH_AT	(64 * 1024)	/* hand content to a worker from here */
 #define TX_BACKLOG_MAX	(1024 * 1024)	/* stop reading the client from here */
 
-enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_FAST, TXJ_ABORT };
+enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_FAST, TXJ_ABORT,
+	TXJ_SYNC };
 
 struct conn_tx {
 	struct conn_ctx		*ctx;		/* borrowed: outlives every tx */
@@ -43,6 +44,13 @@ struct conn_tx {
 	size_t			 head_off, head_old;
 	bool			 head_set;
 	char			 err[256];	/* why the last job failed */
+	/* Sync mode: the web service answers for the one recipient. */
+	void			*sync_runtime;	/* borrowed from the conn's rt */
+	uint64_t		 sync_ms;
+	char			*sync_path;	/* owned: the content, spooled */
+	struct deliver_origin	 sync_origin;
+	struct deliver_rcpt_status sync_st;	/* the outcome */
+	bool			 sync_pending;	/* after the running write */
 };
 
 static void	conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg);
@@ -167,6 +175,53 @@ conn_tx_edit_inflight(struct conn_tx *tx)
 	tx->head_set = false;
 }
 
+/* The web service answered (on its client's thread): back to the loop. */
+static void
+conn_tx_synced(void *arg, const struct deliver_rcpt_status *st)
+{
+	struct conn_tx *tx = arg;
+
+	tx->sync_st = *st;
+	event_active(tx->done_ev, EV_TIMEOUT, 1);
+}
+
+/*
+ * Sync mode, on a worker: the content as the commit would have it (its
+ * header edits made), in memory or in the spool's tmp/ file, goes to the
+ * web service; the job ends when it answers.  -1 when it cannot start.
+ */
+static int
+conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
+{
+	struct spool_env *env = &tx->env;
+	struct deliver_msg m = { .return_path = env->sender,
+	    .qid = env->qid, .received = env->received,
+	    .hostname = tx->hostname, .origin = &tx->sync_origin };
+
+	if (!tx->spooled) {
+		if (tx->head_set)
+			conn_tx_edit_inflight(tx);
+		m.content = tx->inflight.data != NULL ? tx->inflight.data : "";
+		m.content_len = tx->inflight.len;
+	} else {
+		if (tx->inflight.len > 0 && spool_msg_write(tx->msg,
+		    tx->inflight.data, tx->inflight.len, err_out) == -1)
+			return -1;
+		if (tx->head_set && spool_msg_replace(tx->msg, tx->head_off,
+		    tx->head_old, tx->head.data, tx->head.len, err_out) == -1)
+			return -1;
+		tx->head_set = false;
+		tx->sync_path = spool_msg_tmp_path(tx->ctx->spool, env->qid);
+		m.content_path = tx->sync_path;
+	}
+	tx->sync_origin = (struct deliver_origin){ .client_ip =
+	    env->client_ip, .helo = env->helo, .tls = env->tls,
+	    .auth_user = env->auth_user,
+	    .rcpts = (const char *const *)&env->rcpts[0].addr, .nrcpts = 1 };
+	return deliver_webhook_sync(tx->sync_runtime, &m, env->rcpts[0].addr,
+	    tx->sync_ms, conn_tx_synced, tx, err_out);
+}
+
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
 static void
 conn_tx_job_run(void *arg)
@@ -197,6 +252,10 @@ conn_tx_job_run(void *arg)
 		break;
 	case TXJ_ABORT:
 		spool_msg_free(&tx->msg);
+		break;
+	case TXJ_SYNC:
+		if ((rc = conn_tx_sync_run(tx, &err)) == 0)
+			return;		/* conn_tx_synced() goes on */
 		break;
 	case TXJ_NONE:
 		ASSERT(!"job without a kind");
@@ -234,6 +293,7 @@ conn_tx_free(struct conn_tx *tx)
 	util_buf_clear(&tx->pending);
 	util_buf_clear(&tx->inflight);
 	free(tx->hostname);
+	free(tx->sync_path);
 	util_buf_clear(&tx->head);
 	event_free(tx->done_ev);
 	tx->ctx->ntx--;
@@ -290,10 +350,30 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 		conn_tx_free(tx);
 		return;
 	}
+	if (kind == TXJ_SYNC) {
+		/* Never committed: the content goes with the transaction. */
+		if (tx->job_rc == -1) {
+			snprintf(tx->sync_st.text, sizeof(tx->sync_st.text),
+			    "4.3.0 %s", tx->err);
+			tx->sync_st.result = DELIVER_TEMPFAIL;
+		}
+		if (tx->arg == NULL)
+			conn_tx_dispose(tx);
+		else
+			tx->ops->synced_cb(tx->arg, &tx->sync_st);
+		return;
+	}
 	if (tx->job_rc == -1 && !tx->failed) {
 		tx->failed = true;
 		log_event(LOG_LVL_ERROR, "spool-error", tx->env.sid,
 		    tx->env.qid, "why=\"%s\"", tx->err);
+	}
+	if (tx->sync_pending && tx->failed) {
+		tx->job = TXJ_SYNC;	/* reported as the sync job's failure */
+		tx->job_rc = -1;
+		tx->sync_pending = false;
+		conn_tx_job_done_cb(-1, 0, tx);
+		return;
 	}
 	if (kind == TXJ_COMMIT || kind == TXJ_FAST ||
 	    (tx->commit_wanted && tx->failed)) {
@@ -304,7 +384,10 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 		conn_tx_dispose(tx);
 		return;
 	}
-	if (tx->commit_wanted)
+	if (tx->sync_pending) {
+		tx->sync_pending = false;
+		conn_tx_start(tx, TXJ_SYNC);
+	} else if (tx->commit_wanted)
 		conn_tx_start(tx, TXJ_COMMIT);	/* spooled already: no fast path */
 	else if (tx->pending.len >= TX_FLUSH_AT && !tx->failed)
 		conn_tx_start(tx, TXJ_WRITE);
@@ -385,6 +468,21 @@ conn_tx_commit(struct conn_tx *tx)
 		return;
 	}
 	conn_tx_start(tx, conn_tx_can_fast(tx) ? TXJ_FAST : TXJ_COMMIT);
+}
+
+void
+conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms)
+{
+	ASSERT(tx->msg != NULL && !tx->commit_wanted &&
+	    tx->env.nrcpts == 1);
+	tx->commit_wanted = true;	/* no more content, no commit either */
+	tx->sync_runtime = runtime;
+	tx->sync_ms = timeout_ms;
+	if (tx->job != TXJ_NONE) {
+		tx->sync_pending = true;	/* the running write starts it */
+		return;
+	}
+	conn_tx_start(tx, TXJ_SYNC);
 }
 
 void

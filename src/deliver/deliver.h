@@ -175,6 +175,20 @@ enum deliver_result deliver_webhook(struct http_client *hc,
 	    const char *rcpt, struct deliver_rcpt_status *st,
 	    const char **err_out);
 
+/*
+ * Sync mode: deliver m to rcpt through the webhook action's runtime (as
+ * kept by the configuration in force) for an SMTP session that waits,
+ * within timeout_ms.  The request is built now (on a worker: it reads
+ * the content, which must stay until done_cb) and sent; done_cb(arg, st)
+ * then runs once, on the HTTP client's thread, with the outcome as
+ * deliver_webhook_outcome() gives it.  0, or -1 with *err_out when the
+ * request could not be built (done_cb never runs).
+ */
+int	deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
+	    const char *rcpt, uint64_t timeout_ms,
+	    void (*done_cb)(void *arg, const struct deliver_rcpt_status *st),
+	    void *arg, const char **err_out);
+
 /* ==== Agents: mailboxes that answer (agent.c, memo.c) ==== */
 
 enum deliver_agent_kind {

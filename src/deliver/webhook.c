@@ -310,3 +310,55 @@ deliver_webhook_kind(void *runtime, const char *arg,
 	}
 	return deliver_status_summary(st_out, n, err_out);
 }
+
+/* ---- sync mode: the request on behalf of a waiting SMTP session ---- */
+
+struct webhook_sync {
+	struct deliver_hook_call call;
+	struct deliver_webhook_req w;
+	void		(*done_cb)(void *arg,
+			    const struct deliver_rcpt_status *st);
+	void		*arg;
+};
+
+static void
+webhook_sync_done(void *arg, struct http_result *res)
+{
+	struct webhook_sync *s = arg;
+	struct deliver_rcpt_status st;
+
+	(void)deliver_webhook_outcome(res, &st);
+	http_result_clear(res);
+	deliver_webhook_req_clear(&s->w);
+	deliver_hook_call_clear(&s->call);
+	s->done_cb(s->arg, &st);
+	free(s);
+}
+
+int
+deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
+    const char *rcpt, uint64_t timeout_ms,
+    void (*done_cb)(void *arg, const struct deliver_rcpt_status *st),
+    void *arg, const char **err_out)
+{
+	struct deliver_hook *k = runtime;
+	struct webhook_sync *s = xcalloc(1, sizeof(*s));
+
+	deliver_hook_call_init(k, &s->call);
+	if (deliver_webhook_req_new(&s->call.o, m, rcpt, &s->w, err_out) ==
+	    -1) {
+		deliver_hook_call_clear(&s->call);
+		free(s);
+		return -1;
+	}
+	/* The wait of the SMTP client bounds the whole exchange. */
+	if (s->w.req.timeout_ms == 0 || s->w.req.timeout_ms > timeout_ms)
+		s->w.req.timeout_ms = timeout_ms;
+	if (s->w.req.connect_timeout_ms == 0 ||
+	    s->w.req.connect_timeout_ms > timeout_ms)
+		s->w.req.connect_timeout_ms = timeout_ms;
+	s->done_cb = done_cb;
+	s->arg = arg;
+	http_submit(deliver_hook_client(k), &s->w.req, webhook_sync_done, s);
+	return 0;
+}

@@ -1,0 +1,319 @@
+"""The webhook action end to end: mail submitted by SMTP arrives at a web
+service (tests/integration/httpd.py, recording every request and failing on
+demand) as JSON, raw or through a template; signed; retried on 5xx with the
+same idempotency key; held across a SIGKILL while the service is down;
+bounced on a 404; and in sync mode, the service's answer is DATA's reply.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import pytest
+
+from conftest import (headers_of, log_events, make_config, send_message,
+    wait_for)
+from httpd import Answer, Api
+
+FAST = ["queue retry-min 1s", "queue retry-max 2s"]
+LOCAL = 'action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
+
+
+@pytest.fixture
+def api():
+    a = Api().start()
+    yield a
+    a.stop()
+
+
+def hook_config(api, opts="", extra=(), actions="", rules=()):
+    """A webhook for bridge@example.org, a Maildir for the rest of
+    example.org; more actions and rules go first."""
+    acts = LOCAL + actions + 'action hook webhook "%s" %s\n' % (api.url(),
+        opts)
+    return make_config(list(FAST) + list(extra), rules=list(rules) + [
+        "match to bridge@example.org action hook",
+        "match to domain example.org action local"], actions=acts)
+
+
+def wire(text):
+    """A message as DATA carries it: CRLF lines, dot-stuffed."""
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    lines = text.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n"
+        for l in lines)
+
+
+MIXED = (b"From: =?iso-8859-1?q?J=F6rg?= <app@example.org>\n"
+    b"To: bridge@example.org\n"
+    b"Subject: =?utf-8?q?Caf=C3=A9_status?=\n"
+    b"Message-ID: <m1@example.org>\n"
+    b"MIME-Version: 1.0\n"
+    b"Content-Type: multipart/mixed; boundary=\"b1\"\n\n"
+    b"--b1\nContent-Type: multipart/alternative; boundary=\"b2\"\n\n"
+    b"--b2\nContent-Type: text/plain; charset=iso-8859-1\n"
+    b"Content-Transfer-Encoding: 8bit\n\n"
+    b"K\xf6ln: disk at 95 %\n\n"
+    b"--b2\nContent-Type: text/html; charset=utf-8\n"
+    b"Content-Transfer-Encoding: base64\n\n"
+    + base64.encodebytes("<b>Köln</b> à 95".encode()) +
+    b"--b2--\n"
+    b"--b1\nContent-Type: text/plain; charset=utf-8\n"
+    b"Content-Transfer-Encoding: quoted-printable\n"
+    b"Content-Disposition: attachment; filename=\"notes.txt\"\n\n"
+    b"Co=C3=BBt 5 =E2=82=AC=\n per day\n"
+    b"--b1\nContent-Type: application/pdf; name=\"r.pdf\"\n"
+    b"Content-Transfer-Encoding: base64\n\n"
+    + base64.encodebytes(b"%PDF-1.4 " + b"x" * 2000) +
+    b"--b1--\n")
+
+
+def test_json_payload(make_postern, api):
+    srv = make_postern(config=hook_config(api, "attachments 64k"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire(MIXED))
+    req = api.wait(1)[0]
+    assert req.method == "POST"
+    assert req.headers["content-type"] == "application/json"
+    doc = req.json()
+    assert doc["subject"] == "Café status"
+    assert doc["from"] == "Jörg <app@example.org>"
+    # 8-bit Latin-1 and base64 parts, in UTF-8.
+    assert doc["text"] == "Köln: disk at 95 %\n"
+    assert doc["html"] == "<b>Köln</b> à 95"
+    assert doc["envelope"] == {"sender": "app@example.org",
+        "recipients": ["bridge@example.org"], "rcpt": "bridge@example.org"}
+    assert doc["client"]["ip"] == "127.0.0.1"
+    assert doc["client"]["helo"] == "client.example"
+    assert doc["qid"] == req.headers["x-postern-queue-id"]
+    notes, pdf = doc["attachments"]
+    # A quoted-printable attachment, kept (within 64k), decoded.
+    assert notes["filename"] == "notes.txt"
+    assert notes["disposition"] == "attachment"
+    assert base64.b64decode(notes["content_base64"]).decode() == \
+        "Coût 5 € per day"
+    assert notes["size"] == len("Coût 5 € per day".encode())
+    assert pdf["content_type"] == "application/pdf"
+    assert pdf["filename"] == "r.pdf"
+    assert pdf["size"] == 2009
+    assert doc["parse_error"] is None
+    assert any(kv.get("action") == "webhook" for kv, _ in
+        log_events(srv, "delivered"))
+
+
+def test_malformed_mime_still_goes_out(make_postern, api):
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: broken\nContent-Type: multipart/mixed\n\n"
+                "no boundary at all\n"))
+    doc = api.wait(1)[0].json()
+    assert doc["parse_error"] == "multipart without boundary"
+    assert doc["text"] == "no boundary at all\n"
+
+
+def test_raw_and_template(make_postern, api, tmp_path):
+    tpl = tmp_path / "bridge.json"
+    tpl.write_text('{"name": "%{from}", "reply": "%{text}"}\n')
+    srv = make_postern(config=hook_config(api, 'method PUT format '
+        'template "%s"' % tpl, actions='action raw webhook "%s" format raw\n'
+        % api.url("/raw"), rules=["match to raw@example.org action raw"]))
+    body = wire('From: "App \\"1\\"" <app@example.org>\nSubject: x\n\n'
+        'line "one"\n.dot line\n')
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org",
+            "raw@example.org"], body)
+    reqs = api.wait(2)
+    tq = [r for r in reqs if r.method == "PUT"][0]
+    rq = [r for r in reqs if r.path == "/raw"][0]
+    # The template's JSON, every value escaped where it stands.
+    assert json.loads(tq.body) == {"name": 'App "1" <app@example.org>',
+        "reply": 'line "one"\n.dot line\n'}
+    # Raw: message/rfc822, the message as received (our Received: first),
+    # CRLF line ends, no dot-stuffing.
+    assert rq.headers["content-type"] == "message/rfc822"
+    assert rq.body.startswith(b"Received: ")
+    assert rq.body.endswith(b"\r\n\r\nline \"one\"\r\n.dot line\r\n")
+    assert b"\n" not in rq.body.replace(b"\r\n", b"")
+    assert rq.headers["x-postern-envelope-from"] == "app@example.org"
+    assert rq.headers["x-postern-envelope-to"] == "raw@example.org"
+
+
+def test_signature_verifies(make_postern, api, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("hook s3cret-key\n")
+    srv = make_postern(config=hook_config(api, "secret <keys>",
+        extra=["table keys file:%s" % keys]))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: signed\n\nhello\n"))
+    req = api.wait(1)[0]
+    # The check a receiving service makes (docs/actions.md).
+    sig = req.headers["x-postern-signature"]
+    fields = dict(kv.split("=", 1) for kv in sig.split(","))
+    mac = hmac.new(b"s3cret-key", fields["t"].encode() + b"." + req.body,
+        hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(mac, fields["v1"])
+    assert abs(int(fields["t"]) - time.time()) < 60
+    # A tampered body would not verify.
+    bad = hmac.new(b"s3cret-key", fields["t"].encode() + b"." + req.body
+        + b" ", hashlib.sha256).hexdigest()
+    assert bad != fields["v1"]
+
+
+def test_500_then_200_is_delivered_once_with_one_key(make_postern, api):
+    api.script = [Answer(500, "busy")]
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: retry\n\nbody\n"))
+    first, second = api.wait(2)
+    assert first.headers["idempotency-key"] == \
+        second.headers["idempotency-key"]
+    assert first.headers["idempotency-key"].endswith("/bridge@example.org")
+    assert first.body == second.body
+    assert second.when - first.when >= 0.9	# the queue's backoff
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(api.requests) == 2
+    assert len(log_events(srv, "deferred")) == 1
+    assert len(log_events(srv, "delivered")) == 1
+
+
+def test_429_retry_after_is_honoured(make_postern, api):
+    api.script = [Answer(429, "slow down", headers=[("Retry-After", "3")])]
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: x\n\nbody\n"))
+    first, second = api.wait(2, timeout=20)
+    # Not after retry-min (1 s) but after the 3 s the service asked for.
+    assert second.when - first.when >= 2.8
+
+
+def test_down_across_sigkill_then_delivered_after_restart(make_postern,
+                                                         api):
+    api.stop()
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: survive\n\nkept\n"))
+    wait_for(lambda: log_events(srv, "deferred"), 10, what="a deferral")
+    srv.kill9()
+    api.start()
+    srv.start()
+    req = api.wait(1, timeout=20)[0]
+    assert req.json()["text"] == "kept\n"
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(api.requests) == 1
+
+
+def test_404_bounces_with_a_dsn(make_postern, api):
+    api.default = Answer(404, "no such channel")
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["bridge@example.org"],
+            wire("Subject: lost\n\nbody\n"))
+    api.wait(1)
+    wait_for(lambda: srv.maildir("ann"), 10, what="the DSN")
+    with open(srv.maildir("ann")[0], "rb") as f:
+        dsn = f.read()
+    h = headers_of(dsn)
+    assert h["return-path"] == ["<>"]
+    assert b"Status: 5.3.0" in dsn
+    assert b"HTTP 404: no such channel" in dsn
+    assert b"Final-Recipient: rfc822; bridge@example.org" in dsn
+    assert len(api.requests) == 1		# never retried
+
+
+# ----- sync mode --------------------------------------------------------------
+
+def sync_send(srv, body="Subject: now\n\nbody\n"):
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(wire(body) + b".\r\n")
+        return c.read_reply(timeout=15)
+
+
+def test_sync_2xx_is_250_and_nothing_is_queued(make_postern, api):
+    srv = make_postern(config=hook_config(api, "sync 5s"))
+    r = sync_send(srv)
+    assert r.code == 250 and r.esc == "2.0.0"
+    assert len(api.requests) == 1		# before the reply
+    assert not srv.spool_files("env")
+
+
+def test_sync_422_is_550_and_timeout_is_451(make_postern, api):
+    api.script = [Answer(422, "bad payload"), Answer(200, delay=4.0),
+        Answer(503, "later")]
+    srv = make_postern(config=hook_config(api, "sync 2s"))
+    t0 = time.monotonic()
+    r = sync_send(srv)
+    assert (r.code, r.esc) == (550, "5.3.0")
+    assert "HTTP 422" in r.text
+    r = sync_send(srv)
+    assert (r.code, r.esc) == (451, "4.4.1")
+    r = sync_send(srv)
+    assert (r.code, r.esc) == (451, "4.3.0")
+    assert time.monotonic() - t0 < 12
+    # None of them was queued.
+    assert not srv.spool_files("env")
+    assert len(api.requests) == 3
+
+
+def test_sync_wait_never_blocks_other_sessions(make_postern, api):
+    api.default = Answer(200, delay=3.0)
+    srv = make_postern(config=hook_config(api, "sync 10s",
+        extra=["workers 1"]))
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", sync_send(srv)))
+    t.start()
+    api.wait(1)
+    # While DATA waits for the service, the one loop serves others.
+    t0 = time.monotonic()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["ann@example.org"],
+            wire("Subject: other\n\nflows\n"))
+    assert time.monotonic() - t0 < 2.0
+    t.join(15)
+    assert out["r"].code == 250
+
+
+def test_sync_takes_one_recipient_per_transaction(make_postern, api):
+    srv = make_postern(config=hook_config(api, "sync 5s"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
+        c.send("RCPT TO:<ann@example.org>"); c.expect(452, "4.5.3")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(wire("Subject: one\n\nx\n") + b".\r\n")
+        c.expect(250, "2.0.0")
+        # ...and the other way round.
+        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+        c.send("RCPT TO:<ann@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bridge@example.org>"); c.expect(452, "4.5.3")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(wire("Subject: two\n\ny\n") + b".\r\n")
+        c.expect(250, "2.0.0")
+    wait_for(lambda: srv.maildir("ann"), 10, what="ann's copy")
+    assert len(api.requests) == 1
