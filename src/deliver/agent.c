@@ -244,6 +244,7 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 	const char *ct;
 
 	deliver_hook_call_init(a->o.hook, &call);
+	call.o.agent = agent;
 	if (deliver_webhook_req_new(&call.o, m, agent, &w, &err) == -1) {
 		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
 		deliver_hook_call_clear(&call);
@@ -291,6 +292,23 @@ agent_log(enum log_level lvl, const struct deliver_msg *m, const char *agent,
 	    m->return_path : "", m->return_path != NULL ?
 	    strlen(m->return_path) : 0), what, log_safe_into(w, sizeof(w),
 	    why, strlen(why)));
+}
+
+/* The reply memory said no (rc 0: answered in the period; -1: down). */
+static void
+agent_memo_says(const struct deliver_msg *m, const char *agent, int rc,
+    struct deliver_rcpt_status *st)
+{
+	if (rc == 0) {
+		agent_log(LOG_LVL_INFO, m, agent, "not-answered",
+		    "answered already in this period");
+		util_strlcpy(st->text, "2.0.0 answered already in this period",
+		    sizeof(st->text));
+		return;
+	}
+	st->result = DELIVER_TEMPFAIL;
+	util_strlcpy(st->text, "4.3.0 state store unavailable",
+	    sizeof(st->text));
 }
 
 /* Build the reply of out to mm and queue it: as the inject hook returns. */
@@ -368,10 +386,7 @@ agent_answer(struct deliver_agent *a, const struct deliver_msg *m,
 	} else if ((rc = deliver_memo_check(a->memo, agent, m->return_path,
 	    true, a->o.period_ms != 0 ? a->o.period_ms :
 	    AGENT_PERIOD_DEFAULT_MS)) != 1) {
-		st->result = rc == 0 ? DELIVER_OK : DELIVER_TEMPFAIL;
-		util_strlcpy(st->text, rc == 0 ? "2.0.0 answered already in "
-		    "this period" : "4.3.0 state store unavailable",
-		    sizeof(st->text));
+		agent_memo_says(m, agent, rc, st);
 	} else if ((rc = agent_send(a, m, agent, mm, &out, &err)) != 0) {
 		deliver_memo_forget(a->memo, agent, m->return_path);
 		if (rc == -2) {		/* nowhere to send it, ever */
@@ -416,10 +431,7 @@ deliver_agent_run(struct deliver_agent *a, const struct deliver_msg *m,
 		    why);
 	} else if ((rc = deliver_memo_check(a->memo, rcpt, m->return_path,
 	    false, 0)) != 1) {
-		st->result = rc == 0 ? DELIVER_OK : DELIVER_TEMPFAIL;
-		util_strlcpy(st->text, rc == 0 ? "2.0.0 answered already in "
-		    "this period" : "4.3.0 state store unavailable",
-		    sizeof(st->text));
+		agent_memo_says(m, rcpt, rc, st);
 	} else {
 		agent_answer(a, m, rcpt, mm, st);
 	}

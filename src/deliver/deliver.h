@@ -140,6 +140,8 @@ struct deliver_webhook_opts {
 	uint64_t	 timeout_ms;	/* 0: 30 s */
 	size_t		 response_max;	/* 0: 64 KiB */
 	struct mime_limits limits;	/* JSON: text and attachments kept */
+	const char	*agent;		/* the JSON's "agent": the mailbox a
+					   reply agent answers for; or NULL */
 };
 
 /* A request ready for the HTTP client, and what it owns. */

@@ -74,7 +74,7 @@ webhook_doc_body(const struct deliver_webhook_opts *o,
 
 	if (mm == NULL)
 		return -1;
-	doc = deliver_doc_new(m, rcpt, mm, NULL);
+	doc = deliver_doc_new(m, rcpt, mm, o->agent);
 	if (o->format == DELIVER_WEBHOOK_TEMPLATE) {
 		mime_tpl_expand(o->tpl, doc, &w->body);
 	} else {

@@ -317,3 +317,34 @@ def test_sync_takes_one_recipient_per_transaction(make_postern, api):
         c.expect(250, "2.0.0")
     wait_for(lambda: srv.maildir("ann"), 10, what="ann's copy")
     assert len(api.requests) == 1
+
+
+def test_example_chat_bridge(make_postern, api, tmp_path):
+    """The shipped example (examples/bridge) pointed at the test's API."""
+    from conftest import REPO, TEMPLATE_HEAD
+    ex = os.path.join(REPO, "examples", "bridge")
+    with open(os.path.join(ex, "postern.conf")) as f:
+        text = f.read()
+    for name in ("bridge.json", "bridge-keys"):
+        with open(os.path.join(ex, name)) as src, \
+                open(tmp_path / name, "w") as dst:
+            dst.write(src.read())
+    text = text.replace("http://127.0.0.1:8003/replies", api.url("/replies"))
+    text = text.replace("/etc/postern/", str(tmp_path) + "/")
+    keep = [l for l in text.splitlines() if not l.startswith(("hostname",
+        "spool", "listen", "user ", "group "))]
+    srv = make_postern(config=TEMPLATE_HEAD + "\n".join(keep) + "\n")
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "cron@localhost", ["admin@localhost"],
+            wire('From: "Backup job" <cron@localhost>\nSubject: backup\n\n'
+                'done, 3 GB\n'))
+    req = api.wait(1)[0]
+    assert (req.method, req.path) == ("PUT", "/replies")
+    assert json.loads(req.body) == {"name": "Backup job <cron@localhost>",
+        "reply": "backup: done, 3 GB\n"}
+    fields = dict(kv.split("=", 1) for kv in
+        req.headers["x-postern-signature"].split(","))
+    key = b"replace-this-with-a-long-random-key"
+    assert hmac.compare_digest(fields["v1"], hmac.new(key,
+        fields["t"].encode() + b"." + req.body, hashlib.sha256).hexdigest())

@@ -1,0 +1,201 @@
+"""Mailboxes that answer (reply agents) and mailboxes passed on, end to
+end: the shipped example (examples/agents) pointed at the test's folders,
+canned, command, Lua and web service agents whose replies land in the
+sender's Maildir well formed, the RFC 3834 rules, one reply per sender per
+period held in the state store across a restart, and an agent that hangs
+while other mail flows.
+"""
+
+import email
+import email.policy
+import os
+import shutil
+import stat
+
+import pytest
+
+from conftest import (REPO, TEMPLATE_HEAD, log_events, make_config,
+    send_message, wait_for)
+from httpd import Answer, Api
+from test_webhook import wire
+
+EXAMPLE = os.path.join(REPO, "examples", "agents")
+FAST = ["queue retry-min 1s", "queue retry-max 2s"]
+
+
+def example_config(tmp):
+    """The example's own lines, pointed at the test's folders."""
+    with open(os.path.join(EXAMPLE, "postern.conf")) as f:
+        text = f.read()
+    for name in ("forecast.py", "forecast.json", "about.txt"):
+        shutil.copy(os.path.join(EXAMPLE, name), os.path.join(tmp, name))
+    os.chmod(os.path.join(tmp, "forecast.py"), 0o755)
+    text = text.replace("/usr/local/lib/postern/", tmp + "/")
+    text = text.replace("/etc/postern/", tmp + "/")
+    text = text.replace("/var/lib/postern/", tmp + "/")
+    text = text.replace("/var/mail/", "{tmp}/mail/")
+    keep = [l for l in text.splitlines() if not l.startswith(("hostname",
+        "spool", "listen", "user ", "group "))]
+    return TEMPLATE_HEAD + "\n".join(FAST + keep) + "\n"
+
+
+def one_mail(srv, user, n=1, timeout=20):
+    files = wait_for(lambda: len(srv.maildir(user)) >= n and
+        srv.maildir(user), timeout, what="%d message(s) for %s" % (n, user))
+    with open(files[n - 1], "rb") as f:
+        return email.message_from_bytes(f.read(), policy=email.policy.default)
+
+
+def assert_reply(msg, agent, to, subject):
+    """What every reply is: RFC 3834 and RFC 5322."""
+    assert msg["Return-Path"] == "<>"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["From"].addresses[0].addr_spec == agent
+    assert msg["To"].addresses[0].addr_spec == to
+    assert msg["Subject"] == subject
+    assert msg["In-Reply-To"] == "<q1@agents.example.org>"
+    assert msg["References"] == "<q1@agents.example.org>"
+    assert msg["Message-ID"] and msg["Date"]
+    assert msg["MIME-Version"] == "1.0"
+
+
+QUESTION = ("From: Ann Lee <ann@agents.example.org>\n"
+    "To: nyc-weather@agents.example.org\n"
+    "Subject: =?utf-8?q?M=C3=A9t=C3=A9o?= for tomorrow?\n"
+    "Message-ID: <q1@agents.example.org>\n\nWill it rain?\n")
+
+
+def ask(srv, sender, rcpt, body=QUESTION, params=""):
+    with srv.session() as c:
+        c.hello()
+        send_message(c, sender, [rcpt], wire(body), params)
+
+
+def test_example_agent_passthrough_and_canned(make_postern, tmp_path):
+    srv = make_postern(config=example_config(str(tmp_path)))
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    msg = one_mail(srv, "ann")
+    assert_reply(msg, "nyc-weather@agents.example.org",
+        "ann@agents.example.org", "Re: Météo for tomorrow?")
+    assert msg["From"].addresses[0].display_name == "NYC Weather"
+    body = msg.get_content()
+    assert "Hello Ann Lee," in body
+    assert "Today: Sunny, with a high near 72." in body
+    # The canned text, with its variables.
+    ask(srv, "bob@agents.example.org", "about@agents.example.org",
+        QUESTION.replace("Ann Lee <ann@", "Bob <bob@"))
+    about = one_mail(srv, "bob")
+    assert about.get_content().startswith("Hello Bob,\n\nThank you for "
+        "writing about \"Météo for tomorrow?\".")
+    # The pass-through mailbox: subject prefixed, the rest intact.
+    ask(srv, "ann@agents.example.org", "help@agents.example.org",
+        "From: ann@agents.example.org\nSubject: printer on fire\n"
+        "X-Ticket: 42\n\nplease help\n")
+    desk = one_mail(srv, "help")
+    assert desk["Subject"] == "[help@] printer on fire"
+    assert desk["X-Ticket"] == "42"
+    assert desk["Return-Path"] == "<ann@agents.example.org>"
+    assert desk.get_content() == "please help\n"
+    assert desk["Received"].startswith("by test.example (postern) id ")
+
+
+def agent_config(tmp, action, extra=()):
+    return make_config(FAST + ["state sqlite %s/state.db" % tmp] +
+        list(extra), rules=[
+            "match to nyc-weather@agents.example.org action weather",
+            "match to domain agents.example.org action local"],
+        actions='action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
+        + action + "\n")
+
+
+def test_lua_agent(make_postern, tmp_path):
+    script = tmp_path / "agent.lua"
+    script.write_text("function reply(msg)\n"
+        "  return { subject = 'Forecast: ' .. msg.subject,\n"
+        "    text = 'Rain for ' .. msg.addresses.from[1].name .. '.',\n"
+        "    html = '<p>Rain</p>' }\nend\n")
+    srv = make_postern(config=agent_config(tmp_path,
+        'action weather reply lua "%s"' % script))
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    msg = one_mail(srv, "ann")
+    assert_reply(msg, "nyc-weather@agents.example.org",
+        "ann@agents.example.org", "Forecast: Météo for tomorrow?")
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content() == "Rain for Ann Lee."
+    assert msg.get_body(("html",)).get_content() == "<p>Rain</p>"
+
+
+def test_webhook_agent(make_postern, tmp_path):
+    api = Api().start()
+    try:
+        api.default = Answer(200, b'{"text": "Sunny, says the API"}',
+            ctype="application/json")
+        srv = make_postern(config=agent_config(tmp_path,
+            'action weather reply webhook "%s"' % api.url("/agent")))
+        ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+        msg = one_mail(srv, "ann")
+        assert_reply(msg, "nyc-weather@agents.example.org",
+            "ann@agents.example.org", "Re: Météo for tomorrow?")
+        assert msg.get_content().rstrip("\n") == "Sunny, says the API"
+        doc = api.requests[0].json()
+        assert doc["agent"] == "nyc-weather@agents.example.org"
+        assert doc["text"] == "Will it rain?\n"
+    finally:
+        api.stop()
+
+
+def test_no_reply_to_automatic_mail(make_postern, tmp_path):
+    srv = make_postern(config=example_config(str(tmp_path)))
+    cases = [
+        ("auto-submitted", "ann@agents.example.org",
+            "Auto-Submitted: auto-generated\n"),
+        ("list", "ann@agents.example.org", "List-Id: <users.lists>\n"),
+        ("bulk", "ann@agents.example.org", "Precedence: bulk\n"),
+        ("null sender", "", ""),
+        ("daemon", "MAILER-DAEMON@agents.example.org", ""),
+    ]
+    for label, sender, extra in cases:
+        ask(srv, sender, "nyc-weather@agents.example.org",
+            extra + QUESTION)
+    wait_for(lambda: len(log_events(srv, "agent")) >= len(cases), 20,
+        what="every agent decision")
+    whys = sorted(kv["why"] for kv, _ in log_events(srv, "agent"))
+    assert whys == sorted(["auto-submitted message", "mailing list message",
+        "bulk or list precedence", "null sender", "automated sender"])
+    # Dealt with, never bounced, never answered.
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert srv.maildir("ann") == [] and srv.maildir("mailer-daemon") == []
+
+
+def test_one_reply_per_period_across_a_restart(make_postern, tmp_path):
+    srv = make_postern(config=example_config(str(tmp_path)))
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    one_mail(srv, "ann")
+    srv.restart()
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    wait_for(lambda: [kv for kv, _ in log_events(srv, "agent") if
+        kv["why"] == "answered already in this period"], 20,
+        what="the second message remembered as answered")
+    wait_for(lambda: not srv.spool_files("env"), 20, what="spool empty")
+    assert len(srv.maildir("ann")) == 1
+    # Another sender still gets an answer.
+    ask(srv, "bob@agents.example.org", "nyc-weather@agents.example.org")
+    one_mail(srv, "bob")
+
+
+def test_a_hanging_agent_times_out_while_mail_flows(make_postern, tmp_path):
+    hang = tmp_path / "hang.py"
+    hang.write_text("#!/usr/bin/python3\nimport sys, time\n"
+        "sys.stdin.read()\ntime.sleep(60)\n")
+    hang.chmod(0o755)
+    srv = make_postern(config=agent_config(tmp_path,
+        'action weather reply command "%s" timeout 2s' % hang))
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    # Meanwhile other mail is delivered at once.
+    ask(srv, "ann@agents.example.org", "bob@agents.example.org",
+        "Subject: other\n\nflows\n")
+    one_mail(srv, "bob", timeout=5)
+    kv = wait_for(lambda: log_events(srv, "deferred"), 10,
+        what="the agent's deferral")[0][0]
+    assert "timed out" in kv["why"]
+    assert srv.maildir("ann") == []
