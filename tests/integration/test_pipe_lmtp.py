@@ -1,0 +1,189 @@
+"""Delivery to programs and to an LMTP server, end to end.
+
+pipe: a script that fails with EX_TEMPFAIL (75) once is retried and then
+delivers; one that exits 1 bounces with its first line of stderr.  lmtp:
+Debian's Dovecot (dovecot-lmtpd) started by the test on a unix socket in
+a temporary folder; one recipient is refused, the other's mail is read
+from Dovecot's own Maildir.
+"""
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import headers_of, log_events, make_config, send_message, wait_for
+from test_webhook import wire
+
+FAST = ["queue retry-min 1s", "queue retry-max 2s"]
+LOCAL = 'action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
+DOVECOT = "/usr/sbin/dovecot"
+
+
+def pipe_config(action):
+    return make_config(FAST, rules=["match to domain lda.example action lda",
+        "match to domain example.org action local"],
+        actions=LOCAL + action + "\n")
+
+
+def test_pipe_tempfail_is_retried_then_delivered(make_postern, tmp_path):
+    lda = tmp_path / "lda.sh"
+    lda.write_text("#!/bin/sh\n"
+        "# First call: EX_TEMPFAIL; then the message into $2.\n"
+        "if [ ! -e \"$1\" ]; then : > \"$1\"; echo 'mailbox locked' >&2; "
+        "exit 75; fi\n"
+        "cat > \"$2\"\necho \"$SENDER $RECIPIENT\" > \"$2.env\"\n")
+    lda.chmod(0o755)
+    out = tmp_path / "delivered"
+    srv = make_postern(config=pipe_config('action lda pipe "%s" "%s" '
+        '"%s.%%{rcpt.user}"' % (lda, tmp_path / "seen", out)))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: via lda\n\nhello\n"))
+    path = str(out) + ".joe"
+    wait_for(lambda: os.path.exists(path + ".env"), 15, what="the delivery")
+    kv = log_events(srv, "deferred")[0][0]
+    assert kv["why"] == "4.3.0 mailbox locked"
+    with open(path, "rb") as f:
+        data = f.read()
+    # What dovecot-lda expects first, then the message as received.
+    assert data.startswith(b"Return-Path: <ann@example.org>\n"
+        b"Delivered-To: joe@lda.example\nReceived: ")
+    assert data.endswith(b"\nSubject: via lda\n\nhello\n")
+    with open(path + ".env") as f:
+        assert f.read() == "ann@example.org joe@lda.example\n"
+
+
+def test_pipe_failure_bounces_with_stderr(make_postern, tmp_path):
+    lda = tmp_path / "lda.sh"
+    lda.write_text("#!/bin/sh\ncat > /dev/null\n"
+        "echo 'lda: quota exceeded for joe' >&2\nexit 1\n")
+    lda.chmod(0o755)
+    srv = make_postern(config=pipe_config('action lda pipe "%s"' % lda))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: too big\n\nx\n"))
+    wait_for(lambda: srv.maildir("ann"), 15, what="the DSN")
+    with open(srv.maildir("ann")[0], "rb") as f:
+        dsn = f.read()
+    assert headers_of(dsn)["return-path"] == ["<>"]
+    assert b"Status: 5.3.0" in dsn
+    assert b"lda: quota exceeded for joe (exit status 1)" in dsn
+
+
+# ----- LMTP to Dovecot ---------------------------------------------------------
+
+@pytest.fixture
+def dovecot():
+    """Dovecot serving LMTP on <tmp>/dovecot/run/lmtp, mail in
+    <tmp>/dovecot/mail/<user>/Maildir for the users ann and full (whose
+    1-byte quota refuses everything)."""
+    if not os.access(DOVECOT, os.X_OK):
+        pytest.fail("%s not found: run scripts/bootstrap (it installs "
+            "dovecot-core and dovecot-lmtpd)" % DOVECOT)
+    # Dovecot's own users must reach the folder: not under pytest's 0700
+    # folders, so a folder of its own in /tmp.
+    d = pathlib.Path(tempfile.mkdtemp(prefix="postern-dovecot-"))
+    (d / "mail").mkdir()
+    os.chmod(d, 0o755)
+    os.chown(d / "mail", 8, 8)		# the mail user owns the mail
+    (d / "users").write_text(
+        "ann:{PLAIN}x:8:8::%s/mail/ann::\n"
+        "full:{PLAIN}x:8:8::%s/mail/full::userdb_quota_rule=*:storage=1B\n"
+        % (d, d))
+    (d / "dovecot.conf").write_text("""\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = lmtp
+ssl = no
+listen = 127.0.0.1
+shutdown_clients = yes
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 8
+auth_username_format = %Ln
+mail_location = maildir:{d}/mail/%n/Maildir
+mail_plugins = quota
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage=100M
+}}
+passdb {{
+  driver = passwd-file
+  args = {d}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {d}/users
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""".format(d=d))
+    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(d / "dovecot.conf")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    sock = d / "run" / "lmtp"
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, 15,
+            what="dovecot's LMTP socket")
+        assert proc.poll() is None, "dovecot exited: %s" % (
+            (d / "dovecot.log").read_text(errors="replace")[-2000:])
+        yield d
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def dovecot_mail(d, user):
+    new = d / "mail" / user / "Maildir" / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
+
+
+def test_lmtp_to_dovecot(make_postern, dovecot):
+    srv = make_postern(config=make_config(FAST, rules=[
+        "match to domain lmtp.example action dove",
+        "match to domain example.org action local"],
+        actions=LOCAL + 'action dove lmtp "unix:%s"\n'
+        % (dovecot / "run" / "lmtp")))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["ann@lmtp.example",
+            "nobody@lmtp.example", "full@lmtp.example"],
+            wire("Subject: via lmtp\nMessage-ID: <l1@example.org>\n\n"
+                "hello dovecot\n"))
+    files = wait_for(lambda: dovecot_mail(dovecot, "ann"), 15,
+        what="the mail in Dovecot's Maildir")
+    data = files[0].read_bytes()
+    assert b"Return-Path: <ann@example.org>" in data
+    assert b"Delivered-To: ann@lmtp.example" in data
+    assert data.endswith(b"Subject: via lmtp\nMessage-ID: <l1@example.org>"
+        b"\n\nhello dovecot\n")
+    # One refused at RCPT, one after the content (its own reply): both
+    # bounced in one DSN to the sender.
+    wait_for(lambda: srv.maildir("ann"), 15, what="the DSN")
+    dsn = open(srv.maildir("ann")[0], "rb").read()
+    assert b"Final-Recipient: rfc822; nobody@lmtp.example" in dsn
+    assert b"Final-Recipient: rfc822; full@lmtp.example" in dsn
+    assert b"in reply to RCPT TO" in dsn
+    assert b"in reply to end of DATA" in dsn
+    assert dovecot_mail(dovecot, "full") == []
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(dovecot_mail(dovecot, "ann")) == 1
