@@ -11,8 +11,12 @@ check in a temporary folder cannot have is supplied, openly:
   so): the lines are joined;
 - `lua "FILE"` (relative to the config's folder): FILE is written from the
   ```lua blocks of the same document;
-- `program "/ABS/PATH"`: the path must exist and be executable, so it is
-  replaced by a stub script in the temporary folder.
+- `program "/ABS/PATH"`, `reply command "/ABS/PATH"` and `pipe
+  "/ABS/PATH"`: the path must exist and be executable, so it is replaced
+  by a stub script in the temporary folder;
+- `format template "FILE"` and `reply text "FILE"`: FILE is written from
+  the ```json (templates) or ```text (texts) blocks of the same document;
+  a `file:NAME` table with a relative NAME is an empty file.
 
 A block that cannot be checked at all may be fenced ```conf-fragment-skip
 (with the reason in the text); it is counted, not checked.
@@ -25,7 +29,8 @@ import pytest
 
 from conftest import REPO, run_cli
 
-DOCS = ("docs/chains.md", "docs/scripts.md", "docs/config.md")
+DOCS = ("docs/chains.md", "docs/scripts.md", "docs/config.md",
+    "docs/actions.md")
 
 HEAD = "hostname docs.example\nspool {tmp}/spool\nlisten 127.0.0.1:2525\n"
 TAIL = ('action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
@@ -63,7 +68,17 @@ def materialize(doc, text, tmp):
     with open(stub, "w") as f:
         f.write("#!/bin/sh\nexit 0\n")
     os.chmod(stub, 0o755)
-    text = re.sub(r'\bprogram\s+"/[^"]*"', 'program "%s"' % stub, text)
+    text = re.sub(r'\b(program|command|pipe)\s+"/[^"]*"',
+        lambda m: '%s "%s"' % (m.group(1), stub), text)
+    for kind, lang in (("template", "json"), ("text", "text")):
+        body = "".join(t for _, t in fenced(doc, lang))
+        for name in set(re.findall(r'\b%s\s+"([^"/]+)"' % kind, text)):
+            assert body, "%s: %s %r but no ```%s block" % (doc, kind, name,
+                lang)
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(body)
+    for name in set(re.findall(r"\bfile:([^\s/\"]+)", text)):
+        open(os.path.join(tmp, name), "a").close()
     if not re.search(r"^\s*listen\s", text, re.M):
         text = HEAD + text + TAIL
     return text.replace("{tmp}", tmp)
