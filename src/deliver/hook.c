@@ -2,8 +2,8 @@
  * deliver/hook.c: what a configured web service needs at run time (the
  * webhook action, and reply agents that ask a web service): its HTTP
  * client, its template compiled, its credential and secret tables
- * opened, and for each request the credentials read afresh (so table
- * edits apply).  Knows nothing of what is posted.
+ * opened, and for each request the credentials looked up afresh (so a
+ * table's edits apply).  Knows nothing of what is posted.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -182,7 +182,7 @@ deliver_hook_call_init(const struct deliver_hook *k,
 	c->o.response_max = (size_t)h->response_max;
 	c->o.limits.text_max = (size_t)h->text_max;
 	c->o.limits.attach_max = (size_t)h->attach_max;
-	/* Read now: an edited table applies to the next request. */
+	/* Looked up now: a table's edits apply as they do anywhere. */
 	if ((v = hook_lookup(k->auth, k->host)) != NULL) {
 		hook_creds(c, v);
 		OPENSSL_cleanse(v, strlen(v));

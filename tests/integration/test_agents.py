@@ -199,3 +199,21 @@ def test_a_hanging_agent_times_out_while_mail_flows(make_postern, tmp_path):
         what="the agent's deferral")[0][0]
     assert "timed out" in kv["why"]
     assert srv.maildir("ann") == []
+
+
+def test_one_reply_per_period_across_nodes_sharing_redis(make_postern,
+                                                         tmp_path,
+                                                         redis_server):
+    text = 'action weather reply text "%s/answer.txt"' % tmp_path
+    (tmp_path / "answer.txt").write_text("Sunny.\n")
+    conf = agent_config(tmp_path, text).replace(
+        "state sqlite %s/state.db" % tmp_path, "state redis " + redis_server)
+    a = make_postern(config=conf)
+    b = make_postern(config=conf)
+    ask(a, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    one_mail(a, "ann")
+    ask(b, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    wait_for(lambda: [kv for kv, _ in log_events(b, "agent") if
+        kv["why"] == "answered already in this period"], 20,
+        what="the second node remembering the first one's reply")
+    assert b.maildir("ann") == []

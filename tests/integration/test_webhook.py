@@ -348,3 +348,27 @@ def test_example_chat_bridge(make_postern, api, tmp_path):
     key = b"replace-this-with-a-long-random-key"
     assert hmac.compare_digest(fields["v1"], hmac.new(key,
         fields["t"].encode() + b"." + req.body, hashlib.sha256).hexdigest())
+
+
+def test_credentials_from_a_table(make_postern, api, tmp_path):
+    (tmp_path / "creds").write_text("127.0.0.1 bearer t0ken-1\n")
+    (tmp_path / "creds2").write_text("default basic ann s3cret\n")
+    srv = make_postern(config=hook_config(api, "auth <creds> header "
+        '"X-App: postern"', extra=["table creds file:%s" %
+        (tmp_path / "creds"), "table creds2 file:%s" %
+        (tmp_path / "creds2")], actions='action basic webhook "%s" auth '
+        '<creds2>\n' % api.url("/basic"), rules=[
+        "match to basic@example.org action basic"]))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: one\n\nx\n"))
+        send_message(c, "app@example.org", ["basic@example.org"],
+            wire("Subject: two\n\ny\n"))
+    reqs = {r.path: r for r in api.wait(2)}
+    # The entry for the URL's host, else "default"; never logged.
+    assert reqs["/hook"].headers["authorization"] == "Bearer t0ken-1"
+    assert reqs["/hook"].headers["x-app"] == "postern"
+    assert reqs["/basic"].headers["authorization"] == "Basic " + \
+        base64.b64encode(b"ann:s3cret").decode()
+    assert "t0ken-1" not in srv.log() and "s3cret" not in srv.log()
