@@ -171,6 +171,11 @@ deliver_kinds_check(const struct config *c, char **errs_out)
 			util_buf_printf(&b, "%s:%d: action %s: %s\n", c->path,
 			    a->line, a->name, err);
 	}
-	*errs_out = b.data;
-	return b.len > 0 ? -1 : 0;
+	if (b.len == 0) {
+		*errs_out = NULL;
+		util_buf_clear(&b);
+		return 0;
+	}
+	*errs_out = util_buf_cstr(&b);
+	return -1;
 }

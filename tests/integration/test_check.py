@@ -106,3 +106,35 @@ def test_help_exits_0_with_usage(cmd):
 def test_unknown_command_fails():
     r = run_cli("frobnicate")
     assert r.returncode != 0, r
+
+
+def test_check_loads_what_the_actions_name(tmp_path):
+    """Templates, Lua scripts and programs are tried by postern check."""
+    (tmp_path / "notjson.json").write_text('{"a": %{text}\n')
+    (tmp_path / "typo.txt").write_text("Hello %{form}\n")
+    (tmp_path / "broken.lua").write_text("function reply(msg\n")
+    (tmp_path / "other.lua").write_text("function other() end\n")
+    text = make_config(actions=(
+        'action local maildir "{tmp}/mail/%%{rcpt.user}/Maildir"\n'
+        'action a webhook "http://127.0.0.1:9/x" format template '
+        '"%s/notjson.json"\n'
+        'action b webhook "http://127.0.0.1:9/x" format template '
+        '"%s/missing.json"\n'
+        'action c reply text "%s/typo.txt"\n'
+        'action d reply lua "%s/broken.lua"\n'
+        'action e reply lua "%s/other.lua"\n'
+        'action f pipe "/nonexistent/lda"\n'
+        'action g pipe "/bin/cat" "%%{recipient}"\n'
+        'action h reply command "/nonexistent/agent"\n') % ((tmp_path,) * 5))
+    conf = write(tmp_path, "p.conf", text.replace("{tmp}", str(tmp_path))
+        .replace("{port}", "2525"))
+    r = run_cli("check", "-c", conf)
+    assert r.returncode == 1
+    out = r.stdout
+    for name, why in (("a", "not JSON"), ("b", "missing.json: No such file"),
+            ("c", 'unknown field "form"'), ("d", "broken.lua"),
+            ("e", 'no function "reply"'), ("f", "/nonexistent/lda: No such"),
+            ("g", "unknown variable"), ("h", "/nonexistent/agent: No such")):
+        line = [l for l in out.splitlines() if ": action %s: " % name in l]
+        assert line and why in line[0], "action %s: %r in\n%s" % (name,
+            why, out)
