@@ -659,6 +659,56 @@ test_data_lines_and_size(void **state)
 #define BPRE	"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
 #define BPRE_CODES	"220 250 250 250"
 
+/*
+ * A line over line_max in a message near msg_max: the limit crossed first
+ * in byte order gives the reply, however the input is cut (one write or
+ * small pieces), in DATA and in BDAT.
+ */
+static void
+test_limit_order_split(void **state)
+{
+	struct smtp_params p = test_params();
+	char *x60 = repeat('x', 60), *y100 = repeat('y', 100);
+	struct util_buf in[6] = { { 0 } };
+	struct dialog_case c[6];
+
+	(void)state;
+	p.lim.line_max = 64;	/* 62 octets of text */
+	p.lim.msg_max = 100;
+	/* 62 octets, then the size limit 38 octets into a long line */
+	util_buf_printf(&in[0], PRELUDE "%s\r\n%s\r\n.\r\nNOOP\r\n", x60,
+	    y100);
+	c[0] = (struct dialog_case){ "DATA: size first", NULL, 0,
+	    PRE_CODES " 552 250", NULL };
+	/* the line limit 62 octets into the first line, size after 100 */
+	util_buf_printf(&in[1], PRELUDE "%s\r\n.\r\nNOOP\r\n", y100);
+	c[1] = (struct dialog_case){ "DATA: line first", NULL, 0,
+	    PRE_CODES " 554 250", NULL };
+	util_buf_printf(&in[2], BPRE "BDAT 164 LAST\r\n%s\r\n%s\r\nNOOP\r\n",
+	    x60, y100);
+	c[2] = (struct dialog_case){ "BDAT: size first", NULL, 0,
+	    BPRE_CODES " 552 250", NULL };
+	util_buf_printf(&in[3], BPRE "BDAT 102 LAST\r\n%s\r\nNOOP\r\n", y100);
+	c[3] = (struct dialog_case){ "BDAT: line first", NULL, 0,
+	    BPRE_CODES " 554 250", NULL };
+	for (size_t i = 0; i < 4; i++) {
+		c[i].in = util_buf_cstr(&in[i]);
+		c[i].len = in[i].len;
+	}
+	check_dialogs(c, 4, &p);
+	/* both at the same octet: the line limit, as octet by octet */
+	p.lim.msg_max = 124;
+	util_buf_printf(&in[4], PRELUDE "%s\r\n%s\r\n.\r\nNOOP\r\n", x60,
+	    y100);
+	c[4] = (struct dialog_case){ "DATA: both at once", util_buf_cstr(
+	    &in[4]), in[4].len, PRE_CODES " 554 250", NULL };
+	check_dialogs(&c[4], 1, &p);
+	for (size_t i = 0; i < 6; i++)
+		util_buf_clear(&in[i]);
+	free(x60);
+	free(y100);
+}
+
 static void
 test_bdat_split(void **state)
 {
@@ -1332,6 +1382,7 @@ main(void)
 		cmocka_unit_test(test_data_split),
 		cmocka_unit_test(test_data_lines_and_size),
 		cmocka_unit_test(test_bdat_split),
+		cmocka_unit_test(test_limit_order_split),
 		cmocka_unit_test(test_bdat_reject),
 		cmocka_unit_test(test_command_lines),
 		cmocka_unit_test(test_command_line_max),
