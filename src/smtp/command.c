@@ -229,7 +229,7 @@ smtp_reply_ehlo(struct smtp_session *s)
 	    s->p.hostname, s->helo, s->p.lim.msg_max);
 	if (s->p.starttls && !s->tls_active)
 		util_buf_addstr(&b, "\nSTARTTLS");
-	if (s->p.auth && (s->tls_active || s->p.auth_plaintext))
+	if (smtp_auth_offered(s))
 		util_buf_addstr(&b, "\nAUTH PLAIN LOGIN");
 	util_strlcpy(text, util_buf_cstr(&b), sizeof(text));
 	util_buf_clear(&b);
@@ -306,6 +306,14 @@ smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 			smtp_reply(s, code, err);
 		else
 			smtp_error(s, code, err);
+		return;
+	}
+	/*
+	 * RFC 4954 5: a server that offers AUTH accepts the AUTH parameter
+	 * (and may ignore it, which we do: the submitter is not trusted).
+	 */
+	if (mp.auth && !smtp_auth_offered(s)) {
+		smtp_error(s, 555, "5.5.4 Unsupported MAIL parameter");
 		return;
 	}
 	/* RFC 6531 3.5: UTF-8 addresses only with SMTPUTF8 */

@@ -104,6 +104,7 @@ struct smtp_mail_params {
 	uint64_t	 size;		/* SIZE=, 0 when absent */
 	enum smtp_body	 body;
 	bool		 smtputf8;
+	bool		 auth;		/* AUTH= given (RFC 4954 5); ignored */
 };
 /*
  * Parse the parameters of MAIL FROM (p..lim, after the path).  esmtp: the
@@ -181,6 +182,8 @@ struct smtp_session {
 void	smtp_set_state(struct smtp_session *s, enum smtp_state st);
 
 /* auth.c */
+/* AUTH is offered now: configured, and under TLS or allowed without. */
+bool	smtp_auth_offered(const struct smtp_session *s);
 void	smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c);
 void	smtp_auth_line(struct smtp_session *s, const char *line, size_t len);
 void	smtp_done_auth(struct smtp_session *s, enum smtp_verdict v,

@@ -143,3 +143,24 @@ def test_failed_auth_bans_when_asked(make_postern, tmp_path):
         with srv.session() as c:
             return c.read_reply().code == 554
     wait_for(refused, what="the ban after the failed AUTH")
+
+
+def test_mail_auth_parameter_is_accepted_where_auth_is_offered(make_postern,
+        tmp_path):
+    """RFC 4954 5: a server that offers AUTH accepts MAIL ... AUTH=<> or
+    AUTH=xtext, after AUTH or without it (and ignores the value); a bad
+    xtext is 501; where AUTH is not offered the parameter is 555."""
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org> AUTH=<>"); c.expect(555, "5.5.4")
+        c.starttls(unverified())
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("MAIL FROM:<a@example.org> AUTH=a+2Bb@example.org")
+        c.expect(250, "2.1.0")
+        c.send("RSET"); c.expect(250)
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235, "2.7.0")
+        c.send("MAIL FROM:<a@example.org> AUTH=a+2b"); c.expect(501, "5.5.4")
+        send_message(c, "a@example.org", ["x@far.example"],
+            "Subject: auth param\r\n\r\nhi\r\n", mail_params=" AUTH=<>")
+    wait_for(lambda: srv.maildir("relayed"), what="the relayed message")

@@ -436,6 +436,15 @@ test_mail_params(void **state)
 		{ " SIZE=10", false, -1, 555, 0, 0, false },
 		{ " =x", true, -1, 501, 0, 0, false },
 		{ " A=b=c", true, -1, 501, 0, 0, false },
+		{ " AUTH=<>", true, 0, 0, 0, SMTP_BODY_UNSPEC, false },
+		{ " AUTH=a+2Bb+3Dc@d.e SIZE=10", true, 0, 0, 10,
+		    SMTP_BODY_UNSPEC, false },
+		{ " AUTH=a+2b", true, -1, 501, 0, 0, false },
+		{ " AUTH=a+2", true, -1, 501, 0, 0, false },
+		{ " AUTH=a+", true, -1, 501, 0, 0, false },
+		{ " AUTH=\xc3\xa9", true, -1, 501, 0, 0, false },
+		{ " AUTH", true, -1, 501, 0, 0, false },
+		{ " AUTH=<> AUTH=<>", true, -1, 501, 0, 0, false },
 	};
 	(void)state;
 	for (size_t i = 0; i < NELEM(cases); i++) {
@@ -970,6 +979,17 @@ test_auth(void **state)
 		    NULL },
 		{ "in a transaction", "EHLO x\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN "
 		    AP "\r\n", 0, "220 250 250 503", NULL },
+		/* RFC 4954 5: AUTH= is accepted (and ignored) where offered */
+		{ "MAIL AUTH=<> after AUTH", "EHLO x\r\nAUTH PLAIN " AP
+		    "\r\nMAIL FROM:<a@b> AUTH=<>\r\n", 0, "220 250 235 250",
+		    NULL },
+		{ "MAIL AUTH=xtext, AUTH not used", "EHLO x\r\n"
+		    "MAIL FROM:<a@b> AUTH=a+2Bb@c SIZE=10\r\n", 0,
+		    "220 250 250", NULL },
+		{ "MAIL AUTH= bad xtext", "EHLO x\r\nMAIL FROM:<a@b> "
+		    "AUTH=a+2b\r\nMAIL FROM:<a@b> AUTH=<> AUTH=<>\r\n"
+		    "MAIL FROM:<a@b> AUTH\r\n", 0, "220 250 501 501 501",
+		    NULL },
 	};
 	struct smtp_params p = test_params(), notls = test_params();
 	struct rec r;
@@ -985,6 +1005,15 @@ test_auth(void **state)
 	assert_string_equal(rec_codes(&r), "220 250 538");
 	assert_null(strstr(util_buf_cstr(&r.out), "AUTH"));
 	rec_clear(&r);
+	/* AUTH not offered (no TLS yet, or not at all): AUTH= is 555. */
+	for (int offered = 0; offered <= 1; offered++) {
+		rec_init(&r);
+		notls.auth = offered;
+		const char *in = "EHLO x\r\nMAIL FROM:<a@b> AUTH=<>\r\n";
+		run_split(&notls, &r, in, strlen(in), 10);
+		assert_string_equal(rec_codes(&r), "220 250 555");
+		rec_clear(&r);
+	}
 
 	/* The answer never reaches the transaction log. */
 	rec_init(&r);
