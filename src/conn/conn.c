@@ -317,12 +317,12 @@ conn_tls_done(struct conn *c)
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
 	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
 	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
+	/* The session learns of TLS either way: AUTH depends on it. */
+	smtp_session_tls_started(c->smtp);
 	if (!c->started) {
 		/* Implicit TLS: the greeting comes after the handshake. */
 		c->started = true;
 		smtp_session_start(c->smtp);
-	} else {
-		smtp_session_tls_started(c->smtp);
 	}
 	conn_process_input(c);
 	conn_check_close(c);

@@ -136,7 +136,10 @@ bool	smtp_session_in_data(const struct smtp_session *s);
 void	smtp_session_close_with(struct smtp_session *s, int code,
 	    const char *text);
 
-/* After the TLS handshake: forget EHLO and the transaction (RFC 3207 4.2). */
+/*
+ * After the TLS handshake, of STARTTLS or of implicit TLS (then before
+ * smtp_session_start()): forget EHLO and the transaction (RFC 3207 4.2).
+ */
 void	smtp_session_tls_started(struct smtp_session *s);
 
 /* Facts, valid until the next feed/resume; NULL or 0 when not known yet. */
