@@ -439,10 +439,28 @@ conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Session ids: a random 64-bit start drawn once per process, then a
- * counter, so ids never repeat across restarts or between loops.
+ * The greeting is a template: expand it with this connection's facts, in
+ * its chain session or, without chains, in one made for this alone (it
+ * runs nothing, so it needs no loop).  A cut expansion is still sent.
  */
-/* A chain session when the config has chains; the greeting is a template. */
+static void
+conn_expand_greeting(struct conn *c, const struct config *cfg,
+    const struct chain_session_info *info)
+{
+	struct chain_session *cs = c->cs;
+
+	if (cfg->greeting == NULL || strstr(cfg->greeting, "%{") == NULL)
+		return;
+	if (cs == NULL)
+		cs = chain_session_new(c->rt->chains, NULL, info);
+	(void)chain_expand(cs, cfg->greeting, c->greeting,
+	    sizeof(c->greeting));
+	c->params.greeting = c->greeting;
+	if (cs != c->cs)
+		chain_session_free(&cs);
+}
+
+/* A chain session when the config has chains; the greeting expanded. */
 static void
 conn_chain_start(struct conn *c, struct conn_ctx *ctx,
     const struct config *cfg, int fd)
@@ -452,10 +470,20 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 
 	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
 		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
+	/* Our own address, for the "local.ip" and "local.port" facts. */
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char lip[INET6_ADDRSTRLEN] = "";
+	int lport = 0;
+	if ((any || cfg->greeting != NULL) &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
+	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
+	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
+	    .local_port = lport, .hostname = cfg->hostname };
 	/* AUTH (its guard counts in the store) and tables need it too. */
-	if (!any && cfg->nauths == 0 && !conn_rt_has_remote(c->rt))
-		return;
-	if (ctx->chain_loop == NULL &&
+	if ((any || cfg->nauths > 0 || conn_rt_has_remote(c->rt)) &&
+	    ctx->chain_loop == NULL &&
 	    (ctx->chain_loop = chain_loop_new(ctx->base, cfg, NULL,
 	    &err)) == NULL) {
 		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
@@ -463,22 +491,10 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 		c->chain_broken = true;
 		return;
 	}
-	if (!any)
-		return;
-	/* Our own address, for the "local.ip" and "local.port" facts. */
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char lip[INET6_ADDRSTRLEN] = "";
-	int lport = 0;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
-	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
-	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
-	    .local_port = lport, .hostname = cfg->hostname };
-	c->cs = chain_session_new(c->rt->chains, ctx->chain_loop, &info);
-	if (cfg->greeting != NULL && chain_expand(c->cs, cfg->greeting,
-	    c->greeting, sizeof(c->greeting)) == 0)
-		c->params.greeting = c->greeting;
+	if (any)
+		c->cs = chain_session_new(c->rt->chains, ctx->chain_loop,
+		    &info);
+	conn_expand_greeting(c, cfg, &info);
 }
 
 static void
@@ -518,6 +534,10 @@ conn_early_talker(struct conn *c)
 	conn_check_close(c);
 }
 
+/*
+ * Session ids: a random 64-bit start drawn once per process, then a
+ * counter, so ids never repeat across restarts or between loops.
+ */
 static void
 conn_make_sid(char *sid, size_t sidsz)
 {
