@@ -142,6 +142,22 @@ smtp_ok_before_tls(enum smtp_verb v)
 	    v == SMTP_VERB_RSET || v == SMTP_VERB_QUIT || v == SMTP_VERB_BDAT;
 }
 
+/* A session-wide policy refused the command: true once it replied. */
+static bool
+smtp_command_refused(struct smtp_session *s, enum smtp_verb verb)
+{
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v;
+
+	if (s->hooks.command_cb == NULL)
+		return false;
+	v = s->hooks.command_cb(s->ctx, smtp_verb_name(verb), &r);
+	if (v != SMTP_REJECT && v != SMTP_CLOSE)
+		return false;
+	smtp_reply_refusal(s, v, &r, 550, "5.7.1 Refused");
+	return true;
+}
+
 void
 smtp_command(struct smtp_session *s, const char *line, size_t len)
 {
@@ -150,19 +166,18 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 
 	if (smtp_cmd_parse(line, len, &c) == -1 ||
 	    c.verb == SMTP_VERB_UNKNOWN) {
-		smtp_error(s, 500, "5.5.2 Command unrecognized");
+		/*
+		 * A policy that refuses every command refuses this line too,
+		 * without counting an error: the text of a message sent
+		 * after a refused DATA must not end the session at err_max.
+		 */
+		if (!smtp_command_refused(s, SMTP_VERB_UNKNOWN))
+			smtp_error(s, 500, "5.5.2 Command unrecognized");
 		return;
 	}
-	if (s->hooks.command_cb != NULL && c.verb != SMTP_VERB_BDAT) {
-		/* BDAT must read its chunk: its stages decide instead. */
-		struct smtp_reply r = { 0 };
-		enum smtp_verdict v = s->hooks.command_cb(s->ctx,
-		    smtp_verb_name(c.verb), &r);
-		if (v == SMTP_REJECT || v == SMTP_CLOSE) {
-			smtp_reply_refusal(s, v, &r, 550, "5.7.1 Refused");
-			return;
-		}
-	}
+	/* BDAT must read its chunk: its stages decide instead. */
+	if (c.verb != SMTP_VERB_BDAT && smtp_command_refused(s, c.verb))
+		return;
 	/* RFC 5321 3.1: after a refused connection only QUIT is useful. */
 	if (s->state == SMTP_ST_REFUSED && c.verb != SMTP_VERB_QUIT) {
 		smtp_error(s, 503, "5.5.1 No SMTP service here");

@@ -91,9 +91,10 @@ struct smtp_hooks {
 	/* The transaction is gone (RSET, HELO, refused DATA, after EOM). */
 	void	(*reset_cb)(void *ctx);
 	/*
-	 * Optional: every command line that parsed, before its sequence
-	 * checks (session-wide policies such as "reject every command").
-	 * verb is upper-case.  OK goes on; REJECT/CLOSE send reply_out
+	 * Optional: every command line, before its sequence checks
+	 * (session-wide policies such as "reject every command").  verb is
+	 * upper-case, "UNKNOWN" for a line that is no command we know.  OK
+	 * goes on (an unknown one is a 500); REJECT/CLOSE send reply_out
 	 * instead of running the command.  Never PENDING.
 	 */
 	enum smtp_verdict (*command_cb)(void *ctx, const char *verb,

@@ -843,6 +843,49 @@ test_command_line_max(void **state)
 	free(arg);
 }
 
+/* A policy that refuses every command but QUIT ("nomail every-command"). */
+static enum smtp_verdict
+rec_command_nomail(void *ctx, const char *verb, struct smtp_reply *out)
+{
+	(void)ctx;
+	if (strcmp(verb, "QUIT") == 0)
+		return SMTP_OK;
+	out->code = 521;
+	util_strlcpy(out->text, "5.3.2 mx.example.org does not accept mail",
+	    sizeof(out->text));
+	return SMTP_REJECT;
+}
+
+/*
+ * The policy sees every line, unknown ones too: the text of a message
+ * pipelined after the refused DATA gets 521 line by line, and none of it
+ * counts toward err_max.
+ */
+static void
+test_command_policy(void **state)
+{
+	struct smtp_params p = test_params();
+	struct smtp_hooks h = rec_hooks;
+	const char *in = "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\nSubject: x\r\n\r\nline 1\r\nline 2\r\n.\r\nFROB\r\n"
+	    "QUIT\r\n";
+	struct smtp_session *s;
+	struct rec r;
+
+	(void)state;
+	h.command_cb = rec_command_nomail;
+	p.lim.err_max = 2;
+	rec_init(&r);
+	s = smtp_session_new(&p, &h, &r);
+	smtp_session_start(s);
+	drive(s, &r, in, strlen(in));
+	assert_string_equal(rec_codes(&r), "220 521 521 521 521 521 521 521 "
+	    "521 521 521 221");
+	assert_int_equal(r.decides[SMTP_STAGE_DATA], 0);
+	smtp_session_free(&s);
+	rec_clear(&r);
+}
+
 static void
 test_err_max(void **state)
 {
@@ -1416,6 +1459,7 @@ main(void)
 		cmocka_unit_test(test_command_lines),
 		cmocka_unit_test(test_command_line_max),
 		cmocka_unit_test(test_err_max),
+		cmocka_unit_test(test_command_policy),
 		cmocka_unit_test(test_state_table),
 		cmocka_unit_test(test_ehlo_reply),
 		cmocka_unit_test(test_auth),
