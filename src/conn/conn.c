@@ -44,7 +44,7 @@ static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void
 conn_log_reply(struct conn *c, const char *buf, size_t len)
 {
-	char why[400];
+	char why[400], verb[4 * sizeof(c->last_verb)];
 	const char *sp, *end = memchr(buf, '\r', len);
 	size_t n = end != NULL ? (size_t)(end - buf) : len;
 
@@ -58,7 +58,8 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
 	    conn_tx_env(c->tx)->qid : NULL,
 	    "stage=%s code=%.3s esc=%.*s why=\"%s\"",
-	    c->last_verb[0] != '\0' ? c->last_verb : "connect", buf,
+	    c->last_verb[0] != '\0' ? log_safe_word_into(verb, sizeof(verb),
+	    c->last_verb, strlen(c->last_verb)) : "connect", buf,
 	    has_esc ? (int)esc_len : 1, has_esc ? sp : "-",
 	    log_safe_into(why, sizeof(why), text, n - (size_t)(text - buf)));
 }

@@ -277,7 +277,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	struct route_result res;
 	enum smtp_verdict v;
 
-	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (c->nrcpts >= conn_cfg(c)->limits.rcpts_per_session_max) {
 		conn_set_reply(r, 452, "4.5.3 Too many recipients in this "
 		    "session");
@@ -334,7 +334,7 @@ conn_mail_begin(struct conn *c, const struct smtp_event *ev)
 	env->smtputf8 = ev->smtputf8;
 	env->body_8bit = ev->body == SMTP_BODY_8BITMIME;
 	log_event(LOG_LVL_INFO, "mail", c->sid, NULL, "from=<%s> size=%ju",
-	    log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
+	    log_safe_word_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
 	    (uintmax_t)ev->size);
 	return SMTP_OK;
 }
@@ -517,7 +517,7 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 	char safe[600];
 
 	for (size_t i = 0; i < n; i++) {
-		log_safe_into(safe, sizeof(safe), m[i].value,
+		log_safe_word_into(safe, sizeof(safe), m[i].value,
 		    strlen(m[i].value));
 		switch (m[i].kind) {
 		case CHAIN_MOD_SENDER:
