@@ -13,6 +13,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@
 
 #define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
+#define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
 
 
 static void	conn_early_talker(struct conn *c);
@@ -64,17 +66,27 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	    log_safe_into(why, sizeof(why), text, n - (size_t)(text - buf)));
 }
 
+/*
+ * Write the replies gathered in this turn at once: one write(2), or one
+ * TLS record, for an EHLO reply or the answers to a pipelined group, not
+ * one per line (with TCP_NODELAY, each small write would be a segment of
+ * its own; without it, the second one waits for the peer's delayed ACK).
+ */
 static void
-conn_send_cb(void *arg, const char *buf, size_t len)
+conn_flush_out(struct conn *c)
 {
-	struct conn *c = arg;
+	const char *buf = c->out.data;
+	size_t len = c->out.len;
 
-	conn_log_reply(c, buf, len);
-	if (c->peer_gone)
+	if (len == 0)
 		return;
+	if (c->peer_gone) {
+		util_buf_reset(&c->out);
+		return;
+	}
 	/*
 	 * Nothing queued before it: try the socket itself, which spares
-	 * the write event's add and delete for the usual short reply.  What
+	 * the write event's add and delete for the usual short batch.  What
 	 * it does not take is queued as ever, so the order holds.
 	 */
 	if (c->plain_fd && evbuffer_get_length(bufferevent_get_output(c->bev))
@@ -85,10 +97,24 @@ conn_send_cb(void *arg, const char *buf, size_t len)
 			buf += n;
 			len -= (size_t)n;
 		}
-		if (len == 0)
-			return;
 	}
-	bufferevent_write(c->bev, buf, len);
+	if (len > 0)
+		bufferevent_write(c->bev, buf, len);
+	util_buf_reset(&c->out);
+}
+
+/* Replies gather in c->out until the turn's end (conn_flush_out()). */
+static void
+conn_send_cb(void *arg, const char *buf, size_t len)
+{
+	struct conn *c = arg;
+
+	conn_log_reply(c, buf, len);
+	if (c->peer_gone)
+		return;
+	util_buf_add(&c->out, buf, len);
+	if (c->out.len >= CONN_OUT_BATCH)
+		conn_flush_out(c);
 }
 
 static void
@@ -166,6 +192,7 @@ conn_free(struct conn *c)
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
+	util_buf_clear(&c->out);
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
 	if (c->greet_ev != NULL)
@@ -212,6 +239,7 @@ conn_output_pending(struct conn *c)
 void
 conn_check_close(struct conn *c)
 {
+	conn_flush_out(c);
 	if (!c->closing && !smtp_session_is_closing(c->smtp))
 		return;
 	if (!c->closing) {
@@ -248,6 +276,7 @@ conn_starttls(struct conn *c)
 	struct bufferevent *tbev;
 	SSL *ssl = tls_server_ssl_new(c->tls);
 
+	conn_flush_out(c);	/* the 220, in plain text, before the swap */
 	c->tls_pending = false;
 	if (evbuffer_get_length(in) > 0)
 		log_event(LOG_LVL_WARN, "starttls-injection", c->sid, NULL,
@@ -339,7 +368,7 @@ conn_process_input(struct conn *c)
 	    !smtp_session_is_closing(c->smtp) &&
 	    !smtp_session_is_waiting(c->smtp) &&
 	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
-	    evbuffer_get_length(out) < CONN_OUT_HIGH) {
+	    evbuffer_get_length(out) + c->out.len < CONN_OUT_HIGH) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
 		size_t used = smtp_session_feed(c->smtp, p, n);
@@ -347,6 +376,7 @@ conn_process_input(struct conn *c)
 		if (used < n)
 			break;
 	}
+	conn_flush_out(c);
 	if (smtp_session_in_data(c->smtp) != c->in_data) {
 		c->in_data = !c->in_data;
 		conn_set_timeouts(c);
@@ -608,6 +638,11 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
+	/* Replies go out in one write per batch: no small-packet delay. */
+	int one = 1;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
 	if (ssl != NULL)
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,

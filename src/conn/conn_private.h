@@ -129,6 +129,8 @@ struct conn {
 	const struct config_listen *lcfg;	/* borrowed from rt: our listener */
 	struct tls_server	*tls;		/* borrowed from rt; NULL: no TLS */
 	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
+	struct util_buf		 out;		/* replies of this turn, not
+						   written yet (conn_flush_out) */
 	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
 	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
 	struct event		*hs_ev;		/* owned: TLS handshake deadline, or NULL */
