@@ -53,8 +53,12 @@ struct config_limits {
 	unsigned	rcpt_max;		/* "limit recipients 100" */
 	size_t		line_max;		/* "limit line-length 1000"; 512..65536 */
 	unsigned	err_max;		/* "limit errors 10" */
-	uint64_t	idle_ms;		/* "limit idle-timeout 5m" (command wait) */
+	uint64_t	idle_ms;		/* "limit idle-timeout 5m": from a reply
+						   to the end of the next command line */
 	uint64_t	data_idle_ms;		/* "limit data-timeout 10m" (DATA block wait) */
+	unsigned	data_rate_min;		/* "limit data-rate 500": octets/s that
+						   keep data-timeout from running
+						   down; 0: any octet renews it */
 	uint64_t	session_ms;		/* "limit session-timeout 30m" */
 	unsigned	conn_max;		/* "limit connections 1000" */
 	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 50" */
@@ -293,6 +297,9 @@ struct config {
 	char			*hostname;	/* "hostname"; default gethostname() */
 	char			*spool;		/* "spool PATH"; default "var/spool" */
 	char			*greeting;	/* "greeting TEXT"; NULL: default */
+	bool			 pipelining_loose; /* "pipelining loose": message
+						   text before the 354 is read;
+						   default strict: 554, close */
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */

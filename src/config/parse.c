@@ -211,6 +211,22 @@ cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 }
 
+/* "pipelining strict|loose": message text before the 354 (RFC 2920 3.1). */
+static void
+cfg_st_pipelining(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *how;
+
+	if (!cfg_nargs(p, ln, 1, 1, "pipelining strict|loose") ||
+	    !cfg_once(p, ln, &p->seen_pipelining, "pipelining"))
+		return;
+	how = ln->toks[1].text;
+	if (strcmp(how, "strict") != 0 && strcmp(how, "loose") != 0)
+		cfg_err(p, ln->lineno, "pipelining: %s is not strict or loose",
+		    cfg_q(how));
+	p->c->pipelining_loose = strcmp(how, "loose") == 0;
+}
+
 static void
 cfg_st_greeting(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -366,6 +382,7 @@ static const struct cfg_statement {
 	{ "hostname",		cfg_st_hostname },
 	{ "spool",		cfg_st_spool },
 	{ "greeting",		cfg_st_greeting },
+	{ "pipelining",		cfg_st_pipelining },
 	{ "listen",		cfg_st_listen },
 	{ "log",		cfg_st_log },
 	{ "transaction-log",	cfg_st_translog },

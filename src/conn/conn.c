@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -155,6 +156,28 @@ conn_command_cb(void *arg, const char *verb, struct smtp_reply *r)
 	return res.verdict;
 }
 
+/*
+ * Bytes from the peer beyond the feed under way: the rest of the input
+ * buffer, what TLS holds decrypted or not, what the kernel holds.
+ */
+static bool
+conn_input_pending_cb(void *arg)
+{
+	struct conn *c = arg;
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	int n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > c->feeding)
+		return true;
+	if (ssl != NULL && SSL_pending(ssl) > 0)
+		return true;
+	if (under != NULL && evbuffer_get_length(bufferevent_get_input(under)))
+		return true;
+	return ioctl(bufferevent_getfd(under != NULL ? under : c->bev),
+	    FIONREAD, &n) == 0 && n > 0;
+}
+
 static const struct smtp_hooks conn_smtp_hooks = {
 	.send_cb = conn_send_cb,
 	.decide_cb = conn_decide_cb,
@@ -162,6 +185,7 @@ static const struct smtp_hooks conn_smtp_hooks = {
 	.reset_cb = conn_reset_cb,
 	.trace_cb = conn_trace_cb,
 	.command_cb = conn_command_cb,
+	.input_pending_cb = conn_input_pending_cb,
 };
 
 /* ----- socket events ----- */
@@ -371,7 +395,9 @@ conn_process_input(struct conn *c)
 	    evbuffer_get_length(out) + c->out.len < CONN_OUT_HIGH) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+		c->feeding = n;
 		size_t used = smtp_session_feed(c->smtp, p, n);
+		c->feeding = 0;
 		evbuffer_drain(in, used);
 		if (used < n)
 			break;
@@ -636,6 +662,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.require_tls = c->lcfg->require_tls;
 	c->params.auth = c->lcfg->auth && cfg->nauths > 0;
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
+	c->params.sync_data = !cfg->pipelining_loose;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
 	/* Replies go out in one write per batch: no small-packet delay. */

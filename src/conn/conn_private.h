@@ -131,6 +131,7 @@ struct conn {
 	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
 	struct util_buf		 out;		/* replies of this turn, not
 						   written yet (conn_flush_out) */
+	size_t			 feeding;	/* input bytes in the feed under way */
 	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
 	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
 	struct event		*hs_ev;		/* owned: TLS handshake deadline, or NULL */

@@ -518,6 +518,18 @@ smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
 		smtp_chunk_start(s, s->st_chunk, s->st_last, false);
 		return;
 	}
+	/*
+	 * RFC 2920 3.1: DATA ends a group; the client waits for the 354.
+	 * Text already sent is a client out of step (or one that smuggles
+	 * a transaction in): refuse and close, as Postfix does.
+	 */
+	if (s->p.sync_data && smtp_input_pending(s)) {
+		smtp_reply(s, 554, "5.5.0 Protocol error: message text sent "
+		    "before the 354 reply (RFC 2920 3.1), closing connection");
+		smtp_tx_reset(s);
+		smtp_mark_closing(s);
+		return;
+	}
 	smtp_dec_init(&s->dec, true, s->p.lim.line_max, s->p.lim.msg_max,
 	    smtp_body_sink, s);
 	smtp_set_state(s, SMTP_ST_DATA);

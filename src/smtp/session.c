@@ -283,9 +283,11 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		return n;
 	}
 	used = (size_t)(lf - buf) + 1;
+	s->feed_rest = len - used;
 	if (s->line_len == 0) {
 		smtp_line(s, buf, used);
 		s->line_bare_lf = false;
+		s->feed_rest = 0;
 		return used;
 	}
 	memcpy(s->line + s->line_len, buf, used);
@@ -299,6 +301,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		s->line_len = 0;
 		smtp_line(s, line, line_len);
 		s->line_bare_lf = false;
+		s->feed_rest = 0;
 		free(line);
 	}
 	return used;
@@ -332,6 +335,13 @@ smtp_session_feed(struct smtp_session *s, const char *buf, size_t len)
 		off += n;
 	}
 	return off;
+}
+
+bool
+smtp_input_pending(struct smtp_session *s)
+{
+	return s->feed_rest > 0 || (s->hooks.input_pending_cb != NULL &&
+	    s->hooks.input_pending_cb(s->ctx));
 }
 
 bool

@@ -31,6 +31,8 @@ struct smtp_params {
 						   HELO, STARTTLS, NOOP, RSET, QUIT */
 	bool			 auth;		/* offer AUTH PLAIN LOGIN (RFC 4954) */
 	bool			 auth_plaintext; /* ... also before TLS */
+	bool			 sync_data;	/* RFC 2920 3.1: text sent before
+						   the 354 is 554 and the close */
 };
 
 enum smtp_stage {
@@ -99,6 +101,12 @@ struct smtp_hooks {
 	 */
 	enum smtp_verdict (*command_cb)(void *ctx, const char *verb,
 		    struct smtp_reply *reply_out);
+	/*
+	 * Optional: are there bytes from the peer beyond those fed so far
+	 * (read but not fed, or not read yet)?  Asked when DATA would say
+	 * 354, with params.sync_data.
+	 */
+	bool	(*input_pending_cb)(void *ctx);
 	/* Optional: one line per command and reply for transaction logs. */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);

@@ -151,6 +151,8 @@ struct smtp_session {
 	bool			 line_bare_lf;	/* this line held a bare LF */
 	bool			 saw_bare_eol;	/* some line lacked its CRLF */
 	bool			 drain_cr;	/* draining: the last byte was CR */
+	size_t			 feed_rest;	/* fed bytes after the line being
+						   run (0 outside a feed) */
 
 	/* A PENDING decision and what it needs to finish. */
 	bool			 waiting;
@@ -180,6 +182,8 @@ struct smtp_session {
 };
 
 void	smtp_set_state(struct smtp_session *s, enum smtp_state st);
+/* The peer sent more than the session has read (a feed's rest, or more). */
+bool	smtp_input_pending(struct smtp_session *s);
 
 /* auth.c */
 /* AUTH is offered now: configured, and under TLS or allowed without. */

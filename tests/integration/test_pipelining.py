@@ -47,6 +47,41 @@ def test_pipelined_rejected_mail_fails_the_rest(postern):
     assert postern.maildir("bob") == []
 
 
+TWO_IN_ONE = (b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\n"
+    b"DATA\r\nSubject: one\r\n\r\nfirst\r\n.\r\n"
+    b"MAIL FROM:<a@example.net>\r\nRCPT TO:<carol@example.org>\r\n"
+    b"DATA\r\nSubject: two\r\n\r\nsecond\r\n.\r\nQUIT\r\n")
+
+
+def test_text_before_354_is_refused_and_closed(postern):
+    # RFC 2920 3.1: DATA ends a group.  Two whole transactions in one
+    # write are a client out of step (or smuggling): 554 5.5.0 at DATA,
+    # then the close, and nothing is delivered.
+    with postern.session() as c:
+        c.hello()
+        c.send_raw(TWO_IN_ONE)
+        c.expect(250, "2.1.0")
+        c.expect(250, "2.1.5")
+        r = c.expect(554, "5.5.0")
+        assert "354" in r.text, r
+        c.expect_closed()
+    wait_for(lambda: "disconnect" in postern.log(), what="the disconnect")
+    assert postern.maildir("bob") == [] and postern.maildir("carol") == []
+    assert "stage=DATA code=554 esc=5.5.0" in postern.log()
+
+
+def test_pipelining_loose_reads_text_before_354(make_postern):
+    srv = make_postern(extra=["pipelining loose"])
+    with srv.session() as c:
+        c.hello()
+        c.send_raw(TWO_IN_ONE)
+        for code in (250, 250, 354, 250, 250, 250, 354, 250, 221):
+            c.expect(code)
+        c.expect_closed()
+    wait_for(lambda: srv.maildir("bob") and srv.maildir("carol"),
+        what="both messages")
+
+
 def test_5000_pipelined_noops_answered_in_order(postern):
     n = 5000
     with postern.session() as c:

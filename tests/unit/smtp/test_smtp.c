@@ -1278,6 +1278,78 @@ test_pipelining(void **state)
 	rec_clear(&r);
 }
 
+/* What the connection holds beyond the feed: rec_input_pending's answer. */
+static bool rec_more_input;
+
+static bool
+rec_input_pending(void *ctx)
+{
+	(void)ctx;
+	return rec_more_input;
+}
+
+/*
+ * sync_data (RFC 2920 3.1): message text sent with DATA, before its 354,
+ * is 554 5.5.0 and the close, whether it came in the same feed or waits
+ * at the connection (input_pending_cb, asked after a PENDING decision
+ * too).  A group that ends with DATA, then the text after the 354, is
+ * fine; so are BDAT chunks pipelined at will (no sync point).
+ */
+static void
+test_sync_data(void **state)
+{
+	static const struct dialog_case ok[] = {
+		{ "BDAT pipelined", BPRE "BDAT 4\r\nab\r\nBDAT 2 LAST\r\n"
+		    "cdMAIL FROM:<x@y>\r\n", 0, BPRE_CODES " 250 250 250",
+		    "ab\ncd" },
+	};
+	const char *group = "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\n", *text = "body\r\n.\r\nQUIT\r\n";
+	struct smtp_params p = test_params();
+	struct smtp_hooks h = rec_hooks;
+	struct util_buf both = { 0 };
+	struct smtp_session *s;
+	struct rec r;
+
+	(void)state;
+	p.sync_data = true;
+	h.input_pending_cb = rec_input_pending;
+	util_buf_printf(&both, "%s%s", group, text);
+	for (int pend = 0; pend <= 1; pend++) {
+		/* one write: refused at DATA, nothing of the text read */
+		rec_init(&r);
+		r.pending = pend;
+		s = smtp_session_new(&p, &h, &r);
+		smtp_session_start(s);
+		if (smtp_session_is_waiting(s))
+			smtp_session_resume(s, r.pend_v, &r.pend_r);
+		rec_more_input = pend;	/* PENDING: the rest waits outside */
+		drive(s, &r, both.data, both.len);
+		assert_string_equal(rec_codes(&r), "220 250 250 250 554");
+		assert_true(smtp_session_is_closing(s));
+		assert_int_equal(r.body.len, 0);
+		assert_true(strstr(util_buf_cstr(&r.out), "554 5.5.0 ") != NULL);
+		smtp_session_free(&s);
+		rec_clear(&r);
+		/* the group, then the text after the 354: delivered */
+		rec_init(&r);
+		r.pending = pend;
+		rec_more_input = false;
+		s = smtp_session_new(&p, &h, &r);
+		smtp_session_start(s);
+		if (smtp_session_is_waiting(s))
+			smtp_session_resume(s, r.pend_v, &r.pend_r);
+		drive(s, &r, group, strlen(group));
+		drive(s, &r, text, strlen(text));
+		assert_string_equal(rec_codes(&r), "220 250 250 250 354 250 221");
+		assert_string_equal(rec_body_str(&r), "body\n");
+		smtp_session_free(&s);
+		rec_clear(&r);
+	}
+	util_buf_clear(&both);
+	check_dialogs(ok, NELEM(ok), &p);
+}
+
 static void
 test_starttls(void **state)
 {
@@ -1466,6 +1538,7 @@ main(void)
 		cmocka_unit_test(test_connect_verdicts),
 		cmocka_unit_test(test_rcpt_rules),
 		cmocka_unit_test(test_pipelining),
+		cmocka_unit_test(test_sync_data),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_eom_verdicts),
 		cmocka_unit_test(test_memory_and_close),
