@@ -190,6 +190,7 @@ static const struct smtp_hooks conn_smtp_hooks = {
 
 /* ----- socket events ----- */
 
+/* A peer that does not read our replies; reading has its own deadlines. */
 static void
 conn_set_timeouts(struct conn *c)
 {
@@ -197,7 +198,7 @@ conn_set_timeouts(struct conn *c)
 	uint64_t ms = c->in_data ? lim->data_idle_ms : lim->idle_ms;
 	struct timeval tv = util_timeval_ms(ms);
 
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
 static void
@@ -219,6 +220,7 @@ conn_free(struct conn *c)
 	util_buf_clear(&c->out);
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
+	conn_deadline_clear(c);
 	if (c->greet_ev != NULL)
 		event_free(c->greet_ev);
 	if (c->flush_ev != NULL)
@@ -387,6 +389,7 @@ conn_process_input(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t fed = 0;
 
 	while (evbuffer_get_length(in) > 0 && !c->closing &&
 	    !smtp_session_is_closing(c->smtp) &&
@@ -399,6 +402,7 @@ conn_process_input(struct conn *c)
 		size_t used = smtp_session_feed(c->smtp, p, n);
 		c->feeding = 0;
 		evbuffer_drain(in, used);
+		fed += used;
 		if (used < n)
 			break;
 	}
@@ -407,12 +411,11 @@ conn_process_input(struct conn *c)
 		c->in_data = !c->in_data;
 		conn_set_timeouts(c);
 	}
-	if (c->tls_pending) {
+	if (c->tls_pending)
 		conn_starttls(c);
-		return;
-	}
-	if (!c->closing && !smtp_session_is_closing(c->smtp))
+	else if (!c->closing && !smtp_session_is_closing(c->smtp))
 		bufferevent_enable(c->bev, EV_READ);
+	conn_deadline_update(c, fed);
 }
 
 static void
@@ -440,12 +443,12 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	conn_check_close(c);
 }
 
-static void
+void
 conn_timeout(struct conn *c, const char *why)
 {
 	char text[128];
 
-	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=%s", why);
+	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=\"%s\"", why);
 	if (smtp_session_is_closing(c->smtp)) {
 		c->peer_gone = true;	/* it does not even read: give up */
 		conn_check_close(c);
@@ -685,6 +688,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timeouts(c);
 	c->deadline_ev = evtimer_new(ctx->base, conn_deadline_cb, c);
+	conn_deadline_init(c);
 	struct timeval tv = util_timeval_ms(cfg->limits.session_ms);
 	evtimer_add(c->deadline_ev, &tv);
 

@@ -123,6 +123,13 @@ struct tls_server;
 
 #define CONN_SID_MAX	24
 
+/* What a connection waits for from its client (deadline.c). */
+enum conn_read_mode {
+	CONN_READ_NONE,		/* nothing: we are the slow side, or closing */
+	CONN_READ_COMMAND,	/* a whole command line, by idle-timeout */
+	CONN_READ_DATA,		/* message text, at data-rate at least */
+};
+
 struct conn {
 	struct conn_ctx		*ctx;		/* borrowed: the server's */
 	struct conn_rt		*rt;		/* ref: the config this session started with */
@@ -139,6 +146,12 @@ struct conn {
 	struct smtp_params	 params;
 	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
 	struct event		*deadline_ev;	/* owned: whole-session limit */
+	struct event		*read_ev;	/* owned: the read deadline */
+	uint64_t		 read_deadline_ms; /* 0: none running */
+	uint64_t		 read_fire_ms;	/* read_ev set for then; 0: unset */
+	enum conn_read_mode	 read_mode;
+	uint32_t		 read_lines;	/* smtp_session_lines() seen */
+	uint64_t		 rate_credit_us; /* DATA: credit under 1 ms */
 	struct log_translog	*translog;	/* owned, or NULL */
 	char			 sid[CONN_SID_MAX];
 	char			 ip[INET6_ADDRSTRLEN];
@@ -182,6 +195,13 @@ conn_cfg(const struct conn *c)
 /* conn.c */
 void	conn_process_input(struct conn *c);
 void	conn_check_close(struct conn *c);
+/* The client was too slow: log why, 421 4.4.2 and close. */
+void	conn_timeout(struct conn *c, const char *why);
+/* deadline.c: the read deadlines */
+void	conn_deadline_init(struct conn *c);
+void	conn_deadline_clear(struct conn *c);
+/* After a turn: start, move or stop the deadline; fed: octets fed. */
+void	conn_deadline_update(struct conn *c, size_t fed);
 /* stage.c: the smtp hooks */
 enum smtp_verdict conn_decide_cb(void *arg, const struct smtp_event *ev,
 	    struct smtp_reply *r);

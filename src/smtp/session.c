@@ -186,6 +186,7 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 
 	if (crlf)
 		n--;
+	s->lines++;
 	/* Never log an AUTH answer: it carries the password. */
 	if (s->hooks.trace_cb != NULL && s->auth_step != SMTP_AUTH_NONE &&
 	    s->auth_step != SMTP_AUTH_DONE)
@@ -254,6 +255,15 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 
 	if (s->line_drain) {
 		lf = smtp_find_crlf(s, buf, len, s->drain_cr);
+		n = lf != NULL ? (size_t)(lf - buf) + 1 : len;
+		if (n > SMTP_LINE_DRAIN_MAX - s->drained) {
+			/* A line that never ends is cut, not drained forever. */
+			smtp_reply(s, 500, "5.5.2 Line too long, closing "
+			    "connection");
+			smtp_mark_closing(s);
+			return n;
+		}
+		s->drained += (uint32_t)n;
 		if (lf == NULL) {
 			s->drain_cr = buf[len - 1] == '\r';
 			return len;
@@ -273,6 +283,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 			/* line_max octets and no CRLF yet: over the limit. */
 			smtp_line_free(s);
 			s->line_drain = true;
+			s->drained = 0;
 			s->drain_cr = buf[n - 1] == '\r';
 			return n;
 		}
@@ -348,6 +359,12 @@ bool
 smtp_session_is_waiting(const struct smtp_session *s)
 {
 	return s->waiting;
+}
+
+uint32_t
+smtp_session_lines(const struct smtp_session *s)
+{
+	return s->lines;
 }
 
 bool

@@ -138,6 +138,11 @@ void	smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 bool	smtp_session_is_waiting(const struct smtp_session *s);
 /* True once the session wants the connection closed after the last reply. */
 bool	smtp_session_is_closing(const struct smtp_session *s);
+/*
+ * Command lines (AUTH answers too) read so far, wrapping: a change tells
+ * the caller that a whole line arrived (a command deadline restarts).
+ */
+uint32_t smtp_session_lines(const struct smtp_session *s);
 /* True between 354 (or the first BDAT) and the end of the message. */
 bool	smtp_session_in_data(const struct smtp_session *s);
 

@@ -13,6 +13,8 @@
 #define SMTP_DEF_RCPT_MAX	100	/* RFC 5321 4.5.3.1.8 */
 #define SMTP_DEF_ERR_MAX	10
 #define SMTP_MIN_LINE_MAX	64
+/* A command line over line_max is dropped up to this far, then cut. */
+#define SMTP_LINE_DRAIN_MAX	(1024 * 1024)
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with code and CRLF. */
 #define SMTP_REPLY_LINE_MAX	512
 
@@ -151,6 +153,8 @@ struct smtp_session {
 	bool			 line_bare_lf;	/* this line held a bare LF */
 	bool			 saw_bare_eol;	/* some line lacked its CRLF */
 	bool			 drain_cr;	/* draining: the last byte was CR */
+	uint32_t		 drained;	/* octets dropped of a too long line */
+	uint32_t		 lines;		/* command lines read (wraps) */
 	size_t			 feed_rest;	/* fed bytes after the line being
 						   run (0 outside a feed) */
 

@@ -137,6 +137,7 @@ test_good_values(void **state)
 	assert_string_equal(c->hostname, "Mail.Example.ORG");
 	assert_string_equal(c->spool, "var/my spool");
 	assert_string_equal(c->greeting, "postern at your service");
+	assert_true(c->pipelining_loose);
 	assert_true(c->log_syslog);
 	assert_string_equal(c->log_facility, "local3");
 	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
@@ -239,6 +240,8 @@ test_defaults(void **state)
 	assert_int_equal(c->limits.conn_max, 1000);
 	assert_int_equal(c->limits.conn_per_ip_max, 50);
 	assert_int_equal(c->limits.shutdown_ms, 30000);
+	assert_int_equal(c->limits.data_rate_min, 500);
+	assert_false(c->pipelining_loose);
 	config_free(&c);
 	config_free(&c);	/* a second free is harmless */
 }
@@ -264,6 +267,8 @@ test_limit_bounds(void **state)
 		{ "idle-timeout", "3600001ms", false },
 		{ "data-timeout", "1s", true }, { "data-timeout", "60m", true },
 		{ "data-timeout", "61m", false },
+		{ "data-rate", "0", true }, { "data-rate", "100000000", true },
+		{ "data-rate", "100000001", false }, { "data-rate", "5k", false },
 		{ "session-timeout", "24h", true },
 		{ "session-timeout", "1d", true },
 		{ "session-timeout", "86401s", false },

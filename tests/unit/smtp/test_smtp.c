@@ -886,6 +886,43 @@ test_command_policy(void **state)
 	rec_clear(&r);
 }
 
+/*
+ * A command line over line_max is drained to its CRLF (500, in step), but
+ * one that goes on past SMTP_LINE_DRAIN_MAX more octets is cut: 500 and
+ * the close, never drained forever.
+ */
+static void
+test_command_line_cut(void **state)
+{
+	struct smtp_params p = test_params();
+	size_t long_len = 1000 + SMTP_LINE_DRAIN_MAX - 100;
+	char *x = repeat('x', 1000 + SMTP_LINE_DRAIN_MAX + 10);
+	struct util_buf in = { 0 };
+	const size_t cuts[] = { 0, 3, 999, 1000, 1001, 40000 };
+	struct rec r;
+
+	(void)state;
+	for (int over = 0; over <= 1; over++) {
+		util_buf_reset(&in);
+		util_buf_printf(&in, "NOOP %.*s\r\nNOOP\r\n",
+		    (int)(over ? strlen(x) : long_len), x);
+		for (size_t i = 0; i < NELEM(cuts); i++) {
+			rec_init(&r);
+			run_split(&p, &r, in.data, in.len, cuts[i]);
+			if (strcmp(rec_codes(&r), over ? "220 500" :
+			    "220 500 250") != 0)
+				fail_msg("case \"over=%d\" cut %zu: got %s",
+				    over, cuts[i], rec_codes(&r));
+			if (over && strstr(util_buf_cstr(&r.out),
+			    "500 5.5.2 Line too long, closing") == NULL)
+				fail_msg("case \"over\": no closing 500");
+			rec_clear(&r);
+		}
+	}
+	util_buf_clear(&in);
+	free(x);
+}
+
 static void
 test_err_max(void **state)
 {
@@ -1531,6 +1568,7 @@ main(void)
 		cmocka_unit_test(test_command_lines),
 		cmocka_unit_test(test_command_line_max),
 		cmocka_unit_test(test_err_max),
+		cmocka_unit_test(test_command_line_cut),
 		cmocka_unit_test(test_command_policy),
 		cmocka_unit_test(test_state_table),
 		cmocka_unit_test(test_ehlo_reply),
