@@ -135,7 +135,7 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 	if (l == NULL) {
 		cfg_err(p, ln->lineno, "limit: unknown limit %s (message-size, "
 		    "recipients, line-length, errors, idle-timeout, "
-		    "data-timeout, session-timeout, connections, "
+		    "data-timeout, data-rate, session-timeout, connections, "
 		    "connections-per-ip, connection-rate, shutdown-grace, "
 		    "messages-per-session, recipients-per-session, "
 		    "greeting-delay)",

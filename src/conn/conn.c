@@ -35,6 +35,7 @@
 #define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
 #define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
+#define CONN_LAST_FLUSH_MS 2000		/* a closing session's last reply */
 
 
 static void	conn_early_talker(struct conn *c);
@@ -261,16 +262,54 @@ conn_output_pending(struct conn *c)
 	return n;
 }
 
+bool
+conn_in_handshake(const struct conn *c)
+{
+	return c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL);
+}
+
+/*
+ * Shutdown: a session between commands gets 421 and closes; one in DATA or
+ * waiting for a decision goes on (and is looked at again after each
+ * event); one in a TLS handshake has no channel for a 421 and could not
+ * finish the handshake without reading: it is dropped.  True when c was
+ * freed.
+ */
+static bool
+conn_shutdown_one(struct conn *c)
+{
+	if (c->closing || smtp_session_is_closing(c->smtp))
+		return false;
+	if (conn_in_handshake(c)) {
+		log_event(LOG_LVL_INFO, "shutdown", c->sid, NULL,
+		    "why=\"dropped in the TLS handshake\"");
+		c->peer_gone = true;
+		conn_free(c);
+		return true;
+	}
+	if (!smtp_session_in_data(c->smtp) &&
+	    !smtp_session_is_waiting(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	return false;
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 void
 conn_check_close(struct conn *c)
 {
+	if (c->ctx->shutting_down && conn_shutdown_one(c))
+		return;
 	conn_flush_out(c);
 	if (!c->closing && !smtp_session_is_closing(c->smtp))
 		return;
 	if (!c->closing) {
+		/* The last reply gets a short while, not the session's time. */
+		struct timeval tv = { CONN_LAST_FLUSH_MS / 1000,
+		    CONN_LAST_FLUSH_MS % 1000 * 1000 };
 		c->closing = true;
 		bufferevent_disable(c->bev, EV_READ);
+		evtimer_add(c->deadline_ev, &tv);
 	}
 	if (c->peer_gone || conn_output_pending(c) == 0) {
 		conn_free(c);
@@ -493,9 +532,12 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void
 conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_timeout(arg, "session time limit exceeded");
+	conn_timeout(c, c->closing ? "last reply not taken in time" :
+	    "session time limit exceeded");
 }
 
 /*
@@ -722,22 +764,10 @@ conn_shutdown_all(struct conn_ctx *ctx)
 {
 	struct conn *c, *next;
 
+	ASSERT(ctx->shutting_down);
 	for (c = ctx->conns; c != NULL; c = next) {
 		next = c->next;
-		if (c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL)) {
-			/* In a TLS handshake: no channel to say 421 on, and
-			 * closing would stop the reads it needs to end. */
-			c->peer_gone = true;
-			conn_free(c);
-			continue;
-		}
-		if (c->closing || smtp_session_is_closing(c->smtp) ||
-		    smtp_session_in_data(c->smtp) ||
-		    smtp_session_is_waiting(c->smtp))
-			continue;	/* in DATA: the commit closes it */
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
-		conn_check_close(c);
+		conn_check_close(c);	/* conn_shutdown_one() decides */
 	}
 }
 

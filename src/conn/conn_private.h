@@ -195,6 +195,8 @@ conn_cfg(const struct conn *c)
 /* conn.c */
 void	conn_process_input(struct conn *c);
 void	conn_check_close(struct conn *c);
+/* A TLS handshake (STARTTLS or implicit) is under way. */
+bool	conn_in_handshake(const struct conn *c);
 /* The client was too slow: log why, 421 4.4.2 and close. */
 void	conn_timeout(struct conn *c, const char *why);
 /* deadline.c: the read deadlines */

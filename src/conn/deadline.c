@@ -18,7 +18,7 @@ conn_read_mode_now(const struct conn *c)
 {
 	if (!c->started || c->closing || smtp_session_is_closing(c->smtp) ||
 	    smtp_session_is_waiting(c->smtp) || c->tls_pending ||
-	    (c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL)) ||
+	    conn_in_handshake(c) ||
 	    (c->tx != NULL && conn_tx_backlogged(c->tx)))
 		return CONN_READ_NONE;
 	return c->in_data ? CONN_READ_DATA : CONN_READ_COMMAND;
