@@ -176,3 +176,22 @@ def test_sigterm_with_a_client_that_does_not_read(make_postern):
     finally:
         s.close()
     assert "last reply not taken in time" in srv.log()
+
+
+def test_sigterm_while_a_decision_is_pending(make_postern):
+    # A tarpit holds the RCPT reply: the stop lets it come, then says 421
+    # (the session does not go on until the grace runs out).
+    srv = make_postern(extra=["on rcpt { tarpit 2s }", "log level debug"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@example.org>")
+        wait_for(lambda: 'line="RCPT TO:<bob@example.org>"' in srv.log(),
+            what="the RCPT read (its tarpit running)")
+        t0 = time.monotonic()
+        srv.sigterm()
+        c.expect(250, "2.1.5")
+        c.expect(421, "4.3.2")
+        c.expect_closed()
+        assert srv.wait_exit(STOP_BOUND) == 0
+        assert time.monotonic() - t0 < STOP_BOUND
