@@ -87,6 +87,12 @@ smtp_mark_closing(struct smtp_session *s)
 	smtp_line_free(s);
 }
 
+bool
+smtp_in_tx(const struct smtp_session *s)
+{
+	return s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT;
+}
+
 void
 smtp_tx_reset(struct smtp_session *s)
 {

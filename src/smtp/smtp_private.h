@@ -212,6 +212,17 @@ void	smtp_stage_done(struct smtp_session *s, enum smtp_stage stage,
 /* Free the strings kept for a PENDING decision. */
 void	smtp_staged_clear(struct smtp_session *s);
 
+/* A mail transaction is open and has no content yet (MAIL or RCPT). */
+bool	smtp_in_tx(const struct smtp_session *s);
+
+/* transfer.c: DATA, BDAT and the end of a message (see command.c). */
+void	smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c);
+void	smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c);
+void	smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
+	    const struct smtp_reply *r);
+void	smtp_done_eom(struct smtp_session *s, enum smtp_verdict v,
+	    const struct smtp_reply *r);
+
 /* Run one command line (CRLF removed, already checked for CR/LF/NUL). */
 void	smtp_command(struct smtp_session *s, const char *line, size_t len);
 /* Bytes of DATA content / of a BDAT chunk; return the bytes consumed. */
