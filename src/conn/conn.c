@@ -305,8 +305,7 @@ conn_check_close(struct conn *c)
 		return;
 	if (!c->closing) {
 		/* The last reply gets a short while, not the session's time. */
-		struct timeval tv = { CONN_LAST_FLUSH_MS / 1000,
-		    CONN_LAST_FLUSH_MS % 1000 * 1000 };
+		struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
 		c->closing = true;
 		bufferevent_disable(c->bev, EV_READ);
 		evtimer_add(c->deadline_ev, &tv);
