@@ -128,6 +128,7 @@ def test_nomail_every_command_pipelined_body_is_not_errors(make_postern):
             c.expect(521, "5.3.2")
         c.expect(221)
         c.expect_closed()
+    wait_for(lambda: "disconnect sid=" in srv.log(), what="the disconnect")
     assert srv.maildir("bob") == []
     assert "Too many errors" not in srv.log()
 
