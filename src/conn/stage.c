@@ -188,7 +188,7 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 {
 	char safe[600], why[300];
 
-	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (res->status != ROUTE_OK)
 		log_safe_into(why, sizeof(why), res->why, strlen(res->why));
 	switch (res->status) {
@@ -232,7 +232,7 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		 * sender. */
 		(void)queue_env_add_target(conn_tx_env(c->tx), t->rcpt, t->kind,
 		    t->arg);
-		log_safe_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
+		log_safe_word_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
 		if (strcmp(to, safe) == 0)
 			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,
 			    "to=<%s> action=%s", safe, t->action->name);
@@ -344,9 +344,9 @@ static enum smtp_verdict
 conn_mail_checked(struct conn *c, const struct smtp_event *ev,
     const struct route_result *res, struct smtp_reply *r)
 {
-	char safe[600];
+	char safe[600], why[300];
 
-	log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg));
+	log_safe_word_into(safe, sizeof(safe), ev->arg, strlen(ev->arg));
 	switch (res->status) {
 	case ROUTE_OK:
 		return conn_mail_begin(c, ev);
@@ -364,7 +364,8 @@ conn_mail_checked(struct conn *c, const struct smtp_event *ev,
 		break;
 	}
 	log_event(LOG_LVL_INFO, "reject", c->sid, NULL, "stage=mail code=%d "
-	    "from=<%s> why=\"%s\"", r->code, safe, res->why);
+	    "from=<%s> why=\"%s\"", r->code, safe, log_safe_into(why,
+	    sizeof(why), res->why, strlen(res->why)));
 	return SMTP_REJECT;
 }
 
