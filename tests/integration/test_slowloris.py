@@ -5,10 +5,11 @@ trickle a byte now and then are cut instead of holding their slots.
 The figures scale down: with idle-timeout 20s a trickler must be gone
 within 45s; here the timeouts are TIMEOUT seconds (2 by default) and the
 bound is the same ratio.  test_many_tricklers_do_not_starve_a_normal_client
-runs TRICKLERS clients (300 by default).  The long runs, 2,000 tricklers
-and the black-box figures (20 s timeouts, a byte a second):
+runs 300 trickling clients; its long variant 2,000.  The long runs
+(docs/testing.md), and the black-box figures (20 s timeouts, a byte a
+second):
 
-    POSTERN_TRICKLERS=2000 python3 -m pytest tests/integration/test_slowloris.py
+    POSTERN_LONG=1 python3 -m pytest -s tests/integration/test_slowloris.py
     POSTERN_SLOW_TIMEOUT=20 python3 -m pytest tests/integration/test_slowloris.py
 """
 
@@ -18,13 +19,14 @@ import selectors
 import socket
 import time
 
+import pytest
+
 from conftest import HOST, Closed, send_message, wait_for
 
 # idle-timeout and data-timeout of these tests, seconds
 TIMEOUT = int(os.environ.get("POSTERN_SLOW_TIMEOUT", "2"))
 CUT_WITHIN = TIMEOUT * 45 / 20	# 20 s -> 45 s, scaled
 EVERY = min(1.0, TIMEOUT / 8)	# a trickler's pace: a byte a second at most
-TRICKLERS = int(os.environ.get("POSTERN_TRICKLERS", "300"))
 
 
 def slow_config(make_postern, *extra):
@@ -227,13 +229,13 @@ def try_to_deliver(srv, n):
         c.close()
 
 
-def test_many_tricklers_do_not_starve_a_normal_client(make_postern):
-    """TRICKLERS clients take every connection slot and trickle a byte a
-    second; the deadlines cut them all within CUT_WITHIN of their last
-    reply, and a normal client that keeps trying gets its message in."""
-    srv = slow_config(make_postern, "limit connections %d" % TRICKLERS,
-        "limit connections-per-ip %d" % TRICKLERS, "workers 2")
-    t = Tricklers(srv.port, TRICKLERS)
+def tricklers_do_not_starve(make_postern, n):
+    """n clients take every connection slot and trickle a byte a second;
+    the deadlines cut them all within CUT_WITHIN of their last reply, and
+    a normal client that keeps trying gets its message in."""
+    srv = slow_config(make_postern, "limit connections %d" % n,
+        "limit connections-per-ip %d" % n, "workers 2")
+    t = Tricklers(srv.port, n)
     try:
         start = time.monotonic()
         ready = lambda: all(st[0] == "trickle" for st in t.open.values())
@@ -256,10 +258,10 @@ def test_many_tricklers_do_not_starve_a_normal_client(make_postern):
                 attempts += 1
                 if try_to_deliver(srv, attempts):
                     delivered = now - set_up
-        print("delivered after %.2fs, %d attempts" % (delivered, attempts))
-        assert t.trickling == TRICKLERS, "only %d tricklers got in" % (
-            t.trickling)
-        assert len(t.cut) == TRICKLERS
+        print("%d tricklers: all cut, the normal client in after %.2fs "
+            "(%d attempts)" % (n, delivered, attempts))
+        assert t.trickling == n, "only %d tricklers got in" % t.trickling
+        assert len(t.cut) == n
         assert all(got.startswith(b"421 4.4.2") for got in t.cut), \
             [g for g in t.cut if not g.startswith(b"421 4.4.2")][:3]
         assert delivered <= CUT_WITHIN + 5, "normal client in after " \
@@ -267,3 +269,12 @@ def test_many_tricklers_do_not_starve_a_normal_client(make_postern):
     finally:
         t.close()
     wait_for(lambda: srv.maildir("carol"), what="the normal message")
+
+
+def test_many_tricklers_do_not_starve_a_normal_client(make_postern):
+    tricklers_do_not_starve(make_postern, 300)
+
+
+@pytest.mark.long
+def test_many_tricklers_long(make_postern):
+    tricklers_do_not_starve(make_postern, 2000)
