@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/util.h"
+
 /* "tls cert "C" key "K" [name N]", globally or on a listener. */
 struct config_tls_cert {
 	char		*cert;		/* owned path */
@@ -254,9 +256,7 @@ struct config_cond {
 	enum config_cond_kind	 kind;
 	char			*arg;		/* owned, or NULL */
 	const struct config_table *table;	/* borrowed from config->tables */
-	int			 family;	/* FROM_IP: AF_INET or AF_INET6 */
-	unsigned char		 net[16];	/* FROM_IP: network, host bits zero */
-	unsigned		 prefix;	/* FROM_IP: prefix length */
+	struct util_cidr	 net;		/* FROM_IP: the network */
 };
 /* "match COND [COND...] action NAME": all conditions must hold. */
 struct config_rule {

@@ -34,39 +34,6 @@ cfg_addr(const char *s)
 	return a;
 }
 
-/* "192.0.2.0/24", "2001:db8::/32" or a bare address; host bits cleared. */
-static int
-cfg_parse_cidr(const char *s, struct config_cond *cond)
-{
-	char addr[INET6_ADDRSTRLEN];
-	const char *slash = strchr(s, '/');
-	size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
-	unsigned max, prefix;
-
-	if (alen == 0 || alen >= sizeof(addr))
-		return -1;
-	memcpy(addr, s, alen);
-	addr[alen] = '\0';
-	cond->family = strchr(addr, ':') != NULL ? AF_INET6 : AF_INET;
-	if (inet_pton(cond->family, addr, cond->net) != 1)
-		return -1;
-	max = cond->family == AF_INET ? 32 : 128;
-	prefix = max;
-	if (slash != NULL) {
-		const char *d = slash + 1;
-		if (*d == '\0' || strlen(d) > 3 ||
-		    d[strspn(d, "0123456789")] != '\0')
-			return -1;
-		prefix = (unsigned)atoi(d);
-		if (prefix > max)
-			return -1;
-	}
-	cond->prefix = prefix;
-	for (unsigned b = prefix; b < max; b++)
-		cond->net[b / 8] &= (unsigned char)~(0x80u >> (b % 8));
-	return 0;
-}
-
 /* One "to ..." or "from ..." condition starting at toks[*ip]; -1 on error. */
 static int
 cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
@@ -102,8 +69,8 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 		return 0;
 	}
 	if (!to && !t->quoted && strcmp(t->text, "ip") == 0) {
-		if (i + 2 >= ln->ntoks || cfg_parse_cidr(ln->toks[i + 2].text,
-		    cond) == -1) {
+		if (i + 2 >= ln->ntoks || util_cidr_parse(ln->toks[i + 2].text,
+		    &cond->net) == -1) {
 			cfg_err(p, ln->lineno, "match: from ip: expected an "
 			    "address or network like 192.0.2.0/24 or "
 			    "2001:db8::/32");

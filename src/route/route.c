@@ -157,21 +157,6 @@ route_domain_in_table(struct route_eval *e, const struct config_table *ct,
 	return route_rc(route_eval_get(e, ct, dom, &v));
 }
 
-/* Is ip (numeric) inside the condition's network? */
-static bool
-route_ip_in(const struct config_cond *cond, const char *ip)
-{
-	unsigned char a[16];
-	unsigned full = cond->prefix / 8, rest = cond->prefix % 8;
-
-	if (ip == NULL || inet_pton(cond->family, ip, a) != 1)
-		return false;
-	if (memcmp(a, cond->net, full) != 0)
-		return false;
-	return rest == 0 || ((a[full] ^ cond->net[full]) &
-	    (unsigned char)(0xff00u >> rest)) == 0;
-}
-
 /* Loopback: 127.0.0.0/8 and ::1 (and ::ffff:127.x, v4-mapped). */
 static bool
 route_is_loopback(const char *ip)
@@ -194,7 +179,7 @@ route_cond_holds(struct route_eval *e, const struct config_cond *cond,
 	case CONFIG_COND_FROM_AUTH:
 		return cl != NULL && cl->auth_user != NULL;
 	case CONFIG_COND_FROM_IP:
-		return cl != NULL && route_ip_in(cond, cl->ip);
+		return cl != NULL && util_cidr_contains(&cond->net, cl->ip);
 	case CONFIG_COND_TO_DOMAIN:
 		return strcasecmp(route_domain(rcpt), cond->arg) == 0;
 	case CONFIG_COND_TO_ADDR:

@@ -462,6 +462,53 @@ util_sockaddr_make(const char *ip, int port, struct sockaddr_storage *ss,
 }
 
 int
+util_cidr_parse(const char *s, struct util_cidr *out)
+{
+	char addr[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	unsigned max, prefix;
+
+	memset(out, 0, sizeof(*out));
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	out->family = strchr(addr, ':') != NULL ? AF_INET6 : AF_INET;
+	if (inet_pton(out->family, addr, out->net) != 1)
+		return -1;
+	max = out->family == AF_INET ? 32 : 128;
+	prefix = max;
+	if (slash != NULL) {
+		const char *d = slash + 1;
+		if (*d == '\0' || strlen(d) > 3 ||
+		    d[strspn(d, "0123456789")] != '\0')
+			return -1;
+		prefix = (unsigned)atoi(d);
+		if (prefix > max)
+			return -1;
+	}
+	out->prefix = prefix;
+	for (unsigned b = prefix; b < max; b++)
+		out->net[b / 8] &= (unsigned char)~(0x80u >> (b % 8));
+	return 0;
+}
+
+bool
+util_cidr_contains(const struct util_cidr *c, const char *ip)
+{
+	unsigned char a[16];
+	unsigned full = c->prefix / 8, rest = c->prefix % 8;
+
+	if (ip == NULL || inet_pton(c->family, ip, a) != 1)
+		return false;
+	if (memcmp(a, c->net, full) != 0)
+		return false;
+	return rest == 0 || ((a[full] ^ c->net[full]) &
+	    (unsigned char)(0xff00u >> rest)) == 0;
+}
+
+int
 util_fsync_dir(const char *dirpath)
 {
 	int fd = open(dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

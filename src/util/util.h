@@ -128,6 +128,60 @@ struct sockaddr_storage;
 int	util_sockaddr_make(const char *ip, int port,
 	    struct sockaddr_storage *ss, unsigned *len);
 
+/*
+ * A network in CIDR form ("192.0.2.0/24", "2001:db8::/32", or one address),
+ * host bits cleared.
+ */
+struct util_cidr {
+	int		family;		/* AF_INET or AF_INET6 */
+	unsigned char	net[16];
+	unsigned	prefix;		/* bits */
+};
+/* Parse s into *out; 0, or -1 when it is not a network. */
+int	util_cidr_parse(const char *s, struct util_cidr *out);
+/* Is the numeric address ip inside the network? */
+bool	util_cidr_contains(const struct util_cidr *c, const char *ip);
+
+/*
+ * The PROXY protocol header (HAProxy's proxy-protocol.txt) a TCP load
+ * balancer sends first on a connection: version 1 is one text line of at
+ * most 107 bytes, version 2 a binary block, here at most
+ * UTIL_PROXYHDR_MAX bytes (its TLVs are skipped).
+ */
+#define UTIL_PROXYHDR_V1_MAX	107
+#define UTIL_PROXYHDR_MAX	2048
+#define UTIL_PROXYHDR_IP_MAX	46	/* INET6_ADDRSTRLEN */
+enum util_proxyhdr_kind {
+	UTIL_PROXYHDR_LOCAL,	/* v2 LOCAL, v1 UNKNOWN, or an address family
+				   of no use here: keep the real peer */
+	UTIL_PROXYHDR_TCP4,
+	UTIL_PROXYHDR_TCP6,
+};
+struct util_proxyhdr {
+	int			 version;	/* 1 or 2 */
+	enum util_proxyhdr_kind	 kind;
+	char			 src_ip[UTIL_PROXYHDR_IP_MAX];	/* the client */
+	char			 dst_ip[UTIL_PROXYHDR_IP_MAX];	/* whom it reached */
+	uint16_t		 src_port, dst_port;
+	size_t			 len;		/* bytes of the header */
+};
+/*
+ * Parse the header at the start of buf (len bytes: what has arrived so
+ * far; the bytes after the header are not looked at).  1: a whole header,
+ * out->len bytes long; 0: a valid beginning, more bytes are needed (every
+ * byte so far belongs to the header); -1: not a valid header, *why_out
+ * says why (static text).
+ */
+int	util_proxyhdr_parse(const void *buf, size_t len,
+	    struct util_proxyhdr *out, const char **why_out);
+/*
+ * Write h as a version 1 or 2 header into buf; its length, or 0 when buf
+ * is too small or h's addresses do not fit its kind.  A LOCAL h is written
+ * as "PROXY UNKNOWN" (v1) or a LOCAL command (v2).
+ */
+size_t	util_proxyhdr_write(const struct util_proxyhdr *h, int version,
+	    void *buf, size_t bufsz);
+
 /* fsync the directory that holds path (or the directory path itself). */
 int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */

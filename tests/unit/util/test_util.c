@@ -285,6 +285,42 @@ test_pool(void **state)
 	}
 }
 
+static void
+test_cidr(void **state)
+{
+	static const struct { const char *net, *ip; int rc; bool in; } cases[] = {
+		{ "192.0.2.0/24", "192.0.2.77", 0, true },
+		{ "192.0.2.0/24", "192.0.3.1", 0, false },
+		{ "192.0.2.9/24", "192.0.2.1", 0, true },	/* host bits */
+		{ "10.0.0.1", "10.0.0.1", 0, true },
+		{ "10.0.0.1", "10.0.0.2", 0, false },
+		{ "0.0.0.0/0", "203.0.113.5", 0, true },
+		{ "172.16.0.0/12", "172.31.255.255", 0, true },
+		{ "172.16.0.0/12", "172.32.0.0", 0, false },
+		{ "2001:db8::/32", "2001:db8:ffff::1", 0, true },
+		{ "2001:db8::/32", "192.0.2.1", 0, false },
+		{ "192.0.2.0/24", "::ffff:192.0.2.1", 0, false },
+		{ "::1", "::1", 0, true },
+		{ "192.0.2.0/33", NULL, -1, false },
+		{ "192.0.2.0/", NULL, -1, false },
+		{ "192.0.2.0/2x", NULL, -1, false },
+		{ "example.org/8", NULL, -1, false },
+		{ "/8", NULL, -1, false },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct util_cidr c;
+		int rc = util_cidr_parse(cases[i].net, &c);
+		if (rc != cases[i].rc)
+			fail_msg("case \"%s\": got %d, want %d", cases[i].net,
+			    rc, cases[i].rc);
+		if (rc == 0 && util_cidr_contains(&c, cases[i].ip) !=
+		    cases[i].in)
+			fail_msg("case \"%s\" has %s: got %d", cases[i].net,
+			    cases[i].ip, !cases[i].in);
+	}
+}
+
 int
 main(void)
 {
@@ -300,6 +336,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_text),
 		cmocka_unit_test(test_sockaddr_make),
 		cmocka_unit_test(test_pool),
+		cmocka_unit_test(test_cidr),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
