@@ -46,6 +46,11 @@ struct config_listen {
 	bool		 auth_plaintext; /* "auth-plaintext": also before TLS */
 	bool		 sender_auth;	/* "sender-auth": a hosted sender needs
 					   AUTH here */
+	bool		 proxy_protocol; /* "proxy-protocol": a PROXY header
+					   (v1 or v2) comes first */
+	struct util_cidr *proxy_from;	/* owned: "from CIDR...": only these
+					   peers send it; NULL: every peer */
+	size_t		 nproxy_from;
 	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
 	size_t		 ncerts;
 };
@@ -68,6 +73,8 @@ struct config_limits {
 	unsigned	msgs_per_session_max;	/* "limit messages-per-session 1000" */
 	unsigned	rcpts_per_session_max;	/* "limit recipients-per-session 1000" */
 	uint64_t	greeting_delay_ms;	/* "limit greeting-delay 0s": early-talker wait */
+	uint64_t	proxy_timeout_ms;	/* "limit proxy-timeout 5s": wait for
+						   a PROXY header */
 	unsigned	conn_rate_max;		/* "limit connection-rate N/PERIOD"; 0: off */
 	uint64_t	conn_rate_window_ms;
 };

@@ -52,6 +52,9 @@ static const struct cfg_limit {
 	/* Off by default: a pause before the banner delays every client. */
 	{ "greeting-delay", CFG_LIM_DURATION, 0, 60000, 0, "0..60s",
 	    L(greeting_delay_ms) },
+	/* proxy-protocol.txt 1: at least 3 s, to cover a TCP retransmit. */
+	{ "proxy-timeout", CFG_LIM_DURATION, 1000, 300000, 5000, "1s..5m",
+	    L(proxy_timeout_ms) },
 #undef L
 };
 #define CFG_NLIMITS	(sizeof(cfg_limits) / sizeof(cfg_limits[0]))
@@ -138,7 +141,7 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 		    "data-timeout, data-rate, session-timeout, connections, "
 		    "connections-per-ip, connection-rate, shutdown-grace, "
 		    "messages-per-session, recipients-per-session, "
-		    "greeting-delay)",
+		    "greeting-delay, proxy-timeout)",
 		    cfg_q(ln->toks[1].text));
 		return;
 	}

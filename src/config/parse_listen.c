@@ -112,7 +112,41 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 
 #define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
 	"[require-tls] [nomail] [auth|auth-plaintext] [sender-auth] " \
+	"[proxy-protocol [from CIDR...]] " \
 	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
+
+/*
+ * "proxy-protocol [from CIDR...]" at toks[*ip]: the networks run to the
+ * next word that is not one.  False after an error.
+ */
+static bool
+cfg_parse_proxy(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
+    struct config_listen *l)
+{
+	size_t i = *ip + 1;
+	struct util_cidr net;
+
+	l->proxy_protocol = true;
+	if (i < ln->ntoks && ln->toks[i].text != NULL &&
+	    strcmp(ln->toks[i].text, "from") == 0) {
+		for (i++; i < ln->ntoks && ln->toks[i].text != NULL &&
+		    util_cidr_parse(ln->toks[i].text, &net) == 0; i++) {
+			l->proxy_from = xreallocarray(l->proxy_from,
+			    l->nproxy_from + 1, sizeof(*l->proxy_from));
+			l->proxy_from[l->nproxy_from++] = net;
+		}
+		if (l->nproxy_from == 0) {
+			cfg_err(p, ln->lineno, "listen: proxy-protocol from: "
+			    "%s is not a network (like 10.0.0.0/8 or "
+			    "2001:db8::/32)", i < ln->ntoks &&
+			    ln->toks[i].text != NULL ?
+			    cfg_q(ln->toks[i].text) : "nothing");
+			return false;
+		}
+	}
+	*ip = i;
+	return true;
+}
 
 void
 cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
@@ -145,7 +179,16 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 			l.auth = l.auth_plaintext = true;
 		else if (w != NULL && strcmp(w, "sender-auth") == 0)
 			l.sender_auth = true;
-		else if (w != NULL && strcmp(w, "cert") == 0) {
+		else if (w != NULL && strcmp(w, "proxy-protocol") == 0) {
+			if (l.proxy_protocol) {
+				cfg_err(p, ln->lineno, "listen: proxy-protocol "
+				    "given twice");
+				goto fail;
+			}
+			if (!cfg_parse_proxy(p, ln, &i, &l))
+				goto fail;
+			continue;
+		} else if (w != NULL && strcmp(w, "cert") == 0) {
 			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
 			    CFG_LISTEN_USAGE))
 				goto fail;
@@ -177,6 +220,7 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 	return;
 fail:
 	free(l.addr);
+	free(l.proxy_from);
 	cfg_certs_free(l.certs, l.ncerts);
 }
 
@@ -265,6 +309,7 @@ cfg_listen_free(struct config *c)
 {
 	for (size_t i = 0; i < c->nlistens; i++) {
 		free(c->listens[i].addr);
+		free(c->listens[i].proxy_from);
 		cfg_certs_free(c->listens[i].certs, c->listens[i].ncerts);
 	}
 	free(c->listens);

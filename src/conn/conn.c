@@ -564,19 +564,25 @@ conn_expand_greeting(struct conn *c, const struct config *cfg,
 /* A chain session when the config has chains; the greeting expanded. */
 static void
 conn_chain_start(struct conn *c, struct conn_ctx *ctx,
-    const struct config *cfg, int fd)
+    const struct config *cfg, int fd, const struct conn_origin *origin)
 {
 	const char *err = NULL;
 	bool any = false;
 
 	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
 		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
-	/* Our own address, for the "local.ip" and "local.port" facts. */
+	/*
+	 * Our own address, for the "local.ip" and "local.port" facts: the
+	 * one the client reached, behind a load balancer too.
+	 */
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char lip[INET6_ADDRSTRLEN] = "";
 	int lport = 0;
-	if ((any || cfg->greeting != NULL) &&
+	if (origin != NULL && origin->local_ip != NULL) {
+		util_strlcpy(lip, origin->local_ip, sizeof(lip));
+		lport = origin->local_port;
+	} else if ((any || cfg->greeting != NULL) &&
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
 	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
@@ -667,7 +673,7 @@ conn_make_sid(char *sid, size_t sidsz)
 
 void
 conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
-    socklen_t salen, size_t listen_idx)
+    socklen_t salen, size_t listen_idx, const struct conn_origin *origin)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	const struct config *cfg;
@@ -687,8 +693,13 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (c->next != NULL)
 		c->next->prev = c;
 	ctx->conns = c;
-	log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s port=%d "
-	    "loop=%u", c->ip, c->port, ctx->loop_idx);
+	if (origin != NULL)
+		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
+		    "port=%d via=%s proxy=v%d loop=%u", c->ip, c->port,
+		    origin->via_ip, origin->version, ctx->loop_idx);
+	else
+		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
+		    "port=%d loop=%u", c->ip, c->port, ctx->loop_idx);
 	if (cfg->translog_dir != NULL)
 		c->translog = log_translog_open(cfg->translog_dir, c->ip,
 		    c->sid);
@@ -699,7 +710,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.lim.err_max = cfg->limits.err_max;
 	c->params.hostname = cfg->hostname;
 	c->params.greeting = cfg->greeting;
-	conn_chain_start(c, ctx, cfg, fd);
+	conn_chain_start(c, ctx, cfg, fd, origin);
 	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;

@@ -81,12 +81,24 @@ struct conn_ctx {
 };
 
 /*
+ * Where a connection that came through a TCP load balancer really comes
+ * from, as its PROXY protocol header says (strings borrowed for the call).
+ */
+struct conn_origin {
+	const char	*via_ip;	/* the balancer: the socket's peer */
+	const char	*local_ip;	/* the address the client reached */
+	int		 local_port;
+	int		 version;	/* of the header: 1 or 2 */
+};
+/*
  * Start a session on an accepted socket (owned from now on), that came in
- * on ctx->rt->cfg->listens[listen_idx].  The connection lives in
+ * on ctx->rt->cfg->listens[listen_idx] from sa (the client's address: the
+ * PROXY header's when origin is not NULL).  The connection lives in
  * ctx->conns until it closes; closed_cb then tells.
  */
 void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
-	    socklen_t salen, size_t listen_idx);
+	    socklen_t salen, size_t listen_idx,
+	    const struct conn_origin *origin);
 /*
  * Shutdown (ctx->shutting_down set): every session between commands gets
  * "421 4.3.2" and is closed, and its last reply has a short while to go

@@ -19,7 +19,7 @@
 
 /* ----- accepting (on a loop) ----- */
 
-static void
+void
 net_refuse(const struct config *cfg, int fd, const char *ip, const char *why)
 {
 	char line[512];
@@ -57,11 +57,16 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	(void)util_sockaddr_text(sa, ip, NULL);
+	if (net_pph_wanted(&cfg->listens[idx], ip)) {
+		/* Admitted once the header names the client. */
+		net_pph_start(loop, fd, sa, ip, nl->addr, nl->port);
+		return;
+	}
 	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
 		net_refuse(cfg, fd, ip, why);
 		return;
 	}
-	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx);
+	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx, NULL);
 }
 
 /*

@@ -73,6 +73,7 @@ net_loop_stop(struct net_loop *loop)
 		return;
 	loop->ctx.shutting_down = true;
 	net_loop_sync_levs(loop, NULL, 0);
+	net_pph_drop_all(loop);
 	conn_shutdown_all(&loop->ctx);
 	loop->drain_deadline_ms = util_now_ms() +
 	    loop->ctx.rt->cfg->limits.shutdown_ms;
@@ -164,6 +165,7 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 void
 net_loop_clear(struct net_loop *loop)
 {
+	net_pph_drop_all(loop);
 	chain_loop_free(&loop->ctx.chain_loop);
 	/* Completions the store posted while closing: run them. */
 	for (int k = 0; k < 10; k++)

@@ -83,6 +83,9 @@ struct net_loop {
 	bool			 accept_paused;
 	int			 spare_fd;	/* owned: freed to answer 421 when
 						   out of descriptors; -1: none */
+	struct net_pph		*pphs;		/* owned: connections waiting for
+						   their PROXY header */
+	unsigned		 npphs;
 	uint64_t		 drain_deadline_ms;
 	uint64_t		 drain_note_ms;	/* next "waits for" log line */
 	bool			 killed;
@@ -145,6 +148,9 @@ void	net_conn_closed_cb(void *arg, const char *ip);
 void	net_admit_clear(struct net_server *srv);
 
 /* listen.c: listen sockets (main thread) and each loop's listeners. */
+/* Answer a connection we will not serve "421 4.7.0 HOST why" and close fd. */
+void	net_refuse(const struct config *cfg, int fd, const char *ip,
+	    const char *why);
 /*
  * Make the loop's listeners exactly want[0..n): keep, close or open.  The
  * array moves into the loop (levs are reached by address from libevent).
@@ -163,6 +169,21 @@ void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);
  */
 int	net_listens_sync(struct net_server *srv, const struct config *cfg,
 	    const char **err_out);
+
+/* proxyin.c: the PROXY protocol header of a "proxy-protocol" listener. */
+struct config_listen;
+struct net_pph;
+/* Does a connection from peer_ip on listener l start with a header? */
+bool	net_pph_wanted(const struct config_listen *l, const char *peer_ip);
+/*
+ * Read the header of accepted socket fd (owned from now on) from peer sa
+ * on the listener at addr:port, then admit the client it names and start
+ * its session; or answer 421 and close.
+ */
+void	net_pph_start(struct net_loop *loop, int fd, const struct sockaddr *sa,
+	    const char *peer_ip, const char *addr, int port);
+/* Close every connection still waiting for its header (a stop). */
+void	net_pph_drop_all(struct net_loop *loop);
 
 /* loop.c: an event loop's life, on its own thread. */
 void	net_loop_init(struct net_server *srv, struct net_loop *loop,

@@ -150,6 +150,16 @@ test_good_values(void **state)
 	assert_string_equal(c->listens[1].addr, "::1");
 	assert_string_equal(c->listens[2].addr, "0.0.0.0");
 	assert_int_equal(c->listens[2].port, 25);
+	assert_false(c->listens[0].proxy_protocol);
+	assert_true(c->listens[2].proxy_protocol);
+	assert_true(c->listens[2].no_starttls);
+	assert_int_equal(c->listens[2].nproxy_from, 2);
+	assert_true(util_cidr_contains(&c->listens[2].proxy_from[0],
+	    "10.9.8.7"));
+	assert_true(util_cidr_contains(&c->listens[2].proxy_from[1],
+	    "2001:db8::25"));
+	assert_false(util_cidr_contains(&c->listens[2].proxy_from[0],
+	    "192.0.2.1"));
 
 	assert_int_equal(c->limits.msg_max, 10 << 20);
 	assert_int_equal(c->limits.rcpt_max, 5);
