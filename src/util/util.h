@@ -182,6 +182,34 @@ int	util_proxyhdr_parse(const void *buf, size_t len,
 size_t	util_proxyhdr_write(const struct util_proxyhdr *h, int version,
 	    void *buf, size_t bufsz);
 
+/*
+ * A folder whose files may take max_bytes in all, oldest removed first
+ * (its own files: a file put there by hand counts and goes in its turn).
+ * A file being written counts as it grows and is never removed before
+ * util_capdir_close().  Thread-safe; blocks on the disk.
+ */
+struct util_capdir;
+struct util_capfile;
+/* Make dir (mkdir -p), read what it holds, prune.  NULL with *err_out. */
+struct util_capdir *util_capdir_new(const char *dir, uint64_t max_bytes,
+	    const char **err_out);
+void	util_capdir_set_max(struct util_capdir *d, uint64_t max_bytes);
+/* A file named name is being written: it counts, n bytes at a time. */
+struct util_capfile *util_capdir_open(struct util_capdir *d,
+	    const char *name);
+void	util_capdir_grow(struct util_capdir *d, struct util_capfile *f,
+	    uint64_t n);
+/* Written: it may go in its turn now.  *fp becomes NULL. */
+void	util_capdir_close(struct util_capdir *d, struct util_capfile **fp);
+/* A whole file of size bytes was just made there. */
+void	util_capdir_add(struct util_capdir *d, const char *name,
+	    uint64_t size);
+/* The folder, open (owned by d): for openat() and linkat(). */
+int	util_capdir_fd(const struct util_capdir *d);
+/* Bytes counted now; *removed_out (if not NULL): files removed so far. */
+uint64_t util_capdir_total(struct util_capdir *d, uint64_t *removed_out);
+void	util_capdir_free(struct util_capdir **dp);
+
 /* fsync the directory that holds path (or the directory path itself). */
 int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */

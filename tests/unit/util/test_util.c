@@ -13,6 +13,12 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 static void
 test_parse_size(void **state)
@@ -321,6 +327,91 @@ test_cidr(void **state)
 	}
 }
 
+/* A file of n bytes in dir, last modified at epoch second t. */
+static void
+capdir_put(const char *dir, const char *name, size_t n, time_t t)
+{
+	char path[512], buf[256] = { 0 };
+	struct timespec ts[2] = { { t, 0 }, { t, 0 } };
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd != -1);
+	for (size_t left = n; left > 0; ) {
+		size_t k = left < sizeof(buf) ? left : sizeof(buf);
+		assert_int_equal(write(fd, buf, k), (ssize_t)k);
+		left -= k;
+	}
+	assert_int_equal(futimens(fd, ts), 0);
+	close(fd);
+}
+
+static bool
+capdir_has(const char *dir, const char *name)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+static void
+test_capdir(void **state)
+{
+	char dir[] = "/tmp/postern-capdir-XXXXXX";
+	const char *err = NULL;
+	uint64_t removed = 0;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	/* Named against their age: the mtime decides, not the name. */
+	capdir_put(dir, "c-oldest", 400, 1000);
+	capdir_put(dir, "b-middle", 400, 2000);
+	capdir_put(dir, "a-newest", 400, 3000);
+	struct util_capdir *d = util_capdir_new(dir, 1000, &err);
+	assert_non_null(d);
+	assert_false(capdir_has(dir, "c-oldest"));
+	assert_true(capdir_has(dir, "b-middle") && capdir_has(dir, "a-newest"));
+	assert_int_equal(util_capdir_total(d, &removed), 800);
+	assert_int_equal(removed, 1);
+
+	/* A file being written pushes the old ones out, never itself. */
+	capdir_put(dir, "writing", 0, 4000);
+	struct util_capfile *f = util_capdir_open(d, "writing");
+	util_capdir_grow(d, f, 300);
+	assert_false(capdir_has(dir, "b-middle"));
+	assert_true(capdir_has(dir, "a-newest"));
+	util_capdir_grow(d, f, 2000);
+	assert_false(capdir_has(dir, "a-newest"));
+	assert_true(capdir_has(dir, "writing"));
+	assert_int_equal(util_capdir_total(d, NULL), 2300);
+	/* Written, and still over: it goes in its turn. */
+	util_capdir_close(d, &f);
+	assert_null(f);
+	assert_false(capdir_has(dir, "writing"));
+	assert_int_equal(util_capdir_total(d, NULL), 0);
+
+	/* Whole files added; a lower cap prunes at once. */
+	capdir_put(dir, "k1", 500, 5000);
+	util_capdir_add(d, "k1", 500);
+	capdir_put(dir, "k2", 500, 6000);
+	util_capdir_add(d, "k2", 500);
+	assert_true(capdir_has(dir, "k1") && capdir_has(dir, "k2"));
+	capdir_put(dir, "k3", 100, 7000);
+	util_capdir_add(d, "k3", 100);
+	assert_false(capdir_has(dir, "k1"));
+	util_capdir_set_max(d, 200);
+	assert_false(capdir_has(dir, "k2"));
+	assert_true(capdir_has(dir, "k3"));
+	util_capdir_free(&d);
+	assert_null(d);
+	char k3[sizeof(dir) + 8];
+	snprintf(k3, sizeof(k3), "%s/k3", dir);
+	assert_int_equal(unlink(k3), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int
 main(void)
 {
@@ -337,6 +428,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_make),
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_cidr),
+		cmocka_unit_test(test_capdir),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
