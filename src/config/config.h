@@ -299,6 +299,19 @@ struct config_chain {
 	size_t			 nhandlers;
 };
 
+/*
+ * "transaction-log DIR [commands|replies] [data [SIZE]] [max-file SIZE]
+ * [max-total SIZE]"
+ */
+struct config_translog {
+	char		*dir;		/* owned; NULL: off */
+	bool		 commands;	/* command lines (default on) */
+	bool		 replies;	/* reply lines (default on) */
+	uint64_t	 data_max;	/* content per message; 0: none */
+	uint64_t	 file_max;	/* default 16 MiB */
+	uint64_t	 total_max;	/* the folder; default 1 GiB */
+};
+
 struct config {
 	char			*path;		/* owned: the file read */
 	char			*hostname;	/* "hostname"; default gethostname() */
@@ -310,7 +323,7 @@ struct config {
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
-	char			*translog_dir;	/* "transaction-log DIR"; NULL: off */
+	struct config_translog	 translog;	/* "transaction-log DIR ..." */
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "util/util.h"
@@ -71,6 +72,13 @@ bool	cfg_nargs(struct cfg_parser *p, const struct cfg_line *ln, size_t min,
 	    size_t max, const char *usage);
 const char *cfg_q(const char *s);
 struct config *cfg_parser_config(struct cfg_parser *p);
+/* "NAME SIZE" at toks[*ip] within r (text for messages); *ip moves past. */
+struct cfg_size_range {
+	uint64_t	 min, max;
+	const char	*text;		/* "4k..1G" */
+};
+bool	cfg_size_opt(struct cfg_parser *p, const struct cfg_line *ln,
+	    size_t *ip, const struct cfg_size_range *r, uint64_t *out);
 /* Report a second statement of a kind that may appear once. */
 bool	cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 	    const char *what);

@@ -156,11 +156,78 @@ cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
 	cfg_st_path(p, ln, &p->seen_spool, &p->c->spool, "spool PATH");
 }
 
+bool
+cfg_size_opt(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
+    const struct cfg_size_range *r, uint64_t *out)
+{
+	const char *name = ln->toks[*ip].text, *v;
+
+	if (*ip + 1 >= ln->ntoks || (v = ln->toks[*ip + 1].text) == NULL ||
+	    util_parse_size(v, out) == -1 || *out < r->min || *out > r->max) {
+		cfg_err(p, ln->lineno, "%s %s: expected a size in %s",
+		    ln->toks[0].text, name, r->text);
+		return false;
+	}
+	*ip += 2;
+	return true;
+}
+
+#define CFG_TRANSLOG_USAGE "transaction-log DIR [commands|replies] " \
+	"[data [SIZE]] [max-file SIZE] [max-total SIZE]"
+static const struct cfg_size_range cfg_tl_data = { 1, 1ULL << 30, "1..1G" };
+static const struct cfg_size_range cfg_tl_file = { 4096, 1ULL << 40,
+    "4k..1024G" };
+static const struct cfg_size_range cfg_tl_total = { 4096, 1ULL << 50,
+    "4k..1048576G" };
+
 static void
 cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 {
-	cfg_st_path(p, ln, &p->seen_translog, &p->c->translog_dir,
-	    "transaction-log DIR");
+	struct config_translog t = p->c->translog;
+
+	if (!cfg_nargs(p, ln, 1, 9, CFG_TRANSLOG_USAGE))
+		return;
+	for (size_t i = 2; i < ln->ntoks; ) {
+		const char *w = ln->toks[i].text;
+		if (strcmp(w, "commands") == 0 || strcmp(w, "replies") == 0) {
+			t.commands = w[0] == 'c';
+			t.replies = w[0] == 'r';
+			i++;
+		} else if (strcmp(w, "data") == 0) {
+			t.data_max = 1 << 20;
+			if (i + 1 < ln->ntoks && util_parse_size(
+			    ln->toks[i + 1].text, &t.data_max) == 0) {
+				if (!cfg_size_opt(p, ln, &i, &cfg_tl_data,
+				    &t.data_max))
+					return;
+			} else
+				i++;
+		} else if (strcmp(w, "max-file") == 0) {
+			if (!cfg_size_opt(p, ln, &i, &cfg_tl_file, &t.file_max))
+				return;
+		} else if (strcmp(w, "max-total") == 0) {
+			if (!cfg_size_opt(p, ln, &i, &cfg_tl_total,
+			    &t.total_max))
+				return;
+		} else {
+			cfg_err(p, ln->lineno, "transaction-log: unknown option "
+			    "%s (usage: %s)", cfg_q(w), CFG_TRANSLOG_USAGE);
+			return;
+		}
+	}
+	if (t.file_max > t.total_max) {
+		cfg_err(p, ln->lineno, "transaction-log: max-file is larger "
+		    "than max-total");
+		return;
+	}
+	if (ln->toks[1].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "transaction-log: empty path");
+		return;
+	}
+	if (!cfg_once(p, ln, &p->seen_translog, "transaction-log"))
+		return;
+	t.dir = xstrdup(ln->toks[1].text);
+	p->c->translog = t;
 }
 
 /* "user NAME" / "group NAME": whom to run as after binding (as root). */
@@ -448,6 +515,8 @@ cfg_defaults(struct config *c)
 	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	cfg_limit_defaults(c);
 	cfg_queue_defaults(c);
+	c->translog = (struct config_translog){ .commands = true,
+	    .replies = true, .file_max = 16ULL << 20, .total_max = 1ULL << 30 };
 	cfg_accounts_defaults(c);
 }
 
@@ -590,7 +659,7 @@ config_free(struct config **cp)
 	free(c->spool);
 	free(c->greeting);
 	free(c->log_facility);
-	free(c->translog_dir);
+	free(c->translog.dir);
 	free(c->user);
 	free(c->group);
 	cfg_listen_free(c);

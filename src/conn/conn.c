@@ -140,7 +140,8 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 			    line, len));
 		}
 	}
-	log_translog_line(c->translog, from_peer ? '>' : '<', line, len);
+	log_translog_line(c->translog, from_peer ? LOG_TL_IN : LOG_TL_OUT, line,
+	    len);
 }
 
 /* Session-wide chain policies (nomail every-command, trap) on any command. */
@@ -641,6 +642,29 @@ conn_early_talker(struct conn *c)
 	conn_check_close(c);
 }
 
+/* The session's transaction log, which begins by saying who came. */
+static void
+conn_translog_open(struct conn *c, const struct conn_origin *origin)
+{
+	const struct config_translog *ct = &conn_cfg(c)->translog;
+	struct log_translog_opts o = { .dir = ct->dir,
+	    .commands = ct->commands, .replies = ct->replies,
+	    .data_max = ct->data_max, .file_max = ct->file_max,
+	    .total_max = ct->total_max };
+	char note[200];
+	int n;
+
+	c->translog = log_translog_open(c->ctx->tlw, &o, c->ip, c->sid);
+	if (origin != NULL)
+		n = snprintf(note, sizeof(note), "connect ip=%s port=%d via=%s "
+		    "proxy=v%d", c->ip, c->port, origin->via_ip,
+		    origin->version);
+	else
+		n = snprintf(note, sizeof(note), "connect ip=%s port=%d",
+		    c->ip, c->port);
+	log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
+}
+
 /*
  * Session ids: a random 64-bit start drawn once per process, then a
  * counter, so ids never repeat across restarts or between loops.
@@ -700,9 +724,8 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	else
 		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
 		    "port=%d loop=%u", c->ip, c->port, ctx->loop_idx);
-	if (cfg->translog_dir != NULL)
-		c->translog = log_translog_open(cfg->translog_dir, c->ip,
-		    c->sid);
+	if (cfg->translog.dir != NULL)
+		conn_translog_open(c, origin);
 
 	c->params.lim.line_max = cfg->limits.line_max;
 	c->params.lim.msg_max = cfg->limits.msg_max;

@@ -24,6 +24,7 @@ struct deliver_remote;
 struct chain_loop;
 struct chain_set;
 struct priv;
+struct log_translog_writer;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -78,6 +79,8 @@ struct conn_ctx {
 						   first use */
 	struct priv		*priv;		/* borrowed: the privileged helper,
 						   or NULL */
+	struct log_translog_writer *tlw;	/* borrowed: writes the
+						   transaction logs */
 };
 
 /*

@@ -40,7 +40,10 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 		r.code = 250;
 		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: queued as %s",
 		    conn_tx_env(c->tx)->qid);
-		log_translog_line(c->translog, '>', "[message committed]", 19);
+		char note[64];
+		int n = snprintf(note, sizeof(note), "accepted qid=%s",
+		    conn_tx_env(c->tx)->qid);
+		log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
 		smtp_session_resume(c->smtp, SMTP_OK, &r);
 	} else {
 		(void)err;	/* logged by tx.c with the qid */
@@ -834,6 +837,8 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
 		return SMTP_PENDING;
 	}
+	if (ev->stage == SMTP_STAGE_EOM)
+		log_translog_end_data(c->translog, ev->size);
 	/* The eom chain runs after the last write (conn_stage_eom). */
 	if (c->cs == NULL || ev->stage == SMTP_STAGE_EOM)
 		return conn_stage(c, ev, false, r);
@@ -850,6 +855,7 @@ conn_body_cb(void *arg, const char *buf, size_t len)
 
 	if (c->cs != NULL)
 		chain_session_body(c->cs, buf, len);	/* runs "on header" */
+	log_translog_data(c->translog, buf, len);
 	/* After a failed write the rest is dropped; the end says why. */
 	(void)conn_tx_write(c->tx, buf, len);
 	return 0;

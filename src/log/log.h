@@ -37,16 +37,49 @@ void	log_flush(void);
 
 
 /*
- * Per-session transaction log for research use: one file per session named
- * "YYYYMMDDTHHMMSS-<ip>-<sid>.log" in dir, one line per command ('>') and
- * reply ('<') with a microsecond UTC timestamp.  NULL (and a warning) when
- * the file cannot be created.
+ * Per-session transaction logs for research use: one file per session,
+ * "YYYYMMDDTHHMMSS-<ip>-<sid>.log" in the options' folder, one line per
+ * record: "2026-01-02T03:04:05.123456Z MARK TEXT".  The marks:
  */
+enum log_tl_mark {
+	LOG_TL_IN,	/* ">"  a command line from the client */
+	LOG_TL_OUT,	/* "<"  a reply line to the client */
+	LOG_TL_DATA,	/* "D"  a line of message content, as received */
+	LOG_TL_EOD,	/* "."  the end of the content, with its size */
+	LOG_TL_NOTE,	/* "#"  an event of the session */
+	LOG_TL_UP_OUT,	/* "u>" a line sent to an upstream server */
+	LOG_TL_UP_IN,	/* "u<" a reply line of the upstream server */
+};
+struct log_translog_opts {
+	const char	*dir;		/* borrowed for the open call */
+	bool		 commands;	/* log ">" (and "u>") lines */
+	bool		 replies;	/* log "<" (and "u<") lines */
+	uint64_t	 data_max;	/* content octets per message; 0: none */
+	uint64_t	 file_max;	/* per file; at least 4 KiB */
+	uint64_t	 total_max;	/* the folder, oldest files removed */
+};
+/*
+ * The writer: a thread of its own, started at the first record, writes
+ * every file; callers only queue.  Free it once every log is closed: it
+ * writes what is queued first.
+ */
+struct log_translog_writer;
+struct log_translog_writer *log_translog_writer_new(void);
+void	log_translog_writer_free(struct log_translog_writer **wp);
+
 struct log_translog;
-struct log_translog *log_translog_open(const char *dir, const char *ip,
+/* A new log (never NULL: a file that cannot be made costs a warning). */
+struct log_translog *log_translog_open(struct log_translog_writer *w,
+	    const struct log_translog_opts *o, const char *ip,
 	    const char *sid);
-void	log_translog_line(struct log_translog *t, char dir, const char *line,
-	    size_t len);
+/* One line (its CR LF dropped); peer bytes are escaped.  t may be NULL. */
+void	log_translog_line(struct log_translog *t, enum log_tl_mark mark,
+	    const char *line, size_t len);
+/* Message content (LF line ends), up to data_max per message. */
+void	log_translog_data(struct log_translog *t, const char *buf, size_t len);
+/* The end of a message's content: a "." line with its size. */
+void	log_translog_end_data(struct log_translog *t, uint64_t size);
+/* Done: the writer closes the file.  *tp becomes NULL. */
 void	log_translog_close(struct log_translog **tp);
 
 #endif

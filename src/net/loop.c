@@ -154,6 +154,7 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 	loop->ctx.closed_arg = srv;
 	loop->ctx.loop_idx = idx;
 	loop->ctx.priv = srv->priv;
+	loop->ctx.tlw = srv->tlw;
 	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
 	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
 	loop->resume_ev = evtimer_new(loop->base, net_accept_resume_cb, loop);

@@ -113,6 +113,7 @@ struct net_server {
 	struct queue		*queue;		/* owned */
 	struct priv		*priv;		/* owned: the privileged helper,
 						   or NULL */
+	struct log_translog_writer *tlw;	/* owned: transaction logs */
 	struct event		*sig_term, *sig_int, *sig_hup;
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */

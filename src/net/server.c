@@ -165,6 +165,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	if (spool_lock(srv->spool, &err) == -1)
 		fatal("%s", err);
 	srv->pool = util_pool_new(NET_DISK_THREADS);
+	srv->tlw = log_translog_writer_new();
 	struct queue_opts qo;
 	queue_opts_init(&qo, cfg);
 	qo.route = net_queue_route;
@@ -211,6 +212,7 @@ net_server_free(struct net_server **srvp)
 		net_loop_sync_levs(loop, NULL, 0);
 	}
 	util_pool_free(&srv->pool);		/* every disk job has ended */
+	log_translog_writer_free(&srv->tlw);	/* every log was closed */
 	queue_free(&srv->queue);		/* the rest waits in the spool */
 	priv_free(&srv->priv);			/* while the loops' bases live */
 	spool_close(&srv->spool);

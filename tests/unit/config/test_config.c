@@ -85,7 +85,8 @@ static void
 test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
-	    "defs", "match", "empty", "dups", "good", "agents" };
+	    "defs", "match", "empty", "dups", "good", "agents",
+	    "translog" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -141,7 +142,12 @@ test_good_values(void **state)
 	assert_true(c->log_syslog);
 	assert_string_equal(c->log_facility, "local3");
 	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
-	assert_string_equal(c->translog_dir, "var/translog");
+	assert_string_equal(c->translog.dir, "var/translog");
+	assert_false(c->translog.commands);
+	assert_true(c->translog.replies);
+	assert_int_equal(c->translog.data_max, 64 << 10);
+	assert_int_equal(c->translog.file_max, 1 << 20);
+	assert_int_equal(c->translog.total_max, 10 << 20);
 
 	assert_int_equal(c->nlistens, 3);
 	assert_string_equal(c->listens[0].addr, "127.0.0.1");
@@ -238,7 +244,11 @@ test_defaults(void **state)
 	assert_false(c->log_syslog);
 	assert_string_equal(c->log_facility, "mail");
 	assert_int_equal(c->log_level, LOG_LVL_INFO);
-	assert_null(c->translog_dir);
+	assert_null(c->translog.dir);
+	assert_true(c->translog.commands && c->translog.replies);
+	assert_int_equal(c->translog.data_max, 0);
+	assert_int_equal(c->translog.file_max, 16 << 20);
+	assert_int_equal(c->translog.total_max, 1 << 30);
 	assert_false(c->workers_spread);	/* pack */
 	assert_int_equal(c->limits.msg_max, 35 << 20);
 	assert_int_equal(c->limits.rcpt_max, 100);
