@@ -180,26 +180,32 @@ basic_tag_new(const struct chain_handler_args *a, char **err_out)
 /*
  * nomail: RFC 7504 3.  At connect, "521 5.3.2" and close; with
  * "every-command" the greeting goes out and each later command (QUIT
- * aside) gets 521, as the RFC's second form allows.
+ * aside) gets 521, as the RFC's second form allows.  "after-data", at any
+ * stage, sets session.nomail=after-data: recipients are taken but never
+ * routed, and the message, once its content is in, gets the 521 and the
+ * close (conn/ applies it).
  */
 static void *
 basic_nomail_new(const struct chain_handler_args *a, char **err_out)
 {
 	struct chain_verdict v;
-	bool every = a->argc == 2 && strcmp(a->argv[1], "every-command") == 0;
+	const char *mode = a->argc == 2 ? a->argv[1] : "";
+	bool every = strcmp(mode, "every-command") == 0;
+	bool after = strcmp(mode, "after-data") == 0;
 
-	if (a->argc > 2 || (a->argc == 2 && !every)) {
-		*err_out = xstrdup("usage: nomail [every-command]");
+	if (a->argc > 2 || (a->argc == 2 && !every && !after)) {
+		*err_out = xstrdup("usage: nomail [every-command|after-data]");
 		return NULL;
 	}
 	chain_verdict_reject(&v, 521, "5.3.2",
 	    "%{hostname} does not accept mail");
-	v.kind = every && a->stage == SMTP_STAGE_CONNECT ? CHAIN_TAG :
-	    a->stage == SMTP_STAGE_CONNECT ? CHAIN_DISCONNECT : CHAIN_REJECT;
+	v.kind = after || (every && a->stage == SMTP_STAGE_CONNECT) ?
+	    CHAIN_TAG : a->stage == SMTP_STAGE_CONNECT ? CHAIN_DISCONNECT :
+	    CHAIN_REJECT;
 	if (v.kind == CHAIN_TAG) {
 		v.scope = CHAIN_SCOPE_SESSION;
 		util_strlcpy(v.name, "nomail", sizeof(v.name));
-		util_strlcpy(v.value, "every-command", sizeof(v.value));
+		util_strlcpy(v.value, mode, sizeof(v.value));
 	}
 	return basic_fixed_new(&v);
 }

@@ -42,6 +42,8 @@ struct config_listen {
 	bool		 no_starttls;	/* "no-starttls" */
 	bool		 require_tls;	/* "require-tls": 530 before STARTTLS */
 	bool		 nomail;	/* "nomail": RFC 7504 521 at connect */
+	bool		 nomail_after_data; /* "nomail after-data": the
+					   message is taken, then 521 */
 	bool		 auth;		/* "auth": offer AUTH (after TLS) */
 	bool		 auth_plaintext; /* "auth-plaintext": also before TLS */
 	bool		 sender_auth;	/* "sender-auth": a hosted sender needs
@@ -316,6 +318,10 @@ struct config {
 	char			*path;		/* owned: the file read */
 	char			*hostname;	/* "hostname"; default gethostname() */
 	char			*spool;		/* "spool PATH"; default "var/spool" */
+	char			*spool_keep;	/* "spool ... keep DIR": a copy of
+						   each message there; NULL: off */
+	uint64_t		 spool_keep_max; /* "... max SIZE": DIR in all;
+						   default 1 GiB */
 	char			*greeting;	/* "greeting TEXT"; NULL: default */
 	bool			 pipelining_loose; /* "pipelining loose": message
 						   text before the 354 is read;

@@ -134,26 +134,41 @@ cfg_st_hostname(struct cfg_parser *p, const struct cfg_line *ln)
 	p->c->hostname = xstrdup(ln->toks[1].text);
 }
 
-static void
-cfg_st_path(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
-    char **dst, const char *usage)
-{
-	if (!cfg_nargs(p, ln, 1, 1, usage))
-		return;
-	if (!cfg_once(p, ln, seen, ln->toks[0].text))
-		return;
-	if (ln->toks[1].text[0] == '\0') {
-		cfg_err(p, ln->lineno, "%s: empty path", ln->toks[0].text);
-		return;
-	}
-	free(*dst);
-	*dst = xstrdup(ln->toks[1].text);
-}
+#define CFG_SPOOL_USAGE "spool PATH [keep DIR [max SIZE]]"
+static const struct cfg_size_range cfg_keep_max = { 1 << 20, 1ULL << 50,
+    "1M..1048576G" };
 
+/* "spool PATH [keep DIR [max SIZE]]" */
 static void
 cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
 {
-	cfg_st_path(p, ln, &p->seen_spool, &p->c->spool, "spool PATH");
+	struct config *c = p->c;
+	uint64_t max = 1ULL << 30;
+	size_t i = 4;
+
+	if (!cfg_nargs(p, ln, 1, 5, CFG_SPOOL_USAGE))
+		return;
+	if (ln->ntoks > 2 && (ln->ntoks < 4 ||
+	    strcmp(ln->toks[2].text, "keep") != 0 ||
+	    ln->toks[3].text[0] == '\0' || (ln->ntoks > 4 &&
+	    strcmp(ln->toks[4].text, "max") != 0))) {
+		cfg_err(p, ln->lineno, "spool: usage: %s", CFG_SPOOL_USAGE);
+		return;
+	}
+	if (ln->ntoks > 4 && !cfg_size_opt(p, ln, &i, &cfg_keep_max, &max))
+		return;
+	if (ln->toks[1].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "spool: empty path");
+		return;
+	}
+	if (!cfg_once(p, ln, &p->seen_spool, "spool"))
+		return;
+	free(c->spool);
+	c->spool = xstrdup(ln->toks[1].text);
+	if (ln->ntoks > 2) {
+		c->spool_keep = xstrdup(ln->toks[3].text);
+		c->spool_keep_max = max;
+	}
 }
 
 bool
@@ -657,6 +672,7 @@ config_free(struct config **cp)
 	free(c->path);
 	free(c->hostname);
 	free(c->spool);
+	free(c->spool_keep);
 	free(c->greeting);
 	free(c->log_facility);
 	free(c->translog.dir);

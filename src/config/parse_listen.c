@@ -111,8 +111,8 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 }
 
 #define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
-	"[require-tls] [nomail] [auth|auth-plaintext] [sender-auth] " \
-	"[proxy-protocol [from CIDR...]] " \
+	"[require-tls] [nomail [after-data]] [auth|auth-plaintext] " \
+	"[sender-auth] [proxy-protocol [from CIDR...]] " \
 	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
 
 /*
@@ -171,8 +171,14 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 			l.no_starttls = true;
 		else if (w != NULL && strcmp(w, "require-tls") == 0)
 			l.require_tls = true;
-		else if (w != NULL && strcmp(w, "nomail") == 0)
+		else if (w != NULL && strcmp(w, "nomail") == 0) {
 			l.nomail = true;
+			if (i + 1 < ln->ntoks && ln->toks[i + 1].text != NULL &&
+			    strcmp(ln->toks[i + 1].text, "after-data") == 0) {
+				l.nomail_after_data = true;
+				i++;
+			}
+		}
 		else if (w != NULL && strcmp(w, "auth") == 0)
 			l.auth = true;
 		else if (w != NULL && strcmp(w, "auth-plaintext") == 0)

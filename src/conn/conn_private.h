@@ -90,6 +90,12 @@ void	conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms);
  */
 void	conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
 	    struct util_buf *head);
+/*
+ * The message will not be committed (discarded, or refused after its
+ * content): with "spool ... keep", its content is kept as
+ * "<qid><suffix>.eml" (suffix static) when the connection lets go.
+ */
+void	conn_tx_keep_uncommitted(struct conn_tx *tx, const char *suffix);
 /* The connection lets go: uncommitted content is removed off the loop. */
 void	conn_tx_release(struct conn_tx **txp);
 

@@ -287,7 +287,8 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		return SMTP_REJECT;
 	}
 	if (from == RCPT_CLIENT_NO_DELIVER) {
-		/* verify's soft-invalid mode: accepted, never delivered. */
+		/* verify's soft-invalid mode, nomail after-data: accepted,
+		 * never delivered. */
 		log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
 		    "action=none (no delivery)", safe);
 		return SMTP_OK;
@@ -464,11 +465,28 @@ conn_stage_data(struct conn *c)
 	return SMTP_OK;
 }
 
+/*
+ * "nomail after-data" (the listener's, or a handler's session.nomail):
+ * every recipient is taken, never routed, and the message's content is
+ * answered 521.
+ */
+static bool
+conn_nomail_after_data(const struct conn *c)
+{
+	const char *v;
+
+	if (c->lcfg->nomail_after_data)
+		return true;
+	v = c->cs != NULL ? chain_kv_get(c->cs, CHAIN_SCOPE_SESSION,
+	    "nomail") : NULL;
+	return v != NULL && strcmp(v, "after-data") == 0;
+}
+
 /* Our own checks at connect, before any chain runs. */
 static enum smtp_verdict
 conn_stage_connect(struct conn *c, struct smtp_reply *r)
 {
-	if (c->lcfg->nomail) {
+	if (c->lcfg->nomail && !c->lcfg->nomail_after_data) {
 		/* RFC 7504 3: this host does not accept mail. */
 		conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
 		    conn_cfg(c)->hostname);
@@ -589,10 +607,20 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 	    conn_apply_mods(c, env, r) == -1)
 		return SMTP_REJECT;
 
+	if (conn_nomail_after_data(c)) {
+		/* RFC 7504 3: the content was taken, the mail is not. */
+		log_event(LOG_LVL_INFO, "refused", c->sid, env->qid, "size=%ju "
+		    "why=\"nomail after-data\"", (uintmax_t)env->size);
+		conn_tx_keep_uncommitted(c->tx, ".refused");
+		conn_set_reply(r, 521, "5.3.2 %s does not accept mail",
+		    conn_cfg(c)->hostname);
+		return SMTP_CLOSE;
+	}
 	if (d == CHAIN_DISP_DISCARD || env->nrcpts == 0) {
 		/* Accepted and dropped: soft-invalid recipients or discard. */
 		log_event(LOG_LVL_INFO, "discarded", c->sid, env->qid,
 		    "size=%ju", (uintmax_t)env->size);
+		conn_tx_keep_uncommitted(c->tx, ".discarded");
 		return SMTP_OK;
 	}
 	if (d == CHAIN_DISP_QUARANTINE) {
@@ -671,8 +699,9 @@ conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
 	case SMTP_STAGE_MAIL:
 		return conn_stage_mail(c, ev, r);
 	case SMTP_STAGE_RCPT:
-		return conn_stage_rcpt(c, ev->arg, no_deliver ?
-		    RCPT_CLIENT_NO_DELIVER : RCPT_CLIENT, r);
+		return conn_stage_rcpt(c, ev->arg, no_deliver ||
+		    conn_nomail_after_data(c) ? RCPT_CLIENT_NO_DELIVER :
+		    RCPT_CLIENT, r);
 	case SMTP_STAGE_DATA:
 		return conn_stage_data(c);
 	case SMTP_STAGE_EOM:

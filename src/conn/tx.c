@@ -20,7 +20,7 @@
 #define TX_BACKLOG_MAX	(1024 * 1024)	/* stop reading the client from here */
 
 enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_FAST, TXJ_ABORT,
-	TXJ_SYNC };
+	TXJ_SYNC, TXJ_KEEP };
 
 struct conn_tx {
 	struct conn_ctx		*ctx;		/* borrowed: outlives every tx */
@@ -39,6 +39,8 @@ struct conn_tx {
 	bool			 full;		/* ...because the disk was full */
 	bool			 spooled;	/* some content went to the spool */
 	bool			 delivered;	/* the fast path delivered it all */
+	const char		*keep_suffix;	/* static: not committed, kept as
+						   "<qid><suffix>.eml"; NULL: not */
 	char			*hostname;	/* owned: for Maildir names */
 	struct util_buf		 head;		/* replaces head_old bytes */
 	size_t			 head_off, head_old;
@@ -133,6 +135,11 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 	}
 	if (ndone == env->nrcpts) {
 		tx->delivered = true;
+		if (spool_keeps(tx->ctx->spool) && spool_keep_content(
+		    tx->ctx->spool, env->qid, "", tx->inflight.data,
+		    tx->inflight.len, &err) == -1)
+			log_event(LOG_LVL_WARN, "keep-error", env->sid,
+			    env->qid, "why=\"%s\"", err);
 		return 0;
 	}
 	if (spool_msg_write(tx->msg, tx->inflight.data, tx->inflight.len,
@@ -225,6 +232,19 @@ conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
 	    tx->sync_ms, conn_tx_synced, tx, err_out);
 }
 
+/* A message not committed, kept all the same: the rest of it, then a copy. */
+static void
+conn_tx_keep_run(struct conn_tx *tx)
+{
+	const char *err = NULL;
+
+	if ((tx->inflight.len > 0 && spool_msg_write(tx->msg,
+	    tx->inflight.data, tx->inflight.len, &err) == -1) ||
+	    spool_msg_keep(tx->msg, tx->keep_suffix, &err) == -1)
+		log_event(LOG_LVL_WARN, "keep-error", tx->env.sid, tx->env.qid,
+		    "why=\"%s\"", err);
+}
+
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
 static void
 conn_tx_job_run(void *arg)
@@ -253,6 +273,9 @@ conn_tx_job_run(void *arg)
 			conn_tx_edit_inflight(tx);
 		rc = conn_tx_fast(tx, &err);
 		break;
+	case TXJ_KEEP:
+		conn_tx_keep_run(tx);
+		/* FALLTHROUGH */
 	case TXJ_ABORT:
 		spool_msg_free(&tx->msg);
 		break;
@@ -308,7 +331,8 @@ static void
 conn_tx_dispose(struct conn_tx *tx)
 {
 	if (tx->msg != NULL && !tx->committed)
-		conn_tx_start(tx, TXJ_ABORT);
+		conn_tx_start(tx, tx->keep_suffix != NULL && !tx->failed &&
+		    spool_keeps(tx->ctx->spool) ? TXJ_KEEP : TXJ_ABORT);
 	else
 		conn_tx_free(tx);
 }
@@ -351,7 +375,7 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	tx->job = TXJ_NONE;
 	util_buf_reset(&tx->inflight);
-	if (kind == TXJ_ABORT) {
+	if (kind == TXJ_ABORT || kind == TXJ_KEEP) {
 		conn_tx_free(tx);
 		return;
 	}
@@ -502,6 +526,12 @@ conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
 	tx->head_old = old_len;
 	tx->head_set = true;
 	tx->env.size = tx->env.size - old_len + tx->head.len;
+}
+
+void
+conn_tx_keep_uncommitted(struct conn_tx *tx, const char *suffix)
+{
+	tx->keep_suffix = suffix;
 }
 
 void

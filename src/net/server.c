@@ -43,6 +43,13 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 	pthread_mutex_unlock(&srv->mu);
 }
 
+/* Two optional paths name the same folder (or both are unset). */
+static bool
+net_same_path(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
 static void
 net_reload(struct net_server *srv)
 {
@@ -69,10 +76,12 @@ net_reload(struct net_server *srv)
 		return;
 	}
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
+	    !net_same_path(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
+	    rt->cfg->spool_keep_max != srv->rt->cfg->spool_keep_max ||
 	    rt->cfg->workers != srv->rt->cfg->workers ||
 	    rt->cfg->workers_spread != srv->rt->cfg->workers_spread)
-		log_msg(LOG_LVL_WARN, "reload: spool and workers change only "
-		    "at restart");
+		log_msg(LOG_LVL_WARN, "reload: spool (and its keep folder) and "
+		    "workers change only at restart");
 	if (net_listens_sync(srv, rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s", err);
 	log_init(rt->cfg->log_syslog, rt->cfg->log_facility,
@@ -164,6 +173,9 @@ net_server_new(const char *config_path, struct config *cfg)
 	/* One server per spool: a second one would deliver the same mail. */
 	if (spool_lock(srv->spool, &err) == -1)
 		fatal("%s", err);
+	if (cfg->spool_keep != NULL && spool_keep_open(srv->spool,
+	    cfg->spool_keep, cfg->spool_keep_max, &err) == -1)
+		fatal("spool keep %s", err);
 	srv->pool = util_pool_new(NET_DISK_THREADS);
 	srv->tlw = log_translog_writer_new();
 	struct queue_opts qo;

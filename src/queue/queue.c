@@ -250,6 +250,9 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	if (unreported && !pending)	/* the DSN could not be queued */
 		due = now + q->o.retry_min_ms;
 	if (!pending && !unreported) {
+		if (spool_keeps(q->sp) && spool_keep_msg(q->sp, qid, &err) == -1)
+			log_event(LOG_LVL_WARN, "keep-error", env.sid, qid,
+			    "why=\"%s\"", err);
 		if (spool_remove(q->sp, qid, &err) == -1) {
 			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
 			    "cannot remove from the spool why=\"%s\"", err);

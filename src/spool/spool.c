@@ -146,6 +146,7 @@ spool_close(struct spool **spp)
 			close(sp->fd[i]);
 	if (sp->lock_fd != -1)
 		close(sp->lock_fd);	/* and the lock with it */
+	util_capdir_free(&sp->keep);
 	free(sp->dir);
 	free(sp);
 	*spp = NULL;
@@ -493,6 +494,15 @@ spool_msg_free(struct spool_msg **mp)
 		close(m->fd);
 	free(m);
 	*mp = NULL;
+}
+
+int
+spool_msg_keep(struct spool_msg *m, const char *suffix, const char **err_out)
+{
+	if (m->state == MSG_EMPTY)
+		return 0;	/* no content */
+	return spool_keep_from(m->sp, m->state == MSG_TMP ? SUB_TMP : SUB_MSG,
+	    m->qid, suffix, err_out);
 }
 
 char *

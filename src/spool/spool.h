@@ -149,6 +149,27 @@ bool	spool_err_is_full(void);
 /* True if qid is a well-formed queue id (any process may check input). */
 bool	spool_qid_ok(const char *qid);
 
+/*
+ * The keep folder (keep.c): a copy of each message's content, for
+ * research, in dir, whose files take at most max_bytes (oldest removed
+ * first).  Copies are named "<qid>.eml" (a message delivered: copied when
+ * every recipient is done, before spool_remove), "<qid>.discarded.eml"
+ * (accepted, delivered to nobody) and "<qid>.refused.eml" (taken whole,
+ * then refused).  Each returns 0, or -1 with *err_out.
+ */
+int	spool_keep_open(struct spool *sp, const char *dir, uint64_t max_bytes,
+	    const char **err_out);
+bool	spool_keeps(const struct spool *sp);
+/* The committed content of qid. */
+int	spool_keep_msg(struct spool *sp, const char *qid, const char **err_out);
+/* Content that only the caller holds (suffix "" or ".discarded", ...). */
+int	spool_keep_content(struct spool *sp, const char *qid,
+	    const char *suffix, const void *buf, size_t len,
+	    const char **err_out);
+/* What m has received so far (its file before the commit). */
+int	spool_msg_keep(struct spool_msg *m, const char *suffix,
+	    const char **err_out);
+
 /* Remove a message whose recipients are all done.  0 or -1. */
 int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
 /*

@@ -20,7 +20,15 @@ struct spool {
 	int	 fd[SUB_N];		/* directory fds, read-only after open */
 	bool	 ordered;		/* the one-commit order (see spool.c) */
 	int	 lock_fd;		/* <dir>/lock while spool_lock holds it */
+	struct util_capdir *keep;	/* owned: "keep DIR", or NULL */
 };
+
+/*
+ * Keep a copy of sub/<qid> as <qid><suffix>.eml (keep.c).  0, or -1 with
+ * *err_out.
+ */
+int	spool_keep_from(struct spool *sp, enum spool_sub sub, const char *qid,
+	    const char *suffix, const char **err_out);
 
 /* "call(sub/qidsuffix): strerror(err)", from util_err(). */
 const char *spool_err(const char *call, enum spool_sub sub, const char *qid,

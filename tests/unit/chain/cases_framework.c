@@ -100,6 +100,11 @@ static const struct fw_case fw_cases[] = {
 	    { S(CONNECT, "", "ok"), S(HELO, "h", "521 5.3.2 mx.test does "
 	    "not accept mail"), S(MAIL, "a@b.org", "521 5.3.2 mx.test does "
 	    "not accept mail"), S(QUIT, "", "ok") }, "" },
+	{ "nomail after-data: tags the session, refuses nothing itself",
+	    "on mail { nomail after-data }\non rcpt { reject 550 5.7.1 "
+	    "\"nomail=%{session.nomail}\" }\n",
+	    { S(CONNECT, "", "ok"), S(MAIL, "a@b.org", "ok"), S(RCPT,
+	    "x@y.org", "550 5.7.1 nomail=after-data") }, "" },
 	{ "trap: the right order passes",
 	    "on connect { trap }\n",
 	    { S(CONNECT, "", "ok"), S(HELO, "h", "ok"), S(MAIL, "a@b.org",

@@ -86,7 +86,7 @@ test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
 	    "defs", "match", "empty", "dups", "good", "agents",
-	    "translog" };
+	    "translog", "spool" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -137,6 +137,8 @@ test_good_values(void **state)
 	assert_string_equal(c->path, "data/good.conf");
 	assert_string_equal(c->hostname, "Mail.Example.ORG");
 	assert_string_equal(c->spool, "var/my spool");
+	assert_string_equal(c->spool_keep, "var/kept");
+	assert_int_equal(c->spool_keep_max, 2ULL << 30);
 	assert_string_equal(c->greeting, "postern at your service");
 	assert_true(c->pipelining_loose);
 	assert_true(c->log_syslog);
@@ -240,6 +242,7 @@ test_defaults(void **state)
 	assert_non_null(c->hostname);
 	assert_true(c->hostname[0] != '\0');
 	assert_string_equal(c->spool, "var/spool");
+	assert_null(c->spool_keep);
 	assert_null(c->greeting);
 	assert_false(c->log_syslog);
 	assert_string_equal(c->log_facility, "mail");
