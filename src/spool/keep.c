@@ -40,21 +40,6 @@ spool_keep_name(char *name, size_t sz, const char *qid, const char *suffix)
 	return util_snprintf(name, sz, "%s%s.eml", qid, suffix);
 }
 
-static int
-spool_write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 /*
  * keep/.name from buf (len bytes) or, with buf NULL, from what src_fd
  * reads; then renamed to name and counted.

@@ -246,7 +246,7 @@ spool_msg_new(struct spool *sp, const char *qid)
 	return m;
 }
 
-static int
+int
 spool_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

@@ -23,6 +23,9 @@ struct spool {
 	struct util_capdir *keep;	/* owned: "keep DIR", or NULL */
 };
 
+/* write() all of buf (EINTR retried); 0, or -1 with errno. */
+int	spool_write_all(int fd, const void *buf, size_t len);
+
 /*
  * Keep a copy of sub/<qid> as <qid><suffix>.eml (keep.c).  0, or -1 with
  * *err_out.
