@@ -191,6 +191,33 @@ def test_full_transcript_folder_costs_transcripts_not_sessions(tmpfs,
     assert srv.alive()
 
 
+def test_full_transcript_folder_warns_and_logs_again_with_room(tmpfs,
+        make_postern):
+    """The writer thread meets ENOSPC: one warning, the session and the
+    message go on; with room again, the next session is logged whole."""
+    fs = tmpfs("256k")
+    trans = os.path.join(fs, "trans")
+    srv = make_postern(extra=["transaction-log %s data 1M" % trans])
+    filler = fill(os.path.join(fs, "filler"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["bob@example.org"],
+            "Subject: big\r\n\r\n" + "".join("%05d %s\r\n" % (i, "y" * 90)
+            for i in range(300)))
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: "No space left on device; the rest of this session's "
+        "log is dropped" in srv.log(), what="the writer's warning")
+    os.unlink(filler)
+    with srv.session() as c:
+        c.hello()
+        c.send("QUIT"); c.expect(221)
+    sid = [kv["sid"] for kv, _ in log_events(srv, "connect")][-1]
+    wait_for(lambda: [f for f in files_under(trans) if sid in f and
+        "221 " in open(f, errors="replace").read()],
+        what="the second session's whole log")
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the delivery")
+
+
 # ----- fsync fails ------------------------------------------------------------
 
 def eio_refused_then_recovered(srv, fault_on, fault_off):

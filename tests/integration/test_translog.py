@@ -1,11 +1,10 @@
 """Transaction logs: one file per session, written by a thread of their own:
 commands, replies, the message content and its end, notes; the command-only
 and reply-only variants; the content bound, the cap per file and on the
-folder (oldest removed first); a full disk costs lines, never a session."""
+folder (oldest removed first).  A full disk: test_disk_faults.py."""
 
 import os
 import re
-import subprocess
 
 import pytest
 
@@ -173,38 +172,3 @@ def test_proxied_session_names_its_balancer(make_postern):
     assert "203.0.113.9" in os.path.basename(path)
     assert parse(path)[0][1:] == ("#", "connect ip=203.0.113.9 port=40000 "
         "via=127.0.0.1 proxy=v1")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB tmpfs at tmp_path/tlog, unmounted at the end."""
-    d = tmp_path / "tlog"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-        str(d)], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.strip())
-    try:
-        yield str(d)
-    finally:
-        subprocess.run(["umount", "-l", str(d)], timeout=30)
-
-
-def test_full_disk_costs_lines_not_sessions(make_postern, small_disk):
-    srv = make_postern(config=make_config(["transaction-log %s data 1M"
-        % small_disk]))
-    big = "Subject: fill\r\n\r\n" + "".join("%05d %s\r\n" % (i, "y" * 90)
-        for i in range(1500))	# ~150 KiB of content: more than the disk
-    for _ in range(2):
-        one_message(srv, big)
-    wait_for(lambda: len(srv.maildir("bob")) == 2, what="both delivered")
-    wait_for(lambda: "No space left on device" in srv.log(),
-        what="the writer's warning")
-    # Room again (old logs removed by hand): new sessions are logged.
-    for f in os.listdir(small_disk):
-        os.unlink(os.path.join(small_disk, f))
-    one_message(srv)
-    wait_for(lambda: [f for f in os.listdir(small_disk) if any(
-        t.startswith("221") for _, _, t in
-        parse(os.path.join(small_disk, f)))], what="a log after the disk "
-        "had room again")
