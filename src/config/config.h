@@ -326,6 +326,9 @@ struct config {
 	bool			 pipelining_loose; /* "pipelining loose": message
 						   text before the 354 is read;
 						   default strict: 554, close */
+	bool			 early_talker_continue; /* "early-talker continue":
+						   note it and go on; default
+						   "close": 554, close */
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */

@@ -309,6 +309,22 @@ cfg_st_pipelining(struct cfg_parser *p, const struct cfg_line *ln)
 	p->c->pipelining_loose = strcmp(how, "loose") == 0;
 }
 
+/* "early-talker close|continue": a client that talks when it must wait. */
+static void
+cfg_st_early_talker(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *how;
+
+	if (!cfg_nargs(p, ln, 1, 1, "early-talker close|continue") ||
+	    !cfg_once(p, ln, &p->seen_early_talker, "early-talker"))
+		return;
+	how = ln->toks[1].text;
+	if (strcmp(how, "close") != 0 && strcmp(how, "continue") != 0)
+		cfg_err(p, ln->lineno, "early-talker: %s is not close or "
+		    "continue", cfg_q(how));
+	p->c->early_talker_continue = strcmp(how, "continue") == 0;
+}
+
 static void
 cfg_st_greeting(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -465,6 +481,7 @@ static const struct cfg_statement {
 	{ "spool",		cfg_st_spool },
 	{ "greeting",		cfg_st_greeting },
 	{ "pipelining",		cfg_st_pipelining },
+	{ "early-talker",	cfg_st_early_talker },
 	{ "listen",		cfg_st_listen },
 	{ "log",		cfg_st_log },
 	{ "transaction-log",	cfg_st_translog },

@@ -622,17 +622,44 @@ conn_greet_cb(evutil_socket_t fd, short what, void *arg)
 	conn_greet(arg);
 }
 
-/* Bytes before the greeting: refuse and hang up. */
+/*
+ * The client talked when it had to wait (before the greeting, or before
+ * a reply it must wait for): a fact for every later stage, a log line and
+ * a note in the transaction log, once per session.
+ */
+static void
+conn_note_early_talker(struct conn *c, const char *when, size_t bytes)
+{
+	char note[120];
+	int n;
+
+	if (c->early_talker)
+		return;
+	c->early_talker = true;
+	log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
+	    "bytes=%zu when=\"%s\"", c->ip, bytes, when);
+	if (c->cs != NULL)
+		chain_session_set_early_talker(c->cs);
+	n = snprintf(note, sizeof(note), "early talker: %s", when);
+	log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
+}
+
+/*
+ * Bytes before a delayed greeting.  "early-talker close": refuse and hang
+ * up now.  "continue": the bytes wait in the socket for the greeting.
+ */
 static void
 conn_early_talker(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	char text[300];
 
-	log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL,
-	    "ip=%s bytes=%zu", c->ip, evbuffer_get_length(in));
-	if (c->cs != NULL)
-		chain_session_set_early_talker(c->cs);
+	conn_note_early_talker(c, "before the greeting",
+	    evbuffer_get_length(in));
+	if (conn_cfg(c)->early_talker_continue) {
+		bufferevent_disable(c->bev, EV_READ);	/* until the greeting */
+		return;
+	}
 	evbuffer_drain(in, evbuffer_get_length(in));
 	evtimer_del(c->greet_ev);
 	c->started = true;

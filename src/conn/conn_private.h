@@ -167,6 +167,7 @@ struct conn {
 	bool			 closing;	/* flush the last reply, then free */
 	bool			 peer_gone;
 	bool			 started;	/* the greeting was sent (or refused) */
+	bool			 early_talker;	/* talked when it had to wait */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
 	bool			 plain_fd;	/* bev is the bare socket: replies
 						   may go straight to it */
