@@ -57,17 +57,6 @@ def test_patient_client_is_no_early_talker(make_postern):
     assert log_events(srv, "early-talker") == []
 
 
-def test_before_a_delayed_greeting_close_is_the_default(make_postern):
-    srv = make_postern(extra=["limit greeting-delay 1s"])
-    with srv.session() as c:
-        c.send("EHLO eager.example")
-        r = c.expect(554, "5.5.0", timeout=5)
-        assert "greeting" in r.text, r
-        c.expect_closed()
-    kv, _ = early_events(srv)[0]
-    assert kv["when"] == "before the greeting"
-
-
 def test_lua_reads_the_fact(make_postern):
     srv = make_postern(extra=["limit greeting-delay 1s",
         "early-talker continue", 'on mail { lua "{tmp}/early.lua" }'],

@@ -223,6 +223,7 @@ def test_greeting_delay_early_talker_554_and_close(make_postern):
     ev = wait_for(lambda: log_events(srv, "early-talker"),
         what="an early-talker log line")
     assert ev[0][0].get("sid"), ev
+    assert ev[0][0]["when"] == "before the greeting", ev
     # A patient client right after is still served.
     with srv.session() as c:
         c.expect(220, timeout=5)
