@@ -329,6 +329,10 @@ struct config {
 	bool			 early_talker_continue; /* "early-talker continue":
 						   note it and go on; default
 						   "close": 554, close */
+	bool			 early_talker_replies; /* "early-talker ... replies":
+						   also before any reply the
+						   client must wait for; default
+						   "greeting": before it only */
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */

@@ -309,20 +309,29 @@ cfg_st_pipelining(struct cfg_parser *p, const struct cfg_line *ln)
 	p->c->pipelining_loose = strcmp(how, "loose") == 0;
 }
 
-/* "early-talker close|continue": a client that talks when it must wait. */
+/*
+ * "early-talker close|continue [greeting|replies]": a client that talks
+ * when it must wait: before the greeting, or before any reply too.
+ */
 static void
 cfg_st_early_talker(struct cfg_parser *p, const struct cfg_line *ln)
 {
-	const char *how;
+	const char *how, *when;
 
-	if (!cfg_nargs(p, ln, 1, 1, "early-talker close|continue") ||
+	if (!cfg_nargs(p, ln, 1, 2, "early-talker close|continue "
+	    "[greeting|replies]") ||
 	    !cfg_once(p, ln, &p->seen_early_talker, "early-talker"))
 		return;
 	how = ln->toks[1].text;
+	when = ln->ntoks > 2 ? ln->toks[2].text : "greeting";
 	if (strcmp(how, "close") != 0 && strcmp(how, "continue") != 0)
 		cfg_err(p, ln->lineno, "early-talker: %s is not close or "
 		    "continue", cfg_q(how));
+	if (strcmp(when, "greeting") != 0 && strcmp(when, "replies") != 0)
+		cfg_err(p, ln->lineno, "early-talker: %s is not greeting or "
+		    "replies", cfg_q(when));
 	p->c->early_talker_continue = strcmp(how, "continue") == 0;
+	p->c->early_talker_replies = strcmp(when, "replies") == 0;
 }
 
 static void

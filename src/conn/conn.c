@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,19 @@ conn_input_pending_cb(void *arg)
 	    FIONREAD, &n) == 0 && n > 0;
 }
 
+static void	conn_note_early_talker(struct conn *c, const char *when,
+		    size_t bytes);
+
+/* The client did not wait for a reply (smtp/ saw it): close, or go on. */
+static bool
+conn_early_talker_cb(void *arg, const char *when)
+{
+	struct conn *c = arg;
+
+	conn_note_early_talker(c, when, SIZE_MAX);
+	return !conn_cfg(c)->early_talker_continue;
+}
+
 static const struct smtp_hooks conn_smtp_hooks = {
 	.send_cb = conn_send_cb,
 	.decide_cb = conn_decide_cb,
@@ -188,6 +202,7 @@ static const struct smtp_hooks conn_smtp_hooks = {
 	.trace_cb = conn_trace_cb,
 	.command_cb = conn_command_cb,
 	.input_pending_cb = conn_input_pending_cb,
+	.early_talker_cb = conn_early_talker_cb,
 };
 
 /* ----- socket events ----- */
@@ -625,7 +640,8 @@ conn_greet_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * The client talked when it had to wait (before the greeting, or before
  * a reply it must wait for): a fact for every later stage, a log line and
- * a note in the transaction log, once per session.
+ * a note in the transaction log, once per session.  bytes: how many it
+ * sent, or SIZE_MAX when not known.
  */
 static void
 conn_note_early_talker(struct conn *c, const char *when, size_t bytes)
@@ -636,8 +652,12 @@ conn_note_early_talker(struct conn *c, const char *when, size_t bytes)
 	if (c->early_talker)
 		return;
 	c->early_talker = true;
-	log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
-	    "bytes=%zu when=\"%s\"", c->ip, bytes, when);
+	if (bytes != SIZE_MAX)
+		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
+		    "bytes=%zu when=\"%s\"", c->ip, bytes, when);
+	else
+		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
+		    "when=\"%s\"", c->ip, when);
 	if (c->cs != NULL)
 		chain_session_set_early_talker(c->cs);
 	n = snprintf(note, sizeof(note), "early talker: %s", when);
@@ -768,6 +788,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.auth = c->lcfg->auth && cfg->nauths > 0;
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
 	c->params.sync_data = !cfg->pipelining_loose;
+	c->params.sync_replies = cfg->early_talker_replies;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 
 	/* Replies go out in one write per batch: no small-packet delay. */

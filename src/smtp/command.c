@@ -126,6 +126,36 @@ smtp_verb_name(enum smtp_verb v)
 	    names[v] != NULL ? names[v] : "UNKNOWN";
 }
 
+/*
+ * Must the client wait for this command's reply before it sends more?
+ * RFC 2920 3.1: EHLO, VRFY, EXPN, NOOP (and HELO) end a group; AUTH's
+ * reply is a challenge or the outcome; a client that was not offered
+ * PIPELINING (HELO, or nothing yet) waits after every command.  STARTTLS
+ * (RFC 3207 4.2: what follows is dropped) and DATA (params.sync_data)
+ * have rules of their own, BDAT's chunk follows it at once, and after
+ * QUIT nothing is read.
+ */
+static bool
+smtp_ends_group(const struct smtp_session *s, enum smtp_verb v)
+{
+	switch (v) {
+	case SMTP_VERB_STARTTLS:
+	case SMTP_VERB_DATA:
+	case SMTP_VERB_BDAT:		/* its chunk follows at once */
+	case SMTP_VERB_QUIT:
+		return false;
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+	case SMTP_VERB_VRFY:
+	case SMTP_VERB_EXPN:
+	case SMTP_VERB_NOOP:
+	case SMTP_VERB_AUTH:
+		return true;
+	default:
+		return !s->esmtp;
+	}
+}
+
 static bool
 smtp_ok_before_tls(enum smtp_verb v)
 {
@@ -167,6 +197,8 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 			smtp_error(s, 500, "5.5.2 Command unrecognized");
 		return;
 	}
+	s->must_wait = smtp_ends_group(s, c.verb) ? smtp_verb_name(c.verb) :
+	    NULL;
 	/* BDAT must read its chunk: its stages decide instead. */
 	if (c.verb != SMTP_VERB_BDAT && smtp_command_refused(s, c.verb))
 		return;

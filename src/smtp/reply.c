@@ -42,10 +42,41 @@ smtp_reply_line(struct smtp_session *s, int code, char sep, const char *text,
 		s->hooks.send_cb(s->ctx, line, n);
 }
 
+bool
+smtp_early_talk(struct smtp_session *s, const char *what)
+{
+	char when[64];
+
+	if (!s->p.sync_replies || s->hooks.early_talker_cb == NULL ||
+	    !smtp_input_pending(s))
+		return false;
+	if (strcmp(what, "the greeting") == 0)
+		util_strlcpy(when, "before the greeting", sizeof(when));
+	else if (strcmp(what, "354") == 0)
+		util_strlcpy(when, "before the 354 reply", sizeof(when));
+	else
+		util_snprintf(when, sizeof(when), "before the reply to %s",
+		    what);
+	if (!s->hooks.early_talker_cb(s->ctx, when))
+		return false;
+	smtp_replyf(s, 554, "5.5.0 %s Protocol error: talked %s, closing "
+	    "connection", s->p.hostname, when);
+	smtp_mark_closing(s);
+	return true;
+}
+
 void
 smtp_reply(struct smtp_session *s, int code, const char *text)
 {
 	const char *p = text, *nl;
+
+	if (s->must_wait != NULL) {
+		/* The client waits for this reply: did it? */
+		const char *what = s->must_wait;
+		s->must_wait = NULL;
+		if (smtp_early_talk(s, what))
+			return;
+	}
 
 	for (;;) {
 		nl = strchr(p, '\n');

@@ -149,6 +149,7 @@ smtp_session_start(struct smtp_session *s)
 
 	if (s->state != SMTP_ST_INIT || s->closing)
 		return;
+	s->must_wait = "the greeting";
 	if (smtp_decide(s, &ev, &v, &r))
 		smtp_stage_done(s, SMTP_STAGE_CONNECT, v, &r);
 }
@@ -391,6 +392,7 @@ smtp_session_close_with(struct smtp_session *s, int code, const char *text)
 {
 	if (s->closing)
 		return;
+	s->must_wait = NULL;	/* our own closing words */
 	smtp_reply(s, code, text != NULL ? text : "");
 	smtp_mark_closing(s);
 }

@@ -33,6 +33,9 @@ struct smtp_params {
 	bool			 auth_plaintext; /* ... also before TLS */
 	bool			 sync_data;	/* RFC 2920 3.1: text sent before
 						   the 354 is 554 and the close */
+	bool			 sync_replies;	/* a client that sends before a
+						   reply it must wait for is an
+						   early talker: early_talker_cb */
 };
 
 enum smtp_stage {
@@ -104,9 +107,21 @@ struct smtp_hooks {
 	/*
 	 * Optional: are there bytes from the peer beyond those fed so far
 	 * (read but not fed, or not read yet)?  Asked when DATA would say
-	 * 354, with params.sync_data.
+	 * 354, with params.sync_data, and before a reply the client must
+	 * wait for, with early_talker_cb.
 	 */
 	bool	(*input_pending_cb)(void *ctx);
+	/*
+	 * Optional, with params.sync_replies: the client sent more before
+	 * a reply it must wait for: the greeting, the reply to a command
+	 * that ends a group (RFC 2920 3.1: EHLO, HELO, VRFY, EXPN, NOOP;
+	 * and AUTH), or to any command of a client that was not offered
+	 * PIPELINING (HELO, or before EHLO).  STARTTLS and DATA have rules of their own; QUIT closes.
+	 * when says which ("before the greeting", "before the reply to
+	 * EHLO", "before the 354 reply").  True: the session answers 554
+	 * 5.5.0 instead of that reply and closes; false: it goes on.
+	 */
+	bool	(*early_talker_cb)(void *ctx, const char *when);
 	/* Optional: one line per command and reply for transaction logs. */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);

@@ -155,6 +155,9 @@ struct smtp_session {
 	bool			 drain_cr;	/* draining: the last byte was CR */
 	uint32_t		 drained;	/* octets dropped of a too long line */
 	uint32_t		 lines;		/* command lines read (wraps) */
+	const char		*must_wait;	/* static: the next reply is one
+						   the client waits for (the
+						   greeting, a verb), or NULL */
 	size_t			 feed_rest;	/* fed bytes after the line being
 						   run (0 outside a feed) */
 
@@ -188,6 +191,12 @@ struct smtp_session {
 void	smtp_set_state(struct smtp_session *s, enum smtp_state st);
 /* The peer sent more than the session has read (a feed's rest, or more). */
 bool	smtp_input_pending(struct smtp_session *s);
+/*
+ * The peer sent more before a reply it must wait for (s->must_wait, or
+ * what): early_talker_cb hears of it.  True when it wants the close: the
+ * 554 is sent and the session closing.  reply.c.
+ */
+bool	smtp_early_talk(struct smtp_session *s, const char *what);
 
 /* auth.c */
 /* AUTH is offered now: configured, and under TLS or allowed without. */

@@ -82,8 +82,11 @@ smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
 	 * a transaction in): refuse and close, as Postfix does.
 	 */
 	if (s->p.sync_data && smtp_input_pending(s)) {
-		smtp_reply(s, 554, "5.5.0 Protocol error: message text sent "
-		    "before the 354 reply (RFC 2920 3.1), closing connection");
+		/* An early talker too; its 554, or this one, and the close. */
+		if (!smtp_early_talk(s, "354"))
+			smtp_reply(s, 554, "5.5.0 Protocol error: message text "
+			    "sent before the 354 reply (RFC 2920 3.1), closing "
+			    "connection");
 		smtp_tx_reset(s);
 		smtp_mark_closing(s);
 		return;

@@ -141,6 +141,8 @@ test_good_values(void **state)
 	assert_int_equal(c->spool_keep_max, 2ULL << 30);
 	assert_string_equal(c->greeting, "postern at your service");
 	assert_true(c->pipelining_loose);
+	assert_true(c->early_talker_continue);
+	assert_true(c->early_talker_replies);
 	assert_true(c->log_syslog);
 	assert_string_equal(c->log_facility, "local3");
 	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
@@ -265,6 +267,8 @@ test_defaults(void **state)
 	assert_int_equal(c->limits.shutdown_ms, 30000);
 	assert_int_equal(c->limits.data_rate_min, 500);
 	assert_false(c->pipelining_loose);
+	assert_false(c->early_talker_continue);
+	assert_false(c->early_talker_replies);
 	config_free(&c);
 	config_free(&c);	/* a second free is harmless */
 }

@@ -1387,6 +1387,124 @@ test_sync_data(void **state)
 	check_dialogs(ok, NELEM(ok), &p);
 }
 
+/* What early_talker_cb heard (the first "when") and what it answers. */
+static char	rec_when[64];
+static unsigned	rec_whens;
+static bool	rec_close_early;
+
+static bool
+rec_early_talker(void *ctx, const char *when)
+{
+	(void)ctx;
+	if (rec_whens++ == 0)
+		util_strlcpy(rec_when, when, sizeof(rec_when));
+	return rec_close_early;
+}
+
+/*
+ * sync_replies: a client that sends before a reply it must wait for (RFC
+ * 2920 3.1: a group ends with EHLO, HELO, NOOP...; a client not offered
+ * PIPELINING waits after every command) is an early talker.  Each part
+ * is one write; close: 554 5.5.0 instead of the reply, and the close.
+ */
+static void
+test_early_talker(void **state)
+{
+	static const struct {
+		const char	*name, *parts[3];
+		bool		 close;
+		const char	*want_codes, *want_when;
+		const char	*off_codes;	/* without sync_replies */
+	} cases[] = {
+		{ "EHLO then MAIL in one write", { "EHLO c\r\nMAIL FROM:<a@b>"
+		    "\r\n" }, true, "220 554", "before the reply to EHLO",
+		    "220 250 250" },
+		{ "the same, going on", { "EHLO c\r\nMAIL FROM:<a@b>\r\n" },
+		    false, "220 250 250", "before the reply to EHLO", NULL },
+		{ "a pipelined group", { "EHLO c\r\n", "MAIL FROM:<a@b>\r\n"
+		    "RCPT TO:<c@d>\r\nDATA\r\n", "x\r\n.\r\n" }, true,
+		    "220 250 250 250 354 250", NULL, NULL },
+		{ "RSET inside a group, NOOP at its end", { "EHLO c\r\n",
+		    "RSET\r\nNOOP\r\n" }, true, "220 250 250 250", NULL, NULL },
+		{ "a command after NOOP", { "EHLO c\r\n", "NOOP\r\nRSET\r\n" },
+		    true, "220 250 554", "before the reply to NOOP",
+		    "220 250 250 250" },
+		{ "HELO: no pipelining", { "HELO c\r\n", "MAIL FROM:<a@b>\r\n"
+		    "RCPT TO:<c@d>\r\n" }, true, "220 250 554",
+		    "before the reply to MAIL", "220 250 250 250" },
+		{ "HELO, one command a write", { "HELO c\r\n",
+		    "MAIL FROM:<a@b>\r\n", "RCPT TO:<c@d>\r\n" }, true,
+		    "220 250 250 250", NULL, NULL },
+		{ "text before the 354", { "EHLO c\r\n", "MAIL FROM:<a@b>\r\n"
+		    "RCPT TO:<c@d>\r\nDATA\r\nx\r\n" }, false,
+		    "220 250 250 250 554", "before the 354 reply", NULL },
+	};
+	struct smtp_params p = test_params();
+	struct smtp_hooks h = rec_hooks;
+
+	(void)state;
+	h.input_pending_cb = rec_input_pending;
+	h.early_talker_cb = rec_early_talker;
+	rec_more_input = false;
+	for (int sync = 0; sync <= 1; sync++) {
+		p.sync_replies = sync;
+		p.sync_data = true;
+		for (size_t i = 0; i < NELEM(cases); i++) {
+			const char *want = cases[i].want_codes, *when =
+			    cases[i].want_when;
+			struct smtp_session *s;
+			struct rec r;
+
+			rec_init(&r);
+			rec_whens = 0;
+			rec_close_early = cases[i].close;
+			s = smtp_session_new(&p, &h, &r);
+			smtp_session_start(s);
+			for (size_t j = 0; j < 3 && cases[i].parts[j] != NULL;
+			    j++)
+				drives(s, &r, cases[i].parts[j]);
+			if (!sync) {
+				/* off: no early talker, every reply */
+				if (cases[i].off_codes != NULL)
+					want = cases[i].off_codes;
+				when = NULL;
+			}
+			if (strcmp(rec_codes(&r), want) != 0)
+				fail_msg("case \"%s\" (sync %d): got %s, want "
+				    "%s", cases[i].name, sync, rec_codes(&r),
+				    want);
+			if (when == NULL ? rec_whens != 0 :
+			    strcmp(rec_when, when) != 0)
+				fail_msg("case \"%s\" (sync %d): heard \"%s\" "
+				    "%u times, want \"%s\"", cases[i].name,
+				    sync, rec_whens ? rec_when : "",
+				    rec_whens, when != NULL ? when : "");
+			if (when != NULL && cases[i].close)
+				assert_true(smtp_session_is_closing(s) &&
+				    strstr(util_buf_cstr(&r.out), "554 5.5.0 "
+				    "mx.example.org Protocol error: talked "
+				    "before") != NULL);
+			smtp_session_free(&s);
+			rec_clear(&r);
+		}
+	}
+	/* bytes waiting at the connection when the greeting goes out */
+	p.sync_replies = true;
+	rec_close_early = true;
+	rec_more_input = true;
+	rec_whens = 0;
+	struct rec r;
+	rec_init(&r);
+	struct smtp_session *s = smtp_session_new(&p, &h, &r);
+	smtp_session_start(s);
+	rec_more_input = false;
+	assert_string_equal(rec_codes(&r), "554");
+	assert_string_equal(rec_when, "before the greeting");
+	assert_true(smtp_session_is_closing(s));
+	smtp_session_free(&s);
+	rec_clear(&r);
+}
+
 static void
 test_starttls(void **state)
 {
@@ -1577,6 +1695,7 @@ main(void)
 		cmocka_unit_test(test_rcpt_rules),
 		cmocka_unit_test(test_pipelining),
 		cmocka_unit_test(test_sync_data),
+		cmocka_unit_test(test_early_talker),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_eom_verdicts),
 		cmocka_unit_test(test_memory_and_close),
