@@ -390,6 +390,7 @@ static const struct cfg_statement {
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
 	{ "account",		cfg_st_relay_account },
+	{ "upstream",		cfg_st_upstream },
 	{ "match",		cfg_st_match },
 	{ "user",		cfg_st_user_group },
 	{ "group",		cfg_st_user_group },
@@ -600,6 +601,7 @@ config_free(struct config **cp)
 	free(c->tables);
 	cfg_relay_free(c);	/* before the actions it looks into */
 	cfg_agent_free(c);
+	cfg_proxy_free(c);
 	cfg_route_free(c);
 	cfg_chain_free(c);
 	free(c);
