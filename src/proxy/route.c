@@ -77,6 +77,11 @@ ps_route(struct proxy_session *ps)
 	struct table_values vals = { 0 };
 	bool by_sni = false;
 
+	if (ps->link != NULL && ps->cmd != PROXY_CMD_HELO &&
+	    (ps->cmd != PROXY_CMD_RCPT || ps->info.by_rcpt == NULL)) {
+		ps->target = ps->up;	/* the transaction's, or the EHLO's */
+		return true;
+	}
 	if (ps->cmd == PROXY_CMD_RCPT && ps->info.by_rcpt != NULL) {
 		const char *at = ps->arg != NULL ? strrchr(ps->arg, '@') :
 		    NULL;
