@@ -522,7 +522,11 @@ config_parse(const char *name, const char *text, char **errs_out)
 
 	int last = p.nlines > 0 ? p.lines[p.nlines - 1].lineno : 1;
 	cfg_listen_check(&p, last);
-	if (c->nrules == 0)
+	/* Proxy listeners relay; only the others need rules. */
+	bool routes = false;
+	for (size_t i = 0; i < c->nlistens; i++)
+		routes |= c->listens[i].proxy == NULL;
+	if (c->nrules == 0 && (routes || c->nlistens == 0))
 		cfg_err(&p, last, "no match rule, so no mail can be accepted "
 		    "(add one, like \"match to domain example.org action "
 		    "NAME\")");

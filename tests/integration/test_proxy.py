@@ -650,3 +650,38 @@ def test_slow_upstream_does_not_grow_memory(make_postern, raw_upstreams,
     print("proxy RSS: %d kB before DATA, %d kB at most while 50 MB went "
         "through (+%.1f MB)" % (base, peak, growth_mb))
     assert growth_mb < 25, "RSS grew by %.1f MB" % growth_mb
+
+
+def test_long_lines_go_up_folded(make_postern, upstreams):
+    """What goes up is canonical DATA whatever the client's line-length
+    allows: a 1500-octet line arrives folded (CRLF SP) at 998 octets."""
+    up = upstreams()
+    front = make_postern(config=proxy_config(
+        "proxy smtp://127.0.0.1:%d" % up.port,
+        after=["limit line-length 4000"]))
+    long_line = b"L" * 1500
+    with front.session() as c:
+        c.hello()
+        send_message(c, "a@example.org", ["b@example.org"],
+            b"Subject: long\r\n\r\n" + long_line + b"\r\n")
+    got = up.messages[0]["content"]
+    assert got == b"Subject: long\r\n\r\n" + long_line[:998] + b"\r\n " + \
+        long_line[998:] + b"\r\n", got[:100]
+    assert max(len(l) for l in got.split(b"\r\n")) <= 998
+
+
+def test_routing_table_naming_no_upstream(make_postern, upstreams, tmp_path):
+    """A table value that is no upstream is a temporary failure (451 4.3.0
+    at RCPT), logged, and nothing goes up for that recipient."""
+    up = upstreams()
+    (tmp_path / "by-domain").write_text("bad.example nowhere\n")
+    front = make_postern(config=proxy_config("proxy up proxy-rcpt "
+        "<by-domain>", before=["upstream up smtp://127.0.0.1:%d" % up.port,
+        "table by-domain file:%s" % (tmp_path / "by-domain")]))
+    with front.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<x@bad.example>"); c.expect(451, "4.3.0")
+        c.send("RCPT TO:<y@good.example>"); c.expect(250)
+    wait_for(lambda: log_events(front, "proxy-route"), what="proxy-route")
+    assert ("RCPT", "x@bad.example") not in up.events

@@ -392,6 +392,18 @@ test_proxy_values(void **state)
 	assert_ptr_equal(c->listens[1].proxy_rcpt, c->listens[0].proxy_sni);
 	assert_null(c->listens[2].proxy);
 	config_free(&c);
+
+	/* Only proxy listeners: nothing is routed, no match rule needed. */
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n",
+	    &errs);
+	if (c == NULL)
+		fail_msg("%s", errs);
+	config_free(&c);
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n"
+	    "listen 127.0.0.1:26\n", &errs);
+	assert_null(c);
+	assert_non_null(strstr(errs, "t:2: no match rule"));
+	free(errs);
 }
 
 static void
