@@ -32,10 +32,13 @@ class Upstream:
     events: ("EHLO", name), ("MAIL", addr), ("RCPT", addr), ("DATA", None),
     ("RSET", None), ("QUIT", None), ("PROXY", (src_addr, src_port)), in
     the order they came; messages: dicts with from, to, content (the bytes
-    as received, dot-unstuffed, CRLF), tls (STARTTLS done) and sni."""
+    as received, dot-unstuffed, CRLF) and tls (STARTTLS done); sni: the
+    TLS names asked for (tls=(CERT, KEY); implicit_tls: from the first
+    byte instead of STARTTLS)."""
 
     def __init__(self, name="up.example", tls=None, require_starttls=False,
-            extra_ehlo=(), users=None, proxy_protocol=False, refuse=()):
+            extra_ehlo=(), users=None, proxy_protocol=False, refuse=(),
+            implicit_tls=False):
         self.name = name
         self.events = []
         self.messages = []
@@ -50,7 +53,10 @@ class Upstream:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls[0], tls[1])
             ctx.sni_callback = self._sni
-            kw.update(tls_context=ctx, require_starttls=require_starttls)
+            if implicit_tls:
+                kw.update(ssl_context=ctx)	# TLS from the first byte
+            else:
+                kw.update(tls_context=ctx, require_starttls=require_starttls)
         if users is not None:
             kw.update(authenticator=self._auth, auth_require_tls=False)
         if proxy_protocol:

@@ -262,6 +262,22 @@ def test_upstream_starttls_verified_with_client_sni(make_postern, upstreams,
     assert len(up.messages) == 1
 
 
+def test_upstream_implicit_tls(make_postern, upstreams, pki):
+    """smtp+tls://: TLS from the first byte, the name given with sni."""
+    up = upstreams(name="mail.example.org", tls=(pki.path("mail.pem"),
+        pki.path("mail.key")), implicit_tls=True)
+    front = make_postern(config=proxy_config("proxy tls465",
+        before=["upstream tls465 smtp+tls://127.0.0.1:%d ca \"%s\" "
+        "sni mail.example.org" % (up.port, pki.path("ca.pem"))]))
+    with front.session() as c:
+        r = c.hello()
+        assert r.lines[0] == "250-mail.example.org"
+        send_message(c, "a@example.org", ["b@example.org"], BODY)
+    # (aiosmtpd's own start-up probe shakes hands without a name)
+    assert [n for n in up.sni if n is not None] == ["mail.example.org"]
+    assert up.messages[0]["content"] == unstuff(BODY)
+
+
 def test_route_by_recipient_domain(make_postern, upstreams, tmp_path):
     """proxy-rcpt: the first recipient's domain picks the upstream (the
     client's MAIL goes up then); a recipient of another upstream in the
@@ -320,6 +336,21 @@ def test_chain_tarpit_and_reject_at_rcpt_never_reach_upstream(make_postern,
     rcpts = [e[1] for e in up.events if e[0] == "RCPT"]
     assert rcpts == ["good@example.org"], up.events
     assert up.messages[0]["to"] == ["good@example.org"]
+
+
+def test_chain_refusal_at_connect_opens_no_upstream(make_postern,
+        upstreams):
+    """A 521 at connect (nomail) is the proxy's: no upstream connection is
+    ever made for the session."""
+    up = upstreams()
+    front = make_postern(config=proxy_config(
+        "proxy smtp://127.0.0.1:%d" % up.port, after=["state memory",
+        "on connect { nomail }"]))
+    with front.session() as c:
+        c.expect(521, "5.3.2")
+        c.expect_closed()
+    assert not log_events(front, "proxy-connect")
+    assert up.events == []
 
 
 LUA_EOM = '''
