@@ -262,6 +262,21 @@ def test_upstream_starttls_verified_with_client_sni(make_postern, upstreams,
     assert len(up.messages) == 1
 
 
+def test_upstream_starttls_when_offered(make_postern, upstreams, pki):
+    """smtp://: STARTTLS because the upstream offers it (its certificate
+    not checked, RFC 7435); the client still gets our STARTTLS only."""
+    up = upstreams(name="mail.example.org", tls=(pki.path("mail.pem"),
+        pki.path("mail.key")))
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d" %
+        up.port))
+    with front.session() as c:
+        r = c.hello()
+        assert not any("STARTTLS" in l for l in r.lines), r
+        send_message(c, "a@example.org", ["b@example.org"], BODY)
+    assert up.messages[0]["tls"] is True
+    assert up.verbs().count("EHLO") == 2	# again after STARTTLS
+
+
 def test_upstream_implicit_tls(make_postern, upstreams, pki):
     """smtp+tls://: TLS from the first byte, the name given with sni."""
     up = upstreams(name="mail.example.org", tls=(pki.path("mail.pem"),
