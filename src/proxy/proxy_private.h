@@ -208,6 +208,7 @@ struct proxy_session {
 	bool			 active;
 	bool			 in_relay;	/* answers wait for the loop */
 	enum proxy_cmd		 cmd;
+	bool			 esmtp;		/* HELO: it is EHLO */
 	struct util_buf		 line;		/* the client's line (AUTH: the
 						   PLAIN response, wiped) */
 	char			*arg;		/* owned copy of rq->arg */

@@ -163,6 +163,10 @@ ps_answer_own(struct proxy_session *ps, enum smtp_verdict v, int code,
 	if (vsnprintf(text, sizeof(text), fmt, ap) < 0)
 		text[0] = '\0';
 	va_end(ap);
+	/* A client's address may be in it: printable ASCII only. */
+	for (char *p = text; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
 	n = snprintf(raw, sizeof(raw), "%d %s\r\n", code, text);
 	ps_answer(ps, v, code, raw, n > 0 && (size_t)n < sizeof(raw) ?
 	    (size_t)n : 0);
@@ -245,7 +249,7 @@ ps_relay(struct proxy_session *ps, const struct proxy_reply *r)
 		ps_drop_link(ps);	/* it closes; r lives through the call */
 	else if (v == SMTP_OK && ps->cmd == PROXY_CMD_HELO) {
 		ps->up_tx = false;
-		if (ps->line.len > 0 && (ps->line.data[0] | 0x20) == 'e') {
+		if (ps->esmtp) {
 			ps_keep_reply(&ps->ehlo, r);
 			proxy_caps_parse(&ps->ehlo, &ps->caps);
 			ps_relay_ehlo(ps);
@@ -319,12 +323,11 @@ ps_send(struct proxy_session *ps, enum ps_step step, const char *line,
 static void
 ps_send_hello(struct proxy_session *ps, enum ps_step step, const char *verb)
 {
-	char line[300];
-	int n = snprintf(line, sizeof(line), "%s %s", verb, ps->helo != NULL ?
-	    ps->helo : ps->info.hostname);
+	char *line = xasprintf("%s %s", verb, ps->helo != NULL ? ps->helo :
+	    ps->info.hostname);
 
-	ps_send(ps, step, line, (size_t)n < sizeof(line) ? (size_t)n :
-	    sizeof(line) - 1, PROXY_TO_COMMAND, false);
+	ps_send(ps, step, line, strlen(line), PROXY_TO_COMMAND, false);
+	free(line);
 }
 
 /* AUTH PLAIN with the client's credentials (RFC 4616), one line. */
@@ -351,8 +354,7 @@ ps_send_request(struct proxy_session *ps)
 {
 	switch (ps->cmd) {
 	case PROXY_CMD_HELO:
-		if (ps->ehlo_fresh && ps->up_esmtp && ps->line.len > 0 &&
-		    (ps->line.data[0] | 0x20) == 'e') {
+		if (ps->ehlo_fresh && ps->up_esmtp && ps->esmtp) {
 			/* Setting up sent this very EHLO: its reply is it. */
 			ps_relay_ehlo(ps);
 			return;
@@ -645,6 +647,7 @@ proxy_session_relay(struct proxy_session *ps, const struct proxy_request *rq)
 	}
 	ps->active = true;
 	ps->cmd = rq->cmd;
+	ps->esmtp = rq->esmtp;
 	ps->ehlo_fresh = false;
 	util_buf_reset(&ps->line);
 	if (rq->cmd == PROXY_CMD_AUTH) {
