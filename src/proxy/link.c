@@ -53,6 +53,7 @@ static void	proxy_link_write_cb(struct bufferevent *bev, void *arg);
 static void	proxy_link_event_cb(struct bufferevent *bev, short what,
 		    void *arg);
 static void	proxy_link_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void	proxy_link_write_timeout(struct proxy_link *l);
 
 static void
 proxy_link_destroy(struct proxy_link *l)
@@ -177,6 +178,7 @@ proxy_link_tls_wrap(struct proxy_link *l)
 	bufferevent_setcb(l->bev, proxy_link_read_cb, proxy_link_write_cb,
 	    proxy_link_event_cb, l);
 	bufferevent_setwatermark(l->bev, EV_WRITE, PROXY_LINK_LOW, 0);
+	proxy_link_write_timeout(l);
 	bufferevent_enable(l->bev, EV_READ | EV_WRITE);
 }
 
@@ -215,6 +217,7 @@ proxy_link_connected(struct proxy_link *l)
 	l->connected = true;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	bufferevent_setwatermark(l->bev, EV_WRITE, PROXY_LINK_LOW, 0);
+	proxy_link_write_timeout(l);
 	bufferevent_enable(l->bev, EV_READ | EV_WRITE);
 	if (l->header_len > 0) {
 		bufferevent_write(l->bev, l->header, l->header_len);
@@ -387,10 +390,16 @@ proxy_link_command(struct proxy_link *l, const char *line, size_t len,
 void
 proxy_link_write(struct proxy_link *l, const void *p, size_t n)
 {
+	bufferevent_write(l->bev, p, n);
+}
+
+/* An upstream that takes nothing for this long is gone (data-block). */
+static void
+proxy_link_write_timeout(struct proxy_link *l)
+{
 	struct timeval tv = util_timeval_ms(l->up->to_ms[PROXY_TO_DATA_BLOCK]);
 
 	bufferevent_set_timeouts(l->bev, NULL, &tv);
-	bufferevent_write(l->bev, p, n);
 }
 
 void

@@ -731,3 +731,31 @@ def test_routing_table_naming_no_upstream(make_postern, upstreams, tmp_path):
         c.send("RCPT TO:<y@good.example>"); c.expect(250)
     wait_for(lambda: log_events(front, "proxy-route"), what="proxy-route")
     assert ("RCPT", "x@bad.example") not in up.events
+
+
+def test_upstream_that_stops_reading_times_out(make_postern, raw_upstreams):
+    """An upstream that takes no content for its data-block time is given
+    up: the client gets 421 4.4.2 and the close, and no 250."""
+    up = raw_upstreams(read_chunk=1, read_pause=60)
+    front = make_postern(config=proxy_config("proxy stuck",
+        before=["upstream stuck smtp://127.0.0.1:%d timeout data-block 1s" %
+        up.port], after=["limit message-size 100M"]))
+    c = front.session()
+    c.hello()
+    c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+    c.send("RCPT TO:<b@example.org>"); c.expect(250)
+    c.send("DATA"); c.expect(354)
+
+    def push():
+        try:
+            for _ in range(40 * 1024):
+                c.sock.sendall(b"q" * 998 + b"\r\n")
+        except OSError:
+            pass		# the proxy hung up: expected
+
+    t = threading.Thread(target=push, daemon=True)
+    t.start()
+    r = c.expect(421, "4.4.2", timeout=60)
+    assert "upstream connection lost" in r.text
+    wait_for(lambda: any("write timeout" in kv.get("why", "") for kv, _ in
+        log_events(front, "proxy-lost")), what="the proxy-lost line")
