@@ -128,13 +128,15 @@ class Upstream:
 
 class RawUpstream:
     """A scripted SMTP server: greets (unless silent), answers EHLO, MAIL,
-    RCPT and DATA, and reads the content read_chunk octets at a time with
-    a pause of read_pause seconds after each; received counts the content
-    octets, message keeps them when keep is set."""
+    RCPT (with rcpt_reply) and DATA, and reads the content read_chunk
+    octets at a time with a pause of read_pause seconds after each;
+    received counts the content octets, message keeps them when keep is
+    set."""
 
     def __init__(self, silent=False, read_chunk=1 << 16, read_pause=0.0,
-            keep=False):
+            keep=False, rcpt_reply=b"250 ok"):
         self.silent = silent
+        self.rcpt_reply = rcpt_reply
         self.read_chunk = read_chunk
         self.read_pause = read_pause
         self.keep = keep
@@ -186,6 +188,8 @@ class RawUpstream:
             elif verb == b"QUIT":
                 c.sendall(b"221 bye\r\n")
                 return
+            elif verb == b"RCPT":
+                c.sendall(self.rcpt_reply + b"\r\n")
             else:
                 c.sendall(b"250 ok\r\n")
 

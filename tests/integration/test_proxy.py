@@ -759,3 +759,19 @@ def test_upstream_that_stops_reading_times_out(make_postern, raw_upstreams):
     assert "upstream connection lost" in r.text
     wait_for(lambda: any("write timeout" in kv.get("why", "") for kv, _ in
         log_events(front, "proxy-lost")), what="the proxy-lost line")
+
+
+def test_upstream_breaking_the_protocol(make_postern, raw_upstreams):
+    """A reply that cannot answer the command (354 to RCPT) or is no reply
+    at all: 421 4.4.2 and the end of the session, never relayed."""
+    for bad in (b"354 go ahead", b"250-a\r\n251 mixed", b"hello there"):
+        up = raw_upstreams(rcpt_reply=bad)
+        front = make_postern(config=proxy_config(
+            "proxy smtp://127.0.0.1:%d" % up.port))
+        with front.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<b@example.org>")
+            r = c.expect(421, "4.4.2")
+            assert "upstream" in r.text
+            c.expect_closed()
