@@ -453,60 +453,70 @@ ps_setup_refused(struct proxy_session *ps, const struct proxy_reply *r,
 		ps_answer_lost(ps, "upstream not available");
 }
 
+/*
+ * A reply while setting up (greeting, EHLO/HELO, STARTTLS).  True when
+ * the next step may go; false when this one sent another or ended it.
+ */
+static bool
+ps_setup_reply(struct proxy_session *ps, enum ps_step st,
+    const struct proxy_reply *r)
+{
+	bool ok = r->code / 100 == 2;
+
+	if (st == PS_EHLO && r->code / 100 == 5) {
+		ps_send_hello(ps, PS_HELO, "HELO");	/* RFC 5321 4.1.4 */
+		return false;
+	}
+	if (st == PS_STARTTLS && r->code == 220) {
+		ps->step = PS_TLS;
+		proxy_link_starttls(ps->link, ps_up_sni(ps, ps->up));
+		return false;
+	}
+	if (st == PS_STARTTLS && ps->up->cfg->relay.tls !=
+	    CONFIG_RELAY_STARTTLS) {
+		ps->tls_declined = true;	/* offered, then refused: plain */
+		return true;
+	}
+	if (!ok || st == PS_STARTTLS) {
+		ps_setup_refused(ps, r, st == PS_GREET ? "the greeting" :
+		    st == PS_EHLO ? "EHLO" : st == PS_HELO ? "HELO" :
+		    "STARTTLS");
+		return false;
+	}
+	if (st == PS_GREET) {
+		ps->greeted = true;
+		log_event(LOG_LVL_INFO, "proxy-connect", ps->info.sid, NULL,
+		    "up=%s peer=%s", ps->up->cfg->name,
+		    proxy_link_peer(ps->link));
+		return true;
+	}
+	if (st == PS_EHLO) {
+		ps_keep_reply(&ps->ehlo, r);
+		proxy_caps_parse(&ps->ehlo, &ps->caps);
+		ps->up_esmtp = ps->ehlo_fresh = true;
+	}
+	ps->hello_done = true;
+	ps->up_tx = false;	/* RFC 5321 4.1.4: a new EHLO is an RSET */
+	return true;
+}
+
 static void
 ps_reply_cb(void *arg, const struct proxy_reply *r)
 {
 	struct proxy_session *ps = arg;
 	enum ps_step st = ps->step;
-	bool ok = r->code / 100 == 2;
 
 	ps->step = PS_IDLE;
 	switch (st) {
 	case PS_GREET:
-		if (!ok) {
-			ps_setup_refused(ps, r, "the greeting");
-			return;
-		}
-		ps->greeted = true;
-		log_event(LOG_LVL_INFO, "proxy-connect", ps->info.sid, NULL,
-		    "up=%s peer=%s", ps->up->cfg->name,
-		    proxy_link_peer(ps->link));
-		break;
 	case PS_EHLO:
-		if (r->code / 100 == 5) {
-			ps_send_hello(ps, PS_HELO, "HELO");
-			return;
-		}
-		if (!ok) {
-			ps_setup_refused(ps, r, "EHLO");
-			return;
-		}
-		ps_keep_reply(&ps->ehlo, r);
-		proxy_caps_parse(&ps->ehlo, &ps->caps);
-		ps->hello_done = ps->up_esmtp = ps->ehlo_fresh = true;
-		ps->up_tx = false;
-		break;
 	case PS_HELO:
-		if (!ok) {
-			ps_setup_refused(ps, r, "HELO");
-			return;
-		}
-		ps->hello_done = true;
-		break;
 	case PS_STARTTLS:
-		if (r->code == 220) {
-			ps->step = PS_TLS;
-			proxy_link_starttls(ps->link, ps_up_sni(ps, ps->up));
+		if (!ps_setup_reply(ps, st, r))
 			return;
-		}
-		if (ps->up->cfg->relay.tls == CONFIG_RELAY_STARTTLS) {
-			ps_setup_refused(ps, r, "STARTTLS");
-			return;
-		}
-		ps->tls_declined = true;
 		break;
 	case PS_REPLAY:
-		if (!ok) {
+		if (r->code / 100 != 2) {
 			ps_relay(ps, r);	/* the RCPT gets the MAIL's */
 			return;
 		}
@@ -525,8 +535,7 @@ ps_reply_cb(void *arg, const struct proxy_reply *r)
 		return;
 	case PS_DOT:
 		ps->up_data = ps->up_tx = false;
-		ps_relay(ps, r);
-		return;
+		/* FALLTHROUGH */
 	case PS_CMD:
 		ps_relay(ps, r);
 		return;
