@@ -775,3 +775,25 @@ def test_upstream_breaking_the_protocol(make_postern, raw_upstreams):
             r = c.expect(421, "4.4.2")
             assert "upstream" in r.text
             c.expect_closed()
+
+
+def test_client_gone_mid_data_upstream_keeps_nothing(make_postern,
+        upstreams):
+    """The client hangs up halfway through its content: the upstream's
+    connection is dropped before any end of data, so it keeps nothing."""
+    up = upstreams()
+    front = make_postern(config=proxy_config(
+        "proxy smtp://127.0.0.1:%d" % up.port))
+    c = front.session()
+    c.hello()
+    c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+    c.send("RCPT TO:<b@example.org>"); c.expect(250)
+    c.send("DATA"); c.expect(354)
+    c.send_raw(b"Subject: cut\r\n\r\nhalf a message\r\n")
+    c.close()
+    wait_for(lambda: any(kv.get("messages") == "0" for kv, _ in
+        log_events(front, "disconnect")), what="the disconnect")
+    with front.session() as c2:	# the proxy goes on serving
+        c2.hello()
+        send_message(c2, "a@example.org", ["b@example.org"], BODY)
+    assert [m["content"] for m in up.messages] == [unstuff(BODY)]
