@@ -34,6 +34,8 @@ struct config_guard {
 	uint64_t	 tarpit_ms;	/* wait before each 535 */
 };
 
+struct config_upstream;
+
 struct config_listen {
 	char		*addr;		/* owned; numeric "127.0.0.1" or "::1" */
 	int		 port;
@@ -55,6 +57,13 @@ struct config_listen {
 	size_t		 nproxy_from;
 	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
 	size_t		 ncerts;
+	/* A proxy listener (parse_proxy.c): every session is relayed. */
+	const struct config_upstream *proxy;	/* "proxy NAME|URL": borrowed
+						   from upstreams; NULL: none */
+	const struct config_table *proxy_sni;	/* "proxy-sni <T>": the TLS
+						   name -> upstream NAME */
+	const struct config_table *proxy_rcpt;	/* "proxy-rcpt <T>": the first
+						   recipient's domain -> NAME */
 };
 
 struct config_limits {
@@ -209,6 +218,21 @@ struct config_lmtp {
 	uint64_t		 timeouts_ms[6];	/* as config_relay's */
 };
 /* ---- end webhooks, agents, programs, LMTP ---- */
+/*
+ * A server a proxy listener relays to: "upstream NAME URL [OPTIONS]", or
+ * the URL given on "listen ... proxy URL" (named by that URL, defaults).
+ */
+struct config_upstream {
+	char			*name;		/* owned */
+	struct config_relay	 relay;		/* URL and TLS as a relay's:
+						   no-verify, ca, timeout */
+	bool			 sni_pass;	/* "sni pass": the client's own
+						   TLS name, when it sent one */
+	char			*sni;		/* "sni NAME"; NULL: the host */
+	int			 proxy_protocol; /* "proxy-protocol v1|v2": the
+						   version sent; 0: none */
+	int			 line;
+};
 
 enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD,
 	CONFIG_ACTION_RELAY, CONFIG_ACTION_MX, CONFIG_ACTION_FORWARD,
@@ -386,6 +410,10 @@ struct config {
 	struct config_account	**accounts;	/* owned array of owned: "account"
 						   (outbound client) */
 	size_t			 naccounts;
+	struct config_upstream	**upstreams;	/* owned array of owned:
+						   "upstream", and URLs given on
+						   "listen ... proxy" */
+	size_t			 nupstreams;
 	struct config_rule	*rules;		/* owned array, in file order */
 	size_t			 nrules;
 };
@@ -404,6 +432,8 @@ void	config_free(struct config **cp);
 const struct config_action *config_action_find(const struct config *c,
 	    const char *name);
 const struct config_table *config_table_find(const struct config *c,
+	    const char *name);
+const struct config_upstream *config_upstream_find(const struct config *c,
 	    const char *name);
 /* True when the config delivers or authenticates through the privileged
  * helper ("auth pam", a maildir action with "as"). */

@@ -498,6 +498,7 @@ static const struct cfg_statement {
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
 	{ "account",		cfg_st_relay_account },
+	{ "upstream",		cfg_st_upstream },
 	{ "match",		cfg_st_match },
 	{ "user",		cfg_st_user_group },
 	{ "group",		cfg_st_user_group },
@@ -631,7 +632,11 @@ config_parse(const char *name, const char *text, char **errs_out)
 
 	int last = p.nlines > 0 ? p.lines[p.nlines - 1].lineno : 1;
 	cfg_listen_check(&p, last);
-	if (c->nrules == 0)
+	/* Proxy listeners relay; only the others need rules. */
+	bool routes = false;
+	for (size_t i = 0; i < c->nlistens; i++)
+		routes |= c->listens[i].proxy == NULL;
+	if (c->nrules == 0 && (routes || c->nlistens == 0))
 		cfg_err(&p, last, "no match rule, so no mail can be accepted "
 		    "(add one, like \"match to domain example.org action "
 		    "NAME\")");
@@ -711,6 +716,7 @@ config_free(struct config **cp)
 	free(c->tables);
 	cfg_relay_free(c);	/* before the actions it looks into */
 	cfg_agent_free(c);
+	cfg_proxy_free(c);
 	cfg_route_free(c);
 	cfg_chain_free(c);
 	free(c);

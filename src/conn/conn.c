@@ -134,6 +134,8 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 			    (char)(ch - 32) : ch;
 		}
 		c->last_verb[n] = '\0';
+		if (c->px != NULL)
+			conn_proxy_line(c, line, len);
 		if (log_enabled(LOG_LVL_DEBUG)) {
 			char safe[300];
 			log_event(LOG_LVL_DEBUG, "command", c->sid, NULL,
@@ -152,6 +154,8 @@ conn_command_cb(void *arg, const char *verb, struct smtp_reply *r)
 	struct conn *c = arg;
 	struct chain_result res;
 
+	if (conn_proxy_refuses_auth(c, verb, r))
+		return SMTP_REJECT;
 	if (c->cs == NULL || chain_session_is_running(c->cs) ||
 	    !chain_session_check_command(c->cs, verb, &res))
 		return SMTP_OK;
@@ -231,6 +235,7 @@ conn_free(struct conn *c)
 	route_resolve_cancel(&c->route_q);
 	if (c->tarpit_ev != NULL)
 		event_free(c->tarpit_ev);
+	conn_proxy_free(c);
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
@@ -422,6 +427,7 @@ conn_tls_done(struct conn *c)
 	if (c->cs != NULL)
 		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
 	util_strlcpy(c->tls_proto, ti.protocol, sizeof(c->tls_proto));
+	conn_proxy_tls(c, ti.sni);	/* routes by the name it asked for */
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
@@ -449,6 +455,7 @@ conn_process_input(struct conn *c)
 	    !smtp_session_is_closing(c->smtp) &&
 	    !smtp_session_is_waiting(c->smtp) &&
 	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
+	    !conn_proxy_backlogged(c) &&
 	    evbuffer_get_length(out) + c->out.len < CONN_OUT_HIGH) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
@@ -785,11 +792,15 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;
 	c->params.require_tls = c->lcfg->require_tls;
-	c->params.auth = c->lcfg->auth && cfg->nauths > 0;
+	/* On a proxy listener, AUTH is the upstream's to check. */
+	c->params.auth = c->lcfg->auth && (cfg->nauths > 0 ||
+	    c->lcfg->proxy != NULL);
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
 	c->params.sync_data = !cfg->pipelining_loose;
 	c->params.sync_replies = cfg->early_talker_replies;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
+	if (c->lcfg->proxy != NULL)
+		conn_proxy_start(c, fd);
 
 	/* Replies go out in one write per batch: no small-packet delay. */
 	int one = 1;

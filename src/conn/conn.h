@@ -25,6 +25,7 @@ struct chain_loop;
 struct chain_set;
 struct priv;
 struct log_translog_writer;
+struct proxy_set;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -38,6 +39,8 @@ struct conn_rt {
 					   the runtime its kind opened
 					   (deliver_kind), or NULL */
 	struct chain_set	*chains;	/* ref: the handler chains */
+	struct proxy_set	*proxies;	/* owned: the upstreams of proxy
+						   listeners, or NULL */
 };
 /*
  * Take ownership of cfg and build what it describes: the handler chains,

@@ -122,6 +122,7 @@ void	conn_auth_abandon(struct conn_auth_job **jp);
 
 struct bufferevent;
 struct chain_session;
+struct conn_proxy;
 struct conn_auth_job;
 struct event;
 struct log_translog;
@@ -185,6 +186,8 @@ struct conn {
 	struct conn_auth_job	*auth_job;	/* a credential check under way */
 	struct event		*tarpit_ev;	/* owned: a refused AUTH waits */
 	struct route_query	*route_q;	/* owned: RCPT or MAIL lookups */
+	struct conn_proxy	*px;		/* owned: on a proxy listener
+						   (proxied.c), else NULL */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
@@ -213,6 +216,38 @@ void	conn_deadline_clear(struct conn *c);
 void	conn_deadline_update(struct conn *c, size_t fed);
 /* stage.c: the smtp hooks */
 enum smtp_verdict conn_decide_cb(void *arg, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+/* Keep ev (its arg copied) in c->wait_ev for an answer that comes later. */
+void	conn_keep_event(struct conn *c, const struct smtp_event *ev);
+/* The sender is accepted: the transaction starts (c->tx). */
+enum smtp_verdict conn_mail_begin(struct conn *c, const struct smtp_event *ev);
+/*
+ * The header block with a filter's header edits into head; *old_len_out:
+ * the octets of the client's it replaces.  0, or -1 with r set.
+ */
+int	conn_mods_head(struct conn *c, struct util_buf *head,
+	    size_t *old_len_out, struct smtp_reply *r);
+
+/* proxied.c: a connection on a proxy listener (c->px) */
+void	conn_proxy_start(struct conn *c, int fd);
+void	conn_proxy_free(struct conn *c);
+/* The client's command line as read (the trace hook), kept for relaying. */
+void	conn_proxy_line(struct conn *c, const char *line, size_t len);
+/* AUTH's password (copied, wiped once relayed; NULL wipes it now). */
+void	conn_proxy_keep_secret(struct conn *c, const char *secret);
+/* Our work at a stage the chains let through: relay it (not EOM). */
+enum smtp_verdict conn_proxy_stage(struct conn *c, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+/* The end of a message the chains accepted: up it goes. */
+enum smtp_verdict conn_proxy_eom(struct conn *c, struct smtp_reply *r);
+/* Content waits in the spool file until the header/eom chains decide. */
+bool	conn_proxy_holds(const struct conn *c);
+bool	conn_proxy_backlogged(struct conn *c);
+int	conn_proxy_body(struct conn *c, const char *buf, size_t len);
+void	conn_proxy_reset(struct conn *c);
+void	conn_proxy_tls(struct conn *c, const char *sni);
+/* A command the proxy refuses itself (AUTH when not relayed): true, r. */
+bool	conn_proxy_refuses_auth(const struct conn *c, const char *verb,
 	    struct smtp_reply *r);
 int	conn_body_cb(void *arg, const char *buf, size_t len);
 void	conn_reset_cb(void *arg);

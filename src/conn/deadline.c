@@ -4,7 +4,8 @@
  * smtpd_per_request_deadline), so a byte a second never keeps a slot; in
  * DATA and BDAT each octet buys 1/data-rate seconds, up to data-timeout
  * ahead (smtpd_min_data_rate).  While we are the slow side (a decision
- * pending, the disk behind, a TLS handshake) no deadline runs.
+ * pending, the disk or a proxy's upstream behind, a TLS handshake) no
+ * deadline runs.
  */
 #include "conn/conn_private.h"
 
@@ -14,12 +15,13 @@
 
 /* What the client owes us now. */
 static enum conn_read_mode
-conn_read_mode_now(const struct conn *c)
+conn_read_mode_now(struct conn *c)
 {
 	if (!c->started || c->closing || smtp_session_is_closing(c->smtp) ||
 	    smtp_session_is_waiting(c->smtp) || c->tls_pending ||
 	    conn_in_handshake(c) ||
-	    (c->tx != NULL && conn_tx_backlogged(c->tx)))
+	    (c->tx != NULL && conn_tx_backlogged(c->tx)) ||
+	    conn_proxy_backlogged(c))
 		return CONN_READ_NONE;
 	return c->in_data ? CONN_READ_DATA : CONN_READ_COMMAND;
 }

@@ -59,10 +59,30 @@ smtp_early_talk(struct smtp_session *s, const char *what)
 		    what);
 	if (!s->hooks.early_talker_cb(s->ctx, when))
 		return false;
+	s->raw_reply = NULL;	/* our 554 instead of a relayed reply */
 	smtp_replyf(s, 554, "5.5.0 %s Protocol error: talked %s, closing "
 	    "connection", s->p.hostname, when);
 	smtp_mark_closing(s);
 	return true;
+}
+
+/* A reply given whole by smtp_session_resume_raw(): traced line by line. */
+static void
+smtp_reply_raw(struct smtp_session *s)
+{
+	const char *p = s->raw_reply, *end = p + s->raw_len, *nl;
+
+	s->raw_reply = NULL;
+	for (; p < end; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			break;
+		if (s->hooks.trace_cb != NULL)
+			s->hooks.trace_cb(s->ctx, false, p, (size_t)(nl - p) -
+			    (nl > p && nl[-1] == '\r'));
+	}
+	if (s->hooks.send_cb != NULL)
+		s->hooks.send_cb(s->ctx, end - s->raw_len, s->raw_len);
 }
 
 void
@@ -76,6 +96,10 @@ smtp_reply(struct smtp_session *s, int code, const char *text)
 		s->must_wait = NULL;
 		if (smtp_early_talk(s, what))
 			return;
+	}
+	if (s->raw_reply != NULL) {
+		smtp_reply_raw(s);
+		return;
 	}
 
 	for (;;) {

@@ -184,6 +184,24 @@ smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 	smtp_stage_done(s, s->wait_stage, v, &r);
 }
 
+void
+smtp_session_resume_raw(struct smtp_session *s, enum smtp_verdict v,
+    int code, const char *raw, size_t len)
+{
+	struct smtp_reply r = { 0 };
+
+	/* Whole lines only: anything else gets the stage's own reply. */
+	if (raw != NULL && len >= 5 && raw[len - 2] == '\r' &&
+	    raw[len - 1] == '\n') {
+		r.code = code;
+		s->raw_reply = raw;
+		s->raw_len = len;
+	}
+	smtp_session_resume(s, v, &r);
+	s->raw_reply = NULL;
+	s->raw_len = 0;
+}
+
 /* One whole line, CRLF included (len >= 2). */
 static void
 smtp_line(struct smtp_session *s, const char *line, size_t len)

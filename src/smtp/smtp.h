@@ -149,6 +149,17 @@ size_t	smtp_session_feed(struct smtp_session *s, const char *buf, size_t len);
 void	smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 	    const struct smtp_reply *reply);
 
+/*
+ * smtp_session_resume(), with the reply given as it goes on the wire: raw
+ * (len octets of whole "code-text"/"code text" lines, each ending in CRLF,
+ * code as given) replaces the one reply the stage would send, so a reply
+ * relayed from another server reaches the peer byte for byte.  The caller
+ * vouches for the lines (a relay checks and cleans them first); raw is
+ * borrowed for the call.  Not the form of raw: the stage's own reply.
+ */
+void	smtp_session_resume_raw(struct smtp_session *s, enum smtp_verdict v,
+	    int code, const char *raw, size_t len);
+
 /* True while a PENDING decision is outstanding. */
 bool	smtp_session_is_waiting(const struct smtp_session *s);
 /* True once the session wants the connection closed after the last reply. */

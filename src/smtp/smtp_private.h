@@ -163,6 +163,9 @@ struct smtp_session {
 
 	/* A PENDING decision and what it needs to finish. */
 	bool			 waiting;
+	const char		*raw_reply;	/* borrowed: resume_raw()'s reply,
+						   sent instead of the next one */
+	size_t			 raw_len;
 	enum smtp_stage		 wait_stage;
 	char			*st_str;	/* owned: HELO name, path */
 	bool			 st_esmtp;

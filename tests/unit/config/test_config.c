@@ -86,7 +86,7 @@ test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
 	    "defs", "match", "empty", "dups", "good", "agents",
-	    "translog", "spool" };
+	    "translog", "spool", "proxy" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -369,6 +369,70 @@ test_workers(void **state)
 	}
 }
 
+/* An upstream's options and a proxy listener's references, as parsed. */
+static void
+test_proxy_values(void **state)
+{
+	const char *text = "table by-sni file:by-sni\n"
+	    "upstream back smtp+starttls://10.0.0.5 no-verify timeout "
+	    "greeting 10s sni pass proxy-protocol v1\n"
+	    "upstream named smtp+tls://[::1]:4650 sni Mail.Example.org\n"
+	    "tls self-signed certs\n"
+	    "listen 127.0.0.1:25 proxy back proxy-sni <by-sni> auth\n"
+	    "listen 127.0.0.1:26 proxy smtp://127.0.0.1:2600 proxy-rcpt "
+	    "<by-sni>\n"
+	    "listen 127.0.0.1:27\n"
+	    "action a discard\nmatch any action a\n";
+	char *errs = NULL;
+	struct config *c = config_parse("t", text, &errs);
+	const struct config_upstream *b, *n, *u;
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("%s", errs);
+	assert_int_equal(c->nupstreams, 3);
+	b = config_upstream_find(c, "back");
+	n = config_upstream_find(c, "named");
+	u = config_upstream_find(c, "smtp://127.0.0.1:2600");
+	assert_non_null(b);
+	assert_non_null(n);
+	assert_non_null(u);
+	assert_int_equal(b->relay.tls, CONFIG_RELAY_STARTTLS);
+	assert_int_equal(b->relay.port, 587);
+	assert_true(b->relay.no_verify);
+	assert_int_equal(b->relay.timeouts_ms[1], 10000);
+	assert_true(b->sni_pass);
+	assert_null(b->sni);
+	assert_int_equal(b->proxy_protocol, 1);
+	assert_int_equal(n->relay.tls, CONFIG_RELAY_TLS);
+	assert_string_equal(n->relay.host, "::1");
+	assert_int_equal(n->relay.port, 4650);
+	assert_string_equal(n->sni, "mail.example.org");
+	assert_int_equal(n->proxy_protocol, 0);
+	assert_int_equal(u->relay.tls, CONFIG_RELAY_PLAIN);
+	assert_int_equal(u->relay.port, 2600);
+	assert_ptr_equal(c->listens[0].proxy, b);
+	assert_ptr_equal(c->listens[0].proxy_sni, config_table_find(c,
+	    "by-sni"));
+	assert_true(c->listens[0].auth);
+	assert_ptr_equal(c->listens[1].proxy, u);
+	assert_ptr_equal(c->listens[1].proxy_rcpt, c->listens[0].proxy_sni);
+	assert_null(c->listens[2].proxy);
+	config_free(&c);
+
+	/* Only proxy listeners: nothing is routed, no match rule needed. */
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n",
+	    &errs);
+	if (c == NULL)
+		fail_msg("%s", errs);
+	config_free(&c);
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n"
+	    "listen 127.0.0.1:26\n", &errs);
+	assert_null(c);
+	assert_non_null(strstr(errs, "t:2: no match rule"));
+	free(errs);
+}
+
 static void
 test_default_file(void **state)
 {
@@ -515,6 +579,7 @@ main(void)
 		cmocka_unit_test(test_lexer),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_agent_values),
+		cmocka_unit_test(test_proxy_values),
 		cmocka_unit_test(test_good_values),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),

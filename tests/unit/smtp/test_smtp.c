@@ -1669,6 +1669,60 @@ test_in_data_and_facts(void **state)
 	rec_clear(&r);
 }
 
+/* A reply given whole replaces the stage's own, byte for byte. */
+static void
+test_resume_raw(void **state)
+{
+	static const char *const ehlo = "250-up.example says hi\r\n"
+	    "250-PIPELINING\r\n250 8BITMIME\r\n";
+	struct smtp_params p = test_params();
+	struct smtp_session *s;
+	struct rec r;
+	const char *o;
+
+	(void)state;
+	rec_init(&r);
+	r.pending = true;
+	s = start(&p, &r);
+	util_buf_reset(&r.out);
+	util_buf_reset(&r.trace);
+	assert_int_equal(smtp_session_feed(s, "EHLO c\r\n", 8), 8);
+	assert_true(smtp_session_is_waiting(s));
+	smtp_session_resume_raw(s, SMTP_OK, 250, ehlo, strlen(ehlo));
+	assert_string_equal(util_buf_cstr(&r.out), ehlo);
+	assert_string_equal(util_buf_cstr(&r.trace), ">EHLO c\n"
+	    "<250-up.example says hi\n<250-PIPELINING\n<250 8BITMIME\n");
+	assert_true(smtp_session_is_esmtp(s));
+
+	/* A refusal keeps the state; an acceptance moves it on. */
+	util_buf_reset(&r.out);
+	smtp_session_feed(s, "MAIL FROM:<a@b>\r\n", 17);
+	smtp_session_resume_raw(s, SMTP_REJECT, 553, "553 5.1.8 no\r\n", 14);
+	assert_null(smtp_session_sender(s));
+	smtp_session_feed(s, "MAIL FROM:<a@b>\r\n", 17);
+	smtp_session_resume_raw(s, SMTP_OK, 250, "250 ok\r\n", 8);
+	assert_string_equal(smtp_session_sender(s), "a@b");
+	smtp_session_feed(s, "RCPT TO:<c@d>\r\n", 15);
+	smtp_session_resume_raw(s, SMTP_OK, 251, "251 2.1.5 fwd\r\n", 15);
+	assert_int_equal(smtp_session_rcpt_count(s), 1);
+	smtp_session_feed(s, "DATA\r\n", 6);
+	smtp_session_resume_raw(s, SMTP_OK, 354, "354 go ahead\r\n", 14);
+	assert_true(smtp_session_in_data(s));
+	smtp_session_feed(s, "x\r\n.\r\n", 6);
+	/* Not whole lines: the stage's own reply goes out instead. */
+	smtp_session_resume_raw(s, SMTP_OK, 250, "250 cut", 7);
+	o = util_buf_cstr(&r.out);
+	assert_string_equal(o, "553 5.1.8 no\r\n250 ok\r\n251 2.1.5 fwd\r\n"
+	    "354 go ahead\r\n250 2.0.0 Ok\r\n");
+	/* A closing verdict closes after the given reply. */
+	smtp_session_feed(s, "QUIT\r\n", 6);
+	smtp_session_resume_raw(s, SMTP_CLOSE, 421, "421 4.4.2 gone\r\n", 16);
+	assert_true(smtp_session_is_closing(s));
+	assert_non_null(strstr(util_buf_cstr(&r.out), "\r\n421 4.4.2 gone\r\n"));
+	smtp_session_free(&s);
+	rec_clear(&r);
+}
+
 int
 main(void)
 {
@@ -1700,6 +1754,7 @@ main(void)
 		cmocka_unit_test(test_eom_verdicts),
 		cmocka_unit_test(test_memory_and_close),
 		cmocka_unit_test(test_in_data_and_facts),
+		cmocka_unit_test(test_resume_raw),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
