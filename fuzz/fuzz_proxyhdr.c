@@ -1,7 +1,8 @@
 /*
  * fuzz/fuzz_proxyhdr.c: util_proxyhdr_parse() on any bytes, checking what
  * each answer promises: a whole header lies inside the input and within
- * its version's bound, and writes back (both versions) to a header that
+ * its version's bound, its addresses make the same header for a sender
+ * (util_proxyhdr_set), and it writes back (both versions) to a header that
  * parses to the same addresses; "more, please" never comes for input past
  * the bounds; a refusal says why.
  */
@@ -20,6 +21,13 @@ fuzz_round_trip(const struct util_proxyhdr *h)
 	struct util_proxyhdr back;
 	const char *why = NULL;
 
+	/* What a sender makes of the parsed addresses is the same header. */
+	util_proxyhdr_set(&back, h->src_ip, h->src_port, h->dst_ip,
+	    h->dst_port);
+	if (h->kind != UTIL_PROXYHDR_LOCAL && (back.kind != h->kind ||
+	    strcmp(back.src_ip, h->src_ip) != 0 ||
+	    strcmp(back.dst_ip, h->dst_ip) != 0))
+		abort();
 	for (int v = 1; v <= 2; v++) {
 		size_t n = util_proxyhdr_write(h, v, buf, sizeof(buf));
 		if (n == 0 || util_proxyhdr_parse(buf, n, &back, &why) != 1 ||

@@ -74,21 +74,8 @@ struct proxy_ehlo_opts {
 void	proxy_ehlo_filter(const struct proxy_reply *r,
 	    const struct proxy_ehlo_opts *o, struct util_buf *out);
 
-/* ----- the PROXY protocol header (header.c) ----- */
-
-#define PROXY_HEADER_MAX	108	/* proxy-protocol.txt 2.1: v1 at most */
-struct proxy_hdr_addrs {
-	const char	*src_ip;	/* the client */
-	int		 src_port;
-	const char	*dst_ip;	/* the address it reached */
-	int		 dst_port;
-};
-/*
- * Version 1 (text) or 2 (binary) into buf; its length, 0 when it does not
- * fit.  Ends of two families make "UNKNOWN" (v1) or a LOCAL header (v2).
- */
-size_t	proxy_header_make(int version, const struct proxy_hdr_addrs *a,
-	    char *buf, size_t bufsz);
+/* The PROXY header sent first upstream (util_proxyhdr_write). */
+#define PROXY_HEADER_MAX	(UTIL_PROXYHDR_V1_MAX + 1)
 
 /* ----- the upstreams (set.c) ----- */
 

@@ -298,11 +298,12 @@ ps_open(struct proxy_session *ps)
 	const struct config_upstream *cu = ps->target->cfg;
 
 	if (cu->proxy_protocol != 0) {
-		struct proxy_hdr_addrs a = { .src_ip = ps->info.client_ip,
-		    .src_port = ps->info.client_port,
-		    .dst_ip = ps->info.local_ip != NULL ? ps->info.local_ip :
-		    "", .dst_port = ps->info.local_port };
-		n = proxy_header_make(cu->proxy_protocol, &a, hdr,
+		struct util_proxyhdr h;
+
+		util_proxyhdr_set(&h, ps->info.client_ip,
+		    ps->info.client_port, ps->info.local_ip,
+		    ps->info.local_port);
+		n = util_proxyhdr_write(&h, cu->proxy_protocol, hdr,
 		    sizeof(hdr));
 	}
 	ps->up = ps->target;

@@ -236,6 +236,38 @@ util_proxyhdr_parse(const void *buf, size_t len, struct util_proxyhdr *out,
 	return -1;
 }
 
+/* The family of the numeric address ip, or 0. */
+static int
+util_pph_family(const char *ip)
+{
+	unsigned char a[16];
+
+	if (ip == NULL || strlen(ip) >= UTIL_PROXYHDR_IP_MAX)
+		return 0;
+	if (inet_pton(AF_INET, ip, a) == 1)
+		return AF_INET;
+	return inet_pton(AF_INET6, ip, a) == 1 ? AF_INET6 : 0;
+}
+
+void
+util_proxyhdr_set(struct util_proxyhdr *out, const char *src_ip,
+    int src_port, const char *dst_ip, int dst_port)
+{
+	int af = util_pph_family(src_ip);
+
+	memset(out, 0, sizeof(*out));
+	out->kind = UTIL_PROXYHDR_LOCAL;
+	/* Both ends in one family, or the header says nothing of them. */
+	if (af == 0 || af != util_pph_family(dst_ip) || src_port < 0 ||
+	    src_port > 65535 || dst_port < 0 || dst_port > 65535)
+		return;
+	out->kind = af == AF_INET ? UTIL_PROXYHDR_TCP4 : UTIL_PROXYHDR_TCP6;
+	util_strlcpy(out->src_ip, src_ip, sizeof(out->src_ip));
+	util_strlcpy(out->dst_ip, dst_ip, sizeof(out->dst_ip));
+	out->src_port = (uint16_t)src_port;
+	out->dst_port = (uint16_t)dst_port;
+}
+
 /* The binary form of h's addresses into a (16 or 4 bytes each). */
 static bool
 util_pph_bin(const struct util_proxyhdr *h, unsigned char *a, size_t n)

@@ -175,7 +175,15 @@ struct util_proxyhdr {
 int	util_proxyhdr_parse(const void *buf, size_t len,
 	    struct util_proxyhdr *out, const char **why_out);
 /*
- * Write h as a version 1 or 2 header into buf; its length, or 0 when buf
+ * The header a sender writes for a client at src_ip:src_port that reached
+ * dst_ip:dst_port: TCP4 or TCP6 when both are numeric addresses of one
+ * family and both ports 0..65535, else LOCAL (it tells nothing of them).
+ */
+void	util_proxyhdr_set(struct util_proxyhdr *out, const char *src_ip,
+	    int src_port, const char *dst_ip, int dst_port);
+/*
+ * Write h as a version 1 or 2 header into buf (UTIL_PROXYHDR_V1_MAX + 1
+ * bytes are enough for either); its length, or 0 when buf
  * is too small or h's addresses do not fit its kind.  A LOCAL h is written
  * as "PROXY UNKNOWN" (v1) or a LOCAL command (v2).
  */

@@ -217,45 +217,6 @@ test_caps(void **state)
 	proxy_reply_clear(&r);
 }
 
-static void
-test_proxy_header(void **state)
-{
-	static const unsigned char v2_4[] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00,
-	    0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c,
-	    192, 0, 2, 7, 127, 0, 0, 1, 0xd4, 0x31, 0x00, 0x19 };
-	static const unsigned char v2_local[] = { 0x0d, 0x0a, 0x0d, 0x0a,
-	    0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00,
-	    0x00 };
-	struct proxy_hdr_addrs a4 = { "192.0.2.7", 54321, "127.0.0.1", 25 };
-	struct proxy_hdr_addrs a6 = { "2001:db8::1", 1, "::1", 2525 };
-	struct proxy_hdr_addrs mixed = { "192.0.2.7", 1, "::1", 25 };
-	char buf[PROXY_HEADER_MAX];
-	size_t n;
-
-	(void)state;
-	n = proxy_header_make(1, &a4, buf, sizeof(buf));
-	assert_int_equal(n, strlen("PROXY TCP4 192.0.2.7 127.0.0.1 54321 "
-	    "25\r\n"));
-	assert_memory_equal(buf, "PROXY TCP4 192.0.2.7 127.0.0.1 54321 25"
-	    "\r\n", n);
-	n = proxy_header_make(1, &a6, buf, sizeof(buf));
-	assert_memory_equal(buf, "PROXY TCP6 2001:db8::1 ::1 1 2525\r\n", n);
-	n = proxy_header_make(1, &mixed, buf, sizeof(buf));
-	assert_memory_equal(buf, "PROXY UNKNOWN\r\n", n);
-	n = proxy_header_make(2, &a4, buf, sizeof(buf));
-	assert_int_equal(n, sizeof(v2_4));
-	assert_memory_equal(buf, v2_4, n);
-	n = proxy_header_make(2, &a6, buf, sizeof(buf));
-	assert_int_equal(n, 16 + 36);
-	assert_int_equal((unsigned char)buf[13], 0x21);
-	assert_int_equal((unsigned char)buf[48], 0);
-	assert_int_equal((unsigned char)buf[49], 1);
-	n = proxy_header_make(2, &mixed, buf, sizeof(buf));
-	assert_int_equal(n, sizeof(v2_local));
-	assert_memory_equal(buf, v2_local, n);
-	assert_int_equal(proxy_header_make(2, &a6, buf, 20), 0);
-}
-
 int
 main(void)
 {
@@ -264,7 +225,6 @@ main(void)
 		cmocka_unit_test(test_reply_text_and_reuse),
 		cmocka_unit_test(test_ehlo_filter),
 		cmocka_unit_test(test_caps),
-		cmocka_unit_test(test_proxy_header),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -241,6 +241,69 @@ test_write(void **state)
 	assert_int_equal(util_proxyhdr_write(&hs[0], 3, buf, sizeof(buf)), 0);
 }
 
+/*
+ * What a sender writes for a client's addresses (a proxy's upstream): the
+ * family from the addresses, LOCAL/UNKNOWN when they are of two families,
+ * not numeric, or a port is out of range.
+ */
+static void
+test_set(void **state)
+{
+	static const struct {
+		const char	*name, *src;
+		int		 sport;
+		const char	*dst;
+		int		 dport;
+		const char	*want_v1;
+		size_t		 want_v2_len;
+	} cases[] = {
+		{ "IPv4", "192.0.2.7", 54321, "127.0.0.1", 25,
+		    "PROXY TCP4 192.0.2.7 127.0.0.1 54321 25\r\n", 28 },
+		{ "IPv6", "2001:db8::1", 1, "::1", 2525,
+		    "PROXY TCP6 2001:db8::1 ::1 1 2525\r\n", 52 },
+		{ "two families", "192.0.2.7", 1, "::1", 25,
+		    "PROXY UNKNOWN\r\n", 16 },
+		{ "no local address", "192.0.2.7", 1, NULL, 25,
+		    "PROXY UNKNOWN\r\n", 16 },
+		{ "a name", "localhost", 1, "127.0.0.1", 25,
+		    "PROXY UNKNOWN\r\n", 16 },
+		{ "port out of range", "192.0.2.7", 65536, "127.0.0.1", 25,
+		    "PROXY UNKNOWN\r\n", 16 },
+	};
+	char buf[UTIL_PROXYHDR_V1_MAX + 1];
+	struct util_proxyhdr h;
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		util_proxyhdr_set(&h, cases[i].src, cases[i].sport,
+		    cases[i].dst, cases[i].dport);
+		n = util_proxyhdr_write(&h, 1, buf, sizeof(buf));
+		if (n != strlen(cases[i].want_v1) ||
+		    memcmp(buf, cases[i].want_v1, n) != 0)
+			fail_msg("case \"%s\" v1: got %.*s", cases[i].name,
+			    (int)n, buf);
+		n = util_proxyhdr_write(&h, 2, buf, sizeof(buf));
+		if (n != cases[i].want_v2_len)
+			fail_msg("case \"%s\" v2: got %zu bytes, want %zu",
+			    cases[i].name, n, cases[i].want_v2_len);
+	}
+	/* v2, IPv4: every byte; IPv6: its family byte and ports. */
+	util_proxyhdr_set(&h, "192.0.2.7", 54321, "127.0.0.1", 25);
+	n = util_proxyhdr_write(&h, 2, buf, sizeof(buf));
+	assert_memory_equal(buf, V2("\x21", "\x11", "\x00", "\x0c")
+	    "\xc0\x00\x02\x07" "\x7f\x00\x00\x01" "\xd4\x31" "\x00\x19", n);
+	util_proxyhdr_set(&h, "2001:db8::1", 1, "::1", 2525);
+	n = util_proxyhdr_write(&h, 2, buf, sizeof(buf));
+	assert_int_equal((unsigned char)buf[13], 0x21);
+	assert_int_equal((unsigned char)buf[48], 0);
+	assert_int_equal((unsigned char)buf[49], 1);
+	assert_int_equal(util_proxyhdr_write(&h, 2, buf, 20), 0);
+	util_proxyhdr_set(&h, "192.0.2.7", 1, "::1", 25);
+	n = util_proxyhdr_write(&h, 2, buf, sizeof(buf));
+	assert_memory_equal(buf, V2("\x20", "\x00", "\x00", "\x00"), n);
+}
+
 int
 main(void)
 {
@@ -248,6 +311,7 @@ main(void)
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_parse_bad),
 		cmocka_unit_test(test_write),
+		cmocka_unit_test(test_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
