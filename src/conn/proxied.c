@@ -103,14 +103,15 @@ conn_proxy_drained_cb(void *arg)
 	conn_check_close(c);
 }
 
-/* Transcripts: '}' a line to the upstream, '{' one from it. */
+/* Transcripts: a line to the upstream ('}'), or one from it ('{'). */
 static void
 conn_proxy_trace_cb(void *arg, bool to_upstream, const char *line,
     size_t len)
 {
 	struct conn *c = arg;
 
-	log_translog_line(c->translog, to_upstream ? '}' : '{', line, len);
+	log_translog_line(c->translog, to_upstream ? LOG_TL_UP_OUT :
+	    LOG_TL_UP_IN, line, len);
 }
 
 static const struct proxy_hooks conn_proxy_hooks = {

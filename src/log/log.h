@@ -47,13 +47,13 @@ enum log_tl_mark {
 	LOG_TL_DATA,	/* "D"  a line of message content, as received */
 	LOG_TL_EOD,	/* "."  the end of the content, with its size */
 	LOG_TL_NOTE,	/* "#"  an event of the session */
-	LOG_TL_UP_OUT,	/* "u>" a line sent to an upstream server */
-	LOG_TL_UP_IN,	/* "u<" a reply line of the upstream server */
+	LOG_TL_UP_OUT,	/* "}"  a line sent to the upstream (a proxy) */
+	LOG_TL_UP_IN,	/* "{"  a reply line of the upstream */
 };
 struct log_translog_opts {
 	const char	*dir;		/* borrowed for the open call */
-	bool		 commands;	/* log ">" (and "u>") lines */
-	bool		 replies;	/* log "<" (and "u<") lines */
+	bool		 commands;	/* log ">" (and "}") lines */
+	bool		 replies;	/* log "<" (and "{") lines */
 	uint64_t	 data_max;	/* content octets per message; 0: none */
 	uint64_t	 file_max;	/* per file; at least 4 KiB */
 	uint64_t	 total_max;	/* the folder, oldest files removed */

@@ -25,8 +25,8 @@ enum tl_kind { TL_OPEN, TL_LINE, TL_DATA, TL_CLOSE };
 
 static const char *const tl_marks[] = {
 	[LOG_TL_IN] = ">", [LOG_TL_OUT] = "<", [LOG_TL_DATA] = "D",
-	[LOG_TL_EOD] = ".", [LOG_TL_NOTE] = "#", [LOG_TL_UP_OUT] = "u>",
-	[LOG_TL_UP_IN] = "u<",
+	[LOG_TL_EOD] = ".", [LOG_TL_NOTE] = "#", [LOG_TL_UP_OUT] = "}",
+	[LOG_TL_UP_IN] = "{",
 };
 
 /* One folder: its cap on the total. */

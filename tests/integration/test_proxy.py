@@ -32,14 +32,15 @@ def unstuff(body):
     return re.sub(rb"(^|\r\n)\.", rb"\1", body)
 
 
-def proxy_config(listen, before=(), after=()):
+def proxy_config(listen, before=(), after=(), translog=""):
     """A proxy front: BEFORE lines (upstreams, tables) ahead of its listen
-    line, AFTER lines (chains, limits) behind it; transcripts on."""
+    line, AFTER lines (chains, limits) behind it; transcripts on (with the
+    TRANSLOG options)."""
     return ("hostname front.example\nspool {tmp}/spool\n" +
         "".join(l + "\n" for l in before) +
         "listen 127.0.0.1:{port} %s\n" % listen +
         "".join(l + "\n" for l in after) +
-        "transaction-log {tmp}/translog\n" + TEMPLATE_ACTIONS +
+        "transaction-log {tmp}/translog %s\n" % translog + TEMPLATE_ACTIONS +
         "match any action local\n")
 
 
@@ -599,6 +600,63 @@ def test_transcript_holds_both_sides_in_order(make_postern, upstreams):
             i += 1
     assert i == len(want), "missing %r in:\n%s" % (want[i], "\n".join(
         "%s %s" % l for l in got))
+
+
+TRANSCRIPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})Z "
+    r"(\S) (.*)$")
+
+
+def test_transcript_with_content_and_header_in_order(make_postern,
+        upstreams):
+    """With "data" the client's content lies between the DATA exchange
+    and the upstream's answer to it, each line timestamped, the stamps
+    never going back; the PROXY header sent up is in it too."""
+    up = upstreams(proxy_protocol=True)
+    front = make_postern(config=proxy_config("proxy pp", before=[
+        "upstream pp smtp://127.0.0.1:%d proxy-protocol v1" % up.port],
+        translog="data"))
+    with front.session() as c:
+        c.hello()
+        client_port = c.sock.getsockname()[1]
+        send_message(c, "a@example.org", ["b@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: any(t == "221 2.0.0 upstream says bye" for _s, t in
+        transcript(front)), what="the transcript's last line")
+    d = front.path("translog")
+    (name,) = os.listdir(d)
+    with open(os.path.join(d, name), "rb") as f:
+        raw = f.read().decode("latin-1").splitlines()
+    lines = [TRANSCRIPT_LINE.match(l) for l in raw]
+    assert all(lines), "a line without stamp and mark:\n" + "\n".join(raw)
+    stamps = [m.group(1) for m in lines]
+    assert stamps == sorted(stamps), "\n".join(raw)
+    got = [(m.group(2), m.group(3)) for m in lines]
+    content = unstuff(BODY).decode("latin-1").split("\r\n")[:-1]
+    want = [
+        ("#", "connect ip=127.0.0.1 port=%d" % client_port),
+        ("<", "220 front.example ESMTP postern"),
+        (">", "EHLO client.example"),
+        ("}", "PROXY TCP4 127.0.0.1 127.0.0.1 %d %d" % (client_port,
+            front.port)),
+        ("{", "220 up.example test upstream"),
+        ("}", "EHLO client.example"),
+        (">", "DATA"), ("}", "DATA"), ("{", "354 End data with "
+        "<CR><LF>.<CR><LF>"), ("<", "354 End data with <CR><LF>.<CR><LF>"),
+    ] + [("D", l) for l in content] + [
+        (".", "end of data, %d octets" % len(unstuff(BODY))),
+        ("{", "250 2.0.0 upstream queued it as U1"),
+        ("<", "250 2.0.0 upstream queued it as U1"),
+        (">", "QUIT"), ("}", "QUIT"), ("{", "221 2.0.0 upstream says bye"),
+        ("<", "221 2.0.0 upstream says bye"),
+    ]
+    i = 0
+    for line in got:		# want, in order, within everything logged
+        if i < len(want) and line == want[i]:
+            i += 1
+    assert i == len(want), "missing %r in:\n%s" % (want[i], "\n".join(raw))
+    # Between the 354 and the end of data: the content and nothing else.
+    a = got.index(("<", "354 End data with <CR><LF>.<CR><LF>"))
+    assert got[a + 1:a + 1 + len(content) + 1] == want[10:11 + len(content)]
 
 
 def test_proxy_header_sent_upstream(make_postern, upstreams):

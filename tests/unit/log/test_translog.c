@@ -131,8 +131,8 @@ test_lines_in_order(void **state)
 		".", "end of data, 72 octets",
 		"<", "250 2.0.0 Ok",
 		">", "bad \\x01 byte\\x22",
-		"u>", "MAIL FROM:<a@b>",
-		"u<", "250 ok",
+		"}", "MAIL FROM:<a@b>",
+		"{", "250 ok",
 	};
 
 	(void)state;
