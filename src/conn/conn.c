@@ -800,7 +800,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	c->params.sync_replies = cfg->early_talker_replies;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
 	if (c->lcfg->proxy != NULL)
-		conn_proxy_start(c, fd);
+		conn_proxy_start(c, fd, origin);
 
 	/* Replies go out in one write per batch: no small-packet delay. */
 	int one = 1;

@@ -228,8 +228,12 @@ enum smtp_verdict conn_mail_begin(struct conn *c, const struct smtp_event *ev);
 int	conn_mods_head(struct conn *c, struct util_buf *head,
 	    size_t *old_len_out, struct smtp_reply *r);
 
-/* proxied.c: a connection on a proxy listener (c->px) */
-void	conn_proxy_start(struct conn *c, int fd);
+/*
+ * proxied.c: a connection on a proxy listener (c->px).  origin: the
+ * PROXY header it came with (its address reached goes up), or NULL.
+ */
+void	conn_proxy_start(struct conn *c, int fd,
+	    const struct conn_origin *origin);
 void	conn_proxy_free(struct conn *c);
 /* The client's command line as read (the trace hook), kept for relaying. */
 void	conn_proxy_line(struct conn *c, const char *line, size_t len);

@@ -122,7 +122,7 @@ static const struct proxy_hooks conn_proxy_hooks = {
 };
 
 void
-conn_proxy_start(struct conn *c, int fd)
+conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 {
 	const struct config *cfg = conn_cfg(c);
 	const struct config_listen *l = c->lcfg;
@@ -131,7 +131,12 @@ conn_proxy_start(struct conn *c, int fd)
 	const char *err;
 
 	c->px = xcalloc(1, sizeof(*c->px));
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+	/* Behind a balancer, the address the client reached is its header's. */
+	if (origin != NULL && origin->local_ip != NULL) {
+		util_strlcpy(c->px->local_ip, origin->local_ip,
+		    sizeof(c->px->local_ip));
+		c->px->local_port = origin->local_port;
+	} else if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		(void)util_sockaddr_text((struct sockaddr *)&ss,
 		    c->px->local_ip, &c->px->local_port);
 	if ((l->proxy_sni != NULL || l->proxy_rcpt != NULL) &&

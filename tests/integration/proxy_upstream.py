@@ -30,7 +30,8 @@ class Upstream:
     """aiosmtpd recording what it is told.
 
     events: ("EHLO", name), ("MAIL", addr), ("RCPT", addr), ("DATA", None),
-    ("RSET", None), ("QUIT", None), ("PROXY", (src_addr, src_port)), in
+    ("RSET", None), ("QUIT", None), ("PROXY", (src_addr, src_port,
+    version)), in
     the order they came; messages: dicts with from, to, content (the bytes
     as received, dot-unstuffed, CRLF) and tls (STARTTLS done); sni: the
     TLS names asked for (tls=(CERT, KEY); implicit_tls: from the first
@@ -41,6 +42,7 @@ class Upstream:
             implicit_tls=False):
         self.name = name
         self.events = []
+        self.proxy_dst = []	# (dst_addr, dst_port) of each PROXY header
         self.messages = []
         self.sni = []
         self.extra_ehlo = list(extra_ehlo)
@@ -79,6 +81,8 @@ class Upstream:
     async def handle_PROXY(self, server, session, envelope, proxy_data):
         self.events.append(("PROXY", (str(proxy_data.src_addr),
             proxy_data.src_port, proxy_data.version)))
+        self.proxy_dst.append((str(proxy_data.dst_addr),
+            proxy_data.dst_port))
         return True
 
     async def handle_EHLO(self, server, session, envelope, hostname,

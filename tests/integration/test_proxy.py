@@ -678,6 +678,45 @@ def test_proxy_header_sent_upstream(make_postern, upstreams):
             version))], up.events
 
 
+def test_balancer_client_goes_up_in_the_header(make_postern, upstreams):
+    """Behind a load balancer ("proxy-protocol" on the listener) the
+    header sent upstream names the client and the address it reached as
+    the balancer's header said, not the balancer nor our socket."""
+    for version in (1, 2):
+        up = upstreams(proxy_protocol=True)
+        front = make_postern(config=proxy_config(
+            "proxy-protocol proxy pp", before=["upstream pp "
+            "smtp://127.0.0.1:%d proxy-protocol v%d" % (up.port, version)]))
+        c = Client(front.port)
+        front.clients.append(c)
+        c.send_raw(b"PROXY TCP4 203.0.113.9 192.0.2.25 40001 25\r\n")
+        c.hello()
+        send_message(c, "a@example.org", ["b@example.org"], BODY)
+        c.close()
+        assert [e for e in up.events if e[0] == "PROXY"] == [("PROXY",
+            ("203.0.113.9", 40001, version))], up.events
+        assert up.proxy_dst == [("192.0.2.25", 25)], up.proxy_dst
+
+
+def test_early_talker_on_a_proxy_listener(make_postern, upstreams):
+    """"early-talker close replies": a client that sends MAIL with its
+    EHLO gets our 554 instead of the upstream's EHLO reply, and its MAIL
+    never goes up."""
+    up = upstreams()
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d"
+        % up.port, after=["early-talker close replies"]))
+    with front.session() as c:
+        c.expect(220)
+        c.send_raw(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n")
+        r = c.expect(554, "5.5.0")
+        assert "talked before the reply to EHLO" in r.text, r
+        c.expect_closed()
+    wait_for(lambda: log_events(front, "disconnect"), what="the disconnect")
+    assert log_events(front, "early-talker")[0][0]["when"] == \
+        "before the reply to EHLO"
+    assert "MAIL" not in up.verbs(), up.events
+
+
 def test_auth_relayed_to_the_upstream(make_postern, upstreams):
     """"auth-plaintext" on a proxy listener: the client's AUTH is checked
     by the upstream (235 or 535 as it said), and its password never
