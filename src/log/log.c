@@ -23,6 +23,7 @@
 
 static bool		log_to_syslog;
 static enum log_level	log_min = LOG_LVL_INFO;
+static bool		log_min_forced;	/* log_force_level: keep log_min */
 
 enum { LOG_BUF_MAX = 16384 };
 
@@ -55,7 +56,7 @@ log_init(bool use_syslog, const char *facility, enum log_level min)
 	if (log_to_syslog)
 		closelog();
 	log_to_syslog = use_syslog;
-	log_min = min;
+	log_set_level(min);
 	util_on_fatal(log_flush);	/* buffered lines before a fatal one */
 	if (use_syslog)
 		openlog("postern", LOG_PID | LOG_NDELAY,
@@ -65,7 +66,24 @@ log_init(bool use_syslog, const char *facility, enum log_level min)
 void
 log_set_level(enum log_level min)
 {
+	if (!log_min_forced)
+		log_min = min;
+}
+
+void
+log_force_level(enum log_level min)
+{
 	log_min = min;
+	log_min_forced = true;
+}
+
+int
+log_level_parse(const char *name)
+{
+	for (size_t i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++)
+		if (strcmp(name, log_names[i]) == 0)
+			return (int)i;
+	return -1;
 }
 
 bool

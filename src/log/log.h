@@ -15,6 +15,13 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 void	log_init(bool use_syslog, const char *facility, enum log_level min);
 void	log_set_level(enum log_level min);
 bool	log_enabled(enum log_level lvl);
+/*
+ * Pin the level: later log_init and log_set_level calls (a reload of the
+ * config) keep min.  For "postern run --log-level".
+ */
+void	log_force_level(enum log_level min);
+/* The level named "error", "warn", "info" or "debug", or -1. */
+int	log_level_parse(const char *name);
 
 /*
  * Log one event: "<level> <event> sid=.. qid=.. <fmt...>".  sid and qid may

@@ -343,6 +343,7 @@ class Server:
         self.log_path = os.path.join(self.dir, "postern.stderr")
         self.proc = None
         self.killed = False
+        self.run_args = []	# more arguments for "postern run"
         self.clients = []
         self.problems = []
         self.write_config(config_text)
@@ -365,7 +366,8 @@ class Server:
         logf.flush()
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([binary(), "run", "-c", self.conf],
+        self.proc = subprocess.Popen([binary(), "run", "-c", self.conf] +
+            self.run_args,
             cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
             env=env)
         logf.close()

@@ -3,7 +3,7 @@
 import os
 import re
 
-from conftest import queue_id, send_message, wait_for
+from conftest import queue_id, run_cli, send_message, wait_for
 
 EVENTS = {"connect", "helo", "mail", "rcpt", "reject", "accepted", "delivered",
     "deferred", "disconnect"}
@@ -138,3 +138,39 @@ def test_sids_are_unique_across_a_restart(postern):
     sids = [kv.get("sid") for e, kv, _ in events(postern.log()) if e == "connect"]
     assert len(sids) == 2 and sids[0] != sids[1], \
         "session ids %s repeat across a restart" % sids
+
+
+def debug_lines(log):
+    return [l for l in log.splitlines() if len(l.split()) > 1 and
+        l.split()[1] == "debug"]
+
+
+def test_log_level_on_the_command_line_beats_the_config(make_postern):
+    """run --log-level debug logs debug lines although the config says
+    warn, and still does after a reload (SIGHUP reads 'log level warn'
+    again)."""
+    srv = make_postern(extra=["log level warn"], start=False)
+    srv.run_args = ["--log-level", "debug"]
+    srv.start()
+
+    def session():
+        with srv.session() as c:
+            c.hello()
+            c.send("QUIT"); c.expect(221)
+
+    session()
+    wait_for(lambda: debug_lines(srv.log()), what="debug lines")
+    srv.sighup()
+    wait_for(lambda: "reload: configuration" in srv.log(), what="the reload")
+    before = len(debug_lines(srv.log()))
+    session()
+    wait_for(lambda: len(debug_lines(srv.log())) > before,
+        what="debug lines after the reload")
+
+
+def test_log_level_option_is_checked(make_postern):
+    srv = make_postern(start=False)
+    for bad in (["--log-level", "loud"], ["--log-level"]):
+        r = run_cli("run", "-c", srv.conf, *bad)
+        assert r.returncode == 2, (bad, r)
+        assert "log-level" in r.stderr, (bad, r.stderr)

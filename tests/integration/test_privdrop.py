@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-from conftest import (HOST, Client, Server, machine_lacks, make_config, needs,
-    read_bytes, run_cli, send_message, split_delivered, wait_for)
+from conftest import (HOST, Client, Server, binary, machine_lacks,
+    make_config, needs, read_bytes, run_cli, send_message, split_delivered,
+    wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which the privilege drop needs (run the suite as root)")
@@ -167,3 +168,27 @@ def test_root_without_user_is_warned_about(make_postern):
     warn = [l for l in log.splitlines() if " warn " in l and "root" in l]
     assert warn, "no warning about running as root:\n" + log
     assert srv.pid_status()["Uid"].split()[0] == "0"
+
+
+def test_sendmail_run_by_root_queues_as_the_spool_owner(make_dropped):
+    """root's sendmail writes the spool as its owner: the server, running as
+    nobody, can read the message, deliver it and remove it."""
+    uid, gid = ids()
+    srv = make_dropped()
+    link = os.path.join(srv.dir, "sendmail")
+    os.symlink(binary(), link)
+    r = subprocess.run([link, "-C", srv.conf, "-f", "root@example.org",
+        "bob@example.org"], input=b"Subject: from root\n\nqueued by root\n",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert r.returncode == 0, r.stderr
+    files = wait_for(lambda: srv.maildir("bob"), timeout=10,
+        what="delivery of root's message")
+    rest = split_delivered(read_bytes(files[0]))[2]
+    assert b"queued by root" in rest
+    assert b"(uid 0)" in read_bytes(files[0]), "Received: names the sender"
+    wait_for(lambda: not [f for f in srv.spool_files() if "/msg/" in f],
+        what="the message leaving the spool")
+    for f in srv.spool_files():
+        st = os.stat(f)
+        assert (st.st_uid, st.st_gid) == (uid, gid), "%s owned by %d:%d" % (
+            f, st.st_uid, st.st_gid)
