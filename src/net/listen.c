@@ -1,6 +1,7 @@
 /*
  * net/listen.c: the listen sockets and the listeners on them.  The main
  * thread binds one SO_REUSEPORT socket per loop for each listen address
+ * (or shares among the loops the one a socket unit passed, net/notify.c)
  * and keeps them across reloads; each loop runs its own listener on its
  * own socket and hands accepted connections, once admitted, to conn/.
  */
@@ -269,6 +270,39 @@ net_probe_free(const char *addr, int port, const char **err_out)
  * their loops when they take the new set.  -1 when a new one cannot be
  * bound (the others are kept).
  */
+/*
+ * l->fds: the socket the service manager passed for l's address (shared by
+ * every loop), else one fresh SO_REUSEPORT socket per loop.  0, or -1 with
+ * *err_out.
+ */
+static int
+net_listen_open(struct net_server *srv, struct net_listen *l,
+    const char **err_out)
+{
+	int fd = net_passed_take(&srv->passed, l->addr, l->port);
+
+	l->fds = xcalloc(srv->nloops, sizeof(int));
+	if (fd != -1) {
+		l->passed = true;
+		if (net_passed_spread(fd, l->fds, srv->nloops, err_out) == 0)
+			return 0;
+		close(fd);
+		goto fail;
+	}
+	for (unsigned k = 0; k < srv->nloops; k++)
+		if ((l->fds[k] = net_bind_one(l->addr, l->port,
+		    err_out)) == -1) {
+			while (k-- > 0)
+				close(l->fds[k]);
+			goto fail;
+		}
+	return 0;
+fail:
+	free(l->fds);
+	l->fds = NULL;
+	return -1;
+}
+
 int
 net_listens_sync(struct net_server *srv, const struct config *cfg,
     const char **err_out)
@@ -286,6 +320,7 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			if (o->fds != NULL && o->port == l->port &&
 			    strcmp(o->addr, l->addr) == 0) {
 				l->fds = o->fds;	/* moves over */
+				l->passed = o->passed;
 				o->fds = NULL;
 			}
 		}
@@ -296,20 +331,16 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			goto next;
 		}
 		if (l->fds == NULL) {
-			l->fds = xcalloc(srv->nloops, sizeof(int));
-			for (unsigned k = 0; k < srv->nloops; k++)
-				if ((l->fds[k] = net_bind_one(l->addr, l->port,
-				    err_out)) == -1) {
-					while (k-- > 0)
-						close(l->fds[k]);
-					free(l->fds);
-					free(l->addr);
-					rc = -1;
-					goto next;
-				}
-			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
+			if (net_listen_open(srv, l, err_out) == -1) {
+				free(l->addr);
+				rc = -1;
+				goto next;
+			}
+			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d%s",
 			    strchr(l->addr, ':') ? "[" : "", l->addr,
-			    strchr(l->addr, ':') ? "]" : "", l->port);
+			    strchr(l->addr, ':') ? "]" : "", l->port,
+			    l->passed ? " (socket passed by the service "
+			    "manager)" : "");
 			if (srv->balance_ev != NULL)
 				net_steer_listen(l, srv->nopen);
 		}

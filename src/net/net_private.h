@@ -56,6 +56,9 @@ struct net_listen {
 	char			*addr;		/* owned */
 	int			 port;
 	int			*fds;		/* one per loop; each loop owns its own */
+	bool			 passed;	/* by the service manager: fds are
+						   one socket, not a SO_REUSEPORT
+						   group, so no steering */
 };
 
 /* A loop's own listener on one of those sockets. */
@@ -95,6 +98,12 @@ struct net_loop {
 	bool			 stop;
 };
 
+/* Listening sockets a socket unit passed, not taken by a listener yet. */
+struct net_passed {
+	int	*fds;		/* owned array; each fd owned until taken */
+	size_t	 n;
+};
+
 struct net_server {
 	char			*config_path;	/* owned */
 	struct event_base	*base;		/* owned: main thread, signals */
@@ -109,6 +118,8 @@ struct net_server {
 	struct priv		*priv;		/* owned: the privileged helper,
 						   or NULL */
 	struct event		*sig_term, *sig_int, *sig_hup;
+	struct net_passed	 passed;	/* start-up: sockets a socket unit
+						   passed, not yet taken */
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */
 	struct net_ipcount	*ips[NET_IP_BUCKETS];
@@ -155,9 +166,9 @@ void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
 void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 /*
  * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets.  Sockets of dropped addresses are closed by
- * their loops when they take the new set.  -1 when a new one cannot be
- * bound (the others are kept).
+ * get nloops fresh sockets (or the one the service manager passed).
+ * Sockets of dropped addresses are closed by their loops when they take
+ * the new set.  -1 when a new one cannot be bound (the others are kept).
  */
 int	net_listens_sync(struct net_server *srv, const struct config *cfg,
 	    const char **err_out);
@@ -189,5 +200,22 @@ int	net_queue_route(void *arg, const char *sender, const char *rcpt,
 enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
 	    size_t idx, const char *content_path, const char *hostname,
 	    const char **why_out);
+
+/*
+ * notify.c: the service manager.  Send it fmt's text ("READY=1", ...) when
+ * $NOTIFY_SOCKET names one; else nothing.
+ */
+void	net_notify(const char *fmt, ...) UTIL_PRINTF(1, 2);
+/* Take the sockets passed through LISTEN_FDS into np (start-up). */
+void	net_passed_take_all(struct net_passed *np);
+/* The passed socket listening on addr:port, now the caller's, or -1. */
+int	net_passed_take(struct net_passed *np, const char *addr, int port);
+/* Close (with a warning each) the sockets no listener took; np empties. */
+void	net_passed_close_rest(struct net_passed *np);
+/*
+ * fds[0..n): fd, then duplicates of it (one per loop; each loop owns and
+ * closes its own).  0, or -1 with *err_out (fd is left to the caller).
+ */
+int	net_passed_spread(int fd, int *fds, unsigned n, const char **err_out);
 
 #endif

@@ -43,14 +43,28 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 	pthread_mutex_unlock(&srv->mu);
 }
 
+/* READY=1 and a STATUS line: what we listen on, and why we say so. */
+static void
+net_notify_ready(struct net_server *srv, const char *why)
+{
+	net_notify("READY=1\nSTATUS=%s; accepting mail on %zu "
+	    "address%s with %u loop%s", why, srv->nlistens,
+	    srv->nlistens == 1 ? "" : "es", srv->nloops,
+	    srv->nloops == 1 ? "" : "s");
+}
+
 static void
 net_reload(struct net_server *srv)
 {
 	char *errs = NULL;
 	const char *err = NULL;
-	struct config *cfg = config_load(srv->config_path, &errs);
+	struct config *cfg;
 	struct conn_rt *rt;
 
+	net_notify("RELOADING=1\nMONOTONIC_USEC=%llu\n"
+	    "STATUS=reloading %s", (unsigned long long)util_now_ms() * 1000,
+	    srv->config_path);
+	cfg = config_load(srv->config_path, &errs);
 	if (cfg == NULL) {
 		/* One log line per error, then keep what runs. */
 		char *save = NULL;
@@ -60,12 +74,16 @@ net_reload(struct net_server *srv)
 		log_msg(LOG_LVL_ERROR, "reload failed: keeping the running "
 		    "configuration");
 		free(errs);
+		net_notify_ready(srv, "reload failed, running the previous "
+		    "configuration");
 		return;
 	}
 	if (net_check_nofile(cfg, &err) == -1 ||
 	    (rt = conn_rt_new(cfg, &err)) == NULL) {
 		log_msg(LOG_LVL_ERROR, "reload failed: %s: keeping the running "
 		    "configuration", err);
+		net_notify_ready(srv, "reload failed, running the previous "
+		    "configuration");
 		return;
 	}
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
@@ -84,6 +102,7 @@ net_reload(struct net_server *srv)
 	pthread_mutex_unlock(&srv->mu);
 	log_msg(LOG_LVL_INFO, "reload: configuration %s loaded",
 	    srv->config_path);
+	net_notify_ready(srv, "configuration reloaded");
 }
 
 static void
@@ -98,6 +117,8 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, srv->nconns);
+	net_notify("STOPPING=1\nSTATUS=stopping: draining %u "
+	    "sessions", srv->nconns);
 	if (srv->balance_ev != NULL) {
 		/* The loops close the listen sockets: no more steering. */
 		event_del(srv->balance_ev);
@@ -151,8 +172,10 @@ net_server_new(const char *config_path, struct config *cfg)
 		srv->nopen = 1;
 		srv->balance_asleep = true;
 	}
+	net_passed_take_all(&srv->passed);
 	if (net_listens_sync(srv, cfg, &err) == -1)
 		fatal("%s", err);
+	net_passed_close_rest(&srv->passed);
 	/* Bound and read: no root from here on, before any client byte. */
 	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)
 		fatal("%s", err);
@@ -190,6 +213,7 @@ net_server_run(struct net_server *srv)
 	log_msg(LOG_LVL_INFO, "postern started: hostname=%s spool=%s "
 	    "workers=%u", srv->rt->cfg->hostname, srv->rt->cfg->spool,
 	    srv->nloops);
+	net_notify_ready(srv, "started");
 	if (event_base_dispatch(srv->base) == -1)
 		return 1;
 	for (unsigned i = 0; i < srv->nloops; i++)

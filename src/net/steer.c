@@ -40,6 +40,8 @@ net_steer_listen(const struct net_listen *l, unsigned n)
 	};
 	struct sock_fprog prog = { 1, one };
 
+	if (l->passed)
+		return;
 	if (n > 1) {
 		prog.len = sizeof(some) / sizeof(some[0]);
 		prog.filter = some;

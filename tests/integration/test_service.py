@@ -1,0 +1,230 @@
+"""postern under a service manager: sd_notify readiness (READY, RELOADING,
+STOPPING) on a NOTIFY_SOCKET the test binds, listening sockets passed the
+way a systemd socket unit passes them (LISTEN_FDS), and the shipped units
+as `systemd-analyze verify` sees them."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import HOST, Client, binary, port_listening, wait_for
+
+
+class Notify:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.msgs = []
+
+    def read(self, timeout=10.0):
+        """Messages that arrived within timeout of the first (all new)."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return None
+        msg = dict(l.split("=", 1) for l in data.decode().splitlines())
+        self.msgs.append(msg)
+        return msg
+
+    def expect(self, key, timeout=10.0):
+        """Read until a message with key=1 arrives; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            msg = self.read(max(left, 0.01)) if left > 0 else None
+            if msg is None:
+                raise AssertionError("no %s=1 within %.0fs; got %r"
+                    % (key, timeout, self.msgs))
+            if msg.get(key) == "1":
+                return msg
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path):
+    n = Notify(tmp_path / "notify.sock")
+    yield n
+    n.close()
+
+
+def test_ready_reloading_stopping(make_postern, notify):
+    srv = make_postern(start=False)
+    srv.env = {"NOTIFY_SOCKET": notify.path}
+    srv.start()
+    msg = notify.expect("READY")
+    assert port_listening(srv.port), "READY=1 before the port listens"
+    assert "accepting mail on 1 address" in msg.get("STATUS", ""), msg
+    with srv.session() as c:
+        c.hello()
+    srv.sighup()
+    msg = notify.expect("RELOADING")
+    assert int(msg["MONOTONIC_USEC"]) > 0, msg
+    msg = notify.expect("READY")
+    assert "reloaded" in msg["STATUS"], msg
+    # A configuration with errors: still READY again, on the old one.
+    srv.write_config("hostname x.example\nfrobnicate\n")
+    srv.sighup()
+    notify.expect("RELOADING")
+    msg = notify.expect("READY")
+    assert "reload failed" in msg["STATUS"], msg
+    srv.sigterm()
+    msg = notify.expect("STOPPING")
+    assert "stopping" in msg["STATUS"], msg
+    assert srv.wait_exit() == 0
+
+
+def passed_socket(port):
+    """A listening socket on 127.0.0.1:port, as a socket unit makes one
+    (no SO_REUSEPORT: postern cannot bind the address beside it)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, port))
+    s.listen(16)
+    return s
+
+
+LAUNCH = """
+import fcntl, os, sys
+fds = [int(x) for x in sys.argv[1].split(",")]
+tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
+for fd in fds:
+    os.close(fd)
+for i, fd in enumerate(tmp):
+    os.dup2(fd, 3 + i)
+    os.set_inheritable(3 + i, True)
+os.environ["LISTEN_FDS"] = str(len(fds))
+os.environ["LISTEN_PID"] = str(os.getpid())	# exec keeps the pid
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def pass_sockets(srv, socks):
+    """Start srv with socks as descriptors 3, 4, ... and LISTEN_FDS,
+    LISTEN_PID set the way systemd sets them."""
+    srv.argv_prefix = ["/usr/bin/python3", "-c", LAUNCH,
+        ",".join(str(s.fileno()) for s in socks)]
+    srv.pass_fds = tuple(s.fileno() for s in socks)
+
+
+def test_socket_activation_takes_the_passed_socket(make_postern, notify):
+    srv = make_postern(start=False, extra=["workers 2"])
+    mine = passed_socket(srv.port)
+    other = passed_socket(0)	# no listen statement names this one
+    other_port = other.getsockname()[1]
+    pass_sockets(srv, [mine, other])
+    srv.env = {"NOTIFY_SOCKET": notify.path}
+    srv.start()
+    notify.expect("READY")
+    mine.close()	# from here on only postern holds the socket
+    other.close()
+    for _ in range(4):	# both loops' descriptors accept
+        c = Client(srv.port)
+        srv.clients.append(c)
+        c.hello()
+        c.send("QUIT"); c.expect(221)
+    log = srv.log()
+    assert "listening on 127.0.0.1:%d (socket passed by the service " \
+        "manager)" % srv.port in log, log
+    assert re.search(r"warn passed socket 127\.0\.0\.1 port %d: no listen "
+        r"statement names it: closed" % other_port, log), log
+    wait_for(lambda: not port_listening(other_port),
+        what="the unnamed passed socket closed")
+    srv.stop()
+
+
+def test_socket_activation_only_where_passed(make_postern, notify):
+    """A listen address with no passed socket is bound as usual."""
+    srv = make_postern(start=False)
+    second = socket.socket()
+    second.bind((HOST, 0))
+    port2 = second.getsockname()[1]
+    second.close()
+    srv.write_config(open(srv.conf).read().replace(
+        "listen 127.0.0.1:%d\n" % srv.port,
+        "listen 127.0.0.1:%d\nlisten 127.0.0.1:%d\n" % (srv.port, port2)))
+    mine = passed_socket(srv.port)
+    pass_sockets(srv, [mine])
+    srv.env = {"NOTIFY_SOCKET": notify.path}
+    srv.start()
+    notify.expect("READY")
+    mine.close()
+    for port in (srv.port, port2):
+        c = Client(port)
+        srv.clients.append(c)
+        c.hello()
+        c.send("QUIT"); c.expect(221)
+    assert "listening on 127.0.0.1:%d\n" % port2 in srv.log()
+
+
+def unit_path(name):
+    p = os.path.join(os.path.dirname(binary()), "dist", name)
+    assert os.path.exists(p), "%s was not generated by the build" % p
+    return p
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    """The units as the build writes them, with the binary they name in
+    place (in a private mount namespace) and the manuals they cite on the
+    MANPATH: systemd-analyze verify has nothing to say."""
+    sa = shutil.which("systemd-analyze")
+    if sa is None:
+        pytest.fail("systemd-analyze not found: scripts/bootstrap installs "
+            "the systemd package")
+    service = unit_path("postern.service")
+    with open(service) as f:
+        text = f.read()
+    exe = re.search(r"^ExecStart=(\S+) run ", text, re.M).group(1)
+    assert "Type=notify" in text, "built without libsystemd?"
+    units = tmp_path / "units"
+    units.mkdir()
+    for name in ("postern.service", "postern.socket"):
+        shutil.copy(unit_path(name), units / name)
+    man = tmp_path / "man"
+    for sec in ("5", "8"):
+        (man / ("man" + sec)).mkdir(parents=True)
+    built = os.path.join(os.path.dirname(binary()), "man")
+    for page in os.listdir(built):
+        shutil.copy(os.path.join(built, page),
+            man / ("man" + page.rsplit(".", 1)[1]) / page)
+    script = ('set -e; d=$(dirname "$1"); mount -t tmpfs tmpfs "$d"; '
+        'ln -s "$2" "$1"; shift 2; exec "$@"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private",
+        "sh", "-c", script, "sh", exe, binary(), sa, "verify",
+        str(units / "postern.service"), str(units / "postern.socket")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=60, env=dict(os.environ, MANPATH=str(man)))
+    assert (r.returncode, r.stdout) == (0, ""), r.stdout
+    # And it does find fault: a unit naming a missing binary.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "postern.service").write_text(text.replace(exe,
+        "/nonexistent/postern"))
+    r = subprocess.run([sa, "verify", str(bad / "postern.service")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=60, env=dict(os.environ, MANPATH=str(man)))
+    assert r.returncode != 0 and "/nonexistent/postern" in r.stdout, r.stdout
+
+
+def test_service_unit_is_hardened():
+    with open(unit_path("postern.service")) as f:
+        unit = dict(l.split("=", 1) for l in f.read().splitlines()
+            if "=" in l and not l.startswith("#"))
+    assert unit["Type"] == "notify"
+    assert unit["ProtectSystem"] == "strict"
+    assert unit["PrivateTmp"] == "yes" and unit["NoNewPrivileges"] == "yes"
+    assert set(unit["CapabilityBoundingSet"].split()) == {
+        "CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID"}
+    paths = unit["ReadWritePaths"].split()
+    assert any(p.endswith("/spool/postern") for p in paths), paths
+    assert any(p.lstrip("-").endswith("/mail") for p in paths), paths
