@@ -38,7 +38,7 @@ static const char usage_main[] =
     "'postern COMMAND --help' describes one command.\n";
 
 static const char usage_run[] =
-    "usage: postern run [-c FILE] [--log-level LEVEL]\n"
+    "usage: postern run [-c FILE] [--log-level LEVEL] [--pid-file PATH]\n"
     "\n"
     "Run the server in the foreground with FILE (default $POSTERN_CONFIG,\n"
     "else " CLI_DEFAULT_CONFIG ").  Relative paths in FILE are relative\n"
@@ -46,6 +46,8 @@ static const char usage_run[] =
     "by default).\n"
     "  --log-level LEVEL  error, warn, info or debug, whatever 'log level'\n"
     "                     says (also after a reload)\n"
+    "  --pid-file PATH    write the process id to PATH (held locked while\n"
+    "                     running: a second instance refuses to start)\n"
     "Signals: SIGTERM/SIGINT stop accepting, let messages in DATA finish\n"
     "(up to 'limit shutdown-grace'), answer 421 to the rest and exit 0;\n"
     "SIGHUP reloads the configuration (a bad one is logged and ignored).\n";
@@ -64,9 +66,13 @@ static const char usage_version[] =
 struct cli_args {
 	const char	*config;
 	int		 log_level;	/* enum log_level, or -1: the config's */
+	const char	*pid_file;	/* or NULL: the config's */
 };
 
-/* Parse "-c FILE", "--help" and (run) "--log-level LEVEL"; exits on error. */
+/*
+ * Parse "-c FILE", "--help" and (run) "--log-level LEVEL", "--pid-file
+ * PATH"; exits on error.
+ */
 static void
 cli_parse_args(int argc, char **argv, const char *usage, bool run,
     struct cli_args *a)
@@ -75,12 +81,14 @@ cli_parse_args(int argc, char **argv, const char *usage, bool run,
 		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "pid-file", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 
 	a->config = cli_default_config();
 	a->log_level = -1;
+	a->pid_file = NULL;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (ch) {
@@ -90,6 +98,12 @@ cli_parse_args(int argc, char **argv, const char *usage, bool run,
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
+		case 'P':
+			a->pid_file = optarg;
+			if (run)
+				break;
+			fputs(usage, stderr);
+			exit(2);
 		case 'L':
 			if (run && (a->log_level = log_level_parse(optarg)) ==
 			    -1) {
@@ -192,7 +206,7 @@ cli_run(int argc, char **argv)
 {
 	struct cli_args a;
 	const char *err = NULL;
-	char *errs = NULL, *path;
+	char *errs = NULL, *path, *pid_file, *cwd = NULL;
 	struct config *cfg;
 	struct net_server *srv;
 	int rc;
@@ -200,12 +214,21 @@ cli_run(int argc, char **argv)
 	cli_parse_args(argc, argv, usage_run, true, &a);
 	if (a.log_level != -1)
 		log_force_level((enum log_level)a.log_level);
+	/* --pid-file is relative to where we were started, not the config. */
+	pid_file = a.pid_file == NULL ? NULL : a.pid_file[0] == '/' ||
+	    (cwd = getcwd(NULL, 0)) == NULL ? xstrdup(a.pid_file) :
+	    xasprintf("%s/%s", cwd, a.pid_file);
+	free(cwd);
 	if ((path = cli_enter_config_dir(a.config, &err)) == NULL)
 		fatal("%s", err);
 	if ((cfg = config_load(path, &errs)) == NULL) {
 		fputs(errs, stderr);
 		free(errs);
 		fatal("%s: configuration has errors", path);
+	}
+	if (pid_file != NULL) {
+		free(cfg->pid_file);
+		cfg->pid_file = pid_file;
 	}
 	srv = net_server_new(path, cfg);
 	free(path);

@@ -297,6 +297,7 @@ struct config {
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
 	char			*translog_dir;	/* "transaction-log DIR"; NULL: off */
+	char			*pid_file;	/* "pid-file PATH"; NULL: none */
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */

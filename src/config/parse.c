@@ -574,6 +574,7 @@ config_free(struct config **cp)
 	free(c->greeting);
 	free(c->log_facility);
 	free(c->translog_dir);
+	free(c->pid_file);
 	free(c->user);
 	free(c->group);
 	cfg_listen_free(c);

@@ -118,6 +118,9 @@ struct net_server {
 	struct priv		*priv;		/* owned: the privileged helper,
 						   or NULL */
 	struct event		*sig_term, *sig_int, *sig_hup;
+	char			*pid_file;	/* owned, or NULL: none */
+	int			 pidfd;		/* locked while we run, or -1 */
+	int			 notify_fd;	/* the service manager's, or -1 */
 	struct net_passed	 passed;	/* start-up: sockets a socket unit
 						   passed, not yet taken */
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
@@ -202,10 +205,23 @@ enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
 	    const char **why_out);
 
 /*
- * notify.c: the service manager.  Send it fmt's text ("READY=1", ...) when
- * $NOTIFY_SOCKET names one; else nothing.
+ * notify.c: the service manager.  A datagram socket connected to
+ * $NOTIFY_SOCKET (which is then unset), or -1 when there is none; open it
+ * before the privilege drop.
  */
-void	net_notify(const char *fmt, ...) UTIL_PRINTF(1, 2);
+int	net_notify_open(void);
+/* Send it fmt's text ("READY=1", ...); nothing when fd is -1. */
+void	net_notify(int fd, const char *fmt, ...) UTIL_PRINTF(2, 3);
+/*
+ * pidfile.c: write our process id into path and hold an exclusive lock on
+ * it until net_pidfile_close.  A file another live postern holds is an
+ * error; one left by a dead process is taken over.  The descriptor, or -1
+ * with *err_out.
+ */
+int	net_pidfile_open(const char *path, const char **err_out);
+/* Remove the file (or empty it, when we may not) and let the lock go. */
+void	net_pidfile_close(int *fdp, const char *path);
+
 /* Take the sockets passed through LISTEN_FDS into np (start-up). */
 void	net_passed_take_all(struct net_passed *np);
 /* The passed socket listening on addr:port, now the caller's, or -1. */

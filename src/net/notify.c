@@ -1,9 +1,13 @@
 /*
  * net/notify.c: what the service manager hands us and wants to hear.
- * systemd (Type=notify) learns through sd_notify when we accept mail,
- * reload and stop; a socket unit passes listening sockets (LISTEN_FDS),
- * which the listeners take instead of binding the same addresses.  Main
- * thread only.  Without libsystemd both are off, and say so when asked.
+ * It learns when we accept mail, reload and stop through the sd_notify
+ * protocol (systemd's Type=notify, start-stop-daemon --notify-await): a
+ * datagram to $NOTIFY_SOCKET.  The socket is connected at start-up, while
+ * we are still root: a manager's socket in a folder only root may enter
+ * (start-stop-daemon makes one) is out of reach once we run as "user", and
+ * libsystemd's sd_notify() connects anew for every message.  A socket unit
+ * passes listening sockets (LISTEN_FDS, libsystemd), which the listeners
+ * take instead of binding the same addresses.  Main thread only.
  */
 #include "net/net_private.h"
 
@@ -14,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #ifdef POSTERN_HAVE_LIBSYSTEMD
@@ -23,29 +29,57 @@
 
 #include "log/log.h"
 
+int
+net_notify_open(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	socklen_t len;
+	int fd;
+
+	if (path == NULL || *path == '\0')
+		return -1;
+	if ((path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sun.sun_path)) {
+		log_msg(LOG_LVL_WARN, "NOTIFY_SOCKET=%s: not a socket path",
+		    path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';	/* an abstract name */
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+	    strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 || connect(fd, (struct sockaddr *)&sun, len) == -1) {
+		log_msg(LOG_LVL_WARN, "NOTIFY_SOCKET=%s: %s: the service "
+		    "manager will not hear from us", path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	unsetenv("NOTIFY_SOCKET");	/* not for the programs we start */
+	return fd;
+}
+
 void
-net_notify(const char *fmt, ...)
+net_notify(int fd, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
+	int n;
 
-	if (getenv("NOTIFY_SOCKET") == NULL)
+	if (fd == -1)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-#ifdef POSTERN_HAVE_LIBSYSTEMD
-	int rc = sd_notify(0, msg);
-	if (rc < 0)
-		log_msg(LOG_LVL_WARN, "sd_notify(%s): %s", msg, strerror(-rc));
-#else
-	static bool warned;
-	if (!warned)
-		log_msg(LOG_LVL_WARN, "NOTIFY_SOCKET is set but postern was "
-		    "built without libsystemd: the service manager is not told "
-		    "when it is ready (use Type=exec)");
-	warned = true;
-#endif
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		n = (int)strlen(msg);
+	/* A manager gone (start-stop-daemon after READY) is no error. */
+	if (send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == -1)
+		log_msg(LOG_LVL_DEBUG, "notify %.*s: %s", (int)strcspn(msg,
+		    "\n"), msg, strerror(errno));
 }
 
 void

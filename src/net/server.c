@@ -47,7 +47,7 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 static void
 net_notify_ready(struct net_server *srv, const char *why)
 {
-	net_notify("READY=1\nSTATUS=%s; accepting mail on %zu "
+	net_notify(srv->notify_fd, "READY=1\nSTATUS=%s; accepting mail on %zu "
 	    "address%s with %u loop%s", why, srv->nlistens,
 	    srv->nlistens == 1 ? "" : "es", srv->nloops,
 	    srv->nloops == 1 ? "" : "s");
@@ -61,7 +61,7 @@ net_reload(struct net_server *srv)
 	struct config *cfg;
 	struct conn_rt *rt;
 
-	net_notify("RELOADING=1\nMONOTONIC_USEC=%llu\n"
+	net_notify(srv->notify_fd, "RELOADING=1\nMONOTONIC_USEC=%llu\n"
 	    "STATUS=reloading %s", (unsigned long long)util_now_ms() * 1000,
 	    srv->config_path);
 	cfg = config_load(srv->config_path, &errs);
@@ -117,7 +117,7 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, srv->nconns);
-	net_notify("STOPPING=1\nSTATUS=stopping: draining %u "
+	net_notify(srv->notify_fd, "STOPPING=1\nSTATUS=stopping: draining %u "
 	    "sessions", srv->nconns);
 	if (srv->balance_ev != NULL) {
 		/* The loops close the listen sockets: no more steering. */
@@ -140,6 +140,14 @@ net_server_new(const char *config_path, struct config *cfg)
 
 	log_init(cfg->log_syslog, cfg->log_facility,
 	    (enum log_level)cfg->log_level);
+	srv->notify_fd = net_notify_open();
+	/* First: a second instance stops here, before it binds anything. */
+	srv->pidfd = -1;
+	if (cfg->pid_file != NULL) {
+		srv->pid_file = xstrdup(cfg->pid_file);
+		if ((srv->pidfd = net_pidfile_open(srv->pid_file, &err)) == -1)
+			fatal("%s", err);
+	}
 	if (evthread_use_pthreads() == -1)
 		fatal("libevent: no thread support");
 	pthread_mutex_init(&srv->mu, NULL);
@@ -255,6 +263,10 @@ net_server_free(struct net_server **srvp)
 	conn_rt_unref(&srv->rt);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);
+	net_pidfile_close(&srv->pidfd, srv->pid_file);
+	if (srv->notify_fd != -1)
+		close(srv->notify_fd);
+	free(srv->pid_file);
 	free(srv->config_path);
 	free(srv);
 	*srvp = NULL;

@@ -192,3 +192,42 @@ def test_sendmail_run_by_root_queues_as_the_spool_owner(make_dropped):
         st = os.stat(f)
         assert (st.st_uid, st.st_gid) == (uid, gid), "%s owned by %d:%d" % (
             f, st.st_uid, st.st_gid)
+
+
+def test_pid_file_in_a_root_folder_is_emptied_at_stop(make_dropped,
+        public_dir):
+    """Written as root before the drop; at the stop nobody may not remove
+    it from root's folder, so it is left empty (which reads as stale)."""
+    run = os.path.join(public_dir, "run")
+    os.mkdir(run, 0o755)
+    pid_path = os.path.join(run, "postern.pid")
+    srv = make_dropped(start=False)
+    srv.run_args = ["--pid-file", pid_path]
+    srv.start()
+    with open(pid_path) as f:
+        assert f.read() == "%d\n" % srv.proc.pid
+    assert os.stat(pid_path).st_uid == 0
+    srv.stop()
+    with open(pid_path) as f:
+        assert f.read() == ""
+
+
+def test_service_manager_hears_ready_after_the_drop(make_dropped, public_dir):
+    """The notify socket sits in a folder only root may enter (as
+    start-stop-daemon --notify-await makes it): postern connects to it
+    before the drop, and READY=1 still arrives from nobody."""
+    hidden = os.path.join(public_dir, "notify")
+    os.mkdir(hidden, 0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(hidden, "sock"))
+    sock.settimeout(15)
+    try:
+        srv = make_dropped(start=False)
+        srv.env = {"NOTIFY_SOCKET": os.path.join(hidden, "sock")}
+        srv.start()
+        msgs = []
+        while not any(m.startswith(b"READY=1") for m in msgs):
+            msgs.append(sock.recv(4096))
+        assert srv.pid_status()["Uid"].split()[0] == str(ids()[0])
+    finally:
+        sock.close()

@@ -228,3 +228,44 @@ def test_service_unit_is_hardened():
     paths = unit["ReadWritePaths"].split()
     assert any(p.endswith("/spool/postern") for p in paths), paths
     assert any(p.lstrip("-").endswith("/mail") for p in paths), paths
+
+
+def read_pid(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_pid_file_refuses_a_second_instance(make_postern):
+    first = make_postern(start=False)
+    pid_path = first.path("run", "postern.pid")
+    os.mkdir(first.path("run"))
+    first.run_args = ["--pid-file", pid_path]
+    first.start()
+    assert read_pid(pid_path) == "%d\n" % first.proc.pid
+    # Another server, other port and spool, same pid file: refused at once.
+    second = make_postern(start=False)
+    r = subprocess.run([binary(), "run", "-c", second.conf, "--pid-file",
+        pid_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        timeout=30, cwd=second.dir)
+    assert r.returncode == 1, r
+    assert "pid file %s: another postern (pid %d) is running with it" % (
+        pid_path, first.proc.pid) in r.stderr, r.stderr
+    assert not port_listening(second.port)
+    assert read_pid(pid_path) == "%d\n" % first.proc.pid
+    first.stop()
+    assert not os.path.exists(pid_path), "pid file left after a clean stop"
+
+
+def test_stale_pid_file_is_taken_over(make_postern):
+    srv = make_postern(start=False)
+    pid_path = srv.path("postern.pid")
+    # A process that died: its number is there, nobody holds the lock.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(pid_path, "w") as f:
+        f.write("%d\n" % dead.pid)
+    srv.run_args = ["--pid-file", pid_path]
+    srv.start()
+    assert read_pid(pid_path) == "%d\n" % srv.proc.pid
+    assert "pid file %s: stale (pid %d holds it no more): taken over" % (
+        pid_path, dead.pid) in srv.log()

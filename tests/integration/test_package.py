@@ -1,0 +1,172 @@
+"""The Debian package: built from a copy of the tree with
+`dpkg-buildpackage -b -us -uc` (the developer's tree is not touched),
+checked by lintian (no errors), then installed, started, used and purged
+with dpkg on the machine as seen through an overlay (package_sandbox.sh),
+so the install leaves nothing behind and port 25 is the sandbox's own.
+About a minute on an idle machine."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+BUILD_TIMEOUT = 600
+SANDBOX_TIMEOUT = 400
+
+
+def need(prog):
+    if shutil.which(prog) is None:
+        pytest.fail("%s not found: scripts/bootstrap installs what the "
+            "package build needs" % prog)
+
+
+def copy_tree(dst):
+    """The files git knows of (committed or not, but not ignored): what a
+    checkout would hold, without build folders."""
+    r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+        "--exclude-standard"], cwd=REPO, stdout=subprocess.PIPE, check=True)
+    for rel in r.stdout.decode().split("\0"):
+        if not rel or not os.path.lexists(os.path.join(REPO, rel)):
+            continue
+        os.makedirs(os.path.join(dst, os.path.dirname(rel)), exist_ok=True)
+        shutil.copy2(os.path.join(REPO, rel), os.path.join(dst, rel),
+            follow_symlinks=False)
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    for prog in ("dpkg-buildpackage", "dh", "lintian", "scdoc"):
+        need(prog)
+    top = tmp_path_factory.mktemp("deb")
+    src = top / "postern"
+    copy_tree(str(src))
+    r = subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=src,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=BUILD_TIMEOUT, env=dict(os.environ,
+        DEB_BUILD_OPTIONS="nocheck parallel=2"))
+    assert r.returncode == 0, "dpkg-buildpackage failed:\n" + r.stdout[-6000:]
+    debs = [p for p in top.iterdir() if p.name.startswith("postern_") and
+        p.name.endswith(".deb")]
+    assert len(debs) == 1, sorted(os.listdir(top))
+    return debs[0]
+
+
+def test_lintian_finds_no_errors(deb):
+    changes = next(p for p in deb.parent.iterdir() if p.suffix == ".changes")
+    r = subprocess.run(["lintian", "--fail-on", "error", "--tag-display-limit",
+        "0", str(changes)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=300)
+    errors = [l for l in r.stdout.splitlines() if l.startswith("E:")]
+    assert r.returncode == 0 and not errors, r.stdout
+
+
+def test_package_contents(deb):
+    r = subprocess.run(["dpkg-deb", "-c", str(deb)], stdout=subprocess.PIPE,
+        text=True, check=True)
+    paths = {l.split()[5].lstrip(".") for l in r.stdout.splitlines()}
+    for p in ("/usr/sbin/postern", "/etc/postern/postern.conf",
+            "/var/spool/postern/", "/etc/init.d/postern",
+            "/lib/systemd/system/postern.service",
+            "/lib/systemd/system/postern.socket",
+            "/usr/share/man/man5/postern.conf.5.gz",
+            "/usr/share/man/man8/postern.8.gz",
+            "/usr/share/doc/postern/config.md.gz",
+            "/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq",
+            "/usr/bin/newaliases"):
+        assert p in paths, "%s not in the package:\n%s" % (p, r.stdout)
+    r = subprocess.run(["dpkg-deb", "-f", str(deb), "Provides", "Conflicts",
+        "Replaces"], stdout=subprocess.PIPE, text=True, check=True)
+    assert r.stdout.count("mail-transport-agent") == 3, r.stdout
+
+
+@pytest.fixture(scope="module")
+def sandbox(deb, tmp_path_factory):
+    need("unshare")
+    with open("/proc/filesystems") as f:
+        if "overlay" not in f.read():
+            pytest.skip("the kernel has no overlayfs: the sandbox needs it")
+    top = tmp_path_factory.mktemp("sandbox")
+    work = top / "dir"
+    work.mkdir()
+    (top / "top").mkdir()
+    shutil.copy(deb, work / "postern.deb")
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copy(os.path.join(here, "package_inside.py"), work)
+    r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork",
+        "--propagation", "private", "sh",
+        os.path.join(here, "package_sandbox.sh"), str(top / "top"),
+        str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=SANDBOX_TIMEOUT)
+    path = work / "report.json"
+    assert path.exists(), "the sandbox wrote no report (exit %d):\n%s" % (
+        r.returncode, r.stdout[-4000:])
+    report = json.loads(path.read_text())
+    assert "exception" not in report, report["exception"] + "\n" + \
+        json.dumps(report, indent=1)[-6000:]
+    return report
+
+
+def test_install_starts_a_hardened_running_server(sandbox):
+    rep = sandbox
+    assert rep["install"]["rc"] == 0, rep["install"]["out"]
+    # dpkg started it through the SysV script (no systemd in the sandbox).
+    assert rep["started_by_postinst"], rep["install"]["out"]
+    run = rep["running"]
+    assert run["pid"] and run["port25"] and run["status"] == 0, run
+    assert run["user"] == "postern:mail", "the server runs as %s" % run["user"]
+    assert rep["user"]["shell"] in ("/usr/sbin/nologin", "/bin/false"), \
+        rep["user"]
+    assert rep["spool"] == {"owner": "postern", "mode": "0o700"}, rep["spool"]
+    assert rep["analyze"] == {"rc": 0, "out": ""}, rep["analyze"]["out"]
+
+
+def test_mail_through_sendmail_and_smtp(sandbox):
+    rep = sandbox
+    assert rep["sendmail"] == {"rc": 0, "out": ""}, rep["sendmail"]
+    assert len(rep["sendmail_delivered"]) == 1, rep
+    m = rep["sendmail_delivered"][0]
+    assert "hello from sendmail" in m and "Received: from local user root" \
+        in m, m
+    assert rep["ehlo"] == 250
+    assert len(rep["smtp_delivered"]) == 1, rep
+    assert "hello over SMTP" in rep["smtp_delivered"][0]
+    assert rep["smtp_file_owner"] == "postern:mail"
+    code, text = rep["relay_attempt"]
+    assert code == 550 and text.startswith("5.7.1"), rep["relay_attempt"]
+    assert rep["mailq"]["rc"] == 0, rep["mailq"]
+    assert rep["newaliases"]["rc"] == 0, rep["newaliases"]
+
+
+def test_manuals_are_installed(sandbox):
+    man = sandbox["man"]
+    assert man["5 postern.conf"].endswith("man5/postern.conf.5.gz"), man
+    assert man["8 postern"].endswith("man8/postern.8.gz"), man
+    # sendmail(8) is a link to postern-send(8), which man resolves.
+    assert man["8 sendmail"].endswith("man8/postern-send.8.gz"), man
+    assert "postern.conf - configuration of the postern SMTP server" in \
+        " ".join(sandbox["man_text"].split()), sandbox["man_text"]
+
+
+def test_reload_and_conffile_kept_on_reinstall(sandbox):
+    rep = sandbox
+    assert "/etc/postern/postern.conf" in rep["conffiles"], rep["conffiles"]
+    assert rep["reload"]["rc"] == 0, rep["reload"]
+    assert rep["after_reload"]["pid"] == rep["running"]["pid"], rep
+    assert rep["reinstall"]["rc"] == 0, rep["reinstall"]["out"]
+    assert rep["conf_after_reinstall"].endswith("# edited by the admin\n")
+    again = rep["after_reinstall"]
+    assert again["pid"] and again["port25"] and \
+        again["user"] == "postern:mail", again
+
+
+def test_purge_removes_it(sandbox):
+    rep = sandbox
+    assert rep["purge"]["rc"] == 0, rep["purge"]["out"]
+    gone = rep["after_purge"]
+    assert gone["process"] is False and gone["port25"] is False, gone
+    assert gone["left"] == [], gone
+    assert gone["dpkg_status"] != 0
