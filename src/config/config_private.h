@@ -62,6 +62,7 @@ struct cfg_parser {
 	int			 seen_tls_selfsigned, seen_tls_minver;
 	int			 seen_tls_ciphers, seen_tls_suites;
 	int			 seen_conn_rate;
+	int			 seen_pid_file, seen_bind_retry;
 	int			 seen_limit[16];
 };
 
@@ -90,6 +91,9 @@ void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_route.c: "match" rules */
 void	cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_route_free(struct config *c);
+/* parse_ops.c: running the process: "bind-retry" */
+void	cfg_st_bind_retry(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_ops_defaults(struct config *c);
 /* parse_queue.c */
 void	cfg_st_queue(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_queue_defaults(struct config *c);

@@ -157,6 +157,13 @@ cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
 }
 
 static void
+cfg_st_pid_file(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	cfg_st_path(p, ln, &p->seen_pid_file, &p->c->pid_file,
+	    "pid-file PATH");
+}
+
+static void
 cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	cfg_st_path(p, ln, &p->seen_translog, &p->c->translog_dir,
@@ -388,8 +395,17 @@ static const struct cfg_statement {
 	{ "on",			cfg_st_on },
 	{ "state",		cfg_st_state },
 	{ "lua",		cfg_st_lua },
+	{ "pid-file",		cfg_st_pid_file },
+	{ "bind-retry",		cfg_st_bind_retry },
 	{ NULL,			NULL },
 };
+
+const char *
+config_keyword(size_t i)
+{
+	return i < sizeof(cfg_statements) / sizeof(cfg_statements[0]) ?
+	    cfg_statements[i].keyword : NULL;
+}
 
 static void
 cfg_statement(struct cfg_parser *p, const struct cfg_line *ln)
@@ -432,6 +448,7 @@ cfg_defaults(struct config *c)
 	cfg_limit_defaults(c);
 	cfg_queue_defaults(c);
 	cfg_accounts_defaults(c);
+	cfg_ops_defaults(c);
 }
 
 struct config *

@@ -206,7 +206,7 @@ net_bind_one(const char *addr, int port, const char **err_out)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int fd = -1, on = 1;
+	int fd = -1, on = 1, e;
 
 	if (util_sockaddr_make(addr, port, &ss, &sslen) == -1) {
 		errno = EINVAL;		/* config/ checks it first */
@@ -226,10 +226,11 @@ net_bind_one(const char *addr, int port, const char **err_out)
 		goto fail;
 	return fd;
 fail:
-	*err_out = util_err("listen %s port %d: %s", addr, port,
-	    strerror(errno));
+	e = errno;
+	*err_out = util_err("listen %s port %d: %s", addr, port, strerror(e));
 	if (fd != -1)
 		close(fd);
+	errno = e;	/* for the caller: is it worth trying again? */
 	return -1;
 }
 
@@ -265,15 +266,9 @@ net_probe_free(const char *addr, int port, const char **err_out)
 }
 
 /*
- * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets.  Sockets of dropped addresses are closed by
- * their loops when they take the new set.  -1 when a new one cannot be
- * bound (the others are kept).
- */
-/*
  * l->fds: the socket the service manager passed for l's address (shared by
- * every loop), else one fresh SO_REUSEPORT socket per loop.  0, or -1 with
- * *err_out.
+ * every loop), else one fresh SO_REUSEPORT socket per loop once no other
+ * process listens there.  0, or -1 with *err_out (srv->bind_errno: why).
  */
 static int
 net_listen_open(struct net_server *srv, struct net_listen *l,
@@ -281,6 +276,10 @@ net_listen_open(struct net_server *srv, struct net_listen *l,
 {
 	int fd = net_passed_take(&srv->passed, l->addr, l->port);
 
+	if (fd == -1 && net_probe_free(l->addr, l->port, err_out) == -1) {
+		srv->bind_errno = EADDRINUSE;	/* it may be going away */
+		return -1;
+	}
 	l->fds = xcalloc(srv->nloops, sizeof(int));
 	if (fd != -1) {
 		l->passed = true;
@@ -292,6 +291,7 @@ net_listen_open(struct net_server *srv, struct net_listen *l,
 	for (unsigned k = 0; k < srv->nloops; k++)
 		if ((l->fds[k] = net_bind_one(l->addr, l->port,
 		    err_out)) == -1) {
+			srv->bind_errno = errno;
 			while (k-- > 0)
 				close(l->fds[k]);
 			goto fail;
@@ -303,6 +303,13 @@ fail:
 	return -1;
 }
 
+/*
+ * Make srv->listens match cfg: kept addresses keep their sockets, new ones
+ * get nloops fresh sockets (or the one the service manager passed).
+ * Sockets of dropped addresses are closed by their loops when they take
+ * the new set.  -1 when a new one cannot be bound (the others are kept;
+ * srv->bind_errno says why).
+ */
 int
 net_listens_sync(struct net_server *srv, const struct config *cfg,
     const char **err_out)
@@ -323,12 +330,6 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 				l->passed = o->passed;
 				o->fds = NULL;
 			}
-		}
-		if (l->fds == NULL && net_probe_free(l->addr, l->port,
-		    err_out) == -1) {
-			free(l->addr);
-			rc = -1;
-			goto next;
 		}
 		if (l->fds == NULL) {
 			if (net_listen_open(srv, l, err_out) == -1) {

@@ -121,6 +121,8 @@ struct net_server {
 	char			*pid_file;	/* owned, or NULL: none */
 	int			 pidfd;		/* locked while we run, or -1 */
 	int			 notify_fd;	/* the service manager's, or -1 */
+	int			 bind_errno;	/* why net_listens_sync failed */
+	int			 startup_signal; /* SIGTERM/SIGINT while binding */
 	struct net_passed	 passed;	/* start-up: sockets a socket unit
 						   passed, not yet taken */
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */

@@ -111,6 +111,13 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct net_server *srv = arg;
 
 	(void)what;
+	if (srv->loops == NULL) {
+		/* Still binding (net_listen_first): stop there, or wait on. */
+		if (sig != SIGHUP)
+			srv->startup_signal = (int)sig;
+		event_base_loopbreak(srv->base);
+		return;
+	}
 	if (sig == SIGHUP) {
 		net_reload(srv);
 		return;
@@ -131,6 +138,42 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* ----- life ----- */
+
+/*
+ * Bind every listen address at start-up.  An address in use (another
+ * server still stopping) or not there yet (an interface coming up) is
+ * tried again, "bind-retry" times, while signals are served: SIGTERM
+ * then ends the process.  Any other failure, or the last one, is fatal.
+ */
+static void
+net_listen_first(struct net_server *srv, const struct config *cfg)
+{
+	const char *err = NULL;
+
+	for (unsigned n = 1; net_listens_sync(srv, cfg, &err) == -1; n++) {
+		struct timeval tv = { (time_t)(cfg->bind_retry_ms / 1000),
+		    (suseconds_t)(cfg->bind_retry_ms % 1000) * 1000 };
+		bool again = srv->bind_errno == EADDRINUSE ||
+		    srv->bind_errno == EADDRNOTAVAIL;
+
+		if (!again || n > cfg->bind_retries)
+			fatal("%s%s", err, again ? " (no more tries: "
+			    "bind-retry)" : "");
+		log_msg(LOG_LVL_WARN, "%s: trying again in %llu ms (%u of %u)",
+		    err, (unsigned long long)cfg->bind_retry_ms, n,
+		    cfg->bind_retries);
+		net_notify(srv->notify_fd, "STATUS=%s: trying again (%u of "
+		    "%u)\nEXTEND_TIMEOUT_USEC=%llu", err, n, cfg->bind_retries,
+		    (unsigned long long)(cfg->bind_retry_ms + 30000) * 1000);
+		event_base_loopexit(srv->base, &tv);
+		event_base_dispatch(srv->base);
+		if (srv->startup_signal != 0) {
+			log_msg(LOG_LVL_INFO, "shutdown: signal %d before "
+			    "every address was bound", srv->startup_signal);
+			exit(0);
+		}
+	}
+}
 
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
@@ -181,8 +224,7 @@ net_server_new(const char *config_path, struct config *cfg)
 		srv->balance_asleep = true;
 	}
 	net_passed_take_all(&srv->passed);
-	if (net_listens_sync(srv, cfg, &err) == -1)
-		fatal("%s", err);
+	net_listen_first(srv, cfg);
 	net_passed_close_rest(&srv->passed);
 	/* Bound and read: no root from here on, before any client byte. */
 	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)

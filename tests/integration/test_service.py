@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -269,3 +270,107 @@ def test_stale_pid_file_is_taken_over(make_postern):
     assert read_pid(pid_path) == "%d\n" % srv.proc.pid
     assert "pid file %s: stale (pid %d holds it no more): taken over" % (
         pid_path, dead.pid) in srv.log()
+
+
+def hold_port(port):
+    """Another program on 127.0.0.1:port (no SO_REUSEPORT: postern's bind
+    fails with EADDRINUSE while it is there)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((HOST, port))
+    s.listen(1)
+    return s
+
+
+def test_bind_retry_succeeds_when_the_port_frees(make_postern, notify):
+    srv = make_postern(start=False, extra=["bind-retry 50 200ms"])
+    holder = hold_port(srv.port)
+    srv.env = {"NOTIFY_SOCKET": notify.path}
+    proc_start = time.monotonic()
+    srv.proc = None
+    # Start without waiting for the port: it is ours for now.
+    srv.argv_prefix = []
+    log = open(srv.log_path, "ab")
+    srv.proc = subprocess.Popen([binary(), "run", "-c", srv.conf],
+        cwd=srv.dir, stdout=log, stderr=log, env=dict(os.environ,
+        NOTIFY_SOCKET=notify.path))
+    log.close()
+    wait_for(lambda: srv.log().count("trying again") >= 2, timeout=15,
+        what="two retries")
+    msg = notify.read()
+    assert msg is not None and "trying again" in msg.get("STATUS", ""), msg
+    assert int(msg["EXTEND_TIMEOUT_USEC"]) >= 200000, msg
+    assert re.search(r"warn listen 127\.0\.0\.1 port %d: Address already in "
+        r"use: trying again in 200 ms \(1 of 50\)" % srv.port, srv.log())
+    holder.close()
+    notify.expect("READY", timeout=15)
+    c = Client(srv.port)
+    srv.clients.append(c)
+    c.hello()
+    c.send("QUIT"); c.expect(221)
+    assert time.monotonic() - proc_start < 15
+
+
+def test_bind_retry_gives_up_after_count(make_postern):
+    srv = make_postern(start=False, extra=["bind-retry 2 100ms"])
+    holder = hold_port(srv.port)
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([binary(), "run", "-c", srv.conf], cwd=srv.dir,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        holder.close()
+    assert r.returncode == 1, r
+    assert r.stderr.count("trying again") == 2, r.stderr
+    assert "listen 127.0.0.1 port %d: Address already in use (no more " \
+        "tries: bind-retry)" % srv.port in r.stderr, r.stderr
+    assert 0.2 <= took < 10, took
+
+
+def test_bind_retry_stops_on_sigterm(make_postern):
+    srv = make_postern(start=False, extra=["bind-retry 100 5s"])
+    holder = hold_port(srv.port)
+    try:
+        log = open(srv.log_path, "ab")
+        proc = subprocess.Popen([binary(), "run", "-c", srv.conf],
+            cwd=srv.dir, stdout=log, stderr=log)
+        log.close()
+        wait_for(lambda: "trying again" in srv.log(), timeout=15,
+            what="a retry")
+        t0 = time.monotonic()
+        proc.terminate()
+        assert proc.wait(10) == 0
+        assert time.monotonic() - t0 < 3, "SIGTERM waited for the retry"
+        assert "shutdown: signal 15 before every address was bound" in \
+            srv.log()
+    finally:
+        holder.close()
+
+
+def test_other_bind_errors_are_not_retried(tmp_path):
+    """EACCES (a port below 1024 for a normal user) will not go away by
+    waiting: the first failure is the last."""
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) not found")
+    d = tempfile.mkdtemp(prefix="postern-bind-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        conf = os.path.join(d, "postern.conf")
+        with open(conf, "w") as f:
+            f.write("hostname t.example\nspool %s/spool\nlisten "
+                "127.0.0.1:999\nbind-retry 5 1s\naction l discard\n"
+                "match any action l\n" % d)
+        os.chmod(conf, 0o644)
+        t0 = time.monotonic()
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+            "--clear-groups", binary(), "run", "-c", conf], cwd=d,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=30)
+        assert r.returncode == 1, r
+        assert "listen 127.0.0.1 port 999: Permission denied\n" in \
+            r.stderr, r.stderr
+        assert "trying again" not in r.stderr
+        assert time.monotonic() - t0 < 5
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -85,7 +85,7 @@ static void
 test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
-	    "defs", "match", "empty", "dups", "good", "agents" };
+	    "defs", "match", "empty", "dups", "good", "agents", "ops" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -295,6 +295,27 @@ test_limit_bounds(void **state)
 	}
 }
 
+/*
+ * Parse a minimal config plus line (its line 4).  With want_err, that must
+ * be the one error (NULL returned); else the config (the caller frees it).
+ */
+static struct config *
+parse_case(const char *line, const char *want_err)
+{
+	char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
+	    "match any action a\n%s\n", line);
+	char *errs = NULL;
+	struct config *c = config_parse("t", text, &errs);
+
+	free(text);
+	if (want_err != NULL && (c != NULL || strcmp(errs, want_err) != 0))
+		fail_msg("case \"%s\": got '%s'", line, c != NULL ? "ok" : errs);
+	if (want_err == NULL && c == NULL)
+		fail_msg("case \"%s\": %s", line, errs);
+	free(errs);
+	return c;
+}
+
 /* "workers N [pack|spread]": the count and how connections go to loops. */
 static void
 test_workers(void **state)
@@ -317,24 +338,111 @@ test_workers(void **state)
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
-		    "match any action a\n%s\n", cases[i].line);
-		char *errs = NULL;
-		struct config *c = config_parse("t", text, &errs);
-		if (cases[i].err != NULL) {
-			if (c != NULL || strcmp(errs, cases[i].err) != 0)
-				fail_msg("case \"%s\": got '%s'", cases[i].line,
-				    c != NULL ? "ok" : errs);
-		} else {
-			if (c == NULL)
-				fail_msg("case \"%s\": %s", cases[i].line, errs);
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
 			assert_int_equal(c->workers, cases[i].n);
 			assert_int_equal(c->workers_spread, cases[i].spread);
 		}
-		free(errs);
-		free(text);
 		config_free(&c);
 	}
+}
+
+/* "bind-retry COUNT [INTERVAL]" and "pid-file PATH". */
+static void
+test_ops(void **state)
+{
+	static const struct {
+		const char *line, *err; unsigned n; uint64_t ms;
+		const char *pid;
+	} cases[] = {
+		{ "", NULL, 6, 5000, NULL },		/* the defaults */
+		{ "bind-retry 0", NULL, 0, 5000, NULL },
+		{ "bind-retry 1000 10m", NULL, 1000, 600000, NULL },
+		{ "bind-retry 3 100ms", NULL, 3, 100, NULL },
+		{ "pid-file /run/p.pid", NULL, 6, 5000, "/run/p.pid" },
+		{ "bind-retry 1001", "t:4: bind-retry: bad count \"1001\" "
+		  "(0..1000)\n", 0, 0, NULL },
+		{ "bind-retry -1", "t:4: bind-retry: bad count \"-1\" "
+		  "(0..1000)\n", 0, 0, NULL },
+		{ "bind-retry 3 99ms", "t:4: bind-retry: bad interval \"99ms\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 601s", "t:4: bind-retry: bad interval \"601s\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 soon", "t:4: bind-retry: bad interval \"soon\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 1s x", "t:4: bind-retry: too many arguments "
+		  "(usage: bind-retry COUNT [INTERVAL])\n", 0, 0, NULL },
+		{ "pid-file \"\"", "t:4: pid-file: empty path\n", 0, 0, NULL },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
+			assert_int_equal(c->bind_retries, cases[i].n);
+			assert_int_equal(c->bind_retry_ms, cases[i].ms);
+			if (cases[i].pid == NULL)
+				assert_null(c->pid_file);
+			else
+				assert_string_equal(c->pid_file, cases[i].pid);
+		}
+		config_free(&c);
+	}
+}
+
+/*
+ * True when the manual documents name: a heading line of the scdoc source
+ * (it starts with '*', not indented) holds "*NAME*" or "*NAME " (bold).
+ */
+static bool
+man_documents(const char *man, const char *name)
+{
+	char *bold = xasprintf("*%s*", name), *open = xasprintf("*%s ", name);
+	bool found = false;
+
+	for (const char *l = man; *l != '\0' && !found; ) {
+		const char *end = strchr(l, '\n');
+		size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+		char *line = xstrndup(l, len);
+		found = line[0] == '*' && (strstr(line, bold) != NULL ||
+		    strstr(line, open) != NULL);
+		free(line);
+		l += len + (end != NULL);
+	}
+	free(bold);
+	free(open);
+	return found;
+}
+
+/*
+ * Every keyword the parser knows, every limit and every queue setting has
+ * its entry in postern.conf(5): the lists come from the parser's own
+ * tables, so a new statement without a manual entry fails here.
+ */
+static void
+test_manual_documents_every_statement(void **state)
+{
+	char *man = read_all("../../../man/postern.conf.5.scd");
+	char name[128];
+	const char *w;
+	size_t n = 0;
+
+	(void)state;
+	for (size_t i = 0; (w = config_keyword(i)) != NULL; i++, n++)
+		if (!man_documents(man, w))
+			fail_msg("postern.conf(5) has no entry for \"%s\"", w);
+	for (size_t i = 0; (w = config_limit_name(i)) != NULL; i++, n++) {
+		snprintf(name, sizeof(name), "limit %s", w);
+		if (!man_documents(man, name))
+			fail_msg("postern.conf(5) has no entry for \"%s\"", name);
+	}
+	for (size_t i = 0; (w = config_queue_setting(i)) != NULL; i++, n++) {
+		snprintf(name, sizeof(name), "queue %s", w);
+		if (!man_documents(man, name))
+			fail_msg("postern.conf(5) has no entry for \"%s\"", name);
+	}
+	assert_true(n > 40);		/* the lists are not empty */
+	assert_false(man_documents(man, "frobnicate"));
+	free(man);
 }
 
 static void
@@ -487,6 +595,8 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),
 		cmocka_unit_test(test_workers),
+		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_manual_documents_every_statement),
 		cmocka_unit_test(test_default_file),
 		cmocka_unit_test(test_load_errors),
 	};
