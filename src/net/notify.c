@@ -166,14 +166,11 @@ net_passed_close_rest(struct net_passed *np)
 int
 net_passed_spread(int fd, int *fds, unsigned n, const char **err_out)
 {
-	static char err[128];
-
 	fds[0] = fd;
 	for (unsigned k = 1; k < n; k++)
 		if ((fds[k] = fcntl(fd, F_DUPFD_CLOEXEC, 0)) == -1) {
-			util_snprintf(err, sizeof(err), "dup of a passed "
-			    "socket: %s", strerror(errno));
-			*err_out = err;
+			*err_out = util_err("dup of a passed socket: %s",
+			    strerror(errno));
 			while (k-- > 1)
 				close(fds[k]);
 			return -1;

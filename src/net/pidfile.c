@@ -38,25 +38,23 @@ net_pidfile_read(int fd)
 int
 net_pidfile_open(const char *path, const char **err_out)
 {
-	static char err[512];
 	char line[32];
 	long old;
 	int fd, n;
 
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd == -1) {
-		util_snprintf(err, sizeof(err), "pid file %s: %s", path,
-		    strerror(errno));
+		*err_out = util_err("pid file %s: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EWOULDBLOCK)
-			util_snprintf(err, sizeof(err), "pid file %s: another "
-			    "postern (pid %ld) is running with it", path,
+			*err_out = util_err("pid file %s: another postern (pid "
+			    "%ld) is running with it", path,
 			    net_pidfile_read(fd));
 		else
-			util_snprintf(err, sizeof(err), "pid file %s: flock: "
-			    "%s", path, strerror(errno));
+			*err_out = util_err("pid file %s: flock: %s", path,
+			    strerror(errno));
 		goto fail;
 	}
 	if ((old = net_pidfile_read(fd)) != 0)
@@ -64,7 +62,7 @@ net_pidfile_open(const char *path, const char **err_out)
 		    "more): taken over", path, old);
 	n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
 	if (ftruncate(fd, 0) == -1 || pwrite(fd, line, (size_t)n, 0) != n) {
-		util_snprintf(err, sizeof(err), "pid file %s: write: %s", path,
+		*err_out = util_err("pid file %s: write: %s", path,
 		    strerror(errno));
 		goto fail;
 	}
@@ -72,7 +70,6 @@ net_pidfile_open(const char *path, const char **err_out)
 fail:
 	if (fd != -1)
 		close(fd);
-	*err_out = err;
 	return -1;
 }
 
