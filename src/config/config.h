@@ -296,6 +296,11 @@ struct config {
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
+	char			*log_file;	/* "log file PATH [size N count K]";
+						   NULL: stderr or syslog */
+	uint64_t		 log_file_size;	/* rotate past it; 0: never */
+	unsigned		 log_file_keep;	/* rotated files kept; 5 */
+	bool			 log_json;	/* "log format json"; default text */
 	char			*translog_dir;	/* "transaction-log DIR"; NULL: off */
 	char			*pid_file;	/* "pid-file PATH"; NULL: none */
 	unsigned		 bind_retries;	/* "bind-retry COUNT [INTERVAL]": a

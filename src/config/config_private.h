@@ -63,6 +63,7 @@ struct cfg_parser {
 	int			 seen_tls_ciphers, seen_tls_suites;
 	int			 seen_conn_rate;
 	int			 seen_pid_file, seen_bind_retry;
+	int			 seen_log_format;
 	int			 seen_limit[16];
 };
 
@@ -91,6 +92,8 @@ void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_route.c: "match" rules */
 void	cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_route_free(struct config *c);
+/* parse_log.c: "log stderr|syslog|file|level|format" */
+void	cfg_st_log(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_ops.c: running the process: "bind-retry" */
 void	cfg_st_bind_retry(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_ops_defaults(struct config *c);

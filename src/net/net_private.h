@@ -117,7 +117,7 @@ struct net_server {
 	struct queue		*queue;		/* owned */
 	struct priv		*priv;		/* owned: the privileged helper,
 						   or NULL */
-	struct event		*sig_term, *sig_int, *sig_hup;
+	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
 	char			*pid_file;	/* owned, or NULL: none */
 	int			 pidfd;		/* locked while we run, or -1 */
 	int			 notify_fd;	/* the service manager's, or -1 */

@@ -24,6 +24,19 @@
 
 /* ----- signals (main thread) ----- */
 
+/* Where the log lines go and how they look, from cfg.  0 or -1. */
+static int
+net_log_setup(const struct config *cfg, const char **err_out)
+{
+	if (log_file_set(cfg->log_file, cfg->log_file_size,
+	    cfg->log_file_keep, err_out) == -1)
+		return -1;
+	log_set_json(cfg->log_json);
+	log_init(cfg->log_syslog, cfg->log_facility,
+	    (enum log_level)cfg->log_level);
+	return 0;
+}
+
 static void
 net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
     bool stop)
@@ -93,8 +106,8 @@ net_reload(struct net_server *srv)
 		    "at restart");
 	if (net_listens_sync(srv, rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s", err);
-	log_init(rt->cfg->log_syslog, rt->cfg->log_facility,
-	    (enum log_level)rt->cfg->log_level);
+	if (net_log_setup(rt->cfg, &err) == -1)
+		log_msg(LOG_LVL_ERROR, "reload: %s: logging as before", err);
 	net_post(srv, rt, true, false);
 	pthread_mutex_lock(&srv->mu);	/* queue threads read srv->rt */
 	conn_rt_unref(&srv->rt);
@@ -109,17 +122,26 @@ static void
 net_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct net_server *srv = arg;
+	const char *err = NULL;
 
 	(void)what;
 	if (srv->loops == NULL) {
 		/* Still binding (net_listen_first): stop there, or wait on. */
-		if (sig != SIGHUP)
+		if (sig != SIGHUP && sig != SIGUSR1)
 			srv->startup_signal = (int)sig;
 		event_base_loopbreak(srv->base);
 		return;
 	}
 	if (sig == SIGHUP) {
 		net_reload(srv);
+		return;
+	}
+	if (sig == SIGUSR1) {
+		/* logrotate renamed the file: write to a new one. */
+		if (log_file_reopen(&err) == -1)
+			log_msg(LOG_LVL_ERROR, "SIGUSR1: %s", err);
+		else
+			log_msg(LOG_LVL_INFO, "log file reopened");
 		return;
 	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
@@ -181,8 +203,8 @@ net_server_new(const char *config_path, struct config *cfg)
 	struct net_server *srv = xcalloc(1, sizeof(*srv));
 	const char *err = NULL;
 
-	log_init(cfg->log_syslog, cfg->log_facility,
-	    (enum log_level)cfg->log_level);
+	if (net_log_setup(cfg, &err) == -1)
+		fatal("%s", err);
 	srv->notify_fd = net_notify_open();
 	/* First: a second instance stops here, before it binds anything. */
 	srv->pidfd = -1;
@@ -204,6 +226,8 @@ net_server_new(const char *config_path, struct config *cfg)
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, net_signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, net_signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, net_signal_cb, srv);
+	srv->sig_usr1 = evsignal_new(srv->base, SIGUSR1, net_signal_cb, srv);
+	event_add(srv->sig_usr1, NULL);
 	event_add(srv->sig_term, NULL);
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
@@ -300,6 +324,7 @@ net_server_free(struct net_server **srvp)
 	event_free(srv->sig_term);
 	event_free(srv->sig_int);
 	event_free(srv->sig_hup);
+	event_free(srv->sig_usr1);
 	if (srv->balance_ev != NULL)
 		event_free(srv->balance_ev);
 	conn_rt_unref(&srv->rt);

@@ -389,6 +389,56 @@ test_ops(void **state)
 	}
 }
 
+/* "log file PATH [size SIZE [count N]]" and "log format text|json". */
+static void
+test_log_statements(void **state)
+{
+	static const struct {
+		const char *line, *err, *file; uint64_t size; unsigned keep;
+		bool json;
+	} cases[] = {
+		{ "log format json", NULL, NULL, 0, 5, true },
+		{ "log format text", NULL, NULL, 0, 5, false },
+		{ "log file /var/log/p.log", NULL, "/var/log/p.log", 0, 5, false },
+		{ "log file p.log size 10M", NULL, "p.log", 10 << 20, 5, false },
+		{ "log file p.log size 64k count 0", NULL, "p.log", 65536, 0,
+		  false },
+		{ "log format xml", "t:4: log format: \"xml\" is not text or "
+		  "json\n", NULL, 0, 0, false },
+		{ "log file p.log size 1k", "t:4: log file: expected size SIZE "
+		  "(64k..1T) after the path, not \"1k\"\n", NULL, 0,
+		  0, false },
+		{ "log file p.log count 3", "t:4: log file: expected size SIZE "
+		  "(64k..1T) after the path, not \"count\"\n", NULL, 0,
+		  0, false },
+		{ "log file p.log size 1M count 101", "t:4: log file: expected "
+		  "count N (0..100) after the size, not \"101\"\n",
+		  NULL, 0, 0, false },
+		{ "log file p.log size", "t:4: log file: usage: log file PATH "
+		  "[size SIZE [count N]]\n", NULL, 0, 0, false },
+		{ "log file \"\"", "t:4: log file: empty path\n", NULL, 0, 0,
+		  false },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
+			if (cases[i].file == NULL)
+				assert_null(c->log_file);
+			else
+				assert_string_equal(c->log_file, cases[i].file);
+			assert_int_equal(c->log_file_size, cases[i].size);
+			assert_int_equal(c->log_file_keep, cases[i].keep);
+			assert_int_equal(c->log_json, cases[i].json);
+		}
+		config_free(&c);
+	}
+	/* One destination: a file after syslog is a duplicate. */
+	struct config *c = parse_case("log syslog\nlog file p.log",
+	    "t:5: duplicate log destination (first at line 4)\n");
+	config_free(&c);
+}
+
 /*
  * True when the manual documents name: a heading line of the scdoc source
  * (it starts with '*', not indented) holds "*NAME*" or "*NAME " (bold).
@@ -596,6 +646,7 @@ main(void)
 		cmocka_unit_test(test_limit_bounds),
 		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_log_statements),
 		cmocka_unit_test(test_manual_documents_every_statement),
 		cmocka_unit_test(test_default_file),
 		cmocka_unit_test(test_load_errors),
