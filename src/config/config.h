@@ -307,6 +307,9 @@ struct config {
 						   busy address is tried again this
 						   many times at start-up; 6 */
 	uint64_t		 bind_retry_ms;	/* ... this far apart; 5 s */
+	char			*metrics_addr;	/* "metrics listen [ADDR:PORT]
+						   [public]"; NULL: no endpoint */
+	int			 metrics_port;	/* default 9925 */
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */

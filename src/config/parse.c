@@ -344,6 +344,7 @@ static const struct cfg_statement {
 	{ "lua",		cfg_st_lua },
 	{ "pid-file",		cfg_st_pid_file },
 	{ "bind-retry",		cfg_st_bind_retry },
+	{ "metrics",		cfg_st_metrics },
 	{ NULL,			NULL },
 };
 
@@ -541,6 +542,7 @@ config_free(struct config **cp)
 	free(c->log_file);
 	free(c->translog_dir);
 	free(c->pid_file);
+	free(c->metrics_addr);
 	free(c->user);
 	free(c->group);
 	cfg_listen_free(c);

@@ -82,7 +82,8 @@ static struct met_family met_counters[MET_NCOUNTERS] = {
 	    "Operations of the state store that failed", "engine", NULL,
 	    met_stores, NULL, N(met_stores), 1 },
 	[MET_TABLE_ERRORS] = { "postern_table_errors_total",
-	    "Table files that could not be read (the old contents stayed)",
+	    "Table lookups that failed (a backend unavailable) and table "
+	    "files that could not be read",
 	    NULL, NULL, NULL, NULL, 1, 1 },
 	[MET_AUTH] = { "postern_auth_total", "SMTP AUTH attempts, by result",
 	    "result", NULL, met_auth, NULL, N(met_auth), 1 },
@@ -329,6 +330,9 @@ met_render_counters(struct util_buf *b, struct metrics_shard *sum)
 			for (unsigned j = 0; j < f->n2; j++) {
 				uint64_t v = *metrics_counter_slot(sum, c, i,
 				    j);
+				/* Handler kinds x verdicts: those seen. */
+				if (f->runtime && v == 0)
+					continue;
 				util_buf_addstr(b, f->name);
 				if (f->label1 != NULL)
 					util_buf_printf(b, "{%s=\"%s\"",
@@ -471,8 +475,9 @@ metrics_render(struct util_buf *b)
 		const struct met_family *f = &met_histograms[h];
 		met_head(b, f->name, f->help, "histogram");
 		for (unsigned i = 0; i < f->n1; i++)
-			met_render_histogram(b, f, &sum->h[met_hbase[h] + i],
-			    i);
+			if (!f->runtime || sum->h[met_hbase[h] + i].count > 0)
+				met_render_histogram(b, f,
+				    &sum->h[met_hbase[h] + i], i);
 	}
 	met_shard_free(sum);
 	met_render_process(&out);

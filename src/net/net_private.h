@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,6 +17,7 @@
 
 struct config;
 struct config_limits;
+struct metrics_http;
 struct evconnlistener;
 struct spool_env;
 
@@ -123,6 +125,10 @@ struct net_server {
 	int			 notify_fd;	/* the service manager's, or -1 */
 	int			 bind_errno;	/* why net_listens_sync failed */
 	int			 startup_signal; /* SIGTERM/SIGINT while binding */
+	int			 metrics_fd;	/* bound, until the endpoint runs */
+	struct metrics_http	*metrics;	/* owned: the endpoint, or NULL */
+	atomic_bool		 stopping;	/* SIGTERM: /healthz says so */
+	atomic_uint		 nlistening;	/* listen addresses (for health) */
 	struct net_passed	 passed;	/* start-up: sockets a socket unit
 						   passed, not yet taken */
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
@@ -214,6 +220,17 @@ enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
 int	net_notify_open(void);
 /* Send it fmt's text ("READY=1", ...); nothing when fd is -1. */
 void	net_notify(int fd, const char *fmt, ...) UTIL_PRINTF(2, 3);
+/*
+ * observe.c: the metrics endpoint.  Bind its socket (start-up, before the
+ * drop; none without "metrics listen").  0, or -1 with *err_out.
+ */
+int	net_observe_bind(struct net_server *srv, const struct config *cfg,
+	    const char **err_out);
+/* Serve it, with /healthz and the server's gauges (the loops run). */
+void	net_observe_start(struct net_server *srv);
+/* Stop serving (before the queue and spool go). */
+void	net_observe_stop(struct net_server *srv);
+
 /*
  * pidfile.c: write our process id into path and hold an exclusive lock on
  * it until net_pidfile_close.  A file another live postern holds is an

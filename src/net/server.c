@@ -106,6 +106,13 @@ net_reload(struct net_server *srv)
 		    "at restart");
 	if (net_listens_sync(srv, rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s", err);
+	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
+	if ((rt->cfg->metrics_addr == NULL) != (srv->rt->cfg->metrics_addr ==
+	    NULL) || (rt->cfg->metrics_addr != NULL &&
+	    (strcmp(rt->cfg->metrics_addr, srv->rt->cfg->metrics_addr) != 0 ||
+	    rt->cfg->metrics_port != srv->rt->cfg->metrics_port)))
+		log_msg(LOG_LVL_WARN, "reload: metrics listen changes only at "
+		    "restart");
 	if (net_log_setup(rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s: logging as before", err);
 	net_post(srv, rt, true, false);
@@ -146,6 +153,7 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, srv->nconns);
+	atomic_store(&srv->stopping, true);
 	net_notify(srv->notify_fd, "STOPPING=1\nSTATUS=stopping: draining %u "
 	    "sessions", srv->nconns);
 	if (srv->balance_ev != NULL) {
@@ -203,6 +211,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	struct net_server *srv = xcalloc(1, sizeof(*srv));
 	const char *err = NULL;
 
+	srv->metrics_fd = -1;
 	if (net_log_setup(cfg, &err) == -1)
 		fatal("%s", err);
 	srv->notify_fd = net_notify_open();
@@ -250,6 +259,9 @@ net_server_new(const char *config_path, struct config *cfg)
 	net_passed_take_all(&srv->passed);
 	net_listen_first(srv, cfg);
 	net_passed_close_rest(&srv->passed);
+	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
+	if (net_observe_bind(srv, cfg, &err) == -1)
+		fatal("%s", err);
 	/* Bound and read: no root from here on, before any client byte. */
 	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)
 		fatal("%s", err);
@@ -287,6 +299,7 @@ net_server_run(struct net_server *srv)
 	log_msg(LOG_LVL_INFO, "postern started: hostname=%s spool=%s "
 	    "workers=%u", srv->rt->cfg->hostname, srv->rt->cfg->spool,
 	    srv->nloops);
+	net_observe_start(srv);
 	net_notify_ready(srv, "started");
 	if (event_base_dispatch(srv->base) == -1)
 		return 1;
@@ -303,6 +316,7 @@ net_server_free(struct net_server **srvp)
 
 	if (srv == NULL)
 		return;
+	net_observe_stop(srv);		/* its gauges read the queue */
 	for (unsigned i = 0; i < srv->nloops; i++) {
 		struct net_loop *loop = &srv->loops[i];
 		conn_kill_all(&loop->ctx);

@@ -12,6 +12,7 @@
 
 #include "deliver/deliver.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
@@ -159,6 +160,24 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 	r->last_err = xstrdup(why);
 }
 
+/* The outcome of one attempt, for metrics: what the record now says. */
+static void
+queue_count(const struct spool_rcpt *r)
+{
+	static const struct { const char *name; unsigned label; } actions[] = {
+		{ "maildir", MET_A_MAILDIR }, { "discard", MET_A_DISCARD },
+		{ "relay", MET_A_RELAY }, { "mx", MET_A_MX },
+		{ "forward", MET_A_FORWARD },
+	};
+	unsigned a = MET_A_OTHER;
+
+	for (size_t k = 0; k < sizeof(actions) / sizeof(actions[0]); k++)
+		if (strcmp(r->action, actions[k].name) == 0)
+			a = actions[k].label;
+	metrics_inc(MET_DELIVERIES, a, r->failed ? MET_R_FAILED : r->done ?
+	    MET_R_DELIVERED : MET_R_DEFERRED);
+}
+
 /* Try recipient i once (its destination slot is held). */
 void
 queue_attempt(struct queue *q, struct spool_env *env, size_t i,
@@ -188,4 +207,5 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 		queue_permfail(q, env, i, why);
 		break;
 	}
+	queue_count(&env->rcpts[i]);
 }

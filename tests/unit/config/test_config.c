@@ -347,7 +347,7 @@ test_workers(void **state)
 	}
 }
 
-/* "bind-retry COUNT [INTERVAL]" and "pid-file PATH". */
+/* "bind-retry COUNT [INTERVAL]", "pid-file PATH", "metrics listen". */
 static void
 test_ops(void **state)
 {
@@ -373,6 +373,20 @@ test_ops(void **state)
 		{ "bind-retry 3 1s x", "t:4: bind-retry: too many arguments "
 		  "(usage: bind-retry COUNT [INTERVAL])\n", 0, 0, NULL },
 		{ "pid-file \"\"", "t:4: pid-file: empty path\n", 0, 0, NULL },
+		{ "metrics listen 0.0.0.0:9925", "t:4: metrics listen: 0.0.0.0 is "
+		  "not a loopback address: add \"public\" to serve metrics to "
+		  "other hosts\n", 0, 0, NULL },
+		{ "metrics listen [::]:9925", "t:4: metrics listen: :: is not a "
+		  "loopback address: add \"public\" to serve metrics to other "
+		  "hosts\n", 0, 0, NULL },
+		{ "metrics listen localhost:80", "t:4: metrics listen: "
+		  "\"localhost:80\" is not ADDR:PORT with a numeric address "
+		  "(like 127.0.0.1:2525 or [::1]:2525)\n", 0, 0, NULL },
+		{ "metrics listen 127.0.0.1:1 public extra", "t:4: metrics: too "
+		  "many arguments (usage: metrics listen [ADDR:PORT] [public])\n",
+		  0, 0, NULL },
+		{ "metrics serve", "t:4: metrics: usage: metrics listen "
+		  "[ADDR:PORT] [public]\n", 0, 0, NULL },
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -384,6 +398,26 @@ test_ops(void **state)
 				assert_null(c->pid_file);
 			else
 				assert_string_equal(c->pid_file, cases[i].pid);
+		}
+		config_free(&c);
+	}
+	static const struct {
+		const char *line, *addr; int port;
+	} metrics[] = {
+		{ "", NULL, 0 },
+		{ "metrics listen", "127.0.0.1", 9925 },
+		{ "metrics listen [::1]:9100", "::1", 9100 },
+		{ "metrics listen 127.0.0.2:9100", "127.0.0.2", 9100 },
+		{ "metrics listen 0.0.0.0:9100 public", "0.0.0.0", 9100 },
+		{ "metrics listen public", "127.0.0.1", 9925 },
+	};
+	for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+		struct config *c = parse_case(metrics[i].line, NULL);
+		if (metrics[i].addr == NULL)
+			assert_null(c->metrics_addr);
+		else {
+			assert_string_equal(c->metrics_addr, metrics[i].addr);
+			assert_int_equal(c->metrics_port, metrics[i].port);
 		}
 		config_free(&c);
 	}
