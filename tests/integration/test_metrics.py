@@ -3,6 +3,7 @@ its counters move by what happened; /healthz says when the spool cannot be
 written; the endpoint stays on loopback unless told."""
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -11,8 +12,9 @@ import ssl
 import subprocess
 
 import pytest
+import yaml
 
-from conftest import (HOST, free_port, make_config, run_cli, send_message,
+from conftest import (HOST, REPO, free_port, make_config, run_cli, send_message,
     wait_for)
 
 
@@ -130,3 +132,46 @@ def test_metrics_port_in_use_fails_start_up(make_postern):
             port) in r.stderr, r.stderr
     finally:
         holder.close()
+
+
+def doc_blocks(lang):
+    with open(os.path.join(REPO, "docs", "metrics.md")) as f:
+        text = f.read()
+    return re.findall(r"^```%s\n(.*?)^```" % lang, text, re.M | re.S)
+
+
+SERIES = re.compile(r"\b(postern_[a-z_]+|process_[a-z_]+)\b")
+
+
+def served_names(port):
+    """Metric names a scrape shows (a histogram's _bucket/_sum/_count)."""
+    names = set()
+    for series in scrape(port):
+        names.add(series.split("{")[0])
+    return names
+
+
+def test_dashboard_and_alerts_name_metrics_that_exist(make_postern):
+    """docs/metrics.md: the dashboard is valid JSON, the alert rules valid
+    YAML, and every series they query is one postern serves."""
+    srv, port = metrics_server(make_postern, ["on rcpt { tag x=y }"])
+    with srv.session() as c:	# a handler kind with a verdict, and a
+        c.hello()		# spool commit (a relay-denied rcpt stays out)
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    names = served_names(port)
+    dash = json.loads(doc_blocks("json")[0])
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rules = yaml.safe_load(doc_blocks("yaml")[1])
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) > 20
+    for e in exprs:
+        for name in SERIES.findall(e):
+            assert name in names, "%s: %s is not served" % (e, name)
+    # The table of the page lists every family served.
+    with open(os.path.join(REPO, "docs", "metrics.md")) as f:
+        page = f.read()
+    for name in names:
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert "`%s`" % base in page, "%s is not in docs/metrics.md" % base

@@ -75,6 +75,7 @@ def test_package_contents(deb):
             "/usr/share/man/man5/postern.conf.5.gz",
             "/usr/share/man/man8/postern.8.gz",
             "/usr/share/doc/postern/config.md.gz",
+            "/usr/share/doc/postern/metrics.md.gz",
             "/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq",
             "/usr/bin/newaliases"):
         assert p in paths, "%s not in the package:\n%s" % (p, r.stdout)
