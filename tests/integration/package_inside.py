@@ -84,6 +84,17 @@ def read(path):
         return f.read().decode("utf-8", "replace")
 
 
+def http_get(path):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", 9925, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return [r.status, r.read().decode()]
+    finally:
+        c.close()
+
+
 def state():
     """Is postern installed, running, listening?"""
     pid = server_pid()
@@ -150,6 +161,8 @@ def main():
         report["smtp_file_owner"] = "%s:%s" % (pwd.getpwuid(st.st_uid).pw_name,
             grp.getgrgid(st.st_gid).gr_name)
 
+    report["metrics"] = http_get("/metrics")
+    report["healthz"] = http_get("/healthz")
     report["mailq"] = run("/usr/bin/mailq")
     report["newaliases"] = run("/usr/bin/newaliases")
     report["man"] = {page: run("man", "-w", *page.split())["out"].strip()
