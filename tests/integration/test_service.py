@@ -299,8 +299,9 @@ def test_bind_retry_succeeds_when_the_port_frees(make_postern, notify):
     msg = notify.read()
     assert msg is not None and "trying again" in msg.get("STATUS", ""), msg
     assert int(msg["EXTEND_TIMEOUT_USEC"]) >= 200000, msg
-    assert re.search(r"warn listen 127\.0\.0\.1 port %d: Address already in "
-        r"use: trying again in 200 ms \(1 of 50\)" % srv.port, srv.log())
+    assert re.search(r"warn listen 127\.0\.0\.1 port %d: in use by another "
+        r"process \(another postern\?\): trying again in 200 ms \(1 of 50\)"
+        % srv.port, srv.log())
     holder.close()
     notify.expect("READY", timeout=15)
     c = Client(srv.port)
@@ -323,8 +324,9 @@ def test_bind_retry_gives_up_after_count(make_postern):
         holder.close()
     assert r.returncode == 1, r
     assert r.stderr.count("trying again") == 2, r.stderr
-    assert "listen 127.0.0.1 port %d: Address already in use (no more " \
-        "tries: bind-retry)" % srv.port in r.stderr, r.stderr
+    assert "listen 127.0.0.1 port %d: in use by another process (another " \
+        "postern?) (no more tries: bind-retry)" % srv.port in r.stderr, \
+        r.stderr
     assert 0.2 <= took < 10, took
 
 
