@@ -138,7 +138,8 @@ log_file_wrote(size_t n)
 	if (atomic_load_explicit(&log_size_max, memory_order_relaxed) == 0)
 		return;
 	now = atomic_fetch_add(&log_size, n) + n;
-	if (now < atomic_load(&log_size_max) || pthread_mutex_trylock(&log_file_mu) != 0)
+	if (now < atomic_load(&log_size_max) ||
+	    pthread_mutex_trylock(&log_file_mu) != 0)
 		return;
 	/* Another writer may have rotated between our add and the lock. */
 	if (log_path != NULL && atomic_load(&log_size) >=

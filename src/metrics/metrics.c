@@ -55,38 +55,40 @@ static const char *const met_auth[] = { "success", "failure" };
 
 static struct met_family met_counters[MET_NCOUNTERS] = {
 	[MET_CONN_ACCEPTED] = { "postern_connections_accepted_total",
-	    "Connections admitted", NULL, NULL, NULL, NULL, 1, 1 },
+	    "Connections admitted", NULL, NULL, NULL, NULL, 1, 1, false },
 	[MET_CONN_REFUSED] = { "postern_connections_refused_total",
 	    "Connections refused at once (421), by the limit that refused "
-	    "them", "reason", NULL, met_refusals, NULL, N(met_refusals), 1 },
+	    "them", "reason", NULL, met_refusals, NULL, N(met_refusals), 1,
+	    false },
 	[MET_TLS_SESSIONS] = { "postern_tls_sessions_total",
 	    "TLS handshakes completed (STARTTLS or implicit TLS), by version",
-	    "version", NULL, met_tls, NULL, N(met_tls), 1 },
+	    "version", NULL, met_tls, NULL, N(met_tls), 1, false },
 	[MET_MSG_ACCEPTED] = { "postern_messages_accepted_total",
 	    "Messages accepted (the final 250)", NULL, NULL, NULL, NULL, 1,
-	    1 },
+	    1, false },
 	[MET_MSG_BYTES] = { "postern_received_bytes_total",
-	    "Octets of the messages accepted", NULL, NULL, NULL, NULL, 1, 1 },
+	    "Octets of the messages accepted", NULL, NULL, NULL, NULL, 1, 1,
+	    false },
 	[MET_REPLIES_REFUSED] = { "postern_smtp_refusals_total",
 	    "4xx and 5xx replies, by the stage of the dialogue (command: "
 	    "others, such as syntax errors)", "stage", "class", met_stages,
-	    met_classes, N(met_stages), N(met_classes) },
+	    met_classes, N(met_stages), N(met_classes), false },
 	[MET_CHAIN_VERDICTS] = { "postern_chain_verdicts_total",
 	    "Verdicts of handler chains, by handler kind", "handler",
 	    "verdict", NULL, met_verdicts, 0, N(met_verdicts), true },
 	[MET_DELIVERIES] = { "postern_deliveries_total",
 	    "Delivery attempts of one recipient, by action and result",
 	    "action", "result", met_actions, met_results, N(met_actions),
-	    N(met_results) },
+	    N(met_results), false },
 	[MET_STORE_ERRORS] = { "postern_state_store_errors_total",
 	    "Operations of the state store that failed", "engine", NULL,
-	    met_stores, NULL, N(met_stores), 1 },
+	    met_stores, NULL, N(met_stores), 1, false },
 	[MET_TABLE_ERRORS] = { "postern_table_errors_total",
 	    "Table lookups that failed (a backend unavailable) and table "
-	    "files that could not be read",
-	    NULL, NULL, NULL, NULL, 1, 1 },
+	    "files that could not be read", NULL, NULL, NULL, NULL, 1, 1,
+	    false },
 	[MET_AUTH] = { "postern_auth_total", "SMTP AUTH attempts, by result",
-	    "result", NULL, met_auth, NULL, N(met_auth), 1 },
+	    "result", NULL, met_auth, NULL, N(met_auth), 1, false },
 };
 
 static struct met_family met_histograms[MET_NHISTOGRAMS] = {
@@ -94,8 +96,8 @@ static struct met_family met_histograms[MET_NHISTOGRAMS] = {
 	    "Time from a handler's start to its verdict", "handler", NULL,
 	    NULL, NULL, 0, 1, true },
 	[MET_SPOOL_COMMIT_SECONDS] = { "postern_spool_commit_duration_seconds",
-	    "Time to make an accepted message durable (spool or Maildir "
-	    "commit), on its disk worker", NULL, NULL, NULL, NULL, 1, 1 },
+	    "Time to make an accepted message durable in the spool, on its "
+	    "disk worker", NULL, NULL, NULL, NULL, 1, 1, false },
 };
 
 /* One label value's histogram. */
