@@ -12,6 +12,7 @@
 
 #include "deliver/deliver.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 #include "util/util.h"
@@ -119,8 +120,12 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
 			    "rcpt=<%s> action=%s why=\"%s\"", r->addr,
 			    r->action, err);
+			metrics_inc(MET_DELIVERIES, metrics_action(r->action),
+			    MET_R_DEFERRED);
 			continue;
 		}
+		metrics_inc(MET_DELIVERIES, metrics_action(r->action),
+		    MET_R_DELIVERED);
 		env->rcpts[i].done = true;
 		ndone++;
 		log_event(LOG_LVL_INFO, "delivered", env->sid, env->qid,
@@ -327,6 +332,8 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 		    log_safe_into(safe, sizeof(safe), st.len > 0 ?
 		    st.data : "", st.len));
 		util_buf_clear(&st);
+		metrics_inc(MET_MSG_ACCEPTED, 0, 0);
+		metrics_add(MET_MSG_BYTES, 0, 0, tx->env.size);
 		if (!tx->delivered)
 			queue_submit(tx->ctx->queue, tx->env.qid);
 	}

@@ -236,6 +236,15 @@ metrics_set_handler_kinds(const char *const *names, size_t n)
 	met_histograms[MET_CHAIN_SECONDS].n1 = k;
 }
 
+unsigned
+metrics_action(const char *kind)
+{
+	for (unsigned i = 0; i < MET_A_OTHER; i++)
+		if (strcmp(kind, met_actions[i]) == 0)
+			return i;
+	return MET_A_OTHER;
+}
+
 static unsigned
 met_clamp(unsigned v, unsigned n)
 {

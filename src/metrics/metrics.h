@@ -54,6 +54,8 @@ enum metrics_verdict { MET_V_CONTINUE, MET_V_ACCEPT, MET_V_REJECT,
 enum metrics_action { MET_A_MAILDIR, MET_A_DISCARD, MET_A_RELAY, MET_A_MX,
 	MET_A_FORWARD, MET_A_OTHER };
 enum metrics_result { MET_R_DELIVERED, MET_R_DEFERRED, MET_R_FAILED };
+/* The action label of an action kind's name ("maildir", ...; else other). */
+unsigned metrics_action(const char *kind);
 enum metrics_store { MET_STORE_SQLITE, MET_STORE_REDIS, MET_STORE_MEMORY };
 
 /*

@@ -164,18 +164,8 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 static void
 queue_count(const struct spool_rcpt *r)
 {
-	static const struct { const char *name; unsigned label; } actions[] = {
-		{ "maildir", MET_A_MAILDIR }, { "discard", MET_A_DISCARD },
-		{ "relay", MET_A_RELAY }, { "mx", MET_A_MX },
-		{ "forward", MET_A_FORWARD },
-	};
-	unsigned a = MET_A_OTHER;
-
-	for (size_t k = 0; k < sizeof(actions) / sizeof(actions[0]); k++)
-		if (strcmp(r->action, actions[k].name) == 0)
-			a = actions[k].label;
-	metrics_inc(MET_DELIVERIES, a, r->failed ? MET_R_FAILED : r->done ?
-	    MET_R_DELIVERED : MET_R_DEFERRED);
+	metrics_inc(MET_DELIVERIES, metrics_action(r->action), r->failed ?
+	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
 }
 
 /* Try recipient i once (its destination slot is held). */

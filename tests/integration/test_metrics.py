@@ -2,6 +2,7 @@
 its counters move by what happened; /healthz says when the spool cannot be
 written; the endpoint stays on loopback unless told."""
 
+import base64
 import http.client
 import json
 import os
@@ -175,3 +176,76 @@ def test_dashboard_and_alerts_name_metrics_that_exist(make_postern):
     for name in names:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert "`%s`" % base in page, "%s is not in docs/metrics.md" % base
+
+
+def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
+    """Accepted, refused at RCPT, a TLS session with a failed AUTH, and a
+    message for a relay that is down (deferred): every counter they touch
+    moves by exactly what happened."""
+    import crypt
+    mport = free_port()
+    dead = free_port()		# nothing listens: the relay is down
+    h = crypt.crypt("right", crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("alice@example.org %s\n" % h)
+    srv = make_postern(config=make_config(
+        ["metrics listen 127.0.0.1:%d" % mport, "tls self-signed {tmp}/tls",
+         "table users file:{tmp}/users", "auth <users>",
+         "auth-guard 100/1m tarpit 0s", "queue retry-min 1h"],
+        actions='action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n' +
+            ('action up relay "smtp://127.0.0.1:%d"\n' % dead),
+        rules=["match to domain example.org action local",
+               "match to domain relay.example action up"]).replace(
+        "listen 127.0.0.1:{port}", "listen 127.0.0.1:{port} auth"))
+    wait_for(lambda: "metrics on http" in srv.log(), what="the endpoint")
+    before = scrape(mport)
+    body = "Subject: counted\r\n\r\n" + ("x" * 70 + "\r\n") * 15
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<x@elsewhere.test>"); c.expect(550, "5.7.1")
+        c.send("RSET"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], body)
+        send_message(c, "a@example.net", ["y@relay.example"], body)
+        c.send("QUIT"); c.expect(221)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with srv.session() as c:
+        c.hello()
+        c.starttls(ctx)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("AUTH PLAIN " + base64.b64encode(
+            b"\0alice@example.org\0wrong").decode())
+        c.expect(535, "5.7.8")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: scrape(mport).get(
+        'postern_deliveries_total{action="relay",result="deferred"}', 0) >
+        before.get('postern_deliveries_total{action="relay",'
+        'result="deferred"}', 0), timeout=30, what="the relay attempt")
+    wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+        what="both sessions closed")
+    m = scrape(mport)
+    d = lambda k: m.get(k, 0) - before.get(k, 0)
+    want = {
+        "postern_connections_accepted_total": 2,
+        "postern_messages_accepted_total": 2,
+        'postern_smtp_refusals_total{stage="rcpt",class="5xx"}': 1,
+        'postern_smtp_refusals_total{stage="auth",class="5xx"}': 1,
+        'postern_tls_sessions_total{version="TLSv1.3"}': 1,
+        'postern_auth_total{result="failure"}': 1,
+        'postern_auth_total{result="success"}': 0,
+        'postern_deliveries_total{action="maildir",result="delivered"}': 1,
+        'postern_deliveries_total{action="relay",result="deferred"}': 1,
+        'postern_deliveries_total{action="relay",result="delivered"}': 0,
+        'postern_queue_messages{state="deferred"}': 1,
+        "postern_spool_commit_duration_seconds_count": 1,
+    }
+    got = {k: d(k) for k in want}
+    assert got == want, "moved: %s" % {k: v for k, v in got.items()
+        if v != want[k]}
+    # The octets of the two messages, as their size was logged.
+    sizes = [int(x) for x in re.findall(r" accepted sid=\S+ qid=\S+ "
+        r"size=(\d+)", srv.log())]
+    assert len(sizes) == 2 and d("postern_received_bytes_total") == sum(
+        sizes), (sizes, d("postern_received_bytes_total"))
+    assert m["postern_queue_oldest_message_age_seconds"] >= 0

@@ -141,13 +141,18 @@ def test_mail_through_sendmail_and_smtp(sandbox):
     assert code == 550 and text.startswith("5.7.1"), rep["relay_attempt"]
     assert rep["mailq"]["rc"] == 0, rep["mailq"]
     # Prometheus can scrape it (the connections include the test's probes
-    # of port 25); sendmail's message went through the queue.
+    # of port 25): sendmail's message delivered by the queue, the SMTP one
+    # before its 250.
     status, body = rep["metrics"]
     assert status == 200, body
     assert re.search(r"^postern_connections_accepted_total [1-9]", body,
         re.M), body
     assert re.search(r'^postern_deliveries_total\{action="maildir",'
-        r'result="delivered"\} [12]$', body, re.M), body
+        r'result="delivered"\} 2$', body, re.M), body
+    assert re.search(r"^postern_messages_accepted_total 1$", body, re.M), \
+        body
+    assert re.search(r'^postern_smtp_refusals_total\{stage="rcpt",'
+        r'class="5xx"\} 1$', body, re.M), body
     assert rep["healthz"] == [200, "ok\n"], rep["healthz"]
     assert rep["newaliases"]["rc"] == 0, rep["newaliases"]
 
