@@ -15,8 +15,8 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import (HOST, REPO, free_port, make_config, run_cli, send_message,
-    wait_for)
+from conftest import (HOST, REPO, free_port, machine_lacks, make_config,
+    run_cli, send_message, wait_for)
 
 
 def get(port, path, method="GET"):
@@ -91,7 +91,8 @@ def test_healthz_fails_when_the_spool_cannot_be_written(make_postern):
     r = subprocess.run(["chattr", "+i", tmp], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
-        pytest.skip("this file system has no immutable flag: %s" % r.stdout)
+        machine_lacks("the immutable flag on this file system (chattr +i: "
+            "%s)" % r.stdout.strip())
     try:
         status, _, body = get(port, "/healthz")
         assert status == 503, body

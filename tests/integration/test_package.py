@@ -13,7 +13,10 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, machine_lacks, needs
+
+pytestmark = needs(os.geteuid() == 0, "root, which dpkg and the sandbox's "
+    "namespaces need (run the suite as root)")
 
 BUILD_TIMEOUT = 600
 SANDBOX_TIMEOUT = 400
@@ -90,7 +93,8 @@ def sandbox(deb, tmp_path_factory):
     need("unshare")
     with open("/proc/filesystems") as f:
         if "overlay" not in f.read():
-            pytest.skip("the kernel has no overlayfs: the sandbox needs it")
+            machine_lacks("overlayfs in the kernel (/proc/filesystems), "
+                "which the package sandbox needs")
     top = tmp_path_factory.mktemp("sandbox")
     work = top / "dir"
     work.mkdir()

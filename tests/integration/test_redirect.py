@@ -9,7 +9,10 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, binary
+from conftest import REPO, binary, needs
+
+pytestmark = needs(os.geteuid() == 0, "root, which a network namespace and "
+    "its firewall rules need (run the suite as root)")
 
 DRIVER = r"""
 import os, smtplib, socket, subprocess, sys, time
