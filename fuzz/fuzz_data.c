@@ -3,6 +3,8 @@
  * byte even) or as BDAT chunks (odd).  The input is fed twice, whole and
  * one byte at a time; the replies must be the same, the decoded bodies
  * agree (see fz_compare_bodies), and a body never holds a CR or NUL.
+ * Every byte is consumed, except once the session closes itself (after
+ * err_max protocol errors, e.g. BDATs out of sequence).
  */
 #include "smtp/smtp.h"
 #include "util/util.h"
@@ -115,11 +117,17 @@ fz_run(struct fz *f, bool bdat, const char *in, size_t len, size_t step)
 			for (size_t c = 0; c < chunk; c += n) {
 				k = chunk - c < step ? chunk - c : step;
 				n = smtp_session_feed(s, in + off + c, k);
-				if (n != k)
+				/*
+				 * A chunk is read whole, unless the session
+				 * closed itself (the error limit) on the way.
+				 */
+				if (n != k && !smtp_session_is_closing(s))
 					abort();
+				if (n != k)
+					break;
 			}
 			off += chunk;
-			if (lastc)
+			if (lastc || smtp_session_is_closing(s))
 				break;
 		}
 	}

@@ -141,7 +141,10 @@ struct chain_session_info {
 
 struct chain_session;
 
-/* A session under set on loop; takes a reference to set. */
+/*
+ * A session under set on loop; takes a reference to set.  loop may be NULL
+ * for a session that runs no chain (its facts and templates only).
+ */
 struct chain_session *chain_session_new(struct chain_set *set,
 	    struct chain_loop *loop, const struct chain_session_info *info);
 /*

@@ -32,6 +32,8 @@ struct config_guard {
 	uint64_t	 tarpit_ms;	/* wait before each 535 */
 };
 
+struct config_upstream;
+
 struct config_listen {
 	char		*addr;		/* owned; numeric "127.0.0.1" or "::1" */
 	int		 port;
@@ -46,6 +48,13 @@ struct config_listen {
 					   AUTH here */
 	struct config_tls_cert *certs;	/* owned; this listener's own, or NULL */
 	size_t		 ncerts;
+	/* A proxy listener (parse_proxy.c): every session is relayed. */
+	const struct config_upstream *proxy;	/* "proxy NAME|URL": borrowed
+						   from upstreams; NULL: none */
+	const struct config_table *proxy_sni;	/* "proxy-sni <T>": the TLS
+						   name -> upstream NAME */
+	const struct config_table *proxy_rcpt;	/* "proxy-rcpt <T>": the first
+						   recipient's domain -> NAME */
 };
 
 struct config_limits {
@@ -53,8 +62,12 @@ struct config_limits {
 	unsigned	rcpt_max;		/* "limit recipients 100" */
 	size_t		line_max;		/* "limit line-length 1000"; 512..65536 */
 	unsigned	err_max;		/* "limit errors 10" */
-	uint64_t	idle_ms;		/* "limit idle-timeout 5m" (command wait) */
+	uint64_t	idle_ms;		/* "limit idle-timeout 5m": from a reply
+						   to the end of the next command line */
 	uint64_t	data_idle_ms;		/* "limit data-timeout 10m" (DATA block wait) */
+	unsigned	data_rate_min;		/* "limit data-rate 500": octets/s that
+						   keep data-timeout from running
+						   down; 0: any octet renews it */
 	uint64_t	session_ms;		/* "limit session-timeout 30m" */
 	unsigned	conn_max;		/* "limit connections 1000" */
 	unsigned	conn_per_ip_max;	/* "limit connections-per-ip 50" */
@@ -194,6 +207,21 @@ struct config_lmtp {
 	uint64_t		 timeouts_ms[6];	/* as config_relay's */
 };
 /* ---- end webhooks, agents, programs, LMTP ---- */
+/*
+ * A server a proxy listener relays to: "upstream NAME URL [OPTIONS]", or
+ * the URL given on "listen ... proxy URL" (named by that URL, defaults).
+ */
+struct config_upstream {
+	char			*name;		/* owned */
+	struct config_relay	 relay;		/* URL and TLS as a relay's:
+						   no-verify, ca, timeout */
+	bool			 sni_pass;	/* "sni pass": the client's own
+						   TLS name, when it sent one */
+	char			*sni;		/* "sni NAME"; NULL: the host */
+	int			 proxy_protocol; /* "proxy-protocol v1|v2": the
+						   version sent; 0: none */
+	int			 line;
+};
 
 enum config_action_kind { CONFIG_ACTION_MAILDIR, CONFIG_ACTION_DISCARD,
 	CONFIG_ACTION_RELAY, CONFIG_ACTION_MX, CONFIG_ACTION_FORWARD,
@@ -293,6 +321,9 @@ struct config {
 	char			*hostname;	/* "hostname"; default gethostname() */
 	char			*spool;		/* "spool PATH"; default "var/spool" */
 	char			*greeting;	/* "greeting TEXT"; NULL: default */
+	bool			 pipelining_loose; /* "pipelining loose": message
+						   text before the 354 is read;
+						   default strict: 554, close */
 	bool			 log_syslog;	/* "log syslog [FACILITY]" / "log stderr" */
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
@@ -359,6 +390,10 @@ struct config {
 	struct config_account	**accounts;	/* owned array of owned: "account"
 						   (outbound client) */
 	size_t			 naccounts;
+	struct config_upstream	**upstreams;	/* owned array of owned:
+						   "upstream", and URLs given on
+						   "listen ... proxy" */
+	size_t			 nupstreams;
 	struct config_rule	*rules;		/* owned array, in file order */
 	size_t			 nrules;
 };
@@ -377,6 +412,8 @@ void	config_free(struct config **cp);
 const struct config_action *config_action_find(const struct config *c,
 	    const char *name);
 const struct config_table *config_table_find(const struct config *c,
+	    const char *name);
+const struct config_upstream *config_upstream_find(const struct config *c,
 	    const char *name);
 /* True when the config delivers or authenticates through the privileged
  * helper ("auth pam", a maildir action with "as"). */

@@ -61,10 +61,10 @@ struct cfg_parser {
 	int			 seen_user, seen_group, seen_workers, seen_auth;
 	int			 seen_tls_selfsigned, seen_tls_minver;
 	int			 seen_tls_ciphers, seen_tls_suites;
-	int			 seen_conn_rate;
+	int			 seen_conn_rate, seen_pipelining;
 	int			 seen_pid_file, seen_bind_retry;
 	int			 seen_log_format, seen_metrics;
-	int			 seen_limit[16];
+	int			 seen_limit[24];	/* one per cfg_limits[] */
 };
 
 void	cfg_err(struct cfg_parser *p, int line, const char *fmt, ...)
@@ -121,6 +121,28 @@ void	cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
 	    enum config_action_kind kind);
 void	cfg_st_relay_account(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_relay_free(struct config *c);
+
+/* The URL of a relay or an upstream (smtp, smtp+starttls, smtp+tls) into
+ * r; what names the statement in messages.  0, or -1 after reporting. */
+struct config_relay;
+struct config_upstream;
+struct config_listen;
+int	cfg_relay_smtp_url(struct cfg_parser *p, const struct cfg_line *ln,
+	    const char *what, const char *url, struct config_relay *r);
+/* An upstream's options from toks[i] on.  0, or -1 after reporting. */
+int	cfg_relay_upstream_opts(struct cfg_parser *p, const struct cfg_line *ln,
+	    size_t i, struct config_upstream *up);
+void	cfg_relay_clear_upstream(struct config_upstream *up);
+
+/* parse_proxy.c: "upstream", and the proxy options of a listener */
+void	cfg_st_upstream(struct cfg_parser *p, const struct cfg_line *ln);
+/* A proxy option at toks[*ip]: 1 taken (*ip past it), 0 not one, -1 bad. */
+int	cfg_listen_proxy_opt(struct cfg_parser *p, const struct cfg_line *ln,
+	    size_t *ip, struct config_listen *l);
+/* At the end: what a proxy listener's options need of each other. */
+void	cfg_proxy_check(struct cfg_parser *p, const struct config_listen *l,
+	    bool has_tls);
+void	cfg_proxy_free(struct config *c);
 
 /* parse.c: "{ a, b, c }" from toks[i]; NULL-terminated owned keys or NULL */
 char	**cfg_parse_list(struct cfg_parser *p, const struct cfg_line *ln,

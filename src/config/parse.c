@@ -218,6 +218,22 @@ cfg_st_workers(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 }
 
+/* "pipelining strict|loose": message text before the 354 (RFC 2920 3.1). */
+static void
+cfg_st_pipelining(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	const char *how;
+
+	if (!cfg_nargs(p, ln, 1, 1, "pipelining strict|loose") ||
+	    !cfg_once(p, ln, &p->seen_pipelining, "pipelining"))
+		return;
+	how = ln->toks[1].text;
+	if (strcmp(how, "strict") != 0 && strcmp(how, "loose") != 0)
+		cfg_err(p, ln->lineno, "pipelining: %s is not strict or loose",
+		    cfg_q(how));
+	p->c->pipelining_loose = strcmp(how, "loose") == 0;
+}
+
 static void
 cfg_st_greeting(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -320,6 +336,7 @@ static const struct cfg_statement {
 	{ "hostname",		cfg_st_hostname },
 	{ "spool",		cfg_st_spool },
 	{ "greeting",		cfg_st_greeting },
+	{ "pipelining",		cfg_st_pipelining },
 	{ "listen",		cfg_st_listen },
 	{ "log",		cfg_st_log },
 	{ "transaction-log",	cfg_st_translog },
@@ -327,6 +344,7 @@ static const struct cfg_statement {
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
 	{ "account",		cfg_st_relay_account },
+	{ "upstream",		cfg_st_upstream },
 	{ "match",		cfg_st_match },
 	{ "user",		cfg_st_user_group },
 	{ "group",		cfg_st_user_group },
@@ -470,7 +488,11 @@ config_parse(const char *name, const char *text, char **errs_out)
 
 	int last = p.nlines > 0 ? p.lines[p.nlines - 1].lineno : 1;
 	cfg_listen_check(&p, last);
-	if (c->nrules == 0)
+	/* Proxy listeners relay; only the others need rules. */
+	bool routes = false;
+	for (size_t i = 0; i < c->nlistens; i++)
+		routes |= c->listens[i].proxy == NULL;
+	if (c->nrules == 0 && (routes || c->nlistens == 0))
 		cfg_err(&p, last, "no match rule, so no mail can be accepted "
 		    "(add one, like \"match to domain example.org action "
 		    "NAME\")");
@@ -552,6 +574,7 @@ config_free(struct config **cp)
 	free(c->tables);
 	cfg_relay_free(c);	/* before the actions it looks into */
 	cfg_agent_free(c);
+	cfg_proxy_free(c);
 	cfg_route_free(c);
 	cfg_chain_free(c);
 	free(c);

@@ -34,6 +34,9 @@ static const struct cfg_limit {
 	    L(idle_ms) },
 	{ "data-timeout", CFG_LIM_DURATION, 1000, 3600000, 600000, "1s..1h",
 	    L(data_idle_ms) },
+	/* Postfix's smtpd_min_data_rate: each octet buys 1/rate seconds. */
+	{ "data-rate", CFG_LIM_COUNT, 0, 100000000, 500, "0..100000000",
+	    L(data_rate_min) },
 	{ "session-timeout", CFG_LIM_DURATION, 1000, 86400000, 1800000,
 	    "1s..24h", L(session_ms) },
 	{ "connections", CFG_LIM_COUNT, 1, 1000000, 1000, "1..1000000",
@@ -52,6 +55,8 @@ static const struct cfg_limit {
 #undef L
 };
 #define CFG_NLIMITS	(sizeof(cfg_limits) / sizeof(cfg_limits[0]))
+_Static_assert(CFG_NLIMITS <= sizeof(((struct cfg_parser *)NULL)->seen_limit) /
+    sizeof(int), "cfg_parser.seen_limit has room for every limit");
 
 static void
 cfg_limit_set(struct config_limits *lim, const struct cfg_limit *l,
@@ -138,7 +143,7 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 	if (l == NULL) {
 		cfg_err(p, ln->lineno, "limit: unknown limit %s (message-size, "
 		    "recipients, line-length, errors, idle-timeout, "
-		    "data-timeout, session-timeout, connections, "
+		    "data-timeout, data-rate, session-timeout, connections, "
 		    "connections-per-ip, connection-rate, shutdown-grace, "
 		    "messages-per-session, recipients-per-session, "
 		    "greeting-delay)",

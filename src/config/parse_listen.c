@@ -111,7 +111,8 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 
 #define CFG_LISTEN_USAGE "listen ADDR:PORT [tls] [no-starttls] " \
 	"[require-tls] [nomail] [auth|auth-plaintext] [sender-auth] " \
-	"[cert \"CERT\" key \"KEY\" [name NAME]]..."
+	"[cert \"CERT\" key \"KEY\" [name NAME]]... [proxy NAME|URL " \
+	"[proxy-sni <TABLE>] [proxy-rcpt <TABLE>]]"
 
 void
 cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
@@ -119,6 +120,7 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 	struct config *c = p->c;
 	struct config_listen l = { .line = ln->lineno };
 	const char *why;
+	int rc;
 
 	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_LISTEN_USAGE))
 		return;		/* words only, at least the address */
@@ -147,6 +149,11 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 		else if (w != NULL && strcmp(w, "cert") == 0) {
 			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
 			    CFG_LISTEN_USAGE))
+				goto fail;
+			continue;
+		} else if (w != NULL && (rc = cfg_listen_proxy_opt(p, ln, &i,
+		    &l)) != 0) {
+			if (rc == -1)
 				goto fail;
 			continue;
 		} else {
@@ -247,9 +254,11 @@ cfg_listen_check(struct cfg_parser *p, int last)
 		    "\"listen 127.0.0.1:2525\")");
 	for (size_t i = 0; i < c->nlistens; i++) {
 		const struct config_listen *l = &c->listens[i];
-		if (l->auth && c->nauths == 0)
+		/* On a proxy listener, AUTH is the upstream's to check. */
+		if (l->auth && c->nauths == 0 && l->proxy == NULL)
 			cfg_err(p, l->line, "listen: auth needs an \"auth "
 			    "<TABLE>\" or \"auth pam\" statement");
+		cfg_proxy_check(p, l, l->ncerts > 0 || config_has_tls(c));
 		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
 		    !config_has_tls(c))
 			cfg_err(p, l->line, "listen: %s needs a certificate "

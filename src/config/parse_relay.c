@@ -212,30 +212,69 @@ cfg_relay_timeout(struct cfg_parser *p, const struct cfg_line *ln,
 }
 
 /* Which options a kind takes. */
-enum { OPT_RELAY = 1, OPT_MX = 2 };
+enum { OPT_RELAY = 1, OPT_MX = 2, OPT_UP = 4 };
+
+/* An upstream's own options: "sni pass|NAME", "proxy-protocol v1|v2". */
+static int
+cfg_relay_up_opt(struct cfg_parser *p, const struct cfg_line *ln,
+    struct config_upstream *up, const char *o, const char *a1)
+{
+	if (strcmp(o, "proxy-protocol") == 0) {
+		if (strcmp(a1, "v1") != 0 && strcmp(a1, "v2") != 0) {
+			cfg_err(p, ln->lineno, "proxy-protocol: %s is not v1 "
+			    "or v2", cfg_q(a1));
+			return -1;
+		}
+		up->proxy_protocol = a1[1] - '0';
+		return 0;
+	}
+	if (strcmp(a1, "pass") == 0) {
+		up->sni_pass = true;
+		return 0;
+	}
+	if (a1[0] == '\0' || strlen(a1) > 253 || strspn(a1, "abcdefghijklmn"
+	    "opqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+	    strlen(a1)) {
+		cfg_err(p, ln->lineno, "sni: %s is not \"pass\" or a host "
+		    "name", cfg_q(a1));
+		return -1;
+	}
+	free(up->sni);
+	up->sni = util_strlower(xstrdup(a1));
+	return 0;
+}
 
 /*
- * The options from toks[i] on into r; is_relay: relay/account (else mx or
- * forward).  0, or -1 after reporting.
+ * The options from toks[i] on into r; kind: OPT_RELAY (relay, account),
+ * OPT_MX (mx, forward) or OPT_UP (an upstream: its own options go to up).
+ * 0, or -1 after reporting.
  */
 static int
 cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
-    struct config_relay *r, bool is_relay)
+    struct config_relay *r, int kind, struct config_upstream *up)
 {
 	static const struct {
 		const char	*opt;
 		int		 nargs, kinds;
 	} opts[] = {
-		{ "auth", 1, OPT_RELAY }, { "no-verify", 0, OPT_RELAY | OPT_MX },
-		{ "ca", 1, OPT_RELAY | OPT_MX }, { "helo", 1, OPT_RELAY | OPT_MX },
-		{ "timeout", 2, OPT_RELAY | OPT_MX }, { "pop", 1, OPT_RELAY },
+		{ "auth", 1, OPT_RELAY },
+		{ "no-verify", 0, OPT_RELAY | OPT_MX | OPT_UP },
+		{ "ca", 1, OPT_RELAY | OPT_MX | OPT_UP },
+		{ "helo", 1, OPT_RELAY | OPT_MX },
+		{ "timeout", 2, OPT_RELAY | OPT_MX | OPT_UP },
+		{ "sni", 1, OPT_UP }, { "proxy-protocol", 1, OPT_UP },
+		{ "pop", 1, OPT_RELAY },
 		{ "user", 1, OPT_RELAY }, { "pass-table", 1, OPT_RELAY },
 		{ "pop-interval", 1, OPT_RELAY }, { "pop-wait", 1, OPT_RELAY },
 		{ "rewrite", 2, OPT_RELAY | OPT_MX },
 		{ "resolver", 1, OPT_MX }, { "mx-hosts", 1, OPT_MX },
 		{ NULL, 0, 0 },
 	};
-	int kind = is_relay ? OPT_RELAY : OPT_MX;
+	static const char *const names[] = { [OPT_RELAY] = "auth, no-verify, "
+	    "ca, helo, timeout, pop, user, pass-table, pop-interval, pop-wait, "
+	    "rewrite", [OPT_MX] = "no-verify, ca, helo, timeout, rewrite, "
+	    "resolver, mx-hosts", [OPT_UP] = "no-verify, ca, timeout, sni, "
+	    "proxy-protocol" };
 
 	while (i < ln->ntoks) {
 		const struct cfg_tok *t = &ln->toks[i];
@@ -250,10 +289,7 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 				break;
 		if (opts[k].opt == NULL || (opts[k].kinds & kind) == 0) {
 			cfg_err(p, ln->lineno, "unknown option %s here (%s)",
-			    cfg_q(t->text), is_relay ? "auth, no-verify, ca, "
-			    "helo, timeout, pop, user, pass-table, "
-			    "pop-interval, pop-wait, rewrite" : "no-verify, ca, "
-			    "helo, timeout, rewrite, resolver, mx-hosts");
+			    cfg_q(t->text), names[kind]);
 			return -1;
 		}
 		if (i + (size_t)opts[k].nargs >= ln->ntoks) {
@@ -329,7 +365,8 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 			if ((r->mx_hosts = cfg_relay_table(p, ln, o,
 			    &ln->toks[i + 1])) == NULL)
 				rc = -1;
-		}
+		} else if (kind == OPT_UP)
+			rc = cfg_relay_up_opt(p, ln, up, o, a1);
 		if (rc == -1)
 			return -1;
 		i += 1 + (size_t)opts[k].nargs;
@@ -351,10 +388,9 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 	return 0;
 }
 
-/* "relay URL OPTS" from toks[i]: into r.  0 or -1. */
-static int
-cfg_relay_parse(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
-    struct config_relay *r)
+int
+cfg_relay_smtp_url(struct cfg_parser *p, const struct cfg_line *ln,
+    const char *what, const char *url, struct config_relay *r)
 {
 	static const char *const schemes[] = { "smtp", "smtp+starttls",
 	    "smtp+tls", NULL };
@@ -364,20 +400,44 @@ cfg_relay_parse(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 	const char *why;
 	int k;
 
-	if (i >= ln->ntoks || ln->toks[i].kind != CFG_TOK_WORD) {
-		cfg_err(p, ln->lineno, "relay: missing \"smtp://HOST:PORT\"");
-		return -1;
-	}
-	const char *url = ln->toks[i].text;
 	if ((k = cfg_relay_url(url, schemes, ports, &r->host, &r->port,
 	    &why)) == -1) {
-		cfg_err(p, ln->lineno, "relay %s: %s (smtp://, "
-		    "smtp+starttls://, smtp+tls://)", cfg_q(url), why);
+		cfg_err(p, ln->lineno, "%s %s: %s (smtp://, "
+		    "smtp+starttls://, smtp+tls://)", what, cfg_q(url), why);
 		return -1;
 	}
 	r->url = xstrdup(url);
 	r->tls = tls[k];
-	return cfg_relay_opts(p, ln, i + 1, r, true);
+	return 0;
+}
+
+/* "relay URL OPTS" from toks[i]: into r.  0 or -1. */
+static int
+cfg_relay_parse(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
+    struct config_relay *r)
+{
+	if (i >= ln->ntoks || ln->toks[i].kind != CFG_TOK_WORD) {
+		cfg_err(p, ln->lineno, "relay: missing \"smtp://HOST:PORT\"");
+		return -1;
+	}
+	if (cfg_relay_smtp_url(p, ln, "relay", ln->toks[i].text, r) == -1)
+		return -1;
+	return cfg_relay_opts(p, ln, i + 1, r, OPT_RELAY, NULL);
+}
+
+int
+cfg_relay_upstream_opts(struct cfg_parser *p, const struct cfg_line *ln,
+    size_t i, struct config_upstream *up)
+{
+	return cfg_relay_opts(p, ln, i, &up->relay, OPT_UP, up);
+}
+
+void
+cfg_relay_clear_upstream(struct config_upstream *up)
+{
+	cfg_relay_clear(&up->relay);
+	free(up->name);
+	free(up->sni);
 }
 
 static const struct config_account *
@@ -490,7 +550,8 @@ cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
 		if (kind == CONFIG_ACTION_RELAY) {
 			rc = cfg_relay_parse(p, ln, 3, a.relay);
 		} else if (kind == CONFIG_ACTION_MX) {
-			rc = cfg_relay_opts(p, ln, 3, a.relay, false);
+			rc = cfg_relay_opts(p, ln, 3, a.relay, OPT_MX,
+			    NULL);
 		} else {
 			const char *to = ln->ntoks > 3 && ln->toks[3].kind ==
 			    CFG_TOK_WORD ? ln->toks[3].text : "";
@@ -503,7 +564,8 @@ cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
 				rc = -1;
 			} else {
 				a.forward_to = xstrdup(to);
-				rc = cfg_relay_opts(p, ln, 4, a.relay, false);
+				rc = cfg_relay_opts(p, ln, 4, a.relay, OPT_MX,
+				    NULL);
 			}
 		}
 	}

@@ -13,11 +13,13 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,8 @@
 
 #define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
+#define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
+#define CONN_LAST_FLUSH_MS 2000		/* a closing session's last reply */
 
 
 static void	conn_early_talker(struct conn *c);
@@ -72,7 +76,7 @@ conn_count_refusal(struct conn *c, char cls)
 static void
 conn_log_reply(struct conn *c, const char *buf, size_t len)
 {
-	char why[400];
+	char why[400], verb[4 * sizeof(c->last_verb)];
 	const char *sp, *end = memchr(buf, '\r', len);
 	size_t n = end != NULL ? (size_t)(end - buf) : len;
 
@@ -87,22 +91,33 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
 	    conn_tx_env(c->tx)->qid : NULL,
 	    "stage=%s code=%.3s esc=%.*s why=\"%s\"",
-	    c->last_verb[0] != '\0' ? c->last_verb : "connect", buf,
+	    c->last_verb[0] != '\0' ? log_safe_word_into(verb, sizeof(verb),
+	    c->last_verb, strlen(c->last_verb)) : "connect", buf,
 	    has_esc ? (int)esc_len : 1, has_esc ? sp : "-",
 	    log_safe_into(why, sizeof(why), text, n - (size_t)(text - buf)));
 }
 
+/*
+ * Write the replies gathered in this turn at once: one write(2), or one
+ * TLS record, for an EHLO reply or the answers to a pipelined group, not
+ * one per line (with TCP_NODELAY, each small write would be a segment of
+ * its own; without it, the second one waits for the peer's delayed ACK).
+ */
 static void
-conn_send_cb(void *arg, const char *buf, size_t len)
+conn_flush_out(struct conn *c)
 {
-	struct conn *c = arg;
+	const char *buf = c->out.data;
+	size_t len = c->out.len;
 
-	conn_log_reply(c, buf, len);
-	if (c->peer_gone)
+	if (len == 0)
 		return;
+	if (c->peer_gone) {
+		util_buf_reset(&c->out);
+		return;
+	}
 	/*
 	 * Nothing queued before it: try the socket itself, which spares
-	 * the write event's add and delete for the usual short reply.  What
+	 * the write event's add and delete for the usual short batch.  What
 	 * it does not take is queued as ever, so the order holds.
 	 */
 	if (c->plain_fd && evbuffer_get_length(bufferevent_get_output(c->bev))
@@ -113,10 +128,24 @@ conn_send_cb(void *arg, const char *buf, size_t len)
 			buf += n;
 			len -= (size_t)n;
 		}
-		if (len == 0)
-			return;
 	}
-	bufferevent_write(c->bev, buf, len);
+	if (len > 0)
+		bufferevent_write(c->bev, buf, len);
+	util_buf_reset(&c->out);
+}
+
+/* Replies gather in c->out until the turn's end (conn_flush_out()). */
+static void
+conn_send_cb(void *arg, const char *buf, size_t len)
+{
+	struct conn *c = arg;
+
+	conn_log_reply(c, buf, len);
+	if (c->peer_gone)
+		return;
+	util_buf_add(&c->out, buf, len);
+	if (c->out.len >= CONN_OUT_BATCH)
+		conn_flush_out(c);
 }
 
 static void
@@ -133,6 +162,8 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 			    (char)(ch - 32) : ch;
 		}
 		c->last_verb[n] = '\0';
+		if (c->px != NULL)
+			conn_proxy_line(c, line, len);
 		if (log_enabled(LOG_LVL_DEBUG)) {
 			char safe[300];
 			log_event(LOG_LVL_DEBUG, "command", c->sid, NULL,
@@ -150,11 +181,35 @@ conn_command_cb(void *arg, const char *verb, struct smtp_reply *r)
 	struct conn *c = arg;
 	struct chain_result res;
 
+	if (conn_proxy_refuses_auth(c, verb, r))
+		return SMTP_REJECT;
 	if (c->cs == NULL || chain_session_is_running(c->cs) ||
 	    !chain_session_check_command(c->cs, verb, &res))
 		return SMTP_OK;
 	*r = res.reply;
 	return res.verdict;
+}
+
+/*
+ * Bytes from the peer beyond the feed under way: the rest of the input
+ * buffer, what TLS holds decrypted or not, what the kernel holds.
+ */
+static bool
+conn_input_pending_cb(void *arg)
+{
+	struct conn *c = arg;
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	int n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > c->feeding)
+		return true;
+	if (ssl != NULL && SSL_pending(ssl) > 0)
+		return true;
+	if (under != NULL && evbuffer_get_length(bufferevent_get_input(under)))
+		return true;
+	return ioctl(bufferevent_getfd(under != NULL ? under : c->bev),
+	    FIONREAD, &n) == 0 && n > 0;
 }
 
 static const struct smtp_hooks conn_smtp_hooks = {
@@ -164,10 +219,12 @@ static const struct smtp_hooks conn_smtp_hooks = {
 	.reset_cb = conn_reset_cb,
 	.trace_cb = conn_trace_cb,
 	.command_cb = conn_command_cb,
+	.input_pending_cb = conn_input_pending_cb,
 };
 
 /* ----- socket events ----- */
 
+/* A peer that does not read our replies; reading has its own deadlines. */
 static void
 conn_set_timeouts(struct conn *c)
 {
@@ -175,7 +232,7 @@ conn_set_timeouts(struct conn *c)
 	uint64_t ms = c->in_data ? lim->data_idle_ms : lim->idle_ms;
 	struct timeval tv = util_timeval_ms(ms);
 
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
 static void
@@ -191,11 +248,14 @@ conn_free(struct conn *c)
 	route_resolve_cancel(&c->route_q);
 	if (c->tarpit_ev != NULL)
 		event_free(c->tarpit_ev);
+	conn_proxy_free(c);
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
+	util_buf_clear(&c->out);
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
+	conn_deadline_clear(c);
 	if (c->greet_ev != NULL)
 		event_free(c->greet_ev);
 	if (c->flush_ev != NULL)
@@ -236,15 +296,53 @@ conn_output_pending(struct conn *c)
 	return n;
 }
 
+bool
+conn_in_handshake(const struct conn *c)
+{
+	return c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL);
+}
+
+/*
+ * Shutdown: a session between commands gets 421 and closes; one in DATA or
+ * waiting for a decision goes on (and is looked at again after each
+ * event); one in a TLS handshake has no channel for a 421 and could not
+ * finish the handshake without reading: it is dropped.  True when c was
+ * freed.
+ */
+static bool
+conn_shutdown_one(struct conn *c)
+{
+	if (c->closing || smtp_session_is_closing(c->smtp))
+		return false;
+	if (conn_in_handshake(c)) {
+		log_event(LOG_LVL_INFO, "shutdown", c->sid, NULL,
+		    "why=\"dropped in the TLS handshake\"");
+		c->peer_gone = true;
+		conn_free(c);
+		return true;
+	}
+	if (!smtp_session_in_data(c->smtp) &&
+	    !smtp_session_is_waiting(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	return false;
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 void
 conn_check_close(struct conn *c)
 {
+	if (c->ctx->shutting_down && conn_shutdown_one(c))
+		return;
+	conn_flush_out(c);
 	if (!c->closing && !smtp_session_is_closing(c->smtp))
 		return;
 	if (!c->closing) {
+		/* The last reply gets a short while, not the session's time. */
+		struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
 		c->closing = true;
 		bufferevent_disable(c->bev, EV_READ);
+		evtimer_add(c->deadline_ev, &tv);
 	}
 	if (c->peer_gone || conn_output_pending(c) == 0) {
 		conn_free(c);
@@ -276,6 +374,7 @@ conn_starttls(struct conn *c)
 	struct bufferevent *tbev;
 	SSL *ssl = tls_server_ssl_new(c->tls);
 
+	conn_flush_out(c);	/* the 220, in plain text, before the swap */
 	c->tls_pending = false;
 	if (evbuffer_get_length(in) > 0)
 		log_event(LOG_LVL_WARN, "starttls-injection", c->sid, NULL,
@@ -341,6 +440,7 @@ conn_tls_done(struct conn *c)
 	if (c->cs != NULL)
 		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
 	util_strlcpy(c->tls_proto, ti.protocol, sizeof(c->tls_proto));
+	conn_proxy_tls(c, ti.sni);	/* routes by the name it asked for */
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
@@ -349,12 +449,12 @@ conn_tls_done(struct conn *c)
 	metrics_inc(MET_TLS_SESSIONS, strcmp(ti.protocol, "TLSv1.3") == 0 ?
 	    MET_TLS_13 : strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 :
 	    MET_TLS_OTHER, 0);
+	/* The session learns of TLS either way: AUTH depends on it. */
+	smtp_session_tls_started(c->smtp);
 	if (!c->started) {
 		/* Implicit TLS: the greeting comes after the handshake. */
 		c->started = true;
 		smtp_session_start(c->smtp);
-	} else {
-		smtp_session_tls_started(c->smtp);
 	}
 	conn_process_input(c);
 	conn_check_close(c);
@@ -365,29 +465,34 @@ conn_process_input(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t fed = 0;
 
 	while (evbuffer_get_length(in) > 0 && !c->closing &&
 	    !smtp_session_is_closing(c->smtp) &&
 	    !smtp_session_is_waiting(c->smtp) &&
 	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
-	    evbuffer_get_length(out) < CONN_OUT_HIGH) {
+	    !conn_proxy_backlogged(c) &&
+	    evbuffer_get_length(out) + c->out.len < CONN_OUT_HIGH) {
 		size_t n = evbuffer_get_contiguous_space(in);
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+		c->feeding = n;
 		size_t used = smtp_session_feed(c->smtp, p, n);
+		c->feeding = 0;
 		evbuffer_drain(in, used);
+		fed += used;
 		if (used < n)
 			break;
 	}
+	conn_flush_out(c);
 	if (smtp_session_in_data(c->smtp) != c->in_data) {
 		c->in_data = !c->in_data;
 		conn_set_timeouts(c);
 	}
-	if (c->tls_pending) {
+	if (c->tls_pending)
 		conn_starttls(c);
-		return;
-	}
-	if (!c->closing && !smtp_session_is_closing(c->smtp))
+	else if (!c->closing && !smtp_session_is_closing(c->smtp))
 		bufferevent_enable(c->bev, EV_READ);
+	conn_deadline_update(c, fed);
 }
 
 static void
@@ -415,12 +520,12 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	conn_check_close(c);
 }
 
-static void
+void
 conn_timeout(struct conn *c, const char *why)
 {
 	char text[128];
 
-	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=%s", why);
+	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=\"%s\"", why);
 	if (smtp_session_is_closing(c->smtp)) {
 		c->peer_gone = true;	/* it does not even read: give up */
 		conn_check_close(c);
@@ -465,16 +570,37 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void
 conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_timeout(arg, "session time limit exceeded");
+	conn_timeout(c, c->closing ? "last reply not taken in time" :
+	    "session time limit exceeded");
 }
 
 /*
- * Session ids: a random 64-bit start drawn once per process, then a
- * counter, so ids never repeat across restarts or between loops.
+ * The greeting is a template: expand it with this connection's facts, in
+ * its chain session or, without chains, in one made for this alone (it
+ * runs nothing, so it needs no loop).  A cut expansion is still sent.
  */
-/* A chain session when the config has chains; the greeting is a template. */
+static void
+conn_expand_greeting(struct conn *c, const struct config *cfg,
+    const struct chain_session_info *info)
+{
+	struct chain_session *cs = c->cs;
+
+	if (cfg->greeting == NULL || strstr(cfg->greeting, "%{") == NULL)
+		return;
+	if (cs == NULL)
+		cs = chain_session_new(c->rt->chains, NULL, info);
+	(void)chain_expand(cs, cfg->greeting, c->greeting,
+	    sizeof(c->greeting));
+	c->params.greeting = c->greeting;
+	if (cs != c->cs)
+		chain_session_free(&cs);
+}
+
+/* A chain session when the config has chains; the greeting expanded. */
 static void
 conn_chain_start(struct conn *c, struct conn_ctx *ctx,
     const struct config *cfg, int fd)
@@ -484,10 +610,20 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 
 	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
 		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
+	/* Our own address, for the "local.ip" and "local.port" facts. */
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char lip[INET6_ADDRSTRLEN] = "";
+	int lport = 0;
+	if ((any || cfg->greeting != NULL) &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
+	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
+	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
+	    .local_port = lport, .hostname = cfg->hostname };
 	/* AUTH (its guard counts in the store) and tables need it too. */
-	if (!any && cfg->nauths == 0 && !conn_rt_has_remote(c->rt))
-		return;
-	if (ctx->chain_loop == NULL &&
+	if ((any || cfg->nauths > 0 || conn_rt_has_remote(c->rt)) &&
+	    ctx->chain_loop == NULL &&
 	    (ctx->chain_loop = chain_loop_new(ctx->base, cfg, NULL,
 	    &err)) == NULL) {
 		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
@@ -495,22 +631,10 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 		c->chain_broken = true;
 		return;
 	}
-	if (!any)
-		return;
-	/* Our own address, for the "local.ip" and "local.port" facts. */
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char lip[INET6_ADDRSTRLEN] = "";
-	int lport = 0;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
-	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
-	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
-	    .local_port = lport, .hostname = cfg->hostname };
-	c->cs = chain_session_new(c->rt->chains, ctx->chain_loop, &info);
-	if (cfg->greeting != NULL && chain_expand(c->cs, cfg->greeting,
-	    c->greeting, sizeof(c->greeting)) == 0)
-		c->params.greeting = c->greeting;
+	if (any)
+		c->cs = chain_session_new(c->rt->chains, ctx->chain_loop,
+		    &info);
+	conn_expand_greeting(c, cfg, &info);
 }
 
 static void
@@ -550,6 +674,10 @@ conn_early_talker(struct conn *c)
 	conn_check_close(c);
 }
 
+/*
+ * Session ids: a random 64-bit start drawn once per process, then a
+ * counter, so ids never repeat across restarts or between loops.
+ */
 static void
 conn_make_sid(char *sid, size_t sidsz)
 {
@@ -615,10 +743,20 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	    !c->lcfg->implicit_tls;
 	c->params.tls_active = false;
 	c->params.require_tls = c->lcfg->require_tls;
-	c->params.auth = c->lcfg->auth && cfg->nauths > 0;
+	/* On a proxy listener, AUTH is the upstream's to check. */
+	c->params.auth = c->lcfg->auth && (cfg->nauths > 0 ||
+	    c->lcfg->proxy != NULL);
 	c->params.auth_plaintext = c->lcfg->auth_plaintext;
+	c->params.sync_data = !cfg->pipelining_loose;
 	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
+	if (c->lcfg->proxy != NULL)
+		conn_proxy_start(c, fd);
 
+	/* Replies go out in one write per batch: no small-packet delay. */
+	int one = 1;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
 	if (ssl != NULL)
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
@@ -634,6 +772,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timeouts(c);
 	c->deadline_ev = evtimer_new(ctx->base, conn_deadline_cb, c);
+	conn_deadline_init(c);
 	struct timeval tv = util_timeval_ms(cfg->limits.session_ms);
 	evtimer_add(c->deadline_ev, &tv);
 
@@ -667,22 +806,10 @@ conn_shutdown_all(struct conn_ctx *ctx)
 {
 	struct conn *c, *next;
 
+	ASSERT(ctx->shutting_down);
 	for (c = ctx->conns; c != NULL; c = next) {
 		next = c->next;
-		if (c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL)) {
-			/* In a TLS handshake: no channel to say 421 on, and
-			 * closing would stop the reads it needs to end. */
-			c->peer_gone = true;
-			conn_free(c);
-			continue;
-		}
-		if (c->closing || smtp_session_is_closing(c->smtp) ||
-		    smtp_session_in_data(c->smtp) ||
-		    smtp_session_is_waiting(c->smtp))
-			continue;	/* in DATA: the commit closes it */
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
-		conn_check_close(c);
+		conn_check_close(c);	/* conn_shutdown_one() decides */
 	}
 }
 

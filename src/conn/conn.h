@@ -24,6 +24,7 @@ struct deliver_remote;
 struct chain_loop;
 struct chain_set;
 struct priv;
+struct proxy_set;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -37,6 +38,8 @@ struct conn_rt {
 					   the runtime its kind opened
 					   (deliver_kind), or NULL */
 	struct chain_set	*chains;	/* ref: the handler chains */
+	struct proxy_set	*proxies;	/* owned: the upstreams of proxy
+						   listeners, or NULL */
 };
 /*
  * Take ownership of cfg and build what it describes: the handler chains,
@@ -88,8 +91,11 @@ struct conn_ctx {
 void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	    socklen_t salen, size_t listen_idx);
 /*
- * Shutdown: every session outside DATA gets "421 4.3.2" and is closed; one
- * in DATA may finish its message first (then it is closed).
+ * Shutdown (ctx->shutting_down set): every session between commands gets
+ * "421 4.3.2" and is closed, and its last reply has a short while to go
+ * out; one in DATA may finish its message first, one waiting for a
+ * decision gets it first (then each is closed); one in a TLS handshake
+ * is dropped.
  */
 void	conn_shutdown_all(struct conn_ctx *ctx);
 /* Close every connection at once (the shutdown grace ran out). */

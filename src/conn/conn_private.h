@@ -116,6 +116,7 @@ void	conn_auth_abandon(struct conn_auth_job **jp);
 
 struct bufferevent;
 struct chain_session;
+struct conn_proxy;
 struct conn_auth_job;
 struct event;
 struct log_translog;
@@ -123,12 +124,22 @@ struct tls_server;
 
 #define CONN_SID_MAX	24
 
+/* What a connection waits for from its client (deadline.c). */
+enum conn_read_mode {
+	CONN_READ_NONE,		/* nothing: we are the slow side, or closing */
+	CONN_READ_COMMAND,	/* a whole command line, by idle-timeout */
+	CONN_READ_DATA,		/* message text, at data-rate at least */
+};
+
 struct conn {
 	struct conn_ctx		*ctx;		/* borrowed: the server's */
 	struct conn_rt		*rt;		/* ref: the config this session started with */
 	const struct config_listen *lcfg;	/* borrowed from rt: our listener */
 	struct tls_server	*tls;		/* borrowed from rt; NULL: no TLS */
 	struct bufferevent	*bev;		/* owned (the TLS filter once on) */
+	struct util_buf		 out;		/* replies of this turn, not
+						   written yet (conn_flush_out) */
+	size_t			 feeding;	/* input bytes in the feed under way */
 	struct event		*greet_ev;	/* owned: greeting delay, or NULL */
 	struct event		*flush_ev;	/* owned: closing under TLS, or NULL */
 	struct event		*hs_ev;		/* owned: TLS handshake deadline, or NULL */
@@ -136,6 +147,12 @@ struct conn {
 	struct smtp_params	 params;
 	struct conn_tx		*tx;		/* owned; NULL outside a transaction */
 	struct event		*deadline_ev;	/* owned: whole-session limit */
+	struct event		*read_ev;	/* owned: the read deadline */
+	uint64_t		 read_deadline_ms; /* 0: none running */
+	uint64_t		 read_fire_ms;	/* read_ev set for then; 0: unset */
+	enum conn_read_mode	 read_mode;
+	uint32_t		 read_lines;	/* smtp_session_lines() seen */
+	uint64_t		 rate_credit_us; /* DATA: credit under 1 ms */
 	struct log_translog	*translog;	/* owned, or NULL */
 	char			 sid[CONN_SID_MAX];
 	char			 ip[INET6_ADDRSTRLEN];
@@ -162,6 +179,8 @@ struct conn {
 	struct conn_auth_job	*auth_job;	/* a credential check under way */
 	struct event		*tarpit_ev;	/* owned: a refused AUTH waits */
 	struct route_query	*route_q;	/* owned: RCPT or MAIL lookups */
+	struct conn_proxy	*px;		/* owned: on a proxy listener
+						   (proxied.c), else NULL */
 	char			 last_verb[16];	/* for reject log lines */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
@@ -179,8 +198,49 @@ conn_cfg(const struct conn *c)
 /* conn.c */
 void	conn_process_input(struct conn *c);
 void	conn_check_close(struct conn *c);
+/* A TLS handshake (STARTTLS or implicit) is under way. */
+bool	conn_in_handshake(const struct conn *c);
+/* The client was too slow: log why, 421 4.4.2 and close. */
+void	conn_timeout(struct conn *c, const char *why);
+/* deadline.c: the read deadlines */
+void	conn_deadline_init(struct conn *c);
+void	conn_deadline_clear(struct conn *c);
+/* After a turn: start, move or stop the deadline; fed: octets fed. */
+void	conn_deadline_update(struct conn *c, size_t fed);
 /* stage.c: the smtp hooks */
 enum smtp_verdict conn_decide_cb(void *arg, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+/* Keep ev (its arg copied) in c->wait_ev for an answer that comes later. */
+void	conn_keep_event(struct conn *c, const struct smtp_event *ev);
+/* The sender is accepted: the transaction starts (c->tx). */
+enum smtp_verdict conn_mail_begin(struct conn *c, const struct smtp_event *ev);
+/*
+ * The header block with a filter's header edits into head; *old_len_out:
+ * the octets of the client's it replaces.  0, or -1 with r set.
+ */
+int	conn_mods_head(struct conn *c, struct util_buf *head,
+	    size_t *old_len_out, struct smtp_reply *r);
+
+/* proxied.c: a connection on a proxy listener (c->px) */
+void	conn_proxy_start(struct conn *c, int fd);
+void	conn_proxy_free(struct conn *c);
+/* The client's command line as read (the trace hook), kept for relaying. */
+void	conn_proxy_line(struct conn *c, const char *line, size_t len);
+/* AUTH's password (copied, wiped once relayed; NULL wipes it now). */
+void	conn_proxy_keep_secret(struct conn *c, const char *secret);
+/* Our work at a stage the chains let through: relay it (not EOM). */
+enum smtp_verdict conn_proxy_stage(struct conn *c, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+/* The end of a message the chains accepted: up it goes. */
+enum smtp_verdict conn_proxy_eom(struct conn *c, struct smtp_reply *r);
+/* Content waits in the spool file until the header/eom chains decide. */
+bool	conn_proxy_holds(const struct conn *c);
+bool	conn_proxy_backlogged(struct conn *c);
+int	conn_proxy_body(struct conn *c, const char *buf, size_t len);
+void	conn_proxy_reset(struct conn *c);
+void	conn_proxy_tls(struct conn *c, const char *sni);
+/* A command the proxy refuses itself (AUTH when not relayed): true, r. */
+bool	conn_proxy_refuses_auth(const struct conn *c, const char *verb,
 	    struct smtp_reply *r);
 int	conn_body_cb(void *arg, const char *buf, size_t len);
 void	conn_reset_cb(void *arg);

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "deliver/deliver.h"
 #include "log/log.h"
+#include "proxy/proxy.h"
 #include "route/route.h"
 #include "table/table.h"
 #include "tls/tls.h"
@@ -154,6 +155,7 @@ static void
 conn_rt_free(struct conn_rt *rt)
 {
 	chain_set_unref(&rt->chains);
+	proxy_set_free(&rt->proxies);
 	for (size_t i = 0; rt->runtimes != NULL && i < rt->cfg->nactions; i++)
 		if (rt->runtimes[i] != NULL)
 			deliver_kind_of(rt->cfg->actions[i].kind)->close(
@@ -180,7 +182,9 @@ conn_rt_new(struct config *cfg, const char **err_out)
 	if ((rt->chains = conn_rt_chains(cfg, err_out)) == NULL ||
 	    (rt->router = route_new(cfg, err_out)) == NULL ||
 	    conn_rt_build_tls(rt, err_out) == -1 ||
-	    conn_rt_build_actions(rt, err_out) == -1) {
+	    conn_rt_build_actions(rt, err_out) == -1 ||
+	    (cfg->nupstreams > 0 && (rt->proxies = proxy_set_new(cfg,
+	    err_out)) == NULL)) {
 		conn_rt_free(rt);
 		return NULL;
 	}

@@ -189,7 +189,7 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 {
 	char safe[600], why[300];
 
-	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (res->status != ROUTE_OK)
 		log_safe_into(why, sizeof(why), res->why, strlen(res->why));
 	switch (res->status) {
@@ -233,7 +233,7 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		 * sender. */
 		(void)queue_env_add_target(conn_tx_env(c->tx), t->rcpt, t->kind,
 		    t->arg);
-		log_safe_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
+		log_safe_word_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
 		if (strcmp(to, safe) == 0)
 			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,
 			    "to=<%s> action=%s", safe, t->action->name);
@@ -278,7 +278,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	struct route_result res;
 	enum smtp_verdict v;
 
-	log_safe_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (c->nrcpts >= conn_cfg(c)->limits.rcpts_per_session_max) {
 		conn_set_reply(r, 452, "4.5.3 Too many recipients in this "
 		    "session");
@@ -314,7 +314,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 }
 
 /* The sender is fine: start the transaction. */
-static enum smtp_verdict
+enum smtp_verdict
 conn_mail_begin(struct conn *c, const struct smtp_event *ev)
 {
 	char safe[600];
@@ -335,7 +335,7 @@ conn_mail_begin(struct conn *c, const struct smtp_event *ev)
 	env->smtputf8 = ev->smtputf8;
 	env->body_8bit = ev->body == SMTP_BODY_8BITMIME;
 	log_event(LOG_LVL_INFO, "mail", c->sid, NULL, "from=<%s> size=%ju",
-	    log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
+	    log_safe_word_into(safe, sizeof(safe), ev->arg, strlen(ev->arg)),
 	    (uintmax_t)ev->size);
 	return SMTP_OK;
 }
@@ -345,9 +345,9 @@ static enum smtp_verdict
 conn_mail_checked(struct conn *c, const struct smtp_event *ev,
     const struct route_result *res, struct smtp_reply *r)
 {
-	char safe[600];
+	char safe[600], why[300];
 
-	log_safe_into(safe, sizeof(safe), ev->arg, strlen(ev->arg));
+	log_safe_word_into(safe, sizeof(safe), ev->arg, strlen(ev->arg));
 	switch (res->status) {
 	case ROUTE_OK:
 		return conn_mail_begin(c, ev);
@@ -365,7 +365,8 @@ conn_mail_checked(struct conn *c, const struct smtp_event *ev,
 		break;
 	}
 	log_event(LOG_LVL_INFO, "reject", c->sid, NULL, "stage=mail code=%d "
-	    "from=<%s> why=\"%s\"", r->code, safe, res->why);
+	    "from=<%s> why=\"%s\"", r->code, safe, log_safe_into(why,
+	    sizeof(why), res->why, strlen(res->why)));
 	return SMTP_REJECT;
 }
 
@@ -382,8 +383,6 @@ conn_mail_done_cb(void *arg, struct route_result *res)
 	conn_process_input(c);
 	conn_check_close(c);
 }
-
-static void	conn_keep_event(struct conn *c, const struct smtp_event *ev);
 
 static enum smtp_verdict
 conn_stage_mail(struct conn *c, const struct smtp_event *ev,
@@ -512,13 +511,13 @@ conn_keep_state(struct conn *c, struct spool_env *env)
 static int
 conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 {
-	size_t n, len;
+	size_t n;
 	const struct chain_mod *m = chain_session_mods(c->cs, &n);
 	bool hdr = false;
 	char safe[600];
 
 	for (size_t i = 0; i < n; i++) {
-		log_safe_into(safe, sizeof(safe), m[i].value,
+		log_safe_word_into(safe, sizeof(safe), m[i].value,
 		    strlen(m[i].value));
 		switch (m[i].kind) {
 		case CHAIN_MOD_SENDER:
@@ -554,18 +553,32 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 	}
 	if (!hdr)
 		return 0;
+	struct util_buf head = { 0 };
+	size_t old_len;
+	if (conn_mods_head(c, &head, &old_len, r) == -1)
+		return -1;
+	conn_tx_set_head(c->tx, c->trace_len, old_len, &head);
+	return 0;
+}
+
+int
+conn_mods_head(struct conn *c, struct util_buf *head, size_t *old_len_out,
+    struct smtp_reply *r)
+{
+	size_t n, len;
+	const struct chain_mod *m = chain_session_mods(c->cs, &n);
 	int64_t hl = chain_session_header_len(c->cs);
 	const char *h = chain_session_headers(c->cs, &len);
+
 	if (hl < 0) {
 		conn_set_reply(r, 451, "4.3.0 Header block too long to "
 		    "modify");
 		return -1;
 	}
-	struct util_buf head = { 0 };
-	chain_headers_edit(h != NULL ? h : "", (size_t)hl, m, n, &head);
-	log_event(LOG_LVL_INFO, "modified", c->sid, env->qid, "headers=%zu "
-	    "size=%zu", n, head.len);
-	conn_tx_set_head(c->tx, c->trace_len, (size_t)hl, &head);
+	chain_headers_edit(h != NULL ? h : "", (size_t)hl, m, n, head);
+	log_event(LOG_LVL_INFO, "modified", c->sid, conn_tx_env(c->tx)->qid,
+	    "headers=%zu size=%zu", n, head->len);
+	*old_len_out = (size_t)hl;
 	return 0;
 }
 
@@ -577,6 +590,8 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 static enum smtp_verdict
 conn_eom_commit(struct conn *c, struct smtp_reply *r)
 {
+	if (c->px != NULL)
+		return conn_proxy_eom(c, r);	/* it goes up instead */
 	struct spool_env *env = conn_tx_env(c->tx);
 	const char *act = NULL;
 	enum chain_disposition d = c->cs != NULL ?
@@ -642,7 +657,9 @@ conn_stage_eom(struct conn *c, struct smtp_reply *r)
 	}
 	if (c->cs == NULL)
 		return conn_eom_commit(c, r);
-	if (!chain_set_has(c->rt->chains, SMTP_STAGE_EOM))
+	/* A held message goes up from its file: all of it written first. */
+	if (!chain_set_has(c->rt->chains, SMTP_STAGE_EOM) &&
+	    !conn_proxy_holds(c))
 		return chain_set_has(c->rt->chains, SMTP_STAGE_HEADER) ?
 		    conn_eom_chain(c, r) : conn_eom_commit(c, r);
 	c->eom_flushing = true;
@@ -659,6 +676,9 @@ conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
 {
 	char safe[300];
 
+	if (c->px != NULL && ev->stage != SMTP_STAGE_STARTTLS &&
+	    ev->stage != SMTP_STAGE_EOM)
+		return conn_proxy_stage(c, ev, r);	/* relayed instead */
 	switch (ev->stage) {
 	case SMTP_STAGE_HELO:
 		log_event(LOG_LVL_INFO, "helo", c->sid, NULL, "name=\"%s\" "
@@ -704,7 +724,7 @@ conn_after_chain(struct conn *c, const struct smtp_event *ev,
 }
 
 /* The event of a stage that waits for its chain (ev->arg is borrowed). */
-static void
+void
 conn_keep_event(struct conn *c, const struct smtp_event *ev)
 {
 	free(c->wait_arg);
@@ -830,7 +850,9 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		return v;
 	if (c->cs != NULL && smtp_session_saw_bare_eol(c->smtp))
 		chain_session_set_bare_lf(c->cs);	/* the "crlf" fact */
-	if (ev->stage == SMTP_STAGE_AUTH) {
+	if (ev->stage == SMTP_STAGE_AUTH && c->px != NULL)
+		conn_proxy_keep_secret(c, ev->secret);	/* for the upstream */
+	else if (ev->stage == SMTP_STAGE_AUTH) {
 		/* The password lives for this call only: check it first. */
 		c->auth_job = conn_auth_start(c->ctx, c->rt, c->ip, ev->arg,
 		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
@@ -852,6 +874,8 @@ conn_body_cb(void *arg, const char *buf, size_t len)
 
 	if (c->cs != NULL)
 		chain_session_body(c->cs, buf, len);	/* runs "on header" */
+	if (c->px != NULL && !conn_proxy_holds(c))
+		return conn_proxy_body(c, buf, len);	/* straight up */
 	/* After a failed write the rest is dropped; the end says why. */
 	(void)conn_tx_write(c->tx, buf, len);
 	return 0;
@@ -865,5 +889,7 @@ conn_reset_cb(void *arg)
 	if (c->cs != NULL)
 		chain_session_tx_reset(c->cs);
 	conn_tx_release(&c->tx);
+	if (c->px != NULL)
+		conn_proxy_reset(c);
 }
 

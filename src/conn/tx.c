@@ -113,13 +113,16 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 		const struct deliver_kind *k = deliver_kind_find(r->action);
 		const char *addr = r->addr;
 		struct deliver_rcpt_status st;
+		char safe[600], to[600], why[400];
 
 		m.rcpt_idx = i;		/* k->fast_path: conn_tx_can_fast */
+		log_safe_word_into(safe, sizeof(safe), r->addr,
+		    strlen(r->addr));
 		if (k->deliver(NULL, r->arg, &m, &addr, 1, &st, &err) !=
 		    DELIVER_OK) {
 			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
-			    "rcpt=<%s> action=%s why=\"%s\"", r->addr,
-			    r->action, err);
+			    "rcpt=<%s> action=%s why=\"%s\"", safe, r->action,
+			    log_safe_into(why, sizeof(why), err, strlen(err)));
 			metrics_inc(MET_DELIVERIES, metrics_action(r->action),
 			    MET_R_DEFERRED);
 			continue;
@@ -129,9 +132,9 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 		env->rcpts[i].done = true;
 		ndone++;
 		log_event(LOG_LVL_INFO, "delivered", env->sid, env->qid,
-		    "rcpt=<%s> action=%s to=%s", env->rcpts[i].addr,
-		    env->rcpts[i].action, env->rcpts[i].arg != NULL ?
-		    env->rcpts[i].arg : "-");
+		    "rcpt=<%s> action=%s to=%s", safe, r->action,
+		    log_safe_word_into(to, sizeof(to), r->arg != NULL ?
+		    r->arg : "-", r->arg != NULL ? strlen(r->arg) : 1));
 	}
 	if (ndone == env->nrcpts) {
 		tx->delivered = true;
@@ -322,13 +325,15 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 	tx->committed = rc == 0;
 	if (tx->committed) {
 		struct util_buf st = { 0 };
-		char safe[400];
+		char safe[400], from[600];
 		for (size_t i = 0; i < tx->env.nstate; i++)
 			util_buf_printf(&st, "%s%s=%s", i > 0 ? " " : "",
 			    tx->env.state[2 * i], tx->env.state[2 * i + 1]);
 		log_event(LOG_LVL_INFO, "accepted", tx->env.sid, tx->env.qid,
 		    "size=%ju rcpts=%zu from=<%s> state=\"%s\"",
-		    (uintmax_t)tx->env.size, tx->env.nrcpts, tx->env.sender,
+		    (uintmax_t)tx->env.size, tx->env.nrcpts,
+		    log_safe_word_into(from, sizeof(from), tx->env.sender,
+		    strlen(tx->env.sender)),
 		    log_safe_into(safe, sizeof(safe), st.len > 0 ?
 		    st.data : "", st.len));
 		util_buf_clear(&st);

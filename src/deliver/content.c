@@ -10,7 +10,8 @@
  * 4.5.3.1.6), so postern never carries a smuggling payload to a weaker
  * receiver: a CR alone ends a line like LF, a CRLF is one line end, and a
  * line over 998 octets is folded with CRLF SP.  A NUL is reported by the
- * scan; the client must not send such a message.
+ * scan; the client must not send such a message.  The same lines can be
+ * made from content pushed in pieces as it arrives (deliver_canon_feed()).
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -193,16 +194,20 @@ deliver_content_scan(const struct deliver_msg *m,
 /* The content going out with CRLF, dot-stuffing and header rewriting. */
 struct content_writer {
 	const struct deliver_rewrite *rw;	/* NULL: none */
-	int		(*put)(void *arg, const void *p, size_t n);
-	void		*arg;
+	struct deliver_canon k;		/* the bytes' way out */
 	bool		 in_hdr, dropping, did_from, did_reply;
-	size_t		 col;		/* octets on the current wire line */
 };
+
+static int
+canon_put(struct deliver_canon *k, const void *p, size_t n)
+{
+	return k->put(k->arg, p, n);
+}
 
 static int
 content_put(struct content_writer *w, const void *p, size_t n)
 {
-	return w->put(w->arg, p, n);
+	return canon_put(&w->k, p, n);
 }
 
 /*
@@ -211,20 +216,20 @@ content_put(struct content_writer *w, const void *p, size_t n)
  * a header a header and never puts a '.' first on a line.
  */
 static int
-content_put_text(struct content_writer *w, const char *p, size_t n)
+canon_text(struct deliver_canon *k, const char *p, size_t n)
 {
 	while (n > 0) {
-		if (w->col == CONTENT_WIRE_LINE_MAX) {
-			if (content_put(w, "\r\n ", 3) == -1)
+		if (k->col == CONTENT_WIRE_LINE_MAX) {
+			if (canon_put(k, "\r\n ", 3) == -1)
 				return -1;
-			w->col = 1;
+			k->col = 1;
 		}
-		size_t take = CONTENT_WIRE_LINE_MAX - w->col;
+		size_t take = CONTENT_WIRE_LINE_MAX - k->col;
 		if (take > n)
 			take = n;
-		if (content_put(w, p, take) == -1)
+		if (canon_put(k, p, take) == -1)
 			return -1;
-		w->col += take;
+		k->col += take;
 		p += take;
 		n -= take;
 	}
@@ -232,10 +237,63 @@ content_put_text(struct content_writer *w, const char *p, size_t n)
 }
 
 static int
-content_put_eol(struct content_writer *w)
+canon_eol(struct deliver_canon *k)
 {
-	w->col = 0;
-	return content_put(w, "\r\n", 2);
+	k->col = 0;
+	return canon_put(k, "\r\n", 2);
+}
+
+void
+deliver_canon_init(struct deliver_canon *k,
+    int (*put)(void *arg, const void *p, size_t n), void *arg)
+{
+	memset(k, 0, sizeof(*k));
+	k->put = put;
+	k->arg = arg;
+}
+
+int
+deliver_canon_feed(struct deliver_canon *k, const char *p, size_t n)
+{
+	while (n > 0) {
+		if (k->skip_lf) {
+			k->skip_lf = false;
+			if (*p == '\n') {
+				p++;
+				n--;
+				continue;
+			}
+		}
+		size_t len = content_line_end(p, n);
+		char last = p[len - 1];
+		bool eol = last == '\r' || last == '\n';
+		size_t text = eol ? len - 1 : len;
+		/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
+		if (!k->mid && text > 0 && p[0] == '.' &&
+		    canon_text(k, ".", 1) == -1)
+			return -1;
+		if (text > 0 && canon_text(k, p, text) == -1)
+			return -1;
+		k->mid = text > 0 || k->mid;
+		if (eol) {
+			if (canon_eol(k) == -1)
+				return -1;
+			k->mid = false;
+			k->skip_lf = last == '\r';
+		}
+		p += len;
+		n -= len;
+	}
+	return 0;
+}
+
+int
+deliver_canon_end(struct deliver_canon *k)
+{
+	if (k->mid && canon_eol(k) == -1)
+		return -1;
+	k->mid = false;
+	return canon_put(k, ".\r\n", 3);
 }
 
 static int
@@ -314,11 +372,11 @@ content_piece(struct content_writer *w, const struct content_src *src)
 		return 0;
 	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
 	if (src->bol && len > 0 && l[0] == '.' &&
-	    content_put_text(w, ".", 1) == -1)
+	    canon_text(&w->k, ".", 1) == -1)
 		return -1;
-	if (content_put_text(w, l, len) == -1)
+	if (canon_text(&w->k, l, len) == -1)
 		return -1;
-	if (src->eol && content_put_eol(w) == -1)
+	if (src->eol && canon_eol(&w->k) == -1)
 		return -1;
 	return 0;
 }
@@ -329,12 +387,12 @@ deliver_content_stream(const struct deliver_msg *m,
     int (*put)(void *arg, const void *p, size_t n), void *arg,
     const char **err_out)
 {
-	struct content_writer w = { .rw = rw, .put = put, .arg = arg,
-	    .in_hdr = true };
+	struct content_writer w = { .rw = rw, .in_hdr = true };
 	struct content_src src;
 	bool last_eol = true;
 	int r;
 
+	deliver_canon_init(&w.k, put, arg);
 	if (content_src_open(&src, m, err_out) == -1)
 		return -1;
 	if (rw != NULL && rw->return_path != NULL) {
@@ -354,7 +412,7 @@ deliver_content_stream(const struct deliver_msg *m,
 	r = -1;
 	if (w.in_hdr && content_hdr_end(&w, rw) == -1)
 		goto out;
-	if (!last_eol && content_put_eol(&w) == -1)
+	if (!last_eol && canon_eol(&w.k) == -1)
 		goto out;
 	r = content_put(&w, ".\r\n", 3);
 out:

@@ -428,6 +428,29 @@ struct deliver_pop_opts {
 int	deliver_pop_login(const struct deliver_pop_opts *o,
 	    const char **err_out);
 
+/*
+ * Content pushed in pieces as it arrives, for a sender on an event loop (a
+ * proxy relaying a message): the canonical DATA of deliver_content_stream()
+ * (content.c) without its header rewrites.  Any line end (LF, CR, CRLF)
+ * goes out as CRLF, a line over 998 octets is folded with CRLF SP, a
+ * leading dot is doubled (RFC 5321 4.5.2); the bytes go to put(arg, p, n),
+ * which returns 0 or -1.  A value: embed it, no free.
+ */
+struct deliver_canon {
+	int		(*put)(void *arg, const void *p, size_t n);
+	void		*arg;
+	size_t		 col;		/* octets on the current wire line */
+	bool		 mid;		/* inside a line */
+	bool		 skip_lf;	/* a CR ended the last line: an LF
+					   right after it is part of its end */
+};
+void	deliver_canon_init(struct deliver_canon *k,
+	    int (*put)(void *arg, const void *p, size_t n), void *arg);
+/* The next n octets of content.  0, or -1 when put failed. */
+int	deliver_canon_feed(struct deliver_canon *k, const char *p, size_t n);
+/* The end: a line end when the last line has none, then ".\r\n".  0/-1. */
+int	deliver_canon_end(struct deliver_canon *k);
+
 /* A relay/mx/forward/relay-by-sender action ready to send (remote.c). */
 struct deliver_remote;
 /*

@@ -17,6 +17,27 @@
 
 /* ----- a loop's life ----- */
 
+/* Every few seconds of a stop: what it still waits for, and how long. */
+static void
+net_loop_drain_note(struct net_loop *loop)
+{
+	uint64_t now = util_now_ms();
+
+	if (now < loop->drain_note_ms ||
+	    (loop->ctx.conns == NULL && loop->ctx.ntx == 0))
+		return;
+	loop->drain_note_ms = now + NET_DRAIN_NOTE_MS;
+	if (!loop->killed && now < loop->drain_deadline_ms)
+		log_msg(LOG_LVL_INFO, "shutdown: loop %u waits for sessions=%u "
+		    "transactions=%u, at most %jus more", loop->idx,
+		    loop->ctx.nconns, loop->ctx.ntx, (uintmax_t)
+		    ((loop->drain_deadline_ms - now + 999) / 1000));
+	else	/* a disk job cannot be called off; it ends on its own */
+		log_msg(LOG_LVL_WARN, "shutdown: loop %u waits for "
+		    "transactions=%u still writing to disk", loop->idx,
+		    loop->ctx.ntx);
+}
+
 static void
 net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -41,6 +62,7 @@ net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(loop->base);
 		return;
 	}
+	net_loop_drain_note(loop);
 	evtimer_add(loop->drain_ev, &tick);
 }
 

@@ -25,6 +25,7 @@ struct spool_env;
 #define NET_DISK_THREADS	64	/* fsyncs in flight at once: the journal
 				   commits concurrent ones together */
 #define NET_BACKLOG		4096
+#define NET_DRAIN_NOTE_MS	5000	/* a stop says what it waits for */
 #define NET_BALANCE_MS		200	/* pack: how often loads are sampled */
 #define NET_BUSY_OPEN		0.75	/* pack: the open loops are this busy on
 					   average: open more */
@@ -88,6 +89,7 @@ struct net_loop {
 	int			 spare_fd;	/* owned: freed to answer 421 when
 						   out of descriptors; -1: none */
 	uint64_t		 drain_deadline_ms;
+	uint64_t		 drain_note_ms;	/* next "waits for" log line */
 	bool			 killed;
 	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
 	uint64_t		 cpu_ns;	/* pack: its CPU time at the last

@@ -76,9 +76,9 @@ queue_log_rcpt(enum log_level lvl, const char *event,
 	const struct spool_rcpt *r = &env->rcpts[i];
 	char addr[256], to[256], action[64], whybuf[512];
 
-	log_safe_into(addr, sizeof(addr), r->addr, strlen(r->addr));
+	log_safe_word_into(addr, sizeof(addr), r->addr, strlen(r->addr));
 	log_safe_into(action, sizeof(action), r->action, strlen(r->action));
-	log_safe_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
+	log_safe_word_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
 	    r->arg != NULL ? strlen(r->arg) : 1);
 	if (why == NULL) {
 		log_event(lvl, event, env->sid, env->qid,

@@ -72,7 +72,7 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	size_t hlen;
 	int rc = -1;
 
-	log_safe_into(sender, sizeof(sender), env->sender,
+	log_safe_word_into(sender, sizeof(sender), env->sender,
 	    strlen(env->sender));
 	/* Never bounce a bounce, nor to nobody. */
 	if (env->sender[0] == '\0')

@@ -64,6 +64,12 @@ smtp_auth_reset(struct smtp_session *s)
 		s->auth_step = SMTP_AUTH_NONE;
 }
 
+bool
+smtp_auth_offered(const struct smtp_session *s)
+{
+	return s->p.auth && (s->tls_active || s->p.auth_plaintext);
+}
+
 /* Ask the AUTH stage about user/pass; the password is wiped after. */
 static void
 smtp_auth_check(struct smtp_session *s, const char *user, char *pass)

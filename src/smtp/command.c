@@ -2,7 +2,7 @@
  * smtp/command.c: the commands: a table of what is allowed when, each
  * command's checks, its stage for decide_cb, and what happens on the
  * verdict (the smtp_done_* functions, shared with smtp_session_resume()).
- * Also the ends of DATA and BDAT content.  Knows no sockets.
+ * DATA and BDAT are transfer.c's.  Knows no sockets.
  */
 #include "smtp/smtp.h"
 #include "smtp/smtp_private.h"
@@ -38,8 +38,6 @@ struct smtp_cmd_def {
 static void	smtp_cmd_helo(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_mail(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_rcpt(struct smtp_session *, const struct smtp_cmd *);
-static void	smtp_cmd_data(struct smtp_session *, const struct smtp_cmd *);
-static void	smtp_cmd_bdat(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_rset(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_noop(struct smtp_session *, const struct smtp_cmd *);
 static void	smtp_cmd_quit(struct smtp_session *, const struct smtp_cmd *);
@@ -77,12 +75,6 @@ static const struct smtp_cmd_def smtp_cmds[] = {
 	    SMTP_ARGS_ANY, "5.5.4 Syntax: STARTTLS" },
 	{ SMTP_VERB_AUTH, smtp_cmd_auth, SMTP_NEED_NONE, SMTP_ARGS_ANY, "" },
 };
-
-static bool
-smtp_in_tx(const struct smtp_session *s)
-{
-	return s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT;
-}
 
 /* The state check of the table; replies itself (503) and returns false. */
 static bool
@@ -142,6 +134,22 @@ smtp_ok_before_tls(enum smtp_verb v)
 	    v == SMTP_VERB_RSET || v == SMTP_VERB_QUIT || v == SMTP_VERB_BDAT;
 }
 
+/* A session-wide policy refused the command: true once it replied. */
+static bool
+smtp_command_refused(struct smtp_session *s, enum smtp_verb verb)
+{
+	struct smtp_reply r = { 0 };
+	enum smtp_verdict v;
+
+	if (s->hooks.command_cb == NULL)
+		return false;
+	v = s->hooks.command_cb(s->ctx, smtp_verb_name(verb), &r);
+	if (v != SMTP_REJECT && v != SMTP_CLOSE)
+		return false;
+	smtp_reply_refusal(s, v, &r, 550, "5.7.1 Refused");
+	return true;
+}
+
 void
 smtp_command(struct smtp_session *s, const char *line, size_t len)
 {
@@ -150,19 +158,18 @@ smtp_command(struct smtp_session *s, const char *line, size_t len)
 
 	if (smtp_cmd_parse(line, len, &c) == -1 ||
 	    c.verb == SMTP_VERB_UNKNOWN) {
-		smtp_error(s, 500, "5.5.2 Command unrecognized");
+		/*
+		 * A policy that refuses every command refuses this line too,
+		 * without counting an error: the text of a message sent
+		 * after a refused DATA must not end the session at err_max.
+		 */
+		if (!smtp_command_refused(s, SMTP_VERB_UNKNOWN))
+			smtp_error(s, 500, "5.5.2 Command unrecognized");
 		return;
 	}
-	if (s->hooks.command_cb != NULL && c.verb != SMTP_VERB_BDAT) {
-		/* BDAT must read its chunk: its stages decide instead. */
-		struct smtp_reply r = { 0 };
-		enum smtp_verdict v = s->hooks.command_cb(s->ctx,
-		    smtp_verb_name(c.verb), &r);
-		if (v == SMTP_REJECT || v == SMTP_CLOSE) {
-			smtp_reply_refusal(s, v, &r, 550, "5.7.1 Refused");
-			return;
-		}
-	}
+	/* BDAT must read its chunk: its stages decide instead. */
+	if (c.verb != SMTP_VERB_BDAT && smtp_command_refused(s, c.verb))
+		return;
 	/* RFC 5321 3.1: after a refused connection only QUIT is useful. */
 	if (s->state == SMTP_ST_REFUSED && c.verb != SMTP_VERB_QUIT) {
 		smtp_error(s, 503, "5.5.1 No SMTP service here");
@@ -229,7 +236,7 @@ smtp_reply_ehlo(struct smtp_session *s)
 	    s->p.hostname, s->helo, s->p.lim.msg_max);
 	if (s->p.starttls && !s->tls_active)
 		util_buf_addstr(&b, "\nSTARTTLS");
-	if (s->p.auth && (s->tls_active || s->p.auth_plaintext))
+	if (smtp_auth_offered(s))
 		util_buf_addstr(&b, "\nAUTH PLAIN LOGIN");
 	util_strlcpy(text, util_buf_cstr(&b), sizeof(text));
 	util_buf_clear(&b);
@@ -306,6 +313,14 @@ smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 			smtp_reply(s, code, err);
 		else
 			smtp_error(s, code, err);
+		return;
+	}
+	/*
+	 * RFC 4954 5: a server that offers AUTH accepts the AUTH parameter
+	 * (and may ignore it, which we do: the submitter is not trusted).
+	 */
+	if (mp.auth && !smtp_auth_offered(s)) {
+		smtp_error(s, 555, "5.5.4 Unsupported MAIL parameter");
 		return;
 	}
 	/* RFC 6531 3.5: UTF-8 addresses only with SMTPUTF8 */
@@ -424,221 +439,6 @@ smtp_done_rcpt(struct smtp_session *s, enum smtp_verdict v,
 	s->st_str = NULL;
 	smtp_set_state(s, SMTP_ST_RCPT);
 	smtp_reply_ok(s, r, 250, "2.1.5 Ok");
-}
-
-/* ----- DATA, BDAT and the end of a message ----- */
-
-static int
-smtp_body_sink(void *ctx, const char *buf, size_t len)
-{
-	struct smtp_session *s = ctx;
-
-	if (s->closing)
-		return -1;
-	if (s->hooks.body_cb != NULL && s->hooks.body_cb(s->ctx, buf, len) < 0)
-		return -1;
-	return s->closing ? -1 : 0;
-}
-
-static void
-smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
-{
-	struct smtp_event ev = { .stage = SMTP_STAGE_DATA, .arg = "" };
-	struct smtp_reply r;
-	enum smtp_verdict v;
-
-	(void)c;
-	/* RFC 3030 2: DATA and BDAT do not mix in one transaction */
-	if (s->bdat_tx) {
-		smtp_error(s, 503, "5.5.1 DATA after BDAT");
-		return;
-	}
-	s->st_bdat = false;
-	if (smtp_decide(s, &ev, &v, &r))
-		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
-}
-
-/* Start reading a BDAT chunk of n octets (drain: drop them). */
-static void	smtp_chunk_done(struct smtp_session *s);
-
-static void
-smtp_chunk_start(struct smtp_session *s, uint64_t n, bool last, bool drain)
-{
-	s->chunk_left = s->chunk_size = n;
-	s->chunk_last = last;
-	s->chunk_drain = drain;
-	s->chunk_ret = s->state;
-	if (!drain && !s->bdat_tx) {
-		smtp_dec_init(&s->dec, false, s->p.lim.line_max,
-		    s->p.lim.msg_max, smtp_body_sink, s);
-		s->bdat_tx = true;
-	}
-	if (n == 0)
-		smtp_chunk_done(s);
-	else
-		smtp_set_state(s, SMTP_ST_BDAT);
-}
-
-static void
-smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
-    const struct smtp_reply *r)
-{
-	if (v != SMTP_OK) {
-		smtp_reply_refusal(s, v, r, 554, "5.7.1 Transaction refused");
-		smtp_tx_reset(s);
-		/* RFC 3030 2: the refused chunk is still read, and dropped */
-		if (s->st_bdat && !s->closing)
-			smtp_chunk_start(s, s->st_chunk, s->st_last, true);
-		return;
-	}
-	if (s->st_bdat) {
-		smtp_chunk_start(s, s->st_chunk, s->st_last, false);
-		return;
-	}
-	smtp_dec_init(&s->dec, true, s->p.lim.line_max, s->p.lim.msg_max,
-	    smtp_body_sink, s);
-	smtp_set_state(s, SMTP_ST_DATA);
-	/* RFC 5321 4.3.2; RFC 2034 gives 3xx no enhanced code */
-	if (r->code == 354)
-		smtp_reply(s, 354, r->text);
-	else
-		smtp_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
-}
-
-static void
-smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
-{
-	struct smtp_event ev = { .stage = SMTP_STAGE_DATA, .arg = "" };
-	const char *why = NULL;
-	struct smtp_reply r;
-	enum smtp_verdict v;
-	uint64_t n;
-	bool last;
-
-	if (smtp_bdat_parse(c->arg, c->arg_len, &n, &last) == -1) {
-		smtp_error(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
-		return;
-	}
-	if (s->state < SMTP_ST_READY)
-		why = "5.5.1 Send EHLO first";
-	else if (!s->esmtp)
-		why = "5.5.1 BDAT needs EHLO";
-	else if (!smtp_in_tx(s))
-		why = "5.5.1 Need MAIL before BDAT";
-	else if (s->state == SMTP_ST_MAIL)
-		why = "5.5.1 No valid recipients";
-	if (why != NULL) {
-		/*
-		 * RFC 3030 2: the chunk follows anyway; read and drop it so
-		 * that its octets are not taken for commands.  The reply can
-		 * go now: it still comes before the next command's.
-		 */
-		if (!smtp_count_error(s)) {
-			smtp_reply(s, 503, why);
-			smtp_chunk_start(s, n, last, true);
-		}
-		return;
-	}
-	if (s->bdat_tx) {
-		smtp_chunk_start(s, n, last, false);
-		return;
-	}
-	s->st_bdat = true;
-	s->st_chunk = n;
-	s->st_last = last;
-	if (smtp_decide(s, &ev, &v, &r))
-		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
-}
-
-static void
-smtp_eom(struct smtp_session *s)
-{
-	struct smtp_event ev = { .stage = SMTP_STAGE_EOM, .arg = "" };
-	struct smtp_reply r;
-	enum smtp_verdict v;
-	const char *text;
-	int code;
-
-	/* Latch, drain, reply once: the session stays in step. */
-	if (s->dec.err != SMTP_DEC_OK) {
-		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
-		code = smtp_dec_err_reply(s->dec.err, &text);
-		smtp_reply(s, code, text);
-		smtp_tx_reset(s);
-		return;
-	}
-	ev.size = s->dec.size;
-	if (smtp_decide(s, &ev, &v, &r))
-		smtp_stage_done(s, SMTP_STAGE_EOM, v, &r);
-}
-
-static void
-smtp_done_eom(struct smtp_session *s, enum smtp_verdict v,
-    const struct smtp_reply *r)
-{
-	if (v == SMTP_OK)
-		smtp_reply_ok(s, r, 250, "2.0.0 Ok");
-	else
-		smtp_reply_refusal(s, v, r, 550, "5.7.1 Message refused");
-	smtp_tx_reset(s);
-}
-
-size_t
-smtp_data_feed(struct smtp_session *s, const char *buf, size_t len)
-{
-	bool end;
-	size_t n;
-
-	n = smtp_dec_feed(&s->dec, buf, len, &end);
-	if (end && !s->closing) {
-		smtp_set_state(s, SMTP_ST_RCPT);
-		smtp_eom(s);
-	}
-	return n;
-}
-
-static void
-smtp_chunk_done(struct smtp_session *s)
-{
-	const char *text;
-	int code;
-
-	smtp_set_state(s, s->chunk_ret);
-	if (s->chunk_drain) {
-		s->chunk_drain = false;
-		return;
-	}
-	if (s->chunk_last) {
-		smtp_dec_finish(&s->dec);
-		smtp_eom(s);
-		return;
-	}
-	if (s->dec.err != SMTP_DEC_OK) {
-		/* Drop the transaction; later BDATs get 503. */
-		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
-		code = smtp_dec_err_reply(s->dec.err, &text);
-		smtp_reply(s, code, text);
-		smtp_tx_reset(s);
-		return;
-	}
-	smtp_replyf(s, 250, "2.0.0 %" PRIu64 " octets received",
-	    s->chunk_size);
-}
-
-size_t
-smtp_bdat_feed(struct smtp_session *s, const char *buf, size_t len)
-{
-	size_t n = len;
-	bool end;
-
-	if ((uint64_t)n > s->chunk_left)
-		n = (size_t)s->chunk_left;
-	if (!s->chunk_drain)
-		(void)smtp_dec_feed(&s->dec, buf, n, &end);
-	s->chunk_left -= n;
-	if (s->chunk_left == 0 && !s->closing)
-		smtp_chunk_done(s);
-	return n;
 }
 
 /* ----- the others ----- */

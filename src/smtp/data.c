@@ -83,14 +83,28 @@ smtp_dec_plain(const char *buf, size_t len)
 	return nul != NULL ? (size_t)(nul - buf) : n;
 }
 
-/* A run of n plain text octets inside a line. */
+/*
+ * A run of n plain text octets inside a line.  When the run crosses both
+ * the line limit and the size limit, the one crossed first in byte order
+ * is latched, as smtp_dec_text() would octet by octet: the reply must not
+ * depend on how TCP cut the stream.
+ */
 static void
 smtp_dec_text_run(struct smtp_dec *d, size_t n)
 {
+	size_t line_room = d->line_max - 2 > d->line_len ?
+	    d->line_max - 2 - d->line_len : 0;
+	uint64_t size_room = d->msg_max == 0 ? UINT64_MAX :
+	    d->msg_max > d->size ? d->msg_max - d->size : 0;
+	bool big_first = n > size_room && size_room < line_room;
+
+	if (big_first)
+		smtp_dec_count(d, n);
 	d->line_len += n;
 	if (d->line_len > d->line_max - 2)
 		smtp_dec_latch(d, SMTP_DEC_LONG);
-	smtp_dec_count(d, n);
+	if (!big_first)
+		smtp_dec_count(d, n);
 	d->pos = SMTP_DEC_TEXT;
 }
 

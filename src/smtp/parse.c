@@ -543,6 +543,29 @@ smtp_parse_u64(const char *p, size_t n, uint64_t *out)
 	return 0;
 }
 
+/*
+ * RFC 3461 4: xtext = *( xchar / hexchar ): printable ASCII but '+' and
+ * '=', or "+" and two upper-case hex digits.
+ */
+static bool
+smtp_xtext_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (c == '+') {
+			if (n - i < 3 || !smtp_is_hex((unsigned char)p[i + 1]) ||
+			    !smtp_is_hex((unsigned char)p[i + 2]) ||
+			    (p[i + 1] >= 'a' && p[i + 1] <= 'f') ||
+			    (p[i + 2] >= 'a' && p[i + 2] <= 'f'))
+				return false;
+			i += 2;
+		} else if (c < 33 || c > 126 || c == '=')
+			return false;
+	}
+	return true;
+}
+
 #define SMTP_SYNTAX(t)	do {						\
 	*code_out = 501;							\
 	*text_out = (t);							\
@@ -588,6 +611,12 @@ smtp_mail_params_parse(const char *p, const char *lim, bool esmtp,
 			else
 				SMTP_SYNTAX("5.5.4 Bad BODY parameter");
 			seen_body = true;
+		} else if (smtp_key_is(&prm, "AUTH")) {
+			/* RFC 4954 5: AUTH=<> or AUTH=xtext (RFC 3461 4) */
+			if (out->auth || prm.val == NULL ||
+			    !smtp_xtext_ok(prm.val, prm.val_len))
+				SMTP_SYNTAX("5.5.4 Bad AUTH parameter");
+			out->auth = true;
 		} else if (smtp_key_is(&prm, "SMTPUTF8")) {
 			/* RFC 6531 3.4: no value */
 			if (out->smtputf8 || prm.val != NULL)

@@ -42,10 +42,34 @@ smtp_reply_line(struct smtp_session *s, int code, char sep, const char *text,
 		s->hooks.send_cb(s->ctx, line, n);
 }
 
+/* A reply given whole by smtp_session_resume_raw(): traced line by line. */
+static void
+smtp_reply_raw(struct smtp_session *s)
+{
+	const char *p = s->raw_reply, *end = p + s->raw_len, *nl;
+
+	s->raw_reply = NULL;
+	for (; p < end; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			break;
+		if (s->hooks.trace_cb != NULL)
+			s->hooks.trace_cb(s->ctx, false, p, (size_t)(nl - p) -
+			    (nl > p && nl[-1] == '\r'));
+	}
+	if (s->hooks.send_cb != NULL)
+		s->hooks.send_cb(s->ctx, end - s->raw_len, s->raw_len);
+}
+
 void
 smtp_reply(struct smtp_session *s, int code, const char *text)
 {
 	const char *p = text, *nl;
+
+	if (s->raw_reply != NULL) {
+		smtp_reply_raw(s);
+		return;
+	}
 
 	for (;;) {
 		nl = strchr(p, '\n');

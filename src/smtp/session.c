@@ -87,6 +87,12 @@ smtp_mark_closing(struct smtp_session *s)
 	smtp_line_free(s);
 }
 
+bool
+smtp_in_tx(const struct smtp_session *s)
+{
+	return s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT;
+}
+
 void
 smtp_tx_reset(struct smtp_session *s)
 {
@@ -177,6 +183,24 @@ smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 	smtp_stage_done(s, s->wait_stage, v, &r);
 }
 
+void
+smtp_session_resume_raw(struct smtp_session *s, enum smtp_verdict v,
+    int code, const char *raw, size_t len)
+{
+	struct smtp_reply r = { 0 };
+
+	/* Whole lines only: anything else gets the stage's own reply. */
+	if (raw != NULL && len >= 5 && raw[len - 2] == '\r' &&
+	    raw[len - 1] == '\n') {
+		r.code = code;
+		s->raw_reply = raw;
+		s->raw_len = len;
+	}
+	smtp_session_resume(s, v, &r);
+	s->raw_reply = NULL;
+	s->raw_len = 0;
+}
+
 /* One whole line, CRLF included (len >= 2). */
 static void
 smtp_line(struct smtp_session *s, const char *line, size_t len)
@@ -186,6 +210,7 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 
 	if (crlf)
 		n--;
+	s->lines++;
 	/* Never log an AUTH answer: it carries the password. */
 	if (s->hooks.trace_cb != NULL && s->auth_step != SMTP_AUTH_NONE &&
 	    s->auth_step != SMTP_AUTH_DONE)
@@ -254,6 +279,15 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 
 	if (s->line_drain) {
 		lf = smtp_find_crlf(s, buf, len, s->drain_cr);
+		n = lf != NULL ? (size_t)(lf - buf) + 1 : len;
+		if (n > SMTP_LINE_DRAIN_MAX - s->drained) {
+			/* A line that never ends is cut, not drained forever. */
+			smtp_reply(s, 500, "5.5.2 Line too long, closing "
+			    "connection");
+			smtp_mark_closing(s);
+			return n;
+		}
+		s->drained += (uint32_t)n;
 		if (lf == NULL) {
 			s->drain_cr = buf[len - 1] == '\r';
 			return len;
@@ -273,6 +307,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 			/* line_max octets and no CRLF yet: over the limit. */
 			smtp_line_free(s);
 			s->line_drain = true;
+			s->drained = 0;
 			s->drain_cr = buf[n - 1] == '\r';
 			return n;
 		}
@@ -283,9 +318,11 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		return n;
 	}
 	used = (size_t)(lf - buf) + 1;
+	s->feed_rest = len - used;
 	if (s->line_len == 0) {
 		smtp_line(s, buf, used);
 		s->line_bare_lf = false;
+		s->feed_rest = 0;
 		return used;
 	}
 	memcpy(s->line + s->line_len, buf, used);
@@ -299,6 +336,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		s->line_len = 0;
 		smtp_line(s, line, line_len);
 		s->line_bare_lf = false;
+		s->feed_rest = 0;
 		free(line);
 	}
 	return used;
@@ -335,9 +373,22 @@ smtp_session_feed(struct smtp_session *s, const char *buf, size_t len)
 }
 
 bool
+smtp_input_pending(struct smtp_session *s)
+{
+	return s->feed_rest > 0 || (s->hooks.input_pending_cb != NULL &&
+	    s->hooks.input_pending_cb(s->ctx));
+}
+
+bool
 smtp_session_is_waiting(const struct smtp_session *s)
 {
 	return s->waiting;
+}
+
+uint32_t
+smtp_session_lines(const struct smtp_session *s)
+{
+	return s->lines;
 }
 
 bool

@@ -31,6 +31,8 @@ struct smtp_params {
 						   HELO, STARTTLS, NOOP, RSET, QUIT */
 	bool			 auth;		/* offer AUTH PLAIN LOGIN (RFC 4954) */
 	bool			 auth_plaintext; /* ... also before TLS */
+	bool			 sync_data;	/* RFC 2920 3.1: text sent before
+						   the 354 is 554 and the close */
 };
 
 enum smtp_stage {
@@ -91,13 +93,20 @@ struct smtp_hooks {
 	/* The transaction is gone (RSET, HELO, refused DATA, after EOM). */
 	void	(*reset_cb)(void *ctx);
 	/*
-	 * Optional: every command line that parsed, before its sequence
-	 * checks (session-wide policies such as "reject every command").
-	 * verb is upper-case.  OK goes on; REJECT/CLOSE send reply_out
+	 * Optional: every command line, before its sequence checks
+	 * (session-wide policies such as "reject every command").  verb is
+	 * upper-case, "UNKNOWN" for a line that is no command we know.  OK
+	 * goes on (an unknown one is a 500); REJECT/CLOSE send reply_out
 	 * instead of running the command.  Never PENDING.
 	 */
 	enum smtp_verdict (*command_cb)(void *ctx, const char *verb,
 		    struct smtp_reply *reply_out);
+	/*
+	 * Optional: are there bytes from the peer beyond those fed so far
+	 * (read but not fed, or not read yet)?  Asked when DATA would say
+	 * 354, with params.sync_data.
+	 */
+	bool	(*input_pending_cb)(void *ctx);
 	/* Optional: one line per command and reply for transaction logs. */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);
@@ -125,10 +134,26 @@ size_t	smtp_session_feed(struct smtp_session *s, const char *buf, size_t len);
 void	smtp_session_resume(struct smtp_session *s, enum smtp_verdict v,
 	    const struct smtp_reply *reply);
 
+/*
+ * smtp_session_resume(), with the reply given as it goes on the wire: raw
+ * (len octets of whole "code-text"/"code text" lines, each ending in CRLF,
+ * code as given) replaces the one reply the stage would send, so a reply
+ * relayed from another server reaches the peer byte for byte.  The caller
+ * vouches for the lines (a relay checks and cleans them first); raw is
+ * borrowed for the call.  Not the form of raw: the stage's own reply.
+ */
+void	smtp_session_resume_raw(struct smtp_session *s, enum smtp_verdict v,
+	    int code, const char *raw, size_t len);
+
 /* True while a PENDING decision is outstanding. */
 bool	smtp_session_is_waiting(const struct smtp_session *s);
 /* True once the session wants the connection closed after the last reply. */
 bool	smtp_session_is_closing(const struct smtp_session *s);
+/*
+ * Command lines (AUTH answers too) read so far, wrapping: a change tells
+ * the caller that a whole line arrived (a command deadline restarts).
+ */
+uint32_t smtp_session_lines(const struct smtp_session *s);
 /* True between 354 (or the first BDAT) and the end of the message. */
 bool	smtp_session_in_data(const struct smtp_session *s);
 
@@ -136,7 +161,10 @@ bool	smtp_session_in_data(const struct smtp_session *s);
 void	smtp_session_close_with(struct smtp_session *s, int code,
 	    const char *text);
 
-/* After the TLS handshake: forget EHLO and the transaction (RFC 3207 4.2). */
+/*
+ * After the TLS handshake, of STARTTLS or of implicit TLS (then before
+ * smtp_session_start()): forget EHLO and the transaction (RFC 3207 4.2).
+ */
 void	smtp_session_tls_started(struct smtp_session *s);
 
 /* Facts, valid until the next feed/resume; NULL or 0 when not known yet. */

@@ -13,6 +13,8 @@
 #define SMTP_DEF_RCPT_MAX	100	/* RFC 5321 4.5.3.1.8 */
 #define SMTP_DEF_ERR_MAX	10
 #define SMTP_MIN_LINE_MAX	64
+/* A command line over line_max is dropped up to this far, then cut. */
+#define SMTP_LINE_DRAIN_MAX	(1024 * 1024)
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with code and CRLF. */
 #define SMTP_REPLY_LINE_MAX	512
 
@@ -104,6 +106,7 @@ struct smtp_mail_params {
 	uint64_t	 size;		/* SIZE=, 0 when absent */
 	enum smtp_body	 body;
 	bool		 smtputf8;
+	bool		 auth;		/* AUTH= given (RFC 4954 5); ignored */
 };
 /*
  * Parse the parameters of MAIL FROM (p..lim, after the path).  esmtp: the
@@ -150,9 +153,16 @@ struct smtp_session {
 	bool			 line_bare_lf;	/* this line held a bare LF */
 	bool			 saw_bare_eol;	/* some line lacked its CRLF */
 	bool			 drain_cr;	/* draining: the last byte was CR */
+	uint32_t		 drained;	/* octets dropped of a too long line */
+	uint32_t		 lines;		/* command lines read (wraps) */
+	size_t			 feed_rest;	/* fed bytes after the line being
+						   run (0 outside a feed) */
 
 	/* A PENDING decision and what it needs to finish. */
 	bool			 waiting;
+	const char		*raw_reply;	/* borrowed: resume_raw()'s reply,
+						   sent instead of the next one */
+	size_t			 raw_len;
 	enum smtp_stage		 wait_stage;
 	char			*st_str;	/* owned: HELO name, path */
 	bool			 st_esmtp;
@@ -179,8 +189,12 @@ struct smtp_session {
 };
 
 void	smtp_set_state(struct smtp_session *s, enum smtp_state st);
+/* The peer sent more than the session has read (a feed's rest, or more). */
+bool	smtp_input_pending(struct smtp_session *s);
 
 /* auth.c */
+/* AUTH is offered now: configured, and under TLS or allowed without. */
+bool	smtp_auth_offered(const struct smtp_session *s);
 void	smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c);
 void	smtp_auth_line(struct smtp_session *s, const char *line, size_t len);
 void	smtp_done_auth(struct smtp_session *s, enum smtp_verdict v,
@@ -200,6 +214,17 @@ void	smtp_stage_done(struct smtp_session *s, enum smtp_stage stage,
 	    enum smtp_verdict v, struct smtp_reply *r);
 /* Free the strings kept for a PENDING decision. */
 void	smtp_staged_clear(struct smtp_session *s);
+
+/* A mail transaction is open and has no content yet (MAIL or RCPT). */
+bool	smtp_in_tx(const struct smtp_session *s);
+
+/* transfer.c: DATA, BDAT and the end of a message (see command.c). */
+void	smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c);
+void	smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c);
+void	smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
+	    const struct smtp_reply *r);
+void	smtp_done_eom(struct smtp_session *s, enum smtp_verdict v,
+	    const struct smtp_reply *r);
 
 /* Run one command line (CRLF removed, already checked for CR/LF/NUL). */
 void	smtp_command(struct smtp_session *s, const char *line, size_t len);

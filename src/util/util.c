@@ -321,8 +321,10 @@ util_rfc5322_date(char *buf, size_t bufsz, int64_t t)
 		buf[0] = '\0';
 }
 
-char *
-log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
+/* The one escape of peer text in log lines; see log_safe_into(). */
+static char *
+util_log_escape(char *buf, size_t bufsz, const char *s, size_t len,
+    bool word)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
@@ -330,8 +332,8 @@ log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
 	ASSERT(bufsz >= 8);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
-		size_t need = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-		    ? 1 : 4;
+		size_t need = (c > 0x20 || (c == 0x20 && !word)) && c < 0x7f &&
+		    c != '"' && c != '\\' ? 1 : 4;
 		if (o + need + 4 > bufsz) {
 			memcpy(buf + o, "...", 3);
 			o += 3;
@@ -348,6 +350,18 @@ log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
 	}
 	buf[o] = '\0';
 	return buf;
+}
+
+char *
+log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
+{
+	return util_log_escape(buf, bufsz, s, len, false);
+}
+
+char *
+log_safe_word_into(char *buf, size_t bufsz, const char *s, size_t len)
+{
+	return util_log_escape(buf, bufsz, s, len, true);
 }
 
 void

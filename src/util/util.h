@@ -85,11 +85,18 @@ uint64_t util_wall_us(void);
 void	util_rfc5322_date(char *buf, size_t bufsz, int64_t t);
 
 /*
- * Escape peer text for a log line: printable ASCII is kept except '"' and
- * '\\', the rest becomes \xNN; at most max_in input bytes, then "...".
- * Returns buf.
+ * Escape peer text (and anything else outside our control) for a log line,
+ * the one way every such value is logged: printable ASCII is kept except
+ * '"' and '\\', every other byte (controls, DEL, all of UTF-8, valid or
+ * not) becomes \xNN, so a value can neither end its quotes and forge a
+ * "KEY=value" nor carry a terminal escape.  For a value inside quotes
+ * (why="..."); cut with "..." when buf is full.  Returns buf.
  */
 char	*log_safe_into(char *buf, size_t bufsz, const char *s, size_t len);
+/* The same for a value logged without quotes (stage=, to=<...>): a space
+   becomes \x20 as well, so the value stays one word. */
+char	*log_safe_word_into(char *buf, size_t bufsz, const char *s,
+	    size_t len);
 
 /* Growable byte buffer. */
 struct util_buf {

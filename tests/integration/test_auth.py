@@ -7,9 +7,11 @@ auth-plaintext, 235 / 535 / 538 / 504 / 501 replies, the identity used by
 
 import base64
 import crypt
+import smtplib
 import ssl
+import subprocess
 
-from conftest import (make_config, plain, send_message, wait_for,
+from conftest import (HOST, make_config, plain, send_message, wait_for,
     TEMPLATE_ACTIONS)
 
 USER, PASSWORD = "alice@example.org", "s3cret pass"
@@ -143,3 +145,74 @@ def test_failed_auth_bans_when_asked(make_postern, tmp_path):
         with srv.session() as c:
             return c.read_reply().code == 554
     wait_for(refused, what="the ban after the failed AUTH")
+
+
+def test_mail_auth_parameter_is_accepted_where_auth_is_offered(make_postern,
+        tmp_path):
+    """RFC 4954 5: a server that offers AUTH accepts MAIL ... AUTH=<> or
+    AUTH=xtext, after AUTH or without it (and ignores the value); a bad
+    xtext is 501; where AUTH is not offered the parameter is 555."""
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org> AUTH=<>"); c.expect(555, "5.5.4")
+        c.starttls(unverified())
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("MAIL FROM:<a@example.org> AUTH=a+2Bb@example.org")
+        c.expect(250, "2.1.0")
+        c.send("RSET"); c.expect(250)
+        c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235, "2.7.0")
+        c.send("MAIL FROM:<a@example.org> AUTH=a+2b"); c.expect(501, "5.5.4")
+        send_message(c, "a@example.org", ["x@far.example"],
+            "Subject: auth param\r\n\r\nhi\r\n", mail_params=" AUTH=<>")
+    wait_for(lambda: srv.maildir("relayed"), what="the relayed message")
+
+
+# ----- implicit TLS (port 465 style) -------------------------------------------
+
+def test_implicit_tls_offers_and_accepts_auth_smtplib(make_postern, tmp_path):
+    """On a "tls auth" listener the session runs under TLS from the start:
+    EHLO lists AUTH PLAIN LOGIN, and both work (smtplib.SMTP_SSL)."""
+    srv = start(make_postern, tmp_path, "tls auth")
+    for mech in ("PLAIN", "LOGIN"):
+        s = smtplib.SMTP_SSL(HOST, srv.port, context=unverified(), timeout=10)
+        try:
+            code, _ = s.ehlo("client.example")
+            assert code == 250
+            assert s.has_extn("auth"), s.esmtp_features
+            assert {"PLAIN", "LOGIN"} <= set(s.esmtp_features["auth"].split()), \
+                s.esmtp_features
+            s.user, s.password = USER, PASSWORD
+            code, text = s.auth(mech, getattr(s, "auth_" + mech.lower()))
+            assert code == 235, (mech, code, text)
+            assert s.sendmail("a@example.org", ["x@far.example"],
+                "Subject: %s over implicit TLS\r\n\r\nhi\r\n" % mech) == {}
+            s.quit()
+        finally:
+            s.close()
+    files = wait_for(lambda: len(srv.maildir("relayed")) == 2 and
+        srv.maildir("relayed"), what="two relayed messages")
+    for f in files:
+        with open(f) as fh:
+            head = fh.read(2000)
+        assert "with ESMTPSA" in head, head
+
+
+def test_implicit_tls_auth_with_swaks(make_postern, tmp_path):
+    """swaks --tls-on-connect logs in with PLAIN and with LOGIN."""
+    srv = start(make_postern, tmp_path, "tls auth")
+    for mech in ("PLAIN", "LOGIN"):
+        r = subprocess.run(["swaks", "--server", HOST, "--port",
+            str(srv.port), "--tls-on-connect", "--auth", mech,
+            "--auth-user", USER, "--auth-password", PASSWORD,
+            "--from", "a@example.org", "--to", "x@far.example",
+            "--header", "Subject: swaks " + mech, "--timeout", "20"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=60)
+        assert r.returncode == 0, "swaks %s failed (%d):\n%s" % (
+            mech, r.returncode, r.stdout)
+        assert "250-AUTH PLAIN LOGIN" in r.stdout or \
+            "250 AUTH PLAIN LOGIN" in r.stdout, r.stdout
+        assert "<~  235 2.7.0" in r.stdout, r.stdout
+    wait_for(lambda: len(srv.maildir("relayed")) == 2,
+        what="two relayed messages")

@@ -112,6 +112,27 @@ def test_nomail_every_command(make_postern):
         c.send("QUIT"); c.expect(221)
 
 
+def test_nomail_every_command_pipelined_body_is_not_errors(make_postern):
+    # A client that pipelines its message text after DATA: every line of
+    # it gets the 521 too, and none counts as a protocol error (which
+    # would end the session with 421 "Too many errors" after 10).
+    srv = make_postern(config=chains_config(
+        "on connect { nomail every-command }"))
+    body = b"".join(b"line %d of the text\r\n" % i for i in range(15))
+    with srv.session() as c:
+        c.expect(220)
+        c.send_raw(b"EHLO x.example\r\nMAIL FROM:<a@example.org>\r\n"
+            b"RCPT TO:<bob@localhost>\r\nDATA\r\nSubject: piped\r\n\r\n" +
+            body + b".\r\nQUIT\r\n")
+        for _ in range(4 + 2 + 15 + 1):
+            c.expect(521, "5.3.2")
+        c.expect(221)
+        c.expect_closed()
+    wait_for(lambda: "disconnect sid=" in srv.log(), what="the disconnect")
+    assert srv.maildir("bob") == []
+    assert "Too many errors" not in srv.log()
+
+
 def test_disconnect_verdict(make_postern):
     srv = make_postern(config=chains_config(
         "on mail { disconnect 421 4.7.0 go away }"))

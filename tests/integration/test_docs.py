@@ -1,7 +1,7 @@
 """The ```conf examples of the docs are configs `postern check` accepts.
 
-Every block fenced as ```conf in docs/chains.md, docs/scripts.md and
-docs/config.md is checked.  A block with a `listen` line is a whole config;
+Every block fenced as ```conf in docs/chains.md, docs/scripts.md,
+docs/config.md and docs/proxy.md is checked.  A block with a `listen` line is a whole config;
 any other is a fragment and goes between a minimal head (hostname, spool,
 listen) and a tail (one action, one match rule), so it may define its own
 tables and actions but no action named "local".  What the docs show but a
@@ -30,7 +30,7 @@ import pytest
 from conftest import REPO, run_cli
 
 DOCS = ("docs/chains.md", "docs/scripts.md", "docs/config.md",
-    "docs/actions.md")
+    "docs/actions.md", "docs/proxy.md")
 
 HEAD = "hostname docs.example\nspool {tmp}/spool\nlisten 127.0.0.1:2525\n"
 TAIL = ('action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'

@@ -307,3 +307,78 @@ def test_journal_gets_priorities(make_postern):
     wait_for(lambda: srv.log().count("postern started") == 2, what="start")
     tail = srv.log().split("=== start ===")[-1]
     assert "<6>" not in tail and re.search(r"^\S+ info ", tail, re.M), tail
+
+
+# ----- peer text in log lines ------------------------------------------------
+
+def raw_log(srv):
+    with open(srv.log_path, "rb") as f:
+        return f.read()
+
+
+def assert_log_is_plain(srv):
+    """Every byte of the log is printable ASCII (or a newline): no terminal
+    escape, no control byte, no UTF-8 (valid or not) from a peer."""
+    bad = [(i, b) for i, b in enumerate(raw_log(srv))
+        if b != 0x0a and not 0x20 <= b < 0x7f]
+    assert not bad, "raw bytes in the log at %r:\n%r" % (bad[:5],
+        raw_log(srv)[max(0, bad[0][0] - 200):bad[0][0] + 100])
+
+
+def wait_logged(srv, event):
+    """Wait for the first EVENT line, then check the whole log is plain."""
+    wait_for(lambda: any(e == event for e, _, _ in events(srv.log())),
+        what="the %s line" % event)
+    assert_log_is_plain(srv)
+
+
+def test_unknown_verb_is_escaped_in_stage(postern):
+    verb = b'\x1b[2J"X=1\xff\xfe'
+    with postern.session() as c:
+        c.hello()
+        c.send_raw(verb + b" FOO\r\n"); c.expect(500, "5.5.2")
+        c.send("QUIT"); c.expect(221)
+    wait_logged(postern, "disconnect")
+    rejects = [(kv, line) for e, kv, line in events(postern.log())
+        if e == "reject"]
+    assert len(rejects) == 1, rejects
+    kv, line = rejects[0]
+    assert kv.get("stage") == r"\x1b[2J\x22X=1\xff\xfe", line
+    assert "X" not in kv and kv.get("code") == "500", line
+
+
+def test_helo_name_is_escaped(postern):
+    with postern.session() as c:
+        c.expect(220)
+        c.send_raw(b'EHLO a"b X=2 \xff\xc3\r\n'); c.expect(250)
+        c.send_raw(b"EHLO x\x1b[31m\r\n"); c.expect(501, "5.5.4")
+        c.send("QUIT"); c.expect(221)
+    wait_logged(postern, "disconnect")
+    helos = [(kv, line) for e, kv, line in events(postern.log())
+        if e == "helo"]
+    assert len(helos) == 1, helos
+    kv, line = helos[0]
+    assert kv.get("name") == r"a\x22b X=2 \xff\xc3", line
+    assert "X" not in kv, line
+
+
+def test_addresses_are_escaped_one_way(postern):
+    """A quoted local part cannot forge a key; a UTF-8 address reads the
+    same in every line that names it (mail, rcpt, accepted, delivered)."""
+    with postern.session() as c:
+        c.hello()
+        c.send('MAIL FROM:<"a X=3"@example.net>'); c.expect(250, "2.1.0")
+        c.send("RSET"); c.expect(250)
+        send_message(c, "jürgen@example.net", ["bøb@example.org"],
+            "Subject: utf8\r\n\r\nhi\r\n", mail_params=" SMTPUTF8")
+        c.send("QUIT"); c.expect(221)
+    wait_logged(postern, "delivered")
+    ev = events(postern.log())
+    mails = [kv for e, kv, _ in ev if e == "mail"]
+    assert mails[0].get("from") == r"<\x22a\x20X=3\x22@example.net>", mails
+    assert all("X" not in kv for _, kv, _ in ev), [l for _, _, l in ev]
+    sender, rcpt = r"<j\xc3\xbcrgen@example.net>", r"<b\xc3\xb8b@example.org>"
+    assert mails[1].get("from") == sender, mails
+    assert [kv.get("from") for e, kv, _ in ev if e == "accepted"] == [sender]
+    assert [kv.get("to") for e, kv, _ in ev if e == "rcpt"] == [rcpt]
+    assert [kv.get("rcpt") for e, kv, _ in ev if e == "delivered"] == [rcpt]

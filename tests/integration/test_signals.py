@@ -1,8 +1,11 @@
 """SIGHUP reloads the config (or keeps the old one); SIGTERM stops cleanly."""
 
+import re
 import socket
+import time
 
-from conftest import Closed, make_config, send_message, wait_for
+from conftest import (HOST, Closed, listen_config, make_config, send_message,
+    wait_for)
 
 RULES_WITH_OTHER = [
     "match to domain example.org action local",
@@ -89,6 +92,10 @@ def test_sigterm_lets_a_session_in_data_finish(postern):
                     "new session greeted during shutdown: %r" % data
         except (ConnectionRefusedError, ConnectionResetError, socket.timeout):
             pass
+        # The log says what the stop waits for.
+        wait_for(lambda: re.search(r"shutdown: loop \d+ waits for "
+            r"sessions=1 transactions=1, at most \d+s more", postern.log()),
+            what="the shutdown line naming the session in DATA")
         busy.send_raw(b"second half\r\n.\r\n")
         busy.expect(250, "2.0.0")
         try:
@@ -103,3 +110,88 @@ def test_sigterm_lets_a_session_in_data_finish(postern):
         postern.start()		# it may sit in the queue: the next run delivers
     files = wait_for(lambda: postern.maildir("bob"), 10, what="delivery to bob")
     assert len(files) == 1, files
+
+
+# ----- every stop is bounded --------------------------------------------------
+# The shutdown grace is 30 s by default; none of these may wait for it.
+
+STOP_BOUND = 10.0
+
+
+def stop_within(srv, bound=STOP_BOUND):
+    t0 = time.monotonic()
+    srv.sigterm()
+    rc = srv.wait_exit(bound)
+    assert rc == 0, "exit status %d; stderr:\n%s" % (rc, srv.log()[-2000:])
+    return time.monotonic() - t0
+
+
+def test_sigterm_mid_starttls_handshake(make_postern):
+    # STARTTLS said 220 and the handshake has begun: no 421 can be sent
+    # there, so the session is dropped instead of holding the stop.
+    srv = make_postern(extra=["tls self-signed {tmp}/tls"])
+    with srv.session() as c:
+        c.hello()
+        c.send("STARTTLS"); c.expect(220, "2.0.0")
+        c.send_raw(b"\x16\x03\x01")	# a ClientHello begins, then nothing
+        stop_within(srv)
+    assert "dropped in the TLS handshake" in srv.log()
+
+
+def test_sigterm_mid_implicit_tls_handshake(make_postern):
+    srv = make_postern(config=listen_config("tls",
+        extra=["tls self-signed {tmp}/tls"]))
+    with srv.session() as c:
+        c.send_raw(b"\x16\x03\x01")
+        wait_for(lambda: "connect sid=" in srv.log(), what="the connect line")
+        stop_within(srv)
+    assert "dropped in the TLS handshake" in srv.log()
+
+
+def test_sigterm_with_a_client_that_does_not_read(make_postern):
+    # Pipelined commands and never a read: the replies and the 421 cannot
+    # go out; the last flush has a short limit, not the grace.
+    srv = make_postern()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.settimeout(5)
+        s.connect((HOST, srv.port))
+        assert s.recv(512).startswith(b"220")
+        s.setblocking(False)
+
+        def pushed_back():
+            # The server took nothing for a second: its replies are stuck.
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.0:
+                try:
+                    s.send(b"NOOP\r\n" * 1000)
+                    return False
+                except BlockingIOError:
+                    time.sleep(0.05)
+            return True
+        wait_for(pushed_back, 60, what="the server to stop reading")
+        stop_within(srv)
+    finally:
+        s.close()
+    assert "last reply not taken in time" in srv.log()
+
+
+def test_sigterm_while_a_decision_is_pending(make_postern):
+    # A tarpit holds the RCPT reply: the stop lets it come, then says 421
+    # (the session does not go on until the grace runs out).
+    srv = make_postern(extra=["on rcpt { tarpit 2s }", "log level debug"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@example.org>")
+        wait_for(lambda: 'line="RCPT TO:<bob@example.org>"' in srv.log(),
+            what="the RCPT read (its tarpit running)")
+        t0 = time.monotonic()
+        srv.sigterm()
+        c.expect(250, "2.1.5")
+        c.expect(421, "4.3.2")
+        c.expect_closed()
+        assert srv.wait_exit(STOP_BOUND) == 0
+        assert time.monotonic() - t0 < STOP_BOUND

@@ -15,6 +15,16 @@ def test_greeting_is_220_with_hostname(postern):
         assert r.text == "test.example ESMTP postern", r
 
 
+def test_greeting_template_is_expanded_without_chains(make_postern):
+    # No "on" chain in this config: %{...} is expanded all the same.
+    srv = make_postern(extra=['greeting "ESMTP for %{client.ip} on '
+        '%{local.port} (%{hostname})"'])
+    with srv.session() as c:
+        r = c.expect(220)
+        assert r.text == "test.example ESMTP for 127.0.0.1 on %d " \
+            "(test.example)" % srv.port, r
+
+
 def test_ehlo_lists_capabilities_in_order(make_postern):
     srv = make_postern(extra=["limit message-size 100000"])
     with srv.session() as c:

@@ -302,6 +302,22 @@ def test_implicit_tls_handshake_then_greeting(make_postern, pki):
         c.send("EHLO client.example"); c.expect(250)
 
 
+def test_implicit_tls_text_before_354_is_refused(make_postern, pki):
+    # The same synchronisation check inside TLS: text sent with DATA, in
+    # the same TLS record, gets 554 5.5.0 instead of a 354.
+    srv = tls_server(make_postern, pki, "tls")
+    with srv.tls_session(pki.context(check_hostname=False)) as c:
+        c.expect(220)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send_raw(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>"
+            b"\r\nDATA\r\nSubject: early\r\n\r\nhi\r\n.\r\n")
+        c.expect(250, "2.1.0")
+        c.expect(250, "2.1.5")
+        c.expect(554, "5.5.0")
+        c.expect_closed()
+    assert srv.maildir("bob") == []
+
+
 def test_implicit_tls_sends_no_plaintext_greeting(make_postern, pki):
     srv = tls_server(make_postern, pki, "tls")
     with srv.session() as c:

@@ -85,7 +85,7 @@ static void
 test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
-	    "defs", "match", "empty", "dups", "good", "agents", "ops" };
+	    "defs", "match", "empty", "dups", "good", "agents", "ops", "proxy" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -137,6 +137,7 @@ test_good_values(void **state)
 	assert_string_equal(c->hostname, "Mail.Example.ORG");
 	assert_string_equal(c->spool, "var/my spool");
 	assert_string_equal(c->greeting, "postern at your service");
+	assert_true(c->pipelining_loose);
 	assert_true(c->log_syslog);
 	assert_string_equal(c->log_facility, "local3");
 	assert_int_equal(c->log_level, LOG_LVL_DEBUG);
@@ -239,6 +240,8 @@ test_defaults(void **state)
 	assert_int_equal(c->limits.conn_max, 1000);
 	assert_int_equal(c->limits.conn_per_ip_max, 50);
 	assert_int_equal(c->limits.shutdown_ms, 30000);
+	assert_int_equal(c->limits.data_rate_min, 500);
+	assert_false(c->pipelining_loose);
 	config_free(&c);
 	config_free(&c);	/* a second free is harmless */
 }
@@ -264,6 +267,8 @@ test_limit_bounds(void **state)
 		{ "idle-timeout", "3600001ms", false },
 		{ "data-timeout", "1s", true }, { "data-timeout", "60m", true },
 		{ "data-timeout", "61m", false },
+		{ "data-rate", "0", true }, { "data-rate", "100000000", true },
+		{ "data-rate", "100000001", false }, { "data-rate", "5k", false },
 		{ "session-timeout", "24h", true },
 		{ "session-timeout", "1d", true },
 		{ "session-timeout", "86401s", false },
@@ -497,6 +502,18 @@ man_documents(const char *man, const char *name)
 	return found;
 }
 
+/* Adds " PREFIXNAME" to missing when the manual has no entry for it. */
+static void
+man_check(const char *man, const char *prefix, const char *name,
+    struct util_buf *missing)
+{
+	char *full = xasprintf("%s%s", prefix, name);
+
+	if (!man_documents(man, full))
+		util_buf_printf(missing, " \"%s\"", full);
+	free(full);
+}
+
 /*
  * Every keyword the parser knows, every limit and every queue setting has
  * its entry in postern.conf(5): the lists come from the parser's own
@@ -506,27 +523,91 @@ static void
 test_manual_documents_every_statement(void **state)
 {
 	char *man = read_all("../../../man/postern.conf.5.scd");
-	char name[128];
+	struct util_buf missing = { 0 };
 	const char *w;
 	size_t n = 0;
 
 	(void)state;
 	for (size_t i = 0; (w = config_keyword(i)) != NULL; i++, n++)
-		if (!man_documents(man, w))
-			fail_msg("postern.conf(5) has no entry for \"%s\"", w);
-	for (size_t i = 0; (w = config_limit_name(i)) != NULL; i++, n++) {
-		snprintf(name, sizeof(name), "limit %s", w);
-		if (!man_documents(man, name))
-			fail_msg("postern.conf(5) has no entry for \"%s\"", name);
-	}
-	for (size_t i = 0; (w = config_queue_setting(i)) != NULL; i++, n++) {
-		snprintf(name, sizeof(name), "queue %s", w);
-		if (!man_documents(man, name))
-			fail_msg("postern.conf(5) has no entry for \"%s\"", name);
-	}
+		man_check(man, "", w, &missing);
+	for (size_t i = 0; (w = config_limit_name(i)) != NULL; i++, n++)
+		man_check(man, "limit ", w, &missing);
+	for (size_t i = 0; (w = config_queue_setting(i)) != NULL; i++, n++)
+		man_check(man, "queue ", w, &missing);
 	assert_true(n > 40);		/* the lists are not empty */
 	assert_false(man_documents(man, "frobnicate"));
 	free(man);
+	if (missing.len > 0) {
+		print_error("postern.conf(5) has no entry for:%.*s\n",
+		    (int)missing.len, missing.data);
+		util_buf_clear(&missing);
+		fail();
+	}
+	util_buf_clear(&missing);
+}
+
+/* An upstream's options and a proxy listener's references, as parsed. */
+static void
+test_proxy_values(void **state)
+{
+	const char *text = "table by-sni file:by-sni\n"
+	    "upstream back smtp+starttls://10.0.0.5 no-verify timeout "
+	    "greeting 10s sni pass proxy-protocol v1\n"
+	    "upstream named smtp+tls://[::1]:4650 sni Mail.Example.org\n"
+	    "tls self-signed certs\n"
+	    "listen 127.0.0.1:25 proxy back proxy-sni <by-sni> auth\n"
+	    "listen 127.0.0.1:26 proxy smtp://127.0.0.1:2600 proxy-rcpt "
+	    "<by-sni>\n"
+	    "listen 127.0.0.1:27\n"
+	    "action a discard\nmatch any action a\n";
+	char *errs = NULL;
+	struct config *c = config_parse("t", text, &errs);
+	const struct config_upstream *b, *n, *u;
+
+	(void)state;
+	if (c == NULL)
+		fail_msg("%s", errs);
+	assert_int_equal(c->nupstreams, 3);
+	b = config_upstream_find(c, "back");
+	n = config_upstream_find(c, "named");
+	u = config_upstream_find(c, "smtp://127.0.0.1:2600");
+	assert_non_null(b);
+	assert_non_null(n);
+	assert_non_null(u);
+	assert_int_equal(b->relay.tls, CONFIG_RELAY_STARTTLS);
+	assert_int_equal(b->relay.port, 587);
+	assert_true(b->relay.no_verify);
+	assert_int_equal(b->relay.timeouts_ms[1], 10000);
+	assert_true(b->sni_pass);
+	assert_null(b->sni);
+	assert_int_equal(b->proxy_protocol, 1);
+	assert_int_equal(n->relay.tls, CONFIG_RELAY_TLS);
+	assert_string_equal(n->relay.host, "::1");
+	assert_int_equal(n->relay.port, 4650);
+	assert_string_equal(n->sni, "mail.example.org");
+	assert_int_equal(n->proxy_protocol, 0);
+	assert_int_equal(u->relay.tls, CONFIG_RELAY_PLAIN);
+	assert_int_equal(u->relay.port, 2600);
+	assert_ptr_equal(c->listens[0].proxy, b);
+	assert_ptr_equal(c->listens[0].proxy_sni, config_table_find(c,
+	    "by-sni"));
+	assert_true(c->listens[0].auth);
+	assert_ptr_equal(c->listens[1].proxy, u);
+	assert_ptr_equal(c->listens[1].proxy_rcpt, c->listens[0].proxy_sni);
+	assert_null(c->listens[2].proxy);
+	config_free(&c);
+
+	/* Only proxy listeners: nothing is routed, no match rule needed. */
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n",
+	    &errs);
+	if (c == NULL)
+		fail_msg("%s", errs);
+	config_free(&c);
+	c = config_parse("t", "listen 127.0.0.1:25 proxy smtp://10.0.0.5\n"
+	    "listen 127.0.0.1:26\n", &errs);
+	assert_null(c);
+	assert_non_null(strstr(errs, "t:2: no match rule"));
+	free(errs);
 }
 
 static void
@@ -675,6 +756,7 @@ main(void)
 		cmocka_unit_test(test_lexer),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_agent_values),
+		cmocka_unit_test(test_proxy_values),
 		cmocka_unit_test(test_good_values),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),

@@ -535,6 +535,82 @@ test_maildir_sweep_spares_busy_names(void **state)
 	free(folder);
 }
 
+/* ---- canonical DATA from content pushed in pieces ---- */
+
+static int
+canon_put_cb(void *arg, const void *p, size_t n)
+{
+	util_buf_add(arg, p, n);
+	return 0;
+}
+
+/*
+ * deliver_canon_feed() makes the very bytes deliver_content_stream()
+ * makes from the whole content (no rewrites), however the content is cut:
+ * in two at every point, and one octet at a time.
+ */
+static void
+test_canon_push_matches_stream(void **state)
+{
+	char long_line[3100], long_dot[1600];
+	const struct {
+		const char	*label;
+		const char	*content;
+	} cases[] = {
+		{ "plain", "Subject: a\n\nbody\n" },
+		{ "dots", "Subject: d\n\n.\n..\n...x\n.y\nlast .\n" },
+		{ "dot at the end", "Subject: d\n\n." },
+		{ "no final newline", "Subject: d\n\nlast" },
+		{ "CRLF and bare CR", "Subject: c\r\n\r\na\r.\rb\r\n\r\r\ny" },
+		{ "CR at the end", "Subject: c\n\nend\r" },
+		{ "long line", long_line },
+		{ "long line with a dot", long_dot },
+		{ "empty", "" },
+	};
+
+	(void)state;
+	memset(long_line, 'x', sizeof(long_line));
+	memcpy(long_line, "S: l\n\n", 6);
+	memcpy(long_line + sizeof(long_line) - 2, "\n", 2);
+	memset(long_dot, 'y', sizeof(long_dot));
+	memcpy(long_dot, "S: l\n\n.", 7);
+	memcpy(long_dot + sizeof(long_dot) - 2, "\n", 2);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *c = cases[i].content, *err = NULL;
+		size_t len = strlen(c);
+		struct deliver_msg m = { .content = c, .content_len = len };
+		struct util_buf want = { 0 }, got = { 0 };
+		struct deliver_canon k;
+
+		assert_int_equal(deliver_content_stream(&m, NULL, canon_put_cb,
+		    &want, &err), 0);
+		for (size_t cut = 0; cut <= len + 1; cut++) {
+			util_buf_reset(&got);
+			deliver_canon_init(&k, canon_put_cb, &got);
+			if (cut <= len) {
+				assert_int_equal(deliver_canon_feed(&k, c, cut),
+				    0);
+				assert_int_equal(deliver_canon_feed(&k, c + cut,
+				    len - cut), 0);
+			} else {
+				for (size_t j = 0; j < len; j++)
+					assert_int_equal(deliver_canon_feed(&k,
+					    c + j, 1), 0);
+			}
+			assert_int_equal(deliver_canon_end(&k), 0);
+			if (got.len != want.len || memcmp(got.data, want.data,
+			    got.len) != 0)
+				fail_msg("case \"%s\" cut %zu: got %zu octets "
+				    "\"%.60s\", want %zu \"%.60s\"",
+				    cases[i].label, cut, got.len,
+				    util_buf_cstr(&got), want.len,
+				    util_buf_cstr(&want));
+		}
+		util_buf_clear(&want);
+		util_buf_clear(&got);
+	}
+}
+
 int
 main(void)
 {
@@ -555,6 +631,7 @@ main(void)
 		    test_maildir_reader_never_sees_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_maildir_sweep_spares_busy_names, setup, teardown),
+		cmocka_unit_test(test_canon_push_matches_stream),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

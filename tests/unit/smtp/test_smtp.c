@@ -436,6 +436,15 @@ test_mail_params(void **state)
 		{ " SIZE=10", false, -1, 555, 0, 0, false },
 		{ " =x", true, -1, 501, 0, 0, false },
 		{ " A=b=c", true, -1, 501, 0, 0, false },
+		{ " AUTH=<>", true, 0, 0, 0, SMTP_BODY_UNSPEC, false },
+		{ " AUTH=a+2Bb+3Dc@d.e SIZE=10", true, 0, 0, 10,
+		    SMTP_BODY_UNSPEC, false },
+		{ " AUTH=a+2b", true, -1, 501, 0, 0, false },
+		{ " AUTH=a+2", true, -1, 501, 0, 0, false },
+		{ " AUTH=a+", true, -1, 501, 0, 0, false },
+		{ " AUTH=\xc3\xa9", true, -1, 501, 0, 0, false },
+		{ " AUTH", true, -1, 501, 0, 0, false },
+		{ " AUTH=<> AUTH=<>", true, -1, 501, 0, 0, false },
 	};
 	(void)state;
 	for (size_t i = 0; i < NELEM(cases); i++) {
@@ -659,6 +668,56 @@ test_data_lines_and_size(void **state)
 #define BPRE	"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
 #define BPRE_CODES	"220 250 250 250"
 
+/*
+ * A line over line_max in a message near msg_max: the limit crossed first
+ * in byte order gives the reply, however the input is cut (one write or
+ * small pieces), in DATA and in BDAT.
+ */
+static void
+test_limit_order_split(void **state)
+{
+	struct smtp_params p = test_params();
+	char *x60 = repeat('x', 60), *y100 = repeat('y', 100);
+	struct util_buf in[6] = { { 0 } };
+	struct dialog_case c[6];
+
+	(void)state;
+	p.lim.line_max = 64;	/* 62 octets of text */
+	p.lim.msg_max = 100;
+	/* 62 octets, then the size limit 38 octets into a long line */
+	util_buf_printf(&in[0], PRELUDE "%s\r\n%s\r\n.\r\nNOOP\r\n", x60,
+	    y100);
+	c[0] = (struct dialog_case){ "DATA: size first", NULL, 0,
+	    PRE_CODES " 552 250", NULL };
+	/* the line limit 62 octets into the first line, size after 100 */
+	util_buf_printf(&in[1], PRELUDE "%s\r\n.\r\nNOOP\r\n", y100);
+	c[1] = (struct dialog_case){ "DATA: line first", NULL, 0,
+	    PRE_CODES " 554 250", NULL };
+	util_buf_printf(&in[2], BPRE "BDAT 164 LAST\r\n%s\r\n%s\r\nNOOP\r\n",
+	    x60, y100);
+	c[2] = (struct dialog_case){ "BDAT: size first", NULL, 0,
+	    BPRE_CODES " 552 250", NULL };
+	util_buf_printf(&in[3], BPRE "BDAT 102 LAST\r\n%s\r\nNOOP\r\n", y100);
+	c[3] = (struct dialog_case){ "BDAT: line first", NULL, 0,
+	    BPRE_CODES " 554 250", NULL };
+	for (size_t i = 0; i < 4; i++) {
+		c[i].in = util_buf_cstr(&in[i]);
+		c[i].len = in[i].len;
+	}
+	check_dialogs(c, 4, &p);
+	/* both at the same octet: the line limit, as octet by octet */
+	p.lim.msg_max = 124;
+	util_buf_printf(&in[4], PRELUDE "%s\r\n%s\r\n.\r\nNOOP\r\n", x60,
+	    y100);
+	c[4] = (struct dialog_case){ "DATA: both at once", util_buf_cstr(
+	    &in[4]), in[4].len, PRE_CODES " 554 250", NULL };
+	check_dialogs(&c[4], 1, &p);
+	for (size_t i = 0; i < 6; i++)
+		util_buf_clear(&in[i]);
+	free(x60);
+	free(y100);
+}
+
 static void
 test_bdat_split(void **state)
 {
@@ -782,6 +841,86 @@ test_command_line_max(void **state)
 	check_dialogs(&c, 1, &p);
 	util_buf_clear(&in);
 	free(arg);
+}
+
+/* A policy that refuses every command but QUIT ("nomail every-command"). */
+static enum smtp_verdict
+rec_command_nomail(void *ctx, const char *verb, struct smtp_reply *out)
+{
+	(void)ctx;
+	if (strcmp(verb, "QUIT") == 0)
+		return SMTP_OK;
+	out->code = 521;
+	util_strlcpy(out->text, "5.3.2 mx.example.org does not accept mail",
+	    sizeof(out->text));
+	return SMTP_REJECT;
+}
+
+/*
+ * The policy sees every line, unknown ones too: the text of a message
+ * pipelined after the refused DATA gets 521 line by line, and none of it
+ * counts toward err_max.
+ */
+static void
+test_command_policy(void **state)
+{
+	struct smtp_params p = test_params();
+	struct smtp_hooks h = rec_hooks;
+	const char *in = "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\nSubject: x\r\n\r\nline 1\r\nline 2\r\n.\r\nFROB\r\n"
+	    "QUIT\r\n";
+	struct smtp_session *s;
+	struct rec r;
+
+	(void)state;
+	h.command_cb = rec_command_nomail;
+	p.lim.err_max = 2;
+	rec_init(&r);
+	s = smtp_session_new(&p, &h, &r);
+	smtp_session_start(s);
+	drive(s, &r, in, strlen(in));
+	assert_string_equal(rec_codes(&r), "220 521 521 521 521 521 521 521 "
+	    "521 521 521 221");
+	assert_int_equal(r.decides[SMTP_STAGE_DATA], 0);
+	smtp_session_free(&s);
+	rec_clear(&r);
+}
+
+/*
+ * A command line over line_max is drained to its CRLF (500, in step), but
+ * one that goes on past SMTP_LINE_DRAIN_MAX more octets is cut: 500 and
+ * the close, never drained forever.
+ */
+static void
+test_command_line_cut(void **state)
+{
+	struct smtp_params p = test_params();
+	size_t long_len = 1000 + SMTP_LINE_DRAIN_MAX - 100;
+	char *x = repeat('x', 1000 + SMTP_LINE_DRAIN_MAX + 10);
+	struct util_buf in = { 0 };
+	const size_t cuts[] = { 0, 3, 999, 1000, 1001, 40000 };
+	struct rec r;
+
+	(void)state;
+	for (int over = 0; over <= 1; over++) {
+		util_buf_reset(&in);
+		util_buf_printf(&in, "NOOP %.*s\r\nNOOP\r\n",
+		    (int)(over ? strlen(x) : long_len), x);
+		for (size_t i = 0; i < NELEM(cuts); i++) {
+			rec_init(&r);
+			run_split(&p, &r, in.data, in.len, cuts[i]);
+			if (strcmp(rec_codes(&r), over ? "220 500" :
+			    "220 500 250") != 0)
+				fail_msg("case \"over=%d\" cut %zu: got %s",
+				    over, cuts[i], rec_codes(&r));
+			if (over && strstr(util_buf_cstr(&r.out),
+			    "500 5.5.2 Line too long, closing") == NULL)
+				fail_msg("case \"over\": no closing 500");
+			rec_clear(&r);
+		}
+	}
+	util_buf_clear(&in);
+	free(x);
 }
 
 static void
@@ -920,6 +1059,17 @@ test_auth(void **state)
 		    NULL },
 		{ "in a transaction", "EHLO x\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN "
 		    AP "\r\n", 0, "220 250 250 503", NULL },
+		/* RFC 4954 5: AUTH= is accepted (and ignored) where offered */
+		{ "MAIL AUTH=<> after AUTH", "EHLO x\r\nAUTH PLAIN " AP
+		    "\r\nMAIL FROM:<a@b> AUTH=<>\r\n", 0, "220 250 235 250",
+		    NULL },
+		{ "MAIL AUTH=xtext, AUTH not used", "EHLO x\r\n"
+		    "MAIL FROM:<a@b> AUTH=a+2Bb@c SIZE=10\r\n", 0,
+		    "220 250 250", NULL },
+		{ "MAIL AUTH= bad xtext", "EHLO x\r\nMAIL FROM:<a@b> "
+		    "AUTH=a+2b\r\nMAIL FROM:<a@b> AUTH=<> AUTH=<>\r\n"
+		    "MAIL FROM:<a@b> AUTH\r\n", 0, "220 250 501 501 501",
+		    NULL },
 	};
 	struct smtp_params p = test_params(), notls = test_params();
 	struct rec r;
@@ -935,6 +1085,15 @@ test_auth(void **state)
 	assert_string_equal(rec_codes(&r), "220 250 538");
 	assert_null(strstr(util_buf_cstr(&r.out), "AUTH"));
 	rec_clear(&r);
+	/* AUTH not offered (no TLS yet, or not at all): AUTH= is 555. */
+	for (int offered = 0; offered <= 1; offered++) {
+		rec_init(&r);
+		notls.auth = offered;
+		const char *in = "EHLO x\r\nMAIL FROM:<a@b> AUTH=<>\r\n";
+		run_split(&notls, &r, in, strlen(in), 10);
+		assert_string_equal(rec_codes(&r), "220 250 555");
+		rec_clear(&r);
+	}
 
 	/* The answer never reaches the transaction log. */
 	rec_init(&r);
@@ -1156,6 +1315,78 @@ test_pipelining(void **state)
 	rec_clear(&r);
 }
 
+/* What the connection holds beyond the feed: rec_input_pending's answer. */
+static bool rec_more_input;
+
+static bool
+rec_input_pending(void *ctx)
+{
+	(void)ctx;
+	return rec_more_input;
+}
+
+/*
+ * sync_data (RFC 2920 3.1): message text sent with DATA, before its 354,
+ * is 554 5.5.0 and the close, whether it came in the same feed or waits
+ * at the connection (input_pending_cb, asked after a PENDING decision
+ * too).  A group that ends with DATA, then the text after the 354, is
+ * fine; so are BDAT chunks pipelined at will (no sync point).
+ */
+static void
+test_sync_data(void **state)
+{
+	static const struct dialog_case ok[] = {
+		{ "BDAT pipelined", BPRE "BDAT 4\r\nab\r\nBDAT 2 LAST\r\n"
+		    "cdMAIL FROM:<x@y>\r\n", 0, BPRE_CODES " 250 250 250",
+		    "ab\ncd" },
+	};
+	const char *group = "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+	    "DATA\r\n", *text = "body\r\n.\r\nQUIT\r\n";
+	struct smtp_params p = test_params();
+	struct smtp_hooks h = rec_hooks;
+	struct util_buf both = { 0 };
+	struct smtp_session *s;
+	struct rec r;
+
+	(void)state;
+	p.sync_data = true;
+	h.input_pending_cb = rec_input_pending;
+	util_buf_printf(&both, "%s%s", group, text);
+	for (int pend = 0; pend <= 1; pend++) {
+		/* one write: refused at DATA, nothing of the text read */
+		rec_init(&r);
+		r.pending = pend;
+		s = smtp_session_new(&p, &h, &r);
+		smtp_session_start(s);
+		if (smtp_session_is_waiting(s))
+			smtp_session_resume(s, r.pend_v, &r.pend_r);
+		rec_more_input = pend;	/* PENDING: the rest waits outside */
+		drive(s, &r, both.data, both.len);
+		assert_string_equal(rec_codes(&r), "220 250 250 250 554");
+		assert_true(smtp_session_is_closing(s));
+		assert_int_equal(r.body.len, 0);
+		assert_true(strstr(util_buf_cstr(&r.out), "554 5.5.0 ") != NULL);
+		smtp_session_free(&s);
+		rec_clear(&r);
+		/* the group, then the text after the 354: delivered */
+		rec_init(&r);
+		r.pending = pend;
+		rec_more_input = false;
+		s = smtp_session_new(&p, &h, &r);
+		smtp_session_start(s);
+		if (smtp_session_is_waiting(s))
+			smtp_session_resume(s, r.pend_v, &r.pend_r);
+		drive(s, &r, group, strlen(group));
+		drive(s, &r, text, strlen(text));
+		assert_string_equal(rec_codes(&r), "220 250 250 250 354 250 221");
+		assert_string_equal(rec_body_str(&r), "body\n");
+		smtp_session_free(&s);
+		rec_clear(&r);
+	}
+	util_buf_clear(&both);
+	check_dialogs(ok, NELEM(ok), &p);
+}
+
 static void
 test_starttls(void **state)
 {
@@ -1320,6 +1551,60 @@ test_in_data_and_facts(void **state)
 	rec_clear(&r);
 }
 
+/* A reply given whole replaces the stage's own, byte for byte. */
+static void
+test_resume_raw(void **state)
+{
+	static const char *const ehlo = "250-up.example says hi\r\n"
+	    "250-PIPELINING\r\n250 8BITMIME\r\n";
+	struct smtp_params p = test_params();
+	struct smtp_session *s;
+	struct rec r;
+	const char *o;
+
+	(void)state;
+	rec_init(&r);
+	r.pending = true;
+	s = start(&p, &r);
+	util_buf_reset(&r.out);
+	util_buf_reset(&r.trace);
+	assert_int_equal(smtp_session_feed(s, "EHLO c\r\n", 8), 8);
+	assert_true(smtp_session_is_waiting(s));
+	smtp_session_resume_raw(s, SMTP_OK, 250, ehlo, strlen(ehlo));
+	assert_string_equal(util_buf_cstr(&r.out), ehlo);
+	assert_string_equal(util_buf_cstr(&r.trace), ">EHLO c\n"
+	    "<250-up.example says hi\n<250-PIPELINING\n<250 8BITMIME\n");
+	assert_true(smtp_session_is_esmtp(s));
+
+	/* A refusal keeps the state; an acceptance moves it on. */
+	util_buf_reset(&r.out);
+	smtp_session_feed(s, "MAIL FROM:<a@b>\r\n", 17);
+	smtp_session_resume_raw(s, SMTP_REJECT, 553, "553 5.1.8 no\r\n", 14);
+	assert_null(smtp_session_sender(s));
+	smtp_session_feed(s, "MAIL FROM:<a@b>\r\n", 17);
+	smtp_session_resume_raw(s, SMTP_OK, 250, "250 ok\r\n", 8);
+	assert_string_equal(smtp_session_sender(s), "a@b");
+	smtp_session_feed(s, "RCPT TO:<c@d>\r\n", 15);
+	smtp_session_resume_raw(s, SMTP_OK, 251, "251 2.1.5 fwd\r\n", 15);
+	assert_int_equal(smtp_session_rcpt_count(s), 1);
+	smtp_session_feed(s, "DATA\r\n", 6);
+	smtp_session_resume_raw(s, SMTP_OK, 354, "354 go ahead\r\n", 14);
+	assert_true(smtp_session_in_data(s));
+	smtp_session_feed(s, "x\r\n.\r\n", 6);
+	/* Not whole lines: the stage's own reply goes out instead. */
+	smtp_session_resume_raw(s, SMTP_OK, 250, "250 cut", 7);
+	o = util_buf_cstr(&r.out);
+	assert_string_equal(o, "553 5.1.8 no\r\n250 ok\r\n251 2.1.5 fwd\r\n"
+	    "354 go ahead\r\n250 2.0.0 Ok\r\n");
+	/* A closing verdict closes after the given reply. */
+	smtp_session_feed(s, "QUIT\r\n", 6);
+	smtp_session_resume_raw(s, SMTP_CLOSE, 421, "421 4.4.2 gone\r\n", 16);
+	assert_true(smtp_session_is_closing(s));
+	assert_non_null(strstr(util_buf_cstr(&r.out), "\r\n421 4.4.2 gone\r\n"));
+	smtp_session_free(&s);
+	rec_clear(&r);
+}
+
 int
 main(void)
 {
@@ -1332,20 +1617,25 @@ main(void)
 		cmocka_unit_test(test_data_split),
 		cmocka_unit_test(test_data_lines_and_size),
 		cmocka_unit_test(test_bdat_split),
+		cmocka_unit_test(test_limit_order_split),
 		cmocka_unit_test(test_bdat_reject),
 		cmocka_unit_test(test_command_lines),
 		cmocka_unit_test(test_command_line_max),
 		cmocka_unit_test(test_err_max),
+		cmocka_unit_test(test_command_line_cut),
+		cmocka_unit_test(test_command_policy),
 		cmocka_unit_test(test_state_table),
 		cmocka_unit_test(test_ehlo_reply),
 		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_connect_verdicts),
 		cmocka_unit_test(test_rcpt_rules),
 		cmocka_unit_test(test_pipelining),
+		cmocka_unit_test(test_sync_data),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_eom_verdicts),
 		cmocka_unit_test(test_memory_and_close),
 		cmocka_unit_test(test_in_data_and_facts),
+		cmocka_unit_test(test_resume_raw),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

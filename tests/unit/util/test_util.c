@@ -126,6 +126,45 @@ test_strlcpy_and_safe(void **state)
 	    "a\\x0d\\x0a\\x22b");
 }
 
+/* Peer text in log lines: one escape for all of it (log_safe_into). */
+static void
+test_log_safe(void **state)
+{
+	static const struct {
+		const char *name, *in, *quoted, *word;
+	} cases[] = {
+		{ "plain", "MAIL", "MAIL", "MAIL" },
+		{ "terminal escape", "\x1b[2J\x1b]0;x\x07", "\\x1b[2J\\x1b]0;x"
+		    "\\x07", "\\x1b[2J\\x1b]0;x\\x07" },
+		{ "forged key", "a\" X=1", "a\\x22 X=1", "a\\x22\\x20X=1" },
+		{ "backslash", "a\\x41", "a\\x5cx41", "a\\x5cx41" },
+		{ "valid UTF-8", "j\xc3\xbcrg", "j\\xc3\\xbcrg",
+		    "j\\xc3\\xbcrg" },
+		{ "invalid UTF-8", "\xff\xc3(\xed\xa0\x80", "\\xff\\xc3(\\xed"
+		    "\\xa0\\x80", "\\xff\\xc3(\\xed\\xa0\\x80" },
+		{ "C1 control, DEL", "\xc2\x9b\x7f", "\\xc2\\x9b\\x7f",
+		    "\\xc2\\x9b\\x7f" },
+	};
+	char buf[128], cut[16];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = strlen(cases[i].in);
+
+		if (strcmp(log_safe_into(buf, sizeof(buf), cases[i].in, n),
+		    cases[i].quoted) != 0)
+			fail_msg("case \"%s\": got %s, want %s", cases[i].name,
+			    buf, cases[i].quoted);
+		if (strcmp(log_safe_word_into(buf, sizeof(buf), cases[i].in,
+		    n), cases[i].word) != 0)
+			fail_msg("case \"%s\" (word): got %s, want %s",
+			    cases[i].name, buf, cases[i].word);
+	}
+	/* A full buffer cuts at a whole escape and says so. */
+	assert_string_equal(log_safe_into(cut, sizeof(cut), "abcdef\x1b\x1b\x1b",
+	    9), "abcdef\\x1b...");
+}
+
 static void
 test_buf(void **state)
 {
@@ -256,6 +295,7 @@ main(void)
 		cmocka_unit_test(test_esc_len),
 		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_strlcpy_and_safe),
+		cmocka_unit_test(test_log_safe),
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_sockaddr_text),
 		cmocka_unit_test(test_sockaddr_make),
