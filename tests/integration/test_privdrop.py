@@ -175,6 +175,9 @@ def test_sendmail_run_by_root_queues_as_the_spool_owner(make_dropped):
     nobody, can read the message, deliver it and remove it."""
     uid, gid = ids()
     srv = make_dropped()
+    # The port answers before the queue listens on its control socket.
+    wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
+        what="the control socket")
     link = os.path.join(srv.dir, "sendmail")
     os.symlink(binary(), link)
     r = subprocess.run([link, "-C", srv.conf, "-f", "root@example.org",
