@@ -18,6 +18,7 @@
 #include "chain/chain.h"
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "proxy/proxy.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
@@ -130,6 +131,7 @@ conn_proxy_start(struct conn *c, int fd)
 	const char *err;
 
 	c->px = xcalloc(1, sizeof(*c->px));
+	metrics_inc(MET_PROXY_SESSIONS, 0, 0);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		(void)util_sockaddr_text((struct sockaddr *)&ss,
 		    c->px->local_ip, &c->px->local_port);

@@ -50,6 +50,8 @@ static const char *const met_results[] = { "delivered", "deferred",
 	"failed" };
 static const char *const met_stores[] = { "sqlite", "redis", "memory" };
 static const char *const met_auth[] = { "success", "failure" };
+static const char *const met_proxy_failures[] = { "unavailable", "refused",
+	"lost", "protocol" };
 
 #define N(a)	(unsigned)(sizeof(a) / sizeof((a)[0]))
 
@@ -89,6 +91,13 @@ static struct met_family met_counters[MET_NCOUNTERS] = {
 	    false },
 	[MET_AUTH] = { "postern_auth_total", "SMTP AUTH attempts, by result",
 	    "result", NULL, met_auth, NULL, N(met_auth), 1, false },
+	[MET_PROXY_SESSIONS] = { "postern_proxy_sessions_total",
+	    "Connections admitted on proxy listeners", NULL, NULL, NULL, NULL,
+	    1, 1, false },
+	[MET_PROXY_FAILURES] = { "postern_proxy_upstream_failures_total",
+	    "Upstream connections of proxy sessions that failed, by why",
+	    "reason", NULL, met_proxy_failures, NULL, N(met_proxy_failures),
+	    1, false },
 };
 
 static struct met_family met_histograms[MET_NHISTOGRAMS] = {

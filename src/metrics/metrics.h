@@ -29,6 +29,8 @@ enum metrics_counter {
 	MET_STORE_ERRORS,	/* [enum metrics_store] */
 	MET_TABLE_ERRORS,	/* table files that could not be read */
 	MET_AUTH,		/* [0 success, 1 failure] */
+	MET_PROXY_SESSIONS,	/* connections on proxy listeners */
+	MET_PROXY_FAILURES,	/* [enum metrics_proxy_failure] upstreams */
 	MET_NCOUNTERS
 };
 
@@ -57,6 +59,10 @@ enum metrics_result { MET_R_DELIVERED, MET_R_DEFERRED, MET_R_FAILED };
 /* The action label of an action kind's name ("maildir", ...; else other). */
 unsigned metrics_action(const char *kind);
 enum metrics_store { MET_STORE_SQLITE, MET_STORE_REDIS, MET_STORE_MEMORY };
+/* Why a proxy's upstream failed a session: no connection or greeting, a
+ * refusal while setting up, gone after that, or a reply out of protocol. */
+enum metrics_proxy_failure { MET_PX_UNAVAILABLE, MET_PX_REFUSED,
+	MET_PX_LOST, MET_PX_PROTOCOL };
 
 /*
  * Name the values of a label given at run time: the handler kinds of

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import (HOST, REPO, free_port, machine_lacks, make_config,
+from conftest import (HOST, REPO, Client, free_port, machine_lacks, make_config,
     run_cli, send_message, wait_for)
 
 
@@ -250,3 +250,50 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
     assert len(sizes) == 2 and d("postern_received_bytes_total") == sum(
         sizes), (sizes, d("postern_received_bytes_total"))
     assert m["postern_queue_oldest_message_age_seconds"] >= 0
+
+
+def test_proxy_counters(make_postern):
+    """Three proxy listeners: one in front of a working upstream, one of
+    an upstream nobody listens on, one of an upstream that answers RCPT
+    with 354: three proxy sessions, one unavailable upstream, one out of
+    protocol, and the message relayed counts as no message of ours."""
+    from proxy_upstream import RawUpstream, Upstream
+    good, bad = Upstream(), RawUpstream(rcpt_reply=b"354 what")
+    try:
+        mport, dead, p2, p3 = free_port(), free_port(), free_port(), \
+            free_port()
+        srv = make_postern(config="hostname front.example\n"
+            "spool {tmp}/spool\nmetrics listen 127.0.0.1:%d\n" % mport +
+            "".join("listen 127.0.0.1:%s proxy smtp://127.0.0.1:%d\n" % l
+                for l in (("{port}", good.port), (p2, dead),
+                    (p3, bad.port))))
+        wait_for(lambda: "metrics on http" in srv.log(), what="the endpoint")
+        before = scrape(mport)
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.org", ["b@example.org"],
+                "Subject: up\r\n\r\nhi\r\n")
+            c.send("QUIT"); c.expect(221)
+        with Client(p2) as c:
+            c.expect(220)
+            c.send("EHLO client.example"); c.expect(421, "4.4.2")
+        with Client(p3) as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<b@example.org>"); c.expect(421, "4.4.2")
+        wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+            what="the sessions closed")
+        m = scrape(mport)
+        d = lambda k: m.get(k, 0) - before.get(k, 0)
+        fail = 'postern_proxy_upstream_failures_total{reason="%s"}'
+        want = {"postern_proxy_sessions_total": 3,
+            "postern_connections_accepted_total": 3,
+            fail % "unavailable": 1, fail % "protocol": 1,
+            fail % "refused": 0, fail % "lost": 0,
+            "postern_messages_accepted_total": 0}
+        got = {k: d(k) for k in want}
+        assert got == want, got
+        assert len(good.messages) == 1
+    finally:
+        good.stop()
+        bad.stop()
