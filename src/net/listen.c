@@ -216,7 +216,7 @@ net_bind_one(const char *addr, int port, const char **err_out)
 	if (fd == -1)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	/* One socket per loop; the kernel spreads connections over them. */
+	/* One socket per loop; net/steer.c picks among them. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1)
 		goto fail;
 	if (ss.ss_family == AF_INET6)
@@ -342,8 +342,10 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			    strchr(l->addr, ':') ? "]" : "", l->port,
 			    l->passed ? " (socket passed by the service "
 			    "manager)" : "");
-			if (srv->balance_ev != NULL)
-				net_steer_listen(l, srv->nopen);
+			/* Always steered: a socket another process adds to
+			 * the group is never picked. */
+			net_steer_listen(l, srv->balance_ev != NULL ?
+			    srv->nopen : srv->nloops);
 		}
 		n++;
 next:		;
