@@ -15,8 +15,8 @@ import tempfile
 import pytest
 
 from conftest import (HOST, Client, Server, binary, machine_lacks,
-    make_config, needs, read_bytes, run_cli, send_message, split_delivered,
-    wait_for)
+    make_config, needs, plain, proc_status, read_bytes, run_cli,
+    send_message, split_delivered, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which the privilege drop needs (run the suite as root)")
@@ -234,3 +234,90 @@ def test_service_manager_hears_ready_after_the_drop(make_dropped, public_dir):
         assert srv.pid_status()["Uid"].split()[0] == str(ids()[0])
     finally:
         sock.close()
+
+
+# What the shipped service unit allows, applied without systemd: the unit's
+# capability bounding set and no new privileges (setpriv), and the whole
+# file system read-only but the server's folder (ProtectSystem=strict with
+# its ReadWritePaths), in a mount namespace of its own.
+HARDEN = """set -e
+d=$1; shift
+mount --bind "$d" "$d"
+mount -o remount,bind,ro /
+exec "$@"
+"""
+
+
+def unit_settings():
+    from test_service import unit_path
+    with open(unit_path("postern.service")) as f:
+        return dict(l.split("=", 1) for l in f.read().splitlines()
+            if "=" in l and not l.startswith("#"))
+
+
+def test_runs_within_the_units_hardening(make_dropped, sysuser,
+        pam_service):
+    """Started as the unit starts it, the server binds a port below 1024,
+    drops to nobody, checks a password with PAM and writes a Maildir as
+    its owner through the privileged helper, with nothing beyond the
+    unit's capabilities; every process has no new privileges and none of
+    its capabilities outside that set."""
+    for prog in ("setpriv", "unshare"):
+        if shutil.which(prog) is None:
+            pytest.fail("%s (util-linux) not found" % prog)
+    unit = unit_settings()
+    assert unit["NoNewPrivileges"] == "yes"
+    assert unit["ProtectSystem"] == "strict"
+    caps = unit["CapabilityBoundingSet"].split()
+    port = free_privileged_port()
+    if port is None:
+        machine_lacks("a free privileged port on %s (tried 465, 587, 24, "
+            "999)" % HOST)
+    owner = sysuser("pstnhard", "Hard pw 1")
+    srv = make_dropped(start=False, extra=["listen %s:%d auth-plaintext" % (
+        HOST, port), "auth pam %s" % pam_service, "maildir-root {tmp}/mail"])
+    srv.write_config(open(srv.conf).read().replace(
+        'maildir "%s/mail/%%{rcpt.user}/Maildir"' % srv.dir,
+        'maildir "%s/mail/%%{rcpt.user}/Maildir" as pstnhard' % srv.dir))
+    os.chown(srv.path("mail"), owner.pw_uid, owner.pw_gid)
+    srv.argv_prefix = ["unshare", "--mount", "--propagation", "private",
+        "sh", "-c", HARDEN, "sh", srv.dir, "setpriv", "--bounding-set",
+        "-all," + ",".join("+" + c[4:].lower() for c in caps),
+        "--no-new-privs"]
+    srv.start()
+    wait_for(lambda: srv.pid_status()["Uid"].split()[0] == str(ids()[0]),
+        what="the drop to nobody")
+    c = Client(port)
+    srv.clients.append(c)
+    c.hello()
+    c.send("AUTH PLAIN " + plain("pstnhard", "wrong")); c.expect(535)
+    c.send("AUTH PLAIN " + plain("pstnhard", "Hard pw 1")); c.expect(235)
+    send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    c.send("QUIT"); c.expect(221)
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery as pstnhard")
+    assert os.stat(files[0]).st_uid == owner.pw_uid
+    assert b"as nobody" in split_delivered(read_bytes(files[0]))[2]
+    # The file system outside the server's folder was read-only to it.
+    with open("/proc/%d/mountinfo" % srv.proc.pid) as f:
+        root = [l for l in f if l.split()[4] == "/"]
+    assert root and " ro," in root[0], root
+    allowed = 0
+    for c in caps:
+        allowed |= 1 << CAP_BITS[c]
+    procs = [srv.proc.pid] + [p for ps in helper_processes(srv) for p in ps]
+    assert len(procs) >= 3, procs		# the server, keeper, helper
+    for pid in procs:
+        st = proc_status(pid)
+        assert st["NoNewPrivs"] == "1", (pid, st["NoNewPrivs"])
+        for k in ("CapBnd", "CapPrm", "CapEff"):
+            assert int(st[k], 16) & ~allowed == 0, (pid, k, st[k])
+
+
+CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_SETGID": 6,
+    "CAP_SETUID": 7, "CAP_NET_BIND_SERVICE": 10}
+
+
+def helper_processes(srv):
+    from test_backends import helper_children
+    keeper, helpers, _ = helper_children(srv)
+    return keeper, helpers
