@@ -382,3 +382,39 @@ def test_addresses_are_escaped_one_way(postern):
     assert [kv.get("from") for e, kv, _ in ev if e == "accepted"] == [sender]
     assert [kv.get("to") for e, kv, _ in ev if e == "rcpt"] == [rcpt]
     assert [kv.get("rcpt") for e, kv, _ in ev if e == "delivered"] == [rcpt]
+
+
+def hostile_session(srv):
+    """Peer text meant to break a log line: quotes, escapes, key=value."""
+    with srv.session() as c:
+        c.expect(220)
+        c.send_raw(b'EHLO a"b X=2 \\ \xff\xc3\r\n'); c.expect(250)
+        c.send_raw(b'\x1b[2J"X=1\xff\\ FOO\r\n'); c.expect(500, "5.5.2")
+        c.send('MAIL FROM:<"a X=3\\"}"@example.net>'); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: "disconnect" in srv.log(), what="the disconnect line")
+
+
+def test_json_lines_of_peer_text_parse(make_postern):
+    """Quotes, backslashes and key=value from a client: every JSON line
+    still parses, with one field per key of the text line and the same
+    (escaped) value."""
+    text_srv = make_postern()
+    json_srv = make_postern(extra=["log format json"])
+    hostile_session(text_srv)
+    hostile_session(json_srv)
+    objs = [json.loads(l) for l in json_srv.log().splitlines()
+        if l and not l.startswith("===")]
+    by_event = {}
+    for o in objs:
+        by_event.setdefault(o.get("event"), []).append(o)
+    text = {ev: kv for ev, kv, _ in events(text_srv.log())}
+    for ev in ("helo", "reject", "mail"):
+        j = by_event[ev][0]
+        assert set(text[ev]) == set(j) - {"time", "level", "event"}, (ev, j)
+        for k in set(text[ev]) - VARYING:
+            assert text[ev][k] == j[k], (ev, k, text[ev][k], j[k])
+    assert by_event["helo"][0]["name"] == r"a\x22b X=2 \x5c \xff\xc3"
+    assert by_event["reject"][0]["stage"] == r"\x1b[2J\x22X=1\xff\x5c"
+    assert "X" not in by_event["mail"][0], by_event["mail"][0]
