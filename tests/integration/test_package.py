@@ -80,6 +80,7 @@ def test_package_contents(deb):
             "/usr/share/man/man8/postern.8.gz",
             "/usr/share/doc/postern/config.md.gz",
             "/usr/share/doc/postern/metrics.md.gz",
+            "/usr/share/doc/postern/proxy.md.gz",
             "/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq",
             "/usr/bin/newaliases"):
         assert p in paths, "%s not in the package:\n%s" % (p, r.stdout)
