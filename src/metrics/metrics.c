@@ -105,8 +105,8 @@ static struct met_family met_histograms[MET_NHISTOGRAMS] = {
 	    "Time from a handler's start to its verdict", "handler", NULL,
 	    NULL, NULL, 0, 1, true },
 	[MET_SPOOL_COMMIT_SECONDS] = { "postern_spool_commit_duration_seconds",
-	    "Time to make an accepted message durable in the spool, on its "
-	    "disk worker", NULL, NULL, NULL, NULL, 1, 1, false },
+	    "Time to make an accepted message durable, on its disk worker: "
+	    "in the spool, or in its Maildirs on the fast path", NULL, NULL, NULL, NULL, 1, 1, false },
 };
 
 /* One label value's histogram. */
