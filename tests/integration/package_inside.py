@@ -1,8 +1,9 @@
 """Inside the package sandbox (package_sandbox.sh): install postern.deb with
-dpkg, start it with its SysV script as a host without systemd does, send a
-message with sendmail and one over SMTP, check the conffile survives a
-reinstall, then purge.  Writes what it saw to DIR/report.json for
-test_package.py to judge; every wait is bounded."""
+dpkg, which starts it (MODE sysv: with its SysV script, as a host without
+systemd does; MODE systemd: as postern.service, under the systemd that
+booted the sandbox), send a message with sendmail and one over SMTP, check
+the conffile survives a reinstall, then purge.  Writes what it saw to
+DIR/report.json for test_package.py to judge; every wait is bounded."""
 
 import grp
 import json
@@ -16,6 +17,7 @@ import time
 import traceback
 
 DIR = sys.argv[1]
+SYSTEMD = sys.argv[2] == "systemd"
 DEB = os.path.join(DIR, "postern.deb")
 CONF = "/etc/postern/postern.conf"
 PIDFILE = "/run/postern/postern.pid"
@@ -47,6 +49,11 @@ def port_open(port=25):
 
 
 def server_pid():
+    if SYSTEMD:
+        out = run("systemctl", "show", "-p", "MainPID", "--value",
+            "postern.service")["out"].strip()
+        pid = int(out) if out.isdigit() else 0
+        return pid if pid and alive(pid) else 0
     try:
         with open(PIDFILE) as f:
             pid = int(f.read().strip() or 0)
@@ -98,9 +105,31 @@ def http_get(path):
 def state():
     """Is postern installed, running, listening?"""
     pid = server_pid()
-    return {"pid": pid, "user": proc_user(pid) if pid else None,
+    out = {"pid": pid, "user": proc_user(pid) if pid else None,
         "port25": port_open(), "status": run("/etc/init.d/postern",
         "status")["rc"]}
+    if SYSTEMD:
+        out["status"] = run("systemctl", "is-active", "postern.service")["rc"]
+        out["unit"] = run("systemctl", "show", "-p", "ActiveState,SubState,"
+            "Type,NRestarts,StatusText", "postern.service")["out"]
+        out["hardening"] = hardening(pid) if pid else None
+    return out
+
+
+def hardening(pid):
+    """What the unit's sandbox left the server: its status lines, and
+    whether / is read-only and /tmp its own."""
+    with open("/proc/%d/status" % pid) as f:
+        st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+    mounts = {}
+    with open("/proc/%d/mountinfo" % pid) as f:
+        for l in f:
+            w = l.split()
+            mounts[w[4]] = w[5]
+    return {k: st.get(k) for k in ("NoNewPrivs", "CapBnd", "CapEff",
+        "Seccomp")} | {"root": mounts.get("/"), "tmp_own": os.stat(
+        "/proc/%d/root/tmp" % pid).st_ino != os.stat("/tmp").st_ino,
+        "spool": mounts.get("/var/spool/postern")}
 
 
 def other_mtas():
@@ -118,12 +147,14 @@ def main():
     report["policy_rc_d"] = os.path.exists("/usr/sbin/policy-rc.d")
     if report["policy_rc_d"]:
         os.unlink("/usr/sbin/policy-rc.d")
-    # No init runs here: runlevel(8) answers as sysvinit's does in
-    # multi-user mode, so invoke-rc.d starts what rc2.d starts.
-    os.unlink("/sbin/runlevel")
-    with open("/sbin/runlevel", "w") as f:
-        f.write("#!/bin/sh\necho N 2\n")
-    os.chmod("/sbin/runlevel", 0o755)
+    if not SYSTEMD:
+        # No init runs here: runlevel(8) answers as sysvinit's does in
+        # multi-user mode, so invoke-rc.d starts what rc2.d starts.
+        os.unlink("/sbin/runlevel")
+        with open("/sbin/runlevel", "w") as f:
+            f.write("#!/bin/sh\necho N 2\n")
+        os.chmod("/sbin/runlevel", 0o755)
+    report["init"] = read("/proc/1/comm").strip()
     mtas = other_mtas()
     report["removed_mtas"] = mtas
     if mtas:
@@ -131,7 +162,8 @@ def main():
     report["install"] = run("dpkg", "-i", DEB)
     report["started_by_postinst"] = wait_for(lambda: port_open(), 15)
     if not report["started_by_postinst"]:
-        report["start"] = run("/etc/init.d/postern", "start")
+        report["start"] = run("systemctl", "start", "postern.service") if \
+            SYSTEMD else run("/etc/init.d/postern", "start")
     wait_for(lambda: port_open() and server_pid(), 30)
     report["running"] = state()
     pw = pwd.getpwnam("postern")
@@ -173,7 +205,11 @@ def main():
         "/lib/systemd/system/postern.socket")
     report["conffiles"] = run("dpkg-query", "-W", "-f", "${Conffiles}",
         "postern")["out"]
-    report["reload"] = run("/etc/init.d/postern", "reload")
+    report["reload"] = run("systemctl", "reload", "postern.service") if \
+        SYSTEMD else run("/etc/init.d/postern", "reload")
+    if SYSTEMD and report["reload"]["rc"] != 0:
+        report["reload"]["journal"] = run("journalctl", "--no-pager", "-n",
+            "30", "-u", "postern.service")["out"]
     time.sleep(0.5)	# a reload keeps the process: it must still be there
     report["after_reload"] = state()
 
@@ -183,7 +219,8 @@ def main():
     report["reinstall"] = run("dpkg", "-i", DEB)
     report["conf_after_reinstall"] = read(CONF)
     if not wait_for(lambda: port_open() and server_pid(), 30):
-        report["restart"] = run("/etc/init.d/postern", "start")
+        report["restart"] = run("systemctl", "start", "postern.service") \
+            if SYSTEMD else run("/etc/init.d/postern", "start")
         wait_for(lambda: port_open() and server_pid(), 30)
     report["after_reinstall"] = state()
 

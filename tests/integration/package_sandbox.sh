@@ -1,16 +1,21 @@
 #!/bin/sh
 # Run by test_package.py as
-#   unshare --mount --net --pid --fork --propagation private \
-#       sh package_sandbox.sh TOP DIR
+#   unshare --mount --net --pid --cgroup --fork --propagation private \
+#       sh package_sandbox.sh TOP DIR MODE
 # An overlay of the machine's / with its writes on a tmpfs at TOP: inside,
 # dpkg installs, starts and purges the package as on the machine itself,
 # but nothing it does outlives this process.  Its own network namespace
 # (loopback only, so port 25 is free) and PID namespace (every process left
 # dies with it).  DIR (postern.deb, package_inside.py) is mounted at
 # /postern-test, where the report is written.
+# MODE sysv: package_inside.py runs as PID 1, as on a host without systemd.
+# MODE systemd: systemd boots as PID 1 (a container: its own cgroup
+# namespace) and runs package_inside.py as a unit of a target of our own,
+# then exits.
 set -eu
 top=$1
 dir=$2
+mode=$3
 mount -t tmpfs -o mode=0755 tmpfs "$top"
 mkdir "$top/up" "$top/work" "$top/root"
 mount -t overlay overlay \
@@ -23,7 +28,34 @@ mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mkdir -p "$root/postern-test"
 mount --bind "$dir" "$root/postern-test"
 ip link set lo up
-exec chroot "$root" /usr/bin/env -i \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
-    /usr/bin/python3 /postern-test/package_inside.py /postern-test
+if [ "$mode" = sysv ]; then
+	exec chroot "$root" /usr/bin/env -i \
+	    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+	    /usr/bin/python3 /postern-test/package_inside.py /postern-test sysv
+fi
+mount --rbind /sys "$root/sys"
+units=$root/etc/systemd/system
+mkdir -p "$units"
+cat > "$units/postern-test.service" <<'UNIT'
+[Unit]
+Description=install, use and purge the postern package
+[Service]
+Type=oneshot
+Environment=LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive HOME=/root
+ExecStart=/usr/bin/python3 /postern-test/package_inside.py /postern-test systemd
+ExecStopPost=/bin/systemctl --no-block exit 0
+TimeoutStartSec=600
+StandardOutput=file:/postern-test/inside.log
+StandardError=inherit
+UNIT
+cat > "$units/postern-test.target" <<'UNIT'
+[Unit]
+Description=the package test
+Requires=basic.target postern-test.service
+After=basic.target postern-test.service
+UNIT
+exec chroot "$root" /bin/sh -c 'exec /usr/bin/env -i container=postern-test \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd \
+    --unit=postern-test.target --log-target=console \
+    >/postern-test/systemd.log 2>&1'

@@ -2,8 +2,10 @@
 `dpkg-buildpackage -b -us -uc` (the developer's tree is not touched),
 checked by lintian (no errors), then installed, started, used and purged
 with dpkg on the machine as seen through an overlay (package_sandbox.sh),
-so the install leaves nothing behind and port 25 is the sandbox's own.
-About a minute on an idle machine."""
+so the install leaves nothing behind and port 25 is the sandbox's own:
+once as on a host without systemd (the SysV script), once under a systemd
+booted in the sandbox as PID 1 (the hardened postern.service).  About two
+minutes on an idle machine."""
 
 import json
 import os
@@ -89,38 +91,60 @@ def test_package_contents(deb):
     assert r.stdout.count("mail-transport-agent") == 3, r.stdout
 
 
-@pytest.fixture(scope="module")
-def sandbox(deb, tmp_path_factory):
+SANDBOXES = {}
+
+
+def run_sandbox(deb, tmp_path_factory, mode):
+    """The report of package_inside.py run in a fresh sandbox (once a
+    mode: the tests share it)."""
+    if mode in SANDBOXES:
+        return SANDBOXES[mode]
     need("unshare")
     with open("/proc/filesystems") as f:
         if "overlay" not in f.read():
             machine_lacks("overlayfs in the kernel (/proc/filesystems), "
                 "which the package sandbox needs")
-    top = tmp_path_factory.mktemp("sandbox")
+    if mode == "systemd" and not os.access("/lib/systemd/systemd", os.X_OK):
+        pytest.fail("/lib/systemd/systemd not found: scripts/bootstrap "
+            "installs the systemd package")
+    top = tmp_path_factory.mktemp("sandbox-" + mode)
     work = top / "dir"
     work.mkdir()
     (top / "top").mkdir()
     shutil.copy(deb, work / "postern.deb")
     here = os.path.dirname(os.path.abspath(__file__))
     shutil.copy(os.path.join(here, "package_inside.py"), work)
-    r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork",
-        "--propagation", "private", "sh",
+    r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--cgroup",
+        "--fork", "--propagation", "private", "sh",
         os.path.join(here, "package_sandbox.sh"), str(top / "top"),
-        str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        str(work), mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=SANDBOX_TIMEOUT)
     path = work / "report.json"
-    assert path.exists(), "the sandbox wrote no report (exit %d):\n%s" % (
-        r.returncode, r.stdout[-4000:])
+    logs = "".join("\n--- %s:\n%s" % (n, (work / n).read_text()[-3000:])
+        for n in ("inside.log", "systemd.log") if (work / n).exists())
+    assert path.exists(), "the sandbox wrote no report (exit %d):\n%s%s" % (
+        r.returncode, r.stdout[-4000:], logs)
     report = json.loads(path.read_text())
     assert "exception" not in report, report["exception"] + "\n" + \
-        json.dumps(report, indent=1)[-6000:]
+        json.dumps(report, indent=1)[-6000:] + logs
+    SANDBOXES[mode] = report
     return report
+
+
+@pytest.fixture(scope="module", params=["sysv", "systemd"])
+def sandbox(request, deb, tmp_path_factory):
+    return run_sandbox(deb, tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def under_systemd(deb, tmp_path_factory):
+    return run_sandbox(deb, tmp_path_factory, "systemd")
 
 
 def test_install_starts_a_hardened_running_server(sandbox):
     rep = sandbox
     assert rep["install"]["rc"] == 0, rep["install"]["out"]
-    # dpkg started it through the SysV script (no systemd in the sandbox).
+    # dpkg started it: the SysV script, or systemd (whichever is PID 1).
     assert rep["started_by_postinst"], rep["install"]["out"]
     run = rep["running"]
     assert run["pid"] and run["port25"] and run["status"] == 0, run
@@ -191,3 +215,32 @@ def test_purge_removes_it(sandbox):
     assert gone["process"] is False and gone["port25"] is False, gone
     assert gone["left"] == [], gone
     assert gone["dpkg_status"] != 0
+
+
+CAPS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_NET_BIND_SERVICE": 10}
+
+
+def test_systemd_runs_the_hardened_unit(under_systemd):
+    """Under systemd, dpkg's start is postern.service: Type=notify (the
+    start waited for READY, the status text is postern's), and the running
+    server has the unit's sandbox: no new privileges, no capability outside
+    the bounding set, a system call filter, / read-only but the spool, a
+    /tmp of its own; a reload keeps the process."""
+    rep = under_systemd
+    assert rep["init"] == "systemd", rep["init"]
+    run = rep["running"]
+    unit = dict(l.split("=", 1) for l in run["unit"].splitlines() if "=" in l)
+    assert (unit["ActiveState"], unit["SubState"], unit["Type"]) == (
+        "active", "running", "notify"), unit
+    assert "accepting mail on" in unit["StatusText"], unit
+    h = run["hardening"]
+    assert h["NoNewPrivs"] == "1" and h["Seccomp"] == "2", h
+    allowed = sum(1 << b for b in CAPS.values())
+    assert int(h["CapBnd"], 16) == allowed, h
+    assert int(h["CapEff"], 16) == 0, h		# after the drop to postern
+    assert h["root"].startswith("ro"), h
+    assert h["spool"] is not None and h["spool"].startswith("rw"), h
+    assert h["tmp_own"], h
+    assert rep["reload"]["rc"] == 0, rep["reload"]
+    assert rep["after_reload"]["pid"] == run["pid"], rep["after_reload"]
+    assert "reloaded" in rep["after_reload"]["unit"], rep["after_reload"]
