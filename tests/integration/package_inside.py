@@ -141,6 +141,25 @@ def other_mtas():
         if " installed" in l and "mail-transport-agent" in l]
 
 
+def socket_activation():
+    """postern.socket instead of the service: the first connection starts
+    postern.service, which takes the sockets systemd bound."""
+    out = {"stop": run("systemctl", "stop", "postern.service"),
+        "start": run("systemctl", "start", "postern.socket")}
+    out["before"] = run("systemctl", "is-active", "postern.service")[
+        "out"].strip()
+    with smtplib.SMTP("127.0.0.1", 25, timeout=60) as s:
+        out["ehlo"] = s.ehlo("client.example")[0]
+    out["after"] = run("systemctl", "is-active", "postern.service")[
+        "out"].strip()
+    out["journal"] = [l for l in run("journalctl", "--no-pager", "-o", "cat",
+        "-u", "postern.service")["out"].splitlines() if "listening on" in l]
+    # Back as installed: the service binds its own addresses.
+    out["back"] = [run("systemctl", "stop", "postern.socket",
+        "postern.service"), run("systemctl", "start", "postern.service")]
+    return out
+
+
 def main():
     # A container image's "exit 101" policy-rc.d would stop dpkg from
     # starting the service, which a real host does.
@@ -212,6 +231,9 @@ def main():
             "30", "-u", "postern.service")["out"]
     time.sleep(0.5)	# a reload keeps the process: it must still be there
     report["after_reload"] = state()
+
+    if SYSTEMD:
+        report["socket"] = socket_activation()
 
     # The admin edits the configuration; a reinstall keeps the edit.
     with open(CONF, "a") as f:

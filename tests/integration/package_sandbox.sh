@@ -9,9 +9,11 @@
 # dies with it).  DIR (postern.deb, package_inside.py) is mounted at
 # /postern-test, where the report is written.
 # MODE sysv: package_inside.py runs as PID 1, as on a host without systemd.
-# MODE systemd: systemd boots as PID 1 (a container: its own cgroup
-# namespace) and runs package_inside.py as a unit of a target of our own,
-# then exits.
+# MODE systemd: systemd boots as PID 1 (a container) and runs
+# package_inside.py as a unit of a target of our own, then exits.  It gets
+# a /dev, /sys and cgroup file system of its own (the symlinks, folders and
+# cgroups it makes stay in the sandbox): the caller started us in a cgroup
+# of our own, the root of our cgroup namespace.
 set -eu
 top=$1
 dir=$2
@@ -21,7 +23,22 @@ mkdir "$top/up" "$top/work" "$top/root"
 mount -t overlay overlay \
     -o "lowerdir=/,upperdir=$top/up,workdir=$top/work" "$top/root"
 root=$top/root
-mount --rbind /dev "$root/dev"
+if [ "$mode" = sysv ]; then
+	mount --rbind /dev "$root/dev"
+else
+	mount -t tmpfs -o mode=0755 tmpfs "$root/dev"
+	for n in null zero full random urandom tty; do
+		touch "$root/dev/$n"
+		mount --bind "/dev/$n" "$root/dev/$n"
+	done
+	touch "$root/dev/console"
+	mount --bind /dev/null "$root/dev/console"
+	mkdir "$root/dev/pts" "$root/dev/shm"
+	mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts"
+	ln -s pts/ptmx "$root/dev/ptmx"
+	mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+	ln -s /proc/self/fd "$root/dev/fd"
+fi
 mount -t proc proc "$root/proc"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
@@ -34,7 +51,8 @@ if [ "$mode" = sysv ]; then
 	    HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
 	    /usr/bin/python3 /postern-test/package_inside.py /postern-test sysv
 fi
-mount --rbind /sys "$root/sys"
+mount -t sysfs sysfs "$root/sys"
+mount -t cgroup2 cgroup2 "$root/sys/fs/cgroup"
 units=$root/etc/systemd/system
 mkdir -p "$units"
 cat > "$units/postern-test.service" <<'UNIT'

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -94,6 +95,40 @@ def test_package_contents(deb):
 SANDBOXES = {}
 
 
+def own_cgroup():
+    """A new cgroup v2 below ours, for the sandbox's systemd to make its
+    own in (the root of its cgroup namespace)."""
+    root = "/sys/fs/cgroup/unified"
+    if not os.path.exists(os.path.join(root, "cgroup.procs")):
+        root = "/sys/fs/cgroup"
+        if not os.path.exists(os.path.join(root, "cgroup.procs")):
+            machine_lacks("a cgroup v2 file system (/sys/fs/cgroup or "
+                "/sys/fs/cgroup/unified), which systemd in the sandbox needs")
+    with open("/proc/self/cgroup") as f:
+        mine = [l.split(":", 2)[2].strip() for l in f if l.startswith("0::")]
+    cg = os.path.join(root + mine[0], "postern-package-%d" % os.getpid())
+    os.mkdir(cg)
+    return cg
+
+
+def remove_cgroup(cg):
+    """The sandbox's cgroups, deepest first, once their processes are gone
+    (the PID namespace ended with its systemd)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            for d, _subs, _files in sorted(os.walk(cg), key=lambda w:
+                    -w[0].count("/")):
+                os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def run_sandbox(deb, tmp_path_factory, mode):
     """The report of package_inside.py run in a fresh sandbox (once a
     mode: the tests share it)."""
@@ -114,11 +149,18 @@ def run_sandbox(deb, tmp_path_factory, mode):
     shutil.copy(deb, work / "postern.deb")
     here = os.path.dirname(os.path.abspath(__file__))
     shutil.copy(os.path.join(here, "package_inside.py"), work)
-    r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--cgroup",
-        "--fork", "--propagation", "private", "sh",
-        os.path.join(here, "package_sandbox.sh"), str(top / "top"),
-        str(work), mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=SANDBOX_TIMEOUT)
+    cg = own_cgroup() if mode == "systemd" else None
+    try:
+        r = subprocess.run(["sh", "-c", 'if [ -n "$1" ]; then echo $$ > '
+            '"$1/cgroup.procs"; fi; shift; exec "$@"', "sh", cg or "",
+            "unshare", "--mount", "--net", "--pid", "--cgroup", "--fork",
+            "--propagation", "private", "sh",
+            os.path.join(here, "package_sandbox.sh"), str(top / "top"),
+            str(work), mode], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=SANDBOX_TIMEOUT)
+    finally:
+        if cg is not None:
+            remove_cgroup(cg)
     path = work / "report.json"
     logs = "".join("\n--- %s:\n%s" % (n, (work / n).read_text()[-3000:])
         for n in ("inside.log", "systemd.log") if (work / n).exists())
@@ -244,3 +286,16 @@ def test_systemd_runs_the_hardened_unit(under_systemd):
     assert rep["reload"]["rc"] == 0, rep["reload"]
     assert rep["after_reload"]["pid"] == run["pid"], rep["after_reload"]
     assert "reloaded" in rep["after_reload"]["unit"], rep["after_reload"]
+
+
+def test_systemd_socket_activation(under_systemd):
+    """postern.socket alone: the first connection starts postern.service,
+    which greets on the socket systemd bound (127.0.0.1:25 and [::1]:25)."""
+    sa = under_systemd["socket"]
+    assert sa["stop"]["rc"] == 0 and sa["start"]["rc"] == 0, sa
+    assert sa["before"] == "inactive" and sa["after"] == "active", sa
+    assert sa["ehlo"] == 250, sa
+    passed = [l for l in sa["journal"] if "(socket passed by the service "
+        "manager)" in l]
+    assert len(passed) == 2, sa["journal"]
+    assert all(r["rc"] == 0 for r in sa["back"]), sa["back"]
