@@ -159,10 +159,8 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 	free(rcpts);
 	if (st.result == DELIVER_TEMPFAIL && st.retry_after_ms > 0)
 		queue_retry_after(st.retry_after_ms);
-	if (st.code != 0)
-		*why_out = util_err("%d %s", st.code, st.text);
-	else
-		*why_out = util_err("%s", st.text[0] != '\0' ? st.text :
-		    err != NULL ? err : "4.4.0 delivery failed");
+	/* st.text holds the deciding reply with its code, or our reason. */
+	*why_out = util_err("%s", st.text[0] != '\0' ? st.text :
+	    err != NULL ? err : "4.4.0 delivery failed");
 	return st.result;
 }

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pwd.h>
+#include <linux/capability.h>
 #include <security/pam_appl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -60,7 +62,38 @@ priv_close_fds(int keep1, int keep2)
 	closedir(d);
 }
 
-/* Die with the parent; no core dumps of passwords. */
+/*
+ * What the helper needs of root: become a mailbox's owner (setuid,
+ * setgid, its groups), kill a child that did and overran, read what PAM
+ * reads, and let PAM write its audit records.  Every other capability
+ * goes, from the bounding set too, and nothing run later gains any.
+ */
+#define PRIV_CAPS	((1ULL << CAP_SETUID) | (1ULL << CAP_SETGID) | \
+			 (1ULL << CAP_KILL) | (1ULL << CAP_DAC_READ_SEARCH) | \
+			 (1ULL << CAP_AUDIT_WRITE))
+
+static void
+priv_drop_caps(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	if (geteuid() != 0)
+		return;		/* nothing to drop: PAM and owners will fail */
+	for (int c = 0; c <= 63; c++)
+		if ((PRIV_CAPS & (1ULL << c)) == 0 &&
+		    prctl(PR_CAPBSET_READ, c) == 1 &&
+		    prctl(PR_CAPBSET_DROP, c) == -1)
+			_exit(1);
+	memset(d, 0, sizeof(d));
+	d[0].effective = d[0].permitted = (uint32_t)PRIV_CAPS;
+	d[1].effective = d[1].permitted = (uint32_t)(PRIV_CAPS >> 32);
+	if (syscall(SYS_capset, &h, d) == -1 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		_exit(1);
+}
+
+/* Die with the parent; no core dumps of passwords; only the caps needed. */
 static void
 priv_harden(void)
 {
@@ -74,6 +107,7 @@ priv_harden(void)
 	if (chdir("/") == -1)
 		_exit(1);
 	clearenv();
+	priv_drop_caps();
 }
 
 /* One answer datagram: header and optional text. */

@@ -136,6 +136,11 @@ def helper_children(srv):
     return keeper, helpers, [c for h in helpers for c in kids.get(h, [])]
 
 
+# CAP_SETGID 6, CAP_SETUID 7, CAP_KILL 5, CAP_DAC_READ_SEARCH 2,
+# CAP_AUDIT_WRITE 29 (linux/capability.h).
+HELPER_CAPS = (1 << 6) | (1 << 7) | (1 << 5) | (1 << 2) | (1 << 29)
+
+
 def test_pam_auth(make_postern, sysuser, pam_service):
     sysuser("pstnpam", "Right pw 1")
     srv = make_postern(config=make_config(["auth pam %s" % pam_service,
@@ -151,6 +156,13 @@ def test_pam_auth(make_postern, sysuser, pam_service):
     # says no): 454, and the next one works.
     keeper, helpers, _ = helper_children(srv)
     assert len(keeper) == 1 and len(helpers) == 1, (keeper, helpers)
+    # Root keeps only what PAM and owners need, and can never gain more.
+    for pid in keeper + helpers:
+        st = dict(l.split(":\t", 1) for l in
+            open("/proc/%d/status" % pid).read().splitlines() if ":\t" in l)
+        assert int(st["CapEff"], 16) == HELPER_CAPS, (pid, st["CapEff"])
+        assert int(st["CapBnd"], 16) == HELPER_CAPS, (pid, st["CapBnd"])
+        assert st["NoNewPrivs"].strip() == "1", pid
     with srv.session() as c:
         c.hello()
         c.send("AUTH PLAIN " + plain("pstnpam", "wrong again"))

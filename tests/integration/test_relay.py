@@ -420,6 +420,9 @@ def test_upstream_4xx_then_250_is_retried_and_delivered_once(make_postern,
         up.events.count("data:452") == 1, up.events
     deferred = [kv for kv, _ in log_events(srv, "deferred") if "to" in kv]
     assert len(deferred) == 2, srv.log()[-2000:]
+    # The upstream's reply, once: "451 4.3.0 try again later".
+    assert [kv["why"].split(" ")[:3] for kv in deferred] == [
+        ["451", "4.3.0", "try"], ["452", "4.3.1", "still"]], deferred
     assert not srv.maildir("alice"), "a bounce for a temporary failure"
     assert qid
 
