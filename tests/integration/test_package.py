@@ -259,7 +259,8 @@ def test_purge_removes_it(sandbox):
     assert gone["dpkg_status"] != 0
 
 
-CAPS = {"CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_NET_BIND_SERVICE": 10}
+CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_KILL": 5, "CAP_SETGID": 6,
+    "CAP_SETUID": 7, "CAP_NET_BIND_SERVICE": 10, "CAP_AUDIT_WRITE": 29}
 
 
 def test_systemd_runs_the_hardened_unit(under_systemd):
