@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "chain/session.h"
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 #include "table/table.h"
 #include "util/util.h"
@@ -66,17 +68,45 @@ chain_register(const struct chain_handler_ops *ops)
 	chain_extra[chain_nextra++] = ops;
 }
 
+static const struct chain_handler_ops *const chain_families[] = {
+	chain_basic_ops, chain_limit_ops, chain_dns_ops, chain_spf_ops,
+	chain_grey_ops, chain_content_ops, chain_rep_ops, chain_lua_ops,
+	chain_program_ops, chain_milter_ops,
+};
+#define CHAIN_NFAMILIES	(sizeof(chain_families) / sizeof(chain_families[0]))
+
+/*
+ * The builtin handler kinds in a fixed order, named for metrics/ once: a
+ * kind's label is its place here (registered ones share the last).
+ */
+static const char *chain_kind_names[METRICS_DIM];
+static size_t chain_nkinds;
+
+static void
+chain_kinds_init(void)
+{
+	for (size_t f = 0; f < CHAIN_NFAMILIES; f++)
+		for (const struct chain_handler_ops *o = chain_families[f];
+		    o->name != NULL && chain_nkinds < METRICS_DIM - 1; o++)
+			chain_kind_names[chain_nkinds++] = o->name;
+	chain_kind_names[chain_nkinds++] = "other";
+	metrics_set_handler_kinds(chain_kind_names, chain_nkinds);
+}
+
+static unsigned
+chain_kind_of(const struct chain_handler_ops *ops)
+{
+	for (size_t i = 0; i + 1 < chain_nkinds; i++)
+		if (strcmp(chain_kind_names[i], ops->name) == 0)
+			return (unsigned)i;
+	return (unsigned)chain_nkinds - 1;
+}
+
 const struct chain_handler_ops *
 chain_handler_find(const char *name)
 {
-	static const struct chain_handler_ops *const families[] = {
-		chain_basic_ops, chain_limit_ops, chain_dns_ops,
-		chain_spf_ops, chain_grey_ops, chain_content_ops,
-		chain_rep_ops, chain_lua_ops, chain_program_ops, chain_milter_ops,
-	};
-
-	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
-		for (const struct chain_handler_ops *o = families[f];
+	for (size_t f = 0; f < CHAIN_NFAMILIES; f++)
+		for (const struct chain_handler_ops *o = chain_families[f];
 		    o->name != NULL; o++)
 			if (strcmp(o->name, name) == 0)
 				return o;
@@ -266,6 +296,7 @@ struct chain_handler {
 	void			*inst;		/* owned through ops->free_fn */
 	enum chain_on_error	 on_error;
 	int			 line;
+	unsigned		 kind;		/* metrics label: chain_kind_of */
 };
 
 struct chain_set {
@@ -277,9 +308,11 @@ struct chain_set {
 struct chain_set *
 chain_set_new(const struct config *cfg, char **errs_out)
 {
+	static pthread_once_t kinds_once = PTHREAD_ONCE_INIT;
 	struct chain_set *set = xcalloc(1, sizeof(*set));
 	struct util_buf errs = { 0 };
 
+	pthread_once(&kinds_once, chain_kinds_init);
 	atomic_init(&set->refs, 1);
 	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++) {
 		const struct config_chain *ch = &cfg->chains[st];
@@ -326,6 +359,7 @@ chain_set_new(const struct config *cfg, char **errs_out)
 			    CONFIG_ONERR_REJECT ? CHAIN_ONERR_REJECT :
 			    CHAIN_ONERR_TEMPFAIL;
 			h->line = ch_h->line;
+			h->kind = chain_kind_of(ops);
 		}
 	}
 	if (errs.len > 0) {
@@ -544,10 +578,23 @@ static int
 chain_apply(struct chain_run *run, const struct chain_handler *h,
     const struct chain_verdict *v)
 {
+	static const unsigned verdicts[] = {
+		[CHAIN_CONTINUE] = MET_V_CONTINUE, [CHAIN_ACCEPT] = MET_V_ACCEPT,
+		[CHAIN_REJECT] = MET_V_REJECT, [CHAIN_DELAY] = MET_V_DELAY,
+		[CHAIN_DISCONNECT] = MET_V_DISCONNECT,
+		[CHAIN_DISCARD] = MET_V_DISCARD,
+		[CHAIN_QUARANTINE] = MET_V_QUARANTINE, [CHAIN_TAG] = MET_V_TAG,
+		[CHAIN_FAIL] = MET_V_FAILURE,
+	};
 	struct chain_session *cs = run->cs;
 	bool tx = run->ev.stage >= SMTP_STAGE_MAIL &&
 	    run->ev.stage <= SMTP_STAGE_EOM;
 
+	metrics_observe_ns(MET_CHAIN_SECONDS, h->kind, metrics_now_ns() -
+	    run->call_ns);
+	metrics_inc(MET_CHAIN_VERDICTS, h->kind, (unsigned)v->kind <
+	    sizeof(verdicts) / sizeof(verdicts[0]) ? verdicts[v->kind] :
+	    MET_V_FAILURE);
 	if (v->no_deliver)
 		run->res.no_deliver = true;
 	switch (v->kind) {
@@ -658,6 +705,7 @@ chain_step(struct chain_run *run)
 		call->h = h;
 		chain_verdict_continue(&v);
 		call->in_run = true;
+		run->call_ns = metrics_now_ns();
 		enum chain_status s = h->ops->run_fn(h->inst, call, &v);
 		call->in_run = false;
 		if (s == CHAIN_PENDING && call->early) {

@@ -4,8 +4,13 @@
 #ifndef POSTERN_CLI_H
 #define POSTERN_CLI_H
 
-/* Config file when none is given: $POSTERN_CONFIG, else this. */
-#define CLI_DEFAULT_CONFIG	"etc/postern.conf"
+/*
+ * Config file when none is given: $POSTERN_CONFIG, else this (the build
+ * sets it to SYSCONFDIR/postern/postern.conf).
+ */
+#ifndef CLI_DEFAULT_CONFIG
+#define CLI_DEFAULT_CONFIG	"/etc/postern/postern.conf"
+#endif
 
 /* postern queue list|show|flush|hold|release|delete (cli/queue.c). */
 int	cli_queue(int argc, char **argv);
@@ -24,5 +29,10 @@ const char *cli_default_config(void);
  * valid until the next call) when the folder cannot be entered.
  */
 char	*cli_enter_config_dir(const char *path, const char **err_out);
+
+/* mailq (also sendmail -bp): postern queue list with the default config. */
+int	cli_mailq(void);
+/* newaliases (also sendmail -bi): there is no aliases database; exit 0. */
+int	cli_newaliases(void);
 
 #endif

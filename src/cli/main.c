@@ -1,9 +1,11 @@
 /*
- * cli/main.c: the postern command: run, check, version.  Owns the process
- * start-up; protocol details live below.
+ * cli/main.c: the postern command: run, check, version, and the names it
+ * answers to when installed as sendmail, mailq or newaliases.  Owns the
+ * process start-up; protocol details live below.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,31 +15,39 @@
 #include "chain/chain.h"
 #include "config/config.h"
 #include "deliver/deliver.h"
+#include "log/log.h"
 #include "net/net.h"
 #include "util/util.h"
 
-#define POSTERN_VERSION	"0.1.0"
-#define DEFAULT_CONFIG	"etc/postern.conf"
+#ifndef POSTERN_VERSION
+#define POSTERN_VERSION	"0.1.0"	/* the build passes meson's version */
+#endif
 
 static const char usage_main[] =
     "usage: postern COMMAND [options]\n"
     "\n"
     "commands:\n"
-    "  run -c FILE      run the server in the foreground, logging to stderr\n"
-    "  check -c FILE    check a configuration file; prints each error as\n"
+    "  run [-c FILE]    run the server in the foreground\n"
+    "  check [-c FILE]  check a configuration file; prints each error as\n"
     "                   FILE:LINE: message and exits 1, or exits 0 silently\n"
     "  queue COMMAND    list, show, flush, hold, release, delete queued mail\n"
     "  send [RCPT...]   queue a message read on stdin (also run as sendmail)\n"
     "  version          print the version\n"
     "\n"
+    "FILE defaults to $POSTERN_CONFIG, else " CLI_DEFAULT_CONFIG ".\n"
     "'postern COMMAND --help' describes one command.\n";
 
 static const char usage_run[] =
-    "usage: postern run [-c FILE]\n"
+    "usage: postern run [-c FILE] [--log-level LEVEL] [--pid-file PATH]\n"
     "\n"
-    "Run the server in the foreground with FILE (default " DEFAULT_CONFIG ").\n"
-    "Relative paths in FILE are relative to the folder of FILE.\n"
-    "Logs go to stderr unless the configuration says 'log syslog'.\n"
+    "Run the server in the foreground with FILE (default $POSTERN_CONFIG,\n"
+    "else " CLI_DEFAULT_CONFIG ").  Relative paths in FILE are relative\n"
+    "to the folder of FILE.  Logs go where the configuration says (stderr\n"
+    "by default).\n"
+    "  --log-level LEVEL  error, warn, info or debug, whatever 'log level'\n"
+    "                     says (also after a reload)\n"
+    "  --pid-file PATH    write the process id to PATH (held locked while\n"
+    "                     running: a second instance refuses to start)\n"
     "Signals: SIGTERM/SIGINT stop accepting, let messages in DATA finish\n"
     "(up to 'limit shutdown-grace'), answer 421 to the rest and exit 0;\n"
     "SIGHUP reloads the configuration (a bad one is logged and ignored).\n";
@@ -45,33 +55,66 @@ static const char usage_run[] =
 static const char usage_check[] =
     "usage: postern check [-c FILE]\n"
     "\n"
-    "Check FILE (default " DEFAULT_CONFIG "): print every error as\n"
-    "FILE:LINE: message and exit 1, or print nothing and exit 0.\n";
+    "Check FILE (default $POSTERN_CONFIG, else " CLI_DEFAULT_CONFIG "):\n"
+    "print every error as FILE:LINE: message and exit 1, or print nothing\n"
+    "and exit 0.\n";
 
 static const char usage_version[] =
     "usage: postern version\n\nPrint the version and exit.\n";
 
-/* Parse "-c FILE" and "--help"; returns the config path or exits. */
-static const char *
-cli_config_arg(int argc, char **argv, const char *usage)
+/* What the command line of run and check says. */
+struct cli_args {
+	const char	*config;
+	int		 log_level;	/* enum log_level, or -1: the config's */
+	const char	*pid_file;	/* or NULL: the config's */
+};
+
+/*
+ * Parse "-c FILE", "--help" and (run) "--log-level LEVEL", "--pid-file
+ * PATH"; exits on error.
+ */
+static void
+cli_parse_args(int argc, char **argv, const char *usage, bool run,
+    struct cli_args *a)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "pid-file", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = DEFAULT_CONFIG;
 	int ch;
 
+	a->config = cli_default_config();
+	a->log_level = -1;
+	a->pid_file = NULL;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			a->config = optarg;
 			break;
 		case 'h':
 			fputs(usage, stdout);
 			exit(0);
+		case 'P':
+			a->pid_file = optarg;
+			if (run)
+				break;
+			fputs(usage, stderr);
+			exit(2);
+		case 'L':
+			if (run && (a->log_level = log_level_parse(optarg)) ==
+			    -1) {
+				fprintf(stderr, "postern: --log-level: "
+				    "'%s' is not one of error, warn, info, "
+				    "debug\n", optarg);
+				exit(2);
+			}
+			if (run)
+				break;
+			/* FALLTHROUGH */
 		default:
 			fputs(usage, stderr);
 			exit(2);
@@ -82,7 +125,6 @@ cli_config_arg(int argc, char **argv, const char *usage)
 		    argv[optind], usage);
 		exit(2);
 	}
-	return path;
 }
 
 char *
@@ -118,13 +160,13 @@ cli_enter_config_dir(const char *path, const char **err_out)
 static int
 cli_check(int argc, char **argv)
 {
+	struct cli_args a;
 	const char *err = NULL;
-	char *path = cli_enter_config_dir(cli_config_arg(argc, argv,
-	    usage_check), &err);
-	char *errs = NULL;
+	char *errs = NULL, *path;
 	struct config *cfg;
 
-	if (path == NULL) {
+	cli_parse_args(argc, argv, usage_check, false, &a);
+	if ((path = cli_enter_config_dir(a.config, &err)) == NULL) {
 		printf("%s\n", err);
 		return 1;
 	}
@@ -162,20 +204,31 @@ cli_check(int argc, char **argv)
 static int
 cli_run(int argc, char **argv)
 {
+	struct cli_args a;
 	const char *err = NULL;
-	char *path = cli_enter_config_dir(cli_config_arg(argc, argv,
-	    usage_run), &err);
-	char *errs = NULL;
+	char *errs = NULL, *path, *pid_file, *cwd = NULL;
 	struct config *cfg;
 	struct net_server *srv;
 	int rc;
 
-	if (path == NULL)
+	cli_parse_args(argc, argv, usage_run, true, &a);
+	if (a.log_level != -1)
+		log_force_level((enum log_level)a.log_level);
+	/* --pid-file is relative to where we were started, not the config. */
+	pid_file = a.pid_file == NULL ? NULL : a.pid_file[0] == '/' ||
+	    (cwd = getcwd(NULL, 0)) == NULL ? xstrdup(a.pid_file) :
+	    xasprintf("%s/%s", cwd, a.pid_file);
+	free(cwd);
+	if ((path = cli_enter_config_dir(a.config, &err)) == NULL)
 		fatal("%s", err);
 	if ((cfg = config_load(path, &errs)) == NULL) {
 		fputs(errs, stderr);
 		free(errs);
 		fatal("%s: configuration has errors", path);
+	}
+	if (pid_file != NULL) {
+		free(cfg->pid_file);
+		cfg->pid_file = pid_file;
 	}
 	srv = net_server_new(path, cfg);
 	free(path);
@@ -191,8 +244,13 @@ main(int argc, char **argv)
 {
 	const char *base = strrchr(argv[0], '/') != NULL ?
 	    strrchr(argv[0], '/') + 1 : argv[0];
-	if (strcmp(base, "sendmail") == 0)	/* installed as sendmail */
+	/* Installed under the names of the classic MTA commands. */
+	if (strcmp(base, "sendmail") == 0)
 		return cli_send(argc, argv);
+	if (strcmp(base, "mailq") == 0)
+		return cli_mailq();
+	if (strcmp(base, "newaliases") == 0)
+		return cli_newaliases();
 	if (argc < 2) {
 		fputs(usage_main, stderr);
 		return 2;

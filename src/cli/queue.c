@@ -43,6 +43,14 @@ cli_default_config(void)
 	return p != NULL && *p != '\0' ? p : CLI_DEFAULT_CONFIG;
 }
 
+int
+cli_mailq(void)
+{
+	char *argv[] = { "queue", "list", NULL };
+
+	return cli_queue(2, argv);
+}
+
 /* ---- JSON -------------------------------------------------------------- */
 
 static void

@@ -11,11 +11,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -43,6 +45,9 @@ static const char usage_send[] =
     "  -F NAME     full name for a From: header added when missing\n"
     "  -i, -oi     accepted: a line with a single '.' never ends the input\n"
     "  -bm         accepted (deliver mail: the default)\n"
+    "  -bp         list the queue instead (as mailq does)\n"
+    "  -bi         rebuild the aliases database: there is none (as\n"
+    "              newaliases does); exit 0\n"
     "  -C FILE     configuration (default $POSTERN_CONFIG or "
     CLI_DEFAULT_CONFIG ")\n"
     "  -o..., -v, -U, -N ARG, -B ARG, -R ARG, -X ARG: accepted, ignored\n"
@@ -50,6 +55,7 @@ static const char usage_send[] =
     "67 unknown recipient, 75 temporary failure (try again).\n";
 
 struct send_opts {
+	enum { SEND_MAIL, SEND_MAILQ, SEND_NEWALIASES } mode; /* -bm -bp -bi */
 	const char	*config;
 	const char	*sender;	/* NULL: login@hostname */
 	const char	*fullname;
@@ -100,7 +106,11 @@ send_parse_args(int argc, char **argv, struct send_opts *o)
 			fputs(usage_send, stdout);
 			return -1;
 		}
-		if (strcmp(a, "-t") == 0)
+		if (strcmp(a, "-bp") == 0)
+			o->mode = SEND_MAILQ;
+		else if (strcmp(a, "-bi") == 0)
+			o->mode = SEND_NEWALIASES;
+		else if (strcmp(a, "-t") == 0)
 			o->extract = true;
 		else if (strcmp(a, "-i") == 0 || strncmp(a, "-o", 2) == 0 ||
 		    strcmp(a, "-bm") == 0 || strcmp(a, "-v") == 0 ||
@@ -341,19 +351,34 @@ send_login(void)
 	    "nobody");
 }
 
-/* Build the content: Received:, missing From/Date/Message-ID, the rest. */
+struct send_ctx {
+	struct config		*cfg;
+	struct router		*router;
+	struct spool		*sp;
+	struct spool_env	 env;
+	struct util_buf		 in, kept, content;
+	struct send_list	 rcpts;
+	char			*login;
+	uid_t			 uid;		/* who ran us, for Received: */
+};
+
+/*
+ * Build x->content: Received:, missing From/Date/Message-ID, the kept
+ * header fields (x->kept), then the body (x->in past hlen).
+ */
 static void
-send_content(struct util_buf *c, const struct util_buf *in, size_t hlen,
-    const struct util_buf *kept, const char *qid, const char *hostname,
-    const char *login, const char *sender, const char *fullname,
+send_content(struct send_ctx *x, size_t hlen, const char *fullname,
     bool has_from, bool has_date, bool has_mid)
 {
+	struct util_buf *c = &x->content;
+	const char *hostname = x->cfg->hostname, *qid = x->env.qid;
+	const char *sender = x->env.sender;
 	char date[64];
 	int64_t now = (int64_t)(util_wall_us() / 1000000);
 
 	util_rfc5322_date(date, sizeof(date), now);
 	util_buf_printf(c, "Received: from local user %s (uid %u)\n\tby %s "
-	    "(postern) with local id %s; %s\n", login, (unsigned)getuid(),
+	    "(postern) with local id %s; %s\n", x->login, (unsigned)x->uid,
 	    hostname, qid, date);
 	if (!has_from) {
 		util_buf_addstr(c, "From: ");
@@ -372,19 +397,9 @@ send_content(struct util_buf *c, const struct util_buf *in, size_t hlen,
 		util_buf_printf(c, "Date: %s\n", date);
 	if (!has_mid)
 		util_buf_printf(c, "Message-ID: <%s@%s>\n", qid, hostname);
-	util_buf_add(c, kept->data, kept->len);
-	util_buf_add(c, in->data + hlen, in->len - hlen);
+	util_buf_add(c, x->kept.data, x->kept.len);
+	util_buf_add(c, x->in.data + hlen, x->in.len - hlen);
 }
-
-struct send_ctx {
-	struct config		*cfg;
-	struct router		*router;
-	struct spool		*sp;
-	struct spool_env	 env;
-	struct util_buf		 in, kept, content;
-	struct send_list	 rcpts;
-	char			*login;
-};
 
 static void
 send_ctx_clear(struct send_ctx *x)
@@ -472,6 +487,29 @@ send_commit(struct send_ctx *x)
 	return rc;
 }
 
+/*
+ * Run by root, act as the owner of an existing spool folder from here on:
+ * the server, which dropped to its "user", must be able to read and
+ * remove what we queue (files are 0600).  0, or -1 with a message.
+ */
+static int
+send_become_spool_owner(const char *spool)
+{
+	struct stat st;
+
+	if (geteuid() != 0 || stat(spool, &st) == -1 || st.st_uid == 0)
+		return 0;
+	if (setgroups(0, NULL) == -1 || setresgid(st.st_gid, st.st_gid,
+	    st.st_gid) == -1 || setresuid(st.st_uid, st.st_uid,
+	    st.st_uid) == -1) {
+		fprintf(stderr, "postern send: cannot act as the owner of "
+		    "spool %s (uid %u): %s\n", spool, (unsigned)st.st_uid,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 send_run(struct send_ctx *x, const struct send_opts *o)
 {
@@ -499,6 +537,7 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 		return EX_TEMPFAIL;
 	}
 	x->login = send_login();
+	x->uid = getuid();
 	if (o->sender != NULL)
 		x->env.sender = strcmp(o->sender, "<>") == 0 ? xstrdup("") :
 		    send_qualify(o->sender, x->cfg->hostname);
@@ -528,6 +567,8 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	    &has_from, &has_date, &has_mid);
 	if ((rc = send_route(x)) != 0 || (rc = send_check_server(x)) != 0)
 		return rc;
+	if (send_become_spool_owner(x->cfg->spool) == -1)
+		return EX_TEMPFAIL;
 	if ((x->sp = spool_open(x->cfg->spool, &err)) == NULL) {
 		fprintf(stderr, "postern send: spool %s: %s\n", x->cfg->spool,
 		    err);
@@ -535,9 +576,7 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	}
 	spool_new_qid(x->sp, x->env.qid);
 	x->env.received = (int64_t)(util_wall_us() / 1000000);
-	send_content(&x->content, &x->in, hlen, &x->kept, x->env.qid,
-	    x->cfg->hostname, x->login, x->env.sender, o->fullname, has_from,
-	    has_date, has_mid);
+	send_content(x, hlen, o->fullname, has_from, has_date, has_mid);
 	x->env.size = x->content.len;
 	for (size_t i = 0; i < x->content.len; i++)
 		if ((unsigned char)x->content.data[i] >= 0x80)
@@ -559,6 +598,14 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 }
 
 int
+cli_newaliases(void)
+{
+	fputs("postern has no aliases database: addresses are routed by the "
+	    "match rules of postern.conf; nothing to rebuild\n", stderr);
+	return 0;
+}
+
+int
 cli_send(int argc, char **argv)
 {
 	struct send_opts o = { .config = cli_default_config() };
@@ -567,6 +614,10 @@ cli_send(int argc, char **argv)
 
 	if ((rc = send_parse_args(argc, argv, &o)) != 0)
 		return rc == -1 ? 0 : rc;
+	if (o.mode == SEND_MAILQ)
+		return cli_mailq();
+	if (o.mode == SEND_NEWALIASES)
+		return cli_newaliases();
 	rc = send_run(&x, &o);
 	send_ctx_clear(&x);
 	return rc;

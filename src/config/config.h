@@ -361,6 +361,19 @@ struct config {
 	char			*log_facility;	/* default "mail" */
 	int			 log_level;	/* "log level error|warn|info|debug": enum log_level */
 	struct config_translog	 translog;	/* "transaction-log DIR ..." */
+	char			*log_file;	/* "log file PATH [size N count K]";
+						   NULL: stderr or syslog */
+	uint64_t		 log_file_size;	/* rotate past it; 0: never */
+	unsigned		 log_file_keep;	/* rotated files kept; 5 */
+	bool			 log_json;	/* "log format json"; default text */
+	char			*pid_file;	/* "pid-file PATH"; NULL: none */
+	unsigned		 bind_retries;	/* "bind-retry COUNT [INTERVAL]": a
+						   busy address is tried again this
+						   many times at start-up; 6 */
+	uint64_t		 bind_retry_ms;	/* ... this far apart; 5 s */
+	char			*metrics_addr;	/* "metrics listen [ADDR:PORT]
+						   [public]"; NULL: no endpoint */
+	int			 metrics_port;	/* default 9925 */
 	char			*user;		/* "user NAME": run as, once bound (root only) */
 	char			*group;		/* "group NAME"; NULL: the user's primary group */
 	unsigned		 workers;	/* "workers N": event loops; default: CPUs */
@@ -440,5 +453,14 @@ const struct config_upstream *config_upstream_find(const struct config *c,
 bool	config_needs_priv(const struct config *c);
 /* True when the config gives TLS certificates (or makes a self-signed one). */
 bool	config_has_tls(const struct config *c);
+
+/*
+ * The words the parser knows, for documentation checks: the i-th keyword
+ * that starts a statement, the i-th NAME of "limit NAME", the i-th SETTING
+ * of "queue SETTING"; NULL past the last.
+ */
+const char *config_keyword(size_t i);
+const char *config_limit_name(size_t i);
+const char *config_queue_setting(size_t i);
 
 #endif

@@ -63,6 +63,8 @@ struct cfg_parser {
 	int			 seen_tls_selfsigned, seen_tls_minver;
 	int			 seen_tls_ciphers, seen_tls_suites;
 	int			 seen_conn_rate, seen_pipelining, seen_early_talker;
+	int			 seen_pid_file, seen_bind_retry;
+	int			 seen_log_format, seen_metrics;
 	int			 seen_limit[24];	/* one per cfg_limits[] */
 };
 
@@ -86,6 +88,12 @@ bool	cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 int	cfg_defined_later(const struct cfg_parser *p, const char *kw,
 	    const char *name);
 /* parse_listen.c: "listen", "tls", and what listeners need at the end */
+/*
+ * "127.0.0.1:25" or "[::1]:25" into a normalised numeric address (owned by
+ * the caller) and port.  0, or -1 with *why (how s is wrong).
+ */
+int	cfg_parse_hostport(const char *s, char **addr_out, int *port_out,
+	    const char **why);
 void	cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_listen_check(struct cfg_parser *p, int last);
@@ -98,6 +106,12 @@ void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_route.c: "match" rules */
 void	cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_route_free(struct config *c);
+/* parse_log.c: "log stderr|syslog|file|level|format" */
+void	cfg_st_log(struct cfg_parser *p, const struct cfg_line *ln);
+/* parse_ops.c: running the process: "bind-retry", "metrics" */
+void	cfg_st_bind_retry(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_st_metrics(struct cfg_parser *p, const struct cfg_line *ln);
+void	cfg_ops_defaults(struct config *c);
 /* parse_queue.c */
 void	cfg_st_queue(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_queue_defaults(struct config *c);

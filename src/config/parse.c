@@ -195,6 +195,21 @@ static const struct cfg_size_range cfg_tl_file = { 4096, 1ULL << 40,
 static const struct cfg_size_range cfg_tl_total = { 4096, 1ULL << 50,
     "4k..1048576G" };
 
+/* "pid-file PATH" */
+static void
+cfg_st_pid_file(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	if (!cfg_nargs(p, ln, 1, 1, "pid-file PATH") ||
+	    !cfg_once(p, ln, &p->seen_pid_file, "pid-file"))
+		return;
+	if (ln->toks[1].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "pid-file: empty path");
+		return;
+	}
+	free(p->c->pid_file);
+	p->c->pid_file = xstrdup(ln->toks[1].text);
+}
+
 static void
 cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -358,59 +373,6 @@ cfg_st_greeting(struct cfg_parser *p, const struct cfg_line *ln)
 }
 
 
-static void
-cfg_st_log(struct cfg_parser *p, const struct cfg_line *ln)
-{
-	static const char *const facilities[] = { "mail", "daemon", "user",
-	    "local0", "local1", "local2", "local3", "local4", "local5",
-	    "local6", "local7", NULL };
-	static const char *const levels[] = { "error", "warn", "info",
-	    "debug", NULL };
-	const char *usage = "log stderr | log syslog [FACILITY] | "
-	    "log level error|warn|info|debug";
-
-	if (!cfg_nargs(p, ln, 1, 2, usage))
-		return;
-	const char *what = ln->toks[1].text;
-	if (strcmp(what, "stderr") == 0) {
-		if (!cfg_nargs(p, ln, 1, 1, usage) ||
-		    !cfg_once(p, ln, &p->seen_log_dest, "log destination"))
-			return;
-		p->c->log_syslog = false;
-	} else if (strcmp(what, "syslog") == 0) {
-		if (!cfg_once(p, ln, &p->seen_log_dest, "log destination"))
-			return;
-		if (ln->ntoks == 3) {
-			size_t i;
-			for (i = 0; facilities[i] != NULL; i++)
-				if (strcmp(ln->toks[2].text, facilities[i]) == 0)
-					break;
-			if (facilities[i] == NULL) {
-				cfg_err(p, ln->lineno, "log syslog: unknown "
-				    "facility %s (mail, daemon, user, "
-				    "local0..local7)", cfg_q(ln->toks[2].text));
-				return;
-			}
-			free(p->c->log_facility);
-			p->c->log_facility = xstrdup(facilities[i]);
-		}
-		p->c->log_syslog = true;
-	} else if (strcmp(what, "level") == 0) {
-		if (!cfg_nargs(p, ln, 2, 2, usage) ||
-		    !cfg_once(p, ln, &p->seen_log_level, "log level"))
-			return;
-		for (int i = 0; levels[i] != NULL; i++)
-			if (strcmp(ln->toks[2].text, levels[i]) == 0) {
-				p->c->log_level = i;
-				return;
-			}
-		cfg_err(p, ln->lineno, "log level: unknown level %s (error, "
-		    "warn, info, debug)", cfg_q(ln->toks[2].text));
-	} else {
-		cfg_err(p, ln->lineno, "log: unknown setting %s (usage: %s)",
-		    cfg_q(what), usage);
-	}
-}
 
 
 /* Does a later line define a table/action with this name?  Its line or 0. */
@@ -514,8 +476,18 @@ static const struct cfg_statement {
 	{ "on",			cfg_st_on },
 	{ "state",		cfg_st_state },
 	{ "lua",		cfg_st_lua },
+	{ "pid-file",		cfg_st_pid_file },
+	{ "bind-retry",		cfg_st_bind_retry },
+	{ "metrics",		cfg_st_metrics },
 	{ NULL,			NULL },
 };
+
+const char *
+config_keyword(size_t i)
+{
+	return i < sizeof(cfg_statements) / sizeof(cfg_statements[0]) ?
+	    cfg_statements[i].keyword : NULL;
+}
 
 static void
 cfg_statement(struct cfg_parser *p, const struct cfg_line *ln)
@@ -553,6 +525,7 @@ cfg_defaults(struct config *c)
 	c->spool = xstrdup("var/spool");
 	c->log_facility = xstrdup("mail");
 	c->log_level = LOG_LVL_INFO;
+	c->log_file_keep = 5;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	cfg_limit_defaults(c);
@@ -560,6 +533,7 @@ cfg_defaults(struct config *c)
 	c->translog = (struct config_translog){ .commands = true,
 	    .replies = true, .file_max = 16ULL << 20, .total_max = 1ULL << 30 };
 	cfg_accounts_defaults(c);
+	cfg_ops_defaults(c);
 }
 
 struct config *
@@ -707,6 +681,9 @@ config_free(struct config **cp)
 	free(c->greeting);
 	free(c->log_facility);
 	free(c->translog.dir);
+	free(c->log_file);
+	free(c->pid_file);
+	free(c->metrics_addr);
 	free(c->user);
 	free(c->group);
 	cfg_listen_free(c);

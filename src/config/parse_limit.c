@@ -116,6 +116,14 @@ bad:
 	    cfg_q(s));
 }
 
+const char *
+config_limit_name(size_t i)
+{
+	if (i < CFG_NLIMITS)
+		return cfg_limits[i].name;
+	return i == CFG_NLIMITS ? "connection-rate" : NULL;
+}
+
 void
 cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 {

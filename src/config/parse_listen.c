@@ -13,8 +13,7 @@
 #include "config/config_private.h"
 #include "util/util.h"
 
-/* "127.0.0.1:25" or "[::1]:25" into a normalised numeric address and port. */
-static int
+int
 cfg_parse_hostport(const char *s, char **addr_out, int *port_out,
     const char **why)
 {

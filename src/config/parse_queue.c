@@ -34,6 +34,12 @@ static const struct cfg_queue_setting {
 #define CFG_NQUEUE	(sizeof(cfg_queue_settings) / \
 	sizeof(cfg_queue_settings[0]))
 
+const char *
+config_queue_setting(size_t i)
+{
+	return i < CFG_NQUEUE ? cfg_queue_settings[i].name : NULL;
+}
+
 void
 cfg_queue_defaults(struct config *c)
 {

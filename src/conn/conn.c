@@ -29,6 +29,7 @@
 #include "config/config.h"
 #include "conn/conn_private.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
 #include "tls/tls.h"
@@ -45,6 +46,33 @@ static void	conn_read_cb(struct bufferevent *bev, void *arg);
 static void	conn_write_cb(struct bufferevent *bev, void *arg);
 static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
+/*
+ * Count a refusal by the stage of the dialogue it answers: the verb of
+ * the last command (none: the greeting), DATA and BDAT split by whether
+ * the message was in (its queue id given) or not.
+ */
+static void
+conn_count_refusal(struct conn *c, char cls)
+{
+	static const struct { const char *verb; unsigned stage; } stages[] = {
+		{ "EHLO", MET_ST_HELO }, { "HELO", MET_ST_HELO },
+		{ "STARTTLS", MET_ST_STARTTLS }, { "AUTH", MET_ST_AUTH },
+		{ "MAIL", MET_ST_MAIL }, { "RCPT", MET_ST_RCPT },
+		{ "DATA", MET_ST_DATA }, { "BDAT", MET_ST_DATA },
+		{ "QUIT", MET_ST_QUIT },
+	};
+	unsigned st = c->last_verb[0] == '\0' ? MET_ST_CONNECT :
+	    MET_ST_COMMAND;
+
+	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
+		if (strcmp(c->last_verb, stages[i].verb) == 0)
+			st = stages[i].stage;
+	if (st == MET_ST_DATA && c->tx != NULL &&
+	    conn_tx_env(c->tx)->qid[0] != '\0')
+		st = MET_ST_EOM;
+	metrics_inc(MET_REPLIES_REFUSED, st, cls == '5');
+}
+
 /* Log every refusal, whoever made it (smtp/ or a stage above). */
 static void
 conn_log_reply(struct conn *c, const char *buf, size_t len)
@@ -55,6 +83,7 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 
 	if (n < 4 || (buf[0] != '4' && buf[0] != '5'))
 		return;
+	conn_count_refusal(c, buf[0]);
 	sp = buf + 4;
 	size_t esc_len = util_esc_len(sp);
 	bool has_esc = esc_len > 0 && esc_len < n - 4 && sp[esc_len] == ' ';
@@ -433,6 +462,9 @@ conn_tls_done(struct conn *c)
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
 	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
 	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
+	metrics_inc(MET_TLS_SESSIONS, strcmp(ti.protocol, "TLSv1.3") == 0 ?
+	    MET_TLS_13 : strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 :
+	    MET_TLS_OTHER, 0);
 	/* The session learns of TLS either way: AUTH depends on it. */
 	smtp_session_tls_started(c->smtp);
 	if (!c->started) {

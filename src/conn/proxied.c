@@ -18,6 +18,7 @@
 #include "chain/chain.h"
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "proxy/proxy.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
@@ -131,6 +132,7 @@ conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 	const char *err;
 
 	c->px = xcalloc(1, sizeof(*c->px));
+	metrics_inc(MET_PROXY_SESSIONS, 0, 0);
 	/* Behind a balancer, the address the client reached is its header's. */
 	if (origin != NULL && origin->local_ip != NULL) {
 		util_strlcpy(c->px->local_ip, origin->local_ip,

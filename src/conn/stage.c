@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "queue/queue.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "route/route.h"
 #include "table/table.h"
 #include "smtp/smtp.h"
@@ -821,6 +822,8 @@ conn_auth_checked_cb(void *arg, int rc, const char *user)
 
 	c->auth_job = NULL;
 	log_safe_into(safe, sizeof(safe), user, strlen(user));
+	/* Credentials accepted (the auth chain may still refuse): success. */
+	metrics_inc(MET_AUTH, rc == 1 ? 0 : 1, 0);
 	if (rc == -1 || rc == -2) {
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
 		    "ip=%s user=\"%s\" why=\"%s\"", c->ip, safe, rc == -1 ?

@@ -12,6 +12,7 @@
 
 #include "deliver/deliver.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
 #include "util/util.h"
@@ -108,6 +109,7 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 	size_t ndone = 0;
 	const char *err;
 	int rc;
+	uint64_t start_ns = metrics_now_ns();
 
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
@@ -124,8 +126,12 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
 			    "rcpt=<%s> action=%s why=\"%s\"", safe, r->action,
 			    log_safe_into(why, sizeof(why), err, strlen(err)));
+			metrics_inc(MET_DELIVERIES, metrics_action(r->action),
+			    MET_R_DEFERRED);
 			continue;
 		}
+		metrics_inc(MET_DELIVERIES, metrics_action(r->action),
+		    MET_R_DELIVERED);
 		env->rcpts[i].done = true;
 		ndone++;
 		log_event(LOG_LVL_INFO, "delivered", env->sid, env->qid,
@@ -135,6 +141,9 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 	}
 	if (ndone == env->nrcpts) {
 		tx->delivered = true;
+		/* The copies are the commit: the spool's latency. */
+		metrics_observe_ns(MET_SPOOL_COMMIT_SECONDS, 0,
+		    metrics_now_ns() - start_ns);
 		if (spool_keeps(tx->ctx->spool) && spool_keep_content(
 		    tx->ctx->spool, env->qid, "", tx->inflight.data,
 		    tx->inflight.len, &err) == -1)
@@ -356,6 +365,8 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 		    log_safe_into(safe, sizeof(safe), st.len > 0 ?
 		    st.data : "", st.len));
 		util_buf_clear(&st);
+		metrics_inc(MET_MSG_ACCEPTED, 0, 0);
+		metrics_add(MET_MSG_BYTES, 0, 0, tx->env.size);
 		if (!tx->delivered)
 			queue_submit(tx->ctx->queue, tx->env.qid);
 	}

@@ -11,18 +11,22 @@
  * by one cost about a tenth of the server's CPU time.  Warnings and errors
  * are written at once, after the lines before them.
  */
-#include "log/log.h"
+#include "log/log_private.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static bool		log_to_syslog;
+static bool		log_json;	/* "log format json" */
+static bool		log_journal;	/* stderr is systemd's journal */
 static enum log_level	log_min = LOG_LVL_INFO;
+static bool		log_min_forced;	/* log_force_level: keep log_min */
 
 enum { LOG_BUF_MAX = 16384 };
 
@@ -49,29 +53,79 @@ log_facility_code(const char *name)
 	return LOG_MAIL;
 }
 
+/*
+ * systemd sets JOURNAL_STREAM=DEV:INODE to the stream it gives stderr;
+ * the variable is inherited further, so compare it with what stderr is.
+ */
+static bool
+log_stderr_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return v != NULL && sscanf(v, "%llu:%llu", &dev, &ino) == 2 &&
+	    fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev ==
+	    dev && (unsigned long long)st.st_ino == ino;
+}
+
 void
 log_init(bool use_syslog, const char *facility, enum log_level min)
 {
 	if (log_to_syslog)
 		closelog();
 	log_to_syslog = use_syslog;
-	log_min = min;
+	log_set_level(min);
 	util_on_fatal(log_flush);	/* buffered lines before a fatal one */
 	if (use_syslog)
 		openlog("postern", LOG_PID | LOG_NDELAY,
 		    log_facility_code(facility));
+	log_journal = !use_syslog && log_out_fd() == STDERR_FILENO &&
+	    log_stderr_is_journal();
+}
+
+void
+log_set_json(bool on)
+{
+	log_json = on;
 }
 
 void
 log_set_level(enum log_level min)
 {
+	if (!log_min_forced)
+		log_min = min;
+}
+
+void
+log_force_level(enum log_level min)
+{
 	log_min = min;
+	log_min_forced = true;
+}
+
+int
+log_level_parse(const char *name)
+{
+	for (size_t i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++)
+		if (strcmp(name, log_names[i]) == 0)
+			return (int)i;
+	return -1;
 }
 
 bool
 log_enabled(enum log_level lvl)
 {
 	return lvl <= log_min;
+}
+
+static void
+log_write(const char *buf, size_t len)
+{
+	ssize_t n = write(log_out_fd(), buf, len);
+
+	if (n > 0)
+		log_file_wrote((size_t)n);
 }
 
 static void
@@ -92,8 +146,7 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 	}
 	log_flush();
 	/* One write per line keeps lines whole across threads. */
-	ssize_t n = write(STDERR_FILENO, line, len);
-	(void)n;
+	log_write(line, len);
 }
 
 void
@@ -113,8 +166,7 @@ log_flush(void)
 {
 	if (log_tlen > 0) {
 		/* Whole lines only: several of them, still one write. */
-		ssize_t n = write(STDERR_FILENO, log_tbuf, log_tlen);
-		(void)n;
+		log_write(log_tbuf, log_tlen);
 		log_tlen = 0;
 	}
 }
@@ -123,56 +175,64 @@ static void
 log_vline(enum log_level lvl, const char *event, const char *sid,
     const char *qid, const char *fmt, va_list ap) UTIL_PRINTF(5, 0);
 
+/* "2026-01-02T03:04:05.123456Z" into stamp; the seconds once a second. */
+static void
+log_stamp(char *stamp, size_t size)
+{
+	static __thread time_t sec = -1;
+	static __thread char secs[32];
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != sec) {
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(secs, sizeof(secs), "%Y-%m-%dT%H:%M:%S", &tm);
+		sec = ts.tv_sec;
+	}
+	(void)util_snprintf(stamp, size, "%s.%06ldZ", secs,
+	    ts.tv_nsec / 1000);
+}
+
 static void
 log_vline(enum log_level lvl, const char *event, const char *sid,
     const char *qid, const char *fmt, va_list ap)
 {
-	char line[2048];
+	/* The journal reads a line's priority from a "<N>" before it. */
+	static const char *const jprio[] = { "<3>", "<4>", "<6>", "<7>" };
+	char stamp[64], rest[2048], line[4096];
 	size_t o = 0;
-	int n;
+	int n = 0;
 
-	if (!log_to_syslog) {
-		/* The date and time to the second, formatted once a second. */
-		static __thread time_t sec = -1;
-		static __thread char stamp[32];
-		static __thread size_t slen;
-		struct timespec ts;
-		struct tm tm;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		if (ts.tv_sec != sec) {
-			gmtime_r(&ts.tv_sec, &tm);
-			slen = strftime(stamp, sizeof(stamp),
-			    "%Y-%m-%dT%H:%M:%S", &tm);
-			sec = ts.tv_sec;
-		}
-		memcpy(line, stamp, slen);
-		o = slen;
-		n = snprintf(line + o, sizeof(line) - o, ".%06ldZ ",
-		    ts.tv_nsec / 1000);
+	if (sid != NULL)
+		n = snprintf(rest, sizeof(rest), "sid=%s ", sid);
+	if (qid != NULL && n >= 0 && (size_t)n < sizeof(rest))
+		n += snprintf(rest + n, sizeof(rest) - (size_t)n, "qid=%s ",
+		    qid);
+	if (fmt != NULL && n >= 0 && (size_t)n < sizeof(rest))
+		vsnprintf(rest + n, sizeof(rest) - (size_t)n, fmt, ap);
+	else if (n >= 0 && (size_t)n < sizeof(rest))
+		rest[n] = '\0';
+	n = (int)strlen(rest);
+	while (n > 0 && rest[n - 1] == ' ')
+		rest[--n] = '\0';	/* no fmt: no blank at the end */
+	if (!log_to_syslog)
+		log_stamp(stamp, sizeof(stamp));
+	if (log_journal)
+		o = (size_t)snprintf(line, sizeof(line), "%s", jprio[lvl]);
+	if (log_json)
+		o += log_json_line(line + o, sizeof(line) - o, log_to_syslog ?
+		    NULL : stamp, log_names[lvl], event, rest);
+	else {
+		n = snprintf(line + o, sizeof(line) - o, "%s%s%s%s%s%s%s",
+		    log_to_syslog ? "" : stamp, log_to_syslog ? "" : " ",
+		    log_names[lvl], event != NULL ? " " : "", event != NULL ?
+		    event : "", rest[0] != '\0' ? " " : "", rest);
 		o += n > 0 ? (size_t)n : 0;
+		if (o > sizeof(line) - 2)
+			o = sizeof(line) - 2;	/* truncated: keep the newline */
+		line[o++] = '\n';
 	}
-	n = snprintf(line + o, sizeof(line) - o, "%s", log_names[lvl]);
-	o += n > 0 ? (size_t)n : 0;
-	if (event != NULL && o < sizeof(line)) {
-		n = snprintf(line + o, sizeof(line) - o, " %s", event);
-		o += n > 0 ? (size_t)n : 0;
-	}
-	if (sid != NULL && o < sizeof(line)) {
-		n = snprintf(line + o, sizeof(line) - o, " sid=%s", sid);
-		o += n > 0 ? (size_t)n : 0;
-	}
-	if (qid != NULL && o < sizeof(line)) {
-		n = snprintf(line + o, sizeof(line) - o, " qid=%s", qid);
-		o += n > 0 ? (size_t)n : 0;
-	}
-	if (fmt != NULL && fmt[0] != '\0' && o + 1 < sizeof(line)) {
-		line[o++] = ' ';
-		n = vsnprintf(line + o, sizeof(line) - o, fmt, ap);
-		o += n > 0 ? (size_t)n : 0;
-	}
-	if (o > sizeof(line) - 2)
-		o = sizeof(line) - 2;	/* truncated: keep the newline */
-	line[o++] = '\n';
 	log_emit(lvl, line, o);
 }
 

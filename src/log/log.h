@@ -11,10 +11,33 @@
 
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
-/* Send lines to syslog (ident "postern", facility name like "mail") or stderr. */
+/*
+ * Send lines to syslog (ident "postern", facility name like "mail") or to
+ * stderr (or the log file, log_file_set).  On stderr under systemd
+ * (JOURNAL_STREAM names it) each line starts with its syslog priority,
+ * "<3>" error to "<7>" debug, which the journal takes.
+ */
 void	log_init(bool use_syslog, const char *facility, enum log_level min);
+/* Lines as JSON objects, one a line, with the fields of key=value. */
+void	log_set_json(bool on);
+/*
+ * Lines to path (appended; made 0640) instead of stderr, and, with
+ * size_max, rotated when they pass it: path.1 .. path.keep are kept.
+ * path NULL: back to stderr.  0, or -1 with *err_out (nothing changes).
+ */
+int	log_file_set(const char *path, uint64_t size_max, unsigned keep,
+	    const char **err_out);
+/* Open the log file's path again (it was renamed): SIGUSR1.  0 or -1. */
+int	log_file_reopen(const char **err_out);
 void	log_set_level(enum log_level min);
 bool	log_enabled(enum log_level lvl);
+/*
+ * Pin the level: later log_init and log_set_level calls (a reload of the
+ * config) keep min.  For "postern run --log-level".
+ */
+void	log_force_level(enum log_level min);
+/* The level named "error", "warn", "info" or "debug", or -1. */
+int	log_level_parse(const char *name);
 
 /*
  * Log one event: "<level> <event> sid=.. qid=.. <fmt...>".  sid and qid may

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 
 /* ----- per-address counts (srv->mu held) ----- */
 
@@ -94,16 +95,20 @@ net_admit(struct net_server *srv, const struct config_limits *lim,
     const char *ip)
 {
 	const char *why = NULL;
+	unsigned reason = 0;
 
 	pthread_mutex_lock(&srv->mu);
 	struct net_ipcount **pp = net_ip_slot(srv, ip);
-	if (srv->nconns >= lim->conn_max)
+	if (srv->nconns >= lim->conn_max) {
 		why = "Too many connections, try again later";
-	else if (*pp != NULL && (*pp)->n >= lim->conn_per_ip_max)
+		reason = MET_REFUSED_TOTAL;
+	} else if (*pp != NULL && (*pp)->n >= lim->conn_per_ip_max) {
 		why = "Too many connections from your address, try again later";
-	else if (net_rate_over(srv, lim, ip))
+		reason = MET_REFUSED_PER_IP;
+	} else if (net_rate_over(srv, lim, ip)) {
 		why = "Too many connections from your address, slow down";
-	else {
+		reason = MET_REFUSED_RATE;
+	} else {
 		if (*pp == NULL) {
 			*pp = xcalloc(1, sizeof(**pp));
 			util_strlcpy((*pp)->ip, ip, sizeof((*pp)->ip));
@@ -116,6 +121,10 @@ net_admit(struct net_server *srv, const struct config_limits *lim,
 		}
 	}
 	pthread_mutex_unlock(&srv->mu);
+	if (why != NULL)
+		metrics_inc(MET_CONN_REFUSED, reason, 0);
+	else
+		metrics_inc(MET_CONN_ACCEPTED, 0, 0);
 	return why;
 }
 

@@ -1,6 +1,7 @@
 /*
  * net/listen.c: the listen sockets and the listeners on them.  The main
  * thread binds one SO_REUSEPORT socket per loop for each listen address
+ * (or shares among the loops the one a socket unit passed, net/notify.c)
  * and keeps them across reloads; each loop runs its own listener on its
  * own socket and hands accepted connections, once admitted, to conn/.
  */
@@ -210,7 +211,7 @@ net_bind_one(const char *addr, int port, const char **err_out)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int fd = -1, on = 1;
+	int fd = -1, on = 1, e;
 
 	if (util_sockaddr_make(addr, port, &ss, &sslen) == -1) {
 		errno = EINVAL;		/* config/ checks it first */
@@ -220,7 +221,7 @@ net_bind_one(const char *addr, int port, const char **err_out)
 	if (fd == -1)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	/* One socket per loop; the kernel spreads connections over them. */
+	/* One socket per loop; net/steer.c picks among them. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1)
 		goto fail;
 	if (ss.ss_family == AF_INET6)
@@ -230,10 +231,11 @@ net_bind_one(const char *addr, int port, const char **err_out)
 		goto fail;
 	return fd;
 fail:
-	*err_out = util_err("listen %s port %d: %s", addr, port,
-	    strerror(errno));
+	e = errno;
+	*err_out = util_err("listen %s port %d: %s", addr, port, strerror(e));
 	if (fd != -1)
 		close(fd);
+	errno = e;	/* for the caller: is it worth trying again? */
 	return -1;
 }
 
@@ -269,10 +271,49 @@ net_probe_free(const char *addr, int port, const char **err_out)
 }
 
 /*
+ * l->fds: the socket the service manager passed for l's address (shared by
+ * every loop), else one fresh SO_REUSEPORT socket per loop once no other
+ * process listens there.  0, or -1 with *err_out (srv->bind_errno: why).
+ */
+static int
+net_listen_open(struct net_server *srv, struct net_listen *l,
+    const char **err_out)
+{
+	int fd = net_passed_take(&srv->passed, l->addr, l->port);
+
+	if (fd == -1 && net_probe_free(l->addr, l->port, err_out) == -1) {
+		srv->bind_errno = EADDRINUSE;	/* it may be going away */
+		return -1;
+	}
+	l->fds = xcalloc(srv->nloops, sizeof(int));
+	if (fd != -1) {
+		l->passed = true;
+		if (net_passed_spread(fd, l->fds, srv->nloops, err_out) == 0)
+			return 0;
+		close(fd);
+		goto fail;
+	}
+	for (unsigned k = 0; k < srv->nloops; k++)
+		if ((l->fds[k] = net_bind_one(l->addr, l->port,
+		    err_out)) == -1) {
+			srv->bind_errno = errno;
+			while (k-- > 0)
+				close(l->fds[k]);
+			goto fail;
+		}
+	return 0;
+fail:
+	free(l->fds);
+	l->fds = NULL;
+	return -1;
+}
+
+/*
  * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets.  Sockets of dropped addresses are closed by
- * their loops when they take the new set.  -1 when a new one cannot be
- * bound (the others are kept).
+ * get nloops fresh sockets (or the one the service manager passed).
+ * Sockets of dropped addresses are closed by their loops when they take
+ * the new set.  -1 when a new one cannot be bound (the others are kept;
+ * srv->bind_errno says why).
  */
 int
 net_listens_sync(struct net_server *srv, const struct config *cfg,
@@ -291,32 +332,25 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			if (o->fds != NULL && o->port == l->port &&
 			    strcmp(o->addr, l->addr) == 0) {
 				l->fds = o->fds;	/* moves over */
+				l->passed = o->passed;
 				o->fds = NULL;
 			}
 		}
-		if (l->fds == NULL && net_probe_free(l->addr, l->port,
-		    err_out) == -1) {
-			free(l->addr);
-			rc = -1;
-			goto next;
-		}
 		if (l->fds == NULL) {
-			l->fds = xcalloc(srv->nloops, sizeof(int));
-			for (unsigned k = 0; k < srv->nloops; k++)
-				if ((l->fds[k] = net_bind_one(l->addr, l->port,
-				    err_out)) == -1) {
-					while (k-- > 0)
-						close(l->fds[k]);
-					free(l->fds);
-					free(l->addr);
-					rc = -1;
-					goto next;
-				}
-			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d",
+			if (net_listen_open(srv, l, err_out) == -1) {
+				free(l->addr);
+				rc = -1;
+				goto next;
+			}
+			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d%s",
 			    strchr(l->addr, ':') ? "[" : "", l->addr,
-			    strchr(l->addr, ':') ? "]" : "", l->port);
-			if (srv->balance_ev != NULL)
-				net_steer_listen(l, srv->nopen);
+			    strchr(l->addr, ':') ? "]" : "", l->port,
+			    l->passed ? " (socket passed by the service "
+			    "manager)" : "");
+			/* Always steered: a socket another process adds to
+			 * the group is never picked. */
+			net_steer_listen(l, srv->balance_ev != NULL ?
+			    srv->nopen : srv->nloops);
 		}
 		n++;
 next:		;

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,6 +17,7 @@
 
 struct config;
 struct config_limits;
+struct metrics_http;
 struct evconnlistener;
 struct spool_env;
 
@@ -57,6 +59,9 @@ struct net_listen {
 	char			*addr;		/* owned */
 	int			 port;
 	int			*fds;		/* one per loop; each loop owns its own */
+	bool			 passed;	/* by the service manager: fds are
+						   one socket, not a SO_REUSEPORT
+						   group, so no steering */
 };
 
 /* A loop's own listener on one of those sockets. */
@@ -100,6 +105,12 @@ struct net_loop {
 	bool			 stop;
 };
 
+/* Listening sockets a socket unit passed, not taken by a listener yet. */
+struct net_passed {
+	int	*fds;		/* owned array; each fd owned until taken */
+	size_t	 n;
+};
+
 struct net_server {
 	char			*config_path;	/* owned */
 	struct event_base	*base;		/* owned: main thread, signals */
@@ -114,7 +125,18 @@ struct net_server {
 	struct priv		*priv;		/* owned: the privileged helper,
 						   or NULL */
 	struct log_translog_writer *tlw;	/* owned: transaction logs */
-	struct event		*sig_term, *sig_int, *sig_hup;
+	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
+	char			*pid_file;	/* owned, or NULL: none */
+	int			 pidfd;		/* locked while we run, or -1 */
+	int			 notify_fd;	/* the service manager's, or -1 */
+	int			 bind_errno;	/* why net_listens_sync failed */
+	int			 startup_signal; /* SIGTERM/SIGINT while binding */
+	int			 metrics_fd;	/* bound, until the endpoint runs */
+	struct metrics_http	*metrics;	/* owned: the endpoint, or NULL */
+	atomic_bool		 stopping;	/* SIGTERM: /healthz says so */
+	atomic_uint		 nlistening;	/* listen addresses (for health) */
+	struct net_passed	 passed;	/* start-up: sockets a socket unit
+						   passed, not yet taken */
 	pthread_mutex_t		 mu;		/* guards what follows, and mailboxes */
 	unsigned		 nconns;	/* across loops */
 	struct net_ipcount	*ips[NET_IP_BUCKETS];
@@ -164,9 +186,9 @@ void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
 void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 /*
  * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets.  Sockets of dropped addresses are closed by
- * their loops when they take the new set.  -1 when a new one cannot be
- * bound (the others are kept).
+ * get nloops fresh sockets (or the one the service manager passed).
+ * Sockets of dropped addresses are closed by their loops when they take
+ * the new set.  -1 when a new one cannot be bound (the others are kept).
  */
 int	net_listens_sync(struct net_server *srv, const struct config *cfg,
 	    const char **err_out);
@@ -213,5 +235,46 @@ int	net_queue_route(void *arg, const char *sender, const char *rcpt,
 enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
 	    size_t idx, const char *content_path, const char *hostname,
 	    const char **why_out);
+
+/*
+ * notify.c: the service manager.  A datagram socket connected to
+ * $NOTIFY_SOCKET (which is then unset), or -1 when there is none; open it
+ * before the privilege drop.
+ */
+int	net_notify_open(void);
+/* Send it fmt's text ("READY=1", ...); nothing when fd is -1. */
+void	net_notify(int fd, const char *fmt, ...) UTIL_PRINTF(2, 3);
+/*
+ * observe.c: the metrics endpoint.  Bind its socket (start-up, before the
+ * drop; none without "metrics listen").  0, or -1 with *err_out.
+ */
+int	net_observe_bind(struct net_server *srv, const struct config *cfg,
+	    const char **err_out);
+/* Serve it, with /healthz and the server's gauges (the loops run). */
+void	net_observe_start(struct net_server *srv);
+/* Stop serving (before the queue and spool go). */
+void	net_observe_stop(struct net_server *srv);
+
+/*
+ * pidfile.c: write our process id into path and hold an exclusive lock on
+ * it until net_pidfile_close.  A file another live postern holds is an
+ * error; one left by a dead process is taken over.  The descriptor, or -1
+ * with *err_out.
+ */
+int	net_pidfile_open(const char *path, const char **err_out);
+/* Remove the file (or empty it, when we may not) and let the lock go. */
+void	net_pidfile_close(int *fdp, const char *path);
+
+/* Take the sockets passed through LISTEN_FDS into np (start-up). */
+void	net_passed_take_all(struct net_passed *np);
+/* The passed socket listening on addr:port, now the caller's, or -1. */
+int	net_passed_take(struct net_passed *np, const char *addr, int port);
+/* Close (with a warning each) the sockets no listener took; np empties. */
+void	net_passed_close_rest(struct net_passed *np);
+/*
+ * fds[0..n): fd, then duplicates of it (one per loop; each loop owns and
+ * closes its own).  0, or -1 with *err_out (fd is left to the caller).
+ */
+int	net_passed_spread(int fd, int *fds, unsigned n, const char **err_out);
 
 #endif

@@ -24,6 +24,19 @@
 
 /* ----- signals (main thread) ----- */
 
+/* Where the log lines go and how they look, from cfg.  0 or -1. */
+static int
+net_log_setup(const struct config *cfg, const char **err_out)
+{
+	if (log_file_set(cfg->log_file, cfg->log_file_size,
+	    cfg->log_file_keep, err_out) == -1)
+		return -1;
+	log_set_json(cfg->log_json);
+	log_init(cfg->log_syslog, cfg->log_facility,
+	    (enum log_level)cfg->log_level);
+	return 0;
+}
+
 static void
 net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
     bool stop)
@@ -50,14 +63,28 @@ net_same_path(const char *a, const char *b)
 	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
 }
 
+/* READY=1 and a STATUS line: what we listen on, and why we say so. */
+static void
+net_notify_ready(struct net_server *srv, const char *why)
+{
+	net_notify(srv->notify_fd, "READY=1\nSTATUS=%s; accepting mail on %zu "
+	    "address%s with %u loop%s", why, srv->nlistens,
+	    srv->nlistens == 1 ? "" : "es", srv->nloops,
+	    srv->nloops == 1 ? "" : "s");
+}
+
 static void
 net_reload(struct net_server *srv)
 {
 	char *errs = NULL;
 	const char *err = NULL;
-	struct config *cfg = config_load(srv->config_path, &errs);
+	struct config *cfg;
 	struct conn_rt *rt;
 
+	net_notify(srv->notify_fd, "RELOADING=1\nMONOTONIC_USEC=%llu\n"
+	    "STATUS=reloading %s", (unsigned long long)util_now_ms() * 1000,
+	    srv->config_path);
+	cfg = config_load(srv->config_path, &errs);
 	if (cfg == NULL) {
 		/* One log line per error, then keep what runs. */
 		char *save = NULL;
@@ -67,12 +94,16 @@ net_reload(struct net_server *srv)
 		log_msg(LOG_LVL_ERROR, "reload failed: keeping the running "
 		    "configuration");
 		free(errs);
+		net_notify_ready(srv, "reload failed, running the previous "
+		    "configuration");
 		return;
 	}
 	if (net_check_nofile(cfg, &err) == -1 ||
 	    (rt = conn_rt_new(cfg, &err)) == NULL) {
 		log_msg(LOG_LVL_ERROR, "reload failed: %s: keeping the running "
 		    "configuration", err);
+		net_notify_ready(srv, "reload failed, running the previous "
+		    "configuration");
 		return;
 	}
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
@@ -84,8 +115,15 @@ net_reload(struct net_server *srv)
 		    "workers change only at restart");
 	if (net_listens_sync(srv, rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s", err);
-	log_init(rt->cfg->log_syslog, rt->cfg->log_facility,
-	    (enum log_level)rt->cfg->log_level);
+	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
+	if ((rt->cfg->metrics_addr == NULL) != (srv->rt->cfg->metrics_addr ==
+	    NULL) || (rt->cfg->metrics_addr != NULL &&
+	    (strcmp(rt->cfg->metrics_addr, srv->rt->cfg->metrics_addr) != 0 ||
+	    rt->cfg->metrics_port != srv->rt->cfg->metrics_port)))
+		log_msg(LOG_LVL_WARN, "reload: metrics listen changes only at "
+		    "restart");
+	if (net_log_setup(rt->cfg, &err) == -1)
+		log_msg(LOG_LVL_ERROR, "reload: %s: logging as before", err);
 	net_post(srv, rt, true, false);
 	pthread_mutex_lock(&srv->mu);	/* queue threads read srv->rt */
 	conn_rt_unref(&srv->rt);
@@ -93,20 +131,40 @@ net_reload(struct net_server *srv)
 	pthread_mutex_unlock(&srv->mu);
 	log_msg(LOG_LVL_INFO, "reload: configuration %s loaded",
 	    srv->config_path);
+	net_notify_ready(srv, "configuration reloaded");
 }
 
 static void
 net_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct net_server *srv = arg;
+	const char *err = NULL;
 
 	(void)what;
+	if (srv->loops == NULL) {
+		/* Still binding (net_listen_first): stop there, or wait on. */
+		if (sig != SIGHUP && sig != SIGUSR1)
+			srv->startup_signal = (int)sig;
+		event_base_loopbreak(srv->base);
+		return;
+	}
 	if (sig == SIGHUP) {
 		net_reload(srv);
 		return;
 	}
+	if (sig == SIGUSR1) {
+		/* logrotate renamed the file: write to a new one. */
+		if (log_file_reopen(&err) == -1)
+			log_msg(LOG_LVL_ERROR, "SIGUSR1: %s", err);
+		else
+			log_msg(LOG_LVL_INFO, "log file reopened");
+		return;
+	}
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, srv->nconns);
+	atomic_store(&srv->stopping, true);
+	net_notify(srv->notify_fd, "STOPPING=1\nSTATUS=stopping: draining %u "
+	    "sessions", srv->nconns);
 	if (srv->balance_ev != NULL) {
 		/* The loops close the listen sockets: no more steering. */
 		event_del(srv->balance_ev);
@@ -120,14 +178,59 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 /* ----- life ----- */
 
+/*
+ * Bind every listen address at start-up.  An address in use (another
+ * server still stopping) or not there yet (an interface coming up) is
+ * tried again, "bind-retry" times, while signals are served: SIGTERM
+ * then ends the process.  Any other failure, or the last one, is fatal.
+ */
+static void
+net_listen_first(struct net_server *srv, const struct config *cfg)
+{
+	const char *err = NULL;
+
+	for (unsigned n = 1; net_listens_sync(srv, cfg, &err) == -1; n++) {
+		struct timeval tv = { (time_t)(cfg->bind_retry_ms / 1000),
+		    (suseconds_t)(cfg->bind_retry_ms % 1000) * 1000 };
+		bool again = srv->bind_errno == EADDRINUSE ||
+		    srv->bind_errno == EADDRNOTAVAIL;
+
+		if (!again || n > cfg->bind_retries)
+			fatal("%s%s", err, again ? " (no more tries: "
+			    "bind-retry)" : "");
+		log_msg(LOG_LVL_WARN, "%s: trying again in %llu ms (%u of %u)",
+		    err, (unsigned long long)cfg->bind_retry_ms, n,
+		    cfg->bind_retries);
+		net_notify(srv->notify_fd, "STATUS=%s: trying again (%u of "
+		    "%u)\nEXTEND_TIMEOUT_USEC=%llu", err, n, cfg->bind_retries,
+		    (unsigned long long)(cfg->bind_retry_ms + 30000) * 1000);
+		event_base_loopexit(srv->base, &tv);
+		event_base_dispatch(srv->base);
+		if (srv->startup_signal != 0) {
+			log_msg(LOG_LVL_INFO, "shutdown: signal %d before "
+			    "every address was bound", srv->startup_signal);
+			exit(0);
+		}
+	}
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
 {
 	struct net_server *srv = xcalloc(1, sizeof(*srv));
 	const char *err = NULL;
 
-	log_init(cfg->log_syslog, cfg->log_facility,
-	    (enum log_level)cfg->log_level);
+	srv->metrics_fd = -1;
+	if (net_log_setup(cfg, &err) == -1)
+		fatal("%s", err);
+	srv->notify_fd = net_notify_open();
+	/* First: a second instance stops here, before it binds anything. */
+	srv->pidfd = -1;
+	if (cfg->pid_file != NULL) {
+		srv->pid_file = xstrdup(cfg->pid_file);
+		if ((srv->pidfd = net_pidfile_open(srv->pid_file, &err)) == -1)
+			fatal("%s", err);
+	}
 	if (evthread_use_pthreads() == -1)
 		fatal("libevent: no thread support");
 	pthread_mutex_init(&srv->mu, NULL);
@@ -141,6 +244,8 @@ net_server_new(const char *config_path, struct config *cfg)
 	srv->sig_term = evsignal_new(srv->base, SIGTERM, net_signal_cb, srv);
 	srv->sig_int = evsignal_new(srv->base, SIGINT, net_signal_cb, srv);
 	srv->sig_hup = evsignal_new(srv->base, SIGHUP, net_signal_cb, srv);
+	srv->sig_usr1 = evsignal_new(srv->base, SIGUSR1, net_signal_cb, srv);
+	event_add(srv->sig_usr1, NULL);
 	event_add(srv->sig_term, NULL);
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
@@ -160,7 +265,11 @@ net_server_new(const char *config_path, struct config *cfg)
 		srv->nopen = 1;
 		srv->balance_asleep = true;
 	}
-	if (net_listens_sync(srv, cfg, &err) == -1)
+	net_passed_take_all(&srv->passed);
+	net_listen_first(srv, cfg);
+	net_passed_close_rest(&srv->passed);
+	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
+	if (net_observe_bind(srv, cfg, &err) == -1)
 		fatal("%s", err);
 	/* Bound and read: no root from here on, before any client byte. */
 	if (net_drop_privileges(cfg->user, cfg->group, &err) == -1)
@@ -203,6 +312,8 @@ net_server_run(struct net_server *srv)
 	log_msg(LOG_LVL_INFO, "postern started: hostname=%s spool=%s "
 	    "workers=%u", srv->rt->cfg->hostname, srv->rt->cfg->spool,
 	    srv->nloops);
+	net_observe_start(srv);
+	net_notify_ready(srv, "started");
 	if (event_base_dispatch(srv->base) == -1)
 		return 1;
 	for (unsigned i = 0; i < srv->nloops; i++)
@@ -218,6 +329,7 @@ net_server_free(struct net_server **srvp)
 
 	if (srv == NULL)
 		return;
+	net_observe_stop(srv);		/* its gauges read the queue */
 	for (unsigned i = 0; i < srv->nloops; i++) {
 		struct net_loop *loop = &srv->loops[i];
 		conn_kill_all(&loop->ctx);
@@ -240,11 +352,16 @@ net_server_free(struct net_server **srvp)
 	event_free(srv->sig_term);
 	event_free(srv->sig_int);
 	event_free(srv->sig_hup);
+	event_free(srv->sig_usr1);
 	if (srv->balance_ev != NULL)
 		event_free(srv->balance_ev);
 	conn_rt_unref(&srv->rt);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);
+	net_pidfile_close(&srv->pidfd, srv->pid_file);
+	if (srv->notify_fd != -1)
+		close(srv->notify_fd);
+	free(srv->pid_file);
 	free(srv->config_path);
 	free(srv);
 	*srvp = NULL;

@@ -7,8 +7,10 @@
  * they calm down.  A loop with work queued up seldom sleeps, and every
  * sleep and wake-up of a loop costs a cross-CPU interrupt (and in a VM a
  * halt exit); spreading a light load over all loops makes each of them
- * sleep and wake for nearly every event.  "workers N spread" leaves the
- * choice to the kernel's hash instead.
+ * sleep and wake for nearly every event.  "workers N spread" picks one of
+ * all the loops at random instead.  Either way the program picks only our
+ * own sockets: one that another process of the same user binds into the
+ * group with SO_REUSEPORT is never handed a connection.
  */
 #include "net/net_private.h"
 
@@ -25,7 +27,8 @@
 /*
  * Steer new connections on one listen address to loops 0..n-1: a classic
  * BPF program on its SO_REUSEPORT group returns the index of a socket in
- * the group, and the sockets joined it in loop order (net_listens_sync).
+ * the group, and the sockets joined it in loop order (net_listens_sync),
+ * before any other could.
  */
 void
 net_steer_listen(const struct net_listen *l, unsigned n)
@@ -40,6 +43,8 @@ net_steer_listen(const struct net_listen *l, unsigned n)
 	};
 	struct sock_fprog prog = { 1, one };
 
+	if (l->passed)
+		return;
 	if (n > 1) {
 		prog.len = sizeof(some) / sizeof(some[0]);
 		prog.filter = some;

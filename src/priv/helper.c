@@ -77,17 +77,29 @@ priv_drop_caps(void)
 {
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[2];
+	uint64_t have, keep;
 
 	if (geteuid() != 0)
 		return;		/* nothing to drop: PAM and owners will fail */
+	/* Of those, what we have: a service manager's bounding set may have
+	 * taken some already, and capset() cannot add them back. */
+	memset(d, 0, sizeof(d));
+	if (syscall(SYS_capget, &h, d) == -1)
+		_exit(1);
+	have = (uint64_t)d[1].permitted << 32 | d[0].permitted;
+	keep = PRIV_CAPS & have;
+	/* Without CAP_SETPCAP (a bounding set that took it) the bounding set
+	 * stays: no_new_privs keeps an exec from gaining what capset()
+	 * leaves out. */
 	for (int c = 0; c <= 63; c++)
 		if ((PRIV_CAPS & (1ULL << c)) == 0 &&
+		    (have & (1ULL << CAP_SETPCAP)) != 0 &&
 		    prctl(PR_CAPBSET_READ, c) == 1 &&
 		    prctl(PR_CAPBSET_DROP, c) == -1)
 			_exit(1);
 	memset(d, 0, sizeof(d));
-	d[0].effective = d[0].permitted = (uint32_t)PRIV_CAPS;
-	d[1].effective = d[1].permitted = (uint32_t)(PRIV_CAPS >> 32);
+	d[0].effective = d[0].permitted = (uint32_t)keep;
+	d[1].effective = d[1].permitted = (uint32_t)(keep >> 32);
 	if (syscall(SYS_capset, &h, d) == -1 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		_exit(1);

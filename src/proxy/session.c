@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "table/table.h"
 
 static const struct proxy_link_ops ps_link_ops;
@@ -241,6 +242,7 @@ ps_relay(struct proxy_session *ps, const struct proxy_reply *r)
 		    "up=%s why=\"unexpected reply\" reply=\"%s\"",
 		    ps->up->cfg->name, log_safe_into(safe, sizeof(safe),
 		    r->wire.data, r->wire.len));
+		metrics_inc(MET_PROXY_FAILURES, MET_PX_PROTOCOL, 0);
 		ps_drop_link(ps);
 		ps_answer_lost(ps, "upstream protocol error");
 		return;
@@ -445,6 +447,7 @@ ps_setup_refused(struct proxy_session *ps, const struct proxy_reply *r,
 	log_event(LOG_LVL_WARN, "proxy-error", ps->info.sid, NULL, "up=%s "
 	    "why=\"%s refused\" reply=\"%s\"", ps->up->cfg->name, what,
 	    log_safe_into(safe, sizeof(safe), r->wire.data, r->wire.len));
+	metrics_inc(MET_PROXY_FAILURES, MET_PX_REFUSED, 0);
 	ps_drop_link(ps);
 	if (!ps->active)
 		return;
@@ -541,6 +544,7 @@ ps_reply_cb(void *arg, const struct proxy_reply *r)
 		ps_relay(ps, r);
 		return;
 	default:
+		metrics_inc(MET_PROXY_FAILURES, MET_PX_PROTOCOL, 0);
 		ps_drop_link(ps);
 		if (ps->active)
 			ps_answer_lost(ps, "upstream protocol error");
@@ -560,6 +564,8 @@ ps_fail_cb(void *arg, const char *why)
 	log_event(LOG_LVL_WARN, "proxy-lost", ps->info.sid, NULL, "up=%s "
 	    "peer=%s why=\"%s\"", ps->up->cfg->name, proxy_link_peer(ps->link),
 	    why);
+	metrics_inc(MET_PROXY_FAILURES, greeting ? MET_PX_UNAVAILABLE :
+	    MET_PX_LOST, 0);
 	ps_drop_link(ps);
 	if (waited) {
 		ps_answer_lost(ps, greeting ? "upstream not available" :

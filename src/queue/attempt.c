@@ -12,6 +12,7 @@
 
 #include "deliver/deliver.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
@@ -159,6 +160,14 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 	r->last_err = xstrdup(why);
 }
 
+/* The outcome of one attempt, for metrics: what the record now says. */
+static void
+queue_count(const struct spool_rcpt *r)
+{
+	metrics_inc(MET_DELIVERIES, metrics_action(r->action), r->failed ?
+	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
+}
+
 /* Try recipient i once (its destination slot is held). */
 void
 queue_attempt(struct queue *q, struct spool_env *env, size_t i,
@@ -188,4 +197,5 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 		queue_permfail(q, env, i, why);
 		break;
 	}
+	queue_count(&env->rcpts[i]);
 }

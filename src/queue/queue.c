@@ -440,6 +440,25 @@ queue_worker(void *arg)
 	return NULL;
 }
 
+void
+queue_stats(struct queue *q, struct queue_stats *out)
+{
+	uint64_t now = queue_wall_ms();
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&q->mu);
+	for (const struct queue_job *j = q->jobs; j != NULL; j = j->next)
+		if (j->running)
+			out->active++;
+		else if (j->held)
+			out->held++;
+		else if (j->due_ms > now)
+			out->deferred++;
+		else if (!j->deleted)
+			out->ready++;
+	pthread_mutex_unlock(&q->mu);
+}
+
 /* ---- the public face --------------------------------------------------- */
 
 struct queue *

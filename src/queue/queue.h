@@ -82,6 +82,15 @@ void	queue_drain(struct queue *q);
 /* Stop the workers after their current delivery and free. */
 void	queue_free(struct queue **qp);
 
+/* The queue's messages by state, for metrics (any thread). */
+struct queue_stats {
+	unsigned	active;		/* being delivered now */
+	unsigned	ready;		/* due, waiting for a worker */
+	unsigned	deferred;	/* due later: a retry */
+	unsigned	held;		/* on hold */
+};
+void	queue_stats(struct queue *q, struct queue_stats *out);
+
 /*
  * A new message from sender ("" for <>) to rcpt, routed now (o->route, as
  * SMTP recipients are), committed to the spool and queued: "Received: by HOST (postern) id QID"

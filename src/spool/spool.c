@@ -52,6 +52,7 @@
 #include "spool/spool.h"
 #include "spool/spool_private.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -63,6 +64,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "metrics/metrics.h"
 
 const char *const spool_sub_names[SUB_N] = { "tmp", "msg", "env",
     "done" };
@@ -192,6 +194,55 @@ const char *
 spool_dir(const struct spool *sp)
 {
 	return sp->dir;
+}
+
+int64_t
+spool_oldest_s(struct spool *sp)
+{
+	int fd = dup(sp->fd[SUB_ENV]);
+	DIR *d = fd != -1 ? fdopendir(fd) : NULL;
+	int64_t oldest = 0;
+	struct dirent *e;
+	struct stat st;
+
+	if (d == NULL) {
+		if (fd != -1)
+			close(fd);
+		return 0;
+	}
+	rewinddir(d);	/* a dup shares the offset with sp's descriptor */
+	while ((e = readdir(d)) != NULL)
+		if (spool_qid_ok(e->d_name) && fstatat(sp->fd[SUB_ENV],
+		    e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (oldest == 0 || st.st_mtime < oldest))
+			oldest = (int64_t)st.st_mtime;
+	closedir(d);
+	return oldest;
+}
+
+int
+spool_probe(struct spool *sp, const char **err_out)
+{
+	char name[64];
+	int fd;
+
+	(void)util_snprintf(name, sizeof(name), ".probe-%ld", (long)gettid());
+	fd = openat(sp->fd[SUB_TMP], name, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -1 || write(fd, "x", 1) != 1) {
+		*err_out = spool_err("create", SUB_TMP, name, "", errno);
+		if (fd != -1) {
+			close(fd);
+			unlinkat(sp->fd[SUB_TMP], name, 0);
+		}
+		return -1;
+	}
+	close(fd);
+	if (unlinkat(sp->fd[SUB_TMP], name, 0) == -1) {
+		*err_out = spool_err("unlink", SUB_TMP, name, "", errno);
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -436,6 +487,7 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 {
 	struct spool *sp = m->sp;
 	int envfd = -1;
+	uint64_t start_ns = metrics_now_ns();
 
 	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
 	ASSERT(strcmp(env->qid, m->qid) == 0);
@@ -470,6 +522,8 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	}
 	close(envfd);
 	m->state = MSG_COMMITTED;
+	metrics_observe_ns(MET_SPOOL_COMMIT_SECONDS, 0, metrics_now_ns() -
+	    start_ns);
 	return 0;
 fail:
 	/* Not acknowledged: withdraw the envelope first, as spool_remove. */

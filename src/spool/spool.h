@@ -77,6 +77,17 @@ void	spool_close(struct spool **sp);
  */
 int	spool_lock(struct spool *sp, const char **err_out);
 const char *spool_dir(const struct spool *sp);
+/*
+ * When the oldest message still in the spool was accepted (its envelope's
+ * time, epoch seconds), or 0 when there is none.  Reads the env/ folder:
+ * for a scrape, not for a hot path.
+ */
+int64_t	spool_oldest_s(struct spool *sp);
+/*
+ * Can a file be made in the spool now?  Creates and removes a probe in
+ * tmp/.  0, or -1 with *err_out.
+ */
+int	spool_probe(struct spool *sp, const char **err_out);
 
 /* A new queue id, unique across threads and restarts: [0-9A-Za-z], < SPOOL_QID_MAX. */
 void	spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX]);

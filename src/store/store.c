@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "store/store_private.h"
+#include "metrics/metrics.h"
 #include "util/util.h"
 
 struct store *
@@ -86,9 +87,45 @@ store_val_ok(const char *v)
 	return true;
 }
 
+/* Which completed operation came last, for store_health (any thread). */
+static _Atomic uint64_t store_seq, store_ok_seq, store_err_seq;
+static _Atomic int store_err_engine = -1;
+
+const char *
+store_health(void)
+{
+	static const char *const why[] = { "sqlite", "redis", "memory" };
+	int e = atomic_load(&store_err_engine);
+
+	if (atomic_load(&store_err_seq) <= atomic_load(&store_ok_seq) || e < 0)
+		return NULL;
+	return why[e];
+}
+
+/* Count an operation's outcome (not the answers a closing store gives). */
+static void
+store_count(const struct store_req *req)
+{
+	const char *eng = req->st->eng->name;
+	int e = strcmp(eng, "sqlite") == 0 ? MET_STORE_SQLITE :
+	    strcmp(eng, "redis") == 0 ? MET_STORE_REDIS : MET_STORE_MEMORY;
+
+	if (req->st->closing)
+		return;
+	uint64_t seq = atomic_fetch_add(&store_seq, 1) + 1;
+	if (req->rc != -1) {
+		atomic_store(&store_ok_seq, seq);
+		return;
+	}
+	metrics_inc(MET_STORE_ERRORS, (unsigned)e, 0);
+	atomic_store(&store_err_engine, e);
+	atomic_store(&store_err_seq, seq);
+}
+
 void
 store_req_done(struct store_req *req)
 {
+	store_count(req);
 	if (req->op == STORE_GET) {
 		if (req->scb != NULL)
 			req->scb(req->arg, req->rc, req->rc == 1 ? req->out :

@@ -57,6 +57,13 @@ void	store_sadd(struct store *st, const char *key, const char *member,
 void	store_sismember(struct store *st, const char *key, const char *member,
 	    store_int_cb *cb, void *arg);
 
+/*
+ * Whether the state store works, as last seen (any thread): NULL when the
+ * last operation that completed on any store succeeded (or none has), else
+ * the name of the engine whose operation failed.
+ */
+const char *store_health(void);
+
 /* True when key and value lengths and bytes are acceptable. */
 bool	store_key_ok(const char *key);
 

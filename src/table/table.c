@@ -15,6 +15,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "table/table_private.h"
 #include "util/util.h"
 
@@ -169,6 +170,8 @@ table_is_remote(const struct table *t)
 static void
 table_note(struct table *t, bool ok, const char *why)
 {
+	if (!ok)
+		metrics_inc(MET_TABLE_ERRORS, 0, 0);
 	if (ok && t->down) {
 		t->down = false;
 		log_msg(LOG_LVL_INFO, "table=%s backend=%s answers again",

@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "table/table_private.h"
 #include "util/util.h"
 
@@ -246,10 +247,12 @@ mem_refresh(struct mem *m)
 	const char *err;
 
 	if (stat(m->t->path, &st) == -1) {
-		if (!m->stat_failed)
+		if (!m->stat_failed) {
 			log_msg(LOG_LVL_WARN, "table=%s stat(%s): %s; keeping "
 			    "the old contents", m->t->name, m->t->path,
 			    strerror(errno));
+			metrics_inc(MET_TABLE_ERRORS, 0, 0);
+		}
 		m->stat_failed = true;
 		return;
 	}
@@ -261,6 +264,7 @@ mem_refresh(struct mem *m)
 	if (mem_read(m, &keys, &domains, &id, &err) == -1) {
 		/* Warn once per version of the file, not once a second. */
 		log_msg(LOG_LVL_WARN, "%s; keeping the old contents", err);
+		metrics_inc(MET_TABLE_ERRORS, 0, 0);
 		m->bad = id;
 		m->have_bad = true;
 		return;

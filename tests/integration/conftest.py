@@ -343,6 +343,10 @@ class Server:
         self.log_path = os.path.join(self.dir, "postern.stderr")
         self.proc = None
         self.killed = False
+        self.run_args = []	# more arguments for "postern run"
+        self.env = {}		# more environment for it
+        self.argv_prefix = []	# a command that runs it (sh -c ...)
+        self.pass_fds = ()	# descriptors it inherits
         self.clients = []
         self.problems = []
         self.write_config(config_text)
@@ -363,9 +367,11 @@ class Server:
         logf = open(self.log_path, "ab")
         logf.write(b"=== start ===\n")
         logf.flush()
-        env = dict(os.environ)
+        env = dict(os.environ, **self.env)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        self.proc = subprocess.Popen([binary(), "run", "-c", self.conf],
+        self.proc = subprocess.Popen(self.argv_prefix +
+            [binary(), "run", "-c", self.conf] + self.run_args,
+            pass_fds=self.pass_fds,
             cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
             env=env)
         logf.close()

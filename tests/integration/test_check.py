@@ -1,10 +1,12 @@
 """`postern check`, `postern version` and --help."""
 
+import os
 import re
+import subprocess
 
 import pytest
 
-from conftest import make_config, run_cli
+from conftest import binary, make_config, run_cli
 
 GOOD = make_config(extra=["limit message-size 10M", "limit idle-timeout 30s",
     "table friends { a@example.net, b@example.net }"])
@@ -138,3 +140,22 @@ def test_check_loads_what_the_actions_name(tmp_path):
         line = [l for l in out.splitlines() if ": action %s: " % name in l]
         assert line and why in line[0], "action %s: %r in\n%s" % (name,
             why, out)
+
+
+def test_default_config_is_postern_config_else_the_installed_one(tmp_path):
+    """Without -c, check (and run) read $POSTERN_CONFIG, else the file under
+    the installation's configuration folder that --help names."""
+    bad = tmp_path / "env.conf"
+    bad.write_text("hostname a.example\nfrobnicate\n")
+    env = dict(os.environ, POSTERN_CONFIG=str(bad))
+    r = subprocess.run([binary(), "check"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=10, env=env)
+    assert r.returncode == 1 and "%s:2: unknown keyword" % bad in r.stdout, r
+    r = run_cli("check", "--help")
+    m = re.search(r"else (/\S+/postern/postern\.conf)\)", r.stdout)
+    assert m, r.stdout
+    env.pop("POSTERN_CONFIG")
+    r = subprocess.run([binary(), "check"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=10, env=env)
+    if not os.path.exists(m.group(1)):
+        assert r.returncode == 1 and m.group(1) in r.stdout + r.stderr, r

@@ -4,9 +4,13 @@ on, stops at start with a clear error instead of sharing the spool or
 taking a share of the connections (SO_REUSEPORT); the first keeps serving.
 """
 
+import socket
 import subprocess
 
-from conftest import binary, free_port, make_config, send_message, wait_for
+import pytest
+
+from conftest import (HOST, Client, binary, free_port, make_config,
+    send_message, wait_for)
 
 
 def run_second(tmp_path, text):
@@ -60,9 +64,44 @@ def test_second_instance_on_the_same_spool_is_refused(postern, tmp_path):
 
 
 def test_second_instance_on_the_same_address_is_refused(postern, tmp_path):
+    """Refused once its bind-retry tries are spent (the other process might
+    have been on its way out); one short try here."""
     rc, err = run_second(tmp_path, second_config(postern,
-        str(tmp_path / "second" / "spool"), postern.port))
+        str(tmp_path / "second" / "spool"), postern.port) +
+        "bind-retry 1 200ms\n")
     assert rc != 0, err
-    assert "listen 127.0.0.1 port %d: in use by another process" % (
-        postern.port) in err, err
+    assert "listen 127.0.0.1 port %d: in use by another process (another " \
+        "postern?) (no more tries: bind-retry)" % postern.port in err, err
+    assert err.count("trying again") == 1, err
     still_serves(postern, 30)
+
+
+@pytest.mark.parametrize("workers", ["workers 1", "workers 2 spread",
+    "workers 2"])
+def test_no_other_socket_takes_a_share_of_the_connections(make_postern,
+        workers):
+    """A program of the same user that binds postern's address with
+    SO_REUSEPORT joins the kernel's group of listen sockets; postern's own
+    program picks the socket, so the intruder is never handed one of the
+    connections."""
+    srv = make_postern(extra=[workers])
+    intruder = socket.socket()
+    intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    intruder.bind((HOST, srv.port))		# the same user: root
+    intruder.listen(64)
+    intruder.setblocking(False)
+    try:
+        greeted = 0
+        for _ in range(40):
+            with Client(srv.port) as c:
+                try:		# one the intruder holds is never greeted
+                    if c.read_reply(timeout=3).code != 220:
+                        break
+                except (AssertionError, OSError):	# Closed, timeout
+                    break
+                greeted += 1
+        with pytest.raises(BlockingIOError):
+            intruder.accept()
+        assert greeted == 40, "session %d was not greeted" % (greeted + 1)
+    finally:
+        intruder.close()

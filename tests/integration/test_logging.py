@@ -1,9 +1,11 @@
 """The event log on stderr and the per-session transaction log."""
 
+import json
 import os
 import re
+import signal
 
-from conftest import queue_id, send_message, wait_for
+from conftest import queue_id, run_cli, send_message, wait_for
 
 EVENTS = {"connect", "helo", "mail", "rcpt", "reject", "accepted", "delivered",
     "deferred", "disconnect"}
@@ -27,8 +29,9 @@ def of_session(log, sid):
     return [(e, kv, line) for e, kv, line in events(log) if kv.get("sid") == sid]
 
 
-def test_event_lines_for_one_session(postern):
-    with postern.session() as c:
+def session_mix(srv):
+    """One accepted message, one recipient refused at RCPT, a QUIT."""
+    with srv.session() as c:
         c.hello("client.example")
         c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
         c.send("RCPT TO:<x@elsewhere.test>"); c.expect(550, "5.7.1")
@@ -37,6 +40,13 @@ def test_event_lines_for_one_session(postern):
         c.send_raw(b"Subject: logged\r\n\r\nhello\r\n.\r\n")
         qid = queue_id(c.expect(250, "2.0.0"))
         c.send("QUIT"); c.expect(221, "2.0.0")
+    wait_for(lambda: "disconnect" in srv.log() and "delivered" in srv.log(),
+        what="the disconnect and delivered lines")
+    return qid
+
+
+def test_event_lines_for_one_session(postern):
+    qid = session_mix(postern)
     wait_for(lambda: any(e == "disconnect" for e, _, _ in events(postern.log())) and
         any(e == "delivered" for e, _, _ in events(postern.log())),
         what="delivered and disconnect lines")
@@ -140,6 +150,165 @@ def test_sids_are_unique_across_a_restart(postern):
         "session ids %s repeat across a restart" % sids
 
 
+def debug_lines(log):
+    return [l for l in log.splitlines() if len(l.split()) > 1 and
+        l.split()[1] == "debug"]
+
+
+def test_log_level_on_the_command_line_beats_the_config(make_postern):
+    """run --log-level debug logs debug lines although the config says
+    warn, and still does after a reload (SIGHUP reads 'log level warn'
+    again)."""
+    srv = make_postern(extra=["log level warn"], start=False)
+    srv.run_args = ["--log-level", "debug"]
+    srv.start()
+
+    def session():
+        with srv.session() as c:
+            c.hello()
+            c.send("QUIT"); c.expect(221)
+
+    session()
+    wait_for(lambda: debug_lines(srv.log()), what="debug lines")
+    srv.sighup()
+    wait_for(lambda: "reload: configuration" in srv.log(), what="the reload")
+    before = len(debug_lines(srv.log()))
+    session()
+    wait_for(lambda: len(debug_lines(srv.log())) > before,
+        what="debug lines after the reload")
+
+
+def test_log_level_option_is_checked(make_postern):
+    srv = make_postern(start=False)
+    for bad in (["--log-level", "loud"], ["--log-level"]):
+        r = run_cli("run", "-c", srv.conf, *bad)
+        assert r.returncode == 2, (bad, r)
+        assert "log-level" in r.stderr, (bad, r.stderr)
+
+
+VARYING = {"time", "sid", "qid", "port", "duration_ms", "loop", "size",
+    "to", "dsn_qid"}
+
+
+def test_json_lines_carry_the_fields_of_key_value(make_postern):
+    """The same session against a text and a JSON server: every JSON line
+    parses, and each event has the same keys (and, but for ids and times,
+    the same values) as its key=value line."""
+    text_srv = make_postern()
+    json_srv = make_postern(extra=["log format json"])
+    session_mix(text_srv)
+    session_mix(json_srv)
+    json_srv.stop()
+    text_srv.stop()
+    objs = []
+    for line in json_srv.log().splitlines():
+        if line.startswith("===") or not line:
+            continue
+        obj = json.loads(line)		# every line: one object
+        assert isinstance(obj, dict) and obj["level"] in (
+            "error", "warn", "info", "debug"), line
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$",
+            obj["time"]), line
+        objs.append(obj)
+    by_event = {}
+    for o in objs:
+        if "event" in o:
+            by_event.setdefault(o["event"], []).append(o)
+    text = {}
+    for ev, kv, _line in events(text_srv.log()):
+        text.setdefault(ev, []).append(kv)
+    for ev in ("connect", "helo", "mail", "rcpt", "reject", "accepted",
+            "delivered", "disconnect"):
+        assert ev in by_event and ev in text, (ev, sorted(by_event))
+        for t, j in zip(text[ev], by_event[ev]):
+            jkeys = set(j) - {"time", "level", "event"}
+            assert set(t) == jkeys, (ev, sorted(t), sorted(jkeys))
+            for k in set(t) - VARYING:
+                assert t[k] == j[k], (ev, k, t[k], j[k])
+    rej = by_event["reject"][0]
+    assert (rej["code"], rej["esc"]) == ("550", "5.7.1"), rej
+    assert any("listening on" in o.get("msg", "") for o in objs), objs[:3]
+
+
+def test_log_file_reopened_on_sigusr1(make_postern):
+    srv = make_postern(extra=["log file {tmp}/postern.log"])
+    path = srv.path("postern.log")
+    wait_for(lambda: os.path.exists(path) and "postern started" in
+        open(path).read(), what="the start-up lines in the log file")
+    assert "postern started" not in srv.log(), "lines went to stderr too"
+    session_mix_quiet(srv, "first.example")
+    wait_for(lambda: "first.example" in open(path).read(),
+        what="the first session in the file")
+    os.rename(path, path + ".1")		# what logrotate does
+    srv.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: os.path.exists(path), what="a new log file")
+    session_mix_quiet(srv, "second.example")
+    wait_for(lambda: "second.example" in open(path).read(),
+        what="the second session in the new file")
+    old = open(path + ".1").read()
+    assert "first.example" in old and "second.example" not in old
+    assert "log file reopened" in open(path).read()
+
+
+def session_mix_quiet(srv, helo):
+    with srv.session() as c:
+        c.hello(helo)
+        c.send("QUIT"); c.expect(221)
+
+
+def test_log_file_rotates_by_size(make_postern):
+    srv = make_postern(extra=["log file {tmp}/p.log size 64k count 2",
+        "log level debug"])
+    path = srv.path("p.log")
+    with srv.session() as c:
+        c.hello()
+        for _ in range(3000):		# about 75 bytes of debug line each
+            c.send("NOOP")
+        for _ in range(3000):
+            c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: os.path.exists(path + ".2"), timeout=15,
+        what="a second rotation")
+    assert not os.path.exists(path + ".3")
+    for p in (path + ".1", path + ".2"):
+        size = os.path.getsize(p)
+        # Rotated once past the size: by at most one loop's buffer.
+        assert 64 * 1024 <= size <= 80 * 1024, (p, size)
+        with open(p) as f:
+            body = f.read()
+        assert body.endswith("\n") and all(re.match(
+            r"\d{4}-\d\d-\d\dT\S+ (error|warn|info|debug) ", l)
+            for l in body.splitlines()), p
+
+
+def test_journal_gets_priorities(make_postern):
+    """Under systemd (JOURNAL_STREAM names stderr) each line starts with
+    its syslog priority; with a JOURNAL_STREAM that is not stderr, not."""
+    srv = make_postern(start=False, extra=["log level debug"])
+    open(srv.log_path, "ab").close()
+    st = os.stat(srv.log_path)
+    srv.env = {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+    srv.start()
+    session_mix_quiet(srv, "journal.example")
+    wait_for(lambda: "journal.example" in srv.log(), what="the session")
+    lines = [l for l in srv.log().splitlines() if l and not
+        l.startswith("===")]
+    prio = {"error": "3", "warn": "4", "info": "6", "debug": "7"}
+    seen = set()
+    for l in lines:
+        m = re.match(r"<(\d)>\S+ (error|warn|info|debug) ", l)
+        assert m, l
+        assert m.group(1) == prio[m.group(2)], l
+        seen.add(m.group(2))
+    assert {"warn", "info", "debug"} <= seen, seen
+    srv.stop()
+    srv.env = {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino + 1)}
+    srv.start()
+    wait_for(lambda: srv.log().count("postern started") == 2, what="start")
+    tail = srv.log().split("=== start ===")[-1]
+    assert "<6>" not in tail and re.search(r"^\S+ info ", tail, re.M), tail
+
+
 # ----- peer text in log lines ------------------------------------------------
 
 def raw_log(srv):
@@ -213,3 +382,39 @@ def test_addresses_are_escaped_one_way(postern):
     assert [kv.get("from") for e, kv, _ in ev if e == "accepted"] == [sender]
     assert [kv.get("to") for e, kv, _ in ev if e == "rcpt"] == [rcpt]
     assert [kv.get("rcpt") for e, kv, _ in ev if e == "delivered"] == [rcpt]
+
+
+def hostile_session(srv):
+    """Peer text meant to break a log line: quotes, escapes, key=value."""
+    with srv.session() as c:
+        c.expect(220)
+        c.send_raw(b'EHLO a"b X=2 \\ \xff\xc3\r\n'); c.expect(250)
+        c.send_raw(b'\x1b[2J"X=1\xff\\ FOO\r\n'); c.expect(500, "5.5.2")
+        c.send('MAIL FROM:<"a X=3\\"}"@example.net>'); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: "disconnect" in srv.log(), what="the disconnect line")
+
+
+def test_json_lines_of_peer_text_parse(make_postern):
+    """Quotes, backslashes and key=value from a client: every JSON line
+    still parses, with one field per key of the text line and the same
+    (escaped) value."""
+    text_srv = make_postern()
+    json_srv = make_postern(extra=["log format json"])
+    hostile_session(text_srv)
+    hostile_session(json_srv)
+    objs = [json.loads(l) for l in json_srv.log().splitlines()
+        if l and not l.startswith("===")]
+    by_event = {}
+    for o in objs:
+        by_event.setdefault(o.get("event"), []).append(o)
+    text = {ev: kv for ev, kv, _ in events(text_srv.log())}
+    for ev in ("helo", "reject", "mail"):
+        j = by_event[ev][0]
+        assert set(text[ev]) == set(j) - {"time", "level", "event"}, (ev, j)
+        for k in set(text[ev]) - VARYING:
+            assert text[ev][k] == j[k], (ev, k, text[ev][k], j[k])
+    assert by_event["helo"][0]["name"] == r"a\x22b X=2 \x5c \xff\xc3"
+    assert by_event["reject"][0]["stage"] == r"\x1b[2J\x22X=1\xff\x5c"
+    assert "X" not in by_event["mail"][0], by_event["mail"][0]

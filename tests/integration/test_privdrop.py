@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-from conftest import (HOST, Client, Server, machine_lacks, make_config, needs,
-    read_bytes, run_cli, send_message, split_delivered, wait_for)
+from conftest import (HOST, Client, Server, binary, machine_lacks,
+    make_config, needs, plain, proc_status, read_bytes, run_cli,
+    send_message, split_delivered, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which the privilege drop needs (run the suite as root)")
@@ -167,3 +168,160 @@ def test_root_without_user_is_warned_about(make_postern):
     warn = [l for l in log.splitlines() if " warn " in l and "root" in l]
     assert warn, "no warning about running as root:\n" + log
     assert srv.pid_status()["Uid"].split()[0] == "0"
+
+
+def test_sendmail_run_by_root_queues_as_the_spool_owner(make_dropped):
+    """root's sendmail writes the spool as its owner: the server, running as
+    nobody, can read the message, deliver it and remove it."""
+    uid, gid = ids()
+    srv = make_dropped()
+    # The port answers before the queue listens on its control socket.
+    wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
+        what="the control socket")
+    link = os.path.join(srv.dir, "sendmail")
+    os.symlink(binary(), link)
+    r = subprocess.run([link, "-C", srv.conf, "-f", "root@example.org",
+        "bob@example.org"], input=b"Subject: from root\n\nqueued by root\n",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert r.returncode == 0, r.stderr
+    files = wait_for(lambda: srv.maildir("bob"), timeout=10,
+        what="delivery of root's message")
+    rest = split_delivered(read_bytes(files[0]))[2]
+    assert b"queued by root" in rest
+    assert b"(uid 0)" in read_bytes(files[0]), "Received: names the sender"
+    wait_for(lambda: not [f for f in srv.spool_files() if "/msg/" in f],
+        what="the message leaving the spool")
+    for f in srv.spool_files():
+        st = os.stat(f)
+        assert (st.st_uid, st.st_gid) == (uid, gid), "%s owned by %d:%d" % (
+            f, st.st_uid, st.st_gid)
+
+
+def test_pid_file_in_a_root_folder_is_emptied_at_stop(make_dropped,
+        public_dir):
+    """Written as root before the drop; at the stop nobody may not remove
+    it from root's folder, so it is left empty (which reads as stale)."""
+    run = os.path.join(public_dir, "run")
+    os.mkdir(run, 0o755)
+    pid_path = os.path.join(run, "postern.pid")
+    srv = make_dropped(start=False)
+    srv.run_args = ["--pid-file", pid_path]
+    srv.start()
+    with open(pid_path) as f:
+        assert f.read() == "%d\n" % srv.proc.pid
+    assert os.stat(pid_path).st_uid == 0
+    srv.stop()
+    with open(pid_path) as f:
+        assert f.read() == ""
+
+
+def test_service_manager_hears_ready_after_the_drop(make_dropped, public_dir):
+    """The notify socket sits in a folder only root may enter (as
+    start-stop-daemon --notify-await makes it): postern connects to it
+    before the drop, and READY=1 still arrives from nobody."""
+    hidden = os.path.join(public_dir, "notify")
+    os.mkdir(hidden, 0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(os.path.join(hidden, "sock"))
+    sock.settimeout(15)
+    try:
+        srv = make_dropped(start=False)
+        srv.env = {"NOTIFY_SOCKET": os.path.join(hidden, "sock")}
+        srv.start()
+        msgs = []
+        while not any(m.startswith(b"READY=1") for m in msgs):
+            msgs.append(sock.recv(4096))
+        assert srv.pid_status()["Uid"].split()[0] == str(ids()[0])
+    finally:
+        sock.close()
+
+
+# What the shipped service unit allows, applied without systemd: the unit's
+# capability bounding set and no new privileges (setpriv), and the whole
+# file system read-only but the server's folder (ProtectSystem=strict with
+# its ReadWritePaths), in a mount namespace of its own.
+HARDEN = """set -e
+d=$1; shift
+mount --bind "$d" "$d"
+mount -o remount,bind,ro /
+exec "$@"
+"""
+
+
+def unit_settings():
+    from test_service import unit_path
+    with open(unit_path("postern.service")) as f:
+        return dict(l.split("=", 1) for l in f.read().splitlines()
+            if "=" in l and not l.startswith("#"))
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_runs_within_the_units_hardening(make_dropped, sysuser,
+        pam_service, narrow):
+    """Started as the unit starts it, the server binds a port below 1024,
+    drops to nobody, checks a password with PAM and writes a Maildir as
+    its owner through the privileged helper, with nothing beyond the
+    unit's capabilities (or an admin's narrower set: port, user and group
+    alone); every process has no new privileges and none of its
+    capabilities outside that set."""
+    for prog in ("setpriv", "unshare"):
+        if shutil.which(prog) is None:
+            pytest.fail("%s (util-linux) not found" % prog)
+    unit = unit_settings()
+    assert unit["NoNewPrivileges"] == "yes"
+    assert unit["ProtectSystem"] == "strict"
+    caps = unit["CapabilityBoundingSet"].split()
+    if narrow:
+        caps = ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID"]
+    port = free_privileged_port()
+    if port is None:
+        machine_lacks("a free privileged port on %s (tried 465, 587, 24, "
+            "999)" % HOST)
+    owner = sysuser("pstnhard", "Hard pw 1")
+    srv = make_dropped(start=False, extra=["listen %s:%d auth-plaintext" % (
+        HOST, port), "auth pam %s" % pam_service, "maildir-root {tmp}/mail"])
+    srv.write_config(open(srv.conf).read().replace(
+        'maildir "%s/mail/%%{rcpt.user}/Maildir"' % srv.dir,
+        'maildir "%s/mail/%%{rcpt.user}/Maildir" as pstnhard' % srv.dir))
+    os.chown(srv.path("mail"), owner.pw_uid, owner.pw_gid)
+    srv.argv_prefix = ["unshare", "--mount", "--propagation", "private",
+        "sh", "-c", HARDEN, "sh", srv.dir, "setpriv", "--bounding-set",
+        "-all," + ",".join("+" + c[4:].lower() for c in caps),
+        "--no-new-privs"]
+    srv.start()
+    wait_for(lambda: srv.pid_status()["Uid"].split()[0] == str(ids()[0]),
+        what="the drop to nobody")
+    c = Client(port)
+    srv.clients.append(c)
+    c.hello()
+    c.send("AUTH PLAIN " + plain("pstnhard", "wrong")); c.expect(535)
+    c.send("AUTH PLAIN " + plain("pstnhard", "Hard pw 1")); c.expect(235)
+    send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    c.send("QUIT"); c.expect(221)
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery as pstnhard")
+    assert os.stat(files[0]).st_uid == owner.pw_uid
+    assert b"as nobody" in split_delivered(read_bytes(files[0]))[2]
+    # The file system outside the server's folder was read-only to it.
+    with open("/proc/%d/mountinfo" % srv.proc.pid) as f:
+        root = [l for l in f if l.split()[4] == "/"]
+    assert root and " ro," in root[0], root
+    allowed = 0
+    for c in caps:
+        allowed |= 1 << CAP_BITS[c]
+    procs = [srv.proc.pid] + [p for ps in helper_processes(srv) for p in ps]
+    assert len(procs) >= 3, procs		# the server, keeper, helper
+    for pid in procs:
+        st = proc_status(pid)
+        assert st["NoNewPrivs"] == "1", (pid, st["NoNewPrivs"])
+        for k in ("CapBnd", "CapPrm", "CapEff"):
+            assert int(st[k], 16) & ~allowed == 0, (pid, k, st[k])
+
+
+CAP_BITS = {"CAP_DAC_READ_SEARCH": 2, "CAP_KILL": 5, "CAP_SETGID": 6,
+    "CAP_SETUID": 7, "CAP_NET_BIND_SERVICE": 10, "CAP_AUDIT_WRITE": 29}
+
+
+def helper_processes(srv):
+    from test_backends import helper_children
+    keeper, helpers, _ = helper_children(srv)
+    return keeper, helpers

@@ -285,3 +285,37 @@ def test_send_without_server_fails_and_leaves_nothing(make_postern):
     wait_for(lambda: srv.maildir("bob"), what="delivery of the sent message")
     h = headers_of(split_delivered(read_bytes(srv.maildir("bob")[0]))[2])
     assert h["subject"] == ["later"]
+
+
+def test_mailq_and_newaliases_entry_points(make_postern, tmp_path):
+    """Installed as mailq and newaliases (and sendmail -bp, -bi), the binary
+    lists the queue and says there is no aliases database."""
+    srv = wired(make_postern())
+    block(srv, "bob")		# the message waits in the queue
+    r = send_cmd(srv, ["-f", "alice@example.org", "bob@example.org"],
+        b"Subject: waiting\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    qid = wait_for(lambda: list(queue_json(srv)), what="the queued message")
+    assert len(qid) == 1
+    qid = qid[0]
+    links = {}
+    for name in ("mailq", "newaliases", "sendmail"):
+        links[name] = str(tmp_path / name)
+        os.symlink(binary(), links[name])
+    env = dict(os.environ, POSTERN_CONFIG=srv.conf)
+
+    def run(*argv):
+        return subprocess.run(list(argv), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, timeout=10, env=env)
+
+    for argv in ([links["mailq"]], [links["sendmail"], "-bp"]):
+        r = run(*argv)
+        assert r.returncode == 0, (argv, r.stderr)
+        assert qid in r.stdout and "bob@example.org" in r.stdout, (argv,
+            r.stdout)
+        assert "Kbytes in 1 Request" in r.stdout, r.stdout
+    for argv in ([links["newaliases"]], [links["sendmail"], "-bi"]):
+        r = run(*argv)
+        assert (r.returncode, r.stdout) == (0, ""), (argv, r)
+        assert "no aliases database" in r.stderr, r.stderr
+    assert list(queue_json(srv)) == [qid]    # nothing sent by -bp / -bi

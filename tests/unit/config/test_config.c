@@ -86,7 +86,7 @@ test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
 	    "defs", "match", "empty", "dups", "good", "agents",
-	    "translog", "spool", "proxy" };
+	    "translog", "spool", "ops", "proxy" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
@@ -327,6 +327,27 @@ test_limit_bounds(void **state)
 	}
 }
 
+/*
+ * Parse a minimal config plus line (its line 4).  With want_err, that must
+ * be the one error (NULL returned); else the config (the caller frees it).
+ */
+static struct config *
+parse_case(const char *line, const char *want_err)
+{
+	char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
+	    "match any action a\n%s\n", line);
+	char *errs = NULL;
+	struct config *c = config_parse("t", text, &errs);
+
+	free(text);
+	if (want_err != NULL && (c != NULL || strcmp(errs, want_err) != 0))
+		fail_msg("case \"%s\": got '%s'", line, c != NULL ? "ok" : errs);
+	if (want_err == NULL && c == NULL)
+		fail_msg("case \"%s\": %s", line, errs);
+	free(errs);
+	return c;
+}
+
 /* "workers N [pack|spread]": the count and how connections go to loops. */
 static void
 test_workers(void **state)
@@ -349,24 +370,207 @@ test_workers(void **state)
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char *text = xasprintf("listen 127.0.0.1:25\naction a discard\n"
-		    "match any action a\n%s\n", cases[i].line);
-		char *errs = NULL;
-		struct config *c = config_parse("t", text, &errs);
-		if (cases[i].err != NULL) {
-			if (c != NULL || strcmp(errs, cases[i].err) != 0)
-				fail_msg("case \"%s\": got '%s'", cases[i].line,
-				    c != NULL ? "ok" : errs);
-		} else {
-			if (c == NULL)
-				fail_msg("case \"%s\": %s", cases[i].line, errs);
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
 			assert_int_equal(c->workers, cases[i].n);
 			assert_int_equal(c->workers_spread, cases[i].spread);
 		}
-		free(errs);
-		free(text);
 		config_free(&c);
 	}
+}
+
+/* "bind-retry COUNT [INTERVAL]", "pid-file PATH", "metrics listen". */
+static void
+test_ops(void **state)
+{
+	static const struct {
+		const char *line, *err; unsigned n; uint64_t ms;
+		const char *pid;
+	} cases[] = {
+		{ "", NULL, 6, 5000, NULL },		/* the defaults */
+		{ "bind-retry 0", NULL, 0, 5000, NULL },
+		{ "bind-retry 1000 10m", NULL, 1000, 600000, NULL },
+		{ "bind-retry 3 100ms", NULL, 3, 100, NULL },
+		{ "pid-file /run/p.pid", NULL, 6, 5000, "/run/p.pid" },
+		{ "bind-retry 1001", "t:4: bind-retry: bad count \"1001\" "
+		  "(0..1000)\n", 0, 0, NULL },
+		{ "bind-retry -1", "t:4: bind-retry: bad count \"-1\" "
+		  "(0..1000)\n", 0, 0, NULL },
+		{ "bind-retry 3 99ms", "t:4: bind-retry: bad interval \"99ms\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 601s", "t:4: bind-retry: bad interval \"601s\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 soon", "t:4: bind-retry: bad interval \"soon\" "
+		  "(100ms..10m)\n", 0, 0, NULL },
+		{ "bind-retry 3 1s x", "t:4: bind-retry: too many arguments "
+		  "(usage: bind-retry COUNT [INTERVAL])\n", 0, 0, NULL },
+		{ "pid-file \"\"", "t:4: pid-file: empty path\n", 0, 0, NULL },
+		{ "metrics listen 0.0.0.0:9925", "t:4: metrics listen: 0.0.0.0 is "
+		  "not a loopback address: add \"public\" to serve metrics to "
+		  "other hosts\n", 0, 0, NULL },
+		{ "metrics listen [::]:9925", "t:4: metrics listen: :: is not a "
+		  "loopback address: add \"public\" to serve metrics to other "
+		  "hosts\n", 0, 0, NULL },
+		{ "metrics listen localhost:80", "t:4: metrics listen: "
+		  "\"localhost:80\" is not ADDR:PORT with a numeric address "
+		  "(like 127.0.0.1:2525 or [::1]:2525)\n", 0, 0, NULL },
+		{ "metrics listen 127.0.0.1:1 public extra", "t:4: metrics: too "
+		  "many arguments (usage: metrics listen [ADDR:PORT] [public])\n",
+		  0, 0, NULL },
+		{ "metrics serve", "t:4: metrics: usage: metrics listen "
+		  "[ADDR:PORT] [public]\n", 0, 0, NULL },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
+			assert_int_equal(c->bind_retries, cases[i].n);
+			assert_int_equal(c->bind_retry_ms, cases[i].ms);
+			if (cases[i].pid == NULL)
+				assert_null(c->pid_file);
+			else
+				assert_string_equal(c->pid_file, cases[i].pid);
+		}
+		config_free(&c);
+	}
+	static const struct {
+		const char *line, *addr; int port;
+	} metrics[] = {
+		{ "", NULL, 0 },
+		{ "metrics listen", "127.0.0.1", 9925 },
+		{ "metrics listen [::1]:9100", "::1", 9100 },
+		{ "metrics listen 127.0.0.2:9100", "127.0.0.2", 9100 },
+		{ "metrics listen 0.0.0.0:9100 public", "0.0.0.0", 9100 },
+		{ "metrics listen public", "127.0.0.1", 9925 },
+	};
+	for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+		struct config *c = parse_case(metrics[i].line, NULL);
+		if (metrics[i].addr == NULL)
+			assert_null(c->metrics_addr);
+		else {
+			assert_string_equal(c->metrics_addr, metrics[i].addr);
+			assert_int_equal(c->metrics_port, metrics[i].port);
+		}
+		config_free(&c);
+	}
+}
+
+/* "log file PATH [size SIZE [count N]]" and "log format text|json". */
+static void
+test_log_statements(void **state)
+{
+	static const struct {
+		const char *line, *err, *file; uint64_t size; unsigned keep;
+		bool json;
+	} cases[] = {
+		{ "log format json", NULL, NULL, 0, 5, true },
+		{ "log format text", NULL, NULL, 0, 5, false },
+		{ "log file /var/log/p.log", NULL, "/var/log/p.log", 0, 5, false },
+		{ "log file p.log size 10M", NULL, "p.log", 10 << 20, 5, false },
+		{ "log file p.log size 64k count 0", NULL, "p.log", 65536, 0,
+		  false },
+		{ "log format xml", "t:4: log format: \"xml\" is not text or "
+		  "json\n", NULL, 0, 0, false },
+		{ "log file p.log size 1k", "t:4: log file: expected size SIZE "
+		  "(64k..1T) after the path, not \"1k\"\n", NULL, 0,
+		  0, false },
+		{ "log file p.log count 3", "t:4: log file: expected size SIZE "
+		  "(64k..1T) after the path, not \"count\"\n", NULL, 0,
+		  0, false },
+		{ "log file p.log size 1M count 101", "t:4: log file: expected "
+		  "count N (0..100) after the size, not \"101\"\n",
+		  NULL, 0, 0, false },
+		{ "log file p.log size", "t:4: log file: usage: log file PATH "
+		  "[size SIZE [count N]]\n", NULL, 0, 0, false },
+		{ "log file \"\"", "t:4: log file: empty path\n", NULL, 0, 0,
+		  false },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		if (c != NULL) {
+			if (cases[i].file == NULL)
+				assert_null(c->log_file);
+			else
+				assert_string_equal(c->log_file, cases[i].file);
+			assert_int_equal(c->log_file_size, cases[i].size);
+			assert_int_equal(c->log_file_keep, cases[i].keep);
+			assert_int_equal(c->log_json, cases[i].json);
+		}
+		config_free(&c);
+	}
+	/* One destination: a file after syslog is a duplicate. */
+	struct config *c = parse_case("log syslog\nlog file p.log",
+	    "t:5: duplicate log destination (first at line 4)\n");
+	config_free(&c);
+}
+
+/*
+ * True when the manual documents name: a heading line of the scdoc source
+ * (it starts with '*', not indented) holds "*NAME*" or "*NAME " (bold).
+ */
+static bool
+man_documents(const char *man, const char *name)
+{
+	char *bold = xasprintf("*%s*", name), *open = xasprintf("*%s ", name);
+	bool found = false;
+
+	for (const char *l = man; *l != '\0' && !found; ) {
+		const char *end = strchr(l, '\n');
+		size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+		char *line = xstrndup(l, len);
+		found = line[0] == '*' && (strstr(line, bold) != NULL ||
+		    strstr(line, open) != NULL);
+		free(line);
+		l += len + (end != NULL);
+	}
+	free(bold);
+	free(open);
+	return found;
+}
+
+/* Adds " PREFIXNAME" to missing when the manual has no entry for it. */
+static void
+man_check(const char *man, const char *prefix, const char *name,
+    struct util_buf *missing)
+{
+	char *full = xasprintf("%s%s", prefix, name);
+
+	if (!man_documents(man, full))
+		util_buf_printf(missing, " \"%s\"", full);
+	free(full);
+}
+
+/*
+ * Every keyword the parser knows, every limit and every queue setting has
+ * its entry in postern.conf(5): the lists come from the parser's own
+ * tables, so a new statement without a manual entry fails here.
+ */
+static void
+test_manual_documents_every_statement(void **state)
+{
+	char *man = read_all("../../../man/postern.conf.5.scd");
+	struct util_buf missing = { 0 };
+	const char *w;
+	size_t n = 0;
+
+	(void)state;
+	for (size_t i = 0; (w = config_keyword(i)) != NULL; i++, n++)
+		man_check(man, "", w, &missing);
+	for (size_t i = 0; (w = config_limit_name(i)) != NULL; i++, n++)
+		man_check(man, "limit ", w, &missing);
+	for (size_t i = 0; (w = config_queue_setting(i)) != NULL; i++, n++)
+		man_check(man, "queue ", w, &missing);
+	assert_true(n > 40);		/* the lists are not empty */
+	assert_false(man_documents(man, "frobnicate"));
+	free(man);
+	if (missing.len > 0) {
+		print_error("postern.conf(5) has no entry for:%.*s\n",
+		    (int)missing.len, missing.data);
+		util_buf_clear(&missing);
+		fail();
+	}
+	util_buf_clear(&missing);
 }
 
 /* An upstream's options and a proxy listener's references, as parsed. */
@@ -584,6 +788,9 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),
 		cmocka_unit_test(test_workers),
+		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_log_statements),
+		cmocka_unit_test(test_manual_documents_every_statement),
 		cmocka_unit_test(test_default_file),
 		cmocka_unit_test(test_load_errors),
 	};

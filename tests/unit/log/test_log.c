@@ -14,6 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include "log/log_private.h"
 #include "util/util.h"
 
 static char logpath[] = "/tmp/postern-test-log.XXXXXX";
@@ -159,6 +162,104 @@ test_fatal_flushes_the_buffer_first(void **state)
 	log_buffer(false);
 }
 
+/* log_json_line: the fields of a key=value line, as JSON. */
+static void
+test_json_line(void **state)
+{
+	static const struct {
+		const char *name, *event, *rest, *want;
+	} cases[] = {
+		{ "event", "reject", "sid=s1 stage=rcpt code=550 esc=5.7.1 "
+		  "why=\"Relay access denied\"",
+		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"reject\","
+		  "\"sid\":\"s1\",\"stage\":\"rcpt\",\"code\":\"550\","
+		  "\"esc\":\"5.7.1\",\"why\":\"Relay access denied\"}\n" },
+		{ "prose", NULL, "listening on 127.0.0.1:25",
+		  "{\"time\":\"T\",\"level\":\"info\","
+		  "\"msg\":\"listening on 127.0.0.1:25\"}\n" },
+		{ "mixed", NULL, "postern started: hostname=h workers=2",
+		  "{\"time\":\"T\",\"level\":\"info\",\"hostname\":\"h\","
+		  "\"workers\":\"2\",\"msg\":\"postern started:\"}\n" },
+		{ "escapes kept as text", "helo", "name=\"a\\x22b\\x5c\"",
+		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"helo\","
+		  "\"name\":\"a\\\\x22b\\\\x5c\"}\n" },
+		{ "empty value", "accepted", "state=\"\" to=",
+		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"accepted\","
+		  "\"state\":\"\",\"to\":\"\"}\n" },
+	};
+	char out[4096];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = log_json_line(out, sizeof(out), "T", "info",
+		    cases[i].event, cases[i].rest);
+		out[n] = '\0';
+		if (strcmp(out, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %s want %s", cases[i].name,
+			    out, cases[i].want);
+	}
+	/* Too long for the buffer: whole fields, then "truncated". */
+	char rest[3000];
+	size_t o = 0;
+	for (int k = 0; o + 20 < sizeof(rest); k++)
+		o += (size_t)snprintf(rest + o, sizeof(rest) - o, "k%d=v%d ", k,
+		    k);
+	size_t n = log_json_line(out, 512, "T", "info", "e", rest);
+	out[n] = '\0';
+	assert_true(n <= 512);
+	assert_non_null(strstr(out, ",\"truncated\":true}\n"));
+	assert_null(strstr(out, ":\"v,"));	/* no field cut in two */
+}
+
+static size_t
+file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* log_file_set with a size: path.1 .. path.keep, whole lines, no more. */
+static void
+test_file_rotation(void **state)
+{
+	char dir[] = "/tmp/postern-test-rot.XXXXXX", path[256], name[300];
+	const char *err = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.log", dir);
+	assert_int_equal(log_file_set(path, 4096, 2, &err), 0);
+	for (int i = 0; i < 400; i++)
+		log_event(LOG_LVL_INFO, "e", NULL, NULL, "n=%d pad=%050d", i,
+		    0);
+	for (int k = 1; k <= 2; k++) {
+		snprintf(name, sizeof(name), "%s.%d", path, k);
+		assert_true(file_size(name) >= 4096);
+		assert_true(file_size(name) < 4096 + 200);
+	}
+	snprintf(name, sizeof(name), "%s.3", path);
+	assert_int_equal(access(name, F_OK), -1);
+	assert_true(file_size(path) < 4096 + 200);
+	/* The newest line is in the file, whole. */
+	FILE *f = fopen(path, "r");
+	char line[512], last[512] = "";
+	while (fgets(line, sizeof(line), f) != NULL)
+		strcpy(last, line);
+	fclose(f);
+	assert_non_null(strstr(last, " e n=399 pad="));
+	/* A reopen after a rename writes to a new file. */
+	snprintf(name, sizeof(name), "%s.moved", path);
+	assert_int_equal(rename(path, name), 0);
+	assert_int_equal(log_file_reopen(&err), 0);
+	log_event(LOG_LVL_INFO, "after", NULL, NULL, "k=1");
+	assert_true(file_size(path) > 0);
+	assert_int_equal(log_file_set(NULL, 0, 0, &err), 0);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int
 main(void)
 {
@@ -171,6 +272,9 @@ main(void)
 		    test_full_buffer_writes_whole_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_fatal_flushes_the_buffer_first, setup, teardown),
+		cmocka_unit_test(test_json_line),
+		cmocka_unit_test_setup_teardown(test_file_rotation, setup,
+		    teardown),
 	};
 	return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

@@ -1,0 +1,22 @@
+/* log/log_private.h: what the files of log/ share. */
+#ifndef POSTERN_LOG_PRIVATE_H
+#define POSTERN_LOG_PRIVATE_H
+
+#include "log/log.h"
+
+/* file.c: the descriptor lines go to: stderr, or the log file. */
+int	log_out_fd(void);
+/* n octets were written to it: rotate the file when it is full. */
+void	log_file_wrote(size_t n);
+
+/*
+ * json.c: one line as a JSON object ending in a newline, into out (at
+ * least 512 octets): "time" (when stamp is not NULL), "level", "event"
+ * (when not NULL), then each KEY=value and KEY="value" of rest as a
+ * field, and the other words of rest, in order, as "msg".  Returns the
+ * length; a line that does not fit ends with "truncated":true.
+ */
+size_t	log_json_line(char *out, size_t outsz, const char *stamp,
+	    const char *level, const char *event, const char *rest);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * metrics/http.c: the endpoint Prometheus scrapes, served by libevent's
+ * evhttp on a thread and event loop of its own, so a scrape never waits
+ * on (or delays) a session.  GET /metrics and GET /healthz; anything else
+ * is 404, any other method 405.
+ */
+#include "metrics/metrics.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MET_HTTP_TIMEOUT_S	10
+#define MET_HTTP_HEADERS_MAX	8192
+
+struct metrics_http {
+	pthread_t		 thread;
+	struct event_base	*base;		/* owned */
+	struct evhttp		*http;		/* owned; closes the socket */
+	struct event		*stop_ev;	/* owned */
+	metrics_health_cb	*health;
+	void			*health_arg;
+};
+
+static void
+met_http_reply(struct evhttp_request *req, int code, const char *reason,
+    const char *type, const char *body, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+	if (out == NULL)
+		fatal("evbuffer_new failed");
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add(out, body, len);
+	evhttp_send_reply(req, code, reason, out);
+	evbuffer_free(out);
+}
+
+static void
+met_http_metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct util_buf b = { 0 };
+
+	(void)arg;
+	metrics_render(&b);
+	met_http_reply(req, 200, "OK", "text/plain; version=0.0.4; "
+	    "charset=utf-8", b.data != NULL ? b.data : "", b.len);
+	util_buf_clear(&b);
+}
+
+static void
+met_http_health_cb(struct evhttp_request *req, void *arg)
+{
+	struct metrics_http *h = arg;
+	const char *why = h->health != NULL ? h->health(h->health_arg) : NULL;
+	char *text = why == NULL ? xstrdup("ok\n") : xasprintf("%s\n", why);
+
+	met_http_reply(req, why == NULL ? 200 : 503, why == NULL ? "OK" :
+	    "Service Unavailable", "text/plain; charset=utf-8", text,
+	    strlen(text));
+	free(text);
+}
+
+static void
+met_http_other_cb(struct evhttp_request *req, void *arg)
+{
+	static const char body[] = "not found: GET /metrics or /healthz\n";
+
+	(void)arg;
+	met_http_reply(req, 404, "Not Found", "text/plain; charset=utf-8",
+	    body, sizeof(body) - 1);
+}
+
+static void
+met_http_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics_http *h = arg;
+
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(h->base);
+}
+
+static void *
+met_http_main(void *arg)
+{
+	struct metrics_http *h = arg;
+
+	if (event_base_dispatch(h->base) == -1)
+		fatal("metrics: event_base_dispatch failed");
+	return NULL;
+}
+
+struct metrics_http *
+metrics_http_new(int fd, metrics_health_cb *health, void *health_arg,
+    const char **err_out)
+{
+	struct metrics_http *h = xcalloc(1, sizeof(*h));
+
+	h->health = health;
+	h->health_arg = health_arg;
+	if ((h->base = event_base_new()) == NULL ||
+	    (h->http = evhttp_new(h->base)) == NULL)
+		fatal("metrics: cannot make the HTTP server");
+	evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_timeout(h->http, MET_HTTP_TIMEOUT_S);
+	evhttp_set_max_headers_size(h->http, MET_HTTP_HEADERS_MAX);
+	evhttp_set_max_body_size(h->http, 0);
+	evhttp_set_cb(h->http, "/metrics", met_http_metrics_cb, h);
+	evhttp_set_cb(h->http, "/healthz", met_http_health_cb, h);
+	evhttp_set_gencb(h->http, met_http_other_cb, h);
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1 ||
+	    evhttp_accept_socket(h->http, fd) == -1) {
+		*err_out = util_err("metrics: cannot serve HTTP on the socket");
+		close(fd);
+		evhttp_free(h->http);
+		event_base_free(h->base);
+		free(h);
+		return NULL;
+	}
+	h->stop_ev = event_new(h->base, -1, 0, met_http_stop_cb, h);
+	if (pthread_create(&h->thread, NULL, met_http_main, h) != 0)
+		fatal("metrics: pthread_create failed");
+	return h;
+}
+
+void
+metrics_http_free(struct metrics_http **hp)
+{
+	struct metrics_http *h = *hp;
+
+	if (h == NULL)
+		return;
+	event_active(h->stop_ev, EV_TIMEOUT, 1);
+	pthread_join(h->thread, NULL);
+	evhttp_free(h->http);
+	event_free(h->stop_ev);
+	event_base_free(h->base);
+	free(h);
+	*hp = NULL;
+}

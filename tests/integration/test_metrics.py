@@ -1,0 +1,300 @@
+"""The Prometheus endpoint: scraped over HTTP after a known mix of sessions,
+its counters move by what happened; /healthz says when the spool cannot be
+written; the endpoint stays on loopback unless told."""
+
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import (HOST, REPO, Client, free_port, machine_lacks, make_config,
+    run_cli, send_message, wait_for)
+
+
+def get(port, path, method="GET"):
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read().decode()
+    finally:
+        c.close()
+
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$")
+
+
+def scrape(port):
+    """{series: value} of /metrics; every line is a comment or a sample."""
+    status, ctype, body = get(port, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample line: %r" % line
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def metrics_server(make_postern, extra=()):
+    port = free_port()
+    srv = make_postern(extra=["metrics listen 127.0.0.1:%d" % port] +
+        list(extra))
+    wait_for(lambda: "metrics on http://127.0.0.1:%d/metrics" % port in
+        srv.log(), what="the metrics endpoint")
+    return srv, port
+
+
+def test_endpoint_answers_and_refuses_what_it_does_not_serve(make_postern):
+    srv, port = metrics_server(make_postern)
+    m = scrape(port)
+    assert m["postern_connections_open"] == 0
+    assert m["process_open_fds"] > 5 and m["process_resident_memory_bytes"] > 1e6
+    assert m['postern_queue_messages{state="ready"}'] == 0
+    assert get(port, "/healthz")[0::2] == (200, "ok\n")
+    assert get(port, "/nothing")[0] == 404
+    assert get(port, "/metrics", "POST")[0] in (405, 501)
+
+
+def test_connection_counters(make_postern):
+    srv, port = metrics_server(make_postern, ["limit connection-rate 3/1h"])
+    before = scrape(port)
+    for _ in range(5):		# 3 admitted, then 2 refused by the rate
+        with srv.session() as c:
+            r = c.read_reply()
+            if r.code == 220:
+                c.send("QUIT"); c.expect(221)
+    m = scrape(port)
+    d = lambda k: m[k] - before.get(k, 0)
+    assert d("postern_connections_accepted_total") == 3
+    assert d('postern_connections_refused_total{reason="connection-rate"}') == 2
+    assert d('postern_connections_refused_total{reason="connections"}') == 0
+
+
+def test_healthz_fails_when_the_spool_cannot_be_written(make_postern):
+    if shutil.which("chattr") is None:
+        pytest.fail("chattr (e2fsprogs) not found")
+    srv, port = metrics_server(make_postern)
+    tmp = srv.path("spool", "tmp")
+    # Immutable: not even root may add a file (permissions would not stop
+    # a server running as root).
+    r = subprocess.run(["chattr", "+i", tmp], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        machine_lacks("the immutable flag on this file system (chattr +i: "
+            "%s)" % r.stdout.strip())
+    try:
+        status, _, body = get(port, "/healthz")
+        assert status == 503, body
+        assert "spool %s is not writable: create(tmp/" % srv.path("spool") \
+            in body, body
+        assert "Operation not permitted" in body, body
+    finally:
+        subprocess.run(["chattr", "-i", tmp], check=True)
+    assert get(port, "/healthz")[0::2] == (200, "ok\n")
+    srv.sigterm()		# stopping: not healthy any more
+    wait_for(lambda: srv.proc.poll() is not None or
+        get(port, "/healthz")[0] == 503, what="503 while stopping")
+    srv.wait_exit()
+
+
+def test_metrics_stay_on_loopback_unless_public(tmp_path):
+    conf = tmp_path / "p.conf"
+    conf.write_text(make_config(["metrics listen 0.0.0.0:9925"]).replace(
+        "{tmp}", str(tmp_path)).replace("{port}", "2525"))
+    r = run_cli("check", "-c", str(conf))
+    assert r.returncode == 1 and "not a loopback address" in r.stdout, r
+    conf.write_text(make_config(["metrics listen 0.0.0.0:9925 public"])
+        .replace("{tmp}", str(tmp_path)).replace("{port}", "2525"))
+    r = run_cli("check", "-c", str(conf))
+    assert r.returncode == 0, r
+
+
+def test_metrics_port_in_use_fails_start_up(make_postern):
+    holder = socket.socket()
+    holder.bind((HOST, 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        srv = make_postern(start=False, extra=["metrics listen "
+            "127.0.0.1:%d" % port])
+        r = run_cli("run", "-c", srv.conf, cwd=srv.dir, timeout=20)
+        assert r.returncode == 1, r
+        assert "metrics listen 127.0.0.1 port %d: Address already in use" % (
+            port) in r.stderr, r.stderr
+    finally:
+        holder.close()
+
+
+def doc_blocks(lang):
+    with open(os.path.join(REPO, "docs", "metrics.md")) as f:
+        text = f.read()
+    return re.findall(r"^```%s\n(.*?)^```" % lang, text, re.M | re.S)
+
+
+SERIES = re.compile(r"\b(postern_[a-z_]+|process_[a-z_]+)\b")
+
+
+def served_names(port):
+    """Metric names a scrape shows (a histogram's _bucket/_sum/_count)."""
+    names = set()
+    for series in scrape(port):
+        names.add(series.split("{")[0])
+    return names
+
+
+def test_dashboard_and_alerts_name_metrics_that_exist(make_postern):
+    """docs/metrics.md: the dashboard is valid JSON, the alert rules valid
+    YAML, and every series they query is one postern serves."""
+    srv, port = metrics_server(make_postern, ["on rcpt { tag x=y }"])
+    with srv.session() as c:	# a handler kind with a verdict, and a
+        c.hello()		# spool commit (a relay-denied rcpt stays out)
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    names = served_names(port)
+    dash = json.loads(doc_blocks("json")[0])
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rules = yaml.safe_load(doc_blocks("yaml")[1])
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) > 20
+    for e in exprs:
+        for name in SERIES.findall(e):
+            assert name in names, "%s: %s is not served" % (e, name)
+    # The table of the page lists every family served.
+    with open(os.path.join(REPO, "docs", "metrics.md")) as f:
+        page = f.read()
+    for name in names:
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert "`%s`" % base in page, "%s is not in docs/metrics.md" % base
+
+
+def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
+    """Accepted, refused at RCPT, a TLS session with a failed AUTH, and a
+    message for a relay that is down (deferred): every counter they touch
+    moves by exactly what happened."""
+    import crypt
+    mport = free_port()
+    dead = free_port()		# nothing listens: the relay is down
+    h = crypt.crypt("right", crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("alice@example.org %s\n" % h)
+    srv = make_postern(config=make_config(
+        ["metrics listen 127.0.0.1:%d" % mport, "tls self-signed {tmp}/tls",
+         "table users file:{tmp}/users", "auth <users>",
+         "auth-guard 100/1m tarpit 0s", "queue retry-min 1h"],
+        actions='action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n' +
+            ('action up relay "smtp://127.0.0.1:%d"\n' % dead),
+        rules=["match to domain example.org action local",
+               "match to domain relay.example action up"]).replace(
+        "listen 127.0.0.1:{port}", "listen 127.0.0.1:{port} auth"))
+    wait_for(lambda: "metrics on http" in srv.log(), what="the endpoint")
+    before = scrape(mport)
+    body = "Subject: counted\r\n\r\n" + ("x" * 70 + "\r\n") * 15
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<x@elsewhere.test>"); c.expect(550, "5.7.1")
+        c.send("RSET"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], body)
+        send_message(c, "a@example.net", ["y@relay.example"], body)
+        c.send("QUIT"); c.expect(221)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with srv.session() as c:
+        c.hello()
+        c.starttls(ctx)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("AUTH PLAIN " + base64.b64encode(
+            b"\0alice@example.org\0wrong").decode())
+        c.expect(535, "5.7.8")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: scrape(mport).get(
+        'postern_deliveries_total{action="relay",result="deferred"}', 0) >
+        before.get('postern_deliveries_total{action="relay",'
+        'result="deferred"}', 0), timeout=30, what="the relay attempt")
+    wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+        what="both sessions closed")
+    m = scrape(mport)
+    d = lambda k: m.get(k, 0) - before.get(k, 0)
+    want = {
+        "postern_connections_accepted_total": 2,
+        "postern_messages_accepted_total": 2,
+        'postern_smtp_refusals_total{stage="rcpt",class="5xx"}': 1,
+        'postern_smtp_refusals_total{stage="auth",class="5xx"}': 1,
+        'postern_tls_sessions_total{version="TLSv1.3"}': 1,
+        'postern_auth_total{result="failure"}': 1,
+        'postern_auth_total{result="success"}': 0,
+        'postern_deliveries_total{action="maildir",result="delivered"}': 1,
+        'postern_deliveries_total{action="relay",result="deferred"}': 1,
+        'postern_deliveries_total{action="relay",result="delivered"}': 0,
+        'postern_queue_messages{state="deferred"}': 1,
+        # Both commits: the Maildir copy (the fast path), the relay's spool.
+        "postern_spool_commit_duration_seconds_count": 2,
+    }
+    got = {k: d(k) for k in want}
+    assert got == want, "moved: %s" % {k: v for k, v in got.items()
+        if v != want[k]}
+    # The octets of the two messages, as their size was logged.
+    sizes = [int(x) for x in re.findall(r" accepted sid=\S+ qid=\S+ "
+        r"size=(\d+)", srv.log())]
+    assert len(sizes) == 2 and d("postern_received_bytes_total") == sum(
+        sizes), (sizes, d("postern_received_bytes_total"))
+    assert m["postern_queue_oldest_message_age_seconds"] >= 0
+
+
+def test_proxy_counters(make_postern):
+    """Three proxy listeners: one in front of a working upstream, one of
+    an upstream nobody listens on, one of an upstream that answers RCPT
+    with 354: three proxy sessions, one unavailable upstream, one out of
+    protocol, and the message relayed counts as no message of ours."""
+    from proxy_upstream import RawUpstream, Upstream
+    good, bad = Upstream(), RawUpstream(rcpt_reply=b"354 what")
+    try:
+        mport, dead, p2, p3 = free_port(), free_port(), free_port(), \
+            free_port()
+        srv = make_postern(config="hostname front.example\n"
+            "spool {tmp}/spool\nmetrics listen 127.0.0.1:%d\n" % mport +
+            "".join("listen 127.0.0.1:%s proxy smtp://127.0.0.1:%d\n" % l
+                for l in (("{port}", good.port), (p2, dead),
+                    (p3, bad.port))))
+        wait_for(lambda: "metrics on http" in srv.log(), what="the endpoint")
+        before = scrape(mport)
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.org", ["b@example.org"],
+                "Subject: up\r\n\r\nhi\r\n")
+            c.send("QUIT"); c.expect(221)
+        with Client(p2) as c:
+            c.expect(220)
+            c.send("EHLO client.example"); c.expect(421, "4.4.2")
+        with Client(p3) as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<b@example.org>"); c.expect(421, "4.4.2")
+        wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+            what="the sessions closed")
+        m = scrape(mport)
+        d = lambda k: m.get(k, 0) - before.get(k, 0)
+        fail = 'postern_proxy_upstream_failures_total{reason="%s"}'
+        want = {"postern_proxy_sessions_total": 3,
+            "postern_connections_accepted_total": 3,
+            fail % "unavailable": 1, fail % "protocol": 1,
+            fail % "refused": 0, fail % "lost": 0,
+            "postern_messages_accepted_total": 0}
+        got = {k: d(k) for k in want}
+        assert got == want, got
+        assert len(good.messages) == 1
+    finally:
+        good.stop()
+        bad.stop()
