@@ -123,7 +123,8 @@ class Postern:
 		for extra in (PER_SESSION_LIMITS, ""):
 			self.write_conf(extra)
 			r = sh([self.binary, "check", "-c", self.conf], timeout=30,
-			    check=False)
+			    check=False, preexec_fn=nofile_raiser(
+			    self.opts.get("nofile")))
 			if r.returncode == 0:
 				break
 		if r.returncode != 0:

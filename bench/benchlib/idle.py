@@ -1,0 +1,89 @@
+"""The idle scenario: N connections that each read the greeting and then
+say nothing; memory per connection is the server tree's RSS growth over
+the greeted connections.  Every wait is bounded."""
+
+import errno
+import resource
+import selectors
+import socket
+import time
+
+from benchlib.common import status_kb, tree
+
+
+def tree_rss_kb(root):
+	return sum(status_kb(p, ("VmRSS",)).get("VmRSS", 0)
+	    for p in tree(root))
+
+
+def raise_nofile(n):
+	soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+	if soft < n:	# root may raise the hard limit too
+		resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(hard, n)))
+	return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def open_idle(port, n, deadline_s, stall_s):
+	"""Open n connections and read each one's greeting; return the open
+	sockets and how many got a 220."""
+	sel = selectors.DefaultSelector()
+	socks = []
+	greeted = 0
+	try:
+		for _ in range(n):
+			s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+			s.setblocking(False)
+			e = s.connect_ex(("127.0.0.1", port))
+			socks.append(s)
+			if e not in (0, errno.EINPROGRESS):
+				continue
+			sel.register(s, selectors.EVENT_READ)
+		end = time.monotonic() + deadline_s
+		since = time.monotonic()
+		while greeted < n and sel.get_map():
+			now = time.monotonic()
+			if now > end or now - since > stall_s:
+				break
+			for key, _ in sel.select(0.5):
+				sel.unregister(key.fileobj)
+				try:
+					got = key.fileobj.recv(512)
+				except OSError:
+					continue
+				if got.startswith(b"220"):
+					greeted += 1
+					since = time.monotonic()
+	finally:
+		sel.close()
+	return socks, greeted
+
+
+def measure_idle(srv, up, ctx, res):
+	"""RSS of the server tree before and with ctx.idle idle sessions."""
+	res["limit_nofile"] = raise_nofile(ctx.idle + 200)
+	time.sleep(0.5)
+	root = srv.rootpid()
+	before = tree_rss_kb(root)
+	t0 = time.monotonic()
+	socks, greeted = open_idle(srv.port, ctx.idle, 180, 10)
+	try:
+		res["secs"] = time.monotonic() - t0
+		time.sleep(1.0)	# let the last sessions settle
+		after = tree_rss_kb(root)
+		res.update({"n": 0, "conns": ctx.idle, "greeted": greeted,
+		    "rss_before": before, "rss_after": after,
+		    "nproc": len(tree(root))})
+		if greeted:
+			res["kb_per_conn"] = (after - before) / float(greeted)
+		if greeted == ctx.idle:
+			res["ok"] = True
+		elif srv.name == "postfix" and greeted:
+			# One smtpd per session, at most default_process_limit.
+			res["ok"] = True
+			res["note"] = "greeted %d of %d (process limit)" % (
+			    greeted, ctx.idle)
+		else:
+			res["why"] = "greeted %d of %d" % (greeted, ctx.idle)
+	finally:
+		for s in socks:
+			s.close()
