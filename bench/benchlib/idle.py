@@ -8,12 +8,18 @@ import selectors
 import socket
 import time
 
-from benchlib.common import status_kb, tree
+from benchlib.common import pss_kb, status_kb, tree
 
 
 def tree_rss_kb(root):
 	return sum(status_kb(p, ("VmRSS",)).get("VmRSS", 0)
 	    for p in tree(root))
+
+
+def tree_pss_kb(root):
+	"""PSS shares each shared page out among the processes mapping it:
+	fairer than the RSS sum to a server of many processes."""
+	return sum(pss_kb(p) for p in tree(root))
 
 
 def raise_nofile(n):
@@ -64,17 +70,22 @@ def measure_idle(srv, up, ctx, res):
 	time.sleep(0.5)
 	root = srv.rootpid()
 	before = tree_rss_kb(root)
+	pss_before = tree_pss_kb(root)
 	t0 = time.monotonic()
 	socks, greeted = open_idle(srv.port, ctx.idle, 180, 10)
 	try:
 		res["secs"] = time.monotonic() - t0
 		time.sleep(1.0)	# let the last sessions settle
 		after = tree_rss_kb(root)
+		pss_after = tree_pss_kb(root)
 		res.update({"n": 0, "conns": ctx.idle, "greeted": greeted,
 		    "rss_before": before, "rss_after": after,
+		    "pss_before": pss_before, "pss_after": pss_after,
 		    "nproc": len(tree(root))})
 		if greeted:
 			res["kb_per_conn"] = (after - before) / float(greeted)
+			res["pss_kb_per_conn"] = (pss_after - pss_before) / \
+			    float(greeted)
 		if greeted == ctx.idle:
 			res["ok"] = True
 		elif srv.name == "postfix" and greeted:

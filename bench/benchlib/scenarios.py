@@ -14,7 +14,7 @@ import time
 
 from benchlib.common import (BENCH, MSG_LEN, RCPT, SENDER, MemSampler, log,
     sh, wait_count)
-from benchlib.idle import measure_idle
+from benchlib.idle import measure_idle, tree_rss_kb
 from benchlib.servers import CLASSES
 
 NAMES = ("plain", "starttls", "relay", "rcpt10", "big", "idle", "chain",
@@ -152,7 +152,10 @@ def server_opts(name, kind, opts, ctx, upstream_port):
 			    "%d%s=%duser/Maildir/" % (i, RCPT, i)
 			    for i in range(1, RCPTS + 1))
 		if name == "big":
+			# virtual(8) refuses to start with a mailbox limit
+			# below the message size limit.
 			p["message_size_limit"] = str(100 << 20)
+			p["virtual_mailbox_limit"] = "0"
 	elif kind == "smtp-sink" and name == "idle":
 		opts["sessions"] = ctx.idle + 100
 		opts["nofile"] = ctx.idle + 1000
@@ -185,6 +188,9 @@ def run_cell(name, variant, ctx, workroot):
 		MEASURE[name](srv, up, ctx, res)
 		if ctx.inspect is not None:
 			res["inspect"] = ctx.inspect(name, srv, up)
+		if not res["ok"] and hasattr(srv, "maillog_tail"):
+			res["why"] += " | maillog: " + " | ".join(
+			    srv.maillog_tail(2))[:400]
 		res["mem"] = mem.stop()
 		mem = None
 		if res.get("n"):
@@ -311,6 +317,7 @@ def body_lf_octets(length):
 
 def measure_big(srv, up, ctx, res):
 	"""One message of big_len octets over one connection."""
+	res["rss_before"] = tree_rss_kb(srv.rootpid())
 	t0, t1, err = smtpload(srv, ctx, 1, 1, length=ctx.big_len)
 	got, t2 = landed(srv, ctx, 1, err)
 	finish(res, t0, t1, 1, 1, got, t2, err)
