@@ -55,9 +55,10 @@ static int
 load_fail(long msg, const char *what, const char *line)
 {
 	pthread_mutex_lock(&load_err_lock);
-	if (atomic_fetch_add(&load_failed, 1) == 0)
-		fprintf(stderr, "smtpload: message %ld: %s%s%s\n", msg, what,
-		    line != NULL ? ": " : "", line != NULL ? line : "");
+	if (atomic_fetch_add(&load_failed, 1) == 0)	/* what: no CRLF */
+		fprintf(stderr, "smtpload: message %ld: %.*s%s%s\n", msg,
+		    (int)strcspn(what, "\r\n"), what, line != NULL ? ": " : "",
+		    line != NULL ? line : "");
 	pthread_mutex_unlock(&load_err_lock);
 	return -1;
 }
