@@ -29,39 +29,51 @@ def raise_nofile(n):
 	return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+PENDING_MAX = 256	# connections opened but not yet greeted
+
+
 def open_idle(port, n, deadline_s, stall_s):
-	"""Open n connections and read each one's greeting; return the open
-	sockets and how many got a 220."""
+	"""Open n connections and read each one's greeting, at most
+	PENDING_MAX waiting at a time (more would overflow the server's
+	listen queue, and the kernel's SYN retries would back off for
+	seconds); return the open sockets and how many got a 220."""
 	sel = selectors.DefaultSelector()
 	socks = []
 	greeted = 0
+	end = time.monotonic() + deadline_s
+	since = time.monotonic()
 	try:
-		for _ in range(n):
-			s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-			s.setblocking(False)
-			e = s.connect_ex(("127.0.0.1", port))
-			socks.append(s)
-			if e not in (0, errno.EINPROGRESS):
-				continue
-			sel.register(s, selectors.EVENT_READ)
-		end = time.monotonic() + deadline_s
-		since = time.monotonic()
-		while greeted < n and sel.get_map():
+		while greeted < n:
+			while len(sel.get_map()) < PENDING_MAX and \
+			    len(socks) < n:
+				socks.append(connect_one(port, sel))
 			now = time.monotonic()
-			if now > end or now - since > stall_s:
+			if not sel.get_map() or now > end or \
+			    now - since > stall_s:
 				break
 			for key, _ in sel.select(0.5):
 				sel.unregister(key.fileobj)
-				try:
-					got = key.fileobj.recv(512)
-				except OSError:
-					continue
-				if got.startswith(b"220"):
+				if greeting(key.fileobj):
 					greeted += 1
 					since = time.monotonic()
 	finally:
 		sel.close()
 	return socks, greeted
+
+
+def connect_one(port, sel):
+	s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+	s.setblocking(False)
+	if s.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS):
+		sel.register(s, selectors.EVENT_READ)
+	return s
+
+
+def greeting(s):
+	try:
+		return s.recv(512).startswith(b"220")
+	except OSError:
+		return False
 
 
 def measure_idle(srv, up, ctx, res):
