@@ -1,0 +1,1 @@
+"""Shared code of bench/run: servers, scenarios and their report."""

@@ -1,0 +1,288 @@
+/* smtpload.c: an SMTP load client for bench/run.  N messages over C
+ * concurrent connections, a new connection per message, each one EHLO,
+ * [STARTTLS, EHLO,] MAIL, RCPT x R, DATA, QUIT; every reply checked, every
+ * wait bounded by the socket timeouts.  Prints "messages=N seconds=S". */
+#include "benchio.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/err.h>
+
+struct load_opts {
+	struct sockaddr_in addr;
+	long	 messages;
+	int	 sessions;
+	int	 rcpts;
+	long	 length;
+	int	 tls;
+	int	 timeout_s;
+	const char *from;
+	const char *to;
+};
+
+static struct load_opts opts = {
+	.messages = 100, .sessions = 1, .rcpts = 1, .length = 4096,
+	.timeout_s = 60, .from = "bench@bench.test", .to = "user@bench.test",
+};
+static SSL_CTX *load_ctx;
+static char *load_body;
+static size_t load_body_len;
+static atomic_long load_next;
+static atomic_long load_done;
+static atomic_int load_failed;
+static pthread_mutex_t load_err_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+load_usage(void)
+{
+	fprintf(stderr, "usage: smtpload [-t] [-m messages] [-s sessions] "
+	    "[-r rcpts] [-l length] [-f from] [-T to] [-w timeout_s] "
+	    "IP:PORT\n");
+	exit(2);
+}
+
+/* The first failure is printed; the others only stop their threads. */
+static int
+load_fail(long msg, const char *what, const char *line)
+{
+	pthread_mutex_lock(&load_err_lock);
+	if (atomic_fetch_add(&load_failed, 1) == 0)	/* what: no CRLF */
+		fprintf(stderr, "smtpload: message %ld: %.*s%s%s\n", msg,
+		    (int)strcspn(what, "\r\n"), what, line != NULL ? ": " : "",
+		    line != NULL ? line : "");
+	pthread_mutex_unlock(&load_err_lock);
+	return -1;
+}
+
+/* Read one whole reply; its code must start with want. */
+static int
+load_expect(struct bconn *c, long msg, const char *step, char want)
+{
+	char line[BIO_LINE_MAX];
+	size_t n;
+
+	for (;;) {
+		int r = bconn_read_line(c, line, &n);
+
+		if (r != 1) {
+			char what[128];
+
+			snprintf(what, sizeof(what), "%s: %s", step, r == 0 ?
+			    "connection closed" : strerror(errno));
+			return load_fail(msg, what, NULL);
+		}
+		if (n < 3 || line[0] != want)
+			return load_fail(msg, step, line);
+		if (n == 3 || line[3] == ' ')
+			return 0;
+	}
+}
+
+static int
+load_cmd(struct bconn *c, long msg, const char *cmd, char want)
+{
+	if (bconn_write(c, cmd, strlen(cmd)) == -1)
+		return load_fail(msg, "write", cmd);
+	return load_expect(c, msg, cmd, want);
+}
+
+static int
+load_envelope(struct bconn *c, long msg)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "MAIL FROM:<%s>\r\n", opts.from);
+	if (load_cmd(c, msg, cmd, '2') == -1)
+		return -1;
+	for (int i = 1; i <= opts.rcpts; i++) {
+		if (opts.rcpts == 1)
+			snprintf(cmd, sizeof(cmd), "RCPT TO:<%s>\r\n", opts.to);
+		else
+			snprintf(cmd, sizeof(cmd), "RCPT TO:<%d%s>\r\n", i,
+			    opts.to);
+		if (load_cmd(c, msg, cmd, '2') == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+load_session(struct bconn *c, long msg)
+{
+	if (load_expect(c, msg, "greeting", '2') == -1 ||
+	    load_cmd(c, msg, "EHLO bench.client\r\n", '2') == -1)
+		return -1;
+	if (opts.tls) {
+		if (load_cmd(c, msg, "STARTTLS\r\n", '2') == -1)
+			return -1;
+		if (bconn_tls(c, load_ctx, 0) == -1)
+			return load_fail(msg, "TLS handshake", NULL);
+		if (load_cmd(c, msg, "EHLO bench.client\r\n", '2') == -1)
+			return -1;
+	}
+	if (load_envelope(c, msg) == -1 ||
+	    load_cmd(c, msg, "DATA\r\n", '3') == -1)
+		return -1;
+	if (bconn_write(c, load_body, load_body_len) == -1)
+		return load_fail(msg, "write", "message text");
+	if (load_expect(c, msg, "end of data", '2') == -1 ||
+	    load_cmd(c, msg, "QUIT\r\n", '2') == -1)
+		return -1;
+	if (c->ssl != NULL)
+		SSL_shutdown(c->ssl);
+	return 0;
+}
+
+static int
+load_one(long msg)
+{
+	struct bconn c;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int one = 1;
+
+	if (fd == -1)
+		return load_fail(msg, "socket", strerror(errno));
+	bconn_init(&c, fd);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (bconn_timeouts(fd, opts.timeout_s) == -1 ||
+	    connect(fd, (struct sockaddr *)&opts.addr,
+	    sizeof(opts.addr)) == -1) {
+		load_fail(msg, "connect", strerror(errno));
+		bconn_clear(&c);
+		return -1;
+	}
+	int r = load_session(&c, msg);
+	bconn_clear(&c);
+	return r;
+}
+
+static void *
+load_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		long msg = atomic_fetch_add(&load_next, 1);
+
+		if (msg >= opts.messages || atomic_load(&load_failed) != 0)
+			break;
+		if (load_one(msg) == -1)
+			break;
+		atomic_fetch_add(&load_done, 1);
+	}
+	ERR_clear_error();
+	return NULL;
+}
+
+/* Headers, then lines of 78 characters up to length octets, the final dot:
+ * the same text for every message. */
+static void
+load_make_body(void)
+{
+	size_t cap = (size_t)opts.length + 4096;
+	int n;
+
+	load_body = malloc(cap);
+	if (load_body == NULL) {
+		perror("malloc");
+		exit(1);
+	}
+	n = snprintf(load_body, cap, "From: <%s>\r\nTo: <%s>\r\n"
+	    "Subject: bench\r\nMessage-ID: <%ld@bench.client>\r\n\r\n",
+	    opts.from, opts.to, (long)getpid());
+	load_body_len = (size_t)n;
+	while (load_body_len + 80 <= (size_t)opts.length + (size_t)n) {
+		memset(load_body + load_body_len, 'x', 78);
+		memcpy(load_body + load_body_len + 78, "\r\n", 2);
+		load_body_len += 80;
+	}
+	memcpy(load_body + load_body_len, ".\r\n", 3);
+	load_body_len += 3;
+}
+
+static void
+load_parse_addr(const char *arg)
+{
+	char host[64];
+	const char *colon = strrchr(arg, ':');
+
+	if (colon == NULL || (size_t)(colon - arg) >= sizeof(host))
+		load_usage();
+	memcpy(host, arg, (size_t)(colon - arg));
+	host[colon - arg] = '\0';
+	opts.addr.sin_family = AF_INET;
+	opts.addr.sin_port = htons((unsigned short)atoi(colon + 1));
+	if (inet_pton(AF_INET, host, &opts.addr.sin_addr) != 1)
+		load_usage();
+}
+
+static void
+load_parse(int argc, char **argv)
+{
+	int ch;
+
+	while ((ch = getopt(argc, argv, "tm:s:r:l:f:T:w:")) != -1) {
+		switch (ch) {
+		case 't': opts.tls = 1; break;
+		case 'm': opts.messages = atol(optarg); break;
+		case 's': opts.sessions = atoi(optarg); break;
+		case 'r': opts.rcpts = atoi(optarg); break;
+		case 'l': opts.length = atol(optarg); break;
+		case 'f': opts.from = optarg; break;
+		case 'T': opts.to = optarg; break;
+		case 'w': opts.timeout_s = atoi(optarg); break;
+		default: load_usage();
+		}
+	}
+	if (optind != argc - 1 || opts.messages < 1 || opts.sessions < 1 ||
+	    opts.sessions > 10000 || opts.rcpts < 1 || opts.rcpts > 1000 ||
+	    opts.length < 0 || opts.timeout_s < 1 || strlen(opts.from) > 256 ||
+	    strlen(opts.to) > 256)
+		load_usage();
+	load_parse_addr(argv[optind]);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct timespec t0, t1;
+	pthread_t *th;
+
+	load_parse(argc, argv);
+	load_make_body();
+	load_ctx = SSL_CTX_new(TLS_client_method());
+	if (load_ctx == NULL) {
+		bconn_perror("SSL_CTX_new");
+		return 1;
+	}
+	/* Benchmark peers use self-signed certificates. */
+	SSL_CTX_set_verify(load_ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_session_cache_mode(load_ctx, SSL_SESS_CACHE_OFF);
+	th = calloc((size_t)opts.sessions, sizeof(*th));
+	if (th == NULL)
+		return 1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < opts.sessions; i++)
+		if (pthread_create(&th[i], NULL, load_thread, NULL) != 0) {
+			fprintf(stderr, "smtpload: pthread_create failed\n");
+			return 1;
+		}
+	for (int i = 0; i < opts.sessions; i++)
+		pthread_join(th[i], NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("messages=%ld seconds=%.3f\n", atomic_load(&load_done),
+	    (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	free(th);
+	free(load_body);
+	SSL_CTX_free(load_ctx);
+	return atomic_load(&load_failed) != 0 ? 1 : 0;
+}

@@ -1,0 +1,114 @@
+"""bench/run's workloads, a handful of messages each, against postern only:
+STARTTLS on every connection, relay through the queue to an upstream sink,
+ten recipients in ten Maildirs, one message of a few MiB, idle connections,
+and the plain workload under a handler chain and under a Lua handler.  The
+numbers are bench/run's business; here every message must arrive where the
+scenario sends it, checked apart from the scenario's own count.  No
+timing is asserted."""
+
+import os
+import sys
+
+import pytest
+
+from conftest import POSTERN_BIN, REPO
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+from benchlib import scenarios  # noqa: E402
+
+MESSAGES = 6
+
+
+def maildir_files(base):
+    """[(path, bytes)] of every file in a Maildir new/ below base."""
+    out = []
+    for d, _, files in os.walk(base):
+        if os.path.basename(d) == "new":
+            for f in files:
+                with open(os.path.join(d, f), "rb") as fh:
+                    out.append((os.path.join(d, f), fh.read()))
+    return out
+
+
+def inspect(name, srv, up):
+    """What arrived, seen from outside the scenario's own checks."""
+    if name == "relay":
+        return {"upstream": up.count()}
+    if srv.mailbase is None:
+        return {"sink": srv.count()}
+    files = maildir_files(srv.mailbase)
+    return {"files": len(files),
+            "maildirs": sorted({os.path.dirname(os.path.dirname(p))
+                                for p, _ in files}),
+            "subjects": sum(b"\nSubject: bench\r\n" in b or
+                            b"\nSubject: bench\n" in b for _, b in files),
+            "largest": max((len(b) for _, b in files), default=0)}
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("bench"))
+    cert, key = scenarios.make_cert(d)
+    return scenarios.Ctx(
+        mount=scenarios.Folder, tools=scenarios.build_tools(d + "/tools"),
+        cert=cert, key=key, binary=POSTERN_BIN, messages=MESSAGES,
+        concurrency=3, big_len=3 << 20, idle=200, timeout=120,
+        deliver_timeout=60, upstream="tls-sink", servers=("postern",),
+        inspect=inspect)
+
+
+def run(name, ctx, tmp_path, servers=None):
+    if servers is not None:
+        ctx = scenarios.Ctx(**dict(ctx.__dict__, servers=servers))
+    cells = [scenarios.run_cell(name, v, ctx, str(tmp_path))
+             for v in scenarios.variants(name, ctx)]
+    for res in cells:
+        assert res["ok"], res
+    return cells
+
+
+@pytest.mark.parametrize("name", ["starttls", "chain", "lua"])
+def test_messages_land_in_the_maildir(ctx, tmp_path, name):
+    cells = run(name, ctx, tmp_path)
+    assert [c["server"] for c in cells] == (
+        ["postern"] if name == "starttls" else
+        ["postern", "postern+" + name])
+    for c in cells:
+        assert c["landed"] == MESSAGES
+        assert c["inspect"]["files"] == MESSAGES, c
+        assert c["inspect"]["subjects"] == MESSAGES, c
+        assert c["cpu_ms"] > 0 and c["mem"]["rss"] > 0, c
+
+
+def test_starttls_sink_counts_what_it_was_sent(ctx, tmp_path):
+    (c,) = run("starttls", ctx, tmp_path, servers=("smtp-sink",))
+    assert c["server"] == "tls-sink"
+    assert c["inspect"] == {"sink": MESSAGES}, c
+
+
+def test_relay_counts_messages_at_the_upstream(ctx, tmp_path):
+    (c,) = run("relay", ctx, tmp_path)
+    assert c["inspect"] == {"upstream": MESSAGES}, c
+    assert c["e2e_rate"] > 0
+
+
+def test_ten_recipients_land_in_ten_maildirs(ctx, tmp_path):
+    (c,) = run("rcpt10", ctx, tmp_path)
+    got = c["inspect"]
+    assert got["files"] == 10 * MESSAGES, c
+    assert [os.path.basename(os.path.dirname(m)) for m in got["maildirs"]] \
+        == sorted("%duser" % i for i in range(1, 11)), got
+
+
+def test_big_message_lands_whole(ctx, tmp_path):
+    (c,) = run("big", ctx, tmp_path)
+    assert c["inspect"]["files"] == 1
+    # Lines of 78 characters, stored with LF line ends.
+    assert c["inspect"]["largest"] >= ctx.big_len // 80 * 79, c
+    assert c["mb_s"] > 0
+
+
+def test_idle_connections_are_all_greeted(ctx, tmp_path):
+    (c,) = run("idle", ctx, tmp_path)
+    assert c["greeted"] == ctx.idle, c
+    assert c["rss_after"] >= c["rss_before"] > 0, c
