@@ -24,10 +24,15 @@ SENDER = "bench@bench.test"
 RCPT = "user@bench.test"
 MSG_LEN = 4096
 SERVERS = ("smtp-sink", "postfix", "postern")
+# Not run by default: postern with its metrics endpoint, scraped ten
+# times a second while it runs (--servers postern,postern-metrics: the
+# cost of metrics, same run; Prometheus scrapes every 15 s or so).
+OPTIONAL_SERVERS = ("postern-metrics",)
 # Postfix's smtpd has no per-session message or recipient limit.
 PER_SESSION_LIMITS = ("limit messages-per-session 1000000\n"
     "limit recipients-per-session 1000000\n")
-LABEL = {"smtp-sink": "smtp-sink", "postfix": "Postfix", "postern": "postern"}
+LABEL = {"smtp-sink": "smtp-sink", "postfix": "Postfix", "postern": "postern",
+    "postern-metrics": "postern+metrics"}
 
 
 def log(msg):

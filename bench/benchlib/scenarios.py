@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 import time
 
-from benchlib.common import (BENCH, MSG_LEN, RCPT, SENDER, MemSampler, log,
-    sh, wait_count)
+from benchlib.common import (BENCH, LABEL, MSG_LEN, RCPT, SENDER, MemSampler,
+    log, sh, wait_count)
 from benchlib.idle import measure_idle, tree_rss_kb
 from benchlib.servers import CLASSES
 
@@ -97,12 +97,13 @@ class Ctx:
 		self.upstream = "smtp-sink"
 		self.servers = ("smtp-sink", "postfix", "postern")
 		self.inspect = None	# f(name, server, upstream) -> a value
+		self.scrape_out = None	# postern-metrics' last scrape
 		self.__dict__.update(kw)
 
 
 def variants(name, ctx):
 	"""(label, server class, opts) of each cell of scenario name."""
-	base = {"tools": ctx.tools}
+	base = {"tools": ctx.tools, "scrape_out": ctx.scrape_out}
 	if ctx.binary:
 		base["binary"] = ctx.binary
 	sink = "tls-sink" if name == "starttls" else "smtp-sink"
@@ -122,15 +123,14 @@ def variants(name, ctx):
 	return out
 
 
-LABELS = {"smtp-sink": "smtp-sink", "tls-sink": "tls-sink",
-    "postfix": "Postfix", "postern": "postern"}
+LABELS = dict(LABEL, **{"tls-sink": "tls-sink"})
 
 
 def server_opts(name, kind, opts, ctx, upstream_port):
 	"""Fill in what scenario name changes for a server of kind."""
 	if name == "starttls" and kind != "smtp-sink":
 		opts["cert"], opts["key"] = ctx.cert, ctx.key
-	if kind == "postern":
+	if kind in ("postern", "postern-metrics"):
 		if name == "relay":
 			opts["rules"] = ("action up relay \"smtp://127.0.0.1:%d\"\n"
 			    "match to domain bench.test action up\n" %

@@ -1,6 +1,7 @@
 """The servers bench/run compares, each on a fresh mount: smtp-sink (and
-bench/tools/tlssink for STARTTLS), postern, and a private Postfix
-instance.  Each takes an opts dict for what a scenario changes."""
+bench/tools/tlssink for STARTTLS), postern (and, when asked for, postern
+with its metrics endpoint scraped), and a private Postfix instance.  Each
+takes an opts dict for what a scenario changes."""
 
 import os
 import pwd
@@ -8,11 +9,16 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 from benchlib.common import (POSTERN, POSTCONF, POSTFIX, SMTP_SINK,
     PER_SESSION_LIMITS, free_port, kill_pid, log, sh, wait_banner)
+
+# postern-metrics fetches /metrics this often while a cell runs.
+SCRAPE_EVERY_S = 0.1
 
 
 def nofile_raiser(n):
@@ -158,9 +164,13 @@ class Postern:
 			    "log level info\n"
 			    "limit connections %d\n"
 			    "limit connections-per-ip %d\n"
-			    "%s%s%s%s"
+			    "%s%s%s%s%s"
 			    % (self.port, self.dir, conns, conns, extra, tls,
-			    o.get("extra", ""), rules))
+			    o.get("extra", ""), self.conf_extra(), rules))
+
+	def conf_extra(self):
+		"""Statements a variant of this server adds."""
+		return ""
 
 	def tail(self):
 		try:
@@ -179,6 +189,79 @@ class Postern:
 				kill_pid(self.proc.pid, signal.SIGKILL)
 		self.proc = None
 		self.log.close()
+
+
+class PosternMetrics(Postern):
+	"""postern with "metrics listen", its /metrics fetched every
+	SCRAPE_EVERY_S while it runs (a Prometheus scrapes every 15 s or so:
+	this is the heavy case).  opts as Postern's, and "scrape_out": where
+	the last scrape of the cell goes (None: nowhere)."""
+	name = "postern-metrics"
+
+	def __init__(self, mnt, opts=None):
+		super().__init__(mnt, opts)
+		self.mport = free_port()
+		self.stop_scrape = threading.Event()
+		self.scraper = None
+		self.last = None
+		self.scrapes = 0
+
+	def conf_extra(self):
+		return "metrics listen 127.0.0.1:%d\n" % self.mport
+
+	def scrape(self):
+		"""One GET /metrics: the body."""
+		with socket.create_connection(("127.0.0.1", self.mport),
+		    timeout=10) as s:
+			s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+			chunks = []
+			while True:
+				b = s.recv(65536)
+				if not b:
+					break
+				chunks.append(b)
+		text = b"".join(chunks).decode("utf-8", "replace")
+		head, _, body = text.partition("\r\n\r\n")
+		if not head.startswith("HTTP/1.") or head.split()[1:2] != ["200"]:
+			raise OSError("metrics: " + head.split("\r\n")[0][:100])
+		return body
+
+	def scrape_loop(self):
+		while not self.stop_scrape.wait(SCRAPE_EVERY_S):
+			try:
+				self.last = self.scrape()
+				self.scrapes += 1
+			except OSError:
+				pass
+
+	def start(self):
+		super().start()
+		self.scraper = threading.Thread(target=self.scrape_loop,
+		    daemon=True)
+		self.scraper.start()
+
+	def stop(self):
+		if self.scraper is not None:
+			self.stop_scrape.set()
+			self.scraper.join(30)
+			self.scraper = None
+			try:	# the counters at the end of the cell
+				self.last = self.scrape()
+				self.scrapes += 1
+			except OSError as e:
+				log("postern-metrics: last scrape: %s" % e)
+			self.write_scrape()
+		super().stop()
+
+	def write_scrape(self):
+		out = self.opts.get("scrape_out")
+		if out is None or self.last is None:
+			return
+		with open(out, "w") as f:
+			f.write("# the last of %d scrapes, at the end of a cell "
+			    "(%s)\n" % (self.scrapes,
+			    time.strftime("%Y-%m-%d %H:%M:%S")))
+			f.write(self.last)
 
 
 class Postfix:
@@ -350,5 +433,5 @@ class Postfix:
 
 
 CLASSES = {"smtp-sink": Sink, "tls-sink": TlsSink, "postfix": Postfix,
-    "postern": Postern}
+    "postern": Postern, "postern-metrics": PosternMetrics}
 

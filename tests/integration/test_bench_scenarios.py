@@ -1,7 +1,8 @@
 """bench/run's workloads, a handful of messages each, against postern only:
 STARTTLS on every connection, relay through the queue to an upstream sink,
 ten recipients in ten Maildirs, one message of a few MiB, idle connections,
-and the plain workload under a handler chain and under a Lua handler.  The
+the plain workload under a handler chain and under a Lua handler, and
+postern with its metrics endpoint scraped as the workload runs.  The
 numbers are bench/run's business; here every message must arrive where the
 scenario sends it, checked apart from the scenario's own count.  No
 timing is asserted."""
@@ -112,3 +113,15 @@ def test_idle_connections_are_all_greeted(ctx, tmp_path):
     (c,) = run("idle", ctx, tmp_path)
     assert c["greeted"] == ctx.idle, c
     assert c["rss_after"] >= c["rss_before"] > 0, c
+
+
+def test_metrics_variant_scrapes_what_it_accepted(ctx, tmp_path):
+    out = str(tmp_path / "SCRAPE.txt")
+    mctx = scenarios.Ctx(**dict(ctx.__dict__, scrape_out=out))
+    (c,) = run("rcpt10", mctx, tmp_path, servers=("postern-metrics",))
+    assert c["server"] == "postern+metrics"
+    assert c["inspect"]["files"] == 10 * MESSAGES, c
+    with open(out) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("# the last of "), lines[:3]
+    assert "postern_messages_accepted_total %d" % MESSAGES in lines, lines
