@@ -337,12 +337,12 @@ size_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 
 const struct chain_handler_ops chain_content_ops[] = {
 	{ "verify", CHAIN_STAGE_BIT(SMTP_STAGE_RCPT), verify_new, verify_free,
-	    verify_run, verify_cancel },
+	    verify_run, verify_cancel, NULL },
 	{ "header", CHAIN_STAGE_BIT(SMTP_STAGE_HEADER) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_EOM), hdr_new, hdr_free, hdr_run,
-	    NULL },
+	    NULL, NULL },
 	{ "size", CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_RCPT) | CHAIN_STAGE_BIT(SMTP_STAGE_EOM),
-	    size_new, size_free, size_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    size_new, size_free, size_run, NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

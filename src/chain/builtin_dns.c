@@ -356,11 +356,12 @@ fcr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 
 const struct chain_handler_ops chain_dns_ops[] = {
 	{ "dnsbl", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT),
-	    dnsl_new, free, dnsl_run, NULL },
+	    dnsl_new, free, dnsl_run, NULL, NULL },
 	{ "rhsbl", CHAIN_STAGE_BIT(SMTP_STAGE_HELO) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) | CHAIN_STAGE_BIT(SMTP_STAGE_RCPT) |
-	    CHAIN_STAGE_BIT(SMTP_STAGE_DATA), dnsl_new, free, dnsl_run, NULL },
+	    CHAIN_STAGE_BIT(SMTP_STAGE_DATA), dnsl_new, free, dnsl_run, NULL,
+	    NULL },
 	{ "fcrdns", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT),
-	    fcr_new, free, fcr_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    fcr_new, free, fcr_run, NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

@@ -149,6 +149,6 @@ grey_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 
 const struct chain_handler_ops chain_grey_ops[] = {
 	{ "greylist", CHAIN_STAGE_BIT(SMTP_STAGE_RCPT), grey_new, free,
-	    grey_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    grey_run, NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

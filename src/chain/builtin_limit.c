@@ -269,8 +269,8 @@ penalty_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 const struct chain_handler_ops chain_limit_ops[] = {
 	{ "ratelimit", CHAIN_STAGES_ALL & ~CHAIN_STAGE_BIT(SMTP_STAGE_QUIT) &
 	    ~CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT), limit_new, free,
-	    limit_run, NULL },
+	    limit_run, NULL, NULL },
 	{ "penalty", CHAIN_STAGE_BIT(SMTP_STAGE_DISCONNECT), penalty_new, free,
-	    penalty_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    penalty_run, NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

@@ -303,6 +303,6 @@ rep_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 }
 
 const struct chain_handler_ops chain_rep_ops[] = {
-	{ "reputation", CHAIN_STAGES_ALL, rep_new, free, rep_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	{ "reputation", CHAIN_STAGES_ALL, rep_new, free, rep_run, NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

@@ -214,6 +214,6 @@ spf_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 const struct chain_handler_ops chain_spf_ops[] = {
 	{ "spf", CHAIN_STAGE_BIT(SMTP_STAGE_MAIL) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_RCPT), spf_new, spf_free, spf_run,
-	    NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    NULL, NULL },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

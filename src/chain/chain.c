@@ -404,6 +404,20 @@ chain_set_has(const struct chain_set *set, enum smtp_stage st)
 	return (unsigned)st < SMTP_STAGE_COUNT && set->n[st] > 0;
 }
 
+bool
+chain_set_reads_file(const struct chain_set *set, enum smtp_stage st)
+{
+	if ((unsigned)st >= SMTP_STAGE_COUNT)
+		return false;
+	for (size_t i = 0; i < set->n[st]; i++) {
+		const struct chain_handler *h = &set->h[st][i];
+		if (h->ops->reads_file_fn != NULL &&
+		    h->ops->reads_file_fn(h->inst))
+			return true;
+	}
+	return false;
+}
+
 /* ----- per loop ----- */
 
 struct chain_loop *

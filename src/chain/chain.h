@@ -107,6 +107,14 @@ struct chain_set *chain_set_ref(struct chain_set *set);
 void	chain_set_unref(struct chain_set **setp);
 /* True when the stage has at least one handler. */
 bool	chain_set_has(const struct chain_set *set, enum smtp_stage st);
+/*
+ * True when a handler of the stage reads the message from its file
+ * (a program, a milter, a Lua script that names facts.message): the
+ * content must be on disk before that chain runs.  Other handlers see
+ * the message in memory (chain_session_set_message_mem).
+ */
+bool	chain_set_reads_file(const struct chain_set *set,
+	    enum smtp_stage st);
 
 /*
  * What one event loop shares among its sessions: the loop, an evdns base,
@@ -192,6 +200,17 @@ void	chain_session_set_bare_lf(struct chain_session *cs);
  */
 void	chain_session_set_message_file(struct chain_session *cs,
 	    const char *path, uint64_t offset);
+/*
+ * The message in memory at the eom stage, for a chain that reads no file
+ * (chain_set_reads_file): data is borrowed until the next call (NULL
+ * clears it, offset then unused) or the end of the transaction; the
+ * client's content starts at offset.
+ */
+void	chain_session_set_message_mem(struct chain_session *cs,
+	    const char *data, size_t len, uint64_t offset);
+/* That message, or NULL. */
+const char *chain_session_message_mem(const struct chain_session *cs,
+	    size_t *len_out, uint64_t *serial_out);
 /*
  * Message content as smtp/ decodes it (LF line ends).  Collects the header
  * block and, at its end, starts the header chain; its verdict is applied
@@ -369,6 +388,11 @@ struct chain_handler_ops {
 	 * Without cancel_fn, a late chain_call_done() is simply dropped.
 	 */
 	void	 (*cancel_fn)(void *inst, struct chain_call *call);
+	/*
+	 * Optional: true when this instance reads the message file at eom
+	 * (chain_session_message_file); NULL: it never does.
+	 */
+	bool	 (*reads_file_fn)(const void *inst);
 };
 
 /* Handlers beyond the builtins (before chain_set_new; not thread-safe). */

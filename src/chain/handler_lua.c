@@ -10,6 +10,7 @@
  */
 #include "chain/chain_private.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -137,15 +138,53 @@ hlua_file_gc(lua_State *L)
 	return 0;
 }
 
-/* facts.lines(): an iterator over the message file's lines.  [-0, +1, e] */
+/* The eom line iterator over the message in memory.  [-0, +1, e] */
+struct hlua_mlines {
+	uint64_t	serial;		/* the message it walks */
+	size_t		off;
+};
+
+static int
+hlua_mlines_next(lua_State *L)
+{
+	struct hlua_mlines *m = luaL_checkudata(L, lua_upvalueindex(1),
+	    "postern.mlines");
+	size_t len, n;
+	uint64_t serial;
+	const char *d = chain_session_message_mem(hlua_cs(L), &len, &serial);
+
+	/* Kept past its message: that message is gone, so is the iterator. */
+	if (d == NULL || serial != m->serial || m->off >= len)
+		return 0;
+	n = len - m->off < HLUA_LINE_MAX ? len - m->off : HLUA_LINE_MAX;
+	const char *p = d + m->off, *nl = memchr(p, '\n', n);
+	if (nl != NULL)
+		n = (size_t)(nl - p);
+	lua_pushlstring(L, p, n);			/* [line] */
+	m->off += n + (nl != NULL ? 1 : 0);
+	return 1;
+}
+
+/* facts.lines(): an iterator over the message's lines.  [-0, +1, e] */
 static int
 hlua_lines(lua_State *L)
 {
-	const char *path = chain_session_message_file(hlua_cs(L));
+	struct chain_session *cs = hlua_cs(L);
+	const char *path = chain_session_message_file(cs);
+	size_t len;
+	uint64_t serial;
 	FILE **fp;
 
-	if (path == NULL)
-		return luaL_error(L, "no message before eom");
+	if (path == NULL) {
+		if (chain_session_message_mem(cs, &len, &serial) == NULL)
+			return luaL_error(L, "no message before eom");
+		struct hlua_mlines *m = lua_newuserdatauv(L, sizeof(*m), 0);
+		m->serial = serial;			/* [ud] */
+		m->off = 0;
+		luaL_setmetatable(L, "postern.mlines");
+		lua_pushcclosure(L, hlua_mlines_next, 1);	/* [iter] */
+		return 1;
+	}
 	fp = lua_newuserdatauv(L, sizeof(*fp), 0);	/* [ud] */
 	*fp = NULL;
 	luaL_setmetatable(L, "postern.file");
@@ -188,6 +227,8 @@ hlua_open_tramp(lua_State *L)
 		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
 		lua_setfield(L, -2, "__close");		/* [mt] */
 	}
+	lua_pop(L, 1);					/* [] */
+	luaL_newmetatable(L, "postern.mlines");		/* [mt] */
 	lua_pop(L, 1);					/* [] */
 	chain_lua_env_push(L, li->unsafe);		/* [env] */
 	chain_lua_run_chunk(L, li->src, li->srclen, li->chunkname,
@@ -405,6 +446,9 @@ hlua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
 	if (st == SMTP_STAGE_EOM && chain_session_message_file(cs) != NULL) {
 		lua_pushstring(L, chain_session_message_file(cs));
 		lua_setfield(L, -2, "message");		/* [t] */
+	}
+	if (st == SMTP_STAGE_EOM && (chain_session_message_file(cs) != NULL ||
+	    chain_session_message_mem(cs, &hlen, NULL) != NULL)) {
 		lua_pushcfunction(L, hlua_lines);	/* [t f] */
 		lua_setfield(L, -2, "lines");		/* [t] */
 	}
@@ -593,7 +637,33 @@ log:
 	return CHAIN_DONE;
 }
 
+/*
+ * A script that names "message" anywhere (facts.message, the file's path)
+ * gets the message on disk at eom; facts.lines() works from memory too.
+ */
+static bool
+hlua_reads_file(const void *inst)
+{
+	const struct hlua_inst *li = inst;
+	static const char word[] = "message";
+	const size_t wl = sizeof(word) - 1;
+
+	for (size_t i = 0; i + wl <= li->srclen; i++) {
+		if (memcmp(li->src + i, word, wl) != 0)
+			continue;
+		bool before = i > 0 && (isalnum((unsigned char)li->src[i - 1])
+		    || li->src[i - 1] == '_');
+		bool after = i + wl < li->srclen &&
+		    (isalnum((unsigned char)li->src[i + wl]) ||
+		    li->src[i + wl] == '_');
+		if (!before && !after)
+			return true;
+	}
+	return false;
+}
+
 const struct chain_handler_ops chain_lua_ops[] = {
-	{ "lua", CHAIN_STAGES_ALL, hlua_new, hlua_free, hlua_run, NULL },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	{ "lua", CHAIN_STAGES_ALL, hlua_new, hlua_free, hlua_run, NULL,
+	    hlua_reads_file },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

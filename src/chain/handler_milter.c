@@ -606,6 +606,14 @@ milter_cancel(void *inst, struct chain_call *call)
 	evtimer_del(mc->timer);
 }
 
+/* The body goes to the filter from the message file. */
+static bool
+milter_reads_file(const void *inst)
+{
+	(void)inst;
+	return true;
+}
+
 const struct chain_handler_ops chain_milter_ops[] = {
 	{ .name = "milter",
 	  .stages = CHAIN_STAGE_BIT(SMTP_STAGE_CONNECT) |
@@ -614,6 +622,7 @@ const struct chain_handler_ops chain_milter_ops[] = {
 	    CHAIN_STAGE_BIT(SMTP_STAGE_HEADER) |
 	    CHAIN_STAGE_BIT(SMTP_STAGE_EOM),
 	  .new_fn = milter_inst_new, .free_fn = milter_inst_free,
-	  .run_fn = milter_run, .cancel_fn = milter_cancel },
+	  .run_fn = milter_run, .cancel_fn = milter_cancel,
+	  .reads_file_fn = milter_reads_file },
 	{ .name = NULL },
 };

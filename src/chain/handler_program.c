@@ -419,8 +419,16 @@ prog_cancel(void *inst, struct chain_call *call)
 	}
 }
 
+/* The message is its stdin at eom. */
+static bool
+prog_reads_file(const void *inst)
+{
+	(void)inst;
+	return true;
+}
+
 const struct chain_handler_ops chain_program_ops[] = {
 	{ "program", CHAIN_STAGES_ALL, prog_new, prog_free, prog_run,
-	    prog_cancel },
-	{ NULL, 0, NULL, NULL, NULL, NULL },
+	    prog_cancel, prog_reads_file },
+	{ NULL, 0, NULL, NULL, NULL, NULL, NULL },
 };

@@ -6,6 +6,7 @@
 #include "chain/chain.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,7 @@ chain_session_free(struct chain_session **csp)
 	chain_run_clear(&cs->hdr_run);
 	cs->running = false;
 	cs->detached = true;
+	chain_session_set_message_mem(cs, NULL, 0, 0);	/* the owner's */
 	if (cs->nrcpts_session == 0 && cs->sender != NULL)
 		chain_session_reputation(cs, -1);	/* no valid recipient */
 	if (chain_set_has(cs->set, SMTP_STAGE_DISCONNECT)) {
@@ -198,6 +200,30 @@ chain_session_set_message_file(struct chain_session *cs, const char *path,
 }
 
 void
+chain_session_set_message_mem(struct chain_session *cs, const char *data,
+    size_t len, uint64_t offset)
+{
+	static atomic_uint_fast64_t serials;
+
+	cs->msg_mem = data;
+	cs->msg_mem_len = data != NULL ? len : 0;
+	if (data != NULL)	/* kept after: the header edits want it */
+		cs->msg_offset = offset;
+	/* Unique in the process: an iterator kept from another message ends. */
+	cs->msg_serial = data != NULL ? atomic_fetch_add(&serials, 1) + 1 : 0;
+}
+
+const char *
+chain_session_message_mem(const struct chain_session *cs, size_t *len_out,
+    uint64_t *serial_out)
+{
+	*len_out = cs->msg_mem_len;
+	if (serial_out != NULL)
+		*serial_out = cs->msg_serial;
+	return cs->msg_mem;
+}
+
+void
 chain_set_disposition(struct chain_session *cs, bool tx,
     enum chain_disposition d, const char *action)
 {
@@ -225,6 +251,7 @@ chain_session_tx_reset(struct chain_session *cs)
 	chain_str_set(&cs->sender, NULL);
 	chain_str_set(&cs->rcpt, NULL);
 	chain_str_set(&cs->msg_file, NULL);
+	chain_session_set_message_mem(cs, NULL, 0, 0);
 	chain_set_disposition(cs, true, CHAIN_DISP_DELIVER, NULL);
 	cs->size = 0;
 	util_buf_reset(&cs->hdr);

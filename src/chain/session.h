@@ -77,6 +77,9 @@ struct chain_session {
 	bool			 early_talker, bare_lf;
 	char			*msg_file;	/* owned or NULL */
 	uint64_t		 msg_offset;	/* the client's content there */
+	const char		*msg_mem;	/* borrowed: the message or NULL */
+	size_t			 msg_mem_len;
+	uint64_t		 msg_serial;	/* names msg_mem */
 	struct chain_kv		 kv[2];		/* session, tx */
 	enum chain_disposition	 disp[2];	/* session-wide, tx */
 	char			*disp_action[2]; /* owned: quarantine action */

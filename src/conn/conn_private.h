@@ -72,6 +72,11 @@ bool	conn_tx_backlogged(const struct conn_tx *tx);
  */
 bool	conn_tx_flush(struct conn_tx *tx);
 bool	conn_tx_flushed(const struct conn_tx *tx);
+/*
+ * The whole content when it is all still in memory (nothing written, no
+ * job running), else NULL.  Borrowed until the next call on tx.
+ */
+const char *conn_tx_memory(const struct conn_tx *tx, size_t *len_out);
 /* The content file while receiving (malloc'd), once something was written. */
 char	*conn_tx_path(const struct conn_tx *tx);
 /* Flush and commit; committed_cb reports, later, on the loop. */

@@ -25,6 +25,8 @@
 #include "spool/spool.h"
 
 static enum smtp_verdict conn_eom_chain(struct conn *c, struct smtp_reply *r);
+static enum smtp_verdict conn_eom_chain_file(struct conn *c,
+	    struct smtp_reply *r);
 
 /* ----- transaction plumbing ----- */
 
@@ -109,7 +111,7 @@ conn_tx_drained_cb(void *arg)
 		if (conn_tx_failed(c->tx))
 			conn_tx_refusal(c->tx, &r);
 		else
-			v = conn_eom_chain(c, &r);
+			v = conn_eom_chain_file(c, &r);
 		if (v != SMTP_PENDING)
 			smtp_session_resume(c->smtp, v, &r);
 	}
@@ -693,11 +695,23 @@ conn_stage_eom(struct conn *c, struct smtp_reply *r)
 	    !conn_proxy_holds(c))
 		return chain_set_has(c->rt->chains, SMTP_STAGE_HEADER) ?
 		    conn_eom_chain(c, r) : conn_eom_commit(c, r);
+	/*
+	 * A chain that reads no file sees the message in memory: nothing is
+	 * written, and the commit may still be the delivery (conn/tx.c).
+	 */
+	size_t len;
+	const char *mem = conn_proxy_holds(c) ||
+	    chain_set_reads_file(c->rt->chains, SMTP_STAGE_EOM) ? NULL :
+	    conn_tx_memory(c->tx, &len);
+	if (mem != NULL) {
+		chain_session_set_message_mem(c->cs, mem, len, c->trace_len);
+		return conn_eom_chain(c, r);
+	}
 	c->eom_flushing = true;
 	if (!conn_tx_flush(c->tx))
 		return SMTP_PENDING;	/* conn_tx_drained_cb goes on */
 	c->eom_flushing = false;
-	return conn_eom_chain(c, r);
+	return conn_eom_chain_file(c, r);
 }
 
 /* Our own work for a stage the chains let through. */
@@ -743,6 +757,9 @@ static enum smtp_verdict
 conn_after_chain(struct conn *c, const struct smtp_event *ev,
     const struct chain_result *res, struct smtp_reply *r)
 {
+	/* The commit may free the message the eom chain saw in memory. */
+	if (ev->stage == SMTP_STAGE_EOM && c->cs != NULL)
+		chain_session_set_message_mem(c->cs, NULL, 0, 0);
 	if (res->verdict != SMTP_OK) {
 		*r = res->reply;
 		return res->verdict;
@@ -784,15 +801,23 @@ conn_eom_chain(struct conn *c, struct smtp_reply *r)
 	struct smtp_event ev = { .stage = SMTP_STAGE_EOM,
 	    .size = conn_tx_env(c->tx)->size };
 	struct chain_result res;
+
+	conn_keep_event(c, &ev);
+	if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
+		return SMTP_PENDING;
+	return conn_after_chain(c, &ev, &res, r);
+}
+
+/* The eom chain on the content written out whole (conn_tx_flush). */
+static enum smtp_verdict
+conn_eom_chain_file(struct conn *c, struct smtp_reply *r)
+{
 	if (chain_set_has(c->rt->chains, SMTP_STAGE_EOM)) {
 		char *path = conn_tx_path(c->tx);
 		chain_session_set_message_file(c->cs, path, c->trace_len);
 		free(path);
 	}
-	conn_keep_event(c, &ev);
-	if (chain_run(c->cs, &ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
-		return SMTP_PENDING;
-	return conn_after_chain(c, &ev, &res, r);
+	return conn_eom_chain(c, r);
 }
 
 /* A refused AUTH's 535, after the tarpit. */

@@ -481,6 +481,16 @@ conn_tx_flush(struct conn_tx *tx)
 	return conn_tx_flushed(tx);
 }
 
+const char *
+conn_tx_memory(const struct conn_tx *tx, size_t *len_out)
+{
+	if (tx->spooled || tx->failed || tx->job != TXJ_NONE ||
+	    tx->head_set)
+		return NULL;
+	*len_out = tx->pending.len;
+	return tx->pending.data != NULL ? tx->pending.data : "";
+}
+
 char *
 conn_tx_path(const struct conn_tx *tx)
 {

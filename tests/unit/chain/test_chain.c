@@ -143,6 +143,7 @@ probe_cancel(void *inst, struct chain_call *call)
 
 static const struct chain_handler_ops probe_ops = {
 	"probe", CHAIN_STAGES_ALL, probe_new, free, probe_run, probe_cancel,
+	NULL,
 };
 
 #include "harness.c"
