@@ -1,8 +1,9 @@
 /*
  * store/store.h: the small shared state store behind counters, ban lists,
  * greylist triplets, reputation scores and cached lookups.  Engines:
- * "sqlite:PATH" (default; WAL; the work runs on one thread, writes batched
- * in transactions), "redis:HOST:PORT" (hiredis, asynchronous on the loop)
+ * "sqlite:PATH" (default; WAL; one thread per file, plain keys cached in
+ * memory and written back in batches: counts within a second, set values
+ * at once), "redis:HOST:PORT" (hiredis, asynchronous on the loop)
  * and "memory:" (tests, single loop).  Every operation answers through its
  * callback, later, on the loop that asked; never from inside the call.
  */

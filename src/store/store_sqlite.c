@@ -1,9 +1,15 @@
 /*
- * store/store_sqlite.c: "sqlite:PATH" engine.  One thread per store owns
- * the connection; it takes every queued request in one transaction (so
- * writes are batched) and posts the answers back to the loop through a
- * pipe.  WAL mode, so several loops' stores share the file.  The loop
- * itself never touches the database.
+ * store/store_sqlite.c: "sqlite:PATH" engine.  Every store opened on one
+ * PATH in the process shares one database: one connection owned by one
+ * thread, and a write-back cache of the plain keys (store_cache.c) under
+ * one mutex.  A loop answers a key the cache holds itself (GET, INCR, SET;
+ * on the next loop iteration, as every engine answers); anything else goes
+ * to the thread, which reads a missing key into the cache and runs the set
+ * operations on the database, then posts the answers back through the
+ * store's pipe.  Plain writes reach the database in one transaction per
+ * flush: at most SQ_FLUSH_MS after an INCR, at once after a SET or DEL,
+ * and at the close.  WAL mode, synchronous NORMAL.  The loop itself never
+ * touches the database.
  */
 #include "store/store.h"
 
@@ -15,23 +21,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log/log.h"
 #include "store/store_private.h"
 #include "util/util.h"
 
-struct store_sqlite {
-	sqlite3			*db;
+#define SQ_FLUSH_MS	1000	/* plain writes reach the database within */
+#define SQ_CACHE_MAX	50000	/* cache entries kept beyond a flush */
+
+/*
+ * One database of the process, shared by every store opened on its path:
+ * one connection, one thread, one cache, so every loop sees the same
+ * counters at once.
+ */
+struct sq_db {
+	char			*path;		/* owned: the registry's key */
+	unsigned		 refs;		/* under sq_registry_mu */
+	struct sq_db		*next;		/* the registry */
+	sqlite3			*db;		/* the thread's */
 	pthread_t		 thread;
-	pthread_mutex_t		 mu;
-	pthread_cond_t		 cv;
-	struct store_req	*todo, **todo_tail;	/* loop -> thread */
-	struct store_req	*done, **done_tail;	/* thread -> loop */
+	pthread_mutex_t		 mu;		/* guards what follows */
+	pthread_cond_t		 cv;		/* wakes the thread */
+	pthread_cond_t		 idle_cv;	/* a store's requests done */
+	struct store_req	*todo, **todo_tail;	/* loops -> thread */
+	struct store_cache	 cache;
+	bool			 flush_now;	/* a SET or DEL: flush at once */
 	bool			 stop;
-	int			 pipe[2];		/* thread wakes the loop */
+};
+
+/* One store (a loop's handle) on a shared database. */
+struct store_sqlite {
+	struct sq_db		*d;		/* a reference */
+	struct store_req	*done, **done_tail;	/* thread -> loop, under d->mu */
+	unsigned		 inflight;	/* with the thread, under d->mu */
+	int			 pipe[2];	/* thread wakes the loop */
 	struct event		*ev;
 };
+
+static pthread_mutex_t	 sq_registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sq_db	*sq_registry;
 
 static const char store_sqlite_schema[] =
     "PRAGMA journal_mode=WAL;"
@@ -78,53 +108,82 @@ store_sqlite_exec(sqlite3 *db, const char *sql, const char *a, const char *b,
 	return rc;
 }
 
-static void
-store_sqlite_one(sqlite3 *db, struct store_req *r)
+/* A plain key's entry, read from the database on a miss (thread only). */
+static struct store_cache_ent *
+sq_entry(struct sq_db *d, const char *key, int64_t now)
 {
+	struct store_cache_ent *e;
+	sqlite3_stmt *stmt;
+	char *val = NULL;
+	int64_t exp = 0;
+
+	pthread_mutex_lock(&d->mu);
+	e = store_cache_find(&d->cache, key);
+	pthread_mutex_unlock(&d->mu);
+	if (e != NULL)
+		return e;	/* only this thread removes entries */
+	if (sqlite3_prepare_v2(d->db, "SELECT v, exp FROM kv WHERE k = ?", -1,
+	    &stmt, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		exp = sqlite3_column_int64(stmt, 1);
+		if (exp == 0 || exp > now)
+			val = xstrdup((const char *)sqlite3_column_text(stmt,
+			    0));
+	}
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		free(val);
+		return NULL;
+	}
+	pthread_mutex_lock(&d->mu);
+	e = store_cache_add(&d->cache, key, val, val != NULL ? exp : 0);
+	pthread_mutex_unlock(&d->mu);
+	free(val);
+	return e;
+}
+
+/* A plain key's request on the thread: through its cache entry. */
+static void
+sq_plain(struct sq_db *d, struct store_req *r, int64_t now)
+{
+	struct store_cache_ent *e = sq_entry(d, r->key, now);
+
+	if (e == NULL) {
+		log_msg(LOG_LVL_WARN, "state store: sqlite: %s",
+		    sqlite3_errmsg(d->db));
+		r->rc = -1;
+		return;
+	}
+	pthread_mutex_lock(&d->mu);
+	store_cache_apply(e, r, now);
+	d->flush_now |= r->op == STORE_SET || r->op == STORE_DEL;
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void
+store_sqlite_one(struct sq_db *d, struct store_req *r)
+{
+	sqlite3 *db = d->db;
 	int64_t now = store_sqlite_now();
 	int64_t exp = r->ttl_ms != 0 ? now + (int64_t)r->ttl_ms : 0;
-	char *v = NULL;
 	int rc;
 
 	r->rc = 0;
 	switch (r->op) {
 	case STORE_GET:
-		rc = store_sqlite_exec(db, "SELECT v FROM kv WHERE k = ? AND "
-		    "(exp = 0 OR exp > ?)", r->key, NULL, now, 0, &r->out,
-		    NULL);
-		r->rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-		return;
 	case STORE_SET:
-		rc = store_sqlite_exec(db, "INSERT OR REPLACE INTO kv (k, v, "
-		    "exp) VALUES (?, ?, ?)", r->key, r->val, exp, 0, NULL,
-		    NULL);
-		break;
 	case STORE_INCR:
-		rc = store_sqlite_exec(db, "SELECT v FROM kv WHERE k = ? AND "
-		    "(exp = 0 OR exp > ?)", r->key, NULL, now, 0, &v, NULL);
-		if (rc == SQLITE_ROW) {
-			r->n = strtoll(v, NULL, 10) + r->delta;
-			free(v);
-			char num[32];
-			snprintf(num, sizeof(num), "%lld", (long long)r->n);
-			rc = store_sqlite_exec(db, "UPDATE kv SET v = ? WHERE "
-			    "k = ?", num, r->key, 0, 0, NULL, NULL);
-		} else if (rc == SQLITE_DONE) {
-			r->n = r->delta;
-			char num[32];
-			snprintf(num, sizeof(num), "%lld", (long long)r->n);
-			rc = store_sqlite_exec(db, "INSERT OR REPLACE INTO kv "
-			    "(k, v, exp) VALUES (?, ?, ?)", r->key, num, exp, 0,
-			    NULL, NULL);
-		}
-		break;
+		sq_plain(d, r, now);
+		return;
 	case STORE_DEL:
-		rc = store_sqlite_exec(db, "DELETE FROM kv WHERE k = ?",
+		sq_plain(d, r, now);
+		if (r->rc == -1)
+			return;
+		rc = store_sqlite_exec(db, "DELETE FROM sets WHERE k = ?",
 		    r->key, NULL, 0, 0, NULL, NULL);
-		r->n = sqlite3_changes(db) > 0;
-		if (rc == SQLITE_DONE)
-			rc = store_sqlite_exec(db, "DELETE FROM sets WHERE "
-			    "k = ?", r->key, NULL, 0, 0, NULL, NULL);
 		r->n |= sqlite3_changes(db) > 0;
 		break;
 	case STORE_SADD: {
@@ -159,47 +218,121 @@ store_sqlite_one(sqlite3 *db, struct store_req *r)
 	}
 }
 
-static void *
-store_sqlite_main(void *arg)
+/* Write what the cache holds dirty, in one transaction (thread only). */
+static void
+sq_flush(struct sq_db *d)
 {
-	struct store_sqlite *s = arg;
+	struct store_cache_ent **w;
+	size_t n;
+	bool ok = true;
 
-	pthread_mutex_lock(&s->mu);
-	for (;;) {
-		while (s->todo == NULL && !s->stop)
-			pthread_cond_wait(&s->cv, &s->mu);
-		if (s->todo == NULL && s->stop)
-			break;
-		struct store_req *batch = s->todo;
-		s->todo = NULL;
-		s->todo_tail = &s->todo;
-		pthread_mutex_unlock(&s->mu);
-
-		/* One transaction for the whole batch. */
-		sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		for (struct store_req *r = batch; r != NULL; r = r->next)
-			store_sqlite_one(s->db, r);
-		if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) !=
-		    SQLITE_OK) {
-			log_msg(LOG_LVL_WARN, "state store: sqlite commit: %s",
-			    sqlite3_errmsg(s->db));
-			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-			for (struct store_req *r = batch; r != NULL;
-			    r = r->next)
-				r->rc = -1;
+	pthread_mutex_lock(&d->mu);
+	n = store_cache_take_dirty(&d->cache, &w);
+	if (d->cache.n > SQ_CACHE_MAX)
+		store_cache_trim(&d->cache, SQ_CACHE_MAX);
+	d->flush_now = false;
+	pthread_mutex_unlock(&d->mu);
+	if (n == 0)
+		return;
+	sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	for (size_t i = 0; i < n && ok; i++)
+		ok = store_sqlite_exec(d->db, w[i]->val != NULL ?
+		    "INSERT OR REPLACE INTO kv (k, v, exp) VALUES (?, ?, ?)" :
+		    "DELETE FROM kv WHERE k = ?", w[i]->key, w[i]->val,
+		    w[i]->exp, 0, NULL, NULL) == SQLITE_DONE;
+	if (!ok || sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		log_msg(LOG_LVL_WARN, "state store: sqlite flush: %s",
+		    sqlite3_errmsg(d->db));
+		sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+		pthread_mutex_lock(&d->mu);
+		for (size_t i = 0; i < n; i++) {	/* again next time */
+			struct store_cache_ent *e = store_cache_find(&d->cache,
+			    w[i]->key);
+			if (e != NULL)
+				e->dirty = true;
 		}
+		pthread_mutex_unlock(&d->mu);
+	}
+	for (size_t i = 0; i < n; i++)
+		store_cache_ent_free(w[i]);
+	free(w);
+}
 
-		pthread_mutex_lock(&s->mu);
-		struct store_req *last = batch;
-		while (last->next != NULL)
-			last = last->next;
-		*s->done_tail = batch;
-		s->done_tail = &last->next;
+/* The thread's answers to their stores' loops (under d->mu). */
+static void
+sq_post(struct sq_db *d, struct store_req *batch)
+{
+	while (batch != NULL) {
+		struct store_req *r = batch;
+		struct store_sqlite *s = r->st->priv;
 		char c = 1;
+
+		batch = r->next;
+		r->next = NULL;
+		*s->done_tail = r;
+		s->done_tail = &r->next;
+		s->inflight--;
 		while (write(s->pipe[1], &c, 1) == -1 && errno == EINTR)
 			;
 	}
-	pthread_mutex_unlock(&s->mu);
+	pthread_cond_broadcast(&d->idle_cv);
+}
+
+static uint64_t
+sq_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void *
+store_sqlite_main(void *arg)
+{
+	struct sq_db *d = arg;
+	uint64_t next = sq_mono_ms() + SQ_FLUSH_MS;
+
+	pthread_mutex_lock(&d->mu);
+	for (;;) {
+		while (d->todo == NULL && !d->stop && !d->flush_now &&
+		    sq_mono_ms() < next) {
+			struct timespec ts = { (time_t)(next / 1000),
+			    (long)(next % 1000) * 1000000 };
+			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+		}
+		struct store_req *batch = d->todo;
+		d->todo = NULL;
+		d->todo_tail = &d->todo;
+		bool stop = d->stop;
+		pthread_mutex_unlock(&d->mu);
+
+		if (batch != NULL) {
+			/* One transaction for the batch's own writes. */
+			sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL,
+			    NULL);
+			for (struct store_req *r = batch; r != NULL;
+			    r = r->next)
+				store_sqlite_one(d, r);
+			if (sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) !=
+			    SQLITE_OK) {
+				log_msg(LOG_LVL_WARN, "state store: sqlite "
+				    "commit: %s", sqlite3_errmsg(d->db));
+				sqlite3_exec(d->db, "ROLLBACK", NULL, NULL,
+				    NULL);
+			}
+		}
+		if (stop || d->flush_now || sq_mono_ms() >= next) {
+			sq_flush(d);
+			next = sq_mono_ms() + SQ_FLUSH_MS;
+		}
+		pthread_mutex_lock(&d->mu);
+		sq_post(d, batch);
+		if (stop && d->todo == NULL)
+			break;
+	}
+	pthread_mutex_unlock(&d->mu);
 	return NULL;
 }
 
@@ -213,11 +346,11 @@ store_sqlite_wake_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
-	pthread_mutex_lock(&s->mu);
+	pthread_mutex_lock(&s->d->mu);
 	struct store_req *done = s->done;
 	s->done = NULL;
 	s->done_tail = &s->done;
-	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_unlock(&s->d->mu);
 	while (done != NULL) {
 		struct store_req *next = done->next;
 		store_req_done(done);
@@ -225,82 +358,162 @@ store_sqlite_wake_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The database at path, opened and its thread started. */
+static struct sq_db *
+sq_db_open(const char *path, const char **err_out)
+{
+	struct sq_db *d = xcalloc(1, sizeof(*d));
+	pthread_condattr_t ca;
+
+	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		log_msg(LOG_LVL_ERROR, "state store: open %s: %s", path,
+		    d->db != NULL ? sqlite3_errmsg(d->db) : "out of memory");
+		*err_out = "cannot open the sqlite state store";
+		goto fail;
+	}
+	sqlite3_busy_timeout(d->db, 5000);
+	if (sqlite3_exec(d->db, store_sqlite_schema, NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		log_msg(LOG_LVL_ERROR, "state store: schema in %s: %s", path,
+		    sqlite3_errmsg(d->db));
+		*err_out = "cannot set up the sqlite state store";
+		goto fail;
+	}
+	d->path = xstrdup(path);
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&d->idle_cv, NULL);
+	d->todo_tail = &d->todo;
+	store_cache_init(&d->cache);
+	if (pthread_create(&d->thread, NULL, store_sqlite_main, d) != 0)
+		fatal("pthread_create: state store");
+	return d;
+fail:
+	sqlite3_close(d->db);
+	free(d);
+	return NULL;
+}
+
+/* The last store let go: flush, stop the thread, close. */
+static void
+sq_db_close(struct sq_db *d)
+{
+	pthread_mutex_lock(&d->mu);
+	d->stop = true;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	pthread_join(d->thread, NULL);
+	sqlite3_close(d->db);
+	store_cache_clear(&d->cache);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	pthread_cond_destroy(&d->idle_cv);
+	free(d->path);
+	free(d);
+}
+
 static int
 store_sqlite_open(struct store *st, const char *path, const char **err_out)
 {
-	struct store_sqlite *s = xcalloc(1, sizeof(*s));
+	struct sq_db *d;
 
 	if (path[0] == '\0') {
 		*err_out = "sqlite store needs a path";
-		free(s);
 		return -1;
 	}
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		log_msg(LOG_LVL_ERROR, "state store: open %s: %s", path,
-		    s->db != NULL ? sqlite3_errmsg(s->db) : "out of memory");
-		*err_out = "cannot open the sqlite state store";
-		sqlite3_close(s->db);
-		free(s);
-		return -1;
+	pthread_mutex_lock(&sq_registry_mu);
+	for (d = sq_registry; d != NULL; d = d->next)
+		if (strcmp(d->path, path) == 0)
+			break;
+	if (d == NULL && (d = sq_db_open(path, err_out)) != NULL) {
+		d->next = sq_registry;
+		sq_registry = d;
 	}
-	sqlite3_busy_timeout(s->db, 5000);
-	if (sqlite3_exec(s->db, store_sqlite_schema, NULL, NULL, NULL) !=
-	    SQLITE_OK) {
-		log_msg(LOG_LVL_ERROR, "state store: schema in %s: %s", path,
-		    sqlite3_errmsg(s->db));
-		*err_out = "cannot set up the sqlite state store";
-		sqlite3_close(s->db);
-		free(s);
+	if (d != NULL)
+		d->refs++;
+	pthread_mutex_unlock(&sq_registry_mu);
+	if (d == NULL)
 		return -1;
-	}
+
+	struct store_sqlite *s = xcalloc(1, sizeof(*s));
+	s->d = d;
+	s->done_tail = &s->done;
 	if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
 		fatal("pipe2: %s", strerror(errno));
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
-	s->todo_tail = &s->todo;
-	s->done_tail = &s->done;
 	s->ev = event_new(st->base, s->pipe[0], EV_READ | EV_PERSIST,
 	    store_sqlite_wake_cb, s);
 	event_add(s->ev, NULL);
-	if (pthread_create(&s->thread, NULL, store_sqlite_main, s) != 0)
-		fatal("pthread_create: state store");
 	st->priv = s;
 	return 0;
 }
 
+/*
+ * A plain key the cache holds is answered from it on the loop, unless an
+ * earlier request of this store is still with the thread or unanswered
+ * (a store's requests are answered in order); anything else goes to the
+ * thread.
+ */
 static void
 store_sqlite_submit(struct store *st, struct store_req *req)
 {
 	struct store_sqlite *s = st->priv;
+	struct sq_db *d = s->d;
+	struct store_cache_ent *e;
 
-	pthread_mutex_lock(&s->mu);
-	*s->todo_tail = req;
-	s->todo_tail = &req->next;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_lock(&d->mu);
+	if ((req->op == STORE_GET || req->op == STORE_INCR ||
+	    req->op == STORE_SET) && s->inflight == 0 && s->done == NULL &&
+	    (e = store_cache_find(&d->cache, req->key)) != NULL) {
+		store_cache_apply(e, req, store_sqlite_now());
+		if (req->op == STORE_SET) {
+			d->flush_now = true;
+			pthread_cond_signal(&d->cv);
+		}
+		pthread_mutex_unlock(&d->mu);
+		store_req_done_later(req);
+		return;
+	}
+	s->inflight++;
+	*d->todo_tail = req;
+	d->todo_tail = &req->next;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
 }
 
 static void
 store_sqlite_close(struct store *st)
 {
 	struct store_sqlite *s = st->priv;
+	struct sq_db *d = s->d;
+	bool last;
 
 	/* Finish what was asked (writes must land), then answer it. */
-	pthread_mutex_lock(&s->mu);
-	s->stop = true;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	pthread_join(s->thread, NULL);
+	pthread_mutex_lock(&d->mu);
+	while (s->inflight > 0)
+		pthread_cond_wait(&d->idle_cv, &d->mu);
+	pthread_mutex_unlock(&d->mu);
 	store_sqlite_wake_cb(s->pipe[0], EV_READ, s);
 	event_free(s->ev);
 	close(s->pipe[0]);
 	close(s->pipe[1]);
-	sqlite3_close(s->db);
-	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
 	free(s);
 	st->priv = NULL;
+
+	pthread_mutex_lock(&sq_registry_mu);
+	last = --d->refs == 0;
+	if (last) {
+		struct sq_db **pp = &sq_registry;
+		while (*pp != d)
+			pp = &(*pp)->next;
+		*pp = d->next;
+	}
+	pthread_mutex_unlock(&sq_registry_mu);
+	if (last)
+		sq_db_close(d);
 }
 
 const struct store_engine store_sqlite_engine = {

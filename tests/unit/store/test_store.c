@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,76 @@ test_sqlite_batch(void **state)
 	event_base_free(base);
 }
 
+/* The value of key in the kv table of the database at path, or -1. */
+static long long
+db_value(const char *path, const char *key)
+{
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	long long v = -1;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_busy_timeout(db, 1000);
+	if (sqlite3_prepare_v2(db, "SELECT v FROM kv WHERE k = ?", -1, &stmt,
+	    NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			v = sqlite3_column_int64(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+/*
+ * Two loops' stores on one file share its counters at once, and a count
+ * reaches the database within the flush interval while the stores are
+ * open (what a crash can lose), and at the close.
+ */
+static void
+test_sqlite_shared(void **state)
+{
+	char spec[300], path[256];
+	struct event_base *b1 = event_base_new(), *b2 = event_base_new();
+	const char *err;
+	struct answer a = { 0 };
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/shared.db", tmpdir);
+	snprintf(spec, sizeof(spec), "sqlite:%s", path);
+	struct store *s1 = store_open(b1, spec, &err);
+	struct store *s2 = store_open(b2, spec, &err);
+	assert_non_null(s1);
+	assert_non_null(s2);
+	for (int i = 1; i <= 3; i++) {
+		memset(&a, 0, sizeof(a));
+		store_incr(i % 2 ? s1 : s2, "hits", 1, 0, int_cb, &a);
+		wait_for(i % 2 ? b1 : b2, &a, "incr");
+		assert_int_equal(a.n, i);
+	}
+	memset(&a, 0, sizeof(a));
+	store_get(s2, "hits", str_cb, &a);
+	wait_for(b2, &a, "get");
+	assert_string_equal(a.val, "3");
+	uint64_t end = util_now_ms() + 5000;
+	while (db_value(path, "hits") != 3 && util_now_ms() < end)
+		usleep(20 * 1000);
+	if (db_value(path, "hits") != 3)
+		fail_msg("the count did not reach the database in 5 s");
+	memset(&a, 0, sizeof(a));
+	store_incr(s1, "hits", 1, 0, int_cb, &a);
+	wait_for(b1, &a, "incr");
+	store_close(&s1);
+	store_close(&s2);
+	assert_int_equal(db_value(path, "hits"), 4);	/* flushed at close */
+	event_base_free(b1);
+	event_base_free(b2);
+}
+
 static void
 test_bad_specs(void **state)
 {
@@ -361,6 +432,7 @@ main(void)
 		cmocka_unit_test(test_memory),
 		cmocka_unit_test(test_sqlite),
 		cmocka_unit_test(test_sqlite_batch),
+		cmocka_unit_test(test_sqlite_shared),
 		cmocka_unit_test(test_bad_specs),
 		cmocka_unit_test(test_redis),
 		cmocka_unit_test(test_redis_down),
