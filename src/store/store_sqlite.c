@@ -228,12 +228,10 @@ sq_flush(struct sq_db *d)
 
 	pthread_mutex_lock(&d->mu);
 	n = store_cache_take_dirty(&d->cache, &w);
-	if (d->cache.n > SQ_CACHE_MAX)
-		store_cache_trim(&d->cache, SQ_CACHE_MAX);
 	d->flush_now = false;
 	pthread_mutex_unlock(&d->mu);
 	if (n == 0)
-		return;
+		goto trim;
 	sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	for (size_t i = 0; i < n && ok; i++)
 		ok = store_sqlite_exec(d->db, w[i]->val != NULL ?
@@ -257,6 +255,11 @@ sq_flush(struct sq_db *d)
 	for (size_t i = 0; i < n; i++)
 		store_cache_ent_free(w[i]);
 	free(w);
+trim:
+	pthread_mutex_lock(&d->mu);
+	if (d->cache.n > SQ_CACHE_MAX)
+		store_cache_trim(&d->cache, SQ_CACHE_MAX);
+	pthread_mutex_unlock(&d->mu);
 }
 
 /* The thread's answers to their stores' loops (under d->mu). */
@@ -323,7 +326,10 @@ store_sqlite_main(void *arg)
 				    NULL);
 			}
 		}
-		if (stop || d->flush_now || sq_mono_ms() >= next) {
+		pthread_mutex_lock(&d->mu);
+		bool flush = stop || d->flush_now;
+		pthread_mutex_unlock(&d->mu);
+		if (flush || sq_mono_ms() >= next) {
 			sq_flush(d);
 			next = sq_mono_ms() + SQ_FLUSH_MS;
 		}
