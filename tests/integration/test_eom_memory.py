@@ -124,3 +124,26 @@ def test_a_script_that_reads_the_file_gets_it(make_postern, tmp_path):
         "no spool file for a script naming facts.message"
     wait_for(lambda: "tx.path=yes" in srv.log(),
         what="the script saw facts.message")
+
+
+def test_a_program_at_eom_still_reads_the_message_file(make_postern,
+        tmp_path):
+    prog = tmp_path / "scan.sh"
+    prog.write_text("#!/bin/sh\n"
+        "grep -q '^three$' \"$POSTERN_MESSAGE_FILE\" || "
+        "{ echo 'no three in the file'; exit 1; }\n"
+        "grep -q '^three' || { echo 'no three on stdin'; exit 1; }\n"
+        "exit 0\n")
+    prog.chmod(0o755)
+    srv = make_postern(config=config(tmp_path,
+        ["on eom { program \"%s\" }" % prog]))
+
+    def refused(c):
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: short\r\n\r\none\r\n.\r\n")
+        assert "no three in the file" in c.expect(550, "5.7.1").text
+    assert spool_names_while_sending(srv, refused), \
+        "no spool file for a program at eom"
+    assert len(srv.maildir("bob")) == 1
