@@ -89,7 +89,8 @@ def config(tmp_path, chains):
 
 def test_an_eom_chain_in_memory_writes_no_spool_file(make_postern, tmp_path):
     srv = make_postern(config=config(tmp_path, [
-        "on eom { header max-size 64k; lua \"%s\" }" % (tmp_path / "eom.lua")]))
+        "on eom { header max-size 64k; lua \"%s\" }"
+        % (tmp_path / "eom.lua")]))
     assert spool_names_while_sending(srv) == [], "the spool was written"
     with open(srv.maildir("bob")[0], "rb") as f:
         data = f.read()

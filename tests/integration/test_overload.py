@@ -147,7 +147,8 @@ def test_10000_connections_at_once(make_postern, monkeypatch):
             rss_kb(srv))))
         figures.append(check(conns) + (peak[0],))
         # Which connections get in varies, so a round's count does too.
-        sent += sum(1 for c in conns if c.codes[:1] == [220] and 354 in c.codes)
+        sent += sum(1 for c in conns
+            if c.codes[:1] == [220] and 354 in c.codes)
         wait_for(lambda: len(srv.maildir("bob")) == sent and
             spool_empty(srv), timeout=60, what="the burst's messages")
         limit = figures[0][4] + GROWTH_KB if round_ else base + MEM_SLACK_KB
