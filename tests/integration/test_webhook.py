@@ -105,8 +105,9 @@ def test_json_payload(make_postern, api):
     assert pdf["filename"] == "r.pdf"
     assert pdf["size"] == 2009
     assert doc["parse_error"] is None
-    assert any(kv.get("action") == "webhook" for kv, _ in
-        log_events(srv, "delivered"))
+    # Logged once the service's answer is in, which is after its request.
+    wait_for(lambda: any(kv.get("action") == "webhook" for kv, _ in
+        log_events(srv, "delivered")), what="the delivered line")
 
 
 def test_malformed_mime_still_goes_out(make_postern, api):
