@@ -5,6 +5,7 @@
  */
 #include "conn/conn.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +47,72 @@ conn_rt_tls(const struct config *cfg, const struct config_tls_cert *certs,
 	return t;
 }
 
-/* "tls self-signed DIR": DIR/cert.pem and DIR/key.pem, made if missing. */
+/*
+ * Running as root with "user": the ids that user will have, so what is
+ * made now stays readable by a reload after the drop.  -1 for both when
+ * nothing is to be given away.
+ */
+static int
+conn_rt_owner(const struct config *cfg, uid_t *uid_out, gid_t *gid_out,
+    const char **err_out)
+{
+	*uid_out = (uid_t)-1;
+	*gid_out = (gid_t)-1;
+	if (geteuid() != 0 || cfg->user == NULL)
+		return 0;
+	return util_account_ids(cfg->user, cfg->group, uid_out, gid_out,
+	    err_out);
+}
+
+/* The self-signed folder and pair belong to the user postern runs as. */
+static int
+conn_rt_selfsigned_own(const struct config *cfg, const char *cert,
+    const char *key, uid_t uid, gid_t gid, const char **err_out)
+{
+	const char *paths[] = { cfg->tls_selfsigned_dir, cert, key };
+	struct stat st;
+
+	if (uid == (uid_t)-1)
+		return 0;
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		if (lstat(paths[i], &st) == -1) {
+			*err_out = util_err("stat(%s): %s", paths[i],
+			    strerror(errno));
+			return -1;
+		}
+		if (S_ISLNK(st.st_mode))	/* chown would follow it */
+			continue;
+		if ((st.st_uid != uid || st.st_gid != gid) &&
+		    chown(paths[i], uid, gid) == -1) {
+			*err_out = util_err("chown(%s): %s", paths[i],
+			    strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * "tls self-signed DIR": DIR/cert.pem and DIR/key.pem, made if missing;
+ * as root with "user", DIR and the pair are that user's.
+ */
 static int
 conn_rt_selfsigned(const struct config *cfg, char **cert_out, char **key_out,
     const char **err_out)
 {
 	struct stat st;
 	const char *why;
+	uid_t uid;
+	gid_t gid;
 
 	*cert_out = xasprintf("%s/cert.pem", cfg->tls_selfsigned_dir);
 	*key_out = xasprintf("%s/key.pem", cfg->tls_selfsigned_dir);
+	if (conn_rt_owner(cfg, &uid, &gid, err_out) == -1)
+		return -1;
 	if (stat(*cert_out, &st) == 0 && stat(*key_out, &st) == 0)
-		return 0;
-	if (util_mkdirs(cfg->tls_selfsigned_dir, 0700) == -1) {
+		return conn_rt_selfsigned_own(cfg, *cert_out, *key_out, uid,
+		    gid, err_out);
+	if (util_mkdirs_owned(cfg->tls_selfsigned_dir, 0700, uid, gid) == -1) {
 		*err_out = util_err("mkdir %s: %m", cfg->tls_selfsigned_dir);
 		return -1;
 	}
@@ -69,7 +123,8 @@ conn_rt_selfsigned(const struct config *cfg, char **cert_out, char **key_out,
 	}
 	log_msg(LOG_LVL_INFO, "tls: made a self-signed certificate for %s in "
 	    "%s", cfg->hostname, cfg->tls_selfsigned_dir);
-	return 0;
+	return conn_rt_selfsigned_own(cfg, *cert_out, *key_out, uid, gid,
+	    err_out);
 }
 
 static int

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
@@ -19,27 +18,14 @@
 int
 net_drop_privileges(const char *user, const char *group, const char **err_out)
 {
-	struct passwd *pw;
-	struct group *gr;
 	uid_t uid;
 	gid_t gid;
 
 	/* A normal user runs as itself; root without "user" is warned about. */
 	if (geteuid() != 0 || user == NULL)
 		return 0;
-	if ((pw = getpwnam(user)) == NULL) {
-		*err_out = util_err("user %s: no such user", user);
+	if (util_account_ids(user, group, &uid, &gid, err_out) == -1)
 		return -1;
-	}
-	uid = pw->pw_uid;
-	gid = pw->pw_gid;	/* the user's primary group by default */
-	if (group != NULL) {
-		if ((gr = getgrnam(group)) == NULL) {
-			*err_out = util_err("group %s: no such group", group);
-			return -1;
-		}
-		gid = gr->gr_gid;
-	}
 	if (uid == 0) {
 		*err_out = util_err("user %s is root: refusing to run as "
 		    "root", user);

@@ -9,6 +9,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,6 +526,12 @@ util_fsync_dir(const char *dirpath)
 int
 util_mkdirs(const char *path, unsigned mode)
 {
+	return util_mkdirs_owned(path, mode, (uid_t)-1, (gid_t)-1);
+}
+
+int
+util_mkdirs_owned(const char *path, unsigned mode, uid_t uid, gid_t gid)
+{
 	char *p = xstrdup(path);
 	int rc = 0;
 
@@ -532,7 +540,13 @@ util_mkdirs(const char *path, unsigned mode)
 			continue;
 		char c = *s;
 		*s = '\0';
-		if (mkdir(p, (mode_t)mode) == -1 && errno != EEXIST) {
+		if (mkdir(p, (mode_t)mode) == 0) {
+			if ((uid != (uid_t)-1 || gid != (gid_t)-1) &&
+			    chown(p, uid, gid) == -1) {
+				rc = -1;
+				break;
+			}
+		} else if (errno != EEXIST) {
 			rc = -1;
 			break;
 		}
@@ -542,4 +556,27 @@ util_mkdirs(const char *path, unsigned mode)
 	}
 	free(p);
 	return rc;
+}
+
+int
+util_account_ids(const char *user, const char *group, uid_t *uid_out,
+    gid_t *gid_out, const char **err_out)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if ((pw = getpwnam(user)) == NULL) {
+		*err_out = util_err("user %s: no such user", user);
+		return -1;
+	}
+	*uid_out = pw->pw_uid;
+	*gid_out = pw->pw_gid;	/* the user's primary group by default */
+	if (group != NULL) {
+		if ((gr = getgrnam(group)) == NULL) {
+			*err_out = util_err("group %s: no such group", group);
+			return -1;
+		}
+		*gid_out = gr->gr_gid;
+	}
+	return 0;
 }

@@ -5,6 +5,7 @@
 #ifndef POSTERN_UTIL_H
 #define POSTERN_UTIL_H
 
+#include <sys/types.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -222,6 +223,19 @@ void	util_capdir_free(struct util_capdir **dp);
 int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int	util_mkdirs(const char *path, unsigned mode);
+/*
+ * The same, giving each folder it makes to uid:gid (as root; -1 keeps
+ * that id).  0 or -1 (errno set).
+ */
+int	util_mkdirs_owned(const char *path, unsigned mode, uid_t uid,
+	    gid_t gid);
+/*
+ * The ids of account user, with group's id instead of its primary group
+ * when group is not NULL.  0, or -1 with *err_out ("user X: no such
+ * user").
+ */
+int	util_account_ids(const char *user, const char *group, uid_t *uid_out,
+	    gid_t *gid_out, const char **err_out);
 /*
  * Does the file system holding fd journal its metadata in order (XFS, ext4
  * with a journal), so that a rename made durable carries everything done

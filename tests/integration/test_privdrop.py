@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 
@@ -325,3 +326,37 @@ def helper_processes(srv):
     from test_backends import helper_children
     keeper, helpers, _ = helper_children(srv)
     return keeper, helpers
+
+
+def reloads_done(srv):
+    return srv.log().count("reload: configuration")
+
+
+def test_reload_after_the_drop_reads_the_self_signed_pair(make_dropped):
+    """The pair made as root before the drop is the user's, so a SIGHUP
+    reload running as that user reads it again, and STARTTLS goes on."""
+    uid, gid = ids()
+    srv = make_dropped(extra=["tls self-signed {tmp}/tls"])
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        "tls self-signed {tmp}/tls", "limit recipients 7"]))
+    os.chmod(srv.conf, 0o644)
+    srv.sighup()
+    wait_for(lambda: reloads_done(srv) == 1 or "reload failed" in srv.log(),
+        10, what="the reload to end")
+    assert "reload failed" not in srv.log(), srv.log()[-2000:]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with srv.session() as c:
+        c.hello()
+        c.starttls(ctx)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    assert srv.alive()
+    for name in ("tls", "tls/cert.pem", "tls/key.pem"):
+        st = os.stat(srv.path(name))
+        assert (st.st_uid, st.st_gid) == (uid, gid), \
+            "%s owned by %d:%d, want %d:%d" % (name, st.st_uid, st.st_gid,
+            uid, gid)
+    assert os.stat(srv.path("tls/key.pem")).st_mode & 0o077 == 0, \
+        "the key is readable by others"
