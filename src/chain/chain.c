@@ -420,6 +420,19 @@ chain_set_reads_file(const struct chain_set *set, enum smtp_stage st)
 
 /* ----- per loop ----- */
 
+/* The store spec cfg (or opts) names, with its default; owned. */
+static char *
+chain_loop_spec(const struct config *cfg, const struct chain_loop_opts *opts)
+{
+	if (opts != NULL && opts->store != NULL)
+		return xstrdup(opts->store);
+	if (cfg != NULL && cfg->chain_store != NULL)
+		return xstrdup(cfg->chain_store);
+	if (cfg != NULL)
+		return xasprintf("sqlite:%s/state.db", cfg->spool);
+	return xstrdup("memory:");
+}
+
 struct chain_loop *
 chain_loop_new(struct event_base *base, const struct config *cfg,
     const struct chain_loop_opts *opts, const char **err_out)
@@ -427,12 +440,13 @@ chain_loop_new(struct event_base *base, const struct config *cfg,
 	struct chain_loop *l = xcalloc(1, sizeof(*l));
 	const char *resolver = opts != NULL && opts->resolver != NULL ?
 	    opts->resolver : cfg != NULL ? cfg->chain_resolver : NULL;
-	const char *spec = opts != NULL ? opts->store : NULL;
-	char *owned = NULL;
 
+	l->refs = 1;
 	l->base = base;
 	l->call_timeout_ms = opts != NULL && opts->call_timeout_ms > 0 ?
 	    opts->call_timeout_ms : CHAIN_CALL_TIMEOUT_MS;
+	l->store_spec = chain_loop_spec(cfg, opts);
+	l->resolver = resolver != NULL ? xstrdup(resolver) : NULL;
 	l->dns = evdns_base_new(base, resolver == NULL ?
 	    EVDNS_BASE_INITIALIZE_NAMESERVERS : 0);
 	if (l->dns == NULL) {
@@ -444,15 +458,7 @@ chain_loop_new(struct event_base *base, const struct config *cfg,
 		*err_out = "bad resolver address";
 		goto fail;
 	}
-	if (spec == NULL && cfg != NULL)
-		spec = cfg->chain_store;
-	if (spec == NULL && cfg != NULL)
-		spec = owned = xasprintf("sqlite:%s/state.db", cfg->spool);
-	if (spec == NULL)
-		spec = "memory:";
-	l->store = store_open(base, spec, err_out);
-	free(owned);
-	if (l->store == NULL)
+	if ((l->store = store_open(base, l->store_spec, err_out)) == NULL)
 		goto fail;
 	l->tables = table_loop_new(base);
 	return l;
@@ -472,8 +478,50 @@ chain_loop_free(struct chain_loop **lp)
 	store_close(&l->store);
 	if (l->dns != NULL)
 		evdns_base_free(l->dns, 1);
+	free(l->store_spec);
+	free(l->resolver);
 	free(l);
 	*lp = NULL;
+}
+
+struct chain_loop *
+chain_loop_ref(struct chain_loop *l)
+{
+	l->refs++;
+	return l;
+}
+
+static void
+chain_loop_free_cb(void *arg)
+{
+	struct chain_loop *l = arg;
+
+	chain_loop_free(&l);
+}
+
+void
+chain_loop_unref(struct chain_loop **lp)
+{
+	struct chain_loop *l = *lp;
+
+	if (l == NULL)
+		return;
+	*lp = NULL;
+	if (--l->refs == 0)
+		chain_defer(l->base, chain_loop_free_cb, l);
+}
+
+bool
+chain_loop_is_for(const struct chain_loop *l, const struct config *cfg)
+{
+	char *spec = chain_loop_spec(cfg, NULL);
+	bool same = strcmp(spec, l->store_spec) == 0 &&
+	    (l->resolver == NULL ? cfg->chain_resolver == NULL :
+	    cfg->chain_resolver != NULL &&
+	    strcmp(l->resolver, cfg->chain_resolver) == 0);
+
+	free(spec);
+	return same;
 }
 
 struct store *

@@ -131,7 +131,19 @@ struct chain_loop_opts {
 struct chain_loop *chain_loop_new(struct event_base *base,
 	    const struct config *cfg, const struct chain_loop_opts *opts,
 	    const char **err_out);
+/*
+ * Sessions share a loop's chain state: each holds a reference, so a
+ * reload can make a new one while running sessions keep theirs.  The
+ * last unref frees it on a later turn of its loop (never under a
+ * callback of its own store or resolver).  Loop thread only.
+ */
+struct chain_loop *chain_loop_ref(struct chain_loop *l);
+void	chain_loop_unref(struct chain_loop **lp);
+/* Free now, whatever the references (tests and tools that own it). */
 void	chain_loop_free(struct chain_loop **lp);
+/* True when l was made from the store and resolver cfg names. */
+bool	chain_loop_is_for(const struct chain_loop *l,
+	    const struct config *cfg);
 struct store *chain_loop_store(struct chain_loop *l);
 /* Where this loop hears table answers (table_lookup_start). */
 struct table_loop *chain_loop_tables(struct chain_loop *l);

@@ -15,7 +15,10 @@
 struct event;
 
 struct chain_loop {
+	unsigned		 refs;		/* loop thread only */
 	struct event_base	*base;		/* borrowed */
+	char			*store_spec;	/* owned: what it was made from */
+	char			*resolver;	/* owned, or NULL: resolv.conf */
 	struct evdns_base	*dns;		/* owned */
 	struct store		*store;		/* owned */
 	struct table_loop	*tables;	/* owned: table answers */

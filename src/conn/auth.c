@@ -30,6 +30,8 @@ struct conn_auth_job {
 	int			 refs;		/* the caller + each async step */
 	struct conn_ctx		*ctx;		/* borrowed */
 	struct conn_rt		*rt;		/* ref: tables, backends */
+	struct chain_loop	*cl;		/* ref: the session's store and
+						   table answers, or NULL */
 	char			*ip;		/* owned */
 	char			*user;		/* owned */
 	char			*pass;		/* owned; wiped */
@@ -56,6 +58,7 @@ conn_auth_unref(struct conn_auth_job *j)
 	event_free(j->ev);
 	event_free(j->done_ev);
 	conn_rt_unref(&j->rt);
+	chain_loop_unref(&j->cl);
 	OPENSSL_cleanse(j->pass, strlen(j->pass));
 	free(j->pass);
 	free(j->user);
@@ -193,9 +196,9 @@ conn_auth_next(struct conn_auth_job *j)
 			return;
 		}
 		struct table *t = route_table_of(j->rt->router, a->table);
-		int rc = table_lookup_start(t, chain_loop_tables(
-		    j->ctx->chain_loop), j->user, conn_auth_table_cb, j, &tv,
-		    &j->treq);
+		int rc = table_lookup_start(t, j->cl != NULL ?
+		    chain_loop_tables(j->cl) : NULL, j->user,
+		    conn_auth_table_cb, j, &tv, &j->treq);
 		if (rc == TABLE_PENDING) {
 			j->refs++;
 			return;
@@ -226,10 +229,11 @@ conn_auth_banned_cb(void *arg, int rc, const char *value)
 }
 
 struct conn_auth_job *
-conn_auth_start(struct conn_ctx *ctx, struct conn_rt *rt, const char *ip,
-    const char *user, const char *pass, conn_auth_done_cb *done_cb,
-    void *arg)
+conn_auth_start(struct conn *c, const char *user, const char *pass,
+    conn_auth_done_cb *done_cb, void *arg)
 {
+	struct conn_ctx *ctx = c->ctx;
+	struct conn_rt *rt = c->rt;
 	struct conn_auth_job *j = xcalloc(1, sizeof(*j));
 	char key[STORE_KEY_MAX];
 
@@ -238,14 +242,15 @@ conn_auth_start(struct conn_ctx *ctx, struct conn_rt *rt, const char *ip,
 	j->refs = 2;		/* the caller's, and this first step's */
 	j->ctx = ctx;
 	j->rt = conn_rt_ref(rt);
+	j->cl = c->chain_loop != NULL ? chain_loop_ref(c->chain_loop) : NULL;
 	j->ev = event_new(ctx->base, -1, 0, conn_auth_crypt_done_cb, j);
 	j->done_ev = event_new(ctx->base, -1, 0, conn_auth_done_ev_cb, j);
-	j->ip = xstrdup(ip);
+	j->ip = xstrdup(c->ip);
 	j->user = xstrdup(user);
 	j->pass = xstrdup(pass);
-	if (rt->cfg->auth_guard.max > 0 && ctx->chain_loop != NULL) {
-		chain_ban_key_of(ip, key, sizeof(key));
-		store_get(chain_loop_store(ctx->chain_loop), key,
+	if (rt->cfg->auth_guard.max > 0 && j->cl != NULL) {
+		chain_ban_key_of(c->ip, key, sizeof(key));
+		store_get(chain_loop_store(j->cl), key,
 		    conn_auth_banned_cb, j);
 		return j;
 	}
@@ -303,13 +308,13 @@ conn_guard_count_cb(void *arg, int rc, int64_t n)
 }
 
 void
-conn_auth_failed(struct conn_ctx *ctx, const struct config *cfg,
-    const char *ip, const char *user)
+conn_auth_failed(struct conn *c, const char *user)
 {
-	const struct config_guard *gd = &cfg->auth_guard;
+	const struct config_guard *gd = &conn_cfg(c)->auth_guard;
+	const char *ip = c->ip;
 	char key[STORE_KEY_MAX], u[200];
 
-	if (gd->max == 0 || ctx->chain_loop == NULL)
+	if (gd->max == 0 || c->chain_loop == NULL)
 		return;
 	/* Keys hold no blanks or controls; long names are cut. */
 	util_strlcpy(u, user, sizeof(u));
@@ -318,7 +323,7 @@ conn_auth_failed(struct conn_ctx *ctx, const struct config *cfg,
 			*p = '_';
 	for (int i = 0; i < 2; i++) {
 		struct conn_guard_step *g = xcalloc(1, sizeof(*g));
-		g->st = chain_loop_store(ctx->chain_loop);
+		g->st = chain_loop_store(c->chain_loop);
 		g->max = gd->max;
 		g->ban_ms = gd->ban_ms;
 		chain_ban_key_of(ip, g->ban_key, sizeof(g->ban_key));

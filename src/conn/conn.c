@@ -266,6 +266,7 @@ conn_free(struct conn *c)
 		event_free(c->tarpit_ev);
 	conn_proxy_free(c);
 	chain_session_free(&c->cs);	/* runs the disconnect chain */
+	chain_loop_unref(&c->chain_loop);
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
 	util_buf_clear(&c->out);
@@ -645,16 +646,14 @@ conn_chain_start(struct conn *c, struct conn_ctx *ctx,
 	    .local_port = lport, .hostname = cfg->hostname };
 	/* AUTH (its guard counts in the store) and tables need it too. */
 	if ((any || cfg->nauths > 0 || conn_rt_has_remote(c->rt)) &&
-	    ctx->chain_loop == NULL &&
-	    (ctx->chain_loop = chain_loop_new(ctx->base, cfg, NULL,
-	    &err)) == NULL) {
+	    (c->chain_loop = conn_chain_take(ctx, &err)) == NULL) {
 		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
 		    "why=\"%s\"", err);
-		c->chain_broken = true;
+		c->chain_broken = true;	/* 421 at connect */
 		return;
 	}
 	if (any)
-		c->cs = chain_session_new(c->rt->chains, ctx->chain_loop,
+		c->cs = chain_session_new(c->rt->chains, c->chain_loop,
 		    &info);
 	conn_expand_greeting(c, cfg, &info);
 }

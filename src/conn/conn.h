@@ -10,6 +10,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct config;
@@ -77,9 +78,13 @@ struct conn_ctx {
 	void			(*closed_cb)(void *arg, const char *ip);
 	void			*closed_arg;
 	struct conn		*conns;		/* live connections (loop thread only) */
-	struct chain_loop	*chain_loop;	/* owned: DNS, state store and table
-						   answers of this loop; made on
-						   first use */
+	struct chain_loop	*chain_loop;	/* ref: DNS, state store and table
+						   answers of this loop for rt,
+						   or NULL (none needed, or it
+						   could not be made) */
+	const char		*chain_err;	/* static: why it could not */
+	uint64_t		 chain_retry_ms; /* then tried again at connect
+						   from this time on */
 	struct priv		*priv;		/* borrowed: the privileged helper,
 						   or NULL */
 	struct log_translog_writer *tlw;	/* borrowed: writes the
@@ -96,6 +101,19 @@ struct conn_origin {
 	int		 local_port;
 	int		 version;	/* of the header: 1 or 2 */
 };
+
+/*
+ * The loop's chain state (chain/'s resolver, state store and table
+ * answers) as ctx->rt needs it: made when the loop starts, made again
+ * when a new rt names another store or resolver (running sessions keep
+ * theirs), dropped when rt needs none.  When it cannot be made, the
+ * sessions that need it get 421 at connect, and a connection tries again
+ * (at most once a second).  The loop's thread, or before it runs.
+ */
+void	conn_ctx_chain_sync(struct conn_ctx *ctx);
+/* Let go of the loop's chain state (the loop is going away). */
+void	conn_ctx_chain_clear(struct conn_ctx *ctx);
+
 /*
  * Start a session on an accepted socket (owned from now on), that came in
  * on ctx->rt->cfg->listens[listen_idx] from sa (the client's address: the

@@ -104,6 +104,16 @@ void	conn_tx_keep_uncommitted(struct conn_tx *tx, const char *suffix);
 /* The connection lets go: uncommitted content is removed off the loop. */
 void	conn_tx_release(struct conn_tx **txp);
 
+/* chainstate.c */
+/* Does a session under rt's config need the loop's chain state? */
+bool	conn_rt_needs_chain_loop(const struct conn_rt *rt);
+/*
+ * A reference to the loop's chain state for a new session, or NULL with
+ * *err_out (static) when it cannot be made.
+ */
+struct chain_loop *conn_chain_take(struct conn_ctx *ctx,
+	    const char **err_out);
+
 /* AUTH credential checks off the loop (conn/auth.c). */
 struct conn_auth_job;
 /* rc: 1 valid, 0 refused, -1 a backend unavailable, -2 the IP is banned. */
@@ -113,12 +123,14 @@ typedef void conn_auth_done_cb(void *arg, int rc, const char *user);
  * guard's ban check for ip); done_cb runs later on the loop, never from
  * inside this call.
  */
-struct conn_auth_job *conn_auth_start(struct conn_ctx *ctx,
-	    struct conn_rt *rt, const char *ip, const char *user,
+struct conn;
+struct conn_auth_job *conn_auth_start(struct conn *c, const char *user,
 	    const char *pass, conn_auth_done_cb *done_cb, void *arg);
-/* A refused AUTH: count it for the guard (may ban ip); fire and forget. */
-void	conn_auth_failed(struct conn_ctx *ctx, const struct config *cfg,
-	    const char *ip, const char *user);
+/*
+ * A refused AUTH of c's client: count it for the guard (may ban its
+ * address); fire and forget.
+ */
+void	conn_auth_failed(struct conn *c, const char *user);
 /* The caller goes away: the job ends quietly. */
 void	conn_auth_abandon(struct conn_auth_job **jp);
 
@@ -180,6 +192,8 @@ struct conn {
 	char			 tls_desc[160];	/* for Received:, "" before TLS */
 	char			 tls_proto[32];	/* "TLSv1.3" for the envelope; ""
 						   before TLS */
+	struct chain_loop	*chain_loop;	/* ref: the loop's chain state when
+						   this session started, or NULL */
 	struct chain_session	*cs;		/* owned; NULL without chains */
 	bool			 chain_broken;	/* chains configured, loop failed */
 	bool			 eom_flushing;	/* eom chain waits for the file */

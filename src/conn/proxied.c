@@ -142,8 +142,8 @@ conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 		(void)util_sockaddr_text((struct sockaddr *)&ss,
 		    c->px->local_ip, &c->px->local_port);
 	if ((l->proxy_sni != NULL || l->proxy_rcpt != NULL) &&
-	    c->ctx->chain_loop == NULL && (c->ctx->chain_loop =
-	    chain_loop_new(c->ctx->base, cfg, NULL, &err)) == NULL) {
+	    c->chain_loop == NULL && !c->chain_broken &&
+	    (c->chain_loop = conn_chain_take(c->ctx, &err)) == NULL) {
 		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
 		    "why=\"%s\"", err);
 		c->chain_broken = true;	/* 421 at connect */
@@ -156,8 +156,8 @@ conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 		    l->proxy_sni) : NULL,
 		.by_rcpt = l->proxy_rcpt != NULL ? route_table_of(
 		    c->rt->router, l->proxy_rcpt) : NULL,
-		.tables = c->ctx->chain_loop != NULL ?
-		    chain_loop_tables(c->ctx->chain_loop) : NULL,
+		.tables = c->chain_loop != NULL ?
+		    chain_loop_tables(c->chain_loop) : NULL,
 		.sid = c->sid,
 		.hostname = cfg->hostname,
 		.client_ip = c->ip,

@@ -271,8 +271,8 @@ conn_rcpt_done_cb(void *arg, struct route_result *res)
 static struct table_loop *
 conn_tables(const struct conn *c)
 {
-	return c->ctx->chain_loop != NULL ?
-	    chain_loop_tables(c->ctx->chain_loop) : NULL;
+	return c->chain_loop != NULL ? chain_loop_tables(c->chain_loop) :
+	    NULL;
 }
 
 static enum smtp_verdict
@@ -862,7 +862,7 @@ conn_auth_checked_cb(void *arg, int rc, const char *user)
 		    "ip=%s user=\"%s\"", c->ip, safe);
 		if (c->cs != NULL)
 			chain_session_failed(c->cs, CHAIN_FAILED_AUTH);
-		conn_auth_failed(c->ctx, conn_cfg(c), c->ip, user);
+		conn_auth_failed(c, user);
 		if (tarpit_ms > 0) {
 			struct timeval tv = { (time_t)(tarpit_ms / 1000),
 			    (suseconds_t)(tarpit_ms % 1000) * 1000 };
@@ -911,8 +911,8 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 		conn_proxy_keep_secret(c, ev->secret);	/* for the upstream */
 	else if (ev->stage == SMTP_STAGE_AUTH) {
 		/* The password lives for this call only: check it first. */
-		c->auth_job = conn_auth_start(c->ctx, c->rt, c->ip, ev->arg,
-		    ev->secret != NULL ? ev->secret : "", conn_auth_checked_cb, c);
+		c->auth_job = conn_auth_start(c, ev->arg, ev->secret != NULL ?
+		    ev->secret : "", conn_auth_checked_cb, c);
 		return SMTP_PENDING;
 	}
 	if (ev->stage == SMTP_STAGE_EOM)

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "chain/chain.h"
 #include "config/config.h"
 #include "log/log.h"
 
@@ -107,6 +106,8 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	if (rt != NULL) {
 		conn_rt_unref(&loop->ctx.rt);
 		loop->ctx.rt = rt;	/* new sessions take this one */
+		if (!loop->ctx.shutting_down)
+			conn_ctx_chain_sync(&loop->ctx);
 	}
 	if (relisten && !loop->ctx.shutting_down) {
 		net_loop_sync_levs(loop, levs, nlevs);
@@ -155,6 +156,7 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 	loop->ctx.loop_idx = idx;
 	loop->ctx.priv = srv->priv;
 	loop->ctx.tlw = srv->tlw;
+	conn_ctx_chain_sync(&loop->ctx);	/* never under a flood */
 	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
 	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
 	loop->resume_ev = evtimer_new(loop->base, net_accept_resume_cb, loop);
@@ -167,8 +169,8 @@ void
 net_loop_clear(struct net_loop *loop)
 {
 	net_pph_drop_all(loop);
-	chain_loop_free(&loop->ctx.chain_loop);
-	/* Completions the store posted while closing: run them. */
+	conn_ctx_chain_clear(&loop->ctx);
+	/* Its freeing, and the completions its store posts: run them. */
 	for (int k = 0; k < 10; k++)
 		event_base_loop(loop->base, EVLOOP_NONBLOCK);
 	conn_rt_unref(&loop->ctx.rt);

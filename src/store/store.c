@@ -172,7 +172,9 @@ store_submit(struct store *st, enum store_op op, const char *key,
 	req->scb = scb;
 	req->icb = icb;
 	req->arg = arg;
-	if (!store_key_ok(key) || (val != NULL && !store_val_ok(val))) {
+	/* A request from a callback of the store being closed: no answer. */
+	if (st->closing || !store_key_ok(key) ||
+	    (val != NULL && !store_val_ok(val))) {
 		req->rc = -1;
 		store_req_done_later(req);
 		return;

@@ -395,8 +395,19 @@ sq_db_open(const char *path, const char **err_out)
 	pthread_cond_init(&d->idle_cv, NULL);
 	d->todo_tail = &d->todo;
 	store_cache_init(&d->cache);
-	if (pthread_create(&d->thread, NULL, store_sqlite_main, d) != 0)
-		fatal("pthread_create: state store");
+	int err = pthread_create(&d->thread, NULL, store_sqlite_main, d);
+	if (err != 0) {
+		/* Out of threads: no store now, and no exit. */
+		log_msg(LOG_LVL_ERROR, "state store: pthread_create: %s",
+		    strerror(err));
+		*err_out = "cannot start the sqlite state store";
+		store_cache_clear(&d->cache);
+		pthread_mutex_destroy(&d->mu);
+		pthread_cond_destroy(&d->cv);
+		pthread_cond_destroy(&d->idle_cv);
+		free(d->path);
+		goto fail;
+	}
 	return d;
 fail:
 	sqlite3_close(d->db);
@@ -420,6 +431,25 @@ sq_db_close(struct sq_db *d)
 	pthread_cond_destroy(&d->idle_cv);
 	free(d->path);
 	free(d);
+}
+
+/* A store lets go of its database: the last one closes it. */
+static void
+sq_db_release(struct sq_db *d)
+{
+	bool last;
+
+	pthread_mutex_lock(&sq_registry_mu);
+	last = --d->refs == 0;
+	if (last) {
+		struct sq_db **pp = &sq_registry;
+		while (*pp != d)
+			pp = &(*pp)->next;
+		*pp = d->next;
+	}
+	pthread_mutex_unlock(&sq_registry_mu);
+	if (last)
+		sq_db_close(d);
 }
 
 static int
@@ -448,8 +478,15 @@ store_sqlite_open(struct store *st, const char *path, const char **err_out)
 	struct store_sqlite *s = xcalloc(1, sizeof(*s));
 	s->d = d;
 	s->done_tail = &s->done;
-	if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
-		fatal("pipe2: %s", strerror(errno));
+	/* Out of descriptors: no store now, and no exit. */
+	if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
+		log_msg(LOG_LVL_ERROR, "state store: pipe2: %s",
+		    strerror(errno));
+		*err_out = "cannot start the sqlite state store";
+		free(s);
+		sq_db_release(d);
+		return -1;
+	}
 	s->ev = event_new(st->base, s->pipe[0], EV_READ | EV_PERSIST,
 	    store_sqlite_wake_cb, s);
 	event_add(s->ev, NULL);
@@ -495,7 +532,6 @@ store_sqlite_close(struct store *st)
 {
 	struct store_sqlite *s = st->priv;
 	struct sq_db *d = s->d;
-	bool last;
 
 	/* Finish what was asked (writes must land), then answer it. */
 	pthread_mutex_lock(&d->mu);
@@ -508,18 +544,7 @@ store_sqlite_close(struct store *st)
 	close(s->pipe[1]);
 	free(s);
 	st->priv = NULL;
-
-	pthread_mutex_lock(&sq_registry_mu);
-	last = --d->refs == 0;
-	if (last) {
-		struct sq_db **pp = &sq_registry;
-		while (*pp != d)
-			pp = &(*pp)->next;
-		*pp = d->next;
-	}
-	pthread_mutex_unlock(&sq_registry_mu);
-	if (last)
-		sq_db_close(d);
+	sq_db_release(d);
 }
 
 const struct store_engine store_sqlite_engine = {

@@ -1,0 +1,93 @@
+"""A SIGHUP reload and each loop's chain state (the state store and the
+resolver the handler chains use): made when a loop starts, made again when
+a reload names another store, kept by the sessions that started with it;
+a store that cannot be opened refuses the sessions that need it with 421
+at connect, and the server recovers at the next good reload."""
+
+import os
+import sqlite3
+
+from conftest import make_config, wait_for
+
+CHAIN = "on helo { ratelimit 1000/1m per helo }"
+
+
+def config(state):
+    # One loop: the store in use is the only one.
+    return make_config(["workers 1", "state " + state, CHAIN])
+
+
+def reloads_done(srv):
+    return srv.log().count("reload: configuration")
+
+
+def reload(srv, state):
+    n = reloads_done(srv)
+    srv.write_config(config(state))
+    srv.sighup()
+    wait_for(lambda: reloads_done(srv) > n or "reload failed" in srv.log(),
+        10, what="the reload to end")
+    assert "reload failed" not in srv.log(), srv.log()[-2000:]
+
+
+def counted(path):
+    """HELO names the ratelimit counted in the sqlite file at path."""
+    if not os.path.exists(path):
+        return set()
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT k FROM kv WHERE k LIKE 'rl:%'").fetchall()
+    finally:
+        db.close()
+    return {name for (k,) in rows for name in
+        ("first.example", "old.example", "new.example", "back.example")
+        if name in k}
+
+
+def test_a_new_state_store_after_reload_and_old_sessions_keep_theirs(
+        make_postern, tmp_path):
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    srv = make_postern(config=config("sqlite " + a))
+    with srv.session() as c:
+        c.hello("first.example")
+    wait_for(lambda: "first.example" in counted(a), 10,
+        what="first.example counted in a.db")
+    with srv.session() as old:
+        old.expect(220)
+        reload(srv, "sqlite " + b)
+        with srv.session() as c:
+            c.hello("new.example")
+        wait_for(lambda: "new.example" in counted(b), 10,
+            what="new.example counted in b.db, the store named after the "
+            "reload")
+        # The session from before the reload counts where it started.
+        old.send("EHLO old.example"); old.expect(250)
+        wait_for(lambda: "old.example" in counted(a), 10,
+            what="old.example counted in a.db")
+    assert counted(a) == {"first.example", "old.example"}
+    assert counted(b) == {"new.example"}
+
+
+def test_a_store_that_cannot_be_opened_gives_421_until_a_good_reload(
+        make_postern, tmp_path):
+    a, c_db = str(tmp_path / "a.db"), str(tmp_path / "c.db")
+    srv = make_postern(config=config("sqlite " + a))
+    with srv.session() as old:
+        old.expect(220)
+        reload(srv, "sqlite %s/no-such-dir/x.db" % tmp_path)
+        for _ in range(3):
+            with srv.session() as c:
+                c.expect(421, "4.3.0")
+                c.expect_closed()
+        assert "cannot open the sqlite state store" in srv.log()
+        assert srv.alive()
+        # A session from before the reload goes on with its own store.
+        old.send("EHLO old.example"); old.expect(250)
+        old.send("QUIT"); old.expect(221)
+    reload(srv, "sqlite " + c_db)
+    with srv.session() as c:
+        c.hello("back.example")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: "back.example" in counted(c_db), 10,
+        what="back.example counted in c.db")
+    assert srv.alive()
