@@ -90,6 +90,10 @@ struct config_limits {
 	uint64_t	conn_rate_window_ms;
 };
 
+/* Is ip (numeric) in one of cfg's trusted networks? */
+struct config;
+bool	config_is_trusted(const struct config *cfg, const char *ip);
+
 enum config_table_kind { CONFIG_TABLE_INLINE, CONFIG_TABLE_FILE,
 	CONFIG_TABLE_PASSWD, CONFIG_TABLE_SQLITE, CONFIG_TABLE_PGSQL,
 	CONFIG_TABLE_REDIS };
@@ -404,6 +408,10 @@ struct config {
 	char			*tls_ciphers;	/* "tls ciphers"; NULL: OpenSSL's */
 	char			*tls_ciphersuites; /* "tls ciphersuites" */
 	struct config_limits	 limits;
+	struct util_cidr	*trusted;	/* owned array: "trusted CIDR...":
+						   clients the per-address limits
+						   skip; default loopback */
+	size_t			 ntrusted;	/* 0: "trusted none" */
 	struct config_queue	 queue;		/* "queue ..." */
 	struct config_chain	 chains[CONFIG_STAGE_COUNT]; /* "on STAGE { }" */
 	char			*chain_store;	/* "state sqlite PATH" ->

@@ -65,6 +65,7 @@ struct cfg_parser {
 	int			 seen_conn_rate, seen_pipelining, seen_early_talker;
 	int			 seen_pid_file, seen_bind_retry;
 	int			 seen_log_format, seen_metrics;
+	int			 seen_trusted;
 	int			 seen_limit[24];	/* one per cfg_limits[] */
 };
 
@@ -101,6 +102,8 @@ void	cfg_listen_free(struct config *c);
 /* parse_limit.c: "limit NAME VALUE" */
 void	cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_limit_defaults(struct config *c);
+/* "trusted CIDR..." / "trusted none" */
+void	cfg_st_trusted(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_action.c: "action NAME KIND ...", the table of kinds */
 void	cfg_st_action(struct cfg_parser *p, const struct cfg_line *ln);
 /* parse_route.c: "match" rules */

@@ -457,6 +457,7 @@ static const struct cfg_statement {
 	{ "log",		cfg_st_log },
 	{ "transaction-log",	cfg_st_translog },
 	{ "limit",		cfg_st_limit },
+	{ "trusted",		cfg_st_trusted },
 	{ "table",		cfg_st_table },
 	{ "action",		cfg_st_action },
 	{ "account",		cfg_st_relay_account },
@@ -686,6 +687,7 @@ config_free(struct config **cp)
 	free(c->metrics_addr);
 	free(c->user);
 	free(c->group);
+	free(c->trusted);
 	cfg_listen_free(c);
 	cfg_accounts_free(c);
 	for (size_t i = 0; i < c->ntables; i++)

@@ -1,10 +1,12 @@
 /*
  * config/parse_limit.c: the "limit NAME VALUE" statements: a table of
- * every limit with its kind, range and default, and the connection rate.
+ * every limit with its kind, range and default, and the connection rate;
+ * and "trusted", the networks the per-address limits skip.
  */
 #include "config/config.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config/config_private.h"
@@ -187,9 +189,56 @@ cfg_st_limit(struct cfg_parser *p, const struct cfg_line *ln)
 	cfg_limit_set(&p->c->limits, l, v);
 }
 
+/* Local applications: many connections at once are normal. */
+static const char *const cfg_trusted_default[] = { "127.0.0.0/8", "::1" };
+
 void
 cfg_limit_defaults(struct config *c)
 {
+	size_t n = sizeof(cfg_trusted_default) / sizeof(cfg_trusted_default[0]);
+
 	for (size_t i = 0; i < CFG_NLIMITS; i++)
 		cfg_limit_set(&c->limits, &cfg_limits[i], cfg_limits[i].def);
+	c->trusted = xcalloc(n, sizeof(*c->trusted));
+	for (size_t i = 0; i < n; i++)
+		if (util_cidr_parse(cfg_trusted_default[i],
+		    &c->trusted[c->ntrusted]) == 0)
+			c->ntrusted++;
+}
+
+#define CFG_TRUSTED_USAGE	"trusted CIDR... | trusted none"
+
+void
+cfg_st_trusted(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+
+	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_TRUSTED_USAGE) ||
+	    !cfg_once(p, ln, &p->seen_trusted, "trusted"))
+		return;
+	free(c->trusted);
+	c->trusted = NULL;
+	c->ntrusted = 0;
+	if (ln->ntoks == 2 && strcmp(ln->toks[1].text, "none") == 0)
+		return;
+	c->trusted = xcalloc(ln->ntoks - 1, sizeof(*c->trusted));
+	for (size_t i = 1; i < ln->ntoks; i++) {
+		if (util_cidr_parse(ln->toks[i].text,
+		    &c->trusted[c->ntrusted]) == -1) {
+			cfg_err(p, ln->lineno, "trusted: %s is not a network "
+			    "(like 127.0.0.0/8, ::1 or 192.0.2.7; usage: %s)",
+			    cfg_q(ln->toks[i].text), CFG_TRUSTED_USAGE);
+			return;
+		}
+		c->ntrusted++;
+	}
+}
+
+bool
+config_is_trusted(const struct config *cfg, const char *ip)
+{
+	for (size_t i = 0; i < cfg->ntrusted; i++)
+		if (util_cidr_contains(&cfg->trusted[i], ip))
+			return true;
+	return false;
 }

@@ -1,7 +1,7 @@
 /*
  * net/admit.c: admission of new connections: the total and per-address
  * limits and the connection rate of each address, counted across all
- * loops under the server's mutex.
+ * loops under the server's mutex; trusted networks skip the last two.
  */
 #include "net/net_private.h"
 
@@ -91,9 +91,12 @@ net_rate_over(struct net_server *srv, const struct config_limits *lim,
  * admitted, else the refusal text.
  */
 const char *
-net_admit(struct net_server *srv, const struct config_limits *lim,
-    const char *ip)
+net_admit(struct net_server *srv, const struct config *cfg, const char *ip)
 {
+	const struct config_limits *lim = &cfg->limits;
+	/* Trusted clients skip the per-address limits (counted all the same:
+	   a reload may change who is trusted before they close). */
+	bool trusted = config_is_trusted(cfg, ip);
 	const char *why = NULL;
 	unsigned reason = 0;
 
@@ -102,10 +105,11 @@ net_admit(struct net_server *srv, const struct config_limits *lim,
 	if (srv->nconns >= lim->conn_max) {
 		why = "Too many connections, try again later";
 		reason = MET_REFUSED_TOTAL;
-	} else if (*pp != NULL && (*pp)->n >= lim->conn_per_ip_max) {
+	} else if (!trusted && *pp != NULL &&
+	    (*pp)->n >= lim->conn_per_ip_max) {
 		why = "Too many connections from your address, try again later";
 		reason = MET_REFUSED_PER_IP;
-	} else if (net_rate_over(srv, lim, ip)) {
+	} else if (!trusted && net_rate_over(srv, lim, ip)) {
 		why = "Too many connections from your address, slow down";
 		reason = MET_REFUSED_RATE;
 	} else {

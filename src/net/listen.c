@@ -63,7 +63,7 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		net_pph_start(loop, fd, sa, ip, nl->addr, nl->port);
 		return;
 	}
-	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
+	if ((why = net_admit(loop->srv, cfg, ip)) != NULL) {
 		net_refuse(cfg, fd, ip, why);
 		return;
 	}

@@ -160,10 +160,11 @@ int	net_drop_privileges(const char *user, const char *group,
 
 /* admit.c: connection limits, counted across loops under srv->mu. */
 /*
- * Count a new connection from ip unless a limit says no; NULL when it is
- * admitted, else the refusal text.
+ * Count a new connection from ip unless a limit of cfg says no (an
+ * address in cfg's trusted networks skips the per-address ones); NULL
+ * when it is admitted, else the refusal text.
  */
-const char *net_admit(struct net_server *srv, const struct config_limits *lim,
+const char *net_admit(struct net_server *srv, const struct config *cfg,
 	    const char *ip);
 /* A connection counted by net_admit is gone (conn_ctx.closed_cb). */
 void	net_conn_closed_cb(void *arg, const char *ip);

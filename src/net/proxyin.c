@@ -110,7 +110,7 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 		o.local_ip = h->dst_ip;
 		o.local_port = h->dst_port;
 	}
-	if ((why = net_admit(loop->srv, &cfg->limits, ip)) != NULL) {
+	if ((why = net_admit(loop->srv, cfg, ip)) != NULL) {
 		net_refuse(cfg, p->fd, ip, why);
 		p->fd = -1;
 		net_pph_free(p);

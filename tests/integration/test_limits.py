@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import Closed, HOST, log_events, send_message, wait_for
+from conftest import (Client, Closed, HOST, log_events, send_message,
+    wait_for)
 
 BODY = "Subject: limits\r\n\r\nx\r\n"
 
@@ -120,7 +121,8 @@ def test_connection_limits_across_event_loops(make_postern, limit):
     # test_timeouts checks N=2; with several event loops (SO_REUSEPORT)
     # the count must be shared, so use more connections than loops.
     n = 10
-    srv = make_postern(extra=["workers 4 spread", "limit %s %d" % (limit, n)])
+    srv = make_postern(extra=["workers 4 spread", "limit %s %d" % (limit, n),
+        "trusted none"])
     held = [greeted(srv) for _ in range(n)]
     for _ in range(3):
         refused_at_connect(srv, 421, "4.7.0")
@@ -232,7 +234,7 @@ def test_greeting_delay_early_talker_554_and_close(make_postern):
 # ----- connection rate ------------------------------------------------------------
 
 def test_connection_rate_window(make_postern):
-    srv = make_postern(extra=["limit connection-rate 3/2s"])
+    srv = make_postern(extra=["limit connection-rate 3/2s", "trusted none"])
     t_first = time.monotonic()
     for i in range(3):
         c = greeted(srv)
@@ -258,3 +260,59 @@ def test_connection_rate_window(make_postern):
         srv.log()[-2000:])
     c.send("QUIT"); c.expect(221)
     c.close()
+
+
+# ----- trusted networks ---------------------------------------------------------
+
+def greeted_from(srv, source):
+    c = Client(srv.port, source=source)
+    srv.clients.append(c)
+    c.expect(220)
+    return c
+
+
+def refused_from(srv, source, text):
+    c = Client(srv.port, source=source)
+    srv.clients.append(c)
+    r = c.expect(421, "4.7.0")
+    assert text in r.text, "got %r, want %r in it" % (r, text)
+    c.expect_closed()
+    c.close()
+
+
+def test_loopback_is_trusted_by_default(make_postern):
+    """Local applications: 200 connections at once from 127.0.0.1, four
+    times the per-address limit, are all greeted."""
+    srv = make_postern()
+    held = [Client(srv.port) for _ in range(200)]
+    srv.clients += held
+    codes = [c.read_reply().code for c in held]
+    assert codes == [220] * 200, "%d of 200 not greeted: %s" % (
+        sum(1 for x in codes if x != 220),
+        sorted(set(x for x in codes if x != 220)))
+
+
+def test_trusted_none_limits_loopback_too(make_postern):
+    srv = make_postern(extra=["trusted none"])
+    held = [greeted_from(srv, HOST) for _ in range(50)]	# the default limit
+    refused_from(srv, HOST, "Too many connections from your address")
+    held[0].send("NOOP"); held[0].expect(250)
+
+
+def test_only_the_trusted_network_skips_per_address_limits(make_postern):
+    srv = make_postern(extra=["trusted 127.0.0.1/32",
+        "limit connections-per-ip 2", "limit connection-rate 3/1m"])
+    # Trusted: over both the per-address count and the rate.
+    trusted = [greeted_from(srv, "127.0.0.1") for _ in range(6)]
+    # 127.0.0.2 is not in 127.0.0.1/32: two at once, then 421.
+    other = [greeted_from(srv, "127.0.0.2") for _ in range(2)]
+    refused_from(srv, "127.0.0.2", "Too many connections from your address")
+    for c in other:
+        c.send("QUIT"); c.expect(221); c.expect_closed(); c.close()
+    wait_for(lambda: len(log_events(srv, "disconnect")) >= 2,
+        what="the two sessions from 127.0.0.2 to end")
+    # Its third connection in the minute is allowed, the fourth is not.
+    greeted_from(srv, "127.0.0.2").close()
+    refused_from(srv, "127.0.0.2", "slow down")
+    for c in trusted:
+        c.send("NOOP"); c.expect(250)

@@ -37,7 +37,7 @@ def connect_refused_421(srv):
 
 
 def test_connections_per_ip_limit(make_postern):
-    srv = make_postern(extra=["limit connections-per-ip 2"])
+    srv = make_postern(extra=["limit connections-per-ip 2", "trusted none"])
     a, b = srv.session(), srv.session()
     a.hello(); b.hello()
     connect_refused_421(srv)

@@ -180,6 +180,12 @@ test_good_values(void **state)
 	assert_int_equal(c->limits.session_ms, 86400000);
 	assert_int_equal(c->limits.conn_max, 1);
 	assert_int_equal(c->limits.conn_per_ip_max, 1000000);
+	/* "trusted 192.0.2.0/24 2001:db8::7" */
+	assert_int_equal(c->ntrusted, 2);
+	assert_true(config_is_trusted(c, "192.0.2.200"));
+	assert_true(config_is_trusted(c, "2001:db8::7"));
+	assert_false(config_is_trusted(c, "127.0.0.1"));
+	assert_false(config_is_trusted(c, "2001:db8::8"));
 	assert_int_equal(c->limits.shutdown_ms, 0);
 
 	assert_int_equal(c->ntables, 2);
@@ -264,6 +270,12 @@ test_defaults(void **state)
 	assert_int_equal(c->limits.session_ms, 1800000);
 	assert_int_equal(c->limits.conn_max, 1000);
 	assert_int_equal(c->limits.conn_per_ip_max, 50);
+	/* Loopback is trusted unless the config says otherwise. */
+	assert_true(config_is_trusted(c, "127.0.0.1"));
+	assert_true(config_is_trusted(c, "127.9.8.7"));
+	assert_true(config_is_trusted(c, "::1"));
+	assert_false(config_is_trusted(c, "192.0.2.1"));
+	assert_false(config_is_trusted(c, "::2"));
 	assert_int_equal(c->limits.shutdown_ms, 30000);
 	assert_int_equal(c->limits.data_rate_min, 500);
 	assert_false(c->pipelining_loose);
