@@ -67,7 +67,8 @@ def test_endpoint_answers_and_refuses_what_it_does_not_serve(make_postern):
 
 
 def test_connection_counters(make_postern):
-    srv, port = metrics_server(make_postern, ["limit connection-rate 3/1h"])
+    srv, port = metrics_server(make_postern, ["limit connection-rate 3/1h",
+        "trusted none"])
     before = scrape(port)
     for _ in range(5):		# 3 admitted, then 2 refused by the rate
         with srv.session() as c:
