@@ -7,7 +7,7 @@ at connect, and the server recovers at the next good reload."""
 import os
 import sqlite3
 
-from conftest import make_config, wait_for
+from conftest import log_events, make_config, wait_for
 
 CHAIN = "on helo { ratelimit 1000/1m per helo }"
 
@@ -91,3 +91,16 @@ def test_a_store_that_cannot_be_opened_gives_421_until_a_good_reload(
     wait_for(lambda: "back.example" in counted(c_db), 10,
         what="back.example counted in c.db")
     assert srv.alive()
+
+
+def test_the_state_store_is_opened_when_the_loops_start(make_postern,
+        tmp_path):
+    """Not at a loop's first connection, where a flood of clients could
+    have taken the descriptors it needs: the file is there before any
+    client came, once per loop."""
+    a = str(tmp_path / "a.db")
+    srv = make_postern(config=make_config(["workers 2 spread",
+        "state sqlite " + a, CHAIN]))
+    wait_for(lambda: os.path.exists(a), 10,
+        what="a.db made before any connection")
+    assert log_events(srv, "connect") == [], "a client connected"
