@@ -544,17 +544,34 @@ def proc_status(pid, task=None):
     return out
 
 
-def traced_by(pid, tracer):
-    """True when every thread of process pid is traced by tracer (ptrace:
-    strace has attached to all of them)."""
+def every_thread(pid, key, want):
+    """True when /proc/PID/task/*/status says want for key in every thread
+    of process pid."""
     tasks = os.listdir("/proc/%d/task" % pid)
     for t in tasks:
         try:
-            if proc_status(pid, t).get("TracerPid") != str(tracer):
+            if proc_status(pid, t).get(key) != want:
                 return False
         except FileNotFoundError:
             pass	# a thread that has just ended
     return bool(tasks)
+
+
+def traced_by(pid, tracer):
+    """True when every thread of process pid is traced by tracer (ptrace:
+    strace has attached to all of them)."""
+    return every_thread(pid, "TracerPid", str(tracer))
+
+
+def sigstop(proc, timeout=10.0):
+    """SIGSTOP the Popen proc and return once every one of its threads has
+    stopped.  kill() returns with the stop only pending: one thread takes
+    it and stops the others when it next runs, and on a busy machine the
+    others may go on reading and answering their sockets meanwhile."""
+    proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: every_thread(proc.pid, "State", "T (stopped)"),
+        timeout=timeout, interval=0.005,
+        what="every thread of pid %d to stop" % proc.pid)
 
 
 LOG_KV = re.compile(r'([A-Za-z][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -676,8 +693,9 @@ class RedisProc:
             self.proc = None
 
     def pause(self):
-        """SIGSTOP: connections stay open, nothing is answered."""
-        self.proc.send_signal(signal.SIGSTOP)
+        """SIGSTOP, returning once it took effect: connections stay open,
+        nothing is answered."""
+        sigstop(self.proc)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (HOST, make_config, free_port, port_listening, read_bytes,
-    read_log, run_cli, split_delivered, spool_empty, wait_for)
+    read_log, run_cli, sigstop, split_delivered, spool_empty, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILTER = os.path.join(HERE, "milter_filter.py")
@@ -104,8 +104,11 @@ class MilterProc:
         self.proc.wait()
 
     def pause(self):
-        """SIGSTOP: the filter keeps its sockets and answers nothing."""
-        self.proc.send_signal(signal.SIGSTOP)
+        """SIGSTOP, returning once every thread has stopped: the filter
+        keeps its sockets and answers nothing (libmilter serves each
+        connection in a thread of its own, which may still answer while
+        the stop is only pending)."""
+        sigstop(self.proc)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
