@@ -41,10 +41,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		mime_tpl_expand(t, doc, &out);
 		if (mode == MIME_TPL_JSON) {
+			json_error_t e;
 			json_t *j = json_loadb(out.data != NULL ? out.data : "",
-			    out.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+			    out.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
 
-			if (j == NULL)
+			/*
+			 * Valid JSON (RFC 8259) that jansson alone refuses: a
+			 * \u0000 a value put into an object's key.
+			 */
+			if (j == NULL && strstr(e.text, "NUL byte in object key")
+			    == NULL)
 				abort();
 			json_decref(j);
 		}
