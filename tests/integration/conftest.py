@@ -577,6 +577,15 @@ def sigstop(proc, timeout=10.0):
 LOG_KV = re.compile(r'([A-Za-z][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
+def unverified_context():
+    """A client TLS context that takes any certificate (self-signed ones
+    of the tests)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def log_events(srv, event):
     """[(kv, line)] of the server's "<ts> <level> EVENT k=v ..." lines for one
     event ("tls", "early-talker", ...), the way test_logging reads them."""

@@ -8,10 +8,9 @@ auth-plaintext, 235 / 535 / 538 / 504 / 501 replies, the identity used by
 import base64
 import crypt
 import smtplib
-import ssl
 import subprocess
 
-from conftest import (HOST, make_config, plain, send_message, wait_for,
+from conftest import (unverified_context, HOST, make_config, plain, send_message, wait_for,
     TEMPLATE_ACTIONS)
 
 USER, PASSWORD = "alice@example.org", "s3cret pass"
@@ -36,13 +35,6 @@ def start(make_postern, tmp_path, listen_opts="auth"):
     return make_postern(config=auth_config(listen_opts))
 
 
-def unverified():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def test_auth_needs_tls_first(make_postern, tmp_path):
     srv = start(make_postern, tmp_path)
     with srv.session() as c:
@@ -59,7 +51,7 @@ def test_auth_plain_after_starttls_relays_and_says_esmtpsa(make_postern,
     srv = start(make_postern, tmp_path)
     with srv.session() as c:
         c.hello()
-        c.starttls(unverified())
+        c.starttls(unverified_context())
         c.send("EHLO client.example")
         r = c.expect(250)
         assert "AUTH PLAIN LOGIN" in r.text, r.text
@@ -80,7 +72,7 @@ def test_auth_login_and_wrong_password(make_postern, tmp_path):
     srv = start(make_postern, tmp_path)
     with srv.session() as c:
         c.hello()
-        c.starttls(unverified())
+        c.starttls(unverified_context())
         c.send("EHLO client.example"); c.expect(250)
         c.send("AUTH LOGIN"); r = c.expect(334)
         assert base64.b64decode(r.text) == b"Username:"
@@ -156,7 +148,7 @@ def test_mail_auth_parameter_is_accepted_where_auth_is_offered(make_postern,
     with srv.session() as c:
         c.hello()
         c.send("MAIL FROM:<a@example.org> AUTH=<>"); c.expect(555, "5.5.4")
-        c.starttls(unverified())
+        c.starttls(unverified_context())
         c.send("EHLO client.example"); c.expect(250)
         c.send("MAIL FROM:<a@example.org> AUTH=a+2Bb@example.org")
         c.expect(250, "2.1.0")
@@ -175,7 +167,7 @@ def test_implicit_tls_offers_and_accepts_auth_smtplib(make_postern, tmp_path):
     EHLO lists AUTH PLAIN LOGIN, and both work (smtplib.SMTP_SSL)."""
     srv = start(make_postern, tmp_path, "tls auth")
     for mech in ("PLAIN", "LOGIN"):
-        s = smtplib.SMTP_SSL(HOST, srv.port, context=unverified(), timeout=10)
+        s = smtplib.SMTP_SSL(HOST, srv.port, context=unverified_context(), timeout=10)
         try:
             code, _ = s.ehlo("client.example")
             assert code == 250

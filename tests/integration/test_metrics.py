@@ -9,13 +9,12 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 
 import pytest
 import yaml
 
-from conftest import (HOST, REPO, Client, free_port, machine_lacks, make_config,
+from conftest import (unverified_context, HOST, REPO, Client, free_port, machine_lacks, make_config,
     run_cli, send_message, wait_for)
 
 
@@ -209,9 +208,7 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
         send_message(c, "a@example.net", ["bob@example.org"], body)
         send_message(c, "a@example.net", ["y@relay.example"], body)
         c.send("QUIT"); c.expect(221)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = unverified_context()
     with srv.session() as c:
         c.hello()
         c.starttls(ctx)

@@ -9,13 +9,12 @@ import os
 import pwd
 import shutil
 import socket
-import ssl
 import subprocess
 import tempfile
 
 import pytest
 
-from conftest import (HOST, Client, Server, binary, machine_lacks,
+from conftest import (unverified_context, HOST, Client, Server, binary, machine_lacks,
     make_config, needs, plain, proc_status, read_bytes, run_cli,
     send_message, split_delivered, wait_for)
 
@@ -344,9 +343,7 @@ def test_reload_after_the_drop_reads_the_self_signed_pair(make_dropped):
     wait_for(lambda: reloads_done(srv) == 1 or "reload failed" in srv.log(),
         10, what="the reload to end")
     assert "reload failed" not in srv.log(), srv.log()[-2000:]
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = unverified_context()
     with srv.session() as c:
         c.hello()
         c.starttls(ctx)

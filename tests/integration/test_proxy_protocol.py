@@ -3,11 +3,10 @@ v1 text, v2 binary) read before the greeting, and the session as the
 header's client; bad, late or oversized headers get 421 and the close."""
 
 import socket
-import ssl
 import struct
 import time
 
-from conftest import (Client, Closed, listen_config, log_events, read_bytes,
+from conftest import (unverified_context, Client, Closed, listen_config, log_events, read_bytes,
     send_message, wait_for)
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -119,9 +118,7 @@ def test_header_and_commands_in_one_write(make_postern):
 def test_implicit_tls_behind_the_header(make_postern):
     srv = make_postern(config=listen_config("tls proxy-protocol",
         extra=["tls self-signed {tmp}/tls"]))
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = unverified_context()
     with proxied(srv, v2("203.0.113.77", "192.0.2.25", 7000, 465)) as c:
         c.wrap_tls(ctx, "test.example")
         c.hello()

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (HOST, binary, listen_config, log_events, read_bytes,
+from conftest import (unverified_context, HOST, binary, listen_config, log_events, read_bytes,
     send_message, split_delivered, wait_for)
 
 BODY = "Subject: tls\r\nMessage-Id: <tls@example.net>\r\n\r\nsecret\r\n"
@@ -78,13 +78,6 @@ class PKI:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     return PKI(tmp_path_factory.mktemp("pki"))
-
-
-def unverified_context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def san_names(cert):

@@ -42,12 +42,11 @@ table are made once per module.
 
 import base64
 import crypt
-import ssl
 import time
 
 import pytest
 
-from conftest import (TEMPLATE_ACTIONS, Server, log_events,
+from conftest import (unverified_context, TEMPLATE_ACTIONS, Server, log_events,
     make_config, run_cli, wait_for)
 
 STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
@@ -113,13 +112,6 @@ def check_refuses(tmp_path, shared, chains, want):
         want, text)
 
 
-def unverified():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def plain():
     return base64.b64encode(b"\0" + USER.encode() + b"\0" +
         PASSWORD.encode()).decode()
@@ -179,7 +171,7 @@ def pass_stage(c, stage):
     code, esc = OK_REPLY[stage]
     c.expect(code, esc)
     if stage == "starttls":
-        c.wrap_tls(unverified())
+        c.wrap_tls(unverified_context())
         c.send("EHLO client.example")
         c.expect(250)
     elif stage == "quit":
@@ -354,7 +346,7 @@ def test_tarpit_delays_then_continues(server, stage):
         assert TARPIT_MIN <= took <= TARPIT_MAX, \
             "tarpit 1s at %s: reply after %.2fs" % (stage, took)
         if stage == "starttls":
-            c.wrap_tls(unverified())
+            c.wrap_tls(unverified_context())
             c.send("EHLO client.example"); c.expect(250)
         if stage == "quit":
             c.expect_closed()
