@@ -115,6 +115,7 @@ class Scripted:
         self.lock = threading.Lock()
         self.stored = []		# (mail_from, rcpts, data)
         self.events = []
+        self.waiting = 0		# sessions held in a stall now
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(("127.0.0.1", port or 0))
@@ -138,16 +139,26 @@ class Scripted:
 
     def wait_or_gone(self, c):
         """Stall: True when released, False when the client went away."""
+        with self.lock:
+            self.waiting += 1
         self.stalled.set()
-        while not self.released.is_set():
-            r, _, _ = select.select([c], [], [], 0.05)
-            if r:
-                try:
-                    if not c.recv(1, socket.MSG_PEEK):
+        try:
+            while not self.released.is_set():
+                r, _, _ = select.select([c], [], [], 0.05)
+                if r:
+                    try:
+                        if not c.recv(1, socket.MSG_PEEK):
+                            return False
+                    except OSError:
                         return False
-                except OSError:
-                    return False
-        return True
+            return True
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+    def stalled_now(self):
+        with self.lock:
+            return self.waiting
 
     def session(self, c):
         f = c.makefile("rb")
@@ -360,6 +371,28 @@ def test_relay_plain(make_postern, upstreams):
         r".*?" + re.escape(qid), head, re.S), head
     assert eml.endswith(b"hello upstream\r\n")
     assert [kv for kv, _ in log_events(srv, "delivered") if "to" in kv]
+
+
+def test_relay_host_takes_many_deliveries_at_once(make_postern, upstreams):
+    """By default one relay host gets up to destination-concurrency (20)
+    deliveries at once (docs/queue.md): 12 messages whose end of DATA the
+    upstream holds are all in its hands together, and once it answers each
+    arrives exactly once."""
+    up = upstreams.scripted()
+    up.stall_data = True
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    n = 12
+    for i in range(n):
+        submit(srv, "alice@example.org", ["bob%d@remote.test" % i],
+            subject="many%d" % i)
+    wait_for(lambda: up.stalled_now() == n, timeout=20,
+        what="%d deliveries held by the upstream at once" % n)
+    up.released.set()
+    wait_for(lambda: up.count() == n, timeout=20, what="every message")
+    settle(srv, up.count, n, "%d relayed at once" % n)
+    assert sorted(r for _m, rs, _d in up.stored for r in rs) == sorted(
+        "bob%d@remote.test" % i for i in range(n))
 
 
 def test_relay_starttls_and_implicit_tls_with_auth(make_postern, upstreams,
