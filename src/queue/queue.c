@@ -151,8 +151,13 @@ queue_dest_release(struct queue *q, const char *name)
 		free(d->name);
 		free(d);
 	}
-	/* Jobs waiting for this destination may go now. */
-	pthread_cond_broadcast(&q->work_cv);
+	/*
+	 * One slot is free: one sleeping worker is enough to take a job
+	 * waiting for it (waking them all makes each scan every job).  A job
+	 * blocked while this ran is retaken by its own worker, which picks
+	 * again at once.
+	 */
+	pthread_cond_signal(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 }
 
@@ -389,8 +394,12 @@ queue_job_done(struct queue *q, struct queue_job *job,
 	case QUEUE_RETRY:
 		job->due_ms = due;
 		job->running = false;
-		/* Sleeping workers recompute their deadline. */
-		pthread_cond_broadcast(&q->work_cv);
+		/*
+		 * Sleeping workers recompute their deadline; a job waiting
+		 * only for a destination slot is woken by its release.
+		 */
+		if (due != UINT64_MAX)
+			pthread_cond_broadcast(&q->work_cv);
 		break;
 	case QUEUE_HELD:
 		job->held = true;
