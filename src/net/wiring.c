@@ -56,6 +56,8 @@ net_settled_cb(void *arg, const char *rcpt)
 	if (spool_mark_done(ns->sp, ns->env->qid, ns->idx, &err) == -1)
 		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
 		    ns->env->qid, "why=\"%s\"", err);
+	else
+		queue_settled(ns->idx);
 }
 
 /* maildir-owner: "USER:FOLDER", written by the helper as USER. */

@@ -35,6 +35,15 @@ queue_retry_after(uint64_t ms)
 	queue_hint_ms = ms;
 }
 
+/* The recipient the delivery recorded as done itself; SIZE_MAX: none. */
+static __thread size_t queue_settled_idx = SIZE_MAX;
+
+void
+queue_settled(size_t idx)
+{
+	queue_settled_idx = idx;
+}
+
 /* ---- one delivery ------------------------------------------------------ */
 
 enum deliver_result
@@ -178,12 +187,15 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	    queue_deliver_default;
 
 	queue_hint_ms = 0;
+	queue_settled_idx = SIZE_MAX;
 	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
 	    &why)) {
 	case DELIVER_OK:
 		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
 		/* Durably done before anything else: never again. */
-		if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
+		if (queue_settled_idx == i)
+			env->rcpts[i].done = true;	/* recorded already */
+		else if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
 			/* A retry is safe: deliveries are idempotent. */
 			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
 			    "cannot record delivery why=\"%s\"", err);

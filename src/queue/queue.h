@@ -108,6 +108,12 @@ int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
  * if that is later than the backoff's time (and within the lifetime).
  */
 void	queue_retry_after(uint64_t ms);
+/*
+ * For a delivery function, on the queue's thread: the delivery it is
+ * making already recorded recipient idx as done in the spool (before
+ * QUIT), so the queue does not append the same record again.
+ */
+void	queue_settled(size_t idx);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 

@@ -395,6 +395,31 @@ def test_relay_host_takes_many_deliveries_at_once(make_postern, upstreams):
         "bob%d@remote.test" % i for i in range(n))
 
 
+def test_relayed_recipient_recorded_done_once(make_postern, upstreams):
+    """A recipient the upstream took is recorded as done once, before
+    QUIT, in the message's done-records (docs/queue.md): not a second
+    time when the queue hears the outcome.  The second recipient is
+    deferred, so the message and its records stay to be read."""
+    up = upstreams.scripted(data_replies=["250 2.0.0 ok",
+        "451 4.3.0 later"])
+    srv = make_postern(extra=("queue retry-min 1h", "queue retry-max 2h",
+        'action out relay "smtp://127.0.0.1:%d"' % up.port),
+        rules=(LOCAL_RULE, "match from local action out"))
+    qid = submit(srv, "alice@example.org", ["bob@remote.test",
+        "carol@remote.test"], subject="once")
+    done = srv.path("spool", "done", qid)
+
+    def records():
+        with open(done) as f:
+            return f.read().splitlines()
+    wait_for(lambda: os.path.exists(done) and
+        any(r.startswith("defer ") for r in records()), timeout=10,
+        what="the deferral of the second recipient")
+    assert up.count() == 1
+    assert [r for r in records() if r.startswith("done ")] == ["done 0"], \
+        records()
+
+
 def test_relay_starttls_and_implicit_tls_with_auth(make_postern, upstreams,
         tmp_path):
     ca, cert, key = make_ca(tmp_path / "ca")
