@@ -309,7 +309,7 @@ struct config_queue {
 	uint64_t	retry_max_ms;		/* "queue retry-max 1h" */
 	uint64_t	lifetime_ms;		/* "queue lifetime 5d" */
 	uint64_t	delay_warning_ms;	/* "queue delay-warning 4h"; 0: off */
-	unsigned	concurrency;		/* "queue concurrency 50": deliveries */
+	unsigned	concurrency;		/* "queue concurrency 30": deliveries */
 	unsigned	dest_concurrency;	/* "queue destination-concurrency 20" */
 	int		seen[6];		/* parser only: line of each setting */
 };

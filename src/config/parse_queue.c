@@ -47,7 +47,7 @@ cfg_queue_defaults(struct config *c)
 	c->queue.retry_max_ms = 60 * 60 * 1000;
 	c->queue.lifetime_ms = 5 * 86400000ULL;
 	c->queue.delay_warning_ms = 4 * 3600000ULL;
-	c->queue.concurrency = 50;
+	c->queue.concurrency = 30;
 	c->queue.dest_concurrency = 20;
 	memset(c->queue.seen, 0, sizeof(c->queue.seen));
 }

@@ -74,7 +74,7 @@ queue_opts_init(struct queue_opts *o, const struct config *cfg)
 {
 	memset(o, 0, sizeof(*o));
 	o->hostname = cfg != NULL ? cfg->hostname : "localhost";
-	o->concurrency = cfg != NULL ? cfg->queue.concurrency : 50;
+	o->concurrency = cfg != NULL ? cfg->queue.concurrency : 30;
 	o->dest_concurrency = cfg != NULL ? cfg->queue.dest_concurrency : 20;
 	o->retry_min_ms = cfg != NULL ? cfg->queue.retry_min_ms : 30 * 1000;
 	o->retry_max_ms = cfg != NULL ? cfg->queue.retry_max_ms :

@@ -466,7 +466,7 @@ test_config_queue(void **state)
 	assert_int_equal(o.retry_max_ms, 3600000);
 	assert_int_equal(o.lifetime_ms, 5 * 86400000ULL);
 	assert_int_equal(o.delay_warning_ms, 4 * 3600000ULL);
-	assert_int_equal(o.concurrency, 50);
+	assert_int_equal(o.concurrency, 30);
 	assert_int_equal(o.dest_concurrency, 20);
 	config_free(&c);
 	c = config_parse("t.conf", "listen 127.0.0.1:2525\n"
