@@ -146,23 +146,33 @@ smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
 		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
 }
 
+/* The content broke a rule (bare CR/LF, size): its reply, and the
+ * transaction dropped.  False when the content is fine. */
+static bool
+smtp_dec_refused(struct smtp_session *s)
+{
+	const char *text;
+	int code;
+
+	if (s->dec.err == SMTP_DEC_OK)
+		return false;
+	s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
+	code = smtp_dec_err_reply(s->dec.err, &text);
+	smtp_reply(s, code, text);
+	smtp_tx_reset(s);
+	return true;
+}
+
 static void
 smtp_eom(struct smtp_session *s)
 {
 	struct smtp_event ev = { .stage = SMTP_STAGE_EOM, .arg = "" };
 	struct smtp_reply r;
 	enum smtp_verdict v;
-	const char *text;
-	int code;
 
 	/* Latch, drain, reply once: the session stays in step. */
-	if (s->dec.err != SMTP_DEC_OK) {
-		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
-		code = smtp_dec_err_reply(s->dec.err, &text);
-		smtp_reply(s, code, text);
-		smtp_tx_reset(s);
+	if (smtp_dec_refused(s))
 		return;
-	}
 	ev.size = s->dec.size;
 	if (smtp_decide(s, &ev, &v, &r))
 		smtp_stage_done(s, SMTP_STAGE_EOM, v, &r);
@@ -196,9 +206,6 @@ smtp_data_feed(struct smtp_session *s, const char *buf, size_t len)
 static void
 smtp_chunk_done(struct smtp_session *s)
 {
-	const char *text;
-	int code;
-
 	smtp_set_state(s, s->chunk_ret);
 	if (s->chunk_drain) {
 		s->chunk_drain = false;
@@ -209,14 +216,8 @@ smtp_chunk_done(struct smtp_session *s)
 		smtp_eom(s);
 		return;
 	}
-	if (s->dec.err != SMTP_DEC_OK) {
-		/* Drop the transaction; later BDATs get 503. */
-		s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
-		code = smtp_dec_err_reply(s->dec.err, &text);
-		smtp_reply(s, code, text);
-		smtp_tx_reset(s);
+	if (smtp_dec_refused(s))	/* later BDATs get 503 */
 		return;
-	}
 	smtp_replyf(s, 250, "2.0.0 %" PRIu64 " octets received",
 	    s->chunk_size);
 }
