@@ -87,11 +87,59 @@ conn_tx_begin(struct conn_tx *tx, const char *qid, const char *hostname)
 }
 
 /*
+ * Deliver every recipient of m, st[i] for each: those of a kind that takes
+ * several copies at once together (identical Maildir copies share one
+ * write and one commit), the others one by one.
+ */
+static void
+conn_tx_fast_deliver(const struct spool_env *env, struct deliver_msg *m,
+    struct deliver_rcpt_status *st)
+{
+	size_t nr = env->nrcpts;
+	const struct deliver_kind **ks = xcalloc(nr, sizeof(*ks));
+	const char **args = xcalloc(nr, sizeof(*args));
+	size_t *idx = xcalloc(nr, sizeof(*idx));
+	struct deliver_rcpt_status *gst = xcalloc(nr, sizeof(*gst));
+	bool *sent = xcalloc(nr, sizeof(*sent));
+
+	for (size_t i = 0; i < nr; i++)
+		ks[i] = deliver_kind_find(env->rcpts[i].action);
+	for (size_t i = 0; i < nr; i++) {
+		const char *addr = env->rcpts[i].addr, *err;
+		size_t n = 0;
+
+		if (sent[i])
+			continue;
+		if (ks[i]->deliver_copies == NULL) {
+			m->rcpt_idx = i;	/* k->fast_path: one copy each */
+			(void)ks[i]->deliver(NULL, env->rcpts[i].arg, m, &addr,
+			    1, &st[i], &err);
+			continue;
+		}
+		for (size_t j = i; j < nr; j++)
+			if (!sent[j] && ks[j] == ks[i]) {
+				args[n] = env->rcpts[j].arg;
+				idx[n++] = j;
+				sent[j] = true;
+			}
+		ks[i]->deliver_copies(args, idx, n, m, gst);
+		for (size_t g = 0; g < n; g++)
+			st[idx[g]] = gst[g];
+	}
+	free(sent);
+	free(gst);
+	free(idx);
+	free(args);
+	free(ks);
+}
+
+/*
  * The commit fast path (docs/architecture.md): every recipient is a
  * Maildir (or discarded) and the whole message is still in memory, so the
- * delivery is the commit: one durable write per recipient and no spool at
- * all.  What cannot be delivered now is spooled and committed as usual,
- * with the copies already made recorded as done.  Runs on a worker.
+ * delivery is the commit: one durable write per message and file system,
+ * and no spool at all.  What cannot be delivered now is spooled and
+ * committed as usual, with the copies already made recorded as done.
+ * Runs on a worker.
  */
 static int
 conn_tx_fast(struct conn_tx *tx, const char **err_out)
@@ -106,26 +154,24 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 		.received = env->received,
 		.hostname = tx->hostname,
 	};
+	struct deliver_rcpt_status *st = xcalloc(env->nrcpts, sizeof(*st));
 	size_t ndone = 0;
 	const char *err;
 	int rc;
 	uint64_t start_ns = metrics_now_ns();
 
+	conn_tx_fast_deliver(env, &m, st);
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
-		const struct deliver_kind *k = deliver_kind_find(r->action);
-		const char *addr = r->addr;
-		struct deliver_rcpt_status st;
 		char safe[600], to[600], why[400];
 
-		m.rcpt_idx = i;		/* k->fast_path: conn_tx_can_fast */
 		log_safe_word_into(safe, sizeof(safe), r->addr,
 		    strlen(r->addr));
-		if (k->deliver(NULL, r->arg, &m, &addr, 1, &st, &err) !=
-		    DELIVER_OK) {
+		if (st[i].result != DELIVER_OK) {
 			log_event(LOG_LVL_WARN, "deferred", env->sid, env->qid,
 			    "rcpt=<%s> action=%s why=\"%s\"", safe, r->action,
-			    log_safe_into(why, sizeof(why), err, strlen(err)));
+			    log_safe_into(why, sizeof(why), st[i].text,
+			    strlen(st[i].text)));
 			metrics_inc(MET_DELIVERIES, metrics_action(r->action),
 			    MET_R_DEFERRED);
 			continue;
@@ -139,6 +185,7 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 		    log_safe_word_into(to, sizeof(to), r->arg != NULL ?
 		    r->arg : "-", r->arg != NULL ? strlen(r->arg) : 1));
 	}
+	free(st);
 	if (ndone == env->nrcpts) {
 		tx->delivered = true;
 		/* The copies are the commit: the spool's latency. */

@@ -79,6 +79,18 @@ enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
  */
 enum deliver_result deliver_maildir(const char *folder,
 	    const struct deliver_msg *m, const char **err_out);
+struct deliver_rcpt_status;
+/*
+ * The same for several recipients of m at once: recipient i's copy goes
+ * into folders[i] under a name derived from qid and rcpt_idx[i]
+ * (m->rcpt_idx is not used), and st_out[i] gets its outcome.  The copies
+ * are the same bytes: the first on each file system is written, the
+ * others are hard links to it, and one journal commit makes them all
+ * durable where the file system allows (deliver/maildir.c).
+ */
+void	deliver_maildir_copies(const char *const *folders,
+	    const size_t *rcpt_idx, size_t n, const struct deliver_msg *m,
+	    struct deliver_rcpt_status *st_out);
 
 /*
  * Start (or count one more user of) the thread that removes files a crash
@@ -508,6 +520,18 @@ struct deliver_kind {
 				    const char *const *rcpts, size_t n,
 				    struct deliver_rcpt_status *st_out,
 				    const char **err_out);
+	/*
+	 * Optional, for a kind without a runtime that writes one copy per
+	 * recipient (maildir): deliver m to n of them at once, recipient
+	 * i with its own spool arg args[i] and index rcpt_idx[i] in the
+	 * envelope (m->rcpt_idx is not used), so that identical copies can
+	 * share their writes and commits.  st_out[i] gets each one's
+	 * result.  Blocks: worker threads only.
+	 */
+	void			(*deliver_copies)(const char *const *args,
+				    const size_t *rcpt_idx, size_t n,
+				    const struct deliver_msg *m,
+				    struct deliver_rcpt_status *st_out);
 	/*
 	 * Optional: what open would find wrong (files that do not load,
 	 * programs that do not run), without starting anything; for

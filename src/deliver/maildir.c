@@ -1,9 +1,9 @@
 /*
- * deliver/maildir.c: one copy of a spooled message into a Maildir
- * (https://cr.yp.to/proto/maildir.html).  The name is derived from the
- * message, not from the clock, so a retry after a crash finds an earlier
- * copy and writes nothing: exactly once per recipient.  Knows nothing of
- * the queue.
+ * deliver/maildir.c: the copies of a spooled message in Maildirs
+ * (https://cr.yp.to/proto/maildir.html), one per recipient.  The name is
+ * derived from the message and the recipient, not from the clock, so a
+ * retry after a crash finds an earlier copy and writes nothing: exactly
+ * once per recipient.  Knows nothing of the queue.
  *
  * Order of writes, one journal commit instead of two: write tmp/<name>,
  * write its data out and wait for it (sync_file_range), rename into new/,
@@ -39,6 +39,28 @@
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
  *
+ * Several recipients of one message (deliver_maildir_copies): their
+ * copies are the same bytes (the Return-Path line is the message's, and
+ * nothing else is added per recipient), so the first copy is written once
+ * and hard-linked into the new/ of each other Maildir on its file system,
+ * under that recipient's own name; then one fsync of the file.  Each link
+ * changed the inode (link count, ctime) in the same journal transaction
+ * (ext4) or log item (XFS) that adds its directory entry, so the inode's
+ * last change is no earlier than any entry's, and its fsync waits for the
+ * commit holding that change; commits are in order, so every entry and
+ * the rename before them are durable too: one commit for all the copies,
+ * not one each.  The data was on the device before the first rename, so
+ * no name ever shows a partial file.  Where the one-commit order is not
+ * used, the file was fsynced before its rename, and each new/ holding a
+ * link is fsynced on its own.  A link that fails (another file system:
+ * EXDEV, too many links: EMLINK, EPERM, ...) writes a copy of its own,
+ * which the next recipients on that file system link to.  A crash in the
+ * middle leaves some names: a retry finds those (exactly once) and links
+ * or writes the others.  Links go straight into new/, never through tmp/,
+ * so the tmp/ sweep sees only what it sees for one copy.  Copies made as
+ * the mailbox's owner (maildir-owner) are each written by their owner in
+ * a process of their own (priv/): never linked.
+ *
  * What a crash leaves in tmp/ is removed by maildir_sweep.c, which keeps
  * away from the names our deliveries are writing.
  *
@@ -52,6 +74,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +95,12 @@ struct md_ctx {
 	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
 	struct md_kept	*kept;		/* owned: from md_take, its fds ours */
+	/* Several copies at once (deliver_maildir_copies): */
+	dev_t		 dev;		/* of new/ */
+	bool		 placed;	/* written by us into new/: a source */
+	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
+	enum deliver_result r;
+	char		 err[512];	/* why not, when r is not DELIVER_OK */
 };
 
 /*
@@ -104,7 +133,7 @@ md_fail(const char **err_out, int err, const char *call, const char *folder,
 
 /* "<received>.<qid>_<idx>.<host>", with '/' and ':' in host escaped. */
 static int
-md_name(struct md_ctx *c, const struct deliver_msg *m)
+md_name(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
 {
 	const char *h = m->hostname != NULL && *m->hostname != '\0' ?
 	    m->hostname : "localhost";
@@ -112,7 +141,7 @@ md_name(struct md_ctx *c, const struct deliver_msg *m)
 	int rc;
 
 	util_buf_printf(&b, "%" PRId64 ".%s_%zu.", m->received, m->qid,
-	    m->rcpt_idx);
+	    rcpt_idx);
 	for (; *h != '\0'; h++) {
 		/* Maildir spec: '/' as \057 and ':' as \072. */
 		if (*h == '/')
@@ -397,84 +426,224 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	return r;
 }
 
-enum deliver_result
-deliver_maildir(const char *folder, const struct deliver_msg *m,
-    const char **err_out)
+/* c's outcome, with the reason err (util_err's: copied now). */
+static void
+md_set(struct md_ctx *c, enum deliver_result r, const char *err)
 {
-	struct md_ctx c = { .folder = folder, .dirfd = -1,
-	    .fd = { -1, -1, -1 }, .out = -1 };
-	struct deliver_md_busy busy;
+	c->r = r;
+	if (r != DELIVER_OK)
+		util_strlcpy(c->err, err, sizeof(c->err));
+}
+
+/*
+ * Name and open c's copy of m for recipient rcpt_idx: 1 when the name is
+ * there already (delivered before), 0 when not, -1 when that failed (c->r).
+ */
+static int
+md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
+{
 	enum deliver_result r;
+	const char *err;
+	struct stat st;
 	int seen;
 
-	if (folder == NULL || *folder == '\0') {
-		*err_out = "maildir: no folder";
-		return DELIVER_PERMFAIL;
+	if (c->folder == NULL || *c->folder == '\0') {
+		md_set(c, DELIVER_PERMFAIL, "maildir: no folder");
+		return -1;
 	}
-	if (md_name(&c, m) == -1) {
-		*err_out = "maildir: unique name too long";
-		return DELIVER_PERMFAIL;
+	if (md_name(c, m, rcpt_idx) == -1) {
+		md_set(c, DELIVER_PERMFAIL, "maildir: unique name too long");
+		return -1;
 	}
-	if ((r = md_open(&c, err_out)) != DELIVER_OK)
-		goto out;
+	if ((r = md_open(c, &err)) != DELIVER_OK) {
+		md_set(c, r, err);
+		return -1;
+	}
+	if (fstat(c->fd[MD_NEW], &st) == -1) {
+		r = md_fail(&err, errno, "stat", c->folder, "new", NULL);
+		md_set(c, r, err);
+		return -1;
+	}
+	c->dev = st.st_dev;
 	if (m->fresh)
-		seen = 0;
-	else if ((seen = md_already(&c)) == -1) {
-		r = md_fail(err_out, errno, "stat", folder, "new", c.name);
-		goto out;
+		return 0;
+	if ((seen = md_already(c)) == -1) {
+		r = md_fail(&err, errno, "stat", c->folder, "new", c->name);
+		md_set(c, r, err);
 	}
-	if (seen == 1) {
-		/*
-		 * Delivered before a crash (exactly once).  If the earlier
-		 * attempt stopped before its fsyncs, make the copy durable
-		 * now (a reader may have moved it to cur/ already).
-		 */
-		c.out = openat(c.fd[MD_NEW], c.name, O_RDONLY | O_NOFOLLOW |
-		    O_CLOEXEC);
-		if ((c.out != -1 && fsync(c.out) == -1) ||
-		    fsync(c.fd[MD_NEW]) == -1) {
-			md_fail(err_out, errno, "fsync", folder, "new", NULL);
-			r = DELIVER_TEMPFAIL;
-		}
-		goto out;
+	return seen;
+}
+
+/*
+ * Delivered before a crash (exactly once).  If the earlier attempt stopped
+ * before its fsyncs, make the copy durable now (a reader may have moved it
+ * to cur/ already).
+ */
+static void
+md_seen(struct md_ctx *c)
+{
+	const char *err;
+
+	c->out = openat(c->fd[MD_NEW], c->name, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if ((c->out != -1 && fsync(c->out) == -1) ||
+	    fsync(c->fd[MD_NEW]) == -1) {
+		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
+		md_set(c, DELIVER_TEMPFAIL, err);
 	}
-	c.ordered = util_fs_ordered(c.fd[MD_NEW]);
+}
+
+/* Write c's copy into tmp/ and rename it into new/; md_finish makes it
+ * durable. */
+static void
+md_place(struct md_ctx *c, const struct deliver_msg *m)
+{
+	struct deliver_md_busy busy;
+	enum deliver_result r;
+	const char *err = NULL;
+
+	c->ordered = util_fs_ordered(c->fd[MD_NEW]);
 	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
-	deliver_md_busy_enter(&busy, folder, c.name);
-	r = md_write(&c, m, err_out);
-	if (r == DELIVER_OK && renameat(c.fd[MD_TMP], c.name, c.fd[MD_NEW],
-	    c.name) == -1) {
-		r = md_fail(err_out, errno, "rename", folder, "tmp", c.name);
-		unlinkat(c.fd[MD_TMP], c.name, 0);
+	deliver_md_busy_enter(&busy, c->folder, c->name);
+	r = md_write(c, m, &err);
+	if (r == DELIVER_OK && renameat(c->fd[MD_TMP], c->name,
+	    c->fd[MD_NEW], c->name) == -1) {
+		r = md_fail(&err, errno, "rename", c->folder, "tmp", c->name);
+		unlinkat(c->fd[MD_TMP], c->name, 0);
 	}
 	deliver_md_busy_leave(&busy);
-	if (r != DELIVER_OK)
-		goto out;
-	if (c.ordered) {
-		if (fsync(c.out) == -1) {
-			/* Not known to be whole on disk: take it back. */
-			md_fail(err_out, errno, "fsync", folder, "new", c.name);
-			unlinkat(c.fd[MD_NEW], c.name, 0);
-			r = DELIVER_TEMPFAIL;
-		}
-	} else if (fsync(c.fd[MD_NEW]) == -1) {
+	if (r == DELIVER_OK)
+		c->placed = true;
+	else
+		md_set(c, r, err);
+}
+
+/*
+ * The copy that copy i may be a link of: the last one placed on its file
+ * system (see top); SIZE_MAX when none.
+ */
+static size_t
+md_source(const struct md_ctx *cs, size_t i)
+{
+	for (size_t j = i; j-- > 0;)
+		if (cs[j].placed && cs[j].r == DELIVER_OK &&
+		    cs[j].dev == cs[i].dev)
+			return j;
+	return SIZE_MAX;
+}
+
+/* Take back the name of a copy not known to be whole on disk. */
+static void
+md_take_back(struct md_ctx *c, const char *err)
+{
+	unlinkat(c->fd[MD_NEW], c->name, 0);
+	md_set(c, DELIVER_TEMPFAIL, err);
+}
+
+/*
+ * Make copy i durable (see top): a placed copy in the one-commit order by
+ * fsyncing the file, which covers its links (after it in cs); otherwise
+ * by fsyncing its new/.
+ */
+static void
+md_finish(struct md_ctx *cs, size_t n, size_t i)
+{
+	struct md_ctx *c = &cs[i];
+	const char *err;
+
+	if (c->r != DELIVER_OK || (!c->placed && c->src == SIZE_MAX))
+		return;		/* failed, or found from before */
+	if (c->ordered && c->src != SIZE_MAX)
+		return;		/* its source's fsync was its commit */
+	if (!c->ordered) {
 		/*
 		 * The name may not be durable yet; a retry finds it in new/
 		 * if it is, or writes it again if it was lost.
 		 */
-		md_fail(err_out, errno, "fsync", folder, "new", NULL);
-		r = DELIVER_TEMPFAIL;
+		if (fsync(c->fd[MD_NEW]) == -1) {
+			md_fail(&err, errno, "fsync", c->folder, "new", NULL);
+			md_set(c, DELIVER_TEMPFAIL, err);
+		}
+		return;
 	}
-out:
-	if (c.out != -1 && close(c.out) == -1 && r == DELIVER_OK)
-		r = md_fail(err_out, errno, "close", folder, "new", c.name);
+	if (fsync(c->out) == 0)
+		return;
+	md_fail(&err, errno, "fsync", c->folder, "new", c->name);
+	md_take_back(c, err);
+	for (size_t j = i + 1; j < n; j++)
+		if (cs[j].src == i && cs[j].r == DELIVER_OK)
+			md_take_back(&cs[j], c->err);
+}
+
+/* Close c's files; keep its Maildir open for the thread when keep. */
+static void
+md_close(struct md_ctx *c, bool keep)
+{
+	const char *err;
+
+	if (c->out != -1 && close(c->out) == -1 && c->r == DELIVER_OK) {
+		md_fail(&err, errno, "close", c->folder, "new", c->name);
+		md_set(c, DELIVER_TEMPFAIL, err);
+	}
 	/* A failure opens everything afresh next time. */
-	if (md_keep(&c, r == DELIVER_OK))
-		return r;
+	if (md_keep(c, keep && c->r == DELIVER_OK))
+		return;
 	for (int i = 0; i < MD_N; i++)
-		if (c.fd[i] != -1)
-			close(c.fd[i]);
-	if (c.dirfd != -1)
-		close(c.dirfd);
-	return r;
+		if (c->fd[i] != -1)
+			close(c->fd[i]);
+	if (c->dirfd != -1)
+		close(c->dirfd);
+}
+
+void
+deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
+    size_t n, const struct deliver_msg *m,
+    struct deliver_rcpt_status *st_out)
+{
+	struct md_ctx *cs = xcalloc(n, sizeof(*cs));
+
+	for (size_t i = 0; i < n; i++) {
+		struct md_ctx *c = &cs[i];
+		size_t s;
+
+		*c = (struct md_ctx){ .folder = folders[i], .dirfd = -1,
+		    .fd = { -1, -1, -1 }, .out = -1, .src = SIZE_MAX };
+		switch (md_prepare(c, m, rcpt_idx[i])) {
+		case 1:
+			md_seen(c);
+			continue;
+		case -1:
+			continue;
+		}
+		/* Any failure to link (EXDEV, EMLINK, EPERM...): a copy. */
+		if ((s = md_source(cs, i)) != SIZE_MAX && linkat(
+		    cs[s].fd[MD_NEW], cs[s].name, c->fd[MD_NEW], c->name,
+		    0) == 0) {
+			c->src = s;
+			c->ordered = cs[s].ordered;
+		} else
+			md_place(c, m);
+	}
+	/* Every link is made: now the commits (see top). */
+	for (size_t i = 0; i < n; i++)
+		md_finish(cs, n, i);
+	for (size_t i = 0; i < n; i++) {
+		/* The first Maildir is the likeliest next time. */
+		md_close(&cs[i], i == 0);
+		deliver_status_all(&st_out[i], 1, cs[i].r,
+		    cs[i].r == DELIVER_OK ? NULL : cs[i].err);
+	}
+	free(cs);
+}
+
+enum deliver_result
+deliver_maildir(const char *folder, const struct deliver_msg *m,
+    const char **err_out)
+{
+	struct deliver_rcpt_status st;
+
+	deliver_maildir_copies(&folder, &m->rcpt_idx, 1, m, &st);
+	if (st.result != DELIVER_OK)
+		*err_out = util_err("%s", st.text);
+	return st.result;
 }

@@ -177,19 +177,14 @@ queue_count(const struct spool_rcpt *r)
 	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
 }
 
-/* Try recipient i once (its destination slot is held). */
-void
-queue_attempt(struct queue *q, struct spool_env *env, size_t i,
-    const char *content_path)
+/* Record what one attempt of recipient i did: r, and why when not OK. */
+static void
+queue_outcome(struct queue *q, struct spool_env *env, size_t i,
+    enum deliver_result r, const char *why)
 {
-	const char *why = "(none)", *err = NULL;
-	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
-	    queue_deliver_default;
+	const char *err = NULL;
 
-	queue_hint_ms = 0;
-	queue_settled_idx = SIZE_MAX;
-	switch (fn(q->o.deliver_arg, env, i, content_path, q->o.hostname,
-	    &why)) {
+	switch (r) {
 	case DELIVER_OK:
 		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
 		/* Durably done before anything else: never again. */
@@ -210,4 +205,44 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 		break;
 	}
 	queue_count(&env->rcpts[i]);
+}
+
+/* Try recipient i once (its destination slot is held). */
+void
+queue_attempt(struct queue *q, struct spool_env *env, size_t i,
+    const char *content_path)
+{
+	const char *why = "(none)";
+	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
+	    queue_deliver_default;
+	enum deliver_result r;
+
+	queue_hint_ms = 0;
+	queue_settled_idx = SIZE_MAX;
+	r = fn(q->o.deliver_arg, env, i, content_path, q->o.hostname, &why);
+	queue_outcome(q, env, i, r, why);
+}
+
+void
+queue_attempt_copies(struct queue *q, struct spool_env *env,
+    const struct deliver_kind *k, const size_t *idx, size_t n,
+    const char *content_path)
+{
+	struct deliver_msg m = {
+		.content_path = content_path, .return_path = env->sender,
+		.qid = env->qid, .received = env->received,
+		.hostname = q->o.hostname,
+	};
+	const char **args = xcalloc(n, sizeof(*args));
+	struct deliver_rcpt_status *st = xcalloc(n, sizeof(*st));
+
+	for (size_t g = 0; g < n; g++)
+		args[g] = env->rcpts[idx[g]].arg;
+	k->deliver_copies(args, idx, n, &m, st);
+	queue_hint_ms = 0;
+	queue_settled_idx = SIZE_MAX;
+	for (size_t g = 0; g < n; g++)
+		queue_outcome(q, env, idx[g], st[g].result, st[g].text);
+	free(st);
+	free(args);
 }

@@ -183,6 +183,84 @@ queue_free_blocked(char ***list, size_t *n)
 	*n = 0;
 }
 
+/* One pass over a message's recipients: which are due, what was done. */
+struct queue_pass {
+	uint64_t	 now;
+	bool		 force;		/* every pending one is due */
+	bool		*skipped;	/* at its destination's limit */
+	bool		*tried;		/* attempted with others of its kind */
+	char		***blocked;	/* the destinations at their limit */
+	size_t		*nblocked;
+};
+
+static bool
+queue_is_due(const struct queue_pass *p, const struct spool_env *env,
+    size_t i)
+{
+	const struct spool_rcpt *r = &env->rcpts[i];
+
+	return !r->done && !p->tried[i] && (p->force || r->next_ms <= p->now);
+}
+
+/* Take recipient i's destination slot (*dest_out), or false: blocked. */
+static bool
+queue_take(struct queue *q, struct queue_pass *p, const struct spool_env *env,
+    size_t i, char **dest_out)
+{
+	char *dest = queue_dest_name(&env->rcpts[i]);
+
+	if (!queue_dest_acquire(q, dest)) {
+		queue_add_blocked(p->blocked, p->nblocked, dest);
+		p->skipped[i] = true;
+		free(dest);
+		return false;
+	}
+	*dest_out = dest;
+	return true;
+}
+
+/*
+ * Recipient i with the other due ones of its kind when that kind takes
+ * several copies at once (Maildirs) and there are several: together, each
+ * holding its destination's slot, so identical copies share one write and
+ * one commit.  False when i goes alone.
+ */
+static bool
+queue_run_copies(struct queue *q, struct queue_pass *p, struct spool_env *env,
+    size_t i, const char *content_path)
+{
+	const struct deliver_kind *k = deliver_kind_find(env->rcpts[i].action);
+	size_t n = 0, ntaken = 0, *idx;
+	char **dests;
+
+	if (k == NULL || k->deliver_copies == NULL)
+		return false;
+	idx = xcalloc(env->nrcpts, sizeof(*idx));
+	for (size_t j = i; j < env->nrcpts; j++)
+		if (queue_is_due(p, env, j) &&
+		    deliver_kind_find(env->rcpts[j].action) == k)
+			idx[n++] = j;
+	if (n < 2) {
+		free(idx);
+		return false;
+	}
+	dests = xcalloc(n, sizeof(*dests));
+	for (size_t g = 0; g < n; g++) {
+		p->tried[idx[g]] = true;
+		if (queue_take(q, p, env, idx[g], &dests[ntaken]))
+			idx[ntaken++] = idx[g];
+	}
+	if (ntaken > 0)
+		queue_attempt_copies(q, env, k, idx, ntaken, content_path);
+	for (size_t g = 0; g < ntaken; g++) {
+		queue_dest_release(q, dests[g]);
+		free(dests[g]);
+	}
+	free(dests);
+	free(idx);
+	return true;
+}
+
 /*
  * Deliver the due recipients of qid (force: every pending one), record
  * each outcome, send DSNs, remove the message when all is done.  On
@@ -198,6 +276,8 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	char *content_path;
 	uint64_t now = queue_wall_ms(), due = UINT64_MAX;
 	bool pending = false, unreported = false, *skipped;
+	struct queue_pass p = { .now = now, .force = force,
+	    .blocked = blocked_out, .nblocked = nblocked_out };
 
 	if (spool_env_load(q->sp, qid, &env, &err) == -1) {
 		if (errno == ENOENT) {	/* submitted again after delivery */
@@ -215,23 +295,20 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	}
 	content_path = spool_content_path(q->sp, qid);
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
+	p.skipped = skipped;
+	p.tried = xcalloc(env.nrcpts + 1, sizeof(*p.tried));
 	for (size_t i = 0; i < env.nrcpts && !q->stopping; i++) {
-		struct spool_rcpt *r = &env.rcpts[i];
 		char *dest;
 
-		if (r->done || (!force && r->next_ms > now))
+		if (!queue_is_due(&p, &env, i) ||
+		    queue_run_copies(q, &p, &env, i, content_path) ||
+		    !queue_take(q, &p, &env, i, &dest))
 			continue;
-		dest = queue_dest_name(r);
-		if (!queue_dest_acquire(q, dest)) {
-			queue_add_blocked(blocked_out, nblocked_out, dest);
-			skipped[i] = true;
-			free(dest);
-			continue;
-		}
 		queue_attempt(q, &env, i, content_path);
 		queue_dest_release(q, dest);
 		free(dest);
 	}
+	free(p.tried);
 	free(content_path);
 	now = queue_wall_ms();
 	/* Blocked recipients wait for their destination, not for a timer. */

@@ -109,6 +109,13 @@ uint64_t queue_wall_ms(void);
  */
 void	queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	    const char *content_path);
+/*
+ * The same for recipients idx[0..n) of env at once, all of kind k, which
+ * takes several copies at once (its deliver_copies); their slots are held.
+ */
+void	queue_attempt_copies(struct queue *q, struct spool_env *env,
+	    const struct deliver_kind *k, const size_t *idx, size_t n,
+	    const char *content_path);
 
 /* bounce.c: bounce the failures not reported yet; record each as reported. */
 void	queue_bounce(struct queue *q, struct spool_env *env);

@@ -2,7 +2,8 @@
  * Unit tests of deliver/maildir.c on real folders in a mkdtemp dir:
  * layout, byte-exact content, exactly-once on retry (new/ and cur/), and
  * hostile folders (symlinks, files in the path), a reader watching new/
- * never seeing a partial file, and the tmp/ sweep.
+ * never seeing a partial file, the tmp/ sweep, and several recipients'
+ * copies as links of one file.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -611,6 +612,137 @@ test_canon_push_matches_stream(void **state)
 	}
 }
 
+#define NCOPIES	10
+
+/* The one file in folder/new/ (asserted), whole; its stat in *st. */
+static void
+copy_stat(const char *folder, const char *qid, size_t idx, struct stat *st)
+{
+	char name[512], *p, *want;
+
+	assert_delivered(folder, "bob@example.org");
+	list_dir(folder, "new", name, sizeof(name));
+	/* Each recipient's copy has its own name, from qid and index. */
+	want = xasprintf("1700000000.%s_%zu.", qid, idx);
+	if (strncmp(name, want, strlen(want)) != 0)
+		fail_msg("%s: copy named %s, want %s...", folder, name, want);
+	p = xasprintf("%s/new/%s", folder, name);
+	assert_int_equal(stat(p, st), 0);
+	free(p);
+	free(want);
+}
+
+/* Maildirs prefix0 .. prefix9 under tdir. */
+static void
+copies_folders(char *folders[NCOPIES], size_t idx[NCOPIES],
+    const char *prefix)
+{
+	for (size_t i = 0; i < NCOPIES; i++) {
+		folders[i] = xasprintf("%s/%s%zu/Maildir", tdir, prefix, i);
+		idx[i] = i;
+	}
+}
+
+static void
+copies_free(char *folders[NCOPIES])
+{
+	for (size_t i = 0; i < NCOPIES; i++)
+		free(folders[i]);
+}
+
+/*
+ * Ten Maildirs on one file system, one message: one file linked into
+ * each new/ under its recipient's name; a folder that cannot be made
+ * fails alone.
+ */
+static void
+test_maildir_copies_share_one_file(void **state)
+{
+	char *folders[NCOPIES];
+	size_t idx[NCOPIES];
+	struct deliver_rcpt_status st[NCOPIES];
+	struct deliver_msg m = msg("Q9", 0);
+	struct stat first, sb;
+
+	(void)state;
+	copies_folders(folders, idx, "u");
+	deliver_maildir_copies((const char *const *)folders, idx, NCOPIES,
+	    &m, st);
+	for (size_t i = 0; i < NCOPIES; i++) {
+		assert_int_equal(st[i].result, DELIVER_OK);
+		copy_stat(folders[i], "Q9", i, i == 0 ? &first : &sb);
+		if (i > 0 && sb.st_ino != first.st_ino)
+			fail_msg("copy %zu: inode %ju, want %ju", i,
+			    (uintmax_t)sb.st_ino, (uintmax_t)first.st_ino);
+	}
+	assert_int_equal(first.st_nlink, NCOPIES);
+	copies_free(folders);
+
+	/* The first folder is a file: the nine others still share one. */
+	copies_folders(folders, idx, "w");
+	char *w0 = xasprintf("%s/w0", tdir);
+	put_file(w0, "x", 1);
+	free(w0);
+	m = msg("QB", 0);
+	deliver_maildir_copies((const char *const *)folders, idx, NCOPIES,
+	    &m, st);
+	assert_int_equal(st[0].result, DELIVER_TEMPFAIL);
+	assert_non_null(strstr(st[0].text, "w0"));
+	for (size_t i = 1; i < NCOPIES; i++) {
+		assert_int_equal(st[i].result, DELIVER_OK);
+		copy_stat(folders[i], "QB", i, &sb);
+		assert_int_equal(sb.st_nlink, NCOPIES - 1);
+	}
+	copies_free(folders);
+}
+
+/*
+ * A retry after a crash in the middle: the copies found are kept as they
+ * are and the others made, each recipient exactly once.
+ */
+static void
+test_maildir_copies_retry_exactly_once(void **state)
+{
+	char *folders[NCOPIES];
+	size_t idx[NCOPIES];
+	struct deliver_rcpt_status st[NCOPIES];
+	struct deliver_msg m = msg("QA", 0);
+	struct stat a, b, sb;
+
+	(void)state;
+	copies_folders(folders, idx, "v");
+	/* The first attempt made copies 0 to 4, then the process died. */
+	deliver_maildir_copies((const char *const *)folders, idx, 5, &m, st);
+	deliver_maildir_copies((const char *const *)folders, idx, NCOPIES,
+	    &m, st);
+	for (size_t i = 0; i < NCOPIES; i++) {
+		assert_int_equal(st[i].result, DELIVER_OK);
+		copy_stat(folders[i], "QA", i, i == 0 ? &a : i == 5 ? &b : &sb);
+		if (i != 0 && i != 5 && sb.st_ino != (i < 5 ? a : b).st_ino)
+			fail_msg("copy %zu: not a link of its attempt's file",
+			    i);
+	}
+	assert_int_not_equal(a.st_ino, b.st_ino);
+	assert_int_equal(a.st_nlink, 5);
+	assert_int_equal(b.st_nlink, 5);
+	/* A reader moved copy 7 to cur/: a third attempt adds nothing. */
+	char name[512];
+	list_dir(folders[7], "new", name, sizeof(name));
+	char *from = xasprintf("%s/new/%s", folders[7], name);
+	char *to = xasprintf("%s/cur/%s:2,S", folders[7], name);
+	assert_int_equal(rename(from, to), 0);
+	deliver_maildir_copies((const char *const *)folders, idx, NCOPIES,
+	    &m, st);
+	for (size_t i = 0; i < NCOPIES; i++) {
+		assert_int_equal(st[i].result, DELIVER_OK);
+		assert_int_equal(list_dir(folders[i], "new", NULL, 0) +
+		    list_dir(folders[i], "cur", NULL, 0), 1);
+	}
+	free(to);
+	free(from);
+	copies_free(folders);
+}
+
 int
 main(void)
 {
@@ -631,6 +763,10 @@ main(void)
 		    test_maildir_reader_never_sees_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_maildir_sweep_spares_busy_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_copies_share_one_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_copies_retry_exactly_once, setup, teardown),
 		cmocka_unit_test(test_canon_push_matches_stream),
 	};
 
