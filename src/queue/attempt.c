@@ -35,6 +35,13 @@ queue_retry_after(uint64_t ms)
 	queue_hint_ms = ms;
 }
 
+/*
+ * The jitter of the recipients deferred together (queue_attempt_copies):
+ * the same for all, so they are due together again and their copies
+ * still share one file; 0: each its own.
+ */
+static __thread uint32_t queue_shared_rnd;
+
 /* The recipient the delivery recorded as done itself; SIZE_MAX: none. */
 static __thread size_t queue_settled_idx = SIZE_MAX;
 
@@ -132,7 +139,8 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 	}
 	r->attempts++;
 	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
-	    received_ms, queue_random());
+	    received_ms, queue_shared_rnd != 0 ? queue_shared_rnd :
+	    queue_random());
 	/* Later when the far side said so (Retry-After), within the life. */
 	if (queue_hint_ms > 0 && now + queue_hint_ms > r->next_ms)
 		r->next_ms = received_ms + q->o.lifetime_ms < now +
@@ -241,8 +249,10 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	k->deliver_copies(args, idx, n, &m, st);
 	queue_hint_ms = 0;
 	queue_settled_idx = SIZE_MAX;
+	queue_shared_rnd = queue_random() | 1;
 	for (size_t g = 0; g < n; g++)
 		queue_outcome(q, env, idx[g], st[g].result, st[g].text);
+	queue_shared_rnd = 0;
 	free(st);
 	free(args);
 }

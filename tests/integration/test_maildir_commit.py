@@ -6,7 +6,9 @@ is fsynced.  On ext4 without a journal nothing orders the rename after the
 file's size, so the classic order is kept: fsync, rename, fsync new/.  The
 spool does the same with its two files (spool/spool.c).  A copy of the disk
 image taken right after the 250, as a power cut would leave it, shows the
-message whole.  All run on real ext4 loop mounts, so these tests need
+message whole.  Several recipients' copies are links of one file, made
+durable by the same one commit (or, without a journal, the file's fsync
+then each new/).  All run on real ext4 loop mounts, so these tests need
 root."""
 
 import os
@@ -69,12 +71,11 @@ def server_on(make_postern, mnt):
         'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt))
 
 
-def send(srv, first, count):
+def send(srv, first, count, rcpts=("bob@example.org",)):
     with srv.session() as c:
         c.hello()
         for i in range(first, first + count):
-            send_message(c, "a@example.net", ["bob@example.org"],
-                BODY % (i, i))
+            send_message(c, "a@example.net", list(rcpts), BODY % (i, i))
 
 
 def commits(dev):
@@ -82,8 +83,8 @@ def commits(dev):
         return int(f.readline().split()[0])
 
 
-def delivered(mnt):
-    d = os.path.join(mnt, "bob", "Maildir", "new")
+def delivered(mnt, user="bob"):
+    d = os.path.join(mnt, user, "Maildir", "new")
     return sorted(read_bytes(os.path.join(d, n)).split(b"\n\n", 1)[1]
         for n in os.listdir(d))
 
@@ -100,16 +101,16 @@ def test_journaled_ext4_one_commit_per_copy(ext4, make_postern):
     assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(21))
 
 
-def traced(srv, first):
+def traced(srv, first, rcpts=("bob@example.org",), calls=TRACED):
     """[(thread, call)] of postern's traced calls while one message arrives."""
     out = srv.path("strace.%d" % first)
-    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=" + TRACED,
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=" + calls,
         "-o", out, "-p", str(srv.proc.pid)], stderr=subprocess.PIPE)
     try:
         # strace has attached once it traces every thread of postern.
         wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
             what="strace to attach to every thread")
-        send(srv, first, 1)
+        send(srv, first, 1, rcpts)
     finally:
         st.terminate()
         st.wait(10)
@@ -118,8 +119,8 @@ def traced(srv, first):
             (l.split(None, 1) for l in f if "(" in l)]
 
 
-def traced_order(srv, first):
-    return [call for _, call in traced(srv, first)]
+def traced_order(srv, first, rcpts=("bob@example.org",), calls=TRACED):
+    return [call for _, call in traced(srv, first, rcpts, calls)]
 
 
 def committing_thread_calls(srv, first, n):
@@ -140,6 +141,40 @@ def test_write_order_follows_the_file_system(ext4, make_postern):
     srv = server_on(make_postern, plain)
     send(srv, 0, 1)
     assert traced_order(srv, 1) == ["fsync", "renameat", "fsync"]
+
+
+TEN = ["u%d@example.org" % i for i in range(10)]
+
+
+def test_ten_recipients_one_commit_per_message(ext4, make_postern):
+    # The copies are links of one file: one commit for all ten.
+    dev, mnt = ext4(journal=True)
+    srv = server_on(make_postern, mnt)
+    send(srv, 0, 1, TEN)		# makes the Maildirs' folders
+    before = commits(dev)
+    send(srv, 1, 20, TEN)
+    took = commits(dev) - before
+    assert took <= 26, "%d journal commits for 20 messages" % took
+    for i in range(10):
+        assert delivered(mnt, "u%d" % i) == sorted(b"body %d\n" % j
+            for j in range(21))
+
+
+def test_ten_recipients_write_order_follows_the_file_system(ext4,
+        make_postern):
+    calls = TRACED + ",link,linkat"
+    _, journaled = ext4(journal=True)
+    _, plain = ext4(journal=False)
+    srv = server_on(make_postern, journaled)
+    send(srv, 0, 1, TEN)
+    assert traced_order(srv, 1, TEN, calls) == ["sync_file_range",
+        "renameat"] + ["linkat"] * 9 + ["fsync"]
+    srv.stop()
+    # Without the journal's order: the file first, then each new/.
+    srv = server_on(make_postern, plain)
+    send(srv, 0, 1, TEN)
+    assert traced_order(srv, 1, TEN, calls) == ["fsync", "renameat"] + \
+        ["linkat"] * 9 + ["fsync"] * 10
 
 
 def test_spool_commit_order_follows_the_file_system(ext4, make_postern):
@@ -177,6 +212,15 @@ def test_acknowledged_copy_survives_a_power_cut(ext4, make_postern):
     send(srv, 0, 3)
     assert delivered(crashed(ext4, dev)) == [b"body 0\n", b"body 1\n",
         b"body 2\n"]
+
+
+def test_acknowledged_links_survive_a_power_cut(ext4, make_postern):
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server_on(make_postern, mnt)
+    send(srv, 0, 2, TEN)
+    copy = crashed(ext4, dev)
+    for i in range(10):
+        assert delivered(copy, "u%d" % i) == [b"body 0\n", b"body 1\n"]
 
 
 def test_spooled_message_survives_a_power_cut(ext4, make_postern):
