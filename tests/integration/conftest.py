@@ -881,6 +881,16 @@ def sysuser():
 
 
 @pytest.fixture
+def public_dir():
+    """A folder under /tmp that every user can walk to (a test's own
+    tmp_path is root's alone): for servers and Maildirs of other users."""
+    d = tempfile.mkdtemp(prefix="postern-public-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
 def pam_service():
     name = "postern-test-%d" % os.getpid()
     path = os.path.join(PAM_DIR, name)

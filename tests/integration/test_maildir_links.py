@@ -6,9 +6,7 @@ as their owner.  Both the fast path (the delivery is the commit) and the
 queue deliver them together."""
 
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -118,15 +116,6 @@ def test_two_file_systems_one_file_each(tmpfs, make_postern):
             assert_whole(p)
     finally:
         srv.stop()
-
-
-@pytest.fixture
-def public_dir():
-    """A folder every owner can walk to (the test's own is root's alone)."""
-    d = tempfile.mkdtemp(prefix="postern-links-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_owners_get_their_own_copies(make_postern, sysuser, public_dir):

@@ -10,7 +10,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
@@ -32,14 +31,6 @@ def ids():
     except KeyError as e:
         machine_lacks("a %s user and %s group: %s" % (USER, GROUP, e))
     return uid, gid
-
-
-@pytest.fixture
-def public_dir():
-    d = tempfile.mkdtemp(prefix="postern-privdrop-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
