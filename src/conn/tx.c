@@ -111,7 +111,7 @@ conn_tx_fast_deliver(const struct spool_env *env, struct deliver_msg *m,
 		if (sent[i])
 			continue;
 		if (ks[i]->deliver_copies == NULL) {
-			m->rcpt_idx = i;	/* k->fast_path: one copy each */
+			m->rcpt_idx = i;	/* fast_path: one copy each */
 			(void)ks[i]->deliver(NULL, env->rcpts[i].arg, m, &addr,
 			    1, &st[i], &err);
 			continue;

@@ -204,8 +204,8 @@ queue_is_due(const struct queue_pass *p, const struct spool_env *env,
 
 /* Take recipient i's destination slot (*dest_out), or false: blocked. */
 static bool
-queue_take(struct queue *q, struct queue_pass *p, const struct spool_env *env,
-    size_t i, char **dest_out)
+queue_take(struct queue *q, struct queue_pass *p,
+    const struct spool_env *env, size_t i, char **dest_out)
 {
 	char *dest = queue_dest_name(&env->rcpts[i]);
 
@@ -226,8 +226,8 @@ queue_take(struct queue *q, struct queue_pass *p, const struct spool_env *env,
  * one commit.  False when i goes alone.
  */
 static bool
-queue_run_copies(struct queue *q, struct queue_pass *p, struct spool_env *env,
-    size_t i, const char *content_path)
+queue_run_copies(struct queue *q, struct queue_pass *p,
+    struct spool_env *env, size_t i, const char *content_path)
 {
 	const struct deliver_kind *k = deliver_kind_find(env->rcpts[i].action);
 	size_t n = 0, ntaken = 0, *idx;
