@@ -38,6 +38,7 @@
  * same new/; else everything is opened afresh.  Our open descriptors keep
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
+ * With several Maildirs per message, the first one's is kept.
  *
  * Several recipients of one message (deliver_maildir_copies): their
  * copies are the same bytes (the Return-Path line is the message's, and
@@ -56,7 +57,8 @@
  * EXDEV, too many links: EMLINK, EPERM, ...) writes a copy of its own,
  * which the next recipients on that file system link to.  A crash in the
  * middle leaves some names: a retry finds those (exactly once) and links
- * or writes the others.  Links go straight into new/, never through tmp/,
+ * or writes the others; a copy found is never linked to, since a reader
+ * may have moved or flagged it meanwhile.  Links go straight into new/, never through tmp/,
  * so the tmp/ sweep sees only what it sees for one copy.  Copies made as
  * the mailbox's owner (maildir-owner) are each written by their owner in
  * a process of their own (priv/): never linked.

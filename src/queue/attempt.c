@@ -36,11 +36,14 @@ queue_retry_after(uint64_t ms)
 }
 
 /*
- * The jitter of the recipients deferred together (queue_attempt_copies):
- * the same for all, so they are due together again and their copies
- * still share one file; 0: each its own.
+ * When an attempt ended and the jitter of its retry: the same for the
+ * recipients tried together (queue_attempt_copies), so they are due
+ * together again and their copies still share one file.
  */
-static __thread uint32_t queue_shared_rnd;
+struct queue_when {
+	uint64_t	now;
+	uint32_t	rnd;
+};
 
 /* The recipient the delivery recorded as done itself; SIZE_MAX: none. */
 static __thread size_t queue_settled_idx = SIZE_MAX;
@@ -112,8 +115,9 @@ queue_log_rcpt(enum log_level lvl, const char *event,
  */
 static void
 queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
-    uint64_t now, const char *why)
+    const struct queue_when *w, const char *why)
 {
+	uint64_t now = w->now;
 	struct spool_rcpt *r = &env->rcpts[i];
 	uint64_t received_ms = (uint64_t)env->received * 1000;
 	const char *err = NULL;
@@ -139,8 +143,7 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 	}
 	r->attempts++;
 	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
-	    received_ms, queue_shared_rnd != 0 ? queue_shared_rnd :
-	    queue_random());
+	    received_ms, w->rnd);
 	/* Later when the far side said so (Retry-After), within the life. */
 	if (queue_hint_ms > 0 && now + queue_hint_ms > r->next_ms)
 		r->next_ms = received_ms + q->o.lifetime_ms < now +
@@ -187,8 +190,8 @@ queue_count(const struct spool_rcpt *r)
 
 /* Record what one attempt of recipient i did: r, and why when not OK. */
 static void
-queue_outcome(struct queue *q, struct spool_env *env, size_t i,
-    enum deliver_result r, const char *why)
+queue_record(struct queue *q, struct spool_env *env, size_t i,
+    const struct queue_when *w, enum deliver_result r, const char *why)
 {
 	const char *err = NULL;
 
@@ -206,7 +209,7 @@ queue_outcome(struct queue *q, struct spool_env *env, size_t i,
 			env->rcpts[i].done = true;
 		break;
 	case DELIVER_TEMPFAIL:
-		queue_tempfail(q, env, i, queue_wall_ms(), why);
+		queue_tempfail(q, env, i, w, why);
 		break;
 	case DELIVER_PERMFAIL:
 		queue_permfail(q, env, i, why);
@@ -228,7 +231,8 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	queue_hint_ms = 0;
 	queue_settled_idx = SIZE_MAX;
 	r = fn(q->o.deliver_arg, env, i, content_path, q->o.hostname, &why);
-	queue_outcome(q, env, i, r, why);
+	struct queue_when w = { queue_wall_ms(), queue_random() };
+	queue_record(q, env, i, &w, r, why);
 }
 
 void
@@ -249,10 +253,9 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	k->deliver_copies(args, idx, n, &m, st);
 	queue_hint_ms = 0;
 	queue_settled_idx = SIZE_MAX;
-	queue_shared_rnd = queue_random() | 1;
+	struct queue_when w = { queue_wall_ms(), queue_random() };
 	for (size_t g = 0; g < n; g++)
-		queue_outcome(q, env, idx[g], st[g].result, st[g].text);
-	queue_shared_rnd = 0;
+		queue_record(q, env, idx[g], &w, st[g].result, st[g].text);
 	free(st);
 	free(args);
 }

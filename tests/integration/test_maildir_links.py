@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import (make_config, needs, read_bytes, send_message,
-    split_delivered, wait_for)
+from conftest import (log_events, make_config, needs, read_bytes,
+    send_message, split_delivered, wait_for)
 
 USERS = ["u%d" % i for i in range(10)]
 BODY = "Subject: links\r\n\r\nthe same for all\r\n"
@@ -156,14 +156,16 @@ def test_owners_get_their_own_copies(make_postern, sysuser, public_dir):
 
 
 def test_retry_delivers_the_missing_copies_once(make_postern):
-    """Two Maildirs fail for a while (a dangling symlink in place of the
-    folder): the others are delivered as one file, then the queue delivers
+    """Two Maildirs fail for a while (their folders lead to one that is
+    missing): the others are delivered as one file, then the queue delivers
     the two together, once each, and the first eight stay as they were."""
-    srv = make_postern(start=False, extra=["queue retry-min 1s",
-        "queue retry-max 2s"])
+    srv = make_postern(start=False, extra=["queue retry-min 2s",
+        "queue retry-max 4s"])
     os.makedirs(srv.path("mail"))
+    os.makedirs(srv.path("ready", "u3"))
+    os.makedirs(srv.path("ready", "u7"))
     for u in ("u3", "u7"):
-        os.symlink(srv.path("nowhere", u), srv.path("mail", u))
+        os.symlink(srv.path("box", u), srv.path("mail", u))
     srv.start()
     with srv.session() as c:
         c.hello()
@@ -172,8 +174,11 @@ def test_retry_delivers_the_missing_copies_once(make_postern):
     first = [u for u in USERS if u not in ("u3", "u7")]
     before = copies(srv, srv.path("mail"), first)
     assert_one_file(before)
-    for u in ("u3", "u7"):
-        os.unlink(srv.path("mail", u))
+    # Deferred on the fast path, then by the queue's first attempt: the
+    # next one is seconds away.  One rename lets both through at once.
+    wait_for(lambda: len(log_events(srv, "deferred")) >= 4, 30,
+        what="the queue's first attempt")
+    os.rename(srv.path("ready"), srv.path("box"))
     wait_for(lambda: all_delivered(srv.path("mail"), ["u3", "u7"]), 30,
         what="the two retried copies")
     later = copies(srv, srv.path("mail"), ["u3", "u7"])
