@@ -38,30 +38,33 @@
  * same new/; else everything is opened afresh.  Our open descriptors keep
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
- * With several Maildirs per message, the first one's is kept.
+ * A message for several Maildirs keeps none: it holds at most the file
+ * and new/ of its first copy and the Maildir it is linking into (six
+ * descriptors; eight while a copy that cannot be linked is written).
  *
- * Several recipients of one message (deliver_maildir_copies): their
- * copies are the same bytes (the Return-Path line is the message's, and
- * nothing else is added per recipient), so the first copy is written once
- * and hard-linked into the new/ of each other Maildir on its file system,
- * under that recipient's own name; then one fsync of the file.  Each link
- * changed the inode (link count, ctime) in the same journal transaction
- * (ext4) or log item (XFS) that adds its directory entry, so the inode's
- * last change is no earlier than any entry's, and its fsync waits for the
- * commit holding that change; commits are in order, so every entry and
- * the rename before them are durable too: one commit for all the copies,
- * not one each.  The data was on the device before the first rename, so
- * no name ever shows a partial file.  Where the one-commit order is not
- * used, the file was fsynced before its rename, and each new/ holding a
- * link is fsynced on its own.  A link that fails (another file system:
- * EXDEV, too many links: EMLINK, EPERM, ...) writes a copy of its own,
- * which the next recipients on that file system link to.  A crash in the
- * middle leaves some names: a retry finds those (exactly once) and links
- * or writes the others; a copy found is never linked to, since a reader
- * may have moved or flagged it meanwhile.  Links go straight into new/, never through tmp/,
- * so the tmp/ sweep sees only what it sees for one copy.  Copies made as
- * the mailbox's owner (maildir-owner) are each written by their owner in
- * a process of their own (priv/): never linked.
+ * Several recipients of one message (deliver_maildir_copies): their copies
+ * are the same bytes (the Return-Path line is the message's, and nothing
+ * else is added per recipient), so the first copy is written once and
+ * hard-linked into the new/ of each other Maildir on its file system, under
+ * that recipient's own name; then one fsync of the file.  Each link changed
+ * the inode (link count, ctime) in the same journal transaction (ext4) or
+ * log item (XFS) that adds its directory entry, so the inode's last change
+ * is no earlier than any entry's, and its fsync waits for the commit holding
+ * that change; commits are in order, so every entry and the rename before
+ * them are durable too: one commit for all the copies, not one each.  The
+ * data was on the device before the first rename, so no name ever shows a
+ * partial file.  Where the one-commit order is not used, the file was
+ * fsynced before its rename, and each new/ holding a link is fsynced on its
+ * own.  Maildirs on another file system than the first copy's wait for the
+ * next round, whose first copy they link to: one commit per file system.  A
+ * link that fails all the same (EXDEV across bind mounts, too many links:
+ * EMLINK, EPERM, ...) writes a copy of its own, made durable on its own.  A
+ * crash in the middle leaves some names: a retry finds those (exactly once)
+ * and links or writes the others; a copy found is never linked to, since a
+ * reader may have moved or flagged it meanwhile.  Links go straight into
+ * new/, never through tmp/, so the tmp/ sweep sees only what it sees for one
+ * copy.  Copies made as the mailbox's owner (maildir-owner) are each written
+ * by their owner in a process of their own (priv/): never linked.
  *
  * What a crash leaves in tmp/ is removed by maildir_sweep.c, which keeps
  * away from the names our deliveries are writing.
@@ -99,8 +102,8 @@ struct md_ctx {
 	struct md_kept	*kept;		/* owned: from md_take, its fds ours */
 	/* Several copies at once (deliver_maildir_copies): */
 	dev_t		 dev;		/* of new/ */
-	bool		 placed;	/* written by us into new/: a source */
 	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
+	bool		 done;		/* made, found, or failed */
 	enum deliver_result r;
 	char		 err[512];	/* why not, when r is not DELIVER_OK */
 };
@@ -514,67 +517,8 @@ md_place(struct md_ctx *c, const struct deliver_msg *m)
 		unlinkat(c->fd[MD_TMP], c->name, 0);
 	}
 	deliver_md_busy_leave(&busy);
-	if (r == DELIVER_OK)
-		c->placed = true;
-	else
+	if (r != DELIVER_OK)
 		md_set(c, r, err);
-}
-
-/*
- * The copy that copy i may be a link of: the last one placed on its file
- * system (see top); SIZE_MAX when none.
- */
-static size_t
-md_source(const struct md_ctx *cs, size_t i)
-{
-	for (size_t j = i; j-- > 0;)
-		if (cs[j].placed && cs[j].r == DELIVER_OK &&
-		    cs[j].dev == cs[i].dev)
-			return j;
-	return SIZE_MAX;
-}
-
-/* Take back the name of a copy not known to be whole on disk. */
-static void
-md_take_back(struct md_ctx *c, const char *err)
-{
-	unlinkat(c->fd[MD_NEW], c->name, 0);
-	md_set(c, DELIVER_TEMPFAIL, err);
-}
-
-/*
- * Make copy i durable (see top): a placed copy in the one-commit order by
- * fsyncing the file, which covers its links (after it in cs); otherwise
- * by fsyncing its new/.
- */
-static void
-md_finish(struct md_ctx *cs, size_t n, size_t i)
-{
-	struct md_ctx *c = &cs[i];
-	const char *err;
-
-	if (c->r != DELIVER_OK || (!c->placed && c->src == SIZE_MAX))
-		return;		/* failed, or found from before */
-	if (c->ordered && c->src != SIZE_MAX)
-		return;		/* its source's fsync was its commit */
-	if (!c->ordered) {
-		/*
-		 * The name may not be durable yet; a retry finds it in new/
-		 * if it is, or writes it again if it was lost.
-		 */
-		if (fsync(c->fd[MD_NEW]) == -1) {
-			md_fail(&err, errno, "fsync", c->folder, "new", NULL);
-			md_set(c, DELIVER_TEMPFAIL, err);
-		}
-		return;
-	}
-	if (fsync(c->out) == 0)
-		return;
-	md_fail(&err, errno, "fsync", c->folder, "new", c->name);
-	md_take_back(c, err);
-	for (size_t j = i + 1; j < n; j++)
-		if (cs[j].src == i && cs[j].r == DELIVER_OK)
-			md_take_back(&cs[j], c->err);
 }
 
 /* Close c's files; keep its Maildir open for the thread when keep. */
@@ -587,14 +531,154 @@ md_close(struct md_ctx *c, bool keep)
 		md_fail(&err, errno, "close", c->folder, "new", c->name);
 		md_set(c, DELIVER_TEMPFAIL, err);
 	}
+	c->out = -1;
 	/* A failure opens everything afresh next time. */
-	if (md_keep(c, keep && c->r == DELIVER_OK))
+	if (!md_keep(c, keep && c->r == DELIVER_OK)) {
+		for (int i = 0; i < MD_N; i++)
+			if (c->fd[i] != -1)
+				close(c->fd[i]);
+		if (c->dirfd != -1)
+			close(c->dirfd);
+	}
+	c->dirfd = c->fd[MD_TMP] = c->fd[MD_NEW] = c->fd[MD_CUR] = -1;
+}
+
+/* A source while others link to it keeps only new/ and the file open. */
+static void
+md_trim(struct md_ctx *c)
+{
+	(void)md_keep(c, false);	/* its descriptors are c's */
+	close(c->dirfd);
+	close(c->fd[MD_TMP]);
+	close(c->fd[MD_CUR]);
+	c->dirfd = c->fd[MD_TMP] = c->fd[MD_CUR] = -1;
+}
+
+/*
+ * Where the one-commit order is not used: the name in new/ may not be
+ * durable yet; a retry finds it in new/ if it is, or writes it again if
+ * it was lost.
+ */
+static void
+md_sync_new(struct md_ctx *c)
+{
+	const char *err;
+
+	if (fsync(c->fd[MD_NEW]) == -1) {
+		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
+		md_set(c, DELIVER_TEMPFAIL, err);
+	}
+}
+
+/* Take back the name of a copy not known to be whole on disk. */
+static void
+md_take_back(struct md_ctx *c, const char *err)
+{
+	const char *e;
+	bool closed = c->fd[MD_NEW] == -1;
+
+	if (!closed || md_open(c, &e) == DELIVER_OK)
+		unlinkat(c->fd[MD_NEW], c->name, 0);
+	md_set(c, DELIVER_TEMPFAIL, err);
+	if (closed)
+		md_close(c, false);
+}
+
+/*
+ * Make placed copy i durable (see top): in the one-commit order, fsync
+ * the file, which commits its links (after it in cs) too; else its new/.
+ */
+static void
+md_finish(struct md_ctx *cs, size_t n, size_t i)
+{
+	struct md_ctx *c = &cs[i];
+	const char *err;
+
+	if (!c->ordered) {
+		md_sync_new(c);
 		return;
-	for (int i = 0; i < MD_N; i++)
-		if (c->fd[i] != -1)
-			close(c->fd[i]);
-	if (c->dirfd != -1)
-		close(c->dirfd);
+	}
+	if (fsync(c->out) == 0)
+		return;
+	md_fail(&err, errno, "fsync", c->folder, "new", c->name);
+	md_take_back(c, err);
+	for (size_t j = i + 1; j < n; j++)
+		if (cs[j].src == i && cs[j].r == DELIVER_OK)
+			md_take_back(&cs[j], c->err);
+}
+
+/*
+ * Link copy i to the source s (see top): true when done, its Maildir
+ * closed; false when it must be written (any failure: EXDEV, EMLINK,
+ * EPERM...).
+ */
+static bool
+md_link(struct md_ctx *cs, size_t s, size_t i)
+{
+	struct md_ctx *c = &cs[i];
+
+	if (linkat(cs[s].fd[MD_NEW], cs[s].name, c->fd[MD_NEW], c->name,
+	    0) == -1)
+		return false;
+	c->src = s;
+	c->ordered = cs[s].ordered;
+	if (!c->ordered)
+		md_sync_new(c);
+	md_close(c, false);
+	return true;
+}
+
+/*
+ * One round over the copies not done yet: the first one written is the
+ * source, the others on its file system are linked to it, those on
+ * another wait for the next round; then the source's commit.  Returns
+ * how many wait.
+ */
+static size_t
+md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
+    const struct deliver_msg *m)
+{
+	size_t src = SIZE_MAX, wait = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct md_ctx *c = &cs[i];
+
+		if (c->done)
+			continue;
+		switch (md_prepare(c, m, rcpt_idx[i])) {
+		case 1:
+			md_seen(c);
+			/* FALLTHROUGH */
+		case -1:
+			c->done = true;
+			md_close(c, n == 1);
+			continue;
+		}
+		if (src != SIZE_MAX && c->dev != cs[src].dev) {
+			md_close(c, false);
+			wait++;
+			continue;
+		}
+		c->done = true;
+		if (src != SIZE_MAX && md_link(cs, src, i))
+			continue;
+		md_place(c, m);
+		if (c->r == DELIVER_OK && src == SIZE_MAX) {
+			src = i;
+			if (n > 1)
+				md_trim(c);
+			continue;
+		}
+		if (c->r == DELIVER_OK)		/* not linked: on its own */
+			md_finish(cs, n, i);
+		md_close(c, false);
+	}
+	if (src != SIZE_MAX) {
+		/* Every link is made: now the commit (see top). */
+		md_finish(cs, n, src);
+		md_close(&cs[src], n == 1);
+	}
+	return wait;
 }
 
 void
@@ -604,37 +688,15 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
 {
 	struct md_ctx *cs = xcalloc(n, sizeof(*cs));
 
-	for (size_t i = 0; i < n; i++) {
-		struct md_ctx *c = &cs[i];
-		size_t s;
-
-		*c = (struct md_ctx){ .folder = folders[i], .dirfd = -1,
-		    .fd = { -1, -1, -1 }, .out = -1, .src = SIZE_MAX };
-		switch (md_prepare(c, m, rcpt_idx[i])) {
-		case 1:
-			md_seen(c);
-			continue;
-		case -1:
-			continue;
-		}
-		/* Any failure to link (EXDEV, EMLINK, EPERM...): a copy. */
-		if ((s = md_source(cs, i)) != SIZE_MAX && linkat(
-		    cs[s].fd[MD_NEW], cs[s].name, c->fd[MD_NEW], c->name,
-		    0) == 0) {
-			c->src = s;
-			c->ordered = cs[s].ordered;
-		} else
-			md_place(c, m);
-	}
-	/* Every link is made: now the commits (see top). */
 	for (size_t i = 0; i < n; i++)
-		md_finish(cs, n, i);
-	for (size_t i = 0; i < n; i++) {
-		/* The first Maildir is the likeliest next time. */
-		md_close(&cs[i], i == 0);
+		cs[i] = (struct md_ctx){ .folder = folders[i], .dirfd = -1,
+		    .fd = { -1, -1, -1 }, .out = -1, .src = SIZE_MAX };
+	/* Each round finishes at least its first copy. */
+	while (md_round(cs, n, rcpt_idx, m) > 0)
+		;
+	for (size_t i = 0; i < n; i++)
 		deliver_status_all(&st_out[i], 1, cs[i].r,
 		    cs[i].r == DELIVER_OK ? NULL : cs[i].err);
-	}
 	free(cs);
 }
 

@@ -743,6 +743,53 @@ test_maildir_copies_retry_exactly_once(void **state)
 	copies_free(folders);
 }
 
+/* Descriptors open in this process now. */
+static size_t
+open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	size_t n = 0;
+
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n - 3;		/* ".", ".." and d's own */
+}
+
+/*
+ * Many recipients never hold many descriptors: the Maildirs are opened
+ * one after the other, not all at once (the server budgets about six per
+ * delivery thread).
+ */
+static void
+test_maildir_copies_few_descriptors(void **state)
+{
+	enum { N = 60 };
+	char *folders[N];
+	size_t idx[N];
+	struct deliver_rcpt_status st[N];
+	struct deliver_msg m = msg("QF", 0);
+	struct rlimit old, low;
+
+	(void)state;
+	for (size_t i = 0; i < N; i++) {
+		folders[i] = xasprintf("%s/f%zu/Maildir", tdir, i);
+		idx[i] = i;
+	}
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = open_fds() + 10;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	deliver_maildir_copies((const char *const *)folders, idx, N, &m, st);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	for (size_t i = 0; i < N; i++) {
+		if (st[i].result != DELIVER_OK)
+			fail_msg("copy %zu: %s", i, st[i].text);
+		free(folders[i]);
+	}
+}
+
 int
 main(void)
 {
@@ -767,6 +814,8 @@ main(void)
 		    test_maildir_copies_share_one_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_maildir_copies_retry_exactly_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_maildir_copies_few_descriptors, setup, teardown),
 		cmocka_unit_test(test_canon_push_matches_stream),
 	};
 
