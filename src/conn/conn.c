@@ -13,7 +13,6 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -844,11 +843,10 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (c->lcfg->proxy != NULL)
 		conn_proxy_start(c, fd, origin);
 
-	/* Replies go out in one write per batch: no small-packet delay. */
-	int one = 1;
-	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-		    sizeof(one));
+	/*
+	 * Replies go out in one write per batch, without the small-packet
+	 * delay: TCP_NODELAY, which fd has from its listening socket.
+	 */
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
 	if (ssl != NULL)
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -148,6 +150,20 @@ net_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * Replies go out in one write per batch (conn/): no small-packet delay.
+ * An accepted socket inherits TCP_NODELAY from its listening socket, so
+ * it is set here once (also on a socket the service manager passed), not
+ * on every connection.  Not TCP: nothing to set.
+ */
+static void
+net_listen_nodelay(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/*
  * Make the loop's listeners exactly want[0..n): keep, close or open.  The
  * array moves into the loop (levs are reached by address from libevent).
  */
@@ -167,6 +183,7 @@ net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
 				    net_accept_cb, &next[i]);
 			}
 		if (next[i].lev == NULL) {
+			net_listen_nodelay(next[i].fd);
 			/* backlog 0: bound and listening already (-1 would
 			   listen again with 128). */
 			next[i].lev = evconnlistener_new(loop->base,

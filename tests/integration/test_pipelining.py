@@ -1,5 +1,7 @@
 """PIPELINING (RFC 2920): a burst in one write is answered in order."""
 
+import ctypes
+import os
 import socket
 import struct
 import threading
@@ -163,3 +165,63 @@ def test_reply_batches_are_one_segment_without_delay(postern):
         "10)" % (batch[5] * 1000)
     wait_for(lambda: len(postern.maildir("carol")) == 10,
         what="ten messages for carol")
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438	# x86_64 and arm64 alike
+
+
+def server_socket_for(pid, client):
+    """The server's end of client's connection, duplicated into this
+    process from postern's descriptors (pidfd_getfd; the tests run as
+    root), or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
+    assert pidfd >= 0, "pidfd_open: %s" % os.strerror(ctypes.get_errno())
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)
+                    ).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                continue
+            s = socket.socket(fileno=fd)
+            try:
+                if s.type == socket.SOCK_STREAM and \
+                    s.getpeername() == client.getsockname():
+                    return s
+            except OSError:
+                pass
+            s.close()
+        return None
+    finally:
+        os.close(pidfd)
+
+
+def test_burst_of_connections_all_greeted_with_nodelay(postern):
+    """Thirty connections opened at once are all greeted and served, and
+    each one's server side has TCP_NODELAY (from the listening socket),
+    which keeps a reply from waiting for the client's delayed ACK."""
+    clients = [socket.create_connection(("127.0.0.1", postern.port),
+        timeout=10) for _ in range(30)]
+    try:
+        for s in clients:
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220 "), "no greeting"
+            s.sendall(b"NOOP\r\n")
+            assert f.readline().startswith(b"250 "), "no reply to NOOP"
+            f.close()
+        for s in clients:
+            srv = server_socket_for(postern.proc.pid, s)
+            assert srv is not None, "no server socket for %r" % (
+                s.getsockname(),)
+            with srv:
+                assert srv.getsockopt(socket.IPPROTO_TCP,
+                    socket.TCP_NODELAY) != 0, "server side without NODELAY"
+    finally:
+        for s in clients:
+            s.close()
