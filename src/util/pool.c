@@ -87,8 +87,9 @@ util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg)
 	else
 		p->head = j;
 	p->tail = j;
-	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
+	/* After the unlock: the worker woken does not wait for our mutex. */
+	pthread_cond_signal(&p->cv);
 }
 
 void
