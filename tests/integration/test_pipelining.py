@@ -1,13 +1,11 @@
 """PIPELINING (RFC 2920): a burst in one write is answered in order."""
 
-import ctypes
-import os
 import socket
 import struct
 import threading
 import time
 
-from conftest import wait_for
+from conftest import server_socket_for, wait_for
 
 
 def test_pipelined_transaction_is_answered_in_order(postern):
@@ -165,41 +163,6 @@ def test_reply_batches_are_one_segment_without_delay(postern):
         "10)" % (batch[5] * 1000)
     wait_for(lambda: len(postern.maildir("carol")) == 10,
         what="ten messages for carol")
-
-
-SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438	# x86_64 and arm64 alike
-
-
-def server_socket_for(pid, client):
-    """The server's end of client's connection, duplicated into this
-    process from postern's descriptors (pidfd_getfd; the tests run as
-    root), or None."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
-    assert pidfd >= 0, "pidfd_open: %s" % os.strerror(ctypes.get_errno())
-    try:
-        for name in os.listdir("/proc/%d/fd" % pid):
-            try:
-                if not os.readlink("/proc/%d/fd/%s" % (pid, name)
-                    ).startswith("socket:"):
-                    continue
-            except OSError:
-                continue
-            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
-            if fd < 0:
-                continue
-            s = socket.socket(fileno=fd)
-            try:
-                if s.type == socket.SOCK_STREAM and \
-                    s.getpeername() == client.getsockname():
-                    return s
-            except OSError:
-                pass
-            s.close()
-        return None
-    finally:
-        os.close(pidfd)
 
 
 def test_burst_of_connections_all_greeted_with_nodelay(postern):
