@@ -324,7 +324,7 @@ conn_tx_start(struct conn_tx *tx, enum tx_job kind)
 	tx->job = kind;
 	if (kind == TXJ_WRITE || kind == TXJ_COMMIT)
 		tx->spooled = true;
-	util_pool_submit(tx->ctx->pool, conn_tx_job_run, tx);
+	util_pool_submit_held(tx->ctx->pool, conn_tx_job_run, tx);
 }
 
 static void
