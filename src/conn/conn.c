@@ -13,7 +13,6 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -34,7 +33,6 @@
 #include "smtp/smtp.h"
 #include "tls/tls.h"
 
-#define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
 #define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
 #define CONN_LAST_FLUSH_MS 2000		/* a closing session's last reply */
@@ -270,6 +268,7 @@ conn_free(struct conn *c)
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
 	util_buf_clear(&c->out);
+	conn_read_plain_stop(c);	/* before the socket closes */
 	bufferevent_free(c->bev);
 	event_free(c->deadline_ev);
 	conn_deadline_clear(c);
@@ -358,7 +357,7 @@ conn_check_close(struct conn *c)
 		/* The last reply gets a short while, not the session's time. */
 		struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
 		c->closing = true;
-		bufferevent_disable(c->bev, EV_READ);
+		conn_read_disable(c);
 		evtimer_add(c->deadline_ev, &tv);
 	}
 	if (c->peer_gone || conn_output_pending(c) == 0) {
@@ -397,6 +396,7 @@ conn_starttls(struct conn *c)
 		log_event(LOG_LVL_WARN, "starttls-injection", c->sid, NULL,
 		    "dropped=%zu", evbuffer_get_length(in));
 	evbuffer_drain(in, evbuffer_get_length(in));
+	conn_read_plain_stop(c);	/* the filter reads through the socket's */
 	tbev = ssl == NULL ? NULL : bufferevent_openssl_filter_new(c->ctx->base,
 	    c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tbev == NULL) {
@@ -508,22 +508,26 @@ conn_process_input(struct conn *c)
 	if (c->tls_pending)
 		conn_starttls(c);
 	else if (!c->closing && !smtp_session_is_closing(c->smtp))
-		bufferevent_enable(c->bev, EV_READ);
+		conn_read_enable(c);
 	conn_deadline_update(c, fed);
 }
 
-static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+void
+conn_readable(struct conn *c)
 {
-	struct conn *c = arg;
-
-	(void)bev;
 	if (!c->started) {
 		conn_early_talker(c);
 		return;
 	}
 	conn_process_input(c);
 	conn_check_close(c);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_readable(arg);
 }
 
 static void
@@ -569,7 +573,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		    "write timeout" : "timeout exceeded");
 		return;
 	}
-	/* EOF or error: nobody is left to answer. */
+	conn_lost(c);
+}
+
+/* EOF or error: nobody is left to answer. */
+void
+conn_lost(struct conn *c)
+{
 	c->peer_gone = true;
 	unsigned long e = bufferevent_get_openssl_error(c->bev);
 	if (e != 0) {
@@ -715,7 +725,7 @@ conn_early_talker(struct conn *c)
 	conn_note_early_talker(c, "before the greeting",
 	    evbuffer_get_length(in));
 	if (conn_cfg(c)->early_talker_continue) {
-		bufferevent_disable(c->bev, EV_READ);	/* until the greeting */
+		conn_read_disable(c);	/* until the greeting */
 		return;
 	}
 	evbuffer_drain(in, evbuffer_get_length(in));
@@ -833,11 +843,10 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (c->lcfg->proxy != NULL)
 		conn_proxy_start(c, fd, origin);
 
-	/* Replies go out in one write per batch: no small-packet delay. */
-	int one = 1;
-	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-		    sizeof(one));
+	/*
+	 * Replies go out in one write per batch, without the small-packet
+	 * delay: TCP_NODELAY, which fd has from its listening socket.
+	 */
 	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
 	if (ssl != NULL)
 		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
@@ -846,6 +855,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 		c->bev = bufferevent_socket_new(ctx->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE);
 		c->plain_fd = true;
+		conn_read_plain_start(c, fd);
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
@@ -876,7 +886,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 		    util_timeval_ms(cfg->limits.greeting_delay_ms);
 		c->greet_ev = evtimer_new(ctx->base, conn_greet_cb, c);
 		evtimer_add(c->greet_ev, &gtv);
-		bufferevent_enable(c->bev, EV_READ);
+		conn_read_enable(c);
 		return;
 	}
 	conn_greet(c);

@@ -189,6 +189,8 @@ struct conn {
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
 	bool			 plain_fd;	/* bev is the bare socket: replies
 						   may go straight to it */
+	struct event		*plain_rd;	/* owned: reads the bare socket
+						   (plainread.c), or NULL */
 	char			 tls_desc[160];	/* for Received:, "" before TLS */
 	char			 tls_proto[32];	/* "TLSv1.3" for the envelope; ""
 						   before TLS */
@@ -221,13 +223,28 @@ conn_cfg(const struct conn *c)
 	return c->rt->cfg;
 }
 
+#define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
+
 /* conn.c */
 void	conn_process_input(struct conn *c);
+/* Input arrived (greeting sent: parse it; before: an early talker). */
+void	conn_readable(struct conn *c);
+/* The client closed or the socket failed: free the connection. */
+void	conn_lost(struct conn *c);
 void	conn_check_close(struct conn *c);
 /* A TLS handshake (STARTTLS or implicit) is under way. */
 bool	conn_in_handshake(const struct conn *c);
 /* The client was too slow: log why, 421 4.4.2 and close. */
 void	conn_timeout(struct conn *c, const char *why);
+/*
+ * plainread.c: a plain socket is read with one recv per wake-up, not
+ * through the bufferevent (start, and stop before STARTTLS or the free);
+ * reading on and off, plain or through the bufferevent.
+ */
+void	conn_read_plain_start(struct conn *c, int fd);
+void	conn_read_plain_stop(struct conn *c);
+void	conn_read_enable(struct conn *c);
+void	conn_read_disable(struct conn *c);
 /* deadline.c: the read deadlines */
 void	conn_deadline_init(struct conn *c);
 void	conn_deadline_clear(struct conn *c);

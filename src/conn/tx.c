@@ -47,6 +47,7 @@ struct conn_tx {
 	size_t			 head_off, head_old;
 	bool			 head_set;
 	char			 err[256];	/* why the last job failed */
+	struct util_buf		 log_lines;	/* the job's, for the loop to log */
 	/* Sync mode: the web service answers for the one recipient. */
 	void			*sync_runtime;	/* borrowed from the conn's rt */
 	uint64_t		 sync_ms;
@@ -309,6 +310,8 @@ conn_tx_job_run(void *arg)
 	const char *err = NULL;
 	int rc = 0;
 
+	/* The job's log lines go out with the loop's, in its next write. */
+	log_divert(&tx->log_lines);
 	switch (tx->job) {
 	case TXJ_WRITE:
 		rc = spool_msg_write(tx->msg, tx->inflight.data,
@@ -336,8 +339,11 @@ conn_tx_job_run(void *arg)
 		spool_msg_free(&tx->msg);
 		break;
 	case TXJ_SYNC:
-		if ((rc = conn_tx_sync_run(tx, &err)) == 0)
+		rc = conn_tx_sync_run(tx, &err);
+		if (rc == 0) {
+			log_divert(NULL);
 			return;		/* conn_tx_synced() goes on */
+		}
 		break;
 	case TXJ_NONE:
 		ASSERT(!"job without a kind");
@@ -348,6 +354,7 @@ conn_tx_job_run(void *arg)
 		    sizeof(tx->err));
 		tx->full = spool_err_is_full();
 	}
+	log_divert(NULL);	/* before the loop may read them */
 	event_active(tx->done_ev, EV_TIMEOUT, 1);
 }
 
@@ -364,7 +371,7 @@ conn_tx_start(struct conn_tx *tx, enum tx_job kind)
 	tx->job = kind;
 	if (kind == TXJ_WRITE || kind == TXJ_COMMIT)
 		tx->spooled = true;
-	util_pool_submit(tx->ctx->pool, conn_tx_job_run, tx);
+	util_pool_submit_held(tx->ctx->pool, conn_tx_job_run, tx);
 }
 
 static void
@@ -377,6 +384,7 @@ conn_tx_free(struct conn_tx *tx)
 	free(tx->hostname);
 	free(tx->sync_path);
 	util_buf_clear(&tx->head);
+	util_buf_clear(&tx->log_lines);
 	event_free(tx->done_ev);
 	tx->ctx->ntx--;
 	free(tx);
@@ -431,6 +439,8 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	log_put(tx->log_lines.data, tx->log_lines.len);
+	util_buf_reset(&tx->log_lines);
 	tx->job = TXJ_NONE;
 	util_buf_reset(&tx->inflight);
 	if (kind == TXJ_ABORT || kind == TXJ_KEEP) {

@@ -38,6 +38,8 @@
  * same new/; else everything is opened afresh.  Our open descriptors keep
  * those inodes alive, so their numbers cannot have been reused meanwhile:
  * a Maildir moved away or replaced is never written behind the reader.
+ * Whether the file system journals in order (util_fs_ordered) is kept
+ * too: the descriptors hold the mount, which cannot change its journal.
  * A message for several Maildirs keeps none: it holds at most the file
  * and new/ of its first copy and the Maildir it is linking into (six
  * descriptors; eight while a copy that cannot be linked is written).
@@ -85,6 +87,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -168,6 +171,7 @@ struct md_kept {
 	int		 fd[MD_N];
 	dev_t		 dev;
 	ino_t		 ino, new_ino;	/* of the folder and its new/ */
+	bool		 ordered;
 };
 
 static pthread_key_t	md_kept_key;
@@ -215,6 +219,7 @@ md_take(struct md_ctx *c)
 	}
 	c->dirfd = k->dirfd;
 	memcpy(c->fd, k->fd, sizeof(c->fd));
+	c->ordered = k->ordered;
 	c->kept = k;
 	return true;
 }
@@ -239,6 +244,7 @@ md_keep(struct md_ctx *c, bool ok)
 		k->dev = dst.st_dev;
 		k->ino = dst.st_ino;
 		k->new_ino = nst.st_ino;
+		k->ordered = c->ordered;
 	} else if (!ok && k != NULL) {
 		free(k->folder);	/* its fds are c's to close */
 		free(k);
@@ -334,6 +340,26 @@ md_write_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
+/* hdr, then body: one writev(2) unless the file system takes less. */
+static int
+md_write2(int fd, const char *hdr, size_t hlen, const char *body,
+    size_t blen)
+{
+	struct iovec iov[2] = { { (void *)hdr, hlen }, { (void *)body, blen } };
+	ssize_t n;
+
+	do
+		n = writev(fd, iov, 2);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return -1;
+	if ((size_t)n < hlen)
+		return md_write_all(fd, hdr + n, hlen - (size_t)n) == -1 ? -1 :
+		    md_write_all(fd, body, blen);
+	n -= (ssize_t)hlen;
+	return md_write_all(fd, body + n, blen - (size_t)n);
+}
+
 /* Copy in to out from their current offsets; never the whole in memory. */
 static int
 md_copy(int in, int out)
@@ -365,6 +391,19 @@ md_copy(int in, int out)
 		if (md_write_all(out, buf, (size_t)n) == -1)
 			return -1;
 	}
+}
+
+/* hdr and the content, from memory or from in. */
+static int
+md_write_content(int out, const char *hdr, const struct deliver_msg *m,
+    int in)
+{
+	if (m->content != NULL)
+		return md_write2(out, hdr, strlen(hdr), m->content,
+		    m->content_len);
+	if (md_write_all(out, hdr, strlen(hdr)) == -1)
+		return -1;
+	return md_copy(in, out);
 }
 
 /* Write tmp/<name>: Return-Path, then the content, settled on the device. */
@@ -412,9 +451,7 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	for (char *p = hdr + 14; p[1] != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
-	if (md_write_all(out, hdr, strlen(hdr)) == -1 || (m->content != NULL ?
-	    md_write_all(out, m->content, m->content_len) : md_copy(in,
-	    out)) == -1)
+	if (md_write_content(out, hdr, m, in) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
 	else if ((c->ordered ? util_settle(out) : fsync(out)) == -1)
 		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
@@ -464,12 +501,15 @@ md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
 		md_set(c, r, err);
 		return -1;
 	}
-	if (fstat(c->fd[MD_NEW], &st) == -1) {
+	/* A kept Maildir's new/ was just checked to be on k->dev. */
+	if (c->kept != NULL)
+		c->dev = c->kept->dev;
+	else if (fstat(c->fd[MD_NEW], &st) == -1) {
 		r = md_fail(&err, errno, "stat", c->folder, "new", NULL);
 		md_set(c, r, err);
 		return -1;
-	}
-	c->dev = st.st_dev;
+	} else
+		c->dev = st.st_dev;
 	if (m->fresh)
 		return 0;
 	if ((seen = md_already(c)) == -1) {
@@ -507,7 +547,8 @@ md_place(struct md_ctx *c, const struct deliver_msg *m)
 	enum deliver_result r;
 	const char *err = NULL;
 
-	c->ordered = util_fs_ordered(c->fd[MD_NEW]);
+	if (c->kept == NULL)
+		c->ordered = util_fs_ordered(c->fd[MD_NEW]);
 	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
 	deliver_md_busy_enter(&busy, c->folder, c->name);
 	r = md_write(c, m, &err);

@@ -33,6 +33,8 @@ enum { LOG_BUF_MAX = 16384 };
 /* The calling thread's buffered lines (log_buffer), NULL when unbuffered. */
 static __thread char	*log_tbuf;
 static __thread size_t	 log_tlen;
+/* Where the calling thread's lines go for another to write (log_divert). */
+static __thread struct util_buf *log_divert_to;
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
 
@@ -128,6 +130,16 @@ log_write(const char *buf, size_t len)
 		log_file_wrote((size_t)n);
 }
 
+/* Into the thread's buffer (log_tbuf): whole lines, len <= LOG_BUF_MAX. */
+static void
+log_hold(const char *lines, size_t len)
+{
+	if (log_tlen + len > LOG_BUF_MAX)
+		log_flush();
+	memcpy(log_tbuf + log_tlen, lines, len);
+	log_tlen += len;
+}
+
 static void
 log_emit(enum log_level lvl, const char *line, size_t len)
 {
@@ -137,16 +149,40 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 		syslog(prio[lvl], "%.*s", (int)len, line);
 		return;
 	}
+	if (log_divert_to != NULL) {
+		if (lvl >= LOG_LVL_INFO) {
+			util_buf_add(log_divert_to, line, len);
+			return;
+		}
+		log_put(log_divert_to->data, log_divert_to->len);
+		util_buf_reset(log_divert_to);
+	}
 	if (log_tbuf != NULL && lvl >= LOG_LVL_INFO) {
-		if (log_tlen + len > LOG_BUF_MAX)
-			log_flush();
-		memcpy(log_tbuf + log_tlen, line, len);
-		log_tlen += len;
+		log_hold(line, len);
 		return;
 	}
 	log_flush();
 	/* One write per line keeps lines whole across threads. */
 	log_write(line, len);
+}
+
+void
+log_divert(struct util_buf *into)
+{
+	log_divert_to = into;
+}
+
+void
+log_put(const char *lines, size_t len)
+{
+	if (len == 0)
+		return;
+	if (log_tbuf != NULL && len <= LOG_BUF_MAX) {
+		log_hold(lines, len);
+		return;
+	}
+	log_flush();
+	log_write(lines, len);
 }
 
 void

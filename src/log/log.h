@@ -58,6 +58,16 @@ void	log_msg(enum log_level lvl, const char *fmt, ...) UTIL_PRINTF(2, 3);
 void	log_buffer(bool on);
 void	log_flush(void);
 
+/*
+ * A worker's lines for an event loop to write with its own: while into is
+ * set (NULL ends it), the calling thread's info and debug lines on stderr
+ * are appended to it; a warning or error first writes them, then itself.
+ * The loop hands them to log_put, which buffers them as its own lines, so
+ * a turn that finishes many jobs writes their lines in one write(2).
+ */
+void	log_divert(struct util_buf *into);
+void	log_put(const char *lines, size_t len);
+
 
 /*
  * Per-session transaction logs for research use: one file per session,

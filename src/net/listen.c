@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,6 +21,22 @@
 #include "log/log.h"
 
 /* ----- accepting (on a loop) ----- */
+
+/*
+ * Replies go out in one write per batch (conn/): no small-packet delay.
+ * A connection inherits TCP_NODELAY from its listening socket, as it was
+ * when the connection was made: our sockets have it from before their
+ * listen(), so their connections need no call of their own.  A socket
+ * the service manager passed may hold connections made before we set it:
+ * those get it one by one.  Not TCP: nothing to set.
+ */
+static void
+net_nodelay(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
 
 void
 net_refuse(const struct config *cfg, int fd, const char *ip, const char *why)
@@ -49,6 +67,8 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	size_t idx;
 
 	(void)lev;
+	if (nl->nodelay_each)
+		net_nodelay(fd);
 	for (idx = 0; idx < cfg->nlistens; idx++)
 		if (cfg->listens[idx].port == nl->port &&
 		    strcmp(cfg->listens[idx].addr, nl->addr) == 0)
@@ -197,6 +217,7 @@ net_post_listeners(struct net_server *srv, struct net_loop *loop)
 	for (size_t i = 0; i < srv->nlistens; i++) {
 		struct net_lev *nl = &loop->new_levs[i];
 		nl->fd = srv->listens[i].fds[loop->idx];
+		nl->nodelay_each = srv->listens[i].passed;
 		util_strlcpy(nl->addr, srv->listens[i].addr, sizeof(nl->addr));
 		nl->port = srv->listens[i].port;
 	}
@@ -226,6 +247,7 @@ net_bind_one(const char *addr, int port, const char **err_out)
 		goto fail;
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	net_nodelay(fd);
 	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 ||
 	    listen(fd, NET_BACKLOG) == -1)
 		goto fail;

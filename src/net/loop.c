@@ -128,6 +128,7 @@ net_loop_main(void *arg)
 	log_buffer(true);
 	do {
 		rc = event_base_loop(loop->base, EVLOOP_ONCE);
+		util_pool_kick();	/* the turn's disk jobs, at once */
 		log_flush();
 	} while (rc == 0 && !event_base_got_break(loop->base) &&
 	    !event_base_got_exit(loop->base));
@@ -171,8 +172,10 @@ net_loop_clear(struct net_loop *loop)
 	net_pph_drop_all(loop);
 	conn_ctx_chain_clear(&loop->ctx);
 	/* Its freeing, and the completions its store posts: run them. */
-	for (int k = 0; k < 10; k++)
+	for (int k = 0; k < 10; k++) {
 		event_base_loop(loop->base, EVLOOP_NONBLOCK);
+		util_pool_kick();
+	}
 	conn_rt_unref(&loop->ctx.rt);
 	conn_rt_unref(&loop->new_rt);
 	free(loop->new_levs);

@@ -71,6 +71,8 @@ struct net_lev {
 	int			 port;
 	struct net_loop		*loop;		/* borrowed: our owner */
 	struct evconnlistener	*lev;		/* owned; closes fd (NULL in a mailbox) */
+	bool			 nodelay_each;	/* passed: set TCP_NODELAY on each
+						   connection (see net_nodelay) */
 };
 
 struct net_loop {

@@ -255,5 +255,13 @@ int	util_settle(int fd);
 struct util_pool;
 struct util_pool *util_pool_new(unsigned nthreads);
 void	util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg);
+/*
+ * Submit, the wake-up of a sleeping worker held back until this thread
+ * calls util_pool_kick (an event loop: at the end of each turn), so that
+ * the jobs of one turn wake their workers with one system call.
+ */
+void	util_pool_submit_held(struct util_pool *p, void (*fn)(void *),
+	    void *arg);
+void	util_pool_kick(void);
 /* Run what was submitted, then join the workers and free. */
 void	util_pool_free(struct util_pool **pp);

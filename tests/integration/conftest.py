@@ -22,6 +22,7 @@ on any other skip: a feature that does not answer as expected must fail.
 """
 
 import base64
+import ctypes
 import os
 import pwd
 import re
@@ -905,3 +906,38 @@ def pam_service():
 def plain(user, password):
     return base64.b64encode(b"\0" + user.encode() + b"\0" +
         password.encode()).decode()
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438	# x86_64 and arm64 alike
+
+
+def server_socket_for(pid, client):
+    """The server's end of client's connection, duplicated into this
+    process from postern's descriptors (pidfd_getfd; the tests run as
+    root), or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
+    assert pidfd >= 0, "pidfd_open: %s" % os.strerror(ctypes.get_errno())
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)
+                    ).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                continue
+            s = socket.socket(fileno=fd)
+            try:
+                if s.type == socket.SOCK_STREAM and \
+                    s.getpeername() == client.getsockname():
+                    return s
+            except OSError:
+                pass
+            s.close()
+        return None
+    finally:
+        os.close(pidfd)

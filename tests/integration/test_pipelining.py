@@ -5,7 +5,7 @@ import struct
 import threading
 import time
 
-from conftest import wait_for
+from conftest import server_socket_for, wait_for
 
 
 def test_pipelined_transaction_is_answered_in_order(postern):
@@ -163,3 +163,28 @@ def test_reply_batches_are_one_segment_without_delay(postern):
         "10)" % (batch[5] * 1000)
     wait_for(lambda: len(postern.maildir("carol")) == 10,
         what="ten messages for carol")
+
+
+def test_burst_of_connections_all_greeted_with_nodelay(postern):
+    """Thirty connections opened at once are all greeted and served, and
+    each one's server side has TCP_NODELAY (from the listening socket),
+    which keeps a reply from waiting for the client's delayed ACK."""
+    clients = [socket.create_connection(("127.0.0.1", postern.port),
+        timeout=10) for _ in range(30)]
+    try:
+        for s in clients:
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220 "), "no greeting"
+            s.sendall(b"NOOP\r\n")
+            assert f.readline().startswith(b"250 "), "no reply to NOOP"
+            f.close()
+        for s in clients:
+            srv = server_socket_for(postern.proc.pid, s)
+            assert srv is not None, "no server socket for %r" % (
+                s.getsockname(),)
+            with srv:
+                assert srv.getsockopt(socket.IPPROTO_TCP,
+                    socket.TCP_NODELAY) != 0, "server side without NODELAY"
+    finally:
+        for s in clients:
+            s.close()

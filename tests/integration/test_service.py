@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import HOST, Client, binary, port_listening, wait_for
+from conftest import HOST, Client, binary, port_listening, \
+    server_socket_for, wait_for
 
 
 class Notify:
@@ -125,14 +126,26 @@ def test_socket_activation_takes_the_passed_socket(make_postern, notify):
     other_port = other.getsockname()[1]
     pass_sockets(srv, [mine, other])
     srv.env = {"NOTIFY_SOCKET": notify.path}
+    # Made before postern runs: it waits in the passed socket's backlog.
+    early = Client(srv.port)
+    srv.clients.append(early)
     srv.start()
     notify.expect("READY")
     mine.close()	# from here on only postern holds the socket
     other.close()
+    clients = [early]
     for _ in range(4):	# both loops' descriptors accept
         c = Client(srv.port)
         srv.clients.append(c)
+        clients.append(c)
+    for c in clients:
         c.hello()
+        # Replies without the small-packet delay, the early one's too.
+        mine_end = server_socket_for(srv.proc.pid, c.sock)
+        assert mine_end is not None, "no server socket"
+        with mine_end:
+            assert mine_end.getsockopt(socket.IPPROTO_TCP,
+                socket.TCP_NODELAY) != 0, "server side without NODELAY"
         c.send("QUIT"); c.expect(221)
     log = srv.log()
     assert "listening on 127.0.0.1:%d (socket passed by the service " \

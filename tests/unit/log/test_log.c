@@ -131,6 +131,49 @@ test_full_buffer_writes_whole_lines(void **state)
 	assert_string_equal(logged(), want);
 }
 
+/*
+ * A worker's diverted lines gather in the caller's buffer, not the file;
+ * its warning writes them first, then itself.  A loop hands them to
+ * log_put: buffered with its own lines, in their order, until its flush.
+ */
+static void
+test_diverted_lines_go_out_with_the_loop(void **state)
+{
+	struct util_buf lines = { 0 };
+
+	(void)state;
+	log_divert(&lines);
+	log_event(LOG_LVL_INFO, "delivered", "s1", "q1", "rcpt=<a@b>");
+	log_event(LOG_LVL_DEBUG, "hidden", NULL, NULL, NULL);
+	log_event(LOG_LVL_INFO, "two", NULL, NULL, NULL);
+	log_divert(NULL);
+	assert_string_equal(logged(), "");
+	assert_non_null(strstr(lines.data, " info delivered sid=s1 qid=q1 "
+	    "rcpt=<a@b>\n"));
+
+	log_buffer(true);
+	log_event(LOG_LVL_INFO, "before", NULL, NULL, NULL);
+	log_put(lines.data, lines.len);
+	log_event(LOG_LVL_INFO, "accepted", NULL, NULL, NULL);
+	assert_string_equal(logged(), "");
+	log_flush();
+	assert_string_equal(logged(), "before,delivered,two,accepted,");
+	log_buffer(false);
+
+	util_buf_reset(&lines);
+	log_divert(&lines);
+	log_event(LOG_LVL_INFO, "three", NULL, NULL, NULL);
+	log_event(LOG_LVL_WARN, "trouble", NULL, NULL, NULL);
+	log_event(LOG_LVL_INFO, "four", NULL, NULL, NULL);
+	log_divert(NULL);
+	assert_string_equal(logged(),
+	    "before,delivered,two,accepted,three,trouble,");
+	log_put(lines.data, lines.len);		/* unbuffered: at once */
+	assert_string_equal(logged(),
+	    "before,delivered,two,accepted,three,trouble,four,");
+	util_buf_clear(&lines);
+}
+
 /* fatal() writes the thread's buffered lines before its own. */
 static void
 test_fatal_flushes_the_buffer_first(void **state)
@@ -272,6 +315,8 @@ main(void)
 		    test_full_buffer_writes_whole_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_fatal_flushes_the_buffer_first, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_diverted_lines_go_out_with_the_loop, setup, teardown),
 		cmocka_unit_test(test_json_line),
 		cmocka_unit_test_setup_teardown(test_file_rotation, setup,
 		    teardown),

@@ -243,8 +243,8 @@ test_sockaddr_make(void **state)
 
 struct pool_seen {
 	pthread_mutex_t	mu;
-	int		order[8];
-	int		policy[8];
+	int		order[16];
+	int		policy[16];
 	unsigned	n;
 };
 
@@ -289,6 +289,55 @@ test_pool(void **state)
 		assert_int_equal(seen.order[i], i);
 		assert_int_equal(seen.policy[i], SCHED_BATCH);
 	}
+}
+
+/* Jobs seen so far, waiting up to 10 s for want of them. */
+static unsigned
+pool_wait_seen(struct pool_seen *s, unsigned want)
+{
+	unsigned n = 0;
+
+	for (int i = 0; i < 10000; i++) {
+		pthread_mutex_lock(&s->mu);
+		n = s->n;
+		pthread_mutex_unlock(&s->mu);
+		if (n >= want)
+			break;
+		usleep(1000);
+	}
+	return n;
+}
+
+/*
+ * Held submits wake their workers at util_pool_kick, all of them with one
+ * call; a held submit to another pool first wakes the one held before.
+ * The pools stay up: the jobs run because of the wake-ups, not the free.
+ */
+static void
+test_pool_held_until_kick(void **state)
+{
+	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct pool_job jobs[12];
+	struct util_pool *p = util_pool_new(4), *q = util_pool_new(2);
+
+	(void)state;
+	for (int i = 0; i < 8; i++) {
+		jobs[i] = (struct pool_job){ &seen, i };
+		util_pool_submit_held(p, pool_job_run, &jobs[i]);
+	}
+	util_pool_kick();
+	assert_int_equal(pool_wait_seen(&seen, 8), 8);
+	for (int i = 8; i < 11; i++) {
+		jobs[i] = (struct pool_job){ &seen, i };
+		util_pool_submit_held(p, pool_job_run, &jobs[i]);
+	}
+	jobs[11] = (struct pool_job){ &seen, 11 };
+	util_pool_submit_held(q, pool_job_run, &jobs[11]);	/* kicks p */
+	assert_int_equal(pool_wait_seen(&seen, 11), 11);
+	util_pool_kick();
+	assert_int_equal(pool_wait_seen(&seen, 12), 12);
+	util_pool_free(&p);
+	util_pool_free(&q);
 }
 
 static void
@@ -427,6 +476,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_text),
 		cmocka_unit_test(test_sockaddr_make),
 		cmocka_unit_test(test_pool),
+		cmocka_unit_test(test_pool_held_until_kick),
 		cmocka_unit_test(test_cidr),
 		cmocka_unit_test(test_capdir),
 	};
