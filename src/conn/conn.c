@@ -461,8 +461,9 @@ conn_tls_done(struct conn *c)
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
-	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
-	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
+	    "bits=%d sni=\"%s\" resumed=%s", ti.protocol, ti.cipher, ti.bits,
+	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)),
+	    ti.resumed ? "yes" : "no");
 	metrics_inc(MET_TLS_SESSIONS, strcmp(ti.protocol, "TLSv1.3") == 0 ?
 	    MET_TLS_13 : strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 :
 	    MET_TLS_OTHER, 0);

@@ -212,12 +212,39 @@ tls_server_sni_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/*
+ * Resumption for lifetime_s: stateless tickets with the process's keys
+ * (tls/ticket.c; shared by every thread, kept across reloads), one per
+ * handshake (an SMTP client makes one connection at a time to us), and a
+ * bounded server-side cache for TLS 1.2 clients without ticket support.
+ * 0: none, every handshake full.
+ */
+static void
+tls_server_ctx_resumption(SSL_CTX *ctx, unsigned lifetime_s)
+{
+	static const unsigned char sid_ctx[] = "postern";
+
+	if (lifetime_s == 0) {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		return;
+	}
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	SSL_CTX_sess_set_cache_size(ctx, 4096);
+	SSL_CTX_set_timeout(ctx, (long)lifetime_s);
+	SSL_CTX_set_num_tickets(ctx, 1);
+	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb) != 1)
+		fatal("SSL_CTX_set_tlsext_ticket_key_evp_cb: %s",
+		    tls_err_ssl("tickets"));
+}
+
 /* A context with every setting but the certificate. */
 static SSL_CTX *
 tls_server_ctx_new(const struct tls_server_opts *o, int min_version,
     const char **err_out)
 {
-	static const unsigned char sid_ctx[] = "postern";
 	SSL_CTX	*ctx;
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -244,15 +271,7 @@ tls_server_ctx_new(const struct tls_server_opts *o, int min_version,
 		    o->ciphersuites);
 		goto fail;
 	}
-	/*
-	 * Resumption: stateless tickets (keys made per context, so a reload
-	 * simply costs a full handshake) and a bounded server-side cache for
-	 * clients without ticket support.
-	 */
-	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-	SSL_CTX_sess_set_cache_size(ctx, 4096);
-	SSL_CTX_set_timeout(ctx, 3600);
+	tls_server_ctx_resumption(ctx, o->session_lifetime_s);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -397,6 +416,11 @@ tls_server_new(const struct tls_server_opts *o, const char **err_out)
 	}
 	if (tls_parse_version(o->min_version, &minv, err_out) == -1)
 		return NULL;
+	if (o->session_lifetime_s > TLS_TICKET_ROTATE_MS / 1000) {
+		*err_out = util_err("session lifetime %us is above %llus",
+		    o->session_lifetime_s, TLS_TICKET_ROTATE_MS / 1000);
+		return NULL;
+	}
 	t = xcalloc(1, sizeof(*t));
 	t->ctxs = xcalloc(o->ncerts, sizeof(*t->ctxs));
 	for (size_t i = 0; i < o->ncerts; i++) {

@@ -4,6 +4,7 @@
  * tls_client SSL and a tls_server SSL over a BIO pair.
  */
 #include "tls/tls.h"
+#include "tls/tls_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -185,14 +186,14 @@ group_teardown(void **state)
 
 /* The default server: default, mail, wildcard, CN-only, override. */
 static struct tls_server *
-server_new(const char *min_version, const char *ciphers,
-    const char *ciphersuites)
+server_new_for(const char *min_version, const char *ciphers,
+    const char *ciphersuites, unsigned lifetime_s)
 {
 	static char paths[10][256];
 	const char *bases[] = { "default", "mail", "wild", "cnonly", "other" };
 	struct tls_cert_spec specs[5];
 	struct tls_server_opts o = { specs, 5, min_version, ciphers,
-	    ciphersuites };
+	    ciphersuites, lifetime_s };
 	struct tls_server *t;
 	const char *err = NULL;
 
@@ -210,6 +211,14 @@ server_new(const char *min_version, const char *ciphers,
 	if (t == NULL)
 		fail_msg("tls_server_new: %s", err);
 	return t;
+}
+
+/* The same, with sessions resumable for an hour (the default). */
+static struct tls_server *
+server_new(const char *min_version, const char *ciphers,
+    const char *ciphersuites)
+{
+	return server_new_for(min_version, ciphers, ciphersuites, 3600);
 }
 
 static struct tls_client *
@@ -458,31 +467,48 @@ test_versions_and_info(void **state)
 	tls_client_free(&c);
 }
 
-/* A second connection resumes the session, keeping its SNI name. */
+/*
+ * A second connection resumes the session, keeping its SNI name: on the
+ * same server context, on a new one (a reload: the ticket keys are the
+ * process's), and never with resumption off.
+ */
 static void
 test_resumption(void **state)
 {
 	static const struct {
 		const char *label;
 		int	 version;
+		bool	 reload;
+		unsigned lifetime_s;
 	} cases[] = {
-		{ "TLS 1.2", TLS1_2_VERSION },
-		{ "TLS 1.3", TLS1_3_VERSION },
+		{ "TLS 1.2", TLS1_2_VERSION, false, 3600 },
+		{ "TLS 1.3", TLS1_3_VERSION, false, 3600 },
+		{ "TLS 1.2 after reload", TLS1_2_VERSION, true, 3600 },
+		{ "TLS 1.3 after reload", TLS1_3_VERSION, true, 3600 },
+		{ "TLS 1.2 off", TLS1_2_VERSION, false, 0 },
+		{ "TLS 1.3 off", TLS1_3_VERSION, false, 0 },
 	};
-	struct tls_server *t = server_new(NULL, NULL, NULL);
 	struct tls_client *c = client_new(true, tpath(0, "ca.pem"));
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tls_server *t = server_new_for(NULL, NULL, NULL,
+		    cases[i].lifetime_s);
 		SSL_SESSION *sess = NULL;
 
 		for (int round = 0; round < 2; round++) {
 			SSL	*cli = tls_client_ssl_new(c,
 			    "mail.example.org");
-			SSL	*srv = tls_server_ssl_new(t);
+			SSL	*srv;
 			struct tls_info si;
 			char	 cn[128];
+			int	 want = round == 1 && cases[i].lifetime_s > 0;
 
+			if (round == 1 && cases[i].reload) {
+				tls_server_free(&t);
+				t = server_new(NULL, NULL, NULL);
+			}
+			srv = tls_server_ssl_new(t);
 			SSL_set_max_proto_version(cli, cases[i].version);
 			if (sess != NULL)
 				SSL_set_session(cli, sess);
@@ -491,7 +517,7 @@ test_resumption(void **state)
 				    "failed", cases[i].label, round);
 			tls_session_info(srv, &si);
 			peer_cn(cli, cn, sizeof(cn));
-			if (SSL_session_reused(srv) != round ||
+			if (SSL_session_reused(srv) != want ||
 			    strcmp(si.sni, "mail.example.org") != 0 ||
 			    strcmp(cn, "mail.example.org") != 0)
 				fail_msg("case \"%s\" round %d: got reused=%d "
@@ -506,9 +532,51 @@ test_resumption(void **state)
 			SSL_free(srv);
 		}
 		SSL_SESSION_free(sess);
+		tls_server_free(&t);
 	}
 	tls_client_free(&c);
-	tls_server_free(&t);
+}
+
+/*
+ * Ticket keys: one encrypts for TLS_TICKET_ROTATE_MS, then decrypts (and
+ * asks for a new ticket) for as long again, then is gone.
+ */
+static void
+test_ticket_rotation(void **state)
+{
+	const uint64_t P = TLS_TICKET_ROTATE_MS, t0 = 1000;
+	struct tls_ticket_ring r;
+	struct tls_ticket_key k1, k2, k3, got;
+	unsigned char unknown[16] = { 0 };
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0, NULL, &k1), 1);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, NULL, &got), 1);
+	assert_memory_equal(got.name, k1.name, sizeof(k1.name));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, k1.name, &got),
+	    1);
+	assert_memory_equal(got.aes, k1.aes, sizeof(k1.aes));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, unknown, &got),
+	    0);
+	/* Rotated: a new key encrypts, the old one still decrypts. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P, NULL, &k2), 1);
+	assert_memory_not_equal(k2.name, k1.name, sizeof(k1.name));
+	assert_memory_not_equal(k2.aes, k1.aes, sizeof(k1.aes));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P, k1.name, &got), 2);
+	assert_memory_equal(got.hmac, k1.hmac, sizeof(k1.hmac));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P - 1, k1.name,
+	    &got), 2);
+	/* A decryption alone rotates too, and k1 is gone. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, k1.name, &got),
+	    0);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, k2.name, &got),
+	    2);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, NULL, &k3), 1);
+	assert_memory_not_equal(k3.name, k2.name, sizeof(k2.name));
+	/* After a long idle spell the retired key is too old as well. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 10 * P, k3.name, &got),
+	    0);
 }
 
 /* Freeing the server while a handshake is under way must be safe (reload). */
@@ -561,7 +629,7 @@ test_errors(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct tls_cert_spec spec = { cert, key, NULL };
 		struct tls_server_opts o = { &spec, 1, cases[i].min,
-		    cases[i].ciphers, NULL };
+		    cases[i].ciphers, NULL, 0 };
 		struct tls_server *t;
 		const char *err = NULL;
 
@@ -584,7 +652,7 @@ test_errors(void **state)
 			    cases[i].label, err ? err : "(null)", want);
 	}
 	{
-		struct tls_server_opts o = { NULL, 0, NULL, NULL, NULL };
+		struct tls_server_opts o = { NULL, 0, NULL, NULL, NULL, 0 };
 		struct tls_client_opts co = { false, tpath(0, "nope.pem"),
 		    NULL };
 		const char *err = NULL;
@@ -668,7 +736,7 @@ test_selfsigned(void **state)
 	/* It loads as a server certificate and a client can verify it. */
 	{
 		struct tls_cert_spec spec = { cert, key, NULL };
-		struct tls_server_opts o = { &spec, 1, NULL, NULL, NULL };
+		struct tls_server_opts o = { &spec, 1, NULL, NULL, NULL, 0 };
 		struct tls_server *t = tls_server_new(&o, &err);
 		struct tls_client *c;
 		SSL	*cli, *srv;
@@ -727,6 +795,7 @@ main(void)
 		cmocka_unit_test(test_client_verify),
 		cmocka_unit_test(test_versions_and_info),
 		cmocka_unit_test(test_resumption),
+		cmocka_unit_test(test_ticket_rotation),
 		cmocka_unit_test(test_free_during_handshake),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_selfsigned),
