@@ -13,6 +13,7 @@ import pytest
 
 from conftest import (listen_config, log_events, make_config, send_message,
     unverified_context, wait_for)
+from test_metrics import metrics_server, scrape
 
 BODY = "Subject: resume\r\nMessage-Id: <resume-%d@example.net>\r\n\r\nhi\r\n"
 
@@ -70,7 +71,8 @@ VERSIONS = [pytest.param(ssl.TLSVersion.TLSv1_3, id="TLSv1.3"),
 @pytest.mark.parametrize("version", VERSIONS)
 def test_second_starttls_resumes_the_session(make_postern, tmp_path,
         version):
-    srv = make_postern(extra=["tls self-signed %s" % (tmp_path / "tls")])
+    srv, mport = metrics_server(make_postern,
+        ["tls self-signed %s" % (tmp_path / "tls")])
     ctx = client_context(version)
     sess, reused = deliver_over_tls(srv, ctx, n=1)
     assert not reused and sess is not None
@@ -79,6 +81,10 @@ def test_second_starttls_resumes_the_session(make_postern, tmp_path,
     _, reused = deliver_over_tls(srv, ctx, sess2, n=3)
     assert reused, "the session of a resumed handshake did not resume"
     assert resumed_flags(srv, 3) == ["no", "yes", "yes"]
+    m = scrape(mport)
+    v = "TLSv1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLSv1.2"
+    assert (m['postern_tls_sessions_total{version="%s"}' % v],
+        m['postern_tls_resumed_total{version="%s"}' % v]) == (3, 2), m
     delivered(srv, 3)
     bodies = b"".join(open(p, "rb").read() for p in srv.maildir("bob"))
     for i in (1, 2, 3):
