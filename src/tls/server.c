@@ -258,8 +258,12 @@ tls_server_ctx_new(const struct tls_server_opts *o, int min_version,
 	 */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
-	/* Idle SMTP sessions are common: free the buffers between records. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * No SSL_MODE_RELEASE_BUFFERS: freeing and remaking the record
+	 * buffers around every record cost 5% more CPU a message, and an
+	 * idle session held more memory with it than without (42 against
+	 * 37 KiB: the freed buffers stay in the allocator's heaps).
+	 */
 	if (o->ciphers != NULL && SSL_CTX_set_cipher_list(ctx,
 	    o->ciphers) != 1) {
 		*err_out = tls_err_ssl("ciphers \"%.200s\"", o->ciphers);
