@@ -57,7 +57,10 @@ struct tls_server;
  * Load every pair of o->certs (the paths are not kept) and build the
  * server context.  SNI picks a certificate by exact name, then by a
  * wildcard matching exactly one label ("*.example.org" matches
- * "a.example.org", not "a.b.example.org"), then certs[0].  Returns NULL
+ * "a.example.org", not "a.b.example.org"), then certs[0].  A pair with
+ * exactly the names of an earlier one and a key of another type (ECDSA
+ * and RSA) is offered with it: each handshake gets the one the client's
+ * signature algorithms allow, ECDSA first.  Returns NULL
  * with *err_out, e.g. "cert /path: No such file or directory" or
  * "key does not match certificate /path (key /path)".
  */

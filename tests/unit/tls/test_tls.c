@@ -80,11 +80,11 @@ write_pem(const char *path, X509 *x, X509 *chain, EVP_PKEY *k)
  * <base>.key.  Returns the certificate (owned by the caller).
  */
 static X509 *
-make_cert(const char *base, const char *cn, const char *san, bool with_chain,
-    EVP_PKEY **key_out)
+make_cert_key(const char *base, const char *cn, const char *san,
+    bool with_chain, EVP_PKEY **key_out, bool rsa)
 {
 	static long serial = 1;
-	EVP_PKEY *k = EVP_EC_gen("P-256");
+	EVP_PKEY *k = rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256");
 	X509	*x = X509_new(), *issuer = ca_cert;
 	char	 name[128];
 
@@ -122,6 +122,14 @@ make_cert(const char *base, const char *cn, const char *san, bool with_chain,
 	return x;
 }
 
+/* The same, with an EC P-256 key. */
+static X509 *
+make_cert(const char *base, const char *cn, const char *san, bool with_chain,
+    EVP_PKEY **key_out)
+{
+	return make_cert_key(base, cn, san, with_chain, key_out, false);
+}
+
 static int
 group_setup(void **state)
 {
@@ -140,6 +148,13 @@ group_setup(void **state)
 	    NULL));
 	X509_free(make_cert("other", "other.example.com",
 	    "DNS:other.example.com", false, NULL));
+	/* One name, an RSA and an ECDSA certificate (and a second ECDSA). */
+	X509_free(make_cert_key("duo-rsa", "rsa.duo.example", "DNS:duo.example",
+	    false, NULL, true));
+	X509_free(make_cert("duo-ec", "ec.duo.example", "DNS:duo.example",
+	    false, NULL));
+	X509_free(make_cert("duo-ec2", "ec2.duo.example", "DNS:duo.example",
+	    false, NULL));
 	/* Not PEM at all. */
 	write_pem(tpath(0, "empty.pem"), NULL, NULL, NULL);
 	return 0;
@@ -293,6 +308,22 @@ peer_cn(SSL *cli, char *buf, size_t bufsz)
 		    NID_commonName, buf, (int)bufsz);
 }
 
+/* Handshake, then the certificate's CN must be want_cn; frees both. */
+static void
+expect_cert(SSL *cli, SSL *srv, const char *label, const char *want_cn)
+{
+	char	 cn[128];
+
+	if (pump(cli, srv) == -1)
+		fail_msg("case \"%s\": handshake failed", label);
+	peer_cn(cli, cn, sizeof(cn));
+	if (strcmp(cn, want_cn) != 0)
+		fail_msg("case \"%s\": got cert \"%s\", want \"%s\"", label,
+		    cn, want_cn);
+	SSL_free(cli);
+	SSL_free(srv);
+}
+
 static void
 test_sni_selection(void **state)
 {
@@ -320,7 +351,6 @@ test_sni_selection(void **state)
 	};
 	struct tls_server *t = server_new(NULL, NULL, NULL);
 	struct tls_client *c = client_new(false, NULL);
-	char	 cn[128];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -330,15 +360,7 @@ test_sni_selection(void **state)
 		if (cli == NULL)
 			fail_msg("case \"%s\": tls_client_ssl_new failed",
 			    cases[i].label);
-		if (pump(cli, srv) == -1)
-			fail_msg("case \"%s\": handshake failed",
-			    cases[i].label);
-		peer_cn(cli, cn, sizeof(cn));
-		if (strcmp(cn, cases[i].want_cn) != 0)
-			fail_msg("case \"%s\": got cert \"%s\", want \"%s\"",
-			    cases[i].label, cn, cases[i].want_cn);
-		SSL_free(cli);
-		SSL_free(srv);
+		expect_cert(cli, srv, cases[i].label, cases[i].want_cn);
 	}
 	tls_client_free(&c);
 	tls_server_free(&t);
@@ -579,6 +601,67 @@ test_ticket_rotation(void **state)
 	    0);
 }
 
+/*
+ * RSA and ECDSA certificates for one name are offered together: the
+ * client's signature algorithms pick one, ECDSA when it takes both; a
+ * second ECDSA one for the same name adds nothing.  Other names still get
+ * the default.
+ */
+static void
+test_rsa_and_ecdsa(void **state)
+{
+	static const struct {
+		const char *label, *sni, *sigalgs, *want_cn;
+		int	 version;
+	} cases[] = {
+		{ "1.3 both", "duo.example", NULL, "ec.duo.example",
+		  TLS1_3_VERSION },
+		{ "1.3 RSA only", "duo.example",
+		  "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384", "rsa.duo.example",
+		  TLS1_3_VERSION },
+		{ "1.3 ECDSA only", "duo.example", "ecdsa_secp256r1_sha256",
+		  "ec.duo.example", TLS1_3_VERSION },
+		{ "1.2 RSA only", "duo.example", "RSA+SHA256",
+		  "rsa.duo.example", TLS1_2_VERSION },
+		{ "1.2 both", "duo.example", NULL, "ec.duo.example",
+		  TLS1_2_VERSION },
+		{ "other name", "mail.example.org", NULL, "mail.example.org",
+		  TLS1_3_VERSION },
+	};
+	const char *stems[] = { "default", "duo-rsa", "duo-ec", "duo-ec2",
+	    "mail" };
+	static char paths[10][256];
+	struct tls_cert_spec specs[5];
+	struct tls_server_opts o = { specs, 5, NULL, NULL, NULL, 0 };
+	struct tls_client *c = client_new(false, NULL);
+	struct tls_server *t;
+	const char *err = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(paths[2 * i], sizeof(paths[0]), "%s/%s.pem", tdir,
+		    stems[i]);
+		snprintf(paths[2 * i + 1], sizeof(paths[0]), "%s/%s.key", tdir,
+		    stems[i]);
+		specs[i] = (struct tls_cert_spec){ paths[2 * i],
+		    paths[2 * i + 1], NULL };
+	}
+	if ((t = tls_server_new(&o, &err)) == NULL)
+		fail_msg("tls_server_new: %s", err);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SSL	*cli = tls_client_ssl_new(c, cases[i].sni);
+		SSL	*srv = tls_server_ssl_new(t);
+
+		SSL_set_max_proto_version(cli, cases[i].version);
+		if (cases[i].sigalgs != NULL)
+			ASSERT(SSL_set1_sigalgs_list(cli,
+			    cases[i].sigalgs) == 1);
+		expect_cert(cli, srv, cases[i].label, cases[i].want_cn);
+	}
+	tls_server_free(&t);
+	tls_client_free(&c);
+}
+
 /* Freeing the server while a handshake is under way must be safe (reload). */
 static void
 test_free_during_handshake(void **state)
@@ -796,6 +879,7 @@ main(void)
 		cmocka_unit_test(test_versions_and_info),
 		cmocka_unit_test(test_resumption),
 		cmocka_unit_test(test_ticket_rotation),
+		cmocka_unit_test(test_rsa_and_ecdsa),
 		cmocka_unit_test(test_free_during_handshake),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_selfsigned),
