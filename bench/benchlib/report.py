@@ -5,6 +5,7 @@ import statistics
 
 TITLES = {
 	"starttls": "STARTTLS on every connection",
+	"starttls-resume": "STARTTLS on every connection, sessions resumed",
 	"relay": "Relay through the queue to an upstream smtp-sink",
 	"rcpt10": "Ten recipients per message, ten Maildirs",
 	"big": "One big message",
@@ -21,6 +22,15 @@ HOW = {
 		"dialogue alone, messages dropped): the client's own ceiling. "
 		"Postfix: smtpd_tls_security_level = may. No session resumption "
 		"(every connection a full handshake).",
+	"starttls-resume": "smtpload -t -R: as starttls, but each of the "
+		"client's sessions offers the TLS session of its previous "
+		"connection (as an MTA with a TLS session cache does), so every "
+		"handshake after a session's first is an abbreviated one, without "
+		"the RSA operation. postern: `tls session-lifetime` at its "
+		"default (1h, tickets); Postfix: its defaults (TLS 1.3 tickets, "
+		"keys from tlsmgr); tlssink: OpenSSL's. A cell fails unless every "
+		"handshake but each session's first resumed; the resumed column "
+		"counts them.",
 	"relay": "smtpload, a new connection per message; postern `action "
 		"relay \"smtp://127.0.0.1:PORT\"`, Postfix `relayhost = "
 		"[127.0.0.1]:PORT`, both to an smtp-sink on the same machine, "
@@ -94,16 +104,21 @@ def message_table(rows, name):
 		   "CPU ms/msg", "peak RSS sum", "found (last run)"]
 	if big:	# is memory flat in the size of the message?
 		hdr[4:4] = ["RSS sum before", "VmHWM sum"]
+	tls = name.startswith("starttls")
+	if tls:
+		hdr.append("resumed handshakes (last run)")
 	out = ["| " + " | ".join(hdr) + " |", "|---|" + "---:|" * (
 	    len(hdr) - 1)]
 	med = {}
 	notes = []
 	for label, runs in rows:
 		bad = [r for r in runs if not r["ok"]]
+		resumed = " %s of %s |" % (runs[-1].get("resumed", "-"),
+		    runs[-1].get("handshakes", "-")) if tls else ""
 		if bad:
-			out.append("| %s | FAILED | FAILED |%s - | - | %s |" % (
+			out.append("| %s | FAILED | FAILED |%s - | - | %s |%s" % (
 				label, " - | - |" if big else "",
-				runs[-1].get("landed")))
+				runs[-1].get("landed"), resumed))
 			notes.append("%s: %s" % (label, bad[0].get("why", "failed")))
 			continue
 		m = {k: median_of(runs, k) for k in (rate, e2e, "cpu_ms")}
@@ -115,10 +130,10 @@ def message_table(rows, name):
 			extra = " %s | %s |" % (fmt_kib(max(r["rss_before"]
 			    for r in runs)), fmt_kib(max(r["mem"]["hwm_sum"]
 			    for r in runs)))
-		out.append("| %s | %s | %s | %s |%s %s | %s |" % (
+		out.append("| %s | %s | %s | %s |%s %s | %s |%s" % (
 			label, fmt(m[rate], spec), fmt(m[e2e], spec),
 			fmt(m["cpu_ms"], "{:.2f}"), extra, fmt_kib(m["rss"]),
-			runs[-1].get("landed")))
+			runs[-1].get("landed"), resumed))
 	return out, med, notes, (rate, e2e)
 
 

@@ -1,4 +1,5 @@
-"""The workloads beyond plain SMTP: STARTTLS, relay through the queue, ten
+"""The workloads beyond plain SMTP: STARTTLS (full handshakes, or sessions
+resumed as an MTA with a session cache does), relay through the queue, ten
 recipients, one big message, idle connections, and postern with a handler
 chain or a Lua handler.  Each cell starts one server on a fresh folder (a
 fresh loop mount in bench/run), drives it with bench/tools/smtpload (or
@@ -7,6 +8,7 @@ Maildir files, or the count of the sink that received them.  Every wait is
 bounded."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,8 +19,9 @@ from benchlib.common import (BENCH, LABEL, MSG_LEN, RCPT, SENDER, MemSampler,
 from benchlib.idle import measure_idle, tree_rss_kb
 from benchlib.servers import CLASSES
 
-NAMES = ("plain", "starttls", "relay", "rcpt10", "big", "idle", "chain",
-    "lua")
+NAMES = ("plain", "starttls", "starttls-resume", "relay", "rcpt10", "big",
+    "idle", "chain", "lua")
+TLS_NAMES = ("starttls", "starttls-resume")
 TOOLS = os.path.join(BENCH, "tools")
 BIG_LEN = 50 * 1024 * 1024
 RCPTS = 10
@@ -106,7 +109,7 @@ def variants(name, ctx):
 	base = {"tools": ctx.tools, "scrape_out": ctx.scrape_out}
 	if ctx.binary:
 		base["binary"] = ctx.binary
-	sink = "tls-sink" if name == "starttls" else "smtp-sink"
+	sink = "tls-sink" if name in TLS_NAMES else "smtp-sink"
 	out = []
 	if name in ("chain", "lua"):
 		if "postern" in ctx.servers:
@@ -128,7 +131,7 @@ LABELS = dict(LABEL, **{"tls-sink": "tls-sink"})
 
 def server_opts(name, kind, opts, ctx, upstream_port):
 	"""Fill in what scenario name changes for a server of kind."""
-	if name == "starttls" and kind != "smtp-sink":
+	if name in TLS_NAMES and kind != "smtp-sink":
 		opts["cert"], opts["key"] = ctx.cert, ctx.key
 	if kind in ("postern", "postern-metrics"):
 		if name == "relay":
@@ -212,12 +215,16 @@ def run_cell(name, variant, ctx, workroot):
 	return res
 
 
-def smtpload(srv, ctx, n, conc, tls=False, rcpts=1, length=MSG_LEN):
-	"""Run the load client; (seconds, error text or None)."""
+def smtpload(srv, ctx, n, conc, tls=False, rcpts=1, length=MSG_LEN,
+    resume=False, counts=None):
+	"""Run the load client; (start, end, error text or None).  counts, a
+	dict: gets what smtpload reports (handshakes, resumed)."""
 	cmd = [ctx.tools["smtpload"], "-m", str(n), "-s", str(conc), "-r",
 	    str(rcpts), "-l", str(length), "-f", SENDER, "-T", RCPT]
 	if tls:
 		cmd.append("-t")
+	if resume:
+		cmd.append("-R")
 	cmd.append("127.0.0.1:%d" % srv.port)
 	t0 = time.monotonic()
 	try:
@@ -226,6 +233,9 @@ def smtpload(srv, ctx, n, conc, tls=False, rcpts=1, length=MSG_LEN):
 		err = None if r.returncode == 0 and not r.stderr.strip() else \
 		    "smtpload exit %d: %s" % (r.returncode,
 		    (r.stderr.strip().splitlines() or [""])[-1])
+		if counts is not None:
+			counts.update((k, int(v)) for k, v in re.findall(
+			    r"(handshakes|resumed)=(\d+)", r.stdout))
 	except subprocess.TimeoutExpired:
 		err = "smtpload timed out after %ds" % ctx.timeout
 	return t0, time.monotonic(), err
@@ -269,12 +279,16 @@ def finish(res, t0, t1, n, want, got, t2, err):
 		res["ok"] = True
 
 
-def measure_messages(srv, up, ctx, res, tls=False, rcpts=1):
+def measure_messages(srv, up, ctx, res, tls=False, rcpts=1, resume=False):
 	n = ctx.messages
-	t0, t1, err = smtpload(srv, ctx, n, ctx.concurrency, tls, rcpts)
+	counts = {}
+	t0, t1, err = smtpload(srv, ctx, n, ctx.concurrency, tls, rcpts,
+	    resume=resume, counts=counts)
 	want = n * rcpts if srv.mailbase is not None else n
 	got, t2 = landed(srv, ctx, want, err)
 	finish(res, t0, t1, n, want, got, t2, err)
+	if tls:
+		res.update(counts)
 	if not err and srv.mailbase is not None and rcpts > 1:
 		per = per_maildir(srv.mailbase)
 		if sorted(per.values()) != [n] * rcpts:
@@ -294,6 +308,18 @@ def per_maildir(base):
 
 def measure_starttls(srv, up, ctx, res):
 	measure_messages(srv, up, ctx, res, tls=True)
+
+
+def measure_starttls_resume(srv, up, ctx, res):
+	"""Each client thread offers its previous session: every handshake
+	after a thread's first must have resumed, or the cell fails (a
+	server that does not resume would be measured doing full ones)."""
+	measure_messages(srv, up, ctx, res, tls=True, resume=True)
+	want = ctx.messages - min(ctx.concurrency, ctx.messages)
+	if res["ok"] and res.get("resumed", 0) < want:
+		res["ok"] = False
+		res["why"] = "%s of %d handshakes resumed (want %d)" % (
+		    res.get("resumed"), res.get("handshakes", 0), want)
 
 
 def measure_rcpt10(srv, up, ctx, res):
@@ -334,7 +360,8 @@ def measure_big(srv, up, ctx, res):
 			res["why"] = "Maildir file of %d octets" % size
 
 
-MEASURE = {"starttls": measure_starttls, "relay": measure_relay,
+MEASURE = {"starttls": measure_starttls,
+    "starttls-resume": measure_starttls_resume, "relay": measure_relay,
     "rcpt10": measure_rcpt10, "big": measure_big,
     "chain": measure_messages, "lua": measure_messages,
     "idle": measure_idle}

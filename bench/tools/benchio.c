@@ -136,14 +136,15 @@ bconn_write(struct bconn *c, const void *p, size_t n)
 }
 
 int
-bconn_tls(struct bconn *c, SSL_CTX *ctx, int server)
+bconn_tls(struct bconn *c, SSL_CTX *ctx, int server, SSL_SESSION *sess)
 {
 	if (c->off != c->len) {
 		fprintf(stderr, "tls: peer sent data before the handshake\n");
 		return -1;
 	}
 	c->ssl = SSL_new(ctx);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+	    (sess != NULL && SSL_set_session(c->ssl, sess) != 1)) {
 		bconn_perror("SSL_new");
 		return -1;
 	}

@@ -26,8 +26,9 @@ int	bconn_timeouts(int fd, int secs);
 int	bconn_read_line(struct bconn *c, char *line, size_t *len_out);
 /* The whole buffer, or -1. */
 int	bconn_write(struct bconn *c, const void *p, size_t n);
-/* Handshake on an already connected socket; -1 with the reason printed. */
-int	bconn_tls(struct bconn *c, SSL_CTX *ctx, int server);
+/* Handshake on an already connected socket, a client offering sess (NULL:
+ * none) to resume; -1 with the reason printed. */
+int	bconn_tls(struct bconn *c, SSL_CTX *ctx, int server, SSL_SESSION *sess);
 /* Print the OpenSSL error queue (or errno) after what, on stderr. */
 void	bconn_perror(const char *what);
 

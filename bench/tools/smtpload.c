@@ -1,7 +1,10 @@
 /* smtpload.c: an SMTP load client for bench/run.  N messages over C
  * concurrent connections, a new connection per message, each one EHLO,
  * [STARTTLS, EHLO,] MAIL, RCPT x R, DATA, QUIT; every reply checked, every
- * wait bounded by the socket timeouts.  Prints "messages=N seconds=S". */
+ * wait bounded by the socket timeouts.  With -R each of the C threads
+ * offers the TLS session of its previous connection, as an MTA with a
+ * session cache does.  Prints "messages=N seconds=S handshakes=H
+ * resumed=R". */
 #include "benchio.h"
 
 #include <arpa/inet.h>
@@ -24,6 +27,7 @@ struct load_opts {
 	int	 rcpts;
 	long	 length;
 	int	 tls;
+	int	 resume;
 	int	 timeout_s;
 	const char *from;
 	const char *to;
@@ -39,12 +43,14 @@ static size_t load_body_len;
 static atomic_long load_next;
 static atomic_long load_done;
 static atomic_int load_failed;
+static atomic_long load_handshakes;
+static atomic_long load_resumed;
 static pthread_mutex_t load_err_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
 load_usage(void)
 {
-	fprintf(stderr, "usage: smtpload [-t] [-m messages] [-s sessions] "
+	fprintf(stderr, "usage: smtpload [-t [-R]] [-m messages] [-s sessions] "
 	    "[-r rcpts] [-l length] [-f from] [-T to] [-w timeout_s] "
 	    "IP:PORT\n");
 	exit(2);
@@ -115,20 +121,28 @@ load_envelope(struct bconn *c, long msg)
 	return 0;
 }
 
+/* STARTTLS and the handshake, offering *sess (kept in resume mode). */
 static int
-load_session(struct bconn *c, long msg)
+load_starttls(struct bconn *c, long msg, SSL_SESSION **sess)
+{
+	if (load_cmd(c, msg, "STARTTLS\r\n", '2') == -1)
+		return -1;
+	if (bconn_tls(c, load_ctx, 0, *sess) == -1)
+		return load_fail(msg, "TLS handshake", NULL);
+	atomic_fetch_add(&load_handshakes, 1);
+	if (SSL_session_reused(c->ssl))
+		atomic_fetch_add(&load_resumed, 1);
+	return load_cmd(c, msg, "EHLO bench.client\r\n", '2');
+}
+
+static int
+load_session(struct bconn *c, long msg, SSL_SESSION **sess)
 {
 	if (load_expect(c, msg, "greeting", '2') == -1 ||
 	    load_cmd(c, msg, "EHLO bench.client\r\n", '2') == -1)
 		return -1;
-	if (opts.tls) {
-		if (load_cmd(c, msg, "STARTTLS\r\n", '2') == -1)
-			return -1;
-		if (bconn_tls(c, load_ctx, 0) == -1)
-			return load_fail(msg, "TLS handshake", NULL);
-		if (load_cmd(c, msg, "EHLO bench.client\r\n", '2') == -1)
-			return -1;
-	}
+	if (opts.tls && load_starttls(c, msg, sess) == -1)
+		return -1;
 	if (load_envelope(c, msg) == -1 ||
 	    load_cmd(c, msg, "DATA\r\n", '3') == -1)
 		return -1;
@@ -137,13 +151,20 @@ load_session(struct bconn *c, long msg)
 	if (load_expect(c, msg, "end of data", '2') == -1 ||
 	    load_cmd(c, msg, "QUIT\r\n", '2') == -1)
 		return -1;
-	if (c->ssl != NULL)
-		SSL_shutdown(c->ssl);
+	if (c->ssl == NULL)
+		return 0;
+	SSL_shutdown(c->ssl);
+	/* The newest session (TLS 1.3: the ticket that came with the
+	 * replies) for the next connection. */
+	if (opts.resume) {
+		SSL_SESSION_free(*sess);
+		*sess = SSL_get1_session(c->ssl);
+	}
 	return 0;
 }
 
 static int
-load_one(long msg)
+load_one(long msg, SSL_SESSION **sess)
 {
 	struct bconn c;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -160,7 +181,7 @@ load_one(long msg)
 		bconn_clear(&c);
 		return -1;
 	}
-	int r = load_session(&c, msg);
+	int r = load_session(&c, msg, sess);
 	bconn_clear(&c);
 	return r;
 }
@@ -168,16 +189,19 @@ load_one(long msg)
 static void *
 load_thread(void *arg)
 {
+	SSL_SESSION *sess = NULL;
+
 	(void)arg;
 	for (;;) {
 		long msg = atomic_fetch_add(&load_next, 1);
 
 		if (msg >= opts.messages || atomic_load(&load_failed) != 0)
 			break;
-		if (load_one(msg) == -1)
+		if (load_one(msg, &sess) == -1)
 			break;
 		atomic_fetch_add(&load_done, 1);
 	}
+	SSL_SESSION_free(sess);
 	ERR_clear_error();
 	return NULL;
 }
@@ -229,9 +253,10 @@ load_parse(int argc, char **argv)
 {
 	int ch;
 
-	while ((ch = getopt(argc, argv, "tm:s:r:l:f:T:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "tRm:s:r:l:f:T:w:")) != -1) {
 		switch (ch) {
 		case 't': opts.tls = 1; break;
+		case 'R': opts.resume = 1; break;
 		case 'm': opts.messages = atol(optarg); break;
 		case 's': opts.sessions = atoi(optarg); break;
 		case 'r': opts.rcpts = atoi(optarg); break;
@@ -242,7 +267,8 @@ load_parse(int argc, char **argv)
 		default: load_usage();
 		}
 	}
-	if (optind != argc - 1 || opts.messages < 1 || opts.sessions < 1 ||
+	if (optind != argc - 1 || (opts.resume && !opts.tls) ||
+	    opts.messages < 1 || opts.sessions < 1 ||
 	    opts.sessions > 10000 || opts.rcpts < 1 || opts.rcpts > 1000 ||
 	    opts.length < 0 || opts.timeout_s < 1 || strlen(opts.from) > 256 ||
 	    strlen(opts.to) > 256)
@@ -278,9 +304,10 @@ main(int argc, char **argv)
 	for (int i = 0; i < opts.sessions; i++)
 		pthread_join(th[i], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("messages=%ld seconds=%.3f\n", atomic_load(&load_done),
-	    (double)(t1.tv_sec - t0.tv_sec) +
-	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	printf("messages=%ld seconds=%.3f handshakes=%ld resumed=%ld\n",
+	    atomic_load(&load_done), (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+	    atomic_load(&load_handshakes), atomic_load(&load_resumed));
 	free(th);
 	free(load_body);
 	SSL_CTX_free(load_ctx);

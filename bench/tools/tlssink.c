@@ -1,5 +1,6 @@
 /* tlssink.c: the SMTP dialogue with STARTTLS and nothing else, the TLS
- * ceiling for bench/run (smtp-sink has no TLS).  A thread per connection;
+ * ceiling for bench/run (smtp-sink has no TLS); clients may resume their
+ * sessions.  A thread per connection;
  * messages are read to the final dot and dropped.  Every 100 ms the count
  * so far is printed as "mesg=N" when it changed; SIGTERM ends it. */
 #include "benchio.h"
@@ -59,7 +60,7 @@ sink_command(struct bconn *c, const char *line)
 	if (strncasecmp(line, "STARTTLS", 8) == 0 && c->ssl == NULL) {
 		if (sink_reply(c, "220 2.0.0 Ready to start TLS\r\n") == -1)
 			return -1;
-		return bconn_tls(c, sink_ctx, 1);
+		return bconn_tls(c, sink_ctx, 1, NULL);
 	}
 	if (strncasecmp(line, "DATA", 4) == 0) {
 		if (sink_reply(c, "354 End data with <CR><LF>.<CR><LF>\r\n")
@@ -158,6 +159,9 @@ sink_tls(const char *cert, const char *key)
 		bconn_perror("tlssink: certificate");
 		return NULL;
 	}
+	/* Resumption as OpenSSL has it (tickets, a session cache), with one
+	 * ticket per handshake, as a client resuming needs. */
+	SSL_CTX_set_num_tickets(ctx, 1);
 	return ctx;
 }
 

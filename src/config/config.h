@@ -407,6 +407,8 @@ struct config {
 	char			*tls_min_version; /* "tls min-version"; NULL: TLSv1.2 */
 	char			*tls_ciphers;	/* "tls ciphers"; NULL: OpenSSL's */
 	char			*tls_ciphersuites; /* "tls ciphersuites" */
+	unsigned		 tls_session_lifetime_s; /* "tls session-
+						   lifetime"; 3600; 0: off */
 	struct config_limits	 limits;
 	struct util_cidr	*trusted;	/* owned array: "trusted CIDR...":
 						   clients the per-address limits

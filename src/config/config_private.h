@@ -62,6 +62,7 @@ struct cfg_parser {
 	int			 seen_user, seen_group, seen_workers, seen_auth;
 	int			 seen_tls_selfsigned, seen_tls_minver;
 	int			 seen_tls_ciphers, seen_tls_suites;
+	int			 seen_tls_lifetime;
 	int			 seen_conn_rate, seen_pipelining, seen_early_talker;
 	int			 seen_pid_file, seen_bind_retry;
 	int			 seen_log_format, seen_metrics;

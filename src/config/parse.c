@@ -531,6 +531,7 @@ cfg_defaults(struct config *c)
 	c->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (unsigned)ncpu;
 	cfg_limit_defaults(c);
 	cfg_queue_defaults(c);
+	c->tls_session_lifetime_s = 3600;
 	c->translog = (struct config_translog){ .commands = true,
 	    .replies = true, .file_max = 16ULL << 20, .total_max = 1ULL << 30 };
 	cfg_accounts_defaults(c);

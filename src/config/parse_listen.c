@@ -238,7 +238,29 @@ fail:
 
 #define CFG_TLS_USAGE "tls cert \"CERT\" key \"KEY\" [name NAME] | " \
 	"tls self-signed DIR | tls min-version TLSv1.2|TLSv1.3 | " \
-	"tls ciphers \"LIST\" | tls ciphersuites \"LIST\""
+	"tls ciphers \"LIST\" | tls ciphersuites \"LIST\" | " \
+	"tls session-lifetime DURATION|off"
+
+/* "tls session-lifetime 2h" (1s..12h) or "off" (0). */
+static void
+cfg_tls_lifetime(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	struct config *c = p->c;
+	const char *s = ln->toks[2].text;
+	uint64_t ms;
+
+	if (strcmp(s, "off") == 0) {
+		c->tls_session_lifetime_s = 0;
+		return;
+	}
+	if (util_parse_duration_ms(s, &ms) == -1 || ms < 1000 ||
+	    ms > 12 * 3600 * 1000ULL || ms % 1000 != 0) {
+		cfg_err(p, ln->lineno, "tls session-lifetime: %s is not off or "
+		    "a duration in whole seconds (1s..12h)", cfg_q(s));
+		return;
+	}
+	c->tls_session_lifetime_s = (unsigned)(ms / 1000);
+}
 
 void
 cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
@@ -270,6 +292,8 @@ cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
 	} else if (strcmp(what, "ciphersuites") == 0) {
 		dst = &c->tls_ciphersuites;
 		seen = &p->seen_tls_suites;
+	} else if (strcmp(what, "session-lifetime") == 0) {
+		seen = &p->seen_tls_lifetime;
 	} else {
 		cfg_err(p, ln->lineno, "tls: unknown setting %s (usage: %s)",
 		    cfg_q(what), CFG_TLS_USAGE);
@@ -283,6 +307,10 @@ cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
 	(void)util_snprintf(once, sizeof(once), "tls %s", what);
 	if (!cfg_once(p, ln, seen, once))
 		return;
+	if (dst == NULL) {
+		cfg_tls_lifetime(p, ln);
+		return;
+	}
 	if (dst == &c->tls_min_version &&
 	    strcmp(ln->toks[2].text, "TLSv1.2") != 0 &&
 	    strcmp(ln->toks[2].text, "TLSv1.3") != 0) {

@@ -449,10 +449,13 @@ conn_tls_done(struct conn *c)
 {
 	struct tls_info ti;
 	char sni[300];
+	unsigned version;
 
 	if (c->hs_ev != NULL)
 		evtimer_del(c->hs_ev);
 	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
+	version = strcmp(ti.protocol, "TLSv1.3") == 0 ? MET_TLS_13 :
+	    strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 : MET_TLS_OTHER;
 	c->params.tls_active = true;
 	if (c->cs != NULL)
 		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
@@ -461,11 +464,12 @@ conn_tls_done(struct conn *c)
 	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
 	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
 	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
-	    "bits=%d sni=\"%s\"", ti.protocol, ti.cipher, ti.bits,
-	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)));
-	metrics_inc(MET_TLS_SESSIONS, strcmp(ti.protocol, "TLSv1.3") == 0 ?
-	    MET_TLS_13 : strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 :
-	    MET_TLS_OTHER, 0);
+	    "bits=%d sni=\"%s\" resumed=%s", ti.protocol, ti.cipher, ti.bits,
+	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)),
+	    ti.resumed ? "yes" : "no");
+	metrics_inc(MET_TLS_SESSIONS, version, 0);
+	if (ti.resumed)
+		metrics_inc(MET_TLS_RESUMED, version, 0);
 	/* The session learns of TLS either way: AUTH depends on it. */
 	smtp_session_tls_started(c->smtp);
 	if (!c->started) {

@@ -32,6 +32,7 @@ conn_rt_tls(const struct config *cfg, const struct config_tls_cert *certs,
 		.min_version = cfg->tls_min_version,
 		.ciphers = cfg->tls_ciphers,
 		.ciphersuites = cfg->tls_ciphersuites,
+		.session_lifetime_s = cfg->tls_session_lifetime_s,
 	};
 	struct tls_server *t;
 

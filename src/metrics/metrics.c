@@ -65,6 +65,10 @@ static struct met_family met_counters[MET_NCOUNTERS] = {
 	[MET_TLS_SESSIONS] = { "postern_tls_sessions_total",
 	    "TLS handshakes completed (STARTTLS or implicit TLS), by version",
 	    "version", NULL, met_tls, NULL, N(met_tls), 1, false },
+	[MET_TLS_RESUMED] = { "postern_tls_resumed_total",
+	    "TLS handshakes that resumed a session (no private-key "
+	    "operation), by version", "version", NULL, met_tls, NULL,
+	    N(met_tls), 1, false },
 	[MET_MSG_ACCEPTED] = { "postern_messages_accepted_total",
 	    "Messages accepted (the final 250)", NULL, NULL, NULL, NULL, 1,
 	    1, false },

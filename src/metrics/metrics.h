@@ -21,6 +21,7 @@ enum metrics_counter {
 	MET_CONN_ACCEPTED,	/* connections admitted */
 	MET_CONN_REFUSED,	/* [enum metrics_refusal] */
 	MET_TLS_SESSIONS,	/* [enum metrics_tls] handshakes done */
+	MET_TLS_RESUMED,	/* [enum metrics_tls] of them, sessions resumed */
 	MET_MSG_ACCEPTED,	/* messages accepted (250 after the data) */
 	MET_MSG_BYTES,		/* octets of accepted messages */
 	MET_REPLIES_REFUSED,	/* [enum metrics_stage][4xx=0, 5xx=1] */

@@ -76,4 +76,5 @@ tls_session_info(SSL *ssl, struct tls_info *out)
 	}
 	if ((s = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) != NULL)
 		util_strlcpy(out->sni, s, sizeof(out->sni));
+	out->resumed = SSL_session_reused(ssl) == 1;
 }

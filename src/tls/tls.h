@@ -36,6 +36,13 @@ struct tls_server_opts {
 					   "TLSv1.3" */
 	const char	*ciphers;	/* TLS 1.2 list; NULL: OpenSSL's */
 	const char	*ciphersuites;	/* TLS 1.3 suites; NULL: OpenSSL's */
+	/*
+	 * How long a session may be resumed (tickets whose keys every
+	 * server context of the process shares, so they resume on any
+	 * thread and across a reload; a cache for TLS 1.2 clients without
+	 * tickets); 0: never, every handshake is full.  At most 12 h.
+	 */
+	unsigned	 session_lifetime_s;
 };
 
 /*
@@ -50,7 +57,10 @@ struct tls_server;
  * Load every pair of o->certs (the paths are not kept) and build the
  * server context.  SNI picks a certificate by exact name, then by a
  * wildcard matching exactly one label ("*.example.org" matches
- * "a.example.org", not "a.b.example.org"), then certs[0].  Returns NULL
+ * "a.example.org", not "a.b.example.org"), then certs[0].  A pair with
+ * exactly the names of an earlier one and a key of another type (ECDSA
+ * and RSA) is offered with it: each handshake gets the one the client's
+ * signature algorithms allow, ECDSA first.  Returns NULL
  * with *err_out, e.g. "cert /path: No such file or directory" or
  * "key does not match certificate /path (key /path)".
  */
@@ -74,6 +84,7 @@ struct tls_info {
 	 * through log_safe_into() before logging it.
 	 */
 	char	sni[256];
+	bool	resumed;	/* an abbreviated handshake (a session resumed) */
 };
 /* Fill *out from ssl after its handshake (either side); "" for unknowns. */
 void	tls_session_info(SSL *ssl, struct tls_info *out);

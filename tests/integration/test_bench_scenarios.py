@@ -1,5 +1,5 @@
 """bench/run's workloads, a handful of messages each, against postern only:
-STARTTLS on every connection, relay through the queue to an upstream sink,
+STARTTLS on every connection (full handshakes, and sessions resumed), relay through the queue to an upstream sink,
 ten recipients in ten Maildirs, one message of a few MiB, idle connections,
 the plain workload under a handler chain and under a Lua handler, and
 postern with its metrics endpoint scraped as the workload runs.  The
@@ -31,6 +31,13 @@ def maildir_files(base):
     return out
 
 
+def tls_resumed(srv):
+    """How many "tls" lines of postern's log say resumed=yes."""
+    with open(os.path.join(srv.dir, "postern.log"), errors="replace") as f:
+        return sum(" tls " in line and " resumed=yes" in line
+                   for line in f)
+
+
 def inspect(name, srv, up):
     """What arrived, seen from outside the scenario's own checks."""
     if name == "relay":
@@ -39,6 +46,8 @@ def inspect(name, srv, up):
         return {"sink": srv.count()}
     files = maildir_files(srv.mailbase)
     return {"files": len(files),
+            "tls_resumed": tls_resumed(srv) if name.startswith("starttls")
+            else None,
             "maildirs": sorted({os.path.dirname(os.path.dirname(p))
                                 for p, _ in files}),
             "subjects": sum(b"\nSubject: bench\r\n" in b or
@@ -68,11 +77,12 @@ def run(name, ctx, tmp_path, servers=None):
     return cells
 
 
-@pytest.mark.parametrize("name", ["starttls", "chain", "lua"])
+@pytest.mark.parametrize("name", ["starttls", "starttls-resume", "chain",
+                                  "lua"])
 def test_messages_land_in_the_maildir(ctx, tmp_path, name):
     cells = run(name, ctx, tmp_path)
     assert [c["server"] for c in cells] == (
-        ["postern"] if name == "starttls" else
+        ["postern"] if name.startswith("starttls") else
         ["postern", "postern+" + name])
     for c in cells:
         assert c["landed"] == MESSAGES
@@ -85,6 +95,33 @@ def test_starttls_sink_counts_what_it_was_sent(ctx, tmp_path):
     (c,) = run("starttls", ctx, tmp_path, servers=("smtp-sink",))
     assert c["server"] == "tls-sink"
     assert c["inspect"] == {"sink": MESSAGES}, c
+    assert (c["handshakes"], c["resumed"]) == (MESSAGES, 0), c
+
+
+@pytest.mark.parametrize("servers", [("postern",), ("smtp-sink",)])
+def test_starttls_resume_resumes_all_but_each_sessions_first(ctx, tmp_path,
+                                                            servers):
+    """Three client sessions, six messages: three full handshakes, then
+    three resumed ones, counted by the client and, for postern, in its
+    own log ("tls ... resumed=yes")."""
+    (c,) = run("starttls-resume", ctx, tmp_path, servers=servers)
+    assert (c["handshakes"], c["resumed"]) == (
+        MESSAGES, MESSAGES - ctx.concurrency), c
+    if servers == ("postern",):
+        assert c["inspect"]["tls_resumed"] == MESSAGES - ctx.concurrency, c
+    else:
+        assert c["inspect"] == {"sink": MESSAGES}, c
+
+
+def test_starttls_resume_fails_a_server_that_does_not_resume(ctx, tmp_path):
+    """A server with resumption off: the cell fails and says why."""
+    name = "starttls-resume"
+    (v,) = scenarios.variants(name, ctx)
+    v[2]["extra"] = "tls session-lifetime off\n"
+    res = scenarios.run_cell(name, v, ctx, str(tmp_path))
+    assert not res["ok"] and res["resumed"] == 0, res
+    assert res["why"] == "0 of %d handshakes resumed (want %d)" % (
+        MESSAGES, MESSAGES - ctx.concurrency), res
 
 
 def test_relay_counts_messages_at_the_upstream(ctx, tmp_path):

@@ -270,6 +270,45 @@ def test_listener_own_certificate(make_postern, pki):
         c.send("EHLO client.example"); c.expect(250)
 
 
+def rsa_cert(pki, stem, name):
+    """An RSA-2048 certificate for name from the test CA: STEM.pem/.key."""
+    with open(pki.path(stem + ".ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectAltName=DNS:%s\n" % name)
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout",
+        stem + ".key", "-out", stem + ".csr", "-subj", "/CN=rsa " + name,
+        cwd=pki.dir)
+    openssl("x509", "-req", "-in", stem + ".csr", "-CA", "ca.pem",
+        "-CAkey", "ca.key", "-CAcreateserial", "-days", "3", "-extfile",
+        stem + ".ext", "-out", stem + ".pem", cwd=pki.dir)
+    return 'tls cert "%s" key "%s"' % (pki.path(stem + ".pem"),
+        pki.path(stem + ".key"))
+
+
+@pytest.mark.parametrize("ciphers,want_cn", [
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", "mail.example.org"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "rsa mail.example.org"),
+    ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+     "mail.example.org"),
+])
+def test_rsa_and_ecdsa_certificates_for_one_name(make_postern, pki, ciphers,
+        want_cn):
+    """An RSA certificate beside the ECDSA one of mail.example.org: a TLS
+    1.2 client that takes only RSA gets it, others get ECDSA."""
+    srv = make_postern(extra=pki.config_lines() +
+        [rsa_cert(pki, "mail-rsa", "mail.example.org")])
+    ctx = pki.context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    with srv.session() as c:
+        c.hello()
+        c.starttls(ctx, "mail.example.org")
+        subject = dict(x[0] for x in c.sock.getpeercert()["subject"])
+        assert subject["commonName"] == want_cn, c.sock.getpeercert()
+        c.send("EHLO client.example"); c.expect(250)
+
+
 # ----- implicit TLS ------------------------------------------------------------
 
 def test_implicit_tls_handshake_then_greeting(make_postern, pki):

@@ -360,6 +360,44 @@ parse_case(const char *line, const char *want_err)
 	return c;
 }
 
+/* "tls session-lifetime DUR|off": seconds, 0 for off, 1 h by default. */
+static void
+test_tls_session_lifetime(void **state)
+{
+	static const struct {
+		const char *line, *err; unsigned want_s;
+	} cases[] = {
+		{ "# none", NULL, 3600 },
+		{ "tls session-lifetime 2h", NULL, 7200 },
+		{ "tls session-lifetime 12h", NULL, 43200 },
+		{ "tls session-lifetime 1s", NULL, 1 },
+		{ "tls session-lifetime off", NULL, 0 },
+		{ "tls session-lifetime 13h", "t:4: tls session-lifetime: "
+		  "\"13h\" is not off or a duration in whole seconds "
+		  "(1s..12h)\n", 0 },
+		{ "tls session-lifetime 1500ms", "t:4: tls session-lifetime: "
+		  "\"1500ms\" is not off or a duration in whole seconds "
+		  "(1s..12h)\n", 0 },
+		{ "tls session-lifetime 0", "t:4: tls session-lifetime: "
+		  "\"0\" is not off or a duration in whole seconds "
+		  "(1s..12h)\n", 0 },
+		{ "tls session-lifetime", "t:4: tls session-lifetime: needs "
+		  "one value\n", 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+
+		if (c == NULL)
+			continue;
+		if (c->tls_session_lifetime_s != cases[i].want_s)
+			fail_msg("case \"%s\": got %u", cases[i].line,
+			    c->tls_session_lifetime_s);
+		config_free(&c);
+	}
+}
+
 /* "workers N [pack|spread]": the count and how connections go to loops. */
 static void
 test_workers(void **state)
@@ -800,6 +838,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_limit_bounds),
 		cmocka_unit_test(test_workers),
+		cmocka_unit_test(test_tls_session_lifetime),
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_log_statements),
 		cmocka_unit_test(test_manual_documents_every_statement),

@@ -4,6 +4,7 @@
  * tls_client SSL and a tls_server SSL over a BIO pair.
  */
 #include "tls/tls.h"
+#include "tls/tls_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -79,11 +80,11 @@ write_pem(const char *path, X509 *x, X509 *chain, EVP_PKEY *k)
  * <base>.key.  Returns the certificate (owned by the caller).
  */
 static X509 *
-make_cert(const char *base, const char *cn, const char *san, bool with_chain,
-    EVP_PKEY **key_out)
+make_cert_key(const char *base, const char *cn, const char *san,
+    bool with_chain, EVP_PKEY **key_out, bool rsa)
 {
 	static long serial = 1;
-	EVP_PKEY *k = EVP_EC_gen("P-256");
+	EVP_PKEY *k = rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256");
 	X509	*x = X509_new(), *issuer = ca_cert;
 	char	 name[128];
 
@@ -121,6 +122,14 @@ make_cert(const char *base, const char *cn, const char *san, bool with_chain,
 	return x;
 }
 
+/* The same, with an EC P-256 key. */
+static X509 *
+make_cert(const char *base, const char *cn, const char *san, bool with_chain,
+    EVP_PKEY **key_out)
+{
+	return make_cert_key(base, cn, san, with_chain, key_out, false);
+}
+
 static int
 group_setup(void **state)
 {
@@ -139,6 +148,13 @@ group_setup(void **state)
 	    NULL));
 	X509_free(make_cert("other", "other.example.com",
 	    "DNS:other.example.com", false, NULL));
+	/* One name, an RSA and an ECDSA certificate (and a second ECDSA). */
+	X509_free(make_cert_key("duo-rsa", "rsa.duo.example", "DNS:duo.example",
+	    false, NULL, true));
+	X509_free(make_cert("duo-ec", "ec.duo.example", "DNS:duo.example",
+	    false, NULL));
+	X509_free(make_cert("duo-ec2", "ec2.duo.example", "DNS:duo.example",
+	    false, NULL));
 	/* Not PEM at all. */
 	write_pem(tpath(0, "empty.pem"), NULL, NULL, NULL);
 	return 0;
@@ -185,14 +201,14 @@ group_teardown(void **state)
 
 /* The default server: default, mail, wildcard, CN-only, override. */
 static struct tls_server *
-server_new(const char *min_version, const char *ciphers,
-    const char *ciphersuites)
+server_new_for(const char *min_version, const char *ciphers,
+    const char *ciphersuites, unsigned lifetime_s)
 {
 	static char paths[10][256];
 	const char *bases[] = { "default", "mail", "wild", "cnonly", "other" };
 	struct tls_cert_spec specs[5];
 	struct tls_server_opts o = { specs, 5, min_version, ciphers,
-	    ciphersuites };
+	    ciphersuites, lifetime_s };
 	struct tls_server *t;
 	const char *err = NULL;
 
@@ -210,6 +226,14 @@ server_new(const char *min_version, const char *ciphers,
 	if (t == NULL)
 		fail_msg("tls_server_new: %s", err);
 	return t;
+}
+
+/* The same, with sessions resumable for an hour (the default). */
+static struct tls_server *
+server_new(const char *min_version, const char *ciphers,
+    const char *ciphersuites)
+{
+	return server_new_for(min_version, ciphers, ciphersuites, 3600);
 }
 
 static struct tls_client *
@@ -284,6 +308,22 @@ peer_cn(SSL *cli, char *buf, size_t bufsz)
 		    NID_commonName, buf, (int)bufsz);
 }
 
+/* Handshake, then the certificate's CN must be want_cn; frees both. */
+static void
+expect_cert(SSL *cli, SSL *srv, const char *label, const char *want_cn)
+{
+	char	 cn[128];
+
+	if (pump(cli, srv) == -1)
+		fail_msg("case \"%s\": handshake failed", label);
+	peer_cn(cli, cn, sizeof(cn));
+	if (strcmp(cn, want_cn) != 0)
+		fail_msg("case \"%s\": got cert \"%s\", want \"%s\"", label,
+		    cn, want_cn);
+	SSL_free(cli);
+	SSL_free(srv);
+}
+
 static void
 test_sni_selection(void **state)
 {
@@ -311,7 +351,6 @@ test_sni_selection(void **state)
 	};
 	struct tls_server *t = server_new(NULL, NULL, NULL);
 	struct tls_client *c = client_new(false, NULL);
-	char	 cn[128];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -321,15 +360,7 @@ test_sni_selection(void **state)
 		if (cli == NULL)
 			fail_msg("case \"%s\": tls_client_ssl_new failed",
 			    cases[i].label);
-		if (pump(cli, srv) == -1)
-			fail_msg("case \"%s\": handshake failed",
-			    cases[i].label);
-		peer_cn(cli, cn, sizeof(cn));
-		if (strcmp(cn, cases[i].want_cn) != 0)
-			fail_msg("case \"%s\": got cert \"%s\", want \"%s\"",
-			    cases[i].label, cn, cases[i].want_cn);
-		SSL_free(cli);
-		SSL_free(srv);
+		expect_cert(cli, srv, cases[i].label, cases[i].want_cn);
 	}
 	tls_client_free(&c);
 	tls_server_free(&t);
@@ -458,31 +489,48 @@ test_versions_and_info(void **state)
 	tls_client_free(&c);
 }
 
-/* A second connection resumes the session, keeping its SNI name. */
+/*
+ * A second connection resumes the session, keeping its SNI name: on the
+ * same server context, on a new one (a reload: the ticket keys are the
+ * process's), and never with resumption off.
+ */
 static void
 test_resumption(void **state)
 {
 	static const struct {
 		const char *label;
 		int	 version;
+		bool	 reload;
+		unsigned lifetime_s;
 	} cases[] = {
-		{ "TLS 1.2", TLS1_2_VERSION },
-		{ "TLS 1.3", TLS1_3_VERSION },
+		{ "TLS 1.2", TLS1_2_VERSION, false, 3600 },
+		{ "TLS 1.3", TLS1_3_VERSION, false, 3600 },
+		{ "TLS 1.2 after reload", TLS1_2_VERSION, true, 3600 },
+		{ "TLS 1.3 after reload", TLS1_3_VERSION, true, 3600 },
+		{ "TLS 1.2 off", TLS1_2_VERSION, false, 0 },
+		{ "TLS 1.3 off", TLS1_3_VERSION, false, 0 },
 	};
-	struct tls_server *t = server_new(NULL, NULL, NULL);
 	struct tls_client *c = client_new(true, tpath(0, "ca.pem"));
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tls_server *t = server_new_for(NULL, NULL, NULL,
+		    cases[i].lifetime_s);
 		SSL_SESSION *sess = NULL;
 
 		for (int round = 0; round < 2; round++) {
 			SSL	*cli = tls_client_ssl_new(c,
 			    "mail.example.org");
-			SSL	*srv = tls_server_ssl_new(t);
+			SSL	*srv;
 			struct tls_info si;
 			char	 cn[128];
+			int	 want = round == 1 && cases[i].lifetime_s > 0;
 
+			if (round == 1 && cases[i].reload) {
+				tls_server_free(&t);
+				t = server_new(NULL, NULL, NULL);
+			}
+			srv = tls_server_ssl_new(t);
 			SSL_set_max_proto_version(cli, cases[i].version);
 			if (sess != NULL)
 				SSL_set_session(cli, sess);
@@ -491,7 +539,7 @@ test_resumption(void **state)
 				    "failed", cases[i].label, round);
 			tls_session_info(srv, &si);
 			peer_cn(cli, cn, sizeof(cn));
-			if (SSL_session_reused(srv) != round ||
+			if (SSL_session_reused(srv) != want ||
 			    strcmp(si.sni, "mail.example.org") != 0 ||
 			    strcmp(cn, "mail.example.org") != 0)
 				fail_msg("case \"%s\" round %d: got reused=%d "
@@ -506,9 +554,112 @@ test_resumption(void **state)
 			SSL_free(srv);
 		}
 		SSL_SESSION_free(sess);
+		tls_server_free(&t);
 	}
 	tls_client_free(&c);
+}
+
+/*
+ * Ticket keys: one encrypts for TLS_TICKET_ROTATE_MS, then decrypts (and
+ * asks for a new ticket) for as long again, then is gone.
+ */
+static void
+test_ticket_rotation(void **state)
+{
+	const uint64_t P = TLS_TICKET_ROTATE_MS, t0 = 1000;
+	struct tls_ticket_ring r;
+	struct tls_ticket_key k1, k2, k3, got;
+	unsigned char unknown[16] = { 0 };
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0, NULL, &k1), 1);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, NULL, &got), 1);
+	assert_memory_equal(got.name, k1.name, sizeof(k1.name));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, k1.name, &got),
+	    1);
+	assert_memory_equal(got.aes, k1.aes, sizeof(k1.aes));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P - 1, unknown, &got),
+	    0);
+	/* Rotated: a new key encrypts, the old one still decrypts. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P, NULL, &k2), 1);
+	assert_memory_not_equal(k2.name, k1.name, sizeof(k1.name));
+	assert_memory_not_equal(k2.aes, k1.aes, sizeof(k1.aes));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + P, k1.name, &got), 2);
+	assert_memory_equal(got.hmac, k1.hmac, sizeof(k1.hmac));
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P - 1, k1.name,
+	    &got), 2);
+	/* A decryption alone rotates too, and k1 is gone. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, k1.name, &got),
+	    0);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, k2.name, &got),
+	    2);
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 2 * P, NULL, &k3), 1);
+	assert_memory_not_equal(k3.name, k2.name, sizeof(k2.name));
+	/* After a long idle spell the retired key is too old as well. */
+	assert_int_equal(tls_ticket_ring_pick(&r, t0 + 10 * P, k3.name, &got),
+	    0);
+}
+
+/*
+ * RSA and ECDSA certificates for one name are offered together: the
+ * client's signature algorithms pick one, ECDSA when it takes both; a
+ * second ECDSA one for the same name adds nothing.  Other names still get
+ * the default.
+ */
+static void
+test_rsa_and_ecdsa(void **state)
+{
+	static const struct {
+		const char *label, *sni, *sigalgs, *want_cn;
+		int	 version;
+	} cases[] = {
+		{ "1.3 both", "duo.example", NULL, "ec.duo.example",
+		  TLS1_3_VERSION },
+		{ "1.3 RSA only", "duo.example",
+		  "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384", "rsa.duo.example",
+		  TLS1_3_VERSION },
+		{ "1.3 ECDSA only", "duo.example", "ecdsa_secp256r1_sha256",
+		  "ec.duo.example", TLS1_3_VERSION },
+		{ "1.2 RSA only", "duo.example", "RSA+SHA256",
+		  "rsa.duo.example", TLS1_2_VERSION },
+		{ "1.2 both", "duo.example", NULL, "ec.duo.example",
+		  TLS1_2_VERSION },
+		{ "other name", "mail.example.org", NULL, "mail.example.org",
+		  TLS1_3_VERSION },
+	};
+	const char *stems[] = { "default", "duo-rsa", "duo-ec", "duo-ec2",
+	    "mail" };
+	static char paths[10][256];
+	struct tls_cert_spec specs[5];
+	struct tls_server_opts o = { specs, 5, NULL, NULL, NULL, 0 };
+	struct tls_client *c = client_new(false, NULL);
+	struct tls_server *t;
+	const char *err = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(paths[2 * i], sizeof(paths[0]), "%s/%s.pem", tdir,
+		    stems[i]);
+		snprintf(paths[2 * i + 1], sizeof(paths[0]), "%s/%s.key", tdir,
+		    stems[i]);
+		specs[i] = (struct tls_cert_spec){ paths[2 * i],
+		    paths[2 * i + 1], NULL };
+	}
+	if ((t = tls_server_new(&o, &err)) == NULL)
+		fail_msg("tls_server_new: %s", err);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		SSL	*cli = tls_client_ssl_new(c, cases[i].sni);
+		SSL	*srv = tls_server_ssl_new(t);
+
+		SSL_set_max_proto_version(cli, cases[i].version);
+		if (cases[i].sigalgs != NULL)
+			ASSERT(SSL_set1_sigalgs_list(cli,
+			    cases[i].sigalgs) == 1);
+		expect_cert(cli, srv, cases[i].label, cases[i].want_cn);
+	}
 	tls_server_free(&t);
+	tls_client_free(&c);
 }
 
 /* Freeing the server while a handshake is under way must be safe (reload). */
@@ -561,7 +712,7 @@ test_errors(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct tls_cert_spec spec = { cert, key, NULL };
 		struct tls_server_opts o = { &spec, 1, cases[i].min,
-		    cases[i].ciphers, NULL };
+		    cases[i].ciphers, NULL, 0 };
 		struct tls_server *t;
 		const char *err = NULL;
 
@@ -584,7 +735,7 @@ test_errors(void **state)
 			    cases[i].label, err ? err : "(null)", want);
 	}
 	{
-		struct tls_server_opts o = { NULL, 0, NULL, NULL, NULL };
+		struct tls_server_opts o = { NULL, 0, NULL, NULL, NULL, 0 };
 		struct tls_client_opts co = { false, tpath(0, "nope.pem"),
 		    NULL };
 		const char *err = NULL;
@@ -668,7 +819,7 @@ test_selfsigned(void **state)
 	/* It loads as a server certificate and a client can verify it. */
 	{
 		struct tls_cert_spec spec = { cert, key, NULL };
-		struct tls_server_opts o = { &spec, 1, NULL, NULL, NULL };
+		struct tls_server_opts o = { &spec, 1, NULL, NULL, NULL, 0 };
 		struct tls_server *t = tls_server_new(&o, &err);
 		struct tls_client *c;
 		SSL	*cli, *srv;
@@ -727,6 +878,8 @@ main(void)
 		cmocka_unit_test(test_client_verify),
 		cmocka_unit_test(test_versions_and_info),
 		cmocka_unit_test(test_resumption),
+		cmocka_unit_test(test_ticket_rotation),
+		cmocka_unit_test(test_rsa_and_ecdsa),
 		cmocka_unit_test(test_free_during_handshake),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_selfsigned),
