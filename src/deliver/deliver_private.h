@@ -64,6 +64,11 @@ int	dconn_write(struct dconn *c, const void *p, size_t n,
 int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);
 void	dconn_close(struct dconn *c);
+/*
+ * Is the idle connection c still usable: open, nothing unread and nothing
+ * arrived (a server that closed or said 421 while it waited is not)?
+ */
+bool	dconn_idle_ok(struct dconn *c);
 
 /* Every one of st[0..n) says r, with text (NULL: none); kind.c. */
 void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
@@ -181,6 +186,46 @@ struct smtpc_caps {
 /* The extensions of an EHLO reply's lines (the first is the greeting). */
 void	smtpc_caps_parse(const char *lines, size_t len,
 	    struct smtpc_caps *out);
+
+/* ---- sessions kept between messages (scache.c) ---- */
+
+/* An SMTP session between two transactions, as the cache keeps it. */
+struct smtpc_idle {
+	struct dconn	 c;
+	struct tls_client *tc_own;	/* owned: made for this connection */
+	struct smtpc_caps caps;		/* what its EHLO announced */
+	bool		 esmtp;
+	unsigned	 uses;		/* transactions done on it */
+};
+
+/*
+ * One more (ref) or one less (unref) user of the cache; the last unref
+ * closes every kept session (QUIT) and ends the thread that closes them
+ * when idle too long.
+ */
+void	scache_ref(void);
+void	scache_unref(void);
+/*
+ * Take the session kept last under key into *out: true, or false when
+ * none is kept.  A taken session is the caller's to keep again or close.
+ */
+bool	scache_take(const char *key, struct smtpc_idle *out);
+/*
+ * Keep s (its contents move to the cache) under key for r->idle_ms, for
+ * r->owner; the oldest kept session is closed when r->cache_max are kept.
+ */
+void	scache_put(const char *key, const struct deliver_reuse *r,
+	    struct smtpc_idle *s);
+/* Close (on the cache's thread, soon) every session kept for owner. */
+void	scache_drop(const void *owner);
+/*
+ * The key of a session to o's server as o sets it up, EHLO name helo:
+ * everything that makes the session what it is (the action, address,
+ * TLS mode, context and name, EHLO name, AUTH identity).  Malloc'd.
+ */
+char	*scache_key(const struct deliver_smtp_opts *o, const char *helo);
+/* QUIT (waiting at most a moment for its reply) and close s. */
+void	scache_close(struct smtpc_idle *s);
 
 /* ---- where mail for a domain goes (mx.c) ---- */
 

@@ -45,6 +45,14 @@ struct smtpc {
 	bool		*accepted;	/* per recipient: RCPT got 2xx */
 	bool		 tls_failed;	/* the STARTTLS handshake failed */
 	bool		 desync;	/* a reply broke the protocol: no QUIT */
+	bool		 conn_failed;	/* the connection failed */
+	bool		 closing;	/* the server said 421: it closes */
+	/* A session kept from an earlier message (scache.c): */
+	bool		 reused;	/* this one was */
+	bool		 mail_refused;	/* MAIL got no 2xx */
+	bool		 dot_sent;	/* the content began to go out */
+	bool		 dirty;		/* a transaction is open: RSET first */
+	unsigned	 uses;		/* transactions on this connection */
 };
 
 static uint64_t
@@ -105,6 +113,7 @@ smtpc_fail_reply(struct smtpc *s, const char *stage)
 static void
 smtpc_fail_conn(struct smtpc *s)
 {
+	s->conn_failed = true;
 	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, s->c.err);
 }
 
@@ -170,10 +179,38 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 		s->desync = true;
 		return -1;
 	}
+	if (s->code == 421)
+		s->closing = true;	/* RFC 5321 3.8: it closes */
 	if (log_enabled(LOG_LVL_DEBUG))
 		log_event(LOG_LVL_DEBUG, "smtpc", NULL, s->m->qid,
 		    "host=%s reply=\"%s\"", s->c.peer, s->text);
 	return s->code;
+}
+
+static void
+smtpc_caps_set(struct smtpc *s, const struct smtpc_caps *c)
+{
+	s->pipelining = c->pipelining;
+	s->starttls = c->starttls;
+	s->eightbitmime = c->eightbitmime;
+	s->smtputf8 = c->smtputf8;
+	s->auth_plain = c->auth_plain;
+	s->auth_login = c->auth_login;
+	s->has_size = c->has_size;
+	s->size_max = c->size_max;
+}
+
+static void
+smtpc_caps_get(const struct smtpc *s, struct smtpc_caps *c)
+{
+	c->pipelining = s->pipelining;
+	c->starttls = s->starttls;
+	c->eightbitmime = s->eightbitmime;
+	c->smtputf8 = s->smtputf8;
+	c->auth_plain = s->auth_plain;
+	c->auth_login = s->auth_login;
+	c->has_size = s->has_size;
+	c->size_max = s->size_max;
 }
 
 /* Parse the EHLO keywords of the last reply (RFC 5321 4.1.1.1). */
@@ -183,14 +220,7 @@ smtpc_caps(struct smtpc *s)
 	struct smtpc_caps c;
 
 	smtpc_caps_parse(s->lines.data, s->lines.len, &c);
-	s->pipelining = c.pipelining;
-	s->starttls = c.starttls;
-	s->eightbitmime = c.eightbitmime;
-	s->smtputf8 = c.smtputf8;
-	s->auth_plain = c.auth_plain;
-	s->auth_login = c.auth_login;
-	s->has_size = c.has_size;
-	s->size_max = c.size_max;
+	smtpc_caps_set(s, &c);
 }
 
 /* EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).  0 or -1. */
@@ -479,6 +509,7 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 	if (smtpc_reply(s, TO_CMD(s)) == -1)
 		return -1;
 	*mail_ok = s->code / 100 == 2;
+	s->mail_refused = !*mail_ok;
 	if (!*mail_ok)
 		smtpc_fail_reply(s, "MAIL FROM");
 	for (size_t i = 0; i < s->n; i++) {
@@ -540,12 +571,15 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 	if (smtpc_check_ext(s, sc, rcpts, &utf8) == -1)
 		return -1;
 	smtpc_mail_cmd(s, sc, utf8);
+	s->dirty = true;
+	s->uses++;
 	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
 	if (!s->pipelining) {
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
 			goto conn;
 		if (s->code / 100 != 2) {
+			s->mail_refused = true;
 			smtpc_fail_reply(s, "MAIL FROM");
 			return -1;
 		}
@@ -592,8 +626,10 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_DTERM(s)) == -1)
 			goto conn;
+		s->dirty = false;
 		return -1;
 	}
+	s->dot_sent = true;
 	if (smtpc_stream(s, err_out) == -1) {
 		if (s->c.err[0] == '\0' && *err_out != NULL)
 			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
@@ -606,6 +642,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 	}
 	if (smtpc_reply(s, TO_DTERM(s)) == -1)
 		goto conn;
+	s->dirty = false;
 	for (size_t i = 0; i < s->n; i++)
 		if (s->accepted[i])
 			smtpc_set_final(s, i);
@@ -655,6 +692,141 @@ smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
 	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
 }
 
+/* Every recipient undecided (code -1) before an attempt. */
+static void
+smtpc_undecided(struct deliver_rcpt_status *st, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(&st[i], 0, sizeof(st[i]));
+		st[i].result = DELIVER_TEMPFAIL;
+		st[i].code = -1;
+		util_strlcpy(st[i].text, "not attempted", sizeof(st[i].text));
+	}
+}
+
+/* Connect, greeting, EHLO, STARTTLS, AUTH.  0, or -1 with statuses. */
+static int
+smtpc_open(struct smtpc *s)
+{
+	const struct deliver_smtp_opts *o = s->o;
+
+	if ((o->unix_path != NULL ? dconn_connect_unix(&s->c, o->unix_path,
+	    TO_CONNECT(s)) : dconn_connect(&s->c, o->host, o->port,
+	    TO_CONNECT(s))) == -1 ||
+	    (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(s) == -1) ||
+	    smtpc_reply(s, TO_GREET(s)) == -1) {
+		s->desync = true;	/* no QUIT on what never began */
+		smtpc_fail_conn(s);
+		return -1;
+	}
+	if (s->code != 220) {
+		smtpc_fail_reply(s, "the greeting");
+		return -1;
+	}
+	if (smtpc_ehlo(s) == -1 || smtpc_starttls(s) == -1 ||
+	    smtpc_auth(s) == -1)
+		return -1;
+	return 0;
+}
+
+/* A kept session for key, still open: true with it in s. */
+static bool
+smtpc_resume(struct smtpc *s, const char *key)
+{
+	struct smtpc_idle idle;
+
+	while (key != NULL && scache_take(key, &idle)) {
+		if (dconn_idle_ok(&idle.c)) {
+			s->c = idle.c;
+			s->tc_own = idle.tc_own;
+			smtpc_caps_set(s, &idle.caps);
+			s->esmtp = idle.esmtp;
+			s->uses = idle.uses;
+			s->reused = true;
+			return true;
+		}
+		/* Closed or 421 while it waited: nothing to say to it. */
+		dconn_close(&idle.c);
+		tls_client_free(&idle.tc_own);
+	}
+	return false;
+}
+
+/*
+ * A kept session that failed before the content went out (closed, 421,
+ * MAIL refused) decided nothing: its outcome is dropped and the message
+ * goes on a new connection.
+ */
+static bool
+smtpc_stale(const struct smtpc *s)
+{
+	return s->reused && !s->dot_sent && (s->conn_failed || s->closing ||
+	    s->mail_refused);
+}
+
+static void smtpc_quit(struct smtpc *);
+
+/* Forget the stale session: s as before a new connection. */
+static void
+smtpc_restart(struct smtpc *s)
+{
+	if (!s->conn_failed)
+		smtpc_quit(s);
+	dconn_close(&s->c);
+	tls_client_free(&s->tc_own);
+	dconn_init(&s->c);
+	smtpc_undecided(s->st, s->n);
+	memset(s->accepted, 0, s->n * sizeof(*s->accepted));
+	s->reused = s->mail_refused = s->dot_sent = s->dirty = false;
+	s->conn_failed = s->closing = s->desync = s->tls_failed = false;
+	s->uses = 0;
+}
+
+/* Can the session wait for the next message (after an RSET if needed)? */
+static bool
+smtpc_keepable(struct smtpc *s)
+{
+	const struct deliver_reuse *r = s->o->reuse;
+
+	if (r == NULL || r->idle_ms == 0 || s->o->lmtp || s->c.fd == -1 ||
+	    s->desync || s->conn_failed || s->closing || s->uses == 0 ||
+	    s->uses >= r->max_uses)
+		return false;
+	if (!s->dirty)
+		return true;
+	smtpc_cmd(s, "RSET");
+	return smtpc_flush(s, TO_CMD(s)) == 0 && smtpc_reply(s, TO_CMD(s)) ==
+	    250;
+}
+
+/* Keep the session for the next message, or QUIT. */
+static void
+smtpc_end(struct smtpc *s, const char *key)
+{
+	struct smtpc_idle idle = { .esmtp = s->esmtp, .uses = s->uses };
+
+	if (key == NULL || !smtpc_keepable(s)) {
+		smtpc_quit(s);
+		return;
+	}
+	idle.c = s->c;
+	idle.tc_own = s->tc_own;
+	smtpc_caps_get(s, &idle.caps);
+	scache_put(key, s->o->reuse, &idle);
+	dconn_init(&s->c);
+	s->tc_own = NULL;
+}
+
+/* Anything still undecided failed with the connection. */
+static void
+smtpc_fail_undecided(struct smtpc *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->st[i].code == -1)
+			smtpc_set(s, i, DELIVER_TEMPFAIL, 0, "%s",
+			    s->c.err[0] != '\0' ? s->c.err : "not attempted");
+}
+
 static enum deliver_result
 smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
     const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
@@ -663,14 +835,9 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	struct smtpc s = { .o = o, .m = m, .st = st_out, .n = n };
 	struct deliver_content_scan sc;
 	const char *err = NULL;
+	char *key = NULL;
 
-	for (size_t i = 0; i < n; i++) {
-		memset(&st_out[i], 0, sizeof(st_out[i]));
-		st_out[i].result = DELIVER_TEMPFAIL;
-		st_out[i].code = -1;	/* undecided */
-		util_strlcpy(st_out[i].text, "not attempted",
-		    sizeof(st_out[i].text));
-	}
+	smtpc_undecided(st_out, n);
 	dconn_init(&s.c);
 	if (n == 0)
 		return DELIVER_OK;
@@ -684,43 +851,36 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 		    "holds a NUL byte, which SMTP cannot carry; not sent");
 		goto out;
 	}
-	if ((o->unix_path != NULL ? dconn_connect_unix(&s.c, o->unix_path,
-	    TO_CONNECT(&s)) : dconn_connect(&s.c, o->host, o->port,
-	    TO_CONNECT(&s))) == -1) {
-		smtpc_fail_conn(&s);
-		goto out;
+	if (o->reuse != NULL && o->reuse->idle_ms > 0 && !o->lmtp)
+		key = scache_key(o, s.o->helo != NULL ? o->helo :
+		    m->hostname != NULL ? m->hostname : "localhost");
+	if (smtpc_resume(&s, key)) {
+		(void)smtpc_transaction(&s, &sc, rcpts, &err);
+		if (!smtpc_stale(&s))
+			goto settle;
+		log_event(LOG_LVL_DEBUG, "smtpc", NULL, m->qid, "host=%s "
+		    "kept session unusable, new connection", s.c.peer);
+		smtpc_restart(&s);
 	}
-	if (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(&s) == -1)
-		goto out;
-	if (smtpc_reply(&s, TO_GREET(&s)) == -1) {
-		smtpc_fail_conn(&s);
-		goto out;
-	}
-	if (s.code != 220) {
-		smtpc_fail_reply(&s, "the greeting");
-		goto quit;
-	}
-	if (smtpc_ehlo(&s) == -1 || smtpc_starttls(&s) == -1 ||
-	    smtpc_auth(&s) == -1)
-		goto quit;
+	if (smtpc_open(&s) == -1)
+		goto end;
 	(void)smtpc_transaction(&s, &sc, rcpts, &err);
+settle:
 	/* Settled before QUIT: a crash after this never sends it twice. */
 	for (size_t i = 0; m->settled_cb != NULL && i < n; i++)
 		if (st_out[i].result == DELIVER_OK && st_out[i].code != -1)
 			m->settled_cb(m->settled_arg, rcpts[i]);
-quit:
-	smtpc_quit(&s);
+end:
+	smtpc_fail_undecided(&s);
+	smtpc_end(&s, key);
 out:
-	/* Anything still undecided failed with the connection. */
-	for (size_t i = 0; i < n; i++)
-		if (st_out[i].code == -1)
-			smtpc_set(&s, i, DELIVER_TEMPFAIL, 0, "%s",
-			    s.c.err[0] != '\0' ? s.c.err : "not attempted");
+	smtpc_fail_undecided(&s);
 	dconn_close(&s.c);
 	tls_client_free(&s.tc_own);
 	util_buf_clear(&s.out);
 	util_buf_clear(&s.lines);
 	free(s.accepted);
+	free(key);
 	*tls_failed = s.tls_failed;
 	return smtpc_summary(st_out, n, err_out);
 }
