@@ -1,23 +1,21 @@
 /*
  * deliver/smtpc.c: the outbound SMTP client (RFC 5321) for one server and
  * one transaction, or LMTP (RFC 2033: LHLO, a reply per recipient after
- * the content) over TCP or a unix socket: EHLO/HELO, STARTTLS (RFC 3207),
- * AUTH PLAIN/LOGIN (RFC 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152),
- * SMTPUTF8 (RFC 6531), PIPELINING (RFC 2920), and the content as DATA
- * (content.c: streamed from the spool with CRLF line ends, dot-stuffing
- * and optional header rewriting; only canonical lines, and a message with
- * a NUL fails permanently before any connection).  Blocking: worker
- * threads only.  Knows nothing of the queue or of DNS.
+ * the content) over TCP or a unix socket: the session (EHLO/HELO, STARTTLS
+ * RFC 3207, AUTH PLAIN/LOGIN RFC 4954, QUIT), or one kept from an earlier
+ * message (scache.c) and given up for a new connection when it turns out
+ * dead; the transaction itself (SIZE, 8BITMIME, SMTPUTF8, PIPELINING, the
+ * content as DATA) is smtpc_txn.c's.  A message with a NUL fails
+ * permanently before any connection.  Blocking: worker threads only.
+ * Knows nothing of the queue or of DNS.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
 
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -28,51 +26,7 @@
 
 /* ---- the session ---- */
 
-struct smtpc {
-	const struct deliver_smtp_opts *o;
-	const struct deliver_msg *m;
-	struct dconn	 c;
-	struct tls_client *tc_own;	/* made for this connection */
-	struct util_buf	 out;		/* commands/content not yet sent */
-	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
-	int		 code;		/* the last reply's code */
-	char		 text[512];	/* the last reply, escaped, one line */
-	bool		 esmtp, pipelining, starttls, eightbitmime, smtputf8;
-	bool		 auth_plain, auth_login, has_size;
-	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
-	struct deliver_rcpt_status *st;
-	size_t		 n;
-	bool		*accepted;	/* per recipient: RCPT got 2xx */
-	bool		 tls_failed;	/* the STARTTLS handshake failed */
-	bool		 desync;	/* a reply broke the protocol: no QUIT */
-	bool		 conn_failed;	/* the connection failed */
-	bool		 closing;	/* the server said 421: it closes */
-	/* A session kept from an earlier message (scache.c): */
-	bool		 reused;	/* this one was */
-	bool		 mail_refused;	/* MAIL got no 2xx */
-	bool		 dot_sent;	/* the content began to go out */
-	bool		 dirty;		/* a transaction is open: RSET first */
-	unsigned	 uses;		/* transactions on this connection */
-};
-
-static uint64_t
-smtpc_to(uint64_t v, uint64_t def)
-{
-	return v != 0 ? v : def;
-}
-
-#define TO_CONNECT(s)	smtpc_to((s)->o->timeouts.connect_ms, 30000)
-#define TO_GREET(s)	smtpc_to((s)->o->timeouts.greeting_ms, 300000)
-#define TO_CMD(s)	smtpc_to((s)->o->timeouts.command_ms, 300000)
-#define TO_DINIT(s)	smtpc_to((s)->o->timeouts.data_init_ms, 120000)
-#define TO_DBLOCK(s)	smtpc_to((s)->o->timeouts.data_block_ms, 180000)
-#define TO_DTERM(s)	smtpc_to((s)->o->timeouts.data_term_ms, 600000)
-
-/* Set recipient i's status (text is printf'd). */
-static void smtpc_set(struct smtpc *, size_t, enum deliver_result, int,
-    const char *, ...) UTIL_PRINTF(5, 6);
-
-static void
+void
 smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
     const char *fmt, ...)
 {
@@ -88,8 +42,7 @@ smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
 	    sizeof(s->st[i].remote));
 }
 
-/* Every recipient not yet decided (accepted ones too) gets this. */
-static void
+void
 smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
     const char *text)
 {
@@ -99,8 +52,7 @@ smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
 			smtpc_set(s, i, r, code, "%s", text);
 }
 
-/* The last reply as a failure for every undecided recipient. */
-static void
+void
 smtpc_fail_reply(struct smtpc *s, const char *stage)
 {
 	char t[600];
@@ -110,16 +62,14 @@ smtpc_fail_reply(struct smtpc *s, const char *stage)
 	    DELIVER_TEMPFAIL, s->code, t);
 }
 
-static void
+void
 smtpc_fail_conn(struct smtpc *s)
 {
 	s->conn_failed = true;
 	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, s->c.err);
 }
 
-static void smtpc_cmd(struct smtpc *, const char *, ...) UTIL_PRINTF(2, 3);
-
-static void
+void
 smtpc_cmd(struct smtpc *s, const char *fmt, ...)
 {
 	va_list ap;
@@ -138,7 +88,7 @@ smtpc_cmd(struct smtpc *s, const char *fmt, ...)
 	free(l);
 }
 
-static int
+int
 smtpc_flush(struct smtpc *s, uint64_t to)
 {
 	int r = 0;
@@ -150,12 +100,7 @@ smtpc_flush(struct smtpc *s, uint64_t to)
 	return r;
 }
 
-/*
- * Read one reply (RFC 5321 4.2: "NNN-" lines then "NNN ").  Returns the
- * code, or -1 on a connection failure or a malformed or endless reply
- * (c.err).
- */
-static int
+int
 smtpc_reply(struct smtpc *s, uint64_t to)
 {
 	struct smtpc_reply r = { .lines = s->lines };
@@ -399,254 +344,6 @@ smtpc_auth(struct smtpc *s)
 	snprintf(t, sizeof(t), "%s (in reply to AUTH)", s->text);
 	smtpc_fail_rest(s, DELIVER_TEMPFAIL, s->code, t);
 	return -1;
-conn:
-	smtpc_fail_conn(s);
-	return -1;
-}
-
-static bool
-smtpc_is_ascii(const char *p)
-{
-	for (; *p != '\0'; p++)
-		if ((unsigned char)*p >= 0x80)
-			return false;
-	return true;
-}
-
-/* Buffer the content, flushing in large writes. */
-static int
-smtpc_put_cb(void *arg, const void *p, size_t n)
-{
-	struct smtpc *s = arg;
-
-	util_buf_add(&s->out, p, n);
-	if (s->out.len >= 32768)
-		return smtpc_flush(s, TO_DBLOCK(s));
-	return 0;
-}
-
-/* The content then ".": 0, or -1 (c.err or *err_out on a read error). */
-static int
-smtpc_stream(struct smtpc *s, const char **err_out)
-{
-	if (deliver_content_stream(s->m, s->o->rewrite, smtpc_put_cb, s,
-	    err_out) == -1)
-		return -1;
-	return smtpc_flush(s, TO_DBLOCK(s));
-}
-
-/* Can this server take this message at all?  0, or -1 with statuses. */
-static int
-smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
-    const char *const *rcpts, bool *utf8_out)
-{
-	bool utf8 = !smtpc_is_ascii(s->m->return_path);
-
-	for (size_t i = 0; i < s->n; i++)
-		utf8 = utf8 || !smtpc_is_ascii(rcpts[i]);
-	*utf8_out = utf8;
-	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
-		char t[200];
-		snprintf(t, sizeof(t), "5.4.6 mail forwarding loop: %u "
-		    "Received: header fields (limit %u)", sc->received,
-		    s->o->max_received);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	if (s->has_size && s->size_max > 0 && sc->size > s->size_max) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.3.4 message size %" PRIu64 " exceeds "
-		    "the limit of %s (SIZE %" PRIu64 ", RFC 1870)", sc->size,
-		    s->c.peer, s->size_max);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	/* RFC 6531 3.4: no SMTPUTF8, no non-ASCII address: never downgrade. */
-	if (utf8 && !s->smtputf8) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
-		    "(non-ASCII address) and %s does not offer it (RFC 6531)",
-		    s->c.peer);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	/* RFC 6152 3: 8-bit data only to a server that offers 8BITMIME. */
-	if (sc->eight_bit && !s->eightbitmime && !s->smtputf8) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.6.3 the message has 8-bit content "
-		    "and %s does not offer 8BITMIME (RFC 6152); it is not "
-		    "converted", s->c.peer);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	return 0;
-}
-
-static void
-smtpc_mail_cmd(struct smtpc *s, const struct deliver_content_scan *sc,
-    bool utf8)
-{
-	char params[128] = "";
-
-	if (s->has_size)
-		snprintf(params, sizeof(params), " SIZE=%" PRIu64, sc->size);
-	if (sc->eight_bit && s->eightbitmime)
-		strncat(params, " BODY=8BITMIME", sizeof(params) -
-		    strlen(params) - 1);
-	if (utf8)
-		strncat(params, " SMTPUTF8", sizeof(params) - strlen(params) -
-		    1);
-	smtpc_cmd(s, "MAIL FROM:<%s>%s", s->m->return_path != NULL ?
-	    s->m->return_path : "", params);
-}
-
-/* Read the MAIL and RCPT replies; the number of accepted recipients. */
-static int
-smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
-{
-	int naccepted = 0;
-
-	if (smtpc_reply(s, TO_CMD(s)) == -1)
-		return -1;
-	*mail_ok = s->code / 100 == 2;
-	s->mail_refused = !*mail_ok;
-	if (!*mail_ok)
-		smtpc_fail_reply(s, "MAIL FROM");
-	for (size_t i = 0; i < s->n; i++) {
-		if (!*mail_ok && !s->pipelining)
-			break;
-		if (smtpc_reply(s, TO_CMD(s)) == -1)
-			return -1;
-		if (!*mail_ok)
-			continue;	/* the MAIL reply decided already */
-		if (s->code / 100 == 2) {
-			s->accepted[i] = true;
-			naccepted++;
-			continue;
-		}
-		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-		    DELIVER_TEMPFAIL, s->code, "%s (in reply to RCPT TO)",
-		    s->text);
-	}
-	return naccepted;
-}
-
-/* The last reply as recipient i's outcome of the whole transaction. */
-static void
-smtpc_set_final(struct smtpc *s, size_t i)
-{
-	if (s->code / 100 == 2)
-		smtpc_set(s, i, DELIVER_OK, s->code, "%s", s->text);
-	else
-		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-		    DELIVER_TEMPFAIL, s->code, "%s (in reply to end of DATA)",
-		    s->text);
-}
-
-/*
- * RFC 2033 4.2: after the content, one reply per accepted recipient, in
- * the order of the RCPTs.  0, or -1 when the connection failed (the ones
- * not yet answered stay undecided).
- */
-static int
-smtpc_lmtp_replies(struct smtpc *s)
-{
-	for (size_t i = 0; i < s->n; i++) {
-		if (!s->accepted[i])
-			continue;
-		if (smtpc_reply(s, TO_DTERM(s)) == -1)
-			return -1;
-		smtpc_set_final(s, i);
-	}
-	return 0;
-}
-
-static int
-smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
-    const char *const *rcpts, const char **err_out)
-{
-	bool utf8, mail_ok = false;
-	int nacc;
-
-	if (smtpc_check_ext(s, sc, rcpts, &utf8) == -1)
-		return -1;
-	smtpc_mail_cmd(s, sc, utf8);
-	s->dirty = true;
-	s->uses++;
-	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
-	if (!s->pipelining) {
-		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-		    smtpc_reply(s, TO_CMD(s)) == -1)
-			goto conn;
-		if (s->code / 100 != 2) {
-			s->mail_refused = true;
-			smtpc_fail_reply(s, "MAIL FROM");
-			return -1;
-		}
-		mail_ok = true;
-		nacc = 0;
-		for (size_t i = 0; i < s->n; i++) {
-			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
-			if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-			    smtpc_reply(s, TO_CMD(s)) == -1)
-				goto conn;
-			if (s->code / 100 == 2) {
-				s->accepted[i] = true;
-				nacc++;
-			} else
-				smtpc_set(s, i, s->code >= 500 ?
-				    DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
-				    s->code, "%s (in reply to RCPT TO)",
-				    s->text);
-		}
-		if (nacc == 0)
-			return -1;
-		smtpc_cmd(s, "DATA");
-		if (smtpc_flush(s, TO_CMD(s)) == -1)
-			goto conn;
-	} else {
-		for (size_t i = 0; i < s->n; i++)
-			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
-		smtpc_cmd(s, "DATA");
-		if (smtpc_flush(s, TO_CMD(s)) == -1)
-			goto conn;
-		if ((nacc = smtpc_envelope_replies(s, &mail_ok)) == -1)
-			goto conn;
-	}
-	if (smtpc_reply(s, TO_DINIT(s)) == -1)
-		goto conn;
-	if (s->code != 354) {
-		if (mail_ok && nacc > 0)
-			smtpc_fail_reply(s, "DATA");
-		return -1;
-	}
-	if (nacc == 0) {
-		/* RFC 2920 3.1: 354 with no recipient: end it empty. */
-		smtpc_cmd(s, ".");
-		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-		    smtpc_reply(s, TO_DTERM(s)) == -1)
-			goto conn;
-		s->dirty = false;
-		return -1;
-	}
-	s->dot_sent = true;
-	if (smtpc_stream(s, err_out) == -1) {
-		if (s->c.err[0] == '\0' && *err_out != NULL)
-			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
-		goto conn;
-	}
-	if (s->o->lmtp) {
-		if (smtpc_lmtp_replies(s) == -1)
-			goto conn;
-		return 0;
-	}
-	if (smtpc_reply(s, TO_DTERM(s)) == -1)
-		goto conn;
-	s->dirty = false;
-	for (size_t i = 0; i < s->n; i++)
-		if (s->accepted[i])
-			smtpc_set_final(s, i);
-	return 0;
 conn:
 	smtpc_fail_conn(s);
 	return -1;
