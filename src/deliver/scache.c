@@ -21,7 +21,7 @@
 #include "tls/tls.h"
 #include "util/util.h"
 
-#define SCACHE_QUIT_MS	200	/* the most a close waits for QUIT's reply */
+#define SCACHE_QUIT_MS	100	/* the most a close waits for QUIT's reply */
 
 struct scache_ent {
 	struct scache_ent *next;	/* newest first */
