@@ -311,7 +311,14 @@ struct config_queue {
 	uint64_t	delay_warning_ms;	/* "queue delay-warning 4h"; 0: off */
 	unsigned	concurrency;		/* "queue concurrency 30": deliveries */
 	unsigned	dest_concurrency;	/* "queue destination-concurrency 20" */
-	int		seen[6];		/* parser only: line of each setting */
+	uint64_t	reuse_time_ms;		/* "queue connection-reuse-time 2s":
+						   idle outbound sessions kept;
+						   0: off */
+	unsigned	reuse_limit;		/* "queue connection-reuse-limit
+						   100": messages per session */
+	unsigned	cache_size;		/* "queue connection-cache-size 30":
+						   idle sessions kept at once */
+	int		seen[9];		/* parser only: line of each setting */
 };
 
 /* Handler chains and state store, parsed in parse_chain.c. */

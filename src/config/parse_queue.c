@@ -1,6 +1,7 @@
 /*
  * config/parse_queue.c: the "queue ..." statements (retry schedule,
- * lifetime, delay warning, delivery concurrency) into struct config_queue.
+ * lifetime, delay warning, delivery concurrency, outbound sessions kept
+ * between messages) into struct config_queue.
  * Knows nothing of how the queue uses them.
  */
 #include "config/config.h"
@@ -12,8 +13,9 @@
 #include "config/config_private.h"
 #include "util/util.h"
 
-#define CFG_QUEUE_USAGE	"queue retry-min|retry-max|lifetime|delay-warning " \
-	"DURATION, or queue concurrency|destination-concurrency N"
+#define CFG_QUEUE_USAGE	"queue retry-min|retry-max|lifetime|delay-warning|" \
+	"connection-reuse-time DURATION, or queue concurrency|" \
+	"destination-concurrency|connection-reuse-limit|connection-cache-size N"
 
 enum cfg_queue_kind { CQ_DURATION, CQ_COUNT };
 
@@ -30,6 +32,9 @@ static const struct cfg_queue_setting {
 	    "0 (off)..365d" },
 	{ "concurrency", CQ_COUNT, 1, 1000, "1..1000" },
 	{ "destination-concurrency", CQ_COUNT, 1, 1000, "1..1000" },
+	{ "connection-reuse-time", CQ_DURATION, 0, 300000, "0 (off)..300s" },
+	{ "connection-reuse-limit", CQ_COUNT, 1, 1000000, "1..1000000" },
+	{ "connection-cache-size", CQ_COUNT, 1, 1000, "1..1000" },
 };
 #define CFG_NQUEUE	(sizeof(cfg_queue_settings) / \
 	sizeof(cfg_queue_settings[0]))
@@ -49,6 +54,9 @@ cfg_queue_defaults(struct config *c)
 	c->queue.delay_warning_ms = 4 * 3600000ULL;
 	c->queue.concurrency = 30;
 	c->queue.dest_concurrency = 20;
+	c->queue.reuse_time_ms = 2000;
+	c->queue.reuse_limit = 100;
+	c->queue.cache_size = 30;
 	memset(c->queue.seen, 0, sizeof(c->queue.seen));
 }
 
@@ -61,7 +69,10 @@ cfg_queue_set(struct config_queue *q, size_t i, uint64_t v)
 	case 2: q->lifetime_ms = v; break;
 	case 3: q->delay_warning_ms = v; break;
 	case 4: q->concurrency = (unsigned)v; break;
-	default: q->dest_concurrency = (unsigned)v; break;
+	case 5: q->dest_concurrency = (unsigned)v; break;
+	case 6: q->reuse_time_ms = v; break;
+	case 7: q->reuse_limit = (unsigned)v; break;
+	default: q->cache_size = (unsigned)v; break;
 	}
 }
 

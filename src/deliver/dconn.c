@@ -371,3 +371,18 @@ dconn_close(struct dconn *c)
 	c->fd = -1;
 	c->roff = c->rlen = 0;
 }
+
+bool
+dconn_idle_ok(struct dconn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+	if (c->fd == -1 || c->roff != c->rlen ||
+	    (c->ssl != NULL && SSL_pending(c->ssl) > 0))
+		return false;
+	/* Readable means EOF, an error or words nobody asked for (421). */
+	while (poll(&pfd, 1, 0) == -1)
+		if (errno != EINTR)
+			return false;
+	return (pfd.revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) == 0;
+}

@@ -342,6 +342,19 @@ struct deliver_rewrite {
 	const char	*from;		/* "From: A" replaces or is added */
 };
 
+/*
+ * Keeping sessions open between messages (scache.c): after a transaction
+ * the session waits idle for the next message to the same server with the
+ * same settings, instead of QUIT.
+ */
+struct deliver_reuse {
+	const void	*owner;		/* the action's runtime: its sessions
+					   are its own, dropped when it goes */
+	uint64_t	 idle_ms;	/* kept idle at most this; 0: no reuse */
+	unsigned	 max_uses;	/* transactions per connection */
+	unsigned	 cache_max;	/* idle sessions kept at once, in all */
+};
+
 /* One SMTP server to talk to. */
 struct deliver_smtp_opts {
 	const char	*host;		/* name or IP literal to connect to */
@@ -364,6 +377,8 @@ struct deliver_smtp_opts {
 					   of host:port */
 	bool		 lmtp;		/* RFC 2033: LHLO, and one reply per
 					   accepted recipient after DATA */
+	const struct deliver_reuse *reuse;	/* NULL: QUIT after each
+						   message */
 };
 
 /*
@@ -373,6 +388,10 @@ struct deliver_smtp_opts {
  * offered, RCPTs and DATA pipelined when PIPELINING is offered (RFC 2920),
  * the content dot-stuffed with CRLF line ends.  st_out[i] gets each
  * recipient's result; DATA's final reply applies to the accepted ones.
+ * With o->reuse, an idle session to the same server with the same
+ * settings is taken instead of a new connection when one is kept (one
+ * the server closed or refuses MAIL on is given up for a new connection,
+ * the message never sent twice), and the session is kept afterwards.
  * Returns DELIVER_OK when every recipient is done, DELIVER_PERMFAIL when
  * every one failed permanently, else DELIVER_TEMPFAIL; *err_out then names
  * the first problem (util_err(): valid until the thread's next error).

@@ -64,6 +64,11 @@ int	dconn_write(struct dconn *c, const void *p, size_t n,
 int	dconn_readline(struct dconn *c, char *line, size_t linesz,
 	    uint64_t timeout_ms);
 void	dconn_close(struct dconn *c);
+/*
+ * Is the idle connection c still usable: open, nothing unread and nothing
+ * arrived (a server that closed or said 421 while it waited is not)?
+ */
+bool	dconn_idle_ok(struct dconn *c);
 
 /* Every one of st[0..n) says r, with text (NULL: none); kind.c. */
 void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
@@ -181,6 +186,116 @@ struct smtpc_caps {
 /* The extensions of an EHLO reply's lines (the first is the greeting). */
 void	smtpc_caps_parse(const char *lines, size_t len,
 	    struct smtpc_caps *out);
+
+/* ---- the outbound SMTP session (smtpc.c, its transaction smtpc_txn.c) ---- */
+
+struct smtpc {
+	const struct deliver_smtp_opts *o;
+	const struct deliver_msg *m;
+	struct dconn	 c;
+	struct tls_client *tc_own;	/* made for this connection */
+	struct util_buf	 out;		/* commands/content not yet sent */
+	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
+	int		 code;		/* the last reply's code */
+	char		 text[512];	/* the last reply, escaped, one line */
+	bool		 esmtp, pipelining, starttls, eightbitmime, smtputf8;
+	bool		 auth_plain, auth_login, has_size;
+	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
+	struct deliver_rcpt_status *st;
+	size_t		 n;
+	bool		*accepted;	/* per recipient: RCPT got 2xx */
+	bool		 tls_failed;	/* the STARTTLS handshake failed */
+	bool		 desync;	/* a reply broke the protocol: no QUIT */
+	bool		 conn_failed;	/* the connection failed */
+	bool		 closing;	/* the server said 421: it closes */
+	/* A session kept from an earlier message (scache.c): */
+	bool		 reused;	/* this one was */
+	bool		 mail_refused;	/* MAIL got no 2xx */
+	bool		 dot_sent;	/* the content began to go out */
+	bool		 dirty;		/* a transaction is open: RSET first */
+	unsigned	 uses;		/* transactions on this connection */
+};
+
+static inline uint64_t
+smtpc_to(uint64_t v, uint64_t def)
+{
+	return v != 0 ? v : def;
+}
+
+#define TO_CONNECT(s)	smtpc_to((s)->o->timeouts.connect_ms, 30000)
+#define TO_GREET(s)	smtpc_to((s)->o->timeouts.greeting_ms, 300000)
+#define TO_CMD(s)	smtpc_to((s)->o->timeouts.command_ms, 300000)
+#define TO_DINIT(s)	smtpc_to((s)->o->timeouts.data_init_ms, 120000)
+#define TO_DBLOCK(s)	smtpc_to((s)->o->timeouts.data_block_ms, 180000)
+#define TO_DTERM(s)	smtpc_to((s)->o->timeouts.data_term_ms, 600000)
+
+/* Set recipient i's status (text is printf'd). */
+void	smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
+	    const char *fmt, ...) UTIL_PRINTF(5, 6);
+/* Every recipient not yet decided (accepted ones too) gets this. */
+void	smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
+	    const char *text);
+/* The last reply as a failure for every undecided recipient. */
+void	smtpc_fail_reply(struct smtpc *s, const char *stage);
+/* The connection's error for every undecided recipient. */
+void	smtpc_fail_conn(struct smtpc *s);
+/* Queue a command line (CR and LF in it become spaces). */
+void	smtpc_cmd(struct smtpc *s, const char *fmt, ...) UTIL_PRINTF(2, 3);
+/* Send what is queued.  0, or -1 with c.err. */
+int	smtpc_flush(struct smtpc *s, uint64_t to);
+/*
+ * Read one reply (RFC 5321 4.2: "NNN-" lines then "NNN ").  Returns the
+ * code, or -1 on a connection failure or a malformed or endless reply
+ * (c.err).
+ */
+int	smtpc_reply(struct smtpc *s, uint64_t to);
+/*
+ * One transaction on the open session: MAIL, RCPTs (pipelined when
+ * offered), DATA and the content; statuses set.  0, or -1 when it ended
+ * early (statuses say why).
+ */
+int	smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
+	    const char *const *rcpts, const char **err_out);
+
+/* ---- sessions kept between messages (scache.c) ---- */
+
+/* An SMTP session between two transactions, as the cache keeps it. */
+struct smtpc_idle {
+	struct dconn	 c;
+	struct tls_client *tc_own;	/* owned: made for this connection */
+	struct smtpc_caps caps;		/* what its EHLO announced */
+	bool		 esmtp;
+	unsigned	 uses;		/* transactions done on it */
+};
+
+/*
+ * One more (ref) or one less (unref) user of the cache; the last unref
+ * closes every kept session (QUIT) and ends the thread that closes them
+ * when idle too long.
+ */
+void	scache_ref(void);
+void	scache_unref(void);
+/*
+ * Take the session kept last under key into *out: true, or false when
+ * none is kept.  A taken session is the caller's to keep again or close.
+ */
+bool	scache_take(const char *key, struct smtpc_idle *out);
+/*
+ * Keep s (its contents move to the cache) under key for r->idle_ms, for
+ * r->owner; the oldest kept session is closed when r->cache_max are kept.
+ */
+void	scache_put(const char *key, const struct deliver_reuse *r,
+	    struct smtpc_idle *s);
+/* Close (on the cache's thread, soon) every session kept for owner. */
+void	scache_drop(const void *owner);
+/*
+ * The key of a session to o's server as o sets it up, EHLO name helo:
+ * everything that makes the session what it is (the action, address,
+ * TLS mode, context and name, EHLO name, AUTH identity).  Malloc'd.
+ */
+char	*scache_key(const struct deliver_smtp_opts *o, const char *helo);
+/* QUIT (waiting at most a moment for its reply) and close s. */
+void	scache_close(struct smtpc_idle *s);
 
 /* ---- where mail for a domain goes (mx.c) ---- */
 

@@ -30,6 +30,7 @@ struct remote_relay {
 	struct tls_client *tls;			/* owned; shared by threads */
 	pthread_mutex_t	 pop_mu;
 	uint64_t	 pop_last_ms;		/* last good POP login; 0 never */
+	struct deliver_reuse reuse;		/* sessions kept: owner r */
 };
 
 struct deliver_remote {
@@ -51,8 +52,8 @@ remote_table(const struct config_table *ct, struct table **out,
 }
 
 static int
-remote_relay_init(struct remote_relay *r, const struct config_relay *cr,
-    bool is_mx, const char **err_out)
+remote_relay_init(struct remote_relay *r, const struct config *c,
+    const struct config_relay *cr, bool is_mx, const char **err_out)
 {
 	struct tls_client_opts to = {
 		/* RFC 7435: opportunistic TLS to MX hosts is unverified. */
@@ -63,6 +64,12 @@ remote_relay_init(struct remote_relay *r, const struct config_relay *cr,
 	memset(r, 0, sizeof(*r));
 	r->cr = cr;
 	pthread_mutex_init(&r->pop_mu, NULL);
+	if (c != NULL)
+		r->reuse = (struct deliver_reuse){ .owner = r,
+		    .idle_ms = c->queue.reuse_time_ms,
+		    .max_uses = c->queue.reuse_limit,
+		    .cache_max = c->queue.cache_size };
+	scache_ref();
 	if (remote_table(cr->auth, &r->auth, err_out) == -1 ||
 	    remote_table(cr->pop_pass, &r->pop_pass, err_out) == -1 ||
 	    remote_table(cr->mx_hosts, &r->mx_hosts, err_out) == -1)
@@ -77,6 +84,8 @@ remote_relay_clear(struct remote_relay *r)
 {
 	if (r->cr == NULL)
 		return;
+	scache_drop(r);
+	scache_unref();
 	table_free(&r->auth);
 	table_free(&r->pop_pass);
 	table_free(&r->mx_hosts);
@@ -91,20 +100,19 @@ deliver_remote_new(const struct config *c, const struct config_action *a,
 {
 	struct deliver_remote *dr = xcalloc(1, sizeof(*dr));
 
-	(void)c;
 	dr->a = a;
 	switch (a->kind) {
 	case CONFIG_ACTION_RELAY:
 	case CONFIG_ACTION_MX:
 	case CONFIG_ACTION_FORWARD:
-		if (remote_relay_init(&dr->main, a->relay, a->kind !=
+		if (remote_relay_init(&dr->main, c, a->relay, a->kind !=
 		    CONFIG_ACTION_RELAY, err_out) == -1)
 			goto fail;
 		break;
 	case CONFIG_ACTION_RELAY_BY_SENDER:
 		dr->accts = xcalloc(a->nby_sender, sizeof(*dr->accts));
 		for (size_t i = 0; i < a->nby_sender; i++)
-			if (remote_relay_init(&dr->accts[i],
+			if (remote_relay_init(&dr->accts[i], c,
 			    &a->by_sender[i].account->relay, false,
 			    err_out) == -1)
 				goto fail;
@@ -152,6 +160,7 @@ remote_smtp_opts(const struct remote_relay *r, const struct deliver_msg *m,
 	    DELIVER_TLS_NONE;
 	so->tls_ctx = r->tls;
 	so->helo = cr->helo;
+	so->reuse = &r->reuse;
 	so->max_received = REMOTE_HOPS_MAX;
 	/* connect, greeting, command, data-init, data-block, data-term */
 	for (size_t k = 0; k < 6; k++)

@@ -1,23 +1,21 @@
 /*
  * deliver/smtpc.c: the outbound SMTP client (RFC 5321) for one server and
  * one transaction, or LMTP (RFC 2033: LHLO, a reply per recipient after
- * the content) over TCP or a unix socket: EHLO/HELO, STARTTLS (RFC 3207),
- * AUTH PLAIN/LOGIN (RFC 4954), SIZE (RFC 1870), 8BITMIME (RFC 6152),
- * SMTPUTF8 (RFC 6531), PIPELINING (RFC 2920), and the content as DATA
- * (content.c: streamed from the spool with CRLF line ends, dot-stuffing
- * and optional header rewriting; only canonical lines, and a message with
- * a NUL fails permanently before any connection).  Blocking: worker
- * threads only.  Knows nothing of the queue or of DNS.
+ * the content) over TCP or a unix socket: the session (EHLO/HELO, STARTTLS
+ * RFC 3207, AUTH PLAIN/LOGIN RFC 4954, QUIT), or one kept from an earlier
+ * message (scache.c) and given up for a new connection when it turns out
+ * dead; the transaction itself (SIZE, 8BITMIME, SMTPUTF8, PIPELINING, the
+ * content as DATA) is smtpc_txn.c's.  A message with a NUL fails
+ * permanently before any connection.  Blocking: worker threads only.
+ * Knows nothing of the queue or of DNS.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
 
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -28,43 +26,7 @@
 
 /* ---- the session ---- */
 
-struct smtpc {
-	const struct deliver_smtp_opts *o;
-	const struct deliver_msg *m;
-	struct dconn	 c;
-	struct tls_client *tc_own;	/* made for this connection */
-	struct util_buf	 out;		/* commands/content not yet sent */
-	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
-	int		 code;		/* the last reply's code */
-	char		 text[512];	/* the last reply, escaped, one line */
-	bool		 esmtp, pipelining, starttls, eightbitmime, smtputf8;
-	bool		 auth_plain, auth_login, has_size;
-	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
-	struct deliver_rcpt_status *st;
-	size_t		 n;
-	bool		*accepted;	/* per recipient: RCPT got 2xx */
-	bool		 tls_failed;	/* the STARTTLS handshake failed */
-	bool		 desync;	/* a reply broke the protocol: no QUIT */
-};
-
-static uint64_t
-smtpc_to(uint64_t v, uint64_t def)
-{
-	return v != 0 ? v : def;
-}
-
-#define TO_CONNECT(s)	smtpc_to((s)->o->timeouts.connect_ms, 30000)
-#define TO_GREET(s)	smtpc_to((s)->o->timeouts.greeting_ms, 300000)
-#define TO_CMD(s)	smtpc_to((s)->o->timeouts.command_ms, 300000)
-#define TO_DINIT(s)	smtpc_to((s)->o->timeouts.data_init_ms, 120000)
-#define TO_DBLOCK(s)	smtpc_to((s)->o->timeouts.data_block_ms, 180000)
-#define TO_DTERM(s)	smtpc_to((s)->o->timeouts.data_term_ms, 600000)
-
-/* Set recipient i's status (text is printf'd). */
-static void smtpc_set(struct smtpc *, size_t, enum deliver_result, int,
-    const char *, ...) UTIL_PRINTF(5, 6);
-
-static void
+void
 smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
     const char *fmt, ...)
 {
@@ -80,8 +42,7 @@ smtpc_set(struct smtpc *s, size_t i, enum deliver_result r, int code,
 	    sizeof(s->st[i].remote));
 }
 
-/* Every recipient not yet decided (accepted ones too) gets this. */
-static void
+void
 smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
     const char *text)
 {
@@ -91,8 +52,7 @@ smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
 			smtpc_set(s, i, r, code, "%s", text);
 }
 
-/* The last reply as a failure for every undecided recipient. */
-static void
+void
 smtpc_fail_reply(struct smtpc *s, const char *stage)
 {
 	char t[600];
@@ -102,15 +62,14 @@ smtpc_fail_reply(struct smtpc *s, const char *stage)
 	    DELIVER_TEMPFAIL, s->code, t);
 }
 
-static void
+void
 smtpc_fail_conn(struct smtpc *s)
 {
+	s->conn_failed = true;
 	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, s->c.err);
 }
 
-static void smtpc_cmd(struct smtpc *, const char *, ...) UTIL_PRINTF(2, 3);
-
-static void
+void
 smtpc_cmd(struct smtpc *s, const char *fmt, ...)
 {
 	va_list ap;
@@ -129,7 +88,7 @@ smtpc_cmd(struct smtpc *s, const char *fmt, ...)
 	free(l);
 }
 
-static int
+int
 smtpc_flush(struct smtpc *s, uint64_t to)
 {
 	int r = 0;
@@ -141,12 +100,7 @@ smtpc_flush(struct smtpc *s, uint64_t to)
 	return r;
 }
 
-/*
- * Read one reply (RFC 5321 4.2: "NNN-" lines then "NNN ").  Returns the
- * code, or -1 on a connection failure or a malformed or endless reply
- * (c.err).
- */
-static int
+int
 smtpc_reply(struct smtpc *s, uint64_t to)
 {
 	struct smtpc_reply r = { .lines = s->lines };
@@ -170,10 +124,38 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 		s->desync = true;
 		return -1;
 	}
+	if (s->code == 421)
+		s->closing = true;	/* RFC 5321 3.8: it closes */
 	if (log_enabled(LOG_LVL_DEBUG))
 		log_event(LOG_LVL_DEBUG, "smtpc", NULL, s->m->qid,
 		    "host=%s reply=\"%s\"", s->c.peer, s->text);
 	return s->code;
+}
+
+static void
+smtpc_caps_set(struct smtpc *s, const struct smtpc_caps *c)
+{
+	s->pipelining = c->pipelining;
+	s->starttls = c->starttls;
+	s->eightbitmime = c->eightbitmime;
+	s->smtputf8 = c->smtputf8;
+	s->auth_plain = c->auth_plain;
+	s->auth_login = c->auth_login;
+	s->has_size = c->has_size;
+	s->size_max = c->size_max;
+}
+
+static void
+smtpc_caps_get(const struct smtpc *s, struct smtpc_caps *c)
+{
+	c->pipelining = s->pipelining;
+	c->starttls = s->starttls;
+	c->eightbitmime = s->eightbitmime;
+	c->smtputf8 = s->smtputf8;
+	c->auth_plain = s->auth_plain;
+	c->auth_login = s->auth_login;
+	c->has_size = s->has_size;
+	c->size_max = s->size_max;
 }
 
 /* Parse the EHLO keywords of the last reply (RFC 5321 4.1.1.1). */
@@ -183,14 +165,7 @@ smtpc_caps(struct smtpc *s)
 	struct smtpc_caps c;
 
 	smtpc_caps_parse(s->lines.data, s->lines.len, &c);
-	s->pipelining = c.pipelining;
-	s->starttls = c.starttls;
-	s->eightbitmime = c.eightbitmime;
-	s->smtputf8 = c.smtputf8;
-	s->auth_plain = c.auth_plain;
-	s->auth_login = c.auth_login;
-	s->has_size = c.has_size;
-	s->size_max = c.size_max;
+	smtpc_caps_set(s, &c);
 }
 
 /* EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).  0 or -1. */
@@ -374,247 +349,6 @@ conn:
 	return -1;
 }
 
-static bool
-smtpc_is_ascii(const char *p)
-{
-	for (; *p != '\0'; p++)
-		if ((unsigned char)*p >= 0x80)
-			return false;
-	return true;
-}
-
-/* Buffer the content, flushing in large writes. */
-static int
-smtpc_put_cb(void *arg, const void *p, size_t n)
-{
-	struct smtpc *s = arg;
-
-	util_buf_add(&s->out, p, n);
-	if (s->out.len >= 32768)
-		return smtpc_flush(s, TO_DBLOCK(s));
-	return 0;
-}
-
-/* The content then ".": 0, or -1 (c.err or *err_out on a read error). */
-static int
-smtpc_stream(struct smtpc *s, const char **err_out)
-{
-	if (deliver_content_stream(s->m, s->o->rewrite, smtpc_put_cb, s,
-	    err_out) == -1)
-		return -1;
-	return smtpc_flush(s, TO_DBLOCK(s));
-}
-
-/* Can this server take this message at all?  0, or -1 with statuses. */
-static int
-smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
-    const char *const *rcpts, bool *utf8_out)
-{
-	bool utf8 = !smtpc_is_ascii(s->m->return_path);
-
-	for (size_t i = 0; i < s->n; i++)
-		utf8 = utf8 || !smtpc_is_ascii(rcpts[i]);
-	*utf8_out = utf8;
-	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
-		char t[200];
-		snprintf(t, sizeof(t), "5.4.6 mail forwarding loop: %u "
-		    "Received: header fields (limit %u)", sc->received,
-		    s->o->max_received);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	if (s->has_size && s->size_max > 0 && sc->size > s->size_max) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.3.4 message size %" PRIu64 " exceeds "
-		    "the limit of %s (SIZE %" PRIu64 ", RFC 1870)", sc->size,
-		    s->c.peer, s->size_max);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	/* RFC 6531 3.4: no SMTPUTF8, no non-ASCII address: never downgrade. */
-	if (utf8 && !s->smtputf8) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
-		    "(non-ASCII address) and %s does not offer it (RFC 6531)",
-		    s->c.peer);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	/* RFC 6152 3: 8-bit data only to a server that offers 8BITMIME. */
-	if (sc->eight_bit && !s->eightbitmime && !s->smtputf8) {
-		char t[600];
-		snprintf(t, sizeof(t), "5.6.3 the message has 8-bit content "
-		    "and %s does not offer 8BITMIME (RFC 6152); it is not "
-		    "converted", s->c.peer);
-		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
-		return -1;
-	}
-	return 0;
-}
-
-static void
-smtpc_mail_cmd(struct smtpc *s, const struct deliver_content_scan *sc,
-    bool utf8)
-{
-	char params[128] = "";
-
-	if (s->has_size)
-		snprintf(params, sizeof(params), " SIZE=%" PRIu64, sc->size);
-	if (sc->eight_bit && s->eightbitmime)
-		strncat(params, " BODY=8BITMIME", sizeof(params) -
-		    strlen(params) - 1);
-	if (utf8)
-		strncat(params, " SMTPUTF8", sizeof(params) - strlen(params) -
-		    1);
-	smtpc_cmd(s, "MAIL FROM:<%s>%s", s->m->return_path != NULL ?
-	    s->m->return_path : "", params);
-}
-
-/* Read the MAIL and RCPT replies; the number of accepted recipients. */
-static int
-smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
-{
-	int naccepted = 0;
-
-	if (smtpc_reply(s, TO_CMD(s)) == -1)
-		return -1;
-	*mail_ok = s->code / 100 == 2;
-	if (!*mail_ok)
-		smtpc_fail_reply(s, "MAIL FROM");
-	for (size_t i = 0; i < s->n; i++) {
-		if (!*mail_ok && !s->pipelining)
-			break;
-		if (smtpc_reply(s, TO_CMD(s)) == -1)
-			return -1;
-		if (!*mail_ok)
-			continue;	/* the MAIL reply decided already */
-		if (s->code / 100 == 2) {
-			s->accepted[i] = true;
-			naccepted++;
-			continue;
-		}
-		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-		    DELIVER_TEMPFAIL, s->code, "%s (in reply to RCPT TO)",
-		    s->text);
-	}
-	return naccepted;
-}
-
-/* The last reply as recipient i's outcome of the whole transaction. */
-static void
-smtpc_set_final(struct smtpc *s, size_t i)
-{
-	if (s->code / 100 == 2)
-		smtpc_set(s, i, DELIVER_OK, s->code, "%s", s->text);
-	else
-		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-		    DELIVER_TEMPFAIL, s->code, "%s (in reply to end of DATA)",
-		    s->text);
-}
-
-/*
- * RFC 2033 4.2: after the content, one reply per accepted recipient, in
- * the order of the RCPTs.  0, or -1 when the connection failed (the ones
- * not yet answered stay undecided).
- */
-static int
-smtpc_lmtp_replies(struct smtpc *s)
-{
-	for (size_t i = 0; i < s->n; i++) {
-		if (!s->accepted[i])
-			continue;
-		if (smtpc_reply(s, TO_DTERM(s)) == -1)
-			return -1;
-		smtpc_set_final(s, i);
-	}
-	return 0;
-}
-
-static int
-smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
-    const char *const *rcpts, const char **err_out)
-{
-	bool utf8, mail_ok = false;
-	int nacc;
-
-	if (smtpc_check_ext(s, sc, rcpts, &utf8) == -1)
-		return -1;
-	smtpc_mail_cmd(s, sc, utf8);
-	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
-	if (!s->pipelining) {
-		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-		    smtpc_reply(s, TO_CMD(s)) == -1)
-			goto conn;
-		if (s->code / 100 != 2) {
-			smtpc_fail_reply(s, "MAIL FROM");
-			return -1;
-		}
-		mail_ok = true;
-		nacc = 0;
-		for (size_t i = 0; i < s->n; i++) {
-			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
-			if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-			    smtpc_reply(s, TO_CMD(s)) == -1)
-				goto conn;
-			if (s->code / 100 == 2) {
-				s->accepted[i] = true;
-				nacc++;
-			} else
-				smtpc_set(s, i, s->code >= 500 ?
-				    DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
-				    s->code, "%s (in reply to RCPT TO)",
-				    s->text);
-		}
-		if (nacc == 0)
-			return -1;
-		smtpc_cmd(s, "DATA");
-		if (smtpc_flush(s, TO_CMD(s)) == -1)
-			goto conn;
-	} else {
-		for (size_t i = 0; i < s->n; i++)
-			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
-		smtpc_cmd(s, "DATA");
-		if (smtpc_flush(s, TO_CMD(s)) == -1)
-			goto conn;
-		if ((nacc = smtpc_envelope_replies(s, &mail_ok)) == -1)
-			goto conn;
-	}
-	if (smtpc_reply(s, TO_DINIT(s)) == -1)
-		goto conn;
-	if (s->code != 354) {
-		if (mail_ok && nacc > 0)
-			smtpc_fail_reply(s, "DATA");
-		return -1;
-	}
-	if (nacc == 0) {
-		/* RFC 2920 3.1: 354 with no recipient: end it empty. */
-		smtpc_cmd(s, ".");
-		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
-		    smtpc_reply(s, TO_DTERM(s)) == -1)
-			goto conn;
-		return -1;
-	}
-	if (smtpc_stream(s, err_out) == -1) {
-		if (s->c.err[0] == '\0' && *err_out != NULL)
-			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
-		goto conn;
-	}
-	if (s->o->lmtp) {
-		if (smtpc_lmtp_replies(s) == -1)
-			goto conn;
-		return 0;
-	}
-	if (smtpc_reply(s, TO_DTERM(s)) == -1)
-		goto conn;
-	for (size_t i = 0; i < s->n; i++)
-		if (s->accepted[i])
-			smtpc_set_final(s, i);
-	return 0;
-conn:
-	smtpc_fail_conn(s);
-	return -1;
-}
-
 static void
 smtpc_quit(struct smtpc *s)
 {
@@ -655,6 +389,141 @@ smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
 	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
 }
 
+/* Every recipient undecided (code -1) before an attempt. */
+static void
+smtpc_undecided(struct deliver_rcpt_status *st, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memset(&st[i], 0, sizeof(st[i]));
+		st[i].result = DELIVER_TEMPFAIL;
+		st[i].code = -1;
+		util_strlcpy(st[i].text, "not attempted", sizeof(st[i].text));
+	}
+}
+
+/* Connect, greeting, EHLO, STARTTLS, AUTH.  0, or -1 with statuses. */
+static int
+smtpc_open(struct smtpc *s)
+{
+	const struct deliver_smtp_opts *o = s->o;
+
+	if ((o->unix_path != NULL ? dconn_connect_unix(&s->c, o->unix_path,
+	    TO_CONNECT(s)) : dconn_connect(&s->c, o->host, o->port,
+	    TO_CONNECT(s))) == -1 ||
+	    (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(s) == -1) ||
+	    smtpc_reply(s, TO_GREET(s)) == -1) {
+		s->desync = true;	/* no QUIT on what never began */
+		smtpc_fail_conn(s);
+		return -1;
+	}
+	if (s->code != 220) {
+		smtpc_fail_reply(s, "the greeting");
+		return -1;
+	}
+	if (smtpc_ehlo(s) == -1 || smtpc_starttls(s) == -1 ||
+	    smtpc_auth(s) == -1)
+		return -1;
+	return 0;
+}
+
+/* A kept session for key, still open: true with it in s. */
+static bool
+smtpc_resume(struct smtpc *s, const char *key)
+{
+	struct smtpc_idle idle;
+
+	while (key != NULL && scache_take(key, &idle)) {
+		if (dconn_idle_ok(&idle.c)) {
+			s->c = idle.c;
+			s->tc_own = idle.tc_own;
+			smtpc_caps_set(s, &idle.caps);
+			s->esmtp = idle.esmtp;
+			s->uses = idle.uses;
+			s->reused = true;
+			return true;
+		}
+		/* Closed or 421 while it waited: nothing to say to it. */
+		dconn_close(&idle.c);
+		tls_client_free(&idle.tc_own);
+	}
+	return false;
+}
+
+/*
+ * A kept session that failed before the content went out (closed, 421,
+ * MAIL refused) decided nothing: its outcome is dropped and the message
+ * goes on a new connection.
+ */
+static bool
+smtpc_stale(const struct smtpc *s)
+{
+	return s->reused && !s->dot_sent && (s->conn_failed || s->closing ||
+	    s->mail_refused);
+}
+
+static void smtpc_quit(struct smtpc *);
+
+/* Forget the stale session: s as before a new connection. */
+static void
+smtpc_restart(struct smtpc *s)
+{
+	if (!s->conn_failed)
+		smtpc_quit(s);
+	dconn_close(&s->c);
+	tls_client_free(&s->tc_own);
+	dconn_init(&s->c);
+	smtpc_undecided(s->st, s->n);
+	memset(s->accepted, 0, s->n * sizeof(*s->accepted));
+	s->reused = s->mail_refused = s->dot_sent = s->dirty = false;
+	s->conn_failed = s->closing = s->desync = s->tls_failed = false;
+	s->uses = 0;
+}
+
+/* Can the session wait for the next message (after an RSET if needed)? */
+static bool
+smtpc_keepable(struct smtpc *s)
+{
+	const struct deliver_reuse *r = s->o->reuse;
+
+	if (r == NULL || r->idle_ms == 0 || s->o->lmtp || s->c.fd == -1 ||
+	    s->desync || s->conn_failed || s->closing || s->uses == 0 ||
+	    s->uses >= r->max_uses)
+		return false;
+	if (!s->dirty)
+		return true;
+	smtpc_cmd(s, "RSET");
+	return smtpc_flush(s, TO_CMD(s)) == 0 && smtpc_reply(s, TO_CMD(s)) ==
+	    250;
+}
+
+/* Keep the session for the next message, or QUIT. */
+static void
+smtpc_end(struct smtpc *s, const char *key)
+{
+	struct smtpc_idle idle = { .esmtp = s->esmtp, .uses = s->uses };
+
+	if (key == NULL || !smtpc_keepable(s)) {
+		smtpc_quit(s);
+		return;
+	}
+	idle.c = s->c;
+	idle.tc_own = s->tc_own;
+	smtpc_caps_get(s, &idle.caps);
+	scache_put(key, s->o->reuse, &idle);
+	dconn_init(&s->c);
+	s->tc_own = NULL;
+}
+
+/* Anything still undecided failed with the connection. */
+static void
+smtpc_fail_undecided(struct smtpc *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->st[i].code == -1)
+			smtpc_set(s, i, DELIVER_TEMPFAIL, 0, "%s",
+			    s->c.err[0] != '\0' ? s->c.err : "not attempted");
+}
+
 static enum deliver_result
 smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
     const char *const *rcpts, size_t n, struct deliver_rcpt_status *st_out,
@@ -663,14 +532,9 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	struct smtpc s = { .o = o, .m = m, .st = st_out, .n = n };
 	struct deliver_content_scan sc;
 	const char *err = NULL;
+	char *key = NULL;
 
-	for (size_t i = 0; i < n; i++) {
-		memset(&st_out[i], 0, sizeof(st_out[i]));
-		st_out[i].result = DELIVER_TEMPFAIL;
-		st_out[i].code = -1;	/* undecided */
-		util_strlcpy(st_out[i].text, "not attempted",
-		    sizeof(st_out[i].text));
-	}
+	smtpc_undecided(st_out, n);
 	dconn_init(&s.c);
 	if (n == 0)
 		return DELIVER_OK;
@@ -684,43 +548,36 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 		    "holds a NUL byte, which SMTP cannot carry; not sent");
 		goto out;
 	}
-	if ((o->unix_path != NULL ? dconn_connect_unix(&s.c, o->unix_path,
-	    TO_CONNECT(&s)) : dconn_connect(&s.c, o->host, o->port,
-	    TO_CONNECT(&s))) == -1) {
-		smtpc_fail_conn(&s);
-		goto out;
+	if (o->reuse != NULL && o->reuse->idle_ms > 0 && !o->lmtp)
+		key = scache_key(o, s.o->helo != NULL ? o->helo :
+		    m->hostname != NULL ? m->hostname : "localhost");
+	if (smtpc_resume(&s, key)) {
+		(void)smtpc_transaction(&s, &sc, rcpts, &err);
+		if (!smtpc_stale(&s))
+			goto settle;
+		log_event(LOG_LVL_DEBUG, "smtpc", NULL, m->qid, "host=%s "
+		    "kept session unusable, new connection", s.c.peer);
+		smtpc_restart(&s);
 	}
-	if (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(&s) == -1)
-		goto out;
-	if (smtpc_reply(&s, TO_GREET(&s)) == -1) {
-		smtpc_fail_conn(&s);
-		goto out;
-	}
-	if (s.code != 220) {
-		smtpc_fail_reply(&s, "the greeting");
-		goto quit;
-	}
-	if (smtpc_ehlo(&s) == -1 || smtpc_starttls(&s) == -1 ||
-	    smtpc_auth(&s) == -1)
-		goto quit;
+	if (smtpc_open(&s) == -1)
+		goto end;
 	(void)smtpc_transaction(&s, &sc, rcpts, &err);
+settle:
 	/* Settled before QUIT: a crash after this never sends it twice. */
 	for (size_t i = 0; m->settled_cb != NULL && i < n; i++)
 		if (st_out[i].result == DELIVER_OK && st_out[i].code != -1)
 			m->settled_cb(m->settled_arg, rcpts[i]);
-quit:
-	smtpc_quit(&s);
+end:
+	smtpc_fail_undecided(&s);
+	smtpc_end(&s, key);
 out:
-	/* Anything still undecided failed with the connection. */
-	for (size_t i = 0; i < n; i++)
-		if (st_out[i].code == -1)
-			smtpc_set(&s, i, DELIVER_TEMPFAIL, 0, "%s",
-			    s.c.err[0] != '\0' ? s.c.err : "not attempted");
+	smtpc_fail_undecided(&s);
 	dconn_close(&s.c);
 	tls_client_free(&s.tc_own);
 	util_buf_clear(&s.out);
 	util_buf_clear(&s.lines);
 	free(s.accepted);
+	free(key);
 	*tls_failed = s.tls_failed;
 	return smtpc_summary(st_out, n, err_out);
 }

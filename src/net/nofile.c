@@ -64,6 +64,8 @@ net_check_nofile(const struct config *cfg, const char **err_out)
 	reserve = (uint64_t)(NET_DISK_THREADS + cfg->queue.concurrency) *
 	    NET_FDS_PER_WORKER + (uint64_t)cfg->workers * (cfg->nlistens +
 	    NET_FDS_PER_LOOP) + NET_FDS_FIXED;
+	if (cfg->queue.reuse_time_ms > 0)	/* idle outbound sessions */
+		reserve += cfg->queue.cache_size;
 	need = cfg->limits.conn_max * per_conn + reserve;
 	if (need <= rl.rlim_max)
 		return 0;

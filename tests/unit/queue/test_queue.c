@@ -447,9 +447,14 @@ test_config_queue(void **state)
 	    "queue retry-min 2s\nqueue retry-max 10m\nqueue lifetime 3s\n"
 	    "queue delay-warning 0\nqueue concurrency 7\n"
 	    "queue destination-concurrency 2\naction l discard\n"
+	    "queue connection-reuse-time 0\nqueue connection-reuse-limit 5\n"
+	    "queue connection-cache-size 9\n"
 	    "match any action l\n", &errs);
 	if (c == NULL)
 		fail_msg("config: %s", errs);
+	assert_int_equal(c->queue.reuse_time_ms, 0);
+	assert_int_equal(c->queue.reuse_limit, 5);
+	assert_int_equal(c->queue.cache_size, 9);
 	queue_opts_init(&o, c);
 	assert_int_equal(o.retry_min_ms, 2000);
 	assert_int_equal(o.retry_max_ms, 600000);
@@ -468,6 +473,9 @@ test_config_queue(void **state)
 	assert_int_equal(o.delay_warning_ms, 4 * 3600000ULL);
 	assert_int_equal(o.concurrency, 30);
 	assert_int_equal(o.dest_concurrency, 20);
+	assert_int_equal(c->queue.reuse_time_ms, 2000);
+	assert_int_equal(c->queue.reuse_limit, 100);
+	assert_int_equal(c->queue.cache_size, 30);
 	config_free(&c);
 	c = config_parse("t.conf", "listen 127.0.0.1:2525\n"
 	    "queue retry-min 2h\nqueue retry-max 1h\nqueue concurrency 0\n"
@@ -478,11 +486,13 @@ test_config_queue(void **state)
 	    "t.conf:3: queue: retry-min (line 2) is above retry-max (line 3)\n"
 	    "t.conf:4: queue concurrency: \"0\" is out of range (1..1000)\n"
 	    "t.conf:5: queue: unknown setting \"speed\" (usage: queue "
-	    "retry-min|retry-max|lifetime|delay-warning DURATION, or queue "
-	    "concurrency|destination-concurrency N)\n"
+	    "retry-min|retry-max|lifetime|delay-warning|connection-reuse-time "
+	    "DURATION, or queue concurrency|destination-concurrency|"
+	    "connection-reuse-limit|connection-cache-size N)\n"
 	    "t.conf:6: queue: missing argument (usage: queue "
-	    "retry-min|retry-max|lifetime|delay-warning DURATION, or queue "
-	    "concurrency|destination-concurrency N)\n");
+	    "retry-min|retry-max|lifetime|delay-warning|connection-reuse-time "
+	    "DURATION, or queue concurrency|destination-concurrency|"
+	    "connection-reuse-limit|connection-cache-size N)\n");
 	free(errs);
 }
 

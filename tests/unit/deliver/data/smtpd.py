@@ -143,6 +143,8 @@ def main():
                 f.write("mech %s\n" % getattr(session, "t_mech", "-"))
                 tls = server.transport.get_extra_info("ssl_object")
                 f.write("tls %s\n" % ("yes" if tls else "no"))
+                # The client's port: which connection carried it.
+                f.write("peer %s\n" % (session.peer[1],))
             os.rename(base + ".eml.tmp", base + ".eml")
             return "250 2.0.0 Ok: queued as T%d" % n
 
