@@ -638,28 +638,98 @@ log:
 }
 
 /*
- * A script that names "message" anywhere (facts.message, the file's path)
- * gets the message on disk at eom; facts.lines() works from memory too.
+ * The level of a long bracket opening at p ("[[", "[=[", ...): the number
+ * of '=', or -1 when p opens none.
+ */
+static int
+hlua_long_open(const char *p, const char *end)
+{
+	int n = 0;
+
+	if (p >= end || *p != '[')
+		return -1;
+	for (p++; p < end && *p == '='; p++)
+		n++;
+	return p < end && *p == '[' ? n : -1;
+}
+
+/* Past the long bracket of level n closing at or after p; end if none. */
+static const char *
+hlua_long_close(const char *p, const char *end, int n)
+{
+	for (; p < end; p++) {
+		const char *q = p + 1;
+		int k = 0;
+
+		if (*p != ']')
+			continue;
+		while (q < end && *q == '=' && k < n) {
+			q++;
+			k++;
+		}
+		if (k == n && q < end && *q == ']')
+			return q + 1;
+	}
+	return end;
+}
+
+/* Does [p, end) hold "message" as a word of its own? */
+static bool
+hlua_has_word(const char *p, const char *end)
+{
+	static const char word[] = "message";
+	const size_t wl = sizeof(word) - 1;
+
+	for (const char *q = p; q + wl <= end; q++) {
+		if (memcmp(q, word, wl) != 0)
+			continue;
+		bool before = q > p && (isalnum((unsigned char)q[-1]) ||
+		    q[-1] == '_');
+		bool after = q + wl < end && (isalnum((unsigned char)q[wl]) ||
+		    q[wl] == '_');
+		if (!before && !after)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A script that names "message" (facts.message, facts["message"]: in its
+ * code or in any string) gets the message on disk at eom; facts.lines()
+ * works from memory too.  Comments do not count: a script that only says
+ * "message" in them keeps the delivery in memory.  Strings are skipped as
+ * Lua reads them, so a "--" inside one starts no comment.
  */
 static bool
 hlua_reads_file(const void *inst)
 {
 	const struct hlua_inst *li = inst;
-	static const char word[] = "message";
-	const size_t wl = sizeof(word) - 1;
+	const char *p = li->src, *end = li->src + li->srclen, *code = p;
+	int lvl;
 
-	for (size_t i = 0; i + wl <= li->srclen; i++) {
-		if (memcmp(li->src + i, word, wl) != 0)
-			continue;
-		bool before = i > 0 && (isalnum((unsigned char)li->src[i - 1])
-		    || li->src[i - 1] == '_');
-		bool after = i + wl < li->srclen &&
-		    (isalnum((unsigned char)li->src[i + wl]) ||
-		    li->src[i + wl] == '_');
-		if (!before && !after)
-			return true;
+	while (p < end) {
+		if (*p == '"' || *p == '\'') {
+			char q = *p++;
+
+			while (p < end && *p != q && *p != '\n')
+				p += *p == '\\' && p + 1 < end ? 2 : 1;
+			p += p < end;
+		} else if ((lvl = hlua_long_open(p, end)) >= 0) {
+			p = hlua_long_close(p + lvl + 2, end, lvl);
+		} else if (p + 1 < end && p[0] == '-' && p[1] == '-') {
+			if (hlua_has_word(code, p))
+				return true;
+			p += 2;
+			if ((lvl = hlua_long_open(p, end)) >= 0)
+				p = hlua_long_close(p + lvl + 2, end, lvl);
+			else
+				while (p < end && *p != '\n')
+					p++;
+			code = p;
+		} else
+			p++;
 	}
-	return false;
+	return hlua_has_word(code, end);
 }
 
 const struct chain_handler_ops chain_lua_ops[] = {

@@ -27,6 +27,24 @@ function eom(f, state)
 end
 '''
 
+# "message" only in comments: still decided in memory.
+LUA_COMMENTS = '''
+-- a policy on the message header: the message itself stays unread
+--[==[ a long comment: f.message, ]] still the comment ]==]
+function eom(f, state)
+  local s = "--"  -- a comment start inside a string starts none
+  return {"tag", "seen", f.headers ~= nil and "yes" or "no"}
+end
+'''
+
+# Names it in a string, after a "--" inside another one: reads the file.
+LUA_STRING = '''
+function eom(f, state)
+  local dash, p = "--", f["message"]
+  return {"tag", "path", p ~= nil and "yes" or "no"}
+end
+'''
+
 LUA_FILE = '''
 function eom(f, state)
   return {"tag", "path", f.message ~= nil and "yes" or "no"}
@@ -83,6 +101,8 @@ def spool_names_while_sending(srv, before=None):
 def config(tmp_path, chains):
     (tmp_path / "eom.lua").write_text(LUA)
     (tmp_path / "file.lua").write_text(LUA_FILE)
+    (tmp_path / "comments.lua").write_text(LUA_COMMENTS)
+    (tmp_path / "string.lua").write_text(LUA_STRING)
     return make_config(["state memory"] + chains,
         actions=TEMPLATE_ACTIONS)
 
@@ -125,6 +145,24 @@ def test_a_script_that_reads_the_file_gets_it(make_postern, tmp_path):
         "no spool file for a script naming facts.message"
     wait_for(lambda: "tx.path=yes" in srv.log(),
         what="the script saw facts.message")
+
+
+def test_message_named_only_in_comments_keeps_the_message_in_memory(
+        make_postern, tmp_path):
+    srv = make_postern(config=config(tmp_path,
+        ["on eom { lua \"%s\" }" % (tmp_path / "comments.lua")]))
+    assert spool_names_while_sending(srv) == [], "the spool was written"
+    wait_for(lambda: "tx.seen=yes" in srv.log(),
+        what="the script ran on the message in memory")
+
+
+def test_message_named_in_a_string_gets_the_file(make_postern, tmp_path):
+    srv = make_postern(config=config(tmp_path,
+        ["on eom { lua \"%s\" }" % (tmp_path / "string.lua")]))
+    assert spool_names_while_sending(srv), \
+        "no spool file for a script naming f[\"message\"]"
+    wait_for(lambda: "tx.path=yes" in srv.log(),
+        what="the script saw facts[\"message\"]")
 
 
 def test_a_program_at_eom_still_reads_the_message_file(make_postern,
