@@ -93,6 +93,14 @@ void	deliver_maildir_copies(const char *const *folders,
 	    struct deliver_rcpt_status *st_out);
 
 /*
+ * Descriptors all threads together keep open for Maildirs between
+ * deliveries: at most fds, and never more than DELIVER_MD_KEEP_MAX (the
+ * default).  A lower limit applies as the threads deliver next.
+ */
+#define DELIVER_MD_KEEP_MAX	1024
+void	deliver_maildir_keep_limit(size_t fds);
+
+/*
  * Start (or count one more user of) the thread that removes files a crash
  * left in the tmp/ of the Maildirs deliver_maildir writes to: those not
  * read or written for 36 hours, never one of our deliveries in progress.

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <openssl/ssl.h>
@@ -145,6 +146,47 @@ struct deliver_md_busy {
 void	deliver_md_busy_enter(struct deliver_md_busy *b, const char *folder,
 	    const char *name);
 void	deliver_md_busy_leave(struct deliver_md_busy *b);
+
+/*
+ * The Maildirs a thread keeps open between deliveries (maildir_keep.c).
+ * A kept one holds new/, and tmp/ once a copy was written through it; the
+ * folder and cur/ are opened only when needed.  Between two uses of an
+ * entry by one delivery it is busy: never evicted, never found again.
+ */
+struct stat;
+#define DELIVER_MD_THREAD_FDS	16	/* a thread's kept descriptors */
+struct deliver_md_dir {
+	char		*folder;	/* owned: as the delivery named it */
+	char		*new_path;	/* owned: folder/new */
+	int		 new_fd;
+	int		 tmp_fd;	/* -1 until deliver_md_tmp() */
+	dev_t		 dev;
+	ino_t		 new_ino;	/* of new/ */
+	bool		 ordered;	/* util_fs_ordered(new/) */
+	bool		 busy;		/* in use by this thread */
+	bool		 kept;		/* counted in this thread's cache */
+	uint64_t	 used;		/* the cache's clock at the last use */
+};
+/*
+ * This thread's kept Maildir for folder, if the folder path still leads to
+ * it (a directory, not a symlink, with the same new/); else NULL, and a
+ * stale one is closed.  The result is busy until deliver_md_release().
+ */
+struct deliver_md_dir *deliver_md_find(const char *folder);
+/*
+ * A Maildir just opened, for folder: new_fd (and tmp_fd, or -1) become
+ * the entry's; kept for the thread if there is room (evicting the least
+ * recently used), else closed at its release.  Busy; never NULL.
+ */
+struct deliver_md_dir *deliver_md_add(const char *folder, int new_fd,
+	    int tmp_fd, bool ordered, const struct stat *new_st);
+/* d's tmp/, opened next to its new/ when not yet open: the fd, or -1. */
+int	deliver_md_tmp(struct deliver_md_dir *d);
+/*
+ * Done with *dp for now: keep it for the thread's next delivery (keep,
+ * when it was kept), or close it.  Sets *dp to NULL; accepts NULL.
+ */
+void	deliver_md_release(struct deliver_md_dir **dp, bool keep);
 
 /* ---- the outbound client's reading of replies (reply.c: pure) ---- */
 

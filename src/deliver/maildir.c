@@ -31,18 +31,26 @@
  * with O_NOFOLLOW and files are created with O_EXCL, so a symlink planted
  * inside a Maildir cannot redirect our writes.
  *
- * Each thread keeps its last Maildir open (md_keep): a run of messages to
- * one mailbox (a list, an application's catch-all) then costs two stats per
- * copy instead of four opens and four closes.  Before each use the folder
- * path must still name the same directory, not a symlink, and its new/ the
- * same new/; else everything is opened afresh.  Our open descriptors keep
- * those inodes alive, so their numbers cannot have been reused meanwhile:
- * a Maildir moved away or replaced is never written behind the reader.
+ * Each thread keeps the Maildirs it delivered to last open
+ * (maildir_keep.c): their new/, and tmp/ where a copy was written; cur/ is
+ * opened next to new/ when a retry looks for an earlier copy.  A run of
+ * messages to the same mailboxes (a list, an application's catch-all, ten
+ * recipients each) then costs two stats per copy instead of four opens and
+ * four closes.  Before each use the folder path must still name a
+ * directory, not a symlink, and its new/ must be the new/ we hold; else
+ * everything is opened afresh.  A directory has one parent, so that folder
+ * is then the one we opened, and our descriptor keeps new/ alive, so its
+ * number cannot have been reused meanwhile: a Maildir moved away or
+ * replaced is never written behind the reader.  (No cheaper check would
+ * do: one stat of folder/new follows a folder turned into a symlink, and a
+ * folder's ctime is too coarse to show a rename within the same tick.)
  * Whether the file system journals in order (util_fs_ordered) is kept
  * too: the descriptors hold the mount, which cannot change its journal.
- * A message for several Maildirs keeps none: it holds at most the file
- * and new/ of its first copy and the Maildir it is linking into (six
- * descriptors; eight while a copy that cannot be linked is written).
+ * Besides what is kept, a delivery holds at most seven descriptors
+ * (net/nofile.c counts them): a Maildir being opened (folder, tmp/, new/,
+ * cur/) or a copy being written (its file, the spool file, its Maildir's
+ * new/ and tmp/ if they found no room among the kept ones), and the first
+ * copy's file with, likewise, its Maildir's two.
  *
  * Several recipients of one message (deliver_maildir_copies): their copies
  * are the same bytes (the Return-Path line is the message's, and nothing
@@ -82,7 +90,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,12 +104,10 @@ static const char *const md_sub[MD_N] = { "tmp", "new", "cur" };
 
 struct md_ctx {
 	const char	*folder;
-	int		 dirfd;		/* the folder */
-	int		 fd[MD_N];	/* tmp/ new/ cur/ */
+	struct deliver_md_dir *dir;	/* the thread's, busy while open */
 	char		 name[512];
 	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
-	struct md_kept	*kept;		/* owned: from md_take, its fds ours */
 	/* Several copies at once (deliver_maildir_copies): */
 	dev_t		 dev;		/* of new/ */
 	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
@@ -164,130 +169,65 @@ md_name(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
 	return rc;
 }
 
-/* A thread's last Maildir, still open (see top). */
-struct md_kept {
-	char		*folder;
-	int		 dirfd;
-	int		 fd[MD_N];
-	dev_t		 dev;
-	ino_t		 ino, new_ino;	/* of the folder and its new/ */
-	bool		 ordered;
-};
-
-static pthread_key_t	md_kept_key;
-static pthread_once_t	md_kept_once = PTHREAD_ONCE_INIT;
-
-static void
-md_kept_free(void *arg)
-{
-	struct md_kept *k = arg;
-
-	if (k == NULL)
-		return;
-	close(k->dirfd);
-	for (int i = 0; i < MD_N; i++)
-		close(k->fd[i]);
-	free(k->folder);
-	free(k);
-}
-
-static void
-md_kept_init(void)
-{
-	if (pthread_key_create(&md_kept_key, md_kept_free) != 0)
-		fatal("pthread_key_create failed");
-}
-
-/* Take this thread's kept Maildir if it is still folder's (see top). */
-static bool
-md_take(struct md_ctx *c)
-{
-	struct md_kept *k;
-	struct stat st;
-
-	pthread_once(&md_kept_once, md_kept_init);
-	if ((k = pthread_getspecific(md_kept_key)) == NULL)
-		return false;
-	pthread_setspecific(md_kept_key, NULL);
-	if (strcmp(k->folder, c->folder) != 0 ||
-	    fstatat(AT_FDCWD, c->folder, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
-	    st.st_dev != k->dev || st.st_ino != k->ino ||
-	    fstatat(k->dirfd, "new", &st, AT_SYMLINK_NOFOLLOW) == -1 ||
-	    st.st_dev != k->dev || st.st_ino != k->new_ino) {
-		md_kept_free(k);
-		return false;
-	}
-	c->dirfd = k->dirfd;
-	memcpy(c->fd, k->fd, sizeof(c->fd));
-	c->ordered = k->ordered;
-	c->kept = k;
-	return true;
-}
-
-/*
- * Keep c's open Maildir for this thread's next delivery (true), or let c
- * close it (false).
- */
-static bool
-md_keep(struct md_ctx *c, bool ok)
-{
-	struct md_kept *k = c->kept;
-	struct stat dst, nst;
-
-	c->kept = NULL;
-	if (ok && k == NULL && fstat(c->dirfd, &dst) == 0 &&
-	    fstat(c->fd[MD_NEW], &nst) == 0) {
-		k = xmalloc(sizeof(*k));
-		k->folder = xstrdup(c->folder);
-		k->dirfd = c->dirfd;
-		memcpy(k->fd, c->fd, sizeof(k->fd));
-		k->dev = dst.st_dev;
-		k->ino = dst.st_ino;
-		k->new_ino = nst.st_ino;
-		k->ordered = c->ordered;
-	} else if (!ok && k != NULL) {
-		free(k->folder);	/* its fds are c's to close */
-		free(k);
-		k = NULL;
-	}
-	if (k != NULL)
-		pthread_setspecific(md_kept_key, k);	/* md_take emptied it */
-	return k != NULL;
-}
-
-/* Create (if needed) and open folder and its three subfolders. */
+/* Open folder's Maildir afresh, creating what is missing. */
 static enum deliver_result
-md_open(struct md_ctx *c, const char **err_out)
+md_open_new(struct md_ctx *c, bool want_tmp, const char **err_out)
 {
 	const int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-
-	if (md_take(c))
-		return DELIVER_OK;
+	enum deliver_result r = DELIVER_OK;
+	int dirfd, fd[MD_N] = { -1, -1, -1 };
+	struct stat st;
 
 	/* The Maildir usually exists: open first, create only when missing. */
-	c->dirfd = open(c->folder, dflags);
-	if (c->dirfd == -1 && errno == ENOENT) {
+	dirfd = open(c->folder, dflags);
+	if (dirfd == -1 && errno == ENOENT) {
 		if (util_mkdirs(c->folder, 0700) == -1)
 			return md_fail(err_out, errno, "mkdir", c->folder,
 			    NULL, NULL);
-		c->dirfd = open(c->folder, dflags);
+		dirfd = open(c->folder, dflags);
 	}
-	if (c->dirfd == -1)
+	if (dirfd == -1)
 		return md_fail(err_out, errno, "open", c->folder, NULL, NULL);
-	for (int i = 0; i < MD_N; i++) {
-		c->fd[i] = openat(c->dirfd, md_sub[i], dflags);
-		if (c->fd[i] == -1 && errno == ENOENT) {
-			if (mkdirat(c->dirfd, md_sub[i], 0700) == -1 &&
-			    errno != EEXIST)
-				return md_fail(err_out, errno, "mkdir",
+	for (int i = 0; i < MD_N && r == DELIVER_OK; i++) {
+		fd[i] = openat(dirfd, md_sub[i], dflags);
+		if (fd[i] == -1 && errno == ENOENT) {
+			if (mkdirat(dirfd, md_sub[i], 0700) == -1 &&
+			    errno != EEXIST) {
+				r = md_fail(err_out, errno, "mkdir",
 				    c->folder, md_sub[i], NULL);
-			c->fd[i] = openat(c->dirfd, md_sub[i], dflags);
+				break;
+			}
+			fd[i] = openat(dirfd, md_sub[i], dflags);
 		}
-		if (c->fd[i] == -1)
-			return md_fail(err_out, errno, "open", c->folder,
+		if (fd[i] == -1)
+			r = md_fail(err_out, errno, "open", c->folder,
 			    md_sub[i], NULL);
 	}
-	return DELIVER_OK;
+	if (r == DELIVER_OK && fstat(fd[MD_NEW], &st) == -1)
+		r = md_fail(err_out, errno, "stat", c->folder, "new", NULL);
+	if (r == DELIVER_OK) {
+		/* Kept: new/, and tmp/ if a copy is to be written now. */
+		c->dir = deliver_md_add(c->folder, fd[MD_NEW],
+		    want_tmp ? fd[MD_TMP] : -1, util_fs_ordered(fd[MD_NEW]),
+		    &st);
+		fd[MD_NEW] = -1;
+		if (want_tmp)
+			fd[MD_TMP] = -1;
+	}
+	close(dirfd);
+	for (int i = 0; i < MD_N; i++)
+		if (fd[i] != -1)
+			close(fd[i]);
+	return r;
+}
+
+/* folder's Maildir: the thread's kept one if still current, or afresh. */
+static enum deliver_result
+md_open(struct md_ctx *c, bool want_tmp, const char **err_out)
+{
+	if ((c->dir = deliver_md_find(c->folder)) != NULL)
+		return DELIVER_OK;
+	return md_open_new(c, want_tmp, err_out);
 }
 
 /*
@@ -306,11 +246,13 @@ md_already(struct md_ctx *c)
 	DIR *d;
 	int fd, found = 0;
 
-	if (fstatat(c->fd[MD_NEW], c->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (fstatat(c->dir->new_fd, c->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return 1;
 	if (errno != ENOENT)
 		return -1;
-	fd = openat(c->fd[MD_CUR], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* new/ was just checked to be the folder's: its parent is ours. */
+	fd = openat(c->dir->new_fd, "../cur", O_RDONLY | O_DIRECTORY |
+	    O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
 		return -1;
 	if ((d = fdopendir(fd)) == NULL) {
@@ -429,12 +371,12 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);
 		return DELIVER_TEMPFAIL;
 	}
-	out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT | O_EXCL |
+	out = openat(c->dir->tmp_fd, c->name, O_WRONLY | O_CREAT | O_EXCL |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	/* A leftover from a crash before the rename; never delivered. */
 	if (out == -1 && errno == EEXIST &&
-	    unlinkat(c->fd[MD_TMP], c->name, 0) == 0)
-		out = openat(c->fd[MD_TMP], c->name, O_WRONLY | O_CREAT |
+	    unlinkat(c->dir->tmp_fd, c->name, 0) == 0)
+		out = openat(c->dir->tmp_fd, c->name, O_WRONLY | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out == -1) {
 		r = md_fail(err_out, errno, "open", c->folder, "tmp", c->name);
@@ -463,7 +405,7 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 		/* A full disk or EIO is never the message's fault. */
 		if (r == DELIVER_PERMFAIL)
 			r = DELIVER_TEMPFAIL;
-		unlinkat(c->fd[MD_TMP], c->name, 0);
+		unlinkat(c->dir->tmp_fd, c->name, 0);
 	}
 	return r;
 }
@@ -482,11 +424,11 @@ md_set(struct md_ctx *c, enum deliver_result r, const char *err)
  * there already (delivered before), 0 when not, -1 when that failed (c->r).
  */
 static int
-md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
+md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx,
+    bool want_tmp)
 {
 	enum deliver_result r;
 	const char *err;
-	struct stat st;
 	int seen;
 
 	if (c->folder == NULL || *c->folder == '\0') {
@@ -497,19 +439,12 @@ md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
 		md_set(c, DELIVER_PERMFAIL, "maildir: unique name too long");
 		return -1;
 	}
-	if ((r = md_open(c, &err)) != DELIVER_OK) {
+	if ((r = md_open(c, want_tmp, &err)) != DELIVER_OK) {
 		md_set(c, r, err);
 		return -1;
 	}
-	/* A kept Maildir's new/ was just checked to be on k->dev. */
-	if (c->kept != NULL)
-		c->dev = c->kept->dev;
-	else if (fstat(c->fd[MD_NEW], &st) == -1) {
-		r = md_fail(&err, errno, "stat", c->folder, "new", NULL);
-		md_set(c, r, err);
-		return -1;
-	} else
-		c->dev = st.st_dev;
+	c->dev = c->dir->dev;
+	c->ordered = c->dir->ordered;
 	if (m->fresh)
 		return 0;
 	if ((seen = md_already(c)) == -1) {
@@ -529,10 +464,10 @@ md_seen(struct md_ctx *c)
 {
 	const char *err;
 
-	c->out = openat(c->fd[MD_NEW], c->name, O_RDONLY | O_NOFOLLOW |
+	c->out = openat(c->dir->new_fd, c->name, O_RDONLY | O_NOFOLLOW |
 	    O_CLOEXEC);
 	if ((c->out != -1 && fsync(c->out) == -1) ||
-	    fsync(c->fd[MD_NEW]) == -1) {
+	    fsync(c->dir->new_fd) == -1) {
 		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
 		md_set(c, DELIVER_TEMPFAIL, err);
 	}
@@ -547,15 +482,18 @@ md_place(struct md_ctx *c, const struct deliver_msg *m)
 	enum deliver_result r;
 	const char *err = NULL;
 
-	if (c->kept == NULL)
-		c->ordered = util_fs_ordered(c->fd[MD_NEW]);
+	if (deliver_md_tmp(c->dir) == -1) {
+		r = md_fail(&err, errno, "open", c->folder, "tmp", NULL);
+		md_set(c, r, err);
+		return;
+	}
 	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
 	deliver_md_busy_enter(&busy, c->folder, c->name);
 	r = md_write(c, m, &err);
-	if (r == DELIVER_OK && renameat(c->fd[MD_TMP], c->name,
-	    c->fd[MD_NEW], c->name) == -1) {
+	if (r == DELIVER_OK && renameat(c->dir->tmp_fd, c->name,
+	    c->dir->new_fd, c->name) == -1) {
 		r = md_fail(&err, errno, "rename", c->folder, "tmp", c->name);
-		unlinkat(c->fd[MD_TMP], c->name, 0);
+		unlinkat(c->dir->tmp_fd, c->name, 0);
 	}
 	deliver_md_busy_leave(&busy);
 	if (r != DELIVER_OK)
@@ -574,25 +512,7 @@ md_close(struct md_ctx *c, bool keep)
 	}
 	c->out = -1;
 	/* A failure opens everything afresh next time. */
-	if (!md_keep(c, keep && c->r == DELIVER_OK)) {
-		for (int i = 0; i < MD_N; i++)
-			if (c->fd[i] != -1)
-				close(c->fd[i]);
-		if (c->dirfd != -1)
-			close(c->dirfd);
-	}
-	c->dirfd = c->fd[MD_TMP] = c->fd[MD_NEW] = c->fd[MD_CUR] = -1;
-}
-
-/* A source while others link to it keeps only new/ and the file open. */
-static void
-md_trim(struct md_ctx *c)
-{
-	(void)md_keep(c, false);	/* its descriptors are c's */
-	close(c->dirfd);
-	close(c->fd[MD_TMP]);
-	close(c->fd[MD_CUR]);
-	c->dirfd = c->fd[MD_TMP] = c->fd[MD_CUR] = -1;
+	deliver_md_release(&c->dir, keep && c->r == DELIVER_OK);
 }
 
 /*
@@ -605,7 +525,7 @@ md_sync_new(struct md_ctx *c)
 {
 	const char *err;
 
-	if (fsync(c->fd[MD_NEW]) == -1) {
+	if (fsync(c->dir->new_fd) == -1) {
 		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
 		md_set(c, DELIVER_TEMPFAIL, err);
 	}
@@ -616,10 +536,10 @@ static void
 md_take_back(struct md_ctx *c, const char *err)
 {
 	const char *e;
-	bool closed = c->fd[MD_NEW] == -1;
+	bool closed = c->dir == NULL;
 
-	if (!closed || md_open(c, &e) == DELIVER_OK)
-		unlinkat(c->fd[MD_NEW], c->name, 0);
+	if (!closed || md_open(c, false, &e) == DELIVER_OK)
+		unlinkat(c->dir->new_fd, c->name, 0);
 	md_set(c, DELIVER_TEMPFAIL, err);
 	if (closed)
 		md_close(c, false);
@@ -658,14 +578,14 @@ md_link(struct md_ctx *cs, size_t s, size_t i)
 {
 	struct md_ctx *c = &cs[i];
 
-	if (linkat(cs[s].fd[MD_NEW], cs[s].name, c->fd[MD_NEW], c->name,
+	if (linkat(cs[s].dir->new_fd, cs[s].name, c->dir->new_fd, c->name,
 	    0) == -1)
 		return false;
 	c->src = s;
 	c->ordered = cs[s].ordered;
 	if (!c->ordered)
 		md_sync_new(c);
-	md_close(c, false);
+	md_close(c, true);
 	return true;
 }
 
@@ -686,17 +606,17 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 
 		if (c->done)
 			continue;
-		switch (md_prepare(c, m, rcpt_idx[i])) {
+		switch (md_prepare(c, m, rcpt_idx[i], src == SIZE_MAX)) {
 		case 1:
 			md_seen(c);
 			/* FALLTHROUGH */
 		case -1:
 			c->done = true;
-			md_close(c, n == 1);
+			md_close(c, true);
 			continue;
 		}
 		if (src != SIZE_MAX && c->dev != cs[src].dev) {
-			md_close(c, false);
+			md_close(c, true);
 			wait++;
 			continue;
 		}
@@ -705,19 +625,17 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 			continue;
 		md_place(c, m);
 		if (c->r == DELIVER_OK && src == SIZE_MAX) {
-			src = i;
-			if (n > 1)
-				md_trim(c);
+			src = i;	/* stays open while others link to it */
 			continue;
 		}
 		if (c->r == DELIVER_OK)		/* not linked: on its own */
 			md_finish(cs, n, i);
-		md_close(c, false);
+		md_close(c, true);
 	}
 	if (src != SIZE_MAX) {
 		/* Every link is made: now the commit (see top). */
 		md_finish(cs, n, src);
-		md_close(&cs[src], n == 1);
+		md_close(&cs[src], true);
 	}
 	return wait;
 }
@@ -730,8 +648,8 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
 	struct md_ctx *cs = xcalloc(n, sizeof(*cs));
 
 	for (size_t i = 0; i < n; i++)
-		cs[i] = (struct md_ctx){ .folder = folders[i], .dirfd = -1,
-		    .fd = { -1, -1, -1 }, .out = -1, .src = SIZE_MAX };
+		cs[i] = (struct md_ctx){ .folder = folders[i], .out = -1,
+		    .src = SIZE_MAX };
 	/* Each round finishes at least its first copy. */
 	while (md_round(cs, n, rcpt_idx, m) > 0)
 		;

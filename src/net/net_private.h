@@ -221,6 +221,12 @@ void	net_loop_clear(struct net_loop *loop);
 /* nofile.c: descriptors. */
 /* Raise the soft RLIMIT_NOFILE to the hard one (start-up). */
 void	net_raise_nofile(void);
+/*
+ * Let the Maildirs kept open between deliveries use half of what the
+ * descriptor limit leaves over after cfg's connections and what postern
+ * keeps for itself (at most DELIVER_MD_KEEP_MAX).
+ */
+void	net_size_nofile(const struct config *cfg);
 
 /* steer.c: which loop takes a new connection (main thread). */
 /*

@@ -16,14 +16,16 @@
 #include "log/log.h"
 
 /*
- * What postern keeps open besides the connections, at most: each disk
- * thread's kept Maildir (folder, tmp/, new/, cur/) with the file it writes
- * and the spool file it reads; the same for each queue worker (or an
- * outbound connection); the listen sockets; per loop its event base's
- * descriptors and its spare; and stdio, the log, signals, the spool's
- * folders, lock and control socket, the state store.
+ * What postern keeps open besides the connections, at most: what each disk
+ * thread and each queue worker holds for the delivery it is making (a
+ * Maildir being opened or a copy being written, and the first copy with
+ * its Maildir: deliver/maildir.c), or an outbound connection; the Maildirs
+ * kept open between deliveries (DELIVER_MD_KEEP_MAX for all threads, less
+ * where the limit leaves less: net_size_nofile); the listen sockets; per
+ * loop its event base's descriptors and its spare; and stdio, the log,
+ * signals, the spool's folders, lock and control socket, the state store.
  */
-#define NET_FDS_PER_WORKER	6
+#define NET_FDS_PER_WORKER	7
 #define NET_FDS_PER_LOOP	4
 #define NET_FDS_FIXED		32
 
@@ -53,6 +55,34 @@ net_milters(const struct config *cfg)
 	return n;
 }
 
+/* What postern keeps for itself under cfg, the kept Maildirs aside. */
+static uint64_t
+net_nofile_reserve(const struct config *cfg)
+{
+	uint64_t reserve;
+
+	reserve = (uint64_t)(NET_DISK_THREADS + cfg->queue.concurrency) *
+	    NET_FDS_PER_WORKER + (uint64_t)cfg->workers * (cfg->nlistens +
+	    NET_FDS_PER_LOOP) + NET_FDS_FIXED;
+	if (cfg->queue.reuse_time_ms > 0)	/* idle outbound sessions */
+		reserve += cfg->queue.cache_size;
+	return reserve;
+}
+
+void
+net_size_nofile(const struct config *cfg)
+{
+	struct rlimit rl;
+	uint64_t need = cfg->limits.conn_max * (1 + net_milters(cfg)) +
+	    net_nofile_reserve(cfg);
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	/* Half of what is left: the rest stays spare for bursts. */
+	deliver_maildir_keep_limit(rl.rlim_cur > need ?
+	    (size_t)((rl.rlim_cur - need) / 2) : 0);
+}
+
 int
 net_check_nofile(const struct config *cfg, const char **err_out)
 {
@@ -61,11 +91,7 @@ net_check_nofile(const struct config *cfg, const char **err_out)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_max == RLIM_INFINITY)
 		return 0;
-	reserve = (uint64_t)(NET_DISK_THREADS + cfg->queue.concurrency) *
-	    NET_FDS_PER_WORKER + (uint64_t)cfg->workers * (cfg->nlistens +
-	    NET_FDS_PER_LOOP) + NET_FDS_FIXED;
-	if (cfg->queue.reuse_time_ms > 0)	/* idle outbound sessions */
-		reserve += cfg->queue.cache_size;
+	reserve = net_nofile_reserve(cfg);
 	need = cfg->limits.conn_max * per_conn + reserve;
 	if (need <= rl.rlim_max)
 		return 0;

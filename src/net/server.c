@@ -129,6 +129,7 @@ net_reload(struct net_server *srv)
 	conn_rt_unref(&srv->rt);
 	srv->rt = rt;
 	pthread_mutex_unlock(&srv->mu);
+	net_size_nofile(rt->cfg);
 	log_msg(LOG_LVL_INFO, "reload: configuration %s loaded",
 	    srv->config_path);
 	net_notify_ready(srv, "configuration reloaded");
@@ -251,6 +252,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	event_add(srv->sig_hup, NULL);
 	if (net_check_nofile(cfg, &err) == -1)
 		fatal("%s", err);
+	net_size_nofile(cfg);
 	/* The privileged helper: forked as root, before any thread. */
 	if (config_needs_priv(cfg) && (srv->priv = priv_start(cfg,
 	    &err)) == NULL)

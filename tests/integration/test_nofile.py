@@ -3,10 +3,12 @@
 keeps for itself, and out of descriptors anyway (another program's doing,
 a lowered limit) it answers the clients it cannot take with 421 and pauses
 accepting instead of spinning on EMFILE; once descriptors are free again
-it serves as before.
+it serves as before.  The Maildirs kept open between deliveries use no
+more than half of what the limit leaves over.
 """
 
 import os
+import re
 import resource
 import select
 import socket
@@ -111,3 +113,49 @@ def test_out_of_descriptors_421_then_serves_again(make_postern):
         send_message(c, "a@example.net", ["bob@example.org"],
             "Subject: after the flood\r\n\r\nx\r\n")
     wait_for(lambda: srv.maildir("bob"), what="delivery after the flood")
+
+
+def reserve_of(tmp_path):
+    """What postern keeps for itself under the test config, as `postern
+    check` reports it."""
+    conf = write_conf(tmp_path, ["limit connections 1000000"])
+    r = subprocess.run([binary(), "check", "-c", conf], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=20, preexec_fn=nofile(1024))
+    m = re.search(r"needs \d+ descriptors \(\d+ for the connections, "
+        r"(\d+) postern keeps for itself\)", r.stdout)
+    assert m, r
+    return int(m.group(1))
+
+
+def test_kept_maildirs_stay_within_the_descriptor_limit(make_postern,
+        tmp_path):
+    # The limit leaves 2 * KEEP over: the kept Maildirs may use KEEP of it,
+    # fewer than one delivery thread alone would keep.
+    KEEP = 8
+    limit = reserve_of(tmp_path) + 20 + 2 * KEEP
+    srv = make_postern(extra=["limit connections 20"], start=False)
+    srv.argv_prefix = ["prlimit", "--nofile=%d:%d" % (limit, limit), "--"]
+    srv.start()
+
+    def fds():
+        return len(os.listdir("/proc/%d/fd" % srv.proc.pid))
+
+    body = "Subject: kept\r\n\r\nx\r\n"
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["warm@example.org"], body)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: srv.maildir("warm"), what="the first delivery")
+    base = fds()
+    users = ["k%d" % i for i in range(60)]
+    for n in range(30):
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", ["%s@example.org" % users[(n *
+                7 + j) % 60] for j in range(10)], body)
+            c.send("QUIT"); c.expect(221)
+    got = sum(len(srv.maildir(u)) for u in users)
+    assert got == 300, got
+    wait_for(lambda: fds() <= base + KEEP, timeout=15,
+        what="the server's descriptors to be at most %d over %d" % (KEEP,
+        base))

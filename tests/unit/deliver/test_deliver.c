@@ -9,6 +9,8 @@
 #include "deliver/deliver_private.h"
 #include "util/util.h"
 
+#include "mdtest.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -85,11 +87,8 @@ list_dir(const char *folder, const char *sub, char *name_out, size_t sz)
 static int
 setup(void **state)
 {
-	char tmpl[] = "/tmp/test_deliver.XXXXXX";
-
 	(void)state;
-	assert_non_null(mkdtemp(tmpl));
-	tdir = xstrdup(tmpl);
+	tdir = mdtest_dir_new("test_deliver");
 	content_path = xasprintf("%s/content", tdir);
 	util_buf_reset(&content);
 	util_buf_addstr(&content, "Received: from x\nSubject: t\n\n");
@@ -105,13 +104,9 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-	char *cmd = xasprintf("rm -rf '%s'", tdir);
-
 	(void)state;
-	assert_int_equal(system(cmd), 0);
-	free(cmd);
+	mdtest_dir_free(&tdir);
 	free(content_path);
-	free(tdir);
 	util_buf_clear(&content);
 	return 0;
 }
@@ -290,22 +285,6 @@ test_maildir_hostile_folders(void **state)
 	}
 }
 
-/* The number of files under tdir/sub (find -type f), symlinks not followed. */
-static int
-count_files(const char *sub)
-{
-	char *cmd = xasprintf("find '%s/%s' -type f 2>/dev/null | wc -l",
-	    tdir, sub);
-	FILE *f = popen(cmd, "r");
-	int n = -1;
-
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d", &n), 1);
-	pclose(f);
-	free(cmd);
-	return n;
-}
-
 /*
  * A thread keeps its last Maildir open between deliveries; each change
  * to it between two deliveries is seen: the second copy goes where the
@@ -353,12 +332,12 @@ test_maildir_kept_folder_follows_changes(void **state)
 		    strstr(err, cases[i].want_err) == NULL))
 			fail_msg("case \"%s\": got %d \"%s\"", cases[i].name,
 			    r, err);
-		if (count_files("md") != cases[i].want_md)
+		if (mdtest_count_files(tdir, "md") != cases[i].want_md)
 			fail_msg("case \"%s\": %d files under md/, want %d",
-			    cases[i].name, count_files("md"),
+			    cases[i].name, mdtest_count_files(tdir, "md"),
 			    cases[i].want_md);
 		/* What was moved away holds the first copy only. */
-		if (count_files("old") > 1)
+		if (mdtest_count_files(tdir, "old") > 1)
 			fail_msg("case \"%s\": old/ got the second copy",
 			    cases[i].name);
 	}
@@ -743,24 +722,10 @@ test_maildir_copies_retry_exactly_once(void **state)
 	copies_free(folders);
 }
 
-/* Descriptors open in this process now. */
-static size_t
-open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	size_t n = 0;
-
-	assert_non_null(d);
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n - 3;		/* ".", ".." and d's own */
-}
-
 /*
  * Many recipients never hold many descriptors: the Maildirs are opened
- * one after the other, not all at once (the server budgets about six per
- * delivery thread).
+ * one after the other, not all at once (the server budgets seven per
+ * delivery thread besides the Maildirs the thread keeps open).
  */
 static void
 test_maildir_copies_few_descriptors(void **state)
@@ -779,7 +744,7 @@ test_maildir_copies_few_descriptors(void **state)
 	}
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
 	low = old;
-	low.rlim_cur = open_fds() + 10;
+	low.rlim_cur = mdtest_open_fds() + DELIVER_MD_THREAD_FDS + 7;
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
 	deliver_maildir_copies((const char *const *)folders, idx, N, &m, st);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
