@@ -755,8 +755,19 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
-	/* A file we just created needs its name made durable too. */
-	if (st.st_size == 0 && fsync(sp->fd[SUB_DONE]) == -1) {
+	/*
+	 * A file we just created needs its name made durable too, except
+	 * where the journal keeps the order (util_fs_ordered): there the
+	 * fdatasync has committed the name already.  The create logged the
+	 * new inode and its directory entry in one transaction; the write
+	 * that gave the file its size changed the inode in that transaction
+	 * or a later one, which the data sync waits for, and the journal
+	 * commits in order.  A directory fsync is no free check either: ext4
+	 * answers it with a full commit of whatever transaction is running
+	 * by then (other messages' work), needed or not.
+	 */
+	if (st.st_size == 0 && !sp->ordered &&
+	    fsync(sp->fd[SUB_DONE]) == -1) {
 		*err_out = spool_err("fsync", SUB_DONE, "", "", errno);
 		goto fail;
 	}
