@@ -39,7 +39,12 @@
  *
  * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
  * leaves content or done-records without an envelope (removed by
- * spool_list), never an envelope with missing recipients' records.
+ * spool_list, whichever of their unlinks reached the disk), never an
+ * envelope with missing recipients' records.  Once that fsync returns the
+ * message is gone for any restart, so the queue uses the removal as the
+ * record of a message's last delivery (no done/<qid> written for it): a
+ * crash before the fsync returns may find the envelope and deliver that
+ * recipient again, as a crash before its done-record's fdatasync would.
  *
  * While a message is open, its content file is flock()ed (the lock follows
  * the inode through the rename and dies with the process), so spool_list
