@@ -16,14 +16,23 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
+/*
+ * Random bits for a retry's jitter, from a thread's supply drawn 256 bytes
+ * at a time: every attempt takes some, most never use them.
+ */
 static uint32_t
 queue_random(void)
 {
-	uint32_t rnd = 0;
+	static __thread uint32_t supply[64];
+	static __thread size_t left;
 
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint32_t)util_wall_us();
-	return rnd;
+	if (left == 0) {
+		if (getrandom(supply, sizeof(supply), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(supply))
+			return (uint32_t)util_wall_us();
+		left = sizeof(supply) / sizeof(supply[0]);
+	}
+	return supply[--left];
 }
 
 /* The next attempt's earliest time, as the delivery just asked for it. */

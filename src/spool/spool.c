@@ -616,19 +616,20 @@ spool_slurp(struct spool *sp, enum spool_sub sub, const char *name,
 		goto fail;
 	}
 	buf = xmalloc((size_t)st.st_size + 1);
-	for (;;) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+	/*
+	 * Up to the size fstat saw, with no read to find the end: an
+	 * envelope never changes once named, and records appended to a done
+	 * file meanwhile are read next time, as if we had read first.
+	 */
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1)
 			goto fail;
 		if (n == 0)
-			break;
+			break;	/* got shorter: what is there */
 		len += (size_t)n;
-		if (len > (size_t)st.st_size) {	/* grew under us */
-			errno = EFBIG;
-			goto fail;
-		}
 	}
 	close(fd);
 	*buf_out = buf;
