@@ -39,9 +39,12 @@ net_queue_route(void *arg, const char *sender, const char *rcpt,
 	return rc;
 }
 
-/* The upstream said 250: record it before QUIT, so it is never sent twice. */
+/*
+ * The upstream said 250: record it before QUIT, so it is never sent twice
+ * (the message's removal when it was its last recipient).
+ */
 struct net_settle {
-	struct spool		*sp;
+	struct queue		*q;
 	const struct spool_env	*env;
 	size_t			 idx;
 };
@@ -53,11 +56,9 @@ net_settled_cb(void *arg, const char *rcpt)
 	const char *err = NULL;
 
 	(void)rcpt;	/* one recipient per call: it is env->rcpts[idx] */
-	if (spool_mark_done(ns->sp, ns->env->qid, ns->idx, &err) == -1)
+	if (queue_settle(ns->q, ns->env, ns->idx, &err) == -1)
 		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
 		    ns->env->qid, "why=\"%s\"", err);
-	else
-		queue_settled(ns->idx);
 }
 
 /* maildir-owner: "USER:FOLDER", written by the helper as USER. */
@@ -139,7 +140,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 			return DELIVER_TEMPFAIL;
 		}
 	}
-	struct net_settle ns = { srv->spool, env, idx };
+	struct net_settle ns = { srv->queue, env, idx };
 	rcpts = xcalloc(env->nrcpts + 1, sizeof(*rcpts));
 	net_origin(env, &origin, rcpts);
 	queue_injector(srv->queue, &inject);

@@ -16,14 +16,23 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
+/*
+ * Random bits for a retry's jitter, from a thread's supply drawn 256 bytes
+ * at a time: every attempt takes some, most never use them.
+ */
 static uint32_t
 queue_random(void)
 {
-	uint32_t rnd = 0;
+	static __thread uint32_t supply[64];
+	static __thread size_t left;
 
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint32_t)util_wall_us();
-	return rnd;
+	if (left == 0) {
+		if (getrandom(supply, sizeof(supply), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(supply))
+			return (uint32_t)util_wall_us();
+		left = sizeof(supply) / sizeof(supply[0]);
+	}
+	return supply[--left];
 }
 
 /* The next attempt's earliest time, as the delivery just asked for it. */
@@ -47,11 +56,66 @@ struct queue_when {
 
 /* The recipient the delivery recorded as done itself; SIZE_MAX: none. */
 static __thread size_t queue_settled_idx = SIZE_MAX;
+/* The message of this thread's run went with its last delivery. */
+static __thread bool queue_gone;
 
 void
-queue_settled(size_t idx)
+queue_gone_reset(void)
 {
+	queue_gone = false;
+}
+
+bool
+queue_msg_is_gone(void)
+{
+	return queue_gone;
+}
+
+int
+queue_finish(struct queue *q, const struct spool_env *env,
+    const char **err_out)
+{
+	const char *err = NULL;
+
+	if (spool_keeps(q->sp) && spool_keep_msg(q->sp, env->qid, &err) == -1)
+		log_event(LOG_LVL_WARN, "keep-error", env->sid, env->qid,
+		    "why=\"%s\"", err);
+	return spool_remove(q->sp, env->qid, err_out);
+}
+
+/*
+ * Record recipient i of env as delivered, durably.  When nothing else
+ * keeps the message (every other recipient done, every failure reported)
+ * the record is the message's removal, with no done-record written for
+ * it: spool_remove returns once the envelope's unlink is durable, which
+ * is all a restart looks for, and it costs one journal commit where a
+ * done-record and then the removal cost two or three.  A crash before
+ * that point delivers the recipient again, as a crash before its
+ * done-record would.
+ */
+static int
+queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
+    const char **err_out)
+{
+	for (size_t j = 0; j < env->nrcpts; j++) {
+		const struct spool_rcpt *r = &env->rcpts[j];
+		if (j != i && (!r->done || (r->failed && !r->bounced)))
+			return spool_mark_done(q->sp, env->qid, i, err_out);
+	}
+	if (queue_finish(q, env, err_out) == -1)
+		return -1;
+	queue_gone = true;
+	return 0;
+}
+
+int
+queue_settle(struct queue *q, const struct spool_env *env, size_t idx,
+    const char **err_out)
+{
+	if (queue_record_done(q, env, idx, err_out) == -1)
+		return -1;
 	queue_settled_idx = idx;
+	return 0;
 }
 
 /* ---- one delivery ------------------------------------------------------ */
@@ -201,7 +265,7 @@ queue_record(struct queue *q, struct spool_env *env, size_t i,
 		/* Durably done before anything else: never again. */
 		if (queue_settled_idx == i)
 			env->rcpts[i].done = true;	/* recorded already */
-		else if (spool_mark_done(q->sp, env->qid, i, &err) == -1)
+		else if (queue_record_done(q, env, i, &err) == -1)
 			/* A retry is safe: deliveries are idempotent. */
 			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
 			    "cannot record delivery why=\"%s\"", err);

@@ -279,6 +279,7 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	struct queue_pass p = { .now = now, .force = force,
 	    .blocked = blocked_out, .nblocked = nblocked_out };
 
+	queue_gone_reset();
 	if (spool_env_load(q->sp, qid, &env, &err) == -1) {
 		if (errno == ENOENT) {	/* submitted again after delivery */
 			log_event(LOG_LVL_DEBUG, "queue", NULL, qid,
@@ -310,6 +311,11 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	}
 	free(p.tried);
 	free(content_path);
+	if (queue_msg_is_gone()) {	/* its last delivery removed it */
+		free(skipped);
+		spool_env_clear(&env);
+		return QUEUE_FINISHED;
+	}
 	now = queue_wall_ms();
 	/* Blocked recipients wait for their destination, not for a timer. */
 	for (size_t i = 0; i < env.nrcpts; i++) {
@@ -332,10 +338,7 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	if (unreported && !pending)	/* the DSN could not be queued */
 		due = now + q->o.retry_min_ms;
 	if (!pending && !unreported) {
-		if (spool_keeps(q->sp) && spool_keep_msg(q->sp, qid, &err) == -1)
-			log_event(LOG_LVL_WARN, "keep-error", env.sid, qid,
-			    "why=\"%s\"", err);
-		if (spool_remove(q->sp, qid, &err) == -1) {
+		if (queue_finish(q, &env, &err) == -1) {
 			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
 			    "cannot remove from the spool why=\"%s\"", err);
 			free(skipped);

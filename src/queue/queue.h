@@ -109,11 +109,16 @@ int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
  */
 void	queue_retry_after(uint64_t ms);
 /*
- * For a delivery function, on the queue's thread: the delivery it is
- * making already recorded recipient idx as done in the spool (before
- * QUIT), so the queue does not append the same record again.
+ * For a delivery function, on the queue's thread, once recipient idx of
+ * env is delivered (an upstream's 250 to the data, before QUIT): record
+ * it durably now, so that a crash from here on never delivers it again,
+ * and the queue does not record it a second time.  When it was the last
+ * thing the message was kept for, the record is the message's removal
+ * from the spool.  0, or -1 with *err_out (the queue then records it when
+ * the delivery returns).
  */
-void	queue_settled(size_t idx);
+int	queue_settle(struct queue *q, const struct spool_env *env, size_t idx,
+	    const char **err_out);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 

@@ -117,6 +117,20 @@ void	queue_attempt_copies(struct queue *q, struct spool_env *env,
 	    const struct deliver_kind *k, const size_t *idx, size_t n,
 	    const char *content_path);
 
+/*
+ * Every recipient of env is done and every failure reported: keep a copy
+ * (spool_keeps) and remove the message from the spool.  0, or -1 with
+ * *err_out (spool_remove's).
+ */
+int	queue_finish(struct queue *q, const struct spool_env *env,
+	    const char **err_out);
+/*
+ * Did a delivery of this thread's run remove its message (queue_finish),
+ * being the last thing it was kept for?  Reset at the start of a run.
+ */
+bool	queue_msg_is_gone(void);
+void	queue_gone_reset(void);
+
 /* bounce.c: bounce the failures not reported yet; record each as reported. */
 void	queue_bounce(struct queue *q, struct spool_env *env);
 /* Once past delay_warning, tell the sender which recipients still wait. */

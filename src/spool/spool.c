@@ -39,7 +39,12 @@
  *
  * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
  * leaves content or done-records without an envelope (removed by
- * spool_list), never an envelope with missing recipients' records.
+ * spool_list, whichever of their unlinks reached the disk), never an
+ * envelope with missing recipients' records.  Once that fsync returns the
+ * message is gone for any restart, so the queue uses the removal as the
+ * record of a message's last delivery (no done/<qid> written for it): a
+ * crash before the fsync returns may find the envelope and deliver that
+ * recipient again, as a crash before its done-record's fdatasync would.
  *
  * While a message is open, its content file is flock()ed (the lock follows
  * the inode through the rename and dies with the process), so spool_list
@@ -611,19 +616,20 @@ spool_slurp(struct spool *sp, enum spool_sub sub, const char *name,
 		goto fail;
 	}
 	buf = xmalloc((size_t)st.st_size + 1);
-	for (;;) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+	/*
+	 * Up to the size fstat saw, with no read to find the end: an
+	 * envelope never changes once named, and records appended to a done
+	 * file meanwhile are read next time, as if we had read first.
+	 */
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1)
 			goto fail;
 		if (n == 0)
-			break;
+			break;	/* got shorter: what is there */
 		len += (size_t)n;
-		if (len > (size_t)st.st_size) {	/* grew under us */
-			errno = EFBIG;
-			goto fail;
-		}
 	}
 	close(fd);
 	*buf_out = buf;
@@ -755,8 +761,19 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
-	/* A file we just created needs its name made durable too. */
-	if (st.st_size == 0 && fsync(sp->fd[SUB_DONE]) == -1) {
+	/*
+	 * A file we just created needs its name made durable too, except
+	 * where the journal keeps the order (util_fs_ordered): there the
+	 * fdatasync has committed the name already.  The create logged the
+	 * new inode and its directory entry in one transaction; the write
+	 * that gave the file its size changed the inode in that transaction
+	 * or a later one, which the data sync waits for, and the journal
+	 * commits in order.  A directory fsync is no free check either: ext4
+	 * answers it with a full commit of whatever transaction is running
+	 * by then (other messages' work), needed or not.
+	 */
+	if (st.st_size == 0 && !sp->ordered &&
+	    fsync(sp->fd[SUB_DONE]) == -1) {
 		*err_out = spool_err("fsync", SUB_DONE, "", "", errno);
 		goto fail;
 	}

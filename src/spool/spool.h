@@ -181,7 +181,13 @@ int	spool_keep_content(struct spool *sp, const char *qid,
 int	spool_msg_keep(struct spool_msg *m, const char *suffix,
 	    const char **err_out);
 
-/* Remove a message whose recipients are all done.  0 or -1. */
+/*
+ * Remove a message whose recipients are all done: env/<qid> unlinked and
+ * that made durable, then its content and status records.  Once the
+ * envelope's unlink is durable no restart finds the message, so a caller
+ * may take the removal as the record of its last delivery (see spool.c).
+ * 0 or -1 with *err_out.
+ */
 int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
 /*
  * List committed messages (malloc'd array of malloc'd qids), oldest first.

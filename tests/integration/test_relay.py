@@ -229,6 +229,13 @@ class Scripted:
     def stop(self):
         self.stopping = True
         self.released.set()
+        # Wake the accept() in progress: close() alone leaves it waiting,
+        # and once the descriptor's number is reused by a later test's
+        # listener, a retried accept() would take that one's connections.
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.ls.close()
 
 

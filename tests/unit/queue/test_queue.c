@@ -21,6 +21,7 @@
 #include <string.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -634,12 +635,36 @@ struct fake {
 	bool		 release;	/* "block" deliveries may return */
 	unsigned	 calls;
 	unsigned	 blocking, max_blocking;
+	struct queue	*q;		/* "settle" deliveries record here */
+	unsigned	 env_left;	/* envelopes still there after one */
 };
 static atomic_bool route_down;	/* fake_route: the tables do not answer */
 static struct fake fk = { PTHREAD_MUTEX_INITIALIZER,
-    PTHREAD_COND_INITIALIZER, false, 0, 0, 0 };
+    PTHREAD_COND_INITIALIZER, false, 0, 0, 0, NULL, 0 };
 
-/* Actions: ok, temp, perm, block (until fk.release), else the real ones. */
+/*
+ * "settle": delivered, and recorded by the delivery itself before it
+ * returns, as a relay does between the upstream's 250 and QUIT.
+ */
+static void
+fake_settle(const struct spool_env *env, size_t idx)
+{
+	char *p = xasprintf("%s/env/%s", spooldir, env->qid);
+	const char *err = NULL;
+	struct stat st;
+
+	if (queue_settle(fk.q, env, idx, &err) == -1)
+		fail_msg("queue_settle: %s", err);
+	pthread_mutex_lock(&fk.mu);
+	fk.env_left += stat(p, &st) == 0;
+	pthread_mutex_unlock(&fk.mu);
+	free(p);
+}
+
+/*
+ * Actions: ok, temp, perm, block (until fk.release), settle, else the
+ * real ones.
+ */
 static enum deliver_result
 fake_deliver(void *arg, const struct spool_env *env, size_t idx,
     const char *content_path, const char *hostname, const char **why_out)
@@ -651,6 +676,10 @@ fake_deliver(void *arg, const struct spool_env *env, size_t idx,
 	pthread_mutex_unlock(&fk.mu);
 	if (strcmp(a, "ok") == 0)
 		return DELIVER_OK;
+	if (strcmp(a, "settle") == 0) {
+		fake_settle(env, idx);
+		return DELIVER_OK;
+	}
 	if (strcmp(a, "temp") == 0) {
 		*why_out = "451 4.2.0 mailbox busy";
 		return DELIVER_TEMPFAIL;
@@ -678,7 +707,8 @@ fake_reset(void)
 {
 	pthread_mutex_lock(&fk.mu);
 	fk.release = false;
-	fk.calls = fk.blocking = fk.max_blocking = 0;
+	fk.calls = fk.blocking = fk.max_blocking = fk.env_left = 0;
+	fk.q = NULL;
 	pthread_mutex_unlock(&fk.mu);
 	atomic_store(&route_down, false);
 }
@@ -1066,6 +1096,128 @@ test_slow_destination_does_not_starve(void **state)
 	free(fast_dir);
 }
 
+/* A watch on the spool's done/: how many files were made in it. */
+static int
+done_watch(void)
+{
+	char *p = xasprintf("%s/done", spooldir);
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+	assert_true(fd != -1);
+	assert_true(inotify_add_watch(fd, p, IN_CREATE) != -1);
+	free(p);
+	return fd;
+}
+
+static unsigned
+done_created(int fd)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(
+	    struct inotify_event))));
+	const struct inotify_event *ev;
+	unsigned n = 0;
+	ssize_t len;
+
+	while ((len = read(fd, buf, sizeof(buf))) > 0)
+		for (char *p = buf; p < buf + len; p += sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			n += (ev->mask & IN_CREATE) != 0;
+		}
+	return n;
+}
+
+/*
+ * The last recipient's delivery is recorded by removing the message, with
+ * no done-record written for it; the others' still get one.  A restart
+ * then finds nothing to deliver again.
+ */
+static void
+test_last_delivery_removes_the_message(void **state)
+{
+	static const struct {
+		const char *name;
+		const char *rcpts[7];
+		unsigned want_calls;		/* deliveries */
+		unsigned want_done_files;	/* made in done/ */
+		unsigned want_env_left;		/* after each "settle" */
+	} cases[] = {
+		{ "one recipient", { "ok", NULL, NULL }, 1, 0, 0 },
+		{ "two recipients", { "ok", NULL, "ok", NULL, NULL }, 2, 1, 0 },
+		{ "settled by the delivery", { "settle", NULL, NULL }, 1, 0,
+		    0 },
+		{ "two settled", { "settle", NULL, "settle", NULL, NULL }, 2,
+		    1, 1 },
+		/* The bounce is a message of its own (to a Maildir), done
+		 * alike: no done-record of its own. */
+		{ "a failure to report", { "settle", NULL, "perm", NULL,
+		    NULL }, 3, 1, 1 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char qid[SPOOL_QID_MAX];
+		int wd = done_watch();
+		struct queue *q;
+		unsigned made;
+
+		fake_reset();
+		commit_now(qid, cases[i].rcpts);
+		q = fake_queue(3600000, 0, false);
+		fk.q = q;
+		queue_submit(q, qid);
+		queue_drain(q);
+		queue_free(&q);
+		made = done_created(wd);
+		close(wd);
+		if (made != cases[i].want_done_files)
+			fail_msg("case \"%s\": %u files made in done/, want %u",
+			    cases[i].name, made, cases[i].want_done_files);
+		if (fake_calls() != cases[i].want_calls || fk.env_left !=
+		    cases[i].want_env_left)
+			fail_msg("case \"%s\": %u deliveries, %u envelopes "
+			    "left after a settle; want %u, %u", cases[i].name,
+			    fake_calls(), fk.env_left, cases[i].want_calls,
+			    cases[i].want_env_left);
+		assert_spool_empty();
+		/* The restart finds nothing to deliver again. */
+		q = fake_queue(3600000, 0, false);
+		queue_recover(q);
+		queue_drain(q);
+		queue_free(&q);
+		if (fake_calls() != cases[i].want_calls)
+			fail_msg("case \"%s\": delivered again after a restart",
+			    cases[i].name);
+	}
+}
+
+/* With a keep folder, the copy is made before the settling removal. */
+static void
+test_last_delivery_keeps_a_copy(void **state)
+{
+	const char *const rcpts[] = { "settle", NULL, NULL };
+	char *keep = xasprintf("%s/keep", tdir), *p;
+	const char *err = NULL;
+	char qid[SPOOL_QID_MAX];
+	struct queue *q;
+	struct stat st;
+
+	(void)state;
+	fake_reset();
+	assert_int_equal(spool_keep_open(sp, keep, 1 << 20, &err), 0);
+	commit_now(qid, rcpts);
+	q = fake_queue(3600000, 0, false);
+	fk.q = q;
+	queue_submit(q, qid);
+	queue_drain(q);
+	queue_free(&q);
+	assert_spool_empty();
+	p = xasprintf("%s/%s.eml", keep, qid);
+	if (stat(p, &st) == -1)
+		fail_msg("%s: not kept", p);
+	free(p);
+	free(keep);
+}
+
 static void
 test_hold_release_delete(void **state)
 {
@@ -1234,6 +1386,10 @@ main(void)
 		    test_slow_destination_does_not_starve, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_release_delete, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_last_delivery_removes_the_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_last_delivery_keeps_a_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_control_socket, setup,
 		    teardown),

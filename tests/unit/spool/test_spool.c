@@ -599,6 +599,94 @@ test_crash_recovery(void **state)
 	free(dir);
 }
 
+/*
+ * What a crash (kill -9, or a power cut) during spool_remove can leave,
+ * when the removal is the record of the message's last delivery: the
+ * envelope's unlink is made durable before anything else goes, then the
+ * content and the status records go in either order.  Where the envelope
+ * is still there the message is listed whole, with the earlier
+ * recipients' records (the last one is delivered again, as after a crash
+ * before its done-record); where it is not, nothing is listed and every
+ * leftover is removed.
+ */
+static void
+test_removal_crash_states(void **state)
+{
+	static const struct {
+		const char *name;
+		size_t nrcpts;		/* rcpt 0 has a done-record if 2 */
+		const char *unlinked[3];	/* subs, NULL-terminated */
+		bool listed;
+	} cases[] = {
+		{ "envelope unlink not durable", 2, { NULL }, true },
+		{ "envelope gone", 2, { "env", NULL }, false },
+		{ "envelope and content gone", 2, { "env", "msg", NULL },
+		    false },
+		{ "envelope and records gone", 2, { "env", "done", NULL },
+		    false },
+		{ "everything gone", 2, { "env", "msg", "done" }, false },
+		{ "one recipient, not durable", 1, { NULL }, true },
+		{ "one recipient, envelope gone", 1, { "env", NULL }, false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *dir = mkdir_tmp(), *p, *got;
+		const char *err = NULL;
+		struct spool *sp = spool_open(dir, &err);
+		struct spool_env e;
+		char **qids;
+		size_t n, len;
+
+		assert_non_null(sp);
+		simple_env(&e, "R1", cases[i].nrcpts);
+		commit_msg(sp, &e, "r1\n");
+		spool_env_clear(&e);
+		if (cases[i].nrcpts == 2)
+			assert_int_equal(spool_mark_done(sp, "R1", 0, &err), 0);
+		for (size_t k = 0; k < 3 && cases[i].unlinked[k] != NULL; k++) {
+			p = xasprintf("%s/%s/R1", dir, cases[i].unlinked[k]);
+			assert_int_equal(unlink(p), 0);
+			free(p);
+		}
+		spool_close(&sp);
+
+		sp = spool_open(dir, &err);	/* the restart */
+		assert_non_null(sp);
+		assert_int_equal(spool_list(sp, &qids, &n, &err), 0);
+		if (n != (cases[i].listed ? 1u : 0u))
+			fail_msg("case \"%s\": %zu listed, want %d",
+			    cases[i].name, n, cases[i].listed);
+		for (size_t k = 0; k < n; k++)
+			free(qids[k]);
+		free(qids);
+		if (!cases[i].listed) {
+			if (exists(dir, "msg", "R1") ||
+			    exists(dir, "done", "R1"))
+				fail_msg("case \"%s\": leftovers not removed",
+				    cases[i].name);
+			spool_close(&sp);
+			rm_rf(dir);
+			free(dir);
+			continue;
+		}
+		assert_int_equal(spool_env_load(sp, "R1", &e, &err), 0);
+		if (e.rcpts[0].done != (cases[i].nrcpts == 2) ||
+		    e.rcpts[cases[i].nrcpts - 1].done)
+			fail_msg("case \"%s\": records not as before the "
+			    "removal", cases[i].name);
+		spool_env_clear(&e);
+		p = spool_content_path(sp, "R1");
+		got = read_path(p, &len);
+		assert_string_equal(got, "r1\n");
+		free(got);
+		free(p);
+		spool_close(&sp);
+		rm_rf(dir);
+		free(dir);
+	}
+}
+
 static void
 test_mark_done_persists(void **state)
 {
@@ -945,6 +1033,7 @@ main(void)
 		cmocka_unit_test(test_commit_load_round_trip),
 		cmocka_unit_test(test_uncommitted_removed),
 		cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_removal_crash_states),
 		cmocka_unit_test(test_mark_done_persists),
 		cmocka_unit_test(test_write_error_reported),
 		cmocka_unit_test(test_sigkill_during_commits),

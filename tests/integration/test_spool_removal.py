@@ -1,0 +1,170 @@
+"""What the queue writes once a relayed message is delivered
+(spool/spool.c, queue/attempt.c): the last recipient's delivery is
+recorded by removing the message, the envelope first and that made
+durable, with no done-record written for it; an earlier recipient gets a
+done-record, whose new file needs no fsync of done/ where the journal
+keeps the order.  On journaled ext4 a relayed message then costs two
+journal commits, one to accept it and one to remove it.  A copy of the
+disk image, as a power cut would leave it, holds a new done-record whole.
+A queue worker reads an envelope in one read(2) and draws no random bits
+per attempt.  Real ext4 loop mounts (root)."""
+
+import os
+import re
+import subprocess
+
+from conftest import make_config, traced_by, wait_for
+from test_maildir_commit import (commits, crashed, ext4,  # noqa: F401
+    send)
+from test_relay import upstreams  # noqa: F401 (a fixture)
+
+TRACED = "fsync,fdatasync,unlinkat,openat"
+
+
+def relay_on(make_postern, mnt, port, extra=()):
+    text = make_config(extra=extra,
+        actions='action out relay "smtp://127.0.0.1:%d"\n' % port,
+        rules=["match to domain example.org action out"])
+    srv = make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool" % mnt))
+    srv.mounted_spool = os.path.join(mnt, "spool")
+    return srv
+
+
+def spool_empty(srv):
+    """No message in the spool on the mount, in any of its folders."""
+    return not any(os.listdir(os.path.join(srv.mounted_spool, sub))
+        for sub in ("tmp", "msg", "env", "done"))
+
+
+def copies(up):
+    """Recipients the upstream took."""
+    with up.lock:
+        return sum(len(rcpts) for _, rcpts, _ in up.stored)
+
+
+def relayed(srv, up, first, count, rcpts=("bob@example.org",)):
+    """Send count messages one at a time, each relayed and gone from the
+    spool before the next: their journal commits never group."""
+    want = copies(up)
+    for i in range(first, first + count):
+        send(srv, i, 1, rcpts)
+        want += len(rcpts)
+        wait_for(lambda: copies(up) == want and spool_empty(srv), 10,
+            what="message %d relayed and removed" % i)
+
+
+def test_relayed_message_costs_two_commits(ext4, make_postern, upstreams):
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True)
+    srv = relay_on(make_postern, mnt, up.port)
+    relayed(srv, up, 0, 1)
+    before = commits(dev)
+    relayed(srv, up, 1, 20)
+    # A done-record, an fsync of done/ and the removal took three or four.
+    took = commits(dev) - before
+    print("journal commits for 20 relayed messages: %d" % took)
+    assert took <= 2 * 20 + 6, "%d journal commits for 20 messages" % took
+
+
+def strace_lines(srv, up, first, count, rcpts, calls):
+    """strace -y lines of calls while count messages are relayed."""
+    out = srv.path("strace.%d" % first)
+    st = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e",
+        "trace=" + calls, "-o", out, "-p", str(srv.proc.pid)],
+        stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
+            what="strace to attach to every thread")
+        relayed(srv, up, first, count, rcpts)
+    finally:
+        st.terminate()
+        st.wait(10)
+    with open(out) as f:
+        return f.readlines()
+
+
+def writes(srv, up, first, rcpts):
+    """The spool writes of the thread that removed the message, one
+    relayed message: ["fdatasync done", "unlinkat env", ...]."""
+    calls = []
+    for line in strace_lines(srv, up, first, 1, rcpts, TRACED):
+        m = re.match(r"(\d+) +(\w+)\(\d+<[^>]*/spool/(\w+)[/>](.*)", line)
+        if m is None:
+            continue
+        tid, call, sub, rest = m.groups()
+        if call == "openat" and "O_CREAT" not in rest:
+            continue	# reads
+        calls.append((tid, "%s %s" % (call, sub)))
+    tid = next(t for t, c in calls if c == "unlinkat env")
+    return [c for t, c in calls if t == tid]
+
+
+def test_removal_order_and_done_records(ext4, make_postern, upstreams):
+    up = upstreams.scripted()
+    two = ("bob@example.org", "carol@example.org")
+    removal = ["unlinkat env", "fsync env", "unlinkat msg", "unlinkat done"]
+    for journal, want_two in (
+            (True, ["openat done", "fdatasync done"]),
+            (False, ["openat done", "fdatasync done", "fsync done"])):
+        _, mnt = ext4(journal=journal)
+        srv = relay_on(make_postern, mnt, up.port)
+        n = up.count()
+        relayed(srv, up, n, 1)
+        # One recipient: no done file is ever made.
+        assert writes(srv, up, n + 1, ("bob@example.org",)) == removal, \
+            "journal=%s" % journal
+        # Two: the first one's record, then the removal.
+        assert writes(srv, up, n + 2, two) == want_two + removal, \
+            "journal=%s" % journal
+        srv.stop()
+        assert not os.listdir(os.path.join(mnt, "spool", "done"))
+
+
+def test_new_done_record_survives_a_power_cut(ext4, make_postern, upstreams):
+    # The first recipient is relayed, the second deferred for an hour: the
+    # done file made for the first holds both records, and the queue
+    # writes nothing more while the image is copied (commit=60: no timed
+    # journal commit lands meanwhile either).
+    up = upstreams.scripted(data_replies=["250 2.0.0 ok", "451 4.3.0 later"])
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = relay_on(make_postern, mnt, up.port, ["queue retry-min 1h",
+        "queue retry-max 2h"])
+    send(srv, 0, 1, ("bob@example.org", "carol@example.org"))
+    done = os.path.join(mnt, "spool", "done")
+
+    def records():
+        names = os.listdir(done)
+        if len(names) != 1:
+            return []
+        with open(os.path.join(done, names[0])) as f:
+            return [l.split()[0] for l in f]
+    wait_for(lambda: records() == ["done", "defer"], 10,
+        what="the done and defer records")
+    copy = crashed(ext4, dev)
+    names = os.listdir(os.path.join(copy, "spool", "done"))
+    assert len(names) == 1, names
+    with open(os.path.join(copy, "spool", "done", names[0])) as f:
+        assert [l.split()[0] for l in f] == ["done", "defer"]
+    assert os.path.exists(os.path.join(copy, "spool", "env", names[0]))
+
+
+def test_queue_reads_an_envelope_in_one_call(ext4, make_postern, upstreams):
+    # The envelope up to the size fstat gave, with no read to find its
+    # end; a retry's jitter from a supply of random bits, not a getrandom
+    # per attempt.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    # Two queue workers: each tries several of the ten messages.
+    srv = relay_on(make_postern, mnt, up.port, ["queue concurrency 2"])
+    relayed(srv, up, 0, 1)
+    lines = strace_lines(srv, up, 1, 10, ("bob@example.org",),
+        "read,getrandom")
+    env_reads = [l.split()[0] for l in lines
+        if re.match(r"\d+ +read\(\d+<[^>]*/spool/env/", l)]
+    assert len(env_reads) == 10, lines
+    for tid in set(env_reads):
+        drawn = [l for l in lines if l.split()[0] == tid and
+            l.split(None, 1)[1].startswith("getrandom(")]
+        assert len(drawn) <= 1, "%d getrandom for %d messages" % (
+            len(drawn), env_reads.count(tid))
