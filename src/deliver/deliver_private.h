@@ -240,9 +240,8 @@ struct smtpc {
 	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
 	int		 code;		/* the last reply's code */
 	char		 text[512];	/* the last reply, escaped, one line */
-	bool		 esmtp, pipelining, starttls, eightbitmime, smtputf8;
-	bool		 auth_plain, auth_login, has_size;
-	uint64_t	 size_max;	/* SIZE n; 0: no limit announced */
+	bool		 esmtp;
+	struct smtpc_caps caps;		/* of the last EHLO reply */
 	struct deliver_rcpt_status *st;
 	size_t		 n;
 	bool		*accepted;	/* per recipient: RCPT got 2xx */

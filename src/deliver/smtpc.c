@@ -132,40 +132,11 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 	return s->code;
 }
 
-static void
-smtpc_caps_set(struct smtpc *s, const struct smtpc_caps *c)
-{
-	s->pipelining = c->pipelining;
-	s->starttls = c->starttls;
-	s->eightbitmime = c->eightbitmime;
-	s->smtputf8 = c->smtputf8;
-	s->auth_plain = c->auth_plain;
-	s->auth_login = c->auth_login;
-	s->has_size = c->has_size;
-	s->size_max = c->size_max;
-}
-
-static void
-smtpc_caps_get(const struct smtpc *s, struct smtpc_caps *c)
-{
-	c->pipelining = s->pipelining;
-	c->starttls = s->starttls;
-	c->eightbitmime = s->eightbitmime;
-	c->smtputf8 = s->smtputf8;
-	c->auth_plain = s->auth_plain;
-	c->auth_login = s->auth_login;
-	c->has_size = s->has_size;
-	c->size_max = s->size_max;
-}
-
 /* Parse the EHLO keywords of the last reply (RFC 5321 4.1.1.1). */
 static void
 smtpc_caps(struct smtpc *s)
 {
-	struct smtpc_caps c;
-
-	smtpc_caps_parse(s->lines.data, s->lines.len, &c);
-	smtpc_caps_set(s, &c);
+	smtpc_caps_parse(s->lines.data, s->lines.len, &s->caps);
 }
 
 /* EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).  0 or -1. */
@@ -175,9 +146,8 @@ smtpc_ehlo(struct smtpc *s)
 	const char *name = s->o->helo != NULL ? s->o->helo :
 	    s->m->hostname != NULL ? s->m->hostname : "localhost";
 
-	s->esmtp = s->pipelining = s->starttls = s->eightbitmime = false;
-	s->smtputf8 = s->auth_plain = s->auth_login = s->has_size = false;
-	s->size_max = 0;
+	s->esmtp = false;
+	s->caps = (struct smtpc_caps){ 0 };
 	smtpc_cmd(s, "%s %s", s->o->lmtp ? "LHLO" : "EHLO", name);
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) == -1)
 		goto conn;
@@ -235,7 +205,7 @@ smtpc_starttls(struct smtpc *s)
 
 	if (mode != DELIVER_TLS_STARTTLS && mode != DELIVER_TLS_OPPORTUNISTIC)
 		return 0;
-	if (!s->starttls) {
+	if (!s->caps.starttls) {
 		if (mode == DELIVER_TLS_OPPORTUNISTIC)
 			return 0;
 		smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, "4.7.4 TLS required "
@@ -306,7 +276,7 @@ smtpc_auth(struct smtpc *s)
 		    "smtp+tls://)");
 		return -1;
 	}
-	if (s->auth_plain) {
+	if (s->caps.auth_plain) {
 		size_t ul = strlen(u), pl = strlen(p);
 		char *raw = xmalloc(ul + pl + 2);
 		raw[0] = '\0';
@@ -318,7 +288,7 @@ smtpc_auth(struct smtpc *s)
 		free(raw);
 		if (smtpc_secret(s, "AUTH PLAIN ", b) == -1)
 			goto conn;
-	} else if (s->auth_login) {
+	} else if (s->caps.auth_login) {
 		smtpc_cmd(s, "AUTH LOGIN");
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
@@ -436,7 +406,7 @@ smtpc_resume(struct smtpc *s, const char *key)
 		if (dconn_idle_ok(&idle.c)) {
 			s->c = idle.c;
 			s->tc_own = idle.tc_own;
-			smtpc_caps_set(s, &idle.caps);
+			s->caps = idle.caps;
 			s->esmtp = idle.esmtp;
 			s->uses = idle.uses;
 			s->reused = true;
@@ -508,7 +478,7 @@ smtpc_end(struct smtpc *s, const char *key)
 	}
 	idle.c = s->c;
 	idle.tc_own = s->tc_own;
-	smtpc_caps_get(s, &idle.caps);
+	idle.caps = s->caps;
 	scache_put(key, s->o->reuse, &idle);
 	dconn_init(&s->c);
 	s->tc_own = NULL;

@@ -64,16 +64,16 @@ smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}
-	if (s->has_size && s->size_max > 0 && sc->size > s->size_max) {
+	if (s->caps.has_size && s->caps.size_max > 0 && sc->size > s->caps.size_max) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.3.4 message size %" PRIu64 " exceeds "
 		    "the limit of %s (SIZE %" PRIu64 ", RFC 1870)", sc->size,
-		    s->c.peer, s->size_max);
+		    s->c.peer, s->caps.size_max);
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}
 	/* RFC 6531 3.4: no SMTPUTF8, no non-ASCII address: never downgrade. */
-	if (utf8 && !s->smtputf8) {
+	if (utf8 && !s->caps.smtputf8) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
 		    "(non-ASCII address) and %s does not offer it (RFC 6531)",
@@ -82,7 +82,7 @@ smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
 		return -1;
 	}
 	/* RFC 6152 3: 8-bit data only to a server that offers 8BITMIME. */
-	if (sc->eight_bit && !s->eightbitmime && !s->smtputf8) {
+	if (sc->eight_bit && !s->caps.eightbitmime && !s->caps.smtputf8) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.6.3 the message has 8-bit content "
 		    "and %s does not offer 8BITMIME (RFC 6152); it is not "
@@ -99,9 +99,9 @@ smtpc_mail_cmd(struct smtpc *s, const struct deliver_content_scan *sc,
 {
 	char params[128] = "";
 
-	if (s->has_size)
+	if (s->caps.has_size)
 		snprintf(params, sizeof(params), " SIZE=%" PRIu64, sc->size);
-	if (sc->eight_bit && s->eightbitmime)
+	if (sc->eight_bit && s->caps.eightbitmime)
 		strncat(params, " BODY=8BITMIME", sizeof(params) -
 		    strlen(params) - 1);
 	if (utf8)
@@ -124,7 +124,7 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 	if (!*mail_ok)
 		smtpc_fail_reply(s, "MAIL FROM");
 	for (size_t i = 0; i < s->n; i++) {
-		if (!*mail_ok && !s->pipelining)
+		if (!*mail_ok && !s->caps.pipelining)
 			break;
 		if (smtpc_reply(s, TO_CMD(s)) == -1)
 			return -1;
@@ -185,7 +185,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 	s->dirty = true;
 	s->uses++;
 	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
-	if (!s->pipelining) {
+	if (!s->caps.pipelining) {
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
 			goto conn;
