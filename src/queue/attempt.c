@@ -8,7 +8,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "deliver/deliver.h"
 #include "log/log.h"
@@ -16,23 +15,14 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
-/*
- * Random bits for a retry's jitter, from a thread's supply drawn 256 bytes
- * at a time: every attempt takes some, most never use them.
- */
+/* Random bits for a retry's jitter: every attempt takes some, most never
+ * use them, so they come from the thread's supply. */
 static uint32_t
 queue_random(void)
 {
-	static __thread uint32_t supply[64];
-	static __thread size_t left;
+	uint32_t r;
 
-	if (left == 0) {
-		if (getrandom(supply, sizeof(supply), GRND_NONBLOCK) !=
-		    (ssize_t)sizeof(supply))
-			return (uint32_t)util_wall_us();
-		left = sizeof(supply) / sizeof(supply[0]);
-	}
-	return supply[--left];
+	return util_random32(&r) ? r : (uint32_t)util_wall_us();
 }
 
 /* The next attempt's earliest time, as the delivery just asked for it. */

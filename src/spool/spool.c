@@ -65,7 +65,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,23 +269,6 @@ spool_b62(char **p, uint64_t v, int width)
  * two processes started in the same microsecond (or a clock stepped back)
  * collide only with probability 1/62^4 per pair; O_EXCL catches the rest.
  */
-/* Random bits for a qid: a thread's supply, drawn 256 bytes at a time. */
-static bool
-spool_qid_random(uint32_t *out)
-{
-	static __thread uint32_t supply[64];
-	static __thread size_t left;
-
-	if (left == 0) {
-		if (getrandom(supply, sizeof(supply), GRND_NONBLOCK) !=
-		    (ssize_t)sizeof(supply))
-			return false;
-		left = sizeof(supply) / sizeof(supply[0]);
-	}
-	*out = supply[--left];
-	return true;
-}
-
 void
 spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX])
 {
@@ -296,7 +278,7 @@ spool_new_qid(struct spool *sp, char qid_out[SPOOL_QID_MAX])
 	char *p = qid_out;
 
 	(void)sp;
-	if (!spool_qid_random(&rnd))
+	if (!util_random32(&rnd))
 		rnd = (uint32_t)(us ^ (uint64_t)getpid() << 16);
 	spool_b62(&p, us / 1000000, 6);
 	spool_b62(&p, us % 1000000, 4);

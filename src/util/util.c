@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -300,6 +301,22 @@ util_timeval_ms(uint64_t ms)
 	    (suseconds_t)(ms % 1000) * 1000 };
 
 	return tv;
+}
+
+bool
+util_random32(uint32_t *out)
+{
+	static __thread uint32_t supply[64];
+	static __thread size_t left;
+
+	if (left == 0) {
+		if (getrandom(supply, sizeof(supply), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(supply))
+			return false;
+		left = sizeof(supply) / sizeof(supply[0]);
+	}
+	*out = supply[--left];
+	return true;
 }
 
 uint64_t

@@ -82,6 +82,9 @@ uint64_t util_now_ms(void);
 struct timeval util_timeval_ms(uint64_t ms);
 /* Microseconds since the epoch (wall clock). */
 uint64_t util_wall_us(void);
+/* 32 random bits from the thread's supply (getrandom, 256 bytes at a
+ * time); false when the kernel has none to give yet. */
+bool	util_random32(uint32_t *out);
 /* RFC 5322 date of t (local zone), e.g. "Mon, 23 Nov 2026 11:49:02 +0000". */
 void	util_rfc5322_date(char *buf, size_t bufsz, int64_t t);
 
