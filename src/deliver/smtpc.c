@@ -335,30 +335,6 @@ smtpc_quit(struct smtpc *s)
 		(void)smtpc_reply(s, 100);
 }
 
-static enum deliver_result
-smtpc_summary(const struct deliver_rcpt_status *st, size_t n,
-    const char **err_out)
-{
-	size_t ok = 0, perm = 0;
-	const char *first = NULL;
-
-	for (size_t i = 0; i < n; i++) {
-		if (st[i].result == DELIVER_OK)
-			ok++;
-		else {
-			if (st[i].result == DELIVER_PERMFAIL)
-				perm++;
-			if (first == NULL)
-				first = st[i].text;
-		}
-	}
-	if (first != NULL)
-		*err_out = util_err("%s", first);
-	if (ok == n)
-		return DELIVER_OK;
-	return perm == n ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
-}
-
 /* Every recipient undecided (code -1) before an attempt. */
 static void
 smtpc_undecided(struct deliver_rcpt_status *st, size_t n)
@@ -549,7 +525,7 @@ out:
 	free(s.accepted);
 	free(key);
 	*tls_failed = s.tls_failed;
-	return smtpc_summary(st_out, n, err_out);
+	return deliver_status_summary(st_out, n, err_out);
 }
 
 enum deliver_result
