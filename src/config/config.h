@@ -357,6 +357,9 @@ struct config {
 						   each message there; NULL: off */
 	uint64_t		 spool_keep_max; /* "... max SIZE": DIR in all;
 						   default 1 GiB */
+	uint64_t		 spool_log_size; /* "spool log-size SIZE|off":
+						   the spool log; 0: off;
+						   default 64 MiB */
 	char			*greeting;	/* "greeting TEXT"; NULL: default */
 	bool			 pipelining_loose; /* "pipelining loose": message
 						   text before the 354 is read;

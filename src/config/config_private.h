@@ -58,6 +58,7 @@ struct cfg_parser {
 	struct util_buf		 errs;
 	/* Line of the first statement of each kind, 0 when not seen yet. */
 	int			 seen_hostname, seen_spool, seen_greeting;
+	int			 seen_spool_log;
 	int			 seen_log_dest, seen_log_level, seen_translog;
 	int			 seen_user, seen_group, seen_workers, seen_auth;
 	int			 seen_tls_selfsigned, seen_tls_minver;

@@ -138,6 +138,25 @@ cfg_st_hostname(struct cfg_parser *p, const struct cfg_line *ln)
 static const struct cfg_size_range cfg_keep_max = { 1 << 20, 1ULL << 50,
     "1M..1048576G" };
 
+static const struct cfg_size_range cfg_log_size = { 1 << 20, 1ULL << 40,
+    "1M..1024G" };
+
+/* "spool log-size SIZE|off" */
+static void
+cfg_st_spool_log(struct cfg_parser *p, const struct cfg_line *ln)
+{
+	size_t i = 1;
+
+	if (!cfg_nargs(p, ln, 2, 2, "spool log-size SIZE|off") ||
+	    !cfg_once(p, ln, &p->seen_spool_log, "spool log-size"))
+		return;
+	if (strcmp(ln->toks[2].text, "off") == 0)
+		p->c->spool_log_size = 0;
+	else
+		(void)cfg_size_opt(p, ln, &i, &cfg_log_size,
+		    &p->c->spool_log_size);
+}
+
 /* "spool PATH [keep DIR [max SIZE]]" */
 static void
 cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
@@ -146,6 +165,10 @@ cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
 	uint64_t max = 1ULL << 30;
 	size_t i = 4;
 
+	if (ln->ntoks > 1 && strcmp(ln->toks[1].text, "log-size") == 0) {
+		cfg_st_spool_log(p, ln);
+		return;
+	}
 	if (!cfg_nargs(p, ln, 1, 5, CFG_SPOOL_USAGE))
 		return;
 	if (ln->ntoks > 2 && (ln->ntoks < 4 ||
@@ -524,6 +547,7 @@ cfg_defaults(struct config *c)
 	else
 		c->hostname = xstrdup(host);
 	c->spool = xstrdup("var/spool");
+	c->spool_log_size = 64ULL << 20;
 	c->log_facility = xstrdup("mail");
 	c->log_level = LOG_LVL_INFO;
 	c->log_file_keep = 5;

@@ -135,6 +135,44 @@ conn_tx_fast_deliver(const struct spool_env *env, struct deliver_msg *m,
 }
 
 /*
+ * The copies m noted as made without a sync (u) become durable: one record
+ * in the spool log, or, where the log does not take it, an fsync of each
+ * (one that fails is taken back and its recipient deferred, in st).
+ */
+static void
+conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
+    struct deliver_unsynced *u, struct deliver_rcpt_status *st)
+{
+	struct spool_env *env = &tx->env;
+	struct spool_log_copy *cs = xcalloc(u->n, sizeof(*cs));
+	struct spool_log_msg lm = { .qid = env->qid,
+	    .received = env->received, .sender = env->sender,
+	    .content = m->content, .content_len = m->content_len,
+	    .copies = cs, .ncopies = u->n };
+	const char *err;
+	int rc;
+
+	lm.hdr = u->hdr = deliver_maildir_hdr(m);
+	for (size_t i = 0; i < u->n; i++)
+		cs[i] = (struct spool_log_copy){ u->v[i].path,
+		    env->rcpts[u->v[i].rcpt].addr, u->v[i].dev };
+	rc = spool_log_append(tx->ctx->spool, &lm, &err);
+	free(cs);
+	if (rc == 0)
+		return;
+	if (rc == -1)
+		log_event(LOG_LVL_WARN, "spool-error", env->sid, env->qid,
+		    "why=\"%s\"", err);
+	for (size_t i = 0; i < u->n; i++)
+		if (deliver_maildir_sync(u->v[i].path, &err) == -1) {
+			st[u->v[i].rcpt] = (struct deliver_rcpt_status){
+			    .result = DELIVER_TEMPFAIL };
+			util_strlcpy(st[u->v[i].rcpt].text, err,
+			    sizeof(st[0].text));
+		}
+}
+
+/*
  * The commit fast path (docs/architecture.md): every recipient is a
  * Maildir (or discarded) and the whole message is still in memory, so the
  * delivery is the commit: one durable write per message and file system,
@@ -156,12 +194,18 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 		.hostname = tx->hostname,
 	};
 	struct deliver_rcpt_status *st = xcalloc(env->nrcpts, sizeof(*st));
+	struct deliver_unsynced later = { 0 };
 	size_t ndone = 0;
 	const char *err;
 	int rc;
 	uint64_t start_ns = metrics_now_ns();
 
+	if (spool_log_on(tx->ctx->spool))
+		m.unsynced = &later;
 	conn_tx_fast_deliver(env, &m, st);
+	if (later.n > 0)
+		conn_tx_fast_settle(tx, &m, &later, st);
+	deliver_unsynced_clear(&later);
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
 		char safe[600], to[600], why[400];

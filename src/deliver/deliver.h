@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config/config.h"
 #include "http/http.h"
@@ -65,7 +66,33 @@ struct deliver_msg {
 	const char	*hostname;	/* for Maildir unique names */
 	const struct deliver_origin *origin;	/* borrowed, or NULL */
 	const struct deliver_inject *inject;	/* borrowed, or NULL: none */
+	/*
+	 * Optional (the fast path): a Maildir copy on a file system that
+	 * journals in order is then written and named without any sync and
+	 * noted here; the caller makes it durable (the spool log), or syncs
+	 * it (deliver_maildir_sync).  NULL: each copy is durable on return.
+	 */
+	struct deliver_unsynced	*unsynced;
 };
+
+struct deliver_unsynced_copy {
+	char	*path;		/* owned: "<folder>/new/<name>" */
+	dev_t	 dev;		/* of the folder */
+	size_t	 rcpt;		/* the recipient's index (rcpt_idx) */
+};
+struct deliver_unsynced {
+	char	*hdr;		/* owned: the copies' first line */
+	struct deliver_unsynced_copy *v;	/* owned */
+	size_t	 n;
+};
+void	deliver_unsynced_clear(struct deliver_unsynced *u);
+/*
+ * Make an unsynced copy durable (fsync of its file).  0, or -1 with
+ * *err_out, the copy taken back (unlinked: it may not be whole).
+ */
+int	deliver_maildir_sync(const char *path, const char **err_out);
+/* The first line of each Maildir copy of m ("Return-Path: <...>\n"). */
+char	*deliver_maildir_hdr(const struct deliver_msg *m);
 
 enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
 

@@ -108,6 +108,8 @@ struct md_ctx {
 	char		 name[512];
 	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
+	bool		 later;		/* not synced: noted in m->unsynced */
+	size_t		 rcpt;		/* the recipient's index */
 	/* Several copies at once (deliver_maildir_copies): */
 	dev_t		 dev;		/* of new/ */
 	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
@@ -348,7 +350,24 @@ md_write_content(int out, const char *hdr, const struct deliver_msg *m,
 	return md_copy(in, out);
 }
 
-/* Write tmp/<name>: Return-Path, then the content, settled on the device. */
+char *
+deliver_maildir_hdr(const struct deliver_msg *m)
+{
+	char *hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
+	    m->return_path : "");
+
+	/*
+	 * smtp/ never accepts such a sender, but the envelope is a file: a
+	 * control byte here must not start a header of its own.
+	 */
+	for (char *p = hdr + 14; p[1] != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return hdr;
+}
+
+/* Write tmp/<name>: Return-Path, then the content, settled on the device
+ * (unless it is made durable later). */
 static enum deliver_result
 md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 {
@@ -384,18 +403,11 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 			close(in);
 		return r;
 	}
-	hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
-	    m->return_path : "");
-	/*
-	 * smtp/ never accepts such a sender, but the envelope is a file: a
-	 * control byte here must not start a header of its own.
-	 */
-	for (char *p = hdr + 14; p[1] != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	hdr = deliver_maildir_hdr(m);
 	if (md_write_content(out, hdr, m, in) == -1)
 		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
-	else if ((c->ordered ? util_settle(out) : fsync(out)) == -1)
+	else if (!c->later && (c->ordered ? util_settle(out) :
+	    fsync(out)) == -1)
 		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
 	free(hdr);
 	if (in != -1)
@@ -445,6 +457,8 @@ md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx,
 	}
 	c->dev = c->dir->dev;
 	c->ordered = c->dir->ordered;
+	c->later = c->ordered && m->unsynced != NULL;
+	c->rcpt = rcpt_idx;
 	if (m->fresh)
 		return 0;
 	if ((seen = md_already(c)) == -1) {
@@ -559,6 +573,8 @@ md_finish(struct md_ctx *cs, size_t n, size_t i)
 		md_sync_new(c);
 		return;
 	}
+	if (c->later)
+		return;
 	if (fsync(c->out) == 0)
 		return;
 	md_fail(&err, errno, "fsync", c->folder, "new", c->name);
@@ -583,6 +599,7 @@ md_link(struct md_ctx *cs, size_t s, size_t i)
 		return false;
 	c->src = s;
 	c->ordered = cs[s].ordered;
+	c->later = cs[s].later;
 	if (!c->ordered)
 		md_sync_new(c);
 	md_close(c, true);
@@ -640,6 +657,46 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 	return wait;
 }
 
+/* Note c's copy, made without a sync, in u. */
+static void
+md_note(const struct md_ctx *c, struct deliver_unsynced *u)
+{
+	struct deliver_unsynced_copy *v;
+
+	u->v = xrealloc(u->v, (u->n + 1) * sizeof(*u->v));
+	v = &u->v[u->n++];
+	v->path = xasprintf("%s/new/%s", c->folder, c->name);
+	v->dev = c->dev;
+	v->rcpt = c->rcpt;
+}
+
+void
+deliver_unsynced_clear(struct deliver_unsynced *u)
+{
+	for (size_t i = 0; i < u->n; i++)
+		free(u->v[i].path);
+	free(u->v);
+	free(u->hdr);
+	*u = (struct deliver_unsynced){ 0 };
+}
+
+int
+deliver_maildir_sync(const char *path, const char **err_out)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), e;
+
+	if (fd != -1 && fsync(fd) == 0) {
+		close(fd);
+		return 0;
+	}
+	e = errno;
+	*err_out = util_err("fsync(%s): %s", path, strerror(e));
+	if (fd != -1)
+		close(fd);
+	unlink(path);
+	return -1;
+}
+
 void
 deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
     size_t n, const struct deliver_msg *m,
@@ -653,9 +710,12 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
 	/* Each round finishes at least its first copy. */
 	while (md_round(cs, n, rcpt_idx, m) > 0)
 		;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		deliver_status_all(&st_out[i], 1, cs[i].r,
 		    cs[i].r == DELIVER_OK ? NULL : cs[i].err);
+		if (cs[i].later && cs[i].r == DELIVER_OK)
+			md_note(&cs[i], m->unsynced);
+	}
 	free(cs);
 }
 

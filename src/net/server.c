@@ -284,6 +284,9 @@ net_server_new(const char *config_path, struct config *cfg)
 	/* One server per spool: a second one would deliver the same mail. */
 	if (spool_lock(srv->spool, &err) == -1)
 		fatal("%s", err);
+	/* What the log holds is made good before any client is served. */
+	if (spool_log_open(srv->spool, cfg->spool_log_size, &err) == -1)
+		fatal("%s", err);
 	if (cfg->spool_keep != NULL && spool_keep_open(srv->spool,
 	    cfg->spool_keep, cfg->spool_keep_max, &err) == -1)
 		fatal("spool keep %s", err);

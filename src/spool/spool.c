@@ -147,6 +147,7 @@ spool_close(struct spool **spp)
 
 	if (sp == NULL)
 		return;
+	spool_log_stop(&sp->log);
 	for (int i = 0; i < SUB_N; i++)
 		if (sp->fd[i] != -1)
 			close(sp->fd[i]);

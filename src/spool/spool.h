@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SPOOL_QID_MAX	24	/* bytes incl. NUL */
 
@@ -194,6 +195,44 @@ int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
  * Content left without an envelope (never acknowledged) is removed.
  */
 int	spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
+	    const char **err_out);
+
+/*
+ * The spool log (log.c, logrecover.c): a preallocated <dir>/log of size
+ * bytes in which the fast path records the Maildir copies of a message,
+ * so that they need no sync of their own before the 250.  Opening it
+ * replays what it holds first: each copy named by a record after the
+ * checkpoint that is missing or short is written again (durably); one
+ * that cannot be (its folder gone or not writable) is spooled as a new
+ * message for the queue.  size 0: no log (and an old one is replayed,
+ * then removed); also none on tmpfs.  0, or -1 with *err_out.
+ */
+int	spool_log_open(struct spool *sp, uint64_t size, const char **err_out);
+bool	spool_log_on(const struct spool *sp);
+
+struct spool_log_copy {
+	const char	*path;		/* "<folder>/new/<name>" */
+	const char	*addr;		/* its recipient */
+	dev_t		 dev;		/* of the folder */
+};
+struct spool_log_msg {
+	const char	*qid;
+	int64_t		 received;	/* epoch seconds */
+	const char	*sender;	/* "" for <> */
+	const char	*hdr;		/* each copy's first line */
+	const char	*content;	/* each copy: hdr, then this */
+	size_t		 content_len;
+	const struct spool_log_copy *copies;
+	size_t		 ncopies;
+};
+/*
+ * Record m's copies (written, named, not synced) durably: 0 once the
+ * record is on the device; 1 when the log does not take it (no log, no
+ * room before the checkpoint, larger than a quarter of the log): the
+ * caller syncs the copies itself; -1 with *err_out when the write failed
+ * (the log takes nothing more).  Several threads' records share a write.
+ */
+int	spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	    const char **err_out);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The folders under the spool folder (see spool.c). */
 enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_N };
@@ -21,6 +22,7 @@ struct spool {
 	bool	 ordered;		/* the one-commit order (see spool.c) */
 	int	 lock_fd;		/* <dir>/lock while spool_lock holds it */
 	struct util_capdir *keep;	/* owned: "keep DIR", or NULL */
+	struct spool_log *log;		/* owned: the log (log.c), or NULL */
 };
 
 /* write() all of buf (EINTR retried); 0, or -1 with errno. */
@@ -71,5 +73,82 @@ void	spool_rec_deferred(struct util_buf *b, size_t idx, unsigned attempts,
 	    uint64_t next_ms, const char *why);
 void	spool_rec_failed(struct util_buf *b, size_t idx, const char *status,
 	    const char *why);
+
+/*
+ * The spool log (log.c) and its records (logrec.c): one record per message
+ * acknowledged on the fast path, naming the Maildir copies it made and
+ * holding their bytes, so that a start after a power cut can make them
+ * again.
+ */
+struct spool_log;
+
+struct spool_logcopy {
+	char	*path;		/* "<folder>/new/<name>" */
+	char	*addr;		/* the recipient */
+};
+
+struct spool_logrec {
+	uint64_t	 seq;
+	size_t		 len;		/* decoded: the record's length */
+	int64_t		 received;	/* epoch seconds */
+	char		 qid[SPOOL_QID_MAX];
+	char		*sender;	/* "" for <> */
+	char		*hdr;		/* the copies' first line */
+	struct spool_logcopy *copies;
+	size_t		 ncopies;
+	const char	*content;	/* borrowed: the buffer decoded */
+	size_t		 content_len;
+};
+
+/* CRC-32C (Castagnoli) of buf, continuing crc (0 to start). */
+uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len);
+/* Encoded length of r (a multiple of 8). */
+size_t	spool_logrec_size(const struct spool_logrec *r);
+/* Encode r into out (spool_logrec_size bytes), sequence not yet set. */
+void	spool_logrec_encode(const struct spool_logrec *r, unsigned char *out);
+/* Give an encoded record its sequence number and epoch (and checksum). */
+void	spool_logrec_seal(unsigned char *rec, uint64_t seq, uint32_t epoch);
+/*
+ * Decode the record at buf (avail bytes readable) if it is whole and is
+ * record seq of epoch: 1 (out owns its strings; spool_logrec_clear), else
+ * 0 (torn, stale or garbage).
+ */
+int	spool_logrec_decode(const unsigned char *buf, size_t avail,
+	    uint64_t seq, uint32_t epoch, struct spool_logrec *out);
+void	spool_logrec_clear(struct spool_logrec *r);
+/*
+ * The records of a log image img[0..size), records stored from data_off on,
+ * starting with record seq at off: each one follows the one before, or
+ * starts the area again at data_off.  cb sees each in order; the first
+ * that is not whole ends the scan.  How many; *end_out: where it ended.
+ */
+size_t	spool_log_scan(const unsigned char *img, size_t size, size_t data_off,
+	    size_t off, uint64_t seq, uint32_t epoch,
+	    void (*cb)(const struct spool_logrec *r, void *arg), void *arg,
+	    size_t *end_out);
+
+/* The log's header: where its records may still be needed from. */
+struct spool_loghdr {
+	uint32_t	 epoch;		/* records of other epochs are stale */
+	uint64_t	 gen;		/* the newer of the two copies wins */
+	uint64_t	 seq;		/* the first record still needed */
+	uint64_t	 off;		/* ...and where it is */
+	uint64_t	 size;		/* the log's size */
+};
+void	spool_loghdr_encode(const struct spool_loghdr *h, unsigned char out[64]);
+int	spool_loghdr_decode(const unsigned char in[64], struct spool_loghdr *out);
+
+/* The log file: a header block, then the records' area. */
+#define SPOOL_LOG_HDR	4096
+/* Write h (its gen bumped) into the header and make it durable. 0 or -1. */
+int	spool_log_write_hdr(int fd, struct spool_loghdr *h);
+/* Run the log of fd (size bytes, checkpoint h): its checkpoint thread. */
+struct spool_log *spool_log_start(int fd, uint64_t size,
+	    const struct spool_loghdr *h);
+/* Checkpoint everything, stop the thread, close fd. */
+void	spool_log_stop(struct spool_log **lgp);
+/* The largest record a log of size bytes takes. */
+size_t	spool_log_record_max(uint64_t size);
+size_t	spool_log_data_off(void);
 
 #endif

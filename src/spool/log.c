@@ -1,0 +1,380 @@
+/*
+ * spool/log.c: the spool log, <spool>/log: what lets the fast path
+ * acknowledge a message after one device write instead of a journal
+ * commit.  The Maildir copies are written and named without being synced;
+ * then one record naming them and holding their bytes is appended here,
+ * made durable by fdatasync, and only then does the client get its 250.
+ * The file is written whole with zeros once (never fallocated), so a
+ * record's write changes no metadata: a data write and a cache flush.
+ * Several messages waiting at once share one write and one flush.
+ *
+ * A checkpoint thread, every second or when half the log is used, makes
+ * the copies durable (syncfs of each file system holding them) and then
+ * moves the checkpoint in the header past their records; space is reused
+ * only behind it.  A start replays what lies after it (logrecover.c).
+ * Knows nothing of Maildir deliveries beyond the paths it is given.
+ */
+#include "spool/spool.h"
+#include "spool/spool_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log/log.h"
+
+#define LOG_CKPT_MS	1000	/* checkpoint at least this often */
+
+struct log_fs {
+	dev_t	 dev;
+	int	 fd;		/* a folder on it: syncfs; errors since open */
+};
+
+struct spool_log {
+	int		 fd;
+	uint64_t	 size;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;		/* a batch written, or taken */
+	pthread_cond_t	 ckpt_cv;	/* the checkpoint thread's */
+	pthread_t	 thread;
+	bool		 stop;
+	bool		 broken;	/* a write failed: appends refused */
+	struct spool_loghdr hdr;	/* the durable checkpoint */
+	uint64_t	 next_seq;	/* the next record's */
+	uint64_t	 durable_seq;	/* records before it are durable */
+	size_t		 head;		/* where the next record goes */
+	/* Records placed but not yet written: one contiguous piece. */
+	struct util_buf	 batch;
+	size_t		 batch_off;
+	bool		 writing;
+	struct log_fs	*fs;		/* the copies' file systems */
+	size_t		 nfs;
+};
+
+size_t
+spool_log_data_off(void)
+{
+	return SPOOL_LOG_HDR;
+}
+
+static int
+log_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int
+spool_log_write_hdr(int fd, struct spool_loghdr *h)
+{
+	unsigned char b[64];
+
+	h->gen++;
+	spool_loghdr_encode(h, b);
+	/* Two copies, alternately: a torn write leaves the other. */
+	if (log_pwrite_all(fd, b, sizeof(b), (off_t)(h->gen % 2) * 512) ==
+	    -1)
+		return -1;
+	return fdatasync(fd);
+}
+
+/* Bytes of the data area in use (between the checkpoint and head). */
+static size_t
+log_used(const struct spool_log *lg)
+{
+	size_t tail = (size_t)lg->hdr.off;
+
+	if (lg->next_seq == lg->hdr.seq)
+		return 0;
+	if (lg->head > tail)
+		return lg->head - tail;
+	return (size_t)lg->size - tail + lg->head - SPOOL_LOG_HDR;
+}
+
+/*
+ * Where a record of len bytes goes, or SIZE_MAX when there is no room
+ * before the checkpoint.  The live area runs from the checkpoint to head.
+ */
+static size_t
+log_place(const struct spool_log *lg, size_t len)
+{
+	size_t tail = (size_t)lg->hdr.off, end = (size_t)lg->size;
+	bool empty = lg->next_seq == lg->hdr.seq;
+
+	if (empty || lg->head > tail) {
+		if (lg->head + len <= end)
+			return lg->head;
+		if (SPOOL_LOG_HDR + len < tail)
+			return SPOOL_LOG_HDR;
+		return SIZE_MAX;
+	}
+	return lg->head + len < tail ? lg->head : SIZE_MAX;
+}
+
+/* Remember the file system of a copy, for the checkpoint's syncfs. */
+static void
+log_note_fs(struct spool_log *lg, const struct spool_log_copy *c)
+{
+	char *dir, *slash;
+	int fd;
+
+	for (size_t i = 0; i < lg->nfs; i++)
+		if (lg->fs[i].dev == c->dev)
+			return;
+	dir = xstrdup(c->path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1) {
+		/* The checkpoint falls back to sync(2) meanwhile. */
+		log_msg(LOG_LVL_WARN, "spool log: open(%s): %s", dir,
+		    strerror(errno));
+		free(dir);
+		return;
+	}
+	free(dir);
+	lg->fs = xrealloc(lg->fs, (lg->nfs + 1) * sizeof(*lg->fs));
+	lg->fs[lg->nfs++] = (struct log_fs){ c->dev, fd };
+}
+
+/* Write the batch placed so far and wait for it; called with mu held. */
+static void
+log_write_batch(struct spool_log *lg)
+{
+	struct util_buf b = lg->batch;
+	size_t off = lg->batch_off;
+	uint64_t upto = lg->next_seq;
+	int rc;
+
+	lg->batch = (struct util_buf){ 0 };
+	lg->writing = true;
+	pthread_cond_broadcast(&lg->cv);	/* the batch is free again */
+	pthread_mutex_unlock(&lg->mu);
+	rc = log_pwrite_all(lg->fd, b.data, b.len, (off_t)off);
+	if (rc == 0)
+		rc = fdatasync(lg->fd);
+	if (rc == -1)
+		log_msg(LOG_LVL_ERROR, "spool log: write(%zu bytes at %zu): "
+		    "%s; acknowledging with fsync from now on", b.len, off,
+		    strerror(errno));
+	util_buf_clear(&b);
+	pthread_mutex_lock(&lg->mu);
+	if (rc == 0)
+		lg->durable_seq = upto;
+	else
+		lg->broken = true;
+	lg->writing = false;
+	pthread_cond_broadcast(&lg->cv);
+}
+
+/* Place rec (sealed here) in the batch: its sequence, or 0 if no room. */
+static uint64_t
+log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len)
+{
+	size_t at;
+
+	for (;;) {
+		if (lg->broken || (at = log_place(lg, len)) == SIZE_MAX)
+			return 0;
+		/* A batch is one piece: one that would wrap waits. */
+		if (lg->batch.len == 0 || at == lg->batch_off + lg->batch.len)
+			break;
+		pthread_cond_wait(&lg->cv, &lg->mu);
+	}
+	if (lg->batch.len == 0)
+		lg->batch_off = at;
+	spool_logrec_seal(rec, lg->next_seq, lg->hdr.epoch);
+	util_buf_add(&lg->batch, rec, len);
+	lg->head = at + len;
+	if (log_used(lg) + len > (lg->size - SPOOL_LOG_HDR) / 2)
+		pthread_cond_signal(&lg->ckpt_cv);
+	return lg->next_seq++;
+}
+
+int
+spool_log_append(struct spool *sp, const struct spool_log_msg *m,
+    const char **err_out)
+{
+	struct spool_log *lg = sp->log;
+	struct spool_logcopy *cs = xcalloc(m->ncopies, sizeof(*cs));
+	struct spool_logrec r = { .received = m->received,
+	    .sender = (char *)m->sender, .hdr = (char *)m->hdr,
+	    .content = m->content, .content_len = m->content_len,
+	    .copies = cs, .ncopies = m->ncopies };
+	unsigned char *rec;
+	uint64_t seq;
+	size_t len;
+	int rc = 0;
+
+	if (lg == NULL || m->ncopies == 0 || m->ncopies > UINT16_MAX) {
+		free(cs);
+		return 1;
+	}
+	util_strlcpy(r.qid, m->qid, sizeof(r.qid));
+	for (size_t i = 0; i < m->ncopies; i++)
+		cs[i] = (struct spool_logcopy){ (char *)m->copies[i].path,
+		    (char *)m->copies[i].addr };
+	len = spool_logrec_size(&r);
+	if (len > spool_log_record_max(lg->size)) {
+		free(cs);
+		return 1;
+	}
+	rec = xmalloc(len);
+	spool_logrec_encode(&r, rec);	/* the checksum's bulk, unlocked */
+	free(cs);
+	pthread_mutex_lock(&lg->mu);
+	if ((seq = log_enqueue(lg, rec, len)) == 0)
+		rc = 1;
+	for (size_t i = 0; rc == 0 && i < m->ncopies; i++)
+		log_note_fs(lg, &m->copies[i]);
+	while (rc == 0 && lg->durable_seq <= seq) {
+		if (lg->broken) {
+			*err_out = util_err("spool log: write failed");
+			rc = -1;
+		} else if (!lg->writing)
+			log_write_batch(lg);
+		else
+			pthread_cond_wait(&lg->cv, &lg->mu);
+	}
+	pthread_mutex_unlock(&lg->mu);
+	free(rec);
+	return rc;
+}
+
+size_t
+spool_log_record_max(uint64_t size)
+{
+	return (size_t)((size - SPOOL_LOG_HDR) / 4);
+}
+
+/*
+ * Make every copy named by a record placed so far durable, then move the
+ * checkpoint past those records.  Called with mu held; drops it meanwhile.
+ * -1 (logged) when a sync failed: the records stay, the next tick retries.
+ */
+static int
+log_checkpoint(struct spool_log *lg)
+{
+	struct spool_loghdr h = lg->hdr;
+	size_t nfs = lg->nfs;
+	int *fds, rc = 0;
+
+	if (lg->next_seq == lg->hdr.seq)
+		return 0;
+	h.seq = lg->next_seq;
+	h.off = lg->head;
+	fds = xcalloc(nfs + 1, sizeof(*fds));
+	for (size_t i = 0; i < nfs; i++)
+		fds[i] = lg->fs[i].fd;	/* kept open until the log closes */
+	pthread_mutex_unlock(&lg->mu);
+	if (nfs == 0)
+		sync();
+	for (size_t i = 0; i < nfs && rc == 0; i++)
+		if ((rc = syncfs(fds[i])) == -1)
+			log_msg(LOG_LVL_ERROR, "spool log: checkpoint: syncfs: "
+			    "%s; keeping the records, retrying",
+			    strerror(errno));
+	free(fds);
+	if (rc == 0 && (rc = spool_log_write_hdr(lg->fd, &h)) == -1)
+		log_msg(LOG_LVL_ERROR, "spool log: checkpoint: write(header): "
+		    "%s; retrying", strerror(errno));
+	pthread_mutex_lock(&lg->mu);
+	if (rc == 0) {
+		lg->hdr = h;
+		if (lg->next_seq == h.seq)
+			lg->head = (size_t)h.off;
+	}
+	return rc;
+}
+
+static void *
+log_thread(void *arg)
+{
+	struct spool_log *lg = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&lg->mu);
+	while (!lg->stop) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += LOG_CKPT_MS / 1000;
+		pthread_cond_timedwait(&lg->ckpt_cv, &lg->mu, &ts);
+		if (!lg->stop)
+			(void)log_checkpoint(lg);
+	}
+	pthread_mutex_unlock(&lg->mu);
+	return NULL;
+}
+
+struct spool_log *
+spool_log_start(int fd, uint64_t size, const struct spool_loghdr *h)
+{
+	struct spool_log *lg = xcalloc(1, sizeof(*lg));
+	pthread_condattr_t ca;
+
+	lg->fd = fd;
+	lg->size = size;
+	lg->hdr = *h;
+	lg->next_seq = lg->durable_seq = h->seq;
+	lg->head = (size_t)h->off;
+	pthread_mutex_init(&lg->mu, NULL);
+	pthread_cond_init(&lg->cv, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&lg->ckpt_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&lg->thread, NULL, log_thread, lg) != 0)
+		fatal("pthread_create: cannot start the spool log's thread");
+	return lg;
+}
+
+void
+spool_log_stop(struct spool_log **lgp)
+{
+	struct spool_log *lg = *lgp;
+
+	if (lg == NULL)
+		return;
+	*lgp = NULL;
+	pthread_mutex_lock(&lg->mu);
+	lg->stop = true;
+	pthread_cond_signal(&lg->ckpt_cv);
+	pthread_mutex_unlock(&lg->mu);
+	pthread_join(lg->thread, NULL);
+	/* A clean stop leaves nothing to replay. */
+	pthread_mutex_lock(&lg->mu);
+	for (int tries = 0; tries < 3 && !lg->broken &&
+	    log_checkpoint(lg) == -1; tries++)
+		;
+	pthread_mutex_unlock(&lg->mu);
+	for (size_t i = 0; i < lg->nfs; i++)
+		close(lg->fs[i].fd);
+	free(lg->fs);
+	util_buf_clear(&lg->batch);
+	close(lg->fd);
+	pthread_cond_destroy(&lg->cv);
+	pthread_cond_destroy(&lg->ckpt_cv);
+	pthread_mutex_destroy(&lg->mu);
+	free(lg);
+}
+
+bool
+spool_log_on(const struct spool *sp)
+{
+	return sp->log != NULL;
+}
