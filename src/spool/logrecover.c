@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,13 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 		return 0;
 	}
 	if (fd == -1 && (fd = lr_create(sp->dir, path, size)) == -1) {
+		if (errno == ENOSPC || errno == EDQUOT) {
+			/* The server runs on, each copy synced on its own. */
+			log_msg(LOG_LVL_WARN, "spool log: off: %s of %ju bytes: "
+			    "%s", path, (uintmax_t)size, strerror(errno));
+			free(path);
+			return 0;
+		}
 		*err_out = util_err("spool log %s: %s", path, strerror(errno));
 		free(path);
 		return -1;
