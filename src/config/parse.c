@@ -138,8 +138,8 @@ cfg_st_hostname(struct cfg_parser *p, const struct cfg_line *ln)
 static const struct cfg_size_range cfg_keep_max = { 1 << 20, 1ULL << 50,
     "1M..1048576G" };
 
-static const struct cfg_size_range cfg_log_size = { 1 << 20, 1ULL << 40,
-    "1M..1024G" };
+static const struct cfg_size_range cfg_log_size = { 64 << 10, 1ULL << 40,
+    "64k..1024G" };
 
 /* "spool log-size SIZE|off" */
 static void

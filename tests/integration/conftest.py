@@ -514,7 +514,7 @@ def spool_empty(srv):
     queued or being delivered): whatever was accepted has been delivered,
     and nothing refused was kept."""
     return not [p for p in srv.spool_files()
-        if os.path.basename(p) not in ("control.sock", "lock")]
+        if os.path.basename(p) not in ("control.sock", "lock", "log")]
 
 
 def make_config(extra=(), rules=None, actions=None):

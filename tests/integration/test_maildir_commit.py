@@ -43,14 +43,18 @@ def sh(*argv):
 
 @pytest.fixture
 def ext4(tmp_path):
-    """ext4(journal, opts, image) -> (device name, mount point) of a fresh
-    64 MiB ext4, or of the file system in image (its journal replayed)."""
+    """ext4(journal, opts, image, at) -> (device name, mount point) of a
+    fresh 64 MiB ext4, or of the file system in image (its journal
+    replayed); mounted at the folder at if given."""
     mounts = []
 
-    def make(journal=True, opts=None, image=None):
+    def make(journal=True, opts=None, image=None, at=None):
         n = len(mounts)
         img, mnt = tmp_path / ("fs%d.img" % n), tmp_path / ("mnt%d" % n)
-        mnt.mkdir()
+        if at is not None:		# in place of a file system unmounted
+            mnt = at
+        else:
+            mnt.mkdir()
         if image is not None:
             shutil.copyfile(image, img)
         else:

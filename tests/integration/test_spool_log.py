@@ -1,0 +1,347 @@
+"""The spool log (spool/log.c, spool/logrecover.c): on a file system that
+journals in order, a message on the fast path is acknowledged once one
+record naming its Maildir copies and holding their bytes is on the device
+(fdatasync of <spool>/log), not after a journal commit.  A power cut may
+lose copies that were acknowledged; the next start writes them again from
+the log, exactly once.  Where the log does not take a record (full, too
+large a message) the copies are fsynced before the 250.  All run on real
+ext4 loop mounts, so these tests need root."""
+
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from conftest import (make_config, needs, read_bytes, send_message,
+    traced_by, wait_for)
+from test_maildir_commit import (BODY, TEN, delivered, ext4, send, sh,
+    traced_order)
+
+pytestmark = needs(os.geteuid() == 0,
+    "root, which loop mounts need (run the suite as root to test this)")
+
+assert ext4	# a fixture, used by name
+
+
+def server(make_postern, mnt, log_size="8M", extra=()):
+    """Spool and Maildirs on mnt; a log of log_size."""
+    text = make_config(extra=extra, actions=
+        'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt)
+    return make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool\nspool log-size %s" % (mnt, log_size)))
+
+
+def checkpoint_seq(mnt):
+    """The first record the log's header says may still be needed (the
+    newer of its two copies: magic "PSLH", epoch, generation, sequence)."""
+    with open(os.path.join(mnt, "spool", "log"), "rb") as f:
+        head = f.read(1024)
+    best = None
+    for at in (0, 512):
+        magic, _epoch, gen, seq = struct.unpack_from("<IIQQ", head, at)
+        if magic == 0x484c5350 and (best is None or gen > best[0]):
+            best = (gen, seq)
+    return best[1]
+
+
+def checkpointed(mnt, records):
+    """Wait until the checkpoint is past the first records of this run."""
+    wait_for(lambda: checkpoint_seq(mnt) == records + 1, timeout=20,
+        what="the checkpoint past record %d" % records)
+
+
+def strace(srv, *args):
+    """strace attached to every thread of srv with args (a Popen)."""
+    st = subprocess.Popen(["strace", "-f", "-qq", *args, "-p",
+        str(srv.proc.pid)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
+        what="strace to attach to every thread")
+    return st
+
+
+def untrace(st):
+    st.terminate()
+    st.wait(10)
+
+
+def power_cut(ext4, dev, mnt, srv):
+    """The file system of dev as a power cut would leave it now, mounted
+    in place of dev at mnt once srv is killed: what the kernel has not
+    written to the device is not in it."""
+    with open("/sys/block/%s/loop/backing_file" % dev) as f:
+        image = f.read().strip()
+    cut = image + ".cut"
+    shutil.copyfile(image, cut)
+    srv.kill9()
+    sh("umount", mnt)
+    sh("losetup", "-d", "/dev/" + dev)
+    return ext4(image=cut, at=mnt)
+
+
+def users_mail(mnt, users):
+    return {u: delivered(mnt, u) for u in users}
+
+
+def recovered_lines(srv):
+    return [l for l in srv.log().splitlines() if "spool log: recovered" in l]
+
+
+def test_acknowledged_copies_come_back_after_a_power_cut(ext4,
+        make_postern):
+    # commit=60: no timed journal commit; the checkpoint's syncfs is held
+    # back (strace delays it), so the image has only what the 250s
+    # waited for: the log's records.
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1, ["bob@example.org"] + TEN)	# makes the Maildirs
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        send(srv, 1, 5)
+        send(srv, 6, 1, TEN)
+        _, copy = power_cut(ext4, dev, mnt, srv)
+    finally:
+        untrace(st)
+    # The copies made without a sync are not in the image.
+    assert delivered(copy) == [b"body 0\n"]
+    assert delivered(copy, "u3") == [b"body 0\n"]
+    srv.start()
+    # Before the first client: the log is replayed at start.
+    assert recovered_lines(srv), srv.log()[-2000:]
+    assert "recovered 6 messages: 0 copies found, 15 written again, " \
+        "0 spooled, 0 lost" in recovered_lines(srv)[-1]
+    want_bob = sorted(b"body %d\n" % i for i in range(6))
+    want_ten = [b"body 0\n", b"body 6\n"]
+    assert delivered(mnt) == want_bob
+    for u in ("u%d" % i for i in range(10)):
+        assert delivered(mnt, u) == want_ten, u
+    for name in os.listdir(os.path.join(mnt, "bob", "Maildir", "new")):
+        assert read_bytes(os.path.join(mnt, "bob", "Maildir", "new",
+            name)).startswith(b"Return-Path: <a@example.net>\n")
+    # A clean stop leaves nothing to replay: no copy twice.
+    srv.stop()
+    srv.start()
+    assert len(recovered_lines(srv)) == 1
+    assert delivered(mnt) == want_bob
+    for u in ("u%d" % i for i in range(10)):
+        assert delivered(mnt, u) == want_ten, u
+
+
+def test_a_copy_moved_to_cur_is_not_written_again(ext4, make_postern):
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        send(srv, 1, 2)
+        _, copy = power_cut(ext4, dev, mnt, srv)
+    finally:
+        untrace(st)
+    # A reader had it already (the copy of body 0 lives on: moved to
+    # cur/ with flags); the lost ones are written again.
+    new = os.path.join(copy, "bob", "Maildir", "new")
+    (name,) = os.listdir(new)
+    os.rename(os.path.join(new, name), os.path.join(copy, "bob", "Maildir",
+        "cur", name + ":2,S"))
+    srv.start()
+    assert "recovered 2 messages: 0 copies found, 2 written again" in \
+        recovered_lines(srv)[-1]
+    assert delivered(mnt) == [b"body 1\n", b"body 2\n"]
+
+
+def test_a_torn_record_ends_the_replay(ext4, make_postern):
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        send(srv, 1, 3)
+        _, copy = power_cut(ext4, dev, mnt, srv)
+    finally:
+        untrace(st)
+    # Spoil the second record after the checkpoint (bytes of its body):
+    # it and all after it are ignored; the first is replayed.
+    log = os.path.join(copy, "spool", "log")
+    with open(log, "r+b") as f:
+        data = f.read()
+        second = data.find(b"body 2\n")
+        assert second > 0
+        f.seek(second)
+        f.write(b"BODY")
+    srv.start()
+    assert "recovered 1 messages" in recovered_lines(srv)[-1]
+    assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
+
+
+def test_a_folder_gone_hands_the_copy_to_the_queue(ext4, make_postern):
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt, extra=["queue retry-min 1s",
+        "queue retry-max 1s"])
+    send(srv, 0, 1, ["bob@example.org", "carol@example.org"])
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        send(srv, 1, 1, ["bob@example.org", "carol@example.org"])
+        _, copy = power_cut(ext4, dev, mnt, srv)
+    finally:
+        untrace(st)
+    # carol's Maildir cannot take it now: its tmp/ is a file.
+    tmp = os.path.join(copy, "carol", "Maildir", "tmp")
+    os.rmdir(tmp)
+    with open(tmp, "w") as f:
+        f.write("in the way\n")
+    srv.start()
+    assert "1 written again, 1 spooled, 0 lost" in recovered_lines(srv)[-1]
+    assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
+    # The queue has it, and delivers it once the Maildir is repaired.
+    wait_for(lambda: "deferred" in srv.log().split("spool log: recovered")[-1],
+        timeout=30, what="the queue's attempt")
+    os.unlink(tmp)
+    os.mkdir(tmp)
+    wait_for(lambda: delivered(mnt, "carol") == [b"body 0\n", b"body 1\n"],
+        timeout=60, what="the queue's delivery")
+
+
+def sends_of_250_and_syncs(path):
+    """[(tid, "sync"|"250")] in the order they finished, from an strace -f
+    output of fdatasync and sendto."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            tid, rest = line.split(None, 1)
+            if "fdatasync" in rest and "unfinished" not in rest:
+                out.append((tid, "sync"))
+            elif rest.startswith("sendto(") and '"250 2.0.0' in rest:
+                out.append((tid, "250"))
+    return out
+
+
+def test_the_250_waits_for_the_log(ext4, make_postern):
+    _, mnt = ext4(journal=True)
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)	# no checkpoint's fdatasync in the way
+    out = srv.path("strace.out")
+    st = strace(srv, "-s", "40", "-e", "trace=fdatasync,sendto,renameat",
+        "-o", out)
+    try:
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", ["bob@example.org"],
+                BODY % (1, 1))
+    finally:
+        untrace(st)
+    calls = sends_of_250_and_syncs(out)
+    with open(out) as f:
+        text = f.read()
+    assert "renameat" in text
+    # The message's 250 comes after a finished fdatasync (of the log),
+    # which comes after the copy's rename.
+    i250 = [i for i, (_, what) in enumerate(calls) if what == "250"]
+    assert len(i250) == 1, calls
+    assert any(what == "sync" for _, what in calls[:i250[0]]), text
+    assert text.index("renameat") < text.index("fdatasync"), text
+
+
+def test_a_message_too_large_for_the_log_is_fsynced(ext4, make_postern):
+    # A log of 64k takes records up to 15k: a 20k message is fsynced.
+    _, mnt = ext4(journal=True)
+    srv = server(make_postern, mnt, log_size="64k")
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    assert traced_order(srv, 1) == ["renameat", "fdatasync"]
+
+    def big():
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", ["bob@example.org"],
+                "Subject: big\r\n\r\n" + ("y" * 78 + "\r\n") * 256)
+    out = srv.path("strace.big")
+    st = strace(srv, "-e", "trace=fsync,fdatasync,renameat", "-o", out)
+    try:
+        big()
+    finally:
+        untrace(st)
+    with open(out) as f:
+        order = [l.split(None, 1)[1].split("(", 1)[0] for l in f
+            if "(" in l]
+    assert order == ["renameat", "fsync"]
+    assert len(delivered(mnt)) == 3
+
+
+def test_a_full_log_falls_back_to_fsync(ext4, make_postern):
+    # Checkpoints held back: a 64k log fills after a few 10k messages;
+    # the others are fsynced, and all are delivered.
+    _, mnt = ext4(journal=True)
+    srv = server(make_postern, mnt, log_size="64k")
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    out = srv.path("strace.full")
+    st = strace(srv, "-e", "trace=fsync,fdatasync,renameat,syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000", "-o", out)
+    try:
+        with srv.session() as c:
+            c.hello()
+            for i in range(12):
+                send_message(c, "a@example.net", ["bob@example.org"],
+                    "Subject: %d\r\n\r\n" % i + ("z" * 78 + "\r\n") * 120)
+    finally:
+        untrace(st)
+    with open(out) as f:
+        calls = [l.split(None, 1)[1].split("(", 1)[0] for l in f
+            if "(" in l and "syncfs" not in l]
+    # First through the log (rename, fdatasync), then fsync each.
+    assert calls[:2] == ["renameat", "fdatasync"], calls
+    assert calls[-2:] == ["renameat", "fsync"], calls
+    assert 3 <= calls.count("fdatasync") <= 8, calls
+    assert len(delivered(mnt)) == 13
+
+
+def test_a_failed_checkpoint_keeps_the_records(ext4, make_postern):
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs", "-e", "inject=syncfs:error=EIO")
+    try:
+        send(srv, 1, 3)
+        wait_for(lambda: srv.log().count("checkpoint: syncfs: Input/output "
+            "error; keeping the records, retrying") >= 2, timeout=20,
+            what="two failed checkpoints")
+        _, copy = power_cut(ext4, dev, mnt, srv)
+    finally:
+        untrace(st)
+    srv.start()
+    # Every record since the last good checkpoint is replayed.
+    assert "recovered 3 messages" in recovered_lines(srv)[-1]
+    assert delivered(mnt) == [b"body %d\n" % i for i in range(4)]
+
+
+def test_checkpoints_resume_after_a_failure(ext4, make_postern):
+    _, mnt = ext4(journal=True)
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:error=EIO:when=1")
+    try:
+        send(srv, 1, 1)
+        wait_for(lambda: "keeping the records, retrying" in srv.log(),
+            timeout=20, what="a failed checkpoint")
+    finally:
+        untrace(st)
+    # The next one succeeds: a restart has nothing to replay.
+    checkpointed(mnt, 2)
+    srv.kill9()
+    srv.start()
+    assert not recovered_lines(srv)
+    assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
