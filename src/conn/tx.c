@@ -175,8 +175,9 @@ conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
 /*
  * The commit fast path (docs/architecture.md): every recipient is a
  * Maildir (or discarded) and the whole message is still in memory, so the
- * delivery is the commit: one durable write per message and file system,
- * and no spool at all.  What cannot be delivered now is spooled and
+ * delivery is the commit: one record in the spool log for all the copies
+ * (or one durable write per message and file system), and no spool at
+ * all.  What cannot be delivered now is spooled and
  * committed as usual, with the copies already made recorded as done.
  * Runs on a worker.
  */

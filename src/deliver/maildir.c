@@ -26,6 +26,11 @@
  * everywhere else, and where sync_file_range is not supported, the
  * classic order.
  *
+ * On the fast path (m->unsynced set) a copy in the one-commit order is
+ * written and named with no sync at all, links included, and noted in
+ * m->unsynced: the caller makes it durable, with a record in the spool
+ * log that a start after a crash replays, or with deliver_maildir_sync.
+ *
  * Symlinks: the folder path itself is admin configuration, so its parent
  * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
  * with O_NOFOLLOW and files are created with O_EXCL, so a symlink planted
