@@ -54,6 +54,7 @@ struct spool_log {
 	bool		 writing;
 	struct log_fs	*fs;		/* the copies' file systems */
 	size_t		 nfs;
+	bool		 fs_unknown;	/* one could not be opened: sync(2) */
 };
 
 size_t
@@ -145,6 +146,7 @@ log_note_fs(struct spool_log *lg, const struct spool_log_copy *c)
 		/* The checkpoint falls back to sync(2) meanwhile. */
 		log_msg(LOG_LVL_WARN, "spool log: open(%s): %s", dir,
 		    strerror(errno));
+		lg->fs_unknown = true;
 		free(dir);
 		return;
 	}
@@ -273,6 +275,7 @@ log_checkpoint(struct spool_log *lg)
 {
 	struct spool_loghdr h = lg->hdr;
 	size_t nfs = lg->nfs;
+	bool all = lg->fs_unknown;
 	int *fds, rc = 0;
 
 	if (lg->next_seq == lg->hdr.seq)
@@ -282,9 +285,10 @@ log_checkpoint(struct spool_log *lg)
 	fds = xcalloc(nfs + 1, sizeof(*fds));
 	for (size_t i = 0; i < nfs; i++)
 		fds[i] = lg->fs[i].fd;	/* kept open until the log closes */
+	lg->fs_unknown = false;
 	pthread_mutex_unlock(&lg->mu);
-	if (nfs == 0)
-		sync();
+	if (all)
+		sync();		/* reports no error: the best there is */
 	for (size_t i = 0; i < nfs && rc == 0; i++)
 		if ((rc = syncfs(fds[i])) == -1)
 			log_msg(LOG_LVL_ERROR, "spool log: checkpoint: syncfs: "
