@@ -38,8 +38,37 @@ lr_table_init(void)
 	}
 }
 
+#if defined(__x86_64__)
+/* The same sum with the CPU's crc32 instruction (SSE 4.2), 8 bytes a step. */
+__attribute__((target("sse4.2"))) static uint32_t
+lr_crc_hw(uint32_t crc, const unsigned char *p, size_t len)
+{
+	uint64_t c = crc;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+	}
+	crc = (uint32_t)c;
+	while (len-- > 0)
+		crc = __builtin_ia32_crc32qi(crc, *p++);
+	return crc;
+}
+#endif
+
 uint32_t
 spool_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~lr_crc_hw(~crc, buf, len);
+#endif
+	return spool_crc32c_table(crc, buf, len);
+}
+
+uint32_t
+spool_crc32c_table(uint32_t crc, const void *buf, size_t len)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	const unsigned char *p = buf;

@@ -102,6 +102,8 @@ struct spool_logrec {
 
 /* CRC-32C (Castagnoli) of buf, continuing crc (0 to start). */
 uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same, a byte at a time from a table (where the CPU has no crc32). */
+uint32_t spool_crc32c_table(uint32_t crc, const void *buf, size_t len);
 /* Encoded length of r (a multiple of 8). */
 size_t	spool_logrec_size(const struct spool_logrec *r);
 /* Encode r into out (spool_logrec_size bytes), sequence not yet set. */
