@@ -225,6 +225,32 @@ lr_fits(const unsigned char *rec, size_t len)
 		if (n > len)
 			return false;
 	}
+	/* Exactly as encode made it: padded with zeros to the length. */
+	if (((n + 7) & ~(size_t)7) != len)
+		return false;
+	for (; n < len; n++)
+		if (rec[n] != 0)
+			return false;
+	return true;
+}
+
+/* Does no string of r hold a NUL (its length as stored)? */
+static bool
+lr_strings_ok(const struct spool_logrec *r, const unsigned char *rec)
+{
+	const unsigned char *p = rec + LR_FIXED + get16(rec + 32) +
+	    get32(rec + 40) + get32(rec + 36);
+
+	if (strlen(r->qid) != get16(rec + 32) ||
+	    strlen(r->sender) != get32(rec + 40) ||
+	    strlen(r->hdr) != get32(rec + 36))
+		return false;
+	for (size_t i = 0; i < r->ncopies; i++) {
+		if (strlen(r->copies[i].path) != get16(p) ||
+		    strlen(r->copies[i].addr) != get16(p + 2))
+			return false;
+		p += 4 + (size_t)get16(p) + get16(p + 2);
+	}
 	return true;
 }
 
@@ -266,6 +292,10 @@ spool_logrec_decode(const unsigned char *buf, size_t avail,
 		out->copies[i].addr = lr_str(&p, al);
 	}
 	out->content = (const char *)p;
+	if (!lr_strings_ok(out, buf)) {
+		spool_logrec_clear(out);
+		return 0;
+	}
 	return 1;
 }
 
