@@ -139,22 +139,22 @@ static const struct cfg_size_range cfg_keep_max = { 1 << 20, 1ULL << 50,
     "1M..1048576G" };
 
 static const struct cfg_size_range cfg_log_size = { 64 << 10, 1ULL << 40,
-    "64k..1024G" };
+    "64k..1024G, or off" };
 
 /* "spool log-size SIZE|off" */
 static void
 cfg_st_spool_log(struct cfg_parser *p, const struct cfg_line *ln)
 {
+	uint64_t size = 0;
 	size_t i = 1;
 
-	if (!cfg_nargs(p, ln, 2, 2, "spool log-size SIZE|off") ||
-	    !cfg_once(p, ln, &p->seen_spool_log, "spool log-size"))
+	if (!cfg_nargs(p, ln, 2, 2, "spool log-size SIZE|off"))
 		return;
-	if (strcmp(ln->toks[2].text, "off") == 0)
-		p->c->spool_log_size = 0;
-	else
-		(void)cfg_size_opt(p, ln, &i, &cfg_log_size,
-		    &p->c->spool_log_size);
+	if (strcmp(ln->toks[2].text, "off") != 0 &&
+	    !cfg_size_opt(p, ln, &i, &cfg_log_size, &size))
+		return;
+	if (cfg_once(p, ln, &p->seen_spool_log, "spool log-size"))
+		p->c->spool_log_size = size;
 }
 
 /* "spool PATH [keep DIR [max SIZE]]" */
@@ -165,7 +165,8 @@ cfg_st_spool(struct cfg_parser *p, const struct cfg_line *ln)
 	uint64_t max = 1ULL << 30;
 	size_t i = 4;
 
-	if (ln->ntoks > 1 && strcmp(ln->toks[1].text, "log-size") == 0) {
+	if (ln->ntoks > 1 && ln->toks[1].kind == CFG_TOK_WORD &&
+	    strcmp(ln->toks[1].text, "log-size") == 0) {
 		cfg_st_spool_log(p, ln);
 		return;
 	}

@@ -60,6 +60,7 @@ STOP_TIMEOUT = 15.0	# seconds for a clean exit after SIGTERM
 TEMPLATE_HEAD = """\
 hostname test.example
 spool {tmp}/spool
+spool log-size 1M
 listen 127.0.0.1:{port}
 """
 TEMPLATE_ACTIONS = """\

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import (make_config, needs, read_bytes, send_message,
     traced_by, wait_for)
-from test_maildir_commit import (BODY, TEN, delivered, ext4, send, sh,
-    traced_order)
+from test_maildir_commit import (BODY, TEN, delivered, ext4, no_log_size,
+    send, sh, traced_order)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which loop mounts need (run the suite as root to test this)")
@@ -27,8 +27,8 @@ assert ext4	# a fixture, used by name
 
 def server(make_postern, mnt, log_size="8M", extra=()):
     """Spool and Maildirs on mnt; a log of log_size."""
-    text = make_config(extra=extra, actions=
-        'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt)
+    text = no_log_size(make_config(extra=extra, actions=
+        'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt))
     return make_postern(config=text.replace("spool {tmp}/spool",
         "spool %s/spool\nspool log-size %s" % (mnt, log_size)))
 

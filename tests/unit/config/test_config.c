@@ -139,6 +139,7 @@ test_good_values(void **state)
 	assert_string_equal(c->spool, "var/my spool");
 	assert_string_equal(c->spool_keep, "var/kept");
 	assert_int_equal(c->spool_keep_max, 2ULL << 30);
+	assert_int_equal(c->spool_log_size, 32ULL << 20);
 	assert_string_equal(c->greeting, "postern at your service");
 	assert_true(c->pipelining_loose);
 	assert_true(c->early_talker_continue);
@@ -251,6 +252,7 @@ test_defaults(void **state)
 	assert_true(c->hostname[0] != '\0');
 	assert_string_equal(c->spool, "var/spool");
 	assert_null(c->spool_keep);
+	assert_int_equal(c->spool_log_size, 64ULL << 20);
 	assert_null(c->greeting);
 	assert_false(c->log_syslog);
 	assert_string_equal(c->log_facility, "mail");
