@@ -345,3 +345,29 @@ def test_checkpoints_resume_after_a_failure(ext4, make_postern):
     srv.start()
     assert not recovered_lines(srv)
     assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
+
+
+def test_a_failed_log_write_falls_back_to_fsync(ext4, make_postern):
+    # The log's fdatasync fails: that message's copy is fsynced before its
+    # 250, and the log takes nothing more (every copy fsynced from then).
+    _, mnt = ext4(journal=True)
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    out = srv.path("strace.eio")
+    st = strace(srv, "-e", "trace=fsync,fdatasync,renameat",
+        "-e", "inject=fdatasync:error=EIO", "-o", out)
+    try:
+        send(srv, 1, 1)
+    finally:
+        untrace(st)
+    with open(out) as f:
+        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
+            (l.split(None, 1) for l in f if "(" in l)]
+    # The delivering thread's (a checkpoint's header may fail meanwhile).
+    worker = next(tid for tid, call in calls if call == "renameat")
+    assert [c for t, c in calls if t == worker] == ["renameat", "fdatasync",
+        "fsync"], calls
+    assert "acknowledging with fsync from now on" in srv.log()
+    assert traced_order(srv, 2) == ["renameat", "fsync"]
+    assert delivered(mnt) == [b"body 0\n", b"body 1\n", b"body 2\n"]
