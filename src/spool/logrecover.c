@@ -259,7 +259,8 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 	if (size > 0 && statfs(sp->dir, &sf) == 0 &&
 	    (sf.f_type == 0x01021994 /* tmpfs */ ||
 	    sf.f_type == 0x858458f6 /* ramfs */)) {
-		log_msg(LOG_LVL_INFO, "spool log: off (the spool is in memory)");
+		log_msg(LOG_LVL_INFO, "spool log: off (the spool is in "
+		    "memory)");
 		size = 0;
 	}
 	if (size == 0) {
@@ -272,8 +273,9 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 	if (fd == -1 && (fd = lr_create(sp->dir, path, size)) == -1) {
 		if (errno == ENOSPC || errno == EDQUOT) {
 			/* The server runs on, each copy synced on its own. */
-			log_msg(LOG_LVL_WARN, "spool log: off: %s of %ju bytes: "
-			    "%s", path, (uintmax_t)size, strerror(errno));
+			log_msg(LOG_LVL_WARN, "spool log: off: %s of %ju "
+			    "bytes: %s", path, (uintmax_t)size,
+			    strerror(errno));
 			free(path);
 			return 0;
 		}

@@ -384,3 +384,25 @@ def test_a_failed_log_write_falls_back_to_fsync(ext4, make_postern):
     assert "acknowledging with fsync from now on" in srv.log()
     assert traced_order(srv, 2) == ["renameat", "fsync"]
     assert delivered(mnt) == [b"body 0\n", b"body 1\n", b"body 2\n"]
+
+
+def test_no_log_on_tmpfs(ext4, make_postern, tmp_path):
+    # A spool in memory makes nothing durable: no log, the copies synced
+    # on their own (the one-commit order).
+    _, mnt = ext4(journal=True)
+    spool = tmp_path / "tmpfs"
+    spool.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(spool))
+    try:
+        text = no_log_size(make_config(actions=
+            'action local maildir "%s/%%{rcpt.user}/Maildir"\n' % mnt))
+        srv = make_postern(config=text.replace("spool {tmp}/spool",
+            "spool %s/spool" % spool))
+        send(srv, 0, 1)
+        assert "spool log: off (the spool is in memory)" in srv.log()
+        assert not os.path.exists(os.path.join(str(spool), "spool", "log"))
+        assert traced_order(srv, 1) == ["sync_file_range", "renameat",
+            "fsync"]
+        srv.stop()
+    finally:
+        sh("umount", str(spool))
