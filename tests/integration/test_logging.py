@@ -113,7 +113,8 @@ def test_transaction_log(make_postern):
 
     def complete():
         fs = files()
-        return fs and all("221" in open(f, errors="replace").read() for f in fs) and fs
+        return fs and all("< 221 " in open(f, errors="replace").read()
+            for f in fs) and fs
 
     fs = wait_for(complete, what="a transaction log file with the 221")
     assert len(fs) == 1, fs
