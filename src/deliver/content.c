@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -147,6 +148,46 @@ content_src_next(struct content_src *s, const char **err_out)
 			return 1;
 		}
 	}
+}
+
+/* ---- held in memory for one delivery ---- */
+
+char *
+deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd;
+
+	*out = *m;
+	if (m->content != NULL || m->content_path == NULL ||
+	    (fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;	/* the scan reports what is wrong */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size <= DELIVER_CONTENT_HOLD_MAX) {
+		buf = xmalloc((size_t)st.st_size + 1);
+		/* Up to the size fstat saw: spooled content never changes. */
+		while (buf != NULL && len < (size_t)st.st_size) {
+			ssize_t n = read(fd, buf + len,
+			    (size_t)st.st_size - len);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n == -1) {	/* streamed instead, which says why */
+				free(buf);
+				buf = NULL;
+			} else if (n == 0)
+				break;
+			else
+				len += (size_t)n;
+		}
+	}
+	close(fd);
+	if (buf != NULL) {
+		out->content = buf;
+		out->content_len = len;
+	}
+	return buf;
 }
 
 /* ---- what the content needs ---- */

@@ -6,8 +6,8 @@ done-record, whose new file needs no fsync of done/ where the journal
 keeps the order.  On journaled ext4 a relayed message then costs two
 journal commits, one to accept it and one to remove it.  A copy of the
 disk image, as a power cut would leave it, holds a new done-record whole.
-A queue worker reads an envelope in one read(2) and draws no random bits
-per attempt.  Real ext4 loop mounts (root)."""
+A queue worker reads an envelope in one read(2), the content of a small
+message once, and draws no random bits per attempt.  Real ext4 loop mounts (root)."""
 
 import os
 import re
@@ -168,3 +168,26 @@ def test_queue_reads_an_envelope_in_one_call(ext4, make_postern, upstreams):
             l.split(None, 1)[1].startswith("getrandom(")]
         assert len(drawn) <= 1, "%d getrandom for %d messages" % (
             len(drawn), env_reads.count(tid))
+
+
+def test_delivery_reads_the_content_once(ext4, make_postern, upstreams):
+    # A small message is read into memory once per delivery: the scan for
+    # what the upstream must offer and DATA use that copy (one openat and
+    # one read of msg/<qid> for each message, not one per pass).
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_on(make_postern, mnt, up.port)
+    relayed(srv, up, 0, 1)
+    lines = strace_lines(srv, up, 1, 5, ("bob@example.org",),
+        "openat,read")
+    opens = [l for l in lines if re.match(
+        r"\d+ +openat\(.*/spool/msg/\w+\", O_RDONLY", l)]
+    reads = [l for l in lines if re.match(r"\d+ +read\(\d+<[^>]*/spool/msg/",
+        l)]
+    assert len(opens) == 5, "".join(opens)
+    assert len(reads) == 5, "".join(reads)
+    with up.lock:
+        got = b"".join(data for _, _, data in up.stored)
+    for i in range(1, 6):
+        assert b"Subject: commit order %d\r\n\r\nbody %d\r\n" % (i, i) \
+            in got, got
