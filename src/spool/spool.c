@@ -37,14 +37,15 @@
  * commits in order: everything before it, the content's rename included,
  * is durable with it.  The directories need no fsync of their own.
  *
- * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
- * leaves content or done-records without an envelope (removed by
- * spool_list, whichever of their unlinks reached the disk), never an
- * envelope with missing recipients' records.  Once that fsync returns the
- * message is gone for any restart, so the queue uses the removal as the
- * record of a message's last delivery (no done/<qid> written for it): a
- * crash before the fsync returns may find the envelope and deliver that
- * recipient again, as a crash before its done-record's fdatasync would.
+ * Removal (remove.c) unlinks env/<qid> first, then the content and the
+ * records; one fsync of env/ on a thread of its own makes the removals of
+ * SPOOL_REMOVE_SYNC_MS durable together.  Where the journal keeps the
+ * order, a crash half-way leaves content or done-records without an
+ * envelope (removed by spool_list), never an envelope with missing
+ * recipients' records.  The queue uses the removal as the record of a
+ * message's last delivery (no done/<qid> written for it): a crash before
+ * that fsync may find the envelope and deliver that recipient again, as
+ * a crash before its done-record's fdatasync would.
  *
  * While a message is open, its content file is flock()ed (the lock follows
  * the inode through the rename and dies with the process), so spool_list
@@ -106,6 +107,7 @@ spool_open(const char *dir, const char **err_out)
 
 	sp->dir = xstrdup(dir);
 	sp->lock_fd = -1;
+	spool_sync_init(sp);
 	for (int i = 0; i < SUB_N; i++)
 		sp->fd[i] = -1;
 	if (util_mkdirs(dir, 0700) == -1) {
@@ -147,6 +149,7 @@ spool_close(struct spool **spp)
 
 	if (sp == NULL)
 		return;
+	spool_sync_clear(sp);	/* before the folders close */
 	for (int i = 0; i < SUB_N; i++)
 		if (sp->fd[i] != -1)
 			close(sp->fd[i]);
@@ -831,30 +834,4 @@ bool
 spool_qid_ok(const char *qid)
 {
 	return spool_qid_is_valid(qid);
-}
-
-int
-spool_remove(struct spool *sp, const char *qid, const char **err_out)
-{
-	if (!spool_qid_is_valid(qid)) {
-		*err_out = "invalid queue id";
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_ENV], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
-		return -1;
-	}
-	if (fsync(sp->fd[SUB_ENV]) == -1) {
-		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_MSG], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_MSG, qid, "", errno);
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_DONE], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_DONE, qid, "", errno);
-		return -1;
-	}
-	return 0;
 }

@@ -8,6 +8,7 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -21,7 +22,25 @@ struct spool {
 	bool	 ordered;		/* the one-commit order (see spool.c) */
 	int	 lock_fd;		/* <dir>/lock while spool_lock holds it */
 	struct util_capdir *keep;	/* owned: "keep DIR", or NULL */
+	/* The removals' fsync of env/ (remove.c), under sync_mu. */
+	pthread_mutex_t	 sync_mu;
+	pthread_cond_t	 sync_cv;
+	pthread_t	 sync_thread;
+	bool		 sync_started;	/* sync_thread runs */
+	bool		 sync_dirty;	/* an unlink in env/ not yet synced */
+	bool		 sync_stop;
 };
+
+/*
+ * The longest a removal waits for the fsync of env/ that makes it durable:
+ * the removals of that interval share one fsync.  A crash within it may
+ * deliver those messages again (remove.c).
+ */
+#define SPOOL_REMOVE_SYNC_MS	50
+/* The removals' syncer (remove.c): at spool_open; at spool_close, where
+ * what is pending is synced before the thread ends. */
+void	spool_sync_init(struct spool *sp);
+void	spool_sync_clear(struct spool *sp);
 
 /* write() all of buf (EINTR retried); 0, or -1 with errno. */
 int	spool_write_all(int fd, const void *buf, size_t len);
