@@ -116,10 +116,14 @@ spool_sync_soon(struct spool *sp)
 int
 spool_remove(struct spool *sp, const char *qid, const char **err_out)
 {
+	bool recordless;
+
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
 		return -1;
 	}
+	/* No record was ever written for it: no done/<qid> to unlink. */
+	recordless = spool_fresh_drop(sp, qid);
 	if (unlinkat(sp->fd[SUB_ENV], qid, 0) == -1 && errno != ENOENT) {
 		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
 		return -1;
@@ -129,7 +133,8 @@ spool_remove(struct spool *sp, const char *qid, const char **err_out)
 		*err_out = spool_err("unlink", SUB_MSG, qid, "", errno);
 		return -1;
 	}
-	if (unlinkat(sp->fd[SUB_DONE], qid, 0) == -1 && errno != ENOENT) {
+	if (!recordless && unlinkat(sp->fd[SUB_DONE], qid, 0) == -1 &&
+	    errno != ENOENT) {
 		*err_out = spool_err("unlink", SUB_DONE, qid, "", errno);
 		return -1;
 	}

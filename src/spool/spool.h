@@ -121,8 +121,10 @@ char	*spool_msg_tmp_path(const struct spool *sp, const char *qid);
 /* Path of a committed message's content (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
 /*
- * Read a committed envelope, with each recipient's done flag.  0, or -1
- * with *err_out and errno (ENOENT: no such message, EINVAL: malformed).
+ * Read a committed envelope, with each recipient's done flag: from memory,
+ * with no file read, when this spool committed it and no record was
+ * written since (spool/fresh.c).  0, or -1 with *err_out and errno
+ * (ENOENT: no such message, EINVAL: malformed).
  */
 int	spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	    const char **err_out);

@@ -29,7 +29,31 @@ struct spool {
 	bool		 sync_started;	/* sync_thread runs */
 	bool		 sync_dirty;	/* an unlink in env/ not yet synced */
 	bool		 sync_stop;
+	/* Envelopes without records yet (fresh.c), under fresh_mu. */
+	pthread_mutex_t	 fresh_mu;
+	struct spool_fresh *fresh[256];	/* SPOOL_FRESH_SLOTS chains */
+	size_t		 nfresh;
 };
+#define SPOOL_FRESH_SLOTS	256
+
+/*
+ * The most messages whose envelope fresh.c keeps in memory: those
+ * committed and not yet recorded or removed (a few per queue worker
+ * while the queue keeps up); past it, messages are read from disk.
+ */
+#define SPOOL_FRESH_MAX		4096
+/* fresh.c: at spool_open and spool_close. */
+void	spool_fresh_init(struct spool *sp);
+void	spool_fresh_clear(struct spool *sp);
+/* qid was just committed with envelope text[0..len): no record yet. */
+void	spool_fresh_put(struct spool *sp, const char *qid, const char *text,
+	    size_t len);
+/* A malloc'd copy of qid's envelope (*len_out bytes) when it has no
+ * record yet, else NULL: read it, and its records, from disk. */
+char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out);
+/* Forget qid (a record is being written, or it is removed); true when
+ * it had no record, so no done/<qid> exists. */
+bool	spool_fresh_drop(struct spool *sp, const char *qid);
 
 /*
  * The longest a removal waits for the fsync of env/ that makes it durable:

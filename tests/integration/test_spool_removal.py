@@ -8,9 +8,10 @@ where the journal keeps the order.  On journaled ext4 a relayed message
 then costs about one journal commit, to accept it.  A copy of the disk
 image, as a power cut would leave it, holds a new done-record whole, and
 no envelope of a message removed once that fsync is done.  A queue
-worker reads an envelope in one read(2), the content of a small message
-once, and draws no random bits per attempt; a delivery wakes no idle
-thread.  Real ext4 loop mounts
+worker reads no envelope and looks for no done-record at a message's
+first attempt, an envelope in one read(2) at a retry, the content of a
+small message once, and draws no random bits per attempt; a delivery
+wakes no idle thread.  Real ext4 loop mounts
 (root)."""
 
 import os
@@ -155,7 +156,7 @@ def writes(srv, up, first, rcpts):
 def test_removal_order_and_done_records(ext4, make_postern, upstreams):
     up = upstreams.scripted()
     two = ("bob@example.org", "carol@example.org")
-    removal = ["unlinkat env", "unlinkat msg", "unlinkat done"]
+    removal = ["unlinkat env", "unlinkat msg"]
     for journal, want_two in (
             (True, ["openat done", "fdatasync done"]),
             (False, ["openat done", "fdatasync done", "fsync done"])):
@@ -163,10 +164,11 @@ def test_removal_order_and_done_records(ext4, make_postern, upstreams):
         srv = relay_on(make_postern, mnt, up.port)
         n = up.count()
         relayed(srv, up, n, 1)
-        # One recipient: no done file is ever made; the removing worker
-        # does not wait for the fsync of env/, which another thread does.
+        # One recipient: no done file is ever made, nor unlinked; the
+        # removing worker does not wait for the fsync of env/, which
+        # another thread does.
         for k, rcpts, want in ((1, ("bob@example.org",), removal),
-                (2, two, want_two + removal)):
+                (2, two, want_two + removal + ["unlinkat done"])):
             mine, synced = writes(srv, up, n + k, rcpts)
             assert mine == want, "journal=%s" % journal
             assert synced, "journal=%s: env/ never fsynced" % journal
@@ -247,19 +249,34 @@ def test_new_done_record_survives_a_power_cut(ext4, make_postern, upstreams):
     assert os.path.exists(os.path.join(copy, "spool", "env", names[0]))
 
 
-def test_queue_reads_an_envelope_in_one_call(ext4, make_postern, upstreams):
-    # The envelope up to the size fstat gave, with no read to find its
-    # end; a retry's jitter from a supply of random bits, not a getrandom
-    # per attempt.
-    up = upstreams.scripted()
+def test_queue_reads_an_envelope_once_and_only_for_a_retry(ext4,
+        make_postern, upstreams):
+    # A message's first attempt reads no envelope and looks for no
+    # done-record: the spool kept the envelope it committed, which has no
+    # record yet.  A retry reads the envelope up to the size fstat gave,
+    # with no read to find its end, and its records.  A retry's jitter
+    # comes from a supply of random bits, not a getrandom per attempt.
+    up = upstreams.scripted(data_replies=["451 4.3.0 later"] * 10)
     _, mnt = ext4(journal=True)
     # Two queue workers: each tries several of the ten messages.
-    srv = relay_on(make_postern, mnt, up.port, ["queue concurrency 2"])
-    relayed(srv, up, 0, 1)
-    lines = strace_lines(srv, up, 1, 10, ("bob@example.org",),
-        "read,getrandom")
+    srv = relay_on(make_postern, mnt, up.port, ["queue concurrency 2",
+        "queue retry-min 1s", "queue retry-max 2s"])
+    want = copies(up) + 10
+
+    def deferred_then_relayed(first, count):
+        send(srv, first, count)
+        wait_for(lambda: copies(up) == want and spool_empty(srv), 30,
+            what="ten messages deferred once, then relayed")
+    lines = strace_lines(srv, up, 0, 10, None, "openat,read,getrandom",
+        send_all=deferred_then_relayed)
+    env_opens = [l for l in lines if re.match(
+        r"\d+ +openat\(\d+<[^>]*/spool/env>, \"\w+\", O_RDONLY", l)]
+    done_opens = [l for l in lines if re.match(
+        r"\d+ +openat\(\d+<[^>]*/spool/done>, \"\w+\", O_RDONLY", l)]
     env_reads = [l.split()[0] for l in lines
         if re.match(r"\d+ +read\(\d+<[^>]*/spool/env/", l)]
+    assert len(env_opens) == 10, "".join(env_opens)	# the retries only
+    assert len(done_opens) == 10, "".join(done_opens)
     assert len(env_reads) == 10, lines
     for tid in set(env_reads):
         drawn = [l for l in lines if l.split()[0] == tid and
