@@ -5,6 +5,8 @@ import statistics
 
 TITLES = {
 	"starttls": "STARTTLS on every connection",
+	"starttls-ecdsa": "STARTTLS on every connection, ECDSA P-256 "
+		"certificate",
 	"starttls-resume": "STARTTLS on every connection, sessions resumed",
 	"relay": "Relay through the queue to an upstream smtp-sink",
 	"rcpt10": "Ten recipients per message, ten Maildirs",
@@ -22,6 +24,14 @@ HOW = {
 		"dialogue alone, messages dropped): the client's own ceiling. "
 		"Postfix: smtpd_tls_security_level = may. No session resumption "
 		"(every connection a full handshake).",
+	"starttls-ecdsa": "As starttls (full handshakes, the same dialogue), "
+		"but one self-signed ECDSA P-256 certificate for all: postern "
+		"`tls cert ... key ...`, Postfix `smtpd_tls_chain_files = key, "
+		"cert`, tlssink -c/-k. The negotiated column is what smtpload saw "
+		"in the full handshakes (protocol/cipher/group/server key/"
+		"signature); a cell fails if its handshakes differ among "
+		"themselves, show another key than the scenario's, or differ from "
+		"another server's in the same run.",
 	"starttls-resume": "smtpload -t -R: as starttls, but each of the "
 		"client's sessions offers the TLS session of its previous "
 		"connection (as an MTA with a TLS session cache does), so every "
@@ -106,15 +116,16 @@ def message_table(rows, name):
 		hdr[4:4] = ["RSS sum before", "VmHWM sum"]
 	tls = name.startswith("starttls")
 	if tls:
-		hdr.append("resumed handshakes (last run)")
+		hdr += ["resumed handshakes (last run)", "negotiated (last run)"]
 	out = ["| " + " | ".join(hdr) + " |", "|---|" + "---:|" * (
 	    len(hdr) - 1)]
 	med = {}
 	notes = []
 	for label, runs in rows:
 		bad = [r for r in runs if not r["ok"]]
-		resumed = " %s of %s |" % (runs[-1].get("resumed", "-"),
-		    runs[-1].get("handshakes", "-")) if tls else ""
+		resumed = " %s of %s | %s |" % (runs[-1].get("resumed", "-"),
+		    runs[-1].get("handshakes", "-"), runs[-1].get("tls", "-")) \
+		    if tls else ""
 		if bad:
 			out.append("| %s | FAILED | FAILED |%s - | - | %s |%s" % (
 				label, " - | - |" if big else "",

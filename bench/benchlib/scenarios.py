@@ -1,5 +1,6 @@
-"""The workloads beyond plain SMTP: STARTTLS (full handshakes, or sessions
-resumed as an MTA with a session cache does), relay through the queue, ten
+"""The workloads beyond plain SMTP: STARTTLS (full handshakes with an
+RSA-2048 or an ECDSA P-256 certificate, or sessions resumed as an MTA with
+a session cache does), relay through the queue, ten
 recipients, one big message, idle connections, and postern with a handler
 chain or a Lua handler.  Each cell starts one server on a fresh folder (a
 fresh loop mount in bench/run), drives it with bench/tools/smtpload (or
@@ -19,9 +20,13 @@ from benchlib.common import (BENCH, LABEL, MSG_LEN, RCPT, SENDER, MemSampler,
 from benchlib.idle import measure_idle, tree_rss_kb
 from benchlib.servers import CLASSES
 
-NAMES = ("plain", "starttls", "starttls-resume", "relay", "rcpt10", "big",
-    "idle", "chain", "lua")
-TLS_NAMES = ("starttls", "starttls-resume")
+NAMES = ("plain", "starttls", "starttls-ecdsa", "starttls-resume", "relay",
+    "rcpt10", "big", "idle", "chain", "lua")
+TLS_NAMES = ("starttls", "starttls-ecdsa", "starttls-resume")
+# The certificate key each TLS scenario's handshakes must show, as
+# smtpload names it; every server of a scenario gets the same pair.
+TLS_KEYS = {"starttls": "RSA-2048", "starttls-ecdsa": "EC-P-256",
+    "starttls-resume": "RSA-2048"}
 TOOLS = os.path.join(BENCH, "tools")
 BIG_LEN = 50 * 1024 * 1024
 RCPTS = 10
@@ -58,11 +63,16 @@ def build_tools(outdir):
 	return out
 
 
-def make_cert(outdir):
-	"""A self-signed RSA-2048 certificate for every TLS server alike."""
-	cert = os.path.join(outdir, "cert.pem")
-	key = os.path.join(outdir, "key.pem")
-	sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+def make_cert(outdir, kind="rsa"):
+	"""A self-signed certificate for every TLS server alike: RSA-2048
+	(kind "rsa") or ECDSA P-256 ("ecdsa"); (cert, key) paths."""
+	cert = os.path.join(outdir, "cert.pem" if kind == "rsa" else
+	    "ec-cert.pem")
+	key = os.path.join(outdir, "key.pem" if kind == "rsa" else
+	    "ec-key.pem")
+	newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else [
+	    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+	sh(["openssl", "req", "-x509"] + newkey + ["-nodes",
 	    "-keyout", key, "-out", cert, "-days", "30", "-subj",
 	    "/CN=bench.localhost"], timeout=60)
 	for p in (cert, key):
@@ -99,6 +109,7 @@ class Ctx:
 		self.binary = None
 		self.upstream = "smtp-sink"
 		self.servers = ("smtp-sink", "postfix", "postern")
+		self.ec_cert = self.ec_key = None	# starttls-ecdsa's pair
 		self.inspect = None	# f(name, server, upstream) -> a value
 		self.scrape_out = None	# postern-metrics' last scrape
 		self.__dict__.update(kw)
@@ -132,7 +143,10 @@ LABELS = dict(LABEL, **{"tls-sink": "tls-sink"})
 def server_opts(name, kind, opts, ctx, upstream_port):
 	"""Fill in what scenario name changes for a server of kind."""
 	if name in TLS_NAMES and kind != "smtp-sink":
-		opts["cert"], opts["key"] = ctx.cert, ctx.key
+		opts["cert"], opts["key"] = (ctx.ec_cert, ctx.ec_key) if \
+		    name == "starttls-ecdsa" else (ctx.cert, ctx.key)
+		opts["cert_type"] = "ecdsa" if name == "starttls-ecdsa" else \
+		    "rsa"
 	if kind in ("postern", "postern-metrics"):
 		if name == "relay":
 			opts["rules"] = ("action up relay \"smtp://127.0.0.1:%d\"\n"
@@ -235,7 +249,10 @@ def smtpload(srv, ctx, n, conc, tls=False, rcpts=1, length=MSG_LEN,
 		    (r.stderr.strip().splitlines() or [""])[-1])
 		if counts is not None:
 			counts.update((k, int(v)) for k, v in re.findall(
-			    r"(handshakes|resumed)=(\d+)", r.stdout))
+			    r"(handshakes|resumed|tls_differ)=(\d+)", r.stdout))
+			m = re.search(r"\btls=(\S+)", r.stdout)
+			if m:
+				counts["tls"] = m.group(1)
 	except subprocess.TimeoutExpired:
 		err = "smtpload timed out after %ds" % ctx.timeout
 	return t0, time.monotonic(), err
@@ -306,8 +323,44 @@ def per_maildir(base):
 	return out
 
 
+def check_terms(name, res):
+	"""A TLS cell fails unless every full handshake negotiated the same
+	terms and they show the scenario's certificate key."""
+	if not res["ok"]:
+		return
+	terms = res.get("tls", "none").split("/")
+	if res.get("tls_differ", 0):
+		res["why"] = "%d handshakes negotiated other terms than %s" % (
+		    res["tls_differ"], res.get("tls"))
+	elif len(terms) != 5 or terms[3] != TLS_KEYS[name]:
+		res["why"] = "negotiated %s, not a %s key" % (res.get("tls"),
+		    TLS_KEYS[name])
+	else:
+		return
+	res["ok"] = False
+
+
+def like_for_like(cells):
+	"""The cells of one TLS scenario and run, every server: each whose
+	negotiated terms differ from the first good cell's fails, so a table
+	never compares handshakes of different kinds; the list of those."""
+	good = [c for c in cells if c["ok"] and c.get("tls")]
+	failed = [c for c in good[1:] if c["tls"] != good[0]["tls"]]
+	for c in failed:
+		c["ok"] = False
+		c["why"] = "negotiated %s, %s negotiated %s" % (c["tls"],
+		    good[0]["server"], good[0]["tls"])
+	return failed
+
+
 def measure_starttls(srv, up, ctx, res):
 	measure_messages(srv, up, ctx, res, tls=True)
+	check_terms("starttls", res)
+
+
+def measure_starttls_ecdsa(srv, up, ctx, res):
+	measure_messages(srv, up, ctx, res, tls=True)
+	check_terms("starttls-ecdsa", res)
 
 
 def measure_starttls_resume(srv, up, ctx, res):
@@ -315,6 +368,7 @@ def measure_starttls_resume(srv, up, ctx, res):
 	after a thread's first must have resumed, or the cell fails (a
 	server that does not resume would be measured doing full ones)."""
 	measure_messages(srv, up, ctx, res, tls=True, resume=True)
+	check_terms("starttls-resume", res)
 	want = ctx.messages - min(ctx.concurrency, ctx.messages)
 	if res["ok"] and res.get("resumed", 0) < want:
 		res["ok"] = False
@@ -361,6 +415,7 @@ def measure_big(srv, up, ctx, res):
 
 
 MEASURE = {"starttls": measure_starttls,
+    "starttls-ecdsa": measure_starttls_ecdsa,
     "starttls-resume": measure_starttls_resume, "relay": measure_relay,
     "rcpt10": measure_rcpt10, "big": measure_big,
     "chain": measure_messages, "lua": measure_messages,

@@ -336,7 +336,13 @@ class Postfix:
 		    "smtpd_banner": "$myhostname ESMTP Postfix",
 		    "smtputf8_enable": "no",
 		}
-		if self.opts.get("cert"):
+		if self.opts.get("cert_type") == "ecdsa":
+			# The key, then its certificate (Postfix 3.4 and later;
+			# the one form that takes any key type alone).
+			params.update({"smtpd_tls_security_level": "may",
+			    "smtpd_tls_chain_files": "%s, %s" % (
+			    self.opts["key"], self.opts["cert"])})
+		elif self.opts.get("cert"):
 			params.update({"smtpd_tls_security_level": "may",
 			    "smtpd_tls_cert_file": self.opts["cert"],
 			    "smtpd_tls_key_file": self.opts["key"]})

@@ -135,6 +135,13 @@ bconn_write(struct bconn *c, const void *p, size_t n)
 	return 0;
 }
 
+void
+bconn_ctx_tune(SSL_CTX *ctx)
+{
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_clear_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+}
+
 int
 bconn_tls(struct bconn *c, SSL_CTX *ctx, int server, SSL_SESSION *sess)
 {

@@ -29,6 +29,10 @@ int	bconn_write(struct bconn *c, const void *p, size_t n);
 /* Handshake on an already connected socket, a client offering sess (NULL:
  * none) to resume; -1 with the reason printed. */
 int	bconn_tls(struct bconn *c, SSL_CTX *ctx, int server, SSL_SESSION *sess);
+/* What every context of the tools sets: records read ahead, many at a
+ * time, rather than each in two reads (header, then body); buffers kept
+ * for the connection's life (no SSL_MODE_RELEASE_BUFFERS). */
+void	bconn_ctx_tune(SSL_CTX *ctx);
 /* Print the OpenSSL error queue (or errno) after what, on stderr. */
 void	bconn_perror(const char *what);
 

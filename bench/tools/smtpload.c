@@ -4,7 +4,10 @@
  * wait bounded by the socket timeouts.  With -R each of the C threads
  * offers the TLS session of its previous connection, as an MTA with a
  * session cache does.  Prints "messages=N seconds=S handshakes=H
- * resumed=R". */
+ * resumed=R", then with -t "tls=PROTOCOL/CIPHER/GROUP/KEY/SIGNATURE"
+ * (what the full handshakes negotiated: the server's key type and size or
+ * curve, the signature it made) and "tls_differ=D", how many handshakes
+ * negotiated something else than the first one did. */
 #include "benchio.h"
 
 #include <arpa/inet.h>
@@ -19,6 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/err.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 
 struct load_opts {
 	struct sockaddr_in addr;
@@ -46,6 +53,9 @@ static atomic_int load_failed;
 static atomic_long load_handshakes;
 static atomic_long load_resumed;
 static pthread_mutex_t load_err_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t load_tls_lock = PTHREAD_MUTEX_INITIALIZER;
+static char load_tls_seen[256];		/* the first handshake's terms */
+static long load_tls_differ;
 
 static void
 load_usage(void)
@@ -121,6 +131,71 @@ load_envelope(struct bconn *c, long msg)
 	return 0;
 }
 
+/* "RSA-2048" or "EC-P-256": the type and size or curve of the server's
+ * certificate key. */
+static void
+load_peer_key(SSL *ssl, char *out, size_t cap)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	EVP_PKEY *pk = cert != NULL ? X509_get0_pubkey(cert) : NULL;
+	char group[64];
+	size_t glen;
+
+	if (pk == NULL) {
+		snprintf(out, cap, "none");
+		return;
+	}
+	if (EVP_PKEY_get_group_name(pk, group, sizeof(group), &glen) == 1) {
+		/* prime256v1 by its NIST name, P-256 */
+		const char *nist = EC_curve_nid2nist(OBJ_sn2nid(group));
+
+		snprintf(out, cap, "%s-%s", EVP_PKEY_get0_type_name(pk),
+		    nist != NULL ? nist : group);
+	}
+	else
+		snprintf(out, cap, "%s-%d", EVP_PKEY_get0_type_name(pk),
+		    EVP_PKEY_get_bits(pk));
+}
+
+/* The signature the server made with its key, by name. */
+static const char *
+load_sig_name(int nid)
+{
+	switch (nid) {
+	case NID_undef:		return "none";
+	case EVP_PKEY_EC:	return "ECDSA";
+	case EVP_PKEY_RSA_PSS:	return "RSA-PSS";
+	case EVP_PKEY_RSA:	return "RSA-PKCS1";
+	default:		return OBJ_nid2sn(nid);
+	}
+}
+
+/* The terms of a full handshake as one word; noted if they are the
+ * first, counted if they differ from the first.  (A resumed one has no
+ * signature: it is not compared.) */
+static void
+load_note_terms(SSL *ssl)
+{
+	char key[96], terms[sizeof(load_tls_seen)];
+	int group = SSL_get_negotiated_group(ssl), sig = NID_undef,
+	    md = NID_undef;
+
+	load_peer_key(ssl, key, sizeof(key));
+	SSL_get_peer_signature_type_nid(ssl, &sig);
+	SSL_get_peer_signature_nid(ssl, &md);
+	snprintf(terms, sizeof(terms), "%s/%s/%s/%s/%s+%s",
+	    SSL_get_version(ssl), SSL_CIPHER_get_name(
+	    SSL_get_current_cipher(ssl)), group > 0 ? OBJ_nid2sn(group &
+	    ~TLSEXT_nid_unknown) : "none", key, load_sig_name(sig), md != NID_undef ? OBJ_nid2sn(md) :
+	    "none");
+	pthread_mutex_lock(&load_tls_lock);
+	if (load_tls_seen[0] == '\0')
+		memcpy(load_tls_seen, terms, sizeof(terms));
+	else if (strcmp(load_tls_seen, terms) != 0)
+		load_tls_differ++;
+	pthread_mutex_unlock(&load_tls_lock);
+}
+
 /* STARTTLS and the handshake, offering *sess (kept in resume mode). */
 static int
 load_starttls(struct bconn *c, long msg, SSL_SESSION **sess)
@@ -132,6 +207,8 @@ load_starttls(struct bconn *c, long msg, SSL_SESSION **sess)
 	atomic_fetch_add(&load_handshakes, 1);
 	if (SSL_session_reused(c->ssl))
 		atomic_fetch_add(&load_resumed, 1);
+	else
+		load_note_terms(c->ssl);
 	return load_cmd(c, msg, "EHLO bench.client\r\n", '2');
 }
 
@@ -204,6 +281,16 @@ load_thread(void *arg)
 	SSL_SESSION_free(sess);
 	ERR_clear_error();
 	return NULL;
+}
+
+/* The peer's certificate is taken as it is (SSL_VERIFY_NONE): skip
+ * building and checking its chain. */
+static int
+load_no_chain(X509_STORE_CTX *store, void *arg)
+{
+	(void)store;
+	(void)arg;
+	return 1;
 }
 
 /* Headers, then lines of 78 characters up to length octets, the final dot:
@@ -289,9 +376,13 @@ main(int argc, char **argv)
 		bconn_perror("SSL_CTX_new");
 		return 1;
 	}
-	/* Benchmark peers use self-signed certificates. */
+	/* Benchmark peers use self-signed certificates: no verification,
+	 * and none of its work either (OpenSSL builds and checks the chain
+	 * even under SSL_VERIFY_NONE unless this callback takes over). */
 	SSL_CTX_set_verify(load_ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_cert_verify_callback(load_ctx, load_no_chain, NULL);
 	SSL_CTX_set_session_cache_mode(load_ctx, SSL_SESS_CACHE_OFF);
+	bconn_ctx_tune(load_ctx);
 	th = calloc((size_t)opts.sessions, sizeof(*th));
 	if (th == NULL)
 		return 1;
@@ -308,6 +399,9 @@ main(int argc, char **argv)
 	    atomic_load(&load_done), (double)(t1.tv_sec - t0.tv_sec) +
 	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
 	    atomic_load(&load_handshakes), atomic_load(&load_resumed));
+	if (opts.tls)
+		printf("tls=%s tls_differ=%ld\n", load_tls_seen[0] != '\0' ?
+		    load_tls_seen : "none", load_tls_differ);
 	free(th);
 	free(load_body);
 	SSL_CTX_free(load_ctx);

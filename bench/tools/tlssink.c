@@ -162,6 +162,7 @@ sink_tls(const char *cert, const char *key)
 	/* Resumption as OpenSSL has it (tickets, a session cache), with one
 	 * ticket per handshake, as a client resuming needs. */
 	SSL_CTX_set_num_tickets(ctx, 1);
+	bconn_ctx_tune(ctx);
 	return ctx;
 }
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -34,9 +35,9 @@
 struct content_src {
 	const struct deliver_msg *m;
 	int		 fd;		/* content_path, or -1 for memory */
-	size_t		 mem_off;
-	char		 buf[65536];
-	size_t		 off, len;
+	const char	*data;		/* buf, or the content in memory */
+	char		 buf[65536];	/* never zeroed: read into first */
+	size_t		 off, len;	/* of data */
 	struct util_buf	 line;		/* the current piece */
 	bool		 bol;		/* the piece starts a line */
 	bool		 eol;		/* the piece ends with LF (kept) */
@@ -49,12 +50,19 @@ static int
 content_src_open(struct content_src *s, const struct deliver_msg *m,
     const char **err_out)
 {
-	memset(s, 0, sizeof(*s));
+	/* Each field but buf: zeroing 64 KiB costs more than a small scan. */
 	s->m = m;
 	s->fd = -1;
+	s->data = s->buf;
+	s->off = s->len = 0;
+	memset(&s->line, 0, sizeof(s->line));
+	s->bol = s->eol = s->skip_lf = false;
 	s->next_bol = true;
-	if (m->content != NULL)
+	if (m->content != NULL) {	/* read in place, not copied */
+		s->data = m->content;
+		s->len = m->content_len;
 		return 0;
+	}
 	if ((s->fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		*err_out = util_err("open %s: %s", m->content_path,
 		    strerror(errno));
@@ -95,14 +103,8 @@ content_src_next(struct content_src *s, const char **err_out)
 	s->eol = false;
 	for (;;) {
 		if (s->off == s->len) {
-			if (s->fd == -1) {
-				size_t n = s->m->content_len - s->mem_off;
-				if (n > sizeof(s->buf))
-					n = sizeof(s->buf);
-				memcpy(s->buf, s->m->content + s->mem_off, n);
-				s->mem_off += n;
-				s->off = 0;
-				s->len = n;
+			if (s->fd == -1) {	/* memory: all of it seen */
+				s->off = s->len = 0;
 			} else {
 				ssize_t r = read(s->fd, s->buf,
 				    sizeof(s->buf));
@@ -120,12 +122,12 @@ content_src_next(struct content_src *s, const char **err_out)
 			if (s->len == 0)
 				return s->line.len > 0 ? 1 : 0;
 		}
-		if (s->skip_lf && s->buf[s->off] == '\n')
+		if (s->skip_lf && s->data[s->off] == '\n')
 			s->off++;
 		s->skip_lf = false;
 		if (s->off == s->len)
 			continue;
-		const char *p = s->buf + s->off;
+		const char *p = s->data + s->off;
 		size_t avail = s->len - s->off;
 		size_t take = content_line_end(p, avail);
 		if (take > CONTENT_LINE_MAX - s->line.len)
@@ -147,6 +149,46 @@ content_src_next(struct content_src *s, const char **err_out)
 			return 1;
 		}
 	}
+}
+
+/* ---- held in memory for one delivery ---- */
+
+char *
+deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd;
+
+	*out = *m;
+	if (m->content != NULL || m->content_path == NULL ||
+	    (fd = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;	/* the scan reports what is wrong */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size <= DELIVER_CONTENT_HOLD_MAX) {
+		buf = xmalloc((size_t)st.st_size + 1);
+		/* Up to the size fstat saw: spooled content never changes. */
+		while (buf != NULL && len < (size_t)st.st_size) {
+			ssize_t n = read(fd, buf + len,
+			    (size_t)st.st_size - len);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n == -1) {	/* streamed instead, which says why */
+				free(buf);
+				buf = NULL;
+			} else if (n == 0)
+				break;
+			else
+				len += (size_t)n;
+		}
+	}
+	close(fd);
+	if (buf != NULL) {
+		out->content = buf;
+		out->content_len = len;
+	}
+	return buf;
 }
 
 /* ---- what the content needs ---- */

@@ -322,7 +322,9 @@ enum deliver_result deliver_passthrough(const char *target,
  *
  * deliver_remote_send() blocks (worker threads only, never an event loop);
  * one deliver_remote may be used by several threads at once.  msg.content
- * or msg.content_path (LF line ends) is streamed, never loaded whole;
+ * or msg.content_path (LF line ends) is sent: a spool file read into
+ * memory once when small (DELIVER_CONTENT_HOLD_MAX, 256 KiB), a bigger one
+ * streamed, never loaded whole;
  * msg.return_path is the envelope sender ("" for <>), msg.hostname our
  * EHLO name unless the action says "helo NAME".
  *

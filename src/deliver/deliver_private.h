@@ -117,6 +117,21 @@ struct deliver_content_scan {
 					   4.5.2) */
 	unsigned	 received;	/* Received: header fields */
 };
+/*
+ * Spooled content up to this size is read into memory once per delivery
+ * and both the scan and DATA use that copy; bigger content is read from
+ * its file by each, never whole.
+ */
+#define DELIVER_CONTENT_HOLD_MAX	(256 * 1024)
+/*
+ * *out becomes a copy of m whose content is in memory when m's is a spool
+ * file of at most DELIVER_CONTENT_HOLD_MAX octets.  Returns that memory
+ * (the caller frees it once done with *out), or NULL when *out is m as it
+ * was: content already in memory, a bigger file, or one that could not be
+ * read (the scan then says why).
+ */
+char	*deliver_content_hold(const struct deliver_msg *m,
+	    struct deliver_msg *out);
 /* Read m's content once for what the server must offer.  0, or -1. */
 int	deliver_content_scan(const struct deliver_msg *m,
 	    struct deliver_content_scan *sc, const char **err_out);

@@ -40,6 +40,8 @@ static struct {
 	unsigned	  users;	/* scache_ref calls not undone */
 	bool		  running;	/* the thread exists */
 	bool		  stop;
+	uint64_t	  wake_ms;	/* the thread sleeps until then; 0:
+					   it runs, and looks at every entry */
 	pthread_t	  thread;
 } sc = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -169,8 +171,11 @@ sc_main(void *arg)
 				next = e->expires_ms;
 		struct timespec ts = { .tv_sec = (time_t)(next / 1000),
 		    .tv_nsec = (long)(next % 1000) * 1000000 };
-		if (sc.closing == NULL)
+		if (sc.closing == NULL) {
+			sc.wake_ms = next;
 			pthread_cond_timedwait(&sc.cv, &sc.mu, &ts);
+			sc.wake_ms = 0;
+		}
 	}
 	pthread_mutex_unlock(&sc.mu);
 	return NULL;
@@ -271,7 +276,13 @@ scache_put(const char *key, const struct deliver_reuse *r,
 		sc.nkept--;
 		p = &sc.kept;
 	}
-	pthread_cond_signal(&sc.cv);
+	/*
+	 * Only when the thread has something to do before it wakes anyway:
+	 * a session to close, or this one expiring first.  Kept sessions go
+	 * and come back once per message.
+	 */
+	if (sc.closing != NULL || e->expires_ms < sc.wake_ms)
+		pthread_cond_signal(&sc.cv);
 	pthread_mutex_unlock(&sc.mu);
 }
 

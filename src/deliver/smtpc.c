@@ -535,15 +535,19 @@ deliver_smtp(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 {
 	bool tls_failed = false;
 	enum deliver_result r;
+	struct deliver_msg held;
+	/* Read once: the scan, DATA and a fallback's DATA use this copy. */
+	char *mem = deliver_content_hold(m, &held);
 
-	r = smtpc_once(o, m, rcpts, n, st_out, &tls_failed, err_out);
+	r = smtpc_once(o, &held, rcpts, n, st_out, &tls_failed, err_out);
 	if (tls_failed && o->tls == DELIVER_TLS_OPPORTUNISTIC) {
 		/* RFC 7435 (opportunistic): a failed handshake falls back to
 		 * clear text on a new connection, as Postfix does. */
 		struct deliver_smtp_opts plain = *o;
 		plain.tls = DELIVER_TLS_NONE;
-		r = smtpc_once(&plain, m, rcpts, n, st_out, &tls_failed,
+		r = smtpc_once(&plain, &held, rcpts, n, st_out, &tls_failed,
 		    err_out);
 	}
+	free(mem);
 	return r;
 }

@@ -40,8 +40,9 @@ net_queue_route(void *arg, const char *sender, const char *rcpt,
 }
 
 /*
- * The upstream said 250: record it before QUIT, so it is never sent twice
- * (the message's removal when it was its last recipient).
+ * The upstream said 250: record it before QUIT, so it is not sent twice
+ * (the message's removal when it was its last recipient, durable within
+ * the removals' 50 ms: a crash before that sends it again).
  */
 struct net_settle {
 	struct queue		*q;

@@ -77,11 +77,11 @@ queue_finish(struct queue *q, const struct spool_env *env,
  * Record recipient i of env as delivered, durably.  When nothing else
  * keeps the message (every other recipient done, every failure reported)
  * the record is the message's removal, with no done-record written for
- * it: spool_remove returns once the envelope's unlink is durable, which
- * is all a restart looks for, and it costs one journal commit where a
- * done-record and then the removal cost two or three.  A crash before
- * that point delivers the recipient again, as a crash before its
- * done-record would.
+ * it: the envelope's unlink, which is all a restart looks for, made
+ * durable within 50 ms by one fsync shared with the other removals of
+ * that interval, where a done-record and then the removal cost two or
+ * three journal commits.  A crash before that fsync delivers the
+ * recipient again, as a crash before its done-record would.
  */
 static int
 queue_record_done(struct queue *q, const struct spool_env *env, size_t i,

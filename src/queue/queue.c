@@ -153,11 +153,13 @@ queue_dest_release(struct queue *q, const char *name)
 	}
 	/*
 	 * One slot is free: one sleeping worker is enough to take a job
-	 * waiting for it (waking them all makes each scan every job).  A job
-	 * blocked while this ran is retaken by its own worker, which picks
-	 * again at once.
+	 * waiting for it (waking them all makes each scan every job), and
+	 * none when no job waits for a slot (a wake-up per delivery for
+	 * nothing).  A job blocked while this ran is retaken by its own
+	 * worker, which picks again at once.
 	 */
-	pthread_cond_signal(&q->work_cv);
+	if (q->nblocked_jobs > 0)
+		pthread_cond_signal(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 }
 
@@ -411,6 +413,20 @@ queue_job_get(struct queue *q, const char *qid, bool *created_out)
 	return j;
 }
 
+/* The destinations job waits for (n: 0, none), counted.  Locked. */
+static void
+queue_job_block(struct queue *q, struct queue_job *job, char **blocked,
+    size_t n)
+{
+	if (job->nblocked > 0)
+		q->nblocked_jobs--;
+	queue_free_blocked(&job->blocked, &job->nblocked);
+	job->blocked = blocked;
+	job->nblocked = n;
+	if (n > 0)
+		q->nblocked_jobs++;
+}
+
 static void
 queue_unlink(struct queue *q, struct queue_job *job)
 {
@@ -418,7 +434,7 @@ queue_unlink(struct queue *q, struct queue_job *job)
 	    jp = &(*jp)->next)
 		if (*jp == job) {
 			*jp = job->next;
-			queue_free_blocked(&job->blocked, &job->nblocked);
+			queue_job_block(q, job, NULL, 0);
 			free(job);
 			return;
 		}
@@ -456,9 +472,7 @@ queue_job_done(struct queue *q, struct queue_job *job,
 {
 	const char *err = NULL;
 
-	queue_free_blocked(&job->blocked, &job->nblocked);
-	job->blocked = blocked;
-	job->nblocked = nblocked;
+	queue_job_block(q, job, blocked, nblocked);
 	if (job->deleted) {
 		/* The operator's delete waited for this run to end. */
 		pthread_mutex_unlock(&q->mu);

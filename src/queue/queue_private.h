@@ -48,6 +48,7 @@ struct queue {
 	struct queue_job	*jobs;		/* owned */
 	struct queue_dest	*dests;		/* owned */
 	unsigned		 nrunning;
+	unsigned		 nblocked_jobs;	/* jobs waiting for a slot */
 	bool			 stopping;
 	pthread_t		*threads;	/* owned */
 	unsigned		 nthreads;

@@ -37,14 +37,15 @@
  * commits in order: everything before it, the content's rename included,
  * is durable with it.  The directories need no fsync of their own.
  *
- * Removal unlinks env/<qid> first and fsyncs env/, so a crash half-way
- * leaves content or done-records without an envelope (removed by
- * spool_list, whichever of their unlinks reached the disk), never an
- * envelope with missing recipients' records.  Once that fsync returns the
- * message is gone for any restart, so the queue uses the removal as the
- * record of a message's last delivery (no done/<qid> written for it): a
- * crash before the fsync returns may find the envelope and deliver that
- * recipient again, as a crash before its done-record's fdatasync would.
+ * Removal (remove.c) unlinks env/<qid> first, then the content and the
+ * records; one fsync of env/ on a thread of its own makes the removals of
+ * SPOOL_REMOVE_SYNC_MS durable together.  Where the journal keeps the
+ * order, a crash half-way leaves content or done-records without an
+ * envelope (removed by spool_list), never an envelope with missing
+ * recipients' records.  The queue uses the removal as the record of a
+ * message's last delivery (no done/<qid> written for it): a crash before
+ * that fsync may find the envelope and deliver that recipient again, as
+ * a crash before its done-record's fdatasync would.
  *
  * While a message is open, its content file is flock()ed (the lock follows
  * the inode through the rename and dies with the process), so spool_list
@@ -106,6 +107,8 @@ spool_open(const char *dir, const char **err_out)
 
 	sp->dir = xstrdup(dir);
 	sp->lock_fd = -1;
+	spool_sync_init(sp);
+	spool_fresh_init(sp);
 	for (int i = 0; i < SUB_N; i++)
 		sp->fd[i] = -1;
 	if (util_mkdirs(dir, 0700) == -1) {
@@ -148,6 +151,8 @@ spool_close(struct spool **spp)
 	if (sp == NULL)
 		return;
 	spool_log_stop(&sp->log);
+	spool_sync_clear(sp);	/* before the folders close */
+	spool_fresh_clear(sp);
 	for (int i = 0; i < SUB_N; i++)
 		if (sp->fd[i] != -1)
 			close(sp->fd[i]);
@@ -442,26 +447,25 @@ out:
 }
 
 /*
- * Steps 3 and 4: env/<qid>.tmp written, fdatasynced (settled where the
- * order allows), renamed.  *fd_out: the envelope's fd, the caller closes.
+ * Steps 3 and 4: env/<qid>.tmp written from b (env's text), fdatasynced
+ * (settled where the order allows), renamed.  *fd_out: the envelope's fd,
+ * the caller closes.
  */
 static int
-spool_env_write(struct spool *sp, const struct spool_env *env, int *fd_out,
-    const char **err_out)
+spool_env_write(struct spool *sp, const struct spool_env *env,
+    const struct util_buf *b, int *fd_out, const char **err_out)
 {
-	struct util_buf b = { 0 };
 	char tmpname[SPOOL_QID_MAX + 8];
 	int fd, rc = -1;
 
 	snprintf(tmpname, sizeof(tmpname), "%s.tmp", env->qid);
-	spool_env_format(env, &b);
 	fd = openat(sp->fd[SUB_ENV], tmpname, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd == -1) {
 		*err_out = spool_err("open", SUB_ENV, env->qid, ".tmp", errno);
 		goto out;
 	}
-	if (spool_write_all(fd, b.data, b.len) == -1) {
+	if (spool_write_all(fd, b->data, b->len) == -1) {
 		*err_out = spool_err("write", SUB_ENV, env->qid, ".tmp", errno);
 		goto out;
 	}
@@ -482,7 +486,6 @@ out:
 		close(fd);
 	if (rc == -1)
 		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
-	util_buf_clear(&b);
 	return rc;
 }
 
@@ -491,6 +494,7 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
     const char **err_out)
 {
 	struct spool *sp = m->sp;
+	struct util_buf b = { 0 };
 	int envfd = -1;
 	uint64_t start_ns = metrics_now_ns();
 
@@ -510,8 +514,9 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	}
 	m->state = MSG_MOVED;
 	/* 3, 4. */
-	if (spool_env_write(sp, env, &envfd, err_out) == -1)
-		return -1;
+	spool_env_format(env, &b);
+	if (spool_env_write(sp, env, &b, &envfd, err_out) == -1)
+		goto fail_text;
 	/* 5. */
 	if (sp->ordered && fsync(envfd) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
@@ -527,6 +532,9 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	}
 	close(envfd);
 	m->state = MSG_COMMITTED;
+	/* Its first load needs no read: no record exists yet (fresh.c). */
+	spool_fresh_put(sp, m->qid, b.data, b.len);
+	util_buf_clear(&b);
 	metrics_observe_ns(MET_SPOOL_COMMIT_SECONDS, 0, metrics_now_ns() -
 	    start_ns);
 	return 0;
@@ -534,6 +542,8 @@ fail:
 	/* Not acknowledged: withdraw the envelope first, as spool_remove. */
 	unlinkat(sp->fd[SUB_ENV], m->qid, 0);
 	close(envfd);
+fail_text:
+	util_buf_clear(&b);
 	return -1;
 }
 
@@ -634,13 +644,18 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	char *buf;
 	size_t len;
 
+	bool fresh;
+
 	memset(out, 0, sizeof(*out));
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
 		errno = EINVAL;
 		return -1;
 	}
-	if (spool_slurp(sp, SUB_ENV, qid, &buf, &len) == -1) {
+	/* Committed here and no record yet: nothing to read (fresh.c). */
+	buf = spool_fresh_get(sp, qid, &len);
+	fresh = buf != NULL;
+	if (!fresh && spool_slurp(sp, SUB_ENV, qid, &buf, &len) == -1) {
 		int saved = errno;
 		*err_out = spool_err("read", SUB_ENV, qid, "", saved);
 		errno = saved;	/* ENOENT: no such message (any more) */
@@ -658,6 +673,8 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 		    "name", qid);
 		goto fail;
 	}
+	if (fresh)
+		return 0;
 	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -725,6 +742,8 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = "invalid queue id";
 		return -1;
 	}
+	/* Before the record exists: a load from now on reads it. */
+	(void)spool_fresh_drop(sp, qid);
 	fd = openat(sp->fd[SUB_DONE], qid, O_RDWR | O_CREAT | O_APPEND |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd == -1) {
@@ -832,30 +851,4 @@ bool
 spool_qid_ok(const char *qid)
 {
 	return spool_qid_is_valid(qid);
-}
-
-int
-spool_remove(struct spool *sp, const char *qid, const char **err_out)
-{
-	if (!spool_qid_is_valid(qid)) {
-		*err_out = "invalid queue id";
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_ENV], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
-		return -1;
-	}
-	if (fsync(sp->fd[SUB_ENV]) == -1) {
-		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_MSG], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_MSG, qid, "", errno);
-		return -1;
-	}
-	if (unlinkat(sp->fd[SUB_DONE], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_DONE, qid, "", errno);
-		return -1;
-	}
-	return 0;
 }

@@ -122,8 +122,10 @@ char	*spool_msg_tmp_path(const struct spool *sp, const char *qid);
 /* Path of a committed message's content (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
 /*
- * Read a committed envelope, with each recipient's done flag.  0, or -1
- * with *err_out and errno (ENOENT: no such message, EINVAL: malformed).
+ * Read a committed envelope, with each recipient's done flag: from memory,
+ * with no file read, when this spool committed it and no record was
+ * written since (spool/fresh.c).  0, or -1 with *err_out and errno
+ * (ENOENT: no such message, EINVAL: malformed).
  */
 int	spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	    const char **err_out);
@@ -183,11 +185,13 @@ int	spool_msg_keep(struct spool_msg *m, const char *suffix,
 	    const char **err_out);
 
 /*
- * Remove a message whose recipients are all done: env/<qid> unlinked and
- * that made durable, then its content and status records.  Once the
- * envelope's unlink is durable no restart finds the message, so a caller
- * may take the removal as the record of its last delivery (see spool.c).
- * 0 or -1 with *err_out.
+ * Remove a message whose recipients are all done: env/<qid> unlinked, then
+ * its content and status records.  The envelope's unlink is made durable
+ * within SPOOL_REMOVE_SYNC_MS (50 ms) by one fsync of env/ for all the
+ * removals of that interval, and at spool_close; after that no restart
+ * finds the message, so a caller may take the removal as the record of
+ * its last delivery, a crash before it delivering that recipient again
+ * (see remove.c).  0 or -1 with *err_out.
  */
 int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
 /*

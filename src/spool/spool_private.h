@@ -8,6 +8,7 @@
 #include "spool/spool.h"
 #include "util/util.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +24,49 @@ struct spool {
 	int	 lock_fd;		/* <dir>/lock while spool_lock holds it */
 	struct util_capdir *keep;	/* owned: "keep DIR", or NULL */
 	struct spool_log *log;		/* owned: the log (log.c), or NULL */
+	/* The removals' fsync of env/ (remove.c), under sync_mu. */
+	pthread_mutex_t	 sync_mu;
+	pthread_cond_t	 sync_cv;
+	pthread_t	 sync_thread;
+	bool		 sync_started;	/* sync_thread runs */
+	bool		 sync_dirty;	/* an unlink in env/ not yet synced */
+	bool		 sync_stop;
+	/* Envelopes without records yet (fresh.c), under fresh_mu. */
+	pthread_mutex_t	 fresh_mu;
+	struct spool_fresh *fresh[256];	/* SPOOL_FRESH_SLOTS chains */
+	size_t		 nfresh;
 };
+#define SPOOL_FRESH_SLOTS	256
+
+/*
+ * The most messages whose envelope fresh.c keeps in memory: those
+ * committed and not yet recorded or removed (a few per queue worker
+ * while the queue keeps up); past it, messages are read from disk.
+ */
+#define SPOOL_FRESH_MAX		4096
+/* fresh.c: at spool_open and spool_close. */
+void	spool_fresh_init(struct spool *sp);
+void	spool_fresh_clear(struct spool *sp);
+/* qid was just committed with envelope text[0..len): no record yet. */
+void	spool_fresh_put(struct spool *sp, const char *qid, const char *text,
+	    size_t len);
+/* A malloc'd copy of qid's envelope (*len_out bytes) when it has no
+ * record yet, else NULL: read it, and its records, from disk. */
+char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out);
+/* Forget qid (a record is being written, or it is removed); true when
+ * it had no record, so no done/<qid> exists. */
+bool	spool_fresh_drop(struct spool *sp, const char *qid);
+
+/*
+ * The longest a removal waits for the fsync of env/ that makes it durable:
+ * the removals of that interval share one fsync.  A crash within it may
+ * deliver those messages again (remove.c).
+ */
+#define SPOOL_REMOVE_SYNC_MS	50
+/* The removals' syncer (remove.c): at spool_open; at spool_close, where
+ * what is pending is synced before the thread ends. */
+void	spool_sync_init(struct spool *sp);
+void	spool_sync_clear(struct spool *sp);
 
 /* write() all of buf (EINTR retried); 0, or -1 with errno. */
 int	spool_write_all(int fd, const void *buf, size_t len);

@@ -1,5 +1,6 @@
 """bench/run's workloads, a handful of messages each, against postern only:
-STARTTLS on every connection (full handshakes, and sessions resumed), relay through the queue to an upstream sink,
+STARTTLS on every connection (full handshakes with an RSA or an ECDSA
+certificate, and sessions resumed), relay through the queue to an upstream sink,
 ten recipients in ten Maildirs, one message of a few MiB, idle connections,
 the plain workload under a handler chain and under a Lua handler, and
 postern with its metrics endpoint scraped as the workload runs.  The
@@ -31,11 +32,21 @@ def maildir_files(base):
     return out
 
 
+def tls_lines(srv):
+    """The "tls" lines of postern's log."""
+    with open(os.path.join(srv.dir, "postern.log"), errors="replace") as f:
+        return [line for line in f if " tls " in line]
+
+
 def tls_resumed(srv):
     """How many "tls" lines of postern's log say resumed=yes."""
-    with open(os.path.join(srv.dir, "postern.log"), errors="replace") as f:
-        return sum(" tls " in line and " resumed=yes" in line
-                   for line in f)
+    return sum(" resumed=yes" in line for line in tls_lines(srv))
+
+
+def tls_ciphers(srv):
+    """The ciphers postern's log names for its handshakes."""
+    return sorted({w[len("cipher="):] for line in tls_lines(srv)
+                   for w in line.split() if w.startswith("cipher=")})
 
 
 def inspect(name, srv, up):
@@ -48,6 +59,8 @@ def inspect(name, srv, up):
     return {"files": len(files),
             "tls_resumed": tls_resumed(srv) if name.startswith("starttls")
             else None,
+            "tls_ciphers": tls_ciphers(srv) if name.startswith("starttls")
+            else None,
             "maildirs": sorted({os.path.dirname(os.path.dirname(p))
                                 for p, _ in files}),
             "subjects": sum(b"\nSubject: bench\r\n" in b or
@@ -59,9 +72,11 @@ def inspect(name, srv, up):
 def ctx(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("bench"))
     cert, key = scenarios.make_cert(d)
+    ec_cert, ec_key = scenarios.make_cert(d, "ecdsa")
     return scenarios.Ctx(
         mount=scenarios.Folder, tools=scenarios.build_tools(d + "/tools"),
-        cert=cert, key=key, binary=POSTERN_BIN, messages=MESSAGES,
+        cert=cert, key=key, ec_cert=ec_cert, ec_key=ec_key,
+        binary=POSTERN_BIN, messages=MESSAGES,
         concurrency=3, big_len=3 << 20, idle=200, timeout=120,
         deliver_timeout=60, upstream="tls-sink", servers=("postern",),
         inspect=inspect)
@@ -77,8 +92,8 @@ def run(name, ctx, tmp_path, servers=None):
     return cells
 
 
-@pytest.mark.parametrize("name", ["starttls", "starttls-resume", "chain",
-                                  "lua"])
+@pytest.mark.parametrize("name", ["starttls", "starttls-ecdsa",
+                                  "starttls-resume", "chain", "lua"])
 def test_messages_land_in_the_maildir(ctx, tmp_path, name):
     cells = run(name, ctx, tmp_path)
     assert [c["server"] for c in cells] == (
@@ -96,6 +111,52 @@ def test_starttls_sink_counts_what_it_was_sent(ctx, tmp_path):
     assert c["server"] == "tls-sink"
     assert c["inspect"] == {"sink": MESSAGES}, c
     assert (c["handshakes"], c["resumed"]) == (MESSAGES, 0), c
+
+
+@pytest.mark.parametrize("name,key", [("starttls", "RSA-2048/RSA-PSS"),
+                                      ("starttls-ecdsa", "EC-P-256/ECDSA")])
+def test_starttls_terms_are_the_same_for_every_server(ctx, tmp_path, name,
+                                                      key):
+    """Full handshakes only, with the scenario's key, and the same terms
+    at the sink as at postern: the client's word for it, and postern's
+    log for the cipher."""
+    cells = run(name, ctx, tmp_path, servers=("smtp-sink", "postern"))
+    assert scenarios.like_for_like(cells) == [], cells
+    sink, pst = cells
+    assert sink["tls"] == pst["tls"], cells
+    proto, cipher, group, peer_key, sig = pst["tls"].split("/")
+    assert "%s/%s" % (peer_key, sig.split("+")[0]) == key, pst
+    assert pst["inspect"]["tls_ciphers"] == [cipher], pst
+    for c in cells:
+        assert (c["handshakes"], c["resumed"], c["tls_differ"]) == (
+            MESSAGES, 0, 0), c
+
+
+def test_starttls_ecdsa_fails_a_server_with_another_key(ctx, tmp_path):
+    """Handed the RSA pair, the ECDSA scenario's cell fails and says
+    what was negotiated."""
+    rctx = scenarios.Ctx(**dict(ctx.__dict__, ec_cert=ctx.cert,
+                                ec_key=ctx.key))
+    (v,) = scenarios.variants("starttls-ecdsa", rctx)
+    res = scenarios.run_cell("starttls-ecdsa", v, rctx, str(tmp_path))
+    assert not res["ok"], res
+    assert res["why"] == "negotiated %s, not a EC-P-256 key" % res["tls"]
+    assert "/RSA-2048/" in res["tls"], res
+
+
+def test_like_for_like_fails_a_server_that_negotiated_otherwise(ctx,
+                                                                tmp_path):
+    """postern with the RSA pair, the sink with the ECDSA one: the
+    second cell of the run fails, naming both."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (a,) = run("starttls", ctx, tmp_path / "a", servers=("postern",))
+    (b,) = run("starttls-ecdsa", ctx, tmp_path / "b",
+               servers=("smtp-sink",))
+    assert scenarios.like_for_like([a, b]) == [b]
+    assert a["ok"] and not b["ok"]
+    assert b["why"] == "negotiated %s, postern negotiated %s" % (
+        b["tls"], a["tls"]), b
 
 
 @pytest.mark.parametrize("servers", [("postern",), ("smtp-sink",)])

@@ -870,6 +870,25 @@ test_client_names(void **state)
 	tls_client_free(&c);			/* NULL is fine */
 }
 
+/* Both ends keep their record buffers for the connection's life. */
+static void
+test_buffers_kept(void **state)
+{
+	struct tls_server *t = server_new(NULL, NULL, NULL);
+	struct tls_client *c = client_new(false, NULL);
+	SSL	*cli = tls_client_ssl_new(c, "mail.example.org");
+	SSL	*srv = tls_server_ssl_new(t);
+
+	(void)state;
+	assert_int_equal(pump(cli, srv), 0);
+	assert_int_equal(SSL_get_mode(cli) & SSL_MODE_RELEASE_BUFFERS, 0);
+	assert_int_equal(SSL_get_mode(srv) & SSL_MODE_RELEASE_BUFFERS, 0);
+	SSL_free(cli);
+	SSL_free(srv);
+	tls_client_free(&c);
+	tls_server_free(&t);
+}
+
 int
 main(void)
 {
@@ -884,6 +903,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_selfsigned),
 		cmocka_unit_test(test_client_names),
+		cmocka_unit_test(test_buffers_kept),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
