@@ -135,9 +135,12 @@ conn_tx_fast_deliver(const struct spool_env *env, struct deliver_msg *m,
 }
 
 /*
- * The copies m noted as made without a sync (u) become durable: one record
- * in the spool log, or, where the log does not take it, an fsync of each
- * (one that fails is taken back and its recipient deferred, in st).
+ * The copies m noted as written into tmp/ without a sync (u) become
+ * durable: one record in the spool log, then their names in new/; or,
+ * where the log does not take it, their names, then an fsync of each (one
+ * that fails is taken back and its recipient deferred, in st).  A copy
+ * that cannot be named is deferred (st); if its record was written, a
+ * start after a crash before the next checkpoint delivers it all the same.
  */
 static void
 conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
@@ -150,21 +153,27 @@ conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
 	    .content = m->content, .content_len = m->content_len,
 	    .copies = cs, .ncopies = u->n };
 	const char *err;
+	uint64_t seq;
 	int rc;
 
 	lm.hdr = u->hdr = deliver_maildir_hdr(m);
 	for (size_t i = 0; i < u->n; i++)
 		cs[i] = (struct spool_log_copy){ u->v[i].path,
 		    env->rcpts[u->v[i].rcpt].addr, u->v[i].dev };
-	rc = spool_log_append(tx->ctx->spool, &lm, &err);
+	rc = spool_log_append(tx->ctx->spool, &lm, &seq, &err);
 	free(cs);
-	if (rc == 0)
+	/* Only now into new/: a crash before the record leaves no name. */
+	deliver_maildir_publish(u, m, st);
+	if (rc == 0) {
+		spool_log_named(tx->ctx->spool, seq);
 		return;
+	}
 	if (rc == -1)
 		log_event(LOG_LVL_WARN, "spool-error", env->sid, env->qid,
 		    "why=\"%s\"", err);
 	for (size_t i = 0; i < u->n; i++)
-		if (deliver_maildir_sync(u->v[i].path, &err) == -1) {
+		if (st[u->v[i].rcpt].result == DELIVER_OK &&
+		    deliver_maildir_sync(u->v[i].path, &err) == -1) {
 			st[u->v[i].rcpt] = (struct deliver_rcpt_status){
 			    .result = DELIVER_TEMPFAIL };
 			util_strlcpy(st[u->v[i].rcpt].text, err,

@@ -68,17 +68,23 @@ struct deliver_msg {
 	const struct deliver_inject *inject;	/* borrowed, or NULL: none */
 	/*
 	 * Optional (the fast path): a Maildir copy on a file system that
-	 * journals in order is then written and named without any sync and
-	 * noted here; the caller makes it durable (the spool log), or syncs
-	 * it (deliver_maildir_sync).  NULL: each copy is durable on return.
+	 * journals in order is then written into tmp/ without any sync and
+	 * noted here, and so are the others on its file system that are to
+	 * be links to it; the caller records them (the spool log), names
+	 * them in new/ (deliver_maildir_publish), and syncs them where it
+	 * recorded nothing (deliver_maildir_sync).  NULL: each copy is
+	 * durable on return.
 	 */
 	struct deliver_unsynced	*unsynced;
 };
 
 struct deliver_unsynced_copy {
 	char	*path;		/* owned: "<folder>/new/<name>" */
+	char	*folder, *name;	/* owned */
 	dev_t	 dev;		/* of the folder */
 	size_t	 rcpt;		/* the recipient's index (rcpt_idx) */
+	bool	 held;		/* in tmp/ until deliver_maildir_publish */
+	size_t	 src;		/* or linked to v[src] then; SIZE_MAX: not */
 };
 struct deliver_unsynced {
 	char	*hdr;		/* owned: the copies' first line */
@@ -91,6 +97,15 @@ void	deliver_unsynced_clear(struct deliver_unsynced *u);
  * *err_out, the copy taken back (unlinked: it may not be whole).
  */
 int	deliver_maildir_sync(const char *path, const char **err_out);
+struct deliver_rcpt_status;
+/*
+ * Name the copies u holds in tmp/ in new/ (a rename each), and link the
+ * others to them, without a sync; a link that fails writes a copy of its
+ * own, as deliver_maildir_copies does.  A copy that cannot be named gets
+ * DELIVER_TEMPFAIL in st[its rcpt], its file in tmp/ removed.
+ */
+void	deliver_maildir_publish(struct deliver_unsynced *u,
+	    const struct deliver_msg *m, struct deliver_rcpt_status *st);
 /* The first line of each Maildir copy of m ("Return-Path: <...>\n"). */
 char	*deliver_maildir_hdr(const struct deliver_msg *m);
 

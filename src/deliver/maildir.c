@@ -27,9 +27,14 @@
  * classic order.
  *
  * On the fast path (m->unsynced set) a copy in the one-commit order is
- * written and named with no sync at all, links included, and noted in
- * m->unsynced: the caller makes it durable, with a record in the spool
- * log that a start after a crash replays, or with deliver_maildir_sync.
+ * written into tmp/ with no sync at all and left there, and the copies
+ * to be linked to it are not made yet; all are noted in m->unsynced.  The
+ * caller records them durably (a record in the spool log that a start
+ * after a crash replays), and only then names them in new/
+ * (deliver_maildir_publish: the rename, the links), so a crash before
+ * the record leaves no name in new/, empty or not, only a tmp/ file for
+ * the sweep.  Where the log takes no record, the caller names them and
+ * syncs each (deliver_maildir_sync).
  *
  * Symlinks: the folder path itself is admin configuration, so its parent
  * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
@@ -114,6 +119,7 @@ struct md_ctx {
 	int		 out;		/* the copy, in tmp/ then new/ */
 	bool		 ordered;	/* the one-commit order (see top) */
 	bool		 later;		/* not synced: noted in m->unsynced */
+	bool		 hold;		/* left in tmp/ for publish */
 	size_t		 rcpt;		/* the recipient's index */
 	/* Several copies at once (deliver_maildir_copies): */
 	dev_t		 dev;		/* of new/ */
@@ -492,8 +498,8 @@ md_seen(struct md_ctx *c)
 	}
 }
 
-/* Write c's copy into tmp/ and rename it into new/; md_finish makes it
- * durable. */
+/* Write c's copy into tmp/ and rename it into new/ (unless held there for
+ * deliver_maildir_publish); md_finish makes it durable. */
 static void
 md_place(struct md_ctx *c, const struct deliver_msg *m)
 {
@@ -509,7 +515,7 @@ md_place(struct md_ctx *c, const struct deliver_msg *m)
 	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
 	deliver_md_busy_enter(&busy, c->folder, c->name);
 	r = md_write(c, m, &err);
-	if (r == DELIVER_OK && renameat(c->dir->tmp_fd, c->name,
+	if (r == DELIVER_OK && !c->hold && renameat(c->dir->tmp_fd, c->name,
 	    c->dir->new_fd, c->name) == -1) {
 		r = md_fail(&err, errno, "rename", c->folder, "tmp", c->name);
 		unlinkat(c->dir->tmp_fd, c->name, 0);
@@ -643,8 +649,14 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 			continue;
 		}
 		c->done = true;
+		if (src != SIZE_MAX && cs[src].hold) {
+			c->src = src;	/* linked by deliver_maildir_publish */
+			md_close(c, true);
+			continue;
+		}
 		if (src != SIZE_MAX && md_link(cs, src, i))
 			continue;
+		c->hold = c->later;
 		md_place(c, m);
 		if (c->r == DELIVER_OK && src == SIZE_MAX) {
 			src = i;	/* stays open while others link to it */
@@ -662,24 +674,32 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 	return wait;
 }
 
-/* Note c's copy, made without a sync, in u. */
+/* Note c's copy, made without a sync, in u; src: u's index of the copy
+ * it is to be linked to, or SIZE_MAX. */
 static void
-md_note(const struct md_ctx *c, struct deliver_unsynced *u)
+md_note(const struct md_ctx *c, struct deliver_unsynced *u, size_t src)
 {
 	struct deliver_unsynced_copy *v;
 
 	u->v = xrealloc(u->v, (u->n + 1) * sizeof(*u->v));
 	v = &u->v[u->n++];
 	v->path = xasprintf("%s/new/%s", c->folder, c->name);
+	v->folder = xstrdup(c->folder);
+	v->name = xstrdup(c->name);
 	v->dev = c->dev;
 	v->rcpt = c->rcpt;
+	v->src = src;
+	v->held = c->hold;
 }
 
 void
 deliver_unsynced_clear(struct deliver_unsynced *u)
 {
-	for (size_t i = 0; i < u->n; i++)
+	for (size_t i = 0; i < u->n; i++) {
 		free(u->v[i].path);
+		free(u->v[i].folder);
+		free(u->v[i].name);
+	}
 	free(u->v);
 	free(u->hdr);
 	*u = (struct deliver_unsynced){ 0 };
@@ -708,6 +728,7 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
     struct deliver_rcpt_status *st_out)
 {
 	struct md_ctx *cs = xcalloc(n, sizeof(*cs));
+	size_t *at = xcalloc(n, sizeof(*at));	/* cs index -> u index */
 
 	for (size_t i = 0; i < n; i++)
 		cs[i] = (struct md_ctx){ .folder = folders[i], .out = -1,
@@ -718,10 +739,89 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
 	for (size_t i = 0; i < n; i++) {
 		deliver_status_all(&st_out[i], 1, cs[i].r,
 		    cs[i].r == DELIVER_OK ? NULL : cs[i].err);
-		if (cs[i].later && cs[i].r == DELIVER_OK)
-			md_note(&cs[i], m->unsynced);
+		if (cs[i].later && cs[i].r == DELIVER_OK) {
+			at[i] = m->unsynced->n;
+			md_note(&cs[i], m->unsynced, cs[i].src == SIZE_MAX ||
+			    !cs[cs[i].src].hold ? SIZE_MAX : at[cs[i].src]);
+		}
 	}
+	free(at);
 	free(cs);
+}
+
+/* The context of noted copy v, its Maildir open; false if it cannot be. */
+static bool
+md_reopen(struct md_ctx *c, const struct deliver_unsynced_copy *v)
+{
+	const char *err;
+	enum deliver_result r;
+
+	*c = (struct md_ctx){ .folder = v->folder, .out = -1, .src = v->src,
+	    .later = true, .rcpt = v->rcpt };
+	util_strlcpy(c->name, v->name, sizeof(c->name));
+	if ((r = md_open(c, false, &err)) != DELIVER_OK) {
+		md_set(c, r, err);
+		return false;
+	}
+	return true;
+}
+
+/* Name held copy s in new/; its copy of tmp/ goes if that fails. */
+static void
+md_publish_src(struct md_ctx *s)
+{
+	const char *err;
+	enum deliver_result r;
+
+	if (deliver_md_tmp(s->dir) == -1) {
+		r = md_fail(&err, errno, "open", s->folder, "tmp", NULL);
+		md_set(s, r, err);
+		return;
+	}
+	if (renameat(s->dir->tmp_fd, s->name, s->dir->new_fd, s->name) == 0)
+		return;
+	r = md_fail(&err, errno, "rename", s->folder, "tmp", s->name);
+	unlinkat(s->dir->tmp_fd, s->name, 0);
+	md_set(s, r, err);
+}
+
+static void
+md_publish_status(const struct md_ctx *c, struct deliver_rcpt_status *st)
+{
+	deliver_status_all(&st[c->rcpt], 1, c->r, c->r == DELIVER_OK ? NULL :
+	    c->err);
+}
+
+void
+deliver_maildir_publish(struct deliver_unsynced *u,
+    const struct deliver_msg *m, struct deliver_rcpt_status *st)
+{
+	for (size_t i = 0; i < u->n; i++) {
+		struct md_ctx s;
+		bool open;
+
+		if (!u->v[i].held)
+			continue;
+		if ((open = md_reopen(&s, &u->v[i])))
+			md_publish_src(&s);
+		for (size_t j = i + 1; j < u->n; j++) {
+			struct md_ctx c;
+
+			if (u->v[j].src != i)
+				continue;
+			/* As a link that fails: a copy of its own. */
+			if (md_reopen(&c, &u->v[j]) && (s.r != DELIVER_OK ||
+			    linkat(s.dir->new_fd, s.name, c.dir->new_fd, c.name,
+			    0) == -1))
+				md_place(&c, m);
+			if (c.dir != NULL)
+				md_close(&c, true);
+			md_publish_status(&c, st);
+		}
+		if (open)
+			md_close(&s, true);
+		md_publish_status(&s, st);
+	}
 }
 
 enum deliver_result

@@ -1,9 +1,10 @@
 /*
  * spool/log.c: the spool log, <spool>/log: what lets the fast path
  * acknowledge a message after one device write instead of a journal
- * commit.  The Maildir copies are written and named without being synced;
- * then one record naming them and holding their bytes is appended here,
- * made durable by fdatasync, and only then does the client get its 250.
+ * commit.  The Maildir copies are written into tmp/ without being synced;
+ * then one record naming them and holding their bytes is appended here
+ * and made durable by fdatasync; only then are the copies renamed and
+ * linked into new/ (spool_log_named says so), and the client gets its 250.
  * The file is written whole with zeros once (never fallocated), so a
  * record's write changes no metadata: a data write and a cache flush.
  * Several messages waiting at once share one write and one flush.
@@ -35,6 +36,11 @@ struct log_fs {
 	int	 fd;		/* a folder on it: syncfs; errors since open */
 };
 
+struct log_open {
+	uint64_t seq;
+	size_t	 off;		/* where the record starts */
+};
+
 struct spool_log {
 	int		 fd;
 	uint64_t	 size;
@@ -55,6 +61,9 @@ struct spool_log {
 	struct log_fs	*fs;		/* the copies' file systems */
 	size_t		 nfs;
 	bool		 fs_unknown;	/* one could not be opened: sync(2) */
+	/* Records whose copies are not in new/ yet: never checkpointed. */
+	struct log_open	*open;
+	size_t		 nopen;
 };
 
 size_t
@@ -203,15 +212,28 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len)
 		lg->batch_off = at;
 	spool_logrec_seal(rec, lg->next_seq, lg->hdr.epoch);
 	util_buf_add(&lg->batch, rec, len);
+	lg->open = xrealloc(lg->open, (lg->nopen + 1) * sizeof(*lg->open));
+	lg->open[lg->nopen++] = (struct log_open){ lg->next_seq, at };
 	lg->head = at + len;
 	if (log_used(lg) + len > (lg->size - SPOOL_LOG_HDR) / 2)
 		pthread_cond_signal(&lg->ckpt_cv);
 	return lg->next_seq++;
 }
 
+/* Record seq's copies are in new/ (or never will be); called with mu held. */
+static void
+log_unpin(struct spool_log *lg, uint64_t seq)
+{
+	for (size_t i = 0; i < lg->nopen; i++)
+		if (lg->open[i].seq == seq) {
+			lg->open[i] = lg->open[--lg->nopen];
+			return;
+		}
+}
+
 int
 spool_log_append(struct spool *sp, const struct spool_log_msg *m,
-    const char **err_out)
+    uint64_t *seq_out, const char **err_out)
 {
 	struct spool_log *lg = sp->log;
 	struct spool_logcopy *cs = xcalloc(m->ncopies, sizeof(*cs));
@@ -254,9 +276,22 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 		else
 			pthread_cond_wait(&lg->cv, &lg->mu);
 	}
+	if (seq != 0 && rc != 0)
+		log_unpin(lg, seq);
 	pthread_mutex_unlock(&lg->mu);
 	free(rec);
+	*seq_out = seq;
 	return rc;
+}
+
+void
+spool_log_named(struct spool *sp, uint64_t seq)
+{
+	struct spool_log *lg = sp->log;
+
+	pthread_mutex_lock(&lg->mu);
+	log_unpin(lg, seq);
+	pthread_mutex_unlock(&lg->mu);
 }
 
 size_t
@@ -267,7 +302,9 @@ spool_log_record_max(uint64_t size)
 
 /*
  * Make every copy named by a record placed so far durable, then move the
- * checkpoint past those records.  Called with mu held; drops it meanwhile.
+ * checkpoint past those records, up to the first whose copies are still
+ * in tmp/ (a checkpoint past it would not make their names in new/
+ * durable).  Called with mu held; drops it meanwhile.
  * -1 (logged) when a sync failed: the records stay, the next tick retries.
  */
 static int
@@ -278,10 +315,15 @@ log_checkpoint(struct spool_log *lg)
 	bool all = lg->fs_unknown;
 	int *fds, rc = 0;
 
-	if (lg->next_seq == lg->hdr.seq)
-		return 0;
 	h.seq = lg->next_seq;
 	h.off = lg->head;
+	for (size_t i = 0; i < lg->nopen; i++)
+		if (lg->open[i].seq < h.seq) {
+			h.seq = lg->open[i].seq;
+			h.off = lg->open[i].off;
+		}
+	if (h.seq == lg->hdr.seq)
+		return 0;
 	fds = xcalloc(nfs + 1, sizeof(*fds));
 	for (size_t i = 0; i < nfs; i++)
 		fds[i] = lg->fs[i].fd;	/* kept open until the log closes */
@@ -369,6 +411,7 @@ spool_log_stop(struct spool_log **lgp)
 	for (size_t i = 0; i < lg->nfs; i++)
 		close(lg->fs[i].fd);
 	free(lg->fs);
+	free(lg->open);
 	util_buf_clear(&lg->batch);
 	close(lg->fd);
 	pthread_cond_destroy(&lg->cv);

@@ -230,13 +230,17 @@ struct spool_log_msg {
 	size_t		 ncopies;
 };
 /*
- * Record m's copies (written, named, not synced) durably: 0 once the
- * record is on the device; 1 when the log does not take it (no log, no
- * room before the checkpoint, larger than a quarter of the log): the
- * caller syncs the copies itself; -1 with *err_out when the write failed
- * (the log takes nothing more).  Several threads' records share a write.
+ * Record m's copies (written into tmp/, not synced, not named yet)
+ * durably: 0 once the record is on the device, its sequence in *seq_out;
+ * 1 when the log does not take it (no log, no room before the checkpoint,
+ * larger than a quarter of the log): the caller syncs the copies itself;
+ * -1 with *err_out when the write failed (the log takes nothing more).
+ * Several threads' records share a write.  After 0 the caller names the
+ * copies in new/, then calls spool_log_named: no checkpoint passes the
+ * record before that, since it would not make those names durable.
  */
 int	spool_log_append(struct spool *sp, const struct spool_log_msg *m,
-	    const char **err_out);
+	    uint64_t *seq_out, const char **err_out);
+void	spool_log_named(struct spool *sp, uint64_t seq);
 
 #endif

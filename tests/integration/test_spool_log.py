@@ -16,8 +16,8 @@ import pytest
 
 from conftest import (make_config, needs, read_bytes, send_message,
     traced_by, wait_for)
-from test_maildir_commit import (BODY, TEN, delivered, ext4, no_log_size,
-    send, sh, traced_order)
+from test_maildir_commit import (BODY, TEN, crashed, delivered, ext4,
+    no_log_size, send, sh, traced_order)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which loop mounts need (run the suite as root to test this)")
@@ -63,8 +63,9 @@ def strace(srv, *args):
 
 
 def untrace(st):
-    st.terminate()
-    st.wait(10)
+    if st.poll() is None:
+        st.terminate()
+        st.wait(10)
 
 
 def power_cut(ext4, dev, mnt, srv):
@@ -256,12 +257,16 @@ def test_the_250_waits_for_the_log(ext4, make_postern):
     assert len(renames) == 1, text
     worker = renames[0]
     # The message's 250 comes after the delivering thread's fdatasync (of
-    # the log) finished, which came after the copy's rename.
+    # the log) finished, and the copy's rename into new/ comes between.
     i250 = [i for i, (_, what) in enumerate(calls) if what == "250"]
     assert len(i250) == 1, calls
     assert (worker, "sync") in calls[:i250[0]], text
     mine = [l for l in text.splitlines() if l.startswith(worker + " ")]
-    assert "renameat(" in mine[0] and "fdatasync(" in mine[1], text
+    assert "fdatasync(" in mine[0] and "renameat(" in mine[1], text
+    lines = text.splitlines()
+    rename = next(i for i, l in enumerate(lines) if "renameat(" in l)
+    sent = next(i for i, l in enumerate(lines) if '"250 2.0.0' in l)
+    assert rename < sent, text
 
 
 def test_a_message_too_large_for_the_log_is_fsynced(ext4, make_postern):
@@ -270,7 +275,7 @@ def test_a_message_too_large_for_the_log_is_fsynced(ext4, make_postern):
     srv = server(make_postern, mnt, log_size="64k")
     send(srv, 0, 1)
     checkpointed(mnt, 1)
-    assert traced_order(srv, 1) == ["renameat", "fdatasync"]
+    assert traced_order(srv, 1) == ["fdatasync", "renameat"]
     checkpointed(mnt, 2)	# none of its fdatasyncs in the trace below
 
     def big():
@@ -312,8 +317,8 @@ def test_a_full_log_falls_back_to_fsync(ext4, make_postern):
     with open(out) as f:
         calls = [l.split(None, 1)[1].split("(", 1)[0] for l in f
             if "(" in l and "syncfs" not in l]
-    # First through the log (rename, fdatasync), then fsync each.
-    assert calls[:2] == ["renameat", "fdatasync"], calls
+    # First through the log (fdatasync, rename), then fsync each.
+    assert calls[:2] == ["fdatasync", "renameat"], calls
     assert calls[-2:] == ["renameat", "fsync"], calls
     assert 3 <= calls.count("fdatasync") <= 8, calls
     assert len(delivered(mnt)) == 13
@@ -379,7 +384,7 @@ def test_a_failed_log_write_falls_back_to_fsync(ext4, make_postern):
             (l.split(None, 1) for l in f if "(" in l)]
     # The delivering thread's (a checkpoint's header may fail meanwhile).
     worker = next(tid for tid, call in calls if call == "renameat")
-    assert [c for t, c in calls if t == worker] == ["renameat", "fdatasync",
+    assert [c for t, c in calls if t == worker] == ["fdatasync", "renameat",
         "fsync"], calls
     assert "acknowledging with fsync from now on" in srv.log()
     assert traced_order(srv, 2) == ["renameat", "fsync"]
@@ -406,3 +411,39 @@ def test_no_log_on_tmpfs(ext4, make_postern, tmp_path):
         srv.stop()
     finally:
         sh("umount", str(spool))
+
+
+def test_no_name_in_new_before_the_record_is_durable(ext4, make_postern):
+    # The log's flush is held back (strace delays its fdatasync, and the
+    # checkpoint's syncfs): the copy is written in tmp/ meanwhile, but has
+    # no name in new/ and the client no 250.  The image a power cut would
+    # leave now has no file in new/ for it, empty or not.  Once the flush
+    # is done, the copy is named and the 250 follows.
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = server(make_postern, mnt)
+    send(srv, 0, 1)
+    checkpointed(mnt, 1)
+    bob = os.path.join(mnt, "bob", "Maildir")
+    st = strace(srv, "-e", "trace=fdatasync,syncfs",
+        "-e", "inject=fdatasync:delay_enter=15000000",
+        "-e", "inject=syncfs:delay_enter=15000000")
+    try:
+        with srv.session() as c:
+            c.hello()
+            for line, code in (("MAIL FROM:<a@example.net>", 250),
+                    ("RCPT TO:<bob@example.org>", 250), ("DATA", 354)):
+                c.send(line)
+                c.expect(code)
+            c.send_raw((BODY % (1, 1)).encode() + b".\r\n")
+            wait_for(lambda: os.listdir(os.path.join(bob, "tmp")) or
+                len(os.listdir(os.path.join(bob, "new"))) > 1, timeout=20,
+                what="the copy in tmp/")
+            assert len(os.listdir(os.path.join(bob, "new"))) == 1
+            c.assert_silent()
+            assert delivered(crashed(ext4, dev)) == [b"body 0\n"]
+            untrace(st)
+            c.expect(250)
+    finally:
+        untrace(st)
+    assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
+    assert os.listdir(os.path.join(bob, "tmp")) == []
