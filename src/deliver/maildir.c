@@ -280,21 +280,6 @@ md_already(struct md_ctx *c)
 	return found;
 }
 
-static int
-md_write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* hdr, then body: one writev(2) unless the file system takes less. */
 static int
 md_write2(int fd, const char *hdr, size_t hlen, const char *body,
@@ -309,10 +294,10 @@ md_write2(int fd, const char *hdr, size_t hlen, const char *body,
 	if (n == -1)
 		return -1;
 	if ((size_t)n < hlen)
-		return md_write_all(fd, hdr + n, hlen - (size_t)n) == -1 ? -1 :
-		    md_write_all(fd, body, blen);
+		return util_write_all(fd, hdr + n, hlen - (size_t)n, -1) == -1 ?
+		    -1 : util_write_all(fd, body, blen, -1);
 	n -= (ssize_t)hlen;
-	return md_write_all(fd, body + n, blen - (size_t)n);
+	return util_write_all(fd, body + n, blen - (size_t)n, -1);
 }
 
 /* Copy in to out from their current offsets; never the whole in memory. */
@@ -343,7 +328,7 @@ md_copy(int in, int out)
 			return -1;
 		if (n == 0)
 			return 0;
-		if (md_write_all(out, buf, (size_t)n) == -1)
+		if (util_write_all(out, buf, (size_t)n, -1) == -1)
 			return -1;
 	}
 }
@@ -356,7 +341,7 @@ md_write_content(int out, const char *hdr, const struct deliver_msg *m,
 	if (m->content != NULL)
 		return md_write2(out, hdr, strlen(hdr), m->content,
 		    m->content_len);
-	if (md_write_all(out, hdr, strlen(hdr)) == -1)
+	if (util_write_all(out, hdr, strlen(hdr), -1) == -1)
 		return -1;
 	return md_copy(in, out);
 }

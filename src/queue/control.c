@@ -82,17 +82,8 @@ ctl_read_line(int fd, char *buf, size_t size)
 static void
 ctl_write_all(int fd, const char *s)
 {
-	size_t len = strlen(s);
-
-	while (len > 0) {
-		ssize_t n = write(fd, s, len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		s += n;
-		len -= (size_t)n;
-	}
+	/* A client that left is told nothing. */
+	(void)util_write_all(fd, s, strlen(s), -1);
 }
 
 /* Run one command line; the reply (with LF) into reply. */

@@ -58,10 +58,10 @@ spool_keep_write(struct spool *sp, const char *name, const void *buf,
 	    O_CLOEXEC, 0600);
 	if (fd == -1)
 		goto fail;
-	if (buf != NULL && spool_write_all(fd, buf, len) == -1)
+	if (buf != NULL && util_write_all(fd, buf, len, -1) == -1)
 		goto fail;
 	while (buf == NULL && (n = read(src_fd, chunk, sizeof(chunk))) > 0) {
-		if (spool_write_all(fd, chunk, (size_t)n) == -1)
+		if (util_write_all(fd, chunk, (size_t)n, -1) == -1)
 			goto fail;
 		done += (uint64_t)n;
 	}

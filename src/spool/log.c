@@ -72,24 +72,6 @@ spool_log_data_off(void)
 	return SPOOL_LOG_HDR;
 }
 
-static int
-log_pwrite_all(int fd, const void *buf, size_t len, off_t off)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
 int
 spool_log_write_hdr(int fd, struct spool_loghdr *h)
 {
@@ -98,7 +80,7 @@ spool_log_write_hdr(int fd, struct spool_loghdr *h)
 	h->gen++;
 	spool_loghdr_encode(h, b);
 	/* Two copies, alternately: a torn write leaves the other. */
-	if (log_pwrite_all(fd, b, sizeof(b), (off_t)(h->gen % 2) * 512) ==
+	if (util_write_all(fd, b, sizeof(b), (off_t)(h->gen % 2) * 512) ==
 	    -1)
 		return -1;
 	return fdatasync(fd);
@@ -177,7 +159,7 @@ log_write_batch(struct spool_log *lg)
 	lg->writing = true;
 	pthread_cond_broadcast(&lg->cv);	/* the batch is free again */
 	pthread_mutex_unlock(&lg->mu);
-	rc = log_pwrite_all(lg->fd, b.data, b.len, (off_t)off);
+	rc = util_write_all(lg->fd, b.data, b.len, (off_t)off);
 	if (rc == 0)
 		rc = fdatasync(lg->fd);
 	if (rc == -1)

@@ -91,8 +91,9 @@ lr_rewrite(const char *path, const struct spool_logrec *r)
 	newdir = xstrndup(path, (size_t)(slash - tmp));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
-	if (fd != -1 && spool_write_all(fd, r->hdr, strlen(r->hdr)) == 0 &&
-	    spool_write_all(fd, r->content, r->content_len) == 0 &&
+	if (fd != -1 &&
+	    util_write_all(fd, r->hdr, strlen(r->hdr), -1) == 0 &&
+	    util_write_all(fd, r->content, r->content_len, -1) == 0 &&
 	    fsync(fd) == 0 && close(fd) == 0) {
 		fd = -1;
 		if (rename(tmp, path) == 0 && util_fsync_dir(newdir) == 0)
@@ -220,7 +221,7 @@ lr_create(const char *dir, const char *path, uint64_t size)
 	while (fd != -1 && done < size) {
 		size_t n = size - done < sizeof(zeros) ? (size_t)(size - done) :
 		    sizeof(zeros);
-		if (spool_write_all(fd, zeros, n) == -1)
+		if (util_write_all(fd, zeros, n, -1) == -1)
 			break;
 		done += n;
 	}

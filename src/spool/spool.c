@@ -307,24 +307,6 @@ spool_msg_new(struct spool *sp, const char *qid)
 	return m;
 }
 
-int
-spool_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Create tmp/<qid> and lock it; 0 or -1 with *err_out. */
 static int
 spool_msg_create(struct spool_msg *m, const char **err_out)
@@ -362,7 +344,7 @@ spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
 	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
 	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
 		return -1;
-	if (spool_write_all(m->fd, buf, len) == -1) {
+	if (util_write_all(m->fd, buf, len, -1) == -1) {
 		*err_out = spool_err("write", SUB_TMP, m->qid, "", errno);
 		return -1;
 	}
@@ -381,7 +363,8 @@ spool_copy_range(int in, off_t off, uint64_t len, int out)
 			char buf[64 * 1024];
 			n = pread(in, buf, len < sizeof(buf) ? len : sizeof(buf),
 			    off);
-			if (n > 0 && spool_write_all(out, buf, (size_t)n) == -1)
+			if (n > 0 &&
+			    util_write_all(out, buf, (size_t)n, -1) == -1)
 				n = -1;
 			if (n > 0)
 				off += n;
@@ -420,7 +403,7 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
 		goto out;
 	}
 	if (spool_copy_range(in, 0, offset, out) == -1 ||
-	    spool_write_all(out, data, len) == -1 ||
+	    util_write_all(out, data, len, -1) == -1 ||
 	    spool_copy_range(in, (off_t)(offset + old_len),
 	    (uint64_t)st.st_size - offset - old_len, out) == -1) {
 		*err_out = spool_err("write", SUB_TMP, m->qid, ".new", errno);
@@ -465,7 +448,7 @@ spool_env_write(struct spool *sp, const struct spool_env *env,
 		*err_out = spool_err("open", SUB_ENV, env->qid, ".tmp", errno);
 		goto out;
 	}
-	if (spool_write_all(fd, b->data, b->len) == -1) {
+	if (util_write_all(fd, b->data, b->len, -1) == -1) {
 		*err_out = spool_err("write", SUB_ENV, env->qid, ".tmp", errno);
 		goto out;
 	}
@@ -755,7 +738,7 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		goto fail;
 	}
 	/* One write(2) per record: appends of other threads never mix in. */
-	if (spool_write_all(fd, rec, len) == -1) {
+	if (util_write_all(fd, rec, len, -1) == -1) {
 		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
 		goto fail;
 	}

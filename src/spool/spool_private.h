@@ -68,8 +68,6 @@ bool	spool_fresh_drop(struct spool *sp, const char *qid);
 void	spool_sync_init(struct spool *sp);
 void	spool_sync_clear(struct spool *sp);
 
-/* write() all of buf (EINTR retried); 0, or -1 with errno. */
-int	spool_write_all(int fd, const void *buf, size_t len);
 
 /*
  * Keep a copy of sub/<qid> as <qid><suffix>.eml (keep.c).  0, or -1 with

@@ -102,3 +102,26 @@ util_settle(int fd)
 		return -1;
 	return fsync(fd);
 }
+
+int
+util_write_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = off == -1 ? write(fd, p, len) :
+		    pwrite(fd, p, len, off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* no progress: never loop */
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+		if (off != -1)
+			off += n;
+	}
+	return 0;
+}

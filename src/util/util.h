@@ -247,6 +247,11 @@ int	util_account_ids(const char *user, const char *group, uid_t *uid_out,
 bool	util_fs_ordered(int fd);
 /* fd's data written out and waited for, no journal commit; 0 or -1. */
 int	util_settle(int fd);
+/*
+ * All of buf written to fd (EINTR retried): at off with pwrite(2), or at
+ * the file's position with off -1.  0, or -1 with errno.
+ */
+int	util_write_all(int fd, const void *buf, size_t len, off_t off);
 
 #endif
 
