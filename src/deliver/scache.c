@@ -164,8 +164,14 @@ sc_main(void *arg)
 		uint64_t now = util_now_ms(), next = now + 60000;
 		sc_move(sc.stop ? sc_pick_all : sc_pick_expired, &now);
 		sc_close_taken();
-		if (sc.stop)
+		/*
+		 * The stop may have come while the lock was released above,
+		 * after a session was put: go round until none is kept.
+		 */
+		if (sc.stop && sc.kept == NULL)
 			break;
+		if (sc.stop)
+			continue;
 		for (struct scache_ent *e = sc.kept; e != NULL; e = e->next)
 			if (e->expires_ms < next)
 				next = e->expires_ms;

@@ -163,7 +163,7 @@ test_take_put_expire(void **state)
 	idle_pair(&s, &p1, 1);
 	scache_put("k", &r, &s);
 	scache_unref();
-	read_all(p1, buf, sizeof(buf), 100);
+	read_all(p1, buf, sizeof(buf), 5000);
 	assert_string_equal(buf, "QUIT\r\n");
 	close(p1);
 }
