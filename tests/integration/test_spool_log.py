@@ -82,6 +82,20 @@ def power_cut(ext4, dev, mnt, srv):
     return ext4(image=cut, at=mnt)
 
 
+def cut_while_unsynced(ext4, dev, mnt, srv, sends):
+    """Once the checkpoint is past the first record, sends() runs with the
+    checkpoint's syncfs held back (strace delays it), then the power is
+    cut (power_cut): the copy's mount point."""
+    checkpointed(mnt, 1)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        sends()
+        return power_cut(ext4, dev, mnt, srv)[1]
+    finally:
+        untrace(st)
+
+
 def users_mail(mnt, users):
     return {u: delivered(mnt, u) for u in users}
 
@@ -106,15 +120,10 @@ def test_acknowledged_copies_come_back_after_a_power_cut(ext4,
     dev, mnt = ext4(journal=True, opts="commit=60")
     srv = server(make_postern, mnt)
     send(srv, 0, 1, ["bob@example.org"] + TEN)	# makes the Maildirs
-    checkpointed(mnt, 1)
-    st = strace(srv, "-e", "trace=syncfs",
-        "-e", "inject=syncfs:delay_enter=30000000")
-    try:
+    def sends():
         send(srv, 1, 5)
         send(srv, 6, 1, TEN)
-        _, copy = power_cut(ext4, dev, mnt, srv)
-    finally:
-        untrace(st)
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends)
     # The copies made without a sync are not in the image.
     assert delivered(copy) == [b"body 0\n"]
     assert delivered(copy, "u3") == [b"body 0\n"]
@@ -144,14 +153,8 @@ def test_a_copy_moved_to_cur_is_not_written_again(ext4, make_postern):
     dev, mnt = ext4(journal=True, opts="commit=60")
     srv = server(make_postern, mnt)
     send(srv, 0, 1)
-    checkpointed(mnt, 1)
-    st = strace(srv, "-e", "trace=syncfs",
-        "-e", "inject=syncfs:delay_enter=30000000")
-    try:
-        send(srv, 1, 2)
-        _, copy = power_cut(ext4, dev, mnt, srv)
-    finally:
-        untrace(st)
+    copy = cut_while_unsynced(ext4, dev, mnt, srv,
+        lambda: send(srv, 1, 2))
     # A reader had it already (the copy of body 0 lives on: moved to
     # cur/ with flags); the lost ones are written again.
     new = os.path.join(copy, "bob", "Maildir", "new")
@@ -168,14 +171,8 @@ def test_a_torn_record_ends_the_replay(ext4, make_postern):
     dev, mnt = ext4(journal=True, opts="commit=60")
     srv = server(make_postern, mnt)
     send(srv, 0, 1)
-    checkpointed(mnt, 1)
-    st = strace(srv, "-e", "trace=syncfs",
-        "-e", "inject=syncfs:delay_enter=30000000")
-    try:
-        send(srv, 1, 3)
-        _, copy = power_cut(ext4, dev, mnt, srv)
-    finally:
-        untrace(st)
+    copy = cut_while_unsynced(ext4, dev, mnt, srv,
+        lambda: send(srv, 1, 3))
     # Spoil the second record after the checkpoint (bytes of its body):
     # it and all after it are ignored; the first is replayed.
     log = os.path.join(copy, "spool", "log")
@@ -195,14 +192,8 @@ def test_a_folder_gone_hands_the_copy_to_the_queue(ext4, make_postern):
     srv = server(make_postern, mnt, extra=["queue retry-min 1s",
         "queue retry-max 1s"])
     send(srv, 0, 1, ["bob@example.org", "carol@example.org"])
-    checkpointed(mnt, 1)
-    st = strace(srv, "-e", "trace=syncfs",
-        "-e", "inject=syncfs:delay_enter=30000000")
-    try:
-        send(srv, 1, 1, ["bob@example.org", "carol@example.org"])
-        _, copy = power_cut(ext4, dev, mnt, srv)
-    finally:
-        untrace(st)
+    copy = cut_while_unsynced(ext4, dev, mnt, srv,
+        lambda: send(srv, 1, 1, ["bob@example.org", "carol@example.org"]))
     # carol's Maildir cannot take it now: its tmp/ is a file.
     tmp = os.path.join(copy, "carol", "Maildir", "tmp")
     os.rmdir(tmp)
