@@ -160,17 +160,36 @@ def ratio_line(med, keys, a, b, what):
 		"%.3f" % (med[a]["rss"] / med[b]["rss"]) if med[b]["rss"] else "-")]
 
 
-def chain_lines(med, name):
+def chain_lines(rows, med, name):
 	base, var = med.get("postern"), med.get("postern+" + name)
 	if not base or not var:
 		return []
-	return ["", "postern+%s: %.0f%% of the no-chain rate accepted "
-			"(%+.0f%%), %.0f%% delivered; CPU %.2f against %.2f ms per "
-			"message." % (
+	out = ["", "postern+%s, medians of the columns: %.0f%% of the no-chain "
+			"rate accepted (%+.0f%%), %.0f%% delivered; CPU %.2f against "
+			"%.2f ms per message." % (
 				name, 100.0 * var["rate"] / base["rate"],
 				100.0 * var["rate"] / base["rate"] - 100.0,
 				100.0 * (var["e2e_rate"] or 0) / (base["e2e_rate"] or 1),
 				var["cpu_ms"] or 0, base["cpu_ms"] or 0)]
+	ratios = paired_ratios(dict(rows), "postern", "postern+" + name)
+	if ratios:
+		out += ["", "Paired (each pair ran back to back, in alternating "
+			"order): the median of the %d pairs' ratios is %+.0f%%; "
+			"the pairs: %s." % (len(ratios),
+				100.0 * statistics.median(ratios) - 100.0,
+				", ".join("%+.0f%%" % (100.0 * r - 100.0)
+					for r in ratios))]
+	return out
+
+
+def paired_ratios(runs, a, b):
+	"""The rate of b over that of a, for each pair both ran whole."""
+	by = {}
+	for label in (a, b):
+		for r in runs.get(label, []):
+			if r["ok"] and r.get("pair") and r.get("rate"):
+				by.setdefault(r["pair"], {})[label] = r["rate"]
+	return [p[b] / p[a] for _, p in sorted(by.items()) if len(p) == 2]
 
 
 def idle_table(rows):
@@ -219,7 +238,7 @@ def scenario_sections(cells, names, info):
 			out += ratio_line(med, keys, "postern", "Postfix",
 							  "postern / Postfix")
 			if name in ("chain", "lua"):
-				out += chain_lines(med, name)
+				out += chain_lines(rows, med, name)
 		if notes:
 			out += ["", "Failures:", ""] + ["- " + n for n in notes]
 		out.append("")

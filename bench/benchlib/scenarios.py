@@ -22,6 +22,8 @@ from benchlib.servers import CLASSES
 
 NAMES = ("plain", "starttls", "starttls-ecdsa", "starttls-resume", "relay",
     "rcpt10", "big", "idle", "chain", "lua")
+# The fewest pairs of cells chain and lua run, whatever --runs says.
+PAIRED_MIN = 5
 TLS_NAMES = ("starttls", "starttls-ecdsa", "starttls-resume")
 # The certificate key each TLS scenario's handshakes must show, as
 # smtpload names it; every server of a scenario gets the same pair.
@@ -134,6 +136,25 @@ def variants(name, ctx):
 	for s in ctx.servers:
 		kind = sink if s == "smtp-sink" else s
 		out.append((LABELS.get(kind, kind), kind, dict(base)))
+	return out
+
+
+def ordered_variants(name, ctx, runs, run):
+	"""[(pair, variant)] of one run of scenario name.  chain and lua
+	compare postern with itself, a difference of a few per cent on
+	shared cores: their two cells run as pairs, at least
+	PAIRED_MIN pairs over all the runs, each pair in the order
+	opposite to the one before (ABBA), so that neither side always runs
+	first, and the report takes the median of the pairs' ratios."""
+	vs = variants(name, ctx)
+	if name not in ("chain", "lua") or len(vs) != 2:
+		return [(None, v) for v in vs]
+	per_run = -(-PAIRED_MIN // runs)
+	out = []
+	for j in range(per_run):
+		pair = run * per_run + j
+		order = vs if pair % 2 == 0 else vs[::-1]
+		out += [(pair + 1, v) for v in order]
 	return out
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import POSTERN_BIN, REPO
 
 sys.path.insert(0, os.path.join(REPO, "bench"))
-from benchlib import scenarios  # noqa: E402
+from benchlib import report, scenarios  # noqa: E402
 
 MESSAGES = 6
 
@@ -104,6 +104,36 @@ def test_messages_land_in_the_maildir(ctx, tmp_path, name):
         assert c["inspect"]["files"] == MESSAGES, c
         assert c["inspect"]["subjects"] == MESSAGES, c
         assert c["cpu_ms"] > 0 and c["mem"]["rss"] > 0, c
+
+
+def test_chain_runs_in_alternating_pairs_and_reports_their_ratios(
+        ctx, tmp_path):
+    """chain's two cells run as pairs, at least PAIRED_MIN over the runs,
+    each pair in the order opposite to the one before; the report gives
+    the median of the pairs' ratios from the cells that really ran."""
+    orders = [scenarios.ordered_variants("chain", ctx, 3, run)
+              for run in range(3)]
+    pairs = [p for o in orders for p, _ in o]
+    assert pairs == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    firsts = [o[k][1][0] for o in orders for k in (0, 2)]
+    assert firsts == ["postern", "postern+chain"] * 3
+    assert [p for p, _ in scenarios.ordered_variants("relay", ctx, 3, 0)
+            ] == [None]
+    cells = []
+    for pair, v in orders[0]:
+        res = scenarios.run_cell("chain", v, ctx, str(tmp_path))
+        assert res["ok"], res
+        res["pair"] = pair
+        cells.append(res)
+    by = {(c["pair"], c["server"]): c["rate"] for c in cells}
+    want = sorted(by[(p, "postern+chain")] / by[(p, "postern")]
+                  for p in (1, 2))
+    rows = report.rows_by_server(
+        cells, "chain")
+    _, med, _, _ = report.message_table(rows, "chain")
+    text = "\n".join(report.chain_lines(rows, med, "chain"))
+    assert "median of the 2 pairs' ratios is %+.0f%%" % (
+        100.0 * (want[0] + want[1]) / 2 - 100.0) in text, text
 
 
 def test_starttls_sink_counts_what_it_was_sent(ctx, tmp_path):
