@@ -2,8 +2,9 @@
  * deliver/deliver_private.h: what the files of deliver/ share: the blocking
  * client connection of the SMTP and POP3 clients (dconn.c: connect, TLS,
  * line reads and writes, each bounded by a deadline), the content as it
- * goes out in DATA (content.c), and what maildir.c tells the tmp/ sweep
- * (maildir_sweep.c).  Not for other modules.
+ * goes out in DATA (content.c), what maildir.c tells the tmp/ sweep
+ * (maildir_sweep.c), and one Maildir copy's steps, for the fast path's
+ * publish (maildir_publish.c).  Not for other modules.
  */
 #ifndef POSTERN_DELIVER_PRIVATE_H
 #define POSTERN_DELIVER_PRIVATE_H
@@ -202,6 +203,67 @@ int	deliver_md_tmp(struct deliver_md_dir *d);
  * when it was kept), or close it.  Sets *dp to NULL; accepts NULL.
  */
 void	deliver_md_release(struct deliver_md_dir **dp, bool keep);
+
+/*
+ * One Maildir copy on its way (maildir.c), shared with the fast path's
+ * publish step (maildir_publish.c) and the writing of its bytes
+ * (maildir_write.c).
+ */
+struct deliver_md_copy {
+	const char	*folder;	/* borrowed */
+	struct deliver_md_dir *dir;	/* the thread's, busy while open */
+	char		 name[512];
+	int		 out;		/* the copy, in tmp/ then new/ */
+	bool		 ordered;	/* the one-commit order (maildir.c) */
+	bool		 later;		/* not synced: noted in m->unsynced */
+	bool		 hold;		/* left in tmp/ for publish */
+	size_t		 rcpt;		/* the recipient's index */
+	/* Several copies at once (deliver_maildir_copies): */
+	dev_t		 dev;		/* of new/ */
+	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
+	bool		 done;		/* made, found, or failed */
+	enum deliver_result r;
+	char		 err[512];	/* why not, when r is not DELIVER_OK */
+};
+/*
+ * *err_out (util_err) says "call(folder/sub/name): strerror(err)" (sub
+ * and name may be NULL); returns what err means: DELIVER_PERMFAIL only for
+ * a name too long to ever exist, else DELIVER_TEMPFAIL.
+ */
+enum deliver_result deliver_md_fail(const char **err_out, int err,
+	    const char *call, const char *folder, const char *sub,
+	    const char *name);
+/* c's outcome r, with the reason err (copied now). */
+void	deliver_md_set(struct deliver_md_copy *c, enum deliver_result r,
+	    const char *err);
+/*
+ * c->folder's Maildir into c->dir: the thread's kept one if still
+ * current, or opened afresh, created where missing (tmp/ kept open too
+ * when want_tmp).  DELIVER_OK, or the failure with *err_out.
+ */
+enum deliver_result deliver_md_open(struct deliver_md_copy *c, bool want_tmp,
+	    const char **err_out);
+/*
+ * Write c's copy of m into tmp/ and rename it into new/, unless c->hold
+ * leaves it in tmp/ for deliver_maildir_publish; a failure is in c->r.
+ * Not durable yet (maildir.c makes it so).
+ */
+void	deliver_md_place(struct deliver_md_copy *c,
+	    const struct deliver_msg *m);
+/* Close c's files; keep its Maildir open for the thread when keep. */
+void	deliver_md_close(struct deliver_md_copy *c, bool keep);
+/*
+ * maildir_publish.c: note c's copy, made without a sync, in u; src: u's
+ * index of the copy it is to be linked to, or SIZE_MAX.
+ */
+void	deliver_md_note(const struct deliver_md_copy *c,
+	    struct deliver_unsynced *u, size_t src);
+/*
+ * maildir_write.c: hdr, then m's content (from memory, or from in at its
+ * offset) into out at its offset.  0, or -1 with errno.
+ */
+int	deliver_md_write_content(int out, const char *hdr,
+	    const struct deliver_msg *m, int in);
 
 /* ---- the outbound client's reading of replies (reply.c: pure) ---- */
 

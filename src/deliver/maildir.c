@@ -27,14 +27,10 @@
  * classic order.
  *
  * On the fast path (m->unsynced set) a copy in the one-commit order is
- * written into tmp/ with no sync at all and left there, and the copies
- * to be linked to it are not made yet; all are noted in m->unsynced.  The
- * caller records them durably (a record in the spool log that a start
- * after a crash replays), and only then names them in new/
- * (deliver_maildir_publish: the rename, the links), so a crash before
- * the record leaves no name in new/, empty or not, only a tmp/ file for
- * the sweep.  Where the log takes no record, the caller names them and
- * syncs each (deliver_maildir_sync).
+ * written into tmp/ with no sync at all and left there (hold), and the
+ * copies to be linked to it are not made yet; all are noted in
+ * m->unsynced, and maildir_publish.c names them in new/ once the caller
+ * has recorded them.  The bytes of each copy are maildir_write.c's.
  *
  * Symlinks: the folder path itself is admin configuration, so its parent
  * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
@@ -104,30 +100,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "util/util.h"
 
 enum { MD_TMP, MD_NEW, MD_CUR, MD_N };
 static const char *const md_sub[MD_N] = { "tmp", "new", "cur" };
-
-struct md_ctx {
-	const char	*folder;
-	struct deliver_md_dir *dir;	/* the thread's, busy while open */
-	char		 name[512];
-	int		 out;		/* the copy, in tmp/ then new/ */
-	bool		 ordered;	/* the one-commit order (see top) */
-	bool		 later;		/* not synced: noted in m->unsynced */
-	bool		 hold;		/* left in tmp/ for publish */
-	size_t		 rcpt;		/* the recipient's index */
-	/* Several copies at once (deliver_maildir_copies): */
-	dev_t		 dev;		/* of new/ */
-	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
-	bool		 done;		/* made, found, or failed */
-	enum deliver_result r;
-	char		 err[512];	/* why not, when r is not DELIVER_OK */
-};
 
 /*
  * Which errors are permanent.  Only a name too long to ever exist is: a
@@ -147,9 +125,9 @@ md_classify(int err)
 	}
 }
 
-static enum deliver_result
-md_fail(const char **err_out, int err, const char *call, const char *folder,
-    const char *sub, const char *name)
+enum deliver_result
+deliver_md_fail(const char **err_out, int err, const char *call,
+    const char *folder, const char *sub, const char *name)
 {
 	*err_out = util_err("%s(%s%s%s%s%s): %s", call, folder,
 	    sub != NULL ? "/" : "", sub != NULL ? sub : "",
@@ -159,7 +137,7 @@ md_fail(const char **err_out, int err, const char *call, const char *folder,
 
 /* "<received>.<qid>_<idx>.<host>", with '/' and ':' in host escaped. */
 static int
-md_name(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
+md_name(struct deliver_md_copy *c, const struct deliver_msg *m, size_t rcpt_idx)
 {
 	const char *h = m->hostname != NULL && *m->hostname != '\0' ?
 	    m->hostname : "localhost";
@@ -184,7 +162,7 @@ md_name(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx)
 
 /* Open folder's Maildir afresh, creating what is missing. */
 static enum deliver_result
-md_open_new(struct md_ctx *c, bool want_tmp, const char **err_out)
+md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 {
 	const int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
 	enum deliver_result r = DELIVER_OK;
@@ -195,29 +173,31 @@ md_open_new(struct md_ctx *c, bool want_tmp, const char **err_out)
 	dirfd = open(c->folder, dflags);
 	if (dirfd == -1 && errno == ENOENT) {
 		if (util_mkdirs(c->folder, 0700) == -1)
-			return md_fail(err_out, errno, "mkdir", c->folder,
-			    NULL, NULL);
+			return deliver_md_fail(err_out, errno, "mkdir",
+			    c->folder, NULL, NULL);
 		dirfd = open(c->folder, dflags);
 	}
 	if (dirfd == -1)
-		return md_fail(err_out, errno, "open", c->folder, NULL, NULL);
+		return deliver_md_fail(err_out, errno, "open", c->folder, NULL,
+		    NULL);
 	for (int i = 0; i < MD_N && r == DELIVER_OK; i++) {
 		fd[i] = openat(dirfd, md_sub[i], dflags);
 		if (fd[i] == -1 && errno == ENOENT) {
 			if (mkdirat(dirfd, md_sub[i], 0700) == -1 &&
 			    errno != EEXIST) {
-				r = md_fail(err_out, errno, "mkdir",
+				r = deliver_md_fail(err_out, errno, "mkdir",
 				    c->folder, md_sub[i], NULL);
 				break;
 			}
 			fd[i] = openat(dirfd, md_sub[i], dflags);
 		}
 		if (fd[i] == -1)
-			r = md_fail(err_out, errno, "open", c->folder,
+			r = deliver_md_fail(err_out, errno, "open", c->folder,
 			    md_sub[i], NULL);
 	}
 	if (r == DELIVER_OK && fstat(fd[MD_NEW], &st) == -1)
-		r = md_fail(err_out, errno, "stat", c->folder, "new", NULL);
+		r = deliver_md_fail(err_out, errno, "stat", c->folder, "new",
+		    NULL);
 	if (r == DELIVER_OK) {
 		/* Kept: new/, and tmp/ if a copy is to be written now. */
 		c->dir = deliver_md_add(c->folder, fd[MD_NEW],
@@ -235,8 +215,8 @@ md_open_new(struct md_ctx *c, bool want_tmp, const char **err_out)
 }
 
 /* folder's Maildir: the thread's kept one if still current, or afresh. */
-static enum deliver_result
-md_open(struct md_ctx *c, bool want_tmp, const char **err_out)
+enum deliver_result
+deliver_md_open(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 {
 	if ((c->dir = deliver_md_find(c->folder)) != NULL)
 		return DELIVER_OK;
@@ -251,7 +231,7 @@ md_open(struct md_ctx *c, bool want_tmp, const char **err_out)
  * pass a hint that this recipient may have been tried before.
  */
 static int
-md_already(struct md_ctx *c)
+md_already(struct deliver_md_copy *c)
 {
 	size_t nl = strlen(c->name);
 	struct stat st;
@@ -280,92 +260,11 @@ md_already(struct md_ctx *c)
 	return found;
 }
 
-/* hdr, then body: one writev(2) unless the file system takes less. */
-static int
-md_write2(int fd, const char *hdr, size_t hlen, const char *body,
-    size_t blen)
-{
-	struct iovec iov[2] = { { (void *)hdr, hlen }, { (void *)body, blen } };
-	ssize_t n;
-
-	do
-		n = writev(fd, iov, 2);
-	while (n == -1 && errno == EINTR);
-	if (n == -1)
-		return -1;
-	if ((size_t)n < hlen)
-		return util_write_all(fd, hdr + n, hlen - (size_t)n, -1) == -1 ?
-		    -1 : util_write_all(fd, body, blen, -1);
-	n -= (ssize_t)hlen;
-	return util_write_all(fd, body + n, blen - (size_t)n, -1);
-}
-
-/* Copy in to out from their current offsets; never the whole in memory. */
-static int
-md_copy(int in, int out)
-{
-	char buf[65536];
-	ssize_t n;
-
-	for (;;) {
-		n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-		if (n == 0)
-			return 0;
-		if (n > 0)
-			continue;
-		if (errno == EINTR)
-			continue;
-		if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-		    errno == EOPNOTSUPP || errno == EBADF)
-			break;		/* fall back to read/write */
-		return -1;
-	}
-	for (;;) {
-		n = read(in, buf, sizeof(buf));
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return -1;
-		if (n == 0)
-			return 0;
-		if (util_write_all(out, buf, (size_t)n, -1) == -1)
-			return -1;
-	}
-}
-
-/* hdr and the content, from memory or from in. */
-static int
-md_write_content(int out, const char *hdr, const struct deliver_msg *m,
-    int in)
-{
-	if (m->content != NULL)
-		return md_write2(out, hdr, strlen(hdr), m->content,
-		    m->content_len);
-	if (util_write_all(out, hdr, strlen(hdr), -1) == -1)
-		return -1;
-	return md_copy(in, out);
-}
-
-char *
-deliver_maildir_hdr(const struct deliver_msg *m)
-{
-	char *hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
-	    m->return_path : "");
-
-	/*
-	 * smtp/ never accepts such a sender, but the envelope is a file: a
-	 * control byte here must not start a header of its own.
-	 */
-	for (char *p = hdr + 14; p[1] != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
-	return hdr;
-}
-
 /* Write tmp/<name>: Return-Path, then the content, settled on the device
  * (unless it is made durable later). */
 static enum deliver_result
-md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
+md_write(struct deliver_md_copy *c, const struct deliver_msg *m,
+    const char **err_out)
 {
 	enum deliver_result r = DELIVER_OK;
 	char *hdr;
@@ -375,7 +274,8 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 		/* Reopening would check the file's owner: read what we got. */
 		if ((in = dup(m->content_fd)) == -1 ||
 		    lseek(in, 0, SEEK_SET) == -1) {
-			md_fail(err_out, errno, "dup", "message", NULL, NULL);
+			deliver_md_fail(err_out, errno, "dup", "message", NULL,
+			    NULL);
 			if (in != -1)
 				close(in);
 			return DELIVER_TEMPFAIL;
@@ -383,7 +283,8 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 	} else if (m->content == NULL &&
 	    (in = open(m->content_path, O_RDONLY | O_CLOEXEC)) == -1) {
 		/* Our own spool file: never the recipient's fault. */
-		md_fail(err_out, errno, "open", m->content_path, NULL, NULL);
+		deliver_md_fail(err_out, errno, "open", m->content_path, NULL,
+		    NULL);
 		return DELIVER_TEMPFAIL;
 	}
 	out = openat(c->dir->tmp_fd, c->name, O_WRONLY | O_CREAT | O_EXCL |
@@ -394,17 +295,20 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 		out = openat(c->dir->tmp_fd, c->name, O_WRONLY | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out == -1) {
-		r = md_fail(err_out, errno, "open", c->folder, "tmp", c->name);
+		r = deliver_md_fail(err_out, errno, "open", c->folder, "tmp",
+		    c->name);
 		if (in != -1)
 			close(in);
 		return r;
 	}
 	hdr = deliver_maildir_hdr(m);
-	if (md_write_content(out, hdr, m, in) == -1)
-		r = md_fail(err_out, errno, "write", c->folder, "tmp", c->name);
+	if (deliver_md_write_content(out, hdr, m, in) == -1)
+		r = deliver_md_fail(err_out, errno, "write", c->folder, "tmp",
+		    c->name);
 	else if (!c->later && (c->ordered ? util_settle(out) :
 	    fsync(out)) == -1)
-		r = md_fail(err_out, errno, "fsync", c->folder, "tmp", c->name);
+		r = deliver_md_fail(err_out, errno, "fsync", c->folder, "tmp",
+		    c->name);
 	free(hdr);
 	if (in != -1)
 		close(in);
@@ -419,8 +323,9 @@ md_write(struct md_ctx *c, const struct deliver_msg *m, const char **err_out)
 }
 
 /* c's outcome, with the reason err (util_err's: copied now). */
-static void
-md_set(struct md_ctx *c, enum deliver_result r, const char *err)
+void
+deliver_md_set(struct deliver_md_copy *c, enum deliver_result r,
+    const char *err)
 {
 	c->r = r;
 	if (r != DELIVER_OK)
@@ -432,23 +337,24 @@ md_set(struct md_ctx *c, enum deliver_result r, const char *err)
  * there already (delivered before), 0 when not, -1 when that failed (c->r).
  */
 static int
-md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx,
-    bool want_tmp)
+md_prepare(struct deliver_md_copy *c, const struct deliver_msg *m,
+    size_t rcpt_idx, bool want_tmp)
 {
 	enum deliver_result r;
 	const char *err;
 	int seen;
 
 	if (c->folder == NULL || *c->folder == '\0') {
-		md_set(c, DELIVER_PERMFAIL, "maildir: no folder");
+		deliver_md_set(c, DELIVER_PERMFAIL, "maildir: no folder");
 		return -1;
 	}
 	if (md_name(c, m, rcpt_idx) == -1) {
-		md_set(c, DELIVER_PERMFAIL, "maildir: unique name too long");
+		deliver_md_set(c, DELIVER_PERMFAIL,
+		    "maildir: unique name too long");
 		return -1;
 	}
-	if ((r = md_open(c, want_tmp, &err)) != DELIVER_OK) {
-		md_set(c, r, err);
+	if ((r = deliver_md_open(c, want_tmp, &err)) != DELIVER_OK) {
+		deliver_md_set(c, r, err);
 		return -1;
 	}
 	c->dev = c->dir->dev;
@@ -458,8 +364,9 @@ md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx,
 	if (m->fresh)
 		return 0;
 	if ((seen = md_already(c)) == -1) {
-		r = md_fail(&err, errno, "stat", c->folder, "new", c->name);
-		md_set(c, r, err);
+		r = deliver_md_fail(&err, errno, "stat", c->folder, "new",
+		    c->name);
+		deliver_md_set(c, r, err);
 	}
 	return seen;
 }
@@ -470,7 +377,7 @@ md_prepare(struct md_ctx *c, const struct deliver_msg *m, size_t rcpt_idx,
  * to cur/ already).
  */
 static void
-md_seen(struct md_ctx *c)
+md_seen(struct deliver_md_copy *c)
 {
 	const char *err;
 
@@ -478,23 +385,24 @@ md_seen(struct md_ctx *c)
 	    O_CLOEXEC);
 	if ((c->out != -1 && fsync(c->out) == -1) ||
 	    fsync(c->dir->new_fd) == -1) {
-		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
-		md_set(c, DELIVER_TEMPFAIL, err);
+		deliver_md_fail(&err, errno, "fsync", c->folder, "new", NULL);
+		deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	}
 }
 
 /* Write c's copy into tmp/ and rename it into new/ (unless held there for
  * deliver_maildir_publish); md_finish makes it durable. */
-static void
-md_place(struct md_ctx *c, const struct deliver_msg *m)
+void
+deliver_md_place(struct deliver_md_copy *c, const struct deliver_msg *m)
 {
 	struct deliver_md_busy busy;
 	enum deliver_result r;
 	const char *err = NULL;
 
 	if (deliver_md_tmp(c->dir) == -1) {
-		r = md_fail(&err, errno, "open", c->folder, "tmp", NULL);
-		md_set(c, r, err);
+		r = deliver_md_fail(&err, errno, "open", c->folder, "tmp",
+		    NULL);
+		deliver_md_set(c, r, err);
 		return;
 	}
 	/* Ours while in tmp/: the tmp/ sweep leaves it alone. */
@@ -502,23 +410,25 @@ md_place(struct md_ctx *c, const struct deliver_msg *m)
 	r = md_write(c, m, &err);
 	if (r == DELIVER_OK && !c->hold && renameat(c->dir->tmp_fd, c->name,
 	    c->dir->new_fd, c->name) == -1) {
-		r = md_fail(&err, errno, "rename", c->folder, "tmp", c->name);
+		r = deliver_md_fail(&err, errno, "rename", c->folder, "tmp",
+		    c->name);
 		unlinkat(c->dir->tmp_fd, c->name, 0);
 	}
 	deliver_md_busy_leave(&busy);
 	if (r != DELIVER_OK)
-		md_set(c, r, err);
+		deliver_md_set(c, r, err);
 }
 
 /* Close c's files; keep its Maildir open for the thread when keep. */
-static void
-md_close(struct md_ctx *c, bool keep)
+void
+deliver_md_close(struct deliver_md_copy *c, bool keep)
 {
 	const char *err;
 
 	if (c->out != -1 && close(c->out) == -1 && c->r == DELIVER_OK) {
-		md_fail(&err, errno, "close", c->folder, "new", c->name);
-		md_set(c, DELIVER_TEMPFAIL, err);
+		deliver_md_fail(&err, errno, "close", c->folder, "new",
+		    c->name);
+		deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	}
 	c->out = -1;
 	/* A failure opens everything afresh next time. */
@@ -531,28 +441,28 @@ md_close(struct md_ctx *c, bool keep)
  * it was lost.
  */
 static void
-md_sync_new(struct md_ctx *c)
+md_sync_new(struct deliver_md_copy *c)
 {
 	const char *err;
 
 	if (fsync(c->dir->new_fd) == -1) {
-		md_fail(&err, errno, "fsync", c->folder, "new", NULL);
-		md_set(c, DELIVER_TEMPFAIL, err);
+		deliver_md_fail(&err, errno, "fsync", c->folder, "new", NULL);
+		deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	}
 }
 
 /* Take back the name of a copy not known to be whole on disk. */
 static void
-md_take_back(struct md_ctx *c, const char *err)
+md_take_back(struct deliver_md_copy *c, const char *err)
 {
 	const char *e;
 	bool closed = c->dir == NULL;
 
-	if (!closed || md_open(c, false, &e) == DELIVER_OK)
+	if (!closed || deliver_md_open(c, false, &e) == DELIVER_OK)
 		unlinkat(c->dir->new_fd, c->name, 0);
-	md_set(c, DELIVER_TEMPFAIL, err);
+	deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	if (closed)
-		md_close(c, false);
+		deliver_md_close(c, false);
 }
 
 /*
@@ -560,9 +470,9 @@ md_take_back(struct md_ctx *c, const char *err)
  * the file, which commits its links (after it in cs) too; else its new/.
  */
 static void
-md_finish(struct md_ctx *cs, size_t n, size_t i)
+md_finish(struct deliver_md_copy *cs, size_t n, size_t i)
 {
-	struct md_ctx *c = &cs[i];
+	struct deliver_md_copy *c = &cs[i];
 	const char *err;
 
 	if (!c->ordered) {
@@ -573,7 +483,7 @@ md_finish(struct md_ctx *cs, size_t n, size_t i)
 		return;
 	if (fsync(c->out) == 0)
 		return;
-	md_fail(&err, errno, "fsync", c->folder, "new", c->name);
+	deliver_md_fail(&err, errno, "fsync", c->folder, "new", c->name);
 	md_take_back(c, err);
 	for (size_t j = i + 1; j < n; j++)
 		if (cs[j].src == i && cs[j].r == DELIVER_OK)
@@ -586,9 +496,9 @@ md_finish(struct md_ctx *cs, size_t n, size_t i)
  * EPERM...).
  */
 static bool
-md_link(struct md_ctx *cs, size_t s, size_t i)
+md_link(struct deliver_md_copy *cs, size_t s, size_t i)
 {
-	struct md_ctx *c = &cs[i];
+	struct deliver_md_copy *c = &cs[i];
 
 	if (linkat(cs[s].dir->new_fd, cs[s].name, c->dir->new_fd, c->name,
 	    0) == -1)
@@ -598,7 +508,7 @@ md_link(struct md_ctx *cs, size_t s, size_t i)
 	c->later = cs[s].later;
 	if (!c->ordered)
 		md_sync_new(c);
-	md_close(c, true);
+	deliver_md_close(c, true);
 	return true;
 }
 
@@ -609,13 +519,13 @@ md_link(struct md_ctx *cs, size_t s, size_t i)
  * how many wait.
  */
 static size_t
-md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
+md_round(struct deliver_md_copy *cs, size_t n, const size_t *rcpt_idx,
     const struct deliver_msg *m)
 {
 	size_t src = SIZE_MAX, wait = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		struct md_ctx *c = &cs[i];
+		struct deliver_md_copy *c = &cs[i];
 
 		if (c->done)
 			continue;
@@ -625,86 +535,38 @@ md_round(struct md_ctx *cs, size_t n, const size_t *rcpt_idx,
 			/* FALLTHROUGH */
 		case -1:
 			c->done = true;
-			md_close(c, true);
+			deliver_md_close(c, true);
 			continue;
 		}
 		if (src != SIZE_MAX && c->dev != cs[src].dev) {
-			md_close(c, true);
+			deliver_md_close(c, true);
 			wait++;
 			continue;
 		}
 		c->done = true;
 		if (src != SIZE_MAX && cs[src].hold) {
 			c->src = src;	/* linked by deliver_maildir_publish */
-			md_close(c, true);
+			deliver_md_close(c, true);
 			continue;
 		}
 		if (src != SIZE_MAX && md_link(cs, src, i))
 			continue;
 		c->hold = c->later;
-		md_place(c, m);
+		deliver_md_place(c, m);
 		if (c->r == DELIVER_OK && src == SIZE_MAX) {
 			src = i;	/* stays open while others link to it */
 			continue;
 		}
 		if (c->r == DELIVER_OK)		/* not linked: on its own */
 			md_finish(cs, n, i);
-		md_close(c, true);
+		deliver_md_close(c, true);
 	}
 	if (src != SIZE_MAX) {
 		/* Every link is made: now the commit (see top). */
 		md_finish(cs, n, src);
-		md_close(&cs[src], true);
+		deliver_md_close(&cs[src], true);
 	}
 	return wait;
-}
-
-/* Note c's copy, made without a sync, in u; src: u's index of the copy
- * it is to be linked to, or SIZE_MAX. */
-static void
-md_note(const struct md_ctx *c, struct deliver_unsynced *u, size_t src)
-{
-	struct deliver_unsynced_copy *v;
-
-	u->v = xrealloc(u->v, (u->n + 1) * sizeof(*u->v));
-	v = &u->v[u->n++];
-	v->path = xasprintf("%s/new/%s", c->folder, c->name);
-	v->folder = xstrdup(c->folder);
-	v->name = xstrdup(c->name);
-	v->dev = c->dev;
-	v->rcpt = c->rcpt;
-	v->src = src;
-	v->held = c->hold;
-}
-
-void
-deliver_unsynced_clear(struct deliver_unsynced *u)
-{
-	for (size_t i = 0; i < u->n; i++) {
-		free(u->v[i].path);
-		free(u->v[i].folder);
-		free(u->v[i].name);
-	}
-	free(u->v);
-	free(u->hdr);
-	*u = (struct deliver_unsynced){ 0 };
-}
-
-int
-deliver_maildir_sync(const char *path, const char **err_out)
-{
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), e;
-
-	if (fd != -1 && fsync(fd) == 0) {
-		close(fd);
-		return 0;
-	}
-	e = errno;
-	*err_out = util_err("fsync(%s): %s", path, strerror(e));
-	if (fd != -1)
-		close(fd);
-	unlink(path);
-	return -1;
 }
 
 void
@@ -712,12 +574,12 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
     size_t n, const struct deliver_msg *m,
     struct deliver_rcpt_status *st_out)
 {
-	struct md_ctx *cs = xcalloc(n, sizeof(*cs));
+	struct deliver_md_copy *cs = xcalloc(n, sizeof(*cs));
 	size_t *at = xcalloc(n, sizeof(*at));	/* cs index -> u index */
 
 	for (size_t i = 0; i < n; i++)
-		cs[i] = (struct md_ctx){ .folder = folders[i], .out = -1,
-		    .src = SIZE_MAX };
+		cs[i] = (struct deliver_md_copy){ .folder = folders[i],
+		    .out = -1, .src = SIZE_MAX };
 	/* Each round finishes at least its first copy. */
 	while (md_round(cs, n, rcpt_idx, m) > 0)
 		;
@@ -726,87 +588,13 @@ deliver_maildir_copies(const char *const *folders, const size_t *rcpt_idx,
 		    cs[i].r == DELIVER_OK ? NULL : cs[i].err);
 		if (cs[i].later && cs[i].r == DELIVER_OK) {
 			at[i] = m->unsynced->n;
-			md_note(&cs[i], m->unsynced, cs[i].src == SIZE_MAX ||
-			    !cs[cs[i].src].hold ? SIZE_MAX : at[cs[i].src]);
+			deliver_md_note(&cs[i], m->unsynced,
+			    cs[i].src == SIZE_MAX || !cs[cs[i].src].hold ?
+			    SIZE_MAX : at[cs[i].src]);
 		}
 	}
 	free(at);
 	free(cs);
-}
-
-/* The context of noted copy v, its Maildir open; false if it cannot be. */
-static bool
-md_reopen(struct md_ctx *c, const struct deliver_unsynced_copy *v)
-{
-	const char *err;
-	enum deliver_result r;
-
-	*c = (struct md_ctx){ .folder = v->folder, .out = -1, .src = v->src,
-	    .later = true, .rcpt = v->rcpt };
-	util_strlcpy(c->name, v->name, sizeof(c->name));
-	if ((r = md_open(c, false, &err)) != DELIVER_OK) {
-		md_set(c, r, err);
-		return false;
-	}
-	return true;
-}
-
-/* Name held copy s in new/; its copy of tmp/ goes if that fails. */
-static void
-md_publish_src(struct md_ctx *s)
-{
-	const char *err;
-	enum deliver_result r;
-
-	if (deliver_md_tmp(s->dir) == -1) {
-		r = md_fail(&err, errno, "open", s->folder, "tmp", NULL);
-		md_set(s, r, err);
-		return;
-	}
-	if (renameat(s->dir->tmp_fd, s->name, s->dir->new_fd, s->name) == 0)
-		return;
-	r = md_fail(&err, errno, "rename", s->folder, "tmp", s->name);
-	unlinkat(s->dir->tmp_fd, s->name, 0);
-	md_set(s, r, err);
-}
-
-static void
-md_publish_status(const struct md_ctx *c, struct deliver_rcpt_status *st)
-{
-	deliver_status_all(&st[c->rcpt], 1, c->r, c->r == DELIVER_OK ? NULL :
-	    c->err);
-}
-
-void
-deliver_maildir_publish(struct deliver_unsynced *u,
-    const struct deliver_msg *m, struct deliver_rcpt_status *st)
-{
-	for (size_t i = 0; i < u->n; i++) {
-		struct md_ctx s;
-		bool open;
-
-		if (!u->v[i].held)
-			continue;
-		if ((open = md_reopen(&s, &u->v[i])))
-			md_publish_src(&s);
-		for (size_t j = i + 1; j < u->n; j++) {
-			struct md_ctx c;
-
-			if (u->v[j].src != i)
-				continue;
-			/* As a link that fails: a copy of its own. */
-			if (md_reopen(&c, &u->v[j]) && (s.r != DELIVER_OK ||
-			    linkat(s.dir->new_fd, s.name, c.dir->new_fd, c.name,
-			    0) == -1))
-				md_place(&c, m);
-			if (c.dir != NULL)
-				md_close(&c, true);
-			md_publish_status(&c, st);
-		}
-		if (open)
-			md_close(&s, true);
-		md_publish_status(&s, st);
-	}
 }
 
 enum deliver_result
