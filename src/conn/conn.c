@@ -1,26 +1,24 @@
 /*
- * conn/conn.c: one client connection.  Moves bytes between the socket
- * (a libevent bufferevent) and the SMTP dialogue, owns TLS, the timers and
- * the close; the stages themselves are stage.c's (conn_decide_cb()).
- * Knows nothing of how actions deliver.
+ * conn/conn.c: one client connection once it is under way.  Moves bytes
+ * between the socket (a libevent bufferevent) and the SMTP dialogue (the
+ * smtp hooks: replies out in batches, refusals logged and counted,
+ * commands traced), and owns the socket's events, the timeouts, the close
+ * and the free.  Its start is start.c's, TLS handshake.c's, the stages
+ * stage.c's (conn_decide_cb()).  Knows nothing of how actions deliver.
  */
 #include "conn/conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,13 +34,6 @@
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
 #define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
 #define CONN_LAST_FLUSH_MS 2000		/* a closing session's last reply */
-
-
-static void	conn_early_talker(struct conn *c);
-static void	conn_hs_deadline(struct conn *c);
-static void	conn_read_cb(struct bufferevent *bev, void *arg);
-static void	conn_write_cb(struct bufferevent *bev, void *arg);
-static void	conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /*
  * Count a refusal by the stage of the dialogue it answers: the verb of
@@ -102,7 +93,7 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
  * one per line (with TCP_NODELAY, each small write would be a segment of
  * its own; without it, the second one waits for the peer's delayed ACK).
  */
-static void
+void
 conn_flush_out(struct conn *c)
 {
 	const char *buf = c->out.data;
@@ -212,8 +203,32 @@ conn_input_pending_cb(void *arg)
 	    FIONREAD, &n) == 0 && n > 0;
 }
 
-static void	conn_note_early_talker(struct conn *c, const char *when,
-		    size_t bytes);
+/*
+ * The client talked when it had to wait (before the greeting, or before
+ * a reply it must wait for): a fact for every later stage, a log line and
+ * a note in the transaction log, once per session.  bytes: how many it
+ * sent, or SIZE_MAX when not known.
+ */
+void
+conn_note_early_talker(struct conn *c, const char *when, size_t bytes)
+{
+	char note[120];
+	int n;
+
+	if (c->early_talker)
+		return;
+	c->early_talker = true;
+	if (bytes != SIZE_MAX)
+		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
+		    "bytes=%zu when=\"%s\"", c->ip, bytes, when);
+	else
+		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
+		    "when=\"%s\"", c->ip, when);
+	if (c->cs != NULL)
+		chain_session_set_early_talker(c->cs);
+	n = snprintf(note, sizeof(note), "early talker: %s", when);
+	log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
+}
 
 /* The client did not wait for a reply (smtp/ saw it): close, or go on. */
 static bool
@@ -225,7 +240,7 @@ conn_early_talker_cb(void *arg, const char *when)
 	return !conn_cfg(c)->early_talker_continue;
 }
 
-static const struct smtp_hooks conn_smtp_hooks = {
+const struct smtp_hooks conn_smtp_hooks = {
 	.send_cb = conn_send_cb,
 	.decide_cb = conn_decide_cb,
 	.body_cb = conn_body_cb,
@@ -249,7 +264,7 @@ conn_set_timeouts(struct conn *c)
 	bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
-static void
+void
 conn_free(struct conn *c)
 {
 	struct conn_ctx *ctx = c->ctx;
@@ -312,12 +327,6 @@ conn_output_pending(struct conn *c)
 	return n;
 }
 
-bool
-conn_in_handshake(const struct conn *c)
-{
-	return c->hs_ev != NULL && evtimer_pending(c->hs_ev, NULL);
-}
-
 /*
  * Shutdown: a session between commands gets 421 and closes; one in DATA or
  * waiting for a decision goes on (and is looked at again after each
@@ -376,109 +385,6 @@ conn_check_close(struct conn *c)
 			    c);
 		evtimer_add(c->flush_ev, &tv);
 	}
-}
-
-/*
- * STARTTLS was accepted and its 220 queued: whatever the client sent after
- * it is thrown away unread (RFC 3207 4.2; CVE-2011-0411), and the
- * handshake runs over the same socket, after the 220.
- */
-static void
-conn_starttls(struct conn *c)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct bufferevent *tbev;
-	SSL *ssl = tls_server_ssl_new(c->tls);
-
-	conn_flush_out(c);	/* the 220, in plain text, before the swap */
-	c->tls_pending = false;
-	if (evbuffer_get_length(in) > 0)
-		log_event(LOG_LVL_WARN, "starttls-injection", c->sid, NULL,
-		    "dropped=%zu", evbuffer_get_length(in));
-	evbuffer_drain(in, evbuffer_get_length(in));
-	conn_read_plain_stop(c);	/* the filter reads through the socket's */
-	tbev = ssl == NULL ? NULL : bufferevent_openssl_filter_new(c->ctx->base,
-	    c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (tbev == NULL) {
-		log_event(LOG_LVL_ERROR, "tls-error", c->sid, NULL,
-		    "why=\"cannot start TLS\"");
-		if (ssl != NULL)
-			SSL_free(ssl);
-		smtp_session_close_with(c->smtp, 421, "4.7.0 TLS not "
-		    "available, closing channel");
-		return;
-	}
-	c->bev = tbev;		/* owns the socket bufferevent now */
-	c->plain_fd = false;
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	conn_set_timeouts(c);
-	conn_hs_deadline(c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-}
-
-static void
-conn_hs_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct conn *c = arg;
-
-	(void)fd;
-	(void)what;
-	log_event(LOG_LVL_INFO, "tls-error", c->sid, NULL,
-	    "why=\"handshake timed out\"");
-	c->peer_gone = true;	/* no channel to say 421 on */
-	conn_free(c);
-}
-
-/* A handshake gets the idle timeout to finish, whatever the peer sends. */
-static void
-conn_hs_deadline(struct conn *c)
-{
-	uint64_t ms = conn_cfg(c)->limits.idle_ms;
-	struct timeval tv = util_timeval_ms(ms);
-
-	if (c->hs_ev == NULL)
-		c->hs_ev = evtimer_new(c->ctx->base, conn_hs_timeout_cb, c);
-	evtimer_add(c->hs_ev, &tv);
-}
-
-/* The handshake is over: note what was agreed and go on. */
-static void
-conn_tls_done(struct conn *c)
-{
-	struct tls_info ti;
-	char sni[300];
-	unsigned version;
-
-	if (c->hs_ev != NULL)
-		evtimer_del(c->hs_ev);
-	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
-	version = strcmp(ti.protocol, "TLSv1.3") == 0 ? MET_TLS_13 :
-	    strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 : MET_TLS_OTHER;
-	c->params.tls_active = true;
-	if (c->cs != NULL)
-		chain_session_set_tls(c->cs, ti.protocol, ti.cipher, ti.sni);
-	util_strlcpy(c->tls_proto, ti.protocol, sizeof(c->tls_proto));
-	conn_proxy_tls(c, ti.sni);	/* routes by the name it asked for */
-	util_snprintf(c->tls_desc, sizeof(c->tls_desc), "version=%s cipher=%s "
-	    "bits=%d", ti.protocol, ti.cipher, ti.bits);
-	log_event(LOG_LVL_INFO, "tls", c->sid, NULL, "proto=%s cipher=%s "
-	    "bits=%d sni=\"%s\" resumed=%s", ti.protocol, ti.cipher, ti.bits,
-	    log_safe_into(sni, sizeof(sni), ti.sni, strlen(ti.sni)),
-	    ti.resumed ? "yes" : "no");
-	metrics_inc(MET_TLS_SESSIONS, version, 0);
-	if (ti.resumed)
-		metrics_inc(MET_TLS_RESUMED, version, 0);
-	/* The session learns of TLS either way: AUTH depends on it. */
-	smtp_session_tls_started(c->smtp);
-	if (!c->started) {
-		/* Implicit TLS: the greeting comes after the handshake. */
-		c->started = true;
-		smtp_session_start(c->smtp);
-	}
-	conn_process_input(c);
-	conn_check_close(c);
 }
 
 void
@@ -598,302 +504,14 @@ conn_lost(struct conn *c)
 	conn_free(c);
 }
 
-static void
-conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct conn *c = arg;
-
-	(void)fd;
-	(void)what;
-	conn_timeout(c, c->closing ? "last reply not taken in time" :
-	    "session time limit exceeded");
-}
-
-/*
- * The greeting is a template: expand it with this connection's facts, in
- * its chain session or, without chains, in one made for this alone (it
- * runs nothing, so it needs no loop).  A cut expansion is still sent.
- */
-static void
-conn_expand_greeting(struct conn *c, const struct config *cfg,
-    const struct chain_session_info *info)
-{
-	struct chain_session *cs = c->cs;
-
-	if (cfg->greeting == NULL || strstr(cfg->greeting, "%{") == NULL)
-		return;
-	if (cs == NULL)
-		cs = chain_session_new(c->rt->chains, NULL, info);
-	(void)chain_expand(cs, cfg->greeting, c->greeting,
-	    sizeof(c->greeting));
-	c->params.greeting = c->greeting;
-	if (cs != c->cs)
-		chain_session_free(&cs);
-}
-
-/* A chain session when the config has chains; the greeting expanded. */
-static void
-conn_chain_start(struct conn *c, struct conn_ctx *ctx,
-    const struct config *cfg, int fd, const struct conn_origin *origin)
-{
-	const char *err = NULL;
-	bool any = false;
-
-	for (unsigned st = 0; st < SMTP_STAGE_COUNT; st++)
-		any |= chain_set_has(c->rt->chains, (enum smtp_stage)st);
-	/*
-	 * Our own address, for the "local.ip" and "local.port" facts: the
-	 * one the client reached, behind a load balancer too.
-	 */
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char lip[INET6_ADDRSTRLEN] = "";
-	int lport = 0;
-	if (origin != NULL && origin->local_ip != NULL) {
-		util_strlcpy(lip, origin->local_ip, sizeof(lip));
-		lport = origin->local_port;
-	} else if ((any || cfg->greeting != NULL) &&
-	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		(void)util_sockaddr_text((struct sockaddr *)&ss, lip, &lport);
-	struct chain_session_info info = { .sid = c->sid, .ip = c->ip,
-	    .port = c->port, .local_ip = lip[0] != '\0' ? lip : NULL,
-	    .local_port = lport, .hostname = cfg->hostname };
-	/* AUTH (its guard counts in the store) and tables need it too. */
-	if ((any || cfg->nauths > 0 || conn_rt_has_remote(c->rt)) &&
-	    (c->chain_loop = conn_chain_take(ctx, &err)) == NULL) {
-		log_event(LOG_LVL_ERROR, "chain-error", c->sid, NULL,
-		    "why=\"%s\"", err);
-		c->chain_broken = true;	/* 421 at connect */
-		return;
-	}
-	if (any)
-		c->cs = chain_session_new(c->rt->chains, c->chain_loop,
-		    &info);
-	conn_expand_greeting(c, cfg, &info);
-}
-
-static void
-conn_greet(struct conn *c)
-{
-	c->started = true;
-	smtp_session_start(c->smtp);
-	conn_process_input(c);
-	conn_check_close(c);	/* a refusal at connect closes at once */
-}
-
-static void
-conn_greet_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	conn_greet(arg);
-}
-
-/*
- * The client talked when it had to wait (before the greeting, or before
- * a reply it must wait for): a fact for every later stage, a log line and
- * a note in the transaction log, once per session.  bytes: how many it
- * sent, or SIZE_MAX when not known.
- */
-static void
-conn_note_early_talker(struct conn *c, const char *when, size_t bytes)
-{
-	char note[120];
-	int n;
-
-	if (c->early_talker)
-		return;
-	c->early_talker = true;
-	if (bytes != SIZE_MAX)
-		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
-		    "bytes=%zu when=\"%s\"", c->ip, bytes, when);
-	else
-		log_event(LOG_LVL_WARN, "early-talker", c->sid, NULL, "ip=%s "
-		    "when=\"%s\"", c->ip, when);
-	if (c->cs != NULL)
-		chain_session_set_early_talker(c->cs);
-	n = snprintf(note, sizeof(note), "early talker: %s", when);
-	log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
-}
-
-/*
- * Bytes before a delayed greeting.  "early-talker close": refuse and hang
- * up now.  "continue": the bytes wait in the socket for the greeting.
- */
-static void
-conn_early_talker(struct conn *c)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	char text[300];
-
-	conn_note_early_talker(c, "before the greeting",
-	    evbuffer_get_length(in));
-	if (conn_cfg(c)->early_talker_continue) {
-		conn_read_disable(c);	/* until the greeting */
-		return;
-	}
-	evbuffer_drain(in, evbuffer_get_length(in));
-	evtimer_del(c->greet_ev);
-	c->started = true;
-	util_snprintf(text, sizeof(text), "5.5.0 %s Protocol error: talked "
-	    "before the greeting", conn_cfg(c)->hostname);
-	smtp_session_close_with(c->smtp, 554, text);
-	conn_check_close(c);
-}
-
-/* The session's transaction log, which begins by saying who came. */
-static void
-conn_translog_open(struct conn *c, const struct conn_origin *origin)
-{
-	const struct config_translog *ct = &conn_cfg(c)->translog;
-	struct log_translog_opts o = { .dir = ct->dir,
-	    .commands = ct->commands, .replies = ct->replies,
-	    .data_max = ct->data_max, .file_max = ct->file_max,
-	    .total_max = ct->total_max };
-	char note[200];
-	int n;
-
-	c->translog = log_translog_open(c->ctx->tlw, &o, c->ip, c->sid);
-	if (origin != NULL)
-		n = snprintf(note, sizeof(note), "connect ip=%s port=%d via=%s "
-		    "proxy=v%d", c->ip, c->port, origin->via_ip,
-		    origin->version);
-	else
-		n = snprintf(note, sizeof(note), "connect ip=%s port=%d",
-		    c->ip, c->port);
-	log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
-}
-
-/*
- * Session ids: a random 64-bit start drawn once per process, then a
- * counter, so ids never repeat across restarts or between loops.
- */
-static void
-conn_make_sid(char *sid, size_t sidsz)
-{
-	static atomic_uint_fast64_t next;
-	static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-	uint64_t n;
-	char tmp[16];
-	size_t i = 0;
-
-	if (atomic_load(&next) == 0) {
-		uint64_t seed = 0;
-		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-			seed = util_wall_us();
-		uint_fast64_t zero = 0;
-		atomic_compare_exchange_strong(&next, &zero, seed | 1);
-	}
-	n = atomic_fetch_add(&next, 1);
-	do {
-		tmp[i++] = digits[n % 36];
-		n /= 36;
-	} while (n != 0 && i < sizeof(tmp));
-	for (size_t j = 0; j < i && j + 1 < sidsz; j++)
-		sid[j] = tmp[i - 1 - j];
-	sid[i < sidsz ? i : sidsz - 1] = '\0';
-}
-
 void
-conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
-    socklen_t salen, size_t listen_idx, const struct conn_origin *origin)
+conn_bev_attach(struct conn *c)
 {
-	struct conn *c = xcalloc(1, sizeof(*c));
-	const struct config *cfg;
-
-	(void)salen;
-	c->ctx = ctx;
-	c->rt = conn_rt_ref(ctx->rt);
-	cfg = conn_cfg(c);
-	ASSERT(listen_idx < cfg->nlistens);
-	c->lcfg = &cfg->listens[listen_idx];
-	c->tls = c->rt->tls_listen[listen_idx];
-	c->start_ms = util_now_ms();
-	conn_make_sid(c->sid, sizeof(c->sid));
-	c->ipv6 = util_sockaddr_text(sa, c->ip, &c->port);
-	ctx->nconns++;
-	c->next = ctx->conns;
-	if (c->next != NULL)
-		c->next->prev = c;
-	ctx->conns = c;
-	if (origin != NULL)
-		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
-		    "port=%d via=%s proxy=v%d loop=%u", c->ip, c->port,
-		    origin->via_ip, origin->version, ctx->loop_idx);
-	else
-		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
-		    "port=%d loop=%u", c->ip, c->port, ctx->loop_idx);
-	if (cfg->translog.dir != NULL)
-		conn_translog_open(c, origin);
-
-	c->params.lim.line_max = cfg->limits.line_max;
-	c->params.lim.msg_max = cfg->limits.msg_max;
-	c->params.lim.rcpt_max = cfg->limits.rcpt_max;
-	c->params.lim.err_max = cfg->limits.err_max;
-	c->params.hostname = cfg->hostname;
-	c->params.greeting = cfg->greeting;
-	conn_chain_start(c, ctx, cfg, fd, origin);
-	c->params.starttls = c->tls != NULL && !c->lcfg->no_starttls &&
-	    !c->lcfg->implicit_tls;
-	c->params.tls_active = false;
-	c->params.require_tls = c->lcfg->require_tls;
-	/* On a proxy listener, AUTH is the upstream's to check. */
-	c->params.auth = c->lcfg->auth && (cfg->nauths > 0 ||
-	    c->lcfg->proxy != NULL);
-	c->params.auth_plaintext = c->lcfg->auth_plaintext;
-	c->params.sync_data = !cfg->pipelining_loose;
-	c->params.sync_replies = cfg->early_talker_replies;
-	c->smtp = smtp_session_new(&c->params, &conn_smtp_hooks, c);
-	if (c->lcfg->proxy != NULL)
-		conn_proxy_start(c, fd, origin);
-
-	/*
-	 * Replies go out in one write per batch, without the small-packet
-	 * delay: TCP_NODELAY, which fd has from its listening socket.
-	 */
-	SSL *ssl = c->lcfg->implicit_tls ? tls_server_ssl_new(c->tls) : NULL;
-	if (ssl != NULL)
-		c->bev = bufferevent_openssl_socket_new(ctx->base, fd, ssl,
-		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	else {
-		c->bev = bufferevent_socket_new(ctx->base, fd,
-		    BEV_OPT_CLOSE_ON_FREE);
-		c->plain_fd = true;
-		conn_read_plain_start(c, fd);
-	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
 	    c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	conn_set_timeouts(c);
-	c->deadline_ev = evtimer_new(ctx->base, conn_deadline_cb, c);
-	conn_deadline_init(c);
-	struct timeval tv = util_timeval_ms(cfg->limits.session_ms);
-	evtimer_add(c->deadline_ev, &tv);
-
-	if (c->lcfg->implicit_tls) {
-		/* The greeting waits for the handshake (conn_tls_done). */
-		if (ssl == NULL) {
-			log_event(LOG_LVL_ERROR, "tls-error", c->sid, NULL,
-			    "why=\"no TLS context\"");
-			c->peer_gone = true;
-			conn_free(c);
-			return;
-		}
-		conn_hs_deadline(c);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-		return;
-	}
-	if (cfg->limits.greeting_delay_ms > 0) {
-		/* Listen before speaking: early talkers give themselves away. */
-		struct timeval gtv =
-		    util_timeval_ms(cfg->limits.greeting_delay_ms);
-		c->greet_ev = evtimer_new(ctx->base, conn_greet_cb, c);
-		evtimer_add(c->greet_ev, &gtv);
-		conn_read_enable(c);
-		return;
-	}
-	conn_greet(c);
 }
 
 void

@@ -135,7 +135,10 @@ void	conn_auth_failed(struct conn *c, const char *user);
 void	conn_auth_abandon(struct conn_auth_job **jp);
 
 
-/* ----- one connection (conn.c: socket and lifetime; stage.c: stages) ----- */
+/*
+ * ----- one connection (start.c: its start; conn.c: socket and lifetime;
+ * handshake.c: TLS; stage.c: stages) -----
+ */
 
 struct bufferevent;
 struct chain_session;
@@ -226,16 +229,47 @@ conn_cfg(const struct conn *c)
 #define CONN_READ_HIGH	(64 * 1024)	/* unparsed input that pauses reading */
 
 /* conn.c */
+/* The smtp hooks of every connection; their argument is the conn. */
+extern const struct smtp_hooks conn_smtp_hooks;
+/*
+ * c->bev, new or just swapped for a TLS filter: its callbacks (conn.c's),
+ * read and write marks, and write timeout.
+ */
+void	conn_bev_attach(struct conn *c);
 void	conn_process_input(struct conn *c);
 /* Input arrived (greeting sent: parse it; before: an early talker). */
 void	conn_readable(struct conn *c);
 /* The client closed or the socket failed: free the connection. */
 void	conn_lost(struct conn *c);
 void	conn_check_close(struct conn *c);
-/* A TLS handshake (STARTTLS or implicit) is under way. */
-bool	conn_in_handshake(const struct conn *c);
+/* Write the replies gathered in this turn (c->out) at once. */
+void	conn_flush_out(struct conn *c);
+/*
+ * Free c now: the disconnect log line and chain, its timers, socket and
+ * place in c->ctx.  Never while a callback of c is below on the stack.
+ */
+void	conn_free(struct conn *c);
 /* The client was too slow: log why, 421 4.4.2 and close. */
 void	conn_timeout(struct conn *c, const char *why);
+/*
+ * The client talked when it had to wait: noted once per session (bytes:
+ * how many it sent, or SIZE_MAX when not known).
+ */
+void	conn_note_early_talker(struct conn *c, const char *when,
+	    size_t bytes);
+/*
+ * start.c: bytes before a delayed greeting: refused and closed, or left
+ * in the socket for the greeting ("early-talker continue").
+ */
+void	conn_early_talker(struct conn *c);
+/* handshake.c: STARTTLS was accepted and its 220 queued: swap to TLS. */
+void	conn_starttls(struct conn *c);
+/* A handshake gets idle-timeout to finish: start its deadline. */
+void	conn_hs_deadline(struct conn *c);
+/* The handshake is over: note what it agreed, and go on. */
+void	conn_tls_done(struct conn *c);
+/* A TLS handshake (STARTTLS or implicit) is under way. */
+bool	conn_in_handshake(const struct conn *c);
 /*
  * plainread.c: a plain socket is read with one recv per wake-up, not
  * through the bufferevent (start, and stop before STARTTLS or the free);
