@@ -96,70 +96,38 @@ queue_dest_name(const struct spool_rcpt *r)
 	return xasprintf("%s %s", r->action, r->arg != NULL ? r->arg : "");
 }
 
-static struct queue_dest *
-queue_dest_find(struct queue *q, const char *name, bool create)
-{
-	struct queue_dest *d;
-
-	for (d = q->dests; d != NULL; d = d->next)
-		if (strcmp(d->name, name) == 0)
-			return d;
-	if (!create)
-		return NULL;
-	d = xcalloc(1, sizeof(*d));
-	d->name = xstrdup(name);
-	d->next = q->dests;
-	q->dests = d;
-	return d;
-}
-
-static bool
-queue_dest_free(struct queue *q, const char *name)
-{
-	struct queue_dest *d = queue_dest_find(q, name, false);
-
-	return d == NULL || d->active < q->o.dest_concurrency;
-}
-
 /* Take a slot of destination name; false when it is at its limit. */
 static bool
 queue_dest_acquire(struct queue *q, const char *name)
 {
-	struct queue_dest *d;
 	bool ok;
 
 	pthread_mutex_lock(&q->mu);
-	d = queue_dest_find(q, name, true);
-	if ((ok = d->active < q->o.dest_concurrency))
-		d->active++;
+	ok = queue_jobs_acquire(&q->jobs, name);
 	pthread_mutex_unlock(&q->mu);
 	return ok;
+}
+
+/* Wake a worker for each of n jobs that became ready.  Locked. */
+static void
+queue_wake(struct queue *q, unsigned n)
+{
+	while (n-- > 0)
+		pthread_cond_signal(&q->work_cv);
 }
 
 static void
 queue_dest_release(struct queue *q, const char *name)
 {
-	struct queue_dest **dp, *d;
-
 	pthread_mutex_lock(&q->mu);
-	for (dp = &q->dests; (d = *dp) != NULL; dp = &d->next)
-		if (strcmp(d->name, name) == 0)
-			break;
-	ASSERT(d != NULL && d->active > 0);
-	if (--d->active == 0) {		/* idle destinations are forgotten */
-		*dp = d->next;
-		free(d->name);
-		free(d);
-	}
 	/*
-	 * One slot is free: one sleeping worker is enough to take a job
-	 * waiting for it (waking them all makes each scan every job), and
-	 * none when no job waits for a slot (a wake-up per delivery for
-	 * nothing).  A job blocked while this ran is retaken by its own
-	 * worker, which picks again at once.
+	 * One slot is free: its first waiting job becomes ready, and one
+	 * sleeping worker is enough to take it (waking them all makes each
+	 * pick for nothing); none when no job waits for this destination
+	 * (a wake-up per delivery for nothing).  A job blocked while this
+	 * ran finds the slot free when its run ends and is ready at once.
 	 */
-	if (q->nblocked_jobs > 0)
-		pthread_cond_signal(&q->work_cv);
+	queue_wake(q, queue_jobs_release(&q->jobs, name));
 	pthread_mutex_unlock(&q->mu);
 }
 
@@ -173,16 +141,6 @@ queue_add_blocked(char ***list, size_t *n, const char *dest)
 			return;
 	*list = xreallocarray(*list, *n + 1, sizeof(**list));
 	(*list)[(*n)++] = xstrdup(dest);
-}
-
-static void
-queue_free_blocked(char ***list, size_t *n)
-{
-	for (size_t i = 0; i < *n; i++)
-		free((*list)[i]);
-	free(*list);
-	*list = NULL;
-	*n = 0;
 }
 
 /* One pass over a message's recipients: which are due, what was done. */
@@ -357,88 +315,30 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	return QUEUE_RETRY;
 }
 
-/* ---- the job list ------------------------------------------------------ */
-
-/* A job a worker may take now.  Locked. */
-static bool
-queue_job_ready(struct queue *q, const struct queue_job *j, uint64_t now)
-{
-	if (j->running || j->held || j->deleted)
-		return false;
-	if (j->due_ms <= now || j->force)
-		return true;
-	for (size_t i = 0; i < j->nblocked; i++)
-		if (queue_dest_free(q, j->blocked[i]))
-			return true;
-	return false;
-}
-
-/*
- * The ready job with the earliest due time, or NULL; *next_due_out is the
- * earliest due time of the waiting jobs (UINT64_MAX if none).  Locked.
- */
-static struct queue_job *
-queue_pick(struct queue *q, uint64_t now, uint64_t *next_due_out)
-{
-	struct queue_job *best = NULL;
-
-	*next_due_out = UINT64_MAX;
-	for (struct queue_job *j = q->jobs; j != NULL; j = j->next) {
-		if (j->running || j->held || j->deleted)
-			continue;
-		if (j->due_ms < *next_due_out)
-			*next_due_out = j->due_ms;
-		if (queue_job_ready(q, j, now) && (best == NULL ||
-		    j->due_ms < best->due_ms))
-			best = j;
-	}
-	return best;
-}
+/* ---- the jobs ---------------------------------------------------------- */
 
 /* The job of qid, made (due now) if new.  Locked. */
 static struct queue_job *
-queue_job_get(struct queue *q, const char *qid, bool *created_out)
+queue_job_get(struct queue *q, const char *qid)
 {
-	struct queue_job *j, **tail;
+	struct queue_job *j = queue_jobs_find(&q->jobs, qid);
 
-	*created_out = false;
-	for (tail = &q->jobs; (j = *tail) != NULL; tail = &j->next)
-		if (strcmp(j->qid, qid) == 0)
-			return j;
-	j = xcalloc(1, sizeof(*j));
-	util_strlcpy(j->qid, qid, sizeof(j->qid));
-	j->due_ms = queue_wall_ms();
-	*tail = j;	/* appended: submission order among equals */
-	*created_out = true;
-	return j;
-}
-
-/* The destinations job waits for (n: 0, none), counted.  Locked. */
-static void
-queue_job_block(struct queue *q, struct queue_job *job, char **blocked,
-    size_t n)
-{
-	if (job->nblocked > 0)
-		q->nblocked_jobs--;
-	queue_free_blocked(&job->blocked, &job->nblocked);
-	job->blocked = blocked;
-	job->nblocked = n;
-	if (n > 0)
-		q->nblocked_jobs++;
+	/* Appended: submission order among equals. */
+	return j != NULL ? j : queue_jobs_add(&q->jobs, qid, queue_wall_ms());
 }
 
 static void
 queue_unlink(struct queue *q, struct queue_job *job)
 {
-	for (struct queue_job **jp = &q->jobs; *jp != NULL;
-	    jp = &(*jp)->next)
-		if (*jp == job) {
-			*jp = job->next;
-			queue_job_block(q, job, NULL, 0);
-			free(job);
-			return;
-		}
-	ASSERT(!"job not in the list");
+	queue_wake(q, queue_jobs_remove(&q->jobs, job));
+}
+
+/* Try job now, whatever its schedule.  Locked. */
+static void
+queue_job_force(struct queue *q, struct queue_job *job)
+{
+	job->force = true;
+	queue_wake(q, queue_jobs_refile(&q->jobs, job));
 }
 
 static void
@@ -472,7 +372,7 @@ queue_job_done(struct queue *q, struct queue_job *job,
 {
 	const char *err = NULL;
 
-	queue_job_block(q, job, blocked, nblocked);
+	queue_wake(q, queue_jobs_block(&q->jobs, job, blocked, nblocked));
 	if (job->deleted) {
 		/* The operator's delete waited for this run to end. */
 		pthread_mutex_unlock(&q->mu);
@@ -488,6 +388,7 @@ queue_job_done(struct queue *q, struct queue_job *job,
 	case QUEUE_RETRY:
 		job->due_ms = due;
 		job->running = false;
+		queue_wake(q, queue_jobs_refile(&q->jobs, job));
 		/*
 		 * Sleeping workers recompute their deadline; a job waiting
 		 * only for a destination slot is woken by its release.
@@ -498,6 +399,7 @@ queue_job_done(struct queue *q, struct queue_job *job,
 	case QUEUE_HELD:
 		job->held = true;
 		job->running = false;
+		queue_wake(q, queue_jobs_refile(&q->jobs, job));
 		break;
 	case QUEUE_FINISHED:
 	case QUEUE_DROP:
@@ -519,13 +421,12 @@ queue_worker(void *arg)
 	pthread_mutex_lock(&q->mu);
 	while (!q->stopping) {
 		now = queue_wall_ms();
-		if ((job = queue_pick(q, now, &next_due)) == NULL) {
+		job = queue_jobs_peek(&q->jobs, now, &next_due);
+		if (job == NULL) {
 			queue_wait_until(q, next_due, now);
 			continue;
 		}
-		job->running = true;
-		force = job->force;
-		job->force = false;
+		force = queue_jobs_take(&q->jobs, job);
 		q->nrunning++;
 		pthread_mutex_unlock(&q->mu);
 		/* job stays ours: submit skips running jobs, free joins us. */
@@ -550,7 +451,8 @@ queue_stats(struct queue *q, struct queue_stats *out)
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&q->mu);
-	for (const struct queue_job *j = q->jobs; j != NULL; j = j->next)
+	for (const struct queue_job *j = q->jobs.first; j != NULL;
+	    j = j->next)
 		if (j->running)
 			out->active++;
 		else if (j->held)
@@ -585,6 +487,7 @@ queue_new_opts(struct spool *sp, const struct queue_opts *o)
 		q->o.retry_max_ms = q->o.retry_min_ms;
 	q->ctl_fd = -1;
 	q->ctl_wake[0] = q->ctl_wake[1] = -1;
+	queue_jobs_init(&q->jobs, q->o.dest_concurrency);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -624,14 +527,12 @@ queue_new(struct spool *sp, const char *hostname, unsigned nthreads)
 void
 queue_submit(struct queue *q, const char *qid)
 {
-	bool created;
-
 	pthread_mutex_lock(&q->mu);
 	/*
 	 * Already known: a running job will see every pending recipient; a
 	 * waiting one keeps its schedule (a flush is queue_flush).
 	 */
-	(void)queue_job_get(q, qid, &created);
+	(void)queue_job_get(q, qid);
 	pthread_cond_signal(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 }
@@ -657,8 +558,7 @@ queue_recover(struct queue *q)
 	 */
 	pthread_mutex_lock(&q->mu);
 	for (size_t i = 0; i < n; i++) {
-		bool created;
-		queue_job_get(q, qids[i], &created)->force = true;
+		queue_job_force(q, queue_job_get(q, qids[i]));
 		free(qids[i]);
 	}
 	pthread_cond_broadcast(&q->work_cv);
@@ -673,7 +573,7 @@ queue_drain(struct queue *q)
 
 	pthread_mutex_lock(&q->mu);
 	while (!q->stopping && (q->nrunning > 0 ||
-	    queue_pick(q, queue_wall_ms(), &next_due) != NULL))
+	    queue_jobs_peek(&q->jobs, queue_wall_ms(), &next_due) != NULL))
 		pthread_cond_wait(&q->idle_cv, &q->mu);
 	pthread_mutex_unlock(&q->mu);
 }
@@ -700,18 +600,15 @@ queue_check_msg(struct queue *q, const char *qid, const char **err_out)
 int
 queue_flush(struct queue *q, const char *qid, const char **err_out)
 {
-	struct queue_job *j;
-	bool created;
-
 	if (qid != NULL && queue_check_msg(q, qid, err_out) == -1)
 		return -1;
 	pthread_mutex_lock(&q->mu);
-	if (qid != NULL) {
-		j = queue_job_get(q, qid, &created);
-		j->force = true;
-	} else
-		for (j = q->jobs; j != NULL; j = j->next)
-			j->force = true;
+	if (qid != NULL)
+		queue_job_force(q, queue_job_get(q, qid));
+	else
+		for (struct queue_job *j = q->jobs.first; j != NULL;
+		    j = j->next)
+			queue_job_force(q, j);
 	pthread_cond_broadcast(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 	return 0;
@@ -721,7 +618,6 @@ int
 queue_hold(struct queue *q, const char *qid, bool hold, const char **err_out)
 {
 	struct queue_job *j;
-	bool created;
 
 	if (queue_check_msg(q, qid, err_out) == -1 ||
 	    spool_mark_flag(q->sp, qid, hold ? SPOOL_FLAG_HOLD :
@@ -730,10 +626,11 @@ queue_hold(struct queue *q, const char *qid, bool hold, const char **err_out)
 	log_event(LOG_LVL_INFO, hold ? "hold" : "release", NULL, qid,
 	    "by=operator");
 	pthread_mutex_lock(&q->mu);
-	j = queue_job_get(q, qid, &created);
+	j = queue_job_get(q, qid);
 	j->held = hold;
 	if (!hold)
 		j->force = true;	/* released: try it now */
+	queue_wake(q, queue_jobs_refile(&q->jobs, j));
 	pthread_cond_broadcast(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 	return 0;
@@ -743,24 +640,25 @@ int
 queue_delete(struct queue *q, const char *qid, const char **err_out)
 {
 	struct queue_job *j;
-	bool created;
 
 	if (queue_check_msg(q, qid, err_out) == -1)
 		return -1;
 	log_event(LOG_LVL_INFO, "deleted", NULL, qid, "by=operator");
 	pthread_mutex_lock(&q->mu);
-	j = queue_job_get(q, qid, &created);
+	j = queue_job_get(q, qid);
 	j->deleted = true;
 	if (j->running) {	/* its worker removes it after the run */
 		pthread_mutex_unlock(&q->mu);
 		return 0;
 	}
 	j->running = true;	/* ours now: no worker takes it */
+	queue_wake(q, queue_jobs_refile(&q->jobs, j));
 	pthread_mutex_unlock(&q->mu);
 	if (spool_remove(q->sp, qid, err_out) == -1) {
 		pthread_mutex_lock(&q->mu);
 		j->running = false;
 		j->deleted = false;
+		queue_wake(q, queue_jobs_refile(&q->jobs, j));
 		pthread_mutex_unlock(&q->mu);
 		return -1;
 	}
@@ -788,14 +686,7 @@ queue_free(struct queue **qp)
 		pthread_join(q->threads[i], NULL);
 	if (q->o.sweep_maildirs)
 		deliver_maildir_sweeper_stop();
-	while (q->jobs != NULL)
-		queue_unlink(q, q->jobs);
-	while (q->dests != NULL) {
-		struct queue_dest *d = q->dests;
-		q->dests = d->next;
-		free(d->name);
-		free(d);
-	}
+	queue_jobs_clear(&q->jobs);
 	pthread_cond_destroy(&q->work_cv);
 	pthread_cond_destroy(&q->idle_cv);
 	pthread_mutex_destroy(&q->mu);

@@ -11,29 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "queue/jobs.h"
 #include "spool/spool.h"
 #include "util/util.h"
-
-struct queue_job {
-	char			 qid[SPOOL_QID_MAX];
-	uint64_t		 due_ms;	/* wall clock, epoch ms */
-	bool			 running;	/* a worker owns it now */
-	bool			 held;		/* operator hold: never picked */
-	bool			 force;		/* flush: try every pending rcpt */
-	bool			 deleted;	/* delete once the run ends */
-	char			**blocked;	/* owned: destinations at their
-						   limit when last tried; the
-						   job is ready when one frees */
-	size_t			 nblocked;
-	struct queue_job	*next;
-};
-
-/* Deliveries in progress per destination ("maildir /path", "relay ..."). */
-struct queue_dest {
-	char			*name;		/* owned */
-	unsigned		 active;
-	struct queue_dest	*next;
-};
 
 struct queue {
 	struct spool		*sp;		/* borrowed */
@@ -41,14 +21,8 @@ struct queue {
 	pthread_mutex_t		 mu;		/* guards everything below */
 	pthread_cond_t		 work_cv;	/* a job may be ready */
 	pthread_cond_t		 idle_cv;	/* a job finished */
-	/*
-	 * XXX: lists scanned on submit and pick; fine for thousands of
-	 * queued messages, a heap plus a hash once queues get large.
-	 */
-	struct queue_job	*jobs;		/* owned */
-	struct queue_dest	*dests;		/* owned */
+	struct queue_jobs	 jobs;		/* and destinations (jobs.h) */
 	unsigned		 nrunning;
-	unsigned		 nblocked_jobs;	/* jobs waiting for a slot */
 	bool			 stopping;
 	pthread_t		*threads;	/* owned */
 	unsigned		 nthreads;
