@@ -454,12 +454,13 @@ queue_jobs_peek(struct queue_jobs *js, uint64_t now_ms,
 bool
 queue_jobs_take(struct queue_jobs *js, struct queue_job *j)
 {
-	bool force = j->force;
+	bool force = j->force || j->flushed;
 
 	ASSERT(!j->running);
 	(void)queue_job_unfile(js, j, false);
 	j->running = true;
 	j->force = false;
+	j->flushed = false;
 	return force;
 }
 

@@ -45,6 +45,9 @@ struct queue_job {
 	bool			 held;		/* operator hold: never picked */
 	bool			 force;		/* flush: try every pending rcpt */
 	bool			 deleted;	/* delete once the run ends */
+	bool			 flushed;	/* a forced run found destinations
+						   full: its next run is forced
+						   too, once it is ready */
 	char			**blocked;	/* owned: destinations at their
 						   limit when last tried; the
 						   job is ready when one frees */
@@ -116,7 +119,7 @@ struct queue_job *queue_jobs_peek(struct queue_jobs *js, uint64_t now_ms,
 	    uint64_t *next_due_out);
 /*
  * A worker takes j (peek's): it is running, no longer forced or woken.
- * Returns whether it was forced.  A slot it was woken for stays its own
+ * Returns whether its run is forced (j->force or j->flushed).  A slot it was woken for stays its own
  * until queue_jobs_block at the end of the run.
  */
 bool	queue_jobs_take(struct queue_jobs *js, struct queue_job *j);

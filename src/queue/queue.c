@@ -437,6 +437,12 @@ queue_worker(void *arg)
 		    &blocked, &nblocked);
 		pthread_mutex_lock(&q->mu);
 		q->nrunning--;
+		/*
+		 * A flush (or start-up) that found destinations full is not
+		 * over: the run a free slot gives the job is forced too, or
+		 * recipients scheduled later would wait for their time.
+		 */
+		job->flushed = force && out == QUEUE_RETRY && nblocked > 0;
 		queue_job_done(q, job, out, due, blocked, nblocked);
 		pthread_cond_broadcast(&q->idle_cv);
 	}

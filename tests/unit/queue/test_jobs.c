@@ -314,7 +314,8 @@ test_unused_slot_passes_on(void **state)
 /*
  * A run that ends blocked on a destination that has a free slot by then
  * is ready at once; one blocked with a due time for its other recipients
- * is ready then, even while its destination is full.
+ * is ready then, even while its destination is full.  A flushed job's
+ * next run is forced.
  */
 static void
 test_blocked_edges(void **state)
@@ -337,11 +338,18 @@ test_blocked_edges(void **state)
 	assert_null(queue_jobs_peek(&js, NOW, &next));
 	assert_int_equal(next, NOW + 60);
 	assert_ptr_equal(queue_jobs_peek(&js, NOW + 60, &next), j);
-	(void)queue_jobs_take(&js, j);
+	assert_false(queue_jobs_take(&js, j));
 	/* Its run ended; the slot's release finds nobody waiting. */
 	assert_int_equal(end_run(&js, j, none), 0);
 	assert_int_equal(queue_jobs_release(&js, "relay d"), 0);
 	assert_int_equal(js.dests.n, 0);	/* idle: forgotten */
+	/* A flushed job's next run is forced, once. */
+	j->flushed = true;
+	j->due_ms = NOW;
+	assert_int_equal(queue_jobs_refile(&js, j), 0);
+	assert_ptr_equal(queue_jobs_peek(&js, NOW, &next), j);
+	assert_true(queue_jobs_take(&js, j));
+	assert_false(j->flushed);
 	queue_jobs_clear(&js);
 }
 
