@@ -137,7 +137,8 @@ void	conn_auth_abandon(struct conn_auth_job **jp);
 
 /*
  * ----- one connection (start.c: its start; conn.c: socket and lifetime;
- * handshake.c: TLS; stage.c: stages) -----
+ * handshake.c: TLS; stage.c: stages; envelope.c: MAIL and RCPT;
+ * message.c: DATA to the end of a message) -----
  */
 
 struct bufferevent;
@@ -289,8 +290,39 @@ enum smtp_verdict conn_decide_cb(void *arg, const struct smtp_event *ev,
 	    struct smtp_reply *r);
 /* Keep ev (its arg copied) in c->wait_ev for an answer that comes later. */
 void	conn_keep_event(struct conn *c, const struct smtp_event *ev);
+/* A reply of our own into r: code, and the text from fmt. */
+void	conn_set_reply(struct smtp_reply *r, int code, const char *fmt, ...)
+	    UTIL_PRINTF(3, 4);
+/*
+ * "nomail after-data" (the listener's or a handler's): every recipient is
+ * taken, never routed, and the content answered 521.
+ */
+bool	conn_nomail_after_data(const struct conn *c);
+/* Run the eom chain (c->cs); its answer may come later (SMTP_PENDING). */
+enum smtp_verdict conn_eom_chain(struct conn *c, struct smtp_reply *r);
+/* envelope.c: MAIL and RCPT */
+/* MAIL: the sender checked (its lookups may wait), then conn_mail_begin. */
+enum smtp_verdict conn_stage_mail(struct conn *c, const struct smtp_event *ev,
+	    struct smtp_reply *r);
+/* Who names a recipient: the client (perhaps never to deliver), a filter. */
+enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
+/* Route rcpt into the envelope (c->tx), or refuse it in r. */
+enum smtp_verdict conn_stage_rcpt(struct conn *c, const char *rcpt,
+	    enum conn_rcpt_from from, struct smtp_reply *r);
+/*
+ * The action of a transaction in sync mode (its one recipient goes to a
+ * webhook with "sync"), or NULL.
+ */
+const struct config_action *conn_sync_action(struct conn *c);
+/* message.c: the transaction and its message */
 /* The sender is accepted: the transaction starts (c->tx). */
 enum smtp_verdict conn_mail_begin(struct conn *c, const struct smtp_event *ev);
+/* DATA: the message is named and its Received: header written first. */
+enum smtp_verdict conn_stage_data(struct conn *c);
+/* The end of the message: the eom chain, once its content can be read. */
+enum smtp_verdict conn_stage_eom(struct conn *c, struct smtp_reply *r);
+/* The chains have spoken: their edits, then the commit (its reply later). */
+enum smtp_verdict conn_eom_commit(struct conn *c, struct smtp_reply *r);
 /*
  * The header block with a filter's header edits into head; *old_len_out:
  * the octets of the client's it replaces.  0, or -1 with r set.
