@@ -22,6 +22,8 @@ extern const struct chain_handler_ops chain_milter_ops[];	/* handler_milter.c */
 /* Parse "550" / "4.7.1": code in 400..599; esc "C.S.D" whose class is C. */
 bool	chain_code_ok(int code);
 bool	chain_esc_ok(const char *esc, int code);
+/* RFC 5321 4.2: reply text is printable US-ASCII (and spaces). */
+bool	chain_text_ok(const char *s);
 /*
  * Parse a reply spec "CODE [ESC] [TEXT...]" from argv (argc words) into v
  * as a REJECT; -1 with *err_out (malloc'd).

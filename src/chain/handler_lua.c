@@ -633,7 +633,7 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 			lua_gc(L, LUA_GCCOLLECT);
 	}
 log:
-	/* chain.c logs a FAIL with v->why (script:line: message). */
+	/* run.c logs a FAIL with v->why (script:line: message). */
 	return CHAIN_DONE;
 }
 

@@ -1,11 +1,13 @@
 /*
- * chain/session.h: the chain session and run structures shared by chain.c
- * (running handlers), session.c (facts, state, stage sequencing) and the
- * builtins that need the session itself.
+ * chain/session.h: the chain set, session and run structures shared by
+ * chain.c (building chains), run.c (running handlers), loop.c (a loop's
+ * chain state), session.c (facts, state, stage sequencing) and the builtins
+ * that need the session itself.
  */
 #ifndef POSTERN_CHAIN_SESSION_H
 #define POSTERN_CHAIN_SESSION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -13,6 +15,22 @@
 #include "util/util.h"
 
 struct event;
+
+/* One handler of a chain, as built from the config (chain.c). */
+struct chain_handler {
+	const struct chain_handler_ops *ops;	/* borrowed: static tables */
+	void			*inst;		/* owned through ops->free_fn */
+	enum chain_on_error	 on_error;
+	int			 line;
+	unsigned		 kind;		/* metrics label: chain_kind_of */
+};
+
+/* The chains of one configuration, a stage's handlers in order. */
+struct chain_set {
+	atomic_int		 refs;
+	struct chain_handler	*h[SMTP_STAGE_COUNT];	/* owned arrays */
+	size_t			 n[SMTP_STAGE_COUNT];
+};
 
 struct chain_loop {
 	unsigned		 refs;		/* loop thread only */
@@ -112,7 +130,7 @@ struct chain_session {
 	uint64_t		 ban_on_ms;
 };
 
-/* chain.c */
+/* run.c */
 void	chain_run_start(struct chain_run *run, struct chain_session *cs,
 	    const struct smtp_event *ev);
 void	chain_run_clear(struct chain_run *run);
