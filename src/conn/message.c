@@ -26,6 +26,20 @@ static enum smtp_verdict conn_eom_chain_file(struct conn *c,
 
 /* ----- transaction plumbing ----- */
 
+/*
+ * The end of a message was answered: while the server shuts down, the
+ * session ends after it; then input goes on, or the connection closes.
+ */
+static void
+conn_tx_answered(struct conn *c)
+{
+	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
+		smtp_session_close_with(c->smtp, 421,
+		    "4.3.2 Service shutting down, closing channel");
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 static void
 conn_tx_committed_cb(void *arg, int rc, const char *err)
 {
@@ -49,11 +63,7 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 		conn_tx_refusal(c->tx, &r);
 		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
 	}
-	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_tx_answered(c);
 }
 
 /*
@@ -88,11 +98,7 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 	}
 	smtp_session_resume(c->smtp, st->result == DELIVER_OK ? SMTP_OK :
 	    SMTP_REJECT, &r);
-	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_tx_answered(c);
 }
 
 static void
