@@ -9,11 +9,17 @@
  * record's write changes no metadata: a data write and a cache flush.
  * Several messages waiting at once share one write and one flush.
  *
+ * A message committed into the spool where the journal keeps the order
+ * is recorded the same way, envelope and content (spool.c): its files
+ * are written unsynced, renamed once the record is durable; the
+ * removals' syncer adds a small record for each message it removes.
+ *
  * A checkpoint thread, every second or when half the log is used, makes
- * the copies durable (syncfs of each file system holding them) and then
- * moves the checkpoint in the header past their records; space is reused
- * only behind it.  A start replays what lies after it (logrecover.c).
- * Knows nothing of Maildir deliveries beyond the paths it is given.
+ * the copies and spool files durable (syncfs of each file system holding
+ * them) and then moves the checkpoint in the header past their records;
+ * space is reused only behind it.  A start replays what lies after it
+ * (logrecover.c).  Knows nothing of Maildir deliveries or the spool's
+ * layout beyond the paths it is given.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -61,6 +67,7 @@ struct spool_log {
 	struct log_fs	*fs;		/* the copies' file systems */
 	size_t		 nfs;
 	bool		 fs_unknown;	/* one could not be opened: sync(2) */
+	bool		 spool_noted;	/* the spool's is among fs */
 	/* Records whose copies are not in new/ yet: never checkpointed. */
 	struct log_open	*open;
 	size_t		 nopen;
@@ -119,12 +126,32 @@ log_place(const struct spool_log *lg, size_t len)
 	return lg->head + len < tail ? lg->head : SIZE_MAX;
 }
 
-/* Remember the file system of a copy, for the checkpoint's syncfs. */
+/* Remember the file system of dir (dev), for the checkpoint's syncfs. */
 static void
-log_note_fs(struct spool_log *lg, const struct spool_log_copy *c)
+log_note_fs(struct spool_log *lg, dev_t dev, const char *dir)
+{
+	int fd;
+
+	for (size_t i = 0; i < lg->nfs; i++)
+		if (lg->fs[i].dev == dev)
+			return;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1) {
+		/* The checkpoint falls back to sync(2) meanwhile. */
+		log_msg(LOG_LVL_WARN, "spool log: open(%s): %s", dir,
+		    strerror(errno));
+		lg->fs_unknown = true;
+		return;
+	}
+	lg->fs = xrealloc(lg->fs, (lg->nfs + 1) * sizeof(*lg->fs));
+	lg->fs[lg->nfs++] = (struct log_fs){ dev, fd };
+}
+
+/* The same for a copy at path: its folder's. */
+static void
+log_note_copy_fs(struct spool_log *lg, const struct spool_log_copy *c)
 {
 	char *dir, *slash;
-	int fd;
 
 	for (size_t i = 0; i < lg->nfs; i++)
 		if (lg->fs[i].dev == c->dev)
@@ -132,18 +159,8 @@ log_note_fs(struct spool_log *lg, const struct spool_log_copy *c)
 	dir = xstrdup(c->path);
 	if ((slash = strrchr(dir, '/')) != NULL)
 		*slash = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd == -1) {
-		/* The checkpoint falls back to sync(2) meanwhile. */
-		log_msg(LOG_LVL_WARN, "spool log: open(%s): %s", dir,
-		    strerror(errno));
-		lg->fs_unknown = true;
-		free(dir);
-		return;
-	}
+	log_note_fs(lg, c->dev, dir);
 	free(dir);
-	lg->fs = xrealloc(lg->fs, (lg->nfs + 1) * sizeof(*lg->fs));
-	lg->fs[lg->nfs++] = (struct log_fs){ c->dev, fd };
 }
 
 /* Write the batch placed so far and wait for it; called with mu held. */
@@ -176,9 +193,13 @@ log_write_batch(struct spool_log *lg)
 	pthread_cond_broadcast(&lg->cv);
 }
 
-/* Place rec (sealed here) in the batch: its sequence, or 0 if no room. */
+/*
+ * Place rec (sealed here) in the batch: its sequence, or 0 if no room.
+ * pin: no checkpoint passes it before log_unpin (what it names is not
+ * published yet).
+ */
 static uint64_t
-log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len)
+log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len, bool pin)
 {
 	size_t at;
 
@@ -194,8 +215,11 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len)
 		lg->batch_off = at;
 	spool_logrec_seal(rec, lg->next_seq, lg->hdr.epoch);
 	util_buf_add(&lg->batch, rec, len);
-	lg->open = xrealloc(lg->open, (lg->nopen + 1) * sizeof(*lg->open));
-	lg->open[lg->nopen++] = (struct log_open){ lg->next_seq, at };
+	if (pin) {
+		lg->open = xrealloc(lg->open, (lg->nopen + 1) *
+		    sizeof(*lg->open));
+		lg->open[lg->nopen++] = (struct log_open){ lg->next_seq, at };
+	}
 	lg->head = at + len;
 	if (log_used(lg) + len > (lg->size - SPOOL_LOG_HDR) / 2)
 		pthread_cond_signal(&lg->ckpt_cv);
@@ -213,25 +237,61 @@ log_unpin(struct spool_log *lg, uint64_t seq)
 		}
 }
 
+/* Until record seq is durable: 0, or -1 with *err_out.  mu held. */
+static int
+log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
+{
+	while (lg->durable_seq <= seq) {
+		if (lg->broken) {
+			*err_out = util_err("spool log: write failed");
+			return -1;
+		} else if (!lg->writing)
+			log_write_batch(lg);
+		else
+			pthread_cond_wait(&lg->cv, &lg->mu);
+	}
+	return 0;
+}
+
+/*
+ * rec (len bytes, encoded) appended, pinned, and waited for: 0 (its
+ * sequence in *seq_out), 1 (no room, or too large), -1 (the write
+ * failed).  mu held.
+ */
+static int
+log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
+    uint64_t *seq_out, const char **err_out)
+{
+	uint64_t seq = 0;
+	int rc = 1;
+
+	if (len <= spool_log_record_max(lg->size) &&
+	    (seq = log_enqueue(lg, rec, len, true)) != 0)
+		rc = log_wait(lg, seq, err_out);
+	if (seq != 0 && rc != 0)
+		log_unpin(lg, seq);
+	*seq_out = seq;
+	return rc;
+}
+
 int
 spool_log_append(struct spool *sp, const struct spool_log_msg *m,
     uint64_t *seq_out, const char **err_out)
 {
 	struct spool_log *lg = sp->log;
-	struct spool_logcopy *cs = xcalloc(m->ncopies, sizeof(*cs));
-	struct spool_logrec r = { .received = m->received,
-	    .sender = (char *)m->sender, .hdr = (char *)m->hdr,
-	    .content = m->content, .content_len = m->content_len,
-	    .copies = cs, .ncopies = m->ncopies };
+	struct spool_logcopy *cs;
+	struct spool_logrec r = { .kind = SPOOL_LR_COPIES,
+	    .received = m->received, .sender = (char *)m->sender,
+	    .hdr = (char *)m->hdr, .content = m->content,
+	    .content_len = m->content_len, .ncopies = m->ncopies };
 	unsigned char *rec;
-	uint64_t seq;
 	size_t len;
-	int rc = 0;
+	int rc;
 
-	if (lg == NULL || m->ncopies == 0 || m->ncopies > UINT16_MAX) {
-		free(cs);
+	*seq_out = 0;
+	if (lg == NULL || m->ncopies == 0 || m->ncopies > UINT16_MAX)
 		return 1;
-	}
+	r.copies = cs = xcalloc(m->ncopies, sizeof(*cs));
 	util_strlcpy(r.qid, m->qid, sizeof(r.qid));
 	for (size_t i = 0; i < m->ncopies; i++)
 		cs[i] = (struct spool_logcopy){ (char *)m->copies[i].path,
@@ -245,25 +305,80 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	spool_logrec_encode(&r, rec);	/* the checksum's bulk, unlocked */
 	free(cs);
 	pthread_mutex_lock(&lg->mu);
-	if ((seq = log_enqueue(lg, rec, len)) == 0)
-		rc = 1;
-	for (size_t i = 0; rc == 0 && i < m->ncopies; i++)
-		log_note_fs(lg, &m->copies[i]);
-	while (rc == 0 && lg->durable_seq <= seq) {
-		if (lg->broken) {
-			*err_out = util_err("spool log: write failed");
-			rc = -1;
-		} else if (!lg->writing)
-			log_write_batch(lg);
-		else
-			pthread_cond_wait(&lg->cv, &lg->mu);
-	}
-	if (seq != 0 && rc != 0)
-		log_unpin(lg, seq);
+	for (size_t i = 0; i < m->ncopies; i++)
+		log_note_copy_fs(lg, &m->copies[i]);
+	rc = log_commit(lg, rec, len, seq_out, err_out);
 	pthread_mutex_unlock(&lg->mu);
 	free(rec);
-	*seq_out = seq;
 	return rc;
+}
+
+bool
+spool_log_fits_spooled(const struct spool *sp, const char *qid,
+    size_t env_len, size_t content_len)
+{
+	return sp->log != NULL && spool_logrec_spooled_size(strlen(qid),
+	    env_len, content_len) <= spool_log_record_max(sp->log->size);
+}
+
+int
+spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
+    const char *content, size_t content_len, uint64_t *seq_out,
+    const char **err_out)
+{
+	struct spool_log *lg = sp->log;
+	struct spool_logrec r = { .kind = SPOOL_LR_SPOOLED, .sender = "",
+	    .hdr = (char *)env, .content = content,
+	    .content_len = content_len };
+	unsigned char *rec;
+	struct stat st;
+	size_t len;
+	int rc;
+
+	*seq_out = 0;
+	util_strlcpy(r.qid, qid, sizeof(r.qid));
+	len = spool_logrec_size(&r);
+	if (lg == NULL || len > spool_log_record_max(lg->size))
+		return 1;
+	rec = xmalloc(len);
+	spool_logrec_encode(&r, rec);
+	pthread_mutex_lock(&lg->mu);
+	/* The checkpoint syncs the spool's file system from now on. */
+	if (!lg->spool_noted && fstat(sp->fd[SUB_ENV], &st) == 0) {
+		log_note_fs(lg, st.st_dev, sp->dir);
+		lg->spool_noted = true;
+	}
+	rc = log_commit(lg, rec, len, seq_out, err_out);
+	pthread_mutex_unlock(&lg->mu);
+	free(rec);
+	return rc;
+}
+
+size_t
+spool_log_removed(struct spool *sp, char *const *qids, size_t n,
+    const char **err_out)
+{
+	struct spool_log *lg = sp->log;
+	struct spool_logrec r = { .kind = SPOOL_LR_REMOVED, .sender = "",
+	    .hdr = "" };
+	unsigned char rec[48 + SPOOL_QID_MAX + 8];
+	uint64_t seq = 0, last = 0;
+	size_t done = 0;
+
+	if (lg == NULL)
+		return 0;
+	pthread_mutex_lock(&lg->mu);
+	for (; done < n; done++, last = seq) {
+		util_strlcpy(r.qid, qids[done], sizeof(r.qid));
+		spool_logrec_encode(&r, rec);
+		if ((seq = log_enqueue(lg, rec, spool_logrec_size(&r),
+		    false)) == 0)
+			break;
+	}
+	if (last != 0 && log_wait(lg, last, err_out) == -1)
+		done = 0;
+	pthread_mutex_unlock(&lg->mu);
+	return done;
 }
 
 void

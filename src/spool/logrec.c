@@ -4,7 +4,7 @@
  * the header block.  No I/O; any byte sequence is safe to decode.
  *
  * A record, little-endian, padded to 8 bytes:
- *	0  u32 magic "PSLR"	4  u32 length (whole record)
+ *	0  u32 magic: its kind	4  u32 length (whole record)
  *	8  u64 sequence		16 u32 epoch	20 u32 checksum
  *	24 i64 received		32 u16 qid length, u16 copies, u32 header
  *	40 u32 sender length	44 u32 content length
@@ -14,6 +14,11 @@
  * The checksum is a CRC-32C over bytes 24..length, continued over bytes
  * 0..24 with the checksum field zero: the writer sums the body before it
  * knows its sequence number.
+ *
+ * The kinds: "PSLR", a message's Maildir copies (above); "PSLS", a
+ * message committed into the spool: no copies and no sender, the header
+ * line's place holds the envelope file's bytes, then the content file's;
+ * "PSLD", a spooled message removed: the queue id alone.
  */
 #include "spool/spool_private.h"
 
@@ -21,7 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LR_MAGIC	0x524c5350u	/* "PSLR" */
+#define LR_MAGIC	0x524c5350u	/* "PSLR": copies */
+#define LR_MAGIC_SPOOLED 0x534c5350u	/* "PSLS" */
+#define LR_MAGIC_REMOVED 0x444c5350u	/* "PSLD" */
 #define LR_FIXED	48
 #define LH_MAGIC	0x484c5350u	/* "PSLH" */
 
@@ -130,6 +137,12 @@ spool_logrec_size(const struct spool_logrec *r)
 	return (n + 7) & ~(size_t)7;
 }
 
+size_t
+spool_logrec_spooled_size(size_t qid_len, size_t env_len, size_t content_len)
+{
+	return (LR_FIXED + qid_len + env_len + content_len + 7) & ~(size_t)7;
+}
+
 static unsigned char *
 lr_put(unsigned char *p, const void *s, size_t len)
 {
@@ -144,7 +157,8 @@ spool_logrec_encode(const struct spool_logrec *r, unsigned char *out)
 	unsigned char *p = out + LR_FIXED;
 
 	memset(out, 0, len);
-	put32(out, LR_MAGIC);
+	put32(out, r->kind == SPOOL_LR_SPOOLED ? LR_MAGIC_SPOOLED :
+	    r->kind == SPOOL_LR_REMOVED ? LR_MAGIC_REMOVED : LR_MAGIC);
 	put32(out + 4, (uint32_t)len);
 	put64(out + 24, (uint64_t)r->received);
 	put16(out + 32, (uint16_t)strlen(r->qid));
@@ -201,6 +215,26 @@ spool_logrec_clear(struct spool_logrec *r)
 	free(r->sender);
 	free(r->hdr);
 	*r = (struct spool_logrec){ 0 };
+}
+
+/* The kind of the record at rec (LR_FIXED bytes); false: no record. */
+static bool
+lr_kind(const unsigned char *rec, enum spool_logrec_kind *kind_out)
+{
+	bool bare = get16(rec + 34) == 0 && get32(rec + 40) == 0;
+
+	switch (get32(rec)) {
+	case LR_MAGIC:
+		*kind_out = SPOOL_LR_COPIES;
+		return true;
+	case LR_MAGIC_SPOOLED:	/* no copies, no sender */
+		*kind_out = SPOOL_LR_SPOOLED;
+		return bare;
+	case LR_MAGIC_REMOVED:	/* the queue id alone */
+		*kind_out = SPOOL_LR_REMOVED;
+		return bare && get32(rec + 36) == 0 && get32(rec + 44) == 0;
+	}
+	return false;
 }
 
 /* Do the lengths inside rec (len bytes, checksum good) add up? */
@@ -263,7 +297,7 @@ spool_logrec_decode(const unsigned char *buf, size_t avail,
 	size_t len;
 
 	*out = (struct spool_logrec){ 0 };
-	if (avail < LR_FIXED || get32(buf) != LR_MAGIC)
+	if (avail < LR_FIXED || !lr_kind(buf, &out->kind))
 		return 0;
 	len = get32(buf + 4);
 	if (len < LR_FIXED || len > avail || len % 8 != 0 ||

@@ -28,6 +28,8 @@
 struct lr_count {
 	struct spool	*sp;
 	size_t		 records, found, written, spooled, lost;
+	size_t		 nspooled;	/* SPOOLED records */
+	struct spool_logspool ls;
 };
 
 /* fsync the file at path (opened read-only). 0 or -1. */
@@ -142,12 +144,29 @@ lr_spool(struct spool *sp, const struct spool_logrec *r, size_t i)
 	return rc;
 }
 
+/* The first scan: which spooled messages were removed since. */
+static void
+lr_removed_cb(const struct spool_logrec *r, void *arg)
+{
+	struct lr_count *n = arg;
+
+	if (r->kind == SPOOL_LR_REMOVED)
+		spool_logspool_note_removed(&n->ls, r);
+}
+
 static void
 lr_record_cb(const struct spool_logrec *r, void *arg)
 {
 	struct lr_count *n = arg;
 	off_t want = (off_t)(strlen(r->hdr) + r->content_len);
 
+	if (r->kind == SPOOL_LR_REMOVED)
+		return;
+	if (r->kind == SPOOL_LR_SPOOLED) {
+		n->nspooled++;
+		spool_logspool_record(&n->ls, n->sp, r);
+		return;
+	}
 	n->records++;
 	for (size_t i = 0; i < r->ncopies; i++) {
 		const char *path = r->copies[i].path;
@@ -168,6 +187,33 @@ lr_record_cb(const struct spool_logrec *r, void *arg)
 		else
 			n->lost++;
 	}
+}
+
+/*
+ * The count: records of copies, with a second part once the spool's own
+ * messages were recorded ("in the spool: K whole, W written again, L lost,
+ * R removed since": their files found with the record's sizes, written
+ * again from it, neither, or not replayed since a later record says the
+ * message was removed).
+ */
+static void
+lr_report(const struct lr_count *n)
+{
+	const struct spool_logspool *ls = &n->ls;
+	char tail[200] = "";
+
+	if (n->records == 0 && n->nspooled == 0)
+		return;
+	if (n->nspooled > 0)
+		snprintf(tail, sizeof(tail), "; %zu in the spool: %zu whole, "
+		    "%zu written again, %zu lost, %zu removed since",
+		    n->nspooled - ls->skipped, ls->found, ls->written,
+		    ls->lost, ls->skipped);
+	log_msg(n->lost > 0 || ls->lost > 0 ? LOG_LVL_ERROR : LOG_LVL_INFO,
+	    "spool log: recovered %zu messages: %zu copies found, %zu "
+	    "written again, %zu spooled, %zu lost%s", n->records +
+	    n->nspooled - ls->skipped, n->found, n->written, n->spooled,
+	    n->lost, tail);
 }
 
 /* Replay the log in fd; *h gets its header (zeroed if it has none). */
@@ -194,18 +240,17 @@ lr_replay(struct spool *sp, int fd, struct spool_loghdr *h)
 		*h = h2;
 		ok = 1;
 	}
-	if (ok)
+	if (ok) {
+		spool_log_scan(img, (size_t)st.st_size, SPOOL_LOG_HDR,
+		    (size_t)h->off, h->seq, h->epoch, lr_removed_cb, &n, NULL);
 		spool_log_scan(img, (size_t)st.st_size, SPOOL_LOG_HDR,
 		    (size_t)h->off, h->seq, h->epoch, lr_record_cb, &n, NULL);
-	else
+		spool_logspool_finish(&n.ls, sp);
+	} else
 		log_msg(LOG_LVL_WARN, "spool log: no valid header; "
 		    "nothing replayed");
 	munmap(img, (size_t)st.st_size);
-	if (n.records > 0)
-		log_msg(n.lost > 0 ? LOG_LVL_ERROR : LOG_LVL_INFO,
-		    "spool log: recovered %zu messages: %zu copies found, %zu "
-		    "written again, %zu spooled, %zu lost", n.records, n.found,
-		    n.written, n.spooled, n.lost);
+	lr_report(&n);
 }
 
 /* A fresh log file of size bytes at path: zeros written, then synced. */

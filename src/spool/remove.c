@@ -12,16 +12,47 @@
  * Where the journal keeps the order (util_fs_ordered) a restart finds
  * the envelope with its content and records, or neither; elsewhere it may
  * find an envelope whose content is gone, which spool_list removes.
+ *
+ * With the spool log on, a message committed by its record (spool.c) may
+ * have files a power cut loses until the log's next checkpoint, and a
+ * start writes them again from the record: one removed meanwhile would
+ * come back.  So once the fsync of env/ has made the interval's removals
+ * durable, the syncer records them in the log (a REMOVED record each, one
+ * write for all), and a start skips the messages so recorded.  In that
+ * order a crash between the two finds no envelope and no REMOVED record:
+ * the message is written again and delivered again, the duplicate this
+ * window allows; never an envelope whose content the disk lost.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log/log.h"
+
+/* fsync env/, then record the removals it made durable (qids, freed). */
+static void
+spool_sync_now(struct spool *sp, char **qids, size_t n)
+{
+	const char *err = NULL;
+	size_t done;
+
+	if (fsync(sp->fd[SUB_ENV]) == -1)
+		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
+		    "messages removed last may be delivered again after a "
+		    "crash)", sp->dir, strerror(errno));
+	else if (n > 0 && (done = spool_log_removed(sp, qids, n, &err)) < n)
+		log_msg(LOG_LVL_WARN, "spool log: %zu removals not recorded "
+		    "(%s): a crash before the next checkpoint may deliver "
+		    "them again", n - done, err != NULL ? err : "log full");
+	for (size_t i = 0; i < n; i++)
+		free(qids[i]);
+	free(qids);
+}
 
 /* The thread: fsync env/ once a removal asked, after gathering others. */
 static void *
@@ -29,6 +60,8 @@ spool_syncer(void *arg)
 {
 	struct spool *sp = arg;
 	struct timespec until;
+	char **qids;
+	size_t n;
 
 	pthread_mutex_lock(&sp->sync_mu);
 	for (;;) {
@@ -49,11 +82,12 @@ spool_syncer(void *arg)
 		    &sp->sync_mu, &until) != ETIMEDOUT)
 			;
 		sp->sync_dirty = false;
+		qids = sp->removed;	/* each unlinked before the fsync */
+		n = sp->nremoved;
+		sp->removed = NULL;
+		sp->nremoved = 0;
 		pthread_mutex_unlock(&sp->sync_mu);
-		if (fsync(sp->fd[SUB_ENV]) == -1)
-			log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
-			    "messages removed last may be delivered again "
-			    "after a crash)", sp->dir, strerror(errno));
+		spool_sync_now(sp, qids, n);
 		pthread_mutex_lock(&sp->sync_mu);
 	}
 	pthread_mutex_unlock(&sp->sync_mu);
@@ -83,18 +117,28 @@ spool_sync_clear(struct spool *sp)
 	if (sp->sync_started)
 		pthread_join(sp->sync_thread, NULL);
 	else if (sp->sync_dirty)
-		(void)fsync(sp->fd[SUB_ENV]);
+		spool_sync_now(sp, sp->removed, sp->nremoved);
+	else
+		free(sp->removed);	/* empty */
 	pthread_cond_destroy(&sp->sync_cv);
 	pthread_mutex_destroy(&sp->sync_mu);
 }
 
-/* An unlink in env/ to make durable soon: the thread is told, or made. */
+/* qid's unlink in env/ to make durable soon: the thread is told, or made. */
 static void
-spool_sync_soon(struct spool *sp)
+spool_sync_soon(struct spool *sp, const char *qid)
 {
+	char **qids = NULL;
+	size_t n = 0;
+	bool now;
 	int rc;
 
 	pthread_mutex_lock(&sp->sync_mu);
+	if (spool_log_on(sp)) {
+		sp->removed = xreallocarray(sp->removed, sp->nremoved + 1,
+		    sizeof(*sp->removed));
+		sp->removed[sp->nremoved++] = xstrdup(qid);
+	}
 	if (!sp->sync_dirty) {
 		sp->sync_dirty = true;
 		if (!sp->sync_started) {
@@ -106,11 +150,15 @@ spool_sync_soon(struct spool *sp)
 		} else
 			pthread_cond_signal(&sp->sync_cv);
 	}
-	bool now = !sp->sync_started;
+	if ((now = !sp->sync_started)) {
+		qids = sp->removed;
+		n = sp->nremoved;
+		sp->removed = NULL;
+		sp->nremoved = 0;
+	}
 	pthread_mutex_unlock(&sp->sync_mu);
-	if (now && fsync(sp->fd[SUB_ENV]) == -1)
-		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s", sp->dir,
-		    strerror(errno));
+	if (now)
+		spool_sync_now(sp, qids, n);
 }
 
 int
@@ -128,7 +176,7 @@ spool_remove(struct spool *sp, const char *qid, const char **err_out)
 		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
 		return -1;
 	}
-	spool_sync_soon(sp);
+	spool_sync_soon(sp, qid);
 	if (unlinkat(sp->fd[SUB_MSG], qid, 0) == -1 && errno != ENOENT) {
 		*err_out = spool_err("unlink", SUB_MSG, qid, "", errno);
 		return -1;

@@ -150,8 +150,9 @@ spool_close(struct spool **spp)
 
 	if (sp == NULL)
 		return;
-	spool_log_stop(&sp->log);
+	/* Its last removals go into the log, which then checkpoints all. */
 	spool_sync_clear(sp);	/* before the folders close */
+	spool_log_stop(&sp->log);
 	spool_fresh_clear(sp);
 	for (int i = 0; i < SUB_N; i++)
 		if (sp->fd[i] != -1)
@@ -314,7 +315,8 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 	struct stat st;
 
 	for (int tries = 0; tries < 2; tries++) {
-		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_WRONLY | O_CREAT |
+		/* Read back only for the log's record (spool_commit_logged). */
+		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_RDWR | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (m->fd == -1) {
 			*err_out = spool_err("open", SUB_TMP, m->qid, "", errno);
@@ -391,7 +393,7 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
 	snprintf(name, sizeof(name), "%s.new", m->qid);
 	in = openat(m->sp->fd[SUB_TMP], m->qid, O_RDONLY | O_NOFOLLOW |
 	    O_CLOEXEC);
-	out = openat(m->sp->fd[SUB_TMP], name, O_WRONLY | O_CREAT | O_TRUNC |
+	out = openat(m->sp->fd[SUB_TMP], name, O_RDWR | O_CREAT | O_TRUNC |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (in == -1 || out == -1 || flock(out, LOCK_EX) == -1 ||
 	    fstat(in, &st) == -1) {
@@ -429,46 +431,160 @@ out:
 	return rc;
 }
 
-/*
- * Steps 3 and 4: env/<qid>.tmp written from b (env's text), fdatasynced
- * (settled where the order allows), renamed.  *fd_out: the envelope's fd,
- * the caller closes.
- */
+/* Step 3's write: env/<qid>.tmp made from b.  *fd_out: its fd. */
 static int
-spool_env_write(struct spool *sp, const struct spool_env *env,
-    const struct util_buf *b, int *fd_out, const char **err_out)
+spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
+    int *fd_out, const char **err_out)
 {
 	char tmpname[SPOOL_QID_MAX + 8];
-	int fd, rc = -1;
+	int fd;
 
-	snprintf(tmpname, sizeof(tmpname), "%s.tmp", env->qid);
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
 	fd = openat(sp->fd[SUB_ENV], tmpname, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd == -1) {
-		*err_out = spool_err("open", SUB_ENV, env->qid, ".tmp", errno);
-		goto out;
+		*err_out = spool_err("open", SUB_ENV, qid, ".tmp", errno);
+		return -1;
 	}
 	if (util_write_all(fd, b->data, b->len, -1) == -1) {
-		*err_out = spool_err("write", SUB_ENV, env->qid, ".tmp", errno);
-		goto out;
-	}
-	if ((sp->ordered ? util_settle(fd) : fdatasync(fd)) == -1) {
-		*err_out = spool_err("fdatasync", SUB_ENV, env->qid, ".tmp",
-		    errno);
-		goto out;
-	}
-	if (renameat(sp->fd[SUB_ENV], tmpname, sp->fd[SUB_ENV], env->qid)
-	    == -1) {
-		*err_out = spool_err("rename", SUB_ENV, env->qid, ".tmp", errno);
-		goto out;
+		*err_out = spool_err("write", SUB_ENV, qid, ".tmp", errno);
+		close(fd);
+		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+		return -1;
 	}
 	*fd_out = fd;
-	rc = 0;
-out:
-	if (rc == -1 && fd != -1)
-		close(fd);
-	if (rc == -1)
-		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+	return 0;
+}
+
+/*
+ * The rest of steps 3 and 4: env/<qid>.tmp (fd) fdatasynced (settled where
+ * the order allows; neither without settle), renamed.  On failure the
+ * file is removed and fd closed.
+ */
+static int
+spool_env_name(struct spool *sp, const char *qid, int fd, bool settle,
+    const char **err_out)
+{
+	char tmpname[SPOOL_QID_MAX + 8];
+
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
+	if (settle && (sp->ordered ? util_settle(fd) : fdatasync(fd)) == -1) {
+		*err_out = spool_err("fdatasync", SUB_ENV, qid, ".tmp", errno);
+		goto fail;
+	}
+	if (renameat(sp->fd[SUB_ENV], tmpname, sp->fd[SUB_ENV], qid) == -1) {
+		*err_out = spool_err("rename", SUB_ENV, qid, ".tmp", errno);
+		goto fail;
+	}
+	return 0;
+fail:
+	close(fd);
+	unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+	return -1;
+}
+
+/* Steps 1 and 2 (step 1's sync only with settle). */
+static int
+spool_content_move(struct spool_msg *m, bool settle, const char **err_out)
+{
+	struct spool *sp = m->sp;
+
+	if (settle &&
+	    (sp->ordered ? util_settle(m->fd) : fdatasync(m->fd)) == -1) {
+		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	if (renameat(sp->fd[SUB_TMP], m->qid, sp->fd[SUB_MSG], m->qid) == -1) {
+		*err_out = spool_err("rename", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	m->state = MSG_MOVED;
+	return 0;
+}
+
+/* Steps 1 to 4 in the order of the table: *fd_out the envelope's. */
+static int
+spool_commit_named(struct spool_msg *m, const struct util_buf *b,
+    int *fd_out, const char **err_out)
+{
+	if (spool_content_move(m, true, err_out) == -1 ||
+	    spool_env_create(m->sp, m->qid, b, fd_out, err_out) == -1)
+		return -1;
+	return spool_env_name(m->sp, m->qid, *fd_out, true, err_out);
+}
+
+/* The content file whole (len bytes, from fstat), malloc'd; or NULL. */
+static char *
+spool_content_read(struct spool_msg *m, size_t len)
+{
+	char *buf = xmalloc(len + 1);
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(m->fd, buf + got, len - got, (off_t)got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			return NULL;
+		}
+		got += (size_t)n;
+	}
+	return buf;
+}
+
+/*
+ * The commit after one device write, where the journal keeps the order
+ * and the log takes the message: the content moved into msg/ and the
+ * envelope written into env/<qid>.tmp, neither synced; one SPOOLED record
+ * holding both made durable in the log; only then the envelope named
+ * (accepted).  A crash before the record leaves nothing accepted; after
+ * it, the start replays the record (logrecover.c) and writes again what
+ * the disk lost.  1 when the log cannot take it (off, too large): nothing
+ * done.  A full log or a failed write of it falls back to the order of
+ * the table from step 1's settle on (*logged_out false).  0 (*fd_out: the
+ * envelope's, named) or -1.
+ */
+static int
+spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
+    bool *logged_out, const char **err_out)
+{
+	struct spool *sp = m->sp;
+	struct stat st;
+	const char *lerr;
+	uint64_t seq;
+	char *content;
+	int rc;
+
+	*logged_out = false;
+	if (!sp->ordered || fstat(m->fd, &st) == -1 ||
+	    !spool_log_fits_spooled(sp, m->qid, b->len, (size_t)st.st_size) ||
+	    (content = spool_content_read(m, (size_t)st.st_size)) == NULL)
+		return 1;
+	if (spool_content_move(m, false, err_out) == -1 ||
+	    spool_env_create(sp, m->qid, b, fd_out, err_out) == -1) {
+		free(content);
+		return -1;
+	}
+	rc = spool_log_append_spooled(sp, m->qid, util_buf_cstr(b), content,
+	    (size_t)st.st_size, &seq, &lerr);
+	free(content);
+	if (rc != 0) {
+		/* Step 1's settle, then steps 3 and 4 as the table has them. */
+		if (util_settle(m->fd) == -1) {
+			char tmpname[SPOOL_QID_MAX + 8];
+			*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "",
+			    errno);
+			snprintf(tmpname, sizeof(tmpname), "%s.tmp", m->qid);
+			unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+			close(*fd_out);
+			return -1;
+		}
+		return spool_env_name(sp, m->qid, *fd_out, true, err_out);
+	}
+	*logged_out = true;
+	rc = spool_env_name(sp, m->qid, *fd_out, false, err_out);
+	spool_log_named(sp, seq);
 	return rc;
 }
 
@@ -478,30 +594,21 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 {
 	struct spool *sp = m->sp;
 	struct util_buf b = { 0 };
-	int envfd = -1;
+	int envfd = -1, rc;
+	bool logged;
 	uint64_t start_ns = metrics_now_ns();
 
 	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
 	ASSERT(strcmp(env->qid, m->qid) == 0);
 	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
 		return -1;
-	/* 1. */
-	if ((sp->ordered ? util_settle(m->fd) : fdatasync(m->fd)) == -1) {
-		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
-		return -1;
-	}
-	/* 2. */
-	if (renameat(sp->fd[SUB_TMP], m->qid, sp->fd[SUB_MSG], m->qid) == -1) {
-		*err_out = spool_err("rename", SUB_TMP, m->qid, "", errno);
-		return -1;
-	}
-	m->state = MSG_MOVED;
-	/* 3, 4. */
 	spool_env_format(env, &b);
-	if (spool_env_write(sp, env, &b, &envfd, err_out) == -1)
+	if ((rc = spool_commit_logged(m, &b, &envfd, &logged, err_out)) == 1)
+		rc = spool_commit_named(m, &b, &envfd, err_out);
+	if (rc == -1)
 		goto fail_text;
-	/* 5. */
-	if (sp->ordered && fsync(envfd) == -1) {
+	/* 5. (the log's record made it durable already) */
+	if (!logged && sp->ordered && fsync(envfd) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
 		goto fail;
 	}

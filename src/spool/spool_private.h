@@ -30,6 +30,8 @@ struct spool {
 	pthread_t	 sync_thread;
 	bool		 sync_started;	/* sync_thread runs */
 	bool		 sync_dirty;	/* an unlink in env/ not yet synced */
+	char		**removed;	/* owned: their qids, for the log */
+	size_t		 nremoved;
 	bool		 sync_stop;
 	/* Envelopes without records yet (fresh.c), under fresh_mu. */
 	pthread_mutex_t	 fresh_mu;
@@ -128,13 +130,22 @@ struct spool_logcopy {
 	char	*addr;		/* the recipient */
 };
 
+/* What a record holds (logrec.c). */
+enum spool_logrec_kind {
+	SPOOL_LR_COPIES,	/* a message's Maildir copies (the fast path) */
+	SPOOL_LR_SPOOLED,	/* a message committed into the spool */
+	SPOOL_LR_REMOVED	/* a spooled message removed: qid alone */
+};
+
 struct spool_logrec {
+	enum spool_logrec_kind kind;
 	uint64_t	 seq;
 	size_t		 len;		/* decoded: the record's length */
 	int64_t		 received;	/* epoch seconds */
 	char		 qid[SPOOL_QID_MAX];
-	char		*sender;	/* "" for <> */
-	char		*hdr;		/* the copies' first line */
+	char		*sender;	/* "" for <>; "" unless COPIES */
+	char		*hdr;		/* the copies' first line; SPOOLED:
+					   the envelope file's bytes */
 	struct spool_logcopy *copies;
 	size_t		 ncopies;
 	const char	*content;	/* borrowed: the buffer decoded */
@@ -147,6 +158,9 @@ uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len);
 uint32_t spool_crc32c_table(uint32_t crc, const void *buf, size_t len);
 /* Encoded length of r (a multiple of 8). */
 size_t	spool_logrec_size(const struct spool_logrec *r);
+/* The same for a SPOOLED record of these lengths. */
+size_t	spool_logrec_spooled_size(size_t qid_len, size_t env_len,
+	    size_t content_len);
 /* Encode r into out (spool_logrec_size bytes), sequence not yet set. */
 void	spool_logrec_encode(const struct spool_logrec *r, unsigned char *out);
 /* Give an encoded record its sequence number and epoch (and checksum). */
@@ -181,6 +195,23 @@ struct spool_loghdr {
 void	spool_loghdr_encode(const struct spool_loghdr *h, unsigned char out[64]);
 int	spool_loghdr_decode(const unsigned char in[64], struct spool_loghdr *out);
 
+/* The replay of SPOOLED records at start (logspool.c). */
+struct spool_logspool {
+	char	**removed;		/* owned: qids of REMOVED records */
+	size_t	  nremoved;
+	bool	  sorted;
+	bool	  dirty;		/* a file written again */
+	size_t	  found, written, lost, skipped;
+};
+/* A REMOVED record, seen in the scan before the replay. */
+void	spool_logspool_note_removed(struct spool_logspool *ls,
+	    const struct spool_logrec *r);
+/* Make the spooled message of r durable unless it was removed since. */
+void	spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
+	    const struct spool_logrec *r);
+/* After the last record: sync the folders written into; free ls's. */
+void	spool_logspool_finish(struct spool_logspool *ls, struct spool *sp);
+
 /* The log file: a header block, then the records' area. */
 #define SPOOL_LOG_HDR	4096
 /* Write h (its gen bumped) into the header and make it durable. 0 or -1. */
@@ -190,6 +221,27 @@ struct spool_log *spool_log_start(int fd, uint64_t size,
 	    const struct spool_loghdr *h);
 /* Checkpoint everything, stop the thread, close fd. */
 void	spool_log_stop(struct spool_log **lgp);
+/*
+ * A message committed into the spool (spool.c): its envelope file's bytes
+ * (env, a string) and content recorded as spool_log_append records copies,
+ * with the same returns; after 0 the caller renames its files into msg/
+ * and env/, then calls spool_log_named.  The checkpoint syncs the spool's
+ * file system from the first one on.
+ */
+int	spool_log_append_spooled(struct spool *sp, const char *qid,
+	    const char *env, const char *content, size_t content_len,
+	    uint64_t *seq_out, const char **err_out);
+/* Would such a record fit (the log is on and takes records that large)? */
+bool	spool_log_fits_spooled(const struct spool *sp, const char *qid,
+	    size_t env_len, size_t content_len);
+/*
+ * Record the removal of qids[0..n) (their envelopes unlinked, and that
+ * made durable), so that a start does not write them again from their
+ * SPOOLED records: how many are durable (the first ones; fewer when the
+ * log is full, 0 with *err_out when its write failed).
+ */
+size_t	spool_log_removed(struct spool *sp, char *const *qids, size_t n,
+	    const char **err_out);
 /* The largest record a log of size bytes takes. */
 size_t	spool_log_record_max(uint64_t size);
 size_t	spool_log_data_off(void);

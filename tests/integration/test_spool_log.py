@@ -11,13 +11,15 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 
 import pytest
 
 from conftest import (make_config, needs, read_bytes, send_message,
     traced_by, wait_for)
-from test_maildir_commit import (BODY, TEN, crashed, delivered, ext4,
-    no_log_size, send, sh, traced_order)
+from test_maildir_commit import (BODY, TEN, commits, crashed, delivered,
+    ext4, no_log_size, send, sh, traced_order)
+from test_relay import upstreams  # noqa: F401 (a fixture)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which loop mounts need (run the suite as root to test this)")
@@ -82,11 +84,11 @@ def power_cut(ext4, dev, mnt, srv):
     return ext4(image=cut, at=mnt)
 
 
-def cut_while_unsynced(ext4, dev, mnt, srv, sends):
-    """Once the checkpoint is past the first record, sends() runs with the
-    checkpoint's syncfs held back (strace delays it), then the power is
-    cut (power_cut): the copy's mount point."""
-    checkpointed(mnt, 1)
+def cut_while_unsynced(ext4, dev, mnt, srv, sends, records=1):
+    """Once the checkpoint is past the first records, sends() runs with
+    the checkpoint's syncfs held back (strace delays it), then the power
+    is cut (power_cut): the copy's mount point."""
+    checkpointed(mnt, records)
     st = strace(srv, "-e", "trace=syncfs",
         "-e", "inject=syncfs:delay_enter=30000000")
     try:
@@ -438,3 +440,152 @@ def test_no_name_in_new_before_the_record_is_durable(ext4, make_postern):
         untrace(st)
     assert delivered(mnt) == [b"body 0\n", b"body 1\n"]
     assert os.listdir(os.path.join(bob, "tmp")) == []
+
+
+# ----- messages through the spool (relay) ---------------------------------
+
+def relay_server(make_postern, mnt, port, log_size="8M", extra=()):
+    """Spool on mnt, a log of log_size; example.org relayed to port."""
+    text = no_log_size(make_config(extra=extra,
+        actions='action out relay "smtp://127.0.0.1:%d"\n' % port,
+        rules=["match to domain example.org action out"]))
+    srv = make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool\nspool log-size %s" % (mnt, log_size)))
+    wait_for(lambda: "postern started" in srv.log(), timeout=30,
+        what="the start to finish")
+    return srv
+
+
+def bodies(up):
+    """The message bodies the upstream took, in order."""
+    with up.lock:
+        return [data.split(b"\r\n\r\n", 1)[1] for _, _, data in up.stored]
+
+
+def spool_files(mnt):
+    """{sub/qid: size} of the envelopes and contents in the spool."""
+    out = {}
+    for sub in ("env", "msg"):
+        d = os.path.join(mnt, "spool", sub)
+        for name in os.listdir(d):
+            out["%s/%s" % (sub, name)] = os.path.getsize(os.path.join(d,
+                name))
+    return out
+
+
+def log_records(mnt, magic):
+    """Records of a kind ("PSLS" spooled, "PSLD" removed) in the log, of
+    this run or earlier ones."""
+    with open(os.path.join(mnt, "spool", "log"), "rb") as f:
+        return f.read().count(magic)
+
+
+def relayed_and_recorded(srv, up, mnt, first, count):
+    """Send count messages, wait until each is relayed, removed and its
+    removal recorded in the log."""
+    want = len(bodies(up)) + count
+    removed = log_records(mnt, b"PSLD") + count
+    send(srv, first, count)
+    wait_for(lambda: len(bodies(up)) == want and not os.listdir(
+        os.path.join(mnt, "spool", "env")) and log_records(mnt, b"PSLD")
+        >= removed, timeout=20, what="%d messages relayed and their "
+        "removals recorded" % count)
+
+
+def test_spooled_messages_come_back_after_a_power_cut(ext4, make_postern,
+        upstreams):
+    # Relayed messages acknowledged after their record only: a power cut
+    # with the checkpoint held back loses their spool files (commit=60:
+    # no timed journal commit); the next start writes them again from the
+    # log and the queue delivers each once.  Those relayed and removed
+    # before the cut (their removal recorded) are not brought back.
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    live = {}
+
+    def sends():
+        relayed_and_recorded(srv, up, mnt, 1, 3)
+        up.stall_data = True	# the next ones stay queued
+        send(srv, 4, 3)
+        wait_for(lambda: up.stalled_now() > 0, timeout=20,
+            what="a delivery held at the upstream")
+        live.update(spool_files(mnt))
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=2)
+    assert len([k for k in live if k.startswith("env/")]) == 3, live
+    # What the 250s waited for is in the log, not in the spool's files.
+    cut = spool_files(copy)
+    assert not any(cut.get(k) == size for k, size in live.items()), \
+        (live, cut)
+    assert bodies(up) == [b"body %d\r\n" % i for i in range(4)]
+    up.stall_data = False
+    up.released.set()
+    restart(srv)
+    assert "recovered 3 messages: 0 copies found, 0 written again, " \
+        "0 spooled, 0 lost; 3 in the spool: 0 whole, 3 written again, " \
+        "0 lost, 3 removed since" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: len(bodies(up)) >= 7 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=30,
+        what="the recovered messages relayed")
+    # Each once: the removed ones not again, the recovered ones whole.
+    assert sorted(bodies(up)) == [b"body %d\r\n" % i for i in range(7)]
+    for _, _, data in up.stored[4:]:
+        assert data.startswith(b"Received: ")
+    # A clean stop leaves nothing to replay.
+    srv.stop()
+    restart(srv)
+    assert len(recovered_lines(srv)) == 1
+
+
+def test_spooled_message_needs_no_journal_commit(ext4, make_postern,
+        upstreams):
+    # Twenty messages spooled and held queued (the upstream does not
+    # answer their dot): the log's fdatasync commits nothing, so only the
+    # checkpoints (one a second) commit; each message took one commit
+    # before (the envelope's fsync).
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    up.stall_data = True
+    before, t0 = commits(dev), time.monotonic()
+    send(srv, 1, 20)
+    took, secs = commits(dev) - before, time.monotonic() - t0
+    assert took <= 2 + secs, "%d journal commits for 20 messages in " \
+        "%.1fs" % (took, secs)
+    assert log_records(mnt, b"PSLS") == 21
+    up.stall_data = False
+    up.released.set()
+    wait_for(lambda: len(bodies(up)) == 21, timeout=30,
+        what="the messages relayed")
+
+
+def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
+        make_postern):
+    # A log of 64k takes records up to 15k: a 20k message is committed
+    # as without the log (data written out, renamed, the envelope's
+    # fsync: one journal commit) and has no record.
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, 9, log_size="64k")
+    send(srv, 0, 1)
+    assert log_records(mnt, b"PSLS") == 1
+
+    out = srv.path("strace.big")
+    st = strace(srv, "-e", "trace=fsync,fdatasync,sync_file_range,renameat",
+        "-o", out)
+    try:
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", ["bob@example.org"],
+                "Subject: big\r\n\r\n" + ("y" * 78 + "\r\n") * 256)
+    finally:
+        untrace(st)
+    with open(out) as f:
+        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
+            (l.split(None, 1) for l in f if "(" in l)]
+    tid = next(t for t, call in calls if call == "renameat")
+    assert [c for t, c in calls if t == tid][:5] == ["sync_file_range",
+        "renameat", "sync_file_range", "renameat", "fsync"], calls
+    assert log_records(mnt, b"PSLS") == 1
