@@ -98,6 +98,16 @@ def cut_while_unsynced(ext4, dev, mnt, srv, sends, records=1):
         untrace(st)
 
 
+def renaming_thread_calls(out):
+    """The calls, in the strace -f output file out, of the first thread
+    that renamed: the one that committed the message."""
+    with open(out) as f:
+        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
+            (l.split(None, 1) for l in f if "(" in l)]
+    tid = next(t for t, call in calls if call == "renameat")
+    return [c for t, c in calls if t == tid]
+
+
 def users_mail(mnt, users):
     return {u: delivered(mnt, u) for u in users}
 
@@ -372,13 +382,9 @@ def test_a_failed_log_write_falls_back_to_fsync(ext4, make_postern):
         send(srv, 1, 1)
     finally:
         untrace(st)
-    with open(out) as f:
-        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
-            (l.split(None, 1) for l in f if "(" in l)]
     # The delivering thread's (a checkpoint's header may fail meanwhile).
-    worker = next(tid for tid, call in calls if call == "renameat")
-    assert [c for t, c in calls if t == worker] == ["fdatasync", "renameat",
-        "fsync"], calls
+    assert renaming_thread_calls(out) == ["fdatasync", "renameat",
+        "fsync"], out
     assert "acknowledging with fsync from now on" in srv.log()
     assert traced_order(srv, 2) == ["renameat", "fsync"]
     assert delivered(mnt) == [b"body 0\n", b"body 1\n", b"body 2\n"]
@@ -582,10 +588,6 @@ def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
                 "Subject: big\r\n\r\n" + ("y" * 78 + "\r\n") * 256)
     finally:
         untrace(st)
-    with open(out) as f:
-        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
-            (l.split(None, 1) for l in f if "(" in l)]
-    tid = next(t for t, call in calls if call == "renameat")
-    assert [c for t, c in calls if t == tid][:5] == ["sync_file_range",
-        "renameat", "sync_file_range", "renameat", "fsync"], calls
+    assert renaming_thread_calls(out)[:5] == ["sync_file_range",
+        "renameat", "sync_file_range", "renameat", "fsync"], out
     assert log_records(mnt, b"PSLS") == 1
