@@ -1,9 +1,10 @@
 /*
  * fuzz/fuzz_spoollog.c: a damaged spool log.  The input is one record
- * whose magic, length and checksum are made right here (a checksum would
- * stop nearly every input before the lengths inside are read), decoded,
- * then the input as it is, scanned as a whole log image.  A record decoded
- * must encode back to the same bytes.
+ * whose length and checksum are made right here, and its magic one of the
+ * kinds' (copies, a spooled message, a removal; the input's first byte
+ * picks it): a checksum would stop nearly every input before the lengths
+ * inside are read.  It is decoded, then the input as it is, scanned as a
+ * whole log image.  A record decoded must encode back to the same bytes.
  */
 #include "spool/spool_private.h"
 #include "util/util.h"
@@ -49,7 +50,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (len >= 48 && len < (1u << 20)) {
 		b = xmalloc(len);
 		memcpy(b, data, len);
-		memcpy(b, "PSLR", 4);
+		memcpy(b, data[0] % 3 == 0 ? "PSLR" : data[0] % 3 == 1 ?
+		    "PSLS" : "PSLD", 4);
 		b[4] = (unsigned char)len;
 		b[5] = (unsigned char)(len >> 8);
 		b[6] = (unsigned char)(len >> 16);

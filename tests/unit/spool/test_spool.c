@@ -1086,6 +1086,81 @@ test_logrec_round_trip(void **state)
 	free(b);
 }
 
+/* A record of kind k with no copies: qid, the header's place, content. */
+static unsigned char *
+log_rec_bare(enum spool_logrec_kind k, const char *qid, const char *hdr,
+    const char *content, uint64_t seq, size_t *len_out)
+{
+	struct spool_logrec r = { .kind = k, .sender = "", .hdr =
+	    (char *)hdr, .content = content, .content_len = strlen(content) };
+	unsigned char *b;
+
+	util_strlcpy(r.qid, qid, sizeof(r.qid));
+	*len_out = spool_logrec_size(&r);
+	b = xmalloc(*len_out);
+	spool_logrec_encode(&r, b);
+	spool_logrec_seal(b, seq, 1);
+	return b;
+}
+
+/* Seal b (len bytes) again after a change: its checksum made good. */
+static void
+log_reseal(unsigned char *b, size_t len, uint64_t seq)
+{
+	uint32_t body = spool_crc32c(0, b + 24, len - 24);
+
+	for (int i = 0; i < 4; i++)	/* little-endian, as stored */
+		b[20 + i] = (unsigned char)(body >> (8 * i));
+	spool_logrec_seal(b, seq, 1);
+}
+
+static void
+test_logrec_kinds(void **state)
+{
+	const char *env = "v 1\nqid QS1\n", *body = "Subject: s\n\nbody\n";
+	struct spool_logrec r;
+	unsigned char *b;
+	size_t len;
+
+	(void)state;
+	/* A spooled message: its envelope's and content's bytes. */
+	b = log_rec_bare(SPOOL_LR_SPOOLED, "QS1", env, body, 5, &len);
+	assert_int_equal(len, spool_logrec_spooled_size(3, strlen(env),
+	    strlen(body)));
+	assert_int_equal(spool_logrec_decode(b, len, 5, 1, &r), 1);
+	assert_int_equal(r.kind, SPOOL_LR_SPOOLED);
+	assert_string_equal(r.qid, "QS1");
+	assert_string_equal(r.hdr, env);
+	assert_int_equal(r.ncopies, 0);
+	assert_memory_equal(r.content, body, strlen(body));
+	spool_logrec_clear(&r);
+	/* Resealed as it was, it decodes; with a copy count, not. */
+	log_reseal(b, len, 5);
+	assert_int_equal(spool_logrec_decode(b, len, 5, 1, &r), 1);
+	spool_logrec_clear(&r);
+	b[34] = 1;
+	log_reseal(b, len, 5);
+	assert_int_equal(spool_logrec_decode(b, len, 5, 1, &r), 0);
+	free(b);
+	/* A removal: the queue id alone. */
+	b = log_rec_bare(SPOOL_LR_REMOVED, "QS1", "", "", 6, &len);
+	assert_int_equal(spool_logrec_decode(b, len, 6, 1, &r), 1);
+	assert_int_equal(r.kind, SPOOL_LR_REMOVED);
+	assert_string_equal(r.qid, "QS1");
+	spool_logrec_clear(&r);
+	free(b);
+	/* A "removal" with content is no record. */
+	b = log_rec_bare(SPOOL_LR_REMOVED, "QS1", "", "x", 6, &len);
+	assert_int_equal(spool_logrec_decode(b, len, 6, 1, &r), 0);
+	free(b);
+	/* An unknown magic is no record either. */
+	b = log_rec_bare(SPOOL_LR_SPOOLED, "QS1", env, body, 7, &len);
+	b[3] = 'Z';
+	log_reseal(b, len, 7);
+	assert_int_equal(spool_logrec_decode(b, len, 7, 1, &r), 0);
+	free(b);
+}
+
 static void
 test_logrec_crc32c(void **state)
 {
@@ -1234,6 +1309,7 @@ main(void)
 		cmocka_unit_test(test_write_error_reported),
 		cmocka_unit_test(test_sigkill_during_commits),
 		cmocka_unit_test(test_logrec_round_trip),
+		cmocka_unit_test(test_logrec_kinds),
 		cmocka_unit_test(test_logrec_crc32c),
 		cmocka_unit_test(test_log_scan),
 		cmocka_unit_test(test_log_scan_wraps),
