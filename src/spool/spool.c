@@ -37,9 +37,22 @@
  * commits in order: everything before it, the content's rename included,
  * is durable with it.  The directories need no fsync of their own.
  *
+ * Where the order holds and the spool log takes the message (log.c: on,
+ * not full, the record within a quarter of it), nothing is synced at all:
+ * 1 and 2 without the settle, 3 without it, then one SPOOLED record with
+ * the envelope's and the content's bytes made durable in the log (a data
+ * write and a cache flush, shared by the messages committing together),
+ * then 4; commit returns 0 with no fsync.  A crash before the record:
+ * as 3.  After it, the files may be lost, empty or short on the disk
+ * until the log's checkpoint has synced the file system (each second);
+ * the next start writes them again from the record (logspool.c) before
+ * spool_list runs.  A record whose write fails, or a full log, falls back
+ * to the settles of 1 and 3 and the fsync of 5.
+ *
  * Removal (remove.c) unlinks env/<qid> first, then the content and the
  * records; one fsync of env/ on a thread of its own makes the removals of
- * SPOOL_REMOVE_SYNC_MS durable together.  Where the journal keeps the
+ * SPOOL_REMOVE_SYNC_MS durable together, and then records them in the
+ * log, so that a start does not write those messages again.  Where the journal keeps the
  * order, a crash half-way leaves content or done-records without an
  * envelope (removed by spool_list), never an envelope with missing
  * recipients' records.  The queue uses the removal as the record of a

@@ -202,14 +202,17 @@ int	spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
 	    const char **err_out);
 
 /*
- * The spool log (log.c, logrecover.c): a preallocated <dir>/log of size
- * bytes in which the fast path records the Maildir copies of a message,
- * so that they need no sync of their own before the 250.  Opening it
- * replays what it holds first: each copy named by a record after the
- * checkpoint that is missing or short is written again (durably); one
- * that cannot be (its folder gone or not writable) is spooled as a new
- * message for the queue.  size 0: no log (and an old one is replayed,
- * then removed); also none on tmpfs.  0, or -1 with *err_out.
+ * The spool log (log.c, logrecover.c, logspool.c): a preallocated
+ * <dir>/log of size bytes in which the fast path records the Maildir
+ * copies of a message, and spool_msg_commit a message's envelope and
+ * content, so that they need no sync of their own before the 250.
+ * Opening it replays what it holds first: each copy named by a record
+ * after the checkpoint that is missing or short is written again
+ * (durably); one that cannot be (its folder gone or not writable) is
+ * spooled as a new message for the queue; each spooled message's files,
+ * unless it was removed since, likewise.  size 0: no log (and an old one
+ * is replayed, then removed); also none on tmpfs.  0, or -1 with
+ * *err_out.
  */
 int	spool_log_open(struct spool *sp, uint64_t size, const char **err_out);
 bool	spool_log_on(const struct spool *sp);
