@@ -313,6 +313,18 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	return rc;
 }
 
+/* The checkpoint syncs the spool's file system from now on.  mu held. */
+static void
+log_note_spool_fs(struct spool_log *lg, struct spool *sp)
+{
+	struct stat st;
+
+	if (!lg->spool_noted && fstat(sp->fd[SUB_ENV], &st) == 0) {
+		log_note_fs(lg, st.st_dev, sp->dir);
+		lg->spool_noted = true;
+	}
+}
+
 bool
 spool_log_fits_spooled(const struct spool *sp, const char *qid,
     size_t env_len, size_t content_len)
@@ -331,7 +343,6 @@ spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	    .hdr = (char *)env, .content = content,
 	    .content_len = content_len };
 	unsigned char *rec;
-	struct stat st;
 	size_t len;
 	int rc;
 
@@ -343,11 +354,7 @@ spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	rec = xmalloc(len);
 	spool_logrec_encode(&r, rec);
 	pthread_mutex_lock(&lg->mu);
-	/* The checkpoint syncs the spool's file system from now on. */
-	if (!lg->spool_noted && fstat(sp->fd[SUB_ENV], &st) == 0) {
-		log_note_fs(lg, st.st_dev, sp->dir);
-		lg->spool_noted = true;
-	}
+	log_note_spool_fs(lg, sp);
 	rc = log_commit(lg, rec, len, seq_out, err_out);
 	pthread_mutex_unlock(&lg->mu);
 	free(rec);
@@ -368,6 +375,8 @@ spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 	if (lg == NULL)
 		return 0;
 	pthread_mutex_lock(&lg->mu);
+	/* No checkpoint passes these before the unlinks are durable. */
+	log_note_spool_fs(lg, sp);
 	for (; done < n; done++, last = seq) {
 		util_strlcpy(r.qid, qids[done], sizeof(r.qid));
 		spool_logrec_encode(&r, rec);

@@ -194,7 +194,8 @@ lr_record_cb(const struct spool_logrec *r, void *arg)
  * messages were recorded ("in the spool: K whole, W written again, L lost,
  * R removed since": their files found with the record's sizes, written
  * again from it, neither, or not replayed since a later record says the
- * message was removed).
+ * message was removed; "F removals finished": envelopes of messages
+ * removed that the disk still held, unlinked).
  */
 static void
 lr_report(const struct lr_count *n)
@@ -202,13 +203,13 @@ lr_report(const struct lr_count *n)
 	const struct spool_logspool *ls = &n->ls;
 	char tail[200] = "";
 
-	if (n->records == 0 && n->nspooled == 0)
+	if (n->records == 0 && n->nspooled == 0 && ls->finished == 0)
 		return;
-	if (n->nspooled > 0)
+	if (n->nspooled > 0 || ls->finished > 0)
 		snprintf(tail, sizeof(tail), "; %zu in the spool: %zu whole, "
-		    "%zu written again, %zu lost, %zu removed since",
-		    n->nspooled - ls->skipped, ls->found, ls->written,
-		    ls->lost, ls->skipped);
+		    "%zu written again, %zu lost, %zu removed since; %zu "
+		    "removals finished", n->nspooled - ls->skipped, ls->found,
+		    ls->written, ls->lost, ls->skipped, ls->finished);
 	log_msg(n->lost > 0 || ls->lost > 0 ? LOG_LVL_ERROR : LOG_LVL_INFO,
 	    "spool log: recovered %zu messages: %zu copies found, %zu "
 	    "written again, %zu spooled, %zu lost%s", n->records +

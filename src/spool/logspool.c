@@ -5,8 +5,10 @@
  * bytes.  Unless a later REMOVED record says it was removed since, each of
  * its two files found with the record's exact size is synced, and one
  * missing, empty or short is written again from the record (a file in
- * tmp/, fsync, rename into env/ or msg/), content first; the folders are
- * synced once at the end.  Knows nothing of Maildirs.
+ * tmp/, fsync, rename into env/ or msg/), content first.  What the disk
+ * still holds of a message with a REMOVED record (its removal was made
+ * durable by that record alone) is unlinked.  The folders are synced
+ * once at the end.  Knows nothing of Maildirs.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -99,6 +101,11 @@ spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 	size_t env_len = strlen(r->hdr);
 	bool content_ok, env_ok;
 
+	if (!spool_qid_is_valid(r->qid)) {
+		log_msg(LOG_LVL_ERROR, "spool log: a record names no queue id");
+		ls->lost++;
+		return;
+	}
 	if (ls_was_removed(ls, r->qid)) {
 		ls->skipped++;
 		return;
@@ -122,11 +129,22 @@ spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 void
 spool_logspool_finish(struct spool_logspool *ls, struct spool *sp)
 {
-	/* The names written again, durable before the log forgets them. */
+	/* The removals recorded: the envelope first, as spool_remove. */
+	for (size_t i = 0; i < ls->nremoved; i++) {
+		const char *qid = ls->removed[i];
+		if (!spool_qid_is_valid(qid) ||
+		    unlinkat(sp->fd[SUB_ENV], qid, 0) == -1)
+			continue;
+		unlinkat(sp->fd[SUB_MSG], qid, 0);
+		unlinkat(sp->fd[SUB_DONE], qid, 0);
+		ls->finished++;
+		ls->dirty = true;
+	}
+	/* The names written or removed, durable before the log forgets. */
 	if (ls->dirty && (fsync(sp->fd[SUB_MSG]) == -1 ||
-	    fsync(sp->fd[SUB_ENV]) == -1))
-		log_msg(LOG_LVL_ERROR, "spool log: fsync(%s/msg, env): %s",
-		    sp->dir, strerror(errno));
+	    fsync(sp->fd[SUB_ENV]) == -1 || fsync(sp->fd[SUB_DONE]) == -1))
+		log_msg(LOG_LVL_ERROR, "spool log: fsync(%s/msg, env, done): "
+		    "%s", sp->dir, strerror(errno));
 	for (size_t i = 0; i < ls->nremoved; i++)
 		free(ls->removed[i]);
 	free(ls->removed);

@@ -13,15 +13,17 @@
  * the envelope with its content and records, or neither; elsewhere it may
  * find an envelope whose content is gone, which spool_list removes.
  *
- * With the spool log on, a message committed by its record (spool.c) may
- * have files a power cut loses until the log's next checkpoint, and a
- * start writes them again from the record: one removed meanwhile would
- * come back.  So once the fsync of env/ has made the interval's removals
- * durable, the syncer records them in the log (a REMOVED record each, one
- * write for all), and a start skips the messages so recorded.  In that
- * order a crash between the two finds no envelope and no REMOVED record:
- * the message is written again and delivered again, the duplicate this
- * window allows; never an envelope whose content the disk lost.
+ * With the spool log on, where the journal keeps the order, a message
+ * committed by its record (spool.c) may have files a power cut loses
+ * until the log's next checkpoint, and a start writes them again from the
+ * record: one removed meanwhile would come back.  So the syncer records
+ * the interval's removals in the log instead (a REMOVED record each, one
+ * write and one fdatasync for all, no journal commit), and a start skips
+ * the messages so recorded and unlinks whatever the disk still holds of
+ * them (logspool.c); the log's checkpoint makes the unlinks durable
+ * before it passes those records.  A crash before the records are
+ * durable finds the message and delivers it again, as a crash before the
+ * fsync would.  Where the log does not take them all, env/ is fsynced.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -34,21 +36,24 @@
 
 #include "log/log.h"
 
-/* fsync env/, then record the removals it made durable (qids, freed). */
+/* Is a removal recorded in the log rather than by an fsync of env/? */
+static bool
+spool_sync_by_log(const struct spool *sp)
+{
+	return sp->ordered && spool_log_on(sp);
+}
+
+/* Make the removals pending durable: qids' records, or fsync (qids freed). */
 static void
 spool_sync_now(struct spool *sp, char **qids, size_t n)
 {
 	const char *err = NULL;
-	size_t done;
 
-	if (fsync(sp->fd[SUB_ENV]) == -1)
+	if ((n == 0 || spool_log_removed(sp, qids, n, &err) < n) &&
+	    fsync(sp->fd[SUB_ENV]) == -1)
 		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
 		    "messages removed last may be delivered again after a "
 		    "crash)", sp->dir, strerror(errno));
-	else if (n > 0 && (done = spool_log_removed(sp, qids, n, &err)) < n)
-		log_msg(LOG_LVL_WARN, "spool log: %zu removals not recorded "
-		    "(%s): a crash before the next checkpoint may deliver "
-		    "them again", n - done, err != NULL ? err : "log full");
 	for (size_t i = 0; i < n; i++)
 		free(qids[i]);
 	free(qids);
@@ -134,7 +139,7 @@ spool_sync_soon(struct spool *sp, const char *qid)
 	int rc;
 
 	pthread_mutex_lock(&sp->sync_mu);
-	if (spool_log_on(sp)) {
+	if (spool_sync_by_log(sp)) {
 		sp->removed = xreallocarray(sp->removed, sp->nremoved + 1,
 		    sizeof(*sp->removed));
 		sp->removed[sp->nremoved++] = xstrdup(qid);

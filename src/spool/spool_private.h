@@ -202,6 +202,7 @@ struct spool_logspool {
 	bool	  sorted;
 	bool	  dirty;		/* a file written again */
 	size_t	  found, written, lost, skipped;
+	size_t	  finished;		/* removals whose envelope was left */
 };
 /* A REMOVED record, seen in the scan before the replay. */
 void	spool_logspool_note_removed(struct spool_logspool *ls,
@@ -209,7 +210,8 @@ void	spool_logspool_note_removed(struct spool_logspool *ls,
 /* Make the spooled message of r durable unless it was removed since. */
 void	spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 	    const struct spool_logrec *r);
-/* After the last record: sync the folders written into; free ls's. */
+/* After the last record: unlink what is left of the messages removed,
+ * sync the folders written into; free ls's. */
 void	spool_logspool_finish(struct spool_logspool *ls, struct spool *sp);
 
 /* The log file: a header block, then the records' area. */

@@ -530,7 +530,7 @@ def test_spooled_messages_come_back_after_a_power_cut(ext4, make_postern,
     restart(srv)
     assert "recovered 3 messages: 0 copies found, 0 written again, " \
         "0 spooled, 0 lost; 3 in the spool: 0 whole, 3 written again, " \
-        "0 lost, 3 removed since" in recovered_lines(srv)[-1], \
+        "0 lost, 3 removed since; " in recovered_lines(srv)[-1], \
         recovered_lines(srv)
     wait_for(lambda: len(bodies(up)) >= 7 and not os.listdir(
         os.path.join(mnt, "spool", "env")), timeout=30,
@@ -591,3 +591,40 @@ def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
     assert renaming_thread_calls(out)[:5] == ["sync_file_range",
         "renameat", "sync_file_range", "renameat", "fsync"], out
     assert log_records(mnt, b"PSLS") == 1
+
+
+def test_a_recorded_removal_is_finished_after_a_power_cut(ext4,
+        make_postern, upstreams):
+    # Two messages queued (the upstream holds their dot) until the
+    # checkpoint has synced their files; then, the checkpoint held back,
+    # they are relayed and removed: their removal is made durable by the
+    # log's records alone, so the image still has their envelopes.  The
+    # next start unlinks them: neither is delivered again.
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    up.stall_data = True
+    send(srv, 1, 2)				# records 3 and 4
+    wait_for(lambda: up.stalled_now() > 0, timeout=20,
+        what="a delivery held at the upstream")
+    queued = sorted(os.listdir(os.path.join(mnt, "spool", "env")))
+    assert len(queued) == 2, queued
+
+    def sends():
+        up.stall_data = False
+        up.released.set()
+        wait_for(lambda: len(bodies(up)) == 3 and not os.listdir(
+            os.path.join(mnt, "spool", "env")) and
+            log_records(mnt, b"PSLD") >= 3, timeout=20,
+            what="both relayed, removed and recorded")
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=4)
+    assert sorted(os.listdir(os.path.join(copy, "spool", "env"))) == queued
+    restart(srv)
+    assert "0 removed since; 2 removals finished" in \
+        recovered_lines(srv)[-1], recovered_lines(srv)
+    assert os.listdir(os.path.join(mnt, "spool", "env")) == []
+    assert os.listdir(os.path.join(mnt, "spool", "msg")) == []
+    # The queue had nothing to deliver: the upstream got each once.
+    srv.stop()
+    assert sorted(bodies(up)) == [b"body %d\r\n" % i for i in range(3)]

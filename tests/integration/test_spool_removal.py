@@ -2,7 +2,9 @@
 (spool/spool.c, spool/remove.c, queue/attempt.c): the last recipient's
 delivery is recorded by removing the message, the envelope first, with
 no done-record written for it; one fsync of env/ on the spool's own
-thread makes the removals of 50 ms durable together.  An earlier
+thread makes the removals of 50 ms durable together, or, with the spool
+log where the journal keeps the order, one write of the log recording
+them (test_spool_log.py shows what a power cut leaves then).  An earlier
 recipient gets a done-record, whose new file needs no fsync of done/
 where the journal keeps the order.  On journaled ext4 a relayed message
 then costs about one journal commit, to accept it.  A copy of the disk
@@ -20,18 +22,20 @@ import subprocess
 
 from conftest import make_config, traced_by, wait_for
 from test_maildir_commit import (commits, crashed, ext4,  # noqa: F401
-    send)
+    no_log_size, send)
 from test_relay import upstreams  # noqa: F401 (a fixture)
 
 TRACED = "fsync,fdatasync,unlinkat,openat"
 
 
-def relay_on(make_postern, mnt, port, extra=()):
-    text = make_config(extra=extra,
+def relay_on(make_postern, mnt, port, extra=(), log="1M"):
+    """A server relaying example.org to port, its spool on mnt with a log
+    of log ("off": removals made durable by an fsync of env/)."""
+    text = no_log_size(make_config(extra=extra,
         actions='action out relay "smtp://127.0.0.1:%d"\n' % port,
-        rules=["match to domain example.org action out"])
+        rules=["match to domain example.org action out"]))
     srv = make_postern(config=text.replace("spool {tmp}/spool",
-        "spool %s/spool" % mnt))
+        "spool %s/spool\nspool log-size %s" % (mnt, log)))
     srv.mounted_spool = os.path.join(mnt, "spool")
     return srv
 
@@ -161,7 +165,7 @@ def test_removal_order_and_done_records(ext4, make_postern, upstreams):
             (True, ["openat done", "fdatasync done"]),
             (False, ["openat done", "fdatasync done", "fsync done"])):
         _, mnt = ext4(journal=journal)
-        srv = relay_on(make_postern, mnt, up.port)
+        srv = relay_on(make_postern, mnt, up.port, log="off")
         n = up.count()
         relayed(srv, up, n, 1)
         # One recipient: no done file is ever made, nor unlinked; the
@@ -184,7 +188,7 @@ def test_removals_share_an_fsync(ext4, make_postern, upstreams):
     # share an fsync of env/, where each removal fsynced it before.
     up = upstreams.scripted()
     _, mnt = ext4(journal=True)
-    srv = relay_on(make_postern, mnt, up.port)
+    srv = relay_on(make_postern, mnt, up.port, log="off")
     relayed(srv, up, 0, 1)
     want = copies(up) + 20
     up.stall_data = True
@@ -206,13 +210,50 @@ def test_removals_share_an_fsync(ext4, make_postern, upstreams):
         len(syncs)
 
 
+def test_removals_share_a_log_write(ext4, make_postern, upstreams):
+    # The same with the spool log where the journal keeps the order: no
+    # fsync of env/ (no journal commit), the removals recorded in the log
+    # instead, one write and one fdatasync for those of an interval.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_on(make_postern, mnt, up.port)
+    relayed(srv, up, 0, 1)
+    want = copies(up) + 20
+    up.stall_data = True
+    send(srv, 1, 20)
+    wait_for(lambda: up.waiting == 20, 20, what="20 deliveries held")
+    log = os.path.join(mnt, "spool", "log")
+
+    def removals_recorded():
+        with open(log, "rb") as f:
+            return f.read().count(b"PSLD") >= 21
+
+    def release(first, count):
+        up.released.set()
+        wait_for(lambda: copies(up) == want and spool_empty(srv) and
+            removals_recorded(), 20, what="20 messages relayed, removed "
+            "and recorded")
+    lines = strace_lines(srv, up, 1, 20, None, "fsync,pwrite64,unlinkat",
+        None, release)
+    removals = [l for l in lines if re.search(r"unlinkat\(\d+<[^>]*"
+        r"/spool/env>", l)]
+    syncs = [l for l in lines if re.search(r"fsync\(\d+<[^>]*/spool/env>",
+        l)]
+    writes = [l for l in lines if re.search(r"pwrite64\(\d+<[^>]*"
+        r"/spool/log>", l)]
+    assert len(removals) == 20, removals
+    assert syncs == [], syncs
+    assert 1 <= len(writes) <= 5, "%d writes of the log for 20 removals" % \
+        len(writes)
+
+
 def test_removal_survives_a_power_cut_once_synced(ext4, make_postern,
         upstreams):
     # commit=60: no timed journal commit; once the removals' fsync of
     # env/ has run, a power cut leaves no envelope of the message.
     up = upstreams.scripted()
     dev, mnt = ext4(journal=True, opts="commit=60")
-    srv = relay_on(make_postern, mnt, up.port)
+    srv = relay_on(make_postern, mnt, up.port, log="off")
     relayed(srv, up, 0, 1)
     strace_lines(srv, up, 1, 1, ("bob@example.org",), "fsync,unlinkat",
         env_synced)
