@@ -59,7 +59,7 @@ spool_sync_now(struct spool *sp, char **qids, size_t n)
 	free(qids);
 }
 
-/* The thread: fsync env/ once a removal asked, after gathering others. */
+/* The thread: once a removal asked, after gathering others, sync them. */
 static void *
 spool_syncer(void *arg)
 {
@@ -87,7 +87,7 @@ spool_syncer(void *arg)
 		    &sp->sync_mu, &until) != ETIMEDOUT)
 			;
 		sp->sync_dirty = false;
-		qids = sp->removed;	/* each unlinked before the fsync */
+		qids = sp->removed;	/* each unlinked from env/ already */
 		n = sp->nremoved;
 		sp->removed = NULL;
 		sp->nremoved = 0;
@@ -123,8 +123,6 @@ spool_sync_clear(struct spool *sp)
 		pthread_join(sp->sync_thread, NULL);
 	else if (sp->sync_dirty)
 		spool_sync_now(sp, sp->removed, sp->nremoved);
-	else
-		free(sp->removed);	/* empty */
 	pthread_cond_destroy(&sp->sync_cv);
 	pthread_mutex_destroy(&sp->sync_mu);
 }

@@ -51,8 +51,9 @@
  *
  * Removal (remove.c) unlinks env/<qid> first, then the content and the
  * records; one fsync of env/ on a thread of its own makes the removals of
- * SPOOL_REMOVE_SYNC_MS durable together, and then records them in the
- * log, so that a start does not write those messages again.  Where the journal keeps the
+ * SPOOL_REMOVE_SYNC_MS durable together, or, with the log where the
+ * order holds, one write of their records in the log (a start finishes
+ * them, and does not write those messages again).  Where the journal keeps the
  * order, a crash half-way leaves content or done-records without an
  * envelope (removed by spool_list), never an envelope with missing
  * recipients' records.  The queue uses the removal as the record of a

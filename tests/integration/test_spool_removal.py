@@ -182,13 +182,14 @@ def test_removal_order_and_done_records(ext4, make_postern, upstreams):
         assert not os.listdir(os.path.join(mnt, "spool", "done"))
 
 
-def test_removals_share_an_fsync(ext4, make_postern, upstreams):
-    # Twenty deliveries held at the upstream's reply to the dot, then let
-    # go at once: their removals fall within a 50 ms interval or two and
-    # share an fsync of env/, where each removal fsynced it before.
+def twenty_released(ext4, make_postern, upstreams, log, calls, until,
+        done=lambda mnt: True):
+    """Twenty deliveries held at the upstream's reply to the dot, then let
+    go at once, traced (calls) until until(lines) and done(mnt): the
+    unlinks in env/, the fsyncs of env/, and all the lines."""
     up = upstreams.scripted()
     _, mnt = ext4(journal=True)
-    srv = relay_on(make_postern, mnt, up.port, log="off")
+    srv = relay_on(make_postern, mnt, up.port, log=log)
     relayed(srv, up, 0, 1)
     want = copies(up) + 20
     up.stall_data = True
@@ -197,15 +198,22 @@ def test_removals_share_an_fsync(ext4, make_postern, upstreams):
 
     def release(first, count):
         up.released.set()
-        wait_for(lambda: copies(up) == want and spool_empty(srv), 20,
-            what="20 messages relayed and removed")
-    lines = strace_lines(srv, up, 1, 20, None, "fsync,unlinkat",
-        env_synced, release)
+        wait_for(lambda: copies(up) == want and spool_empty(srv) and
+            done(mnt), 20, what="20 messages relayed and removed")
+    lines = strace_lines(srv, up, 1, 20, None, calls, until, release)
     removals = [l for l in lines if re.search(r"unlinkat\(\d+<[^>]*"
         r"/spool/env>", l)]
     syncs = [l for l in lines if re.search(r"fsync\(\d+<[^>]*/spool/env>",
         l)]
     assert len(removals) == 20, removals
+    return syncs, lines
+
+
+def test_removals_share_an_fsync(ext4, make_postern, upstreams):
+    # Their removals fall within a 50 ms interval or two and share an
+    # fsync of env/, where each removal fsynced it before.
+    syncs, _ = twenty_released(ext4, make_postern, upstreams, "off",
+        "fsync,unlinkat", env_synced)
     assert 1 <= len(syncs) <= 5, "%d fsyncs of env/ for 20 removals" % \
         len(syncs)
 
@@ -214,34 +222,13 @@ def test_removals_share_a_log_write(ext4, make_postern, upstreams):
     # The same with the spool log where the journal keeps the order: no
     # fsync of env/ (no journal commit), the removals recorded in the log
     # instead, one write and one fdatasync for those of an interval.
-    up = upstreams.scripted()
-    _, mnt = ext4(journal=True)
-    srv = relay_on(make_postern, mnt, up.port)
-    relayed(srv, up, 0, 1)
-    want = copies(up) + 20
-    up.stall_data = True
-    send(srv, 1, 20)
-    wait_for(lambda: up.waiting == 20, 20, what="20 deliveries held")
-    log = os.path.join(mnt, "spool", "log")
-
-    def removals_recorded():
-        with open(log, "rb") as f:
+    def recorded(mnt):
+        with open(os.path.join(mnt, "spool", "log"), "rb") as f:
             return f.read().count(b"PSLD") >= 21
-
-    def release(first, count):
-        up.released.set()
-        wait_for(lambda: copies(up) == want and spool_empty(srv) and
-            removals_recorded(), 20, what="20 messages relayed, removed "
-            "and recorded")
-    lines = strace_lines(srv, up, 1, 20, None, "fsync,pwrite64,unlinkat",
-        None, release)
-    removals = [l for l in lines if re.search(r"unlinkat\(\d+<[^>]*"
-        r"/spool/env>", l)]
-    syncs = [l for l in lines if re.search(r"fsync\(\d+<[^>]*/spool/env>",
-        l)]
+    syncs, lines = twenty_released(ext4, make_postern, upstreams, "1M",
+        "fsync,pwrite64,unlinkat", None, recorded)
     writes = [l for l in lines if re.search(r"pwrite64\(\d+<[^>]*"
         r"/spool/log>", l)]
-    assert len(removals) == 20, removals
     assert syncs == [], syncs
     assert 1 <= len(writes) <= 5, "%d writes of the log for 20 removals" % \
         len(writes)
