@@ -51,7 +51,16 @@ struct spool_log {
 	int		 fd;
 	uint64_t	 size;
 	pthread_mutex_t	 mu;
-	pthread_cond_t	 cv;		/* a batch written, or taken */
+	/*
+	 * Batch wgen written: cv[wgen % 2]; the batch placed meanwhile waits
+	 * on the other, and one of its threads is woken to write it.
+	 */
+	pthread_cond_t	 cv[2];
+	uint64_t	 wgen;		/* batches taken to be written */
+	uint64_t	 writing_upto;	/* ...the last one's records: below */
+	pthread_cond_t	 free_cv;	/* a batch taken: room for one that
+					   would wrap */
+	unsigned	 free_waiters;	/* on free_cv */
 	pthread_cond_t	 ckpt_cv;	/* the checkpoint thread's */
 	pthread_t	 thread;
 	bool		 stop;
@@ -174,7 +183,10 @@ log_write_batch(struct spool_log *lg)
 
 	lg->batch = (struct util_buf){ 0 };
 	lg->writing = true;
-	pthread_cond_broadcast(&lg->cv);	/* the batch is free again */
+	lg->writing_upto = upto;
+	lg->wgen++;
+	if (lg->free_waiters > 0)	/* the batch is free again */
+		pthread_cond_broadcast(&lg->free_cv);
 	pthread_mutex_unlock(&lg->mu);
 	rc = util_write_all(lg->fd, b.data, b.len, (off_t)off);
 	if (rc == 0)
@@ -190,7 +202,12 @@ log_write_batch(struct spool_log *lg)
 	else
 		lg->broken = true;
 	lg->writing = false;
-	pthread_cond_broadcast(&lg->cv);
+	pthread_cond_broadcast(&lg->cv[lg->wgen % 2]);
+	/* The batch placed meanwhile: one of its threads writes it. */
+	if (lg->broken)
+		pthread_cond_broadcast(&lg->cv[(lg->wgen + 1) % 2]);
+	else if (lg->batch.len > 0)
+		pthread_cond_signal(&lg->cv[(lg->wgen + 1) % 2]);
 }
 
 /*
@@ -209,7 +226,9 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len, bool pin)
 		/* A batch is one piece: one that would wrap waits. */
 		if (lg->batch.len == 0 || at == lg->batch_off + lg->batch.len)
 			break;
-		pthread_cond_wait(&lg->cv, &lg->mu);
+		lg->free_waiters++;
+		pthread_cond_wait(&lg->free_cv, &lg->mu);
+		lg->free_waiters--;
 	}
 	if (lg->batch.len == 0)
 		lg->batch_off = at;
@@ -247,8 +266,9 @@ log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
 			return -1;
 		} else if (!lg->writing)
 			log_write_batch(lg);
-		else
-			pthread_cond_wait(&lg->cv, &lg->mu);
+		else	/* in the batch being written, or the next one */
+			pthread_cond_wait(&lg->cv[(lg->wgen +
+			    (seq < lg->writing_upto ? 0 : 1)) % 2], &lg->mu);
 	}
 	return 0;
 }
@@ -485,7 +505,9 @@ spool_log_start(int fd, uint64_t size, const struct spool_loghdr *h)
 	lg->next_seq = lg->durable_seq = h->seq;
 	lg->head = (size_t)h->off;
 	pthread_mutex_init(&lg->mu, NULL);
-	pthread_cond_init(&lg->cv, NULL);
+	pthread_cond_init(&lg->cv[0], NULL);
+	pthread_cond_init(&lg->cv[1], NULL);
+	pthread_cond_init(&lg->free_cv, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&lg->ckpt_cv, &ca);
@@ -520,7 +542,9 @@ spool_log_stop(struct spool_log **lgp)
 	free(lg->open);
 	util_buf_clear(&lg->batch);
 	close(lg->fd);
-	pthread_cond_destroy(&lg->cv);
+	pthread_cond_destroy(&lg->cv[0]);
+	pthread_cond_destroy(&lg->cv[1]);
+	pthread_cond_destroy(&lg->free_cv);
 	pthread_cond_destroy(&lg->ckpt_cv);
 	pthread_mutex_destroy(&lg->mu);
 	free(lg);
