@@ -1,0 +1,405 @@
+/*
+ * spool/commit.c: a message received into tmp/<qid> and committed: its
+ * content and envelope made durable in the order of spool.c's crash
+ * table, after one record in the spool log where the journal keeps the
+ * order and the log takes it, else with the file system's syncs.  Knows
+ * nothing of SMTP or of the queue.
+ */
+#include "spool/spool.h"
+#include "spool/spool_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "metrics/metrics.h"
+
+enum spool_state { MSG_EMPTY, MSG_TMP, MSG_MOVED, MSG_COMMITTED };
+
+struct spool_msg {
+	struct spool		*sp;		/* borrowed */
+	char			 qid[SPOOL_QID_MAX];
+	int			 fd;		/* content, -1 before first write */
+	enum spool_state	 state;
+};
+
+struct spool_msg *
+spool_msg_new(struct spool *sp, const char *qid)
+{
+	struct spool_msg *m;
+
+	ASSERT(spool_qid_is_valid(qid));
+	m = xcalloc(1, sizeof(*m));
+	m->sp = sp;
+	m->fd = -1;
+	m->state = MSG_EMPTY;
+	util_strlcpy(m->qid, qid, sizeof(m->qid));
+	return m;
+}
+
+/* Create tmp/<qid> and lock it; 0 or -1 with *err_out. */
+static int
+spool_msg_create(struct spool_msg *m, const char **err_out)
+{
+	struct stat st;
+
+	for (int tries = 0; tries < 2; tries++) {
+		/* Read back only for the log's record (spool_commit_logged). */
+		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_RDWR | O_CREAT |
+		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (m->fd == -1) {
+			*err_out = spool_err("open", SUB_TMP, m->qid, "", errno);
+			return -1;
+		}
+		m->state = MSG_TMP;
+		if (flock(m->fd, LOCK_EX) == -1 || fstat(m->fd, &st) == -1) {
+			*err_out = spool_err("flock", SUB_TMP, m->qid, "",
+			    errno);
+			return -1;
+		}
+		/* A concurrent spool_list may have taken it before our lock. */
+		if (st.st_nlink > 0)
+			return 0;
+		close(m->fd);
+		m->fd = -1;
+		m->state = MSG_EMPTY;
+	}
+	*err_out = spool_err("open", SUB_TMP, m->qid, "", EAGAIN);
+	return -1;
+}
+
+int
+spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
+    const char **err_out)
+{
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+		return -1;
+	if (util_write_all(m->fd, buf, len, -1) == -1) {
+		*err_out = spool_err("write", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* Copy len bytes of in from off to the end of out. */
+static int
+spool_copy_range(int in, off_t off, uint64_t len, int out)
+{
+	while (len > 0) {
+		ssize_t n = copy_file_range(in, &off, out, NULL, len, 0);
+		if (n == -1 && (errno == EXDEV || errno == EINVAL ||
+		    errno == ENOSYS || errno == EOPNOTSUPP)) {
+			/* A file system without it: copy by hand. */
+			char buf[64 * 1024];
+			n = pread(in, buf, len < sizeof(buf) ? len : sizeof(buf),
+			    off);
+			if (n > 0 &&
+			    util_write_all(out, buf, (size_t)n, -1) == -1)
+				n = -1;
+			if (n > 0)
+				off += n;
+		}
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* the file got shorter */
+			return -1;
+		}
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
+    const void *data, size_t len, const char **err_out)
+{
+	char name[SPOOL_QID_MAX + 8];
+	int in = -1, out = -1, rc = -1;
+	struct stat st;
+
+	ASSERT(m->state == MSG_TMP);
+	snprintf(name, sizeof(name), "%s.new", m->qid);
+	in = openat(m->sp->fd[SUB_TMP], m->qid, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	out = openat(m->sp->fd[SUB_TMP], name, O_RDWR | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (in == -1 || out == -1 || flock(out, LOCK_EX) == -1 ||
+	    fstat(in, &st) == -1) {
+		*err_out = spool_err("open", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	if ((uint64_t)st.st_size < offset + old_len) {
+		*err_out = spool_err("replace", SUB_TMP, m->qid, "", EINVAL);
+		goto out;
+	}
+	if (spool_copy_range(in, 0, offset, out) == -1 ||
+	    util_write_all(out, data, len, -1) == -1 ||
+	    spool_copy_range(in, (off_t)(offset + old_len),
+	    (uint64_t)st.st_size - offset - old_len, out) == -1) {
+		*err_out = spool_err("write", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	/* The new file is locked before it takes the name: no sweep gap. */
+	if (renameat(m->sp->fd[SUB_TMP], name, m->sp->fd[SUB_TMP], m->qid) ==
+	    -1) {
+		*err_out = spool_err("rename", SUB_TMP, m->qid, ".new", errno);
+		goto out;
+	}
+	close(m->fd);
+	m->fd = out;
+	out = -1;
+	rc = 0;
+out:
+	if (in != -1)
+		close(in);
+	if (out != -1) {
+		unlinkat(m->sp->fd[SUB_TMP], name, 0);
+		close(out);
+	}
+	return rc;
+}
+
+/* Step 3's write: env/<qid>.tmp made from b.  *fd_out: its fd. */
+static int
+spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
+    int *fd_out, const char **err_out)
+{
+	char tmpname[SPOOL_QID_MAX + 8];
+	int fd;
+
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
+	fd = openat(sp->fd[SUB_ENV], tmpname, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		*err_out = spool_err("open", SUB_ENV, qid, ".tmp", errno);
+		return -1;
+	}
+	if (util_write_all(fd, b->data, b->len, -1) == -1) {
+		*err_out = spool_err("write", SUB_ENV, qid, ".tmp", errno);
+		close(fd);
+		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+		return -1;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+/*
+ * The rest of steps 3 and 4: env/<qid>.tmp (fd) fdatasynced (settled where
+ * the order allows; neither without settle), renamed.  On failure the
+ * file is removed and fd closed.
+ */
+static int
+spool_env_name(struct spool *sp, const char *qid, int fd, bool settle,
+    const char **err_out)
+{
+	char tmpname[SPOOL_QID_MAX + 8];
+
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
+	if (settle && (sp->ordered ? util_settle(fd) : fdatasync(fd)) == -1) {
+		*err_out = spool_err("fdatasync", SUB_ENV, qid, ".tmp", errno);
+		goto fail;
+	}
+	if (renameat(sp->fd[SUB_ENV], tmpname, sp->fd[SUB_ENV], qid) == -1) {
+		*err_out = spool_err("rename", SUB_ENV, qid, ".tmp", errno);
+		goto fail;
+	}
+	return 0;
+fail:
+	close(fd);
+	unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+	return -1;
+}
+
+/* Steps 1 and 2 (step 1's sync only with settle). */
+static int
+spool_content_move(struct spool_msg *m, bool settle, const char **err_out)
+{
+	struct spool *sp = m->sp;
+
+	if (settle &&
+	    (sp->ordered ? util_settle(m->fd) : fdatasync(m->fd)) == -1) {
+		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	if (renameat(sp->fd[SUB_TMP], m->qid, sp->fd[SUB_MSG], m->qid) == -1) {
+		*err_out = spool_err("rename", SUB_TMP, m->qid, "", errno);
+		return -1;
+	}
+	m->state = MSG_MOVED;
+	return 0;
+}
+
+/* Steps 1 to 4 in the order of the table: *fd_out the envelope's. */
+static int
+spool_commit_named(struct spool_msg *m, const struct util_buf *b,
+    int *fd_out, const char **err_out)
+{
+	if (spool_content_move(m, true, err_out) == -1 ||
+	    spool_env_create(m->sp, m->qid, b, fd_out, err_out) == -1)
+		return -1;
+	return spool_env_name(m->sp, m->qid, *fd_out, true, err_out);
+}
+
+/* The content file whole (len bytes, from fstat), malloc'd; or NULL. */
+static char *
+spool_content_read(struct spool_msg *m, size_t len)
+{
+	char *buf = xmalloc(len + 1);
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(m->fd, buf + got, len - got, (off_t)got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			return NULL;
+		}
+		got += (size_t)n;
+	}
+	return buf;
+}
+
+/*
+ * The commit after one device write, where the journal keeps the order
+ * and the log takes the message: the content moved into msg/ and the
+ * envelope written into env/<qid>.tmp, neither synced; one SPOOLED record
+ * holding both made durable in the log; only then the envelope named
+ * (accepted).  A crash before the record leaves nothing accepted; after
+ * it, the start replays the record (logrecover.c) and writes again what
+ * the disk lost.  1 when the log cannot take it (off, too large): nothing
+ * done.  A full log or a failed write of it falls back to the order of
+ * the table from step 1's settle on (*logged_out false).  0 (*fd_out: the
+ * envelope's, named) or -1.
+ */
+static int
+spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
+    bool *logged_out, const char **err_out)
+{
+	struct spool *sp = m->sp;
+	struct stat st;
+	const char *lerr;
+	uint64_t seq;
+	char *content;
+	int rc;
+
+	*logged_out = false;
+	if (!sp->ordered || fstat(m->fd, &st) == -1 ||
+	    !spool_log_fits_spooled(sp, m->qid, b->len, (size_t)st.st_size) ||
+	    (content = spool_content_read(m, (size_t)st.st_size)) == NULL)
+		return 1;
+	if (spool_content_move(m, false, err_out) == -1 ||
+	    spool_env_create(sp, m->qid, b, fd_out, err_out) == -1) {
+		free(content);
+		return -1;
+	}
+	rc = spool_log_append_spooled(sp, m->qid, util_buf_cstr(b), content,
+	    (size_t)st.st_size, &seq, &lerr);
+	free(content);
+	if (rc != 0) {
+		/* Step 1's settle, then steps 3 and 4 as the table has them. */
+		if (util_settle(m->fd) == -1) {
+			char tmpname[SPOOL_QID_MAX + 8];
+			*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "",
+			    errno);
+			snprintf(tmpname, sizeof(tmpname), "%s.tmp", m->qid);
+			unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+			close(*fd_out);
+			return -1;
+		}
+		return spool_env_name(sp, m->qid, *fd_out, true, err_out);
+	}
+	*logged_out = true;
+	rc = spool_env_name(sp, m->qid, *fd_out, false, err_out);
+	spool_log_named(sp, seq);
+	return rc;
+}
+
+int
+spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
+    const char **err_out)
+{
+	struct spool *sp = m->sp;
+	struct util_buf b = { 0 };
+	int envfd = -1, rc;
+	bool logged;
+	uint64_t start_ns = metrics_now_ns();
+
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	ASSERT(strcmp(env->qid, m->qid) == 0);
+	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+		return -1;
+	spool_env_format(env, &b);
+	if ((rc = spool_commit_logged(m, &b, &envfd, &logged, err_out)) == 1)
+		rc = spool_commit_named(m, &b, &envfd, err_out);
+	if (rc == -1)
+		goto fail_text;
+	/* 5. (the log's record made it durable already) */
+	if (!logged && sp->ordered && fsync(envfd) == -1) {
+		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
+		goto fail;
+	}
+	if (!sp->ordered && fsync(sp->fd[SUB_MSG]) == -1) {
+		*err_out = spool_err("fsync", SUB_MSG, "", "", errno);
+		goto fail;
+	}
+	if (!sp->ordered && fsync(sp->fd[SUB_ENV]) == -1) {
+		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
+		goto fail;
+	}
+	close(envfd);
+	m->state = MSG_COMMITTED;
+	/* Its first load needs no read: no record exists yet (fresh.c). */
+	spool_fresh_put(sp, m->qid, b.data, b.len);
+	util_buf_clear(&b);
+	metrics_observe_ns(MET_SPOOL_COMMIT_SECONDS, 0, metrics_now_ns() -
+	    start_ns);
+	return 0;
+fail:
+	/* Not acknowledged: withdraw the envelope first, as spool_remove. */
+	unlinkat(sp->fd[SUB_ENV], m->qid, 0);
+	close(envfd);
+fail_text:
+	util_buf_clear(&b);
+	return -1;
+}
+
+void
+spool_msg_free(struct spool_msg **mp)
+{
+	struct spool_msg *m = *mp;
+
+	if (m == NULL)
+		return;
+	/* Unlink before close: the lock keeps spool_list away meanwhile. */
+	if (m->state == MSG_TMP)
+		unlinkat(m->sp->fd[SUB_TMP], m->qid, 0);
+	else if (m->state == MSG_MOVED)
+		unlinkat(m->sp->fd[SUB_MSG], m->qid, 0);
+	if (m->fd != -1)
+		close(m->fd);
+	free(m);
+	*mp = NULL;
+}
+
+int
+spool_msg_keep(struct spool_msg *m, const char *suffix, const char **err_out)
+{
+	if (m->state == MSG_EMPTY)
+		return 0;	/* no content */
+	return spool_keep_from(m->sp, m->state == MSG_TMP ? SUB_TMP : SUB_MSG,
+	    m->qid, suffix, err_out);
+}
+
+char *
+spool_msg_tmp_path(const struct spool *sp, const char *qid)
+{
+	return xasprintf("%s/tmp/%s", sp->dir, qid);
+}
