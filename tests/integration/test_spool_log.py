@@ -70,14 +70,17 @@ def untrace(st):
         st.wait(10)
 
 
-def power_cut(ext4, dev, mnt, srv):
+def power_cut(ext4, dev, mnt, srv, copied=None):
     """The file system of dev as a power cut would leave it now, mounted
     in place of dev at mnt once srv is killed: what the kernel has not
-    written to the device is not in it."""
+    written to the device is not in it.  copied(): run once the image is
+    copied, before the kill."""
     with open("/sys/block/%s/loop/backing_file" % dev) as f:
         image = f.read().strip()
     cut = image + ".cut"
     shutil.copyfile(image, cut)
+    if copied is not None:
+        copied()
     srv.kill9()
     sh("umount", mnt)
     sh("losetup", "-d", "/dev/" + dev)
@@ -87,13 +90,16 @@ def power_cut(ext4, dev, mnt, srv):
 def cut_while_unsynced(ext4, dev, mnt, srv, sends, records=1):
     """Once the checkpoint is past the first records, sends() runs with
     the checkpoint's syncfs held back (strace delays it), then the power
-    is cut (power_cut): the copy's mount point."""
+    is cut (power_cut): the copy's mount point.  strace lets go once the
+    image is copied, before the kill: a process killed while strace
+    holds its thread in a delayed call may stay a zombie until strace
+    ends."""
     checkpointed(mnt, records)
     st = strace(srv, "-e", "trace=syncfs",
         "-e", "inject=syncfs:delay_enter=30000000")
     try:
         sends()
-        return power_cut(ext4, dev, mnt, srv)[1]
+        return power_cut(ext4, dev, mnt, srv, lambda: untrace(st))[1]
     finally:
         untrace(st)
 
