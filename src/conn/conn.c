@@ -353,6 +353,15 @@ conn_shutdown_one(struct conn *c)
 	return false;
 }
 
+void
+conn_resume(struct conn *c, enum smtp_verdict v, const struct smtp_reply *r)
+{
+	if (v != SMTP_PENDING)
+		smtp_session_resume(c->smtp, v, r);
+	conn_process_input(c);
+	conn_check_close(c);
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 void
 conn_check_close(struct conn *c)

@@ -243,6 +243,9 @@ void	conn_readable(struct conn *c);
 /* The client closed or the socket failed: free the connection. */
 void	conn_lost(struct conn *c);
 void	conn_check_close(struct conn *c);
+/* The waiting command answered (v, r; none if SMTP_PENDING), then on. */
+void	conn_resume(struct conn *c, enum smtp_verdict v,
+	    const struct smtp_reply *r);
 /* Write the replies gathered in this turn (c->out) at once. */
 void	conn_flush_out(struct conn *c);
 /*

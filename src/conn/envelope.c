@@ -134,9 +134,7 @@ conn_rcpt_done_cb(void *arg, struct route_result *res)
 	c->route_q = NULL;
 	v = conn_rcpt_result(c, c->wait_arg != NULL ? c->wait_arg : "",
 	    RCPT_CLIENT, res, &r);
-	smtp_session_resume(c->smtp, v, &r);
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_resume(c, v, &r);
 }
 
 static struct table_loop *
@@ -229,9 +227,7 @@ conn_mail_done_cb(void *arg, struct route_result *res)
 
 	c->route_q = NULL;
 	v = conn_mail_checked(c, &c->wait_ev, res, &r);
-	smtp_session_resume(c->smtp, v, &r);
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_resume(c, v, &r);
 }
 
 enum smtp_verdict

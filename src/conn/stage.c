@@ -146,12 +146,8 @@ conn_chain_done_cb(void *arg, const struct chain_result *res)
 {
 	struct conn *c = arg;
 	struct smtp_reply r = { 0 };
-	enum smtp_verdict v = conn_after_chain(c, &c->wait_ev, res, &r);
 
-	if (v != SMTP_PENDING)
-		smtp_session_resume(c->smtp, v, &r);
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_resume(c, conn_after_chain(c, &c->wait_ev, res, &r), &r);
 }
 
 enum smtp_verdict
@@ -177,9 +173,7 @@ conn_auth_tarpit_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	conn_set_reply(&r, 535, "5.7.8 Authentication credentials invalid");
-	smtp_session_resume(c->smtp, SMTP_REJECT, &r);
-	conn_process_input(c);
-	conn_check_close(c);
+	conn_resume(c, SMTP_REJECT, &r);
 }
 
 /* Credentials checked: then the auth chain has its say, if any. */

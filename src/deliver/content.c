@@ -159,6 +159,7 @@ deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
 	struct stat st;
 	char *buf = NULL;
 	size_t len = 0;
+	ssize_t n;
 	int fd;
 
 	*out = *m;
@@ -169,19 +170,12 @@ deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
 	    st.st_size <= DELIVER_CONTENT_HOLD_MAX) {
 		buf = xmalloc((size_t)st.st_size + 1);
 		/* Up to the size fstat saw: spooled content never changes. */
-		while (buf != NULL && len < (size_t)st.st_size) {
-			ssize_t n = read(fd, buf + len,
-			    (size_t)st.st_size - len);
-			if (n == -1 && errno == EINTR)
-				continue;
-			if (n == -1) {	/* streamed instead, which says why */
-				free(buf);
-				buf = NULL;
-			} else if (n == 0)
-				break;
-			else
-				len += (size_t)n;
-		}
+		if ((n = util_read_upto(fd, buf, (size_t)st.st_size, -1)) ==
+		    -1) {	/* streamed instead, which says why */
+			free(buf);
+			buf = NULL;
+		} else
+			len = (size_t)n;
 	}
 	close(fd);
 	if (buf != NULL) {

@@ -80,11 +80,7 @@ md_sw_init(void)
 static size_t
 md_hash(const char *s, size_t nbuckets)
 {
-	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)(h & (nbuckets - 1));
+	return util_hash_str(s) & (nbuckets - 1);
 }
 
 /* Double the buckets once there are more folders than buckets. */

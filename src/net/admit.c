@@ -13,14 +13,10 @@
 
 /* ----- per-address counts (srv->mu held) ----- */
 
-static uint32_t
+static size_t
 net_ip_hash(const char *ip)
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
-
-	for (const char *p = ip; *p != '\0'; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	return h % NET_IP_BUCKETS;
+	return util_hash_str(ip) % NET_IP_BUCKETS;
 }
 
 static struct net_ipcount **

@@ -16,16 +16,6 @@
 
 /* ---- string-keyed hash tables ------------------------------------------ */
 
-static size_t
-queue_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)(h ^ (h >> 29));
-}
-
 static struct queue_hnode **
 queue_htab_slot(struct queue_htab *t, const char *key)
 {
@@ -33,7 +23,7 @@ queue_htab_slot(struct queue_htab *t, const char *key)
 
 	if (t->size == 0)
 		return NULL;
-	for (np = &t->b[queue_hash(key) & (t->size - 1)]; *np != NULL;
+	for (np = &t->b[util_hash_str(key) & (t->size - 1)]; *np != NULL;
 	    np = &(*np)->next)
 		if (strcmp((*np)->key, key) == 0)
 			break;
@@ -61,7 +51,7 @@ queue_htab_add(struct queue_htab *t, struct queue_hnode *n)
 		for (i = 0; i < t->size; i++)
 			while (t->b[i] != NULL) {
 				struct queue_hnode *m = t->b[i];
-				size_t k = queue_hash(m->key) & (size - 1);
+				size_t k = util_hash_str(m->key) & (size - 1);
 
 				t->b[i] = m->next;
 				m->next = b[k];
@@ -71,7 +61,7 @@ queue_htab_add(struct queue_htab *t, struct queue_hnode *n)
 		t->b = b;
 		t->size = size;
 	}
-	i = queue_hash(n->key) & (t->size - 1);
+	i = util_hash_str(n->key) & (t->size - 1);
 	n->next = t->b[i];
 	t->b[i] = n;
 	t->n++;

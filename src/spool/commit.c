@@ -165,6 +165,17 @@ out:
 	return rc;
 }
 
+/* env/<qid>.tmp, unnamed yet, withdrawn: fd closed, the file removed. */
+static void
+spool_env_drop(struct spool *sp, const char *qid, int fd)
+{
+	char tmpname[SPOOL_QID_MAX + 8];
+
+	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
+	close(fd);
+	unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+}
+
 /* Step 3's write: env/<qid>.tmp made from b.  *fd_out: its fd. */
 static int
 spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
@@ -182,8 +193,7 @@ spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
 	}
 	if (util_write_all(fd, b->data, b->len, -1) == -1) {
 		*err_out = spool_err("write", SUB_ENV, qid, ".tmp", errno);
-		close(fd);
-		unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+		spool_env_drop(sp, qid, fd);
 		return -1;
 	}
 	*fd_out = fd;
@@ -212,8 +222,7 @@ spool_env_name(struct spool *sp, const char *qid, int fd, bool settle,
 	}
 	return 0;
 fail:
-	close(fd);
-	unlinkat(sp->fd[SUB_ENV], tmpname, 0);
+	spool_env_drop(sp, qid, fd);
 	return -1;
 }
 
@@ -252,17 +261,10 @@ static char *
 spool_content_read(struct spool_msg *m, size_t len)
 {
 	char *buf = xmalloc(len + 1);
-	size_t got = 0;
 
-	while (got < len) {
-		ssize_t n = pread(m->fd, buf + got, len - got, (off_t)got);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			free(buf);
-			return NULL;
-		}
-		got += (size_t)n;
+	if (util_read_upto(m->fd, buf, len, 0) != (ssize_t)len) {
+		free(buf);
+		return NULL;
 	}
 	return buf;
 }
@@ -306,12 +308,9 @@ spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
 	if (rc != 0) {
 		/* Step 1's settle, then steps 3 and 4 as the table has them. */
 		if (util_settle(m->fd) == -1) {
-			char tmpname[SPOOL_QID_MAX + 8];
 			*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "",
 			    errno);
-			snprintf(tmpname, sizeof(tmpname), "%s.tmp", m->qid);
-			unlinkat(sp->fd[SUB_ENV], tmpname, 0);
-			close(*fd_out);
+			spool_env_drop(sp, m->qid, *fd_out);
 			return -1;
 		}
 		return spool_env_name(sp, m->qid, *fd_out, true, err_out);

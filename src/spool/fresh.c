@@ -27,11 +27,7 @@ struct spool_fresh {
 static size_t
 spool_fresh_slot(const char *qid)
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
-
-	for (; *qid != '\0'; qid++)
-		h = (h ^ (unsigned char)*qid) * 16777619u;
-	return h % SPOOL_FRESH_SLOTS;
+	return util_hash_str(qid) % SPOOL_FRESH_SLOTS;
 }
 
 /* The entry of qid, or NULL; *pp_out: the link to it.  Locked. */

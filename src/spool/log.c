@@ -388,7 +388,7 @@ spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 	struct spool_log *lg = sp->log;
 	struct spool_logrec r = { .kind = SPOOL_LR_REMOVED, .sender = "",
 	    .hdr = "" };
-	unsigned char rec[48 + SPOOL_QID_MAX + 8];
+	unsigned char rec[SPOOL_LOGREC_REMOVED_MAX];
 	uint64_t seq = 0, last = 0;
 	size_t done = 0;
 

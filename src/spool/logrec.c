@@ -29,7 +29,7 @@
 #define LR_MAGIC	0x524c5350u	/* "PSLR": copies */
 #define LR_MAGIC_SPOOLED 0x534c5350u	/* "PSLS" */
 #define LR_MAGIC_REMOVED 0x444c5350u	/* "PSLD" */
-#define LR_FIXED	48
+#define LR_FIXED	SPOOL_LOGREC_FIXED
 #define LH_MAGIC	0x484c5350u	/* "PSLH" */
 
 static uint32_t lr_table[256];

@@ -314,7 +314,7 @@ spool_slurp(struct spool *sp, enum spool_sub sub, const char *name,
 {
 	struct stat st;
 	char *buf = NULL;
-	size_t len = 0;
+	ssize_t len;
 	int fd, saved;
 
 	fd = openat(sp->fd[sub], name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -332,19 +332,11 @@ spool_slurp(struct spool *sp, enum spool_sub sub, const char *name,
 	 * envelope never changes once named, and records appended to a done
 	 * file meanwhile are read next time, as if we had read first.
 	 */
-	while (len < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			goto fail;
-		if (n == 0)
-			break;	/* got shorter: what is there */
-		len += (size_t)n;
-	}
+	if ((len = util_read_upto(fd, buf, (size_t)st.st_size, -1)) == -1)
+		goto fail;
 	close(fd);
 	*buf_out = buf;
-	*len_out = len;
+	*len_out = (size_t)len;
 	return 0;
 fail:
 	saved = errno;

@@ -137,6 +137,10 @@ enum spool_logrec_kind {
 	SPOOL_LR_REMOVED	/* a spooled message removed: qid alone */
 };
 
+#define SPOOL_LOGREC_FIXED	48	/* a record's fixed part */
+/* The largest REMOVED record: the fixed part, a qid, the padding. */
+#define SPOOL_LOGREC_REMOVED_MAX (SPOOL_LOGREC_FIXED + SPOOL_QID_MAX + 8)
+
 struct spool_logrec {
 	enum spool_logrec_kind kind;
 	uint64_t	 seq;

@@ -18,12 +18,7 @@
 static size_t
 store_cache_hash(const char *key)
 {
-	size_t h = 5381;
-
-	for (const unsigned char *p = (const unsigned char *)key; *p != '\0';
-	    p++)
-		h = h * 33 + *p;
-	return h % STORE_CACHE_BUCKETS;
+	return util_hash_str(key) % STORE_CACHE_BUCKETS;
 }
 
 void

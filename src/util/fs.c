@@ -125,3 +125,23 @@ util_write_all(int fd, const void *buf, size_t len, off_t off)
 	}
 	return 0;
 }
+
+ssize_t
+util_read_upto(int fd, void *buf, size_t len, off_t off)
+{
+	char *p = buf;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = off == -1 ? read(fd, p + got, len - got) :
+		    pread(fd, p + got, len - got, off + (off_t)got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}

@@ -129,6 +129,16 @@ xasprintf(const char *fmt, ...)
 	return p;
 }
 
+size_t
+util_hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 29));
+}
+
 int
 util_strlcpy(char *dst, const char *src, size_t dstsz)
 {

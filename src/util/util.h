@@ -45,6 +45,8 @@ char	*xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
  * did not fit (dst then holds a truncated copy).
  */
 int	util_strlcpy(char *dst, const char *src, size_t dstsz);
+/* A hash of the string s for the buckets of a table (FNV-1a, folded). */
+size_t	util_hash_str(const char *s);
 /* snprintf that returns 0, or -1 on truncation or error. */
 int	util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
 	    UTIL_PRINTF(3, 4);
@@ -252,6 +254,11 @@ int	util_settle(int fd);
  * the file's position with off -1.  0, or -1 with errno.
  */
 int	util_write_all(int fd, const void *buf, size_t len, off_t off);
+/*
+ * Up to len bytes read from fd into buf (EINTR retried), as util_write_all
+ * places them; fewer only at the end of the file.  The count, or -1.
+ */
+ssize_t	util_read_upto(int fd, void *buf, size_t len, off_t off);
 
 #endif
 
