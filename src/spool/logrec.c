@@ -156,7 +156,8 @@ spool_logrec_encode(const struct spool_logrec *r, unsigned char *out)
 	size_t len = spool_logrec_size(r);
 	unsigned char *p = out + LR_FIXED;
 
-	memset(out, 0, len);
+	/* Only what no field covers: the content is most of a record. */
+	memset(out, 0, LR_FIXED);
 	put32(out, r->kind == SPOOL_LR_SPOOLED ? LR_MAGIC_SPOOLED :
 	    r->kind == SPOOL_LR_REMOVED ? LR_MAGIC_REMOVED : LR_MAGIC);
 	put32(out + 4, (uint32_t)len);
@@ -177,7 +178,8 @@ spool_logrec_encode(const struct spool_logrec *r, unsigned char *out)
 		p = lr_put(p, c->addr, strlen(c->addr));
 	}
 	if (r->content_len > 0)
-		lr_put(p, r->content, r->content_len);
+		p = lr_put(p, r->content, r->content_len);
+	memset(p, 0, (size_t)(out + len - p));	/* the padding */
 	put32(out + 20, spool_crc32c(0, out + 24, len - 24));
 }
 

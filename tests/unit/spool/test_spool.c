@@ -1086,6 +1086,39 @@ test_logrec_round_trip(void **state)
 	free(b);
 }
 
+/*
+ * encode writes every byte of the record, whatever the buffer held: the
+ * fields the seal fills in later and the padding to 8 bytes are zeros.
+ */
+static void
+test_logrec_encode_every_byte(void **state)
+{
+	struct spool_logcopy cs[1] = { { "/m/bob/new/1.Q1_0.h", "b@x" } };
+	struct spool_logrec r = { .received = 1700000000, .sender = "a@x",
+	    .hdr = "Return-Path: <a@x>\n", .copies = cs, .ncopies = 1,
+	    .content = "Subject: s\n\nbody\n", .content_len = 17 };
+	unsigned char a[512], b[512];
+	size_t len, end;
+
+	(void)state;
+	util_strlcpy(r.qid, "Q1", sizeof(r.qid));
+	len = spool_logrec_size(&r);
+	end = 48 + 2 + 3 + 19 + 4 + 19 + 3 + 17;
+	assert_int_equal(len, (end + 7) & ~(size_t)7);
+	assert_true(len > end);		/* there is padding */
+	memset(a, 0x00, sizeof(a));
+	memset(b, 0xa5, sizeof(b));
+	spool_logrec_encode(&r, a);
+	spool_logrec_encode(&r, b);
+	assert_memory_equal(a, b, len);
+	for (size_t i = 8; i < 20; i++)
+		assert_int_equal(b[i], 0);
+	for (size_t i = end; i < len; i++)
+		assert_int_equal(b[i], 0);
+	assert_int_equal(b[len], 0xa5);		/* nothing past the record */
+	assert_memory_equal(b + end - 17, r.content, 17);
+}
+
 /* A record of kind k with no copies: qid, the header's place, content. */
 static unsigned char *
 log_rec_bare(enum spool_logrec_kind k, const char *qid, const char *hdr,
@@ -1309,6 +1342,7 @@ main(void)
 		cmocka_unit_test(test_write_error_reported),
 		cmocka_unit_test(test_sigkill_during_commits),
 		cmocka_unit_test(test_logrec_round_trip),
+		cmocka_unit_test(test_logrec_encode_every_byte),
 		cmocka_unit_test(test_logrec_kinds),
 		cmocka_unit_test(test_logrec_crc32c),
 		cmocka_unit_test(test_log_scan),
