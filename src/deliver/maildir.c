@@ -201,8 +201,8 @@ md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 	if (r == DELIVER_OK) {
 		/* Kept: new/, and tmp/ if a copy is to be written now. */
 		c->dir = deliver_md_add(c->folder, fd[MD_NEW],
-		    want_tmp ? fd[MD_TMP] : -1, util_fs_ordered(fd[MD_NEW]),
-		    &st);
+		    want_tmp ? fd[MD_TMP] : -1,
+		    util_fs_ordered(fd[MD_NEW], &st), &st);
 		fd[MD_NEW] = -1;
 		if (want_tmp)
 			fd[MD_TMP] = -1;

@@ -73,9 +73,13 @@ deliver_maildir_sync(const char *path, const char **err_out)
 	return -1;
 }
 
-/* The context of noted copy v, its Maildir open; false if it cannot be. */
+/*
+ * The context of noted copy v, its Maildir open (with tmp/ when want_tmp:
+ * a held copy is renamed from there); false if it cannot be.
+ */
 static bool
-md_reopen(struct deliver_md_copy *c, const struct deliver_unsynced_copy *v)
+md_reopen(struct deliver_md_copy *c, const struct deliver_unsynced_copy *v,
+    bool want_tmp)
 {
 	const char *err;
 	enum deliver_result r;
@@ -83,7 +87,7 @@ md_reopen(struct deliver_md_copy *c, const struct deliver_unsynced_copy *v)
 	*c = (struct deliver_md_copy){ .folder = v->folder, .out = -1,
 	    .src = v->src, .later = true, .rcpt = v->rcpt };
 	util_strlcpy(c->name, v->name, sizeof(c->name));
-	if ((r = deliver_md_open(c, false, &err)) != DELIVER_OK) {
+	if ((r = deliver_md_open(c, want_tmp, &err)) != DELIVER_OK) {
 		deliver_md_set(c, r, err);
 		return false;
 	}
@@ -128,7 +132,7 @@ deliver_maildir_publish(struct deliver_unsynced *u,
 
 		if (!u->v[i].held)
 			continue;
-		if ((open = md_reopen(&s, &u->v[i])))
+		if ((open = md_reopen(&s, &u->v[i], true)))
 			md_publish_src(&s);
 		for (size_t j = i + 1; j < u->n; j++) {
 			struct deliver_md_copy c;
@@ -136,9 +140,9 @@ deliver_maildir_publish(struct deliver_unsynced *u,
 			if (u->v[j].src != i)
 				continue;
 			/* As a link that fails: a copy of its own. */
-			if (md_reopen(&c, &u->v[j]) && (s.r != DELIVER_OK ||
-			    linkat(s.dir->new_fd, s.name, c.dir->new_fd, c.name,
-			    0) == -1))
+			if (md_reopen(&c, &u->v[j], false) &&
+			    (s.r != DELIVER_OK || linkat(s.dir->new_fd, s.name,
+			    c.dir->new_fd, c.name, 0) == -1))
 				deliver_md_place(&c, m);
 			if (c.dir != NULL)
 				deliver_md_close(&c, true);

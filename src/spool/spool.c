@@ -140,7 +140,7 @@ spool_open(const char *dir, const char **err_out)
 		*err_out = util_err("fsync(%s): %s", dir, strerror(errno));
 		goto fail;
 	}
-	sp->ordered = util_fs_ordered(sp->fd[SUB_MSG]);
+	sp->ordered = util_fs_ordered(sp->fd[SUB_MSG], NULL);
 	return sp;
 fail:
 	spool_close(&sp);

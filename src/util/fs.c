@@ -54,7 +54,7 @@ util_ext4_journaled(dev_t dev)
  * should not read /proc each time, and a device can be remounted.
  */
 bool
-util_fs_ordered(int dirfd)
+util_fs_ordered(int dirfd, const struct stat *st_in)
 {
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	static struct { dev_t dev; time_t until; bool ordered; } cache[8];
@@ -64,7 +64,9 @@ util_fs_ordered(int dirfd)
 	struct stat st;
 	bool ordered;
 
-	if (fstat(dirfd, &st) == -1)
+	if (st_in != NULL)
+		st = *st_in;
+	else if (fstat(dirfd, &st) == -1)
 		return false;
 	pthread_mutex_lock(&mu);
 	for (size_t i = 0; i < sizeof(cache) / sizeof(cache[0]); i++)

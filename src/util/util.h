@@ -241,12 +241,14 @@ int	util_mkdirs_owned(const char *path, unsigned mode, uid_t uid,
  */
 int	util_account_ids(const char *user, const char *group, uid_t *uid_out,
 	    gid_t *gid_out, const char **err_out);
+struct stat;
 /*
  * Does the file system holding fd journal its metadata in order (XFS, ext4
  * with a journal), so that a rename made durable carries everything done
- * to the files before it?  False when unsure.
+ * to the files before it?  False when unsure.  st: fd's fstat when the
+ * caller has it (one call fewer), or NULL.
  */
-bool	util_fs_ordered(int fd);
+bool	util_fs_ordered(int fd, const struct stat *st);
 /* fd's data written out and waited for, no journal commit; 0 or -1. */
 int	util_settle(int fd);
 /*

@@ -20,6 +20,7 @@ need root."""
 
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import time
 
 import pytest
 
-from conftest import (machine_lacks, make_config, needs, read_bytes,
+from conftest import (binary, machine_lacks, make_config, needs, read_bytes,
     send_message, traced_by, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
@@ -83,7 +84,7 @@ def no_log_size(text):
     return re.sub(r"spool log-size \S+\n", "", text)
 
 
-def server_on(make_postern, mnt, log=True, spool=None):
+def server_on(make_postern, mnt, log=True, spool=None, start=True):
     """A server delivering into mnt; its spool at spool (else its own);
     log=False: `spool log-size off`."""
     text = no_log_size(make_config(actions=
@@ -93,7 +94,7 @@ def server_on(make_postern, mnt, log=True, spool=None):
             "log-size 8M" % spool)
     if not log:
         text = text.replace("\nspool ", "\nspool log-size off\nspool ", 1)
-    return make_postern(config=text)
+    return make_postern(config=text, start=start)
 
 
 def send(srv, first, count, rcpts=("bob@example.org",)):
@@ -126,6 +127,36 @@ def test_journaled_ext4_no_commit_per_copy(ext4, make_postern):
     assert took <= 2 + secs, "%d journal commits for 20 copies in %.1fs" % (
         took, secs)
     assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(21))
+
+
+def test_copies_published_with_no_maildir_kept(ext4, make_postern):
+    # With no descriptor to spare no Maildir stays open between copies:
+    # each is opened afresh to be written into tmp/, and again to be named
+    # in new/ once recorded in the log, its links with it.
+    dev, mnt = ext4(journal=True)
+    srv = server_on(make_postern, mnt, spool=mnt + "/spool", start=False)
+    r = subprocess.run([binary(), "check", "-c", srv.conf], text=True,
+        capture_output=True, timeout=20, preexec_fn=lambda:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    need = re.search(r"needs (\d+) descriptors", r.stdout + r.stderr)
+    assert need, r
+    n = int(need.group(1))		# all taken: nothing left to keep
+    srv.argv_prefix = ["prlimit", "--nofile=%d:%d" % (n, n), "--"]
+    srv.start()
+    users = ("bob", "ann", "cid")
+    send(srv, 0, 4)
+    send(srv, 4, 4, rcpts=["%s@example.org" % u for u in users])
+    assert delivered(mnt) == sorted(b"body %d\n" % i for i in range(8))
+    for u in users[1:]:
+        assert delivered(mnt, u) == sorted(b"body %d\n" % i
+            for i in range(4, 8))
+    for u in users:
+        assert os.listdir(os.path.join(mnt, u, "Maildir", "tmp")) == []
+    held = [os.readlink("/proc/%d/fd/%s" % (srv.proc.pid, f))
+        for f in os.listdir("/proc/%d/fd" % srv.proc.pid)]
+    # A kept Maildir holds its tmp/ (the log holds a new/ for syncfs).
+    assert not [h for h in held if h.endswith("/Maildir/tmp")], held
+    assert " deferred " not in srv.log() and "-error " not in srv.log()
 
 
 def test_journaled_ext4_one_commit_per_copy_without_log(ext4, make_postern):
