@@ -288,10 +288,8 @@ log_rest(char *rest, const char *sid, const char *qid, const char *fmt,
 		log_cat(rest, &n, max, " ", 1);
 	}
 	rest[n] = '\0';
-	if (fmt != NULL && n < max) {
-		vsnprintf(rest + n, LOG_REST_MAX - n, fmt, ap);
-		n += strlen(rest + n);
-	}
+	if (fmt != NULL && n < max)
+		n += log_format(rest + n, LOG_REST_MAX - n, fmt, ap);
 	while (n > 0 && rest[n - 1] == ' ')
 		n--;
 	rest[n] = '\0';

@@ -4,6 +4,8 @@
 
 #include "log/log.h"
 
+#include <stdarg.h>
+
 /* file.c: the descriptor lines go to: stderr, or the log file. */
 int	log_out_fd(void);
 /* n octets were written to it: rotate the file when it is full. */
@@ -18,5 +20,13 @@ void	log_file_wrote(size_t n);
  */
 size_t	log_json_line(char *out, size_t outsz, const char *stamp,
 	    const char *level, const char *event, const char *rest);
+
+/*
+ * format.c: fmt with ap into out (size > 0), as vsnprintf makes it: cut
+ * to fit, NUL-terminated.  Returns the length of the text up to its first
+ * NUL.
+ */
+size_t	log_format(char *out, size_t size, const char *fmt, va_list ap)
+	    UTIL_PRINTF(3, 0);
 
 #endif

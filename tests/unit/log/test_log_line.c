@@ -15,10 +15,13 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "log/log_private.h"
 #include "util/util.h"
 
 enum { REST_MAX = 2047, LINE_MAX_ = 4095, STAMP_LEN = 27 };
@@ -355,6 +358,64 @@ test_json_long_rest(void **state)
 	want_line("{\"time\":\"", want);
 }
 
+/* log_format(fmt) is vsnprintf(fmt), whatever the room, cut or not. */
+static void check_format(const char *fmt, ...) UTIL_PRINTF(1, 2);
+
+static void
+check_format(const char *fmt, ...)
+{
+	char want[512], got_[512];
+	va_list ap, a1, a2;
+	int full;
+
+	va_start(ap, fmt);
+	va_copy(a1, ap);
+	full = vsnprintf(want, sizeof(want), fmt, a1);
+	va_end(a1);
+	assert_true(full >= 0 && (size_t)full + 2 < sizeof(want));
+	for (size_t size = 1; size <= (size_t)full + 2; size++) {
+		va_copy(a1, ap);
+		va_copy(a2, ap);
+		memset(got_, 'z', sizeof(got_));
+		size_t n = log_format(got_, size, fmt, a1);
+		vsnprintf(want, size, fmt, a2);
+		va_end(a1);
+		va_end(a2);
+		if (strcmp(got_, want) != 0 || n != strlen(want))
+			fail_msg("\"%s\" in %zu: got \"%s\" (%zu) want \"%s\"",
+			    fmt, size, got_, n, want);
+		assert_int_equal(got_[size], 'z');	/* nothing past it */
+	}
+	va_end(ap);
+}
+
+static void
+test_format_is_vsnprintf(void **state)
+{
+	const char *volatile null = NULL;
+
+	(void)state;
+	check_format("ip=%s port=%d loop=%u", "127.0.0.1", 25, 0u);
+	check_format("%d %d %d %d", INT_MIN, INT_MAX, -1, 0);
+	check_format("%i %u %u", -7, 4000000000u, UINT_MAX);
+	check_format("%ld %ld %lu", LONG_MIN, LONG_MAX, ULONG_MAX);
+	check_format("%lld %llu", LLONG_MIN, ULLONG_MAX);
+	check_format("%zd %zu %zu", (ssize_t)-5, (size_t)0, SIZE_MAX);
+	check_format("%jd %jd %ju", INTMAX_MIN, INTMAX_MAX, UINTMAX_MAX);
+	check_format("100%% sure: %s%%", "yes");
+	check_format("[%.*s|%.*s|%.*s|%.*s]", 3, "abcdef", -1, "abc", 0,
+	    "abc", 10, "ab");
+	check_format("%s%s<%s>", "", "a", "");
+	check_format("size=%ju rcpts=%zu from=<%s> state=\"%s\"",
+	    (uintmax_t)4293, (size_t)1, "a@b", "");
+	/* Not made here: to vsnprintf whole, also after ours. */
+	check_format("%x %5d %-3s|", 255u, 42, "a");
+	check_format("a=%s b=%x c=%d", "s", 0xabcu, 3);
+	check_format("%c%c", 'q', 'r');
+	check_format("<%s> <%.*s>", null, 3, null);
+	check_format("%.3s %05u %+d", "abcdef", 7u, 7);
+}
+
 int
 main(void)
 {
@@ -371,6 +432,7 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_json_long_rest, setup,
 		    teardown),
+		cmocka_unit_test(test_format_is_vsnprintf),
 	};
 	return cmocka_run_group_tests_name("log_line", tests, NULL, NULL);
 }
