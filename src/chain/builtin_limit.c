@@ -208,19 +208,21 @@ limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	uint64_t now = util_wall_us() / 1000;
 	uint64_t bucket = now / l->period_ms;
 	struct limit_job *j = xcalloc(1, sizeof(*j));
+	char period[UTIL_DEC_MAX], cur[UTIL_DEC_MAX], prev[UTIL_DEC_MAX];
 	j->call = call;
 	j->l = l;
 	j->st = cs->loop->store;
 	j->frac_ms = now % l->period_ms;
-	util_snprintf(key, sizeof(key), "rl:%s:%llu:%s:%llu",
-	    limit_names[l->what], (unsigned long long)l->period_ms, buf,
-	    (unsigned long long)bucket);
-	util_snprintf(j->prev_key, sizeof(j->prev_key), "rl:%s:%llu:%s:%llu",
-	    limit_names[l->what], (unsigned long long)l->period_ms, buf,
-	    (unsigned long long)bucket - 1);
+	/* "rl:WHAT:PERIOD:VALUE:WINDOW", this window's and the last's. */
+	util_i64_dec(period, (int64_t)l->period_ms);
+	util_strjoin(key, sizeof(key), "rl:", limit_names[l->what], ":",
+	    period, ":", buf, ":", util_i64_dec(cur, (int64_t)bucket), NULL);
+	util_strjoin(j->prev_key, sizeof(j->prev_key), "rl:",
+	    limit_names[l->what], ":", period, ":", buf, ":",
+	    util_i64_dec(prev, (int64_t)bucket - 1), NULL);
 	if (l->what == LIMIT_IP)
-		util_snprintf(j->pen_key, sizeof(j->pen_key), "penalty:%s",
-		    cs->ip);
+		util_strjoin(j->pen_key, sizeof(j->pen_key), "penalty:",
+		    cs->ip, NULL);
 	store_incr(j->st, key, 1, 2 * l->period_ms, limit_incr_cb, j);
 	return CHAIN_PENDING;
 }
@@ -260,7 +262,7 @@ penalty_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	chain_verdict_continue(v);
 	if (cs->nrcpts_session > 0 || cs->ip[0] == '\0')
 		return CHAIN_DONE;
-	util_snprintf(key, sizeof(key), "penalty:%s", cs->ip);
+	util_strjoin(key, sizeof(key), "penalty:", cs->ip, NULL);
 	store_incr(cs->loop->store, key, p->n, p->ttl_ms, NULL, NULL);
 	util_strlcpy(v->why, "no valid recipient", sizeof(v->why));
 	return CHAIN_DONE;

@@ -36,9 +36,13 @@ chain_run_timer(struct chain_run *run, uint64_t ms, event_callback_fn fn)
 {
 	struct timeval tv = util_timeval_ms(ms);
 
-	if (run->timer != NULL)
-		event_free(run->timer);
-	run->timer = evtimer_new(run->cs->loop->base, fn, run);
+	/* One timer per run, kept between calls (freed by chain_run_clear). */
+	if (run->timer == NULL)
+		run->timer = evtimer_new(run->cs->loop->base, fn, run);
+	else {
+		evtimer_del(run->timer);
+		evtimer_assign(run->timer, run->cs->loop->base, fn, run);
+	}
 	evtimer_add(run->timer, &tv);
 }
 
@@ -291,10 +295,8 @@ chain_call_done(struct chain_call *call, const struct chain_verdict *v)
 	}
 	ASSERT(run->call == call);
 	run->call = NULL;
-	if (run->timer != NULL) {
-		event_free(run->timer);
-		run->timer = NULL;
-	}
+	if (run->timer != NULL)
+		evtimer_del(run->timer);
 	const struct chain_handler *h = call->h;
 	free(call);
 	int r = chain_apply(run, h, v);
@@ -342,6 +344,10 @@ chain_run_start(struct chain_run *run, struct chain_session *cs,
 	run->cs = cs;
 	run->idx = 0;
 	run->pending = false;
+	if (cs->set->n[ev->stage] == 0) {
+		run->active = false;	/* no handler: the stage goes on */
+		return;
+	}
 	run->active = true;
 	run->ev = *ev;
 	free(run->arg);

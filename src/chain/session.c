@@ -74,8 +74,11 @@ chain_session_destroy(struct chain_session *cs)
 {
 	chain_run_clear(&cs->run);
 	chain_run_clear(&cs->hdr_run);
-	chain_kv_clear(&cs->kv[0]);
-	chain_kv_clear(&cs->kv[1]);
+	for (size_t i = 0; i < 2; i++) {
+		chain_kv_clear(&cs->kv[i]);
+		free(cs->kv[i].keys);
+		free(cs->kv[i].vals);
+	}
 	chain_rcpts_clear(cs);
 	free(cs->sid);
 	free(cs->ip);
@@ -135,10 +138,8 @@ void
 chain_run_finish(struct chain_run *run)
 {
 	run->active = false;
-	if (run->timer != NULL) {
-		event_free(run->timer);
-		run->timer = NULL;
-	}
+	if (run->timer != NULL)
+		evtimer_del(run->timer);
 	if (run->pending && run->finish_cb != NULL)
 		run->finish_cb(run);
 }
@@ -571,6 +572,10 @@ chain_kv_set(struct chain_session *cs, enum chain_scope scope,
 		return 0;
 	if (kv->n == CHAIN_KV_MAX)
 		return -1;
+	if (kv->keys == NULL) {
+		kv->keys = xcalloc(CHAIN_KV_MAX, sizeof(*kv->keys));
+		kv->vals = xcalloc(CHAIN_KV_MAX, sizeof(*kv->vals));
+	}
 	kv->keys[kv->n] = xstrdup(key);
 	kv->vals[kv->n++] = xstrdup(value);
 	return 0;
@@ -756,14 +761,14 @@ chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
 	if (w == CHAIN_REP_IP) {
 		if (cs->ip[0] == '\0')
 			return false;
-		util_snprintf(buf, bufsz, "rep:ip:%s", cs->ip);
+		util_strjoin(buf, bufsz, "rep:ip:", cs->ip, NULL);
 		return true;
 	}
 	dom = cs->sender != NULL ? chain_addr_domain(cs->sender) : "";
 	if (dom[0] == '\0')
 		return false;
 	/* RFC 5321 2.4: domains are case-insensitive; one score per name. */
-	util_snprintf(buf, bufsz, "rep:domain:%s", dom);
+	util_strjoin(buf, bufsz, "rep:domain:", dom, NULL);
 	util_strlower(buf);
 	/* Keys hold no blanks or 8-bit bytes (an SMTPUTF8 domain). */
 	for (char *p = buf; *p != '\0'; p++)

@@ -61,8 +61,8 @@ struct chain_run {
 #define CHAIN_KV_MAX	64		/* entries per store */
 
 struct chain_kv {
-	char	*keys[CHAIN_KV_MAX];	/* owned */
-	char	*vals[CHAIN_KV_MAX];	/* owned */
+	char	**keys;		/* owned: CHAIN_KV_MAX, made at the first set */
+	char	**vals;		/* owned: as keys */
 	size_t	 n;
 };
 

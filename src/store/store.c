@@ -12,6 +12,8 @@
 #include "metrics/metrics.h"
 #include "util/util.h"
 
+static void	store_ready_cb(evutil_socket_t fd, short what, void *arg);
+
 struct store *
 store_open(struct event_base *base, const char *spec, const char **err_out)
 {
@@ -31,7 +33,12 @@ store_open(struct event_base *base, const char *spec, const char **err_out)
 		struct store *st = xcalloc(1, sizeof(*st));
 		st->eng = engines[i];
 		st->base = base;
+		st->ready_tail = &st->ready;
+		st->ready_ev = event_new(base, -1, 0, store_ready_cb, st);
+		if (st->ready_ev == NULL)
+			fatal("event_new failed");
 		if (st->eng->open_fn(st, colon + 1, err_out) == -1) {
+			event_free(st->ready_ev);
 			free(st);
 			return NULL;
 		}
@@ -50,6 +57,10 @@ store_close(struct store **stp)
 		return;
 	st->closing = true;
 	st->eng->close_fn(st);
+	/* Answers still waiting for the loop, and any their callbacks add. */
+	while (st->ready != NULL)
+		store_ready_cb(-1, 0, st);
+	event_free(st->ready_ev);
 	free(st);
 	*stp = NULL;
 }
@@ -132,28 +143,48 @@ store_req_done(struct store_req *req)
 			    NULL);
 	} else if (req->icb != NULL)
 		req->icb(req->arg, req->rc, req->rc == -1 ? 0 : req->n);
-	free(req->key);
 	free(req->val);
 	free(req->out);
 	free(req);
 }
 
+/* Run the answers queued for the loop, in order (those queued meanwhile
+ * wait for the next round). */
 static void
-store_later_cb(evutil_socket_t fd, short what, void *arg)
+store_ready_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct store *st = arg;
+	struct store_req *req = st->ready;
+
 	(void)fd;
 	(void)what;
-	store_req_done(arg);
+	st->ready = NULL;
+	st->ready_tail = &st->ready;
+	while (req != NULL) {
+		struct store_req *next = req->next;
+		store_req_done(req);
+		req = next;
+	}
 }
 
+/*
+ * A request nobody waits for is finished at once; an answer waits for
+ * the loop, behind the ones queued before it.
+ */
 void
 store_req_done_later(struct store_req *req)
 {
-	struct timeval zero = { 0, 0 };
+	struct store *st = req->st;
 
-	if (event_base_once(req->st->base, -1, EV_TIMEOUT, store_later_cb, req,
-	    &zero) == -1)
-		fatal("event_base_once failed");
+	if (req->scb == NULL && req->icb == NULL) {
+		store_req_done(req);
+		return;
+	}
+	req->next = NULL;
+	*st->ready_tail = req;
+	st->ready_tail = &req->next;
+	if (st->ready == req)
+		event_active(st->ready_ev, EV_TIMEOUT, 0);
 }
 
 static void
@@ -161,11 +192,12 @@ store_submit(struct store *st, enum store_op op, const char *key,
     const char *val, int64_t delta, uint64_t ttl_ms, store_str_cb *scb,
     store_int_cb *icb, void *arg)
 {
-	struct store_req *req = xcalloc(1, sizeof(*req));
+	size_t klen = strlen(key);
+	struct store_req *req = xcalloc(1, sizeof(*req) + klen + 1);
 
 	req->st = st;
 	req->op = op;
-	req->key = xstrdup(key);
+	req->key = memcpy(req + 1, key, klen + 1);	/* with req */
 	req->val = val != NULL ? xstrdup(val) : NULL;
 	req->delta = delta;
 	req->ttl_ms = ttl_ms;

@@ -57,8 +57,13 @@ store_cache_add(struct store_cache *c, const char *key, const char *val,
 static void
 store_cache_set(struct store_cache_ent *e, const char *val, int64_t exp)
 {
-	free(e->val);
-	e->val = val != NULL ? xstrdup(val) : NULL;
+	/* A counter's new value most often fits where the old one was. */
+	if (val != NULL && e->val != NULL && strlen(val) <= strlen(e->val))
+		memmove(e->val, val, strlen(val) + 1);
+	else {
+		free(e->val);
+		e->val = val != NULL ? xstrdup(val) : NULL;
+	}
 	e->exp = exp;
 	e->dirty = true;
 }
@@ -79,7 +84,7 @@ store_cache_apply(struct store_cache_ent *e, struct store_req *req,
     int64_t now)
 {
 	int64_t exp = req->ttl_ms != 0 ? now + (int64_t)req->ttl_ms : 0;
-	char num[32];
+	char num[UTIL_DEC_MAX];
 
 	req->rc = 0;
 	switch (req->op) {
@@ -97,7 +102,7 @@ store_cache_apply(struct store_cache_ent *e, struct store_req *req,
 			exp = e->exp;	/* an existing key keeps its expiry */
 		} else
 			req->n = req->delta;
-		snprintf(num, sizeof(num), "%lld", (long long)req->n);
+		util_i64_dec(num, req->n);
 		store_cache_set(e, num, exp);
 		break;
 	case STORE_DEL:

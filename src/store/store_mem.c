@@ -101,7 +101,7 @@ store_mem_submit(struct store *st, struct store_req *req)
 {
 	struct store_mem *m = st->priv;
 	struct store_mem_ent *e;
-	char num[32];
+	char num[UTIL_DEC_MAX];
 
 	pthread_mutex_lock(&store_mem_mu);
 	switch (req->op) {
@@ -121,7 +121,7 @@ store_mem_submit(struct store *st, struct store_req *req)
 		if (e == NULL)
 			e = store_mem_add(m, req->key, NULL, "0", req->ttl_ms);
 		req->n = strtoll(e->val, NULL, 10) + req->delta;
-		snprintf(num, sizeof(num), "%lld", (long long)req->n);
+		util_i64_dec(num, req->n);
 		free(e->val);
 		e->val = xstrdup(num);
 		break;

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct event;
+
 #include "store/store.h"
 
 enum store_op { STORE_GET, STORE_SET, STORE_INCR, STORE_DEL, STORE_SADD,
@@ -16,7 +18,7 @@ enum store_op { STORE_GET, STORE_SET, STORE_INCR, STORE_DEL, STORE_SADD,
 struct store_req {
 	struct store		*st;		/* borrowed */
 	enum store_op		 op;
-	char			*key;		/* owned */
+	const char		*key;		/* in the same allocation */
 	char			*val;		/* owned: SET value, set member */
 	int64_t			 delta;
 	uint64_t		 ttl_ms;
@@ -45,11 +47,16 @@ struct store {
 	struct event_base	*base;		/* borrowed */
 	void			*priv;		/* the engine's */
 	bool			 closing;
+	/* Answers waiting for the loop (store_req_done_later), in order. */
+	struct store_req	*ready;
+	struct store_req	**ready_tail;
+	struct event		*ready_ev;	/* owned: runs them */
 };
 
 /* Run req's callback (on st->base's thread) and free req. */
 void	store_req_done(struct store_req *req);
-/* Answer req on the loop later (memory engine, errors). */
+/* Answer req on the loop later (memory engine, cache hits, errors); a
+ * request without a callback is finished at once. */
 void	store_req_done_later(struct store_req *req);
 
 /*

@@ -156,6 +156,50 @@ util_strlcpy(char *dst, const char *src, size_t dstsz)
 }
 
 int
+util_strjoin(char *dst, size_t dstsz, ...)
+{
+	va_list ap;
+	const char *s;
+	size_t o = 0;
+	int rc = 0;
+
+	if (dstsz == 0)
+		return -1;
+	va_start(ap, dstsz);
+	while ((s = va_arg(ap, const char *)) != NULL) {
+		size_t len = strlen(s);
+		if (len >= dstsz - o) {
+			len = dstsz - o - 1;
+			rc = -1;
+		}
+		memcpy(dst + o, s, len);
+		o += len;
+	}
+	va_end(ap);
+	dst[o] = '\0';
+	return rc;
+}
+
+char *
+util_i64_dec(char *out, int64_t v)
+{
+	char tmp[UTIL_DEC_MAX];
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	size_t n = 0, o = 0;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		out[o++] = '-';
+	while (n > 0)
+		out[o++] = tmp[--n];
+	out[o] = '\0';
+	return out;
+}
+
+int
 util_snprintf(char *dst, size_t dstsz, const char *fmt, ...)
 {
 	va_list ap;

@@ -45,6 +45,16 @@ char	*xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
  * did not fit (dst then holds a truncated copy).
  */
 int	util_strlcpy(char *dst, const char *src, size_t dstsz);
+/*
+ * The strings that follow dstsz, up to a NULL, one after the other into
+ * dst (NUL-terminated).  Returns 0, or -1 when they did not fit (dst then
+ * holds what did).  For hot paths where snprintf's parsing shows.
+ */
+int	util_strjoin(char *dst, size_t dstsz, ...) __attribute__((sentinel));
+/* Room for any int64_t in decimal, sign and NUL included. */
+#define UTIL_DEC_MAX	21
+/* v in decimal into out (UTIL_DEC_MAX bytes); returns out. */
+char	*util_i64_dec(char *out, int64_t v);
 /* A hash of the string s for the buckets of a table (FNV-1a, folded). */
 size_t	util_hash_str(const char *s);
 /* snprintf that returns 0, or -1 on truncation or error. */

@@ -182,6 +182,80 @@ test_memory(void **state)
 
 static char tmpdir[] = "/tmp/postern-store-XXXXXX";
 
+/* Answers in the order asked, for ordered_answers. */
+struct seen {
+	struct answer	a;
+	int		*order;		/* shared counter */
+	int		 at;		/* when this one was answered */
+};
+
+static void
+seen_int_cb(void *arg, int rc, int64_t n)
+{
+	struct seen *s = arg;
+
+	int_cb(&s->a, rc, n);
+	s->at = ++*s->order;
+}
+
+static void
+seen_str_cb(void *arg, int rc, const char *value)
+{
+	struct seen *s = arg;
+
+	str_cb(&s->a, rc, value);
+	s->at = ++*s->order;
+}
+
+/*
+ * A store's answers come in the order asked; a request without a callback
+ * is applied in its place (the counter's width changes both ways); and
+ * closing a store answers what still waits for the loop.
+ */
+static void
+ordered_answers(const char *spec)
+{
+	struct event_base *base = event_base_new();
+	const char *err = NULL;
+	struct store *st = store_open(base, spec, &err);
+	int order = 0;
+	struct seen s[5] = { 0 };
+
+	for (size_t i = 0; i < 5; i++)
+		s[i].order = &order;
+	assert_non_null(st);
+	/* The key is read once, so the rest may be answered from memory. */
+	store_incr(st, "w", 9, 0, seen_int_cb, &s[0]);
+	wait_for(base, &s[0].a, "first incr");
+	assert_int_equal(s[0].a.n, 9);
+	store_incr(st, "w", 1, 0, seen_int_cb, &s[1]);		/* 10 */
+	store_incr(st, "w", -20, 0, NULL, NULL);		/* -10 */
+	store_incr(st, "w", 5, 0, seen_int_cb, &s[2]);		/* -5 */
+	store_get(st, "w", seen_str_cb, &s[3]);
+	assert_false(s[1].a.done);
+	wait_for(base, &s[3].a, "get after the increments");
+	assert_int_equal(s[1].a.n, 10);
+	assert_int_equal(s[2].a.n, -5);
+	assert_string_equal(s[3].a.val, "-5");
+	assert_true(s[1].at < s[2].at && s[2].at < s[3].at);
+
+	store_get(st, "w", seen_str_cb, &s[4]);
+	store_close(&st);
+	assert_true(s[4].a.done);
+	event_base_free(base);
+}
+
+static void
+test_ordered_answers(void **state)
+{
+	char spec[256];
+
+	(void)state;
+	ordered_answers("memory:");
+	snprintf(spec, sizeof(spec), "sqlite:%s/order.db", tmpdir);
+	ordered_answers(spec);
+}
+
 static void
 test_sqlite(void **state)
 {
@@ -434,6 +508,7 @@ main(void)
 		cmocka_unit_test(test_sqlite_batch),
 		cmocka_unit_test(test_sqlite_shared),
 		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_ordered_answers),
 		cmocka_unit_test(test_redis),
 		cmocka_unit_test(test_redis_down),
 	};

@@ -128,6 +128,20 @@ test_strlcpy_and_safe(void **state)
 	assert_int_equal(util_strlcpy(small, "abcd", sizeof(small)), -1);
 	assert_string_equal(small, "abc");
 	assert_int_equal(util_snprintf(small, sizeof(small), "%d", 12345), -1);
+	assert_int_equal(util_strjoin(buf, sizeof(buf), "rl:", "ip", ":",
+	    "10.0.0.1", NULL), 0);
+	assert_string_equal(buf, "rl:ip:10.0.0.1");
+	assert_int_equal(util_strjoin(small, sizeof(small), "ab", "cd", NULL),
+	    -1);
+	assert_string_equal(small, "abc");
+	assert_int_equal(util_strjoin(small, sizeof(small), NULL), 0);
+	assert_string_equal(small, "");
+	char num[UTIL_DEC_MAX];
+	assert_string_equal(util_i64_dec(num, 0), "0");
+	assert_string_equal(util_i64_dec(num, -42), "-42");
+	assert_string_equal(util_i64_dec(num, INT64_MAX), "9223372036854775807");
+	assert_string_equal(util_i64_dec(num, INT64_MIN),
+	    "-9223372036854775808");
 	assert_string_equal(log_safe_into(buf, sizeof(buf), "a\r\n\"b", 5),
 	    "a\\x0d\\x0a\\x22b");
 }
