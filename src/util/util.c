@@ -507,7 +507,18 @@ util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port)
 		return true;
 	}
 	const struct sockaddr_in *s4 = (const void *)sa;
-	inet_ntop(AF_INET, &s4->sin_addr, ip, INET_ADDRSTRLEN);
+	/* Dotted quad by hand: inet_ntop goes through sprintf, once per
+	 * connection or more. */
+	const unsigned char *b = (const unsigned char *)&s4->sin_addr;
+	char *p = ip;
+	for (int i = 0; i < 4; i++) {
+		if (b[i] >= 100)
+			*p++ = (char)('0' + b[i] / 100);
+		if (b[i] >= 10)
+			*p++ = (char)('0' + b[i] / 10 % 10);
+		*p++ = (char)('0' + b[i] % 10);
+		*p++ = i < 3 ? '.' : '\0';
+	}
 	if (port != NULL)
 		*port = ntohs(s4->sin_port);
 	return false;

@@ -227,6 +227,18 @@ test_sockaddr_text(void **state)
 	assert_string_equal(ip, "2001:db8::1");
 	assert_int_equal(port, 25);
 	assert_true(util_sockaddr_text((struct sockaddr *)&s6, ip, NULL));
+	/* Every octet value in every place, against inet_ntop. */
+	for (unsigned v = 0; v < 256; v++) {
+		char want[INET_ADDRSTRLEN];
+		uint8_t *b = (uint8_t *)&s4.sin_addr;
+		b[0] = (uint8_t)v;
+		b[1] = (uint8_t)(255 - v);
+		b[2] = (uint8_t)(v * 7);
+		b[3] = (uint8_t)(v / 3);
+		inet_ntop(AF_INET, &s4.sin_addr, want, sizeof(want));
+		util_sockaddr_text((struct sockaddr *)&s4, ip, NULL);
+		assert_string_equal(ip, want);
+	}
 }
 
 /* util_sockaddr_make is util_sockaddr_text's inverse; names are refused. */
