@@ -19,6 +19,7 @@
 
 #define TX_FLUSH_AT	(64 * 1024)	/* hand content to a worker from here */
 #define TX_BACKLOG_MAX	(1024 * 1024)	/* stop reading the client from here */
+#define TX_FIRST_BUF	(16 * 1024)	/* most messages fit: no regrowth */
 
 enum tx_job { TXJ_NONE, TXJ_WRITE, TXJ_COMMIT, TXJ_FAST, TXJ_ABORT,
 	TXJ_SYNC, TXJ_KEEP };
@@ -551,6 +552,8 @@ conn_tx_write(struct conn_tx *tx, const char *buf, size_t len)
 	ASSERT(tx->msg != NULL);
 	if (tx->failed)
 		return -1;
+	if (tx->pending.cap == 0)
+		util_buf_reserve(&tx->pending, TX_FIRST_BUF);
 	util_buf_add(&tx->pending, buf, len);
 	tx->env.size += len;
 	if (tx->job == TXJ_NONE && tx->pending.len >= TX_FLUSH_AT)

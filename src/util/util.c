@@ -438,7 +438,7 @@ log_safe_word_into(char *buf, size_t bufsz, const char *s, size_t len)
 }
 
 void
-util_buf_add(struct util_buf *b, const void *p, size_t n)
+util_buf_reserve(struct util_buf *b, size_t n)
 {
 	if (b->data == NULL || n >= b->cap - b->len) {	/* room for a NUL too */
 		size_t cap = b->cap ? b->cap : 64;
@@ -447,6 +447,13 @@ util_buf_add(struct util_buf *b, const void *p, size_t n)
 		b->data = xrealloc(b->data, cap);
 		b->cap = cap;
 	}
+}
+
+void
+util_buf_add(struct util_buf *b, const void *p, size_t n)
+{
+	if (b->data == NULL || n >= b->cap - b->len)
+		util_buf_reserve(b, n);
 	if (n > 0)
 		memcpy(b->data + b->len, p, n);
 	b->len += n;

@@ -121,6 +121,8 @@ struct util_buf {
 	size_t	 cap;
 };
 void	util_buf_add(struct util_buf *b, const void *p, size_t n);
+/* Room for n more bytes (and a NUL) without growing again. */
+void	util_buf_reserve(struct util_buf *b, size_t n);
 void	util_buf_addstr(struct util_buf *b, const char *s);
 void	util_buf_printf(struct util_buf *b, const char *fmt, ...)
 	    UTIL_PRINTF(2, 3);
