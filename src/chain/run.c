@@ -233,6 +233,36 @@ chain_call_cancel(struct chain_call *call)
 	call->cs = NULL;
 }
 
+/* A call for run's next handler: the run's spare one when it has it. */
+static struct chain_call *
+chain_call_new(struct chain_run *run)
+{
+	struct chain_call *call = run->spare;
+
+	if (call == NULL)
+		call = xmalloc(sizeof(*call));
+	run->spare = NULL;
+	/* early_v is read only once early is set. */
+	call->run = run;
+	call->cs = run->cs;
+	call->set = NULL;
+	call->h = NULL;
+	call->data = NULL;
+	call->in_run = false;
+	call->early = false;
+	return call;
+}
+
+/* A finished call is kept for the run's next one. */
+static void
+chain_call_release(struct chain_run *run, struct chain_call *call)
+{
+	if (run->spare == NULL)
+		run->spare = call;
+	else
+		free(call);
+}
+
 /* Run handlers from run->idx until one is pending or the chain ends. */
 static void
 chain_step(struct chain_run *run)
@@ -243,11 +273,9 @@ chain_step(struct chain_run *run)
 
 	while (run->idx < set->n[st]) {
 		const struct chain_handler *h = &set->h[st][run->idx];
-		struct chain_call *call = xcalloc(1, sizeof(*call));
+		struct chain_call *call = chain_call_new(run);
 		struct chain_verdict v;
 
-		call->run = run;
-		call->cs = cs;
 		call->h = h;
 		chain_verdict_continue(&v);
 		call->in_run = true;
@@ -265,7 +293,7 @@ chain_step(struct chain_run *run)
 			    chain_call_timeout_cb);
 			return;
 		}
-		free(call);
+		chain_call_release(run, call);
 		int r = chain_apply(run, h, &v);
 		if (r == 2) {
 			run->pending = true;
@@ -298,7 +326,7 @@ chain_call_done(struct chain_call *call, const struct chain_verdict *v)
 	if (run->timer != NULL)
 		evtimer_del(run->timer);
 	const struct chain_handler *h = call->h;
-	free(call);
+	chain_call_release(run, call);
 	int r = chain_apply(run, h, v);
 	if (r == 2)
 		return;
@@ -368,5 +396,7 @@ chain_run_clear(struct chain_run *run)
 	run->timer = NULL;
 	free(run->arg);
 	run->arg = NULL;
+	free(run->spare);
+	run->spare = NULL;
 	run->active = false;
 }

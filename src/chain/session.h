@@ -50,6 +50,7 @@ struct chain_run {
 	char			*arg;		/* owned copy */
 	size_t			 idx;		/* handler running or next */
 	struct chain_call	*call;		/* pending handler, or NULL */
+	struct chain_call	*spare;		/* owned: a finished call, reused */
 	uint64_t		 call_ns;	/* when the handler at idx started */
 	struct event		*timer;		/* owned: delay or call timeout */
 	bool			 pending;	/* answered later: finish_cb */
