@@ -61,12 +61,16 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 {
 	struct net_lev *nl = arg;
 	struct net_loop *loop = nl->loop;
-	const struct config *cfg = loop->ctx.rt->cfg;
 	char ip[INET6_ADDRSTRLEN] = "?";
 	const char *why;
 	size_t idx;
 
 	(void)lev;
+	/* Once a reload is logged, every new session has its configuration,
+	 * even one this loop accepts before it reads its mailbox. */
+	if (atomic_load(&loop->rt_posted))
+		net_loop_adopt_rt(loop);
+	const struct config *cfg = loop->ctx.rt->cfg;
 	if (nl->nodelay_each)
 		net_nodelay(fd);
 	for (idx = 0; idx < cfg->nlistens; idx++)

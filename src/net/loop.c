@@ -79,22 +79,39 @@ net_loop_stop(struct net_loop *loop)
 	net_loop_drain_cb(-1, 0, loop);
 }
 
+void
+net_loop_adopt_rt(struct net_loop *loop)
+{
+	struct net_server *srv = loop->srv;
+	struct conn_rt *rt;
+
+	pthread_mutex_lock(&srv->mu);
+	rt = loop->new_rt;
+	loop->new_rt = NULL;
+	atomic_store(&loop->rt_posted, false);
+	pthread_mutex_unlock(&srv->mu);
+	if (rt != NULL) {
+		conn_rt_unref(&loop->ctx.rt);
+		loop->ctx.rt = rt;	/* new sessions take this one */
+		if (!loop->ctx.shutting_down)
+			conn_ctx_chain_sync(&loop->ctx);
+	}
+}
+
 /* The main thread left news in the mailbox. */
 static void
 net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct net_loop *loop = arg;
 	struct net_server *srv = loop->srv;
-	struct conn_rt *rt;
 	struct net_lev *levs;
 	size_t nlevs;
 	bool relisten, stop;
 
 	(void)fd;
 	(void)what;
+	net_loop_adopt_rt(loop);
 	pthread_mutex_lock(&srv->mu);
-	rt = loop->new_rt;
-	loop->new_rt = NULL;
 	levs = loop->new_levs;
 	nlevs = loop->new_nlevs;
 	relisten = loop->new_listeners;
@@ -103,12 +120,6 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	stop = loop->stop;
 	pthread_mutex_unlock(&srv->mu);
 
-	if (rt != NULL) {
-		conn_rt_unref(&loop->ctx.rt);
-		loop->ctx.rt = rt;	/* new sessions take this one */
-		if (!loop->ctx.shutting_down)
-			conn_ctx_chain_sync(&loop->ctx);
-	}
 	if (relisten && !loop->ctx.shutting_down) {
 		net_loop_sync_levs(loop, levs, nlevs);
 		levs = NULL;

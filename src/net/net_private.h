@@ -101,6 +101,7 @@ struct net_loop {
 						   sample (main thread) */
 	/* Mailbox from the main thread, guarded by srv->mu. */
 	struct conn_rt		*new_rt;	/* ref, or NULL */
+	atomic_bool		 rt_posted;	/* new_rt set: read unlocked */
 	struct net_lev		*new_levs;	/* owned: the listener set to have */
 	size_t			 new_nlevs;
 	bool			 new_listeners;
@@ -215,6 +216,8 @@ void	net_pph_drop_all(struct net_loop *loop);
 void	net_loop_init(struct net_server *srv, struct net_loop *loop,
 	    unsigned idx);
 void	*net_loop_main(void *arg);
+/* A configuration the main thread posted, taken now (loop thread). */
+void	net_loop_adopt_rt(struct net_loop *loop);
 /* Free what the loop owns (its sessions and listeners are gone). */
 void	net_loop_clear(struct net_loop *loop);
 

@@ -47,6 +47,7 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 		if (rt != NULL) {
 			conn_rt_unref(&loop->new_rt);
 			loop->new_rt = conn_rt_ref(rt);
+			atomic_store(&loop->rt_posted, true);
 		}
 		if (listeners)
 			net_post_listeners(srv, loop);
