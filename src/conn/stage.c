@@ -135,6 +135,8 @@ conn_after_chain(struct conn *c, const struct smtp_event *ev,
 void
 conn_keep_event(struct conn *c, const struct smtp_event *ev)
 {
+	if (ev == &c->wait_ev)
+		return;		/* kept already: its arg is ours */
 	free(c->wait_arg);
 	c->wait_ev = *ev;
 	c->wait_arg = ev->arg != NULL ? xstrdup(ev->arg) : NULL;
@@ -261,7 +263,9 @@ conn_decide_cb(void *arg, const struct smtp_event *ev, struct smtp_reply *r)
 	/* The eom chain runs after the last write (conn_stage_eom). */
 	if (c->cs == NULL || ev->stage == SMTP_STAGE_EOM)
 		return conn_stage(c, ev, false, r);
-	conn_keep_event(c, ev);
+	/* Only a stage with handlers can wait for its chain. */
+	if (chain_set_has(c->rt->chains, ev->stage))
+		conn_keep_event(c, ev);
 	if (chain_run(c->cs, ev, conn_chain_done_cb, c, &res) == CHAIN_PENDING)
 		return SMTP_PENDING;
 	return conn_after_chain(c, ev, &res, r);

@@ -183,3 +183,32 @@ def test_sender_login_maps_users_to_their_addresses(make_postern, tmp_path):
         c.send("MAIL FROM:<bob@example.org>"); c.expect(553, "5.7.1")
     wait_for(lambda: len(srv.maildir("bob")) == 2, what="alice's two")
     assert "not owned by alice" in srv.log()
+
+
+def test_sender_login_on_a_thread_after_a_waiting_mail_chain(make_postern,
+        tmp_path):
+    """MAIL waits twice: for its chain (a counter in the state store),
+    then for a sender-login table answered on the table's thread.  The
+    second wait keeps the sender the first one kept."""
+    import sqlite3
+    (tmp_path / "users").write_text("alice %s\n" % hashed("alice pw"))
+    db = sqlite3.connect(str(tmp_path / "logins.db"))
+    db.execute("CREATE TABLE logins (u TEXT, addr TEXT)")
+    db.execute("INSERT INTO logins VALUES ('alice', 'alice@example.org')")
+    db.commit()
+    db.close()
+    srv = make_postern(config=auth_listener(make_config([
+        "table users file:{tmp}/users", "auth <users>",
+        "table logins sqlite:{tmp}/logins.db query \"SELECT addr FROM "
+        "logins WHERE u = $1\" cache off negative-cache off",
+        "sender-login <logins>", "sender-auth example.org",
+        "on mail { ratelimit 100/1m per sender }"], rules=HOSTED)))
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("alice", "alice pw")); c.expect(235)
+        for _ in range(3):
+            send_message(c, "alice@example.org", ["bob@example.org"],
+                "Subject: own\r\n\r\nmine\r\n")
+        c.send("MAIL FROM:<bob@example.org>"); c.expect(553, "5.7.1")
+    wait_for(lambda: len(srv.maildir("bob")) == 3, what="alice's three")
+    assert srv.alive()
