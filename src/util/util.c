@@ -382,16 +382,60 @@ util_wall_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static void
+util_rfc5322_2digits(char *p, int v)
+{
+	p[0] = (char)('0' + v / 10);
+	p[1] = (char)('0' + v % 10);
+}
+
 void
 util_rfc5322_date(char *buf, size_t bufsz, int64_t t)
 {
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	time_t tt = (time_t)t;
 	struct tm tm;
 
-	localtime_r(&tt, &tm);
-	if (strftime(buf, bufsz, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0 &&
-	    bufsz > 0)
-		buf[0] = '\0';
+	if (localtime_r(&tt, &tm) == NULL) {
+		if (bufsz > 0)
+			buf[0] = '\0';
+		return;
+	}
+	/* The C locale's "%a, %d %b %Y %H:%M:%S %z", by hand for a common
+	 * year; strftime for the rest. */
+	if (bufsz < 32 || tm.tm_year < 1000 - 1900 ||
+	    tm.tm_year > 9999 - 1900) {
+		if (strftime(buf, bufsz, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0 &&
+		    bufsz > 0)
+			buf[0] = '\0';
+		return;
+	}
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	int year = tm.tm_year + 1900;
+	int zone = (int)(off / 60 % 100 * 100 + off % 60);
+	memcpy(buf, days + 3 * tm.tm_wday, 3);
+	memcpy(buf + 3, ", ", 2);
+	util_rfc5322_2digits(buf + 5, tm.tm_mday);
+	buf[7] = ' ';
+	memcpy(buf + 8, months + 3 * tm.tm_mon, 3);
+	buf[11] = ' ';
+	util_rfc5322_2digits(buf + 12, year / 100);
+	util_rfc5322_2digits(buf + 14, year % 100);
+	buf[16] = ' ';
+	util_rfc5322_2digits(buf + 17, tm.tm_hour);
+	buf[19] = ':';
+	util_rfc5322_2digits(buf + 20, tm.tm_min);
+	buf[22] = ':';
+	util_rfc5322_2digits(buf + 23, tm.tm_sec);
+	buf[25] = ' ';
+	buf[26] = sign;
+	util_rfc5322_2digits(buf + 27, zone / 100);
+	util_rfc5322_2digits(buf + 29, zone % 100);
+	buf[31] = '\0';
 }
 
 /* The one escape of peer text in log lines; see log_safe_into(). */

@@ -509,6 +509,46 @@ test_capdir(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/*
+ * The date is the C locale's strftime "%a, %d %b %Y %H:%M:%S %z" of the
+ * local time, in zones east and west, half-hour ones, across daylight
+ * saving changes, and for years outside four digits.
+ */
+static void
+test_rfc5322_date(void **state)
+{
+	static const char *zones[] = { "UTC", "Europe/Berlin",
+	    "America/St_Johns", "Asia/Kolkata", "Pacific/Chatham",
+	    "America/Los_Angeles", "Australia/Lord_Howe" };
+	static const int64_t fixed[] = { 0, -1, 951782400, 1774745999,
+	    1774746000, 1792889999, 1792890000, 4102444799, -30000000000,
+	    253402300799, 253402300800, -62135596800 };
+	char got[64], want[64];
+
+	(void)state;
+	for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+		setenv("TZ", zones[z], 1);
+		tzset();
+		for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) +
+		    4000; i++) {
+			/* then every 2 h 17 min 13 s over about 1.04 years */
+			int64_t t = i < sizeof(fixed) / sizeof(fixed[0]) ?
+			    fixed[i] : 1767225600 + (int64_t)i * 8233;
+			time_t tt = (time_t)t;
+			struct tm tm;
+			assert_non_null(localtime_r(&tt, &tm));
+			assert_true(strftime(want, sizeof(want),
+			    "%a, %d %b %Y %H:%M:%S %z", &tm) > 0);
+			util_rfc5322_date(got, sizeof(got), t);
+			assert_string_equal(got, want);
+		}
+	}
+	setenv("TZ", "UTC", 1);
+	tzset();
+	util_rfc5322_date(got, sizeof(got), 1780000000);
+	assert_string_equal(got, "Thu, 28 May 2026 20:26:40 +0000");
+}
+
 int
 main(void)
 {
@@ -521,6 +561,7 @@ main(void)
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_log_safe),
 		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_rfc5322_date),
 		cmocka_unit_test(test_sockaddr_text),
 		cmocka_unit_test(test_sockaddr_make),
 		cmocka_unit_test(test_pool),
