@@ -94,7 +94,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,10 +141,15 @@ md_name(struct deliver_md_copy *c, const struct deliver_msg *m, size_t rcpt_idx)
 	const char *h = m->hostname != NULL && *m->hostname != '\0' ?
 	    m->hostname : "localhost";
 	struct util_buf b = { 0 };
+	char num[UTIL_DEC_MAX];
 	int rc;
 
-	util_buf_printf(&b, "%" PRId64 ".%s_%zu.", m->received, m->qid,
-	    rcpt_idx);
+	util_buf_addstr(&b, util_i64_dec(num, m->received));
+	util_buf_add(&b, ".", 1);
+	util_buf_addstr(&b, m->qid);
+	util_buf_add(&b, "_", 1);
+	util_buf_addstr(&b, util_i64_dec(num, (int64_t)rcpt_idx));
+	util_buf_add(&b, ".", 1);
 	for (; *h != '\0'; h++) {
 		/* Maildir spec: '/' as \057 and ':' as \072. */
 		if (*h == '/')

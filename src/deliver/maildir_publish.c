@@ -34,7 +34,9 @@ deliver_md_note(const struct deliver_md_copy *c, struct deliver_unsynced *u,
 
 	u->v = xrealloc(u->v, (u->n + 1) * sizeof(*u->v));
 	v = &u->v[u->n++];
-	v->path = xasprintf("%s/new/%s", c->folder, c->name);
+	size_t pathsz = strlen(c->folder) + strlen(c->name) + 6;
+	v->path = xmalloc(pathsz);
+	util_strjoin(v->path, pathsz, c->folder, "/new/", c->name, NULL);
 	v->folder = xstrdup(c->folder);
 	v->name = xstrdup(c->name);
 	v->dev = c->dev;

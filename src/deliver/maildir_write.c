@@ -82,8 +82,11 @@ deliver_md_write_content(int out, const char *hdr, const struct deliver_msg *m,
 char *
 deliver_maildir_hdr(const struct deliver_msg *m)
 {
-	char *hdr = xasprintf("Return-Path: <%s>\n", m->return_path != NULL ?
-	    m->return_path : "");
+	const char *rp = m->return_path != NULL ? m->return_path : "";
+	size_t hdrsz = strlen(rp) + 17;		/* "Return-Path: <" ">\n" NUL */
+	char *hdr = xmalloc(hdrsz);
+
+	util_strjoin(hdr, hdrsz, "Return-Path: <", rp, ">\n", NULL);
 
 	/*
 	 * smtp/ never accepts such a sender, but the envelope is a file: a

@@ -7,7 +7,6 @@
 #include "smtp/smtp.h"
 #include "smtp/smtp_private.h"
 
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -260,12 +259,17 @@ smtp_cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
 static void
 smtp_reply_ehlo(struct smtp_session *s)
 {
-	char text[SMTP_REPLY_TEXT_MAX * 2];
+	static const char tail[] =
+	    "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING";
+	char text[SMTP_REPLY_TEXT_MAX * 2], size[UTIL_DEC_MAX];
 	struct util_buf b = { 0 };
 
-	util_buf_printf(&b, "%s Hello %.255s\nPIPELINING\nSIZE %" PRIu64
-	    "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING",
-	    s->p.hostname, s->helo, s->p.lim.msg_max);
+	util_buf_addstr(&b, s->p.hostname);
+	util_buf_add(&b, " Hello ", 7);
+	util_buf_add(&b, s->helo, strnlen(s->helo, 255));
+	util_buf_add(&b, "\nPIPELINING\nSIZE ", 17);
+	util_buf_addstr(&b, util_i64_dec(size, (int64_t)s->p.lim.msg_max));
+	util_buf_add(&b, tail, sizeof(tail) - 1);
 	if (s->p.starttls && !s->tls_active)
 		util_buf_addstr(&b, "\nSTARTTLS");
 	if (smtp_auth_offered(s))

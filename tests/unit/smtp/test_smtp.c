@@ -1150,6 +1150,20 @@ test_ehlo_reply(void **state)
 	assert_non_null(strstr(util_buf_cstr(&r.out), "250 CHUNKING\r\n"));
 	smtp_session_free(&s);
 	rec_clear(&r);
+	/* a long name is cut at 255 bytes in the reply; a 2 GiB SIZE */
+	char cmd[320], want[320];
+	memset(cmd, 'n', sizeof(cmd));
+	memcpy(cmd, "EHLO ", 5);
+	memcpy(cmd + 5 + 300, "\r\n", 3);
+	snprintf(want, sizeof(want), "250-mx.example.org Hello %.255s\r\n"
+	    "250-PIPELINING\r\n250-SIZE 2147483648\r\n", cmd + 5);
+	p.lim.msg_max = 2147483648u;
+	rec_init(&r);
+	s = start(&p, &r);
+	drives(s, &r, cmd);
+	assert_non_null(strstr(util_buf_cstr(&r.out), want));
+	smtp_session_free(&s);
+	rec_clear(&r);
 }
 
 static void
