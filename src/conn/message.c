@@ -51,12 +51,12 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 		if (c->cs != NULL)
 			chain_session_message_accepted(c->cs);
 		r.code = 250;
-		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: queued as %s",
-		    conn_tx_env(c->tx)->qid);
+		const char *qid = conn_tx_env(c->tx)->qid;
+		util_strjoin(r.text, sizeof(r.text), "2.0.0 Ok: queued as ", qid,
+		    NULL);
 		char note[64];
-		int n = snprintf(note, sizeof(note), "accepted qid=%s",
-		    conn_tx_env(c->tx)->qid);
-		log_translog_line(c->translog, LOG_TL_NOTE, note, (size_t)n);
+		util_strjoin(note, sizeof(note), "accepted qid=", qid, NULL);
+		log_translog_line(c->translog, LOG_TL_NOTE, note, strlen(note));
 		smtp_session_resume(c->smtp, SMTP_OK, &r);
 	} else {
 		(void)err;	/* logged by tx.c with the qid */
@@ -90,8 +90,8 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 		if (c->cs != NULL)
 			chain_session_message_accepted(c->cs);
 		r.code = 250;
-		util_snprintf(r.text, sizeof(r.text), "2.0.0 Ok: delivered as "
-		    "%s", env->qid);
+		util_strjoin(r.text, sizeof(r.text), "2.0.0 Ok: delivered as ",
+		    env->qid, NULL);
 	} else {
 		r.code = st->result == DELIVER_PERMFAIL ? 550 : 451;
 		util_strlcpy(r.text, st->text, sizeof(r.text));

@@ -608,11 +608,14 @@ smtp_done_connect(struct smtp_session *s, enum smtp_verdict v,
 	}
 	smtp_set_state(s, SMTP_ST_GREETED);
 	/* RFC 2034 3: no enhanced code in the greeting */
-	if (r->code == 220 && r->text[0] != '\0')
+	if (r->code == 220 && r->text[0] != '\0') {
 		smtp_reply(s, 220, r->text);
-	else
-		smtp_replyf(s, 220, "%s %s", s->p.hostname,
-		    s->p.greeting != NULL ? s->p.greeting : "ESMTP postern");
+		return;
+	}
+	char text[SMTP_REPLY_TEXT_MAX * 2];
+	util_strjoin(text, sizeof(text), s->p.hostname, " ", s->p.greeting !=
+	    NULL ? s->p.greeting : "ESMTP postern", NULL);
+	smtp_reply(s, 220, text);
 }
 
 void
