@@ -205,6 +205,17 @@ test_buf(void **state)
 		assert_int_equal(b.len, n);
 		util_buf_clear(&b);
 	}
+	/* Reserved room takes that many bytes and a NUL in place. */
+	util_buf_add(&b, "ab", 2);
+	util_buf_reserve(&b, 1000);
+	assert_true(b.cap >= 1003);
+	char *at = b.data;
+	for (size_t i = 0; i < 1000; i++)
+		util_buf_add(&b, "y", 1);
+	assert_ptr_equal(util_buf_cstr(&b), at);
+	assert_int_equal(strlen(b.data), 1002);
+	assert_memory_equal(b.data, "abyy", 4);
+	util_buf_clear(&b);
 }
 
 static void
