@@ -190,6 +190,7 @@ conn_stage_data(struct conn *c)
 	spool_new_qid(c->ctx->spool, qid);
 	env->received = r.when;
 	conn_tx_begin(c->tx, qid, conn_cfg(c)->hostname);
+	util_buf_reserve(&hdr, 512);	/* the usual trace fields in one go */
 	conn_received_build(&hdr, &r);
 	const char *spf = c->cs != NULL ?
 	    chain_kv_get(c->cs, CHAIN_SCOPE_TX, "spf.received") : NULL;
