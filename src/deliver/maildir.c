@@ -41,8 +41,9 @@
  * (maildir_keep.c): their new/, and tmp/ where a copy was written; cur/ is
  * opened next to new/ when a retry looks for an earlier copy.  A run of
  * messages to the same mailboxes (a list, an application's catch-all, ten
- * recipients each) then costs two stats per copy instead of four opens and
- * four closes.  Before each use the folder path must still name a
+ * recipients each) then costs the two stats of the check below, before the
+ * copy is written and again before its rename into new/, instead of four
+ * opens and four closes.  Before each use the folder path must still name a
  * directory, not a symlink, and its new/ must be the new/ we hold; else
  * everything is opened afresh.  A directory has one parent, so that folder
  * is then the one we opened, and our descriptor keeps new/ alive, so its
