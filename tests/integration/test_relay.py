@@ -886,6 +886,9 @@ def test_postern_send_t_to_a_relay(make_postern, upstreams):
     msg = (b"From: Alice <alice@example.org>\nTo: bob@remote.test\n"
         b"Cc: carol@remote.test\nBcc: hidden@remote.test\n"
         b"Subject: via send\n\nbody line\n.\nafter dot\n")
+    # The port may answer before the queue listens on its control socket.
+    wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
+        timeout=15, what="the control socket")
     r = subprocess.run([binary(), "send", "-C", srv.conf, "-t", "-f",
         "alice@example.org"], input=msg, cwd=srv.dir, timeout=10,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
