@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -47,17 +48,25 @@ struct log_open {
 	size_t	 off;		/* where the record starts */
 };
 
+/* A thread in log_wait, on its own stack, listed under mu. */
+enum { LW_WAIT, LW_DURABLE, LW_AGAIN };
+struct log_waiter {
+	uint64_t		 seq;
+	atomic_uint		 state;	/* LW_*: AGAIN, look again under mu */
+	unsigned		 answer;	/* the state it is woken to */
+	struct log_waiter	*next;
+};
+
 struct spool_log {
 	int		 fd;
 	uint64_t	 size;
 	pthread_mutex_t	 mu;
 	/*
-	 * Batch wgen written: cv[wgen % 2]; the batch placed meanwhile waits
-	 * on the other, and one of its threads is woken to write it.
+	 * The threads waiting for their records (log_wait).  A batch written
+	 * wakes those it holds, which go on without taking mu again; with a
+	 * batch placed meanwhile, one of its threads is woken to write it.
 	 */
-	pthread_cond_t	 cv[2];
-	uint64_t	 wgen;		/* batches taken to be written */
-	uint64_t	 writing_upto;	/* ...the last one's records: below */
+	struct log_waiter *waiters;
 	pthread_cond_t	 free_cv;	/* a batch taken: room for one that
 					   would wrap */
 	unsigned	 free_waiters;	/* on free_cv */
@@ -172,6 +181,34 @@ log_note_copy_fs(struct spool_log *lg, const struct spool_log_copy *c)
 	free(dir);
 }
 
+/*
+ * Take from the list, under mu, the waiters the batch just written
+ * answers: all once a write failed, else those whose records are durable,
+ * and one of the batch placed meanwhile to write it.
+ */
+static struct log_waiter *
+log_answered(struct spool_log *lg)
+{
+	struct log_waiter *out = NULL, *w, **pp = &lg->waiters;
+
+	while ((w = *pp) != NULL)
+		if (lg->broken || w->seq < lg->durable_seq) {
+			*pp = w->next;
+			w->answer = lg->broken ? LW_AGAIN : LW_DURABLE;
+			w->next = out;
+			out = w;
+		} else
+			pp = &w->next;
+	if (lg->waiters != NULL && lg->batch.len > 0) {
+		w = lg->waiters;
+		lg->waiters = w->next;
+		w->answer = LW_AGAIN;
+		w->next = out;
+		out = w;
+	}
+	return out;
+}
+
 /* Write the batch placed so far and wait for it; called with mu held. */
 static void
 log_write_batch(struct spool_log *lg)
@@ -179,12 +216,11 @@ log_write_batch(struct spool_log *lg)
 	struct util_buf b = lg->batch;
 	size_t off = lg->batch_off;
 	uint64_t upto = lg->next_seq;
+	struct log_waiter *w, *next;
 	int rc;
 
 	lg->batch = (struct util_buf){ 0 };
 	lg->writing = true;
-	lg->writing_upto = upto;
-	lg->wgen++;
 	if (lg->free_waiters > 0)	/* the batch is free again */
 		pthread_cond_broadcast(&lg->free_cv);
 	pthread_mutex_unlock(&lg->mu);
@@ -202,12 +238,15 @@ log_write_batch(struct spool_log *lg)
 	else
 		lg->broken = true;
 	lg->writing = false;
-	pthread_cond_broadcast(&lg->cv[lg->wgen % 2]);
-	/* The batch placed meanwhile: one of its threads writes it. */
-	if (lg->broken)
-		pthread_cond_broadcast(&lg->cv[(lg->wgen + 1) % 2]);
-	else if (lg->batch.len > 0)
-		pthread_cond_signal(&lg->cv[(lg->wgen + 1) % 2]);
+	w = log_answered(lg);
+	pthread_mutex_unlock(&lg->mu);
+	/* A waiter may be gone once its state is set: read it first. */
+	for (; w != NULL; w = next) {
+		next = w->next;
+		atomic_store(&w->state, w->answer);
+		util_futex_wake(&w->state, 1);
+	}
+	pthread_mutex_lock(&lg->mu);
 }
 
 /*
@@ -256,27 +295,44 @@ log_unpin(struct spool_log *lg, uint64_t seq)
 		}
 }
 
-/* Until record seq is durable: 0, or -1 with *err_out.  mu held. */
+/*
+ * Until record seq is durable: 0, or -1 with *err_out.  Called with mu
+ * held; returns with it released.
+ */
 static int
 log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
 {
+	struct log_waiter w;
+	unsigned st;
+
 	while (lg->durable_seq <= seq) {
 		if (lg->broken) {
+			pthread_mutex_unlock(&lg->mu);
 			*err_out = util_err("spool log: write failed");
 			return -1;
-		} else if (!lg->writing)
+		} else if (!lg->writing) {
 			log_write_batch(lg);
-		else	/* in the batch being written, or the next one */
-			pthread_cond_wait(&lg->cv[(lg->wgen +
-			    (seq < lg->writing_upto ? 0 : 1)) % 2], &lg->mu);
+			continue;
+		}
+		/* In the batch being written, or in the next one. */
+		w = (struct log_waiter){ .seq = seq, .next = lg->waiters };
+		atomic_init(&w.state, LW_WAIT);
+		lg->waiters = &w;
+		pthread_mutex_unlock(&lg->mu);
+		while ((st = atomic_load(&w.state)) == LW_WAIT)
+			util_futex_wait(&w.state, LW_WAIT);
+		if (st == LW_DURABLE)
+			return 0;
+		pthread_mutex_lock(&lg->mu);
 	}
+	pthread_mutex_unlock(&lg->mu);
 	return 0;
 }
 
 /*
  * rec (len bytes, encoded) appended, pinned, and waited for: 0 (its
  * sequence in *seq_out), 1 (no room, or too large), -1 (the write
- * failed).  mu held.
+ * failed).  Called with mu held; returns with it released.
  */
 static int
 log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
@@ -286,10 +342,14 @@ log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
 	int rc = 1;
 
 	if (len <= spool_log_record_max(lg->size) &&
-	    (seq = log_enqueue(lg, rec, len, true)) != 0)
-		rc = log_wait(lg, seq, err_out);
-	if (seq != 0 && rc != 0)
-		log_unpin(lg, seq);
+	    (seq = log_enqueue(lg, rec, len, true)) != 0) {
+		if ((rc = log_wait(lg, seq, err_out)) != 0) {
+			pthread_mutex_lock(&lg->mu);
+			log_unpin(lg, seq);
+			pthread_mutex_unlock(&lg->mu);
+		}
+	} else
+		pthread_mutex_unlock(&lg->mu);
 	*seq_out = seq;
 	return rc;
 }
@@ -328,7 +388,6 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	for (size_t i = 0; i < m->ncopies; i++)
 		log_note_copy_fs(lg, &m->copies[i]);
 	rc = log_commit(lg, rec, len, seq_out, err_out);
-	pthread_mutex_unlock(&lg->mu);
 	free(rec);
 	return rc;
 }
@@ -376,7 +435,6 @@ spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	pthread_mutex_lock(&lg->mu);
 	log_note_spool_fs(lg, sp);
 	rc = log_commit(lg, rec, len, seq_out, err_out);
-	pthread_mutex_unlock(&lg->mu);
 	free(rec);
 	return rc;
 }
@@ -404,9 +462,10 @@ spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 		    false)) == 0)
 			break;
 	}
-	if (last != 0 && log_wait(lg, last, err_out) == -1)
+	if (last == 0)
+		pthread_mutex_unlock(&lg->mu);
+	else if (log_wait(lg, last, err_out) == -1)
 		done = 0;
-	pthread_mutex_unlock(&lg->mu);
 	return done;
 }
 
@@ -505,8 +564,6 @@ spool_log_start(int fd, uint64_t size, const struct spool_loghdr *h)
 	lg->next_seq = lg->durable_seq = h->seq;
 	lg->head = (size_t)h->off;
 	pthread_mutex_init(&lg->mu, NULL);
-	pthread_cond_init(&lg->cv[0], NULL);
-	pthread_cond_init(&lg->cv[1], NULL);
 	pthread_cond_init(&lg->free_cv, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -542,8 +599,6 @@ spool_log_stop(struct spool_log **lgp)
 	free(lg->open);
 	util_buf_clear(&lg->batch);
 	close(lg->fd);
-	pthread_cond_destroy(&lg->cv[0]);
-	pthread_cond_destroy(&lg->cv[1]);
 	pthread_cond_destroy(&lg->free_cv);
 	pthread_cond_destroy(&lg->ckpt_cv);
 	pthread_mutex_destroy(&lg->mu);

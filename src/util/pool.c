@@ -45,11 +45,18 @@ struct util_pool {
 static __thread struct util_pool *held_pool;
 static __thread unsigned	  held_n;
 
-static void
-util_pool_wait(struct util_pool *p, unsigned seen)
+void
+util_futex_wait(atomic_uint *word, unsigned seen)
 {
-	(void)syscall(SYS_futex, &p->seq, FUTEX_WAIT_PRIVATE, seen, NULL,
-	    NULL, 0);
+	(void)syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL,
+	    0);
+}
+
+void
+util_futex_wake(atomic_uint *word, unsigned n)
+{
+	(void)syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE,
+	    n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
 static void
@@ -60,8 +67,7 @@ util_pool_wake(struct util_pool *p, unsigned n)
 	if (n > idle)
 		n = idle;
 	if (n > 0)
-		(void)syscall(SYS_futex, &p->seq, FUTEX_WAKE_PRIVATE,
-		    n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
+		util_futex_wake(&p->seq, n);
 }
 
 static void *
@@ -79,7 +85,7 @@ util_pool_main(void *arg)
 			unsigned seen = atomic_load(&p->seq);
 			atomic_fetch_add(&p->nidle, 1);
 			pthread_mutex_unlock(&p->mu);
-			util_pool_wait(p, seen);
+			util_futex_wait(&p->seq, seen);
 			pthread_mutex_lock(&p->mu);
 			atomic_fetch_sub(&p->nidle, 1);
 		}
@@ -170,8 +176,7 @@ util_pool_free(struct util_pool **pp)
 	p->stopping = true;
 	atomic_fetch_add(&p->seq, 1);
 	pthread_mutex_unlock(&p->mu);
-	(void)syscall(SYS_futex, &p->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
-	    NULL, 0);
+	util_futex_wake(&p->seq, UINT_MAX);
 	for (unsigned i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
 	pthread_mutex_destroy(&p->mu);

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -294,3 +295,9 @@ void	util_pool_submit_held(struct util_pool *p, void (*fn)(void *),
 void	util_pool_kick(void);
 /* Run what was submitted, then join the workers and free. */
 void	util_pool_free(struct util_pool **pp);
+/*
+ * Sleep while *word is still seen (a wake-up, a change or a signal ends
+ * it: callers check their condition again); wake up to n of its sleepers.
+ */
+void	util_futex_wait(atomic_uint *word, unsigned seen);
+void	util_futex_wake(atomic_uint *word, unsigned n);
