@@ -3,9 +3,11 @@ journals in order, a message on the fast path is acknowledged once one
 record naming its Maildir copies and holding their bytes is on the device
 (fdatasync of <spool>/log), not after a journal commit.  A power cut may
 lose copies that were acknowledged; the next start writes them again from
-the log, exactly once.  Where the log does not take a record (full, too
-large a message) the copies are fsynced before the 250.  All run on real
-ext4 loop mounts, so these tests need root."""
+the log, exactly once.  A message committed into the spool (relayed) is
+recorded the same way, envelope and content.  Where the log does not take
+a record (full, too large a message) the copies, or the spool's files,
+are fsynced before the 250, and a power cut right after loses nothing.
+All run on real ext4 loop mounts, so these tests need root."""
 
 import os
 import shutil
@@ -15,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (make_config, needs, read_bytes, send_message,
-    traced_by, wait_for)
+from conftest import (make_config, needs, queue_id, read_bytes,
+    send_message, traced_by, wait_for)
 from test_maildir_commit import (BODY, TEN, commits, crashed, delivered,
     ext4, no_log_size, send, sh, traced_order)
 from test_relay import upstreams  # noqa: F401 (a fixture)
@@ -597,6 +599,118 @@ def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
     assert renaming_thread_calls(out)[:5] == ["sync_file_range",
         "renameat", "sync_file_range", "renameat", "fsync"], out
     assert log_records(mnt, b"PSLS") == 1
+
+
+def filler(i, lines):
+    """A message of about 80 * lines bytes, its lines naming it (i)."""
+    return "Subject: filler %d\r\n\r\n" % i + ("%04d" % i + "y" * 74 +
+        "\r\n") * lines
+
+
+def queue_held_cut(ext4, dev, mnt, srv, up, sends):
+    """cut_while_unsynced with the upstream holding every dot: sends()
+    queues messages; once they are committed (the 250s) and one is held
+    at the upstream, the power is cut.  Returns the image's mount point
+    and {sub/qid: size} of the spool's files before the cut.  Once the
+    upstream saw the held sessions go, it takes what comes next."""
+    live = {}
+
+    def queued():
+        up.stall_data = True
+        sends()
+        wait_for(lambda: up.stalled_now() > 0, timeout=20,
+            what="a delivery held at the upstream")
+        live.update(spool_files(mnt))
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, queued, records=2)
+    # Released only once every held session is gone: none is taken.
+    wait_for(lambda: up.stalled_now() == 0, timeout=20,
+        what="the upstream to see the held sessions go")
+    up.stall_data = False
+    up.released.set()
+    return copy, live
+
+
+def test_a_spooled_message_too_large_for_the_log_survives_a_power_cut(
+        ext4, make_postern, upstreams):
+    # A 20k message, over a quarter of a 64k log, queued (the upstream
+    # holds its dot) while the checkpoint is held back: it has no record,
+    # and its spool files were fsynced before its 250, so a power cut
+    # right after leaves them whole on the disk (commit=60: no timed
+    # journal commit).  The next start has nothing to replay, and the
+    # queue relays it once, intact.
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = relay_server(make_postern, mnt, up.port, log_size="64k")
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    big, qid = filler(1, 256), []
+
+    def sends():
+        with srv.session() as c:
+            c.hello()
+            qid.append(queue_id(send_message(c, "a@example.net",
+                ["bob@example.org"], big)))
+    copy, live = queue_held_cut(ext4, dev, mnt, srv, up, sends)
+    assert sorted(live) == ["env/" + qid[0], "msg/" + qid[0]], live
+    # Over the largest record a 64k log takes ((64k - 4k) / 4).
+    assert live["msg/" + qid[0]] > (65536 - 4096) // 4
+    assert spool_files(copy) == live
+    with open(os.path.join(copy, "spool", "log"), "rb") as f:
+        assert qid[0].encode() not in f.read()
+    assert log_records(copy, b"PSLS") == 1	# the first message's
+    restart(srv)
+    assert not recovered_lines(srv)
+    wait_for(lambda: len(bodies(up)) == 2 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=30,
+        what="the large message relayed")
+    assert bodies(up) == [b"body 0\r\n", big.split("\r\n\r\n", 1)[1]
+        .encode()]
+    assert up.stored[1][0] == "a@example.net"
+    assert up.stored[1][1] == ["bob@example.org"]
+
+
+def test_a_full_log_fsyncs_the_spooled_messages_it_cannot_take(ext4,
+        make_postern, upstreams):
+    # Checkpoints held back and the upstream holding every dot: a 64k log
+    # fills after a few 10k messages, and the next ones are committed
+    # with their fsyncs before the 250.  After a power cut right after
+    # the last 250, each message is either recorded in the log (the first
+    # ones) or whole on the disk; the next start writes again from the
+    # log what the disk lost, and the queue relays every message once,
+    # intact.
+    up = upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = relay_server(make_postern, mnt, up.port, log_size="64k")
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    texts = {i: filler(i, 120) for i in range(1, 13)}
+    qids = []
+
+    def sends():
+        with srv.session() as c:
+            c.hello()
+            for i, text in texts.items():
+                qids.append(queue_id(send_message(c, "a@example.net",
+                    ["bob@example.org"], text)))
+    copy, live = queue_held_cut(ext4, dev, mnt, srv, up, sends)
+    assert len(live) == 2 * len(qids), live
+    with open(os.path.join(copy, "spool", "log"), "rb") as f:
+        log = f.read()
+    logged = [q for q in qids if q.encode() in log]
+    assert logged == qids[:len(logged)], (qids, logged)
+    assert 3 <= len(logged) <= 8, logged
+    assert log_records(copy, b"PSLS") == 1 + len(logged)
+    cut = spool_files(copy)
+    for q in qids[len(logged):]:
+        for k in ("env/" + q, "msg/" + q):
+            assert cut.get(k) == live[k], (k, live, cut)
+    restart(srv)
+    assert "; %d in the spool: " % len(logged) in recovered_lines(srv)[-1]
+    assert " 0 lost, 0 removed since;" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: len(bodies(up)) >= 13 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=60,
+        what="the twelve messages relayed")
+    assert sorted(bodies(up)) == sorted([b"body 0\r\n"] + [t.split(
+        "\r\n\r\n", 1)[1].encode() for t in texts.values()])
 
 
 def test_a_recorded_removal_is_finished_after_a_power_cut(ext4,
