@@ -308,7 +308,11 @@ enum smtp_verdict conn_eom_chain(struct conn *c, struct smtp_reply *r);
 enum smtp_verdict conn_stage_mail(struct conn *c, const struct smtp_event *ev,
 	    struct smtp_reply *r);
 /* Who names a recipient: the client (perhaps never to deliver), a filter. */
-enum conn_rcpt_from { RCPT_CLIENT, RCPT_CLIENT_NO_DELIVER, RCPT_FILTER };
+enum conn_rcpt_from {
+	CONN_RCPT_CLIENT,
+	CONN_RCPT_CLIENT_NO_DELIVER,
+	CONN_RCPT_FILTER
+};
 /* Route rcpt into the envelope (c->tx), or refuse it in r. */
 enum smtp_verdict conn_stage_rcpt(struct conn *c, const char *rcpt,
 	    enum conn_rcpt_from from, struct smtp_reply *r);

@@ -79,7 +79,7 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	case ROUTE_SENDER_AUTH:
 	case ROUTE_SENDER_NOT_OWNED:
 		conn_set_reply(r, 550, "5.7.1 <%s>: Relay access denied", safe);
-		if (c->cs != NULL && from != RCPT_FILTER)
+		if (c->cs != NULL && from != CONN_RCPT_FILTER)
 			chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
 		return SMTP_REJECT;
 	case ROUTE_TEMPFAIL:
@@ -133,7 +133,7 @@ conn_rcpt_done_cb(void *arg, struct route_result *res)
 
 	c->route_q = NULL;
 	v = conn_rcpt_result(c, c->wait_arg != NULL ? c->wait_arg : "",
-	    RCPT_CLIENT, res, &r);
+	    CONN_RCPT_CLIENT, res, &r);
 	conn_resume(c, v, &r);
 }
 
@@ -158,7 +158,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		    "session");
 		return SMTP_REJECT;
 	}
-	if (from == RCPT_CLIENT_NO_DELIVER) {
+	if (from == CONN_RCPT_CLIENT_NO_DELIVER) {
 		/* verify's soft-invalid mode, nomail after-data: accepted,
 		 * never delivered. */
 		log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
@@ -170,7 +170,7 @@ conn_stage_rcpt(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	if (route_resolve_start(c->rt->router, conn_tables(c), &cl,
 	    smtp_session_sender(c->smtp), rcpt, conn_rcpt_done_cb, c, &res,
 	    &c->route_q) == 1) {
-		if (from == RCPT_FILTER) {
+		if (from == CONN_RCPT_FILTER) {
 			/* A filter adds its recipients at the end of data,
 			 * where nothing may wait for a backend table. */
 			route_resolve_cancel(&c->route_q);

@@ -248,8 +248,8 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 		case CHAIN_MOD_RCPT_ADD: {
 			struct smtp_reply rr = { 0 };
 			/* Routed as an RCPT from this client would be. */
-			if (conn_stage_rcpt(c, m[i].value, RCPT_FILTER, &rr) !=
-			    SMTP_OK)
+			if (conn_stage_rcpt(c, m[i].value, CONN_RCPT_FILTER,
+			    &rr) != SMTP_OK)
 				log_event(LOG_LVL_WARN, "modify-refused",
 				    c->sid, env->qid, "rcpt=<%s> why=\"%d "
 				    "%s\"", safe, rr.code, rr.text);

@@ -93,8 +93,8 @@ conn_stage(struct conn *c, const struct smtp_event *ev, bool no_deliver,
 		return conn_stage_mail(c, ev, r);
 	case SMTP_STAGE_RCPT:
 		return conn_stage_rcpt(c, ev->arg, no_deliver ||
-		    conn_nomail_after_data(c) ? RCPT_CLIENT_NO_DELIVER :
-		    RCPT_CLIENT, r);
+		    conn_nomail_after_data(c) ? CONN_RCPT_CLIENT_NO_DELIVER :
+		    CONN_RCPT_CLIENT, r);
 	case SMTP_STAGE_DATA:
 		return conn_stage_data(c);
 	case SMTP_STAGE_EOM:
