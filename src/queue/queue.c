@@ -108,7 +108,7 @@ queue_dest_acquire(struct queue *q, const char *name)
 	return ok;
 }
 
-/* Wake a worker for each of n jobs that became ready.  Locked. */
+/* Wake a worker for each of n jobs that became ready (locked or not). */
 static void
 queue_wake(struct queue *q, unsigned n)
 {
@@ -119,6 +119,8 @@ queue_wake(struct queue *q, unsigned n)
 static void
 queue_dest_release(struct queue *q, const char *name)
 {
+	unsigned n;
+
 	pthread_mutex_lock(&q->mu);
 	/*
 	 * One slot is free: its first waiting job becomes ready, and one
@@ -127,8 +129,9 @@ queue_dest_release(struct queue *q, const char *name)
 	 * (a wake-up per delivery for nothing).  A job blocked while this
 	 * ran finds the slot free when its run ends and is ready at once.
 	 */
-	queue_wake(q, queue_jobs_release(&q->jobs, name));
+	n = queue_jobs_release(&q->jobs, name);
 	pthread_mutex_unlock(&q->mu);
+	queue_wake(q, n);
 }
 
 /* ---- one pass over a message ------------------------------------------- */
@@ -539,8 +542,9 @@ queue_submit(struct queue *q, const char *qid)
 	 * waiting one keeps its schedule (a flush is queue_flush).
 	 */
 	(void)queue_job_get(q, qid);
-	pthread_cond_signal(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
+	/* After the unlock: the worker woken need not wait for the mutex. */
+	pthread_cond_signal(&q->work_cv);
 }
 
 void
