@@ -52,6 +52,8 @@ static const char *const met_stores[] = { "sqlite", "redis", "memory" };
 static const char *const met_auth[] = { "success", "failure" };
 static const char *const met_proxy_failures[] = { "unavailable", "refused",
 	"lost", "protocol" };
+static const char *const met_spool_log[] = { "logged", "too-large", "full",
+	"failed" };
 
 #define N(a)	(unsigned)(sizeof(a) / sizeof((a)[0]))
 
@@ -102,6 +104,10 @@ static struct met_family met_counters[MET_NCOUNTERS] = {
 	    "Upstream connections of proxy sessions that failed, by why",
 	    "reason", NULL, met_proxy_failures, NULL, N(met_proxy_failures),
 	    1, false },
+	[MET_SPOOL_LOG_COMMITS] = { "postern_spool_log_commits_total",
+	    "Commits that tried the spool log, by result (all but logged "
+	    "were fsynced instead)", "result", NULL, met_spool_log, NULL,
+	    N(met_spool_log), 1, false },
 };
 
 static struct met_family met_histograms[MET_NHISTOGRAMS] = {

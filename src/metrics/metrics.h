@@ -32,6 +32,8 @@ enum metrics_counter {
 	MET_AUTH,		/* [0 success, 1 failure] */
 	MET_PROXY_SESSIONS,	/* connections on proxy listeners */
 	MET_PROXY_FAILURES,	/* [enum metrics_proxy_failure] upstreams */
+	MET_SPOOL_LOG_COMMITS,	/* [enum metrics_spool_log] commits that
+				   tried the spool log */
 	MET_NCOUNTERS
 };
 
@@ -64,6 +66,12 @@ enum metrics_store { MET_STORE_SQLITE, MET_STORE_REDIS, MET_STORE_MEMORY };
  * refusal while setting up, gone after that, or a reply out of protocol. */
 enum metrics_proxy_failure { MET_PX_UNAVAILABLE, MET_PX_REFUSED,
 	MET_PX_LOST, MET_PX_PROTOCOL };
+/* What became of a commit that tried the spool log: its record made
+ * durable there, or fsyncs instead: the record larger than the log takes,
+ * no room before the checkpoint, or the log's write failed (then or
+ * earlier). */
+enum metrics_spool_log { MET_SL_LOGGED, MET_SL_TOO_LARGE, MET_SL_FULL,
+	MET_SL_FAILED };
 
 /*
  * Name the values of a label given at run time: the handler kinds of

@@ -103,6 +103,7 @@ test_labels(void **state)
 	metrics_inc(MET_CHAIN_VERDICTS, 1, MET_V_REJECT);
 	metrics_inc(MET_DELIVERIES, MET_A_RELAY, MET_R_DEFERRED);
 	metrics_inc(MET_AUTH, 1, 0);
+	metrics_inc(MET_SPOOL_LOG_COMMITS, MET_SL_FULL, 0);
 	/* Out of range: counted as the last value, never out of bounds. */
 	metrics_inc(MET_TLS_SESSIONS, 99, 0);
 	char *text = render();
@@ -115,6 +116,8 @@ test_labels(void **state)
 		{ "postern_chain_verdicts_total{handler=\"dnsbl\",verdict=\"reject\"}", -1 },
 		{ "postern_deliveries_total{action=\"relay\",result=\"deferred\"}", 1 },
 		{ "postern_auth_total{result=\"failure\"}", 1 },
+		{ "postern_spool_log_commits_total{result=\"full\"}", 1 },
+		{ "postern_spool_log_commits_total{result=\"too-large\"}", 0 },
 		{ "postern_tls_sessions_total{version=\"other\"}", 1 },
 	};
 	check_samples(text, cases, sizeof(cases) / sizeof(cases[0]));
