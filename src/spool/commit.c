@@ -276,10 +276,10 @@ spool_content_read(struct spool_msg *m, size_t len)
  * holding both made durable in the log; only then the envelope named
  * (accepted).  A crash before the record leaves nothing accepted; after
  * it, the start replays the record (logrecover.c) and writes again what
- * the disk lost.  1 when the log cannot take it (off, too large): nothing
- * done.  A full log or a failed write of it falls back to the order of
- * the table from step 1's settle on (*logged_out false).  0 (*fd_out: the
- * envelope's, named) or -1.
+ * the disk lost.  1 when the log cannot take it (off, too large: counted
+ * as such): nothing done.  A full log or a failed write of it falls back
+ * to the order of the table from step 1's settle on (*logged_out false).
+ * 0 (*fd_out: the envelope's, named) or -1.
  */
 static int
 spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
@@ -293,9 +293,13 @@ spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
 	int rc;
 
 	*logged_out = false;
-	if (!sp->ordered || fstat(m->fd, &st) == -1 ||
-	    !spool_log_fits_spooled(sp, m->qid, b->len, (size_t)st.st_size) ||
-	    (content = spool_content_read(m, (size_t)st.st_size)) == NULL)
+	if (!sp->ordered || !spool_log_on(sp) || fstat(m->fd, &st) == -1)
+		return 1;
+	if (!spool_log_fits_spooled(sp, m->qid, b->len, (size_t)st.st_size)) {
+		metrics_inc(MET_SPOOL_LOG_COMMITS, MET_SL_TOO_LARGE, 0);
+		return 1;
+	}
+	if ((content = spool_content_read(m, (size_t)st.st_size)) == NULL)
 		return 1;
 	if (spool_content_move(m, false, err_out) == -1 ||
 	    spool_env_create(sp, m->qid, b, fd_out, err_out) == -1) {

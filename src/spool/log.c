@@ -18,8 +18,10 @@
  * the copies and spool files durable (syncfs of each file system holding
  * them) and then moves the checkpoint in the header past their records;
  * space is reused only behind it.  A start replays what lies after it
- * (logrecover.c).  Knows nothing of Maildir deliveries or the spool's
- * layout beyond the paths it is given.
+ * (logrecover.c).  Each append's outcome is counted (logged, too large,
+ * full, failed), and a full log is warned of at most once a minute: the
+ * commits it turns away are fsynced, slower.  Knows nothing of Maildir
+ * deliveries or the spool's layout beyond the paths it is given.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -35,8 +37,11 @@
 #include <unistd.h>
 
 #include "log/log.h"
+#include "metrics/metrics.h"
 
 #define LOG_CKPT_MS	1000	/* checkpoint at least this often */
+#define LOG_FULL_WARN_NS (60 * 1000000000ULL)	/* a full log: warned of at
+						   most this often */
 
 struct log_fs {
 	dev_t	 dev;
@@ -89,6 +94,10 @@ struct spool_log {
 	/* Records whose copies are not in new/ yet: never checkpointed. */
 	struct log_open	*open;
 	size_t		 nopen;
+	/* Commits turned away for want of room, for the warning. */
+	uint64_t	 full_n;	/* since the last warning */
+	uint64_t	 full_warned_ns;	/* its time (metrics_now_ns) */
+	bool		 full_warned;	/* there was one */
 };
 
 size_t
@@ -330,28 +339,69 @@ log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
 }
 
 /*
- * rec (len bytes, encoded) appended, pinned, and waited for: 0 (its
- * sequence in *seq_out), 1 (no room, or too large), -1 (the write
- * failed).  Called with mu held; returns with it released.
+ * One more commit the full log turned away; called with mu held.  How
+ * many since the last warning when one is due now (at most once a
+ * minute), else 0.
+ */
+static uint64_t
+log_full_due(struct spool_log *lg)
+{
+	uint64_t now = metrics_now_ns(), n;
+
+	lg->full_n++;
+	if (lg->full_warned && now - lg->full_warned_ns < LOG_FULL_WARN_NS)
+		return 0;
+	lg->full_warned = true;
+	lg->full_warned_ns = now;
+	n = lg->full_n;
+	lg->full_n = 0;
+	return n;
+}
+
+/*
+ * rec (len bytes, encoded, no larger than the log takes) appended,
+ * pinned, and waited for: 0 (its sequence in *seq_out), 1 (no room, or
+ * the log broken by an earlier failed write), -1 (the write failed).
+ * The outcome is counted.  Called with mu held; returns with it released.
  */
 static int
 log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
     uint64_t *seq_out, const char **err_out)
 {
-	uint64_t seq = 0;
-	int rc = 1;
+	enum metrics_spool_log result;
+	uint64_t seq, nfull = 0;
+	int rc;
 
-	if (len <= spool_log_record_max(lg->size) &&
-	    (seq = log_enqueue(lg, rec, len, true)) != 0) {
+	ASSERT(len <= spool_log_record_max(lg->size));
+	if ((seq = log_enqueue(lg, rec, len, true)) != 0) {
 		if ((rc = log_wait(lg, seq, err_out)) != 0) {
 			pthread_mutex_lock(&lg->mu);
 			log_unpin(lg, seq);
 			pthread_mutex_unlock(&lg->mu);
 		}
-	} else
+		result = rc == 0 ? MET_SL_LOGGED : MET_SL_FAILED;
+	} else {
+		rc = 1;
+		result = lg->broken ? MET_SL_FAILED : MET_SL_FULL;
+		if (!lg->broken)
+			nfull = log_full_due(lg);
 		pthread_mutex_unlock(&lg->mu);
+	}
+	metrics_inc(MET_SPOOL_LOG_COMMITS, result, 0);
+	if (nfull > 0)
+		log_msg(LOG_LVL_WARN, "spool log: full: %ju commits fsynced "
+		    "since the last warning; a larger \"spool log-size\" "
+		    "keeps them on the log", (uintmax_t)nfull);
 	*seq_out = seq;
 	return rc;
+}
+
+/* A record larger than the log takes: counted; 1, the caller fsyncs. */
+static int
+log_too_large(void)
+{
+	metrics_inc(MET_SPOOL_LOG_COMMITS, MET_SL_TOO_LARGE, 0);
+	return 1;
 }
 
 int
@@ -369,8 +419,10 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	int rc;
 
 	*seq_out = 0;
-	if (lg == NULL || m->ncopies == 0 || m->ncopies > UINT16_MAX)
+	if (lg == NULL || m->ncopies == 0)
 		return 1;
+	if (m->ncopies > UINT16_MAX)
+		return log_too_large();
 	r.copies = cs = xcalloc(m->ncopies, sizeof(*cs));
 	util_strlcpy(r.qid, m->qid, sizeof(r.qid));
 	for (size_t i = 0; i < m->ncopies; i++)
@@ -379,7 +431,7 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	len = spool_logrec_size(&r);
 	if (len > spool_log_record_max(lg->size)) {
 		free(cs);
-		return 1;
+		return log_too_large();
 	}
 	rec = xmalloc(len);
 	spool_logrec_encode(&r, rec);	/* the checksum's bulk, unlocked */
@@ -428,8 +480,10 @@ spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	*seq_out = 0;
 	util_strlcpy(r.qid, qid, sizeof(r.qid));
 	len = spool_logrec_size(&r);
-	if (lg == NULL || len > spool_log_record_max(lg->size))
+	if (lg == NULL)
 		return 1;
+	if (len > spool_log_record_max(lg->size))
+		return log_too_large();
 	rec = xmalloc(len);
 	spool_logrec_encode(&r, rec);
 	pthread_mutex_lock(&lg->mu);

@@ -238,6 +238,8 @@ struct spool_log_msg {
  * 1 when the log does not take it (no log, no room before the checkpoint,
  * larger than a quarter of the log): the caller syncs the copies itself;
  * -1 with *err_out when the write failed (the log takes nothing more).
+ * With the log on, each call is counted by its outcome
+ * (MET_SPOOL_LOG_COMMITS), and a full log warned of at most once a minute.
  * Several threads' records share a write.  After 0 the caller names the
  * copies in new/, then calls spool_log_named: no checkpoint passes the
  * record before that, since it would not make those names durable.
