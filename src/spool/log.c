@@ -341,16 +341,17 @@ log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
 /*
  * One more commit the full log turned away; called with mu held.  How
  * many since the last warning when one is due now (at most once a
- * minute), else 0.
+ * minute; *first_out: none before), else 0.
  */
 static uint64_t
-log_full_due(struct spool_log *lg)
+log_full_due(struct spool_log *lg, bool *first_out)
 {
 	uint64_t now = metrics_now_ns(), n;
 
 	lg->full_n++;
 	if (lg->full_warned && now - lg->full_warned_ns < LOG_FULL_WARN_NS)
 		return 0;
+	*first_out = !lg->full_warned;
 	lg->full_warned = true;
 	lg->full_warned_ns = now;
 	n = lg->full_n;
@@ -370,6 +371,7 @@ log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
 {
 	enum metrics_spool_log result;
 	uint64_t seq, nfull = 0;
+	bool first = false;
 	int rc;
 
 	ASSERT(len <= spool_log_record_max(lg->size));
@@ -384,14 +386,15 @@ log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
 		rc = 1;
 		result = lg->broken ? MET_SL_FAILED : MET_SL_FULL;
 		if (!lg->broken)
-			nfull = log_full_due(lg);
+			nfull = log_full_due(lg, &first);
 		pthread_mutex_unlock(&lg->mu);
 	}
 	metrics_inc(MET_SPOOL_LOG_COMMITS, result, 0);
 	if (nfull > 0)
-		log_msg(LOG_LVL_WARN, "spool log: full: %ju commits fsynced "
-		    "since the last warning; a larger \"spool log-size\" "
-		    "keeps them on the log", (uintmax_t)nfull);
+		log_msg(LOG_LVL_WARN, "spool log: full: %ju commit%s fsynced "
+		    "instead since %s; a larger \"spool log-size\" keeps "
+		    "them on the log", (uintmax_t)nfull, nfull == 1 ? "" : "s",
+		    first ? "the start" : "the last warning");
 	*seq_out = seq;
 	return rc;
 }
