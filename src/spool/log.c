@@ -483,10 +483,9 @@ spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	*seq_out = 0;
 	util_strlcpy(r.qid, qid, sizeof(r.qid));
 	len = spool_logrec_size(&r);
-	if (lg == NULL)
+	/* Too large: counted by the caller, which asked fits_spooled. */
+	if (lg == NULL || len > spool_log_record_max(lg->size))
 		return 1;
-	if (len > spool_log_record_max(lg->size))
-		return log_too_large();
 	rec = xmalloc(len);
 	spool_logrec_encode(&r, rec);
 	pthread_mutex_lock(&lg->mu);

@@ -231,7 +231,8 @@ void	spool_log_stop(struct spool_log **lgp);
  * A message committed into the spool (spool.c): its envelope file's bytes
  * (env, a string) and content recorded as spool_log_append records copies,
  * with the same returns; after 0 the caller renames its files into msg/
- * and env/, then calls spool_log_named.  The checkpoint syncs the spool's
+ * and env/, then calls spool_log_named.  The caller asks
+ * spool_log_fits_spooled first and counts a record too large itself.  The checkpoint syncs the spool's
  * file system from the first one on.
  */
 int	spool_log_append_spooled(struct spool *sp, const char *qid,
