@@ -135,43 +135,43 @@ conn_tx_fast_deliver(const struct spool_env *env, struct deliver_msg *m,
 	free(ks);
 }
 
+/* A fast-path job from its copies' writes to its end (conn_tx_fast). */
+struct conn_tx_fast {
+	struct conn_tx			*tx;
+	struct deliver_msg		 m;
+	struct deliver_rcpt_status	*st;	/* each recipient's */
+	struct deliver_unsynced		 later;	/* copies not named yet */
+	uint64_t			 start_ns;
+};
+
+static void	conn_tx_job_end(struct conn_tx *tx, int rc, const char *err);
+
 /*
- * The copies m noted as written into tmp/ without a sync (u) become
- * durable: one record in the spool log, then their names in new/; or,
- * where the log does not take it, their names, then an fsync of each (one
- * that fails is taken back and its recipient deferred, in st).  A copy
- * that cannot be named is deferred (st); if its record was written, a
- * start after a crash before the next checkpoint delivers it all the same.
+ * f's copies noted as written into tmp/ without a sync become durable:
+ * with their record in the spool log (rc 0, its sequence seq), their
+ * names in new/; where the log has none (rc 1: not taken; -1: its write
+ * failed), their names, then an fsync of each (one that fails is taken
+ * back and its recipient deferred).  A copy that cannot be named is
+ * deferred; if its record was written, a start after a crash before the
+ * next checkpoint delivers it all the same.
  */
 static void
-conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
-    struct deliver_unsynced *u, struct deliver_rcpt_status *st)
+conn_tx_fast_named(struct conn_tx_fast *f, int rc, uint64_t seq)
 {
-	struct spool_env *env = &tx->env;
-	struct spool_log_copy *cs = xcalloc(u->n, sizeof(*cs));
-	struct spool_log_msg lm = { .qid = env->qid,
-	    .received = env->received, .sender = env->sender,
-	    .content = m->content, .content_len = m->content_len,
-	    .copies = cs, .ncopies = u->n };
+	struct conn_tx *tx = f->tx;
+	struct deliver_unsynced *u = &f->later;
+	struct deliver_rcpt_status *st = f->st;
 	const char *err;
-	uint64_t seq;
-	int rc;
 
-	lm.hdr = u->hdr = deliver_maildir_hdr(m);
-	for (size_t i = 0; i < u->n; i++)
-		cs[i] = (struct spool_log_copy){ u->v[i].path,
-		    env->rcpts[u->v[i].rcpt].addr, u->v[i].dev };
-	rc = spool_log_append(tx->ctx->spool, &lm, &seq, &err);
-	free(cs);
 	/* Only now into new/: a crash before the record leaves no name. */
-	deliver_maildir_publish(u, m, st);
+	deliver_maildir_publish(u, &f->m, st);
 	if (rc == 0) {
 		spool_log_named(tx->ctx->spool, seq);
 		return;
 	}
 	if (rc == -1)
-		log_event(LOG_LVL_WARN, "spool-error", env->sid, env->qid,
-		    "why=\"%s\"", err);
+		log_event(LOG_LVL_WARN, "spool-error", tx->env.sid,
+		    tx->env.qid, "why=\"spool log: write failed\"");
 	for (size_t i = 0; i < u->n; i++)
 		if (st[u->v[i].rcpt].result == DELIVER_OK &&
 		    deliver_maildir_sync(u->v[i].path, &err) == -1) {
@@ -183,40 +183,23 @@ conn_tx_fast_settle(struct conn_tx *tx, const struct deliver_msg *m,
 }
 
 /*
- * The commit fast path (docs/architecture.md): every recipient is a
- * Maildir (or discarded) and the whole message is still in memory, so the
- * delivery is the commit: one record in the spool log for all the copies
- * (or one durable write per message and file system), and no spool at
- * all.  What cannot be delivered now is spooled and
- * committed as usual, with the copies already made recorded as done.
- * Runs on a worker.
+ * The end of a fast-path job, its copies settled: each recipient's
+ * outcome logged; what was not delivered spooled and committed as usual,
+ * with the copies made recorded as done.  f is freed.
  */
 static int
-conn_tx_fast(struct conn_tx *tx, const char **err_out)
+conn_tx_fast_finish(struct conn_tx_fast *f, const char **err_out)
 {
+	struct conn_tx *tx = f->tx;
 	struct spool_env *env = &tx->env;
-	struct deliver_msg m = {
-		.content = tx->inflight.data,
-		.content_len = tx->inflight.len,
-		.fresh = true,		/* a new qid: nothing to find */
-		.return_path = env->sender,
-		.qid = env->qid,
-		.received = env->received,
-		.hostname = tx->hostname,
-	};
-	struct deliver_rcpt_status *st = xcalloc(env->nrcpts, sizeof(*st));
-	struct deliver_unsynced later = { 0 };
+	struct deliver_rcpt_status *st = f->st;
 	size_t ndone = 0;
+	uint64_t start_ns = f->start_ns;
 	const char *err;
 	int rc;
-	uint64_t start_ns = metrics_now_ns();
 
-	if (spool_log_on(tx->ctx->spool))
-		m.unsynced = &later;
-	conn_tx_fast_deliver(env, &m, st);
-	if (later.n > 0)
-		conn_tx_fast_settle(tx, &m, &later, st);
-	deliver_unsynced_clear(&later);
+	deliver_unsynced_clear(&f->later);
+	free(f);
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
 		char safe[600], to[600], why[400];
@@ -265,6 +248,80 @@ conn_tx_fast(struct conn_tx *tx, const char **err_out)
 			log_event(LOG_LVL_WARN, "spool-error", env->sid,
 			    env->qid, "why=\"%s\"", err);
 	return 0;
+}
+
+/*
+ * The spool log's answer for the record of f's copies, on the thread that
+ * wrote it (maybe f's own, before spool_log_append returned): the job
+ * goes on there and ends.
+ */
+static void
+conn_tx_fast_logged(void *arg, int rc, uint64_t seq)
+{
+	struct conn_tx_fast *f = arg;
+	struct conn_tx *tx = f->tx;
+	struct util_buf *was = log_divert(&tx->log_lines);
+	const char *err = NULL;
+
+	conn_tx_fast_named(f, rc, seq);
+	rc = conn_tx_fast_finish(f, &err);
+	log_divert(was);
+	conn_tx_job_end(tx, rc, err);
+}
+
+/*
+ * The commit fast path (docs/architecture.md): every recipient is a
+ * Maildir (or discarded) and the whole message is still in memory, so the
+ * delivery is the commit: one record in the spool log for all the copies
+ * (or one durable write per message and file system), and no spool at
+ * all.  What cannot be delivered now is spooled and committed as usual.
+ * Runs on a worker, with the job's lines diverted (was: where they went
+ * before).  Its rc, or 1: the spool log's callback takes the job on
+ * (conn_tx_fast_logged), and tx is no longer this thread's.
+ */
+static int
+conn_tx_fast(struct conn_tx *tx, struct util_buf *was, const char **err_out)
+{
+	struct spool_env *env = &tx->env;
+	struct conn_tx_fast *f = xcalloc(1, sizeof(*f));
+	struct spool_log_copy *cs;
+	struct spool_log_msg lm = { .qid = env->qid,
+	    .received = env->received, .sender = env->sender,
+	    .content = tx->inflight.data, .content_len = tx->inflight.len };
+	int rc;
+
+	f->tx = tx;
+	f->start_ns = metrics_now_ns();
+	f->m = (struct deliver_msg){
+		.content = tx->inflight.data,
+		.content_len = tx->inflight.len,
+		.fresh = true,		/* a new qid: nothing to find */
+		.return_path = env->sender,
+		.qid = env->qid,
+		.received = env->received,
+		.hostname = tx->hostname,
+	};
+	f->st = xcalloc(env->nrcpts, sizeof(*f->st));
+	if (spool_log_on(tx->ctx->spool))
+		f->m.unsynced = &f->later;
+	conn_tx_fast_deliver(env, &f->m, f->st);
+	if (f->later.n == 0)
+		return conn_tx_fast_finish(f, err_out);
+	cs = xcalloc(f->later.n, sizeof(*cs));
+	lm.hdr = f->later.hdr = deliver_maildir_hdr(&f->m);
+	lm.copies = cs;
+	lm.ncopies = f->later.n;
+	for (size_t i = 0; i < f->later.n; i++)
+		cs[i] = (struct spool_log_copy){ f->later.v[i].path,
+		    env->rcpts[f->later.v[i].rcpt].addr, f->later.v[i].dev };
+	log_divert(was);	/* the callback's lines are its own */
+	rc = spool_log_append(tx->ctx->spool, &lm, conn_tx_fast_logged, f);
+	free(cs);
+	if (rc == 0)
+		return 1;
+	log_divert(&tx->log_lines);
+	conn_tx_fast_named(f, 1, 0);
+	return conn_tx_fast_finish(f, err_out);
 }
 
 static bool
@@ -364,9 +421,9 @@ conn_tx_job_run(void *arg)
 	struct conn_tx *tx = arg;
 	const char *err = NULL;
 	int rc = 0;
-
 	/* The job's log lines go out with the loop's, in its next write. */
-	log_divert(&tx->log_lines);
+	struct util_buf *was = log_divert(&tx->log_lines);
+
 	switch (tx->job) {
 	case TXJ_WRITE:
 		rc = spool_msg_write(tx->msg, tx->inflight.data,
@@ -385,7 +442,8 @@ conn_tx_job_run(void *arg)
 	case TXJ_FAST:
 		if (tx->head_set)
 			conn_tx_edit_inflight(tx);
-		rc = conn_tx_fast(tx, &err);
+		if ((rc = conn_tx_fast(tx, was, &err)) == 1)
+			return;		/* conn_tx_fast_logged() goes on */
 		break;
 	case TXJ_KEEP:
 		conn_tx_keep_run(tx);
@@ -396,20 +454,27 @@ conn_tx_job_run(void *arg)
 	case TXJ_SYNC:
 		rc = conn_tx_sync_run(tx, &err);
 		if (rc == 0) {
-			log_divert(NULL);
+			log_divert(was);
 			return;		/* conn_tx_synced() goes on */
 		}
 		break;
 	case TXJ_NONE:
 		ASSERT(!"job without a kind");
 	}
+	log_divert(was);	/* before the loop may read them */
+	conn_tx_job_end(tx, rc, err);
+}
+
+/* tx's job is over (its lines no longer diverted): the loop takes it on. */
+static void
+conn_tx_job_end(struct conn_tx *tx, int rc, const char *err)
+{
 	tx->job_rc = rc;
 	if (rc == -1) {
 		util_strlcpy(tx->err, err != NULL ? err : "spool error",
 		    sizeof(tx->err));
 		tx->full = spool_err_is_full();
 	}
-	log_divert(NULL);	/* before the loop may read them */
 	event_active(tx->done_ev, EV_TIMEOUT, 1);
 }
 

@@ -166,10 +166,13 @@ log_emit(enum log_level lvl, const char *line, size_t len)
 	log_write(line, len);
 }
 
-void
+struct util_buf *
 log_divert(struct util_buf *into)
 {
+	struct util_buf *was = log_divert_to;
+
 	log_divert_to = into;
+	return was;
 }
 
 void

@@ -64,8 +64,9 @@ void	log_flush(void);
  * are appended to it; a warning or error first writes them, then itself.
  * The loop hands them to log_put, which buffers them as its own lines, so
  * a turn that finishes many jobs writes their lines in one write(2).
+ * Returns where they went before, for a nested diversion to put back.
  */
-void	log_divert(struct util_buf *into);
+struct util_buf *log_divert(struct util_buf *into);
 void	log_put(const char *lines, size_t len);
 
 

@@ -7,7 +7,10 @@
  * linked into new/ (spool_log_named says so), and the client gets its 250.
  * The file is written whole with zeros once (never fallocated), so a
  * record's write changes no metadata: a data write and a cache flush.
- * Several messages waiting at once share one write and one flush.
+ * Several messages waiting at once share one write and one flush.  A
+ * fast-path record is answered by a callback: of each batch one thread
+ * waits and writes it, and runs the callbacks of the others it made
+ * durable, so the rest go back to work instead of sleeping.
  *
  * A message committed into the spool where the journal keeps the order
  * is recorded the same way, envelope and content (spool.c): its files
@@ -53,12 +56,18 @@ struct log_open {
 	size_t	 off;		/* where the record starts */
 };
 
-/* A thread in log_wait, on its own stack, listed under mu. */
+/*
+ * A record waited for, listed under mu: by a thread in log_wait (fn NULL,
+ * on that thread's stack), or by a callback (fn, on the heap), which the
+ * thread that wrote the record calls.
+ */
 enum { LW_WAIT, LW_DURABLE, LW_AGAIN };
 struct log_waiter {
 	uint64_t		 seq;
 	atomic_uint		 state;	/* LW_*: AGAIN, look again under mu */
 	unsigned		 answer;	/* the state it is woken to */
+	spool_log_done_fn	 fn;
+	void			*arg;
 	struct log_waiter	*next;
 };
 
@@ -67,11 +76,15 @@ struct spool_log {
 	uint64_t	 size;
 	pthread_mutex_t	 mu;
 	/*
-	 * The threads waiting for their records (log_wait).  A batch written
-	 * wakes those it holds, which go on without taking mu again; with a
-	 * batch placed meanwhile, one of its threads is woken to write it.
+	 * The records waited for.  A batch written wakes the threads of
+	 * those it holds, which go on without taking mu again, and calls
+	 * their callbacks; with a batch placed meanwhile, one of its threads
+	 * is woken to write it (elected, until it or another starts).  A
+	 * callback joins a batch only with a thread of the batch waiting, or
+	 * one elected: one sees to its write (log_batch_covered).
 	 */
 	struct log_waiter *waiters;
+	bool		 elected;
 	pthread_cond_t	 free_cv;	/* a batch taken: room for one that
 					   would wrap */
 	unsigned	 free_waiters;	/* on free_cv */
@@ -86,6 +99,7 @@ struct spool_log {
 	/* Records placed but not yet written: one contiguous piece. */
 	struct util_buf	 batch;
 	size_t		 batch_off;
+	uint64_t	 batch_seq;	/* its first record's */
 	bool		 writing;
 	struct log_fs	*fs;		/* the copies' file systems */
 	size_t		 nfs;
@@ -190,10 +204,13 @@ log_note_copy_fs(struct spool_log *lg, const struct spool_log_copy *c)
 	free(dir);
 }
 
+static void	log_unpin(struct spool_log *, uint64_t);
+
 /*
  * Take from the list, under mu, the waiters the batch just written
- * answers: all once a write failed, else those whose records are durable,
- * and one of the batch placed meanwhile to write it.
+ * answers: all once a write failed (a callback's record unpinned), else
+ * those whose records are durable, and a thread of the batch placed
+ * meanwhile to write it.
  */
 static struct log_waiter *
 log_answered(struct spool_log *lg)
@@ -204,18 +221,53 @@ log_answered(struct spool_log *lg)
 		if (lg->broken || w->seq < lg->durable_seq) {
 			*pp = w->next;
 			w->answer = lg->broken ? LW_AGAIN : LW_DURABLE;
+			if (lg->broken && w->fn != NULL)
+				log_unpin(lg, w->seq);
 			w->next = out;
 			out = w;
 		} else
 			pp = &w->next;
-	if (lg->waiters != NULL && lg->batch.len > 0) {
-		w = lg->waiters;
-		lg->waiters = w->next;
-		w->answer = LW_AGAIN;
-		w->next = out;
-		out = w;
-	}
+	if (lg->batch.len == 0)
+		return out;
+	for (pp = &lg->waiters; (w = *pp) != NULL; pp = &w->next)
+		if (w->fn == NULL) {
+			*pp = w->next;
+			w->answer = LW_AGAIN;
+			w->next = out;
+			lg->elected = true;
+			return w;
+		}
 	return out;
+}
+
+/*
+ * Whether a thread sees to the write of the batch being placed: one
+ * elected to write it, or one waiting for a record in it while another
+ * batch is written.  Called with mu held.
+ */
+static bool
+log_batch_covered(const struct spool_log *lg)
+{
+	if (lg->elected)
+		return true;
+	if (!lg->writing)
+		return false;
+	for (const struct log_waiter *w = lg->waiters; w != NULL; w = w->next)
+		if (w->fn == NULL && w->seq >= lg->batch_seq)
+			return true;
+	return false;
+}
+
+/* A callback's record answered: counted, then fn called; w freed. */
+static void
+log_call(struct log_waiter *w)
+{
+	bool ok = w->answer == LW_DURABLE;
+
+	metrics_inc(MET_SPOOL_LOG_COMMITS, ok ? MET_SL_LOGGED :
+	    MET_SL_FAILED, 0);
+	w->fn(w->arg, ok ? 0 : -1, w->seq);
+	free(w);
 }
 
 /* Write the batch placed so far and wait for it; called with mu held. */
@@ -225,11 +277,12 @@ log_write_batch(struct spool_log *lg)
 	struct util_buf b = lg->batch;
 	size_t off = lg->batch_off;
 	uint64_t upto = lg->next_seq;
-	struct log_waiter *w, *next;
+	struct log_waiter *w, *next, *calls = NULL;
 	int rc;
 
 	lg->batch = (struct util_buf){ 0 };
 	lg->writing = true;
+	lg->elected = false;
 	if (lg->free_waiters > 0)	/* the batch is free again */
 		pthread_cond_broadcast(&lg->free_cv);
 	pthread_mutex_unlock(&lg->mu);
@@ -252,8 +305,18 @@ log_write_batch(struct spool_log *lg)
 	/* A waiter may be gone once its state is set: read it first. */
 	for (; w != NULL; w = next) {
 		next = w->next;
+		if (w->fn != NULL) {
+			w->next = calls;
+			calls = w;
+			continue;
+		}
 		atomic_store(&w->state, w->answer);
 		util_futex_wake(&w->state, 1);
+	}
+	/* The threads first: a callback may take its time. */
+	for (; calls != NULL; calls = next) {
+		next = calls->next;
+		log_call(calls);
 	}
 	pthread_mutex_lock(&lg->mu);
 }
@@ -278,8 +341,10 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len, bool pin)
 		pthread_cond_wait(&lg->free_cv, &lg->mu);
 		lg->free_waiters--;
 	}
-	if (lg->batch.len == 0)
+	if (lg->batch.len == 0) {
 		lg->batch_off = at;
+		lg->batch_seq = lg->next_seq;
+	}
 	spool_logrec_seal(rec, lg->next_seq, lg->hdr.epoch);
 	util_buf_add(&lg->batch, rec, len);
 	if (pin) {
@@ -360,43 +425,89 @@ log_full_due(struct spool_log *lg, bool *first_out)
 }
 
 /*
- * rec (len bytes, encoded, no larger than the log takes) appended,
- * pinned, and waited for: 0 (its sequence in *seq_out), 1 (no room, or
- * the log broken by an earlier failed write), -1 (the write failed).
- * The outcome is counted.  Called with mu held; returns with it released.
+ * A record the log did not take (no room, or the log broken by an
+ * earlier failed write): counted, the full log warned of; 1.  Called with
+ * mu held; returns with it released.
  */
 static int
-log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
-    uint64_t *seq_out, const char **err_out)
+log_refused(struct spool_log *lg)
 {
-	enum metrics_spool_log result;
-	uint64_t seq, nfull = 0;
-	bool first = false;
-	int rc;
+	uint64_t nfull = 0;
+	bool first = false, broken = lg->broken;
 
-	ASSERT(len <= spool_log_record_max(lg->size));
-	if ((seq = log_enqueue(lg, rec, len, true)) != 0) {
-		if ((rc = log_wait(lg, seq, err_out)) != 0) {
-			pthread_mutex_lock(&lg->mu);
-			log_unpin(lg, seq);
-			pthread_mutex_unlock(&lg->mu);
-		}
-		result = rc == 0 ? MET_SL_LOGGED : MET_SL_FAILED;
-	} else {
-		rc = 1;
-		result = lg->broken ? MET_SL_FAILED : MET_SL_FULL;
-		if (!lg->broken)
-			nfull = log_full_due(lg, &first);
-		pthread_mutex_unlock(&lg->mu);
-	}
-	metrics_inc(MET_SPOOL_LOG_COMMITS, result, 0);
+	if (!broken)
+		nfull = log_full_due(lg, &first);
+	pthread_mutex_unlock(&lg->mu);
+	metrics_inc(MET_SPOOL_LOG_COMMITS, broken ? MET_SL_FAILED :
+	    MET_SL_FULL, 0);
 	if (nfull > 0)
 		log_msg(LOG_LVL_WARN, "spool log: full: %ju commit%s fsynced "
 		    "instead since %s; a larger \"spool log-size\" keeps "
 		    "them on the log", (uintmax_t)nfull, nfull == 1 ? "" : "s",
 		    first ? "the start" : "the last warning");
-	*seq_out = seq;
+	return 1;
+}
+
+/* Wait for record seq as log_wait does, unpinned if it failed; counted. */
+static int
+log_settle(struct spool_log *lg, uint64_t seq, const char **err_out)
+{
+	int rc = log_wait(lg, seq, err_out);
+
+	if (rc != 0) {
+		pthread_mutex_lock(&lg->mu);
+		log_unpin(lg, seq);
+		pthread_mutex_unlock(&lg->mu);
+	}
+	metrics_inc(MET_SPOOL_LOG_COMMITS, rc == 0 ? MET_SL_LOGGED :
+	    MET_SL_FAILED, 0);
 	return rc;
+}
+
+/*
+ * rec (len bytes, encoded, no larger than the log takes) appended,
+ * pinned, and waited for: 0 (its sequence in *seq_out), 1 (refused:
+ * log_refused), -1 (the write failed).  The outcome is counted.  Called
+ * with mu held; returns with it released.
+ */
+static int
+log_commit(struct spool_log *lg, unsigned char *rec, size_t len,
+    uint64_t *seq_out, const char **err_out)
+{
+	ASSERT(len <= spool_log_record_max(lg->size));
+	if ((*seq_out = log_enqueue(lg, rec, len, true)) == 0)
+		return log_refused(lg);
+	return log_settle(lg, *seq_out, err_out);
+}
+
+/*
+ * As log_commit, but the outcome goes to fn: 0, fn called once (maybe
+ * already), on this thread or on the one that writes the record; or 1
+ * (refused), fn not called.  While a thread sees to the write of the
+ * batch the record joins, this one goes on at once; else it waits for
+ * the record and writes it, and the records of others too.
+ */
+static int
+log_commit_async(struct spool_log *lg, unsigned char *rec, size_t len,
+    spool_log_done_fn fn, void *arg)
+{
+	struct log_waiter *w;
+	const char *err;
+	uint64_t seq;
+
+	ASSERT(len <= spool_log_record_max(lg->size));
+	if ((seq = log_enqueue(lg, rec, len, true)) == 0)
+		return log_refused(lg);
+	if (log_batch_covered(lg)) {
+		w = xcalloc(1, sizeof(*w));
+		*w = (struct log_waiter){ .seq = seq, .fn = fn, .arg = arg,
+		    .next = lg->waiters };
+		lg->waiters = w;
+		pthread_mutex_unlock(&lg->mu);
+		return 0;
+	}
+	fn(arg, log_settle(lg, seq, &err), seq);
+	return 0;
 }
 
 /* A record larger than the log takes: counted; 1, the caller fsyncs. */
@@ -409,7 +520,7 @@ log_too_large(void)
 
 int
 spool_log_append(struct spool *sp, const struct spool_log_msg *m,
-    uint64_t *seq_out, const char **err_out)
+    spool_log_done_fn fn, void *arg)
 {
 	struct spool_log *lg = sp->log;
 	struct spool_logcopy *cs;
@@ -421,7 +532,6 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	size_t len;
 	int rc;
 
-	*seq_out = 0;
 	if (lg == NULL || m->ncopies == 0)
 		return 1;
 	if (m->ncopies > UINT16_MAX)
@@ -442,7 +552,7 @@ spool_log_append(struct spool *sp, const struct spool_log_msg *m,
 	pthread_mutex_lock(&lg->mu);
 	for (size_t i = 0; i < m->ncopies; i++)
 		log_note_copy_fs(lg, &m->copies[i]);
-	rc = log_commit(lg, rec, len, seq_out, err_out);
+	rc = log_commit_async(lg, rec, len, fn, arg);
 	free(rec);
 	return rc;
 }

@@ -234,18 +234,24 @@ struct spool_log_msg {
 };
 /*
  * Record m's copies (written into tmp/, not synced, not named yet)
- * durably: 0 once the record is on the device, its sequence in *seq_out;
- * 1 when the log does not take it (no log, no room before the checkpoint,
- * larger than a quarter of the log): the caller syncs the copies itself;
- * -1 with *err_out when the write failed (the log takes nothing more).
- * With the log on, each call is counted by its outcome
- * (MET_SPOOL_LOG_COMMITS), and a full log warned of at most once a minute.
- * Several threads' records share a write.  After 0 the caller names the
- * copies in new/, then calls spool_log_named: no checkpoint passes the
- * record before that, since it would not make those names durable.
+ * durably.  1 when the log does not take the record (no log, no room
+ * before the checkpoint, larger than a quarter of the log, the log broken
+ * by a failed write): the caller syncs the copies itself, and fn is not
+ * called.  Else 0, and fn is called once with the outcome: rc 0 once the
+ * record is on the device (seq its sequence), -1 when the write failed
+ * (the log takes nothing more).  fn may run before spool_log_append
+ * returns, on the calling thread, or on another appending thread, the one
+ * that wrote the record, after the record's write: it must not wait for
+ * another append.  With the log on, each call is counted by its outcome
+ * (MET_SPOOL_LOG_COMMITS), and a full log warned of at most once a
+ * minute.  Several threads' records share a write.  After rc 0 the
+ * caller names the copies in new/, then calls spool_log_named: no
+ * checkpoint passes the record before that, since it would not make those
+ * names durable.
  */
+typedef void (*spool_log_done_fn)(void *arg, int rc, uint64_t seq);
 int	spool_log_append(struct spool *sp, const struct spool_log_msg *m,
-	    uint64_t *seq_out, const char **err_out);
+	    spool_log_done_fn fn, void *arg);
 void	spool_log_named(struct spool *sp, uint64_t seq);
 
 #endif

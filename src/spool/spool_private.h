@@ -230,10 +230,12 @@ void	spool_log_stop(struct spool_log **lgp);
 /*
  * A message committed into the spool (spool.c): its envelope file's bytes
  * (env, a string) and content recorded as spool_log_append records copies,
- * with the same returns; after 0 the caller renames its files into msg/
- * and env/, then calls spool_log_named.  The caller asks
- * spool_log_fits_spooled first and counts a record too large itself.  The checkpoint syncs the spool's
- * file system from the first one on.
+ * but waited for: 0 once the record is on the device (its sequence in
+ * *seq_out), 1 when the log does not take it, -1 with *err_out when the
+ * write failed; after 0 the caller renames its files into msg/ and env/,
+ * then calls spool_log_named.  The caller asks spool_log_fits_spooled
+ * first and counts a record too large itself.  The checkpoint syncs the
+ * spool's file system from the first one on.
  */
 int	spool_log_append_spooled(struct spool *sp, const char *qid,
 	    const char *env, const char *content, size_t content_len,
