@@ -414,6 +414,13 @@ conn_tx_keep_run(struct conn_tx *tx)
 		    "why=\"%s\"", err);
 }
 
+/* The spooled commit's outcome, on the thread that wrote its record. */
+static void
+conn_tx_spooled(void *arg, int rc, const char *err)
+{
+	conn_tx_job_end(arg, rc, err);
+}
+
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
 static void
 conn_tx_job_run(void *arg)
@@ -436,8 +443,13 @@ conn_tx_job_run(void *arg)
 		if (rc == 0 && tx->head_set)
 			rc = spool_msg_replace(tx->msg, tx->head_off,
 			    tx->head_old, tx->head.data, tx->head.len, &err);
-		if (rc == 0)
-			rc = spool_msg_commit(tx->msg, &tx->env, &err);
+		if (rc != 0)
+			break;
+		log_divert(was);
+		if ((rc = spool_msg_commit_async(tx->msg, &tx->env,
+		    conn_tx_spooled, tx, &err)) == 1)
+			return;		/* conn_tx_spooled() goes on */
+		log_divert(&tx->log_lines);
 		break;
 	case TXJ_FAST:
 		if (tx->head_set)

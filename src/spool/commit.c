@@ -49,7 +49,7 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 	struct stat st;
 
 	for (int tries = 0; tries < 2; tries++) {
-		/* Read back only for the log's record (spool_commit_logged). */
+		/* Read back only for the log's record (spool_commit_record). */
 		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_RDWR | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (m->fd == -1) {
@@ -269,6 +269,32 @@ spool_content_read(struct spool_msg *m, size_t len)
 	return buf;
 }
 
+/* A commit on its way (spool_msg_commit, spool_msg_commit_async). */
+struct spool_commit {
+	struct spool_msg	*m;
+	struct util_buf		 b;		/* the envelope's bytes */
+	int			 envfd;
+	bool			 logged;	/* the log's record made it durable */
+	uint64_t		 start_ns;
+	spool_commit_fn		 fn;		/* the outcome's, async */
+	void			*arg;
+};
+
+/* The envelope of m formatted into c, m's content file made: 0 or -1. */
+static int
+spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
+    const struct spool_env *env, const char **err_out)
+{
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	ASSERT(strcmp(env->qid, m->qid) == 0);
+	*c = (struct spool_commit){ .m = m, .envfd = -1,
+	    .start_ns = metrics_now_ns() };
+	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+		return -1;
+	spool_env_format(env, &c->b);
+	return 0;
+}
+
 /*
  * The commit after one device write, where the journal keeps the order
  * and the log takes the message: the content moved into msg/ and the
@@ -276,76 +302,77 @@ spool_content_read(struct spool_msg *m, size_t len)
  * holding both made durable in the log; only then the envelope named
  * (accepted).  A crash before the record leaves nothing accepted; after
  * it, the start replays the record (logrecover.c) and writes again what
- * the disk lost.  1 when the log cannot take it (off, too large: counted
- * as such): nothing done.  A full log or a failed write of it falls back
- * to the order of the table from step 1's settle on (*logged_out false).
- * 0 (*fd_out: the envelope's, named) or -1.
+ * the disk lost.  Here the steps up to the record: 0, the content read
+ * back for it (*content_out, malloc'd, *len_out bytes).  1 when the log
+ * cannot take it (off, too large: counted as such): nothing done.  -1.
  */
 static int
-spool_commit_logged(struct spool_msg *m, struct util_buf *b, int *fd_out,
-    bool *logged_out, const char **err_out)
+spool_commit_record(struct spool_commit *c, char **content_out,
+    size_t *len_out, const char **err_out)
 {
+	struct spool_msg *m = c->m;
 	struct spool *sp = m->sp;
 	struct stat st;
-	const char *lerr;
-	uint64_t seq;
 	char *content;
-	int rc;
 
-	*logged_out = false;
 	if (!sp->ordered || !spool_log_on(sp) || fstat(m->fd, &st) == -1)
 		return 1;
-	if (!spool_log_fits_spooled(sp, m->qid, b->len, (size_t)st.st_size)) {
+	if (!spool_log_fits_spooled(sp, m->qid, c->b.len,
+	    (size_t)st.st_size)) {
 		metrics_inc(MET_SPOOL_LOG_COMMITS, MET_SL_TOO_LARGE, 0);
 		return 1;
 	}
 	if ((content = spool_content_read(m, (size_t)st.st_size)) == NULL)
 		return 1;
 	if (spool_content_move(m, false, err_out) == -1 ||
-	    spool_env_create(sp, m->qid, b, fd_out, err_out) == -1) {
+	    spool_env_create(sp, m->qid, &c->b, &c->envfd, err_out) == -1) {
 		free(content);
 		return -1;
 	}
-	rc = spool_log_append_spooled(sp, m->qid, util_buf_cstr(b), content,
-	    (size_t)st.st_size, &seq, &lerr);
-	free(content);
+	*content_out = content;
+	*len_out = (size_t)st.st_size;
+	return 0;
+}
+
+/*
+ * The log's answer for the record (rc 0: durable, its sequence seq): the
+ * envelope named.  A full log or a failed write of it falls back to the
+ * order of the table from step 1's settle on.  0 or -1.
+ */
+static int
+spool_commit_recorded(struct spool_commit *c, int rc, uint64_t seq,
+    const char **err_out)
+{
+	struct spool_msg *m = c->m;
+	struct spool *sp = m->sp;
+
 	if (rc != 0) {
 		/* Step 1's settle, then steps 3 and 4 as the table has them. */
 		if (util_settle(m->fd) == -1) {
 			*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "",
 			    errno);
-			spool_env_drop(sp, m->qid, *fd_out);
+			spool_env_drop(sp, m->qid, c->envfd);
 			return -1;
 		}
-		return spool_env_name(sp, m->qid, *fd_out, true, err_out);
+		return spool_env_name(sp, m->qid, c->envfd, true, err_out);
 	}
-	*logged_out = true;
-	rc = spool_env_name(sp, m->qid, *fd_out, false, err_out);
+	c->logged = true;
+	rc = spool_env_name(sp, m->qid, c->envfd, false, err_out);
 	spool_log_named(sp, seq);
 	return rc;
 }
 
-int
-spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
-    const char **err_out)
+/* The commit's last steps, rc what came before: 0 (accepted) or -1. */
+static int
+spool_commit_end(struct spool_commit *c, int rc, const char **err_out)
 {
+	struct spool_msg *m = c->m;
 	struct spool *sp = m->sp;
-	struct util_buf b = { 0 };
-	int envfd = -1, rc;
-	bool logged;
-	uint64_t start_ns = metrics_now_ns();
 
-	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
-	ASSERT(strcmp(env->qid, m->qid) == 0);
-	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
-		return -1;
-	spool_env_format(env, &b);
-	if ((rc = spool_commit_logged(m, &b, &envfd, &logged, err_out)) == 1)
-		rc = spool_commit_named(m, &b, &envfd, err_out);
 	if (rc == -1)
 		goto fail_text;
 	/* 5. (the log's record made it durable already) */
-	if (!logged && sp->ordered && fsync(envfd) == -1) {
+	if (!c->logged && sp->ordered && fsync(c->envfd) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
 		goto fail;
 	}
@@ -357,21 +384,87 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
 		goto fail;
 	}
-	close(envfd);
+	close(c->envfd);
 	m->state = MSG_COMMITTED;
 	/* Its first load needs no read: no record exists yet (fresh.c). */
-	spool_fresh_put(sp, m->qid, b.data, b.len);
-	util_buf_clear(&b);
+	spool_fresh_put(sp, m->qid, c->b.data, c->b.len);
+	util_buf_clear(&c->b);
 	metrics_observe_ns(MET_SPOOL_COMMIT_SECONDS, 0, metrics_now_ns() -
-	    start_ns);
+	    c->start_ns);
 	return 0;
 fail:
 	/* Not acknowledged: withdraw the envelope first, as spool_remove. */
 	unlinkat(sp->fd[SUB_ENV], m->qid, 0);
-	close(envfd);
+	close(c->envfd);
 fail_text:
-	util_buf_clear(&b);
+	util_buf_clear(&c->b);
 	return -1;
+}
+
+int
+spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
+    const char **err_out)
+{
+	struct spool_commit c;
+	const char *lerr;
+	char *content;
+	size_t len;
+	uint64_t seq;
+	int rc;
+
+	if (spool_commit_begin(&c, m, env, err_out) == -1)
+		return -1;
+	if ((rc = spool_commit_record(&c, &content, &len, err_out)) == 0) {
+		rc = spool_log_append_spooled(m->sp, m->qid,
+		    util_buf_cstr(&c.b), content, len, &seq, &lerr);
+		free(content);
+		rc = spool_commit_recorded(&c, rc, seq, err_out);
+	} else if (rc == 1)
+		rc = spool_commit_named(m, &c.b, &c.envfd, err_out);
+	return spool_commit_end(&c, rc, err_out);
+}
+
+/* The log's answer, on the thread that wrote the record: the rest. */
+static void
+spool_commit_logged_cb(void *arg, int rc, uint64_t seq)
+{
+	struct spool_commit *c = arg;
+	const char *err = NULL;
+
+	rc = spool_commit_recorded(c, rc, seq, &err);
+	rc = spool_commit_end(c, rc, &err);
+	c->fn(c->arg, rc, err);
+	free(c);
+}
+
+int
+spool_msg_commit_async(struct spool_msg *m, const struct spool_env *env,
+    spool_commit_fn fn, void *arg, const char **err_out)
+{
+	struct spool_commit *c = xmalloc(sizeof(*c));
+	char *content;
+	size_t len;
+	int rc;
+
+	if (spool_commit_begin(c, m, env, err_out) == -1) {
+		free(c);
+		return -1;
+	}
+	c->fn = fn;
+	c->arg = arg;
+	if ((rc = spool_commit_record(c, &content, &len, err_out)) == 0) {
+		rc = spool_log_append_spooled_async(m->sp, m->qid,
+		    util_buf_cstr(&c->b), content, len,
+		    spool_commit_logged_cb, c);
+		free(content);
+		if (rc == 0)
+			return 1;
+		rc = spool_commit_recorded(c, rc, 0, err_out);
+	} else if (rc == 1)
+		rc = spool_commit_named(m, &c->b, &c->envfd, err_out);
+	rc = spool_commit_end(c, rc, err_out);
+	free(c);
+	return rc;
 }
 
 void

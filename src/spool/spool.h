@@ -114,6 +114,19 @@ int	spool_msg_replace(struct spool_msg *m, uint64_t offset,
  */
 int	spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	    const char **err_out);
+/*
+ * The same, but where the spool log records the message, the rest of the
+ * commit is done by the thread that writes the record, which calls fn
+ * with the outcome (rc and err as spool_msg_commit's; err valid during
+ * the call): 1, and fn is called once, maybe before this returns; the
+ * calling thread goes on at once when another sees to the record's
+ * write.  Else the outcome now, 0 or -1 with *err_out, and fn is not
+ * called.
+ */
+typedef void (*spool_commit_fn)(void *arg, int rc, const char *err);
+int	spool_msg_commit_async(struct spool_msg *m,
+	    const struct spool_env *env, spool_commit_fn fn, void *arg,
+	    const char **err_out);
 /* Close; a message not committed has its files removed. */
 void	spool_msg_free(struct spool_msg **mp);
 
@@ -241,8 +254,8 @@ struct spool_log_msg {
  * record is on the device (seq its sequence), -1 when the write failed
  * (the log takes nothing more).  fn may run before spool_log_append
  * returns, on the calling thread, or on another appending thread, the one
- * that wrote the record, after the record's write: it must not wait for
- * another append.  With the log on, each call is counted by its outcome
+ * that wrote the record, after the record's write (with no lock held: it
+ * may append and wait itself).  With the log on, each call is counted by its outcome
  * (MET_SPOOL_LOG_COMMITS), and a full log warned of at most once a
  * minute.  Several threads' records share a write.  After rc 0 the
  * caller names the copies in new/, then calls spool_log_named: no

@@ -240,6 +240,10 @@ void	spool_log_stop(struct spool_log **lgp);
 int	spool_log_append_spooled(struct spool *sp, const char *qid,
 	    const char *env, const char *content, size_t content_len,
 	    uint64_t *seq_out, const char **err_out);
+/* The same answered as spool_log_append answers: by fn, or 1. */
+int	spool_log_append_spooled_async(struct spool *sp, const char *qid,
+	    const char *env, const char *content, size_t content_len,
+	    spool_log_done_fn fn, void *arg);
 /* Would such a record fit (the log is on and takes records that large)? */
 bool	spool_log_fits_spooled(const struct spool *sp, const char *qid,
 	    size_t env_len, size_t content_len);

@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -574,6 +575,37 @@ def test_spooled_message_needs_no_journal_commit(ext4, make_postern,
     up.released.set()
     wait_for(lambda: len(bodies(up)) == 21, timeout=30,
         what="the messages relayed")
+
+
+def test_spooled_messages_of_many_sessions_at_once(ext4, make_postern,
+        upstreams):
+    # Sixteen sessions commit at once: their records share the log's
+    # writes, and the thread that writes a batch finishes the commits of
+    # the others in it.  Each message is acknowledged, recorded, relayed
+    # once and removed.
+    up = upstreams.scripted()
+    _dev, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    failed = []
+
+    def session(k):
+        try:
+            send(srv, 10 * k, 10)
+        except Exception as e:		# reported below, in the test
+            failed.append(repr(e))
+    threads = [threading.Thread(target=session, args=(k,))
+        for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failed and not any(t.is_alive() for t in threads), failed
+    wait_for(lambda: len(bodies(up)) >= 160 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=60,
+        what="160 messages relayed")
+    assert sorted(bodies(up)) == sorted(b"body %d\r\n" % i
+        for i in range(160))
+    assert log_records(mnt, b"PSLS") == 160
 
 
 def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
