@@ -40,6 +40,7 @@ struct conn_tx {
 	bool			 failed;	/* a write failed: never commit */
 	bool			 full;		/* ...because the disk was full */
 	bool			 spooled;	/* some content went to the spool */
+	bool			 whole;		/* the commit's job has it all */
 	bool			 delivered;	/* the fast path delivered it all */
 	const char		*keep_suffix;	/* static: not committed, kept as
 						   "<qid><suffix>.eml"; NULL: not */
@@ -238,7 +239,10 @@ conn_tx_fast_finish(struct conn_tx_fast *f, const char **err_out)
 		return 0;
 	}
 	if (spool_msg_write(tx->msg, tx->inflight.data, tx->inflight.len,
-	    err_out) == -1 || spool_msg_commit(tx->msg, env, err_out) == -1)
+	    err_out) == -1)
+		return -1;
+	spool_msg_whole(tx->msg, tx->inflight.data, tx->inflight.len);
+	if (spool_msg_commit(tx->msg, env, err_out) == -1)
 		return -1;
 	/* Accepted now; a crash before these marks finds the copies made. */
 	for (size_t i = 0; i < env->nrcpts; i++)
@@ -437,6 +441,9 @@ conn_tx_job_run(void *arg)
 		    tx->inflight.len, &err);
 		break;
 	case TXJ_COMMIT:
+		/* All in memory: the edit made there, no replace. */
+		if (tx->whole && tx->head_set)
+			conn_tx_edit_inflight(tx);
 		if (tx->inflight.len > 0)
 			rc = spool_msg_write(tx->msg, tx->inflight.data,
 			    tx->inflight.len, &err);
@@ -445,6 +452,9 @@ conn_tx_job_run(void *arg)
 			    tx->head_old, tx->head.data, tx->head.len, &err);
 		if (rc != 0)
 			break;
+		if (tx->whole)
+			spool_msg_whole(tx->msg, tx->inflight.data,
+			    tx->inflight.len);
 		log_divert(was);
 		if ((rc = spool_msg_commit_async(tx->msg, &tx->env,
 		    conn_tx_spooled, tx, &err)) == 1)
@@ -501,6 +511,8 @@ conn_tx_start(struct conn_tx *tx, enum tx_job kind)
 	tx->pending = swap;
 	util_buf_reset(&tx->pending);
 	tx->job = kind;
+	if (kind == TXJ_COMMIT)
+		tx->whole = !tx->spooled;
 	if (kind == TXJ_WRITE || kind == TXJ_COMMIT)
 		tx->spooled = true;
 	util_pool_submit_held(tx->ctx->pool, conn_tx_job_run, tx);

@@ -26,6 +26,9 @@ struct spool_msg {
 	char			 qid[SPOOL_QID_MAX];
 	int			 fd;		/* content, -1 before first write */
 	enum spool_state	 state;
+	const char		*whole;		/* borrowed: the content, if the
+						   caller said (spool_msg_whole) */
+	size_t			 whole_len;
 };
 
 struct spool_msg *
@@ -49,7 +52,7 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 	struct stat st;
 
 	for (int tries = 0; tries < 2; tries++) {
-		/* Read back only for the log's record (spool_commit_record). */
+		/* Read back for the log's record (spool_commit_record). */
 		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_RDWR | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (m->fd == -1) {
@@ -73,11 +76,19 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 	return -1;
 }
 
+void
+spool_msg_whole(struct spool_msg *m, const char *data, size_t len)
+{
+	m->whole = data;
+	m->whole_len = len;
+}
+
 int
 spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
     const char **err_out)
 {
 	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	m->whole = NULL;
 	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
 		return -1;
 	if (util_write_all(m->fd, buf, len, -1) == -1) {
@@ -124,6 +135,7 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
 	struct stat st;
 
 	ASSERT(m->state == MSG_TMP);
+	m->whole = NULL;
 	snprintf(name, sizeof(name), "%s.new", m->qid);
 	in = openat(m->sp->fd[SUB_TMP], m->qid, O_RDONLY | O_NOFOLLOW |
 	    O_CLOEXEC);
@@ -275,6 +287,7 @@ struct spool_commit {
 	struct util_buf		 b;		/* the envelope's bytes */
 	int			 envfd;
 	bool			 logged;	/* the log's record made it durable */
+	char			*readback;	/* the content read for the record */
 	uint64_t		 start_ns;
 	spool_commit_fn		 fn;		/* the outcome's, async */
 	void			*arg;
@@ -302,34 +315,39 @@ spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
  * holding both made durable in the log; only then the envelope named
  * (accepted).  A crash before the record leaves nothing accepted; after
  * it, the start replays the record (logrecover.c) and writes again what
- * the disk lost.  Here the steps up to the record: 0, the content read
- * back for it (*content_out, malloc'd, *len_out bytes).  1 when the log
- * cannot take it (off, too large: counted as such): nothing done.  -1.
+ * the disk lost.  Here the steps up to the record: 0, the content for it
+ * in *content_out (*len_out bytes: what the caller said it is, or read
+ * back into c->readback).  1 when the log cannot take it (off, too
+ * large: counted as such): nothing done.  -1.
  */
 static int
-spool_commit_record(struct spool_commit *c, char **content_out,
+spool_commit_record(struct spool_commit *c, const char **content_out,
     size_t *len_out, const char **err_out)
 {
 	struct spool_msg *m = c->m;
 	struct spool *sp = m->sp;
 	struct stat st;
-	char *content;
 
-	if (!sp->ordered || !spool_log_on(sp) || fstat(m->fd, &st) == -1)
+	if (!sp->ordered || !spool_log_on(sp))
+		return 1;
+	if (m->whole != NULL)
+		st.st_size = (off_t)m->whole_len;
+	else if (fstat(m->fd, &st) == -1)
 		return 1;
 	if (!spool_log_fits_spooled(sp, m->qid, c->b.len,
 	    (size_t)st.st_size)) {
 		metrics_inc(MET_SPOOL_LOG_COMMITS, MET_SL_TOO_LARGE, 0);
 		return 1;
 	}
-	if ((content = spool_content_read(m, (size_t)st.st_size)) == NULL)
+	if (m->whole == NULL && (c->readback = spool_content_read(m,
+	    (size_t)st.st_size)) == NULL)
 		return 1;
 	if (spool_content_move(m, false, err_out) == -1 ||
 	    spool_env_create(sp, m->qid, &c->b, &c->envfd, err_out) == -1) {
-		free(content);
+		free(c->readback);
 		return -1;
 	}
-	*content_out = content;
+	*content_out = m->whole != NULL ? m->whole : c->readback;
 	*len_out = (size_t)st.st_size;
 	return 0;
 }
@@ -406,8 +424,7 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
     const char **err_out)
 {
 	struct spool_commit c;
-	const char *lerr;
-	char *content;
+	const char *lerr, *content;
 	size_t len;
 	uint64_t seq;
 	int rc;
@@ -417,7 +434,7 @@ spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
 	if ((rc = spool_commit_record(&c, &content, &len, err_out)) == 0) {
 		rc = spool_log_append_spooled(m->sp, m->qid,
 		    util_buf_cstr(&c.b), content, len, &seq, &lerr);
-		free(content);
+		free(c.readback);
 		rc = spool_commit_recorded(&c, rc, seq, err_out);
 	} else if (rc == 1)
 		rc = spool_commit_named(m, &c.b, &c.envfd, err_out);
@@ -442,7 +459,8 @@ spool_msg_commit_async(struct spool_msg *m, const struct spool_env *env,
     spool_commit_fn fn, void *arg, const char **err_out)
 {
 	struct spool_commit *c = xmalloc(sizeof(*c));
-	char *content;
+	char *readback;
+	const char *content;
 	size_t len;
 	int rc;
 
@@ -453,10 +471,11 @@ spool_msg_commit_async(struct spool_msg *m, const struct spool_env *env,
 	c->fn = fn;
 	c->arg = arg;
 	if ((rc = spool_commit_record(c, &content, &len, err_out)) == 0) {
+		readback = c->readback;	/* c may be gone when this returns */
 		rc = spool_log_append_spooled_async(m->sp, m->qid,
 		    util_buf_cstr(&c->b), content, len,
 		    spool_commit_logged_cb, c);
-		free(content);
+		free(readback);
 		if (rc == 0)
 			return 1;
 		rc = spool_commit_recorded(c, rc, 0, err_out);

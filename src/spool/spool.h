@@ -99,6 +99,12 @@ struct spool_msg *spool_msg_new(struct spool *sp, const char *qid);
 int	spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
 	    const char **err_out);
 /*
+ * The content written so far is exactly data (len bytes), unchanged until
+ * the commit returns: the commit reads nothing back for the spool log's
+ * record.  A write or a replace after it forgets it.
+ */
+void	spool_msg_whole(struct spool_msg *m, const char *data, size_t len);
+/*
  * Replace the old_len content bytes at offset with data (a filter's
  * header edits): the content is copied around data into a new file that
  * takes the old one's place, under the message's lock.  Before the commit

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import (HOST, make_config, free_port, port_listening, read_bytes,
     read_log, run_cli, sigstop, split_delivered, spool_empty, wait_for)
+from test_relay import upstreams  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILTER = os.path.join(HERE, "milter_filter.py")
@@ -383,6 +384,38 @@ def test_addheader_on_a_message_without_body(make_postern, make_milter,
         [["add", "X-Milter", "yes"]], [b"Subject: headers only"])
     assert_bytes(rest, lf([b"Subject: headers only", b"X-Milter: yes"]),
         "the file of a header-only message after addheader")
+
+
+def test_modifications_byte_exact_when_relayed(make_postern, make_milter,
+        tmp_path, upstreams):
+    # Relayed, the message goes through the spool; whole in memory at eom,
+    # it is edited there before its one write.  The upstream gets the
+    # edits byte for byte.
+    up = upstreams.scripted()
+    f = tmp_path / "mods.json"
+    f.write_text(json.dumps([["add", "X-Milter", "yes"],
+        ["chg", "Subject", 1, "edited"], ["ins", 0, "X-First", "1"]]))
+    m = make_milter("mods", str(f))
+    srv = make_postern(config=milter_config(m.spec, extra=(
+        'action out relay "smtp://127.0.0.1:%d"' % up.port,
+        "match to domain example.org action out")))
+    with srv.session() as c:
+        c.hello()
+        r = transaction(c, "a@example.net", ["bob@example.org"],
+            [b"Subject: original", b"To: <bob@example.org>", b"",
+            b"body line", b".dot line"])
+        assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
+            c.transcript())
+    wait_for(lambda: len(up.stored) == 1, timeout=20,
+        what="the message relayed")
+    head, body = up.stored[0][2].split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    # Our Received: first: the milter's fields start after it.
+    assert lines[0].startswith(b"Received: "), lines
+    rest = [l for l in lines[1:] if not l.startswith((b" ", b"\t"))]
+    assert rest == [b"X-First: 1", b"Subject: edited",
+        b"To: <bob@example.org>", b"X-Milter: yes"], lines
+    assert body == b"body line\r\n.dot line\r\n", body
 
 
 # ----- replies ---------------------------------------------------------------
