@@ -608,6 +608,40 @@ def test_spooled_messages_of_many_sessions_at_once(ext4, make_postern,
     assert log_records(mnt, b"PSLS") == 160
 
 
+def test_a_failed_log_write_fsyncs_the_spooled_message(ext4, make_postern,
+        upstreams):
+    # The log's fdatasync fails under a relayed message's record: its
+    # content and envelope are synced before its 250 instead (content
+    # settled, envelope settled, named, fsynced), it is relayed once, and
+    # the log takes nothing more.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    checkpointed(mnt, 2)
+    out = srv.path("strace.eio")
+    st = strace(srv, "-e", "trace=fsync,fdatasync,sync_file_range,"
+        "renameat", "-e", "inject=fdatasync:error=EIO", "-o", out)
+    try:
+        send(srv, 1, 1)
+    finally:
+        untrace(st)
+    with open(out) as f:
+        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
+            (l.split(None, 1) for l in f if "(" in l)]
+    tid = next(t for t, call in calls if call == "fdatasync")
+    mine = [c for t, c in calls if t == tid]
+    # The committing thread: content into msg/, the failed record, then
+    # the fallback.
+    assert mine[:6] == ["renameat", "fdatasync", "sync_file_range",
+        "sync_file_range", "renameat", "fsync"], mine
+    assert "acknowledging with fsync from now on" in srv.log()
+    wait_for(lambda: len(bodies(up)) == 2 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=20,
+        what="the message relayed")
+    assert bodies(up) == [b"body 0\r\n", b"body 1\r\n"]
+
+
 def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
         make_postern):
     # A log of 64k takes records up to 15k: a 20k message is committed
