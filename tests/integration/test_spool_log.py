@@ -107,13 +107,14 @@ def cut_while_unsynced(ext4, dev, mnt, srv, sends, records=1):
         untrace(st)
 
 
-def renaming_thread_calls(out):
+def renaming_thread_calls(out, first="renameat"):
     """The calls, in the strace -f output file out, of the first thread
-    that renamed: the one that committed the message."""
+    that made the call first (renamed: the one that committed the
+    message)."""
     with open(out) as f:
         calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
             (l.split(None, 1) for l in f if "(" in l)]
-    tid = next(t for t, call in calls if call == "renameat")
+    tid = next(t for t, call in calls if call == first)
     return [c for t, c in calls if t == tid]
 
 
@@ -626,13 +627,9 @@ def test_a_failed_log_write_fsyncs_the_spooled_message(ext4, make_postern,
         send(srv, 1, 1)
     finally:
         untrace(st)
-    with open(out) as f:
-        calls = [(tid, rest.split("(", 1)[0]) for tid, rest in
-            (l.split(None, 1) for l in f if "(" in l)]
-    tid = next(t for t, call in calls if call == "fdatasync")
-    mine = [c for t, c in calls if t == tid]
     # The committing thread: content into msg/, the failed record, then
     # the fallback.
+    mine = renaming_thread_calls(out, "fdatasync")
     assert mine[:6] == ["renameat", "fdatasync", "sync_file_range",
         "sync_file_range", "renameat", "fsync"], mine
     assert "acknowledging with fsync from now on" in srv.log()
