@@ -145,7 +145,7 @@ struct conn_tx_fast {
 	uint64_t			 start_ns;
 };
 
-static void	conn_tx_job_end(struct conn_tx *tx, int rc, const char *err);
+static void	conn_tx_job_end(void *arg, int rc, const char *err);
 
 /*
  * f's copies noted as written into tmp/ without a sync become durable:
@@ -418,13 +418,6 @@ conn_tx_keep_run(struct conn_tx *tx)
 		    "why=\"%s\"", err);
 }
 
-/* The spooled commit's outcome, on the thread that wrote its record. */
-static void
-conn_tx_spooled(void *arg, int rc, const char *err)
-{
-	conn_tx_job_end(arg, rc, err);
-}
-
 /* Runs on a worker: the only code that touches msg and inflight meanwhile. */
 static void
 conn_tx_job_run(void *arg)
@@ -457,8 +450,8 @@ conn_tx_job_run(void *arg)
 			    tx->inflight.len);
 		log_divert(was);
 		if ((rc = spool_msg_commit_async(tx->msg, &tx->env,
-		    conn_tx_spooled, tx, &err)) == 1)
-			return;		/* conn_tx_spooled() goes on */
+		    conn_tx_job_end, tx, &err)) == 1)
+			return;		/* conn_tx_job_end() ends it */
 		log_divert(&tx->log_lines);
 		break;
 	case TXJ_FAST:
@@ -487,10 +480,15 @@ conn_tx_job_run(void *arg)
 	conn_tx_job_end(tx, rc, err);
 }
 
-/* tx's job is over (its lines no longer diverted): the loop takes it on. */
+/*
+ * tx's job is over (its lines no longer diverted), on whichever thread
+ * ended it (a spooled commit's outcome too): the loop takes it on.
+ */
 static void
-conn_tx_job_end(struct conn_tx *tx, int rc, const char *err)
+conn_tx_job_end(void *arg, int rc, const char *err)
 {
+	struct conn_tx *tx = arg;
+
 	tx->job_rc = rc;
 	if (rc == -1) {
 		util_strlcpy(tx->err, err != NULL ? err : "spool error",

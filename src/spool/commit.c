@@ -419,26 +419,47 @@ fail_text:
 	return -1;
 }
 
+static void	spool_commit_logged_cb(void *arg, int rc, uint64_t seq);
+
+/*
+ * The commit from its record on: waited for (c->fn NULL), or, where the
+ * log answers by callback, 1 and c goes on in spool_commit_logged_cb.
+ * Else 0 or -1.
+ */
+static int
+spool_commit_run(struct spool_commit *c, const char **err_out)
+{
+	struct spool_msg *m = c->m;
+	const char *content, *lerr;
+	char *readback;
+	bool async = c->fn != NULL;
+	size_t len;
+	uint64_t seq = 0;
+	int rc;
+
+	if ((rc = spool_commit_record(c, &content, &len, err_out)) == 0) {
+		readback = c->readback;	/* c may be gone when it returns */
+		rc = spool_log_append_spooled(m->sp, m->qid,
+		    util_buf_cstr(&c->b), content, len, async ?
+		    spool_commit_logged_cb : NULL, c, &seq, &lerr);
+		free(readback);
+		if (rc == 0 && async)
+			return 1;
+		rc = spool_commit_recorded(c, rc, seq, err_out);
+	} else if (rc == 1)
+		rc = spool_commit_named(m, &c->b, &c->envfd, err_out);
+	return spool_commit_end(c, rc, err_out);
+}
+
 int
 spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
     const char **err_out)
 {
 	struct spool_commit c;
-	const char *lerr, *content;
-	size_t len;
-	uint64_t seq;
-	int rc;
 
 	if (spool_commit_begin(&c, m, env, err_out) == -1)
 		return -1;
-	if ((rc = spool_commit_record(&c, &content, &len, err_out)) == 0) {
-		rc = spool_log_append_spooled(m->sp, m->qid,
-		    util_buf_cstr(&c.b), content, len, &seq, &lerr);
-		free(c.readback);
-		rc = spool_commit_recorded(&c, rc, seq, err_out);
-	} else if (rc == 1)
-		rc = spool_commit_named(m, &c.b, &c.envfd, err_out);
-	return spool_commit_end(&c, rc, err_out);
+	return spool_commit_run(&c, err_out);
 }
 
 /* The log's answer, on the thread that wrote the record: the rest. */
@@ -459,9 +480,6 @@ spool_msg_commit_async(struct spool_msg *m, const struct spool_env *env,
     spool_commit_fn fn, void *arg, const char **err_out)
 {
 	struct spool_commit *c = xmalloc(sizeof(*c));
-	char *readback;
-	const char *content;
-	size_t len;
 	int rc;
 
 	if (spool_commit_begin(c, m, env, err_out) == -1) {
@@ -470,19 +488,8 @@ spool_msg_commit_async(struct spool_msg *m, const struct spool_env *env,
 	}
 	c->fn = fn;
 	c->arg = arg;
-	if ((rc = spool_commit_record(c, &content, &len, err_out)) == 0) {
-		readback = c->readback;	/* c may be gone when this returns */
-		rc = spool_log_append_spooled_async(m->sp, m->qid,
-		    util_buf_cstr(&c->b), content, len,
-		    spool_commit_logged_cb, c);
-		free(readback);
-		if (rc == 0)
-			return 1;
-		rc = spool_commit_recorded(c, rc, 0, err_out);
-	} else if (rc == 1)
-		rc = spool_commit_named(m, &c->b, &c->envfd, err_out);
-	rc = spool_commit_end(c, rc, err_out);
-	free(c);
+	if ((rc = spool_commit_run(c, err_out)) != 1)
+		free(c);
 	return rc;
 }
 

@@ -577,12 +577,8 @@ spool_log_fits_spooled(const struct spool *sp, const char *qid,
 	    env_len, content_len) <= spool_log_record_max(sp->log->size);
 }
 
-/*
- * The SPOOLED record of qid appended: waited for (fn NULL: log_commit's
- * returns) or answered by fn (log_commit_async's).
- */
-static int
-log_append_spooled(struct spool *sp, const char *qid, const char *env,
+int
+spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
     const char *content, size_t content_len, spool_log_done_fn fn,
     void *arg, uint64_t *seq_out, const char **err_out)
 {
@@ -594,6 +590,7 @@ log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	size_t len;
 	int rc;
 
+	*seq_out = 0;
 	util_strlcpy(r.qid, qid, sizeof(r.qid));
 	len = spool_logrec_size(&r);
 	/* Too large: counted by the caller, which asked fits_spooled. */
@@ -607,25 +604,6 @@ log_append_spooled(struct spool *sp, const char *qid, const char *env,
 	    log_commit(lg, rec, len, seq_out, err_out);
 	free(rec);
 	return rc;
-}
-
-int
-spool_log_append_spooled(struct spool *sp, const char *qid, const char *env,
-    const char *content, size_t content_len, uint64_t *seq_out,
-    const char **err_out)
-{
-	*seq_out = 0;
-	return log_append_spooled(sp, qid, env, content, content_len, NULL,
-	    NULL, seq_out, err_out);
-}
-
-int
-spool_log_append_spooled_async(struct spool *sp, const char *qid,
-    const char *env, const char *content, size_t content_len,
-    spool_log_done_fn fn, void *arg)
-{
-	return log_append_spooled(sp, qid, env, content, content_len, fn,
-	    arg, NULL, NULL);
 }
 
 size_t

@@ -261,12 +261,12 @@ struct spool_log_msg {
  * (the log takes nothing more).  fn may run before spool_log_append
  * returns, on the calling thread, or on another appending thread, the one
  * that wrote the record, after the record's write (with no lock held: it
- * may append and wait itself).  With the log on, each call is counted by its outcome
- * (MET_SPOOL_LOG_COMMITS), and a full log warned of at most once a
- * minute.  Several threads' records share a write.  After rc 0 the
- * caller names the copies in new/, then calls spool_log_named: no
- * checkpoint passes the record before that, since it would not make those
- * names durable.
+ * may append and wait itself).  With the log on, each call is counted by
+ * its outcome (MET_SPOOL_LOG_COMMITS), and a full log warned of at most
+ * once a minute.  Several threads' records share a write.  After rc 0
+ * the caller names the copies in new/, then calls spool_log_named: no
+ * checkpoint passes the record before that, since it would not make
+ * those names durable.
  */
 typedef void (*spool_log_done_fn)(void *arg, int rc, uint64_t seq);
 int	spool_log_append(struct spool *sp, const struct spool_log_msg *m,

@@ -229,21 +229,19 @@ struct spool_log *spool_log_start(int fd, uint64_t size,
 void	spool_log_stop(struct spool_log **lgp);
 /*
  * A message committed into the spool (spool.c): its envelope file's bytes
- * (env, a string) and content recorded as spool_log_append records copies,
- * but waited for: 0 once the record is on the device (its sequence in
- * *seq_out), 1 when the log does not take it, -1 with *err_out when the
- * write failed; after 0 the caller renames its files into msg/ and env/,
- * then calls spool_log_named.  The caller asks spool_log_fits_spooled
- * first and counts a record too large itself.  The checkpoint syncs the
- * spool's file system from the first one on.
+ * (env, a string) and content recorded as spool_log_append records
+ * copies.  With fn, answered as spool_log_append answers: by fn, or 1.
+ * Without, waited for: 0 once the record is on the device (its sequence
+ * in *seq_out), 1 when the log does not take it, -1 with *err_out when
+ * the write failed.  After rc 0 the caller renames its files into msg/
+ * and env/, then calls spool_log_named.  The caller asks
+ * spool_log_fits_spooled first and counts a record too large itself.  The
+ * checkpoint syncs the spool's file system from the first one on.
  */
 int	spool_log_append_spooled(struct spool *sp, const char *qid,
 	    const char *env, const char *content, size_t content_len,
-	    uint64_t *seq_out, const char **err_out);
-/* The same answered as spool_log_append answers: by fn, or 1. */
-int	spool_log_append_spooled_async(struct spool *sp, const char *qid,
-	    const char *env, const char *content, size_t content_len,
-	    spool_log_done_fn fn, void *arg);
+	    spool_log_done_fn fn, void *arg, uint64_t *seq_out,
+	    const char **err_out);
 /* Would such a record fit (the log is on and takes records that large)? */
 bool	spool_log_fits_spooled(const struct spool *sp, const char *qid,
 	    size_t env_len, size_t content_len);
