@@ -121,12 +121,14 @@ def stamps(srv, up, first, rcpts, calls, until=None):
 
 def env_synced(lines):
     """True once some thread's fsync of the folder env/ itself returned 0
-    after the last unlink in it (strace shows a call other threads
-    interrupt as "<unfinished ...>", then "<... fsync resumed>")."""
+    after the last unlink in env/ or msg/ (a removal unlinks both; the
+    fsync's journal commit takes what came before it).  strace shows a
+    call other threads interrupt as "<unfinished ...>", then "<... fsync
+    resumed>"."""
     synced, pending = False, set()
     for l in lines:
         tid = l.split()[0]
-        if re.search(r"unlinkat\(\d+<[^>]*/spool/env>", l):
+        if re.search(r"unlinkat\(\d+<[^>]*/spool/(env|msg)>", l):
             synced = False
             pending.clear()	# begun before the unlink: not enough
         elif re.search(r"fsync\(\d+<[^>]*/spool/env>\) += 0", l):
