@@ -54,7 +54,7 @@ spf_new(const struct chain_handler_args *a, char **err_out)
 			return NULL;
 		}
 	}
-	s->pool = util_pool_new(4);
+	s->pool = util_pool_new(4, 0);
 	return s;
 }
 

@@ -101,9 +101,12 @@ conn_auth_crypt(void *arg)
 	struct crypt_data *cd = xcalloc(1, sizeof(*cd));
 	const char *got;
 
+	/* A strong hash takes long: no commit waits behind a password. */
+	util_pool_block_begin();
 	if ((got = crypt_r(j->pass, j->hash, cd)) != NULL && got[0] != '*' &&
 	    strlen(got) == strlen(j->hash))
 		j->crypt_ok = CRYPTO_memcmp(got, j->hash, strlen(j->hash)) == 0;
+	util_pool_block_end();
 	OPENSSL_cleanse(cd, sizeof(*cd));
 	free(cd);
 	event_active(j->ev, EV_TIMEOUT, 1);

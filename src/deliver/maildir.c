@@ -311,7 +311,7 @@ md_write(struct deliver_md_copy *c, const struct deliver_msg *m,
 		r = deliver_md_fail(err_out, errno, "write", c->folder, "tmp",
 		    c->name);
 	else if (!c->later && (c->ordered ? util_settle(out) :
-	    fsync(out)) == -1)
+	    util_fsync(out)) == -1)
 		r = deliver_md_fail(err_out, errno, "fsync", c->folder, "tmp",
 		    c->name);
 	free(hdr);
@@ -388,8 +388,8 @@ md_seen(struct deliver_md_copy *c)
 
 	c->out = openat(c->dir->new_fd, c->name, O_RDONLY | O_NOFOLLOW |
 	    O_CLOEXEC);
-	if ((c->out != -1 && fsync(c->out) == -1) ||
-	    fsync(c->dir->new_fd) == -1) {
+	if ((c->out != -1 && util_fsync(c->out) == -1) ||
+	    util_fsync(c->dir->new_fd) == -1) {
 		deliver_md_fail(&err, errno, "fsync", c->folder, "new", NULL);
 		deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	}
@@ -450,7 +450,7 @@ md_sync_new(struct deliver_md_copy *c)
 {
 	const char *err;
 
-	if (fsync(c->dir->new_fd) == -1) {
+	if (util_fsync(c->dir->new_fd) == -1) {
 		deliver_md_fail(&err, errno, "fsync", c->folder, "new", NULL);
 		deliver_md_set(c, DELIVER_TEMPFAIL, err);
 	}
@@ -486,7 +486,7 @@ md_finish(struct deliver_md_copy *cs, size_t n, size_t i)
 	}
 	if (c->later)
 		return;
-	if (fsync(c->out) == 0)
+	if (util_fsync(c->out) == 0)
 		return;
 	deliver_md_fail(&err, errno, "fsync", c->folder, "new", c->name);
 	md_take_back(c, err);

@@ -63,7 +63,7 @@ deliver_maildir_sync(const char *path, const char **err_out)
 {
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), e;
 
-	if (fd != -1 && fsync(fd) == 0) {
+	if (fd != -1 && util_fsync(fd) == 0) {
 		close(fd);
 		return 0;
 	}

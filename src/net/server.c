@@ -216,6 +216,19 @@ net_listen_first(struct net_server *srv, const struct config *cfg)
 	}
 }
 
+/*
+ * How many disk workers run at once before a job waits for one of them:
+ * the CPUs (at least two).  A worker waiting on the disk leaves its place.
+ */
+static unsigned
+net_disk_maxrun(void)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return ncpu < 2 ? 2 : ncpu > NET_DISK_THREADS ? NET_DISK_THREADS :
+	    (unsigned)ncpu;
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
 {
@@ -291,7 +304,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	if (cfg->spool_keep != NULL && spool_keep_open(srv->spool,
 	    cfg->spool_keep, cfg->spool_keep_max, &err) == -1)
 		fatal("spool keep %s", err);
-	srv->pool = util_pool_new(NET_DISK_THREADS);
+	srv->pool = util_pool_new(NET_DISK_THREADS, net_disk_maxrun());
 	srv->tlw = log_translog_writer_new();
 	struct queue_opts qo;
 	queue_opts_init(&qo, cfg);

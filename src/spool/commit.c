@@ -224,7 +224,8 @@ spool_env_name(struct spool *sp, const char *qid, int fd, bool settle,
 	char tmpname[SPOOL_QID_MAX + 8];
 
 	snprintf(tmpname, sizeof(tmpname), "%s.tmp", qid);
-	if (settle && (sp->ordered ? util_settle(fd) : fdatasync(fd)) == -1) {
+	if (settle && (sp->ordered ? util_settle(fd) :
+	    util_fdatasync(fd)) == -1) {
 		*err_out = spool_err("fdatasync", SUB_ENV, qid, ".tmp", errno);
 		goto fail;
 	}
@@ -245,7 +246,7 @@ spool_content_move(struct spool_msg *m, bool settle, const char **err_out)
 	struct spool *sp = m->sp;
 
 	if (settle &&
-	    (sp->ordered ? util_settle(m->fd) : fdatasync(m->fd)) == -1) {
+	    (sp->ordered ? util_settle(m->fd) : util_fdatasync(m->fd)) == -1) {
 		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
 		return -1;
 	}
@@ -390,15 +391,15 @@ spool_commit_end(struct spool_commit *c, int rc, const char **err_out)
 	if (rc == -1)
 		goto fail_text;
 	/* 5. (the log's record made it durable already) */
-	if (!c->logged && sp->ordered && fsync(c->envfd) == -1) {
+	if (!c->logged && sp->ordered && util_fsync(c->envfd) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
 		goto fail;
 	}
-	if (!sp->ordered && fsync(sp->fd[SUB_MSG]) == -1) {
+	if (!sp->ordered && util_fsync(sp->fd[SUB_MSG]) == -1) {
 		*err_out = spool_err("fsync", SUB_MSG, "", "", errno);
 		goto fail;
 	}
-	if (!sp->ordered && fsync(sp->fd[SUB_ENV]) == -1) {
+	if (!sp->ordered && util_fsync(sp->fd[SUB_ENV]) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
 		goto fail;
 	}

@@ -131,7 +131,7 @@ spool_log_write_hdr(int fd, struct spool_loghdr *h)
 	if (util_write_all(fd, b, sizeof(b), (off_t)(h->gen % 2) * 512) ==
 	    -1)
 		return -1;
-	return fdatasync(fd);
+	return util_fdatasync(fd);
 }
 
 /* Bytes of the data area in use (between the checkpoint and head). */
@@ -286,9 +286,11 @@ log_write_batch(struct spool_log *lg)
 	if (lg->free_waiters > 0)	/* the batch is free again */
 		pthread_cond_broadcast(&lg->free_cv);
 	pthread_mutex_unlock(&lg->mu);
+	util_pool_block_begin();
 	rc = util_write_all(lg->fd, b.data, b.len, (off_t)off);
 	if (rc == 0)
 		rc = fdatasync(lg->fd);
+	util_pool_block_end();
 	if (rc == -1)
 		log_msg(LOG_LVL_ERROR, "spool log: write(%zu bytes at %zu): "
 		    "%s; acknowledging with fsync from now on", b.len, off,
@@ -338,7 +340,9 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len, bool pin)
 		if (lg->batch.len == 0 || at == lg->batch_off + lg->batch.len)
 			break;
 		lg->free_waiters++;
+		util_pool_block_begin();
 		pthread_cond_wait(&lg->free_cv, &lg->mu);
+		util_pool_block_end();
 		lg->free_waiters--;
 	}
 	if (lg->batch.len == 0) {
@@ -393,8 +397,10 @@ log_wait(struct spool_log *lg, uint64_t seq, const char **err_out)
 		atomic_init(&w.state, LW_WAIT);
 		lg->waiters = &w;
 		pthread_mutex_unlock(&lg->mu);
+		util_pool_block_begin();
 		while ((st = atomic_load(&w.state)) == LW_WAIT)
 			util_futex_wait(&w.state, LW_WAIT);
+		util_pool_block_end();
 		if (st == LW_DURABLE)
 			return 0;
 		pthread_mutex_lock(&lg->mu);

@@ -40,7 +40,7 @@ lr_fsync_path(const char *path)
 
 	if (fd == -1)
 		return -1;
-	rc = fsync(fd);
+	rc = util_fsync(fd);
 	close(fd);
 	return rc;
 }
@@ -96,7 +96,7 @@ lr_rewrite(const char *path, const struct spool_logrec *r)
 	if (fd != -1 &&
 	    util_write_all(fd, r->hdr, strlen(r->hdr), -1) == 0 &&
 	    util_write_all(fd, r->content, r->content_len, -1) == 0 &&
-	    fsync(fd) == 0 && close(fd) == 0) {
+	    util_fsync(fd) == 0 && close(fd) == 0) {
 		fd = -1;
 		if (rename(tmp, path) == 0 && util_fsync_dir(newdir) == 0)
 			rc = 0;
@@ -271,7 +271,7 @@ lr_create(const char *dir, const char *path, uint64_t size)
 			break;
 		done += n;
 	}
-	if (fd == -1 || done < size || fsync(fd) == -1 ||
+	if (fd == -1 || done < size || util_fsync(fd) == -1 ||
 	    rename(tmp, path) == -1 || util_fsync_dir(dir) == -1) {
 		int e = errno;
 		if (fd != -1)

@@ -64,7 +64,7 @@ ls_found(struct spool *sp, enum spool_sub sub, const char *qid, size_t want)
 	if (fd == -1)
 		return false;
 	ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-	    (uint64_t)st.st_size == want && fsync(fd) == 0;
+	    (uint64_t)st.st_size == want && util_fsync(fd) == 0;
 	close(fd);
 	return ok;
 }
@@ -81,7 +81,7 @@ ls_rewrite(struct spool *sp, enum spool_sub sub, const char *qid,
 	fd = openat(sp->fd[SUB_TMP], tmp, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd != -1 && util_write_all(fd, buf, len, -1) == 0 &&
-	    fsync(fd) == 0 && renameat(sp->fd[SUB_TMP], tmp, sp->fd[sub],
+	    util_fsync(fd) == 0 && renameat(sp->fd[SUB_TMP], tmp, sp->fd[sub],
 	    qid) == 0)
 		rc = 0;
 	if (rc == -1) {
@@ -141,8 +141,9 @@ spool_logspool_finish(struct spool_logspool *ls, struct spool *sp)
 		ls->dirty = true;
 	}
 	/* The names written or removed, durable before the log forgets. */
-	if (ls->dirty && (fsync(sp->fd[SUB_MSG]) == -1 ||
-	    fsync(sp->fd[SUB_ENV]) == -1 || fsync(sp->fd[SUB_DONE]) == -1))
+	if (ls->dirty && (util_fsync(sp->fd[SUB_MSG]) == -1 ||
+	    util_fsync(sp->fd[SUB_ENV]) == -1 ||
+	    util_fsync(sp->fd[SUB_DONE]) == -1))
 		log_msg(LOG_LVL_ERROR, "spool log: fsync(%s/msg, env, done): "
 		    "%s", sp->dir, strerror(errno));
 	for (size_t i = 0; i < ls->nremoved; i++)

@@ -50,7 +50,7 @@ spool_sync_now(struct spool *sp, char **qids, size_t n)
 	const char *err = NULL;
 
 	if ((n == 0 || spool_log_removed(sp, qids, n, &err) < n) &&
-	    fsync(sp->fd[SUB_ENV]) == -1)
+	    util_fsync(sp->fd[SUB_ENV]) == -1)
 		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
 		    "messages removed last may be delivered again after a "
 		    "crash)", sp->dir, strerror(errno));

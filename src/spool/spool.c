@@ -469,7 +469,7 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
-	if (fdatasync(fd) == -1) {
+	if (util_fdatasync(fd) == -1) {
 		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
@@ -485,7 +485,7 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 	 * by then (other messages' work), needed or not.
 	 */
 	if (st.st_size == 0 && !sp->ordered &&
-	    fsync(sp->fd[SUB_DONE]) == -1) {
+	    util_fsync(sp->fd[SUB_DONE]) == -1) {
 		*err_out = spool_err("fsync", SUB_DONE, "", "", errno);
 		goto fail;
 	}

@@ -96,13 +96,40 @@ util_fs_ordered(int dirfd, const struct stat *st_in)
 int
 util_settle(int fd)
 {
-	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
-	    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0)
+	int rc;
+
+	util_pool_block_begin();
+	rc = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE |
+	    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+	util_pool_block_end();
+	if (rc == 0)
 		return 0;
 	if (errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP &&
 	    errno != ESPIPE)
 		return -1;
-	return fsync(fd);
+	return util_fsync(fd);
+}
+
+int
+util_fsync(int fd)
+{
+	int rc;
+
+	util_pool_block_begin();
+	rc = fsync(fd);
+	util_pool_block_end();
+	return rc;
+}
+
+int
+util_fdatasync(int fd)
+{
+	int rc;
+
+	util_pool_block_begin();
+	rc = fdatasync(fd);
+	util_pool_block_end();
+	return rc;
 }
 
 int

@@ -13,6 +13,16 @@
  * may hold its wake-up back (util_pool_submit_held) until the submitting
  * thread calls util_pool_kick: an event loop does at the end of its turn,
  * and the jobs of that turn wake their workers with one system call.
+ *
+ * A pool may limit how many of its workers run jobs on the CPU at once
+ * (maxrun): a job queued while that many run waits for one of them to
+ * come back for it, rather than waking a sleeper.  Most disk jobs take
+ * microseconds; a worker woken for one typically found it already taken
+ * by a worker that had just finished its own, and slept again, two
+ * context switches for nothing.  A worker about to block in the kernel
+ * (an fsync, a wait for another thread's) says so (util_pool_block_begin)
+ * and leaves its place to a sleeper if jobs are waiting, so a slow disk
+ * never holds the queue back.
  */
 #include "util/util.h"
 
@@ -39,11 +49,17 @@ struct util_pool {
 	pthread_t		*threads;	/* owned array */
 	atomic_uint		 seq;		/* bumped by each submit */
 	atomic_uint		 nidle;		/* workers asleep, or going to */
+	atomic_uint		 nqueued;	/* jobs not yet taken */
+	atomic_uint		 nrun;		/* in jobs, not blocked */
+	unsigned		 maxrun;	/* 0: no limit */
 };
 
 /* Wake-ups this thread holds back, for one pool at a time. */
 static __thread struct util_pool *held_pool;
 static __thread unsigned	  held_n;
+/* On a worker: its pool, and how deep it is in blocking sections. */
+static __thread struct util_pool *self_pool;
+static __thread unsigned	  self_blocked;
 
 void
 util_futex_wait(atomic_uint *word, unsigned seen)
@@ -59,15 +75,55 @@ util_futex_wake(atomic_uint *word, unsigned n)
 	    n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
+/* Wake up to n sleepers: no more than sleep, nor than maxrun leaves room. */
 static void
 util_pool_wake(struct util_pool *p, unsigned n)
 {
 	unsigned idle = atomic_load(&p->nidle);
 
+	if (p->maxrun > 0) {
+		unsigned run = atomic_load(&p->nrun);
+		unsigned room = run < p->maxrun ? p->maxrun - run : 0;
+		if (n > room)
+			n = room;
+	}
 	if (n > idle)
 		n = idle;
 	if (n > 0)
 		util_futex_wake(&p->seq, n);
+}
+
+void
+util_pool_block_begin(void)
+{
+	struct util_pool *p = self_pool;
+
+	if (p == NULL || self_blocked++ > 0)
+		return;
+	atomic_fetch_sub(&p->nrun, 1);
+	/* Pairs with a submit's nqueued, then nrun: one of us wakes. */
+	if (atomic_load(&p->nqueued) > 0) {
+		atomic_fetch_add(&p->seq, 1);	/* no sleeper misses it */
+		util_pool_wake(p, 1);
+	}
+}
+
+void
+util_pool_block_end(void)
+{
+	struct util_pool *p = self_pool;
+
+	if (p == NULL || --self_blocked > 0)
+		return;
+	atomic_fetch_add(&p->nrun, 1);
+}
+
+/* May a worker take the job at the head now?  Called with mu held. */
+static bool
+util_pool_may_take(struct util_pool *p)
+{
+	return p->head != NULL && (p->maxrun == 0 ||
+	    atomic_load(&p->nrun) < p->maxrun);
 }
 
 static void *
@@ -78,11 +134,17 @@ util_pool_main(void *arg)
 
 	/* Best effort: a policy this kernel refuses changes no result. */
 	(void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+	self_pool = p;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		while (p->head == NULL && !p->stopping) {
-			/* A submit after this read changes seq: no sleep. */
+		for (;;) {
+			/*
+			 * Read before the check: a submit, or a worker leaving
+			 * its place, after it changes seq: no sleep.
+			 */
 			unsigned seen = atomic_load(&p->seq);
+			if (p->stopping || util_pool_may_take(p))
+				break;
 			atomic_fetch_add(&p->nidle, 1);
 			pthread_mutex_unlock(&p->mu);
 			util_futex_wait(&p->seq, seen);
@@ -95,9 +157,13 @@ util_pool_main(void *arg)
 		p->head = j->next;
 		if (p->head == NULL)
 			p->tail = NULL;
+		atomic_fetch_sub(&p->nqueued, 1);
+		atomic_fetch_add(&p->nrun, 1);
 		pthread_mutex_unlock(&p->mu);
 		j->fn(j->arg);
 		free(j);
+		ASSERT(self_blocked == 0);
+		atomic_fetch_sub(&p->nrun, 1);
 		pthread_mutex_lock(&p->mu);
 	}
 	pthread_mutex_unlock(&p->mu);
@@ -105,13 +171,14 @@ util_pool_main(void *arg)
 }
 
 struct util_pool *
-util_pool_new(unsigned nthreads)
+util_pool_new(unsigned nthreads, unsigned maxrun)
 {
 	struct util_pool *p = xcalloc(1, sizeof(*p));
 
 	ASSERT(nthreads > 0);
 	pthread_mutex_init(&p->mu, NULL);
 	p->nthreads = nthreads;
+	p->maxrun = maxrun;
 	p->threads = xcalloc(nthreads, sizeof(*p->threads));
 	for (unsigned i = 0; i < nthreads; i++)
 		if (pthread_create(&p->threads[i], NULL, util_pool_main, p) != 0)
@@ -133,6 +200,7 @@ util_pool_queue(struct util_pool *p, void (*fn)(void *), void *arg)
 	else
 		p->head = j;
 	p->tail = j;
+	atomic_fetch_add(&p->nqueued, 1);
 	atomic_fetch_add(&p->seq, 1);
 	pthread_mutex_unlock(&p->mu);
 }

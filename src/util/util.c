@@ -651,7 +651,7 @@ util_fsync_dir(const char *dirpath)
 
 	if (fd == -1)
 		return -1;
-	rc = fsync(fd);
+	rc = util_fsync(fd);
 	close(fd);
 	return rc;
 }

@@ -265,6 +265,12 @@ bool	util_fs_ordered(int fd, const struct stat *st);
 /* fd's data written out and waited for, no journal commit; 0 or -1. */
 int	util_settle(int fd);
 /*
+ * fsync(2) and fdatasync(2), as waits in the kernel on a pool's worker
+ * (util_pool_block_begin): every sync of the server goes through these.
+ */
+int	util_fsync(int fd);
+int	util_fdatasync(int fd);
+/*
  * All of buf written to fd (EINTR retried): at off with pwrite(2), or at
  * the file's position with off -1.  0, or -1 with errno.
  */
@@ -283,7 +289,11 @@ ssize_t	util_read_upto(int fd, void *buf, size_t len, off_t off);
  * worker; it reports back to its loop itself (e.g. with event_active()).
  */
 struct util_pool;
-struct util_pool *util_pool_new(unsigned nthreads);
+/*
+ * maxrun: how many workers may run jobs at once before a queued job
+ * waits for one of them rather than waking a sleeper (0: no limit).
+ */
+struct util_pool *util_pool_new(unsigned nthreads, unsigned maxrun);
 void	util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg);
 /*
  * Submit, the wake-up of a sleeping worker held back until this thread
@@ -293,6 +303,14 @@ void	util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg);
 void	util_pool_submit_held(struct util_pool *p, void (*fn)(void *),
 	    void *arg);
 void	util_pool_kick(void);
+/*
+ * Around a wait (an fsync, another thread's work) or a long computation on
+ * a pool's worker: it leaves its place among maxrun running workers to a
+ * sleeper meanwhile, so that queued jobs do not wait behind it.  Nests;
+ * does nothing on other threads.
+ */
+void	util_pool_block_begin(void);
+void	util_pool_block_end(void);
 /* Run what was submitted, then join the workers and free. */
 void	util_pool_free(struct util_pool **pp);
 /*

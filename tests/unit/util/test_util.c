@@ -312,7 +312,7 @@ test_pool(void **state)
 {
 	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
 	struct pool_job jobs[8];
-	struct util_pool *p = util_pool_new(1);
+	struct util_pool *p = util_pool_new(1, 0);
 
 	(void)state;
 	for (int i = 0; i < 8; i++) {
@@ -373,7 +373,7 @@ test_pool_held_until_kick(void **state)
 {
 	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
 	struct pool_job jobs[12];
-	struct util_pool *p = util_pool_new(4), *q = util_pool_new(2);
+	struct util_pool *p = util_pool_new(4, 0), *q = util_pool_new(2, 0);
 
 	(void)state;
 	for (int i = 0; i < 8; i++) {
@@ -397,6 +397,99 @@ test_pool_held_until_kick(void **state)
 	assert_int_equal(pool_wait_seen(&seen, 12), 12);
 	util_pool_free(&p);
 	util_pool_free(&q);
+}
+
+/*
+ * A job that runs until its first gate opens, then, if "kernel", says it
+ * waits in the kernel until its second one opens.
+ */
+struct pool_gate {
+	struct pool_job		 job;
+	pthread_mutex_t		 mu;
+	pthread_cond_t		 cv;
+	int			 opened;	/* gates open so far */
+	bool			 kernel;
+};
+
+static void
+pool_gate_wait(struct pool_gate *g, int n)
+{
+	pthread_mutex_lock(&g->mu);
+	while (g->opened < n)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void
+pool_gate_run(void *arg)
+{
+	struct pool_gate *g = arg;
+
+	pool_job_run(&g->job);
+	pool_gate_wait(g, 1);
+	if (g->kernel) {
+		util_pool_block_begin();
+		pool_gate_wait(g, 2);
+		util_pool_block_end();
+	}
+}
+
+static void
+pool_gate_open(struct pool_gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->opened++;
+	pthread_cond_signal(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Has exactly n jobs run after 200 ms? */
+static bool
+pool_still_seen(struct pool_seen *s, unsigned n)
+{
+	unsigned got;
+
+	usleep(200 * 1000);
+	pthread_mutex_lock(&s->mu);
+	got = s->n;
+	pthread_mutex_unlock(&s->mu);
+	return got == n;
+}
+
+/*
+ * With one worker allowed to run, a job waits while another runs, though
+ * three workers sleep, and runs once that one is done.  A job that goes
+ * to wait in the kernel leaves its place to the one waiting.
+ */
+static void
+test_pool_maxrun(void **state)
+{
+	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct pool_gate busy = { .job = { &seen, 0 },
+	    .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct pool_gate syncing = { .job = { &seen, 2 },
+	    .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+	    .kernel = true };
+	struct pool_job after_busy = { &seen, 1 }, after_sync = { &seen, 3 };
+	struct util_pool *p = util_pool_new(4, 1);
+
+	(void)state;
+	util_pool_submit(p, pool_gate_run, &busy);
+	assert_int_equal(pool_wait_seen(&seen, 1), 1);
+	util_pool_submit(p, pool_job_run, &after_busy);
+	assert_true(pool_still_seen(&seen, 1));
+	pool_gate_open(&busy);
+	assert_true(pool_wait_ran(&seen, 1, 1));
+
+	util_pool_submit(p, pool_gate_run, &syncing);
+	assert_true(pool_wait_ran(&seen, 2, 2));
+	util_pool_submit(p, pool_job_run, &after_sync);
+	assert_true(pool_still_seen(&seen, 3));
+	pool_gate_open(&syncing);	/* into the kernel: job 3 runs */
+	assert_true(pool_wait_ran(&seen, 3, 3));
+	pool_gate_open(&syncing);
+	util_pool_free(&p);
+	assert_int_equal(seen.n, 4);
 }
 
 static void
@@ -577,6 +670,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_make),
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_pool_held_until_kick),
+		cmocka_unit_test(test_pool_maxrun),
 		cmocka_unit_test(test_cidr),
 		cmocka_unit_test(test_capdir),
 	};
