@@ -17,12 +17,12 @@
  * A pool may limit how many of its workers run jobs on the CPU at once
  * (maxrun): a job queued while that many run waits for one of them to
  * come back for it, rather than waking a sleeper.  Most disk jobs take
- * microseconds; a worker woken for one typically found it already taken
- * by a worker that had just finished its own, and slept again, two
- * context switches for nothing.  A worker about to block in the kernel
- * (an fsync, a wait for another thread's) says so (util_pool_block_begin)
- * and leaves its place to a sleeper if jobs are waiting, so a slow disk
- * never holds the queue back.
+ * microseconds: a sleeper woken for each would mostly find it taken
+ * already by a worker that has just finished its own, and sleep again,
+ * two context switches for nothing.  A worker about to wait (an fsync,
+ * another thread's work) says so (util_pool_block_begin) and leaves its
+ * place to a sleeper if jobs are waiting, so a slow disk never holds the
+ * queue back.
  */
 #include "util/util.h"
 
