@@ -148,16 +148,28 @@ def message_table(rows, name):
 	return out, med, notes, (rate, e2e)
 
 
-def ratio_line(med, keys, a, b, what):
+def ratio_line(med, keys, a, b, what, mem=True):
 	if a not in med or b not in med:
 		return []
 	parts = []
 	for k in keys:
 		x, y = med[a].get(k), med[b].get(k)
 		parts.append("%.2f" % (x / y) if x and y else "-")
-	return ["| **%s** | %s | %s | - |%s %s | |" % (
-		what, parts[0], parts[1], " | |" if "mb_s" in keys else "",
-		"%.3f" % (med[a]["rss"] / med[b]["rss"]) if med[b]["rss"] else "-")]
+	rss = ("%.3f" % (med[a]["rss"] / med[b]["rss"]) if med[b]["rss"]
+		   else "-") if mem else ""
+	return ["| %s | %s | %s | - |%s %s | |" % (
+		"**%s**" % what if mem else what, parts[0], parts[1],
+		" | |" if "mb_s" in keys else "", rss)]
+
+
+def sink_lines(med, keys, name):
+	"""The sink's ratio to Postfix, which bounds any server's on these
+	cores, and postern's share of the sink."""
+	sink = "tls-sink" if name.startswith("starttls") else "smtp-sink"
+	return (ratio_line(med, keys, sink, "Postfix", "%s / Postfix (the "
+					   "bound)" % sink, mem=False) +
+			ratio_line(med, keys, "postern", sink, "postern / %s" % sink,
+					   mem=False))
 
 
 def chain_lines(rows, med, name):
@@ -237,6 +249,8 @@ def scenario_sections(cells, names, info):
 			out += lines
 			out += ratio_line(med, keys, "postern", "Postfix",
 							  "postern / Postfix")
+			if name != "big":	# smtp-sink is no bound on one message
+				out += sink_lines(med, keys, name)
 			if name in ("chain", "lua"):
 				out += chain_lines(rows, med, name)
 		if notes:
