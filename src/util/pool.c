@@ -9,10 +9,12 @@
  * submitted it.  Under load that preemption cost two context switches per
  * job and about a tenth of the server's CPU time (c=50, bench/).
  *
- * Idle workers sleep on a futex word that every submit bumps.  A submit
- * may hold its wake-up back (util_pool_submit_held) until the submitting
- * thread calls util_pool_kick: an event loop does at the end of its turn,
- * and the jobs of that turn wake their workers with one system call.
+ * Idle workers sleep each on a futex word of its own, on a stack: the
+ * one woken is the one that went to sleep last, whose stack and data are
+ * likeliest still in the caches.  A submit may hold its wake-up back
+ * (util_pool_submit_held) until the submitting thread calls
+ * util_pool_kick: an event loop does at the end of its turn, and the jobs
+ * of that turn wake their workers together.
  *
  * A pool may limit how many of its workers run jobs on the CPU at once
  * (maxrun): a job queued while that many run waits for one of them to
@@ -47,11 +49,16 @@ struct util_pool {
 	bool			 stopping;
 	unsigned		 nthreads;
 	pthread_t		*threads;	/* owned array */
-	atomic_uint		 seq;		/* bumped by each submit */
-	atomic_uint		 nidle;		/* workers asleep, or going to */
+	struct util_pool_sleeper *idle;		/* the last asleep first */
 	atomic_uint		 nqueued;	/* jobs not yet taken */
 	atomic_uint		 nrun;		/* in jobs, not blocked */
 	unsigned		 maxrun;	/* 0: no limit */
+};
+
+/* A worker asleep: woken when the waker sets word, off the stack. */
+struct util_pool_sleeper {
+	atomic_uint			 word;
+	struct util_pool_sleeper	*next;
 };
 
 /* Wake-ups this thread holds back, for one pool at a time. */
@@ -75,22 +82,39 @@ util_futex_wake(atomic_uint *word, unsigned n)
 	    n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
-/* Wake up to n sleepers: no more than sleep, nor than maxrun leaves room. */
+/* Wake the worker that went to sleep last; called with mu held. */
+static void
+util_pool_rouse(struct util_pool *p)
+{
+	struct util_pool_sleeper *s = p->idle;
+
+	p->idle = s->next;
+	/* It cannot sleep again before mu is released: s stays valid. */
+	atomic_store(&s->word, 1);
+	util_futex_wake(&s->word, 1);
+}
+
+/*
+ * Wake up to n sleepers, no more than maxrun leaves room for.  Under mu:
+ * a worker leaving its place changes nrun without it, and one going to
+ * sleep checks nrun and joins the stack under mu, so it is on the stack
+ * here or saw the room.
+ */
 static void
 util_pool_wake(struct util_pool *p, unsigned n)
 {
-	unsigned idle = atomic_load(&p->nidle);
-
 	if (p->maxrun > 0) {
 		unsigned run = atomic_load(&p->nrun);
 		unsigned room = run < p->maxrun ? p->maxrun - run : 0;
 		if (n > room)
 			n = room;
 	}
-	if (n > idle)
-		n = idle;
-	if (n > 0)
-		util_futex_wake(&p->seq, n);
+	if (n == 0)
+		return;
+	pthread_mutex_lock(&p->mu);
+	for (; n > 0 && p->idle != NULL; n--)
+		util_pool_rouse(p);
+	pthread_mutex_unlock(&p->mu);
 }
 
 void
@@ -102,10 +126,8 @@ util_pool_block_begin(void)
 		return;
 	atomic_fetch_sub(&p->nrun, 1);
 	/* Pairs with a submit's nqueued, then nrun: one of us wakes. */
-	if (atomic_load(&p->nqueued) > 0) {
-		atomic_fetch_add(&p->seq, 1);	/* no sleeper misses it */
+	if (atomic_load(&p->nqueued) > 0)
 		util_pool_wake(p, 1);
-	}
 }
 
 void
@@ -131,25 +153,21 @@ util_pool_main(void *arg)
 {
 	struct util_pool *p = arg;
 	struct sched_param sp = { .sched_priority = 0 };
+	struct util_pool_sleeper me;
 
 	/* Best effort: a policy this kernel refuses changes no result. */
 	(void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
 	self_pool = p;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		for (;;) {
-			/*
-			 * Read before the check: a submit, or a worker leaving
-			 * its place, after it changes seq: no sleep.
-			 */
-			unsigned seen = atomic_load(&p->seq);
-			if (p->stopping || util_pool_may_take(p))
-				break;
-			atomic_fetch_add(&p->nidle, 1);
+		while (!p->stopping && !util_pool_may_take(p)) {
+			atomic_store(&me.word, 0);
+			me.next = p->idle;
+			p->idle = &me;
 			pthread_mutex_unlock(&p->mu);
-			util_futex_wait(&p->seq, seen);
+			while (atomic_load(&me.word) == 0)
+				util_futex_wait(&me.word, 0);
 			pthread_mutex_lock(&p->mu);
-			atomic_fetch_sub(&p->nidle, 1);
 		}
 		struct util_pool_job *j = p->head;
 		if (j == NULL)
@@ -201,7 +219,6 @@ util_pool_queue(struct util_pool *p, void (*fn)(void *), void *arg)
 		p->head = j;
 	p->tail = j;
 	atomic_fetch_add(&p->nqueued, 1);
-	atomic_fetch_add(&p->seq, 1);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -242,9 +259,9 @@ util_pool_free(struct util_pool **pp)
 		util_pool_kick();
 	pthread_mutex_lock(&p->mu);
 	p->stopping = true;
-	atomic_fetch_add(&p->seq, 1);
+	while (p->idle != NULL)
+		util_pool_rouse(p);
 	pthread_mutex_unlock(&p->mu);
-	util_futex_wake(&p->seq, UINT_MAX);
 	for (unsigned i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
 	pthread_mutex_destroy(&p->mu);

@@ -298,7 +298,7 @@ void	util_pool_submit(struct util_pool *p, void (*fn)(void *), void *arg);
 /*
  * Submit, the wake-up of a sleeping worker held back until this thread
  * calls util_pool_kick (an event loop: at the end of each turn), so that
- * the jobs of one turn wake their workers with one system call.
+ * the jobs of one turn wake their workers together, as many as may run.
  */
 void	util_pool_submit_held(struct util_pool *p, void (*fn)(void *),
 	    void *arg);

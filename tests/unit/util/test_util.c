@@ -492,6 +492,67 @@ test_pool_maxrun(void **state)
 	assert_int_equal(seen.n, 4);
 }
 
+struct pool_thread_job {
+	pthread_mutex_t	mu;
+	pthread_t	ran_on;
+	bool		ran;
+};
+
+static void
+pool_thread_run(void *arg)
+{
+	struct pool_thread_job *j = arg;
+
+	pthread_mutex_lock(&j->mu);
+	j->ran_on = pthread_self();
+	j->ran = true;
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* Job j's thread, once it ran (waits up to 10 s). */
+static pthread_t
+pool_thread_wait(struct pool_thread_job *j)
+{
+	for (int i = 0; i < 10000; i++) {
+		bool ran;
+		pthread_mutex_lock(&j->mu);
+		ran = j->ran;
+		pthread_mutex_unlock(&j->mu);
+		if (ran)
+			break;
+		usleep(1000);
+	}
+	assert_true(j->ran);
+	return j->ran_on;
+}
+
+/*
+ * The worker woken is the one that went to sleep last (its caches are the
+ * warmest): jobs submitted one at a time, each after the one before has
+ * run and its worker has gone back to sleep, all run on one thread of
+ * the four.
+ */
+static void
+test_pool_wakes_the_last_sleeper(void **state)
+{
+	struct pool_thread_job jobs[5];
+	struct util_pool *p = util_pool_new(4, 0);
+	pthread_t first = 0;
+
+	(void)state;
+	for (int i = 0; i < 5; i++) {
+		jobs[i] = (struct pool_thread_job){
+		    .mu = PTHREAD_MUTEX_INITIALIZER };
+		usleep(100 * 1000);	/* every worker asleep */
+		util_pool_submit(p, pool_thread_run, &jobs[i]);
+		pthread_t t = pool_thread_wait(&jobs[i]);
+		if (i == 0)
+			first = t;
+		assert_true(pthread_equal(t, first));
+	}
+	util_pool_free(&p);
+}
+
 static void
 test_cidr(void **state)
 {
@@ -671,6 +732,7 @@ main(void)
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_pool_held_until_kick),
 		cmocka_unit_test(test_pool_maxrun),
+		cmocka_unit_test(test_pool_wakes_the_last_sleeper),
 		cmocka_unit_test(test_cidr),
 		cmocka_unit_test(test_capdir),
 	};
