@@ -131,7 +131,7 @@ tls_ss_write(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert,
 		*err_out = tls_err_ssl("write %s", tmp);
 		goto fail;
 	}
-	if (fflush(fp) == EOF || fsync(fileno(fp)) == -1) {
+	if (fflush(fp) == EOF || util_fsync(fileno(fp)) == -1) {
 		*err_out = util_err("write(%s): %s", tmp, strerror(errno));
 		goto fail;
 	}

@@ -282,6 +282,7 @@ struct pool_seen {
 	pthread_mutex_t	mu;
 	int		order[16];
 	int		policy[16];
+	pthread_t	thread[16];
 	unsigned	n;
 };
 
@@ -298,6 +299,7 @@ pool_job_run(void *arg)
 
 	pthread_mutex_lock(&s->mu);
 	s->policy[s->n] = sched_getscheduler(0);
+	s->thread[s->n] = pthread_self();
 	s->order[s->n++] = j->id;
 	pthread_mutex_unlock(&s->mu);
 }
@@ -492,40 +494,6 @@ test_pool_maxrun(void **state)
 	assert_int_equal(seen.n, 4);
 }
 
-struct pool_thread_job {
-	pthread_mutex_t	mu;
-	pthread_t	ran_on;
-	bool		ran;
-};
-
-static void
-pool_thread_run(void *arg)
-{
-	struct pool_thread_job *j = arg;
-
-	pthread_mutex_lock(&j->mu);
-	j->ran_on = pthread_self();
-	j->ran = true;
-	pthread_mutex_unlock(&j->mu);
-}
-
-/* Job j's thread, once it ran (waits up to 10 s). */
-static pthread_t
-pool_thread_wait(struct pool_thread_job *j)
-{
-	for (int i = 0; i < 10000; i++) {
-		bool ran;
-		pthread_mutex_lock(&j->mu);
-		ran = j->ran;
-		pthread_mutex_unlock(&j->mu);
-		if (ran)
-			break;
-		usleep(1000);
-	}
-	assert_true(j->ran);
-	return j->ran_on;
-}
-
 /*
  * The worker woken is the one that went to sleep last (its caches are the
  * warmest): jobs submitted one at a time, each after the one before has
@@ -535,20 +503,19 @@ pool_thread_wait(struct pool_thread_job *j)
 static void
 test_pool_wakes_the_last_sleeper(void **state)
 {
-	struct pool_thread_job jobs[5];
+	struct pool_seen seen = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct pool_job jobs[5];
 	struct util_pool *p = util_pool_new(4, 0);
-	pthread_t first = 0;
 
 	(void)state;
-	for (int i = 0; i < 5; i++) {
-		jobs[i] = (struct pool_thread_job){
-		    .mu = PTHREAD_MUTEX_INITIALIZER };
+	for (unsigned i = 0; i < 5; i++) {
+		jobs[i] = (struct pool_job){ &seen, (int)i };
 		usleep(100 * 1000);	/* every worker asleep */
-		util_pool_submit(p, pool_thread_run, &jobs[i]);
-		pthread_t t = pool_thread_wait(&jobs[i]);
-		if (i == 0)
-			first = t;
-		assert_true(pthread_equal(t, first));
+		util_pool_submit(p, pool_job_run, &jobs[i]);
+		assert_int_equal(pool_wait_seen(&seen, i + 1), i + 1);
+		pthread_mutex_lock(&seen.mu);
+		assert_true(pthread_equal(seen.thread[i], seen.thread[0]));
+		pthread_mutex_unlock(&seen.mu);
 	}
 	util_pool_free(&p);
 }
