@@ -22,11 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static bool		log_to_syslog;
-static bool		log_json;	/* "log format json" */
-static bool		log_journal;	/* stderr is systemd's journal */
-static enum log_level	log_min = LOG_LVL_INFO;
-static bool		log_min_forced;	/* log_force_level: keep log_min */
+/* Set again by a reload while the loops log: atomic. */
+static _Atomic bool	log_to_syslog;
+static _Atomic bool	log_json;	/* "log format json" */
+static _Atomic bool	log_journal;	/* stderr is systemd's journal */
+static _Atomic enum log_level log_min = LOG_LVL_INFO;
+static _Atomic bool	log_min_forced;	/* log_force_level: keep log_min */
 
 enum { LOG_BUF_MAX = 16384 };
 

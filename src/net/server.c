@@ -141,6 +141,7 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct net_server *srv = arg;
 	const char *err = NULL;
+	unsigned nconns;
 
 	(void)what;
 	if (srv->loops == NULL) {
@@ -162,11 +163,14 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_msg(LOG_LVL_INFO, "log file reopened");
 		return;
 	}
+	pthread_mutex_lock(&srv->mu);	/* the loops count them */
+	nconns = srv->nconns;
+	pthread_mutex_unlock(&srv->mu);
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
-	    (int)sig, srv->nconns);
+	    (int)sig, nconns);
 	atomic_store(&srv->stopping, true);
 	net_notify(srv->notify_fd, "STOPPING=1\nSTATUS=stopping: draining %u "
-	    "sessions", srv->nconns);
+	    "sessions", nconns);
 	if (srv->balance_ev != NULL) {
 		/* The loops close the listen sockets: no more steering. */
 		event_del(srv->balance_ev);
