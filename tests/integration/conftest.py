@@ -72,7 +72,7 @@ DEFAULT_RULES = (
 )
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-    "runtime error:")
+    "runtime error:", "WARNING: ThreadSanitizer")
 
 
 ENV_SKIP = "machine lacks: "	# scripts/testrun.py accepts these skips only
@@ -348,6 +348,7 @@ class Server:
         self.run_args = []	# more arguments for "postern run"
         self.env = {}		# more environment for it
         self.argv_prefix = []	# a command that runs it (sh -c ...)
+        self.bin = None		# another build of postern than binary()
         self.pass_fds = ()	# descriptors it inherits
         self.clients = []
         self.problems = []
@@ -372,7 +373,7 @@ class Server:
         env = dict(os.environ, **self.env)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen(self.argv_prefix +
-            [binary(), "run", "-c", self.conf] + self.run_args,
+            [self.bin or binary(), "run", "-c", self.conf] + self.run_args,
             pass_fds=self.pass_fds,
             cwd=self.dir, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
             env=env)

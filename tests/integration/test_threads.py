@@ -1,0 +1,150 @@
+"""
+The server's threads under ThreadSanitizer.
+
+A postern built with -Db_sanitize=thread (build-tsan, made here when it is
+missing; POSTERN_TSAN_BIN names another) takes mail over many sessions at
+once: Maildir copies on the fast path, mail relayed through the queue to a
+second postern, messages for both (spooled, then delivered by the queue),
+STARTTLS, a handler chain with a state store and Lua, transaction logs.
+Meanwhile it is reloaded with its log settings changed and its log file
+reopened, again and again.  ThreadSanitizer must report no data race, the
+server must exit 0, and every message must arrive.
+
+The metrics listener stays out: libevent's HTTP server, which ThreadSanitizer
+cannot see into, makes an epoll_ctl on a descriptor number another thread
+has since reused, and that is reported as a race in whichever thread closes
+the new descriptor.
+"""
+
+import os
+import platform
+import signal
+import smtplib
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, make_config, unverified_context, wait_for
+
+SESSIONS = 16		# client threads at once
+MESSAGES = 15		# messages each thread sends, one session each
+RELOADS = 10		# SIGHUP and SIGUSR1, 0.2 s apart
+LUA = '''
+function eom(facts, state)
+  state.tx.set("header.octets", tostring(#(facts.headers or "")))
+end
+'''
+
+
+@pytest.fixture(scope="module")
+def tsan_binary():
+    """A ThreadSanitizer build of postern."""
+    path = os.environ.get("POSTERN_TSAN_BIN")
+    if path:
+        return path
+    build = os.path.join(REPO, "build-tsan")
+    if not os.path.exists(os.path.join(build, "build.ninja")):
+        r = subprocess.run(["meson", "setup", build, "-Db_sanitize=thread",
+            "-Db_lundef=false", "-Dtests=disabled"], cwd=REPO,
+            capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, "meson setup build-tsan:\n" + \
+            r.stdout[-3000:] + r.stderr[-3000:]
+    r = subprocess.run(["ninja", "-C", build, "postern"], cwd=REPO,
+        capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, "ninja -C build-tsan:\n" + r.stdout[-3000:]
+    return os.path.join(build, "postern")
+
+
+def make_cert(d):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+        "/CN=test.example", "-keyout", os.path.join(d, "key.pem"),
+        "-out", os.path.join(d, "cert.pem")], check=True,
+        capture_output=True, timeout=30)
+
+
+def config(d, up_port, json):
+    return make_config(extra=[
+        'transaction-log "%s/tlog"' % d,
+        'tls cert "%s/cert.pem" key "%s/key.pem"' % (d, d),
+        'log file "%s/postern.log"' % d,
+        "log format json" if json else "log format text",
+        "log level debug" if json else "log level info",
+        "state sqlite %s/state.db" % d,
+        "on connect { ratelimit 1000000/1m per ip }",
+        "on eom { header max-size 64k }",
+        'on eom { lua "%s/filter.lua" }' % d,
+        'action up relay "smtp://127.0.0.1:%d"' % up_port,
+    ], rules=["match to domain example.org action local",
+              "match to domain remote.test action up"])
+
+
+def send_all(port, k, errors):
+    """Thread k's messages: to a local box, to the relay, to both; every
+    third session with STARTTLS."""
+    for i in range(MESSAGES):
+        rcpts = (["l%d@example.org" % k], ["r%d@remote.test" % k],
+                 ["l%d@example.org" % k, "r%d@remote.test" % k])[i % 3]
+        msg = ("From: a@sender.test\r\nSubject: %d.%d\r\n\r\n" % (k, i) +
+               "line\r\n" * 200)
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+                s.ehlo("client%d.test" % k)
+                if (k + i) % 3 == 0:
+                    s.starttls(context=unverified_context())
+                    s.ehlo("client%d.test" % k)
+                s.sendmail("a@sender.test", rcpts, msg)
+        except (OSError, smtplib.SMTPException) as e:
+            errors.append("thread %d message %d: %r" % (k, i, e))
+            return
+
+
+def count(srv, prefix):
+    return sum(len(srv.maildir("%s%d" % (prefix, k)))
+               for k in range(SESSIONS))
+
+
+def test_no_data_race_under_load_and_reloads(make_postern, tsan_binary):
+    up = make_postern(rules=["match to domain remote.test action local"])
+    srv = make_postern(start=False, config="")
+    make_cert(srv.dir)
+    with open(srv.path("filter.lua"), "w") as f:
+        f.write(LUA)
+    srv.write_config(config(srv.dir, up.port, json=False))
+    srv.bin = tsan_binary
+    # gcc's ThreadSanitizer needs the address space laid out as it expects.
+    srv.argv_prefix = ["setarch", platform.machine(), "-R"]
+    srv.env = {"TSAN_OPTIONS": "halt_on_error=0 second_deadlock_stack=1"}
+    srv.start()
+
+    errors = []
+    threads = [threading.Thread(target=send_all, args=(srv.port, k, errors))
+               for k in range(SESSIONS)]
+    for t in threads:
+        t.start()
+    logfile = srv.path("postern.log")
+    for n in range(RELOADS):
+        time.sleep(0.2)
+        srv.write_config(config(srv.dir, up.port, json=n % 2 == 0))
+        srv.sighup()
+        if os.path.exists(logfile):
+            os.replace(logfile, logfile + ".%d" % n)
+        srv.proc.send_signal(signal.SIGUSR1)
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a client thread hung"
+    assert errors == [], errors
+
+    per_box = MESSAGES // 3 * 2		# a box's own messages and the both
+    wait_for(lambda: count(srv, "l") == SESSIONS * per_box and
+             count(up, "r") == SESSIONS * per_box, timeout=60,
+             what="every message in its Maildir, here and upstream")
+    assert len(os.listdir(srv.path("tlog"))) > 0
+    srv.stop()				# exit 0: ThreadSanitizer exits 66
+    assert "WARNING: ThreadSanitizer" not in srv.log(), \
+        srv.sanitizer_report()
+    reloads = sum(open(srv.path(f)).read().count("reload: configuration")
+                  for f in os.listdir(srv.dir) if f.startswith("postern.log"))
+    assert reloads == RELOADS, "%d reloads logged" % reloads
