@@ -5,9 +5,10 @@ A postern built with -Db_sanitize=thread (build-tsan, made here when it is
 missing; POSTERN_TSAN_BIN names another) takes mail over many sessions at
 once: Maildir copies on the fast path, mail relayed through the queue to a
 second postern, messages for both (spooled, then delivered by the queue),
-webhooks posted to an HTTP service, STARTTLS, a handler chain with a state store and Lua, transaction logs.
-Meanwhile it is reloaded with its log settings changed and its log file
-reopened, again and again.  ThreadSanitizer must report no data race, the
+webhooks posted to an HTTP service, STARTTLS, a handler chain with a state store and Lua, every recipient
+looked up in an SQLite table, transaction logs.  Meanwhile it is reloaded
+with its log settings changed, its log file reopened and its queue listed,
+again and again.  ThreadSanitizer must report no data race, the
 server must exit 0, and every message must arrive.
 
 Two parts stay out, for what ThreadSanitizer cannot see into: the metrics
@@ -22,12 +23,13 @@ import os
 import platform
 import signal
 import smtplib
+import sqlite3
 import subprocess
 import threading
 
 import pytest
 
-from conftest import REPO, make_config, unverified_context, wait_for
+from conftest import REPO, make_config, run_cli, unverified_context, wait_for
 from httpd import Api
 
 SESSIONS = 16		# client threads at once
@@ -81,6 +83,9 @@ def config(d, up_port, hook_url, json):
         "log format json" if json else "log format text",
         "log level debug" if json else "log level info",
         "state sqlite %s/state.db" % d,
+        'table aliases sqlite:%s/aliases.db query "SELECT target FROM '
+        'aliases WHERE address = $1" cache off negative-cache off' % d,
+        "alias <aliases>",
         "on connect { ratelimit 1000000/1m per ip }",
         "on eom { header max-size 64k }",
         'on eom { lua "%s/filter.lua" }' % d,
@@ -134,6 +139,10 @@ def test_no_data_race_under_load_and_reloads(make_postern, tsan_binary,
     make_cert(srv.dir)
     with open(srv.path("filter.lua"), "w") as f:
         f.write(LUA)
+    db = sqlite3.connect(srv.path("aliases.db"))	# every recipient looked up
+    db.execute("CREATE TABLE aliases (address text, target text)")
+    db.commit()
+    db.close()
     srv.write_config(config(srv.dir, up.port, api.url(), json=False))
     srv.bin = tsan_binary
     # gcc's ThreadSanitizer needs the address space laid out as it expects.
@@ -159,6 +168,8 @@ def test_no_data_race_under_load_and_reloads(make_postern, tsan_binary,
         srv.proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: logged(srv, "log file reopened") == n + 1,
                  timeout=30, what="log file reopened %d" % (n + 1))
+        r = run_cli("queue", "-c", srv.conf, "list", timeout=30)
+        assert r.returncode == 0, r.stderr
         n += 1
     for t in threads:
         t.join(120)
