@@ -127,6 +127,30 @@ def logged(srv, text):
     return n
 
 
+def stop(srv, timeout=60):
+    """SIGTERM and the exit status; if none comes, what each thread waits
+    on (from /proc), then SIGKILL and a failure."""
+    srv.sigterm()
+    try:
+        return srv.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    task = "/proc/%d/task" % srv.proc.pid	# setarch execs postern
+    threads = []
+    for tid in sorted(os.listdir(task), key=int):
+        def read(name):
+            try:
+                with open(os.path.join(task, tid, name)) as f:
+                    return f.read().strip()
+            except OSError as e:
+                return str(e)
+        threads.append("%s %s wchan=%s\n%s" % (tid, read("comm"),
+            read("wchan"), read("stack")))
+    srv.kill9()
+    pytest.fail("no exit within %ds of SIGTERM; its threads:\n%s" % (
+        timeout, "\n".join(threads)), pytrace=False)
+
+
 def count(srv, prefix):
     return sum(len(srv.maildir("%s%d" % (prefix, k)))
                for k in range(SESSIONS))
@@ -183,7 +207,9 @@ def test_no_data_race_under_load_and_reloads(make_postern, tsan_binary,
              what="every message in its Maildir, here and upstream, and "
              "at the webhook")
     assert len(os.listdir(srv.path("tlog"))) > 0
-    srv.stop()				# exit 0: ThreadSanitizer exits 66
+    rc = stop(srv)
+    assert rc == 0, "exit status %d (ThreadSanitizer's is 66):\n%s" % (
+        rc, srv.log()[-3000:])
     assert "WARNING: ThreadSanitizer" not in srv.log(), \
         srv.sanitizer_report()
     assert logged(srv, "reload: configuration") == n
