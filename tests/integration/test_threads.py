@@ -127,6 +127,14 @@ def logged(srv, text):
     return n
 
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return str(e)
+
+
 def stop(srv, timeout=60):
     """SIGTERM and the exit status; if none comes, what each thread waits
     on (from /proc), then SIGKILL and a failure."""
@@ -138,14 +146,9 @@ def stop(srv, timeout=60):
     task = "/proc/%d/task" % srv.proc.pid	# setarch execs postern
     threads = []
     for tid in sorted(os.listdir(task), key=int):
-        def read(name):
-            try:
-                with open(os.path.join(task, tid, name)) as f:
-                    return f.read().strip()
-            except OSError as e:
-                return str(e)
-        threads.append("%s %s wchan=%s\n%s" % (tid, read("comm"),
-            read("wchan"), read("stack")))
+        comm, wchan, stack = (read_text(os.path.join(task, tid, name))
+                              for name in ("comm", "wchan", "stack"))
+        threads.append("%s %s wchan=%s\n%s" % (tid, comm, wchan, stack))
     srv.kill9()
     pytest.fail("no exit within %ds of SIGTERM; its threads:\n%s" % (
         timeout, "\n".join(threads)), pytrace=False)
