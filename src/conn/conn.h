@@ -42,6 +42,10 @@ struct conn_rt {
 	struct chain_set	*chains;	/* ref: the handler chains */
 	struct proxy_set	*proxies;	/* owned: the upstreams of proxy
 						   listeners, or NULL */
+	/* Who frees it (conn_rt_set_reaper), and the reaper's list link. */
+	void		(*reap)(void *arg, struct conn_rt *rt);
+	void		*reap_arg;
+	struct conn_rt	*reap_next;
 };
 /*
  * Take ownership of cfg and build what it describes: the handler chains,
@@ -60,7 +64,17 @@ void	*conn_rt_runtime(const struct conn_rt *rt, const char *name,
 /* True when some table of rt's config waits on a backend. */
 bool	conn_rt_has_remote(const struct conn_rt *rt);
 struct conn_rt *conn_rt_ref(struct conn_rt *rt);
+/* The last reference frees rt, or hands it to its reaper. */
 void	conn_rt_unref(struct conn_rt **rtp);
+/*
+ * Freeing joins the threads of rt's tables, which may be in a lookup up
+ * to its timeout: no event loop may wait for that.  With a reaper, the
+ * last conn_rt_unref() calls fn(arg, rt) instead, on whatever thread it
+ * runs; fn hands rt to a thread that may wait, which calls conn_rt_free().
+ */
+void	conn_rt_set_reaper(struct conn_rt *rt,
+	    void (*fn)(void *arg, struct conn_rt *rt), void *arg);
+void	conn_rt_free(struct conn_rt *rt);
 
 /* What every connection of a server shares (borrowed by connections). */
 struct conn_ctx {

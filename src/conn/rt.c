@@ -207,7 +207,7 @@ conn_rt_chains(const struct config *cfg, const char **err_out)
 	return set;
 }
 
-static void
+void
 conn_rt_free(struct conn_rt *rt)
 {
 	chain_set_unref(&rt->chains);
@@ -272,6 +272,18 @@ conn_rt_unref(struct conn_rt **rtp)
 	if (rt == NULL)
 		return;
 	*rtp = NULL;
-	if (atomic_fetch_sub(&rt->refs, 1) == 1)
+	if (atomic_fetch_sub(&rt->refs, 1) != 1)
+		return;
+	if (rt->reap != NULL)
+		rt->reap(rt->reap_arg, rt);
+	else
 		conn_rt_free(rt);
+}
+
+void
+conn_rt_set_reaper(struct conn_rt *rt,
+    void (*fn)(void *arg, struct conn_rt *rt), void *arg)
+{
+	rt->reap = fn;
+	rt->reap_arg = arg;
 }

@@ -118,6 +118,8 @@ struct net_server {
 	char			*config_path;	/* owned */
 	struct event_base	*base;		/* owned: main thread, signals */
 	struct conn_rt		*rt;		/* ref: the config in force */
+	_Atomic(struct conn_rt *) graves;	/* let go, to be freed here */
+	struct event		*reap_ev;	/* owned: frees the graves */
 	struct net_listen	*listens;	/* owned array */
 	size_t			 nlistens;
 	struct net_loop		*loops;		/* owned array */

@@ -57,6 +57,38 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 	pthread_mutex_unlock(&srv->mu);
 }
 
+/*
+ * A configuration let go for the last time, on any thread: the main
+ * thread frees it (net_reap_cb), since that may wait on its tables'
+ * threads, and a loop must not.
+ */
+static void
+net_rt_bury(void *arg, struct conn_rt *rt)
+{
+	struct net_server *srv = arg;
+
+	rt->reap_next = atomic_load(&srv->graves);
+	while (!atomic_compare_exchange_weak(&srv->graves, &rt->reap_next,
+	    rt))
+		;
+	event_active(srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+static void
+net_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct net_server *srv = arg;
+	struct conn_rt *rt = atomic_exchange(&srv->graves, NULL);
+
+	(void)fd;
+	(void)what;
+	while (rt != NULL) {
+		struct conn_rt *next = rt->reap_next;
+		conn_rt_free(rt);
+		rt = next;
+	}
+}
+
 /* Two optional paths name the same folder (or both are unset). */
 static bool
 net_same_path(const char *a, const char *b)
@@ -107,6 +139,7 @@ net_reload(struct net_server *srv)
 		    "configuration");
 		return;
 	}
+	conn_rt_set_reaper(rt, net_rt_bury, srv);
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
 	    !net_same_path(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
 	    rt->cfg->spool_keep_max != srv->rt->cfg->spool_keep_max ||
@@ -277,6 +310,8 @@ net_server_new(const char *config_path, struct config *cfg)
 		fatal("%s", err);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
+	srv->reap_ev = event_new(srv->base, -1, 0, net_reap_cb, srv);
+	conn_rt_set_reaper(srv->rt, net_rt_bury, srv);
 	cfg = srv->rt->cfg;
 	srv->nloops = cfg->workers;
 	if (srv->nloops > 1 && !cfg->workers_spread) {
@@ -379,6 +414,8 @@ net_server_free(struct net_server **srvp)
 	if (srv->balance_ev != NULL)
 		event_free(srv->balance_ev);
 	conn_rt_unref(&srv->rt);
+	net_reap_cb(-1, 0, srv);	/* every reference is gone */
+	event_free(srv->reap_ev);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);
 	net_pidfile_close(&srv->pidfd, srv->pid_file);

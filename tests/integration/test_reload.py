@@ -6,8 +6,12 @@ at connect, and the server recovers at the next good reload."""
 
 import os
 import sqlite3
+import time
 
 from conftest import log_events, make_config, wait_for
+
+# A stalled loop would hold a reply this long at most.
+BOUNDED = 20.0
 
 CHAIN = "on helo { ratelimit 1000/1m per helo }"
 
@@ -104,3 +108,42 @@ def test_the_state_store_is_opened_when_the_loops_start(make_postern,
     wait_for(lambda: os.path.exists(a), 10,
         what="a.db made before any connection")
     assert log_events(srv, "connect") == [], "a client connected"
+
+
+def test_a_reload_never_stalls_the_loops_on_a_lookup_left_running(
+        make_postern, redis_proc):
+    """The configuration a reload replaces is freed when its last session
+    ends, and freeing it waits for its tables' threads: one of them may
+    still be in a lookup nobody waits for any more, up to the table's
+    timeout.  The loops go on greeting and answering meanwhile."""
+    lines = ["workers 1",
+        "table users redis:%s timeout 8s pool 1 cache off "
+        "negative-cache off" % redis_proc.spec,
+        "on rcpt { verify <users> }"]
+    srv = make_postern(config=make_config(lines))
+    redis_proc.pause()
+    try:
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<bob@example.org>")	# the lookup hangs
+            time.sleep(0.3)
+        # The session is gone; its lookup goes on, with the old table.
+        wait_for(lambda: "disconnect" in srv.log(), 10,
+            what="the session's end in the log")
+        srv.write_config(make_config(lines))
+        srv.sighup()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        with srv.session() as o:
+            o.expect(220, timeout=BOUNDED)
+            o.send("EHLO other.example"); o.expect(250, timeout=BOUNDED)
+            o.send("QUIT"); o.expect(221, timeout=BOUNDED)
+        took = time.monotonic() - t0
+        # The lookup's timeout would be 7 s away still.
+        assert took < 3.0, "a session waited %.1f s after the reload" % took
+        wait_for(lambda: reloads_done(srv) == 1, BOUNDED,
+            what="the reload's line")
+    finally:
+        redis_proc.resume()
+    assert srv.alive()
