@@ -5,10 +5,14 @@ a store that cannot be opened refuses the sessions that need it with 421
 at connect, and the server recovers at the next good reload."""
 
 import os
+import smtplib
 import sqlite3
 import time
 
-from conftest import log_events, make_config, wait_for
+from conftest import (free_port, log_events, make_config,
+    unverified_context, wait_for)
+from httpd import Api
+from test_threads import make_cert
 
 # A stalled loop would hold a reply this long at most.
 BOUNDED = 20.0
@@ -147,3 +151,95 @@ def test_a_reload_never_stalls_the_loops_on_a_lookup_left_running(
     finally:
         redis_proc.resume()
     assert srv.alive()
+
+
+def leak_config(d, up_port, hook_url, metrics_port):
+    """Something of each kind that holds descriptors or threads."""
+    return make_config(extra=[
+        "workers 2 spread",
+        'transaction-log "%s/tlog"' % d,
+        'tls cert "%s/cert.pem" key "%s/key.pem"' % (d, d),
+        "metrics listen 127.0.0.1:%d" % metrics_port,
+        "state sqlite %s/state.db" % d,
+        'table aliases sqlite:%s/aliases.db query "SELECT target FROM '
+        'aliases WHERE address = $1" cache off negative-cache off' % d,
+        'table known file:%s/known' % d,
+        "alias <aliases>",
+        "on connect { ratelimit 1000000/1m per ip }",
+        "on rcpt { verify <known> }",
+        'on eom { lua "%s/filter.lua" }' % d,
+        'action up relay "smtp://127.0.0.1:%d"' % up_port,
+        'action hook webhook "%s"' % hook_url,
+    ], rules=["match to domain example.org action local",
+              "match to domain remote.test action up",
+              "match to domain hook.test action hook"])
+
+
+def held(pid):
+    """(descriptors, threads) of process pid."""
+    return (len(os.listdir("/proc/%d/fd" % pid)),
+            len(os.listdir("/proc/%d/task" % pid)))
+
+
+def test_reloads_leave_no_descriptor_or_thread_behind(make_postern, tmp_path):
+    """Each reload builds tables, a state store, TLS contexts, a relay and
+    a webhook client anew; once the sessions of the old configuration are
+    gone, what it held is let go."""
+    up = make_postern(rules=["match to domain remote.test action local"])
+    api = Api().start()
+    srv = make_postern(start=False, config="")
+    make_cert(srv.dir)
+    with open(srv.path("filter.lua"), "w") as f:
+        f.write("function eom(facts, state)\n  return \"continue\"\nend\n")
+    with open(srv.path("known"), "w") as f:
+        f.write("bob@example.org\nbob@remote.test\nbob@hook.test\n")
+    db = sqlite3.connect(srv.path("aliases.db"))
+    db.execute("CREATE TABLE aliases (address text, target text)")
+    db.commit()
+    db.close()
+    conf = leak_config(srv.dir, up.port, api.url(), free_port())
+    srv.write_config(conf)
+    srv.start()
+    sent = [0]
+
+    def round_of_mail():
+        for i, rcpt in enumerate(["bob@example.org", "bob@remote.test",
+                                  "bob@hook.test"]):
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+                s.ehlo("client.test")
+                if i == 0:
+                    s.starttls(context=unverified_context())
+                    s.ehlo("client.test")
+                s.sendmail("a@sender.test", [rcpt],
+                    "Subject: %d\r\n\r\nhello\r\n" % sent[0])
+            sent[0] += 1
+        n = sent[0] // 3
+        wait_for(lambda: len(srv.maildir("bob")) == n and
+                 len(up.maildir("bob")) == n and len(api.requests) == n,
+                 30, what="round %d delivered" % n)
+
+    def reload():
+        n = srv.log().count("reload: configuration")
+        srv.write_config(conf)
+        srv.sighup()
+        wait_for(lambda: srv.log().count("reload: configuration") > n,
+                 30, what="the reload")
+
+    try:
+        # Everything started lazily is started, and replaced once.
+        round_of_mail()
+        reload()
+        round_of_mail()
+        time.sleep(1)
+        fds, threads = held(srv.proc.pid)
+        for _ in range(20):
+            reload()
+            round_of_mail()
+        # A kept relay session or two may come and go.
+        wait_for(lambda: held(srv.proc.pid)[0] <= fds + 3 and
+                 held(srv.proc.pid)[1] <= threads, 30,
+                 what="descriptors and threads back to %d and %d (now %r)"
+                 % (fds, threads, held(srv.proc.pid)))
+        assert "reload failed" not in srv.log(), srv.log()[-2000:]
+    finally:
+        api.stop()
