@@ -13,6 +13,7 @@
  */
 #include "log/log_private.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,11 @@ static _Atomic bool	log_journal;	/* stderr is systemd's journal */
 static _Atomic enum log_level log_min = LOG_LVL_INFO;
 static _Atomic bool	log_min_forced;	/* log_force_level: keep log_min */
 
-enum { LOG_BUF_MAX = 16384 };
+enum {
+	LOG_BUF_MAX = 16384,	/* a loop's lines of one turn */
+	LOG_REST_MAX = 2048,	/* the text after the event, with its NUL */
+	LOG_LINE_MAX = 4096,	/* a line: at most LOG_LINE_MAX - 1 octets */
+};
 
 /* The calling thread's buffered lines (log_buffer), NULL when unbuffered. */
 static __thread char	*log_tbuf;
@@ -122,13 +127,71 @@ log_enabled(enum log_level lvl)
 	return lvl <= log_min;
 }
 
+/*
+ * Lines a write(2) could not put (a full disk, a closed stderr): counted,
+ * and told in a line of their own by the first write that works again.
+ * A write that put part of a line leaves it torn: that line ends first.
+ */
+static _Atomic uint64_t	log_lost;
+static _Atomic int	log_lost_errno;
+static _Atomic bool	log_torn;
+
+static size_t log_format_line(char *line, enum log_level lvl,
+    const char *event, const char *fmt, ...) UTIL_PRINTF(4, 5);
+
+static void
+log_count_lost(const char *buf, size_t len, size_t put, int err)
+{
+	uint64_t lines = 0;
+
+	for (size_t i = put; i < len; i++)
+		lines += buf[i] == '\n';
+	if (put > 0 && buf[put - 1] != '\n')
+		atomic_store(&log_torn, true);
+	atomic_store(&log_lost_errno, err);
+	atomic_fetch_add(&log_lost, lines);
+}
+
+static void
+log_tell_lost(int fd)
+{
+	uint64_t lost = atomic_exchange(&log_lost, 0);
+	char line[LOG_LINE_MAX + 1] = "\n";	/* ends a torn line */
+	bool torn;
+	size_t o;
+	ssize_t n;
+
+	if (lost == 0)
+		return;
+	torn = atomic_exchange(&log_torn, false);
+	o = torn ? 1 : 0;
+	o += log_format_line(line + o, LOG_LVL_WARN, "log-lost",
+	    "lines=%llu error=\"%s\"", (unsigned long long)lost,
+	    strerror(atomic_load(&log_lost_errno)));
+	n = write(fd, line, o);
+	if (n > 0)
+		log_file_wrote((size_t)n);
+	if (n != (ssize_t)o) {		/* not yet: tell them later */
+		if (n > 0 ? line[n - 1] != '\n' : torn)
+			atomic_store(&log_torn, true);
+		atomic_fetch_add(&log_lost, lost);
+	}
+}
+
 static void
 log_write(const char *buf, size_t len)
 {
-	ssize_t n = write(log_out_fd(), buf, len);
+	int fd = log_out_fd();
+	ssize_t n;
 
+	if (atomic_load_explicit(&log_lost, memory_order_relaxed) > 0)
+		log_tell_lost(fd);
+	n = write(fd, buf, len);
 	if (n > 0)
 		log_file_wrote((size_t)n);
+	if (n != (ssize_t)len)
+		log_count_lost(buf, len, n > 0 ? (size_t)n : 0,
+		    n == -1 ? errno : ENOSPC);
 }
 
 /* Into the thread's buffer (log_tbuf): whole lines, len <= LOG_BUF_MAX. */
@@ -220,10 +283,6 @@ log_vline(enum log_level lvl, const char *event, const char *sid,
  * at info level a message logs about seven lines, and formatting each
  * piece with its own snprintf cost a fifth of the server's instructions.
  */
-enum {
-	LOG_REST_MAX = 2048,	/* the text after the event, with its NUL */
-	LOG_LINE_MAX = 4096,	/* a line: at most LOG_LINE_MAX - 1 octets */
-};
 
 /* n octets of s at *o in buf if they fit before max; what fits if not. */
 static void
@@ -341,13 +400,18 @@ log_text_line(char *line, size_t o, enum log_level lvl, const char *event,
 	return o;
 }
 
-static void
-log_vline(enum log_level lvl, const char *event, const char *sid,
-    const char *qid, const char *fmt, va_list ap)
+/* One line, as the log's settings make it, into line (LOG_LINE_MAX). */
+static size_t
+log_vformat(char *line, enum log_level lvl, const char *event,
+    const char *sid, const char *qid, const char *fmt, va_list ap)
+    UTIL_PRINTF(6, 0);
+
+static size_t
+log_vformat(char *line, enum log_level lvl, const char *event,
+    const char *sid, const char *qid, const char *fmt, va_list ap)
 {
 	/* The journal reads a line's priority from a "<N>" before it. */
 	static const char *const jprio[] = { "<3>", "<4>", "<6>", "<7>" };
-	char line[LOG_LINE_MAX];
 	size_t o = 0;
 
 	if (log_journal) {
@@ -359,11 +423,33 @@ log_vline(enum log_level lvl, const char *event, const char *sid,
 		if (!log_to_syslog)
 			log_stamp(stamp);
 		log_rest(rest, sid, qid, fmt, ap);
-		o += log_json_line(line + o, sizeof(line) - o, log_to_syslog ?
+		o += log_json_line(line + o, LOG_LINE_MAX - o, log_to_syslog ?
 		    NULL : stamp, log_names[lvl], event, rest);
 	} else
 		o = log_text_line(line, o, lvl, event, sid, qid, fmt, ap);
-	log_emit(lvl, line, o);
+	return o;
+}
+
+static size_t
+log_format_line(char *line, enum log_level lvl, const char *event,
+    const char *fmt, ...)
+{
+	va_list ap;
+	size_t o;
+
+	va_start(ap, fmt);
+	o = log_vformat(line, lvl, event, NULL, NULL, fmt, ap);
+	va_end(ap);
+	return o;
+}
+
+static void
+log_vline(enum log_level lvl, const char *event, const char *sid,
+    const char *qid, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+
+	log_emit(lvl, line, log_vformat(line, lvl, event, sid, qid, fmt, ap));
 }
 
 void

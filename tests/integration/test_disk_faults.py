@@ -10,6 +10,7 @@ session and the server go on, and mail flows again once the fault is gone.
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 
@@ -344,4 +345,46 @@ def test_fsync_eio_from_a_failing_disk_is_never_250(dm_disk, make_postern):
         assert r.code // 100 == 4, "%r\n%s" % (r, c.transcript())
         c.send("NOOP"); c.expect(250)
     heal()
+    assert srv.alive()
+
+
+def test_full_log_disk_costs_lines_not_mail_and_says_how_many(tmpfs,
+        make_postern):
+    """The log file's disk fills: mail goes on; once there is room, one
+    line says how many lines were lost and why, before the next ones, and
+    a line cut short by the full disk is ended first."""
+    fs = tmpfs("256k")
+    path = os.path.join(fs, "postern.log")
+    srv = make_postern(extra=['log file "%s"' % path])
+    wait_for(lambda: os.path.exists(path) and read_bytes(path),
+        what="the first lines in the log file")
+    filler = fill(os.path.join(fs, "filler"))
+    # The log's last page still has room: more sessions than fit there.
+    for i in range(10):
+        with srv.session() as c:
+            c.hello("full%d.example" % i)
+            send_message(c, "alice@example.org", ["bob@example.org"],
+                "Subject: full %d\r\n\r\nlogged nowhere\r\n" % i)
+            c.send("QUIT"); c.expect(221)
+    wait_for(lambda: len(srv.maildir("bob")) == 10, what="ten deliveries")
+    assert b"full9.example" not in read_bytes(path)
+    os.unlink(filler)
+    with srv.session() as c:
+        c.hello("after.example")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: b"after.example" in read_bytes(path),
+        what="the session after the disk had room in the log")
+    text = read_bytes(path).decode()
+    lost = [l for l in text.splitlines() if " warn log-lost " in l]
+    assert len(lost) == 1, text[-3000:]
+    # The last session's connect, helo, mail, rcpt, delivery and
+    # disconnect at least.
+    n = int(lost[0].split("lines=")[1].split()[0])
+    assert n >= 6, lost[0]
+    assert 'error="No space left on device"' in lost[0]
+    assert text.index(lost[0]) < text.index("after.example")
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ")
+    for line in text.splitlines():
+        assert stamp.match(line) and len(stamp.findall(line)) == 1, \
+            "a torn line: %r" % line
     assert srv.alive()
