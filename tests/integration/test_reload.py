@@ -5,11 +5,14 @@ a store that cannot be opened refuses the sessions that need it with 421
 at connect, and the server recovers at the next good reload."""
 
 import os
+import shutil
 import smtplib
 import sqlite3
+import ssl
+import subprocess
 import time
 
-from conftest import (free_port, log_events, make_config,
+from conftest import (free_port, log_events, make_config, send_message,
     unverified_context, wait_for)
 from httpd import Api
 from test_threads import make_cert
@@ -243,3 +246,81 @@ def test_reloads_leave_no_descriptor_or_thread_behind(make_postern, tmp_path):
         assert "reload failed" not in srv.log(), srv.log()[-2000:]
     finally:
         api.stop()
+
+
+def make_pair(d, cn):
+    """A self-signed EC pair for cn in folder d (made)."""
+    os.makedirs(d, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+        "/CN=" + cn, "-keyout", os.path.join(d, "key.pem"),
+        "-out", os.path.join(d, "cert.pem")], check=True,
+        capture_output=True, timeout=30)
+
+
+def install(src, dst, names=("cert.pem", "key.pem")):
+    """Copy src's files over dst's the way renewals do: a new file
+    renamed into place."""
+    for name in names:
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name + ".new"))
+        os.replace(os.path.join(dst, name + ".new"), os.path.join(dst, name))
+
+
+def der(folder):
+    with open(os.path.join(folder, "cert.pem")) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def served(srv):
+    """The certificate a new STARTTLS session is shown (DER)."""
+    with srv.session() as c:
+        c.hello()
+        c.starttls(unverified_context())
+        cert = c.sock.getpeercert(binary_form=True)
+        c.send("QUIT"); c.expect(221)
+        return cert
+
+
+def test_a_renewed_certificate_is_served_after_a_reload(make_postern,
+        tmp_path):
+    """The files are replaced and SIGHUP sent: new sessions get the new
+    certificate, a session already in TLS goes on with its own; a pair
+    that does not match, or a key gone missing, fails the reload and the
+    last good certificate stays."""
+    a, b, live = (str(tmp_path / n) for n in ("a", "b", "live"))
+    make_pair(a, "a.example")
+    make_pair(b, "b.example")
+    os.makedirs(live)
+    install(a, live)
+    conf = make_config(['tls cert "%s/cert.pem" key "%s/key.pem"'
+        % (live, live)])
+    srv = make_postern(config=conf)
+    assert served(srv) == der(a)
+    with srv.session() as old:
+        old.hello()
+        old.starttls(unverified_context())
+        old.send("EHLO client.example"); old.expect(250)
+        install(b, live)
+        srv.write_config(conf)
+        srv.sighup()
+        wait_for(lambda: reloads_done(srv) == 1, 10, what="the reload")
+        assert served(srv) == der(b)
+        send_message(old, "a@example.net", ["bob@example.org"],
+            "Subject: before\r\n\r\nover the old certificate\r\n")
+        assert old.sock.getpeercert(binary_form=True) == der(a)
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the delivery")
+
+    install(a, live, names=("key.pem",))	# b's certificate, a's key
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload failed") == 1, 10,
+        what="the reload to fail")
+    assert served(srv) == der(b)
+    os.unlink(os.path.join(live, "key.pem"))
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload failed") == 2, 10,
+        what="the second reload to fail")
+    assert served(srv) == der(b)
+    failed = [l for l in srv.log().splitlines() if "reload failed" in l]
+    assert "key does not match certificate" in failed[0], failed
+    assert "key.pem: No such file or directory" in failed[1], failed
+    assert srv.alive()
