@@ -21,6 +21,7 @@
 #include "priv/priv.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
+#include "tls/tls.h"
 
 /* ----- signals (main thread) ----- */
 
@@ -218,6 +219,27 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 /* ----- life ----- */
 
 /*
+ * Root now, another user soon: a reload reads the certificates and keys
+ * again as that user, and renewed files often belong to root alone (a
+ * 0600 key).  The helper opens those for us, the ones named now only.
+ */
+static bool
+net_tls_needs_root(const struct config *cfg)
+{
+	bool certs = cfg->ntls_certs > 0;
+
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		certs = certs || cfg->listens[i].ncerts > 0;
+	return certs && cfg->user != NULL && geteuid() == 0;
+}
+
+static int
+net_tls_open(void *arg, const char *path, const char **err_out)
+{
+	return priv_open(arg, path, err_out);
+}
+
+/*
  * Bind every listen address at start-up.  An address in use (another
  * server still stopping) or not there yet (an interface coming up) is
  * tried again, "bind-retry" times, while signals are served: SIGTERM
@@ -305,9 +327,11 @@ net_server_new(const char *config_path, struct config *cfg)
 		fatal("%s", err);
 	net_size_nofile(cfg);
 	/* The privileged helper: forked as root, before any thread. */
-	if (config_needs_priv(cfg) && (srv->priv = priv_start(cfg,
-	    &err)) == NULL)
+	if ((config_needs_priv(cfg) || net_tls_needs_root(cfg)) &&
+	    (srv->priv = priv_start(cfg, &err)) == NULL)
 		fatal("%s", err);
+	if (srv->priv != NULL)
+		tls_server_set_opener(net_tls_open, srv->priv);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
 	srv->reap_ev = event_new(srv->base, -1, 0, net_reap_cb, srv);

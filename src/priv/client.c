@@ -31,6 +31,7 @@ struct priv_req {
 	uint32_t		 id;
 	int			 rc;
 	char			 text[512];
+	int			 fd;		/* PRIV_OPEN's answer, or -1 */
 	bool			 done;
 	/* loop askers */
 	struct event		*ev;		/* owned by the loop */
@@ -52,6 +53,7 @@ struct priv {
 	uint32_t		 next_id;
 	bool			 stopping;
 	int			 wake[2];	/* stop the reader's poll */
+	char			**files;	/* owned: what PRIV_OPEN opens */
 };
 
 /* Take req off the open list (p->mu held). */
@@ -65,12 +67,14 @@ priv_unlist(struct priv *p, struct priv_req *req)
 		}
 }
 
-/* An answer arrived (p->mu held). */
+/* An answer arrived (p->mu held); fd is the request's from here on. */
 static void
-priv_settle(struct priv *p, struct priv_req *req, int rc, const char *text)
+priv_settle(struct priv *p, struct priv_req *req, int rc, const char *text,
+    int fd)
 {
 	priv_unlist(p, req);
 	req->rc = rc;
+	req->fd = fd;
 	req->done = true;
 	util_strlcpy(req->text, text != NULL ? text : "", sizeof(req->text));
 	if (req->blocking)
@@ -89,7 +93,7 @@ priv_fail_all(struct priv *p)
 {
 	pthread_mutex_lock(&p->mu);
 	while (p->open != NULL)
-		priv_settle(p, p->open, -1, "privileged helper gone");
+		priv_settle(p, p->open, -1, "privileged helper gone", -1);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -122,31 +126,47 @@ priv_read_answers(struct priv *p, int sock)
 {
 	struct pollfd pfd[2] = { { sock, POLLIN, 0 }, { p->wake[0], POLLIN,
 	    0 } };
-	char buf[2048];
+	char buf[2048], cbuf[CMSG_SPACE(sizeof(int))];
 
 	for (;;) {
+		struct iovec iov = { buf, sizeof(buf) - 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+		    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		struct priv_hdr h;
+		int fd = -1;
+
 		if (poll(pfd, 2, -1) == -1 && errno != EINTR)
 			return false;
 		if (pfd[1].revents != 0)
 			return false;
 		if (pfd[0].revents == 0)
 			continue;
-		ssize_t n = recv(sock, buf, sizeof(buf) - 1, 0);
+		ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 		if (n <= 0 && !(n == -1 && errno == EINTR))
 			return true;
-		struct priv_hdr h;
-		if (n < (ssize_t)sizeof(h))
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n > 0 &&
+		    cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == SOL_SOCKET &&
+			    cm->cmsg_type == SCM_RIGHTS)
+				memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+		if (n < (ssize_t)sizeof(h)) {
+			if (fd != -1)
+				close(fd);
 			continue;
+		}
 		buf[n] = '\0';
 		memcpy(&h, buf, sizeof(h));
 		pthread_mutex_lock(&p->mu);
 		for (struct priv_req *r = p->open; r != NULL; r = r->next)
 			if (r->id == h.id) {
 				priv_settle(p, r, h.rc, h.nstr > 0 ?
-				    buf + sizeof(h) : NULL);
+				    buf + sizeof(h) : NULL, fd);
+				fd = -1;
 				break;
 			}
 		pthread_mutex_unlock(&p->mu);
+		if (fd != -1)
+			close(fd);	/* nobody asked for it */
 	}
 }
 
@@ -182,6 +202,36 @@ priv_reader_main(void *arg)
 	return NULL;
 }
 
+/* The certificates and keys cfg names, NULL-terminated. */
+static char **
+priv_tls_files(const struct config *cfg)
+{
+	size_t n = 0, max = 2 * cfg->ntls_certs + 1;
+	char **files;
+
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		max += 2 * cfg->listens[i].ncerts;
+	files = xcalloc(max, sizeof(*files));
+	for (size_t i = 0; i < cfg->ntls_certs; i++) {
+		files[n++] = xstrdup(cfg->tls_certs[i].cert);
+		files[n++] = xstrdup(cfg->tls_certs[i].key);
+	}
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		for (size_t k = 0; k < cfg->listens[i].ncerts; k++) {
+			files[n++] = xstrdup(cfg->listens[i].certs[k].cert);
+			files[n++] = xstrdup(cfg->listens[i].certs[k].key);
+		}
+	return files;
+}
+
+static void
+priv_files_free(char **files)
+{
+	for (char **f = files; *f != NULL; f++)
+		free(*f);
+	free(files);
+}
+
 struct priv *
 priv_start(const struct config *cfg, const char **err_out)
 {
@@ -194,20 +244,23 @@ priv_start(const struct config *cfg, const char **err_out)
 		free(p);
 		return NULL;
 	}
+	p->files = priv_tls_files(cfg);
 	if ((p->keeper = fork()) == -1) {
 		*err_out = "privileged helper: fork failed";
+		priv_files_free(p->files);
 		free(p);
 		return NULL;
 	}
 	if (p->keeper == 0) {
 		close(sp[0]);
-		priv_keeper_main(sp[1], cfg->maildir_roots);
+		priv_keeper_main(sp[1], cfg->maildir_roots, p->files);
 	}
 	close(sp[1]);
 	p->ctl = sp[0];
 	if ((p->sock = priv_recv_sock(p->ctl)) == -1) {
 		*err_out = "privileged helper did not start";
 		close(p->ctl);
+		priv_files_free(p->files);
 		free(p);
 		return NULL;
 	}
@@ -238,6 +291,7 @@ priv_free(struct priv **pp)
 	close(p->wake[0]);
 	close(p->wake[1]);
 	pthread_mutex_destroy(&p->mu);
+	priv_files_free(p->files);
 	free(p);
 }
 
@@ -261,15 +315,8 @@ priv_send(struct priv *p, struct priv_req *req, enum priv_type type,
 		memcpy(buf + n, s[i], l);
 		n += l;
 	}
-	if (fd != -1) {
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
+	if (fd != -1)
+		priv_attach_fd(&mh, cbuf, fd);
 	pthread_mutex_lock(&p->mu);
 	req->id = h.id = ++p->next_id;
 	memcpy(buf, &h, sizeof(h));
@@ -343,6 +390,25 @@ priv_cancel(struct priv_req **reqp)
 	pthread_mutex_unlock(&req->p->mu);
 }
 
+/* A worker's request: send it and wait for the answer in req. */
+static void
+priv_call(struct priv *p, struct priv_req *req, enum priv_type type,
+    const char *const *s, uint32_t ns, int fd)
+{
+	pthread_cond_init(&req->cv, NULL);
+	if (priv_send(p, req, type, s, ns, fd) == 0) {
+		pthread_mutex_lock(&p->mu);
+		while (!req->done)
+			pthread_cond_wait(&req->cv, &p->mu);
+		pthread_mutex_unlock(&p->mu);
+	} else {
+		req->rc = -1;
+		util_strlcpy(req->text, "privileged helper unavailable",
+		    sizeof(req->text));
+	}
+	pthread_cond_destroy(&req->cv);
+}
+
 enum deliver_result
 priv_deliver(struct priv *p, const char *owner, const char *folder,
     const struct deliver_msg *m, const char **err_out)
@@ -368,23 +434,28 @@ priv_deliver(struct priv *p, const char *owner, const char *folder,
 		*err_out = why;
 		return DELIVER_TEMPFAIL;
 	}
-	pthread_cond_init(&req.cv, NULL);
-	int sent = priv_send(p, &req, PRIV_DELIVER, s, 8, fd);
+	priv_call(p, &req, PRIV_DELIVER, s, 8, fd);
 	close(fd);
-	if (sent == 0) {
-		pthread_mutex_lock(&p->mu);
-		while (!req.done)
-			pthread_cond_wait(&req.cv, &p->mu);
-		pthread_mutex_unlock(&p->mu);
-	} else {
-		req.rc = -1;
-		util_strlcpy(req.text, "privileged helper unavailable",
-		    sizeof(req.text));
-	}
-	pthread_cond_destroy(&req.cv);
 	util_snprintf(why, sizeof(why), "as %s: %s", owner, req.text);
 	*err_out = why;
 	if (req.rc == DELIVER_OK || req.rc == DELIVER_PERMFAIL)
 		return (enum deliver_result)req.rc;
 	return DELIVER_TEMPFAIL;
+}
+
+int
+priv_open(struct priv *p, const char *path, const char **err_out)
+{
+	static __thread char why[600];
+	struct priv_req req = { .p = p, .blocking = true, .fd = -1 };
+	const char *s[1] = { path };
+
+	priv_call(p, &req, PRIV_OPEN, s, 1, -1);
+	if (req.rc == 0 && req.fd != -1)
+		return req.fd;
+	if (req.fd != -1)
+		close(req.fd);
+	util_snprintf(why, sizeof(why), "privileged helper: %s", req.text);
+	*err_out = why;
+	return -1;
 }

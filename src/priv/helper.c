@@ -1,8 +1,10 @@
 /*
  * priv/helper.c: the privileged side.  The keeper only forks the helper,
  * hands its socket to postern and forks it again when it dies.  The helper
- * reads bounded requests and runs each in a child: PAM as root, or a
- * delivery after dropping to the mailbox's owner.  A child that crashes or
+ * reads bounded requests and runs each in a child: PAM as root, a
+ * delivery after dropping to the mailbox's owner, or opening one of the
+ * files named at start (the TLS keys and certificates a reload reads
+ * again) for postern to read.  A child that crashes or
  * overruns PRIV_TIMEOUT_MS is killed and its request answered -1.  Both
  * processes close every other descriptor and die with their parent.
  */
@@ -10,6 +12,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
@@ -65,7 +68,7 @@ priv_close_fds(int keep1, int keep2)
 /*
  * What the helper needs of root: become a mailbox's owner (setuid,
  * setgid, its groups), kill a child that did and overran, read what PAM
- * reads, and let PAM write its audit records.  Every other capability
+ * reads and the TLS files, and let PAM write its audit records.  Every other capability
  * goes, from the bounding set too, and nothing run later gains any.
  */
 #define PRIV_CAPS	((1ULL << CAP_SETUID) | (1ULL << CAP_SETGID) | \
@@ -122,22 +125,108 @@ priv_harden(void)
 	priv_drop_caps();
 }
 
-/* One answer datagram: header and optional text. */
+/* One answer datagram: header, optional text, optional descriptor. */
 static void
-priv_answer(int sock, uint32_t id, int32_t rc, const char *text)
+priv_answer_fd(int sock, uint32_t id, int32_t rc, const char *text, int fd)
 {
-	char buf[1024];
+	char buf[1024], cbuf[CMSG_SPACE(sizeof(int))];
 	struct priv_hdr h = { .id = id, .rc = rc, .nstr = text != NULL };
-	size_t n = sizeof(h);
+	struct iovec iov = { buf, sizeof(h) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
 	memcpy(buf, &h, sizeof(h));
 	if (text != NULL) {
-		size_t tl = strnlen(text, sizeof(buf) - n - 1);
-		memcpy(buf + n, text, tl);
-		buf[n + tl] = '\0';
-		n += tl + 1;
+		size_t tl = strnlen(text, sizeof(buf) - iov.iov_len - 1);
+		memcpy(buf + iov.iov_len, text, tl);
+		buf[iov.iov_len + tl] = '\0';
+		iov.iov_len += tl + 1;
 	}
-	(void)send(sock, buf, n, MSG_NOSIGNAL);
+	if (fd != -1)
+		priv_attach_fd(&mh, cbuf, fd);
+	(void)sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
+
+static void
+priv_answer(int sock, uint32_t id, int32_t rc, const char *text)
+{
+	priv_answer_fd(sock, id, rc, text, -1);
+}
+
+/* ----- files named at start ----- */
+
+/*
+ * Only root can have put each step of path where it is: the folder that
+ * holds it belongs to root and nobody else may write to it, or it is a
+ * sticky one (/tmp) and the step is root's.  0, or -1 with *why.
+ */
+static int
+priv_root_steps(const char *path, const char **why)
+{
+	char step[PATH_MAX];
+	struct stat dir, st;
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(step)) {
+		*why = "not an absolute path";
+		return -1;
+	}
+	if (stat("/", &dir) == -1) {
+		*why = strerror(errno);
+		return -1;
+	}
+	for (size_t i = 1; i <= n; i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		memcpy(step, path, i);
+		step[i] = '\0';
+		if (lstat(step, &st) == -1) {
+			*why = strerror(errno);
+			return -1;
+		}
+		if (dir.st_uid != 0 || ((dir.st_mode & (S_IWGRP | S_IWOTH)) !=
+		    0 && ((dir.st_mode & S_ISVTX) == 0 || st.st_uid != 0))) {
+			*why = "a folder on its way may be written by others "
+			    "than root";
+			return -1;
+		}
+		if (i < n && stat(step, &dir) == -1) {	/* through a link */
+			*why = strerror(errno);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * In a child: open path if it is one of files and nobody but root can
+ * have put it (or a link in it) there: the path as named and as resolved.
+ * 0 with *fd_out, or -1.
+ */
+static int
+priv_open_child(const char *path, char **files, int *fd_out,
+    const char **why)
+{
+	char real[PATH_MAX];
+	char **f = files;
+
+	while (f != NULL && *f != NULL && strcmp(*f, path) != 0)
+		f++;
+	if (f == NULL || *f == NULL) {
+		*why = "not a file named at start-up";
+		return -1;
+	}
+	if (realpath(path, real) == NULL) {
+		*why = strerror(errno);
+		return -1;
+	}
+	if (priv_root_steps(path, why) == -1 ||
+	    priv_root_steps(real, why) == -1)
+		return -1;
+	if ((*fd_out = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		*why = strerror(errno);
+		return -1;
+	}
+	return 0;
 }
 
 /* ----- PAM ----- */
@@ -336,7 +425,7 @@ priv_strings(char *buf, size_t len, uint32_t want, char **out)
 /* One request in a child; the parent tracks it. */
 static void
 priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
-    char **roots)
+    char **roots, char **files)
 {
 	size_t slot;
 	pid_t pid;
@@ -354,14 +443,16 @@ priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
 	}
 	if (pid == 0) {
 		const char *why = NULL;
-		int rc;
+		int rc, opened = -1;
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (h->type == PRIV_AUTH) {
 			rc = priv_pam(s[0], s[1], s[2]);
 			explicit_bzero(s[2], strlen(s[2]));
-		} else
+		} else if (h->type == PRIV_OPEN)
+			rc = priv_open_child(s[0], files, &opened, &why);
+		else
 			rc = priv_deliver_child(s, fd, roots, &why);
-		priv_answer(sock, h->id, rc, why);
+		priv_answer_fd(sock, h->id, rc, why, opened);
 		_exit(0);
 	}
 	priv_children[slot].pid = pid;
@@ -371,7 +462,7 @@ priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
 
 /* Read one request (and its descriptor); -1 when postern is gone. */
 static int
-priv_read_one(int sock, char **roots)
+priv_read_one(int sock, char **roots, char **files)
 {
 	char buf[PRIV_MSG_MAX + 1], cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { buf, sizeof(buf) };
@@ -397,10 +488,11 @@ priv_read_one(int sock, char **roots)
 	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0)
 		goto bad;
 	if (!((h.type == PRIV_AUTH && h.nstr == 3) ||
-	    (h.type == PRIV_DELIVER && h.nstr == 8 && fd != -1)) ||
+	    (h.type == PRIV_DELIVER && h.nstr == 8 && fd != -1) ||
+	    (h.type == PRIV_OPEN && h.nstr == 1 && fd == -1)) ||
 	    priv_strings(buf, (size_t)n, h.nstr, s) == -1)
 		goto bad;
-	priv_spawn(sock, &h, s, fd, roots);
+	priv_spawn(sock, &h, s, fd, roots, files);
 	explicit_bzero(buf, sizeof(buf));
 	if (fd != -1)
 		close(fd);
@@ -439,20 +531,20 @@ priv_reap(int sock)
 }
 
 static void __attribute__((noreturn))
-priv_helper_main(int sock, char **roots)
+priv_helper_main(int sock, char **roots, char **files)
 {
 	struct pollfd pfd = { .fd = sock, .events = POLLIN };
 
 	for (;;) {
 		int n = poll(&pfd, 1, 50);
-		if (n > 0 && priv_read_one(sock, roots) == -1)
+		if (n > 0 && priv_read_one(sock, roots, files) == -1)
 			_exit(0);
 		priv_reap(sock);
 	}
 }
 
 void
-priv_keeper_main(int ctl, char **roots)
+priv_keeper_main(int ctl, char **roots, char **files)
 {
 	priv_harden();
 	priv_close_fds(ctl, -1);
@@ -466,7 +558,7 @@ priv_keeper_main(int ctl, char **roots)
 			close(sp[0]);
 			close(ctl);
 			priv_harden();
-			priv_helper_main(sp[1], roots);
+			priv_helper_main(sp[1], roots, files);
 		}
 		close(sp[1]);
 		if (pid == -1) {
@@ -476,13 +568,8 @@ priv_keeper_main(int ctl, char **roots)
 		}
 		char c = 'h', cbuf[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = { &c, 1 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-		    .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &sp[0], sizeof(int));
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		priv_attach_fd(&mh, cbuf, sp[0]);
 		if (sendmsg(ctl, &mh, MSG_NOSIGNAL) == -1)
 			_exit(0);	/* postern is gone */
 		close(sp[0]);

@@ -1,9 +1,11 @@
 /*
  * priv/priv.h: the small privileged helper.  Forked as root before the
- * privilege drop, it answers two questions over a socketpair, each in a
+ * privilege drop, it answers three questions over a socketpair, each in a
  * child process of its own: "is this user/password valid for PAM service
- * S" and "write this message into this Maildir as its owner" (fork,
- * initgroups/setgid/setuid to the owner, write, fsync, report).  A keeper
+ * S", "write this message into this Maildir as its owner" (fork,
+ * initgroups/setgid/setuid to the owner, write, fsync, report) and "open
+ * this TLS certificate or key" (one the configuration named at start: a
+ * reload reads renewed files the unprivileged user may not).  A keeper
  * process restarts the helper if it dies; a request it was working on
  * fails temporarily, never the server.  Knows nothing of SMTP or chains.
  */
@@ -20,7 +22,8 @@ struct priv_req;
 /*
  * Fork the keeper and the helper now: call as root, before any thread
  * starts.  The Maildir roots (cfg's "maildir-root" folders; an owner's
- * home is always allowed) are fixed from here on.  NULL with *err_out.
+ * home is always allowed) and the TLS files it may open are fixed from
+ * here on.  NULL with *err_out.
  */
 struct priv *priv_start(const struct config *cfg, const char **err_out);
 /* Stop the reader thread; the helpers end with the process. */
@@ -49,5 +52,12 @@ void	priv_cancel(struct priv_req **reqp);
 enum deliver_result priv_deliver(struct priv *p, const char *owner,
 	    const char *folder, const struct deliver_msg *m,
 	    const char **err_out);
+
+/*
+ * Open path for reading, as root: one of the "tls cert" files and keys
+ * of the configuration the helper started with.  Blocks (the main thread,
+ * at a reload).  The descriptor, or -1 with *err_out.
+ */
+int	priv_open(struct priv *p, const char *path, const char **err_out);
 
 #endif

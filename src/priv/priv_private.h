@@ -8,12 +8,14 @@
 #define POSTERN_PRIV_PRIVATE_H
 
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define PRIV_MSG_MAX		8192
 #define PRIV_TIMEOUT_MS		15000	/* one request, in the helper */
 #define PRIV_CHILDREN_MAX	32	/* requests at once */
 
-enum priv_type { PRIV_AUTH = 1, PRIV_DELIVER = 2 };
+enum priv_type { PRIV_AUTH = 1, PRIV_DELIVER = 2, PRIV_OPEN = 3 };
 
 struct priv_hdr {
 	uint32_t	id;
@@ -26,8 +28,27 @@ struct priv_hdr {
 /* DELIVER strings: owner, folder, return path, qid, hostname, rcpt index,
  * received (epoch s), fresh ("1"/"0").  Answer rc: enum deliver_result or
  * -1; one string: the error text. */
+/* OPEN strings: a path, one of the files named at start.  Answer rc: 0
+ * with the file open for reading (SCM_RIGHTS), or -1 and the error text. */
 
-/* helper.c: the keeper's loop (never returns). */
-void	priv_keeper_main(int ctl, char **roots) __attribute__((noreturn));
+/* Attach fd to mh (SCM_RIGHTS) in cbuf, CMSG_SPACE(sizeof(int)) octets. */
+static inline void
+priv_attach_fd(struct msghdr *mh, char *cbuf, int fd)
+{
+	struct cmsghdr *cm;
+
+	mh->msg_control = cbuf;
+	mh->msg_controllen = CMSG_SPACE(sizeof(int));
+	cm = CMSG_FIRSTHDR(mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+}
+
+/* helper.c: the keeper's loop (never returns).  roots: the Maildir roots;
+ * files: what PRIV_OPEN may open (both NULL-terminated). */
+void	priv_keeper_main(int ctl, char **roots, char **files)
+	    __attribute__((noreturn));
 
 #endif

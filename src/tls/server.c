@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -287,18 +288,41 @@ fail:
 	return NULL;
 }
 
+static int	(*tls_opener)(void *arg, const char *path,
+		    const char **err_out);
+static void	*tls_opener_arg;
+
+void
+tls_server_set_opener(int (*fn)(void *arg, const char *path,
+    const char **err_out), void *arg)
+{
+	tls_opener = fn;
+	tls_opener_arg = arg;
+}
+
 /* Open path for reading as a BIO; NULL with "<what> <path>: <errno>". */
 static BIO *
 tls_open(const char *what, const char *path, const char **err_out)
 {
+	const char *why = NULL;
 	FILE	*fp;
 	BIO	*b;
+	int	 fd;
 
 	if (path == NULL || *path == '\0') {
 		*err_out = util_err("%s: no file given", what);
 		return NULL;
 	}
-	if ((fp = fopen(path, "r")) == NULL) {
+	if ((fp = fopen(path, "r")) == NULL && errno == EACCES &&
+	    tls_opener != NULL) {
+		if ((fd = tls_opener(tls_opener_arg, path, &why)) == -1) {
+			*err_out = util_err("%s %s: %s", what, path, why);
+			return NULL;
+		}
+		if ((fp = fdopen(fd, "r")) == NULL)
+			close(fd);
+	}
+	if (fp == NULL) {
 		*err_out = util_err("%s %s: %s", what, path, strerror(errno));
 		return NULL;
 	}

@@ -69,6 +69,13 @@ struct tls_server *tls_server_new(const struct tls_server_opts *o,
 /* Free t (NULL is fine) and set *tp to NULL; live SSL objects stay valid. */
 void	tls_server_free(struct tls_server **tp);
 /*
+ * Who opens a certificate or key the process may not read (EACCES: the
+ * privileges were dropped): fn(arg, path, err_out) returns a descriptor
+ * open for reading, or -1 with *err_out.  Set once, before any thread.
+ */
+void	tls_server_set_opener(int (*fn)(void *arg, const char *path,
+	    const char **err_out), void *arg);
+/*
  * A new server-side SSL (accept state) to hand to the connection; the
  * caller owns it (SSL_free, or BEV_OPT_CLOSE_ON_FREE).  Never NULL.
  */

@@ -348,3 +348,84 @@ def test_reload_after_the_drop_reads_the_self_signed_pair(make_dropped):
             uid, gid)
     assert os.stat(srv.path("tls/key.pem")).st_mode & 0o077 == 0, \
         "the key is readable by others"
+
+
+def test_a_reload_reads_renewed_root_only_certificates(make_dropped):
+    """Certificates and keys only root may read (a 0700 folder, a 0600
+    key, as certbot leaves them): renewed in place, a reload after the
+    drop still reads them, through the privileged helper; a key the
+    configuration did not name at start is not read for it."""
+    from test_reload import der, install, make_pair, served
+    uid, _ = ids()
+    srv = make_dropped(start=False)
+    live, a, b, other = (srv.path(n) for n in ("live", "a", "b", "other"))
+    make_pair(a, "a.example")
+    make_pair(b, "b.example")
+    make_pair(other, "other.example")
+    os.makedirs(live)
+    install(a, live)
+    for d in (live, other):
+        os.chmod(d, 0o700)
+        os.chmod(os.path.join(d, "key.pem"), 0o600)
+    tls = 'tls cert "%s/cert.pem" key "%s/key.pem"'
+    conf = make_config(["user " + USER, "group " + GROUP,
+        tls % (live, live)])
+    srv.write_config(conf)
+    os.chmod(srv.conf, 0o644)
+    srv.start()
+    assert proc_status(srv.proc.pid)["Uid"].split()[0] == str(uid)
+    assert served(srv) == der(a)
+    install(b, live)
+    os.chmod(os.path.join(live, "key.pem"), 0o600)
+    srv.sighup()
+    wait_for(lambda: reloads_done(srv) == 1 or "reload failed" in srv.log(),
+        10, what="the reload to end")
+    assert "reload failed" not in srv.log(), srv.log()[-2000:]
+    assert served(srv) == der(b)
+    # Another pair, root's only too, not named at start: not read.
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        tls % (other, other)]))
+    os.chmod(srv.conf, 0o644)
+    srv.sighup()
+    wait_for(lambda: "reload failed" in srv.log(), 10,
+        what="the reload to fail")
+    line = [l for l in srv.log().splitlines() if "reload failed" in l][0]
+    assert "cert %s/cert.pem: privileged helper: not a file named at " \
+        "start-up" % other in line, line
+    assert served(srv) == der(b)
+    assert srv.alive()
+
+
+def test_the_helper_opens_no_file_another_user_could_have_put_there(
+        make_dropped):
+    """A key named at start-up, in a folder the dropped user may write
+    to: that user could swap the key for a link to any file of root's,
+    so the helper does not open it at a reload; the last good
+    certificate stays."""
+    from test_reload import der, install, make_pair, served
+    uid, gid = ids()
+    srv = make_dropped(start=False)
+    theirs, secret = srv.path("theirs"), srv.path("secret")
+    make_pair(theirs, "theirs.example")
+    make_pair(secret, "secret.example")
+    os.chown(theirs, uid, gid)
+    os.chmod(os.path.join(theirs, "key.pem"), 0o600)	# root's still
+    os.chmod(secret, 0o700)
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        'tls cert "%s/cert.pem" key "%s/key.pem"' % (theirs, theirs)]))
+    os.chmod(srv.conf, 0o644)
+    srv.start()
+    first = der(theirs)
+    assert served(srv) == first
+    # What the user could do in its folder: links to root's files.
+    for name in ("cert.pem", "key.pem"):
+        os.unlink(os.path.join(theirs, name))
+        os.symlink(os.path.join(secret, name), os.path.join(theirs, name))
+    srv.sighup()
+    wait_for(lambda: "reload failed" in srv.log(), 10,
+        what="the reload to fail")
+    line = [l for l in srv.log().splitlines() if "reload failed" in l][0]
+    assert "privileged helper: a folder on its way may be written by " \
+        "others than root" in line, line
+    assert served(srv) == first
+    assert srv.alive()
