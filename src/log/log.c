@@ -133,6 +133,7 @@ log_enabled(enum log_level lvl)
  * A write that put part of a line leaves it torn: that line ends first.
  */
 static _Atomic uint64_t	log_lost;
+static _Atomic uint64_t	log_lost_total;
 static _Atomic int	log_lost_errno;
 static _Atomic bool	log_torn;
 
@@ -149,7 +150,14 @@ log_count_lost(const char *buf, size_t len, size_t put, int err)
 	if (put > 0 && buf[put - 1] != '\n')
 		atomic_store(&log_torn, true);
 	atomic_store(&log_lost_errno, err);
+	atomic_fetch_add(&log_lost_total, lines);
 	atomic_fetch_add(&log_lost, lines);
+}
+
+uint64_t
+log_lines_lost(void)
+{
+	return atomic_load(&log_lost_total);
 }
 
 static void

@@ -29,6 +29,8 @@ int	log_file_set(const char *path, uint64_t size_max, unsigned keep,
 	    const char **err_out);
 /* Open the log file's path again (it was renamed): SIGUSR1.  0 or -1. */
 int	log_file_reopen(const char **err_out);
+/* Lines a failed write lost (a full disk) since the start. */
+uint64_t log_lines_lost(void);
 void	log_set_level(enum log_level min);
 bool	log_enabled(enum log_level lvl);
 /*

@@ -102,6 +102,8 @@ net_gauges_cb(void *arg, struct metrics_out *out)
 	metrics_gauge(out, "postern_queue_oldest_message_age_seconds", "Age of "
 	    "the oldest message in the spool (0: none)", NULL, oldest == 0 ?
 	    0 : (double)(time(NULL) - oldest));
+	metrics_gauge(out, "postern_log_lines_lost_total", "Log lines a "
+	    "failed write lost (a full disk)", NULL, (double)log_lines_lost());
 }
 
 void

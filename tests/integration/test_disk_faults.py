@@ -16,8 +16,9 @@ import subprocess
 
 import pytest
 
-from conftest import (log_events, machine_lacks, make_config, needs,
-    read_bytes, send_message, spool_empty, traced_by, wait_for)
+from conftest import (free_port, log_events, machine_lacks, make_config,
+    needs, read_bytes, send_message, spool_empty, traced_by, wait_for)
+from test_metrics import scrape
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which mounting file systems needs (run the suite as root)")
@@ -355,9 +356,12 @@ def test_full_log_disk_costs_lines_not_mail_and_says_how_many(tmpfs,
     a line cut short by the full disk is ended first."""
     fs = tmpfs("256k")
     path = os.path.join(fs, "postern.log")
-    srv = make_postern(extra=['log file "%s"' % path])
-    wait_for(lambda: os.path.exists(path) and read_bytes(path),
-        what="the first lines in the log file")
+    port = free_port()
+    srv = make_postern(extra=['log file "%s"' % path,
+        "metrics listen 127.0.0.1:%d" % port])
+    wait_for(lambda: os.path.exists(path) and b"metrics on" in
+        read_bytes(path), what="the first lines in the log file")
+    assert scrape(port)["postern_log_lines_lost_total"] == 0
     filler = fill(os.path.join(fs, "filler"))
     # The log's last page still has room: more sessions than fit there.
     for i in range(10):
@@ -381,6 +385,7 @@ def test_full_log_disk_costs_lines_not_mail_and_says_how_many(tmpfs,
     # disconnect at least.
     n = int(lost[0].split("lines=")[1].split()[0])
     assert n >= 6, lost[0]
+    assert scrape(port)["postern_log_lines_lost_total"] == n
     assert 'error="No space left on device"' in lost[0]
     assert text.index(lost[0]) < text.index("after.example")
     stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ")
