@@ -107,6 +107,43 @@ net_notify_ready(struct net_server *srv, const char *why)
 	    srv->nloops == 1 ? "" : "s");
 }
 
+/* Two optional lists of strings are the same. */
+static bool
+net_same_strv(char **a, char **b)
+{
+	while (a != NULL && b != NULL && *a != NULL && *b != NULL &&
+	    strcmp(*a, *b) == 0)
+		a++, b++;
+	return (a == NULL || *a == NULL) && (b == NULL || *b == NULL);
+}
+
+static void
+net_fixed(const char *what)
+{
+	log_msg(LOG_LVL_WARN, "reload: %s changes only at restart", what);
+}
+
+/*
+ * The queue takes the new retry times, lifetime, delay warning, limit per
+ * destination and hostname; what only a restart changes is named.
+ */
+static void
+net_reload_queue(struct net_server *srv, const struct config *cfg)
+{
+	const struct config *was = srv->rt->cfg;
+	struct queue_opts qo;
+
+	queue_opts_init(&qo, cfg);
+	if (!queue_reconfigure(srv->queue, &qo))
+		net_fixed("queue concurrency");
+	if (!net_same_path(cfg->user, was->user))
+		net_fixed("user");
+	if (!net_same_path(cfg->group, was->group))
+		net_fixed("group");
+	if (!net_same_strv(cfg->maildir_roots, was->maildir_roots))
+		net_fixed("maildir-root");
+}
+
 static void
 net_reload(struct net_server *srv)
 {
@@ -159,6 +196,7 @@ net_reload(struct net_server *srv)
 		    "restart");
 	if (net_log_setup(rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s: logging as before", err);
+	net_reload_queue(srv, rt->cfg);
 	net_post(srv, rt, true, false);
 	pthread_mutex_lock(&srv->mu);	/* queue threads read srv->rt */
 	conn_rt_unref(&srv->rt);
@@ -370,6 +408,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	srv->pool = util_pool_new(NET_DISK_THREADS, net_disk_maxrun());
 	srv->tlw = log_translog_writer_new();
 	struct queue_opts qo;
+
 	queue_opts_init(&qo, cfg);
 	qo.route = net_queue_route;
 	qo.route_arg = srv;

@@ -175,8 +175,10 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 	struct spool_rcpt *r = &env->rcpts[i];
 	uint64_t received_ms = (uint64_t)env->received * 1000;
 	const char *err = NULL;
+	struct queue_opts o;
 
-	if (queue_expired(&q->o, now, received_ms)) {
+	queue_opts_now(q, &o);
+	if (queue_expired(&o, now, received_ms)) {
 		char *text = xasprintf("delivery time expired after %u "
 		    "attempt%s; last error: %s", r->attempts + 1,
 		    r->attempts == 0 ? "" : "s", why);
@@ -196,12 +198,12 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 		return;
 	}
 	r->attempts++;
-	r->next_ms = queue_next_attempt_ms(&q->o, r->attempts, now,
+	r->next_ms = queue_next_attempt_ms(&o, r->attempts, now,
 	    received_ms, w->rnd);
 	/* Later when the far side said so (Retry-After), within the life. */
 	if (queue_hint_ms > 0 && now + queue_hint_ms > r->next_ms)
-		r->next_ms = received_ms + q->o.lifetime_ms < now +
-		    queue_hint_ms ? received_ms + q->o.lifetime_ms :
+		r->next_ms = received_ms + o.lifetime_ms < now +
+		    queue_hint_ms ? received_ms + o.lifetime_ms :
 		    now + queue_hint_ms;
 	free(r->last_err);
 	r->last_err = xstrdup(why);
@@ -281,10 +283,12 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
 	    queue_deliver_default;
 	enum deliver_result r;
+	struct queue_opts o;
 
+	queue_opts_now(q, &o);
 	queue_hint_ms = 0;
 	queue_settled_idx = SIZE_MAX;
-	r = fn(q->o.deliver_arg, env, i, content_path, q->o.hostname, &why);
+	r = fn(o.deliver_arg, env, i, content_path, o.hostname, &why);
 	struct queue_when w = { queue_wall_ms(), queue_random() };
 	queue_record(q, env, i, &w, r, why);
 }
@@ -294,10 +298,12 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
     const struct deliver_kind *k, const size_t *idx, size_t n,
     const char *content_path)
 {
+	struct queue_opts o;
+	queue_opts_now(q, &o);
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
 		.qid = env->qid, .received = env->received,
-		.hostname = q->o.hostname,
+		.hostname = o.hostname,
 	};
 	const char **args = xcalloc(n, sizeof(*args));
 	struct deliver_rcpt_status *st = xcalloc(n, sizeof(*st));

@@ -71,7 +71,9 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	char sender[256];
 	size_t hlen;
 	int rc = -1;
+	struct queue_opts o;
 
+	queue_opts_now(q, &o);
 	log_safe_word_into(sender, sizeof(sender), env->sender,
 	    strlen(env->sender));
 	/* Never bounce a bounce, nor to nobody. */
@@ -94,13 +96,13 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	hdrs = queue_read_headers(path, &hlen);
 	free(path);
 	(void)util_snprintf(boundary, sizeof(boundary), "=_%s/%s", b.qid,
-	    q->o.hostname);
+	    o.hostname);
 	struct queue_dsn d = {
-		.reporting_mta = q->o.hostname, .env = env, .idx = idx,
+		.reporting_mta = o.hostname, .env = env, .idx = idx,
 		.n = n, .delayed = delayed, .headers = hdrs != NULL ? hdrs : "",
 		.headers_len = hlen, .now = b.received,
 		.retry_until = env->received +
-		    (int64_t)(q->o.lifetime_ms / 1000),
+		    (int64_t)(o.lifetime_ms / 1000),
 		.qid = b.qid, .boundary = boundary,
 	};
 	queue_dsn_build(&d, &content);
@@ -164,11 +166,13 @@ queue_warn_delay(struct queue *q, struct spool_env *env, uint64_t now)
 	size_t *idx, n = 0;
 	const char *err = NULL;
 	uint64_t received_ms = (uint64_t)env->received * 1000;
+	struct queue_opts o;
 
-	if (q->o.delay_warning_ms == 0 || env->warned ||
+	queue_opts_now(q, &o);
+	if (o.delay_warning_ms == 0 || env->warned ||
 	    env->sender[0] == '\0' || now < received_ms ||
-	    now - received_ms < q->o.delay_warning_ms ||
-	    now - received_ms >= q->o.lifetime_ms)
+	    now - received_ms < o.delay_warning_ms ||
+	    now - received_ms >= o.lifetime_ms)
 		return;
 	idx = xcalloc(env->nrcpts + 1, sizeof(*idx));
 	for (size_t i = 0; i < env->nrcpts; i++)

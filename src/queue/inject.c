@@ -78,7 +78,9 @@ queue_inject(struct queue *q, const char *sender, const char *rcpt,
 	struct inject_copy c = { .env = &b };
 	char date[64], *recv = NULL;
 	int rc = -1;
+	struct queue_opts o;
 
+	queue_opts_now(q, &o);
 	/* Routed as SMTP recipients are: aliases and all. */
 	if (q->o.route == NULL || q->o.route(q->o.route_arg, sender, rcpt, &b,
 	    err_out) == -1) {
@@ -95,7 +97,7 @@ queue_inject(struct queue *q, const char *sender, const char *rcpt,
 	b.received = (int64_t)(util_wall_us() / 1000000);
 	util_rfc5322_date(date, sizeof(date), b.received);
 	recv = xasprintf("Received: by %s (postern) id %s\n\tfor <%s>; %s\n",
-	    q->o.hostname, b.qid, rcpt, date);
+	    o.hostname, b.qid, rcpt, date);
 	c.m = spool_msg_new(q->sp, b.qid);
 	if (inject_put(&c, recv, strlen(recv)) == -1 ||
 	    inject_put(&c, head, head_len) == -1 ||

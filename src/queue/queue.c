@@ -298,8 +298,11 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	for (size_t i = 0; i < env.nrcpts; i++)
 		if (env.rcpts[i].failed && !env.rcpts[i].bounced)
 			unreported = true;
-	if (unreported && !pending)	/* the DSN could not be queued */
-		due = now + q->o.retry_min_ms;
+	if (unreported && !pending) {	/* the DSN could not be queued */
+		struct queue_opts o;
+		queue_opts_now(q, &o);
+		due = now + o.retry_min_ms;
+	}
 	if (!pending && !unreported) {
 		if (queue_finish(q, &env, &err) == -1) {
 			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
@@ -702,6 +705,42 @@ queue_free(struct queue **qp)
 	pthread_mutex_destroy(&q->mu);
 	free(q->threads);
 	free((char *)q->o.hostname);
+	for (size_t i = 0; i < q->nold_names; i++)
+		free(q->old_names[i]);
+	free(q->old_names);
 	free(q);
 	*qp = NULL;
+}
+
+void
+queue_opts_now(struct queue *q, struct queue_opts *out)
+{
+	pthread_mutex_lock(&q->mu);
+	*out = q->o;
+	pthread_mutex_unlock(&q->mu);
+}
+
+bool
+queue_reconfigure(struct queue *q, const struct queue_opts *o)
+{
+	const char *name = o->hostname != NULL ? o->hostname : "localhost";
+
+	pthread_mutex_lock(&q->mu);
+	if (strcmp(q->o.hostname, name) != 0) {
+		q->old_names = xreallocarray(q->old_names, q->nold_names + 1,
+		    sizeof(*q->old_names));
+		q->old_names[q->nold_names++] = (char *)q->o.hostname;
+		q->o.hostname = xstrdup(name);
+	}
+	q->o.retry_min_ms = o->retry_min_ms > 0 ? o->retry_min_ms : 1000;
+	q->o.retry_max_ms = o->retry_max_ms > q->o.retry_min_ms ?
+	    o->retry_max_ms : q->o.retry_min_ms;
+	q->o.lifetime_ms = o->lifetime_ms;
+	q->o.delay_warning_ms = o->delay_warning_ms;
+	q->o.dest_concurrency = o->dest_concurrency > 0 ?
+	    o->dest_concurrency : 1;
+	q->jobs.dest_max = q->o.dest_concurrency;
+	pthread_cond_broadcast(&q->work_cv);	/* more room, maybe */
+	pthread_mutex_unlock(&q->mu);
+	return o->concurrency == 0 || o->concurrency == q->o.concurrency;
 }

@@ -77,6 +77,12 @@ void	queue_submit(struct queue *q, const char *qid);
  * each tried once now whatever its schedule; held ones stay held.
  */
 void	queue_recover(struct queue *q);
+/*
+ * A reload's options: the retry times, the lifetime, the delay warning,
+ * the limit per destination and the hostname apply to what comes next;
+ * the number of workers changes only at restart (false: it differs).
+ */
+bool	queue_reconfigure(struct queue *q, const struct queue_opts *o);
 /* Wait until nothing is being delivered or due now (tests, shutdown). */
 void	queue_drain(struct queue *q);
 /* Stop the workers after their current delivery and free. */

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (binary, headers_of, log_events, read_bytes, run_cli,
-    send_message, split_delivered, spool_empty, queue_id, wait_for)
+from conftest import (binary, headers_of, log_events, make_config, read_bytes,
+    run_cli, send_message, split_delivered, spool_empty, queue_id, wait_for)
 
 FAST_RETRY = ("queue retry-min 1s", "queue retry-max 2s")
 
@@ -319,3 +319,30 @@ def test_mailq_and_newaliases_entry_points(make_postern, tmp_path):
         assert (r.returncode, r.stdout) == (0, ""), (argv, r)
         assert "no aliases database" in r.stderr, r.stderr
     assert list(queue_json(srv)) == [qid]    # nothing sent by -bp / -bi
+
+
+def test_a_reload_applies_the_queue_times_and_the_hostname(qpostern):
+    """A message deferred for an hour; a reload shortens the retries and
+    the lifetime and renames the host: flushed, it is tried with the new
+    times, expires and bounces under the new name.  The number of
+    workers is only changed by a restart, and the log says so."""
+    srv = qpostern(extra=("queue retry-min 1h", "queue retry-max 1h"))
+    block(srv, "bob")
+    qid = submit(srv, "alice@example.org", ["bob@example.org"], "slow")
+    wait_for(lambda: qid in queue_json(srv) and rcpt_of(queue_json(srv)[qid],
+        "bob@example.org")["attempts"] >= 1, what="the first deferral")
+    srv.write_config(make_config(["queue retry-min 1s", "queue retry-max 2s",
+        "queue lifetime 3s", "queue concurrency 5"]).replace(
+        "hostname test.example", "hostname renamed.example"))
+    srv.sighup()
+    wait_for(lambda: "reload: configuration" in srv.log(), what="the reload")
+    assert "reload: queue concurrency changes only at restart" in srv.log()
+    r = queue_cli(srv, "flush")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: srv.maildir("alice"), timeout=15, what="the bounce")
+    _, _, rest = split_delivered(read_bytes(srv.maildir("alice")[0]))
+    msg = email.message_from_bytes(rest, policy=email.policy.compat32)
+    per_msg, per_rcpt = msg.get_payload()[1].get_payload()
+    assert per_msg["Reporting-MTA"] == "dns; renamed.example"
+    assert per_rcpt["Status"] == "4.4.7"
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
