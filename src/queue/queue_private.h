@@ -18,10 +18,10 @@
 struct queue {
 	struct spool		*sp;		/* borrowed */
 	pthread_mutex_t		 mu;		/* guards everything below */
-	struct queue_opts	 o;		/* hostname owned (copied); the
-					   times, the hostname and the
-					   destination limit change on a
-					   reload: queue_opts_now() */
+	struct queue_opts	 o;		/* hostname owned (copied); a
+					   reload changes the times, the
+					   hostname and the destination
+					   limit: queue_opts_now() */
 	char			**old_names;	/* owned: hostnames a reload
 					   replaced, which an attempt may
 					   still use */
@@ -40,6 +40,9 @@ struct queue {
 	pthread_t		 ctl_thread;
 };
 
+/* q->o as it is now, for one attempt or notice (copied under q->mu). */
+void	queue_opts_now(struct queue *q, struct queue_opts *out);
+
 /*
  * The delay before retry number attempts (1, 2, ...): retry_min doubled
  * per attempt up to retry_max, plus jitter of rnd % (delay / 8 + 1), so
@@ -53,8 +56,6 @@ uint64_t queue_backoff_ms(unsigned attempts, uint64_t min_ms, uint64_t max_ms,
  * next, for a message received at received_ms: now + backoff, but never
  * past the end of its lifetime (then it is tried once more and expires).
  */
-/* q->o as it is now, for one attempt or notice (copied under q->mu). */
-void	queue_opts_now(struct queue *q, struct queue_opts *out);
 uint64_t queue_next_attempt_ms(const struct queue_opts *o, unsigned attempts,
 	    uint64_t now_ms, uint64_t received_ms, uint32_t rnd);
 /* True if a message received at received_ms has outlived o->lifetime_ms. */
