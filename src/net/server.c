@@ -90,9 +90,9 @@ net_reap_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Two optional paths name the same folder (or both are unset). */
+/* Two optional strings are the same (or both are unset). */
 static bool
-net_same_path(const char *a, const char *b)
+net_same_str(const char *a, const char *b)
 {
 	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
 }
@@ -136,9 +136,9 @@ net_reload_queue(struct net_server *srv, const struct config *cfg)
 	queue_opts_init(&qo, cfg);
 	if (!queue_reconfigure(srv->queue, &qo))
 		net_fixed("queue concurrency");
-	if (!net_same_path(cfg->user, was->user))
+	if (!net_same_str(cfg->user, was->user))
 		net_fixed("user");
-	if (!net_same_path(cfg->group, was->group))
+	if (!net_same_str(cfg->group, was->group))
 		net_fixed("group");
 	if (!net_same_strv(cfg->maildir_roots, was->maildir_roots))
 		net_fixed("maildir-root");
@@ -179,7 +179,7 @@ net_reload(struct net_server *srv)
 	}
 	conn_rt_set_reaper(rt, net_rt_bury, srv);
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
-	    !net_same_path(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
+	    !net_same_str(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
 	    rt->cfg->spool_keep_max != srv->rt->cfg->spool_keep_max ||
 	    rt->cfg->workers != srv->rt->cfg->workers ||
 	    rt->cfg->workers_spread != srv->rt->cfg->workers_spread)
