@@ -53,7 +53,6 @@ struct priv {
 	uint32_t		 next_id;
 	bool			 stopping;
 	int			 wake[2];	/* stop the reader's poll */
-	char			**files;	/* owned: what PRIV_OPEN opens */
 };
 
 /* Take req off the open list (p->mu held). */
@@ -202,7 +201,10 @@ priv_reader_main(void *arg)
 	return NULL;
 }
 
-/* The certificates and keys cfg names, NULL-terminated. */
+/*
+ * The certificates and keys cfg names, NULL-terminated: made in the
+ * keeper, whose copy of cfg is never freed, so the strings are cfg's.
+ */
 static char **
 priv_tls_files(const struct config *cfg)
 {
@@ -213,23 +215,15 @@ priv_tls_files(const struct config *cfg)
 		max += 2 * cfg->listens[i].ncerts;
 	files = xcalloc(max, sizeof(*files));
 	for (size_t i = 0; i < cfg->ntls_certs; i++) {
-		files[n++] = xstrdup(cfg->tls_certs[i].cert);
-		files[n++] = xstrdup(cfg->tls_certs[i].key);
+		files[n++] = cfg->tls_certs[i].cert;
+		files[n++] = cfg->tls_certs[i].key;
 	}
 	for (size_t i = 0; i < cfg->nlistens; i++)
 		for (size_t k = 0; k < cfg->listens[i].ncerts; k++) {
-			files[n++] = xstrdup(cfg->listens[i].certs[k].cert);
-			files[n++] = xstrdup(cfg->listens[i].certs[k].key);
+			files[n++] = cfg->listens[i].certs[k].cert;
+			files[n++] = cfg->listens[i].certs[k].key;
 		}
 	return files;
-}
-
-static void
-priv_files_free(char **files)
-{
-	for (char **f = files; *f != NULL; f++)
-		free(*f);
-	free(files);
 }
 
 struct priv *
@@ -244,23 +238,21 @@ priv_start(const struct config *cfg, const char **err_out)
 		free(p);
 		return NULL;
 	}
-	p->files = priv_tls_files(cfg);
 	if ((p->keeper = fork()) == -1) {
 		*err_out = "privileged helper: fork failed";
-		priv_files_free(p->files);
 		free(p);
 		return NULL;
 	}
 	if (p->keeper == 0) {
 		close(sp[0]);
-		priv_keeper_main(sp[1], cfg->maildir_roots, p->files);
+		priv_keeper_main(sp[1], cfg->maildir_roots,
+		    priv_tls_files(cfg));
 	}
 	close(sp[1]);
 	p->ctl = sp[0];
 	if ((p->sock = priv_recv_sock(p->ctl)) == -1) {
 		*err_out = "privileged helper did not start";
 		close(p->ctl);
-		priv_files_free(p->files);
 		free(p);
 		return NULL;
 	}
@@ -291,7 +283,6 @@ priv_free(struct priv **pp)
 	close(p->wake[0]);
 	close(p->wake[1]);
 	pthread_mutex_destroy(&p->mu);
-	priv_files_free(p->files);
 	free(p);
 }
 
