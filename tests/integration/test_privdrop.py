@@ -101,6 +101,8 @@ def test_runs_as_nobody_with_no_groups_and_delivers(make_dropped):
 def free_privileged_port():
     for port in (465, 587, 24, 999):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # As the server binds: a port the run before left in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
             return port
