@@ -118,8 +118,12 @@ struct net_server {
 	char			*config_path;	/* owned */
 	struct event_base	*base;		/* owned: main thread, signals */
 	struct conn_rt		*rt;		/* ref: the config in force */
-	_Atomic(struct conn_rt *) graves;	/* let go, to be freed here */
-	struct event		*reap_ev;	/* owned: frees the graves */
+	/* Configurations let go, freed by the reaper thread (server.c). */
+	pthread_mutex_t		 reap_mu;
+	pthread_cond_t		 reap_cv;
+	struct conn_rt		*graves;	/* under reap_mu */
+	bool			 reap_stop;	/* under reap_mu */
+	pthread_t		 reaper;
 	struct net_listen	*listens;	/* owned array */
 	size_t			 nlistens;
 	struct net_loop		*loops;		/* owned array */

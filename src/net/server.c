@@ -59,35 +59,50 @@ net_post(struct net_server *srv, struct conn_rt *rt, bool listeners,
 }
 
 /*
- * A configuration let go for the last time, on any thread: the main
- * thread frees it (net_reap_cb), since that may wait on its tables'
- * threads, and a loop must not.
+ * A configuration let go for the last time, on any thread: a thread of its
+ * own frees it, since that may wait on its tables' threads, up to a
+ * lookup's timeout, and neither a loop nor the main thread (signals,
+ * reloads) may wait for that.
  */
 static void
 net_rt_bury(void *arg, struct conn_rt *rt)
 {
 	struct net_server *srv = arg;
 
-	rt->reap_next = atomic_load(&srv->graves);
-	while (!atomic_compare_exchange_weak(&srv->graves, &rt->reap_next,
-	    rt))
-		;
-	event_active(srv->reap_ev, EV_TIMEOUT, 1);
+	pthread_mutex_lock(&srv->reap_mu);
+	rt->reap_next = srv->graves;
+	srv->graves = rt;
+	pthread_cond_signal(&srv->reap_cv);
+	pthread_mutex_unlock(&srv->reap_mu);
 }
 
-static void
-net_reap_cb(evutil_socket_t fd, short what, void *arg)
+/* The reaper: frees what is buried until told to stop with none left. */
+static void *
+net_reaper_main(void *arg)
 {
 	struct net_server *srv = arg;
-	struct conn_rt *rt = atomic_exchange(&srv->graves, NULL);
 
-	(void)fd;
-	(void)what;
-	while (rt != NULL) {
-		struct conn_rt *next = rt->reap_next;
-		conn_rt_free(rt);
-		rt = next;
+	pthread_mutex_lock(&srv->reap_mu);
+	for (;;) {
+		struct conn_rt *rt = srv->graves;
+
+		if (rt == NULL) {
+			if (srv->reap_stop)
+				break;
+			pthread_cond_wait(&srv->reap_cv, &srv->reap_mu);
+			continue;
+		}
+		srv->graves = NULL;
+		pthread_mutex_unlock(&srv->reap_mu);
+		while (rt != NULL) {
+			struct conn_rt *next = rt->reap_next;
+			conn_rt_free(rt);
+			rt = next;
+		}
+		pthread_mutex_lock(&srv->reap_mu);
 	}
+	pthread_mutex_unlock(&srv->reap_mu);
+	return NULL;
 }
 
 /* Two optional strings are the same (or both are unset). */
@@ -346,6 +361,8 @@ net_server_new(const char *config_path, struct config *cfg)
 	if (evthread_use_pthreads() == -1)
 		fatal("libevent: no thread support");
 	pthread_mutex_init(&srv->mu, NULL);
+	pthread_mutex_init(&srv->reap_mu, NULL);
+	pthread_cond_init(&srv->reap_cv, NULL);
 	net_raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	srv->config_path = xstrdup(config_path);
@@ -372,7 +389,8 @@ net_server_new(const char *config_path, struct config *cfg)
 		tls_server_set_opener(net_tls_open, srv->priv);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)
 		fatal("%s", err);
-	srv->reap_ev = event_new(srv->base, -1, 0, net_reap_cb, srv);
+	if (pthread_create(&srv->reaper, NULL, net_reaper_main, srv) != 0)
+		fatal("pthread_create: cannot start the reaper");
 	conn_rt_set_reaper(srv->rt, net_rt_bury, srv);
 	cfg = srv->rt->cfg;
 	srv->nloops = cfg->workers;
@@ -476,9 +494,14 @@ net_server_free(struct net_server **srvp)
 	event_free(srv->sig_usr1);
 	if (srv->balance_ev != NULL)
 		event_free(srv->balance_ev);
-	conn_rt_unref(&srv->rt);
-	net_reap_cb(-1, 0, srv);	/* every reference is gone */
-	event_free(srv->reap_ev);
+	conn_rt_unref(&srv->rt);		/* every reference is gone */
+	pthread_mutex_lock(&srv->reap_mu);
+	srv->reap_stop = true;
+	pthread_cond_signal(&srv->reap_cv);
+	pthread_mutex_unlock(&srv->reap_mu);
+	pthread_join(srv->reaper, NULL);
+	pthread_cond_destroy(&srv->reap_cv);
+	pthread_mutex_destroy(&srv->reap_mu);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);
 	net_pidfile_close(&srv->pidfd, srv->pid_file);

@@ -122,7 +122,8 @@ def test_a_reload_never_stalls_the_loops_on_a_lookup_left_running(
     """The configuration a reload replaces is freed when its last session
     ends, and freeing it waits for its tables' threads: one of them may
     still be in a lookup nobody waits for any more, up to the table's
-    timeout.  The loops go on greeting and answering meanwhile."""
+    timeout.  The loops go on greeting and answering meanwhile, and the
+    main thread goes on with signals: a second reload is not held up."""
     lines = ["workers 1",
         "table users redis:%s timeout 8s pool 1 cache off "
         "negative-cache off" % redis_proc.spec,
@@ -151,6 +152,9 @@ def test_a_reload_never_stalls_the_loops_on_a_lookup_left_running(
         assert took < 3.0, "a session waited %.1f s after the reload" % took
         wait_for(lambda: reloads_done(srv) == 1, BOUNDED,
             what="the reload's line")
+        srv.sighup()
+        wait_for(lambda: reloads_done(srv) == 2, 3.0,
+            what="a second reload while the first one's tables close")
     finally:
         redis_proc.resume()
     assert srv.alive()
