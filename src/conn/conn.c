@@ -37,8 +37,9 @@
 
 /*
  * Count a refusal by the stage of the dialogue it answers: the verb of
- * the last command (none: the greeting), DATA and BDAT split by whether
- * the message was in (its queue id given) or not.
+ * the last command (no line yet: the greeting; an empty line or a verb of
+ * no stage: "command"), DATA and BDAT split by whether the message was in
+ * (its queue id given) or not.
  */
 static void
 conn_count_refusal(struct conn *c, char cls)
@@ -50,8 +51,7 @@ conn_count_refusal(struct conn *c, char cls)
 		{ "DATA", MET_ST_DATA }, { "BDAT", MET_ST_DATA },
 		{ "QUIT", MET_ST_QUIT },
 	};
-	unsigned st = c->last_verb[0] == '\0' ? MET_ST_CONNECT :
-	    MET_ST_COMMAND;
+	unsigned st = c->heard ? MET_ST_COMMAND : MET_ST_CONNECT;
 
 	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
 		if (strcmp(c->last_verb, stages[i].verb) == 0)
@@ -81,8 +81,9 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
 	    conn_tx_env(c->tx)->qid : NULL,
 	    "stage=%s code=%.3s esc=%.*s why=\"%s\"",
-	    c->last_verb[0] != '\0' ? log_safe_word_into(verb, sizeof(verb),
-	    c->last_verb, strlen(c->last_verb)) : "connect", buf,
+	    !c->heard ? "connect" : c->last_verb[0] == '\0' ? "command" :
+	    log_safe_word_into(verb, sizeof(verb), c->last_verb,
+	    strlen(c->last_verb)), buf,
 	    has_esc ? (int)esc_len : 1, has_esc ? sp : "-",
 	    log_safe_into(why, sizeof(why), text, n - (size_t)(text - buf)));
 }
@@ -145,6 +146,8 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 
 	if (from_peer) {
 		size_t n = 0;
+
+		c->heard = true;
 		while (n < len && n < sizeof(c->last_verb) - 1 &&
 		    line[n] != ' ' && line[n] != '\r' && line[n] != '\n') {
 			char ch = line[n];
@@ -152,6 +155,10 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 			    (char)(ch - 32) : ch;
 		}
 		c->last_verb[n] = '\0';
+		/* A SASL answer: what it gets is AUTH's outcome. */
+		if (len == strlen(SMTP_TRACE_AUTH_ANSWER) &&
+		    memcmp(line, SMTP_TRACE_AUTH_ANSWER, len) == 0)
+			strcpy(c->last_verb, "AUTH");
 		if (c->px != NULL)
 			conn_proxy_line(c, line, len);
 		if (log_enabled(LOG_LVL_DEBUG)) {

@@ -214,6 +214,7 @@ struct conn {
 	struct conn_proxy	*px;		/* owned: on a proxy listener
 						   (proxied.c), else NULL */
 	char			 last_verb[16];	/* for reject log lines */
+	bool			 heard;		/* a line from the peer */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
 	uint64_t		 start_ms;

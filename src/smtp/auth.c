@@ -52,7 +52,7 @@ smtp_b64_decode(const char *in, size_t len, char *out, size_t outsz)
 	return (long)o;
 }
 
-static void
+void
 smtp_auth_reset(struct smtp_session *s)
 {
 	if (s->auth_user != NULL && s->auth_step != SMTP_AUTH_DONE) {

@@ -202,6 +202,17 @@ smtp_session_resume_raw(struct smtp_session *s, enum smtp_verdict v,
 	s->raw_len = 0;
 }
 
+/*
+ * A line the reader refuses.  Were it a SASL answer, the AUTH command it
+ * answered fails with it: the next line is a command again (RFC 4954 4).
+ */
+static void
+smtp_line_refused(struct smtp_session *s, const char *text)
+{
+	smtp_auth_reset(s);
+	smtp_error(s, 500, text);
+}
+
 /* One whole line, CRLF included (len >= 2). */
 static void
 smtp_line(struct smtp_session *s, const char *line, size_t len)
@@ -215,7 +226,8 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 	/* Never log an AUTH answer: it carries the password. */
 	if (s->hooks.trace_cb != NULL && s->auth_step != SMTP_AUTH_NONE &&
 	    s->auth_step != SMTP_AUTH_DONE)
-		s->hooks.trace_cb(s->ctx, true, "[AUTH response]", 15);
+		s->hooks.trace_cb(s->ctx, true, SMTP_TRACE_AUTH_ANSWER,
+		    strlen(SMTP_TRACE_AUTH_ANSWER));
 	else if (s->hooks.trace_cb != NULL && n > 5 &&
 	    strncasecmp(line, "AUTH ", 5) == 0 &&
 	    memchr(line + 5, ' ', n - 5) != NULL)
@@ -228,12 +240,12 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 	if (!crlf || s->line_bare_lf || memchr(line, '\r', n) != NULL)
 		s->saw_bare_eol = true;
 	if (memchr(line, '\0', n) != NULL)
-		smtp_error(s, 500, "5.5.2 NUL character in command refused");
+		smtp_line_refused(s, "5.5.2 NUL character in command refused");
 	else if (!crlf || s->line_bare_lf)
-		smtp_error(s, 500, "5.5.2 Bare LF in command refused; "
+		smtp_line_refused(s, "5.5.2 Bare LF in command refused; "
 		    "lines must end in CRLF");
 	else if (memchr(line, '\r', n) != NULL)
-		smtp_error(s, 500, "5.5.2 Bare CR in command refused");
+		smtp_line_refused(s, "5.5.2 Bare CR in command refused");
 	else if (s->auth_step != SMTP_AUTH_NONE &&
 	    s->auth_step != SMTP_AUTH_DONE)
 		smtp_auth_line(s, line, n);	/* a SASL answer, not a command */
@@ -296,7 +308,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		s->line_drain = false;
 		s->line_bare_lf = false;
 		/* RFC 5321 4.5.3.1.4 and 4.2.2 */
-		smtp_error(s, 500, "5.5.2 Line too long");
+		smtp_line_refused(s, "5.5.2 Line too long");
 		return (size_t)(lf - buf) + 1;
 	}
 	room = s->p.lim.line_max - s->line_len;

@@ -122,10 +122,15 @@ struct smtp_hooks {
 	 * 5.5.0 instead of that reply and closes; false: it goes on.
 	 */
 	bool	(*early_talker_cb)(void *ctx, const char *when);
-	/* Optional: one line per command and reply for transaction logs. */
+	/*
+	 * Optional: one line per command and reply for transaction logs.
+	 * A SASL answer is traced as SMTP_TRACE_AUTH_ANSWER, never as sent.
+	 */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);
 };
+
+#define SMTP_TRACE_AUTH_ANSWER	"[AUTH response]"
 
 struct smtp_session;
 

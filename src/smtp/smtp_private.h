@@ -206,6 +206,8 @@ bool	smtp_early_talk(struct smtp_session *s, const char *what);
 bool	smtp_auth_offered(const struct smtp_session *s);
 void	smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c);
 void	smtp_auth_line(struct smtp_session *s, const char *line, size_t len);
+/* An exchange under way ends, its user forgotten (not once authenticated). */
+void	smtp_auth_reset(struct smtp_session *s);
 void	smtp_done_auth(struct smtp_session *s, enum smtp_verdict v,
 	    const struct smtp_reply *r);
 /* Forget the transaction and tell the hooks (reset_cb). */

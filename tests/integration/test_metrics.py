@@ -216,6 +216,12 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
         c.send("AUTH PLAIN " + base64.b64encode(
             b"\0alice@example.org\0wrong").decode())
         c.expect(535, "5.7.8")
+        # A refusal of a SASL answer is AUTH's, an empty line's a command's.
+        c.send("AUTH LOGIN"); c.expect(334)
+        c.send(base64.b64encode(b"alice@example.org").decode())
+        c.expect(334)
+        c.send(base64.b64encode(b"wrong").decode()); c.expect(535, "5.7.8")
+        c.send(""); c.expect(500, "5.5.2")
         c.send("QUIT"); c.expect(221)
     wait_for(lambda: scrape(mport).get(
         'postern_deliveries_total{action="relay",result="deferred"}', 0) >
@@ -229,9 +235,11 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
         "postern_connections_accepted_total": 2,
         "postern_messages_accepted_total": 2,
         'postern_smtp_refusals_total{stage="rcpt",class="5xx"}': 1,
-        'postern_smtp_refusals_total{stage="auth",class="5xx"}': 1,
+        'postern_smtp_refusals_total{stage="auth",class="5xx"}': 2,
+        'postern_smtp_refusals_total{stage="command",class="5xx"}': 1,
+        'postern_smtp_refusals_total{stage="connect",class="5xx"}': 0,
         'postern_tls_sessions_total{version="TLSv1.3"}': 1,
-        'postern_auth_total{result="failure"}': 1,
+        'postern_auth_total{result="failure"}': 2,
         'postern_auth_total{result="success"}': 0,
         'postern_deliveries_total{action="maildir",result="delivered"}': 1,
         'postern_deliveries_total{action="relay",result="deferred"}': 1,
@@ -249,6 +257,9 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
     assert len(sizes) == 2 and d("postern_received_bytes_total") == sum(
         sizes), (sizes, d("postern_received_bytes_total"))
     assert m["postern_queue_oldest_message_age_seconds"] >= 0
+    log = srv.log()
+    assert log.count(" stage=AUTH code=535 ") == 2, log
+    assert log.count(" stage=command code=500 ") == 1, log
 
 
 def test_proxy_counters(make_postern):

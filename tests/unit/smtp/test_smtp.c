@@ -1035,6 +1035,9 @@ test_auth(void **state)
 {
 	/* "\0a@b\0p" and "z\0a@b\0p" in base64 */
 #define AP "AGFAYgBw"
+#define A10 "AAAAAAAAAA"
+#define A100 A10 A10 A10 A10 A10 A10 A10 A10 A10 A10
+#define LONG_ANSWER A100 A100 A100 A100 A100 A100 A100 A100 A100 A100 A100
 	static const struct dialog_case cases[] = {
 		{ "plain initial", "EHLO x\r\nAUTH PLAIN " AP "\r\n", 0,
 		    "220 250 235", NULL },
@@ -1050,6 +1053,13 @@ test_auth(void **state)
 		    "220 250 334 501 250", NULL },
 		{ "bad base64", "EHLO x\r\nAUTH PLAIN AGF!\r\nNOOP\r\n", 0,
 		    "220 250 501 250", NULL },
+		/* RFC 4954 4: an answer the line reader refuses ends AUTH */
+		{ "answer with NUL", "EHLO x\r\nAUTH PLAIN\r\na\0b\r\nNOOP\r\n",
+		    31, "220 250 334 500 250", NULL },
+		{ "answer with bare LF", "EHLO x\r\nAUTH LOGIN\r\na\nb\r\n"
+		    "NOOP\r\n", 0, "220 250 334 500 250", NULL },
+		{ "answer too long", "EHLO x\r\nAUTH LOGIN YUBi\r\n"
+		    LONG_ANSWER "\r\nNOOP\r\n", 0, "220 250 334 500 250", NULL },
 		{ "authzid other", "EHLO x\r\nAUTH PLAIN egBhQGIAcA==\r\n", 0,
 		    "220 250 501", NULL },
 		{ "before EHLO", "AUTH PLAIN " AP "\r\n", 0, "220 503", NULL },
@@ -1102,6 +1112,9 @@ test_auth(void **state)
 	assert_null(strstr(util_buf_cstr(&r.trace), AP));
 	rec_clear(&r);
 #undef AP
+#undef A10
+#undef A100
+#undef LONG_ANSWER
 }
 
 static void
