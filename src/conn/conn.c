@@ -369,6 +369,16 @@ conn_resume(struct conn *c, enum smtp_verdict v, const struct smtp_reply *r)
 	conn_check_close(c);
 }
 
+/* After the peer's end of file: everything it sent has been answered. */
+static bool
+conn_answered_all(struct conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+	    !smtp_session_is_waiting(c->smtp) &&
+	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
+	    !conn_proxy_backlogged(c);
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 void
 conn_check_close(struct conn *c)
@@ -376,8 +386,13 @@ conn_check_close(struct conn *c)
 	if (c->ctx->shutting_down && conn_shutdown_one(c))
 		return;
 	conn_flush_out(c);
-	if (!c->closing && !smtp_session_is_closing(c->smtp))
+	if (!c->closing && !smtp_session_is_closing(c->smtp) &&
+	    !(c->rd_eof && conn_answered_all(c)))
 		return;
+	if (!c->closing && !smtp_session_is_closing(c->smtp) &&
+	    smtp_session_in_data(c->smtp))
+		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
+		    "why=\"connection closed in DATA\"");
 	if (!c->closing) {
 		/* The last reply gets a short while, not the session's time. */
 		struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
@@ -499,7 +514,30 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		    "write timeout" : "timeout exceeded");
 		return;
 	}
-	conn_lost(c);
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
+		conn_eof(c);
+	else
+		conn_lost(c);
+}
+
+/*
+ * A client may send its last commands and shut its side down (a half
+ * close) before it reads their replies: each is still answered, a message
+ * it ended still gets its 250 (RFC 5321 4.1.1.10: no close before QUIT's
+ * reply).  Then, or at once when nothing is left, the session closes; a
+ * message cut short in DATA is lost as ever.
+ */
+void
+conn_eof(struct conn *c)
+{
+	if (!c->started || c->closing || c->tls_pending ||
+	    conn_in_handshake(c)) {
+		conn_lost(c);
+		return;
+	}
+	c->rd_eof = true;
+	conn_read_disable(c);
+	conn_check_close(c);
 }
 
 /* EOF or error: nobody is left to answer. */

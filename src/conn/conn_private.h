@@ -188,6 +188,8 @@ struct conn {
 	bool			 in_data;	/* timeouts currently set for DATA */
 	bool			 closing;	/* flush the last reply, then free */
 	bool			 peer_gone;
+	bool			 rd_eof;	/* the peer has sent all: answer it,
+						   then close */
 	bool			 started;	/* the greeting was sent (or refused) */
 	bool			 early_talker;	/* talked when it had to wait */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
@@ -243,6 +245,8 @@ void	conn_process_input(struct conn *c);
 void	conn_readable(struct conn *c);
 /* The client closed or the socket failed: free the connection. */
 void	conn_lost(struct conn *c);
+/* The peer's end of file: what it sent before is still answered. */
+void	conn_eof(struct conn *c);
 void	conn_check_close(struct conn *c);
 /* The waiting command answered (v, r; none if SMTP_PENDING), then on. */
 void	conn_resume(struct conn *c, enum smtp_verdict v,

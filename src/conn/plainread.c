@@ -54,7 +54,10 @@ conn_read_plain_cb(evutil_socket_t fd, short what, void *arg)
 	if (n <= 0) {
 		/* End of file or an error: as the bufferevent would say it. */
 		event_del(c->plain_rd);
-		conn_lost(c);
+		if (n == 0)
+			conn_eof(c);
+		else
+			conn_lost(c);
 		return;
 	}
 	conn_readable(c);
@@ -78,6 +81,8 @@ conn_read_plain_stop(struct conn *c)
 void
 conn_read_enable(struct conn *c)
 {
+	if (c->rd_eof)
+		return;		/* nothing more will come */
 	if (c->plain_rd == NULL)
 		bufferevent_enable(c->bev, EV_READ);
 	else if (evbuffer_get_length(bufferevent_get_input(c->bev)) <

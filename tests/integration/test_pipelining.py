@@ -5,7 +5,7 @@ import struct
 import threading
 import time
 
-from conftest import server_socket_for, wait_for
+from conftest import make_config, server_socket_for, spool_empty, wait_for
 
 
 def test_pipelined_transaction_is_answered_in_order(postern):
@@ -45,6 +45,49 @@ def test_pipelined_rejected_mail_fails_the_rest(postern):
         c.expect(503, "5.5.1")
         c.expect(250, "2.0.0")
     assert postern.maildir("bob") == []
+
+
+def test_a_half_closed_client_gets_every_reply(make_postern):
+    """A client may send its last commands and shut its side down before it
+    reads their replies: the message it ended still gets its 250 and QUIT
+    its 221 (RFC 5321 4.1.1.10), also when a decision is still to come
+    (the tarpit at RCPT), and a message cut short is not delivered."""
+    srv = make_postern(config=make_config([
+        "state memory", "on rcpt { tarpit 300ms }"]))
+    for i in range(3):
+        with srv.session() as c:
+            c.hello()
+            c.send_raw(b"MAIL FROM:<a@example.net>\r\n"
+                       b"RCPT TO:<bob@example.org>\r\nDATA\r\n")
+            c.expect(250); c.expect(250); c.expect(354)
+            c.send_raw(b"Subject: half %d\r\n\r\nhello\r\n.\r\n"
+                       b"QUIT\r\n" % i)
+            c.sock.shutdown(socket.SHUT_WR)
+            c.expect(250, "2.0.0")
+            c.expect(221, "2.0.0")
+            c.expect_closed()
+    with srv.session() as c:
+        c.hello()
+        c.send_raw(b"MAIL FROM:<a@example.net>\r\n"
+                   b"RCPT TO:<carol@example.org>\r\nNOOP\r\nQUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect(250, "2.1.0"); c.expect(250, "2.1.5")
+        c.expect(250, "2.0.0"); c.expect(221, "2.0.0")
+        c.expect_closed()
+    with srv.session() as c:
+        c.hello()
+        c.send_raw(b"MAIL FROM:<a@example.net>\r\n"
+                   b"RCPT TO:<carol@example.org>\r\nDATA\r\n")
+        c.expect(250); c.expect(250); c.expect(354)
+        c.send_raw(b"Subject: cut\r\n\r\nno end")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect_closed()
+    wait_for(lambda: len(srv.maildir("bob")) == 3, what="three messages")
+    wait_for(lambda: srv.log().count(" disconnect ") == 5,
+        what="five sessions closed")
+    assert srv.maildir("carol") == []
+    assert "connection closed in DATA" in srv.log()
+    assert spool_empty(srv)
 
 
 TWO_IN_ONE = (b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\n"
