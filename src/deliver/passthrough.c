@@ -20,6 +20,7 @@
 #include "util/util.h"
 
 #define PASS_HEADER_MAX	(1024u * 1024)	/* a header block longer is odd */
+#define PASS_HOPS_MAX	50	/* Received: fields: more is a loop, as forward's */
 
 /*
  * The header block of m, its blank line included, into hdr; *len_out its
@@ -85,6 +86,23 @@ pass_field_is(const char *p, const char *name)
 	return strncasecmp(p, name, n) == 0 && p[n] == ':';
 }
 
+/* The Received: fields of hdr: the hops the message has made. */
+static unsigned
+pass_hops(const struct util_buf *hdr)
+{
+	const char *p = hdr->data, *end = hdr->data + hdr->len;
+	unsigned n = 0;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+		if (pass_field_is(p, "Received"))
+			n++;
+		p = nl != NULL ? nl + 1 : end;
+	}
+	return n;
+}
+
 /* hdr with its Subject prefixed by prefix (or one added), into out. */
 static void
 pass_rewrite(const struct util_buf *hdr, const char *prefix,
@@ -141,6 +159,13 @@ deliver_passthrough(const char *target, const struct deliver_msg *m,
 	if (pass_header(m, &hdr, &err) == -1) {
 		st->result = strncmp(err, "5.", 2) == 0 ? DELIVER_PERMFAIL :
 		    DELIVER_TEMPFAIL;
+		goto out;
+	}
+	/* RFC 5321 6.3: a copy that keeps coming back is a loop. */
+	if (pass_hops(&hdr) > PASS_HOPS_MAX) {
+		st->result = DELIVER_PERMFAIL;
+		err = util_err("5.4.6 mail forwarding loop: %u Received: "
+		    "header fields (limit %u)", pass_hops(&hdr), PASS_HOPS_MAX);
 		goto out;
 	}
 	/* The mailbox as configured: local parts compare without case. */

@@ -15,7 +15,7 @@ import stat
 import pytest
 
 from conftest import (REPO, TEMPLATE_HEAD, log_events, make_config,
-    send_message, wait_for)
+    send_message, spool_empty, wait_for)
 from httpd import Answer, Api
 from test_webhook import wire
 
@@ -97,6 +97,28 @@ def test_example_agent_passthrough_and_canned(make_postern, tmp_path):
     assert desk["Return-Path"] == "<ann@agents.example.org>"
     assert desk.get_content() == "please help\n"
     assert desk["Received"].startswith("by test.example (postern) id ")
+
+
+def test_pass_through_mailboxes_passing_to_each_other_bounce(make_postern):
+    """Two pass-through mailboxes sending to each other: each copy gains a
+    Received: field, and past 50 the message bounces to its sender as a
+    loop (5.4.6) instead of going round for ever."""
+    srv = make_postern(config=make_config(FAST, rules=[
+        "match to ping@agents.example.org action ping",
+        "match to pong@agents.example.org action pong",
+        "match to domain agents.example.org action local"],
+        actions='action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
+        'action ping pass-through "pong@agents.example.org"\n'
+        'action pong pass-through "ping@agents.example.org"\n'))
+    ask(srv, "ann@agents.example.org", "ping@agents.example.org",
+        "From: ann@agents.example.org\nSubject: round\n\nand round\n")
+    dsn = one_mail(srv, "ann", timeout=60)
+    text = dsn.as_string()
+    assert "5.4.6" in text and "mail forwarding loop: 51 Received:" in text, \
+        text
+    wait_for(lambda: spool_empty(srv), 20, what="nothing left going round")
+    passed = srv.log().count(" action=pass-through")
+    assert passed == 51, passed
 
 
 def agent_config(tmp, action, extra=()):
