@@ -243,6 +243,17 @@ http_result_fill(struct http_xfer *x, CURLcode cc, struct http_result *res)
 	else if (res->err != HTTP_OK)
 		snprintf(res->text, sizeof(res->text), "%s", x->errbuf[0] !=
 		    '\0' ? x->errbuf : curl_easy_strerror(cc));
+	if (res->status > 0 && res->status < 200) {
+		/* An interim answer (1xx) alone is no answer at all. */
+		char was[sizeof(res->text)];
+
+		snprintf(was, sizeof(was), "%s", res->text);
+		snprintf(res->text, sizeof(res->text), "HTTP %ld and no final "
+		    "answer%s%.200s", res->status, was[0] != '\0' ? ": " : "", was);
+		res->status = 0;
+		if (res->err == HTTP_OK)
+			res->err = HTTP_ERR_OTHER;
+	}
 	/* Both forms of RFC 9110 10.2.3, as seconds from now. */
 	res->retry_after_s = -1;
 	if (curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &ra) ==

@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import socket
 import time
 
 import pytest
@@ -239,6 +241,50 @@ def test_404_bounces_with_a_dsn(make_postern, api):
     assert b"HTTP 404: no such channel" in dsn
     assert b"Final-Recipient: rfc822; bridge@example.org" in dsn
     assert len(api.requests) == 1		# never retried
+
+
+def interim_then_close(listener):
+    """One connection: read the request, answer only 102, close."""
+    listener.settimeout(15)
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536) or b"\r\n\r\n"
+        head, _, body = data.partition(b"\r\n\r\n")
+        n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < n:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+
+
+def test_an_interim_answer_alone_is_no_answer(make_postern, api):
+    """A service that answers 102 Processing and closes gave no final
+    answer: the message is deferred and delivered by the next try, never
+    bounced on an interim status."""
+    api.stop()
+    with socket.socket() as ls:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", api.port))
+        ls.listen(4)
+        srv = make_postern(config=hook_config(api))
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "ann@example.org", ["bridge@example.org"],
+                wire("Subject: later\n\nbody\n"))
+        interim_then_close(ls)
+        wait_for(lambda: log_events(srv, "deferred"), 10, what="a deferral")
+    why = log_events(srv, "deferred")[0][0]["why"]
+    assert why.startswith("4.4.1 HTTP 102 and no final answer"), why
+    api.start()
+    api.wait(1, timeout=20)
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(log_events(srv, "delivered")) == 1
+    assert srv.maildir("ann") == []		# no DSN
 
 
 # ----- sync mode --------------------------------------------------------------
