@@ -106,11 +106,16 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 	struct smtpc_reply r = { .lines = s->lines };
 	char line[1024], esc[128];
 	const char *why = NULL;
+	uint64_t deadline = util_now_ms() + to;
 	int n, rc;
 
 	smtpc_reply_reset(&r);
 	do {
-		n = dconn_readline(&s->c, line, sizeof(line), to);
+		/* The step's time is for the whole reply, however many lines. */
+		uint64_t now = util_now_ms();
+
+		n = dconn_readline(&s->c, line, sizeof(line), deadline > now ?
+		    deadline - now : 0);
 		rc = n == -1 ? -2 : smtpc_reply_line(&r, line, (size_t)n, &why);
 	} while (rc == 0);
 	s->lines = r.lines;		/* the buffer stays ours */

@@ -110,6 +110,7 @@ class Scripted:
         self.replies = list(data_replies)
         self.stall_data = False
         self.stall_quit = False
+        self.dribble = 0		# "220-" lines before the greeting, 0.6 s apart
         self.released = threading.Event()
         self.stalled = threading.Event()
         self.lock = threading.Lock()
@@ -163,6 +164,9 @@ class Scripted:
     def session(self, c):
         f = c.makefile("rb")
         try:
+            for _ in range(self.dribble):
+                c.sendall(b"220-up.test still waking up\r\n")
+                time.sleep(0.6)
             c.sendall(b"220 up.test ESMTP scripted\r\n")
             mail, rcpts = None, []
             while True:
@@ -490,6 +494,20 @@ def test_upstream_4xx_then_250_is_retried_and_delivered_once(make_postern,
         ["451", "4.3.0", "try"], ["452", "4.3.1", "still"]], deferred
     assert not srv.maildir("alice"), "a bounce for a temporary failure"
     assert qid
+
+
+def test_a_step_timeout_bounds_the_whole_reply(make_postern, upstreams):
+    """`timeout greeting 2s` is for the greeting, however many lines it
+    has: an upstream dribbling a line every 0.6 s for 6 s is cut."""
+    up = upstreams.scripted()
+    up.dribble = 10
+    srv = relay_server(make_postern, 'action out relay "smtp://127.0.0.1:%d" '
+        "timeout greeting 2s" % up.port)
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    kv = wait_for(lambda: [kv for kv, _ in log_events(srv, "deferred")],
+        timeout=15, what="the deferral")[0]
+    assert "timed out" in kv["why"], kv
+    assert up.count() == 0
 
 
 def test_upstream_reply_longer_than_the_kept_text(make_postern, upstreams):
