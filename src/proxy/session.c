@@ -655,7 +655,8 @@ proxy_session_relay(struct proxy_session *ps, const struct proxy_request *rq)
 			return 0;	/* the first recipient picks */
 		break;
 	case PROXY_CMD_QUIT:
-		if (ps->link == NULL || !ps->hello_done || ps->step != PS_IDLE)
+		/* After an RSET still due up: it goes first, then QUIT. */
+		if (ps->link == NULL || !ps->hello_done)
 			return 0;
 		break;
 	default:

@@ -6,6 +6,7 @@ the PROXY protocol on request; RawUpstream is a scripted server for what
 aiosmtpd cannot be made to do (never greet, read slowly).
 """
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -35,12 +36,14 @@ class Upstream:
     the order they came; messages: dicts with from, to, content (the bytes
     as received, dot-unstuffed, CRLF) and tls (STARTTLS done); sni: the
     TLS names asked for (tls=(CERT, KEY); implicit_tls: from the first
-    byte instead of STARTTLS)."""
+    byte instead of STARTTLS); rset_pause: seconds it takes to answer
+    RSET."""
 
     def __init__(self, name="up.example", tls=None, require_starttls=False,
             extra_ehlo=(), users=None, proxy_protocol=False, refuse=(),
-            implicit_tls=False):
+            implicit_tls=False, rset_pause=0.0):
         self.name = name
+        self.rset_pause = rset_pause
         self.events = []
         self.proxy_dst = []	# (dst_addr, dst_port) of each PROXY header
         self.messages = []
@@ -120,6 +123,7 @@ class Upstream:
 
     async def handle_RSET(self, server, session, envelope):
         self.events.append(("RSET", None))
+        await asyncio.sleep(self.rset_pause)
         return "250 2.0.0 upstream reset"
 
     async def handle_QUIT(self, server, session, envelope):

@@ -87,6 +87,17 @@ def transcript(srv):
     return out
 
 
+def assert_in_order(want, got):
+    """The transcript lines want are in got, in that order, with any
+    others between them."""
+    i = 0
+    for line in got:
+        if i < len(want) and line == want[i]:
+            i += 1
+    assert i == len(want), "missing %r in:\n%s" % (want[i], "\n".join(
+        "%s %s" % l for l in got))
+
+
 # ----- relaying ---------------------------------------------------------------
 
 def test_message_arrives_upstream_byte_exact(make_postern, upstreams):
@@ -123,6 +134,33 @@ def test_message_arrives_upstream_byte_exact(make_postern, upstreams):
     assert up.messages[1]["content"] == BODY	# BDAT: no dots to undo
     assert up.verbs() == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT",
         "DATA", "QUIT"]
+
+
+def test_quit_after_rset_goes_up_after_it(make_postern, upstreams):
+    """RSET gets postern's 250 at once, and goes up as RSET when the
+    upstream had the transaction; a QUIT the client sends before the
+    upstream answered that RSET waits for the answer, then goes up too,
+    and the client gets the upstream's 221: the upstream's session ends
+    with RSET and QUIT, as the client's did."""
+    up = upstreams(rset_pause=0.5)
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d" %
+        up.port))
+    with front.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RSET")
+        assert c.expect(250).text == "2.0.0 Ok"	# postern's
+        c.send("QUIT")
+        assert c.expect(221).text == "2.0.0 upstream says bye"
+    assert up.verbs() == ["EHLO", "MAIL", "RSET", "QUIT"]
+    wait_for(lambda: any(t == "221 2.0.0 upstream says bye" for _s, t in
+        transcript(front)), what="the transcript's last line")
+    assert_in_order([
+        (">", "RSET"), ("}", "RSET"), (">", "QUIT"),
+        ("{", "250 2.0.0 upstream reset"), ("}", "QUIT"),
+        ("{", "221 2.0.0 upstream says bye"),
+        ("<", "221 2.0.0 upstream says bye"),
+    ], transcript(front))
 
 
 def test_second_postern_upstream_gets_the_message(make_postern):
@@ -594,12 +632,7 @@ def test_transcript_holds_both_sides_in_order(make_postern, upstreams):
         ("<", "221 2.0.0 upstream says bye"),
     ]
     got = transcript(front)
-    i = 0
-    for line in got:		# want, in order, within everything logged
-        if i < len(want) and line == want[i]:
-            i += 1
-    assert i == len(want), "missing %r in:\n%s" % (want[i], "\n".join(
-        "%s %s" % l for l in got))
+    assert_in_order(want, got)
 
 
 TRANSCRIPT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})Z "
@@ -649,11 +682,7 @@ def test_transcript_with_content_and_header_in_order(make_postern,
         (">", "QUIT"), ("}", "QUIT"), ("{", "221 2.0.0 upstream says bye"),
         ("<", "221 2.0.0 upstream says bye"),
     ]
-    i = 0
-    for line in got:		# want, in order, within everything logged
-        if i < len(want) and line == want[i]:
-            i += 1
-    assert i == len(want), "missing %r in:\n%s" % (want[i], "\n".join(raw))
+    assert_in_order(want, got)
     # Between the 354 and the end of data: the content and nothing else.
     a = got.index(("<", "354 End data with <CR><LF>.<CR><LF>"))
     assert got[a + 1:a + 1 + len(content) + 1] == want[10:11 + len(content)]
