@@ -4,7 +4,9 @@
  * thread's, or one of the table's own threads for an event loop).  An
  * outage is logged once, when it starts, and once when it ends; after a
  * failed connect, lookups fail at once for a second instead of each
- * waiting for its own timeout.  Knows nothing of who asks.
+ * waiting for its own timeout.  A pooled connection the server closed is
+ * no outage: the lookup asks again on a new one.  Knows nothing of who
+ * asks.
  */
 #include "table/table.h"
 
@@ -184,9 +186,39 @@ table_note(struct table *t, bool ok, const char *why)
 	}
 }
 
-/* A connection from the pool (made if there is room); NULL on error. */
+/*
+ * A new connection in a slot already counted in t->nconns, made by
+ * deadline_ms; NULL on error, the slot given back.  Within a second of a
+ * failed connect, fails at once.
+ */
 static void *
-table_conn_take(struct table *t, const char **err_out)
+table_conn_new(struct table *t, uint64_t deadline_ms, const char **err_out)
+{
+	void *conn = NULL;
+	bool wait;
+
+	pthread_mutex_lock(&t->mu);
+	wait = t->retry_ms != 0 && util_now_ms() < t->retry_ms;
+	pthread_mutex_unlock(&t->mu);
+	if (wait)
+		*err_out = "backend down (a connect failed just now)";
+	else if ((conn = t->eng->connect_fn(t, deadline_ms, err_out)) != NULL)
+		return conn;
+	pthread_mutex_lock(&t->mu);
+	t->nconns--;
+	if (!wait)
+		t->retry_ms = util_now_ms() + TABLE_RETRY_MS;
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/*
+ * A connection from the pool, or made if there is room (*idle_out false);
+ * NULL on error.
+ */
+static void *
+table_conn_take(struct table *t, bool *idle_out, const char **err_out)
 {
 	uint64_t deadline = util_now_ms() + t->timeout_ms;
 	void *conn;
@@ -210,26 +242,15 @@ table_conn_take(struct table *t, const char **err_out)
 		}
 		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
 	}
+	*idle_out = t->nidle > 0;
 	if (t->nidle > 0) {
 		conn = t->idle[--t->nidle];
 		pthread_mutex_unlock(&t->mu);
 		return conn;
 	}
-	if (t->retry_ms != 0 && util_now_ms() < t->retry_ms) {
-		pthread_mutex_unlock(&t->mu);
-		*err_out = "backend down (a connect failed just now)";
-		return NULL;
-	}
 	t->nconns++;
 	pthread_mutex_unlock(&t->mu);
-	if ((conn = t->eng->connect_fn(t, err_out)) == NULL) {
-		pthread_mutex_lock(&t->mu);
-		t->nconns--;
-		t->retry_ms = util_now_ms() + TABLE_RETRY_MS;
-		pthread_cond_signal(&t->cv);
-		pthread_mutex_unlock(&t->mu);
-	}
-	return conn;
+	return table_conn_new(t, util_now_ms() + t->timeout_ms, err_out);
 }
 
 /* Give conn back, or drop it (broken). */
@@ -264,6 +285,35 @@ table_key(const char *key, char *buf, size_t bufsz)
 	return 0;
 }
 
+/*
+ * Look k up on conn and give conn back (dropped after an error).  The
+ * server may have closed a connection while it sat idle in the pool (a
+ * restart, an ended session): then the lookup runs again at once on a new
+ * connection, within the same timeout, so only a backend that does not
+ * answer makes a lookup fail.  1, 0 or -1 as get_fn.
+ */
+static int
+table_get_on(struct table *t, void *conn, bool idle, const char *k,
+    struct table_values *tv, const char **err_out)
+{
+	uint64_t deadline = util_now_ms() + t->timeout_ms;
+	int rc = t->eng->get_fn(t, conn, k, deadline, tv, err_out);
+
+	if (rc == TABLE_GET_CLOSED && idle) {
+		log_msg(LOG_LVL_DEBUG, "table=%s backend=%s idle connection "
+		    "closed by the server (%s); asking on a new one", t->name,
+		    t->eng->name, *err_out);
+		t->eng->disconnect_fn(t, conn);
+		table_values_clear(tv);
+		/* Its slot in t->nconns goes to the new connection. */
+		if ((conn = table_conn_new(t, deadline, err_out)) == NULL)
+			return -1;
+		rc = t->eng->get_fn(t, conn, k, deadline, tv, err_out);
+	}
+	table_conn_give(t, conn, rc < 0);
+	return rc < 0 ? -1 : rc;
+}
+
 int
 table_get(struct table *t, const char *key, struct table_values *out)
 {
@@ -271,23 +321,22 @@ table_get(struct table *t, const char *key, struct table_values *out)
 	char k[TABLE_KEY_MAX];
 	const char *err = NULL;
 	void *conn = NULL;
+	bool idle;
 	int rc;
 
 	if (table_key(key, k, sizeof(k)) == -1)
 		return TABLE_MISSING;
 	if (t->eng->memory) {
-		rc = t->eng->get_fn(t, NULL, k, &tv, &err);
+		rc = t->eng->get_fn(t, NULL, k, 0, &tv, &err);
 		goto done;
 	}
 	if (t->cache != NULL && (rc = table_cache_get(t->cache, k, &tv,
 	    util_now_ms())) != -1)
 		goto done;
-	if ((conn = table_conn_take(t, &err)) == NULL)
-		rc = TABLE_ERROR;
-	else {
-		rc = t->eng->get_fn(t, conn, k, &tv, &err);
-		table_conn_give(t, conn, rc == -1);
-	}
+	if ((conn = table_conn_take(t, &idle, &err)) == NULL)
+		rc = -1;
+	else
+		rc = table_get_on(t, conn, idle, k, &tv, &err);
 	pthread_mutex_lock(&t->mu);
 	table_note(t, rc != -1, err != NULL ? err : "error");
 	pthread_mutex_unlock(&t->mu);

@@ -373,13 +373,14 @@ mem_close(struct table *t)
 }
 
 static int
-mem_get(struct table *t, void *conn, const char *key,
+mem_get(struct table *t, void *conn, const char *key, uint64_t deadline_ms,
     struct table_values *out, const char **err_out)
 {
 	struct mem *m = t->priv;
 	const struct mem_ent *e;
 
 	(void)conn;
+	(void)deadline_ms;
 	(void)err_out;
 	pthread_rwlock_rdlock(&m->lock);
 	if ((e = mem_map_get(&m->keys, key)) != NULL)

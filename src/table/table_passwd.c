@@ -30,8 +30,9 @@ passwd_close(struct table *t)
 
 /* No connection to make: a token stands in for one. */
 static void *
-passwd_connect(struct table *t, const char **err_out)
+passwd_connect(struct table *t, uint64_t deadline_ms, const char **err_out)
 {
+	(void)deadline_ms;
 	(void)err_out;
 	return t;
 }
@@ -44,7 +45,7 @@ passwd_disconnect(struct table *t, void *conn)
 }
 
 static int
-passwd_get(struct table *t, void *conn, const char *key,
+passwd_get(struct table *t, void *conn, const char *key, uint64_t deadline_ms,
     struct table_values *out, const char **err_out)
 {
 	struct passwd pw, *res = NULL;
@@ -53,6 +54,7 @@ passwd_get(struct table *t, void *conn, const char *key,
 
 	(void)t;
 	(void)conn;
+	(void)deadline_ms;
 	rc = getpwnam_r(key, &pw, buf, sizeof(buf), &res);
 	if (rc != 0 && rc != ENOENT && rc != ESRCH && rc != EBADF &&
 	    rc != EPERM) {

@@ -3,8 +3,9 @@
  * libpq: each pooled connection prepares the query once; the key is sent
  * as the parameter $1 (never pasted into the text) and every row's first
  * column is a value.  libpq's non-blocking calls with poll() keep every
- * step (connect, prepare, query) within the table's timeout; a connection
- * that times out or fails is closed, and the pool makes a new one.
+ * step (connect, prepare, query) within the lookup's deadline; a
+ * connection that times out or fails is closed, and the pool makes a new
+ * one.  One the server closed while idle says so, and the front asks again.
  */
 #include "table/table.h"
 
@@ -123,9 +124,8 @@ pg_disconnect(struct table *t, void *conn)
 }
 
 static void *
-pg_connect(struct table *t, const char **err_out)
+pg_connect(struct table *t, uint64_t deadline, const char **err_out)
 {
-	uint64_t deadline = util_now_ms() + t->timeout_ms;
 	PGconn *pg = PQconnectStart(t->path);
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 	PGresult *res = NULL;
@@ -138,8 +138,7 @@ pg_connect(struct table *t, const char **err_out)
 		if (!pg_wait(PQsocket(pg), st == PGRES_POLLING_READING ?
 		    POLLIN : POLLOUT, deadline)) {
 			*err_out = util_err("pgsql %s: connect: no answer in "
-			    "%llu ms", t->name,
-			    (unsigned long long)t->timeout_ms);
+			    "time", t->name);
 			PQfinish(pg);
 			return NULL;
 		}
@@ -186,11 +185,20 @@ pg_close(struct table *t)
 	t->priv = NULL;
 }
 
+/*
+ * After a failed lookup: -1, or TABLE_GET_CLOSED when the server had
+ * ended the session (libpq saw the connection close, not our timeout).
+ */
 static int
-pg_get(struct table *t, void *conn, const char *key,
+pg_failed(PGconn *pg)
+{
+	return PQstatus(pg) == CONNECTION_BAD ? TABLE_GET_CLOSED : -1;
+}
+
+static int
+pg_get(struct table *t, void *conn, const char *key, uint64_t deadline,
     struct table_values *out, const char **err_out)
 {
-	uint64_t deadline = util_now_ms() + t->timeout_ms;
 	const char *params[1] = { key };
 	PGconn *pg = conn;
 	PGresult *res = NULL;
@@ -199,7 +207,7 @@ pg_get(struct table *t, void *conn, const char *key,
 	if (!PQsendQueryPrepared(pg, PG_STMT, 1, params, NULL, NULL, 0)) {
 		*err_out = util_err("pgsql %s: %s", t->name,
 		    PQerrorMessage(pg));
-		return -1;
+		return pg_failed(pg);
 	}
 	while (PQflush(pg) == 1)
 		if (!pg_wait(PQsocket(pg), POLLOUT, deadline)) {
@@ -210,7 +218,7 @@ pg_get(struct table *t, void *conn, const char *key,
 	case -2:
 		return 0;	/* no row can hold a value it refuses */
 	case -1:
-		return -1;
+		return pg_failed(pg);
 	}
 	if (res == NULL) {
 		*err_out = util_err("pgsql %s: no result", t->name);

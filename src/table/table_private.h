@@ -15,22 +15,32 @@
 
 struct table_req;
 
+/* get_fn: the connection was found closed; a new one may answer. */
+enum { TABLE_GET_CLOSED = -2 };
+
 struct table_engine {
 	const char	*name;
 	bool		 memory;	/* answers from memory: never blocks */
 	/* Read or check what the config names; set t->priv.  0 or -1. */
 	int	(*open_fn)(struct table *t, const char **err_out);
 	void	(*close_fn)(struct table *t);
-	/* A new connection (not for memory kinds); NULL with *err_out. */
-	void	*(*connect_fn)(struct table *t, const char **err_out);
+	/*
+	 * A new connection (not for memory kinds), made by deadline_ms
+	 * (monotonic); NULL with *err_out.
+	 */
+	void	*(*connect_fn)(struct table *t, uint64_t deadline_ms,
+		    const char **err_out);
 	void	(*disconnect_fn)(struct table *t, void *conn);
 	/*
-	 * Look up key (lower case) on conn: 1 found (values appended to
-	 * out), 0 missing, -1 error with *err_out (the connection is then
-	 * dropped).  Bounded by t->timeout_ms.
+	 * Look up key (lower case) on conn by deadline_ms (monotonic; memory
+	 * kinds ignore it): 1 found (values appended to out), 0 missing, -1
+	 * error with *err_out, TABLE_GET_CLOSED when the server had closed
+	 * the connection (restarted, ended the session) before it was asked.
+	 * The connection is dropped after either error.
 	 */
 	int	(*get_fn)(struct table *t, void *conn, const char *key,
-		    struct table_values *out, const char **err_out);
+		    uint64_t deadline_ms, struct table_values *out,
+		    const char **err_out);
 	/* Memory kinds: a key in this domain?  NULL: never. */
 	bool	(*has_domain_fn)(struct table *t, const char *domain);
 };

@@ -3,10 +3,12 @@
  * key PREFIX+KEY (GET), or with "set" the members of that set (SMEMBERS),
  * for fan-out.  The key travels as one argument of the command (hiredis
  * argv), never pasted into a command line.  Connections and every reply
- * are bounded by the table's timeout.
+ * are bounded by the lookup's deadline; a connection the server closed
+ * while idle (a restart) says so, and the front asks again.
  */
 #include "table/table.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +48,23 @@ redis_close(struct table *t)
 	t->priv = NULL;
 }
 
+/* The time left until deadline_ms, at least 1 ms (0 would mean none). */
+static struct timeval
+redis_left(uint64_t deadline_ms)
+{
+	uint64_t now = util_now_ms();
+	uint64_t ms = deadline_ms > now ? deadline_ms - now : 1;
+
+	return (struct timeval){ (time_t)(ms / 1000),
+	    (suseconds_t)(ms % 1000) * 1000 };
+}
+
 static void *
-redis_connect(struct table *t, const char **err_out)
+redis_connect(struct table *t, uint64_t deadline_ms, const char **err_out)
 {
 	struct redis_addr *a = t->priv;
-	struct timeval tv = { (time_t)(t->timeout_ms / 1000),
-	    (suseconds_t)(t->timeout_ms % 1000) * 1000 };
-	redisContext *rc = redisConnectWithTimeout(a->host, a->port, tv);
+	redisContext *rc = redisConnectWithTimeout(a->host, a->port,
+	    redis_left(deadline_ms));
 
 	if (rc == NULL || rc->err != 0) {
 		*err_out = util_err("redis %s:%d: %s", a->host, a->port,
@@ -61,7 +73,6 @@ redis_connect(struct table *t, const char **err_out)
 			redisFree(rc);
 		return NULL;
 	}
-	redisSetTimeout(rc, tv);
 	return rc;
 }
 
@@ -72,21 +83,36 @@ redis_disconnect(struct table *t, void *conn)
 	redisFree(conn);
 }
 
+/*
+ * After a command got no reply: did the server close the connection (end
+ * of file, or a reset), rather than not answer in time?  err: the errno
+ * hiredis left.
+ */
+static bool
+redis_is_closed(const redisContext *rc, int err)
+{
+	return rc->err == REDIS_ERR_EOF || (rc->err == REDIS_ERR_IO &&
+	    (err == ECONNRESET || err == EPIPE || err == ENOTCONN));
+}
+
 static int
-redis_get(struct table *t, void *conn, const char *key,
+redis_get(struct table *t, void *conn, const char *key, uint64_t deadline_ms,
     struct table_values *out, const char **err_out)
 {
 	redisContext *rc = conn;
 	char *k = xasprintf("%s%s", t->prefix != NULL ? t->prefix : "", key);
 	const char *argv[2] = { t->redis_set ? "SMEMBERS" : "GET", k };
 	size_t lens[2] = { strlen(argv[0]), strlen(k) };
-	redisReply *r = redisCommandArgv(rc, 2, argv, lens);
-	int found = 0;
+	redisReply *r;
+	int found = 0, err;
 
+	redisSetTimeout(rc, redis_left(deadline_ms));
+	r = redisCommandArgv(rc, 2, argv, lens);
+	err = errno;
 	free(k);
 	if (r == NULL) {
 		*err_out = util_err("redis: %s", rc->errstr);
-		return -1;
+		return redis_is_closed(rc, err) ? TABLE_GET_CLOSED : -1;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		*err_out = util_err("redis: %s", r->str);

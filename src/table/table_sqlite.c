@@ -32,10 +32,11 @@ sqlite_disconnect(struct table *t, void *conn)
 }
 
 static void *
-sqlite_connect(struct table *t, const char **err_out)
+sqlite_connect(struct table *t, uint64_t deadline_ms, const char **err_out)
 {
 	struct sqlite_conn *c = xcalloc(1, sizeof(*c));
 
+	(void)deadline_ms;	/* a local file: opening does not wait */
 	if (sqlite3_open_v2(t->path, &c->db, SQLITE_OPEN_READONLY |
 	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		*err_out = util_err("sqlite %s: %s", t->path, c->db != NULL ?
@@ -65,7 +66,7 @@ fail:
 static int
 sqlite_open(struct table *t, const char **err_out)
 {
-	void *c = sqlite_connect(t, err_out);
+	void *c = sqlite_connect(t, 0, err_out);
 
 	if (c == NULL)
 		return -1;
@@ -82,11 +83,13 @@ sqlite_close(struct table *t)
 }
 
 static int
-sqlite_get(struct table *t, void *conn, const char *key,
+sqlite_get(struct table *t, void *conn, const char *key, uint64_t deadline_ms,
     struct table_values *out, const char **err_out)
 {
 	struct sqlite_conn *c = conn;
 	int rc, found = 0;
+
+	(void)deadline_ms;	/* a locked file waits t->timeout_ms at most */
 
 	sqlite3_reset(c->stmt);
 	if (sqlite3_bind_text(c->stmt, c->param, key, -1, SQLITE_TRANSIENT) !=

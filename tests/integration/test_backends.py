@@ -1,16 +1,20 @@
 """
 Users and mailboxes from real backends: a throw-away PostgreSQL cluster
 (Debian's postgresql, initdb in a temporary folder, run as the postgres
-user on a loopback port), system users made with useradd/chpasswd and a
-PAM service file.  The shipped example (examples/slimsmtp/postern.conf and
-examples/slimsmtp/schema.sql) is what the first test runs.
+user on a loopback port), a throw-away Redis, system users made with
+useradd/chpasswd and a PAM service file.  The shipped example
+(examples/slimsmtp/postern.conf and examples/slimsmtp/schema.sql) is what
+the first test runs.
 """
 
+import crypt
 import os
+import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
-from conftest import (REPO, make_config, plain, send_message, wait_for,
-    TEMPLATE_HEAD)
+from conftest import (HOST, REPO, listen_config, make_config, plain,
+    send_message, wait_for, TEMPLATE_HEAD)
 
 def example_config(pg):
     with open(os.path.join(REPO, "examples", "slimsmtp", "postern.conf")) as f:
@@ -120,6 +124,135 @@ def test_pgsql_down_is_451_then_accepted(make_postern, pg):
     log = srv.log()
     assert log.count("backend=pgsql unavailable") == 1, log[-3000:]
     assert "backend=pgsql answers again" in log
+
+
+# ----- pooled connections the server closed ----------------------------------
+
+POOL = 3
+
+
+def fill_pool(lookup, open_conns):
+    """POOL lookups at once, again until the table holds POOL connections
+    (open_conns() counts them at the backend)."""
+    def full():
+        with ThreadPoolExecutor(POOL) as ex:
+            codes = list(ex.map(lambda _: lookup().code, range(POOL)))
+        assert all(c in (235, 250) for c in codes), codes
+        return open_conns() >= POOL
+    wait_for(full, timeout=30, interval=0.1, what="%d pooled connections"
+        % POOL)
+
+
+def all_answer(lookup, want):
+    """POOL lookups at once, then POOL one after the other: each takes a
+    pooled connection the server closed, or a new one; all answer."""
+    with ThreadPoolExecutor(POOL) as ex:
+        replies = list(ex.map(lambda _: lookup(), range(POOL)))
+    replies += [lookup() for _ in range(POOL)]
+    assert [r.code for r in replies] == [want] * len(replies), replies
+
+
+def pg_auth(srv):
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("tuser", "pw1"))
+        return c.read_reply(timeout=10)
+
+
+def pg_pooled(pg):
+    """postern's connections to the cluster (not psql's own)."""
+    return int(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE "
+        "usename = 'postern' AND pid <> pg_backend_pid()"))
+
+
+def test_pgsql_pooled_connections_terminated_cost_no_auth(make_postern, pg):
+    """An administrator ends postern's idle sessions (pg_terminate_backend,
+    as a failover or a pooler restart does): the next lookups find their
+    connections closed and ask again on new ones: every AUTH succeeds, and
+    no outage is logged."""
+    pg.sql("CREATE TABLE users (name text PRIMARY KEY, hash text)")
+    pg.sql("INSERT INTO users VALUES ('tuser', '%s')" % crypt.crypt("pw1",
+        crypt.mksalt(crypt.METHOD_SHA512)))
+    srv = make_postern(config=listen_config("auth-plaintext", extra=[
+        'table users pgsql:"%s" query "SELECT hash FROM users WHERE '
+        'name = $1" pool %d timeout 3s cache off negative-cache off'
+        % (pg.conninfo(), POOL), "auth <users>",
+        "auth-guard 1000/1h tarpit 0"]))
+    fill_pool(lambda: pg_auth(srv), lambda: pg_pooled(pg))
+    # (OFFSET 0: the filter runs first; other users' processes are not
+    # postern's to end.)
+    ended = pg.sql("SELECT count(*) FROM (SELECT pid FROM pg_stat_activity "
+        "WHERE usename = 'postern' AND pid <> pg_backend_pid() OFFSET 0) p "
+        "WHERE pg_terminate_backend(pid, 10000)")
+    assert int(ended) == POOL, ended
+    all_answer(lambda: pg_auth(srv), 235)
+    assert "backend=pgsql unavailable" not in srv.log(), srv.log()[-3000:]
+
+
+def rcpt_one(srv, who):
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        c.send("RCPT TO:<%s>" % who)
+        return c.read_reply(timeout=10)
+
+
+def test_pgsql_restart_costs_no_rcpt_but_an_outage_is_451(make_postern, pg):
+    """PostgreSQL restarted and up again: every RCPT lookup answers at
+    once on new connections.  Stopped: the pooled connections are closed
+    and no new one can be made, so RCPT gets the temporary answer."""
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    pg.sql("INSERT INTO boxes VALUES ('bob@example.org')")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT address FROM boxes WHERE '
+        'address = $1" pool %d timeout 3s cache off negative-cache off'
+        % (pg.conninfo(), POOL)], rules=["match to <boxes> action local"])
+    lookup = lambda: rcpt_one(srv, "bob@example.org")
+    fill_pool(lookup, lambda: pg_pooled(pg))
+    pg.ctl("restart")
+    all_answer(lookup, 250)
+    assert "backend=pgsql unavailable" not in srv.log(), srv.log()[-3000:]
+    pg.ctl("stop")
+    r = lookup()
+    assert (r.code, r.esc) == (451, "4.3.0"), r
+    assert srv.log().count("backend=pgsql unavailable") == 1
+
+
+def redis_cmd(port, *args):
+    """One command to Redis; its reply as raw bytes (one read)."""
+    req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" %
+        (len(a), a) for a in (x.encode() for x in args))
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(req)
+        return s.recv(65536)
+
+
+def redis_pooled(redis_proc):
+    """Clients connected to Redis, less the one asking."""
+    info = redis_cmd(redis_proc.port, "INFO", "clients").decode()
+    return int(info.split("connected_clients:")[1].split()[0]) - 1
+
+
+def test_redis_restart_costs_no_rcpt_but_an_outage_is_451(make_postern,
+        redis_proc):
+    """The same for a redis: table: Redis restarted under the pooled
+    connections, each RCPT lookup answers; Redis gone, 451."""
+    srv = make_postern(config=make_config([
+        "table users redis:%s pool %d timeout 3s cache off "
+        "negative-cache off" % (redis_proc.spec, POOL),
+        "on rcpt { verify <users> }"]))
+    redis_cmd(redis_proc.port, "SET", "bob@example.org", "1")
+    lookup = lambda: rcpt_one(srv, "bob@example.org")
+    fill_pool(lookup, lambda: redis_pooled(redis_proc))
+    redis_proc.kill()
+    redis_proc.restart()
+    redis_cmd(redis_proc.port, "SET", "bob@example.org", "1")
+    all_answer(lookup, 250)
+    assert "backend=redis unavailable" not in srv.log(), srv.log()[-3000:]
+    redis_proc.kill()
+    r = lookup()
+    assert (r.code, r.esc) == (451, "4.3.0"), r
+    assert srv.log().count("backend=redis unavailable") == 1
 
 
 def proc_state(pid):
