@@ -522,6 +522,19 @@ def test_upstream_reply_longer_than_the_kept_text(make_postern, upstreams):
     assert srv.alive(), srv.log()[-2000:]
 
 
+def test_upstream_text_is_escaped_once_in_the_log(make_postern, upstreams):
+    """An upstream's reply with a terminal escape, a quote and a backslash
+    is logged escaped once, as the DSN carries it: no \\x5cx of an
+    escape escaped again."""
+    up = upstreams.scripted(['550 5.1.1 no \x1b[2J"k=v \\x41'])
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    bounce_of(srv, "alice")
+    line = [l for l in srv.log().splitlines() if " failed " in l][0]
+    assert 'why="550 5.1.1 no \\x1b[2J\\x22k=v \\x5cx41 (in reply' in line, line
+
+
 def test_upstream_5xx_bounces_a_well_formed_dsn(make_postern, upstreams):
     up = upstreams("--rcpt-code", "bad@remote.test=550")
     srv = relay_server(make_postern,
