@@ -13,6 +13,7 @@
 #include <crypt.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -285,13 +286,48 @@ conn_auth_abandon(struct conn_auth_job **jp)
 
 /* ----- the guard: failures counted in the store ----- */
 
+/*
+ * A user name up to this long is keyed by its bytes, escaped one to one
+ * (at most 4 characters each, so the key fits); a longer one by the
+ * SHA-256 of all of it.  Distinct names never share a counter.
+ */
+#define CONN_GUARD_NAME_KEYED	100
+
 struct conn_guard_step {
 	struct store		*st;		/* borrowed: the loop's */
 	char			 ban_key[STORE_KEY_MAX];
 	uint64_t		 ban_ms;
 	unsigned		 max;
-	char			 what[300];	/* for the log */
+	char			 what[310];	/* for the log */
 };
+
+/* The store key counting failures for user (peer text, any bytes). */
+static void
+conn_guard_user_key(const char *user, char *key, size_t keysz)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t len = strlen(user), o;
+	char esc[4 * CONN_GUARD_NAME_KEYED + 8];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	/* The escape of log lines: printable ASCII but '"' and '\\' as it
+	   is, any other byte \xNN, so it reads back to the very name. */
+	if (len <= CONN_GUARD_NAME_KEYED) {
+		util_snprintf(key, keysz, "authfail:user:%s",
+		    log_safe_word_into(esc, sizeof(esc), user, len));
+		return;
+	}
+	/* Fails only without memory, which aborts anyway. */
+	ASSERT(EVP_Digest(user, len, md, &mdlen, EVP_sha256(), NULL) == 1);
+	util_snprintf(key, keysz, "authfail:user-sha256:");
+	o = strlen(key);
+	for (unsigned int i = 0; i < mdlen && o + 2 < keysz; i++) {
+		key[o++] = hex[md[i] >> 4];
+		key[o++] = hex[md[i] & 15];
+	}
+	key[o] = '\0';
+}
 
 static void
 conn_guard_count_cb(void *arg, int rc, int64_t n)
@@ -315,15 +351,11 @@ conn_auth_failed(struct conn *c, const char *user)
 {
 	const struct config_guard *gd = &conn_cfg(c)->auth_guard;
 	const char *ip = c->ip;
-	char key[STORE_KEY_MAX], u[200];
+	char key[STORE_KEY_MAX], u[300];
 
 	if (gd->max == 0 || c->chain_loop == NULL)
 		return;
-	/* Keys hold no blanks or controls; long names are cut. */
-	util_strlcpy(u, user, sizeof(u));
-	for (char *p = u; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
-			*p = '_';
+	log_safe_into(u, sizeof(u), user, strlen(user));
 	for (int i = 0; i < 2; i++) {
 		struct conn_guard_step *g = xcalloc(1, sizeof(*g));
 		g->st = chain_loop_store(c->chain_loop);
@@ -332,8 +364,10 @@ conn_auth_failed(struct conn *c, const char *user)
 		chain_ban_key_of(ip, g->ban_key, sizeof(g->ban_key));
 		util_snprintf(g->what, sizeof(g->what), i == 0 ? "ip=%s" :
 		    "user=\"%s\"", i == 0 ? ip : u);
-		util_snprintf(key, sizeof(key), "authfail:%s:%s", i == 0 ?
-		    "ip" : "user", i == 0 ? ip : u);
+		if (i == 0)
+			util_snprintf(key, sizeof(key), "authfail:ip:%s", ip);
+		else
+			conn_guard_user_key(user, key, sizeof(key));
 		store_incr(g->st, key, 1, gd->period_ms, conn_guard_count_cb,
 		    g);
 	}

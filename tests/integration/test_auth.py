@@ -10,8 +10,8 @@ import crypt
 import smtplib
 import subprocess
 
-from conftest import (unverified_context, HOST, make_config, plain, send_message, wait_for,
-    TEMPLATE_ACTIONS)
+from conftest import (unverified_context, Client, HOST, make_config, plain,
+    send_message, wait_for, TEMPLATE_ACTIONS)
 
 USER, PASSWORD = "alice@example.org", "s3cret pass"
 RELAYED = 'action relayed maildir "{tmp}/mail/relayed/Maildir"\n'
@@ -137,6 +137,52 @@ def test_failed_auth_bans_when_asked(make_postern, tmp_path):
         with srv.session() as c:
             return c.read_reply().code == 554
     wait_for(refused, what="the ban after the failed AUTH")
+
+
+def guarded(make_postern, tmp_path, state_store):
+    """auth-guard 3/1h on an auth-plaintext listener; users jürg and bob.
+    The tarpit holds each 535 until the failure is counted (and any ban is
+    in place) well before the client's next command."""
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("j\u00fcrg %s\nbob %s\n" % (h, h),
+        encoding="utf-8")
+    return make_postern(config=auth_config("auth-plaintext").replace(
+        "auth <users>", "auth <users>\n%s\n"
+        "auth-guard 3/1h ban 1h tarpit 100ms" % state_store))
+
+
+def fail_from(srv, source, user):
+    with Client(srv.port, source=source) as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain(user, "wrong")); c.expect(535, "5.7.8")
+
+
+def test_auth_guard_counts_each_user_name_apart(make_postern, tmp_path,
+        state_store):
+    """Failures count per user name, byte for byte: four for "jörg" (not
+    a user) ban the fourth address but leave the real "jürg" his own
+    three tries; names alike in their first 250 bytes count apart too."""
+    srv = guarded(make_postern, tmp_path, state_store)
+    for i in range(4):
+        fail_from(srv, "127.0.0.%d" % (3 + i), "j\u00f6rg")
+    with Client(srv.port, source="127.0.0.2") as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("j\u00fcrg", "typo")); c.expect(535)
+        c.send("AUTH PLAIN " + plain("j\u00fcrg", PASSWORD)); c.expect(235)
+    wait_for(lambda: 'auth-guard user="j\\xc3\\xb6rg" over 3 failures: '
+        '127.0.0.6 banned for 3600s' in srv.log(), what="jörg's limit logged")
+    long_name = "x" * 250
+    for i in range(4):
+        fail_from(srv, "127.0.0.%d" % (20 + i), long_name + "a")
+    wait_for(lambda: "127.0.0.23 banned" in srv.log(),
+        what="the long name's limit logged")
+    with Client(srv.port, source="127.0.0.24") as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain(long_name + "b", "wrong"))
+        c.expect(535)
+        c.send("AUTH PLAIN " + plain(long_name + "b", "wrong"))
+        c.expect(535)
+    assert "j__rg" not in srv.log()
 
 
 def test_mail_auth_parameter_is_accepted_where_auth_is_offered(make_postern,
