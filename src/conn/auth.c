@@ -295,10 +295,13 @@ conn_auth_abandon(struct conn_auth_job **jp)
 
 struct conn_guard_step {
 	struct store		*st;		/* borrowed: the loop's */
-	char			 ban_key[STORE_KEY_MAX];
+	int			 waiting;	/* counts not back yet */
+	int64_t			 n_ip;		/* failures: the IP's */
+	int64_t			 n_user;	/* the user name's */
 	uint64_t		 ban_ms;
 	unsigned		 max;
-	char			 what[310];	/* for the log */
+	char			 ip[INET6_ADDRSTRLEN];
+	char			 user[300];	/* escaped, for the log */
 };
 
 /* The store key counting failures for user (peer text, any bytes). */
@@ -329,46 +332,99 @@ conn_guard_user_key(const char *user, char *key, size_t keysz)
 	key[o] = '\0';
 }
 
+/*
+ * The ban's mark was counted: n 1 when no failure of this ban logged it
+ * yet (sessions from one IP that fail at once each ban it); on an error,
+ * once more rather than not at all.
+ */
 static void
-conn_guard_count_cb(void *arg, int rc, int64_t n)
+conn_guard_marked_cb(void *arg, int rc, int64_t n)
 {
 	struct conn_guard_step *g = arg;
 
-	if (rc == 0 && n > (int64_t)g->max) {
-		store_set(g->st, g->ban_key, "auth-guard", g->ban_ms, NULL,
-		    NULL);
-		if (n == (int64_t)g->max + 1)
-			log_msg(LOG_LVL_WARN, "auth-guard %s over %u failures: "
-			    "%s banned for %llus", g->what, g->max,
-			    g->ban_key + 4, (unsigned long long)g->ban_ms /
-			    1000);
+	if (rc == -1 || n == 1) {
+		if (g->n_ip > (int64_t)g->max)
+			log_msg(LOG_LVL_WARN, "auth-guard ip=%s over %u "
+			    "failures: %s banned for %llus user=\"%s\"",
+			    g->ip, g->max, g->ip,
+			    (unsigned long long)g->ban_ms / 1000, g->user);
+		else
+			log_msg(LOG_LVL_WARN, "auth-guard user=\"%s\" over %u "
+			    "failures: %s banned for %llus", g->user, g->max,
+			    g->ip, (unsigned long long)g->ban_ms / 1000);
 	}
 	free(g);
+}
+
+/* The IP is on the ban list (rc 0), or not: nothing to log then. */
+static void
+conn_guard_banned_cb(void *arg, int rc, int64_t n)
+{
+	struct conn_guard_step *g = arg;
+	char key[STORE_KEY_MAX];
+
+	(void)n;
+	if (rc == -1) {
+		free(g);
+		return;
+	}
+	util_snprintf(key, sizeof(key), "authfail:ban:%s", g->ip);
+	store_incr(g->st, key, 1, g->ban_ms, conn_guard_marked_cb, g);
+}
+
+/* Both counts are back: over the limit, the IP goes on the ban list. */
+static void
+conn_guard_counted(struct conn_guard_step *g)
+{
+	char key[STORE_KEY_MAX];
+
+	if (--g->waiting > 0)
+		return;
+	if (g->n_ip <= (int64_t)g->max && g->n_user <= (int64_t)g->max) {
+		free(g);
+		return;
+	}
+	chain_ban_key_of(g->ip, key, sizeof(key));
+	store_set(g->st, key, "auth-guard", g->ban_ms, conn_guard_banned_cb,
+	    g);
+}
+
+static void
+conn_guard_ip_cb(void *arg, int rc, int64_t n)
+{
+	struct conn_guard_step *g = arg;
+
+	g->n_ip = rc == 0 ? n : 0;	/* a store error locks nobody out */
+	conn_guard_counted(g);
+}
+
+static void
+conn_guard_user_cb(void *arg, int rc, int64_t n)
+{
+	struct conn_guard_step *g = arg;
+
+	g->n_user = rc == 0 ? n : 0;
+	conn_guard_counted(g);
 }
 
 void
 conn_auth_failed(struct conn *c, const char *user)
 {
 	const struct config_guard *gd = &conn_cfg(c)->auth_guard;
-	const char *ip = c->ip;
-	char key[STORE_KEY_MAX], u[300];
+	struct conn_guard_step *g;
+	char key[STORE_KEY_MAX];
 
 	if (gd->max == 0 || c->chain_loop == NULL)
 		return;
-	log_safe_into(u, sizeof(u), user, strlen(user));
-	for (int i = 0; i < 2; i++) {
-		struct conn_guard_step *g = xcalloc(1, sizeof(*g));
-		g->st = chain_loop_store(c->chain_loop);
-		g->max = gd->max;
-		g->ban_ms = gd->ban_ms;
-		chain_ban_key_of(ip, g->ban_key, sizeof(g->ban_key));
-		util_snprintf(g->what, sizeof(g->what), i == 0 ? "ip=%s" :
-		    "user=\"%s\"", i == 0 ? ip : u);
-		if (i == 0)
-			util_snprintf(key, sizeof(key), "authfail:ip:%s", ip);
-		else
-			conn_guard_user_key(user, key, sizeof(key));
-		store_incr(g->st, key, 1, gd->period_ms, conn_guard_count_cb,
-		    g);
-	}
+	g = xcalloc(1, sizeof(*g));
+	g->st = chain_loop_store(c->chain_loop);
+	g->waiting = 2;
+	g->max = gd->max;
+	g->ban_ms = gd->ban_ms;
+	util_strlcpy(g->ip, c->ip, sizeof(g->ip));
+	log_safe_into(g->user, sizeof(g->user), user, strlen(user));
+	util_snprintf(key, sizeof(key), "authfail:ip:%s", g->ip);
+	store_incr(g->st, key, 1, gd->period_ms, conn_guard_ip_cb, g);
+	conn_guard_user_key(user, key, sizeof(key));
+	store_incr(g->st, key, 1, gd->period_ms, conn_guard_user_cb, g);
 }

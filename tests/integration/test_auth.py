@@ -185,6 +185,36 @@ def test_auth_guard_counts_each_user_name_apart(make_postern, tmp_path,
     assert "j__rg" not in srv.log()
 
 
+def test_auth_guard_logs_every_address_it_bans(make_postern, tmp_path,
+        state_store):
+    """Once a user name is over the limit, each further address that fails
+    for it is banned, and each ban is logged once, with its length."""
+    srv = guarded(make_postern, tmp_path, state_store)
+    for i in range(4):
+        fail_from(srv, "127.0.0.%d" % (7 + i), "bob")
+    fail_from(srv, "127.0.0.11", "bob")
+    wait_for(lambda: 'auth-guard user="bob" over 3 failures: 127.0.0.11 '
+        'banned for 3600s' in srv.log(), what="127.0.0.11's ban logged")
+    with Client(srv.port, source="127.0.0.11") as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("bob", PASSWORD)); c.expect(454, "4.7.0")
+    # Three sessions from one address fail at once: one ban, one line.
+    clients = [Client(srv.port, source="127.0.0.12") for _ in range(3)]
+    for c in clients:
+        c.hello()
+    for c in clients:
+        c.send("AUTH PLAIN " + plain("bob", "wrong"))
+    for c in clients:
+        assert c.read_reply().code in (535, 454)
+        c.close()
+    fail_from(srv, "127.0.0.13", "bob")
+    wait_for(lambda: "127.0.0.13 banned" in srv.log(),
+        what="127.0.0.13's ban logged")
+    log = srv.log()
+    for ip in ("127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"):
+        assert log.count(" %s banned for 3600s" % ip) == 1, log[-3000:]
+
+
 def test_mail_auth_parameter_is_accepted_where_auth_is_offered(make_postern,
         tmp_path):
     """RFC 4954 5: a server that offers AUTH accepts MAIL ... AUTH=<> or
