@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "chain/chain.h"
 #include "config/config.h"
@@ -58,6 +59,19 @@ conn_sync_rcpt(struct conn *c, const struct route_result *res,
 	return -1;
 }
 
+/*
+ * rcpt is postmaster@ our host name, what "<Postmaster>" stands for
+ * (RFC 5321 4.1.1.3).
+ */
+static bool
+conn_is_postmaster(const struct conn *c, const char *rcpt)
+{
+	static const char pm[] = "postmaster@";
+
+	return strncasecmp(rcpt, pm, sizeof(pm) - 1) == 0 &&
+	    strcasecmp(rcpt + sizeof(pm) - 1, conn_cfg(c)->hostname) == 0;
+}
+
 /* The routing answer for rcpt: its targets into the envelope, or a reply. */
 static enum smtp_verdict
 conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
@@ -68,6 +82,19 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
 	if (res->status != ROUTE_OK)
 		log_safe_into(why, sizeof(why), res->why, strlen(res->why));
+	if ((res->status == ROUTE_NO_USER || res->status == ROUTE_NO_RELAY) &&
+	    conn_is_postmaster(c, rcpt)) {
+		/*
+		 * RFC 5321 4.5.1 wants this one accepted: not an unknown user
+		 * or a relay attempt, but a gap in our configuration.
+		 */
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> why=\"no rule routes the hostname's "
+		    "postmaster\"", safe);
+		conn_set_reply(r, 550, "5.3.5 <%s>: The postmaster of this "
+		    "host is not routed here", safe);
+		return SMTP_REJECT;
+	}
 	switch (res->status) {
 	case ROUTE_OK:
 		break;

@@ -413,8 +413,11 @@ smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 	}
 	if ((size_t)(lim - p) >= 12 && strncasecmp(p, "<postmaster>", 12) ==
 	    0) {
-		/* RFC 5321 4.1.1.3: "<Postmaster>" needs no domain */
-		util_strlcpy(a.addr, "postmaster", sizeof(a.addr));
+		/*
+		 * RFC 5321 4.1.1.3 and 4.5.1: "<Postmaster>" needs no domain
+		 * and must be accepted; it is routed as our host name's.
+		 */
+		smtp_addr_postmaster(s->p.hostname, &a);
 		end = p + 12;
 	} else if (smtp_addr_parse(p, (size_t)(lim - p), false, &a, &end,
 	    &err) == -1) {

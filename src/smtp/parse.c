@@ -462,6 +462,19 @@ bad_route:
 	return -1;
 }
 
+void
+smtp_addr_postmaster(const char *hostname, struct smtp_addr *out)
+{
+	size_t n = strlen(hostname);
+
+	ASSERT(n < sizeof(out->domain));
+	for (size_t i = 0; i <= n; i++)
+		out->domain[i] = smtp_lower(hostname[i]);
+	util_strlcpy(out->local, "postmaster", sizeof(out->local));
+	util_strjoin(out->addr, sizeof(out->addr), out->local, "@",
+	    out->domain, NULL);
+}
+
 /* RFC 5321 4.1.2: esmtp-keyword ["=" esmtp-value], separated by spaces. */
 int
 smtp_param_next(const char **pp, const char *lim, struct smtp_param *out)

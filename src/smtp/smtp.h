@@ -224,7 +224,8 @@ int	smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *out);
 struct smtp_addr {
 	char	local[SMTP_LOCAL_MAX + 3];	/* as sent (quotes kept) */
 	char	domain[SMTP_DOMAIN_MAX + 1];	/* lower-cased; "" for <> */
-	char	addr[SMTP_PATH_MAX + 4];	/* "local@domain", or "" for <> */
+	/* "local@domain", or "" for <>; room for postmaster@ any hostname */
+	char	addr[sizeof("postmaster@") + SMTP_DOMAIN_MAX];
 };
 /*
  * Parse "<path>" at the start of s (source route dropped); *end_out points
@@ -232,5 +233,11 @@ struct smtp_addr {
  */
 int	smtp_addr_parse(const char *s, size_t len, bool allow_null,
 	    struct smtp_addr *out, const char **end_out, const char **err_out);
+/*
+ * RFC 5321 4.1.1.3: "<Postmaster>" without a domain is this host's
+ * postmaster: out becomes postmaster@hostname, the host name lower-cased
+ * (at most SMTP_DOMAIN_MAX octets).
+ */
+void	smtp_addr_postmaster(const char *hostname, struct smtp_addr *out);
 
 #endif

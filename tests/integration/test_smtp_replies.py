@@ -2,8 +2,8 @@
 
 import smtplib
 
-from conftest import (headers_of, queue_id, read_bytes, send_message,
-    split_delivered, wait_for)
+from conftest import (headers_of, log_events, queue_id, read_bytes,
+    send_message, split_delivered, wait_for)
 
 EHLO_KEYWORDS = ["PIPELINING", "SIZE 100000", "8BITMIME", "ENHANCEDSTATUSCODES",
     "SMTPUTF8", "CHUNKING"]
@@ -216,6 +216,55 @@ def test_other_domain_is_relay_denied(postern):
         c.send("RCPT TO:<someone@elsewhere.test>"); c.expect(550, "5.7.1")
         c.send("RCPT TO:<bob@example.org.elsewhere.test>"); c.expect(550, "5.7.1")
         c.send("DATA"); c.expect(503, "5.5.1")
+
+
+def received_for(path):
+    """The "for <...>" of the Received: header of a delivered file."""
+    _rp, rcv, _body = split_delivered(read_bytes(path))
+    return rcv.split(" for ", 1)[1].split(";", 1)[0] if " for " in rcv \
+        else None
+
+
+def test_bare_postmaster_is_the_hostnames(make_postern):
+    # RFC 5321 4.5.1: RCPT TO:<Postmaster> (any case, no domain) must be
+    # accepted; it is postmaster@ the hostname, routed like that address
+    # and the same recipient.
+    srv = make_postern(rules=["match to domain example.org action local",
+        "match to domain test.example action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<Postmaster>"); c.expect(250, "2.1.5")
+        c.send("RCPT TO:<postmaster@TEST.example>"); c.expect(250, "2.1.5")
+        c.send("RCPT TO:<POSTMASTER>"); c.expect(250, "2.1.5")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: pm\r\n\r\nx\r\n.\r\n"); c.expect(250, "2.0.0")
+    files = wait_for(lambda: srv.maildir("postmaster"),
+        what="delivery to postmaster")
+    assert len(files) == 1, files
+    assert received_for(files[0]) == "<postmaster@test.example>"
+    assert [kv["to"] for kv, _ in log_events(srv, "rcpt")] == [
+        "<postmaster@test.example>"]
+
+
+def test_unrouted_postmaster_of_the_hostname_says_so(make_postern):
+    # No rule for test.example, then one for another user there: the
+    # reply names the gap in the configuration, not a relay attempt or an
+    # unknown user.
+    for rule in ("match to domain example.org action local",
+            'match to "alice@test.example" action local'):
+        srv = make_postern(rules=[rule])
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+            c.send("RCPT TO:<Postmaster>")
+            r = c.expect(550, "5.3.5")
+            assert r.text == "5.3.5 <postmaster@test.example>: The " \
+                "postmaster of this host is not routed here", r
+            c.send("RCPT TO:<postmaster@test.example>"); c.expect(550, "5.3.5")
+            c.send("RCPT TO:<someone@elsewhere.test>"); c.expect(550, "5.7.1")
+        assert [kv["rcpt"] for kv, _ in log_events(srv, "route-error")] == \
+            ["<postmaster@test.example>"] * 2
 
 
 def test_too_many_recipients_is_452(make_postern):

@@ -1250,6 +1250,10 @@ test_rcpt_rules(void **state)
 	    "RCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nRCPT TO:<d@x>\r\n"
 	    "RCPT TO:<e@x>\r\nRCPT TO:<f@x>\r\n"		/* 6th */
 	    "RCPT TO:<\xc3\xa9@x>\r\n";
+	/* RFC 5321 4.1.1.3: <Postmaster> is the host name's postmaster. */
+	const char *in3 = "EHLO c\r\nMAIL FROM:<a@b>\r\n"
+	    "RCPT TO:<PostMaster>\r\nRCPT TO:<postmaster@MX.example.org>\r\n"
+	    "RCPT TO:<bob@x>\r\n";
 	const char *in2 = "EHLO c\r\nMAIL FROM:<\xc3\xa9@x> SMTPUTF8\r\n"
 	    "RCPT TO:<\xc3\xa9@x>\r\nMAIL FROM:<\xc3\xa9@x>\r\n";
 
@@ -1295,6 +1299,18 @@ test_rcpt_rules(void **state)
 	drives(s, &r, "EHLO c\r\nMAIL FROM:<\xc3\xa9@x>\r\n");
 	assert_string_equal(rec_codes(&r), "220 250 553");
 	assert_non_null(strstr(util_buf_cstr(&r.out), "553 5.6.7 "));
+	smtp_session_free(&s);
+	rec_clear(&r);
+
+	rec_init(&r);
+	s = start(&p, &r);
+	drive(s, &r, in3, strlen(in3));
+	assert_string_equal(rec_codes(&r), "220 250 250 250 250 250");
+	assert_int_equal(smtp_session_rcpt_count(s), 2);
+	assert_string_equal(smtp_session_rcpt(s, 0),
+	    "postmaster@mx.example.org");
+	assert_string_equal(smtp_session_rcpt(s, 1), "bob@x");
+	assert_int_equal(r.decides[SMTP_STAGE_RCPT], 2);
 	smtp_session_free(&s);
 	rec_clear(&r);
 }
