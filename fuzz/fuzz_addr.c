@@ -1,17 +1,33 @@
 /*
  * fuzz/fuzz_addr.c: smtp_addr_parse() on any bytes, checking what a
  * success promises: limits (RFC 5321 4.5.3.1), a lower-case domain,
- * end_out inside the input just after '>'.  Also the MAIL and BDAT
- * parameter parsers on the bytes after the path.
+ * end_out inside the input just after '>', an address in its canonical
+ * form (it parses again to itself).  Also the MAIL and BDAT parameter
+ * parsers on the bytes after the path.
  */
 #include "smtp/smtp.h"
 #include "smtp/smtp_private.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The canonical form is a fixed point: "<addr>" parses to addr again. */
+static bool
+addr_is_canonical(const struct smtp_addr *a)
+{
+	char path[sizeof(a->addr) + 2];
+	const char *end, *err;
+	struct smtp_addr b;
+	int n = snprintf(path, sizeof(path), "<%s>", a->addr);
+
+	return n > 0 && (size_t)n < sizeof(path) && smtp_addr_parse(path,
+	    (size_t)n, false, &b, &end, &err) == 1 && end == path + n &&
+	    strcmp(a->addr, b.addr) == 0 && strcmp(a->local, b.local) == 0;
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -44,6 +60,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (const char *p = a.addr; *p != '\0'; p++)
 			if ((unsigned char)*p < 0x20)
 				abort();
+		if (a.addr[0] != '\0' && !addr_is_canonical(&a))
+			abort();
 		if (smtp_mail_params_parse(end, s + size, true, 1000, &mp,
 		    &code, &err) == -1 && (code < 500 || code > 555 ||
 		    err == NULL))

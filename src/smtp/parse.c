@@ -353,6 +353,57 @@ bad:
 	return -1;
 }
 
+/* The n octets at p are a Dot-string (RFC 5321 4.1.2), nothing more. */
+static bool
+smtp_is_dot_string(const char *p, size_t n)
+{
+	const char *q = p, *err;
+
+	return n > 0 && p[0] != '"' && smtp_local_scan(&q, p + n, &err) == 0 &&
+	    q == p + n;
+}
+
+/*
+ * Write the local part scanned at [p, p + n) to out (NUL-terminated) in
+ * its one canonical form, so that every spelling of a mailbox is one
+ * address.  RFC 5322 3.2.4: the quotes and backslashes of a
+ * Quoted-string are not part of its value; RFC 5321 4.1.2: one that
+ * could be a Dot-string should not be quoted.  A Dot-string is kept as
+ * it is; a Quoted-string loses its needless backslashes, then its quotes
+ * too when what is left is a Dot-string; otherwise only '"' and '' stay
+ * escaped.  Never longer than the input.  Returns the length written.
+ */
+static size_t
+smtp_local_canon(const char *p, size_t n, char *out)
+{
+	size_t k = 0;
+
+	if (p[0] != '"') {
+		memcpy(out, p, n);
+		out[n] = '\0';
+		return n;
+	}
+	out[k++] = '"';
+	for (size_t i = 1; i + 1 < n; i++) {
+		char c = p[i];
+
+		if (c == '\\')
+			c = p[++i];
+		/* qtextSMTP lacks only these two: they came escaped */
+		if (c == '"' || c == '\\')
+			out[k++] = '\\';
+		out[k++] = c;
+	}
+	out[k++] = '"';
+	out[k] = '\0';
+	if (smtp_is_dot_string(out + 1, k - 2)) {
+		k -= 2;
+		memmove(out, out + 1, k);
+		out[k] = '\0';
+	}
+	return k;
+}
+
 static int
 smtp_addr_domain_scan(const char **pp, const char *lim, const char **err_out)
 {
@@ -447,12 +498,11 @@ smtp_addr_parse(const char *s, size_t len, bool allow_null,
 	ASSERT(local_len < sizeof(out->local));
 	ASSERT(domain_len < sizeof(out->domain));
 	ASSERT(local_len + 1 + domain_len < sizeof(out->addr));
-	memcpy(out->local, local, local_len);
-	out->local[local_len] = '\0';
+	local_len = smtp_local_canon(local, local_len, out->local);
 	for (size_t i = 0; i < domain_len; i++)
 		out->domain[i] = smtp_lower(domain[i]);
 	out->domain[domain_len] = '\0';
-	memcpy(out->addr, local, local_len);
+	memcpy(out->addr, out->local, local_len);
 	out->addr[local_len] = '@';
 	memcpy(out->addr + local_len + 1, out->domain, domain_len + 1);
 	*end_out = p;

@@ -222,7 +222,13 @@ int	smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *out);
 #define SMTP_DOMAIN_MAX	255	/* RFC 5321 4.5.3.1.2 */
 #define SMTP_PATH_MAX	256	/* RFC 5321 4.5.3.1.3 */
 struct smtp_addr {
-	char	local[SMTP_LOCAL_MAX + 3];	/* as sent (quotes kept) */
+	/*
+	 * Canonical, so one mailbox has one spelling: a Quoted-string that
+	 * could be a Dot-string loses its quotes and backslashes
+	 * ("b\ob" is bob); one that needs them keeps the quotes, with only
+	 * '"' and '\' escaped.  The case is kept.
+	 */
+	char	local[SMTP_LOCAL_MAX + 3];
 	char	domain[SMTP_DOMAIN_MAX + 1];	/* lower-cased; "" for <> */
 	/* "local@domain", or "" for <>; room for postmaster@ any hostname */
 	char	addr[sizeof("postmaster@") + SMTP_DOMAIN_MAX];

@@ -59,6 +59,27 @@ def test_fan_out_nesting_catch_all_one_copy_each(make_postern, tmp_path):
     assert "alias=<a@example.org>" in srv.log()
 
 
+def test_postmaster_and_quoted_forms_find_their_aliases(make_postern,
+        tmp_path):
+    """RCPT TO:<Postmaster> is postmaster@ the hostname (RFC 5321 4.1.1.3),
+    and <"team"@...> is team@... (RFC 5321 4.1.2): both reach the alias
+    of the plain address, the hostname needing no rule of its own."""
+    alias_db(tmp_path / "aliases.db", [
+        ("postmaster@test.example", "admin@example.org"),
+        ("team@example.org", "a@example.org"),
+        ("team@example.org", "b@example.org"),
+    ])
+    srv = make_postern(extra=alias_table(),
+        rules=["match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["Postmaster", '"team"@example.org'],
+            "Subject: pm\r\n\r\nfor the admin\r\n")
+    wait_for(lambda: [count(srv, u) for u in ("admin", "a", "b")] ==
+        [1, 1, 1], what="the postmaster's and team's copies")
+    assert sorted(os.listdir(srv.path("mail"))) == ["a", "admin", "b"]
+
+
 def test_loop_and_depth_limit_are_451_4_4_6(make_postern, tmp_path):
     rows = [("ping@example.org", "pong@example.org"),
             ("pong@example.org", "ping@example.org")]

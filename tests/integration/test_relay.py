@@ -561,6 +561,31 @@ def test_upstream_5xx_bounces_a_well_formed_dsn(make_postern, upstreams):
     assert up.messages()[0][0]["rcpt"] == ["good@remote.test"]
 
 
+def test_quoted_local_parts_go_up_in_one_canonical_form(make_postern,
+        upstreams):
+    """RFC 5321 4.1.2: a quoted local part that could be a dot-string is
+    that dot-string: "bob" and bob are one recipient, relayed once; one that
+    needs its quotes goes up quoted.  The bounce goes to the unquoted
+    sender and names the recipient as it was relayed."""
+    up = upstreams("--rcpt-code", '"no body"@remote.test=550')
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    submit(srv, '"alice"@example.org', ['"bob"@remote.test',
+        "bob@remote.test", '"john smith"@remote.test',
+        '"no\\ body"@remote.test'], subject="quoted")
+    _msg, parts = bounce_of(srv, "alice")
+    per_rcpt = parts[1].get_payload()[1:]
+    assert [r["Final-Recipient"] for r in per_rcpt] == [
+        'rfc822; "no body"@remote.test']
+    settle(srv, lambda: len(rcpts_at(up)), 2, "quoted relay")
+    assert rcpts_at(up) == ['"john smith"@remote.test', "bob@remote.test"]
+    assert {env["from"] for env, _m in up.messages()} == {
+        "alice@example.org"}
+    assert sorted(kv["to"] for kv, _ in log_events(srv, "rcpt")) == [
+        r"<\x22john\x20smith\x22@remote.test>",
+        r"<\x22no\x20body\x22@remote.test>", "<bob@remote.test>"]
+
+
 def test_upstream_down_then_up(make_postern, upstreams):
     port = free_port()
     srv = relay_server(make_postern,

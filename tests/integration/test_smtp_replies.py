@@ -1,5 +1,6 @@
 """Every reply code of interfaces.md, one transcript each."""
 
+import os
 import smtplib
 
 from conftest import (headers_of, log_events, queue_id, read_bytes,
@@ -265,6 +266,32 @@ def test_unrouted_postmaster_of_the_hostname_says_so(make_postern):
             c.send("RCPT TO:<someone@elsewhere.test>"); c.expect(550, "5.7.1")
         assert [kv["rcpt"] for kv, _ in log_events(srv, "route-error")] == \
             ["<postmaster@test.example>"] * 2
+
+
+def test_quoted_local_part_is_the_unquoted_mailbox(make_postern):
+    # RFC 5322 3.2.4: the quotes are not part of the local part; RFC 5321
+    # 4.1.2: one that could be a dot-string should not be quoted.  One
+    # mailbox, one copy, one spelling everywhere; a rule on the plain form
+    # matches the quoted one.
+    srv = make_postern(rules=['match to "bob@example.org" action local'])
+    with srv.session() as c:
+        c.hello()
+        c.send('MAIL FROM:<"a.b"@example.net>'); c.expect(250, "2.1.0")
+        c.send('RCPT TO:<"bob"@example.org>'); c.expect(250, "2.1.5")
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
+        c.send('RCPT TO:<"b\\ob"@example.org>'); c.expect(250, "2.1.5")
+        c.send('RCPT TO:<"carol"@example.org>'); c.expect(550, "5.1.1")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: q\r\n\r\nx\r\n.\r\n"); c.expect(250, "2.0.0")
+    files = wait_for(lambda: srv.maildir("bob"), what="delivery to bob")
+    assert len(files) == 1, files
+    assert sorted(os.listdir(srv.path("mail"))) == ["bob"]
+    rp, _rcv, _body = split_delivered(read_bytes(files[0]))
+    assert rp == "Return-Path: <a.b@example.net>"
+    assert received_for(files[0]) == "<bob@example.org>"
+    assert [kv["to"] for kv, _ in log_events(srv, "rcpt")] == [
+        "<bob@example.org>"]
+    assert log_events(srv, "mail")[0][0]["from"] == "<a.b@example.net>"
 
 
 def test_too_many_recipients_is_452(make_postern):

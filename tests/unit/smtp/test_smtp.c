@@ -275,6 +275,21 @@ test_addr_parse(void **state)
 		    "a+tag!#$%&'*/=?^_`{|}~-@x", "" },
 		{ "<\"a b\"@x>", false, 1, "\"a b\"@x", "" },
 		{ "<\"a\\\"b\"@x>", false, 1, "\"a\\\"b\"@x", "" },
+		/* RFC 5321 4.1.2, RFC 5322 3.2.4: one spelling per mailbox */
+		{ "<\"bob\"@x>", false, 1, "bob@x", "" },
+		{ "<\"Bob.Smith\"@x>", false, 1, "Bob.Smith@x", "" },
+		{ "<\"b\\ob\"@x>", false, 1, "bob@x", "" },
+		{ "<\"a+b\"@x> SIZE=1", true, 1, "a+b@x", " SIZE=1" },
+		{ "<\"\xc3\xa9t\xc3\xa9\"@x>", false, 1,
+		    "\xc3\xa9t\xc3\xa9@x", "" },
+		{ "<@r.x:\"bob\"@x>", false, 1, "bob@x", "" },
+		{ "<\"a\\ b\"@x>", false, 1, "\"a b\"@x", "" },
+		{ "<\"\\a\\\\b\"@x>", false, 1, "\"a\\\\b\"@x", "" },
+		{ "<\"a@b\"@x>", false, 1, "\"a@b\"@x", "" },
+		{ "<\"a..b\"@x>", false, 1, "\"a..b\"@x", "" },
+		{ "<\".a\"@x>", false, 1, "\".a\"@x", "" },
+		{ "<\"a.\"@x>", false, 1, "\"a.\"@x", "" },
+		{ "<\"a,b\"@x>", false, 1, "\"a,b\"@x", "" },
 		{ "<@r1.x,@r2.y:u@d.z>", false, 1, "u@d.z", "" },
 		{ "<u@[1.2.3.4]>", false, 1, "u@[1.2.3.4]", "" },
 		{ "<u@[IPv6:2001:db8::1]>", false, 1, "u@[ipv6:2001:db8::1]",
@@ -1250,10 +1265,14 @@ test_rcpt_rules(void **state)
 	    "RCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nRCPT TO:<d@x>\r\n"
 	    "RCPT TO:<e@x>\r\nRCPT TO:<f@x>\r\n"		/* 6th */
 	    "RCPT TO:<\xc3\xa9@x>\r\n";
-	/* RFC 5321 4.1.1.3: <Postmaster> is the host name's postmaster. */
-	const char *in3 = "EHLO c\r\nMAIL FROM:<a@b>\r\n"
+	/*
+	 * RFC 5321 4.1.1.3: <Postmaster> is the host name's postmaster, and
+	 * a needlessly quoted local part the unquoted one: duplicates both.
+	 */
+	const char *in3 = "EHLO c\r\nMAIL FROM:<\"a\"@b>\r\n"
 	    "RCPT TO:<PostMaster>\r\nRCPT TO:<postmaster@MX.example.org>\r\n"
-	    "RCPT TO:<bob@x>\r\n";
+	    "RCPT TO:<\"bob\"@x>\r\nRCPT TO:<bob@x>\r\n"
+	    "RCPT TO:<\"b\\ob\"@X>\r\nRCPT TO:<\"b b\"@x>\r\n";
 	const char *in2 = "EHLO c\r\nMAIL FROM:<\xc3\xa9@x> SMTPUTF8\r\n"
 	    "RCPT TO:<\xc3\xa9@x>\r\nMAIL FROM:<\xc3\xa9@x>\r\n";
 
@@ -1305,12 +1324,15 @@ test_rcpt_rules(void **state)
 	rec_init(&r);
 	s = start(&p, &r);
 	drive(s, &r, in3, strlen(in3));
-	assert_string_equal(rec_codes(&r), "220 250 250 250 250 250");
-	assert_int_equal(smtp_session_rcpt_count(s), 2);
+	assert_string_equal(rec_codes(&r), "220 250 250 250 250 250 250 250 "
+	    "250");
+	assert_string_equal(smtp_session_sender(s), "a@b");
+	assert_int_equal(smtp_session_rcpt_count(s), 3);
 	assert_string_equal(smtp_session_rcpt(s, 0),
 	    "postmaster@mx.example.org");
 	assert_string_equal(smtp_session_rcpt(s, 1), "bob@x");
-	assert_int_equal(r.decides[SMTP_STAGE_RCPT], 2);
+	assert_string_equal(smtp_session_rcpt(s, 2), "\"b b\"@x");
+	assert_int_equal(r.decides[SMTP_STAGE_RCPT], 3);
 	smtp_session_free(&s);
 	rec_clear(&r);
 }
