@@ -370,7 +370,7 @@ smtp_is_dot_string(const char *p, size_t n)
  * Quoted-string are not part of its value; RFC 5321 4.1.2: one that
  * could be a Dot-string should not be quoted.  A Dot-string is kept as
  * it is; a Quoted-string loses its needless backslashes, then its quotes
- * too when what is left is a Dot-string; otherwise only '"' and '' stay
+ * too when what is left is a Dot-string; otherwise only '"' and '\\' stay
  * escaped.  Never longer than the input.  Returns the length written.
  */
 static size_t
