@@ -2,7 +2,7 @@
  * metrics/http.c: the endpoint Prometheus scrapes, served by libevent's
  * evhttp on a thread and event loop of its own, so a scrape never waits
  * on (or delays) a session.  GET /metrics and GET /healthz; anything else
- * is 404, any other method 405.
+ * is 404, any other method 405 (413 when it carries a body: none is read).
  */
 #include "metrics/metrics.h"
 
@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -18,12 +19,15 @@
 
 #define MET_HTTP_TIMEOUT_S	10
 #define MET_HTTP_HEADERS_MAX	8192
+#define MET_HTTP_PAUSE_MS	1000	/* no accept after a failed one */
 
 struct metrics_http {
 	pthread_t		 thread;
 	struct event_base	*base;		/* owned */
 	struct evhttp		*http;		/* owned; closes the socket */
 	struct event		*stop_ev;	/* owned */
+	struct evconnlistener	*lev;		/* evhttp's own */
+	struct event		*resume_ev;	/* owned: accepts again */
 	metrics_health_cb	*health;
 	void			*health_arg;
 };
@@ -90,11 +94,39 @@ met_http_stop_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(h->base);
 }
 
+/*
+ * accept(2) failed (out of descriptors, most likely): the socket stays
+ * readable, so trying again at once would spin.  Accepts pause a while;
+ * the SMTP listeners have descriptors of their own kept in reserve.
+ */
+static _Thread_local struct metrics_http *met_http_self;	/* its thread's */
+
+static void
+met_http_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct timeval tv = util_timeval_ms(MET_HTTP_PAUSE_MS);
+
+	(void)arg;			/* evhttp's, not ours */
+	evconnlistener_disable(lev);
+	evtimer_add(met_http_self->resume_ev, &tv);
+}
+
+static void
+met_http_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics_http *h = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(h->lev);
+}
+
 static void *
 met_http_main(void *arg)
 {
 	struct metrics_http *h = arg;
 
+	met_http_self = h;
 	if (event_base_dispatch(h->base) == -1)
 		fatal("metrics: event_base_dispatch failed");
 	return NULL;
@@ -105,6 +137,7 @@ metrics_http_new(int fd, metrics_health_cb *health, void *health_arg,
     const char **err_out)
 {
 	struct metrics_http *h = xcalloc(1, sizeof(*h));
+	struct evhttp_bound_socket *bound = NULL;
 
 	h->health = health;
 	h->health_arg = health_arg;
@@ -119,7 +152,7 @@ metrics_http_new(int fd, metrics_health_cb *health, void *health_arg,
 	evhttp_set_cb(h->http, "/healthz", met_http_health_cb, h);
 	evhttp_set_gencb(h->http, met_http_other_cb, h);
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1 ||
-	    evhttp_accept_socket(h->http, fd) == -1) {
+	    (bound = evhttp_accept_socket_with_handle(h->http, fd)) == NULL) {
 		*err_out = util_err("metrics: cannot serve HTTP on the socket");
 		close(fd);
 		evhttp_free(h->http);
@@ -128,6 +161,9 @@ metrics_http_new(int fd, metrics_health_cb *health, void *health_arg,
 		return NULL;
 	}
 	h->stop_ev = event_new(h->base, -1, 0, met_http_stop_cb, h);
+	h->resume_ev = evtimer_new(h->base, met_http_resume_cb, h);
+	h->lev = evhttp_bound_socket_get_listener(bound);
+	evconnlistener_set_error_cb(h->lev, met_http_accept_error_cb);
 	if (pthread_create(&h->thread, NULL, met_http_main, h) != 0)
 		fatal("metrics: pthread_create failed");
 	return h;
@@ -144,6 +180,7 @@ metrics_http_free(struct metrics_http **hp)
 	pthread_join(h->thread, NULL);
 	evhttp_free(h->http);
 	event_free(h->stop_ev);
+	event_free(h->resume_ev);
 	event_base_free(h->base);
 	free(h);
 	*hp = NULL;

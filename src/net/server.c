@@ -341,6 +341,19 @@ net_disk_maxrun(void)
 	    (unsigned)ncpu;
 }
 
+/* What libevent itself has to say goes to our log, not raw to stderr. */
+static void
+net_libevent_log_cb(int severity, const char *msg)
+{
+	char safe[512];
+
+	log_msg(severity >= EVENT_LOG_ERR ? LOG_LVL_ERROR :
+	    severity == EVENT_LOG_WARN ? LOG_LVL_WARN :
+	    severity == EVENT_LOG_MSG ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+	    "libevent: %s", log_safe_into(safe, sizeof(safe), msg,
+	    strlen(msg)));
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg)
 {
@@ -350,6 +363,7 @@ net_server_new(const char *config_path, struct config *cfg)
 	srv->metrics_fd = -1;
 	if (net_log_setup(cfg, &err) == -1)
 		fatal("%s", err);
+	event_set_log_callback(net_libevent_log_cb);
 	srv->notify_fd = net_notify_open();
 	/* First: a second instance stops here, before it binds anything. */
 	srv->pidfd = -1;

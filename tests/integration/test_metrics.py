@@ -65,6 +65,36 @@ def test_endpoint_answers_and_refuses_what_it_does_not_serve(make_postern):
     assert get(port, "/metrics", "POST")[0] in (405, 501)
 
 
+def test_endpoint_out_of_descriptors_pauses_instead_of_spinning(
+        make_postern):
+    """Clients of the endpoint use up the descriptors: accept(2) fails,
+    and the endpoint pauses its accepts instead of trying again at once,
+    burning a CPU and flooding the log; once they go, it serves again."""
+    import resource
+    import time
+    from test_nofile import cpu_s
+    srv, port = metrics_server(make_postern)
+    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (96, 96))
+    size0 = len(srv.log())
+    cpu0 = cpu_s(srv.proc.pid)
+    flood = []
+    for _ in range(150):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((HOST, port))
+        flood.append(s)
+    time.sleep(3)
+    cpu = cpu_s(srv.proc.pid) - cpu0
+    grew = len(srv.log()) - size0
+    for s in flood:
+        s.close()
+    assert cpu < 1.0, "%.2f s of CPU in 3 s" % cpu
+    assert grew < 4096, srv.log()[size0:size0 + 2000]
+    wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=15,
+        what="the endpoint to serve again")
+    assert srv.alive()
+
+
 def test_connection_counters(make_postern):
     srv, port = metrics_server(make_postern, ["limit connection-rate 3/1h",
         "trusted none"])
