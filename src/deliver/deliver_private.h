@@ -524,9 +524,11 @@ struct deliver_prog_result {
 					   log-escaped */
 };
 /*
- * Run p and wait for it (worker threads only).  0 with *res filled (free
- * with deliver_prog_result_clear()), or -1 with *err_out when it could
- * not be started (unknown user, no root, fork).
+ * Run p and wait for it (worker threads only), until the program itself
+ * exits: a background child it leaves is not waited for.  0 with *res
+ * filled (free with deliver_prog_result_clear()), or -1 with *err_out
+ * when it could not be started (unknown user, no root, fork, or in the
+ * child: changing user, execve), never to be read as its exit status.
  */
 int	deliver_prog_run(const struct deliver_prog *p,
 	    struct deliver_prog_result *res, const char **err_out);

@@ -3,8 +3,9 @@
  * an argv and a clean environment (no shell), its own process group, as
  * another user when we are root, the input fed through a pipe, stdout kept
  * up to a bound and the first line of stderr, all under one deadline
- * after which the whole group gets SIGKILL.  Knows nothing of what the
- * program is for.
+ * after which the whole group gets SIGKILL.  The program's own exit ends
+ * the run: a background child it leaves holding a pipe is not waited for.
+ * Knows nothing of what the program is for.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -18,12 +19,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "util/util.h"
 
 #define PROG_CHUNK	(64u * 1024)
+#define PROG_WAIT_MS	10	/* how often to look for the exit, no pidfd */
+#define PROG_DRAIN_MS	100	/* output taken after the exit, at most */
+#define PROG_NOTE_FD	3	/* the child's end of the note pipe */
+
+/* The pipes of a run: [0] read end, [1] write end; -1 when closed. */
+struct prog_pipes {
+	int	 in[2], out[2], err[2];
+	int	 note[2];	/* close-on-exec: EOF once the program runs */
+};
+
+/* What a child that could not become the program writes to note[1]. */
+enum prog_step {
+	PROG_STEP_DUP2, PROG_STEP_SETGROUPS, PROG_STEP_SETRESGID,
+	PROG_STEP_SETRESUID, PROG_STEP_EXECVE
+};
+static const char *const prog_step_names[] = {
+	"dup2", "setgroups", "setresgid", "setresuid", "execve"
+};
+struct prog_note {
+	int	 step;		/* enum prog_step */
+	int	 err;		/* its errno */
+};
 
 /* Who to become in the child; looked up before the fork. */
 struct prog_cred {
@@ -60,29 +84,51 @@ prog_cred_get(const char *user, struct prog_cred *cr, const char **err_out)
 	return 0;
 }
 
+/*
+ * In the child: tell the parent which step failed, so that it is not
+ * taken for the program's own exit status.
+ */
+static _Noreturn void
+prog_child_fail(int note, enum prog_step step)
+{
+	struct prog_note n = { .step = step, .err = errno };
+	ssize_t w = write(note, &n, sizeof(n));
+
+	(void)w;		/* nothing more to do without it */
+	_exit(127);
+}
+
 /* In the child (async-signal-safe calls only): become it and exec. */
-static void
+static _Noreturn void
 prog_child(const struct deliver_prog *p, const struct prog_cred *cr,
-    const int in[2], const int out[2], const int err[2])
+    const struct prog_pipes *pp)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	sigset_t none;
+	int note = pp->note[1];
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	sigaction(SIGPIPE, &dfl, NULL);
 	sigaction(SIGCHLD, &dfl, NULL);
 	setpgid(0, 0);		/* the deadline kills the whole group */
-	if (dup2(in[0], 0) == -1 || dup2(out[1], 1) == -1 ||
-	    dup2(err[1], 2) == -1)
-		_exit(71);	/* EX_OSERR */
-	closefrom(3);
-	if (cr->change && (setgroups(1, &cr->gid) == -1 ||
-	    setresgid(cr->gid, cr->gid, cr->gid) == -1 ||
-	    setresuid(cr->uid, cr->uid, cr->uid) == -1))
-		_exit(71);
+	if (dup2(pp->in[0], 0) == -1 || dup2(pp->out[1], 1) == -1 ||
+	    dup2(pp->err[1], 2) == -1)
+		prog_child_fail(note, PROG_STEP_DUP2);
+	if (note != PROG_NOTE_FD) {	/* keep it past closefrom() */
+		if (dup3(note, PROG_NOTE_FD, O_CLOEXEC) == -1)
+			prog_child_fail(note, PROG_STEP_DUP2);
+		note = PROG_NOTE_FD;
+	}
+	closefrom(PROG_NOTE_FD + 1);
+	if (cr->change && setgroups(1, &cr->gid) == -1)
+		prog_child_fail(note, PROG_STEP_SETGROUPS);
+	if (cr->change && setresgid(cr->gid, cr->gid, cr->gid) == -1)
+		prog_child_fail(note, PROG_STEP_SETRESGID);
+	if (cr->change && setresuid(cr->uid, cr->uid, cr->uid) == -1)
+		prog_child_fail(note, PROG_STEP_SETRESUID);
 	execve(p->argv[0], p->argv, p->envp);
-	_exit(127);
+	prog_child_fail(note, PROG_STEP_EXECVE);
 }
 
 static void
@@ -204,63 +250,137 @@ prog_take_err(struct prog_io *io)
 	}
 }
 
-/* Run the pipes until every one is closed or the deadline; false: late. */
-static bool
-prog_pump(struct prog_io *io, uint64_t deadline)
+/*
+ * One round of the pipes: wait up to timeout_ms for one of them (or
+ * wake, a pidfd that becomes readable at the exit), then serve them.
+ * Returns how many were ready.
+ */
+static int
+prog_poll(struct prog_io *io, int wake, int timeout_ms)
 {
-	prog_feed(io);
-	while (io->out != -1 || io->err != -1) {
-		struct pollfd pf[3] = {
-			{ .fd = io->in, .events = POLLOUT },
-			{ .fd = io->out, .events = POLLIN },
-			{ .fd = io->err, .events = POLLIN },
-		};
-		uint64_t now = util_now_ms();
+	struct pollfd pf[4] = {
+		{ .fd = io->in, .events = POLLOUT },
+		{ .fd = io->out, .events = POLLIN },
+		{ .fd = io->err, .events = POLLIN },
+		{ .fd = wake, .events = POLLIN },
+	};
+	int r = poll(pf, 4, timeout_ms);
 
-		if (now >= deadline)
-			return false;
-		int r = poll(pf, 3, (int)(deadline - now > 60000 ? 60000 :
-		    deadline - now));
-		if (r == -1 && errno != EINTR)
-			return false;
-		if (r <= 0)
-			continue;
-		if (io->in != -1 && pf[0].revents != 0)
-			prog_feed(io);
-		if (io->out != -1 && pf[1].revents != 0)
-			prog_take_out(io);
-		if (io->err != -1 && pf[2].revents != 0)
-			prog_take_err(io);
-	}
-	return true;
-}
-
-/* Wait for the child until the deadline; false: still running. */
-static bool
-prog_reap(pid_t pid, uint64_t deadline, int *status)
-{
-	for (;;) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid || (r == -1 && errno != EINTR))
-			return true;
-		if (util_now_ms() >= deadline)
-			return false;
-		usleep(2000);
-	}
+	if (r <= 0)
+		return 0;	/* EINTR: the caller looks again */
+	if (io->in != -1 && pf[0].revents != 0)
+		prog_feed(io);
+	if (io->out != -1 && pf[1].revents != 0)
+		prog_take_out(io);
+	if (io->err != -1 && pf[2].revents != 0)
+		prog_take_err(io);
+	return r;
 }
 
 static int
-prog_pipes(int in[2], int out[2], int err[2])
+prog_pidfd_open(pid_t pid)
 {
-	in[0] = in[1] = out[0] = out[1] = err[0] = err[1] = -1;
-	if (pipe2(in, O_CLOEXEC) == -1 || pipe2(out, O_CLOEXEC) == -1 ||
-	    pipe2(err, O_CLOEXEC) == -1)
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);	/* close-on-exec */
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+static bool
+prog_exited(pid_t pid, int *status)
+{
+	pid_t r;
+
+	while ((r = waitpid(pid, status, WNOHANG)) == -1 && errno == EINTR)
+		;
+	return r == pid || r == -1;
+}
+
+/*
+ * Feed the child and read its output until it exits or the deadline
+ * passes (false).  Its own exit ends the run, even where a background
+ * child it left holds a pipe: stdin is closed, and the output it left is
+ * taken as long as some is ready, PROG_DRAIN_MS at most.
+ */
+static bool
+prog_pump(struct prog_io *io, pid_t pid, uint64_t deadline, int *status)
+{
+	int pidfd = prog_pidfd_open(pid);
+	uint64_t now, end;
+	bool exited;
+
+	prog_feed(io);
+	while (!(exited = prog_exited(pid, status)) &&
+	    (now = util_now_ms()) < deadline) {
+		uint64_t wait_ms = pidfd != -1 ? 60000 : PROG_WAIT_MS;
+
+		prog_poll(io, pidfd, (int)(deadline - now < wait_ms ?
+		    deadline - now : wait_ms));
+	}
+	if (pidfd != -1)
+		close(pidfd);
+	if (!exited)
+		return false;
+	prog_close(&io->in);
+	end = util_now_ms() + PROG_DRAIN_MS;
+	while ((io->out != -1 || io->err != -1) && util_now_ms() < end &&
+	    prog_poll(io, -1, 0) > 0)
+		;
+	return true;
+}
+
+static int
+prog_pipes(struct prog_pipes *pp)
+{
+	pp->in[0] = pp->in[1] = pp->out[0] = pp->out[1] = -1;
+	pp->err[0] = pp->err[1] = pp->note[0] = pp->note[1] = -1;
+	if (pipe2(pp->in, O_CLOEXEC) == -1 ||
+	    pipe2(pp->out, O_CLOEXEC) == -1 ||
+	    pipe2(pp->err, O_CLOEXEC) == -1 ||
+	    pipe2(pp->note, O_CLOEXEC) == -1)
 		return -1;
-	fcntl(in[1], F_SETFL, O_NONBLOCK);
-	fcntl(out[0], F_SETFL, O_NONBLOCK);
-	fcntl(err[0], F_SETFL, O_NONBLOCK);
+	fcntl(pp->in[1], F_SETFL, O_NONBLOCK);
+	fcntl(pp->out[0], F_SETFL, O_NONBLOCK);
+	fcntl(pp->err[0], F_SETFL, O_NONBLOCK);
+	fcntl(pp->note[0], F_SETFL, O_NONBLOCK);
 	return 0;
+}
+
+static void
+prog_pipes_close(struct prog_pipes *pp)
+{
+	for (int i = 0; i < 2; i++) {
+		prog_close(&pp->in[i]);
+		prog_close(&pp->out[i]);
+		prog_close(&pp->err[i]);
+		prog_close(&pp->note[i]);
+	}
+}
+
+/*
+ * After the child is gone: whether it failed to become the program (then
+ * *err_out says at which step and why), as opposed to the program
+ * exiting, whatever its status.
+ */
+static bool
+prog_failed_start(const struct deliver_prog *p, int note,
+    const char **err_out)
+{
+	struct prog_note n;
+	ssize_t got;
+
+	while ((got = read(note, &n, sizeof(n))) == -1 && errno == EINTR)
+		;
+	if (got != (ssize_t)sizeof(n))
+		return false;
+	if (n.step < 0 || n.step > PROG_STEP_EXECVE)
+		n.step = PROG_STEP_EXECVE;
+	*err_out = util_err("%s: %s: %s", p->argv[0],
+	    prog_step_names[n.step], strerror(n.err));
+	return true;
 }
 
 static void
@@ -285,7 +405,8 @@ deliver_prog_run(const struct deliver_prog *p, struct deliver_prog_result *res,
     const char **err_out)
 {
 	struct prog_io io = { .p = p, .res = res, .body_fd = -1 };
-	int in[2], out[2], err[2], status = 0;
+	struct prog_pipes pp;
+	int status = 0;
 	uint64_t deadline = util_now_ms() + p->timeout_ms;
 	struct prog_cred cr;
 	pid_t pid;
@@ -300,20 +421,23 @@ deliver_prog_run(const struct deliver_prog *p, struct deliver_prog_result *res,
 		    strerror(errno));
 		return -1;
 	}
-	if (prog_pipes(in, out, err) == -1 || (pid = fork()) == -1) {
+	if (prog_pipes(&pp) == -1 || (pid = fork()) == -1) {
 		*err_out = util_err("%s: %s", p->argv[0], strerror(errno));
 		goto fail;
 	}
 	if (pid == 0)
-		prog_child(p, &cr, in, out, err);
+		prog_child(p, &cr, &pp);
 	setpgid(pid, pid);	/* as the child does: no race with a kill */
-	prog_close(&in[0]);
-	prog_close(&out[1]);
-	prog_close(&err[1]);
-	io.in = in[1];
-	io.out = out[0];
-	io.err = err[0];
-	late = !prog_pump(&io, deadline) || !prog_reap(pid, deadline, &status);
+	prog_close(&pp.in[0]);
+	prog_close(&pp.out[1]);
+	prog_close(&pp.err[1]);
+	prog_close(&pp.note[1]);
+	/* The pipes are io's now; pp keeps the note only. */
+	io.in = pp.in[1];
+	io.out = pp.out[0];
+	io.err = pp.err[0];
+	pp.in[1] = pp.out[0] = pp.err[0] = -1;
+	late = !prog_pump(&io, pid, deadline, &status);
 	if (late) {
 		kill(-pid, SIGKILL);	/* the group: its children too */
 		kill(pid, SIGKILL);
@@ -322,15 +446,16 @@ deliver_prog_run(const struct deliver_prog *p, struct deliver_prog_result *res,
 	prog_close(&io.in);
 	prog_close(&io.out);
 	prog_close(&io.err);
+	if (prog_failed_start(p, pp.note[0], err_out)) {
+		deliver_prog_result_clear(res);
+		goto fail;
+	}
+	prog_pipes_close(&pp);
 	prog_close(&io.body_fd);
 	prog_result(&io, status, late);
 	return 0;
 fail:
-	for (int i = 0; i < 2; i++) {
-		prog_close(&in[i]);
-		prog_close(&out[i]);
-		prog_close(&err[i]);
-	}
+	prog_pipes_close(&pp);
 	prog_close(&io.body_fd);
 	return -1;
 }

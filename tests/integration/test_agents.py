@@ -2,8 +2,8 @@
 end: the shipped example (examples/agents) pointed at the test's folders,
 canned, command, Lua and web service agents whose replies land in the
 sender's Maildir well formed, the RFC 3834 rules, one reply per sender per
-period held in the state store across a restart, and an agent that hangs
-while other mail flows.
+period held in the state store across a restart, an agent that hangs
+while other mail flows, and one that cannot start, retried.
 """
 
 import email
@@ -221,6 +221,23 @@ def test_a_hanging_agent_times_out_while_mail_flows(make_postern, tmp_path):
         what="the agent's deferral")[0][0]
     assert "timed out" in kv["why"]
     assert srv.maildir("ann") == []
+
+
+def test_an_agent_that_cannot_start_is_retried(make_postern, tmp_path):
+    # Executable, so the configuration loads; its interpreter is missing.
+    agent = tmp_path / "agent.sh"
+    agent.write_text("#!/nonexistent/interpreter\n")
+    agent.chmod(0o755)
+    srv = make_postern(config=agent_config(tmp_path,
+        'action weather reply command "%s"' % agent))
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    kv = wait_for(lambda: log_events(srv, "deferred"), 10,
+        what="the agent's deferral")[0][0]
+    assert kv["why"] == "4.3.0 %s: execve: No such file or directory" % agent
+    # Once it can run, the retry answers.
+    agent.write_text("#!/bin/sh\ncat > /dev/null\necho Sunny.\n")
+    msg = one_mail(srv, "ann")
+    assert msg.get_content() == "Sunny.\n"
 
 
 def test_one_reply_per_period_across_nodes_sharing_redis(make_postern,

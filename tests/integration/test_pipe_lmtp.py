@@ -1,7 +1,10 @@
 """Delivery to programs and to an LMTP server, end to end.
 
 pipe: a script that fails with EX_TEMPFAIL (75) once is retried and then
-delivers; one that exits 1 bounces with its first line of stderr.  lmtp:
+delivers; one that exits 1 bounces with its first line of stderr; one that
+sends its own output to a log still gets a message larger than a pipe
+holds; one that cannot be started is deferred, not bounced; one that
+leaves a background child holding its output is judged by its own exit.  lmtp:
 Debian's Dovecot (dovecot-lmtpd) started by the test on a unix socket in
 a temporary folder; one recipient is refused, the other's mail is read
 from Dovecot's own Maildir.
@@ -16,7 +19,8 @@ import tempfile
 
 import pytest
 
-from conftest import headers_of, log_events, make_config, send_message, wait_for
+from conftest import (headers_of, log_events, make_config, send_message,
+    spool_empty, wait_for)
 from test_webhook import wire
 
 FAST = ["queue retry-min 1s", "queue retry-max 2s"]
@@ -75,6 +79,99 @@ def test_pipe_failure_bounces_with_stderr(make_postern, tmp_path):
     assert headers_of(dsn)["return-path"] == ["<>"]
     assert b"Status: 5.3.0" in dsn
     assert b"lda: quota exceeded for joe (exit status 1)" in dsn
+
+
+def pipe_outcomes(srv, timeout=20):
+    """Which of delivered, deferred and failed the log shows, once one does."""
+    return wait_for(lambda: [ev for ev in ("delivered", "deferred", "failed")
+        if log_events(srv, ev)], timeout, what="the pipe's outcome")
+
+
+def test_pipe_program_that_logs_its_own_output_gets_a_large_message(
+        make_postern, tmp_path):
+    # A common script opening: stdout and stderr to a log, then the message
+    # from stdin.  Its pipes close long before its stdin is read to the end.
+    lda = tmp_path / "lda.sh"
+    out = tmp_path / "delivered"
+    lda.write_text("#!/bin/sh\nexec >>%s.log 2>&1\ncat > %s\n" % (out, out))
+    lda.chmod(0o755)
+    srv = make_postern(config=pipe_config('action lda pipe "%s" timeout 3s'
+        % lda))
+    body = "Subject: big\n\n" + ("0123456789" * 7 + "\n") * 3000
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"], wire(body))
+    assert pipe_outcomes(srv) == ["delivered"], srv.log()
+    data = out.read_bytes()
+    assert len(data) > 200 * 1024
+    assert data.endswith(("0123456789" * 7 + "\n").encode() * 3000)
+
+
+def test_pipe_program_that_cannot_start_is_deferred(make_postern, tmp_path):
+    noint = tmp_path / "noint.sh"
+    noint.write_text("#!/nonexistent/interpreter\n")
+    gone = tmp_path / "gone.sh"
+    out = tmp_path / "delivered"
+    gone.write_text("#!/bin/sh\ncat > %s\n" % out)
+    for p in (noint, gone):
+        p.chmod(0o755)
+    srv = make_postern(config=make_config(FAST, rules=[
+        "match to domain a.example action noint",
+        "match to domain b.example action gone",
+        "match to domain example.org action local"],
+        actions=LOCAL + 'action noint pipe "%s"\naction gone pipe "%s"\n'
+        % (noint, gone)))
+    gone.unlink()  # say, replaced by an upgrade after start-up
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@a.example"],
+            wire("Subject: a\n\nhi\n"))
+        send_message(c, "ann@example.org", ["joe@b.example"],
+            wire("Subject: b\n\nhi\n"))
+    kvs = wait_for(lambda: len(log_events(srv, "deferred")) >= 2 and
+        [kv for kv, _ in log_events(srv, "deferred")], 20,
+        what="both deferred")
+    for path in (noint, gone):
+        assert "4.3.0 %s: execve: No such file or directory" % path in \
+            [kv["why"] for kv in kvs], kvs
+    # Temporary: the program back in place, the mail is delivered.
+    gone.write_text("#!/bin/sh\ncat > %s\n" % out)
+    gone.chmod(0o755)
+    wait_for(lambda: out.exists() and b"Subject: b" in out.read_bytes(), 20,
+        what="the delivery once the program is back")
+    assert log_events(srv, "failed") == []
+    assert srv.maildir("ann") == []
+
+
+def test_pipe_program_leaving_a_background_child_is_judged_by_its_exit(
+        make_postern, tmp_path):
+    # Like a script that starts a notifier with "&": the child keeps the
+    # program's stdout and stderr open long after the program has exited.
+    lda = tmp_path / "lda.sh"
+    out = tmp_path / "delivered"
+    lda.write_text("#!/bin/sh\n"
+        "if [ ! -e %s.seen ]; then : > %s.seen; cat > /dev/null\n"
+        "  echo 'mailbox locked' >&2; (sleep 20) & exit 75; fi\n"
+        "cat >> %s\necho '--- copy' >> %s\n(sleep 20) &\nexit 0\n"
+        % (out, out, out, out))
+    lda.chmod(0o755)
+    srv = make_postern(config=pipe_config('action lda pipe "%s" timeout 3s'
+        % lda))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: once\n\nhi\n"))
+    kv = wait_for(lambda: log_events(srv, "deferred"), 20,
+        what="the first try")[0][0]
+    assert kv["why"] == "4.3.0 mailbox locked"
+    wait_for(lambda: log_events(srv, "delivered") or log_events(srv,
+        "failed") or len(log_events(srv, "deferred")) > 1, 20,
+        what="the second try")
+    assert len(log_events(srv, "deferred")) == 1, srv.log()
+    assert log_events(srv, "delivered")
+    wait_for(lambda: spool_empty(srv), 10, what="the spool empty")
+    assert out.read_text().count("--- copy") == 1
+    assert srv.maildir("ann") == []
 
 
 # ----- LMTP to Dovecot ---------------------------------------------------------

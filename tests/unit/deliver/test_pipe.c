@@ -2,8 +2,9 @@
  * Unit tests of the pipe action (deliver/pipe.c over prog.c) with real
  * shell scripts in a mkdtemp folder: what the program gets (stdin, argv,
  * environment), sysexits, timeouts that kill the whole process group,
- * programs that read nothing or write much, another user, and hostile
- * addresses.
+ * programs that read nothing or write much, that leave a child running,
+ * that send their output elsewhere or cannot start, another user, and
+ * hostile addresses.
  */
 #include "deliver/deliver.h"
 #include "util/util.h"
@@ -154,6 +155,14 @@ test_exit_statuses(void **state)
 		{ "writes much", "head -c 3000000 /dev/zero\n"
 		  "head -c 300000 /dev/zero >&2\ncat > /dev/null\n",
 		  DELIVER_OK, "" },
+		/* Its own exit decides, not a child it leaves running. */
+		{ "a child keeps stdout", "cat > /dev/null\n(sleep 20) &\n"
+		  "exit 0\n", DELIVER_OK, "" },
+		{ "a child keeps stderr", "echo 'mailbox locked' >&2\n"
+		  "(sleep 20) &\nexit 75\n", DELIVER_TEMPFAIL,
+		  "4.3.0 mailbox locked" },
+		{ "a 127 of its own", "exit 127\n", DELIVER_PERMFAIL,
+		  "exited with status 127" },
 	};
 	char *script = tpath("prog");
 	char *argv[] = { script, NULL };
@@ -176,6 +185,70 @@ test_exit_statuses(void **state)
 			    cases[i].text);
 	}
 	free(script);
+}
+
+/* Not started is temporary, and says why: no exit status to read. */
+static void
+test_cannot_start(void **state)
+{
+	static const struct {
+		const char	*label, *text;
+	} cases[] = {
+		{ "no interpreter", "#!/nonexistent/interpreter\n" },
+		{ "no program", NULL },
+	};
+	char *script = tpath("nostart");
+	char *argv[] = { script, NULL };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_msg m = mkmsg();
+		struct deliver_rcpt_status st;
+		char *want = xasprintf("4.3.0 %s: execve: No such file or "
+		    "directory", script);
+		enum deliver_result r;
+
+		unlink(script);
+		if (cases[i].text != NULL)
+			put("nostart", cases[i].text, 0755);
+		r = run(argv, NULL, 10000, &m, "ann@example.org", &st);
+		if (r != DELIVER_TEMPFAIL || strcmp(st.text, want) != 0)
+			fail_msg("case \"%s\": got %d \"%s\", want %d \"%s\"",
+			    cases[i].label, r, st.text, DELIVER_TEMPFAIL, want);
+		free(want);
+	}
+	free(script);
+}
+
+/* The message to a program that sends its own output elsewhere. */
+static void
+test_output_elsewhere(void **state)
+{
+	char *script = tpath("quiet"), *outf = tpath("quiet.out");
+	char *argv[] = { script, outf, NULL };
+	struct util_buf big = { 0 };
+	struct deliver_msg m = { .return_path = "", .qid = "QP3" };
+	struct deliver_rcpt_status st;
+	char *got;
+
+	(void)state;
+	util_buf_addstr(&big, "Subject: big\n\n");
+	for (int i = 0; i < 10000; i++)
+		util_buf_addstr(&big, "0123456789012345678901234567890\n");
+	m.content = big.data;
+	m.content_len = big.len;
+	/* Its stdout and stderr are closed long before its stdin is read. */
+	put("quiet", "#!/bin/sh\nexec >/dev/null 2>&1\ncat > \"$1\"\n", 0755);
+	assert_int_equal(run(argv, NULL, 10000, &m, "a@example.org", &st),
+	    DELIVER_OK);
+	got = slurp("quiet.out");
+	assert_non_null(got);
+	assert_non_null(strstr(got, "\nDelivered-To: a@example.org\n"));
+	assert_true(strlen(got) > big.len);
+	free(got);
+	util_buf_clear(&big);
+	free(script);
+	free(outf);
 }
 
 /* A big spooled message to a program that stops reading at once. */
@@ -323,6 +396,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_what_the_program_gets),
 		cmocka_unit_test(test_exit_statuses),
+		cmocka_unit_test(test_cannot_start),
+		cmocka_unit_test(test_output_elsewhere),
 		cmocka_unit_test(test_file_body_not_read),
 		cmocka_unit_test(test_timeout_kills_the_group),
 		cmocka_unit_test(test_hostile_addresses),
