@@ -15,15 +15,6 @@
 
 #include "util/util.h"
 
-static bool
-smtpc_is_ascii(const char *p)
-{
-	for (; *p != '\0'; p++)
-		if ((unsigned char)*p >= 0x80)
-			return false;
-	return true;
-}
-
 /* Buffer the content, flushing in large writes. */
 static int
 smtpc_put_cb(void *arg, const void *p, size_t n)
@@ -51,10 +42,10 @@ static int
 smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, bool *utf8_out)
 {
-	bool utf8 = !smtpc_is_ascii(s->m->return_path);
+	bool utf8 = !util_is_ascii(s->m->return_path);
 
 	for (size_t i = 0; i < s->n; i++)
-		utf8 = utf8 || !smtpc_is_ascii(rcpts[i]);
+		utf8 = utf8 || !util_is_ascii(rcpts[i]);
 	*utf8_out = utf8;
 	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
 		char t[200];

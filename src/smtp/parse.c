@@ -99,42 +99,6 @@ smtp_has_8bit(const char *s, size_t len)
 	return false;
 }
 
-/*
- * Length of the well-formed UTF-8 sequence at p (RFC 3629 4: no overlong
- * forms, no surrogates, nothing past U+10FFFF), or 0.
- */
-static size_t
-smtp_utf8_len(const unsigned char *p, const unsigned char *lim)
-{
-	size_t n, i;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		n = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0;
-		else if (p[0] == 0xed)
-			hi = 0x9f;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		n = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90;
-		else if (p[0] == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if ((size_t)(lim - p) < n)
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 /* RFC 5322 3.2.3 atext. */
 static bool
 smtp_is_atext(unsigned char c)
@@ -264,7 +228,7 @@ smtp_domain_scan(const char **pp, const char *lim)
 
 			if (smtp_is_alnum(c) || (c == '-' && p > label))
 				p++;
-			else if (c >= 0x80 && (k = smtp_utf8_len(
+			else if (c >= 0x80 && (k = util_utf8_len(
 			    (const unsigned char *)p,
 			    (const unsigned char *)lim)) > 0)
 				p += k;
@@ -301,7 +265,7 @@ smtp_local_scan(const char **pp, const char *lim, const char **err_out)
 				p++;
 			} else if (c >= 32 && c <= 126)
 				p++;
-			else if (c >= 0x80 && (k = smtp_utf8_len(
+			else if (c >= 0x80 && (k = util_utf8_len(
 			    (const unsigned char *)p,
 			    (const unsigned char *)lim)) > 0)
 				p += k;
@@ -322,7 +286,7 @@ smtp_local_scan(const char **pp, const char *lim, const char **err_out)
 
 				if (smtp_is_atext(c))
 					p++;
-				else if (c >= 0x80 && (k = smtp_utf8_len(
+				else if (c >= 0x80 && (k = util_utf8_len(
 				    (const unsigned char *)p,
 				    (const unsigned char *)lim)) > 0)
 					p += k;

@@ -83,6 +83,14 @@ char	*util_strlower(char *s);
  * start with one.
  */
 size_t	util_esc_len(const char *s);
+/*
+ * Length of the well-formed UTF-8 sequence at p, which ends before lim
+ * (RFC 3629 4: no overlong forms, no surrogates, nothing past U+10FFFF),
+ * or 0 when there is none (an ASCII byte, a stray or cut sequence).
+ */
+size_t	util_utf8_len(const unsigned char *p, const unsigned char *lim);
+/* True when s holds no byte >= 0x80. */
+bool	util_is_ascii(const char *s);
 
 /* Parse "10", "10k", "35M", "1G" (powers of 1024).  0 or -1. */
 int	util_parse_size(const char *s, uint64_t *out);

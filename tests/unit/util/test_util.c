@@ -98,6 +98,31 @@ test_esc_len(void **state)
 }
 
 static void
+test_utf8_len(void **state)
+{
+	static const struct { const char *name, *in; size_t want; } cases[] = {
+		{ "two", "\xc3\xb6x", 2 }, { "three", "\xe2\x82\xac", 3 },
+		{ "four", "\xf0\x9f\x98\x80", 4 }, { "ascii", "a", 0 },
+		{ "overlong", "\xc0\xaf", 0 }, { "surrogate", "\xed\xa0\x80", 0 },
+		{ "past U+10FFFF", "\xf4\x90\x80\x80", 0 },
+		{ "stray continuation", "\x80", 0 }, { "cut", "\xe2\x82", 0 },
+		{ "bad second", "\xc3(", 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const unsigned char *p = (const unsigned char *)cases[i].in;
+		size_t got = util_utf8_len(p, p + strlen(cases[i].in));
+		if (got != cases[i].want)
+			fail_msg("case \"%s\": got %zu, want %zu",
+			    cases[i].name, got, cases[i].want);
+	}
+	assert_true(util_is_ascii("plain@example.org"));
+	assert_true(util_is_ascii(""));
+	assert_false(util_is_ascii("j\xc3\xb6rg@example.org"));
+}
+
+static void
 test_err(void **state)
 {
 	char big[2000];
@@ -689,6 +714,7 @@ main(void)
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_timeval_ms),
 		cmocka_unit_test(test_esc_len),
+		cmocka_unit_test(test_utf8_len),
 		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_log_safe),
