@@ -38,9 +38,13 @@ queue_dsn_status(const char *why, bool temp, char out[16])
 	    (code[n] == ' ' || code[n] == '\0')) {
 		memcpy(out, code, n);
 		out[n] = '\0';
-		/* A temporary report never claims a permanent class. */
-		if (!temp || out[0] == '4')
-			return;
+		/*
+		 * RFC 3463 2, RFC 3464 2.3.4: the class is what happened, a
+		 * permanent failure (5) or a delay (4), whatever class the far
+		 * side wrote ("550 4.2.2"); subject and detail are kept.
+		 */
+		out[0] = temp ? '4' : '5';
+		return;
 	}
 	util_strlcpy(out, temp ? "4.0.0" : "5.0.0", 16);
 }

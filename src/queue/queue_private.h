@@ -81,7 +81,8 @@ struct queue_dsn {
 void	queue_dsn_build(const struct queue_dsn *d, struct util_buf *out);
 /*
  * The RFC 3463 status of a failure text: the enhanced code of an SMTP
- * reply in why ("550 5.1.1 ..."), else 5.0.0 (temp: 4.0.0).
+ * reply in why ("550 5.1.1 ..."), else 5.0.0 (temp: 4.0.0).  Its class
+ * is always 5 (temp: 4), whatever the reply said: "550 4.2.2" is 5.2.2.
  */
 void	queue_dsn_status(const char *why, bool temp, char out[16]);
 

@@ -102,12 +102,15 @@ class Upstream(Proc):
 
 
 class Scripted:
-    """An in-process SMTP server.  data_replies: replies for successive
-    ends of DATA (then 250).  stall_data / stall_quit: hold the reply to
-    the final dot / to QUIT until release() (or the client goes away)."""
+    """An in-process SMTP server (8BITMIME, no SMTPUTF8).  data_replies:
+    replies for successive ends of DATA (then 250); rcpt_replies: address
+    -> the reply to its RCPT (else 250).  stall_data / stall_quit: hold the
+    reply to the final dot / to QUIT until release() (or the client goes
+    away)."""
 
-    def __init__(self, data_replies=(), port=None):
+    def __init__(self, data_replies=(), port=None, rcpt_replies=None):
         self.replies = list(data_replies)
+        self.rcpt_replies = dict(rcpt_replies or {})
         self.stall_data = False
         self.stall_quit = False
         self.dribble = 0		# "220-" lines before the greeting, 0.6 s apart
@@ -182,7 +185,12 @@ class Scripted:
                     mail, rcpts = re.search(r"<(.*?)>", cmd).group(1), []
                     c.sendall(b"250 2.1.0 ok\r\n")
                 elif verb == "RCPT":
-                    rcpts.append(re.search(r"<(.*?)>", cmd).group(1))
+                    rcpt = re.search(r"<(.*?)>", cmd).group(1)
+                    reply = self.rcpt_replies.get(rcpt)
+                    if reply:
+                        c.sendall(reply.encode() + b"\r\n")
+                        continue
+                    rcpts.append(rcpt)
                     c.sendall(b"250 2.1.5 ok\r\n")
                 elif verb == "DATA":
                     c.sendall(b"354 go\r\n")
@@ -1029,3 +1037,29 @@ def test_8bit_and_size_refused_with_a_dsn_not_altered(make_postern, upstreams):
         "5.3.4"), str(r)
     wait_for(lambda: spool_empty(srv), what="an empty spool")
     assert not seven.messages() and not small.messages()
+
+
+# ----- what a DSN says -------------------------------------------------------
+
+def test_dsn_status_class_is_the_outcome(make_postern, upstreams):
+    """RFC 3463 2, RFC 3464 2.3.4: a failed recipient's Status has class
+    5 and a delayed one's class 4 whatever class the far side wrote;
+    subject and detail are kept: 550 4.2.2 -> 5.2.2, 450 5.2.2 -> 4.2.2."""
+    up = upstreams.scripted(rcpt_replies={
+        "full@remote.test": "550 4.2.2 mailbox full",
+        "busy@remote.test": "450 5.2.2 mailbox busy"})
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port,
+        extra=("queue delay-warning 1s",))
+    submit(srv, "alice@example.org", ["full@remote.test"])
+    submit(srv, "bob@example.org", ["busy@remote.test"])
+    _m, parts = bounce_of(srv, "alice")
+    r = parts[1].get_payload()[1]
+    assert (r["Final-Recipient"], r["Action"], r["Status"]) == (
+        "rfc822; full@remote.test", "failed", "5.2.2"), str(r)
+    assert r["Diagnostic-Code"].startswith("smtp; 550 4.2.2 mailbox full")
+    _m, parts = bounce_of(srv, "bob")
+    r = parts[1].get_payload()[1]
+    assert (r["Final-Recipient"], r["Action"], r["Status"]) == (
+        "rfc822; busy@remote.test", "delayed", "4.2.2"), str(r)
+    assert up.count() == 0
