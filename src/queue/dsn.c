@@ -1,8 +1,10 @@
 /*
  * queue/dsn.c: delivery status notifications (RFC 3464): a multipart/report
  * (RFC 6522) with a human-readable part, a message/delivery-status part and
- * the original headers as text/rfc822-headers.  Pure: builds bytes from
- * values, no disk and no clock, so the unit tests compare golden files.
+ * the original headers as text/rfc822-headers; for a message that needed
+ * SMTPUTF8, the RFC 6533 kinds of the last two, in UTF-8.  Pure: builds
+ * bytes from values, no disk and no clock, so the unit tests compare golden
+ * files.
  */
 #include "queue/queue_private.h"
 
@@ -49,17 +51,45 @@ queue_dsn_status(const char *why, bool temp, char out[16])
 	util_strlcpy(out, temp ? "4.0.0" : "5.0.0", 16);
 }
 
-/* Text that cannot end a header line: printable ASCII, bounded. */
-static void
-dsn_add_text(struct util_buf *b, const char *s)
+bool
+queue_dsn_is_global(const struct queue_dsn *d)
 {
-	size_t n = 0;
+	if (d->env->smtputf8 || !util_is_ascii(d->env->sender))
+		return true;
+	for (size_t k = 0; k < d->n; k++)
+		if (!util_is_ascii(d->env->rcpts[d->idx[k]].addr))
+			return true;
+	return false;
+}
 
-	for (; s != NULL && *s != '\0' && n < DSN_TEXT_MAX; s++, n++) {
-		unsigned char c = (unsigned char)*s;
-		util_buf_add(b, c >= 0x20 && c < 0x7f ? s : "?", 1);
+/*
+ * Text that cannot end a header line, bounded: printable ASCII and, when
+ * utf8 (a global DSN, RFC 6532 3.2), well-formed UTF-8; any other byte
+ * becomes '?'.
+ */
+static void
+dsn_add_text(struct util_buf *b, const char *s, bool utf8)
+{
+	const unsigned char *p, *end;
+	size_t n = 0, k;
+
+	if (s == NULL)
+		return;
+	p = (const unsigned char *)s;
+	end = p + strlen(s);
+	while (p < end && n < DSN_TEXT_MAX) {
+		if (*p >= 0x20 && *p < 0x7f)
+			k = 1;
+		else if (!utf8 || (k = util_utf8_len(p, end)) == 0) {
+			util_buf_addstr(b, "?");
+			p++, n++;
+			continue;
+		} else if (k > DSN_TEXT_MAX - n)
+			break;	/* never half a character */
+		util_buf_add(b, p, k);
+		p += k, n += k;
 	}
-	if (s != NULL && *s != '\0')
+	if (p < end)
 		util_buf_addstr(b, "...");
 }
 
@@ -72,25 +102,45 @@ dsn_add_date(struct util_buf *b, const char *name, int64_t t)
 	util_buf_printf(b, "%s: %s\n", name, date);
 }
 
-/* An address for a header: RFC 6533 "utf-8" type when not ASCII. */
+/*
+ * An address for a report field: "rfc822; addr", or when it is not ASCII
+ * (only in a global DSN) RFC 6533 3's "utf-8; " utf-8-addr-unitext: UTF-8
+ * as it is; controls, space, backslash, '+' and '=' as \x{HEXPOINT}.
+ */
 static void
 dsn_add_addr_field(struct util_buf *b, const char *name, const char *addr)
 {
-	bool ascii = true;
+	const unsigned char *p = (const unsigned char *)addr;
+	const unsigned char *end = p + strlen(addr);
+	size_t k;
 
-	for (const char *p = addr; *p != '\0'; p++)
-		if ((unsigned char)*p >= 0x80)
-			ascii = false;
-	util_buf_printf(b, "%s: %s; ", name, ascii ? "rfc822" : "utf-8");
-	for (const char *p = addr; *p != '\0'; p++) {
-		unsigned char c = (unsigned char)*p;
-		util_buf_add(b, c >= 0x20 && c != 0x7f ? p : "?", 1);
+	if (util_is_ascii(addr)) {
+		util_buf_printf(b, "%s: rfc822; ", name);
+		for (; p < end; p++)
+			util_buf_add(b, *p >= 0x20 && *p != 0x7f ?
+			    (const char *)p : "?", 1);
+		util_buf_addstr(b, "\n");
+		return;
+	}
+	util_buf_printf(b, "%s: utf-8; ", name);
+	for (; p < end; p += k) {
+		k = *p >= 0x80 ? util_utf8_len(p, end) : 1;
+		if (k > 1)
+			util_buf_add(b, p, k);
+		else if (k == 0) {
+			util_buf_addstr(b, "?");	/* not UTF-8 */
+			k = 1;
+		} else if (*p > 0x20 && *p < 0x7f && *p != '\\' &&
+		    *p != '+' && *p != '=')
+			util_buf_add(b, p, 1);
+		else
+			util_buf_printf(b, "\\x{%02X}", *p);
 	}
 	util_buf_addstr(b, "\n");
 }
 
 static void
-dsn_human(struct util_buf *b, const struct queue_dsn *d)
+dsn_human(struct util_buf *b, const struct queue_dsn *d, bool global)
 {
 	util_buf_printf(b, "This is the mail system at host %s.\n\n",
 	    d->reporting_mta);
@@ -118,17 +168,17 @@ dsn_human(struct util_buf *b, const struct queue_dsn *d)
 	for (size_t k = 0; k < d->n; k++) {
 		const struct spool_rcpt *r = &d->env->rcpts[d->idx[k]];
 		util_buf_addstr(b, "<");
-		dsn_add_text(b, r->addr);
+		dsn_add_text(b, r->addr, global);
 		util_buf_addstr(b, ">: ");
 		dsn_add_text(b, r->last_err != NULL ? r->last_err :
-		    "(no details)");
+		    "(no details)", global);
 		util_buf_addstr(b, "\n");
 	}
 }
 
 /* RFC 3464 2.2 and 2.3: per-message, then per-recipient fields. */
 static void
-dsn_status(struct util_buf *b, const struct queue_dsn *d)
+dsn_status(struct util_buf *b, const struct queue_dsn *d, bool global)
 {
 	util_buf_printf(b, "Reporting-MTA: dns; %s\n", d->reporting_mta);
 	util_buf_printf(b, "X-Postern-Queue-ID: %s\n", d->env->qid);
@@ -152,7 +202,8 @@ dsn_status(struct util_buf *b, const struct queue_dsn *d)
 		util_buf_printf(b, "Status: %s\n", status);
 		util_buf_printf(b, "Diagnostic-Code: %s; ",
 		    dsn_is_smtp_reply(why) ? "smtp" : "X-Postern");
-		dsn_add_text(b, why);
+		/* RFC 6533 6.2: UTF-8 in the smtp type of a global DSN. */
+		dsn_add_text(b, why, global);
 		util_buf_addstr(b, "\n");
 		dsn_add_date(b, "Last-Attempt-Date", d->now);
 		if (d->delayed)
@@ -160,23 +211,21 @@ dsn_status(struct util_buf *b, const struct queue_dsn *d)
 	}
 }
 
-void
-queue_dsn_build(const struct queue_dsn *d, struct util_buf *out)
+/* The DSN's own header fields, up to the MIME preamble. */
+static void
+dsn_head(struct util_buf *out, const struct queue_dsn *d, bool global)
 {
-	bool hdrs_8bit = false;
 	char date[64];
 
-	for (size_t i = 0; i < d->headers_len; i++)
-		if ((unsigned char)d->headers[i] >= 0x80)
-			hdrs_8bit = true;
 	util_rfc5322_date(date, sizeof(date), d->now);
 	util_buf_printf(out, "Received: by %s (postern) id %s; %s\n",
 	    d->reporting_mta, d->qid, date);
 	util_buf_printf(out, "Date: %s\n", date);
 	util_buf_printf(out, "From: Mail Delivery System "
 	    "<MAILER-DAEMON@%s>\n", d->reporting_mta);
+	/* RFC 6532 3.2: a global DSN names a UTF-8 sender as it is. */
 	util_buf_addstr(out, "To: <");
-	dsn_add_text(out, d->env->sender);
+	dsn_add_text(out, d->env->sender, global);
 	util_buf_addstr(out, ">\n");
 	util_buf_printf(out, "Subject: %s\n", d->delayed ?
 	    "Delayed Mail (still being retried)" :
@@ -189,25 +238,47 @@ queue_dsn_build(const struct queue_dsn *d, struct util_buf *out)
 	/* RFC 6522: multipart/report; report-type=delivery-status. */
 	util_buf_printf(out, "Content-Type: multipart/report; "
 	    "report-type=delivery-status;\n\tboundary=\"%s\"\n", d->boundary);
-	util_buf_addstr(out, "\nThis is a MIME-encapsulated message.\n\n");
+	/* RFC 2045 6.4: a multipart holding 8bit parts is 8bit itself. */
+	if (global)
+		util_buf_addstr(out, "Content-Transfer-Encoding: 8bit\n");
+	util_buf_addstr(out, "\nThis is a MIME-encapsulated message.\n");
+}
 
-	util_buf_printf(out, "--%s\n", d->boundary);
-	util_buf_addstr(out, "Content-Description: Notification\n"
-	    "Content-Type: text/plain; charset=us-ascii\n\n");
-	dsn_human(out, d);
-
-	util_buf_printf(out, "\n--%s\n", d->boundary);
-	util_buf_addstr(out, "Content-Description: Delivery report\n"
-	    "Content-Type: message/delivery-status\n\n");
-	dsn_status(out, d);
-
-	util_buf_printf(out, "\n--%s\n", d->boundary);
-	util_buf_printf(out, "Content-Description: %s\n"
-	    "Content-Type: text/rfc822-headers\n", d->delayed ?
-	    "Delayed Message Headers" : "Undelivered Message Headers");
-	if (hdrs_8bit)
+/* The header of a body part; eight_bit: it may hold 8-bit text. */
+static void
+dsn_part(struct util_buf *out, const struct queue_dsn *d, const char *desc,
+    const char *type, bool eight_bit)
+{
+	util_buf_printf(out, "\n--%s\nContent-Description: %s\n"
+	    "Content-Type: %s\n", d->boundary, desc, type);
+	if (eight_bit)
 		util_buf_addstr(out, "Content-Transfer-Encoding: 8bit\n");
 	util_buf_addstr(out, "\n");
+}
+
+void
+queue_dsn_build(const struct queue_dsn *d, struct util_buf *out)
+{
+	bool hdrs_8bit = false, global = queue_dsn_is_global(d);
+
+	for (size_t i = 0; i < d->headers_len; i++)
+		if ((unsigned char)d->headers[i] >= 0x80)
+			hdrs_8bit = true;
+	dsn_head(out, d, global);
+	/*
+	 * RFC 6533 4, 6.3, 6.4: when the message needed SMTPUTF8, the report
+	 * and the returned headers are the global kinds, all in UTF-8.
+	 */
+	dsn_part(out, d, "Notification", global ? "text/plain; charset=utf-8" :
+	    "text/plain; charset=us-ascii", global);
+	dsn_human(out, d, global);
+	dsn_part(out, d, "Delivery report", global ?
+	    "message/global-delivery-status" : "message/delivery-status",
+	    global);
+	dsn_status(out, d, global);
+	dsn_part(out, d, d->delayed ? "Delayed Message Headers" :
+	    "Undelivered Message Headers", global ? "message/global-headers" :
+	    "text/rfc822-headers", global || hdrs_8bit);
 	for (size_t i = 0; i < d->headers_len; i++) {
 		char c = d->headers[i];
 		util_buf_add(out, c == '\0' ? "?" : &d->headers[i], 1);

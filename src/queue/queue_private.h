@@ -77,8 +77,17 @@ struct queue_dsn {
 	const char		*boundary;	/* MIME boundary, unique */
 };
 
-/* Append the whole DSN message (LF line ends, Received: first) to out. */
+/*
+ * Append the whole DSN message (LF line ends, Received: first) to out: a
+ * global one (RFC 6533) when queue_dsn_is_global(d).
+ */
 void	queue_dsn_build(const struct queue_dsn *d, struct util_buf *out);
+/*
+ * True when the DSN d is about a message that needed SMTPUTF8 (RFC 6531:
+ * sent with it, or a sender or reported recipient not in ASCII): then it
+ * is an internationalised one, in UTF-8, and needs SMTPUTF8 itself.
+ */
+bool	queue_dsn_is_global(const struct queue_dsn *d);
 /*
  * The RFC 3463 status of a failure text: the enhanced code of an SMTP
  * reply in why ("550 5.1.1 ..."), else 5.0.0 (temp: 4.0.0).  Its class

@@ -333,6 +333,24 @@ def bounce_of(srv, user):
     return msg, parts
 
 
+def report_of(srv, user):
+    """The one DSN in USER's Maildir read as UTF-8 text (strictly: it must
+    be UTF-8 throughout): (its header, [(part header dict, part body)])."""
+    files = wait_for(lambda: srv.maildir(user), timeout=10,
+        what="a DSN for " + user)
+    assert len(files) == 1, files
+    ret, _received, rest = split_delivered(read_bytes(files[0]))
+    assert ret == "Return-Path: <>"
+    head, _, body = rest.decode("utf-8").partition("\n\n")
+    boundary = re.search(r'boundary="([^"]+)"', head).group(1)
+    parts = []
+    for chunk in body.split("--" + boundary)[1:-1]:
+        phead, _, pbody = chunk.strip("\n").partition("\n\n")
+        parts.append((dict((k.lower(), v.strip()) for k, _, v in
+            (l.partition(":") for l in phead.split("\n"))), pbody))
+    return head, parts
+
+
 def make_ca(d):
     """A test CA and a server certificate for 127.0.0.1/localhost."""
     d = str(d)
@@ -1040,6 +1058,77 @@ def test_8bit_and_size_refused_with_a_dsn_not_altered(make_postern, upstreams):
 
 
 # ----- what a DSN says -------------------------------------------------------
+
+UTF8_BODY = ("From: <j\u00f6rg@example.org>\r\nSubject: Gr\u00fc\u00dfe\r\n"
+    "\r\nhallo\r\n")
+
+
+def test_smtputf8_message_bounces_a_global_dsn(make_postern, upstreams):
+    """RFC 6533: the DSN of a message sent with SMTPUTF8 is a global one,
+    in UTF-8: the sender and the recipient as they are (not "j??rg"), the
+    report as message/global-delivery-status with "utf-8" addresses in
+    the utf-8-addr-unitext form ('+' as \\x{2B}), the headers returned as
+    message/global-headers."""
+    up = upstreams("--smtputf8", "--rcpt-code", "zo\u00eb+x@remote.test=550")
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "j\u00f6rg@example.org", ["zo\u00eb+x@remote.test"],
+            UTF8_BODY, " SMTPUTF8 BODY=8BITMIME")
+    head, parts = report_of(srv, "j__rg")	# the folder's name is safe
+    assert "\nTo: <j\u00f6rg@example.org>\n" in head, head
+    assert "report-type=delivery-status;" in head, head
+    assert [p["content-type"] for p, _ in parts] == [
+        "text/plain; charset=utf-8", "message/global-delivery-status",
+        "message/global-headers"], parts
+    assert all(p["content-transfer-encoding"] == "8bit" for p, _ in parts)
+    assert "<zo\u00eb+x@remote.test>: 550 5.0.0" in parts[0][1], parts[0][1]
+    per_msg, per_rcpt = parts[1][1].split("\n\n")
+    assert "X-Postern-Sender: utf-8; j\u00f6rg@example.org\n" in \
+        per_msg + "\n", per_msg
+    fields = dict(l.split(": ", 1) for l in per_rcpt.split("\n"))
+    assert fields["Final-Recipient"] == \
+        "utf-8; zo\u00eb\\x{2B}x@remote.test", per_rcpt
+    assert (fields["Action"], fields["Status"]) == ("failed", "5.0.0")
+    assert "Subject: Gr\u00fc\u00dfe" in parts[2][1], parts[2][1]
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+
+
+def test_global_dsn_needs_smtputf8_on_its_way_out(make_postern, upstreams):
+    """A global DSN to a UTF-8 sender elsewhere goes out with SMTPUTF8 and
+    its UTF-8 header unchanged; to a server without SMTPUTF8 it fails
+    (5.6.7, RFC 6531 3.4) like any such message, and nothing is sent."""
+    bad = upstreams("--smtputf8", "--rcpt-code", "zo\u00eb@remote.test=550")
+    utf = upstreams("--smtputf8")
+    plain = upstreams.scripted()
+    srv = make_postern(extra=FAST + (
+        'action bad relay "smtp://127.0.0.1:%d"' % bad.port,
+        'action utf relay "smtp://127.0.0.1:%d"' % utf.port,
+        'action plain relay "smtp://127.0.0.1:%d"' % plain.port),
+        rules=("match from local to domain remote.test action bad",
+            "match to domain utf.test action utf",
+            "match to domain plain.test action plain"))
+    with srv.session() as c:
+        c.hello()
+        for sender in ("j\u00f6rg@utf.test", "j\u00f6rg@plain.test"):
+            send_message(c, sender, ["zo\u00eb@remote.test"], UTF8_BODY,
+                " SMTPUTF8 BODY=8BITMIME")
+    env, eml = wait_for(lambda: utf.messages(), timeout=15,
+        what="the DSN at the SMTPUTF8 server")[0]
+    assert (env["from"], env["rcpt"]) == ("<>", ["j\u00f6rg@utf.test"]), env
+    assert "SMTPUTF8" in env["options"].split(), env
+    assert "\nTo: <j\u00f6rg@utf.test>\r\n".encode() in eml, eml[:600]
+    assert b"Content-Type: message/global-delivery-status" in eml
+    failed = wait_for(lambda: [kv for kv, _ in log_events(srv, "failed")
+        if "5.6.7" in kv.get("why", "")], timeout=15,
+        what="the DSN refused for want of SMTPUTF8")
+    assert len(failed) == 1 and "plain.test" in failed[0]["rcpt"], failed
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert plain.count() == 0 and not any(e.startswith("data:")
+        for e in plain.events), plain.events
+    assert len(utf.messages()) == 1
+
 
 def test_dsn_status_class_is_the_outcome(make_postern, upstreams):
     """RFC 3463 2, RFC 3464 2.3.4: a failed recipient's Status has class

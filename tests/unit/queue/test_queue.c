@@ -596,6 +596,51 @@ test_dsn_golden(void **state)
 	spool_env_clear(&e);
 }
 
+/*
+ * A message that needed SMTPUTF8: a global DSN (RFC 6533) naming the
+ * sender and the recipients in UTF-8, "utf-8" addresses in the
+ * utf-8-addr-unitext form ('+' as \\x{2B}), the headers as they are.
+ */
+static void
+test_dsn_golden_utf8(void **state)
+{
+	static const char hdrs[] = "From: j\xc3\xb6rg@example.org\n"
+	    "Subject: Gr\xc3\xbc\xc3\x9f""e\n";
+	struct spool_env e;
+	struct util_buf out = { 0 };
+	size_t failed[] = { 0, 1 };
+
+	(void)state;
+	setenv("TZ", "UTC", 1);
+	tzset();
+	memset(&e, 0, sizeof(e));
+	util_strlcpy(e.qid, "1xVTabcdEF012Ghij", sizeof(e.qid));
+	e.sender = xstrdup("j\xc3\xb6rg@example.org");
+	e.smtputf8 = true;
+	e.received = 1700000000;
+	spool_env_add_rcpt(&e, "zo\xc3\xab+x@remote.test", "relay", "smtp://mx");
+	spool_env_add_rcpt(&e, "bob@example.net", "relay", "smtp://mx");
+	for (size_t i = 0; i < 2; i++) {
+		e.rcpts[i].failed = e.rcpts[i].done = true;
+		util_strlcpy(e.rcpts[i].status, "5.1.1",
+		    sizeof(e.rcpts[i].status));
+	}
+	e.rcpts[0].last_err = xstrdup("550 5.1.1 <zo\xc3\xab+x@remote.test>: "
+	    "unknown");
+	e.rcpts[1].last_err = xstrdup("550 5.1.1 not UTF-8: \xff\xc3 end");
+	struct queue_dsn d = {
+		.reporting_mta = "mx.test", .env = &e, .idx = failed, .n = 2,
+		.headers = hdrs, .headers_len = strlen(hdrs),
+		.now = 1700003600, .retry_until = 1700432000,
+		.qid = "1xVTzzzzZZ999Yyyy", .boundary = "=_1xVTzzzzZZ999Yyyy/mx.test",
+	};
+	assert_true(queue_dsn_is_global(&d));
+	queue_dsn_build(&d, &out);
+	golden("bounce-utf8", &out);
+	util_buf_clear(&out);
+	spool_env_clear(&e);
+}
+
 static void
 test_dsn_status(void **state)
 {
@@ -1375,6 +1420,7 @@ main(void)
 		cmocka_unit_test(test_lifetime),
 		cmocka_unit_test(test_config_queue),
 		cmocka_unit_test(test_dsn_golden),
+		cmocka_unit_test(test_dsn_golden_utf8),
 		cmocka_unit_test(test_dsn_status),
 		cmocka_unit_test_setup_teardown(
 		    test_status_persisted_across_restart, setup, teardown),
