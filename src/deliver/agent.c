@@ -157,9 +157,10 @@ agent_command(const struct deliver_agent *a, const struct deliver_msg *m,
 		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
 	} else if (res.timed_out || res.exit_code == -1 ||
 	    res.exit_code == 75) {
-		/* Hung, crashed or asked for it: later. */
+		/* Hung, crashed, stopped or asked for it: later. */
 		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s %s%s", a->o.argv[0],
-		    res.timed_out ? "timed out" : res.exit_code == 75 ?
+		    res.timed_out ? "timed out" : res.stopped ?
+		    "cut short: postern is stopping" : res.exit_code == 75 ?
 		    "asked to try later" : "was killed", res.err_line[0] !=
 		    '\0' ? ": " : "");
 		util_strlcpy(out->why + strlen(out->why), res.err_line,
@@ -250,7 +251,8 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 		deliver_hook_call_clear(&call);
 		return;
 	}
-	http_perform(deliver_hook_client(a->o.hook), &w.req, &res);
+	http_perform_until(deliver_hook_client(a->o.hook), &w.req,
+	    deliver_stop_fd(), &res);
 	deliver_webhook_req_clear(&w);
 	deliver_hook_call_clear(&call);
 	ct = res.content_type != NULL ? res.content_type : "";

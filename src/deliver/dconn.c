@@ -1,7 +1,8 @@
 /*
  * deliver/dconn.c: a blocking-style client connection for worker threads:
  * a non-blocking socket driven by poll(2) so every step has a deadline,
- * optionally wrapped in TLS.  Knows nothing of SMTP or POP3.
+ * optionally wrapped in TLS; each wait also ends when the thread's
+ * deliveries are stopped (stop.c).  Knows nothing of SMTP or POP3.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -46,7 +47,18 @@ dconn_init(struct dconn *c)
 	c->fd = -1;
 }
 
-/* Wait for events on c->fd until deadline; 1 ready, 0 timeout, -1 error. */
+/* strerror(e), saying why for a wait the thread's stop cut short. */
+static const char *
+dconn_strerror(int e)
+{
+	return e == ECANCELED ? "cut short: postern is stopping" :
+	    strerror(e);
+}
+
+/*
+ * Wait for events on c->fd until deadline; 1 ready, 0 timeout, -1 error
+ * (errno ECANCELED: the thread's stop descriptor is readable).
+ */
 static int
 dconn_wait(struct dconn *c, short events, uint64_t deadline)
 {
@@ -55,12 +67,19 @@ dconn_wait(struct dconn *c, short events, uint64_t deadline)
 		if (now >= deadline)
 			return 0;
 		uint64_t left = deadline - now;
-		struct pollfd pfd = { .fd = c->fd, .events = events };
-		int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+		struct pollfd pfd[2] = {
+			{ .fd = c->fd, .events = events },
+			{ .fd = deliver_stop_fd(), .events = POLLIN },
+		};
+		int r = poll(pfd, 2, left > 60000 ? 60000 : (int)left);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1)
 			return -1;
+		if (pfd[1].revents != 0) {
+			errno = ECANCELED;
+			return -1;
+		}
 		if (r > 0)
 			return 1;
 	}
@@ -137,7 +156,8 @@ dconn_connect(struct dconn *c, const char *host, int port,
 			freeaddrinfo(res);
 			return 0;
 		}
-		dconn_seterr(c, "connect %s: %s", c->peer, strerror(errno));
+		dconn_seterr(c, "connect %s: %s", c->peer,
+		    dconn_strerror(errno));
 	}
 	freeaddrinfo(res);
 	return -1;
@@ -157,7 +177,8 @@ dconn_connect_unix(struct dconn *c, const char *path, uint64_t timeout_ms)
 		return -1;
 	}
 	if (dconn_connect_one(c, &ai, timeout_ms) == -1) {
-		dconn_seterr(c, "connect %s: %s", c->peer, strerror(errno));
+		dconn_seterr(c, "connect %s: %s", c->peer,
+		    dconn_strerror(errno));
 		return -1;
 	}
 	c->loopback = true;	/* this machine */
@@ -180,7 +201,7 @@ dconn_ssl_again(struct dconn *c, int ret, uint64_t deadline,
 		if (r == 1)
 			return 1;
 		dconn_seterr(c, "%s %s: %s", what, c->peer, r == 0 ?
-		    "timed out" : strerror(errno));
+		    "timed out" : dconn_strerror(errno));
 		return -1;
 	}
 	if (e == SSL_ERROR_ZERO_RETURN)
@@ -268,7 +289,8 @@ dconn_write(struct dconn *c, const void *p, size_t n, uint64_t timeout_ms)
 				if (r == 1)
 					continue;
 				dconn_seterr(c, "write to %s: %s", c->peer,
-				    r == 0 ? "timed out" : strerror(errno));
+				    r == 0 ? "timed out" :
+				    dconn_strerror(errno));
 				return -1;
 			}
 			if (w == -1) {
@@ -322,7 +344,7 @@ dconn_fill(struct dconn *c, uint64_t deadline)
 			if (w == 1)
 				continue;
 			dconn_seterr(c, "read from %s: %s", c->peer, w == 0 ?
-			    "timed out" : strerror(errno));
+			    "timed out" : dconn_strerror(errno));
 			return -1;
 		}
 		dconn_seterr(c, "read from %s: %s", c->peer, strerror(errno));

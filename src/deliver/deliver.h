@@ -612,6 +612,16 @@ struct deliver_kind {
 				    const struct config_action *a,
 				    const char **err_out);
 };
+/*
+ * Cut this thread's deliveries short once fd is readable (a queue that
+ * stops): from then on each of their waits ends at once as a failure (a
+ * connection or a reply: the delivery is deferred; a program: killed; an
+ * HTTP request: cancelled), so a delivery in progress returns a temporary
+ * failure soon.  fd is borrowed and must stay open while the thread
+ * delivers; -1 (each thread's default): never.
+ */
+void	deliver_stop_fd_set(int fd);
+
 /* The entry of kind; NULL when there is none (never for a parsed action). */
 const struct deliver_kind *deliver_kind_of(enum config_action_kind kind);
 /* The entry of an action kind as the spool keeps it, or NULL for none. */

@@ -517,7 +517,8 @@ struct deliver_prog {
 struct deliver_prog_result {
 	int		 exit_code;	/* -1: killed (signal or timeout) */
 	int		 signal;	/* the signal that ended it, or 0 */
-	bool		 timed_out;
+	bool		 timed_out;	/* killed at the deadline, or */
+	bool		 stopped;	/* killed for the thread's stop */
 	struct util_buf	 out;		/* stdout, NUL-terminated */
 	bool		 out_cut;	/* stdout passed out_max */
 	char		 err_line[256];	/* its first non-empty stderr line,
@@ -525,13 +526,20 @@ struct deliver_prog_result {
 };
 /*
  * Run p and wait for it (worker threads only), until the program itself
- * exits: a background child it leaves is not waited for.  0 with *res
- * filled (free with deliver_prog_result_clear()), or -1 with *err_out
- * when it could not be started (unknown user, no root, fork, or in the
- * child: changing user, execve), never to be read as its exit status.
+ * exits: a background child it leaves is not waited for.  The thread's
+ * stop descriptor (deliver_stop_fd_set) kills it as its deadline does.
+ * 0 with *res filled (free with deliver_prog_result_clear()), or -1 with
+ * *err_out when it could not be started (unknown user, no root, fork, or
+ * in the child: changing user, execve), never to be read as its exit
+ * status.
  */
 int	deliver_prog_run(const struct deliver_prog *p,
 	    struct deliver_prog_result *res, const char **err_out);
 void	deliver_prog_result_clear(struct deliver_prog_result *res);
+
+/* This thread's stop descriptor (deliver_stop_fd_set), or -1. */
+int	deliver_stop_fd(void);
+/* Is this thread's stop descriptor readable (its deliveries cut short)? */
+bool	deliver_is_stopped(void);
 
 #endif

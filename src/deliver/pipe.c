@@ -172,6 +172,11 @@ pipe_outcome(const struct deliver_pipe_opts *o,
 {
 	const char *line = res->err_line;
 
+	if (res->stopped) {
+		snprintf(st->text, sizeof(st->text), "4.3.0 %s cut short: "
+		    "postern is stopping", o->argv[0]);
+		return DELIVER_TEMPFAIL;
+	}
 	if (res->timed_out) {
 		snprintf(st->text, sizeof(st->text), "4.3.0 %s timed out "
 		    "after %llu ms", o->argv[0], (unsigned long long)

@@ -3,9 +3,10 @@
  * an argv and a clean environment (no shell), its own process group, as
  * another user when we are root, the input fed through a pipe, stdout kept
  * up to a bound and the first line of stderr, all under one deadline
- * after which the whole group gets SIGKILL.  The program's own exit ends
- * the run: a background child it leaves holding a pipe is not waited for.
- * Knows nothing of what the program is for.
+ * after which the whole group gets SIGKILL (as it does at once when the
+ * thread's deliveries are stopped).  The program's own exit ends the run:
+ * a background child it leaves holding a pipe is not waited for.  Knows
+ * nothing of what the program is for.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -152,6 +153,7 @@ struct prog_io {
 			    err_line)];
 	size_t		 errlen;
 	bool		 err_done;	/* the first line is complete */
+	bool		 stopped;	/* the thread's stop descriptor fired */
 };
 
 /* The next bytes of input into io->chunk; false at the end. */
@@ -251,23 +253,28 @@ prog_take_err(struct prog_io *io)
 }
 
 /*
+/*
  * One round of the pipes: wait up to timeout_ms for one of them (or
- * wake, a pidfd that becomes readable at the exit), then serve them.
- * Returns how many were ready.
+ * wake, a pidfd that becomes readable at the exit; or stop, the thread's
+ * stop descriptor: then io->stopped), then serve them.  Returns how many
+ * were ready.
  */
 static int
-prog_poll(struct prog_io *io, int wake, int timeout_ms)
+prog_poll(struct prog_io *io, int wake, int stop, int timeout_ms)
 {
-	struct pollfd pf[4] = {
+	struct pollfd pf[5] = {
 		{ .fd = io->in, .events = POLLOUT },
 		{ .fd = io->out, .events = POLLIN },
 		{ .fd = io->err, .events = POLLIN },
 		{ .fd = wake, .events = POLLIN },
+		{ .fd = stop, .events = POLLIN },
 	};
-	int r = poll(pf, 4, timeout_ms);
+	int r = poll(pf, 5, timeout_ms);
 
 	if (r <= 0)
 		return 0;	/* EINTR: the caller looks again */
+	if (pf[4].revents != 0)
+		io->stopped = true;
 	if (io->in != -1 && pf[0].revents != 0)
 		prog_feed(io);
 	if (io->out != -1 && pf[1].revents != 0)
@@ -300,10 +307,11 @@ prog_exited(pid_t pid, int *status)
 }
 
 /*
- * Feed the child and read its output until it exits or the deadline
- * passes (false).  Its own exit ends the run, even where a background
- * child it left holds a pipe: stdin is closed, and the output it left is
- * taken as long as some is ready, PROG_DRAIN_MS at most.
+ * Feed the child and read its output until it exits, or the deadline
+ * passes or the thread's deliveries are stopped (false; io->stopped for
+ * the stop).  Its own exit ends the run, even where a background child it
+ * left holds a pipe: stdin is closed, and the output it left is taken as
+ * long as some is ready, PROG_DRAIN_MS at most.
  */
 static bool
 prog_pump(struct prog_io *io, pid_t pid, uint64_t deadline, int *status)
@@ -313,12 +321,12 @@ prog_pump(struct prog_io *io, pid_t pid, uint64_t deadline, int *status)
 	bool exited;
 
 	prog_feed(io);
-	while (!(exited = prog_exited(pid, status)) &&
+	while (!(exited = prog_exited(pid, status)) && !io->stopped &&
 	    (now = util_now_ms()) < deadline) {
 		uint64_t wait_ms = pidfd != -1 ? 60000 : PROG_WAIT_MS;
 
-		prog_poll(io, pidfd, (int)(deadline - now < wait_ms ?
-		    deadline - now : wait_ms));
+		prog_poll(io, pidfd, deliver_stop_fd(), (int)(deadline - now <
+		    wait_ms ? deadline - now : wait_ms));
 	}
 	if (pidfd != -1)
 		close(pidfd);
@@ -327,7 +335,7 @@ prog_pump(struct prog_io *io, pid_t pid, uint64_t deadline, int *status)
 	prog_close(&io->in);
 	end = util_now_ms() + PROG_DRAIN_MS;
 	while ((io->out != -1 || io->err != -1) && util_now_ms() < end &&
-	    prog_poll(io, -1, 0) > 0)
+	    prog_poll(io, -1, -1, 0) > 0)
 		;
 	return true;
 }
@@ -388,7 +396,8 @@ prog_result(struct prog_io *io, int status, bool late)
 {
 	struct deliver_prog_result *res = io->res;
 
-	res->timed_out = late;
+	res->timed_out = late && !io->stopped;
+	res->stopped = io->stopped;
 	res->exit_code = -1;
 	if (!late && WIFEXITED(status))
 		res->exit_code = WEXITSTATUS(status);

@@ -251,7 +251,7 @@ deliver_webhook(struct http_client *hc, const struct deliver_webhook_opts *o,
 		st->result = DELIVER_TEMPFAIL;
 		return st->result;
 	}
-	http_perform(hc, &w.req, &res);
+	http_perform_until(hc, &w.req, deliver_stop_fd(), &res);
 	r = deliver_webhook_outcome(&res, st);
 	http_result_clear(&res);
 	deliver_webhook_req_clear(&w);

@@ -8,6 +8,8 @@
 #include "http/http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 
 #define HTTP_POLL_MS		1000	/* the thread wakes at least this often */
 #define HTTP_RETRY_AFTER_MAX_S	(7 * 86400)
+#define HTTP_STOP_FDS_MAX	8	/* stop descriptors polled at once */
 
 struct http_xfer {
 	struct http_client	*c;		/* borrowed: our client */
@@ -33,6 +36,8 @@ struct http_xfer {
 	char			 errbuf[CURL_ERROR_SIZE];
 	http_done_cb		*cb;
 	void			*arg;
+	int			 stop_fd;	/* borrowed: readable, cancel
+						   it; or -1 */
 	struct http_xfer	*next, *prev;	/* pending or active list */
 };
 
@@ -169,6 +174,7 @@ http_xfer_new(struct http_client *c, const struct http_request *r,
 	x->c = c;
 	x->cb = cb;
 	x->arg = arg;
+	x->stop_fd = -1;
 	x->response_max = r->response_max != 0 ? r->response_max :
 	    HTTP_RESPONSE_MAX_DEFAULT;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -302,7 +308,9 @@ http_finish(struct http_client *c, struct http_xfer *x, CURLcode cc,
 	curl_multi_remove_handle(c->multi, x->easy);
 	http_result_fill(x, cc, &res);
 	if (why != NULL) {
+		/* Whatever came of the answer, it did not end: none came. */
 		res.err = HTTP_ERR_OTHER;
+		res.status = 0;
 		snprintf(res.text, sizeof(res.text), "%s", why);
 	}
 	x->cb(x->arg, &res);
@@ -354,6 +362,52 @@ http_take_pending(struct http_client *c)
 	return !stop;
 }
 
+static bool
+http_fd_readable(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	while (poll(&pfd, 1, 0) == -1)
+		if (errno != EINTR)
+			return false;
+	return (pfd.revents & POLLIN) != 0;
+}
+
+/* End the transfers whose waiter was stopped (its stop_fd readable). */
+static void
+http_cancel_stopped(struct http_client *c)
+{
+	struct http_xfer *x = c->active, *next;
+
+	for (; x != NULL; x = next) {
+		next = x->next;
+		if (x->stop_fd != -1 && http_fd_readable(x->stop_fd))
+			http_finish(c, x, CURLE_OK,
+			    "cancelled: postern is stopping");
+	}
+}
+
+/* Wait for curl's sockets, and the stop descriptors of the transfers. */
+static void
+http_poll(struct http_client *c)
+{
+	struct curl_waitfd w[HTTP_STOP_FDS_MAX];
+	unsigned n = 0;
+
+	for (struct http_xfer *x = c->active; x != NULL; x = x->next) {
+		unsigned i = 0;
+
+		while (i < n && w[i].fd != x->stop_fd)
+			i++;
+		/* More than fit are seen at the next wake-up (a second). */
+		if (x->stop_fd == -1 || i < n || n == HTTP_STOP_FDS_MAX)
+			continue;
+		w[n++] = (struct curl_waitfd){ .fd = x->stop_fd,
+		    .events = CURL_WAIT_POLLIN };
+	}
+	curl_multi_poll(c->multi, w, n, HTTP_POLL_MS, NULL);
+}
+
 static void *
 http_thread(void *arg)
 {
@@ -363,7 +417,8 @@ http_thread(void *arg)
 	while (http_take_pending(c)) {
 		curl_multi_perform(c->multi, &running);
 		http_reap(c);
-		curl_multi_poll(c->multi, NULL, 0, HTTP_POLL_MS, NULL);
+		http_cancel_stopped(c);
+		http_poll(c);
 	}
 	while (c->active != NULL)
 		http_finish(c, c->active, CURLE_OK, "shutting down");
@@ -418,16 +473,25 @@ http_client_free(struct http_client **cp)
 	free(c);
 }
 
-void
-http_submit(struct http_client *c, const struct http_request *r,
-    http_done_cb *cb, void *arg)
+/* http_submit, cancelled once stop_fd (-1: none) is readable. */
+static void
+http_submit_stop(struct http_client *c, const struct http_request *r,
+    int stop_fd, http_done_cb *cb, void *arg)
 {
 	struct http_xfer *x = http_xfer_new(c, r, cb, arg);
 
+	x->stop_fd = stop_fd;
 	pthread_mutex_lock(&c->mu);
 	http_xfer_push(&c->pending, x);
 	pthread_mutex_unlock(&c->mu);
 	curl_multi_wakeup(c->multi);
+}
+
+void
+http_submit(struct http_client *c, const struct http_request *r,
+    http_done_cb *cb, void *arg)
+{
+	http_submit_stop(c, r, -1, cb, arg);
 }
 
 /* ---- waiting for one ---- */
@@ -452,18 +516,25 @@ http_wait_cb(void *arg, struct http_result *res)
 }
 
 void
-http_perform(struct http_client *c, const struct http_request *r,
-    struct http_result *out)
+http_perform_until(struct http_client *c, const struct http_request *r,
+    int stop_fd, struct http_result *out)
 {
 	struct http_wait w = { .out = out };
 
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	http_submit(c, r, http_wait_cb, &w);
+	http_submit_stop(c, r, stop_fd, http_wait_cb, &w);
 	pthread_mutex_lock(&w.mu);
 	while (!w.done)
 		pthread_cond_wait(&w.cv, &w.mu);
 	pthread_mutex_unlock(&w.mu);
 	pthread_cond_destroy(&w.cv);
 	pthread_mutex_destroy(&w.mu);
+}
+
+void
+http_perform(struct http_client *c, const struct http_request *r,
+    struct http_result *out)
+{
+	http_perform_until(c, r, -1, out);
 }

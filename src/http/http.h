@@ -103,5 +103,12 @@ void	http_submit(struct http_client *c, const struct http_request *r,
 /* Submit r and wait for the result (worker threads, never a loop). */
 void	http_perform(struct http_client *c, const struct http_request *r,
 	    struct http_result *out);
+/*
+ * The same, but once stop_fd (borrowed; -1: none) is readable the request
+ * is cancelled: it ends with HTTP_ERR_OTHER and no status, whatever part
+ * of the answer came, within a moment.
+ */
+void	http_perform_until(struct http_client *c, const struct http_request *r,
+	    int stop_fd, struct http_result *out);
 
 #endif

@@ -256,6 +256,8 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_msg(LOG_LVL_INFO, "shutdown: signal %d, draining %u sessions",
 	    (int)sig, nconns);
 	atomic_store(&srv->stopping, true);
+	/* Deliveries get the sessions' grace, then are cut short. */
+	queue_shutdown(srv->queue, srv->rt->cfg->limits.shutdown_ms);
 	net_notify(srv->notify_fd, "STOPPING=1\nSTATUS=stopping: draining %u "
 	    "sessions", nconns);
 	if (srv->balance_ev != NULL) {

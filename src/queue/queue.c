@@ -6,15 +6,17 @@
  * the schedule, and nothing that got a 250 or was written is delivered
  * twice.  Deliveries are limited in total (the workers) and per
  * destination, so a slow destination holds at most dest_concurrency
- * workers.  Knows nothing of each action's wire format, nor of
- * connections.
+ * workers.  A stop cuts short the deliveries that outlast its grace.
+ * Knows nothing of each action's wire format, nor of connections.
  */
 #include "queue/queue_private.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "log/log.h"
@@ -347,6 +349,22 @@ queue_job_force(struct queue *q, struct queue_job *job)
 	queue_wake(q, queue_jobs_refile(&q->jobs, job));
 }
 
+/* The monotonic time wait_ms from now, for a timed wait on q's cvs. */
+static void
+queue_abstime(uint64_t wait_ms, struct timespec *ts_out)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(wait_ms / 1000);
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	*ts_out = ts;
+}
+
 static void
 queue_wait_until(struct queue *q, uint64_t due_ms, uint64_t now)
 {
@@ -361,13 +379,7 @@ queue_wait_until(struct queue *q, uint64_t due_ms, uint64_t now)
 	wait_ms = due_ms > now ? due_ms - now : 0;
 	if (wait_ms > 60000)
 		wait_ms = 60000;	/* re-read the clock now and then */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(wait_ms / 1000);
-	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	queue_abstime(wait_ms, &ts);
 	pthread_cond_timedwait(&q->work_cv, &q->mu, &ts);
 }
 
@@ -424,6 +436,7 @@ queue_worker(void *arg)
 	size_t nblocked;
 	bool force;
 
+	deliver_stop_fd_set(q->stop_pipe[0]);
 	pthread_mutex_lock(&q->mu);
 	while (!q->stopping) {
 		now = queue_wall_ms();
@@ -504,8 +517,10 @@ queue_new_opts(struct spool *sp, const struct queue_opts *o)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&q->work_cv, &ca);
+	pthread_cond_init(&q->idle_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_cond_init(&q->idle_cv, NULL);
+	if (pipe2(q->stop_pipe, O_CLOEXEC) == -1)
+		fatal("queue: pipe2: %s", strerror(errno));
 	q->threads = xcalloc(q->o.concurrency, sizeof(*q->threads));
 	for (unsigned i = 0; i < q->o.concurrency; i++) {
 		int rc = pthread_create(&q->threads[i], NULL, queue_worker, q);
@@ -683,6 +698,47 @@ queue_delete(struct queue *q, const char *qid, const char **err_out)
 }
 
 void
+queue_shutdown(struct queue *q, uint64_t grace_ms)
+{
+	uint64_t cut = util_now_ms() + grace_ms;
+
+	pthread_mutex_lock(&q->mu);
+	if (q->cut_ms == 0 || cut < q->cut_ms)	/* a second signal: no later */
+		q->cut_ms = cut;
+	pthread_mutex_unlock(&q->mu);
+}
+
+/*
+ * The workers stop after their run; the deliveries still in progress at
+ * q->cut_ms are cut short (their waits end, so each returns a temporary
+ * failure and is recorded as deferred).  Locked.
+ */
+static void
+queue_stop_workers(struct queue *q)
+{
+	struct timespec ts;
+	uint64_t now = util_now_ms();
+
+	q->stopping = true;
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_cond_broadcast(&q->idle_cv);
+	if (q->nrunning > 0 && now < q->cut_ms)
+		log_msg(LOG_LVL_INFO, "shutdown: waiting for %u deliveries "
+		    "in progress, at most %jus", q->nrunning,
+		    (uintmax_t)((q->cut_ms - now + 999) / 1000));
+	while (q->nrunning > 0 && (now = util_now_ms()) < q->cut_ms) {
+		queue_abstime(q->cut_ms - now, &ts);
+		pthread_cond_timedwait(&q->idle_cv, &q->mu, &ts);
+	}
+	if (q->nrunning == 0)
+		return;
+	log_msg(LOG_LVL_WARN, "shutdown: grace over, cutting %u deliveries "
+	    "short (deferred: the next start tries them again)", q->nrunning);
+	while (write(q->stop_pipe[1], "", 1) == -1 && errno == EINTR)
+		;
+}
+
+void
 queue_free(struct queue **qp)
 {
 	struct queue *q = *qp;
@@ -691,12 +747,12 @@ queue_free(struct queue **qp)
 		return;
 	queue_control_stop(q);
 	pthread_mutex_lock(&q->mu);
-	q->stopping = true;
-	pthread_cond_broadcast(&q->work_cv);
-	pthread_cond_broadcast(&q->idle_cv);
+	queue_stop_workers(q);
 	pthread_mutex_unlock(&q->mu);
 	for (unsigned i = 0; i < q->nthreads; i++)
 		pthread_join(q->threads[i], NULL);
+	close(q->stop_pipe[0]);
+	close(q->stop_pipe[1]);
 	if (q->o.sweep_maildirs)
 		deliver_maildir_sweeper_stop();
 	queue_jobs_clear(&q->jobs);

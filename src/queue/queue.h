@@ -85,7 +85,17 @@ void	queue_recover(struct queue *q);
 bool	queue_reconfigure(struct queue *q, const struct queue_opts *o);
 /* Wait until nothing is being delivered or due now (tests, shutdown). */
 void	queue_drain(struct queue *q);
-/* Stop the workers after their current delivery and free. */
+/*
+ * A stop has begun: the deliveries in progress then, and those that start
+ * meanwhile, may go on until grace_ms from now (a later call never moves
+ * that later); queue_free cuts short those still running then.
+ */
+void	queue_shutdown(struct queue *q, uint64_t grace_ms);
+/*
+ * Stop the workers after their current delivery, which is cut short (its
+ * waits end, it is deferred and stays in the spool) when it runs past the
+ * time queue_shutdown gave (without it: at once); then free.
+ */
 void	queue_free(struct queue **qp);
 
 /* The queue's messages by state, for metrics (any thread). */

@@ -31,6 +31,11 @@ struct queue {
 	struct queue_jobs	 jobs;		/* and destinations (jobs.h) */
 	unsigned		 nrunning;
 	bool			 stopping;
+	uint64_t		 cut_ms;	/* monotonic: queue_free cuts the
+					   deliveries still running then
+					   (queue_shutdown; 0: at once) */
+	int			 stop_pipe[2];	/* readable: every worker's
+					   waits end (deliver_stop_fd_set) */
 	pthread_t		*threads;	/* owned */
 	unsigned		 nthreads;
 	/* The control socket (control.c). */

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -172,6 +173,44 @@ def test_pipe_program_leaving_a_background_child_is_judged_by_its_exit(
     wait_for(lambda: spool_empty(srv), 10, what="the spool empty")
     assert out.read_text().count("--- copy") == 1
     assert srv.maildir("ann") == []
+
+
+def test_sigterm_kills_a_hung_program_and_keeps_the_message(make_postern,
+        tmp_path):
+    """A program that never ends (the pipe's timeout is 10 min): a stop
+    gives it the shutdown grace, then kills it; postern exits at once
+    after, the message stays in the spool, and the next start delivers
+    it."""
+    lda = tmp_path / "lda.sh"
+    lda.write_text("#!/bin/sh\necho $$ > \"$1.pid\"\n"
+        "if [ -e \"$1.hang\" ]; then exec sleep 600; fi\ncat > \"$1\"\n")
+    lda.chmod(0o755)
+    out = tmp_path / "delivered"
+    (tmp_path / "delivered.hang").write_text("")
+    srv = make_postern(config=pipe_config('action lda pipe "%s" "%s"'
+        % (lda, out)).replace("queue retry-min", "limit shutdown-grace 1s\n"
+        "queue retry-min"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: hung\n\nkept\n"))
+    pid = int(wait_for(lambda: os.path.exists(str(out) + ".pid") and
+        open(str(out) + ".pid").read().strip(), 10, what="the program"))
+    t0 = time.monotonic()
+    srv.sigterm()
+    assert srv.wait_exit(10) == 0, srv.log()[-2000:]
+    took = time.monotonic() - t0
+    assert took < 5, "the stop took %.1fs with a grace of 1s" % took
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid), 5,
+        what="the hung program killed")
+    assert srv.spool_files("env"), "the message left the spool"
+    kv = log_events(srv, "deferred")[0][0]
+    assert kv["why"] == "4.3.0 %s cut short: postern is stopping" % lda, kv
+    os.unlink(str(out) + ".hang")
+    srv.start()
+    wait_for(lambda: os.path.exists(out) and not srv.spool_files("env"), 15,
+        what="delivery after the restart")
+    assert out.read_bytes().endswith(b"\nSubject: hung\n\nkept\n")
 
 
 # ----- LMTP to Dovecot ---------------------------------------------------------

@@ -640,6 +640,13 @@ def test_sigkill_before_the_upstream_answers_the_dot(make_postern, upstreams):
     submit(srv, "alice@example.org", ["bob@remote.test"], subject="killed")
     wait_for(up.stalled.is_set, timeout=10, what="the upstream holding the dot")
     srv.kill9()
+    delivered_once_after_restart(srv, up, "killed",
+        "kill -9 before the reply to the dot")
+
+
+def delivered_once_after_restart(srv, up, subject, what):
+    """postern went away while UP held the dot: UP drops that copy, then
+    answers at once, and the restarted postern delivers the message once."""
     wait_for(lambda: "abandoned" in up.events, timeout=5,
         what="the upstream seeing the connection drop")
     up.stall_data = False
@@ -647,8 +654,8 @@ def test_sigkill_before_the_upstream_answers_the_dot(make_postern, upstreams):
     srv.start()
     wait_for(lambda: up.count() == 1, timeout=10,
         what="delivery after the restart")
-    settle(srv, up.count, 1, "kill -9 before the reply to the dot")
-    assert b"Subject: killed" in up.stored[0][2]
+    settle(srv, up.count, 1, what)
+    assert b"Subject: " + subject.encode() in up.stored[0][2]
 
 
 def test_sigkill_after_the_upstream_said_250(make_postern, upstreams):
@@ -668,6 +675,32 @@ def test_sigkill_after_the_upstream_said_250(make_postern, upstreams):
     up.released.set()
     srv.start()
     settle(srv, up.count, 1, "kill -9 after 250")
+
+
+def test_sigterm_cuts_short_a_delivery_the_upstream_holds(make_postern,
+        upstreams):
+    """The upstream took the message and does not answer the dot.  A stop
+    gives the delivery the shutdown grace, then cuts it short: postern
+    exits at once after, the message stays in the spool (deferred), and
+    the next start delivers it."""
+    up = upstreams.scripted()
+    up.stall_data = True
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port,
+        extra=("limit shutdown-grace 1s",))
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"], subject="cut")
+    wait_for(up.stalled.is_set, timeout=10, what="the upstream holding the dot")
+    t0 = time.monotonic()
+    srv.sigterm()
+    assert srv.wait_exit(10) == 0, srv.log()[-2000:]
+    took = time.monotonic() - t0
+    assert took < 5, "the stop took %.1fs with a grace of 1s" % took
+    assert "shutdown: grace over, cutting 1 deliveries short" in srv.log()
+    bob = queue_json(srv)[qid]["recipients"][0]
+    assert bob["status"] == "deferred", bob
+    assert "cut short: postern is stopping" in bob["last_error"], bob
+    delivered_once_after_restart(srv, up, "cut",
+        "a stop during the reply to the dot")
 
 
 # ----- MX ----------------------------------------------------------------------

@@ -224,6 +224,34 @@ def test_down_across_sigkill_then_delivered_after_restart(make_postern,
     assert len(api.requests) == 1
 
 
+def test_sigterm_cancels_a_request_left_unanswered(make_postern, api):
+    """The service takes the request and does not answer (the webhook's
+    timeout is 30 s): a stop gives it the shutdown grace, then cancels it;
+    the message stays in the spool and the next start sends it again."""
+    api.script = [Answer(200, "late", delay=30)]
+    srv = make_postern(config=hook_config(api,
+        extra=["limit shutdown-grace 1s"]))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: cancelled\n\nkept\n"))
+    api.wait(1)
+    t0 = time.monotonic()
+    srv.sigterm()
+    assert srv.wait_exit(10) == 0, srv.log()[-2000:]
+    took = time.monotonic() - t0
+    assert took < 5, "the stop took %.1fs with a grace of 1s" % took
+    assert srv.spool_files("env"), "the message left the spool"
+    kv = log_events(srv, "deferred")[0][0]
+    assert kv["why"] == "4.4.1 cancelled: postern is stopping", kv
+    srv.start()
+    first, second = api.wait(2)
+    assert first.headers["idempotency-key"] == \
+        second.headers["idempotency-key"]
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(log_events(srv, "delivered")) == 1
+
+
 def test_404_bounces_with_a_dsn(make_postern, api):
     api.default = Answer(404, "no such channel")
     srv = make_postern(config=hook_config(api))
