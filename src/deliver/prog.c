@@ -253,7 +253,6 @@ prog_take_err(struct prog_io *io)
 }
 
 /*
-/*
  * One round of the pipes: wait up to timeout_ms for one of them (or
  * wake, a pidfd that becomes readable at the exit; or stop, the thread's
  * stop descriptor: then io->stopped), then serve them.  Returns how many

@@ -227,20 +227,51 @@ queue_run_copies(struct queue *q, struct queue_pass *p,
 }
 
 /*
- * Deliver the due recipients of qid (force: every pending one), record
- * each outcome, send DSNs, remove the message when all is done.  On
- * QUEUE_RETRY, *due_out is the next attempt and *blocked_out the
- * destinations that were at their limit.  No lock held.
+ * May the run of job try another recipient?  Not once the queue stops,
+ * nor once an operator held or deleted the message meanwhile.
+ */
+static bool
+queue_run_goes_on(struct queue *q, const struct queue_job *job)
+{
+	bool on;
+
+	pthread_mutex_lock(&q->mu);
+	on = !q->stopping && !job->held && !job->deleted;
+	pthread_mutex_unlock(&q->mu);
+	return on;
+}
+
+/* Did an operator hold or delete job during its run?  why_out: which. */
+static bool
+queue_run_halted(struct queue *q, const struct queue_job *job,
+    const char **why_out)
+{
+	bool halted;
+
+	pthread_mutex_lock(&q->mu);
+	halted = job->held || job->deleted;
+	*why_out = job->deleted ? "delete" : "hold";
+	pthread_mutex_unlock(&q->mu);
+	return halted;
+}
+
+/*
+ * Deliver the due recipients of job (ours while it runs; force: every
+ * pending one), record each outcome, send DSNs, remove the message when
+ * all is done.  On QUEUE_RETRY, *due_out is the next attempt and
+ * *blocked_out the destinations that were at their limit.  No lock held.
  */
 static enum queue_outcome
-queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
-    char ***blocked_out, size_t *nblocked_out)
+queue_run(struct queue *q, struct queue_job *job, bool force,
+    uint64_t *due_out, char ***blocked_out, size_t *nblocked_out)
 {
+	const char *qid = job->qid, *halt = NULL;
 	struct spool_env env;
 	const char *err = NULL;
 	char *content_path;
 	uint64_t now = queue_wall_ms(), due = UINT64_MAX;
 	bool pending = false, unreported = false, *skipped;
+	size_t npending = 0;
 	struct queue_pass p = { .now = now, .force = force,
 	    .blocked = blocked_out, .nblocked = nblocked_out };
 
@@ -263,7 +294,7 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
 	p.skipped = skipped;
 	p.tried = xcalloc(env.nrcpts + 1, sizeof(*p.tried));
-	for (size_t i = 0; i < env.nrcpts && !q->stopping; i++) {
+	for (size_t i = 0; i < env.nrcpts && queue_run_goes_on(q, job); i++) {
 		char *dest;
 
 		if (!queue_is_due(&p, &env, i) ||
@@ -280,6 +311,21 @@ queue_run(struct queue *q, const char *qid, bool force, uint64_t *due_out,
 		free(skipped);
 		spool_env_clear(&env);
 		return QUEUE_FINISHED;
+	}
+	if (queue_run_halted(q, job, &halt)) {
+		/*
+		 * The operator's word holds from the delivery in progress
+		 * on: no other attempt, no DSN; a deleted message goes when
+		 * the run ends (queue_job_done), a held one waits.
+		 */
+		for (size_t i = 0; i < env.nrcpts; i++)
+			if (!env.rcpts[i].done)
+				npending++;
+		log_event(LOG_LVL_INFO, "halted", env.sid, qid,
+		    "by=operator why=%s pending=%zu", halt, npending);
+		free(skipped);
+		spool_env_clear(&env);
+		return QUEUE_HELD;
 	}
 	now = queue_wall_ms();
 	/* Blocked recipients wait for their destination, not for a timer. */
@@ -452,7 +498,7 @@ queue_worker(void *arg)
 		blocked = NULL;
 		nblocked = 0;
 		due = UINT64_MAX;
-		enum queue_outcome out = queue_run(q, job->qid, force, &due,
+		enum queue_outcome out = queue_run(q, job, force, &due,
 		    &blocked, &nblocked);
 		pthread_mutex_lock(&q->mu);
 		q->nrunning--;

@@ -142,7 +142,8 @@ void	queue_injector(struct queue *q, struct deliver_inject *out);
  * Operator commands (the control socket calls them).  flush: try qid (NULL:
  * every message not on hold) now, whatever its schedule.  hold: deliver
  * nothing of qid until released (persisted in the spool).  delete: remove
- * qid from the spool without any DSN (after a delivery in progress ends).
+ * qid from the spool without any DSN.  A run of qid in progress ends after
+ * the delivery it is making: no other recipient, no DSN.
  * 0, or -1 with *err_out ("no such message", ...).  Thread-safe.
  */
 int	queue_flush(struct queue *q, const char *qid, const char **err_out);

@@ -994,6 +994,67 @@ def test_postern_queue_commands(slow_relay, upstreams):
     assert queue_cli(srv, "show", "NOSUCHID").returncode == 1
 
 
+def held_at_the_first_of_three(make_postern, upstreams):
+    """A message to three relay recipients whose first one's dot the
+    upstream holds; bad@ is refused (550).  (srv, up, qid)."""
+    up = upstreams.scripted(rcpt_replies={
+        "bad@remote.test": "550 5.1.1 no such user"})
+    up.stall_data = True
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
+        timeout=15, what="the control socket")
+    qid = submit(srv, "alice@example.org", ["stall@remote.test",
+        "bad@remote.test", "good@remote.test"], subject="three")
+    wait_for(up.stalled.is_set, timeout=10, what="the upstream holding the dot")
+    return srv, up, qid
+
+
+def test_delete_during_a_delivery_ends_the_message_after_it(make_postern,
+        upstreams):
+    """delete while a recipient is being delivered: that delivery ends,
+    then the other recipients get no attempt and the sender no DSN."""
+    srv, up, qid = held_at_the_first_of_three(make_postern, upstreams)
+    r = queue_cli(srv, "delete", qid)
+    assert r.returncode == 0, r.stderr
+    up.released.set()
+    settle(srv, up.count, 1, "a delete during a delivery")
+    assert [rc for _m, rc, _d in up.stored] == [["stall@remote.test"]]
+    (kv, _line), = log_events(srv, "halted")
+    assert (kv["qid"], kv["why"], kv["pending"]) == (qid, "delete", "2"), kv
+    assert not log_events(srv, "failed") and not log_events(srv, "dsn")
+    assert not srv.maildir("alice"), "delete must not bounce"
+
+
+def test_hold_during_a_delivery_keeps_the_rest_waiting(make_postern,
+        upstreams):
+    """hold while a recipient is being delivered: that delivery ends, the
+    others wait untried (no DSN) until release."""
+    srv, up, qid = held_at_the_first_of_three(make_postern, upstreams)
+    r = queue_cli(srv, "hold", qid)
+    assert r.returncode == 0, r.stderr
+    up.released.set()
+    wait_for(lambda: log_events(srv, "halted") or up.count() > 1 or
+        srv.maildir("alice"), timeout=10, what="the end of the run")
+    assert up.count() == 1 and not srv.maildir("alice"), \
+        "a held message went on: %s" % [rc for _m, rc, _d in up.stored]
+    (kv, _line), = log_events(srv, "halted")
+    assert (kv["why"], kv["pending"]) == ("hold", "2"), kv
+    m = queue_json(srv)[qid]
+    assert m["held"] is True
+    assert [(x["address"], x["status"], x["attempts"]) for x in
+        m["recipients"]] == [("stall@remote.test", "delivered", 0),
+        ("bad@remote.test", "pending", 0), ("good@remote.test", "pending", 0)]
+    r = queue_cli(srv, "release", qid)
+    assert r.returncode == 0, r.stderr
+    _m, parts = bounce_of(srv, "alice")
+    assert parts[1].get_payload()[1]["Final-Recipient"] == \
+        "rfc822; bad@remote.test"
+    settle(srv, up.count, 2, "release after a hold during a delivery")
+    assert [rc for _m, rc, _d in up.stored] == [["stall@remote.test"],
+        ["good@remote.test"]]
+
+
 def test_postern_send_t_to_a_relay(make_postern, upstreams):
     up = upstreams()
     srv = relay_server(make_postern,
