@@ -69,6 +69,8 @@ def id_fields(status, key):
 def test_runs_as_nobody_with_no_groups_and_delivers(make_dropped):
     uid, gid = ids()
     srv = make_dropped()
+    # It listens before the drop: look once it has started.
+    wait_for(lambda: "postern started" in srv.log(), what="the start")
     # Every thread (the workers too), not only the main one.
     tasks = os.listdir("/proc/%d/task" % srv.proc.pid)
     assert tasks, "no tasks"
