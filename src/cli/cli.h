@@ -30,6 +30,15 @@ const char *cli_default_config(void);
  */
 char	*cli_enter_config_dir(const char *path, const char **err_out);
 
+/*
+ * The spool belongs to the server's user (the one it drops to).  Run by
+ * root, act as the owner of the existing folder spool from here on, so
+ * that nothing made there is root's and the server can read and remove all
+ * of it (spool files are 0600).  Nothing to do for another user, a missing
+ * folder or one root owns.  0, or -1 with *err_out (static text).
+ */
+int	cli_become_spool_owner(const char *spool, const char **err_out);
+
 /* mailq (also sendmail -bp): postern queue list with the default config. */
 int	cli_mailq(void);
 /* newaliases (also sendmail -bi): there is no aliases database; exit 0. */

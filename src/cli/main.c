@@ -5,10 +5,12 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -155,6 +157,26 @@ cli_enter_config_dir(const char *path, const char **err_out)
 	}
 	free(dir);
 	return abs;
+}
+
+int
+cli_become_spool_owner(const char *spool, const char **err_out)
+{
+	static char errbuf[1024];
+	struct stat st;
+
+	if (geteuid() != 0 || stat(spool, &st) == -1 || st.st_uid == 0)
+		return 0;
+	if (setgroups(0, NULL) == -1 || setresgid(st.st_gid, st.st_gid,
+	    st.st_gid) == -1 || setresuid(st.st_uid, st.st_uid,
+	    st.st_uid) == -1) {
+		snprintf(errbuf, sizeof(errbuf), "cannot act as the owner of "
+		    "spool %s (uid %u): %s", spool, (unsigned)st.st_uid,
+		    strerror(errno));
+		*err_out = errbuf;
+		return -1;
+	}
+	return 0;
 }
 
 static int

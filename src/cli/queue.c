@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "config/config.h"
@@ -287,6 +288,28 @@ queue_show(struct spool *sp, const char *qid, bool json)
 	return 0;
 }
 
+static int
+queue_no_server(void)
+{
+	fprintf(stderr, "postern queue: flush: the server is not running; "
+	    "the queue is tried when it starts\n");
+	return 1;
+}
+
+/* No spool folder yet (no server ever ran on it): an empty queue. */
+static int
+queue_no_spool(const char *verb, const char *qid, bool json)
+{
+	if (strcmp(verb, "list") == 0) {
+		puts(json ? "[]" : "Mail queue is empty");
+		return 0;
+	}
+	if (strcmp(verb, "flush") == 0)
+		return queue_no_server();
+	fprintf(stderr, "postern queue: %s: no such message\n", qid);
+	return 1;
+}
+
 /* No server: hold, release and delete act on the spool itself. */
 static int
 queue_offline(struct spool *sp, const char *verb, const char *qid)
@@ -295,11 +318,8 @@ queue_offline(struct spool *sp, const char *verb, const char *qid)
 	const char *err = NULL;
 	int rc;
 
-	if (strcmp(verb, "flush") == 0) {
-		fprintf(stderr, "postern queue: flush: the server is not "
-		    "running; the queue is tried when it starts\n");
-		return 1;
-	}
+	if (strcmp(verb, "flush") == 0)
+		return queue_no_server();
 	if (spool_env_load(sp, qid, &e, &err) == -1) {
 		fprintf(stderr, "postern queue: %s: %s\n", qid,
 		    errno == ENOENT ? "no such message" : err);
@@ -368,6 +388,7 @@ cli_queue(int argc, char **argv)
 	const char *path = cli_default_config(), *verb, *qid;
 	struct config *cfg;
 	struct spool *sp;
+	struct stat st;
 	const char *err = NULL;
 	char *errs = NULL, *abs;
 	bool json = false;
@@ -416,6 +437,21 @@ cli_queue(int argc, char **argv)
 		free(errs);
 		fprintf(stderr, "postern queue: %s: configuration has errors\n",
 		    path);
+		return 1;
+	}
+	/*
+	 * A spool not made yet holds nothing: make none (it would be ours,
+	 * not the server's).  Root acts as the spool's owner, so that the
+	 * folders spool_open makes are the server's too.
+	 */
+	if (stat(cfg->spool, &st) == -1 && errno == ENOENT) {
+		rc = queue_no_spool(verb, qid, json);
+		config_free(&cfg);
+		return rc;
+	}
+	if (cli_become_spool_owner(cfg->spool, &err) == -1) {
+		fprintf(stderr, "postern queue: %s\n", err);
+		config_free(&cfg);
 		return 1;
 	}
 	if ((sp = spool_open(cfg->spool, &err)) == NULL) {

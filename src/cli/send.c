@@ -11,13 +11,11 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <grp.h>
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -487,29 +485,6 @@ send_commit(struct send_ctx *x)
 	return rc;
 }
 
-/*
- * Run by root, act as the owner of an existing spool folder from here on:
- * the server, which dropped to its "user", must be able to read and
- * remove what we queue (files are 0600).  0, or -1 with a message.
- */
-static int
-send_become_spool_owner(const char *spool)
-{
-	struct stat st;
-
-	if (geteuid() != 0 || stat(spool, &st) == -1 || st.st_uid == 0)
-		return 0;
-	if (setgroups(0, NULL) == -1 || setresgid(st.st_gid, st.st_gid,
-	    st.st_gid) == -1 || setresuid(st.st_uid, st.st_uid,
-	    st.st_uid) == -1) {
-		fprintf(stderr, "postern send: cannot act as the owner of "
-		    "spool %s (uid %u): %s\n", spool, (unsigned)st.st_uid,
-		    strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
 static int
 send_run(struct send_ctx *x, const struct send_opts *o)
 {
@@ -567,8 +542,10 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	    &has_from, &has_date, &has_mid);
 	if ((rc = send_route(x)) != 0 || (rc = send_check_server(x)) != 0)
 		return rc;
-	if (send_become_spool_owner(x->cfg->spool) == -1)
+	if (cli_become_spool_owner(x->cfg->spool, &err) == -1) {
+		fprintf(stderr, "postern send: %s\n", err);
 		return EX_TEMPFAIL;
+	}
 	if ((x->sp = spool_open(x->cfg->spool, &err)) == NULL) {
 		fprintf(stderr, "postern send: spool %s: %s\n", x->cfg->spool,
 		    err);

@@ -192,6 +192,37 @@ def test_sendmail_run_by_root_queues_as_the_spool_owner(make_dropped):
             f, st.st_uid, st.st_gid)
 
 
+def test_queue_commands_run_by_root_leave_the_spool_the_servers(make_dropped):
+    """root's `postern queue` and mailq, before the server's first start,
+    act as the spool's owner: the folders they make are nobody's, and the
+    server, running as nobody, starts on the spool and delivers."""
+    uid, gid = ids()
+    srv = make_dropped(start=False)
+    spool = srv.path("spool")
+    mailq = os.path.join(srv.dir, "mailq")
+    os.symlink(binary(), mailq)
+    r = subprocess.run([mailq], env=dict(os.environ, POSTERN_CONFIG=srv.conf),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    assert (r.returncode, r.stdout) == (0, "Mail queue is empty\n"), r
+    for args in (["list"], ["show", "NoSuchQid"], ["flush"],
+            ["delete", "NoSuchQid"]):
+        r = run_cli("queue", "-c", srv.conf, *args)
+        assert r.returncode == (0 if args == ["list"] else 1), (args, r)
+    made = [os.path.join(top, n) for top, dirs, files in os.walk(spool)
+        for n in dirs + files]
+    assert made, "the queue commands made no spool folder"
+    for path in made:
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid) == (uid, gid), "%s owned by %d:%d" % (
+            path, st.st_uid, st.st_gid)
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: srv.maildir("bob"), what="delivery after the queue list")
+
+
 def test_pid_file_in_a_root_folder_is_emptied_at_stop(make_dropped,
         public_dir):
     """Written as root before the drop; at the stop nobody may not remove

@@ -213,6 +213,23 @@ def test_queue_commands_usage(postern):
     assert r.returncode == 0 and json.loads(r.stdout) == []
 
 
+def test_queue_commands_make_no_spool(make_postern):
+    """Before a server ever ran, the spool folder does not exist: the queue
+    is empty, and reading it makes no folder (one made by root would be
+    root's, and a server that drops to its user could not use it)."""
+    srv = make_postern(start=False)
+    r = queue_cli(srv, "list")
+    assert (r.returncode, r.stdout) == (0, "Mail queue is empty\n"), r
+    r = queue_cli(srv, "list", "--json")
+    assert (r.returncode, r.stdout) == (0, "[]\n"), r
+    for args in (["show", "NoSuchQid"], ["hold", "NoSuchQid"]):
+        r = queue_cli(srv, *args)
+        assert r.returncode == 1 and "no such message" in r.stderr, r
+    r = queue_cli(srv, "flush")
+    assert r.returncode == 1 and "not running" in r.stderr, r
+    assert not os.path.exists(srv.path("spool")), os.listdir(srv.dir)
+
+
 def send_cmd(srv, args, stdin, argv0=None):
     exe = argv0 or binary()
     argv = [exe] + ([] if argv0 else ["send"]) + ["-C", srv.conf] + list(args)
