@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "queue/queue.h"
 #include "route/route.h"
+#include "smtp/smtp.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
@@ -28,8 +29,6 @@
 #define EX_DATAERR	65
 #define EX_NOUSER	67
 #define EX_TEMPFAIL	75
-
-#define SEND_ADDR_MAX	512	/* bytes in one address */
 
 static const char usage_send[] =
     "usage: postern send [options] [recipient ...]\n"
@@ -209,7 +208,9 @@ send_is_field(const char *p, size_t len, const char *name)
 /*
  * Addresses of an address-list header value (RFC 5322 3.4): commas
  * outside quotes, comments and angle brackets separate; "<addr>" wins over
- * the display name; a group "name: a, b;" gives a and b.
+ * the display name; a group "name: a, b;" gives a and b.  Quoted text is
+ * kept: before "<addr>" it is the display name, otherwise the quoted local
+ * part of an addr-spec ("bob x"@example.org).
  */
 static void
 send_extract(const char *v, size_t len, struct send_list *out)
@@ -220,9 +221,10 @@ send_extract(const char *v, size_t len, struct send_list *out)
 
 	for (size_t i = 0; i <= len; i++) {
 		char c = i < len ? v[i] : ',';
-		if (quoted) {
+		if (quoted && i < len) {	/* unclosed: ends at the end */
+			util_buf_add(&tok, &c, 1);
 			if (c == '\\' && i + 1 < len)
-				i++;
+				util_buf_add(&tok, &v[++i], 1);
 			else if (c == '"')
 				quoted = false;
 			continue;
@@ -243,9 +245,10 @@ send_extract(const char *v, size_t len, struct send_list *out)
 				util_buf_add(&angle, &c, 1);
 			continue;
 		}
-		if (c == '"')
+		if (c == '"') {
 			quoted = true;
-		else if (c == '(')
+			util_buf_add(&tok, &c, 1);
+		} else if (c == '(')
 			depth++;
 		else if (c == '<') {
 			in_angle = had_angle = true;
@@ -309,33 +312,46 @@ send_headers(const char *h, size_t hlen, bool extract, struct send_list *rc,
 	}
 }
 
-/* "local@domain": printable, no spaces, one '@' with text on both sides. */
-static bool
-send_addr_ok(const char *a)
+/*
+ * Check a ("local@domain") as the listener checks the path of MAIL and
+ * RCPT (RFC 5321 4.1.2: a quoted local part too).  Returns it as the
+ * listener keeps it, domain lower-cased (malloc'd), or NULL with *err_out.
+ */
+static char *
+send_addr_check(const char *a, const char **err_out)
 {
-	const char *at = strrchr(a, '@');
+	char *path = xasprintf("<%s>", a);
+	struct smtp_addr sa;
+	const char *end;
+	int rc;
 
-	if (at == NULL || at == a || at[1] == '\0' ||
-	    strlen(a) >= SEND_ADDR_MAX)
-		return false;
-	for (const char *p = a; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '<' ||
-		    *p == '>' || *p == ',')
-			return false;
-	return true;
+	rc = smtp_addr_parse(path, strlen(path), false, &sa, &end, err_out);
+	if (rc == 1 && *end != '\0') {
+		*err_out = "text after the address";
+		rc = -1;
+	}
+	free(path);
+	return rc == 1 ? xstrdup(sa.addr) : NULL;
 }
 
-/* A bare local name gets @hostname (sendmail's "unqualified" rule). */
+/*
+ * A bare local name gets @hostname (sendmail's "unqualified" rule); the
+ * domain's '@' comes after any quoted local part.
+ */
 static char *
 send_qualify(const char *a, const char *hostname)
 {
 	size_t len = strlen(a);
+	const char *q;
 
 	if (len >= 2 && a[0] == '<' && a[len - 1] == '>') {
 		a++;
 		len -= 2;
 	}
-	if (memchr(a, '@', len) == NULL && len > 0)
+	q = memrchr(a, '"', len);
+	if (q == NULL)
+		q = a;
+	if (len > 0 && memchr(q, '@', len - (size_t)(q - a)) == NULL)
 		return xasprintf("%.*s@%s", (int)len, a, hostname);
 	return xstrndup(a, len);
 }
@@ -418,13 +434,14 @@ static int
 send_route(struct send_ctx *x)
 {
 	for (size_t i = 0; i < x->rcpts.n; i++) {
-		char *a = send_qualify(x->rcpts.v[i], x->cfg->hostname);
+		char *q = send_qualify(x->rcpts.v[i], x->cfg->hostname);
 		const char *err = NULL;
+		char *a = send_addr_check(q, &err);
 
-		if (!send_addr_ok(a)) {
+		free(q);
+		if (a == NULL) {
 			fprintf(stderr, "postern send: bad recipient address "
-			    "\"%s\"\n", x->rcpts.v[i]);
-			free(a);
+			    "\"%s\": %s\n", x->rcpts.v[i], err);
 			return EX_DATAERR;
 		}
 		/* The same address twice, or two into one Maildir: one copy. */
@@ -513,15 +530,22 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 	}
 	x->login = send_login();
 	x->uid = getuid();
-	if (o->sender != NULL)
-		x->env.sender = strcmp(o->sender, "<>") == 0 ? xstrdup("") :
-		    send_qualify(o->sender, x->cfg->hostname);
-	else
-		x->env.sender = xasprintf("%s@%s", x->login, x->cfg->hostname);
-	if (x->env.sender[0] != '\0' && !send_addr_ok(x->env.sender)) {
-		fprintf(stderr, "postern send: bad sender address \"%s\"\n",
-		    o->sender);
-		return EX_DATAERR;
+	/* -f '<>' or -f '': the null sender. */
+	if (o->sender != NULL && (strcmp(o->sender, "<>") == 0 ||
+	    o->sender[0] == '\0'))
+		x->env.sender = xstrdup("");
+	else {
+		char *q = o->sender != NULL ? send_qualify(o->sender,
+		    x->cfg->hostname) : xasprintf("%s@%s", x->login,
+		    x->cfg->hostname);
+		x->env.sender = send_addr_check(q, &err);
+		free(q);
+		if (x->env.sender == NULL) {
+			fprintf(stderr, "postern send: bad sender address "
+			    "\"%s\": %s\n", o->sender != NULL ? o->sender :
+			    x->login, err);
+			return EX_DATAERR;
+		}
 	}
 	rc = send_read_stdin(&x->in, x->cfg->limits.msg_max, &line);
 	if (rc == -3) {

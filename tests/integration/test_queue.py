@@ -287,6 +287,29 @@ def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
     assert len(postern.maildir("bob")) == 1
 
 
+def test_send_takes_quoted_local_parts(postern):
+    """A quoted local part ("bob x"@example.org, RFC 5321 4.1.2, RFC 5322
+    3.4.1) is one address: as an argument, in To: with -t and in -f, as
+    the SMTP listener takes it; quoted text before <addr> stays a display
+    name."""
+    wired(postern)
+    r = send_cmd(postern, ["-f", '"a b"@example.org', '"bob x"@example.org'],
+        b"Subject: argument\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    r = send_cmd(postern, ["-t", "-f", "alice@example.org"],
+        b'To: "bob x"@example.org, "Carol, C" '
+        b'<carol@example.org>\nSubject: header\n\nx\n')
+    assert r.returncode == 0, r.stderr
+    # %{rcpt.user} of "bob x" is _bob_x_ (docs/config.md, path-safe).
+    files = wait_for(lambda: len(postern.maildir("_bob_x_")) == 2 and
+        postern.maildir("_bob_x_"), what="two deliveries to \"bob x\"")
+    wait_for(lambda: postern.maildir("carol"), what="delivery to carol")
+    got = sorted((split_delivered(read_bytes(f))[0], headers_of(
+        split_delivered(read_bytes(f))[2])["subject"][0]) for f in files)
+    assert got == [('Return-Path: <"a b"@example.org>', "argument"),
+        ("Return-Path: <alice@example.org>", "header")], got
+
+
 def test_send_without_server_fails_and_leaves_nothing(make_postern):
     """No server listens on the spool's control socket: nothing would
     deliver the message, so send says so with EX_TEMPFAIL (75) and writes
