@@ -184,6 +184,32 @@ send_read_stdin(struct util_buf *b, uint64_t max, size_t *line_out)
 	return 0;
 }
 
+/*
+ * Drop the mbox "From " lines (">From " too) that begin a message piped
+ * from a mailbox: they are no header field (RFC 5322 2.2), and sendmail
+ * and Postfix's sendmail drop them too (the envelope sender stays -f's).
+ */
+static void
+send_skip_from_(struct util_buf *b)
+{
+	size_t skip = 0;
+
+	while (skip < b->len) {	/* b ends in LF */
+		const char *p = b->data + skip;
+		size_t n = b->len - skip, gt = 0;
+
+		while (gt < n && p[gt] == '>')
+			gt++;
+		if (n - gt < 5 || memcmp(p + gt, "From ", 5) != 0)
+			break;
+		skip += (size_t)((const char *)memchr(p, '\n', n) - p) + 1;
+	}
+	if (skip == 0)
+		return;
+	memmove(b->data, b->data + skip, b->len - skip);
+	b->len -= skip;
+}
+
 /* Length of the header block (through the empty line, or everything). */
 static size_t
 send_header_len(const struct util_buf *b)
@@ -559,6 +585,7 @@ send_run(struct send_ctx *x, const struct send_opts *o)
 		    "cannot read the message on stdin");
 		return rc == -1 ? EX_DATAERR : EX_TEMPFAIL;
 	}
+	send_skip_from_(&x->in);
 	for (size_t i = 0; i < o->nrcpts; i++)
 		send_extract(o->rcpts[i], strlen(o->rcpts[i]), &x->rcpts);
 	hlen = send_header_len(&x->in);

@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -308,6 +309,28 @@ def test_send_takes_quoted_local_parts(postern):
         split_delivered(read_bytes(f))[2])["subject"][0]) for f in files)
     assert got == [('Return-Path: <"a b"@example.org>', "argument"),
         ("Return-Path: <alice@example.org>", "header")], got
+
+
+def test_send_drops_mbox_from_lines(postern):
+    """A message piped out of a mailbox starts with "From alice@... date",
+    which is no header field (RFC 5322 2.2): it is dropped (">From " too),
+    as sendmail and Postfix's sendmail drop it, so the header block holds
+    fields only; the envelope sender stays -f's."""
+    wired(postern)
+    r = send_cmd(postern, ["-f", "alice@example.org", "bob@example.org"],
+        b"From alice@example.org Mon Jan  1 00:00:00 2024\n"
+        b">From alice@example.org Mon Jan  1 00:00:00 2024\n"
+        b"Subject: mbox\n\nbody\nFrom here on, a body line\n")
+    assert r.returncode == 0, r.stderr
+    f = wait_for(lambda: postern.maildir("bob"), what="delivery to bob")[0]
+    ret, _, rest = split_delivered(read_bytes(f))
+    assert ret == "Return-Path: <alice@example.org>"
+    head, _, body = rest.partition(b"\n\n")
+    for line in head.split(b"\n"):
+        assert line[:1] in (b" ", b"\t") or re.match(rb"[!-9;-~]+:", line), \
+            "not a header field: %r in\n%r" % (line, rest)
+    assert headers_of(rest)["subject"] == ["mbox"]
+    assert body == b"body\nFrom here on, a body line\n", body
 
 
 def test_send_without_server_fails_and_leaves_nothing(make_postern):
