@@ -48,6 +48,7 @@ static const char usage_send[] =
     "  -C FILE     configuration (default $POSTERN_CONFIG or "
     CLI_DEFAULT_CONFIG ")\n"
     "  -o..., -v, -U, -N ARG, -B ARG, -R ARG, -X ARG: accepted, ignored\n"
+    "Flags may be grouped (-ti).  Leading mbox 'From ' lines are dropped.\n"
     "Exit 0 once the message is durably queued; 64 usage, 65 bad data,\n"
     "67 unknown recipient, 75 temporary failure (try again).\n";
 
@@ -83,7 +84,11 @@ send_list_clear(struct send_list *l)
 	l->n = 0;
 }
 
-/* Parse sendmail's flags; returns 0, or an exit status. */
+/*
+ * Parse sendmail's flags, grouped as getopt allows them ("-ti", "-tf ADDR":
+ * a letter that takes an argument takes the rest of its word, else the next
+ * word; -o only the rest).  Returns 0, -1 (help shown), or an exit status.
+ */
 static int
 send_parse_args(int argc, char **argv, struct send_opts *o)
 {
@@ -91,7 +96,6 @@ send_parse_args(int argc, char **argv, struct send_opts *o)
 
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		const char **dst = NULL;
 
 		if (strcmp(a, "--") == 0) {
 			i++;
@@ -103,48 +107,52 @@ send_parse_args(int argc, char **argv, struct send_opts *o)
 			fputs(usage_send, stdout);
 			return -1;
 		}
-		if (strcmp(a, "-bp") == 0)
-			o->mode = SEND_MAILQ;
-		else if (strcmp(a, "-bi") == 0)
-			o->mode = SEND_NEWALIASES;
-		else if (strcmp(a, "-t") == 0)
-			o->extract = true;
-		else if (strcmp(a, "-i") == 0 || strncmp(a, "-o", 2) == 0 ||
-		    strcmp(a, "-bm") == 0 || strcmp(a, "-v") == 0 ||
-		    strcmp(a, "-U") == 0)
-			;	/* -i/-oi: never treat "." as the end anyway */
-		else if (a[1] == 'f' || a[1] == 'r')
-			dst = &o->sender;
-		else if (a[1] == 'F')
-			dst = &o->fullname;
-		else if (a[1] == 'C')
-			dst = &o->config;
-		else if (strchr("NBRX", a[1]) != NULL && a[2] == '\0') {
-			if (++i >= argc)
-				goto missing;
-		} else if (strchr("NBRX", a[1]) != NULL)
-			;	/* -NARG: ignored */
-		else {
-			fprintf(stderr, "postern send: unsupported option "
-			    "%s\n%s", a, usage_send);
-			return EX_USAGE;
+		for (const char *p = a + 1; *p != '\0'; p++) {
+			const char *arg;
+
+			if (*p == 't') {
+				o->extract = true;
+				continue;
+			}
+			/* -i: a "." never ends the input anyway */
+			if (strchr("ivU", *p) != NULL)
+				continue;
+			if (strchr("bfrFCoNBRX", *p) == NULL) {
+				fprintf(stderr, "postern send: unsupported "
+				    "option -%c\n%s", *p, usage_send);
+				return EX_USAGE;
+			}
+			if (p[1] != '\0' || *p == 'o')
+				arg = p + 1;
+			else if (++i < argc)
+				arg = argv[i];
+			else {
+				fprintf(stderr, "postern send: -%c needs an "
+				    "argument\n%s", *p, usage_send);
+				return EX_USAGE;
+			}
+			if (*p == 'b' && strcmp(arg, "m") == 0)
+				o->mode = SEND_MAIL;
+			else if (*p == 'b' && strcmp(arg, "p") == 0)
+				o->mode = SEND_MAILQ;
+			else if (*p == 'b' && strcmp(arg, "i") == 0)
+				o->mode = SEND_NEWALIASES;
+			else if (*p == 'b') {
+				fprintf(stderr, "postern send: unsupported "
+				    "option -b%s\n%s", arg, usage_send);
+				return EX_USAGE;
+			} else if (*p == 'f' || *p == 'r')
+				o->sender = arg;
+			else if (*p == 'F')
+				o->fullname = arg;
+			else if (*p == 'C')
+				o->config = arg;
+			break;	/* -o, -N, -B, -R, -X: ignored */
 		}
-		if (dst == NULL)
-			continue;
-		if (a[2] != '\0')
-			*dst = a + 2;
-		else if (++i < argc)
-			*dst = argv[i];
-		else
-			goto missing;
 	}
 	o->rcpts = argv + i;
 	o->nrcpts = (size_t)(argc - i);
 	return 0;
-missing:
-	fprintf(stderr, "postern send: %s needs an argument\n%s", argv[argc - 1],
-	    usage_send);
-	return EX_USAGE;
 }
 
 /*

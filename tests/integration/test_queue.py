@@ -333,6 +333,25 @@ def test_send_drops_mbox_from_lines(postern):
     assert body == b"body\nFrom here on, a body line\n", body
 
 
+def test_send_takes_grouped_flags(postern):
+    """Flags group as getopt allows, as sendmail's do: -ti, -it, -tf ADDR;
+    an unknown letter in a group is still refused."""
+    wired(postern)
+    for flags in (["-ti"], ["-it"], ["-tf", "carol@example.org"],
+            ["-itfcarol@example.org"]):
+        r = send_cmd(postern, flags, b"To: carol@example.org\nSubject: "
+            + " ".join(flags).encode() + b"\n\nx\n")
+        assert r.returncode == 0, (flags, r.stderr)
+    files = wait_for(lambda: len(postern.maildir("carol")) == 4 and
+        postern.maildir("carol"), what="four deliveries to carol")
+    assert [split_delivered(read_bytes(f))[0] for f in files].count(
+        "Return-Path: <carol@example.org>") == 2, files
+    r = send_cmd(postern, ["-tx", "carol@example.org"], b"x\n")
+    assert r.returncode == 64 and b"unsupported option -x" in r.stderr, r
+    r = send_cmd(postern, ["-tf"], b"x\n")
+    assert r.returncode == 64 and b"-f needs an argument" in r.stderr, r
+
+
 def test_send_without_server_fails_and_leaves_nothing(make_postern):
     """No server listens on the spool's control socket: nothing would
     deliver the message, so send says so with EX_TEMPFAIL (75) and writes
