@@ -38,7 +38,7 @@ static const char usage_send[] =
     "  -t          take recipients from To:, Cc: and Bcc: (Bcc: is removed)\n"
     "              as well as from the arguments\n"
     "  -f ADDR     envelope sender (default: your login @ hostname;\n"
-    "              -f '<>' for none); also -r ADDR\n"
+    "              -f '<>' or -f '' for none); also -r ADDR\n"
     "  -F NAME     full name for a From: header added when missing\n"
     "  -i, -oi     accepted: a line with a single '.' never ends the input\n"
     "  -bm         accepted (deliver mail: the default)\n"
@@ -438,8 +438,11 @@ send_content(struct send_ctx *x, size_t hlen, const char *fullname,
 					util_buf_add(c, p, 1);
 			util_buf_addstr(c, "\" ");
 		}
-		util_buf_printf(c, "<%s>\n", sender[0] != '\0' ? sender :
-		    "MAILER-DAEMON");
+		/* The null sender's From: is a real address, as Postfix's. */
+		if (sender[0] != '\0')
+			util_buf_printf(c, "<%s>\n", sender);
+		else
+			util_buf_printf(c, "<MAILER-DAEMON@%s>\n", hostname);
 	}
 	if (!has_date)
 		util_buf_printf(c, "Date: %s\n", date);

@@ -352,6 +352,20 @@ def test_send_takes_grouped_flags(postern):
     assert r.returncode == 64 and b"-f needs an argument" in r.stderr, r
 
 
+@pytest.mark.parametrize("null", ["", "<>"])
+def test_send_null_sender_adds_a_from_with_a_domain(postern, null):
+    """-f '' and -f '<>' send from the null sender; the From: added for
+    it is an address with a domain (RFC 5322 3.4.1), as Postfix's is."""
+    wired(postern)
+    r = send_cmd(postern, ["-f", null, "bob@example.org"],
+        b"Subject: null\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    f = wait_for(lambda: postern.maildir("bob"), what="delivery to bob")[0]
+    ret, _, rest = split_delivered(read_bytes(f))
+    assert ret == "Return-Path: <>"
+    assert headers_of(rest)["from"] == ["<MAILER-DAEMON@test.example>"]
+
+
 def test_send_without_server_fails_and_leaves_nothing(make_postern):
     """No server listens on the spool's control socket: nothing would
     deliver the message, so send says so with EX_TEMPFAIL (75) and writes
