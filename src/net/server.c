@@ -231,10 +231,18 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	unsigned nconns;
 
 	(void)what;
-	if (srv->loops == NULL) {
-		/* Still binding (net_listen_first): stop there, or wait on. */
-		if (sig != SIGHUP && sig != SIGUSR1)
-			srv->startup_signal = (int)sig;
+	if (srv->loops == NULL && sig != SIGUSR1) {
+		/*
+		 * Still binding (net_listen_first): SIGTERM and SIGINT end
+		 * the wait; a SIGHUP neither ends nor shortens it (nor does
+		 * logrotate's SIGUSR1, below): bind-retry's INTERVAL stays.
+		 */
+		if (sig == SIGHUP) {
+			log_msg(LOG_LVL_INFO, "reload: not before every "
+			    "address is bound");
+			return;
+		}
+		srv->startup_signal = (int)sig;
 		event_base_loopbreak(srv->base);
 		return;
 	}

@@ -1,11 +1,13 @@
 """SIGHUP reloads the config (or keeps the old one); SIGTERM stops cleanly."""
 
 import re
+import signal
 import socket
+import subprocess
 import time
 
-from conftest import (HOST, Closed, listen_config, make_config, send_message,
-    wait_for)
+from conftest import (HOST, Closed, binary, listen_config, make_config,
+    send_message, wait_for)
 
 RULES_WITH_OTHER = [
     "match to domain example.org action local",
@@ -195,3 +197,42 @@ def test_sigterm_while_a_decision_is_pending(make_postern):
         c.expect_closed()
         assert srv.wait_exit(STOP_BOUND) == 0
         assert time.monotonic() - t0 < STOP_BOUND
+
+
+def test_signals_while_binding_keep_the_bind_retry_interval(tmp_path):
+    """logrotate's SIGUSR1 (and a SIGHUP) while an address is in use at
+    start-up: the waits keep their INTERVAL (bind-retry COUNT INTERVAL),
+    so the tries are not spent early."""
+    busy = socket.socket()
+    busy.bind((HOST, 0))
+    busy.listen(8)
+    port = busy.getsockname()[1]
+    conf = tmp_path / "postern.conf"
+    conf.write_text(make_config(["bind-retry 2 1500ms"]).replace("{tmp}",
+        str(tmp_path)).replace("{port}", str(port)))
+    errf = tmp_path / "stderr"
+    with open(errf, "wb") as f:
+        p = subprocess.Popen([binary(), "run", "-c", str(conf)],
+            cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+    try:
+        wait_for(lambda: "trying again" in errf.read_text(), 10,
+            what="the first failed bind")
+        t0 = time.monotonic()
+        sigs = [signal.SIGUSR1, signal.SIGHUP]
+        while p.poll() is None and time.monotonic() - t0 < 15:
+            p.send_signal(sigs[0])
+            sigs.reverse()
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+        assert p.wait(15) == 1
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        busy.close()
+    err = errf.read_text()
+    assert took >= 2.8, "gave up %.1f s after the first try:\n%s" % (took,
+        err)
+    assert err.count("trying again") == 2, err
+    assert "(no more tries: bind-retry)" in err, err
+    assert "Sanitizer" not in err, err
