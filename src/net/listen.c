@@ -12,9 +12,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -266,14 +268,136 @@ fail:
 }
 
 /*
- * Is addr:port free of listeners?  A socket without SO_REUSEPORT cannot
- * bind where any process listens (SO_REUSEADDR only passes connections in
- * TIME_WAIT), while ours would join that process's SO_REUSEPORT group
- * when it runs as the same user and take a share of its connections.
- * 0, or -1 with *err_out.
+ * An address as /proc/net/tcp and tcp6 show it ("0100007F", 32 digits for
+ * IPv6): each 8 digits are a 32-bit word as the kernel holds it, so in
+ * memory they are the address in network order.  Its length in bytes (4
+ * or 16), or 0.
+ */
+static size_t
+net_proc_addr(const char *hex, unsigned char *out)
+{
+	size_t len = strlen(hex);
+
+	if (len != 8 && len != 32)
+		return 0;
+	for (size_t i = 0; i < len / 8; i++) {
+		char word[9];
+		uint32_t w;
+
+		memcpy(word, hex + 8 * i, 8);
+		word[8] = '\0';
+		w = (uint32_t)strtoul(word, NULL, 16);
+		memcpy(out + 4 * i, &w, sizeof(w));
+	}
+	return len / 2;
+}
+
+static bool
+net_addr_is_any(const unsigned char *a, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] != 0)
+			return false;
+	return true;
+}
+
+/*
+ * Would a listener at e (elen bytes) keep a plain bind of a (alen bytes,
+ * the same port) from succeeding?  Ours are IPv6-only, so an IPv4 one
+ * meets IPv6 listeners only on "::" or an IPv4-mapped address (which may
+ * take IPv4 too), and an IPv6 one never meets IPv4 listeners.
+ */
+static bool
+net_addr_overlap(const unsigned char *a, size_t alen, const unsigned char *e,
+    size_t elen)
+{
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (alen == elen)
+		return net_addr_is_any(a, alen) || net_addr_is_any(e, elen) ||
+		    memcmp(a, e, alen) == 0;
+	if (alen != 4 || elen != 16)
+		return false;
+	return net_addr_is_any(e, elen) || (memcmp(e, mapped, 12) == 0 &&
+	    (net_addr_is_any(a, alen) || memcmp(e + 12, a, 4) == 0));
+}
+
+/* Is one of the sockets of ls[0..n) (nloops each) the one with inode ino? */
+static bool
+net_listens_hold(const struct net_listen *ls, size_t n, unsigned nloops,
+    unsigned long ino)
+{
+	struct stat st;
+
+	for (size_t i = 0; i < n; i++)
+		for (unsigned k = 0; ls[i].fds != NULL && k < nloops; k++)
+			if (fstat(ls[i].fds[k], &st) == 0 && st.st_ino == ino)
+				return true;
+	return false;
+}
+
+/*
+ * Does a socket that is not ours (in srv->listens or next[0..n)) listen
+ * on port at an address that overlaps ss's?  1 yes, 0 no, -1 when
+ * /proc/net/tcp cannot be read.
  */
 static int
-net_probe_free(const char *addr, int port, const char **err_out)
+net_foreign_listener(const struct net_server *srv, const struct net_listen
+    *next, size_t n, const struct sockaddr_storage *ss, int port)
+{
+	static const char *const tables[] = { "/proc/net/tcp",
+	    "/proc/net/tcp6" };
+	unsigned char a[16], e[16];
+	size_t alen = ss->ss_family == AF_INET6 ? 16 : 4;
+	int rc = 0;
+
+	memcpy(a, ss->ss_family == AF_INET6 ?
+	    (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr :
+	    (const void *)&((const struct sockaddr_in *)ss)->sin_addr, alen);
+	for (size_t t = 0; t < 2 && rc == 0; t++) {
+		FILE *f = fopen(tables[t], "re");
+		char line[512], hex[33];
+		unsigned lport, state;
+		unsigned long ino;
+
+		if (f == NULL) {
+			if (t == 0)
+				return -1;
+			continue;	/* no IPv6 */
+		}
+		while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+			/* sl local rem st tx:rx tr:when retr uid timeout inode */
+			if (sscanf(line, " %*u: %32[0-9A-Fa-f]:%x %*s %x %*s %*s "
+			    "%*s %*u %*u %lu", hex, &lport, &state, &ino) != 4 ||
+			    lport != (unsigned)port || state != 0x0A)
+				continue;	/* 0x0A: TCP_LISTEN */
+			size_t elen = net_proc_addr(hex, e);
+			if (elen != 0 && net_addr_overlap(a, alen, e, elen) &&
+			    !net_listens_hold(srv->listens, srv->nlistens,
+			    srv->nloops, ino) &&
+			    !net_listens_hold(next, n, srv->nloops, ino))
+				rc = 1;
+		}
+		fclose(f);
+	}
+	return rc;
+}
+
+/*
+ * Is addr:port free of other processes' listeners?  A socket without
+ * SO_REUSEPORT cannot bind where any process listens (SO_REUSEADDR only
+ * passes connections in TIME_WAIT), while ours would join that process's
+ * SO_REUSEPORT group when it runs as the same user and take a share of
+ * its connections.  Our own listeners at overlapping addresses (a
+ * specific address beside the wildcard on the same port) fail that bind
+ * too: /proc/net/tcp tells them apart, and ours bind beside them (another
+ * group; the kernel gives a connection to the most specific address).
+ * next[0..n): the listeners this sync opened so far.  0, or -1 with
+ * *err_out.
+ */
+static int
+net_probe_free(const struct net_server *srv, const struct net_listen *next,
+    size_t n, const char *addr, int port, const char **err_out)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
@@ -288,9 +412,21 @@ net_probe_free(const char *addr, int port, const char **err_out)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 &&
 	    errno == EADDRINUSE) {
-		*err_out = util_err("listen %s port %d: in use by another "
-		    "process (another postern?)", addr, port);
-		rc = -1;
+		switch (net_foreign_listener(srv, next, n, &ss, port)) {
+		case 0:
+			break;
+		case 1:
+			*err_out = util_err("listen %s port %d: in use by "
+			    "another process (another postern?)", addr, port);
+			rc = -1;
+			break;
+		default:
+			*err_out = util_err("listen %s port %d: in use by "
+			    "another process, or by an address of ours on that "
+			    "port (/proc/net/tcp cannot be read to tell)",
+			    addr, port);
+			rc = -1;
+		}
 	}
 	close(fd);
 	return rc;
@@ -299,15 +435,17 @@ net_probe_free(const char *addr, int port, const char **err_out)
 /*
  * l->fds: the socket the service manager passed for l's address (shared by
  * every loop), else one fresh SO_REUSEPORT socket per loop once no other
- * process listens there.  0, or -1 with *err_out (srv->bind_errno: why).
+ * process listens there (next[0..n): those opened before l).  0, or -1
+ * with *err_out (srv->bind_errno: why).
  */
 static int
-net_listen_open(struct net_server *srv, struct net_listen *l,
-    const char **err_out)
+net_listen_open(struct net_server *srv, const struct net_listen *next,
+    size_t n, struct net_listen *l, const char **err_out)
 {
 	int fd = net_passed_take(&srv->passed, l->addr, l->port);
 
-	if (fd == -1 && net_probe_free(l->addr, l->port, err_out) == -1) {
+	if (fd == -1 && net_probe_free(srv, next, n, l->addr, l->port,
+	    err_out) == -1) {
 		srv->bind_errno = EADDRINUSE;	/* it may be going away */
 		return -1;
 	}
@@ -316,7 +454,7 @@ net_listen_open(struct net_server *srv, struct net_listen *l,
 		l->passed = true;
 		if (net_passed_spread(fd, l->fds, srv->nloops, err_out) == 0)
 			return 0;
-		close(fd);
+		net_passed_give(&srv->passed, fd);
 		goto fail;
 	}
 	for (unsigned k = 0; k < srv->nloops; k++)
@@ -334,59 +472,96 @@ fail:
 	return -1;
 }
 
+/* Close what net_listen_open opened for l; a passed socket goes back. */
+static void
+net_listen_close(struct net_server *srv, struct net_listen *l)
+{
+	for (unsigned k = 0; l->fds != NULL && k < srv->nloops; k++)
+		if (k == 0 && l->passed)
+			net_passed_give(&srv->passed, l->fds[0]);
+		else
+			close(l->fds[k]);
+	free(l->fds);
+	l->fds = NULL;
+}
+
+/* The listen address of srv at addr:port that still has its sockets. */
+static struct net_listen *
+net_listen_find(struct net_server *srv, const char *addr, int port)
+{
+	for (size_t j = 0; j < srv->nlistens; j++) {
+		struct net_listen *o = &srv->listens[j];
+		if (o->fds != NULL && o->port == port &&
+		    strcmp(o->addr, addr) == 0)
+			return o;
+	}
+	return NULL;
+}
+
+/* "WHAT ADDR:PORT[MORE]", an IPv6 address in brackets. */
+static void
+net_listen_note(const char *what, const struct net_listen *l,
+    const char *more)
+{
+	bool v6 = strchr(l->addr, ':') != NULL;
+
+	log_msg(LOG_LVL_INFO, "%s %s%s%s:%d%s", what, v6 ? "[" : "", l->addr,
+	    v6 ? "]" : "", l->port, more);
+}
+
 /*
- * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets (or the one the service manager passed).
- * Sockets of dropped addresses are closed by their loops when they take
- * the new set.  -1 when a new one cannot be bound (the others are kept;
- * srv->bind_errno says why).
+ * Make srv->listens match cfg, all or nothing: first each new address is
+ * bound, beside the sockets in use; then kept addresses keep their
+ * sockets, and those of dropped ones are closed by their loops when they
+ * take the new set.  -1 when a new one cannot be bound: then nothing has
+ * changed (srv->bind_errno says why).
  */
 int
 net_listens_sync(struct net_server *srv, const struct config *cfg,
     const char **err_out)
 {
 	struct net_listen *next = xcalloc(cfg->nlistens + 1, sizeof(*next));
-	size_t n = 0;
-	int rc = 0;
+	size_t n;
 
-	for (size_t i = 0; i < cfg->nlistens; i++) {
+	for (n = 0; n < cfg->nlistens; n++) {
 		struct net_listen *l = &next[n];
-		l->addr = xstrdup(cfg->listens[i].addr);
-		l->port = cfg->listens[i].port;
-		for (size_t j = 0; j < srv->nlistens; j++) {
-			struct net_listen *o = &srv->listens[j];
-			if (o->fds != NULL && o->port == l->port &&
-			    strcmp(o->addr, l->addr) == 0) {
-				l->fds = o->fds;	/* moves over */
-				l->passed = o->passed;
-				o->fds = NULL;
+		l->addr = xstrdup(cfg->listens[n].addr);
+		l->port = cfg->listens[n].port;
+		if (net_listen_find(srv, l->addr, l->port) == NULL &&
+		    net_listen_open(srv, next, n, l, err_out) == -1) {
+			for (size_t i = 0; i <= n; i++) {
+				net_listen_close(srv, &next[i]);
+				free(next[i].addr);
 			}
+			free(next);
+			return -1;
 		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct net_listen *l = &next[i], *o;
 		if (l->fds == NULL) {
-			if (net_listen_open(srv, l, err_out) == -1) {
-				free(l->addr);
-				rc = -1;
-				goto next;
-			}
-			log_msg(LOG_LVL_INFO, "listening on %s%s%s:%d%s",
-			    strchr(l->addr, ':') ? "[" : "", l->addr,
-			    strchr(l->addr, ':') ? "]" : "", l->port,
-			    l->passed ? " (socket passed by the service "
-			    "manager)" : "");
-			/* Always steered: a socket another process adds to
-			 * the group is never picked. */
-			net_steer_listen(l, srv->balance_ev != NULL ?
-			    srv->nopen : srv->nloops);
+			o = net_listen_find(srv, l->addr, l->port);
+			l->fds = o->fds;	/* moves over */
+			l->passed = o->passed;
+			o->fds = NULL;
+			continue;
 		}
-		n++;
-next:		;
+		net_listen_note("listening on", l, l->passed ? " (socket "
+		    "passed by the service manager)" : "");
+		/* Always steered: a socket another process adds to the group
+		 * is never picked. */
+		net_steer_listen(l, srv->balance_ev != NULL ? srv->nopen :
+		    srv->nloops);
 	}
 	for (size_t j = 0; j < srv->nlistens; j++) {
+		if (srv->listens[j].fds != NULL)
+			net_listen_note("no longer listening on",
+			    &srv->listens[j], "");
 		free(srv->listens[j].addr);
 		free(srv->listens[j].fds);	/* the loops close them */
 	}
 	free(srv->listens);
 	srv->listens = next;
 	srv->nlistens = n;
-	return rc;
+	return 0;
 }

@@ -135,10 +135,15 @@ net_loop_main(void *arg)
 	struct net_loop *loop = arg;
 	int rc;
 
-	/* One turn at a time: the turn's log lines go out before a wait. */
+	/*
+	 * One turn at a time: the turn's log lines go out before a wait.  A
+	 * loop with nothing to wait for (no listener left, no session) still
+	 * waits: for its mailbox, until a stop ends it (net_loop_drain_cb).
+	 */
 	log_buffer(true);
 	do {
-		rc = event_base_loop(loop->base, EVLOOP_ONCE);
+		rc = event_base_loop(loop->base, EVLOOP_ONCE |
+		    EVLOOP_NO_EXIT_ON_EMPTY);
 		util_pool_kick();	/* the turn's disk jobs, at once */
 		log_flush();
 	} while (rc == 0 && !event_base_got_break(loop->base) &&

@@ -195,10 +195,11 @@ void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
 /* The loop's EMFILE pause is over (loop->resume_ev). */
 void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 /*
- * Make srv->listens match cfg: kept addresses keep their sockets, new ones
- * get nloops fresh sockets (or the one the service manager passed).
- * Sockets of dropped addresses are closed by their loops when they take
- * the new set.  -1 when a new one cannot be bound (the others are kept).
+ * Make srv->listens match cfg, all or nothing: kept addresses keep their
+ * sockets, new ones get nloops fresh sockets (or the one the service
+ * manager passed), bound beside those in use.  Sockets of dropped
+ * addresses are closed by their loops when they take the new set.  -1
+ * with *err_out when a new one cannot be bound: nothing has changed.
  */
 int	net_listens_sync(struct net_server *srv, const struct config *cfg,
 	    const char **err_out);
@@ -287,6 +288,8 @@ void	net_pidfile_close(int *fdp, const char *path);
 void	net_passed_take_all(struct net_passed *np);
 /* The passed socket listening on addr:port, now the caller's, or -1. */
 int	net_passed_take(struct net_passed *np, const char *addr, int port);
+/* Give back fd, which net_passed_take returned (it was not used). */
+void	net_passed_give(struct net_passed *np, int fd);
 /* Close (with a warning each) the sockets no listener took; np empties. */
 void	net_passed_close_rest(struct net_passed *np);
 /*

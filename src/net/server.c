@@ -159,6 +159,16 @@ net_reload_queue(struct net_server *srv, const struct config *cfg)
 		net_fixed("maildir-root");
 }
 
+/* A reload that changes nothing: say why, and that the old one runs. */
+static void
+net_reload_refused(struct net_server *srv, const char *why)
+{
+	log_msg(LOG_LVL_ERROR, "reload failed: %s%skeeping the running "
+	    "configuration", why != NULL ? why : "", why != NULL ? ": " : "");
+	net_notify_ready(srv, "reload failed, running the previous "
+	    "configuration");
+}
+
 static void
 net_reload(struct net_server *srv)
 {
@@ -177,22 +187,27 @@ net_reload(struct net_server *srv)
 		for (char *line = strtok_r(errs, "\n", &save); line != NULL;
 		    line = strtok_r(NULL, "\n", &save))
 			log_msg(LOG_LVL_ERROR, "reload: %s", line);
-		log_msg(LOG_LVL_ERROR, "reload failed: keeping the running "
-		    "configuration");
 		free(errs);
-		net_notify_ready(srv, "reload failed, running the previous "
-		    "configuration");
+		net_reload_refused(srv, NULL);
 		return;
 	}
-	if (net_check_nofile(cfg, &err) == -1 ||
-	    (rt = conn_rt_new(cfg, &err)) == NULL) {
-		log_msg(LOG_LVL_ERROR, "reload failed: %s: keeping the running "
-		    "configuration", err);
-		net_notify_ready(srv, "reload failed, running the previous "
-		    "configuration");
+	if (net_check_nofile(cfg, &err) == -1) {
+		config_free(&cfg);
+		net_reload_refused(srv, err);
+		return;
+	}
+	if ((rt = conn_rt_new(cfg, &err)) == NULL) {
+		net_reload_refused(srv, err);
 		return;
 	}
 	conn_rt_set_reaper(rt, net_rt_bury, srv);
+	/* Every new address bound, or none: never a server that hears
+	 * nothing (docs/deploy.md). */
+	if (net_listens_sync(srv, rt->cfg, &err) == -1) {
+		net_reload_refused(srv, err);
+		conn_rt_unref(&rt);
+		return;
+	}
 	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
 	    !net_same_str(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
 	    rt->cfg->spool_keep_max != srv->rt->cfg->spool_keep_max ||
@@ -200,8 +215,6 @@ net_reload(struct net_server *srv)
 	    rt->cfg->workers_spread != srv->rt->cfg->workers_spread)
 		log_msg(LOG_LVL_WARN, "reload: spool (and its keep folder) and "
 		    "workers change only at restart");
-	if (net_listens_sync(srv, rt->cfg, &err) == -1)
-		log_msg(LOG_LVL_ERROR, "reload: %s", err);
 	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
 	if ((rt->cfg->metrics_addr == NULL) != (srv->rt->cfg->metrics_addr ==
 	    NULL) || (rt->cfg->metrics_addr != NULL &&

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import (HOST, Client, binary, free_port, make_config,
-    send_message, wait_for)
+    run_cli, send_message, wait_for)
 
 
 def run_second(tmp_path, text):
@@ -105,3 +105,43 @@ def test_no_other_socket_takes_a_share_of_the_connections(make_postern,
         assert greeted == 40, "session %d was not greeted" % (greeted + 1)
     finally:
         intruder.close()
+
+
+def test_a_wildcard_beside_a_specific_address_on_one_port(make_postern):
+    """listen 127.0.0.1:P and listen 0.0.0.0:P: both are postern's own, so
+    neither is "in use by another process"; a connection goes to the most
+    specific address that listens (here: 127.0.0.2 to the wildcard's)."""
+    text = make_config(["bind-retry 1 100ms",
+        "listen 0.0.0.0:{port} nomail"])
+    srv = make_postern(config=text, start=False)
+    r = run_cli("check", "-c", srv.conf)
+    assert r.returncode == 0, r
+    srv.start()
+    for host, code in (("127.0.0.1", b"220 "), ("127.0.0.2", b"521 ")) * 5:
+        with socket.create_connection((host, srv.port), timeout=5) as s:
+            s.settimeout(5)
+            got = b""
+            while not got.endswith(b"\r\n"):
+                more = s.recv(512)
+                if not more:
+                    break
+                got += more
+            assert got.startswith(code), (host, got)
+    log = srv.log()
+    assert "listening on 127.0.0.1:%d" % srv.port in log, log
+    assert "listening on 0.0.0.0:%d" % srv.port in log, log
+
+
+def test_a_wildcard_over_another_servers_address_is_refused(postern,
+        tmp_path):
+    """Our own overlapping listeners are told apart from another
+    process's: the wildcard on the first server's port is refused."""
+    q = free_port()
+    text = second_config(postern, str(tmp_path / "second" / "spool"), q) + \
+        "listen 0.0.0.0:%d\nbind-retry 1 200ms\n" % postern.port
+    rc, err = run_second(tmp_path, text)
+    assert rc != 0, err
+    assert "listen 0.0.0.0 port %d: in use by another process (another " \
+        "postern?) (no more tries: bind-retry)" % postern.port in err, err
+    still_serves(postern, 10)
+

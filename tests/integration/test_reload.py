@@ -7,6 +7,7 @@ at connect, and the server recovers at the next good reload."""
 import os
 import shutil
 import smtplib
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -328,3 +329,116 @@ def test_a_renewed_certificate_is_served_after_a_reload(make_postern,
     assert "key does not match certificate" in failed[0], failed
     assert "key.pem: No such file or directory" in failed[1], failed
     assert srv.alive()
+
+
+# ----- listeners, and what only a restart changes ----------------------------
+
+def reload_to(srv, text, ok=True):
+    """Write text as the configuration, SIGHUP, and wait for the reload's
+    outcome; returns the log lines it wrote."""
+    before = len(srv.log().splitlines())
+    done = srv.log().count("reload: configuration")
+    failed = srv.log().count("reload failed")
+    srv.write_config(text)
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload: configuration") > done or
+        srv.log().count("reload failed") > failed, 10,
+        what="the reload to end")
+    lines = srv.log().splitlines()[before:]
+    assert ok == (srv.log().count("reload failed") == failed), lines
+    return lines
+
+
+def greeted(port, host="127.0.0.1"):
+    """A new session on host:port is greeted 220 (else False)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            got = b""
+            while len(got) < 4:
+                more = s.recv(4 - len(got))
+                if not more:
+                    break
+                got += more
+            return got == b"220 "
+    except OSError:
+        return False
+
+
+def test_a_reload_whose_new_address_cannot_be_bound_changes_nothing(
+        make_postern):
+    """An address in use by another process: the whole reload is refused in
+    one line, the old listeners and the old configuration stay."""
+    srv = make_postern(extra=["workers 2"])
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(8)
+    q = busy.getsockname()[1]
+    try:
+        lines = reload_to(srv, make_config(["workers 2",
+            "listen 127.0.0.1:%d" % q], rules=["match to domain "
+            "other.test action local"]), ok=False)
+        assert [l for l in lines if "error" in l] == [l for l in lines
+            if "reload failed: listen 127.0.0.1 port %d: in use by another "
+            "process (another postern?): keeping the running configuration"
+            % q in l], lines
+        assert not [l for l in lines if "listening on" in l], lines
+        for _ in range(10):
+            assert greeted(srv.port)
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+            c.send("RCPT TO:<bob@example.org>"); c.expect(250)	# old rules
+    finally:
+        busy.close()
+    # Once it is free, the same file loads.
+    lines = reload_to(srv, srv.fill(open(srv.conf).read()))
+    assert "listening on 127.0.0.1:%d" % q in "\n".join(lines), lines
+    wait_for(lambda: greeted(q), 10, what="a greeting on the new address")
+
+
+def test_a_specific_address_becomes_the_wildcard_and_back(make_postern):
+    """Our own listener on 127.0.0.1:P does not keep 0.0.0.0:P from being
+    bound beside it (and the other way round): the server goes on answering
+    on the port, and the log says which address stopped."""
+    srv = make_postern(extra=["workers 2"])
+    wild = make_config(["workers 2"]).replace("listen 127.0.0.1:{port}",
+        "listen 0.0.0.0:{port}")
+    for text, now, was in ((wild, "0.0.0.0", "127.0.0.1"),
+            (make_config(["workers 2"]), "127.0.0.1", "0.0.0.0")):
+        lines = "\n".join(reload_to(srv, text))
+        assert "listening on %s:%d" % (now, srv.port) in lines, lines
+        assert "no longer listening on %s:%d" % (was, srv.port) in lines, \
+            lines
+        wait_for(lambda: greeted(srv.port), 10,
+            what="a greeting on port %d after the reload to %s" % (
+            srv.port, now))
+        for _ in range(20):
+            assert greeted(srv.port)
+    assert greeted(srv.port, host="127.0.0.2") is False	# no wildcard now
+
+
+def test_a_reload_that_drops_an_address_says_so(make_postern):
+    q = free_port()
+    two = make_config(["listen 127.0.0.1:%d" % q])
+    srv = make_postern(config=two)
+    wait_for(lambda: greeted(q), 10, what="a greeting on the second address")
+    lines = reload_to(srv, make_config())
+    assert "no longer listening on 127.0.0.1:%d" % q in "\n".join(lines), \
+        lines
+    wait_for(lambda: not greeted(q), 10, what="the second address closed")
+    assert greeted(srv.port)
+
+
+def test_reloads_refused_for_the_descriptor_limit_leak_nothing(make_postern):
+    """Each refused reload frees the configuration it read (LeakSanitizer
+    at exit would name it)."""
+    srv = make_postern(start=False)
+    srv.argv_prefix = ["prlimit", "--nofile=4096:4096", "--"]
+    srv.start()
+    for _ in range(3):
+        lines = reload_to(srv, make_config(["limit connections 1000000"]),
+            ok=False)
+        assert "descriptor limit is 4096" in "\n".join(lines), lines
+    assert greeted(srv.port)
+    srv.stop()
+    assert srv.sanitizer_report() is None, srv.sanitizer_report()
