@@ -248,11 +248,8 @@ cli_run(int argc, char **argv)
 		free(errs);
 		fatal("%s: configuration has errors", path);
 	}
-	if (pid_file != NULL) {
-		free(cfg->pid_file);
-		cfg->pid_file = pid_file;
-	}
-	srv = net_server_new(path, cfg);
+	srv = net_server_new(path, cfg, pid_file);
+	free(pid_file);
 	free(path);
 	rc = net_server_run(srv);
 	net_server_free(&srv);

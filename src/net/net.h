@@ -11,10 +11,12 @@ struct net_server;
 
 /*
  * Build a server from a loaded config (ownership passes): open the spool,
- * start the delivery queue and bind every listener.  Exits through fatal()
- * when any of that fails (start-up only).
+ * start the delivery queue and bind every listener.  pid_file (borrowed),
+ * when not NULL, wins over cfg's, at reloads too (postern run --pid-file).
+ * Exits through fatal() when any of that fails (start-up only).
  */
-struct net_server *net_server_new(const char *config_path, struct config *cfg);
+struct net_server *net_server_new(const char *config_path, struct config *cfg,
+	    const char *pid_file);
 /*
  * Do cfg's "limit connections" and the descriptors postern keeps for
  * itself fit in the hard RLIMIT_NOFILE (the soft one is raised to it at

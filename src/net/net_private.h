@@ -136,6 +136,8 @@ struct net_server {
 	struct log_translog_writer *tlw;	/* owned: transaction logs */
 	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
 	char			*pid_file;	/* owned, or NULL: none */
+	bool			 pid_file_forced; /* by the command line: a
+						   reload keeps it */
 	int			 pidfd;		/* locked while we run, or -1 */
 	int			 notify_fd;	/* the service manager's, or -1 */
 	int			 bind_errno;	/* why net_listens_sync failed */

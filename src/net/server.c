@@ -132,31 +132,101 @@ net_same_strv(char **a, char **b)
 	return (a == NULL || *a == NULL) && (b == NULL || *b == NULL);
 }
 
+/* *dst becomes a copy of the optional string v. */
 static void
-net_fixed(const char *what)
+net_keep_str(char **dst, const char *v)
 {
-	log_msg(LOG_LVL_WARN, "reload: %s changes only at restart", what);
+	free(*dst);
+	*dst = v != NULL ? xstrdup(v) : NULL;
 }
 
-/*
- * The queue takes the new retry times, lifetime, delay warning, limit per
- * destination and hostname; what only a restart changes is named.
- */
+/* *dst becomes a copy of the optional list of strings v. */
 static void
-net_reload_queue(struct net_server *srv, const struct config *cfg)
+net_keep_strv(char ***dst, char **v)
+{
+	size_t n = 0;
+
+	for (char **d = *dst; d != NULL && *d != NULL; d++)
+		free(*d);
+	free(*dst);
+	*dst = NULL;
+	if (v == NULL)
+		return;
+	while (v[n] != NULL)
+		n++;
+	*dst = xcalloc(n + 1, sizeof(**dst));
+	for (size_t i = 0; i < n; i++)
+		(*dst)[i] = xstrdup(v[i]);
+}
+
+/* What only a restart changes, as net_restart_only reports it. */
+enum net_fixed {
+	NET_FIXED_SPOOL		= 1 << 0,
+	NET_FIXED_QUEUE		= 1 << 1,
+	NET_FIXED_USER		= 1 << 2,
+	NET_FIXED_GROUP		= 1 << 3,
+	NET_FIXED_ROOTS		= 1 << 4,
+	NET_FIXED_METRICS	= 1 << 5,
+	NET_FIXED_PID_FILE	= 1 << 6,
+};
+
+static const char *const net_fixed_what[] = {
+	"spool (and its keep folder) and workers change",
+	"queue concurrency changes",
+	"user changes",
+	"group changes",
+	"maildir-root changes",
+	"metrics listen changes",
+	"pid-file changes",
+};
+
+/*
+ * The settings only a restart applies: where the reloaded cfg differs from
+ * what runs, the running value replaces its own, so the configuration in
+ * force says what runs (and the next reload compares with that).  Returns
+ * the differences, NET_FIXED_ bits, for the log once the reload is done.
+ */
+static unsigned
+net_restart_only(const struct net_server *srv, struct config *cfg)
 {
 	const struct config *was = srv->rt->cfg;
-	struct queue_opts qo;
+	unsigned diff = 0;
 
-	queue_opts_init(&qo, cfg);
-	if (!queue_reconfigure(srv->queue, &qo))
-		net_fixed("queue concurrency");
+	if (strcmp(cfg->spool, was->spool) != 0 ||
+	    !net_same_str(cfg->spool_keep, was->spool_keep) ||
+	    cfg->spool_keep_max != was->spool_keep_max ||
+	    cfg->workers != was->workers ||
+	    cfg->workers_spread != was->workers_spread)
+		diff |= NET_FIXED_SPOOL;
+	if (cfg->queue.concurrency != was->queue.concurrency)
+		diff |= NET_FIXED_QUEUE;
 	if (!net_same_str(cfg->user, was->user))
-		net_fixed("user");
+		diff |= NET_FIXED_USER;
 	if (!net_same_str(cfg->group, was->group))
-		net_fixed("group");
+		diff |= NET_FIXED_GROUP;
 	if (!net_same_strv(cfg->maildir_roots, was->maildir_roots))
-		net_fixed("maildir-root");
+		diff |= NET_FIXED_ROOTS;
+	if (!net_same_str(cfg->metrics_addr, was->metrics_addr) ||
+	    (cfg->metrics_addr != NULL &&
+	    cfg->metrics_port != was->metrics_port))
+		diff |= NET_FIXED_METRICS;
+	/* postern run --pid-file wins over the file's. */
+	if (!srv->pid_file_forced && !net_same_str(cfg->pid_file,
+	    was->pid_file))
+		diff |= NET_FIXED_PID_FILE;
+	net_keep_str(&cfg->spool, was->spool);
+	net_keep_str(&cfg->spool_keep, was->spool_keep);
+	cfg->spool_keep_max = was->spool_keep_max;
+	cfg->workers = was->workers;
+	cfg->workers_spread = was->workers_spread;
+	cfg->queue.concurrency = was->queue.concurrency;
+	net_keep_str(&cfg->user, was->user);
+	net_keep_str(&cfg->group, was->group);
+	net_keep_strv(&cfg->maildir_roots, was->maildir_roots);
+	net_keep_str(&cfg->metrics_addr, was->metrics_addr);
+	cfg->metrics_port = was->metrics_port;
+	net_keep_str(&cfg->pid_file, was->pid_file);
+	return diff;
 }
 
 /* A reload that changes nothing: say why, and that the old one runs. */
@@ -176,6 +246,8 @@ net_reload(struct net_server *srv)
 	const char *err = NULL;
 	struct config *cfg;
 	struct conn_rt *rt;
+	struct queue_opts qo;
+	unsigned fixed;
 
 	net_notify(srv->notify_fd, "RELOADING=1\nMONOTONIC_USEC=%llu\n"
 	    "STATUS=reloading %s", (unsigned long long)util_now_ms() * 1000,
@@ -191,6 +263,7 @@ net_reload(struct net_server *srv)
 		net_reload_refused(srv, NULL);
 		return;
 	}
+	fixed = net_restart_only(srv, cfg);
 	if (net_check_nofile(cfg, &err) == -1) {
 		config_free(&cfg);
 		net_reload_refused(srv, err);
@@ -208,23 +281,18 @@ net_reload(struct net_server *srv)
 		conn_rt_unref(&rt);
 		return;
 	}
-	if (strcmp(rt->cfg->spool, srv->rt->cfg->spool) != 0 ||
-	    !net_same_str(rt->cfg->spool_keep, srv->rt->cfg->spool_keep) ||
-	    rt->cfg->spool_keep_max != srv->rt->cfg->spool_keep_max ||
-	    rt->cfg->workers != srv->rt->cfg->workers ||
-	    rt->cfg->workers_spread != srv->rt->cfg->workers_spread)
-		log_msg(LOG_LVL_WARN, "reload: spool (and its keep folder) and "
-		    "workers change only at restart");
 	atomic_store(&srv->nlistening, (unsigned)srv->nlistens);
-	if ((rt->cfg->metrics_addr == NULL) != (srv->rt->cfg->metrics_addr ==
-	    NULL) || (rt->cfg->metrics_addr != NULL &&
-	    (strcmp(rt->cfg->metrics_addr, srv->rt->cfg->metrics_addr) != 0 ||
-	    rt->cfg->metrics_port != srv->rt->cfg->metrics_port)))
-		log_msg(LOG_LVL_WARN, "reload: metrics listen changes only at "
-		    "restart");
 	if (net_log_setup(rt->cfg, &err) == -1)
 		log_msg(LOG_LVL_ERROR, "reload: %s: logging as before", err);
-	net_reload_queue(srv, rt->cfg);
+	for (size_t i = 0; i < sizeof(net_fixed_what) /
+	    sizeof(net_fixed_what[0]); i++)
+		if (fixed & 1u << i)
+			log_msg(LOG_LVL_WARN, "reload: %s only at restart",
+			    net_fixed_what[i]);
+	/* Retry times, lifetime, delay warning, limit per destination and
+	 * hostname; its concurrency is the running one (above). */
+	queue_opts_init(&qo, rt->cfg);
+	(void)queue_reconfigure(srv->queue, &qo);
 	net_post(srv, rt, true, false);
 	pthread_mutex_lock(&srv->mu);	/* queue threads read srv->rt */
 	conn_rt_unref(&srv->rt);
@@ -378,12 +446,17 @@ net_libevent_log_cb(int severity, const char *msg)
 }
 
 struct net_server *
-net_server_new(const char *config_path, struct config *cfg)
+net_server_new(const char *config_path, struct config *cfg,
+    const char *pid_file)
 {
 	struct net_server *srv = xcalloc(1, sizeof(*srv));
 	const char *err = NULL;
 
 	srv->metrics_fd = -1;
+	if (pid_file != NULL) {
+		net_keep_str(&cfg->pid_file, pid_file);
+		srv->pid_file_forced = true;
+	}
 	if (net_log_setup(cfg, &err) == -1)
 		fatal("%s", err);
 	event_set_log_callback(net_libevent_log_cb);

@@ -429,6 +429,49 @@ def test_a_reload_that_drops_an_address_says_so(make_postern):
     assert greeted(srv.port)
 
 
+def restart_only_warnings(lines):
+    return [l[l.index("reload:"):] for l in lines if "only at restart" in l]
+
+
+def test_a_reload_compares_with_what_runs_not_with_the_last_file(
+        make_postern):
+    """A setting that changes only at restart is named once, when the file
+    changes it; the running configuration keeps the value that runs, so
+    going back to it, or reloading the same file, names nothing."""
+    def conf(workers, user=None):
+        return make_config(["workers %d" % workers] +
+            (["user " + user] if user else []))
+    srv = make_postern(config=conf(2))
+    assert restart_only_warnings(reload_to(srv, conf(1, "nobody"))) == [
+        "reload: spool (and its keep folder) and workers change only at "
+        "restart", "reload: user changes only at restart"]
+    assert restart_only_warnings(reload_to(srv, conf(2))) == []
+    assert restart_only_warnings(reload_to(srv, conf(2))) == []
+
+
+def test_a_new_pid_file_is_named_at_reload_and_the_old_one_kept(
+        make_postern, tmp_path):
+    pid_a, pid_b = str(tmp_path / "a.pid"), str(tmp_path / "b.pid")
+    srv = make_postern(extra=["pid-file " + pid_a])
+    assert restart_only_warnings(reload_to(srv, make_config(["pid-file " +
+        pid_b]))) == ["reload: pid-file changes only at restart"]
+    assert restart_only_warnings(reload_to(srv, make_config(["pid-file " +
+        pid_a]))) == []
+    assert open(pid_a).read().strip() == str(srv.proc.pid)
+    assert not os.path.exists(pid_b)
+
+
+def test_a_pid_file_of_the_command_line_is_no_change(make_postern, tmp_path):
+    """postern run --pid-file wins over the file's, at a reload too."""
+    srv = make_postern(start=False)
+    srv.run_args = ["--pid-file", str(tmp_path / "cli.pid")]
+    srv.start()
+    for extra in ([], ["pid-file %s/other.pid" % tmp_path]):
+        assert restart_only_warnings(reload_to(srv, make_config(extra))) == []
+    assert open(tmp_path / "cli.pid").read().strip() == str(srv.proc.pid)
+    assert not os.path.exists(tmp_path / "other.pid")
+
+
 def test_reloads_refused_for_the_descriptor_limit_leak_nothing(make_postern):
     """Each refused reload frees the configuration it read (LeakSanitizer
     at exit would name it)."""
