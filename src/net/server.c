@@ -445,6 +445,20 @@ net_libevent_log_cb(int severity, const char *msg)
 	    strlen(msg)));
 }
 
+/*
+ * Start-up failed before cfg went to its runtime (conn_rt_new): free it
+ * (nothing else holds it), then fatal with why.
+ */
+static void UTIL_NORETURN
+net_start_fail(struct config *cfg, const char *why)
+{
+	char text[1024];
+
+	(void)util_strlcpy(text, why, sizeof(text));
+	config_free(&cfg);
+	fatal("%s", text);
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg,
     const char *pid_file)
@@ -458,7 +472,7 @@ net_server_new(const char *config_path, struct config *cfg,
 		srv->pid_file_forced = true;
 	}
 	if (net_log_setup(cfg, &err) == -1)
-		fatal("%s", err);
+		net_start_fail(cfg, err);
 	event_set_log_callback(net_libevent_log_cb);
 	srv->notify_fd = net_notify_open();
 	/* First: a second instance stops here, before it binds anything. */
@@ -466,10 +480,10 @@ net_server_new(const char *config_path, struct config *cfg,
 	if (cfg->pid_file != NULL) {
 		srv->pid_file = xstrdup(cfg->pid_file);
 		if ((srv->pidfd = net_pidfile_open(srv->pid_file, &err)) == -1)
-			fatal("%s", err);
+			net_start_fail(cfg, err);
 	}
 	if (evthread_use_pthreads() == -1)
-		fatal("libevent: no thread support");
+		net_start_fail(cfg, "libevent: no thread support");
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_mutex_init(&srv->reap_mu, NULL);
 	pthread_cond_init(&srv->reap_cv, NULL);
@@ -489,12 +503,12 @@ net_server_new(const char *config_path, struct config *cfg,
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
 	if (net_check_nofile(cfg, &err) == -1)
-		fatal("%s", err);
+		net_start_fail(cfg, err);
 	net_size_nofile(cfg);
 	/* The privileged helper: forked as root, before any thread. */
 	if ((config_needs_priv(cfg) || net_tls_needs_root(cfg)) &&
 	    (srv->priv = priv_start(cfg, &err)) == NULL)
-		fatal("%s", err);
+		net_start_fail(cfg, err);
 	if (srv->priv != NULL)
 		tls_server_set_opener(net_tls_open, srv->priv);
 	if ((srv->rt = conn_rt_new(cfg, &err)) == NULL)

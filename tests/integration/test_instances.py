@@ -145,3 +145,14 @@ def test_a_wildcard_over_another_servers_address_is_refused(postern,
         "postern?) (no more tries: bind-retry)" % postern.port in err, err
     still_serves(postern, 10)
 
+
+def test_a_log_file_that_cannot_be_opened_stops_the_start_cleanly(
+        tmp_path):
+    d = tmp_path / "second"
+    text = make_config(["log file %s/no/such/dir/postern.log" % d]).replace(
+        "{tmp}", str(d)).replace("{port}", str(free_port()))
+    rc, err = run_second(tmp_path, text)
+    assert rc == 1, err
+    assert "fatal: log file %s/no/such/dir/postern.log: No such file or " \
+        "directory" % d in err, err
+    assert "Sanitizer" not in err, err
