@@ -451,10 +451,14 @@ struct config {
 	size_t			 nrules;
 };
 
+/* The largest configuration file read; a larger one is refused. */
+#define CONFIG_FILE_MAX		(16u << 20)
+
 /*
  * Parse the file at path.  On success returns the config and *errs_out is
  * NULL.  On failure returns NULL and *errs_out holds every error found, one
- * "FILE:LINE: message\n" line each (owned by the caller: free()).
+ * "FILE:LINE: message\n" line each (owned by the caller: free()).  Reading
+ * stops at the first NUL byte or past CONFIG_FILE_MAX bytes (an error).
  */
 struct config *config_load(const char *path, char **errs_out);
 /* The same, from a string (name is used in messages). */

@@ -23,7 +23,8 @@ enum cfg_tok_kind {
 
 struct cfg_tok {
 	enum cfg_tok_kind	 kind;
-	char			*text;		/* owned; NULL for punctuation */
+	char			*text;		/* owned; "{" "}" "," ";" for
+						 * punctuation */
 	bool			 quoted;	/* some part was in double quotes */
 };
 
@@ -87,6 +88,15 @@ bool	cfg_size_opt(struct cfg_parser *p, const struct cfg_line *ln,
 /* Report a second statement of a kind that may appear once. */
 bool	cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 	    const char *what);
+/*
+ * An option o of a statement that may be given once: when o is one of
+ * names (NULL-terminated, at most 32), report it given a second time
+ * ("WHAT: o given twice", or without "WHAT: " when what is NULL).  seen: a bit per name, 0 at the start of the
+ * line.  Words not in names pass.
+ */
+bool	cfg_opt_once(struct cfg_parser *p, const struct cfg_line *ln,
+	    const char *what, const char *const *names, const char *o,
+	    unsigned *seen);
 /* Does a later line define a table/action with this name?  Its line or 0. */
 int	cfg_defined_later(const struct cfg_parser *p, const char *kw,
 	    const char *name);
@@ -183,6 +193,13 @@ void	cfg_accounts_free(struct config *c);
 void	cfg_st_action_agent(struct cfg_parser *p, const struct cfg_line *ln,
 	    enum config_action_kind kind);
 void	cfg_agent_free(struct config *c);
+
+/*
+ * Why s is not a domain name, or NULL: labels of letters, digits and '-'
+ * (not at either end; utf8: UTF-8 octets too, RFC 6531 3.3) of 1..63
+ * octets, 253 in all.  The reason follows the name: "\"x\" is empty".
+ */
+const char *cfg_domain_why(const char *s, bool utf8);
 
 /* Names of tables, actions and accounts: 1..64 of [A-Za-z0-9._-]. */
 bool	cfg_is_name(const char *s);

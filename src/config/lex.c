@@ -88,9 +88,13 @@ cfg_lex_line(const char *s, size_t len, int lineno, struct cfg_line *ln)
 		if (c == '#')
 			break;
 		if (c == '{' || c == '}' || c == ',' || c == ';') {
+			/* Punctuation has its character as text too, so a
+			 * statement that compares words before checking kinds
+			 * sees "}" rather than a null pointer. */
 			cfg_add_tok(ln, c == '{' ? CFG_TOK_LBRACE :
 			    c == '}' ? CFG_TOK_RBRACE : c == ';' ?
-			    CFG_TOK_SEMI : CFG_TOK_COMMA, NULL, false);
+			    CFG_TOK_SEMI : CFG_TOK_COMMA, xstrndup(&s[i], 1),
+			    false);
 			i++;
 			continue;
 		}

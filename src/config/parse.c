@@ -55,11 +55,8 @@ cfg_nargs(struct cfg_parser *p, const struct cfg_line *ln, size_t min,
 
 	for (size_t i = 1; i < ln->ntoks; i++)
 		if (ln->toks[i].kind != CFG_TOK_WORD) {
-			cfg_err(p, ln->lineno, "%s: unexpected '%c' (usage: "
-			    "%s)", ln->toks[0].text,
-			    ln->toks[i].kind == CFG_TOK_LBRACE ? '{' :
-			    ln->toks[i].kind == CFG_TOK_RBRACE ? '}' : ',',
-			    usage);
+			cfg_err(p, ln->lineno, "%s: unexpected '%s' (usage: "
+			    "%s)", ln->toks[0].text, ln->toks[i].text, usage);
 			return false;
 		}
 	if (n < min) {
@@ -89,6 +86,25 @@ cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 	return true;
 }
 
+bool
+cfg_opt_once(struct cfg_parser *p, const struct cfg_line *ln,
+    const char *what, const char *const *names, const char *o,
+    unsigned *seen)
+{
+	for (unsigned k = 0; names[k] != NULL; k++)
+		if (strcmp(o, names[k]) == 0) {
+			ASSERT(k < 32);
+			if (*seen & (1u << k)) {
+				cfg_err(p, ln->lineno, "%s%s%s given twice",
+				    what != NULL ? what : "",
+				    what != NULL ? ": " : "", o);
+				return false;
+			}
+			*seen |= 1u << k;
+		}
+	return true;
+}
+
 /* 1..max octets of letters, digits, '-', '.' and '_'. */
 static bool
 cfg_is_word(const char *s, size_t max)
@@ -105,10 +121,39 @@ cfg_is_word(const char *s, size_t max)
 	return true;
 }
 
-static bool
-cfg_is_hostname(const char *s)
+const char *
+cfg_domain_why(const char *s, bool utf8)
 {
-	return cfg_is_word(s, 253);
+	size_t n = strlen(s), label = 0;
+
+	if (n == 0)
+		return "is empty";
+	/* RFC 1035 2.3.4: 255 octets on the wire, 253 written out. */
+	if (n > 253)
+		return "is longer than 253 octets";
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '.' || c == '\0') {
+			/* RFC 1123 2.1, RFC 5321 4.1.2: Let-dig [Ldh-str] */
+			if (label == 0)
+				return "has an empty label (a '.' at either "
+				    "end, or two together)";
+			if (label > 63)
+				return "has a label longer than 63 octets";
+			if (s[i - label] == '-' || s[i - 1] == '-')
+				return "has a label that starts or ends with "
+				    "'-'";
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || (utf8 && c >= 0x80)))
+			return utf8 ? "has a character other than letters, "
+			    "digits, '-', '.' and UTF-8" : "has a character "
+			    "other than letters, digits, '-' and '.'";
+		label++;
+	}
+	return NULL;
 }
 
 /* Names of tables, actions and accounts. */
@@ -125,9 +170,11 @@ cfg_st_hostname(struct cfg_parser *p, const struct cfg_line *ln)
 		return;
 	if (!cfg_once(p, ln, &p->seen_hostname, "hostname"))
 		return;
-	if (!cfg_is_hostname(ln->toks[1].text)) {
-		cfg_err(p, ln->lineno, "hostname: %s is not a host name "
-		    "(letters, digits, '-', '.')", cfg_q(ln->toks[1].text));
+	/* It goes on the wire in the greeting and EHLO reply. */
+	const char *why = cfg_domain_why(ln->toks[1].text, false);
+	if (why != NULL) {
+		cfg_err(p, ln->lineno, "hostname: %s %s", cfg_q(ln->toks[1].text),
+		    why);
 		return;
 	}
 	free(p->c->hostname);
@@ -199,10 +246,11 @@ bool
 cfg_size_opt(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
     const struct cfg_size_range *r, uint64_t *out)
 {
-	const char *name = ln->toks[*ip].text, *v;
+	const char *name = ln->toks[*ip].text;
 
-	if (*ip + 1 >= ln->ntoks || (v = ln->toks[*ip + 1].text) == NULL ||
-	    util_parse_size(v, out) == -1 || *out < r->min || *out > r->max) {
+	if (*ip + 1 >= ln->ntoks || ln->toks[*ip + 1].kind != CFG_TOK_WORD ||
+	    util_parse_size(ln->toks[*ip + 1].text, out) == -1 ||
+	    *out < r->min || *out > r->max) {
 		cfg_err(p, ln->lineno, "%s %s: expected a size in %s",
 		    ln->toks[0].text, name, r->text);
 		return false;
@@ -237,12 +285,22 @@ cfg_st_pid_file(struct cfg_parser *p, const struct cfg_line *ln)
 static void
 cfg_st_translog(struct cfg_parser *p, const struct cfg_line *ln)
 {
+	static const char *const opts[] = { "commands", "replies", "data",
+	    "max-file", "max-total", NULL };
 	struct config_translog t = p->c->translog;
+	unsigned seen = 0;
 
 	if (!cfg_nargs(p, ln, 1, 9, CFG_TRANSLOG_USAGE))
 		return;
 	for (size_t i = 2; i < ln->ntoks; ) {
 		const char *w = ln->toks[i].text;
+		if (!cfg_opt_once(p, ln, "transaction-log", opts, w, &seen))
+			return;
+		if ((seen & 3) == 3) {	/* commands and replies */
+			cfg_err(p, ln->lineno, "transaction-log: commands and "
+			    "replies: give one, or neither to log both sides");
+			return;
+		}
 		if (strcmp(w, "commands") == 0 || strcmp(w, "replies") == 0) {
 			t.commands = w[0] == 'c';
 			t.replies = w[0] == 'r';
@@ -655,11 +713,23 @@ config_parse(const char *name, const char *text, char **errs_out)
 	return c;
 }
 
+/* The line of text[len] (counting from 1). */
+static int
+cfg_line_at(const char *text, size_t len)
+{
+	int line = 1;
+
+	for (size_t i = 0; i < len; i++)
+		line += text[i] == '\n';
+	return line;
+}
+
 struct config *
 config_load(const char *path, char **errs_out)
 {
 	struct util_buf b = { 0 };
 	char chunk[8192];
+	const char *z;
 	size_t n;
 	FILE *f;
 
@@ -668,30 +738,36 @@ config_load(const char *path, char **errs_out)
 		    strerror(errno));
 		return NULL;
 	}
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+	/* Stop early: /dev/zero or an endless pipe must not fill memory. */
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if ((z = memchr(chunk, '\0', n)) != NULL) {
+			util_buf_add(&b, chunk, (size_t)(z - chunk));
+			*errs_out = xasprintf("%s:%d: NUL byte in the file\n",
+			    path, cfg_line_at(b.data, b.len));
+			goto fail;
+		}
+		if (n > CONFIG_FILE_MAX - b.len) {
+			util_buf_add(&b, chunk, CONFIG_FILE_MAX - b.len);
+			*errs_out = xasprintf("%s:%d: the file is larger than "
+			    "%u MiB, the most a configuration may be\n", path,
+			    cfg_line_at(b.data, b.len), CONFIG_FILE_MAX >> 20);
+			goto fail;
+		}
 		util_buf_add(&b, chunk, n);
+	}
 	if (ferror(f)) {
 		*errs_out = xasprintf("%s:0: cannot read: %s\n", path,
 		    strerror(errno));
-		fclose(f);
-		util_buf_clear(&b);
-		return NULL;
+		goto fail;
 	}
 	fclose(f);
-	const char *text = util_buf_cstr(&b);
-	if (memchr(text, '\0', b.len) != NULL) {
-		const char *z = memchr(text, '\0', b.len);
-		int line = 1;
-		for (const char *q = text; q < z; q++)
-			line += *q == '\n';
-		*errs_out = xasprintf("%s:%d: NUL byte in the file\n", path,
-		    line);
-		util_buf_clear(&b);
-		return NULL;
-	}
-	struct config *c = config_parse(path, text, errs_out);
+	struct config *c = config_parse(path, util_buf_cstr(&b), errs_out);
 	util_buf_clear(&b);
 	return c;
+fail:
+	fclose(f);
+	util_buf_clear(&b);
+	return NULL;
 }
 
 void

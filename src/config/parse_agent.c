@@ -359,7 +359,12 @@ static int
 cfg_action_webhook(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_hook **out, size_t i)
 {
+	/* All but header, which may add several fields. */
+	static const char *const once[] = { "method", "format", "auth",
+	    "secret", "ca", "no-verify", "timeout", "response-max",
+	    "text-max", "attachments", "sync", NULL };
 	struct config_hook *h = *out = xcalloc(1, sizeof(*h));
+	unsigned seen = 0;
 	int rc;
 
 	if (i >= ln->ntoks) {
@@ -369,6 +374,9 @@ cfg_action_webhook(struct cfg_parser *p, const struct cfg_line *ln,
 	if (cfg_hook_url(p, ln, h, ln->toks[i].text) == -1)
 		return -1;
 	for (i++; i < ln->ntoks;) {
+		if (!ln->toks[i].quoted && !cfg_opt_once(p, ln, "webhook",
+		    once, ln->toks[i].text, &seen))
+			return -1;
 		if ((rc = cfg_hook_opt(p, ln, h, &i)) == -1)
 			return -1;
 		if (rc == 0) {
@@ -394,10 +402,13 @@ cfg_reply_tail(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_reply *r, size_t first, size_t *end_out)
 {
 	size_t end = ln->ntoks;
+	unsigned seen = 0;
 	int k;
 
 	while (end >= first + 2 && (k = cfg_reply_opt_at(ln, end - 2)) != -1) {
-		if (cfg_reply_opt(p, ln, r, k, ln->toks[end - 1].text) == -1)
+		if (!cfg_opt_once(p, ln, "reply", cfg_reply_opts,
+		    ln->toks[end - 2].text, &seen) ||
+		    cfg_reply_opt(p, ln, r, k, ln->toks[end - 1].text) == -1)
 			return -1;
 		end -= 2;
 	}
@@ -481,30 +492,52 @@ cfg_action_pass(struct cfg_parser *p, const struct cfg_line *ln,
 	return 0;
 }
 
+/*
+ * "pipe PROGRAM [ARG...] [user U] [timeout DUR]": the first unquoted
+ * "user" or "timeout" after the program starts the options, each given
+ * once with its value; a program argument of that name is quoted.
+ */
 static int
 cfg_action_pipe(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_pipe **out)
 {
+	static const char *const opts[] = { "user", "timeout", NULL };
+	static const char usage[] = "usage: pipe \"PROGRAM\" [ARG...] "
+	    "[user U] [timeout DUR]";
 	struct config_pipe *pp = *out = xcalloc(1, sizeof(*pp));
-	size_t end = ln->ntoks;
+	size_t end = 4, i;
+	unsigned seen = 0;
 
-	while (end >= 6 && !ln->toks[end - 2].quoted &&
-	    (strcmp(ln->toks[end - 2].text, "user") == 0 ||
-	    strcmp(ln->toks[end - 2].text, "timeout") == 0)) {
-		const char *v = ln->toks[end - 1].text;
-
-		if (ln->toks[end - 2].text[0] == 'u') {
-			free(pp->user);
+	if (ln->ntoks < 4 || ln->toks[3].text[0] == '\0') {
+		cfg_err(p, ln->lineno, "%s", usage);
+		return -1;
+	}
+	while (end < ln->ntoks && (ln->toks[end].quoted ||
+	    (strcmp(ln->toks[end].text, "user") != 0 &&
+	    strcmp(ln->toks[end].text, "timeout") != 0)))
+		end++;
+	for (i = end; i < ln->ntoks; i += 2) {
+		const char *o = ln->toks[i].text;
+		if (ln->toks[i].quoted || (strcmp(o, "user") != 0 &&
+		    strcmp(o, "timeout") != 0)) {
+			cfg_err(p, ln->lineno, "pipe: %s after the options "
+			    "(program arguments come before user and timeout; "
+			    "%s)", cfg_q(o), usage);
+			return -1;
+		}
+		if (!cfg_opt_once(p, ln, "pipe", opts, o, &seen))
+			return -1;
+		if (i + 1 >= ln->ntoks) {
+			cfg_err(p, ln->lineno, "pipe: %s needs a value (a "
+			    "program argument of that name is quoted)", o);
+			return -1;
+		}
+		const char *v = ln->toks[i + 1].text;
+		if (o[0] == 'u')
 			pp->user = xstrdup(v);
-		} else if (cfg_agent_dur(p, ln, "timeout", v, 1000, 86400000,
+		else if (cfg_agent_dur(p, ln, "timeout", v, 1000, 86400000,
 		    &pp->timeout_ms) == -1)
 			return -1;
-		end -= 2;
-	}
-	if (end < 4 || ln->toks[3].text[0] == '\0') {
-		cfg_err(p, ln->lineno, "usage: pipe \"PROGRAM\" [ARG...] "
-		    "[user U] [timeout DUR]");
-		return -1;
 	}
 	if (cfg_agent_program(p, ln, "pipe", ln->toks[3].text) == -1)
 		return -1;
@@ -597,7 +630,7 @@ cfg_st_action_agent(struct cfg_parser *p, const struct cfg_line *ln,
 
 	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_is_name(name)) {
 		cfg_err(p, ln->lineno, "action: bad name %s (letters, digits, "
-		    "'_', '-', '.')", cfg_q(name != NULL ? name : ""));
+		    "'_', '-', '.')", cfg_q(name));
 		return;
 	}
 	if ((old = config_action_find(c, name)) != NULL) {

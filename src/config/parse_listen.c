@@ -117,7 +117,8 @@ cfg_certs_free(struct config_tls_cert *certs, size_t n)
 
 /*
  * "proxy-protocol [from CIDR...]" at toks[*ip]: the networks run to the
- * next word that is not one.  False after an error.
+ * next word that is not one.  False after an error.  (cfg_nargs made
+ * sure every token of a listen line is a word.)
  */
 static bool
 cfg_parse_proxy(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
@@ -127,10 +128,9 @@ cfg_parse_proxy(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 	struct util_cidr net;
 
 	l->proxy_protocol = true;
-	if (i < ln->ntoks && ln->toks[i].text != NULL &&
-	    strcmp(ln->toks[i].text, "from") == 0) {
-		for (i++; i < ln->ntoks && ln->toks[i].text != NULL &&
-		    util_cidr_parse(ln->toks[i].text, &net) == 0; i++) {
+	if (i < ln->ntoks && strcmp(ln->toks[i].text, "from") == 0) {
+		for (i++; i < ln->ntoks && util_cidr_parse(ln->toks[i].text,
+		    &net) == 0; i++) {
 			l->proxy_from = xreallocarray(l->proxy_from,
 			    l->nproxy_from + 1, sizeof(*l->proxy_from));
 			l->proxy_from[l->nproxy_from++] = net;
@@ -138,13 +138,35 @@ cfg_parse_proxy(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 		if (l->nproxy_from == 0) {
 			cfg_err(p, ln->lineno, "listen: proxy-protocol from: "
 			    "%s is not a network (like 10.0.0.0/8 or "
-			    "2001:db8::/32)", i < ln->ntoks &&
-			    ln->toks[i].text != NULL ?
+			    "2001:db8::/32)", i < ln->ntoks ?
 			    cfg_q(ln->toks[i].text) : "nothing");
 			return false;
 		}
 	}
 	*ip = i;
+	return true;
+}
+
+/* The listener options that may be given once (nomail: with after-data). */
+enum { CFG_LF_AUTH = 4, CFG_LF_AUTH_PLAINTEXT = 5 };
+static const char *const cfg_listen_flags[] = { "tls", "no-starttls",
+	"require-tls", "nomail", "auth", "auth-plaintext", "sender-auth",
+	"proxy-protocol", NULL };
+
+/* toks[i] given twice, or auth with auth-plaintext: false after reporting. */
+static bool
+cfg_listen_flag_once(struct cfg_parser *p, const struct cfg_line *ln,
+    size_t i, unsigned *seen)
+{
+	if (!cfg_opt_once(p, ln, "listen", cfg_listen_flags, ln->toks[i].text,
+	    seen))
+		return false;
+	if ((*seen & (1u << CFG_LF_AUTH)) &&
+	    (*seen & (1u << CFG_LF_AUTH_PLAINTEXT))) {
+		cfg_err(p, ln->lineno, "listen: auth and auth-plaintext: give "
+		    "one (auth-plaintext offers AUTH before TLS too)");
+		return false;
+	}
 	return true;
 }
 
@@ -154,6 +176,7 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 	struct config *c = p->c;
 	struct config_listen l = { .line = ln->lineno };
 	const char *why;
+	unsigned seen = 0;
 	int rc;
 
 	if (!cfg_nargs(p, ln, 1, SIZE_MAX, CFG_LISTEN_USAGE))
@@ -166,49 +189,44 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 	for (size_t i = 2; i < ln->ntoks; ) {
 		const char *w = ln->toks[i].text;
-		if (w != NULL && strcmp(w, "tls") == 0)
+		if (!cfg_listen_flag_once(p, ln, i, &seen))
+			goto fail;
+		if (strcmp(w, "tls") == 0)
 			l.implicit_tls = true;
-		else if (w != NULL && strcmp(w, "no-starttls") == 0)
+		else if (strcmp(w, "no-starttls") == 0)
 			l.no_starttls = true;
-		else if (w != NULL && strcmp(w, "require-tls") == 0)
+		else if (strcmp(w, "require-tls") == 0)
 			l.require_tls = true;
-		else if (w != NULL && strcmp(w, "nomail") == 0) {
+		else if (strcmp(w, "nomail") == 0) {
 			l.nomail = true;
-			if (i + 1 < ln->ntoks && ln->toks[i + 1].text != NULL &&
+			if (i + 1 < ln->ntoks &&
 			    strcmp(ln->toks[i + 1].text, "after-data") == 0) {
 				l.nomail_after_data = true;
 				i++;
 			}
 		}
-		else if (w != NULL && strcmp(w, "auth") == 0)
+		else if (strcmp(w, "auth") == 0)
 			l.auth = true;
-		else if (w != NULL && strcmp(w, "auth-plaintext") == 0)
+		else if (strcmp(w, "auth-plaintext") == 0)
 			l.auth = l.auth_plaintext = true;
-		else if (w != NULL && strcmp(w, "sender-auth") == 0)
+		else if (strcmp(w, "sender-auth") == 0)
 			l.sender_auth = true;
-		else if (w != NULL && strcmp(w, "proxy-protocol") == 0) {
-			if (l.proxy_protocol) {
-				cfg_err(p, ln->lineno, "listen: proxy-protocol "
-				    "given twice");
-				goto fail;
-			}
+		else if (strcmp(w, "proxy-protocol") == 0) {
 			if (!cfg_parse_proxy(p, ln, &i, &l))
 				goto fail;
 			continue;
-		} else if (w != NULL && strcmp(w, "cert") == 0) {
+		} else if (strcmp(w, "cert") == 0) {
 			if (!cfg_parse_cert(p, ln, &i, &l.certs, &l.ncerts,
 			    CFG_LISTEN_USAGE))
 				goto fail;
 			continue;
-		} else if (w != NULL && (rc = cfg_listen_proxy_opt(p, ln, &i,
-		    &l)) != 0) {
+		} else if ((rc = cfg_listen_proxy_opt(p, ln, &i, &l)) != 0) {
 			if (rc == -1)
 				goto fail;
 			continue;
 		} else {
 			cfg_err(p, ln->lineno, "listen: unknown option %s "
-			    "(usage: %s)", cfg_q(w != NULL ? w : ","),
-			    CFG_LISTEN_USAGE);
+			    "(usage: %s)", cfg_q(w), CFG_LISTEN_USAGE);
 			goto fail;
 		}
 		i++;

@@ -71,15 +71,17 @@ cfg_st_metrics(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	static const char usage[] = "metrics listen [ADDR:PORT] [public]";
 	struct config *c = cfg_parser_config(p);
-	const char *why = NULL, *last = ln->toks[ln->ntoks - 1].text;
+	const char *why = NULL;
 	char *addr = NULL;
 	int port = CFG_METRICS_PORT;
-	bool public = ln->ntoks > 2 && strcmp(last, "public") == 0;
-	size_t naddr = ln->ntoks - 2 - (public ? 1 : 0);
 
+	/* Words only from here: the last one may be "public". */
 	if (!cfg_nargs(p, ln, 1, 3, usage) ||
 	    !cfg_once(p, ln, &p->seen_metrics, "metrics"))
 		return;
+	bool public = ln->ntoks > 2 &&
+	    strcmp(ln->toks[ln->ntoks - 1].text, "public") == 0;
+	size_t naddr = ln->ntoks - 2 - (public ? 1 : 0);
 	if (strcmp(ln->toks[1].text, "listen") != 0 || naddr > 1) {
 		cfg_err(p, ln->lineno, "metrics: usage: %s", usage);
 		return;

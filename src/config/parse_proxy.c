@@ -117,6 +117,10 @@ cfg_listen_proxy_opt(struct cfg_parser *p, const struct cfg_line *ln,
 	}
 	const struct config_table **dst = is_sni ? &l->proxy_sni :
 	    &l->proxy_rcpt;
+	if (*dst != NULL) {
+		cfg_err(p, ln->lineno, "listen: %s given twice", w);
+		return -1;
+	}
 	return (*dst = cfg_table_ref(p, ln, a, w)) != NULL ? 1 : -1;
 }
 

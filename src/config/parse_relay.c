@@ -270,6 +270,11 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 		{ "resolver", 1, OPT_MX }, { "mx-hosts", 1, OPT_MX },
 		{ NULL, 0, 0 },
 	};
+	/* All but timeout and rewrite, which take a step or a field. */
+	static const char *const once[] = { "auth", "no-verify", "ca", "helo",
+	    "sni", "proxy-protocol", "pop", "user", "pass-table",
+	    "pop-interval", "pop-wait", "resolver", "mx-hosts", NULL };
+	unsigned seen = 0;
 	static const char *const names[] = { [OPT_RELAY] = "auth, no-verify, "
 	    "ca, helo, timeout, pop, user, pass-table, pop-interval, pop-wait, "
 	    "rewrite", [OPT_MX] = "no-verify, ca, helo, timeout, rewrite, "
@@ -292,6 +297,8 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 			    cfg_q(t->text), names[kind]);
 			return -1;
 		}
+		if (!cfg_opt_once(p, ln, NULL, once, t->text, &seen))
+			return -1;
 		if (i + (size_t)opts[k].nargs >= ln->ntoks) {
 			cfg_err(p, ln->lineno, "%s: missing argument",
 			    opts[k].opt);
@@ -534,7 +541,7 @@ cfg_st_action_remote(struct cfg_parser *p, const struct cfg_line *ln,
 
 	if (ln->toks[1].kind != CFG_TOK_WORD || !cfg_is_name(name)) {
 		cfg_err(p, ln->lineno, "action: bad name %s (letters, digits, "
-		    "'_', '-', '.')", cfg_q(name != NULL ? name : ""));
+		    "'_', '-', '.')", cfg_q(name));
 		return;
 	}
 	const struct config_action *old = config_action_find(c, name);

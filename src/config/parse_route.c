@@ -20,18 +20,101 @@ cfg_cond_free(struct config_cond *conds, size_t n)
 	free(conds);
 }
 
-/* "user@Example.ORG" with the domain lower-cased; NULL if not an address. */
-static char *
-cfg_addr(const char *s)
+/* RFC 5322 3.2.3 atext, and UTF-8 octets (RFC 6531 3.3). */
+static bool
+cfg_is_atext(unsigned char c)
 {
-	const char *at = strrchr(s, '@');
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c >= 0x80 ||
+	    (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
 
-	if (at == NULL || at == s || at[1] == '\0' ||
-	    strpbrk(s, " \t<>") != NULL)
-		return NULL;
-	char *a = xstrdup(s);
-	util_strlower(a + (at - s) + 1);
-	return a;
+/*
+ * The length of the local part at the start of s (RFC 5321 4.1.2: a
+ * Dot-string, or a Quoted-string), up to its '@'; 0 when it is not one.
+ */
+static size_t
+cfg_local_len(const char *s)
+{
+	size_t i = 0;
+
+	if (s[0] == '"') {
+		for (i = 1; s[i] != '"'; i++) {
+			if (s[i] == '\\' && s[i + 1] != '\0')
+				i++;
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+				return 0;	/* the end, or a control */
+		}
+		return i + 1;
+	}
+	for (;; i++) {
+		size_t atom = i;
+		while (cfg_is_atext((unsigned char)s[i]))
+			i++;
+		if (i == atom)
+			return 0;	/* a '.' at either end, or two */
+		if (s[i] != '.')
+			return i;
+	}
+}
+
+/*
+ * "user@Example.ORG" with the domain lower-cased, or NULL and *why_out
+ * (owned by the caller) saying what is wrong.
+ */
+static char *
+cfg_addr(const char *s, char **why_out)
+{
+	size_t n = cfg_local_len(s);
+	const char *why;
+
+	if (s[0] == '@')
+		*why_out = xstrdup("nothing before the '@' (a whole domain "
+		    "is \"domain D\")");
+	else if (strchr(s, '@') == NULL)
+		*why_out = xstrdup("no '@'");
+	else if (n == 0 || s[n] != '@')
+		*why_out = xstrdup("the local part is not letters, digits, "
+		    "!#$%&'*+-/=?^_`{|}~ and single dots, nor a \"quoted "
+		    "string\", followed by one '@'");
+	else if (n > 64)
+		*why_out = xstrdup("the local part is longer than 64 octets");
+	else if (s[n + 1] == '\0')
+		*why_out = xstrdup("nothing after the '@'");
+	else if ((why = cfg_domain_why(s + n + 1, true)) != NULL)
+		*why_out = xasprintf("the domain %s %s", cfg_q(s + n + 1),
+		    why);
+	else {
+		char *a = xstrdup(s);
+		util_strlower(a + n + 1);
+		return a;
+	}
+	return NULL;
+}
+
+/*
+ * The D of "to domain D" (from too): a domain name, or ".D" for every
+ * domain below D.  0, or -1 after reporting.
+ */
+static int
+cfg_cond_domain(struct cfg_parser *p, const struct cfg_line *ln,
+    const char *dir, const char *d)
+{
+	const char *why;
+
+	if (d[0] == '*' && d[1] == '.') {
+		cfg_err(p, ln->lineno, "match: %s domain %s: no wildcards; "
+		    "write %s to match every domain below %s", dir, cfg_q(d),
+		    d + 1, d + 2);
+		return -1;
+	}
+	if ((why = cfg_domain_why(d[0] == '.' ? d + 1 : d, true)) != NULL) {
+		cfg_err(p, ln->lineno, "match: %s domain %s%s %s", dir,
+		    cfg_q(d), d[0] == '.' ? " after its leading '.'" : "",
+		    why);
+		return -1;
+	}
+	return 0;
 }
 
 /* One "to ..." or "from ..." condition starting at toks[*ip]; -1 on error. */
@@ -104,6 +187,8 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 			*ip = i + 3;
 			return 0;
 		}
+		if (cfg_cond_domain(p, ln, dir, d) == -1)
+			return -1;
 		cond->kind = to ? CONFIG_COND_TO_DOMAIN :
 		    CONFIG_COND_FROM_DOMAIN;
 		cond->arg = util_strlower(xstrdup(d));
@@ -133,9 +218,11 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 		*ip = i + 2;
 		return 0;
 	}
-	if ((cond->arg = cfg_addr(t->text)) == NULL) {
-		cfg_err(p, ln->lineno, "match: %s %s: expected domain D, "
-		    "\"user@domain\" or <table>", dir, cfg_q(t->text));
+	char *why;
+	if ((cond->arg = cfg_addr(t->text, &why)) == NULL) {
+		cfg_err(p, ln->lineno, "match: %s %s: %s (expected domain D, "
+		    "\"user@domain\" or <table>)", dir, cfg_q(t->text), why);
+		free(why);
 		return -1;
 	}
 	cond->kind = to ? CONFIG_COND_TO_ADDR : CONFIG_COND_FROM_ADDR;
@@ -153,9 +240,8 @@ cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln)
 
 	for (size_t k = 1; k < ln->ntoks; k++)
 		if (ln->toks[k].kind != CFG_TOK_WORD) {
-			cfg_err(p, ln->lineno, "match: unexpected '%c'",
-			    ln->toks[k].kind == CFG_TOK_LBRACE ? '{' :
-			    ln->toks[k].kind == CFG_TOK_RBRACE ? '}' : ',');
+			cfg_err(p, ln->lineno, "match: unexpected '%s'",
+			    ln->toks[k].text);
 			return;
 		}
 	while (i < ln->ntoks && !(strcmp(ln->toks[i].text, "action") == 0 &&

@@ -92,6 +92,10 @@ cfg_table_dur(struct cfg_parser *p, const struct cfg_line *ln,
 	return true;
 }
 
+/* Each table option may be given once. */
+static const char *const cfg_table_opt_names[] = { "set", "query", "prefix",
+	"pool", "timeout", "cache", "negative-cache", NULL };
+
 /* The options after "KIND:ARG"; false after reporting. */
 static bool
 cfg_table_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
@@ -99,10 +103,13 @@ cfg_table_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 {
 	bool sql = t->kind == CONFIG_TABLE_SQLITE ||
 	    t->kind == CONFIG_TABLE_PGSQL;
+	unsigned seen = 0;
 
 	for (; i < ln->ntoks; i += 2) {
 		const char *o = ln->toks[i].text;
 		const char *v = i + 1 < ln->ntoks ? ln->toks[i + 1].text : NULL;
+		if (!cfg_opt_once(p, ln, what, cfg_table_opt_names, o, &seen))
+			return false;
 		if (t->kind == CONFIG_TABLE_REDIS && strcmp(o, "set") == 0) {
 			t->redis_set = true;
 			i--;
@@ -256,8 +263,11 @@ cfg_st_table(struct cfg_parser *p, const struct cfg_line *ln)
 		if ((t.items = cfg_parse_list(p, ln, 2, what)) == NULL)
 			goto fail;
 		t.kind = CONFIG_TABLE_INLINE;
-	} else if (ln->toks[2].kind != CFG_TOK_WORD ||
-	    !cfg_table_backend(p, ln, &t, what))
+	} else if (ln->toks[2].kind != CFG_TOK_WORD) {
+		cfg_err(p, ln->lineno, "%s: unexpected '%s' (usage: %s)", what,
+		    ln->toks[2].text, usage);
+		goto fail;
+	} else if (!cfg_table_backend(p, ln, &t, what))
 		goto fail;
 	t.name = xstrdup(name);
 	t.line = ln->lineno;

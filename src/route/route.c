@@ -157,6 +157,20 @@ route_domain_in_table(struct route_eval *e, const struct config_table *ct,
 	return route_rc(route_eval_get(e, ct, dom, &v));
 }
 
+/*
+ * The domain D of "domain D": equal, ignoring case; ".D" is every domain
+ * below D (sub.D, a.b.D) but not D itself, as in Postfix's tables.
+ */
+static bool
+route_domain_matches(const char *domain, const char *d)
+{
+	size_t n = strlen(domain), dn = strlen(d);
+
+	if (d[0] != '.')
+		return strcasecmp(domain, d) == 0;
+	return n > dn && strcasecmp(domain + n - dn, d) == 0;
+}
+
 /* Loopback: 127.0.0.0/8 and ::1 (and ::ffff:127.x, v4-mapped). */
 static bool
 route_is_loopback(const char *ip)
@@ -181,7 +195,7 @@ route_cond_holds(struct route_eval *e, const struct config_cond *cond,
 	case CONFIG_COND_FROM_IP:
 		return cl != NULL && util_cidr_contains(&cond->net, cl->ip);
 	case CONFIG_COND_TO_DOMAIN:
-		return strcasecmp(route_domain(rcpt), cond->arg) == 0;
+		return route_domain_matches(route_domain(rcpt), cond->arg);
 	case CONFIG_COND_TO_ADDR:
 		/* XXX: RFC 5321 2.4 lets local parts be case-sensitive; like
 		 * most MTAs we compare them case-insensitively. */
@@ -193,7 +207,7 @@ route_cond_holds(struct route_eval *e, const struct config_cond *cond,
 	case CONFIG_COND_FROM_DOMAIN:
 		/* The null sender <> has no domain, so never matches. */
 		return sender[0] != '\0' &&
-		    strcasecmp(route_domain(sender), cond->arg) == 0;
+		    route_domain_matches(route_domain(sender), cond->arg);
 	case CONFIG_COND_FROM_ADDR:
 		return sender[0] != '\0' && strcasecmp(sender, cond->arg) == 0;
 	case CONFIG_COND_FROM_TABLE:
@@ -220,7 +234,7 @@ route_domain_is_ours(struct route_eval *e, const char *domain)
 			const struct config_cond *cond = &rule->conds[k];
 			switch (cond->kind) {
 			case CONFIG_COND_TO_DOMAIN:
-				if (strcasecmp(domain, cond->arg) == 0)
+				if (route_domain_matches(domain, cond->arg))
 					return 1;
 				break;
 			case CONFIG_COND_TO_ADDR:

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import binary, make_config, run_cli
+from conftest import binary, make_config, run_cli, send_message, wait_for
 
 GOOD = make_config(extra=["limit message-size 10M", "limit idle-timeout 30s",
     "table friends { a@example.net, b@example.net }"])
@@ -26,7 +26,26 @@ BROKEN = [
     ("match without action", "action local discard\nmatch to domain x.test\n", [2]),
     ("unknown table", "action local discard\nmatch to <nosuch> action local\n", [2]),
     ("unknown condition", "action local discard\nmatch sideways action local\n", [2]),
-]
+    # Punctuation where a word must be, options given twice, names that
+    # are not host or domain names: one line each, never a crash.  Line 3
+    # of a whole file (the others are fine).
+] + [(label, "listen 127.0.0.1:2525\naction a discard\n%s\nmatch any action a\n"
+        % line, [3]) for label, line in (
+    ("metrics listen }", "metrics listen }"),
+    ("metrics listen ADDR ,", "metrics listen 127.0.0.1:9925 ,"),
+    ("table with ',' for a kind", "table t , file:t.txt"),
+    ("table with '}' for a kind", "table t } { a@example.org }"),
+    ("hostname .", "hostname ."),
+    ("hostname with a 64-octet label", "hostname %s.org" % ("a" * 64)),
+    ("wildcard domain", "match to domain *.example.org action a"),
+    ("domain with a blank", 'match to domain "exa mple.org" action a'),
+    ("domain with '..'", "match to domain example..org action a"),
+    ("address with '@@'", 'match to "a@@b.org" action a'),
+    ("nomail twice", "listen 127.0.0.1:2526 nomail nomail"),
+    ("commands and replies", "transaction-log tl commands replies"),
+    ("pool twice", "table t passwd pool 2 pool 3"),
+    ("pipe timeout without a value", 'action p pipe "/bin/cat" timeout'),
+)]
 
 
 def write(tmp_path, name, text):
@@ -159,3 +178,47 @@ def test_default_config_is_postern_config_else_the_installed_one(tmp_path):
         stderr=subprocess.PIPE, text=True, timeout=10, env=env)
     if not os.path.exists(m.group(1)):
         assert r.returncode == 1 and m.group(1) in r.stdout + r.stderr, r
+
+
+def test_check_reads_a_bounded_file_up_to_its_first_nul(tmp_path):
+    """/dev/zero is refused at once, at its first line, not read for ever
+    (a short deadline: reading it all would take memory by the gigabyte)."""
+    r = subprocess.run([binary(), "check", "-c", "/dev/zero"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=2)
+    assert (r.returncode, r.stdout) == (1,
+        "/dev/zero:1: NUL byte in the file\n"), r
+
+
+def test_a_config_error_at_reload_keeps_the_server_running(make_postern):
+    """A file the parser refuses (here punctuation where "metrics listen"
+    wants a word) fails the reload with FILE:LINE in the log; the server
+    goes on with the configuration it has and still takes mail."""
+    srv = make_postern()
+    srv.write_config(make_config(["metrics listen }"]))
+    srv.sighup()
+    wait_for(lambda: "reload failed" in srv.log() or not srv.alive(), 10,
+        what="the reload to fail")
+    assert srv.alive(), srv.log()[-3000:]
+    lines = [l for l in srv.log().splitlines() if "reload: " in l]
+    assert any("%s:5: metrics: unexpected '}'" % srv.conf in l
+        for l in lines), srv.log()[-3000:]
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"],
+            "Subject: after\r\n\r\nstill here\r\n")
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the delivery")
+
+
+def test_a_leading_dot_matches_every_domain_below(make_postern):
+    """"to domain .example.com" holds for sub.example.com and
+    a.b.example.com, not for example.com itself (nor xexample.com), which
+    gets 550 5.7.1 like any domain not ours."""
+    srv = make_postern(config=make_config(rules=(
+        "match to domain .example.com action local",)))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@sub.example.com>"); c.expect(250)
+        c.send("RCPT TO:<bob@a.b.Example.COM>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.com>"); c.expect(550, "5.7.1")
+        c.send("RCPT TO:<bob@xexample.com>"); c.expect(550, "5.7.1")

@@ -507,6 +507,157 @@ test_ops(void **state)
 	}
 }
 
+/*
+ * Lines refused with one FILE:LINE message: punctuation where a word must
+ * be (no statement may look at it as text first), options given twice or
+ * contradicting each other, host names and match domains and addresses
+ * that are not well formed.
+ */
+static void
+test_refused_lines(void **state)
+{
+	static const struct { const char *line, *err; } cases[] = {
+		{ "metrics listen }", "t:4: metrics: unexpected '}' (usage: "
+		  "metrics listen [ADDR:PORT] [public])\n" },
+		{ "metrics listen 127.0.0.1:9925 ,", "t:4: metrics: unexpected "
+		  "',' (usage: metrics listen [ADDR:PORT] [public])\n" },
+		{ "metrics listen ;", "t:4: metrics: unexpected ';' (usage: "
+		  "metrics listen [ADDR:PORT] [public])\n" },
+		{ "table t , file:x.txt", "t:4: table t: unexpected ',' (usage: "
+		  "table NAME { key, ... } | table NAME KIND:ARG [OPTIONS])\n" },
+		{ "table t } { a }", "t:4: table t: unexpected '}' (usage: "
+		  "table NAME { key, ... } | table NAME KIND:ARG [OPTIONS])\n" },
+		{ "table t ;", "t:4: table t: unexpected ';' (usage: table NAME "
+		  "{ key, ... } | table NAME KIND:ARG [OPTIONS])\n" },
+		{ "listen 127.0.0.1:26 nomail nomail", "t:4: listen: nomail "
+		  "given twice\n" },
+		{ "listen 127.0.0.1:26 tls auth tls", "t:4: listen: tls given "
+		  "twice\n" },
+		{ "listen 127.0.0.1:26 auth auth-plaintext", "t:4: listen: auth "
+		  "and auth-plaintext: give one (auth-plaintext offers AUTH "
+		  "before TLS too)\n" },
+		{ "transaction-log d commands replies", "t:4: transaction-log: "
+		  "commands and replies: give one, or neither to log both "
+		  "sides\n" },
+		{ "transaction-log d data data", "t:4: transaction-log: data "
+		  "given twice\n" },
+		{ "transaction-log d max-file 8k max-file 16k", "t:4: "
+		  "transaction-log: max-file given twice\n" },
+		{ "table t passwd pool 2 pool 3", "t:4: table t: pool given "
+		  "twice\n" },
+		{ "table t redis:127.0.0.1:6379 set set", "t:4: table t: set "
+		  "given twice\n" },
+		{ "action p pipe \"/bin/cat\" timeout", "t:4: pipe: timeout "
+		  "needs a value (a program argument of that name is quoted)\n" },
+		{ "action p pipe \"/bin/cat\" timeout 5s timeout 6s", "t:4: "
+		  "pipe: timeout given twice\n" },
+		{ "action p pipe \"/bin/cat\" user a user b", "t:4: pipe: user "
+		  "given twice\n" },
+		{ "action p pipe \"/bin/cat\" user a \"-x\"", "t:4: pipe: \"-x\" "
+		  "after the options (program arguments come before user and "
+		  "timeout; usage: pipe \"PROGRAM\" [ARG...] [user U] [timeout "
+		  "DUR])\n" },
+		{ "action w webhook \"http://127.0.0.1/\" timeout 5s timeout 6s",
+		  "t:4: webhook: timeout given twice\n" },
+		{ "action r relay \"smtp://127.0.0.1\" helo a.example helo "
+		  "b.example", "t:4: helo given twice\n" },
+		{ "hostname .", "t:4: hostname: \".\" has an empty label (a '.' "
+		  "at either end, or two together)\n" },
+		{ "hostname a..b", "t:4: hostname: \"a..b\" has an empty label "
+		  "(a '.' at either end, or two together)\n" },
+		{ "hostname mail.example.", "t:4: hostname: \"mail.example.\" "
+		  "has an empty label (a '.' at either end, or two together)\n" },
+		{ "hostname -x-", "t:4: hostname: \"-x-\" has a label that "
+		  "starts or ends with '-'\n" },
+		{ "hostname a-.example", "t:4: hostname: \"a-.example\" has a "
+		  "label that starts or ends with '-'\n" },
+		{ "hostname mail_1.example", "t:4: hostname: \"mail_1.example\" "
+		  "has a character other than letters, digits, '-' and '.'\n" },
+		{ "hostname aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		  "aaaaaaaaa.org", "t:4: hostname: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" has a label longer "
+		  "than 63 octets\n" },
+		{ "match to domain *.example.org action a", "t:4: match: to "
+		  "domain \"*.example.org\": no wildcards; write .example.org "
+		  "to match every domain below example.org\n" },
+		{ "match to domain \"exa mple.org\" action a", "t:4: match: to "
+		  "domain \"exa mple.org\" has a character other than letters, "
+		  "digits, '-', '.' and UTF-8\n" },
+		{ "match to domain example..org action a", "t:4: match: to "
+		  "domain \"example..org\" has an empty label (a '.' at either "
+		  "end, or two together)\n" },
+		{ "match from domain ..example.org action a", "t:4: match: from "
+		  "domain \"..example.org\" after its leading '.' has an "
+		  "empty label (a '.' at either end, or two together)\n" },
+		{ "match to \"a@@b.org\" action a", "t:4: match: to \"a@@b.org\": "
+		  "the domain \"@b.org\" has a character other than letters, "
+		  "digits, '-', '.' and UTF-8 (expected domain D, \"user@domain\" "
+		  "or <table>)\n" },
+		{ "match to \"a..b@b.org\" action a", "t:4: match: to "
+		  "\"a..b@b.org\": the local part is not letters, digits, "
+		  "!#$%&'*+-/=?^_`{|}~ and single dots, nor a \"quoted string\", "
+		  "followed by one '@' (expected domain D, \"user@domain\" or "
+		  "<table>)\n" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, cases[i].err);
+		config_free(&c);
+	}
+	/* The longest names are fine; one octet more is refused by length. */
+	char host[300];
+	memset(host, 'a', 253);
+	for (size_t k = 63; k < 253; k += 64)
+		host[k] = '.';
+	strcpy(host + 253, "");
+	char *line = xasprintf("hostname %s", host);
+	struct config *c = parse_case(line, NULL);
+	assert_string_equal(c->hostname, host);
+	config_free(&c);
+	free(line);
+	memset(host, 'a', 254);
+	host[254] = '\0';
+	line = xasprintf("hostname %s", host);
+	char *want = xasprintf("t:4: hostname: \"%.64s...\" is longer than "
+	    "253 octets\n", host);
+	c = parse_case(line, want);
+	config_free(&c);
+	free(line);
+	free(want);
+}
+
+/* A match domain, address and pipe line that pass, as they are kept. */
+static void
+test_match_forms(void **state)
+{
+	static const struct { const char *line, *arg; } cases[] = {
+		{ "match to domain .Example.ORG action a", ".example.org" },
+		{ "match from domain b\xc3\xbc" "cher.example action a",
+		  "b\xc3\xbc" "cher.example" },
+		{ "match to \"\\\"a b\\\"@Example.org\" action a",
+		  "\"a b\"@example.org" },
+		{ "match to \"first.last+tag@example.org\" action a",
+		  "first.last+tag@example.org" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = parse_case(cases[i].line, NULL);
+		assert_int_equal(c->nrules, 2);
+		assert_string_equal(c->rules[1].conds[0].arg, cases[i].arg);
+		config_free(&c);
+	}
+	/* A program argument named like an option is quoted. */
+	struct config *c = parse_case("action p pipe \"/bin/echo\" \"timeout\" "
+	    "- user nobody timeout 5s", NULL);
+	const struct config_action *a = config_action_find(c, "p");
+	assert_string_equal(a->pipe->argv[1], "timeout");
+	assert_string_equal(a->pipe->argv[2], "-");
+	assert_null(a->pipe->argv[3]);
+	assert_string_equal(a->pipe->user, "nobody");
+	assert_int_equal(a->pipe->timeout_ms, 5000);
+	config_free(&c);
+}
+
 /* "log file PATH [size SIZE [count N]]" and "log format text|json". */
 static void
 test_log_statements(void **state)
@@ -743,6 +894,29 @@ test_load_errors(void **state)
 	free(want);
 	free(errs);
 	unlink(path);
+	/* Reading stops at the first NUL: /dev/zero is one line long. */
+	assert_null(config_load("/dev/zero", &errs));
+	assert_string_equal(errs, "/dev/zero:1: NUL byte in the file\n");
+	free(errs);
+	/* A file one byte over CONFIG_FILE_MAX is refused where it passes. */
+	strcpy(path, "/tmp/postern-config-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd != -1);
+	char *big = xmalloc(CONFIG_FILE_MAX + 1);
+	memset(big, '#', CONFIG_FILE_MAX + 1);
+	for (size_t k = 1023; k < CONFIG_FILE_MAX; k += 1024)
+		big[k] = '\n';
+	assert_int_equal(write(fd, big, CONFIG_FILE_MAX + 1),
+	    CONFIG_FILE_MAX + 1);
+	close(fd);
+	free(big);
+	assert_null(config_load(path, &errs));
+	want = xasprintf("%s:%u: the file is larger than 16 MiB, the most a "
+	    "configuration may be\n", path, CONFIG_FILE_MAX / 1024 + 1);
+	assert_string_equal(errs, want);
+	free(want);
+	free(errs);
+	unlink(path);
 	/* config_parse with no text at all: both missing pieces reported. */
 	assert_null(config_parse("empty", "", &errs));
 	assert_string_equal(errs, "empty:1: no listen statement (add one, "
@@ -846,6 +1020,8 @@ main(void)
 		cmocka_unit_test(test_manual_documents_every_statement),
 		cmocka_unit_test(test_default_file),
 		cmocka_unit_test(test_load_errors),
+		cmocka_unit_test(test_refused_lines),
+		cmocka_unit_test(test_match_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
