@@ -449,6 +449,17 @@ struct config {
 	size_t			 nupstreams;
 	struct config_rule	*rules;		/* owned array, in file order */
 	size_t			 nrules;
+	struct config_stmt	*stmts;		/* owned array: every statement's
+						   first words and line, in file
+						   order (config_line_of) */
+	size_t			 nstmts;
+};
+
+/* Where a statement is: its keyword, the word after it, its line. */
+struct config_stmt {
+	char	*word;		/* owned */
+	char	*word2;		/* owned, or NULL */
+	int	 line;
 };
 
 /* The largest configuration file read; a larger one is refused. */
@@ -477,6 +488,13 @@ const struct config_upstream *config_upstream_find(const struct config *c,
 bool	config_needs_priv(const struct config *c);
 /* True when the config gives TLS certificates (or makes a self-signed one). */
 bool	config_has_tls(const struct config *c);
+/*
+ * The line of the first statement that starts with word (and word2 after
+ * it, unless word2 is NULL): "limit" "connections", "log" "file"; 0 when
+ * there is none.  For messages about a value found wrong after parsing.
+ */
+int	config_line_of(const struct config *c, const char *word,
+	    const char *word2);
 
 /*
  * The words the parser knows, for documentation checks: the i-th keyword

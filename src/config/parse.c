@@ -572,6 +572,32 @@ config_keyword(size_t i)
 	    cfg_statements[i].keyword : NULL;
 }
 
+/* Remember where the statement is, for config_line_of(). */
+static void
+cfg_note_stmt(struct config *c, const struct cfg_line *ln)
+{
+	struct config_stmt *st;
+
+	c->stmts = xreallocarray(c->stmts, c->nstmts + 1, sizeof(*c->stmts));
+	st = &c->stmts[c->nstmts++];
+	st->word = xstrdup(ln->toks[0].text);
+	st->word2 = ln->ntoks > 1 && ln->toks[1].text != NULL ?
+	    xstrdup(ln->toks[1].text) : NULL;
+	st->line = ln->lineno;
+}
+
+int
+config_line_of(const struct config *c, const char *word, const char *word2)
+{
+	for (size_t i = 0; i < c->nstmts; i++) {
+		const struct config_stmt *st = &c->stmts[i];
+		if (strcmp(st->word, word) == 0 && (word2 == NULL ||
+		    (st->word2 != NULL && strcmp(st->word2, word2) == 0)))
+			return st->line;
+	}
+	return 0;
+}
+
 static void
 cfg_statement(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -589,6 +615,7 @@ cfg_statement(struct cfg_parser *p, const struct cfg_line *ln)
 	for (const struct cfg_statement *st = cfg_statements;
 	    st->keyword != NULL; st++)
 		if (strcmp(ln->toks[0].text, st->keyword) == 0) {
+			cfg_note_stmt(p->c, ln);
 			st->fn(p, ln);
 			return;
 		}
@@ -800,6 +827,11 @@ config_free(struct config **cp)
 	cfg_proxy_free(c);
 	cfg_route_free(c);
 	cfg_chain_free(c);
+	for (size_t i = 0; i < c->nstmts; i++) {
+		free(c->stmts[i].word);
+		free(c->stmts[i].word2);
+	}
+	free(c->stmts);
 	free(c);
 	*cp = NULL;
 }

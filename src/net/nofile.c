@@ -88,6 +88,8 @@ net_check_nofile(const struct config *cfg, const char **err_out)
 {
 	struct rlimit rl;
 	uint64_t per_conn = 1 + net_milters(cfg), reserve, need;
+	const char *why;
+	int line;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_max == RLIM_INFINITY)
 		return 0;
@@ -95,12 +97,16 @@ net_check_nofile(const struct config *cfg, const char **err_out)
 	need = cfg->limits.conn_max * per_conn + reserve;
 	if (need <= rl.rlim_max)
 		return 0;
-	*err_out = util_err("limit connections %u needs %" PRIu64
+	why = util_err("limit connections %u needs %" PRIu64
 	    " descriptors (%" PRIu64 " for the connections%s, %" PRIu64
 	    " postern keeps for itself), but the descriptor limit is %" PRIu64
 	    ": raise it (ulimit -n, systemd LimitNOFILE=) or lower limit "
 	    "connections", cfg->limits.conn_max, need, need - reserve,
 	    per_conn > 1 ? " and their milters" : "", reserve,
 	    (uint64_t)rl.rlim_max);
+	/* The statement, or the file when the default is too high. */
+	line = config_line_of(cfg, "limit", "connections");
+	*err_out = line > 0 ? util_err("%s:%d: %s", cfg->path, line, why) :
+	    util_err("%s: %s", cfg->path, why);
 	return -1;
 }

@@ -37,12 +37,12 @@ def test_check_and_run_refuse_more_connections_than_descriptors(tmp_path):
     r = subprocess.run([binary(), "check", "-c", conf], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, timeout=20, preexec_fn=nofile(1024))
     assert r.returncode == 1, r
-    assert r.stdout.startswith(conf + ": limit connections 1000 needs ") and \
+    assert r.stdout.startswith(conf + ":5: limit connections 1000 needs ") and \
         "the descriptor limit is 1024" in r.stdout, r
     r = subprocess.run([binary(), "run", "-c", conf], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, timeout=20, preexec_fn=nofile(1024))
     assert r.returncode == 1, r
-    assert "limit connections 1000 needs " in r.stderr, r.stderr
+    assert conf + ":5: limit connections 1000 needs " in r.stderr, r.stderr
     assert "listening on" not in r.stderr, r.stderr
 
     conf = write_conf(tmp_path, ["limit connections 100"])
