@@ -14,9 +14,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "chain/chain.h"
 #include "config/config.h"
-#include "deliver/deliver.h"
 #include "log/log.h"
 #include "net/net.h"
 #include "util/util.h"
@@ -198,26 +196,13 @@ cli_check(int argc, char **argv)
 		free(path);
 		return 1;
 	}
-	/* Handler arguments are checked by the handlers themselves. */
-	struct chain_set *set = chain_set_new(cfg, &errs);
+	/* Then what run would build from it, making nothing. */
 	int rc = 0;
-	if (set == NULL) {
-		fputs(errs != NULL ? errs : "handler chains: error\n", stdout);
-		rc = 1;
-	}
-	free(errs);
-	errs = NULL;
-	/* Templates, scripts and programs the actions name. */
-	if (deliver_kinds_check(cfg, &errs) == -1) {
+	if (net_check(cfg, &errs) == -1) {
 		fputs(errs, stdout);
 		rc = 1;
 	}
-	if (net_check_nofile(cfg, &err) == -1) {
-		printf("%s: %s\n", path, err);
-		rc = 1;
-	}
 	free(errs);
-	chain_set_unref(&set);
 	config_free(&cfg);
 	free(path);
 	return rc;

@@ -51,9 +51,19 @@ struct conn_rt {
  * Take ownership of cfg and build what it describes: the handler chains,
  * the router, the TLS contexts (making the self-signed pair first when
  * asked) and the runtimes of its actions.  Reads files: start-up and
- * reload only.  NULL with *err_out.
+ * reload only.  NULL with *err_out, "FILE:LINE: message" naming the
+ * statement at fault.
  */
 struct conn_rt *conn_rt_new(struct config *cfg, const char **err_out);
+/*
+ * What conn_rt_new() would find wrong with cfg (borrowed), making and
+ * changing nothing: tables opened (SQLite read-only; PostgreSQL and Redis
+ * not contacted), certificates and keys loaded (a self-signed pair only if
+ * it is there), CA files read, the actions' templates, scripts and
+ * programs checked, upstream names resolved.  0, or -1 with *errs_out
+ * holding one "FILE:LINE: message\n" line per error (owned: free()).
+ */
+int	conn_rt_check(struct config *cfg, char **errs_out);
 /*
  * The runtime of the action named name, with its kind in *kind_out; NULL
  * when there is no such action or its kind has no runtime.

@@ -605,8 +605,9 @@ struct deliver_kind {
 				    struct deliver_rcpt_status *st_out);
 	/*
 	 * Optional: what open would find wrong (files that do not load,
-	 * programs that do not run), without starting anything; for
-	 * "postern check".  0, or -1 with *err_out.
+	 * programs that do not run), without starting or making anything;
+	 * "postern check" calls it instead of open (conn_rt_check).  0, or
+	 * -1 with *err_out.
 	 */
 	int			(*check)(const struct config *c,
 				    const struct config_action *a,
@@ -628,10 +629,5 @@ const struct deliver_kind *deliver_kind_of(enum config_action_kind kind);
 const struct deliver_kind *deliver_kind_find(const char *name);
 /* Its keyword: "maildir", "relay", ... (as the spool keeps it). */
 const char *deliver_kind_name(const struct deliver_kind *k);
-/*
- * Run every action's check (postern check): 0, or -1 with *errs_out
- * (malloc'd, "FILE:LINE: action NAME: why" lines).
- */
-int	deliver_kinds_check(const struct config *c, char **errs_out);
 
 #endif

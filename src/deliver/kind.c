@@ -159,26 +159,3 @@ deliver_kind_name(const struct deliver_kind *k)
 {
 	return config_action_kind_name(k->kind);
 }
-
-int
-deliver_kinds_check(const struct config *c, char **errs_out)
-{
-	struct util_buf b = { 0 };
-
-	for (size_t i = 0; i < c->nactions; i++) {
-		const struct config_action *a = &c->actions[i];
-		const struct deliver_kind *k = deliver_kind_of(a->kind);
-		const char *err = NULL;
-
-		if (k != NULL && k->check != NULL && k->check(c, a, &err) == -1)
-			util_buf_printf(&b, "%s:%d: action %s: %s\n", c->path,
-			    a->line, a->name, err);
-	}
-	if (b.len == 0) {
-		*errs_out = NULL;
-		util_buf_clear(&b);
-		return 0;
-	}
-	*errs_out = util_buf_cstr(&b);
-	return -1;
-}

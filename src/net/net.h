@@ -20,9 +20,19 @@ struct net_server *net_server_new(const char *config_path, struct config *cfg,
 /*
  * Do cfg's "limit connections" and the descriptors postern keeps for
  * itself fit in the hard RLIMIT_NOFILE (the soft one is raised to it at
- * start)?  0, or -1 with *err_out (static text) saying what is needed.
+ * start)?  0, or -1 with *err_out (static text) saying what is needed,
+ * as "FILE:LINE: message" (FILE: alone when the default is too high).
  */
 int	net_check_nofile(const struct config *cfg, const char **err_out);
+/*
+ * What postern run would refuse in cfg (borrowed), found without binding,
+ * forking, writing or contacting a database: the descriptor limit, the
+ * user and group, the log file's folder, a metrics address apart from the
+ * listeners, then everything conn_rt_new() builds (conn_rt_check()).  0,
+ * or -1 with *errs_out holding one "FILE:LINE: message\n" line per error
+ * (owned: free()).
+ */
+int	net_check(struct config *cfg, char **errs_out);
 /* Run until SIGTERM/SIGINT has drained the sessions; returns the exit code. */
 int	net_server_run(struct net_server *srv);
 void	net_server_free(struct net_server **srvp);

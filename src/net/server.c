@@ -463,17 +463,25 @@ struct net_server *
 net_server_new(const char *config_path, struct config *cfg,
     const char *pid_file)
 {
-	struct net_server *srv = xcalloc(1, sizeof(*srv));
+	struct net_server *srv;
 	const char *err = NULL;
+	char *errs = NULL;
 
-	srv->metrics_fd = -1;
-	if (pid_file != NULL) {
+	if (pid_file != NULL)
 		net_keep_str(&cfg->pid_file, pid_file);
-		srv->pid_file_forced = true;
+	/* What postern check finds, before anything is made or bound. */
+	if (net_check_system(cfg, &errs) == -1) {
+		err = util_err("%.*s", (int)strlen(errs) - 1, errs);
+		free(errs);
+		net_start_fail(cfg, err);
 	}
 	if (net_log_setup(cfg, &err) == -1)
-		net_start_fail(cfg, err);
+		net_start_fail(cfg, util_err("%s:%d: %s", cfg->path,
+		    config_line_of(cfg, "log", "file"), err));
 	event_set_log_callback(net_libevent_log_cb);
+	srv = xcalloc(1, sizeof(*srv));
+	srv->metrics_fd = -1;
+	srv->pid_file_forced = pid_file != NULL;
 	srv->notify_fd = net_notify_open();
 	/* First: a second instance stops here, before it binds anything. */
 	srv->pidfd = -1;
@@ -502,8 +510,6 @@ net_server_new(const char *config_path, struct config *cfg,
 	event_add(srv->sig_term, NULL);
 	event_add(srv->sig_int, NULL);
 	event_add(srv->sig_hup, NULL);
-	if (net_check_nofile(cfg, &err) == -1)
-		net_start_fail(cfg, err);
 	net_size_nofile(cfg);
 	/* The privileged helper: forked as root, before any thread. */
 	if ((config_needs_priv(cfg) || net_tls_needs_root(cfg)) &&

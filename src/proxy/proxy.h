@@ -29,7 +29,7 @@ struct proxy_set;
 /*
  * Build the upstreams of cfg (borrowed: it must outlive the set): host
  * names are resolved now, so start-up and reload only.  NULL with
- * *err_out (util_err()).  Immutable once made; shared by every loop.
+ * *err_out (util_err(): "FILE:LINE: upstream NAME: ...").  Immutable once made; shared by every loop.
  */
 struct proxy_set *proxy_set_new(const struct config *cfg,
 	    const char **err_out);

@@ -89,6 +89,8 @@ proxy_set_new(const struct config *cfg, const char **err_out)
 		s->n++;
 		if (proxy_set_one(&s->ups[i], cfg->upstreams[i], cfg,
 		    err_out) == -1) {
+			*err_out = util_err("%s:%d: %s", cfg->path,
+			    cfg->upstreams[i]->line, *err_out);
 			proxy_set_free(&s);
 			return NULL;
 		}

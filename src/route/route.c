@@ -38,6 +38,8 @@ route_new(const struct config *c, const char **err_out)
 	for (size_t i = 0; i < c->ntables; i++)
 		if ((r->tables[i] = table_open(&c->tables[i], err_out)) ==
 		    NULL) {
+			*err_out = util_err("%s:%d: %s", c->path,
+			    c->tables[i].line, *err_out);
 			route_free(&r);
 			return NULL;
 		}

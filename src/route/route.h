@@ -16,7 +16,11 @@ struct table_loop;
 struct table_values;
 struct router;
 
-/* Build a router over c (borrowed: must outlive the router); opens tables. */
+/*
+ * Build a router over c (borrowed: must outlive the router); opens tables.
+ * NULL with *err_out "FILE:LINE: table NAME: ..." naming the first that
+ * did not open.
+ */
 struct router *route_new(const struct config *c, const char **err_out);
 void	route_free(struct router **rp);
 

@@ -249,7 +249,7 @@ tls_server_ctx_resumption(SSL_CTX *ctx, unsigned lifetime_s)
 /* A context with every setting but the certificate. */
 static SSL_CTX *
 tls_server_ctx_new(const struct tls_server_opts *o, int min_version,
-    const char **err_out)
+    struct tls_server_fault *f, const char **err_out)
 {
 	SSL_CTX	*ctx;
 
@@ -273,12 +273,14 @@ tls_server_ctx_new(const struct tls_server_opts *o, int min_version,
 	if (o->ciphers != NULL && SSL_CTX_set_cipher_list(ctx,
 	    o->ciphers) != 1) {
 		*err_out = tls_err_ssl("ciphers \"%.200s\"", o->ciphers);
+		f->part = TLS_PART_CIPHERS;
 		goto fail;
 	}
 	if (o->ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx,
 	    o->ciphersuites) != 1) {
 		*err_out = tls_err_ssl("ciphersuites \"%.200s\"",
 		    o->ciphersuites);
+		f->part = TLS_PART_CIPHERSUITES;
 		goto fail;
 	}
 	tls_server_ctx_resumption(ctx, o->session_lifetime_s);
@@ -510,34 +512,69 @@ tls_server_join(struct tls_server *t, size_t first, const char **err_out)
 	return 0;
 }
 
-struct tls_server *
-tls_server_new(const struct tls_server_opts *o, const char **err_out)
+/* The protocol version and session lifetime of o: 0, or -1 with *f set. */
+static int
+tls_server_version(const struct tls_server_opts *o, int *minv_out,
+    struct tls_server_fault *f, const char **err_out)
 {
+	if (tls_parse_version(o->min_version, minv_out, err_out) == -1) {
+		f->part = TLS_PART_MIN_VERSION;
+		return -1;
+	}
+	if (o->session_lifetime_s > TLS_TICKET_ROTATE_MS / 1000) {
+		f->part = TLS_PART_LIFETIME;
+		*err_out = util_err("session lifetime %us is above %llus",
+		    o->session_lifetime_s, TLS_TICKET_ROTATE_MS / 1000);
+		return -1;
+	}
+	return 0;
+}
+
+int
+tls_server_check_settings(const struct tls_server_opts *o,
+    struct tls_server_fault *fault_out, const char **err_out)
+{
+	SSL_CTX	*ctx;
+	int	 minv;
+
+	pthread_once(&tls_server_once, tls_server_exidx_init);
+	*fault_out = (struct tls_server_fault){ TLS_PART_CERT, 0 };
+	if (tls_server_version(o, &minv, fault_out, err_out) == -1 ||
+	    (ctx = tls_server_ctx_new(o, minv, fault_out, err_out)) == NULL)
+		return -1;
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
+struct tls_server *
+tls_server_new(const struct tls_server_opts *o,
+    struct tls_server_fault *fault_out, const char **err_out)
+{
+	struct tls_server_fault fault = { TLS_PART_CERT, 0 }, *f = fault_out !=
+	    NULL ? fault_out : &fault;
 	struct tls_server *t;
 	int	 minv;
 	X509	*leaf;
 
 	pthread_once(&tls_server_once, tls_server_exidx_init);
+	*f = fault;
 	if (o == NULL || o->ncerts == 0 || o->certs == NULL) {
 		*err_out = util_err("no certificate given");
 		return NULL;
 	}
-	if (tls_parse_version(o->min_version, &minv, err_out) == -1)
+	if (tls_server_version(o, &minv, f, err_out) == -1)
 		return NULL;
-	if (o->session_lifetime_s > TLS_TICKET_ROTATE_MS / 1000) {
-		*err_out = util_err("session lifetime %us is above %llus",
-		    o->session_lifetime_s, TLS_TICKET_ROTATE_MS / 1000);
-		return NULL;
-	}
 	t = xcalloc(1, sizeof(*t));
 	t->ctxs = xcalloc(o->ncerts, sizeof(*t->ctxs));
 	t->kinds = xcalloc(o->ncerts, sizeof(*t->kinds));
 	for (size_t i = 0; i < o->ncerts; i++) {
 		const struct tls_cert_spec *cs = &o->certs[i];
-		SSL_CTX	*ctx = tls_server_ctx_new(o, minv, err_out);
+		SSL_CTX	*ctx;
 		size_t	 first = t->nnames;
 		int	 joined;
 
+		f->cert = i;
+		ctx = tls_server_ctx_new(o, minv, f, err_out);
 		if (ctx == NULL)
 			goto fail;
 		t->ctxs[t->nctxs++] = ctx;

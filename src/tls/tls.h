@@ -62,10 +62,26 @@ struct tls_server;
  * and RSA) is offered with it: each handshake gets the one the client's
  * signature algorithms allow, ECDSA first.  Returns NULL
  * with *err_out, e.g. "cert /path: No such file or directory" or
- * "key does not match certificate /path (key /path)".
+ * "key does not match certificate /path (key /path)", and with what is at
+ * fault in *fault_out (unless NULL).
  */
+struct tls_server_fault;
 struct tls_server *tls_server_new(const struct tls_server_opts *o,
-	    const char **err_out);
+	    struct tls_server_fault *fault_out, const char **err_out);
+/* What a failed tls_server_new() blames, so the caller can name its line. */
+struct tls_server_fault {
+	enum tls_server_part { TLS_PART_CERT, TLS_PART_MIN_VERSION,
+		TLS_PART_CIPHERS, TLS_PART_CIPHERSUITES,
+		TLS_PART_LIFETIME } part;
+	size_t		 cert;		/* TLS_PART_CERT: index in o->certs */
+};
+/*
+ * The settings of o alone (version, ciphers, suites, session lifetime),
+ * its certificates ignored: what tls_server_new() would say of them when
+ * no certificate is there yet.  0, or -1 with *err_out and *fault_out.
+ */
+int	tls_server_check_settings(const struct tls_server_opts *o,
+	    struct tls_server_fault *fault_out, const char **err_out);
 /* Free t (NULL is fine) and set *tp to NULL; live SSL objects stay valid. */
 void	tls_server_free(struct tls_server **tp);
 /*

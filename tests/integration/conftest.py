@@ -78,6 +78,36 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
 ENV_SKIP = "machine lacks: "	# scripts/testrun.py accepts these skips only
 
 
+def host_stand_ins(text, tmp):
+    """A documented example config with what it names on a real host made
+    up under tmp, since `postern check` loads it: each `tls cert "C" key
+    "K"` pair becomes one self-signed pair, a `file:/ABS` table an empty
+    file, a relative `file:DIR/NAME` table an empty file there, `user` and
+    `group` nobody and nogroup."""
+    pem, key = os.path.join(tmp, "stand-in.pem"), os.path.join(tmp,
+        "stand-in.key")
+    if re.search(r'\btls cert "', text) and not os.path.exists(pem):
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", pem, "-days", "3", "-subj", "/CN=stand-in.example"],
+            timeout=30, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        assert r.returncode == 0, r.stderr
+    text = re.sub(r'\btls cert "[^"]*" key "[^"]*"',
+        'tls cert "%s" key "%s"' % (pem, key), text)
+
+    def table_file(m):
+        name = m.group(1)
+        path = os.path.join(tmp, name.lstrip("/").replace("/", "_")
+            if name.startswith("/") else name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "a").close()
+        return "file:" + (path if name.startswith("/") else name)
+    text = re.sub(r"\bfile:([^\s\"]+)", table_file, text)
+    text = re.sub(r"^user \S+$", "user nobody", text, flags=re.M)
+    return re.sub(r"^group \S+$", "group nogroup", text, flags=re.M)
+
+
 def machine_lacks(what):
     """Skip the running test because this machine lacks WHAT (say which
     kernel feature, device or privilege, and how it showed)."""

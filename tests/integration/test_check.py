@@ -2,11 +2,15 @@
 
 import os
 import re
+import resource
+import socket
+import sqlite3
 import subprocess
 
 import pytest
 
-from conftest import binary, make_config, run_cli, send_message, wait_for
+from conftest import (binary, free_port, make_config, run_cli, send_message,
+    wait_for)
 
 GOOD = make_config(extra=["limit message-size 10M", "limit idle-timeout 30s",
     "table friends { a@example.net, b@example.net }"])
@@ -222,3 +226,149 @@ def test_a_leading_dot_matches_every_domain_below(make_postern):
         c.send("RCPT TO:<bob@a.b.Example.COM>"); c.expect(250)
         c.send("RCPT TO:<bob@example.com>"); c.expect(550, "5.7.1")
         c.send("RCPT TO:<bob@xexample.com>"); c.expect(550, "5.7.1")
+
+
+# ----- what run would refuse, found by check ---------------------------------
+
+def selfsigned_pair(d, stem):
+    """A self-signed ECDSA certificate and key: d/stem.pem, d/stem.key."""
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        stem + ".key", "-out", stem + ".pem", "-days", "3", "-subj",
+        "/CN=test.example"], cwd=str(d), timeout=30,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def nofile(n):
+    """preexec_fn: soft and hard RLIMIT_NOFILE n."""
+    def pre():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return pre
+
+
+# (label, statements, the one at fault, what its error says); {tmp} is the
+# test's folder, {port} the listener's port.
+REFUSED = [
+    ("unknown user", ["user no-such-user-pstn"], 0,
+        "user no-such-user-pstn: no such user"),
+    ("unknown group", ["user nobody", "group no-such-group-pstn"], 1,
+        "group no-such-group-pstn: no such group"),
+    ("missing table file", ["table t file:/nonexistent/table.txt"], 0,
+        "table t: /nonexistent/table.txt: No such file or directory"),
+    ("missing certificate", ['tls cert "{tmp}/none.pem" key "{tmp}/none.key"'],
+        0, "cert {tmp}/none.pem: No such file or directory"),
+    ("key of another certificate", ['tls cert "{tmp}/a.pem" key "{tmp}/b.key"'],
+        0, "key does not match certificate {tmp}/a.pem"),
+    ("unknown cipher", ["tls self-signed {tmp}/tls", 'tls ciphers "NOSUCHCIPHER"'],
+        1, 'ciphers "NOSUCHCIPHER"'),
+    ("missing CA file",
+        ['action y relay "smtp://127.0.0.1:9" ca /nonexistent/ca.pem'], 0,
+        "action y: ca_file /nonexistent/ca.pem: No such file or directory"),
+    ("log folder missing", ["log file {tmp}/no/such/dir/postern.log"], 0,
+        "log file {tmp}/no/such/dir/postern.log: folder {tmp}/no/such/dir: "
+        "No such file or directory"),
+    ("metrics on a listener's port", ["metrics listen 127.0.0.1:{port}"], 0,
+        "metrics listen 127.0.0.1 port {port}: the listener of line 4 has "
+        "that address and port"),
+    ("more connections than descriptors", ["limit connections 5000"], 0,
+        "limit connections 5000 needs "),
+]
+
+
+@pytest.mark.parametrize("label,stmts,bad,why", REFUSED,
+    ids=[c[0] for c in REFUSED])
+def test_check_refuses_what_run_refuses(tmp_path, label, stmts, bad, why):
+    """What postern run would refuse at its start, postern check refuses
+    first (docs/deploy.md runs it before each start), each error as
+    FILE:LINE: message on the statement at fault; and run's own refusal
+    names that FILE:LINE too."""
+    selfsigned_pair(tmp_path, "a")
+    selfsigned_pair(tmp_path, "b")
+    port = free_port()
+    fill = lambda t: t.replace("{tmp}", str(tmp_path)).replace("{port}",
+        str(port))
+    text = fill(make_config(stmts))
+    conf = write(tmp_path, "p.conf", text)
+    line = text.splitlines().index(fill(stmts[bad])) + 1
+    want = "%s:%d: %s" % (conf, line, fill(why))
+    before = sorted(os.listdir(str(tmp_path)))
+    r = subprocess.run([binary(), "check", "-c", conf], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=20, preexec_fn=nofile(4096))
+    assert r.returncode == 1, "case %r: check exit %d, want 1; output:\n%s" % (
+        label, r.returncode, r.stdout + r.stderr)
+    assert r.stdout.startswith(want) and r.stdout.count("\n") == 1, \
+        "case %r: want one line starting %r, got:\n%s" % (label, want,
+        r.stdout + r.stderr)
+    assert sorted(os.listdir(str(tmp_path))) == before, \
+        "case %r: check made files" % label
+    r = subprocess.run([binary(), "run", "-c", conf], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=20, preexec_fn=nofile(4096))
+    assert r.returncode == 1, "case %r: run exit %d; stderr:\n%s" % (label,
+        r.returncode, r.stderr)
+    assert "postern: fatal: " + want in r.stderr, \
+        "case %r: run's error does not start %r:\n%s" % (label, want,
+        r.stderr)
+
+
+def test_check_reports_each_statement_at_fault(tmp_path):
+    """Several statements that would stop run: each one's line, in one run."""
+    text = make_config([
+        "user no-such-user-pstn",			# 5
+        "table t file:/nonexistent/table.txt",		# 6
+        'tls cert "{tmp}/none.pem" key "{tmp}/none.key"',	# 7
+        'action y relay "smtp://127.0.0.1:9" ca /nonexistent/ca.pem',	# 8
+    ]).replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port()))
+    conf = write(tmp_path, "p.conf", text)
+    r = run_cli("check", "-c", conf)
+    assert r.returncode == 1, r
+    assert sorted(error_lines(r.stdout, conf)) == [5, 6, 7, 8], r.stdout
+
+
+def test_check_makes_nothing_and_asks_no_database(tmp_path):
+    """A good configuration with a self-signed certificate still to make, a
+    log file, a SQLite table and the state store, PostgreSQL and Redis
+    tables: check passes, makes no file or folder (no spool, certificate,
+    log file, SQLite database) and connects to neither server (run
+    connects on the first lookup).  Without the SQLite file, check says
+    so and does not make one (read-only, as run opens it)."""
+    db = str(tmp_path / "t.db")
+    with sqlite3.connect(db) as c:
+        c.execute("create table t (k text, v text)")
+    os.chmod(db, 0o444)
+    servers = [socket.socket() for _ in range(2)]
+    for s in servers:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        s.setblocking(False)
+    pg, redis = (s.getsockname()[1] for s in servers)
+    text = make_config([
+        "tls self-signed {tmp}/tls",
+        "log file {tmp}/postern.log",
+        "state sqlite {tmp}/state.db",
+        'table s sqlite:%s query "select v from t where k = $1"' % db,
+        'table p pgsql:"host=127.0.0.1 port=%d dbname=x" query '
+        '"select 1 where $1 = $1"' % pg,
+        "table r redis:127.0.0.1:%d" % redis,
+        "metrics listen 127.0.0.1:%d" % free_port(),
+    ]).replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port()))
+    conf = write(tmp_path, "p.conf", text)
+    before = sorted(os.listdir(str(tmp_path)))
+    try:
+        r = run_cli("check", "-c", conf)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r
+        assert sorted(os.listdir(str(tmp_path))) == before
+        for s, what in zip(servers, ("PostgreSQL", "Redis")):
+            try:
+                s.accept()[0].close()
+            except BlockingIOError:	# nobody came: check has exited
+                continue
+            raise AssertionError("check connected to " + what)
+        os.unlink(db)
+        r = run_cli("check", "-c", conf)
+        assert r.returncode == 1 and error_lines(r.stdout, conf) == [8], r
+        assert "unable to open database file" in r.stdout, r.stdout
+        assert not os.path.exists(db)
+    finally:
+        for s in servers:
+            s.close()

@@ -16,7 +16,8 @@ check in a temporary folder cannot have is supplied, openly:
   by a stub script in the temporary folder;
 - `format template "FILE"` and `reply text "FILE"`: FILE is written from
   the ```json (templates) or ```text (texts) blocks of the same document;
-  a `file:NAME` table with a relative NAME is an empty file.
+- certificates, `file:` tables, `user` and `group` as conftest's
+  host_stand_ins() makes them up (check loads them).
 
 A block that cannot be checked at all may be fenced ```conf-fragment-skip
 (with the reason in the text); it is counted, not checked.
@@ -27,7 +28,7 @@ import re
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, host_stand_ins, run_cli
 
 DOCS = ("docs/chains.md", "docs/scripts.md", "docs/config.md",
     "docs/actions.md", "docs/proxy.md")
@@ -77,8 +78,7 @@ def materialize(doc, text, tmp):
                 lang)
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(body)
-    for name in set(re.findall(r"\bfile:([^\s/\"]+)", text)):
-        open(os.path.join(tmp, name), "a").close()
+    text = host_stand_ins(text, tmp)
     if not re.search(r"^\s*listen\s", text, re.M):
         text = HEAD + text + TAIL
     return text.replace("{tmp}", tmp)

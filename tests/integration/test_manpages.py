@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, binary, run_cli
+from conftest import REPO, binary, host_stand_ins, run_cli
 
 PAGES = ("postern.8", "postern.conf.5", "postern-queue.8", "postern-send.8")
 
@@ -107,8 +107,7 @@ def test_example_of_postern_conf_5_passes_check(tmp_path):
     assert m, "postern.conf.5.scd: no EXAMPLE block"
     text = m.group(1)
     # The files it names exist on a real host; here they are made up.
-    (tmp_path / "users").write_text("alice $6$salt$hash\n")
-    text = text.replace("/etc/postern/users", str(tmp_path / "users"))
+    text = host_stand_ins(text, str(tmp_path))
     text = text.replace("/var/spool/postern", str(tmp_path / "spool"))
     conf = tmp_path / "postern.conf"
     conf.write_text(text)

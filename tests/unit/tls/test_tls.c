@@ -222,7 +222,7 @@ server_new_for(const char *min_version, const char *ciphers,
 		specs[i].name = NULL;
 	}
 	specs[4].name = "override.example";
-	t = tls_server_new(&o, &err);
+	t = tls_server_new(&o, NULL, &err);
 	if (t == NULL)
 		fail_msg("tls_server_new: %s", err);
 	return t;
@@ -646,7 +646,7 @@ test_rsa_and_ecdsa(void **state)
 		specs[i] = (struct tls_cert_spec){ paths[2 * i],
 		    paths[2 * i + 1], NULL };
 	}
-	if ((t = tls_server_new(&o, &err)) == NULL)
+	if ((t = tls_server_new(&o, NULL, &err)) == NULL)
 		fail_msg("tls_server_new: %s", err);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		SSL	*cli = tls_client_ssl_new(c, cases[i].sni);
@@ -722,7 +722,7 @@ test_errors(void **state)
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 		snprintf(want, sizeof(want), cases[i].want, tdir, tdir);
 #pragma GCC diagnostic pop
-		t = tls_server_new(&o, &err);
+		t = tls_server_new(&o, NULL, &err);
 		if (t != NULL) {
 			tls_server_free(&t);
 			fail_msg("case \"%s\": got a server, want error",
@@ -740,7 +740,7 @@ test_errors(void **state)
 		    NULL };
 		const char *err = NULL;
 
-		assert_null(tls_server_new(&o, &err));
+		assert_null(tls_server_new(&o, NULL, &err));
 		assert_string_equal(err, "no certificate given");
 		assert_null(tls_client_new(&co, &err));
 		snprintf(want, sizeof(want),
@@ -820,7 +820,7 @@ test_selfsigned(void **state)
 	{
 		struct tls_cert_spec spec = { cert, key, NULL };
 		struct tls_server_opts o = { &spec, 1, NULL, NULL, NULL, 0 };
-		struct tls_server *t = tls_server_new(&o, &err);
+		struct tls_server *t = tls_server_new(&o, NULL, &err);
 		struct tls_client *c;
 		SSL	*cli, *srv;
 

@@ -1,0 +1,131 @@
+/*
+ * net/check.c: what a start would refuse in a configuration, found without
+ * binding, forking or writing anything: postern check runs it, and so does
+ * postern run before it starts anything.  Each error names the statement
+ * at fault as "FILE:LINE: message".
+ */
+#include "net/net_private.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+
+/* An error about the statement on line (0: none, the file is named). */
+static void
+net_check_err(struct util_buf *errs, const struct config *cfg, int line,
+    const char *err)
+{
+	if (line > 0)
+		util_buf_printf(errs, "%s:%d: %s\n", cfg->path, line, err);
+	else
+		util_buf_printf(errs, "%s: %s\n", cfg->path, err);
+}
+
+/* "user" and "group" name accounts of this system. */
+static void
+net_check_accounts(const struct config *cfg, struct util_buf *errs)
+{
+	if (cfg->user != NULL && getpwnam(cfg->user) == NULL)
+		net_check_err(errs, cfg, config_line_of(cfg, "user", NULL),
+		    util_err("user %s: no such user", cfg->user));
+	if (cfg->group != NULL && getgrnam(cfg->group) == NULL)
+		net_check_err(errs, cfg, config_line_of(cfg, "group", NULL),
+		    util_err("group %s: no such group", cfg->group));
+}
+
+/* "log file": its folder is there (the file is made at start). */
+static void
+net_check_log_file(const struct config *cfg, struct util_buf *errs)
+{
+	const char *slash;
+	char *dir;
+	struct stat st;
+	int e = 0;
+
+	if (cfg->log_file == NULL)
+		return;
+	slash = strrchr(cfg->log_file, '/');
+	dir = slash == NULL ? xstrdup(".") : slash == cfg->log_file ?
+	    xstrdup("/") : xstrndup(cfg->log_file, (size_t)(slash -
+	    cfg->log_file));
+	if (stat(dir, &st) == -1)
+		e = errno;
+	else if (!S_ISDIR(st.st_mode))
+		e = ENOTDIR;
+	else if (access(dir, W_OK | X_OK) == -1)
+		e = errno;
+	if (e != 0)
+		net_check_err(errs, cfg, config_line_of(cfg, "log", "file"),
+		    util_err("log file %s: folder %s: %s", cfg->log_file, dir,
+		    strerror(e)));
+	free(dir);
+}
+
+static bool
+net_check_is_any(const char *addr)
+{
+	return strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0;
+}
+
+/* "metrics listen" on an address and port no listener has. */
+static void
+net_check_metrics(const struct config *cfg, struct util_buf *errs)
+{
+	if (cfg->metrics_addr == NULL)
+		return;
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		const struct config_listen *l = &cfg->listens[i];
+		if (l->port != cfg->metrics_port ||
+		    (strcmp(l->addr, cfg->metrics_addr) != 0 &&
+		    !net_check_is_any(l->addr) &&
+		    !net_check_is_any(cfg->metrics_addr)))
+			continue;
+		net_check_err(errs, cfg, config_line_of(cfg, "metrics",
+		    "listen"), util_err("metrics listen %s port %d: the "
+		    "listener of line %d has that address and port",
+		    cfg->metrics_addr, cfg->metrics_port, l->line));
+		return;
+	}
+}
+
+int
+net_check_system(const struct config *cfg, char **errs_out)
+{
+	struct util_buf errs = { 0 };
+	const char *err = NULL;
+
+	if (net_check_nofile(cfg, &err) == -1)
+		util_buf_printf(&errs, "%s\n", err);
+	net_check_accounts(cfg, &errs);
+	net_check_log_file(cfg, &errs);
+	net_check_metrics(cfg, &errs);
+	if (errs.len == 0) {
+		*errs_out = NULL;
+		return 0;
+	}
+	*errs_out = xstrdup(util_buf_cstr(&errs));
+	util_buf_clear(&errs);
+	return -1;
+}
+
+int
+net_check(struct config *cfg, char **errs_out)
+{
+	char *sys = NULL, *rt = NULL;
+
+	(void)net_check_system(cfg, &sys);
+	(void)conn_rt_check(cfg, &rt);
+	*errs_out = sys == NULL ? rt : rt == NULL ? sys : xasprintf("%s%s",
+	    sys, rt);
+	if (sys != NULL && rt != NULL) {
+		free(sys);
+		free(rt);
+	}
+	return *errs_out == NULL ? 0 : -1;
+}
