@@ -8,6 +8,7 @@
 #include "smtp/smtp_private.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -541,12 +542,18 @@ smtp_cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
 	smtp_reply(s, 502, "5.5.1 EXPN not available");
 }
 
+/* The commands this session takes now: STARTTLS and AUTH as EHLO says. */
 static void
 smtp_cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
 {
+	char text[128];
+
 	(void)c;
-	smtp_reply(s, 214, "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT "
-	    "RSET NOOP QUIT VRFY HELP STARTTLS; see RFC 5321");
+	snprintf(text, sizeof(text), "2.0.0 Commands: HELO EHLO MAIL RCPT DATA "
+	    "BDAT RSET NOOP QUIT VRFY HELP%s%s; see RFC 5321",
+	    s->p.starttls && !s->tls_active ? " STARTTLS" : "",
+	    smtp_auth_offered(s) ? " AUTH" : "");
+	smtp_reply(s, 214, text);
 }
 
 

@@ -46,6 +46,27 @@ def test_auth_needs_tls_first(make_postern, tmp_path):
         c.send("RCPT TO:<x@far.example>"); c.expect(550, "5.7.1")
 
 
+def test_help_names_starttls_and_auth_as_ehlo_offers_them(make_postern,
+        tmp_path):
+    srv = start(make_postern, tmp_path)
+    with srv.session() as c:
+        c.hello()
+        c.send("HELP")
+        r = c.expect(214)
+        assert "STARTTLS" in r.text and "AUTH" not in r.text, r.text
+        c.starttls(unverified_context())
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("HELP")
+        r = c.expect(214)
+        assert "STARTTLS" not in r.text and " AUTH;" in r.text, r.text
+    plain_srv = make_postern()
+    with plain_srv.session() as c:
+        c.hello()
+        c.send("HELP")
+        r = c.expect(214)
+        assert "STARTTLS" not in r.text and "AUTH" not in r.text, r.text
+
+
 def test_auth_plain_after_starttls_relays_and_says_esmtpsa(make_postern,
         tmp_path):
     srv = start(make_postern, tmp_path)
