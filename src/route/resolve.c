@@ -67,27 +67,31 @@ route_stop(struct route_result *res, enum route_status st, const char *fmt,
 	return STEP_STOP;
 }
 
-/* The alias values of addr: exact key, then "@domain"; rc as tables. */
+/*
+ * The alias values of addr: its own key in every table, then "@domain" in
+ * every table, as Postfix's virtual_alias_maps (mail_addr_find), so that
+ * one table's catch-all never hides an address another table names; rc as
+ * tables.
+ */
 static int
 route_alias_get(struct route_eval *e, const char *addr,
     const struct table_values **vals_out)
 {
 	const struct config *c = e->r->c;
 	const char *dom = route_domain(addr);
-	char key[ROUTE_ADDR_MAX + 2];
+	char catchall[ROUTE_ADDR_MAX + 2];
+	const char *keys[2] = { addr, catchall };
+	size_t nkeys = dom[0] != '\0' && util_snprintf(catchall,
+	    sizeof(catchall), "@%s", dom) == 0 ? 2 : 1;
 	int rc;
 
-	for (size_t i = 0; i < c->naliases; i++) {
-		rc = route_eval_get(e, c->aliases[i], addr, vals_out);
-		if (rc != TABLE_MISSING)
-			return rc;
-		if (dom[0] == '\0' || util_snprintf(key, sizeof(key), "@%s",
-		    dom) == -1)
-			continue;
-		rc = route_eval_get(e, c->aliases[i], key, vals_out);
-		if (rc != TABLE_MISSING)
-			return rc;
-	}
+	for (size_t k = 0; k < nkeys; k++)
+		for (size_t i = 0; i < c->naliases; i++) {
+			rc = route_eval_get(e, c->aliases[i], keys[k],
+			    vals_out);
+			if (rc != TABLE_MISSING)
+				return rc;
+		}
 	return TABLE_MISSING;
 }
 

@@ -190,3 +190,25 @@ def test_one_maildir_named_by_two_recipients_gets_one_copy(make_postern):
     # Maildirs only: the copies were made before the 250.
     shared = os.listdir(srv.path("shared", "new"))
     assert len(shared) == 1 and len(srv.maildir("bob")) == 1
+
+
+def test_exact_key_in_any_table_before_a_catch_all(make_postern, tmp_path):
+    """alias <t1> <t2>: the address's own key is looked for in every table
+    before the catch-all "@domain" in any, so t1's catch-all does not hide
+    t2's sales@."""
+    alias_db(tmp_path / "t1.db", [("@example.org", "catchall@example.net")])
+    alias_db(tmp_path / "t2.db", [("sales@example.org", "bob@example.net")])
+    tables = ['table %s sqlite:{tmp}/%s.db query "SELECT target FROM '
+              'aliases WHERE address = $1"' % (t, t) for t in ("t1", "t2")]
+    srv = make_postern(extra=tables + ["alias <t1> <t2>"],
+        rules=["match to domain example.org action local",
+               "match to domain example.net action local"])
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", ["sales@example.org"],
+            "Subject: sales\r\n\r\nfor bob\r\n")
+        send_message(c, "x@far.example", ["other@example.org"],
+            "Subject: other\r\n\r\nfor the catch-all\r\n")
+    wait_for(lambda: count(srv, "bob") == 1 and count(srv, "catchall") == 1,
+        what="bob's and the catch-all's copies")
+    assert sorted(os.listdir(srv.path("mail"))) == ["bob", "catchall"]
