@@ -49,7 +49,8 @@ conn_sync_rcpt(struct conn *c, const struct route_result *res,
 	bool sync = false;
 
 	for (size_t i = 0; i < res->n; i++)
-		sync |= res->targets[i].action->kind == CONFIG_ACTION_WEBHOOK &&
+		sync |= res->targets[i].action != NULL &&
+		    res->targets[i].action->kind == CONFIG_ACTION_WEBHOOK &&
 		    res->targets[i].action->hook->sync;
 	if (conn_tx_env(c->tx)->nrcpts == 0 ? !sync || res->n == 1 :
 	    !sync && conn_sync_action(c) == NULL)
@@ -72,28 +73,42 @@ conn_is_postmaster(const struct conn *c, const char *rcpt)
 	    strcasecmp(rcpt + sizeof(pm) - 1, conn_cfg(c)->hostname) == 0;
 }
 
-/* The routing answer for rcpt: its targets into the envelope, or a reply. */
+/*
+ * Log each alias member of rcpt (safe: its log form) that no rule or
+ * mailbox takes, and why: at warn, since only the configuration can fix it.
+ */
+static void
+conn_log_unroutable(const struct conn *c, const char *safe,
+    const struct route_result *res)
+{
+	char member[600], why[300];
+
+	for (size_t i = 0; i < res->n; i++) {
+		const struct route_target *t = &res->targets[i];
+		if (t->action != NULL)
+			continue;
+		log_safe_word_into(member, sizeof(member), t->rcpt,
+		    strlen(t->rcpt));
+		log_safe_into(why, sizeof(why), t->arg, strlen(t->arg));
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> member=<%s> why=\"%s\"", safe, member, why);
+	}
+}
+
+/* The reply for a routing answer that is not ROUTE_OK; always a refusal. */
 static enum smtp_verdict
-conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
+conn_rcpt_refused(struct conn *c, const char *safe, enum conn_rcpt_from from,
     const struct route_result *res, struct smtp_reply *r)
 {
-	char safe[600], why[300];
+	char why[300];
 
-	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
-	if (res->status != ROUTE_OK)
-		log_safe_into(why, sizeof(why), res->why, strlen(res->why));
-	if ((res->status == ROUTE_NO_USER || res->status == ROUTE_NO_RELAY) &&
-	    conn_is_postmaster(c, rcpt)) {
-		/*
-		 * RFC 5321 4.5.1 wants this one accepted: not an unknown user
-		 * or a relay attempt, but a gap in our configuration.
-		 */
+	/* What the configuration or a backend must fix: the log says why. */
+	if (res->status == ROUTE_NO_MEMBER || res->status == ROUTE_BAD_ALIAS ||
+	    res->status == ROUTE_TEMPFAIL || res->status == ROUTE_LOOP) {
 		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
-		    "rcpt=<%s> why=\"no rule routes the hostname's "
-		    "postmaster\"", safe);
-		conn_set_reply(r, 550, "5.3.5 <%s>: The postmaster of this "
-		    "host is not routed here", safe);
-		return SMTP_REJECT;
+		    "rcpt=<%s> why=\"%s\"", safe, log_safe_into(why,
+		    sizeof(why), res->why, strlen(res->why)));
+		conn_log_unroutable(c, safe, res);
 	}
 	switch (res->status) {
 	case ROUTE_OK:
@@ -109,15 +124,21 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		if (c->cs != NULL && from != CONN_RCPT_FILTER)
 			chain_session_failed(c->cs, CHAIN_FAILED_RELAY);
 		return SMTP_REJECT;
+	case ROUTE_NO_MEMBER:
+		/* Our own address: not a relay attempt, whatever its members. */
+		conn_set_reply(r, 550, "5.1.1 <%s>: Recipient address "
+		    "rejected: No member of this alias can be delivered", safe);
+		return SMTP_REJECT;
+	case ROUTE_BAD_ALIAS:
+		/* RFC 3463 X.3.5: ours to fix; the client tries again. */
+		conn_set_reply(r, 451, "4.3.5 <%s>: Alias misconfigured, try "
+		    "again later", safe);
+		return SMTP_REJECT;
 	case ROUTE_TEMPFAIL:
-		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
-		    "rcpt=<%s> why=\"%s\"", safe, why);
 		conn_set_reply(r, 451, "4.3.0 <%s>: Temporary lookup failure, "
 		    "try again later", safe);
 		return SMTP_REJECT;
 	case ROUTE_LOOP:
-		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
-		    "rcpt=<%s> why=\"%s\"", safe, why);
 		/* RFC 3463 X.4.6: a routing loop; the admin can fix it. */
 		conn_set_reply(r, 451, "4.4.6 <%s>: Alias loop or nesting too "
 		    "deep", safe);
@@ -127,8 +148,36 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		    safe);
 		return SMTP_REJECT;
 	}
+	return SMTP_REJECT;
+}
+
+/* The routing answer for rcpt: its targets into the envelope, or a reply. */
+static enum smtp_verdict
+conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
+    const struct route_result *res, struct smtp_reply *r)
+{
+	char safe[600];
+
+	log_safe_word_into(safe, sizeof(safe), rcpt, strlen(rcpt));
+	if ((res->status == ROUTE_NO_USER || res->status == ROUTE_NO_RELAY) &&
+	    conn_is_postmaster(c, rcpt)) {
+		/*
+		 * RFC 5321 4.5.1 wants this one accepted: not an unknown user
+		 * or a relay attempt, but a gap in our configuration.
+		 */
+		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
+		    "rcpt=<%s> why=\"no rule routes the hostname's "
+		    "postmaster\"", safe);
+		conn_set_reply(r, 550, "5.3.5 <%s>: The postmaster of this "
+		    "host is not routed here", safe);
+		return SMTP_REJECT;
+	}
+	if (res->status != ROUTE_OK)
+		return conn_rcpt_refused(c, safe, from, res, r);
 	if (conn_sync_rcpt(c, res, safe, r) == -1)
 		return SMTP_REJECT;
+	/* A member no rule takes goes in too: the queue bounces it. */
+	conn_log_unroutable(c, safe, res);
 	for (size_t i = 0; i < res->n; i++) {
 		const struct route_target *t = &res->targets[i];
 		char to[600];
@@ -136,6 +185,8 @@ conn_rcpt_result(struct conn *c, const char *rcpt, enum conn_rcpt_from from,
 		 * sender. */
 		(void)queue_env_add_target(conn_tx_env(c->tx), t->rcpt, t->kind,
 		    t->arg);
+		if (t->action == NULL)
+			continue;
 		log_safe_word_into(to, sizeof(to), t->rcpt, strlen(t->rcpt));
 		if (strcmp(to, safe) == 0)
 			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL,

@@ -12,6 +12,7 @@
 #include "deliver/deliver.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "route/route.h"
 #include "spool/spool.h"
 #include "util/util.h"
 
@@ -125,6 +126,12 @@ queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
 	struct deliver_rcpt_status st;
 
 	(void)arg;
+	/* An alias member no rule took: the text of its bounce is kept. */
+	if (strcmp(r->action, ROUTE_KIND_UNROUTABLE) == 0) {
+		*why_out = r->arg != NULL ? r->arg : "5.1.1 no rule for this "
+		    "alias member";
+		return DELIVER_PERMFAIL;
+	}
 	/* An action this build does not know is permanent: it bounces. */
 	if (k == NULL) {
 		*why_out = "5.3.5 unknown action in the queue";

@@ -53,6 +53,10 @@ queue_route_why(enum route_status st)
 		return "451 4.4.6 Alias loop or nesting too deep";
 	case ROUTE_TOO_MANY:
 		return "452 4.5.3 Too many alias targets";
+	case ROUTE_BAD_ALIAS:
+		return "451 4.3.5 Alias misconfigured, try again later";
+	case ROUTE_NO_MEMBER:
+		return "550 5.1.1 No member of this alias can be delivered";
 	default:
 		return "451 4.3.0 Temporary lookup failure, try again later";
 	}

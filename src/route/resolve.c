@@ -1,10 +1,12 @@
 /*
  * route/resolve.c: one recipient all the way to its targets: alias tables
  * first (recursively, as Postfix's virtual aliases: an address that maps
- * to itself is final, a cycle or more than the depth limit is a loop, the
- * same target reached twice is delivered once), then the rules for each
- * address, then the action's own lookups (the maildir path from a table,
- * the owner in a passwd table).  The evaluation remembers every answer;
+ * to itself is final, a cycle through any other or more than the depth
+ * limit is a loop, the same target reached twice is delivered once, a
+ * value that is not an address is an error), then the rules for each
+ * address (a member none takes is kept for the queue to bounce), then
+ * the action's own lookups (the maildir path from a table, the owner in a
+ * passwd table).  The evaluation remembers every answer;
  * on an event loop it stops at the first lookup a backend must answer and
  * runs again from the start when it is in, so nothing ever blocks.
  */
@@ -19,6 +21,7 @@
 #include "config/config.h"
 #include "log/log.h"
 #include "route/route_private.h"
+#include "smtp/smtp.h"
 #include "table/table.h"
 #include "util/util.h"
 
@@ -104,18 +107,103 @@ route_have(const struct table_values *list, const char *addr)
 	return false;
 }
 
-/* Expand addr into final addresses (appended to out); path: ancestors. */
+/*
+ * An alias's value v as an address ("local@domain", with or without the
+ * <>) or a bare user name (a system user's, as in /etc/aliases), checked
+ * by the parser the listener uses and canonical in *out_addr as a
+ * client's recipient is; -1 with *why_out.
+ */
+static int
+route_alias_target(const char *v, char *out_addr, size_t outsz,
+    const char **why_out)
+{
+	char path[SMTP_PATH_MAX + 3];
+	bool bare = strchr(v, '@') == NULL && v[0] != '<';
+	struct smtp_addr a;
+	const char *end;
+	size_t len;
+
+	if (strpbrk(v, " \t") != NULL) {
+		*why_out = "a blank in an address (separate addresses with "
+		    "commas)";
+		return -1;
+	}
+	/* A bare name is checked as the local part of an address. */
+	if (util_snprintf(path, sizeof(path), bare ? "<%s@invalid>" :
+	    v[0] == '<' ? "%s" : "<%s>", v) == -1) {
+		*why_out = "longer than an address may be";
+		return -1;
+	}
+	len = strlen(path);
+	if (smtp_addr_parse(path, len, false, &a, &end, why_out) == -1)
+		return -1;
+	if (end != path + len) {
+		*why_out = "text after the address";
+		return -1;
+	}
+	*why_out = "longer than an address may be";
+	return util_snprintf(out_addr, outsz, "%s", bare ? a.local : a.addr);
+}
+
+/* An expansion under way: what route_expand_alias() carries down. */
+struct route_expansion {
+	struct table_values	 path;		/* the ancestors */
+	struct table_values	 selfs;		/* addresses that map to
+						   themselves: final */
+	struct table_values	 finals;	/* the final addresses */
+	bool			 aliased;	/* some table had the address */
+};
+
+static void
+route_expansion_clear(struct route_expansion *x)
+{
+	table_values_clear(&x->path);
+	table_values_clear(&x->selfs);
+	table_values_clear(&x->finals);
+}
+
+/*
+ * addr's alias values as canonical addresses into *out; a value that is
+ * not an address stops with ROUTE_BAD_ALIAS, as does an empty list: an
+ * alias that names no one must not take mail in.
+ */
+static int
+route_alias_targets(const struct table_values *vals, const char *addr,
+    struct table_values *out, struct route_result *res)
+{
+	struct table_values list = { 0 };
+	char a[SMTP_PATH_MAX + 1];
+	const char *why;
+	int rc = STEP_DONE;
+
+	table_values_split(vals, &list);
+	if (list.n == 0)
+		rc = route_stop(res, ROUTE_BAD_ALIAS, "alias <%s> has no "
+		    "target", addr);
+	for (size_t i = 0; i < list.n && rc == STEP_DONE; i++) {
+		if (route_alias_target(list.v[i], a, sizeof(a), &why) == -1)
+			rc = route_stop(res, ROUTE_BAD_ALIAS, "alias <%s>: "
+			    "target '%.100s%s' is not an address: %s", addr,
+			    list.v[i], strlen(list.v[i]) > 100 ? "..." : "",
+			    why);
+		else if (!route_have(out, a))
+			table_values_add(out, a, strlen(a));
+	}
+	table_values_clear(&list);
+	return rc;
+}
+
+/* Expand addr into final addresses (x->finals). */
 static int
 route_expand_alias(struct route_eval *e, const char *addr,
-    struct table_values *path, struct table_values *out,
-    struct route_result *res)
+    struct route_expansion *x, struct route_result *res)
 {
 	const struct config *c = e->r->c;
 	const struct table_values *vals;
 	struct table_values list = { 0 };
 	int rc;
 
-	if (path->n > c->alias_depth)
+	if (x->path.n > c->alias_depth)
 		return route_stop(res, ROUTE_LOOP, "alias nesting deeper than "
 		    "the limit at <%s>", addr);
 	rc = route_alias_get(e, addr, &vals);
@@ -125,32 +213,38 @@ route_expand_alias(struct route_eval *e, const char *addr,
 		return route_stop(res, ROUTE_TEMPFAIL, "alias table "
 		    "unavailable for <%s>", addr);
 	if (rc == TABLE_MISSING) {
-		if (!route_have(out, addr))
-			table_values_add(out, addr, strlen(addr));
+		if (!route_have(&x->finals, addr))
+			table_values_add(&x->finals, addr, strlen(addr));
 		goto count;
 	}
-	table_values_split(vals, &list);
-	table_values_add(path, addr, strlen(addr));
-	rc = STEP_DONE;
+	x->aliased = true;
+	if ((rc = route_alias_targets(vals, addr, &list, res)) != STEP_DONE) {
+		table_values_clear(&list);
+		return rc;
+	}
+	if (route_have(&list, addr) && !route_have(&x->selfs, addr))
+		table_values_add(&x->selfs, addr, strlen(addr));
+	table_values_add(&x->path, addr, strlen(addr));
 	for (size_t i = 0; i < list.n && rc == STEP_DONE; i++) {
 		const char *v = list.v[i];
-		if (strlen(v) > ROUTE_ADDR_MAX)
-			continue;
-		if (strcasecmp(v, addr) == 0) {		/* itself: final */
-			if (!route_have(out, v))
-				table_values_add(out, v, strlen(v));
-		} else if (route_have(path, v))
+		/*
+		 * Back at an ancestor: one that maps to itself is final (ann:
+		 * ann, ben with ben: ben, ann), any other is a loop.
+		 */
+		if (!route_have(&x->path, v))
+			rc = route_expand_alias(e, v, x, res);
+		else if (!route_have(&x->selfs, v))
 			rc = route_stop(res, ROUTE_LOOP, "alias loop through "
 			    "<%s>", v);
-		else
-			rc = route_expand_alias(e, v, path, out, res);
+		else if (!route_have(&x->finals, v))
+			table_values_add(&x->finals, v, strlen(v));
 	}
-	free(path->v[--path->n]);
+	free(x->path.v[--x->path.n]);
 	table_values_clear(&list);
 	if (rc != STEP_DONE)
 		return rc;
 count:
-	if (out->n > c->alias_targets)
+	if (x->finals.n > c->alias_targets)
 		return route_stop(res, ROUTE_TOO_MANY, "more alias targets "
 		    "than the limit for <%s>", addr);
 	return STEP_DONE;
@@ -266,12 +360,45 @@ route_one(struct route_eval *e, const struct route_client *cl,
 	return STEP_DONE;
 }
 
+/*
+ * An alias member route_one() stopped at with a permanent miss (res's
+ * status and why): a target for the queue to bounce, so the alias rcpt
+ * still takes mail for its other members, never a relay attempt.
+ */
+static int
+route_unroutable(const char *rcpt, const char *member,
+    struct route_result *res)
+{
+	struct route_target t = { .rcpt = xstrdup(member),
+	    .kind = ROUTE_KIND_UNROUTABLE };
+
+	/* RFC 3463: X.1.1 no such mailbox, X.1.2 no route to its domain. */
+	t.arg = xasprintf("%s %s, a member of <%s>", res->status ==
+	    ROUTE_NO_USER ? "5.1.1" : "5.1.2", res->why, rcpt);
+	res->targets = xreallocarray(res->targets, res->n + 1,
+	    sizeof(*res->targets));
+	res->targets[res->n++] = t;
+	res->status = ROUTE_OK;
+	res->why[0] = '\0';
+	return STEP_DONE;
+}
+
+/* Does some target of res take mail (not only unroutable members)? */
+static bool
+route_some_routed(const struct route_result *res)
+{
+	for (size_t i = 0; i < res->n; i++)
+		if (res->targets[i].action != NULL)
+			return true;
+	return false;
+}
+
 /* The whole evaluation from the start; STEP_PENDING when e->need. */
 static int
 route_run(struct route_eval *e, const struct route_client *cl,
     const char *sender, const char *rcpt, struct route_result *res)
 {
-	struct table_values path = { 0 }, finals = { 0 };
+	struct route_expansion x = { 0 };
 	int rc;
 
 	route_result_clear(res);
@@ -279,13 +406,24 @@ route_run(struct route_eval *e, const struct route_client *cl,
 		route_stop(res, ROUTE_NO_USER, "address too long");
 		return STEP_DONE;
 	}
-	rc = route_expand_alias(e, rcpt, &path, &finals, res);
-	for (size_t i = 0; rc == STEP_DONE && i < finals.n; i++)
-		rc = route_one(e, cl, sender, finals.v[i], res);
-	table_values_clear(&path);
-	table_values_clear(&finals);
-	if (rc == STEP_PENDING)
+	rc = route_expand_alias(e, rcpt, &x, res);
+	for (size_t i = 0; rc == STEP_DONE && i < x.finals.n; i++) {
+		rc = route_one(e, cl, sender, x.finals.v[i], res);
+		if (rc == STEP_STOP && x.aliased && (res->status ==
+		    ROUTE_NO_USER || res->status == ROUTE_NO_RELAY))
+			rc = route_unroutable(rcpt, x.finals.v[i], res);
+	}
+	route_expansion_clear(&x);
+	if (rc == STEP_PENDING) {
+		route_result_clear(res);	/* the next run starts again */
 		return STEP_PENDING;
+	}
+	if (rc == STEP_DONE && !route_some_routed(res) && res->n > 0) {
+		/* Every member failed: the targets stay, for the log. */
+		route_stop(res, ROUTE_NO_MEMBER, "no member of alias <%s> is "
+		    "routed", rcpt);
+		return STEP_DONE;
+	}
 	if (rc == STEP_STOP) {
 		for (size_t i = 0; i < res->n; i++) {
 			free(res->targets[i].rcpt);

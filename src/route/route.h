@@ -53,16 +53,27 @@ const struct config_action *route_find(struct router *r, const char *sender,
 
 /* ----- full resolution: aliases, rules, the action's own lookups ----- */
 
+/*
+ * The spool's action of an alias member no rule or mailbox takes: kept in
+ * the envelope so the queue bounces it (its argument is the DSN's text,
+ * "5.1.1 ..."), while the alias's other members are delivered.
+ */
+#define ROUTE_KIND_UNROUTABLE	"unroutable"
+
 /* One place a recipient goes to. */
 struct route_target {
 	char			*rcpt;		/* owned: the address after aliases */
-	const struct config_action *action;	/* borrowed from the config */
+	const struct config_action *action;	/* borrowed from the config;
+						   NULL for an unroutable
+						   member */
 	const char		*kind;		/* static: the spool's action
 						   ("maildir", "maildir-owner",
-						   "discard", "relay", ...) */
+						   "discard", "relay", ...,
+						   ROUTE_KIND_UNROUTABLE) */
 	char			*arg;		/* owned: maildir folder, owner's
 						   "USER:FOLDER", remote action
-						   name; or NULL */
+						   name, an unroutable member's
+						   "X.Y.Z why"; or NULL */
 };
 
 enum route_status {
@@ -72,6 +83,10 @@ enum route_status {
 	ROUTE_TEMPFAIL,		/* a table did not answer: 451 4.3.0 */
 	ROUTE_LOOP,		/* alias loop or too deep: 451 4.4.6 */
 	ROUTE_TOO_MANY,		/* alias fan-out over the limit: 452 4.5.3 */
+	ROUTE_BAD_ALIAS,	/* an alias with no target, or one that is
+				   not an address: 451 4.3.5 */
+	ROUTE_NO_MEMBER,	/* an alias none of whose members is
+				   routed: 550 5.1.1 */
 	ROUTE_SENDER_AUTH,	/* sender: a protected domain, no AUTH */
 	ROUTE_SENDER_NOT_OWNED,	/* sender: not the authenticated user's */
 };
@@ -88,7 +103,9 @@ void	route_result_clear(struct route_result *res);
  * Resolve rcpt completely: alias tables (recursively, with the config's
  * depth and fan-out limits and a loop guard), then the match rules for
  * each address, then the action's lookups (a maildir path from a table,
- * the owner in a passwd table).  Blocking: worker threads only.
+ * the owner in a passwd table).  An alias member that no rule or mailbox
+ * takes is a ROUTE_KIND_UNROUTABLE target while another member is routed,
+ * and ROUTE_NO_MEMBER when none is.  Blocking: worker threads only.
  */
 void	route_resolve(struct router *r, const struct route_client *client,
 	    const char *sender, const char *rcpt, struct route_result *out);

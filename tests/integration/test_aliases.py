@@ -1,8 +1,10 @@
 """
 Aliases and mailbox maps from tables: fan-out (several rows) with each
 final address delivered once, nesting, a per-domain catch-all, the loop
-guard and the depth limit (451 4.4.6), the fan-out limit (452 4.5.3), and
-a maildir action whose path comes from a table.  The alias tables are
+guard and the depth limit (451 4.4.6), the fan-out limit (452 4.5.3),
+aliases that name no address (451 4.3.5), members no rule routes (bounced,
+the rest delivered), the order of exact keys and catch-alls over several
+tables, and a maildir action whose path comes from a table.  The alias tables are
 SQLite, so every lookup goes to the table's own threads and the recipient
 is resolved step by step on the event loop.
 """
@@ -10,7 +12,7 @@ is resolved step by step on the event loop.
 import os
 import sqlite3
 
-from conftest import run_cli, send_message, wait_for
+from conftest import log_events, run_cli, send_message, wait_for
 
 
 def alias_db(path, rows):
@@ -19,6 +21,18 @@ def alias_db(path, rows):
     db.executemany("INSERT INTO aliases VALUES (?, ?)", rows)
     db.commit()
     db.close()
+
+
+def boxes_db(path, rows):
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE boxes (address text, path text)")
+    db.executemany("INSERT INTO boxes VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+
+
+BOXES_TABLE = ('table boxes sqlite:{tmp}/boxes.db query "SELECT path FROM '
+               'boxes WHERE address = $1"')
 
 
 def alias_table(name="aliases", limits=""):
@@ -117,17 +131,11 @@ def test_too_many_targets_is_452_4_5_3(make_postern, tmp_path):
 
 
 def test_maildir_path_from_a_table(make_postern, tmp_path):
-    db = sqlite3.connect(str(tmp_path / "boxes.db"))
-    db.execute("CREATE TABLE boxes (address text, path text)")
-    db.executemany("INSERT INTO boxes VALUES (?, ?)", [
+    boxes_db(tmp_path / "boxes.db", [
         ("anton@example.org", str(tmp_path / "boxes" / "anton")),
         ("@example.net", str(tmp_path / "boxes" / "net-catchall"))])
-    db.commit()
-    db.close()
     srv = make_postern(
-        extra=['table boxes sqlite:{tmp}/boxes.db query "SELECT path FROM '
-               'boxes WHERE address = $1"',
-               "action boxed maildir <boxes>"],
+        extra=[BOXES_TABLE, "action boxed maildir <boxes>"],
         rules=["match to domain example.org action boxed",
                "match to domain example.net action boxed"])
     with srv.session() as c:
@@ -190,6 +198,122 @@ def test_one_maildir_named_by_two_recipients_gets_one_copy(make_postern):
     # Maildirs only: the copies were made before the 250.
     shared = os.listdir(srv.path("shared", "new"))
     assert len(shared) == 1 and len(srv.maildir("bob")) == 1
+
+
+def test_alias_with_no_address_is_refused_not_dropped(make_postern,
+        tmp_path):
+    """An alias that yields no address (an empty value, a target longer
+    than an address may be, two addresses with a blank between them) would
+    take the mail and drop it: each is refused at RCPT, 451 4.3.5, with a
+    route-error line naming the alias and the bad value.  A target in <>
+    is an address all the same."""
+    alias_db(tmp_path / "aliases.db", [
+        ("nobody@example.org", ""),
+        ("list@example.org", "l" * 520 + "@example.org"),
+        ("team@example.org", "frank@example.org gina@example.org"),
+        ("staff@example.org", "<erin@example.org>"),
+    ])
+    srv = make_postern(extra=alias_table(),
+        rules=["match to domain example.org action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<x@far.example>"); c.expect(250)
+        for rcpt in ("nobody", "list", "team"):
+            c.send("RCPT TO:<%s@example.org>" % rcpt); c.expect(451, "4.3.5")
+        c.send("RCPT TO:<staff@example.org>"); c.expect(250, "2.1.5")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: staff\r\n\r\nfor erin\r\n.\r\n"); c.expect(250)
+    wait_for(lambda: count(srv, "erin") == 1, what="erin's copy")
+    assert sorted(os.listdir(srv.path("mail"))) == ["erin"]
+    errors = [kv for kv, _ in log_events(srv, "route-error")]
+    assert [e["rcpt"] for e in errors] == ["<nobody@example.org>",
+        "<list@example.org>", "<team@example.org>"], errors
+    assert errors[0]["why"] == "alias <nobody@example.org> has no target"
+    assert "is not an address: longer than an address may be" in \
+        errors[1]["why"]
+    assert errors[2]["why"] == "alias <team@example.org>: target "\
+        "'frank@example.org gina@example.org' is not an address: a blank in "\
+        "an address (separate addresses with commas)", errors[2]
+
+
+def test_member_no_rule_takes_bounces_the_others_get_it(make_postern,
+        tmp_path):
+    """An alias of ours whose member no rule routes (another domain without
+    a relay rule) or has no mailbox (no row in a maildir table): the
+    recipient is accepted, the other members get the message and the
+    failed one comes back to the sender in a DSN; it is no relay attempt
+    (no 5.7.1, no ban).  An alias none of whose members routes is refused
+    550 5.1.1, each member and why in the log."""
+    alias_db(tmp_path / "aliases.db", [
+        ("info@example.org", "alice@example.org"),
+        ("info@example.org", "bob@partner.example"),
+        ("info@example.org", "zed@example.com"),
+        ("ghosts@example.org", "nobody@partner.example"),
+    ])
+    boxes_db(tmp_path / "boxes.db", [("yan@example.com",
+        str(tmp_path / "yan"))])
+    srv = make_postern(extra=alias_table() + [
+        BOXES_TABLE, "action boxed maildir <boxes>",
+        "trusted none", "state memory",
+        "on connect { banned; ban 1h on relay-attempt }"],
+        rules=["match to domain example.org action local",
+               "match to domain example.com action boxed"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<sender@example.org>"); c.expect(250)
+        c.send("RCPT TO:<ghosts@example.org>"); c.expect(550, "5.1.1")
+        c.send("RCPT TO:<info@example.org>"); c.expect(250, "2.1.5")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: info\r\n\r\nfor the team\r\n.\r\n")
+        c.expect(250, "2.0.0")
+    wait_for(lambda: count(srv, "alice") == 1, what="alice's copy")
+    wait_for(lambda: count(srv, "sender") == 1, timeout=20,
+        what="the DSN for bob and zed")
+    with open(srv.maildir("sender")[0]) as f:
+        dsn = f.read()
+    assert "Return-Path: <>" in dsn
+    assert "bob@partner.example" in dsn and "zed@example.com" in dsn
+    assert "Status: 5.1.2" in dsn and "Status: 5.1.1" in dsn, dsn
+    assert "Relay access denied" not in srv.log()
+    members = {kv["member"]: kv["why"] for kv, _ in
+        log_events(srv, "route-error") if "member" in kv}
+    assert members == {
+        "<nobody@partner.example>": "5.1.2 no rule for "
+            "<nobody@partner.example>, a member of <ghosts@example.org>",
+        "<bob@partner.example>": "5.1.2 no rule for <bob@partner.example>, "
+            "a member of <info@example.org>",
+        "<zed@example.com>": "5.1.1 no maildir for <zed@example.com>, a "
+            "member of <info@example.org>",
+    }, members
+    # Not a relay attempt: the client is not banned.
+    with srv.session() as c:
+        c.expect(220)
+
+
+def test_addresses_that_map_to_themselves_are_final(make_postern, tmp_path):
+    """Two users who each keep a copy and forward to the other, and a
+    catch-all to two mailboxes of its own domain: an address that maps to
+    itself is final when reached again, not a loop; one copy each."""
+    alias_db(tmp_path / "aliases.db", [
+        ("ann@example.org", "ann@example.org"),
+        ("ann@example.org", "ben@example.org"),
+        ("ben@example.org", "ben@example.org"),
+        ("ben@example.org", "ann@example.org"),
+        ("@shared.example", "sales@shared.example"),
+        ("@shared.example", "ops@shared.example"),
+    ])
+    srv = make_postern(extra=alias_table(),
+        rules=["match to domain example.org action local",
+               "match to domain shared.example action local"])
+    with srv.session() as c:
+        c.hello()
+        for rcpt in ("ann@example.org", "sales@shared.example",
+                "info@shared.example"):
+            send_message(c, "x@far.example", [rcpt],
+                "Subject: to %s\r\n\r\nhi\r\n" % rcpt)
+    wait_for(lambda: [count(srv, u) for u in ("ann", "ben", "sales", "ops")]
+        == [1, 1, 2, 2], what="one copy each per message")
+    assert "4.4.6" not in srv.log()
 
 
 def test_exact_key_in_any_table_before_a_catch_all(make_postern, tmp_path):
