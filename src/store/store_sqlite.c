@@ -8,8 +8,11 @@
  * operations on the database, then posts the answers back through the
  * store's pipe.  Plain writes reach the database in one transaction per
  * flush: at most SQ_FLUSH_MS after an INCR, at once after a SET or DEL,
- * and at the close.  WAL mode, synchronous NORMAL.  The loop itself never
- * touches the database.
+ * and at the close.  Every SQ_FLUSH_MS the thread also deletes up to
+ * SQ_PURGE_MAX expired rows of each table (found through a partial index
+ * on the expiry), so keys that nobody reads again (a rate window gone by,
+ * an old greylist triplet) do not grow the file for ever.  WAL mode,
+ * synchronous NORMAL.  The loop itself never touches the database.
  */
 #include "store/store.h"
 
@@ -30,6 +33,7 @@
 
 #define SQ_FLUSH_MS	1000	/* plain writes reach the database within */
 #define SQ_CACHE_MAX	50000	/* cache entries kept beyond a flush */
+#define SQ_PURGE_MAX	1000	/* expired rows deleted per table a flush */
 
 /*
  * One database of the process, shared by every store opened on its path:
@@ -69,7 +73,9 @@ static const char store_sqlite_schema[] =
     "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL,"
     " exp INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS sets (k TEXT NOT NULL, m TEXT NOT NULL,"
-    " exp INTEGER NOT NULL, PRIMARY KEY (k, m));";
+    " exp INTEGER NOT NULL, PRIMARY KEY (k, m));"
+    "CREATE INDEX IF NOT EXISTS kv_exp ON kv (exp) WHERE exp != 0;"
+    "CREATE INDEX IF NOT EXISTS sets_exp ON sets (exp) WHERE exp != 0;";
 
 static int64_t
 store_sqlite_now(void)
@@ -262,6 +268,31 @@ trim:
 	pthread_mutex_unlock(&d->mu);
 }
 
+/*
+ * Delete a bounded batch of expired rows (thread only).  A key written
+ * since its row expired is dirty in the cache and its flush writes it
+ * whole (INSERT OR REPLACE), so deleting the old row loses nothing; a
+ * clean cache entry of a deleted row has expired too and answers as
+ * missing, as the row would.
+ */
+static void
+sq_purge(struct sq_db *d)
+{
+	static const char *const sql[] = {
+		"DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE "
+		"exp != 0 AND exp <= ? LIMIT ?)",
+		"DELETE FROM sets WHERE rowid IN (SELECT rowid FROM sets WHERE "
+		"exp != 0 AND exp <= ? LIMIT ?)",
+	};
+	int64_t now = store_sqlite_now();
+
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
+		if (store_sqlite_exec(d->db, sql[i], NULL, NULL, now,
+		    SQ_PURGE_MAX, NULL, NULL) != SQLITE_DONE)
+			log_msg(LOG_LVL_WARN, "state store: sqlite purge: %s",
+			    sqlite3_errmsg(d->db));
+}
+
 /* The thread's answers to their stores' loops (under d->mu). */
 static void
 sq_post(struct sq_db *d, struct store_req *batch)
@@ -295,7 +326,7 @@ static void *
 store_sqlite_main(void *arg)
 {
 	struct sq_db *d = arg;
-	uint64_t next = sq_mono_ms() + SQ_FLUSH_MS;
+	uint64_t next = sq_mono_ms() + SQ_FLUSH_MS, purge = next;
 
 	pthread_mutex_lock(&d->mu);
 	for (;;) {
@@ -332,6 +363,11 @@ store_sqlite_main(void *arg)
 		if (flush || sq_mono_ms() >= next) {
 			sq_flush(d);
 			next = sq_mono_ms() + SQ_FLUSH_MS;
+		}
+		/* Its own clock: flushes at once (SETs) keep moving next. */
+		if (!stop && sq_mono_ms() >= purge) {
+			sq_purge(d);
+			purge = sq_mono_ms() + SQ_FLUSH_MS;
 		}
 		pthread_mutex_lock(&d->mu);
 		sq_post(d, batch);

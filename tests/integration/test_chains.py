@@ -10,13 +10,14 @@ real redis-server (the state_store fixture).
 
 import os
 import socket
+import sqlite3
 import struct
 import threading
 import time
 
 import pytest
 
-from conftest import (log_events, make_config, run_cli, send_message,
+from conftest import (Client, log_events, make_config, run_cli, send_message,
     spool_empty, wait_for,
     TEMPLATE_HEAD, TEMPLATE_ACTIONS, DEFAULT_RULES)
 
@@ -286,6 +287,28 @@ def test_ratelimit_window_ages_out(make_postern, state_store):
     time.sleep(2.1)
     with srv.session() as c:
         c.expect(220)
+
+
+def test_sqlite_state_drops_expired_keys(make_postern, tmp_path):
+    """Each client address gets rate windows of its own; once they have
+    expired, the running server deletes their rows from the SQLite store,
+    so the file does not grow with every address ever seen."""
+    db = tmp_path / "state.db"
+    srv = make_postern(config=chains_config(
+        "on connect { ratelimit 1000/1s per ip }",
+        state="state sqlite %s" % db))
+    for i in range(30):
+        with Client(srv.port, source="127.0.1.%d" % (i + 1)) as c:
+            c.expect(220)
+
+    def rows():
+        with sqlite3.connect(str(db)) as conn:
+            return conn.execute("SELECT count(*) FROM kv").fetchone()[0]
+    wait_for(lambda: rows() >= 30, timeout=10,
+        what="the 30 rate windows written to the database")
+    wait_for(lambda: rows() == 0, timeout=15, interval=0.2,
+        what="the expired rate windows deleted from the database")
+    assert srv.alive()
 
 
 # One loop, so one store handle whose requests are answered in order: a
