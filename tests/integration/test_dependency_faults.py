@@ -8,10 +8,14 @@ keeps serving the others; once the dependency is back, mail flows again
 without a restart.
 """
 
+import re
+import socket
+import subprocess
+import threading
 import time
 
-from conftest import (log_events, make_config, send_message, spool_empty,
-    wait_for)
+from conftest import (HOST, log_events, make_config, send_message,
+    spool_empty, wait_for)
 from test_milter import make_milter, milter_config  # noqa: F401 (fixture)
 
 # A hung dependency may hold a reply this long at most (timeouts of a few
@@ -106,6 +110,108 @@ def test_redis_hanging_mid_session(make_postern, redis_proc):
         hung_rcpt(srv, c, redis_proc)
     wait_rcpt_ok(srv, "dave@example.org")
     assert srv.alive()
+
+
+class OldRedis:
+    """Redis 6 in front of a real Redis: a proxy that says redis_version
+    6.2.14 to INFO and answers PEXPIRE ... NX (an option of 7.0) with the
+    error Redis 6 gives; everything else goes through."""
+
+    def __init__(self, upstream_port):
+        self.up = upstream_port
+        self.lsock = socket.socket()
+        self.lsock.bind((HOST, 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        self.infos = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def spec(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,),
+                daemon=True).start()
+
+    @staticmethod
+    def _reply(f):
+        line = f.readline()
+        if line[:1] == b"$" and int(line[1:]) >= 0:
+            return line + f.read(int(line[1:]) + 2)
+        if line[:1] == b"*":
+            return line + b"".join(OldRedis._reply(f)
+                for _ in range(max(int(line[1:]), 0)))
+        return line
+
+    def _serve(self, c):
+        u = socket.create_connection((HOST, self.up), timeout=10)
+        cf, uf = c.makefile("rb"), u.makefile("rb")
+        try:
+            while True:
+                line = cf.readline()
+                if not line.startswith(b"*"):
+                    return
+                raw, args = line, []
+                for _ in range(int(line[1:])):
+                    n = cf.readline()
+                    b = cf.read(int(n[1:]) + 2)
+                    raw += n + b
+                    args.append(b[:-2])
+                verb = args[0].upper()
+                if verb == b"PEXPIRE" and len(args) > 3:
+                    c.sendall(b"-ERR wrong number of arguments for "
+                        b"'pexpire' command\r\n")
+                    continue
+                u.sendall(raw)
+                rep = self._reply(uf)
+                if verb == b"INFO":
+                    self.infos += 1
+                    body = re.sub(rb"redis_version:[^\r]*",
+                        b"redis_version:6.2.14", rep.split(b"\r\n", 1)[1][:-2])
+                    rep = b"$%d\r\n%s\r\n" % (len(body), body)
+                c.sendall(rep)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+            u.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_redis_older_than_7_is_not_used(make_postern, redis_proc):
+    """Counters expire through PEXPIRE ... NX, which Redis has from 7.0 on:
+    an older server is named in the log and not used at all (the store
+    fails, as the handlers' on-error says), rather than filled with
+    counters that never expire."""
+    old = OldRedis(redis_proc.port)
+    try:
+        srv = make_postern(config=redis_config(old.spec))
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            r = rcpt(c, "bob@example.org")
+            assert (r.code, r.esc) == (451, "4.3.0"), "%r\n%s" % (r,
+                c.transcript())
+            r = rcpt(c, "carol@example.org")
+            assert (r.code, r.esc) == (451, "4.3.0"), r
+        line = "postern needs Redis 7.0 or later, not using it"
+        wait_for(lambda: line in srv.log(), what="the old Redis logged")
+        assert srv.log().count(line) == 1, srv.log()
+        assert 'version "6.2.14"' in srv.log(), srv.log()
+        assert old.infos == 1
+        keys = subprocess.run(["redis-cli", "-p", str(redis_proc.port),
+            "--scan"], capture_output=True, text=True, timeout=10).stdout
+        assert keys.split() == [], "counters written: %r" % keys
+    finally:
+        old.close()
 
 
 # ----- a milter ---------------------------------------------------------------
