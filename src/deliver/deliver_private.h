@@ -185,8 +185,7 @@ struct deliver_md_dir {
 };
 /*
  * This thread's kept Maildir for folder, if the folder path still leads to
- * it (a directory, not a symlink, with the same new/); else NULL, and a
- * stale one is closed.  The result is busy until deliver_md_release().
+ * it (its new/ is the one kept); else NULL, and a stale one is closed.  The result is busy until deliver_md_release().
  */
 struct deliver_md_dir *deliver_md_find(const char *folder);
 /*

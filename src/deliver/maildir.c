@@ -32,10 +32,16 @@
  * m->unsynced, and maildir_publish.c names them in new/ once the caller
  * has recorded them.  The bytes of each copy are maildir_write.c's.
  *
- * Symlinks: the folder path itself is admin configuration, so its parent
- * components may be symlinks; the folder and its tmp/ new/ cur/ are opened
- * with O_NOFOLLOW and files are created with O_EXCL, so a symlink planted
- * inside a Maildir cannot redirect our writes.
+ * Symlinks: the folder path is admin configuration, and the folders it
+ * leads through are ours to write, so any of its components may be a
+ * symlink, the folder itself included (a Maildir moved to a bigger disk
+ * and linked back).  Inside the Maildir nothing is followed: tmp/ new/
+ * cur/ are opened with O_NOFOLLOW and files are created with O_EXCL, so a
+ * symlink planted inside a Maildir cannot redirect our writes.  A copy
+ * written as the mailbox's owner (priv/) gets here only after the helper
+ * found no symlink on the path from the owner's home or maildir-root down;
+ * one swapped in after that check leads the owner's own process where the
+ * owner may write anyway.
  *
  * Each thread keeps the Maildirs it delivered to last open
  * (maildir_keep.c): their new/, and tmp/ where a copy was written; cur/ is
@@ -43,14 +49,14 @@
  * messages to the same mailboxes (a list, an application's catch-all, ten
  * recipients each) then costs the two stats of the check below, before the
  * copy is written and again before its rename into new/, instead of four
- * opens and four closes.  Before each use the folder path must still name a
- * directory, not a symlink, and its new/ must be the new/ we hold; else
- * everything is opened afresh.  A directory has one parent, so that folder
- * is then the one we opened, and our descriptor keeps new/ alive, so its
- * number cannot have been reused meanwhile: a Maildir moved away or
- * replaced is never written behind the reader.  (No cheaper check would
- * do: one stat of folder/new follows a folder turned into a symlink, and a
- * folder's ctime is too coarse to show a rename within the same tick.)
+ * opens and four closes.  Before each use the folder path's new/ (the path
+ * followed as an open follows it, new itself not) must be the new/ we
+ * hold; else everything is opened afresh.  A directory has one parent, so
+ * the folder then leads to the Maildir we opened, whatever symlinks it
+ * passes, and our descriptor keeps new/ alive, so its number cannot have
+ * been reused meanwhile: a Maildir moved away or replaced, or a symlink
+ * pointed elsewhere, is never written behind the reader.  (A folder's
+ * ctime would be too coarse to show a rename within the same tick.)
  * Whether the file system journals in order (util_fs_ordered) is kept
  * too: the descriptors hold the mount, which cannot change its journal.
  * Besides what is kept, a delivery holds at most seven descriptors
@@ -170,17 +176,19 @@ static enum deliver_result
 md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 {
 	const int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	/* The folder may be a symlink (see top); what is inside may not. */
+	const int fflags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
 	enum deliver_result r = DELIVER_OK;
 	int dirfd, fd[MD_N] = { -1, -1, -1 };
 	struct stat st;
 
 	/* The Maildir usually exists: open first, create only when missing. */
-	dirfd = open(c->folder, dflags);
+	dirfd = open(c->folder, fflags);
 	if (dirfd == -1 && errno == ENOENT) {
 		if (util_mkdirs(c->folder, 0700) == -1)
 			return deliver_md_fail(err_out, errno, "mkdir",
 			    c->folder, NULL, NULL);
-		dirfd = open(c->folder, dflags);
+		dirfd = open(c->folder, fflags);
 	}
 	if (dirfd == -1)
 		return deliver_md_fail(err_out, errno, "open", c->folder, NULL,

@@ -143,19 +143,18 @@ md_keep_fit(struct md_keep *k, size_t want)
 }
 
 /*
- * The folder path must still name a directory, not a symlink, and its new/
- * must be our new/: a directory has one parent, so the folder is then the
- * Maildir we hold, whatever its inode number.  Our descriptor keeps new/
- * alive, so its number cannot have been reused meanwhile.
+ * The folder path's new/ must be our new/ (the path followed as an open
+ * follows it, symlinks to the folder included; new itself not): a
+ * directory has one parent, so the folder then leads to the Maildir we
+ * hold, whatever its inode number.  Our descriptor keeps new/ alive, so
+ * its number cannot have been reused meanwhile.
  */
 static bool
 md_dir_is_current(const struct deliver_md_dir *d)
 {
 	struct stat st;
 
-	return fstatat(AT_FDCWD, d->folder, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISDIR(st.st_mode) &&
-	    fstatat(AT_FDCWD, d->new_path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	return fstatat(AT_FDCWD, d->new_path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    st.st_dev == d->dev && st.st_ino == d->new_ino;
 }
 

@@ -190,7 +190,8 @@ static size_t
 md_sweep_pass(const char *folder, long *resume, unsigned *removed_out)
 {
 	const int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-	int dfd = open(folder, dflags), tfd;
+	/* As a delivery opens it: the folder may be a symlink, tmp/ not. */
+	int dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC), tfd;
 	time_t cutoff = time(NULL) - MD_TMP_MAX_AGE_S;
 	struct dirent *de;
 	struct stat st;

@@ -78,6 +78,27 @@ def test_queued_recipients_share_one_file(postern):
         assert_whole(p, big.replace("\r\n", "\n").encode())
 
 
+def test_symlinked_maildir_is_delivered_into(postern):
+    """A Maildir folder that is a symlink to a real Maildir (moved to
+    another disk and linked back) is delivered into like any other, alone
+    and as a link of the message's one file, message after message."""
+    store = postern.path("store", "u0")
+    for sub in ("new", "cur", "tmp"):
+        os.makedirs(os.path.join(store, sub))
+    os.makedirs(postern.path("mail", "u0"))
+    os.symlink(store, postern.path("mail", "u0", "Maildir"))
+    for rcpts in (["u0"], ["u1", "u0"], ["u0"]):
+        with postern.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", [u + "@example.org"
+                for u in rcpts], BODY)
+    names = os.listdir(os.path.join(store, "new"))
+    assert len(names) == 3, names
+    assert os.listdir(os.path.join(store, "tmp")) == []
+    assert len(postern.maildir("u1")) == 1
+    assert not log_events(postern, "deferred")
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """A small tmpfs: another file system than the test's folder."""

@@ -36,7 +36,7 @@ mdtest_dir_free(char **dirp)
 int
 mdtest_count_files(const char *dir, const char *sub)
 {
-	char *cmd = xasprintf("find '%s/%s' -type f 2>/dev/null | wc -l",
+	char *cmd = xasprintf("find '%s/%s/' -type f 2>/dev/null | wc -l",
 	    dir, sub);
 	FILE *f = popen(cmd, "r");
 	int n = -1;
