@@ -219,6 +219,7 @@ struct deliver_md_copy {
 	size_t		 rcpt;		/* the recipient's index */
 	/* Several copies at once (deliver_maildir_copies): */
 	dev_t		 dev;		/* of new/ */
+	ino_t		 ino;		/* of new/: which Maildir it is */
 	size_t		 src;		/* linked to that copy; SIZE_MAX: not */
 	bool		 done;		/* made, found, or failed */
 	enum deliver_result r;

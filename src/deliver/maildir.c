@@ -89,6 +89,12 @@
  * copy.  Copies made as the mailbox's owner (maildir-owner) are each written
  * by their owner in a process of their own (priv/): never linked.
  *
+ * The router spells each folder one way (no "//", "/./" or trailing "/"),
+ * so one Maildir is one destination; one still reached by two paths (a
+ * symlink on the way) is known here by its new/ (device and inode): a
+ * recipient whose Maildir an earlier copy of the message went to gets no
+ * copy of its own, and its delivery is that copy's.
+ *
  * What a crash leaves in tmp/ is removed by maildir_sweep.c, which keeps
  * away from the names our deliveries are writing.
  *
@@ -371,6 +377,7 @@ md_prepare(struct deliver_md_copy *c, const struct deliver_msg *m,
 		return -1;
 	}
 	c->dev = c->dir->dev;
+	c->ino = c->dir->new_ino;
 	c->ordered = c->dir->ordered;
 	c->later = c->ordered && m->unsynced != NULL;
 	c->rcpt = rcpt_idx;
@@ -526,6 +533,21 @@ md_link(struct deliver_md_copy *cs, size_t s, size_t i)
 }
 
 /*
+ * Is copy i's Maildir one that an earlier copy of this message went to
+ * (or was found in), named another way (a symlink, another spelling)?
+ * Its new/ is the same directory: one copy serves both recipients.
+ */
+static bool
+md_same_as_earlier(const struct deliver_md_copy *cs, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (cs[j].done && cs[j].r == DELIVER_OK &&
+		    cs[j].dev == cs[i].dev && cs[j].ino == cs[i].ino)
+			return true;
+	return false;
+}
+
+/*
  * One round over the copies not done yet: the first one written is the
  * source, the others on its file system are linked to it, those on
  * another wait for the next round; then the source's commit.  Returns
@@ -548,6 +570,12 @@ md_round(struct deliver_md_copy *cs, size_t n, const size_t *rcpt_idx,
 			/* FALLTHROUGH */
 		case -1:
 			c->done = true;
+			deliver_md_close(c, true);
+			continue;
+		}
+		if (md_same_as_earlier(cs, i)) {
+			c->done = true;
+			c->later = false;	/* no file of its own to note */
 			deliver_md_close(c, true);
 			continue;
 		}

@@ -260,6 +260,38 @@ route_owner_key(const char *addr)
 	    strlen(addr)));
 }
 
+/*
+ * Folder path p spelled one way, in place: no "//", no "." component, no
+ * trailing "/", so that one Maildir named in several spellings is one
+ * destination, with one copy.  ".." stays: where it leads depends on
+ * symlinks on the way.
+ */
+static void
+route_folder_clean(char *p)
+{
+	const char *in = p;
+	char *out = p;
+	bool abs = *p == '/';
+
+	while (*in != '\0') {
+		size_t n = strcspn(in, "/");
+
+		/* out stays behind in, by a '/' once a component is out. */
+		if (n > 0 && !(n == 1 && in[0] == '.')) {
+			if (out != p || abs)
+				*out++ = '/';
+			memmove(out, in, n);
+			out += n;
+		}
+		in += n + (in[n] == '/');
+	}
+	if (out == p && abs)
+		*out++ = '/';
+	else if (out == p && *p != '\0')
+		*out++ = '.';
+	*out = '\0';
+}
+
 /* The spool entry of a maildir action for addr; see route_target. */
 static int
 route_maildir(struct route_eval *e, const struct config_action *a,
@@ -291,6 +323,7 @@ route_maildir(struct route_eval *e, const struct config_action *a,
 	} else if (route_expand(a->path, addr, &folder, &err) == -1)
 		return route_stop(res, ROUTE_TEMPFAIL, "maildir template: %s",
 		    err);
+	route_folder_clean(folder);
 	if (a->owner_table != NULL) {
 		owner = route_owner_key(addr);
 		rc = route_eval_get(e, a->owner_table, owner, &vals);

@@ -12,7 +12,8 @@ is resolved step by step on the event loop.
 import os
 import sqlite3
 
-from conftest import log_events, run_cli, send_message, wait_for
+from conftest import (log_events, run_cli, send_message, spool_empty,
+    wait_for)
 
 
 def alias_db(path, rows):
@@ -336,3 +337,38 @@ def test_exact_key_in_any_table_before_a_catch_all(make_postern, tmp_path):
     wait_for(lambda: count(srv, "bob") == 1 and count(srv, "catchall") == 1,
         what="bob's and the catch-all's copies")
     assert sorted(os.listdir(srv.path("mail"))) == ["bob", "catchall"]
+
+
+def test_one_maildir_spelled_several_ways_gets_one_copy(make_postern,
+        tmp_path):
+    """Recipients whose table rows name one Maildir in different spellings
+    (a trailing "/", "//", "/./", a symlinked parent) get one copy there,
+    whether the message is delivered at once or from the queue."""
+    shared = tmp_path / "boxes" / "shared"
+    shared.mkdir(parents=True)
+    os.symlink(tmp_path / "boxes", tmp_path / "link")
+    (tmp_path / "boxes.txt").write_text(
+        "info@example.org: %s/boxes/shared\n"
+        "sales@example.org: %s/boxes/shared/\n"
+        "ops@example.org: %s/boxes//./shared\n"
+        "help@example.org: %s/link/shared\n" % ((tmp_path,) * 4))
+    srv = make_postern(extra=["table boxes file:{tmp}/boxes.txt",
+                              "action boxed maildir <boxes>"],
+        rules=["match to domain example.org action boxed"])
+    rcpts = ["info@example.org", "sales@example.org", "ops@example.org",
+             "help@example.org"]
+    big = "".join("line %06d of a long message\r\n" % i for i in range(4000))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "x@far.example", rcpts,
+            "Subject: once\r\n\r\none copy\r\n")
+        # Over 64 KiB: spooled as it arrives, delivered by the queue.
+        send_message(c, "x@far.example", rcpts,
+            "Subject: big\r\n\r\n" + big)
+    wait_for(lambda: len(os.listdir(shared / "new")) >= 2, timeout=30,
+        what="both messages in the shared Maildir")
+    wait_for(lambda: spool_empty(srv), timeout=30, what="the queue done")
+    subjects = sorted(open(shared / "new" / n, "rb").read().split(
+        b"Subject: ", 1)[1].split(b"\n", 1)[0] for n in
+        os.listdir(shared / "new"))
+    assert subjects == [b"big", b"once"], subjects
