@@ -218,7 +218,7 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 		*ip = i + 2;
 		return 0;
 	}
-	char *why;
+	char *why = NULL;
 	if ((cond->arg = cfg_addr(t->text, &why)) == NULL) {
 		cfg_err(p, ln->lineno, "match: %s %s: %s (expected domain D, "
 		    "\"user@domain\" or <table>)", dir, cfg_q(t->text), why);
