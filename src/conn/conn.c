@@ -540,18 +540,40 @@ conn_eof(struct conn *c)
 	conn_check_close(c);
 }
 
+/*
+ * Why TLS failed, if it did.  The TLS bufferevent keeps, newest last,
+ * OpenSSL's error queue entries and also the SSL_get_error() kind of the
+ * failure (a small number, no queue entry): the newest entry is the why;
+ * a failure of the socket below TLS has no entry at all.
+ */
+static void
+conn_log_tls_error(struct conn *c)
+{
+	unsigned long e, entry = 0;
+	bool syscall = false;
+	char buf[256];
+
+	while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+		if (ERR_GET_LIB(e) == 0)
+			syscall |= e == SSL_ERROR_SYSCALL;
+		else if (entry == 0)
+			entry = e;
+	}
+	if (entry != 0)
+		ERR_error_string_n(entry, buf, sizeof(buf));
+	else if (syscall)
+		util_strlcpy(buf, "connection closed during TLS", sizeof(buf));
+	else
+		return;
+	log_event(LOG_LVL_INFO, "tls-error", c->sid, NULL, "why=\"%s\"", buf);
+}
+
 /* EOF or error: nobody is left to answer. */
 void
 conn_lost(struct conn *c)
 {
 	c->peer_gone = true;
-	unsigned long e = bufferevent_get_openssl_error(c->bev);
-	if (e != 0) {
-		char buf[256];
-		ERR_error_string_n(e, buf, sizeof(buf));
-		log_event(LOG_LVL_INFO, "tls-error", c->sid, NULL,
-		    "why=\"%s\"", buf);
-	}
+	conn_log_tls_error(c);
 	if (smtp_session_in_data(c->smtp))
 		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
 		    "why=\"connection closed in DATA\"");

@@ -531,3 +531,24 @@ def test_a_stop_during_a_starttls_handshake_does_not_wait(make_postern):
     srv.sigterm()
     assert srv.wait_exit(timeout=10) == 0
     assert time.monotonic() - t0 < 5
+
+
+# ----- the end of TLS ------------------------------------------------------------
+
+def test_a_client_gone_after_the_handshake_is_logged_plainly(make_postern,
+        pki):
+    """A client that closes right after an implicit-TLS handshake, its
+    tickets unread (a TCP reset): the tls-error line says so in words, not
+    as an error code OpenSSL never made."""
+    srv = tls_server(make_postern, pki, "tls")
+    for _ in range(3):
+        c = srv.session()
+        c.wrap_tls(pki.context(), "mail.example.org")
+        c.close()		# before the greeting: no close_notify
+    wait_for(lambda: len(log_events(srv, "disconnect")) == 3,
+        what="3 disconnect log lines")
+    whys = [kv.get("why") for kv, _ in log_events(srv, "tls-error")]
+    assert whys, srv.log()
+    for why in whys:
+        assert why in ("connection closed during TLS",
+            "error:0A000126:SSL routines::unexpected eof while reading"), whys
