@@ -514,6 +514,7 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		    "write timeout" : "timeout exceeded");
 		return;
 	}
+	conn_tls_note(c);	/* a handshake over, though not reported yet */
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
 		conn_eof(c);
 	else

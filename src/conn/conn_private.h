@@ -277,6 +277,8 @@ void	conn_starttls(struct conn *c);
 void	conn_hs_deadline(struct conn *c);
 /* The handshake is over: note what it agreed, and go on. */
 void	conn_tls_done(struct conn *c);
+/* A handshake over, its end perhaps not reported yet: note it (once). */
+void	conn_tls_note(struct conn *c);
 /* A TLS handshake (STARTTLS or implicit) is under way. */
 bool	conn_in_handshake(const struct conn *c);
 /*

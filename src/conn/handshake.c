@@ -89,17 +89,26 @@ conn_hs_deadline(struct conn *c)
 	evtimer_add(c->hs_ev, &tv);
 }
 
-/* The handshake is over: note what was agreed and go on. */
+/*
+ * What the handshake agreed, to the session, the log and the metrics,
+ * once, as soon as it is over.  That may be before its end is reported:
+ * the STARTTLS filter reads on past a handshake's last message before it
+ * says so, so a client that closes at once (close_notify, then its end of
+ * file) is heard first (conn.c's event callback notes it then).
+ */
 void
-conn_tls_done(struct conn *c)
+conn_tls_note(struct conn *c)
 {
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
 	struct tls_info ti;
 	char sni[300];
 	unsigned version;
 
+	if (ssl == NULL || c->params.tls_active || !SSL_is_init_finished(ssl))
+		return;
 	if (c->hs_ev != NULL)
 		evtimer_del(c->hs_ev);
-	tls_session_info(bufferevent_openssl_get_ssl(c->bev), &ti);
+	tls_session_info(ssl, &ti);
 	version = strcmp(ti.protocol, "TLSv1.3") == 0 ? MET_TLS_13 :
 	    strcmp(ti.protocol, "TLSv1.2") == 0 ? MET_TLS_12 : MET_TLS_OTHER;
 	c->params.tls_active = true;
@@ -118,6 +127,13 @@ conn_tls_done(struct conn *c)
 		metrics_inc(MET_TLS_RESUMED, version, 0);
 	/* The session learns of TLS either way: AUTH depends on it. */
 	smtp_session_tls_started(c->smtp);
+}
+
+/* The handshake is over: note what was agreed and go on. */
+void
+conn_tls_done(struct conn *c)
+{
+	conn_tls_note(c);
 	if (!c->started) {
 		/* Implicit TLS: the greeting comes after the handshake. */
 		c->started = true;
@@ -126,4 +142,3 @@ conn_tls_done(struct conn *c)
 	conn_process_input(c);
 	conn_check_close(c);
 }
-

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import (unverified_context, HOST, binary, listen_config, log_events, read_bytes,
     send_message, split_delivered, wait_for)
+from test_metrics import metrics_server, scrape
 
 BODY = "Subject: tls\r\nMessage-Id: <tls@example.net>\r\n\r\nsecret\r\n"
 
@@ -552,3 +553,44 @@ def test_a_client_gone_after_the_handshake_is_logged_plainly(make_postern,
     for why in whys:
         assert why in ("connection closed during TLS",
             "error:0A000126:SSL routines::unexpected eof while reading"), whys
+
+
+def handshake_then_close_notify(sock, ctx):
+    """A handshake whose last flight (Finished) and close_notify leave in
+    one write, then the TCP close: what openssl s_client with nothing to
+    send does."""
+    out, inc = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            data = sock.recv(65536)
+            assert data, "closed in the handshake"
+            inc.write(data)
+    try:
+        tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass		# our close_notify is out; the server's may follow
+    sock.sendall(out.read())
+    sock.close()
+
+
+def test_a_handshake_the_client_ends_at_once_is_logged_and_counted(
+        make_postern, pki):
+    srv, mport = metrics_server(make_postern, pki.config_lines())
+    ctx = unverified_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    for _ in range(3):
+        c = srv.session()
+        c.hello()
+        c.send("STARTTLS"); c.expect(220, "2.0.0")
+        handshake_then_close_notify(c.sock, ctx)
+    wait_for(lambda: len(log_events(srv, "disconnect")) == 3,
+        what="3 disconnect log lines")
+    assert [kv["proto"] for kv, _ in log_events(srv, "tls")] == \
+        ["TLSv1.3"] * 3, srv.log()
+    m = scrape(mport)
+    assert m['postern_tls_sessions_total{version="TLSv1.3"}'] == 3, m
