@@ -260,15 +260,21 @@ const struct smtp_hooks conn_smtp_hooks = {
 
 /* ----- socket events ----- */
 
-/* A peer that does not read our replies; reading has its own deadlines. */
+/*
+ * A peer that does not read our replies; reading has its own deadlines.
+ * Under a STARTTLS filter the socket's bufferevent watches: the filter's
+ * write timeout runs while nothing waits to be written too, and an idle
+ * session would hear of a write timeout instead of its 421.
+ */
 static void
 conn_set_timeouts(struct conn *c)
 {
 	const struct config_limits *lim = &conn_cfg(c)->limits;
 	uint64_t ms = c->in_data ? lim->data_idle_ms : lim->idle_ms;
 	struct timeval tv = util_timeval_ms(ms);
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
 
-	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_set_timeouts(under != NULL ? under : c->bev, NULL, &tv);
 }
 
 void
@@ -379,6 +385,17 @@ conn_answered_all(struct conn *c)
 	    !conn_proxy_backlogged(c);
 }
 
+/* The last reply gets a short while, not the session's time. */
+static void
+conn_closing_start(struct conn *c)
+{
+	struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
+
+	c->closing = true;
+	conn_read_disable(c);
+	evtimer_add(c->deadline_ev, &tv);
+}
+
 /* Free once the session is over and its last reply is on the wire. */
 void
 conn_check_close(struct conn *c)
@@ -393,13 +410,10 @@ conn_check_close(struct conn *c)
 	    smtp_session_in_data(c->smtp))
 		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
 		    "why=\"connection closed in DATA\"");
-	if (!c->closing) {
-		/* The last reply gets a short while, not the session's time. */
-		struct timeval tv = util_timeval_ms(CONN_LAST_FLUSH_MS);
-		c->closing = true;
-		conn_read_disable(c);
-		evtimer_add(c->deadline_ev, &tv);
-	}
+	if (!c->closing)
+		conn_closing_start(c);
+	if (!c->peer_gone)
+		conn_tls_close(c);
 	if (c->peer_gone || conn_output_pending(c) == 0) {
 		conn_free(c);
 		return;
@@ -488,7 +502,7 @@ conn_timeout(struct conn *c, const char *why)
 	char text[128];
 
 	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=\"%s\"", why);
-	if (smtp_session_is_closing(c->smtp)) {
+	if (c->closing || smtp_session_is_closing(c->smtp)) {
 		c->peer_gone = true;	/* it does not even read: give up */
 		conn_check_close(c);
 		return;

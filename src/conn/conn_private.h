@@ -193,6 +193,8 @@ struct conn {
 	bool			 started;	/* the greeting was sent (or refused) */
 	bool			 early_talker;	/* talked when it had to wait */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
+	bool			 tls_ended;	/* close_notify sent: no more
+						   records of ours */
 	bool			 plain_fd;	/* bev is the bare socket: replies
 						   may go straight to it */
 	struct event		*plain_rd;	/* owned: reads the bare socket
@@ -279,6 +281,18 @@ void	conn_hs_deadline(struct conn *c);
 void	conn_tls_done(struct conn *c);
 /* A handshake over, its end perhaps not reported yet: note it (once). */
 void	conn_tls_note(struct conn *c);
+/*
+ * The session is closing cleanly: once its last reply is in TLS records,
+ * close_notify (once), then conn_tls_drain_under().
+ */
+void	conn_tls_close(struct conn *c);
+/*
+ * Under a STARTTLS filter, TLS's last records (close_notify) may wait in
+ * the socket's own bufferevent: the filter
+ * is done with, and that one writes them alone, calling conn_check_close()
+ * once the socket took them.  False when nothing waits there.
+ */
+bool	conn_tls_drain_under(struct conn *c);
 /* A TLS handshake (STARTTLS or implicit) is under way. */
 bool	conn_in_handshake(const struct conn *c);
 /*

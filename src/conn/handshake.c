@@ -4,6 +4,8 @@
  * over the same socket; a handshake, STARTTLS or implicit, gets a
  * deadline; once it is over, what it agreed goes to the session, the log
  * and the metrics, and an implicit TLS session starts with its greeting.
+ * A clean close ends TLS with close_notify, which goes out before the
+ * socket closes.
  * Knows nothing of certificates and contexts (tls/).
  */
 #include "conn/conn_private.h"
@@ -12,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <string.h>
 
@@ -141,4 +144,59 @@ conn_tls_done(struct conn *c)
 	}
 	conn_process_input(c);
 	conn_check_close(c);
+}
+
+/* The socket took TLS's last records, or failed: the close goes on. */
+static void
+conn_tls_under_write_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_check_close(arg);
+}
+
+static void
+conn_tls_under_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	(void)what;
+	c->peer_gone = true;
+	conn_check_close(c);
+}
+
+bool
+conn_tls_drain_under(struct conn *c)
+{
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+
+	if (under == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(under)) == 0)
+		return false;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(under, NULL, conn_tls_under_write_cb,
+	    conn_tls_under_event_cb, c);
+	bufferevent_enable(under, EV_WRITE);
+	return true;
+}
+
+/*
+ * RFC 8446 6.1: a session that ends cleanly ends its TLS with
+ * close_notify, after its last reply.  OpenSSL also keeps a session in
+ * its cache only when it was shut down, so a TLS 1.2 client without
+ * tickets resumes it next time.  One try: what the socket does not take
+ * in the last reply's short while is dropped with it.
+ */
+void
+conn_tls_close(struct conn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	if (ssl == NULL || c->tls_ended || !c->params.tls_active ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return;
+	c->tls_ended = true;
+	if (SSL_shutdown(ssl) < 0)
+		ERR_clear_error();	/* the socket is gone: so be it */
+	(void)conn_tls_drain_under(c);
 }

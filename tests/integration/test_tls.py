@@ -536,6 +536,43 @@ def test_a_stop_during_a_starttls_handshake_does_not_wait(make_postern):
 
 # ----- the end of TLS ------------------------------------------------------------
 
+
+
+IMPLICIT = [pytest.param(False, id="starttls"),
+    pytest.param(True, id="implicit")]
+
+
+@pytest.mark.parametrize("implicit", IMPLICIT)
+@pytest.mark.parametrize("ending", ["quit", "idle-timeout"])
+def test_a_clean_end_sends_close_notify(make_postern, pki, implicit, ending):
+    """The last reply (221 to QUIT, our 421 at a timeout) is followed by
+    close_notify (RFC 8446 6.1), not a bare TCP close, which a client
+    cannot tell from a cut."""
+    srv = tls_server(make_postern, pki, "tls" if implicit else "",
+        extra=["limit idle-timeout 1s"])
+    ctx = pki.context()
+    # Some builds of Python read a bare close as the end, as close_notify.
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    c = srv.session()
+    try:
+        if not implicit:
+            c.hello()
+            c.send("STARTTLS"); c.expect(220, "2.0.0")
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="mail.example.org",
+            suppress_ragged_eofs=False)
+        if implicit:
+            c.expect(220)
+        if ending == "quit":
+            c.send("QUIT"); c.expect(221, "2.0.0")
+        else:
+            c.expect(421, "4.4.2", timeout=5)
+        c.sock.settimeout(5)
+        # close_notify reads as the end; a bare close raises SSLEOFError.
+        assert c.sock.recv(4096) == b"", c.transcript()
+    finally:
+        c.close()
+
+
 def test_a_client_gone_after_the_handshake_is_logged_plainly(make_postern,
         pki):
     """A client that closes right after an implicit-TLS handshake, its

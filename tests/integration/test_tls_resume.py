@@ -169,3 +169,24 @@ def test_implicit_tls_resumes(make_postern, tmp_path):
     assert reused, "no resumption on an implicit-TLS listener"
     assert resumed_flags(srv, 2) == ["no", "yes"]
     delivered(srv, 2)
+
+
+@pytest.mark.parametrize("implicit", [pytest.param(False, id="starttls"),
+    pytest.param(True, id="implicit")])
+def test_tls12_without_tickets_resumes_after_a_clean_end(make_postern,
+        tmp_path, implicit):
+    """A TLS 1.2 client that takes no tickets resumes from the server's
+    cache, after its first session has ended with QUIT, on both sides."""
+    extra = ["tls self-signed %s" % (tmp_path / "tls")]
+    srv = make_postern(config=listen_config("tls", extra=extra) if implicit
+        else make_config(extra=extra))
+    ctx = client_context(ssl.TLSVersion.TLSv1_2)
+    ctx.options |= ssl.OP_NO_TICKET
+    sess, reused = deliver_over_tls(srv, ctx, n=1, implicit=implicit)
+    assert not reused and sess is not None
+    wait_for(lambda: log_events(srv, "disconnect"),
+        what="the end of the first session")
+    _, reused = deliver_over_tls(srv, ctx, sess, n=2, implicit=implicit)
+    assert reused, "a full handshake: the session left the cache"
+    assert resumed_flags(srv, 2) == ["no", "yes"]
+    delivered(srv, 2)
