@@ -587,11 +587,24 @@ conn_log_tls_error(struct conn *c)
 void
 conn_lost(struct conn *c)
 {
-	c->peer_gone = true;
 	conn_log_tls_error(c);
 	if (smtp_session_in_data(c->smtp))
 		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
 		    "why=\"connection closed in DATA\"");
+	if (!c->closing) {
+		/*
+		 * What TLS said last (a failed handshake's alert) may wait
+		 * under the STARTTLS filter: it gets the last reply's short
+		 * while, and nothing of ours follows it.
+		 */
+		c->tls_ended = true;
+		if (conn_tls_drain_under(c)) {
+			conn_closing_start(c);
+			conn_check_close(c);
+			return;
+		}
+	}
+	c->peer_gone = true;
 	conn_free(c);
 }
 

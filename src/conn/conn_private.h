@@ -193,8 +193,8 @@ struct conn {
 	bool			 started;	/* the greeting was sent (or refused) */
 	bool			 early_talker;	/* talked when it had to wait */
 	bool			 tls_pending;	/* STARTTLS accepted, handshake next */
-	bool			 tls_ended;	/* close_notify sent: no more
-						   records of ours */
+	bool			 tls_ended;	/* close_notify sent, or TLS failed:
+						   no more records of ours */
 	bool			 plain_fd;	/* bev is the bare socket: replies
 						   may go straight to it */
 	struct event		*plain_rd;	/* owned: reads the bare socket
@@ -287,8 +287,8 @@ void	conn_tls_note(struct conn *c);
  */
 void	conn_tls_close(struct conn *c);
 /*
- * Under a STARTTLS filter, TLS's last records (close_notify) may wait in
- * the socket's own bufferevent: the filter
+ * Under a STARTTLS filter, TLS's last records (close_notify, a failed
+ * handshake's alert) may wait in the socket's own bufferevent: the filter
  * is done with, and that one writes them alone, calling conn_check_close()
  * once the socket took them.  False when nothing waits there.
  */

@@ -4,8 +4,8 @@
  * over the same socket; a handshake, STARTTLS or implicit, gets a
  * deadline; once it is over, what it agreed goes to the session, the log
  * and the metrics, and an implicit TLS session starts with its greeting.
- * A clean close ends TLS with close_notify, which goes out before the
- * socket closes.
+ * A clean close ends TLS with close_notify, and what TLS says last (that,
+ * or a failed handshake's alert) goes out before the socket closes.
  * Knows nothing of certificates and contexts (tls/).
  */
 #include "conn/conn_private.h"
@@ -173,6 +173,8 @@ conn_tls_drain_under(struct conn *c)
 	if (under == NULL ||
 	    evbuffer_get_length(bufferevent_get_output(under)) == 0)
 		return false;
+	if (c->hs_ev != NULL)
+		evtimer_del(c->hs_ev);	/* a failed one's: over too */
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	bufferevent_setcb(under, NULL, conn_tls_under_write_cb,
 	    conn_tls_under_event_cb, c);

@@ -486,17 +486,28 @@ def test_bad_certificate_paths_fail_at_start(make_postern, pki):
 
 # ----- stalled handshakes ----------------------------------------------------------
 
+def read_to_close(sock, within):
+    """Everything the peer sends until it closes (within WITHIN seconds)."""
+    deadline = time.monotonic() + within
+    data = b""
+    try:
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+    except socket.timeout:
+        raise AssertionError("still open after %.1fs (read %r)" % (within,
+            data[:100]))
+
+
 def wait_closed_raw(sock, within):
     """Read (and drop) until the peer closes; the time it took."""
     t0 = time.monotonic()
-    sock.settimeout(within)
-    try:
-        while sock.recv(4096):
-            pass
-    except ConnectionResetError:
-        pass
-    except socket.timeout:
-        raise AssertionError("still open after %.1fs" % within)
+    read_to_close(sock, within)
     return time.monotonic() - t0
 
 
@@ -571,6 +582,45 @@ def test_a_clean_end_sends_close_notify(make_postern, pki, implicit, ending):
         assert c.sock.recv(4096) == b"", c.transcript()
     finally:
         c.close()
+
+
+def client_hello(version, ciphers):
+    """The first flight of a client offering at most VERSION and CIPHERS."""
+    ctx = unverified_context()
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = version
+    ctx.set_ciphers(ciphers)
+    out = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return out.read()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1:DeprecationWarning")
+@pytest.mark.parametrize("implicit", IMPLICIT)
+@pytest.mark.parametrize("version,ciphers,alert", [
+    pytest.param(ssl.TLSVersion.TLSv1_1, "DEFAULT:@SECLEVEL=0", 70,
+        id="TLSv1.1-protocol_version"),
+    pytest.param(ssl.TLSVersion.TLSv1_2, "NULL-SHA256:@SECLEVEL=0", 40,
+        id="NULL-cipher-handshake_failure"),
+])
+def test_a_failed_handshake_ends_with_its_alert(make_postern, pki, implicit,
+        version, ciphers, alert):
+    """The client learns why (RFC 8446 6.2): a fatal alert, then the close,
+    after STARTTLS as on an implicit-TLS listener."""
+    srv = tls_server(make_postern, pki, "tls" if implicit else "")
+    with srv.session() as c:
+        if not implicit:
+            c.hello()
+            c.send("STARTTLS"); c.expect(220, "2.0.0")
+        c.send_raw(client_hello(version, ciphers))
+        got = read_to_close(c.sock, 5)
+    # An alert record (21), fatal (2), with its description.
+    assert got[:1] == b"\x15" and got[5:7] == bytes([2, alert]), \
+        "got %r, want a fatal alert %d" % (got.hex() or "a bare close", alert)
+    wait_for(lambda: log_events(srv, "tls-error"),
+        what="the tls-error log line")
 
 
 def test_a_client_gone_after_the_handshake_is_logged_plainly(make_postern,
