@@ -330,13 +330,14 @@ struct chain_mod {
 
 /*
  * Record a modification of the transaction (copies name and value; a
- * header name must be RFC 5322 ftext, a value has no CR and no NUL).
- * -1 when they are not acceptable.  The connection applies them, in
- * order, before the message is acknowledged.
+ * header name must be RFC 5322 ftext, a value has no CR and no NUL, an
+ * address no blank and is empty only as the null sender; at most 1000).
+ * -1 with *err_out (static text) when they are not acceptable.  The
+ * connection applies them, in order, before the message is acknowledged.
  */
 int	chain_session_add_mod(struct chain_session *cs,
 	    enum chain_mod_kind kind, unsigned idx, const char *name,
-	    const char *value);
+	    const char *value, const char **err_out);
 const struct chain_mod *chain_session_mods(const struct chain_session *cs,
 	    size_t *n_out);
 /*

@@ -234,14 +234,47 @@ milter_advance(struct milter_conn *mc)
 
 /* ----- replies ----- */
 
+/*
+ * A quarantine: the reason is kept as tx.milter.quarantine, cut to what a
+ * state value holds, a byte outside printable ASCII made '?' (logged
+ * when it is not the filter's text byte for byte).
+ */
+static int
+milter_quarantine(struct milter_conn *mc, const char *reason,
+    const char **err)
+{
+	char kept[CHAIN_VALUE_MAX];
+	size_t n = 0;
+
+	for (; n + 1 < sizeof(kept) && reason[n] != '\0'; n++) {
+		unsigned char ch = (unsigned char)reason[n];
+		kept[n] = ch >= 0x20 && ch <= 0x7e ? (char)ch : '?';
+	}
+	kept[n] = '\0';
+	if (strcmp(kept, reason) != 0)
+		log_event(LOG_LVL_INFO, "milter", chain_session_sid(mc->cs),
+		    NULL, "milter=\"%s\" note=\"quarantine reason of %zu "
+		    "bytes kept as %zu printable characters\"", mc->spec + 7,
+		    strlen(reason), strlen(kept));
+	if (chain_kv_set(mc->cs, CHAIN_SCOPE_TX, "milter.quarantine",
+	    kept) == -1) {
+		*err = "no room left to keep the quarantine reason";
+		return -1;
+	}
+	return 0;
+}
+
 /* A modification (only as an answer to end-of-message). */
 static int
-milter_mod(struct milter_conn *mc, const struct milter_reply *r)
+milter_mod(struct milter_conn *mc, const struct milter_reply *r,
+    const char **err)
 {
 	struct milter_mod m;
 
-	if (milter_get_mod(r, &m) == -1)
+	if (milter_get_mod(r, &m) == -1) {
+		*err = "unexpected or malformed reply";
 		return -1;
+	}
 	switch (m.cmd) {
 	case MILTER_R_ADDHEADER:
 	case MILTER_R_INSHEADER:
@@ -249,16 +282,14 @@ milter_mod(struct milter_conn *mc, const struct milter_reply *r)
 		return chain_session_add_mod(mc->cs, m.cmd ==
 		    MILTER_R_ADDHEADER ? CHAIN_MOD_HDR_ADD : m.cmd ==
 		    MILTER_R_INSHEADER ? CHAIN_MOD_HDR_INSERT :
-		    CHAIN_MOD_HDR_CHANGE, m.idx, m.name, m.value);
+		    CHAIN_MOD_HDR_CHANGE, m.idx, m.name, m.value, err);
 	case MILTER_R_QUARANTINE:
-		chain_kv_set(mc->cs, CHAIN_SCOPE_TX, "milter.quarantine",
-		    m.value);
-		return 0;
+		return milter_quarantine(mc, m.value, err);
 	default:
 		return chain_session_add_mod(mc->cs, m.cmd ==
 		    MILTER_R_CHGFROM ? CHAIN_MOD_SENDER : m.cmd ==
 		    MILTER_R_DELRCPT ? CHAIN_MOD_RCPT_DEL :
-		    CHAIN_MOD_RCPT_ADD, 0, NULL, m.value);
+		    CHAIN_MOD_RCPT_ADD, 0, NULL, m.value, err);
 	}
 }
 
@@ -374,12 +405,15 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 			mc->state = MS_BROKEN;
 		break;
 	default:
-		if (was != MILTER_C_EOB || milter_mod(mc, r) == -1) {
-			*err = r->cmd == MILTER_R_REPLBODY ? "body replacement "
-			    "is not supported" : "unexpected or malformed reply";
+		if (r->cmd == MILTER_R_REPLBODY) {
+			*err = "body replacement is not supported";
 			return -1;
 		}
-		return 0;
+		if (was != MILTER_C_EOB) {
+			*err = "unexpected or malformed reply";
+			return -1;
+		}
+		return milter_mod(mc, r, err);
 	}
 	/* After its end-of-message answer the message is over for the filter. */
 	if (was == MILTER_C_EOB)

@@ -13,7 +13,7 @@
 #include "chain/session.h"
 #include "util/util.h"
 
-#define CHAIN_MODS_MAX	1000	/* per transaction */
+#define CHAIN_MODS_MAX	1000	/* per transaction (named in an error) */
 
 /* RFC 5322 3.6.8: a field name is printable US-ASCII but the colon. */
 static bool
@@ -30,15 +30,24 @@ chain_mod_name_ok(const char *name)
 
 int
 chain_session_add_mod(struct chain_session *cs, enum chain_mod_kind kind,
-    unsigned idx, const char *name, const char *value)
+    unsigned idx, const char *name, const char *value, const char **err_out)
 {
 	bool hdr = kind == CHAIN_MOD_HDR_ADD || kind == CHAIN_MOD_HDR_INSERT ||
 	    kind == CHAIN_MOD_HDR_CHANGE;
 
-	if (cs->nmods == CHAIN_MODS_MAX || (hdr && !chain_mod_name_ok(name)) ||
-	    strchr(value, '\r') != NULL || strlen(value) > 64 * 1024)
-		return -1;
-	if (!hdr && (*value == '\0' || strpbrk(value, " \t\n") != NULL))
+	if (cs->nmods == CHAIN_MODS_MAX)
+		*err_out = "more than 1000 modifications of one message";
+	else if (hdr && !chain_mod_name_ok(name))
+		*err_out = "bad header field name in a modification";
+	else if (strchr(value, '\r') != NULL || strlen(value) > 64 * 1024)
+		*err_out = "value with a CR or over 64 KiB in a modification";
+	/* The empty sender is the null reverse-path (RFC 5321 4.5.5). */
+	else if (!hdr && ((*value == '\0' && kind != CHAIN_MOD_SENDER) ||
+	    strpbrk(value, " \t\n") != NULL))
+		*err_out = "bad address in a modification";
+	else
+		*err_out = NULL;
+	if (*err_out != NULL)
 		return -1;
 	cs->mods = xreallocarray(cs->mods, cs->nmods + 1, sizeof(*cs->mods));
 	cs->mods[cs->nmods++] = (struct chain_mod){ .kind = kind, .idx = idx,

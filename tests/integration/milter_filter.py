@@ -17,7 +17,8 @@ MODE chooses what the filter does:
   mods FILE             at eom: the modifications listed in the JSON FILE, in
                         order: ["add", name, value], ["ins", idx, name, value],
                         ["chg", name, idx, value], ["chgfrom", addr],
-                        ["addrcpt", addr], ["delrcpt", addr]
+                        ["addrcpt", addr], ["delrcpt", addr],
+                        ["quarantine", reason]
   reject-rcpt ADDR      RCPT of ADDR (case-insensitive, with or without <>)
                         is REJECT, other recipients CONTINUE
   tempfail-mail         MAIL is TEMPFAIL
@@ -202,6 +203,8 @@ class Filter(Milter.Base):
                 self.addrcpt(m[1])
             elif op == "delrcpt":
                 self.delrcpt(m[1])
+            elif op == "quarantine":
+                self.quarantine(m[1])
             else:
                 raise ValueError("unknown modification %r" % (m,))
 

@@ -308,9 +308,9 @@ def test_modifications_byte_exact_in_maildir(make_postern, make_milter,
     stays_empty(srv, "bob")
 
 
-def run_mods(make_postern, make_milter, tmp_path, mods, message):
-    """Deliver message to bob through a milter doing mods at eom; returns
-    the delivered file after the Return-Path and Received lines."""
+def send_mods(make_postern, make_milter, tmp_path, mods, message):
+    """Send message to bob through a milter doing mods at eom; returns the
+    server and the final reply."""
     f = tmp_path / "mods.json"
     f.write_text(json.dumps(mods))
     m = make_milter("mods", str(f))
@@ -318,12 +318,20 @@ def run_mods(make_postern, make_milter, tmp_path, mods, message):
     with srv.session() as c:
         c.hello()
         r = transaction(c, "a@example.net", ["bob@localhost"], message)
-        assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s\nmilter:\n%s" \
-            % (r, c.transcript(), m.log()[-2000:])
+    return srv, r
+
+
+def run_mods(make_postern, make_milter, tmp_path, mods, message,
+        return_path="<a@example.net>"):
+    """Deliver message to bob through a milter doing mods at eom; returns
+    the delivered file after the Return-Path and Received lines."""
+    srv, r = send_mods(make_postern, make_milter, tmp_path, mods, message)
+    assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
+        srv.log()[-2000:])
     files = delivered(srv, "bob")
     assert len(files) == 1
     rp, _, rest = split_delivered(read_bytes(files[0]))
-    assert rp == "Return-Path: <a@example.net>", rp
+    assert rp == "Return-Path: " + return_path, rp
     return rest
 
 
@@ -416,6 +424,52 @@ def test_modifications_byte_exact_when_relayed(make_postern, make_milter,
     assert rest == [b"X-First: 1", b"Subject: edited",
         b"To: <bob@example.org>", b"X-Milter: yes"], lines
     assert body == b"body line\r\n.dot line\r\n", body
+
+
+def test_chgfrom_null_sender(make_postern, make_milter, tmp_path):
+    """smfi_chgfrom("<>"): the null reverse-path is a sender like any
+    other (a filter turning a message into a notification makes it so)."""
+    rest = run_mods(make_postern, make_milter, tmp_path,
+        [["chgfrom", "<>"]], [b"Subject: s", b"", b"body"],
+        return_path="<>")
+    assert_bytes(rest, lf([b"Subject: s", b"", b"body"]),
+        "the file after chgfrom <>")
+
+
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_more_than_1000_modifications(make_postern, make_milter, tmp_path,
+        n):
+    """1000 modifications of one message are applied; one more fails the
+    handler, logged as what it is."""
+    srv, r = send_mods(make_postern, make_milter, tmp_path,
+        [["add", "X-A", "v"]] * n, [b"Subject: many", b"", b"body"])
+    if n == 1000:
+        assert (r.code, r.esc) == (250, "2.0.0"), r
+        rest = split_delivered(read_bytes(delivered(srv, "bob")[0]))[2]
+        assert rest.count(b"\nX-A: v") == 1000, rest[:400]
+        return
+    assert (r.code, r.esc) == (451, "4.3.0"), r
+    assert 'why="more than 1000 modifications of one message"' in \
+        srv.log(), srv.log()[-2000:]
+    stays_empty(srv, "bob")
+
+
+@pytest.mark.parametrize("reason,kept", [("r" * 300, "r" * 255),
+    ("suspect attachment", "suspect attachment")], ids=["long", "short"])
+def test_quarantine_reason_kept(make_postern, make_milter, tmp_path, reason,
+        kept):
+    """smfi_quarantine's reason is kept as tx.milter.quarantine; one
+    longer than a state value is cut to 255 characters, and the log says
+    so."""
+    srv, r = send_mods(make_postern, make_milter, tmp_path,
+        [["quarantine", reason]], [b"Subject: q", b"", b"body"])
+    assert (r.code, r.esc) == (250, "2.0.0"), r
+    log = wait_for(lambda: "accepted" in srv.log() and srv.log(),
+        what="the accepted line")
+    assert 'state="tx.milter.quarantine=%s"' % kept in log, log[-2000:]
+    note = 'note="quarantine reason of 300 bytes kept as 255 printable ' \
+        'characters"'
+    assert (note in log) == (reason != kept), log[-2000:]
 
 
 # ----- replies ---------------------------------------------------------------
