@@ -600,6 +600,20 @@ milter_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 			chain_verdict_continue(v);
 		return CHAIN_DONE;
 	}
+	/*
+	 * The body starts past the header block kept (CHAIN_HDR_MAX): the
+	 * filter cannot be shown this message whole, on any retry.  Its
+	 * conversation stays in step: the transaction's end aborts it.
+	 */
+	if (st == SMTP_STAGE_EOM && chain_session_header_len(cs) < 0) {
+		char text[64];
+		util_snprintf(text, sizeof(text), "Message header block too "
+		    "large (over %u KiB)", CHAIN_HDR_MAX / 1024);
+		log_event(LOG_LVL_INFO, "milter", chain_session_sid(cs), NULL,
+		    "milter=\"%s\" note=\"%s\"", mi->spec + 7, text);
+		chain_verdict_reject(v, 552, "5.3.4", text);
+		return CHAIN_DONE;
+	}
 	mc->call = call;
 	*chain_call_data(call) = mc;
 	mc->timeout_ms = mi->timeout_ms;

@@ -472,6 +472,37 @@ def test_quarantine_reason_kept(make_postern, make_milter, tmp_path, reason,
     assert (note in log) == (reason != kept), log[-2000:]
 
 
+@pytest.mark.parametrize("stages", [("eom",), STAGES],
+    ids=["eom-only", "every-stage"])
+def test_header_block_too_large_then_next_message(make_postern,
+        make_milter, stages):
+    """A header block over the 256 KiB kept cannot be shown to the filter
+    whole: the message is refused for good (552 5.3.4), and the filter's
+    connection serves the next message of the session."""
+    m = make_milter("record", record=True)
+    srv = make_postern(config=milter_config(m.spec, stages))
+    big = [b"X-Big-%d: %s" % (i, b"y" * 900) for i in range(300)] + \
+        [b"Subject: big", b"", b"body"]
+    with srv.session() as c:
+        c.hello()
+        r = transaction(c, "a@example.net", ["bob@localhost"], big)
+        assert (r.code, r.text) == (552, "5.3.4 Message header block too "
+            "large (over 256 KiB)"), "got %r\n%s" % (r, srv.log()[-2000:])
+        r = transaction(c, "a@example.net", ["bob@localhost"],
+            [b"Subject: small", b"", b"body"])
+        assert (r.code, r.esc) == (250, "2.0.0"), "got %r, want 250 for " \
+            "the next message\n%s" % (r, srv.log()[-2000:])
+    files = delivered(srv, "bob")
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert len(srv.maildir("bob")) == 1
+    assert b"\nSubject: small\n" in read_bytes(files[0])
+    assert "milter-error" not in srv.log(), srv.log()[-2000:]
+    conns = m.events()
+    assert len(conns) == 1, "want one connection to the filter: %r" % [
+        [e[0] for e in conn] for conn in conns]
+    assert [e[0] for e in conns[0]].count("eom") == 1, conns
+
+
 # ----- replies ---------------------------------------------------------------
 
 def test_reject_rcpt_per_recipient(make_postern, make_milter):
