@@ -66,10 +66,13 @@ struct lua_Debug;
 #define CHAIN_LUA_SCRIPT_MAX	(1024u * 1024)
 #define CHAIN_LUA_PATTERN_STEPS	10	/* pattern steps per instruction of
 					   a call's budget (lua_pattern.h) */
+#define CHAIN_LUA_C_STEPS	10	/* elements a library function walks in
+					   C, per instruction of the budget */
 /* A state's context: its allocator's ud (a user's struct may start so). */
 struct chain_lua_ctx {
 	size_t		 used, cap;	/* bytes allocated; the cap */
 	int		 budget;	/* instructions per call */
+	uint64_t	 steps;		/* C steps charged to this call */
 	bool		 over_budget;	/* the last call ran out */
 	const char	*path;		/* the script, for messages */
 };
@@ -77,12 +80,17 @@ struct chain_lua_ctx {
 void	*chain_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* The count hook that ends a call out of budget (an error). */
 void	chain_lua_budget_hook(struct lua_State *L, struct lua_Debug *ar);
+/* Start a call's budget: the count hook armed, no C steps charged. */
+void	chain_lua_budget_arm(struct lua_State *L);
 /* Push a new _ENV (the allow-list, postern.log) and keep it in the
- * registry under CHAIN_LUA_ENV_KEY.  [-0, +1, m] */
+ * registry under CHAIN_LUA_ENV_KEY.  The library functions that loop in C
+ * are charged to the budget, setmetatable refuses __gc, and xpcall's
+ * handler does not run for a call out of budget.  [-0, +1, m] */
 void	chain_lua_env_push(struct lua_State *L, bool unsafe);
-/* With _ENV on top: load src as text and run it in it.  [-0, +0, e] */
+/* With _ENV on top: load src as text and run it in it, within the
+ * context's budget.  [-0, +0, e] */
 void	chain_lua_run_chunk(struct lua_State *L, const char *src, size_t len,
-	    const char *chunkname, int budget);
+	    const char *chunkname);
 /* Read a script (at most CHAIN_LUA_SCRIPT_MAX).  0, or -1 + *err_out. */
 int	chain_lua_read(const char *path, char **src_out, size_t *len_out,
 	    char **err_out);

@@ -231,8 +231,7 @@ hlua_open_tramp(lua_State *L)
 	luaL_newmetatable(L, "postern.mlines");		/* [mt] */
 	lua_pop(L, 1);					/* [] */
 	chain_lua_env_push(L, li->unsafe);		/* [env] */
-	chain_lua_run_chunk(L, li->src, li->srclen, li->chunkname,
-	    li->budget);				/* [env] */
+	chain_lua_run_chunk(L, li->src, li->srclen, li->chunkname); /* [env] */
 	return 0;
 }
 
@@ -579,7 +578,7 @@ hlua_run_tramp(lua_State *L)
 	lua_setfield(L, -2, "session");			/* [.. state] */
 	hlua_push_scope(L, CHAIN_SCOPE_TX);		/* [.. state t] */
 	lua_setfield(L, -2, "tx");			/* [.. state] */
-	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, c->box.budget);
+	chain_lua_budget_arm(L);
 	lua_call(L, 2, 1);				/* [env r] */
 	lua_sethook(L, NULL, 0, 0);
 	hlua_verdict(L, c->box.path, c->stage, c->v);	/* [env r] */

@@ -54,8 +54,7 @@ lbox_open_tramp(lua_State *L)
 	chain_lua_bound_patterns(L, (uint64_t)b->ctx.budget *
 	    CHAIN_LUA_PATTERN_STEPS);
 	chain_lua_env_push(L, b->unsafe);		/* [b env] */
-	chain_lua_run_chunk(L, b->src, b->srclen, b->chunkname,
-	    b->ctx.budget);				/* [b env] */
+	chain_lua_run_chunk(L, b->src, b->srclen, b->chunkname); /* [b env] */
 	lua_getfield(L, -1, b->func);			/* [b env f] */
 	if (!lua_isfunction(L, -1))
 		return luaL_error(L, "%s: no function \"%s\"", b->path,
@@ -261,7 +260,7 @@ lbox_call_tramp(lua_State *L)
 	lua_getfield(L, LUA_REGISTRYINDEX, CHAIN_LUA_ENV_KEY);	/* [env] */
 	lua_getfield(L, -1, b->func);			/* [env f] */
 	lbox_push_json(L, b->arg, 0);			/* [env f arg] */
-	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, b->ctx.budget);
+	chain_lua_budget_arm(L);
 	lua_call(L, 1, 1);				/* [env r] */
 	lua_sethook(L, NULL, 0, 0);
 	b->result = lbox_to_json(L, 0);

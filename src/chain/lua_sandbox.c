@@ -1,9 +1,10 @@
 /*
  * chain/lua_sandbox.c: what every Lua script of postern runs in, handler
  * or agent: a state whose allocator counts against a cap, an instruction
- * budget per call, an _ENV built from an allow-list (io, os, load and
- * co. only with allow-unsafe) plus postern.log, and the script read once
- * and run in it.  Knows nothing of sessions or messages.
+ * budget per call (the library functions that loop in C charged to it,
+ * no finalizers, no xpcall handler past it), an _ENV built from an
+ * allow-list (io, os, load and co. only with allow-unsafe) plus
+ * postern.log, and the script read once and run in it.  Knows nothing of sessions or messages.
  */
 #include "chain/chain_private.h"
 
@@ -36,6 +37,24 @@ chain_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	return p;
 }
 
+/*
+ * End the call: it ran out of budget in the Lua function of ar, or (ar
+ * NULL) in a C function, whose caller luaL_error names.  [-0, +0, v]
+ */
+static int
+chain_lua_out_of_budget(lua_State *L, struct chain_lua_ctx *c, lua_Debug *ar)
+{
+	c->over_budget = true;
+	/* Every further instruction fails too, even under pcall. */
+	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, 1);
+	if (ar == NULL)
+		return luaL_error(L, "instruction budget of %d exceeded",
+		    c->budget);
+	lua_getinfo(L, "Sl", ar);
+	return luaL_error(L, "%s:%d: instruction budget of %d exceeded",
+	    ar->short_src, ar->currentline, c->budget);
+}
+
 /* Count hook: the call ran out of instructions.  [-0, +0, v] */
 void
 chain_lua_budget_hook(lua_State *L, lua_Debug *ar)
@@ -43,12 +62,191 @@ chain_lua_budget_hook(lua_State *L, lua_Debug *ar)
 	struct chain_lua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
-	c->over_budget = true;
-	/* Every further instruction fails too, even under pcall. */
-	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, 1);
-	lua_getinfo(L, "Sl", ar);
-	luaL_error(L, "%s:%d: instruction budget of %d exceeded",
-	    ar->short_src, ar->currentline, c->budget);
+	chain_lua_out_of_budget(L, c, ar);
+}
+
+void
+chain_lua_budget_arm(lua_State *L)
+{
+	struct chain_lua_ctx *c;
+
+	lua_getallocf(L, (void **)&c);
+	c->over_budget = false;
+	c->steps = 0;
+	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, c->budget);
+}
+
+/*
+ * Charge n steps of work done in C (no instruction counts it) to the
+ * call: more than CHAIN_LUA_C_STEPS per instruction of the budget, summed
+ * over the call, ends it like the budget does.  [-0, +0, v]
+ */
+static void
+chain_lua_charge(lua_State *L, lua_Unsigned n)
+{
+	struct chain_lua_ctx *c;
+	uint64_t max;
+
+	lua_getallocf(L, (void **)&c);
+	max = (uint64_t)c->budget * CHAIN_LUA_C_STEPS;
+	if (n > max - c->steps)		/* c->steps <= max: cannot wrap */
+		chain_lua_out_of_budget(L, c, NULL);
+	c->steps += n;
+}
+
+/* lua_Integer a..b holds this many; 0 when b < a. */
+static lua_Unsigned
+chain_lua_span(lua_Integer a, lua_Integer b)
+{
+	return b < a ? 0 : (lua_Unsigned)b - (lua_Unsigned)a + 1;
+}
+
+/* #t of a table argument (its __len counts); 0 for anything else. */
+static lua_Unsigned
+chain_lua_len(lua_State *L, int idx)
+{
+	lua_Integer n = lua_istable(L, idx) ? luaL_len(L, idx) : 0;
+
+	return n > 0 ? (lua_Unsigned)n : 0;
+}
+
+/*
+ * The steps a call of a library function that loops in C will take, from
+ * its arguments, before it runs: string.rep repeats n times even when
+ * nothing is allocated (string.rep("", 1e15)), table.move moves e-f+1
+ * elements whatever the table holds, and the rest walk #t or i..j.
+ */
+static lua_Unsigned
+chain_lua_steps(lua_State *L, int kind)
+{
+	lua_Unsigned len, n;
+
+	switch (kind) {
+	case 'r':		/* string.rep(s, n [, sep]) */
+		return chain_lua_span(1, luaL_checkinteger(L, 2));
+	case 'm':		/* table.move(a1, f, e, t [, a2]) */
+		return chain_lua_span(luaL_checkinteger(L, 2),
+		    luaL_checkinteger(L, 3));
+	case 'c':		/* table.concat(t [, sep [, i [, j]]]) */
+	case 'u':		/* table.unpack(t [, i [, j]]) */
+		if (lua_isnoneornil(L, kind == 'c' ? 4 : 3))
+			return chain_lua_len(L, 1);
+		return chain_lua_span(luaL_optinteger(L, kind == 'c' ? 3 : 2,
+		    1), luaL_checkinteger(L, kind == 'c' ? 4 : 3));
+	case 's':		/* table.sort(t [, comp]): n log n */
+		n = len = chain_lua_len(L, 1);
+		for (lua_Unsigned k = len; k > 1; k /= 2)	/* + len a level */
+			n = n > LUA_MAXINTEGER - len ? LUA_MAXINTEGER : n + len;
+		return n;
+	default:		/* table.insert, table.remove: shift #t */
+		return chain_lua_len(L, 1);
+	}
+}
+
+/* A library function charged its steps first (upvalues: f, kind). */
+static int
+chain_lua_counted(lua_State *L)
+{
+	int n;
+
+	chain_lua_charge(L, chain_lua_steps(L, (int)lua_tointeger(L,
+	    lua_upvalueindex(2))));
+	n = lua_gettop(L);
+	lua_pushvalue(L, lua_upvalueindex(1));		/* [args f] */
+	lua_insert(L, 1);				/* [f args] */
+	lua_call(L, n, LUA_MULTRET);			/* [results] */
+	return lua_gettop(L);
+}
+
+/*
+ * setmetatable(t, mt) without __gc: a finalizer runs when the collector
+ * decides, outside any call and its budget (a collection after an error,
+ * lua_close at reload), so a script may not have one.  [-2, +1, e]
+ */
+static int
+chain_lua_setmetatable(lua_State *L)
+{
+	if (lua_istable(L, 2)) {
+		lua_pushliteral(L, "__gc");		/* [t mt "__gc"] */
+		if (lua_rawget(L, 2) != LUA_TNIL)	/* [t mt gc] */
+			return luaL_argerror(L, 2, "__gc is not allowed");
+		lua_pop(L, 1);				/* [t mt] */
+	}
+	lua_pushvalue(L, lua_upvalueindex(1));		/* [t mt f] */
+	lua_insert(L, 1);				/* [f t mt] */
+	lua_call(L, lua_gettop(L) - 1, 1);		/* [t] */
+	return 1;
+}
+
+/*
+ * xpcall's message handler, upvalue 1: not run for a call out of budget.
+ * Lua runs a message handler where the error is raised, and the budget's
+ * is raised inside the count hook, where hooks are off: the handler
+ * would run with no budget at all.  [-1, +1, e]
+ */
+static int
+chain_lua_msgh(lua_State *L)
+{
+	struct chain_lua_ctx *c;
+
+	lua_getallocf(L, (void **)&c);
+	if (c->over_budget)
+		return 1;				/* [err] */
+	lua_pushvalue(L, lua_upvalueindex(1));		/* [err h] */
+	lua_insert(L, 1);				/* [h err] */
+	lua_call(L, lua_gettop(L) - 1, 1);		/* [r] */
+	return 1;
+}
+
+/* xpcall(f, msgh, ...) with msgh wrapped (upvalue 1: xpcall). */
+static int
+chain_lua_xpcall(lua_State *L)
+{
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);				/* [f h .. h] */
+	lua_pushcclosure(L, chain_lua_msgh, 1);		/* [f h .. wh] */
+	lua_replace(L, 2);				/* [f wh ..] */
+	lua_pushvalue(L, lua_upvalueindex(1));		/* [f wh .. xp] */
+	lua_insert(L, 1);				/* [xp f wh ..] */
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);	/* [results] */
+	return lua_gettop(L);
+}
+
+/* Replace lib.name (lib NULL: the global) by fn with the old one as its
+ * first upvalue and kind (when not 0) as its second.  [-0, +0, m] */
+static void
+chain_lua_wrap(lua_State *L, const char *lib, const char *name,
+    lua_CFunction fn, int kind)
+{
+	if (lib != NULL)
+		lua_getglobal(L, lib);			/* [lib] */
+	else
+		lua_pushglobaltable(L);			/* [G] */
+	lua_getfield(L, -1, name);			/* [lib f] */
+	if (kind != 0)
+		lua_pushinteger(L, kind);		/* [lib f kind] */
+	lua_pushcclosure(L, fn, kind != 0 ? 2 : 1);	/* [lib wrapped] */
+	lua_setfield(L, -2, name);			/* [lib] */
+	lua_pop(L, 1);					/* [] */
+}
+
+/* The library functions that loop in C, or run Lua outside the budget,
+ * replaced by bounded ones.  [-0, +0, m] */
+static void
+chain_lua_bound_libs(lua_State *L)
+{
+	static const struct { const char *lib, *name; int kind; } fns[] = {
+		{ "string", "rep", 'r' }, { "table", "move", 'm' },
+		{ "table", "concat", 'c' }, { "table", "unpack", 'u' },
+		{ "table", "sort", 's' }, { "table", "insert", 'i' },
+		{ "table", "remove", 'i' },
+	};
+
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		chain_lua_wrap(L, fns[i].lib, fns[i].name, chain_lua_counted,
+		    fns[i].kind);
+	chain_lua_wrap(L, NULL, "setmetatable", chain_lua_setmetatable, 0);
+	chain_lua_wrap(L, NULL, "xpcall", chain_lua_xpcall, 0);
 }
 
 /* postern.log(msg)  [-1, +0, e] */
@@ -80,6 +278,7 @@ static const char *const chain_lua_unsafe[] = {
 void
 chain_lua_env_push(lua_State *L, bool unsafe)
 {
+	chain_lua_bound_libs(L);			/* [] */
 	lua_newtable(L);				/* [env] */
 	for (const char *const *n = chain_lua_safe; *n != NULL; n++) {
 		lua_getglobal(L, *n);			/* [env v] */
@@ -102,14 +301,14 @@ chain_lua_env_push(lua_State *L, bool unsafe)
 
 void
 chain_lua_run_chunk(lua_State *L, const char *src, size_t len,
-    const char *chunkname, int budget)
+    const char *chunkname)
 {
 	/* Text only: no precompiled chunks.  [env] */
 	if (luaL_loadbufferx(L, src, len, chunkname, "t") != LUA_OK)
 		lua_error(L);				/* [env err] */
 	lua_pushvalue(L, -2);				/* [env chunk env] */
 	lua_setupvalue(L, -2, 1);			/* [env chunk] */
-	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, budget);
+	chain_lua_budget_arm(L);
 	lua_call(L, 0, 0);				/* [env] */
 	lua_sethook(L, NULL, 0, 0);
 }

@@ -109,6 +109,22 @@ def test_check_reports_every_error_in_one_run(tmp_path):
             assert line.startswith(path + ":"), "not FILE:LINE: %r" % line
 
 
+def test_check_refuses_a_lua_finalizer(tmp_path):
+    """A finalizer would run outside any call's budget (when the state is
+    closed): setmetatable refuses __gc, so `postern check` answers about a
+    script that sets one that never returns, naming its line."""
+    write(tmp_path, "gc.lua", "function mail(f, s) end\n"
+        "local keep = setmetatable({}, {__gc = function() while true do "
+        "end end})\n")
+    path = write(tmp_path, "gc.conf", make_config(extra=["state memory",
+        'on mail { lua "gc.lua" }']).replace("{tmp}", str(tmp_path))
+        .replace("{port}", "2525"))
+    r = run_cli("check", "-c", path, cwd=str(tmp_path), timeout=20)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "gc.lua:2: bad argument #2 to " \
+        "'setmetatable' (__gc is not allowed)" in out, (r.returncode, out)
+
+
 def test_check_missing_file_fails(tmp_path):
     path = str(tmp_path / "nosuch.conf")
     r = run_cli("check", "-c", path, cwd=str(tmp_path))

@@ -256,6 +256,18 @@ LOOPS = {
     # Inside Lua's C matcher, where the budget's hook never runs.
     "pattern backtracking": "string.find(string.rep('a', 3000), "
         "'.-.-.-.-.-.-.-.-b')",
+    # Library functions that loop in C without allocating.
+    "string.rep of nothing": "local s = string.rep('', 1e15)",
+    "table.move of nothing": "table.move({}, 1, 1e15, 2)",
+    "table.remove through __len": "table.remove(setmetatable({}, "
+        "{__len = function() return 1e15 end}), 1)",
+    "sorting again and again": "local t = {} for i = 1, 100000 do "
+        "t[i] = i end while true do table.sort(t) end",
+    # Lua code that runs where the count hook does not.
+    "xpcall's message handler": "xpcall(function() error('x') end, "
+        "function() while true do end end)",
+    "a finalizer after an error": "setmetatable({}, {__gc = function() "
+        "while true do end end}) error('boom')",
 }
 
 
