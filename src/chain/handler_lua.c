@@ -466,14 +466,21 @@ hlua_push_scope(lua_State *L, enum chain_scope sc)
 	lua_setfield(L, -2, "set");			/* [t] */
 }
 
-static void
+/* Copy field i of the table at the top; false when it does not fit: the
+ * answer is then refused, never sent or stored cut short (the cut copy
+ * is only for the log).  [-0, +0, -] */
+static bool
 hlua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
 {
+	size_t len = 0;
+
 	lua_rawgeti(L, -1, i);				/* [r x] */
-	const char *s = lua_tostring(L, -1);
+	const char *s = lua_tolstring(L, -1, &len);
+	bool fits = s == NULL || len < dstsz;
 	if (s != NULL)
 		util_strlcpy(dst, s, dstsz);
 	lua_pop(L, 1);					/* [r] */
+	return fits;
 }
 
 static lua_Integer
@@ -485,6 +492,25 @@ hlua_int_field(lua_State *L, int i, lua_Integer dflt)
 	lua_Integer n = lua_tointegerx(L, -1, &isnum);
 	lua_pop(L, 1);					/* [r] */
 	return isnum ? n : dflt;
+}
+
+/* {"reject"|"disconnect", code, esc, text} into v; a code not 400..599
+ * or a field too long leaves v->code -1, which run.c refuses as a bad
+ * reply. */
+static void
+hlua_reply(lua_State *L, bool tbl, bool disc, struct chain_verdict *v)
+{
+	lua_Integer code = tbl ? hlua_int_field(L, 2, disc ? 421 : 550) :
+	    disc ? 421 : 550;
+
+	/* Checked before it is narrowed to an int: 2^32 + 550 is no 550. */
+	chain_verdict_reject(v, code >= 400 && code <= 599 ? (int)code : -1,
+	    NULL, NULL);
+	if (tbl && (!hlua_copy_field(L, 3, v->esc, sizeof(v->esc)) ||
+	    !hlua_copy_field(L, 4, v->text, sizeof(v->text))))
+		v->code = -1;
+	if (disc)
+		v->kind = CHAIN_DISCONNECT;
 }
 
 /* The verdict from the value at the top.  [-0, +0, -] */
@@ -515,15 +541,7 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 		v->kind = CHAIN_DISCARD;
 	else if (strcmp(word, "reject") == 0 || strcmp(word, "disconnect") ==
 	    0) {
-		bool disc = word[0] == 'd';
-		chain_verdict_reject(v, tbl ? (int)hlua_int_field(L, 2,
-		    disc ? 421 : 550) : disc ? 421 : 550, NULL, NULL);
-		if (tbl) {
-			hlua_copy_field(L, 3, v->esc, sizeof(v->esc));
-			hlua_copy_field(L, 4, v->text, sizeof(v->text));
-		}
-		if (disc)
-			v->kind = CHAIN_DISCONNECT;
+		hlua_reply(L, tbl, word[0] == 'd', v);
 	} else if (strcmp(word, "delay") == 0 && tbl) {
 		lua_Integer ms = hlua_int_field(L, 2, -1);
 		if (ms < 0)
@@ -535,15 +553,22 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 		}
 	} else if (strcmp(word, "quarantine") == 0 && tbl) {
 		v->kind = CHAIN_QUARANTINE;
-		hlua_copy_field(L, 2, v->name, sizeof(v->name));
-		if (v->name[0] == '\0')
+		if (!hlua_copy_field(L, 2, v->name, sizeof(v->name)))
+			chain_verdict_fail(v, "%s: quarantine action longer "
+			    "than %d characters", path, CHAIN_KEY_MAX - 1);
+		else if (v->name[0] == '\0')
 			chain_verdict_fail(v, "%s: quarantine needs an action",
 			    path);
 	} else if (strcmp(word, "tag") == 0 && tbl) {
 		char sc[16] = "";
 		v->kind = CHAIN_TAG;
-		hlua_copy_field(L, 2, v->name, sizeof(v->name));
-		hlua_copy_field(L, 3, v->value, sizeof(v->value));
+		if (!hlua_copy_field(L, 2, v->name, sizeof(v->name)) ||
+		    !hlua_copy_field(L, 3, v->value, sizeof(v->value))) {
+			chain_verdict_fail(v, "%s: tag key longer than %d or "
+			    "value longer than %d characters", path,
+			    CHAIN_KEY_MAX - 1, CHAIN_VALUE_MAX - 1);
+			return;
+		}
 		hlua_copy_field(L, 4, sc, sizeof(sc));
 		v->scope = strcmp(sc, "session") == 0 ? CHAIN_SCOPE_SESSION :
 		    strcmp(sc, "tx") == 0 ? CHAIN_SCOPE_TX :
