@@ -58,6 +58,28 @@ chain_register(const struct chain_handler_ops *ops)
 	chain_extra[chain_nextra++] = ops;
 }
 
+/*
+ * A builtin's verdicts are fixed when the config is checked; a script's,
+ * a program's, a filter's or a registered handler's are outside input.
+ */
+bool
+chain_ops_is_builtin(const struct chain_handler_ops *ops)
+{
+	static const struct chain_handler_ops *const outside[] = {
+		chain_lua_ops, chain_program_ops, chain_milter_ops,
+	};
+
+	for (size_t f = 0; f < sizeof(outside) / sizeof(outside[0]); f++)
+		for (const struct chain_handler_ops *o = outside[f];
+		    o->name != NULL; o++)
+			if (o == ops)
+				return false;
+	for (size_t i = 0; i < chain_nextra; i++)
+		if (chain_extra[i] == ops)
+			return false;
+	return true;
+}
+
 static const struct chain_handler_ops *const chain_families[] = {
 	chain_basic_ops, chain_limit_ops, chain_dns_ops, chain_spf_ops,
 	chain_grey_ops, chain_content_ops, chain_rep_ops, chain_lua_ops,

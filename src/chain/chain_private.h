@@ -19,6 +19,8 @@ extern const struct chain_handler_ops chain_lua_ops[];		/* handler_lua.c */
 extern const struct chain_handler_ops chain_program_ops[];	/* handler_program.c */
 extern const struct chain_handler_ops chain_milter_ops[];	/* handler_milter.c */
 
+/* Not a script, program, milter or registered handler (chain.c). */
+bool	chain_ops_is_builtin(const struct chain_handler_ops *ops);
 /* Parse "550" / "4.7.1": code in 400..599; esc "C.S.D" whose class is C. */
 bool	chain_code_ok(int code);
 bool	chain_esc_ok(const char *esc, int code);

@@ -46,7 +46,17 @@ chain_run_timer(struct chain_run *run, uint64_t ms, event_callback_fn fn)
 	evtimer_add(run->timer, &tv);
 }
 
-/* Put the validated reply of v in run->res; false when v is not valid. */
+/* RFC 5321 3.8 and RFC 7504 3: these replies end the session. */
+static bool
+chain_code_closes(int code)
+{
+	return code == 421 || code == 521;
+}
+
+/*
+ * Put the validated reply of v in run->res; false when v is not valid.
+ * close is a disconnect; a reject with a closing code closes as well.
+ */
 static bool
 chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
     bool close)
@@ -77,7 +87,8 @@ chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
 	run->res.reply.code = code;
 	util_snprintf(run->res.reply.text, sizeof(run->res.reply.text),
 	    "%s %s", esc, text);
-	run->res.verdict = close ? SMTP_CLOSE : SMTP_REJECT;
+	run->res.verdict = close || chain_code_closes(code) ? SMTP_CLOSE :
+	    SMTP_REJECT;
 	return true;
 }
 
@@ -168,7 +179,15 @@ chain_apply(struct chain_run *run, const struct chain_handler *h,
 		return 0;
 	case CHAIN_REJECT:
 	case CHAIN_DISCONNECT:
-		if (!chain_make_reply(run, v, v->kind == CHAIN_DISCONNECT)) {
+		/*
+		 * Outside input that disconnects must say it closes; the
+		 * builtins' (banned's 554 at connect) were checked with
+		 * the config.
+		 */
+		if ((v->kind == CHAIN_DISCONNECT && v->code != 0 &&
+		    !chain_code_closes(v->code) &&
+		    !chain_ops_is_builtin(h->ops)) ||
+		    !chain_make_reply(run, v, v->kind == CHAIN_DISCONNECT)) {
 			/* Outside input: a bad reply from a handler is 451. */
 			chain_log_verdict(run, h, "bad-reply", v->text);
 			chain_tempfail(run);

@@ -567,24 +567,29 @@ def test_verdict_at_each_stage(make_postern, make_milter, stage, verdict,
     stays_empty(srv, "bob")
 
 
-def test_replycode_exact_line_at_rcpt_and_mail(make_postern, make_milter):
-    m = make_milter("replycode", "rcpt", "550", "5.7.0", "milter says no")
-    srv = make_postern(config=milter_config(m.spec, ("rcpt",)))
+@pytest.mark.parametrize("stage,code,esc,text", [
+    ("rcpt", "550", "5.7.0", "milter says no"),
+    ("mail", "452", "4.3.1", "milter is busy"),
+    ("rcpt", "421", "4.7.0", "milter says bye")])
+def test_replycode_exact_line(make_postern, make_milter, stage, code, esc,
+        text):
+    """The milter's line goes out as it is; a 421 then closes the channel
+    (RFC 5321 3.8), the others leave the session open."""
+    m = make_milter("replycode", stage, code, esc, text)
+    srv = make_postern(config=milter_config(m.spec, (stage,)))
+    want = "%s %s %s" % (code, esc, text)
     with srv.session() as c:
         c.hello()
-        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
-        c.send("RCPT TO:<bob@localhost>")
-        r = c.read_reply()
-        assert r.lines == ["550 5.7.0 milter says no"], \
-            "got %r, want exactly 550 5.7.0 milter says no" % r
-    m2 = make_milter("replycode", "mail", "452", "4.3.1", "milter is busy")
-    srv2 = make_postern(config=milter_config(m2.spec, ("mail",)))
-    with srv2.session() as c:
-        c.hello()
         c.send("MAIL FROM:<a@example.net>")
+        if stage == "rcpt":
+            c.expect(250, "2.1.0")
+            c.send("RCPT TO:<bob@localhost>")
         r = c.read_reply()
-        assert r.lines == ["452 4.3.1 milter is busy"], \
-            "got %r, want exactly 452 4.3.1 milter is busy" % r
+        assert r.lines == [want], "got %r, want exactly %s" % (r, want)
+        if code == "421":
+            c.expect_closed()
+        else:
+            c.send("NOOP"); c.expect(250)
 
 
 def test_eom_replies_by_header(make_postern, make_milter):

@@ -65,6 +65,11 @@ VERDICTS_LUA = """
 function rej(facts, state) return {"reject", 550, "5.7.1", "no quitting"} end
 function disc(facts, state) return "discard" end
 function quar(facts, state) return {"quarantine", "quar"} end
+function bye421(facts, state) return {"reject", 421, "4.7.0", "lua bye"} end
+function disc450(facts, state)
+  return {"disconnect", 450, "4.7.1", "try later"}
+end
+function disc550(facts, state) return {"disconnect", 550, "5.7.1", "go"} end
 """
 
 TARPIT_MIN, TARPIT_MAX = 0.9, 4.0	# seconds, for "tarpit 1s"
@@ -396,6 +401,43 @@ def test_disconnect_refused_by_check(tmp_path, shared, stage):
 def test_disconnect_code_must_close(tmp_path, shared):
     check_refuses(tmp_path, shared, "on mail { disconnect 550 5.7.1 x }",
         "disconnect code must be 421 or 521")
+
+
+@pytest.mark.parametrize("handler", [
+    pytest.param('reject 421 4.7.0 "going away"', id="config"),
+    pytest.param('lua "{shared}/verdicts.lua" function bye421', id="lua")])
+def test_reject_421_closes(server, shared, handler):
+    """RFC 5321 3.8: a 421 closes the channel, whichever verdict sent it."""
+    srv = server("on rcpt { %s }" % handler.replace("{shared}", str(shared)))
+    with srv.session() as c:
+        walk_to(c, "rcpt", "rcpt")
+        r, _ = timed_reply(c, "rcpt")
+        assert (r.code, r.esc) == (421, "4.7.0"), r
+        c.expect_closed()
+
+
+@pytest.mark.parametrize("func", ["disc450", "disc550"])
+def test_script_disconnect_code_must_close(server, shared, func):
+    """A script's disconnect with a code that does not close is a bad
+    reply: 451, and the session goes on."""
+    srv = server('on rcpt { lua "%s/verdicts.lua" function %s }' % (shared,
+        func))
+    with srv.session() as c:
+        walk_to(c, "rcpt", "rcpt")
+        r, _ = timed_reply(c, "rcpt")
+        assert (r.code, r.esc) == (451, "4.3.0"), r
+        c.send("NOOP"); c.expect(250)
+    assert any("verdict=bad-reply" in l for _, l in log_events(srv, "chain"))
+
+
+def test_script_disconnect_550_at_quit_still_221(server, shared):
+    srv = server('on quit { lua "%s/verdicts.lua" function disc550 }' %
+        shared)
+    with srv.session() as c:
+        walk_to(c, "quit", "quit")
+        r, _ = timed_reply(c, "quit")
+        c.expect_closed()
+    assert r.code == 221, "got %r, want 221 2.0.0" % r
 
 
 # ----- discard and quarantine ------------------------------------------------
