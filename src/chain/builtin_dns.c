@@ -18,6 +18,7 @@
 #include "util/util.h"
 
 #define DNS_MATCH_MAX	8
+#define DNS_ANSWER_MAX	16	/* A records of an answer kept */
 
 struct dnsl {
 	char			 zone[256];
@@ -110,36 +111,70 @@ struct dnsl_job {
 	struct evdns_base	*dns;	/* borrowed: the loop's */
 };
 
-/* "listed:127.0.0.2" or "clean" -> the verdict. */
+/* The first address of the answer d's match list takes, or NULL. */
+static const char *
+dnsl_listed(const struct dnsl *d, const char *answer, char *ip,
+    size_t ipsz)
+{
+	const char *p = answer;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+		struct in_addr in;
+		if (n < ipsz) {
+			memcpy(ip, p, n);
+			ip[n] = '\0';
+			if (inet_pton(AF_INET, ip, &in) == 1) {
+				bool hit = d->nmatch == 0 &&
+				    (ntohl(in.s_addr) >> 24) == 127;
+				for (size_t k = 0; k < d->nmatch; k++)
+					hit |= in.s_addr == d->match[k].s_addr;
+				if (hit)
+					return ip;
+			}
+		}
+		p += n + strspn(p + n, " ");
+	}
+	return NULL;
+}
+
+/* The answer (its addresses, "-" for none) -> the verdict, by d's match. */
 static void
-dnsl_answer(struct dnsl_job *j, const char *result)
+dnsl_answer(struct dnsl_job *j, const char *answer)
 {
 	struct chain_verdict v;
 	struct chain_session *cs = chain_call_session(j->call);
+	char buf[INET_ADDRSTRLEN];
+	const char *ip = dnsl_listed(j->d, answer, buf, sizeof(buf));
 
 	chain_verdict_continue(&v);
-	if (strncmp(result, "listed:", 7) == 0) {
+	if (ip != NULL) {
 		if (cs != NULL) {
 			char k[CHAIN_KEY_MAX];
 			util_snprintf(k, sizeof(k), "%s.%s", j->d->rhs ?
 			    "rhsbl" : "dnsbl", j->d->zone);
-			chain_kv_set(cs, CHAIN_SCOPE_SESSION, k, result + 7);
+			chain_kv_set(cs, CHAIN_SCOPE_SESSION, k, ip);
 		}
 		if (!j->d->tag_only)
 			v = j->d->v;
 		util_snprintf(v.why, sizeof(v.why), "%s listed in %s (%s)",
-		    j->name, j->d->zone, result + 7);
+		    j->name, j->d->zone, ip);
 	}
 	chain_call_done(j->call, &v);
 	free(j);
 }
 
+/*
+ * Every handler on a zone shares the cached answer, so it holds what the
+ * zone said (the A records), never one handler's reading of it.
+ */
 static void
 dnsl_dns_cb(int result, char type, int count, int ttl, void *addrs,
     void *arg)
 {
 	struct dnsl_job *j = arg;
-	char out[64] = "clean";
+	char out[DNS_ANSWER_MAX * INET_ADDRSTRLEN] = "-";
+	size_t o = 0;
 
 	if (result != DNS_ERR_NONE && result != DNS_ERR_NOTEXIST) {
 		struct chain_verdict v;
@@ -151,18 +186,11 @@ dnsl_dns_cb(int result, char type, int count, int ttl, void *addrs,
 	}
 	if (result == DNS_ERR_NONE && type == DNS_IPv4_A) {
 		const struct in_addr *in = addrs;
-		for (int i = 0; i < count; i++) {
-			bool hit = j->d->nmatch == 0 ?
-			    (ntohl(in[i].s_addr) >> 24) == 127 : false;
-			for (size_t k = 0; k < j->d->nmatch; k++)
-				hit |= in[i].s_addr == j->d->match[k].s_addr;
-			if (hit) {
-				char ip[INET_ADDRSTRLEN];
-				inet_ntop(AF_INET, &in[i], ip, sizeof(ip));
-				util_snprintf(out, sizeof(out), "listed:%s",
-				    ip);
-				break;
-			}
+		for (int i = 0; i < count && i < DNS_ANSWER_MAX; i++) {
+			if (o > 0)
+				out[o++] = ' ';
+			inet_ntop(AF_INET, &in[i], out + o, sizeof(out) - o);
+			o += strlen(out + o);
 		}
 	}
 	/* RFC 5782 5: cache for the TTL (a negative answer: 5 minutes). */
@@ -216,8 +244,11 @@ dnsl_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	j->d = d;
 	j->dns = cs->loop->dns;
 	j->st = cs->loop->store;
-	util_snprintf(j->key, sizeof(j->key), "dns:%s", j->name);
-	/* The cache first (the session may be gone when it answers). */
+	util_snprintf(j->key, sizeof(j->key), "dnsa:%s", j->name);
+	/*
+	 * The cache first (the session may be gone when it answers).  It
+	 * holds the zone's answer, which each handler reads by its own match.
+	 */
 	store_get(j->st, j->key, dnsl_cache_cb, j);
 	return CHAIN_PENDING;
 }

@@ -445,6 +445,32 @@ def test_dnsbl(make_postern):
         dns.close()
 
 
+@pytest.mark.parametrize("chains,want", [
+    pytest.param('on rcpt { dnsbl bl.test match 127.0.0.2 550 5.7.1 "at .2"; '
+        'dnsbl bl.test match 127.0.0.4 550 5.7.1 "at .4" }', 550,
+        id="second-match-listed"),
+    pytest.param('on connect { dnsbl bl.test tag }\n'
+        'on rcpt { dnsbl bl.test match 127.0.0.2 550 5.7.1 "at .2" }', 250,
+        id="tag-then-other-match")])
+def test_dnsbl_cache_keeps_each_match(make_postern, chains, want):
+    """Two handlers on one zone share the cached answer (the zone is asked
+    once) but each reads it by its own match list: the zone answers
+    127.0.0.4 only."""
+    dns = DnsResponder({"1.0.0.127.bl.test": "127.0.0.4"})
+    try:
+        srv = make_postern(config=chains_config(chains,
+            extra=["state resolver 127.0.0.1:%d" % dns.port]))
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<bob@localhost>")
+            r = c.expect(want)
+            if want == 550:
+                assert r.text.endswith("at .4"), r
+    finally:
+        dns.close()
+
+
 def test_sighup_reloads_chains_keeping_sessions(make_postern):
     srv = make_postern(config=chains_config(
         "on rcpt { reject 550 5.7.1 old-chain }"))
