@@ -251,7 +251,7 @@ basic_ban_new(const struct chain_handler_args *a, char **err_out)
 
 	b->ms = BAN_DEFAULT_MS;
 	if (i < a->argc && strcmp(a->argv[i], "on") != 0 &&
-	    util_parse_duration_ms(a->argv[i++], &b->ms) == -1)
+	    chain_parse_lifetime_ms(a->argv[i++], &b->ms) == -1)
 		goto usage;
 	if (i < a->argc && strcmp(a->argv[i++], "on") != 0)
 		goto usage;
@@ -346,7 +346,7 @@ basic_trap_new(const struct chain_handler_args *a, char **err_out)
 
 	b->ms = 0;
 	if (a->argc == 3 && strcmp(a->argv[1], "ban") == 0 &&
-	    util_parse_duration_ms(a->argv[2], &b->ms) == 0 && b->ms > 0)
+	    chain_parse_lifetime_ms(a->argv[2], &b->ms) == 0)
 		return b;
 	if (a->argc == 1)
 		return b;

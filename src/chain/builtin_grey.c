@@ -33,8 +33,10 @@ grey_new(const struct chain_handler_args *a, char **err_out)
 		    &g->delay_ms : strcmp(a->argv[i], "lifetime") == 0 ?
 		    &g->lifetime_ms : strcmp(a->argv[i], "whitelist") == 0 ?
 		    &g->whitelist_ms : NULL;
+		/* The delay may be 0; the other two are store lifetimes. */
 		if (dst == NULL || i + 1 >= a->argc ||
-		    util_parse_duration_ms(a->argv[i + 1], dst) == -1) {
+		    (dst == &g->delay_ms ? util_parse_duration_ms(a->argv[i + 1],
+		    dst) : chain_parse_lifetime_ms(a->argv[i + 1], dst)) == -1) {
 			free(g);
 			*err_out = xstrdup("usage: greylist [delay DUR] "
 			    "[lifetime DUR] [whitelist DUR]");

@@ -244,7 +244,7 @@ penalty_new(const struct chain_handler_args *a, char **err_out)
 		p->n = strtoll(a->argv[1], &end, 10);
 	if (a->argc < 2 || a->argc > 3 || *end != '\0' || p->n < 1 ||
 	    p->n > 1000000 || (a->argc == 3 &&
-	    util_parse_duration_ms(a->argv[2], &p->ttl_ms) == -1)) {
+	    chain_parse_lifetime_ms(a->argv[2], &p->ttl_ms) == -1)) {
 		free(p);
 		*err_out = xstrdup("usage: penalty N [DURATION]");
 		return NULL;

@@ -45,7 +45,7 @@ spf_new(const struct chain_handler_args *a, char **err_out)
 		if (strcmp(a->argv[i], "reject-softfail") == 0)
 			s->reject_softfail = true;
 		else if (strcmp(a->argv[i], "ban") == 0 && i + 1 < a->argc &&
-		    util_parse_duration_ms(a->argv[i + 1], &s->ban_ms) == 0)
+		    chain_parse_lifetime_ms(a->argv[i + 1], &s->ban_ms) == 0)
 			i++;
 		else {
 			free(s);

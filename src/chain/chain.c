@@ -159,6 +159,17 @@ chain_ip_net(const char *ip, char *buf, size_t bufsz)
 	util_snprintf(buf, bufsz, "%s/64", text);
 }
 
+int
+chain_parse_lifetime_ms(const char *s, uint64_t *out)
+{
+	uint64_t ms;
+
+	if (util_parse_duration_ms(s, &ms) == -1 || ms == 0)
+		return -1;
+	*out = ms;
+	return 0;
+}
+
 void
 chain_ban_key(const char *ip, char *buf, size_t bufsz)
 {

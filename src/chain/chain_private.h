@@ -44,6 +44,12 @@ bool	chain_value_ok(const char *v);
 const char *chain_addr_domain(const char *addr);
 /* "ip" -> the /24 (IPv4) or /64 (IPv6) network as text. */
 void	chain_ip_net(const char *ip, char *buf, size_t bufsz);
+/*
+ * A DURATION for how long the state store keeps a row (a ban, penalty
+ * points, a whitelisting): more than 0, which the store reads as "for
+ * ever".  -1 when s is not one.
+ */
+int	chain_parse_lifetime_ms(const char *s, uint64_t *out);
 /* Client IP on the ban list (store key), for trap and friends. */
 void	chain_ban_key(const char *ip, char *buf, size_t bufsz);
 

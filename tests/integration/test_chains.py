@@ -235,6 +235,13 @@ def test_builtin_config_errors(tmp_path):
         ("on eom { header max-size 300k }", "header max-size must be under "
             "256k"),
         ("on mail { tag a/b=1 }", 'tag: bad key or value in "a/b=1"'),
+        # A store lifetime of 0 would keep the row for ever.
+        ("on disconnect { penalty 3 0 }", "usage: penalty N [DURATION]"),
+        ("on rcpt { greylist delay 1s whitelist 0 }", "usage: greylist"),
+        ("on rcpt { greylist lifetime 0s }", "usage: greylist"),
+        ("on connect { ban 0 }", "usage: ban [DURATION]"),
+        ("on mail { spf ban 0 }", "usage: spf [reject-softfail]"),
+        ("on connect { trap ban 0 }", "usage: trap [ban DURATION]"),
     ]
     for line, want in cases:
         conf = tmp_path / "bad.conf"
