@@ -207,7 +207,10 @@ usage:
 	return NULL;
 }
 
-/* How many fields named name the block has (RFC 5322 2.2). */
+/*
+ * How many fields named name the block has (RFC 5322 2.2), the obsolete
+ * "Name :" with blanks before the colon included (4.5).
+ */
 static unsigned
 hdr_count(const char *b, size_t len, const char *name)
 {
@@ -215,9 +218,13 @@ hdr_count(const char *b, size_t len, const char *name)
 	unsigned n = 0;
 
 	for (size_t i = 0; i < len; ) {
-		if (len - i > nl && strncasecmp(b + i, name, nl) == 0 &&
-		    b[i + nl] == ':')
-			n++;
+		if (len - i > nl && strncasecmp(b + i, name, nl) == 0) {
+			size_t c = i + nl;
+			while (c < len && (b[c] == ' ' || b[c] == '\t'))
+				c++;
+			if (c < len && b[c] == ':')
+				n++;
+		}
 		const char *e = memchr(b + i, '\n', len - i);
 		if (e == NULL)
 			break;
@@ -230,8 +237,9 @@ static enum chain_status
 hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 {
 	struct hdr *h = inst;
+	struct chain_session *cs = chain_call_session(call);
 	size_t len = 0;
-	const char *b = chain_session_headers(chain_call_session(call), &len);
+	const char *b = chain_session_headers(cs, &len);
 	char text[CHAIN_TEXT_MAX];
 
 	chain_verdict_continue(v);
@@ -239,6 +247,13 @@ hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 		if (len > h->max)
 			chain_verdict_reject(v, 552, "5.3.4", "Message header "
 			    "block too large");
+		return CHAIN_DONE;
+	}
+	/* A block longer than what is kept: fields past it went unseen. */
+	if (chain_session_header_len(cs) < 0) {
+		snprintf(text, sizeof(text), "Message header block too large "
+		    "(over %u KiB)", CHAIN_HDR_MAX / 1024);
+		chain_verdict_reject(v, 552, "5.3.4", text);
 		return CHAIN_DONE;
 	}
 	for (char **p = h->names; *p != NULL; p++) {

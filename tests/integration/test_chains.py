@@ -82,17 +82,34 @@ def test_each_stage_can_reject(make_postern):
         srv.stop()
 
 
-def test_eom_reject_and_header_check(make_postern):
+DATE = b"Date: Mon, 7 Dec 2026 06:00:00 +0000\r\n"
+
+
+@pytest.mark.parametrize("head,code,esc,text", [
+    pytest.param(b"From: a@example.org\r\nSubject: x\r\n", 550, "5.6.0",
+        "Message lacks a Date: header field", id="no-date"),
+    pytest.param(DATE + b"From : a@example.org\r\n", 250, "2.0.0", None,
+        id="obsolete-from"),
+    pytest.param(DATE + b"From: a@example.org\r\nFrom : b@example.org\r\n",
+        550, "5.6.0", "Message has 2 From: header fields", id="two-from"),
+    pytest.param(DATE + b"".join(b"X-H%d: %s\r\n" % (i, b"y" * 900)
+        for i in range(300)) + b"From: a@example.org\r\n", 552, "5.3.4",
+        "Message header block too large (over 256 KiB)", id="past-kept")])
+def test_header_require_unique(make_postern, head, code, esc, text):
+    """RFC 5322 4.5: "From :" (blanks before the colon) is a From field;
+    a From past the header block kept is not reported missing."""
     srv = make_postern(config=chains_config(
-        "on header { header require From,Date }"))
+        "on header { header require From,Date; header unique From }"))
     with srv.session() as c:
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
         c.send("RCPT TO:<bob@localhost>"); c.expect(250)
         c.send("DATA"); c.expect(354)
-        c.send_raw(b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
-        c.expect(550, "5.6.0")
-    assert not srv.maildir("bob")
+        c.send_raw(head + b"\r\nbody\r\n.\r\n")
+        r = c.expect(code, esc)
+        assert text is None or r.text.endswith(text), r
+    if code != 250:
+        assert not srv.maildir("bob")
 
 
 def test_nomail_at_connect(make_postern):
