@@ -419,6 +419,13 @@ enum smtp_stage chain_call_stage(const struct chain_call *call);
 void	**chain_call_data(struct chain_call *call);
 /* Finish a PENDING run; v is copied. */
 void	chain_call_done(struct chain_call *call, const struct chain_verdict *v);
+/*
+ * A handler with a timeout of its own (program, milter) bounds its wait
+ * itself: the run then waits ms (and a second's grace for the handler's
+ * own failure) instead of the loop's call_timeout_ms.  From run_fn, or
+ * again while pending to restart the wait (a milter's progress).
+ */
+void	chain_call_own_timeout(struct chain_call *call, uint64_t ms);
 
 /* Parse "on-error" policy words; used by config checks and tests. */
 enum chain_on_error { CHAIN_ONERR_TEMPFAIL, CHAIN_ONERR_ACCEPT,

@@ -399,6 +399,7 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	struct timeval tv = util_timeval_ms(pi->timeout_ms);
 	r->ev_timer = evtimer_new(base, prog_timeout_cb, r);
 	evtimer_add(r->ev_timer, &tv);
+	chain_call_own_timeout(call, pi->timeout_ms);
 	*chain_call_data(call) = r;
 	return CHAIN_PENDING;
 }

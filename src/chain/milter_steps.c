@@ -29,6 +29,8 @@ milter_arm(struct milter_conn *mc)
 	struct timeval tv = util_timeval_ms(mc->timeout_ms);
 
 	evtimer_add(mc->timer, &tv);
+	if (mc->call != NULL)
+		chain_call_own_timeout(mc->call, mc->timeout_ms);
 }
 
 void

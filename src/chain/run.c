@@ -17,6 +17,7 @@
 #include "util/util.h"
 
 #define CHAIN_DELAY_MAX_MS	(15u * 60 * 1000)
+#define CHAIN_OWN_GRACE_MS	1000u	/* past a handler's own timeout */
 
 struct chain_call {
 	struct chain_run	*run;		/* NULL once cancelled or orphaned */
@@ -26,6 +27,7 @@ struct chain_call {
 	void			*data;		/* the handler's */
 	bool			 in_run;	/* inside run_fn */
 	bool			 early;		/* done while in_run */
+	uint64_t		 timeout_ms;	/* the handler's own; 0: none */
 	struct chain_verdict	 early_v;
 };
 
@@ -269,6 +271,7 @@ chain_call_new(struct chain_run *run)
 	call->data = NULL;
 	call->in_run = false;
 	call->early = false;
+	call->timeout_ms = 0;
 	return call;
 }
 
@@ -308,7 +311,8 @@ chain_step(struct chain_run *run)
 		if (s == CHAIN_PENDING) {
 			run->call = call;
 			run->pending = true;
-			chain_run_timer(run, cs->loop->call_timeout_ms,
+			chain_run_timer(run, call->timeout_ms != 0 ?
+			    call->timeout_ms : cs->loop->call_timeout_ms,
 			    chain_call_timeout_cb);
 			return;
 		}
@@ -355,6 +359,16 @@ chain_call_done(struct chain_call *call, const struct chain_verdict *v)
 		return;
 	}
 	chain_run_finish(run);
+}
+
+void
+chain_call_own_timeout(struct chain_call *call, uint64_t ms)
+{
+	call->timeout_ms = ms + CHAIN_OWN_GRACE_MS;
+	/* Pending (not orphaned): restart the run's wait now. */
+	if (!call->in_run && call->run != NULL && call->run->call == call)
+		chain_run_timer(call->run, call->timeout_ms,
+		    chain_call_timeout_cb);
 }
 
 struct chain_session *

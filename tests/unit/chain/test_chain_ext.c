@@ -687,6 +687,39 @@ test_program_off_loop(void **state)
 	free(path);
 }
 
+/*
+ * A program's own timeout bounds it, not the loop's call timeout (60 s,
+ * 200 ms here): one that answers within its own passes, one past it
+ * fails when its own runs out.
+ */
+static void
+test_program_own_timeout(void **state)
+{
+	char *path = put_file("slow.sh", "#!/bin/sh\nsleep 0.6\nexit 1\n",
+	    0755);
+	const char *const args[][2] = {
+		{ "timeout 2s", "550 5.7.1 Rejected by policy" },
+		{ "timeout 400ms", "451 4.3.0" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		char *chains = xasprintf("on mail { program \"%s\" %s }\n",
+		    path, args[i][0]);
+		struct h h;
+		h_open_opts(&h, chains, "127.0.0.1:9", 200);
+		struct chain_result r = h_run(&h, SMTP_STAGE_MAIL, "a@b.org",
+		    NULL);
+		const char *got = h_show(&r);
+		if (strncmp(got, args[i][1], strlen(args[i][1])) != 0)
+			fail_msg("program %s: got %s, want %s", args[i][0], got,
+			    args[i][1]);
+		h_close(&h);
+		free(chains);
+	}
+	free(path);
+}
+
 static void
 test_program_config_errors(void **state)
 {
@@ -739,6 +772,7 @@ main(void)
 		cmocka_unit_test(test_lua_threads),
 		cmocka_unit_test(test_program),
 		cmocka_unit_test(test_program_off_loop),
+		cmocka_unit_test(test_program_own_timeout),
 		cmocka_unit_test(test_program_config_errors),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
