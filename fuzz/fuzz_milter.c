@@ -76,6 +76,7 @@ fz_packet(const struct milter_reply *r)
 	const char *s[3];
 	struct milter_replycode rc;
 	struct milter_mod m;
+	const char *err;
 
 	(void)milter_get_optneg(r, &w[0], &w[1], &w[2]);
 	(void)milter_get_u32(r, &w[0]);
@@ -89,11 +90,12 @@ fz_packet(const struct milter_reply *r)
 		(void)chain_session_add_mod(fz_cs, m.cmd == MILTER_R_ADDHEADER ?
 		    CHAIN_MOD_HDR_ADD : m.cmd == MILTER_R_INSHEADER ?
 		    CHAIN_MOD_HDR_INSERT : CHAIN_MOD_HDR_CHANGE, m.idx, m.name,
-		    m.value);
+		    m.value, &err);
 	else
 		(void)chain_session_add_mod(fz_cs, m.cmd == MILTER_R_CHGFROM ?
 		    CHAIN_MOD_SENDER : m.cmd == MILTER_R_DELRCPT ?
-		    CHAIN_MOD_RCPT_DEL : CHAIN_MOD_RCPT_ADD, 0, NULL, m.value);
+		    CHAIN_MOD_RCPT_DEL : CHAIN_MOD_RCPT_ADD, 0, NULL, m.value,
+		    &err);
 }
 
 /* The packets of buf; a cut at cut is "need more" or the same packet. */
