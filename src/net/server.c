@@ -168,6 +168,7 @@ enum net_fixed {
 	NET_FIXED_ROOTS		= 1 << 4,
 	NET_FIXED_METRICS	= 1 << 5,
 	NET_FIXED_PID_FILE	= 1 << 6,
+	NET_FIXED_SPOOL_LOG	= 1 << 7,
 };
 
 static const char *const net_fixed_what[] = {
@@ -178,6 +179,7 @@ static const char *const net_fixed_what[] = {
 	"maildir-root changes",
 	"metrics listen changes",
 	"pid-file changes",
+	"spool log-size changes",
 };
 
 /*
@@ -214,6 +216,8 @@ net_restart_only(const struct net_server *srv, struct config *cfg)
 	if (!srv->pid_file_forced && !net_same_str(cfg->pid_file,
 	    was->pid_file))
 		diff |= NET_FIXED_PID_FILE;
+	if (cfg->spool_log_size != was->spool_log_size)
+		diff |= NET_FIXED_SPOOL_LOG;
 	net_keep_str(&cfg->spool, was->spool);
 	net_keep_str(&cfg->spool_keep, was->spool_keep);
 	cfg->spool_keep_max = was->spool_keep_max;
@@ -226,6 +230,7 @@ net_restart_only(const struct net_server *srv, struct config *cfg)
 	net_keep_str(&cfg->metrics_addr, was->metrics_addr);
 	cfg->metrics_port = was->metrics_port;
 	net_keep_str(&cfg->pid_file, was->pid_file);
+	cfg->spool_log_size = was->spool_log_size;
 	return diff;
 }
 

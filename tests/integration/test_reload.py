@@ -449,6 +449,14 @@ def test_a_reload_compares_with_what_runs_not_with_the_last_file(
     assert restart_only_warnings(reload_to(srv, conf(2))) == []
 
 
+def test_a_new_spool_log_size_is_named_at_reload(make_postern):
+    srv = make_postern()			# the test config's log-size 1M
+    assert restart_only_warnings(reload_to(srv, make_config().replace(
+        "spool log-size 1M", "spool log-size 2M"))) == [
+        "reload: spool log-size changes only at restart"]
+    assert restart_only_warnings(reload_to(srv, make_config())) == []
+
+
 def test_a_new_pid_file_is_named_at_reload_and_the_old_one_kept(
         make_postern, tmp_path):
     pid_a, pid_b = str(tmp_path / "a.pid"), str(tmp_path / "b.pid")
