@@ -313,6 +313,7 @@ conn_guard_user_key(const char *user, char *key, size_t keysz)
 	char esc[4 * CONN_GUARD_NAME_KEYED + 8];
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
+	int ok;
 
 	/* The escape of log lines: printable ASCII but '"' and '\\' as it
 	   is, any other byte \xNN, so it reads back to the very name. */
@@ -322,7 +323,8 @@ conn_guard_user_key(const char *user, char *key, size_t keysz)
 		return;
 	}
 	/* Fails only without memory, which aborts anyway. */
-	ASSERT(EVP_Digest(user, len, md, &mdlen, EVP_sha256(), NULL) == 1);
+	ok = EVP_Digest(user, len, md, &mdlen, EVP_sha256(), NULL);
+	ASSERT(ok == 1);
 	util_snprintf(key, keysz, "authfail:user-sha256:");
 	o = strlen(key);
 	for (unsigned int i = 0; i < mdlen && o + 2 < keysz; i++) {
