@@ -76,20 +76,36 @@ struct lua_Debug;
 					   a call's budget (lua_pattern.h) */
 #define CHAIN_LUA_C_STEPS	10	/* elements a library function walks in
 					   C, per instruction of the budget */
+#define CHAIN_LUA_CHECK_EVERY	1000	/* instructions between the count
+					   hook's checks, at most */
+#define CHAIN_LUA_CHECK_BYTES	(128u * 1024 * 1024) /* and at most this
+					   over the bytes the state holds:
+					   one instruction may walk them all */
+#define CHAIN_LUA_TIME_MIN_MS	1000	/* a call's run time, at least (else
+					   one microsecond an instruction) */
 /* A state's context: its allocator's ud (a user's struct may start so). */
 struct chain_lua_ctx {
 	size_t		 used, cap;	/* bytes allocated; the cap */
 	int		 budget;	/* instructions per call */
+	int		 done;		/* instructions counted this call */
+	int		 every;		/* the count hook's interval now */
+	size_t		 check_used;	/* past this, check at once */
+	uint64_t	 deadline_ms;	/* monotonic: the call's end */
 	uint64_t	 steps;		/* C steps charged to this call */
-	bool		 over_budget;	/* the last call ran out */
+	bool		 over_budget;	/* the last call ran out (of either) */
+	bool		 late;		/* of its time */
+	struct lua_State *L;		/* the state of the call armed */
 	const char	*path;		/* the script, for messages */
 };
 /* lua_newstate's allocator over a struct chain_lua_ctx. */
 void	*chain_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* The count hook that ends a call out of budget (an error). */
 void	chain_lua_budget_hook(struct lua_State *L, struct lua_Debug *ar);
-/* Start a call's budget: the count hook armed, no C steps charged. */
+/* Start a call's budget: the count hook armed, no C steps charged, its
+ * run time from now. */
 void	chain_lua_budget_arm(struct lua_State *L);
+/* End it: the hook off. */
+void	chain_lua_budget_disarm(struct lua_State *L);
 /* Push a new _ENV (the allow-list, postern.log) and keep it in the
  * registry under CHAIN_LUA_ENV_KEY.  The library functions that loop in C
  * are charged to the budget, setmetatable refuses __gc, and xpcall's

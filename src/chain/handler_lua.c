@@ -255,7 +255,7 @@ hlua_state_open(const struct hlua_inst *li, struct hlua_loop_state *s,
 	}
 	lua_pushcfunction(L, hlua_open_tramp);		/* [f] */
 	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_budget_disarm(L);
 	if (rc != LUA_OK) {
 		const char *m = lua_tostring(L, -1);
 		*err_out = rc == LUA_ERRMEM ? xasprintf("%s: memory cap of "
@@ -605,7 +605,7 @@ hlua_run_tramp(lua_State *L)
 	lua_setfield(L, -2, "tx");			/* [.. state] */
 	chain_lua_budget_arm(L);
 	lua_call(L, 2, 1);				/* [env r] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_budget_disarm(L);
 	hlua_verdict(L, c->box.path, c->stage, c->v);	/* [env r] */
 	return 0;
 }
@@ -637,7 +637,7 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	lua_settop(L, 0);				/* [] */
 	lua_pushcfunction(L, hlua_run_tramp);		/* [f] */
 	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_budget_disarm(L);
 	if (rc == LUA_ERRMEM)
 		chain_verdict_fail(v, "%s: memory cap of %zu bytes exceeded",
 		    li->path, li->mem_cap);

@@ -77,7 +77,7 @@ lbox_open(struct chain_lua_box *b, char **err_out)
 	lua_pushcfunction(b->L, lbox_open_tramp);	/* [f] */
 	lua_pushlightuserdata(b->L, b);			/* [f b] */
 	rc = lua_pcall(b->L, 1, 0, 0);
-	lua_sethook(b->L, NULL, 0, 0);
+	chain_lua_budget_disarm(b->L);
 	if (rc != LUA_OK) {
 		const char *m = lua_tostring(b->L, -1);
 
@@ -262,7 +262,7 @@ lbox_call_tramp(lua_State *L)
 	lbox_push_json(L, b->arg, 0);			/* [env f arg] */
 	chain_lua_budget_arm(L);
 	lua_call(L, 1, 1);				/* [env r] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_budget_disarm(L);
 	b->result = lbox_to_json(L, 0);
 	return 0;
 }
@@ -282,7 +282,7 @@ chain_lua_box_call(struct chain_lua_box *b, const json_t *arg,
 	lua_pushcfunction(b->L, lbox_call_tramp);	/* [f] */
 	lua_pushlightuserdata(b->L, b);			/* [f b] */
 	int lr = lua_pcall(b->L, 1, 0, 0);
-	lua_sethook(b->L, NULL, 0, 0);
+	chain_lua_budget_disarm(b->L);
 	if (lr == LUA_OK) {
 		*result_out = b->result;
 		rc = 0;

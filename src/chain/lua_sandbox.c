@@ -1,10 +1,11 @@
 /*
  * chain/lua_sandbox.c: what every Lua script of postern runs in, handler
  * or agent: a state whose allocator counts against a cap, an instruction
- * budget per call (the library functions that loop in C charged to it,
- * no finalizers, no xpcall handler past it), an _ENV built from an
- * allow-list (io, os, load and co. only with allow-unsafe) plus
- * postern.log, and the script read once and run in it.  Knows nothing of sessions or messages.
+ * budget and a run time per call (the library functions that loop in C
+ * charged to the budget, no finalizers, no xpcall handler past it), an
+ * _ENV built from an allow-list (io, os, load and co. only with
+ * allow-unsafe) plus postern.log, and the script read once and run in it.
+ * Knows nothing of sessions or messages.
  */
 #include "chain/chain_private.h"
 
@@ -34,34 +35,94 @@ chain_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	if (p == NULL)
 		return NULL;
 	c->used = c->used - old + nsize;
+	/* Grown past what the count hook's interval was set for: one
+	 * instruction may now walk far more, so check at the next one. */
+	if (c->L != NULL && !c->over_budget && c->used > c->check_used) {
+		c->check_used = SIZE_MAX;
+		c->every = 1;
+		lua_sethook(c->L, chain_lua_budget_hook, LUA_MASKCOUNT, 1);
+	}
 	return p;
 }
 
+/* A call's run time: its budget at a microsecond an instruction, at least
+ * CHAIN_LUA_TIME_MIN_MS, so what pure instructions cannot hold the loop
+ * (walking long strings: comparing, converting) is bounded too. */
+static uint64_t
+chain_lua_time_ms(const struct chain_lua_ctx *c)
+{
+	uint64_t ms = (uint64_t)c->budget / 1000;
+
+	return ms > CHAIN_LUA_TIME_MIN_MS ? ms : CHAIN_LUA_TIME_MIN_MS;
+}
+
 /*
- * End the call: it ran out of budget in the Lua function of ar, or (ar
- * NULL) in a C function, whose caller luaL_error names.  [-0, +0, v]
+ * End the call: it ran out of budget or time in the Lua function of ar,
+ * or (ar NULL) in a C function, whose caller luaL_error names.  [-0, +0, v]
  */
 static int
 chain_lua_out_of_budget(lua_State *L, struct chain_lua_ctx *c, lua_Debug *ar)
 {
+	char what[64];
+
 	c->over_budget = true;
 	/* Every further instruction fails too, even under pcall. */
 	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, 1);
-	if (ar == NULL)
-		return luaL_error(L, "instruction budget of %d exceeded",
+	if (c->late)
+		snprintf(what, sizeof(what), "run time of %llu ms",
+		    (unsigned long long)chain_lua_time_ms(c));
+	else
+		snprintf(what, sizeof(what), "instruction budget of %d",
 		    c->budget);
+	if (ar == NULL)
+		return luaL_error(L, "%s exceeded", what);
 	lua_getinfo(L, "Sl", ar);
-	return luaL_error(L, "%s:%d: instruction budget of %d exceeded",
-	    ar->short_src, ar->currentline, c->budget);
+	return luaL_error(L, "%s:%d: %s exceeded", ar->short_src,
+	    ar->currentline, what);
 }
 
-/* Count hook: the call ran out of instructions.  [-0, +0, v] */
+/*
+ * Arm the count hook for the next check: after CHAIN_LUA_CHECK_EVERY
+ * instructions, fewer the more bytes the state holds (an instruction may
+ * compare, copy or convert its longest string), never past the budget.
+ */
+static void
+chain_lua_check_next(lua_State *L, struct chain_lua_ctx *c)
+{
+	size_t n = CHAIN_LUA_CHECK_BYTES / (c->used + 1);
+	int every = n < CHAIN_LUA_CHECK_EVERY ? (n > 0 ? (int)n : 1) :
+	    CHAIN_LUA_CHECK_EVERY;
+
+	if (every > c->budget - c->done)
+		every = c->budget - c->done;
+	c->every = every;
+	c->check_used = c->used < SIZE_MAX / 2 ? 2 * c->used : SIZE_MAX;
+	if (c->check_used < CHAIN_LUA_CHECK_BYTES / CHAIN_LUA_CHECK_EVERY)
+		c->check_used = CHAIN_LUA_CHECK_BYTES / CHAIN_LUA_CHECK_EVERY;
+	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, every);
+}
+
+/*
+ * Count hook: count the instructions since the last check (an early check
+ * for memory grown counts one), then end the call out of budget or past
+ * its run time, or arm the next check.  [-0, +0, v]
+ */
 void
 chain_lua_budget_hook(lua_State *L, lua_Debug *ar)
 {
 	struct chain_lua_ctx *c;
 
 	lua_getallocf(L, (void **)&c);
+	if (!c->over_budget) {
+		c->done += c->every;
+		if (c->done < c->budget) {
+			if (util_now_ms() <= c->deadline_ms) {
+				chain_lua_check_next(L, c);
+				return;
+			}
+			c->late = true;
+		}
+	}
 	chain_lua_out_of_budget(L, c, ar);
 }
 
@@ -72,8 +133,22 @@ chain_lua_budget_arm(lua_State *L)
 
 	lua_getallocf(L, (void **)&c);
 	c->over_budget = false;
+	c->late = false;
 	c->steps = 0;
-	lua_sethook(L, chain_lua_budget_hook, LUA_MASKCOUNT, c->budget);
+	c->done = 0;
+	c->L = L;
+	c->deadline_ms = util_now_ms() + chain_lua_time_ms(c);
+	chain_lua_check_next(L, c);
+}
+
+void
+chain_lua_budget_disarm(lua_State *L)
+{
+	struct chain_lua_ctx *c;
+
+	lua_getallocf(L, (void **)&c);
+	lua_sethook(L, NULL, 0, 0);
+	c->L = NULL;
 }
 
 /*
@@ -310,7 +385,7 @@ chain_lua_run_chunk(lua_State *L, const char *src, size_t len,
 	lua_setupvalue(L, -2, 1);			/* [env chunk] */
 	chain_lua_budget_arm(L);
 	lua_call(L, 0, 0);				/* [env] */
-	lua_sethook(L, NULL, 0, 0);
+	chain_lua_budget_disarm(L);
 }
 
 int

@@ -259,6 +259,16 @@ LOOPS = {
     # Library functions that loop in C without allocating.
     "string.rep of nothing": "local s = string.rep('', 1e15)",
     "table.move of nothing": "table.move({}, 1, 1e15, 2)",
+    # One instruction each, a copy of megabytes in C.
+    "copying a long string": "local s = string.rep('a', 4e6) "
+        "while true do local t = s:upper() end",
+    "concatenating a long string": "local s = string.rep('a', 4e6) "
+        "while true do local t = s .. 'x' end",
+    # One instruction each, a walk of megabytes in C, nothing allocated.
+    "comparing long strings": "local s = string.rep('a', 4e6) "
+        "local t = s:upper():lower() while true do local _ = s == t end",
+    "a long string as a number": "local s = string.rep('1', 4e6) "
+        "while true do local _ = s + 0 end",
     "table.remove through __len": "table.remove(setmetatable({}, "
         "{__len = function() return 1e15 end}), 1)",
     "sorting again and again": "local t = {} for i = 1, 100000 do "
