@@ -368,6 +368,42 @@ log_rest(char *rest, const char *sid, const char *qid, const char *fmt,
 }
 
 /*
+ * The control bytes in line[from..*o) as \xNN, cut at max: text that came
+ * in raw through a format's argument (a library's error message with its
+ * newlines) still leaves one line.
+ */
+static void
+log_unbreak(char *line, size_t from, size_t *o, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	char tail[LOG_LINE_MAX];
+	size_t i = from, n;
+
+	while (i < *o && (unsigned char)line[i] >= 0x20 && line[i] != 0x7f)
+		i++;
+	if (i == *o)
+		return;
+	n = *o - i;
+	memcpy(tail, line + i, n);
+	*o = i;
+	for (size_t k = 0; k < n; k++) {
+		unsigned char ch = (unsigned char)tail[k];
+		if (ch >= 0x20 && ch != 0x7f) {
+			if (*o + 1 > max)
+				break;
+			line[(*o)++] = (char)ch;
+			continue;
+		}
+		if (*o + 4 > max)
+			break;
+		line[(*o)++] = '\\';
+		line[(*o)++] = 'x';
+		line[(*o)++] = hex[ch >> 4];
+		line[(*o)++] = hex[ch & 15];
+	}
+}
+
+/*
  * "[STAMP ]LEVEL[ EVENT][ REST]\n" at line + o: a line too long is cut
  * and keeps its newline.  The text after the event is made in place when
  * it fits.  Returns the line's length.
@@ -384,7 +420,7 @@ log_text_line(char *line, size_t o, enum log_level lvl, const char *event,
 	const size_t max = LOG_LINE_MAX - 2;	/* room for the newline */
 	const char *name = log_names[lvl];
 	char restbuf[LOG_REST_MAX];
-	size_t n;
+	size_t n, from;
 
 	if (!log_to_syslog) {
 		o += log_stamp(line + o);
@@ -395,6 +431,7 @@ log_text_line(char *line, size_t o, enum log_level lvl, const char *event,
 		log_cat(line, &o, max, " ", 1);
 		log_cat(line, &o, max, event, strlen(event));
 	}
+	from = o;
 	if (o + 1 + LOG_REST_MAX <= LOG_LINE_MAX) {
 		if ((n = log_rest(line + o + 1, sid, qid, fmt, ap)) > 0) {
 			line[o] = ' ';
@@ -404,6 +441,7 @@ log_text_line(char *line, size_t o, enum log_level lvl, const char *event,
 		log_cat(line, &o, max, " ", 1);
 		log_cat(line, &o, max, restbuf, n);
 	}
+	log_unbreak(line, from, &o, max);
 	line[o++] = '\n';
 	return o;
 }

@@ -179,10 +179,13 @@ table_note(struct table *t, bool ok, const char *why)
 		log_msg(LOG_LVL_INFO, "table=%s backend=%s answers again",
 		    t->name, t->eng->name);
 	} else if (!ok && !t->down) {
+		char safe[512];
+
 		t->down = true;
+		log_safe_into(safe, sizeof(safe), why, strlen(why));
 		log_msg(LOG_LVL_WARN, "table=%s backend=%s unavailable: %s; "
 		    "its lookups fail temporarily until it answers", t->name,
-		    t->eng->name, why);
+		    t->eng->name, safe);
 	}
 }
 

@@ -176,6 +176,25 @@ test_plain_lines(void **state)
 	log_msg(LOG_LVL_INFO, "a%cb", 0);
 	want_line("", " info a\n");
 	start();
+	/* Control bytes a library's text brings in never break the line. */
+	log_msg(LOG_LVL_WARN, "unavailable: %s; fails", "refused\n\tIs it "
+	    "running?\r\x7f");
+	want_line("", " warn unavailable: refused\\x0a\\x09Is it running?"
+	    "\\x0d\\x7f; fails\n");
+	start();
+	{
+		char nl[2001];
+		size_t n;
+
+		memset(nl, '\n', 2000);
+		nl[2000] = '\0';
+		log_msg(LOG_LVL_INFO, "%s", nl);
+		n = logged();
+		assert_true(n <= LINE_MAX_ && got[n - 1] == '\n');
+		assert_null(memchr(got, '\n', n - 1));
+		assert_memory_equal(got + n - 5, "\\x0a\n", 5);
+	}
+	start();
 	log_event(LOG_LVL_DEBUG, "hidden", "s1", NULL, "k=1");
 	assert_int_equal(logged(), 0);
 	log_init(false, NULL, LOG_LVL_DEBUG);
