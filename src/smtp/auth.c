@@ -120,12 +120,19 @@ smtp_auth_plain(struct smtp_session *s, const char *b64, size_t len)
 	pass = user != NULL ? memchr(user + 1, '\0', (size_t)(end - user - 1)) :
 	    NULL;
 	if (user == NULL || pass == NULL || user + 1 == pass ||
-	    (buf[0] != '\0' && strcmp(buf, user + 1) != 0) ||
 	    memchr(pass + 1, '\0', (size_t)(end - pass - 1)) != NULL) {
-		/* Acting for someone else (authzid) is not offered. */
 		explicit_bzero(buf, sizeof(buf));
 		smtp_auth_reset(s);
 		smtp_error(s, 501, "5.5.2 Malformed PLAIN response");
+		return;
+	}
+	if (buf[0] != '\0' && strcmp(buf, user + 1) != 0) {
+		/* Well formed, but acting for someone else (an authzid of
+		 * another name) is not offered: no password is tried. */
+		explicit_bzero(buf, sizeof(buf));
+		smtp_auth_reset(s);
+		smtp_error(s, 535, "5.7.8 Authentication credentials invalid: "
+		    "no acting for another identity");
 		return;
 	}
 	smtp_auth_check(s, user + 1, pass + 1);

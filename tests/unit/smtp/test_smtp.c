@@ -1075,8 +1075,11 @@ test_auth(void **state)
 		    "NOOP\r\n", 0, "220 250 334 500 250", NULL },
 		{ "answer too long", "EHLO x\r\nAUTH LOGIN YUBi\r\n"
 		    LONG_ANSWER "\r\nNOOP\r\n", 0, "220 250 334 500 250", NULL },
-		{ "authzid other", "EHLO x\r\nAUTH PLAIN egBhQGIAcA==\r\n", 0,
-		    "220 250 501", NULL },
+		/* RFC 4616 2: well formed; acting for z is refused */
+		{ "authzid other", "EHLO x\r\nAUTH PLAIN egBhQGIAcA==\r\n"
+		    "NOOP\r\n", 0, "220 250 535 250", NULL },
+		{ "authzid the same", "EHLO x\r\nAUTH PLAIN YUBiAGFAYgBw\r\n",
+		    0, "220 250 235", NULL },
 		{ "before EHLO", "AUTH PLAIN " AP "\r\n", 0, "220 503", NULL },
 		{ "unknown mechanism", "EHLO x\r\nAUTH XOAUTH2\r\n", 0,
 		    "220 250 504", NULL },
