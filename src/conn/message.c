@@ -16,6 +16,7 @@
 #include "chain/chain.h"
 #include "config/config.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "queue/queue.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
@@ -40,6 +41,15 @@ conn_tx_answered(struct conn *c)
 	conn_check_close(c);
 }
 
+/* The final 250 of a message taken: "Ok: queued as QID". */
+static void
+conn_reply_queued(struct smtp_reply *r, const char *qid)
+{
+	r->code = 250;
+	util_strjoin(r->text, sizeof(r->text), "2.0.0 Ok: queued as ", qid,
+	    NULL);
+}
+
 static void
 conn_tx_committed_cb(void *arg, int rc, const char *err)
 {
@@ -50,10 +60,8 @@ conn_tx_committed_cb(void *arg, int rc, const char *err)
 		c->nmsgs++;
 		if (c->cs != NULL)
 			chain_session_message_accepted(c->cs);
-		r.code = 250;
 		const char *qid = conn_tx_env(c->tx)->qid;
-		util_strjoin(r.text, sizeof(r.text), "2.0.0 Ok: queued as ", qid,
-		    NULL);
+		conn_reply_queued(&r, qid);
 		char note[64];
 		util_strjoin(note, sizeof(note), "accepted qid=", qid, NULL);
 		log_translog_line(c->translog, LOG_TL_NOTE, note, strlen(note));
@@ -334,6 +342,11 @@ conn_eom_commit(struct conn *c, struct smtp_reply *r)
 		log_event(LOG_LVL_INFO, "discarded", c->sid, env->qid,
 		    "size=%ju", (uintmax_t)env->size);
 		conn_tx_keep_uncommitted(c->tx, ".discarded");
+		metrics_inc(MET_MSG_ACCEPTED, 0, 0);
+		metrics_add(MET_MSG_BYTES, 0, 0, env->size);
+		/* The reply of a message kept: nothing tells the sender which
+		 * recipients exist (soft-invalid) or that it was dropped. */
+		conn_reply_queued(r, env->qid);
 		return SMTP_OK;
 	}
 	if (d == CHAIN_DISP_QUARANTINE) {

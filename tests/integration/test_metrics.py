@@ -28,6 +28,9 @@ def get(port, path, method="GET"):
         c.close()
 
 
+BODY = "Subject: sample\r\n\r\nhello\r\n"
+
+
 SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$")
 
 
@@ -290,6 +293,31 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
     log = srv.log()
     assert log.count(" stage=AUTH code=535 ") == 2, log
     assert log.count(" stage=command code=500 ") == 1, log
+
+
+def test_messages_dropped_after_their_250_are_counted_accepted(
+        make_postern):
+    """A message for soft-invalid recipients only gets the final 250 as
+    any other: it is counted accepted, with its octets."""
+    srv, port = metrics_server(make_postern, [
+        "table users { alice@example.org }",
+        "on rcpt { verify <users> soft-invalid }"])
+    before = scrape(port)
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["alice@example.org"], BODY)
+        assert send_message(c, "b@example.net", ["ghost@example.org"],
+            BODY).code == 250
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: len(srv.maildir("alice")) == 1, what="alice's copy")
+    m = scrape(port)
+    sizes = [int(x) for x in re.findall(r" (?:accepted|discarded) sid=\S+ "
+        r"qid=\S+ size=(\d+)", srv.log())]
+    assert len(sizes) == 2, srv.log()
+    assert m["postern_messages_accepted_total"] - before[
+        "postern_messages_accepted_total"] == 2
+    assert m["postern_received_bytes_total"] - before.get(
+        "postern_received_bytes_total", 0) == sum(sizes)
 
 
 def test_proxy_counters(make_postern):

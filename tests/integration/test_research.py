@@ -178,14 +178,20 @@ def test_soft_invalid_recipients_recipe(make_postern):
         "on rcpt { verify <users> soft-invalid }"])
     with srv.session() as c:
         c.hello()
-        send_message(c, "a@example.net", ["alice@example.org",
+        real = send_message(c, "a@example.net", ["alice@example.org",
             "ghost@example.org", "nobody@example.org"], BODY)
-        # A message for unknown recipients only: 250, and dropped.
+        # A message for unknown recipients only: 250, and dropped; its
+        # reply looks like the other's, so it tells the sender nothing.
         r = send_message(c, "b@example.net", ["ghost@example.org"], BODY)
         assert r.code == 250
+        assert re.sub(r"queued as \S+", "", r.text) == \
+            re.sub(r"queued as \S+", "", real.text) and queue_id(r) != \
+            queue_id(real), (r, real)
         c.send("QUIT"); c.expect(221)
     wait_for(lambda: len(srv.maildir("alice")) == 1, what="alice's copy")
-    wait_for(lambda: log_events(srv, "discarded"), what="the dropped one")
+    [(dropped, _)] = wait_for(lambda: log_events(srv, "discarded"),
+        what="the dropped one")
+    assert dropped["qid"] == queue_id(r), (dropped, r)
     assert srv.maildir("ghost") == [] and srv.maildir("nobody") == []
     none = sorted(kv["to"] for kv, _ in log_events(srv, "rcpt")
         if kv.get("action") == "none")
