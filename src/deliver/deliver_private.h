@@ -541,5 +541,7 @@ void	deliver_prog_result_clear(struct deliver_prog_result *res);
 int	deliver_stop_fd(void);
 /* Is this thread's stop descriptor readable (its deliveries cut short)? */
 bool	deliver_is_stopped(void);
+/* Wait ms; false when this thread's stop descriptor cut the wait short. */
+bool	deliver_sleep(uint64_t ms);
 
 #endif

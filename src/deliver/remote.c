@@ -207,11 +207,11 @@ remote_pop(struct remote_relay *r, const char **err_out)
 		rc = -1;
 		goto out;
 	}
-	if (cr->pop_wait_ms > 0) {
-		struct timespec ts = { (time_t)(cr->pop_wait_ms / 1000),
-		    (long)(cr->pop_wait_ms % 1000) * 1000000L };
-		while (nanosleep(&ts, &ts) == -1)
-			;
+	if (!deliver_sleep(cr->pop_wait_ms)) {
+		*err_out = "4.3.0 POP3: wait after the login cut short: "
+		    "postern is stopping";
+		rc = -1;
+		goto out;
 	}
 	r->pop_last_ms = util_now_ms();
 out:

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <poll.h>
 
+#include "util/util.h"
+
 static __thread int deliver_stop = -1;
 
 void
@@ -34,4 +36,23 @@ deliver_is_stopped(void)
 		if (errno != EINTR)
 			return false;
 	return (pfd.revents & POLLIN) != 0;
+}
+
+bool
+deliver_sleep(uint64_t ms)
+{
+	uint64_t deadline = util_now_ms() + ms;
+
+	for (;;) {
+		uint64_t now = util_now_ms();
+		if (now >= deadline)
+			return true;
+		uint64_t left = deadline - now;
+		struct pollfd pfd = { .fd = deliver_stop, .events = POLLIN };
+		int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+		if (r == 1 && (pfd.revents & POLLIN) != 0)
+			return false;
+		if (r == -1 && errno != EINTR)
+			return true;
+	}
 }

@@ -116,6 +116,7 @@ struct net_passed {
 
 struct net_server {
 	char			*config_path;	/* owned */
+	bool			 ran;		/* net_server_run got to stop */
 	struct event_base	*base;		/* owned: main thread, signals */
 	struct conn_rt		*rt;		/* ref: the config in force */
 	/* Configurations let go, freed by the reaper thread (server.c). */

@@ -592,7 +592,7 @@ net_server_run(struct net_server *srv)
 		return 1;
 	for (unsigned i = 0; i < srv->nloops; i++)
 		pthread_join(srv->loops[i].thread, NULL);
-	log_msg(LOG_LVL_INFO, "postern stopped");
+	srv->ran = true;	/* "stopped" once the queue is too */
 	return 0;
 }
 
@@ -614,6 +614,8 @@ net_server_free(struct net_server **srvp)
 	queue_free(&srv->queue);		/* the rest waits in the spool */
 	priv_free(&srv->priv);			/* while the loops' bases live */
 	spool_close(&srv->spool);
+	if (srv->ran)
+		log_msg(LOG_LVL_INFO, "postern stopped");
 	for (unsigned i = 0; i < srv->nloops; i++)
 		net_loop_clear(&srv->loops[i]);
 	free(srv->loops);

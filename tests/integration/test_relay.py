@@ -703,6 +703,36 @@ def test_sigterm_cuts_short_a_delivery_the_upstream_holds(make_postern,
         "a stop during the reply to the dot")
 
 
+def test_sigterm_cuts_short_the_wait_after_a_pop_login(make_postern,
+        upstreams, tmp_path):
+    """POP-before-SMTP's pop-wait is a delivery's wait like any other: a
+    stop cuts it after the grace, the message stays deferred, and the log
+    says postern stopped only once the queue has."""
+    pport = free_port()
+    up = upstreams("--pop-port", pport, "--pop-user", "popper",
+        "--pop-pass", "pw0rd")
+    pw = write(str(tmp_path / "poppass"), "popper pw0rd\n")
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d" pop "pop3://127.0.0.1:%d" '
+        'user popper pass-table <poppass> pop-wait 1m' % (up.port, pport),
+        extra=("table poppass file:%s" % pw, "limit shutdown-grace 1s"))
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"], subject="pw")
+    pop_log = os.path.join(up.out, "pop.log")
+    wait_for(lambda: os.path.exists(pop_log) and "login popper" in
+        open(pop_log).read(), timeout=10, what="the POP login")
+    t0 = time.monotonic()
+    srv.sigterm()
+    assert srv.wait_exit(15) == 0, srv.log()[-2000:]
+    took = time.monotonic() - t0
+    assert took < 8, "the stop took %.1fs with a grace of 1s" % took
+    bob = queue_json(srv)[qid]["recipients"][0]
+    assert bob["status"] == "deferred", bob
+    assert "postern is stopping" in bob["last_error"], bob
+    assert up.messages() == []
+    lines = [l for l in srv.log().splitlines() if l.strip()]
+    assert lines[-1].endswith(" info postern stopped"), lines[-5:]
+
+
 # ----- MX ----------------------------------------------------------------------
 
 def test_mx_preference_and_fallback_via_mx_hosts(make_postern, upstreams,
