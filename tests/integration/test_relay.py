@@ -106,11 +106,15 @@ class Scripted:
     replies for successive ends of DATA (then 250); rcpt_replies: address
     -> the reply to its RCPT (else 250).  stall_data / stall_quit: hold the
     reply to the final dot / to QUIT until release() (or the client goes
-    away)."""
+    away).  ehlo: the keywords its EHLO reply offers, read at each EHLO;
+    mails: each MAIL command as it came."""
 
-    def __init__(self, data_replies=(), port=None, rcpt_replies=None):
+    def __init__(self, data_replies=(), port=None, rcpt_replies=None,
+            ehlo=("8BITMIME",)):
         self.replies = list(data_replies)
         self.rcpt_replies = dict(rcpt_replies or {})
+        self.ehlo = list(ehlo)
+        self.mails = []
         self.stall_data = False
         self.stall_quit = False
         self.dribble = 0		# "220-" lines before the greeting, 0.6 s apart
@@ -180,8 +184,13 @@ class Scripted:
                 verb = cmd[:4].upper()
                 if verb in ("EHLO", "HELO"):
                     self.note("helo:" + cmd[5:])
-                    c.sendall(b"250-up.test\r\n250 8BITMIME\r\n")
+                    lines = ["up.test"] + self.ehlo
+                    c.sendall("".join("250%s%s\r\n" % ("-" if i <
+                        len(lines) - 1 else " ", l) for i, l in
+                        enumerate(lines)).encode())
                 elif verb == "MAIL":
+                    with self.lock:
+                        self.mails.append(cmd)
                     mail, rcpts = re.search(r"<(.*?)>", cmd).group(1), []
                     c.sendall(b"250 2.1.0 ok\r\n")
                 elif verb == "RCPT":
