@@ -4,7 +4,8 @@
  * spool file or from memory, never whole; scanned for what the server must
  * offer (size, 8-bit, Received: count); streamed with CRLF line ends,
  * dot-stuffing (RFC 5321 4.5.2) and the action's header rewrites.  Knows
- * nothing of sockets: the caller's put function takes the bytes.
+ * nothing of sockets: the caller's put function takes the bytes.  The scan
+ * runs the same writer into a counter, so what it reports is what goes out.
  *
  * Whatever the spool holds, only canonical lines go out (RFC 5321 2.3.8,
  * 4.5.3.1.6), so postern never carries a smuggling payload to a weaker
@@ -185,7 +186,7 @@ deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
 	return buf;
 }
 
-/* ---- what the content needs ---- */
+/* ---- out as DATA ---- */
 
 static bool
 content_hdr_is(const char *line, size_t len, const char *name)
@@ -195,44 +196,25 @@ content_hdr_is(const char *line, size_t len, const char *name)
 	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
 }
 
-int
-deliver_content_scan(const struct deliver_msg *m,
-    struct deliver_content_scan *sc, const char **err_out)
-{
-	struct content_src src;
-	bool in_hdr = true;
-	int r;
-
-	memset(sc, 0, sizeof(*sc));
-	if (content_src_open(&src, m, err_out) == -1)
-		return -1;
-	while ((r = content_src_next(&src, err_out)) == 1) {
-		const char *l = src.line.data;
-		size_t len = src.line.len;
-		/* With CRs, stuffing dots and folds (at most). */
-		sc->size += len + (src.eol ? 1 : 0) + (src.bol && l[0] == '.') +
-		    len / (CONTENT_WIRE_LINE_MAX - 1) * 3;
-		for (size_t i = 0; i < len && !sc->eight_bit; i++)
-			if ((unsigned char)l[i] >= 0x80)
-				sc->eight_bit = true;
-		sc->nul |= memchr(l, '\0', len) != NULL;
-		if (!in_hdr || !src.bol)
-			continue;
-		if (len == 1 && l[0] == '\n')
-			in_hdr = false;
-		else if (content_hdr_is(l, len, "Received"))
-			sc->received++;
-	}
-	content_src_close(&src);
-	return r;
-}
-
 /* The content going out with CRLF, dot-stuffing and header rewriting. */
 struct content_writer {
 	const struct deliver_rewrite *rw;	/* NULL: none */
 	struct deliver_canon k;		/* the bytes' way out */
 	bool		 in_hdr, dropping, did_from, did_reply;
+	uint64_t	 stuffed;	/* dots added by dot-stuffing */
+	unsigned	 received;	/* Received: fields sent */
 };
+
+static void
+content_writer_init(struct content_writer *w,
+    const struct deliver_rewrite *rw,
+    int (*put)(void *arg, const void *p, size_t n), void *arg)
+{
+	memset(w, 0, sizeof(*w));
+	w->rw = rw;
+	w->in_hdr = true;
+	deliver_canon_init(&w->k, put, arg);
+}
 
 static int
 canon_put(struct deliver_canon *k, const void *p, size_t n)
@@ -400,6 +382,7 @@ content_piece(struct content_writer *w, const struct content_src *src)
 			if (content_hdr_end(w, rw) == -1)
 				return -1;
 		} else if (l[0] != ' ' && l[0] != '\t') {
+			w->received += content_hdr_is(l, len, "Received");
 			if (content_hdr_line(w, rw, l, len) == -1)
 				return -1;
 		}
@@ -407,14 +390,53 @@ content_piece(struct content_writer *w, const struct content_src *src)
 	if (w->in_hdr && w->dropping)
 		return 0;
 	/* RFC 5321 4.5.2: a line starting with '.' gets one more. */
-	if (src->bol && len > 0 && l[0] == '.' &&
-	    canon_text(&w->k, ".", 1) == -1)
-		return -1;
+	if (src->bol && len > 0 && l[0] == '.') {
+		if (canon_text(&w->k, ".", 1) == -1)
+			return -1;
+		w->stuffed++;
+	}
 	if (canon_text(&w->k, l, len) == -1)
 		return -1;
 	if (src->eol && canon_eol(&w->k) == -1)
 		return -1;
 	return 0;
+}
+
+/* m's content through w, all but the final ".": 0, or -1. */
+static int
+content_write(struct content_writer *w, const struct deliver_msg *m,
+    const char **err_out)
+{
+	const struct deliver_rewrite *rw = w->rw;
+	struct content_src src;
+	bool last_eol = true;
+	int r;
+
+	if (content_src_open(&src, m, err_out) == -1)
+		return -1;
+	if (rw != NULL && rw->return_path != NULL) {
+		char *v = xasprintf("<%s>", rw->return_path);
+		r = content_put_hdr(w, "Return-Path", v);
+		free(v);
+		if (r == -1)
+			goto out;
+	}
+	while ((r = content_src_next(&src, err_out)) == 1) {
+		last_eol = src.eol;
+		if ((r = content_piece(w, &src)) == -1)
+			goto out;
+	}
+	if (r == -1)
+		goto out;
+	r = -1;
+	if (w->in_hdr && content_hdr_end(w, rw) == -1)
+		goto out;
+	if (!last_eol && canon_eol(&w->k) == -1)
+		goto out;
+	r = 0;
+out:
+	content_src_close(&src);
+	return r;
 }
 
 int
@@ -423,35 +445,46 @@ deliver_content_stream(const struct deliver_msg *m,
     int (*put)(void *arg, const void *p, size_t n), void *arg,
     const char **err_out)
 {
-	struct content_writer w = { .rw = rw, .in_hdr = true };
-	struct content_src src;
-	bool last_eol = true;
-	int r;
+	struct content_writer w;
 
-	deliver_canon_init(&w.k, put, arg);
-	if (content_src_open(&src, m, err_out) == -1)
+	content_writer_init(&w, rw, put, arg);
+	if (content_write(&w, m, err_out) == -1)
 		return -1;
-	if (rw != NULL && rw->return_path != NULL) {
-		char *v = xasprintf("<%s>", rw->return_path);
-		r = content_put_hdr(&w, "Return-Path", v);
-		free(v);
-		if (r == -1)
-			goto out;
-	}
-	while ((r = content_src_next(&src, err_out)) == 1) {
-		last_eol = src.eol;
-		if ((r = content_piece(&w, &src)) == -1)
-			goto out;
-	}
-	if (r == -1)
-		goto out;
-	r = -1;
-	if (w.in_hdr && content_hdr_end(&w, rw) == -1)
-		goto out;
-	if (!last_eol && canon_eol(&w.k) == -1)
-		goto out;
-	r = content_put(&w, ".\r\n", 3);
-out:
-	content_src_close(&src);
-	return r;
+	return content_put(&w, ".\r\n", 3);
+}
+
+/* ---- what the content needs ---- */
+
+/* The scan's sink: the bytes DATA would send, counted and looked at. */
+static int
+content_count_cb(void *arg, const void *p, size_t n)
+{
+	struct deliver_content_scan *sc = arg;
+	const unsigned char *b = p;
+
+	sc->size += n;
+	for (size_t i = 0; i < n && !sc->eight_bit; i++)
+		sc->eight_bit = b[i] >= 0x80;
+	sc->nul |= memchr(p, '\0', n) != NULL;
+	return 0;
+}
+
+int
+deliver_content_scan(const struct deliver_msg *m,
+    const struct deliver_rewrite *rw, struct deliver_content_scan *sc,
+    const char **err_out)
+{
+	struct content_writer w;
+
+	/* What DATA sends, rewrites and all, so the server is asked about
+	 * the very bytes it would get. */
+	memset(sc, 0, sizeof(*sc));
+	content_writer_init(&w, rw, content_count_cb, sc);
+	if (content_write(&w, m, err_out) == -1)
+		return -1;
+	/* RFC 1870 3: CRLFs count, the stuffing dots and the final "."
+	 * do not. */
+	sc->size -= w.stuffed;
+	sc->received = w.received;
+	return 0;
 }

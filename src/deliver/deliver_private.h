@@ -110,9 +110,14 @@ int	deliver_agent_check(const struct config *c,
 int	deliver_pipe_check(const struct config *c,
 	    const struct config_action *a, const char **err_out);
 
-/* content.c: a message's content as DATA, for the SMTP and LMTP clients. */
+/*
+ * content.c: a message's content as DATA, for the SMTP and LMTP clients.
+ * The scan is of what DATA sends, rewrites and all.
+ */
 struct deliver_content_scan {
-	uint64_t	 size;		/* octets on the wire, estimated */
+	uint64_t	 size;		/* octets by RFC 1870 3: CRLFs count,
+					   stuffing dots and the final "."
+					   do not */
 	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
 	bool		 nul;		/* a NUL: never to be sent (RFC 5321
 					   4.5.2) */
@@ -133,9 +138,14 @@ struct deliver_content_scan {
  */
 char	*deliver_content_hold(const struct deliver_msg *m,
 	    struct deliver_msg *out);
-/* Read m's content once for what the server must offer.  0, or -1. */
+/*
+ * Read m's content once for what the server must offer, as it would go out
+ * with the rewrites of rw (NULL: none): what they add counts, what they
+ * drop does not.  0, or -1 when it could not be read (*err_out).
+ */
 int	deliver_content_scan(const struct deliver_msg *m,
-	    struct deliver_content_scan *sc, const char **err_out);
+	    const struct deliver_rewrite *rw, struct deliver_content_scan *sc,
+	    const char **err_out);
 /*
  * m's content as DATA: "Return-Path:" first when rw asks, the other
  * rewrites of rw (NULL: none), CRLF line ends (a CR alone ends a line

@@ -490,7 +490,7 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	if (n == 0)
 		return DELIVER_OK;
 	s.accepted = xcalloc(n, sizeof(*s.accepted));
-	if (deliver_content_scan(m, &sc, &err) == -1) {
+	if (deliver_content_scan(m, o->rewrite, &sc, &err) == -1) {
 		smtpc_fail_rest(&s, DELIVER_TEMPFAIL, 0, err);
 		goto out;
 	}

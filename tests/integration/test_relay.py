@@ -1190,6 +1190,100 @@ def test_8bit_and_size_refused_with_a_dsn_not_altered(make_postern, upstreams):
     assert not seven.messages() and not small.messages()
 
 
+def size_param(mail):
+    """The SIZE= of a MAIL command, or None."""
+    m = re.search(r" SIZE=(\d+)", mail)
+    return int(m.group(1)) if m else None
+
+
+def bounce_status(srv, user):
+    """The Status of the one recipient in USER's one DSN."""
+    _m, parts = bounce_of(srv, user)
+    return parts[1].get_payload()[1]["Status"]
+
+
+def test_size_counts_no_stuffing_dots_at_max_and_max_plus_1(make_postern,
+        upstreams):
+    """RFC 1870 3: a message's size counts its CRLFs but not the dots that
+    dot-stuffing doubles; that is the SIZE= declared and the size checked
+    against the server's SIZE, which takes a message of exactly its SIZE."""
+    ups = [upstreams.scripted(ehlo=["8BITMIME", "SIZE 100000"])
+        for _ in range(3)]
+    srv = make_postern(extra=FAST + tuple('action s%d relay '
+        '"smtp://127.0.0.1:%d"' % (i, u.port) for i, u in enumerate(ups)),
+        rules=(LOCAL_RULE,) + tuple("match from local to domain s%d.test "
+            "action s%d" % (i, i) for i in range(3)))
+    # 40 lines that start with ".", stuffed for the wire.
+    body = "Subject: dots\r\n\r\n" + "".join("..line %02d\r\n" % i
+        for i in range(40))
+    submit(srv, "alice@example.org", ["x@s0.test"], body=body)
+    wait_for(lambda: ups[0].count() == 1, timeout=10, what="the first copy")
+    size = len(ups[0].stored[0][2])		# without the stuffing dots
+    assert [size_param(m) for m in ups[0].mails] == [size], ups[0].mails
+    # The same message (its Received: as long) to a server whose SIZE is
+    # its size, and to one whose SIZE is one octet less.
+    ups[1].ehlo[1] = "SIZE %d" % size
+    ups[2].ehlo[1] = "SIZE %d" % (size - 1)
+    submit(srv, "alice@example.org", ["x@s1.test"], body=body)
+    submit(srv, "bob@example.org", ["x@s2.test"], body=body)
+    assert bounce_status(srv, "bob") == "5.3.4"
+    settle(srv, ups[1].count, 1, "the message of exactly SIZE")
+    assert len(ups[1].stored[0][2]) == size
+    assert [size_param(m) for m in ups[1].mails] == [size], ups[1].mails
+    assert ups[2].count() == 0 and not ups[2].mails
+    assert "message size %d exceeds" % size in srv.log()
+
+
+def test_size_and_8bit_are_those_of_the_rewritten_message(make_postern,
+        upstreams):
+    """`rewrite` changes what the next server gets, so the SIZE and
+    8BITMIME checks and the SIZE= and BODY= declared are of the message as
+    rewritten: what a rewrite adds counts, what it replaces does not."""
+    name = "Very Long Display Name " * 10
+    grow = ('rewrite return-path bounces@example.net rewrite reply-to '
+        '"%s<r@example.net>" rewrite from "%s<f@example.net>"' % (name, name))
+    roomy = upstreams.scripted(ehlo=["8BITMIME", "SIZE 100000"])
+    tight = upstreams.scripted(ehlo=["8BITMIME", "SIZE 700"])
+    seven = upstreams.scripted(ehlo=["SIZE 100000"])	# no 8BITMIME
+    srv = make_postern(extra=FAST + (
+        'action roomy relay "smtp://127.0.0.1:%d" %s' % (roomy.port, grow),
+        'action tight relay "smtp://127.0.0.1:%d" %s' % (tight.port, grow),
+        'action add8 relay "smtp://127.0.0.1:%d" '
+        'rewrite from "J\u00f6rg <f@example.net>"' % seven.port,
+        'action drop8 relay "smtp://127.0.0.1:%d" '
+        'rewrite from "Jorg <f@example.net>"' % seven.port),
+        rules=(LOCAL_RULE,) + tuple("match from local to domain %s.test "
+            "action %s" % (a, a) for a in ("roomy", "tight", "add8",
+            "drop8")))
+    body = "From: a@example.org\r\nSubject: small\r\n\r\nhi\r\n"
+    submit(srv, "alice@example.org", ["x@roomy.test"], body=body)
+    submit(srv, "bob@example.org", ["x@tight.test"], body=body)
+    submit(srv, "carol@example.org", ["x@add8.test"], body=body)
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "dave@example.org", ["x@drop8.test"],
+            "From: J\u00f6rg <j@example.org>\r\nSubject: 8\r\n\r\nhi\r\n",
+            " BODY=8BITMIME")
+    # Grown past 700 octets by the rewrite: declared as it went out, and
+    # refused to the server that cannot take it (nothing sent there).
+    wait_for(lambda: roomy.count() == 1, timeout=10, what="the rewritten copy")
+    data = roomy.stored[0][2]
+    assert b"From: %s<f@example.net>\r\n" % name.encode() in data
+    assert len(data) > 700
+    assert [size_param(m) for m in roomy.mails] == [len(data)], roomy.mails
+    assert bounce_status(srv, "bob") == "5.3.4"
+    # A rewrite that puts 8-bit text in is 8-bit content; one that takes
+    # the only 8-bit text out leaves 7-bit content, sent without BODY=.
+    assert bounce_status(srv, "carol") == "5.6.3"
+    settle(srv, lambda: roomy.count() + seven.count(), 2, "the rewrites")
+    assert tight.count() == 0 and not tight.mails
+    (mail, _rcpts, data), = seven.stored
+    assert mail == "dave@example.org"
+    assert b"From: Jorg <f@example.net>\r\n" in data
+    assert max(data) < 0x80, data
+    assert seven.mails == ["MAIL FROM:<dave@example.org> SIZE=%d" % len(data)]
+
+
 # ----- what a DSN says -------------------------------------------------------
 
 UTF8_BODY = ("From: <j\u00f6rg@example.org>\r\nSubject: Gr\u00fc\u00dfe\r\n"
