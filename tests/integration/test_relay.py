@@ -717,14 +717,8 @@ def test_sigterm_cuts_short_the_wait_after_a_pop_login(make_postern,
     """POP-before-SMTP's pop-wait is a delivery's wait like any other: a
     stop cuts it after the grace, the message stays deferred, and the log
     says postern stopped only once the queue has."""
-    pport = free_port()
-    up = upstreams("--pop-port", pport, "--pop-user", "popper",
-        "--pop-pass", "pw0rd")
-    pw = write(str(tmp_path / "poppass"), "popper pw0rd\n")
-    srv = relay_server(make_postern,
-        'action out relay "smtp://127.0.0.1:%d" pop "pop3://127.0.0.1:%d" '
-        'user popper pass-table <poppass> pop-wait 1m' % (up.port, pport),
-        extra=("table poppass file:%s" % pw, "limit shutdown-grace 1s"))
+    up, srv = pop_relay(make_postern, upstreams, tmp_path, "pop-wait 1m",
+        "limit shutdown-grace 1s")
     qid = submit(srv, "alice@example.org", ["bob@remote.test"], subject="pw")
     pop_log = os.path.join(up.out, "pop.log")
     wait_for(lambda: os.path.exists(pop_log) and "login popper" in
@@ -816,15 +810,22 @@ def test_mx_via_resolver_host_without_addresses(make_postern):
 
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
 
-def test_pop_before_smtp(make_postern, upstreams, tmp_path):
+def pop_relay(make_postern, upstreams, tmp_path, pop_opts, *extra):
+    """An upstream with a POP server for popper, and a postern relaying to
+    it after a POP login with POP_OPTS: (upstream, postern)."""
     pport = free_port()
     up = upstreams("--pop-port", pport, "--pop-user", "popper",
         "--pop-pass", "pw0rd")
     pw = write(str(tmp_path / "poppass"), "popper pw0rd\n")
     srv = relay_server(make_postern,
         'action out relay "smtp://127.0.0.1:%d" pop "pop3://127.0.0.1:%d" '
-        'user popper pass-table <poppass> pop-interval 1h' % (up.port, pport),
-        extra=("table poppass file:%s" % pw,))
+        'user popper pass-table <poppass> %s' % (up.port, pport, pop_opts),
+        extra=("table poppass file:%s" % pw,) + extra)
+    return up, srv
+
+
+def test_pop_before_smtp(make_postern, upstreams, tmp_path):
+    up, srv = pop_relay(make_postern, upstreams, tmp_path, "pop-interval 1h")
     submit(srv, "alice@example.org", ["bob@remote.test"], subject="pop1")
     wait_for(up.messages, timeout=10, what="delivery after the POP login")
     submit(srv, "alice@example.org", ["bob@remote.test"], subject="pop2")
