@@ -275,6 +275,7 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 	    "sni", "proxy-protocol", "pop", "user", "pass-table",
 	    "pop-interval", "pop-wait", "resolver", "mx-hosts", NULL };
 	unsigned seen = 0;
+	bool interval_set = false;	/* 0 is "log in every time" */
 	static const char *const names[] = { [OPT_RELAY] = "auth, no-verify, "
 	    "ca, helo, timeout, pop, user, pass-table, pop-interval, pop-wait, "
 	    "rewrite", [OPT_MX] = "no-verify, ca, helo, timeout, rewrite, "
@@ -352,9 +353,10 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 				cfg_err(p, ln->lineno, "%s: %s is not a "
 				    "duration up to 1d", o, cfg_q(a1));
 				rc = -1;
-			} else if (o[4] == 'i')
+			} else if (o[4] == 'i') {
 				r->pop_interval_ms = ms;
-			else
+				interval_set = true;
+			} else
 				r->pop_wait_ms = ms;
 		} else if (strcmp(o, "rewrite") == 0)
 			rc = cfg_relay_rewrite(p, ln, r, a1, a2);
@@ -390,7 +392,7 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 		    "URL\"");
 		return -1;
 	}
-	if (r->pop_interval_ms == 0)
+	if (!interval_set)
 		r->pop_interval_ms = 60000;
 	return 0;
 }

@@ -838,6 +838,19 @@ def test_pop_before_smtp(make_postern, upstreams, tmp_path):
     assert "pw0rd" not in srv.log()
 
 
+def test_pop_interval_0_logs_in_before_every_delivery(make_postern,
+        upstreams, tmp_path):
+    up, srv = pop_relay(make_postern, upstreams, tmp_path, "pop-interval 0")
+    for i in range(2):
+        submit(srv, "alice@example.org", ["bob@remote.test"],
+            subject="pop%d" % i)
+        wait_for(lambda: len(up.messages()) == i + 1, timeout=10,
+            what="delivery %d" % i)
+    with open(os.path.join(up.out, "pop.log")) as f:
+        logins = [l for l in f.read().split("\n") if l]
+    assert logins == ["login popper"] * 2, logins
+
+
 def test_per_sender_accounts_and_header_rewriting(make_postern, upstreams):
     work = upstreams()
     other = upstreams()
