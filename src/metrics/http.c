@@ -2,19 +2,24 @@
  * metrics/http.c: the endpoint Prometheus scrapes, served by libevent's
  * evhttp on a thread and event loop of its own, so a scrape never waits
  * on (or delays) a session.  GET /metrics and GET /healthz; anything else
- * is 404, any other method 405 (413 when it carries a body: none is read).
+ * is 404, any other method 405 (413 when it carries a body: none is read),
+ * HTTP/1.1 without exactly one Host 400, a version not 1.x 505; the answer
+ * is always HTTP/1.0 or HTTP/1.1.
  */
 #include "metrics/metrics.h"
 
+#include <sys/queue.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define MET_HTTP_TIMEOUT_S	10
@@ -49,12 +54,52 @@ met_http_reply(struct evhttp_request *req, int code, const char *reason,
 	evbuffer_free(out);
 }
 
+/*
+ * What is wrong with the request itself (RFC 9110 15.5.6, RFC 9112 2.3 and
+ * 3.2): answered here, true; else false.  The answer's version is the
+ * server's (evhttp would echo the request's).
+ */
+static bool
+met_http_refused(struct evhttp_request *req)
+{
+	static const char text[] = "GET or HEAD /metrics or /healthz, "
+	    "HTTP/1.x with one Host\n";
+	enum evhttp_cmd_type m = evhttp_request_get_command(req);
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	bool major_ok = req->major == 1;
+	int hosts = 0;
+
+	if (!major_ok || req->minor > 1) {
+		req->major = 1;
+		req->minor = 1;
+	}
+	TAILQ_FOREACH(kv, in, next)
+		hosts += strcasecmp(kv->key, "Host") == 0;
+	if (!major_ok)
+		met_http_reply(req, 505, "HTTP Version Not Supported",
+		    "text/plain; charset=utf-8", text, sizeof(text) - 1);
+	else if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "GET, HEAD");
+		met_http_reply(req, 405, "Method Not Allowed",
+		    "text/plain; charset=utf-8", text, sizeof(text) - 1);
+	} else if (hosts > 1 || (hosts == 0 && req->minor == 1))
+		met_http_reply(req, 400, "Bad Request",
+		    "text/plain; charset=utf-8", text, sizeof(text) - 1);
+	else
+		return false;
+	return true;
+}
+
 static void
 met_http_metrics_cb(struct evhttp_request *req, void *arg)
 {
 	struct util_buf b = { 0 };
 
 	(void)arg;
+	if (met_http_refused(req))
+		return;
 	metrics_render(&b);
 	met_http_reply(req, 200, "OK", "text/plain; version=0.0.4; "
 	    "charset=utf-8", b.data != NULL ? b.data : "", b.len);
@@ -65,6 +110,9 @@ static void
 met_http_health_cb(struct evhttp_request *req, void *arg)
 {
 	struct metrics_http *h = arg;
+
+	if (met_http_refused(req))
+		return;
 	const char *why = h->health != NULL ? h->health(h->health_arg) : NULL;
 	char *text = why == NULL ? xstrdup("ok\n") : xasprintf("%s\n", why);
 
@@ -80,6 +128,8 @@ met_http_other_cb(struct evhttp_request *req, void *arg)
 	static const char body[] = "not found: GET /metrics or /healthz\n";
 
 	(void)arg;
+	if (met_http_refused(req))
+		return;
 	met_http_reply(req, 404, "Not Found", "text/plain; charset=utf-8",
 	    body, sizeof(body) - 1);
 }
@@ -144,7 +194,11 @@ metrics_http_new(int fd, metrics_health_cb *health, void *health_arg,
 	if ((h->base = event_base_new()) == NULL ||
 	    (h->http = evhttp_new(h->base)) == NULL)
 		fatal("metrics: cannot make the HTTP server");
-	evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	/* Every method reaches the callbacks, which answer 405. */
+	evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
+	    EVHTTP_REQ_PATCH);
 	evhttp_set_timeout(h->http, MET_HTTP_TIMEOUT_S);
 	evhttp_set_max_headers_size(h->http, MET_HTTP_HEADERS_MAX);
 	evhttp_set_max_body_size(h->http, 0);

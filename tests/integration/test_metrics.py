@@ -65,7 +65,35 @@ def test_endpoint_answers_and_refuses_what_it_does_not_serve(make_postern):
     assert m['postern_queue_messages{state="ready"}'] == 0
     assert get(port, "/healthz")[0::2] == (200, "ok\n")
     assert get(port, "/nothing")[0] == 404
-    assert get(port, "/metrics", "POST")[0] in (405, 501)
+    assert get(port, "/metrics", "POST")[0] == 405
+    assert get(port, "/metrics", "PUT")[0] == 405
+
+
+def raw_http(port, request):
+    """The status line of the answer to REQUEST, sent as bytes."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.sendall(request)
+        f = s.makefile("rb")
+        return f.readline().decode().rstrip("\r\n")
+
+
+def test_endpoint_answers_malformed_requests_as_http_says(make_postern):
+    """RFC 9112 3.2: HTTP/1.1 needs exactly one Host; the answer's version
+    is the server's, never the client's; RFC 9110 15.5.6: a method not
+    served is 405."""
+    srv, port = metrics_server(make_postern)
+    assert raw_http(port, b"GET /metrics HTTP/1.1\r\n\r\n") == \
+        "HTTP/1.1 400 Bad Request"
+    assert raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n"
+        b"Host: b\r\n\r\n") == "HTTP/1.1 400 Bad Request"
+    assert raw_http(port, b"GET /metrics HTTP/1.2\r\nHost: a\r\n\r\n") \
+        == "HTTP/1.1 200 OK"
+    assert raw_http(port, b"GET /metrics HTTP/1.0\r\n\r\n") == \
+        "HTTP/1.0 200 OK"
+    assert raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n") \
+        == "HTTP/1.1 200 OK"
+    assert raw_http(port, b"OPTIONS /metrics HTTP/1.1\r\nHost: a\r\n"
+        b"\r\n") == "HTTP/1.1 405 Method Not Allowed"
 
 
 def test_endpoint_out_of_descriptors_pauses_instead_of_spinning(
