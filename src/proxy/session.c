@@ -125,7 +125,12 @@ ps_answer(struct proxy_session *ps, enum smtp_verdict v, int code,
     const char *raw, size_t len)
 {
 	if (ps->in_relay) {
-		/* Never from inside proxy_session_relay(): from the loop. */
+		/*
+		 * Never from inside proxy_session_relay(): from the loop.  The
+		 * request is over now; only its answer waits, so nothing (an
+		 * earlier answer's hook still below us) takes it up again.
+		 */
+		ps_clear_request(ps);
 		ps->later_v = v;
 		ps->later_code = code;
 		util_buf_reset(&ps->later_raw);

@@ -365,6 +365,52 @@ def test_route_by_recipient_domain(make_postern, upstreams, tmp_path):
     assert ("RCPT", "y@two.example") not in one.events
 
 
+def by_domain_front(make_postern, upstreams, tmp_path, table, after=()):
+    """A proxy-rcpt front: upstreams "one" and "two" (returned with it), the
+    by-domain table holding TABLE, AFTER lines behind the listen line."""
+    one, two = upstreams(name="one.up"), upstreams(name="two.up")
+    (tmp_path / "by-domain").write_text(table)
+    front = make_postern(config=proxy_config("proxy one proxy-rcpt "
+        "<by-domain>", before=[
+            "upstream one smtp://127.0.0.1:%d" % one.port,
+            "upstream two smtp://127.0.0.1:%d" % two.port,
+            "table by-domain file:%s" % (tmp_path / "by-domain")],
+        after=after))
+    return front, one, two
+
+
+@pytest.mark.parametrize("odd, want", [
+    ("v@two.example", "452 4.5.3 <v@two.example>: another server takes this "
+        "recipient; send it in a transaction of its own"),
+    ("v@bad.example", "451 4.3.0 <v@bad.example>: Temporary lookup failure, "
+        "try again later"),
+])
+def test_pipelined_recipient_refused_once(make_postern, upstreams, tmp_path,
+        odd, want):
+    """proxy-rcpt, the client pipelining MAIL, three RCPTs and DATA: the
+    recipient postern refuses itself (another upstream's, or one the table
+    names no upstream for) gets its refusal once, in its place; the one
+    after it gets the upstream's reply, and DATA its 354 (RFC 2920)."""
+    front, one, two = by_domain_front(make_postern, upstreams, tmp_path,
+        "one.example one\ntwo.example two\nbad.example nowhere\n")
+    with front.session() as c:
+        c.hello()
+        c.send_raw("MAIL FROM:<s@example.org>\r\nRCPT TO:<u@one.example>\r\n"
+            "RCPT TO:<%s>\r\nRCPT TO:<w@one.example>\r\nDATA\r\n" % odd)
+        c.expect(250, "2.1.0")
+        assert c.expect(250).text == "2.1.5 upstream takes the recipient"
+        assert c.read_reply().lines == [want]
+        assert c.expect(250).text == "2.1.5 upstream takes the recipient"
+        c.expect(354)
+        c.send_raw(BODY + b".\r\n")
+        assert c.expect(250).text == "2.0.0 upstream queued it as U1"
+        c.send("QUIT"); c.expect(221)
+    assert [m["to"] for m in one.messages] == [["u@one.example",
+        "w@one.example"]]
+    assert two.events == []
+    assert not log_events(front, "proxy-error")
+
+
 # ----- chains run before anything goes up ---------------------------------------
 
 def test_chain_tarpit_and_reject_at_rcpt_never_reach_upstream(make_postern,
