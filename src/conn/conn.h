@@ -27,6 +27,7 @@ struct chain_set;
 struct priv;
 struct log_translog_writer;
 struct proxy_set;
+struct proxy_loop;
 
 /* A loaded configuration and what is built from it; shared, refcounted. */
 struct conn_rt {
@@ -109,6 +110,10 @@ struct conn_ctx {
 	const char		*chain_err;	/* static: why it could not */
 	uint64_t		 chain_retry_ms; /* then tried again at connect
 						   from this time on */
+	struct proxy_loop	*proxy_loop;	/* owned: upstream connections
+						   ending after QUIT, or NULL
+						   before the first proxy
+						   session */
 	struct priv		*priv;		/* borrowed: the privileged helper,
 						   or NULL */
 	struct log_translog_writer *tlw;	/* borrowed: writes the
@@ -137,6 +142,11 @@ struct conn_origin {
 void	conn_ctx_chain_sync(struct conn_ctx *ctx);
 /* Let go of the loop's chain state (the loop is going away). */
 void	conn_ctx_chain_clear(struct conn_ctx *ctx);
+/*
+ * Close the upstream connections of the loop's proxy sessions that are
+ * still waiting for the reply to their QUIT (the loop is going away).
+ */
+void	conn_ctx_proxy_clear(struct conn_ctx *ctx);
 
 /*
  * Start a session on an accepted socket (owned from now on), that came in

@@ -148,8 +148,11 @@ conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 		    "why=\"%s\"", err);
 		c->chain_broken = true;	/* 421 at connect */
 	}
+	if (c->ctx->proxy_loop == NULL)
+		c->ctx->proxy_loop = proxy_loop_new();
 	struct proxy_session_info info = {
 		.base = c->ctx->base,
+		.loop = c->ctx->proxy_loop,
 		.set = c->rt->proxies,
 		.up = l->proxy,
 		.by_sni = l->proxy_sni != NULL ? route_table_of(c->rt->router,
@@ -173,6 +176,12 @@ conn_proxy_start(struct conn *c, int fd, const struct conn_origin *origin)
 	c->px->hold = c->cs != NULL && (chain_set_has(c->rt->chains,
 	    SMTP_STAGE_EOM) || chain_set_has(c->rt->chains,
 	    SMTP_STAGE_HEADER));
+}
+
+void
+conn_ctx_proxy_clear(struct conn_ctx *ctx)
+{
+	proxy_loop_free(&ctx->proxy_loop);
 }
 
 void

@@ -187,6 +187,7 @@ net_loop_clear(struct net_loop *loop)
 {
 	net_pph_drop_all(loop);
 	conn_ctx_chain_clear(&loop->ctx);
+	conn_ctx_proxy_clear(&loop->ctx);
 	/* Its freeing, and the completions its store posts: run them. */
 	for (int k = 0; k < 10; k++) {
 		event_base_loop(loop->base, EVLOOP_NONBLOCK);

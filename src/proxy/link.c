@@ -2,8 +2,9 @@
  * proxy/link.c: one connection to an upstream on an event loop: connect
  * (each address in turn), the PROXY header, TLS (implicit, or after a 220
  * to STARTTLS), command lines out and whole replies in, each reply due
- * within its timeout, content out bounded by a write timeout.  Knows no
- * SMTP beyond the shape of a reply.
+ * within its timeout, content out bounded by a write timeout, and the end:
+ * QUIT and a moment for its reply, kept by the loop once its session is
+ * gone.  Knows no SMTP beyond the shape of a reply and QUIT.
  */
 #include "proxy/proxy_private.h"
 
@@ -46,6 +47,13 @@ struct proxy_link {
 	bool			 doomed;	/* freed inside a callback */
 	bool			 failed;	/* fail_cb was called */
 	unsigned		 busy;		/* callbacks under way */
+	/* closing after QUIT (proxy_link_quit) */
+	struct proxy_loop	*loop;		/* borrowed, or NULL */
+	struct proxy_link	*prev, *next;	/* in loop->closing */
+};
+
+struct proxy_loop {
+	struct proxy_link	*closing;	/* owned: links after QUIT */
 };
 
 static void	proxy_link_read_cb(struct bufferevent *bev, void *arg);
@@ -247,6 +255,8 @@ proxy_link_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 		l->handshaking = false;
 		l->tls = true;
+		if (l->up == NULL)
+			return;		/* ending after QUIT: nothing to tell */
 		if (l->up->cfg->relay.tls == CONFIG_RELAY_TLS)
 			return;		/* the greeting comes next */
 		evtimer_del(l->timer);
@@ -432,4 +442,86 @@ const char *
 proxy_link_peer(const struct proxy_link *l)
 {
 	return l->peer;
+}
+
+/* ----- the end: QUIT, and a moment for its reply ----- */
+
+struct proxy_loop *
+proxy_loop_new(void)
+{
+	return xcalloc(1, sizeof(struct proxy_loop));
+}
+
+void
+proxy_loop_free(struct proxy_loop **plp)
+{
+	struct proxy_loop *pl = *plp;
+
+	if (pl == NULL)
+		return;
+	*plp = NULL;
+	while (pl->closing != NULL) {
+		struct proxy_link *l = pl->closing;
+
+		pl->closing = l->next;
+		proxy_link_free(&l);	/* it had its QUIT: no more waiting */
+	}
+	free(pl);
+}
+
+/* Its QUIT was answered, or will never be: out of the list, and gone. */
+static void
+proxy_link_closed(struct proxy_link *l)
+{
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		l->loop->closing = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	proxy_link_free(&l);
+}
+
+static void
+proxy_link_quit_reply_cb(void *arg, const struct proxy_reply *r)
+{
+	(void)r;		/* 221 or not: the end either way */
+	proxy_link_closed(arg);
+}
+
+static void
+proxy_link_quit_fail_cb(void *arg, const char *why)
+{
+	(void)why;
+	proxy_link_closed(arg);
+}
+
+static const struct proxy_link_ops proxy_link_quit_ops = {
+	.reply_cb = proxy_link_quit_reply_cb,
+	.fail_cb = proxy_link_quit_fail_cb,
+};
+
+void
+proxy_link_quit(struct proxy_link **lp, struct proxy_loop *loop)
+{
+	struct proxy_link *l = *lp;
+
+	if (l == NULL)
+		return;
+	if (loop == NULL || !l->connected || l->handshaking || l->expecting ||
+	    l->failed || l->doomed) {
+		proxy_link_free(lp);	/* no command may go now */
+		return;
+	}
+	*lp = NULL;
+	/* RFC 5321 4.1.1.10: QUIT before the close, and wait for its reply. */
+	proxy_link_command(l, "QUIT", 4, PROXY_LINK_QUIT_MS, false);
+	l->ops = &proxy_link_quit_ops;
+	l->arg = l;
+	l->up = NULL;		/* a reload may free it before the reply */
+	l->loop = loop;
+	l->next = loop->closing;
+	if (l->next != NULL)
+		l->next->prev = l;
+	loop->closing = l;
 }

@@ -35,9 +35,20 @@ struct proxy_set *proxy_set_new(const struct config *cfg,
 	    const char **err_out);
 void	proxy_set_free(struct proxy_set **sp);
 
+/*
+ * An event loop's upstream connections that are ending: each has had its
+ * QUIT and waits a moment for the reply, whether or not its session is
+ * still there.  One per loop, on the loop's thread.
+ */
+struct proxy_loop;
+struct proxy_loop *proxy_loop_new(void);
+/* Close every connection still ending, at once (the loop is going away). */
+void	proxy_loop_free(struct proxy_loop **plp);
+
 /* What a session needs; everything borrowed for the session's life. */
 struct proxy_session_info {
 	struct event_base	*base;
+	struct proxy_loop	*loop;		/* base's: links after QUIT */
 	const struct proxy_set	*set;
 	const struct config_upstream *up;	/* the listener's upstream */
 	struct table		*by_sni;	/* TLS name -> upstream, or NULL */
@@ -79,7 +90,10 @@ struct proxy_hooks {
 struct proxy_session;
 struct proxy_session *proxy_session_new(const struct proxy_session_info *info,
 	    const struct proxy_hooks *hooks, void *arg);
-/* Drops the upstream connection at once; sets *psp to NULL. */
+/*
+ * Ends the upstream connection (QUIT, its reply left to info->loop, or the
+ * close at once in the middle of a command or content); sets *psp to NULL.
+ */
 void	proxy_session_free(struct proxy_session **psp);
 
 enum proxy_cmd {

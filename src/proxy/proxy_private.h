@@ -140,6 +140,16 @@ void	proxy_link_command(struct proxy_link *l, const char *line, size_t len,
 void	proxy_link_write(struct proxy_link *l, const void *p, size_t n);
 /* A reply is due within to_ms (after the content's end). */
 void	proxy_link_expect(struct proxy_link *l, uint64_t to_ms);
+/*
+ * The end of l (NULL is fine): QUIT, then the close when its reply comes or
+ * after PROXY_LINK_QUIT_MS, kept meanwhile by loop, with no callback to the
+ * caller.  A link that cannot take a command now (connecting, a reply or a
+ * handshake under way, failed) closes at once; so must one in the middle
+ * of content, which the caller knows of (proxy_link_free).  Sets *lp to
+ * NULL.
+ */
+void	proxy_link_quit(struct proxy_link **lp, struct proxy_loop *loop);
+#define PROXY_LINK_QUIT_MS	2000	/* the longest wait for QUIT's reply */
 /* Octets waiting to be written. */
 size_t	proxy_link_backlog(const struct proxy_link *l);
 /* After the 220 to STARTTLS: the handshake, sni as the name. */

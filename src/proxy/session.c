@@ -49,7 +49,15 @@ proxy_session_new(const struct proxy_session_info *info,
 void
 ps_drop_link(struct proxy_session *ps)
 {
-	proxy_link_free(&ps->link);
+	/*
+	 * RFC 5321 4.1.1.10: QUIT before the close, its reply waited for
+	 * by the loop, never by the client.  Not in the middle of content:
+	 * the upstream must never see an end of it.
+	 */
+	if (ps->up_data)
+		proxy_link_free(&ps->link);
+	else
+		proxy_link_quit(&ps->link, ps->info.loop);
 	ps->up = NULL;
 	ps->step = PS_IDLE;
 	ps->greeted = ps->hello_done = ps->up_esmtp = false;
@@ -252,9 +260,12 @@ ps_relay(struct proxy_session *ps, const struct proxy_reply *r)
 		ps_answer_lost(ps, "upstream protocol error");
 		return;
 	}
-	if (v == SMTP_CLOSE || ps->cmd == PROXY_CMD_QUIT)
-		ps_drop_link(ps);	/* it closes; r lives through the call */
-	else if (v == SMTP_OK && ps->cmd == PROXY_CMD_HELO) {
+	if (v == SMTP_CLOSE || ps->cmd == PROXY_CMD_QUIT) {
+		/* It closes itself: no QUIT after 421 or 221.  r lives
+		 * through the call. */
+		proxy_link_free(&ps->link);
+		ps_drop_link(ps);
+	} else if (v == SMTP_OK && ps->cmd == PROXY_CMD_HELO) {
 		ps->up_tx = false;
 		if (ps->esmtp) {
 			ps_keep_reply(&ps->ehlo, r);
@@ -620,7 +631,8 @@ ps_trace_cb(void *arg, bool out, const char *line, size_t len)
 {
 	struct proxy_session *ps = arg;
 
-	if (ps->hooks->trace_cb != NULL)
+	/* Freed by its owner (the QUIT of ps_destroy): no one to tell. */
+	if (ps->hooks->trace_cb != NULL && !ps->doomed)
 		ps->hooks->trace_cb(ps->hook_arg, out, line, len);
 }
 

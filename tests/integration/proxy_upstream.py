@@ -136,15 +136,19 @@ class Upstream:
 
 class RawUpstream:
     """A scripted SMTP server: greets (unless silent), answers EHLO, MAIL,
-    RCPT (with rcpt_reply) and DATA, and reads the content read_chunk
-    octets at a time with a pause of read_pause seconds after each;
-    received counts the content octets, message keeps them when keep is
-    set."""
+    RCPT (with rcpt_reply), DATA and QUIT (with quit_reply; None: never),
+    and reads the content read_chunk octets at a time with a pause of
+    read_pause seconds after each; received counts the content octets,
+    message keeps them when keep is set; quits and closes hold the
+    time.monotonic() of each QUIT and of each close by the client."""
 
     def __init__(self, silent=False, read_chunk=1 << 16, read_pause=0.0,
-            keep=False, rcpt_reply=b"250 ok"):
+            keep=False, rcpt_reply=b"250 ok", quit_reply=b"221 bye"):
         self.silent = silent
         self.rcpt_reply = rcpt_reply
+        self.quit_reply = quit_reply
+        self.quits = []
+        self.closes = []
         self.read_chunk = read_chunk
         self.read_pause = read_pause
         self.keep = keep
@@ -184,6 +188,7 @@ class RawUpstream:
         while True:
             line = f.readline()
             if not line:
+                self.closes.append(time.monotonic())
                 return
             verb = line[:4].upper()
             if verb == b"EHLO":
@@ -194,8 +199,10 @@ class RawUpstream:
                 c.sendall(b"250 2.0.0 raw took it\r\n")
                 self.done.set()
             elif verb == b"QUIT":
-                c.sendall(b"221 bye\r\n")
-                return
+                self.quits.append(time.monotonic())
+                if self.quit_reply is not None:
+                    c.sendall(self.quit_reply + b"\r\n")
+                    return
             elif verb == b"RCPT":
                 c.sendall(self.rcpt_reply + b"\r\n")
             else:

@@ -411,6 +411,81 @@ def test_pipelined_recipient_refused_once(make_postern, upstreams, tmp_path,
     assert not log_events(front, "proxy-error")
 
 
+def test_upstream_left_for_another_gets_quit(make_postern, upstreams,
+        tmp_path):
+    """proxy-rcpt: when the next transaction goes to another upstream, the
+    one left behind gets QUIT before its connection closes (RFC 5321
+    4.1.1.10), as the last one does at the client's QUIT."""
+    front, one, two = by_domain_front(make_postern, upstreams, tmp_path,
+        "one.example one\ntwo.example two\n")
+    with front.session() as c:
+        c.hello()
+        send_message(c, "s@example.org", ["u@one.example"], BODY)
+        send_message(c, "s@example.org", ["v@two.example"], BODY)
+        wait_for(lambda: one.verbs()[-1:] == ["QUIT"],
+            what="QUIT at upstream one")
+        send_message(c, "s@example.org", ["w@one.example"], BODY)
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: two.verbs()[-1:] == ["QUIT"], what="QUIT at two")
+    wait_for(lambda: one.verbs()[-1:] == ["QUIT"], what="QUIT at one")
+    assert one.verbs() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT",
+        "EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    assert two.verbs() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    # Each QUIT is in the transcript, the two of postern's own included.
+    assert transcript(front).count(("}", "QUIT")) == 3
+
+
+@pytest.mark.parametrize("end", ["idle", "hang-up"])
+def test_client_gone_upstream_gets_quit(make_postern, upstreams, end):
+    """A client that times out between commands, or hangs up, ends its
+    upstream's session with QUIT too, the transaction it had there
+    abandoned."""
+    up = upstreams()
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d" %
+        up.port, after=["limit idle-timeout 1s"]))
+    c = front.session()
+    c.hello()
+    c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+    c.send("RCPT TO:<b@example.org>"); c.expect(250)
+    if end == "idle":
+        c.expect(421, "4.4.2", timeout=10)
+        c.expect_closed()
+    c.close()
+    wait_for(lambda: up.verbs()[-1:] == ["QUIT"], what="QUIT upstream")
+    assert up.verbs() == ["EHLO", "MAIL", "RCPT", "QUIT"]
+    assert up.messages == []
+
+
+def test_upstream_silent_at_quit_is_closed_soon(make_postern, raw_upstreams):
+    """An upstream that never answers the QUIT of a client's session gone
+    away is waited for only a moment (2 s), by no one; one still waited
+    for when postern stops is closed then."""
+    up = raw_upstreams(quit_reply=None)
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d" %
+        up.port))
+
+    def hang_up():
+        c = front.session()
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.close()
+
+    hang_up()
+    with front.session() as c:	# meanwhile postern serves on
+        c.hello()
+        c.send("NOOP"); c.expect(250)
+    wait_for(lambda: len(up.quits) == 2, what="two QUITs upstream")
+    wait_for(lambda: len(up.closes) >= 1, timeout=10, what="the close")
+    took = up.closes[0] - up.quits[0]
+    assert 1.5 <= took <= 4, "closed %.2fs after QUIT, want 2s" % took
+    hang_up()
+    wait_for(lambda: len(up.quits) == 3, what="the third QUIT")
+    front.stop()
+    wait_for(lambda: len(up.closes) == 3, what="the close at the stop")
+    took = up.closes[2] - up.quits[2]
+    assert took < 1.5, "closed %.2fs after QUIT, want at the stop" % took
+
+
 # ----- chains run before anything goes up ---------------------------------------
 
 def test_chain_tarpit_and_reject_at_rcpt_never_reach_upstream(make_postern,
