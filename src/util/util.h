@@ -92,6 +92,22 @@ size_t	util_utf8_len(const unsigned char *p, const unsigned char *lim);
 /* True when s holds no byte >= 0x80. */
 bool	util_is_ascii(const char *s);
 
+/*
+ * The A-label form of a domain (RFC 5891 5: UTF-8 labels as Punycode
+ * "xn--" labels, IDNA2008), lower case, in *out (owned by the caller).  An
+ * ASCII domain with no "xn--" label is only lower-cased.  -1 with *err_out
+ * when the domain is not valid IDNA (a bad "xn--" label, a character
+ * IDNA2008 disallows, bad UTF-8).
+ */
+int	util_idna_alabel(const char *domain, char **out, const char **err_out);
+/*
+ * The domain's other spelling: the A-label form of one written with UTF-8
+ * labels, the UTF-8 (U-label) form of one with "xn--" labels, both lower
+ * case; owned by the caller.  NULL when it has one spelling only, or is
+ * not valid IDNA.
+ */
+char	*util_idna_other(const char *domain);
+
 /* Parse "10", "10k", "35M", "1G" (powers of 1024).  0 or -1. */
 int	util_parse_size(const char *s, uint64_t *out);
 /* Parse "500ms", "30s", "5m", "2h", "1d"; a bare number means seconds. */

@@ -123,6 +123,52 @@ test_utf8_len(void **state)
 }
 
 static void
+test_idna(void **state)
+{
+	/* want: the A-label form, or NULL when not valid IDNA; other: the
+	 * other spelling, or NULL when there is one only. */
+	static const struct {
+		const char *name, *in, *want, *other;
+	} cases[] = {
+		{ "ascii", "Example.ORG", "example.org", NULL },
+		{ "u-label", "b\xc3\xbc" "cher.example",
+		    "xn--bcher-kva.example", "xn--bcher-kva.example" },
+		{ "upper u-label", "B\xc3\x9c" "CHER.Example",
+		    "xn--bcher-kva.example", "xn--bcher-kva.example" },
+		{ "a-label", "xn--bcher-kva.example", "xn--bcher-kva.example",
+		    "b\xc3\xbc" "cher.example" },
+		{ "upper a-label", "XN--BCHER-KVA.Example",
+		    "xn--bcher-kva.example", "b\xc3\xbc" "cher.example" },
+		{ "below", "a.b\xc3\xbc" "cher.example",
+		    "a.xn--bcher-kva.example", "a.xn--bcher-kva.example" },
+		{ "bad punycode", "xn--zz.example", NULL, NULL },
+		{ "disallowed", "\xe2\x9d\xa4.example", NULL, NULL },
+		{ "bad utf-8", "b\xffx.example", NULL, NULL },
+	};
+	const char *err;
+	char *got, *other;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = util_idna_alabel(cases[i].in, &got, &err);
+		if (cases[i].want == NULL ? rc != -1 : rc != 0 ||
+		    strcmp(got, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %s, want %s", cases[i].name,
+			    rc == 0 ? got : "an error", cases[i].want != NULL ?
+			    cases[i].want : "an error");
+		if (rc == 0)
+			free(got);
+		other = util_idna_other(cases[i].in);
+		if (cases[i].other == NULL ? other != NULL : other == NULL ||
+		    strcmp(other, cases[i].other) != 0)
+			fail_msg("case \"%s\": other %s, want %s",
+			    cases[i].name, other != NULL ? other : "none",
+			    cases[i].other != NULL ? cases[i].other : "none");
+		free(other);
+	}
+}
+
+static void
 test_err(void **state)
 {
 	char big[2000];
@@ -715,6 +761,7 @@ main(void)
 		cmocka_unit_test(test_timeval_ms),
 		cmocka_unit_test(test_esc_len),
 		cmocka_unit_test(test_utf8_len),
+		cmocka_unit_test(test_idna),
 		cmocka_unit_test(test_err),
 		cmocka_unit_test(test_strlcpy_and_safe),
 		cmocka_unit_test(test_log_safe),
