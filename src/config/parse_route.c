@@ -59,14 +59,15 @@ cfg_local_len(const char *s)
 }
 
 /*
- * "user@Example.ORG" with the domain lower-cased, or NULL and *why_out
- * (owned by the caller) saying what is wrong.
+ * "user@Example.ORG" with the domain in its A-label form, lower case, or
+ * NULL and *why_out (owned by the caller) saying what is wrong.
  */
 static char *
 cfg_addr(const char *s, char **why_out)
 {
 	size_t n = cfg_local_len(s);
 	const char *why;
+	char *dom;
 
 	if (s[0] == '@')
 		*why_out = xstrdup("nothing before the '@' (a whole domain "
@@ -84,9 +85,13 @@ cfg_addr(const char *s, char **why_out)
 	else if ((why = cfg_domain_why(s + n + 1, true)) != NULL)
 		*why_out = xasprintf("the domain %s %s", cfg_q(s + n + 1),
 		    why);
+	else if (util_idna_alabel(s + n + 1, &dom, &why) == -1)
+		*why_out = xasprintf("the domain %s is not a valid "
+		    "internationalized domain name (%s)", cfg_q(s + n + 1),
+		    why);
 	else {
-		char *a = xstrdup(s);
-		util_strlower(a + n + 1);
+		char *a = xasprintf("%.*s@%s", (int)n, s, dom);
+		free(dom);
 		return a;
 	}
 	return NULL;
@@ -94,27 +99,39 @@ cfg_addr(const char *s, char **why_out)
 
 /*
  * The D of "to domain D" (from too): a domain name, or ".D" for every
- * domain below D.  0, or -1 after reporting.
+ * domain below D; in its A-label form, lower case, the one route/ compares
+ * (RFC 5891 5.4: "bücher.example" and "xn--bcher-kva.example" are one
+ * domain).  Owned by the caller; NULL after reporting.
  */
-static int
+static char *
 cfg_cond_domain(struct cfg_parser *p, const struct cfg_line *ln,
     const char *dir, const char *d)
 {
 	const char *why;
+	char *a, *dot;
 
 	if (d[0] == '*' && d[1] == '.') {
 		cfg_err(p, ln->lineno, "match: %s domain %s: no wildcards; "
 		    "write %s to match every domain below %s", dir, cfg_q(d),
 		    d + 1, d + 2);
-		return -1;
+		return NULL;
 	}
 	if ((why = cfg_domain_why(d[0] == '.' ? d + 1 : d, true)) != NULL) {
 		cfg_err(p, ln->lineno, "match: %s domain %s%s %s", dir,
 		    cfg_q(d), d[0] == '.' ? " after its leading '.'" : "",
 		    why);
-		return -1;
+		return NULL;
 	}
-	return 0;
+	if (util_idna_alabel(d[0] == '.' ? d + 1 : d, &a, &why) == -1) {
+		cfg_err(p, ln->lineno, "match: %s domain %s is not a valid "
+		    "internationalized domain name (%s)", dir, cfg_q(d), why);
+		return NULL;
+	}
+	if (d[0] != '.')
+		return a;
+	dot = xasprintf(".%s", a);
+	free(a);
+	return dot;
 }
 
 /* One "to ..." or "from ..." condition starting at toks[*ip]; -1 on error. */
@@ -187,11 +204,10 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 			*ip = i + 3;
 			return 0;
 		}
-		if (cfg_cond_domain(p, ln, dir, d) == -1)
+		if ((cond->arg = cfg_cond_domain(p, ln, dir, d)) == NULL)
 			return -1;
 		cond->kind = to ? CONFIG_COND_TO_DOMAIN :
 		    CONFIG_COND_FROM_DOMAIN;
-		cond->arg = util_strlower(xstrdup(d));
 		*ip = i + 3;
 		return 0;
 	}

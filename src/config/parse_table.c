@@ -443,6 +443,7 @@ cfg_st_sender_auth(struct cfg_parser *p, const struct cfg_line *ln)
 {
 	struct config *c = cfg_parser_config(p);
 	size_t nd = 0, nt = 0;
+	const char *why;
 
 	if (!cfg_nargs(p, ln, 1, 64, "sender-auth DOMAIN|<TABLE>..."))
 		return;
@@ -465,8 +466,13 @@ cfg_st_sender_auth(struct cfg_parser *p, const struct cfg_line *ln)
 		    strchr(w, ' ') != NULL)
 			cfg_err(p, ln->lineno, "sender-auth: %s is not a "
 			    "domain", cfg_q(w));
+		else if (util_idna_alabel(w, &c->sender_auth[nd], &why) ==
+		    -1)
+			cfg_err(p, ln->lineno, "sender-auth: %s is not a "
+			    "valid internationalized domain name (%s)",
+			    cfg_q(w), why);
 		else
-			c->sender_auth[nd++] = util_strlower(xstrdup(w));
+			nd++;	/* in its A-label form, as route/ compares */
 	}
 }
 

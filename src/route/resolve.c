@@ -90,7 +90,7 @@ route_alias_get(struct route_eval *e, const char *addr,
 
 	for (size_t k = 0; k < nkeys; k++)
 		for (size_t i = 0; i < c->naliases; i++) {
-			rc = route_eval_get(e, c->aliases[i], keys[k],
+			rc = route_eval_get_dom(e, c->aliases[i], keys[k],
 			    vals_out);
 			if (rc != TABLE_MISSING)
 				return rc;
@@ -303,12 +303,12 @@ route_maildir(struct route_eval *e, const struct config_action *a,
 	int rc;
 
 	if (a->path_table != NULL) {
-		rc = route_eval_get(e, a->path_table, addr, &vals);
+		rc = route_eval_get_dom(e, a->path_table, addr, &vals);
 		if (rc == TABLE_MISSING) {
 			char key[ROUTE_ADDR_MAX + 2];
 			if (util_snprintf(key, sizeof(key), "@%s",
 			    route_domain(addr)) == 0 && route_domain(addr)[0])
-				rc = route_eval_get(e, a->path_table, key,
+				rc = route_eval_get_dom(e, a->path_table, key,
 				    &vals);
 		}
 		if (rc == TABLE_PENDING)
@@ -523,14 +523,18 @@ route_sender_protected(struct route_eval *e, const char *dom, bool protect,
 {
 	const struct config *c = e->r->c;
 	const struct table_values *v;
+	char *canon = route_canon(dom);	/* as config/ holds the list */
+	bool listed = false;
 	int rc;
 
 	for (char **d = c->sender_auth; d != NULL && *d != NULL; d++)
-		if (strcasecmp(*d, dom) == 0)
-			return 1;
+		listed = listed || strcasecmp(*d, canon) == 0;
+	free(canon);
+	if (listed)
+		return 1;
 	for (size_t i = 0; c->sender_auth_tables != NULL &&
 	    c->sender_auth_tables[i] != NULL; i++) {
-		rc = route_eval_get(e, c->sender_auth_tables[i], dom, &v);
+		rc = route_eval_get_dom(e, c->sender_auth_tables[i], dom, &v);
 		if (rc == TABLE_PENDING)
 			return STEP_PENDING;
 		if (rc == TABLE_ERROR)

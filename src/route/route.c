@@ -68,6 +68,29 @@ route_domain(const char *addr)
 	return at != NULL ? at + 1 : "";
 }
 
+/* The domain part of key: after its last '@', or all of it. */
+static const char *
+route_key_domain(const char *key)
+{
+	const char *at = strrchr(key, '@');
+
+	return at != NULL ? at + 1 : key;
+}
+
+char *
+route_canon(const char *key)
+{
+	const char *dom = route_key_domain(key);
+	const char *err;
+	char *a, *out;
+
+	if (util_is_ascii(dom) || util_idna_alabel(dom, &a, &err) == -1)
+		return xstrdup(key);
+	out = xasprintf("%.*s%s", (int)(dom - key), key, a);
+	free(a);
+	return out;
+}
+
 /* ----- remembered lookups ----- */
 
 int
@@ -99,6 +122,23 @@ route_eval_get(struct route_eval *e, const struct config_table *ct,
 	m->rc = table_get(t, key, &m->vals);
 	*vals_out = &m->vals;
 	return m->rc;
+}
+
+int
+route_eval_get_dom(struct route_eval *e, const struct config_table *ct,
+    const char *key, const struct table_values **vals_out)
+{
+	const char *dom = route_key_domain(key);
+	char *other, *k;
+	int rc = route_eval_get(e, ct, key, vals_out);
+
+	if (rc != TABLE_MISSING || (other = util_idna_other(dom)) == NULL)
+		return rc;
+	k = xasprintf("%.*s%s", (int)(dom - key), key, other);
+	rc = route_eval_get(e, ct, k, vals_out);
+	free(k);
+	free(other);
+	return rc;
 }
 
 void
@@ -138,12 +178,12 @@ route_in_table(struct route_eval *e, const struct config_table *ct,
 
 	if (addr[0] == '\0')
 		return 0;
-	if ((rc = route_rc(route_eval_get(e, ct, addr, &v))) != 0)
+	if ((rc = route_rc(route_eval_get_dom(e, ct, addr, &v))) != 0)
 		return rc;
 	if (dom[0] == '\0' ||
 	    util_snprintf(key, sizeof(key), "@%s", dom) == -1)
 		return 0;
-	return route_rc(route_eval_get(e, ct, key, &v));
+	return route_rc(route_eval_get_dom(e, ct, key, &v));
 }
 
 /* The domain of addr is a key of the table. */
@@ -156,12 +196,13 @@ route_domain_in_table(struct route_eval *e, const struct config_table *ct,
 
 	if (dom[0] == '\0')
 		return 0;
-	return route_rc(route_eval_get(e, ct, dom, &v));
+	return route_rc(route_eval_get_dom(e, ct, dom, &v));
 }
 
 /*
  * The domain D of "domain D": equal, ignoring case; ".D" is every domain
- * below D (sub.D, a.b.D) but not D itself, as in Postfix's tables.
+ * below D (sub.D, a.b.D) but not D itself, as in Postfix's tables.  Both
+ * in their A-label form (route_canon, config/).
  */
 static bool
 route_domain_matches(const char *domain, const char *d)
@@ -220,16 +261,28 @@ route_cond_holds(struct route_eval *e, const struct config_cond *cond,
 	return 0;
 }
 
-/* Is domain ours: named by some "to" condition of some rule?  As above. */
-int
-route_domain_is_ours(struct route_eval *e, const char *domain)
+/* A key of t is in domain, spelled either way (util_idna_other). */
+static bool
+route_table_has_domain(struct table *t, const char *domain)
+{
+	char *other;
+	bool has = table_has_domain(t, domain);
+
+	if (!has && (other = util_idna_other(domain)) != NULL) {
+		has = table_has_domain(t, other);
+		free(other);
+	}
+	return has;
+}
+
+/* route_domain_is_ours() of domain in its A-label form. */
+static int
+route_canon_is_ours(struct route_eval *e, const char *domain)
 {
 	const struct router *r = e->r;
 	char addr[300];
 	int rc;
 
-	if (domain[0] == '\0')
-		return 0;
 	for (size_t i = 0; i < r->c->nrules; i++) {
 		const struct config_rule *rule = &r->c->rules[i];
 		for (size_t k = 0; k < rule->nconds; k++) {
@@ -245,7 +298,7 @@ route_domain_is_ours(struct route_eval *e, const char *domain)
 					return 1;
 				break;
 			case CONFIG_COND_TO_TABLE:
-				if (table_has_domain(route_table_of(e->r,
+				if (route_table_has_domain(route_table_of(e->r,
 				    cond->table), domain))
 					return 1;
 				break;
@@ -265,16 +318,28 @@ route_domain_is_ours(struct route_eval *e, const char *domain)
 	return 0;
 }
 
-const struct config_action *
-route_rules(struct route_eval *e, const struct route_client *cl,
+int
+route_domain_is_ours(struct route_eval *e, const char *domain)
+{
+	char *canon;
+	int rc;
+
+	if (domain[0] == '\0')
+		return 0;
+	canon = route_canon(domain);
+	rc = route_canon_is_ours(e, canon);
+	free(canon);
+	return rc;
+}
+
+/* route_rules() of the canonical sender and recipient (route_canon). */
+static const struct config_action *
+route_canon_rules(struct route_eval *e, const struct route_client *cl,
     const char *sender, const char *rcpt, enum route_status *status_out,
     bool *pending_out)
 {
 	int rc = 1;
 
-	*pending_out = false;
-	if (sender == NULL)
-		sender = "";
 	for (size_t i = 0; i < e->r->c->nrules; i++) {
 		const struct config_rule *rule = &e->r->c->rules[i];
 		size_t k;
@@ -288,7 +353,8 @@ route_rules(struct route_eval *e, const struct route_client *cl,
 			return rule->action;
 	}
 	/* RFC 5321 3.6.2: we relay for nobody, so a foreign domain is refused. */
-	rc = route_domain_is_ours(e, route_domain(rcpt));
+	rc = route_domain(rcpt)[0] == '\0' ? 0 :
+	    route_canon_is_ours(e, route_domain(rcpt));
 	if (rc == 1 || rc == 0) {
 		*status_out = rc == 1 ? ROUTE_NO_USER : ROUTE_NO_RELAY;
 		return NULL;
@@ -297,6 +363,24 @@ stop:
 	*pending_out = rc == 2;
 	*status_out = ROUTE_TEMPFAIL;
 	return NULL;
+}
+
+const struct config_action *
+route_rules(struct route_eval *e, const struct route_client *cl,
+    const char *sender, const char *rcpt, enum route_status *status_out,
+    bool *pending_out)
+{
+	/* RFC 5891 5.4: a domain's U-label and A-label forms are one
+	 * domain; the rules hold their domains as A-labels. */
+	char *cs = route_canon(sender != NULL ? sender : "");
+	char *cr = route_canon(rcpt);
+	const struct config_action *a;
+
+	*pending_out = false;
+	a = route_canon_rules(e, cl, cs, cr, status_out, pending_out);
+	free(cs);
+	free(cr);
+	return a;
 }
 
 const struct config_action *

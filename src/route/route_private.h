@@ -37,12 +37,21 @@ struct route_eval {
  * from e), TABLE_MISSING, TABLE_ERROR, or TABLE_PENDING (e->need set). */
 int	route_eval_get(struct route_eval *e, const struct config_table *ct,
 	    const char *key, const struct table_values **vals_out);
+/* route_eval_get() of key ("local@domain", "@domain" or "domain"), then,
+ * if missing, of key with its domain's other spelling (A-label, U-label):
+ * a table may name a domain either way. */
+int	route_eval_get_dom(struct route_eval *e, const struct config_table *ct,
+	    const char *key, const struct table_values **vals_out);
 void	route_eval_clear(struct route_eval *e);
+/* A copy of key ("local@domain" or "domain", owned by the caller) with its
+ * domain in its A-label form (util_idna_alabel) when it has UTF-8 labels;
+ * as it is otherwise, or when the domain is not valid IDNA. */
+char	*route_canon(const char *key);
 /* The domain of "local@domain" (after the last '@'), or "". */
 const char *route_domain(const char *addr);
 
-/* Is domain ours (named by a "to" condition)?  1, 0, -1 a table failed,
- * 2 pending. */
+/* Is domain ours (named by a "to" condition, in either spelling)?  1, 0,
+ * -1 a table failed, 2 pending. */
 int	route_domain_is_ours(struct route_eval *e, const char *domain);
 
 /* Evaluate the rules for rcpt: the action, or NULL with *status_out

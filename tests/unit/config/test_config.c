@@ -632,8 +632,13 @@ test_match_forms(void **state)
 {
 	static const struct { const char *line, *arg; } cases[] = {
 		{ "match to domain .Example.ORG action a", ".example.org" },
+		/* Domains are held as A-labels (RFC 5891 5.4). */
 		{ "match from domain b\xc3\xbc" "cher.example action a",
-		  "b\xc3\xbc" "cher.example" },
+		  "xn--bcher-kva.example" },
+		{ "match to domain .B\xc3\x9c" "CHER.example action a",
+		  ".xn--bcher-kva.example" },
+		{ "match to \"J\xc3\xb6rg@b\xc3\xbc" "cher.example\" action a",
+		  "J\xc3\xb6rg@xn--bcher-kva.example" },
 		{ "match to \"\\\"a b\\\"@Example.org\" action a",
 		  "\"a b\"@example.org" },
 		{ "match to \"first.last+tag@example.org\" action a",
