@@ -416,9 +416,14 @@ mx_addresses(struct mx_dns *d, const struct mx_list *mx, struct mx_list *out,
 	}
 }
 
+/*
+ * The MX hosts of domain and their addresses from the DNS, asked by the
+ * domain's A-label form (alabel); errors name the domain as written.
+ */
 static int
 mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
-    struct mx_list *out, bool *perm_out, const char **err_out)
+    const char *alabel, struct mx_list *out, bool *perm_out,
+    const char **err_out)
 {
 	struct mx_dns d = { .fd = -1, .timeout_ms = o->dns_timeout_ms != 0 ?
 	    o->dns_timeout_ms : 10000 };
@@ -442,7 +447,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	    1));
 	evdns_base_set_option(d.dns, "timeout:", tbuf);
 	evdns_base_set_option(d.dns, "attempts:", "3");
-	if (mx_query(&d, o->resolver, domain) == -1) {
+	if (mx_query(&d, o->resolver, alabel) == -1) {
 		*err_out = util_err("4.4.3 MX lookup for %s timed out or "
 		    "failed", domain);
 		goto out;
@@ -462,7 +467,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 		goto out;
 	}
 	if (mx.n == 0)		/* RFC 5321 5.1: the implicit MX */
-		mx_add(&mx, domain, "", port, 0);
+		mx_add(&mx, alabel, "", port, 0);
 	mx_sort(&mx);
 	mx_addresses(&d, &mx, out, port);
 	if (out->n == 0) {
@@ -512,22 +517,45 @@ deliver_mx_hosts(const char *v, int dport, struct deliver_mx_host **hosts_out,
 	return rc;
 }
 
+/* The mx-hosts entry of domain, a key in either spelling of it. */
+static bool
+mx_hosts_lookup(struct table *t, const char *domain, char **value_out)
+{
+	char *other;
+	bool found = table_lookup(t, domain, value_out);
+
+	if (!found && (other = util_idna_other(domain)) != NULL) {
+		found = table_lookup(t, other, value_out);
+		free(other);
+	}
+	return found;
+}
+
 int
 deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
     struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,
     const char **err_out)
 {
 	struct mx_list l = { 0 };
-	char *v = NULL;
+	char *v = NULL, *alabel = NULL;
+	const char *why;
 	int rc;
 
 	*perm_out = false;
-	if (o->mx_hosts != NULL && table_lookup(o->mx_hosts, domain, &v)) {
+	if (o->mx_hosts != NULL && mx_hosts_lookup(o->mx_hosts, domain, &v)) {
 		rc = deliver_mx_hosts(v, o->port != 0 ? o->port : 25, &l.h,
 		    &l.n, err_out);
 		free(v);
-	} else
-		rc = mx_dns_resolve(o, domain, &l, perm_out, err_out);
+	} else if (!util_is_ascii(domain) && util_idna_alabel(domain, &alabel,
+	    &why) == -1) {
+		*perm_out = true;
+		*err_out = util_err("5.1.2 domain %s is not a valid "
+		    "internationalized domain name (%s)", domain, why);
+		rc = -1;
+	} else	/* RFC 5891 5: a UTF-8 domain is asked for as A-labels */
+		rc = mx_dns_resolve(o, domain, alabel != NULL ? alabel :
+		    domain, &l, perm_out, err_out);
+	free(alabel);
 	free(l.order);
 	if (rc == -1) {
 		free(l.h);

@@ -808,6 +808,52 @@ def test_mx_via_resolver_host_without_addresses(make_postern):
     assert got["rfc822; x@nomx.test"].startswith("5."), got
 
 
+def test_mx_of_an_idn_domain_is_asked_for_by_its_a_label(make_postern):
+    """RFC 5891 5: the MX query for j\u00f6rg@b\u00fccher.example names
+    xn--bcher-kva.example, which the zone has (a null MX here, so the
+    outcome is final and says so): not the UTF-8 name, which would be
+    NXDOMAIN.  The log still names the domain as the client wrote it."""
+    dport = free_port()
+    dns = Proc([os.path.join(DATA, "dnsd.py"), "--port", str(dport),
+        "--zone", json.dumps({"xn--bcher-kva.example": {"MX": [[0, "."]]}})])
+    try:
+        srv = make_postern(extra=FAST + (
+            "action out mx resolver 127.0.0.1:%d timeout connect 2s" % dport,),
+            rules=(LOCAL_RULE, "match from local action out"))
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "alice@example.org", ["j\u00f6rg@b\u00fccher."
+                "example"], UTF8_BODY, " SMTPUTF8 BODY=8BITMIME")
+        failed = wait_for(lambda: [kv for kv, _ in log_events(srv, "failed")
+            if kv.get("action") == "mx"], timeout=10,
+            what="the final outcome of the MX lookup")
+        assert failed[0]["why"] == "5.1.10 domain b\\xc3\\xbccher.example " \
+            "accepts no mail (null MX, RFC 7505)", failed
+    finally:
+        dns.stop()
+
+
+def test_mx_hosts_keys_take_either_spelling(make_postern, upstreams,
+        tmp_path):
+    """An mx-hosts entry written with UTF-8 labels serves the A-label form
+    of the domain, and one written as A-labels the UTF-8 form."""
+    up = upstreams("--smtputf8")
+    table = write(str(tmp_path / "mxhosts"),
+        "b\u00fccher.example 10 127.0.0.1:%d\n"
+        "xn--caf-dma.example 10 127.0.0.1:%d\n" % (up.port, up.port))
+    srv = make_postern(extra=FAST + ("table mxh file:%s" % table,
+        "action out mx mx-hosts <mxh> timeout connect 2s"),
+        rules=(LOCAL_RULE, "match from local action out"))
+    submit(srv, "alice@example.org", ["a@xn--bcher-kva.example"], subject="a")
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["b@caf\u00e9.example"],
+            UTF8_BODY, " SMTPUTF8 BODY=8BITMIME")
+    settle(srv, lambda: len(up.messages()), 2, "mx-hosts")
+    assert sorted(r for env, _ in up.messages() for r in env["rcpt"]) == [
+        "a@xn--bcher-kva.example", "b@caf\u00e9.example"]
+
+
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
 
 def pop_relay(make_postern, upstreams, tmp_path, pop_opts, *extra):
