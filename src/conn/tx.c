@@ -301,6 +301,7 @@ conn_tx_fast(struct conn_tx *tx, struct util_buf *was, const char **err_out)
 		.content_len = tx->inflight.len,
 		.fresh = true,		/* a new qid: nothing to find */
 		.return_path = env->sender,
+		.smtputf8 = env->smtputf8,
 		.qid = env->qid,
 		.received = env->received,
 		.hostname = tx->hostname,
@@ -378,8 +379,9 @@ conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
 {
 	struct spool_env *env = &tx->env;
 	struct deliver_msg m = { .return_path = env->sender,
-	    .qid = env->qid, .received = env->received,
-	    .hostname = tx->hostname, .origin = &tx->sync_origin };
+	    .smtputf8 = env->smtputf8, .qid = env->qid,
+	    .received = env->received, .hostname = tx->hostname,
+	    .origin = &tx->sync_origin };
 
 	if (!tx->spooled) {
 		if (tx->head_set)

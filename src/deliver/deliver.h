@@ -60,6 +60,8 @@ struct deliver_msg {
 	void		(*settled_cb)(void *arg, const char *rcpt);
 	void		*settled_arg;
 	const char	*return_path;	/* envelope sender, "" for <> */
+	bool		 smtputf8;	/* received with SMTPUTF8 (RFC 6531):
+					   sent on only with it */
 	const char	*qid;
 	size_t		 rcpt_idx;
 	int64_t		 received;	/* epoch seconds */
@@ -345,8 +347,9 @@ enum deliver_result deliver_passthrough(const char *target,
  *
  * A permanent failure is decided by the remote (5xx) or by us: the message
  * is bigger than the server's SIZE, has 8-bit content and the server lacks
- * 8BITMIME (RFC 6152 3), or needs SMTPUTF8 (non-ASCII envelope or headers)
- * and the server lacks it (RFC 6531 3.4): never downgraded or corrupted.
+ * 8BITMIME (RFC 6152 3), or needs SMTPUTF8 (msg.smtputf8, or a non-ASCII
+ * envelope address) and the server lacks it (RFC 6531 3.4): never
+ * downgraded or corrupted.
  */
 struct config;
 struct config_action;

@@ -42,10 +42,15 @@ static int
 smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, bool *utf8_out)
 {
-	bool utf8 = !util_is_ascii(s->m->return_path);
+	/*
+	 * RFC 6531 3.4: the client's SMTPUTF8 as received, or an address
+	 * only SMTPUTF8 can carry.
+	 */
+	bool addr_utf8 = !util_is_ascii(s->m->return_path);
 
 	for (size_t i = 0; i < s->n; i++)
-		utf8 = utf8 || !util_is_ascii(rcpts[i]);
+		addr_utf8 = addr_utf8 || !util_is_ascii(rcpts[i]);
+	bool utf8 = s->m->smtputf8 || addr_utf8;
 	*utf8_out = utf8;
 	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
 		char t[200];
@@ -63,12 +68,12 @@ smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}
-	/* RFC 6531 3.4: no SMTPUTF8, no non-ASCII address: never downgrade. */
+	/* RFC 6531 3.2, 3.4: only where SMTPUTF8 is offered; no downgrade. */
 	if (utf8 && !s->caps.smtputf8) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
-		    "(non-ASCII address) and %s does not offer it (RFC 6531)",
-		    s->c.peer);
+		    "(%s) and %s does not offer it (RFC 6531)", addr_utf8 ?
+		    "non-ASCII address" : "it came with SMTPUTF8", s->c.peer);
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}

@@ -72,8 +72,8 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 	const char *colon = r->arg != NULL ? strchr(r->arg, ':') : NULL;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
-		.hostname = hostname,
+		.smtputf8 = env->smtputf8, .qid = env->qid, .rcpt_idx = idx,
+		.received = env->received, .hostname = hostname,
 	};
 
 	if (colon == NULL || colon == r->arg) {
@@ -148,6 +148,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 	struct deliver_msg m = {
 		.content_path = content_path,
 		.return_path = env->sender,
+		.smtputf8 = env->smtputf8,
 		.qid = env->qid,
 		.rcpt_idx = idx,
 		.received = env->received,

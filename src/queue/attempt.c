@@ -120,8 +120,8 @@ queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
 	const char *addr = r->addr;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.qid = env->qid, .rcpt_idx = idx, .received = env->received,
-		.hostname = hostname,
+		.smtputf8 = env->smtputf8, .qid = env->qid, .rcpt_idx = idx,
+		.received = env->received, .hostname = hostname,
 	};
 	struct deliver_rcpt_status st;
 
@@ -309,8 +309,8 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	queue_opts_now(q, &o);
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.qid = env->qid, .received = env->received,
-		.hostname = o.hostname,
+		.smtputf8 = env->smtputf8, .qid = env->qid,
+		.received = env->received, .hostname = o.hostname,
 	};
 	const char **args = xcalloc(n, sizeof(*args));
 	struct deliver_rcpt_status *st = xcalloc(n, sizeof(*st));

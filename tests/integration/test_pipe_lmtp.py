@@ -7,7 +7,8 @@ holds; one that cannot be started is deferred, not bounced; one that
 leaves a background child holding its output is judged by its own exit.  lmtp:
 Debian's Dovecot (dovecot-lmtpd) started by the test on a unix socket in
 a temporary folder; one recipient is refused, the other's mail is read
-from Dovecot's own Maildir.
+from Dovecot's own Maildir; a message that came with SMTPUTF8 is not
+handed to it (it does not offer SMTPUTF8) but bounced.
 """
 
 import os
@@ -293,12 +294,17 @@ def dovecot_mail(d, user):
     return sorted(new.iterdir()) if new.is_dir() else []
 
 
-def test_lmtp_to_dovecot(make_postern, dovecot):
-    srv = make_postern(config=make_config(FAST, rules=[
+def dovecot_server(make_postern, dovecot):
+    """postern with lmtp.example at Dovecot and example.org local."""
+    return make_postern(config=make_config(FAST, rules=[
         "match to domain lmtp.example action dove",
         "match to domain example.org action local"],
         actions=LOCAL + 'action dove lmtp "unix:%s"\n'
         % (dovecot / "run" / "lmtp")))
+
+
+def test_lmtp_to_dovecot(make_postern, dovecot):
+    srv = dovecot_server(make_postern, dovecot)
     with srv.session() as c:
         c.hello()
         send_message(c, "ann@example.org", ["ann@lmtp.example",
@@ -323,3 +329,26 @@ def test_lmtp_to_dovecot(make_postern, dovecot):
     assert dovecot_mail(dovecot, "full") == []
     wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
     assert len(dovecot_mail(dovecot, "ann")) == 1
+
+
+def test_lmtp_smtputf8_message_needs_smtputf8(make_postern, dovecot):
+    """RFC 6531 3.2, 3.4: Dovecot's LMTP does not offer SMTPUTF8, so a
+    message that came with it (UTF-8 Subject:) fails there (5.6.7) and is
+    bounced, never handed over; the same mail without UTF-8 goes in."""
+    srv = dovecot_server(make_postern, dovecot)
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["ann@lmtp.example"],
+            wire("Subject: Gr\u00fc\u00dfe\n\nhallo\n"),
+            " SMTPUTF8 BODY=8BITMIME")
+        send_message(c, "ann@example.org", ["ann@lmtp.example"],
+            wire("Subject: plain\n\nhello\n"))
+    files = wait_for(lambda: srv.maildir("ann"), 15, what="the DSN")
+    dsn = open(files[0], "rb").read()
+    assert b"message/global-delivery-status" in dsn, dsn[:600]
+    assert b"Final-Recipient: rfc822; ann@lmtp.example" in dsn, dsn
+    assert b"Status: 5.6.7" in dsn, dsn
+    wait_for(lambda: not srv.spool_files("env"), 15, what="spool empty")
+    mail = dovecot_mail(dovecot, "ann")
+    assert len(mail) == 1, mail
+    assert b"Subject: plain\n" in mail[0].read_bytes()

@@ -1417,6 +1417,71 @@ def test_global_dsn_needs_smtputf8_on_its_way_out(make_postern, upstreams):
     assert len(utf.messages()) == 1
 
 
+def send_utf8(srv, sender, rcpts):
+    """UTF8_BODY from SENDER, one message to each of RCPTS, with SMTPUTF8."""
+    with srv.session() as c:
+        c.hello()
+        for rcpt in rcpts:
+            send_message(c, sender, [rcpt], UTF8_BODY,
+                " SMTPUTF8 BODY=8BITMIME")
+
+
+def utf8_arrival(up, rcpt, subject, what):
+    """The first message at UP: to RCPT alone, with SMTPUTF8 on its MAIL
+    and "Subject: SUBJECT" as sent.  Returns its MAIL parameters."""
+    env, eml = wait_for(lambda: up.messages(), timeout=15, what=what)[0]
+    assert env["rcpt"] == [rcpt], env
+    assert "SMTPUTF8" in env["options"].split(), env
+    assert ("Subject: %s\r\n" % subject).encode() in eml, eml[:300]
+    return env["options"].split()
+
+
+def test_smtputf8_as_received_goes_on_and_is_never_dropped(make_postern,
+        upstreams):
+    """RFC 6531 3.2, 3.4: a message that came with SMTPUTF8 (ASCII
+    addresses, UTF-8 header fields) goes on with SMTPUTF8 to a server that
+    offers it, and fails (5.6.7) at one that does not, with nothing sent;
+    so does its global DSN to a sender behind such a server."""
+    utf = upstreams("--smtputf8")
+    plain = upstreams.scripted()		# 8BITMIME, no SMTPUTF8
+    srv = make_postern(extra=FAST + (
+        'action utf relay "smtp://127.0.0.1:%d"' % utf.port,
+        'action plain relay "smtp://127.0.0.1:%d"' % plain.port),
+        rules=("match to domain utf.test action utf",
+            "match to domain plain.test action plain"))
+    send_utf8(srv, "a@plain.test", ["x@utf.test", "y@plain.test"])
+    utf8_arrival(utf, "x@utf.test", "Gr\u00fc\u00dfe",
+        "the message at the SMTPUTF8 server")
+    # y@plain.test fails, then its DSN to a@plain.test (nothing further:
+    # a DSN's sender is <>).
+    def refused():
+        f = [kv for kv, _ in log_events(srv, "failed")
+            if "5.6.7" in kv.get("why", "")]
+        return f if len(f) == 2 else None
+    failed = wait_for(refused, timeout=15,
+        what="the message and its DSN refused for want of SMTPUTF8")
+    assert sorted(kv["rcpt"] for kv in failed) == ["<a@plain.test>",
+        "<y@plain.test>"], failed
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert plain.count() == 0 and not any(e.startswith("data:")
+        for e in plain.events), plain.events
+
+
+def test_pass_through_copy_keeps_smtputf8(make_postern, upstreams):
+    """A pass-through copy is the message it copies: one that came with
+    SMTPUTF8 goes on with SMTPUTF8 (RFC 6531 3.4)."""
+    utf = upstreams("--smtputf8")
+    srv = make_postern(extra=FAST + (
+        'action utf relay "smtp://127.0.0.1:%d"' % utf.port,
+        'action help pass-through "desk@utf.test"'),
+        rules=("match to help@example.org action help",
+            "match to domain utf.test action utf"))
+    send_utf8(srv, "a@example.org", ["help@example.org"])
+    utf8_arrival(utf, "desk@utf.test", "[help@] Gr\u00fc\u00dfe",
+        "the pass-through copy upstream")
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+
+
 def test_dsn_status_class_is_the_outcome(make_postern, upstreams):
     """RFC 3463 2, RFC 3464 2.3.4: a failed recipient's Status has class
     5 and a delayed one's class 4 whatever class the far side wrote;
