@@ -347,9 +347,10 @@ enum deliver_result deliver_passthrough(const char *target,
  *
  * A permanent failure is decided by the remote (5xx) or by us: the message
  * is bigger than the server's SIZE, has 8-bit content and the server lacks
- * 8BITMIME (RFC 6152 3), or needs SMTPUTF8 (msg.smtputf8, or a non-ASCII
- * envelope address) and the server lacks it (RFC 6531 3.4): never
- * downgraded or corrupted.
+ * 8BITMIME (RFC 6152 3; a message sent with SMTPUTF8 needs no 8BITMIME,
+ * RFC 6531 3.3), or needs SMTPUTF8 (msg.smtputf8, or a non-ASCII envelope
+ * address) and the server lacks it (RFC 6531 3.4): never downgraded or
+ * corrupted.
  */
 struct config;
 struct config_action;

@@ -77,8 +77,11 @@ smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}
-	/* RFC 6152 3: 8-bit data only to a server that offers 8BITMIME. */
-	if (sc->eight_bit && !s->caps.eightbitmime && !s->caps.smtputf8) {
+	/*
+	 * RFC 6152 3: 8-bit data only to a server that offers 8BITMIME, or
+	 * in a message sent with SMTPUTF8 (RFC 6531 3.3).
+	 */
+	if (sc->eight_bit && !s->caps.eightbitmime && !utf8) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.6.3 the message has 8-bit content "
 		    "and %s does not offer 8BITMIME (RFC 6152); it is not "

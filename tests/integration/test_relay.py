@@ -1482,6 +1482,31 @@ def test_pass_through_copy_keeps_smtputf8(make_postern, upstreams):
     wait_for(lambda: spool_empty(srv), what="an empty spool")
 
 
+def test_8bit_needs_8bitmime_unless_sent_with_smtputf8(make_postern,
+        upstreams):
+    """RFC 6152 3: 8-bit content without SMTPUTF8 goes only to a server
+    that offers 8BITMIME, even one that offers SMTPUTF8 (5.6.3 otherwise);
+    RFC 6531 3.3: sent with SMTPUTF8 it may go there, and without a
+    BODY=8BITMIME the server did not offer."""
+    up = upstreams("--smtputf8", "--no-8bitmime")
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ["x@remote.test"],
+            "Subject: 8bit\r\n\r\ncaf\u00e9\r\n", " BODY=8BITMIME")
+    _m, parts = bounce_of(srv, "alice")
+    r = parts[1].get_payload()[1]
+    assert (r["Final-Recipient"], r["Status"]) == ("rfc822; x@remote.test",
+        "5.6.3"), str(r)
+    assert not up.messages()
+    send_utf8(srv, "bob@example.org", ["y@remote.test"])
+    assert utf8_arrival(up, "y@remote.test", "Gr\u00fc\u00dfe",
+        "the SMTPUTF8 message upstream") == ["SMTPUTF8"]
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert len(up.messages()) == 1
+
+
 def test_dsn_status_class_is_the_outcome(make_postern, upstreams):
     """RFC 3463 2, RFC 3464 2.3.4: a failed recipient's Status has class
     5 and a delayed one's class 4 whatever class the far side wrote;
