@@ -450,7 +450,15 @@ smtp_addr_parse(const char *s, size_t len, bool allow_null,
 		return -1;
 	domain_len = (size_t)(p - domain);
 	if (p == lim || *p != '>') {
-		*err_out = "missing '>'";
+		/*
+		 * The scan stopped at a byte no domain holds: with a '>' still
+		 * to come, that byte is in the domain, which is what is wrong.
+		 */
+		if (memchr(p, '>', (size_t)(lim - p)) == NULL)
+			*err_out = "missing '>'";
+		else
+			*err_out = *domain == '[' ? "bad address literal" :
+			    "bad domain";
 		return -1;
 	}
 	p++;

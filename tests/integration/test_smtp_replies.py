@@ -128,6 +128,22 @@ def test_rcpt_syntax_errors_are_501(postern):
         c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
 
 
+def test_a_bad_domain_is_named_as_such(postern):
+    """A domain with a byte no domain holds (a space, a byte that is not
+    UTF-8) is refused as a bad domain, not as a path missing its '>'."""
+    with postern.session() as c:
+        c.hello()
+        for arg in (b"<a@ex\xffample.org> SMTPUTF8", b"<a@exa mple.org>"):
+            c.send(b"MAIL FROM:" + arg)
+            r = c.expect(501, "5.1.7")
+            assert r.text == "5.1.7 Bad sender address syntax (bad domain)", r
+        c.send("MAIL FROM:<a@example.net"); r = c.expect(501, "5.1.7")
+        assert r.text.endswith("(missing '>')"), r
+        c.send("MAIL FROM:<a@example.net> SMTPUTF8"); c.expect(250, "2.1.0")
+        c.send(b"RCPT TO:<b@ex\xc3ample.org>"); r = c.expect(501, "5.1.3")
+        assert r.text.endswith("(bad domain)"), r
+
+
 def test_sequence_errors_are_503(postern):
     with postern.session() as c:
         c.expect(220)

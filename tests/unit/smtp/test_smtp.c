@@ -362,6 +362,38 @@ test_addr_parse(void **state)
 	}
 }
 
+/* A refused path names what is wrong with it, not a later symptom. */
+static void
+test_addr_parse_reasons(void **state)
+{
+	static const struct {
+		const char	*label, *in, *want;
+	} cases[] = {
+		{ "no '>'", "<a@b.c", "missing '>'" },
+		{ "no '>', a parameter", "<a@b.c SIZE=1", "missing '>'" },
+		{ "not UTF-8 in the domain", "<a@ex\xff" "ample.org>",
+		    "bad domain" },
+		{ "half a character", "<b@ex\xc3" "ample.org>", "bad domain" },
+		{ "a space in the domain", "<a@exa mple.org>", "bad domain" },
+		{ "an underscore", "<a@b_c>", "bad domain" },
+		{ "after a literal", "<a@[1.2.3.4]x>", "bad address literal" },
+		{ "no domain", "<a@>", "bad domain" },
+		{ "no '@'", "<a>", "missing '@domain'" },
+	};
+	(void)state;
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct smtp_addr a;
+		const char *end = NULL, *err = NULL;
+		int rc = smtp_addr_parse(cases[i].in, strlen(cases[i].in),
+		    false, &a, &end, &err);
+
+		if (rc != -1 || err == NULL || strcmp(err, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %d \"%s\", want -1 \"%s\"",
+			    cases[i].label, rc, err != NULL ? err : "-",
+			    cases[i].want);
+	}
+}
+
 /* "<" local "@" domain ">" built to given sizes. */
 static int
 addr_sized(size_t local, const char *dom_label, size_t dom_len,
@@ -1797,6 +1829,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cmd_parse),
 		cmocka_unit_test(test_addr_parse),
+		cmocka_unit_test(test_addr_parse_reasons),
 		cmocka_unit_test(test_addr_limits),
 		cmocka_unit_test(test_mail_params),
 		cmocka_unit_test(test_bdat_parse),
