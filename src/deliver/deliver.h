@@ -363,8 +363,11 @@ struct deliver_rcpt_status {
 	int			 code;		/* the deciding SMTP reply
 						   code; 0: no reply (ours) */
 	char			 text[512];	/* that reply ("550 5.1.1 No
-						   such user"), log-escaped;
-						   or our reason when code 0 */
+						   such user") as the server
+						   wrote it, cut to fit: not
+						   escaped, so who logs it
+						   escapes it; or our reason
+						   when code 0 */
 	char			 remote[300];	/* "host[ip]:port" that said
 						   it, "" when none */
 	uint64_t		 retry_after_ms; /* on a temporary failure:

@@ -288,8 +288,10 @@ int	deliver_md_write_content(int out, const char *hdr,
 struct smtpc_reply {
 	int		 code;		/* -1 until its first line */
 	struct util_buf	 lines;		/* owned: each line, '\n' after each */
-	char		 text[512];	/* the lines joined by spaces, escaped
-					   (for DSNs and logs), cut to fit */
+	char		 text[512];	/* the lines joined by spaces, raw
+					   (escaped by who shows them: logs,
+					   DSNs), cut to fit with "..." */
+	bool		 text_cut;	/* text is full */
 	size_t		 nlines, nbytes;	/* so far */
 };
 
@@ -326,7 +328,7 @@ struct smtpc {
 	struct util_buf	 out;		/* commands/content not yet sent */
 	struct util_buf	 lines;		/* the last reply, lines joined '\n' */
 	int		 code;		/* the last reply's code */
-	char		 text[512];	/* the last reply, escaped, one line */
+	char		 text[512];	/* the last reply, raw, one line */
 	bool		 esmtp;
 	struct smtpc_caps caps;		/* of the last EHLO reply */
 	struct deliver_rcpt_status *st;
@@ -532,7 +534,7 @@ struct deliver_prog_result {
 	struct util_buf	 out;		/* stdout, NUL-terminated */
 	bool		 out_cut;	/* stdout passed out_max */
 	char		 err_line[256];	/* its first non-empty stderr line,
-					   log-escaped */
+					   raw (who logs it escapes it) */
 };
 /*
  * Run p and wait for it (worker threads only), until the program itself

@@ -403,8 +403,7 @@ prog_result(struct prog_io *io, int status, bool late)
 	else if (!late && WIFSIGNALED(status))
 		res->signal = WTERMSIG(status);
 	io->errline[io->errlen] = '\0';
-	log_safe_into(res->err_line, sizeof(res->err_line), io->errline,
-	    io->errlen);
+	util_strlcpy(res->err_line, io->errline, sizeof(res->err_line));
 	util_buf_cstr(&res->out);
 }
 

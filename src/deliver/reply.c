@@ -10,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "log/log.h"
 #include "util/util.h"
 
 void
@@ -19,6 +18,7 @@ smtpc_reply_reset(struct smtpc_reply *r)
 	r->code = -1;
 	util_buf_reset(&r->lines);
 	r->text[0] = '\0';
+	r->text_cut = false;
 	r->nlines = r->nbytes = 0;
 }
 
@@ -32,11 +32,41 @@ smtpc_is_reply_line(const char *line)
 	    line[3] == '-');
 }
 
+/*
+ * Add a line's text to r->text as the server wrote it, after a space, up to
+ * the size of r->text less room for "..."; what does not fit is cut there,
+ * never inside a UTF-8 character, and "..." marks the cut.  Whoever shows
+ * the text escapes it by its own rules (a log line's, a DSN's).
+ */
+static void
+smtpc_reply_text_add(struct smtpc_reply *r, const char *part)
+{
+	size_t max = sizeof(r->text) - 4, tl = strlen(r->text);
+	size_t n = strlen(part);
+
+	if (r->text_cut)
+		return;
+	if (tl > 0 && tl < max)
+		r->text[tl++] = ' ';
+	if (n > max - tl) {
+		n = max - tl;
+		while (n > 0 && ((unsigned char)part[n] & 0xc0) == 0x80)
+			n--;
+		r->text_cut = true;
+	}
+	memcpy(r->text + tl, part, n);
+	tl += n;
+	if (r->text_cut) {
+		memcpy(r->text + tl, "...", 3);
+		tl += 3;
+	}
+	r->text[tl] = '\0';
+}
+
 int
 smtpc_reply_line(struct smtpc_reply *r, const char *line, size_t raw,
     const char **why_out)
 {
-	size_t tl = strlen(r->text);
 	int code;
 
 	r->nbytes += raw;
@@ -57,17 +87,9 @@ smtpc_reply_line(struct smtpc_reply *r, const char *line, size_t raw,
 	r->code = code;
 	util_buf_addstr(&r->lines, line);
 	util_buf_add(&r->lines, "\n", 1);
-	/*
-	 * For DSNs: the lines joined by spaces, escaped, while a space and
-	 * log_safe_into's least room (8 octets) fit; the rest is cut.
-	 */
-	if (tl + 1 + 8 <= sizeof(r->text) && (tl == 0 || line[3] != '\0')) {
-		const char *part = tl == 0 ? line : line + 4;
-		if (tl > 0)
-			r->text[tl++] = ' ';
-		log_safe_into(r->text + tl, sizeof(r->text) - tl, part,
-		    strlen(part));
-	}
+	/* The first line whole, a later one's text when it has one. */
+	if (r->text[0] == '\0' || line[3] != '\0')
+		smtpc_reply_text_add(r, r->text[0] == '\0' ? line : line + 4);
 	return line[3] == '-' ? 0 : 1;
 }
 

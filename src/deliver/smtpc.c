@@ -104,7 +104,7 @@ int
 smtpc_reply(struct smtpc *s, uint64_t to)
 {
 	struct smtpc_reply r = { .lines = s->lines };
-	char line[1024], esc[128];
+	char line[1024], esc[sizeof(s->text) * 4];
 	const char *why = NULL;
 	uint64_t deadline = util_now_ms() + to;
 	int n, rc;
@@ -122,9 +122,8 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 	s->code = rc == 1 ? r.code : -1;
 	memcpy(s->text, r.text, sizeof(s->text));
 	if (rc == -1)
-		snprintf(s->c.err, sizeof(s->c.err), "%s sent %s: %s",
-		    s->c.peer, why, log_safe_into(esc, sizeof(esc), line,
-		    strlen(line)));
+		snprintf(s->c.err, sizeof(s->c.err), "%s sent %s: %.100s",
+		    s->c.peer, why, line);
 	if (rc != 1) {
 		s->desync = true;
 		return -1;
@@ -133,7 +132,8 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 		s->closing = true;	/* RFC 5321 3.8: it closes */
 	if (log_enabled(LOG_LVL_DEBUG))
 		log_event(LOG_LVL_DEBUG, "smtpc", NULL, s->m->qid,
-		    "host=%s reply=\"%s\"", s->c.peer, s->text);
+		    "host=%s reply=\"%s\"", s->c.peer, log_safe_into(esc,
+		    sizeof(esc), s->text, strlen(s->text)));
 	return s->code;
 }
 

@@ -165,7 +165,7 @@ queue_log_rcpt(enum log_level lvl, const char *event,
 		    "rcpt=<%s> action=%s to=%s", addr, action, to);
 		return;
 	}
-	log_safe_again_into(whybuf, sizeof(whybuf), why, strlen(why));
+	log_safe_into(whybuf, sizeof(whybuf), why, strlen(why));
 	log_event(lvl, event, env->sid, env->qid,
 	    "rcpt=<%s> action=%s to=%s why=\"%s\"", addr, action, to, whybuf);
 }

@@ -482,7 +482,7 @@ util_rfc5322_date(char *buf, size_t bufsz, int64_t t)
 /* The one escape of peer text in log lines; see log_safe_into(). */
 static char *
 util_log_escape(char *buf, size_t bufsz, const char *s, size_t len,
-    bool word, bool again)
+    bool word)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
@@ -491,9 +491,7 @@ util_log_escape(char *buf, size_t bufsz, const char *s, size_t len,
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		size_t need = (c > 0x20 || (c == 0x20 && !word)) && c < 0x7f &&
-		    c != '"' && (c != '\\' || (again && i + 3 < len &&
-		    s[i + 1] == 'x' && isxdigit((unsigned char)s[i + 2]) &&
-		    isxdigit((unsigned char)s[i + 3]))) ? 1 : 4;
+		    c != '"' && c != '\\' ? 1 : 4;
 		if (o + need + 4 > bufsz) {
 			memcpy(buf + o, "...", 3);
 			o += 3;
@@ -515,19 +513,13 @@ util_log_escape(char *buf, size_t bufsz, const char *s, size_t len,
 char *
 log_safe_into(char *buf, size_t bufsz, const char *s, size_t len)
 {
-	return util_log_escape(buf, bufsz, s, len, false, false);
-}
-
-char *
-log_safe_again_into(char *buf, size_t bufsz, const char *s, size_t len)
-{
-	return util_log_escape(buf, bufsz, s, len, false, true);
+	return util_log_escape(buf, bufsz, s, len, false);
 }
 
 char *
 log_safe_word_into(char *buf, size_t bufsz, const char *s, size_t len)
 {
-	return util_log_escape(buf, bufsz, s, len, true, false);
+	return util_log_escape(buf, bufsz, s, len, true);
 }
 
 void

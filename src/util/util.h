@@ -138,11 +138,6 @@ char	*log_safe_into(char *buf, size_t bufsz, const char *s, size_t len);
    becomes \x20 as well, so the value stays one word. */
 char	*log_safe_word_into(char *buf, size_t bufsz, const char *s,
 	    size_t len);
-/* The same for text that may have been escaped so already (a delivery's
-   status, made of a reply log_safe_into() escaped): a \xNN in it is kept
-   as it is, not escaped a second time. */
-char	*log_safe_again_into(char *buf, size_t bufsz, const char *s,
-	    size_t len);
 
 /* Growable byte buffer. */
 struct util_buf {

@@ -570,6 +570,43 @@ def test_upstream_text_is_escaped_once_in_the_log(make_postern, upstreams):
     assert 'why="550 5.1.1 no \\x1b[2J\\x22k=v \\x5cx41 (in reply' in line, line
 
 
+def test_dsn_carries_the_upstream_reply_as_it_was_written(make_postern,
+        upstreams):
+    """The Diagnostic-Code is the upstream's reply by the DSN's own rules,
+    not the log's escapes: quotes and backslashes as written, and UTF-8 as
+    it is in a global DSN (RFC 6533 6.2), as '?' in a plain one.  The log
+    line escapes the same reply once."""
+    said = ('550 5.1.1 <"john smith"@remote.test>: unknown user, see '
+        'caf\u00e9 \\help')
+    up = upstreams.scripted(rcpt_replies={'"john smith"@remote.test': said})
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    body = "Subject: x\r\n\r\nhi\r\n"
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", ['"john smith"@remote.test'],
+            body, " SMTPUTF8")
+        send_message(c, "bob@example.org", ['"john smith"@remote.test'],
+            body)
+    _head, parts = report_of(srv, "alice")
+    assert parts[1][0]["content-type"] == "message/global-delivery-status"
+    fields = dict(l.split(": ", 1) for l in
+        parts[1][1].split("\n\n")[1].split("\n"))
+    assert fields["Diagnostic-Code"] == "smtp; %s (in reply to RCPT TO)" % \
+        said, fields
+    _m, parts = bounce_of(srv, "bob")
+    r = parts[1].get_payload()[1]
+    assert r["Diagnostic-Code"] == ('smtp; 550 5.1.1 <"john smith"@'
+        'remote.test>: unknown user, see caf?? \\help (in reply to RCPT '
+        'TO)'), str(r)
+    failed = [l for kv, l in log_events(srv, "failed")]
+    assert len(failed) == 2, failed
+    for line in failed:
+        assert ('why="550 5.1.1 <\\x22john smith\\x22@remote.test>: '
+            'unknown user, see caf\\xc3\\xa9 \\x5chelp (in reply to RCPT '
+            'TO)"') in line, line
+
+
 def test_upstream_5xx_bounces_a_well_formed_dsn(make_postern, upstreams):
     up = upstreams("--rcpt-code", "bad@remote.test=550")
     srv = relay_server(make_postern,

@@ -37,8 +37,12 @@ test_reply_lines(void **state)
 		{ "not a code", { "hello" }, -1, 0, NULL },
 		{ "1xx", { "199 x" }, -1, 0, NULL },
 		{ "no separator", { "2501" }, -1, 0, NULL },
-		{ "escaped text", { "550 5.1.1 \x01\xff" }, 1, 550,
-		    "550 5.1.1 \\x01\\xff" },
+		/* Kept as written: who shows it escapes it its own way. */
+		{ "raw text", { "550 5.1.1 \x01\xff" }, 1, 550,
+		    "550 5.1.1 \x01\xff" },
+		{ "quotes, UTF-8, backslash", { "550-5.1.1 <\"j s\"@r.test>:",
+		    "550 see caf\xc3\xa9 \\help" }, 1, 550,
+		    "550-5.1.1 <\"j s\"@r.test>: see caf\xc3\xa9 \\help" },
 	};
 	struct smtpc_reply r = { 0 };
 
@@ -74,6 +78,13 @@ test_reply_lines(void **state)
 		assert_int_equal(smtpc_reply_line(&r, "250-xxxxxxxxxxxxxxxxxxx",
 		    25, &(const char *){ NULL }), 0);
 	assert_true(strlen(r.text) < sizeof(r.text));
+	/* The cut, marked "...", is never inside a UTF-8 character. */
+	snprintf(first, sizeof(first), "550 %0503d\xc3\xa9zz", 0);
+	smtpc_reply_reset(&r);
+	assert_int_equal(smtpc_reply_line(&r, first, strlen(first) + 2,
+	    &(const char *){ NULL }), 1);
+	assert_int_equal(strlen(r.text), 507 + 3);
+	assert_string_equal(r.text + 505, "00...");
 	util_buf_clear(&r.lines);
 }
 

@@ -148,7 +148,7 @@ test_exit_statuses(void **state)
 		{ "EX_NOUSER", "exit 67\n", DELIVER_PERMFAIL, "5.1.1 " },
 		{ "EX_NOPERM", "echo 'denied \"x\"' >&2; exit 77\n",
 		  DELIVER_PERMFAIL,
-		  "5.7.0 denied \\x22x\\x22 (exit status 77)" },
+		  "5.7.0 denied \"x\" (exit status 77)" },
 		{ "killed", "kill -9 $$\n", DELIVER_TEMPFAIL,
 		  "killed by signal 9" },
 		{ "reads nothing", "exit 0\n", DELIVER_OK, "" },
