@@ -1,8 +1,9 @@
 /*
  * queue/dsn.c: delivery status notifications (RFC 3464): a multipart/report
  * (RFC 6522) with a human-readable part, a message/delivery-status part and
- * the original headers as text/rfc822-headers; for a message that needed
- * SMTPUTF8, the RFC 6533 kinds of the last two, in UTF-8.  Pure: builds
+ * the original headers as text/rfc822-headers (quoted-printable when they
+ * hold 8-bit bytes, so the notice is 7-bit throughout); for a message that
+ * needed SMTPUTF8, the RFC 6533 kinds of the last two, in UTF-8.  Pure: builds
  * bytes from values, no disk and no clock, so the unit tests compare golden
  * files.
  */
@@ -238,22 +239,64 @@ dsn_head(struct util_buf *out, const struct queue_dsn *d, bool global)
 	/* RFC 6522: multipart/report; report-type=delivery-status. */
 	util_buf_printf(out, "Content-Type: multipart/report; "
 	    "report-type=delivery-status;\n\tboundary=\"%s\"\n", d->boundary);
-	/* RFC 2045 6.4: a multipart holding 8bit parts is 8bit itself. */
+	/*
+	 * RFC 2045 6.4: a multipart holding 8bit parts is 8bit itself.  Only
+	 * a global DSN has them: a plain one is 7-bit throughout.
+	 */
 	if (global)
 		util_buf_addstr(out, "Content-Transfer-Encoding: 8bit\n");
 	util_buf_addstr(out, "\nThis is a MIME-encapsulated message.\n");
 }
 
-/* The header of a body part; eight_bit: it may hold 8-bit text. */
+/* The header of a body part; cte: its transfer encoding, NULL for 7bit. */
 static void
 dsn_part(struct util_buf *out, const struct queue_dsn *d, const char *desc,
-    const char *type, bool eight_bit)
+    const char *type, const char *cte)
 {
 	util_buf_printf(out, "\n--%s\nContent-Description: %s\n"
 	    "Content-Type: %s\n", d->boundary, desc, type);
-	if (eight_bit)
-		util_buf_addstr(out, "Content-Transfer-Encoding: 8bit\n");
+	if (cte != NULL)
+		util_buf_printf(out, "Content-Transfer-Encoding: %s\n", cte);
 	util_buf_addstr(out, "\n");
+}
+
+/*
+ * The returned headers in quoted-printable (RFC 2045 6.7): '=', a byte that
+ * is not printable ASCII, and a space or tab that ends a line as =XX; a
+ * soft break ("=" at the end) keeps each line within 76 octets.  A NUL,
+ * never right in a header, becomes '?' as in the other kinds.
+ */
+static void
+dsn_add_qp(struct util_buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t col = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = s[i] == '\0' ? '?' : (unsigned char)s[i];
+		bool ends = i + 1 == len || s[i + 1] == '\n';
+		char enc[3] = { (char)c };
+		size_t n = 1;
+
+		if (c == '\n') {
+			util_buf_addstr(b, "\n");
+			col = 0;
+			continue;
+		}
+		if ((c < 0x21 || c > 0x7e || c == '=') &&
+		    !((c == ' ' || c == '\t') && !ends)) {
+			enc[0] = '=';
+			enc[1] = hex[c >> 4];
+			enc[2] = hex[c & 15];
+			n = 3;
+		}
+		if (col + n > 75) {	/* 76 with the soft break's '=' */
+			util_buf_addstr(b, "=\n");
+			col = 0;
+		}
+		util_buf_add(b, enc, n);
+		col += n;
+	}
 }
 
 void
@@ -270,19 +313,29 @@ queue_dsn_build(const struct queue_dsn *d, struct util_buf *out)
 	 * and the returned headers are the global kinds, all in UTF-8.
 	 */
 	dsn_part(out, d, "Notification", global ? "text/plain; charset=utf-8" :
-	    "text/plain; charset=us-ascii", global);
+	    "text/plain; charset=us-ascii", global ? "8bit" : NULL);
 	dsn_human(out, d, global);
 	dsn_part(out, d, "Delivery report", global ?
 	    "message/global-delivery-status" : "message/delivery-status",
-	    global);
+	    global ? "8bit" : NULL);
 	dsn_status(out, d, global);
+	/*
+	 * RFC 6522 4: headers that are not 7-bit may be returned
+	 * quoted-printable.  A plain DSN does so, and stays 7-bit: it can
+	 * reach a sender behind a server without 8BITMIME (RFC 6152 3),
+	 * where an 8bit one would fail and, being from <>, be lost.
+	 */
 	dsn_part(out, d, d->delayed ? "Delayed Message Headers" :
 	    "Undelivered Message Headers", global ? "message/global-headers" :
-	    "text/rfc822-headers", global || hdrs_8bit);
-	for (size_t i = 0; i < d->headers_len; i++) {
-		char c = d->headers[i];
-		util_buf_add(out, c == '\0' ? "?" : &d->headers[i], 1);
-	}
+	    "text/rfc822-headers", global ? "8bit" : hdrs_8bit ?
+	    "quoted-printable" : NULL);
+	if (!global && hdrs_8bit)
+		dsn_add_qp(out, d->headers, d->headers_len);
+	else
+		for (size_t i = 0; i < d->headers_len; i++) {
+			char c = d->headers[i];
+			util_buf_add(out, c == '\0' ? "?" : &d->headers[i], 1);
+		}
 	if (d->headers_len > 0 && d->headers[d->headers_len - 1] != '\n')
 		util_buf_addstr(out, "\n");
 	util_buf_printf(out, "\n--%s--\n", d->boundary);

@@ -1544,6 +1544,48 @@ def test_8bit_needs_8bitmime_unless_sent_with_smtputf8(make_postern,
     assert len(up.messages()) == 1
 
 
+def test_plain_dsn_of_8bit_headers_is_7bit_and_reaches_a_7bit_server(
+        make_postern, upstreams):
+    """A message sent with BODY=8BITMIME (no SMTPUTF8) and UTF-8 headers
+    bounces a plain DSN that is 7-bit throughout: the headers come back
+    quoted-printable (RFC 6522 4), no part and no level is 8bit, so the
+    notice reaches a sender behind a server without 8BITMIME (RFC 6152 3)
+    instead of failing there and, being from <>, being lost."""
+    bad = upstreams("--rcpt-code", "bad@remote.test=550")
+    seven = upstreams("--no-8bitmime")
+    srv = make_postern(extra=FAST + (
+        'action bad relay "smtp://127.0.0.1:%d"' % bad.port,
+        'action seven relay "smtp://127.0.0.1:%d"' % seven.port),
+        rules=("match from local to domain remote.test action bad",
+            "match to domain far.test action seven"))
+    body = ("From: J\u00f6rg <bob@far.test>\r\nSubject: Gr\u00fc\u00dfe\r\n"
+        "\r\nhallo\r\n")
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "bob@far.test", ["bad@remote.test"], body,
+            " BODY=8BITMIME")
+    def dsn_failed():
+        return [kv for kv, _ in log_events(srv, "failed")
+            if "far.test" in kv.get("rcpt", "")]
+    wait_for(lambda: seven.messages() or dsn_failed(), timeout=15,
+        what="the DSN at the server without 8BITMIME, or its failure")
+    assert not dsn_failed(), "the DSN failed: %s" % dsn_failed()
+    env, eml = seven.messages()[0]
+    assert (env["from"], env["rcpt"]) == ("<>", ["bob@far.test"]), env
+    assert all(b < 0x80 for b in eml), "8-bit octets in the DSN"
+    msg = email.message_from_bytes(eml, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report"
+    assert (msg["Content-Transfer-Encoding"] or "7bit") == "7bit"
+    hdrs = msg.get_payload()[2]
+    assert hdrs.get_content_type() == "text/rfc822-headers"
+    assert hdrs["Content-Transfer-Encoding"] == "quoted-printable"
+    returned = hdrs.get_payload(decode=True).decode("utf-8")
+    assert "From: J\u00f6rg <bob@far.test>" in returned, returned
+    assert "Subject: Gr\u00fc\u00dfe" in returned, returned
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert not dsn_failed(), srv.log()[-2000:]
+
+
 def test_dsn_status_class_is_the_outcome(make_postern, upstreams):
     """RFC 3463 2, RFC 3464 2.3.4: a failed recipient's Status has class
     5 and a delayed one's class 4 whatever class the far side wrote;

@@ -597,6 +597,43 @@ test_dsn_golden(void **state)
 }
 
 /*
+ * A plain DSN returning 8-bit headers (a message sent with BODY=8BITMIME):
+ * they go quoted-printable, '=' and a line's last space encoded, a long
+ * line cut by soft breaks, so the DSN is 7-bit throughout.
+ */
+static void
+test_dsn_golden_8bit_headers(void **state)
+{
+	static const char hdrs[] = "From: J\xc3\xb6rg <alice@example.org>\n"
+	    "Subject: Gr\xc3\xbc\xc3\x9f""e =?x?= \n"
+	    "X-Long: \xc3\xa4 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+	    "\tfolded\twith a tab\t\n";
+	struct spool_env e;
+	struct util_buf out = { 0 };
+	size_t failed[] = { 0 };
+
+	(void)state;
+	setenv("TZ", "UTC", 1);
+	tzset();
+	dsn_env(&e);
+	struct queue_dsn d = {
+		.reporting_mta = "mx.test", .env = &e, .idx = failed, .n = 1,
+		.headers = hdrs, .headers_len = strlen(hdrs),
+		.now = 1700003600, .retry_until = 1700432000,
+		.qid = "1xVTzzzzZZ999Yyyy", .boundary = "=_1xVTzzzzZZ999Yyyy/mx.test",
+	};
+	assert_false(queue_dsn_is_global(&d));
+	queue_dsn_build(&d, &out);
+	for (size_t i = 0; i < out.len; i++)
+		if ((unsigned char)out.data[i] >= 0x80)
+			fail_msg("case \"8-bit headers\": octet %zu is 8-bit", i);
+	golden("bounce-8bit-headers", &out);
+	util_buf_clear(&out);
+	spool_env_clear(&e);
+}
+
+/*
  * A message that needed SMTPUTF8: a global DSN (RFC 6533) naming the
  * sender and the recipients in UTF-8, "utf-8" addresses in the
  * utf-8-addr-unitext form ('+' as \\x{2B}), the headers as they are.
@@ -1421,6 +1458,7 @@ main(void)
 		cmocka_unit_test(test_config_queue),
 		cmocka_unit_test(test_dsn_golden),
 		cmocka_unit_test(test_dsn_golden_utf8),
+		cmocka_unit_test(test_dsn_golden_8bit_headers),
 		cmocka_unit_test(test_dsn_status),
 		cmocka_unit_test_setup_teardown(
 		    test_status_persisted_across_restart, setup, teardown),
