@@ -102,6 +102,14 @@ mime_iconv_lossy(iconv_t cd, const char *in, size_t len, bool cut,
 	util_buf_add(out, tmp, sizeof(tmp) - oleft);
 }
 
+/* p[0..len) is a character cut short at the end of a cut text. */
+static bool
+mime_is_cut_char(const char *p, size_t len, bool cut)
+{
+	return cut && len < 4 && g_utf8_get_char_validated(p, (gssize)len) ==
+	    (gunichar)-2;
+}
+
 /* Valid UTF-8 of in, invalid bytes replaced; a cut tail dropped. */
 static void
 mime_utf8_clean(const char *in, size_t len, bool cut, struct util_buf *out)
@@ -123,14 +131,23 @@ mime_utf8_clean(const char *in, size_t len, bool cut, struct util_buf *out)
 			len--;
 			continue;
 		}
-		/* An incomplete character at the end of a cut text. */
-		if (cut && len < 4 && g_utf8_get_char_validated(in,
-		    (gssize)len) == (gunichar)-2)
+		if (mime_is_cut_char(in, len, cut))
 			return;
 		util_buf_addstr(out, mime_repl);
 		in++;
 		len--;
 	}
+}
+
+/* in is UTF-8 but maybe for a character cut at the end of a cut text. */
+static bool
+mime_is_utf8(const char *in, size_t len, bool cut)
+{
+	const char *end;
+
+	if (g_utf8_validate(in, (gssize)len, &end))
+		return true;
+	return mime_is_cut_char(end, len - (size_t)(end - in), cut);
 }
 
 static bool
@@ -152,7 +169,7 @@ mime_to_utf8(const char *in, size_t len, const char *charset, bool cut,
 	if (mime_charset_is_utf8(charset)) {
 		/* Undeclared 8-bit text that is not UTF-8: the usual case is
 		 * Windows' Latin-1. */
-		if (g_utf8_validate(in, (gssize)len, NULL) ||
+		if (mime_is_utf8(in, len, cut) ||
 		    (charset != NULL && g_ascii_strncasecmp(charset, "utf",
 		    3) == 0)) {
 			mime_utf8_clean(in, len, cut, out);

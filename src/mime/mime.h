@@ -18,7 +18,7 @@
 
 /* Bounds of a parse; 0 in a field takes the default shown. */
 struct mime_limits {
-	size_t		 text_max;	/* decoded bytes kept of the text and
+	size_t		 text_max;	/* bytes of UTF-8 kept of the text and
 					   of the HTML body: 1 MiB */
 	size_t		 attach_max;	/* decoded bytes of attachment content
 					   kept in all (first come, whole

@@ -216,13 +216,27 @@ mime_text_cb(void *arg, const char *chunk, size_t n)
 	return true;
 }
 
+/*
+ * raw[0..len) in charset into b as UTF-8 of max bytes at most: text_max
+ * bounds what the view holds, and a charset may take more bytes in UTF-8
+ * than it did as read.  cut: raw itself was cut short.
+ */
 static void
 mime_body_set(struct mime_body *b, const char *raw, size_t len,
-    const char *charset, bool cut)
+    const char *charset, bool cut, size_t max)
 {
 	struct util_buf u = { 0 };
 	const char *used = mime_to_utf8(raw, len, charset, cut, &u);
 
+	if (u.len > max) {
+		size_t n = max;
+
+		while (n > 0 && ((unsigned char)u.data[n] & 0xc0) == 0x80)
+			n--;		/* not inside a character */
+		u.len = n;
+		u.data[n] = '\0';
+		cut = true;
+	}
 	b->s = u.data != NULL ? u.data : xstrdup("");
 	b->len = u.len;
 	b->truncated = cut;
@@ -239,7 +253,7 @@ mime_text_part(struct mime_parse *p, GMimePart *part, struct mime_body *b)
 	if (mime_part_read(part, mime_text_cb, &c) == -1)
 		mime_note(p, "unreadable part");
 	mime_body_set(b, c.buf.data != NULL ? c.buf.data : "", c.buf.len, cs,
-	    c.over);
+	    c.over, p->lim.text_max);
 	util_buf_clear(&c.buf);
 }
 
@@ -383,7 +397,7 @@ mime_raw_text(struct mime_parse *p, GMimeStream *s, gint64 offset)
 	free(p->m->text.s);
 	free(p->m->text.charset);
 	mime_body_set(&p->m->text, c.buf.data != NULL ? c.buf.data : "",
-	    c.buf.len, NULL, c.over);
+	    c.buf.len, NULL, c.over, p->lim.text_max);
 	util_buf_clear(&c.buf);
 }
 

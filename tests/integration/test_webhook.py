@@ -124,6 +124,36 @@ def test_malformed_mime_still_goes_out(make_postern, api):
     assert doc["text"] == "no boundary at all\n"
 
 
+def posted_docs(srv, api, messages):
+    """Send each message to the webhook; the JSON documents it got, by
+    subject."""
+    with srv.session() as c:
+        c.hello()
+        for m in messages:
+            send_message(c, "app@example.org", ["bridge@example.org"],
+                wire(m))
+    return {r.json()["subject"]: r.json() for r in api.wait(len(messages))}
+
+
+def test_text_max_bounds_the_utf8_of_the_text(make_postern, api):
+    # 51 bytes of UTF-8 at most: Latin-1 and windows-1252 take more bytes
+    # in UTF-8 than they did as sent; the cut falls before a character.
+    srv = make_postern(config=hook_config(api, "text-max 51"))
+    docs = posted_docs(srv, api, [
+        b"Subject: latin\nContent-Type: text/plain; charset=iso-8859-1\n\n"
+        + b"\xe9" * 100 + b"\n",
+        b"Subject: html\nContent-Type: text/html; charset=windows-1252\n\n"
+        + b"\x80" * 100 + b"\n",
+        # Undeclared UTF-8 cut inside a character is still UTF-8.
+        b"Subject: undeclared\n\n" + "é".encode() * 100 + b"\n"])
+    assert docs["latin"]["text"] == "é" * 25
+    assert docs["latin"]["text_truncated"] is True
+    assert docs["html"]["html"] == "€" * 17
+    assert docs["html"]["html_truncated"] is True
+    assert docs["undeclared"]["text"] == "é" * 25
+    assert docs["undeclared"]["text_truncated"] is True
+
+
 def test_raw_and_template(make_postern, api, tmp_path):
     tpl = tmp_path / "bridge.json"
     tpl.write_text('{"name": "%{from}", "reply": "%{text}"}\n')
