@@ -12,7 +12,7 @@ const char *const mime_json_members[] = {
 	"from", "to", "cc", "reply_to", "subject", "date", "message_id",
 	"in_reply_to", "addresses", "references", "headers", "content_type",
 	"text", "text_truncated", "html", "html_truncated", "attachments",
-	"parse_error", NULL
+	"parts_skipped", "parse_error", NULL
 };
 
 /* A JSON string of s (NULL: null); invalid UTF-8 is repaired first. */
@@ -111,6 +111,8 @@ mime_msg_json(const struct mime_msg *m)
 	for (size_t i = 0; i < m->natts; i++)
 		json_array_append_new(atts, mime_json_att(&m->atts[i]));
 	json_object_set_new(j, "attachments", atts);
+	json_object_set_new(j, "parts_skipped",
+	    json_integer((json_int_t)m->parts_skipped));
 	json_object_set_new(j, "parse_error", mime_json_cstr(m->parse_error));
 	return j;
 }

@@ -114,7 +114,8 @@ const char *mime_msg_header(const struct mime_msg *m, const char *name);
  *   references: [ids]; headers: [{name,value}]; content_type;
  *   text, html: strings or null; text_truncated, html_truncated;
  *   attachments: [{filename, content_type, disposition, content_id, size,
- *     content_base64 (when kept)}]; parse_error: string or null.
+ *     content_base64 (when kept)}]; parts_skipped: leaves past
+ *     parts_max, not looked at; parse_error: string or null.
  * The caller adds its own members (envelope, client, queue id).
  */
 json_t	*mime_msg_json(const struct mime_msg *m);

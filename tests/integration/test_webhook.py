@@ -154,6 +154,22 @@ def test_text_max_bounds_the_utf8_of_the_text(make_postern, api):
     assert docs["undeclared"]["text_truncated"] is True
 
 
+def test_parts_past_the_hundredth_are_counted(make_postern, api):
+    srv = make_postern(config=hook_config(api))
+    parts = lambda n: b"".join(b"--a\nContent-Type: application/x-n\n"
+        b"Content-Disposition: attachment; filename=f%d\n\nz\n" % i
+        for i in range(n))
+    head = b"Content-Type: multipart/mixed; boundary=a\n\n"
+    docs = posted_docs(srv, api, [
+        b"Subject: many\n" + head + parts(150) + b"--a--\n",
+        b"Subject: hundred\n" + head + parts(100) + b"--a--\n"])
+    assert len(docs["many"]["attachments"]) == 100
+    assert docs["many"]["attachments"][-1]["filename"] == "f99"
+    assert docs["many"]["parts_skipped"] == 50
+    assert len(docs["hundred"]["attachments"]) == 100
+    assert docs["hundred"]["parts_skipped"] == 0
+
+
 def test_raw_and_template(make_postern, api, tmp_path):
     tpl = tmp_path / "bridge.json"
     tpl.write_text('{"name": "%{from}", "reply": "%{text}"}\n')
