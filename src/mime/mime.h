@@ -55,8 +55,9 @@ struct mime_attachment {
 					   NULL when the part has none */
 	char		*content_id;	/* owned, without <>; or NULL */
 	uint64_t	 size;		/* decoded bytes */
-	unsigned char	*data;		/* owned: the decoded content when it
-					   fitted attach_max; else NULL */
+	unsigned char	*data;		/* owned: the decoded content (an
+					   attached message as written) when
+					   it fitted attach_max; else NULL */
 	size_t		 data_len;
 };
 

@@ -301,7 +301,30 @@ mime_att_part(struct mime_parse *p, GMimePart *part)
 	util_buf_clear(&c.buf);
 }
 
-/* An attached message: its size as written. */
+/* The attached message inner as written (size bytes) into a's data. */
+static void
+mime_att_message_keep(struct mime_parse *p, struct mime_attachment *a,
+    GMimeObject *inner, size_t size)
+{
+	GMimeStream *mem = g_mime_stream_mem_new();
+	GByteArray *ba;
+
+	g_mime_object_write_to_stream(inner, NULL, mem);
+	ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem));
+	if (ba->len == size) {
+		a->data = xmalloc(size);
+		memcpy(a->data, ba->data, size);
+		a->data_len = size;
+		p->attach_left -= size;
+	}
+	g_object_unref(mem);
+}
+
+/*
+ * An attached message: its size as written, and its content too when
+ * that fits in what is left of attach_max (written a second time then,
+ * so a large message never sits in memory).
+ */
 static void
 mime_att_message(struct mime_parse *p, GMimeMessagePart *mp)
 {
@@ -318,6 +341,9 @@ mime_att_message(struct mime_parse *p, GMimeMessagePart *mp)
 	if (inner != NULL) {
 		g_mime_object_write_to_stream(GMIME_OBJECT(inner), NULL, null);
 		a->size = GMIME_STREAM_NULL(null)->written;
+		if (a->size > 0 && a->size <= p->attach_left)
+			mime_att_message_keep(p, a, GMIME_OBJECT(inner),
+			    (size_t)a->size);
 	}
 	g_object_unref(null);
 }

@@ -170,6 +170,23 @@ def test_parts_past_the_hundredth_are_counted(make_postern, api):
     assert docs["hundred"]["parts_skipped"] == 0
 
 
+def test_attached_message_content_goes_with_the_rest(make_postern, api):
+    srv = make_postern(config=hook_config(api, "attachments 1M"))
+    docs = posted_docs(srv, api, [
+        b"Subject: fwd\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/mixed; boundary=a\n\n"
+        b"--a\nContent-Type: text/plain\n\nsee attached\n"
+        b"--a\nContent-Type: message/rfc822\n"
+        b"Content-Disposition: attachment; filename=fwd.eml\n\n"
+        b"Subject: inner\n\ninner body\n--a--\n"])
+    (att,) = docs["fwd"]["attachments"]
+    assert att["filename"] == "fwd.eml"
+    content = base64.b64decode(att["content_base64"])
+    # The line end before the boundary belongs to the boundary.
+    assert content == b"Subject: inner\n\ninner body"
+    assert att["size"] == len(content)
+
+
 def test_raw_and_template(make_postern, api, tmp_path):
     tpl = tmp_path / "bridge.json"
     tpl.write_text('{"name": "%{from}", "reply": "%{text}"}\n')
