@@ -21,6 +21,7 @@ struct mime_parse {
 	struct mime_limits	 lim;
 	size_t			 attach_left;	/* attachment bytes to keep */
 	unsigned		 leaves;
+	bool			 hit_end;	/* the input ended too soon */
 	struct util_buf		 err;		/* parse_error being built */
 };
 
@@ -32,9 +33,9 @@ mime_warning_text(GMimeParserWarning w)
 {
 	switch (w) {
 	case GMIME_WARN_MALFORMED_MULTIPART:
-		return "multipart without parts";
-	case GMIME_WARN_TRUNCATED_MESSAGE:
-		return "truncated message";
+		return "multipart without close delimiter";
+	case GMIME_WARN_INVALID_CONTENT_TYPE:
+		return "invalid Content-Type";
 	case GMIME_WARN_MALFORMED_MESSAGE:
 		return "malformed message";
 	case GMIME_CRIT_INVALID_HEADER_NAME:
@@ -70,12 +71,15 @@ static void
 mime_warning_cb(gint64 offset, GMimeParserWarning w, const gchar *item,
     gpointer arg)
 {
+	struct mime_parse *p = arg;
 	const char *what = mime_warning_text(w);
 
 	(void)offset;
 	(void)item;
-	if (what != NULL)
-		mime_note(arg, what);
+	if (w == GMIME_WARN_TRUNCATED_MESSAGE)
+		p->hit_end = true;	/* judged once the body is known */
+	else if (what != NULL)
+		mime_note(p, what);
 }
 
 static char *
@@ -257,21 +261,52 @@ mime_text_part(struct mime_parse *p, GMimePart *part, struct mime_body *b)
 	util_buf_clear(&c.buf);
 }
 
+static bool
+mime_is_type(GMimeObject *o, const char *type, const char *subtype)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(o);
+
+	return ct != NULL && g_mime_content_type_is_type(ct, type, subtype);
+}
+
+/*
+ * RFC 2045 5.2: a part whose Content-Type cannot be read is text/plain.
+ * GMime's parser reads it so (as a text part) but gives the object
+ * application/octet-stream as its type.
+ */
+static bool
+mime_type_unreadable(GMimeObject *o)
+{
+	return GMIME_IS_TEXT_PART(o) && !mime_is_type(o, "text", "*");
+}
+
+/* o's "type/subtype" in lower case (malloc'd). */
+static char *
+mime_type_of(GMimeObject *o)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(o);
+	char *type, *s;
+
+	if (mime_type_unreadable(o) || ct == NULL)
+		return xstrdup("text/plain");
+	type = g_mime_content_type_get_mime_type(ct);
+	s = util_strlower(xstrdup(type != NULL ? type :
+	    "application/octet-stream"));
+	g_free(type);
+	return s;
+}
+
 static struct mime_attachment *
 mime_att_new(struct mime_parse *p, GMimeObject *o)
 {
 	struct mime_msg *m = p->m;
-	GMimeContentType *ct = g_mime_object_get_content_type(o);
 	GMimeContentDisposition *cd = g_mime_object_get_content_disposition(o);
 	struct mime_attachment *a;
-	char *type = ct != NULL ? g_mime_content_type_get_mime_type(ct) : NULL;
 
 	m->atts = xreallocarray(m->atts, m->natts + 1, sizeof(*m->atts));
 	a = &m->atts[m->natts++];
 	memset(a, 0, sizeof(*a));
-	a->content_type = util_strlower(xstrdup(type != NULL ? type :
-	    "application/octet-stream"));
-	g_free(type);
+	a->content_type = mime_type_of(o);
 	if (cd != NULL && g_mime_content_disposition_get_disposition(cd) !=
 	    NULL)
 		a->disposition = util_strlower(xstrdup(
@@ -348,14 +383,6 @@ mime_att_message(struct mime_parse *p, GMimeMessagePart *mp)
 	g_object_unref(null);
 }
 
-static bool
-mime_is_type(GMimeObject *o, const char *type, const char *subtype)
-{
-	GMimeContentType *ct = g_mime_object_get_content_type(o);
-
-	return ct != NULL && g_mime_content_type_is_type(ct, type, subtype);
-}
-
 static void
 mime_leaf(struct mime_parse *p, GMimePart *part)
 {
@@ -367,7 +394,7 @@ mime_leaf(struct mime_parse *p, GMimePart *part)
 		return;
 	}
 	if (!attached && p->m->text.s == NULL &&
-	    mime_is_type(o, "text", "plain"))
+	    (mime_is_type(o, "text", "plain") || mime_type_unreadable(o)))
 		mime_text_part(p, part, &p->m->text);
 	else if (!attached && p->m->html.s == NULL &&
 	    mime_is_type(o, "text", "html"))
@@ -383,6 +410,10 @@ mime_walk(struct mime_parse *p, GMimeObject *o)
 		GMimeMultipart *mp = GMIME_MULTIPART(o);
 		int n = g_mime_multipart_get_count(mp);
 
+		/* RFC 2046 5.1.1: one body part at least. */
+		if (n == 0 && g_mime_object_get_content_type_parameter(o,
+		    "boundary") != NULL)
+			mime_note(p, "multipart without parts");
 		for (int i = 0; i < n; i++)
 			mime_walk(p, g_mime_multipart_get_part(mp, i));
 	} else if (GMIME_IS_MESSAGE_PART(o)) {
@@ -460,13 +491,18 @@ mime_parse_stream(GMimeStream *s, const struct mime_limits *lim)
 		mime_raw_text(&p, s, 0);
 	} else {
 		GMimeObject *body = g_mime_message_get_mime_part(gm);
-		char *ct = body != NULL ? g_mime_content_type_get_mime_type(
-		    g_mime_object_get_content_type(body)) : NULL;
 
 		mime_headers(&p, gm, po);
-		p.m->content_type = util_strlower(xstrdup(ct != NULL ? ct :
-		    "text/plain"));
-		g_free(ct);
+		p.m->content_type = body != NULL ? mime_type_of(body) :
+		    xstrdup("text/plain");
+		/*
+		 * The input ended inside a header or a multipart.  In a
+		 * multipart body that means its close delimiter is missing
+		 * (RFC 2046 5.1.1); at the end of the header of any other
+		 * message it is no fault (RFC 5322 3.5: the body is optional).
+		 */
+		if (p.hit_end && body != NULL && GMIME_IS_MULTIPART(body))
+			mime_note(&p, "multipart without close delimiter");
 		if (body != NULL)
 			mime_walk(&p, body);
 		/* The structure failed and no text came out: the raw body. */

@@ -135,6 +135,12 @@ def posted_docs(srv, api, messages):
     return {r.json()["subject"]: r.json() for r in api.wait(len(messages))}
 
 
+def summary(docs):
+    """What each document says of the structure, by subject."""
+    return {s: (d["parse_error"], d["text"], d["content_type"],
+        len(d["attachments"])) for s, d in docs.items()}
+
+
 def test_text_max_bounds_the_utf8_of_the_text(make_postern, api):
     # 51 bytes of UTF-8 at most: Latin-1 and windows-1252 take more bytes
     # in UTF-8 than they did as sent; the cut falls before a character.
@@ -185,6 +191,43 @@ def test_attached_message_content_goes_with_the_rest(make_postern, api):
     # The line end before the boundary belongs to the boundary.
     assert content == b"Subject: inner\n\ninner body"
     assert att["size"] == len(content)
+
+
+def test_structure_errors_say_what_is_wrong(make_postern, api):
+    srv = make_postern(config=hook_config(api))
+    mp = b"Content-Type: multipart/mixed; boundary=zzz\n\n"
+    docs = posted_docs(srv, api, [
+        # RFC 5322 3.5: the body is optional.
+        b"Subject: headers only\nFrom: a@example.org\n",
+        # RFC 2046 5.1.1: one body part at least, and a close delimiter.
+        b"Subject: closed, no parts\n" + mp + b"the only content\n--zzz--\n",
+        b"Subject: unclosed, no parts\n" + mp + b"the only content\n",
+        b"Subject: unclosed\n" + mp + b"--zzz\n\npart one\n"])
+    assert summary(docs) == {
+        "headers only": (None, "", "text/plain", 0),
+        "closed, no parts": ("multipart without parts",
+            "the only content\n--zzz--\n", "multipart/mixed", 0),
+        "unclosed, no parts": ("multipart without close delimiter; "
+            "multipart without parts", "the only content\n",
+            "multipart/mixed", 0),
+        "unclosed": ("multipart without close delimiter", "part one\n",
+            "multipart/mixed", 0),
+    }
+
+
+def test_unreadable_content_type_is_text(make_postern, api):
+    # RFC 2045 5.2: a Content-Type that cannot be read is text/plain.
+    srv = make_postern(config=hook_config(api))
+    docs = posted_docs(srv, api, [
+        b"Subject: no subtype\nContent-Type: text\n\nhello\n",
+        b"Subject: garbage\nContent-Type: ;;;===\n\nhello\n",
+        b"Subject: in a part\nContent-Type: multipart/mixed; boundary=a\n\n"
+        b"--a\nContent-Type: image\n\nhello\n--a--\n"])
+    assert summary(docs) == {
+        "no subtype": ("invalid Content-Type", "hello\n", "text/plain", 0),
+        "garbage": ("invalid Content-Type", "hello\n", "text/plain", 0),
+        "in a part": ("invalid Content-Type", "hello", "multipart/mixed", 0),
+    }
 
 
 def test_raw_and_template(make_postern, api, tmp_path):
