@@ -175,7 +175,8 @@ struct config_hook {
 	enum config_hook_format	 format;
 	char			*template_path;	/* owned: "format template FILE" */
 	char			**headers;	/* owned, NULL-terminated:
-						   "header "Name: value"" */
+						   "header "Name: value"", no
+						   name postern sets itself */
 	size_t			 nheaders;
 	const struct config_table *auth;	/* borrowed: "auth <T>": the entry
 						   for the URL's host, else
@@ -187,8 +188,10 @@ struct config_hook {
 	char			*ca_file;	/* owned, or NULL */
 	bool			 no_verify;
 	uint64_t		 timeout_ms;	/* "timeout DUR"; 0: 30 s */
-	uint64_t		 response_max;	/* "response-max SIZE"; 0: 64k */
-	uint64_t		 text_max;	/* "text-max SIZE"; 0: 1M */
+	uint64_t		 response_max;	/* "response-max SIZE" (1..64M);
+						   0: unset, 64k */
+	uint64_t		 text_max;	/* "text-max SIZE" (1..64M); 0:
+						   unset, 1M */
 	uint64_t		 attach_max;	/* "attachments SIZE"; 0: none */
 	bool			 sync;		/* "sync [DUR]": answer DATA */
 	uint64_t		 sync_ms;	/* its bound; default 30 s */

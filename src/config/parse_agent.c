@@ -7,6 +7,7 @@
  */
 #include "config/config.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -110,11 +111,13 @@ cfg_agent_dur(struct cfg_parser *p, const struct cfg_line *ln,
 
 static int
 cfg_agent_size(struct cfg_parser *p, const struct cfg_line *ln,
-    const char *opt, const char *s, uint64_t max, uint64_t *out)
+    const char *opt, const char *s, uint64_t min, uint64_t max,
+    uint64_t *out)
 {
-	if (util_parse_size(s, out) == -1 || *out > max) {
-		cfg_err(p, ln->lineno, "%s: %s is not a size up to %llu",
-		    opt, cfg_q(s), (unsigned long long)max);
+	if (util_parse_size(s, out) == -1 || *out < min || *out > max) {
+		cfg_err(p, ln->lineno, "%s: %s is not a size in %llu..%llu",
+		    opt, cfg_q(s), (unsigned long long)min,
+		    (unsigned long long)max);
 		return -1;
 	}
 	return 0;
@@ -153,16 +156,53 @@ cfg_hook_url(struct cfg_parser *p, const struct cfg_line *ln,
 	return 0;
 }
 
+/* RFC 9110 5.1: a field name is a token. */
+static bool
+cfg_hook_is_token(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) &&
+		    strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
+			return false;
+	return n > 0;
+}
+
+/*
+ * The fields postern writes itself, and those that frame the request
+ * (RFC 9110 5.3: a second Content-Type or Idempotency-Key contradicts
+ * ours; a Content-Length or Transfer-Encoding of our own making would
+ * let the body be read as a next request).
+ */
+static bool
+cfg_hook_is_ours(const char *name, size_t n)
+{
+	static const char *const ours[] = { "Host", "Content-Length",
+	    "Transfer-Encoding", "Connection", "Keep-Alive", "TE", "Trailer",
+	    "Upgrade", "Expect", "Content-Type", "Idempotency-Key", NULL };
+
+	for (size_t i = 0; ours[i] != NULL; i++)
+		if (strlen(ours[i]) == n && strncasecmp(name, ours[i], n) == 0)
+			return true;
+	return n >= 10 && strncasecmp(name, "X-Postern-", 10) == 0;
+}
+
 static int
 cfg_hook_header(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_hook *h, const char *v)
 {
-	const char *colon = strchr(v, ':');
+	size_t n = strcspn(v, ":");
 
-	if (colon == NULL || colon == v || strpbrk(v, "\r\n") != NULL ||
-	    strcspn(v, " \t") < (size_t)(colon - v)) {
+	if (v[n] != ':' || !cfg_hook_is_token(v, n) ||
+	    strpbrk(v, "\r\n") != NULL) {
 		cfg_err(p, ln->lineno, "header: %s is not \"Name: value\"",
 		    cfg_q(v));
+		return -1;
+	}
+	if (cfg_hook_is_ours(v, n)) {
+		cfg_err(p, ln->lineno, "header: %.*s is postern's own (not "
+		    "Host, Content-Length, Transfer-Encoding, Connection, "
+		    "Keep-Alive, TE, Trailer, Upgrade, Expect, Content-Type, "
+		    "Idempotency-Key, X-Postern-*)", (int)n, v);
 		return -1;
 	}
 	h->headers = xreallocarray(h->headers, h->nheaders + 2,
@@ -259,15 +299,15 @@ cfg_hook_opt(struct cfg_parser *p, const struct cfg_line *ln,
 		    &h->timeout_ms);
 		break;
 	case 8:
-		rc = cfg_agent_size(p, ln, "response-max", a1, 64u << 20,
+		rc = cfg_agent_size(p, ln, "response-max", a1, 1, 64u << 20,
 		    &h->response_max);
 		break;
 	case 9:
-		rc = cfg_agent_size(p, ln, "text-max", a1, 64u << 20,
+		rc = cfg_agent_size(p, ln, "text-max", a1, 1, 64u << 20,
 		    &h->text_max);
 		break;
 	case 10:
-		rc = cfg_agent_size(p, ln, "attachments", a1, 1u << 30,
+		rc = cfg_agent_size(p, ln, "attachments", a1, 0, 1u << 30,
 		    &h->attach_max);
 		break;
 	case 11:
@@ -387,6 +427,12 @@ cfg_action_webhook(struct cfg_parser *p, const struct cfg_line *ln,
 			return -1;
 		}
 	}
+	for (size_t k = 0; h->auth != NULL && k < h->nheaders; k++)
+		if (strncasecmp(h->headers[k], "Authorization:", 14) == 0) {
+			cfg_err(p, ln->lineno, "webhook: auth sets the "
+			    "Authorization header: not both");
+			return -1;
+		}
 	if (h->format == CONFIG_HOOK_RAW && h->attach_max != 0) {
 		cfg_err(p, ln->lineno, "webhook: attachments is for format "
 		    "json or template");
