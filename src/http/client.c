@@ -109,6 +109,25 @@ http_read_cb(char *out, size_t size, size_t nmemb, void *arg)
 	return (size_t)n;
 }
 
+/*
+ * libcurl rewinds the body when it sends the request again on a new
+ * connection (a kept one the server closed as it read the request): the
+ * body is read afresh from its start.
+ */
+static int
+http_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	struct http_xfer *x = arg;
+
+	if (origin != SEEK_SET || offset != 0)
+		return CURL_SEEKFUNC_CANTSEEK;
+	if (x->rd_open) {
+		http_reader_close(&x->rd);
+		x->rd_open = false;
+	}
+	return CURL_SEEKFUNC_OK;
+}
+
 /* ---- setting a request up (caller's thread) ---- */
 
 static void
@@ -122,6 +141,8 @@ http_setup_body(struct http_xfer *x, const struct http_request *r)
 		x->body.path = xstrdup(r->body.path);
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, http_read_cb);
 	curl_easy_setopt(e, CURLOPT_READDATA, x);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, http_seek_cb);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
 	if (put) {
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
@@ -131,6 +152,24 @@ http_setup_body(struct http_xfer *x, const struct http_request *r)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)r->body_len);
 	}
+}
+
+/*
+ * libcurl takes "Name:" with nothing after the colon for "send no Name";
+ * a field whose value is empty is given to it as "Name;".
+ */
+static struct curl_slist *
+http_header_add(struct curl_slist *l, const char *h)
+{
+	const char *colon = strchr(h, ':');
+	char *semi;
+
+	if (colon == NULL || colon[1 + strspn(colon + 1, " \t")] != '\0')
+		return curl_slist_append(l, h);
+	semi = xasprintf("%.*s;", (int)(colon - h), h);
+	l = curl_slist_append(l, semi);
+	free(semi);
+	return l;
 }
 
 static void
@@ -145,7 +184,7 @@ http_setup_headers(struct http_xfer *x, const struct http_request *r)
 		free(h);
 	}
 	for (const char *const *h = r->headers; h != NULL && *h != NULL; h++)
-		x->hdrs = curl_slist_append(x->hdrs, *h);
+		x->hdrs = http_header_add(x->hdrs, *h);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
 }
 

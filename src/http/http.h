@@ -41,7 +41,8 @@ struct http_request {
 	const char	*url;		/* http:// or https:// only */
 	const char	*method;	/* "POST" or "PUT"; NULL: POST */
 	const char	*content_type;	/* NULL: none sent */
-	const char *const *headers;	/* "Name: value", NULL-terminated */
+	const char *const *headers;	/* "Name: value" (the value may be
+					   empty), NULL-terminated */
 	struct http_body body;
 	uint64_t	 body_len;	/* as http_body_scan() measured it */
 	const char	*bearer;	/* "Authorization: Bearer" token */

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -553,3 +554,117 @@ def test_credentials_from_a_table(make_postern, api, tmp_path):
     assert reqs["/basic"].headers["authorization"] == "Basic " + \
         base64.b64encode(b"ann:s3cret").decode()
     assert "t0ken-1" not in srv.log() and "s3cret" not in srv.log()
+
+
+# ----- what every request carries, and what stops one ------------------------
+
+def test_empty_values_are_sent(make_postern, api):
+    """A null sender is an empty X-Postern-Envelope-From, and a configured
+    field with an empty value goes out empty: neither is left out."""
+    srv = make_postern(config=hook_config(api, 'header "X-Empty:"'))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "", ["bridge@example.org"], wire("Subject: b\n\nx\n"))
+    req = api.wait(1)[0]
+    assert req.json()["envelope"]["sender"] == ""
+    assert req.headers.get("x-postern-envelope-from") == "", req.headers
+    assert req.headers.get("x-empty") == "", req.headers
+
+
+class KeepAliveCloser:
+    """A service that answers the first request of each connection and
+    keeps it open, then reads the next request on it and closes without
+    an answer: a keep-alive timeout that ends at that moment."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.answered = []		# bodies answered 200
+        self.dropped = 0		# requests read, then the close
+        self.done = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def _read(self, conn, buf):
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None, b""
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        n = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+        while len(rest) < n:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None, b""
+            rest += chunk
+        return rest[:n], rest[n:]
+
+    def _serve(self, conn):
+        with conn:
+            conn.settimeout(10)
+            body, buf = self._read(conn, b"")
+            if body is None:
+                return
+            self.answered.append(body)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            body, buf = self._read(conn, buf)
+            if body is not None:
+                self.dropped += 1
+
+    def _accept(self):
+        while not self.done:
+            try:
+                conn, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self._serve, args=(conn,),
+                daemon=True).start()
+
+    def stop(self):
+        self.done = True
+        self.thread.join(5)
+        self.ls.close()
+
+
+def test_a_kept_connection_the_service_closes_is_sent_again(make_postern):
+    """libcurl sends a request again on a new connection when the kept one
+    closes under it; the body, from memory (sync) or from the spool (raw),
+    is read again from its start, and the attempt succeeds."""
+    svc = KeepAliveCloser()
+    try:
+        srv = make_postern(config=make_config(FAST, rules=[
+            "match to s@example.org action hs",
+            "match to q@example.org action hq",
+            "match to domain example.org action local"], actions=LOCAL +
+            'action hs webhook "%s" sync 5s\n' % svc.url("/s") +
+            'action hq webhook "%s" format raw\n' % svc.url("/q")))
+        for n in (1, 2):
+            with srv.session() as c:
+                c.hello()
+                c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+                c.send("RCPT TO:<s@example.org>"); c.expect(250)
+                c.send("DATA"); c.expect(354)
+                c.send_raw(wire("Subject: s%d\n\nx\n" % n) + b".\r\n")
+                c.expect(250, "2.0.0")
+        for n in (1, 2):
+            with srv.session() as c:
+                c.hello()
+                send_message(c, "app@example.org", ["q@example.org"],
+                    wire("Subject: q%d\n\nraw body\n" % n))
+            wait_for(lambda: len(log_events(srv, "delivered")) >= n, 10,
+                what="queued message %d delivered" % n)
+        assert svc.dropped >= 2			# the service did close them
+        assert not log_events(srv, "deferred")
+        raw = [b for b in svc.answered if b.startswith(b"Received: ")]
+        assert len(raw) == 2 and all(b.endswith(b"\r\n\r\nraw body\r\n")
+            for b in raw), raw
+    finally:
+        svc.stop()
