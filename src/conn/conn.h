@@ -118,6 +118,10 @@ struct conn_ctx {
 						   or NULL */
 	struct log_translog_writer *tlw;	/* borrowed: writes the
 						   transaction logs */
+	int			 stop_fd;	/* borrowed: readable once a stop's
+						   grace is over, which cancels
+						   what transactions wait for
+						   (a sync webhook) */
 };
 
 /*

@@ -403,8 +403,13 @@ conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
 	    env->client_ip, .helo = env->helo, .tls = env->tls,
 	    .auth_user = env->auth_user,
 	    .rcpts = (const char *const *)&env->rcpts[0].addr, .nrcpts = 1 };
+	/* Cancelled once a stop's grace is over, as queue deliveries are. */
+	struct deliver_sync_waiter wt = { .timeout_ms = tx->sync_ms,
+	    .stop_fd = tx->ctx->stop_fd, .done_cb = conn_tx_synced,
+	    .arg = tx };
+
 	return deliver_webhook_sync(tx->sync_runtime, &m, env->rcpts[0].addr,
-	    tx->sync_ms, conn_tx_synced, tx, err_out);
+	    &wt, err_out);
 }
 
 /* A message not committed, kept all the same: the rest of it, then a copy. */

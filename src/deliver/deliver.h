@@ -241,19 +241,28 @@ enum deliver_result deliver_webhook(struct http_client *hc,
 	    const char *rcpt, struct deliver_rcpt_status *st,
 	    const char **err_out);
 
+/* Who waits for a sync delivery, and how long. */
+struct deliver_sync_waiter {
+	uint64_t	 timeout_ms;
+	int		 stop_fd;	/* borrowed: once readable the request
+					   is cancelled; -1: none */
+	void		(*done_cb)(void *arg,
+			    const struct deliver_rcpt_status *st);
+	void		*arg;
+};
+
 /*
  * Sync mode: deliver m to rcpt through the webhook action's runtime (as
  * kept by the configuration in force) for an SMTP session that waits,
- * within timeout_ms.  The request is built now (on a worker: it reads
- * the content, which must stay until done_cb) and sent; done_cb(arg, st)
- * then runs once, on the HTTP client's thread, with the outcome as
- * deliver_webhook_outcome() gives it.  0, or -1 with *err_out when the
- * request could not be built (done_cb never runs).
+ * within w->timeout_ms.  The request is built now (on a worker: it reads
+ * the content, which must stay until done_cb) and sent; w->done_cb(w->arg,
+ * st) then runs once, on the HTTP client's thread, with the outcome as
+ * deliver_webhook_outcome() gives it (cancelled: 4.4.1).  0, or -1 with
+ * *err_out when the request could not be built (done_cb never runs).
  */
 int	deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
-	    const char *rcpt, uint64_t timeout_ms,
-	    void (*done_cb)(void *arg, const struct deliver_rcpt_status *st),
-	    void *arg, const char **err_out);
+	    const char *rcpt, const struct deliver_sync_waiter *w,
+	    const char **err_out);
 
 /* ==== Agents: mailboxes that answer (agent.c, memo.c) ==== */
 

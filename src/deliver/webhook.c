@@ -337,9 +337,8 @@ webhook_sync_done(void *arg, struct http_result *res)
 
 int
 deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
-    const char *rcpt, uint64_t timeout_ms,
-    void (*done_cb)(void *arg, const struct deliver_rcpt_status *st),
-    void *arg, const char **err_out)
+    const char *rcpt, const struct deliver_sync_waiter *wt,
+    const char **err_out)
 {
 	struct deliver_hook *k = runtime;
 	struct webhook_sync *s = xcalloc(1, sizeof(*s));
@@ -352,13 +351,14 @@ deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
 		return -1;
 	}
 	/* The wait of the SMTP client bounds the whole exchange. */
-	if (s->w.req.timeout_ms == 0 || s->w.req.timeout_ms > timeout_ms)
-		s->w.req.timeout_ms = timeout_ms;
+	if (s->w.req.timeout_ms == 0 || s->w.req.timeout_ms > wt->timeout_ms)
+		s->w.req.timeout_ms = wt->timeout_ms;
 	if (s->w.req.connect_timeout_ms == 0 ||
-	    s->w.req.connect_timeout_ms > timeout_ms)
-		s->w.req.connect_timeout_ms = timeout_ms;
-	s->done_cb = done_cb;
-	s->arg = arg;
-	http_submit(deliver_hook_client(k), &s->w.req, webhook_sync_done, s);
+	    s->w.req.connect_timeout_ms > wt->timeout_ms)
+		s->w.req.connect_timeout_ms = wt->timeout_ms;
+	s->done_cb = wt->done_cb;
+	s->arg = wt->arg;
+	http_submit_until(deliver_hook_client(k), &s->w.req, wt->stop_fd,
+	    webhook_sync_done, s);
 	return 0;
 }

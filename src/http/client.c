@@ -512,9 +512,8 @@ http_client_free(struct http_client **cp)
 	free(c);
 }
 
-/* http_submit, cancelled once stop_fd (-1: none) is readable. */
-static void
-http_submit_stop(struct http_client *c, const struct http_request *r,
+void
+http_submit_until(struct http_client *c, const struct http_request *r,
     int stop_fd, http_done_cb *cb, void *arg)
 {
 	struct http_xfer *x = http_xfer_new(c, r, cb, arg);
@@ -530,7 +529,7 @@ void
 http_submit(struct http_client *c, const struct http_request *r,
     http_done_cb *cb, void *arg)
 {
-	http_submit_stop(c, r, -1, cb, arg);
+	http_submit_until(c, r, -1, cb, arg);
 }
 
 /* ---- waiting for one ---- */
@@ -562,7 +561,7 @@ http_perform_until(struct http_client *c, const struct http_request *r,
 
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	http_submit_stop(c, r, stop_fd, http_wait_cb, &w);
+	http_submit_until(c, r, stop_fd, http_wait_cb, &w);
 	pthread_mutex_lock(&w.mu);
 	while (!w.done)
 		pthread_cond_wait(&w.cv, &w.mu);

@@ -101,6 +101,12 @@ typedef void http_done_cb(void *arg, struct http_result *res);
  */
 void	http_submit(struct http_client *c, const struct http_request *r,
 	    http_done_cb *cb, void *arg);
+/*
+ * The same, but once stop_fd (borrowed; -1: none) is readable the request
+ * is cancelled: cb gets HTTP_ERR_OTHER and no status within a moment.
+ */
+void	http_submit_until(struct http_client *c, const struct http_request *r,
+	    int stop_fd, http_done_cb *cb, void *arg);
 /* Submit r and wait for the result (worker threads, never a loop). */
 void	http_perform(struct http_client *c, const struct http_request *r,
 	    struct http_result *out);

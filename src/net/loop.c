@@ -7,8 +7,10 @@
  */
 #include "net/net_private.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -45,11 +47,16 @@ net_loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!loop->killed && loop->ctx.conns != NULL &&
-	    util_now_ms() >= loop->drain_deadline_ms) {
-		log_msg(LOG_LVL_WARN, "shutdown: grace over, closing %u "
-		    "sessions", loop->ctx.nconns);
+	if (!loop->killed && util_now_ms() >= loop->drain_deadline_ms &&
+	    (loop->ctx.conns != NULL || loop->ctx.ntx > 0)) {
+		if (loop->ctx.conns != NULL)
+			log_msg(LOG_LVL_WARN, "shutdown: grace over, closing "
+			    "%u sessions", loop->ctx.nconns);
 		conn_kill_all(&loop->ctx);
+		/* What the transactions still wait for but the disk (a sync
+		 * webhook's answer) is cancelled. */
+		while (write(loop->cut_pipe[1], "", 1) == -1 && errno == EINTR)
+			;
 		loop->killed = true;
 	}
 	/*
@@ -173,6 +180,9 @@ net_loop_init(struct net_server *srv, struct net_loop *loop, unsigned idx)
 	loop->ctx.loop_idx = idx;
 	loop->ctx.priv = srv->priv;
 	loop->ctx.tlw = srv->tlw;
+	if (pipe2(loop->cut_pipe, O_CLOEXEC) == -1)
+		fatal("loop %u: pipe2: %s", idx, strerror(errno));
+	loop->ctx.stop_fd = loop->cut_pipe[0];
 	conn_ctx_chain_sync(&loop->ctx);	/* never under a flood */
 	loop->wake_ev = event_new(loop->base, -1, 0, net_loop_wake_cb, loop);
 	loop->drain_ev = evtimer_new(loop->base, net_loop_drain_cb, loop);
@@ -202,5 +212,7 @@ net_loop_clear(struct net_loop *loop)
 	event_free(loop->resume_ev);
 	if (loop->spare_fd != -1)
 		close(loop->spare_fd);
+	close(loop->cut_pipe[0]);
+	close(loop->cut_pipe[1]);
 	event_base_free(loop->base);
 }

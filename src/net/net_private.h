@@ -96,6 +96,8 @@ struct net_loop {
 	uint64_t		 drain_deadline_ms;
 	uint64_t		 drain_note_ms;	/* next "waits for" log line */
 	bool			 killed;
+	int			 cut_pipe[2];	/* owned: written when the grace is
+						   over; ctx.stop_fd reads it */
 	unsigned		 quiet_ticks;	/* drain: ticks with nothing left */
 	uint64_t		 cpu_ns;	/* pack: its CPU time at the last
 						   sample (main thread) */

@@ -668,3 +668,27 @@ def test_a_kept_connection_the_service_closes_is_sent_again(make_postern):
             for b in raw), raw
     finally:
         svc.stop()
+
+
+def test_sigterm_cancels_a_sync_request_at_the_grace(make_postern, api):
+    """A sync webhook whose service never answers: at the end of the
+    shutdown grace its session is closed and its request cancelled, and
+    the process exits then, not when the sync wait would have ended."""
+    api.default = Answer(200, "late", delay=30)
+    srv = make_postern(config=hook_config(api, "sync 20s",
+        extra=["limit shutdown-grace 1s"]))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(wire("Subject: waits\n\nx\n") + b".\r\n")
+        api.wait(1)
+        t0 = time.monotonic()
+        srv.sigterm()
+        assert srv.wait_exit(15) == 0, srv.log()[-2000:]
+        took = time.monotonic() - t0
+        c.expect_closed()
+    assert took < 5, "the stop took %.1fs with a grace of 1s" % took
+    assert "still writing to disk" not in srv.log()
+    assert not srv.spool_files("env")		# never accepted, never queued
