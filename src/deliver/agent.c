@@ -243,10 +243,12 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 	struct http_result res;
 	const char *err = NULL;
 	const char *ct;
+	int rc;
 
-	deliver_hook_call_init(a->o.hook, &call);
+	rc = deliver_hook_call_init(a->o.hook, &call, &err);
 	call.o.agent = agent;
-	if (deliver_webhook_req_new(&call.o, m, agent, &w, &err) == -1) {
+	if (rc == -1 || deliver_webhook_req_new(&call.o, m, agent, &w,
+	    &err) == -1) {
 		agent_fail(out, DELIVER_TEMPFAIL, "4.3.0 %s", err);
 		deliver_hook_call_clear(&call);
 		return;

@@ -475,9 +475,10 @@ struct mime_tpl *deliver_tpl_file(const char *path, enum mime_tpl_mode mode,
 struct config_hook;
 struct deliver_hook;
 /*
- * Its template compiled and tables opened; with client, its own HTTP
- * client thread.  name: the action's (the secret's key).  NULL with
- * *err_out.
+ * Its template compiled, tables opened and ca file read; with client, its
+ * own HTTP client thread.  name: the action's (the secret's key): a
+ * secret table with no key for it nor "default" is an error (with client,
+ * only for a table that answers without a server).  NULL with *err_out.
  */
 struct deliver_hook *deliver_hook_new(const struct config_hook *h,
 	    const char *name, bool client, const char **err_out);
@@ -488,8 +489,13 @@ struct deliver_hook_call {
 	struct deliver_webhook_opts o;
 	char		*bearer, *user, *pass, *secret;	/* owned, wiped */
 };
-void	deliver_hook_call_init(const struct deliver_hook *k,
-	    struct deliver_hook_call *c);
+/*
+ * c for one request.  -1 with *err_out when the hook signs and its secret
+ * table has no key for it (nor "default") or did not answer: the request
+ * must not go.  Clear c either way.
+ */
+int	deliver_hook_call_init(const struct deliver_hook *k,
+	    struct deliver_hook_call *c, const char **err_out);
 void	deliver_hook_call_clear(struct deliver_hook_call *c);
 
 /* memo.c: the agents' reply memory in the state store. */

@@ -80,6 +80,80 @@ hook_url_host(const char *url)
 	return util_strlower(xstrndup(h, n));
 }
 
+/*
+ * The table's entry for key, else for "default" (*v_out malloc'd when
+ * found): TABLE_FOUND, TABLE_MISSING when neither, or TABLE_ERROR.
+ */
+static int
+hook_lookup(struct table *t, const char *key, char **v_out)
+{
+	struct table_values tv = { 0 };
+	int rc = table_get(t, key, &tv);
+
+	if (rc == TABLE_MISSING)
+		rc = table_get(t, "default", &tv);
+	if (rc == TABLE_FOUND)
+		*v_out = xstrdup(tv.n > 0 ? tv.v[0] : "");
+	table_values_clear(&tv);
+	return rc;
+}
+
+static void
+hook_wipe(char *s)
+{
+	if (s != NULL) {
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+	}
+}
+
+/* Why a request that must be signed has no key (rc from hook_lookup). */
+static const char *
+hook_no_secret(const struct deliver_hook *k, int rc)
+{
+	if (rc == TABLE_MISSING)
+		return util_err("secret <%s>: no key for %s and no default",
+		    table_name(k->secret), k->name);
+	return util_err("secret <%s>: the table did not answer",
+	    table_name(k->secret));
+}
+
+/* curl reads the trust anchors at each connection: readable now. */
+static int
+hook_ca_check(const char *path, const char **err_out)
+{
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL || (fgetc(f) == EOF && ferror(f))) {
+		*err_out = util_err("ca %s: %m", path);
+		if (f != NULL)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
+/*
+ * A secret table with no key for the action is refused where it can be
+ * read without waiting on a server (always for postern check).
+ */
+static int
+hook_secret_check(const struct deliver_hook *k, bool client,
+    const char **err_out)
+{
+	char *v = NULL;
+
+	if (client && table_is_remote(k->secret))
+		return 0;
+	if (hook_lookup(k->secret, k->name, &v) == TABLE_MISSING) {
+		*err_out = hook_no_secret(k, TABLE_MISSING);
+		return -1;
+	}
+	hook_wipe(v);
+	return 0;
+}
+
 void
 deliver_hook_free(struct deliver_hook **kp)
 {
@@ -113,8 +187,10 @@ deliver_hook_new(const struct config_hook *h, const char *name,
 	if (h->auth != NULL && (k->auth = table_open(h->auth, err_out)) ==
 	    NULL)
 		goto fail;
-	if (h->secret != NULL && (k->secret = table_open(h->secret,
-	    err_out)) == NULL)
+	if (h->secret != NULL && ((k->secret = table_open(h->secret,
+	    err_out)) == NULL || hook_secret_check(k, client, err_out) == -1))
+		goto fail;
+	if (h->ca_file != NULL && hook_ca_check(h->ca_file, err_out) == -1)
 		goto fail;
 	if (client && (k->hc = http_client_new(err_out)) == NULL)
 		goto fail;
@@ -128,19 +204,6 @@ struct http_client *
 deliver_hook_client(const struct deliver_hook *k)
 {
 	return k->hc;
-}
-
-/* The table's entry for key, else for "default"; NULL when neither. */
-static char *
-hook_lookup(struct table *t, const char *key)
-{
-	char *v = NULL;
-
-	if (t == NULL)
-		return NULL;
-	if (!table_lookup(t, key, &v) && !table_lookup(t, "default", &v))
-		return NULL;
-	return v;
 }
 
 /* "bearer TOKEN" or "basic USER PASSWORD" into c. */
@@ -161,12 +224,13 @@ hook_creds(struct deliver_hook_call *c, char *v)
 	}
 }
 
-void
+int
 deliver_hook_call_init(const struct deliver_hook *k,
-    struct deliver_hook_call *c)
+    struct deliver_hook_call *c, const char **err_out)
 {
 	const struct config_hook *h = k->h;
-	char *v;
+	char *v = NULL;
+	int rc;
 
 	memset(c, 0, sizeof(*c));
 	c->o.url = h->url;
@@ -183,24 +247,22 @@ deliver_hook_call_init(const struct deliver_hook *k,
 	c->o.limits.text_max = (size_t)h->text_max;
 	c->o.limits.attach_max = (size_t)h->attach_max;
 	/* Looked up now: a table's edits apply as they do anywhere. */
-	if ((v = hook_lookup(k->auth, k->host)) != NULL) {
+	if (k->auth != NULL && hook_lookup(k->auth, k->host, &v) ==
+	    TABLE_FOUND) {
 		hook_creds(c, v);
-		OPENSSL_cleanse(v, strlen(v));
-		free(v);
+		hook_wipe(v);
 	}
-	if ((c->secret = hook_lookup(k->secret, k->name)) != NULL) {
-		c->o.secret = c->secret;
-		c->o.secret_len = strlen(c->secret);
+	if (k->secret == NULL)
+		return 0;
+	/* A request that must be signed is never sent unsigned. */
+	if ((rc = hook_lookup(k->secret, k->name, &c->secret)) !=
+	    TABLE_FOUND) {
+		*err_out = hook_no_secret(k, rc);
+		return -1;
 	}
-}
-
-static void
-hook_wipe(char *s)
-{
-	if (s != NULL) {
-		OPENSSL_cleanse(s, strlen(s));
-		free(s);
-	}
+	c->o.secret = c->secret;
+	c->o.secret_len = strlen(c->secret);
+	return 0;
 }
 
 void

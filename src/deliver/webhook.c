@@ -236,6 +236,16 @@ deliver_webhook_outcome(const struct http_result *res,
 	return st->result;
 }
 
+/* No request could be made: try again later. */
+static enum deliver_result
+webhook_fail(struct deliver_rcpt_status *st, const char *why)
+{
+	memset(st, 0, sizeof(*st));
+	snprintf(st->text, sizeof(st->text), "4.3.0 %s", why);
+	st->result = DELIVER_TEMPFAIL;
+	return st->result;
+}
+
 enum deliver_result
 deliver_webhook(struct http_client *hc, const struct deliver_webhook_opts *o,
     const struct deliver_msg *m, const char *rcpt,
@@ -245,12 +255,8 @@ deliver_webhook(struct http_client *hc, const struct deliver_webhook_opts *o,
 	struct http_result res;
 	enum deliver_result r;
 
-	if (deliver_webhook_req_new(o, m, rcpt, &w, err_out) == -1) {
-		memset(st, 0, sizeof(*st));
-		snprintf(st->text, sizeof(st->text), "4.3.0 %s", *err_out);
-		st->result = DELIVER_TEMPFAIL;
-		return st->result;
-	}
+	if (deliver_webhook_req_new(o, m, rcpt, &w, err_out) == -1)
+		return webhook_fail(st, *err_out);
 	http_perform_until(hc, &w.req, deliver_stop_fd(), &res);
 	r = deliver_webhook_outcome(&res, st);
 	http_result_clear(&res);
@@ -303,9 +309,11 @@ deliver_webhook_kind(void *runtime, const char *arg,
 		struct deliver_hook_call call;
 		const char *err = NULL;
 
-		deliver_hook_call_init(k, &call);
-		(void)deliver_webhook(deliver_hook_client(k), &call.o, m,
-		    rcpts[i], &st_out[i], &err);
+		if (deliver_hook_call_init(k, &call, &err) == -1)
+			webhook_fail(&st_out[i], err);
+		else
+			(void)deliver_webhook(deliver_hook_client(k), &call.o,
+			    m, rcpts[i], &st_out[i], &err);
 		deliver_hook_call_clear(&call);
 	}
 	return deliver_status_summary(st_out, n, err_out);
@@ -343,8 +351,8 @@ deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
 	struct deliver_hook *k = runtime;
 	struct webhook_sync *s = xcalloc(1, sizeof(*s));
 
-	deliver_hook_call_init(k, &s->call);
-	if (deliver_webhook_req_new(&s->call.o, m, rcpt, &s->w, err_out) ==
+	if (deliver_hook_call_init(k, &s->call, err_out) == -1 ||
+	    deliver_webhook_req_new(&s->call.o, m, rcpt, &s->w, err_out) ==
 	    -1) {
 		deliver_hook_call_clear(&s->call);
 		free(s);

@@ -17,7 +17,9 @@ check in a temporary folder cannot have is supplied, openly:
 - `format template "FILE"` and `reply text "FILE"`: FILE is written from
   the ```json (templates) or ```text (texts) blocks of the same document;
 - certificates, `file:` tables, `user` and `group` as conftest's
-  host_stand_ins() makes them up (check loads them).
+  host_stand_ins() makes them up (check loads them);
+- a `file:` table a webhook's `secret <TABLE>` names holds a `default`
+  key (check refuses a secret table with no key for the action).
 
 A block that cannot be checked at all may be fenced ```conf-fragment-skip
 (with the reason in the text); it is counted, not checked.
@@ -79,6 +81,12 @@ def materialize(doc, text, tmp):
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(body)
     text = host_stand_ins(text, tmp)
+    for name in set(re.findall(r"\bsecret\s+<([^>]+)>", text)):
+        m = re.search(r"^table\s+%s\s+file:(\S+)" % re.escape(name), text,
+            re.M)
+        if m:
+            with open(os.path.join(tmp, m.group(1)), "w") as f:
+                f.write("default stand-in-key\n")
     if not re.search(r"^\s*listen\s", text, re.M):
         text = HEAD + text + TAIL
     return text.replace("{tmp}", tmp)

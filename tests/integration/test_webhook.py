@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (headers_of, log_events, make_config, send_message,
-    wait_for)
+from conftest import (headers_of, log_events, make_config, run_cli,
+    send_message, wait_for)
 from httpd import Answer, Api
 
 FAST = ["queue retry-min 1s", "queue retry-max 2s"]
@@ -692,3 +692,58 @@ def test_sigterm_cancels_a_sync_request_at_the_grace(make_postern, api):
     assert took < 5, "the stop took %.1fs with a grace of 1s" % took
     assert "still writing to disk" not in srv.log()
     assert not srv.spool_files("env")		# never accepted, never queued
+
+
+def test_a_secret_with_no_key_defers_and_never_sends_unsigned(make_postern,
+                                                              api, tmp_path):
+    """The key's entry goes from the secret table while postern runs: the
+    message is deferred with the reason, nothing goes out unsigned, and it
+    goes out signed once the key is back."""
+    keys = tmp_path / "keys"
+    keys.write_text("hook k1\n")
+    srv = make_postern(config=hook_config(api, "secret <keys>",
+        extra=["table keys file:%s" % keys]))
+    reloads = lambda: srv.log().count("table=keys file=")
+    n = reloads()
+    keys.write_text("hoook k1\n")		# a typo: no key for "hook"
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+    # Open twice, each read again: the configuration's and the action's.
+    wait_for(lambda: reloads() >= n + 2, 10, what="the table read again")
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "app@example.org", ["bridge@example.org"],
+            wire("Subject: signed\n\nx\n"))
+    wait_for(lambda: log_events(srv, "deferred"), 10, what="a deferral")
+    assert log_events(srv, "deferred")[0][0]["why"] == \
+        "4.3.0 secret <keys>: no key for hook and no default"
+    assert api.requests == []
+    keys.write_text("default k2\n")
+    os.utime(keys, (time.time() + 10, time.time() + 10))
+    req = api.wait(1, timeout=20)[0]
+    fields = dict(kv.split("=", 1) for kv in
+        req.headers["x-postern-signature"].split(","))
+    assert fields["v1"] == hmac.new(b"k2", fields["t"].encode() + b"." +
+        req.body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("label, opts, keys, want", [
+    ("a secret table with no key for the action",
+        "secret <keys>", "hoook k1\n", "action hook: secret <keys>: no key "
+        "for hook and no default"),
+    ("a ca file that is not there", 'ca "{tmp}/nonexistent.pem"', None,
+        "action hook: ca {tmp}/nonexistent.pem: No such file or directory"),
+])
+def test_check_and_start_refuse(make_postern, api, tmp_path, label, opts,
+                                keys, want):
+    (tmp_path / "keys").write_text(keys or "hook k\n")
+    srv = make_postern(config=hook_config(api, opts,
+        extra=["table keys file:%s" % (tmp_path / "keys")]), start=False)
+    want = srv.fill(want)
+    with open(srv.conf) as f:
+        line = [n for n, l in enumerate(f, 1) if "action hook " in l][0]
+    r = run_cli("check", "-c", srv.conf, cwd=srv.dir)
+    assert r.returncode == 1, (label, r.stdout, r.stderr)
+    assert "%s:%d: %s" % (srv.conf, line, want) in r.stdout + r.stderr, \
+        (label, r.stdout, r.stderr)
+    r = run_cli("run", "-c", srv.conf, cwd=srv.dir)
+    assert r.returncode != 0 and want in r.stderr, (label, r.stderr)
