@@ -578,7 +578,8 @@ def test_dsn_carries_the_upstream_reply_as_it_was_written(make_postern,
     line escapes the same reply once."""
     said = ('550 5.1.1 <"john smith"@remote.test>: unknown user, see '
         'caf\u00e9 \\help')
-    up = upstreams.scripted(rcpt_replies={'"john smith"@remote.test': said})
+    up = upstreams.scripted(rcpt_replies={'"john smith"@remote.test': said},
+        ehlo=("8BITMIME", "SMTPUTF8"))
     srv = relay_server(make_postern,
         'action out relay "smtp://127.0.0.1:%d"' % up.port)
     body = "Subject: x\r\n\r\nhi\r\n"
