@@ -24,6 +24,7 @@ on any other skip: a feature that does not answer as expected must fail.
 import base64
 import ctypes
 import os
+import pathlib
 import pwd
 import re
 import shutil
@@ -636,11 +637,16 @@ def log_events(srv, event):
 
 @pytest.fixture
 def make_postern(tmp_path):
-    """Factory: make_postern(extra=[...], rules=[...], config=TEXT, start=True)."""
+    """Factory: make_postern(extra=[...], rules=[...], config=TEXT, start=True,
+    at=FOLDER): at, the server's folder (its spool and Maildirs), instead
+    of one under the test's temporary folder."""
     servers = []
 
-    def make(extra=(), rules=None, config=None, start=True, actions=None):
+    def make(extra=(), rules=None, config=None, start=True, actions=None,
+            at=None):
         d = tmp_path / ("srv%d" % len(servers)) if servers else tmp_path
+        if at is not None:
+            d = pathlib.Path(at)
         d.mkdir(exist_ok=True)
         text = config if config is not None else make_config(extra, rules, actions)
         srv = Server(d, text)

@@ -5,7 +5,8 @@ the queue, some to two recipients) while the server is killed at a random
 moment and started again on the same spool.  After the last trial the
 server drains its queue; then every message that got a 250 is in each of
 its recipients' Maildirs exactly once, no message is there twice, and the
-spool is empty.
+spool is empty.  The trials run in the test's temporary folder and again
+on an ext4 with a journal, where the spool log takes the commits.
 
 20 trials run in the suite; the long variant (200 trials) runs by hand:
     POSTERN_LONG=1 /usr/bin/python3 -m pytest -s tests/integration \\
@@ -23,6 +24,7 @@ import time
 import pytest
 
 from conftest import Client, make_config, read_bytes, spool_empty, wait_for
+from test_maildir_commit import ext4, server_dir  # noqa: F401 (fixtures)
 
 CLIENTS = 4
 BIG = 100 * 1024	# over the in-memory threshold: spooled, then queued
@@ -104,9 +106,10 @@ def copies(srv):
     return got
 
 
-def crash_trials(make_postern, trials, seed):
+def crash_trials(make_postern, trials, seed, at=None):
     rng = random.Random(seed)
-    srv = make_postern(extra=["queue retry-min 1s", "queue retry-max 2s"])
+    srv = make_postern(extra=["queue retry-min 1s", "queue retry-max 2s"],
+        at=at)
     acked, sent = {}, 0
     for trial in range(trials):
         if trial > 0:
@@ -142,8 +145,8 @@ def crash_trials(make_postern, trials, seed):
     return srv
 
 
-def test_crash_trials(make_postern):
-    crash_trials(make_postern, 20, seed=int(time.time()))
+def test_crash_trials(server_dir, make_postern):
+    crash_trials(make_postern, 20, seed=int(time.time()), at=server_dir)
 
 
 @pytest.mark.long

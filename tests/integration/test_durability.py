@@ -1,9 +1,19 @@
-"""Never lose mail: what got a 250 survives kill -9, exactly once."""
+"""Never lose mail: what got a 250 survives kill -9, exactly once.  Each
+test runs twice: in the test's temporary folder, and on an ext4 with a
+journal, where the spool log takes the commits (server_dir)."""
 
 import collections
 import os
 
+import pytest
+
 from conftest import headers_of, read_bytes, send_message, split_delivered, wait_for
+from test_maildir_commit import ext4, server_dir  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def postern(server_dir, make_postern):
+    return make_postern(at=server_dir)
 
 
 def message_ids(srv, user):

@@ -45,12 +45,12 @@ def sh(*argv):
 
 @pytest.fixture
 def ext4(tmp_path):
-    """ext4(journal, opts, image, at) -> (device name, mount point) of a
-    fresh 64 MiB ext4, or of the file system in image (its journal
-    replayed); mounted at the folder at if given."""
+    """ext4(journal, opts, image, at, size) -> (device name, mount point) of
+    a fresh ext4 of size (64 MiB), or of the file system in image (its
+    journal replayed); mounted at the folder at if given."""
     mounts = []
 
-    def make(journal=True, opts=None, image=None, at=None):
+    def make(journal=True, opts=None, image=None, at=None, size="64M"):
         n = len(mounts)
         img, mnt = tmp_path / ("fs%d.img" % n), tmp_path / ("mnt%d" % n)
         if at is not None:		# in place of a file system unmounted
@@ -60,7 +60,7 @@ def ext4(tmp_path):
         if image is not None:
             shutil.copyfile(image, img)
         else:
-            sh("truncate", "-s", "64M", str(img))
+            sh("truncate", "-s", size, str(img))
             sh("mkfs.ext4", "-q", "-F", *([] if journal else
                 ["-O", "^has_journal"]), str(img))
         try:
@@ -77,6 +77,19 @@ def ext4(tmp_path):
         if subprocess.run(["umount", str(mnt)], timeout=60).returncode:
             subprocess.run(["umount", "-l", str(mnt)], timeout=60)
         subprocess.run(["losetup", "-d", dev], timeout=60)
+
+
+@pytest.fixture(params=["folder", pytest.param("spool-log", marks=needs(
+    os.geteuid() == 0, "root, which loop mounts need"))])
+def server_dir(request, ext4):
+    """Where a test's server keeps its spool and Maildirs, once for each
+    way the spool commits: None, its temporary folder (the classic order
+    where that file system keeps none: no spool log), or a fresh ext4 with
+    a journal, where the spool log is on (room for the crash trials'
+    mail).  List it before make_postern."""
+    if request.param == "folder":
+        return None
+    return ext4(journal=True, size="1G")[1]
 
 
 def no_log_size(text):
