@@ -84,11 +84,14 @@ rcpt_state(const struct spool_rcpt *r)
 	return r->attempts > 0 ? "deferred" : "pending";
 }
 
+/* damage: why the message is damaged, or NULL. */
 static void
-json_msg(FILE *f, const struct spool_env *e)
+json_msg(FILE *f, const struct spool_env *e, const char *damage)
 {
 	fprintf(f, "{\"queue_id\":");
 	json_str(f, e->qid);
+	fputs(",\"damaged\":", f);
+	json_str(f, damage);
 	fprintf(f, ",\"arrival_time\":%" PRId64 ",\"size\":%" PRIu64
 	    ",\"sender\":", e->received, e->size);
 	json_str(f, e->sender);
@@ -140,17 +143,23 @@ print_safe(FILE *f, const char *s)
 		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
 }
 
+/* damage: why e is damaged (marked '?'; '!': on hold), or NULL. */
 static void
-human_list_entry(const struct spool_env *e)
+human_list_entry(const struct spool_env *e, const char *damage)
 {
 	char when[64];
 
 	fmt_time(when, sizeof(when), e->received);
-	printf("%-17s%c %8" PRIu64 " %-20s  ", e->qid, e->held ? '!' : ' ',
-	    e->size, when);
+	printf("%-17s%c %8" PRIu64 " %-20s  ", e->qid, damage != NULL ? '?' :
+	    e->held ? '!' : ' ', e->size, when);
 	print_safe(stdout, e->sender[0] != '\0' ? e->sender :
 	    "MAILER-DAEMON");
 	putchar('\n');
+	if (damage != NULL) {
+		printf("%8s(damaged: ", "");
+		print_safe(stdout, damage);
+		printf(")\n");
+	}
 	for (size_t i = 0; i < e->nrcpts; i++) {
 		const struct spool_rcpt *r = &e->rcpts[i];
 		if (r->done && !(r->failed && !r->bounced))
@@ -168,13 +177,16 @@ human_list_entry(const struct spool_env *e)
 }
 
 static void
-human_show(const struct spool_env *e)
+human_show(const struct spool_env *e, const char *damage)
 {
 	char when[64];
 
 	fmt_time(when, sizeof(when), e->received);
 	printf("Queue ID:    %s\n", e->qid);
-	printf("State:       %s\n", e->held ? "on hold" : "queued");
+	printf("State:       %s", damage != NULL ? "damaged: " :
+	    e->held ? "on hold" : "queued");
+	print_safe(stdout, damage);
+	putchar('\n');
 	printf("Sender:      <");
 	print_safe(stdout, e->sender);
 	printf(">\nArrival:     %s\nSize:        %" PRIu64 " octets\n",
@@ -219,12 +231,94 @@ human_show(const struct spool_env *e)
 
 /* ---- commands ---------------------------------------------------------- */
 
+/* What list and show print: the envelope, or why it is damaged. */
+struct queue_item {
+	struct spool_env env;		/* qid only when unreadable */
+	bool		 loaded;
+	char		*damage;	/* owned: why, or NULL */
+};
+
+static void
+queue_item_clear(struct queue_item *it)
+{
+	spool_env_clear(&it->env);
+	free(it->damage);
+	it->damage = NULL;
+}
+
+static bool
+queue_is_gone(struct spool *sp, const char *qid)
+{
+	struct spool_env e;
+	const char *err = NULL;
+
+	if (spool_env_load(sp, qid, &e, &err) == -1)
+		return errno == ENOENT;
+	spool_env_clear(&e);
+	return false;
+}
+
+/*
+ * Load qid; 0, or -1 when it is gone (delivered meanwhile: its envelope
+ * goes first, so content missing after a load may be that too).
+ */
+static int
+queue_item_load(struct spool *sp, const char *qid, struct queue_item *it)
+{
+	const char *err = NULL;
+
+	memset(it, 0, sizeof(*it));
+	if (spool_env_load(sp, qid, &it->env, &err) == -1) {
+		if (errno == ENOENT)
+			return -1;
+		it->damage = xstrdup(err);
+		util_strlcpy(it->env.qid, qid, sizeof(it->env.qid));
+		return 0;
+	}
+	it->loaded = true;
+	if (spool_content_check(sp, &it->env, &err) == 0)
+		return 0;
+	it->damage = xstrdup(err);
+	if (queue_is_gone(sp, qid)) {
+		queue_item_clear(it);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+human_item(const struct queue_item *it)
+{
+	if (it->loaded) {
+		human_list_entry(&it->env, it->damage);
+		return;
+	}
+	printf("%-17s? %8s %-20s  ?\n%8s(damaged: ", it->env.qid, "-", "-",
+	    "");
+	print_safe(stdout, it->damage);
+	printf(")\n\n");
+}
+
+static void
+json_item(FILE *f, const struct queue_item *it)
+{
+	if (!it->loaded) {
+		fputs("{\"queue_id\":", f);
+		json_str(f, it->env.qid);
+		fputs(",\"damaged\":", f);
+		json_str(f, it->damage);
+		fputc('}', f);
+		return;
+	}
+	json_msg(f, &it->env, it->damage);
+}
+
 static int
 queue_list(struct spool *sp, bool json)
 {
 	const char *err = NULL;
 	uint64_t kbytes = 0;
-	size_t n, shown = 0;
+	size_t n, shown = 0, damaged = 0;
 	char **qids;
 
 	if (spool_list(sp, &qids, &n, &err) == -1) {
@@ -234,26 +328,23 @@ queue_list(struct spool *sp, bool json)
 	if (json)
 		putchar('[');
 	for (size_t i = 0; i < n; i++) {
-		struct spool_env e;
-		if (spool_env_load(sp, qids[i], &e, &err) == -1) {
-			/* Delivered meanwhile: not an error. */
-			if (errno != ENOENT)
-				fprintf(stderr, "postern queue: %s\n", err);
-		} else {
+		struct queue_item it;
+		if (queue_item_load(sp, qids[i], &it) == 0) {
 			if (json) {
 				if (shown > 0)
 					putchar(',');
-				json_msg(stdout, &e);
+				json_item(stdout, &it);
 			} else {
 				if (shown == 0)
 					printf("-Queue ID-------- --Size-- "
 					    "----Arrival Time----  "
 					    "-Sender/Recipient-------\n");
-				human_list_entry(&e);
+				human_item(&it);
 			}
-			kbytes += (e.size + 1023) / 1024;
+			kbytes += (it.env.size + 1023) / 1024;
 			shown++;
-			spool_env_clear(&e);
+			damaged += it.damage != NULL;
+			queue_item_clear(&it);
 		}
 		free(qids[i]);
 	}
@@ -265,27 +356,36 @@ queue_list(struct spool *sp, bool json)
 	else
 		printf("-- %" PRIu64 " Kbytes in %zu Request%s.\n", kbytes,
 		    shown, shown == 1 ? "" : "s");
-	return 0;
+	if (damaged == 0)
+		return 0;
+	fprintf(stderr, "postern queue: %zu damaged message%s in the spool, "
+	    "not delivered\n", damaged, damaged == 1 ? "" : "s");
+	return 1;
 }
 
 static int
 queue_show(struct spool *sp, const char *qid, bool json)
 {
-	struct spool_env e;
-	const char *err = NULL;
+	struct queue_item it;
+	int rc;
 
-	if (spool_env_load(sp, qid, &e, &err) == -1) {
-		fprintf(stderr, "postern queue: %s: %s\n", qid,
-		    errno == ENOENT ? "no such message" : err);
+	if (queue_item_load(sp, qid, &it) == -1) {
+		fprintf(stderr, "postern queue: %s: no such message\n", qid);
 		return 1;
 	}
 	if (json) {
-		json_msg(stdout, &e);
+		json_item(stdout, &it);
 		putchar('\n');
-	} else
-		human_show(&e);
-	spool_env_clear(&e);
-	return 0;
+	} else if (it.loaded)
+		human_show(&it.env, it.damage);
+	else {
+		printf("Queue ID:    %s\nState:       damaged: ", qid);
+		print_safe(stdout, it.damage);
+		putchar('\n');
+	}
+	rc = it.damage != NULL ? 1 : 0;
+	queue_item_clear(&it);
+	return rc;
 }
 
 static int
@@ -320,9 +420,9 @@ queue_offline(struct spool *sp, const char *verb, const char *qid)
 
 	if (strcmp(verb, "flush") == 0)
 		return queue_no_server();
-	if (spool_env_load(sp, qid, &e, &err) == -1) {
-		fprintf(stderr, "postern queue: %s: %s\n", qid,
-		    errno == ENOENT ? "no such message" : err);
+	/* A damaged message may be held or deleted too. */
+	if (spool_env_load(sp, qid, &e, &err) == -1 && errno == ENOENT) {
+		fprintf(stderr, "postern queue: %s: no such message\n", qid);
 		return 1;
 	}
 	spool_env_clear(&e);

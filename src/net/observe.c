@@ -98,6 +98,8 @@ net_gauges_cb(void *arg, struct metrics_out *out)
 	    "state=\"deferred\"", qs.deferred);
 	metrics_gauge(out, "postern_queue_messages", help, "state=\"held\"",
 	    qs.held);
+	metrics_gauge(out, "postern_queue_messages", help,
+	    "state=\"damaged\"", qs.damaged);
 	oldest = spool_oldest_s(srv->spool);
 	metrics_gauge(out, "postern_queue_oldest_message_age_seconds", "Age of "
 	    "the oldest message in the spool (0: none)", NULL, oldest == 0 ?

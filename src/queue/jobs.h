@@ -45,6 +45,8 @@ struct queue_job {
 	bool			 held;		/* operator hold: never picked */
 	bool			 force;		/* flush: try every pending rcpt */
 	bool			 deleted;	/* delete once the run ends */
+	bool			 damaged;	/* its last run found it
+						   damaged (queue_stats) */
 	bool			 flushed;	/* a forced run found destinations
 						   full: its next run is forced
 						   too, once it is ready */

@@ -27,7 +27,10 @@ enum queue_outcome {
 	QUEUE_FINISHED,		/* every recipient done, spool entry gone */
 	QUEUE_RETRY,		/* some recipient pending: due at *due_out */
 	QUEUE_HELD,		/* on hold (found so in the spool) */
-	QUEUE_DROP,		/* cannot go on; left in the spool for a restart */
+	QUEUE_DAMAGED,		/* its files are damaged: left in the
+				   spool, tried again at *due_out */
+	QUEUE_DROP,		/* not in the spool (any more), or cannot
+				   be removed: left for a restart */
 };
 
 uint64_t
@@ -256,6 +259,26 @@ queue_run_halted(struct queue *q, const struct queue_job *job,
 }
 
 /*
+ * A message whose envelope, records or content are not what was committed
+ * (a file cut short or lost while the server was stopped, a disk's fault)
+ * is never delivered: the rest of it may be anything.  It stays in the
+ * spool for the operator, who may put the files back (tried again every
+ * retry-max, each time with this line) or delete it.
+ */
+static enum queue_outcome
+queue_damaged(struct queue *q, const char *sid, const char *qid,
+    const char *why, uint64_t *due_out)
+{
+	struct queue_opts o;
+
+	queue_opts_now(q, &o);
+	log_event(LOG_LVL_ERROR, "damaged", sid, qid, "not delivered, left "
+	    "in the spool for the operator why=\"%s\"", why);
+	*due_out = queue_wall_ms() + o.retry_max_ms;
+	return QUEUE_DAMAGED;
+}
+
+/*
  * Deliver the due recipients of job (ours while it runs; force: every
  * pending one), record each outcome, send DSNs, remove the message when
  * all is done.  On QUEUE_RETRY, *due_out is the next attempt and
@@ -282,13 +305,17 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 			    "not in the spool (any more)");
 			return QUEUE_DROP;
 		}
-		log_event(LOG_LVL_ERROR, "queue", NULL, qid,
-		    "envelope unreadable, left in the spool why=\"%s\"", err);
-		return QUEUE_DROP;
+		return queue_damaged(q, NULL, qid, err, due_out);
 	}
 	if (env.held) {
 		spool_env_clear(&env);
 		return QUEUE_HELD;
+	}
+	if (spool_content_check(q->sp, &env, &err) == -1) {
+		enum queue_outcome out = queue_damaged(q, env.sid, qid, err,
+		    due_out);
+		spool_env_clear(&env);
+		return out;
 	}
 	content_path = spool_content_path(q->sp, qid);
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
@@ -448,8 +475,10 @@ queue_job_done(struct queue *q, struct queue_job *job,
 		queue_unlink(q, job);
 		return;
 	}
+	job->damaged = out == QUEUE_DAMAGED;
 	switch (out) {
 	case QUEUE_RETRY:
+	case QUEUE_DAMAGED:
 		job->due_ms = due;
 		job->running = false;
 		queue_wake(q, queue_jobs_refile(&q->jobs, job));
@@ -526,6 +555,8 @@ queue_stats(struct queue *q, struct queue_stats *out)
 	    j = j->next)
 		if (j->running)
 			out->active++;
+		else if (j->damaged)
+			out->damaged++;
 		else if (j->held)
 			out->held++;
 		else if (j->due_ms > now)
@@ -652,7 +683,7 @@ queue_drain(struct queue *q)
 	pthread_mutex_unlock(&q->mu);
 }
 
-/* Does qid exist in the spool?  -1 with *err_out if not (or unreadable). */
+/* Does qid exist in the spool (damaged or not)?  -1 with *err_out if not. */
 static int
 queue_check_msg(struct queue *q, const char *qid, const char **err_out)
 {
@@ -663,8 +694,9 @@ queue_check_msg(struct queue *q, const char *qid, const char **err_out)
 		return -1;
 	}
 	if (spool_env_load(q->sp, qid, &env, err_out) == -1) {
-		if (errno == ENOENT)
-			*err_out = "no such message";
+		if (errno != ENOENT)
+			return 0;	/* damaged: the operator may act */
+		*err_out = "no such message";
 		return -1;
 	}
 	spool_env_clear(&env);

@@ -104,6 +104,7 @@ struct queue_stats {
 	unsigned	ready;		/* due, waiting for a worker */
 	unsigned	deferred;	/* due later: a retry */
 	unsigned	held;		/* on hold */
+	unsigned	damaged;	/* damaged: left for the operator */
 };
 void	queue_stats(struct queue *q, struct queue_stats *out);
 

@@ -2,7 +2,7 @@
  * spool/recover.c: what a start finds in the spool.  spool_list removes
  * what was never accepted (see the crash table in spool.c) unless a
  * message is still being received or committed (its lock is held), and
- * lists the committed messages, oldest first.
+ * lists the committed messages, oldest first, damaged ones included.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -159,9 +159,13 @@ spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
 		/*
 		 * Content renames precede envelope renames, so an envelope
 		 * without content is a commit cut short by a crash (step 4):
-		 * never acknowledged.
+		 * never acknowledged.  Unless it has status records: only
+		 * the queue writes them, after the commit, so its content
+		 * was lost since (an operator, fsck).  That one stays, and
+		 * the queue reports it as damaged.
 		 */
-		if (!spool_exists(sp, SUB_MSG, name)) {
+		if (!spool_exists(sp, SUB_MSG, name) &&
+		    !spool_exists(sp, SUB_DONE, name)) {
 			log_msg(LOG_LVL_INFO, "spool: removing unaccepted "
 			    "env/%s (no content)", name);
 			unlinkat(sp->fd[SUB_ENV], name, 0);

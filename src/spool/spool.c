@@ -304,6 +304,26 @@ spool_content_path(const struct spool *sp, const char *qid)
 	return xasprintf("%s/msg/%s", sp->dir, qid);
 }
 
+int
+spool_content_check(struct spool *sp, const struct spool_env *env,
+    const char **err_out)
+{
+	struct stat st;
+
+	if (fstatat(sp->fd[SUB_MSG], env->qid, &st, AT_SYMLINK_NOFOLLOW)
+	    == -1) {
+		*err_out = spool_err("stat", SUB_MSG, env->qid, "", errno);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != env->size) {
+		*err_out = util_err("msg/%s holds %jd octets, its envelope "
+		    "says %ju", env->qid, (intmax_t)st.st_size,
+		    (uintmax_t)env->size);
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Read a whole small file sub/<name> into a malloc'd buffer.  0, or -1
  * with errno set (EFBIG when over SPOOL_ENV_MAX).

@@ -141,6 +141,14 @@ char	*spool_msg_tmp_path(const struct spool *sp, const char *qid);
 /* Path of a committed message's content (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
 /*
+ * Is qid's committed content whole: msg/<qid> a file of exactly
+ * env->size octets?  0, or -1 with *err_out naming the file and both
+ * sizes (or the failed stat: "stat(msg/<qid>): No such file or
+ * directory").  A message that fails this is damaged: never delivered.
+ */
+int	spool_content_check(struct spool *sp, const struct spool_env *env,
+	    const char **err_out);
+/*
  * Read a committed envelope, with each recipient's done flag: from memory,
  * with no file read, when this spool committed it and no record was
  * written since (spool/fresh.c).  0, or -1 with *err_out and errno

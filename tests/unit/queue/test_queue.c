@@ -124,6 +124,7 @@ commit(char qid_out[SPOOL_QID_MAX], const char *const *rcpts)
 		spool_env_add_rcpt(&e, "to@example.org", rcpts[i],
 		    rcpts[i + 1]);
 	snprintf(body, sizeof(body), "Subject: %s\n\nhello\n", qid_out);
+	e.size = strlen(body);
 	m = spool_msg_new(sp, qid_out);
 	if (spool_msg_write(m, body, strlen(body), &err) == -1 ||
 	    spool_msg_commit(m, &e, &err) == -1)

@@ -561,24 +561,26 @@ test_crash_recovery(void **state)
 	put_file(dir, "msg", "Step3", "content, envelope being written");
 	put_file(dir, "env", "Step3.tmp", "v 1\n");
 	put_file(dir, "env", "Step4", "v 1\n");	/* content rename lost */
-	put_file(dir, "done", "Step4", "done 0\n");
 	put_file(dir, "done", "Gone1", "done 0\n");	/* removal cut short */
+	/* Records prove it accepted: its content was lost since. */
+	put_file(dir, "env", "Lost1", "v 1\n");
+	put_file(dir, "done", "Lost1", "done 0\n");
 	spool_close(&sp);
 
 	sp = spool_open(dir, &err);	/* the restart */
 	assert_non_null(sp);
 	assert_int_equal(spool_list(sp, &qids, &n, &err), 0);
-	assert_int_equal(n, 2);
+	assert_int_equal(n, 3);
 	assert_string_equal(qids[0], "Old1");
 	assert_string_equal(qids[1], "New1");
-	assert_null(qids[2]);
+	assert_string_equal(qids[2], "Lost1");	/* kept: damaged */
+	assert_null(qids[3]);
 	for (size_t i = 0; i < n; i++)
 		free(qids[i]);
 	free(qids);
 	static const char *const gone[][2] = {
 		{ "tmp", "Step1" }, { "msg", "Step2" }, { "msg", "Step3" },
-		{ "env", "Step3.tmp" }, { "env", "Step4" }, { "done", "Step4" },
-		{ "done", "Gone1" },
+		{ "env", "Step3.tmp" }, { "env", "Step4" }, { "done", "Gone1" },
 	};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		if (exists(dir, gone[i][0], gone[i][1]))
@@ -586,6 +588,8 @@ test_crash_recovery(void **state)
 			    gone[i][0], gone[i][1]);
 	assert_true(exists(dir, "msg", "Old1"));
 	assert_true(exists(dir, "msg", "New1"));
+	assert_true(exists(dir, "env", "Lost1"));
+	assert_true(exists(dir, "done", "Lost1"));
 
 	/* Removal takes everything; a second removal is harmless. */
 	assert_int_equal(spool_mark_done(sp, "Old1", 0, &err), 0);
