@@ -2,7 +2,9 @@
  * queue/attempt.c: one delivery attempt of one recipient and its outcome,
  * recorded in the spool before anything else: done, deferred with the
  * next attempt (backoff and jitter, up to the lifetime), or failed for
- * good.  The bounce itself is bounce.c's.
+ * good.  One the spool refuses is never a reason to try again at once: a
+ * delivery stays done in memory, a failure waits retry-min.  The bounce
+ * itself is bounce.c's.
  */
 #include "queue/queue_private.h"
 
@@ -109,6 +111,37 @@ queue_settle(struct queue *q, const struct spool_env *env, size_t idx,
 	return 0;
 }
 
+void
+queue_record_again(struct queue *q, struct spool_env *env, const size_t *idx,
+    size_t n)
+{
+	const char *err = NULL;
+
+	for (size_t k = 0; k < n; k++) {
+		struct spool_rcpt *r = idx[k] < env->nrcpts ?
+		    &env->rcpts[idx[k]] : NULL;
+		if (r == NULL || r->done)	/* recorded after all */
+			continue;
+		r->done = true;
+		r->unrecorded = queue_record_done(q, env, idx[k], &err) == -1;
+	}
+}
+
+/*
+ * An outcome that could not be recorded leaves its recipient pending: its
+ * next attempt waits retry-min, as a deferral's first would, never due at
+ * once (the spool full, each attempt would fail to record it again).
+ */
+static void
+queue_unrecorded_later(struct queue *q, struct spool_rcpt *r,
+    const struct queue_when *w)
+{
+	struct queue_opts o;
+
+	queue_opts_now(q, &o);
+	r->next_ms = w->now + o.retry_min_ms;
+}
+
 /* ---- one delivery ------------------------------------------------------ */
 
 enum deliver_result
@@ -192,10 +225,11 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 		queue_log_rcpt(LOG_LVL_WARN, "expired", env, i, why);
 		/* RFC 3463 4.4.7: delivery time expired. */
 		if (spool_mark_failed(q->sp, env->qid, i, "4.4.7", text,
-		    &err) == -1)
+		    &err) == -1) {
 			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
 			    "cannot record expiry why=\"%s\"", err);
-		else {
+			queue_unrecorded_later(q, r, w);
+		} else {
 			r->done = r->failed = true;
 			util_strlcpy(r->status, "4.4.7", sizeof(r->status));
 			free(r->last_err);
@@ -223,7 +257,7 @@ queue_tempfail(struct queue *q, struct spool_env *env, size_t i,
 
 static void
 queue_permfail(struct queue *q, struct spool_env *env, size_t i,
-    const char *why)
+    const struct queue_when *w, const char *why)
 {
 	struct spool_rcpt *r = &env->rcpts[i];
 	const char *err = NULL;
@@ -235,6 +269,7 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 		/* Tried again later: a permanent failure stays one. */
 		log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
 		    "cannot record failure why=\"%s\"", err);
+		queue_unrecorded_later(q, r, w);
 		return;
 	}
 	r->done = r->failed = true;
@@ -262,20 +297,26 @@ queue_record(struct queue *q, struct spool_env *env, size_t i,
 	case DELIVER_OK:
 		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
 		/* Durably done before anything else: never again. */
-		if (queue_settled_idx == i)
-			env->rcpts[i].done = true;	/* recorded already */
-		else if (queue_record_done(q, env, i, &err) == -1)
-			/* A retry is safe: deliveries are idempotent. */
+		if (queue_settled_idx != i &&	/* else recorded already */
+		    queue_record_done(q, env, i, &err) == -1) {
+			/*
+			 * Not sent again all the same (a relay's copy would
+			 * be a duplicate): done while this process runs,
+			 * which writes the record again at the message's
+			 * next run (queue.c); a restart before it delivers
+			 * it again, as a crash before its record would.
+			 */
 			log_event(LOG_LVL_ERROR, "queue", env->sid, env->qid,
 			    "cannot record delivery why=\"%s\"", err);
-		else
-			env->rcpts[i].done = true;
+			env->rcpts[i].unrecorded = true;
+		}
+		env->rcpts[i].done = true;
 		break;
 	case DELIVER_TEMPFAIL:
 		queue_tempfail(q, env, i, w, why);
 		break;
 	case DELIVER_PERMFAIL:
-		queue_permfail(q, env, i, why);
+		queue_permfail(q, env, i, w, why);
 		break;
 	}
 	queue_count(&env->rcpts[i]);

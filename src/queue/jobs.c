@@ -422,6 +422,7 @@ queue_jobs_remove(struct queue_jobs *js, struct queue_job *j)
 	*(j->next != NULL ? &j->next->prev : &js->last) = j->prev;
 	js->njobs--;
 	queue_job_free_blocked(j);
+	free(j->unrecorded);
 	free(j);
 	return n;
 }

@@ -54,6 +54,10 @@ struct queue_job {
 						   limit when last tried; the
 						   job is ready when one frees */
 	size_t			 nblocked;
+	size_t			*unrecorded;	/* owned: recipients delivered whose
+						   record could not be written:
+						   done while this process runs */
+	size_t			 nunrecorded;
 	/* Where jobs.c filed it; change the fields above, then refile. */
 	uint64_t		 seq;		/* submission order */
 	bool			 woken;		/* a slot of woken_by is free

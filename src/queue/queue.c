@@ -258,6 +258,20 @@ queue_run_halted(struct queue *q, const struct queue_job *job,
 	return halted;
 }
 
+/* Which recipients of env job remembers as delivered but not recorded. */
+static void
+queue_note_unrecorded(struct queue_job *job, const struct spool_env *env)
+{
+	job->nunrecorded = 0;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		if (!env->rcpts[i].unrecorded)
+			continue;
+		job->unrecorded = xreallocarray(job->unrecorded,
+		    job->nunrecorded + 1, sizeof(*job->unrecorded));
+		job->unrecorded[job->nunrecorded++] = i;
+	}
+}
+
 /*
  * A message whose envelope, records or content are not what was committed
  * (a file cut short or lost while the server was stopped, a disk's fault)
@@ -317,6 +331,8 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 		spool_env_clear(&env);
 		return out;
 	}
+	/* Delivered in an earlier run: never sent again by this process. */
+	queue_record_again(q, &env, job->unrecorded, job->nunrecorded);
 	content_path = spool_content_path(q->sp, qid);
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
 	p.skipped = skipped;
@@ -332,6 +348,7 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 		queue_dest_release(q, dest);
 		free(dest);
 	}
+	queue_note_unrecorded(job, &env);
 	free(p.tried);
 	free(content_path);
 	if (queue_msg_is_gone()) {	/* its last delivery removed it */

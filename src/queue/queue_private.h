@@ -104,8 +104,17 @@ void	queue_dsn_status(const char *why, bool temp, char out[16]);
 uint64_t queue_wall_ms(void);
 
 /*
+ * Recipients idx[0..n) of env, delivered in an earlier run whose record
+ * could not be written: done in env, and recorded now if the spool takes
+ * it (the message's removal when nothing else keeps it); those it still
+ * refuses keep unrecorded set (attempt.c).
+ */
+void	queue_record_again(struct queue *q, struct spool_env *env,
+	    const size_t *idx, size_t n);
+/*
  * Try recipient i of env once (its destination slot is held) and record
- * the outcome in the spool and in env (attempt.c).
+ * the outcome in the spool and in env (attempt.c); a delivery it cannot
+ * record is done in env all the same, with unrecorded set.
  */
 void	queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 	    const char *content_path);

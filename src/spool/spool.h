@@ -30,6 +30,8 @@ struct spool_rcpt {
 	uint64_t next_ms;	/* epoch ms of the next attempt; 0: now */
 	char	 status[16];	/* RFC 3463 code of the last failure, or "" */
 	char	*last_err;	/* owned: text of the last failure, or NULL */
+	bool	 unrecorded;	/* done in memory only: delivered, but its
+				   record could not be written (never loaded) */
 };
 
 /* The envelope: a plain value; spool_env_clear() frees what it owns. */

@@ -13,12 +13,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from conftest import (free_port, log_events, machine_lacks, make_config,
     needs, read_bytes, send_message, spool_empty, traced_by, wait_for)
 from test_metrics import scrape
+from test_relay import queue_cli, upstreams  # noqa: F401 (a fixture)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which mounting file systems needs (run the suite as root)")
@@ -397,3 +399,116 @@ def test_full_log_disk_costs_lines_not_mail_and_says_how_many(tmpfs,
         assert (i == torn or stamp.match(line)) and \
             len(stamp.findall(line)) == 1, "a torn line: %r" % line
     assert srv.alive()
+
+
+# ----- outcomes the full spool cannot record ---------------------------------
+
+X, Y = "x@example.net", "y@example.net"
+
+
+def relay_full(tmpfs, make_postern, up):
+    """A server relaying example.net to up, local mail for example.org
+    (bounces) in its own folder, the spool on a small tmpfs, retry-min
+    30s: (server, the tmpfs)."""
+    fs = tmpfs("4m")
+    srv = make_postern(config=make_config(
+        extra=["queue retry-min 30s", "queue retry-max 1h"],
+        actions='action local maildir "{tmp}/mail/%%{rcpt.user}/Maildir"\n'
+        'action out relay "smtp://127.0.0.1:%d"\n' % up.port,
+        rules=["match to domain example.org action local",
+            "match to domain example.net action out"]).replace(
+        "spool {tmp}/spool", "spool %s/spool" % fs))
+    return srv, fs
+
+
+def relayed_while_full(tmpfs, make_postern, upstreams, refused,
+        y_reply=None):
+    """One message to X and Y (y_reply: the upstream's reply to Y's RCPT,
+    else 250); once the upstream holds its reply to the dot, the spool's
+    file system is filled, then the upstream answers, and the queue logs
+    that the spool refused to record "refused" ("delivery", "failure"...).
+    (upstream, server, tmpfs, the filler's path)."""
+    up = upstreams.scripted(rcpt_replies={Y: y_reply} if y_reply else None)
+    srv, fs = relay_full(tmpfs, make_postern, up)
+    up.stall_data = True
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "alice@example.org", [X, Y],
+            "Subject: once\r\n\r\nhello\r\n")
+    wait_for(lambda: up.stalled_now() == 1, timeout=15,
+        what="the reply to the dot held")
+    filler = fill(os.path.join(fs, "filler"))
+    up.released.set()
+    wait_for(lambda: "cannot record %s" % refused in srv.log(), timeout=15,
+        what="the %s refused" % refused)
+    return up, srv, fs, filler
+
+
+def copies_to(up, rcpt):
+    with up.lock:
+        return sum(rcpts.count(rcpt) for _, rcpts, _ in up.stored)
+
+
+def sessions(up):
+    with up.lock:
+        return sum(e.startswith("helo:") for e in up.events)
+
+
+def queued(fs):
+    return os.listdir(os.path.join(fs, "spool", "env"))
+
+
+def one_session_for(up, seconds):
+    """The upstream sees no session after the first for seconds (a
+    bounded watch: a retry would come at once, or after retry-min)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert sessions(up) == 1, "%d sessions, %d copies to %s" % (
+            sessions(up), copies_to(up, X), X)
+        time.sleep(0.05)
+
+
+def test_deliveries_the_full_spool_cannot_record_go_once(tmpfs,
+        make_postern, upstreams):
+    """The upstream took the message for both recipients while the spool
+    is full: the first one's done-record cannot be written, yet it is
+    done, and the second one's delivery removes the message (an unlink
+    needs no room).  Nothing is sent again."""
+    up, srv, fs, _ = relayed_while_full(tmpfs, make_postern, upstreams,
+        "delivery")
+    wait_for(lambda: not queued(fs) or copies_to(up, X) > 1, timeout=10,
+        what="the message removed")
+    assert (copies_to(up, X), copies_to(up, Y)) == (1, 1)
+    one_session_for(up, 2)
+
+
+def test_a_delivery_not_recorded_waits_with_the_deferred_one(tmpfs,
+        make_postern, upstreams):
+    """X is relayed, Y deferred (451), and neither can be recorded: the
+    message waits for Y's retry, and that retry (a flush, once there is
+    room) sends the message to Y alone, X's record written then."""
+    up, srv, fs, filler = relayed_while_full(tmpfs, make_postern,
+        upstreams, "deferral", "451 4.3.0 later")
+    one_session_for(up, 2)
+    os.unlink(filler)
+    del up.rcpt_replies[Y]
+    assert queue_cli(srv, "flush").returncode == 0
+    wait_for(lambda: not queued(fs), timeout=15, what="the retry to Y")
+    assert (copies_to(up, X), copies_to(up, Y)) == (1, 1)
+
+
+def test_a_failure_not_recorded_is_tried_again_after_retry_min(tmpfs,
+        make_postern, upstreams):
+    """X is relayed, Y refused (550), and neither can be recorded: Y is
+    tried again only after retry-min (here a flush, once there is room),
+    then bounced; X is never sent again."""
+    up, srv, fs, filler = relayed_while_full(tmpfs, make_postern,
+        upstreams, "failure", "550 5.1.1 no such user")
+    one_session_for(up, 2)
+    assert len(log_events(srv, "failed")) == 1
+    os.unlink(filler)
+    assert queue_cli(srv, "flush").returncode == 0
+    wait_for(lambda: not queued(fs) and srv.maildir("alice"), timeout=15,
+        what="Y bounced")
+    assert copies_to(up, X) == 1
+    assert Y.encode() in read_bytes(srv.maildir("alice")[0])
