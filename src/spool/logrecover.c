@@ -315,6 +315,7 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 			close(fd);
 		unlink(path);
 		free(path);
+		spool_logspool_forget_gone(sp);
 		return 0;
 	}
 	if (fd == -1 && (fd = lr_create(sp->dir, path, size)) == -1) {
@@ -324,6 +325,7 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 			    "bytes: %s", path, (uintmax_t)size,
 			    strerror(errno));
 			free(path);
+			spool_logspool_forget_gone(sp);
 			return 0;
 		}
 		*err_out = util_err("spool log %s: %s", path, strerror(errno));
@@ -340,6 +342,8 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 		close(fd);
 		return -1;
 	}
+	/* The records replayed are stale now: so is what gone/ told them. */
+	spool_logspool_forget_gone(sp);
 	sp->log = spool_log_start(fd, size, &h);
 	return 0;
 }

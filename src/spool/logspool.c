@@ -2,17 +2,19 @@
  * spool/logspool.c: the spooled messages' part of the log's replay at
  * start (logrecover.c).  A SPOOLED record holds a message committed into
  * the spool after one device write (spool.c): its envelope's and content's
- * bytes.  Unless a later REMOVED record says it was removed since, each of
- * its two files found with the record's exact size is synced, and one
- * missing, empty or short is written again from the record (a file in
- * tmp/, fsync, rename into env/ or msg/), content first.  What the disk
- * still holds of a message with a REMOVED record (its removal was made
- * durable by that record alone) is unlinked.  The folders are synced
- * once at the end.  Knows nothing of Maildirs.
+ * bytes.  Unless a later REMOVED record, or its envelope in gone/ (a
+ * removal whose record was not yet written: remove.c), says it was
+ * removed since, each of its two files found with the record's exact size
+ * is synced, and one missing, empty or short is written again from the
+ * record (a file in tmp/, fsync, rename into env/ or msg/), content first.
+ * What the disk still holds of a message with a REMOVED record (its
+ * removal was made durable by that record alone) is unlinked.  The
+ * folders are synced once at the end.  Knows nothing of Maildirs.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -100,14 +102,17 @@ spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 {
 	size_t env_len = strlen(r->hdr);
 	bool content_ok, env_ok;
+	struct stat st;
 
 	if (!spool_qid_is_valid(r->qid)) {
 		log_msg(LOG_LVL_ERROR, "spool log: a record names no queue id");
 		ls->lost++;
 		return;
 	}
-	if (ls_was_removed(ls, r->qid)) {
+	if (ls_was_removed(ls, r->qid) || fstatat(sp->fd[SUB_GONE], r->qid,
+	    &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		ls->skipped++;
+		ls->dirty = true;	/* env/ synced: removed for good */
 		return;
 	}
 	content_ok = ls_found(sp, SUB_MSG, r->qid, r->content_len);
@@ -151,4 +156,25 @@ spool_logspool_finish(struct spool_logspool *ls, struct spool *sp)
 	free(ls->removed);
 	ls->removed = NULL;
 	ls->nremoved = 0;
+}
+
+void
+spool_logspool_forget_gone(struct spool *sp)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(sp->fd[SUB_GONE], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1 || (d = fdopendir(fd)) == NULL) {
+		log_msg(LOG_LVL_ERROR, "spool log: opendir(%s/gone): %s",
+		    sp->dir, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			unlinkat(sp->fd[SUB_GONE], de->d_name, 0);
+	closedir(d);
 }

@@ -21,14 +21,23 @@
  * write and one fdatasync for all, no journal commit), and a start skips
  * the messages so recorded and unlinks whatever the disk still holds of
  * them (logspool.c); the log's checkpoint makes the unlinks durable
- * before it passes those records.  A crash before the records are
- * durable finds the message and delivers it again, as a crash before the
+ * before it passes those records.  A power cut before the records are
+ * durable may find the message and deliver it again, as one before the
  * fsync would.  Where the log does not take them all, env/ is fsynced.
+ *
+ * A killed process leaves the page cache as it was, where the envelope
+ * is gone: the start must not take that for a power cut's loss and write
+ * the message again from its record.  So the envelope is not unlinked but
+ * renamed into gone/ (the same journal transaction as an unlink: a power
+ * cut keeps both or neither), which tells the start "removed" until the
+ * removal's record is durable; the syncer unlinks gone/<qid> then, and a
+ * start empties gone/ once it has begun the log's new epoch.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,7 +52,10 @@ spool_sync_by_log(const struct spool *sp)
 	return sp->ordered && spool_log_on(sp);
 }
 
-/* Make the removals pending durable: qids' records, or fsync (qids freed). */
+/*
+ * Make the removals pending durable: qids' records, or fsync; then their
+ * envelopes in gone/ tell nothing the disk does not (qids freed).
+ */
 static void
 spool_sync_now(struct spool *sp, char **qids, size_t n)
 {
@@ -54,8 +66,10 @@ spool_sync_now(struct spool *sp, char **qids, size_t n)
 		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
 		    "messages removed last may be delivered again after a "
 		    "crash)", sp->dir, strerror(errno));
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		unlinkat(sp->fd[SUB_GONE], qids[i], 0);
 		free(qids[i]);
+	}
 	free(qids);
 }
 
@@ -167,7 +181,7 @@ spool_sync_soon(struct spool *sp, const char *qid)
 int
 spool_remove(struct spool *sp, const char *qid, const char **err_out)
 {
-	bool recordless;
+	bool recordless, by_log = spool_sync_by_log(sp);
 
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
@@ -175,8 +189,11 @@ spool_remove(struct spool *sp, const char *qid, const char **err_out)
 	}
 	/* No record was ever written for it: no done/<qid> to unlink. */
 	recordless = spool_fresh_drop(sp, qid);
-	if (unlinkat(sp->fd[SUB_ENV], qid, 0) == -1 && errno != ENOENT) {
-		*err_out = spool_err("unlink", SUB_ENV, qid, "", errno);
+	if ((by_log ? renameat(sp->fd[SUB_ENV], qid, sp->fd[SUB_GONE],
+	    qid) : unlinkat(sp->fd[SUB_ENV], qid, 0)) == -1 &&
+	    errno != ENOENT) {
+		*err_out = spool_err(by_log ? "rename" : "unlink", SUB_ENV,
+		    qid, "", errno);
 		return -1;
 	}
 	spool_sync_soon(sp, qid);

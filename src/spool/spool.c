@@ -12,6 +12,10 @@
  *	done/<qid>	status records appended: "done N\n" per delivered
  *			rcpt, and deferrals, failures, bounces, holds
  *			(see spool_done_parse in envelope.c)
+ *	gone/<qid>	the envelope of a message removed, moved here from
+ *			env/ until the spool log records the removal: a
+ *			start that finds it does not write the message
+ *			again from the log (remove.c, logspool.c)
  *
  * Commit order and what a crash (kill -9 or power loss) at each point
  * leaves behind:
@@ -54,7 +58,8 @@
  * records; one fsync of env/ on a thread of its own makes the removals of
  * SPOOL_REMOVE_SYNC_MS durable together, or, with the log where the
  * order holds, one write of their records in the log (a start finishes
- * them, and does not write those messages again).  Where the journal keeps the
+ * them, and does not write those messages again); there the envelope is
+ * moved into gone/ rather than unlinked, until its record is written.  Where the journal keeps the
  * order, a crash half-way leaves content or done-records without an
  * envelope (removed by spool_list), never an envelope with missing
  * recipients' records.  The queue uses the removal as the record of a
@@ -85,7 +90,7 @@
 #include <unistd.h>
 
 const char *const spool_sub_names[SUB_N] = { "tmp", "msg", "env",
-    "done" };
+    "done", "gone" };
 
 static __thread int spool_errnum;	/* behind the last spool_err() */
 

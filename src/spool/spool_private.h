@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* The folders under the spool folder (see spool.c). */
-enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_N };
+enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_GONE, SUB_N };
 extern const char *const spool_sub_names[SUB_N];
 
 struct spool {
@@ -204,7 +204,8 @@ struct spool_logspool {
 	char	**removed;		/* owned: qids of REMOVED records */
 	size_t	  nremoved;
 	bool	  sorted;
-	bool	  dirty;		/* a file written again */
+	bool	  dirty;		/* a file written again or removed:
+					   the folders to sync */
 	size_t	  found, written, lost, skipped;
 	size_t	  finished;		/* removals whose envelope was left */
 };
@@ -217,6 +218,10 @@ void	spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 /* After the last record: unlink what is left of the messages removed,
  * sync the folders written into; free ls's. */
 void	spool_logspool_finish(struct spool_logspool *ls, struct spool *sp);
+/* Once the log no longer holds the records replayed (a new epoch begun,
+ * or the log off): empty gone/, whose envelopes only told the replay that
+ * their messages were removed. */
+void	spool_logspool_forget_gone(struct spool *sp);
 
 /* The log file: a header block, then the records' area. */
 #define SPOOL_LOG_HDR	4096

@@ -11,6 +11,7 @@ All run on real ext4 loop mounts, so these tests need root."""
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import threading
@@ -18,11 +19,11 @@ import time
 
 import pytest
 
-from conftest import (make_config, needs, queue_id, read_bytes,
-    send_message, traced_by, wait_for)
+from conftest import (make_config, needs, proc_status, queue_id,
+    read_bytes, send_message, traced_by, wait_for)
 from test_maildir_commit import (BODY, TEN, commits, crashed, delivered,
     ext4, no_log_size, send, sh, traced_order)
-from test_relay import upstreams  # noqa: F401 (a fixture)
+from test_relay import queue_cli, upstreams  # noqa: F401 (a fixture)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which loop mounts need (run the suite as root to test this)")
@@ -811,3 +812,103 @@ def test_a_recorded_removal_is_finished_after_a_power_cut(ext4,
     # The queue had nothing to deliver: the upstream got each once.
     srv.stop()
     assert sorted(bodies(up)) == [b"body %d\r\n" % i for i in range(3)]
+
+
+# ----- a kill, not a power cut: the page cache keeps the removals -----------
+
+def log_threads(srv, up, mnt):
+    """(the spool's syncer, the log's checkpoint thread): the threads seen
+    writing a removal record into the log and calling syncfs while the
+    first message is relayed."""
+    out = srv.path("strace.threads")
+    st = subprocess.Popen(["strace", "-f", "-qq", "-o", out, "-e",
+        "trace=pwrite64,syncfs", "-p", str(srv.proc.pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def seen():
+        with open(out) as f:
+            lines = f.read().splitlines()
+        syncer = [l.split()[0] for l in lines if "pwrite64(" in l and
+            '"PSLD' in l]
+        checkpoint = [l.split()[0] for l in lines if "syncfs(" in l]
+        return syncer and checkpoint and (syncer[0], checkpoint[0])
+    try:
+        wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
+            what="strace to attach to every thread")
+        relayed_and_recorded(srv, up, mnt, 0, 1)
+        return wait_for(seen, 10, what="a removal record and a checkpoint")
+    finally:
+        untrace(st)
+
+
+def held(srv, tids):
+    """strace holding the threads tids a minute in each pwrite64 and
+    syncfs: no removal record is written, the checkpoint does not move."""
+    st = subprocess.Popen(["strace", "-qq", "-e", "trace=pwrite64,syncfs",
+        "-e", "inject=pwrite64,syncfs:delay_enter=60000000", *sum((["-p",
+        t] for t in tids), [])], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    wait_for(lambda: all(proc_status(srv.proc.pid, t)["TracerPid"] ==
+        str(st.pid) for t in tids), 10, what="strace to attach")
+    return st
+
+
+def killed_while_held(srv, st, removed):
+    """Once removed() holds, kill -9 srv (its threads held by strace st,
+    which lets go after the kill), then start it again."""
+    try:
+        wait_for(removed, timeout=20, what="the removal")
+        os.kill(srv.proc.pid, signal.SIGKILL)
+    finally:
+        untrace(st)
+    srv.kill9()
+    restart(srv)
+
+
+def test_a_kill_after_a_removal_delivers_nothing_again(ext4, make_postern,
+        upstreams):
+    # A relayed message delivered and removed, the process killed before
+    # the removal's record is written (and before a checkpoint): the
+    # unlinks are in the page cache, the message's record after the
+    # checkpoint.  The start must not take the missing files for a power
+    # cut's loss: nothing is written again, nothing delivered twice.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    st = held(srv, log_threads(srv, up, mnt))
+    env = os.path.join(mnt, "spool", "env")
+    send(srv, 1, 1)
+    killed_while_held(srv, st, lambda: len(bodies(up)) == 2 and
+        not os.listdir(env))
+    assert log_records(mnt, b"PSLD") == 1	# message 0's alone
+    wait_for(lambda: not os.listdir(env), timeout=20, what="an empty queue")
+    assert bodies(up) == [b"body 0\r\n", b"body 1\r\n"]
+    assert " 0 written again, 0 lost, 1 removed since;" in \
+        recovered_lines(srv)[-1], recovered_lines(srv)
+    assert os.listdir(os.path.join(mnt, "spool", "gone")) == []
+
+
+def test_a_kill_after_queue_delete_brings_nothing_back(ext4, make_postern,
+        upstreams):
+    # `postern queue delete` answers once the message is removed; a kill
+    # right after it (the removal's record not written) does not bring
+    # the message back at the next start.
+    up = upstreams.scripted(rcpt_replies={"carol@example.org":
+        "451 4.3.0 later"})
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port, extra=(
+        "queue retry-min 1h", "queue retry-max 2h"))
+    st = held(srv, log_threads(srv, up, mnt))
+    with srv.session() as c:
+        c.hello()
+        qid = queue_id(send_message(c, "a@example.net",
+            ["carol@example.org"], BODY % (1, 1)))
+    env = os.path.join(mnt, "spool", "env", qid)
+    wait_for(lambda: "deferred" in srv.log(), timeout=20, what="a deferral")
+    r = queue_cli(srv, "delete", qid)
+    assert (r.returncode, r.stdout) == (0, "%s: deleted\n" % qid), r
+    killed_while_held(srv, st, lambda: not os.path.exists(env))
+    assert " 0 written again, 0 lost, 1 removed since;" in \
+        recovered_lines(srv)[-1], recovered_lines(srv)
+    assert not os.path.exists(env)
+    assert "deferred" not in srv.log().split("=== start ===")[-1]

@@ -188,7 +188,8 @@ def twenty_released(ext4, make_postern, upstreams, log, calls, until,
         done=lambda mnt: True):
     """Twenty deliveries held at the upstream's reply to the dot, then let
     go at once, traced (calls) until until(lines) and done(mnt): the
-    unlinks in env/, the fsyncs of env/, and all the lines."""
+    fsyncs of env/ and all the lines, once each envelope was unlinked (or,
+    with the log, moved into gone/)."""
     up = upstreams.scripted()
     _, mnt = ext4(journal=True)
     srv = relay_on(make_postern, mnt, up.port, log=log)
@@ -203,8 +204,8 @@ def twenty_released(ext4, make_postern, upstreams, log, calls, until,
         wait_for(lambda: copies(up) == want and spool_empty(srv) and
             done(mnt), 20, what="20 messages relayed and removed")
     lines = strace_lines(srv, up, 1, 20, None, calls, until, release)
-    removals = [l for l in lines if re.search(r"unlinkat\(\d+<[^>]*"
-        r"/spool/env>", l)]
+    removals = [l for l in lines if re.search(r"(unlinkat|renameat2?)\("
+        r"\d+<[^>]*/spool/env>", l)]
     syncs = [l for l in lines if re.search(r"fsync\(\d+<[^>]*/spool/env>",
         l)]
     assert len(removals) == 20, removals
@@ -223,15 +224,19 @@ def test_removals_share_an_fsync(ext4, make_postern, upstreams):
 def test_removals_share_a_log_write(ext4, make_postern, upstreams):
     # The same with the spool log where the journal keeps the order: no
     # fsync of env/ (no journal commit), the removals recorded in the log
-    # instead, one write and one fdatasync for those of an interval.
+    # instead, one write and one fdatasync for those of an interval.  Each
+    # envelope waits in gone/ until its record is written.
     def recorded(mnt):
         with open(os.path.join(mnt, "spool", "log"), "rb") as f:
-            return f.read().count(b"PSLD") >= 21
+            return f.read().count(b"PSLD") >= 21 and not os.listdir(
+                os.path.join(mnt, "spool", "gone"))
     syncs, lines = twenty_released(ext4, make_postern, upstreams, "1M",
-        "fsync,pwrite64,unlinkat", None, recorded)
+        "fsync,pwrite64,unlinkat,renameat,renameat2", None, recorded)
     writes = [l for l in lines if re.search(r"pwrite64\(\d+<[^>]*"
         r"/spool/log>", l)]
     assert syncs == [], syncs
+    assert not [l for l in lines if re.search(r"unlinkat\(\d+<[^>]*"
+        r"/spool/env>", l)]
     assert 1 <= len(writes) <= 5, "%d writes of the log for 20 removals" % \
         len(writes)
 
