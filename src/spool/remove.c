@@ -31,7 +31,9 @@
  * renamed into gone/ (the same journal transaction as an unlink: a power
  * cut keeps both or neither), which tells the start "removed" until the
  * removal's record is durable; the syncer unlinks gone/<qid> then, and a
- * start empties gone/ once it has begun the log's new epoch.
+ * start empties gone/ once it has begun the log's new epoch.  On a full
+ * disk where gone/ has no room for the name, the envelope is unlinked: a
+ * kill before the record then may deliver the message again.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -178,6 +180,23 @@ spool_sync_soon(struct spool *sp, const char *qid)
 		spool_sync_now(sp, qids, n);
 }
 
+/*
+ * env/<qid> out of env/: moved into gone/ until the log records its
+ * removal (by_log), else unlinked.  0, or -1 with errno.
+ */
+static int
+spool_remove_env(struct spool *sp, const char *qid, bool by_log)
+{
+	if (by_log) {
+		if (renameat(sp->fd[SUB_ENV], qid, sp->fd[SUB_GONE], qid) == 0)
+			return 0;
+		/* gone/ cannot grow on a full disk; an unlink needs no room. */
+		if (errno != ENOSPC && errno != EDQUOT)
+			return -1;
+	}
+	return unlinkat(sp->fd[SUB_ENV], qid, 0);
+}
+
 int
 spool_remove(struct spool *sp, const char *qid, const char **err_out)
 {
@@ -189,9 +208,7 @@ spool_remove(struct spool *sp, const char *qid, const char **err_out)
 	}
 	/* No record was ever written for it: no done/<qid> to unlink. */
 	recordless = spool_fresh_drop(sp, qid);
-	if ((by_log ? renameat(sp->fd[SUB_ENV], qid, sp->fd[SUB_GONE],
-	    qid) : unlinkat(sp->fd[SUB_ENV], qid, 0)) == -1 &&
-	    errno != ENOENT) {
+	if (spool_remove_env(sp, qid, by_log) == -1 && errno != ENOENT) {
 		*err_out = spool_err(by_log ? "rename" : "unlink", SUB_ENV,
 		    qid, "", errno);
 		return -1;

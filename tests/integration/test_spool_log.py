@@ -9,6 +9,7 @@ a record (full, too large a message) the copies, or the spool's files,
 are fsynced before the 250, and a power cut right after loses nothing.
 All run on real ext4 loop mounts, so these tests need root."""
 
+import errno
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from conftest import (make_config, needs, proc_status, queue_id,
     read_bytes, send_message, traced_by, wait_for)
 from test_maildir_commit import (BODY, TEN, commits, crashed, delivered,
     ext4, no_log_size, send, sh, traced_order)
+from test_disk_faults import fill
 from test_relay import queue_cli, upstreams  # noqa: F401 (a fixture)
 
 pytestmark = needs(os.geteuid() == 0,
@@ -912,3 +914,33 @@ def test_a_kill_after_queue_delete_brings_nothing_back(ext4, make_postern,
         recovered_lines(srv)[-1], recovered_lines(srv)
     assert not os.path.exists(env)
     assert "deferred" not in srv.log().split("=== start ===")[-1]
+
+
+def test_a_removal_on_a_full_disk_unlinks_the_envelope(ext4, make_postern,
+        upstreams):
+    # The disk full and gone/ too (no room for one more name, and none to
+    # grow): the envelope of the message delivered is unlinked instead of
+    # moved there, and the message is removed all the same, sent once.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    gone = os.path.join(mnt, "spool", "gone")
+    up.stall_data = True
+    send(srv, 0, 1)
+    wait_for(lambda: up.stalled_now() == 1, timeout=20,
+        what="the reply to the dot held")
+    fill(os.path.join(mnt, "filler"))
+    names = 0
+    while True:
+        try:
+            open(os.path.join(gone, "x%06d" % names), "w").close()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            break
+        names += 1
+    up.released.set()
+    wait_for(lambda: not os.listdir(os.path.join(mnt, "spool", "env")),
+        timeout=20, what="the message removed")
+    assert bodies(up) == [b"body 0\r\n"]
+    assert len(os.listdir(gone)) == names
+    assert "cannot" not in srv.log()
