@@ -500,7 +500,11 @@ void	deliver_hook_call_clear(struct deliver_hook_call *c);
 
 /* memo.c: the agents' reply memory in the state store. */
 struct deliver_memo;
-/* A store of spec on a private loop.  NULL with *err_out. */
+/*
+ * A store of spec on a private loop, opened at the first question (so a
+ * store that is not there yet costs a retry, not the start).  NULL with
+ * *err_out.
+ */
 struct deliver_memo *deliver_memo_open(const char *spec,
 	    const char **err_out);
 void	deliver_memo_close(struct deliver_memo **mp);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log/log.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -23,8 +24,9 @@
 
 struct deliver_memo {
 	pthread_mutex_t		 mu;	/* one question at a time */
+	char			*spec;	/* owned */
 	struct event_base	*base;	/* owned: the store answers here */
-	struct store		*st;	/* owned */
+	struct store		*st;	/* owned; NULL until first needed */
 };
 
 /* On the heap: a late answer after the deadline finds it and frees it. */
@@ -41,16 +43,31 @@ deliver_memo_open(const char *spec, const char **err_out)
 	struct deliver_memo *mm = xcalloc(1, sizeof(*mm));
 
 	pthread_mutex_init(&mm->mu, NULL);
+	mm->spec = xstrdup(spec);
 	if ((mm->base = event_base_new()) == NULL) {
 		*err_out = "event_base_new failed";
-		goto fail;
+		deliver_memo_close(&mm);
+		return NULL;
 	}
-	if ((mm->st = store_open(mm->base, spec, err_out)) == NULL)
-		goto fail;
 	return mm;
-fail:
-	deliver_memo_close(&mm);
-	return NULL;
+}
+
+/*
+ * The store, opened at the first question rather than with the action:
+ * actions are built before the server has made its spool folder (where
+ * the default SQLite file lives) and dropped its privileges.  A store
+ * that cannot be opened now is tried again at the next question.  Called
+ * with mm->mu held; NULL when it cannot be opened (the store logged why).
+ */
+static struct store *
+memo_store(struct deliver_memo *mm)
+{
+	const char *err = NULL;
+
+	if (mm->st == NULL && (mm->st = store_open(mm->base, mm->spec,
+	    &err)) == NULL)
+		log_msg(LOG_LVL_WARN, "agent reply memory: %s", err);
+	return mm->st;
 }
 
 void
@@ -68,6 +85,7 @@ deliver_memo_close(struct deliver_memo **mp)
 		event_base_free(mm->base);
 	}
 	pthread_mutex_destroy(&mm->mu);
+	free(mm->spec);
 	free(mm);
 }
 
@@ -154,6 +172,11 @@ deliver_memo_check(struct deliver_memo *mm, const char *agent,
 
 	memo_key("reply", agent, sender, key, sizeof(key));
 	pthread_mutex_lock(&mm->mu);
+	if (memo_store(mm) == NULL) {
+		pthread_mutex_unlock(&mm->mu);
+		free(w);
+		return -1;
+	}
 	if (take)
 		store_incr(mm->st, key, 1, period_ms, memo_int_cb, w);
 	else
@@ -179,7 +202,11 @@ deliver_memo_forget(struct deliver_memo *mm, const char *agent,
 
 	memo_key("reply", agent, sender, key, sizeof(key));
 	pthread_mutex_lock(&mm->mu);
-	store_del(mm->st, key, memo_int_cb, w);
-	(void)memo_wait(mm, w, &rc, &n);
+	if (memo_store(mm) != NULL) {
+		store_del(mm->st, key, memo_int_cb, w);
+		(void)memo_wait(mm, w, &rc, &n);
+	} else {
+		free(w);
+	}
 	pthread_mutex_unlock(&mm->mu);
 }

@@ -166,6 +166,24 @@ def test_webhook_agent(make_postern, tmp_path):
         api.stop()
 
 
+def test_an_agent_with_the_default_state_store_starts_on_a_fresh_spool(
+        make_postern, tmp_path):
+    """No `state` line: the reply memory is SQLite in the spool folder,
+    which the first start makes; the agent answers, once per period."""
+    (tmp_path / "answer.txt").write_text("Sunny.\n")
+    conf = agent_config(tmp_path, 'action weather reply text "%s/answer.txt"'
+        % tmp_path).replace("state sqlite %s/state.db\n" % tmp_path, "")
+    assert "state " not in conf and not (tmp_path / "spool").exists()
+    srv = make_postern(config=conf)
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    assert one_mail(srv, "ann").get_content() == "Sunny.\n"
+    ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
+    wait_for(lambda: [kv for kv, _ in log_events(srv, "agent") if
+        kv["why"] == "answered already in this period"], 20,
+        what="the second message remembered as answered")
+    assert (tmp_path / "spool" / "state.db").exists()
+
+
 def test_no_reply_to_automatic_mail(make_postern, tmp_path):
     srv = make_postern(config=example_config(str(tmp_path)))
     cases = [
