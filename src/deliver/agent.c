@@ -93,9 +93,13 @@ agent_fail(struct agent_out *out, enum deliver_result r, const char *fmt,
 	va_end(ap);
 }
 
-/* Program output or a web answer as the reply body. */
+/*
+ * Program output or a web answer as the reply body; charset is the one
+ * the answer declared, or NULL.
+ */
 static void
-agent_take_text(struct agent_out *out, const char *s, size_t len, bool html)
+agent_take_text(struct agent_out *out, const char *s, size_t len, bool html,
+    const char *charset)
 {
 	if (len == 0)
 		return;			/* nothing to say: no reply */
@@ -104,10 +108,10 @@ agent_take_text(struct agent_out *out, const char *s, size_t len, bool html)
 		util_buf_cstr(&out->mime);
 		out->has_mime = true;
 	} else if (html) {
-		mime_text_utf8(s, len, &out->html);
+		mime_text_utf8(s, len, charset, &out->html);
 		out->has_html = true;
 	} else {
-		mime_text_utf8(s, len, &out->text);
+		mime_text_utf8(s, len, charset, &out->text);
 		out->has_text = true;
 	}
 }
@@ -121,7 +125,7 @@ agent_text(const struct deliver_agent *a, const json_t *doc,
 	struct util_buf b = { 0 };
 
 	mime_tpl_expand(a->o.text, doc, &b);
-	agent_take_text(out, b.data, b.len, false);
+	agent_take_text(out, b.data, b.len, false, NULL);
 	util_buf_clear(&b);
 }
 
@@ -173,7 +177,8 @@ agent_command(const struct deliver_agent *a, const struct deliver_msg *m,
 		agent_fail(out, DELIVER_PERMFAIL, "%s wrote more than %zu "
 		    "bytes", a->o.argv[0], p.out_max);
 	} else {
-		agent_take_text(out, res.out.data, res.out.len, false);
+		agent_take_text(out, res.out.data, res.out.len, false,
+		    NULL);
 	}
 	deliver_prog_result_clear(&res);
 	for (size_t i = 0; env[i] != NULL; i++)
@@ -197,7 +202,7 @@ agent_value(const json_t *j, struct agent_out *out)
 		return;
 	if (json_is_string(j)) {
 		agent_take_text(out, json_string_value(j),
-		    json_string_length(j), false);
+		    json_string_length(j), false, NULL);
 		return;
 	}
 	if (!json_is_object(j)) {
@@ -233,6 +238,35 @@ agent_lua(const struct deliver_agent *a, const json_t *doc,
 	json_decref(res);
 }
 
+/* A web service's 2xx answer as the reply, by its media type. */
+static void
+agent_webhook_answer(const struct http_result *res, struct agent_out *out)
+{
+	char *charset = NULL;
+	char *type = mime_media_type(res->content_type != NULL ?
+	    res->content_type : "", &charset);
+
+	if (strcmp(type, "application/json") == 0) {
+		json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
+
+		if (j == NULL)
+			agent_fail(out, DELIVER_PERMFAIL, "the answer is not "
+			    "JSON");
+		else
+			agent_value(j, out);
+		json_decref(j);
+	} else if (strcmp(type, "message/rfc822") == 0 && res->body_len > 0) {
+		util_buf_add(&out->mime, res->body, res->body_len);
+		util_buf_cstr(&out->mime);
+		out->has_mime = true;
+	} else {
+		agent_take_text(out, res->body, res->body_len,
+		    strcmp(type, "text/html") == 0, charset);
+	}
+	free(type);
+	free(charset);
+}
+
 static void
 agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
     const char *agent, struct agent_out *out)
@@ -242,7 +276,6 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 	struct deliver_rcpt_status st;
 	struct http_result res;
 	const char *err = NULL;
-	const char *ct;
 	int rc;
 
 	rc = deliver_hook_call_init(a->o.hook, &call, &err);
@@ -257,28 +290,12 @@ agent_webhook(const struct deliver_agent *a, const struct deliver_msg *m,
 	    deliver_stop_fd(), &res);
 	deliver_webhook_req_clear(&w);
 	deliver_hook_call_clear(&call);
-	ct = res.content_type != NULL ? res.content_type : "";
 	if (deliver_webhook_outcome(&res, &st) != DELIVER_OK)
 		agent_fail(out, st.result, "%s", st.text);
 	else if (res.err == HTTP_ERR_TOO_BIG)
 		agent_fail(out, DELIVER_PERMFAIL, "4.3.0 %s", res.text);
-	else if (strncmp(ct, "application/json", 16) == 0) {
-		json_t *j = json_loadb(res.body, res.body_len, 0, NULL);
-
-		if (j == NULL)
-			agent_fail(out, DELIVER_PERMFAIL, "the answer is not "
-			    "JSON");
-		else
-			agent_value(j, out);
-		json_decref(j);
-	}
-	else if (strncmp(ct, "message/rfc822", 14) == 0 && res.body_len > 0) {
-		util_buf_add(&out->mime, res.body, res.body_len);
-		util_buf_cstr(&out->mime);
-		out->has_mime = true;
-	} else
-		agent_take_text(out, res.body, res.body_len,
-		    strncmp(ct, "text/html", 9) == 0);
+	else
+		agent_webhook_answer(&res, out);
 	http_result_clear(&res);
 }
 

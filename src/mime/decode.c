@@ -1,7 +1,8 @@
 /*
  * mime/decode.c: GMime set-up, a part's content with its transfer encoding
- * undone (streamed in chunks, never whole), and text in any charset turned
- * into valid UTF-8.  Knows nothing of what the text is for.
+ * undone (streamed in chunks, never whole), text in any charset turned
+ * into valid UTF-8, and a Content-Type value read.  Knows nothing of what
+ * the text is for.
  */
 #include "mime/mime.h"
 
@@ -197,7 +198,27 @@ mime_to_utf8(const char *in, size_t len, const char *charset, bool cut,
 }
 
 void
-mime_text_utf8(const char *in, size_t len, struct util_buf *out)
+mime_text_utf8(const char *in, size_t len, const char *charset,
+    struct util_buf *out)
 {
-	(void)mime_to_utf8(in, len, NULL, false, out);
+	(void)mime_to_utf8(in, len, charset, false, out);
+}
+
+char *
+mime_media_type(const char *value, char **charset_out)
+{
+	GMimeContentType *ct;
+	const char *cs;
+	char *type, *s;
+
+	mime_gmime_init();
+	ct = g_mime_content_type_parse(NULL, value);
+	s = g_mime_content_type_get_mime_type(ct);
+	/* RFC 9110 8.3.1: type and subtype names are case-insensitive. */
+	type = util_strlower(xstrdup(s));
+	g_free(s);
+	cs = g_mime_content_type_get_parameter(ct, "charset");
+	*charset_out = cs != NULL && *cs != '\0' ? xstrdup(cs) : NULL;
+	g_object_unref(ct);
+	return type;
 }

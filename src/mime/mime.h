@@ -122,10 +122,20 @@ const char *mime_msg_header(const struct mime_msg *m, const char *name);
 json_t	*mime_msg_json(const struct mime_msg *m);
 
 /*
- * in[0..len) as valid UTF-8 appended to out (NUL-terminated): kept when it
- * is UTF-8, read as windows-1252 when it is not (the usual 8-bit text).
+ * in[0..len), in charset (any case; NULL: none declared), as valid UTF-8
+ * appended to out (NUL-terminated).  Undeclared text is kept when it is
+ * UTF-8 and read as windows-1252 when it is not (the usual 8-bit text).
  */
-void	mime_text_utf8(const char *in, size_t len, struct util_buf *out);
+void	mime_text_utf8(const char *in, size_t len, const char *charset,
+	    struct util_buf *out);
+
+/*
+ * A Content-Type value (RFC 2045 5.1, RFC 9110 8.3.1) read: returns its
+ * "type/subtype" in lower case, "application/octet-stream" for a value
+ * that is none, and puts its charset parameter in *charset_out (NULL when
+ * it has none); both malloc'd.
+ */
+char	*mime_media_type(const char *value, char **charset_out);
 
 /* ---- templates (template.c) ---- */
 

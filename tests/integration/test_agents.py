@@ -184,6 +184,33 @@ def test_an_agent_with_the_default_state_store_starts_on_a_fresh_spool(
     assert (tmp_path / "spool" / "state.db").exists()
 
 
+def test_webhook_agent_reads_media_types_in_any_case_and_the_charset(
+        make_postern, tmp_path):
+    """RFC 9110 8.3.1: the type, subtype and charset of the answer's
+    Content-Type are case-insensitive, and a declared charset is read."""
+    api = Api().start()
+    try:
+        srv = make_postern(config=agent_config(tmp_path,
+            'action weather reply webhook "%s"' % api.url("/agent")))
+        cases = [
+            ("json", Answer(200, b'{"text": "Sunny, says the API"}',
+                ctype="Application/JSON"), "plain", "Sunny, says the API"),
+            ("html", Answer(200, b"<p>Sunny</p>", ctype="TEXT/HTML"),
+                "html", "<p>Sunny</p>"),
+            ("koi8", Answer(200, "Солнечно".encode("koi8-r"),
+                ctype="text/plain; Charset=KOI8-R"), "plain", "Солнечно"),
+        ]
+        for user, answer, subtype, text in cases:
+            api.default = answer
+            ask(srv, user + "@agents.example.org",
+                "nyc-weather@agents.example.org")
+            msg = one_mail(srv, user)
+            assert msg.get_content_type() == "text/" + subtype, user
+            assert msg.get_content().rstrip("\n") == text, user
+    finally:
+        api.stop()
+
+
 def test_no_reply_to_automatic_mail(make_postern, tmp_path):
     srv = make_postern(config=example_config(str(tmp_path)))
     cases = [

@@ -1,8 +1,8 @@
 /*
  * Unit tests of mime/ parsing: decoded header fields, bodies in every
  * transfer encoding and charset turned into UTF-8, attachment metadata,
- * bounds, malformed messages, the JSON view, and the memory a 50 MB
- * message costs.
+ * Content-Type values and text in a declared charset, bounds, malformed
+ * messages, the JSON view, and the memory a 50 MB message costs.
  */
 #include "mime/mime.h"
 
@@ -120,6 +120,71 @@ test_charsets(void **state)
 			    "from %s", cases[i].file, m->text.s,
 			    m->text.charset, cases[i].text, cases[i].charset);
 		mime_msg_free(&m);
+	}
+}
+
+/* A Content-Type value: its media type in lower case and its charset. */
+static void
+test_media_type(void **state)
+{
+	static const struct {
+		const char	*label, *value, *type, *charset;
+	} cases[] = {
+		{ "plain", "text/plain", "text/plain", NULL },
+		{ "upper case", "Application/JSON", "application/json", NULL },
+		{ "charset", "text/plain; charset=koi8-r", "text/plain",
+		  "koi8-r" },
+		{ "quoted, upper-case name", "TEXT/HTML ; CHARSET=\"UTF-8\"",
+		  "text/html", "UTF-8" },
+		{ "other parameters", "text/plain; format=flowed; "
+		  "charset=iso-8859-1", "text/plain", "iso-8859-1" },
+		{ "longer subtype", "application/jsonx", "application/jsonx",
+		  NULL },
+		{ "empty", "", "application/octet-stream", NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *cs = NULL;
+		char *type = mime_media_type(cases[i].value, &cs);
+
+		if (strcmp(type, cases[i].type) != 0 || (cs == NULL) !=
+		    (cases[i].charset == NULL) || (cs != NULL &&
+		    strcmp(cs, cases[i].charset) != 0))
+			fail_msg("case \"%s\": got %s charset %s, want %s "
+			    "charset %s", cases[i].label, type, cs != NULL ?
+			    cs : "none", cases[i].type, cases[i].charset !=
+			    NULL ? cases[i].charset : "none");
+		free(type);
+		free(cs);
+	}
+}
+
+/* Text in a declared charset, any case, as UTF-8. */
+static void
+test_text_utf8(void **state)
+{
+	static const struct {
+		const char	*label, *in, *charset, *want;
+	} cases[] = {
+		{ "koi8-r", "\xf0\xd2\xc9\xd7\xc5\xd4", "koi8-r",
+		  "Привет" },
+		{ "KOI8-R", "\xf0\xd2\xc9\xd7\xc5\xd4", "KOI8-R",
+		  "Привет" },
+		{ "undeclared UTF-8", "Привет", NULL, "Привет" },
+		{ "undeclared 8-bit", "caf\xe9", NULL, "café" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct util_buf b = { 0 };
+
+		mime_text_utf8(cases[i].in, strlen(cases[i].in),
+		    cases[i].charset, &b);
+		if (strcmp(b.data, cases[i].want) != 0)
+			fail_msg("case \"%s\": got \"%s\", want \"%s\"",
+			    cases[i].label, b.data, cases[i].want);
+		util_buf_clear(&b);
 	}
 }
 
@@ -377,6 +442,8 @@ main(void)
 		cmocka_unit_test(test_headers_decoded),
 		cmocka_unit_test(test_bodies_and_attachments),
 		cmocka_unit_test(test_charsets),
+		cmocka_unit_test(test_media_type),
+		cmocka_unit_test(test_text_utf8),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_garbage_in_memory),
 		cmocka_unit_test(test_truncation),
