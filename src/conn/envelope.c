@@ -40,7 +40,10 @@ conn_sync_action(struct conn *c)
  * A sync webhook answers for one recipient alone: a second recipient,
  * either way round (or an alias that reaches it and more), waits for a
  * transaction of its own (RFC 5321 4.5.3.1.10: the client sends it again
- * later).  0, or -1 with *r.
+ * later).  The first recipient is always taken: an alias that reaches a
+ * sync webhook and more is queued whole, its webhook member posted the
+ * usual way, since no transaction could ever bring it alone.  0, or -1
+ * with *r.
  */
 static int
 conn_sync_rcpt(struct conn *c, const struct route_result *res,
@@ -48,12 +51,13 @@ conn_sync_rcpt(struct conn *c, const struct route_result *res,
 {
 	bool sync = false;
 
+	if (conn_tx_env(c->tx)->nrcpts == 0)
+		return 0;
 	for (size_t i = 0; i < res->n; i++)
 		sync |= res->targets[i].action != NULL &&
 		    res->targets[i].action->kind == CONFIG_ACTION_WEBHOOK &&
 		    res->targets[i].action->hook->sync;
-	if (conn_tx_env(c->tx)->nrcpts == 0 ? !sync || res->n == 1 :
-	    !sync && conn_sync_action(c) == NULL)
+	if (!sync && conn_sync_action(c) == NULL)
 		return 0;
 	conn_set_reply(r, 452, "4.5.3 <%s>: Send this recipient in a new "
 	    "transaction (the other one is answered at once)", safe);

@@ -501,6 +501,31 @@ def test_sync_takes_one_recipient_per_transaction(make_postern, api):
     assert len(api.requests) == 1
 
 
+def test_sync_alias_with_more_members_is_queued_whole(make_postern, api,
+                                                     tmp_path):
+    """An alias that reaches a sync webhook and a mailbox can never come
+    as the sync member alone: taken as the first recipient, queued, and
+    the webhook posted the usual way."""
+    (tmp_path / "aliases").write_text(
+        "team@example.org bridge@example.org, ann@example.org\n")
+    srv = make_postern(config=hook_config(api, "sync 5s", extra=[
+        "table al file:%s/aliases" % tmp_path, "alias <al>"]))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+        c.send("RCPT TO:<team@example.org>"); c.expect(250)
+        # The rule still holds for a sync webhook as a second recipient.
+        c.send("RCPT TO:<bridge@example.org>"); c.expect(452, "4.5.3")
+        c.send("DATA"); c.expect(354)
+        c.send_raw(wire("Subject: team\n\nfor all\n") + b".\r\n")
+        c.expect(250, "2.0.0")
+    req = api.wait(1)[0]
+    assert req.headers["x-postern-envelope-to"] == "bridge@example.org"
+    wait_for(lambda: srv.maildir("ann"), 10, what="ann's copy")
+    wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
+    assert len(api.requests) == 1
+
+
 def test_example_chat_bridge(make_postern, api, tmp_path):
     """The shipped example (examples/bridge) pointed at the test's API."""
     from conftest import REPO, TEMPLATE_HEAD
