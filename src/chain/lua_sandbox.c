@@ -329,12 +329,15 @@ static int
 chain_lua_log(lua_State *L)
 {
 	struct chain_lua_ctx *c;
-	const char *msg = luaL_checkstring(L, 1);
-	char safe[512];
+	size_t len;
+	const char *msg = luaL_checklstring(L, 1, &len);
+	char path[300], safe[512];
 
 	lua_getallocf(L, (void **)&c);
-	log_safe_into(safe, sizeof(safe), msg, strlen(msg));
-	log_msg(LOG_LVL_INFO, "lua %s: %s", c->path, safe);
+	/* Free text, often the client's: quoted, it cannot forge a key. */
+	log_event(LOG_LVL_INFO, "lua", NULL, NULL, "script=\"%s\" msg=\"%s\"",
+	    log_safe_into(path, sizeof(path), c->path, strlen(c->path)),
+	    log_safe_into(safe, sizeof(safe), msg, len));
 	return 0;
 }
 

@@ -53,7 +53,7 @@ conn_proxy_answer_cb(void *arg, enum smtp_verdict v, int code,
 		case SMTP_STAGE_RCPT:
 			c->nrcpts++;
 			log_event(LOG_LVL_INFO, "rcpt", c->sid, NULL, "to=<%s> "
-			    "action=proxy", log_safe_into(safe, sizeof(safe),
+			    "action=proxy", log_safe_word_into(safe, sizeof(safe),
 			    a, strlen(a)));
 			if (c->cs != NULL)
 				chain_session_rcpt_accepted(c->cs, a);
@@ -315,7 +315,7 @@ conn_proxy_mods(struct conn *c, struct util_buf *head, size_t *old_out,
 		}
 		log_event(LOG_LVL_WARN, "modify-refused", c->sid, NULL,
 		    "value=<%s> why=\"the upstream has the envelope already\"",
-		    log_safe_into(safe, sizeof(safe), m[i].value,
+		    log_safe_word_into(safe, sizeof(safe), m[i].value,
 		    strlen(m[i].value)));
 	}
 	if (!hdr || !c->px->hold)

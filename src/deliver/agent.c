@@ -305,14 +305,13 @@ static void
 agent_log(enum log_level lvl, const struct deliver_msg *m, const char *agent,
     const char *what, const char *why)
 {
+	const char *rp = m->return_path != NULL ? m->return_path : "";
 	char a[300], s[300], w[400];
 
 	log_event(lvl, "agent", NULL, m->qid, "agent=<%s> sender=<%s> %s "
-	    "why=\"%s\"", log_safe_into(a, sizeof(a), agent, strlen(agent)),
-	    log_safe_into(s, sizeof(s), m->return_path != NULL ?
-	    m->return_path : "", m->return_path != NULL ?
-	    strlen(m->return_path) : 0), what, log_safe_into(w, sizeof(w),
-	    why, strlen(why)));
+	    "why=\"%s\"", log_safe_word_into(a, sizeof(a), agent,
+	    strlen(agent)), log_safe_word_into(s, sizeof(s), rp, strlen(rp)),
+	    what, log_safe_into(w, sizeof(w), why, strlen(why)));
 }
 
 /* The reply memory said no (rc 0: answered in the period; -1: down). */

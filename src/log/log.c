@@ -466,11 +466,12 @@ log_vformat(char *line, enum log_level lvl, const char *event,
 	}
 	if (log_json) {
 		char stamp[64], rest[LOG_REST_MAX];
+		struct log_json_head h = { log_to_syslog ? NULL : stamp,
+		    log_names[lvl], event, sid, qid };
 		if (!log_to_syslog)
 			log_stamp(stamp);
-		log_rest(rest, sid, qid, fmt, ap);
-		o += log_json_line(line + o, LOG_LINE_MAX - o, log_to_syslog ?
-		    NULL : stamp, log_names[lvl], event, rest);
+		log_rest(rest, NULL, NULL, fmt, ap);
+		o += log_json_line(line + o, LOG_LINE_MAX - o, &h, rest);
 	} else
 		o = log_text_line(line, o, lvl, event, sid, qid, fmt, ap);
 	return o;

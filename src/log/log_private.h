@@ -11,15 +11,25 @@ int	log_out_fd(void);
 /* n octets were written to it: rotate the file when it is full. */
 void	log_file_wrote(size_t n);
 
+/* What a JSON line has before the fields of its text; NULL: left out. */
+struct log_json_head {
+	const char	*stamp;		/* "time" */
+	const char	*level;		/* never NULL */
+	const char	*event;
+	const char	*sid;
+	const char	*qid;
+};
 /*
  * json.c: one line as a JSON object ending in a newline, into out (at
- * least 512 octets): "time" (when stamp is not NULL), "level", "event"
- * (when not NULL), then each KEY=value and KEY="value" of rest as a
- * field, and the other words of rest, in order, as "msg".  Returns the
- * length; a line that does not fit ends with "truncated":true.
+ * least 512 octets): the fields of h, then each KEY=value and
+ * KEY="value" of rest as a field, and the other words of rest, in order,
+ * as "msg" (msg="text" gives its text to it).  A key of h's, "msg",
+ * "truncated", a key rest has given already, or one past the 64th is not
+ * a field: its KEY=value is a word of msg.  Returns the length; a line
+ * that does not fit ends with "truncated":true.
  */
-size_t	log_json_line(char *out, size_t outsz, const char *stamp,
-	    const char *level, const char *event, const char *rest);
+size_t	log_json_line(char *out, size_t outsz, const struct log_json_head *h,
+	    const char *rest);
 
 /*
  * format.c: fmt with ap into out (size > 0), as vsnprintf makes it: cut

@@ -121,6 +121,7 @@ lr_spool(struct spool *sp, const struct spool_logrec *r, size_t i)
 	char *folder = xstrndup(path, (size_t)(strrchr(path, '/') - path - 4));
 	struct spool_env env = { .received = r->received };
 	struct spool_msg *m;
+	char addr[600];
 	int rc;
 
 	spool_new_qid(sp, env.qid);
@@ -131,13 +132,14 @@ lr_spool(struct spool *sp, const struct spool_logrec *r, size_t i)
 	rc = spool_msg_write(m, r->content, r->content_len, &err);
 	if (rc == 0)
 		rc = spool_msg_commit(m, &env, &err);
+	log_safe_word_into(addr, sizeof(addr), r->copies[i].addr,
+	    strlen(r->copies[i].addr));
 	if (rc == 0)
 		log_msg(LOG_LVL_WARN, "spool log: %s for <%s> spooled as %s "
-		    "(message %s)", path, r->copies[i].addr, env.qid, r->qid);
+		    "(message %s)", path, addr, env.qid, r->qid);
 	else
 		log_msg(LOG_LVL_ERROR, "spool log: %s for <%s> (message %s) "
-		    "cannot be spooled: %s", path, r->copies[i].addr, r->qid,
-		    err);
+		    "cannot be spooled: %s", path, addr, r->qid, err);
 	spool_msg_free(&m);
 	spool_env_clear(&env);
 	free(folder);

@@ -8,6 +8,7 @@ while other mail flows, and one that cannot start, retried.
 
 import email
 import email.policy
+import json
 import os
 import shutil
 import stat
@@ -232,6 +233,25 @@ def test_no_reply_to_automatic_mail(make_postern, tmp_path):
     # Dealt with, never bounced, never answered.
     wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
     assert srv.maildir("ann") == [] and srv.maildir("mailer-daemon") == []
+
+
+def test_sender_with_blanks_forges_no_field(make_postern, tmp_path):
+    """The agent line writes the sender as one word: a quoted local part
+    with key=value words in it stays in the sender's field."""
+    (tmp_path / "answer.txt").write_text("hello\n")
+    srv = make_postern(config=agent_config(tmp_path,
+        'action weather reply text "%s/answer.txt"' % tmp_path,
+        extra=["log format json"]))
+    ask(srv, '"x level=error event=forged"@agents.example.org',
+        "nyc-weather@agents.example.org", "List-Id: <users.lists>\n" +
+        QUESTION)
+
+    [line] = wait_for(lambda: [json.loads(l) for l in srv.log().splitlines()
+        if '"agent":' in l], 20, what="the agent line")
+    assert (line["level"], line["event"]) == ("info", "agent"), line
+    assert line["msg"] == "not-answered", line
+    assert line["sender"] == (r"<\x22x\x20level=error\x20event=forged\x22"
+        "@agents.example.org>"), line
 
 
 def test_one_reply_per_period_across_a_restart(make_postern, tmp_path):

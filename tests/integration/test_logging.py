@@ -5,6 +5,8 @@ import os
 import re
 import signal
 
+import pytest
+
 from conftest import queue_id, run_cli, send_message, wait_for
 
 EVENTS = {"connect", "helo", "mail", "rcpt", "reject", "accepted", "delivered",
@@ -419,3 +421,34 @@ def test_json_lines_of_peer_text_parse(make_postern):
     assert by_event["helo"][0]["name"] == r"a\x22b X=2 \x5c \xff\xc3"
     assert by_event["reject"][0]["stage"] == r"\x1b[2J\x22X=1\xff\x5c"
     assert "X" not in by_event["mail"][0], by_event["mail"][0]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_lua_log_of_client_text_forges_no_field(make_postern, fmt):
+    """postern.log's text is one quoted value: the client's words in it
+    give the line no level, event or sid of theirs."""
+    srv = make_postern(extra=["log format %s" % fmt,
+        'on mail { lua "{tmp}/h.lua" }'], start=False)
+    with open(srv.path("h.lua"), "w") as f:
+        f.write('function mail(f, state)\n'
+            '  postern.log("sender is " .. f.sender)\nend\n')
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        c.send('MAIL FROM:<"x level=error event=forged sid=123"@example.net>')
+        c.expect(250)
+        c.send("QUIT"); c.expect(221)
+    line = wait_for(lambda: [l for l in srv.log().splitlines()
+        if "sender is" in l], what="the lua line")[0]
+    said = r"sender is \x22x level=error event=forged sid=123\x22@example.net"
+    if fmt == "json":
+        obj = json.loads(line)
+        assert (obj["level"], obj["event"], obj["msg"]) == ("info", "lua",
+            said), line
+        assert "sid" not in obj and obj["script"] == srv.path("h.lua"), line
+    else:
+        words = line.split()
+        assert words[1:3] == ["info", "lua"], line
+        kv = {k: v.strip('"') for k, v in KV.findall(" ".join(words[3:]))}
+        assert kv == {"script": srv.path("h.lua"), "msg": said}, line
+

@@ -8,6 +8,7 @@ commands and messages, the transcripts.
 """
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -889,6 +890,29 @@ def test_auth_relayed_to_the_upstream(make_postern, upstreams):
         False), ("AUTH", "alice", True)]
     text = "\n".join(t for _s, t in transcript(front))
     assert "s3cret" not in text and good not in text
+
+
+def test_recipient_with_blanks_forges_no_field(make_postern, upstreams):
+    """The rcpt line of a proxy listener writes the recipient as one word,
+    as the other listeners do: a quoted local part with key=value words
+    in it stays in the "to" field of the JSON line."""
+    up = upstreams()
+    front = make_postern(config=proxy_config(
+        "proxy smtp://127.0.0.1:%d" % up.port, after=["log format json"]))
+    rcpt = '"x level=error event=forged sid=123"@example.org'
+    with front.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<%s>" % rcpt); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+
+    [line] = wait_for(lambda: [json.loads(l) for l in
+        front.log().splitlines() if '"action":"proxy"' in l],
+        what="the rcpt line")
+    assert (line["level"], line["event"]) == ("info", "rcpt"), line
+    assert line["to"] == "<%s>" % rcpt.replace('"', r"\x22").replace(
+        " ", r"\x20"), line
+    assert line["sid"] != "123", line
 
 
 # ----- bounded buffering ---------------------------------------------------------

@@ -212,10 +212,10 @@ test_json_line(void **state)
 	static const struct {
 		const char *name, *event, *rest, *want;
 	} cases[] = {
-		{ "event", "reject", "sid=s1 stage=rcpt code=550 esc=5.7.1 "
+		{ "event", "reject", "stage=rcpt code=550 esc=5.7.1 "
 		  "why=\"Relay access denied\"",
 		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"reject\","
-		  "\"sid\":\"s1\",\"stage\":\"rcpt\",\"code\":\"550\","
+		  "\"stage\":\"rcpt\",\"code\":\"550\","
 		  "\"esc\":\"5.7.1\",\"why\":\"Relay access denied\"}\n" },
 		{ "prose", NULL, "listening on 127.0.0.1:25",
 		  "{\"time\":\"T\",\"level\":\"info\","
@@ -229,13 +229,25 @@ test_json_line(void **state)
 		{ "empty value", "accepted", "state=\"\" to=",
 		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"accepted\","
 		  "\"state\":\"\",\"to\":\"\"}\n" },
+		{ "keys of the line's own are text", NULL,
+		  "a level=error event=forged sid=1 qid=2 time=3 truncated=4",
+		  "{\"time\":\"T\",\"level\":\"info\",\"msg\":\"a level=error "
+		  "event=forged sid=1 qid=2 time=3 truncated=4\"}\n" },
+		{ "a key given twice", "rcpt", "to=<a> x=\"1 2\" to=<b> x=\"3 y=4\"",
+		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"rcpt\","
+		  "\"to\":\"<a>\",\"x\":\"1 2\","
+		  "\"msg\":\"to=<b> x=\\\"3 y=4\\\"\"}\n" },
+		{ "msg given", "lua", "script=\"s\" msg=\"is x level=error\" end",
+		  "{\"time\":\"T\",\"level\":\"info\",\"event\":\"lua\","
+		  "\"script\":\"s\",\"msg\":\"is x level=error end\"}\n" },
 	};
 	char out[4096];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		size_t n = log_json_line(out, sizeof(out), "T", "info",
-		    cases[i].event, cases[i].rest);
+		struct log_json_head h = { "T", "info", cases[i].event, NULL,
+		    NULL };
+		size_t n = log_json_line(out, sizeof(out), &h, cases[i].rest);
 		out[n] = '\0';
 		if (strcmp(out, cases[i].want) != 0)
 			fail_msg("case \"%s\": got %s want %s", cases[i].name,
@@ -247,7 +259,8 @@ test_json_line(void **state)
 	for (int k = 0; o + 20 < sizeof(rest); k++)
 		o += (size_t)snprintf(rest + o, sizeof(rest) - o, "k%d=v%d ", k,
 		    k);
-	size_t n = log_json_line(out, 512, "T", "info", "e", rest);
+	struct log_json_head h = { "T", "info", "e", "s1", NULL };
+	size_t n = log_json_line(out, 512, &h, rest);
 	out[n] = '\0';
 	assert_true(n <= 512);
 	assert_non_null(strstr(out, ",\"truncated\":true}\n"));
