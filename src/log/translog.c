@@ -77,6 +77,7 @@ struct log_translog_writer {
 	struct tl_dir		*dirs;
 	struct log_translog	**dirty;
 	size_t			 ndirty, dirty_cap;
+	struct util_buf		 safe;		/* a line, escaped */
 };
 
 /* ----- the loops' side ----- */
@@ -367,7 +368,7 @@ static void
 tl_run(struct log_translog_writer *w, struct tl_rec *r, uint64_t dropped)
 {
 	struct log_translog *t = r->t;
-	char safe[1200], note[80];
+	char note[80];
 
 	if (dropped > 0) {
 		int n = snprintf(note, sizeof(note), "%ju octets not logged: "
@@ -380,8 +381,13 @@ tl_run(struct log_translog_writer *w, struct tl_rec *r, uint64_t dropped)
 		break;
 	case TL_LINE:
 		tl_flush_partial(w, t);		/* a line ends the content's */
-		log_safe_into(safe, sizeof(safe), r->bytes, r->len);
-		tl_write(w, t, r->us, r->mark, safe, strlen(safe));
+		/* Whole: at most four octets a byte, and the room to spare
+		 * log_safe_into wants, so it never cuts. */
+		util_buf_reset(&w->safe);
+		util_buf_reserve(&w->safe, 4 * r->len + 8);
+		log_safe_into(w->safe.data, w->safe.cap, r->bytes, r->len);
+		tl_write(w, t, r->us, r->mark, w->safe.data,
+		    strlen(w->safe.data));
 		break;
 	case TL_DATA:
 		tl_data(w, t, r->us, r->bytes, r->len);
@@ -458,6 +464,7 @@ log_translog_writer_free(struct log_translog_writer **wp)
 		free(d);
 	}
 	free(w->dirty);
+	util_buf_clear(&w->safe);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);
