@@ -90,6 +90,33 @@ smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *out)
 	return 1;
 }
 
+/* RFC 4422 3.1: a mechanism's name is 1 to 20 of A-Z 0-9 - _. */
+#define SMTP_SASL_NAME_MAX	20
+
+size_t
+smtp_cmd_loggable(const char *line, size_t len)
+{
+	size_t i = 4, m;
+
+	if (len < 4 || strncasecmp(line, "AUTH", 4) != 0 ||
+	    (len > 4 && smtp_is_alpha((unsigned char)line[4])))
+		return len;
+	/*
+	 * Whatever the blank after the mechanism, or a line the parser
+	 * refuses: what follows may be a password, and is not kept.
+	 */
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	for (m = i; m < len && m - i <= SMTP_SASL_NAME_MAX; m++)
+		if (!smtp_is_alnum((unsigned char)line[m]) && line[m] != '-' &&
+		    line[m] != '_')
+			break;
+	if (m - i > SMTP_SASL_NAME_MAX ||
+	    (m < len && line[m] != ' ' && line[m] != '\t'))
+		return 4;		/* no mechanism's name: a secret? */
+	return m;
+}
+
 bool
 smtp_has_8bit(const char *s, size_t len)
 {

@@ -228,14 +228,9 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 	    s->auth_step != SMTP_AUTH_DONE)
 		s->hooks.trace_cb(s->ctx, true, SMTP_TRACE_AUTH_ANSWER,
 		    strlen(SMTP_TRACE_AUTH_ANSWER));
-	else if (s->hooks.trace_cb != NULL && n > 5 &&
-	    strncasecmp(line, "AUTH ", 5) == 0 &&
-	    memchr(line + 5, ' ', n - 5) != NULL)
-		/* An initial response: keep the mechanism only. */
-		s->hooks.trace_cb(s->ctx, true, line, (size_t)((const char *)
-		    memchr(line + 5, ' ', n - 5) - line));
-	else if (s->hooks.trace_cb != NULL)
-		s->hooks.trace_cb(s->ctx, true, line, n);
+	else if (s->hooks.trace_cb != NULL)	/* AUTH: its mechanism only */
+		s->hooks.trace_cb(s->ctx, true, line,
+		    smtp_cmd_loggable(line, n));
 	/* The line reader is the border: CRLF only. */
 	if (!crlf || s->line_bare_lf || memchr(line, '\r', n) != NULL)
 		s->saw_bare_eol = true;

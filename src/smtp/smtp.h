@@ -124,7 +124,8 @@ struct smtp_hooks {
 	bool	(*early_talker_cb)(void *ctx, const char *when);
 	/*
 	 * Optional: one line per command and reply for transaction logs.
-	 * A SASL answer is traced as SMTP_TRACE_AUTH_ANSWER, never as sent.
+	 * A SASL answer is traced as SMTP_TRACE_AUTH_ANSWER, never as sent,
+	 * an AUTH command without what follows its mechanism.
 	 */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);

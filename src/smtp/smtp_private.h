@@ -264,4 +264,10 @@ void	smtp_reply_ok(struct smtp_session *s, const struct smtp_reply *r,
 void	smtp_reply_refusal(struct smtp_session *s, enum smtp_verdict v,
 	    const struct smtp_reply *r, int def_code, const char *def_text);
 
+/*
+ * parse.c: how much of a command line (CRLF removed) a log may hold: all
+ * of it, but of an AUTH line only "AUTH", its blanks and its mechanism.
+ */
+size_t	smtp_cmd_loggable(const char *line, size_t len);
+
 #endif

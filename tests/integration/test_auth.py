@@ -7,6 +7,7 @@ auth-plaintext, 235 / 535 / 538 / 504 / 501 replies, the identity used by
 
 import base64
 import crypt
+import os
 import smtplib
 import subprocess
 
@@ -126,6 +127,36 @@ def test_auth_plaintext_listener(make_postern, tmp_path):
         c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235)
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
         c.send("RCPT TO:<x@far.example>"); c.expect(250)
+
+
+def test_no_initial_response_in_any_log_whatever_the_blank(make_postern,
+        tmp_path):
+    """An AUTH line keeps its mechanism in the transaction log and the
+    debug command lines, never what follows it: after a space, a tab, or
+    in a line the parser refuses."""
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("%s %s\n" % (USER, h))
+    os.makedirs(tmp_path / "tlog")
+    srv = make_postern(config=auth_config("auth-plaintext") +
+        "transaction-log {tmp}/tlog\nlog level debug\n")
+    cred = plain(USER, PASSWORD)
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN\t" + cred); c.expect(504, "5.5.4")
+        c.send("AUTH\tPLAIN " + cred); c.expect(500, "5.5.2")
+        c.send("auth plain " + cred); c.expect(235, "2.7.0")
+        c.send("QUIT"); c.expect(221)
+
+    def tlog():
+        names = os.listdir(tmp_path / "tlog")
+        text = names and open(tmp_path / "tlog" / names[0]).read()
+        return text and "< 221 " in text and text
+    text = wait_for(tlog, what="the transaction log")
+    wait_for(lambda: "disconnect sid=" in srv.log(), what="the disconnect")
+    ins = [l.split(" > ", 1)[1] for l in text.splitlines() if " > " in l]
+    assert ins[1:4] == ["AUTH PLAIN", r"AUTH\x09PLAIN", "auth plain"], ins
+    for where, t in (("transaction log", text), ("event log", srv.log())):
+        assert cred not in t and cred[:12] not in t, (where, t)
 
 
 def test_auth_without_table_is_a_config_error(tmp_path):

@@ -201,6 +201,37 @@ run_split(const struct smtp_params *p, struct rec *r, const char *in,
 
 /* ----- parsers ----- */
 
+/* What of a command line a log may hold: an AUTH line up to its
+ * mechanism, whatever blank follows; every other line whole. */
+static void
+test_cmd_loggable(void **state)
+{
+	static const struct { const char *name, *in, *want; } cases[] = {
+		{ "not AUTH", "MAIL FROM:<a b@c>", "MAIL FROM:<a b@c>" },
+		{ "a verb that starts so", "AUTHX y z", "AUTHX y z" },
+		{ "space", "AUTH PLAIN AGFAYgBw", "AUTH PLAIN" },
+		{ "tab", "AUTH PLAIN\tAGFAYgBw", "AUTH PLAIN" },
+		{ "tab before the mechanism", "auth\tplain AGFAYgBw",
+		  "auth\tplain" },
+		{ "no response", "AUTH LOGIN", "AUTH LOGIN" },
+		{ "bare", "AUTH", "AUTH" },
+		{ "no mechanism's name", "AUTH AGFAYgBw+x==", "AUTH" },
+		{ "a name too long", "AUTH ABCDEFGHIJKLMNOPQRSTU", "AUTH" },
+		{ "other separator", "AUTH=PLAIN AGFAYgBw", "AUTH" },
+		{ "20 octets", "AUTH ABCDEFGHIJKLMNOPQRST x",
+		  "AUTH ABCDEFGHIJKLMNOPQRST" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = smtp_cmd_loggable(cases[i].in, strlen(cases[i].in));
+		if (n != strlen(cases[i].want) ||
+		    strncmp(cases[i].in, cases[i].want, n) != 0)
+			fail_msg("case \"%s\": got \"%.*s\", want \"%s\"",
+			    cases[i].name, (int)n, cases[i].in, cases[i].want);
+	}
+}
+
 static void
 test_cmd_parse(void **state)
 {
@@ -1827,6 +1858,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cmd_loggable),
 		cmocka_unit_test(test_cmd_parse),
 		cmocka_unit_test(test_addr_parse),
 		cmocka_unit_test(test_addr_parse_reasons),
