@@ -37,9 +37,9 @@
 
 /*
  * Count a refusal by the stage of the dialogue it answers: the verb of
- * the last command (no line yet: the greeting; an empty line or a verb of
- * no stage: "command"), DATA and BDAT split by whether the message was in
- * (its queue id given) or not.
+ * the last command (no line yet: the greeting; an empty line, a line too
+ * long, a verb of no stage or none, as at shutdown: "command"), DATA and
+ * BDAT split by whether the message was in (its queue id given) or not.
  */
 static void
 conn_count_refusal(struct conn *c, char cls)
@@ -159,6 +159,10 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 		if (len == strlen(SMTP_TRACE_AUTH_ANSWER) &&
 		    memcmp(line, SMTP_TRACE_AUTH_ANSWER, len) == 0)
 			strcpy(c->last_verb, "AUTH");
+		/* A line too long is no command of any stage. */
+		if (len == strlen(SMTP_TRACE_LINE_TOO_LONG) &&
+		    memcmp(line, SMTP_TRACE_LINE_TOO_LONG, len) == 0)
+			c->last_verb[0] = '\0';
 		if (c->px != NULL)
 			conn_proxy_line(c, line, len);
 		if (log_enabled(LOG_LVL_DEBUG)) {
@@ -360,9 +364,11 @@ conn_shutdown_one(struct conn *c)
 		return true;
 	}
 	if (!smtp_session_in_data(c->smtp) &&
-	    !smtp_session_is_waiting(c->smtp))
+	    !smtp_session_is_waiting(c->smtp)) {
+		c->last_verb[0] = '\0';	/* between commands: of none */
 		smtp_session_close_with(c->smtp, 421,
 		    "4.3.2 Service shutting down, closing channel");
+	}
 	return false;
 }
 

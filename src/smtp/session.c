@@ -213,6 +213,23 @@ smtp_line_refused(struct smtp_session *s, const char *text)
 	smtp_error(s, 500, text);
 }
 
+static bool
+smtp_in_auth(const struct smtp_session *s)
+{
+	return s->auth_step != SMTP_AUTH_NONE && s->auth_step != SMTP_AUTH_DONE;
+}
+
+/* A line over line_max, refused unread: traced as what it stood for. */
+static void
+smtp_trace_too_long(struct smtp_session *s)
+{
+	const char *what = smtp_in_auth(s) ? SMTP_TRACE_AUTH_ANSWER :
+	    SMTP_TRACE_LINE_TOO_LONG;
+
+	if (s->hooks.trace_cb != NULL)
+		s->hooks.trace_cb(s->ctx, true, what, strlen(what));
+}
+
 /* One whole line, CRLF included (len >= 2). */
 static void
 smtp_line(struct smtp_session *s, const char *line, size_t len)
@@ -224,8 +241,7 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 		n--;
 	s->lines++;
 	/* Never log an AUTH answer: it carries the password. */
-	if (s->hooks.trace_cb != NULL && s->auth_step != SMTP_AUTH_NONE &&
-	    s->auth_step != SMTP_AUTH_DONE)
+	if (s->hooks.trace_cb != NULL && smtp_in_auth(s))
 		s->hooks.trace_cb(s->ctx, true, SMTP_TRACE_AUTH_ANSWER,
 		    strlen(SMTP_TRACE_AUTH_ANSWER));
 	else if (s->hooks.trace_cb != NULL)	/* AUTH: its mechanism only */
@@ -241,8 +257,7 @@ smtp_line(struct smtp_session *s, const char *line, size_t len)
 		    "lines must end in CRLF");
 	else if (memchr(line, '\r', n) != NULL)
 		smtp_line_refused(s, "5.5.2 Bare CR in command refused");
-	else if (s->auth_step != SMTP_AUTH_NONE &&
-	    s->auth_step != SMTP_AUTH_DONE)
+	else if (smtp_in_auth(s))
 		smtp_auth_line(s, line, n);	/* a SASL answer, not a command */
 	else
 		smtp_command(s, line, n);
@@ -290,6 +305,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		n = lf != NULL ? (size_t)(lf - buf) + 1 : len;
 		if (n > SMTP_LINE_DRAIN_MAX - s->drained) {
 			/* A line that never ends is cut, not drained forever. */
+			smtp_trace_too_long(s);
 			smtp_reply(s, 500, "5.5.2 Line too long, closing "
 			    "connection");
 			smtp_mark_closing(s);
@@ -302,6 +318,7 @@ smtp_line_feed(struct smtp_session *s, const char *buf, size_t len)
 		}
 		s->line_drain = false;
 		s->line_bare_lf = false;
+		smtp_trace_too_long(s);
 		/* RFC 5321 4.5.3.1.4 and 4.2.2 */
 		smtp_line_refused(s, "5.5.2 Line too long");
 		return (size_t)(lf - buf) + 1;

@@ -125,13 +125,15 @@ struct smtp_hooks {
 	/*
 	 * Optional: one line per command and reply for transaction logs.
 	 * A SASL answer is traced as SMTP_TRACE_AUTH_ANSWER, never as sent,
-	 * an AUTH command without what follows its mechanism.
+	 * an AUTH command without what follows its mechanism, and a line
+	 * over line_max (refused unread) as SMTP_TRACE_LINE_TOO_LONG.
 	 */
 	void	(*trace_cb)(void *ctx, bool from_peer, const char *line,
 		    size_t len);
 };
 
 #define SMTP_TRACE_AUTH_ANSWER	"[AUTH response]"
+#define SMTP_TRACE_LINE_TOO_LONG "[line too long]"
 
 struct smtp_session;
 

@@ -452,3 +452,17 @@ def test_lua_log_of_client_text_forges_no_field(make_postern, fmt):
         kv = {k: v.strip('"') for k, v in KV.findall(" ".join(words[3:]))}
         assert kv == {"script": srv.path("h.lua"), "msg": said}, line
 
+
+def test_shutdown_421_after_a_message_is_of_no_command(postern):
+    """The 421 of a stop, between commands, answers none: stage=command,
+    not the DATA before it."""
+    with postern.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"],
+            "Subject: last\r\n\r\nhi\r\n")
+        postern.sigterm()
+        c.expect(421, "4.3.2")
+    assert postern.wait_exit() == 0
+    rejects = [kv for e, kv, _ in events(postern.log()) if e == "reject"]
+    assert [(kv["stage"], kv["code"]) for kv in rejects] == [
+        ("command", "421")], rejects

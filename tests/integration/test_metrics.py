@@ -323,6 +323,30 @@ def test_counters_move_by_a_known_session_mix(make_postern, tmp_path):
     assert log.count(" stage=command code=500 ") == 1, log
 
 
+def test_line_too_long_is_refused_at_stage_command(make_postern):
+    """A line over line-length answers no command: its 500 is counted and
+    logged at stage "command", first line of the session or after MAIL."""
+    srv, mport = metrics_server(make_postern)
+    before = scrape(mport)
+    with srv.session() as c:
+        c.expect(220)
+        c.send("X" * 1200); c.expect(500, "5.5.2")
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("Y" * 1200); c.expect(500, "5.5.2")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+        what="the session closed")
+    m = scrape(mport)
+    moved = {k: v - before.get(k, 0) for k, v in m.items()
+        if k.startswith("postern_smtp_refusals_total") and
+        v != before.get(k, 0)}
+    assert moved == {'postern_smtp_refusals_total{stage="command",'
+        'class="5xx"}': 2}, moved
+    rejects = re.findall(r" reject sid=\S+ (stage=\S+ code=\d+)", srv.log())
+    assert rejects == ["stage=command code=500"] * 2, srv.log()
+
+
 def test_messages_dropped_after_their_250_are_counted_accepted(
         make_postern):
     """A message for soft-invalid recipients only gets the final 250 as

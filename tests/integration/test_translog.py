@@ -112,20 +112,21 @@ def test_command_only_and_reply_only(make_postern, variant, want, unwanted):
 
 def test_command_lines_whole_up_to_the_limit(make_postern):
     """A command line is logged whole (escaped) however long the limit lets
-    it be."""
+    it be; one over the limit, refused unread, as "[line too long]"."""
     srv = make_postern(extra=["transaction-log {tmp}/tlog",
         "limit line-length 65536"])
     arg = "n" * 20000 + '"' * 10000 + "z"
     with srv.session() as c:
         c.hello()
         c.send("NOOP " + arg); c.expect(250)
+        c.send("NOOP " + "x" * 70000); c.expect(500, "5.5.2")
         c.send("QUIT"); c.expect(221)
     [path] = finished(srv)
     ins = [t for _, m, t in parse(path) if m == ">"]
     want = "NOOP " + "n" * 20000 + r"\x22" * 10000 + "z"
     assert ins[1] == want, "logged %d octets, ending %r" % (len(ins[1]),
         ins[1][-20:])
-    assert ins[2:] == ["QUIT"], ins[2:]
+    assert ins[2:] == ["[line too long]", "QUIT"], ins[2:]
 
 
 def test_content_bound_per_message(make_postern):
