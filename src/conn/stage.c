@@ -290,7 +290,11 @@ void
 conn_reset_cb(void *arg)
 {
 	struct conn *c = arg;
+	uint64_t size;
 
+	/* Content that got no end-of-message stage ends here. */
+	if (smtp_session_content_dropped(c->smtp, &size))
+		log_translog_end_data(c->translog, size);
 	if (c->cs != NULL)
 		chain_session_tx_reset(c->cs);
 	conn_tx_release(&c->tx);

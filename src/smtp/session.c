@@ -101,6 +101,7 @@ smtp_tx_reset(struct smtp_session *s)
 		smtp_set_state(s, SMTP_ST_READY);
 	if (s->hooks.reset_cb != NULL)
 		s->hooks.reset_cb(s->ctx);
+	s->content_open = false;
 }
 
 void
@@ -420,6 +421,14 @@ bool
 smtp_session_is_closing(const struct smtp_session *s)
 {
 	return s->closing;
+}
+
+bool
+smtp_session_content_dropped(const struct smtp_session *s,
+    uint64_t *size_out)
+{
+	*size_out = s->dec.size;
+	return s->content_open;
 }
 
 bool

@@ -93,7 +93,8 @@ struct smtp_hooks {
 	 * latched.  A return of -1 latches a local error (451 4.3.0 at end).
 	 */
 	int	(*body_cb)(void *ctx, const char *buf, size_t len);
-	/* The transaction is gone (RSET, HELO, refused DATA, after EOM). */
+	/* The transaction is gone (RSET, HELO, refused DATA or content, after
+	 * EOM). */
 	void	(*reset_cb)(void *ctx);
 	/*
 	 * Optional: every command line, before its sequence checks
@@ -179,6 +180,13 @@ bool	smtp_session_is_closing(const struct smtp_session *s);
 uint32_t smtp_session_lines(const struct smtp_session *s);
 /* True between 354 (or the first BDAT) and the end of the message. */
 bool	smtp_session_in_data(const struct smtp_session *s);
+/*
+ * For reset_cb: true when the transaction goes with its content begun and
+ * no end-of-message stage run for it (the content refused, or a reset
+ * between BDAT chunks); *size_out: its octets so far, CRLF counted 2.
+ */
+bool	smtp_session_content_dropped(const struct smtp_session *s,
+	    uint64_t *size_out);
 
 /* Send "code text" and close (timeouts, shutdown).  text has the esc. */
 void	smtp_session_close_with(struct smtp_session *s, int code,

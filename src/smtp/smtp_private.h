@@ -182,6 +182,7 @@ struct smtp_session {
 	unsigned		 rcpt_cap;
 	bool			 bdat_tx;	/* BDAT started the content */
 	struct smtp_dec		 dec;
+	bool			 content_open;	/* its EOM stage not reached */
 
 	/* The BDAT chunk being read. */
 	uint64_t		 chunk_left;

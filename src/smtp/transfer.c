@@ -53,6 +53,7 @@ smtp_chunk_start(struct smtp_session *s, uint64_t n, bool last, bool drain)
 		smtp_dec_init(&s->dec, false, s->p.lim.line_max,
 		    s->p.lim.msg_max, smtp_body_sink, s);
 		s->bdat_tx = true;
+		s->content_open = true;
 	}
 	if (n == 0)
 		smtp_chunk_done(s);
@@ -93,6 +94,7 @@ smtp_done_data(struct smtp_session *s, enum smtp_verdict v,
 	}
 	smtp_dec_init(&s->dec, true, s->p.lim.line_max, s->p.lim.msg_max,
 	    smtp_body_sink, s);
+	s->content_open = true;
 	smtp_set_state(s, SMTP_ST_DATA);
 	/* RFC 5321 4.3.2; RFC 2034 gives 3xx no enhanced code */
 	if (r->code == 354)
@@ -146,8 +148,8 @@ smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
 		smtp_stage_done(s, SMTP_STAGE_DATA, v, &r);
 }
 
-/* The content broke a rule (bare CR/LF, size): its reply, and the
- * transaction dropped.  False when the content is fine. */
+/* The content broke a rule (bare CR/LF, size): the transaction dropped
+ * (its content with it), and its reply.  False when the content is fine. */
 static bool
 smtp_dec_refused(struct smtp_session *s)
 {
@@ -158,8 +160,8 @@ smtp_dec_refused(struct smtp_session *s)
 		return false;
 	s->saw_bare_eol |= s->dec.err == SMTP_DEC_BARE;
 	code = smtp_dec_err_reply(s->dec.err, &text);
-	smtp_reply(s, code, text);
 	smtp_tx_reset(s);
+	smtp_reply(s, code, text);
 	return true;
 }
 
@@ -174,6 +176,7 @@ smtp_eom(struct smtp_session *s)
 	if (smtp_dec_refused(s))
 		return;
 	ev.size = s->dec.size;
+	s->content_open = false;	/* the stage sees its end */
 	if (smtp_decide(s, &ev, &v, &r))
 		smtp_stage_done(s, SMTP_STAGE_EOM, v, &r);
 }

@@ -205,3 +205,75 @@ def test_proxied_session_names_its_balancer(make_postern):
     assert "203.0.113.9" in os.path.basename(path)
     assert parse(path)[0][1:] == ("#", "connect ip=203.0.113.9 port=40000 "
         "via=127.0.0.1 proxy=v1")
+
+
+REFUSED = {
+    # over "limit message-size 4k"; its first 2 KiB are logged, then cut
+    "too big": (b"Subject: one\r\n\r\n" + b"".join(b"AAAA line %04d %s\r\n"
+        % (i, b"a" * 50) for i in range(100)), 552),
+    "bare LF": (b"Subject: one\r\n\r\nAAAA bare\nend\r\n", 554),
+    "NUL": (b"Subject: one\r\n\r\nAAAA nul \0 here\r\n", 554),
+    "long line": (b"Subject: one\r\n\r\nAAAA " + b"x" * 1200 + b"\r\n", 554),
+}
+
+
+def assert_second_message_whole(lines):
+    """The refused content ends ("." before its refusal), and the next
+    message's content is logged whole, then its end and its acceptance."""
+    ends = [i for i, (_, m, _) in enumerate(lines) if m == "."]
+    assert len(ends) == 2, "want a \".\" line for each message:\n" + \
+        "\n".join("%s %s" % (m, t) for _, m, t in lines)
+    second = index(lines, "D", "Subject: two")
+    assert ends[0] < second < ends[1], (ends, second, lines)
+    data = [t for _, m, t in lines[second:ends[1]] if m == "D"]
+    assert data == ["Subject: two", "", "BBBB second message"], data
+    assert lines[ends[1]][2] == "end of data, 37 octets", lines[ends[1]]
+    _, mark, text = lines[ends[1] + 1]
+    assert mark == "#" and text.startswith("accepted qid="), text
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_content_refused_ends_and_the_next_is_logged(make_postern, case):
+    body, code = REFUSED[case]
+    srv = make_postern(extra=["transaction-log {tmp}/tlog data 2k",
+        "limit message-size 4k"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(body + b".\r\n")
+        c.expect(code)
+        send_message(c, "a@example.net", ["bob@example.org"],
+            "Subject: two\r\n\r\nBBBB second message\r\n")
+        c.send("QUIT"); c.expect(221)
+    [path] = finished(srv)
+    lines = parse(path)
+    assert_second_message_whole(lines)
+    end = index(lines, ".", "end of data")
+    _, mark, text = lines[end + 1]
+    assert mark == "<" and text.startswith("%d " % code), lines[end:end + 2]
+    if case == "too big":
+        assert lines[end][2] == "end of data, %d octets" % len(body), \
+            lines[end]
+
+
+def test_bdat_chunk_then_rset_ends_the_content(make_postern):
+    srv = make_postern(extra=["transaction-log {tmp}/tlog data 2k"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        chunk = b"Subject: one\r\n\r\nabandoned\r\n"
+        c.send_raw(b"BDAT %d\r\n" % len(chunk) + chunk); c.expect(250)
+        c.send("RSET"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"],
+            "Subject: two\r\n\r\nBBBB second message\r\n")
+        c.send("QUIT"); c.expect(221)
+    [path] = finished(srv)
+    lines = parse(path)
+    rset = index(lines, ">", "RSET")
+    assert lines[rset + 1][1:] == (".", "end of data, %d octets" %
+        len(chunk)), lines[rset:rset + 3]
+    assert_second_message_whole(lines)
+
