@@ -3,9 +3,10 @@
  * event loops only queue records (a copy and a timestamp, under one
  * mutex); a writer thread of its own makes the files, writes the lines,
  * keeps each file under its cap and the folder under its total (oldest
- * removed first, util_capdir).  A queue that grows past TL_QUEUE_MAX drops
- * records and says so in the file: the loops never wait for the disk, and
- * a full disk costs lines, never a session.
+ * removed first, util_capdir; a folder removed meanwhile is made again).
+ * A queue that grows past TL_QUEUE_MAX drops records and says so in the
+ * file: the loops never wait for the disk, and a full disk costs lines,
+ * never a session.
  */
 #include "log/log.h"
 
@@ -259,12 +260,14 @@ tl_dir_find(struct log_translog_writer *w, const struct log_translog *t)
 static void
 tl_open(struct log_translog_writer *w, struct log_translog *t)
 {
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
 	int fd;
 
 	if ((t->dir = tl_dir_find(w, t)) == NULL)
 		return;
-	fd = openat(util_capdir_fd(t->dir->cap), t->name, O_WRONLY |
-	    O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = openat(util_capdir_fd(t->dir->cap), t->name, flags, 0600);
+	if (fd == -1 && util_capdir_remade(t->dir->cap))
+		fd = openat(util_capdir_fd(t->dir->cap), t->name, flags, 0600);
 	if (fd == -1 || (t->f = fdopen(fd, "w")) == NULL) {
 		tl_warn(t, "open", errno);
 		if (fd != -1)

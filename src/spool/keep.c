@@ -3,8 +3,10 @@
  * a folder of its own (to train a content filter, say), DIR kept under its
  * size cap by removing the oldest copies (util_capdir).  A copy is a hard
  * link to the spool's file where the file system allows, else a copy
- * written under a dot name and renamed.  Research material, not mail:
- * never fsynced, and a copy that fails costs a warning, never a message.
+ * written under a dot name and renamed.  A copy larger than the cap is
+ * not kept, and a folder removed meanwhile is made again.  Research
+ * material, not mail: never fsynced, and a copy that fails costs a
+ * warning, never a message.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -40,6 +42,20 @@ spool_keep_name(char *name, size_t sz, const char *qid, const char *suffix)
 	return util_snprintf(name, sz, "%s%s.eml", qid, suffix);
 }
 
+/* Count the copy name made of size bytes; one over the cap goes again. */
+static int
+spool_keep_count(struct spool *sp, const char *name, uint64_t size,
+    const char **err_out)
+{
+	const char *err;
+
+	if (util_capdir_add(sp->keep, name, size, &err) == 0)
+		return 0;
+	unlinkat(util_capdir_fd(sp->keep), name, 0);
+	*err_out = util_err("keep %s", err);
+	return -1;
+}
+
 /*
  * keep/.name from buf (len bytes) or, with buf NULL, from what src_fd
  * reads; then renamed to name and counted.
@@ -49,13 +65,15 @@ spool_keep_write(struct spool *sp, const char *name, const void *buf,
     size_t len, int src_fd, const char **err_out)
 {
 	int kfd = util_capdir_fd(sp->keep), fd;
+	int flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
 	char tmp[SPOOL_QID_MAX + 40], chunk[65536];
 	uint64_t done = len;
 	ssize_t n = 0;
 
 	(void)util_snprintf(tmp, sizeof(tmp), ".%s", name);
-	fd = openat(kfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
-	    O_CLOEXEC, 0600);
+	fd = openat(kfd, tmp, flags, 0600);
+	if (fd == -1 && util_capdir_remade(sp->keep))
+		fd = openat(kfd, tmp, flags, 0600);
 	if (fd == -1)
 		goto fail;
 	if (buf != NULL && util_write_all(fd, buf, len, -1) == -1)
@@ -71,10 +89,10 @@ spool_keep_write(struct spool *sp, const char *name, const void *buf,
 	fd = -1;
 	if (n == -1 || renameat(kfd, tmp, kfd, name) == -1)
 		goto fail;
-	util_capdir_add(sp->keep, name, done);
-	return 0;
+	return spool_keep_count(sp, name, done, err_out);
 fail:
-	*err_out = util_err("keep %s: %s", name, strerror(errno));
+	*err_out = util_err("keep %s/%s: %s", util_capdir_path(sp->keep), name,
+	    strerror(errno));
 	if (fd != -1)
 		close(fd);
 	unlinkat(kfd, tmp, 0);
@@ -93,16 +111,21 @@ spool_keep_from(struct spool *sp, enum spool_sub sub, const char *qid,
 		*err_out = "keep: name too long";
 		return -1;
 	}
-	if (linkat(sp->fd[sub], qid, kfd, name, 0) == 0) {
-		if (fstatat(kfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			util_capdir_add(sp->keep, name, (uint64_t)st.st_size);
-		return 0;
+	rc = linkat(sp->fd[sub], qid, kfd, name, 0);
+	if (rc == -1 && util_capdir_remade(sp->keep))
+		rc = linkat(sp->fd[sub], qid, kfd, name, 0);
+	if (rc == 0) {
+		if (fstatat(kfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+			return 0;
+		return spool_keep_count(sp, name, (uint64_t)st.st_size,
+		    err_out);
 	}
 	if (errno == EEXIST)
 		return 0;	/* kept before a restart */
 	if (errno != EXDEV && errno != EPERM && errno != EMLINK) {
-		*err_out = util_err("keep link(%s/%s, %s): %s",
-		    spool_sub_names[sub], qid, name, strerror(errno));
+		*err_out = util_err("keep link(%s/%s, %s/%s): %s",
+		    spool_sub_names[sub], qid, util_capdir_path(sp->keep),
+		    name, strerror(errno));
 		return -1;
 	}
 	/* Another file system: a copy. */

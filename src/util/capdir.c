@@ -1,8 +1,9 @@
 /*
  * util/capdir.c: a folder of files with a cap on their total size, oldest
  * removed first (transaction logs, kept messages).  Files being written
- * count but are never removed.  Thread-safe.  Blocks on the disk: for
- * threads that may block, never an event loop.
+ * count but are never removed; a whole file over the cap on its own is
+ * refused.  A folder removed while in use is made again.  Thread-safe.
+ * Blocks on the disk: for threads that may block, never an event loop.
  */
 #include "util/util.h"
 
@@ -25,6 +26,7 @@ struct util_capfile {
 
 struct util_capdir {
 	pthread_mutex_t		 mu;
+	char			*path;		/* owned */
 	int			 dirfd;
 	uint64_t		 max_bytes;
 	uint64_t		 total;
@@ -138,6 +140,7 @@ util_capdir_new(const char *dir, uint64_t max_bytes, const char **err_out)
 	}
 	d = xcalloc(1, sizeof(*d));
 	pthread_mutex_init(&d->mu, NULL);
+	d->path = xstrdup(dir);
 	d->dirfd = fd;
 	d->max_bytes = max_bytes;
 	util_capdir_scan(d);
@@ -190,23 +193,83 @@ util_capdir_close(struct util_capdir *d, struct util_capfile **fp)
 	*fp = NULL;
 }
 
-void
-util_capdir_add(struct util_capdir *d, const char *name, uint64_t size)
+int
+util_capdir_add(struct util_capdir *d, const char *name, uint64_t size,
+    const char **err_out)
 {
-	struct util_capfile *f = xcalloc(1, sizeof(*f));
+	struct util_capfile *f;
 
+	pthread_mutex_lock(&d->mu);
+	/* It would push every other file out, then go itself. */
+	if (size > d->max_bytes) {
+		*err_out = util_err("%s/%s: %ju octets, more than the folder's "
+		    "cap of %ju", d->path, name, (uintmax_t)size,
+		    (uintmax_t)d->max_bytes);
+		pthread_mutex_unlock(&d->mu);
+		return -1;
+	}
+	f = xcalloc(1, sizeof(*f));
 	f->name = xstrdup(name);
 	f->size = size;
-	pthread_mutex_lock(&d->mu);
 	util_capdir_append(d, f);
 	util_capdir_prune(d);
 	pthread_mutex_unlock(&d->mu);
+	return 0;
+}
+
+bool
+util_capdir_remade(struct util_capdir *d)
+{
+	struct stat st;
+	int fd = -1, e;
+
+	if (errno != ENOENT)
+		return false;
+	pthread_mutex_lock(&d->mu);
+	if (fstat(d->dirfd, &st) == -1 || st.st_nlink != 0) {
+		pthread_mutex_unlock(&d->mu);
+		errno = ENOENT;		/* the folder is there: not its fault */
+		return false;
+	}
+	/*
+	 * dup3 replaces the descriptor in one step: a thread between
+	 * util_capdir_fd() and its openat() uses the old folder or the new
+	 * one, never another file.
+	 */
+	if (util_mkdirs(d->path, 0700) == -1 || (fd = open(d->path, O_RDONLY |
+	    O_DIRECTORY | O_CLOEXEC)) == -1 || dup3(fd, d->dirfd,
+	    O_CLOEXEC) == -1) {
+		e = errno;
+		if (fd != -1)
+			close(fd);
+		pthread_mutex_unlock(&d->mu);
+		errno = e;
+		return false;
+	}
+	close(fd);
+	/* What the folder held went with it; files being written count
+	 * until they are closed. */
+	for (struct util_capfile *f = d->head, *next; f != NULL; f = next) {
+		next = f->next;
+		if (!f->busy)
+			util_capdir_forget(d, f);
+	}
+	util_capdir_scan(d);
+	util_capdir_prune(d);
+	pthread_mutex_unlock(&d->mu);
+	return true;
 }
 
 int
 util_capdir_fd(const struct util_capdir *d)
 {
 	return d->dirfd;
+}
+
+const char *
+util_capdir_path(const struct util_capdir *d)
+{
+	return d->path;
 }
 
 uint64_t
@@ -233,6 +296,7 @@ util_capdir_free(struct util_capdir **dp)
 		util_capdir_forget(d, d->head);
 	close(d->dirfd);
 	pthread_mutex_destroy(&d->mu);
+	free(d->path);
 	free(d);
 	*dp = NULL;
 }

@@ -252,11 +252,24 @@ void	util_capdir_grow(struct util_capdir *d, struct util_capfile *f,
 	    uint64_t n);
 /* Written: it may go in its turn now.  *fp becomes NULL. */
 void	util_capdir_close(struct util_capdir *d, struct util_capfile **fp);
-/* A whole file of size bytes was just made there. */
-void	util_capdir_add(struct util_capdir *d, const char *name,
-	    uint64_t size);
+/*
+ * A whole file of size bytes was just made there.  -1 with *err_out when
+ * it is larger than the cap on its own: it is not counted, nothing is
+ * removed, and the caller removes it.
+ */
+int	util_capdir_add(struct util_capdir *d, const char *name,
+	    uint64_t size, const char **err_out);
+/*
+ * After a call in the folder failed with ENOENT: when the folder itself
+ * is gone (removed while in use), make it again as util_capdir_new() does,
+ * under the same descriptor, and true: try the call once more.  False
+ * otherwise, with errno that of the failure.
+ */
+bool	util_capdir_remade(struct util_capdir *d);
 /* The folder, open (owned by d): for openat() and linkat(). */
 int	util_capdir_fd(const struct util_capdir *d);
+/* Its path, as given to util_capdir_new() (owned by d). */
+const char *util_capdir_path(const struct util_capdir *d);
 /* Bytes counted now; *removed_out (if not NULL): files removed so far. */
 uint64_t util_capdir_total(struct util_capdir *d, uint64_t *removed_out);
 void	util_capdir_free(struct util_capdir **dp);

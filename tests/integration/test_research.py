@@ -4,6 +4,7 @@ removed first), and soft-invalid recipients (accepted, never delivered)."""
 
 import os
 import re
+import shutil
 
 from conftest import (listen_config, log_events, make_config, queue_id,
     read_bytes, send_message, wait_for)
@@ -99,12 +100,21 @@ def kept(srv, sub="kept"):
         return []
 
 
+def keep_config(opts=""):
+    return make_config().replace("spool {tmp}/spool",
+        "spool {tmp}/spool keep {tmp}/kept" + opts)
+
+
+def numbered_lines(n, ch):
+    """n content lines of 79 octets: a number, then ch."""
+    return "".join("%06d %s\r\n" % (i, ch * 70) for i in range(n))
+
+
 def test_keep_copies_delivered_mail_byte_exact(make_postern):
-    srv = make_postern(config=make_config().replace(
-        "spool {tmp}/spool", "spool {tmp}/spool keep {tmp}/kept max 1M"))
+    srv = make_postern(config=keep_config(" max 1M"))
     # In memory (the fast path) and through the spool and queue (large).
     big = "Subject: large\r\n\r\n" + "z" * 100 + "\r\n"
-    big += "".join("%06d %s\r\n" % (i, "q" * 70) for i in range(1200))
+    big += numbered_lines(1200, "q")
     qids = []
     for body in (BODY, big):
         with srv.session() as c:
@@ -152,10 +162,8 @@ def test_keep_discarded_and_refused(make_postern):
 
 
 def test_keep_cap_removes_the_oldest(make_postern):
-    srv = make_postern(config=make_config().replace(
-        "spool {tmp}/spool", "spool {tmp}/spool keep {tmp}/kept max 1M"))
-    body = "Subject: bulk\r\n\r\n" + "".join("%06d %s\r\n" % (i, "k" * 70)
-        for i in range(4000))	# about 300 KiB
+    srv = make_postern(config=keep_config(" max 1M"))
+    body = "Subject: bulk\r\n\r\n" + numbered_lines(4000, "k")  # 300 KiB
     qids = []
     for i in range(5):
         with srv.session() as c:
@@ -169,6 +177,46 @@ def test_keep_cap_removes_the_oldest(make_postern):
     assert total <= 1 << 20, total
     assert names == sorted(q + ".eml" for q in qids[-len(names):]) and \
         len(names) == 3, (names, qids)
+
+
+def test_keep_copy_over_the_cap_is_not_made(make_postern):
+    srv = make_postern(config=keep_config(" max 1M"))
+    big = "Subject: big\r\n\r\n" + numbered_lines(20000, "k")  # 1.5 MiB
+    qids = []
+    with srv.session() as c:
+        c.hello()
+        for body in (BODY, BODY, big):
+            qids.append(queue_id(send_message(c, "a@example.net",
+                ["bob@example.org"], body)))
+    [(kv, _)] = wait_for(lambda: log_events(srv, "keep-error"),
+        what="the big copy's keep-error")
+    assert kv["qid"] == qids[2], (kv, qids)
+    assert re.fullmatch(r"keep .*/kept/%s\.eml: \d+ octets, more than the "
+        r"folder's cap of 1048576" % qids[2], kv["why"]), kv
+    wait_for(lambda: len(srv.maildir("bob")) == 3, what="three deliveries")
+    # The older copies, which fit, stay.
+    assert kept(srv) == sorted(q + ".eml" for q in qids[:2]), kept(srv)
+
+
+def test_keep_folder_removed_is_made_again(make_postern):
+    srv = make_postern(config=keep_config())
+    # Small in memory (the fast path), large through the spool and queue.
+    large = "Subject: large\r\n\r\n" + numbered_lines(1200, "q")
+    with srv.session() as c:
+        c.hello()
+        first = queue_id(send_message(c, "a@example.net",
+            ["bob@example.org"], BODY))
+    wait_for(lambda: kept(srv) == [first + ".eml"], what="the first copy")
+    shutil.rmtree(srv.path("kept"))
+    qids = []
+    with srv.session() as c:
+        c.hello()
+        for body in (BODY, large):
+            qids.append(queue_id(send_message(c, "a@example.net",
+                ["bob@example.org"], body)))
+    wait_for(lambda: kept(srv) == sorted(q + ".eml" for q in qids),
+        what="both copies in the folder made again")
+    assert log_events(srv, "keep-error") == []
 
 
 def test_soft_invalid_recipients_recipe(make_postern):

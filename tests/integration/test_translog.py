@@ -5,6 +5,7 @@ folder (oldest removed first).  A full disk: test_disk_faults.py."""
 
 import os
 import re
+import shutil
 
 import pytest
 
@@ -277,3 +278,13 @@ def test_bdat_chunk_then_rset_ends_the_content(make_postern):
         len(chunk)), lines[rset:rset + 3]
     assert_second_message_whole(lines)
 
+
+def test_removed_folder_is_made_again(make_postern):
+    srv = make_postern(extra=["transaction-log {tmp}/tlog"])
+    one_message(srv)
+    finished(srv)
+    shutil.rmtree(srv.path("tlog"))
+    one_message(srv)
+    [path] = finished(srv)
+    index(parse(path), "#", "accepted qid=")
+    assert "transaction-log" not in srv.log(), srv.log()

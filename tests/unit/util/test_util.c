@@ -694,21 +694,49 @@ test_capdir(void **state)
 
 	/* Whole files added; a lower cap prunes at once. */
 	capdir_put(dir, "k1", 500, 5000);
-	util_capdir_add(d, "k1", 500);
+	assert_int_equal(util_capdir_add(d, "k1", 500, &err), 0);
 	capdir_put(dir, "k2", 500, 6000);
-	util_capdir_add(d, "k2", 500);
+	assert_int_equal(util_capdir_add(d, "k2", 500, &err), 0);
 	assert_true(capdir_has(dir, "k1") && capdir_has(dir, "k2"));
+	/* One over the cap on its own is refused, and removes nothing. */
+	capdir_put(dir, "huge", 1001, 6500);
+	assert_int_equal(util_capdir_add(d, "huge", 1001, &err), -1);
+	assert_non_null(strstr(err, "huge: 1001 octets, more than the "
+	    "folder's cap of 1000"));
+	assert_true(capdir_has(dir, "k1") && capdir_has(dir, "k2"));
+	assert_int_equal(util_capdir_total(d, NULL), 1000);
 	capdir_put(dir, "k3", 100, 7000);
-	util_capdir_add(d, "k3", 100);
+	assert_int_equal(util_capdir_add(d, "k3", 100, &err), 0);
 	assert_false(capdir_has(dir, "k1"));
 	util_capdir_set_max(d, 200);
 	assert_false(capdir_has(dir, "k2"));
 	assert_true(capdir_has(dir, "k3"));
-	util_capdir_free(&d);
-	assert_null(d);
+
+	/* The folder removed while in use: made again, and counted anew. */
+	char huge[sizeof(dir) + 8];
+	snprintf(huge, sizeof(huge), "%s/huge", dir);
+	assert_int_equal(unlink(huge), 0);
 	char k3[sizeof(dir) + 8];
 	snprintf(k3, sizeof(k3), "%s/k3", dir);
 	assert_int_equal(unlink(k3), 0);
+	assert_int_equal(rmdir(dir), 0);
+	errno = EACCES;
+	assert_false(util_capdir_remade(d));	/* not a missing file */
+	errno = ENOENT;
+	assert_true(util_capdir_remade(d));
+	assert_int_equal(util_capdir_total(d, NULL), 0);
+	int fd = openat(util_capdir_fd(d), "k4", O_WRONLY | O_CREAT, 0600);
+	assert_true(fd != -1);
+	close(fd);
+	assert_true(capdir_has(dir, "k4"));
+	errno = ENOENT;
+	assert_false(util_capdir_remade(d));	/* there: not its fault */
+	assert_int_equal(errno, ENOENT);
+	util_capdir_free(&d);
+	assert_null(d);
+	char k4[sizeof(dir) + 8];
+	snprintf(k4, sizeof(k4), "%s/k4", dir);
+	assert_int_equal(unlink(k4), 0);
 	assert_int_equal(rmdir(dir), 0);
 }
 
