@@ -92,7 +92,7 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 	    log_safe_word_into(safe, sizeof(safe), env->rcpts[0].addr,
 	    strlen(env->rcpts[0].addr)), st->result == DELIVER_OK ?
 	    "delivered" : st->result == DELIVER_PERMFAIL ? "refused" :
-	    "deferred", log_safe_again_into(why, sizeof(why), st->text,
+	    "deferred", log_safe_into(why, sizeof(why), st->text,
 	    strlen(st->text)));
 	if (st->result == DELIVER_OK) {
 		c->nmsgs++;
