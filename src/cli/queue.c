@@ -54,22 +54,36 @@ cli_mailq(void)
 
 /* ---- JSON -------------------------------------------------------------- */
 
+/*
+ * s as a JSON string.  RFC 8259 8.1: JSON is UTF-8, so valid UTF-8 passes
+ * as it is and each byte that is not part of it (an upstream's reply may
+ * hold any) becomes U+FFFD, written \ufffd.
+ */
 static void
 json_str(FILE *f, const char *s)
 {
+	const unsigned char *p = (const unsigned char *)s, *end;
+	size_t k;
+
 	if (s == NULL) {
 		fputs("null", f);
 		return;
 	}
+	end = p + strlen(s);
 	fputc('"', f);
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);	/* UTF-8 passes; other bytes too */
+	for (; p < end; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else if (*p < 0x80)
+			fputc(*p, f);
+		else if ((k = util_utf8_len(p, end)) == 0)
+			fputs("\\ufffd", f);
+		else {
+			fwrite(p, 1, k, f);
+			p += k - 1;
+		}
 	}
 	fputc('"', f);
 }

@@ -107,7 +107,8 @@ class Scripted:
     -> the reply to its RCPT (else 250).  stall_data / stall_quit: hold the
     reply to the final dot / to QUIT until release() (or the client goes
     away).  ehlo: the keywords its EHLO reply offers, read at each EHLO;
-    mails: each MAIL command as it came."""
+    mails: each MAIL command as it came.  A reply given as bytes is sent
+    as it is, a str as UTF-8."""
 
     def __init__(self, data_replies=(), port=None, rcpt_replies=None,
             ehlo=("8BITMIME",)):
@@ -197,7 +198,8 @@ class Scripted:
                     rcpt = re.search(r"<(.*?)>", cmd).group(1)
                     reply = self.rcpt_replies.get(rcpt)
                     if reply:
-                        c.sendall(reply.encode() + b"\r\n")
+                        c.sendall((reply if isinstance(reply, bytes) else
+                            reply.encode()) + b"\r\n")
                         continue
                     rcpts.append(rcpt)
                     c.sendall(b"250 2.1.5 ok\r\n")
@@ -606,6 +608,28 @@ def test_dsn_carries_the_upstream_reply_as_it_was_written(make_postern,
         assert ('why="550 5.1.1 <\\x22john smith\\x22@remote.test>: '
             'unknown user, see caf\\xc3\\xa9 \\x5chelp (in reply to RCPT '
             'TO)"') in line, line
+
+
+def test_queue_json_is_utf8_whatever_the_upstream_replied(make_postern,
+        upstreams):
+    """An upstream's reply is kept as it wrote it, so last_error may hold
+    any byte: postern queue list --json stays valid UTF-8 (RFC 8259 8.1),
+    its UTF-8 kept, each other byte U+FFFD, and strict JSON."""
+    up = upstreams.scripted(rcpt_replies={"bob@remote.test":
+        b'450 4.2.0 busy \xff "caf\xc3\xa9" \\ \xc3 later'})
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"])
+    wait_for(lambda: log_events(srv, "deferred"), timeout=15,
+        what="the deferral")
+    r = subprocess.run([binary(), "queue", "-c", srv.conf, "list", "--json"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=10)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode("utf-8")	# strict: raises on a bad byte
+    msgs = {m["queue_id"]: m for m in json.loads(out)}
+    assert msgs[qid]["recipients"][0]["last_error"] == ('450 4.2.0 busy '
+        '\ufffd "caf\u00e9" \\ \ufffd later (in reply to RCPT TO)'), out
 
 
 def test_upstream_5xx_bounces_a_well_formed_dsn(make_postern, upstreams):
