@@ -85,8 +85,9 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 	struct conn *c = arg;
 	struct spool_env *env = conn_tx_env(c->tx);
 	struct smtp_reply r = { 0 };
-	char safe[300], why[600];
+	char safe[300], why[sizeof(st->text) * 4];
 
+	/* The status text is the service's answer as it wrote it. */
 	log_event(st->result == DELIVER_OK ? LOG_LVL_INFO : LOG_LVL_WARN,
 	    "sync-webhook", c->sid, env->qid, "rcpt=<%s> result=%s why=\"%s\"",
 	    log_safe_word_into(safe, sizeof(safe), env->rcpts[0].addr,
@@ -102,6 +103,8 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 		util_strjoin(r.text, sizeof(r.text), "2.0.0 Ok: delivered as ",
 		    env->qid, NULL);
 	} else {
+		/* Raw: the session's reply writer makes each byte outside
+		   printable ASCII '?' (RFC 5321 4.2), as for every reply. */
 		r.code = st->result == DELIVER_PERMFAIL ? 550 : 451;
 		util_strlcpy(r.text, st->text, sizeof(r.text));
 	}

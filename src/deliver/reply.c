@@ -49,9 +49,7 @@ smtpc_reply_text_add(struct smtpc_reply *r, const char *part)
 	if (tl > 0 && tl < max)
 		r->text[tl++] = ' ';
 	if (n > max - tl) {
-		n = max - tl;
-		while (n > 0 && ((unsigned char)part[n] & 0xc0) == 0x80)
-			n--;
+		n = util_utf8_cut(part, max - tl);
 		r->text_cut = true;
 	}
 	memcpy(r->text + tl, part, n);

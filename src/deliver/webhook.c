@@ -182,15 +182,23 @@ deliver_webhook_req_clear(struct deliver_webhook_req *w)
 	memset(w, 0, sizeof(*w));
 }
 
-/* The first line of the answer, escaped and short, for the DSN. */
+/*
+ * The first line of the answer as the service wrote it, for the status
+ * text: at most 200 bytes, cut with "..." but never inside a UTF-8
+ * character.  Not escaped: who shows it escapes it (a log line, a DSN, an
+ * SMTP reply, each by its own rules).
+ */
 static void
 webhook_answer_line(const struct http_result *res, char *out, size_t outsz)
 {
-	size_t n = strcspn(res->body != NULL ? res->body : "", "\r\n");
+	const char *body = res->body != NULL ? res->body : "";
+	size_t n = strcspn(body, "\r\n");
 
 	if (n > 200)
-		n = 200;
-	log_safe_into(out, outsz, res->body != NULL ? res->body : "", n);
+		snprintf(out, outsz, "%.*s...", (int)util_utf8_cut(body, 200),
+		    body);
+	else
+		snprintf(out, outsz, "%.*s", (int)n, body);
 }
 
 /* RFC 3463 for a final HTTP status. */

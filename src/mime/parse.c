@@ -233,10 +233,8 @@ mime_body_set(struct mime_body *b, const char *raw, size_t len,
 	const char *used = mime_to_utf8(raw, len, charset, cut, &u);
 
 	if (u.len > max) {
-		size_t n = max;
+		size_t n = util_utf8_cut(u.data, max);
 
-		while (n > 0 && ((unsigned char)u.data[n] & 0xc0) == 0x80)
-			n--;		/* not inside a character */
 		u.len = n;
 		u.data[n] = '\0';
 		cut = true;

@@ -305,6 +305,14 @@ util_utf8_len(const unsigned char *p, const unsigned char *lim)
 	return n;
 }
 
+size_t
+util_utf8_cut(const char *s, size_t n)
+{
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	return n;
+}
+
 bool
 util_is_ascii(const char *s)
 {

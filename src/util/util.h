@@ -89,6 +89,12 @@ size_t	util_esc_len(const char *s);
  * or 0 when there is none (an ASCII byte, a stray or cut sequence).
  */
 size_t	util_utf8_len(const unsigned char *p, const unsigned char *lim);
+/*
+ * Where to cut s, which is longer than n bytes, to keep at most n of them
+ * without splitting a UTF-8 character: n, or less when s[n] continues the
+ * character before it.
+ */
+size_t	util_utf8_cut(const char *s, size_t n);
 /* True when s holds no byte >= 0x80. */
 bool	util_is_ascii(const char *s);
 

@@ -259,13 +259,25 @@ class Client:
             self.eof = True
         self.buf += chunk
 
-    def _readline(self, deadline):
+    def _readline_bytes(self, deadline):
         while b"\r\n" not in self.buf:
             if self.eof:
                 return None
             self._fill(deadline)
         line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode("utf-8", "replace")
+        return line
+
+    def _readline(self, deadline):
+        line = self._readline_bytes(deadline)
+        return None if line is None else line.decode("utf-8", "replace")
+
+    def read_raw_line(self, timeout=REPLY_TIMEOUT):
+        """One line as the server sent it: bytes, without its CRLF; None
+        at EOF."""
+        line = self._readline_bytes(time.monotonic() + timeout)
+        if line is not None:
+            self._note("<", line)
+        return line
 
     def read_reply(self, timeout=REPLY_TIMEOUT):
         """One whole (multi-line) reply; raises Closed at EOF, timeout after

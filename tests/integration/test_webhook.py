@@ -378,6 +378,32 @@ def test_404_bounces_with_a_dsn(make_postern, api):
     assert len(api.requests) == 1		# never retried
 
 
+# An answer with a quote, a backslash, controls, UTF-8 and a byte that is
+# not UTF-8; its second line is not part of the status text.
+ODD = b'no "such" \\ channel \x01\x1b caf\xc3\xa9 \xff\r\nsecond line'
+# ODD's first line as a log value: escaped once.
+ODD_LOGGED = ('no \\x22such\\x22 \\x5c channel \\x01\\x1b '
+    'caf\\xc3\\xa9 \\xff')
+
+
+def test_answer_text_is_escaped_once_in_the_log(make_postern, api):
+    """The service's answer is kept as it wrote it: the queue's log line
+    escapes it once (a quote is \\x22, not \\x5cx22), and the DSN carries
+    it as any reply."""
+    api.default = Answer(404, ODD)
+    srv = make_postern(config=hook_config(api))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["bridge@example.org"],
+            wire("Subject: lost\n\nbody\n"))
+    wait_for(lambda: srv.maildir("ann"), 10, what="the DSN")
+    line = [l for kv, l in log_events(srv, "failed")][0]
+    assert 'why="5.3.0 HTTP 404: %s"' % ODD_LOGGED in line, line
+    with open(srv.maildir("ann")[0], "rb") as f:
+        dsn = f.read()
+    assert b'HTTP 404: no "such" \\ channel ?? caf?? ?' in dsn, dsn
+
+
 def interim_then_close(listener):
     """One connection: read the request, answer only 102, close."""
     listener.settimeout(15)
@@ -424,13 +450,18 @@ def test_an_interim_answer_alone_is_no_answer(make_postern, api):
 
 # ----- sync mode --------------------------------------------------------------
 
+def sync_start(c, body="Subject: now\n\nbody\n"):
+    """A message for the webhook sent on c, up to its final dot."""
+    c.hello()
+    c.send("MAIL FROM:<app@example.org>"); c.expect(250)
+    c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
+    c.send("DATA"); c.expect(354)
+    c.send_raw(wire(body) + b".\r\n")
+
+
 def sync_send(srv, body="Subject: now\n\nbody\n"):
     with srv.session() as c:
-        c.hello()
-        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
-        c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
-        c.send("DATA"); c.expect(354)
-        c.send_raw(wire(body) + b".\r\n")
+        sync_start(c, body)
         return c.read_reply(timeout=15)
 
 
@@ -458,6 +489,22 @@ def test_sync_422_is_550_and_timeout_is_451(make_postern, api):
     # None of them was queued.
     assert not srv.spool_files("env")
     assert len(api.requests) == 3
+
+
+def test_sync_reply_from_an_odd_answer_is_printable_ascii(make_postern,
+        api):
+    """The reply to DATA made from the service's answer holds printable
+    ASCII only (RFC 5321 4.2): each other byte is '?', quotes and
+    backslashes are as the service wrote them; the log line escapes the
+    answer once."""
+    api.default = Answer(422, ODD)
+    srv = make_postern(config=hook_config(api, "sync 5s"))
+    with srv.session() as c:
+        sync_start(c, "Subject: odd\n\nbody\n")
+        raw = c.read_raw_line(timeout=15)
+    assert raw == b'550 5.3.0 HTTP 422: no "such" \\ channel ?? caf?? ?', raw
+    line = [l for kv, l in log_events(srv, "sync-webhook")][0]
+    assert 'why="5.3.0 HTTP 422: %s"' % ODD_LOGGED in line, line
 
 
 def test_sync_wait_never_blocks_other_sessions(make_postern, api):
@@ -703,11 +750,7 @@ def test_sigterm_cancels_a_sync_request_at_the_grace(make_postern, api):
     srv = make_postern(config=hook_config(api, "sync 20s",
         extra=["limit shutdown-grace 1s"]))
     with srv.session() as c:
-        c.hello()
-        c.send("MAIL FROM:<app@example.org>"); c.expect(250)
-        c.send("RCPT TO:<bridge@example.org>"); c.expect(250)
-        c.send("DATA"); c.expect(354)
-        c.send_raw(wire("Subject: waits\n\nx\n") + b".\r\n")
+        sync_start(c, "Subject: waits\n\nx\n")
         api.wait(1)
         t0 = time.monotonic()
         srv.sigterm()

@@ -277,6 +277,50 @@ test_outcomes(void **state)
 	}
 }
 
+/* The answer's first line is kept as written, cut whole in UTF-8. */
+static void
+test_answer_text(void **state)
+{
+	char long_body[300];
+	static const struct {
+		const char	*label;
+		long		 status;
+		const char	*body;
+		const char	*want;
+	} cases[] = {
+		{ "quote, backslash, 8-bit", 404,
+		  "no \"such\" \\ channel \x01 caf\xc3\xa9 \xff\r\nmore",
+		  "5.3.0 HTTP 404: no \"such\" \\ channel \x01 caf\xc3\xa9 "
+		  "\xff" },
+		{ "cut before a character", 503, NULL,
+		  "4.3.0 HTTP 503: " },	/* 199 'a', then "..." */
+	};
+
+	(void)state;
+	/* 199 octets, then an e-acute across the 200th and 201st. */
+	memset(long_body, 'a', 199);
+	memcpy(long_body + 199, "\xc3\xa9 tail", sizeof("\xc3\xa9 tail"));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct http_result res = { .status = cases[i].status,
+		    .retry_after_s = -1 };
+		struct deliver_rcpt_status st;
+		char want[512];
+
+		res.body = (char *)(cases[i].body != NULL ? cases[i].body :
+		    long_body);
+		res.body_len = strlen(res.body);
+		if (cases[i].body != NULL)
+			util_strlcpy(want, cases[i].want, sizeof(want));
+		else
+			snprintf(want, sizeof(want), "%s%.199s...",
+			    cases[i].want, long_body);
+		(void)deliver_webhook_outcome(&res, &st);
+		if (strcmp(st.text, want) != 0)
+			fail_msg("case \"%s\": got \"%s\", want \"%s\"",
+			    cases[i].label, st.text, want);
+	}
+}
+
 static int
 setup(void **state)
 {
@@ -303,6 +347,7 @@ main(void)
 		cmocka_unit_test_teardown(test_raw_and_template, srv_cleanup),
 		cmocka_unit_test_teardown(test_signature, srv_cleanup),
 		cmocka_unit_test_teardown(test_outcomes, srv_cleanup),
+		cmocka_unit_test(test_answer_text),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
