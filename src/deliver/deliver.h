@@ -61,7 +61,12 @@ struct deliver_msg {
 	void		*settled_arg;
 	const char	*return_path;	/* envelope sender, "" for <> */
 	bool		 smtputf8;	/* received with SMTPUTF8 (RFC 6531):
-					   sent on only with it */
+					   sent on with it where offered */
+	/*
+	 * An SMTPUTF8 message by its type (a global DSN, RFC 6533): sent on
+	 * only with SMTPUTF8, whatever its header block holds.
+	 */
+	bool		 smtputf8_needed;
 	const char	*qid;
 	size_t		 rcpt_idx;
 	int64_t		 received;	/* epoch seconds */

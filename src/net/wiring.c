@@ -72,7 +72,9 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 	const char *colon = r->arg != NULL ? strchr(r->arg, ':') : NULL;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.smtputf8 = env->smtputf8, .qid = env->qid, .rcpt_idx = idx,
+		.smtputf8 = env->smtputf8,
+		.smtputf8_needed = env->smtputf8_needed,
+		.qid = env->qid, .rcpt_idx = idx,
 		.received = env->received, .hostname = hostname,
 	};
 
@@ -149,6 +151,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.content_path = content_path,
 		.return_path = env->sender,
 		.smtputf8 = env->smtputf8,
+		.smtputf8_needed = env->smtputf8_needed,
 		.qid = env->qid,
 		.rcpt_idx = idx,
 		.received = env->received,

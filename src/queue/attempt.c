@@ -153,7 +153,9 @@ queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
 	const char *addr = r->addr;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.smtputf8 = env->smtputf8, .qid = env->qid, .rcpt_idx = idx,
+		.smtputf8 = env->smtputf8,
+		.smtputf8_needed = env->smtputf8_needed,
+		.qid = env->qid, .rcpt_idx = idx,
 		.received = env->received, .hostname = hostname,
 	};
 	struct deliver_rcpt_status st;
@@ -350,7 +352,8 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	queue_opts_now(q, &o);
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
-		.smtputf8 = env->smtputf8, .qid = env->qid,
+		.smtputf8 = env->smtputf8,
+		.smtputf8_needed = env->smtputf8_needed, .qid = env->qid,
 		.received = env->received, .hostname = o.hostname,
 	};
 	const char **args = xcalloc(n, sizeof(*args));

@@ -107,8 +107,11 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	};
 	queue_dsn_build(&d, &content);
 	free(hdrs);
-	/* A global DSN is an SMTPUTF8 message itself (RFC 6533 4). */
-	b.smtputf8 = queue_dsn_is_global(&d);
+	/*
+	 * A global DSN is an SMTPUTF8 message by its type (RFC 6533 4),
+	 * whatever its header block holds.
+	 */
+	b.smtputf8 = b.smtputf8_needed = queue_dsn_is_global(&d);
 	b.size = content.len;
 	for (size_t i = 0; i < content.len; i++)
 		if ((unsigned char)content.data[i] >= 0x80)

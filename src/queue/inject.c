@@ -96,6 +96,7 @@ queue_inject(struct queue *q, const char *sender, const char *rcpt,
 	b.sender = xstrdup(sender);
 	/* A copy of src's content needs what src needed (RFC 6531 3.4). */
 	b.smtputf8 = src != NULL && src->smtputf8;
+	b.smtputf8_needed = src != NULL && src->smtputf8_needed;
 	b.received = (int64_t)(util_wall_us() / 1000000);
 	util_rfc5322_date(date, sizeof(date), b.received);
 	recv = xasprintf("Received: by %s (postern) id %s\n\tfor <%s>; %s\n",

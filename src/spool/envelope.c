@@ -12,7 +12,7 @@
  *	sender <F>
  *	client_ip <F>
  *	helo <F>
- *	smtputf8 0|1
+ *	smtputf8 0|1|2		(2: smtputf8_needed too)
  *	body_8bit 0|1
  *	size <octets>
  *	rcpt <F addr> <F action> <F arg>	(zero or more, in order)
@@ -160,7 +160,8 @@ spool_env_format(const struct spool_env *env, struct util_buf *b)
 		spool_esc(b, env->auth_user);
 	}
 	util_buf_printf(b, "\nsmtputf8 %d\nbody_8bit %d\nsize %" PRIu64 "\n",
-	    env->smtputf8 ? 1 : 0, env->body_8bit ? 1 : 0, env->size);
+	    env->smtputf8_needed ? 2 : env->smtputf8 ? 1 : 0,
+	    env->body_8bit ? 1 : 0, env->size);
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
 		util_buf_addstr(b, "rcpt ");
@@ -392,7 +393,8 @@ spool_env_record(struct spool_env *out, const char **f, const size_t *fl,
 	case SEEN_8BIT:
 		if (spool_parse_u64(f[1], fl[1], &v) == -1 ||
 		    (bit == SEEN_RECEIVED && v > INT64_MAX) ||
-		    ((bit == SEEN_UTF8 || bit == SEEN_8BIT) && v > 1)) {
+		    (bit == SEEN_UTF8 && v > 2) ||
+		    (bit == SEEN_8BIT && v > 1)) {
 			*why_out = "bad number";
 			return -1;
 		}
@@ -400,9 +402,10 @@ spool_env_record(struct spool_env *out, const char **f, const size_t *fl,
 			out->received = (int64_t)v;
 		else if (bit == SEEN_SIZE)
 			out->size = v;
-		else if (bit == SEEN_UTF8)
-			out->smtputf8 = v == 1;
-		else
+		else if (bit == SEEN_UTF8) {
+			out->smtputf8 = v >= 1;
+			out->smtputf8_needed = v == 2;
+		} else
 			out->body_8bit = v == 1;
 		return 0;
 	default:

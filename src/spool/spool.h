@@ -46,7 +46,12 @@ struct spool_env {
 						   used ("TLSv1.3"), or NULL */
 	char			*auth_user;	/* owned: who authenticated, or
 						   NULL */
-	bool			 smtputf8;
+	bool			 smtputf8;	/* the client's SMTPUTF8 */
+	/*
+	 * An SMTPUTF8 message by its type (a global DSN, RFC 6533): goes on
+	 * only with SMTPUTF8.  Implies smtputf8.
+	 */
+	bool			 smtputf8_needed;
 	bool			 body_8bit;
 	uint64_t		 size;		/* content octets */
 	bool			 held;		/* "postern queue hold": not tried */

@@ -145,6 +145,7 @@ assert_env_equal(const struct spool_env *got, const struct spool_env *want)
 	assert_str_or_null("tls", got->tls, want->tls);
 	assert_str_or_null("auth", got->auth_user, want->auth_user);
 	assert_int_equal(got->smtputf8, want->smtputf8);
+	assert_int_equal(got->smtputf8_needed, want->smtputf8_needed);
 	assert_int_equal(got->body_8bit, want->body_8bit);
 	assert_true(got->size == want->size);
 	assert_int_equal(got->nrcpts, want->nrcpts);
@@ -194,6 +195,16 @@ test_env_format_round_trip(void **state)
 		if (spool_env_parse(b.data, cut, &got, &why) != -1)
 			fail_msg("cut %zu of %zu: parsed", cut, b.len);
 	}
+
+	/* A global DSN's smtputf8_needed comes back, smtputf8 with it. */
+	e.smtputf8_needed = true;
+	util_buf_reset(&b);
+	spool_env_format(&e, &b);
+	memset(&got, 0, sizeof(got));
+	if (spool_env_parse(b.data, b.len, &got, &why) == -1)
+		fail_msg("parse: %s", why);
+	assert_env_equal(&got, &e);
+	spool_env_clear(&got);
 	util_buf_clear(&b);
 	spool_env_clear(&e);
 }
@@ -232,7 +243,13 @@ test_env_parse_strict(void **state)
 		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\nsize 3\n"
 		    "end\n", -1 },
 		{ "bool 2", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 2\nsize 3\n"
+		    "end\n", -1 },
+		{ "smtputf8 2", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
 		    "client_ip -\nhelo -\nsmtputf8 2\nbody_8bit 0\nsize 3\n"
+		    "end\n", 0 },
+		{ "smtputf8 3", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
+		    "client_ip -\nhelo -\nsmtputf8 3\nbody_8bit 0\nsize 3\n"
 		    "end\n", -1 },
 		{ "size overflow", "v 1\nqid Q1\nsid -\nreceived 5\nsender %\n"
 		    "client_ip -\nhelo -\nsmtputf8 0\nbody_8bit 0\n"
