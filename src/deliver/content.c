@@ -2,10 +2,11 @@
  * deliver/content.c: a message's content on its way out in DATA, for every
  * client that sends one (SMTP, LMTP): read in pieces of lines from the
  * spool file or from memory, never whole; scanned for what the server must
- * offer (size, 8-bit, Received: count); streamed with CRLF line ends,
- * dot-stuffing (RFC 5321 4.5.2) and the action's header rewrites.  Knows
- * nothing of sockets: the caller's put function takes the bytes.  The scan
- * runs the same writer into a counter, so what it reports is what goes out.
+ * offer (size, 8-bit content, 8-bit header fields, Received: count);
+ * streamed with CRLF line ends, dot-stuffing (RFC 5321 4.5.2) and the
+ * action's header rewrites.  Knows nothing of sockets: the caller's put
+ * function takes the bytes.  The scan runs the same writer into a counter,
+ * so what it reports is what goes out.
  *
  * Whatever the spool holds, only canonical lines go out (RFC 5321 2.3.8,
  * 4.5.3.1.6), so postern never carries a smuggling payload to a weaker
@@ -455,16 +456,38 @@ deliver_content_stream(const struct deliver_msg *m,
 
 /* ---- what the content needs ---- */
 
-/* The scan's sink: the bytes DATA would send, counted and looked at. */
+/* The scan's sink and where it is: in the header block or past it. */
+struct content_count {
+	struct deliver_content_scan *sc;	/* borrowed: the result */
+	bool		 in_body;	/* the empty line that ends the
+					   header block went by */
+	bool		 bol;		/* at the start of a line */
+};
+
+/* The bytes DATA would send, counted and looked at. */
 static int
 content_count_cb(void *arg, const void *p, size_t n)
 {
-	struct deliver_content_scan *sc = arg;
+	struct content_count *cc = arg;
+	struct deliver_content_scan *sc = cc->sc;
 	const unsigned char *b = p;
 
 	sc->size += n;
 	for (size_t i = 0; i < n && !sc->eight_bit; i++)
 		sc->eight_bit = b[i] >= 0x80;
+	/*
+	 * The header block as sent, the writer's own fields with it, ends
+	 * at its first empty line: the bytes are canonical, so a CR comes
+	 * only before an LF.
+	 */
+	for (size_t i = 0; i < n && !cc->in_body; i++) {
+		sc->hdr_eight_bit |= b[i] >= 0x80;
+		if (b[i] == '\n') {
+			cc->in_body = cc->bol;
+			cc->bol = true;
+		} else if (b[i] != '\r')
+			cc->bol = false;
+	}
 	sc->nul |= memchr(p, '\0', n) != NULL;
 	return 0;
 }
@@ -475,11 +498,12 @@ deliver_content_scan(const struct deliver_msg *m,
     const char **err_out)
 {
 	struct content_writer w;
+	struct content_count cc = { .sc = sc, .bol = true };
 
 	/* What DATA sends, rewrites and all, so the server is asked about
 	 * the very bytes it would get. */
 	memset(sc, 0, sizeof(*sc));
-	content_writer_init(&w, rw, content_count_cb, sc);
+	content_writer_init(&w, rw, content_count_cb, &cc);
 	if (content_write(&w, m, err_out) == -1)
 		return -1;
 	/* RFC 1870 3: CRLFs count, the stuffing dots and the final "."

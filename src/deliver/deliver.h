@@ -362,9 +362,12 @@ enum deliver_result deliver_passthrough(const char *target,
  * A permanent failure is decided by the remote (5xx) or by us: the message
  * is bigger than the server's SIZE, has 8-bit content and the server lacks
  * 8BITMIME (RFC 6152 3; a message sent with SMTPUTF8 needs no 8BITMIME,
- * RFC 6531 3.3), or needs SMTPUTF8 (msg.smtputf8, or a non-ASCII envelope
- * address) and the server lacks it (RFC 6531 3.4): never downgraded or
- * corrupted.
+ * RFC 6531 3.3), or needs SMTPUTF8 and the server lacks it (RFC 6531 3.4):
+ * never downgraded or corrupted.  A message needs SMTPUTF8 when an
+ * envelope address is not ASCII, when msg.smtputf8_needed, or when
+ * msg.smtputf8 and its header block as sent has a byte over 0x7f; one
+ * received with SMTPUTF8 that needs it for none of these goes to a server
+ * without SMTPUTF8 as it is, without the parameter.
  */
 struct config;
 struct config_action;

@@ -119,6 +119,9 @@ struct deliver_content_scan {
 					   stuffing dots and the final "."
 					   do not */
 	bool		 eight_bit;	/* any byte >= 0x80 (RFC 6152) */
+	bool		 hdr_eight_bit;	/* one in the header block (up to
+					   its empty line, rewrites and
+					   all) */
 	bool		 nul;		/* a NUL: never to be sent (RFC 5321
 					   4.5.2) */
 	unsigned	 received;	/* Received: header fields */

@@ -37,20 +37,37 @@ smtpc_stream(struct smtpc *s, const char **err_out)
 	return smtpc_flush(s, TO_DBLOCK(s));
 }
 
+/*
+ * RFC 6531 3.4: why this message cannot go without SMTPUTF8, or NULL when
+ * it can (its header block and addresses are ASCII, as RFC 6531 3.2 lets
+ * a message received with SMTPUTF8 be).
+ */
+static const char *
+smtpc_utf8_need(const struct smtpc *s, const struct deliver_content_scan *sc,
+    const char *const *rcpts)
+{
+	bool addr_utf8 = !util_is_ascii(s->m->return_path);
+
+	for (size_t i = 0; i < s->n; i++)
+		addr_utf8 = addr_utf8 || !util_is_ascii(rcpts[i]);
+	if (addr_utf8)
+		return "non-ASCII address";
+	if (s->m->smtputf8_needed)
+		return "an internationalised DSN";
+	if (s->m->smtputf8 && sc->hdr_eight_bit)
+		return "UTF-8 header fields";
+	return NULL;
+}
+
 /* Can this server take this message at all?  0, or -1 with statuses. */
 static int
 smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
     const char *const *rcpts, bool *utf8_out)
 {
-	/*
-	 * RFC 6531 3.4: the client's SMTPUTF8 as received, or an address
-	 * only SMTPUTF8 can carry.
-	 */
-	bool addr_utf8 = !util_is_ascii(s->m->return_path);
+	const char *need = smtpc_utf8_need(s, sc, rcpts);
+	/* As received, or as an address needs, where the server offers it. */
+	bool utf8 = s->caps.smtputf8 && (s->m->smtputf8 || need != NULL);
 
-	for (size_t i = 0; i < s->n; i++)
-		addr_utf8 = addr_utf8 || !util_is_ascii(rcpts[i]);
-	bool utf8 = s->m->smtputf8 || addr_utf8;
 	*utf8_out = utf8;
 	if (s->o->max_received > 0 && sc->received > s->o->max_received) {
 		char t[200];
@@ -69,11 +86,11 @@ smtpc_check_ext(struct smtpc *s, const struct deliver_content_scan *sc,
 		return -1;
 	}
 	/* RFC 6531 3.2, 3.4: only where SMTPUTF8 is offered; no downgrade. */
-	if (utf8 && !s->caps.smtputf8) {
+	if (need != NULL && !s->caps.smtputf8) {
 		char t[600];
 		snprintf(t, sizeof(t), "5.6.7 the message needs SMTPUTF8 "
-		    "(%s) and %s does not offer it (RFC 6531)", addr_utf8 ?
-		    "non-ASCII address" : "it came with SMTPUTF8", s->c.peer);
+		    "(%s) and %s does not offer it (RFC 6531)", need,
+		    s->c.peer);
 		smtpc_fail_rest(s, DELIVER_PERMFAIL, 0, t);
 		return -1;
 	}

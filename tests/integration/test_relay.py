@@ -1410,6 +1410,9 @@ def test_size_and_8bit_are_those_of_the_rewritten_message(make_postern,
 
 UTF8_BODY = ("From: <j\u00f6rg@example.org>\r\nSubject: Gr\u00fc\u00dfe\r\n"
     "\r\nhallo\r\n")
+# ASCII header fields, a UTF-8 body: sent with SMTPUTF8, it does not need it.
+ASCII_UTF8_BODY = ("From: <bob@example.org>\r\nSubject: ascii header\r\n"
+    "\r\nhall\u00f6\r\n")
 
 
 def test_smtputf8_message_bounces_a_global_dsn(make_postern, upstreams):
@@ -1498,22 +1501,50 @@ def utf8_arrival(up, rcpt, subject, what):
     return env["options"].split()
 
 
-def test_smtputf8_as_received_goes_on_and_is_never_dropped(make_postern,
-        upstreams):
-    """RFC 6531 3.2, 3.4: a message that came with SMTPUTF8 (ASCII
-    addresses, UTF-8 header fields) goes on with SMTPUTF8 to a server that
-    offers it, and fails (5.6.7) at one that does not, with nothing sent;
-    so does its global DSN to a sender behind such a server."""
+def test_smtputf8_goes_on_as_received_and_is_left_off_only_if_not_needed(
+        make_postern, upstreams):
+    """RFC 6531 3.2, 3.4: a message that came with SMTPUTF8 goes on with
+    SMTPUTF8 to a server that offers it.  To one that does not, it goes on
+    without SMTPUTF8 when nothing in it needs it (ASCII addresses and
+    header fields; an 8-bit body then needs 8BITMIME, 5.6.3 otherwise),
+    and fails (5.6.7) with nothing sent when its header fields are UTF-8;
+    so does its global DSN, an SMTPUTF8 message by its type, to a sender
+    behind such a server."""
     utf = upstreams("--smtputf8")
     plain = upstreams.scripted()		# 8BITMIME, no SMTPUTF8
+    seven = upstreams.scripted(ehlo=())		# neither
     srv = make_postern(extra=FAST + (
         'action utf relay "smtp://127.0.0.1:%d"' % utf.port,
-        'action plain relay "smtp://127.0.0.1:%d"' % plain.port),
-        rules=("match to domain utf.test action utf",
-            "match to domain plain.test action plain"))
+        'action plain relay "smtp://127.0.0.1:%d"' % plain.port,
+        'action seven relay "smtp://127.0.0.1:%d"' % seven.port),
+        rules=(LOCAL_RULE, "match to domain utf.test action utf",
+            "match to domain plain.test action plain",
+            "match to domain seven.test action seven"))
     send_utf8(srv, "a@plain.test", ["x@utf.test", "y@plain.test"])
-    utf8_arrival(utf, "x@utf.test", "Gr\u00fc\u00dfe",
-        "the message at the SMTPUTF8 server")
+    with srv.session() as c:
+        c.hello()
+        for rcpt in ("w@utf.test", "z@plain.test", "v@seven.test"):
+            send_message(c, "bob@example.org", [rcpt], ASCII_UTF8_BODY,
+                " SMTPUTF8 BODY=8BITMIME")
+    got = wait_for(lambda: (lambda m: m if len(m) == 2 else None)(
+        utf.messages()), timeout=15, what="both messages at the SMTPUTF8 "
+        "server")
+    assert sorted(env["rcpt"][0] for env, _ in got) == ["w@utf.test",
+        "x@utf.test"], got
+    for env, _ in got:
+        assert "SMTPUTF8" in env["options"].split(), env
+    # Nothing in it needs SMTPUTF8: it goes without, its 8-bit body
+    # declared as BODY=8BITMIME, byte for byte.
+    (mail, _rcpts, data), = wait_for(lambda: [m for m in plain.stored
+        if m[1] == ["z@plain.test"]], timeout=15,
+        what="the ASCII-headed message at the server without SMTPUTF8")
+    assert mail == "bob@example.org"
+    assert "MAIL FROM:<bob@example.org> BODY=8BITMIME" in plain.mails, \
+        plain.mails
+    assert data.endswith(ASCII_UTF8_BODY.encode()), data
+    # The same message to a server with neither: 8-bit content, 5.6.3.
+    assert "Status: 5.6.3" in report_of(srv, "bob")[1][1][1].split("\n")
+    assert seven.count() == 0 and not seven.mails, seven.mails
     # y@plain.test fails, then its DSN to a@plain.test (nothing further:
     # a DSN's sender is <>).
     def refused():
@@ -1522,11 +1553,42 @@ def test_smtputf8_as_received_goes_on_and_is_never_dropped(make_postern,
         return f if len(f) == 2 else None
     failed = wait_for(refused, timeout=15,
         what="the message and its DSN refused for want of SMTPUTF8")
-    assert sorted(kv["rcpt"] for kv in failed) == ["<a@plain.test>",
-        "<y@plain.test>"], failed
+    assert sorted((kv["rcpt"], kv["why"].split("(")[1].split(")")[0])
+        for kv in failed) == [("<a@plain.test>", "an internationalised DSN"),
+        ("<y@plain.test>", "UTF-8 header fields")], failed
     wait_for(lambda: spool_empty(srv), what="an empty spool")
-    assert plain.count() == 0 and not any(e.startswith("data:")
-        for e in plain.events), plain.events
+    assert plain.count() == 1 and plain.mails == [
+        "MAIL FROM:<bob@example.org> BODY=8BITMIME"], plain.mails
+
+
+def test_smtputf8_need_is_that_of_the_rewritten_header(make_postern,
+        upstreams):
+    """Whether a message that came with SMTPUTF8 needs it is decided by its
+    header as it goes out: a rewrite that takes out its only UTF-8 field
+    lets it go to a server without SMTPUTF8; one that puts UTF-8 in makes
+    it fail there (5.6.7)."""
+    plain = upstreams.scripted()		# 8BITMIME, no SMTPUTF8
+    srv = make_postern(extra=FAST + (
+        'action drop relay "smtp://127.0.0.1:%d" '
+        'rewrite from "Jorg <f@example.net>"' % plain.port,
+        'action add relay "smtp://127.0.0.1:%d" '
+        'rewrite from "J\u00f6rg <f@example.net>"' % plain.port),
+        rules=(LOCAL_RULE, "match to domain drop.test action drop",
+            "match to domain add.test action add"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["x@drop.test"],
+            "From: J\u00f6rg <j@example.org>\r\nSubject: hi\r\n\r\nhi\r\n",
+            " SMTPUTF8 BODY=8BITMIME")
+        send_message(c, "bob@example.org", ["x@add.test"],
+            "From: Jorg <j@example.org>\r\nSubject: hi\r\n\r\nhi\r\n",
+            " SMTPUTF8")
+    assert "Status: 5.6.7" in report_of(srv, "bob")[1][1][1].split("\n")
+    settle(srv, plain.count, 1, "the message rewritten to ASCII")
+    (mail, _rcpts, data), = plain.stored
+    assert mail == "ann@example.org"
+    assert b"From: Jorg <f@example.net>\r\n" in data
+    assert plain.mails == ["MAIL FROM:<ann@example.org>"], plain.mails
 
 
 def test_pass_through_copy_keeps_smtputf8(make_postern, upstreams):
