@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "table/table.h"
+#include "tls/tls.h"
 #include "util/util.h"
 
 #define HOOK_TEMPLATE_MAX	(256u * 1024)
@@ -118,19 +119,21 @@ hook_no_secret(const struct deliver_hook *k, int rc)
 	    table_name(k->secret));
 }
 
-/* curl reads the trust anchors at each connection: readable now. */
+/*
+ * curl reads the trust anchors at each connection: they are loaded now as
+ * a relay's are (tls_client_new), so a file curl would refuse (unreadable,
+ * or holding no certificate) is an error for postern check and the start.
+ */
 static int
-hook_ca_check(const char *path, const char **err_out)
+hook_ca_check(const char *path, bool no_verify, const char **err_out)
 {
-	FILE *f = fopen(path, "re");
+	const struct tls_client_opts o = { .ca_file = path,
+	    .no_verify = no_verify };
+	struct tls_client *tc = tls_client_new(&o, err_out);
 
-	if (f == NULL || (fgetc(f) == EOF && ferror(f))) {
-		*err_out = util_err("ca %s: %m", path);
-		if (f != NULL)
-			fclose(f);
+	if (tc == NULL)
 		return -1;
-	}
-	fclose(f);
+	tls_client_free(&tc);
 	return 0;
 }
 
@@ -190,7 +193,8 @@ deliver_hook_new(const struct config_hook *h, const char *name,
 	if (h->secret != NULL && ((k->secret = table_open(h->secret,
 	    err_out)) == NULL || hook_secret_check(k, client, err_out) == -1))
 		goto fail;
-	if (h->ca_file != NULL && hook_ca_check(h->ca_file, err_out) == -1)
+	if (h->ca_file != NULL && hook_ca_check(h->ca_file,
+	    h->no_verify, err_out) == -1)
 		goto fail;
 	if (client && (k->hc = http_client_new(err_out)) == NULL)
 		goto fail;

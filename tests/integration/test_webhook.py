@@ -799,11 +799,16 @@ def test_a_secret_with_no_key_defers_and_never_sends_unsigned(make_postern,
         "secret <keys>", "hoook k1\n", "action hook: secret <keys>: no key "
         "for hook and no default"),
     ("a ca file that is not there", 'ca "{tmp}/nonexistent.pem"', None,
-        "action hook: ca {tmp}/nonexistent.pem: No such file or directory"),
+        "action hook: ca_file {tmp}/nonexistent.pem: No such file or "
+        "directory"),
+    # As for a relay: curl would refuse it at each request.
+    ("a ca file with no certificate", 'ca "{tmp}/bad.pem"', None,
+        "action hook: ca_file {tmp}/bad.pem: no certificate or crl found"),
 ])
 def test_check_and_start_refuse(make_postern, api, tmp_path, label, opts,
                                 keys, want):
     (tmp_path / "keys").write_text(keys or "hook k\n")
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
     srv = make_postern(config=hook_config(api, opts,
         extra=["table keys file:%s" % (tmp_path / "keys")]), start=False)
     want = srv.fill(want)
