@@ -31,6 +31,8 @@ struct http_xfer {
 	bool			 rd_open;
 	const char		*rd_err;	/* why the body failed */
 	size_t			 response_max;
+	uint64_t		 timeout_ms;	/* the whole exchange */
+	bool			 resent;	/* on a new connection */
 	struct util_buf		 resp;
 	bool			 too_big;
 	char			 errbuf[CURL_ERROR_SIZE];
@@ -223,8 +225,9 @@ http_xfer_new(struct http_client *c, const struct http_request *r,
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "postern");
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(r->timeout_ms != 0 ?
-	    r->timeout_ms : HTTP_TIMEOUT_DEFAULT_MS));
+	x->timeout_ms = r->timeout_ms != 0 ? r->timeout_ms :
+	    HTTP_TIMEOUT_DEFAULT_MS;
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(
 	    r->connect_timeout_ms != 0 ? r->connect_timeout_ms :
 	    HTTP_CONNECT_TIMEOUT_DEFAULT_MS));
@@ -363,10 +366,53 @@ http_finish(struct http_client *c, struct http_xfer *x, CURLcode cc,
 	free(x);
 }
 
+/*
+ * A request on a kept connection that failed before any byte of an answer
+ * came (the server closed it, a keep-alive timeout ending as the request
+ * went out) is sent once more on a new connection, its body from the
+ * start, within what is left of its timeout.  libcurl does that by itself
+ * only when the close came before it had sent the whole request.  Never
+ * after a new connection: that server read the request and failed it.  A
+ * service that did take the first (its answer lost) knows the second by
+ * its Idempotency-Key.  True: x runs again.
+ */
+static bool
+http_resend(struct http_client *c, struct http_xfer *x, CURLcode cc)
+{
+	long conns = -1, head = -1;
+	curl_off_t spent_us = 0;
+	uint64_t spent_ms;
+
+	if (x->resent || (cc != CURLE_SEND_ERROR && cc != CURLE_RECV_ERROR &&
+	    cc != CURLE_GOT_NOTHING) || x->resp.len != 0)
+		return false;
+	if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &conns) !=
+	    CURLE_OK || conns != 0 || curl_easy_getinfo(x->easy,
+	    CURLINFO_HEADER_SIZE, &head) != CURLE_OK || head != 0 ||
+	    curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &spent_us) !=
+	    CURLE_OK)
+		return false;
+	if ((spent_ms = (uint64_t)spent_us / 1000) >= x->timeout_ms)
+		return false;
+	curl_multi_remove_handle(c->multi, x->easy);
+	if (x->rd_open) {
+		http_reader_close(&x->rd);
+		x->rd_open = false;
+	}
+	x->errbuf[0] = '\0';
+	x->resent = true;
+	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS,
+	    (long)(x->timeout_ms - spent_ms));
+	curl_multi_add_handle(c->multi, x->easy);
+	return true;
+}
+
 static void
 http_reap(struct http_client *c)
 {
 	CURLMsg *m;
+	CURLcode cc;
 	int left;
 
 	while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
@@ -375,7 +421,9 @@ http_reap(struct http_client *c)
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &x);
-		http_finish(c, x, m->data.result, NULL);
+		cc = m->data.result;
+		if (!http_resend(c, x, cc))
+			http_finish(c, x, cc, NULL);
 	}
 }
 

@@ -646,11 +646,22 @@ def test_empty_values_are_sent(make_postern, api):
 class KeepAliveCloser:
     """A service that answers the first request of each connection and
     keeps it open, then reads the next request on it and closes without
-    an answer: a keep-alive timeout that ends at that moment."""
+    an answer: a keep-alive timeout that ends at that moment.  With
+    whole=False it closes once that request's header has come, its body
+    still on the way; with first=False it does so on the first request
+    too (no request is ever answered)."""
 
-    def __init__(self):
+    def __init__(self, whole=True, first=True):
+        self.whole = whole
+        self.first = first
+        self.conns = 0			# connections accepted
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not whole:
+            # A small window: a body larger than the sender's buffers
+            # (net.ipv4.tcp_wmem's largest, 4 MiB) is still being sent
+            # at the close, whatever the timing.
+            self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
         self.ls.settimeout(0.2)
@@ -664,13 +675,15 @@ class KeepAliveCloser:
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
-    def _read(self, conn, buf):
+    def _read(self, conn, buf, whole=True):
         while b"\r\n\r\n" not in buf:
             chunk = conn.recv(65536)
             if not chunk:
                 return None, b""
             buf += chunk
         head, _, rest = buf.partition(b"\r\n\r\n")
+        if not whole:
+            return b"", b""
         n = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
         while len(rest) < n:
             chunk = conn.recv(65536)
@@ -682,12 +695,13 @@ class KeepAliveCloser:
     def _serve(self, conn):
         with conn:
             conn.settimeout(10)
-            body, buf = self._read(conn, b"")
-            if body is None:
+            body, buf = self._read(conn, b"", self.first or self.whole)
+            if body is None or not self.first:
+                self.dropped += body is not None
                 return
             self.answered.append(body)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            body, buf = self._read(conn, buf)
+            body, buf = self._read(conn, buf, self.whole)
             if body is not None:
                 self.dropped += 1
 
@@ -697,6 +711,7 @@ class KeepAliveCloser:
                 conn, _ = self.ls.accept()
             except socket.timeout:
                 continue
+            self.conns += 1
             threading.Thread(target=self._serve, args=(conn,),
                 daemon=True).start()
 
@@ -738,6 +753,64 @@ def test_a_kept_connection_the_service_closes_is_sent_again(make_postern):
         raw = [b for b in svc.answered if b.startswith(b"Received: ")]
         assert len(raw) == 2 and all(b.endswith(b"\r\n\r\nraw body\r\n")
             for b in raw), raw
+    finally:
+        svc.stop()
+
+
+def big_raw(n):
+    """A message of about 5 MB: its body is still going out when the
+    service closes the connection on reading the request's header."""
+    return wire(b"Subject: big%d\n\n" % n + b"".join(
+        b"line %06d of message %d\n" % (i, n) for i in range(200000)))
+
+
+def test_a_kept_connection_closed_during_the_body_is_sent_again(
+        make_postern):
+    """The service closes the kept connection while the second request's
+    body is still being sent (libcurl gets a send error, and does not try
+    again by itself): the request goes once more on a new connection, its
+    body whole from its start, and the message is delivered."""
+    svc = KeepAliveCloser(whole=False)
+    try:
+        srv = make_postern(config=make_config(FAST, rules=[
+            "match to q@example.org action hq",
+            "match to domain example.org action local"], actions=LOCAL +
+            'action hq webhook "%s" format raw\n' % svc.url("/q")))
+        for n in (1, 2):
+            with srv.session() as c:
+                c.hello()
+                send_message(c, "app@example.org", ["q@example.org"],
+                    big_raw(n))
+            wait_for(lambda: len(log_events(srv, "delivered")) >= n, 20,
+                what="queued message %d delivered" % n)
+        assert svc.dropped == 1 and svc.conns == 2, (svc.dropped, svc.conns)
+        assert not log_events(srv, "deferred")
+        assert len(svc.answered) == 2
+        for n, body in zip((1, 2), svc.answered):
+            assert body.startswith(b"Received: ") and body.endswith(
+                b"\r\n\r\n" + big_raw(n).split(b"\r\n\r\n", 1)[1]), n
+    finally:
+        svc.stop()
+
+
+def test_a_new_connection_closed_during_the_body_is_not_sent_again(
+        make_postern):
+    """A request cut short on a connection just made is not sent again
+    within the attempt: the delivery is deferred after one connection."""
+    svc = KeepAliveCloser(whole=False, first=False)
+    try:
+        srv = make_postern(config=make_config(rules=[
+            "match to q@example.org action hq",
+            "match to domain example.org action local"], actions=LOCAL +
+            'action hq webhook "%s" format raw\n' % svc.url("/q")))
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "app@example.org", ["q@example.org"],
+                big_raw(1))
+        wait_for(lambda: log_events(srv, "deferred"), 20, what="a deferral")
+        time.sleep(1)
+        assert svc.conns == 1 and svc.dropped == 1, (svc.conns, svc.dropped)
+        assert not svc.answered
     finally:
         svc.stop()
 
