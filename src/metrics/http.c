@@ -3,8 +3,10 @@
  * evhttp on a thread and event loop of its own, so a scrape never waits
  * on (or delays) a session.  GET /metrics and GET /healthz; anything else
  * is 404, any other method 405 (413 when it carries a body: none is read),
- * HTTP/1.1 without exactly one Host 400, a version not 1.x 505; the answer
- * is always HTTP/1.0 or HTTP/1.1.
+ * HTTP/1.1 without exactly one Host 400, HTTP/0.x 505; the answer is
+ * always HTTP/1.0 or HTTP/1.1.  A request line of HTTP/2 or later never
+ * reaches us: evhttp (2.1) refuses it as it parses it, with its own 400
+ * page, and has no hook to answer otherwise.
  */
 #include "metrics/metrics.h"
 
