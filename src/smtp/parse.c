@@ -469,7 +469,15 @@ smtp_addr_parse(const char *s, size_t len, bool allow_null,
 		return -1;
 	local_len = (size_t)(p - local);
 	if (p == lim || *p != '@') {
-		*err_out = "missing '@domain'";
+		/*
+		 * The scan stopped at a byte no local part holds: with an '@'
+		 * still to come in the path, that byte is in the local part.
+		 */
+		const char *gt = memchr(p, '>', (size_t)(lim - p));
+		size_t rest = (size_t)((gt != NULL ? gt : lim) - p);
+
+		*err_out = memchr(p, '@', rest) != NULL ? "bad local part" :
+		    "missing '@domain'";
 		return -1;
 	}
 	domain = ++p;

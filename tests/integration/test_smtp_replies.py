@@ -144,6 +144,25 @@ def test_a_bad_domain_is_named_as_such(postern):
         assert r.text.endswith("(bad domain)"), r
 
 
+def test_a_bad_local_part_is_named_as_such(postern):
+    """A local part with a byte no local part holds (a space, a control
+    byte, a byte that is not UTF-8, a comma) is refused as a bad local
+    part, not as an address missing its '@domain'."""
+    with postern.session() as c:
+        c.hello()
+        for arg in (b"<a b@example.org>", b"<a\x1b@example.org>",
+                b"<a\xff@example.org> SMTPUTF8", b"<a,b@example.org>"):
+            c.send(b"MAIL FROM:" + arg)
+            r = c.expect(501, "5.1.7")
+            assert r.text == "5.1.7 Bad sender address syntax " \
+                "(bad local part)", (arg, r)
+        c.send("MAIL FROM:<postmaster>"); r = c.expect(501, "5.1.7")
+        assert r.text.endswith("(missing '@domain')"), r
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<b c@example.org>"); r = c.expect(501, "5.1.3")
+        assert r.text.endswith("(bad local part)"), r
+
+
 def test_sequence_errors_are_503(postern):
     with postern.session() as c:
         c.expect(220)

@@ -410,6 +410,15 @@ test_addr_parse_reasons(void **state)
 		{ "after a literal", "<a@[1.2.3.4]x>", "bad address literal" },
 		{ "no domain", "<a@>", "bad domain" },
 		{ "no '@'", "<a>", "missing '@domain'" },
+		{ "no '@', one after the path", "<a> AUTH=<b@c>",
+		    "missing '@domain'" },
+		{ "a space in the local part", "<a b@example.org>",
+		    "bad local part" },
+		{ "a control byte", "<a\x1b@example.org>", "bad local part" },
+		{ "not UTF-8 in the local part", "<a\xff@example.org>",
+		    "bad local part" },
+		{ "a comma", "<a,b@example.org>", "bad local part" },
+		{ "no '>' either", "<a b@example.org", "bad local part" },
 	};
 	(void)state;
 	for (size_t i = 0; i < NELEM(cases); i++) {
