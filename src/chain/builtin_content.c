@@ -214,17 +214,10 @@ usage:
 static unsigned
 hdr_count(const char *b, size_t len, const char *name)
 {
-	size_t nl = strlen(name);
 	unsigned n = 0;
 
 	for (size_t i = 0; i < len; ) {
-		if (len - i > nl && strncasecmp(b + i, name, nl) == 0) {
-			size_t c = i + nl;
-			while (c < len && (b[c] == ' ' || b[c] == '\t'))
-				c++;
-			if (c < len && b[c] == ':')
-				n++;
-		}
+		n += util_hdr_is(b + i, len - i, name);
 		const char *e = memchr(b + i, '\n', len - i);
 		if (e == NULL)
 			break;

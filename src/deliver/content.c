@@ -22,7 +22,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,14 +188,6 @@ deliver_content_hold(const struct deliver_msg *m, struct deliver_msg *out)
 
 /* ---- out as DATA ---- */
 
-static bool
-content_hdr_is(const char *line, size_t len, const char *name)
-{
-	size_t n = strlen(name);
-
-	return len > n && line[n] == ':' && strncasecmp(line, name, n) == 0;
-}
-
 /* The content going out with CRLF, dot-stuffing and header rewriting. */
 struct content_writer {
 	const struct deliver_rewrite *rw;	/* NULL: none */
@@ -353,15 +344,15 @@ content_hdr_line(struct content_writer *w, const struct deliver_rewrite *rw,
 	w->dropping = false;
 	if (rw == NULL)
 		return 0;
-	if (rw->return_path != NULL && content_hdr_is(l, len, "Return-Path")) {
+	if (rw->return_path != NULL && util_hdr_is(l, len, "Return-Path")) {
 		w->dropping = true;
-	} else if (rw->reply_to != NULL && content_hdr_is(l, len, "Reply-To")) {
+	} else if (rw->reply_to != NULL && util_hdr_is(l, len, "Reply-To")) {
 		w->dropping = true;
 		if (!w->did_reply) {
 			w->did_reply = true;
 			return content_put_hdr(w, "Reply-To", rw->reply_to);
 		}
-	} else if (rw->from != NULL && content_hdr_is(l, len, "From")) {
+	} else if (rw->from != NULL && util_hdr_is(l, len, "From")) {
 		w->dropping = true;
 		if (!w->did_from) {
 			w->did_from = true;
@@ -383,7 +374,7 @@ content_piece(struct content_writer *w, const struct content_src *src)
 			if (content_hdr_end(w, rw) == -1)
 				return -1;
 		} else if (l[0] != ' ' && l[0] != '\t') {
-			w->received += content_hdr_is(l, len, "Received");
+			w->received += util_hdr_is(l, len, "Received");
 			if (content_hdr_line(w, rw, l, len) == -1)
 				return -1;
 		}

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -320,6 +321,18 @@ util_is_ascii(const char *s)
 		if ((unsigned char)*s >= 0x80)
 			return false;
 	return true;
+}
+
+bool
+util_hdr_is(const char *line, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (len <= n || strncasecmp(line, name, n) != 0)
+		return false;
+	while (n < len && (line[n] == ' ' || line[n] == '\t'))
+		n++;
+	return n < len && line[n] == ':';
 }
 
 /* Split "123xyz" into 123 and "xyz"; -1 when there is no number or it wraps. */

@@ -97,6 +97,12 @@ size_t	util_utf8_len(const unsigned char *p, const unsigned char *lim);
 size_t	util_utf8_cut(const char *s, size_t n);
 /* True when s holds no byte >= 0x80. */
 bool	util_is_ascii(const char *s);
+/*
+ * Does the header line at line (len bytes, the start of a field) name field
+ * name (case-insensitive, RFC 5322 1.2.2)?  Blanks between the name and its
+ * colon, the obsolete "Name :" form (RFC 5322 4.5), count as well.
+ */
+bool	util_hdr_is(const char *line, size_t len, const char *name);
 
 /*
  * The A-label form of a domain (RFC 5891 5: UTF-8 labels as Punycode

@@ -998,6 +998,35 @@ def test_per_sender_accounts_and_header_rewriting(make_postern, upstreams):
     assert ch["reply-to"] == ["old@example.org"]
 
 
+def test_rewrite_replaces_fields_in_the_obsolete_form(make_postern,
+        upstreams):
+    """A field written "Name :" (blanks before the colon, RFC 5322 4.5.3)
+    is the field it names: a rewrite replaces it in place or drops it, so
+    the message goes out with one From: and one Reply-To: (RFC 5322 3.6)."""
+    up = upstreams()
+    srv = make_postern(extra=FAST + (
+        'action out relay "smtp://127.0.0.1:%d" '
+        'rewrite return-path bounces@example.net '
+        'rewrite reply-to "R <r@example.net>" '
+        'rewrite from "F <f@example.net>"' % up.port,),
+        rules=(LOCAL_RULE, "match from local action out"))
+    submit(srv, "alice@example.org", ["bob@remote.test"], body=(
+        "Return-Path : <old@example.org>\r\nSubject: obsolete\r\n"
+        "Reply-To : old@example.org\r\nFrom\t: Old <old@example.org>\r\n"
+        "\r\nFrom : not a header\r\n"))
+    settle(srv, lambda: len(up.messages()), 1, "the rewrite")
+    (_env, m), = up.messages()
+    m = m.replace(b"\r\n", b"\n")
+    head = m.split(b"\n\n", 1)[0]
+    assert b"old@example.org" not in head, m
+    h = headers_of(m)
+    assert h["return-path"] == ["<bounces@example.net>"], h
+    assert h["reply-to"] == ["R <r@example.net>"], h
+    assert h["from"] == ["F <f@example.net>"], h
+    assert m.endswith(b"\n\nFrom : not a header\n"), m[-100:]
+
+
+
 # ----- forward and its loop guard ----------------------------------------------
 
 def test_forward_and_loop_detection(make_postern, upstreams, tmp_path):
