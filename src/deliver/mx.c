@@ -517,16 +517,17 @@ deliver_mx_hosts(const char *v, int dport, struct deliver_mx_host **hosts_out,
 	return rc;
 }
 
-/* The mx-hosts entry of domain, a key in either spelling of it. */
+/* The mx-hosts entry of domain, a key in any of its spellings. */
 static bool
 mx_hosts_lookup(struct table *t, const char *domain, char **value_out)
 {
-	char *other;
+	char *sp[2];
 	bool found = table_lookup(t, domain, value_out);
+	size_t n = found ? 0 : util_idna_spellings(domain, sp);
 
-	if (!found && (other = util_idna_other(domain)) != NULL) {
-		found = table_lookup(t, other, value_out);
-		free(other);
+	for (size_t i = 0; i < n; i++) {
+		found = found || table_lookup(t, sp[i], value_out);
+		free(sp[i]);
 	}
 	return found;
 }

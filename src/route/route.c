@@ -129,15 +129,18 @@ route_eval_get_dom(struct route_eval *e, const struct config_table *ct,
     const char *key, const struct table_values **vals_out)
 {
 	const char *dom = route_key_domain(key);
-	char *other, *k;
+	char *sp[2], *k;
 	int rc = route_eval_get(e, ct, key, vals_out);
+	size_t n = rc == TABLE_MISSING ? util_idna_spellings(dom, sp) : 0;
 
-	if (rc != TABLE_MISSING || (other = util_idna_other(dom)) == NULL)
-		return rc;
-	k = xasprintf("%.*s%s", (int)(dom - key), key, other);
-	rc = route_eval_get(e, ct, k, vals_out);
-	free(k);
-	free(other);
+	for (size_t i = 0; i < n; i++) {
+		if (rc == TABLE_MISSING) {
+			k = xasprintf("%.*s%s", (int)(dom - key), key, sp[i]);
+			rc = route_eval_get(e, ct, k, vals_out);
+			free(k);
+		}
+		free(sp[i]);
+	}
 	return rc;
 }
 
@@ -261,16 +264,17 @@ route_cond_holds(struct route_eval *e, const struct config_cond *cond,
 	return 0;
 }
 
-/* A key of t is in domain, spelled either way (util_idna_other). */
+/* A key of t is in domain, in any of its spellings (util_idna_spellings). */
 static bool
 route_table_has_domain(struct table *t, const char *domain)
 {
-	char *other;
+	char *sp[2];
 	bool has = table_has_domain(t, domain);
+	size_t n = has ? 0 : util_idna_spellings(domain, sp);
 
-	if (!has && (other = util_idna_other(domain)) != NULL) {
-		has = table_has_domain(t, other);
-		free(other);
+	for (size_t i = 0; i < n; i++) {
+		has = has || table_has_domain(t, sp[i]);
+		free(sp[i]);
 	}
 	return has;
 }

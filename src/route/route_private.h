@@ -38,8 +38,9 @@ struct route_eval {
 int	route_eval_get(struct route_eval *e, const struct config_table *ct,
 	    const char *key, const struct table_values **vals_out);
 /* route_eval_get() of key ("local@domain", "@domain" or "domain"), then,
- * if missing, of key with its domain's other spelling (A-label, U-label):
- * a table may name a domain either way. */
+ * while missing, of key with its domain's other canonical spellings (the
+ * lower-case U-label, the A-label; util_idna_spellings): a table may name
+ * a domain either way, whatever case the address has it in. */
 int	route_eval_get_dom(struct route_eval *e, const struct config_table *ct,
 	    const char *key, const struct table_values **vals_out);
 void	route_eval_clear(struct route_eval *e);

@@ -47,22 +47,26 @@ util_idna_alabel(const char *domain, char **out, const char **err_out)
 	return 0;
 }
 
-char *
-util_idna_other(const char *domain)
+size_t
+util_idna_spellings(const char *domain, char *out[2])
 {
-	char *a, *u = NULL, *other = NULL;
+	char *a, *u = NULL;
 	const char *err;
-	bool ascii = util_is_ascii(domain);
+	size_t n = 0;
 
-	if (ascii && !util_idna_has_alabel(domain))
-		return NULL;
+	if (util_is_ascii(domain) && !util_idna_has_alabel(domain))
+		return 0;
 	if (util_idna_alabel(domain, &a, &err) == -1)
-		return NULL;
-	if (!ascii)
-		return a;
-	if (idn2_to_unicode_8z8z(a, &u, 0) == IDN2_OK && strcmp(u, a) != 0)
-		other = xstrdup(u);
+		return 0;
+	/* The U-labels come from the A-labels, lower case whatever case
+	 * domain has: "BÜCHER" and "bücher" have one A-label. */
+	if (idn2_to_unicode_8z8z(a, &u, 0) == IDN2_OK && strcmp(u, a) != 0 &&
+	    strcmp(u, domain) != 0)
+		out[n++] = xstrdup(u);
 	idn2_free(u);
-	free(a);
-	return other;
+	if (strcasecmp(a, domain) != 0)
+		out[n++] = a;
+	else
+		free(a);
+	return n;
 }

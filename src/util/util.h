@@ -113,12 +113,15 @@ bool	util_hdr_is(const char *line, size_t len, const char *name);
  */
 int	util_idna_alabel(const char *domain, char **out, const char **err_out);
 /*
- * The domain's other spelling: the A-label form of one written with UTF-8
- * labels, the UTF-8 (U-label) form of one with "xn--" labels, both lower
- * case; owned by the caller.  NULL when it has one spelling only, or is
- * not valid IDNA.
+ * The canonical spellings of a domain written with UTF-8 or "xn--" labels,
+ * whatever the case it was written in: its U-label form in lower case (as
+ * Unicode lower case gives it: "BÜCHER.example" is "bücher.example") and
+ * its A-label form.  Those that differ from domain as written (the A-label
+ * compared ignoring ASCII case) go to out[0..n-1], owned by the caller;
+ * returns n, 0 to 2.  0 for an ASCII domain with no "xn--" label, or one
+ * that is not valid IDNA.
  */
-char	*util_idna_other(const char *domain);
+size_t	util_idna_spellings(const char *domain, char *out[2]);
 
 /* Parse "10", "10k", "35M", "1G" (powers of 1024).  0 or -1. */
 int	util_parse_size(const char *s, uint64_t *out);

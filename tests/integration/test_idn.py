@@ -83,6 +83,33 @@ def test_tables_and_alias_catch_alls_take_either_spelling(make_postern,
     assert sorted(os.listdir(srv.path("mail"))) == ["catch"]
 
 
+def test_a_utf8_key_holds_whatever_case_the_address_has(make_postern,
+        tmp_path):
+    """A table key written with a lower-case U-label holds for an address
+    whose U-label has capitals (B\u00dcCHER is b\u00fccher, as a rule
+    takes it): alias keys, and sender-auth tables, so that no spelling of
+    a protected domain passes without AUTH."""
+    with open(str(tmp_path / "aliases"), "w") as f:
+        f.write("boss@%s chief@example.org\n" % BUECHER_U)
+    srv = make_postern(extra=(
+        "table aliases file:{tmp}/aliases", "alias <aliases>",
+        "table protected { %s }" % BUECHER_U, "sender-auth <protected>"),
+        rules=("match to domain %s action local" % BUECHER_U,
+            "match to domain example.org action local"))
+    with srv.session() as c:
+        c.hello()
+        for sender in ("x@" + BUECHER_U, "x@" + BUECHER_A,
+                "x@B\u00dcCHER.example", "x@b\u00dccher.Example"):
+            c.send("MAIL FROM:<%s> SMTPUTF8" % sender)
+            r = c.expect(553, "5.7.1")
+            assert "authentication" in r.text, (sender, r)
+        send_message(c, "a@far.example", ["boss@B\u00dcCHER.example"],
+            "Subject: capitals\r\n\r\nto the alias\r\n", " SMTPUTF8")
+    wait_for(lambda: len(srv.maildir("chief")) == 1, what="chief's copy")
+    assert sorted(os.listdir(srv.path("mail"))) == ["chief"]
+    assert "alias=<chief@example.org>" in srv.log(), srv.log()
+
+
 def test_a_domain_that_is_not_valid_idna_is_a_config_error(tmp_path):
     """A bad A-label (no Punycode behind "xn--") or a character IDNA2008
     disallows is refused with its line, in a rule and in sender-auth."""

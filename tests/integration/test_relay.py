@@ -898,22 +898,25 @@ def test_mx_of_an_idn_domain_is_asked_for_by_its_a_label(make_postern):
 def test_mx_hosts_keys_take_either_spelling(make_postern, upstreams,
         tmp_path):
     """An mx-hosts entry written with UTF-8 labels serves the A-label form
-    of the domain, and one written as A-labels the UTF-8 form."""
+    of the domain and the UTF-8 form with capitals (M\u00dcLLER is
+    m\u00fcller), and one written as A-labels the UTF-8 form."""
     up = upstreams("--smtputf8")
     table = write(str(tmp_path / "mxhosts"),
         "b\u00fccher.example 10 127.0.0.1:%d\n"
-        "xn--caf-dma.example 10 127.0.0.1:%d\n" % (up.port, up.port))
+        "m\u00fcller.example 10 127.0.0.1:%d\n"
+        "xn--caf-dma.example 10 127.0.0.1:%d\n" % ((up.port,) * 3))
     srv = make_postern(extra=FAST + ("table mxh file:%s" % table,
         "action out mx mx-hosts <mxh> timeout connect 2s"),
         rules=(LOCAL_RULE, "match from local action out"))
     submit(srv, "alice@example.org", ["a@xn--bcher-kva.example"], subject="a")
     with srv.session() as c:
         c.hello()
-        send_message(c, "alice@example.org", ["b@caf\u00e9.example"],
-            UTF8_BODY, " SMTPUTF8 BODY=8BITMIME")
-    settle(srv, lambda: len(up.messages()), 2, "mx-hosts")
+        send_message(c, "alice@example.org", ["b@caf\u00e9.example",
+            "c@M\u00dcLLER.example"], UTF8_BODY, " SMTPUTF8 BODY=8BITMIME")
+    settle(srv, lambda: len(up.messages()), 3, "mx-hosts")
     assert sorted(r for env, _ in up.messages() for r in env["rcpt"]) == [
-        "a@xn--bcher-kva.example", "b@caf\u00e9.example"]
+        "a@xn--bcher-kva.example", "b@caf\u00e9.example",
+        "c@m\u00dcller.example"]	# the parser folds ASCII case only
 
 
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
