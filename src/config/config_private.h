@@ -97,9 +97,21 @@ bool	cfg_once(struct cfg_parser *p, const struct cfg_line *ln, int *seen,
 bool	cfg_opt_once(struct cfg_parser *p, const struct cfg_line *ln,
 	    const char *what, const char *const *names, const char *o,
 	    unsigned *seen);
+/* The first of lines [from, to) that is "kw name ..." ("kw ..." for name
+ * NULL): its line number, or 0. */
+int	cfg_defined_in(const struct cfg_parser *p, const char *kw,
+	    const char *name, size_t from, size_t to);
 /* Does a later line define a table/action with this name?  Its line or 0. */
 int	cfg_defined_later(const struct cfg_parser *p, const char *kw,
 	    const char *name);
+/*
+ * The error for a reference to the kw (table, action, account) NAME that
+ * is not there: "WHAT: kw NAME is defined later, at line N" or "is not
+ * defined"; none when an earlier line defines it, as that line was refused
+ * with an error of its own.
+ */
+void	cfg_err_undefined(struct cfg_parser *p, const struct cfg_line *ln,
+	    const char *what, const char *kw, const char *name);
 /* parse_listen.c: "listen", "tls", and what listeners need at the end */
 /*
  * "127.0.0.1:25" or "[::1]:25" into a normalised numeric address (owned by

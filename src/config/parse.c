@@ -457,20 +457,42 @@ cfg_st_greeting(struct cfg_parser *p, const struct cfg_line *ln)
 
 
 
-/* Does a later line define a table/action with this name?  Its line or 0. */
+int
+cfg_defined_in(const struct cfg_parser *p, const char *kw, const char *name,
+    size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++) {
+		const struct cfg_line *ln = &p->lines[i];
+		if (ln->ntoks >= 1 && ln->toks[0].kind == CFG_TOK_WORD &&
+		    strcmp(ln->toks[0].text, kw) == 0 && (name == NULL ||
+		    (ln->ntoks >= 2 && ln->toks[1].kind == CFG_TOK_WORD &&
+		    strcmp(ln->toks[1].text, name) == 0)))
+			return ln->lineno;
+	}
+	return 0;
+}
+
 int
 cfg_defined_later(const struct cfg_parser *p, const char *kw,
     const char *name)
 {
-	for (size_t i = p->cur + 1; i < p->nlines; i++) {
-		const struct cfg_line *ln = &p->lines[i];
-		if (ln->ntoks >= 2 && ln->toks[0].kind == CFG_TOK_WORD &&
-		    ln->toks[1].kind == CFG_TOK_WORD &&
-		    strcmp(ln->toks[0].text, kw) == 0 &&
-		    strcmp(ln->toks[1].text, name) == 0)
-			return ln->lineno;
-	}
-	return 0;
+	return cfg_defined_in(p, kw, name, p->cur + 1, p->nlines);
+}
+
+void
+cfg_err_undefined(struct cfg_parser *p, const struct cfg_line *ln,
+    const char *what, const char *kw, const char *name)
+{
+	int later = cfg_defined_later(p, kw, name);
+
+	if (cfg_defined_in(p, kw, name, 0, p->cur) != 0)
+		return;		/* refused there, with an error of its own */
+	if (later != 0)
+		cfg_err(p, ln->lineno, "%s: %s %s is defined later, at line "
+		    "%d; define it before use", what, kw, cfg_q(name), later);
+	else
+		cfg_err(p, ln->lineno, "%s: %s %s is not defined (define it "
+		    "with \"%s\" before use)", what, kw, cfg_q(name), kw);
 }
 
 /* Parse "{ a, b, c }" from toks[i]; NULL-terminated owned keys or NULL. */
@@ -722,7 +744,8 @@ config_parse(const char *name, const char *text, char **errs_out)
 	bool routes = false;
 	for (size_t i = 0; i < c->nlistens; i++)
 		routes |= c->listens[i].proxy == NULL;
-	if (c->nrules == 0 && (routes || c->nlistens == 0))
+	if (c->nrules == 0 && (routes || c->nlistens == 0) &&
+	    cfg_defined_in(&p, "match", NULL, 0, p.nlines) == 0)
 		cfg_err(&p, last, "no match rule, so no mail can be accepted "
 		    "(add one, like \"match to domain example.org action "
 		    "NAME\")");

@@ -89,8 +89,7 @@ cfg_agent_table(struct cfg_parser *p, const struct cfg_line *ln,
 	}
 	name = xstrndup(t->text + 1, n - 2);
 	if ((ct = config_table_find(cfg_parser_config(p), name)) == NULL)
-		cfg_err(p, ln->lineno, "%s: table %s is not defined (define it "
-		    "with \"table\" before use)", opt, cfg_q(name));
+		cfg_err_undefined(p, ln, opt, "table", name);
 	free(name);
 	return ct;
 }

@@ -345,7 +345,8 @@ cfg_listen_check(struct cfg_parser *p, int last)
 {
 	struct config *c = p->c;
 
-	if (c->nlistens == 0)
+	if (c->nlistens == 0 && cfg_defined_in(p, "listen", NULL, 0,
+	    p->nlines) == 0)
 		cfg_err(p, last, "no listen statement (add one, like "
 		    "\"listen 127.0.0.1:2525\")");
 	for (size_t i = 0; i < c->nlistens; i++) {

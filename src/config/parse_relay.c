@@ -130,8 +130,7 @@ cfg_relay_table(struct cfg_parser *p, const struct cfg_line *ln,
 	const struct config_table *ct = config_table_find(
 	    cfg_parser_config(p), name);
 	if (ct == NULL)
-		cfg_err(p, ln->lineno, "%s: table %s is not defined (define it "
-		    "with \"table\" before use)", opt, cfg_q(name));
+		cfg_err_undefined(p, ln, opt, "table", name);
 	free(name);
 	return ct;
 }
@@ -495,10 +494,8 @@ cfg_relay_by_sender(struct cfg_parser *p, const struct cfg_line *ln,
 				    "is not an address, @domain or default",
 				    cfg_q(key));
 			else
-				cfg_err(p, ln->lineno, "relay-by-sender: "
-				    "account %s is not defined (define it "
-				    "with \"account\" before use)",
-				    cfg_q(acct));
+				cfg_err_undefined(p, ln, "relay-by-sender",
+				    "account", acct);
 			free(key);
 			free(acct);
 			return -1;

@@ -216,15 +216,7 @@ cfg_parse_cond(struct cfg_parser *p, const struct cfg_line *ln, size_t *ip,
 		char *name = xstrndup(t->text + 1, tl - 2);
 		cond->table = config_table_find(p->c, name);
 		if (cond->table == NULL) {
-			int later = cfg_defined_later(p, "table", name);
-			if (later != 0)
-				cfg_err(p, ln->lineno, "match: table %s is "
-				    "defined later, at line %d; define it "
-				    "before use", cfg_q(name), later);
-			else
-				cfg_err(p, ln->lineno, "match: table %s is "
-				    "not defined (define it with \"table\" "
-				    "before use)", cfg_q(name));
+			cfg_err_undefined(p, ln, "match", "table", name);
 			free(name);
 			return -1;
 		}
@@ -292,15 +284,7 @@ cfg_st_match(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 	const char *name = ln->toks[i + 1].text;
 	if ((r.action = config_action_find(c, name)) == NULL) {
-		int later = cfg_defined_later(p, "action", name);
-		if (later != 0)
-			cfg_err(p, ln->lineno, "match: action %s is defined "
-			    "later, at line %d; define it before use",
-			    cfg_q(name), later);
-		else
-			cfg_err(p, ln->lineno, "match: action %s is not "
-			    "defined (define it with \"action\" before use)",
-			    cfg_q(name));
+		cfg_err_undefined(p, ln, "match", "action", name);
 		goto fail;
 	}
 	if (bad)

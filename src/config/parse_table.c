@@ -31,17 +31,8 @@ cfg_table_ref(struct cfg_parser *p, const struct cfg_line *ln,
 		return NULL;
 	}
 	char *name = xstrndup(word + 1, n - 2);
-	if ((t = config_table_find(cfg_parser_config(p), name)) == NULL) {
-		int later = cfg_defined_later(p, "table", name);
-		if (later != 0)
-			cfg_err(p, ln->lineno, "%s: table %s is defined later, "
-			    "at line %d; define it before use", what,
-			    cfg_q(name), later);
-		else
-			cfg_err(p, ln->lineno, "%s: table %s is not defined "
-			    "(define it with \"table\" before use)", what,
-			    cfg_q(name));
-	}
+	if ((t = config_table_find(cfg_parser_config(p), name)) == NULL)
+		cfg_err_undefined(p, ln, what, "table", name);
 	free(name);
 	return t;
 }
