@@ -174,7 +174,10 @@ def test_no_data_race_under_load_and_reloads(make_postern, tsan_binary,
     srv.bin = tsan_binary
     # gcc's ThreadSanitizer needs the address space laid out as it expects.
     srv.argv_prefix = ["setarch", platform.machine(), "-R"]
-    srv.env = {"TSAN_OPTIONS": "halt_on_error=0 second_deadlock_stack=1"}
+    srv.env = {"TSAN_OPTIONS": "halt_on_error=0 second_deadlock_stack=1 "
+        "suppressions=%s" % os.path.join(os.path.dirname(os.path.abspath(
+        __file__)),
+        "tsan.supp")}
     srv.start()
 
     errors = []
