@@ -135,16 +135,6 @@ hfield_make(const char *name, const char *value)
 	return f;
 }
 
-/* Does field f carry this name (case-insensitive, RFC 5322 1.2.2)? */
-static bool
-hfield_is(const struct hfield *f, const char *name)
-{
-	size_t n = strlen(name);
-
-	return f->len > n && f->text[n] == ':' &&
-	    strncasecmp(f->text, name, n) == 0;
-}
-
 static void
 hfields_insert(struct hfields *hf, size_t at, struct hfield f)
 {
@@ -162,7 +152,8 @@ hfields_change(struct hfields *hf, const struct chain_mod *m)
 	unsigned want = m->idx > 0 ? m->idx : 1, seen = 0;
 
 	for (size_t i = 0; i < hf->n; i++) {
-		if (!hfield_is(&hf->f[i], m->name) || ++seen < want)
+		if (!util_hdr_is(hf->f[i].text, hf->f[i].len, m->name) ||
+		    ++seen < want)
 			continue;
 		free(hf->f[i].owned);
 		if (*m->value == '\0') {

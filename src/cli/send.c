@@ -230,15 +230,6 @@ send_header_len(const struct util_buf *b)
 	return b->len;
 }
 
-/* Does line (at p) start header field name (case-insensitive)? */
-static bool
-send_is_field(const char *p, size_t len, const char *name)
-{
-	size_t n = strlen(name);
-
-	return len > n && strncasecmp(p, name, n) == 0 && p[n] == ':';
-}
-
 /*
  * Addresses of an address-list header value (RFC 5322 3.4): commas
  * outside quotes, comments and angle brackets separate; "<addr>" wins over
@@ -328,17 +319,17 @@ send_headers(const char *h, size_t hlen, bool extract, struct send_list *rc,
 		} while (end < hlen && (h[end] == ' ' || h[end] == '\t'));
 		const char *f = h + pos;
 		size_t flen = end - pos;
-		bool bcc = send_is_field(f, flen, "Bcc");
+		bool bcc = util_hdr_is(f, flen, "Bcc");
 
-		if (extract && (bcc || send_is_field(f, flen, "To") ||
-		    send_is_field(f, flen, "Cc"))) {
+		if (extract && (bcc || util_hdr_is(f, flen, "To") ||
+		    util_hdr_is(f, flen, "Cc"))) {
 			const char *colon = memchr(f, ':', flen);
 			send_extract(colon + 1, flen - (size_t)(colon + 1 - f),
 			    rc);
 		}
-		*has_from |= send_is_field(f, flen, "From");
-		*has_date |= send_is_field(f, flen, "Date");
-		*has_mid |= send_is_field(f, flen, "Message-ID");
+		*has_from |= util_hdr_is(f, flen, "From");
+		*has_date |= util_hdr_is(f, flen, "Date");
+		*has_mid |= util_hdr_is(f, flen, "Message-ID");
 		/* RFC 5322 3.6.3: Bcc is never passed on. */
 		if (!bcc)
 			util_buf_add(out, f, flen);

@@ -77,15 +77,6 @@ pass_header(const struct deliver_msg *m, struct util_buf *hdr,
 	return -1;
 }
 
-/* Is the field at p (a line start) named name? */
-static bool
-pass_field_is(const char *p, const char *name)
-{
-	size_t n = strlen(name);
-
-	return strncasecmp(p, name, n) == 0 && p[n] == ':';
-}
-
 /* The Received: fields of hdr: the hops the message has made. */
 static unsigned
 pass_hops(const struct util_buf *hdr)
@@ -95,10 +86,11 @@ pass_hops(const struct util_buf *hdr)
 
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *next = nl != NULL ? nl + 1 : end;
 
-		if (pass_field_is(p, "Received"))
+		if (util_hdr_is(p, (size_t)(next - p), "Received"))
 			n++;
-		p = nl != NULL ? nl + 1 : end;
+		p = next;
 	}
 	return n;
 }
@@ -121,8 +113,8 @@ pass_rewrite(const struct util_buf *hdr, const char *prefix,
 			util_buf_add(out, p, ll);
 			return;
 		}
-		if (!done && pass_field_is(p, "Subject")) {
-			const char *v = p + 8;
+		if (!done && util_hdr_is(p, ll, "Subject")) {
+			const char *v = (const char *)memchr(p, ':', ll) + 1;
 
 			while (v < p + ll && (*v == ' ' || *v == '\t'))
 				v++;

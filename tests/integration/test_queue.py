@@ -262,6 +262,20 @@ def test_send_t_delivers_with_bcc_removed(postern):
     assert rest.endswith(b"line one\n.\nline after a lone dot\n")
 
 
+def test_send_t_reads_fields_in_the_obsolete_form(postern):
+    """RFC 5322 4.5: "Bcc :" is a Bcc field too: its addresses are
+    recipients and the field is never passed on."""
+    wired(postern)
+    r = send_cmd(postern, ["-t", "-f", "alice@example.org"],
+        b"From: alice@example.org\nTo : bob@example.org\n"
+        b"Bcc\t: dave@example.org\nSubject: old form\n\nhi\n")
+    assert r.returncode == 0, r.stderr
+    for user in ("bob", "dave"):
+        wait_for(lambda: postern.maildir(user), what="delivery to " + user)
+    rest = split_delivered(read_bytes(postern.maildir("bob")[0]))[2]
+    assert b"dave@" not in rest, rest
+
+
 def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
     wired(postern)
     link = str(tmp_path / "sendmail")
