@@ -156,6 +156,19 @@ def free_port():
         s.close()
 
 
+def close_listener(sock):
+    """Close a listening socket another thread may be blocked accepting on.
+    close() alone does not wake that accept(): the socket goes on listening
+    and its thread takes one more connection, in whatever test runs then,
+    and a retried accept() may land on the descriptor's next owner (a
+    later test's listener).  shutdown() wakes it with an error first."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 def port_listening(port):
     """True when some socket listens on 127.0.0.1:port (no connection made)."""
     try:

@@ -15,6 +15,8 @@ import time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from conftest import close_listener
+
 HOST = "127.0.0.1"
 
 
@@ -225,11 +227,7 @@ class RawUpstream:
 
     def stop(self):
         self.stopping = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock)
         for c in self.conns:
             try:
                 c.close()

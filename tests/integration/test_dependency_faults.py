@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from conftest import (HOST, log_events, make_config, send_message,
+from conftest import (HOST, close_listener, log_events, make_config, send_message,
     spool_empty, wait_for)
 from test_milter import make_milter, milter_config  # noqa: F401 (fixture)
 
@@ -183,7 +183,7 @@ class OldRedis:
             u.close()
 
     def close(self):
-        self.lsock.close()
+        close_listener(self.lsock)
 
 
 def test_redis_older_than_7_is_not_used(make_postern, redis_proc):

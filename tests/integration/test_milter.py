@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import (HOST, make_config, free_port, port_listening, read_bytes,
+from conftest import (HOST, close_listener, make_config, free_port, port_listening, read_bytes,
     read_log, run_cli, sigstop, split_delivered, spool_empty, wait_for)
 from test_relay import upstreams  # noqa: F401 (a fixture)
 
@@ -168,11 +168,7 @@ class SilentListener:
 
     def close(self):
         self.stopping = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock)
         for c in self.conns:
             c.close()
         self.thread.join(2)
@@ -861,7 +857,7 @@ class GreedyFilter:
                     return
 
     def close(self):
-        self.sock.close()
+        close_listener(self.sock)
         self.thread.join(2)
 
 

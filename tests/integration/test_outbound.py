@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from conftest import binary, make_config, read_bytes, split_delivered, wait_for
+from conftest import (binary, close_listener, make_config, read_bytes,
+    split_delivered, wait_for)
 from test_relay import relay_server, spool_empty, upstreams  # noqa: F401
 
 # A bare CR around a dot (the smuggling probe), a CRLF line, 3,000 octets.
@@ -129,7 +130,7 @@ class Endless:
                 self.closed.set()
 
     def stop(self):
-        self.ls.close()
+        close_listener(self.ls)
 
 
 @pytest.mark.parametrize("at_greeting,one_line", [(True, False),

@@ -29,8 +29,8 @@ import time
 
 import pytest
 
-from conftest import (REPO, Client, binary, headers_of, log_events, make_config,
-    read_bytes, run_cli, send_message, split_delivered, spool_empty, queue_id,
+from conftest import (REPO, Client, binary, close_listener, headers_of,
+    log_events, make_config, read_bytes, run_cli, send_message, split_delivered, spool_empty, queue_id,
     wait_for, free_port)
 
 PY = "/usr/bin/python3"
@@ -252,14 +252,7 @@ class Scripted:
     def stop(self):
         self.stopping = True
         self.released.set()
-        # Wake the accept() in progress: close() alone leaves it waiting,
-        # and once the descriptor's number is reused by a later test's
-        # listener, a retried accept() would take that one's connections.
-        try:
-            self.ls.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.ls.close()
+        close_listener(self.ls)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-from conftest import log_events, wait_for
+from conftest import close_listener, log_events, wait_for
 from test_relay import (FAST, LOCAL_RULE, make_ca, relay_server,
     settle, submit, upstreams, write)  # noqa: F401 (a fixture)
 
@@ -148,7 +148,7 @@ class Counting:
             return [len(k.stored) for k in self.conns]
 
     def stop(self):
-        self.ls.close()
+        close_listener(self.ls)
 
 
 def one_after_another(srv, up, n, first=0):
