@@ -458,6 +458,14 @@ def queued(fs):
     return os.listdir(os.path.join(fs, "spool", "env"))
 
 
+def wait_logged(srv, cond, what):
+    """wait_for cond after a flush; the server's log goes with a failure."""
+    try:
+        wait_for(cond, timeout=15, what=what)
+    except AssertionError as e:
+        raise AssertionError("%s; log:\n%s" % (e, srv.log()[-4000:]))
+
+
 def one_session_for(up, seconds):
     """The upstream sees no session after the first for seconds (a
     bounded watch: a retry would come at once, or after retry-min)."""
@@ -493,13 +501,7 @@ def test_a_delivery_not_recorded_waits_with_the_deferred_one(tmpfs,
     os.unlink(filler)
     del up.rcpt_replies[Y]
     assert queue_cli(srv, "flush").returncode == 0
-    # The flush brings Y's retry at once; in about one full suite run of
-    # three it has not (not understood yet), and the retry then comes at
-    # retry-min (30s): what this test is about holds either way.
-    try:
-        wait_for(lambda: not queued(fs), timeout=45, what="the retry to Y")
-    except AssertionError as e:
-        raise AssertionError("%s; log:\n%s" % (e, srv.log()[-3000:]))
+    wait_logged(srv, lambda: not queued(fs), "the retry to Y")
     assert (copies_to(up, X), copies_to(up, Y)) == (1, 1)
 
 
@@ -514,7 +516,7 @@ def test_a_failure_not_recorded_is_tried_again_after_retry_min(tmpfs,
     assert len(log_events(srv, "failed")) == 1
     os.unlink(filler)
     assert queue_cli(srv, "flush").returncode == 0
-    wait_for(lambda: not queued(fs) and srv.maildir("alice"), timeout=15,
-        what="Y bounced")
+    wait_logged(srv, lambda: not queued(fs) and srv.maildir("alice"),
+        "Y bounced")
     assert copies_to(up, X) == 1
     assert Y.encode() in read_bytes(srv.maildir("alice")[0])
