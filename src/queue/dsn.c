@@ -2,10 +2,10 @@
  * queue/dsn.c: delivery status notifications (RFC 3464): a multipart/report
  * (RFC 6522) with a human-readable part, a message/delivery-status part and
  * the original headers as text/rfc822-headers (quoted-printable when they
- * hold 8-bit bytes, so the notice is 7-bit throughout); for a message that
- * needed SMTPUTF8, the RFC 6533 kinds of the last two, in UTF-8.  Pure: builds
- * bytes from values, no disk and no clock, so the unit tests compare golden
- * files.
+ * hold 8-bit bytes, so the notice is 7-bit throughout); when the sender or
+ * a reported recipient is not ASCII, the RFC 6533 kinds of the last two, in
+ * UTF-8.  Pure: builds bytes from values, no disk and no clock, so the unit
+ * tests compare golden files.
  */
 #include "queue/queue_private.h"
 
@@ -55,7 +55,7 @@ queue_dsn_status(const char *why, bool temp, char out[16])
 bool
 queue_dsn_is_global(const struct queue_dsn *d)
 {
-	if (d->env->smtputf8 || !util_is_ascii(d->env->sender))
+	if (!util_is_ascii(d->env->sender))
 		return true;
 	for (size_t k = 0; k < d->n; k++)
 		if (!util_is_ascii(d->env->rcpts[d->idx[k]].addr))
@@ -309,8 +309,8 @@ queue_dsn_build(const struct queue_dsn *d, struct util_buf *out)
 			hdrs_8bit = true;
 	dsn_head(out, d, global);
 	/*
-	 * RFC 6533 4, 6.3, 6.4: when the message needed SMTPUTF8, the report
-	 * and the returned headers are the global kinds, all in UTF-8.
+	 * RFC 6533 3, 6.3, 6.4: when an address to report is not ASCII, the
+	 * report and the returned headers are the global kinds, all in UTF-8.
 	 */
 	dsn_part(out, d, "Notification", global ? "text/plain; charset=utf-8" :
 	    "text/plain; charset=us-ascii", global ? "8bit" : NULL);

@@ -88,9 +88,11 @@ struct queue_dsn {
  */
 void	queue_dsn_build(const struct queue_dsn *d, struct util_buf *out);
 /*
- * True when the DSN d is about a message that needed SMTPUTF8 (RFC 6531:
- * sent with it, or a sender or reported recipient not in ASCII): then it
- * is an internationalised one, in UTF-8, and needs SMTPUTF8 itself.
+ * True when the DSN d must be an internationalised one (RFC 6533): its
+ * sender or a reported recipient is not ASCII, which a plain DSN's fields
+ * cannot hold.  It is then in UTF-8 and needs SMTPUTF8 itself.  A message
+ * that merely came with SMTPUTF8 gets a plain one, 7-bit throughout, which
+ * reaches a sender behind a server without SMTPUTF8.
  */
 bool	queue_dsn_is_global(const struct queue_dsn *d);
 /*

@@ -569,8 +569,8 @@ def test_dsn_carries_the_upstream_reply_as_it_was_written(make_postern,
         upstreams):
     """The Diagnostic-Code is the upstream's reply by the DSN's own rules,
     not the log's escapes: quotes and backslashes as written, and UTF-8 as
-    it is in a global DSN (RFC 6533 6.2), as '?' in a plain one.  The log
-    line escapes the same reply once."""
+    it is in a global DSN (RFC 6533 6.2: here, to a UTF-8 sender), as '?'
+    in a plain one.  The log line escapes the same reply once."""
     said = ('550 5.1.1 <"john smith"@remote.test>: unknown user, see '
         'caf\u00e9 \\help')
     up = upstreams.scripted(rcpt_replies={'"john smith"@remote.test': said},
@@ -580,11 +580,11 @@ def test_dsn_carries_the_upstream_reply_as_it_was_written(make_postern,
     body = "Subject: x\r\n\r\nhi\r\n"
     with srv.session() as c:
         c.hello()
-        send_message(c, "alice@example.org", ['"john smith"@remote.test'],
-            body, " SMTPUTF8")
+        send_message(c, "j\u00f6rg@example.org",
+            ['"john smith"@remote.test'], body, " SMTPUTF8")
         send_message(c, "bob@example.org", ['"john smith"@remote.test'],
             body)
-    _head, parts = report_of(srv, "alice")
+    _head, parts = report_of(srv, "j__rg")	# the folder's name is safe
     assert parts[1][0]["content-type"] == "message/global-delivery-status"
     fields = dict(l.split(": ", 1) for l in
         parts[1][1].split("\n\n")[1].split("\n"))
@@ -1472,6 +1472,51 @@ def test_smtputf8_message_bounces_a_global_dsn(make_postern, upstreams):
     wait_for(lambda: spool_empty(srv), what="an empty spool")
 
 
+def test_smtputf8_message_with_ascii_addresses_bounces_a_plain_dsn(
+        make_postern, upstreams):
+    """RFC 6533 3: only an address that is not ASCII needs the global
+    kinds.  A message that came with SMTPUTF8 from an ASCII sender to an
+    ASCII recipient, with a UTF-8 Subject, is bounced in a plain DSN (RFC
+    3464), its headers returned quoted-printable: 7-bit throughout, in the
+    Maildir of a local sender, and at the server of a sender elsewhere
+    that offers no SMTPUTF8, where a global DSN would fail (5.6.7) and,
+    being from <>, be lost."""
+    bad = upstreams("--smtputf8", "--rcpt-code", "bad@remote.test=550")
+    plain = upstreams.scripted()		# 8BITMIME, no SMTPUTF8
+    srv = make_postern(extra=FAST + (
+        'action bad relay "smtp://127.0.0.1:%d"' % bad.port,
+        'action plain relay "smtp://127.0.0.1:%d"' % plain.port),
+        rules=(LOCAL_RULE,
+            "match from local to domain remote.test action bad",
+            "match to domain plain.test action plain"))
+    for sender in ("alice@example.org", "ann@plain.test"):
+        send_utf8(srv, sender, ["bad@remote.test"])
+    # The local sender's notice: a plain report, every octet 7-bit.
+    msg, parts = bounce_of(srv, "alice")
+    raw = read_bytes(srv.maildir("alice")[0])
+    assert max(raw) < 0x80, raw[:800]
+    assert b"global" not in raw and b"8bit" not in raw.lower(), raw[:800]
+    r = parts[1].get_payload()[1]
+    assert r["Final-Recipient"] == "rfc822; bad@remote.test", str(r)
+    assert r["Status"].startswith("5.") and "550" in r["Diagnostic-Code"]
+    assert parts[2]["Content-Transfer-Encoding"] == "quoted-printable"
+    assert "Subject: Gr\u00fc\u00dfe" in parts[2].get_payload(
+        decode=True).decode("utf-8"), parts[2].get_payload()
+    # The remote sender's notice reaches the server without SMTPUTF8.
+    (mail, rcpts, data), = wait_for(lambda: plain.stored, timeout=15,
+        what="the DSN at the server without SMTPUTF8")
+    assert (mail, rcpts) == ("", ["ann@plain.test"])
+    assert plain.mails == ["MAIL FROM:<>"], plain.mails
+    assert max(data) < 0x80, data[:800]
+    assert b"Content-Type: message/delivery-status\r\n" in data, data[:800]
+    assert b"Final-Recipient: rfc822; bad@remote.test\r\n" in data
+    assert b"Subject: Gr=C3=BC=C3=9Fe\r\n" in data, data
+    wait_for(lambda: spool_empty(srv), what="an empty spool")
+    assert [kv for kv, _ in log_events(srv, "failed")
+        if "5.6.7" in kv.get("why", "")] == []
+    assert plain.count() == 1 and bad.messages() == []
+
+
 def test_global_dsn_needs_smtputf8_on_its_way_out(make_postern, upstreams):
     """A global DSN to a UTF-8 sender elsewhere goes out with SMTPUTF8 and
     its UTF-8 header unchanged; to a server without SMTPUTF8 it fails
@@ -1533,8 +1578,8 @@ def test_smtputf8_goes_on_as_received_and_is_left_off_only_if_not_needed(
     without SMTPUTF8 when nothing in it needs it (ASCII addresses and
     header fields; an 8-bit body then needs 8BITMIME, 5.6.3 otherwise),
     and fails (5.6.7) with nothing sent when its header fields are UTF-8;
-    so does its global DSN, an SMTPUTF8 message by its type, to a sender
-    behind such a server."""
+    its notice to the sender behind such a server, a plain one (ASCII
+    addresses), goes there."""
     utf = upstreams("--smtputf8")
     plain = upstreams.scripted()		# 8BITMIME, no SMTPUTF8
     seven = upstreams.scripted(ehlo=())		# neither
@@ -1570,20 +1615,18 @@ def test_smtputf8_goes_on_as_received_and_is_left_off_only_if_not_needed(
     # The same message to a server with neither: 8-bit content, 5.6.3.
     assert "Status: 5.6.3" in report_of(srv, "bob")[1][1][1].split("\n")
     assert seven.count() == 0 and not seven.mails, seven.mails
-    # y@plain.test fails, then its DSN to a@plain.test (nothing further:
-    # a DSN's sender is <>).
-    def refused():
-        f = [kv for kv, _ in log_events(srv, "failed")
-            if "5.6.7" in kv.get("why", "")]
-        return f if len(f) == 2 else None
-    failed = wait_for(refused, timeout=15,
-        what="the message and its DSN refused for want of SMTPUTF8")
-    assert sorted((kv["rcpt"], kv["why"].split("(")[1].split(")")[0])
-        for kv in failed) == [("<a@plain.test>", "an internationalised DSN"),
-        ("<y@plain.test>", "UTF-8 header fields")], failed
+    # y@plain.test fails, and its DSN reaches a@plain.test there.
+    wait_for(lambda: [m for m in plain.stored if m[1] == ["a@plain.test"]],
+        timeout=15, what="the DSN at the server without SMTPUTF8")
     wait_for(lambda: spool_empty(srv), what="an empty spool")
-    assert plain.count() == 1 and plain.mails == [
-        "MAIL FROM:<bob@example.org> BODY=8BITMIME"], plain.mails
+    failed = [kv for kv, _ in log_events(srv, "failed")
+        if "5.6.7" in kv.get("why", "")]
+    assert [(kv["rcpt"], kv["why"].split("(")[1].split(")")[0])
+        for kv in failed] == [("<y@plain.test>", "UTF-8 header fields")], \
+        failed
+    assert plain.count() == 2 and sorted(plain.mails) == [
+        "MAIL FROM:<>", "MAIL FROM:<bob@example.org> BODY=8BITMIME"], \
+        plain.mails
 
 
 def test_smtputf8_need_is_that_of_the_rewritten_header(make_postern,
