@@ -259,12 +259,14 @@ conn_apply_mods(struct conn *c, struct spool_env *env, struct smtp_reply *r)
 			break;
 		case CHAIN_MOD_RCPT_ADD: {
 			struct smtp_reply rr = { 0 };
+			char why[400];
 			/* Routed as an RCPT from this client would be. */
 			if (conn_stage_rcpt(c, m[i].value, CONN_RCPT_FILTER,
 			    &rr) != SMTP_OK)
 				log_event(LOG_LVL_WARN, "modify-refused",
 				    c->sid, env->qid, "rcpt=<%s> why=\"%d "
-				    "%s\"", safe, rr.code, rr.text);
+				    "%s\"", safe, rr.code, log_safe_into(why,
+				    sizeof(why), rr.text, strlen(rr.text)));
 			break;
 		}
 		case CHAIN_MOD_RCPT_DEL:

@@ -68,7 +68,7 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 	struct spool_msg *m = NULL;
 	char *path, *hdrs, boundary[64];
 	const char *err = NULL, *kind = delayed ? "delay" : "failure";
-	char sender[256];
+	char sender[256], why[400];
 	size_t hlen;
 	int rc = -1;
 	struct queue_opts o;
@@ -84,9 +84,11 @@ queue_send_dsn(struct queue *q, const struct spool_env *env,
 		spool_env_clear(&b);
 		/* A table that did not answer: the DSN waits, it is not lost. */
 		bool later = q->o.route != NULL && err[0] == '4';
+		if (q->o.route == NULL)
+			err = "no router";
 		log_event(LOG_LVL_WARN, later ? "dsn-deferred" : "dsn-dropped",
 		    env->sid, env->qid, "kind=%s to=<%s> why=\"%s\"", kind,
-		    sender, q->o.route == NULL ? "no router" : err);
+		    sender, log_safe_into(why, sizeof(why), err, strlen(err)));
 		return later ? -1 : 0;
 	}
 	spool_new_qid(q->sp, b.qid);

@@ -183,9 +183,10 @@ table_note(struct table *t, bool ok, const char *why)
 
 		t->down = true;
 		log_safe_into(safe, sizeof(safe), why, strlen(why));
-		log_msg(LOG_LVL_WARN, "table=%s backend=%s unavailable: %s; "
-		    "its lookups fail temporarily until it answers", t->name,
-		    t->eng->name, safe);
+		/* The backend's text, quoted: its words are no fields. */
+		log_msg(LOG_LVL_WARN, "table=%s backend=%s unavailable (its "
+		    "lookups fail temporarily until it answers) why=\"%s\"",
+		    t->name, t->eng->name, safe);
 	}
 }
 
@@ -303,9 +304,12 @@ table_get_on(struct table *t, void *conn, bool idle, const char *k,
 	int rc = t->eng->get_fn(t, conn, k, deadline, tv, err_out);
 
 	if (rc == TABLE_GET_CLOSED && idle) {
+		char safe[512];
+
 		log_msg(LOG_LVL_DEBUG, "table=%s backend=%s idle connection "
-		    "closed by the server (%s); asking on a new one", t->name,
-		    t->eng->name, *err_out);
+		    "closed by the server; asking on a new one why=\"%s\"",
+		    t->name, t->eng->name, log_safe_into(safe, sizeof(safe),
+		    *err_out, strlen(*err_out)));
 		t->eng->disconnect_fn(t, conn);
 		table_values_clear(tv);
 		/* Its slot in t->nconns goes to the new connection. */

@@ -453,6 +453,43 @@ def test_lua_log_of_client_text_forges_no_field(make_postern, fmt):
         assert kv == {"script": srv.path("h.lua"), "msg": said}, line
 
 
+def test_a_backends_error_text_forges_no_field(make_postern, pg):
+    """A table's backend is outside text too: the error a PostgreSQL
+    function raises, with a quote, key=value words, a backslash, a control
+    byte and a newline, is the one quoted value of the outage line, in the
+    text and the JSON log alike."""
+    pg.sql("CREATE FUNCTION hostile(k text) RETURNS text LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION '%', 'x\" level=error event=forged '"
+        "|| 'forged=1' || chr(1) || E'\\\\' || chr(10) || 'y'; END $$")
+    table = ('table boxes pgsql:"%s" query "SELECT hostile($1)" '
+        'cache off negative-cache off' % pg.conninfo())
+    said = (r"pgsql boxes: ERROR:  x\x22 level=error event=forged "
+        r"forged=1\x01\x5c\x0ay\x0a")
+    lines = {}
+    for fmt in ("text", "json"):
+        srv = make_postern(extra=["log format %s" % fmt, table],
+            rules=["match to <boxes> action local"])
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+            c.send("RCPT TO:<bob@example.org>"); c.expect(451, "4.3.0")
+            c.send("QUIT"); c.expect(221)
+        lines[fmt] = wait_for(lambda: [l for l in srv.log().splitlines()
+            if "backend=pgsql" in l or '"backend":"pgsql"' in l],
+            what="the outage line")
+    assert len(lines["text"]) == 1, lines["text"]
+    _ts, level, rest = lines["text"][0].split(" ", 2)
+    assert level == "warn", lines["text"][0]
+    kv = {k: v.strip('"') for k, v in KV.findall(rest)}
+    assert set(kv) == {"table", "backend", "why"}, lines["text"][0]
+    assert kv["why"].startswith(said), kv["why"]
+    assert len(lines["json"]) == 1, lines["json"]
+    obj = json.loads(lines["json"][0])
+    assert set(obj) == {"time", "level", "table", "backend", "why",
+        "msg"}, obj
+    assert obj["level"] == "warn" and obj["why"] == kv["why"], obj
+
+
 def test_shutdown_421_after_a_message_is_of_no_command(postern):
     """The 421 of a stop, between commands, answers none: stage=command,
     not the DATA before it."""
