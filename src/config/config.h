@@ -160,7 +160,8 @@ struct config_account {
 };
 /* relay-by-sender: "addr" or "@domain" or "default" -> account. */
 struct config_sender_map {
-	char			*key;		/* owned, domain lower-cased */
+	char			*key;		/* owned; its domain an A-label,
+						   lower case */
 	const struct config_account *account;	/* borrowed */
 };
 /* ---- end outbound client ---- */

@@ -457,6 +457,37 @@ cfg_account_find(const struct config *c, const char *name)
 	return NULL;
 }
 
+/*
+ * A relay-by-sender key: "default", an address or "@domain", its domain in
+ * its A-label form, lower case, the one deliver/ compares (RFC 5891 5.4:
+ * "@bücher.example" and "@xn--bcher-kva.example" are one key, as a rule's
+ * domain is).  Owned by the caller; NULL after reporting.
+ */
+static char *
+cfg_by_sender_key(struct cfg_parser *p, const struct cfg_line *ln,
+    const char *key)
+{
+	const char *at = strrchr(key, '@'), *why;
+	char *dom, *out;
+
+	if (strcmp(key, "default") == 0)
+		return xstrdup(key);
+	if (at == NULL || at[1] == '\0') {
+		cfg_err(p, ln->lineno, "relay-by-sender: %s is not an address, "
+		    "@domain or default", cfg_q(key));
+		return NULL;
+	}
+	if (util_idna_alabel(at + 1, &dom, &why) == -1) {
+		cfg_err(p, ln->lineno, "relay-by-sender: the domain %s is not "
+		    "a valid internationalized domain name (%s)", cfg_q(at + 1),
+		    why);
+		return NULL;
+	}
+	out = xasprintf("%.*s@%s", (int)(at - key), key, dom);
+	free(dom);
+	return out;
+}
+
 /* "{ KEY: ACCOUNT, KEY:ACCOUNT, ... }" from toks[i]. */
 static int
 cfg_relay_by_sender(struct cfg_parser *p, const struct cfg_line *ln,
@@ -486,23 +517,17 @@ cfg_relay_by_sender(struct cfg_parser *p, const struct cfg_line *ln,
 		} else
 			goto bad;
 		const struct config_account *ac = cfg_account_find(c, acct);
-		bool key_ok = strcmp(key, "default") == 0 || (strchr(key,
-		    '@') != NULL && key[strlen(key) - 1] != '@');
-		if (ac == NULL || !key_ok) {
-			if (!key_ok)
-				cfg_err(p, ln->lineno, "relay-by-sender: %s "
-				    "is not an address, @domain or default",
-				    cfg_q(key));
-			else
-				cfg_err_undefined(p, ln, "relay-by-sender",
-				    "account", acct);
-			free(key);
+		char *canon = cfg_by_sender_key(p, ln, key);
+		free(key);
+		if (canon != NULL && ac == NULL)
+			cfg_err_undefined(p, ln, "relay-by-sender", "account",
+			    acct);
+		if (ac == NULL || canon == NULL) {
+			free(canon);
 			free(acct);
 			return -1;
 		}
-		char *at = strrchr(key, '@');
-		if (at != NULL)
-			util_strlower(at + 1);
+		key = canon;
 		a->by_sender = xreallocarray(a->by_sender, a->nby_sender + 1,
 		    sizeof(*a->by_sender));
 		a->by_sender[a->nby_sender].key = key;

@@ -318,25 +318,39 @@ remote_mx_send(struct remote_relay *r, const struct deliver_msg *m,
 	    DELIVER_TEMPFAIL;
 }
 
-/* relay-by-sender: the exact address, then "@domain", then "default". */
+/*
+ * relay-by-sender: the exact address, then "@domain", then "default".  The
+ * keys have their domains as A-labels (config/), so the sender's is
+ * compared in that form: a U-label in any case, or an A-label, is one
+ * domain.
+ */
 static struct remote_relay *
 remote_pick(struct deliver_remote *dr, const char *sender)
 {
 	const struct config_action *a = dr->a;
-	const char *at = strrchr(sender, '@');
+	const char *at = strrchr(sender, '@'), *err;
+	char *dom = NULL, *addr = NULL;
+	struct remote_relay *found = NULL;
 
-	for (int pass = 0; pass < 3; pass++)
-		for (size_t i = 0; i < a->nby_sender; i++) {
+	/* A domain that is not valid IDNA is compared as written. */
+	if (at != NULL && util_idna_alabel(at + 1, &dom, &err) == -1)
+		dom = xstrdup(at + 1);
+	if (at != NULL)
+		addr = xasprintf("%.*s@%s", (int)(at - sender), sender, dom);
+	for (int pass = 0; pass < 3 && found == NULL; pass++)
+		for (size_t i = 0; i < a->nby_sender && found == NULL; i++) {
 			const char *key = a->by_sender[i].key;
-			bool hit = pass == 0 ? key[0] != '@' &&
-			    util_strcaseeq(key, sender) :
-			    pass == 1 ? key[0] == '@' && at != NULL &&
-			    util_strcaseeq(key + 1, at + 1) :
+			bool hit = pass == 0 ? key[0] != '@' && addr != NULL &&
+			    util_strcaseeq(key, addr) :
+			    pass == 1 ? key[0] == '@' && dom != NULL &&
+			    util_strcaseeq(key + 1, dom) :
 			    strcmp(key, "default") == 0;
 			if (hit)
-				return &dr->accts[i];
+				found = &dr->accts[i];
 		}
-	return NULL;
+	free(addr);
+	free(dom);
+	return found;
 }
 
 enum deliver_result

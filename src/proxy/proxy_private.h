@@ -211,6 +211,8 @@ struct proxy_session {
 	char			*arg;		/* owned copy of rq->arg */
 	const struct proxy_upstream *target;	/* chosen for it */
 	struct table_req	*lookup;
+	unsigned		 spelling;	/* proxy-rcpt: the domain's
+						   next one to look up */
 	/* content */
 	struct deliver_canon	 canon;
 	bool			 want_drain;	/* the client waits for room */

@@ -1,9 +1,9 @@
 /*
  * proxy/route.c: which upstream a request goes to: the one the first
- * recipient's domain names (proxy-rcpt), the one the client's TLS name
- * names (proxy-sni), or the listener's.  Tables answer on the loop; a
- * name no upstream has, or a table that does not answer, is a temporary
- * failure.
+ * recipient's domain names, in any of its spellings (proxy-rcpt), the one
+ * the client's TLS name names (proxy-sni), or the listener's.  Tables
+ * answer on the loop; a name no upstream has, or a table that does not
+ * answer, is a temporary failure.
  */
 #include "proxy/proxy_private.h"
 
@@ -62,11 +62,44 @@ static void
 ps_lookup_cb(void *arg, int rc, const struct table_values *vals)
 {
 	struct proxy_session *ps = arg;
+	bool by_sni = ps->cmd != PROXY_CMD_RCPT || ps->info.by_rcpt == NULL;
 
 	ps->lookup = NULL;
-	if (ps_route_answer(ps, ps->cmd != PROXY_CMD_RCPT ||
-	    ps->info.by_rcpt == NULL, rc, vals))
+	/* Missing in this spelling: ps_route asks for the next one. */
+	if ((!by_sni && rc == TABLE_MISSING) ||
+	    ps_route_answer(ps, by_sni, rc, vals))
 		ps_advance(ps);
+}
+
+/*
+ * proxy-rcpt: the recipient's domain dom looked up as the client wrote it,
+ * then, while missing, in its other spellings (util_idna_spellings: the
+ * lower-case U-label, the A-label), so a key names the domain either way,
+ * as a match rule's does.  ps->spelling is the next one to ask for: the
+ * answer of a pending lookup calls ps_route again, which goes on there.
+ */
+static bool
+ps_route_rcpt(struct proxy_session *ps, const char *dom)
+{
+	struct table_values vals = { 0 };
+	char *sp[2];
+	size_t n = util_idna_spellings(dom, sp);
+	int rc = TABLE_MISSING;
+
+	while (rc == TABLE_MISSING && ps->spelling <= n) {
+		const char *key = ps->spelling == 0 ? dom :
+		    sp[ps->spelling - 1];
+		ps->spelling++;
+		rc = table_lookup_start(ps->info.by_rcpt, ps->info.tables, key,
+		    ps_lookup_cb, ps, &vals, &ps->lookup);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(sp[i]);
+	if (rc == TABLE_PENDING)
+		return false;
+	bool ok = ps_route_answer(ps, false, rc, &vals);
+	table_values_clear(&vals);
+	return ok;
 }
 
 bool
@@ -85,10 +118,8 @@ ps_route(struct proxy_session *ps)
 	if (ps->cmd == PROXY_CMD_RCPT && ps->info.by_rcpt != NULL) {
 		const char *at = ps->arg != NULL ? strrchr(ps->arg, '@') :
 		    NULL;
-		if (at != NULL && at[1] != '\0') {
-			t = ps->info.by_rcpt;
-			key = at + 1;
-		}
+		if (at != NULL && at[1] != '\0')
+			return ps_route_rcpt(ps, at + 1);
 	} else if (ps->info.by_sni != NULL && ps->client_sni != NULL &&
 	    ps->client_sni[0] != '\0') {
 		if (ps->sni_up != NULL) {

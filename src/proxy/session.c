@@ -75,6 +75,7 @@ ps_clear_request(struct proxy_session *ps)
 	ps->active = false;
 	ps->target = NULL;
 	table_lookup_cancel(&ps->lookup);
+	ps->spelling = 0;
 	OPENSSL_cleanse(ps->line.data, ps->line.len);	/* may hold AUTH */
 	util_buf_reset(&ps->line);
 	free(ps->arg);

@@ -39,11 +39,11 @@ class Upstream:
     as received, dot-unstuffed, CRLF) and tls (STARTTLS done); sni: the
     TLS names asked for (tls=(CERT, KEY); implicit_tls: from the first
     byte instead of STARTTLS); rset_pause: seconds it takes to answer
-    RSET."""
+    RSET; smtputf8: it offers SMTPUTF8."""
 
     def __init__(self, name="up.example", tls=None, require_starttls=False,
             extra_ehlo=(), users=None, proxy_protocol=False, refuse=(),
-            implicit_tls=False, rset_pause=0.0):
+            implicit_tls=False, rset_pause=0.0, smtputf8=False):
         self.name = name
         self.rset_pause = rset_pause
         self.events = []
@@ -68,6 +68,8 @@ class Upstream:
             kw.update(authenticator=self._auth, auth_require_tls=False)
         if proxy_protocol:
             kw.update(proxy_protocol_timeout=5)
+        if smtputf8:
+            kw.update(enable_SMTPUTF8=True)
         self.ctl = Controller(self, **kw)
         self.ctl.start()
 

@@ -112,14 +112,17 @@ def test_a_utf8_key_holds_whatever_case_the_address_has(make_postern,
 
 def test_a_domain_that_is_not_valid_idna_is_a_config_error(tmp_path):
     """A bad A-label (no Punycode behind "xn--") or a character IDNA2008
-    disallows is refused with its line, in a rule and in sender-auth."""
+    disallows is refused with its line, in a rule, in sender-auth and in
+    a relay-by-sender key."""
     path = str(tmp_path / "bad.conf")
     with open(path, "w") as f:
         f.write("hostname test.example\n"			# 1
             "action local discard\n"				# 2
             "match to domain xn--zz.example action local\n"	# 3
             'match from "a@\u2764.example" action local\n'	# 4
-            "sender-auth %s xn--zz.test\n" % BUECHER_U)		# 5
+            "sender-auth %s xn--zz.test\n" % BUECHER_U +	# 5
+            'account isp relay "smtp://127.0.0.1:2"\n'		# 6
+            "action out relay-by-sender { @xn--zz.example: isp }\n")  # 7
     r = run_cli("check", "-c", path, cwd=str(tmp_path))
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
@@ -132,4 +135,6 @@ def test_a_domain_that_is_not_valid_idna_is_a_config_error(tmp_path):
     assert [l for l in out.splitlines() if l.startswith(path + ":4: match: "
         "from ") and "is not a valid internationalized domain name (string "
         "contains a disallowed character)" in l], out
-    assert out.count("internationalized") == 3, out
+    assert '%s:7: relay-by-sender: the domain "xn--zz.example" is not a ' \
+        "valid internationalized domain name" % path in out, out
+    assert out.count("internationalized") == 4, out

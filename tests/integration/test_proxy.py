@@ -366,6 +366,44 @@ def test_route_by_recipient_domain(make_postern, upstreams, tmp_path):
     assert ("RCPT", "y@two.example") not in one.events
 
 
+@pytest.mark.parametrize("kind", ["file", "pgsql"])
+def test_route_by_recipient_domain_in_any_spelling(make_postern, upstreams,
+        tmp_path, request, kind):
+    """proxy-rcpt takes a domain as a match rule does: a key with UTF-8
+    labels (b\u00fccher.example) holds for the recipient's A-label and for
+    its U-label in capitals, a key written as an A-label for the U-label;
+    a table that answers later (pgsql) is asked in each spelling too."""
+    one, two, dflt = (upstreams(name=n, smtputf8=True) for n in
+        ("one.up", "two.up", "default.up"))
+    rows = [("b\u00fccher.example", "one"), ("xn--caf-dma.example", "two")]
+    if kind == "file":
+        (tmp_path / "by-domain").write_text("".join("%s %s\n" % r
+            for r in rows))
+        table = "table by-domain file:%s" % (tmp_path / "by-domain")
+    else:
+        pg = request.getfixturevalue("pg")
+        pg.sql("CREATE TABLE routes (domain text PRIMARY KEY, up text);" +
+            "".join("INSERT INTO routes VALUES ('%s', '%s');" % r
+            for r in rows))
+        table = ('table by-domain pgsql:"%s" query "SELECT up FROM routes '
+            'WHERE domain = $1"' % pg.conninfo())
+    front = make_postern(config=proxy_config("proxy dflt proxy-rcpt "
+        "<by-domain>", before=[
+            "upstream one smtp://127.0.0.1:%d" % one.port,
+            "upstream two smtp://127.0.0.1:%d" % two.port,
+            "upstream dflt smtp://127.0.0.1:%d" % dflt.port, table]))
+    to = ["a@xn--bcher-kva.example", "b@B\u00dcCHER.example",
+        "c@XN--BCHER-KVA.Example", "d@caf\u00e9.example",
+        "e@CAF\u00c9.example", "f@elsewhere.example"]
+    with front.session() as c:
+        c.hello()
+        for rcpt in to:
+            send_message(c, "s@example.org", [rcpt], BODY, " SMTPUTF8")
+    assert [m["to"] for m in one.messages] == [[r] for r in to[:3]]
+    assert [m["to"] for m in two.messages] == [[r] for r in to[3:5]]
+    assert [m["to"] for m in dflt.messages] == [[to[5]]]
+
+
 def by_domain_front(make_postern, upstreams, tmp_path, table, after=()):
     """A proxy-rcpt front: upstreams "one" and "two" (returned with it), the
     by-domain table holding TABLE, AFTER lines behind the listen line."""

@@ -994,6 +994,36 @@ def test_per_sender_accounts_and_header_rewriting(make_postern, upstreams):
     assert ch["reply-to"] == ["old@example.org"]
 
 
+def test_per_sender_keys_take_a_domain_in_any_spelling(make_postern,
+        upstreams):
+    """relay-by-sender compares domains as a match rule does: an @domain
+    key with UTF-8 labels holds for the sender's A-label and for its
+    U-label in capitals, an address key written with the A-label for the
+    U-label; another local part of that domain goes to the default."""
+    work, other = upstreams("--smtputf8"), upstreams("--smtputf8")
+    srv = make_postern(extra=FAST + (
+        'account work relay "smtp://127.0.0.1:%d"' % work.port,
+        'account other relay "smtp://127.0.0.1:%d"' % other.port,
+        "action out relay-by-sender { @b\u00fccher.example: work, "
+        "alice@xn--caf-dma.example: work, default: other }"),
+        rules=(LOCAL_RULE, "match from local action out"))
+    senders = ["x@xn--bcher-kva.example", "y@B\u00dcCHER.example",
+        "alice@caf\u00e9.example", "bob@caf\u00e9.example"]
+    with srv.session() as c:
+        c.hello()
+        for sender in senders:
+            send_message(c, sender, ["bob@remote.test"], "Subject: by "
+                "sender\r\n\r\nhello upstream\r\n", " SMTPUTF8")
+    settle(srv, lambda: len(work.messages()) + len(other.messages()), 4,
+        "relay-by-sender")
+    # (The parser folds the domain's ASCII case only.)
+    assert sorted(e["from"] for e, _m in work.messages()) == [
+        "alice@caf\u00e9.example", "x@xn--bcher-kva.example",
+        "y@b\u00dccher.example"], srv.log()[-2000:]
+    assert [e["from"] for e, _m in other.messages()] == [
+        "bob@caf\u00e9.example"]
+
+
 def test_rewrite_replaces_fields_in_the_obsolete_form(make_postern,
         upstreams):
     """A field written "Name :" (blanks before the colon, RFC 5322 4.5.3)
