@@ -40,6 +40,7 @@ struct http_xfer {
 	void			*arg;
 	int			 stop_fd;	/* borrowed: readable, cancel
 						   it; or -1 */
+	const atomic_bool	*cancel;	/* borrowed: true, cancel it */
 	struct http_xfer	*next, *prev;	/* pending or active list */
 };
 
@@ -216,6 +217,7 @@ http_xfer_new(struct http_client *c, const struct http_request *r,
 	x->cb = cb;
 	x->arg = arg;
 	x->stop_fd = -1;
+	x->cancel = r->cancel;
 	x->response_max = r->response_max != 0 ? r->response_max :
 	    HTTP_RESPONSE_MAX_DEFAULT;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -460,7 +462,10 @@ http_fd_readable(int fd)
 	return (pfd.revents & POLLIN) != 0;
 }
 
-/* End the transfers whose waiter was stopped (its stop_fd readable). */
+/*
+ * End the transfers whose waiter was stopped (its stop_fd readable) or
+ * that were cancelled (http_cancel), a connection of theirs closed.
+ */
 static void
 http_cancel_stopped(struct http_client *c)
 {
@@ -471,6 +476,8 @@ http_cancel_stopped(struct http_client *c)
 		if (x->stop_fd != -1 && http_fd_readable(x->stop_fd))
 			http_finish(c, x, CURLE_OK,
 			    "cancelled: postern is stopping");
+		else if (x->cancel != NULL && atomic_load(x->cancel))
+			http_finish(c, x, CURLE_OK, "cancelled");
 	}
 }
 
@@ -502,9 +509,10 @@ http_thread(void *arg)
 	int running;
 
 	while (http_take_pending(c)) {
+		/* First: a request cancelled as it came never goes out. */
+		http_cancel_stopped(c);
 		curl_multi_perform(c->multi, &running);
 		http_reap(c);
-		http_cancel_stopped(c);
 		http_poll(c);
 	}
 	while (c->active != NULL)
@@ -570,6 +578,13 @@ http_submit_until(struct http_client *c, const struct http_request *r,
 	pthread_mutex_lock(&c->mu);
 	http_xfer_push(&c->pending, x);
 	pthread_mutex_unlock(&c->mu);
+	curl_multi_wakeup(c->multi);
+}
+
+void
+http_cancel(struct http_client *c, atomic_bool *flag)
+{
+	atomic_store(flag, true);
 	curl_multi_wakeup(c->multi);
 }
 

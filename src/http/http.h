@@ -9,6 +9,7 @@
 #ifndef POSTERN_HTTP_H
 #define POSTERN_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,9 @@ struct http_request {
 	uint64_t	 timeout_ms;	/* the whole exchange; 0: 30 s */
 	uint64_t	 connect_timeout_ms;	/* 0: 10 s */
 	size_t		 response_max;	/* response body kept; 0: 64 KiB */
+	const atomic_bool *cancel;	/* borrowed until the request is done;
+					   once true (http_cancel) it is
+					   cancelled; NULL: never */
 };
 
 enum http_err {
@@ -107,6 +111,13 @@ void	http_submit(struct http_client *c, const struct http_request *r,
  */
 void	http_submit_until(struct http_client *c, const struct http_request *r,
 	    int stop_fd, http_done_cb *cb, void *arg);
+/*
+ * Cancel the requests of c submitted with r->cancel == flag: *flag becomes
+ * true, and each ends with HTTP_ERR_OTHER and no status at once, its
+ * connection closed.  Thread-safe; never blocks.  c must still be alive;
+ * a request already ended is left as it was.
+ */
+void	http_cancel(struct http_client *c, atomic_bool *flag);
 /* Submit r and wait for the result (worker threads, never a loop). */
 void	http_perform(struct http_client *c, const struct http_request *r,
 	    struct http_result *out);

@@ -2,7 +2,7 @@
  * Unit tests of http/: requests as a real server (server.py, Python's
  * http.server) records them, statuses and Retry-After, timeouts, refused
  * connections, response bounds, TLS verification, many requests at once,
- * shutdown with requests in flight; bodies with CRLF line ends read at
+ * shutdown with requests in flight, a request cancelled; bodies with CRLF line ends read at
  * every chunk size, and their HMAC-SHA256 signature.
  */
 #include "http/http.h"
@@ -372,6 +372,60 @@ test_shutdown_in_flight(void **state)
 	srv_stop(&s);
 }
 
+/*
+ * A request cancelled through its flag (http_cancel): one whose flag was
+ * set before it went out never reaches the server; one the server holds
+ * ends at once, well before the client's one-second wake-up.
+ */
+static void
+test_cancel(void **state)
+{
+	static const struct {
+		const char	*label;
+		bool		 before;	/* cancelled before it went out */
+	} cases[] = {
+		{ "before it went out", true },
+		{ "in flight", false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct counter c = { PTHREAD_MUTEX_INITIALIZER,
+		    PTHREAD_COND_INITIALIZER, 0, 0, "" };
+		atomic_bool flag = cases[i].before;
+		struct srv s;
+		char url[96];
+		size_t seen = 0;
+		uint64_t t0;
+		json_t *recs;
+
+		srv_start(&s, "server.py", NULL, NULL);
+		snprintf(url, sizeof(url), "%s/slow/5000", s.base);
+		http_submit(client, &(struct http_request){ .url = url,
+		    .cancel = &flag }, count_cb, &c);
+		/* Wait until the server has the request (or surely would). */
+		for (int n = 0; n < 50 && seen == 0; n++) {
+			usleep(10000);
+			recs = srv_records(&s);
+			seen = json_array_size(recs);
+			json_decref(recs);
+		}
+		if (seen != (cases[i].before ? 0 : 1))
+			fail_msg("case \"%s\": the server saw %zu requests",
+			    cases[i].label, seen);
+		t0 = util_now_ms();
+		http_cancel(client, &flag);
+		count_wait(&c, 1);
+		if (!cases[i].before && util_now_ms() - t0 >= 500)
+			fail_msg("case \"%s\": ended after %ju ms",
+			    cases[i].label, (uintmax_t)(util_now_ms() - t0));
+		if (strcmp(c.last, "err 6 status 0: cancelled") != 0)
+			fail_msg("case \"%s\": got \"%s\", want a "
+			    "cancellation", cases[i].label, c.last);
+		srv_stop(&s);
+	}
+}
+
 /* ---- bodies ---- */
 
 static void
@@ -480,6 +534,7 @@ main(void)
 		cmocka_unit_test_teardown(test_tls, srv_cleanup),
 		cmocka_unit_test_teardown(test_many_at_once, srv_cleanup),
 		cmocka_unit_test_teardown(test_shutdown_in_flight, srv_cleanup),
+		cmocka_unit_test_teardown(test_cancel, srv_cleanup),
 		cmocka_unit_test_teardown(test_reader_every_chunk_size, srv_cleanup),
 		cmocka_unit_test_teardown(test_signature, srv_cleanup),
 	};
