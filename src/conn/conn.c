@@ -34,6 +34,7 @@
 #define CONN_OUT_HIGH	(256 * 1024)	/* unsent replies that pause parsing */
 #define CONN_OUT_BATCH	(16 * 1024)	/* replies gathered before a write */
 #define CONN_LAST_FLUSH_MS 2000		/* a closing session's last reply */
+#define CONN_CLIENT_LEFT "the client left before its reply"
 
 /*
  * Count a refusal by the stage of the dialogue it answers: the verb of
@@ -546,7 +547,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
  * close) before it reads their replies: each is still answered, a message
  * it ended still gets its 250 (RFC 5321 4.1.1.10: no close before QUIT's
  * reply).  Then, or at once when nothing is left, the session closes; a
- * message cut short in DATA is lost as ever.
+ * message cut short in DATA is lost as ever.  A client that closes with
+ * nothing sent after its message, not even QUIT, has left before the
+ * reply (RFC 5321 4.1.1.10: the server MUST cancel the pending
+ * transaction): what still waits for a web service in sync mode is
+ * cancelled, not answered for.
  */
 void
 conn_eof(struct conn *c)
@@ -557,6 +562,9 @@ conn_eof(struct conn *c)
 		return;
 	}
 	c->rd_eof = true;
+	if (c->tx != NULL &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		conn_tx_client_left(c->tx, CONN_CLIENT_LEFT);
 	conn_read_disable(c);
 	conn_check_close(c);
 }
@@ -594,6 +602,8 @@ void
 conn_lost(struct conn *c)
 {
 	conn_log_tls_error(c);
+	if (c->tx != NULL)
+		conn_tx_client_left(c->tx, CONN_CLIENT_LEFT);
 	if (smtp_session_in_data(c->smtp))
 		log_event(LOG_LVL_INFO, "lost", c->sid, NULL,
 		    "why=\"connection closed in DATA\"");

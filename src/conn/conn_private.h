@@ -90,6 +90,13 @@ void	conn_tx_commit(struct conn_tx *tx);
  */
 void	conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms);
 /*
+ * The client will not read DATA's reply (why: static, for the log): a
+ * sync request under way or still to come is cancelled at once, its
+ * outcome 4.4.1 why (unless the service had said 2xx).  The first why
+ * stands.  Call it while the connection still holds its configuration.
+ */
+void	conn_tx_client_left(struct conn_tx *tx, const char *why);
+/*
  * Before conn_tx_commit(): the old_len content bytes at offset become
  * head (taken over; a filter's header edits), applied by the commit.
  */
@@ -101,7 +108,10 @@ void	conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
  * "<qid><suffix>.eml" (suffix static) when the connection lets go.
  */
 void	conn_tx_keep_uncommitted(struct conn_tx *tx, const char *suffix);
-/* The connection lets go: uncommitted content is removed off the loop. */
+/*
+ * The connection lets go: uncommitted content is removed off the loop,
+ * and a sync request under way is cancelled (conn_tx_client_left).
+ */
 void	conn_tx_release(struct conn_tx **txp);
 
 /* chainstate.c */

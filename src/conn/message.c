@@ -85,16 +85,8 @@ conn_tx_synced_cb(void *arg, const struct deliver_rcpt_status *st)
 	struct conn *c = arg;
 	struct spool_env *env = conn_tx_env(c->tx);
 	struct smtp_reply r = { 0 };
-	char safe[300], why[sizeof(st->text) * 4];
 
-	/* The status text is the service's answer as it wrote it. */
-	log_event(st->result == DELIVER_OK ? LOG_LVL_INFO : LOG_LVL_WARN,
-	    "sync-webhook", c->sid, env->qid, "rcpt=<%s> result=%s why=\"%s\"",
-	    log_safe_word_into(safe, sizeof(safe), env->rcpts[0].addr,
-	    strlen(env->rcpts[0].addr)), st->result == DELIVER_OK ?
-	    "delivered" : st->result == DELIVER_PERMFAIL ? "refused" :
-	    "deferred", log_safe_into(why, sizeof(why), st->text,
-	    strlen(st->text)));
+	/* Logged by tx.c, which hears of it even when the client left. */
 	if (st->result == DELIVER_OK) {
 		c->nmsgs++;
 		if (c->cs != NULL)

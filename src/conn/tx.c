@@ -7,6 +7,7 @@
 #include "conn/conn_private.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,9 @@ struct conn_tx {
 	struct deliver_origin	 sync_origin;
 	struct deliver_rcpt_status sync_st;	/* the outcome */
 	bool			 sync_pending;	/* after the running write */
+	atomic_bool		 sync_cancel;	/* the request's: cancel it */
+	const char		*sync_left;	/* static: why the client will not
+						   hear the outcome; NULL */
 };
 
 static void	conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg);
@@ -403,10 +407,11 @@ conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
 	    env->client_ip, .helo = env->helo, .tls = env->tls,
 	    .auth_user = env->auth_user,
 	    .rcpts = (const char *const *)&env->rcpts[0].addr, .nrcpts = 1 };
-	/* Cancelled once a stop's grace is over, as queue deliveries are. */
+	/* Cancelled once a stop's grace is over, as queue deliveries are,
+	   and once the client left (conn_tx_client_left). */
 	struct deliver_sync_waiter wt = { .timeout_ms = tx->sync_ms,
-	    .stop_fd = tx->ctx->stop_fd, .done_cb = conn_tx_synced,
-	    .arg = tx };
+	    .stop_fd = tx->ctx->stop_fd, .cancel = &tx->sync_cancel,
+	    .done_cb = conn_tx_synced, .arg = tx };
 
 	return deliver_webhook_sync(tx->sync_runtime, &m, env->rcpts[0].addr,
 	    &wt, err_out);
@@ -580,6 +585,35 @@ conn_tx_committed(struct conn_tx *tx, int rc)
 		tx->ops->committed_cb(tx->arg, rc, tx->err);
 }
 
+/*
+ * The sync request's outcome, logged once, heard or not.  When the client
+ * left before its reply, anything but a 2xx that came first is the
+ * cancellation: the service's answer no longer decides anything.
+ */
+static void
+conn_tx_sync_settle(struct conn_tx *tx)
+{
+	struct deliver_rcpt_status *st = &tx->sync_st;
+	const struct spool_env *env = &tx->env;
+	const char *result = st->result == DELIVER_OK ? "delivered" :
+	    st->result == DELIVER_PERMFAIL ? "refused" : "deferred";
+	char safe[300], why[sizeof(st->text) * 4];
+
+	if (tx->sync_left != NULL && st->result != DELIVER_OK) {
+		util_strjoin(st->text, sizeof(st->text), "4.4.1 ",
+		    tx->sync_left, NULL);
+		st->result = DELIVER_TEMPFAIL;
+		result = "cancelled";
+	}
+	/* The status text is the service's answer as it wrote it, or ours. */
+	log_event(st->result == DELIVER_OK || tx->sync_left != NULL ?
+	    LOG_LVL_INFO : LOG_LVL_WARN, "sync-webhook", env->sid, env->qid,
+	    "rcpt=<%s> result=%s why=\"%s\"", log_safe_word_into(safe,
+	    sizeof(safe), env->rcpts[0].addr, strlen(env->rcpts[0].addr)),
+	    result, log_safe_into(why, sizeof(why), st->text,
+	    strlen(st->text)));
+}
+
 static void
 conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -603,6 +637,7 @@ conn_tx_job_done_cb(evutil_socket_t fd, short what, void *arg)
 			    "4.3.0 %s", tx->err);
 			tx->sync_st.result = DELIVER_TEMPFAIL;
 		}
+		conn_tx_sync_settle(tx);
 		if (tx->arg == NULL)
 			conn_tx_dispose(tx);
 		else
@@ -744,6 +779,19 @@ conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms)
 }
 
 void
+conn_tx_client_left(struct conn_tx *tx, const char *why)
+{
+	if (tx->sync_left != NULL)
+		return;		/* the first reason stands */
+	tx->sync_left = why;
+	if (tx->sync_runtime != NULL)
+		deliver_webhook_sync_cancel(tx->sync_runtime,
+		    &tx->sync_cancel);
+	else	/* a request to come is cancelled as it starts */
+		atomic_store(&tx->sync_cancel, true);
+}
+
+void
 conn_tx_set_head(struct conn_tx *tx, size_t offset, size_t old_len,
     struct util_buf *head)
 {
@@ -772,6 +820,8 @@ conn_tx_release(struct conn_tx **txp)
 		return;
 	*txp = NULL;
 	tx->arg = NULL;
+	if (tx->job == TXJ_SYNC)
+		conn_tx_client_left(tx, "the session ended before its reply");
 	if (tx->job == TXJ_NONE)
 		conn_tx_dispose(tx);
 	/* else: the job's completion disposes of it */

@@ -7,6 +7,7 @@
 #ifndef POSTERN_DELIVER_H
 #define POSTERN_DELIVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -251,6 +252,9 @@ struct deliver_sync_waiter {
 	uint64_t	 timeout_ms;
 	int		 stop_fd;	/* borrowed: once readable the request
 					   is cancelled; -1: none */
+	atomic_bool	*cancel;	/* borrowed until done_cb: once true
+					   (deliver_webhook_sync_cancel) the
+					   request is cancelled */
 	void		(*done_cb)(void *arg,
 			    const struct deliver_rcpt_status *st);
 	void		*arg;
@@ -268,6 +272,14 @@ struct deliver_sync_waiter {
 int	deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
 	    const char *rcpt, const struct deliver_sync_waiter *w,
 	    const char **err_out);
+/*
+ * The waiter will not read the outcome: the request started with
+ * w->cancel == cancel through runtime (still held by the caller) is
+ * cancelled at once, its connection to the service closed; done_cb runs
+ * as ever (cancelled: 4.4.1).  Called before the request went out, it
+ * never goes; after it ended, it changes nothing.  Thread-safe.
+ */
+void	deliver_webhook_sync_cancel(void *runtime, atomic_bool *cancel);
 
 /* ==== Agents: mailboxes that answer (agent.c, memo.c) ==== */
 

@@ -372,9 +372,18 @@ deliver_webhook_sync(void *runtime, const struct deliver_msg *m,
 	if (s->w.req.connect_timeout_ms == 0 ||
 	    s->w.req.connect_timeout_ms > wt->timeout_ms)
 		s->w.req.connect_timeout_ms = wt->timeout_ms;
+	s->w.req.cancel = wt->cancel;
 	s->done_cb = wt->done_cb;
 	s->arg = wt->arg;
 	http_submit_until(deliver_hook_client(k), &s->w.req, wt->stop_fd,
 	    webhook_sync_done, s);
 	return 0;
+}
+
+void
+deliver_webhook_sync_cancel(void *runtime, atomic_bool *cancel)
+{
+	struct deliver_hook *k = runtime;
+
+	http_cancel(deliver_hook_client(k), cancel);
 }

@@ -2,11 +2,14 @@
 A web service for the tests: Python's http.server on a free loopback
 port, in a thread of the test process.  It records every request (method,
 path, headers, body) and answers from a script the test sets: a list of
-(status, body, headers, delay) taken in order, then the default.  It can
-be stopped and started again on the same port (the service is "down").
+(status, body, headers, delay) taken in order, then the default.  An
+answer may also be held until the client closes the connection (noted in
+Api.closed), within a bound.  It can be stopped and started again on the
+same port (the service is "down").
 """
 
 import json
+import select
 import socket
 import threading
 import time
@@ -33,11 +36,12 @@ class Request:
 
 class Answer:
     def __init__(self, status=200, body=b"ok", headers=(), delay=0.0,
-                 ctype="text/plain"):
+                 ctype="text/plain", hold=0.0):
         self.status = status
         self.body = body if isinstance(body, bytes) else body.encode()
         self.headers = list(headers)
         self.delay = delay
+        self.hold = hold		# seconds to wait for the client to close
         self.ctype = ctype
 
 
@@ -54,6 +58,7 @@ class Api:
     def __init__(self):
         self.port = free_port()
         self.requests = []
+        self.closed = []		# when a held request's client closed
         self.script = []		# Answers to give next, in order
         self.default = Answer()
         self.lock = threading.Lock()
@@ -85,6 +90,11 @@ class Api:
                 with api.lock:
                     api.requests.append(req)
                 a = api._answer()
+                if a.hold and self.client_closed(a.hold):
+                    with api.lock:
+                        api.closed.append(time.monotonic())
+                    self.close_connection = True
+                    return
                 if a.delay:
                     time.sleep(a.delay)
                 self.send_response(a.status)
@@ -94,6 +104,18 @@ class Api:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(a.body)
+
+            def client_closed(self, hold):
+                """Wait up to hold seconds for the client to close (it
+                sends nothing more after its request): True if it did."""
+                s = self.connection
+                ready, _, _ = select.select([s], [], [], hold)
+                if not ready:
+                    return False
+                try:
+                    return s.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True		# reset
 
             do_POST = do_PUT = handle_any
 

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
 from conftest import (headers_of, log_events, make_config, run_cli,
-    send_message, wait_for)
+    send_message, spool_empty, wait_for)
 from httpd import Answer, Api
 
 FAST = ["queue retry-min 1s", "queue retry-max 2s"]
@@ -571,6 +572,65 @@ def test_sync_alias_with_more_members_is_queued_whole(make_postern, api,
     wait_for(lambda: srv.maildir("ann"), 10, what="ann's copy")
     wait_for(lambda: not srv.spool_files("env"), 10, what="spool empty")
     assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_sync_request_is_cancelled_when_the_client_leaves(make_postern,
+                                                          api, how):
+    """The client sends its message to a sync webhook and goes away before
+    the reply (it closes with nothing after the final dot, or resets the
+    connection): the request is cancelled at once, so the service sees its
+    connection close long before the 60s wait would end; the log says
+    so; nothing is accepted or queued; the next message goes through."""
+    api.script = [Answer(200, "too late", hold=40)]
+    srv = make_postern(config=hook_config(api, "sync 60s timeout 60s"))
+    c = srv.session()
+    sync_start(c, "Subject: left\n\nx\n")
+    api.wait(1)
+    if how == "reset":
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+            struct.pack("ii", 1, 0))
+    t0 = time.monotonic()
+    c.close()
+    wait_for(lambda: api.closed, 10,
+        what="the service's connection closed by postern")
+    assert api.closed[0] - t0 < 5, api.closed[0] - t0
+    wait_for(lambda: log_events(srv, "sync-webhook"), 10,
+        what="the sync-webhook line")
+    [(kv, line)] = log_events(srv, "sync-webhook")
+    assert kv["result"] == "cancelled", line
+    assert kv["rcpt"] == "<bridge@example.org>", line
+    assert kv["why"] == "4.4.1 the client left before its reply", line
+    wait_for(lambda: " disconnect " in srv.log(), 10, what="the session end")
+    wait_for(lambda: spool_empty(srv), 10, what="the spool empty")
+    assert not log_events(srv, "accepted")
+    # The server is as before: the next message gets the service's 250.
+    r = sync_send(srv)
+    assert (r.code, r.esc) == (250, "2.0.0"), r
+    assert len(api.requests) == 2
+    wait_for(lambda: [kv["result"] for kv, _ in log_events(srv,
+        "sync-webhook")] == ["cancelled", "delivered"], 10,
+        what="the second message's sync-webhook line")
+
+
+def test_sync_half_closed_client_with_quit_gets_the_answer(make_postern,
+                                                           api):
+    """A client that sends QUIT after its message and shuts its side down
+    has not gone away: it still gets the service's answer, then 221."""
+    api.default = Answer(200, delay=1.0)
+    srv = make_postern(config=hook_config(api, "sync 10s"))
+    with srv.session() as c:
+        sync_start(c, "Subject: half\n\nx\n")
+        c.send("QUIT")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect(250, "2.0.0", timeout=15)
+        c.expect(221, "2.0.0")
+        c.expect_closed()
+    wait_for(lambda: log_events(srv, "sync-webhook"), 10,
+        what="the sync-webhook line")
+    [(kv, line)] = log_events(srv, "sync-webhook")
+    assert kv["result"] == "delivered", line
+    assert api.closed == []
 
 
 def test_example_chat_bridge(make_postern, api, tmp_path):
