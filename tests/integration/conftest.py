@@ -147,6 +147,14 @@ def wait_for(cond, timeout=5.0, interval=0.02, what=None):
         time.sleep(interval)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each test's outcome on its item, for fixtures' teardown to read."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -661,10 +669,11 @@ def log_events(srv, event):
 
 
 @pytest.fixture
-def make_postern(tmp_path):
+def make_postern(tmp_path, request):
     """Factory: make_postern(extra=[...], rules=[...], config=TEXT, start=True,
     at=FOLDER): at, the server's folder (its spool and Maildirs), instead
-    of one under the test's temporary folder."""
+    of one under the test's temporary folder.  When the test fails, the
+    end of each server's log goes with the report."""
     servers = []
 
     def make(extra=(), rules=None, config=None, start=True, actions=None,
@@ -681,6 +690,11 @@ def make_postern(tmp_path):
         return srv
 
     yield make
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for s in servers:
+            print("----- the log of the server in %s (its end) -----\n%s"
+                % (s.dir, s.log()[-6000:]))
     problems = []
     for s in servers:
         problems += s.teardown()

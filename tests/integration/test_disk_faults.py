@@ -458,14 +458,6 @@ def queued(fs):
     return os.listdir(os.path.join(fs, "spool", "env"))
 
 
-def wait_logged(srv, cond, what):
-    """wait_for cond after a flush; the server's log goes with a failure."""
-    try:
-        wait_for(cond, timeout=15, what=what)
-    except AssertionError as e:
-        raise AssertionError("%s; log:\n%s" % (e, srv.log()[-4000:]))
-
-
 def one_session_for(up, seconds):
     """The upstream sees no session after the first for seconds (a
     bounded watch: a retry would come at once, or after retry-min)."""
@@ -501,7 +493,7 @@ def test_a_delivery_not_recorded_waits_with_the_deferred_one(tmpfs,
     os.unlink(filler)
     del up.rcpt_replies[Y]
     assert queue_cli(srv, "flush").returncode == 0
-    wait_logged(srv, lambda: not queued(fs), "the retry to Y")
+    wait_for(lambda: not queued(fs), timeout=15, what="the retry to Y")
     assert (copies_to(up, X), copies_to(up, Y)) == (1, 1)
 
 
@@ -516,7 +508,7 @@ def test_a_failure_not_recorded_is_tried_again_after_retry_min(tmpfs,
     assert len(log_events(srv, "failed")) == 1
     os.unlink(filler)
     assert queue_cli(srv, "flush").returncode == 0
-    wait_logged(srv, lambda: not queued(fs) and srv.maildir("alice"),
-        "Y bounced")
+    wait_for(lambda: not queued(fs) and srv.maildir("alice"), timeout=15,
+        what="Y bounced")
     assert copies_to(up, X) == 1
     assert Y.encode() in read_bytes(srv.maildir("alice")[0])
