@@ -207,23 +207,39 @@ mime_build_subject(const struct mime_reply *r, const char *own)
 	return s;
 }
 
-/* In-Reply-To and References (RFC 5322 3.6.4) from the original. */
+/*
+ * In-Reply-To and References (RFC 5322 3.6.4) from the original: its
+ * references, then its Message-ID.  Only well-formed ids are written, so
+ * no value here can hold a line end whatever the view was given.
+ */
 static void
 mime_build_thread(GMimeMessage *gm, const struct mime_msg *orig)
 {
 	struct util_buf refs = { 0 };
 	GMimeObject *o = GMIME_OBJECT(gm);
+	const char *id = orig != NULL ? orig->message_id : NULL;
 
-	if (orig == NULL || orig->message_id == NULL)
+	if (orig == NULL)
 		return;
-	char *irt = xasprintf("<%s>", orig->message_id);
+	if (id != NULL && !mime_msgid_ok(id, strlen(id)))
+		id = NULL;
+	for (size_t i = 0; i < orig->nreferences; i++) {
+		const char *ref = orig->references[i];
 
-	g_mime_object_set_header(o, "In-Reply-To", irt, NULL);
-	free(irt);
-	for (size_t i = 0; i < orig->nreferences; i++)
-		util_buf_printf(&refs, "<%s> ", orig->references[i]);
-	util_buf_printf(&refs, "<%s>", orig->message_id);
-	g_mime_object_set_header(o, "References", util_buf_cstr(&refs), NULL);
+		if (mime_msgid_ok(ref, strlen(ref)))
+			util_buf_printf(&refs, "%s<%s>", refs.len > 0 ? " " :
+			    "", ref);
+	}
+	if (id != NULL) {
+		char *irt = xasprintf("<%s>", id);
+
+		g_mime_object_set_header(o, "In-Reply-To", irt, NULL);
+		free(irt);
+		util_buf_printf(&refs, "%s<%s>", refs.len > 0 ? " " : "", id);
+	}
+	if (refs.len > 0)
+		g_mime_object_set_header(o, "References",
+		    util_buf_cstr(&refs), NULL);
 	util_buf_clear(&refs);
 }
 
@@ -254,6 +270,15 @@ mime_build_header(GMimeMessage *gm, const struct mime_reply *r,
 	    NULL);
 }
 
+static bool
+mime_has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < ' ' || *s == 127)
+			return true;
+	return false;
+}
+
 int
 mime_reply_build(const struct mime_reply *r, struct util_buf *out,
     const char **err_out)
@@ -268,6 +293,12 @@ mime_reply_build(const struct mime_reply *r, struct util_buf *out,
 	mime_gmime_init();
 	if (r->from == NULL || r->to == NULL || r->to[0] == '\0') {
 		*err_out = "no sender or recipient";
+		return -1;
+	}
+	/* GMime writes an addr-spec as it is: a line end would end From: or
+	 * To: and start a field of the sender's choosing. */
+	if (mime_has_control(r->from) || mime_has_control(r->to)) {
+		*err_out = "control character in the sender or recipient";
 		return -1;
 	}
 	body = r->mime != NULL ? mime_build_from_mime(r, &own_subject) :

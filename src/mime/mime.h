@@ -75,10 +75,17 @@ struct mime_msg {
 	size_t		 nheaders;
 	unsigned	 nreceived;	/* Received: fields (all counted) */
 	/* Decoded UTF-8 copies of the usual fields; NULL when absent. */
-	char		*subject, *date, *message_id, *in_reply_to;
+	char		*subject, *date;
 	char		*from, *to, *cc, *reply_to;	/* display text */
 	struct mime_addr_list from_list, to_list, cc_list, reply_to_list;
-	char		**references;	/* owned: message ids without <> */
+	/*
+	 * Message ids (owned) without <>, as written: never RFC 2047
+	 * decoded, and only well-formed ones (RFC 5322 3.6.4: printable
+	 * ASCII, no blanks, an "@" inside); NULL or left out otherwise.
+	 * in_reply_to is the field's first id.
+	 */
+	char		*message_id, *in_reply_to;
+	char		**references;	/* owned: the well-formed ones */
 	size_t		 nreferences;
 	char		*content_type;	/* owned: top-level "type/subtype" */
 	struct mime_body text, html;
@@ -230,11 +237,12 @@ struct mime_reply {
 /*
  * Build the reply as a message (LF line ends) appended to out: From, To,
  * Subject (RFC 2047 when needed), Date, Message-ID, In-Reply-To and
- * References from orig, Auto-Submitted (RFC 3834 5), MIME-Version; one
- * text/plain or text/html part, multipart/alternative for both, in
- * multipart/mixed with the attachments; 7-bit transfer encodings
- * throughout.  0, or -1 with *err_out (static text) when nothing usable
- * was given or mime does not parse as a message.
+ * References from orig's well-formed ids (none is written otherwise),
+ * Auto-Submitted (RFC 3834 5), MIME-Version; one text/plain or text/html
+ * part, multipart/alternative for both, in multipart/mixed with the
+ * attachments; 7-bit transfer encodings throughout.  0, or -1 with
+ * *err_out (static text) when nothing usable was given, from or to holds
+ * a control character, or mime does not parse as a message.
  */
 int	mime_reply_build(const struct mime_reply *r, struct util_buf *out,
 	    const char **err_out);

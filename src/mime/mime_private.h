@@ -34,6 +34,13 @@ int64_t	mime_part_read(GMimePart *part, mime_chunk_fn *fn, void *arg);
 const char *mime_to_utf8(const char *in, size_t len, const char *charset,
 	    bool cut, struct util_buf *out);
 
+/*
+ * Is id[0..len), the inside of "<...>", a well-formed msg-id (RFC 5322
+ * 3.6.4, read liberally: printable ASCII, no blanks, "<" or ">", an "@"
+ * with something either side)?  The view holds no other ids.
+ */
+bool	mime_msgid_ok(const char *id, size_t len);
+
 /* The top-level members of mime_msg_json()'s object, NULL-terminated. */
 extern const char *const mime_json_members[];
 

@@ -127,24 +127,123 @@ mime_addr_field(InternetAddressList *il, char **text_out,
 	mime_addrs_add(l, il);
 }
 
-static void
-mime_references(struct mime_msg *m, GMimeParserOptions *po, const char *v)
+/*
+ * RFC 5322 3.6.4: "<" id-left "@" id-right ">", the inside (len bytes)
+ * read liberally: printable ASCII without blanks, "<" or ">", with
+ * something either side of an "@".
+ */
+bool
+mime_msgid_ok(const char *id, size_t len)
 {
-	GMimeReferences *refs;
+	const char *at = memchr(id, '@', len);
 
-	if (v == NULL || (refs = g_mime_references_parse(po, v)) == NULL)
-		return;
-	int n = g_mime_references_length(refs);
+	if (at == NULL || at == id || id[len - 1] == '@')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (id[i] <= ' ' || id[i] >= 127 || id[i] == '<' ||
+		    id[i] == '>')
+			return false;
+	return true;
+}
 
-	m->references = xcalloc((size_t)n + 1, sizeof(*m->references));
-	for (int i = 0; i < n; i++)
-		m->references[m->nreferences++] = xstrdup(
-		    g_mime_references_get_message_id(refs, i));
-	g_mime_references_free(refs);
+/* Past the comment at s[i] == '(' (nested, with quoted pairs). */
+static size_t
+mime_skip_comment(const char *s, size_t i)
+{
+	unsigned depth = 0;
+
+	for (; s[i] != '\0'; i++) {
+		if (s[i] == '\\' && s[i + 1] != '\0')
+			i++;
+		else if (s[i] == '(')
+			depth++;
+		else if (s[i] == ')' && --depth == 0)
+			return i + 1;
+	}
+	return i;
+}
+
+/*
+ * The next msg-id of a field's text as written, from *pos on: a "<...>"
+ * outside comments and quoted strings (an obsolete phrase before it is
+ * passed over).  1: *id_out (malloc'd, without <>) is a well-formed id;
+ * 0: the next one is not (*id_out untouched); -1: there is none.  Never
+ * RFC 2047 decoded: an id is no place for encoded words.
+ */
+static int
+mime_msgid_next(const char *s, size_t *pos, char **id_out)
+{
+	size_t i = *pos, start;
+
+	while (s[i] != '\0' && s[i] != '<') {
+		if (s[i] == '(') {
+			i = mime_skip_comment(s, i);
+			continue;
+		}
+		if (s[i] == '"')
+			while (s[++i] != '\0' && s[i] != '"')
+				if (s[i] == '\\' && s[i + 1] != '\0')
+					i++;
+		if (s[i] != '\0')
+			i++;
+	}
+	if (s[i] == '\0') {
+		*pos = i;
+		return -1;
+	}
+	start = ++i;
+	while (s[i] != '\0' && s[i] != '>' && s[i] != '<')
+		i++;
+	/* A "<" before the ">" starts the next one. */
+	*pos = s[i] == '>' ? i + 1 : i;
+	if (s[i] != '>' || !mime_msgid_ok(s + start, i - start))
+		return 0;
+	*id_out = xstrndup(s + start, i - start);
+	return 1;
+}
+
+/* The first field named name as written (folded, undecoded); or NULL. */
+static const char *
+mime_raw_field(GMimeHeaderList *hl, const char *name)
+{
+	GMimeHeader *h = g_mime_header_list_get_header(hl, name);
+
+	return h != NULL ? g_mime_header_get_raw_value(h) : NULL;
+}
+
+/* The first msg-id of the field name as written, if well-formed; or NULL. */
+static char *
+mime_msgid_field(GMimeHeaderList *hl, const char *name)
+{
+	const char *v = mime_raw_field(hl, name);
+	size_t pos = 0;
+	char *id = NULL;
+
+	if (v != NULL)
+		(void)mime_msgid_next(v, &pos, &id);
+	return id;
+}
+
+/* The well-formed ids of References: as written; the others left out. */
+static void
+mime_references(struct mime_msg *m, GMimeHeaderList *hl)
+{
+	const char *v = mime_raw_field(hl, "References");
+	size_t pos = 0;
+	char *id;
+	int rc;
+
+	while (v != NULL && (rc = mime_msgid_next(v, &pos, &id)) != -1) {
+		if (rc == 0)
+			continue;
+		m->references = xreallocarray(m->references,
+		    m->nreferences + 1, sizeof(*m->references));
+		m->references[m->nreferences++] = id;
+	}
 }
 
 static void
-mime_headers(struct mime_parse *p, GMimeMessage *gm, GMimeParserOptions *po)
+mime_headers(struct mime_parse *p, GMimeMessage *gm)
 {
 	struct mime_msg *m = p->m;
 	GMimeHeaderList *hl = g_mime_object_get_header_list(GMIME_OBJECT(gm));
@@ -167,15 +266,10 @@ mime_headers(struct mime_parse *p, GMimeMessage *gm, GMimeParserOptions *po)
 	}
 	m->subject = mime_dup(g_mime_message_get_subject(gm));
 	m->date = mime_dup(mime_msg_header(m, "Date"));
-	m->message_id = mime_dup(g_mime_message_get_message_id(gm));
-	const char *irt = mime_msg_header(m, "In-Reply-To");
-	if (irt != NULL) {
-		char *id = g_mime_utils_decode_message_id(irt);
-
-		m->in_reply_to = mime_dup(id != NULL ? id : irt);
-		g_free(id);
-	}
-	mime_references(m, po, mime_msg_header(m, "References"));
+	/* Ids from the text as written: the decoded values are no ids. */
+	m->message_id = mime_msgid_field(hl, "Message-ID");
+	m->in_reply_to = mime_msgid_field(hl, "In-Reply-To");
+	mime_references(m, hl);
 	mime_addr_field(g_mime_message_get_from(gm), &m->from, &m->from_list);
 	mime_addr_field(g_mime_message_get_to(gm), &m->to, &m->to_list);
 	mime_addr_field(g_mime_message_get_cc(gm), &m->cc, &m->cc_list);
@@ -490,7 +584,7 @@ mime_parse_stream(GMimeStream *s, const struct mime_limits *lim)
 	} else {
 		GMimeObject *body = g_mime_message_get_mime_part(gm);
 
-		mime_headers(&p, gm, po);
+		mime_headers(&p, gm);
 		p.m->content_type = body != NULL ? mime_type_of(body) :
 		    xstrdup("text/plain");
 		/*

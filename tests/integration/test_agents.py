@@ -91,8 +91,11 @@ def test_example_agent_passthrough_and_canned(make_postern, tmp_path):
     # The pass-through mailbox: subject prefixed, the rest intact.
     ask(srv, "ann@agents.example.org", "help@agents.example.org",
         "From: ann@agents.example.org\nSubject: printer on fire\n"
-        "X-Ticket: 42\n\nplease help\n")
+        "X-Ticket: 42\nMessage-ID: " + MALFORMED + "\n\nplease help\n")
     desk = one_mail(srv, "help")
+    # Header fields as written: an id is copied, never decoded.
+    with open(srv.maildir("help")[0], "rb") as f:
+        assert ("\nMessage-ID: %s\n" % MALFORMED).encode() in f.read()
     assert desk["Subject"] == "[help@] printer on fire"
     assert desk["X-Ticket"] == "42"
     assert desk["Return-Path"] == "<ann@agents.example.org>"
@@ -252,6 +255,80 @@ def test_sender_with_blanks_forges_no_field(make_postern, tmp_path):
     assert line["msg"] == "not-answered", line
     assert line["sender"] == (r"<\x22x\x20level=error\x20event=forged\x22"
         "@agents.example.org>"), line
+
+
+# A Message-ID as written, and one that RFC 2047 decoding would turn into
+# header fields of the reply; then a References entry doing the same.
+WELL_FORMED = ("<=?utf-8?q?x=0AX-Injected:_yes=0A=0AYou_won!_"
+    "http://evil.test/?=@agents.example.org>")
+MALFORMED = ("<=?utf-8?q?x=0AX-Injected:_yes?= "
+    "=?utf-8?q?=0A=0AYou_won!_http://evil.test/?=@agents.example.org>")
+REPLY_FIELDS = {"Return-Path", "Received", "Date", "From", "To", "Subject",
+    "Message-Id", "In-Reply-To", "References", "Auto-Submitted",
+    "MIME-Version", "Content-Type"}
+
+
+def reply_header(srv, user):
+    """The reply's header fields as (name, unfolded value), checked to be
+    one block: only the fields a reply has, its body the agent's text."""
+    [path] = wait_for(lambda: srv.maildir(user), 20,
+        what="the reply to %s" % user)
+    with open(path, "rb") as f:
+        raw = f.read()
+    head, _, body = raw.partition(b"\n\n")
+    assert body == b"Sunny.\n", raw
+    fields = []
+    for line in head.decode("ascii").split("\n"):
+        if line[:1] in (" ", "\t"):
+            name, value = fields[-1]
+            fields[-1] = (name, value + line)
+        else:
+            name, _, value = line.partition(":")
+            fields.append((name, value.strip()))
+    assert {n for n, _ in fields} <= REPLY_FIELDS, raw
+    assert ("Auto-Submitted", "auto-replied") in fields, raw
+    return dict(fields)
+
+
+def test_message_ids_are_never_decoded_into_the_reply(make_postern,
+        tmp_path):
+    """RFC 5322 3.6.4: a msg-id is no place for RFC 2047 encoded words.
+    Ids are taken as written; one that is not <left@right> in printable
+    ASCII is left out of In-Reply-To and References (and is null in the
+    document), so no sender can add header fields to the reply or end its
+    header early; the reply still goes."""
+    api = Api().start()
+    try:
+        api.default = Answer(200, b"Sunny.\n")
+        srv = make_postern(config=agent_config(tmp_path,
+            'action weather reply webhook "%s"' % api.url("/agent")))
+        good = QUESTION.replace("<q1@agents.example.org>", WELL_FORMED)
+        bad = QUESTION.replace("<q1@agents.example.org>", MALFORMED)
+        refs = QUESTION.replace("Message-ID:", "References: "
+            "<q0@agents.example.org> " + MALFORMED + "\nMessage-ID:")
+        for user, body in (("ann", good), ("bob", bad), ("cy", refs)):
+            ask(srv, user + "@agents.example.org",
+                "nyc-weather@agents.example.org", body)
+
+        ann = reply_header(srv, "ann")
+        assert ann["In-Reply-To"] == WELL_FORMED
+        assert ann["References"] == WELL_FORMED
+        bob = reply_header(srv, "bob")
+        assert "In-Reply-To" not in bob and "References" not in bob, bob
+        cy = reply_header(srv, "cy")
+        assert cy["In-Reply-To"] == "<q1@agents.example.org>"
+        assert cy["References"] == ("<q0@agents.example.org> "
+            "<q1@agents.example.org>")
+
+        docs = {r.json()["envelope"]["sender"]: r.json()
+            for r in api.wait(3)}
+        assert docs["ann@agents.example.org"]["message_id"] == \
+            WELL_FORMED[1:-1]
+        assert docs["bob@agents.example.org"]["message_id"] is None
+        assert docs["cy@agents.example.org"]["references"] == [
+            "q0@agents.example.org"]
+    finally:
+        api.stop()
 
 
 def test_one_reply_per_period_across_a_restart(make_postern, tmp_path):

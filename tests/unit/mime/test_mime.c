@@ -62,6 +62,68 @@ test_headers_decoded(void **state)
 	assert_null(m);
 }
 
+static bool
+str_eq(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* RFC 5322 3.6.4: ids as written, never decoded; malformed ones left out. */
+static void
+test_message_ids(void **state)
+{
+	static const struct {
+		const char	*label, *header;
+		const char	*id, *irt;	/* NULL: none */
+		const char	*refs;		/* joined by " " */
+	} cases[] = {
+		{ "plain", "Message-ID: <a@x>\nIn-Reply-To: <b@x>\n"
+		  "References: <c@x> <b@x>\n", "a@x", "b@x", "c@x b@x" },
+		{ "encoded word kept as written",
+		  "Message-ID: <=?utf-8?q?x=0AX-I:_y?=@x>\n",
+		  "=?utf-8?q?x=0AX-I:_y?=@x", NULL, "" },
+		{ "blank inside",
+		  "Message-ID: <=?utf-8?q?x=0A?= =?utf-8?q?y?=@x>\n"
+		  "In-Reply-To: <a b@x>\n", NULL, NULL, "" },
+		{ "no @", "Message-ID: <abc>\nIn-Reply-To: <@x>\n"
+		  "References: <x@>\n", NULL, NULL, "" },
+		{ "8-bit", "Message-ID: <\xc3\xa9@x>\n", NULL, NULL, "" },
+		{ "unclosed", "Message-ID: <a@x\nReferences: <b@x> <c@x\n",
+		  NULL, NULL, "b@x" },
+		{ "comments, folding, phrase",
+		  "Message-ID: (<no@x>) <a@x> (c)\n"
+		  "In-Reply-To: \"Ann <no@x>\" message\n <b@x>\n"
+		  "References: <c@x>\n\t<bad\n @x> <b@x>\n",
+		  "a@x", "b@x", "c@x b@x" },
+		{ "a < inside starts the next", "References: <a<b@x>\n",
+		  NULL, NULL, "b@x" },
+		{ "literal domain", "Message-ID: <a.b@[192.0.2.1]>\n",
+		  "a.b@[192.0.2.1]", NULL, "" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *msg = xasprintf("From: a@x\n%s\nbody\n",
+		    cases[i].header);
+		struct mime_msg *m = mime_parse_mem(msg, strlen(msg), NULL);
+		struct util_buf refs = { 0 };
+
+		for (size_t j = 0; j < m->nreferences; j++)
+			util_buf_printf(&refs, "%s%s", j > 0 ? " " : "",
+			    m->references[j]);
+		if (!str_eq(m->message_id, cases[i].id) ||
+		    !str_eq(m->in_reply_to, cases[i].irt) ||
+		    strcmp(util_buf_cstr(&refs), cases[i].refs) != 0)
+			fail_msg("case \"%s\": got id %s irt %s refs \"%s\"",
+			    cases[i].label, m->message_id != NULL ?
+			    m->message_id : "(none)", m->in_reply_to != NULL ?
+			    m->in_reply_to : "(none)", util_buf_cstr(&refs));
+		util_buf_clear(&refs);
+		mime_msg_free(&m);
+		free(msg);
+	}
+}
+
 static void
 test_bodies_and_attachments(void **state)
 {
@@ -440,6 +502,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_headers_decoded),
+		cmocka_unit_test(test_message_ids),
 		cmocka_unit_test(test_bodies_and_attachments),
 		cmocka_unit_test(test_charsets),
 		cmocka_unit_test(test_media_type),

@@ -289,6 +289,12 @@ test_build_refused(void **state)
 		{ "not a message", { .from = AGENT, .to = "a@example.net",
 		  .mime = "", .mime_len = 0 },
 		  "the reply is not a MIME message" },
+		{ "line end in the recipient", { .from = AGENT,
+		  .to = "\"a\nX-Injected: yes\"@example.net", .text = "x" },
+		  "control character in the sender or recipient" },
+		{ "line end in the sender", { .from = "a\r\nb@example.org",
+		  .to = "a@example.net", .text = "x" },
+		  "control character in the sender or recipient" },
 	};
 
 	(void)state;
@@ -302,6 +308,29 @@ test_build_refused(void **state)
 			    why != NULL ? why : "built");
 		util_buf_clear(&out);
 	}
+}
+
+/* A view filled by hand: only well-formed ids reach the header. */
+static void
+test_build_thread_ids_checked(void **state)
+{
+	char *refs[] = { "q0@example.net", "x\nX-Injected: yes@example.net",
+	    "q1@example.net" };
+	struct mime_msg orig = { .message_id = "q2\n\nbody@example.net",
+	    .references = refs, .nreferences = 3 };
+	struct mime_reply r = { .from = AGENT, .to = "ann@example.net",
+	    .orig = &orig, .text = "x", .hostname = "mx.example.org",
+	    .date = 1700000000 };
+	char *raw;
+	struct mime_msg *m = build(&r, &raw);
+
+	(void)state;
+	assert_null(strstr(raw, "X-Injected"));
+	assert_null(m->in_reply_to);
+	assert_non_null(strstr(raw, "\nReferences: <q0@example.net> "
+	    "<q1@example.net>\n"));
+	free(raw);
+	mime_msg_free(&m);
 }
 
 static void
@@ -339,6 +368,7 @@ main(void)
 		cmocka_unit_test(test_build_alternative_and_files),
 		cmocka_unit_test(test_build_from_agent_mime),
 		cmocka_unit_test(test_build_refused),
+		cmocka_unit_test(test_build_thread_ids_checked),
 		cmocka_unit_test(test_looks_like_message),
 	};
 
