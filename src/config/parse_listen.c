@@ -68,6 +68,16 @@ badport:
 	return -1;
 }
 
+/* ::ffff:a.b.c.d (addr as cfg_parse_hostport normalised it). */
+static bool
+cfg_is_v4mapped(const char *addr)
+{
+	struct in6_addr a6;
+
+	return inet_pton(AF_INET6, addr, &a6) == 1 &&
+	    IN6_IS_ADDR_V4MAPPED(&a6);
+}
+
 /*
  * "cert "C" key "K" [name N]" starting at toks[*ip]; appends to *certs.
  * Returns false (after an error) when the words do not fit.
@@ -186,6 +196,15 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 		cfg_err(p, ln->lineno, "listen: %s %s",
 		    cfg_q(ln->toks[1].text), why);
 		return;
+	}
+	if (cfg_is_v4mapped(l.addr)) {
+		/* net/ makes its IPv6 sockets IPv6-only (IPv4 goes to IPv4
+		 * sockets), and such a socket cannot bind ::ffff:a.b.c.d. */
+		cfg_err(p, ln->lineno, "listen: %s is an IPv4-mapped IPv6 "
+		    "address, which postern's IPv6-only sockets cannot bind: "
+		    "write the IPv4 address (%s:%d)", cfg_q(ln->toks[1].text),
+		    l.addr + strlen("::ffff:"), l.port);
+		goto fail;
 	}
 	for (size_t i = 2; i < ln->ntoks; ) {
 		const char *w = ln->toks[i].text;

@@ -388,3 +388,23 @@ def test_check_makes_nothing_and_asks_no_database(tmp_path):
     finally:
         for s in servers:
             s.close()
+
+
+def test_an_ipv4_mapped_listen_address_is_refused(tmp_path):
+    """postern's IPv6 sockets are IPv6-only, so none can bind an
+    IPv4-mapped address ([::ffff:127.0.0.1]): check and run both refuse
+    the statement as FILE:LINE: message, saying what to write instead,
+    and run binds nothing."""
+    port = free_port()
+    text = make_config().replace("listen 127.0.0.1:{port}",
+        "listen [::ffff:127.0.0.1]:{port}").replace("{tmp}", str(tmp_path)) \
+        .replace("{port}", str(port))
+    conf = write(tmp_path, "p.conf", text)
+    want = ('%s:4: listen: "[::ffff:127.0.0.1]:%d" is an IPv4-mapped IPv6 '
+        "address, which postern's IPv6-only sockets cannot bind: write the "
+        "IPv4 address (127.0.0.1:%d)" % (conf, port, port))
+    r = run_cli("check", "-c", conf)
+    assert (r.returncode, r.stdout) == (1, want + "\n"), r
+    r = run_cli("run", "-c", conf)
+    assert r.returncode == 1 and want + "\n" in r.stderr, r
+    assert "Invalid argument" not in r.stderr, r.stderr
