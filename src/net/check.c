@@ -73,25 +73,30 @@ net_check_is_any(const char *addr)
 	return strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0;
 }
 
-/* "metrics listen" on an address and port no listener has. */
-static void
-net_check_metrics(const struct config *cfg, struct util_buf *errs)
+int
+net_check_metrics(const struct config *cfg, const char **err_out)
 {
 	if (cfg->metrics_addr == NULL)
-		return;
+		return 0;
 	for (size_t i = 0; i < cfg->nlistens; i++) {
 		const struct config_listen *l = &cfg->listens[i];
+		int line;
+
 		if (l->port != cfg->metrics_port ||
 		    (strcmp(l->addr, cfg->metrics_addr) != 0 &&
 		    !net_check_is_any(l->addr) &&
 		    !net_check_is_any(cfg->metrics_addr)))
 			continue;
-		net_check_err(errs, cfg, config_line_of(cfg, "metrics",
-		    "listen"), util_err("metrics listen %s port %d: the "
-		    "listener of line %d has that address and port",
-		    cfg->metrics_addr, cfg->metrics_port, l->line));
-		return;
+		line = config_line_of(cfg, "metrics", "listen");
+		/* A reload keeps the running endpoint, which its file may no
+		 * longer name: then the listener's line is at fault. */
+		*err_out = util_err("%s:%d: metrics listen %s port %d: the "
+		    "listener of line %d has that address and port", cfg->path,
+		    line > 0 ? line : l->line, cfg->metrics_addr,
+		    cfg->metrics_port, l->line);
+		return -1;
 	}
+	return 0;
 }
 
 int
@@ -104,7 +109,8 @@ net_check_system(const struct config *cfg, char **errs_out)
 		util_buf_printf(&errs, "%s\n", err);
 	net_check_accounts(cfg, &errs);
 	net_check_log_file(cfg, &errs);
-	net_check_metrics(cfg, &errs);
+	if (net_check_metrics(cfg, &err) == -1)
+		util_buf_printf(&errs, "%s\n", err);
 	if (errs.len == 0) {
 		*errs_out = NULL;
 		return 0;

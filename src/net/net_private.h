@@ -250,6 +250,12 @@ void	net_size_nofile(const struct config *cfg);
  * -1 with *errs_out, one "FILE:LINE: message\n" line each (free()).
  */
 int	net_check_system(const struct config *cfg, char **errs_out);
+/*
+ * Is cfg's "metrics listen" apart from every listener's address and port
+ * (start-up, and a reload against the endpoint that runs)?  0, or -1 with
+ * *err_out (static text) as "FILE:LINE: message".
+ */
+int	net_check_metrics(const struct config *cfg, const char **err_out);
 
 /* steer.c: which loop takes a new connection (main thread). */
 /*

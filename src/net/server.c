@@ -269,7 +269,10 @@ net_reload(struct net_server *srv)
 		return;
 	}
 	fixed = net_restart_only(srv, cfg);
-	if (net_check_nofile(cfg, &err) == -1) {
+	/* The endpoint is ours: a listener on it is refused for that, not
+	 * as another process's address (net_listens_sync). */
+	if (net_check_nofile(cfg, &err) == -1 ||
+	    net_check_metrics(cfg, &err) == -1) {
 		config_free(&cfg);
 		net_reload_refused(srv, err);
 		return;

@@ -12,6 +12,7 @@ import sqlite3
 import ssl
 import subprocess
 import time
+import urllib.request
 
 from conftest import (free_port, log_events, make_config, send_message,
     unverified_context, wait_for)
@@ -394,6 +395,30 @@ def test_a_reload_whose_new_address_cannot_be_bound_changes_nothing(
     lines = reload_to(srv, srv.fill(open(srv.conf).read()))
     assert "listening on 127.0.0.1:%d" % q in "\n".join(lines), lines
     wait_for(lambda: greeted(q), 10, what="a greeting on the new address")
+
+
+def test_a_listener_on_the_metrics_address_is_refused_for_that(
+        make_postern):
+    """A reload that adds a listener where postern's own metrics endpoint
+    listens is refused with what postern check says of that file (not as
+    another process's address); the endpoint runs on, as does the server.
+    When the file no longer names the endpoint (it changes only at
+    restart), the listener's line is the one at fault."""
+    m = free_port()
+    metrics = "metrics listen 127.0.0.1:%d" % m
+    srv = make_postern(extra=[metrics])
+    for extra, at, listener in (([metrics, "listen 127.0.0.1:%d" % m], 5, 6),
+            (["listen 127.0.0.1:%d" % m], 5, 5)):
+        lines = reload_to(srv, make_config(extra), ok=False)
+        want = ("reload failed: %s:%d: metrics listen 127.0.0.1 port %d: the "
+            "listener of line %d has that address and port: keeping the "
+            "running configuration" % (srv.conf, at, m, listener))
+        assert [l for l in lines if "error" in l] == [l for l in lines
+            if want in l] != [], lines
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % m,
+                timeout=5) as r:
+            assert r.status == 200
+        assert greeted(srv.port)
 
 
 def test_a_specific_address_becomes_the_wildcard_and_back(make_postern):
