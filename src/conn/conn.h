@@ -126,11 +126,16 @@ struct conn_ctx {
 
 /*
  * Where a connection that came through a TCP load balancer really comes
- * from, as its PROXY protocol header says (strings borrowed for the call).
+ * from, as its PROXY protocol header says (strings borrowed for the call);
+ * with via_ip NULL, no header: only the address the client reached, as
+ * net/ gives it for an IPv4 client of a dual-stack socket (its IPv4
+ * address, where the socket would say ::ffff:192.0.2.1).
  */
 struct conn_origin {
-	const char	*via_ip;	/* the balancer: the socket's peer */
-	const char	*local_ip;	/* the address the client reached */
+	const char	*via_ip;	/* the balancer: the socket's peer;
+					   NULL: no PROXY header */
+	const char	*local_ip;	/* the address the client reached, or
+					   NULL: the socket's */
 	int		 local_port;
 	int		 version;	/* of the header: 1 or 2 */
 };
@@ -155,7 +160,7 @@ void	conn_ctx_proxy_clear(struct conn_ctx *ctx);
 /*
  * Start a session on an accepted socket (owned from now on), that came in
  * on ctx->rt->cfg->listens[listen_idx] from sa (the client's address: the
- * PROXY header's when origin is not NULL).  The connection lives in
+ * PROXY header's when origin->via_ip is not NULL).  The connection lives in
  * ctx->conns until it closes; closed_cb then tells.
  */
 void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,

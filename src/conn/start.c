@@ -159,7 +159,7 @@ conn_translog_open(struct conn *c, const struct conn_origin *origin)
 	int n;
 
 	c->translog = log_translog_open(c->ctx->tlw, &o, c->ip, c->sid);
-	if (origin != NULL)
+	if (origin != NULL && origin->via_ip != NULL)
 		n = snprintf(note, sizeof(note), "connect ip=%s port=%d via=%s "
 		    "proxy=v%d", c->ip, c->port, origin->via_ip,
 		    origin->version);
@@ -221,7 +221,7 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 	if (c->next != NULL)
 		c->next->prev = c;
 	ctx->conns = c;
-	if (origin != NULL)
+	if (origin != NULL && origin->via_ip != NULL)
 		log_event(LOG_LVL_INFO, "connect", c->sid, NULL, "ip=%s "
 		    "port=%d via=%s proxy=v%d loop=%u", c->ip, c->port,
 		    origin->via_ip, origin->version, ctx->loop_idx);

@@ -186,6 +186,14 @@ void	net_conn_closed_cb(void *arg, const char *ip);
 void	net_admit_clear(struct net_server *srv);
 
 /* listen.c: listen sockets (main thread) and each loop's listeners. */
+/*
+ * The address the client of accepted socket fd reached, when the socket
+ * gives it IPv4-mapped (a dual-stack socket): o, with o->local_ip = lip
+ * (INET6_ADDRSTRLEN bytes) holding the IPv4 address, for conn_new().
+ * NULL otherwise: conn/ asks the socket itself when it needs to.
+ */
+const struct conn_origin *net_local_origin(int fd, struct conn_origin *o,
+	    char *lip);
 /* Answer a connection we will not serve "421 4.7.0 HOST why" and close fd. */
 void	net_refuse(const struct config *cfg, int fd, const char *ip,
 	    const char *why);

@@ -89,6 +89,7 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 	struct net_loop *loop = p->loop;
 	const struct config *cfg = loop->ctx.rt->cfg;
 	struct conn_origin o = { .via_ip = p->peer_ip, .version = h->version };
+	char lip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage ss;
 	const struct sockaddr *sa = (const struct sockaddr *)&p->peer;
 	unsigned sslen = sizeof(p->peer);
@@ -120,7 +121,8 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 	p->fd = -1;
 	/* LOCAL (a health check): the balancer itself is the client. */
 	conn_new(&loop->ctx, fd, sa, (socklen_t)sslen, (size_t)idx,
-	    h->kind != UTIL_PROXYHDR_LOCAL ? &o : NULL);
+	    h->kind != UTIL_PROXYHDR_LOCAL ? &o : net_local_origin(fd, &o,
+	    lip));
 	net_pph_free(p);
 }
 

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from conftest import HOST, Client, binary, port_listening, \
-    server_socket_for, wait_for
+from conftest import HOST, Client, binary, free_port, make_config, \
+    needs, port_listening, send_message, server_socket_for, wait_for
+from test_ipv6 import has_ipv6_loopback
 
 
 class Notify:
@@ -179,6 +180,67 @@ def test_socket_activation_only_where_passed(make_postern, notify):
         c.hello()
         c.send("QUIT"); c.expect(221)
     assert "listening on 127.0.0.1:%d\n" % port2 in srv.log()
+
+
+def dual_stack_socket(port):
+    """A listening socket on [::]:port that takes IPv4 too (IPV6_V6ONLY
+    off), as systemd makes one for ListenStream=[::]:PORT unless the unit
+    says BindIPv6Only=ipv6-only."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    s.listen(16)
+    return s
+
+
+@needs(has_ipv6_loopback(), "an IPv6 loopback address (::1)")
+def test_a_dual_stack_passed_socket_shows_ipv4_clients_as_ipv4(
+        make_postern, notify):
+    """An IPv4 client of a passed dual-stack socket is 127.0.0.1 to
+    everything, never ::ffff:127.0.0.1: the log, the facts (client.ip and
+    local.ip in the greeting), a "from ip 127.0.0.0/8" rule, the trusted
+    networks that spare it the connections-per-ip limit, and Received:.
+    An IPv6 client on the same socket stays ::1."""
+    port = free_port()	# the harness waits for srv.port, bound by postern
+    srv = make_postern(start=False, config=make_config([
+        "workers 1", "limit connections-per-ip 1", "listen [::]:%d" % port,
+        'greeting "%{client.ip} %{local.ip}:%{local.port}"'],
+        actions='action loopback maildir "{tmp}/mail/loopback/Maildir"\n'
+        'action other maildir "{tmp}/mail/other/Maildir"\n',
+        rules=["match from ip 127.0.0.0/8 to domain example.org "
+        "action loopback", "match to domain example.org action other"]))
+    mine = dual_stack_socket(port)
+    pass_sockets(srv, [mine])
+    srv.env = {"NOTIFY_SOCKET": notify.path}
+    srv.start()
+    notify.expect("READY")
+    mine.close()
+    c = Client(port)
+    srv.clients.append(c)
+    greeting = c.expect(220)
+    assert greeting.text == "test.example 127.0.0.1 127.0.0.1:%d" % port, \
+        greeting
+    c.send("EHLO client.example"); c.expect(250)
+    send_message(c, "a@example.net", ["bob@example.org"],
+        "Subject: over IPv4\r\n\r\nx\r\n")
+    second = Client(port)	# trusted: not held back by the first
+    srv.clients.append(second)
+    second.expect(220)
+    six = socket.create_connection(("::1", port), timeout=10)
+    try:
+        assert six.recv(512).startswith(b"220 test.example ::1 ::1:"), \
+            "the IPv6 client's greeting"
+    finally:
+        six.close()
+    wait_for(lambda: srv.maildir("loopback"), what="the delivery")
+    assert srv.maildir("other") == []
+    with open(srv.maildir("loopback")[0], "rb") as f:
+        head = f.read(2000).decode("latin-1")
+    assert "(unknown [127.0.0.1])" in head, head
+    assert "::ffff:" not in srv.log(), srv.log()[-3000:]
+    assert re.search(r" connect sid=\S+ ip=127\.0\.0\.1 ", srv.log()), \
+        srv.log()[-3000:]
 
 
 def unit_path(name):
