@@ -40,15 +40,29 @@ net_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-void
-net_refuse(const struct config *cfg, int fd, const char *ip, const char *why)
+ssize_t
+net_listen_idx(const struct config *cfg, const char *addr, int port)
 {
-	char line[512];
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		if (cfg->listens[i].port == port &&
+		    strcmp(cfg->listens[i].addr, addr) == 0)
+			return (ssize_t)i;
+	return -1;
+}
 
-	log_event(LOG_LVL_WARN, "reject", NULL, NULL,
-	    "stage=connect ip=%s code=421 esc=4.7.0 why=\"%s\"", ip, why);
-	if (util_snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n",
-	    cfg->hostname, why) == 0) {
+/*
+ * RFC 8314 3.3: on an implicit TLS port the client's first bytes are its
+ * ClientHello and it reads nothing before the handshake, so a refusal in
+ * plain text is garbage to it (WRONG_VERSION_NUMBER); nothing is said
+ * there, the close alone refuses.  Not a handshake to say 421 inside TLS
+ * either: these refusals shed load, and a handshake is the dearest part
+ * of a session, with a descriptor and memory held for as long as the
+ * client takes: what the limits are there to bound.
+ */
+void
+net_refuse_line(const struct config_listen *l, int fd, const char *line)
+{
+	if (l != NULL && !l->implicit_tls && line[0] != '\0') {
 		/* A fresh socket's buffer takes one line; never wait for it. */
 		ssize_t n = send(fd, line, strlen(line), MSG_DONTWAIT |
 		    MSG_NOSIGNAL);
@@ -92,6 +106,20 @@ net_local_origin(int fd, struct conn_origin *o, char *lip)
 	return o;
 }
 
+void
+net_refuse(const struct config *cfg, const struct config_listen *l, int fd,
+    const char *ip, const char *why)
+{
+	char line[512];
+
+	log_event(LOG_LVL_WARN, "reject", NULL, NULL,
+	    "stage=connect ip=%s code=421 esc=4.7.0 why=\"%s\"", ip, why);
+	if (util_snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n",
+	    cfg->hostname, why) == -1)
+		line[0] = '\0';	/* cut: say nothing */
+	net_refuse_line(l, fd, line);
+}
+
 static void
 net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -103,7 +131,7 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct conn_origin local;
 	const struct conn_origin *origin = NULL;
 	const char *why;
-	size_t idx;
+	ssize_t idx;
 
 	(void)lev;
 	/* Once a reload is logged, every new session has its configuration,
@@ -113,14 +141,11 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	const struct config *cfg = loop->ctx.rt->cfg;
 	if (nl->nodelay_each)
 		net_nodelay(fd);
-	for (idx = 0; idx < cfg->nlistens; idx++)
-		if (cfg->listens[idx].port == nl->port &&
-		    strcmp(cfg->listens[idx].addr, nl->addr) == 0)
-			break;
-	if (idx == cfg->nlistens) {
+	if ((idx = net_listen_idx(cfg, nl->addr, nl->port)) == -1) {
 		close(fd);	/* a listener on its way out during a reload */
 		return;
 	}
+	const struct config_listen *l = &cfg->listens[idx];
 	/* An IPv4 client of a dual-stack socket is IPv4 before anything
 	 * sees it: every rule, limit, log line and header says 192.0.2.1. */
 	if (net_unmap(sa, &v4)) {
@@ -129,43 +154,43 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		origin = net_local_origin(fd, &local, lip);
 	}
 	(void)util_sockaddr_text(sa, ip, NULL);
-	if (net_pph_wanted(&cfg->listens[idx], ip)) {
+	if (net_pph_wanted(l, ip)) {
 		/* Admitted once the header names the client. */
-		net_pph_start(loop, fd, sa, ip, nl->addr, nl->port);
+		net_pph_start(loop, fd, sa, ip, l);
 		return;
 	}
 	if ((why = net_admit(loop->srv, cfg, ip)) != NULL) {
-		net_refuse(cfg, fd, ip, why);
+		net_refuse(cfg, l, fd, ip, why);
 		return;
 	}
-	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, idx, origin);
+	conn_new(&loop->ctx, fd, sa, (socklen_t)salen, (size_t)idx, origin);
 }
 
 /*
  * Out of descriptors, the clients waiting to be accepted would wait for
  * nothing: free the spare descriptor, accept and answer each with 421
- * (at most NET_EMFILE_REFUSE_MAX), then take the spare back.  Returns how
- * many were answered.
+ * (closed without a word on a tls listener: net_refuse_line), at most
+ * NET_EMFILE_REFUSE_MAX, then take the spare back.  Returns how many were
+ * refused.
  */
 static unsigned
-net_refuse_waiting(struct net_loop *loop, int lfd)
+net_refuse_waiting(struct net_loop *loop, const struct net_lev *nl)
 {
+	const struct config *cfg = loop->ctx.rt->cfg;
+	ssize_t idx = net_listen_idx(cfg, nl->addr, nl->port);
+	const struct config_listen *l = idx == -1 ? NULL : &cfg->listens[idx];
 	char line[300];
 	unsigned n = 0;
 	int fd;
 
 	if (loop->spare_fd == -1 || util_snprintf(line, sizeof(line),
 	    "421 4.3.2 %s Too busy, try again later\r\n",
-	    loop->ctx.rt->cfg->hostname) == -1)
+	    cfg->hostname) == -1)
 		return 0;
 	close(loop->spare_fd);
-	while (n < NET_EMFILE_REFUSE_MAX &&
-	    (fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
-		/* A fresh socket's buffer takes one line; never wait. */
-		ssize_t w = send(fd, line, strlen(line), MSG_DONTWAIT |
-		    MSG_NOSIGNAL);
-		(void)w;
-		close(fd);
+	while (n < NET_EMFILE_REFUSE_MAX && (fd = accept4(nl->fd, NULL, NULL,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+		net_refuse_line(l, fd, line);
 		n++;
 	}
 	loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -197,9 +222,9 @@ net_accept_error_cb(struct evconnlistener *lev, void *arg)
 			evconnlistener_disable(loop->levs[i].lev);
 	loop->accept_paused = true;
 	evtimer_add(loop->resume_ev, &tv);
-	refused = net_refuse_waiting(loop, nl->fd);
+	refused = net_refuse_waiting(loop, nl);
 	log_msg(LOG_LVL_WARN, "accept: %s: pausing accepts on loop %u for "
-	    "%d ms; %u waiting clients answered 421", strerror(err),
+	    "%d ms; %u waiting clients refused", strerror(err),
 	    loop->idx, NET_EMFILE_PAUSE_MS, refused);
 }
 

@@ -194,9 +194,22 @@ void	net_admit_clear(struct net_server *srv);
  */
 const struct conn_origin *net_local_origin(int fd, struct conn_origin *o,
 	    char *lip);
-/* Answer a connection we will not serve "421 4.7.0 HOST why" and close fd. */
-void	net_refuse(const struct config *cfg, int fd, const char *ip,
-	    const char *why);
+struct config_listen;
+/* The index of cfg's listener at addr:port, or -1 (gone in a reload). */
+ssize_t	net_listen_idx(const struct config *cfg, const char *addr, int port);
+/*
+ * Say line (CRLF ended) to a client of listener l refused before its
+ * session, and close fd.  Nothing is said on a tls listener (its client
+ * waits for a handshake), nor when l is NULL (gone in a reload).
+ */
+void	net_refuse_line(const struct config_listen *l, int fd,
+	    const char *line);
+/*
+ * Log the refusal of a connection to listener l, answer it "421 4.7.0
+ * HOST why" (net_refuse_line) and close fd.
+ */
+void	net_refuse(const struct config *cfg, const struct config_listen *l,
+	    int fd, const char *ip, const char *why);
 /*
  * Make the loop's listeners exactly want[0..n): keep, close or open.  The
  * array moves into the loop (levs are reached by address from libevent).
@@ -218,17 +231,16 @@ int	net_listens_sync(struct net_server *srv, const struct config *cfg,
 	    const char **err_out);
 
 /* proxyin.c: the PROXY protocol header of a "proxy-protocol" listener. */
-struct config_listen;
 struct net_pph;
 /* Does a connection from peer_ip on listener l start with a header? */
 bool	net_pph_wanted(const struct config_listen *l, const char *peer_ip);
 /*
  * Read the header of accepted socket fd (owned from now on) from peer sa
- * on the listener at addr:port, then admit the client it names and start
- * its session; or answer 421 and close.
+ * on listener l, then admit the client it names and start its session;
+ * or refuse it (net_refuse) and close.
  */
 void	net_pph_start(struct net_loop *loop, int fd, const struct sockaddr *sa,
-	    const char *peer_ip, const char *addr, int port);
+	    const char *peer_ip, const struct config_listen *l);
 /* Close every connection still waiting for its header (a stop). */
 void	net_pph_drop_all(struct net_loop *loop);
 

@@ -57,29 +57,19 @@ static void
 net_pph_fail(struct net_pph *p, const char *why)
 {
 	const struct config *cfg = p->loop->ctx.rt->cfg;
+	ssize_t idx = net_listen_idx(cfg, p->addr, p->port);
 	char line[300];
 
 	log_event(LOG_LVL_WARN, "proxy-error", NULL, NULL, "ip=%s why=\"%s\"",
 	    p->peer_ip, why);
 	if (util_snprintf(line, sizeof(line), "421 4.7.0 %s PROXY protocol "
-	    "header missing or invalid\r\n", cfg->hostname) == 0) {
-		/* A fresh socket's buffer takes one line; never wait. */
-		ssize_t n = send(p->fd, line, strlen(line), MSG_DONTWAIT |
-		    MSG_NOSIGNAL);
-		(void)n;
-	}
+	    "header missing or invalid\r\n", cfg->hostname) == -1)
+		line[0] = '\0';
+	/* On a tls listener the balancer passes on what we say to a TLS
+	   client: nothing, there. */
+	net_refuse_line(idx == -1 ? NULL : &cfg->listens[idx], p->fd, line);
+	p->fd = -1;
 	net_pph_free(p);
-}
-
-/* The listener's index in the configuration in force, or -1. */
-static ssize_t
-net_listen_idx(const struct config *cfg, const char *addr, int port)
-{
-	for (size_t i = 0; i < cfg->nlistens; i++)
-		if (cfg->listens[i].port == port &&
-		    strcmp(cfg->listens[i].addr, addr) == 0)
-			return (ssize_t)i;
-	return -1;
 }
 
 /* A whole header: admit its client and hand the socket to a session. */
@@ -112,7 +102,7 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 		o.local_port = h->dst_port;
 	}
 	if ((why = net_admit(loop->srv, cfg, ip)) != NULL) {
-		net_refuse(cfg, p->fd, ip, why);
+		net_refuse(cfg, &cfg->listens[idx], p->fd, ip, why);
 		p->fd = -1;
 		net_pph_free(p);
 		return;
@@ -201,14 +191,14 @@ net_pph_wanted(const struct config_listen *l, const char *peer_ip)
 
 void
 net_pph_start(struct net_loop *loop, int fd, const struct sockaddr *sa,
-    const char *peer_ip, const char *addr, int port)
+    const char *peer_ip, const struct config_listen *l)
 {
 	const struct config *cfg = loop->ctx.rt->cfg;
 	struct net_pph *p;
 
 	/* Bounded like sessions: at most "connections" per loop. */
 	if (loop->npphs >= cfg->limits.conn_max) {
-		net_refuse(cfg, fd, peer_ip, "Too many connections, try "
+		net_refuse(cfg, l, fd, peer_ip, "Too many connections, try "
 		    "again later");
 		return;
 	}
@@ -218,8 +208,8 @@ net_pph_start(struct net_loop *loop, int fd, const struct sockaddr *sa,
 	memcpy(&p->peer, sa, sa->sa_family == AF_INET6 ?
 	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
 	util_strlcpy(p->peer_ip, peer_ip, sizeof(p->peer_ip));
-	util_strlcpy(p->addr, addr, sizeof(p->addr));
-	p->port = port;
+	util_strlcpy(p->addr, l->addr, sizeof(p->addr));
+	p->port = l->port;
 	p->deadline_ms = util_now_ms() + cfg->limits.proxy_timeout_ms;
 	p->ev = event_new(loop->base, fd, EV_READ, net_pph_read_cb, p);
 	p->next = loop->pphs;

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import time
 
-from conftest import (HOST, binary, make_config, send_message, wait_for)
+from conftest import (HOST, binary, listen_config, make_config, send_message,
+    wait_for)
 
 
 def nofile(n):
@@ -58,9 +59,11 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def first_lines(socks, timeout):
-    """The first reply line of each socket (b"" when none came in time)."""
+def read_socks(socks, timeout, enough):
+    """Read each socket until enough(what it got, the last chunk), or
+    TIMEOUT seconds: what each got, and those the server closed."""
     got = {s: b"" for s in socks}
+    closed = set()
     deadline = time.monotonic() + timeout
     waiting = set(socks)
     while waiting and time.monotonic() < deadline:
@@ -71,24 +74,41 @@ def first_lines(socks, timeout):
             except OSError:
                 d = b""
             got[s] += d
-            if not d or b"\n" in got[s]:
+            if not d:
+                closed.add(s)
+            if enough(got[s], d):
                 waiting.discard(s)
-    return got
+    return got, closed
+
+
+def first_lines(socks, timeout):
+    """The first reply line of each socket (b"" when none came in time)."""
+    return read_socks(socks, timeout, lambda got, d: not d or b"\n" in got)[0]
+
+
+def starve(srv):
+    """Lower the running server's limit: it runs out long before a flood
+    is all in (about 40 descriptors are in use already)."""
+    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (96, 96))
+
+
+def connect_many(srv, n):
+    """N connections to srv, made without waiting for them."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((HOST, srv.port))
+        socks.append(s)
+    return socks
 
 
 def test_out_of_descriptors_421_then_serves_again(make_postern):
     srv = make_postern(extra=["workers 1", "limit connections-per-ip 5000"])
-    # Lower the running server's limit: it runs out long before the flood
-    # is all in (about 40 descriptors are in use already).
-    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (96, 96))
+    starve(srv)
     cpu0 = cpu_s(srv.proc.pid)
     t0 = time.monotonic()
-    flood = []
-    for _ in range(400):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex((HOST, srv.port))
-        flood.append(s)
+    flood = connect_many(srv, 400)
     replies = first_lines(flood, 15)
     time.sleep(max(0, 3 - (time.monotonic() - t0)))	# a 3 s window, then
     cpu = cpu_s(srv.proc.pid) - cpu0			# measure the CPU
@@ -113,6 +133,24 @@ def test_out_of_descriptors_421_then_serves_again(make_postern):
         send_message(c, "a@example.net", ["bob@example.org"],
             "Subject: after the flood\r\n\r\nx\r\n")
     wait_for(lambda: srv.maildir("bob"), what="delivery after the flood")
+
+
+def test_out_of_descriptors_on_a_tls_listener_no_plaintext(make_postern):
+    """On a tls listener the clients it cannot take are closed without a
+    word: a 421 in plain text would be garbage to a TLS client."""
+    srv = make_postern(config=listen_config("tls", extra=["workers 1",
+        "limit connections-per-ip 5000", "tls self-signed {tmp}/tls"]))
+    starve(srv)
+    flood = connect_many(srv, 400)
+    # The sessions it took wait for a ClientHello, the others are closed.
+    got, closed = read_socks(flood, 5, lambda got, d: not d)
+    said = [v[:40] for v in got.values() if v]
+    assert said == [], "%d clients got plain text: %r" % (len(said), said[:3])
+    assert closed and len(closed) < len(flood), len(closed)
+    pauses = [l for l in srv.log().splitlines() if "accept:" in l]
+    assert pauses and "pausing accepts" in pauses[0], pauses[:5]
+    for s in flood:
+        s.close()
 
 
 def reserve_of(tmp_path):

@@ -127,6 +127,25 @@ def test_implicit_tls_behind_the_header(make_postern):
     assert kv["ip"] == "203.0.113.77", line
 
 
+def test_implicit_tls_refusals_behind_the_header_say_nothing(make_postern):
+    """On a tls listener the balancer passes what postern says on to a TLS
+    client: a refused header, or a refused client, is closed without a
+    word in plain text."""
+    srv = make_postern(config=listen_config("tls proxy-protocol",
+        extra=["tls self-signed {tmp}/tls", "limit connections-per-ip 1"]))
+    with proxied(srv, b"EHLO client.example\r\n") as c:
+        c.expect_closed()
+    wait_for(lambda: log_events(srv, "proxy-error"), what="proxy-error")
+    first = proxied(srv, v1("203.0.113.9"))
+    first.wrap_tls(unverified_context(), "test.example")
+    first.expect(220)
+    with proxied(srv, v1("203.0.113.9")) as c:	# one too many
+        c.expect_closed()
+    ev = wait_for(lambda: [kv for kv, _ in log_events(srv, "reject")
+        if kv.get("stage") == "connect"], what="the reject line")
+    assert ev[0]["ip"] == "203.0.113.9", ev
+
+
 def refused(srv, data, why, close_after=False):
     """The header is refused at once: 421 4.7.0, the close, a log line."""
     with proxied(srv, data) as c:

@@ -376,6 +376,30 @@ def test_implicit_tls_sends_no_plaintext_greeting(make_postern, pki):
         c.expect(220)
 
 
+@pytest.mark.parametrize("limit", ["connections-per-ip 1",
+    "connection-rate 1/1m", "connections 1"])
+def test_implicit_tls_refusal_at_connect_writes_no_plaintext(make_postern,
+        pki, limit):
+    """A client refused at connect on a tls listener is closed before the
+    handshake: a 421 in plain text would be garbage to its TLS stack."""
+    srv = tls_server(make_postern, pki, "tls", extra=["trusted none",
+        "limit " + limit])
+    first = srv.tls_session(pki.context(check_hostname=False))
+    first.expect(220)
+    with srv.session() as c:	# raw: whatever comes before a ClientHello
+        got = read_to_close(c.sock, 5)
+        assert got == b"", "refused with %r before any handshake" % got[:200]
+    with srv.session() as c:	# a TLS client: no answer, but no garbage
+        with pytest.raises((ssl.SSLError, OSError)) as e:
+            c.wrap_tls(pki.context(check_hostname=False))
+        assert "WRONG_VERSION_NUMBER" not in str(e.value), e.value
+    ev = wait_for(lambda: [kv for kv, _ in log_events(srv, "reject")
+        if kv.get("stage") == "connect"], what="the reject lines")
+    assert ev[0]["code"] == "421" and ev[0]["ip"] == HOST, ev
+    # The admitted session goes on.
+    first.send("EHLO client.example"); first.expect(250)
+
+
 # ----- require-tls, nomail ----------------------------------------------------
 
 def test_require_tls_530_before_starttls(make_postern, pki):
