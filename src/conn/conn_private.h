@@ -279,6 +279,12 @@ void	conn_timeout(struct conn *c, const char *why);
 void	conn_note_early_talker(struct conn *c, const char *when,
 	    size_t bytes);
 /*
+ * start.c: the greeting, at once or after greeting-delay (early talkers
+ * are looked for meanwhile): the end of a plain connection's start, or of
+ * an implicit TLS handshake.  May free c.
+ */
+void	conn_greet_start(struct conn *c);
+/*
  * start.c: bytes before a delayed greeting: refused and closed, or left
  * in the socket for the greeting ("early-talker continue").
  */

@@ -3,7 +3,7 @@
  * client sent after it unread and swaps the bufferevent for a TLS filter
  * over the same socket; a handshake, STARTTLS or implicit, gets a
  * deadline; once it is over, what it agreed goes to the session, the log
- * and the metrics, and an implicit TLS session starts with its greeting.
+ * and the metrics, and an implicit TLS session goes on to its greeting.
  * A clean close ends TLS with close_notify, and what TLS says last (that,
  * or a failed handshake's alert) goes out before the socket closes.
  * Knows nothing of certificates and contexts (tls/).
@@ -138,9 +138,13 @@ conn_tls_done(struct conn *c)
 {
 	conn_tls_note(c);
 	if (!c->started) {
-		/* Implicit TLS: the greeting comes after the handshake. */
-		c->started = true;
-		smtp_session_start(c->smtp);
+		/*
+		 * Implicit TLS: the greeting comes after the handshake, and
+		 * greeting-delay counts from there (RFC 8314 3.3: TLS first,
+		 * then SMTP as on any other port).
+		 */
+		conn_greet_start(c);
+		return;
 	}
 	conn_process_input(c);
 	conn_check_close(c);

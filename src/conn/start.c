@@ -2,10 +2,10 @@
  * conn/start.c: a connection's start, up to its greeting: its session id,
  * the connect log line and the transaction log, its chain session and
  * expanded greeting, the SMTP session and the socket's bufferevent, the
- * session's time limit.  Then the greeting: at once, after an implicit
- * TLS handshake (handshake.c), or after a delay that shows up early
- * talkers, who are refused or kept waiting.  Knows nothing of the
- * dialogue that follows (conn.c, stage.c).
+ * session's time limit.  Then the greeting (on an implicit TLS listener
+ * once the handshake is over, handshake.c): at once, or after a delay
+ * that shows up early talkers, who are refused or kept waiting.  Knows
+ * nothing of the dialogue that follows (conn.c, stage.c).
  */
 #include "conn/conn.h"
 
@@ -285,14 +285,24 @@ conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	if (cfg->limits.greeting_delay_ms > 0) {
-		/* Listen before speaking: early talkers give themselves away. */
-		struct timeval gtv =
-		    util_timeval_ms(cfg->limits.greeting_delay_ms);
-		c->greet_ev = evtimer_new(ctx->base, conn_greet_cb, c);
-		evtimer_add(c->greet_ev, &gtv);
-		conn_read_enable(c);
+	conn_greet_start(c);
+}
+
+void
+conn_greet_start(struct conn *c)
+{
+	uint64_t delay_ms = conn_cfg(c)->limits.greeting_delay_ms;
+
+	if (delay_ms == 0) {
+		conn_greet(c);
 		return;
 	}
-	conn_greet(c);
+	/* Listen before speaking: early talkers give themselves away. */
+	struct timeval gtv = util_timeval_ms(delay_ms);
+	c->greet_ev = evtimer_new(c->ctx->base, conn_greet_cb, c);
+	evtimer_add(c->greet_ev, &gtv);
+	conn_read_enable(c);
+	/* Under TLS, bytes may have come with the handshake's last. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		conn_early_talker(c);
 }

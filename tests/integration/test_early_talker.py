@@ -17,19 +17,26 @@ def early_events(srv, n=1):
         log_events(srv, "early-talker"), what="%d early-talker lines" % n)
 
 
+def talk_early_and_go_on(c, t0):
+    """C talks before a greeting delayed 1 s (from T0) under "early-talker
+    continue" and SEE_IT: greeted in time, its EHLO answered after, and
+    the rcpt stage sees the fact."""
+    c.send("EHLO eager.example")
+    c.expect(220, timeout=5)
+    assert time.monotonic() - t0 >= 0.9, "greeted before the delay"
+    c.expect(250)		# its EHLO, read after the greeting
+    c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+    c.send("RCPT TO:<bob@example.org>")
+    r = c.expect(550, "5.7.1")
+    assert r.text.endswith("early=yes"), r
+
+
 def test_before_a_delayed_greeting_continue(make_postern):
     srv = make_postern(extra=["limit greeting-delay 1s",
         "early-talker continue", SEE_IT, "transaction-log {tmp}/tlog"])
     t0 = time.monotonic()
     with srv.session() as c:
-        c.send("EHLO eager.example")
-        c.expect(220, timeout=5)
-        assert time.monotonic() - t0 >= 0.9, "greeted before the delay"
-        c.expect(250)		# its EHLO, read after the greeting
-        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
-        c.send("RCPT TO:<bob@example.org>")
-        r = c.expect(550, "5.7.1")
-        assert r.text.endswith("early=yes"), r
+        talk_early_and_go_on(c, t0)
     kv, line = early_events(srv)[0]
     assert kv["when"] == "before the greeting" and kv["bytes"] == "20", line  # "EHLO eager.example\r\n"
     assert len(log_events(srv, "early-talker")) == 1, "noted twice"

@@ -215,17 +215,24 @@ def test_greeting_delay_patient_client_is_greeted(make_postern):
     assert log_events(srv, "early-talker") == []
 
 
-def test_greeting_delay_early_talker_554_and_close(make_postern):
-    srv = make_postern(extra=["limit greeting-delay 1s"])
-    with srv.session() as c:
-        c.send("EHLO eager.example")
-        r = c.expect(554, "5.5.0", timeout=5)
-        assert "test.example" in r.text and "greeting" in r.text, r
-        c.expect_closed()
+def talk_before_the_greeting(srv, c):
+    """C talks before SRV's delayed greeting: 554 5.5.0, the close, and
+    the log line; its events."""
+    c.send("EHLO eager.example")
+    r = c.expect(554, "5.5.0", timeout=5)
+    assert "test.example" in r.text and "greeting" in r.text, r
+    c.expect_closed()
     ev = wait_for(lambda: log_events(srv, "early-talker"),
         what="an early-talker log line")
     assert ev[0][0].get("sid"), ev
     assert ev[0][0]["when"] == "before the greeting", ev
+    return ev
+
+
+def test_greeting_delay_early_talker_554_and_close(make_postern):
+    srv = make_postern(extra=["limit greeting-delay 1s"])
+    with srv.session() as c:
+        talk_before_the_greeting(srv, c)
     # A patient client right after is still served.
     with srv.session() as c:
         c.expect(220, timeout=5)

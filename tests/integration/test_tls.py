@@ -17,6 +17,8 @@ import pytest
 
 from conftest import (unverified_context, HOST, binary, listen_config, log_events, read_bytes,
     send_message, split_delivered, wait_for)
+from test_early_talker import SEE_IT, talk_early_and_go_on
+from test_limits import talk_before_the_greeting
 from test_metrics import metrics_server, scrape
 
 BODY = "Subject: tls\r\nMessage-Id: <tls@example.net>\r\n\r\nsecret\r\n"
@@ -398,6 +400,39 @@ def test_implicit_tls_refusal_at_connect_writes_no_plaintext(make_postern,
     assert ev[0]["code"] == "421" and ev[0]["ip"] == HOST, ev
     # The admitted session goes on.
     first.send("EHLO client.example"); first.expect(250)
+
+
+def test_implicit_tls_greeting_delay_counts_after_the_handshake(make_postern,
+        pki):
+    srv = tls_server(make_postern, pki, "tls",
+        extra=["limit greeting-delay 1s"])
+    with srv.tls_session(pki.context(check_hostname=False)) as c:
+        t0 = time.monotonic()	# the handshake is over
+        c.expect(220, timeout=5)
+        waited = time.monotonic() - t0
+        assert 0.9 <= waited <= 3, "220 %.2fs after the handshake, want " \
+            "about 1s" % waited
+        c.send("EHLO client.example"); c.expect(250)
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    assert log_events(srv, "early-talker") == []
+
+
+def test_implicit_tls_early_talker_554_and_close(make_postern, pki):
+    """A client that talks inside TLS before the delayed 220 is an early
+    talker, as on a plain listener: 554 5.5.0 (inside TLS) and the close."""
+    srv = tls_server(make_postern, pki, "tls",
+        extra=["limit greeting-delay 1s"])
+    with srv.tls_session(pki.context(check_hostname=False)) as c:
+        ev = talk_before_the_greeting(srv, c)
+    assert ev[0][0]["bytes"] == "20", ev	# "EHLO eager.example\r\n"
+    assert srv.maildir("bob") == []
+
+
+def test_implicit_tls_early_talker_continue(make_postern, pki):
+    srv = tls_server(make_postern, pki, "tls", extra=[
+        "limit greeting-delay 1s", "early-talker continue", SEE_IT])
+    with srv.tls_session(pki.context(check_hostname=False)) as c:
+        talk_early_and_go_on(c, time.monotonic())
 
 
 # ----- require-tls, nomail ----------------------------------------------------
