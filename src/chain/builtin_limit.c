@@ -24,6 +24,7 @@ struct limit {
 	uint64_t		period_ms;
 	enum limit_what		what;
 	struct chain_verdict	v;		/* over the limit */
+	char			key[64];	/* "rl:STAGE:N/PERIOD:WHAT:" */
 };
 
 static void *
@@ -71,6 +72,15 @@ limit_new(const struct chain_handler_args *a, char **err_out)
 		    "4.7.1", "Rate limit exceeded, slow down");
 	if (a->stage == SMTP_STAGE_CONNECT && l->v.code == 421)
 		l->v.kind = CHAIN_DISCONNECT;
+	/*
+	 * Each handler counts its own runs: its counters are named by what
+	 * it is (not by its line), so a reload that keeps it keeps them.
+	 */
+	char max[UTIL_DEC_MAX], period[UTIL_DEC_MAX];
+	util_strjoin(l->key, sizeof(l->key), "rl:", chain_stage_name(a->stage),
+	    ":", util_i64_dec(max, n), "/",
+	    util_i64_dec(period, (int64_t)l->period_ms), ":",
+	    limit_names[l->what], ":", NULL);
 	return l;
 usage:
 	free(l);
@@ -208,17 +218,15 @@ limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	uint64_t now = util_wall_us() / 1000;
 	uint64_t bucket = now / l->period_ms;
 	struct limit_job *j = xcalloc(1, sizeof(*j));
-	char period[UTIL_DEC_MAX], cur[UTIL_DEC_MAX], prev[UTIL_DEC_MAX];
+	char cur[UTIL_DEC_MAX], prev[UTIL_DEC_MAX];
 	j->call = call;
 	j->l = l;
 	j->st = cs->loop->store;
 	j->frac_ms = now % l->period_ms;
-	/* "rl:WHAT:PERIOD:VALUE:WINDOW", this window's and the last's. */
-	util_i64_dec(period, (int64_t)l->period_ms);
-	util_strjoin(key, sizeof(key), "rl:", limit_names[l->what], ":",
-	    period, ":", buf, ":", util_i64_dec(cur, (int64_t)bucket), NULL);
-	util_strjoin(j->prev_key, sizeof(j->prev_key), "rl:",
-	    limit_names[l->what], ":", period, ":", buf, ":",
+	/* "rl:STAGE:N/PERIOD:WHAT:VALUE:WINDOW", this window's and the last's. */
+	util_strjoin(key, sizeof(key), l->key, buf, ":",
+	    util_i64_dec(cur, (int64_t)bucket), NULL);
+	util_strjoin(j->prev_key, sizeof(j->prev_key), l->key, buf, ":",
 	    util_i64_dec(prev, (int64_t)bucket - 1), NULL);
 	if (l->what == LIMIT_IP)
 		util_strjoin(j->pen_key, sizeof(j->pen_key), "penalty:",

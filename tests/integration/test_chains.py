@@ -313,6 +313,35 @@ def test_ratelimit_window_ages_out(make_postern, state_store):
         c.expect(220)
 
 
+def test_ratelimit_handlers_count_their_own_runs_across_a_reload(
+        make_postern, state_store):
+    """A connect handler's run does not count against a mail handler with
+    the same "per"; a reload that moves the unchanged handler to another
+    line keeps its count."""
+    chains = ("on connect { ratelimit 100/1h per ip }\n"
+        "on mail { ratelimit 3/1h per ip }")
+    srv = make_postern(config=chains_config(chains, state=state_store))
+
+    def mails(c, n):
+        for _ in range(n):
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RSET"); c.expect(250)
+    with srv.session() as c:
+        c.hello()
+        mails(c, 2)
+    n = srv.log().count("reload: configuration")
+    srv.write_config(chains_config("on helo { tag x=1 }\n" + chains,
+        state=state_store))
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload: configuration") > n,
+        what="the reload")
+    with srv.session() as c:
+        c.hello()
+        mails(c, 1)
+        c.send("MAIL FROM:<a@example.org>")
+        c.expect(450, "4.7.1")
+
+
 def test_sqlite_state_drops_expired_keys(make_postern, tmp_path):
     """Each client address gets rate windows of its own; once they have
     expired, the running server deletes their rows from the SQLite store,

@@ -79,6 +79,12 @@ static const struct bi_case bi_cases[] = {
 	    { B(NULL, MAIL, "s@t.org", "ok"), B(NULL, RCPT, "a@b.org", "ok"),
 	    B(NULL, RCPT, "a@b.org", "452 4.5.3 too many for a@b.org"),
 	    B(NULL, MAIL, "s@t.org", RATE) } },
+	{ "ratelimit: each handler counts its own runs",
+	    "on connect { ratelimit 100/1h per ip }\n"
+	    "on mail { ratelimit 2/1h per ip }\n"
+	    "on mail { ratelimit 3/1h per ip 451 4.7.1 third }\n",
+	    { B(NULL, CONNECT, "", "ok"), B(NULL, MAIL, "s@t.org", "ok"),
+	    B(NULL, MAIL, "s@t.org", "ok"), B(NULL, MAIL, "s@t.org", RATE) } },
 	{ "penalty: no valid recipient counts against the IP",
 	    "on connect { ratelimit 3/1h per ip }\non disconnect { penalty 5 "
 	    "}\n",
