@@ -343,7 +343,8 @@ const struct chain_mod *chain_session_mods(const struct chain_session *cs,
 /*
  * Length of the client's header block (LF ends, no empty line), found at
  * the message file's offset; -1 when it was longer than chains keep.
- * Known at the eom stage.
+ * Known once the block is complete: when the header chain runs, and at
+ * eom.  A message with no empty line is header only.
  */
 int64_t	chain_session_header_len(const struct chain_session *cs);
 /* The header block head (len octets) with the header mods applied. */

@@ -258,6 +258,7 @@ chain_session_tx_reset(struct chain_session *cs)
 	util_buf_reset(&cs->hdr);
 	cs->hdr_complete = false;
 	cs->hdr_ended = false;
+	cs->hdr_cut = false;
 	cs->in_tx_data = false;
 	chain_mods_clear(cs);
 	for (size_t i = 0; i < cs->nslots; i++)
@@ -286,8 +287,12 @@ chain_hdr_start(struct chain_session *cs)
 void
 chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 {
-	if (cs->hdr_complete || len == 0)
+	if (len == 0)
 		return;
+	if (cs->hdr_complete) {
+		cs->hdr_cut = !cs->hdr_ended;
+		return;
+	}
 	size_t old = cs->hdr.len;
 	size_t take = len;
 	if (take > CHAIN_HDR_MAX - old)
@@ -302,12 +307,14 @@ chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 	for (size_t i = from; end == 0 && i + 1 < cs->hdr.len; i++)
 		if (d[i] == '\n' && d[i + 1] == '\n')
 			end = i + 1;
-	if (end == 0 && cs->hdr.len < CHAIN_HDR_MAX)
+	/* A block of just CHAIN_HDR_MAX may be all: wait for more or EOM. */
+	if (end == 0 && take == len)
 		return;
 	if (end != 0) {
 		cs->hdr.len = end;
 		cs->hdr_ended = true;
-	}
+	} else
+		cs->hdr_cut = true;
 	cs->hdr_complete = true;
 	if (chain_set_has(cs->set, SMTP_STAGE_HEADER))
 		chain_hdr_start(cs);
@@ -328,8 +335,7 @@ chain_session_header_len(const struct chain_session *cs)
 		return cs->hdr.len == 1 && cs->hdr.data[0] == '\n' ? 0 :
 		    (int64_t)cs->hdr.len;
 	/* No empty line: all of it is header, if all of it was kept. */
-	return cs->hdr.len + cs->msg_offset == cs->size ?
-	    (int64_t)cs->hdr.len : -1;
+	return cs->hdr_cut ? -1 : (int64_t)cs->hdr.len;
 }
 
 void *
@@ -448,6 +454,7 @@ chain_take_facts(struct chain_session *cs, const struct smtp_event *ev)
 		cs->in_tx_data = true;
 		util_buf_reset(&cs->hdr);
 		cs->hdr_complete = false;
+		cs->hdr_cut = false;
 		cs->hdr_state = CHAIN_HDR_NONE;
 		break;
 	case SMTP_STAGE_EOM:

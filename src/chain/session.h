@@ -109,6 +109,8 @@ struct chain_session {
 	struct util_buf		 hdr;
 	bool			 hdr_complete;
 	bool			 hdr_ended;	/* an empty line closed it */
+	bool			 hdr_cut;	/* content came past what was
+						   kept, with no empty line */
 	struct chain_mod	*mods;		/* owned: the transaction's */
 	size_t			 nmods;
 	struct chain_slot	 slots[CHAIN_SLOTS_MAX];

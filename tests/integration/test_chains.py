@@ -112,6 +112,29 @@ def test_header_require_unique(make_postern, head, code, esc, text):
         assert not srv.maildir("bob")
 
 
+def test_header_checks_on_a_message_of_header_fields_only(make_postern):
+    """RFC 5322 3.5: a message may end with its header fields and no empty
+    line.  The header chain, started at the end, judges all of it; one
+    longer than the 256 KiB kept still cannot be judged."""
+    srv = make_postern(config=chains_config(
+        "on header { header require From,Date; header unique From }"))
+    big = b"".join(b"X-H%d: %s\r\n" % (i, b"y" * 900) for i in range(300))
+    with srv.session() as c:
+        c.hello()
+        for head, code, esc in ((DATE + b"From: a@example.org\r\n"
+                b"Subject: s\r\n", 250, "2.0.0"),
+                (DATE + big + b"From: a@example.org\r\n", 552, "5.3.4")):
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+            c.send("DATA"); c.expect(354)
+            c.send_raw(head + b".\r\n")
+            r = c.expect(code, esc)
+            assert code == 250 or r.text.endswith("(over 256 KiB)"), r
+    wait_for(lambda: len(srv.maildir("bob")) == 1,
+        what="the header-only message delivered")
+    assert b"Subject: s\n" in open(srv.maildir("bob")[0], "rb").read()
+
+
 def test_nomail_at_connect(make_postern):
     srv = make_postern(config=chains_config("on connect { nomail }"))
     with srv.session() as c:
