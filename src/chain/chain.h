@@ -267,6 +267,8 @@ bool	chain_session_check_command(struct chain_session *cs,
  * "local.port", "hostname", "sid", "early-talker", "crlf", "esmtp",
  * "session.KEY", "tx.KEY").  Returns NULL when unknown; the pointer is
  * borrowed until the next change of the session (or points into buf).
+ * The values made in buf are short (a number, a local part, a network);
+ * "rcpts" is whole however long, never cut to fit buf.
  */
 const char *chain_session_get(struct chain_session *cs, const char *name,
 	    char *buf, size_t bufsz);

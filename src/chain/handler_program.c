@@ -29,7 +29,9 @@
 #define PROG_TIMEOUT_DEFAULT_MS	(30u * 1000)
 #define PROG_OUT_MAX		512	/* stdout kept; the rest is drained */
 #define PROG_POLL_MS		10	/* without pidfd */
-#define PROG_FACT_MAX		4096
+#define PROG_FACT_BUF		1024	/* the short facts (chain.h) */
+/* Linux MAX_ARG_STRLEN: one "NAME=value" of the environment, NUL counted. */
+#define PROG_ENV_STR_MAX	(128u * 1024)
 
 struct prog_inst {
 	char		**argv;		/* owned, NULL-terminated */
@@ -125,34 +127,47 @@ static const struct {
 };
 #define PROG_NFACTS	(sizeof(prog_facts) / sizeof(prog_facts[0]))
 
-/* "NAME=value" strings, NULL-terminated; free with prog_env_free(). */
-static char **
-prog_env(struct chain_session *cs, enum smtp_stage st)
-{
-	char **env = xcalloc(PROG_NFACTS + 5, sizeof(*env));
-	size_t n = 0;
-	char buf[PROG_FACT_MAX];
-
-	env[n++] = xstrdup("PATH=/usr/bin:/bin");
-	env[n++] = xasprintf("POSTERN_STAGE=%s", chain_stage_name(st));
-	for (size_t i = 0; i < PROG_NFACTS; i++) {
-		const char *v = chain_session_get(cs, prog_facts[i].fact, buf,
-		    sizeof(buf));
-		if (v != NULL)
-			env[n++] = xasprintf("%s=%s", prog_facts[i].env, v);
-	}
-	if (st == SMTP_STAGE_EOM && chain_session_message_file(cs) != NULL)
-		env[n++] = xasprintf("POSTERN_MESSAGE_FILE=%s",
-		    chain_session_message_file(cs));
-	return env;
-}
-
 static void
 prog_env_free(char **env)
 {
 	for (char **e = env; *e != NULL; e++)
 		free(*e);
 	free(env);
+}
+
+/*
+ * "NAME=value" strings, NULL-terminated; free with prog_env_free().  NULL
+ * when a fact is too long for the environment (*too_long_out: its name):
+ * the kernel would refuse the whole spawn, and a cut value could end
+ * inside an address.
+ */
+static char **
+prog_env(struct chain_session *cs, enum smtp_stage st,
+    const char **too_long_out)
+{
+	char **env = xcalloc(PROG_NFACTS + 5, sizeof(*env));
+	size_t n = 0;
+	char buf[PROG_FACT_BUF];
+
+	env[n++] = xstrdup("PATH=/usr/bin:/bin");
+	env[n++] = xasprintf("POSTERN_STAGE=%s", chain_stage_name(st));
+	for (size_t i = 0; i < PROG_NFACTS; i++) {
+		const char *v = chain_session_get(cs, prog_facts[i].fact, buf,
+		    sizeof(buf));
+		if (v == NULL)
+			continue;
+		if (strlen(v) >= PROG_ENV_STR_MAX -
+		    strlen(prog_facts[i].env) - 1) {
+			*too_long_out = prog_facts[i].env;
+			prog_env_free(env);
+			return NULL;
+		}
+		env[n++] = xasprintf("%s=%s", prog_facts[i].env, v);
+	}
+	if (st == SMTP_STAGE_EOM && chain_session_message_file(cs) != NULL)
+		env[n++] = xasprintf("POSTERN_MESSAGE_FILE=%s",
+		    chain_session_message_file(cs));
+	return env;
 }
 
 /* ----- a run ----- */
@@ -339,11 +354,20 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	int pfd[2];
 	pid_t pid;
 
+	const char *too_long = NULL;
+	char **env = prog_env(cs, st, &too_long);
+	if (env == NULL) {
+		/* The limit first: a long path would push it out of why. */
+		chain_verdict_fail(v, "%s over the %u octets an environment "
+		    "string may hold: %s", too_long, PROG_ENV_STR_MAX,
+		    pi->argv[0]);
+		return CHAIN_DONE;
+	}
 	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1) {
+		prog_env_free(env);
 		chain_verdict_fail(v, "pipe: %s", strerror(errno));
 		return CHAIN_DONE;
 	}
-	char **env = prog_env(cs, st);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, msg != NULL ? msg :
 	    "/dev/null", O_RDONLY, 0);

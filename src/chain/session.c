@@ -67,6 +67,7 @@ chain_rcpts_clear(struct chain_session *cs)
 	free(cs->rcpts);
 	cs->rcpts = NULL;
 	cs->nrcpts = 0;
+	util_buf_clear(&cs->rcpts_list);
 }
 
 static void
@@ -184,6 +185,9 @@ chain_session_rcpt_accepted(struct chain_session *cs, const char *rcpt)
 	    sizeof(*cs->rcpts));
 	cs->rcpts[cs->nrcpts++] = xstrdup(rcpt);
 	cs->nrcpts_session++;
+	if (cs->nrcpts > 1)
+		util_buf_add(&cs->rcpts_list, ",", 1);
+	util_buf_addstr(&cs->rcpts_list, rcpt);
 }
 
 void
@@ -662,15 +666,9 @@ chain_session_get(struct chain_session *cs, const char *name, char *buf,
 		    (int)(at - rcpt) : (int)strlen(rcpt), rcpt);
 		return buf;
 	}
-	if (strcmp(name, "rcpts") == 0) {
-		buf[0] = '\0';
-		for (size_t i = 0; i < cs->nrcpts; i++) {
-			size_t n = strlen(buf);
-			util_snprintf(buf + n, bufsz - n, "%s%s", i > 0 ?
-			    "," : "", cs->rcpts[i]);
-		}
-		return buf;
-	}
+	/* Whole, however many: never cut to fit buf. */
+	if (strcmp(name, "rcpts") == 0)
+		return cs->nrcpts > 0 ? util_buf_cstr(&cs->rcpts_list) : "";
 	if (strcmp(name, "nrcpts") == 0) {
 		util_snprintf(buf, bufsz, "%zu", cs->nrcpts);
 		return buf;

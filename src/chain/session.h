@@ -93,6 +93,8 @@ struct chain_session {
 	char			*rcpt;		/* owned: the one being checked */
 	char			**rcpts;	/* owned: accepted ones */
 	size_t			 nrcpts;
+	struct util_buf		 rcpts_list;	/* the "rcpts" fact: rcpts
+						   joined by commas */
 	unsigned		 nrcpts_session;
 	unsigned		 nmsgs;
 	uint64_t		 size;

@@ -634,6 +634,63 @@ def test_lua_handlers_through_the_server(make_postern, tmp_path):
         c.send("NOOP"); c.expect(250)
 
 
+# Linux MAX_ARG_STRLEN: one "NAME=value" of a program's environment.
+ENV_STR_MAX = 128 * 1024
+
+
+def rcpts_of_length(n):
+    """Recipients whose comma-joined list is n octets long."""
+    # 74-octet addresses, the last one shorter to make up n.
+    whole, rest = divmod(n - 11, 75)
+    rcpts = ["%05d%s@localhost" % (i, "x" * 59) for i in range(whole)]
+    return rcpts + ["%s@localhost" % ("y" * (rest + 1))]
+
+
+def test_rcpts_fact_is_whole(make_postern, tmp_path):
+    """The "rcpts" fact holds every accepted recipient: a Lua script gets
+    the whole list; a program gets it in POSTERN_RCPTS up to what one
+    environment string may hold, and past that the handler fails (never
+    a list cut inside an address)."""
+    (tmp_path / "count.lua").write_text(
+        "function data(f)\n"
+        "  local n, last = 0\n"
+        "  for a in f.rcpts:gmatch('[^,]+') do n, last = n + 1, a end\n"
+        "  postern.log('rcpts n=' .. n .. ' len=' .. #f.rcpts ..\n"
+        "    ' last=' .. last)\n"
+        "end\n")
+    out = tmp_path / "rcpts.out"
+    prog = tmp_path / "rcpts.sh"
+    prog.write_text("#!/bin/sh\nprintf '%%s' \"$POSTERN_RCPTS\" > %s\n"
+        "exit 1\n" % out)
+    prog.chmod(0o755)
+    srv = make_postern(config=chains_config(
+        'on data { lua "%s"; program "%s" }' % (tmp_path / "count.lua",
+        prog), extra=["limit recipients 2000",
+        "limit recipients-per-session 10000"]))
+    room = ENV_STR_MAX - len("POSTERN_RCPTS=") - 1
+    with srv.session() as c:
+        c.hello()
+        for rcpts, code in ((["r%03d@localhost" % i for i in range(300)],
+                550), (rcpts_of_length(room), 550),
+                (rcpts_of_length(room + 1), 451)):
+            joined = ",".join(rcpts)
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send_raw("".join("RCPT TO:<%s>\r\n" % r for r in rcpts))
+            for _ in rcpts:
+                c.expect(250)
+            c.send("DATA"); c.expect(code)
+            c.send("RSET"); c.expect(250)
+            seen = [l for l in srv.log().splitlines() if "rcpts n=" in l]
+            assert seen and seen[-1].endswith("rcpts n=%d len=%d last=%s\"" %
+                (len(rcpts), len(joined), rcpts[-1])), seen[-1:]
+            if code == 550:
+                assert out.read_text() == joined
+                out.unlink()
+    assert "POSTERN_RCPTS over the 131072 octets an environment string " \
+        "may hold" in srv.log()
+    assert not out.exists()
+
+
 def test_program_handler_through_the_server(make_postern, tmp_path):
     prog = tmp_path / "judge.sh"
     prog.write_text("#!/bin/sh\ncase \"$POSTERN_SENDER\" in\n"
