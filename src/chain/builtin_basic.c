@@ -170,7 +170,7 @@ basic_tag_new(const struct chain_handler_args *a, char **err_out)
 	memcpy(v.name, a->argv[1], (size_t)(eq - a->argv[1]));
 	v.name[eq - a->argv[1]] = '\0';
 	if (!chain_key_ok(v.name) || !chain_value_ok(v.value)) {
-		*err_out = xasprintf("tag: bad key or value in \"%s\"",
+		*err_out = xasprintf("bad key or value in \"%s\"",
 		    a->argv[1]);
 		return NULL;
 	}

@@ -193,6 +193,15 @@ hdr_new(const struct chain_handler_args *a, char **err_out)
 	char *list = xstrdup(a->argv[2]), *save = NULL;
 	for (char *t = strtok_r(list, ",", &save); t != NULL;
 	    t = strtok_r(NULL, ",", &save)) {
+		/* One that could never match would refuse every message. */
+		if (!chain_field_name_ok(t)) {
+			*err_out = xasprintf("bad field name \"%s\": a name is "
+			    "1..200 printable ASCII characters, no colon or "
+			    "blank (RFC 5322 3.6.8)", t);
+			free(list);
+			hdr_free(h);
+			return NULL;
+		}
 		h->names = xreallocarray(h->names, n + 2, sizeof(*h->names));
 		h->names[n++] = xstrdup(t);
 		h->names[n] = NULL;

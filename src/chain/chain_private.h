@@ -37,6 +37,11 @@ int	chain_parse_reply(const char *const *argv, size_t argc,
  * folded lines included), within a header block of len octets.
  */
 size_t	chain_header_field_end(const char *h, size_t len, size_t start);
+/*
+ * RFC 5322 2.2, 3.6.8: a header field name is 1..200 printable US-ASCII
+ * characters but the colon (so no blank either) (mods.c).
+ */
+bool	chain_field_name_ok(const char *name);
 /* A state key (bounded, [A-Za-z0-9._-]) and value (printable) are fine. */
 bool	chain_key_ok(const char *k);
 bool	chain_value_ok(const char *v);

@@ -15,9 +15,8 @@
 
 #define CHAIN_MODS_MAX	1000	/* per transaction (named in an error) */
 
-/* RFC 5322 3.6.8: a field name is printable US-ASCII but the colon. */
-static bool
-chain_mod_name_ok(const char *name)
+bool
+chain_field_name_ok(const char *name)
 {
 	if (name == NULL || *name == '\0' || strlen(name) > 200)
 		return false;
@@ -37,7 +36,7 @@ chain_session_add_mod(struct chain_session *cs, enum chain_mod_kind kind,
 
 	if (cs->nmods == CHAIN_MODS_MAX)
 		*err_out = "more than 1000 modifications of one message";
-	else if (hdr && !chain_mod_name_ok(name))
+	else if (hdr && !chain_field_name_ok(name))
 		*err_out = "bad header field name in a modification";
 	else if (strchr(value, '\r') != NULL || strlen(value) > 64 * 1024)
 		*err_out = "value with a CR or over 64 KiB in a modification";

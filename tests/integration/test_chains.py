@@ -274,7 +274,7 @@ def test_builtin_config_errors(tmp_path):
             "maildir"),
         ("on eom { header max-size 300k }", "header max-size must be under "
             "256k"),
-        ("on mail { tag a/b=1 }", 'tag: bad key or value in "a/b=1"'),
+        ("on mail { tag a/b=1 }", ': tag: bad key or value in "a/b=1"'),
         # A store lifetime of 0 would keep the row for ever.
         ("on disconnect { penalty 3 0 }", "usage: penalty N [DURATION]"),
         ("on rcpt { greylist delay 1s whitelist 0 }", "usage: greylist"),
@@ -290,6 +290,33 @@ def test_builtin_config_errors(tmp_path):
         out = run_cli("check", "-c", str(conf))
         assert out.returncode == 1 and want in out.stdout + out.stderr, \
             (line, out.stdout + out.stderr)
+
+
+def test_header_names_that_can_never_match_are_config_errors(tmp_path):
+    """RFC 5322 2.2, 3.6.8: a field name is printable ASCII with no colon
+    or blank; "header require From:" would refuse every message, so
+    postern check refuses it at its FILE:LINE, and each error names its
+    handler once."""
+    conf = tmp_path / "bad.conf"
+    conf.write_text(chains_config("on eom { header require From: }\n"
+        "on header { header unique \"Sub ject\",Date }\n"
+        "on eom { header require From, Date; header unique X-\u00e9 }\n"
+        "on mail { tag a/b=1 }")
+        .replace("{tmp}", str(tmp_path)).replace("{port}", "2"))
+    out = run_cli("check", "-c", str(conf))
+    text = out.stdout + out.stderr
+    lines = conf.read_text().split("\n")
+    at = {w: "%s:%d: " % (conf, next(i + 1 for i, l in enumerate(lines)
+        if w in l)) for w in ("From:", "Sub ject", "X-", "a/b")}
+    rule = "a name is 1..200 printable ASCII characters, no colon or blank"
+    assert out.returncode == 1, text
+    for want in (at["From:"] + 'header: bad field name "From:": ' + rule,
+            at["Sub ject"] + 'header: bad field name "Sub ject": ' + rule,
+            at["X-"] + 'header: bad field name "X-\u00e9": ' + rule,
+            at["a/b"] + 'tag: bad key or value in "a/b=1"'):
+        assert want in text, (want, text)
+    assert "tag: tag:" not in text, text
+    assert text.count("bad field name") == 3, text
 
 
 def test_reject_at_connect_defaults_to_554(make_postern):
