@@ -193,9 +193,37 @@ send_read_stdin(struct util_buf *b, uint64_t max, size_t *line_out)
 }
 
 /*
+ * Does the line (len bytes, without its LF) start a header field: a name
+ * of printable US-ASCII but the colon, then the colon (RFC 5322 2.2,
+ * 3.6.8), or blanks and the colon (the obsolete form, 4.5)?
+ */
+static bool
+send_is_field(const char *line, size_t len)
+{
+	size_t n = 0;
+
+	while (n < len && (unsigned char)line[n] > ' ' &&
+	    (unsigned char)line[n] < 127 && line[n] != ':')
+		n++;
+	if (n == 0)
+		return false;
+	while (n < len && (line[n] == ' ' || line[n] == '\t'))
+		n++;
+	return n < len && line[n] == ':';
+}
+
+/* Length of the line at p without its LF (buffers here end in LF). */
+static size_t
+send_line_len(const char *p, size_t n)
+{
+	return (size_t)((const char *)memchr(p, '\n', n) - p);
+}
+
+/*
  * Drop the mbox "From " lines (">From " too) that begin a message piped
  * from a mailbox: they are no header field (RFC 5322 2.2), and sendmail
  * and Postfix's sendmail drop them too (the envelope sender stays -f's).
+ * "From :" is the From field in the obsolete form (RFC 5322 4.5): kept.
  */
 static void
 send_skip_from_(struct util_buf *b)
@@ -204,13 +232,14 @@ send_skip_from_(struct util_buf *b)
 
 	while (skip < b->len) {	/* b ends in LF */
 		const char *p = b->data + skip;
-		size_t n = b->len - skip, gt = 0;
+		size_t n = send_line_len(p, b->len - skip), gt = 0;
 
 		while (gt < n && p[gt] == '>')
 			gt++;
-		if (n - gt < 5 || memcmp(p + gt, "From ", 5) != 0)
+		if (n - gt < 5 || memcmp(p + gt, "From ", 5) != 0 ||
+		    util_hdr_is(p + gt, n - gt, "From"))
 			break;
-		skip += (size_t)((const char *)memchr(p, '\n', n) - p) + 1;
+		skip += n + 1;
 	}
 	if (skip == 0)
 		return;
@@ -218,16 +247,28 @@ send_skip_from_(struct util_buf *b)
 	b->len -= skip;
 }
 
-/* Length of the header block (through the empty line, or everything). */
+/*
+ * Length of the header block: the lines that are header fields, each with
+ * its continuation lines (RFC 5322 2.2.3).  It ends at the first other
+ * line: the empty line before the body, or the first line of a body that
+ * has none before it (send_content adds it).  A first line that starts
+ * with a blank continues no field: it is body, as in sendmail and Postfix.
+ */
 static size_t
 send_header_len(const struct util_buf *b)
 {
-	if (b->len > 0 && b->data[0] == '\n')
-		return 0;
-	for (size_t i = 0; i + 1 < b->len; i++)
-		if (b->data[i] == '\n' && b->data[i + 1] == '\n')
-			return i + 1;
-	return b->len;
+	size_t pos = 0;
+
+	while (pos < b->len) {	/* b ends in LF */
+		const char *p = b->data + pos;
+		size_t n = send_line_len(p, b->len - pos);
+		bool cont = pos > 0 && (p[0] == ' ' || p[0] == '\t');
+
+		if (!cont && !send_is_field(p, n))
+			break;
+		pos += n + 1;
+	}
+	return pos;
 }
 
 /*
@@ -403,7 +444,8 @@ struct send_ctx {
 
 /*
  * Build x->content: Received:, missing From/Date/Message-ID, the kept
- * header fields (x->kept), then the body (x->in past hlen).
+ * header fields (x->kept), an empty line unless the body starts with
+ * one, then the body (x->in past hlen).
  */
 static void
 send_content(struct send_ctx *x, size_t hlen, const char *fullname,
@@ -440,6 +482,9 @@ send_content(struct send_ctx *x, size_t hlen, const char *fullname,
 	if (!has_mid)
 		util_buf_printf(c, "Message-ID: <%s@%s>\n", qid, hostname);
 	util_buf_add(c, x->kept.data, x->kept.len);
+	/* RFC 5322 2.1: an empty line, then the body. */
+	if (hlen < x->in.len && x->in.data[hlen] != '\n')
+		util_buf_addstr(c, "\n");
 	util_buf_add(c, x->in.data + hlen, x->in.len - hlen);
 }
 

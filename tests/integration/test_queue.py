@@ -347,6 +347,61 @@ def test_send_drops_mbox_from_lines(postern):
     assert body == b"body\nFrom here on, a body line\n", body
 
 
+def test_send_ends_the_header_at_the_first_line_that_is_no_field(postern):
+    """The header block ends at the first line that is neither a field
+    nor the continuation of one (RFC 5322 2.2); an empty line goes before
+    the body when the input has none, as sendmail and Postfix put it.  So
+    text with no header is all body, a first line starting with a blank
+    continues no field, and with -t a "Cc:" line in such a body names no
+    recipient."""
+    wired(postern)
+    for rcpt, text in (("bob", b"hello world\nsecond line\n"),
+            ("carol", b"  indented first line\nSubject: x\n\nbody\n"),
+            ("alice", b"Subject: no gap\nhello\n\nmore\n")):
+        r = send_cmd(postern, ["-f", "alice@example.org",
+            rcpt + "@example.org"], text)
+        assert r.returncode == 0, r.stderr
+    r = send_cmd(postern, ["-t", "-f", "alice@example.org", "dave@example.org"],
+        b"Nightly report\nCc: erin@example.org\n")
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for user in ("bob", "carol", "alice", "dave"):
+        f = wait_for(lambda: postern.maildir(user), what="delivery to " + user)
+        got[user] = split_delivered(read_bytes(f[0]))[2]
+    wait_for(lambda: spool_empty(postern), what="an empty spool")
+    assert postern.maildir("erin") == [], "a body line named a recipient"
+    want = {"bob": b"hello world\nsecond line\n",
+        "carol": b"  indented first line\nSubject: x\n\nbody\n",
+        "alice": b"hello\n\nmore\n",
+        "dave": b"Nightly report\nCc: erin@example.org\n"}
+    for user, rest in got.items():
+        head, _, body = rest.partition(b"\n\n")
+        assert body == want[user], (user, rest)
+        for line in head.split(b"\n"):
+            assert re.match(rb"[!-9;-~]+:", line), (user, line, rest)
+    assert headers_of(got["alice"])["subject"] == ["no gap"]
+    assert "subject" not in headers_of(got["carol"]), got["carol"]
+
+
+def test_send_keeps_a_from_field_in_the_obsolete_form(postern):
+    """"From : Name <addr>" is the From field in RFC 5322 4.5's obsolete
+    form, not an mbox "From " line: it is kept (and no From: added), while
+    an mbox line before it is still dropped."""
+    wired(postern)
+    for mbox in (b"", b"From author@example.org Mon Jan  1 00:00:00 2024\n"):
+        r = send_cmd(postern, ["-f", "bounces@example.org", "bob@example.org"],
+            mbox + b"From : Real Author <author@example.org>\n"
+            b"Subject: obs-from\n\nbody\n")
+        assert r.returncode == 0, r.stderr
+    files = wait_for(lambda: len(postern.maildir("bob")) == 2 and
+        postern.maildir("bob"), what="two deliveries to bob")
+    for f in files:
+        rest = split_delivered(read_bytes(f))[2]
+        assert headers_of(rest)["from"] == [
+            "Real Author <author@example.org>"], rest
+        assert rest.endswith(b"\n\nbody\n"), rest
+
+
 def test_send_takes_grouped_flags(postern):
     """Flags group as getopt allows, as sendmail's do: -ti, -it, -tf ADDR;
     an unknown letter in a group is still refused."""
