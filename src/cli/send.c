@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "mime/mime.h"
 #include "queue/queue.h"
 #include "route/route.h"
 #include "smtp/smtp.h"
@@ -40,6 +41,7 @@ static const char usage_send[] =
     "  -f ADDR     envelope sender (default: your login @ hostname;\n"
     "              -f '<>' or -f '' for none); also -r ADDR\n"
     "  -F NAME     full name for a From: header added when missing\n"
+    "              (UTF-8; written 7-bit, RFC 2047 when not ASCII)\n"
     "  -i, -oi     accepted: a line with a single '.' never ends the input\n"
     "  -bm         accepted (deliver mail: the default)\n"
     "  -bp         list the queue instead (as mailq does)\n"
@@ -442,6 +444,47 @@ struct send_ctx {
 	uid_t			 uid;		/* who ran us, for Received: */
 };
 
+/* Append " word" to c, folded before the blank past 78 columns. */
+static void
+send_fold_add(struct util_buf *c, size_t *col, const char *word, size_t len)
+{
+	/* RFC 5322 2.1.1, 2.2.3; never a line of blanks alone. */
+	if (*col > 1 && *col + 1 + len > 78) {
+		util_buf_addstr(c, "\n");
+		*col = 0;
+	}
+	util_buf_addstr(c, " ");
+	util_buf_add(c, word, len);
+	*col += 1 + len;
+}
+
+/*
+ * The From: field for a message without one: -F's full name as a display
+ * name, 7-bit however it is spelt (mime_encode_phrase), and the sender.
+ */
+static void
+send_add_from(struct util_buf *c, const char *fullname, const char *sender,
+    const char *hostname)
+{
+	char *phrase = mime_encode_phrase(fullname != NULL ? fullname : "");
+	char *addr = sender[0] != '\0' ? xasprintf("<%s>", sender) :
+	    /* The null sender's From: is a real address, as Postfix's. */
+	    xasprintf("<MAILER-DAEMON@%s>", hostname);
+	size_t col = strlen("From:");
+
+	util_buf_addstr(c, "From:");
+	for (const char *w = phrase; *w != '\0'; ) {
+		size_t len = strcspn(w, " ");
+
+		send_fold_add(c, &col, w, len);
+		w += len + (w[len] == ' ');
+	}
+	send_fold_add(c, &col, addr, strlen(addr));
+	util_buf_addstr(c, "\n");
+	free(phrase);
+	free(addr);
+}
+
 /*
  * Build x->content: Received:, missing From/Date/Message-ID, the kept
  * header fields (x->kept), an empty line unless the body starts with
@@ -461,22 +504,8 @@ send_content(struct send_ctx *x, size_t hlen, const char *fullname,
 	util_buf_printf(c, "Received: from local user %s (uid %u)\n\tby %s "
 	    "(postern) with local id %s; %s\n", x->login, (unsigned)x->uid,
 	    hostname, qid, date);
-	if (!has_from) {
-		util_buf_addstr(c, "From: ");
-		if (fullname != NULL) {
-			util_buf_addstr(c, "\"");
-			for (const char *p = fullname; *p != '\0'; p++)
-				if (*p != '"' && *p != '\\' &&
-				    (unsigned char)*p >= 0x20)
-					util_buf_add(c, p, 1);
-			util_buf_addstr(c, "\" ");
-		}
-		/* The null sender's From: is a real address, as Postfix's. */
-		if (sender[0] != '\0')
-			util_buf_printf(c, "<%s>\n", sender);
-		else
-			util_buf_printf(c, "<MAILER-DAEMON@%s>\n", hostname);
-	}
+	if (!has_from)
+		send_add_from(c, fullname, sender, hostname);
 	if (!has_date)
 		util_buf_printf(c, "Date: %s\n", date);
 	if (!has_mid)

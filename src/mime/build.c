@@ -2,7 +2,8 @@
  * mime/build.c: reply messages built with GMime: the RFC 5322 and RFC 3834
  * header fields, text and HTML as multipart/alternative, attachments with
  * guessed types, or an agent's own MIME body under our header.  Every
- * part gets a 7-bit transfer encoding, so the reply can go anywhere.
+ * part gets a 7-bit transfer encoding, so the reply can go anywhere; the
+ * display name of a mailbox, for other builders of header fields too.
  * Knows nothing of where the reply goes.
  */
 #include "mime/mime.h"
@@ -66,6 +67,34 @@ mime_build_7bit_cb(GMimeObject *parent, GMimeObject *o, gpointer arg)
 	if (enc == GMIME_CONTENT_ENCODING_BASE64 && GMIME_IS_TEXT_PART(o))
 		enc = GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
 	g_mime_part_set_content_encoding(GMIME_PART(o), enc);
+}
+
+char *
+mime_encode_phrase(const char *text)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	const unsigned char *end = p + strlen(text);
+	struct util_buf clean = { 0 };
+	char *enc, *s;
+	size_t k;
+
+	mime_gmime_init();
+	/* GMime would pass bytes that are not UTF-8 on as they are. */
+	for (; p < end; p++) {
+		if (*p >= 0x80 && (k = util_utf8_len(p, end)) > 0) {
+			util_buf_add(&clean, p, k);
+			p += k - 1;
+		} else if (*p >= 0x80)
+			util_buf_addstr(&clean, "\xef\xbf\xbd");	/* U+FFFD */
+		else if (*p >= 0x20 && *p != 0x7f)
+			util_buf_add(&clean, p, 1);
+	}
+	enc = g_mime_utils_header_encode_phrase(NULL, util_buf_cstr(&clean),
+	    "utf-8");
+	s = xstrdup(enc != NULL ? enc : "");
+	g_free(enc);
+	util_buf_clear(&clean);
+	return s;
 }
 
 /* Content of len bytes at data (borrowed during the call) into p. */

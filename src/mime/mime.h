@@ -247,6 +247,17 @@ struct mime_reply {
 int	mime_reply_build(const struct mime_reply *r, struct util_buf *out,
 	    const char **err_out);
 
+/*
+ * text (UTF-8) as the display name of a mailbox (RFC 5322 3.4 phrase), as
+ * the reply's From: gets it: atoms as they are, a quoted string where
+ * specials need one, RFC 2047 UTF-8 encoded-words for other text, so the
+ * field stays 7-bit and needs no SMTPUTF8 (RFC 6532 3).  A byte that is
+ * not UTF-8 becomes U+FFFD; control characters are dropped.  Words are
+ * separated by blanks, none inside an encoded-word or escaped, so a
+ * field may fold at any blank.  Returns a malloc'd string, "" for none.
+ */
+char	*mime_encode_phrase(const char *text);
+
 /* True when out looks like a whole MIME message rather than a body. */
 bool	mime_looks_like_message(const char *s, size_t len);
 

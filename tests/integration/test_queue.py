@@ -8,7 +8,9 @@ work.
 """
 
 import email
+import email.header
 import email.policy
+import email.utils
 import json
 import os
 import re
@@ -285,7 +287,7 @@ def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
     assert r.returncode == 0, r.stderr
     wait_for(lambda: postern.maildir("bob"), what="delivery via sendmail")
     h = headers_of(split_delivered(read_bytes(postern.maildir("bob")[0]))[2])
-    assert h["subject"] == ["via sendmail"] and h["from"][0].startswith('"Root"')
+    assert h["subject"] == ["via sendmail"] and h["from"][0].startswith("Root <")
 
     r = send_cmd(postern, ["someone@elsewhere.example"], b"x\n", argv0=link)
     assert r.returncode == 67 and b"elsewhere.example" in r.stderr
@@ -400,6 +402,35 @@ def test_send_keeps_a_from_field_in_the_obsolete_form(postern):
         assert headers_of(rest)["from"] == [
             "Real Author <author@example.org>"], rest
         assert rest.endswith(b"\n\nbody\n"), rest
+
+
+def test_send_full_name_is_a_7bit_display_name(postern):
+    """-F's name in the From: send adds is 7-bit however it is spelt: an
+    RFC 2047 encoded-word for UTF-8 (no SMTPUTF8 needed, RFC 6532 3), a
+    quoted string for specials, folded when long (RFC 5322 2.1.1)."""
+    wired(postern)
+    names = ["J\u00f6rg M\u00fcller", 'Smith, John "JJ" \\ Jr.',
+        "\u00c9mile Zolad\u00e9 " * 6]
+    for i, name in enumerate(names):
+        r = send_cmd(postern, ["-F", name, "-f", "j@example.org",
+            "bob@example.org"], b"Subject: %d\n\nx\n" % i)
+        assert r.returncode == 0, r.stderr
+    files = wait_for(lambda: len(postern.maildir("bob")) == len(names) and
+        postern.maildir("bob"), what="the deliveries to bob")
+    got = {}
+    for f in files:
+        rest = split_delivered(read_bytes(f))[2]
+        head = rest.partition(b"\n\n")[0]
+        assert max(head) < 0x80, head
+        assert max(len(l) for l in head.split(b"\n")) <= 78, head
+        msg = email.message_from_bytes(rest, policy=email.policy.compat32)
+        # RFC 2047 6.2 (blanks between encoded-words go), which
+        # email.policy.default does not quite follow.
+        name, addr = email.utils.parseaddr(str(email.header.make_header(
+            email.header.decode_header(msg["From"]))))
+        assert addr == "j@example.org", rest
+        got[int(msg["Subject"])] = name
+    assert got == {i: name.strip() for i, name in enumerate(names)}, got
 
 
 def test_send_takes_grouped_flags(postern):

@@ -1,7 +1,7 @@
 /*
  * Unit tests of mime/ auto-replies: the RFC 3834 decision for each kind
  * of automatic mail, subject prefixes, and reply messages built and then
- * read back with the parser.
+ * read back with the parser, display names made 7-bit.
  */
 #include "mime/mime.h"
 
@@ -358,6 +358,33 @@ test_looks_like_message(void **state)
 			    cases[i].want);
 }
 
+static void
+test_encode_phrase(void **state)
+{
+	static const struct {
+		const char	*label, *in, *want;
+	} cases[] = {
+		{ "atoms", "Ann Example", "Ann Example" },
+		{ "specials", "Smith, John \"JJ\" \\", "\"Smith, John "
+		  "\\\"JJ\\\" \\\\\"" },
+		{ "UTF-8", "J\xc3\xb6rg M\xc3\xbcller",
+		  "=?UTF-8?b?SsO2cmcgTcO8bGxlcg==?=" },
+		{ "not UTF-8", "J\xf6rg", "=?UTF-8?b?Su+/vXJn?=" },
+		{ "controls dropped", "A\tB\x01", "AB" },
+		{ "empty", "", "" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *got = mime_encode_phrase(cases[i].in);
+
+		if (strcmp(got, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %s, want %s",
+			    cases[i].label, got, cases[i].want);
+		free(got);
+	}
+}
+
 int
 main(void)
 {
@@ -370,6 +397,7 @@ main(void)
 		cmocka_unit_test(test_build_refused),
 		cmocka_unit_test(test_build_thread_ids_checked),
 		cmocka_unit_test(test_looks_like_message),
+		cmocka_unit_test(test_encode_phrase),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
