@@ -581,8 +581,16 @@ send_check_server(const struct send_ctx *x)
 		free(reply);
 		return 0;
 	}
-	fprintf(stderr, "postern send: no postern server is running on the "
-	    "spool %s (%s); the message was not queued\n", x->cfg->spool, err);
+	/* A server may well run there: this user may not use its spool. */
+	if (errno == EACCES || errno == EPERM)
+		fprintf(stderr, "postern send: access to the spool %s was "
+		    "denied (%s): run postern send as the spool's owner or "
+		    "as root; other users need write access to the spool; "
+		    "the message was not queued\n", x->cfg->spool, err);
+	else
+		fprintf(stderr, "postern send: no postern server is running "
+		    "on the spool %s (%s); the message was not queued\n",
+		    x->cfg->spool, err);
 	return EX_TEMPFAIL;
 }
 

@@ -433,6 +433,26 @@ def test_send_full_name_is_a_7bit_display_name(postern):
     assert got == {i: name.strip() for i, name in enumerate(names)}, got
 
 
+def test_send_by_a_user_without_access_to_the_spool(public_dir, sysuser,
+        make_postern):
+    """A user who may not use the spool (it is 0700 for the server's
+    user) while a server runs there is told that, not that no server
+    runs; nothing is queued and the exit is 75, to try again."""
+    pw = sysuser("pstnsend", "Send pw 1")
+    srv = wired(make_postern(at=public_dir))
+    os.chmod(srv.conf, 0o644)
+    r = subprocess.run([binary(), "send", "-C", srv.conf, "bob@example.org"],
+        input=b"Subject: x\n\nbody\n", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=10, user=pw.pw_uid, group=pw.pw_gid,
+        extra_groups=[])
+    assert srv.alive()
+    assert r.returncode == 75, (r.returncode, r.stderr)
+    assert b"access to the spool %s was denied" % srv.path("spool").encode() \
+        in r.stderr, r.stderr
+    assert b"no postern server" not in r.stderr, r.stderr
+    assert spool_empty(srv) and srv.maildir("bob") == []
+
+
 def test_send_takes_grouped_flags(postern):
     """Flags group as getopt allows, as sendmail's do: -ti, -it, -tf ADDR;
     an unknown letter in a group is still refused."""
