@@ -39,8 +39,8 @@ char	*cli_enter_config_dir(const char *path, const char **err_out);
  */
 int	cli_become_spool_owner(const char *spool, const char **err_out);
 
-/* mailq (also sendmail -bp): postern queue list with the default config. */
-int	cli_mailq(void);
+/* mailq (also sendmail -bp): postern queue -c config list. */
+int	cli_mailq(const char *config);
 /* newaliases (also sendmail -bi): there is no aliases database; exit 0. */
 int	cli_newaliases(void);
 

@@ -252,7 +252,7 @@ main(int argc, char **argv)
 	if (strcmp(base, "sendmail") == 0)
 		return cli_send(argc, argv);
 	if (strcmp(base, "mailq") == 0)
-		return cli_mailq();
+		return cli_mailq(cli_default_config());
 	if (strcmp(base, "newaliases") == 0)
 		return cli_newaliases();
 	if (argc < 2) {

@@ -45,11 +45,12 @@ cli_default_config(void)
 }
 
 int
-cli_mailq(void)
+cli_mailq(const char *config)
 {
-	char *argv[] = { "queue", "list", NULL };
+	/* getopt permutes argv but never writes the strings. */
+	char *argv[] = { "queue", "-c", (char *)config, "list", NULL };
 
-	return cli_queue(2, argv);
+	return cli_queue(4, argv);
 }
 
 /* ---- JSON -------------------------------------------------------------- */

@@ -47,8 +47,8 @@ static const char usage_send[] =
     "  -bp         list the queue instead (as mailq does)\n"
     "  -bi         rebuild the aliases database: there is none (as\n"
     "              newaliases does); exit 0\n"
-    "  -C FILE     configuration (default $POSTERN_CONFIG or "
-    CLI_DEFAULT_CONFIG ")\n"
+    "  -C FILE     configuration, -bp's too (default $POSTERN_CONFIG or\n"
+    "              " CLI_DEFAULT_CONFIG ")\n"
     "  -o..., -v, -U, -N ARG, -B ARG, -R ARG, -X ARG: accepted, ignored\n"
     "Flags may be grouped (-ti).  Leading mbox 'From ' lines are dropped.\n"
     "Exit 0 once the message is durably queued; 64 usage, 65 bad data,\n"
@@ -727,7 +727,7 @@ cli_send(int argc, char **argv)
 	if ((rc = send_parse_args(argc, argv, &o)) != 0)
 		return rc == -1 ? 0 : rc;
 	if (o.mode == SEND_MAILQ)
-		return cli_mailq();
+		return cli_mailq(o.config);
 	if (o.mode == SEND_NEWALIASES)
 		return cli_newaliases();
 	rc = send_run(&x, &o);

@@ -530,6 +530,12 @@ def test_mailq_and_newaliases_entry_points(make_postern, tmp_path):
         assert qid in r.stdout and "bob@example.org" in r.stdout, (argv,
             r.stdout)
         assert "Kbytes in 1 Request" in r.stdout, r.stdout
+    # -C applies to -bp as to sending: its queue, not $POSTERN_CONFIG's.
+    env["POSTERN_CONFIG"] = str(tmp_path / "missing.conf")
+    for argv in ([links["sendmail"], "-C", srv.conf, "-bp"],
+            [binary(), "send", "-bp", "-C", srv.conf]):
+        r = run(*argv)
+        assert r.returncode == 0 and qid in r.stdout, (argv, r)
     for argv in ([links["newaliases"]], [links["sendmail"], "-bi"]):
         r = run(*argv)
         assert (r.returncode, r.stdout) == (0, ""), (argv, r)
