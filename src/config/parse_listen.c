@@ -255,6 +255,20 @@ cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln)
 		    "(not with tls or no-starttls)");
 		goto fail;
 	}
+	/* require-tls refuses AUTH before TLS; auth-plaintext offers it. */
+	if (l.require_tls && l.auth_plaintext) {
+		cfg_err(p, ln->lineno, "listen: require-tls and auth-plaintext: "
+		    "give one (require-tls refuses AUTH before STARTTLS; use "
+		    "auth)");
+		goto fail;
+	}
+	/* AUTH waits for TLS, which nothing could start here. */
+	if (l.auth && !l.auth_plaintext && l.no_starttls && !l.implicit_tls) {
+		cfg_err(p, ln->lineno, "listen: auth needs TLS, which "
+		    "no-starttls leaves out (add tls, or give auth-plaintext "
+		    "to offer AUTH in clear)");
+		goto fail;
+	}
 	for (size_t i = 0; i < c->nlistens; i++)
 		if (strcmp(c->listens[i].addr, l.addr) == 0 &&
 		    c->listens[i].port == l.port) {
@@ -358,6 +372,9 @@ cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln)
 	*dst = xstrdup(ln->toks[2].text);
 }
 
+#define CFG_CERT_HOW	"a \"tls cert\" or \"tls self-signed\" statement, " \
+	"or cert/key on the listener"
+
 /* Listeners that need what another statement provides. */
 void
 cfg_listen_check(struct cfg_parser *p, int last)
@@ -370,17 +387,22 @@ cfg_listen_check(struct cfg_parser *p, int last)
 		    "\"listen 127.0.0.1:2525\")");
 	for (size_t i = 0; i < c->nlistens; i++) {
 		const struct config_listen *l = &c->listens[i];
+		bool has_cert = l->ncerts > 0 || config_has_tls(c);
 		/* On a proxy listener, AUTH is the upstream's to check. */
 		if (l->auth && c->nauths == 0 && l->proxy == NULL)
 			cfg_err(p, l->line, "listen: auth needs an \"auth "
 			    "<TABLE>\" or \"auth pam\" statement");
-		cfg_proxy_check(p, l, l->ncerts > 0 || config_has_tls(c));
-		if ((l->implicit_tls || l->require_tls) && l->ncerts == 0 &&
-		    !config_has_tls(c))
+		cfg_proxy_check(p, l, has_cert);
+		if (has_cert)
+			continue;
+		if (l->implicit_tls || l->require_tls)
 			cfg_err(p, l->line, "listen: %s needs a certificate "
-			    "(a \"tls cert\" or \"tls self-signed\" statement, "
-			    "or cert/key on the listener)", l->implicit_tls ?
-			    "tls" : "require-tls");
+			    "(%s)", l->implicit_tls ? "tls" : "require-tls",
+			    CFG_CERT_HOW);
+		else if (l->auth && !l->auth_plaintext)	/* AUTH waits for TLS */
+			cfg_err(p, l->line, "listen: auth needs a certificate "
+			    "(%s), or auth-plaintext to offer AUTH in clear",
+			    CFG_CERT_HOW);
 	}
 }
 

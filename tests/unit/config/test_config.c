@@ -86,7 +86,7 @@ test_golden(void **state)
 {
 	static const char *const names[] = { "syntax", "limits", "limits2", "listen", "tls",
 	    "defs", "match", "empty", "dups", "good", "agents",
-	    "translog", "spool", "ops", "proxy", "refused" };
+	    "translog", "spool", "ops", "proxy", "refused", "auth" };
 	bool update = getenv("POSTERN_GOLDEN_UPDATE") != NULL;
 	int failed = 0;
 
