@@ -192,6 +192,12 @@ bool	chain_session_is_running(const struct chain_session *cs);
 
 /* ----- facts the connection reports ----- */
 
+/*
+ * TLS is up: its facts, and the session forgets what the client told it
+ * before (RFC 3207 4.2): HELO, AUTH, and what handlers set in the session
+ * store and disposition after the greeting, which go back to what connect
+ * left, with the starttls stage's changes on top.
+ */
 void	chain_session_set_tls(struct chain_session *cs, const char *proto,
 	    const char *cipher, const char *sni);
 void	chain_session_set_auth(struct chain_session *cs, const char *user);

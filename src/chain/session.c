@@ -60,6 +60,64 @@ chain_kv_clear(struct chain_kv *kv)
 }
 
 static void
+chain_kv_free(struct chain_kv *kv)
+{
+	chain_kv_clear(kv);
+	free(kv->keys);
+	free(kv->vals);
+	kv->keys = kv->vals = NULL;
+}
+
+/* dst (empty) takes copies of src's pairs. */
+static void
+chain_kv_copy(struct chain_kv *dst, const struct chain_kv *src)
+{
+	ASSERT(dst->n == 0);
+	if (src->n > 0 && dst->keys == NULL) {
+		dst->keys = xcalloc(CHAIN_KV_MAX, sizeof(*dst->keys));
+		dst->vals = xcalloc(CHAIN_KV_MAX, sizeof(*dst->vals));
+	}
+	for (size_t i = 0; i < src->n; i++) {
+		dst->keys[i] = xstrdup(src->keys[i]);
+		dst->vals[i] = xstrdup(src->vals[i]);
+	}
+	dst->n = src->n;
+}
+
+static const char *
+chain_kv_find(const struct chain_kv *kv, const char *key)
+{
+	for (size_t i = 0; i < kv->n; i++)
+		if (strcmp(kv->keys[i], key) == 0)
+			return kv->vals[i];
+	return NULL;
+}
+
+static bool
+chain_str_same(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+static void
+chain_mark_clear(struct chain_mark *m)
+{
+	chain_kv_free(&m->kv);
+	chain_str_set(&m->disp_action, NULL);
+	m->taken = false;
+}
+
+static void
+chain_mark_take(struct chain_session *cs, struct chain_mark *m)
+{
+	chain_mark_clear(m);
+	m->taken = true;
+	chain_kv_copy(&m->kv, &cs->kv[CHAIN_SCOPE_SESSION]);
+	m->disp = cs->disp[0];
+	chain_str_set(&m->disp_action, cs->disp_action[0]);
+}
+
+static void
 chain_rcpts_clear(struct chain_session *cs)
 {
 	for (size_t i = 0; i < cs->nrcpts; i++)
@@ -75,11 +133,10 @@ chain_session_destroy(struct chain_session *cs)
 {
 	chain_run_clear(&cs->run);
 	chain_run_clear(&cs->hdr_run);
-	for (size_t i = 0; i < 2; i++) {
-		chain_kv_clear(&cs->kv[i]);
-		free(cs->kv[i].keys);
-		free(cs->kv[i].vals);
-	}
+	chain_kv_free(&cs->kv[CHAIN_SCOPE_SESSION]);
+	chain_kv_free(&cs->kv[CHAIN_SCOPE_TX]);
+	chain_mark_clear(&cs->greeted);
+	chain_mark_clear(&cs->at_starttls);
 	chain_rcpts_clear(cs);
 	free(cs->sid);
 	free(cs->ip);
@@ -147,6 +204,34 @@ chain_run_finish(struct chain_run *run)
 
 /* ----- facts the connection reports ----- */
 
+/* The session state back to the greeting, with what starttls changed. */
+static void
+chain_session_forget(struct chain_session *cs)
+{
+	struct chain_kv *kv = &cs->kv[CHAIN_SCOPE_SESSION];
+	struct chain_kv now = *kv;
+	const struct chain_mark *g = &cs->greeted, *st = &cs->at_starttls;
+
+	if (!g->taken)
+		return;		/* nothing ran after connect */
+	*kv = (struct chain_kv){ 0 };
+	chain_kv_copy(kv, &g->kv);
+	for (size_t i = 0; st->taken && i < now.n; i++)
+		if (!chain_str_same(chain_kv_find(&st->kv, now.keys[i]),
+		    now.vals[i]))
+			(void)chain_kv_set(cs, CHAIN_SCOPE_SESSION, now.keys[i],
+			    now.vals[i]);
+	for (size_t i = 0; st->taken && i < st->kv.n; i++)
+		if (chain_kv_find(&now, st->kv.keys[i]) == NULL)
+			(void)chain_kv_set(cs, CHAIN_SCOPE_SESSION,
+			    st->kv.keys[i], NULL);
+	if (!st->taken || (cs->disp[0] == st->disp &&
+	    chain_str_same(cs->disp_action[0], st->disp_action)))
+		chain_set_disposition(cs, false, g->disp, g->disp_action);
+	chain_kv_free(&now);
+	chain_mark_clear(&cs->at_starttls);
+}
+
 void
 chain_session_set_tls(struct chain_session *cs, const char *proto,
     const char *cipher, const char *sni)
@@ -154,8 +239,16 @@ chain_session_set_tls(struct chain_session *cs, const char *proto,
 	chain_str_set(&cs->tls_proto, proto);
 	chain_str_set(&cs->tls_cipher, cipher);
 	chain_str_set(&cs->tls_sni, sni);
-	/* RFC 3207 4.2: what was learnt before TLS is forgotten. */
+	/*
+	 * RFC 3207 4.2: the server MUST discard what it learnt from the
+	 * client before TLS: its HELO, its AUTH identity, and what handlers
+	 * concluded from them.  What connect found knows only the
+	 * connection, and what starttls did is about TLS itself: both stay.
+	 */
 	chain_str_set(&cs->helo, NULL);
+	cs->esmtp = false;
+	chain_str_set(&cs->auth_user, NULL);
+	chain_session_forget(cs);
 }
 
 void
@@ -477,6 +570,10 @@ chain_run(struct chain_session *cs, const struct smtp_event *ev,
 	ASSERT((unsigned)ev->stage < SMTP_STAGE_COUNT);
 	memset(res_out, 0, sizeof(*res_out));
 	res_out->verdict = SMTP_OK;
+	if (ev->stage != SMTP_STAGE_CONNECT && !cs->greeted.taken)
+		chain_mark_take(cs, &cs->greeted);
+	if (ev->stage == SMTP_STAGE_STARTTLS)
+		chain_mark_take(cs, &cs->at_starttls);
 	if (chain_session_policy(cs, ev->stage, res_out))
 		return CHAIN_DONE;
 	chain_take_facts(cs, ev);
@@ -547,12 +644,7 @@ const char *
 chain_kv_get(const struct chain_session *cs, enum chain_scope scope,
     const char *key)
 {
-	const struct chain_kv *kv = &cs->kv[scope == CHAIN_SCOPE_TX];
-
-	for (size_t i = 0; i < kv->n; i++)
-		if (strcmp(kv->keys[i], key) == 0)
-			return kv->vals[i];
-	return NULL;
+	return chain_kv_find(&cs->kv[scope == CHAIN_SCOPE_TX], key);
 }
 
 int

@@ -78,6 +78,14 @@ struct chain_slot {
 	const struct chain_slot_ops	*ops;
 };
 
+/* A copy of the session-wide state handlers keep. */
+struct chain_mark {
+	bool			 taken;
+	struct chain_kv		 kv;
+	enum chain_disposition	 disp;
+	char			*disp_action;	/* owned */
+};
+
 struct chain_session {
 	struct chain_set	*set;		/* ref */
 	struct chain_loop	*loop;		/* borrowed */
@@ -107,6 +115,11 @@ struct chain_session {
 	struct chain_kv		 kv[2];		/* session, tx */
 	enum chain_disposition	 disp[2];	/* session-wide, tx */
 	char			*disp_action[2]; /* owned: quarantine action */
+	/*
+	 * RFC 3207 4.2: at TLS's start the session state goes back to what
+	 * connect left, plus what the starttls stage changed in what it found.
+	 */
+	struct chain_mark	 greeted, at_starttls;
 	/* the header block */
 	struct util_buf		 hdr;
 	bool			 hdr_complete;

@@ -129,6 +129,38 @@ def test_auth_plaintext_listener(make_postern, tmp_path):
         c.send("RCPT TO:<x@far.example>"); c.expect(250)
 
 
+def test_starttls_makes_the_chain_forget_the_auth_before_it(make_postern,
+        tmp_path):
+    """RFC 3207 4.2: after STARTTLS the handler chain no longer sees the
+    AUTH done in clear (auth.user), and the session keys go back to what
+    connect left them, with what the starttls stage set: a key set at auth
+    is gone, one changed there has its connect value back.  The same
+    dialogue without STARTTLS keeps all of it."""
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("%s %s\n" % (USER, h))
+    srv = make_postern(config=auth_config("auth-plaintext") +
+        "on connect { tag conn=yes; tag score=1 }\n"
+        "on starttls { tag asked=yes }\n"
+        "on auth { tag authed=yes; tag score=3 }\n"
+        'on mail { reject 550 5.7.1 "user=[%{auth.user}] helo=[%{helo}] '
+        'conn=[%{session.conn}] score=[%{session.score}] '
+        'authed=[%{session.authed}] asked=[%{session.asked}]" }\n')
+    for tls, want in (
+            (False, "user=[%s] helo=[before.example] conn=[yes] score=[3] "
+                "authed=[yes] asked=[]" % USER),
+            (True, "user=[] helo=[after.example] conn=[yes] score=[1] "
+                "authed=[] asked=[yes]")):
+        with srv.session() as c:
+            c.hello("before.example")
+            c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235)
+            if tls:
+                c.starttls(unverified_context())
+                c.send("EHLO after.example"); c.expect(250)
+            c.send("MAIL FROM:<a@example.org>")
+            r = c.expect(550, "5.7.1")
+            assert r.text == "5.7.1 " + want, c.transcript()
+
+
 def test_no_initial_response_in_any_log_whatever_the_blank(make_postern,
         tmp_path):
     """An AUTH line keeps its mechanism in the transaction log and the
