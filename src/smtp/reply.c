@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* Send one reply line: "code" sep text CRLF, text cut to fit 512 octets. */
 static void
@@ -85,9 +86,33 @@ smtp_reply_raw(struct smtp_session *s)
 		s->hooks.send_cb(s->ctx, end - s->raw_len, s->raw_len);
 }
 
+/*
+ * RFC 5321 4.2.3 and 3.8: "421 <domain> Service not available".  Every 421
+ * names this host first (after the enhanced code); text that already does
+ * is returned as it is, otherwise the host name goes in through buf.
+ */
+static const char *
+smtp_reply_domain(const struct smtp_session *s, const char *text, char *buf,
+    size_t bufsz)
+{
+	const char *host = s->p.hostname;
+	size_t esc = util_esc_len(text), hl = strlen(host);
+	const char *rest = text + esc + (esc > 0 && text[esc] == ' ');
+
+	if (strncasecmp(rest, host, hl) == 0 && (rest[hl] == ' ' ||
+	    rest[hl] == '\n' || rest[hl] == '\0'))
+		return text;
+	/* Cut to fit is still a reply: lines are cut at 512 anyway. */
+	(void)util_snprintf(buf, bufsz, "%.*s%s%s%s%s", (int)esc, text,
+	    esc > 0 ? " " : "", host, rest[0] != '\0' && rest[0] != '\n' ?
+	    " " : "", rest);
+	return buf;
+}
+
 void
 smtp_reply(struct smtp_session *s, int code, const char *text)
 {
+	char named[SMTP_REPLY_TEXT_MAX * 3];
 	const char *p = text, *nl;
 
 	if (s->must_wait != NULL) {
@@ -101,6 +126,8 @@ smtp_reply(struct smtp_session *s, int code, const char *text)
 		smtp_reply_raw(s);
 		return;
 	}
+	if (code == 421)
+		p = smtp_reply_domain(s, text, named, sizeof(named));
 
 	for (;;) {
 		nl = strchr(p, '\n');
@@ -135,7 +162,7 @@ smtp_count_error(struct smtp_session *s)
 		s->errors++;
 	if (s->errors <= s->p.lim.err_max)
 		return false;
-	smtp_replyf(s, 421, "4.7.0 %s Too many errors", s->p.hostname);
+	smtp_reply(s, 421, "4.7.0 Too many errors");
 	smtp_mark_closing(s);
 	return true;
 }
@@ -220,8 +247,8 @@ smtp_reply_refusal(struct smtp_session *s, enum smtp_verdict v,
 		if (valid)
 			smtp_reply_custom(s, r);
 		else
-			smtp_replyf(s, 421, "4.3.0 %s Service not available, "
-			    "closing channel", s->p.hostname);
+			smtp_reply(s, 421, "4.3.0 Service not available, "
+			    "closing channel");
 		smtp_mark_closing(s);
 		return;
 	}

@@ -188,7 +188,10 @@ bool	smtp_session_in_data(const struct smtp_session *s);
 bool	smtp_session_content_dropped(const struct smtp_session *s,
 	    uint64_t *size_out);
 
-/* Send "code text" and close (timeouts, shutdown).  text has the esc. */
+/*
+ * Send "code text" and close (timeouts, shutdown).  text has the esc; a
+ * 421 gets the host name after it when text does not start with it.
+ */
 void	smtp_session_close_with(struct smtp_session *s, int code,
 	    const char *text);
 

@@ -246,7 +246,8 @@ size_t	smtp_bdat_feed(struct smtp_session *s, const char *buf, size_t len);
 
 /*
  * Send "code text"; a '\n' in text starts another line ("code-" before
- * all but the last).  Control and non-ASCII bytes become '?'.
+ * all but the last).  Control and non-ASCII bytes become '?'.  A 421
+ * names the host first (after the enhanced code) when text does not.
  */
 void	smtp_reply(struct smtp_session *s, int code, const char *text);
 void	smtp_replyf(struct smtp_session *s, int code, const char *fmt, ...)

@@ -192,6 +192,32 @@ def test_disconnect_verdict(make_postern):
         c.expect_closed()
 
 
+@pytest.mark.parametrize("chain,sessions,want", [
+    # ratelimit's own 421 at connect
+    ("on connect { ratelimit 1/1m per ip }", 2,
+     b"421 4.7.0 test.example Rate limit exceeded, slow down"),
+    # a 4xx at connect becomes 421 and the close
+    ("on connect { reject 451 }", 1,
+     b"421 4.7.1 test.example Try again later"),
+    ("on connect { reject 450 4.7.2 busy }", 1,
+     b"421 4.7.2 test.example busy"),
+    # text that names the host already keeps one
+    ('on connect { disconnect 421 4.7.0 "%{hostname} go away" }', 1,
+     b"421 4.7.0 test.example go away"),
+])
+def test_every_421_names_the_host(make_postern, chain, sessions, want):
+    """RFC 5321 4.2.3, 3.8: "421 <domain> ...", whichever handler gave the
+    reply and whatever its text."""
+    srv = make_postern(config=chains_config(chain))
+    for _ in range(sessions - 1):
+        with srv.session() as c:
+            c.expect(220)
+    with srv.session() as c:
+        got = c.read_raw_line()
+        assert got == want, "got %r, want %r" % (got, want)
+        c.expect_closed()
+
+
 def test_tarpit_does_not_delay_other_sessions(make_postern):
     srv = make_postern(config=chains_config(
         'on helo { tarpit 3s }'))

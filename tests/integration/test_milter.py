@@ -569,11 +569,13 @@ def test_verdict_at_each_stage(make_postern, make_milter, stage, verdict,
     ("rcpt", "421", "4.7.0", "milter says bye")])
 def test_replycode_exact_line(make_postern, make_milter, stage, code, esc,
         text):
-    """The milter's line goes out as it is; a 421 then closes the channel
-    (RFC 5321 3.8), the others leave the session open."""
+    """The milter's line goes out as it is, a 421 with this host's name
+    put first; a 421 then closes the channel (RFC 5321 3.8), the others
+    leave the session open."""
     m = make_milter("replycode", stage, code, esc, text)
     srv = make_postern(config=milter_config(m.spec, (stage,)))
-    want = "%s %s %s" % (code, esc, text)
+    want = "%s %s %s%s" % (code, esc, "test.example " if code == "421" else
+        "", text)
     with srv.session() as c:
         c.hello()
         c.send("MAIL FROM:<a@example.net>")

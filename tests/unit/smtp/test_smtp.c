@@ -1285,12 +1285,13 @@ test_connect_verdicts(void **state)
 		    "2.0.0 hmm", "421 4.3.0 mx.example.org Service not "
 		    "available, closing channel\r\n", true, "" },
 		{ "reject 4xx: 421 and close (RFC 5321 3.8)", SMTP_REJECT, 451,
-		    "4.7.1 Slow down", "421 4.7.1 Slow down\r\n", true, "" },
+		    "4.7.1 Slow down", "421 4.7.1 mx.example.org Slow down\r\n",
+		    true, "" },
 		{ "close default", SMTP_CLOSE, 0, NULL,
 		    "421 4.3.0 mx.example.org Service not available, "
 		    "closing channel\r\n", true, "" },
 		{ "close custom, esc added", SMTP_CLOSE, 421, "Busy",
-		    "421 4.0.0 Busy\r\n", true, "" },
+		    "421 4.0.0 mx.example.org Busy\r\n", true, "" },
 		{ "ok custom", SMTP_OK, 220, "mx hi", "220 mx hi\r\n", false,
 		    "250 221" },
 	};
