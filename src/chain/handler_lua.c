@@ -483,24 +483,28 @@ hlua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
 	return fits;
 }
 
+/*
+ * Field i of the table at the top as an integer: dflt when it is absent,
+ * bad when it is there but no whole number (550.5, "x", a table).
+ */
 static lua_Integer
-hlua_int_field(lua_State *L, int i, lua_Integer dflt)
+hlua_int_field(lua_State *L, int i, lua_Integer dflt, lua_Integer bad)
 {
 	int isnum = 0;
 
-	lua_rawgeti(L, -1, i);				/* [r x] */
+	int t = lua_rawgeti(L, -1, i);			/* [r x] */
 	lua_Integer n = lua_tointegerx(L, -1, &isnum);
 	lua_pop(L, 1);					/* [r] */
-	return isnum ? n : dflt;
+	return t == LUA_TNIL ? dflt : isnum ? n : bad;
 }
 
-/* {"reject"|"disconnect", code, esc, text} into v; a code not 400..599
- * or a field too long leaves v->code -1, which run.c refuses as a bad
- * reply. */
+/* {"reject"|"disconnect", code, esc, text} into v; a code not a whole
+ * number in 400..599 or a field too long leaves v->code -1, which run.c
+ * refuses as a bad reply. */
 static void
 hlua_reply(lua_State *L, bool tbl, bool disc, struct chain_verdict *v)
 {
-	lua_Integer code = tbl ? hlua_int_field(L, 2, disc ? 421 : 550) :
+	lua_Integer code = tbl ? hlua_int_field(L, 2, disc ? 421 : 550, -1) :
 	    disc ? 421 : 550;
 
 	/* Checked before it is narrowed to an int: 2^32 + 550 is no 550. */
@@ -543,7 +547,7 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 	    0) {
 		hlua_reply(L, tbl, word[0] == 'd', v);
 	} else if (strcmp(word, "delay") == 0 && tbl) {
-		lua_Integer ms = hlua_int_field(L, 2, -1);
+		lua_Integer ms = hlua_int_field(L, 2, -1, -1);
 		if (ms < 0)
 			chain_verdict_fail(v, "%s: delay needs ms", path);
 		else {

@@ -621,6 +621,8 @@ function rcpt(f, state)
   local u = f["rcpt.user"]
   if u == "wrapped" then return {"reject", 4294967846, "5.7.1", "wrapped"} end
   if u == "zero" then return {"reject", 0, "5.7.1", "zero"} end
+  if u == "frac" then return {"reject", 550.5, "5.7.1", "frac"} end
+  if u == "word" then return {"reject", "no", "5.7.1", "word"} end
   if u == "longest" then return {"reject", 550, "5.7.1", ("y"):rep(399)} end
   if u == "long" then return {"reject", 550, "5.7.1", ("x"):rep(401)} end
   if u == "tag255" then return {"tag", "t", ("v"):rep(255)} end
@@ -630,8 +632,8 @@ end
 
 
 def test_script_reply_out_of_bounds_refused_not_cut(server, tmp_path):
-    """A script's reply code outside 400..599 (2^32 + 550, 0 included) or
-    text over the limit is a bad reply (451 4.3.0, logged), a tag value
+    """A script's reply code outside 400..599 (2^32 + 550, 0 included),
+    one that is no whole number (550.5, "no"), or text over the limit is a bad reply (451 4.3.0, logged), a tag value
     over 255 characters a failure; neither is sent or stored cut short."""
     (tmp_path / "bounds.lua").write_text(BOUNDS_LUA)
     srv = server('on rcpt { lua "%s" }\n'
@@ -642,6 +644,8 @@ def test_script_reply_out_of_bounds_refused_not_cut(server, tmp_path):
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
         c.send("RCPT TO:<wrapped@localhost>"); c.expect(451, "4.3.0")
         c.send("RCPT TO:<zero@localhost>"); c.expect(451, "4.3.0")
+        c.send("RCPT TO:<frac@localhost>"); c.expect(451, "4.3.0")
+        c.send("RCPT TO:<word@localhost>"); c.expect(451, "4.3.0")
         c.send("RCPT TO:<long@localhost>"); c.expect(451, "4.3.0")
         c.send("RCPT TO:<longest@localhost>")
         assert c.expect(550, "5.7.1").text.endswith(" " + "y" * 399)
@@ -651,7 +655,7 @@ def test_script_reply_out_of_bounds_refused_not_cut(server, tmp_path):
         assert c.expect(550, "5.7.1").text.endswith(" tag " + "v" * 255)
     events = [kv for kv, _ in log_events(srv, "chain")]
     assert [kv.get("why", "")[:7] for kv in events
-        if kv.get("verdict") == "bad-reply"] == ["wrapped", "zero", "x" * 7], \
+        if kv.get("verdict") == "bad-reply"] == ["wrapped", "zero", "frac", "word", "x" * 7], \
         events
     assert [kv for kv in events if kv.get("verdict") == "error" and
         "value longer than 255" in kv.get("why", "")], events
