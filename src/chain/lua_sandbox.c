@@ -76,9 +76,11 @@ chain_lua_out_of_budget(lua_State *L, struct chain_lua_ctx *c, lua_Debug *ar)
 		    c->budget);
 	if (ar == NULL)
 		return luaL_error(L, "%s exceeded", what);
+	/* Not luaL_error: it would add its caller's place to ar's. */
 	lua_getinfo(L, "Sl", ar);
-	return luaL_error(L, "%s:%d: %s exceeded", ar->short_src,
+	lua_pushfstring(L, "%s:%d: %s exceeded", ar->short_src,
 	    ar->currentline, what);
+	return lua_error(L);
 }
 
 /*

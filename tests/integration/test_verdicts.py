@@ -42,6 +42,7 @@ table are made once per module.
 
 import base64
 import crypt
+import re
 import time
 
 import pytest
@@ -659,6 +660,40 @@ def test_script_reply_out_of_bounds_refused_not_cut(server, tmp_path):
         events
     assert [kv for kv in events if kv.get("verdict") == "error" and
         "value longer than 255" in kv.get("why", "")], events
+
+
+WHERE_LUA = """
+local function spin()
+  while true do end
+end
+function rcpt(f, state)
+  local u = f["rcpt.user"]
+  if u == "spin" then spin() end
+  if u == "deep" then
+    local function down(n) if n == 0 then spin() end return 1 + down(n - 1) end
+    down(50)
+  end
+end
+"""
+
+
+def test_script_error_names_its_place_once(server, tmp_path):
+    """A call out of budget is logged with the place it stopped, once: not
+    also its caller's (a recursive caller made it "f:9: f:9: ...")."""
+    (tmp_path / "where.lua").write_text(WHERE_LUA)
+    srv = server('on rcpt { lua "%s" budget 100000 }' % (tmp_path /
+        "where.lua"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<spin@localhost>"); c.expect(451, "4.3.0")
+        c.send("RCPT TO:<deep@localhost>"); c.expect(451, "4.3.0")
+    def whys():
+        return [kv.get("why", "") for kv, _ in log_events(srv, "chain")
+            if kv.get("verdict") == "error"]
+    wait_for(lambda: len(whys()) == 2, what="two handler errors logged")
+    assert all(re.fullmatch(r"\S*where\.lua:3: "
+        r"instruction budget of 100000 exceeded", w) for w in whys()), whys()
 
 
 def test_program_failure_exit_code(server, tmp_path):
