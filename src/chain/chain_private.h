@@ -111,6 +111,14 @@ void	chain_lua_budget_hook(struct lua_State *L, struct lua_Debug *ar);
 void	chain_lua_budget_arm(struct lua_State *L);
 /* End it: the hook off. */
 void	chain_lua_budget_disarm(struct lua_State *L);
+/*
+ * lua_pcall of the function under nargs arguments, no results; the budget
+ * disarmed after.  On an error (the lua_pcall code returned) its value is
+ * left on top and *err_out (malloc'd) says what and where, "FILE:LINE:
+ * ..." also for a value that is no string ("error object is a table
+ * value").  [-(nargs+1), +(0|1), -]
+ */
+int	chain_lua_pcall(struct lua_State *L, int nargs, char **err_out);
 /* Push a new _ENV (the allow-list, postern.log) and keep it in the
  * registry under CHAIN_LUA_ENV_KEY.  The library functions that loop in C
  * are charged to the budget, setmetatable refuses __gc, and xpcall's

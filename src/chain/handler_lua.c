@@ -254,15 +254,8 @@ hlua_state_open(const struct hlua_inst *li, struct hlua_loop_state *s,
 		goto fail;
 	}
 	lua_pushcfunction(L, hlua_open_tramp);		/* [f] */
-	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
-	chain_lua_budget_disarm(L);
-	if (rc != LUA_OK) {
-		const char *m = lua_tostring(L, -1);
-		*err_out = rc == LUA_ERRMEM ? xasprintf("%s: memory cap of "
-		    "%zu bytes exceeded", li->path, li->mem_cap) :
-		    xstrdup(m != NULL ? m : "error loading the script");
+	if (chain_lua_pcall(L, 0, err_out) != LUA_OK)	/* [] or [err] */
 		goto fail;
-	}
 	return 0;
 fail:
 	hlua_loop_state_close(s);
@@ -640,14 +633,10 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	c->box.over_budget = false;
 	lua_settop(L, 0);				/* [] */
 	lua_pushcfunction(L, hlua_run_tramp);		/* [f] */
-	int rc = lua_pcall(L, 0, 0, 0);			/* [] or [err] */
-	chain_lua_budget_disarm(L);
-	if (rc == LUA_ERRMEM)
-		chain_verdict_fail(v, "%s: memory cap of %zu bytes exceeded",
-		    li->path, li->mem_cap);
-	else if (rc != LUA_OK) {
-		const char *m = lua_tostring(L, -1);
-		chain_verdict_fail(v, "%s", m != NULL ? m : "script error");
+	int rc = chain_lua_pcall(L, 0, &err);		/* [] or [err] */
+	if (rc != LUA_OK) {
+		chain_verdict_fail(v, "%s", err);
+		free(err);
 	}
 	c->cs = NULL;
 	c->v = NULL;

@@ -66,8 +66,6 @@ lbox_open_tramp(lua_State *L)
 static int
 lbox_open(struct chain_lua_box *b, char **err_out)
 {
-	int rc;
-
 	b->ctx.used = 0;
 	b->ctx.over_budget = false;
 	if ((b->L = lua_newstate(chain_lua_alloc, &b->ctx)) == NULL) {
@@ -76,14 +74,7 @@ lbox_open(struct chain_lua_box *b, char **err_out)
 	}
 	lua_pushcfunction(b->L, lbox_open_tramp);	/* [f] */
 	lua_pushlightuserdata(b->L, b);			/* [f b] */
-	rc = lua_pcall(b->L, 1, 0, 0);
-	chain_lua_budget_disarm(b->L);
-	if (rc != LUA_OK) {
-		const char *m = lua_tostring(b->L, -1);
-
-		*err_out = rc == LUA_ERRMEM ? xasprintf("%s: memory cap of "
-		    "%zu bytes exceeded", b->path, b->ctx.cap) :
-		    xstrdup(m != NULL ? m : "error loading the script");
+	if (chain_lua_pcall(b->L, 1, err_out) != LUA_OK) {
 		lbox_close(b);
 		return -1;
 	}
@@ -281,19 +272,12 @@ chain_lua_box_call(struct chain_lua_box *b, const json_t *arg,
 	b->ctx.over_budget = false;
 	lua_pushcfunction(b->L, lbox_call_tramp);	/* [f] */
 	lua_pushlightuserdata(b->L, b);			/* [f b] */
-	int lr = lua_pcall(b->L, 1, 0, 0);
-	chain_lua_budget_disarm(b->L);
-	if (lr == LUA_OK) {
+	if (chain_lua_pcall(b->L, 1, err_out) == LUA_OK) {
 		*result_out = b->result;
 		rc = 0;
 		lua_settop(b->L, 0);
 		lua_gc(b->L, LUA_GCCOLLECT);
 	} else {
-		const char *m = lua_tostring(b->L, -1);
-
-		*err_out = lr == LUA_ERRMEM ? xasprintf("%s: memory cap of "
-		    "%zu bytes exceeded", b->path, b->ctx.cap) :
-		    xstrdup(m != NULL ? m : "script error");
 		json_decref(b->result);
 		lbox_close(b);		/* the next call starts clean */
 	}

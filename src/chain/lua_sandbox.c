@@ -154,6 +154,56 @@ chain_lua_budget_disarm(lua_State *L)
 }
 
 /*
+ * The message handler of chain_lua_pcall: an error value that is no
+ * string gets the place it was raised from, the first Lua function up the
+ * stack (error() itself is C), and says what it was.  [-0, +1, m]
+ */
+static int
+chain_lua_where_msgh(lua_State *L)
+{
+	lua_Debug ar;
+	const char *what;
+
+	if (lua_type(L, 1) == LUA_TSTRING)
+		return 1;				/* [err] */
+	what = lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) :
+	    lua_pushfstring(L, "error object is a %s value",
+	    luaL_typename(L, 1));			/* [err what] */
+	for (int level = 1; lua_getstack(L, level, &ar); level++) {
+		lua_getinfo(L, "Sl", &ar);
+		if (ar.currentline > 0) {
+			lua_pushfstring(L, "%s:%d: %s", ar.short_src,
+			    ar.currentline, what);	/* [err what msg] */
+			return 1;
+		}
+	}
+	lua_pushstring(L, what);			/* [err what msg] */
+	return 1;
+}
+
+int
+chain_lua_pcall(lua_State *L, int nargs, char **err_out)
+{
+	struct chain_lua_ctx *c;
+	int base = lua_gettop(L) - nargs;		/* [.. f args] */
+
+	lua_getallocf(L, (void **)&c);
+	lua_pushcfunction(L, chain_lua_where_msgh);	/* [.. f args h] */
+	lua_insert(L, base);				/* [.. h f args] */
+	int rc = lua_pcall(L, nargs, 0, base);		/* [.. h] or [.. h err] */
+	lua_remove(L, base);				/* [..] or [.. err] */
+	chain_lua_budget_disarm(L);
+	if (rc == LUA_OK)
+		return rc;
+	const char *m = lua_tostring(L, -1);
+	/* No handler runs for LUA_ERRMEM (nor could it allocate). */
+	*err_out = rc == LUA_ERRMEM ? xasprintf("%s: memory cap of %zu bytes "
+	    "exceeded", c->path, c->cap) : xstrdup(m != NULL ? m :
+	    "script error");
+	return rc;
+}
+
+/*
  * Charge n steps of work done in C (no instruction counts it) to the
  * call: more than CHAIN_LUA_C_STEPS per instruction of the budget, summed
  * over the call, ends it like the budget does.  [-0, +0, v]

@@ -673,27 +673,41 @@ function rcpt(f, state)
     local function down(n) if n == 0 then spin() end return 1 + down(n - 1) end
     down(50)
   end
+  if u == "table" then error({}) end
+  if u == "nil" then error(nil) end
+  if u == "number" then error(42) end
 end
 """
 
 
 def test_script_error_names_its_place_once(server, tmp_path):
-    """A call out of budget is logged with the place it stopped, once: not
-    also its caller's (a recursive caller made it "f:9: f:9: ...")."""
+    """A script's error is logged with the place it was raised, once: a
+    call out of budget with where it stopped, not also its caller's (a
+    recursive caller made it "f:9: f:9: ..."); an error value that is no
+    string, with the line of the error() and what it was."""
     (tmp_path / "where.lua").write_text(WHERE_LUA)
     srv = server('on rcpt { lua "%s" budget 100000 }' % (tmp_path /
         "where.lua"))
+    want = {
+        "spin": "3: instruction budget of 100000 exceeded",
+        "deep": "3: instruction budget of 100000 exceeded",
+        "table": "12: error object is a table value",
+        "nil": "13: error object is a nil value",
+        "number": "14: 42",
+    }
     with srv.session() as c:
         c.hello()
         c.send("MAIL FROM:<a@example.org>"); c.expect(250)
-        c.send("RCPT TO:<spin@localhost>"); c.expect(451, "4.3.0")
-        c.send("RCPT TO:<deep@localhost>"); c.expect(451, "4.3.0")
+        for user in want:
+            c.send("RCPT TO:<%s@localhost>" % user); c.expect(451, "4.3.0")
+
     def whys():
         return [kv.get("why", "") for kv, _ in log_events(srv, "chain")
             if kv.get("verdict") == "error"]
-    wait_for(lambda: len(whys()) == 2, what="two handler errors logged")
-    assert all(re.fullmatch(r"\S*where\.lua:3: "
-        r"instruction budget of 100000 exceeded", w) for w in whys()), whys()
+    wait_for(lambda: len(whys()) == len(want), what="the handler errors")
+    for user, why in zip(want, whys()):
+        assert re.fullmatch(r"\S*/where\.lua:" + re.escape(want[user]),
+            why), "%s: got why=%r, want FILE:%s" % (user, why, want[user])
 
 
 def test_program_failure_exit_code(server, tmp_path):
