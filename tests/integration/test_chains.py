@@ -9,6 +9,7 @@ real redis-server (the state_store fixture).
 """
 
 import os
+import re
 import socket
 import sqlite3
 import struct
@@ -85,19 +86,23 @@ def test_each_stage_can_reject(make_postern):
 DATE = b"Date: Mon, 7 Dec 2026 06:00:00 +0000\r\n"
 
 
-@pytest.mark.parametrize("head,code,esc,text", [
+@pytest.mark.parametrize("head,code,esc,text,why", [
     pytest.param(b"From: a@example.org\r\nSubject: x\r\n", 550, "5.6.0",
-        "Message lacks a Date: header field", id="no-date"),
+        "Message lacks a Date: header field", "no Date: field",
+        id="no-date"),
     pytest.param(DATE + b"From : a@example.org\r\n", 250, "2.0.0", None,
-        id="obsolete-from"),
+        None, id="obsolete-from"),
     pytest.param(DATE + b"From: a@example.org\r\nFrom : b@example.org\r\n",
-        550, "5.6.0", "Message has 2 From: header fields", id="two-from"),
+        550, "5.6.0", "Message has 2 From: header fields", "2 From: fields",
+        id="two-from"),
     pytest.param(DATE + b"".join(b"X-H%d: %s\r\n" % (i, b"y" * 900)
         for i in range(300)) + b"From: a@example.org\r\n", 552, "5.3.4",
-        "Message header block too large (over 256 KiB)", id="past-kept")])
-def test_header_require_unique(make_postern, head, code, esc, text):
+        "Message header block too large (over 256 KiB)",
+        "header block over 256 KiB", id="past-kept")])
+def test_header_require_unique(make_postern, head, code, esc, text, why):
     """RFC 5322 4.5: "From :" (blanks before the colon) is a From field;
-    a From past the header block kept is not reported missing."""
+    a From past the header block kept is not reported missing.  A refusal's
+    chain line says why, as other stages' refusals do."""
     srv = make_postern(config=chains_config(
         "on header { header require From,Date; header unique From }"))
     with srv.session() as c:
@@ -110,6 +115,30 @@ def test_header_require_unique(make_postern, head, code, esc, text):
         assert text is None or r.text.endswith(text), r
     if code != 250:
         assert not srv.maildir("bob")
+        wait_for(lambda: log_events(srv, "chain"), what="the chain line")
+        got = [(kv.get("stage"), kv.get("verdict"), kv.get("why")) for kv, _
+            in log_events(srv, "chain")]
+        assert got == [("header", "reject", why)], got
+
+
+def test_header_max_size_says_why(make_postern):
+    srv = make_postern(config=chains_config("on eom { header max-size 1k }"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        head = DATE + b"X-Big: " + b"y" * 700 + b"\r\n\t" + b"z" * 700 + \
+            b"\r\n"
+        c.send_raw(head + b"\r\nbody\r\n.\r\n")
+        r = c.expect(552, "5.3.4")
+        assert r.text.endswith("Message header block too large"), r
+    wait_for(lambda: log_events(srv, "chain"), what="the chain line")
+    got = [(kv.get("stage"), kv.get("verdict"), kv.get("why")) for kv, _
+        in log_events(srv, "chain")]
+    assert len(got) == 1 and got[0][:2] == ("eom", "reject") and \
+        re.fullmatch(r"header block of 14\d\d bytes over 1024", got[0][2]), \
+        got
 
 
 def test_header_checks_on_a_message_of_header_fields_only(make_postern):
@@ -672,7 +701,6 @@ def test_lua_handlers_through_the_server(make_postern, tmp_path):
         c.expect(250)
     wait_for(lambda: 'tx.lines=' in srv.log() and srv.maildir("bob"),
         what="the eom state and the delivery")
-    import re
     n = int(re.search(r"tx\.lines=(\d+)", srv.log()).group(1))
     with open(srv.maildir("bob")[0], "rb") as f:
         # The script counted the spooled lines: all but our Return-Path.
