@@ -408,7 +408,9 @@ def test_a_reload_reads_renewed_root_only_certificates(make_dropped):
     srv.write_config(conf)
     os.chmod(srv.conf, 0o644)
     srv.start()
-    assert proc_status(srv.proc.pid)["Uid"].split()[0] == str(uid)
+    # It listens before the drop: look once it has started.
+    wait_for(lambda: proc_status(srv.proc.pid)["Uid"].split()[0] == str(uid),
+        what="the drop to nobody")
     assert served(srv) == der(a)
     install(b, live)
     os.chmod(os.path.join(live, "key.pem"), 0o600)
