@@ -35,6 +35,7 @@ struct milter_conn {
 	/* What the filter has seen. */
 	bool			 sent_connect;
 	char			*sent_helo;	/* owned */
+	bool			 sent_helo_tls;	/* that HELO came over TLS */
 	bool			 tx_open;	/* MAIL sent, message not over */
 	bool			 tx_quiet;	/* accepted or discarded: no more */
 	char			**sent_rcpts;	/* owned */

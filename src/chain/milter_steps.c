@@ -212,10 +212,16 @@ milter_next(struct milter_conn *mc, struct util_buf *b, const char **err)
 		    MILTER_C_CONNECT);
 		return 1;
 	}
+	/*
+	 * A new HELO name, or the first HELO over TLS whatever its name: the
+	 * TLS macros go with it, as Postfix and Sendmail send them.
+	 */
 	if (t >= SMTP_STAGE_HELO && cs->helo != NULL && (mc->sent_helo ==
-	    NULL || strcmp(mc->sent_helo, cs->helo) != 0)) {
+	    NULL || strcmp(mc->sent_helo, cs->helo) != 0 ||
+	    mc->sent_helo_tls != (cs->tls_proto != NULL))) {
 		free(mc->sent_helo);
 		mc->sent_helo = xstrdup(cs->helo);
+		mc->sent_helo_tls = cs->tls_proto != NULL;
 		if (mc->proto & MILTER_P_NOHELO)
 			return 1;
 		const char *mac[] = { "{tls_version}", cs->tls_proto,

@@ -36,7 +36,9 @@ MODE chooses what the filter does:
 
 --record FILE writes every callback received to FILE (JSON, rewritten after
 each one): a list of connections, each a list of events
-  ["negotiate"], ["connect", hostname, family, addr], ["helo", name],
+  ["negotiate"], ["connect", hostname, family, addr], ["helo", name]
+  (["helo", name, tls_version, cipher] when the HELO came with the TLS
+  macros {tls_version} and {cipher}),
   ["mail", from, params...], ["rcpt", to, params...], ["data"],
   ["header", name, value], ["eoh"], ["body", chunk_len],
   ["eom", body_len, body_sha256], ["abort"], ["close"]
@@ -148,7 +150,8 @@ class Filter(Milter.Base):
         return self.stage_answer("connect")
 
     def hello(self, name):
-        _note(self.events, ["helo", name])
+        tls = [self.getsymval(m) for m in ("{tls_version}", "{cipher}")]
+        _note(self.events, ["helo", name] + (tls if any(tls) else []))
         return self.stage_answer("helo")
 
     def envfrom(self, f, *params):

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import (HOST, close_listener, make_config, free_port, port_listening, read_bytes,
-    read_log, run_cli, sigstop, split_delivered, spool_empty, wait_for)
+    read_log, run_cli, sigstop, split_delivered, spool_empty,
+    unverified_context, wait_for)
 from test_relay import upstreams  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -685,6 +686,13 @@ def message_events(sender, rcpts, headers, body):
         ["eom", len(body), hashlib.sha256(body).hexdigest()]])
 
 
+def closed_events(m):
+    """The recording milter m's connections, once the last one is closed."""
+    return wait_for(lambda: (lambda e: e and e[-1] and e[-1][-1] == ["close"]
+        and e)(m.events()), timeout=10, what="the milter's close callback "
+        "after QUIT; recorded so far: %r" % (m.events(),))
+
+
 @pytest.mark.parametrize("stages,noreply", [(("eom",), False),
     (STAGES, False), (STAGES, True)],
     ids=["replayed-at-eom", "live", "live-noreply"])
@@ -703,9 +711,7 @@ def test_milter_sees_every_callback(make_postern, make_milter, stages,
         assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
             c.transcript())
         c.send("QUIT"); c.expect(221)
-    conns = wait_for(lambda: (lambda e: e and e[-1] and e[-1][-1] == ["close"]
-        and e)(m.events()), timeout=10, what="the milter's close callback "
-        "after QUIT; recorded so far: %r" % (m.events(),))
+    conns = closed_events(m)
     assert len(conns) == 1, "want one milter connection for the session, " \
         "got %d: %r" % (len(conns), conns)
     got = collapse(conns[0])
@@ -724,6 +730,30 @@ def test_milter_sees_every_callback(make_postern, make_milter, stages,
         w = want[i] if i < len(want) else None
         assert g == w, "event %d: got %r, want %r\nall got:\n%s" % (i, g, w,
             "\n".join(map(repr, got)))
+
+
+def test_helo_after_starttls_carries_tls_macros(make_postern, make_milter):
+    """RFC 3207 4.2: after STARTTLS the client greets again.  The filter is
+    given that HELO, with {tls_version} and {cipher}, even under the name
+    it already had."""
+    m = make_milter("record", record=True)
+    srv = make_postern(config=milter_config(m.spec, ("helo", "eom"),
+        extra=["tls self-signed {tmp}/tls"]))
+    with srv.session() as c:
+        c.hello("client.example")
+        sock = c.starttls(unverified_context())
+        tls = [sock.version(), sock.cipher()[0]]
+        c.send("EHLO client.example"); c.expect(250)
+        r = transaction(c, "a@example.net", ["bob@localhost"],
+            REC_MESSAGE2)
+        assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
+            c.transcript())
+        c.send("QUIT"); c.expect(221)
+    conns = closed_events(m)
+    helos = [ev for ev in conns[0] if ev[0] == "helo"]
+    assert helos == [["helo", "client.example"], ["helo", "client.example"]
+        + tls], "the filter's HELOs: %r\n" \
+        "all events: %r" % (helos, conns)
 
 
 # ----- a milter that is not there or does not answer -------------------------
