@@ -238,8 +238,9 @@ mime_build_subject(const struct mime_reply *r, const char *own)
 
 /*
  * In-Reply-To and References (RFC 5322 3.6.4) from the original: its
- * references, then its Message-ID.  Only well-formed ids are written, so
- * no value here can hold a line end whatever the view was given.
+ * references, or without any its In-Reply-To when that holds a single id,
+ * then its Message-ID.  Only well-formed ids are written, so no value here
+ * can hold a line end whatever the view was given.
  */
 static void
 mime_build_thread(GMimeMessage *gm, const struct mime_msg *orig)
@@ -259,6 +260,9 @@ mime_build_thread(GMimeMessage *gm, const struct mime_msg *orig)
 			util_buf_printf(&refs, "%s<%s>", refs.len > 0 ? " " :
 			    "", ref);
 	}
+	if (orig->nreferences == 0 && orig->in_reply_to_alone &&
+	    mime_msgid_ok(orig->in_reply_to, strlen(orig->in_reply_to)))
+		util_buf_printf(&refs, "<%s>", orig->in_reply_to);
 	if (id != NULL) {
 		char *irt = xasprintf("<%s>", id);
 

@@ -82,9 +82,11 @@ struct mime_msg {
 	 * Message ids (owned) without <>, as written: never RFC 2047
 	 * decoded, and only well-formed ones (RFC 5322 3.6.4: printable
 	 * ASCII, no blanks, an "@" inside); NULL or left out otherwise.
-	 * in_reply_to is the field's first id.
+	 * in_reply_to is the field's first id; in_reply_to_alone when the
+	 * field holds no other.
 	 */
 	char		*message_id, *in_reply_to;
+	bool		 in_reply_to_alone;
 	char		**references;	/* owned: the well-formed ones */
 	size_t		 nreferences;
 	char		*content_type;	/* owned: top-level "type/subtype" */

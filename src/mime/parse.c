@@ -224,6 +224,25 @@ mime_msgid_field(GMimeHeaderList *hl, const char *name)
 	return id;
 }
 
+/* How many msg-ids (well-formed or not) the field name holds as written. */
+static size_t
+mime_msgid_count(GMimeHeaderList *hl, const char *name)
+{
+	const char *v = mime_raw_field(hl, name);
+	size_t pos = 0, n = 0;
+	char *id = NULL;
+	int rc;
+
+	while (v != NULL && (rc = mime_msgid_next(v, &pos, &id)) != -1) {
+		n++;
+		if (rc == 1) {
+			free(id);
+			id = NULL;
+		}
+	}
+	return n;
+}
+
 /* The well-formed ids of References: as written; the others left out. */
 static void
 mime_references(struct mime_msg *m, GMimeHeaderList *hl)
@@ -269,6 +288,8 @@ mime_headers(struct mime_parse *p, GMimeMessage *gm)
 	/* Ids from the text as written: the decoded values are no ids. */
 	m->message_id = mime_msgid_field(hl, "Message-ID");
 	m->in_reply_to = mime_msgid_field(hl, "In-Reply-To");
+	m->in_reply_to_alone = m->in_reply_to != NULL &&
+	    mime_msgid_count(hl, "In-Reply-To") == 1;
 	mime_references(m, hl);
 	mime_addr_field(g_mime_message_get_from(gm), &m->from, &m->from_list);
 	mime_addr_field(g_mime_message_get_to(gm), &m->to, &m->to_list);

@@ -331,6 +331,37 @@ def test_message_ids_are_never_decoded_into_the_reply(make_postern,
         api.stop()
 
 
+def test_references_from_a_single_in_reply_to(make_postern, tmp_path):
+    """RFC 5322 3.6.4: an original with no References: but an
+    In-Reply-To: of a single id is answered with References: that id, then
+    the original's Message-ID; with two ids in In-Reply-To:, or with a
+    References: field, In-Reply-To: adds nothing."""
+    api = Api().start()
+    try:
+        api.default = Answer(200, b"Sunny.\n")
+        srv = make_postern(config=agent_config(tmp_path,
+            'action weather reply webhook "%s"' % api.url("/agent")))
+        irt = "In-Reply-To: %s\nMessage-ID:"
+        for user, fields in (
+                ("ann", irt % "<p1@agents.example.org>"),
+                ("bob", irt % "<p1@agents.example.org>\n"
+                    " <p2@agents.example.org>"),
+                ("cy", "References: <r0@agents.example.org>\n" + irt
+                    % "<p1@agents.example.org>")):
+            ask(srv, user + "@agents.example.org",
+                "nyc-weather@agents.example.org",
+                QUESTION.replace("Message-ID:", fields))
+        want = {"ann": "<p1@agents.example.org> <q1@agents.example.org>",
+            "bob": "<q1@agents.example.org>",
+            "cy": "<r0@agents.example.org> <q1@agents.example.org>"}
+        for user, refs in want.items():
+            h = reply_header(srv, user)
+            assert (h["In-Reply-To"], h["References"]) == (
+                "<q1@agents.example.org>", refs), (user, h)
+    finally:
+        api.stop()
+
+
 def test_one_reply_per_period_across_a_restart(make_postern, tmp_path):
     srv = make_postern(config=example_config(str(tmp_path)))
     ask(srv, "ann@agents.example.org", "nyc-weather@agents.example.org")
