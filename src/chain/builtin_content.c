@@ -6,7 +6,6 @@
  */
 #include "chain/chain_private.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +82,9 @@ verify_verdict(const struct verify *vf, int rc, struct chain_verdict *v)
 		    sizeof(v->why));
 		return;
 	}
-	chain_verdict_reject(v, 550, "5.1.1", "<%{rcpt}>: Recipient address "
-	    "rejected: User unknown");
+	chain_verdict_refuse(v, 550, "5.1.1", "<%{rcpt}>: Recipient address "
+	    "rejected: User unknown", "unknown recipient (not in table %s)",
+	    table_name(vf->t));
 }
 
 struct verify_job {
@@ -236,19 +236,6 @@ hdr_count(const char *b, size_t len, const char *name)
 	return n;
 }
 
-/* A refusal with its reason for the chain's log line (why=). */
-static void UTIL_PRINTF(5, 6)
-hdr_reject(struct chain_verdict *v, int code, const char *esc,
-    const char *text, const char *why_fmt, ...)
-{
-	va_list ap;
-
-	chain_verdict_reject(v, code, esc, text);
-	va_start(ap, why_fmt);
-	(void)vsnprintf(v->why, sizeof(v->why), why_fmt, ap);
-	va_end(ap);
-}
-
 static enum chain_status
 hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 {
@@ -261,17 +248,17 @@ hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	chain_verdict_continue(v);
 	if (h->check == HDR_MAX_SIZE) {
 		if (len > h->max)
-			hdr_reject(v, 552, "5.3.4", "Message header block too "
-			    "large", "header block of %zu bytes over %zu", len,
-			    (size_t)h->max);
+			chain_verdict_refuse(v, 552, "5.3.4", "Message header "
+			    "block too large", "header block of %zu bytes over "
+			    "%zu", len, (size_t)h->max);
 		return CHAIN_DONE;
 	}
 	/* A block longer than what is kept: fields past it went unseen. */
 	if (chain_session_header_len(cs) < 0) {
 		snprintf(text, sizeof(text), "Message header block too large "
 		    "(over %u KiB)", CHAIN_HDR_MAX / 1024);
-		hdr_reject(v, 552, "5.3.4", text, "header block over %u KiB",
-		    CHAIN_HDR_MAX / 1024);
+		chain_verdict_refuse(v, 552, "5.3.4", text, "header block "
+		    "over %u KiB", CHAIN_HDR_MAX / 1024);
 		return CHAIN_DONE;
 	}
 	for (char **p = h->names; *p != NULL; p++) {
@@ -280,15 +267,16 @@ hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 			/* RFC 5322 3.6: From and Date are required. */
 			snprintf(text, sizeof(text), "Message lacks a %s: "
 			    "header field", *p);
-			hdr_reject(v, 550, "5.6.0", text, "no %s: field", *p);
+			chain_verdict_refuse(v, 550, "5.6.0", text, "no %s: "
+			    "field", *p);
 			return CHAIN_DONE;
 		}
 		if (h->check == HDR_UNIQUE && n > 1) {
 			/* RFC 5322 3.6: at most one From, Subject, ... */
 			snprintf(text, sizeof(text), "Message has %u %s: "
 			    "header fields", n, *p);
-			hdr_reject(v, 550, "5.6.0", text, "%u %s: fields", n,
-			    *p);
+			chain_verdict_refuse(v, 550, "5.6.0", text, "%u %s: "
+			    "fields", n, *p);
 			return CHAIN_DONE;
 		}
 	}
@@ -364,8 +352,11 @@ size_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	}
 	/* MAIL/RCPT: the declared SIZE= (RFC 1870); EOM: the real size. */
 	if (applies && cs->size > s->max)
-		chain_verdict_reject(v, 552, "5.3.4", "Message size exceeds "
-		    "the limit for this address");
+		chain_verdict_refuse(v, 552, "5.3.4", "Message size exceeds "
+		    "the limit for this address", "%s of %llu bytes over %llu",
+		    chain_call_stage(call) == SMTP_STAGE_EOM ? "message" :
+		    "declared SIZE", (unsigned long long)cs->size,
+		    (unsigned long long)s->max);
 	return CHAIN_DONE;
 }
 

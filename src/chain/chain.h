@@ -68,13 +68,19 @@ struct chain_verdict {
 	bool		 no_deliver;		/* RCPT accept/continue: accept
 						   the recipient, never deliver
 						   (verify soft-invalid) */
-	char		 why[128];		/* FAIL, or a note for the log */
+	char		 why[128];		/* FAIL, or a note for the log;
+						   a refusal without one is
+						   logged with its reply text */
 };
 
 /* Small constructors; text is a template ("%{client.ip}") or NULL. */
 void	chain_verdict_continue(struct chain_verdict *v);
 void	chain_verdict_reject(struct chain_verdict *v, int code,
 	    const char *esc, const char *text);
+/* A reject whose why (for the chain line) is not its reply text. */
+void	chain_verdict_refuse(struct chain_verdict *v, int code,
+	    const char *esc, const char *text, const char *why_fmt, ...)
+	    __attribute__((format(printf, 5, 6)));
 void	chain_verdict_fail(struct chain_verdict *v, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 

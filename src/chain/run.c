@@ -94,6 +94,15 @@ chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
 	return true;
 }
 
+/* The text of run's reply, past its code and enhanced code. */
+static const char *
+chain_reply_words(const struct chain_run *run)
+{
+	const char *sp = strchr(run->res.reply.text, ' ');
+
+	return sp != NULL ? sp + 1 : run->res.reply.text;
+}
+
 static void
 chain_tempfail(struct chain_run *run)
 {
@@ -107,7 +116,7 @@ static void
 chain_log_verdict(struct chain_run *run, const struct chain_handler *h,
     const char *what, const char *why)
 {
-	char safe[300];
+	char safe[CHAIN_TEXT_MAX + 16];
 
 	log_event(LOG_LVL_INFO, "chain", run->cs->sid, NULL,
 	    "stage=%s handler=%s line=%d verdict=%s%s%s%s",
@@ -191,12 +200,19 @@ chain_apply(struct chain_run *run, const struct chain_handler *h,
 		    !chain_ops_is_builtin(h->ops)) ||
 		    !chain_make_reply(run, v, v->kind == CHAIN_DISCONNECT)) {
 			/* Outside input: a bad reply from a handler is 451. */
-			chain_log_verdict(run, h, "bad-reply", v->text);
+			char why[48];
+			util_snprintf(why, sizeof(why), "reply %d%s%s", v->code,
+			    v->esc[0] != '\0' ? " " : "", v->esc);
+			chain_log_verdict(run, h, "bad-reply", v->text[0] !=
+			    '\0' ? v->text : v->code > 0 ? why :
+			    "reply field not valid");
 			chain_tempfail(run);
 			return 0;
 		}
+		/* What the handler found, or else what the client is told. */
 		chain_log_verdict(run, h, v->kind == CHAIN_REJECT ? "reject" :
-		    "disconnect", v->why);
+		    "disconnect", v->why[0] != '\0' ? v->why :
+		    chain_reply_words(run));
 		if (run->res.reply.code >= 500)
 			chain_session_reputation(cs, -1);
 		return 0;

@@ -34,6 +34,18 @@ chain_verdict_reject(struct chain_verdict *v, int code, const char *esc,
 }
 
 void
+chain_verdict_refuse(struct chain_verdict *v, int code, const char *esc,
+    const char *text, const char *why_fmt, ...)
+{
+	va_list ap;
+
+	chain_verdict_reject(v, code, esc, text);
+	va_start(ap, why_fmt);
+	vsnprintf(v->why, sizeof(v->why), why_fmt, ap);
+	va_end(ap);
+}
+
+void
 chain_verdict_fail(struct chain_verdict *v, const char *fmt, ...)
 {
 	va_list ap;

@@ -668,6 +668,14 @@ def log_events(srv, event):
     return out
 
 
+def chain_verdicts(srv, n=1):
+    """(stage, verdict, why) of each "chain" line, once there are n."""
+    wait_for(lambda: len(log_events(srv, "chain")) >= n,
+        what="%d chain line(s)" % n)
+    return [(kv.get("stage"), kv.get("verdict"), kv.get("why")) for kv, _
+        in log_events(srv, "chain")]
+
+
 @pytest.fixture
 def make_postern(tmp_path, request):
     """Factory: make_postern(extra=[...], rules=[...], config=TEXT, start=True,

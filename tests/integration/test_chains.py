@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import (Client, log_events, make_config, run_cli, send_message,
-    spool_empty, wait_for,
+from conftest import (Client, chain_verdicts, log_events, make_config,
+    run_cli, send_message, spool_empty, wait_for,
     TEMPLATE_HEAD, TEMPLATE_ACTIONS, DEFAULT_RULES)
 
 QUAR_ACTION = 'action quar maildir "{tmp}/mail/quarantine/Maildir"\n'
@@ -115,9 +115,7 @@ def test_header_require_unique(make_postern, head, code, esc, text, why):
         assert text is None or r.text.endswith(text), r
     if code != 250:
         assert not srv.maildir("bob")
-        wait_for(lambda: log_events(srv, "chain"), what="the chain line")
-        got = [(kv.get("stage"), kv.get("verdict"), kv.get("why")) for kv, _
-            in log_events(srv, "chain")]
+        got = chain_verdicts(srv)
         assert got == [("header", "reject", why)], got
 
 
@@ -133,12 +131,43 @@ def test_header_max_size_says_why(make_postern):
         c.send_raw(head + b"\r\nbody\r\n.\r\n")
         r = c.expect(552, "5.3.4")
         assert r.text.endswith("Message header block too large"), r
-    wait_for(lambda: log_events(srv, "chain"), what="the chain line")
-    got = [(kv.get("stage"), kv.get("verdict"), kv.get("why")) for kv, _
-        in log_events(srv, "chain")]
+    got = chain_verdicts(srv)
     assert len(got) == 1 and got[0][:2] == ("eom", "reject") and \
         re.fullmatch(r"header block of 14\d\d bytes over 1024", got[0][2]), \
         got
+
+
+def test_size_says_what_was_over(make_postern):
+    """size's chain line names the size it judged and the limit: the SIZE=
+    declared at MAIL, the real size at the end of data."""
+    srv = make_postern(config=chains_config(
+        "on mail { size 10k }\non eom { size 1k }"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org> SIZE=20000"); c.expect(552, "5.3.4")
+        c.send("MAIL FROM:<a@example.org> SIZE=900"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(DATE + b"Subject: s\r\n\r\n" + (b"z" * 98 +
+            b"\r\n") * 20 + b".\r\n")
+        c.expect(552, "5.3.4")
+    got = chain_verdicts(srv, 2)
+    assert got[0] == ("mail", "reject",
+        "declared SIZE of 20000 bytes over 10240"), got
+    assert len(got) == 2 and got[1][:2] == ("eom", "reject") and \
+        re.fullmatch(r"message of 2\d\d\d bytes over 1024", got[1][2]), got
+
+
+def test_verify_says_the_recipient_is_unknown(make_postern):
+    srv = make_postern(config=chains_config("table users { bob@localhost }\n"
+        "on rcpt { verify <users> }"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<carol@localhost>"); c.expect(550, "5.1.1")
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+    assert chain_verdicts(srv, 1) == [("rcpt", "reject",
+        "unknown recipient (not in table users)")], srv.log()[-2000:]
 
 
 def test_header_checks_on_a_message_of_header_fields_only(make_postern):

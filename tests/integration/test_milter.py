@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from conftest import (HOST, close_listener, make_config, free_port, port_listening, read_bytes,
-    read_log, run_cli, sigstop, split_delivered, spool_empty,
-    unverified_context, wait_for)
+from conftest import (HOST, chain_verdicts, close_listener, make_config,
+    free_port, port_listening, read_bytes, read_log, run_cli, sigstop,
+    split_delivered, spool_empty, unverified_context, wait_for)
 from test_relay import upstreams  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -532,6 +532,8 @@ def test_reject_at_connect(make_postern, make_milter):
     srv = make_postern(config=milter_config(m.spec, ("connect",)))
     with srv.session() as c:
         c.expect(554, "5.7.1")
+    assert chain_verdicts(srv) == [("connect", "reject",
+        "Connection rejected")], srv.log()[-2000:]
 
 
 @pytest.mark.parametrize("stage", ["helo", "mail", "rcpt", "data", "header",
@@ -562,6 +564,10 @@ def test_verdict_at_each_stage(make_postern, make_milter, stage, verdict,
                 c.transcript())
         c.send("NOOP"); c.expect(250)
     stays_empty(srv, "bob")
+    # The chain line says why, in the words the client got.
+    assert [v[1:] for v in chain_verdicts(srv)] == [("reject",
+        "Command rejected" if verdict == "reject" else
+        "Please try again later")], srv.log()[-2000:]
 
 
 @pytest.mark.parametrize("stage,code,esc,text", [
@@ -589,6 +595,8 @@ def test_replycode_exact_line(make_postern, make_milter, stage, code, esc,
             c.expect_closed()
         else:
             c.send("NOOP"); c.expect(250)
+    assert chain_verdicts(srv) == [(stage, "reject", text)], \
+        srv.log()[-2000:]
 
 
 def test_eom_replies_by_header(make_postern, make_milter):

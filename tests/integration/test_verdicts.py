@@ -47,7 +47,8 @@ import time
 
 import pytest
 
-from conftest import (unverified_context, TEMPLATE_ACTIONS, Server, log_events,
+from conftest import (unverified_context, TEMPLATE_ACTIONS, Server,
+    chain_verdicts, log_events,
     make_config, run_cli, wait_for)
 
 STAGES = ("connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
@@ -71,6 +72,7 @@ function disc450(facts, state)
   return {"disconnect", 450, "4.7.1", "try later"}
 end
 function disc550(facts, state) return {"disconnect", 550, "5.7.1", "go"} end
+function disc450bare(facts, state) return {"disconnect", 450} end
 """
 
 TARPIT_MIN, TARPIT_MAX = 0.9, 4.0	# seconds, for "tarpit 1s"
@@ -328,6 +330,29 @@ def test_reject(server, stage):
             c.transcript())
         assert r.text.endswith("no %s from 127.0.0.1" % stage), r
         after_refusal(c, srv, stage, stage)
+
+
+@pytest.mark.parametrize("handler,verdict,why", [
+    ('reject 550 5.7.1 "no rcpt from %{client.ip}"', "reject",
+        "no rcpt from 127.0.0.1"),
+    ("reject", "reject", "Rejected by policy"),
+    ("reject 451", "reject", "Try again later"),
+    ("disconnect", "disconnect", "test.example closing connection"),
+    ('lua "{shared}/verdicts.lua" function rej', "reject", "no quitting"),
+    ('lua "{shared}/verdicts.lua" function bye421', "reject", "lua bye"),
+    ('lua "{shared}/verdicts.lua" function disc450bare', "bad-reply",
+        "reply 450")],
+    ids=["text", "bare", "tempfail", "disconnect", "lua", "lua-421",
+        "lua-bad"])
+def test_refusal_chain_line_says_why(server, shared, handler, verdict, why):
+    """A refusal's chain line carries why=: the reply text as the client
+    gets it (expanded, defaults filled in), whoever gave it."""
+    srv = server("on rcpt { %s }" % handler.replace("{shared}", str(shared)))
+    with srv.session() as c:
+        walk_to(c, "rcpt", "rcpt")
+        timed_reply(c, "rcpt")
+    got = chain_verdicts(srv)
+    assert got == [("rcpt", verdict, why)], got
 
 
 @pytest.mark.parametrize("stage", ["quit", "disconnect"])
