@@ -284,10 +284,55 @@ net_loop_sync_levs(struct net_loop *loop, struct net_lev *want, size_t n)
 	loop->nlevs = n;
 }
 
-/* The listener set of loop idx, from srv->listens (srv->mu held). */
+void
+net_loop_close_dropped(struct net_loop *loop, const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool held = false;
+		for (size_t j = 0; j < loop->nlevs && !held; j++)
+			held = loop->levs[j].lev != NULL &&
+			    loop->levs[j].fd == fds[i];
+		if (!held)
+			close(fds[i]);
+	}
+}
+
+/* Is fd the socket of loop idx at one of srv->listens? */
+static bool
+net_listens_have(const struct net_server *srv, unsigned idx, int fd)
+{
+	for (size_t i = 0; i < srv->nlistens; i++)
+		if (srv->listens[i].fds[idx] == fd)
+			return true;
+	return false;
+}
+
+/*
+ * A socket stays open, in its SO_REUSEPORT group and taking a share of
+ * the connections, until its loop closes it.  A set the loop has not
+ * taken yet is about to be replaced: its sockets that srv->listens no
+ * longer has (the main thread let them go, net_listens_sync) would be
+ * closed by no one, and the connections steered to them would wait for
+ * ever.  The loop closes them (net_loop_close_dropped) with the new set.
+ */
+static void
+net_post_drop_untaken(struct net_server *srv, struct net_loop *loop)
+{
+	for (size_t i = 0; i < loop->new_nlevs; i++) {
+		int fd = loop->new_levs[i].fd;
+		if (net_listens_have(srv, loop->idx, fd))
+			continue;
+		loop->dropped_fds = xreallocarray(loop->dropped_fds,
+		    loop->ndropped_fds + 1, sizeof(*loop->dropped_fds));
+		loop->dropped_fds[loop->ndropped_fds++] = fd;
+	}
+}
+
 void
 net_post_listeners(struct net_server *srv, struct net_loop *loop)
 {
+	if (loop->new_levs != NULL)
+		net_post_drop_untaken(srv, loop);
 	free(loop->new_levs);
 	loop->new_levs = xcalloc(srv->nlistens + 1, sizeof(*loop->new_levs));
 	for (size_t i = 0; i < srv->nlistens; i++) {

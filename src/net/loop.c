@@ -112,7 +112,8 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	struct net_loop *loop = arg;
 	struct net_server *srv = loop->srv;
 	struct net_lev *levs;
-	size_t nlevs;
+	size_t nlevs, ndropped;
+	int *dropped;
 	bool relisten, stop;
 
 	(void)fd;
@@ -124,13 +125,19 @@ net_loop_wake_cb(evutil_socket_t fd, short what, void *arg)
 	relisten = loop->new_listeners;
 	loop->new_levs = NULL;
 	loop->new_listeners = false;
+	dropped = loop->dropped_fds;
+	ndropped = loop->ndropped_fds;
+	loop->dropped_fds = NULL;
+	loop->ndropped_fds = 0;
 	stop = loop->stop;
 	pthread_mutex_unlock(&srv->mu);
 
 	if (relisten && !loop->ctx.shutting_down) {
+		net_loop_close_dropped(loop, dropped, ndropped);
 		net_loop_sync_levs(loop, levs, nlevs);
 		levs = NULL;
 	}
+	free(dropped);
 	free(levs);
 	if (stop)
 		net_loop_stop(loop);
@@ -206,6 +213,7 @@ net_loop_clear(struct net_loop *loop)
 	conn_rt_unref(&loop->ctx.rt);
 	conn_rt_unref(&loop->new_rt);
 	free(loop->new_levs);
+	free(loop->dropped_fds);
 	free(loop->levs);
 	event_free(loop->wake_ev);
 	event_free(loop->drain_ev);

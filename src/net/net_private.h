@@ -107,6 +107,10 @@ struct net_loop {
 	struct net_lev		*new_levs;	/* owned: the listener set to have */
 	size_t			 new_nlevs;
 	bool			 new_listeners;
+	int			*dropped_fds;	/* owned array: sockets of a set
+						   posted but not taken, dropped
+						   since: the loop closes them */
+	size_t			 ndropped_fds;
 	bool			 stop;
 };
 
@@ -216,7 +220,19 @@ void	net_refuse(const struct config *cfg, const struct config_listen *l,
  */
 void	net_loop_sync_levs(struct net_loop *loop, struct net_lev *want,
 	    size_t n);
-/* The listener set of loop idx, from srv->listens (srv->mu held). */
+/*
+ * Close fds[0..n) (loop->dropped_fds), but those loop holds a listener
+ * on: net_loop_sync_levs closes those, as it does every one the new set
+ * leaves out.
+ */
+void	net_loop_close_dropped(struct net_loop *loop, const int *fds,
+	    size_t n);
+/*
+ * The listener set of loop idx, from srv->listens (srv->mu held).  A set
+ * posted before and not taken yet is replaced; its sockets the new set
+ * leaves out go to loop->dropped_fds, since the loop that would close
+ * them never heard of them.
+ */
 void	net_post_listeners(struct net_server *srv, struct net_loop *loop);
 /* The loop's EMFILE pause is over (loop->resume_ev). */
 void	net_accept_resume_cb(evutil_socket_t fd, short what, void *arg);

@@ -4,6 +4,7 @@ a reload names another store, kept by the sessions that started with it;
 a store that cannot be opened refuses the sessions that need it with 421
 at connect, and the server recovers at the next good reload."""
 
+import errno
 import os
 import shutil
 import smtplib
@@ -440,6 +441,62 @@ def test_a_specific_address_becomes_the_wildcard_and_back(make_postern):
         for _ in range(20):
             assert greeted(srv.port)
     assert greeted(srv.port, host="127.0.0.2") is False	# no wildcard now
+
+
+def fifo_writer(path):
+    """The FIFO at path opened for writing, once a reader has it open (the
+    reader's open then returns); None before."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return None
+        raise
+
+
+def refused(port):
+    """A connection to 127.0.0.1:port is refused: nothing listens there."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def test_an_address_a_busy_loop_never_took_is_closed_with_its_drop(
+        make_postern, tmp_path):
+    """A loop busy through two reloads takes only the second set of
+    listeners.  An address the first added and the second dropped is
+    closed on that loop's socket too: no longer listening, not left taking
+    connections that no loop accepts."""
+    fifo = str(tmp_path / "hold")
+    os.mkfifo(fifo)
+    (tmp_path / "hold.lua").write_text(
+        'function connect()\n'
+        '  local f = io.open("%s", "r")\n'
+        '  if f then f:read("l"); f:close() end\n'
+        'end\n' % fifo)
+    held = ["workers 2",
+        'on connect { lua "%s" allow-unsafe }' % (tmp_path / "hold.lua")]
+    srv = make_postern(extra=held)
+    q = free_port()
+    # A light load is on loop 0: its first session holds it in the handler
+    # until the FIFO gets a line.
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10):
+        w = wait_for(lambda: fifo_writer(fifo), 10,
+            what="the handler waiting on the FIFO")
+        try:
+            reload_to(srv, make_config(held + ["listen 127.0.0.1:%d" % q]))
+            reload_to(srv, make_config(held))
+        finally:
+            os.unlink(fifo)		# the next sessions pass
+            os.write(w, b"go\n")
+            os.close(w)
+        wait_for(lambda: refused(q), 10,
+            what="port %d closed after the reload that dropped it" % q)
+    assert greeted(srv.port)
 
 
 def test_a_reload_that_drops_an_address_says_so(make_postern):
