@@ -348,8 +348,17 @@ net_post_listeners(struct net_server *srv, struct net_loop *loop)
 
 /* ----- binding (main thread) ----- */
 
+/*
+ * A socket of ours listening at addr:port.  steer_n: the first of its
+ * SO_REUSEPORT group, steered to loops 0..steer_n-1 before another socket
+ * joins the group, so that the kernel never spreads a connection among
+ * them; 0 for the others.  (Not before its listen(): a socket already in
+ * a group fails the bind check beside our listener at an overlapping
+ * address.)
+ */
 static int
-net_bind_one(const char *addr, int port, const char **err_out)
+net_bind_one(const char *addr, int port, unsigned steer_n,
+    const char **err_out)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
@@ -372,6 +381,8 @@ net_bind_one(const char *addr, int port, const char **err_out)
 	if (bind(fd, (struct sockaddr *)&ss, sslen) == -1 ||
 	    listen(fd, NET_BACKLOG) == -1)
 		goto fail;
+	if (steer_n > 0)
+		net_steer_fd(fd, steer_n, addr, port);
 	return fd;
 fail:
 	e = errno;
@@ -574,7 +585,7 @@ net_listen_open(struct net_server *srv, const struct net_listen *next,
 	}
 	for (unsigned k = 0; k < srv->nloops; k++)
 		if ((l->fds[k] = net_bind_one(l->addr, l->port,
-		    err_out)) == -1) {
+		    k == 0 ? net_steer_nopen(srv) : 0, err_out)) == -1) {
 			srv->bind_errno = errno;
 			while (k-- > 0)
 				close(l->fds[k]);
@@ -661,12 +672,10 @@ net_listens_sync(struct net_server *srv, const struct config *cfg,
 			o->fds = NULL;
 			continue;
 		}
+		/* Steered from its first socket on (net_bind_one), always: a
+		 * socket another process adds to the group is never picked. */
 		net_listen_note("listening on", l, l->passed ? " (socket "
 		    "passed by the service manager)" : "");
-		/* Always steered: a socket another process adds to the group
-		 * is never picked. */
-		net_steer_listen(l, srv->balance_ev != NULL ? srv->nopen :
-		    srv->nloops);
 	}
 	for (size_t j = 0; j < srv->nlistens; j++) {
 		if (srv->listens[j].fds != NULL)

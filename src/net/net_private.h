@@ -300,6 +300,13 @@ int	net_check_metrics(const struct config *cfg, const char **err_out);
  * the group, and the sockets joined it in loop order (net_listens_sync).
  */
 void	net_steer_listen(const struct net_listen *l, unsigned n);
+/*
+ * The same for the group of fd (at addr:port), the first socket to join
+ * it (net_bind_one): the program is in place before a second one joins.
+ */
+void	net_steer_fd(int fd, unsigned n, const char *addr, int port);
+/* How many loops a new listen address is steered to now. */
+unsigned net_steer_nopen(const struct net_server *srv);
 /* The sampling timer of "workers N pack" (srv->balance_ev). */
 void	net_balance_cb(evutil_socket_t fd, short what, void *arg);
 

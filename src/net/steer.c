@@ -24,14 +24,8 @@
 
 /* ----- which loop takes a new connection (main thread) ----- */
 
-/*
- * Steer new connections on one listen address to loops 0..n-1: a classic
- * BPF program on its SO_REUSEPORT group returns the index of a socket in
- * the group, and the sockets joined it in loop order (net_listens_sync),
- * before any other could.
- */
 void
-net_steer_listen(const struct net_listen *l, unsigned n)
+net_steer_fd(int fd, unsigned n, const char *addr, int port)
 {
 	struct sock_filter one[] = {
 		BPF_STMT(BPF_RET | BPF_K, 0),
@@ -43,17 +37,28 @@ net_steer_listen(const struct net_listen *l, unsigned n)
 	};
 	struct sock_fprog prog = { 1, one };
 
-	if (l->passed)
-		return;
 	if (n > 1) {
 		prog.len = sizeof(some) / sizeof(some[0]);
 		prog.filter = some;
 	}
-	if (setsockopt(l->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
 	    sizeof(prog)) == -1)
 		log_msg(LOG_LVL_WARN, "listen %s port %d: cannot steer new "
-		    "connections (%s): the kernel spreads them", l->addr,
-		    l->port, strerror(errno));
+		    "connections (%s): the kernel spreads them", addr, port,
+		    strerror(errno));
+}
+
+void
+net_steer_listen(const struct net_listen *l, unsigned n)
+{
+	if (!l->passed)
+		net_steer_fd(l->fds[0], n, l->addr, l->port);
+}
+
+unsigned
+net_steer_nopen(const struct net_server *srv)
+{
+	return srv->balance_ev != NULL ? srv->nopen : srv->nloops;
 }
 
 /* Open loops 0..n-1 to new connections on every listen address. */
