@@ -86,6 +86,9 @@ net_clock_ns(clockid_t id)
  * Sample the loops' CPU time since the last tick and open or close one
  * (more at once when a burst needs them).  Sleeps while no connection is
  * open and loop 0 alone takes new ones; the next connection wakes it.
+ * Woken soon after it went to sleep, the window is a fraction of a tick
+ * and what it holds (the connection that woke it, a loop's start) reads
+ * as a busy loop: such a sample only starts the next window.
  */
 void
 net_balance_cb(evutil_socket_t fd, short what, void *arg)
@@ -110,7 +113,9 @@ net_balance_cb(evutil_socket_t fd, short what, void *arg)
 		loop->cpu_ns = cpu;
 	}
 	srv->sample_ns = now;
-	if (busy > NET_BUSY_OPEN * open)
+	if (wall < NET_BALANCE_MS * 1e6 / 2) {
+		/* too short to judge: the next tick decides */
+	} else if (busy > NET_BUSY_OPEN * open)
 		open = busy / NET_BUSY_OPEN + 1 < srv->nloops ?
 		    (unsigned)(busy / NET_BUSY_OPEN) + 1 : srv->nloops;
 	else if (open > 1 && busy < NET_BUSY_CLOSE * (open - 1))
