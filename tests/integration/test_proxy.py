@@ -609,8 +609,10 @@ def test_lua_eom_refuses_before_the_upstream_sees_data(make_postern,
         assert "DATA" not in up.verbs()
         r = send_message(c, "a@example.org", ["b@example.org"], BODY)
         assert r.text == "2.0.0 upstream queued it as U1"
+    # The session's end goes up too, in its own time.
+    wait_for(lambda: up.verbs()[-1:] == ["QUIT"], what="QUIT upstream")
     assert up.verbs() == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT",
-        "DATA"], up.events
+        "DATA", "QUIT"], up.events
     assert up.messages[0]["content"] == unstuff(BODY)
     wait_for(lambda: not front.spool_files("tmp"),
         what="the held file to go")
