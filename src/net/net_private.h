@@ -295,14 +295,11 @@ int	net_check_metrics(const struct config *cfg, const char **err_out);
 
 /* steer.c: which loop takes a new connection (main thread). */
 /*
- * Steer new connections on one listen address to loops 0..n-1: a classic
- * BPF program on its SO_REUSEPORT group returns the index of a socket in
- * the group, and the sockets joined it in loop order (net_listens_sync).
- */
-void	net_steer_listen(const struct net_listen *l, unsigned n);
-/*
- * The same for the group of fd (at addr:port), the first socket to join
- * it (net_bind_one): the program is in place before a second one joins.
+ * Steer new connections on the listen address of fd (addr:port) to loops
+ * 0..n-1: a classic BPF program on its SO_REUSEPORT group returns the
+ * index of a socket in the group, and the sockets joined it in loop order
+ * (net_listen_open), fd first: the program is in place before a second
+ * one joins (net_bind_one).
  */
 void	net_steer_fd(int fd, unsigned n, const char *addr, int port);
 /* How many loops a new listen address is steered to now. */

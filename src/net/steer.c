@@ -48,13 +48,6 @@ net_steer_fd(int fd, unsigned n, const char *addr, int port)
 		    strerror(errno));
 }
 
-void
-net_steer_listen(const struct net_listen *l, unsigned n)
-{
-	if (!l->passed)
-		net_steer_fd(l->fds[0], n, l->addr, l->port);
-}
-
 unsigned
 net_steer_nopen(const struct net_server *srv)
 {
@@ -65,8 +58,11 @@ net_steer_nopen(const struct net_server *srv)
 static void
 net_steer(struct net_server *srv, unsigned n)
 {
-	for (size_t i = 0; i < srv->nlistens; i++)
-		net_steer_listen(&srv->listens[i], n);
+	for (size_t i = 0; i < srv->nlistens; i++) {
+		const struct net_listen *l = &srv->listens[i];
+		if (!l->passed)
+			net_steer_fd(l->fds[0], n, l->addr, l->port);
+	}
 	log_msg(LOG_LVL_DEBUG, "new connections go to %u of %u loops", n,
 	    srv->nloops);
 	srv->nopen = n;
