@@ -375,7 +375,7 @@ conn_tx_synced(void *arg, const struct deliver_rcpt_status *st)
 
 /*
  * Sync mode, on a worker: the content as the commit would have it (its
- * header edits made), in memory or in the spool's tmp/ file, goes to the
+ * header edits made), in memory or in the spool's msg/ file, goes to the
  * web service; the job ends when it answers.  -1 when it cannot start.
  */
 static int
@@ -400,7 +400,7 @@ conn_tx_sync_run(struct conn_tx *tx, const char **err_out)
 		    tx->head_old, tx->head.data, tx->head.len, err_out) == -1)
 			return -1;
 		tx->head_set = false;
-		tx->sync_path = spool_msg_tmp_path(tx->ctx->spool, env->qid);
+		tx->sync_path = spool_content_path(tx->ctx->spool, env->qid);
 		m.content_path = tx->sync_path;
 	}
 	tx->sync_origin = (struct deliver_origin){ .client_ip =
@@ -737,7 +737,7 @@ conn_tx_memory(const struct conn_tx *tx, size_t *len_out)
 char *
 conn_tx_path(const struct conn_tx *tx)
 {
-	return spool_msg_tmp_path(tx->ctx->spool, tx->env.qid);
+	return spool_content_path(tx->ctx->spool, tx->env.qid);
 }
 
 bool

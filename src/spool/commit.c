@@ -1,5 +1,5 @@
 /*
- * spool/commit.c: a message received into tmp/<qid> and committed: its
+ * spool/commit.c: a message received into msg/<qid> and committed: its
  * content and envelope made durable in the order of spool.c's crash
  * table, after one record in the spool log where the journal keeps the
  * order and the log takes it, else with the file system's syncs.  Knows
@@ -19,7 +19,8 @@
 
 #include "metrics/metrics.h"
 
-enum spool_state { MSG_EMPTY, MSG_TMP, MSG_MOVED, MSG_COMMITTED };
+/* MSG_OPEN: msg/<qid> exists and is ours, no envelope names it yet. */
+enum spool_state { MSG_EMPTY, MSG_OPEN, MSG_COMMITTED };
 
 struct spool_msg {
 	struct spool		*sp;		/* borrowed */
@@ -45,7 +46,11 @@ spool_msg_new(struct spool *sp, const char *qid)
 	return m;
 }
 
-/* Create tmp/<qid> and lock it; 0 or -1 with *err_out. */
+/*
+ * Create msg/<qid> and lock it; 0 or -1 with *err_out.  Until an envelope
+ * names it, a start (spool_list) takes it for a leftover and removes it,
+ * unless the lock says it is being received or committed.
+ */
 static int
 spool_msg_create(struct spool_msg *m, const char **err_out)
 {
@@ -53,15 +58,15 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 
 	for (int tries = 0; tries < 2; tries++) {
 		/* Read back for the log's record (spool_commit_record). */
-		m->fd = openat(m->sp->fd[SUB_TMP], m->qid, O_RDWR | O_CREAT |
+		m->fd = openat(m->sp->fd[SUB_MSG], m->qid, O_RDWR | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (m->fd == -1) {
-			*err_out = spool_err("open", SUB_TMP, m->qid, "", errno);
+			*err_out = spool_err("open", SUB_MSG, m->qid, "", errno);
 			return -1;
 		}
-		m->state = MSG_TMP;
+		m->state = MSG_OPEN;
 		if (flock(m->fd, LOCK_EX) == -1 || fstat(m->fd, &st) == -1) {
-			*err_out = spool_err("flock", SUB_TMP, m->qid, "",
+			*err_out = spool_err("flock", SUB_MSG, m->qid, "",
 			    errno);
 			return -1;
 		}
@@ -72,7 +77,7 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 		m->fd = -1;
 		m->state = MSG_EMPTY;
 	}
-	*err_out = spool_err("open", SUB_TMP, m->qid, "", EAGAIN);
+	*err_out = spool_err("open", SUB_MSG, m->qid, "", EAGAIN);
 	return -1;
 }
 
@@ -87,12 +92,12 @@ int
 spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
     const char **err_out)
 {
-	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_OPEN);
 	m->whole = NULL;
 	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
 		return -1;
 	if (util_write_all(m->fd, buf, len, -1) == -1) {
-		*err_out = spool_err("write", SUB_TMP, m->qid, "", errno);
+		*err_out = spool_err("write", SUB_MSG, m->qid, "", errno);
 		return -1;
 	}
 	return 0;
@@ -131,34 +136,32 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
     const void *data, size_t len, const char **err_out)
 {
 	char name[SPOOL_QID_MAX + 8];
-	int in = -1, out = -1, rc = -1;
+	int out, rc = -1;
 	struct stat st;
 
-	ASSERT(m->state == MSG_TMP);
+	ASSERT(m->state == MSG_OPEN);
 	m->whole = NULL;
+	/* Made in tmp/, whose leftovers a start removes unless locked. */
 	snprintf(name, sizeof(name), "%s.new", m->qid);
-	in = openat(m->sp->fd[SUB_TMP], m->qid, O_RDONLY | O_NOFOLLOW |
-	    O_CLOEXEC);
 	out = openat(m->sp->fd[SUB_TMP], name, O_RDWR | O_CREAT | O_TRUNC |
 	    O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (in == -1 || out == -1 || flock(out, LOCK_EX) == -1 ||
-	    fstat(in, &st) == -1) {
+	if (out == -1 || flock(out, LOCK_EX) == -1 || fstat(m->fd, &st) == -1) {
 		*err_out = spool_err("open", SUB_TMP, m->qid, ".new", errno);
 		goto out;
 	}
 	if ((uint64_t)st.st_size < offset + old_len) {
-		*err_out = spool_err("replace", SUB_TMP, m->qid, "", EINVAL);
+		*err_out = spool_err("replace", SUB_MSG, m->qid, "", EINVAL);
 		goto out;
 	}
-	if (spool_copy_range(in, 0, offset, out) == -1 ||
+	if (spool_copy_range(m->fd, 0, offset, out) == -1 ||
 	    util_write_all(out, data, len, -1) == -1 ||
-	    spool_copy_range(in, (off_t)(offset + old_len),
+	    spool_copy_range(m->fd, (off_t)(offset + old_len),
 	    (uint64_t)st.st_size - offset - old_len, out) == -1) {
 		*err_out = spool_err("write", SUB_TMP, m->qid, ".new", errno);
 		goto out;
 	}
 	/* The new file is locked before it takes the name: no sweep gap. */
-	if (renameat(m->sp->fd[SUB_TMP], name, m->sp->fd[SUB_TMP], m->qid) ==
+	if (renameat(m->sp->fd[SUB_TMP], name, m->sp->fd[SUB_MSG], m->qid) ==
 	    -1) {
 		*err_out = spool_err("rename", SUB_TMP, m->qid, ".new", errno);
 		goto out;
@@ -168,8 +171,6 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
 	out = -1;
 	rc = 0;
 out:
-	if (in != -1)
-		close(in);
 	if (out != -1) {
 		unlinkat(m->sp->fd[SUB_TMP], name, 0);
 		close(out);
@@ -188,7 +189,7 @@ spool_env_drop(struct spool *sp, const char *qid, int fd)
 	unlinkat(sp->fd[SUB_ENV], tmpname, 0);
 }
 
-/* Step 3's write: env/<qid>.tmp made from b.  *fd_out: its fd. */
+/* Step 2's write: env/<qid>.tmp made from b.  *fd_out: its fd. */
 static int
 spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
     int *fd_out, const char **err_out)
@@ -213,7 +214,7 @@ spool_env_create(struct spool *sp, const char *qid, const struct util_buf *b,
 }
 
 /*
- * The rest of steps 3 and 4: env/<qid>.tmp (fd) fdatasynced (settled where
+ * The rest of steps 2 and 3: env/<qid>.tmp (fd) fdatasynced (settled where
  * the order allows; neither without settle), renamed.  On failure the
  * file is removed and fd closed.
  */
@@ -239,31 +240,25 @@ fail:
 	return -1;
 }
 
-/* Steps 1 and 2 (step 1's sync only with settle). */
+/* Step 1's sync of the content: settled where the order allows. */
 static int
-spool_content_move(struct spool_msg *m, bool settle, const char **err_out)
+spool_content_settle(struct spool_msg *m, const char **err_out)
 {
 	struct spool *sp = m->sp;
 
-	if (settle &&
-	    (sp->ordered ? util_settle(m->fd) : util_fdatasync(m->fd)) == -1) {
-		*err_out = spool_err("fdatasync", SUB_TMP, m->qid, "", errno);
+	if ((sp->ordered ? util_settle(m->fd) : util_fdatasync(m->fd)) == -1) {
+		*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "", errno);
 		return -1;
 	}
-	if (renameat(sp->fd[SUB_TMP], m->qid, sp->fd[SUB_MSG], m->qid) == -1) {
-		*err_out = spool_err("rename", SUB_TMP, m->qid, "", errno);
-		return -1;
-	}
-	m->state = MSG_MOVED;
 	return 0;
 }
 
-/* Steps 1 to 4 in the order of the table: *fd_out the envelope's. */
+/* Steps 1 to 3 in the order of the table: *fd_out the envelope's. */
 static int
 spool_commit_named(struct spool_msg *m, const struct util_buf *b,
     int *fd_out, const char **err_out)
 {
-	if (spool_content_move(m, true, err_out) == -1 ||
+	if (spool_content_settle(m, err_out) == -1 ||
 	    spool_env_create(m->sp, m->qid, b, fd_out, err_out) == -1)
 		return -1;
 	return spool_env_name(m->sp, m->qid, *fd_out, true, err_out);
@@ -299,7 +294,7 @@ static int
 spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
     const struct spool_env *env, const char **err_out)
 {
-	ASSERT(m->state == MSG_EMPTY || m->state == MSG_TMP);
+	ASSERT(m->state == MSG_EMPTY || m->state == MSG_OPEN);
 	ASSERT(strcmp(env->qid, m->qid) == 0);
 	*c = (struct spool_commit){ .m = m, .envfd = -1,
 	    .start_ns = metrics_now_ns() };
@@ -311,7 +306,7 @@ spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
 
 /*
  * The commit after one device write, where the journal keeps the order
- * and the log takes the message: the content moved into msg/ and the
+ * and the log takes the message: the content written into msg/ and the
  * envelope written into env/<qid>.tmp, neither synced; one SPOOLED record
  * holding both made durable in the log; only then the envelope named
  * (accepted).  A crash before the record leaves nothing accepted; after
@@ -343,8 +338,7 @@ spool_commit_record(struct spool_commit *c, const char **content_out,
 	if (m->whole == NULL && (c->readback = spool_content_read(m,
 	    (size_t)st.st_size)) == NULL)
 		return 1;
-	if (spool_content_move(m, false, err_out) == -1 ||
-	    spool_env_create(sp, m->qid, &c->b, &c->envfd, err_out) == -1) {
+	if (spool_env_create(sp, m->qid, &c->b, &c->envfd, err_out) == -1) {
 		free(c->readback);
 		return -1;
 	}
@@ -366,10 +360,8 @@ spool_commit_recorded(struct spool_commit *c, int rc, uint64_t seq,
 	struct spool *sp = m->sp;
 
 	if (rc != 0) {
-		/* Step 1's settle, then steps 3 and 4 as the table has them. */
-		if (util_settle(m->fd) == -1) {
-			*err_out = spool_err("fdatasync", SUB_MSG, m->qid, "",
-			    errno);
+		/* Step 1's settle, then steps 2 and 3 as the table has them. */
+		if (spool_content_settle(m, err_out) == -1) {
 			spool_env_drop(sp, m->qid, c->envfd);
 			return -1;
 		}
@@ -390,7 +382,7 @@ spool_commit_end(struct spool_commit *c, int rc, const char **err_out)
 
 	if (rc == -1)
 		goto fail_text;
-	/* 5. (the log's record made it durable already) */
+	/* 4. (the log's record made it durable already) */
 	if (!c->logged && sp->ordered && util_fsync(c->envfd) == -1) {
 		*err_out = spool_err("fsync", SUB_ENV, m->qid, "", errno);
 		goto fail;
@@ -502,9 +494,7 @@ spool_msg_free(struct spool_msg **mp)
 	if (m == NULL)
 		return;
 	/* Unlink before close: the lock keeps spool_list away meanwhile. */
-	if (m->state == MSG_TMP)
-		unlinkat(m->sp->fd[SUB_TMP], m->qid, 0);
-	else if (m->state == MSG_MOVED)
+	if (m->state == MSG_OPEN)
 		unlinkat(m->sp->fd[SUB_MSG], m->qid, 0);
 	if (m->fd != -1)
 		close(m->fd);
@@ -517,12 +507,5 @@ spool_msg_keep(struct spool_msg *m, const char *suffix, const char **err_out)
 {
 	if (m->state == MSG_EMPTY)
 		return 0;	/* no content */
-	return spool_keep_from(m->sp, m->state == MSG_TMP ? SUB_TMP : SUB_MSG,
-	    m->qid, suffix, err_out);
-}
-
-char *
-spool_msg_tmp_path(const struct spool *sp, const char *qid)
-{
-	return xasprintf("%s/tmp/%s", sp->dir, qid);
+	return spool_keep_from(m->sp, SUB_MSG, m->qid, suffix, err_out);
 }

@@ -5,8 +5,10 @@
  * finds recover.c.  Knows nothing of routing or SMTP.
  *
  * Layout under the spool folder (all 0700, files 0600):
- *	tmp/<qid>	content being received (not accepted)
- *	msg/<qid>	committed content
+ *	msg/<qid>	content: being received (not accepted, locked)
+ *			until an envelope names it, then committed
+ *	tmp/<qid>.new	content with a filter's edits on its way to
+ *			msg/<qid> (locked); tmp/ also holds probes
  *	env/<qid>	committed envelope: its existence means "accepted"
  *	env/<qid>.tmp	envelope being written (never accepted)
  *	done/<qid>	status records appended: "done N\n" per delivered
@@ -19,40 +21,43 @@
  *
  * Commit order and what a crash (kill -9 or power loss) at each point
  * leaves behind:
- *	1. write tmp/<qid>, fsync it	crash: tmp/ leftover, not accepted;
- *					spool_list removes it
- *	2. rename tmp/<qid> -> msg/<qid>	crash: content without envelope,
+ *	1. write msg/<qid>, fsync it	crash: content without envelope,
  *					not accepted; spool_list removes it
- *	3. write env/<qid>.tmp, fsync	crash: as 2, plus a .tmp removed by
+ *	2. write env/<qid>.tmp, fsync	crash: as 1, plus a .tmp removed by
  *					spool_list
- *	4. rename to env/<qid>		crash: the renames may reach the disk
- *					in any order until 5, so we may find
- *					an envelope without content; it was
- *					never acknowledged (5 did not finish),
+ *	3. rename to env/<qid>		crash: the content's name and the
+ *					rename may reach the disk in any
+ *					order until 4, so we may find an
+ *					envelope without content; it was
+ *					never acknowledged (4 did not finish),
  *					and spool_list removes it
- *	5. fsync msg/, then env/	both names are durable: accepted;
+ *	4. fsync msg/, then env/	both names are durable: accepted;
  *					only now does commit return 0
- * Where util_fs_ordered() holds (XFS, ext4 with a journal), steps 1 and 3
- * only write the file's data out and wait for it (util_settle), and 5 is
+ * The content is written under its final name rather than renamed into
+ * it: a name in msg/ that no envelope accounts for is a leftover as one
+ * in tmp/ would be, and a rename per message is spared.
+ * Where util_fs_ordered() holds (XFS, ext4 with a journal), steps 1 and 2
+ * only write the file's data out and wait for it (util_settle), and 4 is
  * one fsync of the envelope: one journal commit instead of three in a row.
  * The crash table stays true: a rename that reaches the disk carries the
  * size and blocks of its file, written out before it, and the data is on
  * the device already.  The envelope's rename changed its inode (ctime), so
  * its fsync waits for the commit holding that rename, and such a journal
- * commits in order: everything before it, the content's rename included,
- * is durable with it.  The directories need no fsync of their own.
+ * commits in order: everything before it, the content's name, size and
+ * blocks included, is durable with it.  The directories need no fsync of
+ * their own.
  *
  * Where the order holds and the spool log takes the message (log.c: on,
  * not full, the record within a quarter of it), nothing is synced at all:
- * 1 and 2 without the settle, 3 without it, then one SPOOLED record with
- * the envelope's and the content's bytes made durable in the log (a data
- * write and a cache flush, shared by the messages committing together),
- * then 4; commit returns 0 with no fsync.  A crash before the record:
- * as 3.  After it, the files may be lost, empty or short on the disk
+ * 1 and 2 without the settle, then one SPOOLED record with the envelope's
+ * and the content's bytes made durable in the log (a data write and a
+ * cache flush, shared by the messages committing together), then 3;
+ * commit returns 0 with no fsync.  A crash before the record: as 2.
+ * After it, the files may be lost, empty or short on the disk
  * until the log's checkpoint has synced the file system (each second);
  * the next start writes them again from the record (logspool.c) before
  * spool_list runs.  A record whose write fails, or a full log, falls back
- * to the settles of 1 and 3 and the fsync of 5.
+ * to the settles of 1 and 2 and the fsync of 4.
  *
  * Removal (remove.c) unlinks env/<qid> first, then the content and the
  * records; one fsync of env/ on a thread of its own makes the removals of
@@ -67,10 +72,9 @@
  * that fsync may find the envelope and deliver that recipient again, as
  * a crash before its done-record's fdatasync would.
  *
- * While a message is open, its content file is flock()ed (the lock follows
- * the inode through the rename and dies with the process), so spool_list
- * in this or another process never removes a message still being received
- * or committed.
+ * While a message is open, its content file is flock()ed (the lock, on
+ * the inode, dies with the process), so spool_list in this or another
+ * process never removes a message still being received or committed.
  *
  * Error strings (*err_out) come from util_err(): valid until the thread's
  * next error.

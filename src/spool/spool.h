@@ -4,7 +4,7 @@
  * accepted once spool_msg_commit() has returned 0.  Every function here
  * blocks on the disk: call them from worker threads, never the event loop.
  * Thread-safe across different messages.  An *err_out string (like
- * "write(tmp/<qid>): No space left on device") comes from util_err():
+ * "write(msg/<qid>): No space left on device") comes from util_err():
  * valid until the thread's next error.
  * Knows nothing of routing or SMTP.
  */
@@ -143,9 +143,7 @@ int	spool_msg_commit_async(struct spool_msg *m,
 /* Close; a message not committed has its files removed. */
 void	spool_msg_free(struct spool_msg **mp);
 
-/* Path of a message's content while it is received (malloc'd). */
-char	*spool_msg_tmp_path(const struct spool *sp, const char *qid);
-/* Path of a committed message's content (malloc'd). */
+/* Path of a message's content, received or committed (malloc'd). */
 char	*spool_content_path(const struct spool *sp, const char *qid);
 /*
  * Is qid's committed content whole: msg/<qid> a file of exactly

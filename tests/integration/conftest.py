@@ -549,6 +549,14 @@ class Server:
             out += [os.path.join(root, f) for f in files]
         return sorted(out)
 
+    def unaccepted_files(self):
+        """Content no envelope accounts for: a message being received,
+        or left behind by one refused or cut short (msg/ without env/),
+        and whatever is in tmp/."""
+        env = {os.path.basename(p) for p in self.spool_files("env")}
+        return self.spool_files("tmp") + [p for p in self.spool_files("msg")
+            if os.path.basename(p) not in env]
+
     def teardown(self):
         try:
             rc = self.died_badly()

@@ -197,4 +197,5 @@ def test_disconnect_mid_data_delivers_nothing(postern):
         c.hello()
         c.send("NOOP"); c.expect(250, "2.0.0")
     assert postern.maildir("bob") == []
-    wait_for(lambda: not postern.spool_files("tmp"), what="spool/tmp to be emptied")
+    wait_for(lambda: not postern.unaccepted_files(),
+        what="the half message's content to be removed")

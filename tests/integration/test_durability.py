@@ -27,10 +27,11 @@ def body(mid):
 
 
 def settled(srv, users, want):
-    """Every user holds `want` (a Counter) and the spool's tmp/ is empty."""
+    """Every user holds `want` (a Counter) and the spool holds no content
+    that was not accepted."""
     def cond():
         return all(message_ids(srv, u) == want for u in users) and \
-            not srv.spool_files("tmp")
+            not srv.unaccepted_files()
     return cond
 
 
@@ -124,7 +125,7 @@ def test_kill9_mid_data_delivers_only_the_finished_message(postern):
 
 def test_kill9_after_data_before_dot_then_restart_is_clean(postern):
     # The same with the spool directory checked: nothing half-written left
-    # behind in spool/tmp, and no Maildir file for the half message.
+    # behind in the spool, and no Maildir file for the half message.
     with postern.session() as c:
         c.hello()
         c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")

@@ -614,7 +614,7 @@ def test_lua_eom_refuses_before_the_upstream_sees_data(make_postern,
     assert up.verbs() == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT",
         "DATA", "QUIT"], up.events
     assert up.messages[0]["content"] == unstuff(BODY)
-    wait_for(lambda: not front.spool_files("tmp"),
+    wait_for(lambda: not front.unaccepted_files(),
         what="the held file to go")
 
 

@@ -28,7 +28,8 @@ def take_then_521(c, rcpts, body=BODY):
 def assert_nothing_kept_in_spool(srv):
     wait_for(lambda: log_events(srv, "disconnect"), what="the disconnect")
     assert srv.spool_files("env") == [] and srv.spool_files("msg") == []
-    wait_for(lambda: srv.spool_files("tmp") == [], what="tmp/ emptied")
+    wait_for(lambda: srv.unaccepted_files() == [],
+        what="the refused content removed")
 
 
 def test_listener_nomail_after_data(make_postern):

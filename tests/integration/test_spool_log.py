@@ -617,7 +617,8 @@ def test_a_failed_log_write_fsyncs_the_spooled_message(ext4, make_postern,
     # The log's fdatasync fails under a relayed message's record: its
     # content and envelope are synced before its 250 instead (content
     # settled, envelope settled, named, fsynced), it is relayed once, and
-    # the log takes nothing more.
+    # the log takes nothing more.  The content is written under its own
+    # name in msg/: no rename of it.
     up = upstreams.scripted()
     _, mnt = ext4(journal=True)
     srv = relay_server(make_postern, mnt, up.port)
@@ -630,10 +631,9 @@ def test_a_failed_log_write_fsyncs_the_spooled_message(ext4, make_postern,
         send(srv, 1, 1)
     finally:
         untrace(st)
-    # The committing thread: content into msg/, the failed record, then
-    # the fallback.
+    # The committing thread: the failed record, then the fallback.
     mine = renaming_thread_calls(out, "fdatasync")
-    assert mine[:6] == ["renameat", "fdatasync", "sync_file_range",
+    assert mine[:5] == ["fdatasync", "sync_file_range",
         "sync_file_range", "renameat", "fsync"], mine
     assert "acknowledging with fsync from now on" in srv.log()
     wait_for(lambda: len(bodies(up)) == 2 and not os.listdir(
@@ -645,8 +645,9 @@ def test_a_failed_log_write_fsyncs_the_spooled_message(ext4, make_postern,
 def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
         make_postern):
     # A log of 64k takes records up to 15k: a 20k message is committed
-    # as without the log (data written out, renamed, the envelope's
-    # fsync: one journal commit) and has no record.
+    # as without the log (the content's and the envelope's data written
+    # out, the envelope renamed and fsynced: one journal commit) and has
+    # no record.
     _, mnt = ext4(journal=True)
     srv = relay_server(make_postern, mnt, 9, log_size="64k")
     send(srv, 0, 1)
@@ -662,8 +663,8 @@ def test_a_spooled_message_too_large_for_the_log_is_fsynced(ext4,
                 "Subject: big\r\n\r\n" + ("y" * 78 + "\r\n") * 256)
     finally:
         untrace(st)
-    assert renaming_thread_calls(out)[:5] == ["sync_file_range",
-        "renameat", "sync_file_range", "renameat", "fsync"], out
+    assert renaming_thread_calls(out)[:4] == ["sync_file_range",
+        "sync_file_range", "renameat", "fsync"], out
     assert log_records(mnt, b"PSLS") == 1
 
 

@@ -416,10 +416,13 @@ test_commit_load_round_trip(void **state)
 	struct spool_msg *m = spool_msg_new(sp, qid);
 	assert_int_equal(spool_msg_write(m, content, sizeof(content) - 1,
 	    &err), 0);
-	assert_true(exists(dir, "tmp", qid));
+	/* Received under its final name; no envelope names it yet. */
+	assert_true(exists(dir, "msg", qid));
+	assert_false(exists(dir, "env", qid));
+	assert_int_equal(count_entries(dir, "tmp"), 0);
 	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
 	spool_msg_free(&m);
-	assert_false(exists(dir, "tmp", qid));
+	assert_int_equal(count_entries(dir, "tmp"), 0);
 	assert_true(exists(dir, "msg", qid));
 	assert_true(exists(dir, "env", qid));
 
@@ -482,7 +485,7 @@ test_replace_before_commit(void **state)
 	assert_int_equal(spool_msg_replace(m, 30, 99, "x", 1, &err), -1);
 	assert_int_equal(spool_msg_commit(m, &e, &err), 0);
 	spool_msg_free(&m);
-	assert_false(exists(dir, "tmp", qid));
+	assert_int_equal(count_entries(dir, "tmp"), 0);
 	path = spool_content_path(sp, qid);
 	got = read_path(path, &len);
 	assert_int_equal(len, sizeof(want) - 1);
@@ -510,10 +513,10 @@ test_uncommitted_removed(void **state)
 	/* Freed without commit: gone. */
 	m = spool_msg_new(sp, "A1");
 	assert_int_equal(spool_msg_write(m, "abc", 3, &err), 0);
-	assert_true(exists(dir, "tmp", "A1"));
+	assert_true(exists(dir, "msg", "A1"));
 	spool_msg_free(&m);
-	assert_false(exists(dir, "tmp", "A1"));
-	assert_int_equal(count_entries(dir, "msg"), 0);
+	assert_false(exists(dir, "msg", "A1"));
+	assert_int_equal(count_entries(dir, "tmp"), 0);
 
 	/* Being received right now (locked): spool_list leaves it alone... */
 	m = spool_msg_new(sp, "B1");
@@ -523,7 +526,7 @@ test_uncommitted_removed(void **state)
 	assert_int_equal(spool_list(sp2, &qids, &n, &err), 0);
 	assert_int_equal(n, 0);
 	free(qids);
-	assert_true(exists(dir, "tmp", "B1"));
+	assert_true(exists(dir, "msg", "B1"));
 	/* ...and commit still works after the sweep. */
 	struct spool_env e;
 	simple_env(&e, "B1", 1);
@@ -531,14 +534,16 @@ test_uncommitted_removed(void **state)
 	spool_msg_free(&m);
 	spool_env_clear(&e);
 
-	/* A leftover of a dead process (no lock): spool_list removes it. */
-	put_file(dir, "tmp", "C1", "partial");
+	/* Leftovers of a dead process (no lock): spool_list removes them. */
+	put_file(dir, "msg", "C1", "partial");
+	put_file(dir, "tmp", "C2.new", "edited");
 	assert_int_equal(spool_list(sp2, &qids, &n, &err), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(qids[0], "B1");
 	free(qids[0]);
 	free(qids);
-	assert_false(exists(dir, "tmp", "C1"));
+	assert_false(exists(dir, "msg", "C1"));
+	assert_false(exists(dir, "tmp", "C2.new"));
 
 	spool_close(&sp2);
 	spool_close(&sp);
@@ -573,11 +578,11 @@ test_crash_recovery(void **state)
 	free(p);
 
 	/* What a kill -9 at each commit step leaves behind. */
-	put_file(dir, "tmp", "Step1", "being received");
-	put_file(dir, "msg", "Step2", "content, no envelope");
-	put_file(dir, "msg", "Step3", "content, envelope being written");
-	put_file(dir, "env", "Step3.tmp", "v 1\n");
-	put_file(dir, "env", "Step4", "v 1\n");	/* content rename lost */
+	put_file(dir, "msg", "Step1", "being received, or received");
+	put_file(dir, "tmp", "Step1e.new", "a filter's edits");
+	put_file(dir, "msg", "Step2", "content, envelope being written");
+	put_file(dir, "env", "Step2.tmp", "v 1\n");
+	put_file(dir, "env", "Step3", "v 1\n");	/* content's name lost */
 	put_file(dir, "done", "Gone1", "done 0\n");	/* removal cut short */
 	/* Records prove it accepted: its content was lost since. */
 	put_file(dir, "env", "Lost1", "v 1\n");
@@ -596,8 +601,8 @@ test_crash_recovery(void **state)
 		free(qids[i]);
 	free(qids);
 	static const char *const gone[][2] = {
-		{ "tmp", "Step1" }, { "msg", "Step2" }, { "msg", "Step3" },
-		{ "env", "Step3.tmp" }, { "env", "Step4" }, { "done", "Gone1" },
+		{ "msg", "Step1" }, { "tmp", "Step1e.new" }, { "msg", "Step2" },
+		{ "env", "Step2.tmp" }, { "env", "Step3" }, { "done", "Gone1" },
 	};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		if (exists(dir, gone[i][0], gone[i][1]))
@@ -928,9 +933,9 @@ test_write_error_reported(void **state)
 		rc = spool_msg_write(m, big, sizeof(big), &err);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	assert_int_equal(rc, -1);
-	assert_string_equal(err, "write(tmp/F1): File too large");
+	assert_string_equal(err, "write(msg/F1): File too large");
 	spool_msg_free(&m);
-	assert_false(exists(dir, "tmp", "F1"));
+	assert_false(exists(dir, "msg", "F1"));
 	spool_close(&sp);
 
 	/* A spool folder that cannot be made. */
