@@ -71,26 +71,6 @@ net_refuse_line(const struct config_listen *l, int fd, const char *line)
 	close(fd);
 }
 
-/*
- * An IPv4 client of a dual-stack socket (an IPv6 one without
- * IPV6_V6ONLY, as a service manager may pass: ours have it) comes as an
- * IPv4-mapped address, ::ffff:192.0.2.1.  Is sa one?  Then *v4 gets the
- * IPv4 address it stands for.
- */
-static bool
-net_unmap(const struct sockaddr *sa, struct sockaddr_in *v4)
-{
-	const struct sockaddr_in6 *s6 = (const void *)sa;
-
-	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
-		return false;
-	memset(v4, 0, sizeof(*v4));
-	v4->sin_family = AF_INET;
-	v4->sin_port = s6->sin6_port;
-	memcpy(&v4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
-	return true;
-}
-
 const struct conn_origin *
 net_local_origin(int fd, struct conn_origin *o, char *lip)
 {
@@ -99,7 +79,7 @@ net_local_origin(int fd, struct conn_origin *o, char *lip)
 	socklen_t sl = sizeof(ss);
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1 ||
-	    !net_unmap((struct sockaddr *)&ss, &v4))
+	    !util_sockaddr_unmap((struct sockaddr *)&ss, &v4))
 		return NULL;
 	*o = (struct conn_origin){ .local_ip = lip };
 	(void)util_sockaddr_text((struct sockaddr *)&v4, lip, &o->local_port);
@@ -148,7 +128,7 @@ net_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	const struct config_listen *l = &cfg->listens[idx];
 	/* An IPv4 client of a dual-stack socket is IPv4 before anything
 	 * sees it: every rule, limit, log line and header says 192.0.2.1. */
-	if (net_unmap(sa, &v4)) {
+	if (util_sockaddr_unmap(sa, &v4)) {
 		sa = (struct sockaddr *)&v4;
 		salen = (int)sizeof(v4);
 		origin = net_local_origin(fd, &local, lip);

@@ -72,6 +72,27 @@ net_pph_fail(struct net_pph *p, const char *why)
 	net_pph_free(p);
 }
 
+/*
+ * An address of the header as a socket address into *ss (*len), IPv4
+ * where it is an IPv4-mapped one (a balancer's dual-stack socket), as at
+ * accept: its text, in buf if it changed.  NULL when ip is unusable.
+ */
+static const char *
+net_pph_addr(const char *ip, int port, struct sockaddr_storage *ss,
+    unsigned *len, char *buf)
+{
+	struct sockaddr_in v4;
+
+	if (util_sockaddr_make(ip, port, ss, len) == -1)
+		return NULL;
+	if (!util_sockaddr_unmap((const struct sockaddr *)ss, &v4))
+		return ip;
+	memcpy(ss, &v4, sizeof(v4));
+	*len = sizeof(v4);
+	(void)util_sockaddr_text((const struct sockaddr *)ss, buf, NULL);
+	return buf;
+}
+
 /* A whole header: admit its client and hand the socket to a session. */
 static void
 net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
@@ -79,10 +100,10 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 	struct net_loop *loop = p->loop;
 	const struct config *cfg = loop->ctx.rt->cfg;
 	struct conn_origin o = { .via_ip = p->peer_ip, .version = h->version };
-	char lip[INET6_ADDRSTRLEN];
-	struct sockaddr_storage ss;
+	char lip[INET6_ADDRSTRLEN], sip[INET6_ADDRSTRLEN], dip[INET6_ADDRSTRLEN];
+	struct sockaddr_storage ss, dss;
 	const struct sockaddr *sa = (const struct sockaddr *)&p->peer;
-	unsigned sslen = sizeof(p->peer);
+	unsigned sslen = sizeof(p->peer), dlen;
 	const char *ip = p->peer_ip, *why;
 	ssize_t idx = net_listen_idx(cfg, p->addr, p->port);
 
@@ -91,14 +112,16 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 		return;
 	}
 	if (h->kind != UTIL_PROXYHDR_LOCAL) {
-		if (util_sockaddr_make(h->src_ip, h->src_port, &ss,
-		    &sslen) == -1) {
+		if ((ip = net_pph_addr(h->src_ip, h->src_port, &ss, &sslen,
+		    sip)) == NULL) {
 			net_pph_fail(p, "unusable source address");
 			return;
 		}
 		sa = (const struct sockaddr *)&ss;
-		ip = h->src_ip;
-		o.local_ip = h->dst_ip;
+		o.local_ip = net_pph_addr(h->dst_ip, h->dst_port, &dss, &dlen,
+		    dip);
+		if (o.local_ip == NULL)
+			o.local_ip = h->dst_ip;
 		o.local_port = h->dst_port;
 	}
 	if ((why = net_admit(loop->srv, cfg, ip)) != NULL) {

@@ -660,6 +660,20 @@ util_sockaddr_make(const char *ip, int port, struct sockaddr_storage *ss,
 	return 0;
 }
 
+bool
+util_sockaddr_unmap(const struct sockaddr *sa, struct sockaddr_in *v4)
+{
+	const struct sockaddr_in6 *s6 = (const void *)sa;
+
+	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+		return false;
+	memset(v4, 0, sizeof(*v4));
+	v4->sin_family = AF_INET;
+	v4->sin_port = s6->sin6_port;
+	memcpy(&v4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+	return true;
+}
+
 int
 util_cidr_parse(const char *s, struct util_cidr *out)
 {

@@ -185,6 +185,14 @@ bool	util_sockaddr_text(const struct sockaddr *sa, char *ip, int *port);
 struct sockaddr_storage;
 int	util_sockaddr_make(const char *ip, int port,
 	    struct sockaddr_storage *ss, unsigned *len);
+/*
+ * An IPv4 client of a dual-stack socket (an IPv6 one without
+ * IPV6_V6ONLY, as a service manager may pass, or a load balancer's)
+ * comes as an IPv4-mapped address, ::ffff:192.0.2.1.  Is sa one?  Then
+ * *v4 gets the IPv4 address and port it stands for.
+ */
+struct sockaddr_in;
+bool	util_sockaddr_unmap(const struct sockaddr *sa, struct sockaddr_in *v4);
 
 /*
  * A network in CIDR form ("192.0.2.0/24", "2001:db8::/32", or one address),

@@ -85,6 +85,31 @@ def test_v1_and_v2_tcp6(make_postern):
         lines
 
 
+def test_ipv4_mapped_addresses_in_the_header_are_ipv4(make_postern):
+    # A balancer on a dual-stack socket names its IPv4 clients as
+    # ::ffff:a.b.c.d (TCP6): the session sees them IPv4, as one accepted
+    # on such a socket would: in the log, the facts (its network too) and
+    # the Received: line.
+    srv = make_postern(config=listen_config("proxy-protocol", extra=[
+        'on helo { reject 550 5.7.1 "%{client.net} to %{local.ip}" }']))
+    for hdr in (v1("::ffff:203.0.113.60", "::ffff:192.0.2.25"),
+            v2("::ffff:203.0.113.61", "::ffff:192.0.2.25")):
+        with proxied(srv, hdr) as c:
+            c.expect(220)
+            c.send("EHLO client.example")
+            r = c.expect(550, "5.7.1")
+            assert r.text == "5.7.1 203.0.113.0/24 to 192.0.2.25", r
+    lines = connect_lines(srv, 2)
+    assert [kv["ip"] for kv, _ in lines] == ["203.0.113.60",
+        "203.0.113.61"], lines
+    srv = make_postern(config=listen_config("proxy-protocol"))
+    with proxied(srv, v1("::ffff:198.51.100.62", "::ffff:127.0.0.1")) as c:
+        c.hello()
+        send_message(c, "a@example.net", ["bob@example.org"], BODY)
+    head = received_of_delivered(srv)
+    assert "[198.51.100.62]" in head and "ffff" not in head, head
+
+
 def test_local_and_unknown_keep_the_real_peer(make_postern):
     srv = make_postern(config=listen_config("proxy-protocol"))
     for hdr in (V2_LOCAL, b"PROXY UNKNOWN\r\n"):
