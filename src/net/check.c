@@ -67,10 +67,22 @@ net_check_log_file(const struct config *cfg, struct util_buf *errs)
 	free(dir);
 }
 
+/*
+ * Do a listener's address and the metrics endpoint's take the same port?
+ * The same address, or a wildcard of the other's family: every IPv6
+ * socket of ours is IPv6 only, so [::] and 127.0.0.1 are apart.
+ */
 static bool
-net_check_is_any(const char *addr)
+net_check_same_addr(const char *a, const char *b)
 {
-	return strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0;
+	bool v6 = strchr(a, ':') != NULL;
+
+	if (strcmp(a, b) == 0)
+		return true;
+	if (v6 != (strchr(b, ':') != NULL))
+		return false;
+	return strcmp(a, v6 ? "::" : "0.0.0.0") == 0 ||
+	    strcmp(b, v6 ? "::" : "0.0.0.0") == 0;
 }
 
 int
@@ -83,9 +95,7 @@ net_check_metrics(const struct config *cfg, const char **err_out)
 		int line;
 
 		if (l->port != cfg->metrics_port ||
-		    (strcmp(l->addr, cfg->metrics_addr) != 0 &&
-		    !net_check_is_any(l->addr) &&
-		    !net_check_is_any(cfg->metrics_addr)))
+		    !net_check_same_addr(l->addr, cfg->metrics_addr))
 			continue;
 		line = config_line_of(cfg, "metrics", "listen");
 		/* A reload keeps the running endpoint, which its file may no

@@ -7,6 +7,7 @@
 #include "net/net_private.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +41,9 @@ net_observe_bind(struct net_server *srv, const struct config *cfg,
 	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	/* IPv6 only, as the listeners: [::] leaves IPv4's port alone. */
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (struct sockaddr *)&ss, len) == -1 ||
 	    listen(fd, 64) == -1) {
 		int e = errno;

@@ -181,6 +181,30 @@ def test_metrics_stay_on_loopback_unless_public(tmp_path):
     assert r.returncode == 0, r
 
 
+def test_metrics_on_ipv6_leaves_the_ipv4_port_to_a_listener(make_postern):
+    # Every IPv6 socket of postern's takes IPv6 only: the endpoint on
+    # [::]:P and SMTP on 127.0.0.1:P are apart, for check and run alike.
+    # The same port and family stays refused.
+    if not socket.has_ipv6:
+        machine_lacks("IPv6 sockets")
+    srv = make_postern(extra=["metrics listen [::]:{port} public"])
+    r = run_cli("check", "-c", srv.conf, cwd=srv.dir)
+    assert r.returncode == 0, r
+    c = http.client.HTTPConnection("::1", srv.port, timeout=10)
+    try:
+        c.request("GET", "/healthz")
+        assert c.getresponse().status == 200
+    finally:
+        c.close()
+    with srv.session() as s:
+        s.hello()
+    clash = make_postern(start=False, extra=[
+        "metrics listen 0.0.0.0:{port} public"])
+    r = run_cli("check", "-c", clash.conf, cwd=clash.dir)
+    assert r.returncode == 1 and "has that address and port" in \
+        r.stdout + r.stderr, r
+
+
 def test_metrics_port_in_use_fails_start_up(make_postern):
     holder = socket.socket()
     holder.bind((HOST, 0))
