@@ -344,15 +344,25 @@ cfg_reply_opt_at(const struct cfg_line *ln, size_t i)
 	return -1;
 }
 
+/* A control character but tab (0x00-0x1f, 0x7f) in s? */
+static bool
+cfg_has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return true;
+	return false;
+}
+
 static int
 cfg_reply_opt(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_reply *r, int k, const char *v)
 {
 	switch (k) {
 	case RO_FROM_NAME:
-		if (strpbrk(v, "\r\n") != NULL || strlen(v) > 200) {
+		if (strlen(v) > 200 || cfg_has_ctl(v)) {
 			cfg_err(p, ln->lineno, "from-name: one line of at most "
-			    "200 bytes");
+			    "200 bytes, no control characters");
 			return -1;
 		}
 		free(r->from_name);
