@@ -396,6 +396,25 @@ tls_read_key(const char *path, const char **err_out)
 	return k;
 }
 
+/*
+ * Can a handshake of ctx use a DSA key?  Only TLS 1.2 with a DSS cipher,
+ * which OpenSSL's default list leaves out; TLS 1.3 signs with none.
+ */
+static bool
+tls_ctx_takes_dsa(SSL_CTX *ctx)
+{
+	STACK_OF(SSL_CIPHER) *cs = SSL_CTX_get_ciphers(ctx);
+	long min = SSL_CTX_get_min_proto_version(ctx);
+
+	if (min != 0 && min > TLS1_2_VERSION)
+		return false;
+	for (int i = 0; cs != NULL && i < sk_SSL_CIPHER_num(cs); i++)
+		if (SSL_CIPHER_get_auth_nid(sk_SSL_CIPHER_value(cs, i)) ==
+		    NID_auth_dss)
+			return true;
+	return false;
+}
+
 /* Load cs into ctx and return the leaf (owned by the caller) or NULL. */
 static X509 *
 tls_server_load_pair(SSL_CTX *ctx, const struct tls_cert_spec *cs,
@@ -423,6 +442,14 @@ tls_server_load_pair(SSL_CTX *ctx, const struct tls_cert_spec *cs,
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		*err_out = tls_err_ssl("key does not match certificate %s "
 		    "(key %s)", cs->cert_path, cs->key_path);
+		goto fail;
+	}
+	if (EVP_PKEY_get_base_id(key) == EVP_PKEY_DSA &&
+	    !tls_ctx_takes_dsa(ctx)) {
+		*err_out = util_err("cert %s: a DSA key, which no handshake "
+		    "can use: TLS 1.3 has no DSA, and TLS 1.2's DSS ciphers "
+		    "are off unless tls ciphers names them; use an RSA, "
+		    "ECDSA or Ed25519 key", cs->cert_path);
 		goto fail;
 	}
 	if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (unverified_context, HOST, binary, listen_config, log_events, read_bytes,
+from conftest import (unverified_context, HOST, binary, listen_config, log_events, read_bytes, run_cli,
     send_message, split_delivered, wait_for)
 from test_early_talker import SEE_IT, talk_early_and_go_on
 from test_limits import talk_before_the_greeting
@@ -541,6 +541,27 @@ def test_bad_certificate_paths_fail_at_start(make_postern, pki):
     srv.killed = True	# it is meant to have exited
     assert srv.proc.returncode == 1, (srv.proc.returncode, err)
     assert "missing.pem" in err, "error does not name the file:\n" + err
+
+
+def test_a_dsa_key_no_handshake_can_use_is_refused(make_postern, tmp_path):
+    # OpenSSL takes a DSA certificate, but TLS 1.3 has no DSA and TLS 1.2's
+    # DSS ciphers are off by default: STARTTLS would be offered and fail
+    # for every client.  check says so; with a DSS cipher named, it is
+    # taken.
+    openssl("dsaparam", "-out", "p.pem", "2048", cwd=str(tmp_path))
+    openssl("req", "-x509", "-newkey", "dsa:p.pem", "-nodes", "-keyout",
+        "dsa.key", "-out", "dsa.pem", "-days", "2", "-subj",
+        "/CN=mail.example.org", cwd=str(tmp_path))
+    tls = 'tls cert "%s/dsa.pem" key "%s/dsa.key"' % (tmp_path, tmp_path)
+    srv = make_postern(start=False, extra=[tls])
+    r = run_cli("check", "-c", srv.conf, cwd=srv.dir)
+    assert r.returncode == 1, r
+    assert "dsa.pem: a DSA key, which no handshake can use" in \
+        r.stdout + r.stderr, r
+    ok = make_postern(start=False, extra=[tls,
+        'tls ciphers "DHE-DSS-AES256-GCM-SHA384:@SECLEVEL=0"'])
+    r = run_cli("check", "-c", ok.conf, cwd=ok.dir)
+    assert r.returncode == 0, r
 
 
 # ----- stalled handshakes ----------------------------------------------------------
