@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -307,6 +308,7 @@ static BIO *
 tls_open(const char *what, const char *path, const char **err_out)
 {
 	const char *why = NULL;
+	struct stat st;
 	FILE	*fp;
 	BIO	*b;
 	int	 fd;
@@ -326,6 +328,12 @@ tls_open(const char *what, const char *path, const char **err_out)
 	}
 	if (fp == NULL) {
 		*err_out = util_err("%s %s: %s", what, path, strerror(errno));
+		return NULL;
+	}
+	/* fopen opens a folder for reading; its read fails obscurely. */
+	if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(fp);
+		*err_out = util_err("%s %s: %s", what, path, strerror(EISDIR));
 		return NULL;
 	}
 	if ((b = BIO_new_fp(fp, BIO_CLOSE)) == NULL)

@@ -543,6 +543,17 @@ def test_bad_certificate_paths_fail_at_start(make_postern, pki):
     assert "missing.pem" in err, "error does not name the file:\n" + err
 
 
+def test_a_folder_named_as_certificate_or_key_is_said_to_be_one(
+        make_postern, pki):
+    for cert, key in (("{tmp}", pki.path("mail.key")),
+            (pki.path("mail.pem"), "{tmp}")):
+        srv = make_postern(start=False, extra=[
+            'tls cert "%s" key "%s"' % (cert, key)])
+        r = run_cli("check", "-c", srv.conf, cwd=srv.dir)
+        assert r.returncode == 1, r
+        assert "%s: Is a directory" % srv.dir in r.stdout + r.stderr, r
+
+
 def test_a_dsa_key_no_handshake_can_use_is_refused(make_postern, tmp_path):
     # OpenSSL takes a DSA certificate, but TLS 1.3 has no DSA and TLS 1.2's
     # DSS ciphers are off by default: STARTTLS would be offered and fail
