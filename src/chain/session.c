@@ -392,8 +392,10 @@ chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 	}
 	size_t old = cs->hdr.len;
 	size_t take = len;
-	if (take > CHAIN_HDR_MAX - old)
-		take = CHAIN_HDR_MAX - old;
+	/* A byte past what is kept: a block of just CHAIN_HDR_MAX bytes is
+	 * whole when the empty line comes right after it. */
+	if (take > CHAIN_HDR_MAX + 1 - old)
+		take = CHAIN_HDR_MAX + 1 - old;
 	util_buf_add(&cs->hdr, buf, take);
 	/* The block ends at the first empty line (RFC 5322 2.1). */
 	const char *d = cs->hdr.data;
@@ -404,14 +406,16 @@ chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 	for (size_t i = from; end == 0 && i + 1 < cs->hdr.len; i++)
 		if (d[i] == '\n' && d[i + 1] == '\n')
 			end = i + 1;
-	/* A block of just CHAIN_HDR_MAX may be all: wait for more or EOM. */
-	if (end == 0 && take == len)
+	/* Up to CHAIN_HDR_MAX bytes without the end: wait for more or EOM. */
+	if (end == 0 && cs->hdr.len <= CHAIN_HDR_MAX)
 		return;
 	if (end != 0) {
 		cs->hdr.len = end;
 		cs->hdr_ended = true;
-	} else
+	} else {
+		cs->hdr.len = CHAIN_HDR_MAX;
 		cs->hdr_cut = true;
+	}
 	cs->hdr_complete = true;
 	if (chain_set_has(cs->set, SMTP_STAGE_HEADER))
 		chain_hdr_start(cs);

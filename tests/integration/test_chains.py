@@ -193,6 +193,36 @@ def test_header_checks_on_a_message_of_header_fields_only(make_postern):
     assert b"Subject: s\n" in open(srv.maildir("bob")[0], "rb").read()
 
 
+def test_a_header_block_of_just_the_size_kept_is_judged(make_postern):
+    """A header block of exactly the 256 KiB kept (in LF form, as stored),
+    its empty line right after it, is whole: judged, not "over"; one byte
+    more is past what is kept."""
+    srv = make_postern(config=chains_config(
+        "on header { header require From,Date; header unique From }"))
+    fixed = DATE + b"From: a@example.org\r\n"
+
+    def head(total):
+        """Fields whose LF form is total bytes."""
+        lines, size = [], len(fixed) - 2
+        while total - size > 1000:
+            lines.append(b"X-F%d: %s\r\n" % (len(lines), b"y" * 900))
+            size += len(lines[-1]) - 1
+        pad = total - size - len(b"X-Pad: \n")
+        return fixed + b"".join(lines) + b"X-Pad: " + b"z" * pad + b"\r\n"
+    with srv.session() as c:
+        c.hello()
+        for total, code, esc in ((256 * 1024, 250, "2.0.0"),
+                (256 * 1024 + 1, 552, "5.3.4")):
+            h = head(total)
+            assert len(h) - h.count(b"\r\n") == total
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+            c.send("DATA"); c.expect(354)
+            c.send_raw(h + b"\r\nbody\r\n.\r\n")
+            r = c.expect(code, esc)
+            assert code == 250 or r.text.endswith("(over 256 KiB)"), r
+
+
 def test_nomail_at_connect(make_postern):
     srv = make_postern(config=chains_config("on connect { nomail }"))
     with srv.session() as c:
