@@ -85,9 +85,9 @@ smtpc_reply_line(struct smtpc_reply *r, const char *line, size_t raw,
 	r->code = code;
 	util_buf_addstr(&r->lines, line);
 	util_buf_add(&r->lines, "\n", 1);
-	/* The first line whole, a later one's text when it has one. */
-	if (r->text[0] == '\0' || line[3] != '\0')
-		smtpc_reply_text_add(r, r->text[0] == '\0' ? line : line + 4);
+	/* Every line as written, as Postfix's DSNs show them: a reader sees
+	 * which lines the server sent, codes and all. */
+	smtpc_reply_text_add(r, line);
 	return line[3] == '-' ? 0 : 1;
 }
 

@@ -30,7 +30,7 @@ test_reply_lines(void **state)
 		{ "one line", { "250 2.0.0 ok" }, 1, 250, "250 2.0.0 ok" },
 		{ "multi-line joined", { "250-mx.example", "250-SIZE 10",
 		    "250 PIPELINING" }, 1, 250,
-		    "250-mx.example SIZE 10 PIPELINING" },
+		    "250-mx.example 250-SIZE 10 250 PIPELINING" },
 		{ "code alone", { "354" }, 1, 354, "354" },
 		{ "more to come", { "220-hello" }, 0, 220, "220-hello" },
 		{ "mixed codes", { "250-a", "550 b" }, -1, 0, NULL },
@@ -42,7 +42,7 @@ test_reply_lines(void **state)
 		    "550 5.1.1 \x01\xff" },
 		{ "quotes, UTF-8, backslash", { "550-5.1.1 <\"j s\"@r.test>:",
 		    "550 see caf\xc3\xa9 \\help" }, 1, 550,
-		    "550-5.1.1 <\"j s\"@r.test>: see caf\xc3\xa9 \\help" },
+		    "550-5.1.1 <\"j s\"@r.test>: 550 see caf\xc3\xa9 \\help" },
 	};
 	struct smtpc_reply r = { 0 };
 
