@@ -150,8 +150,9 @@ agent_command(const struct deliver_agent *a, const struct deliver_msg *m,
 	char *in = json_dumps(doc, JSON_COMPACT);
 	char **env = agent_env(m, agent);
 	struct deliver_prog p = { .argv = a->o.argv, .envp = env,
-	    .user = a->o.user, .timeout_ms = a->o.timeout_ms != 0 ?
-	    a->o.timeout_ms : AGENT_TIMEOUT_DEFAULT_MS,
+	    .user = a->o.user, .server_user = a->o.server_user,
+	    .timeout_ms = a->o.timeout_ms != 0 ? a->o.timeout_ms :
+	    AGENT_TIMEOUT_DEFAULT_MS,
 	    .out_max = a->o.out_max != 0 ? a->o.out_max :
 	    AGENT_OUT_MAX_DEFAULT, .body = in, .body_len = strlen(in) };
 	struct deliver_prog_result res;
@@ -488,10 +489,11 @@ agent_kind_make(const struct config *c, const struct config_action *a,
 		k->o.kind = DELIVER_AGENT_COMMAND;
 		k->o.argv = r->argv;
 		k->o.user = r->user;
+		k->o.server_user = c->user;
 		k->o.timeout_ms = r->timeout_ms;
-		if (access(r->argv[0], X_OK) == -1) {
-			*err_out = util_err("reply command %s: %m",
-			    r->argv[0]);
+		if (deliver_prog_check(r->argv[0], r->user, c->user, c->group,
+		    err_out) == -1) {
+			*err_out = util_err("reply command: %s", *err_out);
 			return -1;
 		}
 		return 0;

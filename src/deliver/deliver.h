@@ -170,6 +170,7 @@ struct deliver_pipe_opts {
 					   %{rcpt.domain} %{sender} %{qid} */
 	const char	*user;		/* run as (postern runs as root);
 					   NULL: as postern runs */
+	const char	*server_user;	/* the config's "user", or NULL */
 	uint64_t	 timeout_ms;	/* 0: 10 min; then SIGKILL, retried */
 };
 
@@ -295,6 +296,7 @@ struct deliver_agent_opts {
 	const struct mime_tpl *text;	/* TEXT: borrowed, MIME_TPL_TEXT */
 	char *const	*argv;		/* COMMAND: argv[0] absolute */
 	const char	*user;		/* COMMAND: run as; NULL: as we are */
+	const char	*server_user;	/* COMMAND: the config's "user" */
 	uint64_t	 timeout_ms;	/* COMMAND: 0: 60 s, then killed */
 	size_t		 out_max;	/* COMMAND: stdout bound; 0: 1 MiB */
 	struct deliver_hook *hook;	/* WEBHOOK: borrowed (hook.c), with

@@ -529,6 +529,8 @@ struct deliver_prog {
 	char *const	*envp;		/* the whole environment */
 	const char	*user;		/* run as this user (we must be root,
 					   or be it already); NULL: as we are */
+	const char	*server_user;	/* the config's "user": what a root
+					   postern dropped to, or NULL */
 	uint64_t	 timeout_ms;	/* for all of it; then SIGKILL */
 	size_t		 out_max;	/* stdout bytes kept (the rest read
 					   and dropped); 0: none kept */
@@ -560,6 +562,18 @@ struct deliver_prog_result {
  */
 int	deliver_prog_run(const struct deliver_prog *p,
 	    struct deliver_prog_result *res, const char **err_out);
+/*
+ * Can the program at path run as user (NULL: as postern runs) in a server
+ * with server_user and server_group (the config's "user" and "group", or
+ * NULL)?  The user must exist and be one postern can become, and may
+ * execute path.  Judged for the ids the program will have at delivery,
+ * whether asked before the drop to server_user (the start, postern check
+ * as root) or after it (a reload), so all of them agree.  0, or -1 with
+ * *err_out.
+ */
+int	deliver_prog_check(const char *path, const char *user,
+	    const char *server_user, const char *server_group,
+	    const char **err_out);
 void	deliver_prog_result_clear(struct deliver_prog_result *res);
 
 /* This thread's stop descriptor (deliver_stop_fd_set), or -1. */

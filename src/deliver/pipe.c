@@ -230,10 +230,10 @@ deliver_pipe(const struct deliver_pipe_opts *o, const struct deliver_msg *m,
 	head = xasprintf("Return-Path: <%s>\nDelivered-To: %s\n",
 	    m->return_path != NULL ? m->return_path : "", rcpt);
 	struct deliver_prog p = { .argv = argv, .envp = env, .user = o->user,
-	    .timeout_ms = o->timeout_ms != 0 ? o->timeout_ms :
-	    PIPE_TIMEOUT_DEFAULT_MS, .head = head, .head_len = strlen(head),
-	    .body = m->content, .body_len = m->content_len,
-	    .body_path = m->content_path };
+	    .server_user = o->server_user, .timeout_ms = o->timeout_ms != 0 ?
+	    o->timeout_ms : PIPE_TIMEOUT_DEFAULT_MS, .head = head,
+	    .head_len = strlen(head), .body = m->content,
+	    .body_len = m->content_len, .body_path = m->content_path };
 
 	if (deliver_prog_run(&p, &res, &err) == -1) {
 		/* Ours or the config's to fix: the mail waits meanwhile. */
@@ -259,15 +259,11 @@ int
 deliver_pipe_check(const struct config *c, const struct config_action *a,
     const char **err_out)
 {
-	(void)c;
 	for (char **v = a->pipe->argv; *v != NULL; v++)
 		if (deliver_pipe_check_arg(*v, err_out) == -1)
 			return -1;
-	if (access(a->pipe->argv[0], X_OK) == -1) {
-		*err_out = util_err("%s: %m", a->pipe->argv[0]);
-		return -1;
-	}
-	return 0;
+	return deliver_prog_check(a->pipe->argv[0], a->pipe->user, c->user,
+	    c->group, err_out);
 }
 
 void *
@@ -281,6 +277,7 @@ deliver_pipe_open(const struct config *c, const struct config_action *a,
 	o = xcalloc(1, sizeof(*o));
 	o->argv = a->pipe->argv;
 	o->user = a->pipe->user;
+	o->server_user = c->user;
 	o->timeout_ms = a->pipe->timeout_ms;
 	return o;
 }

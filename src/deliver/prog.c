@@ -54,34 +54,68 @@ struct prog_note {
 struct prog_cred {
 	bool	 change;
 	uid_t	 uid;
-	gid_t	 gid;
-	char	 home[256];
+	gid_t	 gid;		/* also the one supplementary group */
 };
 
-static int
-prog_cred_get(const char *user, struct prog_cred *cr, const char **err_out)
+/* The uid and gid of user; false when there is no such user. */
+static bool
+prog_uid_of(const char *user, uid_t *uid_out, gid_t *gid_out)
 {
 	struct passwd pw, *res = NULL;
 	char buf[4096];
 
+	if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+		return false;
+	*uid_out = pw.pw_uid;
+	*gid_out = pw.pw_gid;
+	return true;
+}
+
+/*
+ * Why postern cannot become user: it dropped its privileges to
+ * server_user (the "user" statement), or it never ran as root.
+ */
+static const char *
+prog_no_root(const char *user, const char *server_user)
+{
+	if (server_user != NULL)
+		return util_err("cannot run as \"%s\": postern drops its "
+		    "privileges to user \"%s\" (the \"user\" statement), "
+		    "which can become no other user", user, server_user);
+	return util_err("cannot run as \"%s\": postern does not run as root",
+	    user);
+}
+
+/*
+ * Who to become for user (NULL: nobody else).  Not root, we can only be
+ * ourselves: server_user names the user we dropped to, if it is us.
+ */
+static int
+prog_cred_get(const char *user, const char *server_user, struct prog_cred *cr,
+    const char **err_out)
+{
+	uid_t uid, suid;
+	gid_t gid, sgid;
+
 	memset(cr, 0, sizeof(*cr));
 	if (user == NULL)
 		return 0;
-	if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
+	if (!prog_uid_of(user, &uid, &gid)) {
 		*err_out = util_err("no such user \"%s\"", user);
 		return -1;
 	}
 	if (geteuid() != 0) {
-		if (pw.pw_uid == geteuid())
+		if (uid == geteuid())
 			return 0;	/* already that user */
-		*err_out = util_err("cannot run as \"%s\": postern does not "
-		    "run as root", user);
+		if (server_user != NULL && (!prog_uid_of(server_user, &suid,
+		    &sgid) || suid != geteuid()))
+			server_user = NULL;	/* not what we dropped to */
+		*err_out = prog_no_root(user, server_user);
 		return -1;
 	}
 	cr->change = true;
-	cr->uid = pw.pw_uid;
-	cr->gid = pw.pw_gid;
-	util_strlcpy(cr->home, pw.pw_dir, sizeof(cr->home));
+	cr->uid = uid;
+	cr->gid = gid;
 	return 0;
 }
 
@@ -420,7 +454,7 @@ deliver_prog_run(const struct deliver_prog *p, struct deliver_prog_result *res,
 	bool late;
 
 	memset(res, 0, sizeof(*res));
-	if (prog_cred_get(p->user, &cr, err_out) == -1)
+	if (prog_cred_get(p->user, p->server_user, &cr, err_out) == -1)
 		return -1;
 	if (p->body == NULL && p->body_path != NULL &&
 	    (io.body_fd = open(p->body_path, O_RDONLY | O_CLOEXEC)) == -1) {
@@ -471,4 +505,86 @@ void
 deliver_prog_result_clear(struct deliver_prog_result *res)
 {
 	util_buf_clear(&res->out);
+}
+
+/*
+ * Can uid, with gid (also as its one supplementary group when ngroups is
+ * 1), execute path?  Asked, as root, in a child that takes those ids: its
+ * access(2) then judges as execve(2) will (mode bits, ACLs, each folder
+ * on the way).  0, or the errno that says why not.
+ */
+static int
+prog_access_as(const char *path, uid_t uid, gid_t gid, size_t ngroups)
+{
+	int status;
+	pid_t pid;
+
+	if ((pid = fork()) == -1)
+		return errno;
+	if (pid == 0) {
+		int e = 0;
+
+		if (setgroups(ngroups, &gid) == -1 ||
+		    setresgid(gid, gid, gid) == -1 ||
+		    setresuid(uid, uid, uid) == -1 || access(path, X_OK) == -1)
+			e = errno;
+		_exit(e);
+	}
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			return errno;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : ECHILD;
+}
+
+/* path, executable as who says: 0, or -1 with *err_out naming as_user. */
+static int
+prog_check_exec(const char *path, const struct prog_cred *who,
+    size_t ngroups, const char *as_user, const char **err_out)
+{
+	int e = 0;
+
+	if (!who->change || who->uid == 0)
+		e = access(path, X_OK) == -1 ? errno : 0;
+	else
+		e = prog_access_as(path, who->uid, who->gid, ngroups);
+	if (e == 0)
+		return 0;
+	*err_out = as_user != NULL ? util_err("%s: %s (as user \"%s\")", path,
+	    strerror(e), as_user) : util_err("%s: %s", path, strerror(e));
+	return -1;
+}
+
+int
+deliver_prog_check(const char *path, const char *user,
+    const char *server_user, const char *server_group, const char **err_out)
+{
+	struct prog_cred who;
+	const char *err = NULL;
+	uid_t uid;
+	gid_t gid;
+
+	/* Not root, or root that stays root: as deliver_prog_run() will. */
+	if (geteuid() != 0 || server_user == NULL) {
+		if (prog_cred_get(user, server_user, &who, err_out) == -1)
+			return -1;
+		return prog_check_exec(path, &who, 1, who.change ? user : NULL,
+		    err_out);
+	}
+	/*
+	 * Root until the drop to server_user: judged as that user, who has
+	 * no supplementary group and can become no other user.
+	 */
+	if (util_account_ids(server_user, server_group, &who.uid, &who.gid,
+	    &err) == -1)
+		return 0;	/* the "user" statement's own error */
+	if (user != NULL && !prog_uid_of(user, &uid, &gid)) {
+		*err_out = util_err("no such user \"%s\"", user);
+		return -1;
+	}
+	if (user != NULL && uid != who.uid) {
+		*err_out = prog_no_root(user, server_user);
+		return -1;
+	}
+	who.change = true;
+	return prog_check_exec(path, &who, 0, server_user, err_out);
 }

@@ -1,8 +1,9 @@
 /*
  * net/check.c: what a start would refuse in a configuration, found without
- * binding, forking or writing anything: postern check runs it, and so does
- * postern run before it starts anything.  Each error names the statement
- * at fault as "FILE:LINE: message".
+ * binding or writing anything (the one child it may start asks access(2)
+ * as the user an action's program will run as, and exits): postern check
+ * runs it, and so does postern run before it starts anything.  Each error
+ * names the statement at fault as "FILE:LINE: message".
  */
 #include "net/net_private.h"
 

@@ -4,7 +4,10 @@ pipe: a script that fails with EX_TEMPFAIL (75) once is retried and then
 delivers; one that exits 1 bounces with its first line of stderr; one that
 sends its own output to a log still gets a message larger than a pipe
 holds; one that cannot be started is deferred, not bounced; one that
-leaves a background child holding its output is judged by its own exit.  lmtp:
+leaves a background child holding its output is judged by its own exit.
+Started as root with `user`, a pipe's `user` postern can never become, and
+a program the user it runs as may not execute, are refused at start, by
+check and by a reload alike.  lmtp:
 Debian's Dovecot (dovecot-lmtpd) started by the test on a unix socket in
 a temporary folder; one recipient is refused, the other's mail is read
 from Dovecot's own Maildir; a message that came with SMTPUTF8 goes in
@@ -14,6 +17,7 @@ UTF-8 (Dovecot does not offer SMTPUTF8).
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -22,8 +26,9 @@ import time
 
 import pytest
 
-from conftest import (headers_of, log_events, make_config, send_message,
-    spool_empty, wait_for)
+from conftest import (headers_of, log_events, make_config, needs, run_cli,
+    send_message, spool_empty, wait_for)
+from test_privdrop import GROUP, USER, ids, make_dropped  # noqa: F401
 from test_webhook import wire
 
 FAST = ["queue retry-min 1s", "queue retry-max 2s"]
@@ -213,6 +218,123 @@ def test_sigterm_kills_a_hung_program_and_keeps_the_message(make_postern,
     wait_for(lambda: os.path.exists(out) and not srv.spool_files("env"), 15,
         what="delivery after the restart")
     assert out.read_bytes().endswith(b"\nSubject: hung\n\nkept\n")
+
+
+# ----- the user a program runs as ----------------------------------------------
+
+AS_ROOT = needs(os.geteuid() == 0,
+    "root, which `user` needs (run the suite as root)")
+
+
+def script(path, text, mode, owner=None):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    if owner is not None:
+        os.chown(path, owner, -1)
+    return path
+
+
+def check_lines(conf):
+    """`postern check -c conf`: its exit status, and its lines by action."""
+    r = run_cli("check", "-c", conf)
+    lines = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"[^:]+:(\d+): action (\w+): (.*)$", line)
+        if m:
+            lines[m.group(2)] = (int(m.group(1)), m.group(3))
+    return r.returncode, lines, r.stdout + r.stderr
+
+
+def line_of(conf, start):
+    with open(conf) as f:
+        return [i for i, l in enumerate(f, 1) if l.startswith(start)][0]
+
+
+@AS_ROOT
+def test_a_pipe_user_postern_can_never_become_is_refused(make_dropped,
+        public_dir):
+    """Started as root with `user nobody`, postern becomes nobody and no
+    one else: a pipe's or a reply command's `user daemon` is refused by
+    check and by the start (naming the global user), as is a user that
+    does not exist; `user nobody` is what it runs as anyway."""
+    lda = script(os.path.join(public_dir, "lda"), "#!/bin/sh\ncat\n", 0o755)
+    srv = make_dropped(extra=[
+        'action other pipe "%s" user daemon' % lda,
+        'action ghost pipe "%s" user no-such-user-pstn' % lda,
+        'action agent reply command "%s" user daemon' % lda,
+        'action own pipe "%s" user nobody' % lda,
+        "match to domain own.example action own"], start=False)
+    rc, lines, out = check_lines(srv.conf)
+    assert rc == 1, out
+    never = ('cannot run as "daemon": postern drops its privileges to user '
+        '"nobody" (the "user" statement), which can become no other user')
+    assert lines["other"] == (line_of(srv.conf, "action other"), never), out
+    assert lines["agent"] == (line_of(srv.conf, "action agent"),
+        "reply command: " + never), out
+    assert lines["ghost"] == (line_of(srv.conf, "action ghost"),
+        'no such user "no-such-user-pstn"'), out
+    assert "own" not in lines, out
+    r = run_cli("run", "-c", srv.conf, cwd=srv.dir, timeout=15)
+    assert r.returncode == 1, r.stderr
+    assert "%s:%d: action other: %s" % (srv.conf, line_of(srv.conf,
+        "action other"), never) in r.stderr, r.stderr
+
+
+@AS_ROOT
+def test_a_pipe_program_is_judged_as_the_user_that_runs_it(make_dropped,
+        public_dir):
+    """The program is judged at start as the user it will run as, so the
+    start, check and a reload after the drop agree: with `user nobody` a
+    program only root may run (0700) is refused; nobody's own is taken,
+    runs as nobody, and an unchanged reload keeps it.  A reload that
+    names a user nobody cannot become is refused and says why."""
+    uid, _ = ids()
+    root_only = script(os.path.join(public_dir, "root-only"),
+        "#!/bin/sh\ncat > /dev/null\n", 0o700)
+    own = script(os.path.join(public_dir, "own"),
+        '#!/bin/sh\ncat > /dev/null\nid -u > "$1"\n', 0o700, owner=uid)
+    srv = make_dropped(extra=['action lda pipe "%s"' % root_only,
+        "match to domain lda.example action lda"], start=False)
+    rc, lines, out = check_lines(srv.conf)
+    denied = "%s: Permission denied (as user \"nobody\")" % root_only
+    assert rc == 1 and lines["lda"] == (line_of(srv.conf, "action lda"),
+        denied), out
+    r = run_cli("run", "-c", srv.conf, cwd=srv.dir, timeout=15)
+    assert r.returncode == 1 and denied in r.stderr, r.stderr
+    # Root that stays root: judged as the pipe's own user.
+    srv.write_config(make_config(['action lda pipe "%s" user nobody'
+        % root_only, "match to domain lda.example action lda"]))
+    rc, lines, out = check_lines(srv.conf)
+    assert rc == 1 and lines["lda"][1] == denied, out
+
+    dropped = ["user " + USER, "group " + GROUP]
+    rule = "match to domain lda.example action lda"
+    srv.write_config(make_config(dropped + ['action lda pipe "%s" '
+        '"{tmp}/mail/ran" user nobody' % own, rule]))
+    rc, lines, out = check_lines(srv.conf)
+    assert rc == 0, out
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: as nobody\n\nhi\n"))
+    wait_for(lambda: log_events(srv, "delivered"), 15, what="the delivery")
+    with open(srv.path("mail", "ran")) as f:
+        assert f.read() == "%d\n" % uid
+    srv.sighup()
+    wait_for(lambda: "reload: configuration" in srv.log() or
+        "reload failed" in srv.log(), 10, what="the reload to end")
+    assert "reload failed" not in srv.log(), srv.log()[-2000:]
+
+    srv.write_config(make_config(dropped + ['action lda pipe "%s" '
+        '"{tmp}/mail/ran" user daemon' % own, rule]))
+    srv.sighup()
+    wait_for(lambda: "reload failed" in srv.log(), 10,
+        what="the reload refused")
+    assert ('action lda: cannot run as "daemon": postern drops its '
+        'privileges to user "nobody"') in srv.log(), srv.log()[-2000:]
+    assert srv.alive()
 
 
 # ----- LMTP to Dovecot ---------------------------------------------------------

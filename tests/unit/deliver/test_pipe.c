@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -85,6 +87,42 @@ run(char **argv, const char *user, uint64_t timeout_ms,
 	const char *err = NULL;
 
 	return deliver_pipe(&o, m, rcpt, st, &err);
+}
+
+/*
+ * In a child dropped to nobody, as a server with server_user: does a run
+ * as user defer with want?  The child's exit status says (0: it does).
+ */
+static int
+run_dropped(char **argv, const char *user, const char *server_user,
+    const char *want)
+{
+	struct deliver_pipe_opts o = { .argv = argv, .user = user,
+	    .server_user = server_user, .timeout_ms = 5000 };
+	struct deliver_msg m = mkmsg();
+	struct deliver_rcpt_status st;
+	const char *err = NULL;
+	gid_t gid = 65534;
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgroups(0, NULL) == -1 || setresgid(gid, gid, gid) ==
+		    -1 || setresuid(65534, 65534, 65534) == -1)
+			_exit(2);
+		if (deliver_pipe(&o, &m, "a@example.org", &st, &err) !=
+		    DELIVER_TEMPFAIL || strcmp(st.text, want) != 0) {
+			fprintf(stderr, "case %s: got \"%s\", want \"%s\"\n",
+			    server_user != NULL ? "dropped" : "never root",
+			    st.text, want);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	if (pid == -1 || waitpid(pid, &status, 0) == -1 ||
+	    !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
 }
 
 static void
@@ -334,6 +372,13 @@ test_users(void **state)
 	got = slurp("who.out");
 	assert_string_equal(got, "65534\n");
 	free(got);
+	/* Dropped to nobody, the server says so: it cannot become daemon. */
+	assert_int_equal(run_dropped(argv, "daemon", "nobody", "4.3.0 cannot "
+	    "run as \"daemon\": postern drops its privileges to user "
+	    "\"nobody\" (the \"user\" statement), which can become no other "
+	    "user"), 0);
+	assert_int_equal(run_dropped(argv, "daemon", NULL, "4.3.0 cannot run "
+	    "as \"daemon\": postern does not run as root"), 0);
 	free(script);
 	free(outf);
 }
