@@ -557,8 +557,8 @@ struct deliver_prog_result {
  * stop descriptor (deliver_stop_fd_set) kills it as its deadline does.
  * 0 with *res filled (free with deliver_prog_result_clear()), or -1 with
  * *err_out when it could not be started (unknown user, no root, fork, or
- * in the child: changing user, execve), never to be read as its exit
- * status.
+ * in the child: changing user, execve) or its exit status could not be
+ * had (waitpid failed), never to be read as its exit status.
  */
 int	deliver_prog_run(const struct deliver_prog *p,
 	    struct deliver_prog_result *res, const char **err_out);

@@ -188,6 +188,8 @@ struct prog_io {
 	size_t		 errlen;
 	bool		 err_done;	/* the first line is complete */
 	bool		 stopped;	/* the thread's stop descriptor fired */
+	int		 wait_errno;	/* waitpid failed: the exit status is
+					   unknown; 0 when it is known */
 };
 
 /* The next bytes of input into io->chunk; false at the end. */
@@ -329,13 +331,19 @@ prog_pidfd_open(pid_t pid)
 #endif
 }
 
+/*
+ * Whether the child is gone.  A failed waitpid (ECHILD: something reaped
+ * it) ends the wait too, but leaves its status unknown: io->wait_errno.
+ */
 static bool
-prog_exited(pid_t pid, int *status)
+prog_exited(struct prog_io *io, pid_t pid, int *status)
 {
 	pid_t r;
 
 	while ((r = waitpid(pid, status, WNOHANG)) == -1 && errno == EINTR)
 		;
+	if (r == -1)
+		io->wait_errno = errno;
 	return r == pid || r == -1;
 }
 
@@ -354,7 +362,7 @@ prog_pump(struct prog_io *io, pid_t pid, uint64_t deadline, int *status)
 	bool exited;
 
 	prog_feed(io);
-	while (!(exited = prog_exited(pid, status)) && !io->stopped &&
+	while (!(exited = prog_exited(io, pid, status)) && !io->stopped &&
 	    (now = util_now_ms()) < deadline) {
 		uint64_t wait_ms = pidfd != -1 ? 60000 : PROG_WAIT_MS;
 
@@ -488,6 +496,13 @@ deliver_prog_run(const struct deliver_prog *p, struct deliver_prog_result *res,
 	prog_close(&io.out);
 	prog_close(&io.err);
 	if (prog_failed_start(p, pp.note[0], err_out)) {
+		deliver_prog_result_clear(res);
+		goto fail;
+	}
+	if (io.wait_errno != 0) {
+		/* Never read as an exit: the outcome is unknown. */
+		*err_out = util_err("%s: waitpid(%ld): %s: its exit status "
+		    "is lost", p->argv[0], (long)pid, strerror(io.wait_errno));
 		deliver_prog_result_clear(res);
 		goto fail;
 	}

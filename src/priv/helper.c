@@ -517,10 +517,20 @@ priv_reap(int sock)
 		struct priv_child *c = &priv_children[i];
 		if (c->pid == 0)
 			continue;
-		pid_t r = waitpid(c->pid, &status, WNOHANG);
+		pid_t r;
+		while ((r = waitpid(c->pid, &status, WNOHANG)) == -1 &&
+		    errno == EINTR)
+			;
 		if (r == 0 && now < c->deadline_ms)
 			continue;
-		if (r == 0) {
+		if (r == -1) {
+			/*
+			 * Its status is unknown: a failure, never a success.
+			 * An answer it already sent settled the request, and
+			 * postern drops this one.
+			 */
+			priv_answer(sock, c->id, -1, "helper child lost");
+		} else if (r == 0) {
 			kill(c->pid, SIGKILL);
 			waitpid(c->pid, &status, 0);
 			priv_answer(sock, c->id, -1, "helper timed out");

@@ -3,8 +3,8 @@
  * shell scripts in a mkdtemp folder: what the program gets (stdin, argv,
  * environment), sysexits, timeouts that kill the whole process group,
  * programs that read nothing or write much, that leave a child running,
- * that send their output elsewhere or cannot start, another user, and
- * hostile addresses.
+ * that send their output elsewhere or cannot start, whose exit status is
+ * lost (SIGCHLD ignored), another user, and hostile addresses.
  */
 #include "deliver/deliver.h"
 #include "util/util.h"
@@ -125,6 +125,23 @@ run_dropped(char **argv, const char *user, const char *server_user,
 	return WEXITSTATUS(status);
 }
 
+/* Write the shell script name with body and deliver a message through it. */
+static enum deliver_result
+run_script(const char *name, const char *body, struct deliver_rcpt_status *st)
+{
+	char *script = tpath(name), *text = xasprintf("#!/bin/sh\n%s", body);
+	char *argv[] = { script, NULL };
+	struct deliver_msg m = mkmsg();
+	enum deliver_result r;
+
+	unlink(script);
+	put(name, text, 0755);
+	r = run(argv, NULL, 10000, &m, "ann@example.org", st);
+	free(text);
+	free(script);
+	return r;
+}
+
 static void
 test_what_the_program_gets(void **state)
 {
@@ -202,27 +219,17 @@ test_exit_statuses(void **state)
 		{ "a 127 of its own", "exit 127\n", DELIVER_PERMFAIL,
 		  "exited with status 127" },
 	};
-	char *script = tpath("prog");
-	char *argv[] = { script, NULL };
-
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct deliver_msg m = mkmsg();
 		struct deliver_rcpt_status st;
-		char *body = xasprintf("#!/bin/sh\n%s", cases[i].body);
-		enum deliver_result r;
+		enum deliver_result r = run_script("prog", cases[i].body, &st);
 
-		unlink(script);
-		put("prog", body, 0755);
-		free(body);
-		r = run(argv, NULL, 10000, &m, "ann@example.org", &st);
 		if (r != cases[i].want || st.result != r ||
 		    strstr(st.text, cases[i].text) == NULL)
 			fail_msg("case \"%s\": got %d \"%s\", want %d \"%s\"",
 			    cases[i].label, r, st.text, cases[i].want,
 			    cases[i].text);
 	}
-	free(script);
 }
 
 /* Not started is temporary, and says why: no exit status to read. */
@@ -256,6 +263,39 @@ test_cannot_start(void **state)
 		free(want);
 	}
 	free(script);
+}
+
+/*
+ * With SIGCHLD ignored the kernel reaps the program and waitpid fails: its
+ * exit status is unknown, a temporary failure whatever the program did.
+ */
+static void
+test_lost_exit_status(void **state)
+{
+	static const struct {
+		const char	*label, *body;
+	} cases[] = {
+		{ "EX_TEMPFAIL", "cat > /dev/null\nexit 75\n" },
+		{ "EX_NOUSER", "cat > /dev/null\nexit 67\n" },
+		{ "success", "cat > /dev/null\nexit 0\n" },
+	};
+	char *want = xasprintf("4.3.0 %s/reaped: waitpid(", tdir);
+
+	(void)state;
+	signal(SIGCHLD, SIG_IGN);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct deliver_rcpt_status st;
+		enum deliver_result r = run_script("reaped", cases[i].body,
+		    &st);
+
+		if (r != DELIVER_TEMPFAIL || strncmp(st.text, want,
+		    strlen(want)) != 0 || strstr(st.text, "No child processes: "
+		    "its exit status is lost") == NULL)
+			fail_msg("case \"%s\": got %d \"%s\", want %d \"%s...\"",
+			    cases[i].label, r, st.text, DELIVER_TEMPFAIL, want);
+	}
+	signal(SIGCHLD, SIG_DFL);
+	free(want);
 }
 
 /* The message to a program that sends its own output elsewhere. */
@@ -442,6 +482,7 @@ main(void)
 		cmocka_unit_test(test_what_the_program_gets),
 		cmocka_unit_test(test_exit_statuses),
 		cmocka_unit_test(test_cannot_start),
+		cmocka_unit_test(test_lost_exit_status),
 		cmocka_unit_test(test_output_elsewhere),
 		cmocka_unit_test(test_file_body_not_read),
 		cmocka_unit_test(test_timeout_kills_the_group),
