@@ -218,6 +218,7 @@ cli_run(int argc, char **argv)
 	struct net_server *srv;
 	int rc;
 
+	net_signals_reset();
 	cli_parse_args(argc, argv, usage_run, true, &a);
 	if (a.log_level != -1)
 		log_force_level((enum log_level)a.log_level);

@@ -10,6 +10,15 @@ struct config;
 struct net_server;
 
 /*
+ * Give the process the signal state a server needs, whatever its parent
+ * left across execve: SIGCHLD to SIG_DFL (ignored, the kernel reaps every
+ * child and no program's exit status can be had) and an empty signal
+ * mask (SIGTERM, SIGHUP and the others must arrive).  First thing in
+ * postern run, before any thread or child inherits the state.
+ */
+void	net_signals_reset(void);
+
+/*
  * Build a server from a loaded config (ownership passes): open the spool,
  * start the delivery queue and bind every listener.  pid_file (borrowed),
  * when not NULL, wins over cfg's, at reloads too (postern run --pid-file).

@@ -467,6 +467,18 @@ net_start_fail(struct config *cfg, const char *why)
 	fatal("%s", text);
 }
 
+void
+net_signals_reset(void)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t none;
+
+	sigemptyset(&dfl.sa_mask);
+	sigaction(SIGCHLD, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg,
     const char *pid_file)

@@ -4,7 +4,8 @@ pipe: a script that fails with EX_TEMPFAIL (75) once is retried and then
 delivers; one that exits 1 bounces with its first line of stderr; one that
 sends its own output to a log still gets a message larger than a pipe
 holds; one that cannot be started is deferred, not bounced; one that
-leaves a background child holding its output is judged by its own exit.
+leaves a background child holding its output is judged by its own exit;
+exit statuses still count when postern's parent left SIGCHLD ignored.
 Started as root with `user`, a pipe's `user` postern can never become, and
 a program the user it runs as may not execute, are refused at start, by
 check and by a reload alike.  lmtp:
@@ -180,6 +181,59 @@ def test_pipe_program_leaving_a_background_child_is_judged_by_its_exit(
     wait_for(lambda: spool_empty(srv), 10, what="the spool empty")
     assert out.read_text().count("--- copy") == 1
     assert srv.maildir("ann") == []
+
+
+# Starts postern with SIGCHLD ignored and SIGTERM blocked, as execve keeps.
+IGNORE_SIGCHLD = ("import os, signal, sys\n"
+    "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n")
+SIGCHLD_BIT = 1 << (signal.SIGCHLD - 1)
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def test_pipe_exit_status_counts_when_started_with_sigchld_ignored(
+        make_postern, tmp_path):
+    # Some supervisors and shells leave SIGCHLD ignored; the kernel would
+    # then reap each program before its exit status can be read.
+    tf = tmp_path / "tf.sh"
+    tf.write_text("#!/bin/sh\ncat > /dev/null\necho 'mailbox locked' >&2\n"
+        "exit 75\n")
+    nouser = tmp_path / "nouser.sh"
+    nouser.write_text("#!/bin/sh\ncat > /dev/null\necho 'no such user' >&2\n"
+        "exit 67\n")
+    for p in (tf, nouser):
+        p.chmod(0o755)
+    srv = make_postern(start=False, config=make_config(FAST, rules=[
+        "match to domain tf.example action tf",
+        "match to domain nouser.example action nouser",
+        "match to domain example.org action local"],
+        actions=LOCAL + 'action tf pipe "%s"\naction nouser pipe "%s"\n'
+        % (tf, nouser)))
+    srv.argv_prefix = ["/usr/bin/python3", "-c", IGNORE_SIGCHLD]
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@tf.example"],
+            wire("Subject: tf\n\nhi\n"))
+        send_message(c, "ann@example.org", ["joe@nouser.example"],
+            wire("Subject: nouser\n\nhi\n"))
+    wait_for(lambda: srv.maildir("ann") and log_events(srv, "deferred"), 20,
+        what="the DSN and the deferral")
+    assert [kv["why"] for kv, _ in log_events(srv, "deferred")][0] == \
+        "4.3.0 mailbox locked"
+    with open(srv.maildir("ann")[0], "rb") as f:
+        dsn = f.read()
+    assert b"Status: 5.1.1" in dsn
+    assert b"no such user (exit status 67)" in dsn
+    assert [kv for kv, _ in log_events(srv, "delivered")
+        if kv.get("action") == "pipe"] == [], srv.log()
+    status = srv.pid_status()
+    assert not int(status["SigIgn"], 16) & SIGCHLD_BIT, \
+        "postern kept SIGCHLD ignored"
+    assert not int(status["SigBlk"], 16) & SIGTERM_BIT, \
+        "postern kept SIGTERM blocked"
+    srv.stop()  # SIGTERM arrives: a clean stop
 
 
 def test_sigterm_kills_a_hung_program_and_keeps_the_message(make_postern,
