@@ -609,6 +609,13 @@ struct deliver_kind {
 	 */
 	bool			 fast_path;
 	/*
+	 * Its delivery to recipients of one action with one spool arg is
+	 * one copy to one address, whoever they are (forward): the queue
+	 * hands it all of a message's due ones together, so the address
+	 * gets one copy, and each of them gets that copy's outcome.
+	 */
+	bool			 one_copy;
+	/*
 	 * Build the runtime of action a of config c (c borrowed: it must
 	 * outlive the runtime) at start-up and after each reload; NULL with
 	 * *err_out.  NULL open: the kind needs none.  close frees it.
@@ -619,7 +626,8 @@ struct deliver_kind {
 	void			(*close)(void *runtime);
 	/*
 	 * Deliver m to rcpts[0..n), recipients of one action with the same
-	 * spool arg (a kind that writes one copy per recipient takes n == 1),
+	 * spool arg (a kind that writes one copy per recipient takes n == 1;
+	 * a one_copy kind sends one copy for all n),
 	 * through runtime (open's result, NULL without one); st_out[i] gets
 	 * each recipient's result.  Returns as deliver_smtp().  Blocks:
 	 * worker threads only.

@@ -370,7 +370,12 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 		return remote_mx_send(&dr->main, m, rcpts, n, REMOTE_HOPS_MAX,
 		    st_out, err_out);
 	case CONFIG_ACTION_FORWARD: {
-		/* Every recipient becomes the one address: one copy. */
+		/*
+		 * Every recipient becomes the one address: one copy (the
+		 * queue hands over a message's recipients of the action
+		 * together: the kind is one_copy), and its outcome is each
+		 * one's.
+		 */
 		const char *to[1] = { dr->a->forward_to };
 		struct deliver_rcpt_status one;
 		enum deliver_result r = remote_mx_send(&dr->main, m, to, 1,

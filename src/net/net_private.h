@@ -311,8 +311,8 @@ void	net_balance_cb(evutil_socket_t fd, short what, void *arg);
 int	net_queue_route(void *arg, const char *sender, const char *rcpt,
 	    struct spool_env *env, const char **err_out);
 enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
-	    size_t idx, const char *content_path, const char *hostname,
-	    const char **why_out);
+	    const size_t *idx, size_t n, const char *content_path,
+	    const char *hostname, const char **why_out);
 
 /*
  * notify.c: the service manager.  A datagram socket connected to

@@ -47,7 +47,8 @@ net_queue_route(void *arg, const char *sender, const char *rcpt,
 struct net_settle {
 	struct queue		*q;
 	const struct spool_env	*env;
-	size_t			 idx;
+	const size_t		*idx;	/* borrowed: the queue's */
+	size_t			 n;
 };
 
 static void
@@ -56,8 +57,12 @@ net_settled_cb(void *arg, const char *rcpt)
 	struct net_settle *ns = arg;
 	const char *err = NULL;
 
-	(void)rcpt;	/* one recipient per call: it is env->rcpts[idx] */
-	if (queue_settle(ns->q, ns->env, ns->idx, &err) == -1)
+	/*
+	 * One recipient per call, or several of a one_copy kind, whose one
+	 * upstream recipient is the copy of them all.
+	 */
+	(void)rcpt;
+	if (queue_settle(ns->q, ns->env, ns->idx, ns->n, &err) == -1)
 		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
 		    ns->env->qid, "why=\"%s\"", err);
 }
@@ -106,32 +111,35 @@ net_origin(const struct spool_env *env, struct deliver_origin *o,
 }
 
 /*
- * The queue's delivery of one recipient through its kind: with the runtime
- * of the configuration in force (found by the action's name that the
- * spool keeps) when the kind has one.  Deliveries may put new messages in
- * the queue (agents' replies, pass-through copies) and see the client's
+ * The queue's delivery of recipients idx[0..n) (several only of one action
+ * of a one_copy kind) through their kind: with the runtime of the
+ * configuration in force (found by the action's name that the spool
+ * keeps) when the kind has one.  Deliveries may put new messages in the
+ * queue (agents' replies, pass-through copies) and see the client's
  * facts.  Runs on a queue thread.
  */
 enum deliver_result
-net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
-    const char *content_path, const char *hostname, const char **why_out)
+net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
+    size_t n, const char *content_path, const char *hostname,
+    const char **why_out)
 {
 	struct net_server *srv = arg;
-	const struct spool_rcpt *r = &env->rcpts[idx];
+	const struct spool_rcpt *r = &env->rcpts[idx[0]];
 	const struct deliver_kind *k = deliver_kind_find(r->action);
-	struct deliver_rcpt_status st;
+	struct deliver_rcpt_status *st;
 	struct deliver_inject inject;
 	struct deliver_origin origin;
 	struct conn_rt *rt = NULL;
 	void *run = NULL;
-	const char *err = NULL, *addr = r->addr;
+	const char *err = NULL, **addrs;
 	const char **rcpts;
+	enum deliver_result res;
 
 	if (strcmp(r->action, "maildir-owner") == 0)
-		return net_queue_deliver_owner(srv, env, idx, content_path,
+		return net_queue_deliver_owner(srv, env, idx[0], content_path,
 		    hostname, why_out);
 	if (k == NULL)
-		return queue_deliver_default(NULL, env, idx, content_path,
+		return queue_deliver_default(NULL, env, idx, n, content_path,
 		    hostname, why_out);
 	if (k->open != NULL) {
 		rt = net_rt_get(srv);
@@ -143,7 +151,11 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 			return DELIVER_TEMPFAIL;
 		}
 	}
-	struct net_settle ns = { srv->queue, env, idx };
+	struct net_settle ns = { srv->queue, env, idx, n };
+	addrs = xcalloc(n, sizeof(*addrs));
+	for (size_t g = 0; g < n; g++)
+		addrs[g] = env->rcpts[idx[g]].addr;
+	st = xcalloc(n, sizeof(*st));
 	rcpts = xcalloc(env->nrcpts + 1, sizeof(*rcpts));
 	net_origin(env, &origin, rcpts);
 	queue_injector(srv->queue, &inject);
@@ -153,7 +165,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed,
 		.qid = env->qid,
-		.rcpt_idx = idx,
+		.rcpt_idx = idx[0],
 		.received = env->received,
 		.hostname = hostname,
 		.settled_cb = net_settled_cb,
@@ -161,14 +173,17 @@ net_queue_deliver(void *arg, const struct spool_env *env, size_t idx,
 		.origin = &origin,
 		.inject = &inject,
 	};
-	memset(&st, 0, sizeof(st));
-	(void)k->deliver(run, r->arg, &m, &addr, 1, &st, &err);
+	(void)k->deliver(run, r->arg, &m, addrs, n, st, &err);
 	conn_rt_unref(&rt);
 	free(rcpts);
-	if (st.result == DELIVER_TEMPFAIL && st.retry_after_ms > 0)
-		queue_retry_after(st.retry_after_ms);
-	/* st.text holds the deciding reply with its code, or our reason. */
-	*why_out = util_err("%s", st.text[0] != '\0' ? st.text :
+	free(addrs);
+	/* One copy, one outcome: st[0] is each recipient's. */
+	if (st->result == DELIVER_TEMPFAIL && st->retry_after_ms > 0)
+		queue_retry_after(st->retry_after_ms);
+	/* st->text holds the deciding reply with its code, or our reason. */
+	*why_out = util_err("%s", st->text[0] != '\0' ? st->text :
 	    err != NULL ? err : "4.4.0 delivery failed");
-	return st.result;
+	res = st->result;
+	free(st);
+	return res;
 }

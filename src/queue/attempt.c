@@ -39,16 +39,18 @@ queue_retry_after(uint64_t ms)
 
 /*
  * When an attempt ended and the jitter of its retry: the same for the
- * recipients tried together (queue_attempt_copies), so they are due
- * together again and their copies still share one file.
+ * recipients tried together (queue_attempt_copies, a one_copy kind's in
+ * queue_attempt), so they are due together again and their copies still
+ * share one file, or are still one copy.
  */
 struct queue_when {
 	uint64_t	now;
 	uint32_t	rnd;
 };
 
-/* The recipient the delivery recorded as done itself; SIZE_MAX: none. */
-static __thread size_t queue_settled_idx = SIZE_MAX;
+/* How many of the attempt's recipients, in its order, the delivery
+ * recorded as done itself (queue_settle). */
+static __thread size_t queue_settled_n;
 /* The message of this thread's run went with its last delivery. */
 static __thread bool queue_gone;
 
@@ -76,8 +78,19 @@ queue_finish(struct queue *q, const struct spool_env *env,
 	return spool_remove(q->sp, env->qid, err_out);
 }
 
+/* Is i one of idx[0..n)? */
+static bool
+queue_idx_has(const size_t *idx, size_t n, size_t i)
+{
+	for (size_t g = 0; g < n; g++)
+		if (idx[g] == i)
+			return true;
+	return false;
+}
+
 /*
- * Record recipient i of env as delivered, durably.  When nothing else
+ * Record recipient i of env as delivered, durably; before[0..nbefore)
+ * were just recorded so, which env does not say yet.  When nothing else
  * keeps the message (every other recipient done, every failure reported)
  * the record is the message's removal, with no done-record written for
  * it: the envelope's unlink, which is all a restart looks for, made
@@ -88,11 +101,12 @@ queue_finish(struct queue *q, const struct spool_env *env,
  */
 static int
 queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
-    const char **err_out)
+    const size_t *before, size_t nbefore, const char **err_out)
 {
 	for (size_t j = 0; j < env->nrcpts; j++) {
 		const struct spool_rcpt *r = &env->rcpts[j];
-		if (j != i && (!r->done || (r->failed && !r->bounced)))
+		if (j != i && (!r->done || (r->failed && !r->bounced)) &&
+		    !queue_idx_has(before, nbefore, j))
 			return spool_mark_done(q->sp, env->qid, i, err_out);
 	}
 	if (queue_finish(q, env, err_out) == -1)
@@ -102,12 +116,14 @@ queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
 }
 
 int
-queue_settle(struct queue *q, const struct spool_env *env, size_t idx,
-    const char **err_out)
+queue_settle(struct queue *q, const struct spool_env *env,
+    const size_t *idx, size_t n, const char **err_out)
 {
-	if (queue_record_done(q, env, idx, err_out) == -1)
-		return -1;
-	queue_settled_idx = idx;
+	for (size_t g = queue_settled_n; g < n; g++) {
+		if (queue_record_done(q, env, idx[g], idx, g, err_out) == -1)
+			return -1;
+		queue_settled_n = g + 1;
+	}
 	return 0;
 }
 
@@ -123,7 +139,8 @@ queue_record_again(struct queue *q, struct spool_env *env, const size_t *idx,
 		if (r == NULL || r->done)	/* recorded after all */
 			continue;
 		r->done = true;
-		r->unrecorded = queue_record_done(q, env, idx[k], &err) == -1;
+		r->unrecorded = queue_record_done(q, env, idx[k], NULL, 0,
+		    &err) == -1;
 	}
 }
 
@@ -145,22 +162,25 @@ queue_unrecorded_later(struct queue *q, struct spool_rcpt *r,
 /* ---- one delivery ------------------------------------------------------ */
 
 enum deliver_result
-queue_deliver_default(void *arg, const struct spool_env *env, size_t idx,
-    const char *content_path, const char *hostname, const char **why_out)
+queue_deliver_default(void *arg, const struct spool_env *env,
+    const size_t *idx, size_t n, const char *content_path,
+    const char *hostname, const char **why_out)
 {
-	const struct spool_rcpt *r = &env->rcpts[idx];
+	const struct spool_rcpt *r = &env->rcpts[idx[0]];
 	const struct deliver_kind *k = deliver_kind_find(r->action);
 	const char *addr = r->addr;
 	struct deliver_msg m = {
 		.content_path = content_path, .return_path = env->sender,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed,
-		.qid = env->qid, .rcpt_idx = idx,
+		.qid = env->qid, .rcpt_idx = idx[0],
 		.received = env->received, .hostname = hostname,
 	};
 	struct deliver_rcpt_status st;
 
 	(void)arg;
+	/* Several only of a one_copy kind: none runs without a runtime. */
+	ASSERT(n == 1);
 	/* An alias member no rule took: the text of its bounce is kept. */
 	if (strcmp(r->action, ROUTE_KIND_UNROUTABLE) == 0) {
 		*why_out = r->arg != NULL ? r->arg : "5.1.1 no rule for this "
@@ -288,10 +308,14 @@ queue_count(const struct spool_rcpt *r)
 	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
 }
 
-/* Record what one attempt of recipient i did: r, and why when not OK. */
+/*
+ * Record what one attempt of recipient i did: r, and why when not OK;
+ * settled: the delivery recorded it as done already.
+ */
 static void
 queue_record(struct queue *q, struct spool_env *env, size_t i,
-    const struct queue_when *w, enum deliver_result r, const char *why)
+    const struct queue_when *w, enum deliver_result r, const char *why,
+    bool settled)
 {
 	const char *err = NULL;
 
@@ -299,8 +323,8 @@ queue_record(struct queue *q, struct spool_env *env, size_t i,
 	case DELIVER_OK:
 		queue_log_rcpt(LOG_LVL_INFO, "delivered", env, i, NULL);
 		/* Durably done before anything else: never again. */
-		if (queue_settled_idx != i &&	/* else recorded already */
-		    queue_record_done(q, env, i, &err) == -1) {
+		if (!settled &&
+		    queue_record_done(q, env, i, NULL, 0, &err) == -1) {
 			/*
 			 * Not sent again all the same (a relay's copy would
 			 * be a duplicate): done while this process runs,
@@ -324,10 +348,10 @@ queue_record(struct queue *q, struct spool_env *env, size_t i,
 	queue_count(&env->rcpts[i]);
 }
 
-/* Try recipient i once (its destination slot is held). */
+/* Try recipients idx[0..n) once, together (their one slot is held). */
 void
-queue_attempt(struct queue *q, struct spool_env *env, size_t i,
-    const char *content_path)
+queue_attempt(struct queue *q, struct spool_env *env, const size_t *idx,
+    size_t n, const char *content_path)
 {
 	const char *why = "(none)";
 	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
@@ -337,10 +361,14 @@ queue_attempt(struct queue *q, struct spool_env *env, size_t i,
 
 	queue_opts_now(q, &o);
 	queue_hint_ms = 0;
-	queue_settled_idx = SIZE_MAX;
-	r = fn(o.deliver_arg, env, i, content_path, o.hostname, &why);
+	queue_settled_n = 0;
+	r = fn(o.deliver_arg, env, idx, n, content_path, o.hostname, &why);
 	struct queue_when w = { queue_wall_ms(), queue_random() };
-	queue_record(q, env, i, &w, r, why);
+	/* Kept apart: recording one may put other error text in why's. */
+	char *text = xstrdup(why);
+	for (size_t g = 0; g < n; g++)
+		queue_record(q, env, idx[g], &w, r, text, g < queue_settled_n);
+	free(text);
 }
 
 void
@@ -363,10 +391,10 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 		args[g] = env->rcpts[idx[g]].arg;
 	k->deliver_copies(args, idx, n, &m, st);
 	queue_hint_ms = 0;
-	queue_settled_idx = SIZE_MAX;
 	struct queue_when w = { queue_wall_ms(), queue_random() };
 	for (size_t g = 0; g < n; g++)
-		queue_record(q, env, idx[g], &w, st[g].result, st[g].text);
+		queue_record(q, env, idx[g], &w, st[g].result, st[g].text,
+		    false);
 	free(st);
 	free(args);
 }

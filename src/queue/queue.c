@@ -156,7 +156,7 @@ struct queue_pass {
 	uint64_t	 now;
 	bool		 force;		/* every pending one is due */
 	bool		*skipped;	/* at its destination's limit */
-	bool		*tried;		/* attempted with others of its kind */
+	bool		*tried;		/* attempted in this pass */
 	char		***blocked;	/* the destinations at their limit */
 	size_t		*nblocked;
 };
@@ -187,32 +187,37 @@ queue_take(struct queue *q, struct queue_pass *p,
 	return true;
 }
 
-/*
- * Recipient i with the other due ones of its kind when that kind takes
- * several copies at once (Maildirs) and there are several: together, each
- * holding its destination's slot, so identical copies share one write and
- * one commit.  False when i goes alone.
- */
-static bool
-queue_run_copies(struct queue *q, struct queue_pass *p,
-    struct spool_env *env, size_t i, const char *content_path)
+/* Recipients idx[0..n) of env: one attempt, in their one slot. */
+static void
+queue_run_one(struct queue *q, struct queue_pass *p, struct spool_env *env,
+    const size_t *idx, size_t n, const char *content_path)
 {
-	const struct deliver_kind *k = deliver_kind_find(env->rcpts[i].action);
-	size_t n = 0, ntaken = 0, *idx;
-	char **dests;
+	char *dest;
 
-	if (k == NULL || k->deliver_copies == NULL)
-		return false;
-	idx = xcalloc(env->nrcpts, sizeof(*idx));
-	for (size_t j = i; j < env->nrcpts; j++)
-		if (queue_is_due(p, env, j) &&
-		    deliver_kind_find(env->rcpts[j].action) == k)
-			idx[n++] = j;
-	if (n < 2) {
-		free(idx);
-		return false;
+	for (size_t g = 0; g < n; g++)
+		p->tried[idx[g]] = true;
+	if (!queue_take(q, p, env, idx[0], &dest)) {
+		for (size_t g = 1; g < n; g++)
+			p->skipped[idx[g]] = true;
+		return;
 	}
-	dests = xcalloc(n, sizeof(*dests));
+	queue_attempt(q, env, idx, n, content_path);
+	queue_dest_release(q, dest);
+	free(dest);
+}
+
+/*
+ * Recipients idx[0..n) of env, all of kind k, which takes several copies
+ * at once: together, each holding its destination's slot.
+ */
+static void
+queue_run_copies(struct queue *q, struct queue_pass *p,
+    struct spool_env *env, const struct deliver_kind *k, size_t *idx,
+    size_t n, const char *content_path)
+{
+	size_t ntaken = 0;
+	char **dests = xcalloc(n, sizeof(*dests));
+
 	for (size_t g = 0; g < n; g++) {
 		p->tried[idx[g]] = true;
 		if (queue_take(q, p, env, idx[g], &dests[ntaken]))
@@ -225,8 +230,47 @@ queue_run_copies(struct queue *q, struct queue_pass *p,
 		free(dests[g]);
 	}
 	free(dests);
+}
+
+/* Does recipient j go with i, of kind k, in one attempt? */
+static bool
+queue_goes_with(const struct spool_env *env, size_t i, size_t j,
+    const struct deliver_kind *k)
+{
+	const char *a = env->rcpts[i].arg, *b = env->rcpts[j].arg;
+
+	if (deliver_kind_find(env->rcpts[j].action) != k)
+		return false;
+	/* One copy is one action's: the spool arg names it. */
+	return !k->one_copy || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * Recipient i with the other due ones that go with it, when its kind
+ * takes them together and there are several: those of its kind when it
+ * takes several copies at once (Maildirs), so identical copies share one
+ * write and one commit; those of its action when its delivery is one copy
+ * for all (forward), so that copy is sent once.  False when i goes alone.
+ */
+static bool
+queue_run_group(struct queue *q, struct queue_pass *p,
+    struct spool_env *env, size_t i, const char *content_path)
+{
+	const struct deliver_kind *k = deliver_kind_find(env->rcpts[i].action);
+	size_t n = 0, *idx;
+
+	if (k == NULL || (k->deliver_copies == NULL && !k->one_copy))
+		return false;
+	idx = xcalloc(env->nrcpts, sizeof(*idx));
+	for (size_t j = i; j < env->nrcpts; j++)
+		if (queue_is_due(p, env, j) && queue_goes_with(env, i, j, k))
+			idx[n++] = j;
+	if (n >= 2 && k->one_copy)
+		queue_run_one(q, p, env, idx, n, content_path);
+	else if (n >= 2)
+		queue_run_copies(q, p, env, k, idx, n, content_path);
 	free(idx);
-	return true;
+	return n >= 2;
 }
 
 /*
@@ -337,17 +381,10 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
 	p.skipped = skipped;
 	p.tried = xcalloc(env.nrcpts + 1, sizeof(*p.tried));
-	for (size_t i = 0; i < env.nrcpts && queue_run_goes_on(q, job); i++) {
-		char *dest;
-
-		if (!queue_is_due(&p, &env, i) ||
-		    queue_run_copies(q, &p, &env, i, content_path) ||
-		    !queue_take(q, &p, &env, i, &dest))
-			continue;
-		queue_attempt(q, &env, i, content_path);
-		queue_dest_release(q, dest);
-		free(dest);
-	}
+	for (size_t i = 0; i < env.nrcpts && queue_run_goes_on(q, job); i++)
+		if (queue_is_due(&p, &env, i) &&
+		    !queue_run_group(q, &p, &env, i, content_path))
+			queue_run_one(q, &p, &env, &i, 1, content_path);
 	queue_note_unrecorded(job, &env);
 	free(p.tried);
 	free(content_path);

@@ -34,14 +34,17 @@ typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
 	    struct spool_env *env, const char **err_out);
 
 /*
- * Deliver recipient idx of env (content at content_path).  The server
- * passes its own (outbound actions through the configuration in force);
- * without one the queue calls queue_deliver_default.  *why_out on
- * failure: valid until the thread's next error.
+ * Deliver recipients idx[0..n) of env (content at content_path): one, or
+ * several of one action of a one_copy kind (struct deliver_kind), which
+ * get one copy and so one outcome, the result.  The server passes its
+ * own (outbound actions through the configuration in force); without one
+ * the queue calls queue_deliver_default.  *why_out on failure: valid
+ * until the thread's next error.
  */
 typedef enum deliver_result (*queue_deliver_fn)(void *arg,
-	    const struct spool_env *env, size_t idx, const char *content_path,
-	    const char *hostname, const char **why_out);
+	    const struct spool_env *env, const size_t *idx, size_t n,
+	    const char *content_path, const char *hostname,
+	    const char **why_out);
 
 struct queue_opts {
 	const char	*hostname;	/* borrowed: Reporting-MTA, Maildir names */
@@ -126,16 +129,17 @@ int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
  */
 void	queue_retry_after(uint64_t ms);
 /*
- * For a delivery function, on the queue's thread, once recipient idx of
- * env is delivered (an upstream's 250 to the data, before QUIT): record
- * it durably now, so that a crash from here on never delivers it again,
- * and the queue does not record it a second time.  When it was the last
- * thing the message was kept for, the record is the message's removal
- * from the spool.  0, or -1 with *err_out (the queue then records it when
- * the delivery returns).
+ * For a delivery function, on the queue's thread, once recipients
+ * idx[0..n) of env, those it was called with, are delivered (an
+ * upstream's 250 to the data, before QUIT): record them durably now, so
+ * that a crash from here on never delivers them again, and the queue does
+ * not record them a second time.  When they were the last thing the
+ * message was kept for, the last record is the message's removal from the
+ * spool.  0, or -1 with *err_out (the queue then records those not
+ * recorded yet when the delivery returns).
  */
-int	queue_settle(struct queue *q, const struct spool_env *env, size_t idx,
-	    const char **err_out);
+int	queue_settle(struct queue *q, const struct spool_env *env,
+	    const size_t *idx, size_t n, const char **err_out);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 
@@ -157,8 +161,9 @@ int	queue_delete(struct queue *q, const char *qid, const char **err_out);
  * outbound kinds need the server's deliver function and wait without it.
  */
 enum deliver_result queue_deliver_default(void *arg,
-	    const struct spool_env *env, size_t idx, const char *content_path,
-	    const char *hostname, const char **why_out);
+	    const struct spool_env *env, const size_t *idx, size_t n,
+	    const char *content_path, const char *hostname,
+	    const char **why_out);
 
 /*
  * A queue_route_fn over a router (arg: struct router *, which must outlive

@@ -114,12 +114,14 @@ uint64_t queue_wall_ms(void);
 void	queue_record_again(struct queue *q, struct spool_env *env,
 	    const size_t *idx, size_t n);
 /*
- * Try recipient i of env once (its destination slot is held) and record
- * the outcome in the spool and in env (attempt.c); a delivery it cannot
- * record is done in env all the same, with unrecorded set.
+ * Try recipients idx[0..n) of env once, together (one, or several of one
+ * action of a one_copy kind: one copy for all, so one outcome; their one
+ * destination slot is held), and record the outcome of each in the spool
+ * and in env (attempt.c); a delivery it cannot record is done in env all
+ * the same, with unrecorded set.
  */
-void	queue_attempt(struct queue *q, struct spool_env *env, size_t i,
-	    const char *content_path);
+void	queue_attempt(struct queue *q, struct spool_env *env,
+	    const size_t *idx, size_t n, const char *content_path);
 /*
  * The same for recipients idx[0..n) of env at once, all of kind k, which
  * takes several copies at once (its deliver_copies); their slots are held.

@@ -1089,6 +1089,78 @@ def test_forward_and_loop_detection(make_postern, upstreams, tmp_path):
     assert b"Subject: fine" in eml
 
 
+FWD_RCPTS = ["a@fwd.example", "b@fwd.example", "c@fwd.example"]
+
+
+def forward_server(make_postern, up, tmp_path):
+    """Recipients in fwd.example go to x@remote.test, d@fwd2.example to
+    y@remote.test, both through the upstream up."""
+    table = write(str(tmp_path / "mxhosts"),
+        "remote.test 10 127.0.0.1:%d\n" % up.port)
+    return make_postern(extra=FAST + ("table mxh file:%s" % table,
+        'action fwd forward "x@remote.test" mx-hosts <mxh>',
+        'action fwd2 forward "y@remote.test" mx-hosts <mxh>'),
+        rules=("match to domain fwd.example action fwd",
+            "match to domain fwd2.example action fwd2", LOCAL_RULE))
+
+
+def rcpt_events(srv, event, qid):
+    """The recipients of qid's EVENT lines, sorted (duplicates kept)."""
+    return sorted(kv["rcpt"] for kv, _ in log_events(srv, event)
+        if kv.get("qid") == qid)
+
+
+def test_forward_sends_one_copy_for_all_its_recipients(make_postern,
+        upstreams, tmp_path):
+    """A message's recipients routed to one forward are one copy to its
+    address, one transaction whose 250 delivers each of them; another
+    forward action is a copy of its own."""
+    up = upstreams.scripted()
+    srv = forward_server(make_postern, up, tmp_path)
+    qid = submit(srv, "alice@example.org", FWD_RCPTS + ["d@fwd2.example"])
+    settle(srv, up.count, 2, "forward to four")
+    assert sorted(r for _m, rcpts, _d in up.stored for r in rcpts) == \
+        ["x@remote.test", "y@remote.test"], up.stored
+    assert up.events.count("data:250") == 2, up.events
+    assert rcpt_events(srv, "delivered", qid) == ["<%s>" % r for r in
+        FWD_RCPTS + ["d@fwd2.example"]], srv.log()[-2000:]
+
+
+def test_forward_deferred_then_accepted_is_still_one_copy(make_postern,
+        upstreams, tmp_path):
+    """A 451 to the one copy defers each recipient once; they are due
+    together again, and the retry is one copy too."""
+    up = upstreams.scripted(["451 4.3.0 try again later"])
+    srv = forward_server(make_postern, up, tmp_path)
+    qid = submit(srv, "alice@example.org", FWD_RCPTS)
+    wait_for(lambda: up.count() >= 1, timeout=15, what="the retry")
+    settle(srv, up.count, 1, "451 then 250")
+    assert [e for e in up.events if e.startswith("data:")] == \
+        ["data:451", "data:250"], up.events
+    assert up.stored[0][1] == ["x@remote.test"], up.stored
+    want = ["<%s>" % r for r in FWD_RCPTS]
+    assert rcpt_events(srv, "deferred", qid) == want, srv.log()[-2000:]
+    assert rcpt_events(srv, "delivered", qid) == want, srv.log()[-2000:]
+    assert not srv.maildir("alice"), "a bounce for a temporary failure"
+
+
+def test_forward_refused_bounces_each_recipient_once(make_postern, upstreams,
+        tmp_path):
+    """A 550 to the one copy fails each recipient: one DSN names each
+    original recipient once, none the forward's address."""
+    up = upstreams.scripted(["550 5.7.1 not wanted"])
+    srv = forward_server(make_postern, up, tmp_path)
+    qid = submit(srv, "alice@example.org", FWD_RCPTS)
+    _msg, parts = bounce_of(srv, "alice")
+    finals = sorted(r["Final-Recipient"] for r in
+        parts[1].get_payload()[1:])
+    assert finals == ["rfc822; %s" % r for r in FWD_RCPTS], finals
+    assert [e for e in up.events if e.startswith("data:")] == \
+        ["data:550"], up.events
+    assert rcpt_events(srv, "failed", qid) == ["<%s>" % r for r in
+        FWD_RCPTS], srv.log()[-2000:]
+
+
 # ----- no open relay ------------------------------------------------------------
 
 def relay_attempt(srv, sender="spammer@evil.test", rcpt="victim@foreign.test"):

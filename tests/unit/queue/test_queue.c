@@ -748,7 +748,7 @@ fake_settle(const struct spool_env *env, size_t idx)
 	const char *err = NULL;
 	struct stat st;
 
-	if (queue_settle(fk.q, env, idx, &err) == -1)
+	if (queue_settle(fk.q, env, &idx, 1, &err) == -1)
 		fail_msg("queue_settle: %s", err);
 	pthread_mutex_lock(&fk.mu);
 	fk.env_left += stat(p, &st) == 0;
@@ -761,9 +761,11 @@ fake_settle(const struct spool_env *env, size_t idx)
  * real ones.
  */
 static enum deliver_result
-fake_deliver(void *arg, const struct spool_env *env, size_t idx,
-    const char *content_path, const char *hostname, const char **why_out)
+fake_deliver(void *arg, const struct spool_env *env, const size_t *idxs,
+    size_t n, const char *content_path, const char *hostname,
+    const char **why_out)
 {
+	size_t idx = idxs[0];
 	const char *a = env->rcpts[idx].action;
 
 	pthread_mutex_lock(&fk.mu);
@@ -793,8 +795,8 @@ fake_deliver(void *arg, const struct spool_env *env, size_t idx,
 		pthread_mutex_unlock(&fk.mu);
 		return DELIVER_OK;
 	}
-	return queue_deliver_default(arg, env, idx, content_path, hostname,
-	    why_out);
+	return queue_deliver_default(arg, env, idxs, n, content_path,
+	    hostname, why_out);
 }
 
 static void
