@@ -235,6 +235,32 @@ milter_advance(struct milter_conn *mc)
 /* ----- replies ----- */
 
 /*
+ * A command's answer is in.  The filter says nothing more before it is sent
+ * the next command, so bytes already read behind that answer are a reply
+ * nobody asked for (*err): left there, they would be taken as the next
+ * command's.
+ */
+static bool
+milter_said_more(struct milter_conn *mc, const char **err)
+{
+	if (evbuffer_get_length(bufferevent_get_input(mc->bev)) == 0)
+		return false;
+	*err = "reply nobody asked for";
+	return true;
+}
+
+/* A step of the run is answered: send the next.  As milter_reply. */
+static int
+milter_step_answered(struct milter_conn *mc, const char **err)
+{
+	if (milter_said_more(mc, err))
+		return -1;
+	mc->await = 0;
+	evtimer_del(mc->timer);
+	return milter_advance(mc) ? 1 : 0;
+}
+
+/*
  * A quarantine: the reason is kept as tx.milter.quarantine, cut to what a
  * state value holds, a byte outside printable ASCII made '?' (logged
  * when it is not the filter's text byte for byte).
@@ -330,9 +356,7 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 			    MILTER_ACTIONS);
 		mc->proto = proto;
 		mc->state = MS_READY;
-		mc->await = 0;
-		evtimer_del(mc->timer);
-		return milter_advance(mc) ? 1 : 0;
+		return milter_step_answered(mc, err);
 	}
 	if (was == 0 || mc->call == NULL) {
 		*err = "reply nobody asked for";
@@ -343,11 +367,8 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		milter_arm(mc);
 		return 0;
 	case MILTER_R_CONTINUE:
-		if (was != MILTER_C_EOB) {
-			mc->await = 0;
-			evtimer_del(mc->timer);
-			return milter_advance(mc) ? 1 : 0;
-		}
+		if (was != MILTER_C_EOB)
+			return milter_step_answered(mc, err);
 		chain_verdict_continue(&v);	/* the message is over */
 		break;
 	case MILTER_R_SKIP:
@@ -356,9 +377,7 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 			return -1;
 		}
 		mc->body_done = true;
-		mc->await = 0;
-		evtimer_del(mc->timer);
-		return milter_advance(mc) ? 1 : 0;
+		return milter_step_answered(mc, err);
 	case MILTER_R_ACCEPT:
 		chain_verdict_continue(&v);
 		if (was == MILTER_C_CONNECT || was == MILTER_C_HELO)
@@ -415,6 +434,8 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 		}
 		return milter_mod(mc, r, err);
 	}
+	if (milter_said_more(mc, err))
+		return -1;
 	/* After its end-of-message answer the message is over for the filter. */
 	if (was == MILTER_C_EOB)
 		milter_tx_forget(mc);

@@ -847,24 +847,34 @@ def test_milter_dying_between_messages(make_postern, make_milter):
     assert len(srv.maildir("bob")) == 1
 
 
-class GreedyFilter:
-    """A raw-socket filter that, like rspamd, asks for every action
-    (CHGBODY and SETSYMLIST included) whatever it is offered; at end of
-    message it adds a header, and with replace_body also sends a body
-    replacement ('b'), which postern does not support."""
+def milter_packet(cmd, data=b""):
+    """One milter packet: 32-bit length (command byte included), command,
+    data."""
+    return len(data + b"x").to_bytes(4, "big") + cmd + data
 
-    def __init__(self, replace_body):
-        self.replace_body = replace_body
+
+class RawFilter:
+    """A filter on a raw socket, for what libmilter would never send: one
+    connection, each packet from postern answered with what answer(cmd,
+    data) returns (bytes, written at once), after which it closes the
+    connection when answer set hang_up.  OPTNEG is answered with version 6,
+    the actions in `actions` and no protocol steps declined; D, A and Q
+    packets get no answer."""
+
+    actions = 0xfd			# what postern offers
+    hang_up = False
+
+    def __init__(self):
         self.sock = socket.socket()
         self.sock.bind((HOST, 0))
         self.sock.listen(4)
         self.spec = "inet:%d@%s" % (self.sock.getsockname()[1], HOST)
+        self.commands = b""		# every command byte received
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def packet(cmd, data=b""):
-        return len(data + b"x").to_bytes(4, "big") + cmd + data
+    def answer(self, cmd, data):
+        return milter_packet(b"c")
 
     def run(self):
         try:
@@ -874,26 +884,28 @@ class GreedyFilter:
         c.settimeout(10)
         buf = b""
         with c:
-            for _ in range(1000):       # bounded: one short conversation
+            for _ in range(10000):      # bounded: one short conversation
                 while len(buf) < 4 or len(buf) < 4 + int.from_bytes(
                         buf[:4], "big"):
-                    chunk = c.recv(65536)
+                    chunk = c.recv(262144)
                     if not chunk:
                         return
                     buf += chunk
                 n = int.from_bytes(buf[:4], "big")
                 cmd, data, buf = buf[4:5], buf[5:4 + n], buf[4 + n:]
+                self.commands += cmd
                 if cmd == b"O":
-                    c.sendall(self.packet(b"O", (6).to_bytes(4, "big") +
-                        (0x1ff).to_bytes(4, "big") + (0).to_bytes(4, "big")))
-                elif cmd == b"E":
-                    out = self.packet(b"h", b"X-Greedy\0yes\0")
-                    if self.replace_body:
-                        out += self.packet(b"b", b"new body\r\n")
-                    c.sendall(out + self.packet(b"c"))
-                elif cmd in (b"C", b"H", b"M", b"R", b"T", b"L", b"N", b"B"):
-                    c.sendall(self.packet(b"c"))
+                    out = milter_packet(b"O", (6).to_bytes(4, "big") +
+                        self.actions.to_bytes(4, "big") +
+                        (0).to_bytes(4, "big"))
+                elif cmd in (b"D", b"A"):
+                    continue
                 elif cmd == b"Q":
+                    return
+                else:
+                    out = self.answer(cmd, data)
+                c.sendall(out)
+                if self.hang_up:
                     return
 
     def close(self):
@@ -901,31 +913,107 @@ class GreedyFilter:
         self.thread.join(2)
 
 
+@pytest.fixture
+def raw_filter():
+    """Factory: raw_filter(cls, *args) starts a RawFilter subclass."""
+    made = []
+
+    def make(cls, *args):
+        f = cls(*args)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+class GreedyFilter(RawFilter):
+    """Like rspamd, asks for every action (CHGBODY and SETSYMLIST included)
+    whatever it is offered; at end of message it adds a header, and with
+    replace_body also sends a body replacement ('b'), which postern does
+    not support."""
+
+    actions = 0x1ff
+
+    def __init__(self, replace_body):
+        self.replace_body = replace_body
+        super().__init__()
+
+    def answer(self, cmd, data):
+        if cmd != b"E":
+            return milter_packet(b"c")
+        out = milter_packet(b"h", b"X-Greedy\0yes\0")
+        if self.replace_body:
+            out += milter_packet(b"b", b"new body\r\n")
+        return out + milter_packet(b"c")
+
+
+class ExtraReplyFilter(RawFilter):
+    """Answers the command `extra` with two CONTINUEs in one write, one
+    reply too many, and RCPT with REJECT."""
+
+    def __init__(self, extra):
+        self.extra = extra
+        super().__init__()
+
+    def answer(self, cmd, data):
+        if cmd == self.extra:
+            return milter_packet(b"c") * 2
+        return milter_packet(b"r" if cmd == b"R" else b"c")
+
+
+@pytest.mark.parametrize("stages,extra", [
+    (("mail", "rcpt", "eom"), b"M"), (("eom",), b"C")],
+    ids=["between-runs", "within-a-run"])
+def test_reply_nobody_asked_for(make_postern, raw_filter, stages, extra):
+    """A filter that answers a command twice broke the protocol: the handler
+    fails (451 4.3.0), logged with why; the reply too many is never taken as
+    the next command's answer (which would let the filter's REJECT of the
+    RCPT fall on a later command)."""
+    f = raw_filter(ExtraReplyFilter, extra)
+    srv = make_postern(config=milter_config(f.spec, stages,
+        opts="timeout 5s"))
+    with srv.session() as c:
+        c.hello()
+        if extra == b"M":
+            c.send("MAIL FROM:<a@example.net>")
+            r = c.read_reply(timeout=15)
+        else:
+            r = transaction(c, "a@example.net", ["bob@localhost"],
+                [b"Subject: one reply too many", b"", b"x"])
+        assert (r.code, r.esc) == (451, "4.3.0"), "got %r, want 451 4.3.0" \
+            "\n%s\nfilter saw %r" % (r, c.transcript(), f.commands)
+        c.send("NOOP"); c.expect(250)
+    wait_for(lambda: 'milter-error' in srv.log() and
+        'why="reply nobody asked for"' in srv.log(),
+        what="the milter-error line; log:\n%s" % srv.log()[-2000:])
+    stays_empty(srv, "bob")
+
+
 @pytest.mark.parametrize("replace_body", [False, True],
     ids=["asks-for-all", "replaces-body"])
-def test_filter_asking_for_every_action(make_postern, replace_body):
+def test_filter_asking_for_every_action(make_postern, raw_filter,
+        replace_body):
     """rspamd asks for every action (0xff) even when offered fewer: the
     negotiation goes on (logged), and only a body replacement actually sent
     fails the handler (451 4.3.0, nothing delivered)."""
-    f = GreedyFilter(replace_body)
-    try:
-        srv = make_postern(config=milter_config(f.spec, opts="timeout 5s"))
-        with srv.session() as c:
-            c.hello()
-            r = transaction(c, "a@example.net", ["bob@localhost"],
-                [b"Subject: greedy", b"", b"x"])
-        if replace_body:
-            assert (r.code, r.esc) == (451, "4.3.0"), r
-            assert "body replacement is not supported" in srv.log()
-            stays_empty(srv, "bob")
-        else:
-            assert r.code == 250, r
-            got = read_bytes(delivered(srv, "bob")[0])
-            assert b"\nSubject: greedy\nX-Greedy: yes\n\nx\n" in got, got
-            assert 'note="asked for actions 0x1ff, offered 0xfd"' in \
-                srv.log()
-    finally:
-        f.close()
+    f = raw_filter(GreedyFilter, replace_body)
+    srv = make_postern(config=milter_config(f.spec, opts="timeout 5s"))
+    with srv.session() as c:
+        c.hello()
+        r = transaction(c, "a@example.net", ["bob@localhost"],
+            [b"Subject: greedy", b"", b"x"])
+    if replace_body:
+        assert (r.code, r.esc) == (451, "4.3.0"), r
+        assert "body replacement is not supported" in srv.log()
+        stays_empty(srv, "bob")
+    else:
+        assert r.code == 250, r
+        got = read_bytes(delivered(srv, "bob")[0])
+        assert b"\nSubject: greedy\nX-Greedy: yes\n\nx\n" in got, got
+        assert 'note="asked for actions 0x1ff, offered 0xfd"' in \
+            srv.log()
 
 
 @pytest.mark.parametrize("spec,ok", [
