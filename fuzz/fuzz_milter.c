@@ -164,6 +164,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	head = xmalloc(raw + 1);
 	hl = fz_head(data + 3, raw, head);
 	fz_packets((const char *)data + 3 + raw, size - 3 - raw, data[2]);
+	chain_session_mods_commit(fz_cs);
 	mods = chain_session_mods(fz_cs, &nmods);
 	chain_headers_edit(head, hl, mods, nmods, &out);
 	fz_check_head(&out);

@@ -346,12 +346,20 @@ struct chain_mod {
  * Record a modification of the transaction (copies name and value; a
  * header name must be RFC 5322 ftext, a value has no CR and no NUL, an
  * address no blank and is empty only as the null sender; at most 1000).
- * -1 with *err_out (static text) when they are not acceptable.  The
- * connection applies them, in order, before the message is acknowledged.
+ * -1 with *err_out (static text) when they are not acceptable.  It stays
+ * pending until chain_session_mods_commit(): a handler's edits take effect
+ * only when its step completes, and chain_session_mods_drop() forgets them
+ * when it fails.  The connection applies the committed ones, in order,
+ * before the message is acknowledged.
  */
 int	chain_session_add_mod(struct chain_session *cs,
 	    enum chain_mod_kind kind, unsigned idx, const char *name,
 	    const char *value, const char **err_out);
+/* Make the pending modifications part of the transaction. */
+void	chain_session_mods_commit(struct chain_session *cs);
+/* Forget the pending modifications; the committed ones stay. */
+void	chain_session_mods_drop(struct chain_session *cs);
+/* The committed modifications, borrowed until the transaction ends. */
 const struct chain_mod *chain_session_mods(const struct chain_session *cs,
 	    size_t *n_out);
 /*

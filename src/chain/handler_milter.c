@@ -9,8 +9,9 @@
  * "on eom" gets connect, helo, mail, rcpt, data, the headers, the body
  * and end-of-message then; one in "on rcpt" as well answers each RCPT
  * itself.  The filter's answer becomes the handler's verdict; its message
- * modifications at end-of-message go to the session (chain_session_add_mod)
- * and the connection applies them before the 250.  Never blocks the loop:
+ * modifications at end-of-message go to the session (chain_session_add_mod),
+ * pending until its final answer commits them (a failure drops them), and
+ * the connection applies them before the 250.  Never blocks the loop:
  * the socket is a bufferevent, the body is read in bounded pieces and sent
  * only while the socket keeps up.  What is sent next is milter_steps.c's.
  */
@@ -175,6 +176,9 @@ milter_broken(struct milter_conn *mc, const char *why)
 
 	log_event(LOG_LVL_WARN, "milter-error", chain_session_sid(mc->cs),
 	    NULL, "milter=\"%s\" why=\"%s\"", mc->spec + 7, why);
+	/* Its step did not complete: none of its edits take effect. */
+	if (mc->call != NULL)
+		chain_session_mods_drop(mc->cs);
 	milter_drop(mc);
 	chain_verdict_fail(&v, "milter %s: %s", mc->spec + 7, why);
 	milter_finish(mc, &v);
@@ -436,9 +440,14 @@ milter_reply(struct milter_conn *mc, const struct milter_reply *r,
 	}
 	if (milter_said_more(mc, err))
 		return -1;
-	/* After its end-of-message answer the message is over for the filter. */
-	if (was == MILTER_C_EOB)
+	/*
+	 * After its end-of-message answer the message is over for the filter,
+	 * and its edits take effect.
+	 */
+	if (was == MILTER_C_EOB) {
+		chain_session_mods_commit(mc->cs);
 		milter_tx_forget(mc);
+	}
 	milter_finish(mc, &v);
 	return 1;
 }
@@ -666,6 +675,7 @@ milter_cancel(void *inst, struct chain_call *call)
 	(void)inst;
 	if (mc == NULL || mc->call != call)
 		return;
+	chain_session_mods_drop(mc->cs);	/* its step did not complete */
 	mc->call = NULL;
 	/* A reply is on its way: the conversation is out of step now. */
 	if (mc->await != 0 || mc->state == MS_CONNECTING ||

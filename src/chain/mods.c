@@ -1,6 +1,6 @@
 /*
  * chain/mods.c: the modifications a handler (a milter, at eom) asks for,
- * and their effect on the header block.  Header indexes count the fields
+ * pending until its step completes, and their effect on the header block.  Header indexes count the fields
  * of the client's header block as it stands after the earlier edits, as
  * Sendmail applies a filter's edits one after another.
  */
@@ -54,10 +54,26 @@ chain_session_add_mod(struct chain_session *cs, enum chain_mod_kind kind,
 	return 0;
 }
 
+void
+chain_session_mods_commit(struct chain_session *cs)
+{
+	cs->nmods_kept = cs->nmods;
+}
+
+void
+chain_session_mods_drop(struct chain_session *cs)
+{
+	for (size_t i = cs->nmods_kept; i < cs->nmods; i++) {
+		free(cs->mods[i].name);
+		free(cs->mods[i].value);
+	}
+	cs->nmods = cs->nmods_kept;
+}
+
 const struct chain_mod *
 chain_session_mods(const struct chain_session *cs, size_t *n_out)
 {
-	*n_out = cs->nmods;
+	*n_out = cs->nmods_kept;
 	return cs->mods;
 }
 
@@ -70,7 +86,7 @@ chain_mods_clear(struct chain_session *cs)
 	}
 	free(cs->mods);
 	cs->mods = NULL;
-	cs->nmods = 0;
+	cs->nmods = cs->nmods_kept = 0;
 }
 
 /* ----- editing the header block ----- */

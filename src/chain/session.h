@@ -128,6 +128,8 @@ struct chain_session {
 						   kept, with no empty line */
 	struct chain_mod	*mods;		/* owned: the transaction's */
 	size_t			 nmods;
+	size_t			 nmods_kept;	/* mods[0..nmods_kept) committed,
+						   the rest pending */
 	struct chain_slot	 slots[CHAIN_SLOTS_MAX];
 	size_t			 nslots;
 	bool			 in_tx_data;	/* between DATA and EOM */

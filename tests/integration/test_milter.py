@@ -779,19 +779,25 @@ def test_dead_milter_is_451_and_nothing_delivered(make_postern):
     stays_empty(srv, "bob")
 
 
-def test_dead_milter_on_error_accept_delivers(make_postern):
-    spec = "inet:%d@%s" % (free_port(), HOST)
-    srv = make_postern(config=milter_config(spec, opts="on-error accept"))
+def delivered_as_sent(srv, subject, what):
+    """A message with subject to bob gets 250, and bob's copy is the
+    message as it was sent."""
     with srv.session() as c:
         c.hello()
         r = transaction(c, "a@example.net", ["bob@localhost"],
-            [b"Subject: dead but accepted", b"", b"x"])
+            [b"Subject: " + subject, b"", b"x"])
         assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
             c.transcript())
     files = delivered(srv, "bob")
     assert_bytes(split_delivered(read_bytes(files[0]))[2],
-        b"Subject: dead but accepted\n\nx\n", "the message delivered past "
-        "a dead milter")
+        b"Subject: " + subject + b"\n\nx\n", what)
+
+
+def test_dead_milter_on_error_accept_delivers(make_postern):
+    spec = "inet:%d@%s" % (free_port(), HOST)
+    srv = make_postern(config=milter_config(spec, opts="on-error accept"))
+    delivered_as_sent(srv, b"dead but accepted", "the message delivered "
+        "past a dead milter")
 
 
 def test_dead_milter_on_error_reject_is_5xx(make_postern):
@@ -989,6 +995,38 @@ def test_reply_nobody_asked_for(make_postern, raw_filter, stages, extra):
         'why="reply nobody asked for"' in srv.log(),
         what="the milter-error line; log:\n%s" % srv.log()[-2000:])
     stays_empty(srv, "bob")
+
+
+class FailingEditsFilter(RawFilter):
+    """At end of message adds a header and deletes bob (the first half of a
+    redirect), then fails as `how` says: closes the connection, says
+    nothing more, or sends a zero-length packet."""
+
+    def __init__(self, how):
+        self.how = how
+        super().__init__()
+
+    def answer(self, cmd, data):
+        if cmd != b"E":
+            return milter_packet(b"c")
+        out = milter_packet(b"h", b"X-Half\0done\0") + \
+            milter_packet(b"-", b"<bob@localhost>\0")
+        self.hang_up = self.how == "close"
+        return out + (b"\0\0\0\0" if self.how == "zero-length" else b"")
+
+
+@pytest.mark.parametrize("how", ["close", "silent", "zero-length"])
+def test_failed_filter_edits_dropped(make_postern, raw_filter, how):
+    """A filter that fails at end of message after some edits: with on-error
+    accept the chain goes on as if it were not there, so none of its edits
+    take effect and the message reaches bob as sent (not 250'd and dropped
+    with him deleted)."""
+    f = raw_filter(FailingEditsFilter, how)
+    srv = make_postern(config=milter_config(f.spec,
+        opts="timeout 1s on-error accept"))
+    delivered_as_sent(srv, b"half done", "bob's copy past a filter that "
+        "failed after its edits")
+    assert " milter-error " in srv.log(), srv.log()[-2000:]
 
 
 @pytest.mark.parametrize("replace_body", [False, True],
