@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "queue/queue.h"
 
 /* An error about the statement on line (0: none, the file is named). */
 static void
@@ -66,6 +67,20 @@ net_check_log_file(const struct config *cfg, struct util_buf *errs)
 		    util_err("log file %s: folder %s: %s", cfg->log_file, dir,
 		    strerror(e)));
 	free(dir);
+}
+
+/*
+ * "spool": the control socket in it (postern queue and postern send reach
+ * the server there) has a path a unix socket can take.
+ */
+static void
+net_check_spool(const struct config *cfg, struct util_buf *errs)
+{
+	const char *err = NULL;
+
+	if (queue_control_check(cfg->spool, &err) == -1)
+		net_check_err(errs, cfg, config_line_of(cfg, "spool",
+		    cfg->spool), util_err("spool: %s", err));
 }
 
 /*
@@ -120,6 +135,7 @@ net_check_system(const struct config *cfg, char **errs_out)
 		util_buf_printf(&errs, "%s\n", err);
 	net_check_accounts(cfg, &errs);
 	net_check_log_file(cfg, &errs);
+	net_check_spool(cfg, &errs);
 	if (net_check_metrics(cfg, &err) == -1)
 		util_buf_printf(&errs, "%s\n", err);
 	if (errs.len == 0) {

@@ -36,10 +36,10 @@ int	net_check_nofile(const struct config *cfg, const char **err_out);
 /*
  * What postern run would refuse in cfg (borrowed), found without binding,
  * forking, writing or contacting a database: the descriptor limit, the
- * user and group, the log file's folder, a metrics address apart from the
- * listeners, then everything conn_rt_new() builds (conn_rt_check()).  0,
- * or -1 with *errs_out holding one "FILE:LINE: message\n" line per error
- * (owned: free()).
+ * user and group, the log file's folder, the spool's control socket path,
+ * a metrics address apart from the listeners, then everything
+ * conn_rt_new() builds (conn_rt_check()).  0, or -1 with *errs_out
+ * holding one "FILE:LINE: message\n" line per error (owned: free()).
  */
 int	net_check(struct config *cfg, char **errs_out);
 /* Run until SIGTERM/SIGINT has drained the sessions; returns the exit code. */

@@ -282,7 +282,8 @@ void	net_size_nofile(const struct config *cfg);
 /* check.c: what a start would refuse, before anything is started. */
 /*
  * net_check() without what conn_rt_new() builds: the descriptor limit,
- * "user" and "group", the log file's folder, the metrics address.  0, or
+ * "user" and "group", the log file's folder, the spool's control socket
+ * path, the metrics address.  0, or
  * -1 with *errs_out, one "FILE:LINE: message\n" line each (free()).
  */
 int	net_check_system(const struct config *cfg, char **errs_out);

@@ -38,12 +38,22 @@ ctl_addr(const char *spool_dir, struct sockaddr_un *sun, const char **err_out)
 	sun->sun_family = AF_UNIX;
 	if (util_snprintf(sun->sun_path, sizeof(sun->sun_path), "%s/%s",
 	    spool_dir, CTL_NAME) == -1) {
-		*err_out = util_err("%s/%s: path too long for a unix socket",
-		    spool_dir, CTL_NAME);
+		*err_out = util_err("%s/%s: path too long for a unix socket "
+		    "(%zu bytes, at most %zu)", spool_dir, CTL_NAME,
+		    strlen(spool_dir) + 1 + strlen(CTL_NAME),
+		    sizeof(sun->sun_path) - 1);
 		errno = ENAMETOOLONG;
 		return -1;
 	}
 	return 0;
+}
+
+int
+queue_control_check(const char *spool_dir, const char **err_out)
+{
+	struct sockaddr_un sun;
+
+	return ctl_addr(spool_dir, &sun, err_out);
 }
 
 static void

@@ -191,5 +191,11 @@ bool	queue_env_add_target(struct spool_env *env, const char *addr,
  */
 int	queue_control_request(const char *spool_dir, const char *cmd,
 	    char **reply_out, const char **err_out);
+/*
+ * Does the control socket of the spool folder spool_dir (as the server
+ * will name it) fit in a unix socket's address?  0, or -1 with *err_out
+ * (static text) naming the path and the limit.
+ */
+int	queue_control_check(const char *spool_dir, const char **err_out);
 
 #endif

@@ -327,6 +327,24 @@ def test_check_refuses_what_run_refuses(tmp_path, label, stmts, bad, why):
         r.stderr)
 
 
+def test_check_refuses_a_spool_too_deep_for_its_control_socket(tmp_path):
+    """A spool whose control socket path does not fit a unix socket's
+    address (107 bytes) would leave postern queue and postern send unable
+    to reach the server: check and run refuse it on the spool's line."""
+    spool = str(tmp_path / ("s" * 60) / ("t" * 60))
+    text = make_config().replace("spool {tmp}/spool", "spool " + spool
+        ).replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port()))
+    assert text.splitlines()[1] == "spool " + spool
+    conf = write(tmp_path, "p.conf", text)
+    want = ("%s:2: spool: %s/control.sock: path too long for a unix socket "
+        "(%d bytes, at most 107)\n" % (conf, spool, len(spool) + 13))
+    r = run_cli("check", "-c", conf)
+    assert (r.returncode, r.stdout) == (1, want), r
+    r = run_cli("run", "-c", conf, timeout=20)
+    assert r.returncode == 1 and "postern: fatal: " + want in r.stderr, r
+    assert not os.path.exists(spool)
+
+
 def test_check_reports_each_statement_at_fault(tmp_path):
     """Several statements that would stop run: each one's line, in one run."""
     text = make_config([
