@@ -696,6 +696,26 @@ queue_submit(struct queue *q, const char *qid)
 	pthread_cond_signal(&q->work_cv);
 }
 
+/*
+ * Try every message now: each of qids (what the spool holds, whether the
+ * queue knew it or not; freed here) and each one the queue knows.  A held
+ * one stays held.
+ */
+static void
+queue_force_all(struct queue *q, char **qids, size_t n)
+{
+	pthread_mutex_lock(&q->mu);
+	for (size_t i = 0; i < n; i++) {
+		(void)queue_job_get(q, qids[i]);
+		free(qids[i]);
+	}
+	for (struct queue_job *j = q->jobs.first; j != NULL; j = j->next)
+		queue_job_force(q, j);
+	pthread_cond_broadcast(&q->work_cv);
+	pthread_mutex_unlock(&q->mu);
+	free(qids);
+}
+
 void
 queue_recover(struct queue *q)
 {
@@ -715,14 +735,7 @@ queue_recover(struct queue *q)
 	 * (an operator who restarts after fixing something expects that),
 	 * then the persisted attempt counts carry the backoff on.
 	 */
-	pthread_mutex_lock(&q->mu);
-	for (size_t i = 0; i < n; i++) {
-		queue_job_force(q, queue_job_get(q, qids[i]));
-		free(qids[i]);
-	}
-	pthread_cond_broadcast(&q->work_cv);
-	pthread_mutex_unlock(&q->mu);
-	free(qids);
+	queue_force_all(q, qids, n);
 }
 
 void
@@ -737,12 +750,18 @@ queue_drain(struct queue *q)
 	pthread_mutex_unlock(&q->mu);
 }
 
-/* Does qid exist in the spool (damaged or not)?  -1 with *err_out if not. */
+/*
+ * Does qid exist in the spool (damaged or not)?  -1 with *err_out if not.
+ * *held_out (may be NULL): whether the spool has it on hold.
+ */
 static int
-queue_check_msg(struct queue *q, const char *qid, const char **err_out)
+queue_check_msg(struct queue *q, const char *qid, bool *held_out,
+    const char **err_out)
 {
 	struct spool_env env;
 
+	if (held_out != NULL)
+		*held_out = false;
 	if (!spool_qid_ok(qid)) {
 		*err_out = "invalid queue id";
 		return -1;
@@ -753,6 +772,8 @@ queue_check_msg(struct queue *q, const char *qid, const char **err_out)
 		*err_out = "no such message";
 		return -1;
 	}
+	if (held_out != NULL)
+		*held_out = env.held;
 	spool_env_clear(&env);
 	return 0;
 }
@@ -760,15 +781,25 @@ queue_check_msg(struct queue *q, const char *qid, const char **err_out)
 int
 queue_flush(struct queue *q, const char *qid, const char **err_out)
 {
-	if (qid != NULL && queue_check_msg(q, qid, err_out) == -1)
+	char **qids;
+	size_t n;
+	bool held;
+
+	if (qid == NULL) {
+		/* Also what the pickup scan has not found yet. */
+		if (spool_list(q->sp, &qids, &n, err_out) == -1)
+			return -1;
+		queue_force_all(q, qids, n);
+		return 0;
+	}
+	if (queue_check_msg(q, qid, &held, err_out) == -1)
 		return -1;
+	if (held) {
+		*err_out = "on hold; release it first";
+		return -1;
+	}
 	pthread_mutex_lock(&q->mu);
-	if (qid != NULL)
-		queue_job_force(q, queue_job_get(q, qid));
-	else
-		for (struct queue_job *j = q->jobs.first; j != NULL;
-		    j = j->next)
-			queue_job_force(q, j);
+	queue_job_force(q, queue_job_get(q, qid));
 	pthread_cond_broadcast(&q->work_cv);
 	pthread_mutex_unlock(&q->mu);
 	return 0;
@@ -779,7 +810,7 @@ queue_hold(struct queue *q, const char *qid, bool hold, const char **err_out)
 {
 	struct queue_job *j;
 
-	if (queue_check_msg(q, qid, err_out) == -1 ||
+	if (queue_check_msg(q, qid, NULL, err_out) == -1 ||
 	    spool_mark_flag(q->sp, qid, hold ? SPOOL_FLAG_HOLD :
 	    SPOOL_FLAG_RELEASE, err_out) == -1)
 		return -1;
@@ -801,7 +832,7 @@ queue_delete(struct queue *q, const char *qid, const char **err_out)
 {
 	struct queue_job *j;
 
-	if (queue_check_msg(q, qid, err_out) == -1)
+	if (queue_check_msg(q, qid, NULL, err_out) == -1)
 		return -1;
 	log_event(LOG_LVL_INFO, "deleted", NULL, qid, "by=operator");
 	pthread_mutex_lock(&q->mu);

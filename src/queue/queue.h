@@ -144,8 +144,10 @@ int	queue_settle(struct queue *q, const struct spool_env *env,
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 
 /*
- * Operator commands (the control socket calls them).  flush: try qid (NULL:
- * every message not on hold) now, whatever its schedule.  hold: deliver
+ * Operator commands (the control socket calls them).  flush: try qid now,
+ * whatever its schedule ("on hold; release it first" when it is held), or
+ * with NULL every message the spool holds that is not on hold, those the
+ * pickup scan has not found yet too.  hold: deliver
  * nothing of qid until released (persisted in the spool).  delete: remove
  * qid from the spool without any DSN.  A run of qid in progress ends after
  * the delivery it is making: no other recipient, no DSN.

@@ -14,6 +14,7 @@ import email.utils
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -173,6 +174,10 @@ def test_hold_release_delete_flush(qpostern):
     assert r.returncode == 0 and "on hold" in r.stdout, r.stderr
     assert queue_json(srv)[held]["held"] is True
     assert (held + "!") in queue_cli(srv, "list").stdout
+    # A held message is not tried by a flush of its id, and that says why.
+    r = queue_cli(srv, "flush", held)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "",
+        "postern queue: %s: on hold; release it first\n" % held), r
     r = queue_cli(srv, "delete", gone)
     assert r.returncode == 0, r.stderr
     assert gone not in queue_json(srv)
@@ -214,6 +219,37 @@ def test_queue_commands_usage(postern):
     assert r.returncode == 2
     r = queue_cli(postern, "list", "--json")
     assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_flush_takes_what_the_queue_has_not_picked_up(qpostern):
+    """A message put into the spool of a running server by hand (moved
+    from another server) is tried by a flush at once, not only by the
+    queue's scan of the spool a minute later."""
+    old = qpostern(extra=("queue retry-min 1h",))
+    block(old, "bob")
+    qid = submit(old, "alice@example.org", ["bob@example.org"], "moved")
+
+    def deferred():
+        m = queue_json(old).get(qid)
+        return m and rcpt_of(m, "bob@example.org")["attempts"] == 1
+    wait_for(deferred, what="the deferral")
+    old.stop()
+    unblock(old, "bob")		# the envelope names old's Maildir
+    new = qpostern(extra=("queue retry-min 1h",))
+    # After the start-up's own look at the spool.
+    wait_for(lambda: "postern started" in new.log(), what="the start")
+    for sub in ("msg", "env", "done"):
+        if os.path.exists(old.path("spool", sub, qid)):
+            shutil.copy2(old.path("spool", sub, qid),
+                new.path("spool", sub, qid))
+    assert qid in queue_json(new)
+    r = queue_cli(new, "flush")
+    assert (r.returncode, r.stdout) == (0, "queue flushed\n"), r
+    wait_for(lambda: len(old.maildir("bob")) == 1, timeout=10,
+        what="the flushed message's delivery")
+    wait_for(lambda: spool_empty(new), what="an empty spool")
+    _, _, rest = split_delivered(read_bytes(old.maildir("bob")[0]))
+    assert headers_of(rest)["subject"] == ["moved"]
 
 
 def test_queue_commands_make_no_spool(make_postern):
