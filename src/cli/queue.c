@@ -378,16 +378,24 @@ queue_list(struct spool *sp, bool json)
 	return 1;
 }
 
+/* "postern queue: QID: why" on stderr; 1, the exit status. */
+static int
+queue_say(const char *qid, const char *why)
+{
+	fputs("postern queue: ", stderr);
+	print_safe(stderr, qid);
+	fprintf(stderr, ": %s\n", why);
+	return 1;
+}
+
 static int
 queue_show(struct spool *sp, const char *qid, bool json)
 {
 	struct queue_item it;
 	int rc;
 
-	if (queue_item_load(sp, qid, &it) == -1) {
-		fprintf(stderr, "postern queue: %s: no such message\n", qid);
-		return 1;
-	}
+	if (queue_item_load(sp, qid, &it) == -1)
+		return queue_say(qid, "no such message");
 	if (json) {
 		json_item(stdout, &it);
 		putchar('\n');
@@ -421,8 +429,7 @@ queue_no_spool(const char *verb, const char *qid, bool json)
 	}
 	if (strcmp(verb, "flush") == 0)
 		return queue_no_server();
-	fprintf(stderr, "postern queue: %s: no such message\n", qid);
-	return 1;
+	return queue_say(qid, "no such message");
 }
 
 /* No server: hold, release and delete act on the spool itself. */
@@ -436,20 +443,16 @@ queue_offline(struct spool *sp, const char *verb, const char *qid)
 	if (strcmp(verb, "flush") == 0)
 		return queue_no_server();
 	/* A damaged message may be held or deleted too. */
-	if (spool_env_load(sp, qid, &e, &err) == -1 && errno == ENOENT) {
-		fprintf(stderr, "postern queue: %s: no such message\n", qid);
-		return 1;
-	}
+	if (spool_env_load(sp, qid, &e, &err) == -1 && errno == ENOENT)
+		return queue_say(qid, "no such message");
 	spool_env_clear(&e);
 	if (strcmp(verb, "delete") == 0)
 		rc = spool_remove(sp, qid, &err);
 	else
 		rc = spool_mark_flag(sp, qid, strcmp(verb, "hold") == 0 ?
 		    SPOOL_FLAG_HOLD : SPOOL_FLAG_RELEASE, &err);
-	if (rc == -1) {
-		fprintf(stderr, "postern queue: %s: %s\n", qid, err);
-		return 1;
-	}
+	if (rc == -1)
+		return queue_say(qid, err);
 	printf("%s: %s\n", qid, strcmp(verb, "delete") == 0 ? "deleted" :
 	    strcmp(verb, "hold") == 0 ? "on hold" : "released");
 	return 0;
@@ -461,10 +464,6 @@ queue_command(struct spool *sp, const char *verb, const char *qid)
 	char cmd[128], *reply = NULL;
 	const char *err = NULL;
 
-	if (qid != NULL && !spool_qid_ok(qid)) {
-		fprintf(stderr, "postern queue: %s: not a queue id\n", qid);
-		return 1;
-	}
 	(void)util_snprintf(cmd, sizeof(cmd), "%s%s%s", verb,
 	    qid != NULL ? " " : "", qid != NULL ? qid : "");
 	if (queue_control_request(spool_dir(sp), cmd, &reply, &err) == -1) {
@@ -537,10 +536,15 @@ cli_queue(int argc, char **argv)
 	    strcmp(verb, "flush") == 0;
 	if (!known || (want_id && qid == NULL) || argc - optind > 2 ||
 	    (strcmp(verb, "list") == 0 && qid != NULL)) {
-		fprintf(stderr, "postern queue: %s %s\n%s", known ?
-		    "bad arguments for" : "unknown command", verb, usage_queue);
+		fprintf(stderr, "postern queue: %s ", known ?
+		    "bad arguments for" : "unknown command");
+		print_safe(stderr, verb);
+		fprintf(stderr, "\n%s", usage_queue);
 		return 2;
 	}
+	/* Whatever the command: only a queue id names a spool file. */
+	if (qid != NULL && !spool_qid_ok(qid))
+		return queue_say(qid, "not a queue id");
 	if ((abs = cli_enter_config_dir(path, &err)) == NULL) {
 		fprintf(stderr, "postern queue: %s\n", err);
 		return 1;

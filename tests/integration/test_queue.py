@@ -221,6 +221,22 @@ def test_queue_commands_usage(postern):
     assert r.returncode == 0 and json.loads(r.stdout) == []
 
 
+def test_queue_commands_refuse_what_is_no_queue_id(postern):
+    """Every command refuses an argument that is no queue id, show as
+    hold does (it names no message, damaged or not), and echoes it with
+    its control characters made harmless."""
+    for args in (["show", "../etc/passwd"], ["show", "--json", "../etc/passwd"],
+            ["hold", "../etc/passwd"], ["flush", "../etc/passwd"]):
+        r = queue_cli(postern, *args)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "",
+            "postern queue: ../etc/passwd: not a queue id\n"), (args, r)
+    r = queue_cli(postern, "show", "x\x1b]0;owned\x07")
+    assert (r.returncode, r.stdout, r.stderr) == (1, "",
+        "postern queue: x?]0;owned?: not a queue id\n"), r
+    r = queue_cli(postern, "frob\x1b[2J")
+    assert r.returncode == 2 and "unknown command frob?[2J\n" in r.stderr, r
+
+
 def test_flush_takes_what_the_queue_has_not_picked_up(qpostern):
     """A message put into the spool of a running server by hand (moved
     from another server) is tried by a flush at once, not only by the
