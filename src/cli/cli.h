@@ -39,6 +39,16 @@ char	*cli_enter_config_dir(const char *path, const char **err_out);
  */
 int	cli_become_spool_owner(const char *spool, const char **err_out);
 
+/*
+ * Tell the user on stderr that they may not use spool (err: the call it
+ * refused), in the one wording every command uses: "CMD: access to the
+ * spool SPOOL was denied (ERR): run CMD as the spool's owner or as root",
+ * then tail (may be "").  For an EACCES or EPERM of the spool or its
+ * control socket.
+ */
+void	cli_spool_denied(const char *cmd, const char *spool, const char *err,
+	    const char *tail);
+
 /* mailq (also sendmail -bp): postern queue -c config list. */
 int	cli_mailq(const char *config);
 /* newaliases (also sendmail -bi): there is no aliases database; exit 0. */

@@ -177,6 +177,14 @@ cli_become_spool_owner(const char *spool, const char **err_out)
 	return 0;
 }
 
+void
+cli_spool_denied(const char *cmd, const char *spool, const char *err,
+    const char *tail)
+{
+	fprintf(stderr, "%s: access to the spool %s was denied (%s): run %s "
+	    "as the spool's owner or as root%s\n", cmd, spool, err, cmd, tail);
+}
+
 static int
 cli_check(int argc, char **argv)
 {

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "queue/queue.h"
@@ -469,7 +471,10 @@ queue_command(struct spool *sp, const char *verb, const char *qid)
 	if (queue_control_request(spool_dir(sp), cmd, &reply, &err) == -1) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
 			return queue_offline(sp, verb, qid);
-		fprintf(stderr, "postern queue: %s\n", err);
+		if (errno == EACCES || errno == EPERM)
+			cli_spool_denied("postern queue", spool_dir(sp), err, "");
+		else
+			fprintf(stderr, "postern queue: %s\n", err);
 		return 1;
 	}
 	if (strncmp(reply, "ok", 2) != 0) {
@@ -570,6 +575,14 @@ cli_queue(int argc, char **argv)
 	}
 	if (cli_become_spool_owner(cfg->spool, &err) == -1) {
 		fprintf(stderr, "postern queue: %s\n", err);
+		config_free(&cfg);
+		return 1;
+	}
+	/* One this user may not use: say so, not which call failed first. */
+	if (faccessat(AT_FDCWD, cfg->spool, R_OK | X_OK, AT_EACCESS) == -1 &&
+	    (errno == EACCES || errno == EPERM)) {
+		cli_spool_denied("postern queue", cfg->spool, util_err("%s: %s",
+		    cfg->spool, strerror(errno)), "");
 		config_free(&cfg);
 		return 1;
 	}

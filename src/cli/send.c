@@ -583,10 +583,9 @@ send_check_server(const struct send_ctx *x)
 	}
 	/* A server may well run there: this user may not use its spool. */
 	if (errno == EACCES || errno == EPERM)
-		fprintf(stderr, "postern send: access to the spool %s was "
-		    "denied (%s): run postern send as the spool's owner or "
-		    "as root; other users need write access to the spool; "
-		    "the message was not queued\n", x->cfg->spool, err);
+		cli_spool_denied("postern send", x->cfg->spool, err,
+		    "; other users need write access to the spool; the "
+		    "message was not queued");
 	else
 		fprintf(stderr, "postern send: no postern server is running "
 		    "on the spool %s (%s); the message was not queued\n",

@@ -505,6 +505,25 @@ def test_send_by_a_user_without_access_to_the_spool(public_dir, sysuser,
     assert spool_empty(srv) and srv.maildir("bob") == []
 
 
+def test_queue_by_a_user_without_access_to_the_spool(public_dir, sysuser,
+        make_postern):
+    """postern queue run by a user who may not use the spool says so, in
+    postern send's words, not which folder it could not make."""
+    pw = sysuser("pstnqueue", "Queue pw 1")
+    srv = wired(make_postern(at=public_dir))
+    os.chmod(srv.conf, 0o644)
+    for verb in ("list", "flush"):
+        r = subprocess.run([binary(), "queue", "-c", srv.conf, verb],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=10, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+        spool = srv.path("spool")
+        assert (r.returncode, r.stdout, r.stderr) == (1, "",
+            "postern queue: access to the spool %s was denied (%s: "
+            "Permission denied): run postern queue as the spool's owner or "
+            "as root\n" % (spool, spool)), (verb, r)
+    assert srv.alive()
+
+
 def test_send_takes_grouped_flags(postern):
     """Flags group as getopt allows, as sendmail's do: -ti, -it, -tf ADDR;
     an unknown letter in a group is still refused."""
