@@ -338,7 +338,7 @@ queue_list(struct spool *sp, bool json)
 	size_t n, shown = 0, damaged = 0;
 	char **qids;
 
-	if (spool_list(sp, &qids, &n, &err) == -1) {
+	if (spool_list_readonly(sp, &qids, &n, &err) == -1) {
 		fprintf(stderr, "postern queue: %s\n", err);
 		return 1;
 	}

@@ -146,7 +146,11 @@ ctl_serve(struct queue *q, int fd)
 	ctl_write_all(fd, reply);
 }
 
-/* Submit what the spool holds that the queue does not know yet. */
+/*
+ * Submit what the spool holds that the queue does not know yet.  Read
+ * only: beside the workers, a message being removed has lost its envelope
+ * already, and is no leftover (those are the start's, queue_recover).
+ */
 static void
 ctl_pickup(struct queue *q)
 {
@@ -154,7 +158,7 @@ ctl_pickup(struct queue *q)
 	char **qids;
 	size_t n;
 
-	if (spool_list(q->sp, &qids, &n, &err) == -1) {
+	if (spool_list_readonly(q->sp, &qids, &n, &err) == -1) {
 		log_msg(LOG_LVL_WARN, "queue: pickup scan: %s", err);
 		return;
 	}

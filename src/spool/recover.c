@@ -2,7 +2,8 @@
  * spool/recover.c: what a start finds in the spool.  spool_list removes
  * what was never accepted (see the crash table in spool.c) unless a
  * message is still being received or committed (its lock is held), and
- * lists the committed messages, oldest first, damaged ones included.
+ * lists the committed messages, oldest first, damaged ones included;
+ * spool_list_readonly lists the same and touches nothing (postern queue).
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -121,10 +122,13 @@ spool_entry_cmp(const void *a, const void *b)
 	return strcmp(x->qid, y->qid);
 }
 
-/* Collect committed envelopes; drop .tmp leftovers and content-less ones. */
+/*
+ * Collect committed envelopes; .tmp leftovers and content-less ones are
+ * passed over, and removed when sweep.
+ */
 static int
-spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
-    const char **err_out)
+spool_scan_env(struct spool *sp, bool sweep, struct spool_entry **ents_out,
+    size_t *n_out, const char **err_out)
 {
 	struct spool_entry *ents = NULL;
 	struct dirent *de;
@@ -147,13 +151,16 @@ spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
 		if (name[0] == '.')
 			continue;
 		if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
-			spool_reap_env_tmp(sp, name, len - 4);
+			if (sweep)
+				spool_reap_env_tmp(sp, name, len - 4);
 			continue;
 		}
 		if (!spool_qid_is_valid(name) ||
 		    fstatat(sp->fd[SUB_ENV], name, &st, AT_SYMLINK_NOFOLLOW)
 		    == -1 || !S_ISREG(st.st_mode)) {
-			log_msg(LOG_LVL_WARN, "spool: ignoring env/%s", name);
+			if (sweep)
+				log_msg(LOG_LVL_WARN, "spool: ignoring env/%s",
+				    name);
 			continue;
 		}
 		/*
@@ -166,6 +173,8 @@ spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
 		 */
 		if (!spool_exists(sp, SUB_MSG, name) &&
 		    !spool_exists(sp, SUB_DONE, name)) {
+			if (!sweep)
+				continue;
 			log_msg(LOG_LVL_INFO, "spool: removing unaccepted "
 			    "env/%s (no content)", name);
 			unlinkat(sp->fd[SUB_ENV], name, 0);
@@ -182,18 +191,32 @@ spool_scan_env(struct spool *sp, struct spool_entry **ents_out, size_t *n_out,
 	return 0;
 }
 
+/* ents (n of them) as a malloc'd array of qids, oldest first. */
+static char **
+spool_entries_sorted(struct spool_entry *ents, size_t n)
+{
+	char **qids;
+
+	if (n > 1)
+		qsort(ents, n, sizeof(*ents), spool_entry_cmp);
+	qids = xcalloc(n + 1, sizeof(*qids));
+	for (size_t i = 0; i < n; i++)
+		qids[i] = ents[i].qid;
+	free(ents);
+	return qids;
+}
+
 int
 spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
     const char **err_out)
 {
 	struct spool_entry *ents;
 	size_t n;
-	char **qids;
 
 	*qids_out = NULL;
 	*n_out = 0;
 	if (spool_sweep(sp, SUB_TMP, err_out) == -1 ||
-	    spool_scan_env(sp, &ents, &n, err_out) == -1)
+	    spool_scan_env(sp, true, &ents, &n, err_out) == -1)
 		return -1;
 	if (spool_sweep(sp, SUB_MSG, err_out) == -1 ||
 	    spool_sweep(sp, SUB_DONE, err_out) == -1) {
@@ -202,13 +225,23 @@ spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
 		free(ents);
 		return -1;
 	}
-	if (n > 1)
-		qsort(ents, n, sizeof(*ents), spool_entry_cmp);
-	qids = xcalloc(n + 1, sizeof(*qids));
-	for (size_t i = 0; i < n; i++)
-		qids[i] = ents[i].qid;
-	free(ents);
-	*qids_out = qids;
+	*qids_out = spool_entries_sorted(ents, n);
+	*n_out = n;
+	return 0;
+}
+
+int
+spool_list_readonly(struct spool *sp, char ***qids_out, size_t *n_out,
+    const char **err_out)
+{
+	struct spool_entry *ents;
+	size_t n;
+
+	*qids_out = NULL;
+	*n_out = 0;
+	if (spool_scan_env(sp, false, &ents, &n, err_out) == -1)
+		return -1;
+	*qids_out = spool_entries_sorted(ents, n);
 	*n_out = n;
 	return 0;
 }

@@ -232,6 +232,14 @@ int	spool_remove(struct spool *sp, const char *qid, const char **err_out);
  */
 int	spool_list(struct spool *sp, char ***qids_out, size_t *n_out,
 	    const char **err_out);
+/*
+ * The same list, read only: nothing is removed and nothing logged; what
+ * spool_list would remove is not listed.  For a reader beside a running
+ * server (postern queue list), where a message being removed may have
+ * lost its envelope already.
+ */
+int	spool_list_readonly(struct spool *sp, char ***qids_out, size_t *n_out,
+	    const char **err_out);
 
 /*
  * The spool log (log.c, logrecover.c, logspool.c): a preallocated

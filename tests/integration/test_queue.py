@@ -210,6 +210,49 @@ def test_hold_release_delete_flush(qpostern):
     assert subjects == ["held", "last", "other"]
 
 
+def test_list_and_show_change_nothing_in_the_spool(make_postern):
+    """list and show only read: what has no envelope (a message being
+    received, or one being removed, its envelope gone first) is passed
+    over without a word and left where it is; removing leftovers is the
+    server start's business."""
+    srv = make_postern(extra=("queue retry-min 1h",))
+    block(srv, "bob")
+    qid = submit(srv, "alice@example.org", ["bob@example.org"], "listed")
+    wait_for(lambda: os.path.exists(srv.path("spool", "done", qid)),
+        what="the deferral")
+    srv.stop()
+    leftovers = [srv.path("spool", "msg", "Orphan0msg"),
+        srv.path("spool", "done", "Orphan0done"),
+        srv.path("spool", "tmp", "Orphan0tmp"),
+        srv.path("spool", "env", "Orphan0env.tmp")]
+    for p in leftovers:
+        with open(p, "w") as f:
+            f.write("x\n")
+    with open(srv.path("spool", "env", qid)) as f:
+        env = f.read()
+    with open(srv.path("spool", "env", "Orphan0env"), "w") as f:
+        f.write(env.replace(qid, "Orphan0env"))	# content-less: a torn commit
+    leftovers.append(srv.path("spool", "env", "Orphan0env"))
+    before = srv.spool_files()
+    r = queue_cli(srv, "list")
+    assert r.returncode == 0 and r.stderr == "", r
+    assert qid in r.stdout and "Orphan0" not in r.stdout, r.stdout
+    assert "1 Request." in r.stdout, r.stdout
+    r = queue_cli(srv, "list", "--json")
+    assert r.returncode == 0 and r.stderr == "", r
+    assert [m["queue_id"] for m in json.loads(r.stdout)] == [qid]
+    for name in ("Orphan0msg", "Orphan0done"):
+        r = queue_cli(srv, "show", name)
+        assert r.returncode == 1 and r.stderr == "postern queue: %s: " \
+            "no such message\n" % name, r
+    assert srv.spool_files() == before
+    # The next start is what removes them.
+    wired(srv.start())
+    for p in leftovers:
+        assert not os.path.exists(p), p
+    assert "spool: removing unaccepted msg/Orphan0msg" in srv.log()
+
+
 def test_queue_commands_usage(postern):
     r = queue_cli(postern, "show", "NoSuchQid")
     assert r.returncode == 1 and "no such message" in r.stderr
