@@ -469,13 +469,26 @@ queue_command(struct spool *sp, const char *verb, const char *qid)
 	(void)util_snprintf(cmd, sizeof(cmd), "%s%s%s", verb,
 	    qid != NULL ? " " : "", qid != NULL ? qid : "");
 	if (queue_control_request(spool_dir(sp), cmd, &reply, &err) == -1) {
-		if (errno == ENOENT || errno == ECONNREFUSED)
-			return queue_offline(sp, verb, qid);
-		if (errno == EACCES || errno == EPERM)
+		if (errno == EACCES || errno == EPERM) {
 			cli_spool_denied("postern queue", spool_dir(sp), err, "");
-		else
+			return 1;
+		}
+		if (errno != ENOENT && errno != ECONNREFUSED) {
 			fprintf(stderr, "postern queue: %s\n", err);
-		return 1;
+			return 1;
+		}
+		/*
+		 * No socket, or nobody on it: no server, unless one holds the
+		 * spool all the same (stopping, or its socket removed).  The
+		 * shared lock also keeps a server from starting meanwhile.
+		 */
+		if (spool_lock_shared(sp, &err) == -1) {
+			fprintf(stderr, "postern queue: %s: %s%s\n", verb, err,
+			    errno == EWOULDBLOCK ? ", which does not answer "
+			    "(stopping?); nothing done" : "");
+			return 1;
+		}
+		return queue_offline(sp, verb, qid);
 	}
 	if (strncmp(reply, "ok", 2) != 0) {
 		fprintf(stderr, "postern queue: %s%s%s\n", qid != NULL ? qid :

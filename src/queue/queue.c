@@ -908,12 +908,17 @@ queue_free(struct queue **qp)
 
 	if (q == NULL)
 		return;
-	queue_control_stop(q);
 	pthread_mutex_lock(&q->mu);
 	queue_stop_workers(q);
 	pthread_mutex_unlock(&q->mu);
 	for (unsigned i = 0; i < q->nthreads; i++)
 		pthread_join(q->threads[i], NULL);
+	/*
+	 * Only now: during the grace postern queue still reaches us (a
+	 * delete of a message in delivery must wait for that delivery), and
+	 * with no socket it would take the server for gone.
+	 */
+	queue_control_stop(q);
 	close(q->stop_pipe[0]);
 	close(q->stop_pipe[1]);
 	if (q->o.sweep_maildirs)

@@ -97,7 +97,8 @@ void	queue_shutdown(struct queue *q, uint64_t grace_ms);
 /*
  * Stop the workers after their current delivery, which is cut short (its
  * waits end, it is deferred and stays in the spool) when it runs past the
- * time queue_shutdown gave (without it: at once); then free.
+ * time queue_shutdown gave (without it: at once); the control socket
+ * answers until they have; then free.
  */
 void	queue_free(struct queue **qp);
 

@@ -178,8 +178,9 @@ spool_close(struct spool **spp)
 	*spp = NULL;
 }
 
-int
-spool_lock(struct spool *sp, const char **err_out)
+/* flock(op) <dir>/lock for sp: LOCK_EX (the server) or LOCK_SH. */
+static int
+spool_flock(struct spool *sp, int op, const char **err_out)
 {
 	char *p = xasprintf("%s/lock", sp->dir), pid[32] = "";
 	int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -188,9 +189,14 @@ spool_lock(struct spool *sp, const char **err_out)
 	/* Made by root before a privilege drop: a lock all the same. */
 	if (fd == -1 && errno == EACCES)
 		fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd == -1 || flock(fd, LOCK_EX | LOCK_NB) == -1) {
+	if (fd == -1 || flock(fd, op | LOCK_NB) == -1) {
 		int err = errno;
-		if (fd != -1 && err == EWOULDBLOCK) {
+		if (fd != -1 && err == EWOULDBLOCK && op == LOCK_EX &&
+		    flock(fd, LOCK_SH | LOCK_NB) == 0)
+			/* Shared: no server, but a postern queue at work. */
+			*err_out = util_err("spool %s is in use by postern "
+			    "queue, changing it; try again", sp->dir);
+		else if (fd != -1 && err == EWOULDBLOCK) {
 			/* The holder wrote its pid: name it. */
 			n = pread(fd, pid, sizeof(pid) - 1, 0);
 			pid[n > 0 ? n : 0] = '\0';
@@ -204,14 +210,31 @@ spool_lock(struct spool *sp, const char **err_out)
 		if (fd != -1)
 			close(fd);
 		free(p);
+		errno = err;
 		return -1;
 	}
 	free(p);
-	snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) == 0)
-		(void)!pwrite(fd, pid, strlen(pid), 0);
 	sp->lock_fd = fd;
 	return 0;
+}
+
+int
+spool_lock(struct spool *sp, const char **err_out)
+{
+	char pid[32];
+
+	if (spool_flock(sp, LOCK_EX, err_out) == -1)
+		return -1;
+	snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(sp->lock_fd, 0) == 0)
+		(void)!pwrite(sp->lock_fd, pid, strlen(pid), 0);
+	return 0;
+}
+
+int
+spool_lock_shared(struct spool *sp, const char **err_out)
+{
+	return spool_flock(sp, LOCK_SH, err_out);
 }
 
 const char *

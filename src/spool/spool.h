@@ -81,9 +81,18 @@ void	spool_close(struct spool **sp);
  * Take the spool for this process (the server): an exclusive flock on
  * <dir>/lock, which holds our pid, until spool_close.  -1 with *err_out
  * ("spool DIR is in use by another postern (pid N)") when another process
- * has it.  postern send and postern queue never take it.
+ * has it, or "... by postern queue ..." while one holds it shared (below).
+ * postern send never takes it.
  */
 int	spool_lock(struct spool *sp, const char **err_out);
+/*
+ * Keep the server off the spool while this process changes it directly
+ * (postern queue with no server): a shared flock on <dir>/lock until
+ * spool_close, so no server starts meanwhile.  -1 with *err_out and errno
+ * EWOULDBLOCK ("spool DIR is in use by another postern (pid N)") when a
+ * server holds the spool, even one that does not answer any more.
+ */
+int	spool_lock_shared(struct spool *sp, const char **err_out);
 const char *spool_dir(const struct spool *sp);
 /*
  * When the oldest message still in the spool was accepted (its envelope's

@@ -210,6 +210,34 @@ def test_hold_release_delete_flush(qpostern):
     assert subjects == ["held", "last", "other"]
 
 
+def test_queue_commands_never_bypass_a_server_that_holds_the_spool(qpostern):
+    """A server that holds the spool's lock runs, though its socket is
+    gone (removed by hand here; so it is at the last instant of a stop):
+    hold, delete and flush change nothing and say why, where the offline
+    path would pull the message from under it.  Once it has stopped, the
+    offline path works."""
+    srv = qpostern(extra=("queue retry-min 1h",))
+    block(srv, "bob")
+    qid = submit(srv, "alice@example.org", ["bob@example.org"], "kept")
+    wait_for(lambda: qid in queue_json(srv) and rcpt_of(queue_json(srv)[qid],
+        "bob@example.org")["attempts"] == 1, what="the deferral")
+    os.unlink(srv.path("spool", "control.sock"))
+    pid = str(srv.proc.pid)
+    for verb in ("delete", "hold", "flush"):
+        r = queue_cli(srv, verb, qid)
+        assert r.returncode == 1 and r.stdout == "", (verb, r)
+        assert r.stderr == "postern queue: %s: spool %s is in use by " \
+            "another postern (pid %s), which does not answer (stopping?); " \
+            "nothing done\n" % (verb, srv.path("spool"), pid), r.stderr
+    for sub in ("env", "msg"):
+        assert os.path.exists(srv.path("spool", sub, qid)), sub
+    assert not queue_json(srv)[qid]["held"]
+    srv.stop()
+    r = queue_cli(srv, "delete", qid)
+    assert (r.returncode, r.stdout) == (0, "%s: deleted\n" % qid), r
+    assert spool_empty(srv), srv.spool_files()
+
+
 def test_list_and_show_change_nothing_in_the_spool(make_postern):
     """list and show only read: what has no envelope (a message being
     received, or one being removed, its envelope gone first) is passed

@@ -741,19 +741,27 @@ def test_sigkill_after_the_upstream_said_250(make_postern, upstreams):
     settle(srv, up.count, 1, "kill -9 after 250")
 
 
+def held_at_the_dot(make_postern, upstreams, grace, subject):
+    """(upstream, server, qid): a message relayed to an upstream that took
+    it and does not answer the dot, with `limit shutdown-grace GRACE`."""
+    up = upstreams.scripted()
+    up.stall_data = True
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port,
+        extra=("limit shutdown-grace " + grace,))
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"],
+        subject=subject)
+    wait_for(up.stalled.is_set, timeout=10, what="the upstream holding the dot")
+    return up, srv, qid
+
+
 def test_sigterm_cuts_short_a_delivery_the_upstream_holds(make_postern,
         upstreams):
     """The upstream took the message and does not answer the dot.  A stop
     gives the delivery the shutdown grace, then cuts it short: postern
     exits at once after, the message stays in the spool (deferred), and
     the next start delivers it."""
-    up = upstreams.scripted()
-    up.stall_data = True
-    srv = relay_server(make_postern,
-        'action out relay "smtp://127.0.0.1:%d"' % up.port,
-        extra=("limit shutdown-grace 1s",))
-    qid = submit(srv, "alice@example.org", ["bob@remote.test"], subject="cut")
-    wait_for(up.stalled.is_set, timeout=10, what="the upstream holding the dot")
+    up, srv, qid = held_at_the_dot(make_postern, upstreams, "1s", "cut")
     t0 = time.monotonic()
     srv.sigterm()
     assert srv.wait_exit(10) == 0, srv.log()[-2000:]
@@ -765,6 +773,31 @@ def test_sigterm_cuts_short_a_delivery_the_upstream_holds(make_postern,
     assert "cut short: postern is stopping" in bob["last_error"], bob
     delivered_once_after_restart(srv, up, "cut",
         "a stop during the reply to the dot")
+
+
+def test_queue_commands_work_during_the_stop_grace(make_postern, upstreams):
+    """The control socket answers until the workers are done: during the
+    grace a flush is taken, and a delete of the message being delivered
+    waits for that delivery (cut short at the end of the grace), then
+    removes the message whole; nothing takes the server for gone and
+    changes the spool under it."""
+    _up, srv, qid = held_at_the_dot(make_postern, upstreams, "4s", "g")
+    srv.sigterm()
+    wait_for(lambda: "shutdown: waiting for 1 deliveries" in srv.log(),
+        timeout=10, what="the stop waiting for the delivery")
+    r = queue_cli(srv, "flush")
+    assert (r.returncode, r.stdout) == (0, "queue flushed\n"), r
+    r = queue_cli(srv, "delete", qid)
+    assert (r.returncode, r.stdout) == (0, "%s: deleted\n" % qid), r
+    # The delivery runs on: the message is whole until it ends.
+    assert srv.alive()
+    for sub in ("env", "msg"):
+        assert os.path.exists(srv.path("spool", sub, qid)), sub
+    assert srv.wait_exit(15) == 0, srv.log()[-2000:]
+    halted = [kv for kv, _ in log_events(srv, "halted") if kv["qid"] == qid]
+    assert halted and halted[0]["by"] == "operator" and \
+        halted[0]["why"] == "delete", srv.log()[-2000:]
+    assert spool_empty(srv), srv.spool_files()
 
 
 def test_sigterm_cuts_short_the_wait_after_a_pop_login(make_postern,
