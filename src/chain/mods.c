@@ -127,21 +127,33 @@ hfields_split(const char *head, size_t len, struct hfields *hf)
 	}
 }
 
-/* The field "name: value\n", a value's line breaks kept as folds. */
+/*
+ * The field "name: value\n", a value's line breaks kept as folds: never a
+ * new field.  RFC 5322 3.2.2: a folded line of white space only MUST NOT
+ * be generated, so the value's blank lines (a line break at its end
+ * too) are left out.
+ */
 static struct hfield
 hfield_make(const char *name, const char *value)
 {
 	struct util_buf b = { 0 };
+	size_t n = strcspn(value, "\n");
 
 	util_buf_printf(&b, "%s:", name);
 	/* libmilter gives the value without the space after the colon. */
-	if (*value != ' ' && *value != '\t' && *value != '\0')
+	if (*value != ' ' && *value != '\t' && *value != '\n' &&
+	    *value != '\0')
 		util_buf_add(&b, " ", 1);
-	for (const char *p = value; *p != '\0'; p++) {
-		util_buf_add(&b, p, 1);
-		/* A line break must be a fold: never a new field. */
-		if (*p == '\n' && p[1] != ' ' && p[1] != '\t')
+	util_buf_add(&b, value, n);
+	for (const char *p = value + n; *p == '\n'; p += n) {
+		p++;
+		n = strcspn(p, "\n");
+		if (strspn(p, " \t") == n)
+			continue;
+		util_buf_add(&b, "\n", 1);
+		if (*p != ' ' && *p != '\t')
 			util_buf_add(&b, "\t", 1);
+		util_buf_add(&b, p, n);
 	}
 	util_buf_add(&b, "\n", 1);
 	struct hfield f = { .len = b.len };

@@ -391,6 +391,21 @@ def test_addheader_on_a_message_without_body(make_postern, make_milter,
         "the file of a header-only message after addheader")
 
 
+def test_header_value_line_breaks_make_no_blank_line(make_postern,
+        make_milter, tmp_path):
+    """RFC 5322 3.2.2: a folded line of white space only MUST NOT be
+    generated.  A filter's value ending in a line break, or holding an
+    empty or blank line, is folded on its other lines only."""
+    rest = run_mods(make_postern, make_milter, tmp_path,
+        [["add", "X-Nl", "value\n"], ["add", "X-Gap", "a\n\nb"],
+         ["add", "X-Blank", "c\n \t\n d\n\n"],
+         ["chg", "Subject", 1, "\nfolded at once\n"]],
+        [b"Subject: s", b"", b"body"])
+    assert_bytes(rest, lf([b"Subject:", b"\tfolded at once",
+        b"X-Nl: value", b"X-Gap: a", b"\tb", b"X-Blank: c", b" d", b"",
+        b"body"]), "the file after edits whose values hold line breaks")
+
+
 def test_modifications_byte_exact_when_relayed(make_postern, make_milter,
         tmp_path, upstreams):
     # Relayed, the message goes through the spool; whole in memory at eom,

@@ -234,6 +234,12 @@ test_headers_edit(void **state)
 		{ "value keeps its leading space and folds", {
 		    { CHAIN_MOD_HDR_ADD, 0, "X-F", " a\nb\n\tc" } }, 1,
 		    HEAD "X-F: a\n\tb\n\tc\n" },
+		{ "no line of white space only", {
+		    { CHAIN_MOD_HDR_ADD, 0, "X-Nl", "value\n" },
+		    { CHAIN_MOD_HDR_ADD, 0, "X-Gap", "a\n\n \t\nb\n\n" },
+		    { CHAIN_MOD_HDR_CHANGE, 1, "From", "\nz@y\n" } }, 3,
+		    "Subject: one\nX-Remove: a\n b\nFrom:\n\tz@y\n"
+		    "subject: two\nX-Nl: value\nX-Gap: a\n\tb\n" },
 		{ "edits apply in order", {
 		    { CHAIN_MOD_HDR_INSERT, 0, "X-A", "1" },
 		    { CHAIN_MOD_HDR_CHANGE, 1, "Subject", "" },
