@@ -312,9 +312,14 @@ struct event_base *chain_session_base(struct chain_session *cs);
 struct evdns_base *chain_session_dns(struct chain_session *cs);
 struct store *chain_session_store(struct chain_session *cs);
 const char *chain_session_sid(const struct chain_session *cs);
-/* The header block collected so far (LF ends); NULL before DATA. */
-const char *chain_session_headers(const struct chain_session *cs,
-	    size_t *len_out);
+/*
+ * The header block collected so far (LF ends); NULL before DATA.  Once
+ * handlers have edited it (chain_session_add_mod), the block with their
+ * edits applied in order, as it will be delivered: a handler sees the
+ * edits of those before it.  Valid until the next edit or the end of the
+ * transaction.
+ */
+const char *chain_session_headers(struct chain_session *cs, size_t *len_out);
 const char *chain_session_message_file(const struct chain_session *cs);
 
 /*

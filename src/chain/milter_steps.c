@@ -276,12 +276,12 @@ milter_next(struct milter_conn *mc, struct util_buf *b, const char **err)
 		return 0;
 	if (!mc->sent_hdrs) {
 		size_t len;
+		/* With the edits of the handlers before: libmilter's
+		 * xxfi_header, "later filters will see header
+		 * changes/additions made by earlier ones". */
 		const char *h = chain_session_headers(cs, &len);
-		int64_t hl = chain_session_header_len(cs);
 		struct util_buf name = { 0 }, value = { 0 };
 		/* A block cut short by the size limit: its whole lines. */
-		if (hl >= 0)
-			len = (size_t)hl;
 		while (len > 0 && h[len - 1] != '\n')
 			len--;
 		bool more = !(mc->proto & MILTER_P_NOHDRS) && h != NULL &&

@@ -1,6 +1,7 @@
 /*
  * chain/mods.c: the modifications a handler (a milter, at eom) asks for,
- * pending until its step completes, and their effect on the header block.  Header indexes count the fields
+ * pending until its step completes, and their effect on the header block.
+ * Header indexes count the fields
  * of the client's header block as it stands after the earlier edits, as
  * Sendmail applies a filter's edits one after another.
  */
@@ -57,6 +58,10 @@ chain_session_add_mod(struct chain_session *cs, enum chain_mod_kind kind,
 void
 chain_session_mods_commit(struct chain_session *cs)
 {
+	/* Counted once committed: what later handlers see (session.c). */
+	for (size_t i = cs->nmods_kept; i < cs->nmods; i++)
+		if (cs->mods[i].name != NULL)
+			cs->nhdr_mods++;
 	cs->nmods_kept = cs->nmods;
 }
 
@@ -87,6 +92,9 @@ chain_mods_clear(struct chain_session *cs)
 	free(cs->mods);
 	cs->mods = NULL;
 	cs->nmods = cs->nmods_kept = 0;
+	cs->nhdr_mods = 0;
+	util_buf_clear(&cs->hdr_edited);
+	cs->hdr_edited_n = 0;
 }
 
 /* ----- editing the header block ----- */

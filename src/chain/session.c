@@ -422,10 +422,24 @@ chain_session_body(struct chain_session *cs, const char *buf, size_t len)
 }
 
 const char *
-chain_session_headers(const struct chain_session *cs, size_t *len_out)
+chain_session_headers(struct chain_session *cs, size_t *len_out)
 {
-	*len_out = cs->hdr.len;
-	return cs->hdr.len > 0 ? cs->hdr.data : NULL;
+	int64_t hl = chain_session_header_len(cs);
+
+	/* Unedited, or too long to edit (the commit refuses it then). */
+	if (cs->nhdr_mods == 0 || hl < 0) {
+		*len_out = cs->hdr.len;
+		return cs->hdr.len > 0 ? cs->hdr.data : NULL;
+	}
+	/* Edited: made again only when an edit came since. */
+	if (cs->hdr_edited_n != cs->nhdr_mods) {
+		util_buf_reset(&cs->hdr_edited);
+		chain_headers_edit(cs->hdr.data != NULL ? cs->hdr.data : "",
+		    (size_t)hl, cs->mods, cs->nmods_kept, &cs->hdr_edited);
+		cs->hdr_edited_n = cs->nhdr_mods;
+	}
+	*len_out = cs->hdr_edited.len;
+	return cs->hdr_edited.len > 0 ? cs->hdr_edited.data : NULL;
 }
 
 int64_t

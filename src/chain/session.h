@@ -130,6 +130,13 @@ struct chain_session {
 	size_t			 nmods;
 	size_t			 nmods_kept;	/* mods[0..nmods_kept) committed,
 						   the rest pending */
+	size_t			 nhdr_mods;	/* of the committed, the header
+						   block's */
+	/* hdr as handlers see it (chain_session_headers): the committed
+	 * header mods applied, the first hdr_edited_n of them when made;
+	 * committed mods only grow. */
+	struct util_buf		 hdr_edited;
+	size_t			 hdr_edited_n;
 	struct chain_slot	 slots[CHAIN_SLOTS_MAX];
 	size_t			 nslots;
 	bool			 in_tx_data;	/* between DATA and EOM */

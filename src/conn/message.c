@@ -291,16 +291,17 @@ conn_mods_head(struct conn *c, struct util_buf *head, size_t *old_len_out,
     struct smtp_reply *r)
 {
 	size_t n, len;
-	const struct chain_mod *m = chain_session_mods(c->cs, &n);
 	int64_t hl = chain_session_header_len(c->cs);
-	const char *h = chain_session_headers(c->cs, &len);
 
+	(void)chain_session_mods(c->cs, &n);
 	if (hl < 0) {
 		conn_set_reply(r, 451, "4.3.0 Header block too long to "
 		    "modify");
 		return -1;
 	}
-	chain_headers_edit(h != NULL ? h : "", (size_t)hl, m, n, head);
+	/* The block the handlers saw last: the edits applied in order. */
+	const char *h = chain_session_headers(c->cs, &len);
+	util_buf_add(head, h, len);
 	log_event(LOG_LVL_INFO, "modified", c->sid, conn_tx_env(c->tx)->qid,
 	    "headers=%zu size=%zu", n, head->len);
 	*old_len_out = (size_t)hl;

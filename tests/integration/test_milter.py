@@ -406,6 +406,50 @@ def test_header_value_line_breaks_make_no_blank_line(make_postern,
         b"body"]), "the file after edits whose values hold line breaks")
 
 
+def test_later_milter_sees_earlier_header_edits(make_postern, make_milter,
+        tmp_path):
+    """libmilter's xxfi_header: later filters see the header changes and
+    additions of earlier ones (a DKIM signer after a tagging filter signs
+    what is delivered), and so does a Lua script's facts.headers.  The
+    edits reach the Maildir file once."""
+    f = tmp_path / "mods.json"
+    f.write_text(json.dumps([["chg", "Subject", 1, "[tagged] hello"],
+        ["add", "X-Scan", "clean"], ["ins", 0, "X-Top", "1"],
+        ["chg", "X-Drop", 1, ""]]))
+    a = make_milter("mods", str(f))
+    b = make_milter("record", record=True)
+    lua = tmp_path / "seen.lua"
+    lua.write_text('function eom(f, state)\n'
+        '  local h = f.headers or ""\n'
+        '  local ok = h:find("Subject: [tagged] hello\\n", 1, true) and\n'
+        '    h:find("\\nX-Scan: clean\\n", 1, true) and\n'
+        '    not h:find("X-Drop", 1, true)\n'
+        '  return {"tag", "edited", ok and "yes" or "no"}\n'
+        'end\n')
+    srv = make_postern(config=make_config(["state memory",
+        'on eom { milter "%s"; lua "%s"; milter "%s" }' % (a.spec, lua,
+        b.spec)]))
+    with srv.session() as c:
+        c.hello()
+        r = transaction(c, "a@example.net", ["bob@localhost"],
+            [b"From: <a@example.net>", b"X-Drop: x", b"Subject: hello",
+            b"", b"body"])
+        assert (r.code, r.esc) == (250, "2.0.0"), "got %r\n%s" % (r,
+            c.transcript())
+        c.send("QUIT"); c.expect(221)
+    seen = [ev[1:] for ev in closed_events(b)[0] if ev[0] == "header"]
+    assert seen == [["X-Top", "1"], ["From", "<a@example.net>"],
+        ["Subject", "[tagged] hello"], ["X-Scan", "clean"]], \
+        "the second filter was shown %r" % (seen,)
+    log = wait_for(lambda: "accepted" in srv.log() and srv.log(),
+        what="the accepted line")
+    assert 'state="tx.edited=yes"' in log, log[-2000:]
+    rest = split_delivered(read_bytes(delivered(srv, "bob")[0]))[2]
+    assert_bytes(rest, lf([b"X-Top: 1", b"From: <a@example.net>",
+        b"Subject: [tagged] hello", b"X-Scan: clean", b"", b"body"]),
+        "the file after the first filter's edits")
+
+
 def test_modifications_byte_exact_when_relayed(make_postern, make_milter,
         tmp_path, upstreams):
     # Relayed, the message goes through the spool; whole in memory at eom,
