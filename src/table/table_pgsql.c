@@ -5,7 +5,10 @@
  * column is a value.  libpq's non-blocking calls with poll() keep every
  * step (connect, prepare, query) within the lookup's deadline; a
  * connection that times out or fails is closed, and the pool makes a new
- * one.  One the server closed while idle says so, and the front asks again.
+ * one; a command still running on it is cancelled first, so the server
+ * does not keep working for nobody.  One the server closed while idle says
+ * so, and the front asks again.  The server's notices and warnings go to
+ * the log, escaped, never to stderr raw.
  */
 #include "table/table.h"
 
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log/log.h"
 #include "table/table_private.h"
 #include "util/util.h"
 
@@ -116,11 +120,61 @@ pg_finish(struct table *t, PGconn *pg, uint64_t deadline_ms,
 	return 0;
 }
 
+/*
+ * A NOTICE or WARNING from the server (RAISE in a function the query
+ * calls, a deprecation at connect): its text may echo the key, which is
+ * a client's, so it is escaped like any peer text.
+ */
+static void
+pg_notice_cb(void *arg, const PGresult *res)
+{
+	const struct table *t = arg;
+	const char *sev = PQresultErrorField(res,
+	    PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	enum log_level lvl = LOG_LVL_DEBUG;
+	char safe_sev[32], safe_msg[512];
+
+	if (sev == NULL)
+		sev = "NOTICE";
+	if (msg == NULL)
+		msg = "";
+	if (strcmp(sev, "WARNING") == 0)
+		lvl = LOG_LVL_WARN;
+	else if (strcmp(sev, "NOTICE") == 0 || strcmp(sev, "INFO") == 0)
+		lvl = LOG_LVL_INFO;
+	log_msg(lvl, "table=%s backend=pgsql notice severity=%s text=\"%s\"",
+	    t->name, log_safe_into(safe_sev, sizeof(safe_sev), sev,
+	    strlen(sev)), log_safe_into(safe_msg, sizeof(safe_msg), msg,
+	    strlen(msg)));
+}
+
+/*
+ * Close pg; a command still running there (its answer did not come in
+ * time) is cancelled first, or the server would go on with it, holding a
+ * session past the pool's size.  XXX: PQcancel blocks while it connects
+ * (libpq 15 has no other way); it runs on a lookup thread, never a loop.
+ */
+static void
+pg_drop(PGconn *pg)
+{
+	PGcancel *cancel;
+	char buf[256];
+
+	if (pg != NULL && PQstatus(pg) == CONNECTION_OK &&
+	    PQtransactionStatus(pg) == PQTRANS_ACTIVE &&
+	    (cancel = PQgetCancel(pg)) != NULL) {
+		(void)PQcancel(cancel, buf, sizeof(buf));
+		PQfreeCancel(cancel);
+	}
+	PQfinish(pg);
+}
+
 static void
 pg_disconnect(struct table *t, void *conn)
 {
 	(void)t;
-	PQfinish(conn);
+	pg_drop(conn);
 }
 
 static void *
@@ -132,6 +186,7 @@ pg_connect(struct table *t, uint64_t deadline, const char **err_out)
 
 	if (pg == NULL || PQstatus(pg) == CONNECTION_BAD)
 		goto bad;
+	PQsetNoticeReceiver(pg, pg_notice_cb, t);
 	while (st != PGRES_POLLING_OK) {
 		if (st == PGRES_POLLING_FAILED)
 			goto bad;
@@ -150,7 +205,7 @@ pg_connect(struct table *t, uint64_t deadline, const char **err_out)
 		if (res == NULL && PQstatus(pg) != CONNECTION_OK)
 			*err_out = util_err("pgsql %s: %s", t->name,
 			    PQerrorMessage(pg));
-		PQfinish(pg);
+		pg_drop(pg);
 		return NULL;
 	}
 	PQclear(res);
@@ -169,8 +224,10 @@ pg_open(struct table *t, const char **err_out)
 	PQconninfoOption *o = PQconninfoParse(t->path, &err);
 
 	if (o == NULL) {
-		*err_out = util_err("table %s: bad conninfo: %s", t->name,
-		    err != NULL ? err : "out of memory");
+		const char *why = err != NULL ? err : "out of memory";
+		/* libpq's text ends in a newline; the line is ours to end. */
+		*err_out = util_err("table %s: bad conninfo: %.*s", t->name,
+		    (int)strcspn(why, "\n"), why);
 		PQfreemem(err);
 		return -1;
 	}

@@ -9,12 +9,14 @@ the first test runs.
 
 import crypt
 import os
+import re
 import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import (HOST, REPO, listen_config, make_config, plain,
-    send_message, wait_for, TEMPLATE_HEAD)
+from conftest import (HOST, REPO, free_port, listen_config, make_config,
+    plain, run_cli, send_message, wait_for, TEMPLATE_HEAD)
 
 def example_config(pg):
     with open(os.path.join(REPO, "examples", "slimsmtp", "postern.conf")) as f:
@@ -216,6 +218,122 @@ def test_pgsql_restart_costs_no_rcpt_but_an_outage_is_451(make_postern, pg):
     r = lookup()
     assert (r.code, r.esc) == (451, "4.3.0"), r
     assert srv.log().count("backend=pgsql unavailable") == 1
+
+
+# ----- what PostgreSQL says besides answers; slow and failed lookups --------
+
+def test_pgsql_notices_are_logged_escaped(make_postern, pg):
+    """A function the query calls raises a NOTICE and a WARNING that echo
+    the key, a client's AUTH user name with a newline and an ESC in it:
+    both are postern log lines, escaped, at info and warn; nothing of
+    them reaches stderr raw, so no line is forged."""
+    pg.sql("CREATE TABLE users (name text PRIMARY KEY, hash text)")
+    pg.sql("INSERT INTO users VALUES ('tuser', '%s')" % crypt.crypt("pw1",
+        crypt.mksalt(crypt.METHOD_SHA512)))
+    pg.sql("CREATE FUNCTION user_hash(k text) RETURNS SETOF text "
+        "LANGUAGE plpgsql AS $f$ BEGIN "
+        "RAISE NOTICE 'auth lookup for %', k; "
+        "RAISE WARNING 'slow lookup for %', k; "
+        "RETURN QUERY SELECT hash FROM users WHERE name = k; END $f$")
+    srv = make_postern(config=listen_config("auth-plaintext", extra=[
+        'table users pgsql:"%s" query "SELECT user_hash($1)" '
+        'cache off negative-cache off' % pg.conninfo(), "auth <users>",
+        "auth-guard 1000/1h tarpit 0"]))
+    forged = ("nobody\n2026-01-01T00:00:00.000000Z info auth sid=forged "
+        "user=\"admin\"\x1b[2J")
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain("tuser", "pw1")); c.expect(235)
+    with srv.session() as c:
+        c.hello()
+        c.send("AUTH PLAIN " + plain(forged, "x")); c.expect(535)
+    # (The lookup's lines come before the answer's.)
+    wait_for(lambda: "auth-failed" in srv.log(), what="the failed AUTH")
+    log = srv.log()
+    assert "\x1b" not in log, log[-3000:]
+    assert not re.search(r"^20\S+ info auth sid=forged", log, re.M), log
+    assert "NOTICE:" not in log and "WARNING:" not in log, log[-3000:]
+    assert re.search(r" info table=users backend=pgsql notice "
+        r"severity=NOTICE text=\"auth lookup for nobody\\x0a2026-01-01"
+        r"t00:00:00\.000000z info auth sid=forged user=\\x22admin\\x22"
+        r"\\x1b\[2j\"$", log, re.M), log[-3000:]
+    assert re.search(r" warn table=users backend=pgsql notice "
+        r"severity=WARNING text=\"slow lookup for tuser\"$", log, re.M), \
+        log[-3000:]
+
+
+def pg_locked(pg, table, seconds):
+    """An administrator's transaction holding table's exclusive lock."""
+    return subprocess.Popen(["runuser", "-u", "postgres", "--", "psql",
+        "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postern", "-d", "mail",
+        "-qc", "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; "
+        "SELECT pg_sleep(%d); COMMIT;" % (table, seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pg_waiting(pg):
+    """postern's sessions waiting for a lock."""
+    return int(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE "
+        "usename = 'postern' AND wait_event_type = 'Lock' AND "
+        "application_name <> 'psql'"))
+
+
+def test_pgsql_timed_out_queries_are_cancelled(make_postern, pg):
+    """A table locked by an administrator: each RCPT gets 451 at the
+    table's timeout, and its query is cancelled on the server, so postern
+    never holds more sessions there than its pool of 2."""
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    pg.sql("INSERT INTO boxes VALUES ('bob@example.org')")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT address FROM boxes WHERE '
+        'address = $1" pool 2 timeout 1s cache off negative-cache off'
+        % pg.conninfo()], rules=["match to <boxes> action local"])
+    assert rcpt_one(srv, "bob@example.org").code == 250
+    locker = pg_locked(pg, "boxes", 60)
+    try:
+        wait_for(lambda: int(pg.sql("SELECT count(*) FROM pg_locks WHERE "
+            "mode = 'AccessExclusiveLock' AND granted AND relation = "
+            "'boxes'::regclass")) == 1, what="the lock")
+        for i in range(6):
+            r = rcpt_one(srv, "bob@example.org")
+            assert (r.code, r.esc) == (451, "4.3.0"), r
+            # Past the second in which lookups fail at once after a
+            # failed connect: each asks the server.
+            time.sleep(1.1)
+        wait_for(lambda: pg_waiting(pg) <= 2, timeout=5,
+            what="at most the pool's 2 sessions waiting (%d)" %
+            pg_waiting(pg))
+    finally:
+        # (Killing runuser would leave its psql holding the lock.)
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'psql' AND query LIKE '%pg_sleep%' "
+            "AND pid <> pg_backend_pid()")
+        locker.wait(10)
+    # The lock gone, the table answers again.
+    wait_for(lambda: rcpt_one(srv, "bob@example.org").code == 250,
+        timeout=10, interval=0.5, what="an answer after the lock")
+
+
+
+
+
+
+
+
+
+
+def test_check_bad_conninfo_is_one_line(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(make_config(['table boxes pgsql:"bogus=1" query '
+        '"SELECT $1"']).replace("{tmp}", str(tmp_path)).replace("{port}",
+        str(free_port())))
+    r = run_cli("check", "-c", str(conf), cwd=str(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert re.search(r"^%s:\d+: table boxes: bad conninfo: invalid "
+        r"connection option \"bogus\"\n(?!\n)" % re.escape(str(conf)), out,
+        re.M), repr(out)
+    assert "\n\n" not in out, repr(out)
 
 
 def redis_cmd(port, *args):
