@@ -3,9 +3,11 @@
  * is queued to the table's own threads (as many as its pool has
  * connections), which run the blocking lookup and post the answer to the
  * asking loop's table_loop; a timer on that loop answers TABLE_ERROR if
- * the backend is slower than the table's timeout.  A request is freed only
- * on its loop, or by the worker once its loop has gone away, so no thread
- * touches a freed event.
+ * the backend is slower than the table's timeout.  A request nobody waits
+ * for any more (answered by its timer, cancelled) is dropped unasked when
+ * a worker reaches it.  A request is freed only on its loop, or by the
+ * worker once its loop has gone away, so no thread touches a freed event.
+ * A failure is counted once, where the asker hears of it.
  */
 #include "table/table.h"
 
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "table/table_private.h"
 #include "util/util.h"
 
@@ -35,6 +38,7 @@ struct table_req {
 	struct table_values	 vals;
 	int			 rc;
 	table_done_cb		*cb;		/* NULL once answered or cancelled */
+	atomic_bool		 unwanted;	/* cb went NULL: for the workers */
 	void			*arg;
 	struct event		*timer;		/* owned by the loop; NULL after */
 	struct table_req	*next;		/* table queue, then done list */
@@ -59,6 +63,14 @@ table_req_free(struct table_req *req)
 	free(req->key);
 	free(req);
 	table_loop_unref(tl);
+}
+
+/* Nobody waits for req's answer any more (loop thread). */
+static void
+table_req_unwanted(struct table_req *req)
+{
+	req->cb = NULL;
+	atomic_store(&req->unwanted, true);
 }
 
 static void
@@ -97,7 +109,9 @@ table_loop_done_cb(evutil_socket_t fd, short what, void *arg)
 		table_req_unlink(req);
 		if (req->cb != NULL) {
 			table_done_cb *cb = req->cb;
-			req->cb = NULL;
+			table_req_unwanted(req);
+			if (req->rc == TABLE_ERROR)
+				metrics_inc(MET_TABLE_ERRORS, 0, 0);
 			cb(req->arg, req->rc, req->rc == TABLE_FOUND ?
 			    &req->vals : NULL);
 		}
@@ -116,7 +130,7 @@ table_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (cb == NULL)
 		return;
-	req->cb = NULL;
+	table_req_unwanted(req);
 	table_note_timeout(req->t);
 	cb(req->arg, TABLE_ERROR, NULL);
 }
@@ -157,7 +171,7 @@ table_loop_free(struct table_loop **tlp)
 	}
 	/* The rest are with the workers, who free them now. */
 	while ((req = tl->pending) != NULL) {
-		req->cb = NULL;
+		table_req_unwanted(req);
 		table_req_unlink(req);
 	}
 	event_free(tl->ev);
@@ -183,6 +197,7 @@ table_lookup_start(struct table *t, struct table_loop *tl, const char *key,
 	req->t = t;
 	req->key = xstrdup(key);
 	req->cb = cb;
+	atomic_init(&req->unwanted, false);
 	req->arg = arg;
 	req->timer = evtimer_new(tl->base, table_req_timeout_cb, req);
 	tv.tv_sec = (time_t)(t->timeout_ms / 1000);
@@ -207,7 +222,7 @@ void
 table_lookup_cancel(struct table_req **reqp)
 {
 	if (*reqp != NULL)
-		(*reqp)->cb = NULL;	/* the answer frees it */
+		table_req_unwanted(*reqp);	/* the answer frees it */
 	*reqp = NULL;
 }
 
@@ -271,7 +286,10 @@ table_worker_main(void *arg)
 		if ((t->jobs = req->next) == NULL)
 			t->jobs_tail = &t->jobs;
 		pthread_mutex_unlock(&t->mu);
-		table_req_finish(req, table_get(t, req->key, &req->vals));
+		/* Its asker had its answer: the backend is not asked. */
+		table_req_finish(req, atomic_load(&req->unwanted) ?
+		    TABLE_ERROR : table_get_uncounted(t, req->key,
+		    &req->vals));
 		pthread_mutex_lock(&t->mu);
 	}
 	pthread_mutex_unlock(&t->mu);

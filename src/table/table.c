@@ -168,12 +168,13 @@ table_is_remote(const struct table *t)
 
 /* ----- blocking lookups ----- */
 
-/* Outage bookkeeping (t->mu held): log the start and the end once. */
+/*
+ * Outage bookkeeping (t->mu held): log the start and the end once.  The
+ * failed lookups are counted where their askers hear of them.
+ */
 static void
 table_note(struct table *t, bool ok, const char *why)
 {
-	if (!ok)
-		metrics_inc(MET_TABLE_ERRORS, 0, 0);
 	if (ok && t->down) {
 		t->down = false;
 		log_msg(LOG_LVL_INFO, "table=%s backend=%s answers again",
@@ -322,7 +323,8 @@ table_get_on(struct table *t, void *conn, bool idle, const char *k,
 }
 
 int
-table_get(struct table *t, const char *key, struct table_values *out)
+table_get_uncounted(struct table *t, const char *key,
+    struct table_values *out)
 {
 	struct table_values tv = { 0 };
 	char k[TABLE_KEY_MAX];
@@ -360,6 +362,16 @@ done:
 			table_values_add(out, tv.v[i], strlen(tv.v[i]));
 	table_values_clear(&tv);
 	return rc == 1 ? TABLE_FOUND : rc == 0 ? TABLE_MISSING : TABLE_ERROR;
+}
+
+int
+table_get(struct table *t, const char *key, struct table_values *out)
+{
+	int rc = table_get_uncounted(t, key, out);
+
+	if (rc == TABLE_ERROR)
+		metrics_inc(MET_TABLE_ERRORS, 0, 0);
+	return rc;
 }
 
 bool
@@ -405,6 +417,8 @@ table_try_now(struct table *t, const char *key, struct table_values *out)
 	rc = t->retry_ms != 0 && t->nidle == 0 && util_now_ms() <
 	    t->retry_ms ? TABLE_ERROR : TABLE_PENDING;
 	pthread_mutex_unlock(&t->mu);
+	if (rc == TABLE_ERROR)	/* a failed lookup like any other */
+		metrics_inc(MET_TABLE_ERRORS, 0, 0);
 	return rc;
 }
 
@@ -412,6 +426,7 @@ table_try_now(struct table *t, const char *key, struct table_values *out)
 void
 table_note_timeout(struct table *t)
 {
+	metrics_inc(MET_TABLE_ERRORS, 0, 0);
 	pthread_mutex_lock(&t->mu);
 	table_note(t, false, util_err("no answer within %llu ms",
 	    (unsigned long long)t->timeout_ms));

@@ -87,10 +87,15 @@ struct table_values *table_req_values(struct table_req *req);
 struct table_req *table_req_next(struct table_req *req);
 void	table_req_set_next(struct table_req *req, struct table_req *next);
 
+/* table.c: table_get() for the table's threads: a failure is not counted
+ * (postern_table_errors_total): the asker's side counts it. */
+int	table_get_uncounted(struct table *t, const char *key,
+	    struct table_values *out);
 /* table.c: the answer now when no backend is needed (memory, cache, a
  * known outage), else TABLE_PENDING. */
 int	table_try_now(struct table *t, const char *key,
 	    struct table_values *out);
+/* table.c: an asker's lookup timed out: an outage, and a failure counted. */
 void	table_note_timeout(struct table *t);
 
 /* cache.c */

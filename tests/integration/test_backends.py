@@ -9,6 +9,7 @@ the first test runs.
 
 import crypt
 import os
+import http.client
 import re
 import socket
 import subprocess
@@ -314,10 +315,67 @@ def test_pgsql_timed_out_queries_are_cancelled(make_postern, pg):
         timeout=10, interval=0.5, what="an answer after the lock")
 
 
+def test_pgsql_lookups_nobody_waits_for_are_not_run(make_postern, pg):
+    """Four RCPTs at once on a pool of 1 against a query slower than the
+    timeout: all get 451 at the timeout.  The three still queued then are
+    dropped, not run after all: the server is asked once, and the next
+    lookup is answered at once."""
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    pg.sql("INSERT INTO boxes VALUES ('fast@example.org')")
+    # A sequence counts the calls: cancelling a call undoes no nextval.
+    pg.sql("CREATE SEQUENCE calls")
+    pg.sql("CREATE FUNCTION lk(k text) RETURNS SETOF text LANGUAGE plpgsql "
+        "AS $f$ BEGIN IF k LIKE 'slow%' THEN PERFORM nextval('calls'); "
+        "PERFORM pg_sleep(1.5); END IF; "
+        "RETURN QUERY SELECT address FROM boxes WHERE address = k; END $f$")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT lk($1)" pool 1 timeout 500ms '
+        'cache off negative-cache off' % pg.conninfo()],
+        rules=["match to <boxes> action local"])
+    # The pool's connection made, so the slow lookups only wait.
+    assert rcpt_one(srv, "fast@example.org").code == 250
+    with ThreadPoolExecutor(4) as ex:
+        replies = list(ex.map(lambda i: rcpt_one(srv,
+            "slow%d@example.org" % i), range(4)))
+    assert [(r.code, r.esc) for r in replies] == [(451, "4.3.0")] * 4, replies
+    wait_for(lambda: rcpt_one(srv, "fast@example.org").code == 250,
+        timeout=15, interval=0.2, what="the pool free again")
+    calls = pg.sql("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
+        "FROM calls")
+    assert int(calls) == 1, "the slow query ran %s times" % calls.strip()
 
 
+def table_errors(port):
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode()
+    finally:
+        c.close()
+    m = re.search(r"^postern_table_errors_total (\S+)$", body, re.M)
+    return float(m.group(1))
 
 
+def test_pgsql_down_every_failed_lookup_is_counted(make_postern, pg):
+    """PostgreSQL stopped: five RCPTs get 451, the first after a failed
+    connect, the rest at once (the backend is known down); the counter
+    of failed lookups goes up by five, one for each."""
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    mport = free_port()
+    srv = make_postern(extra=["metrics listen 127.0.0.1:%d" % mport,
+        'table boxes pgsql:"%s" query "SELECT address FROM boxes WHERE '
+        'address = $1" cache off negative-cache off' % pg.conninfo()],
+        rules=["match to <boxes> action local"])
+    wait_for(lambda: "metrics on http://127.0.0.1:%d/metrics" % mport in
+        srv.log(), what="the metrics endpoint")
+    pg.ctl("stop")
+    before = table_errors(mport)
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        for i in range(5):
+            c.send("RCPT TO:<bob%d@example.org>" % i); c.expect(451, "4.3.0")
+    assert table_errors(mport) - before == 5
 
 
 
