@@ -366,7 +366,8 @@ route_one(struct route_eval *e, const struct route_client *cl,
 		if (pending)
 			return STEP_PENDING;
 		return route_stop(res, st, "%s <%s>", st == ROUTE_TEMPFAIL ?
-		    "a table did not answer for" : "no rule for", addr);
+		    "a table lookup failed (no answer in time, or an error) "
+		    "for" : "no rule for", addr);
 	}
 	if (a->kind == CONFIG_ACTION_MAILDIR) {
 		if ((rc = route_maildir(e, a, addr, &t, res)) != STEP_DONE)

@@ -378,6 +378,22 @@ def test_pgsql_down_every_failed_lookup_is_counted(make_postern, pg):
     assert table_errors(mport) - before == 5
 
 
+def test_pgsql_sql_error_is_said_to_be_a_failure(make_postern, pg):
+    """A query naming a relation that does not exist: 451, and the log
+    says the lookup failed, the server's error in the table's line."""
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT address FROM nosuch WHERE '
+        'address = $1" cache off negative-cache off' % pg.conninfo()],
+        rules=["match to <boxes> action local"])
+    r = rcpt_one(srv, "bob@example.org")
+    assert (r.code, r.esc) == (451, "4.3.0"), r
+    log = wait_for(lambda: "route-error" in srv.log() and srv.log(),
+        what="the route-error line")
+    assert 'why="a table lookup failed (no answer in time, or an error) ' \
+        'for <bob@example.org>"' in log, log[-3000:]
+    assert re.search(r'table=boxes backend=pgsql unavailable .*why="pgsql '
+        r'boxes: ERROR:  relation \\x22nosuch\\x22 does not exist', log), \
+        log[-3000:]
 
 
 def test_check_bad_conninfo_is_one_line(tmp_path):
