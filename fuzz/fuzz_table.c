@@ -73,7 +73,8 @@ fz_check(struct table *t, char *text)
 			continue;
 		keys = xreallocarray(keys, n + 1, sizeof(*keys));
 		keys[n++] = key;
-		if (!table_lookup(t, key, &got) || strcmp(got, value) != 0)
+		if (table_get_first(t, key, &got) != TABLE_FOUND ||
+		    strcmp(got, value) != 0)
 			abort();
 		free(got);
 		const char *at = strrchr(key, '@');

@@ -517,19 +517,26 @@ deliver_mx_hosts(const char *v, int dport, struct deliver_mx_host **hosts_out,
 	return rc;
 }
 
-/* The mx-hosts entry of domain, a key in any of its spellings. */
-static bool
+/*
+ * The mx-hosts entry of domain, a key in any of its spellings: TABLE_FOUND
+ * (*value_out malloc'd), TABLE_MISSING, or TABLE_ERROR when no spelling was
+ * found and the table failed to answer for one of them.
+ */
+static int
 mx_hosts_lookup(struct table *t, const char *domain, char **value_out)
 {
 	char *sp[2];
-	bool found = table_lookup(t, domain, value_out);
-	size_t n = found ? 0 : util_idna_spellings(domain, sp);
+	int rc = table_get_first(t, domain, value_out);
+	size_t n = rc == TABLE_FOUND ? 0 : util_idna_spellings(domain, sp);
 
 	for (size_t i = 0; i < n; i++) {
-		found = found || table_lookup(t, sp[i], value_out);
+		if (rc != TABLE_FOUND) {
+			int rc2 = table_get_first(t, sp[i], value_out);
+			rc = rc2 == TABLE_MISSING ? rc : rc2;
+		}
 		free(sp[i]);
 	}
-	return found;
+	return rc;
 }
 
 int
@@ -543,7 +550,14 @@ deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
 	int rc;
 
 	*perm_out = false;
-	if (o->mx_hosts != NULL && mx_hosts_lookup(o->mx_hosts, domain, &v)) {
+	rc = o->mx_hosts != NULL ? mx_hosts_lookup(o->mx_hosts, domain, &v) :
+	    TABLE_MISSING;
+	if (rc == TABLE_ERROR) {
+		/* Not "no entry": DNS could give another answer, or none. */
+		*err_out = util_err("4.4.3 mx-hosts <%s>: the table did not "
+		    "answer for %s", table_name(o->mx_hosts), domain);
+		rc = -1;
+	} else if (rc == TABLE_FOUND) {
 		rc = deliver_mx_hosts(v, o->port != 0 ? o->port : 25, &l.h,
 		    &l.n, err_out);
 		free(v);

@@ -191,12 +191,16 @@ remote_pop(struct remote_relay *r, const char **err_out)
 	uint64_t now = util_now_ms();
 	if (r->pop_last_ms != 0 && now - r->pop_last_ms < cr->pop_interval_ms)
 		goto out;
-	if (!table_lookup(r->pop_pass, cr->pop_user, &pass)) {
-		*err_out = util_err("4.7.0 POP3: no password for %s in "
-		    "the pass-table", cr->pop_user);
+	if ((rc = table_get_first(r->pop_pass, cr->pop_user, &pass)) !=
+	    TABLE_FOUND) {
+		*err_out = rc == TABLE_MISSING ? util_err("4.7.0 POP3: no "
+		    "password for %s in the pass-table", cr->pop_user) :
+		    util_err("4.3.0 POP3: pass-table <%s> did not answer",
+		    table_name(r->pop_pass));
 		rc = -1;
 		goto out;
 	}
+	rc = 0;
 	struct deliver_pop_opts po = { .host = cr->pop_host,
 	    .port = cr->pop_port, .user = cr->pop_user, .pass = pass,
 	    .no_verify = cr->no_verify, .ca_file = cr->ca_file,
@@ -240,11 +244,14 @@ remote_relay_send(struct remote_relay *r, const struct deliver_msg *m,
 	remote_smtp_opts(r, m, &so, &rw);
 	if (r->auth != NULL) {
 		/* Looked up per message, so an edited table applies. */
-		if (!table_lookup(r->auth, r->cr->host, &cred) &&
-		    !table_lookup(r->auth, "default", &cred)) {
-			*err_out = util_err("4.7.0 no credentials for %s "
-			    "(or \"default\") in the auth table",
-			    r->cr->host);
+		int rc = table_get_first(r->auth, r->cr->host, &cred);
+		if (rc == TABLE_MISSING)
+			rc = table_get_first(r->auth, "default", &cred);
+		if (rc != TABLE_FOUND) {
+			*err_out = rc == TABLE_MISSING ? util_err("4.7.0 no "
+			    "credentials for %s (or \"default\") in the auth "
+			    "table", r->cr->host) : util_err("4.3.0 auth <%s>: "
+			    "the table did not answer", table_name(r->auth));
 			deliver_status_all(st, n, DELIVER_TEMPFAIL, *err_out);
 			return DELIVER_TEMPFAIL;
 		}

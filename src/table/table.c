@@ -374,8 +374,8 @@ table_get(struct table *t, const char *key, struct table_values *out)
 	return rc;
 }
 
-bool
-table_lookup(struct table *t, const char *key, char **value_out)
+int
+table_get_first(struct table *t, const char *key, char **value_out)
 {
 	struct table_values tv = { 0 };
 	int rc = table_get(t, key, &tv);
@@ -383,7 +383,7 @@ table_lookup(struct table *t, const char *key, char **value_out)
 	if (rc == TABLE_FOUND && value_out != NULL)
 		*value_out = xstrdup(tv.n > 0 ? tv.v[0] : "");
 	table_values_clear(&tv);
-	return rc == TABLE_FOUND;
+	return rc;
 }
 
 bool

@@ -57,9 +57,12 @@ bool	table_is_remote(const struct table *t);
  * NULL), TABLE_MISSING, or TABLE_ERROR (logged once per outage).
  */
 int	table_get(struct table *t, const char *key, struct table_values *out);
-/* table_get() for one value: true when found (*value_out malloc'd, the
- * first value, "" when none); an error counts as not found. */
-bool	table_lookup(struct table *t, const char *key, char **value_out);
+/*
+ * table_get() for one value: TABLE_FOUND with *value_out malloc'd (the
+ * first value, "" when none), TABLE_MISSING, or TABLE_ERROR: a backend that
+ * is down is never taken for a key that is not there.
+ */
+int	table_get_first(struct table *t, const char *key, char **value_out);
 
 /* For "to <table>": is any key of the table in this domain?  Memory kinds
  * only: false for the others (use "to domain <TABLE>" there). */

@@ -945,6 +945,73 @@ def test_mx_hosts_keys_take_either_spelling(make_postern, upstreams,
         "c@m\u00dcller.example"]	# the parser folds ASCII case only
 
 
+# ----- delivery tables that do not answer ------------------------------------
+
+def first_outcome(srv, rcpt):
+    """(event, why) of RCPT's first attempt that did not deliver it."""
+    def outcomes():
+        return [(ev, kv["why"]) for ev in ("deferred", "failed")
+            for kv, _ in log_events(srv, ev) if kv.get("rcpt") == "<%s>"
+            % rcpt]
+    return wait_for(outcomes, timeout=15, what="an attempt at " + rcpt)[0]
+
+
+def test_mx_hosts_table_down_defers_and_never_asks_dns(make_postern,
+        upstreams, pg):
+    """An mx-hosts table whose PostgreSQL is down has no answer, not "no
+    entry": the recipient waits (4.4.3, naming the table) instead of going
+    to DNS, which says NXDOMAIN here and would bounce a message postern
+    has accepted.  Once the table answers, the message goes where it says."""
+    up = upstreams()
+    pg.sql("CREATE TABLE mxt (d text PRIMARY KEY, v text)")
+    pg.sql("INSERT INTO mxt VALUES ('dest.test', '10 127.0.0.1:%d')"
+        % up.port)
+    dport = free_port()
+    dns = Proc([os.path.join(DATA, "dnsd.py"), "--port", str(dport),
+        "--zone", "{}"])
+    try:
+        srv = make_postern(extra=FAST + (
+            'table mxt pgsql:"%s" query "SELECT v FROM mxt WHERE d = $1" '
+            'timeout 2s cache off negative-cache off' % pg.conninfo(),
+            "action out mx resolver 127.0.0.1:%d mx-hosts <mxt> "
+            "timeout connect 2s" % dport),
+            rules=(LOCAL_RULE, "match from local action out"))
+        pg.ctl("stop")
+        submit(srv, "alice@example.org", ["x@dest.test"], subject="held")
+        assert first_outcome(srv, "x@dest.test") == ("deferred", "4.4.3 "
+            "mx-hosts <mxt>: the table did not answer for dest.test")
+        assert srv.maildir("alice") == [], "a bounce to alice"
+        pg.ctl("start")
+        wait_for(up.messages, timeout=15, what="delivery once the "
+            "table answers")
+        assert rcpts_at(up) == ["x@dest.test"]
+    finally:
+        dns.stop()
+
+
+def test_credential_tables_down_say_so(make_postern, pg):
+    """A relay's auth table and a POP pass-table that do not answer defer
+    with that reason, not "no credentials" for keys the table holds."""
+    pg.sql("CREATE TABLE creds (k text PRIMARY KEY, v text)")
+    pg.sql("INSERT INTO creds VALUES ('127.0.0.1', 'alice s3cret'), "
+        "('default', 'bob pw'), ('popper', 'pw0rd')")
+    never = free_port()
+    srv = make_postern(extra=FAST + (
+        'table creds pgsql:"%s" query "SELECT v FROM creds WHERE k = $1" '
+        'timeout 2s cache off negative-cache off' % pg.conninfo(),
+        'action viaauth relay "smtp://127.0.0.1:%d" auth <creds>' % never,
+        'action viapop relay "smtp://127.0.0.1:%d" pop "pop3://127.0.0.1:%d"'
+        ' user popper pass-table <creds>' % (never, never)),
+        rules=(LOCAL_RULE, "match to domain auth.test action viaauth",
+            "match to domain pop.test action viapop"))
+    pg.ctl("stop")
+    submit(srv, "alice@example.org", ["a@auth.test", "p@pop.test"])
+    assert first_outcome(srv, "a@auth.test") == ("deferred",
+        "4.3.0 auth <creds>: the table did not answer")
+    assert first_outcome(srv, "p@pop.test") == ("deferred",
+        "4.3.0 POP3: pass-table <creds> did not answer")
+
+
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
 
 def pop_relay(make_postern, upstreams, tmp_path, pop_opts, *extra):

@@ -38,7 +38,8 @@ check_lookups(struct table *t, const char *what, const struct lookup_case *c,
 {
 	for (size_t i = 0; i < n; i++) {
 		char *v = NULL;
-		bool found = table_lookup(t, c[i].key, &v);
+		bool found = table_get_first(t, c[i].key, &v) ==
+		    TABLE_FOUND;
 		if (found != c[i].found || (found && strcmp(v, c[i].value) != 0))
 			fail_msg("%s case \"%s\": got %s \"%s\", want %s "
 			    "\"%s\"", what, c[i].key, found ? "found" :
@@ -46,7 +47,8 @@ check_lookups(struct table *t, const char *what, const struct lookup_case *c,
 			    "missing", c[i].value ? c[i].value : "");
 		free(v);
 		/* Without value_out the answer is the same. */
-		assert_int_equal(table_lookup(t, c[i].key, NULL), found);
+		assert_int_equal(table_get_first(t, c[i].key, NULL) ==
+		    TABLE_FOUND, found);
 	}
 }
 
@@ -217,12 +219,13 @@ test_many_keys(void **state)
 		char key[64], want[32], *v = NULL;
 		snprintf(key, sizeof(key), "USER%d@D%d.example", i, i % 97);
 		snprintf(want, sizeof(want), "v%d", i);
-		if (!table_lookup(t, key, &v) || strcmp(v, want) != 0)
+		if (table_get_first(t, key, &v) != TABLE_FOUND ||
+		    strcmp(v, want) != 0)
 			fail_msg("case \"%s\": got \"%s\", want \"%s\"", key,
 			    v ? v : "(missing)", want);
 		free(v);
 		snprintf(key, sizeof(key), "user%d@d%d.example", i, i % 97 + 1);
-		if (table_lookup(t, key, NULL))
+		if (table_get_first(t, key, NULL) != TABLE_MISSING)
 			fail_msg("case \"%s\": found, want missing", key);
 	}
 	assert_true(table_has_domain(t, "d96.example"));
@@ -236,7 +239,7 @@ lookup(struct table *t, const char *key)
 {
 	char *v = NULL;
 
-	if (!table_lookup(t, key, &v))
+	if (table_get_first(t, key, &v) != TABLE_FOUND)
 		return xstrdup("(missing)");
 	return v;
 }
@@ -287,7 +290,7 @@ test_reload(void **state)
 	table_set_recheck_ms(t, 0);
 	write_file(path, "k two\n", 10);
 	expect_soon(t, "k", "two", "changed mtime");
-	assert_true(table_lookup(t, "k", NULL));
+	assert_int_equal(table_get_first(t, "k", NULL), TABLE_FOUND);
 	assert_false(table_has_domain(t, "new.example"));
 
 	/* Same mtime, other size: re-read too. */
@@ -340,7 +343,7 @@ hammer_cb(void *arg)
 
 	while (!atomic_load(h->stop)) {
 		char *v = NULL;
-		if (table_lookup(h->t, "k", &v)) {
+		if (table_get_first(h->t, "k", &v) == TABLE_FOUND) {
 			atomic_fetch_add(&h->found, 1);
 			/* Only whole values: never a torn or freed one. */
 			if (strcmp(v, "a") != 0 && strcmp(v, "bb") != 0)
