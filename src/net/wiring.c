@@ -111,6 +111,37 @@ net_origin(const struct spool_env *env, struct deliver_origin *o,
 }
 
 /*
+ * The runtime of the action recipient r was routed to, by the name the
+ * spool keeps, as the configuration in force has it: *kp becomes its kind
+ * now.  A reload may have made that name another kind with a runtime: the
+ * action as configured now delivers (the name is all the spool keeps for
+ * those).  NULL with *why_out when there is none now, or the name is now
+ * a kind whose recipients carry what routing resolved (a maildir's
+ * folder), which the spool does not have for r.
+ */
+static void *
+net_queue_runtime(const struct conn_rt *rt, const struct spool_rcpt *r,
+    const struct deliver_kind **kp, const char **why_out)
+{
+	const struct deliver_kind *was = *kp;
+	void *run = r->arg != NULL ? conn_rt_runtime(rt, r->arg, kp) : NULL;
+
+	if (run != NULL) {
+		if (*kp != was)
+			queue_delivered_as(deliver_kind_name(*kp));
+		return run;
+	}
+	if (*kp != was && (*kp)->open == NULL)
+		*why_out = util_err("4.3.5 action %s is now a %s action; the "
+		    "message was routed to it as a %s action", r->arg,
+		    deliver_kind_name(*kp), deliver_kind_name(was));
+	else
+		*why_out = util_err("4.3.5 action %s is not configured any "
+		    "more", r->arg != NULL ? r->arg : "-");
+	return NULL;
+}
+
+/*
  * The queue's delivery of recipients idx[0..n) (several only of one action
  * of a one_copy kind) through their kind: with the runtime of the
  * configuration in force (found by the action's name that the spool
@@ -143,10 +174,8 @@ net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
 		    hostname, why_out);
 	if (k->open != NULL) {
 		rt = net_rt_get(srv);
-		if (r->arg == NULL || (run = conn_rt_runtime(rt, r->arg,
-		    &k)) == NULL) {
-			*why_out = util_err("4.3.5 action %s is not configured "
-			    "any more", r->arg != NULL ? r->arg : "-");
+		run = net_queue_runtime(rt, r, &k, why_out);
+		if (run == NULL) {
 			conn_rt_unref(&rt);
 			return DELIVER_TEMPFAIL;
 		}

@@ -37,6 +37,22 @@ queue_retry_after(uint64_t ms)
 	queue_hint_ms = ms;
 }
 
+/* The kind the delivery just went through, when not the spool's. */
+static __thread const char *queue_kind_now;
+
+void
+queue_delivered_as(const char *kind)
+{
+	queue_kind_now = kind;
+}
+
+/* The kind to log and count recipient r's attempt under. */
+static const char *
+queue_rcpt_kind(const struct spool_rcpt *r)
+{
+	return queue_kind_now != NULL ? queue_kind_now : r->action;
+}
+
 /*
  * When an attempt ended and the jitter of its retry: the same for the
  * recipients tried together (queue_attempt_copies, a one_copy kind's in
@@ -212,7 +228,8 @@ queue_log_rcpt(enum log_level lvl, const char *event,
 	char addr[256], to[256], action[64], whybuf[512];
 
 	log_safe_word_into(addr, sizeof(addr), r->addr, strlen(r->addr));
-	log_safe_into(action, sizeof(action), r->action, strlen(r->action));
+	log_safe_into(action, sizeof(action), queue_rcpt_kind(r),
+	    strlen(queue_rcpt_kind(r)));
 	log_safe_word_into(to, sizeof(to), r->arg != NULL ? r->arg : "-",
 	    r->arg != NULL ? strlen(r->arg) : 1);
 	if (why == NULL) {
@@ -304,7 +321,7 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 static void
 queue_count(const struct spool_rcpt *r)
 {
-	metrics_inc(MET_DELIVERIES, metrics_action(r->action), r->failed ?
+	metrics_inc(MET_DELIVERIES, metrics_action(queue_rcpt_kind(r)), r->failed ?
 	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
 }
 
@@ -362,6 +379,7 @@ queue_attempt(struct queue *q, struct spool_env *env, const size_t *idx,
 	queue_opts_now(q, &o);
 	queue_hint_ms = 0;
 	queue_settled_n = 0;
+	queue_kind_now = NULL;
 	r = fn(o.deliver_arg, env, idx, n, content_path, o.hostname, &why);
 	struct queue_when w = { queue_wall_ms(), queue_random() };
 	/* Kept apart: recording one may put other error text in why's. */
@@ -369,6 +387,7 @@ queue_attempt(struct queue *q, struct spool_env *env, const size_t *idx,
 	for (size_t g = 0; g < n; g++)
 		queue_record(q, env, idx[g], &w, r, text, g < queue_settled_n);
 	free(text);
+	queue_kind_now = NULL;
 }
 
 void

@@ -130,6 +130,13 @@ int	queue_inject(struct queue *q, const char *sender, const char *rcpt,
  */
 void	queue_retry_after(uint64_t ms);
 /*
+ * Called by a queue_deliver_fn on its thread: the recipient went through
+ * an action of this kind (static), not the kind the spool recorded (its
+ * action's name now names an action of another kind).  The attempt's log
+ * line and metrics say kind.
+ */
+void	queue_delivered_as(const char *kind);
+/*
  * For a delivery function, on the queue's thread, once recipients
  * idx[0..n) of env, those it was called with, are delivered (an
  * upstream's 250 to the data, before QUIT): record them durably now, so

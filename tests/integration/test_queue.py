@@ -21,7 +21,8 @@ import time
 import pytest
 
 from conftest import (binary, headers_of, log_events, make_config, read_bytes,
-    run_cli, send_message, split_delivered, spool_empty, queue_id, wait_for)
+    run_cli, send_message, split_delivered, spool_empty, queue_id, wait_for,
+    free_port)
 
 FAST_RETRY = ("queue retry-min 1s", "queue retry-max 2s")
 
@@ -683,6 +684,61 @@ def test_mailq_and_newaliases_entry_points(make_postern, tmp_path):
         assert (r.returncode, r.stdout) == (0, ""), (argv, r)
         assert "no aliases database" in r.stderr, r.stderr
     assert list(queue_json(srv)) == [qid]    # nothing sent by -bp / -bi
+
+
+def queued_for_relay(qpostern):
+    """A server whose action `out` relays to a port nobody listens on, and
+    bob@remote.example's message deferred there, not retried for an hour:
+    (server, its queue id)."""
+    head = ["queue retry-min 1h", "queue retry-max 1h"]
+    rules = ["match to domain example.org action local",
+        "match to domain remote.example action out"]
+    srv = qpostern(extra=head + ['action out relay "smtp://127.0.0.1:%d"'
+        % free_port()], rules=rules)
+    qid = submit(srv, "alice@example.org", ["bob@remote.example"], "kind")
+    wait_for(lambda: qid in queue_json(srv) and rcpt_of(queue_json(srv)[qid],
+        "bob@remote.example")["attempts"] >= 1, what="the first deferral")
+    return srv, lambda action: make_config(head + [action], rules=rules), qid
+
+
+def reload_and_flush(srv, text):
+    done = srv.log().count("reload: configuration")
+    srv.write_config(text)
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload: configuration") > done,
+        what="the reload")
+    r = queue_cli(srv, "flush")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_queued_recipient_goes_through_its_action_of_another_kind_now(
+        qpostern, tmp_path):
+    """The spool keeps an outbound recipient's action by name: a reload that
+    makes `out` a pipe delivers the queued message through the pipe, and
+    the log says action=pipe."""
+    srv, config, qid = queued_for_relay(qpostern)
+    piped = tmp_path / "piped"
+    reload_and_flush(srv, config('action out pipe "/bin/sh" "-c" "cat > %s"'
+        % piped))
+    wait_for(lambda: spool_empty(srv), timeout=15, what="the delivery")
+    assert b"Subject: kind" in read_bytes(str(piped))
+    assert [kv["action"] for kv, _ in log_events(srv, "delivered")
+        if kv.get("rcpt") == "<bob@remote.example>"] == ["pipe"]
+
+
+def test_a_queued_recipient_waits_when_its_action_became_a_maildir(qpostern):
+    """A maildir's folder is resolved per recipient when it is routed, and
+    the spool has none for a message routed to a relay: a reload that makes
+    `out` a maildir leaves it queued, and the reason says what changed."""
+    srv, config, qid = queued_for_relay(qpostern)
+    reload_and_flush(srv, config('action out maildir '
+        '"{tmp}/mail/relayed/Maildir"'))
+    wait_for(lambda: rcpt_of(queue_json(srv)[qid], "bob@remote.example")[
+        "attempts"] >= 2, what="the attempt after the reload")
+    assert rcpt_of(queue_json(srv)[qid], "bob@remote.example")[
+        "last_error"] == "4.3.5 action out is now a maildir action; the " \
+        "message was routed to it as a relay action"
+    assert srv.maildir("relayed") == []
 
 
 def test_a_reload_applies_the_queue_times_and_the_hostname(qpostern):
