@@ -96,6 +96,33 @@ def test_unknown_user_refused_without_catchall(make_postern, pg):
     assert pg.sql("SELECT count(*) FROM boxes") == "1\n"
 
 
+def test_unknown_user_of_a_database_to_table_and_its_named_domains(
+        make_postern, pg):
+    """A database table cannot list the domains of its keys: an unknown
+    user of a domain known only from a pgsql `to <boxes>` is relaying
+    (5.7.1).  Naming the domains with `to domain <doms>` in the rule makes
+    them ours: there an unknown user is 5.1.1."""
+    pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
+    pg.sql("INSERT INTO boxes VALUES ('bob@pg.example'), "
+        "('bob@hosted.example')")
+    pg.sql("CREATE TABLE doms (domain text PRIMARY KEY)")
+    pg.sql("INSERT INTO doms VALUES ('hosted.example')")
+    srv = make_postern(extra=[
+        'table boxes pgsql:"%s" query "SELECT address FROM boxes WHERE '
+        'address = $1"' % pg.conninfo(),
+        'table doms pgsql:"%s" query "SELECT domain FROM doms WHERE '
+        'domain = $1"' % pg.conninfo()],
+        rules=["match to domain <doms> to <boxes> action local",
+            "match to <boxes> action local"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        c.send("RCPT TO:<bob@pg.example>"); c.expect(250)
+        c.send("RCPT TO:<carol@pg.example>"); c.expect(550, "5.7.1")
+        c.send("RCPT TO:<bob@hosted.example>"); c.expect(250)
+        c.send("RCPT TO:<carol@hosted.example>"); c.expect(550, "5.1.1")
+
+
 def test_pgsql_down_is_451_then_accepted(make_postern, pg):
     pg.sql("CREATE TABLE boxes (address text PRIMARY KEY)")
     pg.sql("INSERT INTO boxes SELECT 'bob' || i || '@example.org' FROM "
