@@ -188,7 +188,9 @@ class Postern:
 				log("postern ignored SIGTERM; SIGKILL")
 				kill_pid(self.proc.pid, signal.SIGKILL)
 		self.proc = None
-		self.log.close()
+		if getattr(self, "log", None) is not None:	# started at all
+			self.log.close()
+			self.log = None
 
 
 class PosternMetrics(Postern):

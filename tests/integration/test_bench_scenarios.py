@@ -9,7 +9,10 @@ scenario sends it, checked apart from the scenario's own count.  No
 timing is asserted."""
 
 import os
+import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -66,6 +69,16 @@ def inspect(name, srv, up):
             "subjects": sum(b"\nSubject: bench\r\n" in b or
                             b"\nSubject: bench\n" in b for _, b in files),
             "largest": max((len(b) for _, b in files), default=0)}
+
+
+@pytest.fixture
+def tmp_path():
+    """A short folder for the cells: a spool's control socket path must fit
+    a unix socket (at most 107 bytes, which postern checks at start), and
+    pytest's own folders nest deep."""
+    d = tempfile.mkdtemp(prefix="pb-", dir="/tmp")
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
