@@ -128,8 +128,9 @@ struct chain_session {
 						   kept, with no empty line */
 	struct chain_mod	*mods;		/* owned: the transaction's */
 	size_t			 nmods;
-	size_t			 nmods_kept;	/* mods[0..nmods_kept) committed,
-						   the rest pending */
+	size_t			 nmods_kept;	/* mods[0..nmods_kept)
+						   committed, the rest
+						   pending */
 	size_t			 nhdr_mods;	/* of the committed, the header
 						   block's */
 	/* hdr as handlers see it (chain_session_headers): the committed

@@ -470,7 +470,8 @@ queue_command(struct spool *sp, const char *verb, const char *qid)
 	    qid != NULL ? " " : "", qid != NULL ? qid : "");
 	if (queue_control_request(spool_dir(sp), cmd, &reply, &err) == -1) {
 		if (errno == EACCES || errno == EPERM) {
-			cli_spool_denied("postern queue", spool_dir(sp), err, "");
+			cli_spool_denied("postern queue", spool_dir(sp), err,
+			    "");
 			return 1;
 		}
 		if (errno != ENOENT && errno != ECONNREFUSED) {

@@ -109,7 +109,8 @@ struct net_loop {
 	bool			 new_listeners;
 	int			*dropped_fds;	/* owned array: sockets of a set
 						   posted but not taken, dropped
-						   since: the loop closes them */
+						   since: the loop closes
+						   them */
 	size_t			 ndropped_fds;
 	bool			 stop;
 };

@@ -100,7 +100,8 @@ net_pph_done(struct net_pph *p, const struct util_proxyhdr *h)
 	struct net_loop *loop = p->loop;
 	const struct config *cfg = loop->ctx.rt->cfg;
 	struct conn_origin o = { .via_ip = p->peer_ip, .version = h->version };
-	char lip[INET6_ADDRSTRLEN], sip[INET6_ADDRSTRLEN], dip[INET6_ADDRSTRLEN];
+	char lip[INET6_ADDRSTRLEN], sip[INET6_ADDRSTRLEN];
+	char dip[INET6_ADDRSTRLEN];
 	struct sockaddr_storage ss, dss;
 	const struct sockaddr *sa = (const struct sockaddr *)&p->peer;
 	unsigned sslen = sizeof(p->peer), dlen;

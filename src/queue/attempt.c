@@ -321,8 +321,9 @@ queue_permfail(struct queue *q, struct spool_env *env, size_t i,
 static void
 queue_count(const struct spool_rcpt *r)
 {
-	metrics_inc(MET_DELIVERIES, metrics_action(queue_rcpt_kind(r)), r->failed ?
-	    MET_R_FAILED : r->done ? MET_R_DELIVERED : MET_R_DEFERRED);
+	metrics_inc(MET_DELIVERIES, metrics_action(queue_rcpt_kind(r)),
+	    r->failed ? MET_R_FAILED : r->done ? MET_R_DELIVERED :
+	    MET_R_DEFERRED);
 }
 
 /*

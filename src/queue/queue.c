@@ -786,8 +786,9 @@ queue_flush(struct queue *q, const char *qid, const char **err_out)
 	bool held;
 
 	if (qid == NULL) {
-		/* Also what the pickup scan has not found yet. */
-		if (spool_list(q->sp, &qids, &n, err_out) == -1)
+		/* Also what the pickup scan has not found yet; read only, as
+		 * that scan (control.c): the sweep is the start's. */
+		if (spool_list_readonly(q->sp, &qids, &n, err_out) == -1)
 			return -1;
 		queue_force_all(q, qids, n);
 		return 0;

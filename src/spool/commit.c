@@ -61,7 +61,8 @@ spool_msg_create(struct spool_msg *m, const char **err_out)
 		m->fd = openat(m->sp->fd[SUB_MSG], m->qid, O_RDWR | O_CREAT |
 		    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (m->fd == -1) {
-			*err_out = spool_err("open", SUB_MSG, m->qid, "", errno);
+			*err_out = spool_err("open", SUB_MSG, m->qid, "",
+			    errno);
 			return -1;
 		}
 		m->state = MSG_OPEN;

@@ -38,7 +38,8 @@ struct table_req {
 	struct table_values	 vals;
 	int			 rc;
 	table_done_cb		*cb;		/* NULL once answered or cancelled */
-	atomic_bool		 unwanted;	/* cb went NULL: for the workers */
+	atomic_bool		 unwanted;	/* cb went NULL: for the
+						   workers */
 	void			*arg;
 	struct event		*timer;		/* owned by the loop; NULL after */
 	struct table_req	*next;		/* table queue, then done list */
