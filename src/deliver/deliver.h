@@ -406,6 +406,10 @@ struct deliver_rcpt_status {
 						   (Retry-After); 0: no hint */
 };
 
+/* Every one of st[0..n) says r, with text (NULL: none); kind.c. */
+void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
+	    enum deliver_result r, const char *text);
+
 enum deliver_tls {
 	DELIVER_TLS_NONE,		/* plain text */
 	DELIVER_TLS_OPPORTUNISTIC,	/* STARTTLS when offered (MX) */
@@ -592,6 +596,23 @@ enum deliver_result deliver_remote_send(struct deliver_remote *dr,
 	    const struct deliver_msg *m, const char *const *rcpts, size_t n,
 	    struct deliver_rcpt_status *st_out, const char **err_out);
 
+/* How a kind takes a message's recipients of one action (one spool arg). */
+enum deliver_together {
+	DELIVER_ALONE,		/* one at a time */
+	/*
+	 * All due ones at once, as one copy to one address whoever they
+	 * are (forward): the address gets one copy, and each of them gets
+	 * that copy's outcome.
+	 */
+	DELIVER_ONE_COPY,
+	/*
+	 * All due ones at once, in one transaction a destination (relay,
+	 * mx): one copy of the content upstream for them all, and
+	 * each its own reply.
+	 */
+	DELIVER_ONE_TXN,
+};
+
 /* ==== Action kinds (kind.c): the one place that knows what each does ====
  *
  * One entry per kind of action.  config/ reads each kind's statement
@@ -608,13 +629,9 @@ struct deliver_kind {
 	 * copy durably itself, from the message in memory (maildir, discard).
 	 */
 	bool			 fast_path;
-	/*
-	 * Its delivery to recipients of one action with one spool arg is
-	 * one copy to one address, whoever they are (forward): the queue
-	 * hands it all of a message's due ones together, so the address
-	 * gets one copy, and each of them gets that copy's outcome.
-	 */
-	bool			 one_copy;
+	/* Whether the queue hands it a message's due recipients of one
+	 * action together. */
+	enum deliver_together	 together;
 	/*
 	 * Build the runtime of action a of config c (c borrowed: it must
 	 * outlive the runtime) at start-up and after each reload; NULL with
@@ -626,8 +643,7 @@ struct deliver_kind {
 	void			(*close)(void *runtime);
 	/*
 	 * Deliver m to rcpts[0..n), recipients of one action with the same
-	 * spool arg (a kind that writes one copy per recipient takes n == 1;
-	 * a one_copy kind sends one copy for all n),
+	 * spool arg (n == 1 unless the kind takes them together),
 	 * through runtime (open's result, NULL without one); st_out[i] gets
 	 * each recipient's result.  Returns as deliver_smtp().  Blocks:
 	 * worker threads only.

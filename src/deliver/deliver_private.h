@@ -72,10 +72,6 @@ void	dconn_close(struct dconn *c);
  */
 bool	dconn_idle_ok(struct dconn *c);
 
-/* Every one of st[0..n) says r, with text (NULL: none); kind.c. */
-void	deliver_status_all(struct deliver_rcpt_status *st, size_t n,
-	    enum deliver_result r, const char *text);
-
 /* All done, all refused for good, or else temporary; *err_out the first
  * failure's text (util_err). */
 enum deliver_result deliver_status_summary(

@@ -380,7 +380,7 @@ deliver_remote_send(struct deliver_remote *dr, const struct deliver_msg *m,
 		/*
 		 * Every recipient becomes the one address: one copy (the
 		 * queue hands over a message's recipients of the action
-		 * together: the kind is one_copy), and its outcome is each
+		 * together: DELIVER_ONE_COPY), and its outcome is each
 		 * one's.
 		 */
 		const char *to[1] = { dr->a->forward_to };

@@ -312,9 +312,9 @@ void	net_balance_cb(evutil_socket_t fd, short what, void *arg);
 /* wiring.c: what the server plugs into the queue (queue threads). */
 int	net_queue_route(void *arg, const char *sender, const char *rcpt,
 	    struct spool_env *env, const char **err_out);
-enum deliver_result net_queue_deliver(void *arg, const struct spool_env *env,
+void	net_queue_deliver(void *arg, const struct spool_env *env,
 	    const size_t *idx, size_t n, const char *content_path,
-	    const char *hostname, const char **why_out);
+	    const char *hostname, struct deliver_rcpt_status *st_out);
 
 /*
  * notify.c: the service manager.  A datagram socket connected to

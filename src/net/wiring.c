@@ -48,7 +48,9 @@ struct net_settle {
 	struct queue		*q;
 	const struct spool_env	*env;
 	const size_t		*idx;	/* borrowed: the queue's */
+	const char *const	*addrs;	/* env's addresses of idx, as sent */
 	size_t			 n;
+	bool			 one_copy; /* one upstream recipient for all */
 };
 
 static void
@@ -58,20 +60,26 @@ net_settled_cb(void *arg, const char *rcpt)
 	const char *err = NULL;
 
 	/*
-	 * One recipient per call, or several of a one_copy kind, whose one
-	 * upstream recipient is the copy of them all.
+	 * The recipient the upstream took: the one handed over at that
+	 * address (the delivery passes the pointers through), or for a
+	 * copy to one address each of them.
 	 */
-	(void)rcpt;
-	if (queue_settle(ns->q, ns->env, ns->idx, ns->n, &err) == -1)
-		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
-		    ns->env->qid, "why=\"%s\"", err);
+	for (size_t g = 0; g < ns->n; g++) {
+		if (!ns->one_copy && ns->addrs[g] != rcpt)
+			continue;
+		if (queue_settle(ns->q, ns->env, ns->idx[g], &err) == -1) {
+			log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
+			    ns->env->qid, "why=\"%s\"", err);
+			return;
+		}
+	}
 }
 
 /* maildir-owner: "USER:FOLDER", written by the helper as USER. */
-static enum deliver_result
+static void
 net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
     size_t idx, const char *content_path, const char *hostname,
-    const char **why_out)
+    struct deliver_rcpt_status *st_out)
 {
 	const struct spool_rcpt *r = &env->rcpts[idx];
 	const char *colon = r->arg != NULL ? strchr(r->arg, ':') : NULL;
@@ -83,15 +91,18 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 		.received = env->received, .hostname = hostname,
 	};
 
+	const char *why = NULL;
+
 	if (colon == NULL || colon == r->arg) {
-		*why_out = "5.3.5 maildir-owner without USER:FOLDER";
-		return DELIVER_PERMFAIL;
+		deliver_status_all(st_out, 1, DELIVER_PERMFAIL,
+		    "5.3.5 maildir-owner without USER:FOLDER");
+		return;
 	}
 	char *owner = xstrndup(r->arg, (size_t)(colon - r->arg));
 	enum deliver_result res = priv_deliver(srv->priv, owner, colon + 1,
-	    &m, why_out);
+	    &m, &why);
 	free(owner);
-	return res;
+	deliver_status_all(st_out, 1, res, res == DELIVER_OK ? NULL : why);
 }
 
 /* What the envelope says of the client and the other recipients. */
@@ -143,48 +154,51 @@ net_queue_runtime(const struct conn_rt *rt, const struct spool_rcpt *r,
 
 /*
  * The queue's delivery of recipients idx[0..n) (several only of one action
- * of a one_copy kind) through their kind: with the runtime of the
+ * of a kind that takes them together) through their kind: with the runtime of the
  * configuration in force (found by the action's name that the spool
  * keeps) when the kind has one.  Deliveries may put new messages in the
  * queue (agents' replies, pass-through copies) and see the client's
  * facts.  Runs on a queue thread.
  */
-enum deliver_result
+void
 net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
     size_t n, const char *content_path, const char *hostname,
-    const char **why_out)
+    struct deliver_rcpt_status *st)
 {
 	struct net_server *srv = arg;
 	const struct spool_rcpt *r = &env->rcpts[idx[0]];
 	const struct deliver_kind *k = deliver_kind_find(r->action);
-	struct deliver_rcpt_status *st;
 	struct deliver_inject inject;
 	struct deliver_origin origin;
 	struct conn_rt *rt = NULL;
 	void *run = NULL;
 	const char *err = NULL, **addrs;
 	const char **rcpts;
-	enum deliver_result res;
 
-	if (strcmp(r->action, "maildir-owner") == 0)
-		return net_queue_deliver_owner(srv, env, idx[0], content_path,
-		    hostname, why_out);
-	if (k == NULL)
-		return queue_deliver_default(NULL, env, idx, n, content_path,
-		    hostname, why_out);
+	if (strcmp(r->action, "maildir-owner") == 0) {
+		net_queue_deliver_owner(srv, env, idx[0], content_path,
+		    hostname, st);
+		return;
+	}
+	if (k == NULL) {
+		queue_deliver_default(NULL, env, idx, n, content_path,
+		    hostname, st);
+		return;
+	}
 	if (k->open != NULL) {
 		rt = net_rt_get(srv);
-		run = net_queue_runtime(rt, r, &k, why_out);
+		run = net_queue_runtime(rt, r, &k, &err);
 		if (run == NULL) {
 			conn_rt_unref(&rt);
-			return DELIVER_TEMPFAIL;
+			deliver_status_all(st, n, DELIVER_TEMPFAIL, err);
+			return;
 		}
 	}
-	struct net_settle ns = { srv->queue, env, idx, n };
 	addrs = xcalloc(n, sizeof(*addrs));
 	for (size_t g = 0; g < n; g++)
 		addrs[g] = env->rcpts[idx[g]].addr;
-	st = xcalloc(n, sizeof(*st));
+	struct net_settle ns = { srv->queue, env, idx, addrs, n,
+	    k->together == DELIVER_ONE_COPY };
 	rcpts = xcalloc(env->nrcpts + 1, sizeof(*rcpts));
 	net_origin(env, &origin, rcpts);
 	queue_injector(srv->queue, &inject);
@@ -206,13 +220,13 @@ net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
 	conn_rt_unref(&rt);
 	free(rcpts);
 	free(addrs);
-	/* One copy, one outcome: st[0] is each recipient's. */
-	if (st->result == DELIVER_TEMPFAIL && st->retry_after_ms > 0)
-		queue_retry_after(st->retry_after_ms);
-	/* st->text holds the deciding reply with its code, or our reason. */
-	*why_out = util_err("%s", st->text[0] != '\0' ? st->text :
-	    err != NULL ? err : "4.4.0 delivery failed");
-	res = st->result;
-	free(st);
-	return res;
+	for (size_t g = 0; g < n; g++) {
+		if (st[g].result == DELIVER_TEMPFAIL &&
+		    st[g].retry_after_ms > 0)
+			queue_retry_after(st[g].retry_after_ms);
+		/* The deciding reply with its code, or our reason. */
+		if (st[g].result != DELIVER_OK && st[g].text[0] == '\0')
+			util_strlcpy(st[g].text, err != NULL ? err :
+			    "4.4.0 delivery failed", sizeof(st[g].text));
+	}
 }

@@ -55,18 +55,19 @@ queue_rcpt_kind(const struct spool_rcpt *r)
 
 /*
  * When an attempt ended and the jitter of its retry: the same for the
- * recipients tried together (queue_attempt_copies, a one_copy kind's in
- * queue_attempt), so they are due together again and their copies still
- * share one file, or are still one copy.
+ * recipients tried together (queue_attempt_copies, or queue_attempt's of
+ * a kind that takes them together), so they are due together again and
+ * their copies still share one file, one copy or one transaction.
  */
 struct queue_when {
 	uint64_t	now;
 	uint32_t	rnd;
 };
 
-/* How many of the attempt's recipients, in its order, the delivery
- * recorded as done itself (queue_settle). */
-static __thread size_t queue_settled_n;
+/* The attempt's recipients the delivery recorded as done itself
+ * (queue_settle): queue_settled[0..queue_nsettled), room for all. */
+static __thread size_t *queue_settled;
+static __thread size_t queue_nsettled;
 /* The message of this thread's run went with its last delivery. */
 static __thread bool queue_gone;
 
@@ -132,14 +133,15 @@ queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
 }
 
 int
-queue_settle(struct queue *q, const struct spool_env *env,
-    const size_t *idx, size_t n, const char **err_out)
+queue_settle(struct queue *q, const struct spool_env *env, size_t i,
+    const char **err_out)
 {
-	for (size_t g = queue_settled_n; g < n; g++) {
-		if (queue_record_done(q, env, idx[g], idx, g, err_out) == -1)
-			return -1;
-		queue_settled_n = g + 1;
-	}
+	if (queue_idx_has(queue_settled, queue_nsettled, i))
+		return 0;
+	if (queue_record_done(q, env, i, queue_settled, queue_nsettled,
+	    err_out) == -1)
+		return -1;
+	queue_settled[queue_nsettled++] = i;
 	return 0;
 }
 
@@ -177,10 +179,10 @@ queue_unrecorded_later(struct queue *q, struct spool_rcpt *r,
 
 /* ---- one delivery ------------------------------------------------------ */
 
-enum deliver_result
+void
 queue_deliver_default(void *arg, const struct spool_env *env,
     const size_t *idx, size_t n, const char *content_path,
-    const char *hostname, const char **why_out)
+    const char *hostname, struct deliver_rcpt_status *st_out)
 {
 	const struct spool_rcpt *r = &env->rcpts[idx[0]];
 	const struct deliver_kind *k = deliver_kind_find(r->action);
@@ -192,21 +194,23 @@ queue_deliver_default(void *arg, const struct spool_env *env,
 		.qid = env->qid, .rcpt_idx = idx[0],
 		.received = env->received, .hostname = hostname,
 	};
-	struct deliver_rcpt_status st;
+	const char *why = NULL;
 
 	(void)arg;
-	/* Several only of a one_copy kind: none runs without a runtime. */
+	/* Several only of a kind that takes them at once: none runs without
+	 * a runtime. */
 	ASSERT(n == 1);
 	/* An alias member no rule took: the text of its bounce is kept. */
 	if (strcmp(r->action, ROUTE_KIND_UNROUTABLE) == 0) {
-		*why_out = r->arg != NULL ? r->arg : "5.1.1 no rule for this "
-		    "alias member";
-		return DELIVER_PERMFAIL;
+		deliver_status_all(st_out, 1, DELIVER_PERMFAIL, r->arg != NULL ?
+		    r->arg : "5.1.1 no rule for this alias member");
+		return;
 	}
 	/* An action this build does not know is permanent: it bounces. */
 	if (k == NULL) {
-		*why_out = "5.3.5 unknown action in the queue";
-		return DELIVER_PERMFAIL;
+		deliver_status_all(st_out, 1, DELIVER_PERMFAIL,
+		    "5.3.5 unknown action in the queue");
+		return;
 	}
 	/*
 	 * Kinds with a runtime need the server's deliver function (the
@@ -214,10 +218,14 @@ queue_deliver_default(void *arg, const struct spool_env *env,
 	 * our omission.
 	 */
 	if (k->open != NULL) {
-		*why_out = "4.3.5 remote delivery is not wired into the queue";
-		return DELIVER_TEMPFAIL;
+		deliver_status_all(st_out, 1, DELIVER_TEMPFAIL,
+		    "4.3.5 remote delivery is not wired into the queue");
+		return;
 	}
-	return k->deliver(NULL, r->arg, &m, &addr, 1, &st, why_out);
+	if (k->deliver(NULL, r->arg, &m, &addr, 1, st_out, &why) !=
+	    DELIVER_OK && st_out->text[0] == '\0')
+		util_strlcpy(st_out->text, why != NULL ? why :
+		    "4.4.0 delivery failed", sizeof(st_out->text));
 }
 
 static void
@@ -371,24 +379,28 @@ void
 queue_attempt(struct queue *q, struct spool_env *env, const size_t *idx,
     size_t n, const char *content_path)
 {
-	const char *why = "(none)";
 	queue_deliver_fn fn = q->o.deliver != NULL ? q->o.deliver :
 	    queue_deliver_default;
-	enum deliver_result r;
+	struct deliver_rcpt_status *st = xcalloc(n, sizeof(*st));
 	struct queue_opts o;
 
 	queue_opts_now(q, &o);
 	queue_hint_ms = 0;
-	queue_settled_n = 0;
+	queue_settled = xcalloc(n, sizeof(*queue_settled));
+	queue_nsettled = 0;
 	queue_kind_now = NULL;
-	r = fn(o.deliver_arg, env, idx, n, content_path, o.hostname, &why);
+	fn(o.deliver_arg, env, idx, n, content_path, o.hostname, st);
 	struct queue_when w = { queue_wall_ms(), queue_random() };
-	/* Kept apart: recording one may put other error text in why's. */
-	char *text = xstrdup(why);
 	for (size_t g = 0; g < n; g++)
-		queue_record(q, env, idx[g], &w, r, text, g < queue_settled_n);
-	free(text);
+		queue_record(q, env, idx[g], &w, st[g].result,
+		    st[g].text[0] != '\0' ? st[g].text :
+		    "4.4.0 delivery failed",
+		    queue_idx_has(queue_settled, queue_nsettled, idx[g]));
+	free(queue_settled);
+	queue_settled = NULL;
+	queue_nsettled = 0;
 	queue_kind_now = NULL;
+	free(st);
 }
 
 void

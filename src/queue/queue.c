@@ -241,8 +241,10 @@ queue_goes_with(const struct spool_env *env, size_t i, size_t j,
 
 	if (deliver_kind_find(env->rcpts[j].action) != k)
 		return false;
-	/* One copy is one action's: the spool arg names it. */
-	return !k->one_copy || (a != NULL && b != NULL && strcmp(a, b) == 0);
+	/* One copy or one transaction is one action's: the spool arg names
+	 * it. */
+	return k->together == DELIVER_ALONE ||
+	    (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
 /*
@@ -250,7 +252,9 @@ queue_goes_with(const struct spool_env *env, size_t i, size_t j,
  * takes them together and there are several: those of its kind when it
  * takes several copies at once (Maildirs), so identical copies share one
  * write and one commit; those of its action when its delivery is one copy
- * for all (forward), so that copy is sent once.  False when i goes alone.
+ * for all (forward), so that copy is sent once, or one transaction (relay,
+ * mx), so the upstream gets one copy with all of them as
+ * recipients.  False when i goes alone.
  */
 static bool
 queue_run_group(struct queue *q, struct queue_pass *p,
@@ -259,13 +263,15 @@ queue_run_group(struct queue *q, struct queue_pass *p,
 	const struct deliver_kind *k = deliver_kind_find(env->rcpts[i].action);
 	size_t n = 0, *idx;
 
-	if (k == NULL || (k->deliver_copies == NULL && !k->one_copy))
+	if (k == NULL || (k->deliver_copies == NULL &&
+	    k->together == DELIVER_ALONE))
 		return false;
 	idx = xcalloc(env->nrcpts, sizeof(*idx));
-	for (size_t j = i; j < env->nrcpts; j++)
+	for (size_t j = i; j < env->nrcpts && n < (k->together ==
+	    DELIVER_ONE_TXN ? QUEUE_TXN_RCPTS : env->nrcpts); j++)
 		if (queue_is_due(p, env, j) && queue_goes_with(env, i, j, k))
 			idx[n++] = j;
-	if (n >= 2 && k->one_copy)
+	if (n >= 2 && k->together != DELIVER_ALONE)
 		queue_run_one(q, p, env, idx, n, content_path);
 	else if (n >= 2)
 		queue_run_copies(q, p, env, k, idx, n, content_path);

@@ -35,16 +35,16 @@ typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
 
 /*
  * Deliver recipients idx[0..n) of env (content at content_path): one, or
- * several of one action of a one_copy kind (struct deliver_kind), which
- * get one copy and so one outcome, the result.  The server passes its
- * own (outbound actions through the configuration in force); without one
- * the queue calls queue_deliver_default.  *why_out on failure: valid
- * until the thread's next error.
+ * several of one action whose kind takes them at once (struct
+ * deliver_kind: one_copy, one_txn).  st_out[g] (zeroed by the queue)
+ * gets idx[g]'s outcome, with the deciding reply or the reason in its
+ * text when not DELIVER_OK.  The server passes its own (outbound actions
+ * through the configuration in force); without one the queue calls
+ * queue_deliver_default.
  */
-typedef enum deliver_result (*queue_deliver_fn)(void *arg,
-	    const struct spool_env *env, const size_t *idx, size_t n,
-	    const char *content_path, const char *hostname,
-	    const char **why_out);
+typedef void (*queue_deliver_fn)(void *arg, const struct spool_env *env,
+	    const size_t *idx, size_t n, const char *content_path,
+	    const char *hostname, struct deliver_rcpt_status *st_out);
 
 struct queue_opts {
 	const char	*hostname;	/* borrowed: Reporting-MTA, Maildir names */
@@ -137,17 +137,16 @@ void	queue_retry_after(uint64_t ms);
  */
 void	queue_delivered_as(const char *kind);
 /*
- * For a delivery function, on the queue's thread, once recipients
- * idx[0..n) of env, those it was called with, are delivered (an
- * upstream's 250 to the data, before QUIT): record them durably now, so
- * that a crash from here on never delivers them again, and the queue does
- * not record them a second time.  When they were the last thing the
- * message was kept for, the last record is the message's removal from the
- * spool.  0, or -1 with *err_out (the queue then records those not
- * recorded yet when the delivery returns).
+ * For a delivery function, on the queue's thread, once recipient i of env,
+ * one it was called with, is delivered (an upstream's 250 to the data,
+ * before QUIT): record it durably now, so that a crash from here on never
+ * delivers it again, and the queue does not record it a second time.
+ * When it was the last thing the message was kept for, the record is the
+ * message's removal from the spool.  0, or -1 with *err_out (the queue
+ * then records it when the delivery returns).
  */
-int	queue_settle(struct queue *q, const struct spool_env *env,
-	    const size_t *idx, size_t n, const char **err_out);
+int	queue_settle(struct queue *q, const struct spool_env *env, size_t i,
+	    const char **err_out);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 
@@ -170,10 +169,9 @@ int	queue_delete(struct queue *q, const char *qid, const char **err_out);
  * The actions the queue delivers by itself: maildir and discard.  The
  * outbound kinds need the server's deliver function and wait without it.
  */
-enum deliver_result queue_deliver_default(void *arg,
-	    const struct spool_env *env, const size_t *idx, size_t n,
-	    const char *content_path, const char *hostname,
-	    const char **why_out);
+void	queue_deliver_default(void *arg, const struct spool_env *env,
+	    const size_t *idx, size_t n, const char *content_path,
+	    const char *hostname, struct deliver_rcpt_status *st_out);
 
 /*
  * A queue_route_fn over a router (arg: struct router *, which must outlive

@@ -114,9 +114,15 @@ uint64_t queue_wall_ms(void);
 void	queue_record_again(struct queue *q, struct spool_env *env,
 	    const size_t *idx, size_t n);
 /*
+ * Recipients in one transaction upstream, at most: the least a server must
+ * take (RFC 5321 4.5.3.1.8); a message's others go in further ones.
+ */
+#define QUEUE_TXN_RCPTS	100
+
+/*
  * Try recipients idx[0..n) of env once, together (one, or several of one
- * action of a one_copy kind: one copy for all, so one outcome; their one
- * destination slot is held), and record the outcome of each in the spool
+ * action of a kind that takes them together; their one destination slot
+ * is held), and record the outcome of each in the spool
  * and in env (attempt.c); a delivery it cannot record is done in env all
  * the same, with unrecorded set.
  */

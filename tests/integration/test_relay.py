@@ -441,8 +441,8 @@ def test_relayed_recipient_recorded_done_once(make_postern, upstreams):
     QUIT, in the message's done-records (docs/queue.md): not a second
     time when the queue hears the outcome.  The second recipient is
     deferred, so the message and its records stay to be read."""
-    up = upstreams.scripted(data_replies=["250 2.0.0 ok",
-        "451 4.3.0 later"])
+    up = upstreams.scripted(rcpt_replies={
+        "carol@remote.test": "451 4.3.0 later"})
     srv = make_postern(extra=("queue retry-min 1h", "queue retry-max 2h",
         'action out relay "smtp://127.0.0.1:%d"' % up.port),
         rules=(LOCAL_RULE, "match from local action out"))
@@ -459,6 +459,70 @@ def test_relayed_recipient_recorded_done_once(make_postern, upstreams):
     assert up.count() == 1
     assert [r for r in records() if r.startswith("done ")] == ["done 0"], \
         records()
+
+
+def test_relay_recipients_of_one_action_are_one_transaction(make_postern,
+        upstreams):
+    """A message's recipients of one relay action go up in one transaction:
+    one copy with every recipient the upstream takes, each recipient its
+    own reply: the refused one bounces alone, the deferred one is tried
+    again alone, the accepted ones are never sent again."""
+    up = upstreams.scripted(rcpt_replies={
+        "bad@remote.test": "550 5.1.1 no such user",
+        "later@remote.test": "451 4.2.1 try later"})
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    rcpts = ["a@remote.test", "bad@remote.test", "later@remote.test",
+        "b@remote.test"]
+    qid = submit(srv, "alice@example.org", rcpts, subject="one txn")
+    wait_for(lambda: rcpt_events(srv, "deferred", qid), timeout=10,
+        what="the deferral of later@")
+    assert [rc for _m, rc, _d in up.stored] == [["a@remote.test",
+        "b@remote.test"]], up.events
+    del up.rcpt_replies["later@remote.test"]
+    settle(srv, up.count, 2, "the retry of later@")
+    assert [rc for _m, rc, _d in up.stored] == [["a@remote.test",
+        "b@remote.test"], ["later@remote.test"]], up.events
+    assert up.events.count("data:250") == 2, up.events
+    assert rcpt_events(srv, "delivered", qid) == ["<a@remote.test>",
+        "<b@remote.test>", "<later@remote.test>"], srv.log()[-2000:]
+    assert rcpt_events(srv, "deferred", qid) == ["<later@remote.test>"]
+    _msg, parts = bounce_of(srv, "alice")
+    assert [p["Final-Recipient"] for p in parts[1].get_payload()[1:]] == \
+        ["rfc822; bad@remote.test"]
+
+
+def test_a_transaction_takes_at_most_100_recipients(make_postern,
+        upstreams):
+    """150 recipients of one relay action: a transaction of 100 (the least
+    a server must take, RFC 5321 4.5.3.1.8), then one of the other 50, in
+    the order given."""
+    up = upstreams.scripted()
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port,
+        extra=("limit recipients 200",))
+    rcpts = ["r%03d@remote.test" % i for i in range(150)]
+    submit(srv, "alice@example.org", rcpts, subject="150")
+    settle(srv, up.count, 2, "150 recipients")
+    assert [rc for _m, rc, _d in up.stored] == [rcpts[:100], rcpts[100:]]
+
+
+def test_mx_recipients_are_one_transaction_a_domain(make_postern, upstreams,
+        tmp_path):
+    """An mx action's recipients of a message go in one transaction for
+    each domain, whichever order they were given in."""
+    up = upstreams.scripted()
+    table = write(str(tmp_path / "mxhosts"),
+        "one.test 10 127.0.0.1:%d\ntwo.test 10 127.0.0.1:%d\n"
+        % (up.port, up.port))
+    srv = make_postern(extra=FAST + ("table mxh file:%s" % table,
+        "action out mx mx-hosts <mxh>"),
+        rules=(LOCAL_RULE, "match from local action out"))
+    submit(srv, "alice@example.org", ["x@one.test", "y@two.test",
+        "z@one.test"], subject="by domain")
+    settle(srv, up.count, 2, "one transaction a domain")
+    assert sorted(rc for _m, rc, _d in up.stored) == [
+        ["x@one.test", "z@one.test"], ["y@two.test"]], up.events
 
 
 def test_relay_starttls_and_implicit_tls_with_auth(make_postern, upstreams,
@@ -1383,13 +1447,18 @@ def test_postern_queue_commands(slow_relay, upstreams):
 
 
 def held_at_the_first_of_three(make_postern, upstreams):
-    """A message to three relay recipients whose first one's dot the
-    upstream holds; bad@ is refused (550).  (srv, up, qid)."""
+    """A message to three relay recipients, the first through an action of
+    its own whose dot the upstream holds, the other two through another
+    (one transaction, after the first); bad@ is refused (550).  (srv, up,
+    qid)."""
     up = upstreams.scripted(rcpt_replies={
         "bad@remote.test": "550 5.1.1 no such user"})
     up.stall_data = True
-    srv = relay_server(make_postern,
-        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    relay = 'relay "smtp://127.0.0.1:%d"' % up.port
+    srv = relay_server(make_postern, "action out " + relay,
+        extra=("action first " + relay,),
+        rules=(LOCAL_RULE, 'match to "stall@remote.test" action first',
+            "match from local action out"))
     wait_for(lambda: os.path.exists(srv.path("spool", "control.sock")),
         timeout=15, what="the control socket")
     qid = submit(srv, "alice@example.org", ["stall@remote.test",

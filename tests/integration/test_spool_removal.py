@@ -261,7 +261,8 @@ def test_new_done_record_survives_a_power_cut(ext4, make_postern, upstreams):
     # done file made for the first holds both records, and the queue
     # writes nothing more while the image is copied (commit=60: no timed
     # journal commit lands meanwhile either).
-    up = upstreams.scripted(data_replies=["250 2.0.0 ok", "451 4.3.0 later"])
+    up = upstreams.scripted(rcpt_replies={
+        "carol@example.org": "451 4.3.0 later"})
     dev, mnt = ext4(journal=True, opts="commit=60")
     srv = relay_on(make_postern, mnt, up.port, ["queue retry-min 1h",
         "queue retry-max 2h"])

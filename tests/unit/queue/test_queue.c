@@ -748,7 +748,7 @@ fake_settle(const struct spool_env *env, size_t idx)
 	const char *err = NULL;
 	struct stat st;
 
-	if (queue_settle(fk.q, env, &idx, 1, &err) == -1)
+	if (queue_settle(fk.q, env, idx, &err) == -1)
 		fail_msg("queue_settle: %s", err);
 	pthread_mutex_lock(&fk.mu);
 	fk.env_left += stat(p, &st) == 0;
@@ -760,10 +760,10 @@ fake_settle(const struct spool_env *env, size_t idx)
  * Actions: ok, temp, perm, block (until fk.release), settle, else the
  * real ones.
  */
-static enum deliver_result
+static void
 fake_deliver(void *arg, const struct spool_env *env, const size_t *idxs,
     size_t n, const char *content_path, const char *hostname,
-    const char **why_out)
+    struct deliver_rcpt_status *st)
 {
 	size_t idx = idxs[0];
 	const char *a = env->rcpts[idx].action;
@@ -772,18 +772,20 @@ fake_deliver(void *arg, const struct spool_env *env, const size_t *idxs,
 	fk.calls++;
 	pthread_mutex_unlock(&fk.mu);
 	if (strcmp(a, "ok") == 0)
-		return DELIVER_OK;
+		return;
 	if (strcmp(a, "settle") == 0) {
 		fake_settle(env, idx);
-		return DELIVER_OK;
+		return;
 	}
 	if (strcmp(a, "temp") == 0) {
-		*why_out = "451 4.2.0 mailbox busy";
-		return DELIVER_TEMPFAIL;
+		deliver_status_all(st, n, DELIVER_TEMPFAIL,
+		    "451 4.2.0 mailbox busy");
+		return;
 	}
 	if (strcmp(a, "perm") == 0) {
-		*why_out = "550 5.1.1 no such user";
-		return DELIVER_PERMFAIL;
+		deliver_status_all(st, n, DELIVER_PERMFAIL,
+		    "550 5.1.1 no such user");
+		return;
 	}
 	if (strcmp(a, "block") == 0) {
 		pthread_mutex_lock(&fk.mu);
@@ -793,10 +795,9 @@ fake_deliver(void *arg, const struct spool_env *env, const size_t *idxs,
 			pthread_cond_wait(&fk.cv, &fk.mu);
 		fk.blocking--;
 		pthread_mutex_unlock(&fk.mu);
-		return DELIVER_OK;
+		return;
 	}
-	return queue_deliver_default(arg, env, idxs, n, content_path,
-	    hostname, why_out);
+	queue_deliver_default(arg, env, idxs, n, content_path, hostname, st);
 }
 
 static void
