@@ -413,16 +413,29 @@ chain_policy_reply(struct chain_result *res, enum smtp_verdict v, int code,
 /*
  * The strict dialogue: HELO/EHLO, then MAIL, RCPT..., DATA, and MAIL again
  * after a message.  Anything else is a trapped client: 550 and close.
- * From which steps each stage may come, and to which it leads:
+ * From which steps each command may come, and to which it leads; the end
+ * of a message is no command: chain_trap_tx_reset() takes that step.
  */
+enum { CHAIN_TRAP_IN_DATA = 4, CHAIN_TRAP_AFTER_MSG = 5 };
 static const struct { enum smtp_stage st; int from_mask; int to; }
     chain_trap_steps[] = {
 	{ SMTP_STAGE_HELO, 1 << 0, 1 },
-	{ SMTP_STAGE_MAIL, 1 << 1 | 1 << 5, 2 },
+	{ SMTP_STAGE_MAIL, 1 << 1 | 1 << CHAIN_TRAP_AFTER_MSG, 2 },
 	{ SMTP_STAGE_RCPT, 1 << 2 | 1 << 3, 3 },
-	{ SMTP_STAGE_DATA, 1 << 3, 4 },
-	{ SMTP_STAGE_EOM, 1 << 4, 5 },
+	{ SMTP_STAGE_DATA, 1 << 3, CHAIN_TRAP_IN_DATA },
 };
+
+/*
+ * The session dropped its transaction.  One that reached DATA is a
+ * message ended, whether taken, refused or failed, and whatever chains
+ * ran at its end: MAIL may come next.
+ */
+void
+chain_trap_tx_reset(struct chain_session *cs)
+{
+	if (cs->trap_step == CHAIN_TRAP_IN_DATA)
+		cs->trap_step = CHAIN_TRAP_AFTER_MSG;
+}
 
 /* Would stage st keep to the strict dialogue now?  (No step taken.) */
 static bool
@@ -443,7 +456,8 @@ chain_trap_check(struct chain_session *cs, enum smtp_stage st,
     struct chain_result *res)
 {
 	if (!cs->trap || st == SMTP_STAGE_QUIT || st == SMTP_STAGE_CONNECT ||
-	    st == SMTP_STAGE_DISCONNECT || st == SMTP_STAGE_HEADER)
+	    st == SMTP_STAGE_DISCONNECT || st == SMTP_STAGE_HEADER ||
+	    st == SMTP_STAGE_EOM)
 		return false;
 	for (size_t i = 0; i < sizeof(chain_trap_steps) /
 	    sizeof(chain_trap_steps[0]); i++)

@@ -242,7 +242,11 @@ const char *chain_session_message_mem(const struct chain_session *cs,
  */
 void	chain_session_body(struct chain_session *cs, const char *buf,
 	    size_t len);
-/* The transaction ended (RSET, new MAIL, after EOM): clear its state. */
+/*
+ * The transaction ended (RSET, HELO, new MAIL, a refused DATA or message,
+ * after EOM): clear its state.  Under trap, a transaction that reached DATA
+ * is a message over, so MAIL may come next.
+ */
 void	chain_session_tx_reset(struct chain_session *cs);
 
 /*

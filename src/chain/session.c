@@ -364,6 +364,7 @@ chain_session_tx_reset(struct chain_session *cs)
 	if (cs->hdr_run.active)
 		chain_run_clear(&cs->hdr_run);
 	cs->hdr_state = CHAIN_HDR_NONE;
+	chain_trap_tx_reset(cs);
 }
 
 /* ----- the header block ----- */

@@ -173,5 +173,6 @@ void	chain_set_disposition(struct chain_session *cs, bool tx,
 bool	chain_session_policy(struct chain_session *cs, enum smtp_stage st,
 	    struct chain_result *res);
 void	chain_session_set_trap(struct chain_session *cs, uint64_t ban_ms);
+void	chain_trap_tx_reset(struct chain_session *cs);
 
 #endif

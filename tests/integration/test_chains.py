@@ -354,6 +354,69 @@ def test_trap_ban_then_banned(make_postern, state_store):
         c.expect_closed()
 
 
+TRAP_BAN = "on connect { banned; trap ban 1h }"
+
+
+def assert_not_trapped(srv):
+    """No trap was sprung, and the client is still welcome."""
+    assert log_events(srv, "trap") == [], srv.log()
+    with srv.session() as c:
+        c.expect(220)
+        c.send("QUIT"); c.expect(221)
+
+
+@pytest.mark.parametrize("end", ["DATA", "BDAT LAST"])
+def test_trap_lets_mail_follow_a_message(make_postern, end):
+    """The plain dialogue goes on after a message, with no eom chain to
+    see its end."""
+    srv = make_postern(config=chains_config(TRAP_BAN))
+    body = b"Subject: t\r\n\r\nhi\r\n"
+    with srv.session() as c:
+        c.hello()
+        if end == "DATA":
+            send_message(c, "a@example.org", ["bob@localhost"], body)
+        else:
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250, "2.1.0")
+            c.send("RCPT TO:<bob@localhost>"); c.expect(250, "2.1.5")
+            c.send_raw(b"BDAT %d LAST\r\n" % len(body) + body)
+            c.expect(250, "2.0.0")
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250, "2.1.5")
+        c.send("QUIT"); c.expect(221)
+    assert_not_trapped(srv)
+
+
+BIG = b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 40  # over 1k
+
+
+@pytest.mark.parametrize("chains,body,want", [
+    ("", BIG, (552, "5.3.4")),
+    ("on eom { tag x=1 }", BIG, (552, "5.3.4")),
+    ("on eom { reject 554 5.7.1 no }", b"Subject: t\r\n\r\nhi\r\n",
+        (554, "5.7.1")),
+    ("on data { reject 554 5.7.1 no }", None, (554, "5.7.1")),
+], ids=["552 no eom chain", "552 eom chain", "554 eom chain",
+    "554 data chain"])
+def test_trap_lets_mail_follow_a_refused_message(make_postern, chains, body,
+        want):
+    """A message refused at its end (or at DATA) is over too: MAIL may
+    come next."""
+    srv = make_postern(config=chains_config(TRAP_BAN + "\n" + chains,
+        extra=["limit message-size 1k"]))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250, "2.1.0")
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250, "2.1.5")
+        c.send("DATA")
+        if body is not None:
+            c.expect(354)
+            c.send_raw(body + b".\r\n")
+        c.expect(*want)
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250, "2.1.0")
+        c.send("QUIT"); c.expect(221)
+    assert_not_trapped(srv)
+
+
 def test_ban_on_relay_attempt(make_postern, state_store):
     """"ban ... on relay-attempt" bans from the first relaying RCPT on; a
     client that only sends local mail stays welcome."""

@@ -119,6 +119,12 @@ static const struct fw_case fw_cases[] = {
 	    { S(CONNECT, "", "ok"), S(HELO, "h", "ok"), S(HELO, "h",
 	    "close 550 5.5.1 Command out "
 	    "of sequence, closing connection") }, "" },
+	{ "trap: MAIL before the message's end",
+	    "on connect { trap }\n",
+	    { S(CONNECT, "", "ok"), S(HELO, "h", "ok"), S(MAIL, "a@b.org",
+	    "ok"), S(RCPT, "x@y.org", "ok"), S(DATA, "", "ok"), S(MAIL,
+	    "a@b.org", "close 550 5.5.1 Command out of sequence, closing "
+	    "connection") }, "" },
 	{ "trap: STARTTLS",
 	    "on connect { trap }\n",
 	    { S(CONNECT, "", "ok"), S(HELO, "h", "ok"), S(STARTTLS, "",
