@@ -65,7 +65,8 @@ grey_done(struct grey_job *j, const struct chain_verdict *v)
 {
 	struct chain_session *cs = chain_call_session(j->call);
 
-	if (cs != NULL)
+	/* A failure decided nothing: its on-error policy skips the handler. */
+	if (cs != NULL && v->kind != CHAIN_FAIL)
 		chain_kv_set(cs, CHAIN_SCOPE_TX, "greylist", v->kind ==
 		    CHAIN_REJECT ? "deferred" : "pass");
 	chain_call_done(j->call, v);

@@ -214,6 +214,27 @@ def test_redis_older_than_7_is_not_used(make_postern, redis_proc):
         old.close()
 
 
+def test_greylist_store_failure_with_on_error_accept_sets_nothing(
+        make_postern):
+    """on-error accept skips a greylist whose store fails: the message
+    goes in, and tx.greylist (deferred|pass) is not set, so neither the
+    accepted line nor the envelope claims the triplet passed."""
+    # Nothing listens on port 1: every request to the store fails.
+    srv = make_postern(config=make_config(["state redis %s:1" % HOST,
+        "workers 1", "on rcpt { greylist delay 1h on-error accept }"]))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.org", ["bob@example.org"],
+            "Subject: grey\r\n\r\nthe store is down\r\n")
+    wait_for(lambda: log_events(srv, "accepted"), what="the accepted line")
+    verdicts = [kv for kv, _ in log_events(srv, "chain")
+        if kv.get("handler") == "greylist"]
+    assert [(v.get("verdict"), v.get("why")) for v in verdicts] == \
+        [("error", "state store unavailable")], verdicts
+    (kv, line), = log_events(srv, "accepted")
+    assert kv.get("state") == "", line
+
+
 # ----- a milter ---------------------------------------------------------------
 
 def test_milter_stopping_and_hanging_mid_session(make_postern, make_milter):
