@@ -193,6 +193,11 @@ void	cfg_st_alias(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_sender_login(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_sender_auth(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_maildir_root(struct cfg_parser *p, const struct cfg_line *ln);
+/*
+ * Whether s is a Redis server's HOST:PORT (port 1..65535), as the redis
+ * table and the redis state store open it.
+ */
+bool	cfg_redis_addr_ok(const char *s);
 const struct config_table *cfg_table_ref(struct cfg_parser *p,
 	    const struct cfg_line *ln, const char *word, const char *what);
 int	cfg_action_maildir(struct cfg_parser *p, const struct cfg_line *ln,

@@ -6,6 +6,7 @@
  */
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +213,29 @@ cfg_st_on(struct cfg_parser *p, const struct cfg_line *ln)
 	cfg_hbuild_clear(&h);
 }
 
+/* "IP", "[IPv6]" or "IP:PORT" as cfg_parse_hostport takes it. */
+static bool
+cfg_resolver_ok(const char *s)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	char v6[INET6_ADDRSTRLEN], *addr;
+	size_t n = strlen(s);
+	const char *why;
+	int port;
+
+	if (inet_pton(AF_INET, s, bin) == 1 || inet_pton(AF_INET6, s, bin) == 1)
+		return true;
+	if (s[0] == '[' && n > 2 && s[n - 1] == ']' && n - 2 < sizeof(v6)) {
+		memcpy(v6, s + 1, n - 2);
+		v6[n - 2] = '\0';
+		return inet_pton(AF_INET6, v6, bin) == 1;
+	}
+	if (cfg_parse_hostport(s, &addr, &port, &why) == -1)
+		return false;
+	free(addr);
+	return true;
+}
+
 void
 cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln)
 {
@@ -227,6 +251,12 @@ cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln)
 		if (arg == NULL || arg[0] == '\0') {
 			cfg_err(p, ln->lineno, "state resolver: missing "
 			    "address (usage: %s)", usage);
+			return;
+		}
+		if (!cfg_resolver_ok(arg)) {
+			cfg_err(p, ln->lineno, "state resolver: %s is not "
+			    "IP[:PORT] with a numeric address (like 127.0.0.1 "
+			    "or [::1]:53)", cfg_q(arg));
 			return;
 		}
 		if (c->chain_resolver != NULL) {
@@ -245,6 +275,11 @@ cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln)
 	if (mem != (arg == NULL) || (arg != NULL && arg[0] == '\0')) {
 		cfg_err(p, ln->lineno, "state %s: %s (usage: %s)", what,
 		    mem ? "takes no argument" : "missing argument", usage);
+		return;
+	}
+	if (strcmp(what, "redis") == 0 && !cfg_redis_addr_ok(arg)) {
+		cfg_err(p, ln->lineno, "state redis: wants HOST:PORT, not %s",
+		    cfg_q(arg));
 		return;
 	}
 	if (c->chain_store != NULL) {

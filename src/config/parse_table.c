@@ -17,6 +17,17 @@
 #define CFG_TABLE_TIMEOUT_MS	5000
 #define CFG_TABLE_CACHE_MS	10000
 
+bool
+cfg_redis_addr_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+
+	return colon != NULL && colon != s && *end == '\0' && port >= 1 &&
+	    port <= 65535;
+}
+
 /* "<NAME>" naming a table defined above; NULL after reporting. */
 const struct config_table *
 cfg_table_ref(struct cfg_parser *p, const struct cfg_line *ln,
@@ -204,16 +215,9 @@ cfg_table_backend(struct cfg_parser *p, const struct cfg_line *ln,
 		    what);
 		return false;
 	}
-	if (t->kind == CONFIG_TABLE_REDIS) {
-		const char *colon = strrchr(w, ':');
-		char *end;
-		long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-		if (colon == NULL || colon == w || *end != '\0' || port < 1 ||
-		    port > 65535) {
-			cfg_err(p, ln->lineno, "%s: redis wants HOST:PORT",
-			    what);
-			return false;
-		}
+	if (t->kind == CONFIG_TABLE_REDIS && !cfg_redis_addr_ok(w)) {
+		cfg_err(p, ln->lineno, "%s: redis wants HOST:PORT", what);
+		return false;
 	}
 	t->path = xstrdup(w);
 	if (t->kind != CONFIG_TABLE_FILE)

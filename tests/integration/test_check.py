@@ -49,6 +49,12 @@ BROKEN = [
     ("commands and replies", "transaction-log tl commands replies"),
     ("pool twice", "table t passwd pool 2 pool 3"),
     ("pipe timeout without a value", 'action p pipe "/bin/cat" timeout'),
+    # A state store or resolver that could never open: run would answer
+    # every connection 421, so check refuses it as table redis:... is.
+    ("state redis without a port", "state redis 127.0.0.1"),
+    ("state redis port out of range", "state redis 127.0.0.1:99999"),
+    ("state resolver by name", "state resolver ns.example.org"),
+    ("state resolver port out of range", "state resolver 127.0.0.1:99999"),
 )]
 
 
