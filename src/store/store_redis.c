@@ -307,8 +307,8 @@ store_redis_version(const redisReply *rep, char *buf, size_t size)
 
 /*
  * The answer to a connection's first command: the requests that waited
- * for it are sent, or fail if the server is too old (logged) or the
- * connection went (rep NULL).
+ * for it are sent, or fail if the server is too old or refuses INFO
+ * (logged) or the connection went (rep NULL).
  */
 static void
 store_redis_version_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -324,16 +324,22 @@ store_redis_version_cb(redisAsyncContext *ac, void *reply, void *priv)
 		r->waiting--;
 		store_redis_arm(r);
 	}
-	if (rep != NULL && store_redis_version(rep, version,
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+		/* Not an answer about the version: most often NOAUTH. */
+		char safe[256];
+		r->refused = true;
+		log_msg(LOG_LVL_ERROR, "state store: redis %s:%d refused INFO: "
+		    "%s (postern does not log in to Redis), not using it",
+		    r->host, r->port, log_safe_into(safe, sizeof(safe),
+		    rep->str, rep->len));
+	} else if (rep != NULL && store_redis_version(rep, version,
 	    sizeof(version)) >= STORE_REDIS_MIN_MAJOR)
 		r->verified = true;
 	else if (rep != NULL) {
 		r->refused = true;
 		log_msg(LOG_LVL_ERROR, "state store: redis %s:%d: version "
-		    "\"%s\"%s%s: postern needs Redis 7.0 or later, not using "
-		    "it", r->host, r->port, version, rep->type ==
-		    REDIS_REPLY_ERROR ? ", INFO server: " : "",
-		    rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+		    "\"%s\": postern needs Redis 7.0 or later, not using it",
+		    r->host, r->port, version);
 	}
 	while (held != NULL) {
 		struct store_req *req = held;

@@ -730,24 +730,27 @@ REDIS_START_TIMEOUT = 10.0
 
 
 def redis_ping(port):
-    """True when a Redis server on 127.0.0.1:port answers PING."""
+    """True when a Redis server on 127.0.0.1:port answers PING (or says
+    it wants a password first: it is up)."""
     try:
         with socket.create_connection((HOST, port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
 class RedisProc:
     """A throw-away redis-server on a loopback port (a free one, or the
-    one it had: restart() comes back where clients look), nothing saved."""
+    one it had: restart() comes back where clients look), nothing saved;
+    args: more of redis-server's options ("--requirepass", "pw")."""
 
-    def __init__(self, d):
+    def __init__(self, d, args=()):
         if not os.access(REDIS_BIN, os.X_OK):
             pytest.fail("%s not found: run scripts/bootstrap (it installs "
                 "redis-server)" % REDIS_BIN)
         self.dir = d
+        self.args = list(args)
         self.log_path = d / "redis.log"
         self.proc = None
         self.port = None
@@ -766,7 +769,7 @@ class RedisProc:
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen([REDIS_BIN, "--port", str(port),
                 "--bind", HOST, "--save", "", "--appendonly", "no",
-                "--dir", str(self.dir)], cwd=str(self.dir),
+                "--dir", str(self.dir)] + self.args, cwd=str(self.dir),
                 stdin=subprocess.DEVNULL, stdout=logf,
                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + REDIS_START_TIMEOUT

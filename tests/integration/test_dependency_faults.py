@@ -14,8 +14,8 @@ import subprocess
 import threading
 import time
 
-from conftest import (HOST, close_listener, log_events, make_config, send_message,
-    spool_empty, wait_for)
+from conftest import (HOST, RedisProc, close_listener, log_events,
+    make_config, send_message, spool_empty, wait_for)
 from test_milter import make_milter, milter_config  # noqa: F401 (fixture)
 
 # A hung dependency may hold a reply this long at most (timeouts of a few
@@ -186,6 +186,17 @@ class OldRedis:
         close_listener(self.lsock)
 
 
+def store_fails_at_rcpt(srv, *whos):
+    """In one transaction, each RCPT gets redis_config's store failure."""
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        for who in whos:
+            r = rcpt(c, who)
+            assert (r.code, r.esc) == (451, "4.3.0"), "%r\n%s" % (r,
+                c.transcript())
+
+
 def test_redis_older_than_7_is_not_used(make_postern, redis_proc):
     """Counters expire through PEXPIRE ... NX, which Redis has from 7.0 on:
     an older server is named in the log and not used at all (the store
@@ -194,14 +205,7 @@ def test_redis_older_than_7_is_not_used(make_postern, redis_proc):
     old = OldRedis(redis_proc.port)
     try:
         srv = make_postern(config=redis_config(old.spec))
-        with srv.session() as c:
-            c.hello()
-            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
-            r = rcpt(c, "bob@example.org")
-            assert (r.code, r.esc) == (451, "4.3.0"), "%r\n%s" % (r,
-                c.transcript())
-            r = rcpt(c, "carol@example.org")
-            assert (r.code, r.esc) == (451, "4.3.0"), r
+        store_fails_at_rcpt(srv, "bob@example.org", "carol@example.org")
         line = "postern needs Redis 7.0 or later, not using it"
         wait_for(lambda: line in srv.log(), what="the old Redis logged")
         assert srv.log().count(line) == 1, srv.log()
@@ -212,6 +216,25 @@ def test_redis_older_than_7_is_not_used(make_postern, redis_proc):
         assert keys.split() == [], "counters written: %r" % keys
     finally:
         old.close()
+
+
+def test_redis_wanting_a_password_is_named_as_such(make_postern, tmp_path):
+    """postern does not log in to Redis: one with requirepass refuses the
+    INFO that asks its version, and the log says so (not that the server
+    is too old); the store fails as the handler's on-error says."""
+    d = tmp_path / "redis-pw"
+    d.mkdir()
+    red = RedisProc(d, args=["--requirepass", "secret"])
+    try:
+        srv = make_postern(config=redis_config(red.spec))
+        store_fails_at_rcpt(srv, "bob@example.org")
+        line = ("state store: redis %s refused INFO: NOAUTH Authentication "
+            "required. (postern does not log in to Redis), not using it"
+            % red.spec)
+        wait_for(lambda: line in srv.log(), what="the refused INFO logged")
+        assert "needs Redis 7.0" not in srv.log(), srv.log()
+    finally:
+        red.kill()
 
 
 def test_greylist_store_failure_with_on_error_accept_sets_nothing(
