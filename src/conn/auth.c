@@ -85,7 +85,10 @@ conn_auth_done_ev_cb(evutil_socket_t fd, short what, void *arg)
 	conn_auth_unref(j);		/* the answer's */
 }
 
-/* The answer: 1 ok, 0 refused, -1 unavailable, -2 the IP is banned. */
+/*
+ * The answer: 1 ok, 0 refused, -1 unavailable, -2 the IP is banned for
+ * failed AUTHs, -3 the IP is banned for something else.
+ */
 static void
 conn_auth_finish(struct conn_auth_job *j, int rc)
 {
@@ -220,13 +223,14 @@ conn_auth_banned_cb(void *arg, int rc, const char *value)
 {
 	struct conn_auth_job *j = arg;
 
-	(void)value;
 	if (j->arg == NULL) {
 		conn_auth_unref(j);
 		return;
 	}
+	/* The ban's value says who banned (the guard, or a ban handler). */
 	if (rc == 1)
-		conn_auth_finish(j, -2);
+		conn_auth_finish(j, strcmp(value, "auth-guard") == 0 ||
+		    strcmp(value, "auth-failure") == 0 ? -2 : -3);
 	else
 		conn_auth_next(j);	/* a store error locks nobody out */
 	conn_auth_unref(j);

@@ -126,7 +126,11 @@ struct chain_loop *conn_chain_take(struct conn_ctx *ctx,
 
 /* AUTH credential checks off the loop (conn/auth.c). */
 struct conn_auth_job;
-/* rc: 1 valid, 0 refused, -1 a backend unavailable, -2 the IP is banned. */
+/*
+ * rc: 1 valid, 0 refused, -1 a backend unavailable, -2 the IP is banned
+ * for failed AUTHs (auth-guard, "ban on auth-failure"), -3 the IP is
+ * banned for something else (a ban handler, trap, spf).
+ */
 typedef void conn_auth_done_cb(void *arg, int rc, const char *user);
 /*
  * Check user/pass against rt's "auth" backends in order (after the

@@ -192,13 +192,20 @@ conn_auth_checked_cb(void *arg, int rc, const char *user)
 	log_safe_into(safe, sizeof(safe), user, strlen(user));
 	/* Credentials accepted (the auth chain may still refuse): success. */
 	metrics_inc(MET_AUTH, rc == 1 ? 0 : 1, 0);
-	if (rc == -1 || rc == -2) {
+	if (rc < 0) {
+		/* RFC 4954 6: 454 4.7.0, a temporary failure. */
+		static const char *const text[] = {
+			"4.7.0 Temporary authentication failure, try again "
+			    "later",
+			"4.7.0 Too many authentication failures, try again "
+			    "later",
+			"4.7.0 Authentication not available to your address "
+			    "now, try again later",
+		};
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,
 		    "ip=%s user=\"%s\" why=\"%s\"", c->ip, safe, rc == -1 ?
 		    "backend unavailable" : "client on the ban list");
-		conn_set_reply(&r, 454, rc == -1 ? "4.7.0 Temporary "
-		    "authentication failure, try again later" : "4.7.0 Too "
-		    "many authentication failures, try again later");
+		conn_set_reply(&r, 454, "%s", text[-rc - 1]);
 		smtp_session_resume(c->smtp, SMTP_REJECT, &r);
 	} else if (rc == 0) {
 		log_event(LOG_LVL_WARN, "auth-failed", c->sid, NULL,

@@ -201,14 +201,19 @@ def test_auth_without_table_is_a_config_error(tmp_path):
     assert "auth needs an \"auth <TABLE>\"" in out.stdout + out.stderr
 
 
+def with_chains(make_postern, tmp_path, chains):
+    """An auth-plaintext listener for USER, state in memory, and chains."""
+    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
+    (tmp_path / "users").write_text("%s %s\n" % (USER, h))
+    return make_postern(config=auth_config("auth-plaintext").replace(
+        "auth <users>", "auth <users>\nstate memory\nworkers 1\n" + chains))
+
+
 def test_failed_auth_bans_when_asked(make_postern, tmp_path):
     """"ban ... on auth-failure": a wrong password puts the client on the
     ban list, so its next connection is refused; without it, nothing."""
-    h = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512))
-    (tmp_path / "users").write_text("%s %s\n" % (USER, h))
-    srv = make_postern(config=auth_config("auth-plaintext").replace(
-        "auth <users>", "auth <users>\nstate memory\nworkers 1\n"
-        "on connect { banned; ban 10m on auth-failure }"))
+    srv = with_chains(make_postern, tmp_path,
+        "on connect { banned; ban 10m on auth-failure }")
     with srv.session() as c:
         c.hello()
         c.send("AUTH PLAIN " + plain(USER, PASSWORD)); c.expect(235)
@@ -221,6 +226,28 @@ def test_failed_auth_bans_when_asked(make_postern, tmp_path):
         with srv.session() as c:
             return c.read_reply().code == 554
     wait_for(refused, what="the ban after the failed AUTH")
+
+
+def test_auth_from_a_client_banned_for_something_else(make_postern,
+        tmp_path):
+    """A client a handler banned (here `ban` at mail; trap, spf and
+    relay-attempt bans alike) that never failed AUTH is not told it had
+    too many failures: 454 4.7.0 says AUTH is not available to it now."""
+    srv = with_chains(make_postern, tmp_path, "on mail { ban 1h }")
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("QUIT"); c.expect(221)
+
+    def auth_reply():
+        with srv.session() as c:
+            c.hello()
+            c.send("AUTH PLAIN " + plain(USER, PASSWORD))
+            r = c.read_reply()
+            return r if r.code == 454 else None
+    r = wait_for(auth_reply, what="AUTH refused after the ban")
+    assert (r.esc, r.text) == ("4.7.0", "4.7.0 Authentication not available "
+        "to your address now, try again later"), r
 
 
 def guarded(make_postern, tmp_path, state_store):
@@ -281,7 +308,10 @@ def test_auth_guard_logs_every_address_it_bans(make_postern, tmp_path,
         'banned for 3600s' in srv.log(), what="127.0.0.11's ban logged")
     with Client(srv.port, source="127.0.0.11") as c:
         c.hello()
-        c.send("AUTH PLAIN " + plain("bob", PASSWORD)); c.expect(454, "4.7.0")
+        c.send("AUTH PLAIN " + plain("bob", PASSWORD))
+        r = c.expect(454, "4.7.0")
+        assert r.text == "4.7.0 Too many authentication failures, try " \
+            "again later", r
     # Three sessions from one address fail at once: one ban, one line.
     clients = [Client(srv.port, source="127.0.0.12") for _ in range(3)]
     for c in clients:
