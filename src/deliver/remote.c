@@ -173,6 +173,17 @@ remote_smtp_opts(const struct remote_relay *r, const struct deliver_msg *m,
 		so->rewrite = rw;
 }
 
+/* Wipe and free a secret of len bytes (the table's whole value). */
+static void
+remote_secret_free(char **sp, size_t len)
+{
+	if (*sp == NULL)
+		return;
+	OPENSSL_cleanse(*sp, len);
+	free(*sp);
+	*sp = NULL;
+}
+
 /*
  * POP-before-SMTP: log in again when the last login is older than the
  * interval (smtpproxy's popcheckdelay), then wait pop-wait (its
@@ -200,6 +211,12 @@ remote_pop(struct remote_relay *r, const char **err_out)
 		rc = -1;
 		goto out;
 	}
+	if (*pass == '\0') {
+		*err_out = util_err("4.7.8 POP3: pass-table entry for %s has "
+		    "no password", cr->pop_user);
+		rc = -1;
+		goto out;
+	}
 	rc = 0;
 	struct deliver_pop_opts po = { .host = cr->pop_host,
 	    .port = cr->pop_port, .user = cr->pop_user, .pass = pass,
@@ -220,11 +237,54 @@ remote_pop(struct remote_relay *r, const char **err_out)
 	r->pop_last_ms = util_now_ms();
 out:
 	pthread_mutex_unlock(&r->pop_mu);
-	if (pass != NULL) {
-		OPENSSL_cleanse(pass, strlen(pass));
-		free(pass);
-	}
+	if (pass != NULL)
+		remote_secret_free(&pass, strlen(pass));
 	return rc;
+}
+
+/*
+ * The auth table's entry for the relay host, else "default": "user
+ * password".  An entry without a password (or user name) is a mistake in
+ * the table, not an empty password to send: it defers.  On 0, so->user
+ * and so->pass point into *cred_out, which the caller frees with
+ * remote_secret_free(cred_out, *len_out); -1 with *err_out.
+ */
+static int
+remote_creds(struct remote_relay *r, struct deliver_smtp_opts *so,
+    char **cred_out, size_t *len_out, const char **err_out)
+{
+	const char *key = r->cr->host;
+	char *cred = NULL;
+
+	/* Looked up per message, so an edited table applies. */
+	int rc = table_get_first(r->auth, key, &cred);
+	if (rc == TABLE_MISSING) {
+		key = "default";
+		rc = table_get_first(r->auth, key, &cred);
+	}
+	if (rc != TABLE_FOUND) {
+		*err_out = rc == TABLE_MISSING ? util_err("4.7.0 no "
+		    "credentials for %s (or \"default\") in the auth table",
+		    r->cr->host) : util_err("4.3.0 auth <%s>: the table did "
+		    "not answer", table_name(r->auth));
+		return -1;
+	}
+	*len_out = strlen(cred);	/* before the split below */
+	char *sp = strpbrk(cred, " \t");
+	so->user = cred;
+	so->pass = "";
+	if (sp != NULL) {
+		*sp = '\0';
+		so->pass = sp + 1 + strspn(sp + 1, " \t");
+	}
+	if (*so->user == '\0' || *so->pass == '\0') {
+		*err_out = util_err("4.7.8 auth table entry for %s has no %s",
+		    key, *so->user == '\0' ? "user name" : "password");
+		remote_secret_free(&cred, *len_out);
+		return -1;
+	}
+	*cred_out = cred;
+	return 0;
 }
 
 static enum deliver_result
@@ -235,41 +295,17 @@ remote_relay_send(struct remote_relay *r, const struct deliver_msg *m,
 	struct deliver_smtp_opts so;
 	struct deliver_rewrite rw;
 	char *cred = NULL;
+	size_t cred_len = 0;
 	enum deliver_result res;
 
-	if (remote_pop(r, err_out) == -1) {
+	remote_smtp_opts(r, m, &so, &rw);
+	if (remote_pop(r, err_out) == -1 || (r->auth != NULL &&
+	    remote_creds(r, &so, &cred, &cred_len, err_out) == -1)) {
 		deliver_status_all(st, n, DELIVER_TEMPFAIL, *err_out);
 		return DELIVER_TEMPFAIL;
 	}
-	remote_smtp_opts(r, m, &so, &rw);
-	if (r->auth != NULL) {
-		/* Looked up per message, so an edited table applies. */
-		int rc = table_get_first(r->auth, r->cr->host, &cred);
-		if (rc == TABLE_MISSING)
-			rc = table_get_first(r->auth, "default", &cred);
-		if (rc != TABLE_FOUND) {
-			*err_out = rc == TABLE_MISSING ? util_err("4.7.0 no "
-			    "credentials for %s (or \"default\") in the auth "
-			    "table", r->cr->host) : util_err("4.3.0 auth <%s>: "
-			    "the table did not answer", table_name(r->auth));
-			deliver_status_all(st, n, DELIVER_TEMPFAIL, *err_out);
-			return DELIVER_TEMPFAIL;
-		}
-		char *sp = strpbrk(cred, " \t");
-		so.user = cred;
-		so.pass = "";
-		if (sp != NULL) {
-			*sp = '\0';
-			so.pass = sp + 1 + strspn(sp + 1, " \t");
-		}
-	}
 	res = deliver_smtp(&so, m, rcpts, n, st, err_out);
-	if (cred != NULL) {
-		size_t len = strlen(cred);
-		len += strlen(cred + len + 1) + 1;	/* user NUL pass */
-		OPENSSL_cleanse(cred, len);
-		free(cred);
-	}
+	remote_secret_free(&cred, cred_len);
 	return res;
 }
 

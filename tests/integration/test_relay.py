@@ -14,6 +14,7 @@ recorded as delivered is never sent again.  A 250 the server never read
 4.1.1.4 / 6.1: the upstream must drop that message and postern sends again.
 """
 
+import base64
 import email
 import email.policy
 import glob
@@ -108,7 +109,11 @@ class Scripted:
     reply to the final dot / to QUIT until release() (or the client goes
     away).  ehlo: the keywords its EHLO reply offers, read at each EHLO;
     mails: each MAIL command as it came.  A reply given as bytes is sent
-    as it is, a str as UTF-8."""
+    as it is, a str as UTF-8.  AUTH PLAIN (with or without the initial
+    response) and LOGIN take any password: auth_lines holds the AUTH
+    commands and SASL responses as they came, logins each (user,
+    password).  line_max: a longer command line (CRLF included) gets 500
+    5.5.2, as a server that enforces RFC 5321 4.5.3.1.4 says."""
 
     def __init__(self, data_replies=(), port=None, rcpt_replies=None,
             ehlo=("8BITMIME",)):
@@ -116,6 +121,9 @@ class Scripted:
         self.rcpt_replies = dict(rcpt_replies or {})
         self.ehlo = list(ehlo)
         self.mails = []
+        self.auth_lines = []
+        self.logins = []
+        self.line_max = None
         self.stall_data = False
         self.stall_quit = False
         self.dribble = 0		# "220-" lines before the greeting, 0.6 s apart
@@ -165,6 +173,34 @@ class Scripted:
             with self.lock:
                 self.waiting -= 1
 
+    def sasl(self, c, f, challenge):
+        """One SASL round: the 334 challenge out, the response (decoded)
+        back."""
+        c.sendall(b"334 " + base64.b64encode(challenge) + b"\r\n")
+        line = f.readline()
+        with self.lock:
+            self.auth_lines.append(line)
+        return base64.b64decode(line.strip())
+
+    def auth(self, c, f, line):
+        with self.lock:
+            self.auth_lines.append(line)
+        words = line.split()
+        mech = words[1].upper() if len(words) > 1 else b""
+        if mech == b"PLAIN":
+            raw = base64.b64decode(words[2]) if len(words) > 2 else \
+                self.sasl(c, f, b"")
+            _authzid, user, password = raw.split(b"\0")
+        elif mech == b"LOGIN":
+            user = self.sasl(c, f, b"Username:")
+            password = self.sasl(c, f, b"Password:")
+        else:
+            c.sendall(b"504 5.5.4 unknown mechanism\r\n")
+            return
+        with self.lock:
+            self.logins.append((user.decode(), password.decode()))
+        c.sendall(b"235 2.7.0 ok\r\n")
+
     def stalled_now(self):
         with self.lock:
             return self.waiting
@@ -183,7 +219,9 @@ class Scripted:
                     return
                 cmd = line.decode("latin-1").rstrip("\r\n")
                 verb = cmd[:4].upper()
-                if verb in ("EHLO", "HELO"):
+                if self.line_max is not None and len(line) > self.line_max:
+                    c.sendall(b"500 5.5.2 Line too long\r\n")
+                elif verb in ("EHLO", "HELO"):
                     self.note("helo:" + cmd[5:])
                     lines = ["up.test"] + self.ehlo
                     c.sendall("".join("250%s%s\r\n" % ("-" if i <
@@ -238,6 +276,8 @@ class Scripted:
                     return
                 elif verb in ("RSET", "NOOP"):
                     c.sendall(b"250 ok\r\n")
+                elif verb == "AUTH":
+                    self.auth(c, f, line)
                 else:
                     c.sendall(b"502 5.5.2 no\r\n")
         except OSError:
@@ -1074,6 +1114,41 @@ def test_credential_tables_down_say_so(make_postern, pg):
         "4.3.0 auth <creds>: the table did not answer")
     assert first_outcome(srv, "p@pop.test") == ("deferred",
         "4.3.0 POP3: pass-table <creds> did not answer")
+
+
+# ----- a relay's AUTH --------------------------------------------------------
+
+def test_auth_entry_without_password_defers(make_postern, upstreams,
+        tmp_path):
+    """An auth table entry with a user name and no password is a mistake
+    in the table: the message waits, the reason saying so, and no AUTH
+    with an empty password goes up.  Once the entry is mended it goes."""
+    up = upstreams.scripted(ehlo=("AUTH PLAIN LOGIN",))
+    creds = write(str(tmp_path / "creds"), "127.0.0.1 relayuser\n")
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d" auth <creds>' % up.port,
+        extra=("table creds file:%s" % creds,))
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    assert first_outcome(srv, "bob@remote.test") == ("deferred",
+        "4.7.8 auth table entry for 127.0.0.1 has no password")
+    assert up.events == [] and up.auth_lines == [], up.events
+    write(creds, "127.0.0.1 relayuser s3cret\n")
+    wait_for(up.count, timeout=15, what="delivery once the entry has a "
+        "password")
+    assert up.logins == [("relayuser", "s3cret")]
+
+
+def test_pop_pass_table_entry_without_password_defers(make_postern,
+        tmp_path):
+    never = free_port()
+    pw = write(str(tmp_path / "poppass"), "popper\n")
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d" pop "pop3://127.0.0.1:%d" '
+        'user popper pass-table <poppass>' % (never, never),
+        extra=("table poppass file:%s" % pw,))
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    assert first_outcome(srv, "bob@remote.test") == ("deferred",
+        "4.7.8 POP3: pass-table entry for popper has no password")
 
 
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
