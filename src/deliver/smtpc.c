@@ -248,6 +248,13 @@ smtpc_b64(const void *p, size_t n)
 	return out;
 }
 
+static void
+smtpc_b64_free(char *b64)
+{
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+}
+
 /* Send one secret-bearing line; the buffers are wiped (RFC 4954 14). */
 static int
 smtpc_secret(struct smtpc *s, const char *prefix, char *b64)
@@ -255,12 +262,38 @@ smtpc_secret(struct smtpc *s, const char *prefix, char *b64)
 	util_buf_addstr(&s->out, prefix);
 	util_buf_addstr(&s->out, b64);
 	util_buf_add(&s->out, "\r\n", 2);
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
+	smtpc_b64_free(b64);
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) ==
 	    -1)
 		return -1;
 	return 0;
+}
+
+/* RFC 5321 4.5.3.1.4: a command line, CRLF included. */
+#define SMTPC_CMD_LINE_MAX	512
+
+/*
+ * AUTH PLAIN (RFC 4616) with its response b64 (taken: wiped and freed).
+ * RFC 4954 4: the response goes on the command line only when that line
+ * stays within the limit; else "AUTH PLAIN", then the response on its own
+ * line after the server's "334 ".  0 with the last reply in s, or -1 when
+ * the connection failed.
+ */
+static int
+smtpc_auth_plain(struct smtpc *s, char *b64)
+{
+	static const char cmd[] = "AUTH PLAIN ";
+
+	if (strlen(b64) <= SMTPC_CMD_LINE_MAX - (sizeof(cmd) - 1) - 2)
+		return smtpc_secret(s, cmd, b64);
+	smtpc_cmd(s, "AUTH PLAIN");
+	int rc = (smtpc_flush(s, TO_CMD(s)) == -1 ||
+	    smtpc_reply(s, TO_CMD(s)) == -1) ? -1 : 0;
+	if (rc == -1 || s->code != 334) {
+		smtpc_b64_free(b64);
+		return rc;	/* a refusal is the caller's to report */
+	}
+	return smtpc_secret(s, "", b64);
 }
 
 /* AUTH PLAIN (RFC 4616) or LOGIN.  0, or -1 with statuses set. */
@@ -291,7 +324,7 @@ smtpc_auth(struct smtpc *s)
 		char *b = smtpc_b64(raw, ul + pl + 2);
 		OPENSSL_cleanse(raw, ul + pl + 2);
 		free(raw);
-		if (smtpc_secret(s, "AUTH PLAIN ", b) == -1)
+		if (smtpc_auth_plain(s, b) == -1)
 			goto conn;
 	} else if (s->caps.auth_login) {
 		smtpc_cmd(s, "AUTH LOGIN");

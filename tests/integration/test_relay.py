@@ -1151,6 +1151,37 @@ def test_pop_pass_table_entry_without_password_defers(make_postern,
         "4.7.8 POP3: pass-table entry for popper has no password")
 
 
+@pytest.mark.parametrize("mech,pass_len,want_lines", [
+    # "AUTH PLAIN " + 496 octets of base64 + CRLF: 509, the longest fit.
+    ("PLAIN", 361, [509]),
+    # 513 octets would pass 512: the response goes on a line of its own.
+    ("PLAIN", 362, [12, 502]),
+    ("PLAIN", 400, [12, 550]),
+    # LOGIN never puts a secret on the command line.
+    ("LOGIN", 400, [12, 14, 538]),
+])
+def test_auth_response_too_long_for_the_command_line(make_postern,
+        upstreams, tmp_path, mech, pass_len, want_lines):
+    """RFC 4954 4: an initial response that would make the AUTH command
+    longer than 512 octets (RFC 5321 4.5.3.1.4) waits for the server's 334
+    instead; an upstream that enforces the limit takes the message."""
+    up = upstreams.scripted(ehlo=("AUTH " + mech,))
+    up.line_max = 512
+    password = "P" * pass_len
+    creds = write(str(tmp_path / "creds"), "127.0.0.1 relayuser %s\n"
+        % password)
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d" auth <creds>' % up.port,
+        extra=("table creds file:%s" % creds,))
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    settle(srv, up.count, 1, "AUTH %s with a %d-octet password"
+        % (mech, pass_len))
+    assert [len(l) for l in up.auth_lines] == want_lines, up.auth_lines
+    if len(want_lines) > 1:
+        assert up.auth_lines[0] == b"AUTH %s\r\n" % mech.encode()
+    assert up.logins == [("relayuser", password)]
+
+
 # ----- POP-before-SMTP, per-sender accounts ------------------------------------
 
 def pop_relay(make_postern, upstreams, tmp_path, pop_opts, *extra):
