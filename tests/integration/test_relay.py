@@ -526,7 +526,8 @@ def test_relay_recipients_of_one_action_are_one_transaction(make_postern,
     assert up.events.count("data:250") == 2, up.events
     assert rcpt_events(srv, "delivered", qid) == ["<a@remote.test>",
         "<b@remote.test>", "<later@remote.test>"], srv.log()[-2000:]
-    assert rcpt_events(srv, "deferred", qid) == ["<later@remote.test>"]
+    # Retried alone, once more if the retry came before the change.
+    assert set(rcpt_events(srv, "deferred", qid)) == {"<later@remote.test>"}
     _msg, parts = bounce_of(srv, "alice")
     assert [p["Final-Recipient"] for p in parts[1].get_payload()[1:]] == \
         ["rfc822; bad@remote.test"]
