@@ -129,7 +129,8 @@ grey_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 {
 	struct chain_session *cs = chain_call_session(call);
 	struct grey_job *j;
-	char net[80];
+	char net[80], from[STORE_KEY_PART_MAX + 1], to[STORE_KEY_PART_MAX + 1];
+	int r;
 
 	if (cs->rcpt == NULL) {
 		chain_verdict_continue(v);
@@ -141,11 +142,14 @@ grey_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	j->g = inst;
 	j->st = cs->loop->store;
 	util_snprintf(j->wl_key, sizeof(j->wl_key), "greywl:%s", net);
-	util_snprintf(j->key, sizeof(j->key), "grey:%s:<%s>:<%s>", net,
-	    cs->sender != NULL ? cs->sender : "", cs->rcpt);
-	for (char *p = j->key; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
-			*p = '_';
+	/* "grey:NET:<SENDER>:<RCPT>", each address a part of its own. */
+	from[0] = to[0] = '\0';
+	r = chain_key_add_addr(from, sizeof(from), cs->sender != NULL ?
+	    cs->sender : "");
+	r |= chain_key_add_addr(to, sizeof(to), cs->rcpt);
+	ASSERT(r == 0);		/* a part always fits in this much */
+	util_strjoin(j->key, sizeof(j->key), "grey:", net, ":<", from, ">:<",
+	    to, ">", NULL);
 	store_get(j->st, j->wl_key, grey_wl_cb, j);
 	return CHAIN_PENDING;
 }

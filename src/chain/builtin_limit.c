@@ -6,6 +6,7 @@
  */
 #include "chain/chain_private.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,23 +90,41 @@ usage:
 	return NULL;
 }
 
-/* The Subject: field body of a header block, unfolded, blanks out. */
-static void
-limit_subject(const char *h, size_t len, char *buf, size_t bufsz)
+/*
+ * The Subject: field body of a header block as its counter names it: the
+ * bytes as they are (8-bit text too), unfolded, each run of blanks one
+ * space and none at either end; "" when it is blank or there is none.
+ * Owned by the caller; *len_out its length.
+ */
+static char *
+limit_subject(const char *h, size_t len, size_t *len_out)
 {
-	size_t o = 0;
-
-	buf[0] = '\0';
 	for (size_t i = 0, end; i < len; i = end) {
 		end = chain_header_field_end(h, len, i);
-		if (end - i < 8 || strncasecmp(h + i, "subject:", 8) != 0)
+		if (!util_hdr_is(h + i, end - i, "subject"))
 			continue;
-		for (size_t k = i + 8; k < end && o + 1 < bufsz; k++)
-			if (h[k] > 0x20 && h[k] < 0x7f)
-				buf[o++] = h[k];
-		buf[o] = '\0';
-		return;
+		const char *colon = memchr(h + i, ':', end - i);
+		size_t k = (size_t)(colon - h) + 1, o = 0;
+		char *s = xmalloc(end - k + 1);
+		bool blank = false;
+
+		for (; k < end; k++) {
+			if (h[k] == ' ' || h[k] == '\t' || h[k] == '\r' ||
+			    h[k] == '\n') {
+				blank = o > 0;
+				continue;
+			}
+			if (blank)
+				s[o++] = ' ';
+			blank = false;
+			s[o++] = h[k];
+		}
+		s[o] = '\0';
+		*len_out = o;
+		return s;
 	}
+	*len_out = 0;
+	return xstrdup("");
 }
 
 struct limit_job {
@@ -175,46 +194,64 @@ limit_incr_cb(void *arg, int rc, int64_t n)
 	store_get(j->st, j->prev_key, limit_prev_cb, j);
 }
 
-static enum chain_status
-limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+/*
+ * The counter of l's value in this session, without its window, into key;
+ * false when there is no value to count.
+ */
+static bool
+limit_key(const struct limit *l, struct chain_session *cs, char *key,
+    size_t keysz)
 {
-	const struct limit *l = inst;
-	struct chain_session *cs = chain_call_session(call);
-	char subj[200], buf[300], key[STORE_KEY_MAX];
-	const char *val = NULL;
-	size_t hlen;
-	const char *h;
+	const char *val = NULL, *h;
+	size_t hlen, n, fold_from = SIZE_MAX;
+	char *subj;
+	int r;
 
+	util_strlcpy(key, l->key, keysz);
 	switch (l->what) {
 	case LIMIT_IP:
 		val = cs->ip;
 		break;
 	case LIMIT_SENDER:
-		val = cs->sender;
-		break;
 	case LIMIT_RCPT:
-		val = cs->rcpt;
-		break;
+		val = l->what == LIMIT_SENDER ? cs->sender : cs->rcpt;
+		if (val == NULL || val[0] == '\0')
+			return false;
+		r = chain_key_add_addr(key, keysz, val);
+		ASSERT(r == 0);
+		return true;
 	case LIMIT_HELO:
 		val = cs->helo;
+		fold_from = 0;	/* RFC 5321 2.4: one name in any case */
 		break;
 	case LIMIT_SUBJECT:
-		h = chain_session_headers(cs, &hlen);
-		if (h != NULL) {
-			limit_subject(h, hlen, subj, sizeof(subj));
-			val = subj;
-		}
-		break;
+		/* Blank or none is a subject too: the empty one. */
+		if ((h = chain_session_headers(cs, &hlen)) == NULL)
+			return false;
+		subj = limit_subject(h, hlen, &n);
+		r = store_key_add(key, keysz, subj, n, SIZE_MAX);
+		free(subj);
+		ASSERT(r == 0);
+		return true;
 	}
-	if (val == NULL || val[0] == '\0') {
+	if (val == NULL || val[0] == '\0')
+		return false;
+	r = store_key_add(key, keysz, val, strlen(val), fold_from);
+	ASSERT(r == 0);
+	return true;
+}
+
+static enum chain_status
+limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
+{
+	const struct limit *l = inst;
+	struct chain_session *cs = chain_call_session(call);
+	char base[STORE_KEY_MAX], key[STORE_KEY_MAX];
+
+	if (!limit_key(l, cs, base, sizeof(base))) {
 		chain_verdict_continue(v);
 		return CHAIN_DONE;
 	}
-	/* Keys hold no blanks; long values are cut (a hash would do too). */
-	util_strlcpy(buf, val, sizeof(buf));
-	for (char *p = buf; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
-			*p = '_';
 	uint64_t now = util_wall_us() / 1000;
 	uint64_t bucket = now / l->period_ms;
 	struct limit_job *j = xcalloc(1, sizeof(*j));
@@ -224,9 +261,9 @@ limit_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	j->st = cs->loop->store;
 	j->frac_ms = now % l->period_ms;
 	/* "rl:STAGE:N/PERIOD:WHAT:VALUE:WINDOW", this window's and the last's. */
-	util_strjoin(key, sizeof(key), l->key, buf, ":",
+	util_strjoin(key, sizeof(key), base, ":",
 	    util_i64_dec(cur, (int64_t)bucket), NULL);
-	util_strjoin(j->prev_key, sizeof(j->prev_key), l->key, buf, ":",
+	util_strjoin(j->prev_key, sizeof(j->prev_key), base, ":",
 	    util_i64_dec(prev, (int64_t)bucket - 1), NULL);
 	if (l->what == LIMIT_IP)
 		util_strjoin(j->pen_key, sizeof(j->pen_key), "penalty:",

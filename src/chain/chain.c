@@ -16,6 +16,7 @@
 #include "chain/session.h"
 #include "config/config.h"
 #include "metrics/metrics.h"
+#include "store/store.h"
 #include "util/util.h"
 
 _Static_assert(CONFIG_STAGE_COUNT == SMTP_STAGE_COUNT,
@@ -136,6 +137,17 @@ chain_addr_domain(const char *addr)
 	const char *at = strrchr(addr, '@');
 
 	return at != NULL ? at + 1 : "";
+}
+
+int
+chain_key_add_addr(char *buf, size_t bufsz, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	size_t len = strlen(addr);
+
+	/* RFC 5321 2.4: the local part may be case-sensitive, not a domain. */
+	return store_key_add(buf, bufsz, addr, len, at != NULL ?
+	    (size_t)(at - addr) + 1 : len);
 }
 
 void

@@ -47,6 +47,11 @@ bool	chain_key_ok(const char *k);
 bool	chain_value_ok(const char *v);
 /* Domain of an address ("" for none); points into addr. */
 const char *chain_addr_domain(const char *addr);
+/*
+ * Append an address from the client to the state store key in buf as one
+ * part (store_key_add), its domain in lower case.  -1 when it does not fit.
+ */
+int	chain_key_add_addr(char *buf, size_t bufsz, const char *addr);
 /* "ip" -> the /24 (IPv4) or /64 (IPv6) network as text. */
 void	chain_ip_net(const char *ip, char *buf, size_t bufsz);
 /*
@@ -63,8 +68,9 @@ enum chain_rep_what { CHAIN_REP_IP = 1, CHAIN_REP_DOMAIN = 2,
 	CHAIN_REP_BOTH = 3 };
 /*
  * The store key of one score into buf: "rep:ip:IP", or "rep:domain:DOMAIN"
- * of the sender (lower case).  False when the session has none: no client
- * IP, or no sender domain yet (before MAIL, or the null sender).
+ * of the sender (lower case, a part as store_key_add writes it).  False
+ * when the session has none: no client IP, or no sender domain yet (before
+ * MAIL, or the null sender).
  */
 bool	chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
 	    char *buf, size_t bufsz);

@@ -884,13 +884,8 @@ chain_rep_key(const struct chain_session *cs, enum chain_rep_what w,
 	if (dom[0] == '\0')
 		return false;
 	/* RFC 5321 2.4: domains are case-insensitive; one score per name. */
-	util_strjoin(buf, bufsz, "rep:domain:", dom, NULL);
-	util_strlower(buf);
-	/* Keys hold no blanks or 8-bit bytes (an SMTPUTF8 domain). */
-	for (char *p = buf; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p > 0x7e)
-			*p = '_';
-	return true;
+	util_strlcpy(buf, "rep:domain:", bufsz);
+	return store_key_add(buf, bufsz, dom, strlen(dom), 0) == 0;
 }
 
 void

@@ -1,10 +1,12 @@
 /*
- * store/store.c: the store front: checks keys, builds requests, hands them
- * to the engine named by the spec and runs the callbacks on the loop.
+ * store/store.c: the store front: builds and checks keys, builds requests,
+ * hands them to the engine named by the spec and runs the callbacks on the
+ * loop.
  */
 #include "store/store.h"
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +85,71 @@ store_key_ok(const char *key)
 		    (unsigned char)key[i] > 0x7e)
 			return false;
 	return true;
+}
+
+/* A byte a key part holds as it is: printable ASCII but '%' and ':'. */
+static bool
+store_key_byte_plain(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && c != '%' && c != ':';
+}
+
+int
+store_key_add(char *buf, size_t bufsz, const char *val, size_t len,
+    size_t fold_from)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	static const char lhex[] = "0123456789abcdef";
+	size_t o = strlen(buf), need = 0;
+	char *folded = NULL;
+
+	if (fold_from < len) {
+		folded = xmalloc(len);
+		memcpy(folded, val, len);
+		for (size_t i = fold_from; i < len; i++)
+			if (folded[i] >= 'A' && folded[i] <= 'Z')
+				folded[i] = (char)(folded[i] - 'A' + 'a');
+		val = folded;
+	}
+	for (size_t i = 0; i < len; i++)
+		need += store_key_byte_plain((unsigned char)val[i]) ? 1 : 3;
+	if (need > STORE_KEY_PART_MAX) {
+		/* No escape holds a ':', so no value escapes to this. */
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int mdlen = 0;
+		int ok = EVP_Digest(val, len, md, &mdlen, EVP_sha256(), NULL);
+
+		ASSERT(ok == 1);	/* fails only without memory */
+		free(folded);
+		if (bufsz - o <= 7 + 2 * (size_t)mdlen)
+			return -1;
+		memcpy(buf + o, "sha256:", 7);
+		o += 7;
+		for (unsigned int i = 0; i < mdlen; i++) {
+			buf[o++] = lhex[md[i] >> 4];
+			buf[o++] = lhex[md[i] & 15];
+		}
+		buf[o] = '\0';
+		return 0;
+	}
+	if (bufsz - o <= need) {
+		free(folded);
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)val[i];
+
+		if (store_key_byte_plain(c)) {
+			buf[o++] = (char)c;
+			continue;
+		}
+		buf[o++] = '%';
+		buf[o++] = hex[c >> 4];
+		buf[o++] = hex[c & 15];
+	}
+	buf[o] = '\0';
+	free(folded);
+	return 0;
 }
 
 static bool

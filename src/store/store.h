@@ -11,6 +11,7 @@
 #define POSTERN_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct event_base;
@@ -67,5 +68,21 @@ const char *store_health(void);
 
 /* True when key and value lengths and bytes are acceptable. */
 bool	store_key_ok(const char *key);
+
+/* The longest part store_key_add writes as an escape; longer is hashed. */
+#define STORE_KEY_PART_MAX	200
+
+/*
+ * Append one value from outside (len bytes, any bytes) to the key in buf (a
+ * string in bufsz bytes) as a part that stands for that value alone, so
+ * that different values never share a key: printable ASCII but '%' and ':'
+ * (the separator of key parts) as it is, any other byte as %XX.  The bytes
+ * from fold_from on count in ASCII lower case (pass 0 for a domain, the
+ * offset after the '@' for an address, len or more for none).  A part whose
+ * escape would pass STORE_KEY_PART_MAX is "sha256:" and the hex SHA-256 of
+ * those bytes, which no escape spells.  -1 when it does not fit in buf.
+ */
+int	store_key_add(char *buf, size_t bufsz, const char *val, size_t len,
+	    size_t fold_from);
 
 #endif

@@ -393,6 +393,74 @@ test_bad_specs(void **state)
 	event_base_free(base);
 }
 
+/* A value's key part: one value, one part; domains in any case alike. */
+static void
+test_key_add(void **state)
+{
+	static const struct {
+		const char	*label, *prefix, *val;
+		size_t		 fold_from;	/* SIZE_MAX: none */
+		const char	*want;		/* NULL: -1 */
+	} cases[] = {
+		{ "plain", "rl:", "a@example.org", SIZE_MAX, "rl:a@example.org" },
+		{ "separator and escape", "", "a:b%c", SIZE_MAX, "a%3Ab%25c" },
+		{ "blanks and controls", "", " \t\r\n\x7f", SIZE_MAX,
+		    "%20%09%0D%0A%7F" },
+		{ "UTF-8 delta", "", "\xce\xb4@x", SIZE_MAX, "%CE%B4@x" },
+		{ "UTF-8 lambda", "", "\xce\xbb@x", SIZE_MAX, "%CE%BB@x" },
+		{ "empty", "k:", "", SIZE_MAX, "k:" },
+		{ "fold the domain", "", "Bob@Example.ORG", 4,
+		    "Bob@example.org" },
+		{ "fold all, 8-bit kept", "", "MX.\xc3\x9c", 0, "mx.%C3%9C" },
+		{ "fits to the byte", "0123456", "ab", SIZE_MAX, "0123456ab" },
+		{ "no room", "0123456", "abc", SIZE_MAX, NULL },
+	};
+	char buf[10], big[STORE_KEY_MAX];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* The two cases of a short buffer use one just big enough. */
+		bool tight = strcmp(cases[i].prefix, "0123456") == 0;
+		char *b = tight ? buf : big;
+		size_t bsz = tight ? sizeof(buf) : sizeof(big);
+		util_strlcpy(b, cases[i].prefix, bsz);
+		int rc = store_key_add(b, bsz, cases[i].val,
+		    strlen(cases[i].val), cases[i].fold_from);
+		if (cases[i].want == NULL ? rc != -1 ||
+		    strcmp(b, cases[i].prefix) != 0 : rc != 0 ||
+		    strcmp(b, cases[i].want) != 0)
+			fail_msg("case \"%s\": got %d \"%s\", want \"%s\"",
+			    cases[i].label, rc, b, cases[i].want != NULL ?
+			    cases[i].want : "-1, buf as it was");
+		if (cases[i].want != NULL && !store_key_ok(b) && b[0] != '\0')
+			fail_msg("case \"%s\": \"%s\" is no good key",
+			    cases[i].label, b);
+	}
+
+	/* Long values are hashed, and the hash is of every byte. */
+	char v[STORE_KEY_PART_MAX + 2], k1[STORE_KEY_MAX], k2[STORE_KEY_MAX];
+	memset(v, 'a', sizeof(v) - 1);
+	v[sizeof(v) - 1] = '\0';
+	k1[0] = k2[0] = '\0';
+	assert_int_equal(store_key_add(k1, sizeof(k1), v, strlen(v) - 1,
+	    SIZE_MAX), 0);
+	assert_int_equal(strlen(k1), STORE_KEY_PART_MAX);	/* as it is */
+	assert_int_equal(store_key_add(k2, sizeof(k2), v, strlen(v),
+	    SIZE_MAX), 0);
+	assert_int_equal(strncmp(k2, "sha256:", 7), 0);
+	assert_int_equal(strlen(k2), 7 + 64);
+	v[0] = 'b';
+	k1[0] = '\0';
+	assert_int_equal(store_key_add(k1, sizeof(k1), v, strlen(v),
+	    SIZE_MAX), 0);
+	assert_string_not_equal(k1, k2);
+	/* 67 bytes of "%" escape to 201 characters: hashed too. */
+	memset(v, '%', 67);
+	k1[0] = '\0';
+	assert_int_equal(store_key_add(k1, sizeof(k1), v, 67, SIZE_MAX), 0);
+	assert_int_equal(strncmp(k1, "sha256:", 7), 0);
+}
+
 /* ----- redis ----- */
 
 static pid_t redis_pid = -1;
@@ -508,6 +576,7 @@ main(void)
 		cmocka_unit_test(test_sqlite_batch),
 		cmocka_unit_test(test_sqlite_shared),
 		cmocka_unit_test(test_bad_specs),
+		cmocka_unit_test(test_key_add),
 		cmocka_unit_test(test_ordered_answers),
 		cmocka_unit_test(test_redis),
 		cmocka_unit_test(test_redis_down),
