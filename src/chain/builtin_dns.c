@@ -244,7 +244,10 @@ dnsl_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	j->d = d;
 	j->dns = cs->loop->dns;
 	j->st = cs->loop->store;
-	util_snprintf(j->key, sizeof(j->key), "dnsa:%s", j->name);
+	/* One name in any letter case (RFC 4343), 8-bit bytes escaped. */
+	util_strlcpy(j->key, "dnsa:", sizeof(j->key));
+	r = store_key_add(j->key, sizeof(j->key), j->name, strlen(j->name), 0);
+	ASSERT(r == 0);
 	/*
 	 * The cache first (the session may be gone when it answers).  It
 	 * holds the zone's answer, which each handler reads by its own match.

@@ -13,7 +13,7 @@
 #include <crypt.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -290,13 +290,6 @@ conn_auth_abandon(struct conn_auth_job **jp)
 
 /* ----- the guard: failures counted in the store ----- */
 
-/*
- * A user name up to this long is keyed by its bytes, escaped one to one
- * (at most 4 characters each, so the key fits); a longer one by the
- * SHA-256 of all of it.  Distinct names never share a counter.
- */
-#define CONN_GUARD_NAME_KEYED	100
-
 struct conn_guard_step {
 	struct store		*st;		/* borrowed: the loop's */
 	int			 waiting;	/* counts not back yet */
@@ -308,34 +301,18 @@ struct conn_guard_step {
 	char			 user[300];	/* escaped, for the log */
 };
 
-/* The store key counting failures for user (peer text, any bytes). */
+/*
+ * The store key counting failures for user (peer text, any bytes): one
+ * counter per name, however long or strange.
+ */
 static void
 conn_guard_user_key(const char *user, char *key, size_t keysz)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t len = strlen(user), o;
-	char esc[4 * CONN_GUARD_NAME_KEYED + 8];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	int ok;
+	int r;
 
-	/* The escape of log lines: printable ASCII but '"' and '\\' as it
-	   is, any other byte \xNN, so it reads back to the very name. */
-	if (len <= CONN_GUARD_NAME_KEYED) {
-		util_snprintf(key, keysz, "authfail:user:%s",
-		    log_safe_word_into(esc, sizeof(esc), user, len));
-		return;
-	}
-	/* Fails only without memory, which aborts anyway. */
-	ok = EVP_Digest(user, len, md, &mdlen, EVP_sha256(), NULL);
-	ASSERT(ok == 1);
-	util_snprintf(key, keysz, "authfail:user-sha256:");
-	o = strlen(key);
-	for (unsigned int i = 0; i < mdlen && o + 2 < keysz; i++) {
-		key[o++] = hex[md[i] >> 4];
-		key[o++] = hex[md[i] & 15];
-	}
-	key[o] = '\0';
+	util_strlcpy(key, "authfail:user:", keysz);
+	r = store_key_add(key, keysz, user, strlen(user), SIZE_MAX);
+	ASSERT(r == 0);		/* a part always fits in a key */
 }
 
 /*

@@ -128,3 +128,34 @@ def test_ratelimit_per_helo_is_case_insensitive(make_postern, state_store):
             c.send("EHLO " + name)
             r = c.read_reply()
             assert r.code == code, (name, r)
+
+
+class AskedRecords(dict):
+    """DnsResponder's records, noting each name asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    def get(self, name, default=None):
+        self.asked.append(name)
+        return super().get(name, default)
+
+
+def test_dns_list_cache_is_one_entry_per_name_in_any_case(make_postern,
+        state_store):
+    """RFC 4343: a domain in another letter case is the same DNS name, so
+    the cached answer of the list serves it: the zone is asked once."""
+    from test_chains import DnsResponder
+    records = AskedRecords()
+    dns = DnsResponder(records)
+    try:
+        srv = make_postern(config=keys_config(
+            "state resolver 127.0.0.1:%d\n"
+            "on helo { rhsbl dbl.test tag }" % dns.port, state_store))
+        for name in ("Mx.Example.NET", "mx.example.net", "MX.EXAMPLE.NET"):
+            with Client(srv.port) as c:
+                c.hello(name)
+        assert records.asked == ["mx.example.net.dbl.test"], records.asked
+    finally:
+        dns.close()
