@@ -143,10 +143,8 @@ struct net_server {
 						   or NULL */
 	struct log_translog_writer *tlw;	/* owned: transaction logs */
 	struct event		*sig_term, *sig_int, *sig_hup, *sig_usr1;
-	char			*pid_file;	/* owned, or NULL: none */
 	bool			 pid_file_forced; /* by the command line: a
 						   reload keeps it */
-	int			 pidfd;		/* locked while we run, or -1 */
 	int			 notify_fd;	/* the service manager's, or -1 */
 	int			 bind_errno;	/* why net_listens_sync failed */
 	int			 startup_signal; /* SIGTERM/SIGINT while binding */
@@ -337,13 +335,14 @@ void	net_observe_stop(struct net_server *srv);
 
 /*
  * pidfile.c: write our process id into path and hold an exclusive lock on
- * it until net_pidfile_close.  A file another live postern holds is an
- * error; one left by a dead process is taken over.  The descriptor, or -1
- * with *err_out.
+ * it until net_pidfile_close, or the process's exit, which closes it too
+ * (a start that fails).  A file another live postern holds is an error
+ * (and stays as it is); one left by a dead process is taken over.  0, or
+ * -1 with *err_out.  One file a process.
  */
 int	net_pidfile_open(const char *path, const char **err_out);
 /* Remove the file (or empty it, when we may not) and let the lock go. */
-void	net_pidfile_close(int *fdp, const char *path);
+void	net_pidfile_close(void);
 
 /* Take the sockets passed through LISTEN_FDS into np (start-up). */
 void	net_passed_take_all(struct net_passed *np);

@@ -4,7 +4,9 @@
  * its whole life, so the lock, not the number in it, says whether the
  * writer still runs: a second instance finds it locked and refuses; a file
  * left by a process that died (killed, crashed) is unlocked, stale, and
- * taken over.
+ * taken over.  The file goes at any exit of the process that wrote it,
+ * also a start that fails (fatal() exits without net_server_free): only a
+ * process that was killed leaves one behind.
  */
 #include "net/net_private.h"
 
@@ -17,6 +19,14 @@
 #include <unistd.h>
 
 #include "log/log.h"
+
+/*
+ * The file we hold, one a process, from net_pidfile_open to its close:
+ * here, not in the server, since atexit(3) hands its function nothing.
+ */
+static int	 net_pidfile_fd = -1;
+static char	*net_pidfile_path;	/* owned */
+static pid_t	 net_pidfile_owner;	/* who wrote it: not a forked child */
 
 /* The process id written in fd's file, or 0 when there is none. */
 static long
@@ -35,13 +45,23 @@ net_pidfile_read(int fd)
 	    pid : 0;
 }
 
+/* At exit, wherever it comes from: the writer's file goes with it. */
+static void
+net_pidfile_atexit(void)
+{
+	if (getpid() == net_pidfile_owner)
+		net_pidfile_close();
+}
+
 int
 net_pidfile_open(const char *path, const char **err_out)
 {
+	static bool registered;
 	char line[32];
 	long old;
 	int fd, n;
 
+	ASSERT(net_pidfile_fd == -1);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd == -1) {
 		*err_out = util_err("pid file %s: %s", path, strerror(errno));
@@ -57,6 +77,12 @@ net_pidfile_open(const char *path, const char **err_out)
 			    strerror(errno));
 		goto fail;
 	}
+	/* Locked: ours from here on, to remove whatever happens next. */
+	net_pidfile_fd = fd;
+	net_pidfile_path = xstrdup(path);
+	net_pidfile_owner = getpid();
+	if (!registered && atexit(net_pidfile_atexit) == 0)
+		registered = true;
 	if ((old = net_pidfile_read(fd)) != 0)
 		log_msg(LOG_LVL_INFO, "pid file %s: stale (pid %ld holds it no "
 		    "more): taken over", path, old);
@@ -64,9 +90,10 @@ net_pidfile_open(const char *path, const char **err_out)
 	if (ftruncate(fd, 0) == -1 || pwrite(fd, line, (size_t)n, 0) != n) {
 		*err_out = util_err("pid file %s: write: %s", path,
 		    strerror(errno));
-		goto fail;
+		net_pidfile_close();
+		return -1;
 	}
-	return fd;
+	return 0;
 fail:
 	if (fd != -1)
 		close(fd);
@@ -74,17 +101,20 @@ fail:
 }
 
 void
-net_pidfile_close(int *fdp, const char *path)
+net_pidfile_close(void)
 {
-	if (*fdp == -1)
+	if (net_pidfile_fd == -1)
 		return;
 	/*
 	 * Once we run as "user" the folder (/run/postern, root's) may not
 	 * let us remove the file: then leave it empty, which reads as stale.
 	 */
-	if (unlink(path) == -1 && ftruncate(*fdp, 0) == -1)
+	if (unlink(net_pidfile_path) == -1 && ftruncate(net_pidfile_fd, 0) ==
+	    -1)
 		log_msg(LOG_LVL_WARN, "pid file %s: cannot remove or empty it: "
-		    "%s", path, strerror(errno));
-	close(*fdp);
-	*fdp = -1;
+		    "%s", net_pidfile_path, strerror(errno));
+	close(net_pidfile_fd);
+	net_pidfile_fd = -1;
+	free(net_pidfile_path);
+	net_pidfile_path = NULL;
 }

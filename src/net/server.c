@@ -504,12 +504,9 @@ net_server_new(const char *config_path, struct config *cfg,
 	srv->pid_file_forced = pid_file != NULL;
 	srv->notify_fd = net_notify_open();
 	/* First: a second instance stops here, before it binds anything. */
-	srv->pidfd = -1;
-	if (cfg->pid_file != NULL) {
-		srv->pid_file = xstrdup(cfg->pid_file);
-		if ((srv->pidfd = net_pidfile_open(srv->pid_file, &err)) == -1)
-			net_start_fail(cfg, err);
-	}
+	if (cfg->pid_file != NULL &&
+	    net_pidfile_open(cfg->pid_file, &err) == -1)
+		net_start_fail(cfg, err);
 	if (evthread_use_pthreads() == -1)
 		net_start_fail(cfg, "libevent: no thread support");
 	pthread_mutex_init(&srv->mu, NULL);
@@ -656,10 +653,9 @@ net_server_free(struct net_server **srvp)
 	pthread_mutex_destroy(&srv->reap_mu);
 	event_base_free(srv->base);
 	pthread_mutex_destroy(&srv->mu);
-	net_pidfile_close(&srv->pidfd, srv->pid_file);
+	net_pidfile_close();
 	if (srv->notify_fd != -1)
 		close(srv->notify_fd);
-	free(srv->pid_file);
 	free(srv->config_path);
 	free(srv);
 	*srvp = NULL;

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import HOST, Client, binary, free_port, make_config, \
-    needs, port_listening, send_message, server_socket_for, wait_for
+    needs, port_listening, run_cli, send_message, server_socket_for, \
+    wait_for
 from test_ipv6 import has_ipv6_loopback
 
 
@@ -349,6 +350,21 @@ def test_stale_pid_file_is_taken_over(make_postern):
         pid_path, dead.pid) in srv.log()
 
 
+def test_a_start_that_fails_removes_its_pid_file(make_postern):
+    """A second server on a spool in use stops after it wrote its own PID
+    file: the file goes with it, as at a clean stop."""
+    first = make_postern()
+    second = make_postern(start=False)
+    second.write_config(make_config().replace("{tmp}", first.dir))
+    pid_path = second.path("second.pid")
+    r = run_cli("run", "-c", second.conf, "--pid-file", pid_path,
+        cwd=second.dir, timeout=30)
+    assert r.returncode == 1, r
+    assert "spool %s/spool is in use by another postern (pid %d)" % (
+        first.dir, first.proc.pid) in r.stderr, r.stderr
+    assert not os.path.exists(pid_path), "pid file left by a failed start"
+
+
 def hold_port(port):
     """Another program on 127.0.0.1:port (no SO_REUSEPORT: postern's bind
     fails with EADDRINUSE while it is there)."""
@@ -412,17 +428,20 @@ def test_bind_retry_stops_on_sigterm(make_postern):
     holder = hold_port(srv.port)
     try:
         log = open(srv.log_path, "ab")
-        proc = subprocess.Popen([binary(), "run", "-c", srv.conf],
-            cwd=srv.dir, stdout=log, stderr=log)
+        pid_path = srv.path("postern.pid")
+        proc = subprocess.Popen([binary(), "run", "-c", srv.conf,
+            "--pid-file", pid_path], cwd=srv.dir, stdout=log, stderr=log)
         log.close()
         wait_for(lambda: "trying again" in srv.log(), timeout=15,
             what="a retry")
+        assert read_pid(pid_path) == "%d\n" % proc.pid
         t0 = time.monotonic()
         proc.terminate()
         assert proc.wait(10) == 0
         assert time.monotonic() - t0 < 3, "SIGTERM waited for the retry"
         assert "shutdown: signal 15 before every address was bound" in \
             srv.log()
+        assert not os.path.exists(pid_path), "pid file left at the stop"
     finally:
         holder.close()
 
