@@ -82,6 +82,17 @@ log_file_set(const char *path, uint64_t size_max, unsigned keep,
 	return rc;
 }
 
+bool
+log_has_file(void)
+{
+	bool set;
+
+	pthread_mutex_lock(&log_file_mu);
+	set = log_path != NULL;
+	pthread_mutex_unlock(&log_file_mu);
+	return set;
+}
+
 int
 log_file_reopen(const char **err_out)
 {

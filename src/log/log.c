@@ -88,7 +88,9 @@ log_init(bool use_syslog, const char *facility, enum log_level min)
 	if (use_syslog)
 		openlog("postern", LOG_PID | LOG_NDELAY,
 		    log_facility_code(facility));
-	log_journal = !use_syslog && log_out_fd() == STDERR_FILENO &&
+	/* Back from a log file, stderr is written through the number the
+	 * file had (file.c): ask where lines go, not through which number. */
+	log_journal = !use_syslog && !log_has_file() &&
 	    log_stderr_is_journal();
 }
 

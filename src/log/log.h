@@ -27,7 +27,12 @@ void	log_set_json(bool on);
  */
 int	log_file_set(const char *path, uint64_t size_max, unsigned keep,
 	    const char **err_out);
-/* Open the log file's path again (it was renamed): SIGUSR1.  0 or -1. */
+/* Do lines go to a log file (log_file_set), not to stderr? */
+bool	log_has_file(void);
+/*
+ * Open the log file's path again (it was renamed): SIGUSR1.  0 or -1;
+ * without a log file 0, and nothing is done.
+ */
 int	log_file_reopen(const char **err_out);
 /* Lines a failed write lost (a full disk) since the start. */
 uint64_t log_lines_lost(void);

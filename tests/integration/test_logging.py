@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from conftest import queue_id, run_cli, send_message, wait_for
+from conftest import make_config, queue_id, run_cli, send_message, \
+    wait_for
 
 EVENTS = {"connect", "helo", "mail", "rcpt", "reject", "accepted", "delivered",
     "deferred", "disconnect"}
@@ -310,6 +311,39 @@ def test_journal_gets_priorities(make_postern):
     wait_for(lambda: srv.log().count("postern started") == 2, what="start")
     tail = srv.log().split("=== start ===")[-1]
     assert "<6>" not in tail and re.search(r"^\S+ info ", tail, re.M), tail
+
+
+def test_journal_priorities_come_back_after_a_log_file(make_postern):
+    """From stderr to a log file and back, by reloads: the lines on stderr
+    start with their priorities again."""
+    srv = make_postern(start=False)
+    open(srv.log_path, "ab").close()
+    st = os.stat(srv.log_path)
+    srv.env = {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+    srv.start()
+    path = srv.path("p.log")
+
+    def reloaded(extra):
+        def done():
+            return srv.log().count("reload: configuration") + (open(
+                path).read().count("reload: configuration") if
+                os.path.exists(path) else 0)
+        n = done()
+        srv.write_config(make_config(extra))
+        srv.sighup()
+        wait_for(lambda: done() > n, what="the reload")
+
+    session_mix_quiet(srv, "before.example")
+    reloaded(["log file {tmp}/p.log"])
+    session_mix_quiet(srv, "infile.example")
+    reloaded([])
+    session_mix_quiet(srv, "after.example")
+    wait_for(lambda: "after.example" in srv.log(), what="the last session")
+    helos = {h: l for l in srv.log().splitlines() for h in ("before.example",
+        "infile.example", "after.example") if 'name="%s"' % h in l}
+    assert "infile.example" not in helos, helos
+    for h in ("before.example", "after.example"):
+        assert re.match(r"<6>\S+ info helo ", helos[h]), helos[h]
 
 
 # ----- peer text in log lines ------------------------------------------------

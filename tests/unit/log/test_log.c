@@ -285,7 +285,9 @@ test_file_rotation(void **state)
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/p.log", dir);
+	assert_false(log_has_file());
 	assert_int_equal(log_file_set(path, 4096, 2, &err), 0);
+	assert_true(log_has_file());
 	for (int i = 0; i < 400; i++)
 		log_event(LOG_LVL_INFO, "e", NULL, NULL, "n=%d pad=%050d", i,
 		    0);
@@ -311,6 +313,7 @@ test_file_rotation(void **state)
 	log_event(LOG_LVL_INFO, "after", NULL, NULL, "k=1");
 	assert_true(file_size(path) > 0);
 	assert_int_equal(log_file_set(NULL, 0, 0, &err), 0);
+	assert_false(log_has_file());
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
