@@ -341,7 +341,10 @@ net_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	if (sig == SIGUSR1) {
 		/* logrotate renamed the file: write to a new one. */
-		if (log_file_reopen(&err) == -1)
+		if (!log_has_file())
+			log_msg(LOG_LVL_INFO, "SIGUSR1: no log file to "
+			    "reopen");
+		else if (log_file_reopen(&err) == -1)
 			log_msg(LOG_LVL_ERROR, "SIGUSR1: %s", err);
 		else
 			log_msg(LOG_LVL_INFO, "log file reopened");

@@ -254,6 +254,13 @@ def test_log_file_reopened_on_sigusr1(make_postern):
     assert "log file reopened" in open(path).read()
 
 
+def test_sigusr1_without_a_log_file_says_nothing_was_reopened(postern):
+    postern.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "reopen" in postern.log(), what="the SIGUSR1 line")
+    assert "log file reopened" not in postern.log(), postern.log()
+    assert "info SIGUSR1: no log file to reopen" in postern.log()
+
+
 def session_mix_quiet(srv, helo):
     with srv.session() as c:
         c.hello(helo)
