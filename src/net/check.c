@@ -2,7 +2,8 @@
  * net/check.c: what a start would refuse in a configuration, found without
  * binding or writing anything (the one child it may start asks access(2)
  * as the user an action's program will run as, and exits): postern check
- * runs it, and so does postern run before it starts anything.  Each error
+ * runs it, postern run before it starts anything, and a reload (SIGHUP)
+ * before it takes the file, which is then refused as well.  Each error
  * names the statement at fault as "FILE:LINE: message".
  */
 #include "net/net_private.h"
@@ -125,8 +126,12 @@ net_check_metrics(const struct config *cfg, const char **err_out)
 	return 0;
 }
 
-int
-net_check_system(const struct config *cfg, char **errs_out)
+/*
+ * What a start refuses in cfg; the log file's folder only with log_folder
+ * (a reload leaves the file it has open where cfg names it again).
+ */
+static int
+net_check_run(const struct config *cfg, bool log_folder, char **errs_out)
 {
 	struct util_buf errs = { 0 };
 	const char *err = NULL;
@@ -134,7 +139,8 @@ net_check_system(const struct config *cfg, char **errs_out)
 	if (net_check_nofile(cfg, &err) == -1)
 		util_buf_printf(&errs, "%s\n", err);
 	net_check_accounts(cfg, &errs);
-	net_check_log_file(cfg, &errs);
+	if (log_folder)
+		net_check_log_file(cfg, &errs);
 	net_check_spool(cfg, &errs);
 	if (net_check_metrics(cfg, &err) == -1)
 		util_buf_printf(&errs, "%s\n", err);
@@ -145,6 +151,22 @@ net_check_system(const struct config *cfg, char **errs_out)
 	*errs_out = xstrdup(util_buf_cstr(&errs));
 	util_buf_clear(&errs);
 	return -1;
+}
+
+int
+net_check_system(const struct config *cfg, char **errs_out)
+{
+	return net_check_run(cfg, true, errs_out);
+}
+
+int
+net_check_reload(const struct config *cfg, const struct config *running,
+    char **errs_out)
+{
+	bool same_log = cfg->log_file != NULL && running->log_file != NULL &&
+	    strcmp(cfg->log_file, running->log_file) == 0;
+
+	return net_check_run(cfg, !same_log, errs_out);
 }
 
 int

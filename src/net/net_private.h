@@ -287,6 +287,14 @@ void	net_size_nofile(const struct config *cfg);
  */
 int	net_check_system(const struct config *cfg, char **errs_out);
 /*
+ * net_check_system() of the file a reload read, as written (before the
+ * settings only a restart changes take their running values): what the
+ * next start would refuse.  The log file's folder is left out when the
+ * file is the running one, which stays open (and may be root's alone).
+ */
+int	net_check_reload(const struct config *cfg,
+	    const struct config *running, char **errs_out);
+/*
  * Is cfg's "metrics listen" apart from every listener's address and port
  * (start-up, and a reload against the endpoint that runs)?  0, or -1 with
  * *err_out (static text) as "FILE:LINE: message".

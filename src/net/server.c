@@ -244,6 +244,38 @@ net_reload_refused(struct net_server *srv, const char *why)
 	    "configuration");
 }
 
+/* One log line per error of errs ("FILE:LINE: message" lines; freed). */
+static void
+net_reload_log_errs(char *errs)
+{
+	char *save = NULL;
+
+	for (char *line = strtok_r(errs, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save))
+		log_msg(LOG_LVL_ERROR, "reload: %s", line);
+	free(errs);
+}
+
+/*
+ * A reload refused for errs (as net_reload_log_errs takes them): one
+ * error is named in the refusal's line, as a bind's or the metrics
+ * address's is; several come each in a line of their own before it.
+ */
+static void
+net_reload_refused_errs(struct net_server *srv, char *errs)
+{
+	char *nl = strchr(errs, '\n');
+
+	if (nl != NULL && nl[1] == '\0') {
+		*nl = '\0';
+		net_reload_refused(srv, errs);
+		free(errs);
+		return;
+	}
+	net_reload_log_errs(errs);
+	net_reload_refused(srv, NULL);
+}
+
 static void
 net_reload(struct net_server *srv)
 {
@@ -259,13 +291,16 @@ net_reload(struct net_server *srv)
 	    srv->config_path);
 	cfg = config_load(srv->config_path, &errs);
 	if (cfg == NULL) {
-		/* One log line per error, then keep what runs. */
-		char *save = NULL;
-		for (char *line = strtok_r(errs, "\n", &save); line != NULL;
-		    line = strtok_r(NULL, "\n", &save))
-			log_msg(LOG_LVL_ERROR, "reload: %s", line);
-		free(errs);
+		net_reload_log_errs(errs);
 		net_reload_refused(srv, NULL);
+		return;
+	}
+	/* What postern check and the next start would refuse in the file
+	 * as written, what only a restart changes included (that keeps its
+	 * running value below all the same). */
+	if (net_check_reload(cfg, srv->rt->cfg, &errs) == -1) {
+		config_free(&cfg);
+		net_reload_refused_errs(srv, errs);
 		return;
 	}
 	fixed = net_restart_only(srv, cfg);

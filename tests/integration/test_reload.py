@@ -15,8 +15,8 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import (free_port, log_events, make_config, send_message,
-    unverified_context, wait_for)
+from conftest import (free_port, log_events, make_config, run_cli,
+    send_message, unverified_context, wait_for)
 from httpd import Api
 from test_threads import make_cert
 
@@ -529,6 +529,62 @@ def test_a_reload_compares_with_what_runs_not_with_the_last_file(
         "restart", "reload: user changes only at restart"]
     assert restart_only_warnings(reload_to(srv, conf(2))) == []
     assert restart_only_warnings(reload_to(srv, conf(2))) == []
+
+
+def greeting(srv):
+    with srv.session() as c:
+        return c.expect(220).text
+
+
+def test_a_reload_refuses_what_check_and_the_next_start_refuse(
+        make_postern, tmp_path):
+    """"user" changes only at restart, but a user this system lacks makes
+    postern check and the next start fail: a reload is refused for it,
+    with the error check names, before anything of the file is taken (its
+    new greeting); the service manager hears that the reload failed.
+    Several such errors come a line each."""
+    from test_service import Notify
+    notify = Notify(tmp_path / "notify.sock")
+    try:
+        srv = make_postern(start=False)
+        srv.env = {"NOTIFY_SOCKET": notify.path}
+        srv.start()
+        notify.expect("READY")
+        old = greeting(srv)
+        bad = make_config(["user nosuchuser", 'greeting "NEW"'])
+        srv.write_config(bad)
+        r = run_cli("check", "-c", srv.conf)
+        assert (r.returncode, r.stdout) == (1, "%s:5: user nosuchuser: no "
+            "such user\n" % srv.conf), r
+        lines = reload_to(srv, bad, ok=False)
+        assert [l for l in lines if " error " in l or " warn " in l] == [
+            l for l in lines if "error reload failed: %s:5: user "
+            "nosuchuser: no such user: keeping the running configuration"
+            % srv.conf in l] != [], lines
+        notify.expect("RELOADING")
+        msg = notify.expect("READY")
+        assert "reload failed" in msg["STATUS"], msg
+        assert greeting(srv) == old == "test.example ESMTP postern"
+        lines = reload_to(srv, make_config(["user nosuchuser",
+            "group nosuchgroup", "log file {tmp}/nodir/postern.log",
+            'greeting "NEW"']), ok=False)
+        assert [l[l.index("reload"):] for l in lines if " error " in l or
+            " warn " in l] == ["reload: %s:%s" % (srv.conf, e) for e in (
+            "5: user nosuchuser: no such user",
+            "6: group nosuchgroup: no such group",
+            "7: log file %s/nodir/postern.log: folder %s/nodir: No such "
+            "file or directory" % (srv.dir, srv.dir))] + [
+            "reload failed: keeping the running configuration"], lines
+        assert greeting(srv) == old
+        # What check takes, a reload takes: the greeting, and a warning
+        # for the user, which changes only at restart.
+        lines = reload_to(srv, make_config(["user nobody",
+            'greeting "NEW"']))
+        assert restart_only_warnings(lines) == [
+            "reload: user changes only at restart"], lines
+        assert greeting(srv) == "test.example NEW"
+    finally:
+        notify.close()
 
 
 def test_a_new_spool_log_size_is_named_at_reload(make_postern):
