@@ -282,6 +282,23 @@ conn_set_timeouts(struct conn *c)
 	bufferevent_set_timeouts(under != NULL ? under : c->bev, NULL, &tv);
 }
 
+/*
+ * What the session waits for is called off (a credential check, a
+ * lookup, a refused AUTH's tarpit, the upstream, the chain): nothing
+ * answers it after this.  Its transaction stays, for the caller.
+ */
+static void
+conn_call_off(struct conn *c)
+{
+	conn_auth_abandon(&c->auth_job);
+	route_resolve_cancel(&c->route_q);
+	if (c->tarpit_ev != NULL)
+		evtimer_del(c->tarpit_ev);
+	c->eom_flushing = false;
+	conn_proxy_free(c);
+	chain_session_free(&c->cs);	/* runs the disconnect chain */
+}
+
 void
 conn_free(struct conn *c)
 {
@@ -291,12 +308,9 @@ conn_free(struct conn *c)
 	    "ip=%s messages=%u duration_ms=%ju", c->ip, c->nmsgs,
 	    (uintmax_t)(util_now_ms() - c->start_ms));
 	conn_tx_release(&c->tx);
-	conn_auth_abandon(&c->auth_job);
-	route_resolve_cancel(&c->route_q);
+	conn_call_off(c);
 	if (c->tarpit_ev != NULL)
 		event_free(c->tarpit_ev);
-	conn_proxy_free(c);
-	chain_session_free(&c->cs);	/* runs the disconnect chain */
 	chain_loop_unref(&c->chain_loop);
 	free(c->wait_arg);
 	smtp_session_free(&c->smtp);
@@ -367,10 +381,16 @@ conn_shutdown_one(struct conn *c)
 	if (!smtp_session_in_data(c->smtp) &&
 	    !smtp_session_is_waiting(c->smtp)) {
 		c->last_verb[0] = '\0';	/* between commands: of none */
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
+		conn_close_stopping(c);
 	}
 	return false;
+}
+
+void
+conn_close_stopping(struct conn *c)
+{
+	smtp_session_close_with(c->smtp, 421,
+	    "4.3.2 Service shutting down, closing channel");
 }
 
 void
@@ -390,6 +410,18 @@ conn_answered_all(struct conn *c)
 	    !smtp_session_is_waiting(c->smtp) &&
 	    (c->tx == NULL || !conn_tx_backlogged(c->tx)) &&
 	    !conn_proxy_backlogged(c);
+}
+
+/*
+ * A message's end is in others' hands (the commit, a sync action's web
+ * service, a proxy's upstream): only their outcome answers it, as the
+ * message may be accepted.
+ */
+static bool
+conn_eom_out(const struct conn *c)
+{
+	return (c->tx != NULL && conn_tx_committing(c->tx)) ||
+	    conn_proxy_eom_out(c);
 }
 
 /* The last reply gets a short while, not the session's time. */
@@ -646,11 +678,42 @@ conn_shutdown_all(struct conn_ctx *ctx)
 	}
 }
 
+/*
+ * The grace is over.  A session owed a reply (its greeting, or a command
+ * or a message's end waiting on a handler, a lookup or a tarpit) gets
+ * 421 in its place, as one between commands got it when the stop began
+ * (RFC 5321 3.8: 421 may answer any command once the service must shut
+ * down), after what it waited for is called off; its last reply gets the
+ * usual short while.  One whose message is being committed is left to
+ * the commit (a disk job the loop waits for anyway; a sync request is
+ * cancelled by the stop now), whose reply then closes it: a 421 would
+ * deny a message that may be accepted.  The rest
+ * go at once, silent: in a message's text, in a TLS handshake, closing
+ * already, or with a message's end up at a proxy's upstream.
+ */
+static void
+conn_kill_one(struct conn *c)
+{
+	if (c->tx != NULL && conn_tx_committing(c->tx))
+		return;
+	if (!c->closing && smtp_session_is_waiting(c->smtp) &&
+	    !conn_eom_out(c)) {
+		conn_call_off(c);
+		conn_close_stopping(c);
+		conn_check_close(c);
+		return;
+	}
+	c->peer_gone = true;
+	conn_free(c);
+}
+
 void
 conn_kill_all(struct conn_ctx *ctx)
 {
-	while (ctx->conns != NULL) {
-		ctx->conns->peer_gone = true;
-		conn_free(ctx->conns);
+	struct conn *c, *next;
+
+	for (c = ctx->conns; c != NULL; c = next) {
+		next = c->next;
+		conn_kill_one(c);
 	}
 }

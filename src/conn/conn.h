@@ -174,7 +174,13 @@ void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
  * is dropped.
  */
 void	conn_shutdown_all(struct conn_ctx *ctx);
-/* Close every connection at once (the shutdown grace ran out). */
+/*
+ * The shutdown grace ran out: close every connection.  One owed a reply
+ * (a command, its greeting or a message's end still waiting on a handler,
+ * a lookup or a tarpit) gets "421 4.3.2" first, its wait called off; one
+ * whose message is being committed gets the commit's reply, then 421;
+ * the rest (in a message's text, a TLS handshake) are dropped at once.
+ */
 void	conn_kill_all(struct conn_ctx *ctx);
 
 #endif

@@ -82,6 +82,11 @@ char	*conn_tx_path(const struct conn_tx *tx);
 /* Flush and commit; committed_cb reports, later, on the loop. */
 void	conn_tx_commit(struct conn_tx *tx);
 /*
+ * True once the commit (or the sync request) was asked for: the message
+ * may be accepted, and only its outcome may answer it.
+ */
+bool	conn_tx_committing(const struct conn_tx *tx);
+/*
  * Instead of conn_tx_commit(), for a transaction whose one recipient goes
  * to a webhook in sync mode: the content (edited as a commit would) goes
  * to the web service through runtime (the action's, borrowed) within
@@ -276,6 +281,8 @@ void	conn_flush_out(struct conn *c);
 void	conn_free(struct conn *c);
 /* The client was too slow: log why, 421 4.4.2 and close. */
 void	conn_timeout(struct conn *c, const char *why);
+/* The server is stopping: 421 4.3.2 and close (RFC 5321 3.8). */
+void	conn_close_stopping(struct conn *c);
 /*
  * The client talked when it had to wait: noted once per session (bytes:
  * how many it sent, or SIZE_MAX when not known).
@@ -396,6 +403,8 @@ enum smtp_verdict conn_proxy_stage(struct conn *c, const struct smtp_event *ev,
 enum smtp_verdict conn_proxy_eom(struct conn *c, struct smtp_reply *r);
 /* Content waits in the spool file until the header/eom chains decide. */
 bool	conn_proxy_holds(const struct conn *c);
+/* A message's end went up and its reply is still to come. */
+bool	conn_proxy_eom_out(const struct conn *c);
 bool	conn_proxy_backlogged(struct conn *c);
 int	conn_proxy_body(struct conn *c, const char *buf, size_t len);
 void	conn_proxy_reset(struct conn *c);

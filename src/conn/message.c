@@ -34,9 +34,8 @@ static enum smtp_verdict conn_eom_chain_file(struct conn *c,
 static void
 conn_tx_answered(struct conn *c)
 {
-	if (c->ctx->shutting_down && !smtp_session_is_closing(c->smtp))
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
+	if (c->ctx->shutting_down)
+		conn_close_stopping(c);
 	conn_process_input(c);
 	conn_check_close(c);
 }

@@ -32,6 +32,7 @@ struct conn_proxy {
 	bool			 hold;		/* content waits in a file for
 						   the header and eom chains */
 	enum smtp_stage		 stage;		/* the one relayed */
+	bool			 relaying;	/* its answer is still to come */
 	char			 local_ip[INET6_ADDRSTRLEN]; /* what the
 						   client reached */
 	int			 local_port;
@@ -45,6 +46,7 @@ conn_proxy_answer_cb(void *arg, enum smtp_verdict v, int code,
 	char safe[600];
 	const char *a = c->wait_arg != NULL ? c->wait_arg : "";
 
+	c->px->relaying = false;
 	if (v == SMTP_OK) {
 		switch (c->px->stage) {
 		case SMTP_STAGE_MAIL:
@@ -76,8 +78,7 @@ conn_proxy_answer_cb(void *arg, enum smtp_verdict v, int code,
 	}
 	smtp_session_resume_raw(c->smtp, v, code, raw, len);
 	if (c->px->stage == SMTP_STAGE_EOM && c->ctx->shutting_down)
-		smtp_session_close_with(c->smtp, 421,
-		    "4.3.2 Service shutting down, closing channel");
+		conn_close_stopping(c);
 	conn_process_input(c);
 	conn_check_close(c);
 }
@@ -225,6 +226,7 @@ conn_proxy_relay(struct conn *c, const struct smtp_event *ev,
 		rq->line = util_buf_cstr(&c->px->line);
 	int rc = proxy_session_relay(c->px->ps, rq);
 	conn_proxy_keep_secret(c, NULL);
+	c->px->relaying = rc == 1;
 	if (rc == 1)
 		return SMTP_PENDING;
 	if (ev->stage == SMTP_STAGE_MAIL)
@@ -367,6 +369,13 @@ bool
 conn_proxy_holds(const struct conn *c)
 {
 	return c->px != NULL && c->px->hold;
+}
+
+bool
+conn_proxy_eom_out(const struct conn *c)
+{
+	return c->px != NULL && c->px->relaying &&
+	    c->px->stage == SMTP_STAGE_EOM;
 }
 
 bool

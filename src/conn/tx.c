@@ -763,6 +763,12 @@ conn_tx_commit(struct conn_tx *tx)
 	conn_tx_start(tx, conn_tx_can_fast(tx) ? TXJ_FAST : TXJ_COMMIT);
 }
 
+bool
+conn_tx_committing(const struct conn_tx *tx)
+{
+	return tx->commit_wanted;
+}
+
 void
 conn_tx_sync(struct conn_tx *tx, void *runtime, uint64_t timeout_ms)
 {

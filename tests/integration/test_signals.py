@@ -6,8 +6,10 @@ import socket
 import subprocess
 import time
 
-from conftest import (HOST, Closed, binary, listen_config, make_config,
-    send_message, wait_for)
+import pytest
+
+from conftest import (HOST, Closed, binary, listen_config, log_events,
+    make_config, send_message, wait_for)
 
 RULES_WITH_OTHER = [
     "match to domain example.org action local",
@@ -197,6 +199,36 @@ def test_sigterm_while_a_decision_is_pending(make_postern):
         c.expect_closed()
         assert srv.wait_exit(STOP_BOUND) == 0
         assert time.monotonic() - t0 < STOP_BOUND
+
+
+@pytest.mark.parametrize("stage", ["connect", "rcpt", "eom"])
+def test_grace_over_answers_a_waiting_command_421(make_postern, stage):
+    """A greeting, command or message's end still waiting on a handler
+    (a tarpit longer than the grace) when the grace runs out gets 421
+    4.3.2 in place of its reply (RFC 5321 3.8), as an idle session did,
+    not a bare close; a message ended so is not accepted."""
+    srv = make_postern(extra=["on %s { tarpit 10m }" % stage,
+        "limit shutdown-grace 1s"])
+    with srv.session() as c:
+        if stage != "connect":
+            c.hello()
+            c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+            c.send("RCPT TO:<bob@example.org>")
+        if stage == "eom":
+            c.expect(250, "2.1.5")
+            c.send("DATA"); c.expect(354)
+            c.send_raw(b"Subject: cut by the stop\r\n\r\nx\r\n.\r\n")
+        wait_for(lambda: [kv for kv, _ in log_events(srv, "chain")
+            if kv.get("stage") == stage and kv.get("verdict") == "delay"],
+            what="the tarpit at %s running" % stage)
+        srv.sigterm()
+        c.expect(421, "4.3.2", timeout=STOP_BOUND)
+        c.expect_closed()
+    assert srv.wait_exit(STOP_BOUND) == 0
+    assert "grace over, closing 1 sessions" in srv.log()
+    assert srv.maildir("bob") == []
+    assert not log_events(srv, "accepted")
+    assert srv.spool_files("msg") == [] and srv.spool_files("env") == []
 
 
 def test_signals_while_binding_keep_the_bind_retry_interval(tmp_path):

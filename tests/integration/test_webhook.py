@@ -877,8 +877,9 @@ def test_a_new_connection_closed_during_the_body_is_not_sent_again(
 
 def test_sigterm_cancels_a_sync_request_at_the_grace(make_postern, api):
     """A sync webhook whose service never answers: at the end of the
-    shutdown grace its session is closed and its request cancelled, and
-    the process exits then, not when the sync wait would have ended."""
+    shutdown grace its request is cancelled, the client hears so (451
+    4.4.1, then 421), and the process exits then, not when the sync wait
+    would have ended."""
     api.default = Answer(200, "late", delay=30)
     srv = make_postern(config=hook_config(api, "sync 20s",
         extra=["limit shutdown-grace 1s"]))
@@ -889,6 +890,9 @@ def test_sigterm_cancels_a_sync_request_at_the_grace(make_postern, api):
         srv.sigterm()
         assert srv.wait_exit(15) == 0, srv.log()[-2000:]
         took = time.monotonic() - t0
+        r = c.expect(451, "4.4.1")
+        assert "postern is stopping" in r.text, r
+        c.expect(421, "4.3.2")
         c.expect_closed()
     assert took < 5, "the stop took %.1fs with a grace of 1s" % took
     assert "still writing to disk" not in srv.log()
