@@ -424,6 +424,22 @@ conn_eom_out(const struct conn *c)
 	    conn_proxy_eom_out(c);
 }
 
+/*
+ * After the peer's end of file, a command (or the greeting, or a
+ * message's end) still waiting on a handler, a lookup or a tarpit, with
+ * nothing sent after it: the client hung up, it did not just shut its
+ * side (it would have sent the rest first, QUIT at least), and nobody
+ * will read the reply (RFC 5321 4.1.1.10).  Its session ends now and
+ * frees its slot, not when the wait is over.
+ */
+static bool
+conn_client_left(struct conn *c)
+{
+	return c->rd_eof && !c->closing && smtp_session_is_waiting(c->smtp) &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+	    !conn_eom_out(c);
+}
+
 /* The last reply gets a short while, not the session's time. */
 static void
 conn_closing_start(struct conn *c)
@@ -441,6 +457,13 @@ conn_check_close(struct conn *c)
 {
 	if (c->ctx->shutting_down && conn_shutdown_one(c))
 		return;
+	if (conn_client_left(c)) {
+		log_event(LOG_LVL_INFO, "lost", c->sid, NULL, "why=\"%s\"",
+		    CONN_CLIENT_LEFT);
+		c->peer_gone = true;
+		conn_free(c);
+		return;
+	}
 	conn_flush_out(c);
 	if (!c->closing && !smtp_session_is_closing(c->smtp) &&
 	    !(c->rd_eof && conn_answered_all(c)))
@@ -583,7 +606,8 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
  * nothing sent after its message, not even QUIT, has left before the
  * reply (RFC 5321 4.1.1.10: the server MUST cancel the pending
  * transaction): what still waits for a web service in sync mode is
- * cancelled, not answered for.
+ * cancelled, not answered for, and a command still waiting on a decision
+ * is not answered at all (conn_client_left()).
  */
 void
 conn_eof(struct conn *c)

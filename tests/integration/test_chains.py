@@ -323,6 +323,43 @@ def test_tarpit_does_not_delay_other_sessions(make_postern):
     slow.close()
 
 
+def tarpits_running(srv):
+    return len([kv for kv, _ in log_events(srv, "chain")
+        if kv.get("verdict") == "delay"])
+
+
+@pytest.mark.parametrize("stage", ["connect", "helo"])
+def test_a_client_that_hangs_up_in_a_tarpit_frees_its_slot(make_postern,
+                                                          stage):
+    """Two connections the client closed while a tarpit held them end at
+    once, not when the tarpit would: with connections-per-ip 2 a third
+    one is taken (no 421 4.7.0), long before the tarpit's end."""
+    srv = make_postern(config=chains_config(
+        "on %s { tarpit 10m }" % stage, extra=["trusted none",
+        "limit connections-per-ip 2", "limit shutdown-grace 1s"]))
+    for n in (1, 2):
+        c = srv.session()
+        if stage == "helo":
+            c.expect(220)
+            c.send("EHLO client.example")
+        wait_for(lambda: tarpits_running(srv) == n,
+            what="tarpit %d running" % n)
+        c.close()
+    wait_for(lambda: len(log_events(srv, "disconnect")) == 2, 10,
+        what="the two sessions the client left to end")
+    third = srv.session()
+    if stage == "helo":
+        third.expect(220)
+    else:
+        wait_for(lambda: tarpits_running(srv) == 3,
+            what="the third connection's own tarpit")
+        third.assert_silent()
+    assert not [kv for kv, _ in log_events(srv, "reject")
+        if kv.get("esc") == "4.7.0"], srv.log()[-2000:]
+    assert len(log_events(srv, "lost")) == 2
+    third.close()
+
+
 def test_trap_strict_dialogue(make_postern):
     srv = make_postern(config=chains_config("on connect { trap }"))
     with srv.session() as c:
