@@ -15,6 +15,7 @@
 #include "util/util.h"
 
 static void	store_ready_cb(evutil_socket_t fd, short what, void *arg);
+static void	store_count_open(const struct store_engine *eng, bool ok);
 
 struct store *
 store_open(struct event_base *base, const char *spec, const char **err_out)
@@ -40,10 +41,12 @@ store_open(struct event_base *base, const char *spec, const char **err_out)
 		if (st->ready_ev == NULL)
 			fatal("event_new failed");
 		if (st->eng->open_fn(st, colon + 1, err_out) == -1) {
+			store_count_open(st->eng, false);
 			event_free(st->ready_ev);
 			free(st);
 			return NULL;
 		}
+		store_count_open(st->eng, true);
 		return st;
 	}
 	*err_out = "unknown state store engine (sqlite, redis, memory)";
@@ -165,28 +168,69 @@ store_val_ok(const char *v)
 	return true;
 }
 
-/* Which completed operation came last, for store_health (any thread). */
+/*
+ * For store_health (any thread): which completed operation came last, and
+ * whether the last open failed.  A failed open stands until an open
+ * succeeds: no operation of that store will ever complete to clear it.
+ */
 static _Atomic uint64_t store_seq, store_ok_seq, store_err_seq;
 static _Atomic int store_err_engine = -1;
+static _Atomic int store_open_err_engine = -1;
 
 const char *
 store_health(void)
 {
-	static const char *const why[] = { "sqlite", "redis", "memory" };
-	int e = atomic_load(&store_err_engine);
+	static const char *const op_why[] = {
+		[MET_STORE_SQLITE] = "state store (sqlite): its last "
+		    "operation failed",
+		[MET_STORE_REDIS] = "state store (redis): its last "
+		    "operation failed",
+		[MET_STORE_MEMORY] = "state store (memory): its last "
+		    "operation failed",
+	};
+	static const char *const open_why[] = {
+		[MET_STORE_SQLITE] = "state store (sqlite): cannot be opened",
+		[MET_STORE_REDIS] = "state store (redis): cannot be opened",
+		[MET_STORE_MEMORY] = "state store (memory): cannot be opened",
+	};
+	int e = atomic_load(&store_open_err_engine);
 
+	if (e >= 0)
+		return open_why[e];
+	e = atomic_load(&store_err_engine);
 	if (atomic_load(&store_err_seq) <= atomic_load(&store_ok_seq) || e < 0)
 		return NULL;
-	return why[e];
+	return op_why[e];
+}
+
+/* The engine's label in MET_STORE_ERRORS. */
+static enum metrics_store
+store_metric(const struct store_engine *eng)
+{
+	return strcmp(eng->name, "sqlite") == 0 ? MET_STORE_SQLITE :
+	    strcmp(eng->name, "redis") == 0 ? MET_STORE_REDIS :
+	    MET_STORE_MEMORY;
+}
+
+/* Count an open's outcome: a failed one is an error of its engine. */
+static void
+store_count_open(const struct store_engine *eng, bool ok)
+{
+	enum metrics_store e = store_metric(eng);
+
+	if (ok) {
+		atomic_store(&store_open_err_engine, -1);
+		return;
+	}
+	metrics_inc(MET_STORE_ERRORS, (unsigned)e, 0);
+	atomic_store(&store_open_err_engine, (int)e);
 }
 
 /* Count an operation's outcome (not the answers a closing store gives). */
 static void
 store_count(const struct store_req *req)
 {
-	const char *eng = req->st->eng->name;
-	int e = strcmp(eng, "sqlite") == 0 ? MET_STORE_SQLITE :
-	    strcmp(eng, "redis") == 0 ? MET_STORE_REDIS : MET_STORE_MEMORY;
+	enum metrics_store e = store_metric(req->st->eng);
 
 	if (req->st->closing)
 		return;
@@ -196,7 +240,7 @@ store_count(const struct store_req *req)
 		return;
 	}
 	metrics_inc(MET_STORE_ERRORS, (unsigned)e, 0);
-	atomic_store(&store_err_engine, e);
+	atomic_store(&store_err_engine, (int)e);
 	atomic_store(&store_err_seq, seq);
 }
 

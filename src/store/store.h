@@ -20,7 +20,8 @@ struct store;
 /*
  * Open an engine on base.  NULL with *err_out (static text) when the spec
  * is malformed or the backend cannot be opened (the Redis connection itself
- * is made lazily and re-made after errors).
+ * is made lazily and re-made after errors); a backend that cannot be
+ * opened counts as an error of its engine (store_health, the metrics).
  */
 struct store *store_open(struct event_base *base, const char *spec,
 	    const char **err_out);
@@ -61,8 +62,10 @@ void	store_sismember(struct store *st, const char *key, const char *member,
 
 /*
  * Whether the state store works, as last seen (any thread): NULL when the
- * last operation that completed on any store succeeded (or none has), else
- * the name of the engine whose operation failed.
+ * last open succeeded (or none failed) and the last operation that
+ * completed on any store succeeded (or none has); else why not, naming
+ * the engine: "state store (sqlite): cannot be opened" (until an open
+ * succeeds), "state store (redis): its last operation failed".  Static.
  */
 const char *store_health(void);
 

@@ -441,3 +441,42 @@ def test_proxy_counters(make_postern):
     finally:
         good.stop()
         bad.stop()
+
+
+STORE_ERRORS = 'postern_state_store_errors_total{engine="sqlite"}'
+
+
+def greeting(srv):
+    with srv.session() as c:
+        return c.read_reply().code
+
+
+def test_a_state_store_that_cannot_be_opened_is_unhealthy(make_postern):
+    """A state store whose file cannot be made (at start, and after a
+    reload to such a path): sessions get 421, each failed open counts as
+    an error of its engine and /healthz says 503 why, until an open
+    succeeds."""
+    srv, port = metrics_server(make_postern, [
+        "state sqlite {tmp}/none/state.db",
+        "on connect { ratelimit 1000/1m per ip }"])
+    assert greeting(srv) == 421
+    assert get(port, "/healthz")[0::2] == (503,
+        "state store (sqlite): cannot be opened\n")
+    assert scrape(port)[STORE_ERRORS] >= 1
+    os.mkdir(srv.path("none"))		# a failed store is tried again
+    wait_for(lambda: greeting(srv) == 220, timeout=10,
+        what="the store opened at connect")
+    assert get(port, "/healthz")[0::2] == (200, "ok\n")
+    before = scrape(port)[STORE_ERRORS]
+    n = srv.log().count("reload: configuration")
+    with open(srv.conf) as f:
+        conf = f.read()
+    srv.write_config(conf.replace("/none/", "/gone/"))
+    srv.sighup()
+    wait_for(lambda: srv.log().count("reload: configuration") > n,
+        what="the reload")
+    assert greeting(srv) == 421
+    assert get(port, "/healthz")[0::2] == (503,
+        "state store (sqlite): cannot be opened\n")
+    assert scrape(port)[STORE_ERRORS] > before
+
