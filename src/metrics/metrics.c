@@ -442,42 +442,76 @@ metrics_gauge_unregister(metrics_gauge_cb *cb, void *arg)
 	pthread_mutex_unlock(&met_gauge_mu);
 }
 
+/*
+ * From /proc/self/stat, in clock ticks: the CPU time, user and system, and
+ * the start time after boot.  0 for those it cannot read.
+ */
+static void
+met_read_stat(unsigned long long *ut_out, unsigned long long *st_out,
+    unsigned long long *start_out)
+{
+	char line[1024], *p;
+	FILE *f;
+
+	*ut_out = *st_out = *start_out = 0;
+	if ((f = fopen("/proc/self/stat", "re")) == NULL)
+		return;
+	/* After "(comm)": state and 10 fields, then utime stime; the start
+	   time is the 22nd field. */
+	if (fgets(line, sizeof(line), f) != NULL &&
+	    (p = strrchr(line, ')')) != NULL &&
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+	    "%llu %llu %*d %*d %*d %*d %*d %*d %llu", ut_out, st_out,
+	    start_out) != 3)
+		*ut_out = *st_out = *start_out = 0;
+	fclose(f);
+}
+
+static double met_start_s;		/* process_start_time_seconds */
+static pthread_once_t met_start_once = PTHREAD_ONCE_INIT;
+
+/*
+ * The start time since the epoch, worked out once: the boot time (now
+ * less the time since boot) moves a little from one reading of the clocks
+ * to the next, and a start time that moves looks like a restart.
+ */
+static void
+met_start_init(void)
+{
+	unsigned long long ut, st, start;
+	struct timespec now, up;
+
+	met_read_stat(&ut, &st, &start);
+	clock_gettime(CLOCK_REALTIME, &now);
+	clock_gettime(CLOCK_BOOTTIME, &up);
+	met_start_s = (double)(now.tv_sec - up.tv_sec) +
+	    (double)(now.tv_nsec - up.tv_nsec) / 1e9 +
+	    (double)start / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* The standard process gauges: memory, descriptors, CPU, start time. */
 static void
 met_render_process(struct metrics_out *out)
 {
 	long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
-	unsigned long long size = 0, rss = 0, ut = 0, st = 0, start = 0;
-	struct timespec now, up;
+	unsigned long long size = 0, rss = 0, ut, st, start;
 	FILE *f;
 	DIR *d;
 	size_t nfd = 0;
 
+	pthread_once(&met_start_once, met_start_init);
 	if ((f = fopen("/proc/self/statm", "re")) != NULL) {
 		if (fscanf(f, "%llu %llu", &size, &rss) != 2)
 			rss = 0;
 		fclose(f);
 	}
-	if ((f = fopen("/proc/self/stat", "re")) != NULL) {
-		/* After "(comm)": state and 10 fields, then utime stime; the
-		   start time is the 22nd field. */
-		char line[1024], *p;
-		if (fgets(line, sizeof(line), f) != NULL &&
-		    (p = strrchr(line, ')')) != NULL &&
-		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
-		    "%llu %llu %*d %*d %*d %*d %*d %*d %llu", &ut, &st,
-		    &start) != 3)
-			ut = st = start = 0;
-		fclose(f);
-	}
+	met_read_stat(&ut, &st, &start);
 	if ((d = opendir("/proc/self/fd")) != NULL) {
 		for (struct dirent *e; (e = readdir(d)) != NULL; )
 			nfd += e->d_name[0] != '.';
 		closedir(d);
 		nfd--;			/* the one opendir holds */
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	clock_gettime(CLOCK_BOOTTIME, &up);
 	metrics_gauge(out, "process_resident_memory_bytes", "Resident memory",
 	    NULL, (double)rss * (double)page);
 	metrics_gauge(out, "process_virtual_memory_bytes", "Virtual memory",
@@ -487,8 +521,7 @@ met_render_process(struct metrics_out *out)
 	metrics_gauge(out, "process_cpu_seconds_total", "User and system CPU "
 	    "time", NULL, (double)(ut + st) / (double)ticks);
 	metrics_gauge(out, "process_start_time_seconds", "Start time, since "
-	    "the epoch", NULL, (double)now.tv_sec - (double)up.tv_sec +
-	    (double)start / (double)ticks);
+	    "the epoch", NULL, met_start_s);
 }
 
 void

@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -479,4 +480,18 @@ def test_a_state_store_that_cannot_be_opened_is_unhealthy(make_postern):
     assert get(port, "/healthz")[0::2] == (503,
         "state store (sqlite): cannot be opened\n")
     assert scrape(port)[STORE_ERRORS] > before
+
+
+def test_process_start_time_stays_put(make_postern):
+    """process_start_time_seconds is the same at every scrape of one
+    process (a change would count as a restart), and it is the start."""
+    t0 = time.time()
+    srv, port = metrics_server(make_postern)
+    seen = set()
+    deadline = time.monotonic() + 2.5	# across whole seconds of the clocks
+    while time.monotonic() < deadline:
+        seen.add(scrape(port)["process_start_time_seconds"])
+        time.sleep(0.02)
+    assert len(seen) == 1, sorted(seen)
+    assert abs(seen.pop() - t0) < 5
 
