@@ -96,6 +96,8 @@ net_gauges_cb(void *arg, struct metrics_out *out)
 	metrics_gauge(out, "postern_queue_messages", help, "state=\"ready\"",
 	    qs.ready);
 	metrics_gauge(out, "postern_queue_messages", help,
+	    "state=\"waiting\"", qs.waiting);
+	metrics_gauge(out, "postern_queue_messages", help,
 	    "state=\"deferred\"", qs.deferred);
 	metrics_gauge(out, "postern_queue_messages", help, "state=\"held\"",
 	    qs.held);

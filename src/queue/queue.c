@@ -615,14 +615,18 @@ queue_stats(struct queue *q, struct queue_stats *out)
 	    j = j->next)
 		if (j->running)
 			out->active++;
+		else if (j->deleted)
+			continue;
 		else if (j->damaged)
 			out->damaged++;
 		else if (j->held)
 			out->held++;
-		else if (j->due_ms > now)
-			out->deferred++;
-		else if (!j->deleted)
+		else if (j->force || j->woken || j->due_ms <= now)
 			out->ready++;
+		else if (j->nblocked > 0)
+			out->waiting++;	/* for a slot, not for a timer */
+		else
+			out->deferred++;
 	pthread_mutex_unlock(&q->mu);
 }
 

@@ -106,6 +106,8 @@ void	queue_free(struct queue **qp);
 struct queue_stats {
 	unsigned	active;		/* being delivered now */
 	unsigned	ready;		/* due, waiting for a worker */
+	unsigned	waiting;	/* due, waiting for a free slot of a
+					   destination at its limit */
 	unsigned	deferred;	/* due later: a retry */
 	unsigned	held;		/* on hold */
 	unsigned	damaged;	/* damaged: left for the operator */

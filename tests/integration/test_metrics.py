@@ -17,6 +17,7 @@ import yaml
 
 from conftest import (unverified_context, HOST, REPO, Client, free_port, machine_lacks, make_config,
     run_cli, send_message, wait_for)
+from test_relay import upstreams  # noqa: F401
 
 
 def get(port, path, method="GET"):
@@ -495,3 +496,41 @@ def test_process_start_time_stays_put(make_postern):
     assert len(seen) == 1, sorted(seen)
     assert abs(seen.pop() - t0) < 5
 
+
+def test_messages_waiting_for_a_destination_slot_are_not_deferred(
+        make_postern, upstreams):
+    """queue destination-concurrency 1 and an upstream that holds the
+    first message's dot: the two messages after it wait for the slot,
+    counted as "waiting", neither "ready" nor "deferred" (no delivery of
+    theirs was deferred)."""
+    up = upstreams.scripted()
+    up.stall_data = True
+    mport = free_port()
+    srv = make_postern(extra=["metrics listen 127.0.0.1:%d" % mport,
+        "queue destination-concurrency 1",
+        'action out relay "smtp://127.0.0.1:%d"' % up.port],
+        rules=["match to domain relay.example action out"])
+    wait_for(lambda: "metrics on http" in srv.log(), what="the endpoint")
+    with srv.session() as c:
+        c.hello()
+        for i in range(3):
+            send_message(c, "a@example.net", ["r%d@relay.example" % i],
+                "Subject: %d\r\n\r\nhi\r\n" % i)
+        c.send("QUIT"); c.expect(221)
+    state = lambda m: {s: m.get('postern_queue_messages{state="%s"}' % s,
+        0) for s in ("active", "ready", "waiting", "deferred")}
+
+    def two_tried():		# both found the slot taken
+        m = scrape(mport)
+        s = state(m)
+        return m if s["active"] == 1 and s["ready"] == 0 and \
+            s["waiting"] + s["deferred"] == 2 else None
+    m = wait_for(two_tried, timeout=10, what="two messages tried")
+    assert state(m) == {"active": 1, "ready": 0, "waiting": 2,
+        "deferred": 0}, state(m)
+    assert m['postern_deliveries_total{action="relay",result="deferred"}'] \
+        == 0
+    up.released.set()
+    wait_for(lambda: up.count() == 3, timeout=20, what="all three relayed")
+    wait_for(lambda: sum(state(scrape(mport)).values()) == 0,
+        what="an empty queue")
