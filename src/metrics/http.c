@@ -6,7 +6,9 @@
  * HTTP/1.1 without exactly one Host 400, HTTP/0.x 505; the answer is
  * always HTTP/1.0 or HTTP/1.1.  A request line of HTTP/2 or later never
  * reaches us: evhttp (2.1) refuses it as it parses it, with its own 400
- * page, and has no hook to answer otherwise.
+ * page, and has no hook to answer otherwise.  So does a request line (or
+ * header section) over MET_HTTP_HEADERS_MAX, where RFC 9112 3 would have
+ * 414 (URI Too Long).
  */
 #include "metrics/metrics.h"
 
