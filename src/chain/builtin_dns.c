@@ -19,6 +19,14 @@
 
 #define DNS_MATCH_MAX	8
 #define DNS_ANSWER_MAX	16	/* A records of an answer kept */
+#define DNSL_TTL_MAX_S	86400	/* a listing is asked again after a day */
+#define DNSL_NEG_TTL_S	300	/* not listed: asked again after 5 minutes */
+/*
+ * Less than any try of evdns takes to time out (5 s by default, whole
+ * seconds in resolv.conf): a "timeout" sooner was a SERVFAIL answer.
+ */
+#define DNSL_FAST_FAIL_MS 1000
+
 
 struct dnsl {
 	char			 zone[256];
@@ -109,6 +117,7 @@ struct dnsl_job {
 	char			 name[300];
 	char			 key[STORE_KEY_MAX];
 	struct evdns_base	*dns;	/* borrowed: the loop's */
+	uint64_t		 asked_ms;	/* when the query went out */
 };
 
 /* The first address of the answer d's match list takes, or NULL. */
@@ -164,6 +173,36 @@ dnsl_answer(struct dnsl_job *j, const char *answer)
 	free(j);
 }
 
+/* What went wrong with a look-up, in words that say what happened. */
+static const char *
+dnsl_err_words(int result, uint64_t took_ms)
+{
+	switch (result) {
+	case DNS_ERR_FORMAT:
+		return "the server could not read the query (FORMERR)";
+	case DNS_ERR_SERVERFAILED:
+		return "server failure (SERVFAIL)";
+	case DNS_ERR_NOTIMPL:
+		return "the server does not answer such queries (NOTIMP)";
+	case DNS_ERR_REFUSED:
+		return "the server refused the query (REFUSED)";
+	case DNS_ERR_TRUNCATED:
+		return "truncated answer";
+	case DNS_ERR_TIMEOUT:
+		/*
+		 * XXX: evdns turns a SERVFAIL into a timeout of that try, so
+		 * only the time taken tells them apart.
+		 */
+		return took_ms < DNSL_FAST_FAIL_MS ?
+		    "server failure (SERVFAIL)" : "no answer in time";
+	case DNS_ERR_SHUTDOWN:
+	case DNS_ERR_CANCEL:
+		return "the resolver was shut down";
+	default:
+		return "unreadable answer";
+	}
+}
+
 /*
  * Every handler on a zone shares the cached answer, so it holds what the
  * zone said (the A records), never one handler's reading of it.
@@ -175,11 +214,17 @@ dnsl_dns_cb(int result, char type, int count, int ttl, void *addrs,
 	struct dnsl_job *j = arg;
 	char out[DNS_ANSWER_MAX * INET_ADDRSTRLEN] = "-";
 	size_t o = 0;
+	/*
+	 * RFC 5782 2.1, RFC 2308 2.2: a name without A records (NODATA) is
+	 * not listed, like one that does not exist.
+	 */
+	bool negative = result == DNS_ERR_NOTEXIST ||
+	    result == DNS_ERR_NODATA;
 
-	if (result != DNS_ERR_NONE && result != DNS_ERR_NOTEXIST) {
+	if (result != DNS_ERR_NONE && !negative) {
 		struct chain_verdict v;
 		chain_verdict_fail(&v, "DNS look-up of %s failed: %s", j->name,
-		    evdns_err_to_string(result));
+		    dnsl_err_words(result, util_now_ms() - j->asked_ms));
 		chain_call_done(j->call, &v);
 		free(j);
 		return;
@@ -193,10 +238,17 @@ dnsl_dns_cb(int result, char type, int count, int ttl, void *addrs,
 			o += strlen(out + o);
 		}
 	}
-	/* RFC 5782 5: cache for the TTL (a negative answer: 5 minutes). */
-	if (ttl <= 0 || result != DNS_ERR_NONE)
-		ttl = 300;
-	store_set(j->st, j->key, out, (uint64_t)ttl * 1000, NULL, NULL);
+	/*
+	 * RFC 5782 5: cache for the TTL, at most a day; RFC 1035 3.2.1: a
+	 * TTL of 0 is not cached.  A negative answer: 5 minutes.
+	 */
+	if (negative)
+		ttl = DNSL_NEG_TTL_S;
+	else if (ttl > DNSL_TTL_MAX_S)
+		ttl = DNSL_TTL_MAX_S;
+	if (ttl > 0)
+		store_set(j->st, j->key, out, (uint64_t)ttl * 1000, NULL,
+		    NULL);
 	dnsl_answer(j, out);
 }
 
@@ -209,6 +261,7 @@ dnsl_cache_cb(void *arg, int rc, const char *value)
 		dnsl_answer(j, value);
 		return;
 	}
+	j->asked_ms = util_now_ms();
 	if (evdns_base_resolve_ipv4(j->dns, j->name,
 	    DNS_QUERY_NO_SEARCH, dnsl_dns_cb, j) == NULL) {
 		struct chain_verdict v;

@@ -709,10 +709,17 @@ def test_discard_and_quarantine(make_postern):
 
 
 class DnsResponder:
-    """A UDP DNS server on loopback answering A queries from a dict."""
+    """A UDP DNS server on loopback.  records: name -> an IPv4 address (one
+    A record), or a dict {"A": [...], "PTR": [...], "TXT": [...], "ttl": N
+    (default 60), "rcode": N (that answer, no records)}; other names get
+    NXDOMAIN, a name without the type asked NODATA.  records may change
+    while it runs; queries lists the (name, type) asked, lower case."""
+
+    TYPES = {1: "A", 12: "PTR", 16: "TXT"}
 
     def __init__(self, records):
         self.records = records
+        self.queries = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -721,27 +728,43 @@ class DnsResponder:
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def rdata(qtype, v):
+        if qtype == 1:
+            return socket.inet_aton(v)
+        if qtype == 12:
+            return b"".join(bytes([len(l)]) + l.encode()
+                for l in v.split(".")) + b"\0"
+        return bytes([len(v)]) + v.encode()
+
+    def answer(self, q):
+        i, labels = 12, []
+        while q[i] != 0:
+            labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+            i += q[i] + 1
+        qend = i + 5
+        name = ".".join(labels)
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        self.queries.append((name, self.TYPES.get(qtype, qtype)))
+        ent = self.records.get(name)
+        if isinstance(ent, str):
+            ent = {"A": [ent]}
+        rcode = 3 if ent is None else ent.get("rcode", 0)
+        vals = ent.get(self.TYPES.get(qtype), []) if ent and not rcode else []
+        ans = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1,
+            ent.get("ttl", 60), len(self.rdata(qtype, v))) +
+            self.rdata(qtype, v) for v in vals)
+        hdr = q[:2] + struct.pack("!HHHHH", 0x8180 | rcode, 1, len(vals), 0,
+            0)
+        return hdr + q[12:qend] + ans
+
     def serve(self):
         while not self.stop:
             try:
                 q, peer = self.sock.recvfrom(512)
             except socket.timeout:
                 continue
-            i, labels = 12, []
-            while q[i] != 0:
-                labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
-                i += q[i] + 1
-            qend = i + 5
-            name = ".".join(labels)
-            qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
-            ip = self.records.get(name) if qtype == 1 else None
-            flags = 0x8180 if ip else 0x8183
-            hdr = q[:2] + struct.pack("!HHHHH", flags, 1, 1 if ip else 0, 0, 0)
-            ans = b""
-            if ip:
-                ans = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + \
-                    socket.inet_aton(ip)
-            self.sock.sendto(hdr + q[12:qend] + ans, peer)
+            self.sock.sendto(self.answer(q), peer)
 
     def close(self):
         self.stop = True
@@ -786,6 +809,73 @@ def test_dnsbl_cache_keeps_each_match(make_postern, chains, want):
                 assert r.text.endswith("at .4"), r
     finally:
         dns.close()
+
+
+@pytest.fixture
+def dns_zone():
+    """Factory: dns_zone(records) starts a DnsResponder, closed at the end."""
+    made = []
+
+    def make(records):
+        made.append(DnsResponder(records))
+        return made[-1]
+    yield make
+    for dns in made:
+        dns.close()
+
+
+def dns_chains(make_postern, dns, chains, extra=()):
+    return make_postern(config=chains_config(chains,
+        extra=["state resolver 127.0.0.1:%d" % dns.port] + list(extra)))
+
+
+def rcpt_reply(srv):
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>")
+        return c.read_reply()
+
+
+@pytest.mark.parametrize("ttl,queries,second", [(0, 2, 250), (60, 1, 554)],
+    ids=["ttl-0", "ttl-60"])
+def test_dnsbl_answer_is_cached_for_its_ttl(make_postern, dns_zone, ttl,
+        queries, second):
+    """A listing with TTL 0 is not cached (RFC 1035 3.2.1): once the zone
+    drops it, the next session asks again and gets through.  One with TTL
+    60 is: the next session is refused from the cache, the zone unasked."""
+    dns = dns_zone({"1.0.0.127.bl.test": {"A": ["127.0.0.2"], "ttl": ttl}})
+    srv = dns_chains(make_postern, dns, "on rcpt { dnsbl bl.test }")
+    assert rcpt_reply(srv).code == 554
+    dns.records.clear()
+    assert rcpt_reply(srv).code == second
+    assert len(dns.queries) == queries, dns.queries
+
+
+def test_dnsbl_nodata_is_not_listed(make_postern, dns_zone):
+    """A list name with a TXT record but no A record (NODATA) is not
+    listed (RFC 5782 2.1), like NXDOMAIN, and that answer is cached (RFC
+    2308 5): the second RCPT asks nothing."""
+    dns = dns_zone({"1.0.0.127.bl.test": {"TXT": ["see https://bl.test"]}})
+    srv = dns_chains(make_postern, dns, "on rcpt { dnsbl bl.test }")
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250, "2.1.5")
+        c.send("RCPT TO:<alice@localhost>"); c.expect(250, "2.1.5")
+    assert dns.queries == [("1.0.0.127.bl.test", "A")], dns.queries
+
+
+def test_dnsbl_servfail_is_logged_as_a_server_failure(make_postern,
+        dns_zone):
+    """Each try answered SERVFAIL at once: a failure (451 by default) that
+    the log calls a server failure, not a timeout."""
+    dns = dns_zone({"1.0.0.127.sf.test": {"rcode": 2}})
+    srv = dns_chains(make_postern, dns, "on rcpt { dnsbl sf.test }")
+    r = rcpt_reply(srv)
+    assert (r.code, r.text.split()[0]) == (451, "4.3.0"), r
+    assert chain_verdicts(srv) == [("rcpt", "error", "DNS look-up of "
+        "1.0.0.127.sf.test failed: server failure (SERVFAIL)")]
 
 
 def test_sighup_reloads_chains_keeping_sessions(make_postern):
