@@ -3,7 +3,9 @@
  * loop): "dnsbl ZONE" (the client IP, RFC 5782 2.1), "rhsbl ZONE" (the
  * sender's domain, or the HELO name before MAIL; RFC 5782 2.2) and
  * "fcrdns" (forward-confirmed reverse DNS).  Answers are cached in the
- * state store for their TTL.
+ * state store for their TTL.  A name that cannot be a DNS query name is
+ * not looked up (not listed); a zone that would make one is refused with
+ * the config.
  */
 #include "chain/chain_private.h"
 
@@ -14,11 +16,15 @@
 #include <string.h>
 
 #include "chain/session.h"
+#include "log/log.h"
 #include "store/store.h"
 #include "util/util.h"
 
 #define DNS_MATCH_MAX	8
 #define DNS_ANSWER_MAX	16	/* A records of an answer kept */
+#define DNS_NAME_MAX	253	/* RFC 1035 2.3.4: 255 on the wire */
+#define DNS_LABEL_MAX	63
+#define DNS_IP6_NAME_LEN 64	/* 32 nibbles, each with its dot */
 #define DNSL_TTL_MAX_S	86400	/* a listing is asked again after a day */
 #define DNSL_NEG_TTL_S	300	/* not listed: asked again after 5 minutes */
 /*
@@ -26,7 +32,6 @@
  * seconds in resolv.conf): a "timeout" sooner was a SERVFAIL answer.
  */
 #define DNSL_FAST_FAIL_MS 1000
-
 
 struct dnsl {
 	char			 zone[256];
@@ -37,6 +42,65 @@ struct dnsl {
 	struct chain_verdict	 v;
 };
 
+/*
+ * Why name cannot be a DNS query name of at most max octets written out
+ * (RFC 1035 2.3.4: labels of 1 to 63 octets), or NULL when it can.
+ */
+static const char *
+dns_name_why(const char *name, size_t max)
+{
+	size_t label = 0;
+
+	if (strlen(name) > max)
+		return "is too long for a DNS name";
+	for (const char *p = name;; p++) {
+		if (*p != '.' && *p != '\0') {
+			label++;
+			continue;
+		}
+		if (label == 0)
+			return "has an empty label";
+		if (label > DNS_LABEL_MAX)
+			return "has a label longer than 63 octets";
+		if (*p == '\0')
+			return NULL;
+		label = 0;
+	}
+}
+
+/* Strip the one trailing dot of a fully qualified name ("example.") */
+static void
+dns_name_unroot(char *name)
+{
+	size_t n = strlen(name);
+
+	if (n > 1 && name[n - 1] == '.')
+		name[n - 1] = '\0';
+}
+
+/*
+ * The zone must leave room for the name put in front of it: an IPv6
+ * client's nibbles for dnsbl, at least one label ("a.") for rhsbl.
+ */
+static char *
+dnsl_zone_err(const char *zone, bool rhs)
+{
+	size_t room = rhs ? 2 : DNS_IP6_NAME_LEN;
+	const char *why;
+
+	if (strspn(zone, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789.-") != strlen(zone))
+		return xasprintf("zone \"%s\" has a character other than "
+		    "letters, digits, '-' and '.'", zone);
+	if ((why = dns_name_why(zone, DNS_NAME_MAX)) != NULL)
+		return xasprintf("zone \"%s\" %s", zone, why);
+	if (strlen(zone) > DNS_NAME_MAX - room)
+		return xasprintf("zone \"%s\" is too long: at most %zu octets "
+		    "leave room for the name looked up in it", zone,
+		    DNS_NAME_MAX - room);
+	return NULL;
+}
+
 static void *
 dnsl_new(const struct chain_handler_args *a, char **err_out)
 {
@@ -44,11 +108,18 @@ dnsl_new(const struct chain_handler_args *a, char **err_out)
 	size_t i = 2;
 
 	d->rhs = strcmp(a->argv[0], "rhsbl") == 0;
-	if (a->argc < 2 || util_strlcpy(d->zone, a->argv[1],
-	    sizeof(d->zone)) == -1 || d->zone[0] == '.' ||
-	    strspn(d->zone, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789.-") != strlen(d->zone))
+	if (a->argc < 2)
 		goto usage;
+	char *zone = xstrdup(a->argv[1]);
+	dns_name_unroot(zone);
+	*err_out = dnsl_zone_err(zone, d->rhs);
+	if (*err_out == NULL)
+		util_strlcpy(d->zone, zone, sizeof(d->zone));	/* it fits */
+	free(zone);
+	if (*err_out != NULL) {
+		free(d);
+		return NULL;
+	}
 	if (i < a->argc && strcmp(a->argv[i], "match") == 0) {
 		if (i + 1 == a->argc)
 			goto usage;	/* "match" without its list */
@@ -271,25 +342,61 @@ dnsl_cache_cb(void *arg, int rc, const char *value)
 	}
 }
 
+/*
+ * The query name for a domain (the sender's, or the HELO name) in zone:
+ * its A-labels (RFC 5891 5), without a trailing dot.  -1 when there is
+ * nothing to look up (<>, an address literal), with *why_out set when the
+ * domain cannot be a DNS name.
+ */
+static int
+dnsl_domain_name(const char *dom, const char *zone, char *buf, size_t bufsz,
+    const char **why_out)
+{
+	char *a;
+	int r;
+
+	*why_out = NULL;
+	if (dom == NULL || dom[0] == '\0' || dom[0] == '[')
+		return -1;
+	if (util_idna_alabel(dom, &a, why_out) == -1)
+		return -1;
+	dns_name_unroot(a);
+	r = util_snprintf(buf, bufsz, "%s.%s", a, zone);
+	free(a);
+	if (r == -1)
+		*why_out = "is too long for a DNS name";
+	else
+		*why_out = dns_name_why(buf, DNS_NAME_MAX);
+	return *why_out != NULL ? -1 : 0;
+}
+
 static enum chain_status
 dnsl_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 {
 	const struct dnsl *d = inst;
 	struct chain_session *cs = chain_call_session(call);
 	struct dnsl_job *j;
+	const char *why = NULL, *dom = NULL;
 	int r;
 
 	chain_verdict_continue(v);
 	j = xcalloc(1, sizeof(*j));
 	if (d->rhs) {
-		const char *dom = cs->sender != NULL ?
-		    chain_addr_domain(cs->sender) : cs->helo;
-		r = dom == NULL || dom[0] == '\0' || dom[0] == '[' ? -1 :
-		    util_snprintf(j->name, sizeof(j->name), "%s.%s", dom,
-		    d->zone);
+		dom = cs->sender != NULL ? chain_addr_domain(cs->sender) :
+		    cs->helo;
+		r = dnsl_domain_name(dom, d->zone, j->name, sizeof(j->name),
+		    &why);
 	} else
 		r = dnsl_ip_name(cs->ip, d->zone, j->name, sizeof(j->name));
 	if (r == -1) {
+		/* Such a name cannot be listed: not a failure. */
+		if (why != NULL) {
+			char safe[CHAIN_TEXT_MAX + 16];
+			log_event(LOG_LVL_DEBUG, "chain", cs->sid, NULL,
+			    "handler=rhsbl zone=%s verdict=continue why=\"not "
+			    "looked up: %s %s\"", d->zone, log_safe_into(safe,
+			    sizeof(safe), dom, strlen(dom)), why);
+		}
 		free(j);
 		return CHAIN_DONE;	/* nothing to look up */
 	}

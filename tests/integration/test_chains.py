@@ -878,6 +878,83 @@ def test_dnsbl_servfail_is_logged_as_a_server_failure(make_postern,
         "1.0.0.127.sf.test failed: server failure (SERVFAIL)")]
 
 
+def test_rhsbl_asks_for_an_idn_sender_domain_by_its_a_labels(make_postern,
+        dns_zone):
+    """RFC 5891 5: the zone lists xn--bcher-kva.example, the A-label form
+    of b\u00fccher.example, and that is the name asked."""
+    dns = dns_zone({"xn--bcher-kva.example.rhs.test": "127.0.0.2"})
+    srv = dns_chains(make_postern, dns, "on mail { rhsbl rhs.test }")
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@B\u00fcCHER.example> SMTPUTF8")
+        c.expect(554, "5.7.1")
+    assert dns.queries == [("xn--bcher-kva.example.rhs.test", "A")], \
+        dns.queries
+
+
+@pytest.mark.parametrize("helo,sender,why", [
+    ("x" * 64 + ".example", None, "has a label longer than 63 octets"),
+    ("ok.example", "a@" + "abcdefghi." * 24 + "example",
+        "is too long for a DNS name")], ids=["helo-label-64",
+        "sender-domain-247"])
+def test_rhsbl_skips_a_name_dns_cannot_ask(make_postern, dns_zone, helo,
+        sender, why):
+    """A valid name that cannot be a query name once the zone is added
+    (a label over 63 octets, over 253 in all) is not listed, said at debug
+    level: not a DNS failure, which would refuse the client every time."""
+    dns = dns_zone({})
+    srv = dns_chains(make_postern, dns, "on helo { rhsbl rhs.test }\n"
+        "on mail { rhsbl rhs.test }", extra=["log level debug"])
+    with srv.session() as c:
+        c.hello(helo)
+        if sender is not None:
+            c.send("MAIL FROM:<%s>" % sender); c.expect(250, "2.1.0")
+    skipped = wait_for(lambda: [kv for kv, _ in log_events(srv, "chain")
+        if kv.get("handler") == "rhsbl"], what="the rhsbl line")
+    assert skipped[0]["verdict"] == "continue", skipped
+    assert skipped[0]["why"] == "not looked up: %s %s" % (sender.split("@")[1]
+        if sender else helo, why), skipped
+    assert dns.queries == ([] if sender is None else
+        [("ok.example.rhs.test", "A")]), dns.queries
+
+
+def test_rhsbl_names_with_a_trailing_dot(make_postern, dns_zone):
+    """A HELO name and a zone written with the root's dot are asked
+    without it (an empty label would be no query at all)."""
+    dns = dns_zone({"trailing.example.rhs.test": "127.0.0.2"})
+    srv = dns_chains(make_postern, dns, "on helo { rhsbl rhs.test. }")
+    with srv.session() as c:
+        c.expect(220)
+        c.send("EHLO trailing.example."); c.expect(554, "5.7.1")
+    assert dns.queries == [("trailing.example.rhs.test", "A")], dns.queries
+
+
+@pytest.mark.parametrize("handler,zone,why", [
+    ("dnsbl", "bl..test", "has an empty label"),
+    ("rhsbl", ".bl.test", "has an empty label"),
+    ("dnsbl", "a" * 64 + ".test", "has a label longer than 63 octets"),
+    ("rhsbl", "abcdefghi." * 25 + "test", "is too long for a DNS name"),
+    ("dnsbl", "abcdefghi." * 19 + "test", "is too long: at most 189 "
+        "octets leave room for the name looked up in it"),
+    ("rhsbl", "abcdefghi." * 25 + "xy", "is too long: at most 251 "
+        "octets leave room for the name looked up in it")],
+    ids=["empty-label", "leading-dot", "label-64", "254-octets",
+        "no-room-for-ipv6", "no-room-for-a-domain"])
+def test_dns_list_zone_must_make_query_names(tmp_path, handler, zone, why):
+    """A zone no query name can be made with is a config error, not a
+    malformed query or a failure at every look-up."""
+    conf = tmp_path / "bad.conf"
+    conf.write_text(chains_config("on rcpt { %s %s }" % (handler, zone))
+        .replace("{tmp}", str(tmp_path)).replace("{port}", "2"))
+    out = run_cli("check", "-c", str(conf))
+    text = out.stdout + out.stderr
+    line = next(i + 1 for i, l in enumerate(conf.read_text().split("\n"))
+        if zone in l)
+    assert out.returncode == 1, text
+    assert '%s:%d: %s: zone "%s" %s' % (conf, line, handler, zone, why) \
+        in text, text
+
+
 def test_sighup_reloads_chains_keeping_sessions(make_postern):
     srv = make_postern(config=chains_config(
         "on rcpt { reject 550 5.7.1 old-chain }"))
