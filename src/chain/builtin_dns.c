@@ -509,6 +509,10 @@ fcr_ptr_cb(int result, char type, int count, int ttl, void *addrs, void *arg)
 		fcr_finish(j, NULL, false);
 		return;
 	}
+	/*
+	 * XXX: evdns hands over the first PTR name only, so a host with
+	 * several is judged by that one (docs/chains.md says so).
+	 */
 	util_strlcpy(j->name, ((char **)addrs)[0], sizeof(j->name));
 	struct evdns_request *r = j->v6 ?
 	    evdns_base_resolve_ipv6(j->dns, j->name, DNS_QUERY_NO_SEARCH,
