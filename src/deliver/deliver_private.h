@@ -337,6 +337,7 @@ struct smtpc {
 	bool		 desync;	/* a reply broke the protocol: no QUIT */
 	bool		 conn_failed;	/* the connection failed */
 	bool		 closing;	/* the server said 421: it closes */
+	size_t		 rcpt_deferred;	/* RCPTs refused for now (4xx, 552) */
 	/* A session kept from an earlier message (scache.c): */
 	bool		 reused;	/* this one was */
 	bool		 mail_refused;	/* MAIL got no 2xx */

@@ -435,14 +435,15 @@ smtpc_resume(struct smtpc *s, const char *key)
 
 /*
  * A kept session that failed before the content went out (closed, 421,
- * MAIL refused) decided nothing: its outcome is dropped and the message
+ * MAIL refused, every RCPT put off: a limit of the session's, such as its
+ * recipients) decided nothing: its outcome is dropped and the message
  * goes on a new connection.
  */
 static bool
 smtpc_stale(const struct smtpc *s)
 {
 	return s->reused && !s->dot_sent && (s->conn_failed || s->closing ||
-	    s->mail_refused);
+	    s->mail_refused || s->rcpt_deferred == s->n);
 }
 
 static void smtpc_quit(struct smtpc *);
@@ -461,6 +462,7 @@ smtpc_restart(struct smtpc *s)
 	s->reused = s->mail_refused = s->dot_sent = s->dirty = false;
 	s->conn_failed = s->closing = s->desync = s->tls_failed = false;
 	s->uses = 0;
+	s->rcpt_deferred = 0;
 }
 
 /* Can the session wait for the next message (after an RSET if needed)? */
@@ -469,9 +471,14 @@ smtpc_keepable(struct smtpc *s)
 {
 	const struct deliver_reuse *r = s->o->reuse;
 
+	/*
+	 * A server that put a recipient off may be at a limit of this
+	 * session's (RFC 5321 4.5.3.1.10: too many recipients): the next
+	 * message is better served by a new connection.
+	 */
 	if (r == NULL || r->idle_ms == 0 || s->o->lmtp || s->c.fd == -1 ||
 	    s->desync || s->conn_failed || s->closing || s->uses == 0 ||
-	    s->uses >= r->max_uses)
+	    s->uses >= r->max_uses || s->rcpt_deferred > 0)
 		return false;
 	if (!s->dirty)
 		return true;

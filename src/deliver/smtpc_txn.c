@@ -127,6 +127,31 @@ smtpc_mail_cmd(struct smtpc *s, const struct deliver_content_scan *sc,
 	    s->m->return_path : "", params);
 }
 
+/*
+ * The last reply as recipient i's to RCPT: 1 accepted, else 0 with its
+ * status set.
+ */
+static int
+smtpc_rcpt_reply(struct smtpc *s, size_t i)
+{
+	/*
+	 * RFC 5321 4.5.3.1.10: a 552 to RCPT is the old "too many
+	 * recipients", to be taken as 452 (as Postfix does); its text is
+	 * kept as written.
+	 */
+	bool later = s->code < 500 || s->code == 552;
+
+	if (s->code / 100 == 2) {
+		s->accepted[i] = true;
+		return 1;
+	}
+	if (later)
+		s->rcpt_deferred++;
+	smtpc_set(s, i, later ? DELIVER_TEMPFAIL : DELIVER_PERMFAIL, s->code,
+	    "%s (in reply to RCPT TO)", s->text);
+	return 0;
+}
+
 /* Read the MAIL and RCPT replies; the number of accepted recipients. */
 static int
 smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
@@ -144,16 +169,8 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 			break;
 		if (smtpc_reply(s, TO_CMD(s)) == -1)
 			return -1;
-		if (!*mail_ok)
-			continue;	/* the MAIL reply decided already */
-		if (s->code / 100 == 2) {
-			s->accepted[i] = true;
-			naccepted++;
-			continue;
-		}
-		smtpc_set(s, i, s->code >= 500 ? DELIVER_PERMFAIL :
-		    DELIVER_TEMPFAIL, s->code, "%s (in reply to RCPT TO)",
-		    s->text);
+		if (*mail_ok)	/* else the MAIL reply decided already */
+			naccepted += smtpc_rcpt_reply(s, i);
 	}
 	return naccepted;
 }
@@ -217,14 +234,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 			if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 			    smtpc_reply(s, TO_CMD(s)) == -1)
 				goto conn;
-			if (s->code / 100 == 2) {
-				s->accepted[i] = true;
-				nacc++;
-			} else
-				smtpc_set(s, i, s->code >= 500 ?
-				    DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
-				    s->code, "%s (in reply to RCPT TO)",
-				    s->text);
+			nacc += smtpc_rcpt_reply(s, i);
 		}
 		if (nacc == 0)
 			return -1;

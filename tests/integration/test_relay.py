@@ -645,6 +645,37 @@ def test_a_step_timeout_bounds_the_whole_reply(make_postern, upstreams):
     assert up.count() == 0
 
 
+def test_552_to_rcpt_defers_and_552_to_the_dot_bounces(make_postern,
+        upstreams):
+    """RFC 5321 4.5.3.1.10: 552 to RCPT is the old "too many recipients",
+    taken as 452: the recipient is tried again, its reply kept as written,
+    while the other recipient of the transaction goes through.  552 to the
+    final dot stays a permanent failure."""
+    up = upstreams.scripted(rcpt_replies={
+        "many@remote.test": "552 5.5.3 Too many recipients"})
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    qid = submit(srv, "alice@example.org", ["ok@remote.test",
+        "many@remote.test"], subject="552 rcpt")
+    wait_for(lambda: rcpt_events(srv, "deferred", qid), timeout=10,
+        what="the deferral of many@")
+    assert [kv["why"] for kv, _ in log_events(srv, "deferred")] == [
+        "552 5.5.3 Too many recipients (in reply to RCPT TO)"]
+    del up.rcpt_replies["many@remote.test"]
+    settle(srv, up.count, 2, "the retry of many@")
+    assert [rc for _m, rc, _d in up.stored] == [["ok@remote.test"],
+        ["many@remote.test"]], up.events
+    assert not log_events(srv, "failed"), srv.log()[-2000:]
+    assert not srv.maildir("alice"), "a bounce for a 552 to RCPT"
+    up.replies.append("552 5.3.4 Message too big for me")
+    submit(srv, "alice@example.org", ["big@remote.test"], subject="552 dot")
+    _msg, parts = bounce_of(srv, "alice")
+    r = parts[1].get_payload()[1]
+    assert r["Status"] == "5.3.4", str(r)
+    assert r["Diagnostic-Code"] == ("smtp; 552 5.3.4 Message too big for "
+        "me (in reply to end of DATA)"), str(r)
+
+
 def test_upstream_reply_longer_than_the_kept_text(make_postern, upstreams):
     """A reply whose lines fill the text kept for logs and DSNs up to a few
     octets: the rest is cut, the message delivered, the server stays up."""

@@ -30,6 +30,8 @@ class Conn:
         self.auth = None
         self.mails = 0
         self.stored = []	# (mail_from, rcpts, data) taken on it
+        self.rcpts = 0		# recipients taken on it
+        self.put_off = 0	# RCPTs not taken on it
         self.quit = False	# QUIT arrived
         self.closed_at = None	# monotonic time the session ended
 
@@ -38,12 +40,18 @@ class Counting:
     """An SMTP server counting its connections.  close_after_first: the
     numbers of connections it closes, without a word, after their first
     message.  mail_421: {(connection, mail number on it): reply} for MAIL
-    commands it answers with that 421 and then closes."""
+    commands it answers with that 421 and then closes.  rcpt_limit: the
+    recipients a connection takes, then "452 4.5.3 Too many recipients in
+    this session" (as postern's own limit says it); rcpt_replies: address
+    -> its RCPT reply instead of 250."""
 
-    def __init__(self, close_after_first=(), mail_421=None, auth=False):
+    def __init__(self, close_after_first=(), mail_421=None, auth=False,
+            rcpt_limit=None, rcpt_replies=None):
         self.close_after_first = set(close_after_first)
         self.mail_421 = dict(mail_421 or {})
         self.auth = auth
+        self.rcpt_limit = rcpt_limit
+        self.rcpt_replies = dict(rcpt_replies or {})
         self.lock = threading.Lock()
         self.conns = []
         self.ls = socket.socket()
@@ -88,6 +96,20 @@ class Counting:
         c.sendall(b"250 2.0.0 ok\r\n")
         return not (k.n in self.close_after_first and len(k.stored) == 1)
 
+    def rcpt(self, c, k, addr, rcpts):
+        reply = self.rcpt_replies.get(addr)
+        if reply is None and self.rcpt_limit is not None and \
+                k.rcpts >= self.rcpt_limit:
+            reply = "452 4.5.3 Too many recipients in this session"
+        if reply is not None:
+            with self.lock:
+                k.put_off += 1
+            c.sendall(reply.encode() + b"\r\n")
+            return
+        k.rcpts += 1
+        rcpts.append(addr)
+        c.sendall(b"250 2.1.5 ok\r\n")
+
     def session(self, c, k):
         f = c.makefile("rb")
         try:
@@ -114,8 +136,11 @@ class Counting:
                     mail, rcpts = re.search(r"<(.*?)>", cmd).group(1), []
                     c.sendall(b"250 2.1.0 ok\r\n")
                 elif verb == "RCPT":
-                    rcpts.append(re.search(r"<(.*?)>", cmd).group(1))
-                    c.sendall(b"250 2.1.5 ok\r\n")
+                    self.rcpt(c, k, re.search(r"<(.*?)>", cmd).group(1),
+                        rcpts)
+                elif verb == "DATA" and not rcpts:
+                    # RFC 2920 3.1: no DATA without a recipient.
+                    c.sendall(b"554 5.5.1 no valid recipients\r\n")
                 elif verb == "DATA":
                     if not self.data(c, f, k, mail, rcpts):
                         return
@@ -160,6 +185,13 @@ def one_after_another(srv, up, n, first=0):
             what="message %d upstream" % i)
 
 
+def kept_relay(make_postern, up, *extra):
+    """A server relaying everything to UP, its sessions kept 30 s."""
+    return relay_server(make_postern, 'action out relay '
+        '"smtp://127.0.0.1:%d"' % up.port,
+        extra=("queue connection-reuse-time 30s",) + extra)
+
+
 def no_failures(srv):
     assert not log_events(srv, "deferred"), srv.log()[-3000:]
     assert not log_events(srv, "failed"), srv.log()[-3000:]
@@ -188,9 +220,7 @@ def test_upstream_closed_the_idle_connection(make_postern):
     new one, once, with no deferral and no bounce."""
     up = Counting(close_after_first=(1,))
     try:
-        srv = relay_server(make_postern, 'action out relay '
-            '"smtp://127.0.0.1:%d"' % up.port,
-            extra=("queue connection-reuse-time 30s",))
+        srv = kept_relay(make_postern, up)
         one_after_another(srv, up, 1)
         wait_for(lambda: up.conns[0].closed_at is not None, timeout=10,
             what="the upstream to close the first connection")
@@ -208,15 +238,56 @@ def test_upstream_says_421_to_the_next_mail(make_postern):
     message goes on a new connection, once, and no failure is counted."""
     up = Counting(mail_421={(1, 2): "421 4.4.2 up.test idle too long"})
     try:
-        srv = relay_server(make_postern, 'action out relay '
-            '"smtp://127.0.0.1:%d"' % up.port,
-            extra=("queue connection-reuse-time 30s",))
+        srv = kept_relay(make_postern, up)
         one_after_another(srv, up, 3)
         settle(srv, up.count, 3, "after a 421")
         assert up.per_conn() == [1, 2], up.per_conn()
         assert up.conns[0].mails == 2	# the 421 was seen
         assert up.rcpts() == ["bob%d@remote.test" % i for i in range(3)]
         no_failures(srv)
+    finally:
+        up.stop()
+
+
+def test_kept_session_at_its_recipient_limit_is_given_up(make_postern):
+    """The upstream takes two recipients a connection, then answers RCPT
+    with 452 4.5.3.  The kept session that says so for the only recipient
+    decided nothing: the message goes on a new connection, once, with no
+    deferral; and a session that said 452 is never kept again."""
+    up = Counting(rcpt_limit=2)
+    try:
+        srv = kept_relay(make_postern, up)
+        one_after_another(srv, up, 5)
+        settle(srv, up.count, 5, "five at two a connection")
+        assert up.per_conn() == [2, 2, 1], up.per_conn()
+        assert [k.put_off for k in up.conns] == [1, 1, 0]
+        assert up.rcpts() == ["bob%d@remote.test" % i for i in range(5)]
+        wait_for(lambda: up.conns[0].quit and up.conns[1].quit, timeout=10,
+            what="QUIT on the connections that said 452")
+        no_failures(srv)
+    finally:
+        up.stop()
+
+
+def test_session_that_put_off_a_recipient_is_not_kept(make_postern):
+    """On a new connection a 4xx to one RCPT is that recipient's deferral,
+    the others go through; the session then ends with QUIT instead of
+    waiting for the next message, and the retry takes a new one."""
+    up = Counting(rcpt_replies={"later@remote.test": "451 4.3.0 not now"})
+    try:
+        srv = kept_relay(make_postern, up)
+        submit(srv, "alice@example.org", ["a@remote.test",
+            "later@remote.test"])
+        wait_for(lambda: log_events(srv, "deferred"), timeout=15,
+            what="the deferral of later@")
+        wait_for(lambda: up.conns[0].quit, timeout=10,
+            what="QUIT after the transaction")
+        del up.rcpt_replies["later@remote.test"]
+        settle(srv, up.count, 2, "the retry of later@")
+        assert up.per_conn() == [1, 1], up.per_conn()
+        assert up.rcpts() == ["a@remote.test", "later@remote.test"]
+        assert [kv["rcpt"] for kv, _ in log_events(srv, "deferred")] == [
+            "<later@remote.test>"]
     finally:
         up.stop()
 
@@ -246,10 +317,8 @@ def test_idle_connection_closed_after_reuse_time(make_postern):
 def test_reuse_limit_closes_after_that_many_messages(make_postern):
     up = Counting()
     try:
-        srv = relay_server(make_postern, 'action out relay '
-            '"smtp://127.0.0.1:%d"' % up.port,
-            extra=("queue connection-reuse-time 30s",
-                "queue connection-reuse-limit 2"))
+        srv = kept_relay(make_postern, up,
+            "queue connection-reuse-limit 2")
         one_after_another(srv, up, 5)
         settle(srv, up.count, 5, "five with a limit of two")
         assert up.per_conn() == [2, 2, 1], up.per_conn()
