@@ -150,10 +150,11 @@ smtpc_ehlo(struct smtpc *s)
 {
 	const char *name = s->o->helo != NULL ? s->o->helo :
 	    s->m->hostname != NULL ? s->m->hostname : "localhost";
+	const char *cmd = s->o->lmtp ? "LHLO" : "EHLO";
 
 	s->esmtp = false;
 	s->caps = (struct smtpc_caps){ 0 };
-	smtpc_cmd(s, "%s %s", s->o->lmtp ? "LHLO" : "EHLO", name);
+	smtpc_cmd(s, "%s %s", cmd, name);
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) == -1)
 		goto conn;
 	if (s->code / 100 == 2) {
@@ -163,6 +164,7 @@ smtpc_ehlo(struct smtpc *s)
 	}
 	/* RFC 2033 4.1: an LMTP server has no HELO to fall back on. */
 	if (s->code / 100 == 5 && !s->o->lmtp) {
+		cmd = "HELO";	/* the reply that decides is HELO's */
 		smtpc_cmd(s, "HELO %s", name);
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
@@ -170,7 +172,7 @@ smtpc_ehlo(struct smtpc *s)
 		if (s->code / 100 == 2)
 			return 0;
 	}
-	smtpc_fail_reply(s, s->o->lmtp ? "LHLO" : "EHLO");
+	smtpc_fail_reply(s, cmd);
 	return -1;
 conn:
 	smtpc_fail_conn(s);

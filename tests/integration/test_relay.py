@@ -108,6 +108,7 @@ class Scripted:
     -> the reply to its RCPT (else 250).  stall_data / stall_quit: hold the
     reply to the final dot / to QUIT until release() (or the client goes
     away).  ehlo: the keywords its EHLO reply offers, read at each EHLO;
+    helo_replies: "EHLO" or "HELO" -> the reply to that command instead;
     mails: each MAIL command as it came.  A reply given as bytes is sent
     as it is, a str as UTF-8.  AUTH PLAIN (with or without the initial
     response) and LOGIN take any password: auth_lines holds the AUTH
@@ -120,6 +121,7 @@ class Scripted:
         self.replies = list(data_replies)
         self.rcpt_replies = dict(rcpt_replies or {})
         self.ehlo = list(ehlo)
+        self.helo_replies = {}
         self.mails = []
         self.auth_lines = []
         self.logins = []
@@ -221,6 +223,9 @@ class Scripted:
                 verb = cmd[:4].upper()
                 if self.line_max is not None and len(line) > self.line_max:
                     c.sendall(b"500 5.5.2 Line too long\r\n")
+                elif verb in self.helo_replies:
+                    self.note(verb.lower() + ":refused")
+                    c.sendall(self.helo_replies[verb].encode() + b"\r\n")
                 elif verb in ("EHLO", "HELO"):
                     self.note("helo:" + cmd[5:])
                     lines = ["up.test"] + self.ehlo
@@ -643,6 +648,25 @@ def test_a_step_timeout_bounds_the_whole_reply(make_postern, upstreams):
         timeout=15, what="the deferral")[0]
     assert "timed out" in kv["why"], kv
     assert up.count() == 0
+
+
+def test_a_helo_refusal_is_reported_as_the_reply_to_helo(make_postern,
+        upstreams):
+    """EHLO refused with 500, then HELO refused: the bounce and the log
+    quote the HELO reply as the reply to HELO, not to EHLO."""
+    up = upstreams.scripted()
+    up.helo_replies = {"EHLO": "500 5.5.1 unknown command",
+        "HELO": "550 5.7.1 HELO-REPLY refused"}
+    srv = relay_server(make_postern,
+        'action out relay "smtp://127.0.0.1:%d"' % up.port)
+    submit(srv, "alice@example.org", ["bob@remote.test"])
+    _msg, parts = bounce_of(srv, "alice")
+    r = parts[1].get_payload()[1]
+    assert r["Diagnostic-Code"] == ("smtp; 550 5.7.1 HELO-REPLY refused "
+        "(in reply to HELO)"), str(r)
+    assert [kv["why"] for kv, _ in log_events(srv, "failed")] == [
+        "550 5.7.1 HELO-REPLY refused (in reply to HELO)"], srv.log()[-2000:]
+    assert "ehlo:refused" in up.events and "helo:refused" in up.events
 
 
 def test_552_to_rcpt_defers_and_552_to_the_dot_bounces(make_postern,
