@@ -38,6 +38,15 @@ dconn_seterr(struct dconn *c, const char *fmt, ...)
 	if (vsnprintf(c->err, sizeof(c->err), fmt, ap) < 0)
 		c->err[0] = '\0';
 	va_end(ap);
+	c->fail = DCONN_FAIL_OTHER;	/* the callers below say otherwise */
+}
+
+/* The kind of failure errno e is: a reset or broken pipe lost it. */
+static enum dconn_fail
+dconn_fail_of(int e)
+{
+	return e == ECONNRESET || e == EPIPE ? DCONN_FAIL_LOST :
+	    DCONN_FAIL_OTHER;
 }
 
 void
@@ -202,20 +211,25 @@ dconn_ssl_again(struct dconn *c, int ret, uint64_t deadline,
 			return 1;
 		dconn_seterr(c, "%s %s: %s", what, c->peer, r == 0 ?
 		    "timed out" : dconn_strerror(errno));
+		if (r == 0)
+			c->fail = DCONN_FAIL_TIMEOUT;
 		return -1;
 	}
 	if (e == SSL_ERROR_ZERO_RETURN)
 		return 0;
 	unsigned long ec = ERR_get_error();
+	int se = errno;
 	char buf[256];
 	if (ec != 0)
 		ERR_error_string_n(ec, buf, sizeof(buf));
 	else
-		util_strlcpy(buf, e == SSL_ERROR_SYSCALL ? (errno != 0 ?
-		    strerror(errno) : "connection closed") : "TLS error",
+		util_strlcpy(buf, e == SSL_ERROR_SYSCALL ? (se != 0 ?
+		    strerror(se) : "connection closed") : "TLS error",
 		    sizeof(buf));
 	ERR_clear_error();
 	dconn_seterr(c, "%s %s: %s", what, c->peer, buf);
+	if (ec == 0 && e == SSL_ERROR_SYSCALL)
+		c->fail = se != 0 ? dconn_fail_of(se) : DCONN_FAIL_LOST;
 	return -1;
 }
 
@@ -246,6 +260,7 @@ dconn_starttls(struct dconn *c, struct tls_client *tc, const char *name,
 		if (a == 0) {
 			dconn_seterr(c, "TLS handshake with %s: connection "
 			    "closed", c->peer);
+			c->fail = DCONN_FAIL_LOST;
 			return -1;
 		}
 		if (a == -1)
@@ -273,9 +288,11 @@ dconn_write(struct dconn *c, const void *p, size_t n, uint64_t timeout_ms)
 				    "write to");
 				if (a == 1)
 					continue;
-				if (a == 0)
+				if (a == 0) {
 					dconn_seterr(c, "write to %s: "
 					    "connection closed", c->peer);
+					c->fail = DCONN_FAIL_LOST;
+				}
 				return -1;
 			}
 			w = r;
@@ -291,11 +308,15 @@ dconn_write(struct dconn *c, const void *p, size_t n, uint64_t timeout_ms)
 				dconn_seterr(c, "write to %s: %s", c->peer,
 				    r == 0 ? "timed out" :
 				    dconn_strerror(errno));
+				if (r == 0)
+					c->fail = DCONN_FAIL_TIMEOUT;
 				return -1;
 			}
 			if (w == -1) {
+				int e = errno;
 				dconn_seterr(c, "write to %s: %s", c->peer,
-				    strerror(errno));
+				    strerror(e));
+				c->fail = dconn_fail_of(e);
 				return -1;
 			}
 		}
@@ -322,9 +343,11 @@ dconn_fill(struct dconn *c, uint64_t deadline)
 			int a = dconn_ssl_again(c, n, deadline, "read from");
 			if (a == 1)
 				continue;
-			if (a == 0)
+			if (a == 0) {
 				dconn_seterr(c, "read from %s: connection "
 				    "closed", c->peer);
+				c->fail = DCONN_FAIL_LOST;
+			}
 			return -1;
 		}
 		r = recv(c->fd, c->rbuf, sizeof(c->rbuf), 0);
@@ -335,6 +358,7 @@ dconn_fill(struct dconn *c, uint64_t deadline)
 		if (r == 0) {
 			dconn_seterr(c, "read from %s: connection closed",
 			    c->peer);
+			c->fail = DCONN_FAIL_LOST;
 			return -1;
 		}
 		if (errno == EINTR)
@@ -345,9 +369,13 @@ dconn_fill(struct dconn *c, uint64_t deadline)
 				continue;
 			dconn_seterr(c, "read from %s: %s", c->peer, w == 0 ?
 			    "timed out" : dconn_strerror(errno));
+			if (w == 0)
+				c->fail = DCONN_FAIL_TIMEOUT;
 			return -1;
 		}
-		dconn_seterr(c, "read from %s: %s", c->peer, strerror(errno));
+		int e = errno;
+		dconn_seterr(c, "read from %s: %s", c->peer, strerror(e));
+		c->fail = dconn_fail_of(e);
 		return -1;
 	}
 }

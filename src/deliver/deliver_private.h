@@ -23,6 +23,13 @@
 
 struct tls_client;
 
+/* What ended the connection's last failed call, for the message. */
+enum dconn_fail {
+	DCONN_FAIL_OTHER = 0,	/* c->err says it all */
+	DCONN_FAIL_TIMEOUT,	/* the step's time ran out */
+	DCONN_FAIL_LOST,	/* the peer closed or reset the connection */
+};
+
 struct dconn {
 	int		 fd;		/* -1 when closed */
 	SSL		*ssl;		/* owned; NULL before TLS */
@@ -30,6 +37,7 @@ struct dconn {
 	size_t		 roff, rlen;
 	char		 peer[300];	/* "host[ip]:port" for messages */
 	char		 err[512];	/* why the last call failed */
+	enum dconn_fail	 fail;		/* and what kind of failure */
 	bool		 tls_verified;	/* the handshake verified the peer */
 	bool		 loopback;	/* connected to 127.0.0.0/8 or ::1 */
 };
@@ -337,6 +345,10 @@ struct smtpc {
 	bool		 desync;	/* a reply broke the protocol: no QUIT */
 	bool		 conn_failed;	/* the connection failed */
 	bool		 closing;	/* the server said 421: it closes */
+	const char	*step;		/* static: what we were doing, for a
+					   failed connection's text ("sending
+					   RCPT TO"); NULL in the connect and
+					   TLS handshake, which dconn names */
 	size_t		 rcpt_deferred;	/* RCPTs refused for now (4xx, 552) */
 	/* A session kept from an earlier message (scache.c): */
 	bool		 reused;	/* this one was */
@@ -367,7 +379,11 @@ void	smtpc_fail_rest(struct smtpc *s, enum deliver_result r, int code,
 	    const char *text);
 /* The last reply as a failure for every undecided recipient. */
 void	smtpc_fail_reply(struct smtpc *s, const char *stage);
-/* The connection's error for every undecided recipient. */
+/*
+ * The connection's error for every undecided recipient, saying which step
+ * it cut short (s->step): "conversation with HOST timed out while ...",
+ * "lost connection with HOST while ...", else c.err and the step.
+ */
 void	smtpc_fail_conn(struct smtpc *s);
 /* Queue a command line (CR and LF in it become spaces). */
 void	smtpc_cmd(struct smtpc *s, const char *fmt, ...) UTIL_PRINTF(2, 3);

@@ -65,8 +65,21 @@ smtpc_fail_reply(struct smtpc *s, const char *stage)
 void
 smtpc_fail_conn(struct smtpc *s)
 {
+	char t[sizeof(s->c.err) + sizeof(s->c.peer) + 100];
+
 	s->conn_failed = true;
-	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, s->c.err);
+	/* Which step, as Postfix words it: a timeout alone says nothing. */
+	if (s->step == NULL)
+		util_strlcpy(t, s->c.err, sizeof(t));
+	else if (s->c.fail == DCONN_FAIL_TIMEOUT)
+		snprintf(t, sizeof(t), "conversation with %s timed out while "
+		    "%s", s->c.peer, s->step);
+	else if (s->c.fail == DCONN_FAIL_LOST)
+		snprintf(t, sizeof(t), "lost connection with %s while %s",
+		    s->c.peer, s->step);
+	else
+		snprintf(t, sizeof(t), "%s (while %s)", s->c.err, s->step);
+	smtpc_fail_rest(s, DELIVER_TEMPFAIL, 0, t);
 }
 
 void
@@ -121,9 +134,11 @@ smtpc_reply(struct smtpc *s, uint64_t to)
 	s->lines = r.lines;		/* the buffer stays ours */
 	s->code = rc == 1 ? r.code : -1;
 	memcpy(s->text, r.text, sizeof(s->text));
-	if (rc == -1)
+	if (rc == -1) {
 		snprintf(s->c.err, sizeof(s->c.err), "%s sent %s: %.100s",
 		    s->c.peer, why, line);
+		s->c.fail = DCONN_FAIL_OTHER;
+	}
 	if (rc != 1) {
 		s->desync = true;
 		return -1;
@@ -154,6 +169,8 @@ smtpc_ehlo(struct smtpc *s)
 
 	s->esmtp = false;
 	s->caps = (struct smtpc_caps){ 0 };
+	s->step = s->o->lmtp ? "performing the LHLO handshake" :
+	    "performing the EHLO handshake";
 	smtpc_cmd(s, "%s %s", cmd, name);
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) == -1)
 		goto conn;
@@ -165,6 +182,7 @@ smtpc_ehlo(struct smtpc *s)
 	/* RFC 2033 4.1: an LMTP server has no HELO to fall back on. */
 	if (s->code / 100 == 5 && !s->o->lmtp) {
 		cmd = "HELO";	/* the reply that decides is HELO's */
+		s->step = "performing the HELO handshake";
 		smtpc_cmd(s, "HELO %s", name);
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
 		    smtpc_reply(s, TO_CMD(s)) == -1)
@@ -197,6 +215,7 @@ smtpc_tls(struct smtpc *s)
 		}
 		tc = s->tc_own;
 	}
+	s->step = NULL;		/* dconn's text names the handshake */
 	if (dconn_starttls(&s->c, tc, name, TO_CMD(s)) == -1) {
 		smtpc_fail_conn(s);
 		return -1;
@@ -219,6 +238,7 @@ smtpc_starttls(struct smtpc *s)
 		    "but the server does not offer STARTTLS");
 		return -1;
 	}
+	s->step = "sending STARTTLS";
 	smtpc_cmd(s, "STARTTLS");
 	if (smtpc_flush(s, TO_CMD(s)) == -1 || smtpc_reply(s, TO_CMD(s)) ==
 	    -1) {
@@ -316,6 +336,7 @@ smtpc_auth(struct smtpc *s)
 		    "smtp+tls://)");
 		return -1;
 	}
+	s->step = "authenticating";
 	if (s->caps.auth_plain) {
 		size_t ul = strlen(u), pl = strlen(p);
 		char *raw = xmalloc(ul + pl + 2);
@@ -393,15 +414,15 @@ smtpc_open(struct smtpc *s)
 {
 	const struct deliver_smtp_opts *o = s->o;
 
+	s->step = NULL;		/* dconn's text names the connect */
 	if ((o->unix_path != NULL ? dconn_connect_unix(&s->c, o->unix_path,
 	    TO_CONNECT(s)) : dconn_connect(&s->c, o->host, o->port,
 	    TO_CONNECT(s))) == -1 ||
-	    (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(s) == -1) ||
-	    smtpc_reply(s, TO_GREET(s)) == -1) {
-		s->desync = true;	/* no QUIT on what never began */
-		smtpc_fail_conn(s);
-		return -1;
-	}
+	    (o->tls == DELIVER_TLS_IMPLICIT && smtpc_tls(s) == -1))
+		goto conn;
+	s->step = "receiving the initial server greeting";
+	if (smtpc_reply(s, TO_GREET(s)) == -1)
+		goto conn;
 	if (s->code != 220) {
 		smtpc_fail_reply(s, "the greeting");
 		return -1;
@@ -410,6 +431,10 @@ smtpc_open(struct smtpc *s)
 	    smtpc_auth(s) == -1)
 		return -1;
 	return 0;
+conn:
+	s->desync = true;	/* no QUIT on what never began */
+	smtpc_fail_conn(s);
+	return -1;
 }
 
 /* A kept session for key, still open: true with it in s. */
@@ -465,6 +490,7 @@ smtpc_restart(struct smtpc *s)
 	s->conn_failed = s->closing = s->desync = s->tls_failed = false;
 	s->uses = 0;
 	s->rcpt_deferred = 0;
+	s->step = NULL;
 }
 
 /* Can the session wait for the next message (after an RSET if needed)? */

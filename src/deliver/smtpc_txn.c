@@ -164,6 +164,7 @@ smtpc_envelope_replies(struct smtpc *s, bool *mail_ok)
 	s->mail_refused = !*mail_ok;
 	if (!*mail_ok)
 		smtpc_fail_reply(s, "MAIL FROM");
+	s->step = "sending RCPT TO";
 	for (size_t i = 0; i < s->n; i++) {
 		if (!*mail_ok && !s->caps.pipelining)
 			break;
@@ -217,6 +218,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 	smtpc_mail_cmd(s, sc, utf8);
 	s->dirty = true;
 	s->uses++;
+	s->step = "sending MAIL FROM";
 	/* RFC 2920 3.1: MAIL, RCPTs and DATA in one group when offered. */
 	if (!s->caps.pipelining) {
 		if (smtpc_flush(s, TO_CMD(s)) == -1 ||
@@ -229,6 +231,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 		}
 		mail_ok = true;
 		nacc = 0;
+		s->step = "sending RCPT TO";
 		for (size_t i = 0; i < s->n; i++) {
 			smtpc_cmd(s, "RCPT TO:<%s>", rcpts[i]);
 			if (smtpc_flush(s, TO_CMD(s)) == -1 ||
@@ -238,6 +241,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 		}
 		if (nacc == 0)
 			return -1;
+		s->step = "sending DATA command";
 		smtpc_cmd(s, "DATA");
 		if (smtpc_flush(s, TO_CMD(s)) == -1)
 			goto conn;
@@ -249,6 +253,7 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 			goto conn;
 		if ((nacc = smtpc_envelope_replies(s, &mail_ok)) == -1)
 			goto conn;
+		s->step = "sending DATA command";
 	}
 	if (smtpc_reply(s, TO_DINIT(s)) == -1)
 		goto conn;
@@ -267,11 +272,16 @@ smtpc_transaction(struct smtpc *s, const struct deliver_content_scan *sc,
 		return -1;
 	}
 	s->dot_sent = true;
+	s->step = "sending message body";
 	if (smtpc_stream(s, err_out) == -1) {
-		if (s->c.err[0] == '\0' && *err_out != NULL)
+		if (s->c.err[0] == '\0' && *err_out != NULL) {
 			util_strlcpy(s->c.err, *err_out, sizeof(s->c.err));
+			s->c.fail = DCONN_FAIL_OTHER;
+		}
 		goto conn;
 	}
+	/* Once the dot is out, the server may hold the message already. */
+	s->step = "sending end of data -- message may be sent more than once";
 	if (s->o->lmtp) {
 		if (smtpc_lmtp_replies(s) == -1)
 			goto conn;

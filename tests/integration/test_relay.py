@@ -109,12 +109,15 @@ class Scripted:
     reply to the final dot / to QUIT until release() (or the client goes
     away).  ehlo: the keywords its EHLO reply offers, read at each EHLO;
     helo_replies: "EHLO" or "HELO" -> the reply to that command instead;
-    mails: each MAIL command as it came.  A reply given as bytes is sent
-    as it is, a str as UTF-8.  AUTH PLAIN (with or without the initial
-    response) and LOGIN take any password: auth_lines holds the AUTH
-    commands and SASL responses as they came, logins each (user,
-    password).  line_max: a longer command line (CRLF included) gets 500
-    5.5.2, as a server that enforces RFC 5321 4.5.3.1.4 says."""
+    mute: for each next connection, "greeting" (none is sent) or "dot" (no
+    reply to the final dot), held until the client goes away, or "drop"
+    (closed at the final dot, without a reply); mails: each MAIL command
+    as it came.  A reply given as bytes is sent as it is, a str as UTF-8.
+    AUTH PLAIN (with or without the initial response) and LOGIN take any
+    password: auth_lines holds the AUTH commands and SASL responses as
+    they came, logins each (user, password).  line_max: a longer command
+    line (CRLF included) gets 500 5.5.2, as a server that enforces RFC
+    5321 4.5.3.1.4 says."""
 
     def __init__(self, data_replies=(), port=None, rcpt_replies=None,
             ehlo=("8BITMIME",)):
@@ -122,6 +125,7 @@ class Scripted:
         self.rcpt_replies = dict(rcpt_replies or {})
         self.ehlo = list(ehlo)
         self.helo_replies = {}
+        self.mute = []
         self.mails = []
         self.auth_lines = []
         self.logins = []
@@ -209,7 +213,13 @@ class Scripted:
 
     def session(self, c):
         f = c.makefile("rb")
+        with self.lock:
+            mute = self.mute.pop(0) if self.mute else None
         try:
+            if mute == "greeting":
+                self.wait_or_gone(c)
+                self.note("mute:greeting")
+                return
             for _ in range(self.dribble):
                 c.sendall(b"220-up.test still waking up\r\n")
                 time.sleep(0.6)
@@ -257,7 +267,10 @@ class Scripted:
                         if l == b".\r\n":
                             break
                         data += l[1:] if l.startswith(b".") else l
-                    if self.stall_data:
+                    if mute == "drop":
+                        self.note("dropped")
+                        return
+                    if self.stall_data or mute == "dot":
                         if not self.wait_or_gone(c):
                             # RFC 5321 6.1: no reply went out, so the
                             # message is not ours; drop it.
@@ -648,6 +661,36 @@ def test_a_step_timeout_bounds_the_whole_reply(make_postern, upstreams):
         timeout=15, what="the deferral")[0]
     assert "timed out" in kv["why"], kv
     assert up.count() == 0
+
+
+def test_a_timeout_or_lost_connection_names_its_step(make_postern,
+        upstreams):
+    """A deferral for a timeout says which step timed out, as Postfix's
+    does: no greeting, then no reply to the final dot, which also says the
+    upstream may already hold the message; a connection lost at the dot
+    says so too.  The copy that finally goes through is the only one kept
+    upstream."""
+    up = upstreams.scripted()
+    up.mute = ["greeting", "dot", "drop"]
+    srv = relay_server(make_postern, 'action out relay "smtp://127.0.0.1:%d" '
+        "timeout greeting 2s timeout data-term 2s" % up.port)
+    qid = submit(srv, "alice@example.org", ["bob@remote.test"])
+    wait_for(lambda: rcpt_events(srv, "delivered", qid), timeout=40,
+        what="the delivery after three failures")
+    settle(srv, up.count, 1, "three failures")
+    peer = "127.0.0.1[127.0.0.1]:%d" % up.port
+    assert [kv["why"] for kv, _ in log_events(srv, "deferred")
+        if kv.get("qid") == qid] == [
+        "conversation with %s timed out while receiving the initial "
+        "server greeting" % peer,
+        "conversation with %s timed out while sending end of data -- "
+        "message may be sent more than once" % peer,
+        "lost connection with %s while sending end of data -- message "
+        "may be sent more than once" % peer], srv.log()[-2000:]
+    assert up.events.count("mute:greeting") == 1, up.events
+    assert up.events.count("abandoned") == 1, up.events
+    assert up.events.count("dropped") == 1, up.events
+    assert rcpt_events(srv, "delivered", qid) == ["<bob@remote.test>"]
 
 
 def test_a_helo_refusal_is_reported_as_the_reply_to_helo(make_postern,
