@@ -7,6 +7,7 @@ useradd/chpasswd and a PAM service file.  The shipped example
 the first test runs.
 """
 
+import contextlib
 import crypt
 import os
 import http.client
@@ -361,9 +362,16 @@ def test_pgsql_lookups_nobody_waits_for_are_not_run(make_postern, pg):
         rules=["match to <boxes> action local"])
     # The pool's connection made, so the slow lookups only wait.
     assert rcpt_one(srv, "fast@example.org").code == 250
-    with ThreadPoolExecutor(4) as ex:
-        replies = list(ex.map(lambda i: rcpt_one(srv,
-            "slow%d@example.org" % i), range(4)))
+    # Four sessions brought to their RCPT first, so the four lookups are
+    # asked together however slow the machine is at making sessions.
+    with contextlib.ExitStack() as stack:
+        cs = [stack.enter_context(srv.session()) for _ in range(4)]
+        for c in cs:
+            c.hello()
+            c.send("MAIL FROM:<a@far.example>"); c.expect(250)
+        for i, c in enumerate(cs):
+            c.send("RCPT TO:<slow%d@example.org>" % i)
+        replies = [c.read_reply(timeout=10) for c in cs]
     assert [(r.code, r.esc) for r in replies] == [(451, "4.3.0")] * 4, replies
     wait_for(lambda: rcpt_one(srv, "fast@example.org").code == 250,
         timeout=15, interval=0.2, what="the pool free again")
