@@ -385,10 +385,12 @@ proxy_link_command(struct proxy_link *l, const char *line, size_t len,
     uint64_t to_ms, bool secret)
 {
 	if (l->ops->trace_cb != NULL && secret) {
+		/* A line of one word (a SASL response) has no verb to show. */
 		const char *sp = memchr(line, ' ', len);
+		int verb = sp != NULL && sp - line < 40 ? (int)(sp - line) : 0;
 		char masked[64];
-		int n = snprintf(masked, sizeof(masked), "%.*s [secret]",
-		    sp != NULL && sp - line < 40 ? (int)(sp - line) : 4, line);
+		int n = snprintf(masked, sizeof(masked), "%.*s%s[secret]",
+		    verb, line, verb > 0 ? " " : "");
 		l->ops->trace_cb(l->arg, true, masked, (size_t)n);
 	} else if (l->ops->trace_cb != NULL)
 		l->ops->trace_cb(l->arg, true, line, len);

@@ -131,8 +131,8 @@ struct proxy_link *proxy_link_new(struct event_base *base,
  */
 void	proxy_link_free(struct proxy_link **lp);
 /*
- * Send a command line (no CRLF; secret: traced as "VERB [secret]") and
- * wait up to to_ms for its reply.
+ * Send a command line (no CRLF; secret: traced as "VERB [secret]", a line
+ * of one word as "[secret]") and wait up to to_ms for its reply.
  */
 void	proxy_link_command(struct proxy_link *l, const char *line, size_t len,
 	    uint64_t to_ms, bool secret);
@@ -171,6 +171,7 @@ enum ps_step {
 	PS_REPLAY,	/* the client's MAIL again: a recipient picked it */
 	PS_RSET,	/* ours: the client's transaction ended */
 	PS_CMD,		/* the client's command: the reply is relayed */
+	PS_AUTH,	/* AUTH PLAIN without its response: 334 lets it go */
 	PS_DATA_HELD,	/* DATA before a held message */
 	PS_CONTENT,	/* a held message going up */
 	PS_DOT,		/* the end of the content */

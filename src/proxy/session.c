@@ -350,22 +350,53 @@ ps_send_hello(struct proxy_session *ps, enum ps_step step, const char *verb)
 	free(line);
 }
 
-/* AUTH PLAIN with the client's credentials (RFC 4616), one line. */
+/* RFC 5321 4.5.3.1.4: a command line, CRLF included. */
+#define PS_CMD_LINE_MAX	512
+
+/* Octets of the base64 of n octets (RFC 4648 4). */
+static size_t
+ps_b64_len(size_t n)
+{
+	return 4 * ((n + 2) / 3);
+}
+
+/*
+ * Send prefix and the client's PLAIN response (RFC 4616) in base64 on one
+ * line, the buffers wiped after (RFC 4954 14); its reply is relayed.
+ */
 static void
-ps_send_auth(struct proxy_session *ps)
+ps_send_response(struct proxy_session *ps, const char *prefix)
 {
 	size_t n = ps->line.len;
-	char *b = xmalloc(4 * ((n + 2) / 3) + 1);
+	char *b = xmalloc(ps_b64_len(n) + 1);
 	char *line;
 
 	EVP_EncodeBlock((unsigned char *)b, (unsigned char *)ps->line.data,
 	    (int)n);
-	line = xasprintf("AUTH PLAIN %s", b);
+	line = xasprintf("%s%s", prefix, b);
 	ps_send(ps, PS_CMD, line, strlen(line), PROXY_TO_COMMAND, true);
 	OPENSSL_cleanse(b, strlen(b));
 	OPENSSL_cleanse(line, strlen(line));
 	free(b);
 	free(line);
+}
+
+/*
+ * AUTH PLAIN with the client's credentials.  RFC 4954 4: the response
+ * goes on the command line only when that line stays within the limit;
+ * else "AUTH PLAIN" alone, and the response after the upstream's 334.
+ */
+static void
+ps_send_auth(struct proxy_session *ps)
+{
+	static const char cmd[] = "AUTH PLAIN ";
+
+	if (ps_b64_len(ps->line.len) <= PS_CMD_LINE_MAX - (sizeof(cmd) - 1) -
+	    2)
+		ps_send_response(ps, cmd);
+	else
+		ps_send(ps, PS_AUTH, "AUTH PLAIN", 10, PROXY_TO_COMMAND,
+		    false);
 }
 
 /* The request itself, once the upstream is ready for it. */
@@ -553,6 +584,13 @@ ps_reply_cb(void *arg, const struct proxy_reply *r)
 		}
 		ps->cmd = PROXY_CMD_DATA;	/* its refusal is the answer */
 		ps_relay(ps, r);
+		return;
+	case PS_AUTH:
+		if (r->code == 334) {
+			ps_send_response(ps, "");
+			return;
+		}
+		ps_relay(ps, r);	/* a refusal is the client's answer */
 		return;
 	case PS_DOT:
 		ps->up_data = ps->up_tx = false;

@@ -22,6 +22,7 @@ from conftest import (HOST, TEMPLATE_ACTIONS, Client, Closed, free_port,
     log_events, proc_status, read_bytes, send_message, split_delivered,
     wait_for)
 from proxy_upstream import RawUpstream, Upstream
+from test_relay import Scripted
 
 BODY = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: through\r\n"
     b"Message-Id: <p1@example.org>\r\n\r\nfirst line\r\n..a dot line\r\n"
@@ -47,13 +48,16 @@ def proxy_config(listen, before=(), after=(), translog=""):
 
 @pytest.fixture
 def upstreams():
-    """Factory: upstreams(**kw) starts an Upstream; all stop at teardown."""
+    """Factory: upstreams(**kw) starts an Upstream, upstreams.scripted(**kw)
+    a Scripted server (which shows each AUTH line as it came); all stop at
+    teardown."""
     made = []
 
-    def make(**kw):
-        u = Upstream(**kw)
+    def make(kind=Upstream, **kw):
+        u = kind(**kw)
         made.append(u)
         return u
+    make.scripted = lambda **kw: make(Scripted, **kw)
 
     yield make
     for u in made:
@@ -937,6 +941,60 @@ def test_auth_relayed_to_the_upstream(make_postern, upstreams):
         False), ("AUTH", "alice", True)]
     text = "\n".join(t for _s, t in transcript(front))
     assert "s3cret" not in text and good not in text
+
+
+@pytest.mark.parametrize("mech,pass_len,want_lines", [
+    # "AUTH PLAIN " + 496 octets of base64 + CRLF: 509, the longest fit.
+    ("PLAIN", 365, [509]),
+    # 513 octets would pass 512: the response goes on a line of its own.
+    ("PLAIN", 366, [12, 502]),
+    ("PLAIN", 400, [12, 546]),
+    # The client's LOGIN goes up as PLAIN as well.
+    ("LOGIN", 20, [49]),
+    ("LOGIN", 400, [12, 546]),
+])
+def test_auth_response_too_long_for_the_command_line(make_postern,
+        upstreams, mech, pass_len, want_lines):
+    """RFC 4954 4: a client's credentials that would make the upstream's
+    AUTH PLAIN command longer than 512 octets (RFC 5321 4.5.3.1.4) go up
+    after the upstream's 334 instead; an upstream that enforces the limit
+    logs the client in and takes its message, and the transcript shows no
+    part of the response."""
+    import base64
+    up = upstreams.scripted(ehlo=("AUTH PLAIN LOGIN",))
+    up.line_max = 512
+    password = "P" * pass_len
+    front = make_postern(config=proxy_config(
+        "proxy smtp://127.0.0.1:%d auth-plaintext" % up.port))
+
+    def b64(s):
+        return base64.b64encode(s.encode()).decode()
+    with front.session() as c:
+        c.hello()
+        if mech == "PLAIN":
+            c.send("AUTH PLAIN " + b64("\0alice\0" + password))
+        else:
+            c.send("AUTH LOGIN"); c.expect(334)
+            c.send(b64("alice")); c.expect(334)
+            c.send(b64(password))
+        c.expect(235)
+        send_message(c, "alice@example.org", ["b@example.org"], BODY)
+        c.send("QUIT"); c.expect(221)
+    assert [len(l) for l in up.auth_lines] == want_lines, up.auth_lines
+    if len(want_lines) > 1:
+        assert up.auth_lines[0] == b"AUTH PLAIN\r\n"
+    assert up.logins == [("alice", password)]
+    assert [(m, r) for m, r, _d in up.stored] == [("alice@example.org",
+        ["b@example.org"])]
+    want = [("}", "AUTH PLAIN"), ("}", "[secret]")] if len(want_lines) > 1 \
+        else [("}", "AUTH [secret]")]
+    wait_for(lambda: ("{", "221 bye") in transcript(front),
+        what="the transcript's upstream 221")
+    got = transcript(front)
+    assert_in_order(want + [("{", "235 2.7.0 ok")], got)
+    text = "\n".join(t for _s, t in got)
+    # The response's base64 begins "AGFs" ("\0al"): none of it shows.
+    assert password not in text and "AGFs" not in text, text
 
 
 def test_recipient_with_blanks_forges_no_field(make_postern, upstreams):
