@@ -55,6 +55,8 @@ BROKEN = [
     ("state redis port out of range", "state redis 127.0.0.1:99999"),
     ("state resolver by name", "state resolver ns.example.org"),
     ("state resolver port out of range", "state resolver 127.0.0.1:99999"),
+    ("mx resolver port 99999", "action m mx resolver 127.0.0.1:99999"),
+    ("mx resolver 10.0.1", "action m mx resolver 10.0.1"),
 )]
 
 

@@ -1184,6 +1184,14 @@ test_config_errors(void **state)
 		    "forward needs an address" },
 		{ "bad rewrite", "action out relay \"smtp://x\" rewrite "
 		    "subject x\n", "not return-path" },
+		{ "resolver port 99999", "action out mx resolver "
+		    "127.0.0.1:99999\n", "is not IP[:PORT]" },
+		{ "resolver port 0", "action out mx resolver [::1]:0\n",
+		    "is not IP[:PORT]" },
+		{ "resolver of three parts", "action out mx resolver "
+		    "10.0.1\n", "is not IP[:PORT]" },
+		{ "resolver without ]", "action out mx resolver [::1\n",
+		    "is not IP[:PORT]" },
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1206,7 +1214,11 @@ test_config_errors(void **state)
 	    "no-verify helo me.example timeout data-term 20m\n"
 	    "action m mx resolver 127.0.0.1:5353 mx-hosts <mx>\n"
 	    "action f forward \"x@example.org\"\n"
-	    "action t relay \"smtp+tls://[::1]\"\n");
+	    "action t relay \"smtp+tls://[::1]\"\n"
+	    "action r1 mx resolver 192.0.2.1\n"
+	    "action r2 mx resolver 2001:db8::1\n"
+	    "action r3 mx resolver [2001:db8::1]\n"
+	    "action r4 mx resolver [2001:db8::1]:5353\n");
 	const struct config_action *a = config_action_find(c, "out");
 	assert_int_equal(a->kind, CONFIG_ACTION_RELAY);
 	assert_int_equal(a->relay->tls, CONFIG_RELAY_STARTTLS);
