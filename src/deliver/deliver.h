@@ -514,9 +514,10 @@ struct deliver_mx_opts {
 
 /*
  * The hosts to try for domain, RFC 5321 5.1: MX records by preference
- * (equal ones shuffled), each name's A and AAAA addresses; no MX: the
- * domain's own addresses (implicit MX).  Lookups are asynchronous (evdns
- * and a UDP MX query on a private event_base of this thread).  Returns 0
+ * (equal ones shuffled; the 32 most preferred), each name's A and AAAA
+ * addresses; no MX: the domain's own addresses (implicit MX).  Lookups are
+ * asynchronous (evdns and our MX query, over TCP when the UDP answer is
+ * truncated, on a private event_base of this thread).  Returns 0
  * with a malloc'd array (*hosts_out, *n_out >= 1), or -1 with *err_out and
  * *perm_out true when no host can ever exist (NXDOMAIN, null MX RFC 7505,
  * no address), false for a temporary DNS failure.

@@ -449,9 +449,10 @@ struct deliver_mx_host;
 
 /*
  * The MX records of a DNS answer msg[0..len) (RFC 1035 4.1), by
- * preference: *hosts_out (malloc'd, the caller frees it; name and pref
- * set).  Returns the answer's RCODE (0: *n_out records), or -1 when it is
- * malformed (*hosts_out may still hold what was read before).
+ * preference, the 32 most preferred: *hosts_out (malloc'd, the caller
+ * frees it; name and pref set).  Returns the answer's RCODE (0: *n_out
+ * records), or -1 when it is truncated (TC) or malformed (*hosts_out may
+ * still hold what was read before).
  */
 int	deliver_mx_answer(const unsigned char *msg, size_t len,
 	    struct deliver_mx_host **hosts_out, size_t *n_out);

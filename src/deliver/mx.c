@@ -1,9 +1,10 @@
 /*
  * deliver/mx.c: where to send mail for a domain (RFC 5321 5.1): an
- * "mx-hosts" table entry, or the DNS MX records (one UDP query driven by a
- * private event_base) and each host's A/AAAA addresses (evdns on the same
- * base); then direct delivery that falls back host by host.  Knows nothing
- * of the queue.
+ * "mx-hosts" table entry, or the DNS MX records (our own query over UDP,
+ * then TCP for a truncated answer, driven by a private event_base) and
+ * each host's A/AAAA addresses (evdns on the same base; TCP again for a
+ * truncated one); then direct delivery that falls back host by host.
+ * Knows nothing of the queue.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -34,24 +35,38 @@ struct mx_list {
 	uint32_t		*order;	/* random tie-breakers */
 };
 
+/*
+ * Add a host.  Past MX_MAX the least preferred one goes, so the most
+ * preferred MX_MAX are kept whatever order an answer lists them in.
+ */
 static void
 mx_add(struct mx_list *l, const char *name, const char *addr, int port,
     int pref)
 {
-	if (l->n >= MX_MAX)
-		return;
-	l->h = xreallocarray(l->h, l->n + 1, sizeof(*l->h));
-	l->order = xreallocarray(l->order, l->n + 1, sizeof(*l->order));
-	struct deliver_mx_host *h = &l->h[l->n];
+	size_t at = l->n;
+
+	if (l->n >= MX_MAX) {
+		at = 0;
+		for (size_t i = 1; i < l->n; i++)
+			if (l->h[i].pref >= l->h[at].pref)
+				at = i;
+		if (l->h[at].pref <= pref)
+			return;
+	} else {
+		l->h = xreallocarray(l->h, l->n + 1, sizeof(*l->h));
+		l->order = xreallocarray(l->order, l->n + 1,
+		    sizeof(*l->order));
+		l->n++;
+	}
+	struct deliver_mx_host *h = &l->h[at];
 	memset(h, 0, sizeof(*h));
 	util_strlcpy(h->name, name, sizeof(h->name));
 	util_strlcpy(h->addr, addr, sizeof(h->addr));
 	h->port = port;
 	h->pref = pref;
-	if (RAND_bytes((unsigned char *)&l->order[l->n],
+	if (RAND_bytes((unsigned char *)&l->order[at],
 	    sizeof(l->order[0])) != 1)
-		l->order[l->n] = (uint32_t)random();
-	l->n++;
+		l->order[at] = (uint32_t)random();
 }
 
 /* RFC 5321 5.1: by preference; equal preferences in random order. */
@@ -151,17 +166,26 @@ bad:
 	return -1;
 }
 
-/* ---- the MX query: one UDP exchange on the private base ---- */
+/*
+ * ---- our own queries: MX over UDP, and over TCP whatever came back
+ * truncated (RFC 1035 4.2.1, RFC 7766 5), on the private base ----
+ */
+
+#define MX_ANS_MAX	65535	/* RFC 1035 4.2.2: a TCP length is 16 bits */
+#define MX_TYPE_A	1
+#define MX_TYPE_MX	15
+#define MX_TYPE_AAAA	28
 
 struct mx_dns {
 	struct event_base	*base;
 	struct evdns_base	*dns;
-	int			 fd;
+	const char		*resolver;	/* borrowed: o->resolver */
 	uint16_t		 id;
-	unsigned char		 ans[4096];
-	int			 anslen;	/* -1: timed out */
+	unsigned char		*ans;		/* owned: MX_ANS_MAX bytes */
+	size_t			 anslen;
 	int			 pending;	/* A/AAAA queries out */
 	bool			 addr_temp;	/* an A/AAAA query failed */
+	unsigned		 addr_tc;	/* 1 A, 2 AAAA came truncated */
 	struct mx_list		*out;		/* addresses go here */
 	uint64_t		 timeout_ms;
 };
@@ -206,9 +230,40 @@ mx_ns_addr(const char *resolver, struct sockaddr_storage *ss,
 	return port < 1 || port > 65535 ? -1 : 0;
 }
 
-/* RFC 1035 4.1: a query for domain's MX records; its length or -1. */
+struct mx_addr_req {
+	struct mx_dns	*d;
+	char		 name[256];
+	int		 port, pref;
+	int		 qtype;		/* MX_TYPE_A or MX_TYPE_AAAA */
+};
+
+/*
+ * One record's data rd[0..rdlen) of type (0: not wanted) into l, as
+ * mx_parse() says.  0, or -1 when it is malformed.
+ */
 static int
-mx_build_query(uint16_t id, const char *domain, unsigned char *q,
+mx_parse_rr(const unsigned char *msg, const unsigned char *eom,
+    const unsigned char *rd, int rdlen, int type,
+    const struct mx_addr_req *r, struct mx_list *l)
+{
+	char name[NS_MAXDNAME], ip[INET6_ADDRSTRLEN];
+
+	if (type == MX_TYPE_MX && rdlen >= 3) {
+		if (dn_expand(msg, eom, rd + 2, name, sizeof(name)) < 0)
+			return -1;
+		mx_add(l, name, "", 0, (rd[0] << 8) | rd[1]);
+	} else if ((type == MX_TYPE_A && rdlen == 4) || (type ==
+	    MX_TYPE_AAAA && rdlen == 16)) {
+		inet_ntop(type == MX_TYPE_A ? AF_INET : AF_INET6, rd, ip,
+		    sizeof(ip));
+		mx_add(l, r->name, ip, r->port, r->pref);
+	}
+	return 0;
+}
+
+/* RFC 1035 4.1: a query for name's records of qtype; its length or -1. */
+static int
+mx_build_query(uint16_t id, const char *domain, int qtype, unsigned char *q,
     size_t qsz)
 {
 	size_t n = 12;
@@ -235,83 +290,172 @@ mx_build_query(uint16_t id, const char *domain, unsigned char *q,
 	}
 	q[n++] = 0;
 	q[n++] = 0;
-	q[n++] = 15;		/* MX */
+	q[n++] = (unsigned char)qtype;
 	q[n++] = 0;
 	q[n++] = 1;		/* IN */
 	return (int)n;
 }
 
 static void
-mx_read_cb(evutil_socket_t fd, short what, void *arg)
+mx_wait_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct mx_dns *d = arg;
-
-	if (what & EV_TIMEOUT) {
-		d->anslen = -1;
-		return;
-	}
-	ssize_t r = recv(fd, d->ans, sizeof(d->ans), 0);
-	/* Not our answer (wrong id, not a response): 0, keep waiting. */
-	d->anslen = r >= 12 && ((d->ans[0] << 8) | d->ans[1]) == d->id &&
-	    (d->ans[2] & 0x80) ? (int)r : 0;
+	(void)fd;
+	*(short *)arg = what;
 }
 
-/* Ask for MX records; 0 with the answer in d->ans, -1 on timeout/error. */
+/* Wait until fd is ready for what (EV_READ, EV_WRITE): 0, or -1. */
 static int
-mx_query(struct mx_dns *d, const char *resolver, const char *domain)
+mx_wait(struct mx_dns *d, int fd, short what, uint64_t deadline_ms)
+{
+	uint64_t now = util_now_ms();
+	short got = 0;
+
+	if (now >= deadline_ms)
+		return -1;
+	struct timeval tv = util_timeval_ms(deadline_ms - now);
+	if (event_base_once(d->base, fd, what | EV_TIMEOUT, mx_wait_cb, &got,
+	    &tv) == -1)
+		return -1;
+	while (got == 0)
+		event_base_loop(d->base, EVLOOP_ONCE);
+	return (got & EV_TIMEOUT) != 0 ? -1 : 0;
+}
+
+/* The response to our query d->id, or another message to ignore. */
+static bool
+mx_is_ours(const struct mx_dns *d, const unsigned char *m, size_t len)
+{
+	return len >= 12 && ((m[0] << 8) | m[1]) == d->id && (m[2] & 0x80);
+}
+
+/* A non-blocking socket of type connected (or connecting) to ss, or -1. */
+static int
+mx_connect(const struct sockaddr_storage *ss, socklen_t sl, int type)
+{
+	int fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd != -1 && connect(fd, (const struct sockaddr *)ss, sl) == -1 &&
+	    errno != EINPROGRESS) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Three UDP tries on fd, each a third of the time allowed: 0, or -1. */
+static int
+mx_ask_udp(struct mx_dns *d, int fd, const unsigned char *q, int qlen)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (send(fd, q, (size_t)qlen, 0) != qlen)
+			return -1;
+		uint64_t deadline = util_now_ms() + d->timeout_ms / 3;
+		while (mx_wait(d, fd, EV_READ, deadline) == 0) {
+			ssize_t r = recv(fd, d->ans, MX_ANS_MAX, 0);
+			if (r > 0 && mx_is_ours(d, d->ans, (size_t)r)) {
+				d->anslen = (size_t)r;
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+/* Read exactly len bytes from fd by deadline_ms: 0, or -1. */
+static int
+mx_read_full(struct mx_dns *d, int fd, unsigned char *buf, size_t len,
+    uint64_t deadline_ms)
+{
+	size_t have = 0;
+
+	while (have < len) {
+		ssize_t r = recv(fd, buf + have, len - have, 0);
+		if (r > 0)
+			have += (size_t)r;
+		else if (r == 0 || (errno != EAGAIN && errno != EINTR) ||
+		    mx_wait(d, fd, EV_READ, deadline_ms) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * RFC 1035 4.2.2: the query over the TCP socket fd (connecting), within
+ * the time allowed: 0, or -1.
+ */
+static int
+mx_ask_tcp(struct mx_dns *d, int fd, const unsigned char *q, int qlen)
+{
+	uint64_t deadline = util_now_ms() + d->timeout_ms;
+	unsigned char msg[2 + 512], lenb[2];
+	int err = 0;
+	socklen_t el = sizeof(err);
+
+	if ((size_t)qlen > sizeof(msg) - 2 || mx_wait(d, fd, EV_WRITE,
+	    deadline) == -1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
+	    &el) == -1 || err != 0)
+		return -1;
+	msg[0] = (unsigned char)(qlen >> 8);
+	msg[1] = qlen & 0xff;
+	memcpy(msg + 2, q, (size_t)qlen);
+	/* A fresh socket's send buffer takes these few bytes whole. */
+	if (send(fd, msg, (size_t)qlen + 2, MSG_NOSIGNAL) != qlen + 2 ||
+	    mx_read_full(d, fd, lenb, 2, deadline) == -1)
+		return -1;
+	d->anslen = (size_t)((lenb[0] << 8) | lenb[1]);
+	return mx_read_full(d, fd, d->ans, d->anslen, deadline) == 0 &&
+	    mx_is_ours(d, d->ans, d->anslen) ? 0 : -1;
+}
+
+/*
+ * Ask d->resolver for name's records of qtype, over UDP unless tcp_only,
+ * then over TCP when the answer was truncated (TC).  0 with the answer in
+ * d->ans, -1 when none came.
+ */
+static int
+mx_ask(struct mx_dns *d, const char *name, int qtype, bool tcp_only)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	unsigned char q[512];
-	int qlen;
+	int qlen, fd, rc;
 
-	if (mx_ns_addr(resolver, &ss, &sl) == -1)
+	if (mx_ns_addr(d->resolver, &ss, &sl) == -1)
 		return -1;
 	if (RAND_bytes((unsigned char *)&d->id, sizeof(d->id)) != 1)
 		d->id = (uint16_t)random();
-	if ((qlen = mx_build_query(d->id, domain, q, sizeof(q))) == -1)
+	if ((qlen = mx_build_query(d->id, name, qtype, q, sizeof(q))) == -1)
 		return -1;
-	d->fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (d->fd == -1)
-		return -1;
-	if (connect(d->fd, (struct sockaddr *)&ss, sl) == -1)
-		return -1;
-	/* Three tries, each a third of the time allowed. */
-	for (int attempt = 0; attempt < 3; attempt++) {
-		if (send(d->fd, q, (size_t)qlen, 0) != qlen)
+	if (!tcp_only) {
+		if ((fd = mx_connect(&ss, sl, SOCK_DGRAM)) == -1)
 			return -1;
-		uint64_t deadline = util_now_ms() + d->timeout_ms / 3;
-		do {
-			uint64_t now = util_now_ms();
-			uint64_t t = deadline > now ? deadline - now : 1;
-			struct timeval tv = util_timeval_ms(t);
-			d->anslen = -2;		/* no callback yet */
-			if (event_base_once(d->base, d->fd, EV_READ |
-			    EV_TIMEOUT, mx_read_cb, d, &tv) == -1)
-				return -1;
-			while (d->anslen == -2)
-				event_base_loop(d->base, EVLOOP_ONCE);
-		} while (d->anslen == 0);
-		if (d->anslen > 0)
-			return 0;
+		rc = mx_ask_udp(d, fd, q, qlen);
+		close(fd);
+		if (rc == -1 || (d->ans[2] & 0x02) == 0)
+			return rc;
 	}
-	/* XXX: no TCP retry for truncated answers; MX sets are small. */
-	return -1;
+	if ((fd = mx_connect(&ss, sl, SOCK_STREAM)) == -1)
+		return -1;
+	rc = mx_ask_tcp(d, fd, q, qlen);
+	close(fd);
+	return rc;
 }
 
 /*
- * Parse the answer msg[0..len) into (pref, name) pairs.  Returns the RCODE
- * (0 with the records in mx), or -1 for a malformed answer.
+ * The records of qtype (MX, A or AAAA) in the answer msg[0..len) into l:
+ * an MX record as (its host, no address, pref); an address as (r's name,
+ * the address, r's port and pref).  Returns the RCODE (0 with the records
+ * in l), or -1 for an answer truncated (TC) or malformed.
  */
 static int
-mx_parse(const unsigned char *msg, size_t len, struct mx_list *mx)
+mx_parse(const unsigned char *msg, size_t len, int qtype,
+    const struct mx_addr_req *r, struct mx_list *l)
 {
 	const unsigned char *eom = msg + len, *p = msg + 12;
 	char name[NS_MAXDNAME];
 	int rcode, qd, an, n;
 
-	if (len < 12)
+	if (len < 12 || (msg[2] & 0x02) != 0)
 		return -1;
 	rcode = msg[3] & 0x0f;
 	qd = (msg[4] << 8) | msg[5];
@@ -334,22 +478,13 @@ mx_parse(const unsigned char *msg, size_t len, struct mx_list *mx)
 		p += 10;
 		if (p + rdlen > eom)
 			return -1;
-		if (type == 15 && rdlen >= 3) {
-			int pref = (p[0] << 8) | p[1];
-			if (dn_expand(msg, eom, p + 2, name, sizeof(name)) < 0)
-				return -1;
-			mx_add(mx, name, "", 0, pref);
-		}
+		if (mx_parse_rr(msg, eom, p, rdlen, type == qtype ? type : 0,
+		    r, l) == -1)
+			return -1;
 		p += rdlen;
 	}
 	return 0;
 }
-
-struct mx_addr_req {
-	struct mx_dns	*d;
-	char		 name[256];
-	int		 port, pref;
-};
 
 static void
 mx_addr_cb(int result, char type, int count, int ttl, void *addrs,
@@ -371,10 +506,26 @@ mx_addr_cb(int result, char type, int count, int ttl, void *addrs,
 				continue;
 			mx_add(r->d->out, r->name, ip, r->port, r->pref);
 		}
-	} else if (result != DNS_ERR_NOTEXIST && result != DNS_ERR_NODATA)
+	} else if (result == DNS_ERR_TRUNCATED)	/* asked again over TCP */
+		r->d->addr_tc |= r->qtype == MX_TYPE_A ? 1 : 2;
+	else if (result != DNS_ERR_NOTEXIST && result != DNS_ERR_NODATA)
 		r->d->addr_temp = true;
 	r->d->pending--;
 	free(r);
+}
+
+/*
+ * The addresses of qtype of r->name over TCP (evdns has no TCP) into
+ * d->out; a failure sets d->addr_temp.
+ */
+static void
+mx_addr_tcp(struct mx_dns *d, const struct mx_addr_req *r, int qtype)
+{
+	int rcode = mx_ask(d, r->name, qtype, true) == -1 ? -1 :
+	    mx_parse(d->ans, d->anslen, qtype, r, d->out);
+
+	if (rcode != 0 && rcode != 3)	/* NXDOMAIN: no address */
+		d->addr_temp = true;
 }
 
 /* Resolve every name of mx (sorted) into out, in mx's order. */
@@ -384,18 +535,20 @@ mx_addresses(struct mx_dns *d, const struct mx_list *mx, struct mx_list *out,
 {
 	for (size_t i = 0; i < mx->n; i++) {
 		struct mx_list one = { 0 };
+		struct mx_addr_req tmpl = { .d = d, .port = port,
+		    .pref = mx->h[i].pref };
+		util_strlcpy(tmpl.name, mx->h[i].name, sizeof(tmpl.name));
 		if (mx_is_ip(mx->h[i].name)) {
 			mx_add(out, mx->h[i].name, mx->h[i].name, port,
 			    mx->h[i].pref);
 			continue;
 		}
 		d->out = &one;
+		d->addr_tc = 0;
 		for (int fam = 0; fam < 2; fam++) {
-			struct mx_addr_req *r = xcalloc(1, sizeof(*r));
-			r->d = d;
-			util_strlcpy(r->name, mx->h[i].name, sizeof(r->name));
-			r->port = port;
-			r->pref = mx->h[i].pref;
+			struct mx_addr_req *r = xmalloc(sizeof(*r));
+			*r = tmpl;
+			r->qtype = fam == 0 ? MX_TYPE_A : MX_TYPE_AAAA;
 			d->pending++;
 			if ((fam == 0 ? evdns_base_resolve_ipv4(d->dns,
 			    r->name, DNS_QUERY_NO_SEARCH, mx_addr_cb, r) :
@@ -408,6 +561,10 @@ mx_addresses(struct mx_dns *d, const struct mx_list *mx, struct mx_list *out,
 		}
 		while (d->pending > 0)
 			event_base_loop(d->base, EVLOOP_ONCE);
+		if (d->addr_tc & 1)
+			mx_addr_tcp(d, &tmpl, MX_TYPE_A);
+		if (d->addr_tc & 2)
+			mx_addr_tcp(d, &tmpl, MX_TYPE_AAAA);
 		for (size_t k = 0; k < one.n; k++)
 			mx_add(out, one.h[k].name, one.h[k].addr,
 			    one.h[k].port, one.h[k].pref);
@@ -425,8 +582,8 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
     const char *alabel, struct mx_list *out, bool *perm_out,
     const char **err_out)
 {
-	struct mx_dns d = { .fd = -1, .timeout_ms = o->dns_timeout_ms != 0 ?
-	    o->dns_timeout_ms : 10000 };
+	struct mx_dns d = { .resolver = o->resolver, .timeout_ms =
+	    o->dns_timeout_ms != 0 ? o->dns_timeout_ms : 10000 };
 	struct mx_list mx = { 0 };
 	int port = o->port != 0 ? o->port : 25, rc = -1, rcode;
 	char tbuf[16];
@@ -436,6 +593,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	d.dns = evdns_base_new(d.base, 0);
 	if (d.base == NULL || d.dns == NULL)
 		fatal("event_base_new/evdns_base_new: out of memory");
+	d.ans = xmalloc(MX_ANS_MAX);
 	if (o->resolver != NULL ? evdns_base_nameserver_ip_add(d.dns,
 	    o->resolver) != 0 : evdns_base_resolv_conf_parse(d.dns,
 	    DNS_OPTION_NAMESERVERS, "/etc/resolv.conf") != 0) {
@@ -447,15 +605,18 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	    1));
 	evdns_base_set_option(d.dns, "timeout:", tbuf);
 	evdns_base_set_option(d.dns, "attempts:", "3");
-	if (mx_query(&d, o->resolver, alabel) == -1) {
+	if (mx_ask(&d, alabel, MX_TYPE_MX, false) == -1) {
 		*err_out = util_err("4.4.3 MX lookup for %s timed out or "
 		    "failed", domain);
 		goto out;
 	}
-	if ((rcode = mx_parse(d.ans, (size_t)d.anslen, &mx)) != 0) {
+	if ((rcode = mx_parse(d.ans, d.anslen, MX_TYPE_MX, NULL, &mx)) !=
+	    0) {
 		*perm_out = rcode == 3;
 		*err_out = rcode == 3 ? util_err("5.1.2 domain %s does not "
-		    "exist (NXDOMAIN)", domain) : util_err("4.4.3 MX lookup "
+		    "exist (NXDOMAIN)", domain) : rcode == -1 ?
+		    util_err("4.4.3 MX lookup for %s failed (answer truncated "
+		    "or ill-formed)", domain) : util_err("4.4.3 MX lookup "
 		    "for %s failed (rcode %d)", domain, rcode);
 		goto out;
 	}
@@ -480,8 +641,7 @@ mx_dns_resolve(const struct deliver_mx_opts *o, const char *domain,
 	}
 	rc = 0;
 out:
-	if (d.fd != -1)
-		close(d.fd);
+	free(d.ans);
 	evdns_base_free(d.dns, 0);
 	event_base_free(d.base);
 	free(mx.h);
@@ -494,7 +654,7 @@ deliver_mx_answer(const unsigned char *msg, size_t len,
     struct deliver_mx_host **hosts_out, size_t *n_out)
 {
 	struct mx_list l = { 0 };
-	int rcode = mx_parse(msg, len, &l);
+	int rcode = mx_parse(msg, len, MX_TYPE_MX, NULL, &l);
 
 	mx_sort(&l);
 	free(l.order);

@@ -1099,6 +1099,97 @@ def test_mx_via_resolver_host_without_addresses(make_postern):
     assert got["rfc822; x@nomx.test"].startswith("5."), got
 
 
+@pytest.fixture
+def mx_dns(make_postern, tmp_path):
+    """Factory: mx_dns(zone, opts="", extra=()) -> (srv, queries): a server
+    whose mx action (with OPTS) asks dnsd.py serving ZONE; queries() gives
+    the DNS server's "udp|tcp NAME TYPE" lines.  Stopped at the end."""
+    procs = []
+
+    def make(zone, opts="", extra=()):
+        dport = free_port()
+        log = str(tmp_path / ("dns%d.log" % len(procs)))
+        procs.append(Proc([os.path.join(DATA, "dnsd.py"), "--port",
+            str(dport), "--zone", json.dumps(zone), "--log", log]))
+        srv = make_postern(extra=FAST + tuple(extra) + (
+            "action out mx resolver 127.0.0.1:%d timeout connect 2s %s"
+            % (dport, opts),), rules=(LOCAL_RULE, "match from local action out"))
+
+        def queries():
+            try:
+                with open(log) as f:
+                    return f.read().splitlines()
+            except FileNotFoundError:
+                return []
+        return srv, queries
+    yield make
+    for p in procs:
+        p.stop()
+
+
+def refused_at(ip):
+    """The start of a deferral's text when IP refused port 25."""
+    return "connect %s[%s]:25: " % (ip, ip)
+
+
+def test_mx_answers_truncated_over_udp_are_asked_again_over_tcp(mx_dns):
+    """RFC 1035 4.2.1, RFC 7766 5: an answer with the TC bit is asked
+    again over TCP, to the same server: an MX answer with no records (not
+    "no MX records", which would make tc.test its own MX and bounce), an
+    MX answer with some of them (void.part.test, which has no address,
+    is not the whole set), an A answer.  Each recipient then goes to the
+    address TCP gave (its port 25 refuses: a deferral that names it)."""
+    srv, queries = mx_dns({
+        "tc.test": {"MX": [[10, "mx.tc.test"]], "tc": ["MX"]},
+        "mx.tc.test": {"A": ["127.0.0.11"], "tc": ["A"]},
+        "part.test": {"MX": [[20, "void.part.test"], [10, "mx.part.test"]],
+            "tcpartial": True},
+        "void.part.test": {},
+        "mx.part.test": {"A": ["127.0.0.12"]}})
+    submit(srv, "alice@example.org", ["a@tc.test", "b@part.test"])
+    ev, why = first_outcome(srv, "a@tc.test")
+    assert ev == "deferred" and why.startswith(refused_at("127.0.0.11")), \
+        (ev, why)
+    ev, why = first_outcome(srv, "b@part.test")
+    assert ev == "deferred" and why.startswith(refused_at("127.0.0.12")), \
+        (ev, why)
+    for q in ("tcp tc.test MX", "tcp mx.tc.test A", "tcp part.test MX"):
+        assert q in queries(), queries()
+    assert srv.maildir("alice") == [], "a bounce to alice"
+
+
+def test_mx_keeps_the_most_preferred_of_many_records(mx_dns):
+    """Of 33 MX records the 32 most preferred are kept, whatever order the
+    answer lists them in: the best, listed last, is asked for and tried
+    (the 32 others have no address)."""
+    mx = [[50 + i, "h%d.many.test" % i] for i in range(32)]
+    srv, queries = mx_dns({"many.test": {"MX": mx + [[1, "best.many.test"]]},
+        "best.many.test": {"A": ["127.0.0.13"]}})
+    submit(srv, "alice@example.org", ["c@many.test"])
+    ev, why = first_outcome(srv, "c@many.test")
+    assert ev == "deferred" and why.startswith(refused_at("127.0.0.13")), \
+        (ev, why)
+    assert "udp best.many.test A" in queries(), queries()
+    assert "udp h31.many.test A" not in queries(), queries()
+
+
+def test_mx_answer_too_large_or_ill_formed(mx_dns):
+    """200 MX records do not fit UDP: they come over TCP and the best is
+    tried.  An answer that counts more records than it holds defers with
+    that reason (not an "rcode" NOERROR never had)."""
+    mx = [[10 + i, "host-number-%03d.huge.test" % i] for i in range(200)]
+    srv, queries = mx_dns({"huge.test": {"MX": mx},
+        "host-number-000.huge.test": {"A": ["127.0.0.14"]},
+        "bad.test": {"MX": [[10, "mx.bad.test"]], "badcount": True}})
+    submit(srv, "alice@example.org", ["d@huge.test", "e@bad.test"])
+    ev, why = first_outcome(srv, "d@huge.test")
+    assert ev == "deferred" and why.startswith(refused_at("127.0.0.14")), \
+        (ev, why)
+    assert first_outcome(srv, "e@bad.test") == ("deferred", "4.4.3 MX "
+        "lookup for bad.test failed (answer truncated or ill-formed)")
+    assert "tcp huge.test MX" in queries(), queries()
+
+
 def test_mx_of_an_idn_domain_is_asked_for_by_its_a_label(make_postern):
     """RFC 5891 5: the MX query for j\u00f6rg@b\u00fccher.example names
     xn--bcher-kva.example, which the zone has (a null MX here, so the

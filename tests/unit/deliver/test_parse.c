@@ -183,6 +183,46 @@ test_mx_answer(void **state)
 	}
 }
 
+/*
+ * 33 MX records, the best (preference 1) listed last: the 32 most
+ * preferred are kept, not the first 32 listed; and an answer with the TC
+ * bit is not taken for the whole set.
+ */
+static void
+test_mx_answer_many(void **state)
+{
+	unsigned char ans[1024];
+	size_t len = 0;
+	static const unsigned char head[] = {
+	    0x12, 0x34, 0x81, 0x80, 0, 1, 0, 33, 0, 0, 0, 0,
+	    7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'o', 'r', 'g', 0, 0, 15,
+	    0, 1 };
+	struct deliver_mx_host *h = NULL;
+	size_t n = 0;
+
+	(void)state;
+	memcpy(ans, head, sizeof(head));
+	len = sizeof(head);
+	for (int i = 0; i < 33; i++) {
+		int pref = i < 32 ? 50 + i : 1;
+		unsigned char rr[] = { 0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0,
+		    7, (unsigned char)(pref >> 8), (unsigned char)pref, 2,
+		    'h', (unsigned char)('A' + i), 0xc0, 12 };
+		memcpy(ans + len, rr, sizeof(rr));
+		len += sizeof(rr);
+	}
+	assert_int_equal(deliver_mx_answer(ans, len, &h, &n), 0);
+	assert_int_equal(n, 32);
+	assert_int_equal(h[0].pref, 1);
+	assert_string_equal(h[0].name, "ha.example.org");	/* 'A' + 32 */
+	assert_int_equal(h[31].pref, 80);
+	free(h);
+	ans[2] |= 0x02;		/* TC */
+	h = NULL;
+	assert_int_equal(deliver_mx_answer(ans, len, &h, &n), -1);
+	free(h);
+}
+
 int
 main(void)
 {
@@ -191,6 +231,7 @@ main(void)
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_mx_hosts_values),
 		cmocka_unit_test(test_mx_answer),
+		cmocka_unit_test(test_mx_answer_many),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -893,14 +893,15 @@ test_mx_hosts(void **state)
 
 /*
  * RFC 5321 5.1 through DNS (data/dnsd.py as the resolver): MX order and
- * fallback, the implicit MX, NXDOMAIN, null MX, a dead resolver.  The two
+ * fallback, the implicit MX, NXDOMAIN, null MX, answers truncated over UDP
+ * and asked again over TCP, many MX records, a dead resolver.  The two
  * MX hosts are 127.0.0.2 (answers 421) and 127.0.0.3 on one port.
  */
 static void
 test_mx_dns(void **state)
 {
 	struct upstream dns = { 0 }, busy = { 0 }, good = { 0 };
-	char zone[1024], dport[16], resolver[64], port[32];
+	char zone[4096], dport[16], resolver[64], port[32];
 	const char *err = NULL;
 
 	(void)state;
@@ -915,7 +916,21 @@ test_mx_dns(void **state)
 	    "\"mx2.mx.test\": {\"A\": [\"127.0.0.3\"]},"
 	    "\"nomx.test\": {\"A\": [\"127.0.0.3\"]},"
 	    "\"null.test\": {\"MX\": [[0, \".\"]]},"
-	    "\"noaddr.test\": {\"MX\": [[10, \"gone.test\"]]}}");
+	    "\"noaddr.test\": {\"MX\": [[10, \"gone.test\"]]},"
+	    "\"tc.test\": {\"MX\": [[10, \"mx.tc.test\"]], "
+	    "\"tc\": [\"MX\"]},"
+	    "\"mx.tc.test\": {\"A\": [\"127.0.0.3\"], \"tc\": [\"A\"]},"
+	    "\"part.test\": {\"MX\": [[20, \"gone.test\"], "
+	    "[10, \"mx2.mx.test\"]], \"tcpartial\": true},"
+	    "\"bad.test\": {\"MX\": [[10, \"mx2.mx.test\"]], "
+	    "\"badcount\": true},"
+	    "\"many.test\": {\"MX\": [");
+	/* 32 hosts without an address, then the best, listed last */
+	for (int i = 0; i < 32; i++)
+		snprintf(zone + strlen(zone), sizeof(zone) - strlen(zone),
+		    "[%d, \"gone%d.test\"], ", 50 + i, i);
+	snprintf(zone + strlen(zone), sizeof(zone) - strlen(zone),
+	    "[1, \"mx2.mx.test\"]]}}");
 	dns.port = free_port();
 	snprintf(dport, sizeof(dport), "%d", dns.port);
 	snprintf(dns.out, sizeof(dns.out), "%s/dns", tdir);
@@ -954,6 +969,15 @@ test_mx_dns(void **state)
 		{ "null MX", "null.test", DELIVER_PERMFAIL, "5.1.10" },
 		{ "MX without address", "noaddr.test", DELIVER_PERMFAIL,
 		    "5.1.2" },
+		{ "MX and A answers truncated over UDP", "tc.test",
+		    DELIVER_OK, NULL },
+		{ "part of the MX set over UDP", "part.test", DELIVER_OK,
+		    NULL },
+		{ "the best of 33 MX records listed last", "many.test",
+		    DELIVER_OK, NULL },
+		{ "an answer counting more records than it holds",
+		    "bad.test", DELIVER_TEMPFAIL, "4.4.3 MX lookup for "
+		    "bad.test failed (answer truncated or ill-formed)" },
 	};
 	struct deliver_smtp_opts so;
 	smtp_opts(&so, &good);
