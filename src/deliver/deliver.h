@@ -515,12 +515,14 @@ struct deliver_mx_opts {
 /*
  * The hosts to try for domain, RFC 5321 5.1: MX records by preference
  * (equal ones shuffled; the 32 most preferred), each name's A and AAAA
- * addresses; no MX: the domain's own addresses (implicit MX).  Lookups are
- * asynchronous (evdns and our MX query, over TCP when the UDP answer is
- * truncated, on a private event_base of this thread).  Returns 0
- * with a malloc'd array (*hosts_out, *n_out >= 1), or -1 with *err_out and
- * *perm_out true when no host can ever exist (NXDOMAIN, null MX RFC 7505,
- * no address), false for a temporary DNS failure.
+ * addresses; no MX: the domain's own addresses (implicit MX); an address
+ * literal ("[192.0.2.1]", "[IPv6:...]"): that address.  An mx-hosts entry
+ * comes first.  Lookups are asynchronous (evdns and our MX query, over
+ * TCP when the UDP answer is truncated, on a private event_base of this
+ * thread).  Returns 0 with a malloc'd array (*hosts_out, *n_out >= 1), or
+ * -1 with *err_out and *perm_out true when no host can ever exist
+ * (NXDOMAIN, null MX RFC 7505, no address), false for a temporary DNS
+ * failure.
  */
 int	deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
 	    struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,

@@ -1,10 +1,10 @@
 /*
  * deliver/mx.c: where to send mail for a domain (RFC 5321 5.1): an
- * "mx-hosts" table entry, or the DNS MX records (our own query over UDP,
- * then TCP for a truncated answer, driven by a private event_base) and
- * each host's A/AAAA addresses (evdns on the same base; TCP again for a
- * truncated one); then direct delivery that falls back host by host.
- * Knows nothing of the queue.
+ * "mx-hosts" table entry, an address literal's one host, or the DNS MX
+ * records (our own query over UDP, then TCP for a truncated answer, driven
+ * by a private event_base) and each host's A/AAAA addresses (evdns on the
+ * same base; TCP again for a truncated one); then direct delivery that
+ * falls back host by host.  Knows nothing of the queue.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -699,6 +700,42 @@ mx_hosts_lookup(struct table *t, const char *domain, char **value_out)
 	return rc;
 }
 
+/*
+ * RFC 5321 5.1, 4.1.3: an address-literal domain ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]") is the one host to connect to, without DNS.
+ */
+static int
+mx_literal(const char *domain, int port, struct mx_list *l,
+    bool *perm_out, const char **err_out)
+{
+	size_t len = strlen(domain);
+	char ip[INET6_ADDRSTRLEN];
+	unsigned char bin[16];
+	int af = AF_INET;
+	const char *p = domain + 1;
+
+	if (len > 6 && strncasecmp(p, "IPv6:", 5) == 0) {
+		af = AF_INET6;
+		p += 5;
+	}
+	if (domain[len - 1] != ']' || (size_t)(domain + len - 1 - p) >=
+	    sizeof(ip)) {
+		*perm_out = true;
+		*err_out = util_err("5.1.2 bad address literal %s", domain);
+		return -1;
+	}
+	snprintf(ip, sizeof(ip), "%.*s", (int)(domain + len - 1 - p), p);
+	if (inet_pton(af, ip, bin) != 1) {
+		*perm_out = true;
+		*err_out = util_err("5.1.2 address literal %s is not an "
+		    "IPv4 or IPv6 address", domain);
+		return -1;
+	}
+	inet_ntop(af, bin, ip, sizeof(ip));
+	mx_add(l, ip, ip, port, 0);
+	return 0;
+}
+
 int
 deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
     struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,
@@ -727,7 +764,10 @@ deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
 		*err_out = util_err("5.1.2 domain %s is not a valid "
 		    "internationalized domain name (%s)", domain, why);
 		rc = -1;
-	} else	/* RFC 5891 5: a UTF-8 domain is asked for as A-labels */
+	} else if (domain[0] == '[')
+		rc = mx_literal(domain, o->port != 0 ? o->port : 25, &l,
+		    perm_out, err_out);
+	else	/* RFC 5891 5: a UTF-8 domain is asked for as A-labels */
 		rc = mx_dns_resolve(o, domain, alabel != NULL ? alabel :
 		    domain, &l, perm_out, err_out);
 	free(alabel);

@@ -1190,6 +1190,30 @@ def test_mx_answer_too_large_or_ill_formed(mx_dns):
     assert "tcp huge.test MX" in queries(), queries()
 
 
+def test_mx_address_literals_connect_without_dns(mx_dns, upstreams,
+        tmp_path):
+    """RFC 5321 5.1, 4.1.3: a recipient at an address literal goes to that
+    address, port 25 (refused here: a deferral naming it), with no DNS
+    query; an mx-hosts entry for the literal says where it goes instead."""
+    up = upstreams()
+    table = write(str(tmp_path / "mxhosts"), "[127.0.0.16] 10 127.0.0.1:%d\n"
+        % up.port)
+    srv, queries = mx_dns({}, "mx-hosts <mxh>",
+        ("table mxh file:%s" % table,))
+    submit(srv, "alice@example.org", ["x@[127.0.0.15]"], subject="v4")
+    submit(srv, "alice@example.org", ["y@[IPv6:::1]"], subject="v6")
+    submit(srv, "alice@example.org", ["z@[127.0.0.16]"], subject="table")
+    ev, why = first_outcome(srv, "x@[127.0.0.15]")
+    assert ev == "deferred" and why.startswith(refused_at("127.0.0.15")), \
+        (ev, why)
+    ev, why = first_outcome(srv, "y@[ipv6:::1]")
+    assert ev == "deferred" and why.startswith("connect ::1["), (ev, why)
+    wait_for(up.messages, timeout=10, what="the mx-hosts entry's delivery")
+    assert rcpts_at(up) == ["z@[127.0.0.16]"]
+    assert queries() == [], queries()
+    assert srv.maildir("alice") == [], "a bounce to alice"
+
+
 def test_mx_of_an_idn_domain_is_asked_for_by_its_a_label(make_postern):
     """RFC 5891 5: the MX query for j\u00f6rg@b\u00fccher.example names
     xn--bcher-kva.example, which the zone has (a null MX here, so the

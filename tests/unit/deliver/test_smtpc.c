@@ -894,7 +894,8 @@ test_mx_hosts(void **state)
 /*
  * RFC 5321 5.1 through DNS (data/dnsd.py as the resolver): MX order and
  * fallback, the implicit MX, NXDOMAIN, null MX, answers truncated over UDP
- * and asked again over TCP, many MX records, a dead resolver.  The two
+ * and asked again over TCP, many MX records, address literals, a dead
+ * resolver.  The two
  * MX hosts are 127.0.0.2 (answers 421) and 127.0.0.3 on one port.
  */
 static void
@@ -978,6 +979,9 @@ test_mx_dns(void **state)
 		{ "an answer counting more records than it holds",
 		    "bad.test", DELIVER_TEMPFAIL, "4.4.3 MX lookup for "
 		    "bad.test failed (answer truncated or ill-formed)" },
+		{ "address literal", "[127.0.0.3]", DELIVER_OK, NULL },
+		{ "IPv6 address literal", "[IPv6:::3]", DELIVER_TEMPFAIL,
+		    "::3" },
 	};
 	struct deliver_smtp_opts so;
 	smtp_opts(&so, &good);
