@@ -502,9 +502,13 @@ struct deliver_mx_host {
 	int		 pref;
 };
 
+struct deliver_self;
+
 struct deliver_mx_opts {
 	const char	*resolver;	/* "IP[:PORT]" nameserver; NULL:
 					   /etc/resolv.conf */
+	const struct deliver_self *self;	/* borrowed: this server's
+					   listeners, or NULL: no check */
 	struct table	*mx_hosts;	/* borrowed, or NULL: a "domain" entry
 					   "PREF HOST:PORT[, PREF HOST:PORT]"
 					   replaces DNS for that domain */
@@ -519,9 +523,10 @@ struct deliver_mx_opts {
  * literal ("[192.0.2.1]", "[IPv6:...]"): that address.  An mx-hosts entry
  * comes first.  Lookups are asynchronous (evdns and our MX query, over
  * TCP when the UDP answer is truncated, on a private event_base of this
- * thread).  Returns 0 with a malloc'd array (*hosts_out, *n_out >= 1), or
- * -1 with *err_out and *perm_out true when no host can ever exist
- * (NXDOMAIN, null MX RFC 7505, no address), false for a temporary DNS
+ * thread).  A host that is o->self goes, with every one not more preferred.
+ * Returns 0 with a malloc'd array (*hosts_out, *n_out >= 1), or -1 with
+ * *err_out and *perm_out true when no host can ever exist (NXDOMAIN, null
+ * MX RFC 7505, no address, only ourselves), false for a temporary DNS
  * failure.
  */
 int	deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,

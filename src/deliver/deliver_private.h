@@ -465,6 +465,17 @@ int	deliver_mx_hosts(const char *v, int dport,
 	    struct deliver_mx_host **hosts_out, size_t *n_out,
 	    const char **err_out);
 
+/*
+ * mxself.c: this server's own SMTP listeners as an MX host would name
+ * them, from c's "listen" lines (a wildcard one as each local address),
+ * made once per loaded configuration; NULL when c is NULL.
+ */
+struct deliver_self *deliver_self_new(const struct config *c);
+void	deliver_self_free(struct deliver_self **sp);
+/* Whether addr (numeric IPv4 or IPv6) and port reach one of them. */
+bool	deliver_self_has(const struct deliver_self *s, const char *addr,
+	    int port);
+
 /* payload.c: the JSON document of webhooks and agents. */
 struct mime_limits;
 struct mime_msg;

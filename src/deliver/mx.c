@@ -3,8 +3,9 @@
  * "mx-hosts" table entry, an address literal's one host, or the DNS MX
  * records (our own query over UDP, then TCP for a truncated answer, driven
  * by a private event_base) and each host's A/AAAA addresses (evdns on the
- * same base; TCP again for a truncated one); then direct delivery that
- * falls back host by host.  Knows nothing of the queue.
+ * same base; TCP again for a truncated one), less the hosts that are this
+ * server; then direct delivery that falls back host by host.  Knows
+ * nothing of the queue.
  */
 #include "deliver/deliver.h"
 #include "deliver/deliver_private.h"
@@ -736,6 +737,36 @@ mx_literal(const char *domain, int port, struct mx_list *l,
 	return 0;
 }
 
+/*
+ * RFC 5321 5.1: a host that is this server (one of its listeners) goes,
+ * with every host not more preferred than it; none left, the mail would
+ * loop.  0, or -1 with *err_out.
+ */
+static int
+mx_drop_self(const struct deliver_self *self, const char *domain,
+    struct mx_list *l, const char **err_out)
+{
+	size_t keep = l->n;
+
+	for (size_t i = 0; i < l->n; i++)
+		if (l->h[i].addr[0] != '\0' && deliver_self_has(self,
+		    l->h[i].addr, l->h[i].port)) {
+			keep = i;
+			break;
+		}
+	/* The list is sorted: those before keep are more preferred. */
+	while (keep > 0 && keep < l->n && l->h[keep - 1].pref ==
+	    l->h[keep].pref)
+		keep--;
+	l->n = keep;
+	if (keep == 0) {
+		*err_out = util_err("5.4.6 mail for %s loops back to myself",
+		    domain);
+		return -1;
+	}
+	return 0;
+}
+
 int
 deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
     struct deliver_mx_host **hosts_out, size_t *n_out, bool *perm_out,
@@ -772,6 +803,11 @@ deliver_mx_resolve(const struct deliver_mx_opts *o, const char *domain,
 		    domain, &l, perm_out, err_out);
 	free(alabel);
 	free(l.order);
+	if (rc == 0 && o->self != NULL && mx_drop_self(o->self, domain, &l,
+	    err_out) == -1) {
+		*perm_out = true;
+		rc = -1;
+	}
 	if (rc == -1) {
 		free(l.h);
 		return -1;

@@ -28,6 +28,8 @@ struct remote_relay {
 	const struct config_relay *cr;		/* borrowed from the config */
 	struct table	*auth, *pop_pass, *mx_hosts;	/* owned */
 	struct tls_client *tls;			/* owned; shared by threads */
+	struct deliver_self *self;		/* owned: mx, forward; NULL for
+						   the others */
 	pthread_mutex_t	 pop_mu;
 	uint64_t	 pop_last_ms;		/* last good POP login; 0 never */
 	struct deliver_reuse reuse;		/* sessions kept: owner r */
@@ -76,6 +78,8 @@ remote_relay_init(struct remote_relay *r, const struct config *c,
 		return -1;
 	if ((r->tls = tls_client_new(&to, err_out)) == NULL)
 		return -1;
+	if (is_mx)
+		r->self = deliver_self_new(c);
 	return 0;
 }
 
@@ -90,6 +94,7 @@ remote_relay_clear(struct remote_relay *r)
 	table_free(&r->pop_pass);
 	table_free(&r->mx_hosts);
 	tls_client_free(&r->tls);
+	deliver_self_free(&r->self);
 	pthread_mutex_destroy(&r->pop_mu);
 	r->cr = NULL;
 }
@@ -316,7 +321,7 @@ remote_mx_send(struct remote_relay *r, const struct deliver_msg *m,
     struct deliver_rcpt_status *st, const char **err_out)
 {
 	struct deliver_mx_opts mo = { .resolver = r->cr->resolver,
-	    .mx_hosts = r->mx_hosts };
+	    .self = r->self, .mx_hosts = r->mx_hosts };
 	struct deliver_smtp_opts so;
 	struct deliver_rewrite rw;
 	bool *done = xcalloc(n, sizeof(*done));

@@ -1214,6 +1214,33 @@ def test_mx_address_literals_connect_without_dns(mx_dns, upstreams,
     assert srv.maildir("alice") == [], "a bounce to alice"
 
 
+def test_mx_host_that_is_this_server_loops_back(make_postern, upstreams,
+        tmp_path):
+    """RFC 5321 5.1: an MX host that is one of our own listeners goes, and
+    every host not more preferred with it.  With none left the message
+    bounces at once, 5.4.6, accepted once (not relayed to ourselves until
+    the Received: count stops it); the host more preferred still gets
+    its message."""
+    up = upstreams()
+    srv = make_postern(extra=FAST + ("table mxh file:%s" % (tmp_path /
+        "mxhosts"), "action out mx mx-hosts <mxh> timeout connect 2s"),
+        rules=(LOCAL_RULE, "match from local action out"), start=False)
+    write(str(tmp_path / "mxhosts"),
+        "loop.test 10 127.0.0.1:%d, 20 127.0.0.1:%d\n"
+        "first.test 5 127.0.0.1:%d, 10 127.0.0.1:%d\n"
+        % (srv.port, up.port, up.port, srv.port))
+    srv.start()
+    submit(srv, "alice@example.org", ["u@loop.test"], subject="loop")
+    assert first_outcome(srv, "u@loop.test") == ("failed", "5.4.6 mail "
+        "for loop.test loops back to myself")
+    submit(srv, "alice@example.org", ["v@first.test"], subject="first")
+    wait_for(up.messages, timeout=10, what="delivery to the host before us")
+    assert rcpts_at(up) == ["v@first.test"]
+    wait_for(lambda: spool_empty(srv), timeout=10, what="an empty spool")
+    assert len([kv for kv, _ in log_events(srv, "accepted")]) == 2, \
+        srv.log()[-2000:]
+
+
 def test_mx_of_an_idn_domain_is_asked_for_by_its_a_label(make_postern):
     """RFC 5891 5: the MX query for j\u00f6rg@b\u00fccher.example names
     xn--bcher-kva.example, which the zone has (a null MX here, so the

@@ -5,6 +5,7 @@
  * per case, a test CA made with the openssl CLI.  Every wait is bounded.
  */
 #include "deliver/deliver.h"
+#include "deliver/deliver_private.h"
 #include "config/config.h"
 #include "table/table.h"
 #include "util/util.h"
@@ -891,11 +892,13 @@ test_mx_hosts(void **state)
 	table_free(&t);
 }
 
+static struct config *parse_cfg(const char *text);
+
 /*
  * RFC 5321 5.1 through DNS (data/dnsd.py as the resolver): MX order and
  * fallback, the implicit MX, NXDOMAIN, null MX, answers truncated over UDP
- * and asked again over TCP, many MX records, address literals, a dead
- * resolver.  The two
+ * and asked again over TCP, many MX records, address literals, ourselves
+ * among the MX hosts, a dead resolver.  The two
  * MX hosts are 127.0.0.2 (answers 421) and 127.0.0.3 on one port.
  */
 static void
@@ -1002,6 +1005,44 @@ test_mx_dns(void **state)
 			    "%d \"%s\"", cases[i].label, r, st[0].text,
 			    st[0].remote, cases[i].want, cases[i].text !=
 			    NULL ? cases[i].text : "");
+	}
+	/*
+	 * RFC 5321 5.1: a host that is one of our listeners goes, with the
+	 * less preferred ones; none left, the mail loops.  127.0.0.3 is
+	 * ours by its own listener, then by a wildcard one (which is on
+	 * every loopback address).
+	 */
+	static const char *const ours[] = { "127.0.0.3", "0.0.0.0" };
+	for (size_t i = 0; i < 2; i++) {
+		char text[128];
+		snprintf(text, sizeof(text), "listen %s:%d\naction out "
+		    "discard\n", ours[i], good.port);
+		struct config *c = parse_cfg(text);
+		struct deliver_self *self = deliver_self_new(c);
+		struct deliver_rcpt_status st[1];
+		struct deliver_msg m = mkmsg(msg_text);
+		const char *r1[] = { "bob@nomx.test" }, *r2[] = {
+		    "bob@mx.test" };
+		mo.self = self;
+		assert_int_equal(deliver_mx(&mo, &so, "nomx.test", &m, r1, 1,
+		    st, &err), DELIVER_PERMFAIL);
+		want_status("only ourselves", &st[0], DELIVER_PERMFAIL, 0,
+		    "5.4.6 mail for nomx.test loops back to myself");
+		/*
+		 * By its own listener MX 10 (127.0.0.2, 421) is tried and MX
+		 * 20 (ourselves) is not; by the wildcard both are ours.
+		 */
+		(void)deliver_mx(&mo, &so, "mx.test", &m, r2, 1, st, &err);
+		if (i == 0)
+			want_status("ourselves second", &st[0],
+			    DELIVER_TEMPFAIL, 421, NULL);
+		else
+			want_status("ourselves on every address", &st[0],
+			    DELIVER_PERMFAIL, 0, "5.4.6 mail for mx.test "
+			    "loops back to myself");
+		mo.self = NULL;
+		deliver_self_free(&self);
+		config_free(&c);
 	}
 	up_stop(&dns);
 	/* The resolver gone: temporary. */
