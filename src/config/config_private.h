@@ -119,6 +119,11 @@ void	cfg_err_undefined(struct cfg_parser *p, const struct cfg_line *ln,
  */
 int	cfg_parse_hostport(const char *s, char **addr_out, int *port_out,
 	    const char **why);
+/*
+ * A nameserver "IP[:PORT]": "192.0.2.1", "192.0.2.1:53", "2001:db8::1",
+ * "[2001:db8::1]" or "[2001:db8::1]:53".
+ */
+bool	cfg_resolver_ok(const char *s);
 void	cfg_st_listen(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_st_tls(struct cfg_parser *p, const struct cfg_line *ln);
 void	cfg_listen_check(struct cfg_parser *p, int last);

@@ -213,29 +213,6 @@ cfg_st_on(struct cfg_parser *p, const struct cfg_line *ln)
 	cfg_hbuild_clear(&h);
 }
 
-/* "IP", "[IPv6]" or "IP:PORT" as cfg_parse_hostport takes it. */
-static bool
-cfg_resolver_ok(const char *s)
-{
-	unsigned char bin[sizeof(struct in6_addr)];
-	char v6[INET6_ADDRSTRLEN], *addr;
-	size_t n = strlen(s);
-	const char *why;
-	int port;
-
-	if (inet_pton(AF_INET, s, bin) == 1 || inet_pton(AF_INET6, s, bin) == 1)
-		return true;
-	if (s[0] == '[' && n > 2 && s[n - 1] == ']' && n - 2 < sizeof(v6)) {
-		memcpy(v6, s + 1, n - 2);
-		v6[n - 2] = '\0';
-		return inet_pton(AF_INET6, v6, bin) == 1;
-	}
-	if (cfg_parse_hostport(s, &addr, &port, &why) == -1)
-		return false;
-	free(addr);
-	return true;
-}
-
 void
 cfg_st_state(struct cfg_parser *p, const struct cfg_line *ln)
 {

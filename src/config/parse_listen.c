@@ -68,6 +68,28 @@ badport:
 	return -1;
 }
 
+bool
+cfg_resolver_ok(const char *s)
+{
+	const char *colon = strchr(s, ':');
+	char *full, *addr = NULL;
+	const char *why;
+	int port;
+
+	if (s[0] == '[')	/* the port is optional */
+		full = xasprintf(s[strlen(s) - 1] == ']' ? "%s:53" : "%s", s);
+	else if (colon == NULL)
+		full = xasprintf("%s:53", s);
+	else if (strchr(colon + 1, ':') != NULL)	/* bare IPv6 */
+		full = xasprintf("[%s]:53", s);
+	else
+		full = xstrdup(s);
+	int rc = cfg_parse_hostport(full, &addr, &port, &why);
+	free(full);
+	free(addr);
+	return rc == 0;
+}
+
 /* ::ffff:a.b.c.d (addr as cfg_parse_hostport normalised it). */
 static bool
 cfg_is_v4mapped(const char *addr)

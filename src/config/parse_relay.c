@@ -244,32 +244,6 @@ cfg_relay_up_opt(struct cfg_parser *p, const struct cfg_line *ln,
 }
 
 /*
- * A nameserver "IP[:PORT]": "192.0.2.1", "192.0.2.1:53", "2001:db8::1",
- * "[2001:db8::1]" or "[2001:db8::1]:53".
- */
-static bool
-cfg_relay_resolver_ok(const char *s)
-{
-	const char *colon = strchr(s, ':');
-	char *full, *addr = NULL;
-	const char *why;
-	int port;
-
-	if (s[0] == '[')	/* the port is optional */
-		full = xasprintf(s[strlen(s) - 1] == ']' ? "%s:53" : "%s", s);
-	else if (colon == NULL)
-		full = xasprintf("%s:53", s);
-	else if (strchr(colon + 1, ':') != NULL)	/* bare IPv6 */
-		full = xasprintf("[%s]:53", s);
-	else
-		full = xstrdup(s);
-	int rc = cfg_parse_hostport(full, &addr, &port, &why);
-	free(full);
-	free(addr);
-	return rc == 0;
-}
-
-/*
  * The options from toks[i] on into r; kind: OPT_RELAY (relay, account),
  * OPT_MX (mx, forward) or OPT_UP (an upstream: its own options go to up).
  * 0, or -1 after reporting.
@@ -386,7 +360,7 @@ cfg_relay_opts(struct cfg_parser *p, const struct cfg_line *ln, size_t i,
 		} else if (strcmp(o, "rewrite") == 0)
 			rc = cfg_relay_rewrite(p, ln, r, a1, a2);
 		else if (strcmp(o, "resolver") == 0) {
-			if (!cfg_relay_resolver_ok(a1)) {
+			if (!cfg_resolver_ok(a1)) {
 				cfg_err(p, ln->lineno, "resolver: %s is not "
 				    "IP[:PORT] (a numeric address, a port of "
 				    "1..65535)", cfg_q(a1));
