@@ -37,10 +37,12 @@
 #define CONN_CLIENT_LEFT "the client left before its reply"
 
 /*
- * Count a refusal by the stage of the dialogue it answers: the verb of
- * the last command (no line yet: the greeting; an empty line, a line too
- * long, a verb of no stage or none, as at shutdown: "command"), DATA and
- * BDAT split by whether the message was in (its queue id given) or not.
+ * Count a refusal by the stage of the dialogue it answers, as its log
+ * line names it: the greeting's place ("connect"), the command in hand
+ * (its verb), or none ("command": an idle timeout's or a stop's 421, a
+ * reply to a line too long, to an empty line, to a verb of no stage).  A
+ * reply to DATA or BDAT, or a refusal while the text streams, is "data";
+ * the reply to the message's end "eom".
  */
 static void
 conn_count_refusal(struct conn *c, char cls)
@@ -52,13 +54,12 @@ conn_count_refusal(struct conn *c, char cls)
 		{ "DATA", MET_ST_DATA }, { "BDAT", MET_ST_DATA },
 		{ "QUIT", MET_ST_QUIT },
 	};
-	unsigned st = c->heard ? MET_ST_COMMAND : MET_ST_CONNECT;
+	unsigned st = c->greeted ? MET_ST_COMMAND : MET_ST_CONNECT;
 
 	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
 		if (strcmp(c->last_verb, stages[i].verb) == 0)
 			st = stages[i].stage;
-	if (st == MET_ST_DATA && c->tx != NULL &&
-	    conn_tx_env(c->tx)->qid[0] != '\0')
+	if (st == MET_ST_DATA && smtp_session_at_eom(c->smtp))
 		st = MET_ST_EOM;
 	metrics_inc(MET_REPLIES_REFUSED, st, cls == '5');
 }
@@ -82,7 +83,7 @@ conn_log_reply(struct conn *c, const char *buf, size_t len)
 	    c->tx != NULL && conn_tx_env(c->tx)->qid[0] != '\0' ?
 	    conn_tx_env(c->tx)->qid : NULL,
 	    "stage=%s code=%.3s esc=%.*s why=\"%s\"",
-	    !c->heard ? "connect" : c->last_verb[0] == '\0' ? "command" :
+	    !c->greeted ? "connect" : c->last_verb[0] == '\0' ? "command" :
 	    log_safe_word_into(verb, sizeof(verb), c->last_verb,
 	    strlen(c->last_verb)), buf,
 	    has_esc ? (int)esc_len : 1, has_esc ? sp : "-",
@@ -126,13 +127,35 @@ conn_flush_out(struct conn *c)
 	util_buf_reset(&c->out);
 }
 
-/* Replies gather in c->out until the turn's end (conn_flush_out()). */
+/*
+ * The last line of a reply (buf holds whole lines) that answers what was
+ * in hand: the greeting, or a command; a 334 or a 354 goes on with it.
+ */
+static bool
+conn_reply_answers(const char *buf, size_t len)
+{
+	size_t i = len >= 2 ? len - 2 : 0;	/* before the last CRLF */
+
+	while (i > 0 && buf[i - 1] != '\n')
+		i--;
+	return (len - i < 4 || buf[i + 3] != '-') && buf[i] != '3';
+}
+
+/*
+ * Replies gather in c->out until the turn's end (conn_flush_out()).  One
+ * after the answer to the command in hand answers none (a timeout's 421,
+ * a stop's) until the next command line.
+ */
 static void
 conn_send_cb(void *arg, const char *buf, size_t len)
 {
 	struct conn *c = arg;
 
 	conn_log_reply(c, buf, len);
+	if (conn_reply_answers(buf, len)) {
+		c->greeted = true;
+		c->last_verb[0] = '\0';
+	}
 	if (c->peer_gone)
 		return;
 	util_buf_add(&c->out, buf, len);
@@ -148,7 +171,6 @@ conn_trace_cb(void *arg, bool from_peer, const char *line, size_t len)
 	if (from_peer) {
 		size_t n = 0;
 
-		c->heard = true;
 		while (n < len && n < sizeof(c->last_verb) - 1 &&
 		    line[n] != ' ' && line[n] != '\r' && line[n] != '\n') {
 			char ch = line[n];
@@ -379,10 +401,8 @@ conn_shutdown_one(struct conn *c)
 		return true;
 	}
 	if (!smtp_session_in_data(c->smtp) &&
-	    !smtp_session_is_waiting(c->smtp)) {
-		c->last_verb[0] = '\0';	/* between commands: of none */
+	    !smtp_session_is_waiting(c->smtp))
 		conn_close_stopping(c);
-	}
 	return false;
 }
 

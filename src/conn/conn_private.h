@@ -236,8 +236,10 @@ struct conn {
 	struct route_query	*route_q;	/* owned: RCPT or MAIL lookups */
 	struct conn_proxy	*px;		/* owned: on a proxy listener
 						   (proxied.c), else NULL */
-	char			 last_verb[16];	/* for reject log lines */
-	bool			 heard;		/* a line from the peer */
+	char			 last_verb[16];	/* the command in hand, for
+						   refusals; "" once answered */
+	bool			 greeted;	/* the greeting (or its refusal)
+						   went out */
 	unsigned		 nmsgs;
 	unsigned		 nrcpts;	/* accepted in the whole session */
 	uint64_t		 start_ms;

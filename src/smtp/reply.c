@@ -41,6 +41,8 @@ smtp_reply_line(struct smtp_session *s, int code, char sep, const char *text,
 		s->hooks.trace_cb(s->ctx, false, line, n - 2);
 	if (s->hooks.send_cb != NULL)
 		s->hooks.send_cb(s->ctx, line, n);
+	if (sep == ' ')
+		s->at_eom = false;	/* whatever it was, it is answered */
 }
 
 bool
@@ -84,6 +86,7 @@ smtp_reply_raw(struct smtp_session *s)
 	}
 	if (s->hooks.send_cb != NULL)
 		s->hooks.send_cb(s->ctx, end - s->raw_len, s->raw_len);
+	s->at_eom = false;
 }
 
 /*

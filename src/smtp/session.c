@@ -438,6 +438,12 @@ smtp_session_in_data(const struct smtp_session *s)
 	    (s->state == SMTP_ST_BDAT && !s->chunk_drain);
 }
 
+bool
+smtp_session_at_eom(const struct smtp_session *s)
+{
+	return s->at_eom;
+}
+
 void
 smtp_session_close_with(struct smtp_session *s, int code, const char *text)
 {

@@ -181,6 +181,12 @@ uint32_t smtp_session_lines(const struct smtp_session *s);
 /* True between 354 (or the first BDAT) and the end of the message. */
 bool	smtp_session_in_data(const struct smtp_session *s);
 /*
+ * True from a message's end (the final dot, the end of BDAT LAST's chunk)
+ * until the last line of a reply goes out: that reply answers the
+ * message's end, not its text or a command.
+ */
+bool	smtp_session_at_eom(const struct smtp_session *s);
+/*
  * For reset_cb: true when the transaction goes with its content begun and
  * no end-of-message stage run for it (the content refused, or a reset
  * between BDAT chunks); *size_out: its octets so far, CRLF counted 2.

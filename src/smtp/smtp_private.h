@@ -183,6 +183,7 @@ struct smtp_session {
 	bool			 bdat_tx;	/* BDAT started the content */
 	struct smtp_dec		 dec;
 	bool			 content_open;	/* its EOM stage not reached */
+	bool			 at_eom;	/* its end read, not answered */
 
 	/* The BDAT chunk being read. */
 	uint64_t		 chunk_left;

@@ -172,6 +172,7 @@ smtp_eom(struct smtp_session *s)
 	struct smtp_reply r;
 	enum smtp_verdict v;
 
+	s->at_eom = true;	/* until the reply (reply.c) */
 	/* Latch, drain, reply once: the session stays in step. */
 	if (smtp_dec_refused(s))
 		return;

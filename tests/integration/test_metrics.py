@@ -373,6 +373,105 @@ def test_line_too_long_is_refused_at_stage_command(make_postern):
     assert rejects == ["stage=command code=500"] * 2, srv.log()
 
 
+def refusals_moved(before, after):
+    return {k: v - before.get(k, 0) for k, v in after.items()
+        if k.startswith("postern_smtp_refusals_total") and
+        v != before.get(k, 0)}
+
+
+def reject_stages(srv):
+    """"stage=S code=C" of each reject line, in order."""
+    return re.findall(r" reject sid=\S+ (?:qid=\S+ )?(stage=\S+ code=\d+)",
+        srv.log())
+
+
+def to_bob(c):
+    """Greeted, with a transaction for bob@example.org open."""
+    c.hello()
+    c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+    c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+
+
+def test_refusals_count_at_the_stage_their_log_line_names(make_postern):
+    """A reply that answers no command (an idle timeout's 421, after the
+    greeting or after MAIL's 250) is counted and logged at "command"; a
+    refusal while the text streams (a stall) or of DATA itself (text
+    before the 354) at "data", though a queue id is given by then; only
+    the replies to a message's end (too big, an eom chain's) at "eom"."""
+    srv, mport = metrics_server(make_postern, ["limit idle-timeout 1s",
+        "limit data-timeout 1s", "limit message-size 1k",
+        'on eom { reject 550 5.7.1 "not this one" }'])
+    before = scrape(mport)
+    with srv.session() as c:
+        c.expect(220)
+        c.expect(421, "4.4.2", timeout=10)
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.expect(421, "4.4.2", timeout=10)
+    with srv.session() as c:
+        to_bob(c)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: stalled\r\n")
+        r = c.expect(421, "4.4.2", timeout=10)
+        assert "message text" in r.text, r
+    with srv.session() as c:
+        to_bob(c)
+        c.send_raw(b"DATA\r\nSubject: early\r\n")
+        c.expect(554, "5.5.0")
+    with srv.session() as c:
+        to_bob(c)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: big\r\n\r\n" + (
+            b"x" * 98 + b"\r\n") * 20 + b".\r\n")
+        c.expect(552, "5.3.4")
+        c.send("MAIL FROM:<a@example.net>"); c.expect(250)
+        c.send("RCPT TO:<bob@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: refused\r\n\r\nx\r\n.\r\n")
+        c.expect(550, "5.7.1")
+        c.send("QUIT"); c.expect(221)
+    wait_for(lambda: scrape(mport)["postern_connections_open"] == 0,
+        what="the sessions closed")
+    assert refusals_moved(before, scrape(mport)) == {
+        'postern_smtp_refusals_total{stage="command",class="4xx"}': 2,
+        'postern_smtp_refusals_total{stage="data",class="4xx"}': 1,
+        'postern_smtp_refusals_total{stage="data",class="5xx"}': 1,
+        'postern_smtp_refusals_total{stage="eom",class="5xx"}': 2,
+    }
+    rejects = reject_stages(srv)
+    assert rejects == ["stage=command code=421", "stage=command code=421",
+        "stage=DATA code=421", "stage=DATA code=554", "stage=DATA code=552",
+        "stage=DATA code=550"], srv.log()
+
+
+def test_stop_421_after_a_message_ended_in_the_stop_is_of_no_command(
+        make_postern):
+    """SIGTERM while a client is in DATA: its message gets its 250, then
+    the stop's 421, which answers no command: counted and logged at
+    "command", not "data"."""
+    srv, mport = metrics_server(make_postern)
+    before = scrape(mport)
+    with srv.session() as c, srv.session() as other:
+        for s in (c, other):	# other keeps the server up to be scraped
+            to_bob(s)
+            s.send("DATA"); s.expect(354)
+            s.send_raw(b"Subject: in the stop\r\n\r\n")
+        srv.sigterm()
+        wait_for(lambda: "shutdown: signal" in srv.log(), what="the stop")
+        c.send_raw(b"text\r\n.\r\n")
+        c.expect(250, "2.0.0")
+        c.expect(421, "4.3.2")
+        assert refusals_moved(before, scrape(mport)) == {
+            'postern_smtp_refusals_total{stage="command",class="4xx"}': 1}
+        other.send_raw(b"text\r\n.\r\n")
+        other.expect(250, "2.0.0")
+        other.expect(421, "4.3.2")
+    assert srv.wait_exit() == 0
+    rejects = reject_stages(srv)
+    assert rejects == ["stage=command code=421"] * 2, srv.log()
+
+
 def test_messages_dropped_after_their_250_are_counted_accepted(
         make_postern):
     """A message for soft-invalid recipients only gets the final 250 as
