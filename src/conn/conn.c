@@ -723,32 +723,34 @@ conn_shutdown_all(struct conn_ctx *ctx)
 }
 
 /*
- * The grace is over.  A session owed a reply (its greeting, or a command
- * or a message's end waiting on a handler, a lookup or a tarpit) gets
- * 421 in its place, as one between commands got it when the stop began
- * (RFC 5321 3.8: 421 may answer any command once the service must shut
- * down), after what it waited for is called off; its last reply gets the
- * usual short while.  One whose message is being committed is left to
- * the commit (a disk job the loop waits for anyway; a sync request is
- * cancelled by the stop now), whose reply then closes it: a 421 would
- * deny a message that may be accepted.  The rest
- * go at once, silent: in a message's text, in a TLS handshake, closing
- * already, or with a message's end up at a proxy's upstream.
+ * The grace is over.  A session still under way gets 421 4.3.2, as one
+ * between commands got it when the stop began (RFC 5321 3.8: a server
+ * forced to shut down SHOULD send 421, which may answer any command),
+ * after what it waited for is called off, with the usual short while for
+ * its last reply.  That is one whose greeting, command or message's end
+ * waits on a handler, a lookup or a tarpit (the 421 in place of that
+ * reply), one in a message's text or between two BDAT chunks (nothing
+ * of that message was committed: the client reads the 421 when it next
+ * reads).  One whose message is being committed is left to the commit
+ * (a disk job the loop waits for anyway; a sync request is cancelled by
+ * the stop now), whose reply then closes it: a 421 would deny a message
+ * that may be accepted.  The rest go at once, silent: in a TLS
+ * handshake, closing already, or with a message's end up at a proxy's
+ * upstream.
  */
 static void
 conn_kill_one(struct conn *c)
 {
 	if (c->tx != NULL && conn_tx_committing(c->tx))
 		return;
-	if (!c->closing && smtp_session_is_waiting(c->smtp) &&
-	    !conn_eom_out(c)) {
-		conn_call_off(c);
-		conn_close_stopping(c);
-		conn_check_close(c);
+	if (c->closing || conn_in_handshake(c) || conn_eom_out(c)) {
+		c->peer_gone = true;
+		conn_free(c);
 		return;
 	}
-	c->peer_gone = true;
-	conn_free(c);
+	conn_call_off(c);
+	conn_close_stopping(c);
+	conn_check_close(c);
 }
 
 void

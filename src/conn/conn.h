@@ -175,11 +175,12 @@ void	conn_new(struct conn_ctx *ctx, int fd, const struct sockaddr *sa,
  */
 void	conn_shutdown_all(struct conn_ctx *ctx);
 /*
- * The shutdown grace ran out: close every connection.  One owed a reply
- * (a command, its greeting or a message's end still waiting on a handler,
- * a lookup or a tarpit) gets "421 4.3.2" first, its wait called off; one
- * whose message is being committed gets the commit's reply, then 421;
- * the rest (in a message's text, a TLS handshake) are dropped at once.
+ * The shutdown grace ran out: close every connection.  One still under
+ * way (a command, its greeting or a message's end waiting on a handler, a
+ * lookup or a tarpit; a message's text or BDAT chunks) gets "421 4.3.2"
+ * first, its wait called off; one whose message is being committed gets
+ * the commit's reply, then 421; the rest (in a TLS handshake, closing
+ * already, a message's end up at a proxy's upstream) are dropped at once.
  */
 void	conn_kill_all(struct conn_ctx *ctx);
 

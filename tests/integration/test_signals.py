@@ -201,6 +201,16 @@ def test_sigterm_while_a_decision_is_pending(make_postern):
         assert time.monotonic() - t0 < STOP_BOUND
 
 
+def assert_grace_cut(srv, n):
+    """The stop ended when its grace ran out, closing n sessions, and
+    kept nothing of their messages."""
+    assert srv.wait_exit(STOP_BOUND) == 0
+    assert "grace over, closing %d sessions" % n in srv.log()
+    assert srv.maildir("bob") == []
+    assert not log_events(srv, "accepted")
+    assert srv.spool_files("msg") == [] and srv.spool_files("env") == []
+
+
 @pytest.mark.parametrize("stage", ["connect", "rcpt", "eom"])
 def test_grace_over_answers_a_waiting_command_421(make_postern, stage):
     """A greeting, command or message's end still waiting on a handler
@@ -224,11 +234,27 @@ def test_grace_over_answers_a_waiting_command_421(make_postern, stage):
         srv.sigterm()
         c.expect(421, "4.3.2", timeout=STOP_BOUND)
         c.expect_closed()
-    assert srv.wait_exit(STOP_BOUND) == 0
-    assert "grace over, closing 1 sessions" in srv.log()
-    assert srv.maildir("bob") == []
-    assert not log_events(srv, "accepted")
-    assert srv.spool_files("msg") == [] and srv.spool_files("env") == []
+    assert_grace_cut(srv, 1)
+
+
+def test_grace_over_answers_sessions_in_a_message_421(make_postern):
+    """When the grace runs out, a client in the middle of its message's
+    text and one between two BDAT chunks get 421 4.3.2 (RFC 5321 3.8),
+    not a bare close, and neither message is kept."""
+    srv = make_postern(extra=["limit shutdown-grace 1s"])
+    with srv.session() as text, srv.session() as chunks:
+        for c in (text, chunks):
+            c.hello()
+            c.send("MAIL FROM:<a@example.net>"); c.expect(250, "2.1.0")
+            c.send("RCPT TO:<bob@example.org>"); c.expect(250, "2.1.5")
+        text.send("DATA"); text.expect(354)
+        text.send_raw(b"Subject: slow\r\n\r\nsome text\r\n")
+        chunks.send_raw(b"BDAT 5\r\nhello"); chunks.expect(250, "2.0.0")
+        srv.sigterm()
+        for c in (text, chunks):
+            c.expect(421, "4.3.2", timeout=STOP_BOUND)
+            c.expect_closed()
+    assert_grace_cut(srv, 2)
 
 
 def test_signals_while_binding_keep_the_bind_retry_interval(tmp_path):
