@@ -589,6 +589,16 @@ conn_timeout(struct conn *c, const char *why)
 		conn_check_close(c);
 		return;
 	}
+	/*
+	 * The 421 takes the place of the reply a command still waits for
+	 * (the session's time limit, a write timeout): the wait is called
+	 * off, or a chain that ends in the last reply's while could commit
+	 * a message after it.  XXX: a message's end already with the commit,
+	 * a sync web service or a proxy's upstream cannot be called off, and
+	 * still gets this 421 before their outcome.
+	 */
+	if (smtp_session_is_waiting(c->smtp) && !conn_eom_out(c))
+		conn_call_off(c);
 	util_snprintf(text, sizeof(text), "4.4.2 %s Error: %s",
 	    conn_cfg(c)->hostname, why);
 	smtp_session_close_with(c->smtp, 421, text);

@@ -257,6 +257,47 @@ def test_grace_over_answers_sessions_in_a_message_421(make_postern):
     assert_grace_cut(srv, 2)
 
 
+def test_session_time_limit_calls_off_an_eom_tarpit(make_postern):
+    """The session's time limit hits while a message's end waits on a
+    tarpit: its 421 takes the reply's place and the chain is called off.
+    A client that does not read keeps the session for the last reply's
+    while, longer than the tarpit: the message must not be accepted in
+    it after the 421."""
+    srv = make_postern(extra=["limit session-timeout 2s",
+        "on eom { tarpit 2500ms }"])
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # A small window and small segments keep the kernel's share of
+        # what postern sends small (its send buffer grows by the MSS).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        s.settimeout(5)
+        s.connect((HOST, srv.port))
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"EHLO client.example\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        # 196 kB of replies that are not read: more than the kernel
+        # holds for this reader (about 100 kB), less than what stops
+        # postern reading commands (256 kB), so the message's end is
+        # read and the 421 waits behind them.
+        s.sendall(b"RSET\r\n" * 14000 + b"MAIL FROM:<a@example.net>\r\n"
+            b"RCPT TO:<bob@example.org>\r\nBDAT 5 LAST\r\nhello")
+        wait_for(lambda: [kv for kv, _ in log_events(srv, "chain")
+            if kv.get("stage") == "eom" and kv.get("verdict") == "delay"],
+            what="the tarpit at eom running")
+        wait_for(lambda: "session time limit exceeded" in srv.log(),
+            timeout=10, what="the session's time limit")
+        wait_for(lambda: log_events(srv, "disconnect"), timeout=10,
+            what="the session's end")
+    finally:
+        s.close()
+    assert "last reply not taken in time" in srv.log()
+    assert not log_events(srv, "accepted")
+    assert srv.maildir("bob") == []
+
+
 def test_signals_while_binding_keep_the_bind_retry_interval(tmp_path):
     """logrotate's SIGUSR1 (and a SIGHUP) while an address is in use at
     start-up: the waits keep their INTERVAL (bind-retry COUNT INTERVAL),
