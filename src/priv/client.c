@@ -226,6 +226,35 @@ priv_tls_files(const struct config *cfg)
 	return files;
 }
 
+/*
+ * What cfg lets the helper do, for the keeper (whose copy of cfg is never
+ * freed): the roots, the TLS files, and the owners and folders of the
+ * "as" actions.  The login.defs range is the keeper's to read.
+ */
+static struct priv_allow *
+priv_allow_new(const struct config *cfg)
+{
+	struct priv_allow *a = xcalloc(1, sizeof(*a));
+	size_t no = 0, nt = 0;
+
+	a->roots = cfg->maildir_roots;
+	a->files = priv_tls_files(cfg);
+	a->owners = xcalloc(cfg->nactions + 1, sizeof(*a->owners));
+	a->templates = xcalloc(cfg->nactions + 1, sizeof(*a->templates));
+	for (size_t i = 0; i < cfg->nactions; i++) {
+		const struct config_action *ac = &cfg->actions[i];
+		if (ac->owner == NULL && ac->owner_table == NULL)
+			continue;
+		if (ac->owner != NULL)
+			a->owners[no++] = ac->owner;
+		else
+			a->owner_table = true;
+		if (ac->path != NULL)
+			a->templates[nt++] = ac->path;
+	}
+	return a;
+}
+
 struct priv *
 priv_start(const struct config *cfg, const char **err_out)
 {
@@ -245,8 +274,7 @@ priv_start(const struct config *cfg, const char **err_out)
 	}
 	if (p->keeper == 0) {
 		close(sp[0]);
-		priv_keeper_main(sp[1], cfg->maildir_roots,
-		    priv_tls_files(cfg));
+		priv_keeper_main(sp[1], priv_allow_new(cfg));
 	}
 	close(sp[1]);
 	p->ctl = sp[0];

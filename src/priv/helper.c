@@ -2,7 +2,8 @@
  * priv/helper.c: the privileged side.  The keeper only forks the helper,
  * hands its socket to postern and forks it again when it dies.  The helper
  * reads bounded requests and runs each in a child: PAM as root, a
- * delivery after dropping to the mailbox's owner, or opening one of the
+ * delivery after dropping to the mailbox's owner (one the configuration
+ * allows), or opening one of the
  * files named at start (the TLS keys and certificates a reload reads
  * again) for postern to read.  A child that crashes or
  * overruns PRIV_TIMEOUT_MS is killed and its request answered -1.  Both
@@ -13,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
@@ -293,6 +295,105 @@ priv_pam(const char *service, const char *user, const char *pass)
 
 /* ----- delivery as the owner ----- */
 
+/*
+ * Ordinary accounts, for owners taken from a table: UID_MIN..UID_MAX of
+ * /etc/login.defs (1000..60000 where it says nothing), as useradd counts
+ * them.  Read as root by the keeper at start.
+ */
+static void
+priv_read_login_defs(struct priv_allow *a)
+{
+	char line[256], key[64];
+	unsigned long v;
+	FILE *f;
+
+	a->uid_min = 1000;
+	a->uid_max = 60000;
+	if ((f = fopen("/etc/login.defs", "re")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, " %63s %lu", key, &v) != 2)
+			continue;
+		if (strcmp(key, "UID_MIN") == 0 && v > 0 && v <= UINT_MAX)
+			a->uid_min = (uid_t)v;
+		else if (strcmp(key, "UID_MAX") == 0 && v <= UINT_MAX)
+			a->uid_max = (uid_t)v;
+	}
+	fclose(f);
+}
+
+/* Does the configuration let pw own Maildirs: an "as USER" names it, or
+ * an "as <TABLE>" exists and pw is an ordinary account? */
+static bool
+priv_owner_allowed(const struct priv_allow *a, const struct passwd *pw)
+{
+	for (char **o = a->owners; o != NULL && *o != NULL; o++)
+		if (strcmp(*o, pw->pw_name) == 0)
+			return true;
+	return a->owner_table && pw->pw_uid >= a->uid_min &&
+	    pw->pw_uid <= a->uid_max;
+}
+
+/*
+ * Could template (an "as" action's path) give folder for pw?  Each %{..}
+ * stands for one folder name that does not start with a dot (route/
+ * writes a value's leading '.' as '_'), "~" at its start for pw's home.
+ */
+static bool
+priv_template_gives(const char *tmpl, const char *folder,
+    const struct passwd *pw)
+{
+	struct util_buf b = { 0 };
+	bool yes;
+
+	if (tmpl[0] == '~') {
+		util_buf_addstr(&b, pw->pw_dir);
+		tmpl++;
+	}
+	for (const char *s = tmpl; *s != '\0'; s++) {
+		const char *end = s[0] == '%' && s[1] == '{' ? strchr(s, '}') :
+		    NULL;
+		if (end != NULL) {
+			util_buf_add(&b, "*", 1);
+			s = end;
+			continue;
+		}
+		if (s[0] == '%' && s[1] == '%')
+			s++;
+		if (strchr("*?[\\", *s) != NULL)
+			util_buf_add(&b, "\\", 1);
+		util_buf_add(&b, s, 1);
+	}
+	yes = fnmatch(util_buf_cstr(&b), folder, FNM_PATHNAME | FNM_PERIOD) ==
+	    0;
+	util_buf_clear(&b);
+	return yes;
+}
+
+/*
+ * Dot folders (~/.ssh, ~/.config) are not Maildirs: below the root, a
+ * folder name starting with '.' is allowed only last and not first (a
+ * Maildir++ folder such as Maildir/.Sent), or where a template of the
+ * configuration spells it (~/.maildir).
+ */
+static bool
+priv_dots_allowed(const struct priv_allow *a, const char *folder,
+    size_t root_len, const struct passwd *pw)
+{
+	const char *p = folder + root_len;
+	bool first = true, ok = true;
+
+	for (; *p == '/'; first = false) {
+		const char *name = p + 1;
+		p = strchrnul(name, '/');
+		if (name[0] == '.' && (first || *p != '\0'))
+			ok = false;
+	}
+	for (char **t = a->templates; !ok && t != NULL && *t != NULL; t++)
+		ok = priv_template_gives(*t, folder, pw);
+	return ok;
+}
+
 /* Is path inside root ("/var/mail" holds "/var/mail/x", not "/var/mailx")? */
 static bool
 priv_under(const char *path, const char *root)
@@ -348,17 +449,38 @@ priv_check_path(const char *folder, const char *root, const char **why)
 	return 0;
 }
 
-/* In a child: become owner, check the path, deliver. */
+/* Log a delivery the helper refuses, in the helper: postern may not. */
 static int
-priv_deliver_child(char **s, int fd, char **roots, const char **why)
+priv_refuse(const char *owner, const char *folder, const char *why)
+{
+	char o[128], f[PATH_MAX], w[PATH_MAX];
+
+	log_msg(LOG_LVL_WARN, "privileged helper refused a delivery "
+	    "owner=\"%s\" folder=\"%s\" why=\"%s\"",
+	    log_safe_into(o, sizeof(o), owner, strlen(owner)),
+	    log_safe_into(f, sizeof(f), folder, strlen(folder)),
+	    log_safe_into(w, sizeof(w), why, strlen(why)));
+	return DELIVER_TEMPFAIL;
+}
+
+/* In a child: check owner and folder, become the owner, deliver. */
+static int
+priv_deliver_child(char **s, int fd, const struct priv_allow *a,
+    const char **why)
 {
 	struct passwd *pw = getpwnam(s[0]);
 	const char *root = NULL;
 	char folder[PATH_MAX];
+	size_t root_len;
 
 	if (pw == NULL || pw->pw_uid == 0) {
 		*why = "no such user (or root)";
-		return DELIVER_TEMPFAIL;
+		return priv_refuse(s[0], s[1], *why);
+	}
+	if (!priv_owner_allowed(a, pw)) {
+		*why = util_err("%s is not an owner the configuration allows",
+		    pw->pw_name);
+		return priv_refuse(s[0], s[1], *why);
 	}
 	if (s[1][0] == '~') {
 		if (util_snprintf(folder, sizeof(folder), "%s%s", pw->pw_dir,
@@ -372,17 +494,25 @@ priv_deliver_child(char **s, int fd, char **roots, const char **why)
 	}
 	if (folder[0] != '/') {
 		*why = "not an absolute path";
-		return DELIVER_TEMPFAIL;
+		return priv_refuse(s[0], s[1], *why);
 	}
 	if (priv_under(folder, pw->pw_dir) && strcmp(pw->pw_dir, "/") != 0)
 		root = pw->pw_dir;
-	for (char **r = roots; root == NULL && r != NULL && *r != NULL; r++)
+	for (char **r = a->roots; root == NULL && r != NULL && *r != NULL; r++)
 		if (priv_under(folder, *r))
 			root = *r;
 	if (root == NULL) {
 		*why = "the folder is outside the owner's home and every "
 		    "maildir-root";
-		return DELIVER_TEMPFAIL;
+		return priv_refuse(s[0], s[1], *why);
+	}
+	root_len = strlen(root);
+	while (root_len > 1 && root[root_len - 1] == '/')
+		root_len--;
+	if (!priv_dots_allowed(a, folder, root_len, pw)) {
+		*why = "a dot folder (like ~/.ssh) that is no Maildir++ folder "
+		    "and no template of the configuration gives";
+		return priv_refuse(s[0], s[1], *why);
 	}
 	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
 	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
@@ -425,7 +555,7 @@ priv_strings(char *buf, size_t len, uint32_t want, char **out)
 /* One request in a child; the parent tracks it. */
 static void
 priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
-    char **roots, char **files)
+    const struct priv_allow *a)
 {
 	size_t slot;
 	pid_t pid;
@@ -449,9 +579,9 @@ priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
 			rc = priv_pam(s[0], s[1], s[2]);
 			explicit_bzero(s[2], strlen(s[2]));
 		} else if (h->type == PRIV_OPEN)
-			rc = priv_open_child(s[0], files, &opened, &why);
+			rc = priv_open_child(s[0], a->files, &opened, &why);
 		else
-			rc = priv_deliver_child(s, fd, roots, &why);
+			rc = priv_deliver_child(s, fd, a, &why);
 		priv_answer_fd(sock, h->id, rc, why, opened);
 		_exit(0);
 	}
@@ -462,7 +592,7 @@ priv_spawn(int sock, const struct priv_hdr *h, char **s, int fd,
 
 /* Read one request (and its descriptor); -1 when postern is gone. */
 static int
-priv_read_one(int sock, char **roots, char **files)
+priv_read_one(int sock, const struct priv_allow *a)
 {
 	char buf[PRIV_MSG_MAX + 1], cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { buf, sizeof(buf) };
@@ -492,7 +622,7 @@ priv_read_one(int sock, char **roots, char **files)
 	    (h.type == PRIV_OPEN && h.nstr == 1 && fd == -1)) ||
 	    priv_strings(buf, (size_t)n, h.nstr, s) == -1)
 		goto bad;
-	priv_spawn(sock, &h, s, fd, roots, files);
+	priv_spawn(sock, &h, s, fd, a);
 	explicit_bzero(buf, sizeof(buf));
 	if (fd != -1)
 		close(fd);
@@ -541,21 +671,22 @@ priv_reap(int sock)
 }
 
 static void __attribute__((noreturn))
-priv_helper_main(int sock, char **roots, char **files)
+priv_helper_main(int sock, const struct priv_allow *a)
 {
 	struct pollfd pfd = { .fd = sock, .events = POLLIN };
 
 	for (;;) {
 		int n = poll(&pfd, 1, 50);
-		if (n > 0 && priv_read_one(sock, roots, files) == -1)
+		if (n > 0 && priv_read_one(sock, a) == -1)
 			_exit(0);
 		priv_reap(sock);
 	}
 }
 
 void
-priv_keeper_main(int ctl, char **roots, char **files)
+priv_keeper_main(int ctl, struct priv_allow *a)
 {
+	priv_read_login_defs(a);
 	priv_harden();
 	priv_close_fds(ctl, -1);
 	for (;;) {
@@ -568,7 +699,7 @@ priv_keeper_main(int ctl, char **roots, char **files)
 			close(sp[0]);
 			close(ctl);
 			priv_harden();
-			priv_helper_main(sp[1], roots, files);
+			priv_helper_main(sp[1], a);
 		}
 		close(sp[1]);
 		if (pid == -1) {

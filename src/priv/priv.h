@@ -21,9 +21,10 @@ struct priv_req;
 
 /*
  * Fork the keeper and the helper now: call as root, before any thread
- * starts.  The Maildir roots (cfg's "maildir-root" folders; an owner's
- * home is always allowed) and the TLS files it may open are fixed from
- * here on.  NULL with *err_out.
+ * starts.  What it may do is fixed from here on: the Maildir roots (cfg's
+ * "maildir-root" folders; an owner's home is always allowed), the owners
+ * and path templates of cfg's "as" actions, and the TLS files it may
+ * open.  NULL with *err_out.
  */
 struct priv *priv_start(const struct config *cfg, const char **err_out);
 /* Stop the reader thread; the helpers end with the process. */
@@ -46,8 +47,8 @@ void	priv_cancel(struct priv_req **reqp);
  * Deliver m (content at m->content_path) into folder ("~" at its start is
  * the owner's home) as the system user owner.  Blocks: worker threads
  * only.  Returns as deliver_maildir(); DELIVER_TEMPFAIL when the helper is
- * unavailable, refuses the path (outside the roots, a symlink in it) or
- * the owner.
+ * unavailable, refuses the owner (one the configuration does not allow) or
+ * the path (outside the roots, a dot folder, a symlink in it).
  */
 enum deliver_result priv_deliver(struct priv *p, const char *owner,
 	    const char *folder, const struct deliver_msg *m,

@@ -7,9 +7,11 @@
 #ifndef POSTERN_PRIV_PRIVATE_H
 #define POSTERN_PRIV_PRIVATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define PRIV_MSG_MAX		8192
 #define PRIV_TIMEOUT_MS		15000	/* one request, in the helper */
@@ -46,9 +48,23 @@ priv_attach_fd(struct msghdr *mh, char *cbuf, int fd)
 	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 }
 
-/* helper.c: the keeper's loop (never returns).  roots: the Maildir roots;
- * files: what PRIV_OPEN may open (both NULL-terminated). */
-void	priv_keeper_main(int ctl, char **roots, char **files)
+/*
+ * What the configuration the helper started with allows it, fixed from
+ * then on: the helper trusts postern with nothing more.  The lists are
+ * NULL-terminated; the strings are the keeper's copy of the configuration.
+ */
+struct priv_allow {
+	char		**roots;	/* "maildir-root" folders */
+	char		**files;	/* what PRIV_OPEN may open */
+	char		**owners;	/* the "as USER" names */
+	char		**templates;	/* the path templates of "as" actions */
+	bool		  owner_table;	/* an "as <TABLE>": ordinary accounts */
+	uid_t		  uid_min;	/* ordinary accounts: UID_MIN..UID_MAX */
+	uid_t		  uid_max;	/*   of /etc/login.defs, read as root */
+};
+
+/* helper.c: the keeper's loop (never returns); a is its own from here. */
+void	priv_keeper_main(int ctl, struct priv_allow *a)
 	    __attribute__((noreturn));
 
 #endif

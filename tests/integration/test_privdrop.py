@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import (unverified_context, HOST, Client, Server, binary, machine_lacks,
-    make_config, needs, plain, proc_status, read_bytes, run_cli,
+    log_events, make_config, needs, plain, proc_status, read_bytes, run_cli,
     send_message, split_delivered, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
@@ -466,3 +466,99 @@ def test_the_helper_opens_no_file_another_user_could_have_put_there(
         "others than root" in line, line
     assert served(srv) == first
     assert srv.alive()
+
+
+# ----- what the helper trusts postern with -----
+
+def forge_delivery(srv, owner, folder, body_path):
+    """What a compromised server could do: send the helper a delivery
+    request of its own on the helper's socket, taken from the running
+    server (pidfd_getfd), as postern's client.c spells one."""
+    import array
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/net/unix") as f:
+        seqpacket = {l.split()[6] for l in f.read().splitlines()[1:]
+            if l.split()[4] == "0005"}
+    pid = srv.proc.pid
+    pidfd = libc.syscall(434, pid, 0)		# pidfd_open
+    assert pidfd >= 0, os.strerror(ctypes.get_errno())
+    sent = 0
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if not (t.startswith("socket:[") and t[8:-1] in seqpacket):
+                continue
+            nfd = libc.syscall(438, pidfd, int(fd), 0)	# pidfd_getfd
+            assert nfd >= 0, os.strerror(ctypes.get_errno())
+            sk = socket.socket(fileno=nfd)
+            strs = [owner, folder, "a@example.net", "1forged000000000",
+                "evil.example", "0", "0", "1"]
+            pay = struct.pack("<IIiI", 0x7fff0001, 2, 0, len(strs)) + \
+                b"".join(s.encode() + b"\0" for s in strs)
+            body = os.open(body_path, os.O_RDONLY)
+            try:
+                sk.sendmsg([pay], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    array.array("i", [body]))])
+                sent += 1
+            finally:
+                os.close(body)
+                sk.close()
+    finally:
+        os.close(pidfd)
+    assert sent, "no helper socket in the server"
+
+
+def refusals(srv):
+    return [l for l in srv.log().splitlines()
+        if "privileged helper refused a delivery" in l]
+
+
+@pytest.mark.parametrize("owners", ["name", "table"])
+def test_the_helper_delivers_only_as_owners_the_config_allows(make_dropped,
+        sysuser, owners):
+    """A request for an owner the configuration does not allow (`as USER`
+    names one; `as <TABLE>` allows ordinary accounts, not system ones
+    like nobody), or for a dot folder like ~/.ssh, is refused and logged
+    by the helper itself, whatever postern asks; an allowed one is
+    delivered (the forged request reaches the helper)."""
+    ann = sysuser("pstnann", "Ann pw 1")
+    vic = sysuser("pstnvic", "Vic pw 1")
+    owner = "as pstnann" if owners == "name" else "as <pw>"
+    srv = make_dropped(start=False, extra=["maildir-root {tmp}/mail",
+        "table pw passwd"])
+    srv.write_config(open(srv.conf).read().replace(
+        'maildir "%s/mail/%%{rcpt.user}/Maildir"' % srv.dir,
+        'maildir "~/Maildir" %s' % owner))
+    srv.start()
+    body = srv.path("forged.eml")
+    with open(body, "w") as f:
+        f.write("Subject: forged\r\n\r\nnot from the queue\r\n")
+    forge_delivery(srv, "pstnann", "~/Maildir", body)
+    wait_for(lambda: os.path.isdir(os.path.join(ann.pw_dir, "Maildir",
+        "new")) and os.listdir(os.path.join(ann.pw_dir, "Maildir", "new")),
+        10, what="the allowed owner's copy")
+    refused = [("pstnann", "~/.ssh"), ("pstnann", "~/.config/x"),
+        ("nobody", srv.path("mail", "nobody"))]
+    if owners == "name":
+        refused.append(("pstnvic", "~/Maildir"))
+    for who, folder in refused:
+        forge_delivery(srv, who, folder, body)
+    lines = wait_for(lambda: len(refusals(srv)) >= len(refused) and
+        refusals(srv), 10, what="the helper's refusals")
+    for who, folder in refused:
+        line = [l for l in lines
+            if 'owner="%s" folder="%s"' % (who, folder) in l][0]
+        if who == "pstnann":
+            assert "a dot folder" in line, line
+        else:
+            assert "%s is not an owner the configuration allows" % who \
+                in line, line
+    for d in (".ssh", ".config"):
+        assert not os.path.exists(os.path.join(ann.pw_dir, d))
+    assert not os.path.exists(srv.path("mail", "nobody"))
+    assert not os.path.exists(os.path.join(vic.pw_dir, "Maildir"))
