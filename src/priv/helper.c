@@ -3,7 +3,7 @@
  * hands its socket to postern and forks it again when it dies.  The helper
  * reads bounded requests and runs each in a child: PAM as root, a
  * delivery after dropping to the mailbox's owner (one the configuration
- * allows), or opening one of the
+ * allows, into folders nobody else owns), or opening one of the
  * files named at start (the TLS keys and certificates a reload reads
  * again) for postern to read.  A child that crashes or
  * overruns PRIV_TIMEOUT_MS is killed and its request answered -1.  Both
@@ -406,47 +406,154 @@ priv_under(const char *path, const char *root)
 	    path[n] == '\0');
 }
 
+static bool
+priv_shared_mode(mode_t mode)
+{
+	return (mode & (S_ISVTX | S_IWOTH)) == (S_ISVTX | S_IWOTH);
+}
+
 /*
- * As the owner now: the folder must stay inside a root, and nothing from
- * that root down may be a symlink (nor ".."), so a user cannot point its
- * Maildir at someone else's files.  0, or -1 with *why.
+ * As root, under a maildir-root: make the folders missing on the way to
+ * the Maildir inside folders of root's that everyone may write to and
+ * that are sticky (1777): root's, with that mode, so a folder several
+ * owners share (%{rcpt.domain}) is none of theirs.  Stops at a folder of
+ * someone else's and at one named as the owner: that and the Maildir are
+ * the owner's to make.  Through descriptors, never following a symlink.
+ * Failures are left to the owner's check, which names the folder.
+ */
+static void
+priv_make_shared(const char *folder, size_t root_len, const char *owner)
+{
+	char root[PATH_MAX], name[NAME_MAX + 1];
+	const char *p = folder + root_len;
+	struct stat st;
+	int dfd;
+
+	if (root_len >= sizeof(root))
+		return;
+	memcpy(root, folder, root_len);
+	root[root_len] = '\0';
+	if ((dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return;
+	umask(0);
+	while (*p == '/') {
+		const char *end = strchrnul(p + 1, '/');
+		size_t n = (size_t)(end - p - 1);
+		if (*end == '\0' || n == 0 || n >= sizeof(name) ||
+		    fstat(dfd, &st) == -1 || st.st_uid != 0 ||
+		    !priv_shared_mode(st.st_mode))
+			break;
+		memcpy(name, p + 1, n);
+		name[n] = '\0';
+		if (strcmp(name, owner) == 0)
+			break;
+		int nfd = openat(dfd, name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (nfd == -1 && errno == ENOENT &&
+		    (mkdirat(dfd, name, 01777) == 0 || errno == EEXIST))
+			nfd = openat(dfd, name, O_RDONLY | O_DIRECTORY |
+			    O_NOFOLLOW | O_CLOEXEC);
+		if (nfd == -1)
+			break;
+		close(dfd);
+		dfd = nfd;
+		p = end;
+	}
+	close(dfd);
+}
+
+/*
+ * May the owner (uid) deliver through the folder at path?  The Maildir
+ * and its tmp/ new/ cur/ (mine) must be the owner's, and no one else may
+ * write to them; a folder above may be root's too, and may be written by
+ * others only when sticky.  0, or -1 with *why naming the folder.
  */
 static int
-priv_check_path(const char *folder, const char *root, const char **why)
+priv_check_folder(const char *path, const struct stat *st, uid_t uid,
+    bool mine, const char **why)
 {
-	char path[PATH_MAX];
-	size_t n = strlen(root);
+	if (S_ISLNK(st->st_mode)) {
+		*why = util_err("%s: a symlink in the path", path);
+		return -1;
+	}
+	if (!S_ISDIR(st->st_mode)) {
+		*why = util_err("%s: not a folder", path);
+		return -1;
+	}
+	if (st->st_uid != uid && (mine || st->st_uid != 0)) {
+		struct passwd *pw = getpwuid(st->st_uid);
+		char num[UTIL_DEC_MAX];
+		*why = util_err("%s belongs to %s, not to the owner%s", path,
+		    pw != NULL ? pw->pw_name : util_i64_dec(num, st->st_uid),
+		    mine ? "" : " or root");
+		return -1;
+	}
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+	    (mine || (st->st_mode & S_ISVTX) == 0)) {
+		*why = util_err("%s may be written by others than its owner "
+		    "(mode %04o)", path, (unsigned)(st->st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+/* One folder of priv_check_path: 0 passes, 1 missing, -1 refused. */
+static int
+priv_check_one(const char *path, uid_t uid, bool mine, const char **why)
+{
 	struct stat st;
 
+	if (lstat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return 1;	/* made by the delivery */
+		*why = util_err("lstat(%s): %s", path, strerror(errno));
+		return -1;
+	}
+	return priv_check_folder(path, &st, uid, mine, why);
+}
+
+/*
+ * As the owner now: every folder below the root down to the Maildir, and
+ * its tmp/ new/ cur/, that exists passes priv_check_folder (no symlink
+ * either, nor ".."), so nobody else can have put the owner's mail where
+ * they may read or move it.  0 when all exist, 1 when some are still to
+ * make, -1 with *why naming the folder.
+ */
+static int
+priv_check_path(const char *folder, size_t root_len, uid_t uid,
+    const char **why)
+{
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	char path[PATH_MAX];
+	size_t len = strlen(folder);
+	int rc;
+
 	if (strstr(folder, "/../") != NULL || strstr(folder, "/./") != NULL ||
-	    (strlen(folder) >= 3 && strcmp(folder + strlen(folder) - 3,
-	    "/..") == 0)) {
+	    (len >= 3 && strcmp(folder + len - 3, "/..") == 0)) {
 		*why = "path has . or .. in it";
 		return -1;
 	}
-	while (n > 1 && root[n - 1] == '/')
-		n--;
-	for (size_t i = n + 1; i <= strlen(folder); i++) {
-		if (folder[i] != '/' && folder[i] != '\0')
+	if (len + 5 >= sizeof(path)) {
+		*why = "path too long";
+		return -1;
+	}
+	for (size_t i = root_len + 1; i < len; i++) {
+		if (folder[i] != '/')
 			continue;
-		if (i >= sizeof(path)) {
-			*why = "path too long";
-			return -1;
-		}
 		memcpy(path, folder, i);
 		path[i] = '\0';
-		if (lstat(path, &st) == -1) {
-			if (errno == ENOENT)
-				return 0;	/* made by the delivery */
-			*why = strerror(errno);
-			return -1;
-		}
-		if (S_ISLNK(st.st_mode)) {
-			*why = "a symlink in the path";
-			return -1;
-		}
+		if ((rc = priv_check_one(path, uid, false, why)) != 0)
+			return rc;
 	}
-	return 0;
+	if ((rc = priv_check_one(folder, uid, true, why)) != 0)
+		return rc;
+	/* One missing is made inside the owner's Maildir: check the others. */
+	for (size_t k = 0; k < 3 && rc != -1; k++) {
+		util_snprintf(path, sizeof(path), "%s/%s", folder, subs[k]);
+		if (priv_check_one(path, uid, true, why) == -1)
+			rc = -1;
+	}
+	return rc;
 }
 
 /* Log a delivery the helper refuses, in the helper: postern may not. */
@@ -472,6 +579,7 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 	const char *root = NULL;
 	char folder[PATH_MAX];
 	size_t root_len;
+	int rc;
 
 	if (pw == NULL || pw->pw_uid == 0) {
 		*why = "no such user (or root)";
@@ -514,6 +622,8 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 		    "and no template of the configuration gives";
 		return priv_refuse(s[0], s[1], *why);
 	}
+	if (root != pw->pw_dir)
+		priv_make_shared(folder, root_len, pw->pw_name);
 	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
 	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
 	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1 ||
@@ -522,7 +632,17 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 		return DELIVER_TEMPFAIL;
 	}
 	umask(077);
-	if (priv_check_path(folder, root, why) == -1)
+	/* Made now, then checked again: a folder someone else slipped in
+	 * meanwhile is found before anything is written into it. */
+	if ((rc = priv_check_path(folder, root_len, pw->pw_uid, why)) == 1) {
+		if (util_mkdirs(folder, 0700) == -1) {
+			*why = util_err("mkdir(%s): %s", folder,
+			    strerror(errno));
+			return DELIVER_TEMPFAIL;
+		}
+		rc = priv_check_path(folder, root_len, pw->pw_uid, why);
+	}
+	if (rc == -1)
 		return DELIVER_TEMPFAIL;
 	struct deliver_msg m = {
 		.content_fd = fd, .return_path = s[2], .qid = s[3],

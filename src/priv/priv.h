@@ -48,7 +48,8 @@ void	priv_cancel(struct priv_req **reqp);
  * the owner's home) as the system user owner.  Blocks: worker threads
  * only.  Returns as deliver_maildir(); DELIVER_TEMPFAIL when the helper is
  * unavailable, refuses the owner (one the configuration does not allow) or
- * the path (outside the roots, a dot folder, a symlink in it).
+ * the path (outside the roots, a dot folder, a symlink in it, a folder
+ * someone else owns or may write to: *err_out names it).
  */
 enum deliver_result priv_deliver(struct priv *p, const char *owner,
 	    const char *folder, const struct deliver_msg *m,

@@ -562,3 +562,100 @@ def test_the_helper_delivers_only_as_owners_the_config_allows(make_dropped,
         assert not os.path.exists(os.path.join(ann.pw_dir, d))
     assert not os.path.exists(srv.path("mail", "nobody"))
     assert not os.path.exists(os.path.join(vic.pw_dir, "Maildir"))
+
+
+def shared_root(srv, name, mode=0o1777):
+    d = srv.path(name)
+    os.mkdir(d)
+    os.chmod(d, mode)
+    return d
+
+
+def outcomes(srv):
+    """{rcpt: ("delivered", None) or ("deferred", why)} from the log."""
+    out = {}
+    for event in ("delivered", "deferred"):
+        for kv, _ in log_events(srv, event):
+            out[kv["rcpt"]] = (event, kv.get("why"))
+    return out
+
+
+def test_no_delivery_into_folders_others_own_or_may_write(make_dropped,
+        sysuser):
+    """In a shared maildir-root (1777), a folder another user made on the
+    way to an owner's Maildir, or a Maildir others may write to, defers
+    the message with the folder named: nobody but the owner (and root
+    above the owner's part) may read or remove the owner's mail."""
+    ann = sysuser("pstnann", "Ann pw 1")
+    bob = sysuser("pstnbob", "Bob pw 1")
+    srv = make_dropped(start=False, extra=["maildir-root {tmp}/shared",
+        "table pw passwd"])
+    srv.write_config(open(srv.conf).read().replace(
+        'maildir "%s/mail/%%{rcpt.user}/Maildir"' % srv.dir,
+        'maildir "%s/shared/%%{rcpt.user}/Maildir" as <pw>' % srv.dir))
+    shared = shared_root(srv, "shared")
+    # Bob makes Ann's Maildir before her first mail; his own new/ is 0777.
+    for who, sub, mode in ((bob, "pstnann/Maildir/new", 0o777),
+            (bob, "pstnbob/Maildir/new", 0o700)):
+        for i in range(1, 4):
+            p = os.path.join(shared, *sub.split("/")[:i])
+            os.makedirs(p, exist_ok=True)
+            os.chown(p, who.pw_uid, who.pw_gid)
+            os.chmod(p, mode)
+    os.chmod(os.path.join(shared, "pstnbob/Maildir/new"), 0o777)
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["pstnann@example.org",
+            "pstnbob@example.org"], BODY)
+    got = wait_for(lambda: len(outcomes(srv)) == 2 and outcomes(srv), 15,
+        what="both outcomes")
+    assert got["<pstnann@example.org>"] == ("deferred", "as pstnann: "
+        "%s/pstnann belongs to pstnbob, not to the owner or root" % shared)
+    assert got["<pstnbob@example.org>"] == ("deferred", "as pstnbob: "
+        "%s/pstnbob/Maildir/new may be written by others than its owner "
+        "(mode 0777)" % shared)
+    for who in ("pstnann", "pstnbob"):
+        assert os.listdir(os.path.join(shared, who, "Maildir", "new")) == []
+
+
+def test_a_folder_owners_share_is_roots_and_failures_name_the_folder(
+        make_dropped, sysuser):
+    """A folder several owners share (%{rcpt.domain}), made on the first
+    delivery in a shared maildir-root (1777), is root's with the root's
+    mode, so the next owner makes a folder in it too; the owner's own
+    folder is the owner's (0700).  A folder the owner may not search
+    defers with that folder named."""
+    ann = sysuser("pstnann", "Ann pw 1")
+    bob = sysuser("pstnbob", "Bob pw 1")
+    srv = make_dropped(start=False)
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        "maildir-root {tmp}/shared {tmp}/locked", "table pw passwd"],
+        actions='action own maildir "{tmp}/shared/%{rcpt.domain}/'
+        '%{rcpt.user}/Maildir" as <pw>\n'
+        'action lck maildir "{tmp}/locked/inner/%{rcpt.user}/Maildir" '
+        'as <pw>\n', rules=["match to domain own.test action own",
+        "match to domain lck.test action lck"]))
+    os.chmod(srv.conf, 0o644)
+    shared = shared_root(srv, "shared")
+    shared_root(srv, "locked", 0o755)
+    shared_root(srv, "locked/inner", 0o700)
+    srv.start()
+    for rcpt in ("pstnann@own.test", "pstnbob@own.test", "pstnann@lck.test"):
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", [rcpt], BODY)
+        got = wait_for(lambda: outcomes(srv).get("<%s>" % rcpt), 15,
+            what="%s's outcome" % rcpt)
+        if rcpt.endswith("own.test"):
+            assert got == ("delivered", None), (rcpt, got)
+    st = os.stat(os.path.join(shared, "own.test"))
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o1777)
+    for pw in (ann, bob):
+        st = os.stat(os.path.join(shared, "own.test", pw.pw_name))
+        assert (st.st_uid, st.st_mode & 0o7777) == (pw.pw_uid, 0o700)
+    for pw in (ann, bob):
+        new = os.path.join(shared, "own.test", pw.pw_name, "Maildir", "new")
+        assert len(os.listdir(new)) == 1
+    assert got == ("deferred", "as pstnann: lstat(%s/pstnann): Permission "
+        "denied" % srv.path("locked", "inner"))
