@@ -4,10 +4,13 @@
  * environment of POSTERN_* facts, the message file on stdin at eom
  * (/dev/null otherwise), and watched from the loop: its stdout through a
  * non-blocking pipe, its exit through a pidfd (or a short poll timer where
- * pidfds are missing); never a blocking waitpid.  On timeout it gets
- * SIGKILL and the handler fails.  Exit codes: 0 continue, 1 reject 550
- * 5.7.1, 2 tempfail 451 4.7.1 (text: the first line of stdout), 3 discard,
- * 4 accept; anything else (or a signal) is a FAIL.
+ * pidfds are missing); never a blocking waitpid.  It leads a process group
+ * of its own: on timeout, or when the session leaves, the whole group gets
+ * SIGKILL, and the handler fails.  Its own exit decides the verdict: a
+ * background child it leaves (holding stdout or not) is not waited for.
+ * Exit codes: 0 continue, 1 reject 550 5.7.1, 2 tempfail 451 4.7.1 (text:
+ * the first line of stdout), 3 discard, 4 accept; anything else (or a
+ * signal) is a FAIL.
  */
 #include "chain/chain_private.h"
 
@@ -317,6 +320,18 @@ prog_exit_cb(evutil_socket_t fd, short what, void *arg)
 	prog_run_free(r);
 }
 
+/*
+ * SIGKILL to the program's process group: what it started dies with it
+ * (not what left the group, setsid(1) daemons).  The leader is not reaped
+ * yet, so its pid still names the group.
+ */
+static void
+prog_kill(const struct prog_run *r)
+{
+	kill(-r->pid, SIGKILL);
+	kill(r->pid, SIGKILL);	/* in case it moved to another group */
+}
+
 static void
 prog_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -325,7 +340,7 @@ prog_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	r->timed_out = true;
-	kill(r->pid, SIGKILL);
+	prog_kill(r);
 	/* the pidfd (or the poll) reports the death */
 }
 
@@ -377,7 +392,11 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	/* The child's stdout is blocking, whatever our end is. */
 	int fl = fcntl(pfd[1], F_GETFL);
 	fcntl(pfd[1], F_SETFL, fl & ~O_NONBLOCK);
-	/* Default signals and an empty mask, whatever the server set. */
+	/*
+	 * Default signals and an empty mask, whatever the server set, and a
+	 * process group of its own, set before posix_spawn() returns: a
+	 * kill of the group can never miss it.
+	 */
 	posix_spawnattr_t at;
 	sigset_t none, dfl;
 	sigemptyset(&none);
@@ -387,8 +406,9 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	posix_spawnattr_init(&at);
 	posix_spawnattr_setsigmask(&at, &none);
 	posix_spawnattr_setsigdefault(&at, &dfl);
+	posix_spawnattr_setpgroup(&at, 0);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-	    POSIX_SPAWN_SETSIGDEF);
+	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 	int rc = posix_spawn(&pid, pi->argv[0], &fa, &at, pi->argv, env);
 	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
@@ -428,7 +448,7 @@ prog_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	return CHAIN_PENDING;
 }
 
-/* The session left: kill the child; the exit watch reaps it and frees. */
+/* The session left: kill the group; the exit watch reaps it and frees. */
 static void
 prog_cancel(void *inst, struct chain_call *call)
 {
@@ -437,7 +457,7 @@ prog_cancel(void *inst, struct chain_call *call)
 	(void)inst;
 	r->call = NULL;
 	r->timed_out = true;
-	kill(r->pid, SIGKILL);
+	prog_kill(r);
 	if (r->ev_timer != NULL) {
 		event_free(r->ev_timer);
 		r->ev_timer = NULL;

@@ -1111,3 +1111,58 @@ def test_program_handler_through_the_server(make_postern, tmp_path):
         c.send("MAIL FROM:<bad@example.org>")
         assert "refused" in c.expect(550, "5.7.1").text
         c.send("MAIL FROM:<good@example.org>"); c.expect(250)
+
+
+def sleeps_with(arg):
+    """Pids of the running "sleep ARG" processes."""
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue		# gone meanwhile
+        if argv == [b"sleep", arg.encode()]:
+            pids.append(int(name))
+    return pids
+
+
+def test_program_killed_with_what_it_started(make_postern, tmp_path):
+    """A program runs in a process group of its own: at its timeout, and
+    when the client hangs up while it runs, what it started in the
+    background dies with it.  Its own exit still decides, at once, even
+    while a child it leaves holds its stdout."""
+    # Unique to this run of the test, to tell its sleeps from others'.
+    arg = "299.%d" % os.getpid()
+    prog = tmp_path / "hang.sh"
+    prog.write_text("#!/bin/sh\n"
+        "case \"$POSTERN_STAGE $POSTERN_SENDER\" in\n"
+        "mail\\ *quick*) exit 0;;\n"
+        "mail\\ *daemon*) sleep %s & echo left running; exit 1;;\n"
+        "esac\nsleep %s &\nwait\n" % (arg, arg))
+    prog.chmod(0o755)
+    srv = make_postern(config=chains_config(
+        'on mail { program "%s" timeout 1s }\n'
+        'on rcpt { program "%s" timeout 60s }' % (prog, prog)))
+    try:
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<daemon@example.org>")
+            assert c.expect(550, "5.7.1").text.endswith("left running")
+            for pid in wait_for(lambda: sleeps_with(arg), 5,
+                    what="the child left running"):
+                os.kill(pid, 9)
+            wait_for(lambda: not sleeps_with(arg), 5, what="it killed")
+            c.send("MAIL FROM:<a@example.org>"); c.expect(451, "4.3.0")
+            assert chain_verdicts(srv, 2)[1][1:] == ("error",
+                "%s: timed out after 1000 ms" % prog)
+            wait_for(lambda: not sleeps_with(arg), 5,
+                what="no sleep %s after the timeout" % arg)
+            c.send("MAIL FROM:<quick@example.org>"); c.expect(250)
+            c.send("RCPT TO:<joe@example.org>")
+            wait_for(lambda: sleeps_with(arg), 10, what="the rcpt program")
+        wait_for(lambda: not sleeps_with(arg), 10,
+            what="no sleep %s after the client left" % arg)
+    finally:
+        for pid in sleeps_with(arg):
+            os.kill(pid, 9)
