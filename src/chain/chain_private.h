@@ -87,6 +87,8 @@ struct lua_Debug;
 					   a call's budget (lua_pattern.h) */
 #define CHAIN_LUA_C_STEPS	10	/* elements a library function walks in
 					   C, per instruction of the budget */
+#define CHAIN_LUA_CMP_BYTES	64	/* bytes of a string comparison that
+					   cost one such step (table.sort) */
 #define CHAIN_LUA_CHECK_EVERY	1000	/* instructions between the count
 					   hook's checks, at most */
 #define CHAIN_LUA_CHECK_BYTES	(128u * 1024 * 1024) /* and at most this
@@ -103,6 +105,7 @@ struct chain_lua_ctx {
 	size_t		 check_used;	/* past this, check at once */
 	uint64_t	 deadline_ms;	/* monotonic: the call's end */
 	uint64_t	 steps;		/* C steps charged to this call */
+	uint64_t	 pm_steps;	/* pattern steps taken this call */
 	bool		 over_budget;	/* the last call ran out (of either) */
 	bool		 late;		/* of its time */
 	struct lua_State *L;		/* the state of the call armed */
@@ -117,6 +120,9 @@ void	chain_lua_budget_hook(struct lua_State *L, struct lua_Debug *ar);
 void	chain_lua_budget_arm(struct lua_State *L);
 /* End it: the hook off. */
 void	chain_lua_budget_disarm(struct lua_State *L);
+/* End the call as its budget does ("run time of N ms exceeded") when it
+ * is past its run time; for work done in C.  [-0, +0, v] */
+void	chain_lua_check_time(struct lua_State *L);
 /*
  * lua_pcall of the function under nargs arguments, no results; the budget
  * disarmed after.  On an error (the lua_pcall code returned) its value is

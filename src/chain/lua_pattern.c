@@ -5,7 +5,8 @@
  * captures and position captures, %1-%9, %b and %f, anchors; it tries the
  * same alternatives in the same order as Lua's, so it takes as many steps.
  * It only counts: every result a script sees comes from Lua's own
- * function, called once the count is known to be small.
+ * function, called once the count is known to be small, but a plain
+ * search's, found here in linear time (Lua's compares at every position).
  */
 #include "chain/lua_pattern.h"
 
@@ -13,10 +14,14 @@
 #include <lauxlib.h>
 #include <string.h>
 
+#include "chain/chain_private.h"
+#include "util/util.h"
+
 #define PM_CAPS		32	/* Lua's LUA_MAXCAPTURES */
 #define PM_DEPTH	200	/* Lua's MAXCCALLS: deeper is Lua's error */
 #define PM_OPEN		(-1)	/* capture not closed yet */
 #define PM_POSITION	(-2)	/* a () capture */
+#define PM_CLOCK_EVERY	65536	/* steps between looks at the clock */
 
 struct pm {
 	const char	*src, *end;		/* the subject */
@@ -27,8 +32,11 @@ struct pm {
 		ptrdiff_t	 len;
 	}		 cap[PM_CAPS];
 	uint64_t	 steps, max;
+	uint64_t	 deadline_ms;		/* monotonic; 0: none */
+	uint64_t	 clock_at;		/* look at the clock past it */
 	int		 depth;
-	bool		 over;			/* more than max steps */
+	bool		 over;			/* more than max steps, or late */
+	bool		 late;			/* past deadline_ms */
 	bool		 bad;			/* Lua would raise an error */
 };
 
@@ -107,6 +115,13 @@ pm_step(struct pm *m, uint64_t n)
 	m->steps += n;
 	if (m->steps > m->max)
 		m->over = true;
+	/* Within the bound or not, never past the run time of the call
+	 * the count is for (a slow machine, a long count). */
+	if (m->steps > m->clock_at && m->deadline_ms != 0) {
+		m->clock_at = m->steps + PM_CLOCK_EVERY;
+		if (util_now_ms() > m->deadline_ms)
+			m->over = m->late = true;
+	}
 	return !m->over && !m->bad;
 }
 
@@ -366,15 +381,13 @@ pm_init(int64_t init, size_t len)
 	return (int64_t)len + init + 1;
 }
 
+/* Set m (zeroed, its bound and deadline set) on a subject. */
 static void
-pm_start(struct pm *m, const char *s, size_t len, const char *pend,
-    uint64_t max)
+pm_start(struct pm *m, const char *s, size_t len, const char *pend)
 {
-	memset(m, 0, sizeof(*m));
 	m->src = s;
 	m->end = s + len;
 	m->pend = pend;
-	m->max = max;
 }
 
 /* string.find searches for a pattern without these as plain text. */
@@ -387,12 +400,25 @@ pm_plain(const char *p, size_t plen)
 	return true;
 }
 
-int
-chain_lua_pattern_find(const char *s, size_t len, const char *pat,
-    size_t patlen, int64_t init, uint64_t max_steps, int64_t *start_out,
-    int64_t *end_out)
+/*
+ * The first pat in s[init - 1..len), init 1..len + 1, or NULL: memmem
+ * takes linear time where Lua's plain search (lmemfind), or its matcher on
+ * a pattern without specials, compares at every position.
+ */
+static const char *
+pm_memfind(const char *s, size_t len, int64_t init, const char *pat,
+    size_t patlen)
 {
-	struct pm m;
+	if (patlen == 0)
+		return s + init - 1;
+	return memmem(s + init - 1, len - (size_t)(init - 1), pat, patlen);
+}
+
+/* chain_lua_pattern_find on m (zeroed, its bound and deadline set). */
+static int
+pm_find(struct pm *m, const char *s, size_t len, const char *pat,
+    size_t patlen, int64_t init, int64_t *start_out, int64_t *end_out)
+{
 	const char *p = pat, *s1, *e = NULL;
 	bool anchor = patlen > 0 && *p == '^';
 
@@ -400,34 +426,45 @@ chain_lua_pattern_find(const char *s, size_t len, const char *pat,
 	if (init > (int64_t)len + 1)
 		return 0;
 	if (pm_plain(pat, patlen)) {
-		const char *hit = patlen == 0 ? s + init - 1 : memmem(s + init -
-		    1, len - (size_t)(init - 1), pat, patlen);
+		const char *hit = pm_memfind(s, len, init, pat, patlen);
 		if (hit == NULL)
 			return 0;
 		*start_out = hit - s + 1;
 		*end_out = *start_out + (int64_t)patlen - 1;
 		return 1;
 	}
-	pm_start(&m, s, len, pat + patlen, max_steps);
+	pm_start(m, s, len, pat + patlen);
 	if (anchor)
 		p++;
 	s1 = s + init - 1;
 	do {
-		m.level = 0;
-		e = pm_match(&m, s1, p);
-	} while (e == NULL && !m.over && !m.bad && s1++ < m.end && !anchor);
-	if (m.over)
+		m->level = 0;
+		e = pm_match(m, s1, p);
+	} while (e == NULL && !m->over && !m->bad && s1++ < m->end && !anchor);
+	if (m->over)
 		return -1;
-	for (int l = 0; e != NULL && l < m.level; l++)
-		if (m.cap[l].len == PM_OPEN)
-			m.bad = true;	/* Lua: "unfinished capture" */
-	if (m.bad)
+	for (int l = 0; e != NULL && l < m->level; l++)
+		if (m->cap[l].len == PM_OPEN)
+			m->bad = true;	/* Lua: "unfinished capture" */
+	if (m->bad)
 		return -2;
 	if (e == NULL)
 		return 0;
 	*start_out = s1 - s + 1;
 	*end_out = e - s;
 	return 1;
+}
+
+int
+chain_lua_pattern_find(const char *s, size_t len, const char *pat,
+    size_t patlen, int64_t init, uint64_t max_steps, int64_t *start_out,
+    int64_t *end_out)
+{
+	struct pm m;
+
+	memset(&m, 0, sizeof(m));
+	m.max = max_steps;
+	return pm_find(&m, s, len, pat, patlen, init, start_out, end_out);
 }
 
 /*
@@ -458,50 +495,102 @@ pm_all(struct pm *m, const char *from, const char *p, int64_t max_n, bool gm)
 	return !m->over;
 }
 
-/* Would this call of upvalue 2's kind stay under the bound?  [-0, +0, -] */
+/*
+ * A plain search: find(s, p, init, true), or find or match of a pattern
+ * without specials, answered here with pm_memfind at a step an octet,
+ * as Lua's functions would answer.  -1 for any other call; else the
+ * results pushed, none when that is over m's bound.  [-0, +(0|1|2), e]
+ */
+static int
+pm_plain_call(lua_State *L, int kind, struct pm *m)
+{
+	size_t len, plen;
+	const char *s = lua_tolstring(L, 1, &len);
+	const char *p = lua_tolstring(L, 2, &plen), *hit;
+	int64_t init;
+
+	if (s == NULL || p == NULL || (kind != 'f' && kind != 'm') ||
+	    (!(kind == 'f' && lua_toboolean(L, 4)) && !pm_plain(p, plen)))
+		return -1;
+	init = pm_init(luaL_optinteger(L, 3, 1), len);
+	if (init > (int64_t)len + 1) {
+		luaL_pushfail(L);			/* [args nil] */
+		return 1;
+	}
+	if (!pm_step(m, len - (size_t)(init - 1) + plen))
+		return 0;
+	if ((hit = pm_memfind(s, len, init, p, plen)) == NULL) {
+		luaL_pushfail(L);			/* [args nil] */
+		return 1;
+	}
+	if (kind == 'm') {
+		lua_pushlstring(L, hit, plen);		/* [args match] */
+		return 1;
+	}
+	lua_pushinteger(L, hit - s + 1);		/* [args start] */
+	lua_pushinteger(L, hit - s + (lua_Integer)plen); /* [.. start end] */
+	return 2;
+}
+
+/* Would this call of upvalue 2's kind stay under m's bound?  Its count in
+ * m->steps.  [-0, +0, e] */
 static bool
-pm_cheap(lua_State *L, int kind, uint64_t max)
+pm_cheap(lua_State *L, int kind, struct pm *m)
 {
 	size_t len, plen;
 	const char *s = lua_tolstring(L, 1, &len);
 	const char *p = lua_tolstring(L, 2, &plen);
 	int64_t a, b, init;
-	struct pm m;
 
 	if (s == NULL || p == NULL)
 		return true;	/* Lua's own function says what is wrong */
 	switch (kind) {
-	case 'f':	/* find: plain, or a pattern; match */
-		if (lua_toboolean(L, 4))
-			return true;
-		/* FALLTHROUGH */
+	case 'f':	/* find of a pattern; match */
 	case 'm':
-		return chain_lua_pattern_find(s, len, p, plen,
-		    luaL_optinteger(L, 3, 1), max, &a, &b) != -1;
+		return pm_find(m, s, len, p, plen, luaL_optinteger(L, 3, 1),
+		    &a, &b) != -1;
 	case 'g':	/* gmatch: from init, '^' is no anchor */
 		init = pm_init(luaL_optinteger(L, 3, 1), len);
 		if (init > (int64_t)len + 1)
 			return true;		/* past the end: nothing */
-		pm_start(&m, s, len, p + plen, max);
-		return pm_all(&m, s + init - 1, p, INT64_MAX, true);
+		pm_start(m, s, len, p + plen);
+		return pm_all(m, s + init - 1, p, INT64_MAX, true);
 	default:	/* gsub */
-		pm_start(&m, s, len, p + plen, max);
-		return pm_all(&m, s, p, luaL_optinteger(L, 4, (lua_Integer)len +
+		pm_start(m, s, len, p + plen);
+		return pm_all(m, s, p, luaL_optinteger(L, 4, (lua_Integer)len +
 		    1), false);
 	}
 }
 
-/* The wrapper: upvalues Lua's function, its kind, the bound.  [-0, +r, e] */
+/*
+ * The wrapper: upvalues Lua's function, its kind, the bound of a handler
+ * call (what its pattern calls may take together).  A call past the
+ * call's run time ends it as the budget does.  [-0, +r, e]
+ */
 static int
 pm_call(lua_State *L)
 {
 	int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
 	uint64_t max = (uint64_t)lua_tointeger(L, lua_upvalueindex(3));
-	int n = lua_gettop(L);
+	int n = lua_gettop(L), r;
+	struct chain_lua_ctx *c;
+	struct pm m;
 
-	if (!pm_cheap(L, kind, max))
+	lua_getallocf(L, (void **)&c);
+	memset(&m, 0, sizeof(m));
+	m.max = c->pm_steps < max ? max - c->pm_steps : 0;
+	m.deadline_ms = c->deadline_ms;
+	if ((r = pm_plain_call(L, kind, &m)) == -1 && pm_cheap(L, kind, &m))
+		r = -1;				/* Lua's function runs */
+	c->pm_steps = m.steps < max - c->pm_steps ? c->pm_steps + m.steps :
+	    max;
+	if (m.late)
+		chain_lua_check_time(L);
+	if (m.over)
 		return luaL_error(L, "pattern too complex for its subject "
-		    "(over %I matching steps)", (lua_Integer)max);
+		    "(over %I matching steps in the call)", (lua_Integer)max);
+	if (r >= 0)
+		return r;
 	lua_pushvalue(L, lua_upvalueindex(1));		/* [args f] */
 	lua_insert(L, 1);				/* [f args] */
 	lua_call(L, n, LUA_MULTRET);			/* [results] */

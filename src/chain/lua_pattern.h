@@ -17,9 +17,14 @@
 
 /*
  * Wrap string.find, string.match, string.gmatch and string.gsub of L (the
- * string library's table, so s:find(...) too): a call whose matching takes
- * more than max_steps steps raises "pattern too complex" instead.  Call it
- * after luaL_openlibs().  [-0, +0, m]
+ * string library's table, so s:find(...) too): once the pattern calls of
+ * one call of the state (chain_lua_budget_arm to disarm) have taken
+ * max_steps steps together, the next raises "pattern too complex" instead,
+ * and one past the call's run time ends the call as its budget does.  A
+ * plain search (find with plain, or a pattern without specials in find
+ * or match) is answered in linear time, a step an octet.  L's allocator's
+ * ud is its struct chain_lua_ctx.  Call it after luaL_openlibs().
+ * [-0, +0, m]
  */
 void	chain_lua_bound_patterns(lua_State *L, uint64_t max_steps);
 

@@ -137,6 +137,7 @@ chain_lua_budget_arm(lua_State *L)
 	c->over_budget = false;
 	c->late = false;
 	c->steps = 0;
+	c->pm_steps = 0;
 	c->done = 0;
 	c->L = L;
 	c->deadline_ms = util_now_ms() + chain_lua_time_ms(c);
@@ -203,10 +204,23 @@ chain_lua_pcall(lua_State *L, int nargs, char **err_out)
 	return rc;
 }
 
+void
+chain_lua_check_time(lua_State *L)
+{
+	struct chain_lua_ctx *c;
+
+	lua_getallocf(L, (void **)&c);
+	if (util_now_ms() <= c->deadline_ms)
+		return;
+	c->late = true;
+	chain_lua_out_of_budget(L, c, NULL);
+}
+
 /*
  * Charge n steps of work done in C (no instruction counts it) to the
  * call: more than CHAIN_LUA_C_STEPS per instruction of the budget, summed
- * over the call, ends it like the budget does.  [-0, +0, v]
+ * over the call, ends it like the budget does, and so does a call past
+ * its run time (the hook may not have looked for a while).  [-0, +0, v]
  */
 static void
 chain_lua_charge(lua_State *L, lua_Unsigned n)
@@ -219,6 +233,16 @@ chain_lua_charge(lua_State *L, lua_Unsigned n)
 	if (n > max - c->steps)		/* c->steps <= max: cannot wrap */
 		chain_lua_out_of_budget(L, c, NULL);
 	c->steps += n;
+	chain_lua_check_time(L);
+}
+
+/* a * b, or LUA_MAXINTEGER when that is more. */
+static lua_Unsigned
+chain_lua_mul(lua_Unsigned a, lua_Unsigned b)
+{
+	if (b != 0 && a > (lua_Unsigned)LUA_MAXINTEGER / b)
+		return LUA_MAXINTEGER;
+	return a * b;
 }
 
 /* lua_Integer a..b holds this many; 0 when b < a. */
@@ -235,6 +259,21 @@ chain_lua_len(lua_State *L, int idx)
 	lua_Integer n = lua_istable(L, idx) ? luaL_len(L, idx) : 0;
 
 	return n > 0 ? (lua_Unsigned)n : 0;
+}
+
+/* The length of the longest string among t[1..n], t at 1.  [-0, +0, e] */
+static size_t
+chain_lua_longest(lua_State *L, lua_Unsigned n)
+{
+	size_t max = 0;
+
+	for (lua_Unsigned i = 1; i <= n; i++) {
+		if (lua_geti(L, 1, (lua_Integer)i) == LUA_TSTRING &&
+		    lua_rawlen(L, -1) > max)		/* [.. v] */
+			max = lua_rawlen(L, -1);
+		lua_pop(L, 1);				/* [..] */
+	}
+	return max;
 }
 
 /*
@@ -264,7 +303,14 @@ chain_lua_steps(lua_State *L, int kind)
 		n = len = chain_lua_len(L, 1);
 		for (lua_Unsigned k = len; k > 1; k /= 2)	/* + len a level */
 			n = n > LUA_MAXINTEGER - len ? LUA_MAXINTEGER : n + len;
-		return n;
+		if (!lua_isnoneornil(L, 2))
+			return n;	/* comp's instructions are counted */
+		/* Each comparison may walk the longest string of t: paid for
+		 * at the rate of CHAIN_LUA_CMP_BYTES a step, after n log n
+		 * for walking t to find it. */
+		chain_lua_charge(L, n);
+		return chain_lua_mul(n, chain_lua_longest(L, len) /
+		    CHAIN_LUA_CMP_BYTES);
 	default:		/* table.insert, table.remove: shift #t */
 		return chain_lua_len(L, 1);
 	}

@@ -310,6 +310,39 @@ static const struct lua_scase lua_scases[] = {
 	{ "so is a method call on a long subject",
 	    "function connect() local s = string.rep(\"a\", 100000) "
 	    "return s:gsub(\"a-a-b\", \"\") end", "", "451 4.3.0" },
+	{ "a plain search answers as Lua's matcher does",
+	    "function connect() local bad = 0 "
+	    "local function two(a, b) return tostring(a) .. tostring(b) end "
+	    "for _, s in ipairs({\"aabab\", \"a\\0ba\\0b\", \"\"}) do "
+	    "for _, p in ipairs({\"\", \"a\", \"ab\", \"ba\", \"aab\", "
+	    "\"b\\0\", \"x\", \"a.b\", \"%a\"}) do "
+	    "local e = p:gsub(\"%p\", \"%%%0\") "
+	    "for i = -7, 7 do "
+	    "if two(s:find(p, i, true)) ~= two(s:find(\"()\" .. e, i)) "
+	    "then bad = bad + 1 end "
+	    "if e == p and p ~= \"\" and two(s:match(p, i)) ~= "
+	    "two(s:match(\"(\" .. p .. \")\", i)) then bad = bad + 1 end "
+	    "end end end "
+	    "return {\"reject\", 550, \"5.7.1\", \"bad \" .. bad} end",
+	    "", "550 5.7.1 bad 0" },
+	{ "plain searches are linear, so is a match without specials",
+	    "function connect() local s = string.rep(\"a\", 1000000) .. \"b\" "
+	    "local p = string.rep(\"a\", 500000) .. \"b\" "
+	    "return {\"reject\", 550, \"5.7.1\", s:find(p, 1, true) .. "
+	    "\" \" .. #s:match(p)} end", "", "550 5.7.1 500001 500001" },
+	{ "the pattern steps are the handler call's, not each call's",
+	    "function connect() local s = string.rep(\"a\", 3000) "
+	    "while true do pcall(string.find, s, \".-.-.-.-b\") end end",
+	    "", "451 4.3.0" },
+	{ "sorting long strings is charged by their length",
+	    "function connect() local s, t = string.rep(\"a\", 100000), {} "
+	    "for i = 1, 100000 do t[i] = s end table.sort(t) end", "",
+	    "451 4.3.0" },
+	{ "sorting short strings is not refused",
+	    "function connect() local t = {} for i = 1, 10000 do "
+	    "t[i] = string.format(\"%08d\", (i * 7919) % 10007) end "
+	    "table.sort(t) return {\"reject\", 550, \"5.7.1\", t[1] .. t[10000]} "
+	    "end", "", "550 5.7.1 0000000100010006" },
 	{ "allocating without end hits the memory cap",
 	    "function connect() local t = {} local i = 0 while true do "
 	    "i = i + 1 t[i] = string.rep(\"x\", 4096) .. i end end",
