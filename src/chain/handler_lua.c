@@ -11,6 +11,7 @@
 #include "chain/chain_private.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chain/lua_pattern.h"
 #include "config/config.h"
@@ -102,40 +104,75 @@ hlua_state_set(lua_State *L)
 	return 1;
 }
 
-/* The eom line iterator: a FILE in a userdata.  [-0, +1, e] */
+/*
+ * The eom line iterator over the message file, in a userdata (counted in
+ * the state's memory).  It keeps no descriptor: a script may keep any
+ * number of iterators, so each read of the next chunk opens the file and
+ * closes it again.
+ */
+struct hlua_flines {
+	off_t		off;		/* of buf[0] in the file */
+	size_t		pos, len;	/* buf[pos..len) not yet returned */
+	bool		eof;
+	char		buf[8192];
+	char		path[];		/* the message's file */
+};
+
+/* The next chunk of the file into fl->buf; -1 when it cannot be read. */
+static int
+hlua_flines_fill(struct hlua_flines *fl)
+{
+	int fd = open(fl->path, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+
+	if (fd == -1)
+		return -1;
+	got = pread(fd, fl->buf, sizeof(fl->buf), fl->off + (off_t)fl->len);
+	close(fd);
+	if (got == -1)
+		return -1;
+	fl->off += (off_t)fl->len;
+	fl->pos = 0;
+	fl->len = (size_t)got;
+	fl->eof = got == 0;
+	return 0;
+}
+
+/* The next line, without its LF (at most HLUA_LINE_MAX).  [-0, +1, e] */
 static int
 hlua_lines_next(lua_State *L)
 {
-	FILE **fp = luaL_checkudata(L, lua_upvalueindex(1), "postern.file");
+	struct hlua_flines *fl = luaL_checkudata(L, lua_upvalueindex(1),
+	    "postern.file");
+	const char *now = chain_session_message_file(hlua_cs(L));
 	luaL_Buffer b;
 	size_t n = 0;
-	int ch = EOF;
 
-	if (*fp == NULL)
+	/* Kept past its message: that message is gone, so is the iterator. */
+	if (fl->eof || now == NULL || strcmp(now, fl->path) != 0)
 		return 0;
 	luaL_buffinit(L, &b);			/* [buf?] */
-	while (n < HLUA_LINE_MAX && (ch = getc(*fp)) != EOF && ch != '\n') {
-		luaL_addchar(&b, (char)ch);
-		n++;
-	}
-	if (ch == EOF && n == 0) {
-		fclose(*fp);
-		*fp = NULL;
-		return 0;
+	for (;;) {
+		if (fl->pos == fl->len && hlua_flines_fill(fl) == -1)
+			return luaL_error(L, "cannot read the message");
+		if (fl->eof) {
+			if (n == 0)
+				return 0;
+			break;
+		}
+		size_t take = fl->len - fl->pos < HLUA_LINE_MAX - n ?
+		    fl->len - fl->pos : HLUA_LINE_MAX - n;
+		const char *p = fl->buf + fl->pos, *nl = memchr(p, '\n', take);
+		if (nl != NULL)
+			take = (size_t)(nl - p);
+		luaL_addlstring(&b, p, take);
+		fl->pos += take + (nl != NULL ? 1 : 0);
+		n += take;
+		if (nl != NULL || n == HLUA_LINE_MAX)
+			break;
 	}
 	luaL_pushresult(&b);			/* [line] */
 	return 1;
-}
-
-static int
-hlua_file_gc(lua_State *L)
-{
-	FILE **fp = luaL_checkudata(L, 1, "postern.file");
-
-	if (*fp != NULL)
-		fclose(*fp);
-	*fp = NULL;
-	return 0;
 }
 
 /* The eom line iterator over the message in memory.  [-0, +1, e] */
@@ -173,7 +210,7 @@ hlua_lines(lua_State *L)
 	const char *path = chain_session_message_file(cs);
 	size_t len;
 	uint64_t serial;
-	FILE **fp;
+	struct hlua_flines *fl;
 
 	if (path == NULL) {
 		if (chain_session_message_mem(cs, &len, &serial) == NULL)
@@ -185,12 +222,11 @@ hlua_lines(lua_State *L)
 		lua_pushcclosure(L, hlua_mlines_next, 1);	/* [iter] */
 		return 1;
 	}
-	fp = lua_newuserdatauv(L, sizeof(*fp), 0);	/* [ud] */
-	*fp = NULL;
+	len = strlen(path);
+	fl = lua_newuserdatauv(L, sizeof(*fl) + len + 1, 0);	/* [ud] */
+	memset(fl, 0, sizeof(*fl));
+	memcpy(fl->path, path, len + 1);
 	luaL_setmetatable(L, "postern.file");
-	*fp = fopen(path, "re");
-	if (*fp == NULL)
-		return luaL_error(L, "cannot open the message");
 	lua_pushcclosure(L, hlua_lines_next, 1);		/* [iter] */
 	return 1;
 }
@@ -221,12 +257,7 @@ hlua_open_tramp(lua_State *L)
 	luaL_openlibs(L);				/* [] */
 	chain_lua_bound_patterns(L, (uint64_t)li->budget *
 	    CHAIN_LUA_PATTERN_STEPS);
-	if (luaL_newmetatable(L, "postern.file")) {	/* [mt] */
-		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
-		lua_setfield(L, -2, "__gc");		/* [mt] */
-		lua_pushcfunction(L, hlua_file_gc);	/* [mt gc] */
-		lua_setfield(L, -2, "__close");		/* [mt] */
-	}
+	luaL_newmetatable(L, "postern.file");		/* [mt] */
 	lua_pop(L, 1);					/* [] */
 	luaL_newmetatable(L, "postern.mlines");		/* [mt] */
 	lua_pop(L, 1);					/* [] */

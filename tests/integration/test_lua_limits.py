@@ -12,6 +12,7 @@ goes on being delivered.
 """
 
 import os
+import re
 import time
 
 import pytest
@@ -87,3 +88,78 @@ def test_library_call_ends_within_run_time(limits_server, how, code, esc,
     if why is not None:
         wait_for(lambda: handler_whys(srv), what="the handler's error")
         assert why in handler_whys(srv)[0], handler_whys(srv)
+
+
+LINES_LUA = r'''
+keep = keep or {}
+function eom(f, state)
+  local path = f.message  -- names the message: lines come from its file
+  if f.sender == "hoard@example.org" then
+    for i = 1, 200 do
+      local it = f.lines()
+      it()
+      keep[#keep + 1] = it
+    end
+    return {"tag", "kept", tostring(#keep)}
+  end
+  local n, long = 0, {}
+  for line in f.lines() do
+    n = n + 1
+    if #line > 900 then long[#long + 1] = #line end
+  end
+  return {"tag", "lines", n .. ":" .. table.concat(long, ",") .. ":" ..
+    tostring(keep[1] and keep[1]())}
+end
+'''
+
+def iterator_lines(data):
+    """The lengths of the lines f.lines() gives for a file of data (lines
+    under its 65536 octets: SMTP's are)."""
+    return [len(l) for l in data.split(b"\n")[:-1]]
+
+
+def test_kept_line_iterators_hold_no_descriptor(make_postern, tmp_path):
+    """A script that keeps every line iterator it makes (a thousand,
+    each read once) leaves the server's descriptor count where it was;
+    other mail is delivered, its lines all read, and an iterator kept
+    from an earlier message reads nothing more."""
+    (tmp_path / "lines.lua").write_text(LINES_LUA)
+    srv = make_postern(config=make_config(["workers 1",
+        'on eom { lua "%s" }' % (tmp_path / "lines.lua")]))
+
+    def fds():
+        return len(os.listdir("/proc/%d/fd" % srv.proc.pid))
+
+    def send(sender, body):
+        with srv.session() as c:
+            c.hello()
+            c.send("MAIL FROM:<%s>" % sender); c.expect(250)
+            c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+            c.send("DATA"); c.expect(354)
+            c.send_raw(b"Subject: lines\r\n\r\n" + body + b"\r\n.\r\n")
+            c.expect(250)
+
+    send("a@example.org", b"warm up")
+    wait_for(lambda: len(srv.maildir("bob")) == 1, what="the first delivery")
+    before = fds()
+    for i in range(5):
+        send("hoard@example.org", b"line %d\r\nmore" % i)
+        wait_for(lambda: "tx.kept=%d" % (200 * (i + 1)) in srv.log(),
+            what="the script's kept iterators")
+    assert fds() < before + 20, (before, fds())
+    # Lines across the iterator's reads of the file, 8 KiB at a time.
+    send("a@example.org", b"short\r\n" + b"".join(b"%03d%s\r\n" %
+        (i, b"x" * (900 + i)) for i in range(40)) + b"last")
+    wait_for(lambda: srv.log().count("tx.lines=") == 2 and
+        len(srv.maildir("bob")) == 7, what="the deliveries")
+    for path in srv.maildir("bob"):
+        with open(path, "rb") as f:
+            if b"\nlast" in f.read():
+                with open(path, "rb") as g:
+                    data = g.read()
+    # The script read the spooled message: all but our Return-Path.
+    want = iterator_lines(data.split(b"\n", 1)[1])
+    got = re.findall(r'tx\.lines=([^\s"]+)', srv.log())[-1]
+    assert got == "%d:%s:nil" % (len(want), ",".join(str(n) for n in want
+        if n > 900)), (got, want)
+    assert fds() < before + 20, (before, fds())
