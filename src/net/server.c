@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -517,6 +518,23 @@ net_signals_reset(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/*
+ * The spool's files are 0600 in 0700 folders, but a spool folder others
+ * may enter shows them the queue ids, the lock and the state store's name.
+ * One the server makes is 0700; one an admin made otherwise is left as
+ * it is (a package may set its mode), with a word at each start.
+ */
+static void
+net_spool_mode_check(const char *spool)
+{
+	struct stat st;
+
+	if (stat(spool, &st) == 0 && (st.st_mode & 077) != 0)
+		log_msg(LOG_LVL_WARN, "spool %s is mode %03o: other local "
+		    "users may look into it; make it 0700 (chmod 0700 %s)",
+		    spool, (unsigned)(st.st_mode & 0777), spool);
+}
+
 struct net_server *
 net_server_new(const char *config_path, struct config *cfg,
     const char *pid_file)
@@ -602,6 +620,7 @@ net_server_new(const char *config_path, struct config *cfg,
 	/* One server per spool: a second one would deliver the same mail. */
 	if (spool_lock(srv->spool, &err) == -1)
 		fatal("%s", err);
+	net_spool_mode_check(cfg->spool);
 	/* What the log holds is made good before any client is served. */
 	if (spool_log_open(srv->spool, cfg->spool_log_size, &err) == -1)
 		fatal("%s", err);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -400,6 +401,37 @@ store_sqlite_wake_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * The database and the files SQLite keeps beside it, which it makes with
+ * the database's mode (-wal, -shm), hold addresses: they are for the
+ * server's user alone.  The database is made 0600 here, before SQLite
+ * would make it 0644, and one that others may read is made private, or
+ * warned about when that fails.
+ */
+static void
+sq_db_private(const char *path)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		char *p = xasprintf("%s%s", path, suffix[i]);
+		int fd = open(p, i == 0 ? O_RDWR | O_CREAT | O_CLOEXEC :
+		    O_RDONLY | O_CLOEXEC, 0600);
+
+		/* What cannot be opened here, SQLite reports. */
+		if (fd != -1 && fstat(fd, &st) == 0 &&
+		    (st.st_mode & 077) != 0 &&
+		    fchmod(fd, st.st_mode & 0700) == -1)
+			log_msg(LOG_LVL_WARN, "state store: %s is mode %03o, "
+			    "which other users may read: chmod(0600): %s", p,
+			    (unsigned)(st.st_mode & 0777), strerror(errno));
+		if (fd != -1)
+			close(fd);
+		free(p);
+	}
+}
+
 /* The database at path, opened and its thread started. */
 static struct sq_db *
 sq_db_open(const char *path, const char **err_out)
@@ -407,6 +439,7 @@ sq_db_open(const char *path, const char **err_out)
 	struct sq_db *d = xcalloc(1, sizeof(*d));
 	pthread_condattr_t ca;
 
+	sq_db_private(path);
 	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		log_msg(LOG_LVL_ERROR, "state store: open %s: %s", path,

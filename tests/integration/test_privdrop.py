@@ -659,3 +659,38 @@ def test_a_folder_owners_share_is_roots_and_failures_name_the_folder(
         assert len(os.listdir(new)) == 1
     assert got == ("deferred", "as pstnann: lstat(%s/pstnann): Permission "
         "denied" % srv.path("locked", "inner"))
+
+@pytest.mark.parametrize("existing", [False, True],
+    ids=["made", "left-readable"])
+def test_the_state_store_is_the_users_alone(make_dropped, existing):
+    """The state store holds addresses (greylist triplets).  With the spool
+    folder 0755 (as `install -d` makes it) and umask 0, the database and
+    the files SQLite keeps beside it are 0600, whether the server makes it
+    or finds one others may read; the start warns about the folder."""
+    uid, _ = ids()
+    srv = make_dropped(["on rcpt { greylist delay 2m }"], start=False)
+    spool = srv.path("spool")
+    os.chmod(spool, 0o755)
+    if existing:
+        db = os.path.join(spool, "state.db")
+        open(db, "wb").close()
+        os.chown(db, *ids())
+        os.chmod(db, 0o644)
+    old = os.umask(0)
+    try:
+        srv.start()
+    finally:
+        os.umask(old)
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<secret@corp.example>"); c.expect(250)
+        c.send("RCPT TO:<bob@localhost>"); c.expect(451, "4.7.1")
+    names = ("state.db", "state.db-wal", "state.db-shm")
+    wait_for(lambda: all(os.path.exists(os.path.join(spool, n))
+        for n in names), what="the state store and its -wal, -shm")
+    got = {n: (oct(os.stat(os.path.join(spool, n)).st_mode & 0o777),
+        os.stat(os.path.join(spool, n)).st_uid) for n in names}
+    assert got == {n: ("0o600", uid) for n in names}, got
+    assert "warn spool %s is mode 755: other local users may look into " \
+        "it; make it 0700" % spool in srv.log(), srv.log()[-2000:]
+
