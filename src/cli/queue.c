@@ -600,9 +600,13 @@ cli_queue(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
+	/* Or one of its folders (a spool folder others may enter). */
 	if ((sp = spool_open(cfg->spool, &err)) == NULL) {
-		fprintf(stderr, "postern queue: spool %s: %s\n", cfg->spool,
-		    err);
+		if (errno == EACCES || errno == EPERM)
+			cli_spool_denied("postern queue", cfg->spool, err, "");
+		else
+			fprintf(stderr, "postern queue: spool %s: %s\n",
+			    cfg->spool, err);
 		config_free(&cfg);
 		return 1;
 	}

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -567,6 +568,26 @@ send_route(struct send_ctx *x)
 }
 
 /*
+ * The refusal of a user who may not use spool (err: the call refused).  No
+ * mode of the spool folder changes that (its control socket and folders
+ * are its owner's alone), so the hint names the owner, not the mode.
+ */
+static void
+send_denied(const char *spool, const char *err)
+{
+	struct stat st;
+	struct passwd *pw = stat(spool, &st) == 0 ? getpwuid(st.st_uid) :
+	    NULL;
+	char tail[256];
+
+	(void)util_snprintf(tail, sizeof(tail), "; no other user may submit, "
+	    "whatever the spool's mode%s%s%s; the message was not queued",
+	    pw != NULL ? " (sudo -u " : "", pw != NULL ? pw->pw_name : "",
+	    pw != NULL ? " postern send ...)" : "");
+	cli_spool_denied("postern send", spool, err, tail);
+}
+
+/*
  * Only a running server delivers what lands in its spool: ask it on its
  * control socket before writing anything, or a spool no server reads would
  * keep an acknowledged message forever.  0 or EX_TEMPFAIL.
@@ -583,9 +604,7 @@ send_check_server(const struct send_ctx *x)
 	}
 	/* A server may well run there: this user may not use its spool. */
 	if (errno == EACCES || errno == EPERM)
-		cli_spool_denied("postern send", x->cfg->spool, err,
-		    "; other users need write access to the spool; the "
-		    "message was not queued");
+		send_denied(x->cfg->spool, err);
 	else
 		fprintf(stderr, "postern send: no postern server is running "
 		    "on the spool %s (%s); the message was not queued\n",

@@ -117,6 +117,7 @@ struct spool *
 spool_open(const char *dir, const char **err_out)
 {
 	struct spool *sp = xcalloc(1, sizeof(*sp));
+	int err;
 
 	sp->dir = xstrdup(dir);
 	sp->lock_fd = -1;
@@ -152,7 +153,9 @@ spool_open(const char *dir, const char **err_out)
 	sp->ordered = util_fs_ordered(sp->fd[SUB_MSG], NULL);
 	return sp;
 fail:
+	err = errno;	/* a refusal is told apart from other trouble */
 	spool_close(&sp);
+	errno = err;
 	return NULL;
 }
 

@@ -74,7 +74,10 @@ void	spool_env_clear(struct spool_env *e);
 struct spool;
 struct spool_msg;
 
-/* Open (and create) the spool folder.  NULL with *err_out on failure. */
+/*
+ * Open (and create) the spool folder.  NULL with *err_out and errno (the
+ * failed call's) on failure.
+ */
 struct spool *spool_open(const char *dir, const char **err_out);
 void	spool_close(struct spool **sp);
 /*

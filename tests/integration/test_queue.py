@@ -557,14 +557,18 @@ def test_send_full_name_is_a_7bit_display_name(postern):
     assert got == {i: name.strip() for i, name in enumerate(names)}, got
 
 
+@pytest.mark.parametrize("mode", [0o700, 0o777])
 def test_send_by_a_user_without_access_to_the_spool(public_dir, sysuser,
-        make_postern):
+        make_postern, mode):
     """A user who may not use the spool (it is 0700 for the server's
     user) while a server runs there is told that, not that no server
-    runs; nothing is queued and the exit is 75, to try again."""
+    runs; nothing is queued and the exit is 75, to try again.  Write access
+    to the spool folder would not help (its socket and folders are its
+    owner's): the hint names who may submit instead."""
     pw = sysuser("pstnsend", "Send pw 1")
     srv = wired(make_postern(at=public_dir))
     os.chmod(srv.conf, 0o644)
+    os.chmod(srv.path("spool"), mode)
     r = subprocess.run([binary(), "send", "-C", srv.conf, "bob@example.org"],
         input=b"Subject: x\n\nbody\n", stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, timeout=10, user=pw.pw_uid, group=pw.pw_gid,
@@ -573,6 +577,10 @@ def test_send_by_a_user_without_access_to_the_spool(public_dir, sysuser,
     assert r.returncode == 75, (r.returncode, r.stderr)
     assert b"access to the spool %s was denied" % srv.path("spool").encode() \
         in r.stderr, r.stderr
+    assert r.stderr.endswith(b": run postern send as the spool's owner or "
+        b"as root; no other user may submit, whatever the spool's mode "
+        b"(sudo -u root postern send ...); the message was not queued\n"), \
+        r.stderr
     assert b"no postern server" not in r.stderr, r.stderr
     assert spool_empty(srv) and srv.maildir("bob") == []
 
@@ -593,6 +601,28 @@ def test_queue_by_a_user_without_access_to_the_spool(public_dir, sysuser,
             "postern queue: access to the spool %s was denied (%s: "
             "Permission denied): run postern queue as the spool's owner or "
             "as root\n" % (spool, spool)), (verb, r)
+    assert srv.alive()
+
+
+def test_queue_by_a_user_on_a_spool_folder_others_may_enter(public_dir,
+        sysuser, make_postern):
+    """A spool folder of 0755 (what `install -d` makes) lets another user
+    in, but not into its 0700 folders: every command is refused in the
+    same words as on a 0700 spool, naming the folder it could not open."""
+    pw = sysuser("pstnqueue", "Queue pw 1")
+    srv = wired(make_postern(at=public_dir))
+    os.chmod(srv.conf, 0o644)
+    spool = srv.path("spool")
+    os.chmod(spool, 0o755)
+    for verb in (["list"], ["flush"], ["hold", "1xach90jvR000fbwY"]):
+        r = subprocess.run([binary(), "queue", "-c", srv.conf] + verb,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=10, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+        assert (r.returncode, r.stdout) == (1, ""), (verb, r)
+        assert re.fullmatch(r"postern queue: access to the spool %s was "
+            r"denied \(open\(%s/[a-z]+\): Permission denied\): run postern "
+            r"queue as the spool's owner or as root\n" % (re.escape(spool),
+            re.escape(spool)), r.stderr), (verb, r.stderr)
     assert srv.alive()
 
 
