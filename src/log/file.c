@@ -27,6 +27,7 @@ static char		*log_path;		/* owned, NULL: stderr (mu) */
 static _Atomic uint64_t	 log_size_max;		/* 0: no rotation */
 static unsigned		 log_keep;		/* PATH.1 .. PATH.keep */
 static _Atomic uint64_t	 log_size;		/* octets in the file now */
+static bool		 log_made;		/* the open file is ours (mu) */
 
 int
 log_out_fd(void)
@@ -39,9 +40,12 @@ static int
 log_file_install(const char *path, const char **err_out)
 {
 	struct stat st;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-	    O_NOFOLLOW, 0640);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL |
+	    O_CLOEXEC | O_NOFOLLOW, 0640);
+	bool made = fd != -1;
 
+	if (fd == -1 && errno == EEXIST)
+		fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
 	if (fd == -1 || fstat(fd, &st) == -1) {
 		*err_out = util_err("log file %s: %s", path, strerror(errno));
 		if (fd != -1)
@@ -55,6 +59,7 @@ log_file_install(const char *path, const char **err_out)
 		close(fd);
 	}
 	atomic_store(&log_size, (uint64_t)st.st_size);
+	log_made = made;
 	return 0;
 }
 
@@ -101,6 +106,31 @@ log_file_reopen(const char **err_out)
 	pthread_mutex_lock(&log_file_mu);
 	if (log_path != NULL)
 		rc = log_file_install(log_path, err_out);
+	pthread_mutex_unlock(&log_file_mu);
+	return rc;
+}
+
+int
+log_file_give(uid_t uid, gid_t gid, const char **err_out)
+{
+	struct stat st;
+	int rc = 0;
+
+	pthread_mutex_lock(&log_file_mu);
+	if (log_path == NULL || fstat(log_out_fd(), &st) == -1 ||
+	    st.st_uid == uid)
+		;	/* nothing to give */
+	else if (!log_made) {
+		*err_out = util_err("log file %s belongs to uid %u, not to the "
+		    "user postern runs as (uid %u): reopening it (SIGUSR1, "
+		    "logrotate) and rotating it will fail; chown it to that "
+		    "user", log_path, (unsigned)st.st_uid, (unsigned)uid);
+		rc = -1;
+	} else if (fchown(log_out_fd(), uid, gid) == -1) {
+		*err_out = util_err("log file: fchown(%s): %s", log_path,
+		    strerror(errno));
+		rc = -1;
+	}
 	pthread_mutex_unlock(&log_file_mu);
 	return rc;
 }

@@ -34,6 +34,14 @@ bool	log_has_file(void);
  * without a log file 0, and nothing is done.
  */
 int	log_file_reopen(const char **err_out);
+/*
+ * Before a privilege drop to uid:gid: the log file this process made is
+ * given to them, so that a reopen or rotation after the drop works.  0
+ * (also without a log file, or one uid owns already); -1 with *err_out
+ * when the file is someone else's and was there before (it is left as it
+ * is) or the fchown failed.
+ */
+int	log_file_give(uid_t uid, gid_t gid, const char **err_out);
 /* Lines a failed write lost (a full disk) since the start. */
 uint64_t log_lines_lost(void);
 void	log_set_level(enum log_level min);

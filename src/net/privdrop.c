@@ -18,6 +18,7 @@
 int
 net_drop_privileges(const char *user, const char *group, const char **err_out)
 {
+	const char *why = NULL;
 	uid_t uid;
 	gid_t gid;
 
@@ -31,6 +32,9 @@ net_drop_privileges(const char *user, const char *group, const char **err_out)
 		    "root", user);
 		return -1;
 	}
+	/* A log file made by this start is the user's, as a reopen's is. */
+	if (log_file_give(uid, gid, &why) == -1)
+		log_msg(LOG_LVL_WARN, "%s", why);
 	if (setgroups(0, NULL) == -1 || setresgid(gid, gid, gid) == -1 ||
 	    setresuid(uid, uid, uid) == -1) {
 		*err_out = util_err("dropping to %s: %s", user,

@@ -8,13 +8,15 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 
 import pytest
 
 from conftest import (unverified_context, HOST, Client, Server, binary, machine_lacks,
-    log_events, make_config, needs, plain, proc_status, read_bytes, run_cli,
+    log_events, make_config, needs, plain, proc_status, read_bytes, read_log,
+    run_cli,
     send_message, split_delivered, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
@@ -694,3 +696,48 @@ def test_the_state_store_is_the_users_alone(make_dropped, existing):
     assert "warn spool %s is mode 755: other local users may look into " \
         "it; make it 0700" % spool in srv.log(), srv.log()[-2000:]
 
+
+def dropped_with_log_file(make_dropped):
+    """A server dropping to nobody, logging to log/postern.log in a folder
+    of nobody's (as docs/deploy.md says); not started."""
+    uid, gid = ids()
+    srv = make_dropped(start=False)
+    os.mkdir(srv.path("log"))
+    os.chown(srv.path("log"), uid, gid)
+    os.chmod(srv.path("log"), 0o750)
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        "log file {tmp}/log/postern.log"]))
+    os.chmod(srv.conf, 0o644)
+    return srv, srv.path("log", "postern.log")
+
+
+def test_the_log_file_made_at_start_is_the_users(make_dropped):
+    """The log file, made as root before the drop, is given to the user,
+    so that SIGUSR1 (logrotate) can open it again after the drop."""
+    uid, gid = ids()
+    srv, log = dropped_with_log_file(make_dropped)
+    srv.start()
+    wait_for(lambda: "postern started" in read_log(log), what="the start")
+    st = os.stat(log)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, 0o640), \
+        (st.st_uid, st.st_gid, oct(st.st_mode))
+    srv.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "SIGUSR1" in read_log(log) or
+        "log file reopened" in read_log(log), what="the reopen")
+    assert "error SIGUSR1" not in read_log(log), read_log(log)[-2000:]
+    assert "log file reopened" in read_log(log)
+
+
+def test_a_log_file_of_roots_found_at_start_is_warned_about(make_dropped):
+    """A log file root made before (an older start, an admin): left as it
+    is, with a warning that a reopen after the drop will fail."""
+    srv, log = dropped_with_log_file(make_dropped)
+    open(log, "w").close()
+    os.chmod(log, 0o640)
+    srv.start()
+    wait_for(lambda: "postern started" in read_log(log), what="the start")
+    assert "warn log file %s belongs to uid 0, not to the user postern " \
+        "runs as (uid %d): reopening it (SIGUSR1, logrotate) and rotating " \
+        "it will fail; chown it to that user" % (log, ids()[0]) \
+        in read_log(log), read_log(log)[-2000:]
+    assert os.stat(log).st_uid == 0
