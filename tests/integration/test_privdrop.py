@@ -16,8 +16,7 @@ import pytest
 
 from conftest import (unverified_context, HOST, Client, Server, binary, machine_lacks,
     log_events, make_config, needs, plain, proc_status, read_bytes, read_log,
-    run_cli,
-    send_message, split_delivered, wait_for)
+    run_cli, send_message, split_delivered, wait_for)
 
 pytestmark = needs(os.geteuid() == 0,
     "root, which the privilege drop needs (run the suite as root)")
