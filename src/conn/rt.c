@@ -261,7 +261,7 @@ conn_rt_build_tls(struct conn_rt_build *b)
 /*
  * The runtime of every action whose kind needs one (tables opened now).
  * Checking, a kind that can check its action without making anything
- * does that instead.
+ * does that instead; a kind with no runtime is checked in both cases.
  */
 static void
 conn_rt_build_actions(struct conn_rt_build *b)
@@ -278,7 +278,7 @@ conn_rt_build_actions(struct conn_rt_build *b)
 
 		if (k == NULL)
 			continue;
-		if (b->check && k->check != NULL)
+		if (k->check != NULL && (b->check || k->open == NULL))
 			rc = k->check(cfg, a, &err);
 		else if (k->open != NULL && (rt->runtimes[i] = k->open(cfg, a,
 		    &err)) == NULL)

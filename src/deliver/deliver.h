@@ -676,8 +676,9 @@ struct deliver_kind {
 	/*
 	 * Optional: what open would find wrong (files that do not load,
 	 * programs that do not run), without starting or making anything;
-	 * "postern check" calls it instead of open (conn_rt_check).  0, or
-	 * -1 with *err_out.
+	 * "postern check" calls it instead of open (conn_rt_check), and a
+	 * start or reload calls it for a kind without open.  0, or -1 with
+	 * *err_out.
 	 */
 	int			(*check)(const struct config *c,
 				    const struct config_action *a,

@@ -113,6 +113,10 @@ int	deliver_agent_check(const struct config *c,
 	    const struct config_action *a, const char **err_out);
 int	deliver_pipe_check(const struct config *c,
 	    const struct config_action *a, const char **err_out);
+int	deliver_maildir_check(const struct config *c,
+	    const struct config_action *a, const char **err_out);
+/* The uid and gid of user; false when there is no such user (prog.c). */
+bool	deliver_uid_of(const char *user, uid_t *uid_out, gid_t *gid_out);
 
 /*
  * content.c: a message's content as DATA, for the SMTP and LMTP clients.

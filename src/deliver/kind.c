@@ -112,7 +112,7 @@ kind_remote(void *runtime, const char *arg, const struct deliver_msg *m,
 
 static const struct deliver_kind deliver_kinds[] = {
 	{ CONFIG_ACTION_MAILDIR, true, DELIVER_ALONE, NULL, NULL,
-	    kind_maildir, deliver_maildir_copies, NULL },
+	    kind_maildir, deliver_maildir_copies, deliver_maildir_check },
 	{ CONFIG_ACTION_DISCARD, true, DELIVER_ALONE, NULL, NULL,
 	    kind_discard, NULL, NULL },
 	{ CONFIG_ACTION_RELAY, KIND_REMOTE(DELIVER_ONE_TXN) },

@@ -649,3 +649,30 @@ deliver_maildir(const char *folder, const struct deliver_msg *m,
 		*err_out = util_err("%s", st.text);
 	return st.result;
 }
+
+/*
+ * "as USER" names an account the helper can deliver as: one that exists
+ * and is not root under any name (uid 0), which it refuses at each
+ * delivery; an owner from a passwd table is looked up then.
+ */
+int
+deliver_maildir_check(const struct config *c, const struct config_action *a,
+    const char **err_out)
+{
+	uid_t uid;
+	gid_t gid;
+
+	(void)c;
+	if (a->owner == NULL)
+		return 0;
+	if (!deliver_uid_of(a->owner, &uid, &gid)) {
+		*err_out = util_err("as %s: no such user", a->owner);
+		return -1;
+	}
+	if (uid == 0) {
+		*err_out = util_err("as %s: uid 0 is root, which a Maildir is "
+		    "never delivered as", a->owner);
+		return -1;
+	}
+	return 0;
+}

@@ -57,9 +57,8 @@ struct prog_cred {
 	gid_t	 gid;		/* also the one supplementary group */
 };
 
-/* The uid and gid of user; false when there is no such user. */
-static bool
-prog_uid_of(const char *user, uid_t *uid_out, gid_t *gid_out)
+bool
+deliver_uid_of(const char *user, uid_t *uid_out, gid_t *gid_out)
 {
 	struct passwd pw, *res = NULL;
 	char buf[4096];
@@ -100,14 +99,14 @@ prog_cred_get(const char *user, const char *server_user, struct prog_cred *cr,
 	memset(cr, 0, sizeof(*cr));
 	if (user == NULL)
 		return 0;
-	if (!prog_uid_of(user, &uid, &gid)) {
+	if (!deliver_uid_of(user, &uid, &gid)) {
 		*err_out = util_err("no such user \"%s\"", user);
 		return -1;
 	}
 	if (geteuid() != 0) {
 		if (uid == geteuid())
 			return 0;	/* already that user */
-		if (server_user != NULL && (!prog_uid_of(server_user, &suid,
+		if (server_user != NULL && (!deliver_uid_of(server_user, &suid,
 		    &sgid) || suid != geteuid()))
 			server_user = NULL;	/* not what we dropped to */
 		*err_out = prog_no_root(user, server_user);
@@ -592,7 +591,7 @@ deliver_prog_check(const char *path, const char *user,
 	if (util_account_ids(server_user, server_group, &who.uid, &who.gid,
 	    &err) == -1)
 		return 0;	/* the "user" statement's own error */
-	if (user != NULL && !prog_uid_of(user, &uid, &gid)) {
+	if (user != NULL && !deliver_uid_of(user, &uid, &gid)) {
 		*err_out = util_err("no such user \"%s\"", user);
 		return -1;
 	}

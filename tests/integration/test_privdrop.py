@@ -740,3 +740,55 @@ def test_a_log_file_of_roots_found_at_start_is_warned_about(make_dropped):
         "it will fail; chown it to that user" % (log, ids()[0]) \
         in read_log(log), read_log(log)[-2000:]
     assert os.stat(log).st_uid == 0
+
+@pytest.fixture
+def root_alias():
+    """A second account with uid 0 ("pstntoor"), removed afterwards."""
+    name = "pstntoor"
+    subprocess.run(["userdel", "-f", name], capture_output=True)
+    r = subprocess.run(["useradd", "-o", "-u", "0", "-g", "0", "-M", "-d",
+        "/root", "-s", "/usr/sbin/nologin", name], capture_output=True,
+        text=True)
+    if r.returncode != 0:
+        machine_lacks("useradd for a uid 0 account: %s" % r.stderr)
+    yield name
+    subprocess.run(["userdel", "-f", name], capture_output=True)
+
+
+def test_maildir_as_an_unusable_account_is_refused(make_dropped,
+        root_alias):
+    """`maildir ... as USER` names an account the Maildir can be written
+    as: one that does not exist, or root under another name (uid 0), is
+    refused by check, by the start and by a reload, as `as root` is,
+    rather than taking mail that could never be delivered."""
+    srv = make_dropped(start=False, extra=[
+        'action ghost maildir "{tmp}/mail/ghost/Maildir" as pstn-no-such',
+        'action toor maildir "{tmp}/mail/toor/Maildir" as %s' % root_alias,
+        "match to domain ghost.example action ghost",
+        "match to domain toor.example action toor"])
+    with open(srv.conf) as f:
+        text = f.read()
+    at = {n: i for i, l in enumerate(text.splitlines(), 1)
+          for n in ("ghost", "toor") if l.startswith("action " + n + " ")}
+    r = run_cli("check", "-c", srv.conf)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "%s:%d: action ghost: as pstn-no-such: no such user" % (
+        srv.conf, at["ghost"]) in out, out
+    assert "%s:%d: action toor: as %s: uid 0 is root" % (srv.conf,
+        at["toor"], root_alias) in out, out
+    r = run_cli("run", "-c", srv.conf, cwd=srv.dir, timeout=15)
+    assert r.returncode == 1 and "as pstn-no-such: no such user" in \
+        r.stderr, r.stderr
+
+    good = text.replace("as pstn-no-such", "as " + USER).replace(
+        "as " + root_alias, "as " + USER)
+    srv.write_config(good)
+    srv.start()
+    srv.write_config(text)
+    srv.sighup()
+    wait_for(lambda: "reload failed" in srv.log(), 10,
+        what="the reload refused")
+    assert "action ghost: as pstn-no-such: no such user" in srv.log(), \
+        srv.log()[-2000:]
+    assert srv.alive()
