@@ -487,6 +487,13 @@ const struct config_table *config_table_find(const struct config *c,
 	    const char *name);
 const struct config_upstream *config_upstream_find(const struct config *c,
 	    const char *name);
+/*
+ * Whether a maildir path, a template or a table's value, fits action a:
+ * one that starts with ~ needs an owner (whose home it is), and with one
+ * it must be absolute or start with ~.  -1 with *why_out (static text).
+ */
+int	config_maildir_path_check(const struct config_action *a,
+	    const char *path, const char **why_out);
 /* True when the config delivers or authenticates through the privileged
  * helper ("auth pam", a maildir action with "as"). */
 bool	config_needs_priv(const struct config *c);

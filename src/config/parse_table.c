@@ -497,6 +497,25 @@ cfg_st_maildir_root(struct cfg_parser *p, const struct cfg_line *ln)
 	}
 }
 
+int
+config_maildir_path_check(const struct config_action *a, const char *path,
+    const char **why_out)
+{
+	bool owned = a->owner != NULL || a->owner_table != NULL;
+
+	if (path[0] == '~' && !owned) {
+		*why_out = "a path starting with ~ needs \"as USER\" or "
+		    "\"as <TABLE>\" (whose home it is)";
+		return -1;
+	}
+	if (path[0] != '/' && path[0] != '~' && owned) {
+		*why_out = "a maildir delivered as its owner needs an "
+		    "absolute path or ~";
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * The rest of "action NAME maildir PATH|<TABLE> [as USER|<TABLE>]" from
  * toks[3]; the template is checked by check_fn.  0, or -1 after reporting.
@@ -505,7 +524,7 @@ int
 cfg_action_maildir(struct cfg_parser *p, const struct cfg_line *ln,
     struct config_action *a, int (*check_fn)(const char *, char **))
 {
-	const char *name = ln->toks[1].text, *path;
+	const char *name = ln->toks[1].text, *path, *owner_why;
 	char *why, *what = xasprintf("action %s", name);
 	int rc = -1;
 
@@ -548,16 +567,9 @@ cfg_action_maildir(struct cfg_parser *p, const struct cfg_line *ln,
 		} else
 			a->owner = xstrdup(o);
 	}
-	if (a->path != NULL && a->path[0] == '~' && a->owner == NULL &&
-	    a->owner_table == NULL) {
-		cfg_err(p, ln->lineno, "%s: a path starting with ~ needs "
-		    "\"as USER\" or \"as <TABLE>\" (whose home it is)", what);
-		goto out;
-	}
-	if (a->path != NULL && a->path[0] != '/' && a->path[0] != '~' &&
-	    (a->owner != NULL || a->owner_table != NULL)) {
-		cfg_err(p, ln->lineno, "%s: a maildir delivered as its owner "
-		    "needs an absolute path or ~", what);
+	if (a->path != NULL && config_maildir_path_check(a, a->path,
+	    &owner_why) == -1) {
+		cfg_err(p, ln->lineno, "%s: %s", what, owner_why);
 		goto out;
 	}
 	rc = 0;

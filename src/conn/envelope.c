@@ -108,7 +108,8 @@ conn_rcpt_refused(struct conn *c, const char *safe, enum conn_rcpt_from from,
 
 	/* What the configuration or a backend must fix: the log says why. */
 	if (res->status == ROUTE_NO_MEMBER || res->status == ROUTE_BAD_ALIAS ||
-	    res->status == ROUTE_TEMPFAIL || res->status == ROUTE_LOOP) {
+	    res->status == ROUTE_BAD_MAILDIR || res->status == ROUTE_TEMPFAIL ||
+	    res->status == ROUTE_LOOP) {
 		log_event(LOG_LVL_WARN, "route-error", c->sid, NULL,
 		    "rcpt=<%s> why=\"%s\"", safe, log_safe_into(why,
 		    sizeof(why), res->why, strlen(res->why)));
@@ -136,6 +137,10 @@ conn_rcpt_refused(struct conn *c, const char *safe, enum conn_rcpt_from from,
 	case ROUTE_BAD_ALIAS:
 		/* RFC 3463 X.3.5: ours to fix; the client tries again. */
 		conn_set_reply(r, 451, "4.3.5 <%s>: Alias misconfigured, try "
+		    "again later", safe);
+		return SMTP_REJECT;
+	case ROUTE_BAD_MAILDIR:
+		conn_set_reply(r, 451, "4.3.5 <%s>: Mailbox misconfigured, try "
 		    "again later", safe);
 		return SMTP_REJECT;
 	case ROUTE_TEMPFAIL:
@@ -281,6 +286,10 @@ conn_mail_checked(struct conn *c, const struct smtp_event *ev,
 	switch (res->status) {
 	case ROUTE_OK:
 		return conn_mail_begin(c, ev);
+	case ROUTE_BAD_MAILDIR:
+		conn_set_reply(r, 451, "4.3.5 <%s>: Mailbox misconfigured, try "
+		    "again later", safe);
+		return SMTP_REJECT;
 	case ROUTE_TEMPFAIL:
 		conn_set_reply(r, 451, "4.3.0 Temporary lookup failure, try "
 		    "again later");

@@ -55,6 +55,8 @@ queue_route_why(enum route_status st)
 		return "452 4.5.3 Too many alias targets";
 	case ROUTE_BAD_ALIAS:
 		return "451 4.3.5 Alias misconfigured, try again later";
+	case ROUTE_BAD_MAILDIR:
+		return "451 4.3.5 Mailbox misconfigured, try again later";
 	case ROUTE_NO_MEMBER:
 		return "550 5.1.1 No member of this alias can be delivered";
 	default:

@@ -319,6 +319,11 @@ route_maildir(struct route_eval *e, const struct config_action *a,
 		if (rc == TABLE_MISSING || vals->n == 0 || vals->v[0][0] == '\0')
 			return route_stop(res, ROUTE_NO_USER, "no maildir for "
 			    "<%s>", addr);
+		if (config_maildir_path_check(a, vals->v[0], &err) == -1)
+			return route_stop(res, ROUTE_BAD_MAILDIR, "maildir "
+			    "table <%s>: value '%.100s%s' for <%s>: %s",
+			    a->path_table->name, vals->v[0],
+			    strlen(vals->v[0]) > 100 ? "..." : "", addr, err);
 		folder = xstrdup(vals->v[0]);
 	} else if (route_expand(a->path, addr, &folder, &err) == -1)
 		return route_stop(res, ROUTE_TEMPFAIL, "maildir template: %s",

@@ -85,6 +85,8 @@ enum route_status {
 	ROUTE_TOO_MANY,		/* alias fan-out over the limit: 452 4.5.3 */
 	ROUTE_BAD_ALIAS,	/* an alias with no target, or one that is
 				   not an address: 451 4.3.5 */
+	ROUTE_BAD_MAILDIR,	/* a maildir table's value the action cannot
+				   use (~ without "as"...): 451 4.3.5 */
 	ROUTE_NO_MEMBER,	/* an alias none of whose members is
 				   routed: 550 5.1.1 */
 	ROUTE_SENDER_AUTH,	/* sender: a protected domain, no AUTH */

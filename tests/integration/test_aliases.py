@@ -155,6 +155,39 @@ def test_maildir_path_from_a_table(make_postern, tmp_path):
         assert "in a box" in f.read()
 
 
+def test_maildir_table_value_is_checked_as_a_template_is(make_postern,
+        tmp_path):
+    """A value of a maildir table meets the rules of a path template: one
+    starting with ~ needs `as` (whose home it is), as the template "~/..."
+    is refused by check.  Such a value is refused at RCPT, 451 4.3.5, with
+    a route-error line naming the table and the value, and nothing is
+    written to a folder named "~"; the table's other rows take mail."""
+    boxes_db(tmp_path / "boxes.db", [
+        ("tilde@example.org", "~/Maildir"),
+        ("anton@example.org", str(tmp_path / "boxes" / "anton"))])
+    srv = make_postern(
+        extra=[BOXES_TABLE, "action boxed maildir <boxes>"],
+        rules=["match to domain example.org action boxed"])
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<x@far.example>"); c.expect(250)
+        c.send("RCPT TO:<tilde@example.org>"); c.expect(451, "4.3.5")
+        c.send("RCPT TO:<anton@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(b"Subject: boxed\r\n\r\nin a box\r\n.\r\n")
+        c.expect(250)
+    new = tmp_path / "boxes" / "anton" / "new"
+    wait_for(lambda: new.is_dir() and os.listdir(new), what="anton's copy")
+    errors = [kv for kv, _ in log_events(srv, "route-error")]
+    assert [e["rcpt"] for e in errors] == ["<tilde@example.org>"], errors
+    # The log writes a quote as \x22.
+    assert errors[0]["why"].replace("\\x22", '"') == "maildir table "\
+        "<boxes>: value '~/Maildir' "\
+        "for <tilde@example.org>: a path starting with ~ needs \"as USER\" "\
+        "or \"as <TABLE>\" (whose home it is)", errors[0]
+    assert not os.path.exists(srv.path("~")), os.listdir(srv.dir)
+
+
 def test_bounces_and_local_submissions_go_through_the_aliases(make_postern,
         tmp_path):
     alias_db(tmp_path / "aliases.db", [
