@@ -121,7 +121,7 @@ static const char *const md_sub[MD_N] = { "tmp", "new", "cur" };
 
 /*
  * Which errors are permanent.  Only a name too long to ever exist is: a
- * folder path with a file (ENOTDIR) or a refused symlink (ELOOP) in it is an
+ * folder path with a file or a refused symlink (ENOTDIR, ELOOP) in it is an
  * operator's mistake that a fix repairs, like a full disk, a quota
  * (EDQUOT) or permissions (EACCES/EPERM, which Postfix defers too), so the
  * message waits in the queue for it instead of being refused.
@@ -177,6 +177,48 @@ md_name(struct deliver_md_copy *c, const struct deliver_msg *m, size_t rcpt_idx)
 	return rc;
 }
 
+/*
+ * Make the missing folder and the folders on its way, and open it: its
+ * descriptor, or -1 (errno) when the open fails, or -2 with *err_out
+ * naming the folder that could not be made.
+ */
+static int
+md_mkdirs(struct deliver_md_copy *c, const char **err_out)
+{
+	size_t n;
+	char *failed;
+	int e;
+
+	if (util_mkdirs_where(c->folder, 0700, &n) == 0)
+		return open(c->folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	e = errno;
+	failed = xstrndup(c->folder, n);
+	(void)deliver_md_fail(err_out, e, "mkdir", failed, NULL, NULL);
+	free(failed);
+	errno = e;
+	return -2;
+}
+
+/*
+ * Why sub of the Maildir did not open (errno): O_NOFOLLOW with
+ * O_DIRECTORY gives ENOTDIR for a symlink, even one to a folder.
+ */
+static enum deliver_result
+md_open_fail(struct deliver_md_copy *c, int dirfd, const char *sub,
+    const char **err_out)
+{
+	int e = errno;
+	struct stat st;
+
+	if (e == ENOTDIR && fstatat(dirfd, sub, &st, AT_SYMLINK_NOFOLLOW) ==
+	    0 && S_ISLNK(st.st_mode)) {
+		*err_out = util_err("open(%s/%s): is a symbolic link, which "
+		    "postern does not follow", c->folder, sub);
+		return md_classify(ELOOP);
+	}
+	return deliver_md_fail(err_out, e, "open", c->folder, sub, NULL);
+}
+
 /* Open folder's Maildir afresh, creating what is missing. */
 static enum deliver_result
 md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
@@ -191,10 +233,8 @@ md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 	/* The Maildir usually exists: open first, create only when missing. */
 	dirfd = open(c->folder, fflags);
 	if (dirfd == -1 && errno == ENOENT) {
-		if (util_mkdirs(c->folder, 0700) == -1)
-			return deliver_md_fail(err_out, errno, "mkdir",
-			    c->folder, NULL, NULL);
-		dirfd = open(c->folder, fflags);
+		if ((dirfd = md_mkdirs(c, err_out)) == -2)
+			return md_classify(errno);
 	}
 	if (dirfd == -1)
 		return deliver_md_fail(err_out, errno, "open", c->folder, NULL,
@@ -211,8 +251,7 @@ md_open_new(struct deliver_md_copy *c, bool want_tmp, const char **err_out)
 			fd[i] = openat(dirfd, md_sub[i], dflags);
 		}
 		if (fd[i] == -1)
-			r = deliver_md_fail(err_out, errno, "open", c->folder,
-			    md_sub[i], NULL);
+			r = md_open_fail(c, dirfd, md_sub[i], err_out);
 	}
 	if (r == DELIVER_OK && fstat(fd[MD_NEW], &st) == -1)
 		r = deliver_md_fail(err_out, errno, "stat", c->folder, "new",

@@ -734,14 +734,10 @@ util_fsync_dir(const char *dirpath)
 	return rc;
 }
 
-int
-util_mkdirs(const char *path, unsigned mode)
-{
-	return util_mkdirs_owned(path, mode, (uid_t)-1, (gid_t)-1);
-}
-
-int
-util_mkdirs_owned(const char *path, unsigned mode, uid_t uid, gid_t gid)
+/* mkdir -p giving what it makes to uid:gid; *failed_len_out as below. */
+static int
+util_mkdirs_at(const char *path, unsigned mode, uid_t uid, gid_t gid,
+    size_t *failed_len_out)
 {
 	char *p = xstrdup(path);
 	int rc = 0;
@@ -765,8 +761,32 @@ util_mkdirs_owned(const char *path, unsigned mode, uid_t uid, gid_t gid)
 		if (c == '\0')
 			break;
 	}
+	*failed_len_out = strlen(p);
 	free(p);
 	return rc;
+}
+
+int
+util_mkdirs(const char *path, unsigned mode)
+{
+	size_t n;
+
+	return util_mkdirs_at(path, mode, (uid_t)-1, (gid_t)-1, &n);
+}
+
+int
+util_mkdirs_where(const char *path, unsigned mode, size_t *failed_len_out)
+{
+	return util_mkdirs_at(path, mode, (uid_t)-1, (gid_t)-1,
+	    failed_len_out);
+}
+
+int
+util_mkdirs_owned(const char *path, unsigned mode, uid_t uid, gid_t gid)
+{
+	size_t n;
+
+	return util_mkdirs_at(path, mode, uid, gid, &n);
 }
 
 int

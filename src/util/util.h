@@ -302,6 +302,12 @@ int	util_fsync_dir(const char *dirpath);
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int	util_mkdirs(const char *path, unsigned mode);
 /*
+ * The same; on -1, *failed_len_out is the length of the leading part of
+ * path, a folder on the way or path itself, that could not be made.
+ */
+int	util_mkdirs_where(const char *path, unsigned mode,
+	    size_t *failed_len_out);
+/*
  * The same, giving each folder it makes to uid:gid (as root; -1 keeps
  * that id).  0 or -1 (errno set).
  */

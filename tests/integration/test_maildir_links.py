@@ -210,3 +210,48 @@ def test_retry_delivers_the_missing_copies_once(make_postern):
     assert_one_file(after)
     for p, _ in later.values():
         assert_whole(p)
+
+
+def test_maildir_refusal_names_the_link_or_the_folder_at_fault(
+        make_postern):
+    """Inside a Maildir nothing is followed: a tmp/ or new/ that is a
+    symlink, even to a real folder, defers the message, and the reason says
+    it is a symbolic link (not "Not a directory").  A Maildir that cannot be
+    made names the folder on its way that failed, not the Maildir."""
+    srv = make_postern(config=make_config(
+        actions='action local maildir "{tmp}/mail/%{rcpt.user}/Maildir"\n'
+        'action deep maildir "{tmp}/deep/%{rcpt.user}/a/Maildir"\n',
+        rules=["match to domain example.org action local",
+               "match to domain deep.example action deep"]))
+    os.makedirs(srv.path("elsewhere"))
+    for user, link in (("u0", "new"), ("u1", "tmp")):
+        for sub in ("tmp", "new", "cur"):
+            p = srv.path("mail", user, "Maildir", sub)
+            if sub == link:
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                os.symlink(srv.path("elsewhere"), p)
+            else:
+                os.makedirs(p)
+    # deep/zed is there, but the folder it leads to cannot be made.
+    os.makedirs(srv.path("deep"))
+    os.symlink(srv.path("gone", "zed"), srv.path("deep", "zed"))
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["u0@example.org",
+            "u1@example.org", "zed@deep.example"], BODY)
+
+    def why():
+        return {kv["rcpt"]: kv["why"] for kv, _ in log_events(srv,
+            "deferred") if "to" in kv}
+    wait_for(lambda: len(why()) == 3, what="three deferrals")
+    why = why()
+    link = "): is a symbolic link, which postern does not follow"
+    assert why == {
+        "<u0@example.org>": "open(%s%s" % (srv.path("mail", "u0", "Maildir",
+            "new"), link),
+        "<u1@example.org>": "open(%s%s" % (srv.path("mail", "u1", "Maildir",
+            "tmp"), link),
+        "<zed@deep.example>": "mkdir(%s): No such file or directory" %
+            srv.path("deep", "zed", "a"),
+    }, why
+    assert os.listdir(srv.path("elsewhere")) == []

@@ -246,14 +246,16 @@ test_maildir_hostile_folders(void **state)
 		    DELIVER_TEMPFAIL, "Not a directory" },
 		{ "new/ is a symlink", "mkdir -p md/tmp md/cur elsewhere && "
 		    "ln -s ../elsewhere md/new", "md", DELIVER_TEMPFAIL,
-		    "md/new" },
+		    "md/new): is a symbolic link, which postern does not "
+		    "follow" },
 		{ "tmp/ is a file", "mkdir -p md && echo x > md/tmp", "md",
-		    DELIVER_TEMPFAIL, "md/tmp" },
+		    DELIVER_TEMPFAIL, "md/tmp): Not a directory" },
 		{ "dangling symlink", "ln -s /nonexistent/x dl", "dl",
 		    DELIVER_TEMPFAIL, "dl" },
 		{ "empty folder", "true", "", DELIVER_PERMFAIL, "no folder" },
+		/* The folder that failed, on the Maildir's way. */
 		{ "cannot create", "true", "/proc/postern-test/Maildir",
-		    DELIVER_TEMPFAIL, "mkdir(/proc/postern-test/Maildir)" },
+		    DELIVER_TEMPFAIL, "mkdir(/proc/postern-test): " },
 	};
 	struct deliver_msg m = msg("Q4", 0);
 
