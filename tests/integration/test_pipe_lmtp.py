@@ -16,8 +16,10 @@ without it when its header fields are ASCII, and is bounced when they are
 UTF-8 (Dovecot does not offer SMTPUTF8).
 """
 
+import grp
 import os
 import pathlib
+import pwd
 import re
 import shutil
 import signal
@@ -333,6 +335,33 @@ def test_a_pipe_user_postern_can_never_become_is_refused(make_dropped,
     assert r.returncode == 1, r.stderr
     assert "%s:%d: action other: %s" % (srv.conf, line_of(srv.conf,
         "action other"), never) in r.stderr, r.stderr
+
+
+@AS_ROOT
+def test_a_pipe_user_postern_runs_as_keeps_the_servers_group(make_dropped,
+        public_dir):
+    """With `user nobody` and `group daemon` (not nobody's primary group),
+    a pipe's `user nobody` runs with the server's group and no other: after
+    the drop postern cannot change its group, as docs/actions.md says."""
+    uid, _ = ids()
+    daemon = grp.getgrnam("daemon").gr_gid
+    assert pwd.getpwnam(USER).pw_gid != daemon
+    own = script(os.path.join(public_dir, "own"), '#!/bin/sh\n'
+        'cat > /dev/null\nid -u > "$1.new"\nid -G >> "$1.new"\n'
+        'mv "$1.new" "$1"\n', 0o755)
+    srv = make_dropped(start=False)
+    srv.write_config(make_config(["user " + USER, "group daemon",
+        'action lda pipe "%s" "{tmp}/mail/ran" user %s' % (own, USER),
+        "match to domain lda.example action lda"]))
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "ann@example.org", ["joe@lda.example"],
+            wire("Subject: groups\n\nhi\n"))
+    wait_for(lambda: os.path.exists(srv.path("mail", "ran")), 15,
+        what="the program's ids")
+    with open(srv.path("mail", "ran")) as f:
+        assert f.read() == "%d\n%d\n" % (uid, daemon)
 
 
 @AS_ROOT
