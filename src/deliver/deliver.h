@@ -159,6 +159,13 @@ void	deliver_maildir_keep_limit(size_t fds);
  */
 void	deliver_maildir_sweeper_start(void);
 void	deliver_maildir_sweeper_stop(void);
+/*
+ * The same for folder, once and now, in this thread (at most one pass's
+ * worth of tmp/ entries): for a process that delivers into a Maildir and
+ * exits, which the sweeper thread never hears of (the privileged helper's
+ * child writing as the Maildir's owner, who alone may read it).
+ */
+void	deliver_maildir_sweep_now(const char *folder);
 
 /* ==== Programs (pipe.c, over prog.c) ==== */
 

@@ -7,7 +7,9 @@
  *
  * A folder is swept on its first delivery after start, then hourly while
  * mail keeps coming (a folder with no delivery for an hour is forgotten
- * until the next one).  One thread does it, off the event loops and the
+ * until the next one); one written as its owner, by the helper's child
+ * that exits after it, is swept by that child at each delivery instead
+ * (deliver_maildir_sweep_now).  One thread does it, off the event loops and the
  * delivery threads.  A pass reads at most MD_SWEEP_ENTRIES entries of one
  * tmp/ (a longer one goes on from there in a later pass) and then pauses
  * in proportion, so a huge tmp/ never takes the disk from deliveries.
@@ -267,6 +269,18 @@ md_scan(uint64_t now)
 	}
 }
 
+static void
+md_sweep_log(const char *folder, unsigned removed)
+{
+	char esc[600];
+
+	if (removed > 0)
+		log_event(LOG_LVL_INFO, "maildir-clean", NULL, NULL,
+		    "folder=\"%s\" removed=%u why=\"in tmp/, untouched for 36 "
+		    "hours\"", log_safe_into(esc, sizeof(esc), folder,
+		    strlen(folder)), removed);
+}
+
 /* Sweep the first due folder (lock held, dropped meanwhile). */
 static void
 md_sweep_next(void)
@@ -282,13 +296,7 @@ md_sweep_next(void)
 	f->used = false;
 	pthread_mutex_unlock(&md_sw.mu);
 	n = md_sweep_pass(f->path, &resume, &removed);
-	if (removed > 0) {
-		char esc[600];
-		log_event(LOG_LVL_INFO, "maildir-clean", NULL, NULL,
-		    "folder=\"%s\" removed=%u why=\"in tmp/, untouched for 36 "
-		    "hours\"", log_safe_into(esc, sizeof(esc), f->path,
-		    strlen(f->path)), removed);
-	}
+	md_sweep_log(f->path, removed);
 	pthread_mutex_lock(&md_sw.mu);
 	f->resume = resume;
 	if (resume != 0)
@@ -352,4 +360,15 @@ deliver_maildir_sweeper_stop(void)
 	pthread_mutex_unlock(&md_sw.mu);
 	if (join)
 		pthread_join(md_sw.thread, NULL);
+}
+
+void
+deliver_maildir_sweep_now(const char *folder)
+{
+	long resume = 0;
+	unsigned removed = 0;
+
+	pthread_once(&md_sw_once, md_sw_init);
+	(void)md_sweep_pass(folder, &resume, &removed);
+	md_sweep_log(folder, removed);
 }

@@ -649,7 +649,10 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 		.hostname = s[4], .rcpt_idx = (size_t)strtoul(s[5], NULL, 10),
 		.received = strtoll(s[6], NULL, 10), .fresh = s[7][0] == '1',
 	};
-	return deliver_maildir(folder, &m, why);
+	enum deliver_result r = deliver_maildir(folder, &m, why);
+	/* The server's tmp/ sweep can neither see nor read this Maildir. */
+	deliver_maildir_sweep_now(folder);
+	return r;
 }
 
 /* ----- the helper's loop ----- */
