@@ -96,10 +96,16 @@ hlua_state_set(lua_State *L)
 {
 	enum chain_scope sc = (enum chain_scope)lua_tointeger(L,
 	    lua_upvalueindex(1));
-	const char *key = luaL_checkstring(L, 1);
+	size_t klen, vlen = 0;
+	const char *key = luaL_checklstring(L, 1, &klen);
 	const char *val = lua_isnoneornil(L, 2) ? NULL :
-	    luaL_tolstring(L, 2, NULL);			/* [key val str] */
+	    luaL_tolstring(L, 2, &vlen);		/* [key val str] */
 
+	/* A NUL would end the C string there: refused, never cut. */
+	if (strlen(key) != klen || (val != NULL && strlen(val) != vlen)) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
 	lua_pushboolean(L, chain_kv_set(hlua_cs(L), sc, key, val) == 0);
 	return 1;
 }
@@ -490,21 +496,37 @@ hlua_push_scope(lua_State *L, enum chain_scope sc)
 	lua_setfield(L, -2, "set");			/* [t] */
 }
 
-/* Copy field i of the table at the top; false when it does not fit: the
- * answer is then refused, never sent or stored cut short (the cut copy
- * is only for the log).  [-0, +0, -] */
+/*
+ * Copy the string at idx whole into dst; false when it is no string (or
+ * number), holds a NUL or does not fit: the answer is then refused, never
+ * sent or stored cut short (the cut copy of a long one is only for the
+ * log).  [-0, +0, m]
+ */
 static bool
-hlua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
+hlua_copy_string(lua_State *L, int idx, char *dst, size_t dstsz)
 {
 	size_t len = 0;
 
-	lua_rawgeti(L, -1, i);				/* [r x] */
-	const char *s = lua_tolstring(L, -1, &len);
-	bool fits = s == NULL || len < dstsz;
-	if (s != NULL)
-		util_strlcpy(dst, s, dstsz);
+	dst[0] = '\0';
+	if (!lua_isstring(L, idx))
+		return false;
+	const char *s = lua_tolstring(L, idx, &len);
+	if (strlen(s) != len)
+		return false;
+	return util_strlcpy(dst, s, dstsz) == 0;
+}
+
+/* Field i of the table at the top into dst as hlua_copy_string does; an
+ * absent field leaves dst as it is.  [-0, +0, m] */
+static bool
+hlua_copy_field(lua_State *L, int i, char *dst, size_t dstsz)
+{
+	bool ok = true;
+
+	if (lua_rawgeti(L, -1, i) != LUA_TNIL)		/* [r x] */
+		ok = hlua_copy_string(L, -1, dst, dstsz);
 	lua_pop(L, 1);					/* [r] */
-	return fits;
+	return ok;
 }
 
 /*
@@ -552,13 +574,14 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 	chain_verdict_continue(v);
 	if (lua_isnil(L, -1))
 		return;
-	if (tbl)
-		hlua_copy_field(L, 1, word, sizeof(word));
-	else if (lua_type(L, -1) == LUA_TSTRING)
-		util_strlcpy(word, lua_tostring(L, -1), sizeof(word));
-	else {
+	if (!tbl && lua_type(L, -1) != LUA_TSTRING) {
 		chain_verdict_fail(v, "%s: bad verdict (a %s)", path,
 		    luaL_typename(L, -1));
+		return;
+	}
+	if (!(tbl ? hlua_copy_field(L, 1, word, sizeof(word)) :
+	    hlua_copy_string(L, -1, word, sizeof(word)))) {
+		chain_verdict_fail(v, "%s: bad verdict word", path);
 		return;
 	}
 	if (strcmp(word, "continue") == 0)
@@ -582,8 +605,9 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 	} else if (strcmp(word, "quarantine") == 0 && tbl) {
 		v->kind = CHAIN_QUARANTINE;
 		if (!hlua_copy_field(L, 2, v->name, sizeof(v->name)))
-			chain_verdict_fail(v, "%s: quarantine action longer "
-			    "than %d characters", path, CHAIN_KEY_MAX - 1);
+			chain_verdict_fail(v, "%s: quarantine action not a "
+			    "string of at most %d characters", path,
+			    CHAIN_KEY_MAX - 1);
 		else if (v->name[0] == '\0')
 			chain_verdict_fail(v, "%s: quarantine needs an action",
 			    path);
@@ -593,16 +617,21 @@ hlua_verdict(lua_State *L, const char *path, enum smtp_stage stage,
 		if (!hlua_copy_field(L, 2, v->name, sizeof(v->name)) ||
 		    !hlua_copy_field(L, 3, v->value, sizeof(v->value))) {
 			chain_verdict_fail(v, "%s: tag key longer than %d or "
-			    "value longer than %d characters", path,
-			    CHAIN_KEY_MAX - 1, CHAIN_VALUE_MAX - 1);
+			    "value longer than %d characters, or not a string "
+			    "with no NUL", path, CHAIN_KEY_MAX - 1,
+			    CHAIN_VALUE_MAX - 1);
 			return;
 		}
-		hlua_copy_field(L, 4, sc, sizeof(sc));
+		bool sc_ok = hlua_copy_field(L, 4, sc, sizeof(sc));
 		v->scope = strcmp(sc, "session") == 0 ? CHAIN_SCOPE_SESSION :
 		    strcmp(sc, "tx") == 0 ? CHAIN_SCOPE_TX :
 		    stage >= SMTP_STAGE_MAIL && stage <= SMTP_STAGE_EOM ?
 		    CHAIN_SCOPE_TX : CHAIN_SCOPE_SESSION;
-		if (v->name[0] == '\0')
+		if (!sc_ok || (sc[0] != '\0' && strcmp(sc, "session") != 0 &&
+		    strcmp(sc, "tx") != 0))
+			chain_verdict_fail(v, "%s: tag scope not \"session\" "
+			    "or \"tx\"", path);
+		else if (v->name[0] == '\0')
 			chain_verdict_fail(v, "%s: tag needs a key", path);
 	} else
 		chain_verdict_fail(v, "%s: unknown verdict \"%s\"", path,

@@ -687,6 +687,53 @@ def test_script_reply_out_of_bounds_refused_not_cut(server, tmp_path):
         "value longer than 255" in kv.get("why", "")], events
 
 
+FIELDS_LUA = r"""
+function rcpt(f, state)
+  local u = f["rcpt.user"]
+  if u == "textnul" then return {"reject", 550, "5.7.1", "a\0b"} end
+  if u == "escnul" then return {"reject", 550, "5.7.1\0junk", "esc"} end
+  if u == "esctable" then return {"reject", 550, {}, "esc table"} end
+  if u == "textbool" then return {"reject", 550, "5.7.1", true} end
+  if u == "wordnul" then return {"reject\0x", 550, "5.7.1", "word"} end
+  if u == "tagnul" then return {"tag", "k", "x\0y", "session"} end
+  if u == "tagscope" then return {"tag", "k", "v", "sessions"} end
+  if u == "setnul" then
+    return {"reject", 550, "5.7.1", "set " ..
+      tostring(state.session.set("k2", "p\0q")) .. " " ..
+      tostring(state.session.set("k\0z", "p"))}
+  end
+end
+"""
+
+
+def test_script_reply_field_of_wrong_type_or_with_nul_refused(server,
+        tmp_path):
+    """A reply field with a NUL or that is no string (a table, a boolean)
+    is a bad reply (451 4.3.0), never cut at the NUL or replaced by the
+    default; so is a tag value with a NUL or an unknown scope (a failure),
+    and state.X.set refuses a key or value with a NUL."""
+    (tmp_path / "fields.lua").write_text(FIELDS_LUA)
+    srv = server('on rcpt { lua "%s" }\n'
+        'on data { reject 550 5.7.1 "k=%%{session.k} k2=%%{session.k2}" }'
+        % (tmp_path / "fields.lua"))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        for user in ("textnul", "escnul", "esctable", "textbool", "wordnul",
+                "tagnul", "tagscope"):
+            c.send("RCPT TO:<%s@localhost>" % user)
+            r = c.read_reply()
+            assert (r.code, r.esc) == (451, "4.3.0"), "%s: got %r" % (user, r)
+        c.send("RCPT TO:<setnul@localhost>")
+        assert c.expect(550, "5.7.1").text.endswith(" set false false")
+        c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+        c.send("DATA")
+        assert c.expect(550, "5.7.1").text.endswith(" k= k2=")
+    verdicts = [kv.get("verdict") for kv, _ in log_events(srv, "chain")
+        if kv.get("stage") == "rcpt"]
+    assert verdicts[:7] == ["bad-reply"] * 4 + ["error"] * 3, verdicts
+
+
 WHERE_LUA = """
 local function spin()
   while true do end
