@@ -52,10 +52,6 @@ basic_reject_new(const struct chain_handler_args *a, char **err_out)
 
 	if (chain_parse_reply(a->argv + 1, a->argc - 1, &v, err_out) == -1)
 		return NULL;
-	/* RFC 5321 3.1: a refused connection hears 554, not 550. */
-	if (a->stage == SMTP_STAGE_CONNECT && (a->argc == 1 ||
-	    strspn(a->argv[1], "0123456789") != strlen(a->argv[1])))
-		v.code = 554;
 	return basic_fixed_new(&v);
 }
 
@@ -303,8 +299,12 @@ basic_banned_new(const struct chain_handler_args *a, char **err_out)
 		free(b);
 		return NULL;
 	}
-	if (a->stage == SMTP_STAGE_CONNECT)
+	if (a->stage == SMTP_STAGE_CONNECT) {
+		/* A disconnect's default would be 421: a ban is for good. */
+		if (b->v.code == 0)
+			b->v.code = 554;
 		b->v.kind = CHAIN_DISCONNECT;
+	}
 	return b;
 }
 

@@ -28,7 +28,8 @@ bool	chain_esc_ok(const char *esc, int code);
 bool	chain_text_ok(const char *s);
 /*
  * Parse a reply spec "CODE [ESC] [TEXT...]" from argv (argc words) into v
- * as a REJECT; -1 with *err_out (malloc'd).
+ * as a REJECT; -1 with *err_out (malloc'd).  Without CODE, v->code is 0:
+ * the stage's default when the reply is sent (554 at connect, else 550).
  */
 int	chain_parse_reply(const char *const *argv, size_t argc,
 	    struct chain_verdict *v, char **err_out);

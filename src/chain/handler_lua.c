@@ -545,17 +545,24 @@ hlua_int_field(lua_State *L, int i, lua_Integer dflt, lua_Integer bad)
 }
 
 /* {"reject"|"disconnect", code, esc, text} into v; a code not a whole
- * number in 400..599 or a field too long leaves v->code -1, which run.c
- * refuses as a bad reply. */
+ * number in 400..599, or a field too long, with a NUL or not a string,
+ * leaves v->code -1, which run.c refuses as a bad reply.  A code left out
+ * stays 0: run.c gives the stage's default. */
 static void
 hlua_reply(lua_State *L, bool tbl, bool disc, struct chain_verdict *v)
 {
-	lua_Integer code = tbl ? hlua_int_field(L, 2, disc ? 421 : 550, -1) :
-	    disc ? 421 : 550;
+	bool given = false;
+	lua_Integer code = 0;
 
-	/* Checked before it is narrowed to an int: 2^32 + 550 is no 550. */
-	chain_verdict_reject(v, code >= 400 && code <= 599 ? (int)code : -1,
-	    NULL, NULL);
+	if (tbl) {
+		given = lua_rawgeti(L, -1, 2) != LUA_TNIL;	/* [r x] */
+		lua_pop(L, 1);					/* [r] */
+		code = hlua_int_field(L, 2, 0, -1);
+	}
+	/* Checked before it is narrowed to an int: 2^32 + 550 is no 550;
+	 * and a 0 given is no code, not the default. */
+	chain_verdict_reject(v, !given ? 0 : code >= 400 && code <= 599 ?
+	    (int)code : -1, NULL, NULL);
 	if (tbl && (!hlua_copy_field(L, 3, v->esc, sizeof(v->esc)) ||
 	    !hlua_copy_field(L, 4, v->text, sizeof(v->text))))
 		v->code = -1;

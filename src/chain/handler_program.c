@@ -268,8 +268,8 @@ prog_verdict(const struct prog_run *r, int status, struct chain_verdict *v)
 		chain_verdict_continue(v);
 		break;
 	case 1:
-		chain_verdict_reject(v, 550, "5.7.1", text[0] != '\0' ? text :
-		    "Rejected by policy");
+		/* The code and enhanced code are the stage's (run.c). */
+		chain_verdict_reject(v, 0, NULL, text);
 		break;
 	case 2:
 		chain_verdict_reject(v, 451, "4.7.1", text[0] != '\0' ? text :

@@ -57,7 +57,8 @@ chain_code_closes(int code)
 
 /*
  * Put the validated reply of v in run->res; false when v is not valid.
- * close is a disconnect; a reject with a closing code closes as well.
+ * close is a disconnect; a reject with a closing code closes as well.  A
+ * code of 0 is the stage's default, for every handler and on-error alike.
  */
 static bool
 chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
@@ -71,7 +72,8 @@ chain_make_reply(struct chain_run *run, const struct chain_verdict *v,
 		if (code == 0)
 			code = 421;	/* RFC 5321 3.8 */
 	} else if (code == 0)
-		code = 550;
+		/* RFC 5321 3.1, 4.3.2: the opening reply is 220 or 554. */
+		code = run->ev.stage == SMTP_STAGE_CONNECT ? 554 : 550;
 	/* A script's or filter's text is outside input (STYLE.md 6). */
 	if (!chain_code_ok(code) || !chain_text_ok(v->text))
 		return false;
@@ -223,7 +225,7 @@ chain_apply(struct chain_run *run, const struct chain_handler *h,
 			return 1;
 		if (h->on_error == CHAIN_ONERR_REJECT) {
 			struct chain_verdict r;
-			chain_verdict_reject(&r, 550, "5.7.1", NULL);
+			chain_verdict_reject(&r, 0, NULL, NULL);
 			chain_make_reply(run, &r, false);
 			return 0;
 		}

@@ -100,6 +100,7 @@ chain_parse_reply(const char *const *argv, size_t argc,
 		v->code = (int)code;
 		i++;
 	}
+	bool coded = i > 0;
 	if (i < argc && argv[i][0] >= '2' && argv[i][0] <= '5' &&
 	    argv[i][1] == '.') {
 		if (!chain_esc_ok(argv[i], v->code)) {
@@ -123,5 +124,8 @@ chain_parse_reply(const char *const *argv, size_t argc,
 		*err_out = xstrdup("reply text too long or not printable");
 		return -1;
 	}
+	/* No code given: the stage's default when it is sent (run.c). */
+	if (!coded)
+		v->code = 0;
 	return 0;
 }

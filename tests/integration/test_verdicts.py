@@ -573,6 +573,8 @@ def test_failure_refuses(server, shared, stage, on_error, code, esc):
     # RFC 5321 3.1, 3.8: a greeting is 220 or 554; a temporary refusal
     # there is 421 and the close.
     closes = stage == "connect" and code // 100 == 4
+    if stage == "connect" and code == 550:
+        code = 554			# the only refusal there
     with srv.session() as c:
         walk_to(c, stage, stage)
         r, _ = timed_reply(c, stage)
@@ -732,6 +734,39 @@ def test_script_reply_field_of_wrong_type_or_with_nul_refused(server,
     verdicts = [kv.get("verdict") for kv, _ in log_events(srv, "chain")
         if kv.get("stage") == "rcpt"]
     assert verdicts[:7] == ["bad-reply"] * 4 + ["error"] * 3, verdicts
+
+
+CONNECT_LUA = """
+function bare(f) return "reject" end
+function tbl(f) return {"reject"} end
+function text(f) return {"reject", nil, nil, "go away"} end
+function given(f) return {"reject", 550, "5.7.1", "as given"} end
+"""
+
+
+@pytest.mark.parametrize("handler,want", [
+    ('program "/bin/sh" "-c" "exit 1"', "Rejected by policy"),
+    ('lua "{d}/c.lua" function bare', "Rejected by policy"),
+    ('lua "{d}/c.lua" function tbl', "Rejected by policy"),
+    ('lua "{d}/c.lua" function text', "go away"),
+    ('{fail} on-error reject', "Rejected by policy"),
+    ('reject 5.7.1 "go away"', "go away"),
+    ('lua "{d}/c.lua" function given', "as given")],
+    ids=["program", "lua-word", "lua-table", "lua-text", "on-error-reject",
+        "builtin-esc", "lua-550-given"])
+def test_refusal_at_connect_opens_with_554(server, shared, tmp_path,
+        handler, want):
+    """RFC 5321 3.1, 4.3.2: a refused connection hears 554 (or 220): the
+    default code of a refusal at connect, whichever handler gives it and on
+    on-error reject too; a code a script gives stays as given."""
+    (tmp_path / "c.lua").write_text(CONNECT_LUA)
+    srv = server("on connect { %s }" % handler.replace("{d}", str(tmp_path))
+        .replace("{fail}", fail_handler(shared)))
+    code = 550 if "given" in handler else 554
+    with srv.session() as c:
+        r = c.read_reply()
+        assert (r.code, r.esc) == (code, "5.7.1") and r.text.endswith(
+            " " + want), r
 
 
 WHERE_LUA = """

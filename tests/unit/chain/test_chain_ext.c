@@ -356,9 +356,9 @@ static const struct lua_scase lua_scases[] = {
 	{ "a runtime error with on-error accept",
 	    "function connect() error(\"boom\") end", "on-error accept",
 	    "ok" },
-	{ "a runtime error with on-error reject",
+	{ "a runtime error with on-error reject (554 at connect)",
 	    "function connect() error(\"boom\") end", "on-error reject",
-	    "550 5.7.1" },
+	    "554 5.7.1" },
 	{ "globals stay within the script's _ENV",
 	    "x = 1 function connect() return {\"reject\", 550, \"5.7.1\", "
 	    "tostring(_G.x)..tostring(rawget(_G, \"print\"))} end", "",
