@@ -46,6 +46,9 @@ bool	chain_field_name_ok(const char *name);
 /* A state key (bounded, [A-Za-z0-9._-]) and value (printable) are fine. */
 bool	chain_key_ok(const char *k);
 bool	chain_value_ok(const char *v);
+/* The facts' names (chain_session_get's, but session.KEY and tx.KEY), in
+ * the order of the docs; NULL ends the list (session.c). */
+extern const char *const chain_fact_names[];
 /* Domain of an address ("" for none); points into addr. */
 const char *chain_addr_domain(const char *addr);
 /*

@@ -442,18 +442,11 @@ hlua_set_fact(lua_State *L, struct chain_session *cs, const char *name,
 static void
 hlua_push_facts(lua_State *L, struct chain_session *cs, enum smtp_stage st)
 {
-	static const char *const flat[] = {
-		"client.ip", "client.port", "client.net", "client.rdns",
-		"client.ptr", "local.ip", "hostname", "sid", "helo", "sender",
-		"sender.domain", "rcpt", "rcpt.domain", "rcpt.user", "rcpts",
-		"nrcpts", "size", "tls.proto", "tls.cipher", "tls.sni",
-		"auth.user", "early-talker", NULL,
-	};
 	size_t hlen;
 	const char *h;
 
 	lua_newtable(L);				/* [t] */
-	for (const char *const *n = flat; *n != NULL; n++)
+	for (const char *const *n = chain_fact_names; *n != NULL; n++)
 		hlua_set_fact(L, cs, *n, *n);
 	lua_newtable(L);				/* [t client] */
 	hlua_set_fact(L, cs, "client.ip", "ip");

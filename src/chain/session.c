@@ -718,6 +718,15 @@ chain_kv_at(const struct chain_session *cs, enum chain_scope scope,
 
 /* ----- facts by name, templates ----- */
 
+/* Every name chain_session_get answers but the state's: Lua's facts. */
+const char *const chain_fact_names[] = {
+	"client.ip", "client.port", "client.net", "client.rdns", "client.ptr",
+	"local.ip", "local.port", "hostname", "sid", "helo", "esmtp", "sender",
+	"sender.domain", "rcpt", "rcpt.domain", "rcpt.user", "rcpts", "nrcpts",
+	"size", "tls.proto", "tls.cipher", "tls.sni", "auth.user",
+	"early-talker", "crlf", NULL,
+};
+
 static const char *
 chain_or_null(const char *s)
 {

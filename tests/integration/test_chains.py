@@ -1041,6 +1041,54 @@ def test_lua_handlers_through_the_server(make_postern, tmp_path):
         c.send("NOOP"); c.expect(250)
 
 
+DOCS_CHAINS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+    "..", "..", "docs", "chains.md")
+
+
+def documented_facts():
+    """The names in the table of docs/chains.md "Templates and facts"."""
+    with open(DOCS_CHAINS) as f:
+        text = f.read()
+    table = text.split("## Templates and facts", 1)[1].split("\n## ", 1)[0]
+    names = []
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            names += [n for n in re.findall(r"`([^`]+)`", first)
+                if not n.endswith(".KEY")]
+    return names
+
+
+FACTS_LUA = """
+function rcpt(f, state)
+  local n = f.rcpt:match("^(.-)@")
+  return {"reject", 550, "5.7.1", "%{" .. n .. "}|" .. tostring(f[n])}
+end
+"""
+
+
+def test_lua_reads_every_documented_fact(make_postern, tmp_path):
+    """Lua scripts read the same names as templates: every name in the
+    docs' table is in facts, with the value %{NAME} expands to."""
+    names = documented_facts()
+    assert len(names) >= 25 and "local.port" in names, names
+    (tmp_path / "facts.lua").write_text(FACTS_LUA)
+    srv = make_postern(config=chains_config(
+        'on rcpt { lua "%s" }' % (tmp_path / "facts.lua")))
+    missing = []
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        for n in names:
+            c.send("RCPT TO:<%s@localhost>" % n)
+            text = c.expect(550, "5.7.1").text.split(" ", 1)[1]
+            tmpl, lua = text.split("|", 1)
+            # An unset fact: nil in Lua, the empty string in a template.
+            if lua != tmpl and not (lua == "nil" and tmpl == ""):
+                missing.append((n, tmpl, lua))
+    assert not missing, missing
+
+
 # Linux MAX_ARG_STRLEN: one "NAME=value" of a program's environment.
 ENV_STR_MAX = 128 * 1024
 
