@@ -155,30 +155,35 @@ chain_lua_budget_disarm(lua_State *L)
 }
 
 /*
- * The message handler of chain_lua_pcall: an error value that is no
- * string gets the place it was raised from, the first Lua function up the
- * stack (error() itself is C), and says what it was.  [-0, +1, m]
+ * The message handler of chain_lua_pcall: an error that names no place
+ * gets the one it was raised from, the first Lua function up the stack
+ * (error() itself is C, and so are the library functions we wrap, which
+ * leave luaL_error no Lua caller to name); a value that is no string says
+ * what it was.  [-0, +1, m]
  */
 static int
 chain_lua_where_msgh(lua_State *L)
 {
 	lua_Debug ar;
+	bool str = lua_type(L, 1) == LUA_TSTRING;
 	const char *what;
 
-	if (lua_type(L, 1) == LUA_TSTRING)
-		return 1;				/* [err] */
-	what = lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) :
+	what = str || lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) :
 	    lua_pushfstring(L, "error object is a %s value",
-	    luaL_typename(L, 1));			/* [err what] */
+	    luaL_typename(L, 1));			/* [err what?] */
 	for (int level = 1; lua_getstack(L, level, &ar); level++) {
 		lua_getinfo(L, "Sl", &ar);
-		if (ar.currentline > 0) {
-			lua_pushfstring(L, "%s:%d: %s", ar.short_src,
-			    ar.currentline, what);	/* [err what msg] */
-			return 1;
-		}
+		if (ar.currentline <= 0)
+			continue;
+		size_t n = strlen(ar.short_src);
+		if (str && strncmp(what, ar.short_src, n) == 0 &&
+		    what[n] == ':')
+			break;				/* placed already */
+		lua_pushfstring(L, "%s:%d: %s", ar.short_src,
+		    ar.currentline, what);		/* [err what? msg] */
+		return 1;
 	}
-	lua_pushstring(L, what);			/* [err what msg] */
+	lua_pushstring(L, what);			/* [err what? msg] */
 	return 1;
 }
 

@@ -783,6 +783,9 @@ function rcpt(f, state)
   if u == "table" then error({}) end
   if u == "nil" then error(nil) end
   if u == "number" then error(42) end
+  if u == "pattern" then string.find("x", "[") end
+  if u == "concat" then table.concat({{}}) end
+  if u == "rep" then string.rep("", 1e15) end
 end
 """
 
@@ -791,7 +794,8 @@ def test_script_error_names_its_place_once(server, tmp_path):
     """A script's error is logged with the place it was raised, once: a
     call out of budget with where it stopped, not also its caller's (a
     recursive caller made it "f:9: f:9: ..."); an error value that is no
-    string, with the line of the error() and what it was."""
+    string, with the line of the error() and what it was; an error raised
+    inside a library function postern wraps, with the script's line."""
     (tmp_path / "where.lua").write_text(WHERE_LUA)
     srv = server('on rcpt { lua "%s" budget 100000 }' % (tmp_path /
         "where.lua"))
@@ -801,6 +805,11 @@ def test_script_error_names_its_place_once(server, tmp_path):
         "table": "12: error object is a table value",
         "nil": "13: error object is a nil value",
         "number": "14: 42",
+        # raised in C under the functions postern wraps
+        "pattern": "15: malformed pattern (missing ']')",
+        "concat": "16: invalid value (table) at index 1 in table for "
+            "'concat'",
+        "rep": "17: instruction budget of 100000 exceeded",
     }
     with srv.session() as c:
         c.hello()
