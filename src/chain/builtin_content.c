@@ -254,13 +254,8 @@ hdr_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 		return CHAIN_DONE;
 	}
 	/* A block longer than what is kept: fields past it went unseen. */
-	if (chain_session_header_len(cs) < 0) {
-		snprintf(text, sizeof(text), "Message header block too large "
-		    "(over %u KiB)", CHAIN_HDR_MAX / 1024);
-		chain_verdict_refuse(v, 552, "5.3.4", text, "header block "
-		    "over %u KiB", CHAIN_HDR_MAX / 1024);
+	if (chain_header_block_refuse(cs, v))
 		return CHAIN_DONE;
-	}
 	for (char **p = h->names; *p != NULL; p++) {
 		unsigned n = b != NULL ? hdr_count(b, len, *p) : 0;
 		if (h->check == HDR_REQUIRE && n == 0) {

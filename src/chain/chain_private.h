@@ -46,6 +46,13 @@ bool	chain_field_name_ok(const char *name);
 /* A state key (bounded, [A-Za-z0-9._-]) and value (printable) are fine. */
 bool	chain_key_ok(const char *k);
 bool	chain_value_ok(const char *v);
+/*
+ * A header block longer than the part kept for handlers (256 KiB), whose
+ * fields past it no handler saw: true, and v refuses the message with 552
+ * 5.3.4, as each handler that judges the block does (session.c).
+ */
+bool	chain_header_block_refuse(const struct chain_session *cs,
+	    struct chain_verdict *v);
 /* The facts' names (chain_session_get's, but session.KEY and tx.KEY), in
  * the order of the docs; NULL ends the list (session.c). */
 extern const char *const chain_fact_names[];

@@ -679,6 +679,10 @@ hlua_run(void *inst, struct chain_call *call, struct chain_verdict *v)
 	    &err);
 
 	chain_verdict_continue(v);
+	/* facts.headers would be cut short: refused, as header does. */
+	if ((st == SMTP_STAGE_HEADER || st == SMTP_STAGE_EOM) &&
+	    chain_header_block_refuse(cs, v))
+		goto log;
 	if (s == NULL) {
 		chain_verdict_fail(v, "%s", err);
 		free(err);

@@ -454,6 +454,21 @@ chain_session_header_len(const struct chain_session *cs)
 	return cs->hdr_cut ? -1 : (int64_t)cs->hdr.len;
 }
 
+bool
+chain_header_block_refuse(const struct chain_session *cs,
+    struct chain_verdict *v)
+{
+	char text[CHAIN_TEXT_MAX];
+
+	if (chain_session_header_len(cs) >= 0)
+		return false;
+	util_snprintf(text, sizeof(text), "Message header block too large "
+	    "(over %u KiB)", CHAIN_HDR_MAX / 1024);
+	chain_verdict_refuse(v, 552, "5.3.4", text, "header block over %u KiB",
+	    CHAIN_HDR_MAX / 1024);
+	return true;
+}
+
 void *
 chain_session_slot(struct chain_session *cs, const char *key)
 {

@@ -1089,6 +1089,41 @@ def test_lua_reads_every_documented_fact(make_postern, tmp_path):
     assert not missing, missing
 
 
+HEADERS_LUA = """
+function header(f) postern.log("headers " .. #f.headers) end
+function eom(f) postern.log("eom headers " .. #f.headers) end
+"""
+
+
+@pytest.mark.parametrize("stage", ["header", "eom"])
+def test_lua_refuses_a_header_block_over_what_is_kept(make_postern,
+        tmp_path, stage):
+    """A header block over the 256 KiB kept: a Lua script at header or eom
+    would see facts.headers cut short, so the message is refused with 552
+    5.3.4, as header checks and milters do; a smaller one is judged."""
+    (tmp_path / "h.lua").write_text(HEADERS_LUA)
+    srv = make_postern(config=chains_config(
+        'on %s { lua "%s" }' % (stage, tmp_path / "h.lua")))
+    def fields(n):
+        return b"".join(b"X-F%d: %s\r\n" % (i, b"y" * 900)
+            for i in range(n))
+    with srv.session() as c:
+        c.hello()
+        # 200 fields: some 180 KiB; 300: over 256 KiB
+        for head, code, esc in ((fields(200), 250, "2.0.0"),
+                (fields(300), 552, "5.3.4")):
+            c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+            c.send("RCPT TO:<bob@localhost>"); c.expect(250)
+            c.send("DATA"); c.expect(354)
+            c.send_raw(DATE + head + b"\r\nbody\r\n.\r\n")
+            r = c.expect(code, esc)
+            assert code == 250 or r.text.endswith("(over 256 KiB)"), r
+    assert "headers " in srv.log()
+    wait_for(lambda: [kv.get("why") for kv, _ in log_events(srv, "chain")
+        if kv.get("verdict") == "reject"] == ["header block over 256 KiB"],
+        what="the refusal's log line")
+
+
 # Linux MAX_ARG_STRLEN: one "NAME=value" of a program's environment.
 ENV_STR_MAX = 128 * 1024
 
