@@ -2,8 +2,9 @@
  * chain/handler_lua.c: 'lua "FILE" [function NAME] [budget N] [memory SIZE]
  * [allow-unsafe]' handlers.  The script is read and checked once per config
  * (chain_set_new; a SIGHUP rebuilds the set, so it is reloaded then).  Each
- * event loop gets its own lua_State, made on its first call and keyed by the
- * event_base, so every worker loop may run the script at once.  The script
+ * handler line gets its own lua_State per event loop, made on its first
+ * call and keyed by the event_base, so every worker loop may run the script
+ * at once and two lines never share globals.  The script
  * runs in its own _ENV built from an allow-list; each call has an
  * instruction budget and each state a memory cap.  Any error is a handler
  * FAIL (its on-error policy applies), never a crash.

@@ -1124,6 +1124,39 @@ def test_lua_refuses_a_header_block_over_what_is_kept(make_postern,
         what="the refusal's log line")
 
 
+STATES_LUA = """
+function rcpt(f)
+  local prev = seen
+  seen = f["rcpt.user"]
+  if seen == "second" then
+    return {"reject", 550, "5.7.1", "prev=" .. tostring(prev)}
+  end
+end
+function data(f)
+  return {"reject", 550, "5.7.1", "seen=" .. tostring(seen)}
+end
+"""
+
+
+def test_one_lua_state_per_handler_line(make_postern, tmp_path):
+    """One Lua state per handler line and worker loop: one line keeps its
+    globals from call to call, but the same file at rcpt and at data runs
+    in two states (a global set at rcpt is nil at data)."""
+    path = tmp_path / "s.lua"
+    path.write_text(STATES_LUA)
+    srv = make_postern(config=chains_config(
+        'on rcpt { lua "%s" }\non data { lua "%s" }' % (path, path),
+        extra=["workers 1"]))
+    with srv.session() as c:
+        c.hello()
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<first@localhost>"); c.expect(250)
+        c.send("RCPT TO:<second@localhost>")
+        assert c.expect(550, "5.7.1").text.endswith(" prev=first")
+        c.send("DATA")
+        assert c.expect(550, "5.7.1").text.endswith(" seen=nil")
+
+
 # Linux MAX_ARG_STRLEN: one "NAME=value" of a program's environment.
 ENV_STR_MAX = 128 * 1024
 
