@@ -61,7 +61,8 @@ class SpoolWatch:
         assert self.fd >= 0, "inotify_init1: errno %d" % ctypes.get_errno()
         for sub in ("tmp", "msg", "env", "done"):
             p = srv.path("spool", sub).encode()
-            assert os.path.isdir(p), p
+            # The listener is bound before the spool is opened.
+            wait_for(lambda: os.path.isdir(p), what="the spool's " + sub)
             wd = libc.inotify_add_watch(self.fd, p, IN_CREATE | IN_MOVED_TO)
             assert wd >= 0, "inotify_add_watch %s" % p
 
