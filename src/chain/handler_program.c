@@ -8,9 +8,9 @@
  * of its own: on timeout, or when the session leaves, the whole group gets
  * SIGKILL, and the handler fails.  Its own exit decides the verdict: a
  * background child it leaves (holding stdout or not) is not waited for.
- * Exit codes: 0 continue, 1 reject 550 5.7.1, 2 tempfail 451 4.7.1 (text:
- * the first line of stdout), 3 discard, 4 accept; anything else (or a
- * signal) is a FAIL.
+ * Exit codes: 0 continue, 1 reject 5.7.1 (550, 554 at connect), 2
+ * tempfail 451 4.7.1 (text: the first line of stdout), 3 discard, 4
+ * accept; anything else (or a signal) is a FAIL.
  */
 #include "chain/chain_private.h"
 

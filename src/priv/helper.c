@@ -322,16 +322,23 @@ priv_read_login_defs(struct priv_allow *a)
 	fclose(f);
 }
 
+/* Is pw one of the owners "as USER" names? */
+static bool
+priv_owner_named(const struct priv_allow *a, const struct passwd *pw)
+{
+	for (char **o = a->owners; o != NULL && *o != NULL; o++)
+		if (strcmp(*o, pw->pw_name) == 0)
+			return true;
+	return false;
+}
+
 /* Does the configuration let pw own Maildirs: an "as USER" names it, or
  * an "as <TABLE>" exists and pw is an ordinary account? */
 static bool
 priv_owner_allowed(const struct priv_allow *a, const struct passwd *pw)
 {
-	for (char **o = a->owners; o != NULL && *o != NULL; o++)
-		if (strcmp(*o, pw->pw_name) == 0)
-			return true;
-	return a->owner_table && pw->pw_uid >= a->uid_min &&
-	    pw->pw_uid <= a->uid_max;
+	return priv_owner_named(a, pw) || (a->owner_table &&
+	    pw->pw_uid >= a->uid_min && pw->pw_uid <= a->uid_max);
 }
 
 /*
@@ -463,6 +470,21 @@ priv_make_shared(const char *folder, size_t root_len, const char *owner)
 }
 
 /*
+ * A folder path with nothing in it that names another (no "//", no "."
+ * or ".." component): the checks below read each name as it is.
+ */
+static bool
+priv_path_plain(const char *folder)
+{
+	size_t len = strlen(folder);
+
+	return strstr(folder, "//") == NULL && strstr(folder, "/./") == NULL &&
+	    strstr(folder, "/../") == NULL &&
+	    !(len >= 2 && strcmp(folder + len - 2, "/.") == 0) &&
+	    !(len >= 3 && strcmp(folder + len - 3, "/..") == 0);
+}
+
+/*
  * May the owner (uid) deliver through the folder at path?  The Maildir
  * and its tmp/ new/ cur/ (mine) must be the owner's, and no one else may
  * write to them; a folder above may be root's too, and may be written by
@@ -515,9 +537,10 @@ priv_check_one(const char *path, uid_t uid, bool mine, const char **why)
 /*
  * As the owner now: every folder below the root down to the Maildir, and
  * its tmp/ new/ cur/, that exists passes priv_check_folder (no symlink
- * either, nor ".."), so nobody else can have put the owner's mail where
- * they may read or move it.  0 when all exist, 1 when some are still to
- * make, -1 with *why naming the folder.
+ * either), so nobody else can have put the owner's mail where they may
+ * read or move it.  0 when the folders down to the Maildir exist (a
+ * missing tmp/ new/ cur/ is made inside it by the delivery), 1 when some
+ * are still to make, -1 with *why naming the folder.
  */
 static int
 priv_check_path(const char *folder, size_t root_len, uid_t uid,
@@ -528,11 +551,6 @@ priv_check_path(const char *folder, size_t root_len, uid_t uid,
 	size_t len = strlen(folder);
 	int rc;
 
-	if (strstr(folder, "/../") != NULL || strstr(folder, "/./") != NULL ||
-	    (len >= 3 && strcmp(folder + len - 3, "/..") == 0)) {
-		*why = "path has . or .. in it";
-		return -1;
-	}
 	if (len + 5 >= sizeof(path)) {
 		*why = "path too long";
 		return -1;
@@ -604,6 +622,10 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 		*why = "not an absolute path";
 		return priv_refuse(s[0], s[1], *why);
 	}
+	if (!priv_path_plain(folder)) {
+		*why = "path has an empty, . or .. folder name in it";
+		return priv_refuse(s[0], s[1], *why);
+	}
 	if (priv_under(folder, pw->pw_dir) && strcmp(pw->pw_dir, "/") != 0)
 		root = pw->pw_dir;
 	for (char **r = a->roots; root == NULL && r != NULL && *r != NULL; r++)
@@ -622,7 +644,9 @@ priv_deliver_child(char **s, int fd, const struct priv_allow *a,
 		    "and no template of the configuration gives";
 		return priv_refuse(s[0], s[1], *why);
 	}
-	if (root != pw->pw_dir)
+	/* Shared folders are for owners a table names, never for a named
+	 * one, who makes every folder of their own. */
+	if (root != pw->pw_dir && !priv_owner_named(a, pw))
 		priv_make_shared(folder, root_len, pw->pw_name);
 	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
 	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||

@@ -544,6 +544,7 @@ def test_the_helper_delivers_only_as_owners_the_config_allows(make_dropped,
         "new")) and os.listdir(os.path.join(ann.pw_dir, "Maildir", "new")),
         10, what="the allowed owner's copy")
     refused = [("pstnann", "~/.ssh"), ("pstnann", "~/.config/x"),
+        ("pstnann", "~//.ssh"), ("pstnann", "~/x/./.ssh"),
         ("nobody", srv.path("mail", "nobody"))]
     if owners == "name":
         refused.append(("pstnvic", "~/Maildir"))
@@ -554,7 +555,9 @@ def test_the_helper_delivers_only_as_owners_the_config_allows(make_dropped,
     for who, folder in refused:
         line = [l for l in lines
             if 'owner="%s" folder="%s"' % (who, folder) in l][0]
-        if who == "pstnann":
+        if folder in ("~//.ssh", "~/x/./.ssh"):
+            assert "an empty, . or .. folder name" in line, line
+        elif who == "pstnann":
             assert "a dot folder" in line, line
         else:
             assert "%s is not an owner the configuration allows" % who \
@@ -660,6 +663,32 @@ def test_a_folder_owners_share_is_roots_and_failures_name_the_folder(
         assert len(os.listdir(new)) == 1
     assert got == ("deferred", "as pstnann: lstat(%s/pstnann): Permission "
         "denied" % srv.path("locked", "inner"))
+
+
+def test_a_named_owner_makes_every_folder_of_its_own(make_dropped, sysuser):
+    """With one owner for every mailbox (`as USER`), no folder in a shared
+    maildir-root is root's 1777: a per-recipient folder made so would let
+    any local user plant a Maildir there first."""
+    ann = sysuser("pstnann", "Ann pw 1")
+    srv = make_dropped(start=False)
+    srv.write_config(make_config(["user " + USER, "group " + GROUP,
+        "maildir-root {tmp}/shared"],
+        actions='action own maildir "{tmp}/shared/%{rcpt.domain}/'
+        '%{rcpt.user}/Maildir" as pstnann\n',
+        rules=["match to domain own.test action own"]))
+    os.chmod(srv.conf, 0o644)
+    shared = shared_root(srv, "shared")
+    srv.start()
+    with srv.session() as c:
+        c.hello()
+        send_message(c, "a@example.net", ["x@own.test"], BODY)
+    got = wait_for(lambda: outcomes(srv).get("<x@own.test>"), 15,
+        what="the outcome")
+    assert got == ("delivered", None), got
+    for d in ("own.test", "own.test/x"):
+        st = os.stat(os.path.join(shared, d))
+        assert (st.st_uid, st.st_mode & 0o7777) == (ann.pw_uid, 0o700), d
+
 
 @pytest.mark.parametrize("existing", [False, True],
     ids=["made", "left-readable"])
