@@ -450,14 +450,15 @@ conn_eom_out(const struct conn *c)
  * nothing sent after it: the client hung up, it did not just shut its
  * side (it would have sent the rest first, QUIT at least), and nobody
  * will read the reply (RFC 5321 4.1.1.10).  Its session ends now and
- * frees its slot, not when the wait is over.
+ * frees its slot, not when the wait is over.  A QUIT in wait is that
+ * rest itself: it still gets its 221.
  */
 static bool
 conn_client_left(struct conn *c)
 {
 	return c->rd_eof && !c->closing && smtp_session_is_waiting(c->smtp) &&
 	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
-	    !conn_eom_out(c);
+	    !conn_eom_out(c) && strcmp(c->last_verb, "QUIT") != 0;
 }
 
 /* The last reply gets a short while, not the session's time. */
@@ -771,5 +772,14 @@ conn_kill_all(struct conn_ctx *ctx)
 	for (c = ctx->conns; c != NULL; c = next) {
 		next = c->next;
 		conn_kill_one(c);
+	}
+}
+
+void
+conn_free_all(struct conn_ctx *ctx)
+{
+	while (ctx->conns != NULL) {
+		ctx->conns->peer_gone = true;
+		conn_free(ctx->conns);
 	}
 }

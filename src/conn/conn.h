@@ -183,5 +183,7 @@ void	conn_shutdown_all(struct conn_ctx *ctx);
  * already, a message's end up at a proxy's upstream) are dropped at once.
  */
 void	conn_kill_all(struct conn_ctx *ctx);
+/* Free every session of ctx at once, with no reply: its loop has ended. */
+void	conn_free_all(struct conn_ctx *ctx);
 
 #endif

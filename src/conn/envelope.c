@@ -286,10 +286,6 @@ conn_mail_checked(struct conn *c, const struct smtp_event *ev,
 	switch (res->status) {
 	case ROUTE_OK:
 		return conn_mail_begin(c, ev);
-	case ROUTE_BAD_MAILDIR:
-		conn_set_reply(r, 451, "4.3.5 <%s>: Mailbox misconfigured, try "
-		    "again later", safe);
-		return SMTP_REJECT;
 	case ROUTE_TEMPFAIL:
 		conn_set_reply(r, 451, "4.3.0 Temporary lookup failure, try "
 		    "again later");

@@ -675,7 +675,7 @@ net_server_free(struct net_server **srvp)
 	net_observe_stop(srv);		/* its gauges read the queue */
 	for (unsigned i = 0; i < srv->nloops; i++) {
 		struct net_loop *loop = &srv->loops[i];
-		conn_kill_all(&loop->ctx);
+		conn_free_all(&loop->ctx);	/* none, unless a loop failed */
 		net_loop_sync_levs(loop, NULL, 0);
 	}
 	util_pool_free(&srv->pool);		/* every disk job has ended */

@@ -170,12 +170,14 @@ store_val_ok(const char *v)
 
 /*
  * For store_health (any thread): which completed operation came last, and
- * whether the last open failed.  A failed open stands until an open
- * succeeds: no operation of that store will ever complete to clear it.
+ * the engines whose last open failed (a bit each).  A failed open stands
+ * until an open of that engine succeeds: no operation of that store will
+ * ever complete to clear it, and another engine's store (a reply agent's
+ * memory) says nothing of it.
  */
 static _Atomic uint64_t store_seq, store_ok_seq, store_err_seq;
 static _Atomic int store_err_engine = -1;
-static _Atomic int store_open_err_engine = -1;
+static _Atomic unsigned store_open_err_engines;
 
 const char *
 store_health(void)
@@ -193,10 +195,12 @@ store_health(void)
 		[MET_STORE_REDIS] = "state store (redis): cannot be opened",
 		[MET_STORE_MEMORY] = "state store (memory): cannot be opened",
 	};
-	int e = atomic_load(&store_open_err_engine);
+	unsigned open_err = atomic_load(&store_open_err_engines);
+	int e;
 
-	if (e >= 0)
-		return open_why[e];
+	for (e = 0; e < (int)(sizeof(open_why) / sizeof(open_why[0])); e++)
+		if (open_err & (1u << e))
+			return open_why[e];
 	e = atomic_load(&store_err_engine);
 	if (atomic_load(&store_err_seq) <= atomic_load(&store_ok_seq) || e < 0)
 		return NULL;
@@ -219,11 +223,11 @@ store_count_open(const struct store_engine *eng, bool ok)
 	enum metrics_store e = store_metric(eng);
 
 	if (ok) {
-		atomic_store(&store_open_err_engine, -1);
+		atomic_fetch_and(&store_open_err_engines, ~(1u << e));
 		return;
 	}
 	metrics_inc(MET_STORE_ERRORS, (unsigned)e, 0);
-	atomic_store(&store_open_err_engine, (int)e);
+	atomic_fetch_or(&store_open_err_engines, 1u << e);
 }
 
 /* Count an operation's outcome (not the answers a closing store gives). */

@@ -360,6 +360,20 @@ def test_a_client_that_hangs_up_in_a_tarpit_frees_its_slot(make_postern,
     third.close()
 
 
+def test_a_quit_in_a_tarpit_gets_its_221_after_a_half_close(make_postern):
+    """A client may send QUIT and shut its side before it reads the reply
+    (RFC 5321 4.1.1.10): a QUIT the quit chain holds is no client that
+    left, and still gets its 221."""
+    srv = make_postern(config=chains_config("on quit { tarpit 1s }"))
+    with srv.session() as c:
+        c.hello()
+        c.send("QUIT")
+        wait_for(lambda: tarpits_running(srv) == 1, what="the tarpit")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect(221)
+    assert not log_events(srv, "lost"), srv.log()[-2000:]
+
+
 def test_trap_strict_dialogue(make_postern):
     srv = make_postern(config=chains_config("on connect { trap }"))
     with srv.session() as c:

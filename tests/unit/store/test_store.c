@@ -390,6 +390,17 @@ test_bad_specs(void **state)
 			fail_msg("case \"%s\": opened, want an error", bad[i]);
 		assert_non_null(err);
 	}
+	/* The sqlite store that cannot be opened stays unhealthy when a
+	 * store of another engine (a reply agent's memory) opens. */
+	const char *err = NULL, *why = store_health();
+	assert_non_null(why);
+	assert_string_equal(why, "state store (sqlite): cannot be opened");
+	struct store *mem = store_open(base, "memory:", &err);
+	assert_non_null(mem);
+	why = store_health();
+	assert_non_null(why);
+	assert_string_equal(why, "state store (sqlite): cannot be opened");
+	store_close(&mem);
 	event_base_free(base);
 }
 
