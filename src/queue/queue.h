@@ -36,9 +36,9 @@ typedef int (*queue_route_fn)(void *arg, const char *sender, const char *rcpt,
 /*
  * Deliver recipients idx[0..n) of env (content at content_path): one, or
  * several of one action whose kind takes them at once (struct
- * deliver_kind: one_copy, one_txn).  st_out[g] (zeroed by the queue)
- * gets idx[g]'s outcome, with the deciding reply or the reason in its
- * text when not DELIVER_OK.  The server passes its own (outbound actions
+ * deliver_kind: together).  st_out[g] (zeroed by the queue) gets
+ * idx[g]'s outcome, with the deciding reply or the reason in its text
+ * when not DELIVER_OK.  The server passes its own (outbound actions
  * through the configuration in force); without one the queue calls
  * queue_deliver_default.
  */
