@@ -85,8 +85,8 @@ struct spool_log {
 	 */
 	struct log_waiter *waiters;
 	bool		 elected;
-	pthread_cond_t	 free_cv;	/* a batch taken: room for one that
-					   would wrap */
+	pthread_cond_t	 free_cv;	/* a batch taken, or a write over:
+					   room for one that would wrap */
 	unsigned	 free_waiters;	/* on free_cv */
 	pthread_cond_t	 ckpt_cv;	/* the checkpoint thread's */
 	pthread_t	 thread;
@@ -303,6 +303,9 @@ log_write_batch(struct spool_log *lg)
 		lg->broken = true;
 	lg->writing = false;
 	w = log_answered(lg);
+	/* One waiting to place a record that wraps may write the batch now. */
+	if (lg->free_waiters > 0)
+		pthread_cond_broadcast(&lg->free_cv);
 	pthread_mutex_unlock(&lg->mu);
 	/* A waiter may be gone once its state is set: read it first. */
 	for (; w != NULL; w = next) {
@@ -339,6 +342,16 @@ log_enqueue(struct spool_log *lg, unsigned char *rec, size_t len, bool pin)
 		/* A batch is one piece: one that would wrap waits. */
 		if (lg->batch.len == 0 || at == lg->batch_off + lg->batch.len)
 			break;
+		/*
+		 * For the batch to be taken, not for a thread that would
+		 * take it: its records' threads may all have gone on, or be
+		 * waiting here too (the removals placed before this one).
+		 * With no write under way, this thread writes it.
+		 */
+		if (!lg->writing) {
+			log_write_batch(lg);
+			continue;
+		}
 		lg->free_waiters++;
 		util_pool_block_begin();
 		pthread_cond_wait(&lg->free_cv, &lg->mu);

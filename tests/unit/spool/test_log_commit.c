@@ -302,12 +302,76 @@ test_failed_write_answers_all(void **state)
 	free(a);
 }
 
+struct removals {
+	struct spool	*sp;
+	char		*qids[10];
+	size_t		 done;
+};
+
+static void *
+removals_main(void *arg)
+{
+	struct removals *r = arg;
+	const char *err = NULL;
+
+	r->done = spool_log_removed(r->sp, r->qids, 10, &err);
+	return NULL;
+}
+
+/*
+ * Removals placed near the log's end, the next of which wraps, with no
+ * other thread to write the batch before it: the thread placing them
+ * writes it, and all ten are recorded (none waits for a batch nobody
+ * takes).
+ */
+static void
+test_removals_that_wrap_are_written(void **state)
+{
+	char tmpl[] = "/tmp/test_log_commit.XXXXXX", path[256];
+	const char *dir = mkdtemp(tmpl);
+	struct spool sp = { 0 };
+	struct spool_loghdr h;
+	struct removals r = { .sp = &sp };
+	struct timespec ts;
+	pthread_t t;
+	int fd;
+
+	(void)state;
+	assert_non_null(dir);
+	fd = log_file(dir, &h, O_RDWR);
+	/* An empty log whose next record goes 3 removals from its end. */
+	h.off = LOG_SIZE - 3 * SPOOL_LOGREC_REMOVED_MAX;
+	assert_int_equal(spool_log_write_hdr(fd, &h), 0);
+	sp.log = spool_log_start(fd, LOG_SIZE, &h);
+	sp.dir = (char *)dir;
+	for (int i = 0; i < SUB_N; i++)
+		sp.fd[i] = -1;
+	sp.fd[SUB_ENV] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sp.fd[SUB_ENV] >= 0);
+	for (int i = 0; i < 10; i++)
+		r.qids[i] = xasprintf("R%d", i);
+	assert_int_equal(pthread_create(&t, NULL, removals_main, &r), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	if (pthread_timedjoin_np(t, NULL, &ts) != 0)
+		fail_msg("the removals still wait after 10 s");
+	assert_int_equal(r.done, 10);
+	spool_log_stop(&sp.log);
+	close(sp.fd[SUB_ENV]);
+	for (int i = 0; i < 10; i++)
+		free(r.qids[i]);
+	snprintf(path, sizeof(path), "%s/log", dir);
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_concurrent_appends),
 		cmocka_unit_test(test_failed_write_answers_all),
+		cmocka_unit_test(test_removals_that_wrap_are_written),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
