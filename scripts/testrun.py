@@ -150,7 +150,9 @@ def run_integration(results):
         env = dict(os.environ, POSTERN_BIN=os.path.join(ROOT, "build", "postern"),
                    PYTHONDONTWRITEBYTECODE="1", **SAN_ENV)
         p = sh(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "-rs", f"--junitxml={xml}", "tests/integration"], env=env)
+                "-rs", f"--junitxml={xml}",
+                "--basetemp=" + os.path.join(tmp, "t"), "tests/integration"],
+               env=env)
         if not os.path.exists(xml):
             results["failed"] += 1
             return

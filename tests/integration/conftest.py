@@ -147,12 +147,29 @@ def wait_for(cond, timeout=5.0, interval=0.02, what=None):
         time.sleep(interval)
 
 
+KEEP_FAILED_FOLDERS = 20    # failed tests whose folders stay for a look
+kept_failed = []
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Each test's outcome on its item, for fixtures' teardown to read."""
+    """Each test's outcome on its item, for fixtures' teardown to read.
+    Once the last report is in, the test's tmp_path goes, so a whole run
+    needs the disk of one test at a time, not of all of them (file-system
+    images and crash-trial copies come to gigabytes).  A failed test's
+    folder stays, for the first few failures."""
     outcome = yield
     report = outcome.get_result()
     setattr(item, "report_" + report.when, report)
+    path = item.funcargs.get("tmp_path")
+    if report.when != "teardown" or path is None:
+        return
+    failed = any(getattr(item, "report_" + when, report).failed
+                 for when in ("setup", "call", "teardown"))
+    if failed and len(kept_failed) < KEEP_FAILED_FOLDERS:
+        kept_failed.append(path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port():
