@@ -242,9 +242,6 @@ conn_tx_fast_finish(struct conn_tx_fast *f, const char **err_out)
 			    env->qid, "why=\"%s\"", err);
 		return 0;
 	}
-	if (spool_msg_write(tx->msg, tx->inflight.data, tx->inflight.len,
-	    err_out) == -1)
-		return -1;
 	spool_msg_whole(tx->msg, tx->inflight.data, tx->inflight.len);
 	if (spool_msg_commit(tx->msg, env, err_out) == -1)
 		return -1;
@@ -446,20 +443,24 @@ conn_tx_job_run(void *arg)
 		    tx->inflight.len, &err);
 		break;
 	case TXJ_COMMIT:
-		/* All in memory: the edit made there, no replace. */
-		if (tx->whole && tx->head_set)
-			conn_tx_edit_inflight(tx);
-		if (tx->inflight.len > 0)
-			rc = spool_msg_write(tx->msg, tx->inflight.data,
-			    tx->inflight.len, &err);
-		if (rc == 0 && tx->head_set)
-			rc = spool_msg_replace(tx->msg, tx->head_off,
-			    tx->head_old, tx->head.data, tx->head.len, &err);
-		if (rc != 0)
-			break;
-		if (tx->whole)
+		if (tx->whole) {
+			/* All in memory: the edit made there, and the
+			   commit writes it (or the log keeps it). */
+			if (tx->head_set)
+				conn_tx_edit_inflight(tx);
 			spool_msg_whole(tx->msg, tx->inflight.data,
 			    tx->inflight.len);
+		} else {
+			if (tx->inflight.len > 0)
+				rc = spool_msg_write(tx->msg,
+				    tx->inflight.data, tx->inflight.len, &err);
+			if (rc == 0 && tx->head_set)
+				rc = spool_msg_replace(tx->msg, tx->head_off,
+				    tx->head_old, tx->head.data, tx->head.len,
+				    &err);
+			if (rc != 0)
+				break;
+		}
 		log_divert(was);
 		if ((rc = spool_msg_commit_async(tx->msg, &tx->env,
 		    conn_tx_job_end, tx, &err)) == 1)

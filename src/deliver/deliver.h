@@ -690,6 +690,13 @@ struct deliver_kind {
 	int			(*check)(const struct config *c,
 				    const struct config_action *a,
 				    const char **err_out);
+	/*
+	 * It reads a spooled message from m->content when that is set
+	 * (content_path NULL), so the queue may hand it a message the spool
+	 * holds in memory, not written yet.  Kinds that give the file to
+	 * another process or open it by name have the message written first.
+	 */
+	bool			 from_memory;
 };
 /*
  * Cut this thread's deliveries short once fd is readable (a queue that

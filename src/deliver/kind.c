@@ -108,32 +108,34 @@ kind_remote(void *runtime, const char *arg, const struct deliver_msg *m,
 /* ---- the table ---- */
 
 #define KIND_REMOTE(together)	false, together, kind_remote_open, \
-	kind_remote_close, kind_remote, NULL, NULL
+	kind_remote_close, kind_remote, NULL, NULL, true
 
 static const struct deliver_kind deliver_kinds[] = {
 	{ CONFIG_ACTION_MAILDIR, true, DELIVER_ALONE, NULL, NULL,
-	    kind_maildir, deliver_maildir_copies, deliver_maildir_check },
+	    kind_maildir, deliver_maildir_copies, deliver_maildir_check,
+	    true },
 	{ CONFIG_ACTION_DISCARD, true, DELIVER_ALONE, NULL, NULL,
-	    kind_discard, NULL, NULL },
+	    kind_discard, NULL, NULL, true },
 	{ CONFIG_ACTION_RELAY, KIND_REMOTE(DELIVER_ONE_TXN) },
 	{ CONFIG_ACTION_MX, KIND_REMOTE(DELIVER_ONE_TXN) },
 	{ CONFIG_ACTION_FORWARD, KIND_REMOTE(DELIVER_ONE_COPY) },
 	{ CONFIG_ACTION_RELAY_BY_SENDER, KIND_REMOTE(DELIVER_ONE_TXN) },
 	{ CONFIG_ACTION_WEBHOOK, false, DELIVER_ALONE, deliver_webhook_open,
 	    deliver_webhook_close, deliver_webhook_kind, NULL,
-	    deliver_webhook_check },
+	    deliver_webhook_check, false },
 	{ CONFIG_ACTION_REPLY, false, DELIVER_ALONE, deliver_agent_open,
 	    deliver_agent_close, deliver_agent_kind, NULL,
-	    deliver_agent_check },
+	    deliver_agent_check, false },
 	{ CONFIG_ACTION_PASS_THROUGH, false, DELIVER_ALONE,
 	    deliver_passthrough_open, deliver_passthrough_close,
-	    deliver_passthrough_kind, NULL, NULL },
+	    deliver_passthrough_kind, NULL, NULL, false },
 	{ CONFIG_ACTION_PIPE, false, DELIVER_ALONE, deliver_pipe_open,
-	    deliver_pipe_close, deliver_pipe_kind, NULL, deliver_pipe_check },
+	    deliver_pipe_close, deliver_pipe_kind, NULL, deliver_pipe_check,
+	    false },
 	/* Alone: Dovecot writes Delivered-To only into a copy that came
 	 * with one recipient. */
 	{ CONFIG_ACTION_LMTP, false, DELIVER_ALONE, deliver_lmtp_open,
-	    deliver_lmtp_close, deliver_lmtp_kind, NULL, NULL },
+	    deliver_lmtp_close, deliver_lmtp_kind, NULL, NULL, true },
 };
 #define DELIVER_NKINDS	(sizeof(deliver_kinds) / sizeof(deliver_kinds[0]))
 

@@ -84,7 +84,7 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 	const struct spool_rcpt *r = &env->rcpts[idx];
 	const char *colon = r->arg != NULL ? strchr(r->arg, ':') : NULL;
 	struct deliver_msg m = {
-		.content_path = content_path, .return_path = env->sender,
+		.return_path = env->sender,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed,
 		.qid = env->qid, .rcpt_idx = idx,
@@ -98,6 +98,7 @@ net_queue_deliver_owner(struct net_server *srv, const struct spool_env *env,
 		    "5.3.5 maildir-owner without USER:FOLDER");
 		return;
 	}
+	queue_msg_content(&m, content_path);
 	char *owner = xstrndup(r->arg, (size_t)(colon - r->arg));
 	enum deliver_result res = priv_deliver(srv->priv, owner, colon + 1,
 	    &m, &why);
@@ -203,7 +204,6 @@ net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
 	net_origin(env, &origin, rcpts);
 	queue_injector(srv->queue, &inject);
 	struct deliver_msg m = {
-		.content_path = content_path,
 		.return_path = env->sender,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed,
@@ -216,6 +216,7 @@ net_queue_deliver(void *arg, const struct spool_env *env, const size_t *idx,
 		.origin = &origin,
 		.inject = &inject,
 	};
+	queue_msg_content(&m, content_path);
 	(void)k->deliver(run, r->arg, &m, addrs, n, st, &err);
 	conn_rt_unref(&rt);
 	free(rcpts);

@@ -77,6 +77,28 @@ queue_gone_reset(void)
 	queue_gone = false;
 }
 
+/* The content of this thread's run, when held in memory (queue_run). */
+static __thread const char *queue_mem;
+static __thread size_t queue_mem_len;
+
+void
+queue_content_use(const char *mem, size_t len)
+{
+	queue_mem = mem;
+	queue_mem_len = len;
+}
+
+void
+queue_msg_content(struct deliver_msg *m, const char *content_path)
+{
+	m->content_path = content_path;
+	if (queue_mem != NULL) {
+		m->content_path = NULL;
+		m->content = queue_mem;
+		m->content_len = queue_mem_len;
+	}
+}
+
 bool
 queue_msg_is_gone(void)
 {
@@ -188,7 +210,7 @@ queue_deliver_default(void *arg, const struct spool_env *env,
 	const struct deliver_kind *k = deliver_kind_find(r->action);
 	const char *addr = r->addr;
 	struct deliver_msg m = {
-		.content_path = content_path, .return_path = env->sender,
+		.return_path = env->sender,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed,
 		.qid = env->qid, .rcpt_idx = idx[0],
@@ -197,6 +219,7 @@ queue_deliver_default(void *arg, const struct spool_env *env,
 	const char *why = NULL;
 
 	(void)arg;
+	queue_msg_content(&m, content_path);
 	/* Several only of a kind that takes them at once: none runs without
 	 * a runtime. */
 	ASSERT(n == 1);
@@ -411,7 +434,7 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	struct queue_opts o;
 	queue_opts_now(q, &o);
 	struct deliver_msg m = {
-		.content_path = content_path, .return_path = env->sender,
+		.return_path = env->sender,
 		.smtputf8 = env->smtputf8,
 		.smtputf8_needed = env->smtputf8_needed, .qid = env->qid,
 		.received = env->received, .hostname = o.hostname,
@@ -419,6 +442,7 @@ queue_attempt_copies(struct queue *q, struct spool_env *env,
 	const char **args = xcalloc(n, sizeof(*args));
 	struct deliver_rcpt_status *st = xcalloc(n, sizeof(*st));
 
+	queue_msg_content(&m, content_path);
 	for (size_t g = 0; g < n; g++)
 		args[g] = env->rcpts[idx[g]].arg;
 	k->deliver_copies(args, idx, n, &m, st);

@@ -343,6 +343,24 @@ queue_damaged(struct queue *q, const char *sid, const char *qid,
 }
 
 /*
+ * May the recipients of env still pending have the content from memory:
+ * is each one's kind one that reads it there?
+ */
+static bool
+queue_from_memory(const struct spool_env *env)
+{
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct deliver_kind *k;
+		if (env->rcpts[i].done)
+			continue;
+		k = deliver_kind_find(env->rcpts[i].action);
+		if (k == NULL || !k->from_memory)
+			return false;
+	}
+	return true;
+}
+
+/*
  * Deliver the due recipients of job (ours while it runs; force: every
  * pending one), record each outcome, send DSNs, remove the message when
  * all is done.  On QUEUE_RETRY, *due_out is the next attempt and
@@ -355,7 +373,8 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 	const char *qid = job->qid, *halt = NULL;
 	struct spool_env env;
 	const char *err = NULL;
-	char *content_path;
+	char *content_path, *mem;
+	size_t mem_len;
 	uint64_t now = queue_wall_ms(), due = UINT64_MAX;
 	bool pending = false, unreported = false, *skipped;
 	size_t npending = 0;
@@ -375,11 +394,25 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 		spool_env_clear(&env);
 		return QUEUE_HELD;
 	}
-	if (spool_content_check(q->sp, &env, &err) == -1) {
+	if (spool_content_load(q->sp, &env, &mem, &mem_len, &err) == -1) {
 		enum queue_outcome out = queue_damaged(q, env.sid, qid, err,
 		    due_out);
 		spool_env_clear(&env);
 		return out;
+	}
+	if (mem != NULL && !queue_from_memory(&env)) {
+		free(mem);
+		mem = NULL;
+		if (spool_content_write(q->sp, qid, &err) == -1) {
+			struct queue_opts o;
+			queue_opts_now(q, &o);
+			log_event(LOG_LVL_ERROR, "queue", env.sid, qid,
+			    "cannot write the message out of memory "
+			    "why=\"%s\"", err);
+			*due_out = now + o.retry_min_ms;
+			spool_env_clear(&env);
+			return QUEUE_RETRY;
+		}
 	}
 	/* Delivered in an earlier run: never sent again by this process. */
 	queue_record_again(q, &env, job->unrecorded, job->nunrecorded);
@@ -387,10 +420,13 @@ queue_run(struct queue *q, struct queue_job *job, bool force,
 	skipped = xcalloc(env.nrcpts + 1, sizeof(*skipped));
 	p.skipped = skipped;
 	p.tried = xcalloc(env.nrcpts + 1, sizeof(*p.tried));
+	queue_content_use(mem, mem_len);
 	for (size_t i = 0; i < env.nrcpts && queue_run_goes_on(q, job); i++)
 		if (queue_is_due(&p, &env, i) &&
 		    !queue_run_group(q, &p, &env, i, content_path))
 			queue_run_one(q, &p, &env, &i, 1, content_path);
+	queue_content_use(NULL, 0);
+	free(mem);
 	queue_note_unrecorded(job, &env);
 	free(p.tried);
 	free(content_path);

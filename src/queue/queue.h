@@ -168,6 +168,15 @@ int	queue_hold(struct queue *q, const char *qid, bool hold,
 int	queue_delete(struct queue *q, const char *qid, const char **err_out);
 
 /*
+ * The content for the deliver_msg a queue_deliver_fn builds: at
+ * content_path, or in memory (m->content, content_path NULL) where the
+ * spool holds the message unwritten and every kind it goes to reads it
+ * from there (struct deliver_kind: from_memory).  On the delivering
+ * thread only.
+ */
+void	queue_msg_content(struct deliver_msg *m, const char *content_path);
+
+/*
  * The actions the queue delivers by itself: maildir and discard.  The
  * outbound kinds need the server's deliver function and wait without it.
  */

@@ -149,6 +149,9 @@ int	queue_finish(struct queue *q, const struct spool_env *env,
  */
 bool	queue_msg_is_gone(void);
 void	queue_gone_reset(void);
+/* The content of this thread's run in memory (mem[0..len), borrowed for
+ * the run), or NULL: at its path (queue_msg_content). */
+void	queue_content_use(const char *mem, size_t len);
 
 /* bounce.c: bounce the failures not reported yet; record each as reported. */
 void	queue_bounce(struct queue *q, struct spool_env *env);

@@ -2,8 +2,10 @@
  * spool/commit.c: a message received into msg/<qid> and committed: its
  * content and envelope made durable in the order of spool.c's crash
  * table, after one record in the spool log where the journal keeps the
- * order and the log takes it, else with the file system's syncs.  Knows
- * nothing of SMTP or of the queue.
+ * order and the log takes it, else with the file system's syncs.  A
+ * message whose content came whole in memory and that the log commits
+ * gets no file at all yet (fresh.c).  Knows nothing of SMTP or of the
+ * queue.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -28,7 +30,8 @@ struct spool_msg {
 	int			 fd;		/* content, -1 before first write */
 	enum spool_state	 state;
 	const char		*whole;		/* borrowed: the content, if the
-						   caller said (spool_msg_whole) */
+						   caller said (spool_msg_whole);
+						   unwritten while fd is -1 */
 	size_t			 whole_len;
 };
 
@@ -89,11 +92,28 @@ spool_msg_whole(struct spool_msg *m, const char *data, size_t len)
 	m->whole_len = len;
 }
 
+/* msg/<qid> made and holding the whole content: 0 or -1 with *err_out. */
+static int
+spool_msg_file(struct spool_msg *m, const char **err_out)
+{
+	if (m->fd != -1)
+		return 0;
+	if (spool_msg_create(m, err_out) == -1)
+		return -1;
+	if (m->whole != NULL && util_write_all(m->fd, m->whole,
+	    m->whole_len, -1) == -1) {
+		*err_out = spool_err("write", SUB_MSG, m->qid, "", errno);
+		return -1;
+	}
+	return 0;
+}
+
 int
 spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
     const char **err_out)
 {
 	ASSERT(m->state == MSG_EMPTY || m->state == MSG_OPEN);
+	ASSERT(m->whole == NULL || m->fd != -1);
 	m->whole = NULL;
 	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
 		return -1;
@@ -140,7 +160,7 @@ spool_msg_replace(struct spool_msg *m, uint64_t offset, uint64_t old_len,
 	int out, rc = -1;
 	struct stat st;
 
-	ASSERT(m->state == MSG_OPEN);
+	ASSERT(m->state == MSG_OPEN && m->fd != -1);
 	m->whole = NULL;
 	/* Made in tmp/, whose leftovers a start removes unless locked. */
 	snprintf(name, sizeof(name), "%s.new", m->qid);
@@ -259,7 +279,8 @@ static int
 spool_commit_named(struct spool_msg *m, const struct util_buf *b,
     int *fd_out, const char **err_out)
 {
-	if (spool_content_settle(m, err_out) == -1 ||
+	if (spool_msg_file(m, err_out) == -1 ||
+	    spool_content_settle(m, err_out) == -1 ||
 	    spool_env_create(m->sp, m->qid, b, fd_out, err_out) == -1)
 		return -1;
 	return spool_env_name(m->sp, m->qid, *fd_out, true, err_out);
@@ -284,6 +305,8 @@ struct spool_commit {
 	struct util_buf		 b;		/* the envelope's bytes */
 	int			 envfd;
 	bool			 logged;	/* the log's record made it durable */
+	bool			 unwritten;	/* no file yet: the content whole
+						   in memory, the log to take it */
 	char			*readback;	/* the content read for the record */
 	uint64_t		 start_ns;
 	spool_commit_fn		 fn;		/* the outcome's, async */
@@ -299,7 +322,9 @@ spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
 	ASSERT(strcmp(env->qid, m->qid) == 0);
 	*c = (struct spool_commit){ .m = m, .envfd = -1,
 	    .start_ns = metrics_now_ns() };
-	if (m->fd == -1 && spool_msg_create(m, err_out) == -1)
+	/* Content in memory: its file waits for what the log says. */
+	if (m->whole == NULL && m->fd == -1 &&
+	    spool_msg_create(m, err_out) == -1)
 		return -1;
 	spool_env_format(env, &c->b);
 	return 0;
@@ -312,10 +337,12 @@ spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
  * holding both made durable in the log; only then the envelope named
  * (accepted).  A crash before the record leaves nothing accepted; after
  * it, the start replays the record (logrecover.c) and writes again what
- * the disk lost.  Here the steps up to the record: 0, the content for it
- * in *content_out (*len_out bytes: what the caller said it is, or read
- * back into c->readback).  1 when the log cannot take it (off, too
- * large: counted as such): nothing done.  -1.
+ * the disk lost.  Content that came whole in memory, with no file yet,
+ * gets none here: after the record it is kept unwritten (fresh.c), unless
+ * the keep folder wants a copy of its file.  Here the steps up to the
+ * record: 0, the content for it in *content_out (*len_out bytes: what the
+ * caller said it is, or read back into c->readback).  1 when the log
+ * cannot take it (off, too large: counted as such): nothing done.  -1.
  */
 static int
 spool_commit_record(struct spool_commit *c, const char **content_out,
@@ -327,6 +354,15 @@ spool_commit_record(struct spool_commit *c, const char **content_out,
 
 	if (!sp->ordered || !spool_log_on(sp))
 		return 1;
+	if (m->whole != NULL && m->fd == -1 && sp->keep == NULL &&
+	    spool_log_fits_spooled(sp, m->qid, c->b.len, m->whole_len)) {
+		c->unwritten = true;
+		*content_out = m->whole;
+		*len_out = m->whole_len;
+		return 0;
+	}
+	if (spool_msg_file(m, err_out) == -1)
+		return -1;
 	if (m->whole != NULL)
 		st.st_size = (off_t)m->whole_len;
 	else if (fstat(m->fd, &st) == -1)
@@ -360,6 +396,20 @@ spool_commit_recorded(struct spool_commit *c, int rc, uint64_t seq,
 	struct spool_msg *m = c->m;
 	struct spool *sp = m->sp;
 
+	if (c->unwritten) {
+		if (rc != 0)	/* the order of the table after all */
+			return spool_commit_named(m, &c->b, &c->envfd, err_out);
+		c->logged = true;
+		if (spool_unwritten_put(sp, m->qid, c->b.data, c->b.len,
+		    m->whole, m->whole_len, seq))
+			return 0;	/* its record stays pinned */
+		/* No room to keep it: its files now, unsynced. */
+		rc = spool_msg_file(m, err_out) == -1 || spool_env_create(sp,
+		    m->qid, &c->b, &c->envfd, err_out) == -1 ? -1 :
+		    spool_env_name(sp, m->qid, c->envfd, false, err_out);
+		spool_log_named(sp, seq);
+		return rc;
+	}
 	if (rc != 0) {
 		/* Step 1's settle, then steps 2 and 3 as the table has them. */
 		if (spool_content_settle(m, err_out) == -1) {
@@ -396,7 +446,8 @@ spool_commit_end(struct spool_commit *c, int rc, const char **err_out)
 		*err_out = spool_err("fsync", SUB_ENV, "", "", errno);
 		goto fail;
 	}
-	close(c->envfd);
+	if (c->envfd != -1)
+		close(c->envfd);
 	m->state = MSG_COMMITTED;
 	/* Its first load needs no read: no record exists yet (fresh.c). */
 	spool_fresh_put(sp, m->qid, c->b.data, c->b.len);

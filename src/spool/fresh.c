@@ -4,22 +4,51 @@
  * the queue's first load of such a message reads no file and looks for no
  * done/<qid>, and its removal unlinks no done/<qid>: none can exist.  A
  * message leaves at its first record (spool_append) or its removal.
- * Knows nothing of the queue.
  *
  * Why "no record" holds: a queue id is new at its commit (a done/ file
  * left by a crash is removed at the start, before any commit), every
  * record goes through spool_append, which forgets the message before it
  * writes, and no other process writes to a spool this one holds.
+ *
+ * Unwritten messages.  A message the spool log committed (commit.c) has
+ * its envelope and content in the log's record, durable: its files only
+ * matter once the log's checkpoint passes that record.  So such a
+ * message is kept here whole, content too (up to SPOOL_UNWRITTEN_MAX
+ * octets in all), with no file written, and its record stays pinned in
+ * the log.  Most go before the checkpoint comes: delivered, then removed
+ * with no file made or unlinked, and gone/<qid> a link to gone/.removed
+ * (remove.c) until the log has their removal.  The others are written
+ * into msg/ and env/ unsynced (the checkpoint's syncfs makes them
+ * durable) and their record unpinned: by the checkpoint, before it moves
+ * (spool_unwritten_write_all), before a status record is appended
+ * (spool_append), and when a delivery needs the files.  A crash before
+ * that replays the record (logspool.c).  The queue delivers an unwritten
+ * message's content from here (spool_content_mem).  Knows nothing of the
+ * queue.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "log/log.h"
+
+/* FILED: its files are on disk (or it has no content here at all). */
+enum fresh_state { FRESH_FILED, FRESH_UNWRITTEN, FRESH_WRITING };
 
 struct spool_fresh {
 	struct spool_fresh	*next;
 	char			 qid[SPOOL_QID_MAX];
+	enum fresh_state	 state;
+	uint64_t		 seq;		/* unwritten: its log record */
+	char			*content;	/* owned while unwritten */
+	size_t			 content_len;
 	size_t			 len;
 	char			 text[];	/* the envelope file's bytes */
 };
@@ -44,42 +73,69 @@ spool_fresh_find(struct spool *sp, const char *qid,
 	return *pp;
 }
 
+/* Unlink f (at *pp) and free it.  Locked. */
+static void
+spool_fresh_unlink(struct spool *sp, struct spool_fresh **pp)
+{
+	struct spool_fresh *f = *pp;
+
+	*pp = f->next;
+	sp->nfresh--;
+	if (f->content != NULL) {
+		sp->unwritten_bytes -= f->content_len;
+		sp->nunwritten--;
+	}
+	free(f->content);
+	free(f);
+}
+
 void
 spool_fresh_init(struct spool *sp)
 {
 	pthread_mutex_init(&sp->fresh_mu, NULL);
+	pthread_cond_init(&sp->fresh_cv, NULL);
 }
 
 void
 spool_fresh_clear(struct spool *sp)
 {
 	for (size_t i = 0; i < SPOOL_FRESH_SLOTS; i++)
-		while (sp->fresh[i] != NULL) {
-			struct spool_fresh *f = sp->fresh[i];
-			sp->fresh[i] = f->next;
-			free(f);
-		}
-	sp->nfresh = 0;
+		while (sp->fresh[i] != NULL)
+			spool_fresh_unlink(sp, &sp->fresh[i]);
+	pthread_cond_destroy(&sp->fresh_cv);
 	pthread_mutex_destroy(&sp->fresh_mu);
+}
+
+/* A new entry for qid, or NULL when one exists or there is no room. */
+static struct spool_fresh *
+spool_fresh_add(struct spool *sp, const char *qid, const char *text,
+    size_t len)
+{
+	struct spool_fresh *f, **pp;
+
+	if (sp->nfresh >= SPOOL_FRESH_MAX ||
+	    spool_fresh_find(sp, qid, &pp) != NULL)
+		return NULL;
+	f = xmalloc(sizeof(*f) + len);
+	util_strlcpy(f->qid, qid, sizeof(f->qid));
+	f->state = FRESH_FILED;
+	f->seq = 0;
+	f->content = NULL;
+	f->content_len = 0;
+	f->len = len;
+	memcpy(f->text, text, len);
+	f->next = NULL;
+	*pp = f;
+	sp->nfresh++;
+	return f;
 }
 
 void
 spool_fresh_put(struct spool *sp, const char *qid, const char *text,
     size_t len)
 {
-	struct spool_fresh *f, **pp;
-
 	pthread_mutex_lock(&sp->fresh_mu);
-	if (sp->nfresh < SPOOL_FRESH_MAX &&
-	    spool_fresh_find(sp, qid, &pp) == NULL) {
-		f = xmalloc(sizeof(*f) + len);
-		util_strlcpy(f->qid, qid, sizeof(f->qid));
-		f->len = len;
-		memcpy(f->text, text, len);
-		f->next = NULL;
-		*pp = f;
-		sp->nfresh++;
-	}
+	(void)spool_fresh_add(sp, qid, text, len);
 	pthread_mutex_unlock(&sp->fresh_mu);
 }
 
@@ -106,10 +162,215 @@ spool_fresh_drop(struct spool *sp, const char *qid)
 
 	pthread_mutex_lock(&sp->fresh_mu);
 	if ((f = spool_fresh_find(sp, qid, &pp)) != NULL) {
-		*pp = f->next;
-		sp->nfresh--;
+		/* An unwritten one is written (spool_append) or removed
+		   (spool_unwritten_forget) first. */
+		ASSERT(f->state == FRESH_FILED);
+		spool_fresh_unlink(sp, pp);
 	}
 	pthread_mutex_unlock(&sp->fresh_mu);
-	free(f);
 	return f != NULL;
+}
+
+/* ---- unwritten messages ---- */
+
+bool
+spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
+    size_t env_len, const char *content, size_t content_len, uint64_t seq)
+{
+	struct spool_fresh *f = NULL;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	if (content_len <= SPOOL_UNWRITTEN_MAX - sp->unwritten_bytes &&
+	    (f = spool_fresh_add(sp, qid, env, env_len)) != NULL) {
+		f->state = FRESH_UNWRITTEN;
+		f->seq = seq;
+		/* One more octet: a message of none still has a buffer. */
+		f->content = xmalloc(content_len + 1);
+		memcpy(f->content, content, content_len);
+		f->content_len = content_len;
+		sp->unwritten_bytes += content_len;
+		sp->nunwritten++;
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return f != NULL;
+}
+
+/* "call(sub/qidsuffix): strerror", errno kept. */
+static int
+spool_unwritten_fail(const char *call, enum spool_sub sub, const char *qid,
+    const char *suffix, const char **err_out)
+{
+	int saved = errno;
+
+	*err_out = spool_err(call, sub, qid, suffix, saved);
+	errno = saved;
+	return -1;
+}
+
+/*
+ * f's files written, unsynced: the content, locked until the envelope
+ * names it (a start's sweep leaves a locked msg/ file alone), then the
+ * envelope, made in env/<qid>.tmp and renamed.  f is ours (WRITING).
+ * 0, or -1 with *err_out and nothing left behind.
+ */
+static int
+spool_unwritten_files(struct spool *sp, const struct spool_fresh *f,
+    const char **err_out)
+{
+	char tmp[SPOOL_QID_MAX + 8];
+	int mfd, efd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", f->qid);
+	mfd = openat(sp->fd[SUB_MSG], f->qid, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (mfd == -1)
+		return spool_unwritten_fail("open", SUB_MSG, f->qid, "",
+		    err_out);
+	if (flock(mfd, LOCK_EX) == -1 || util_write_all(mfd, f->content,
+	    f->content_len, -1) == -1) {
+		spool_unwritten_fail("write", SUB_MSG, f->qid, "", err_out);
+		goto out;
+	}
+	efd = openat(sp->fd[SUB_ENV], tmp, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (efd == -1) {
+		spool_unwritten_fail("open", SUB_ENV, f->qid, ".tmp", err_out);
+		goto out;
+	}
+	if (util_write_all(efd, f->text, f->len, -1) == -1)
+		spool_unwritten_fail("write", SUB_ENV, f->qid, ".tmp", err_out);
+	else if (renameat(sp->fd[SUB_ENV], tmp, sp->fd[SUB_ENV], f->qid) ==
+	    -1)
+		spool_unwritten_fail("rename", SUB_ENV, f->qid, ".tmp",
+		    err_out);
+	else
+		rc = 0;
+	close(efd);
+	if (rc == -1)
+		unlinkat(sp->fd[SUB_ENV], tmp, 0);
+out:
+	if (rc == -1)
+		unlinkat(sp->fd[SUB_MSG], f->qid, 0);
+	close(mfd);
+	return rc;
+}
+
+/*
+ * Write f (found under the lock, held) out if it is unwritten, waiting
+ * for a write another thread has under way.  0 once it has its files,
+ * or -1 with *err_out (still unwritten).  The lock is dropped meanwhile.
+ */
+static int
+spool_unwritten_write_locked(struct spool *sp, const char *qid,
+    const char **err_out)
+{
+	struct spool_fresh *f, **pp;
+	uint64_t seq;
+	int rc;
+
+	for (;;) {
+		if ((f = spool_fresh_find(sp, qid, &pp)) == NULL ||
+		    f->state == FRESH_FILED)
+			return 0;
+		if (f->state == FRESH_UNWRITTEN)
+			break;
+		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
+	}
+	f->state = FRESH_WRITING;	/* nobody frees or changes it now */
+	pthread_mutex_unlock(&sp->fresh_mu);
+	rc = spool_unwritten_files(sp, f, err_out);
+	pthread_mutex_lock(&sp->fresh_mu);
+	seq = f->seq;
+	if (rc == 0) {
+		f->state = FRESH_FILED;
+		free(f->content);
+		f->content = NULL;
+		sp->unwritten_bytes -= f->content_len;
+		sp->nunwritten--;
+	} else
+		f->state = FRESH_UNWRITTEN;
+	pthread_cond_broadcast(&sp->fresh_cv);
+	if (rc == 0) {
+		/* The checkpoint may pass the record: the files are named. */
+		pthread_mutex_unlock(&sp->fresh_mu);
+		spool_log_named(sp, seq);
+		pthread_mutex_lock(&sp->fresh_mu);
+	}
+	return rc;
+}
+
+int
+spool_unwritten_write(struct spool *sp, const char *qid,
+    const char **err_out)
+{
+	int rc;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	rc = spool_unwritten_write_locked(sp, qid, err_out);
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return rc;
+}
+
+void
+spool_unwritten_write_all(struct spool *sp)
+{
+	const char *err = NULL;
+	char qid[SPOOL_QID_MAX];
+	int rc = 0;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	for (size_t i = 0; i < SPOOL_FRESH_SLOTS && sp->nunwritten > 0 &&
+	    rc == 0;) {
+		struct spool_fresh *f = sp->fresh[i];
+		while (f != NULL && f->state != FRESH_UNWRITTEN)
+			f = f->next;
+		if (f == NULL) {
+			i++;
+			continue;
+		}
+		/* The chain may change while the write drops the lock. */
+		util_strlcpy(qid, f->qid, sizeof(qid));
+		rc = spool_unwritten_write_locked(sp, qid, &err);
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+	if (rc == -1)
+		log_msg(LOG_LVL_ERROR, "spool: cannot write a message the log "
+		    "holds into its files: %s; the log keeps it, retrying",
+		    err);
+}
+
+bool
+spool_unwritten_forget(struct spool *sp, const char *qid, uint64_t *seq_out)
+{
+	struct spool_fresh *f, **pp;
+	bool unwritten = false;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	while ((f = spool_fresh_find(sp, qid, &pp)) != NULL &&
+	    f->state == FRESH_WRITING)
+		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
+	if (f != NULL && f->state == FRESH_UNWRITTEN) {
+		unwritten = true;
+		*seq_out = f->seq;
+		spool_fresh_unlink(sp, pp);
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return unwritten;
+}
+
+char *
+spool_content_mem(struct spool *sp, const char *qid, size_t *len_out)
+{
+	struct spool_fresh *f, **pp;
+	char *copy = NULL;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	if ((f = spool_fresh_find(sp, qid, &pp)) != NULL &&
+	    f->content != NULL) {
+		copy = xmalloc(f->content_len + 1);
+		memcpy(copy, f->content, f->content_len);
+		*len_out = f->content_len;
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return copy;
 }

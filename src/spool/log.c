@@ -72,6 +72,7 @@ struct log_waiter {
 };
 
 struct spool_log {
+	struct spool	*sp;		/* borrowed: its unwritten messages */
 	int		 fd;
 	uint64_t	 size;
 	pthread_mutex_t	 mu;
@@ -681,11 +682,19 @@ spool_log_record_max(uint64_t size)
 static int
 log_checkpoint(struct spool_log *lg)
 {
-	struct spool_loghdr h = lg->hdr;
-	size_t nfs = lg->nfs;
-	bool all = lg->fs_unknown;
+	struct spool_loghdr h;
+	size_t nfs;
+	bool all;
 	int *fds, rc = 0;
 
+	/* Messages still unwritten get their files, which the syncs below
+	   make durable; those committed meanwhile stay pinned. */
+	pthread_mutex_unlock(&lg->mu);
+	spool_unwritten_write_all(lg->sp);
+	pthread_mutex_lock(&lg->mu);
+	h = lg->hdr;
+	nfs = lg->nfs;
+	all = lg->fs_unknown;
 	h.seq = lg->next_seq;
 	h.off = lg->head;
 	for (size_t i = 0; i < lg->nopen; i++)
@@ -739,11 +748,13 @@ log_thread(void *arg)
 }
 
 struct spool_log *
-spool_log_start(int fd, uint64_t size, const struct spool_loghdr *h)
+spool_log_start(struct spool *sp, int fd, uint64_t size,
+    const struct spool_loghdr *h)
 {
 	struct spool_log *lg = xcalloc(1, sizeof(*lg));
 	pthread_condattr_t ca;
 
+	lg->sp = sp;
 	lg->fd = fd;
 	lg->size = size;
 	lg->hdr = *h;
@@ -767,18 +778,19 @@ spool_log_stop(struct spool_log **lgp)
 
 	if (lg == NULL)
 		return;
-	*lgp = NULL;
 	pthread_mutex_lock(&lg->mu);
 	lg->stop = true;
 	pthread_cond_signal(&lg->ckpt_cv);
 	pthread_mutex_unlock(&lg->mu);
 	pthread_join(lg->thread, NULL);
-	/* A clean stop leaves nothing to replay. */
+	/* A clean stop leaves nothing to replay: the messages still held
+	   in memory are written, which unpins their records in lg. */
 	pthread_mutex_lock(&lg->mu);
 	for (int tries = 0; tries < 3 && !lg->broken &&
 	    log_checkpoint(lg) == -1; tries++)
 		;
 	pthread_mutex_unlock(&lg->mu);
+	*lgp = NULL;
 	for (size_t i = 0; i < lg->nfs; i++)
 		close(lg->fs[i].fd);
 	free(lg->fs);

@@ -346,6 +346,6 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 	}
 	/* The records replayed are stale now: so is what gone/ told them. */
 	spool_logspool_forget_gone(sp);
-	sp->log = spool_log_start(fd, size, &h);
+	sp->log = spool_log_start(sp, fd, size, &h);
 	return 0;
 }

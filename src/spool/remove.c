@@ -39,6 +39,7 @@
 #include "spool/spool_private.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,14 +198,46 @@ spool_remove_env(struct spool *sp, const char *qid, bool by_log)
 	return unlinkat(sp->fd[SUB_ENV], qid, 0);
 }
 
+/*
+ * gone/<qid> for a message that never had files (fresh.c): a link to
+ * gone/.removed, made at the first need, so no inode is made per message;
+ * an empty file of its own when that cannot be (too many links).  Not
+ * made, a kill before the removal's record may deliver it again.
+ */
+static void
+spool_gone_mark(struct spool *sp, const char *qid)
+{
+	int fd, gone = sp->fd[SUB_GONE];
+
+	if (linkat(gone, SPOOL_GONE_MARK, gone, qid, 0) == 0)
+		return;
+	if (errno == ENOENT && (fd = openat(gone, SPOOL_GONE_MARK, O_WRONLY |
+	    O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600)) != -1) {
+		close(fd);
+		if (linkat(gone, SPOOL_GONE_MARK, gone, qid, 0) == 0)
+			return;
+	}
+	if ((fd = openat(gone, qid, O_WRONLY | O_CREAT | O_NOFOLLOW |
+	    O_CLOEXEC, 0600)) != -1)
+		close(fd);
+}
+
 int
 spool_remove(struct spool *sp, const char *qid, const char **err_out)
 {
 	bool recordless, by_log = spool_sync_by_log(sp);
+	uint64_t seq;
 
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
 		return -1;
+	}
+	if (spool_unwritten_forget(sp, qid, &seq)) {
+		/* Its record pinned until the mark is made: no gap. */
+		spool_gone_mark(sp, qid);
+		spool_log_named(sp, seq);
+		spool_sync_soon(sp, qid);
+		return 0;
 	}
 	/* No record was ever written for it: no done/<qid> to unlink. */
 	recordless = spool_fresh_drop(sp, qid);

@@ -359,6 +359,29 @@ spool_content_check(struct spool *sp, const struct spool_env *env,
 	return 0;
 }
 
+int
+spool_content_load(struct spool *sp, const struct spool_env *env,
+    char **mem_out, size_t *len_out, const char **err_out)
+{
+	if ((*mem_out = spool_content_mem(sp, env->qid, len_out)) == NULL)
+		return spool_content_check(sp, env, err_out);
+	if (*len_out != env->size) {
+		*err_out = util_err("the content of %s held in memory is %zu "
+		    "octets, its envelope says %ju", env->qid, *len_out,
+		    (uintmax_t)env->size);
+		free(*mem_out);
+		*mem_out = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_content_write(struct spool *sp, const char *qid, const char **err_out)
+{
+	return spool_unwritten_write(sp, qid, err_out);
+}
+
 /*
  * Read a whole small file sub/<name> into a malloc'd buffer.  0, or -1
  * with errno set (EFBIG when over SPOOL_ENV_MAX).
@@ -507,6 +530,9 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = "invalid queue id";
 		return -1;
 	}
+	/* Its files first: a record is read with them (fresh.c). */
+	if (spool_unwritten_write(sp, qid, err_out) == -1)
+		return -1;
 	/* Before the record exists: a load from now on reads it. */
 	(void)spool_fresh_drop(sp, qid);
 	fd = openat(sp->fd[SUB_DONE], qid, O_RDWR | O_CREAT | O_APPEND |

@@ -118,9 +118,12 @@ struct spool_msg *spool_msg_new(struct spool *sp, const char *qid);
 int	spool_msg_write(struct spool_msg *m, const void *buf, size_t len,
 	    const char **err_out);
 /*
- * The content written so far is exactly data (len bytes), unchanged until
- * the commit returns: the commit reads nothing back for the spool log's
- * record.  A write or a replace after it forgets it.
+ * The content is exactly data (len bytes), unchanged until the commit
+ * returns: the commit reads nothing back for the spool log's record.
+ * Said after writes, it is what they wrote; said before any, data is the
+ * whole message, which the commit writes into msg/<qid> itself, or, where
+ * the spool log commits the message, keeps in memory with no file yet
+ * (spool/fresh.c).  Nothing is written or replaced after it.
  */
 void	spool_msg_whole(struct spool_msg *m, const char *data, size_t len);
 /*
@@ -164,6 +167,22 @@ char	*spool_content_path(const struct spool *sp, const char *qid);
  * directory").  A message that fails this is damaged: never delivered.
  */
 int	spool_content_check(struct spool *sp, const struct spool_env *env,
+	    const char **err_out);
+/*
+ * The same for a delivery by this process: a message the spool log
+ * committed may have no file yet, its content held in memory (see
+ * spool/fresh.c); then *mem_out gets a malloc'd copy of it (*len_out
+ * octets) instead of a file checked.  Else *mem_out is NULL and the
+ * content is at spool_content_path.  0, or -1 with *err_out.
+ */
+int	spool_content_load(struct spool *sp, const struct spool_env *env,
+	    char **mem_out, size_t *len_out, const char **err_out);
+/*
+ * Give a message whose content is held in memory its files in msg/ and
+ * env/ now (a delivery that reads the file, a program or the helper,
+ * needs them): 0 once it has them, or -1 with *err_out.
+ */
+int	spool_content_write(struct spool *sp, const char *qid,
 	    const char **err_out);
 /*
  * Read a committed envelope, with each recipient's done flag: from memory,

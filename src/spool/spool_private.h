@@ -13,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* In gone/: what the marks of removed messages that had no files link to
+ * (remove.c); a start's emptying of gone/ leaves it. */
+#define SPOOL_GONE_MARK	".removed"
+
 /* The folders under the spool folder (see spool.c). */
 enum spool_sub { SUB_TMP, SUB_MSG, SUB_ENV, SUB_DONE, SUB_GONE, SUB_N };
 extern const char *const spool_sub_names[SUB_N];
@@ -33,10 +37,14 @@ struct spool {
 	char		**removed;	/* owned: their qids, for the log */
 	size_t		 nremoved;
 	bool		 sync_stop;
-	/* Envelopes without records yet (fresh.c), under fresh_mu. */
+	/* Envelopes without records yet, and messages without files
+	   (fresh.c), under fresh_mu. */
 	pthread_mutex_t	 fresh_mu;
+	pthread_cond_t	 fresh_cv;	/* an unwritten one's write ended */
 	struct spool_fresh *fresh[256];	/* SPOOL_FRESH_SLOTS chains */
 	size_t		 nfresh;
+	size_t		 nunwritten;	/* of them without files */
+	size_t		 unwritten_bytes;	/* their contents' octets */
 };
 #define SPOOL_FRESH_SLOTS	256
 
@@ -58,6 +66,36 @@ char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out);
 /* Forget qid (a record is being written, or it is removed); true when
  * it had no record, so no done/<qid> exists. */
 bool	spool_fresh_drop(struct spool *sp, const char *qid);
+
+/*
+ * The most content octets of unwritten messages (fresh.c) held in memory
+ * at once; past it, a message the log commits has its files written at
+ * once.  Most leave within a checkpoint (a second).
+ */
+#define SPOOL_UNWRITTEN_MAX	(32u << 20)
+/*
+ * qid, committed by its log record seq (pinned), kept with its envelope
+ * and content and no file written: true, or false when there is no room
+ * (the caller writes the files and unpins the record).
+ */
+bool	spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
+	    size_t env_len, const char *content, size_t content_len,
+	    uint64_t seq);
+/* Write qid's files if it is unwritten, and unpin its record: 0 once it
+ * has them (or is not here), -1 with *err_out. */
+int	spool_unwritten_write(struct spool *sp, const char *qid,
+	    const char **err_out);
+/* The same for every unwritten message: the checkpoint's, before it
+ * moves.  Failures are logged; their records stay. */
+void	spool_unwritten_write_all(struct spool *sp);
+/* The removal of qid: true when it was unwritten (now forgotten: no file
+ * to unlink; *seq_out its record, still pinned), false when it has
+ * files. */
+bool	spool_unwritten_forget(struct spool *sp, const char *qid,
+	    uint64_t *seq_out);
+/* A malloc'd copy of qid's content (*len_out octets) while it is held in
+ * memory, unwritten or being written; else NULL. */
+char	*spool_content_mem(struct spool *sp, const char *qid, size_t *len_out);
 
 /*
  * The longest a removal waits for the fsync of env/ that makes it durable:
@@ -228,7 +266,7 @@ void	spool_logspool_forget_gone(struct spool *sp);
 /* Write h (its gen bumped) into the header and make it durable. 0 or -1. */
 int	spool_log_write_hdr(int fd, struct spool_loghdr *h);
 /* Run the log of fd (size bytes, checkpoint h): its checkpoint thread. */
-struct spool_log *spool_log_start(int fd, uint64_t size,
+struct spool_log *spool_log_start(struct spool *sp, int fd, uint64_t size,
 	    const struct spool_loghdr *h);
 /* Checkpoint everything, stop the thread, close fd. */
 void	spool_log_stop(struct spool_log **lgp);

@@ -20,6 +20,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import make_config, traced_by, wait_for
 from test_maildir_commit import (commits, crashed, ext4,  # noqa: F401
     no_log_size, send)
@@ -198,6 +200,10 @@ def twenty_released(ext4, make_postern, upstreams, log, calls, until,
     up.stall_data = True
     send(srv, 1, 20)
     wait_for(lambda: up.waiting == 20, 20, what="20 deliveries held")
+    # Their files written (with the log, by its checkpoint, within a
+    # second): each removal has an envelope to remove.
+    wait_for(lambda: len(os.listdir(os.path.join(mnt, "spool", "env"))) ==
+        20, 10, what="20 envelopes")
 
     def release(first, count):
         up.released.set()
@@ -228,8 +234,9 @@ def test_removals_share_a_log_write(ext4, make_postern, upstreams):
     # envelope waits in gone/ until its record is written.
     def recorded(mnt):
         with open(os.path.join(mnt, "spool", "log"), "rb") as f:
-            return f.read().count(b"PSLD") >= 21 and not os.listdir(
-                os.path.join(mnt, "spool", "gone"))
+            return f.read().count(b"PSLD") >= 21 and not [n for n in
+                os.listdir(os.path.join(mnt, "spool", "gone"))
+                if n != ".removed"]
     syncs, lines = twenty_released(ext4, make_postern, upstreams, "1M",
         "fsync,pwrite64,unlinkat,renameat,renameat2", None, recorded)
     writes = [l for l in lines if re.search(r"pwrite64\(\d+<[^>]*"
@@ -321,13 +328,16 @@ def test_queue_reads_an_envelope_once_and_only_for_a_retry(ext4,
             len(drawn), env_reads.count(tid))
 
 
-def test_delivery_reads_the_content_once(ext4, make_postern, upstreams):
+@pytest.mark.parametrize("log", ["off", "1M"])
+def test_delivery_reads_the_content_once(ext4, make_postern, upstreams, log):
     # A small message is read into memory once per delivery: the scan for
     # what the upstream must offer and DATA use that copy (one openat and
-    # one read of msg/<qid> for each message, not one per pass).
+    # one read of msg/<qid> for each message, not one per pass).  With
+    # the spool log, a message delivered before a checkpoint never has a
+    # file: the delivery takes the content the spool holds in memory.
     up = upstreams.scripted()
     _, mnt = ext4(journal=True)
-    srv = relay_on(make_postern, mnt, up.port)
+    srv = relay_on(make_postern, mnt, up.port, log=log)
     relayed(srv, up, 0, 1)
     lines = strace_lines(srv, up, 1, 5, ("bob@example.org",),
         "openat,read")
@@ -335,8 +345,12 @@ def test_delivery_reads_the_content_once(ext4, make_postern, upstreams):
         r"\d+ +openat\(.*/spool/msg/\w+\", O_RDONLY", l)]
     reads = [l for l in lines if re.match(r"\d+ +read\(\d+<[^>]*/spool/msg/",
         l)]
-    assert len(opens) == 5, "".join(opens)
-    assert len(reads) == 5, "".join(reads)
+    made = [l for l in lines if re.match(r"\d+ +openat\(\d+<[^>]*/spool/"
+        r"(msg|env)>, \"\w+(\.tmp)?\", O_[A-Z|]*O_CREAT", l)]
+    want = 5 if log == "off" else 0
+    assert len(opens) == want, "".join(opens)
+    assert len(reads) == want, "".join(reads)
+    assert len(made) == 2 * want, "".join(made)
     with up.lock:
         got = b"".join(data for _, _, data in up.stored)
     for i in range(1, 6):

@@ -227,7 +227,7 @@ test_concurrent_appends(void **state)
 	(void)state;
 	assert_non_null(dir);
 	fd = log_file(dir, &h, O_RDWR);
-	sp.log = spool_log_start(fd, LOG_SIZE, &h);
+	sp.log = spool_log_start(&sp, fd, LOG_SIZE, &h);
 	/* Not named: pinned, so no checkpoint passes them before the scan. */
 	atomic_store(&elsewhere, 0);
 	run_appenders(&sp, dir, false, a);
@@ -282,7 +282,7 @@ test_failed_write_answers_all(void **state)
 
 	(void)state;
 	assert_non_null(dir);
-	sp.log = spool_log_start(log_file(dir, &h, O_RDONLY), LOG_SIZE, &h);
+	sp.log = spool_log_start(&sp, log_file(dir, &h, O_RDONLY), LOG_SIZE, &h);
 	run_appenders(&sp, dir, true, a);
 	for (int t = 0; t < THREADS; t++)
 		for (int i = 0; i < PER_THREAD; i++) {
@@ -342,7 +342,7 @@ test_removals_that_wrap_are_written(void **state)
 	/* An empty log whose next record goes 3 removals from its end. */
 	h.off = LOG_SIZE - 3 * SPOOL_LOGREC_REMOVED_MAX;
 	assert_int_equal(spool_log_write_hdr(fd, &h), 0);
-	sp.log = spool_log_start(fd, LOG_SIZE, &h);
+	sp.log = spool_log_start(&sp, fd, LOG_SIZE, &h);
 	sp.dir = (char *)dir;
 	for (int i = 0; i < SUB_N; i++)
 		sp.fd[i] = -1;

@@ -455,6 +455,126 @@ test_commit_load_round_trip(void **state)
 	free(dir);
 }
 
+/* qid committed from content whole in memory; the envelope in *e. */
+static void
+commit_whole(struct spool *sp, const char *qid, const char *content,
+    struct spool_env *e)
+{
+	const char *err = NULL;
+	struct spool_msg *m = spool_msg_new(sp, qid);
+
+	simple_env(e, qid, 1);
+	e->size = strlen(content);
+	spool_msg_whole(m, content, strlen(content));
+	if (spool_msg_commit(m, e, &err) == -1)
+		fail_msg("commit %s: %s", qid, err);
+	spool_msg_free(&m);
+}
+
+/* Is sub/qid a file holding exactly want? */
+static bool
+holds(const char *dir, const char *sub, const char *qid, const char *want)
+{
+	char *p = xasprintf("%s/%s/%s", dir, sub, qid), *got;
+	size_t len;
+	bool rc;
+
+	got = read_path(p, &len);
+	rc = got != NULL && len == strlen(want) && memcmp(got, want, len) == 0;
+	free(got);
+	free(p);
+	return rc;
+}
+
+/*
+ * Where the spool log commits a message whose content came whole, it has
+ * no file until something needs one: its removal leaves nothing behind, a
+ * status record, the checkpoint and a stop each write its files first.
+ */
+static void
+test_unwritten_messages(void **state)
+{
+	static const char content[] = "Subject: kept\n\nbody\n";
+	char *dir = mkdir_tmp(), *mem;
+	struct spool_env e, got;
+	const char *err = NULL;
+	struct spool *sp;
+	size_t len;
+
+	(void)state;
+	sp = spool_open(dir, &err);
+	if (sp == NULL)
+		fail_msg("spool_open: %s", err);
+	/* The logic alone, wherever /tmp is: what a power cut leaves is
+	   tested on a journaled ext4 (tests/integration/test_spool_log.py). */
+	sp->ordered = true;
+	if (spool_log_open(sp, 1u << 20, &err) == -1)
+		fail_msg("spool_log_open: %s", err);
+
+	/* Committed by its record: no file, loaded and read from memory. */
+	commit_whole(sp, "U1", content, &e);
+	assert_false(exists(dir, "msg", "U1"));
+	assert_false(exists(dir, "env", "U1"));
+	assert_int_equal(spool_env_load(sp, "U1", &got, &err), 0);
+	assert_env_equal(&got, &e);
+	assert_int_equal(spool_content_load(sp, &got, &mem, &len, &err), 0);
+	assert_non_null(mem);
+	assert_int_equal(len, strlen(content));
+	assert_memory_equal(mem, content, len);
+	free(mem);
+	spool_env_clear(&got);
+	/* Removed so: nothing to unlink, nothing made. */
+	assert_int_equal(spool_remove(sp, "U1", &err), 0);
+	assert_false(exists(dir, "msg", "U1"));
+	assert_false(exists(dir, "env", "U1"));
+	assert_int_equal(spool_env_load(sp, "U1", &got, &err), -1);
+	assert_int_equal(errno, ENOENT);
+	spool_env_clear(&e);
+
+	/* A status record comes with the files, written first. */
+	commit_whole(sp, "U2", content, &e);
+	assert_int_equal(spool_mark_deferred(sp, "U2", 0, 1, 1, "4.0.0 later",
+	    &err), 0);
+	assert_true(holds(dir, "msg", "U2", content));
+	assert_true(exists(dir, "env", "U2"));
+	assert_int_equal(spool_content_load(sp, &e, &mem, &len, &err), 0);
+	assert_null(mem);	/* read from its file now */
+	spool_env_clear(&e);
+
+	/* The checkpoint (each second) writes the others. */
+	commit_whole(sp, "U3", content, &e);
+	spool_env_clear(&e);
+	for (int i = 0; i < 100 && !exists(dir, "env", "U3"); i++)
+		usleep(50 * 1000);
+	assert_true(holds(dir, "msg", "U3", content));
+
+	/* So does a stop, for those it finds unwritten. */
+	commit_whole(sp, "U4", content, &e);
+	spool_env_clear(&e);
+	spool_close(&sp);
+	assert_true(holds(dir, "msg", "U4", content));
+	assert_true(exists(dir, "env", "U4"));
+
+	/* The next start: U1's record replays nothing, the rest are whole. */
+	sp = spool_open(dir, &err);
+	assert_non_null(sp);
+	sp->ordered = true;
+	assert_int_equal(spool_log_open(sp, 1u << 20, &err), 0);
+	char **qids;
+	size_t n;
+	assert_int_equal(spool_list(sp, &qids, &n, &err), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_not_equal(qids[i], "U1");
+		free(qids[i]);
+	}
+	free(qids);
+	assert_false(exists(dir, "msg", "U1"));
+	spool_close(&sp);
+	rm_rf(dir);
+	free(dir);
+}
+
 /* A filter's header edit: the bytes in the middle change, all else stays. */
 static void
 test_replace_before_commit(void **state)
@@ -1361,6 +1481,7 @@ main(void)
 		cmocka_unit_test(test_status_persists),
 		cmocka_unit_test(test_qid_unique),
 		cmocka_unit_test(test_commit_load_round_trip),
+		cmocka_unit_test(test_unwritten_messages),
 		cmocka_unit_test(test_uncommitted_removed),
 		cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_removal_crash_states),
