@@ -17,7 +17,9 @@
  *	gone/<qid>	the envelope of a message removed, moved here from
  *			env/ until the spool log records the removal: a
  *			start that finds it does not write the message
- *			again from the log (remove.c, logspool.c)
+ *			again from the log (remove.c, logspool.c); for a
+ *			message that never had files, a link to
+ *	gone/.removed	an empty file, made at the first such removal
  *
  * Commit order and what a crash (kill -9 or power loss) at each point
  * leaves behind:
@@ -56,8 +58,10 @@
  * After it, the files may be lost, empty or short on the disk
  * until the log's checkpoint has synced the file system (each second);
  * the next start writes them again from the record (logspool.c) before
- * spool_list runs.  A record whose write fails, or a full log, falls back
- * to the settles of 1 and 2 and the fsync of 4.
+ * spool_list runs.  A message whose content came whole in memory skips
+ * 1 to 3 altogether: it is held in memory after its record, its files
+ * written only when needed (fresh.c).  A record whose write fails, or a
+ * full log, falls back to the settles of 1 and 2 and the fsync of 4.
  *
  * Removal (remove.c) unlinks env/<qid> first, then the content and the
  * records; one fsync of env/ on a thread of its own makes the removals of
