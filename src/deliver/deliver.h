@@ -54,11 +54,14 @@ struct deliver_msg {
 	bool		 fresh;		/* never tried before: skip the
 					   already-delivered check */
 	/*
-	 * Optional: called on the delivering thread for each recipient an
-	 * upstream accepted (250 to the data), before QUIT, so the caller
-	 * can record it durably before anything else can go wrong.
+	 * Optional: called on the delivering thread with the recipients an
+	 * upstream accepted (its 250 to the data: rcpts[0..n), the pointers
+	 * the delivery was given), once per transaction, before QUIT, so
+	 * the caller can record them durably before anything else can go
+	 * wrong.
 	 */
-	void		(*settled_cb)(void *arg, const char *rcpt);
+	void		(*settled_cb)(void *arg, const char *const *rcpts,
+			    size_t n);
 	void		*settled_arg;
 	const char	*return_path;	/* envelope sender, "" for <> */
 	bool		 smtputf8;	/* received with SMTPUTF8 (RFC 6531):

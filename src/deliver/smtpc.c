@@ -583,9 +583,17 @@ smtpc_once(const struct deliver_smtp_opts *o, const struct deliver_msg *m,
 	(void)smtpc_transaction(&s, &sc, rcpts, &err);
 settle:
 	/* Settled before QUIT: a crash after this never sends it twice. */
-	for (size_t i = 0; m->settled_cb != NULL && i < n; i++)
-		if (st_out[i].result == DELIVER_OK && st_out[i].code != -1)
-			m->settled_cb(m->settled_arg, rcpts[i]);
+	if (m->settled_cb != NULL) {
+		const char **took = xcalloc(n, sizeof(*took));
+		size_t ntook = 0;
+		for (size_t i = 0; i < n; i++)
+			if (st_out[i].result == DELIVER_OK &&
+			    st_out[i].code != -1)
+				took[ntook++] = rcpts[i];
+		if (ntook > 0)
+			m->settled_cb(m->settled_arg, took, ntook);
+		free(took);
+	}
 end:
 	smtpc_fail_undecided(&s);
 	smtpc_end(&s, key);

@@ -54,25 +54,27 @@ struct net_settle {
 };
 
 static void
-net_settled_cb(void *arg, const char *rcpt)
+net_settled_cb(void *arg, const char *const *rcpts, size_t n)
 {
 	struct net_settle *ns = arg;
+	size_t *idx = xcalloc(ns->n, sizeof(*idx)), k = 0;
 	const char *err = NULL;
 
 	/*
-	 * The recipient the upstream took: the one handed over at that
-	 * address (the delivery passes the pointers through), or for a
+	 * The recipients the upstream took: those handed over at those
+	 * addresses (the delivery passes the pointers through), or for a
 	 * copy to one address each of them.
 	 */
-	for (size_t g = 0; g < ns->n; g++) {
-		if (!ns->one_copy && ns->addrs[g] != rcpt)
-			continue;
-		if (queue_settle(ns->q, ns->env, ns->idx[g], &err) == -1) {
-			log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
-			    ns->env->qid, "why=\"%s\"", err);
-			return;
-		}
-	}
+	for (size_t g = 0; g < ns->n; g++)
+		for (size_t r = 0; r < n; r++)
+			if (ns->one_copy || ns->addrs[g] == rcpts[r]) {
+				idx[k++] = ns->idx[g];
+				break;
+			}
+	if (k > 0 && queue_settle(ns->q, ns->env, idx, k, &err) == -1)
+		log_event(LOG_LVL_ERROR, "spool-error", ns->env->sid,
+		    ns->env->qid, "why=\"%s\"", err);
+	free(idx);
 }
 
 /* maildir-owner: "USER:FOLDER", written by the helper as USER. */

@@ -138,32 +138,63 @@ queue_idx_has(const size_t *idx, size_t n, size_t i)
  * three journal commits.  A crash before that fsync delivers the
  * recipient again, as a crash before its done-record would.
  */
-static int
-queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
-    const size_t *before, size_t nbefore, const char **err_out)
+/* Is nothing of env kept for anything but a[0..na) and b[0..nb)? */
+static bool
+queue_only_these_left(const struct spool_env *env, const size_t *a,
+    size_t na, const size_t *b, size_t nb)
 {
 	for (size_t j = 0; j < env->nrcpts; j++) {
 		const struct spool_rcpt *r = &env->rcpts[j];
-		if (j != i && (!r->done || (r->failed && !r->bounced)) &&
-		    !queue_idx_has(before, nbefore, j))
-			return spool_mark_done(q->sp, env->qid, i, err_out);
+		if ((!r->done || (r->failed && !r->bounced)) &&
+		    !queue_idx_has(a, na, j) && !queue_idx_has(b, nb, j))
+			return false;
 	}
+	return true;
+}
+
+/* The message of env removed: the record of all that was left. */
+static int
+queue_finish_run(struct queue *q, const struct spool_env *env,
+    const char **err_out)
+{
 	if (queue_finish(q, env, err_out) == -1)
 		return -1;
 	queue_gone = true;
 	return 0;
 }
 
-int
-queue_settle(struct queue *q, const struct spool_env *env, size_t i,
-    const char **err_out)
+static int
+queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
+    const size_t *before, size_t nbefore, const char **err_out)
 {
-	if (queue_idx_has(queue_settled, queue_nsettled, i))
+	if (!queue_only_these_left(env, &i, 1, before, nbefore))
+		return spool_mark_done(q->sp, env->qid, i, err_out);
+	return queue_finish_run(q, env, err_out);
+}
+
+int
+queue_settle(struct queue *q, const struct spool_env *env, const size_t *idx,
+    size_t n, const char **err_out)
+{
+	/* All that was left at once (a transaction's recipients): one
+	   removal, no done-record for any of them. */
+	if (n > 1 && queue_only_these_left(env, idx, n, queue_settled,
+	    queue_nsettled)) {
+		if (queue_finish_run(q, env, err_out) == -1)
+			return -1;
+		for (size_t g = 0; g < n; g++)
+			if (!queue_idx_has(queue_settled, queue_nsettled, idx[g]))
+				queue_settled[queue_nsettled++] = idx[g];
 		return 0;
-	if (queue_record_done(q, env, i, queue_settled, queue_nsettled,
-	    err_out) == -1)
-		return -1;
-	queue_settled[queue_nsettled++] = i;
+	}
+	for (size_t g = 0; g < n; g++) {
+		if (queue_idx_has(queue_settled, queue_nsettled, idx[g]))
+			continue;
+		if (queue_record_done(q, env, idx[g], queue_settled,
+		    queue_nsettled, err_out) == -1)
+			return -1;
+		queue_settled[queue_nsettled++] = idx[g];
+	}
 	return 0;
 }
 

@@ -139,16 +139,17 @@ void	queue_retry_after(uint64_t ms);
  */
 void	queue_delivered_as(const char *kind);
 /*
- * For a delivery function, on the queue's thread, once recipient i of env,
- * one it was called with, is delivered (an upstream's 250 to the data,
- * before QUIT): record it durably now, so that a crash from here on never
- * delivers it again, and the queue does not record it a second time.
- * When it was the last thing the message was kept for, the record is the
- * message's removal from the spool.  0, or -1 with *err_out (the queue
- * then records it when the delivery returns).
+ * For a delivery function, on the queue's thread, once recipients
+ * idx[0..n) of env, ones it was called with, are delivered (an upstream's
+ * 250 to the data, before QUIT): record them durably now, so that a crash
+ * from here on never delivers them again, and the queue does not record
+ * them a second time.  When they were the last thing the message was kept
+ * for, the record is the message's removal from the spool, one for all of
+ * them.  0, or -1 with *err_out (the queue then records those left when
+ * the delivery returns).
  */
-int	queue_settle(struct queue *q, const struct spool_env *env, size_t i,
-	    const char **err_out);
+int	queue_settle(struct queue *q, const struct spool_env *env,
+	    const size_t *idx, size_t n, const char **err_out);
 /* The hook deliveries use to call queue_inject() on q. */
 void	queue_injector(struct queue *q, struct deliver_inject *out);
 

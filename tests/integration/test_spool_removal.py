@@ -31,11 +31,14 @@ TRACED = "fsync,fdatasync,unlinkat,openat"
 
 
 def relay_on(make_postern, mnt, port, extra=(), log="1M"):
-    """A server relaying example.org to port, its spool on mnt with a log
-    of log ("off": removals made durable by an fsync of env/)."""
+    """A server relaying example.org to port, and example.net there by
+    another action (another transaction), its spool on mnt with a log of
+    log ("off": removals made durable by an fsync of env/)."""
     text = no_log_size(make_config(extra=extra,
-        actions='action out relay "smtp://127.0.0.1:%d"\n' % port,
-        rules=["match to domain example.org action out"]))
+        actions='action out relay "smtp://127.0.0.1:%d"\n'
+        'action out2 relay "smtp://127.0.0.1:%d"\n' % (port, port),
+        rules=["match to domain example.org action out",
+               "match to domain example.net action out2"]))
     srv = make_postern(config=text.replace("spool {tmp}/spool",
         "spool %s/spool\nspool log-size %s" % (mnt, log)))
     srv.mounted_spool = os.path.join(mnt, "spool")
@@ -162,8 +165,10 @@ def writes(srv, up, first, rcpts):
 
 
 def test_removal_order_and_done_records(ext4, make_postern, upstreams):
+    # Two recipients of two actions: two transactions, the first one's
+    # recipient recorded as done, the second's removing the message.
     up = upstreams.scripted()
-    two = ("bob@example.org", "carol@example.org")
+    two = ("bob@example.org", "carol@example.net")
     removal = ["unlinkat env", "unlinkat msg"]
     for journal, want_two in (
             (True, ["openat done", "fdatasync done"]),
@@ -356,6 +361,25 @@ def test_delivery_reads_the_content_once(ext4, make_postern, upstreams, log):
     for i in range(1, 6):
         assert b"Subject: commit order %d\r\n\r\nbody %d\r\n" % (i, i) \
             in got, got
+
+
+def test_recipients_of_one_transaction_are_removed_together(ext4,
+        make_postern, upstreams):
+    # Five recipients the upstream takes in one transaction: their
+    # message is removed once for all, with no done-record for any, and
+    # (held in memory by the log) no spool file is ever made for it.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_on(make_postern, mnt, up.port)
+    rcpts = tuple("r%d@example.org" % i for i in range(5))
+    relayed(srv, up, 0, 1)
+    lines = strace_lines(srv, up, 1, 3, rcpts, "openat")
+    made = [l for l in lines if re.match(r"\d+ +openat\(\d+<[^>]*/spool/"
+        r"(msg|env|done)>", l)]
+    assert made == [], "".join(made)
+    with up.lock:
+        assert [sorted(r) for _, r, _ in up.stored[1:]] == \
+            [sorted(rcpts)] * 3, up.stored
 
 
 def idle_wakeups(lines):

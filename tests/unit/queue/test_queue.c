@@ -748,7 +748,7 @@ fake_settle(const struct spool_env *env, size_t idx)
 	const char *err = NULL;
 	struct stat st;
 
-	if (queue_settle(fk.q, env, idx, &err) == -1)
+	if (queue_settle(fk.q, env, &idx, 1, &err) == -1)
 		fail_msg("queue_settle: %s", err);
 	pthread_mutex_lock(&fk.mu);
 	fk.env_left += stat(p, &st) == 0;
