@@ -31,10 +31,10 @@
  * renamed into gone/ (the same journal transaction as an unlink: a power
  * cut keeps both or neither), which tells the start "removed" until the
  * removal's record is durable (a message held in memory, with no files,
- * gets a link to gone/.removed instead); the syncer unlinks gone/<qid> then, and a
- * start empties gone/ once it has begun the log's new epoch.  On a full
- * disk where gone/ has no room for the name, the envelope is unlinked: a
- * kill before the record then may deliver the message again.
+ * gets a link to gone/.removed instead); the syncer unlinks gone/<qid>
+ * then, and a start empties gone/ once it has begun the log's new epoch.
+ * On a full disk where gone/ has no room for the name, the envelope is
+ * unlinked: a kill before the record then may deliver the message again.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
