@@ -339,7 +339,8 @@ spool_commit_begin(struct spool_commit *c, struct spool_msg *m,
  * it, the start replays the record (logrecover.c) and writes again what
  * the disk lost.  Content that came whole in memory, with no file yet,
  * gets none here: after the record it is kept unwritten (fresh.c), unless
- * the keep folder wants a copy of its file.  Here the steps up to the
+ * the keep folder wants a copy of its file or the spool's file system is
+ * short of room.  Here the steps up to the
  * record: 0, the content for it in *content_out (*len_out bytes: what the
  * caller said it is, or read back into c->readback).  1 when the log
  * cannot take it (off, too large: counted as such): nothing done.  -1.
@@ -355,6 +356,7 @@ spool_commit_record(struct spool_commit *c, const char **content_out,
 	if (!sp->ordered || !spool_log_on(sp))
 		return 1;
 	if (m->whole != NULL && m->fd == -1 && sp->keep == NULL &&
+	    spool_unwritten_may(sp, m->whole_len) &&
 	    spool_log_fits_spooled(sp, m->qid, c->b.len, m->whole_len)) {
 		c->unwritten = true;
 		*content_out = m->whole;

@@ -23,8 +23,13 @@
  * (spool_unwritten_write_all), before a status record is appended
  * (spool_append), and when a delivery needs the files.  A crash before
  * that replays the record (logspool.c).  The queue delivers an unwritten
- * message's content from here (spool_content_mem).  Knows nothing of the
- * queue.
+ * message's content from here (spool_content_mem).  Messages are kept so
+ * only within what the last checkpoint found room for on the spool's
+ * file system (half of what was free, counting each message's content
+ * and 8 KiB for its files' blocks and inodes), and while it wrote every
+ * file it had to: a full disk refuses a message before its 250, as
+ * without the log, not with no room for its files after it.  Knows
+ * nothing of the queue.
  */
 #include "spool/spool.h"
 #include "spool/spool_private.h"
@@ -35,9 +40,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log/log.h"
+
+/* What an unwritten message is counted for: its content and, for the
+ * blocks and inodes of its two files, this much. */
+#define UNWRITTEN_FILES_OCTETS	8192
 
 /* FILED: its files are on disk (or it has no content here at all). */
 enum fresh_state { FRESH_FILED, FRESH_UNWRITTEN, FRESH_WRITING };
@@ -82,7 +92,7 @@ spool_fresh_unlink(struct spool *sp, struct spool_fresh **pp)
 	*pp = f->next;
 	sp->nfresh--;
 	if (f->content != NULL) {
-		sp->unwritten_bytes -= f->content_len;
+		sp->unwritten_bytes -= f->content_len + UNWRITTEN_FILES_OCTETS;
 		sp->nunwritten--;
 	}
 	free(f->content);
@@ -173,6 +183,26 @@ spool_fresh_drop(struct spool *sp, const char *qid)
 
 /* ---- unwritten messages ---- */
 
+/* Is there room for one more, of content_len octets?  Locked. */
+static bool
+spool_unwritten_fits(const struct spool *sp, size_t content_len)
+{
+	return sp->nfresh < SPOOL_FRESH_MAX && content_len <=
+	    SPOOL_UNWRITTEN_MAX && sp->unwritten_bytes + content_len +
+	    UNWRITTEN_FILES_OCTETS <= sp->unwritten_room;
+}
+
+bool
+spool_unwritten_may(struct spool *sp, size_t content_len)
+{
+	bool may;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	may = spool_unwritten_fits(sp, content_len);
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return may;
+}
+
 bool
 spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
     size_t env_len, const char *content, size_t content_len, uint64_t seq)
@@ -180,7 +210,7 @@ spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
 	struct spool_fresh *f = NULL;
 
 	pthread_mutex_lock(&sp->fresh_mu);
-	if (content_len <= SPOOL_UNWRITTEN_MAX - sp->unwritten_bytes &&
+	if (spool_unwritten_fits(sp, content_len) &&
 	    (f = spool_fresh_add(sp, qid, env, env_len)) != NULL) {
 		f->state = FRESH_UNWRITTEN;
 		f->seq = seq;
@@ -188,7 +218,7 @@ spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
 		f->content = xmalloc(content_len + 1);
 		memcpy(f->content, content, content_len);
 		f->content_len = content_len;
-		sp->unwritten_bytes += content_len;
+		sp->unwritten_bytes += content_len + UNWRITTEN_FILES_OCTETS;
 		sp->nunwritten++;
 	}
 	pthread_mutex_unlock(&sp->fresh_mu);
@@ -285,7 +315,7 @@ spool_unwritten_write_locked(struct spool *sp, const char *qid,
 		f->state = FRESH_FILED;
 		free(f->content);
 		f->content = NULL;
-		sp->unwritten_bytes -= f->content_len;
+		sp->unwritten_bytes -= f->content_len + UNWRITTEN_FILES_OCTETS;
 		sp->nunwritten--;
 	} else
 		f->state = FRESH_UNWRITTEN;
@@ -312,31 +342,52 @@ spool_unwritten_write(struct spool *sp, const char *qid,
 }
 
 void
+spool_unwritten_check_room(struct spool *sp, bool wrote)
+{
+	uint64_t room = 0;
+	struct statvfs v;
+
+	/* Half of what is free: others write there too. */
+	if (wrote && fstatvfs(sp->fd[SUB_MSG], &v) == 0) {
+		room = (uint64_t)v.f_bavail * v.f_frsize / 2;
+		if (v.f_files > 0 && v.f_favail / 4 * UNWRITTEN_FILES_OCTETS <
+		    room)
+			room = v.f_favail / 4 * UNWRITTEN_FILES_OCTETS;
+	}
+	pthread_mutex_lock(&sp->fresh_mu);
+	sp->unwritten_room = room < SPOOL_UNWRITTEN_MAX ? (size_t)room :
+	    SPOOL_UNWRITTEN_MAX;
+	pthread_mutex_unlock(&sp->fresh_mu);
+}
+
+void
 spool_unwritten_write_all(struct spool *sp)
 {
 	const char *err = NULL;
-	char qid[SPOOL_QID_MAX];
-	int rc = 0;
+	char (*qids)[SPOOL_QID_MAX] = NULL;
+	size_t n = 0, failed = 0;
 
+	/* Those unwritten now; each written on its own, failures or not. */
 	pthread_mutex_lock(&sp->fresh_mu);
-	for (size_t i = 0; i < SPOOL_FRESH_SLOTS && sp->nunwritten > 0 &&
-	    rc == 0;) {
-		struct spool_fresh *f = sp->fresh[i];
-		while (f != NULL && f->state != FRESH_UNWRITTEN)
-			f = f->next;
-		if (f == NULL) {
-			i++;
-			continue;
-		}
-		/* The chain may change while the write drops the lock. */
-		util_strlcpy(qid, f->qid, sizeof(qid));
-		rc = spool_unwritten_write_locked(sp, qid, &err);
-	}
+	if (sp->nunwritten > 0)
+		qids = xcalloc(sp->nunwritten, sizeof(*qids));
+	for (size_t i = 0; i < SPOOL_FRESH_SLOTS && n < sp->nunwritten; i++)
+		for (struct spool_fresh *f = sp->fresh[i]; f != NULL &&
+		    n < sp->nunwritten; f = f->next)
+			if (f->state == FRESH_UNWRITTEN)
+				util_strlcpy(qids[n++], f->qid, SPOOL_QID_MAX);
 	pthread_mutex_unlock(&sp->fresh_mu);
-	if (rc == -1)
-		log_msg(LOG_LVL_ERROR, "spool: cannot write a message the log "
-		    "holds into its files: %s; the log keeps it, retrying",
-		    err);
+	for (size_t i = 0; i < n; i++)
+		if (spool_unwritten_write(sp, qids[i], &err) == -1)
+			failed++;
+	free(qids);
+	spool_unwritten_check_room(sp, failed == 0);
+	if (failed > 0)
+		log_msg(LOG_LVL_ERROR, "spool: cannot write %zu message%s the "
+		    "log holds into %s files: %s; the log keeps %s, retrying, "
+		    "and messages are written before their 250 meanwhile",
+		    failed, failed == 1 ? "" : "s", failed == 1 ? "its" :
+		    "their", err, failed == 1 ? "it" : "them");
 }
 
 bool

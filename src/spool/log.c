@@ -168,25 +168,27 @@ log_place(const struct spool_log *lg, size_t len)
 	return lg->head + len < tail ? lg->head : SIZE_MAX;
 }
 
-/* Remember the file system of dir (dev), for the checkpoint's syncfs. */
-static void
+/* Remember the file system of dir (dev), for the checkpoint's syncfs:
+ * true once it is among them. */
+static bool
 log_note_fs(struct spool_log *lg, dev_t dev, const char *dir)
 {
 	int fd;
 
 	for (size_t i = 0; i < lg->nfs; i++)
 		if (lg->fs[i].dev == dev)
-			return;
+			return true;
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd == -1) {
 		/* The checkpoint falls back to sync(2) meanwhile. */
 		log_msg(LOG_LVL_WARN, "spool log: open(%s): %s", dir,
 		    strerror(errno));
 		lg->fs_unknown = true;
-		return;
+		return false;
 	}
 	lg->fs = xrealloc(lg->fs, (lg->nfs + 1) * sizeof(*lg->fs));
 	lg->fs[lg->nfs++] = (struct log_fs){ dev, fd };
+	return true;
 }
 
 /* The same for a copy at path: its folder's. */
@@ -583,10 +585,9 @@ log_note_spool_fs(struct spool_log *lg, struct spool *sp)
 {
 	struct stat st;
 
-	if (!lg->spool_noted && fstat(sp->fd[SUB_ENV], &st) == 0) {
-		log_note_fs(lg, st.st_dev, sp->dir);
-		lg->spool_noted = true;
-	}
+	/* Until it is known, each checkpoint falls back to sync(2). */
+	if (!lg->spool_noted && fstat(sp->fd[SUB_ENV], &st) == 0)
+		lg->spool_noted = log_note_fs(lg, st.st_dev, sp->dir);
 }
 
 bool
@@ -784,7 +785,9 @@ spool_log_stop(struct spool_log **lgp)
 	pthread_mutex_unlock(&lg->mu);
 	pthread_join(lg->thread, NULL);
 	/* A clean stop leaves nothing to replay: the messages still held
-	   in memory are written, which unpins their records in lg. */
+	   in memory are written, which unpins their records in lg (those
+	   that cannot be, or a broken log, leave their records to the
+	   next start's replay). */
 	pthread_mutex_lock(&lg->mu);
 	for (int tries = 0; tries < 3 && !lg->broken &&
 	    log_checkpoint(lg) == -1; tries++)

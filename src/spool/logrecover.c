@@ -347,5 +347,6 @@ spool_log_open(struct spool *sp, uint64_t size, const char **err_out)
 	/* The records replayed are stale now: so is what gone/ told them. */
 	spool_logspool_forget_gone(sp);
 	sp->log = spool_log_start(sp, fd, size, &h);
+	spool_unwritten_check_room(sp, true);
 	return 0;
 }

@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,18 @@ spool_sync_by_log(const struct spool *sp)
 	return sp->ordered && spool_log_on(sp);
 }
 
+/* Is gone/<qid> a link to gone/.removed (spool_gone_mark)? */
+static bool
+spool_gone_is_mark(struct spool *sp, const char *qid)
+{
+	struct stat a, b;
+
+	return fstatat(sp->fd[SUB_GONE], qid, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    fstatat(sp->fd[SUB_GONE], SPOOL_GONE_MARK, &b,
+	    AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+	    a.st_dev == b.st_dev;
+}
+
 /*
  * Make the removals pending durable: qids' records, or fsync; then their
  * envelopes in gone/ tell nothing the disk does not (qids freed).
@@ -64,14 +77,18 @@ static void
 spool_sync_now(struct spool *sp, char **qids, size_t n)
 {
 	const char *err = NULL;
+	size_t recorded = n > 0 ? spool_log_removed(sp, qids, n, &err) : 0;
 
-	if ((n == 0 || spool_log_removed(sp, qids, n, &err) < n) &&
-	    util_fsync(sp->fd[SUB_ENV]) == -1)
+	if ((n == 0 || recorded < n) && util_fsync(sp->fd[SUB_ENV]) == -1)
 		log_msg(LOG_LVL_ERROR, "spool: fsync(%s/env): %s (the "
 		    "messages removed last may be delivered again after a "
 		    "crash)", sp->dir, strerror(errno));
 	for (size_t i = 0; i < n; i++) {
-		unlinkat(sp->fd[SUB_GONE], qids[i], 0);
+		/* A message that never had files: no fsync of env/ says it
+		   went, its mark does until the next start (which empties
+		   gone/ once its log's records are stale). */
+		if (i < recorded || !spool_gone_is_mark(sp, qids[i]))
+			unlinkat(sp->fd[SUB_GONE], qids[i], 0);
 		free(qids[i]);
 	}
 	free(qids);

@@ -44,7 +44,8 @@ struct spool {
 	struct spool_fresh *fresh[256];	/* SPOOL_FRESH_SLOTS chains */
 	size_t		 nfresh;
 	size_t		 nunwritten;	/* of them without files */
-	size_t		 unwritten_bytes;	/* their contents' octets */
+	size_t		 unwritten_bytes;	/* what they count for (fresh.c) */
+	size_t		 unwritten_room;	/* the most they may (fresh.c) */
 };
 #define SPOOL_FRESH_SLOTS	256
 
@@ -68,11 +69,14 @@ char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out);
 bool	spool_fresh_drop(struct spool *sp, const char *qid);
 
 /*
- * The most content octets of unwritten messages (fresh.c) held in memory
- * at once; past it, a message the log commits has its files written at
- * once.  Most leave within a checkpoint (a second).
+ * The most octets unwritten messages (fresh.c) count for at once, their
+ * contents in memory among them, and less where the spool's file system
+ * has less room; past it, a message the log commits has its files written
+ * at once.  Most leave within a checkpoint (a second).
  */
 #define SPOOL_UNWRITTEN_MAX	(32u << 20)
+/* Would a message of content_len octets be kept unwritten now? */
+bool	spool_unwritten_may(struct spool *sp, size_t content_len);
 /*
  * qid, committed by its log record seq (pinned), kept with its envelope
  * and content and no file written: true, or false when there is no room
@@ -88,6 +92,10 @@ int	spool_unwritten_write(struct spool *sp, const char *qid,
 /* The same for every unwritten message: the checkpoint's, before it
  * moves.  Failures are logged; their records stay. */
 void	spool_unwritten_write_all(struct spool *sp);
+/* How much unwritten messages may count for from now on: none unless
+ * wrote (no write of their files failed), else what the spool's file
+ * system has room for.  At the log's start and each checkpoint. */
+void	spool_unwritten_check_room(struct spool *sp, bool wrote);
 /* The removal of qid: true when it was unwritten (now forgotten: no file
  * to unlink; *seq_out its record, still pinned), false when it has
  * files. */

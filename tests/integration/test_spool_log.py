@@ -25,7 +25,7 @@ from conftest import (make_config, needs, proc_status, queue_id,
     read_bytes, send_message, traced_by, wait_for)
 from test_maildir_commit import (BODY, TEN, commits, crashed, delivered,
     ext4, no_log_size, send, sh, traced_order)
-from test_disk_faults import fill
+from test_disk_faults import FULL, attempt, fill
 from test_relay import queue_cli, upstreams  # noqa: F401 (a fixture)
 
 pytestmark = needs(os.geteuid() == 0,
@@ -605,6 +605,29 @@ def test_messages_held_in_memory_reach_every_kind(ext4, make_postern,
             r'"\w+(\.tmp)?", O_', l)]
     # msg/<qid> and env/<qid>.tmp of the piped message alone.
     assert len(made) == 2, "".join(made)
+
+
+def test_a_full_spool_refuses_what_it_would_hold_in_memory(ext4,
+        make_postern, upstreams):
+    # The spool's file system full: a message the log could commit with
+    # no file (its files written later) is refused at its end with 452,
+    # as without the log, not acknowledged with no room for its files.
+    # With room again, found by the next checkpoint, mail flows.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    filler = fill(os.path.join(mnt, "filler"))
+    time.sleep(2.5)		# a checkpoint (each second) finds no room
+    with srv.session() as c:
+        c.hello()
+        r = attempt(c, b"Subject: full\r\n\r\nbody 1\r\n")
+        assert (r.code, r.esc) == FULL, "%r\n%s" % (r, c.transcript())
+    os.unlink(filler)
+    time.sleep(2.5)		# and one finds room again
+    relayed_and_recorded(srv, up, mnt, 2, 1)
+    assert bodies(up) == [b"body 0\r\n", b"body 2\r\n"]
+    assert srv.alive()
 
 
 def test_spooled_message_needs_no_journal_commit(ext4, make_postern,
