@@ -610,11 +610,16 @@ cli_queue(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
-	if (strcmp(verb, "list") == 0)
-		rc = queue_list(sp, json);
-	else if (strcmp(verb, "show") == 0)
-		rc = queue_show(sp, qid, json);
-	else
+	if (strcmp(verb, "list") == 0 || strcmp(verb, "show") == 0) {
+		/* A running server writes out what it holds in memory
+		   first; without one, nothing is held. */
+		char *reply = NULL;
+		if (queue_control_request(spool_dir(sp), "writeout", &reply,
+		    &err) == 0)
+			free(reply);
+		rc = verb[0] == 'l' ? queue_list(sp, json) :
+		    queue_show(sp, qid, json);
+	} else
 		rc = queue_command(sp, verb, qid);
 	spool_close(&sp);
 	config_free(&cfg);

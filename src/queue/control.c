@@ -4,7 +4,11 @@
  * and root get in).  One command line per connection, one reply line:
  *
  *	flush [QID] | hold QID | release QID | delete QID | submit QID | ping
+ *	| writeout
  *	-> "ok[ TEXT]" or "error: TEXT"
+ *
+ * writeout: the messages the spool holds in memory get their files, so
+ * that a reader of the spool's folders (postern queue list) sees them.
  *
  * The same thread rescans the spool every pickup_ms for messages that
  * arrived without a word (postern send when the socket was unreachable).
@@ -108,6 +112,10 @@ ctl_command(struct queue *q, char *line, char *reply, size_t size)
 		*arg++ = '\0';
 	if (strcmp(verb, "ping") == 0)
 		rc = 0;		/* a server runs on this spool */
+	else if (strcmp(verb, "writeout") == 0 && arg == NULL) {
+		spool_content_write_all(q->sp);
+		rc = 0;
+	}
 	else if (strcmp(verb, "flush") == 0)
 		rc = queue_flush(q, arg, &err);
 	else if (strcmp(verb, "hold") != 0 && strcmp(verb, "release") != 0 &&

@@ -205,9 +205,10 @@ bool	queue_env_add_target(struct spool_env *env, const char *addr,
 /*
  * Client side of the control socket, for the CLI: send one command line
  * ("flush", "flush QID", "hold QID", "release QID", "delete QID",
- * "submit QID", "ping") to the server whose spool folder is spool_dir.  0 with the
- * reply line in *reply_out (malloc'd, "ok ..." or "error: ..."); -1 with
- * errno (ENOENT or ECONNREFUSED: no server is running) and *err_out.
+ * "submit QID", "ping", "writeout") to the server whose spool folder is
+ * spool_dir.  0 with the reply line in *reply_out (malloc'd, "ok ..." or
+ * "error: ..."); -1 with errno (ENOENT or ECONNREFUSED: no server is
+ * running) and *err_out.
  */
 int	queue_control_request(const char *spool_dir, const char *cmd,
 	    char **reply_out, const char **err_out);

@@ -386,6 +386,12 @@ spool_content_write(struct spool *sp, const char *qid, const char **err_out)
 	return spool_unwritten_write(sp, qid, err_out);
 }
 
+void
+spool_content_write_all(struct spool *sp)
+{
+	spool_unwritten_write_all(sp);
+}
+
 /*
  * Read a whole small file sub/<name> into a malloc'd buffer.  0, or -1
  * with errno set (EFBIG when over SPOOL_ENV_MAX).

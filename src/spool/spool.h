@@ -184,6 +184,9 @@ int	spool_content_load(struct spool *sp, const struct spool_env *env,
  */
 int	spool_content_write(struct spool *sp, const char *qid,
 	    const char **err_out);
+/* The same for every message held so (`postern queue list` and `show`,
+ * from another process, read the files).  Failures are logged. */
+void	spool_content_write_all(struct spool *sp);
 /*
  * Read a committed envelope, with each recipient's done flag: from memory,
  * with no file read, when this spool committed it and no record was

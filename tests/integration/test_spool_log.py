@@ -607,6 +607,40 @@ def test_messages_held_in_memory_reach_every_kind(ext4, make_postern,
     assert len(made) == 2, "".join(made)
 
 
+def test_queue_list_shows_a_message_held_in_memory(ext4, make_postern,
+        upstreams):
+    # A message in its first delivery has no spool file (held in memory
+    # until a checkpoint, here held back): `postern queue list` and `show`
+    # have the server write it out first, and see it.
+    up = upstreams.scripted()
+    _, mnt = ext4(journal=True)
+    srv = relay_server(make_postern, mnt, up.port)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    checkpointed(mnt, 2)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        time.sleep(1.5)		# the checkpoint waits in its syncfs
+        up.stall_data = True
+        with srv.session() as c:
+            c.hello()
+            qid = queue_id(send_message(c, "a@example.net",
+                ["bob@example.org"], BODY % (1, 1)))
+        wait_for(lambda: up.stalled_now() > 0, timeout=20,
+            what="the delivery held at the upstream")
+        assert not os.path.exists(os.path.join(mnt, "spool", "env", qid))
+        r = queue_cli(srv, "list")
+        assert r.returncode == 0 and qid in r.stdout, r
+        r = queue_cli(srv, "show", qid)
+        assert r.returncode == 0 and "bob@example.org" in r.stdout, r
+    finally:
+        untrace(st)
+    up.stall_data = False
+    up.released.set()
+    wait_for(lambda: len(bodies(up)) == 2 and not os.listdir(os.path.join(
+        mnt, "spool", "env")), timeout=20, what="the message relayed")
+
+
 def test_a_full_spool_refuses_what_it_would_hold_in_memory(ext4,
         make_postern, upstreams):
     # The spool's file system full: a message the log could commit with
