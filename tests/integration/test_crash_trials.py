@@ -6,7 +6,10 @@ moment and started again on the same spool.  After the last trial the
 server drains its queue; then every message that got a 250 is in each of
 its recipients' Maildirs exactly once, no message is there twice, and the
 spool is empty.  The trials run in the test's temporary folder and again
-on an ext4 with a journal, where the spool log takes the commits.
+on an ext4 with a journal, where the spool log takes the commits.  A
+relay variant sends everything through the queue to an upstream, most
+messages held in memory with no spool file until delivered: every one
+acknowledged reaches the upstream.
 
 20 trials run in the suite; the long variant (200 trials) runs by hand:
     POSTERN_LONG=1 /usr/bin/python3 -m pytest -s tests/integration \\
@@ -24,7 +27,9 @@ import time
 import pytest
 
 from conftest import Client, make_config, read_bytes, spool_empty, wait_for
-from test_maildir_commit import ext4, server_dir  # noqa: F401 (fixtures)
+from test_maildir_commit import (ext4, no_log_size,  # noqa: F401
+    server_dir)
+from test_relay import queue_cli, upstreams  # noqa: F401 (a fixture)
 
 CLIENTS = 4
 BIG = 100 * 1024	# over the in-memory threshold: spooled, then queued
@@ -147,6 +152,69 @@ def crash_trials(make_postern, trials, seed, at=None):
 
 def test_crash_trials(server_dir, make_postern):
     crash_trials(make_postern, 20, seed=int(time.time()), at=server_dir)
+
+
+def relay_trials(make_postern, up, mnt, trials, seed):
+    """crash_trials with every message relayed to up (a scripted upstream),
+    the spool on mnt: each acknowledged one reaches it once or, killed
+    between its 250 and the record of it, more."""
+    rng = random.Random(seed)
+    text = no_log_size(make_config(extra=["queue retry-min 1s",
+        "queue retry-max 2s"],
+        actions='action out relay "smtp://127.0.0.1:%d"\n' % up.port,
+        rules=["match to domain example.org action out"]))
+    srv = make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool\nspool log-size 8M" % mnt))
+    acked, sent = {}, 0
+    for trial in range(trials):
+        if trial > 0:
+            srv.start()
+        load = Load(srv.port, trial, rng)
+        try:
+            wait_for(lambda: load.sent >= 2, timeout=30,
+                what="the load to start")
+            time.sleep(rng.uniform(0.05, 0.8))
+            srv.kill9()
+        finally:
+            load.end()
+        acked.update(load.acked)
+        sent += load.sent
+    srv.start()
+    want = {(mid, r) for mid, rcpts in acked.items() for r in rcpts}
+
+    def got():
+        out = collections.Counter()
+        with up.lock:
+            for _, rcpts, data in up.stored:
+                m = MID.search(data)
+                for r in rcpts:
+                    out[(m.group(1).decode() if m else "?", r)] += 1
+        return out
+
+    def drained():
+        files = [n for sub in ("msg", "env", "done") for n in
+            os.listdir(os.path.join(mnt, "spool", sub))]
+        return not files and all(got()[k] for k in want) and \
+            "Mail queue is empty" in queue_cli(srv, "list").stdout
+    try:
+        wait_for(drained, timeout=120, interval=0.5,
+            what="the queue to drain after the last restart")
+    except AssertionError:
+        pass			# what is missing is said below
+    copies = got()
+    lost = sorted(k for k in want if copies[k] == 0)
+    dup = sorted(k for k, n in copies.items() if n > 1)
+    print("relay crash trials: %d trials (seed %r), %d messages sent, %d "
+        "acknowledged (%d copies), %d lost, %d sent again" % (trials, seed,
+        sent, len(acked), len(want), len(lost), len(dup)))
+    assert not lost, "acknowledged but lost: %s" % lost[:20]
+    assert drained(), "the queue did not drain"
+
+
+def test_crash_trials_relay(ext4, make_postern, upstreams):
+    _, mnt = ext4(journal=True)
+    relay_trials(make_postern, upstreams.scripted(), mnt, 10,
+        seed=int(time.time()))
 
 
 @pytest.mark.long
