@@ -111,10 +111,9 @@ def copies(srv):
     return got
 
 
-def crash_trials(make_postern, trials, seed, at=None):
-    rng = random.Random(seed)
-    srv = make_postern(extra=["queue retry-min 1s", "queue retry-max 2s"],
-        at=at)
+def killed_under_load(srv, trials, rng):
+    """srv killed trials times under load, started again after each and
+    at the end: ({Message-Id: recipients} acknowledged, messages sent)."""
     acked, sent = {}, 0
     for trial in range(trials):
         if trial > 0:
@@ -131,6 +130,14 @@ def crash_trials(make_postern, trials, seed, at=None):
         acked.update(load.acked)
         sent += load.sent
     srv.start()
+    return acked, sent
+
+
+def crash_trials(make_postern, trials, seed, at=None):
+    rng = random.Random(seed)
+    srv = make_postern(extra=["queue retry-min 1s", "queue retry-max 2s"],
+        at=at)
+    acked, sent = killed_under_load(srv, trials, rng)
     wait_for(lambda: spool_empty(srv), timeout=120,
         what="the queue to drain after the last restart")
     got = copies(srv)
@@ -165,21 +172,7 @@ def relay_trials(make_postern, up, mnt, trials, seed):
         rules=["match to domain example.org action out"]))
     srv = make_postern(config=text.replace("spool {tmp}/spool",
         "spool %s/spool\nspool log-size 8M" % mnt))
-    acked, sent = {}, 0
-    for trial in range(trials):
-        if trial > 0:
-            srv.start()
-        load = Load(srv.port, trial, rng)
-        try:
-            wait_for(lambda: load.sent >= 2, timeout=30,
-                what="the load to start")
-            time.sleep(rng.uniform(0.05, 0.8))
-            srv.kill9()
-        finally:
-            load.end()
-        acked.update(load.acked)
-        sent += load.sent
-    srv.start()
+    acked, sent = killed_under_load(srv, trials, rng)
     want = {(mid, r) for mid, rcpts in acked.items() for r in rcpts}
 
     def got():
