@@ -127,17 +127,6 @@ queue_idx_has(const size_t *idx, size_t n, size_t i)
 	return false;
 }
 
-/*
- * Record recipient i of env as delivered, durably; before[0..nbefore)
- * were just recorded so, which env does not say yet.  When nothing else
- * keeps the message (every other recipient done, every failure reported)
- * the record is the message's removal, with no done-record written for
- * it: the envelope's unlink, which is all a restart looks for, made
- * durable within 50 ms by one fsync shared with the other removals of
- * that interval, where a done-record and then the removal cost two or
- * three journal commits.  A crash before that fsync delivers the
- * recipient again, as a crash before its done-record would.
- */
 /* Is nothing of env kept for anything but a[0..na) and b[0..nb)? */
 static bool
 queue_only_these_left(const struct spool_env *env, const size_t *a,
@@ -163,6 +152,17 @@ queue_finish_run(struct queue *q, const struct spool_env *env,
 	return 0;
 }
 
+/*
+ * Record recipient i of env as delivered, durably; before[0..nbefore)
+ * were just recorded so, which env does not say yet.  When nothing else
+ * keeps the message (every other recipient done, every failure reported)
+ * the record is the message's removal, with no done-record written for
+ * it: the envelope's unlink, which is all a restart looks for, made
+ * durable within 50 ms by one fsync shared with the other removals of
+ * that interval, where a done-record and then the removal cost two or
+ * three journal commits.  A crash before that fsync delivers the
+ * recipient again, as a crash before its done-record would.
+ */
 static int
 queue_record_done(struct queue *q, const struct spool_env *env, size_t i,
     const size_t *before, size_t nbefore, const char **err_out)
