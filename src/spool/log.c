@@ -657,6 +657,29 @@ spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 	return done;
 }
 
+int
+spool_log_line(struct spool *sp, const char *qid, const char *line,
+    const char **err_out)
+{
+	struct spool_log *lg = sp->log;
+	struct spool_logrec r = { .kind = SPOOL_LR_LINE, .sender = "",
+	    .hdr = (char *)line };
+	unsigned char rec[SPOOL_LOGREC_FIXED + SPOOL_QID_MAX +
+	    SPOOL_LOGREC_LINE_MAX + 8];
+	uint64_t seq;
+
+	if (lg == NULL || strlen(line) > SPOOL_LOGREC_LINE_MAX)
+		return 1;
+	util_strlcpy(r.qid, qid, sizeof(r.qid));
+	spool_logrec_encode(&r, rec);
+	pthread_mutex_lock(&lg->mu);
+	/* No checkpoint passes it before done/ is synced. */
+	log_note_spool_fs(lg, sp);
+	if ((seq = log_enqueue(lg, rec, spool_logrec_size(&r), false)) == 0)
+		return log_refused(lg);
+	return log_settle(lg, seq, err_out);
+}
+
 void
 spool_log_named(struct spool *sp, uint64_t seq)
 {

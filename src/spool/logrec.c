@@ -18,7 +18,9 @@
  * The kinds: "PSLR", a message's Maildir copies (above); "PSLS", a
  * message committed into the spool: no copies and no sender, the header
  * line's place holds the envelope file's bytes, then the content file's;
- * "PSLD", a spooled message removed: the queue id alone.
+ * "PSLD", a spooled message removed: the queue id alone; "PSLA", a line
+ * appended to a spooled message's done/<qid> (the header line's place
+ * holds it), one that appending again changes nothing.
  */
 #include "spool/spool_private.h"
 
@@ -29,6 +31,7 @@
 #define LR_MAGIC	0x524c5350u	/* "PSLR": copies */
 #define LR_MAGIC_SPOOLED 0x534c5350u	/* "PSLS" */
 #define LR_MAGIC_REMOVED 0x444c5350u	/* "PSLD" */
+#define LR_MAGIC_LINE	0x414c5350u	/* "PSLA" */
 #define LR_FIXED	SPOOL_LOGREC_FIXED
 #define LH_MAGIC	0x484c5350u	/* "PSLH" */
 
@@ -159,7 +162,8 @@ spool_logrec_encode(const struct spool_logrec *r, unsigned char *out)
 	/* Only what no field covers: the content is most of a record. */
 	memset(out, 0, LR_FIXED);
 	put32(out, r->kind == SPOOL_LR_SPOOLED ? LR_MAGIC_SPOOLED :
-	    r->kind == SPOOL_LR_REMOVED ? LR_MAGIC_REMOVED : LR_MAGIC);
+	    r->kind == SPOOL_LR_REMOVED ? LR_MAGIC_REMOVED :
+	    r->kind == SPOOL_LR_LINE ? LR_MAGIC_LINE : LR_MAGIC);
 	put32(out + 4, (uint32_t)len);
 	put64(out + 24, (uint64_t)r->received);
 	put16(out + 32, (uint16_t)strlen(r->qid));
@@ -235,6 +239,9 @@ lr_kind(const unsigned char *rec, enum spool_logrec_kind *kind_out)
 	case LR_MAGIC_REMOVED:	/* the queue id alone */
 		*kind_out = SPOOL_LR_REMOVED;
 		return bare && get32(rec + 36) == 0 && get32(rec + 44) == 0;
+	case LR_MAGIC_LINE:	/* the queue id and the line */
+		*kind_out = SPOOL_LR_LINE;
+		return bare && get32(rec + 44) == 0;
 	}
 	return false;
 }

@@ -169,6 +169,10 @@ lr_record_cb(const struct spool_logrec *r, void *arg)
 		spool_logspool_record(&n->ls, n->sp, r);
 		return;
 	}
+	if (r->kind == SPOOL_LR_LINE) {
+		spool_logspool_line(&n->ls, n->sp, r);
+		return;
+	}
 	n->records++;
 	for (size_t i = 0; i < r->ncopies; i++) {
 		const char *path = r->copies[i].path;
@@ -197,7 +201,8 @@ lr_record_cb(const struct spool_logrec *r, void *arg)
  * R removed since": their files found with the record's sizes, written
  * again from it, neither, or not replayed since a later record says the
  * message was removed; "F removals finished": envelopes of messages
- * removed that the disk still held, unlinked).
+ * removed that the disk still held, unlinked; "D done-records": lines
+ * appended to done/ files again).
  */
 static void
 lr_report(const struct lr_count *n)
@@ -205,13 +210,15 @@ lr_report(const struct lr_count *n)
 	const struct spool_logspool *ls = &n->ls;
 	char tail[200] = "";
 
-	if (n->records == 0 && n->nspooled == 0 && ls->finished == 0)
+	if (n->records == 0 && n->nspooled == 0 && ls->finished == 0 &&
+	    ls->lines == 0)
 		return;
-	if (n->nspooled > 0 || ls->finished > 0)
+	if (n->nspooled > 0 || ls->finished > 0 || ls->lines > 0)
 		snprintf(tail, sizeof(tail), "; %zu in the spool: %zu whole, "
 		    "%zu written again, %zu lost, %zu removed since; %zu "
-		    "removals finished", n->nspooled - ls->skipped, ls->found,
-		    ls->written, ls->lost, ls->skipped, ls->finished);
+		    "removals finished; %zu done-records",
+		    n->nspooled - ls->skipped, ls->found, ls->written,
+		    ls->lost, ls->skipped, ls->finished, ls->lines);
 	log_msg(n->lost > 0 || ls->lost > 0 ? LOG_LVL_ERROR : LOG_LVL_INFO,
 	    "spool log: recovered %zu messages: %zu copies found, %zu "
 	    "written again, %zu spooled, %zu lost%s", n->records +

@@ -8,7 +8,9 @@
  * is synced, and one missing, empty or short is written again from the
  * record (a file in tmp/, fsync, rename into env/ or msg/), content first.
  * What the disk still holds of a message with a REMOVED record (its
- * removal was made durable by that record alone) is unlinked.  The
+ * removal was made durable by that record alone) is unlinked.  A LINE
+ * record's line (a recipient done) is appended to its message's done/
+ * file again, unless the message was removed since.  The
  * folders are synced once at the end.  Knows nothing of Maildirs.
  */
 #include "spool/spool.h"
@@ -129,6 +131,28 @@ spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 		ls->written++;
 	else
 		ls->lost++;
+}
+
+void
+spool_logspool_line(struct spool_logspool *ls, struct spool *sp,
+    const struct spool_logrec *r)
+{
+	const char *err;
+	struct stat st;
+
+	if (!spool_qid_is_valid(r->qid) || ls_was_removed(ls, r->qid) ||
+	    fstatat(sp->fd[SUB_GONE], r->qid, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+	    fstatat(sp->fd[SUB_ENV], r->qid, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return;
+	/* Appended again even if the file has it: that changes nothing. */
+	if (spool_append_line(sp, r->qid, r->hdr, &err) == -1) {
+		log_msg(LOG_LVL_ERROR, "spool log: message %s: %s", r->qid,
+		    err);
+		ls->lost++;
+		return;
+	}
+	ls->lines++;
+	ls->dirty = true;
 }
 
 void

@@ -528,11 +528,19 @@ spool_done_trim(int fd, off_t size)
 	return ftruncate(fd, keep);
 }
 
-/* Append one record to done/<qid> durably.  0, or -1 with *err_out. */
+/*
+ * Append one record to done/<qid> durably.  0, or -1 with *err_out.
+ * by_log: a record that appending again changes nothing ("done N") is
+ * made durable by the spool log where it takes it (spool_log_line: a
+ * share of a group commit, where the file's fdatasync is a journal
+ * commit of its own); the checkpoint's syncfs makes the file durable
+ * before the log forgets the record.
+ */
 static int
 spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
-    const char **err_out)
+    bool by_log, const char **err_out)
 {
+	const char *err;
 	struct stat st;
 	int fd;
 
@@ -559,6 +567,11 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 	if (util_write_all(fd, rec, len, -1) == -1) {
 		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
 		goto fail;
+	}
+	/* The log refusing it or failing: the file's own sync instead. */
+	if (by_log && sp->ordered && spool_log_line(sp, qid, rec, &err) == 0) {
+		close(fd);
+		return 0;
 	}
 	if (util_fdatasync(fd) == -1) {
 		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
@@ -591,7 +604,7 @@ static int
 spool_append_buf(struct spool *sp, const char *qid, struct util_buf *b,
     const char **err_out)
 {
-	int rc = spool_append(sp, qid, b->data, b->len, err_out);
+	int rc = spool_append(sp, qid, b->data, b->len, false, err_out);
 
 	util_buf_clear(b);
 	return rc;
@@ -604,7 +617,7 @@ spool_mark_done(struct spool *sp, const char *qid, size_t idx,
 	char rec[32];
 
 	snprintf(rec, sizeof(rec), "done %zu\n", idx);
-	return spool_append(sp, qid, rec, strlen(rec), err_out);
+	return spool_append(sp, qid, rec, strlen(rec), true, err_out);
 }
 
 int
@@ -635,7 +648,7 @@ spool_mark_bounced(struct spool *sp, const char *qid, size_t idx,
 	char rec[32];
 
 	snprintf(rec, sizeof(rec), "bounced %zu\n", idx);
-	return spool_append(sp, qid, rec, strlen(rec), err_out);
+	return spool_append(sp, qid, rec, strlen(rec), false, err_out);
 }
 
 int
@@ -645,7 +658,14 @@ spool_mark_flag(struct spool *sp, const char *qid, enum spool_flag f,
 	const char *rec = f == SPOOL_FLAG_WARNED ? "warned\n" :
 	    f == SPOOL_FLAG_HOLD ? "hold\n" : "release\n";
 
-	return spool_append(sp, qid, rec, strlen(rec), err_out);
+	return spool_append(sp, qid, rec, strlen(rec), false, err_out);
+}
+
+int
+spool_append_line(struct spool *sp, const char *qid, const char *line,
+    const char **err_out)
+{
+	return spool_append(sp, qid, line, strlen(line), false, err_out);
 }
 
 bool

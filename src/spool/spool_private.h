@@ -157,6 +157,9 @@ void	spool_field_esc(struct util_buf *b, const char *s);
  */
 int	spool_done_parse(const char *buf, size_t len, struct spool_env *env,
 	    const char **why_out);
+/* Append line (with its LF) to done/<qid> durably, with no log. */
+int	spool_append_line(struct spool *sp, const char *qid, const char *line,
+	    const char **err_out);
 /* The record line (with its LF) for a status change; see spool.h. */
 void	spool_rec_deferred(struct util_buf *b, size_t idx, unsigned attempts,
 	    uint64_t next_ms, const char *why);
@@ -180,12 +183,15 @@ struct spool_logcopy {
 enum spool_logrec_kind {
 	SPOOL_LR_COPIES,	/* a message's Maildir copies (the fast path) */
 	SPOOL_LR_SPOOLED,	/* a message committed into the spool */
-	SPOOL_LR_REMOVED	/* a spooled message removed: qid alone */
+	SPOOL_LR_REMOVED,	/* a spooled message removed: qid alone */
+	SPOOL_LR_LINE		/* a line for done/<qid>, in hdr */
 };
 
 #define SPOOL_LOGREC_FIXED	48	/* a record's fixed part */
 /* The largest REMOVED record: the fixed part, a qid, the padding. */
 #define SPOOL_LOGREC_REMOVED_MAX (SPOOL_LOGREC_FIXED + SPOOL_QID_MAX + 8)
+/* The longest line a LINE record holds. */
+#define SPOOL_LOGREC_LINE_MAX	64
 
 struct spool_logrec {
 	enum spool_logrec_kind kind;
@@ -195,7 +201,8 @@ struct spool_logrec {
 	char		 qid[SPOOL_QID_MAX];
 	char		*sender;	/* "" for <>; "" unless COPIES */
 	char		*hdr;		/* the copies' first line; SPOOLED:
-					   the envelope file's bytes */
+					   the envelope file's bytes; LINE:
+					   the line */
 	struct spool_logcopy *copies;
 	size_t		 ncopies;
 	const char	*content;	/* borrowed: the buffer decoded */
@@ -253,6 +260,7 @@ struct spool_logspool {
 	bool	  dirty;		/* a file written again or removed:
 					   the folders to sync */
 	size_t	  found, written, lost, skipped;
+	size_t	  lines;		/* LINE records appended again */
 	size_t	  finished;		/* removals whose envelope was left */
 };
 /* A REMOVED record, seen in the scan before the replay. */
@@ -260,6 +268,10 @@ void	spool_logspool_note_removed(struct spool_logspool *ls,
 	    const struct spool_logrec *r);
 /* Make the spooled message of r durable unless it was removed since. */
 void	spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
+	    const struct spool_logrec *r);
+/* Append the line of LINE record r to done/<qid>, durably, unless the
+ * message was removed since or is not in the spool. */
+void	spool_logspool_line(struct spool_logspool *ls, struct spool *sp,
 	    const struct spool_logrec *r);
 /* After the last record: unlink what is left of the messages removed,
  * sync the folders written into; free ls's. */
@@ -303,6 +315,16 @@ bool	spool_log_fits_spooled(const struct spool *sp, const char *qid,
  * log is full, 0 with *err_out when its write failed).
  */
 size_t	spool_log_removed(struct spool *sp, char *const *qids, size_t n,
+	    const char **err_out);
+/*
+ * Make line (at most SPOOL_LOGREC_LINE_MAX bytes, written into done/<qid>
+ * already, not synced) durable by a LINE record, so that a start appends
+ * it again unless the message was removed since: 0 once the record is on
+ * the device, 1 when the log does not take it (off, full, broken by an
+ * earlier failed write), -1 with *err_out when its write failed.  Only
+ * for a line that appending again changes nothing.
+ */
+int	spool_log_line(struct spool *sp, const char *qid, const char *line,
 	    const char **err_out);
 /* The largest record a log of size bytes takes. */
 size_t	spool_log_record_max(uint64_t size);

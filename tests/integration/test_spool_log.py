@@ -494,8 +494,8 @@ def spool_files(mnt):
 
 
 def log_records(mnt, magic):
-    """Records of a kind ("PSLS" spooled, "PSLD" removed) in the log, of
-    this run or earlier ones."""
+    """Records of a kind ("PSLS" spooled, "PSLD" removed, "PSLA" a line
+    for done/) in the log, of this run or earlier ones."""
     with open(os.path.join(mnt, "spool", "log"), "rb") as f:
         return f.read().count(magic)
 
@@ -564,6 +564,55 @@ def test_spooled_messages_come_back_after_a_power_cut(ext4, make_postern,
     srv.stop()
     restart(srv)
     assert len(recovered_lines(srv)) == 1
+
+
+def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
+        upstreams):
+    # A message for two upstreams: the first takes it, the second holds
+    # its dot.  The first recipient's done-record is made durable by a
+    # record in the log (no journal commit of its own); a power cut with
+    # the checkpoint held back loses the done/ file, and the next start
+    # writes it again from the log: the first upstream gets the message
+    # once, the second once when it answers.
+    up, up2 = upstreams.scripted(), upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    text = no_log_size(make_config(
+        actions='action out relay "smtp://127.0.0.1:%d"\n'
+        'action out2 relay "smtp://127.0.0.1:%d"\n' % (up.port, up2.port),
+        rules=["match to domain example.org action out",
+               "match to domain example.com action out2"]))
+    srv = make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool\nspool log-size 8M" % mnt))
+    wait_for(lambda: "postern started" in srv.log(), timeout=30,
+        what="the start to finish")
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    live = {}
+
+    def sends():
+        up2.stall_data = True
+        before = commits(dev)
+        send(srv, 1, 1, ("bob@example.org", "carl@example.com"))
+        wait_for(lambda: len(bodies(up)) == 2 and up2.stalled_now() > 0
+            and log_records(mnt, b"PSLA") == 1, timeout=20,
+            what="one upstream done, the other held, the done-record "
+            "in the log")
+        live["commits"] = commits(dev) - before
+        live["done"] = os.listdir(os.path.join(mnt, "spool", "done"))
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=2)
+    assert live["commits"] == 0 and len(live["done"]) == 1, live
+    qid = live["done"][0]
+    assert not os.path.exists(os.path.join(copy, "spool", "done", qid))
+    up2.stall_data = False
+    up2.released.set()
+    restart(srv)
+    assert "; 1 done-records" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: len(bodies(up2)) == 1 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=30,
+        what="the second upstream's delivery")
+    assert bodies(up) == [b"body 0\r\n", b"body 1\r\n"]
+    assert bodies(up2) == [b"body 1\r\n"]
+    assert os.listdir(os.path.join(mnt, "spool", "done")) == []
 
 
 def test_messages_held_in_memory_reach_every_kind(ext4, make_postern,

@@ -1328,6 +1328,18 @@ test_logrec_kinds(void **state)
 	assert_string_equal(r.qid, "QS1");
 	spool_logrec_clear(&r);
 	free(b);
+	/* A line for done/: the queue id and the line; with content, no
+	   record. */
+	b = log_rec_bare(SPOOL_LR_LINE, "QS1", "done 3\n", "", 8, &len);
+	assert_int_equal(spool_logrec_decode(b, len, 8, 1, &r), 1);
+	assert_int_equal(r.kind, SPOOL_LR_LINE);
+	assert_string_equal(r.qid, "QS1");
+	assert_string_equal(r.hdr, "done 3\n");
+	spool_logrec_clear(&r);
+	free(b);
+	b = log_rec_bare(SPOOL_LR_LINE, "QS1", "done 3\n", "x", 8, &len);
+	assert_int_equal(spool_logrec_decode(b, len, 8, 1, &r), 0);
+	free(b);
 	/* A "removal" with content is no record. */
 	b = log_rec_bare(SPOOL_LR_REMOVED, "QS1", "", "x", 6, &len);
 	assert_int_equal(spool_logrec_decode(b, len, 6, 1, &r), 0);
