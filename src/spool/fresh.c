@@ -21,7 +21,9 @@
  * into msg/ and env/ unsynced (the checkpoint's syncfs makes them
  * durable) and their record unpinned: by the checkpoint, before it moves
  * (spool_unwritten_write_all), before a status record is appended
- * (spool_append), and when a delivery needs the files.  A crash before
+ * (spool_append; but a recipient's "done N", which the log makes durable,
+ * is kept here with the message and written into done/ with its files),
+ * and when a delivery needs the files.  A crash before
  * that replays the record (logspool.c).  The queue delivers an unwritten
  * message's content from here (spool_content_mem).  Messages are kept so
  * only within what the last checkpoint found room for on the spool's
@@ -59,6 +61,7 @@ struct spool_fresh {
 	uint64_t		 seq;		/* unwritten: its log record */
 	char			*content;	/* owned while unwritten */
 	size_t			 content_len;
+	struct util_buf		 lines;		/* records held: unwritten */
 	size_t			 len;
 	char			 text[];	/* the envelope file's bytes */
 };
@@ -96,6 +99,7 @@ spool_fresh_unlink(struct spool *sp, struct spool_fresh **pp)
 		sp->nunwritten--;
 	}
 	free(f->content);
+	util_buf_clear(&f->lines);
 	free(f);
 }
 
@@ -132,6 +136,7 @@ spool_fresh_add(struct spool *sp, const char *qid, const char *text,
 	f->seq = 0;
 	f->content = NULL;
 	f->content_len = 0;
+	f->lines = (struct util_buf){ 0 };
 	f->len = len;
 	memcpy(f->text, text, len);
 	f->next = NULL;
@@ -150,16 +155,24 @@ spool_fresh_put(struct spool *sp, const char *qid, const char *text,
 }
 
 char *
-spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out)
+spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out,
+    char **lines_out, size_t *lines_len_out)
 {
 	struct spool_fresh *f, **pp;
 	char *copy = NULL;
 
+	*lines_out = NULL;
+	*lines_len_out = 0;
 	pthread_mutex_lock(&sp->fresh_mu);
 	if ((f = spool_fresh_find(sp, qid, &pp)) != NULL) {
 		copy = xmalloc(f->len + 1);
 		memcpy(copy, f->text, f->len);
 		*len_out = f->len;
+		if (f->lines.len > 0) {
+			*lines_out = xmalloc(f->lines.len);
+			memcpy(*lines_out, f->lines.data, f->lines.len);
+			*lines_len_out = f->lines.len;
+		}
 	}
 	pthread_mutex_unlock(&sp->fresh_mu);
 	return copy;
@@ -237,6 +250,31 @@ spool_unwritten_fail(const char *call, enum spool_sub sub, const char *qid,
 	return -1;
 }
 
+/* f's records held in memory appended to done/<qid>, unsynced (their
+ * log records keep them until the checkpoint's syncfs).  0, or -1 with
+ * *err_out. */
+static int
+spool_unwritten_lines(struct spool *sp, const struct spool_fresh *f,
+    const char **err_out)
+{
+	int fd, rc = 0;
+
+	if (f->lines.len == 0)
+		return 0;
+	fd = openat(sp->fd[SUB_DONE], f->qid, O_WRONLY | O_CREAT | O_APPEND |
+	    O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return spool_unwritten_fail("open", SUB_DONE, f->qid, "",
+		    err_out);
+	if (util_write_all(fd, f->lines.data, f->lines.len, -1) == -1) {
+		spool_unwritten_fail("write", SUB_DONE, f->qid, "", err_out);
+		unlinkat(sp->fd[SUB_DONE], f->qid, 0);
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
 /*
  * f's files written, unsynced: the content, locked until the envelope
  * names it (a start's sweep leaves a locked msg/ file alone), then the
@@ -273,6 +311,8 @@ spool_unwritten_files(struct spool *sp, const struct spool_fresh *f,
 	    -1)
 		spool_unwritten_fail("rename", SUB_ENV, f->qid, ".tmp",
 		    err_out);
+	else if (spool_unwritten_lines(sp, f, err_out) == -1)
+		unlinkat(sp->fd[SUB_ENV], f->qid, 0);
 	else
 		rc = 0;
 	close(efd);
@@ -317,6 +357,9 @@ spool_unwritten_write_locked(struct spool *sp, const char *qid,
 		f->content = NULL;
 		sp->unwritten_bytes -= f->content_len + UNWRITTEN_FILES_OCTETS;
 		sp->nunwritten--;
+		/* With records on disk now, loads read them there. */
+		if (f->lines.len > 0 && spool_fresh_find(sp, qid, &pp) != NULL)
+			spool_fresh_unlink(sp, pp);
 	} else
 		f->state = FRESH_UNWRITTEN;
 	pthread_cond_broadcast(&sp->fresh_cv);
@@ -388,6 +431,25 @@ spool_unwritten_write_all(struct spool *sp)
 		    "and messages are written before their 250 meanwhile",
 		    failed, failed == 1 ? "" : "s", failed == 1 ? "its" :
 		    "their", err, failed == 1 ? "it" : "them");
+}
+
+bool
+spool_unwritten_line(struct spool *sp, const char *qid, const char *line,
+    size_t len)
+{
+	struct spool_fresh *f, **pp;
+	bool kept = false;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	while ((f = spool_fresh_find(sp, qid, &pp)) != NULL &&
+	    f->state == FRESH_WRITING)
+		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
+	if (f != NULL && f->state == FRESH_UNWRITTEN) {
+		util_buf_add(&f->lines, line, len);
+		kept = true;
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+	return kept;
 }
 
 bool

@@ -439,9 +439,8 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
     const char **err_out)
 {
 	const char *why;
-	char *buf;
-	size_t len;
-
+	char *buf, *lines;
+	size_t len, lines_len;
 	bool fresh;
 
 	memset(out, 0, sizeof(*out));
@@ -451,7 +450,7 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 		return -1;
 	}
 	/* Committed here and no record yet: nothing to read (fresh.c). */
-	buf = spool_fresh_get(sp, qid, &len);
+	buf = spool_fresh_get(sp, qid, &len, &lines, &lines_len);
 	fresh = buf != NULL;
 	if (!fresh && spool_slurp(sp, SUB_ENV, qid, &buf, &len) == -1) {
 		int saved = errno;
@@ -461,18 +460,28 @@ spool_env_load(struct spool *sp, const char *qid, struct spool_env *out,
 	}
 	if (spool_env_parse(buf, len, out, &why) == -1) {
 		free(buf);
+		free(lines);
 		*err_out = util_err("env/%s: %s", qid, why);
 		errno = EINVAL;
 		return -1;
 	}
 	free(buf);
 	if (strcmp(out->qid, qid) != 0) {
+		free(lines);
 		*err_out = util_err("env/%s: qid does not match the file "
 		    "name", qid);
 		goto fail;
 	}
-	if (fresh)
-		return 0;
+	if (fresh) {
+		/* Its records held in memory with it, if any. */
+		int rc = lines == NULL ? 0 : spool_done_parse(lines,
+		    lines_len, out, &why);
+		free(lines);
+		if (rc == 0)
+			return 0;
+		*err_out = util_err("done/%s: %s", qid, why);
+		goto fail;
+	}
 	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1) {
 		if (errno == ENOENT)
 			return 0;
@@ -541,12 +550,20 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
     bool by_log, const char **err_out)
 {
 	const char *err;
+	bool held = false;
 	struct stat st;
 	int fd;
 
 	if (!spool_qid_is_valid(qid)) {
 		*err_out = "invalid queue id";
 		return -1;
+	}
+	by_log = by_log && sp->ordered && spool_log_on(sp);
+	/* A message held in memory keeps the record there (fresh.c). */
+	if (by_log && (held = spool_unwritten_line(sp, qid, rec, len))) {
+		if (spool_log_line(sp, qid, rec, &err) == 0)
+			return 0;
+		by_log = false;	/* written out below, then synced */
 	}
 	/* Its files first: a record is read with them (fresh.c). */
 	if (spool_unwritten_write(sp, qid, err_out) == -1)
@@ -563,13 +580,14 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		*err_out = spool_err("fstat", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
-	/* One write(2) per record: appends of other threads never mix in. */
-	if (util_write_all(fd, rec, len, -1) == -1) {
+	/* One write(2) per record: appends of other threads never mix in.
+	   One held in memory is in the file already. */
+	if (!held && util_write_all(fd, rec, len, -1) == -1) {
 		*err_out = spool_err("write", SUB_DONE, qid, "", errno);
 		goto fail;
 	}
 	/* The log refusing it or failing: the file's own sync instead. */
-	if (by_log && sp->ordered && spool_log_line(sp, qid, rec, &err) == 0) {
+	if (by_log && spool_log_line(sp, qid, rec, &err) == 0) {
 		close(fd);
 		return 0;
 	}

@@ -62,8 +62,11 @@ void	spool_fresh_clear(struct spool *sp);
 void	spool_fresh_put(struct spool *sp, const char *qid, const char *text,
 	    size_t len);
 /* A malloc'd copy of qid's envelope (*len_out bytes) when it has no
- * record yet, else NULL: read it, and its records, from disk. */
-char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out);
+ * record on disk yet, else NULL: read it, and its records, from disk.
+ * *lines_out: a malloc'd copy of the records held with it in memory
+ * (*lines_len_out bytes; spool_unwritten_line), or NULL. */
+char	*spool_fresh_get(struct spool *sp, const char *qid, size_t *len_out,
+	    char **lines_out, size_t *lines_len_out);
 /* Forget qid (a record is being written, or it is removed); true when
  * it had no record, so no done/<qid> exists. */
 bool	spool_fresh_drop(struct spool *sp, const char *qid);
@@ -85,8 +88,13 @@ bool	spool_unwritten_may(struct spool *sp, size_t content_len);
 bool	spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
 	    size_t env_len, const char *content, size_t content_len,
 	    uint64_t seq);
-/* Write qid's files if it is unwritten, and unpin its record: 0 once it
- * has them (or is not here), -1 with *err_out. */
+/* If qid is unwritten, keep record line (len bytes, with its LF) with it,
+ * to be written into done/<qid> with its files: true, else false. */
+bool	spool_unwritten_line(struct spool *sp, const char *qid,
+	    const char *line, size_t len);
+/* Write qid's files if it is unwritten (done/<qid> too when it holds
+ * records), and unpin its record: 0 once it has them (or is not here),
+ * -1 with *err_out. */
 int	spool_unwritten_write(struct spool *sp, const char *qid,
 	    const char **err_out);
 /* The same for every unwritten message: the checkpoint's, before it

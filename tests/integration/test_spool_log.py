@@ -570,10 +570,11 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
         upstreams):
     # A message for two upstreams: the first takes it, the second holds
     # its dot.  The first recipient's done-record is made durable by a
-    # record in the log (no journal commit of its own); a power cut with
-    # the checkpoint held back loses the done/ file, and the next start
-    # writes it again from the log: the first upstream gets the message
-    # once, the second once when it answers.
+    # record in the log (no journal commit, no file: the message and the
+    # record are held in memory); `postern queue list` has them written
+    # out.  A power cut with the checkpoint held back loses those files,
+    # and the next start writes them again from the log: the first
+    # upstream gets the message once, the second once when it answers.
     up, up2 = upstreams.scripted(), upstreams.scripted()
     dev, mnt = ext4(journal=True, opts="commit=60")
     text = no_log_size(make_config(
@@ -589,6 +590,7 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
     live = {}
 
     def sends():
+        time.sleep(1.5)		# the checkpoint waits in its syncfs
         up2.stall_data = True
         before = commits(dev)
         send(srv, 1, 1, ("bob@example.org", "carl@example.com"))
@@ -597,11 +599,21 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
             what="one upstream done, the other held, the done-record "
             "in the log")
         live["commits"] = commits(dev) - before
-        live["done"] = os.listdir(os.path.join(mnt, "spool", "done"))
+        live["held"] = [os.listdir(os.path.join(mnt, "spool", sub))
+            for sub in ("env", "done")]
+        live["qid"] = re.search(r"accepted .* qid=(\w+) size=\d+ rcpts=2",
+            srv.log()).group(1)
+        live["list"] = queue_cli(srv, "list").stdout
+        with open(os.path.join(mnt, "spool", "done", live["qid"])) as f:
+            live["done"] = f.read()
     copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=2)
-    assert live["commits"] == 0 and len(live["done"]) == 1, live
-    qid = live["done"][0]
-    assert not os.path.exists(os.path.join(copy, "spool", "done", qid))
+    assert live["commits"] == 0 and live["held"] == [[], []], live
+    assert live["done"] == "done 0\n", live
+    # Listed with the one recipient left: the record was read with it.
+    assert live["qid"] in live["list"] and "carl@example.com" in \
+        live["list"] and "bob@example.org" not in live["list"], live
+    assert not os.path.exists(os.path.join(copy, "spool", "done",
+        live["qid"]))
     up2.stall_data = False
     up2.released.set()
     restart(srv)
