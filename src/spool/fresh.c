@@ -433,23 +433,31 @@ spool_unwritten_write_all(struct spool *sp)
 		    "their", err, failed == 1 ? "it" : "them");
 }
 
+/* The entry of qid once no write of it is under way, if it is still
+ * unwritten then, else NULL.  Locked (dropped while waiting). */
+static struct spool_fresh *
+spool_unwritten_find(struct spool *sp, const char *qid,
+    struct spool_fresh ***pp_out)
+{
+	struct spool_fresh *f;
+
+	while ((f = spool_fresh_find(sp, qid, pp_out)) != NULL &&
+	    f->state == FRESH_WRITING)
+		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
+	return f != NULL && f->state == FRESH_UNWRITTEN ? f : NULL;
+}
+
 bool
 spool_unwritten_line(struct spool *sp, const char *qid, const char *line,
     size_t len)
 {
 	struct spool_fresh *f, **pp;
-	bool kept = false;
 
 	pthread_mutex_lock(&sp->fresh_mu);
-	while ((f = spool_fresh_find(sp, qid, &pp)) != NULL &&
-	    f->state == FRESH_WRITING)
-		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
-	if (f != NULL && f->state == FRESH_UNWRITTEN) {
+	if ((f = spool_unwritten_find(sp, qid, &pp)) != NULL)
 		util_buf_add(&f->lines, line, len);
-		kept = true;
-	}
 	pthread_mutex_unlock(&sp->fresh_mu);
-	return kept;
+	return f != NULL;
 }
 
 bool
@@ -459,10 +467,7 @@ spool_unwritten_forget(struct spool *sp, const char *qid, uint64_t *seq_out)
 	bool unwritten = false;
 
 	pthread_mutex_lock(&sp->fresh_mu);
-	while ((f = spool_fresh_find(sp, qid, &pp)) != NULL &&
-	    f->state == FRESH_WRITING)
-		pthread_cond_wait(&sp->fresh_cv, &sp->fresh_mu);
-	if (f != NULL && f->state == FRESH_UNWRITTEN) {
+	if ((f = spool_unwritten_find(sp, qid, &pp)) != NULL) {
 		unwritten = true;
 		*seq_out = f->seq;
 		spool_fresh_unlink(sp, pp);
