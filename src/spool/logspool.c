@@ -144,11 +144,12 @@ spool_logspool_line(struct spool_logspool *ls, struct spool *sp,
 	    fstatat(sp->fd[SUB_GONE], r->qid, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
 	    fstatat(sp->fd[SUB_ENV], r->qid, &st, AT_SYMLINK_NOFOLLOW) == -1)
 		return;
-	/* Appended again even if the file has it: that changes nothing. */
+	/* Appended again even if the file has it: that changes nothing.
+	   Not appended, the recipient is delivered again; nothing lost. */
 	if (spool_append_line(sp, r->qid, r->hdr, &err) == -1) {
-		log_msg(LOG_LVL_ERROR, "spool log: message %s: %s", r->qid,
-		    err);
-		ls->lost++;
+		log_msg(LOG_LVL_ERROR, "spool log: message %s: %s; a "
+		    "recipient delivered before the restart may be delivered "
+		    "again", r->qid, err);
 		return;
 	}
 	ls->lines++;

@@ -565,7 +565,9 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 			return 0;
 		by_log = false;	/* written out below, then synced */
 	}
-	/* Its files first: a record is read with them (fresh.c). */
+	/* Its files first: a record is read with them (fresh.c).  A held
+	   record whose files cannot be written stays held, as true as
+	   ever; the caller, told it failed, records it again later. */
 	if (spool_unwritten_write(sp, qid, err_out) == -1)
 		return -1;
 	/* Before the record exists: a load from now on reads it. */

@@ -476,6 +476,37 @@ def relay_server(make_postern, mnt, port, log_size="8M", extra=()):
     return srv
 
 
+def two_upstreams(make_postern, mnt, up, up2):
+    """relay_server, and example.com relayed to up2: a message for both
+    goes in two transactions."""
+    text = no_log_size(make_config(
+        actions='action out relay "smtp://127.0.0.1:%d"\n'
+        'action out2 relay "smtp://127.0.0.1:%d"\n' % (up.port, up2.port),
+        rules=["match to domain example.org action out",
+               "match to domain example.com action out2"]))
+    srv = make_postern(config=text.replace("spool {tmp}/spool",
+        "spool %s/spool\nspool log-size 8M" % mnt))
+    wait_for(lambda: "postern started" in srv.log(), timeout=30,
+        what="the start to finish")
+    return srv
+
+
+def done_replayed(srv, mnt, up, up2):
+    """Restarted after a cut that lost the done-record of message 1 for
+    up: the start appends it again from the log, so up2 (released) gets
+    message 1 once, and up nothing again."""
+    up2.stall_data = False
+    up2.released.set()
+    restart(srv)
+    assert "; 1 done-records" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: len(bodies(up2)) == 1 and not os.listdir(
+        os.path.join(mnt, "spool", "env")), timeout=30,
+        what="the second upstream's delivery")
+    assert bodies(up) == [b"body 0\r\n", b"body 1\r\n"]
+    assert bodies(up2) == [b"body 1\r\n"]
+
+
 def bodies(up):
     """The message bodies the upstream took, in order."""
     with up.lock:
@@ -577,15 +608,7 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
     # upstream gets the message once, the second once when it answers.
     up, up2 = upstreams.scripted(), upstreams.scripted()
     dev, mnt = ext4(journal=True, opts="commit=60")
-    text = no_log_size(make_config(
-        actions='action out relay "smtp://127.0.0.1:%d"\n'
-        'action out2 relay "smtp://127.0.0.1:%d"\n' % (up.port, up2.port),
-        rules=["match to domain example.org action out",
-               "match to domain example.com action out2"]))
-    srv = make_postern(config=text.replace("spool {tmp}/spool",
-        "spool %s/spool\nspool log-size 8M" % mnt))
-    wait_for(lambda: "postern started" in srv.log(), timeout=30,
-        what="the start to finish")
+    srv = two_upstreams(make_postern, mnt, up, up2)
     relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
     live = {}
 
@@ -614,17 +637,48 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
         live["list"] and "bob@example.org" not in live["list"], live
     assert not os.path.exists(os.path.join(copy, "spool", "done",
         live["qid"]))
-    up2.stall_data = False
-    up2.released.set()
-    restart(srv)
-    assert "; 1 done-records" in recovered_lines(srv)[-1], \
-        recovered_lines(srv)
-    wait_for(lambda: len(bodies(up2)) == 1 and not os.listdir(
-        os.path.join(mnt, "spool", "env")), timeout=30,
-        what="the second upstream's delivery")
-    assert bodies(up) == [b"body 0\r\n", b"body 1\r\n"]
-    assert bodies(up2) == [b"body 1\r\n"]
+    done_replayed(srv, mnt, up, up2)
     assert os.listdir(os.path.join(mnt, "spool", "done")) == []
+
+
+def test_a_done_record_of_a_message_with_files_survives_a_power_cut(
+        ext4, make_postern, upstreams):
+    # As above, but the message has its files (written and synced by a
+    # checkpoint while the first upstream held its dot): the done-record
+    # goes into done/<qid> unsynced, its record into the log.  A power cut
+    # loses the file's line; the start appends it again.
+    up, up2 = upstreams.scripted(), upstreams.scripted()
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = two_upstreams(make_postern, mnt, up, up2)
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    up.stall_data = up2.stall_data = True
+    send(srv, 1, 1, ("bob@example.org", "carl@example.com"))	# record 3
+    wait_for(lambda: up.stalled_now() > 0, timeout=20,
+        what="the first delivery held")
+    live = {}
+
+    def sends():
+        time.sleep(1.5)		# the checkpoint waits in its syncfs
+        before = commits(dev)
+        up.stall_data = False
+        up.released.set()
+        wait_for(lambda: len(bodies(up)) == 2 and up2.stalled_now() > 0
+            and log_records(mnt, b"PSLA") == 1, timeout=20,
+            what="the first upstream done, its record in the log, the "
+            "second held")
+        live["commits"] = commits(dev) - before
+        live["done"] = {n: open(os.path.join(mnt, "spool", "done",
+            n)).read() for n in os.listdir(os.path.join(mnt, "spool",
+            "done"))}
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=3)
+    assert live["commits"] == 0 and list(live["done"].values()) == \
+        ["done 0\n"], live
+    qid = list(live["done"])[0]
+    # The message's files were durable before; its record's line was not.
+    assert os.path.exists(os.path.join(copy, "spool", "env", qid))
+    done = os.path.join(copy, "spool", "done", qid)
+    assert not os.path.exists(done) or open(done).read() == "", qid
+    done_replayed(srv, mnt, up, up2)
 
 
 def test_messages_held_in_memory_reach_every_kind(ext4, make_postern,

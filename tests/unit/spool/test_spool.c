@@ -557,6 +557,11 @@ test_unwritten_messages(void **state)
 	assert_int_equal(spool_env_load(sp, "U5", &got, &err), 0);
 	assert_true(got.rcpts[0].done);
 	spool_env_clear(&got);
+	/* From the file now: emptied, the load says so. */
+	put_file(dir, "done", "U5", "");
+	assert_int_equal(spool_env_load(sp, "U5", &got, &err), 0);
+	assert_false(got.rcpts[0].done);
+	spool_env_clear(&got);
 	spool_env_clear(&e);
 
 	/* The checkpoint (each second) writes the others. */
