@@ -579,11 +579,20 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	conn_check_close(c);
 }
 
-void
-conn_timeout(struct conn *c, const char *why)
+/* 421 4.4.2 naming the limit that passed, and close. */
+static void
+conn_close_timed_out(struct conn *c, const char *why)
 {
 	char text[128];
 
+	util_snprintf(text, sizeof(text), "4.4.2 %s Error: %s",
+	    conn_cfg(c)->hostname, why);
+	smtp_session_close_with(c->smtp, 421, text);
+}
+
+void
+conn_timeout(struct conn *c, const char *why)
+{
 	log_event(LOG_LVL_INFO, "timeout", c->sid, NULL, "what=\"%s\"", why);
 	if (c->closing || smtp_session_is_closing(c->smtp)) {
 		c->peer_gone = true;	/* it does not even read: give up */
@@ -591,19 +600,34 @@ conn_timeout(struct conn *c, const char *why)
 		return;
 	}
 	/*
+	 * A message's end with the commit, a sync web service or a proxy's
+	 * upstream cannot be called off, and their answer may be that the
+	 * message is taken: that answer is its reply, the 421 comes after
+	 * it (conn_eom_answered).  Each of them ends in bounded time.
+	 */
+	if (smtp_session_is_waiting(c->smtp) && conn_eom_out(c)) {
+		c->timed_out = why;
+		return;
+	}
+	/*
 	 * The 421 takes the place of the reply a command still waits for
 	 * (the session's time limit, a write timeout): the wait is called
 	 * off, or a chain that ends in the last reply's while could commit
-	 * a message after it.  XXX: a message's end already with the commit,
-	 * a sync web service or a proxy's upstream cannot be called off, and
-	 * still gets this 421 before their outcome.
+	 * a message after it.
 	 */
-	if (smtp_session_is_waiting(c->smtp) && !conn_eom_out(c))
+	if (smtp_session_is_waiting(c->smtp))
 		conn_call_off(c);
-	util_snprintf(text, sizeof(text), "4.4.2 %s Error: %s",
-	    conn_cfg(c)->hostname, why);
-	smtp_session_close_with(c->smtp, 421, text);
+	conn_close_timed_out(c, why);
 	conn_check_close(c);
+}
+
+void
+conn_eom_answered(struct conn *c)
+{
+	if (c->ctx->shutting_down)
+		conn_close_stopping(c);
+	else if (c->timed_out != NULL)
+		conn_close_timed_out(c, c->timed_out);
 }
 
 static void

@@ -207,6 +207,9 @@ struct conn {
 	bool			 in_data;	/* timeouts currently set for DATA */
 	bool			 closing;	/* flush the last reply, then free */
 	bool			 peer_gone;
+	const char		*timed_out;	/* a limit passed while a message's
+						   end was in others' hands: its
+						   421 follows their answer */
 	bool			 rd_eof;	/* the peer has sent all: answer it,
 						   then close */
 	bool			 started;	/* the greeting was sent (or refused) */
@@ -285,6 +288,10 @@ void	conn_free(struct conn *c);
 void	conn_timeout(struct conn *c, const char *why);
 /* The server is stopping: 421 4.3.2 and close (RFC 5321 3.8). */
 void	conn_close_stopping(struct conn *c);
+/* A message's end was answered: the session closes after it if the
+ * server is stopping (421 4.3.2) or a time limit passed meanwhile (421
+ * 4.4.2, c->timed_out). */
+void	conn_eom_answered(struct conn *c);
 /*
  * The client talked when it had to wait: noted once per session (bytes:
  * how many it sent, or SIZE_MAX when not known).

@@ -28,14 +28,14 @@ static enum smtp_verdict conn_eom_chain_file(struct conn *c,
 /* ----- transaction plumbing ----- */
 
 /*
- * The end of a message was answered: while the server shuts down, the
- * session ends after it; then input goes on, or the connection closes.
+ * The end of a message was answered: while the server shuts down, or
+ * once a time limit passed, the session ends after it; then input goes
+ * on, or the connection closes.
  */
 static void
 conn_tx_answered(struct conn *c)
 {
-	if (c->ctx->shutting_down)
-		conn_close_stopping(c);
+	conn_eom_answered(c);
 	conn_process_input(c);
 	conn_check_close(c);
 }

@@ -77,8 +77,8 @@ conn_proxy_answer_cb(void *arg, enum smtp_verdict v, int code,
 		}
 	}
 	smtp_session_resume_raw(c->smtp, v, code, raw, len);
-	if (c->px->stage == SMTP_STAGE_EOM && c->ctx->shutting_down)
-		conn_close_stopping(c);
+	if (c->px->stage == SMTP_STAGE_EOM)
+		conn_eom_answered(c);
 	conn_process_input(c);
 	conn_check_close(c);
 }

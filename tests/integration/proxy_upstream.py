@@ -38,14 +38,16 @@ class Upstream:
     the order they came; messages: dicts with from, to, content (the bytes
     as received, dot-unstuffed, CRLF) and tls (STARTTLS done); sni: the
     TLS names asked for (tls=(CERT, KEY); implicit_tls: from the first
-    byte instead of STARTTLS); rset_pause: seconds it takes to answer
-    RSET; smtputf8: it offers SMTPUTF8."""
+    byte instead of STARTTLS); rset_pause, data_pause: seconds it takes
+    to answer RSET, a message's end; smtputf8: it offers SMTPUTF8."""
 
     def __init__(self, name="up.example", tls=None, require_starttls=False,
             extra_ehlo=(), users=None, proxy_protocol=False, refuse=(),
-            implicit_tls=False, rset_pause=0.0, smtputf8=False):
+            implicit_tls=False, rset_pause=0.0, smtputf8=False,
+            data_pause=0.0):
         self.name = name
         self.rset_pause = rset_pause
+        self.data_pause = data_pause
         self.events = []
         self.proxy_dst = []	# (dst_addr, dst_port) of each PROXY header
         self.messages = []
@@ -123,6 +125,7 @@ class Upstream:
             "to": list(envelope.rcpt_tos),
             "content": envelope.original_content,
             "tls": session.ssl is not None})
+        await asyncio.sleep(self.data_pause)
         return "250 2.0.0 upstream queued it as U%d" % len(self.messages)
 
     async def handle_RSET(self, server, session, envelope):

@@ -151,6 +151,29 @@ def test_message_arrives_upstream_byte_exact(make_postern, upstreams):
         "DATA", "QUIT"]
 
 
+def test_upstream_answer_comes_before_the_session_time_limit_421(
+        make_postern, upstreams):
+    """The session's time limit passes while the upstream has the
+    message's end: the upstream took it, so its answer is the reply, and
+    the 421 follows; the client is not told to send it again."""
+    up = upstreams(data_pause=2.5)
+    front = make_postern(config=proxy_config("proxy smtp://127.0.0.1:%d" %
+        up.port, after=["limit session-timeout 1s"]))
+    with front.session() as c:
+        c.expect(220)
+        c.send("EHLO client.example"); c.expect(250)
+        c.send("MAIL FROM:<a@example.org>"); c.expect(250)
+        c.send("RCPT TO:<b@example.org>"); c.expect(250)
+        c.send("DATA"); c.expect(354)
+        c.send_raw(BODY + b".\r\n")
+        assert c.expect(250).text == "2.0.0 upstream queued it as U1"
+        r = c.read_reply(timeout=5)
+        assert (r.code, r.esc) == (421, "4.4.2") and \
+            "session time limit exceeded" in r.text, c.transcript()
+        c.expect_closed()
+    assert len(up.messages) == 1
+
+
 def test_quit_after_rset_goes_up_after_it(make_postern, upstreams):
     """RSET gets postern's 250 at once, and goes up as RSET when the
     upstream had the transaction; a QUIT the client sends before the

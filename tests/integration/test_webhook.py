@@ -492,6 +492,26 @@ def test_sync_422_is_550_and_timeout_is_451(make_postern, api):
     assert len(api.requests) == 3
 
 
+def test_sync_answer_comes_before_the_session_time_limit_421(make_postern,
+        api):
+    # The session's time limit passes while the web service has the
+    # message: its answer may be that the message is taken, so it is
+    # DATA's reply, and the 421 follows it; the client is not told to try
+    # again a message that was delivered.
+    api.default = Answer(200, delay=2.5)
+    srv = make_postern(config=hook_config(api, "sync 10s",
+        extra=["limit session-timeout 1s"]))
+    with srv.session() as c:
+        sync_start(c)
+        r = c.read_reply(timeout=15)
+        assert (r.code, r.esc) == (250, "2.0.0"), c.transcript()
+        r = c.read_reply(timeout=5)
+        assert (r.code, r.esc) == (421, "4.4.2") and \
+            "session time limit exceeded" in r.text, c.transcript()
+        c.expect_closed()
+    assert len(api.requests) == 1
+
+
 def test_sync_reply_from_an_odd_answer_is_printable_ascii(make_postern,
         api):
     """The reply to DATA made from the service's answer holds printable
