@@ -6,12 +6,13 @@ Already covered elsewhere, not repeated here: limit recipients N / N+1
 data-timeout (test_timeouts), message-size max / max+1 (test_data)."""
 
 import socket
+import subprocess
 import time
 
 import pytest
 
 from conftest import (Client, Closed, HOST, log_events, send_message,
-    wait_for)
+    traced_by, wait_for)
 
 BODY = "Subject: limits\r\n\r\nx\r\n"
 
@@ -165,6 +166,33 @@ def test_session_timeout_cuts_a_busy_client(make_postern):
             "got %r, want 421 4.x.x; transcript:\n%s" % (r, c.transcript())
         c.expect_closed()
         assert 1.7 <= took <= 4.5, "cut off after %.2fs, want about 2s" % took
+
+
+def test_session_timeout_waits_for_the_commit(make_postern):
+    # The session's time limit passes while the message is being written
+    # (every sync held back 2 s): the commit's 250 is the reply, then the
+    # 421; the message is delivered once and the client is not told to
+    # send it again.
+    srv = make_postern(extra=["limit session-timeout 1s"])
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e",
+        "trace=fsync,fdatasync", "-e", "inject=fsync:delay_enter=2000000",
+        "-e", "inject=fdatasync:delay_enter=2000000", "-p",
+        str(srv.proc.pid)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: traced_by(srv.proc.pid, st.pid), 10,
+            what="strace to attach to every thread")
+        with srv.session() as c:
+            c.hello()
+            send_message(c, "a@example.net", ["bob@example.org"], BODY)
+            r = c.read_reply(timeout=5)
+            assert (r.code, r.esc) == (421, "4.4.2") and \
+                "session time limit exceeded" in r.text, c.transcript()
+            c.expect_closed()
+    finally:
+        st.terminate()
+        st.wait(10)
+    assert len(srv.maildir("bob")) == 1
 
 
 def test_slowloris_is_cut_off(make_postern):
