@@ -161,15 +161,19 @@ def test_crash_trials(server_dir, make_postern):
     crash_trials(make_postern, 20, seed=int(time.time()), at=server_dir)
 
 
-def relay_trials(make_postern, up, mnt, trials, seed):
-    """crash_trials with every message relayed to up (a scripted upstream),
-    the spool on mnt: each acknowledged one reaches it once or, killed
+def relay_trials(make_postern, ups, mnt, trials, seed):
+    """crash_trials with every message relayed to ups[0] (a scripted
+    upstream; carol's copies to ups[1] when there is one), the spool on
+    mnt: each acknowledged copy reaches its upstream once or, killed
     between its 250 and the record of it, more."""
     rng = random.Random(seed)
+    rules = ["match to domain example.org action out"]
+    actions = "".join('action %s relay "smtp://127.0.0.1:%d"\n' % (name,
+        up.port) for name, up in zip(("out", "out2"), ups))
+    if len(ups) > 1:
+        rules.insert(0, "match to carol@example.org action out2")
     text = no_log_size(make_config(extra=["queue retry-min 1s",
-        "queue retry-max 2s"],
-        actions='action out relay "smtp://127.0.0.1:%d"\n' % up.port,
-        rules=["match to domain example.org action out"]))
+        "queue retry-max 2s"], actions=actions, rules=rules))
     srv = make_postern(config=text.replace("spool {tmp}/spool",
         "spool %s/spool\nspool log-size 8M" % mnt))
     acked, sent = killed_under_load(srv, trials, rng)
@@ -177,11 +181,12 @@ def relay_trials(make_postern, up, mnt, trials, seed):
 
     def got():
         out = collections.Counter()
-        with up.lock:
-            for _, rcpts, data in up.stored:
-                m = MID.search(data)
-                for r in rcpts:
-                    out[(m.group(1).decode() if m else "?", r)] += 1
+        for up in ups:
+            with up.lock:
+                for _, rcpts, data in up.stored:
+                    m = MID.search(data)
+                    for r in rcpts:
+                        out[(m.group(1).decode() if m else "?", r)] += 1
         return out
 
     def drained():
@@ -206,8 +211,16 @@ def relay_trials(make_postern, up, mnt, trials, seed):
 
 def test_crash_trials_relay(ext4, make_postern, upstreams):
     _, mnt = ext4(journal=True)
-    relay_trials(make_postern, upstreams.scripted(), mnt, 10,
+    relay_trials(make_postern, [upstreams.scripted()], mnt, 10,
         seed=int(time.time()))
+
+
+def test_crash_trials_relay_two_upstreams(ext4, make_postern, upstreams):
+    # carol's copies go to an upstream of their own: a message for bob and
+    # carol is two transactions, the first one's done-record in the log.
+    _, mnt = ext4(journal=True)
+    relay_trials(make_postern, [upstreams.scripted(), upstreams.scripted()],
+        mnt, 10, seed=int(time.time()))
 
 
 @pytest.mark.long
