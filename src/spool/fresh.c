@@ -21,7 +21,7 @@
  * into msg/ and env/ unsynced (the checkpoint's syncfs makes them
  * durable) and their record unpinned: by the checkpoint, before it moves
  * (spool_unwritten_write_all), before a status record is appended
- * (spool_append; but a recipient's "done N", which the log makes durable,
+ * (spool_append; but a recipient's outcome, which the log makes durable,
  * is kept here with the message and written into done/ with its files),
  * and when a delivery needs the files.  A crash before
  * that replays the record (logspool.c).  The queue delivers an unwritten

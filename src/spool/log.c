@@ -659,25 +659,33 @@ spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 
 int
 spool_log_line(struct spool *sp, const char *qid, const char *line,
-    const char **err_out)
+    size_t len, const char **err_out)
 {
 	struct spool_log *lg = sp->log;
-	struct spool_logrec r = { .kind = SPOOL_LR_LINE, .sender = "",
-	    .hdr = (char *)line };
-	unsigned char rec[SPOOL_LOGREC_FIXED + SPOOL_QID_MAX +
-	    SPOOL_LOGREC_LINE_MAX + 8];
+	struct spool_logrec r = { .kind = SPOOL_LR_LINE, .sender = "" };
+	unsigned char *rec;
 	uint64_t seq;
+	size_t size;
+	int rc;
 
-	if (lg == NULL || strlen(line) > SPOOL_LOGREC_LINE_MAX)
+	if (lg == NULL || len > SPOOL_LOGREC_LINE_MAX ||
+	    memchr(line, '\0', len) != NULL)
 		return 1;
 	util_strlcpy(r.qid, qid, sizeof(r.qid));
+	r.hdr = xstrndup(line, len);
+	size = spool_logrec_size(&r);
+	rec = xmalloc(size);
 	spool_logrec_encode(&r, rec);
+	free(r.hdr);
 	pthread_mutex_lock(&lg->mu);
 	/* No checkpoint passes it before done/ is synced. */
 	log_note_spool_fs(lg, sp);
-	if ((seq = log_enqueue(lg, rec, spool_logrec_size(&r), false)) == 0)
-		return log_refused(lg);
-	return log_settle(lg, seq, err_out);
+	if ((seq = log_enqueue(lg, rec, size, false)) == 0)
+		rc = log_refused(lg);
+	else
+		rc = log_settle(lg, seq, err_out);
+	free(rec);
+	return rc;
 }
 
 void

@@ -20,7 +20,7 @@
  * line's place holds the envelope file's bytes, then the content file's;
  * "PSLD", a spooled message removed: the queue id alone; "PSLA", a line
  * appended to a spooled message's done/<qid> (the header line's place
- * holds it), one that appending again changes nothing.
+ * holds it), one written once per message.
  */
 #include "spool/spool_private.h"
 

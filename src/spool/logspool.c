@@ -9,8 +9,8 @@
  * record (a file in tmp/, fsync, rename into env/ or msg/), content first.
  * What the disk still holds of a message with a REMOVED record (its
  * removal was made durable by that record alone) is unlinked.  A LINE
- * record's line (a recipient done) is appended to its message's done/
- * file again, unless the message was removed since.  The
+ * record's line (a recipient's outcome) is appended to its message's
+ * done/ file if the file lacks it, unless the message was removed since.  The
  * folders are synced once at the end.  Knows nothing of Maildirs.
  */
 #include "spool/spool.h"
@@ -144,11 +144,11 @@ spool_logspool_line(struct spool_logspool *ls, struct spool *sp,
 	    fstatat(sp->fd[SUB_GONE], r->qid, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
 	    fstatat(sp->fd[SUB_ENV], r->qid, &st, AT_SYMLINK_NOFOLLOW) == -1)
 		return;
-	/* Appended again even if the file has it: that changes nothing.
-	   Not appended, the recipient is delivered again; nothing lost. */
-	if (spool_append_line(sp, r->qid, r->hdr, &err) == -1) {
+	/* Not appended, a recipient's outcome before the restart is
+	   forgotten: delivered again, say; nothing lost. */
+	if (spool_replay_line(sp, r->qid, r->hdr, &err) == -1) {
 		log_msg(LOG_LVL_ERROR, "spool log: message %s: %s; a "
-		    "recipient delivered before the restart may be delivered "
+		    "recipient's outcome before the restart may be tried "
 		    "again", r->qid, err);
 		return;
 	}

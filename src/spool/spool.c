@@ -539,11 +539,13 @@ spool_done_trim(int fd, off_t size)
 
 /*
  * Append one record to done/<qid> durably.  0, or -1 with *err_out.
- * by_log: a record that appending again changes nothing ("done N") is
- * made durable by the spool log where it takes it (spool_log_line: a
- * share of a group commit, where the file's fdatasync is a journal
- * commit of its own); the checkpoint's syncfs makes the file durable
- * before the log forgets the record.
+ * by_log: a record written once per message (a recipient done, failed,
+ * bounced, a deferral with its attempt count: no two alike) is made
+ * durable by the spool log where it takes it (spool_log_line: a share of
+ * a group commit, where the file's fdatasync is a journal commit of its
+ * own); the checkpoint's syncfs makes the file durable before the log
+ * forgets the record, and a start appends it again if the file lacks it
+ * (logspool.c).  The flags (hold, release) repeat: they keep the sync.
  */
 static int
 spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
@@ -561,7 +563,7 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 	by_log = by_log && sp->ordered && spool_log_on(sp);
 	/* A message held in memory keeps the record there (fresh.c). */
 	if (by_log && (held = spool_unwritten_line(sp, qid, rec, len))) {
-		if (spool_log_line(sp, qid, rec, &err) == 0)
+		if (spool_log_line(sp, qid, rec, len, &err) == 0)
 			return 0;
 		by_log = false;	/* written out below, then synced */
 	}
@@ -589,7 +591,7 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		goto fail;
 	}
 	/* The log refusing it or failing: the file's own sync instead. */
-	if (by_log && spool_log_line(sp, qid, rec, &err) == 0) {
+	if (by_log && spool_log_line(sp, qid, rec, len, &err) == 0) {
 		close(fd);
 		return 0;
 	}
@@ -624,7 +626,7 @@ static int
 spool_append_buf(struct spool *sp, const char *qid, struct util_buf *b,
     const char **err_out)
 {
-	int rc = spool_append(sp, qid, b->data, b->len, false, err_out);
+	int rc = spool_append(sp, qid, b->data, b->len, true, err_out);
 
 	util_buf_clear(b);
 	return rc;
@@ -668,7 +670,7 @@ spool_mark_bounced(struct spool *sp, const char *qid, size_t idx,
 	char rec[32];
 
 	snprintf(rec, sizeof(rec), "bounced %zu\n", idx);
-	return spool_append(sp, qid, rec, strlen(rec), false, err_out);
+	return spool_append(sp, qid, rec, strlen(rec), true, err_out);
 }
 
 int
@@ -681,11 +683,47 @@ spool_mark_flag(struct spool *sp, const char *qid, enum spool_flag f,
 	return spool_append(sp, qid, rec, strlen(rec), false, err_out);
 }
 
+/* Does buf[0..len) hold line (n bytes, its LF last) as a whole line? */
+static bool
+spool_has_line(const char *buf, size_t len, const char *line, size_t n)
+{
+	const char *p = buf, *end = buf + len;
+
+	while ((p = memmem(p, (size_t)(end - p), line, n)) != NULL) {
+		if (p == buf || p[-1] == '\n')
+			return true;
+		p++;
+	}
+	return false;
+}
+
 int
-spool_append_line(struct spool *sp, const char *qid, const char *line,
+spool_replay_line(struct spool *sp, const char *qid, const char *line,
     const char **err_out)
 {
-	return spool_append(sp, qid, line, strlen(line), false, err_out);
+	size_t n = strlen(line), len = 0;
+	char *buf = NULL;
+	bool have;
+	int fd, rc = 0;
+
+	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1 &&
+	    errno != ENOENT) {
+		*err_out = spool_err("read", SUB_DONE, qid, "", errno);
+		return -1;
+	}
+	have = buf != NULL && spool_has_line(buf, len, line, n);
+	free(buf);
+	if (!have)
+		return spool_append(sp, qid, line, n, false, err_out);
+	/* Kept by the page cache, not yet by the disk: synced. */
+	fd = openat(sp->fd[SUB_DONE], qid, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1 || util_fdatasync(fd) == -1) {
+		*err_out = spool_err("fdatasync", SUB_DONE, qid, "", errno);
+		rc = -1;
+	}
+	if (fd != -1)
+		close(fd);
+	return rc;
 }
 
 bool

@@ -165,8 +165,14 @@ void	spool_field_esc(struct util_buf *b, const char *s);
  */
 int	spool_done_parse(const char *buf, size_t len, struct spool_env *env,
 	    const char **why_out);
-/* Append line (with its LF) to done/<qid> durably, with no log. */
-int	spool_append_line(struct spool *sp, const char *qid, const char *line,
+/*
+ * The replay of a LINE record: line (with its LF) appended to done/<qid>
+ * unless the file holds it already, then the file synced, with no log.
+ * What a crash leaves of the file is a start of what was written, so a
+ * record it lacks was one of the last: appended, the records keep their
+ * order.  0, or -1 with *err_out.
+ */
+int	spool_replay_line(struct spool *sp, const char *qid, const char *line,
 	    const char **err_out);
 /* The record line (with its LF) for a status change; see spool.h. */
 void	spool_rec_deferred(struct util_buf *b, size_t idx, unsigned attempts,
@@ -198,8 +204,9 @@ enum spool_logrec_kind {
 #define SPOOL_LOGREC_FIXED	48	/* a record's fixed part */
 /* The largest REMOVED record: the fixed part, a qid, the padding. */
 #define SPOOL_LOGREC_REMOVED_MAX (SPOOL_LOGREC_FIXED + SPOOL_QID_MAX + 8)
-/* The longest line a LINE record holds. */
-#define SPOOL_LOGREC_LINE_MAX	64
+/* The longest line a LINE record holds: a failure's or deferral's
+ * record, its reason escaped, fits. */
+#define SPOOL_LOGREC_LINE_MAX	4096
 
 struct spool_logrec {
 	enum spool_logrec_kind kind;
@@ -325,15 +332,15 @@ bool	spool_log_fits_spooled(const struct spool *sp, const char *qid,
 size_t	spool_log_removed(struct spool *sp, char *const *qids, size_t n,
 	    const char **err_out);
 /*
- * Make line (at most SPOOL_LOGREC_LINE_MAX bytes, written into done/<qid>
+ * Make line (len bytes, at most SPOOL_LOGREC_LINE_MAX, written into done/<qid>
  * already, not synced) durable by a LINE record, so that a start appends
- * it again unless the message was removed since: 0 once the record is on
- * the device, 1 when the log does not take it (off, full, broken by an
- * earlier failed write), -1 with *err_out when its write failed.  Only
- * for a line that appending again changes nothing.
+ * it again if the file lost it, unless the message was removed since: 0
+ * once the record is on the device, 1 when the log does not take it (off,
+ * full, broken by an earlier failed write), -1 with *err_out when its
+ * write failed.  Only for a line written once per message (spool.c).
  */
 int	spool_log_line(struct spool *sp, const char *qid, const char *line,
-	    const char **err_out);
+	    size_t len, const char **err_out);
 /* The largest record a log of size bytes takes. */
 size_t	spool_log_record_max(uint64_t size);
 size_t	spool_log_data_off(void);

@@ -681,6 +681,81 @@ def test_a_done_record_of_a_message_with_files_survives_a_power_cut(
     done_replayed(srv, mnt, up, up2)
 
 
+def test_a_deferral_is_recorded_by_the_log(ext4, make_postern, upstreams):
+    # The second upstream refuses the recipient for now: the deferral's
+    # record (attempt count, next try, reason) is made durable by the log,
+    # with no journal commit.  A power cut with the checkpoint held back
+    # loses it from done/ (and the message's files); the start writes both
+    # again, so its try at start is the second attempt, not the first.
+    up = upstreams.scripted()
+    up2 = upstreams.scripted(rcpt_replies={
+        "carl@example.com": "451 4.7.1 greylisted, try later"})
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = two_upstreams(make_postern, mnt, up, up2)
+    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    live = {}
+
+    def sends():
+        time.sleep(1.5)		# the checkpoint waits in its syncfs
+        before = commits(dev)
+        send(srv, 1, 1, ("carl@example.com",))
+        wait_for(lambda: log_records(mnt, b"PSLA") == 1, timeout=20,
+            what="the deferral's record in the log")
+        live["commits"] = commits(dev) - before
+        live["qid"] = re.findall(r"accepted .* qid=(\w+) ", srv.log())[-1]
+    copy = cut_while_unsynced(ext4, dev, mnt, srv, sends, records=2)
+    assert live["commits"] == 0, live
+    assert not os.path.exists(os.path.join(copy, "spool", "done",
+        live["qid"]))
+    assert len(up2.mails) == 1
+    restart(srv)
+    assert "; 1 done-records" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: srv.log().split("=== start ===")[-1].count(
+        " deferred ") == 1, timeout=20, what="the try at start")
+    r = queue_cli(srv, "show", live["qid"])
+    assert "2 attempts, next " in r.stdout and "greylisted" in r.stdout, r
+    assert len(up2.mails) == 2, up2.mails
+
+
+def test_a_record_the_file_kept_is_not_replayed_twice(ext4, make_postern,
+        upstreams):
+    # The deferral's record written out into done/ (`postern queue list`
+    # has the message's files written), then a kill -9: the page cache
+    # keeps the file, and the start, finding the record's line there,
+    # does not append it again.
+    up = upstreams.scripted()
+    up2 = upstreams.scripted(rcpt_replies={
+        "carl@example.com": "451 4.7.1 greylisted, try later"})
+    _, mnt = ext4(journal=True)
+    srv = two_upstreams(make_postern, mnt, up, up2)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    checkpointed(mnt, 2)
+    st = strace(srv, "-e", "trace=syncfs",
+        "-e", "inject=syncfs:delay_enter=30000000")
+    try:
+        time.sleep(1.5)		# the checkpoint waits in its syncfs
+        send(srv, 1, 1, ("carl@example.com",))
+        wait_for(lambda: log_records(mnt, b"PSLA") == 1, timeout=20,
+            what="the deferral's record in the log")
+        qid = re.findall(r"accepted .* qid=(\w+) ", srv.log())[-1]
+        assert "carl@example.com" in queue_cli(srv, "list").stdout
+        done = os.path.join(mnt, "spool", "done", qid)
+        assert open(done).read().startswith("defer 0 1 ")
+    finally:
+        untrace(st)
+    srv.kill9()
+    restart(srv)
+    assert "; 1 done-records" in recovered_lines(srv)[-1], \
+        recovered_lines(srv)
+    wait_for(lambda: srv.log().split("=== start ===")[-1].count(
+        " deferred ") == 1, timeout=20, what="the try at start")
+    with open(done) as f:
+        lines = f.read().splitlines()
+    assert [l.split()[:3] for l in lines] == [["defer", "0", "1"],
+        ["defer", "0", "2"]], lines
+
+
 def test_messages_held_in_memory_reach_every_kind(ext4, make_postern,
         upstreams, tmp_path):
     # A spooled message the log committed is held in memory, no file made:

@@ -71,17 +71,21 @@ def test_maildir_commits_count_logged_and_too_large(ext4, make_postern):
 
 def test_spooled_commits_count_logged_and_too_large(ext4, make_postern):
     # Relayed messages, queued (the upstream's port is closed): a small
-    # one has a record, a 20k one is committed with its fsyncs.
+    # one has a record, a 20k one is committed with its fsyncs.  The
+    # deferral of each is a record of its own, in the log.
     _, mnt = ext4(journal=True)
     srv, port = with_metrics(relay_server, make_postern, mnt, 9,
         log_size="64k")
     send(srv, 0, 1)
-    assert log_commits(port) == counts(logged=1)
+    wait_for(lambda: log_commits(port) == counts(logged=2), timeout=20,
+        what="the message and its deferral logged")
     qid = send_big(srv)
-    assert log_commits(port) == counts(logged=1, too_large=1)
+    wait_for(lambda: log_commits(port) == counts(logged=3, too_large=1),
+        timeout=20, what="the big message too large, its deferral logged")
+    assert srv.log().count(" deferred ") == 2
     assert os.path.exists(os.path.join(mnt, "spool", "env", qid))
     with open(os.path.join(mnt, "spool", "log"), "rb") as f:
-        assert qid.encode() not in f.read()
+        assert b"y" * 78 not in f.read()	# the content is not
 
 
 def test_a_full_log_counts_full_and_warns_once(ext4, make_postern,

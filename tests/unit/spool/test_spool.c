@@ -531,28 +531,31 @@ test_unwritten_messages(void **state)
 	assert_int_equal(errno, ENOENT);
 	spool_env_clear(&e);
 
-	/* A status record comes with the files, written first. */
+	/* A flag comes with the files, written first. */
 	commit_whole(sp, "U2", content, &e);
-	assert_int_equal(spool_mark_deferred(sp, "U2", 0, 1, 1, "4.0.0 later",
-	    &err), 0);
+	assert_int_equal(spool_mark_flag(sp, "U2", SPOOL_FLAG_HOLD, &err), 0);
 	assert_true(holds(dir, "msg", "U2", content));
 	assert_true(exists(dir, "env", "U2"));
 	assert_int_equal(spool_content_load(sp, &e, &mem, &len, &err), 0);
 	assert_null(mem);	/* read from its file now */
 	spool_env_clear(&e);
 
-	/* A recipient's done-record is kept with it in memory, made
-	   durable by the log: no file, and a load reads it.  Its files
-	   written, done/ holds it too, and loads read it there. */
+	/* A recipient's outcomes are kept with it in memory, made durable
+	   by the log: no file, and a load reads them.  Its files written,
+	   done/ holds them too, and loads read them there. */
 	commit_whole(sp, "U5", content, &e);
+	assert_int_equal(spool_mark_deferred(sp, "U5", 0, 1, 1, "4.0.0 later",
+	    &err), 0);
 	assert_int_equal(spool_mark_done(sp, "U5", 0, &err), 0);
 	assert_false(exists(dir, "env", "U5"));
 	assert_false(exists(dir, "done", "U5"));
 	assert_int_equal(spool_env_load(sp, "U5", &got, &err), 0);
 	assert_true(got.rcpts[0].done);
+	assert_int_equal(got.rcpts[0].attempts, 1);
 	spool_env_clear(&got);
 	assert_int_equal(spool_content_write(sp, "U5", &err), 0);
-	assert_true(holds(dir, "done", "U5", "done 0\n"));
+	assert_true(holds(dir, "done", "U5",
+	    "defer 0 1 1 4.0.0%20later\ndone 0\n"));
 	assert_true(holds(dir, "msg", "U5", content));
 	assert_int_equal(spool_env_load(sp, "U5", &got, &err), 0);
 	assert_true(got.rcpts[0].done);
