@@ -491,6 +491,18 @@ def two_upstreams(make_postern, mnt, up, up2):
     return srv
 
 
+def two_upstreams_started(ext4, make_postern, up, up2):
+    """two_upstreams on a new ext4 (no timed commit), one message relayed
+    to up and its removal recorded (records 1 and 2): (dev, mnt, srv)."""
+    dev, mnt = ext4(journal=True, opts="commit=60")
+    srv = two_upstreams(make_postern, mnt, up, up2)
+    relayed_and_recorded(srv, up, mnt, 0, 1)
+    return dev, mnt, srv
+
+
+GREYLISTED = {"carl@example.com": "451 4.7.1 greylisted, try later"}
+
+
 def done_replayed(srv, mnt, up, up2):
     """Restarted after a cut that lost the done-record of message 1 for
     up: the start appends it again from the log, so up2 (released) gets
@@ -607,9 +619,7 @@ def test_a_recipient_done_is_recorded_by_the_log(ext4, make_postern,
     # and the next start writes them again from the log: the first
     # upstream gets the message once, the second once when it answers.
     up, up2 = upstreams.scripted(), upstreams.scripted()
-    dev, mnt = ext4(journal=True, opts="commit=60")
-    srv = two_upstreams(make_postern, mnt, up, up2)
-    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    dev, mnt, srv = two_upstreams_started(ext4, make_postern, up, up2)
     live = {}
 
     def sends():
@@ -648,9 +658,7 @@ def test_a_done_record_of_a_message_with_files_survives_a_power_cut(
     # goes into done/<qid> unsynced, its record into the log.  A power cut
     # loses the file's line; the start appends it again.
     up, up2 = upstreams.scripted(), upstreams.scripted()
-    dev, mnt = ext4(journal=True, opts="commit=60")
-    srv = two_upstreams(make_postern, mnt, up, up2)
-    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    dev, mnt, srv = two_upstreams_started(ext4, make_postern, up, up2)
     up.stall_data = up2.stall_data = True
     send(srv, 1, 1, ("bob@example.org", "carl@example.com"))	# record 3
     wait_for(lambda: up.stalled_now() > 0, timeout=20,
@@ -688,11 +696,8 @@ def test_a_deferral_is_recorded_by_the_log(ext4, make_postern, upstreams):
     # loses it from done/ (and the message's files); the start writes both
     # again, so its try at start is the second attempt, not the first.
     up = upstreams.scripted()
-    up2 = upstreams.scripted(rcpt_replies={
-        "carl@example.com": "451 4.7.1 greylisted, try later"})
-    dev, mnt = ext4(journal=True, opts="commit=60")
-    srv = two_upstreams(make_postern, mnt, up, up2)
-    relayed_and_recorded(srv, up, mnt, 0, 1)	# records 1 and 2
+    up2 = upstreams.scripted(rcpt_replies=GREYLISTED)
+    dev, mnt, srv = two_upstreams_started(ext4, make_postern, up, up2)
     live = {}
 
     def sends():
@@ -725,11 +730,8 @@ def test_a_record_the_file_kept_is_not_replayed_twice(ext4, make_postern,
     # keeps the file, and the start, finding the record's line there,
     # does not append it again.
     up = upstreams.scripted()
-    up2 = upstreams.scripted(rcpt_replies={
-        "carl@example.com": "451 4.7.1 greylisted, try later"})
-    _, mnt = ext4(journal=True)
-    srv = two_upstreams(make_postern, mnt, up, up2)
-    relayed_and_recorded(srv, up, mnt, 0, 1)
+    up2 = upstreams.scripted(rcpt_replies=GREYLISTED)
+    _, mnt, srv = two_upstreams_started(ext4, make_postern, up, up2)
     checkpointed(mnt, 2)
     st = strace(srv, "-e", "trace=syncfs",
         "-e", "inject=syncfs:delay_enter=30000000")
