@@ -460,6 +460,30 @@ spool_unwritten_line(struct spool *sp, const char *qid, const char *line,
 	return f != NULL;
 }
 
+void
+spool_unwritten_unline(struct spool *sp, const char *qid, const char *line,
+    size_t len)
+{
+	struct spool_fresh *f, **pp;
+
+	pthread_mutex_lock(&sp->fresh_mu);
+	if ((f = spool_unwritten_find(sp, qid, &pp)) != NULL) {
+		/* The last copy that starts a line: another thread may have
+		   kept a line of another recipient after it. */
+		char *d = f->lines.data;
+		for (size_t at = f->lines.len; at >= len && len > 0; at--) {
+			size_t o = at - len;
+			if ((o == 0 || d[o - 1] == '\n') &&
+			    memcmp(d + o, line, len) == 0) {
+				memmove(d + o, d + at, f->lines.len - at);
+				f->lines.len -= len;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&sp->fresh_mu);
+}
+
 bool
 spool_unwritten_forget(struct spool *sp, const char *qid, uint64_t *seq_out)
 {

@@ -540,7 +540,9 @@ spool_done_trim(int fd, off_t size)
 /*
  * Append one record to done/<qid> durably.  0, or -1 with *err_out.
  * by_log: a record written once per message (a recipient done, failed,
- * bounced, a deferral with its attempt count: no two alike) is made
+ * bounced, a deferral with its attempt count: no two alike, as the
+ * queue reads a message's records before each run and records what
+ * follows them) is made
  * durable by the spool log where it takes it (spool_log_line: a share of
  * a group commit, where the file's fdatasync is a journal commit of its
  * own); the checkpoint's syncfs makes the file durable before the log
@@ -568,10 +570,14 @@ spool_append(struct spool *sp, const char *qid, const char *rec, size_t len,
 		by_log = false;	/* written out below, then synced */
 	}
 	/* Its files first: a record is read with them (fresh.c).  A held
-	   record whose files cannot be written stays held, as true as
-	   ever; the caller, told it failed, records it again later. */
-	if (spool_unwritten_write(sp, qid, err_out) == -1)
+	   record that nothing made durable is taken back: a later record
+	   made durable without it (a bounce reported after a failure)
+	   would say what it cannot. */
+	if (spool_unwritten_write(sp, qid, err_out) == -1) {
+		if (held)
+			spool_unwritten_unline(sp, qid, rec, len);
 		return -1;
+	}
 	/* Before the record exists: a load from now on reads it. */
 	(void)spool_fresh_drop(sp, qid);
 	fd = openat(sp->fd[SUB_DONE], qid, O_RDWR | O_CREAT | O_APPEND |
@@ -697,6 +703,37 @@ spool_has_line(const char *buf, size_t len, const char *line, size_t n)
 	return false;
 }
 
+/*
+ * Zeros in done/<qid> (buf[0..*len), read from it): a power cut after the
+ * journal committed an append's size but not its data, within a block
+ * the file had already.  The file cut back to the whole lines before the
+ * first zero (*len too): what followed was written after the checkpoint,
+ * so the log's records give it back.  0, or -1 with *err_out.
+ */
+static int
+spool_cut_zeros(struct spool *sp, const char *qid, const char *buf,
+    size_t *len, const char **err_out)
+{
+	const char *z = memchr(buf, '\0', *len);
+	size_t keep;
+	int fd, rc = 0;
+
+	if (z == NULL)
+		return 0;
+	for (keep = (size_t)(z - buf); keep > 0 && buf[keep - 1] != '\n';
+	    keep--)
+		;
+	fd = openat(sp->fd[SUB_DONE], qid, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1 || ftruncate(fd, (off_t)keep) == -1) {
+		*err_out = spool_err("ftruncate", SUB_DONE, qid, "", errno);
+		rc = -1;
+	}
+	if (fd != -1)
+		close(fd);
+	*len = keep;
+	return rc;
+}
+
 int
 spool_replay_line(struct spool *sp, const char *qid, const char *line,
     const char **err_out)
@@ -709,6 +746,10 @@ spool_replay_line(struct spool *sp, const char *qid, const char *line,
 	if (spool_slurp(sp, SUB_DONE, qid, &buf, &len) == -1 &&
 	    errno != ENOENT) {
 		*err_out = spool_err("read", SUB_DONE, qid, "", errno);
+		return -1;
+	}
+	if (buf != NULL && spool_cut_zeros(sp, qid, buf, &len, err_out) == -1) {
+		free(buf);
 		return -1;
 	}
 	have = buf != NULL && spool_has_line(buf, len, line, n);

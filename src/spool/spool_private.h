@@ -92,6 +92,10 @@ bool	spool_unwritten_put(struct spool *sp, const char *qid, const char *env,
  * to be written into done/<qid> with its files: true, else false. */
 bool	spool_unwritten_line(struct spool *sp, const char *qid,
 	    const char *line, size_t len);
+/* Take back the last line (len bytes) spool_unwritten_line kept with qid,
+ * if it still holds it unwritten. */
+void	spool_unwritten_unline(struct spool *sp, const char *qid,
+	    const char *line, size_t len);
 /* Write qid's files if it is unwritten (done/<qid> too when it holds
  * records), and unpin its record: 0 once it has them (or is not here),
  * -1 with *err_out. */
@@ -168,9 +172,10 @@ int	spool_done_parse(const char *buf, size_t len, struct spool_env *env,
 /*
  * The replay of a LINE record: line (with its LF) appended to done/<qid>
  * unless the file holds it already, then the file synced, with no log.
- * What a crash leaves of the file is a start of what was written, so a
- * record it lacks was one of the last: appended, the records keep their
- * order.  0, or -1 with *err_out.
+ * What a crash leaves of the file is a start of what was written, but
+ * for zeros in place of an append's data: cut off first, with what
+ * follows them.  So a record it lacks was one of the last: appended, the
+ * records keep their order.  0, or -1 with *err_out.
  */
 int	spool_replay_line(struct spool *sp, const char *qid, const char *line,
 	    const char **err_out);

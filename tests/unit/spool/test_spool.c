@@ -567,6 +567,19 @@ test_unwritten_messages(void **state)
 	spool_env_clear(&got);
 	spool_env_clear(&e);
 
+	/* A held line taken back (nothing made it durable): the other
+	   stays, in its place. */
+	commit_whole(sp, "U6", content, &e);
+	assert_true(spool_unwritten_line(sp, "U6", "done 0\n", 7));
+	assert_true(spool_unwritten_line(sp, "U6", "bounced 0\n", 10));
+	spool_unwritten_unline(sp, "U6", "done 0\n", 7);
+	assert_int_equal(spool_env_load(sp, "U6", &got, &err), 0);
+	assert_false(got.rcpts[0].done);
+	assert_true(got.rcpts[0].bounced);
+	spool_env_clear(&got);
+	assert_int_equal(spool_remove(sp, "U6", &err), 0);
+	spool_env_clear(&e);
+
 	/* The checkpoint (each second) writes the others. */
 	commit_whole(sp, "U3", content, &e);
 	spool_env_clear(&e);
