@@ -207,9 +207,9 @@ struct conn {
 	bool			 in_data;	/* timeouts currently set for DATA */
 	bool			 closing;	/* flush the last reply, then free */
 	bool			 peer_gone;
-	const char		*timed_out;	/* a limit passed while a message's
-						   end was in others' hands: its
-						   421 follows their answer */
+	/* A time limit that passed while a message's end was in others'
+	   hands (conn_timeout): its 421 follows their answer. */
+	const char		*timed_out;
 	bool			 rd_eof;	/* the peer has sent all: answer it,
 						   then close */
 	bool			 started;	/* the greeting was sent (or refused) */

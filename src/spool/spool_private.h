@@ -280,7 +280,7 @@ struct spool_logspool {
 	bool	  dirty;		/* a file written again or removed:
 					   the folders to sync */
 	size_t	  found, written, lost, skipped;
-	size_t	  lines;		/* LINE records appended again */
+	size_t	  lines;		/* LINE records replayed */
 	size_t	  finished;		/* removals whose envelope was left */
 };
 /* A REMOVED record, seen in the scan before the replay. */
