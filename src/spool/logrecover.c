@@ -202,7 +202,7 @@ lr_record_cb(const struct spool_logrec *r, void *arg)
  * again from it, neither, or not replayed since a later record says the
  * message was removed; "F removals finished": envelopes of messages
  * removed that the disk still held, unlinked; "D done-records": lines
- * appended to done/ files again).
+ * of done/ files replayed, appended where a file lacked them).
  */
 static void
 lr_report(const struct lr_count *n)

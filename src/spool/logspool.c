@@ -56,6 +56,17 @@ ls_was_removed(struct spool_logspool *ls, const char *qid)
 	    sizeof(*ls->removed), ls_qid_cmp) != NULL;
 }
 
+/* Was qid removed since its records: a REMOVED record, or its envelope
+ * in gone/ (a removal whose record was not yet written: remove.c)? */
+static bool
+ls_gone(struct spool_logspool *ls, struct spool *sp, const char *qid)
+{
+	struct stat st;
+
+	return ls_was_removed(ls, qid) || fstatat(sp->fd[SUB_GONE], qid, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 /* Is sub/<qid> a file of exactly want bytes?  Synced if so. */
 static bool
 ls_found(struct spool *sp, enum spool_sub sub, const char *qid, size_t want)
@@ -104,15 +115,13 @@ spool_logspool_record(struct spool_logspool *ls, struct spool *sp,
 {
 	size_t env_len = strlen(r->hdr);
 	bool content_ok, env_ok;
-	struct stat st;
 
 	if (!spool_qid_is_valid(r->qid)) {
 		log_msg(LOG_LVL_ERROR, "spool log: a record names no queue id");
 		ls->lost++;
 		return;
 	}
-	if (ls_was_removed(ls, r->qid) || fstatat(sp->fd[SUB_GONE], r->qid,
-	    &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	if (ls_gone(ls, sp, r->qid)) {
 		ls->skipped++;
 		ls->dirty = true;	/* env/ synced: removed for good */
 		return;
@@ -140,8 +149,7 @@ spool_logspool_line(struct spool_logspool *ls, struct spool *sp,
 	const char *err;
 	struct stat st;
 
-	if (!spool_qid_is_valid(r->qid) || ls_was_removed(ls, r->qid) ||
-	    fstatat(sp->fd[SUB_GONE], r->qid, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+	if (!spool_qid_is_valid(r->qid) || ls_gone(ls, sp, r->qid) ||
 	    fstatat(sp->fd[SUB_ENV], r->qid, &st, AT_SYMLINK_NOFOLLOW) == -1)
 		return;
 	/* Not appended, a recipient's outcome before the restart is

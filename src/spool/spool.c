@@ -714,15 +714,14 @@ static int
 spool_cut_zeros(struct spool *sp, const char *qid, const char *buf,
     size_t *len, const char **err_out)
 {
-	const char *z = memchr(buf, '\0', *len);
+	const char *z = memchr(buf, '\0', *len), *nl;
 	size_t keep;
 	int fd, rc = 0;
 
 	if (z == NULL)
 		return 0;
-	for (keep = (size_t)(z - buf); keep > 0 && buf[keep - 1] != '\n';
-	    keep--)
-		;
+	nl = memrchr(buf, '\n', (size_t)(z - buf));
+	keep = nl == NULL ? 0 : (size_t)(nl - buf) + 1;
 	fd = openat(sp->fd[SUB_DONE], qid, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1 || ftruncate(fd, (off_t)keep) == -1) {
 		*err_out = spool_err("ftruncate", SUB_DONE, qid, "", errno);
